@@ -1,0 +1,79 @@
+"""Small ONNX models built in code for the tests (seeded, a few KB each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def _save(graph: onnx.GraphProto, path: Path, domains: tuple[tuple[str, int], ...] = ()) -> Path:
+    opsets = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, v) for d, v in domains]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def conv_net(path: Path, batch: int | str = "N", seed: int = 0) -> Path:
+    """input [batch,3,16,16] -> Conv+Relu -> GlobalAveragePool -> Flatten -> Gemm -> logits [batch,10]."""
+    rng = np.random.default_rng(seed)
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "conv.w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "conv.b"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (10, 8)).astype(np.float32), "fc.w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (10,)).astype(np.float32), "fc.b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv.w", "conv.b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv_net",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+        weights,
+    )
+    return _save(graph, path)
+
+
+def two_inputs(path: Path) -> Path:
+    """image [N,3,8,8] and meta [N,4] -> concat of pooled image and meta -> Gemm -> out [N,5]."""
+    rng = np.random.default_rng(1)
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (7, 5)).astype(np.float32), "w")]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Concat", ["f", "meta"], ["cat"], name="concat", axis=1),
+        helper.make_node("MatMul", ["cat", "w"], ["out"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8]),
+            helper.make_tensor_value_info("meta", TensorProto.FLOAT, ["N", 4]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 5])],
+        weights,
+    )
+    return _save(graph, path)
+
+
+def unsupported_op(path: Path) -> Path:
+    """A valid ONNX model with a custom-domain op no TensorRT parser knows."""
+    graph = helper.make_graph(
+        [helper.make_node("FancyOp", ["x"], ["y"], name="fancy", domain="com.example")],
+        "unsupported",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    return _save(graph, path, domains=(("com.example", 1),))

@@ -1,0 +1,81 @@
+"""The committed example model (calibration/digits) and its data are usable as documented.
+
+Regenerate them with `python examples/digits/make_digits.py` (needs torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+DIGITS = Path(__file__).resolve().parents[1] / "calibration" / "digits"
+FILE_BATCH = 64
+N_CALIBRATION = 512
+MIN_ACCURACY = 0.95
+
+
+def _batch_files(folder: str) -> list[Path]:
+    files = sorted((DIGITS / folder).glob("batch_*.npy"))
+    assert files, f"no batch_*.npy files in {DIGITS / folder}"
+    return files
+
+
+def _load_val() -> tuple[np.ndarray, np.ndarray]:
+    x = np.concatenate([np.load(f) for f in _batch_files("val")])
+    y = np.load(DIGITS / "val-labels.npy")
+    return x, y
+
+
+def test_train_files_shapes_and_dtype() -> None:
+    files = _batch_files("train")
+    assert len(files) == N_CALIBRATION // FILE_BATCH
+    for f in files:
+        a = np.load(f)
+        assert a.dtype == np.float32, f
+        assert a.shape == (FILE_BATCH, 1, 8, 8), f
+        assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0, f
+
+
+def test_val_files_shapes_dtype_and_labels() -> None:
+    files = _batch_files("val")
+    shapes = [np.load(f).shape for f in files]
+    for f, shape in zip(files[:-1], shapes[:-1], strict=True):
+        assert shape == (FILE_BATCH, 1, 8, 8), f
+    assert 1 <= shapes[-1][0] <= FILE_BATCH and shapes[-1][1:] == (1, 8, 8)
+    x, y = _load_val()
+    assert x.dtype == np.float32
+    assert y.dtype == np.int64
+    assert y.shape == (len(x),)
+    assert set(np.unique(y).tolist()) <= set(range(10))
+
+
+@pytest.mark.parametrize(
+    ("model", "batch"),
+    [("digits_cnn.onnx", "batch"), ("digits_cnn_static.onnx", 1)],
+)
+def test_model_io(model: str, batch: str | int) -> None:
+    graph = onnx.load(str(DIGITS / model)).graph
+    (inp,) = graph.input
+    (out,) = graph.output
+    assert inp.name == "input" and out.name == "logits"
+
+    def dims(value: onnx.ValueInfoProto) -> list[str | int]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    assert dims(inp) == [batch, 1, 8, 8]
+    assert dims(out) == [batch, 10]
+
+
+def test_val_accuracy() -> None:
+    x, y = _load_val()
+    session = ort.InferenceSession(
+        str(DIGITS / "digits_cnn.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (logits,) = session.run(["logits"], {"input": x})
+    assert logits.shape == (len(x), 10)
+    accuracy = float(np.mean(logits.argmax(axis=1) == y))
+    assert accuracy >= MIN_ACCURACY, f"val accuracy {accuracy:.4f} < {MIN_ACCURACY}"

@@ -1,0 +1,56 @@
+"""TensorRT-RTX: strongly typed, CPU-only ahead-of-time builds for listed compute capabilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trtforge.backends.base import BuildRequest, GpuTargets, TensorRTApiBackend
+from trtforge.errors import InvalidInputError
+from trtforge.tags import FLAVOR_RTX, ComputeCapability
+
+#: What TensorRT-RTX compiles for when no capability is set (its "CPU-only AOT" documentation).
+RTX_DEFAULT_TARGETS = tuple(ComputeCapability.parse(cc) for cc in ("8.0", "8.6", "8.9", "12.0"))
+
+
+class RtxBackend(TensorRTApiBackend):
+    flavor = FLAVOR_RTX
+
+    def supported_targets(self) -> dict[ComputeCapability, Any]:
+        enum = self.trt.ComputeCapability
+        return {
+            ComputeCapability.parse(name): getattr(enum, name)
+            for name in dir(enum)
+            if name.startswith("SM")
+        }
+
+    def configure_targets(self, config: Any, request: BuildRequest) -> GpuTargets:
+        options = request.options
+        if options.hardware_compatibility == "ampere_plus":
+            raise InvalidInputError(
+                "build.hardware_compatibility: ampere_plus is not supported by tensorrt-rtx; "
+                "list the GPUs in 'targets:' instead (e.g. ['8.6', '8.9', '12.0'])"
+            )
+        if options.hardware_compatibility == "same_compute_capability":
+            raise InvalidInputError(
+                "build.hardware_compatibility: same_compute_capability needs a build GPU, and "
+                "tensorrt-rtx builds on the CPU; list the GPUs in 'targets:' instead"
+            )
+        if not request.targets:
+            return GpuTargets(RTX_DEFAULT_TARGETS)
+        supported = self.supported_targets()
+        unknown = [cc for cc in request.targets if cc not in supported]
+        if unknown:
+            listed = ", ".join(str(cc) for cc in sorted(supported))
+            raise InvalidInputError(
+                f"targets: tensorrt-rtx {self.version} cannot compile for {unknown[0]}; "
+                f"it supports {listed} (use backend: tensorrt for other GPUs)"
+            )
+        config.num_compute_capabilities = len(request.targets)
+        for index, cc in enumerate(request.targets):
+            config.set_compute_capability(supported[cc], index)
+        return GpuTargets(tuple(sorted(request.targets)))
+
+    def load_timing_cache(self, config: Any, request: BuildRequest) -> list[str]:
+        if request.options.timing_cache:
+            return ["timing cache: n/a on tensorrt-rtx (it compiles kernels ahead of time)"]
+        return []

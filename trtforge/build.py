@@ -1,0 +1,221 @@
+"""The build pipeline for one spec: check, prepare precision, build, stamp, gate, publish locally.
+
+Every file is staged under a temporary name and renamed only after the accuracy gate passes,
+so a failed or interrupted build never replaces a good artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from trtforge import __version__
+from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
+from trtforge.compat import detect_platform
+from trtforge.console import Reporter
+from trtforge.fsutil import ensure_writable_dir, sha256_file, staged_file
+from trtforge.manifest import (
+    ArtifactInfo,
+    BuildInfo,
+    GpuInfo,
+    Manifest,
+    PlatformInfo,
+    SourceInfo,
+    TensorInfo,
+    TensorRTInfo,
+    manifest_path_for,
+)
+from trtforge.model import ModelInfo, describe, load_onnx
+from trtforge.precision import save_model, to_fp16
+from trtforge.spec import Spec, check_profiles
+from trtforge.tags import ComputeCapability, EngineTag, artifact_stem
+
+
+def default_cache_dir() -> Path:
+    """Content-addressed caches (calibration, timing caches) shared by every build on this host."""
+    env = os.environ.get("TRTFORGE_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trtforge"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The precision step's output: the graph to build and how the backend must treat it."""
+
+    onnx_path: Path
+    fp16_flag: bool = False
+    calibration_cache: bytes | None = None
+    calibration: dict | None = None
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    spec: Spec
+    engine: Path
+    manifest_path: Path
+    manifest: Manifest
+    backend: Choice
+    notes: tuple[str, ...]
+
+
+def prepare_precision(
+    spec: Spec, model_info: ModelInfo, flavor_major: tuple[str, int], cache_dir: Path, reporter: Reporter
+) -> Prepared:
+    """fp32: the model as is; fp16: an FP16 graph (or, on TensorRT 10.x, the FP16 flag); int8: Q/DQ."""
+    flavor, major = flavor_major
+    weakly_typed_trt = flavor == "tensorrt" and major < 11
+    if spec.precision == "fp32":
+        return Prepared(spec.model_path)
+    if spec.precision == "fp16":
+        if weakly_typed_trt:
+            return Prepared(spec.model_path, fp16_flag=True)
+        import onnx
+
+        source_sha = sha256_file(spec.model_path)
+        target = cache_dir / "fp16" / f"{source_sha}.onnx"
+        if not target.is_file():
+            save_model(to_fp16(onnx.load(str(spec.model_path))), target)
+        return Prepared(target)
+    from trtforge.calibration import calibrate
+
+    assert spec.calibration is not None
+    result = calibrate(spec, model_info, cache_dir=cache_dir / "calibration", log=reporter.info)
+    if spec.calibration.mode == "native":
+        if not weakly_typed_trt:
+            from trtforge.errors import SpecError
+
+            raise SpecError(
+                f"{spec.origin.where('calibration', 'mode')}: calibration.mode native needs "
+                f"enterprise TensorRT 10.x (this backend is {flavor} {major}.x); use mode: qdq"
+            )
+        return Prepared(
+            spec.model_path,
+            fp16_flag=spec.calibration.high_precision == "fp16",
+            calibration_cache=result.tensorrt_cache(flavor_version=None),
+            calibration=result.manifest_section(),
+        )
+    return Prepared(result.qdq_model, calibration=result.manifest_section())
+
+
+def _profiles_for_manifest(spec: Spec) -> list[dict[str, dict[str, list[int]]]]:
+    return [
+        {name: shapes.model_dump() for name, shapes in profile.items()} for profile in spec.profiles
+    ]
+
+
+def stamp(
+    spec: Spec,
+    model_sha256: str,
+    backend_flavor: str,
+    backend_version: str,
+    result: BuildResult,
+    engine_file: str,
+    engine_sha256: str,
+    prepared: Prepared,
+    seconds: float,
+    tag: EngineTag,
+) -> Manifest:
+    return Manifest(
+        schema="trtforge/manifest/v1",
+        name=spec.name,
+        precision=spec.precision,
+        tag=tag.render(),
+        artifact=ArtifactInfo(file=engine_file, sha256=engine_sha256, size=len(result.engine)),
+        source=SourceInfo(onnx_sha256=model_sha256, spec_sha256=spec.origin.sha256),
+        tensorrt=TensorRTInfo(
+            flavor=backend_flavor,  # type: ignore[arg-type]
+            version=backend_version,
+            version_compatible=spec.build.version_compatible,
+        ),
+        gpu=GpuInfo(
+            compute_capabilities=[str(cc) for cc in result.gpu.capabilities],
+            and_later_from=str(result.gpu.and_later_from) if result.gpu.and_later_from else None,
+            hardware_compatibility=spec.build.hardware_compatibility,
+            build_device=result.gpu.build_device,
+        ),
+        platform=PlatformInfo(os=tag.platform.os, machine=tag.platform.machine),
+        profiles=_profiles_for_manifest(spec),
+        io=[TensorInfo(name=t.name, mode=t.mode, dtype=t.dtype, shape=list(t.shape)) for t in result.io],  # type: ignore[arg-type]
+        calibration=prepared.calibration,
+        accuracy=None,
+        build=BuildInfo(
+            trtforge_version=__version__,
+            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            seconds=round(seconds, 3),
+        ),
+    )
+
+
+def build_spec(
+    spec: Spec,
+    out_dir: Path,
+    reporter: Reporter,
+    backend: str | None = None,
+    cache_dir: Path | None = None,
+) -> BuildOutcome:
+    """Build one spec into ``out_dir``; raises a TrtforgeError subclass on any failure."""
+    started = time.perf_counter()
+    ensure_writable_dir(out_dir)
+    cache_dir = cache_dir or default_cache_dir()
+    model = load_onnx(spec.model_path)
+    model_info = describe(model, spec.model_path)
+    check_profiles(spec, model_info)
+    del model
+
+    choice = choose_backend(backend or spec.backend)
+    engine_backend = open_backend(choice.flavor)
+    reporter.info(f"{spec.name}: backend {choice.flavor} {engine_backend.version} ({choice.reason})")
+    major = int(engine_backend.version.split(".")[0])
+    prepared = prepare_precision(spec, model_info, (choice.flavor, major), cache_dir, reporter)
+
+    request = BuildRequest(
+        onnx_path=prepared.onnx_path,
+        precision=spec.precision,
+        profiles=tuple(spec.profiles),
+        targets=tuple(ComputeCapability.parse(cc) for cc in spec.targets),
+        options=spec.build,
+        timing_cache=cache_dir / "timing" / f"{choice.flavor}-{engine_backend.version}.cache",
+        fp16_flag=prepared.fp16_flag,
+        calibration_cache=prepared.calibration_cache,
+    )
+    with reporter.build_progress(spec.name) as monitor:
+        result = engine_backend.build(request, monitor)
+    for note in result.notes:
+        reporter.info(f"{spec.name}: {note}")
+
+    tag = EngineTag(
+        flavor=choice.flavor,
+        version=engine_backend.version,
+        version_compatible=spec.build.version_compatible,
+        capabilities=result.gpu.capabilities,
+        and_later_from=result.gpu.and_later_from,
+        platform=detect_platform(),
+    )
+    stem = artifact_stem(spec.name, spec.precision, tag)
+    engine_path = out_dir / f"{stem}.engine"
+    manifest_path = manifest_path_for(engine_path)
+    with staged_file(engine_path) as staged_engine:
+        staged_engine.write_bytes(result.engine)
+        manifest = stamp(
+            spec,
+            sha256_file(spec.model_path),
+            choice.flavor,
+            engine_backend.version,
+            result,
+            engine_path.name,
+            sha256_file(staged_engine),
+            prepared,
+            time.perf_counter() - started,
+            tag,
+        )
+        with staged_file(manifest_path) as staged_manifest:
+            staged_manifest.write_text(manifest.to_json(), encoding="utf-8")
+            # staged_file renames the manifest first, then the engine: a reader who sees the new
+            # manifest with the old engine gets a sha256 mismatch, never a wrong engine.
+    reporter.success(f"{spec.name}: {engine_path}")
+    return BuildOutcome(spec, engine_path, manifest_path, manifest, choice, result.notes)
+

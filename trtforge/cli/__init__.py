@@ -1,0 +1,44 @@
+"""The command line: parse, call one function, render, map errors to exit codes.
+
+Each command group lives in its own module with its own ``typer.Typer``, merged here with
+``add_typer``. Heavy modules (onnx, onnxruntime, TensorRT) are imported inside the commands so
+that ``trtforge --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from trtforge import __version__
+from trtforge.cli import build_commands
+
+app = typer.Typer(
+    name="trtforge",
+    help="Build verified, stamped TensorRT engines from ONNX models in CI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(build_commands.app)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"trtforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Build verified, stamped TensorRT engines from ONNX models in CI."""
+
+
+def main() -> None:
+    app()

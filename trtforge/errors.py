@@ -1,0 +1,72 @@
+"""One exception class per kind of failure; each carries the exit code the CLI returns.
+
+The codes are a contract (DESIGN.md "Exit codes"): CI scripts branch on them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TrtforgeError(Exception):
+    """Base of every error trtforge raises on purpose; ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class InvalidInputError(TrtforgeError):
+    """Usage error or invalid input: spec, file, shape, flag."""
+
+    exit_code = 2
+
+
+class SpecError(InvalidInputError):
+    """A spec that does not validate; the message names file, line and key."""
+
+
+class BackendUnavailableError(InvalidInputError):
+    """The requested TensorRT flavor is not installed (the message names the pip extra)."""
+
+
+class BuildError(TrtforgeError):
+    """The ONNX parser or the TensorRT builder refused the model."""
+
+    exit_code = 3
+
+
+class AccuracyError(TrtforgeError):
+    """A candidate exceeded a tolerance of the accuracy gate."""
+
+    exit_code = 4
+
+
+class IncompatibleEngineError(TrtforgeError):
+    """The engine would not (or must not) load on the target; ``reasons`` lists every failing rule."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, reasons: Iterable[str] = ()) -> None:
+        self.reasons = tuple(reasons)
+        super().__init__(message)
+
+
+class RegistryError(TrtforgeError):
+    """A registry or the network failed (push, pull, listing)."""
+
+    exit_code = 6
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ' — did you mean 'x'?' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" — did you mean '{close[0]}'?" if close else ""
+
+
+#: ``trtforge ci`` and multi-spec commands exit with the most severe outcome, in this order.
+SEVERITY_ORDER = (1, 3, 4, 5, 6, 2, 0)
+
+
+def most_severe(codes: Iterable[int]) -> int:
+    ranked = [code for code in SEVERITY_ORDER if code in set(codes)]
+    return ranked[0] if ranked else 0

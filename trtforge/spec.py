@@ -1,0 +1,344 @@
+"""The YAML model spec: one typed model, validated once, with errors that name file, line and key.
+
+Relative paths are resolved against the spec file's folder at load time, so the rest of
+trtforge only ever sees absolute paths.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from trtforge.errors import SpecError, did_you_mean
+from trtforge.model import ModelInfo
+from trtforge.tags import ComputeCapability
+
+PROJECT_FILE = "trtforge.yaml"
+SPEC_VERSION = 1
+
+Precision = Literal["fp32", "fp16", "int8"]
+BackendChoice = Literal["auto", "tensorrt", "tensorrt-rtx"]
+
+
+def _normalize_cc(value: Any) -> str:
+    return str(ComputeCapability.parse(value))
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+CapabilityText = Annotated[
+    str,
+    BeforeValidator(lambda value: str(value)),
+    AfterValidator(_normalize_cc),
+    Field(description='compute capability: "8.6", "sm86" or "sm_86"'),
+]
+Globs = Annotated[list[str], BeforeValidator(_as_list), Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShapeRange(_Strict):
+    """Shapes of one input in one optimization profile."""
+
+    min: list[int]
+    opt: list[int]
+    max: list[int]
+
+
+class CalibrationSpec(_Strict):
+    data: Globs = Field(description=".npy/.npz globs, relative to the spec file")
+    batch_size: int = Field(16, gt=0)
+    max_samples: int = Field(512, gt=0)
+    algorithm: Literal["entropy", "minmax", "percentile"] = "entropy"
+    percentile: float = Field(99.99, gt=0, le=100)
+    mode: Literal["qdq", "native"] = "qdq"
+    high_precision: Literal["fp16", "fp32"] = "fp16"
+    exclude: list[str] = Field(default_factory=list, description="node names kept out of INT8")
+
+
+class Tolerance(_Strict):
+    """Upper bounds (max_abs, mean_abs, max_rel) and lower bounds (the *_min keys)."""
+
+    max_abs: float | None = Field(None, ge=0)
+    mean_abs: float | None = Field(None, ge=0)
+    max_rel: float | None = Field(None, ge=0)
+    cosine_min: float | None = Field(None, ge=-1, le=1)
+    snr_db_min: float | None = None
+    top1_min: float | None = Field(None, ge=0, le=1)
+
+
+class AccuracySpec(_Strict):
+    data: Globs | None = Field(None, description="absent: seeded random inputs per profile")
+    labels: str | None = Field(None, description=".npy of int class labels, in data order")
+    max_samples: int = Field(256, gt=0)
+    tolerances: dict[str, Tolerance] = Field(
+        default_factory=dict, description='per output name, or "*" for all'
+    )
+    enabled: bool = True
+
+
+class BuildOptions(_Strict):
+    workspace: ByteSize = Field(ByteSize(1 << 30), description='e.g. "1GiB", "512MiB" or bytes')
+    optimization_level: int = Field(3, ge=0, le=5)
+    timing_cache: bool = True
+    version_compatible: bool = False
+    hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"
+
+
+class Spec(_Strict):
+    """A model spec (version 1). See README "Spec reference"."""
+
+    name: str = Field(pattern=r"^[a-z0-9._-]+$", max_length=64)
+    model: str = Field(description="ONNX file, relative to the spec file")
+    precision: Precision = "fp32"
+    backend: BackendChoice = "auto"
+    targets: list[CapabilityText] = Field(default_factory=list)
+    profiles: list[dict[str, ShapeRange]] = Field(default_factory=list)
+    calibration: CalibrationSpec | None = None
+    accuracy: AccuracySpec = Field(default_factory=AccuracySpec)
+    build: BuildOptions = Field(default_factory=BuildOptions)
+
+    _origin: SpecOrigin | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _int8_needs_calibration(self) -> Spec:
+        if self.precision == "int8" and self.calibration is None:
+            raise ValueError("precision int8 needs a 'calibration:' section with 'data:'")
+        return self
+
+    @property
+    def origin(self) -> SpecOrigin:
+        if self._origin is None:
+            raise RuntimeError("spec was not loaded from a file")
+        return self._origin
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.model)
+
+
+@dataclass(frozen=True)
+class SpecOrigin:
+    """Where a spec came from: for error messages (line numbers) and for hashing."""
+
+    path: Path
+    sha256: str
+    lines: dict[tuple[str | int, ...], int]
+
+    def where(self, *loc: str | int) -> str:
+        """``file:line`` of the deepest located key on ``loc``."""
+        for end in range(len(loc), -1, -1):
+            line = self.lines.get(tuple(loc[:end]))
+            if line is not None:
+                return f"{self.path}:{line}"
+        return str(self.path)
+
+
+def _node_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict) -> None:
+    out.setdefault(prefix, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            out[key] = key_node.start_mark.line + 1
+            _node_lines(value_node, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _node_lines(item, (*prefix, index), out)
+
+
+def _field_names_at(loc: tuple[str | int, ...]) -> list[str]:
+    """Valid keys of the model that holds the last element of ``loc`` (for "did you mean")."""
+    annotation: Any = Spec
+    for part in loc[:-1]:
+        annotation = _step(annotation, part)
+    annotation = _unwrap_model(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap_model(annotation: Any) -> Any:
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    model = _unwrap_model(annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel) and isinstance(part, str):
+        field = model.model_fields.get(part)
+        return field.annotation if field else None
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is not type(None):
+                return _step(arg, part)
+    args = typing.get_args(annotation)
+    if origin is list and args:
+        return args[0]
+    if origin is dict and args:
+        return args[1]
+    if origin is typing.Annotated and args:
+        return _step(args[0], part)
+    return None
+
+
+def _message(error: dict[str, Any], origin: SpecOrigin) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    where = origin.where(*loc)
+    if error["type"] == "extra_forbidden":
+        hint = did_you_mean(str(loc[-1]), _field_names_at(loc))
+        return f"{where}: unknown key '{loc[-1]}'{hint or ' (see trtforge schema for valid keys)'}"
+    if error["type"] == "missing":
+        return f"{where}: missing required key '{key}'"
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and error["type"] not in ("value_error",) and not isinstance(error["input"], dict):
+        return f"{where}: key '{key}': {message} (got {error['input']!r})"
+    return f"{where}: key '{key}': {message}"
+
+
+def _resolve(base: Path, value: str) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path))
+
+
+def parse_spec(text: str, path: Path) -> Spec:
+    """Validate spec text; paths are resolved against ``path``'s folder."""
+    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}{line}: malformed YAML: {problem}") from exc
+    lines: dict[tuple[str | int, ...], int] = {}
+    if root is not None:
+        _node_lines(root, (), lines)
+    origin = SpecOrigin(path=path, sha256=sha256, lines=lines)
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin.where()}: a spec is a YAML mapping with at least 'name:' and 'model:'")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_message(exc.errors()[0], origin)) from exc
+    base = path.parent
+    updates: dict[str, Any] = {"model": _resolve(base, spec.model)}
+    if spec.calibration is not None:
+        updates["calibration"] = spec.calibration.model_copy(
+            update={"data": [_resolve(base, pattern) for pattern in spec.calibration.data]}
+        )
+    accuracy = spec.accuracy
+    updates["accuracy"] = accuracy.model_copy(
+        update={
+            "data": [_resolve(base, p) for p in accuracy.data] if accuracy.data else None,
+            "labels": _resolve(base, accuracy.labels) if accuracy.labels else None,
+        }
+    )
+    resolved = spec.model_copy(update=updates)
+    resolved._origin = origin
+    return resolved
+
+
+def load_spec(path: Path) -> Spec:
+    if path.name == PROJECT_FILE:
+        raise SpecError(f"{path}: this is the project file, not a model spec; pass a model spec")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: spec file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read spec ({exc})") from exc
+    return parse_spec(text, path.resolve())
+
+
+def expand_globs(patterns: list[str], where: str) -> list[Path]:
+    """Files matching the patterns, sorted for a deterministic order; empty is an error."""
+    files: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(Path(match) for match in glob.glob(pattern, recursive=True))
+        if not matches:
+            raise SpecError(f"{where}: '{pattern}' matches no file; check the path (relative to the spec)")
+        files.extend(matches)
+    return files
+
+
+def check_profiles(spec: Spec, model: ModelInfo) -> None:
+    """Profiles against the graph inputs: names, ranks, static dims, min <= opt <= max, coverage."""
+    origin = spec.origin
+    dynamic = [tensor for tensor in model.inputs if tensor.is_dynamic]
+    known = [tensor.name for tensor in model.inputs]
+    if dynamic and not spec.profiles:
+        names = ", ".join(tensor.name for tensor in dynamic)
+        raise SpecError(
+            f"{origin.where('profiles')}: input '{dynamic[0].name}' has dynamic dims "
+            f"{list(dynamic[0].shape)}; add 'profiles:' with min/opt/max shapes for: {names}"
+        )
+    for index, profile in enumerate(spec.profiles):
+        for name, shapes in profile.items():
+            where = origin.where("profiles", index, name)
+            tensor = model.input(name)
+            if tensor is None:
+                raise SpecError(
+                    f"{where}: profile {index} names input '{name}', which the model does not have"
+                    f"{did_you_mean(name, known)} (inputs: {', '.join(known)})"
+                )
+            for label in ("min", "opt", "max"):
+                shape = getattr(shapes, label)
+                if len(shape) != len(tensor.shape):
+                    raise SpecError(
+                        f"{where}: profile {index} input '{name}' {label} {shape} has rank {len(shape)}, "
+                        f"the model input {list(tensor.shape)} has rank {len(tensor.shape)}"
+                    )
+                for axis, (dim, model_dim) in enumerate(zip(shape, tensor.shape, strict=False)):
+                    if isinstance(model_dim, int) and model_dim >= 0 and dim != model_dim:
+                        raise SpecError(
+                            f"{where}: profile {index} input '{name}' {label}[{axis}] is {dim}, "
+                            f"but that dim is static ({model_dim}) in the model"
+                        )
+                    if dim < 1:
+                        raise SpecError(f"{where}: profile {index} input '{name}' {label}[{axis}] must be >= 1")
+            for axis, (low, mid, high) in enumerate(zip(shapes.min, shapes.opt, shapes.max, strict=False)):
+                if not low <= mid <= high:
+                    raise SpecError(
+                        f"{where}: profile {index} input '{name}' axis {axis}: need min <= opt <= max, "
+                        f"got {low}, {mid}, {high}"
+                    )
+        missing = [tensor.name for tensor in dynamic if tensor.name not in profile]
+        if missing:
+            raise SpecError(
+                f"{origin.where('profiles', index)}: profile {index} has no shapes for dynamic input "
+                f"'{missing[0]}'; every profile covers every dynamic input"
+            )
+
+
+def spec_json_schema() -> dict[str, Any]:
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "trtforge model spec (version 1)"
+    return schema

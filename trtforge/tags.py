@@ -1,0 +1,136 @@
+"""Compatibility tags: small frozen values, like ``packaging.tags`` for wheels.
+
+An engine's file name says where it runs: ``{name}-{precision}-{flavor}{version}-{gpus}-{platform}``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import total_ordering
+
+_DOTTED = re.compile(r"^([1-9]\d?)\.(\d)$")
+_SM = re.compile(r"^sm_?([1-9]\d{1,2})$", re.IGNORECASE)
+
+#: Longest OCI tag (the distribution spec's limit); ``{name}-{precision}-{tag}`` must fit.
+MAX_OCI_TAG = 128
+
+FLAVOR_TENSORRT = "tensorrt"
+FLAVOR_RTX = "tensorrt-rtx"
+FLAVORS = (FLAVOR_TENSORRT, FLAVOR_RTX)
+
+
+@total_ordering
+@dataclass(frozen=True)
+class ComputeCapability:
+    """A CUDA compute capability such as 8.6."""
+
+    major: int
+    minor: int
+
+    @classmethod
+    def parse(cls, text: str | float | int) -> ComputeCapability:
+        """The one normalizer: accepts ``8.6``, ``"8.6"``, ``sm86``, ``sm_86``, ``SM120``."""
+        raw = str(text).strip()
+        dotted = _DOTTED.match(raw)
+        if dotted:
+            return cls(int(dotted.group(1)), int(dotted.group(2)))
+        sm = _SM.match(raw)
+        if sm:
+            digits = sm.group(1)
+            return cls(int(digits[:-1]), int(digits[-1]))
+        raise ValueError(f"'{raw}' is not a compute capability; write it as 8.6, sm86 or sm_86")
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    @property
+    def sm(self) -> str:
+        """The tag spelling, ``sm86``."""
+        return f"sm{self.major}{self.minor}"
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, ComputeCapability):
+            return NotImplemented
+        return (self.major, self.minor) < (other.major, other.minor)
+
+
+AMPERE = ComputeCapability(8, 0)
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Operating system and machine, as the tag writes them (``linux_x86_64``)."""
+
+    os: str
+    machine: str
+
+    @property
+    def tag(self) -> str:
+        if self.os == "windows":
+            return "win_amd64" if self.machine in ("x86_64", "amd64") else f"win_{self.machine}"
+        return f"{self.os}_{self.machine}"
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        raw = text.strip().lower()
+        if raw == "win_amd64":
+            return cls("windows", "x86_64")
+        os_name, sep, machine = raw.partition("_")
+        if not sep or not machine or os_name not in ("linux", "windows", "win"):
+            raise ValueError(
+                f"'{text}' is not a platform; use linux_x86_64, linux_aarch64 or win_amd64"
+            )
+        return cls("windows" if os_name == "win" else os_name, machine)
+
+
+def flavor_prefix(flavor: str) -> str:
+    return "rtx" if flavor == FLAVOR_RTX else "trt"
+
+
+def short_version(flavor: str, version: str, version_compatible: bool) -> str:
+    """``rtx1.7``, ``trt10.13``, or ``trt10`` for a version-compatible enterprise engine."""
+    parts = version.split(".")
+    if version_compatible and flavor == FLAVOR_TENSORRT:
+        return f"{flavor_prefix(flavor)}{parts[0]}"
+    return f"{flavor_prefix(flavor)}{'.'.join(parts[:2])}"
+
+
+def gpus_tag(capabilities: tuple[ComputeCapability, ...], and_later_from: ComputeCapability | None) -> str:
+    """``sm86.sm89``, ``sm80plus``, or the range ``sm75-sm120`` when a list is too long."""
+    if and_later_from is not None:
+        return f"{and_later_from.sm}plus"
+    ordered = sorted(set(capabilities))
+    if not ordered:
+        return "anygpu"
+    return ".".join(cc.sm for cc in ordered)
+
+
+@dataclass(frozen=True)
+class EngineTag:
+    """Where an engine runs; its string form is the artifact tag."""
+
+    flavor: str
+    version: str
+    version_compatible: bool
+    capabilities: tuple[ComputeCapability, ...]
+    and_later_from: ComputeCapability | None
+    platform: Platform
+
+    def render(self, max_length: int = MAX_OCI_TAG) -> str:
+        head = short_version(self.flavor, self.version, self.version_compatible)
+        gpus = gpus_tag(self.capabilities, self.and_later_from)
+        text = f"{head}-{gpus}-{self.platform.tag}"
+        if len(text) > max_length and self.and_later_from is None and self.capabilities:
+            ordered = sorted(self.capabilities)
+            text = f"{head}-{ordered[0].sm}-{ordered[-1].sm}-{self.platform.tag}"
+        return text
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def artifact_stem(name: str, precision: str, tag: EngineTag) -> str:
+    """``{name}-{precision}-{tag}``, guaranteed to be a valid OCI tag."""
+    prefix = f"{name}-{precision}-"
+    return prefix + tag.render(MAX_OCI_TAG - len(prefix))
