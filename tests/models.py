@@ -77,3 +77,23 @@ def unsupported_op(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
     return _save(graph, path, domains=(("com.example", 1),))
+
+
+def deep_net(path: Path, layers: int = 120) -> Path:
+    """Many 3x3 convolutions: a model whose build lasts long enough to interrupt it."""
+    rng = np.random.default_rng(2)
+    nodes, weights, previous = [], [], "input"
+    for index in range(layers):
+        weights.append(numpy_helper.from_array(rng.normal(0, 0.05, (32, 32, 3, 3)).astype(np.float32), f"w{index}"))
+        nodes.append(helper.make_node("Conv", [previous, f"w{index}"], [f"c{index}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{index}"], [f"r{index}"]))
+        previous = f"r{index}"
+    nodes.append(helper.make_node("Identity", [previous], ["output"]))
+    graph = helper.make_graph(
+        nodes,
+        "deep_net",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 32, 32, 32])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 32, 32, 32])],
+        weights,
+    )
+    return _save(graph, path)

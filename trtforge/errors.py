@@ -68,5 +68,5 @@ SEVERITY_ORDER = (1, 3, 4, 5, 6, 2, 0)
 
 
 def most_severe(codes: Iterable[int]) -> int:
-    ranked = [code for code in SEVERITY_ORDER if code in set(codes)]
-    return ranked[0] if ranked else 0
+    present = set(codes)
+    return next((code for code in SEVERITY_ORDER if code in present), 0)

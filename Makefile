@@ -1,0 +1,29 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= out/demo
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/trtforge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[rtx,dev]'
+	@touch $@
+
+demo: $(BIN)/trtforge
+	$(BIN)/trtforge build configs/digits-fp32.yaml configs/digits-fp16.yaml configs/digits-int8.yaml configs/digits-dynamic.yaml --out $(OUT)
+	@echo "engines in $(OUT):" && ls -1 $(OUT)/*.engine
+
+test: $(BIN)/trtforge
+	$(BIN)/pytest -q
+
+lint: $(BIN)/trtforge
+	$(BIN)/ruff check trtforge tests benchmarks examples
+
+bench: $(BIN)/trtforge
+	$(BIN)/python benchmarks/build_overhead.py
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,45 @@
+"""Shared fixtures: every test gets its own trtforge cache; small models are built once per session."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import models  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    models.conv_net(folder / "conv.onnx")
+    models.conv_net(folder / "conv_static.onnx", batch=1)
+    models.two_inputs(folder / "two_inputs.onnx")
+    models.unsupported_op(folder / "unsupported.onnx")
+    models.deep_net(folder / "deep.onnx")
+    return folder
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path, model_dir: Path) -> Callable[..., Path]:
+    """Write a spec YAML into tmp_path; ``{models}`` in the text is the model folder."""
+
+    def write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text.replace("{models}", str(model_dir)), encoding="utf-8")
+        return path
+
+    return write

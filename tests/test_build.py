@@ -1,0 +1,212 @@
+"""Real TensorRT-RTX builds through the CLI (CliRunner and subprocess), and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trtforge.cli import app
+from trtforge.manifest import Manifest, read_manifest
+
+pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+
+runner = CliRunner()
+
+CONV_PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
+REQUIRED_KEYS = {
+    "schema", "name", "precision", "tag", "artifact", "source", "tensorrt", "gpu",
+    "platform", "profiles", "io", "calibration", "accuracy", "build",
+}
+
+
+def _build(spec: Path, out: Path, *extra: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["build", str(spec), "--out", str(out), *extra])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _engines(out: Path) -> list[str]:
+    return sorted(path.name for path in out.glob("*.engine")) if out.exists() else []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_build_writes_tagged_engine_and_complete_manifest(
+    write_spec: Callable[..., Path], tmp_path: Path, precision: str
+) -> None:
+    spec = write_spec(f"name: conv\nmodel: {{models}}/conv.onnx\nprecision: {precision}\ntargets: [sm_89, 8.6]\n"
+                      + CONV_PROFILE)
+    code, stdout, stderr = _build(spec, tmp_path / "out", "--json")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    engine = Path(document["results"][0]["engine"])
+    assert engine.name == f"conv-{precision}-rtx1.7-sm86.sm89-linux_x86_64.engine"
+    manifest_file = engine.with_name(engine.name.replace(".engine", ".manifest.json"))
+    raw = json.loads(manifest_file.read_text())
+    assert REQUIRED_KEYS <= set(raw)
+    manifest = read_manifest(engine)
+    assert Manifest.model_validate(json.loads(manifest.to_json())) == manifest
+    assert manifest.gpu.compute_capabilities == ["8.6", "8.9"]
+    assert manifest.gpu.build_device is None
+    assert manifest.tensorrt.flavor == "tensorrt-rtx"
+    assert manifest.artifact.size == engine.stat().st_size
+    assert [t.name for t in manifest.io] == ["input", "logits"]
+    assert manifest.io[0].shape == [-1, 3, 16, 16]
+    assert manifest.profiles[0]["input"]["opt"] == [4, 3, 16, 16]
+    assert not [p for p in engine.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_two_profiles_and_default_targets(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(
+        "name: conv-dyn\nmodel: {models}/conv.onnx\nprofiles:\n"
+        "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
+        "  - input: {min: [8, 3, 16, 16], opt: [16, 3, 16, 16], max: [32, 3, 16, 16]}\n"
+    )
+    code, _, stderr = _build(spec, tmp_path / "out")
+    assert code == 0, stderr
+    (engine,) = (tmp_path / "out").glob("*.engine")
+    manifest = read_manifest(engine)
+    assert len(manifest.profiles) == 2
+    assert manifest.gpu.compute_capabilities == ["8.0", "8.6", "8.9", "12.0"]
+    assert "sm80.sm86.sm89.sm120" in engine.name
+    assert "timing cache: n/a on tensorrt-rtx" in stderr
+
+
+def test_multi_input_model(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(
+        "name: two\nmodel: {models}/two_inputs.onnx\ntargets: ['8.6']\nprofiles:\n"
+        "  - image: {min: [1, 3, 8, 8], opt: [2, 3, 8, 8], max: [4, 3, 8, 8]}\n"
+        "    meta: {min: [1, 4], opt: [2, 4], max: [4, 4]}\n"
+    )
+    code, _, stderr = _build(spec, tmp_path / "out")
+    assert code == 0, stderr
+    (engine,) = (tmp_path / "out").glob("*.engine")
+    assert [(t.name, t.mode) for t in read_manifest(engine).io] == [
+        ("image", "input"), ("meta", "input"), ("out", "output")
+    ]
+
+
+def test_static_model_needs_no_profile(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec("name: static\nmodel: {models}/conv_static.onnx\ntargets: ['8.9']\n")
+    code, _, stderr = _build(spec, tmp_path / "out")
+    assert code == 0, stderr
+    assert _engines(tmp_path / "out") == ["static-fp32-rtx1.7-sm89-linux_x86_64.engine"]
+
+
+def test_inspect_table_and_json(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec("name: conv\nmodel: {models}/conv.onnx\ntargets: ['8.6']\n" + CONV_PROFILE)
+    assert _build(spec, tmp_path / "out")[0] == 0
+    (engine,) = (tmp_path / "out").glob("*.engine")
+    as_json = runner.invoke(app, ["inspect", str(engine), "--json"])
+    assert as_json.exit_code == 0
+    facts = json.loads(as_json.stdout)
+    assert facts["engine"]["matches_manifest"] is True
+    assert facts["manifest"]["tag"] == "rtx1.7-sm86-linux_x86_64"
+    table = runner.invoke(app, ["inspect", str(engine)])
+    assert table.exit_code == 0 and "rtx1.7-sm86-linux_x86_64" in table.stderr
+
+
+@pytest.mark.parametrize(
+    ("model_line", "code", "message"),
+    [
+        ("model: {models}/missing.onnx", 2, "model file not found"),
+        ("model: {models}/../spec.yaml", 2, "not an ONNX model"),
+        ("model: {models}/unsupported.onnx", 3, "node 'fancy' (op FancyOp)"),
+    ],
+)
+def test_bad_models_exit_with_the_documented_code(
+    write_spec: Callable[..., Path], model_dir: Path, tmp_path: Path, model_line: str, code: int, message: str
+) -> None:
+    (model_dir.parent / "spec.yaml").write_text("not: onnx\n")
+    spec = write_spec(f"name: bad\n{model_line}\n")
+    exit_code, _, stderr = _build(spec, tmp_path / "out")
+    assert exit_code == code
+    assert message in stderr
+    assert "Traceback" not in stderr
+    assert _engines(tmp_path / "out") == []
+
+
+def test_unwritable_output_directory(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    spec = write_spec("name: conv\nmodel: {models}/conv_static.onnx\n")
+    code, _, stderr = _build(spec, blocker / "out")
+    assert code == 2
+    assert "cannot create output directory" in stderr and "--out" in stderr
+
+
+def test_rtx_refuses_unsupported_target(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec("name: conv\nmodel: {models}/conv_static.onnx\ntargets: ['9.0']\n")
+    code, _, stderr = _build(spec, tmp_path / "out")
+    assert code == 2
+    assert "cannot compile for 9.0" in stderr
+
+
+def test_rtx_refuses_hardware_compatibility(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec("name: c\nmodel: {models}/conv_static.onnx\nbuild: {hardware_compatibility: ampere_plus}\n")
+    code, _, stderr = _build(spec, tmp_path / "out")
+    assert code == 2 and "list the GPUs in 'targets:'" in stderr
+
+
+def test_spec_error_through_the_cli(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec("name: conv\nmodel: {models}/conv.onnx\nprecison: fp16\n")
+    code, _, stderr = _build(spec, tmp_path / "out")
+    assert code == 2
+    assert stderr.strip() == f"error: {spec}:3: unknown key 'precison' — did you mean 'precision'?"
+
+
+def test_json_reports_every_spec_and_exits_with_the_most_severe(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    good = write_spec("name: good\nmodel: {models}/conv_static.onnx\ntargets: ['8.6']\n", "good.yaml")
+    parser_fails = write_spec("name: bad\nmodel: {models}/unsupported.onnx\n", "bad.yaml")
+    unknown_key = write_spec("name: typo\nmodel: x.onnx\nprecison: fp16\n", "typo.yaml")
+    result = runner.invoke(app, ["build", str(good), str(parser_fails), str(unknown_key), "--out",
+                                 str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 3
+    statuses = [(r["status"], r["exit_code"]) for r in json.loads(result.stdout)["results"]]
+    assert statuses == [("built", 0), ("failed", 3), ("failed", 2)]
+
+
+def test_subprocess_help_and_schema() -> None:
+    help_run = subprocess.run([sys.executable, "-m", "trtforge", "--help"], capture_output=True, text=True)
+    assert help_run.returncode == 0 and "build" in help_run.stdout
+    schema = subprocess.run([sys.executable, "-m", "trtforge", "schema"], capture_output=True, text=True)
+    assert json.loads(schema.stdout)["title"].startswith("trtforge model spec")
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_build_keeps_the_previous_engine(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(
+        "name: deep\nmodel: {models}/deep.onnx\ntargets: ['7.5', '8.0', '8.6', '8.9', '12.0']\nprofiles:\n"
+        "  - input: {min: [1, 32, 32, 32], opt: [8, 32, 32, 32], max: [32, 32, 32, 32]}\n"
+    )
+    out = tmp_path / "out"
+    first = subprocess.run([sys.executable, "-m", "trtforge", "build", str(spec), "--out", str(out)],
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    (engine,) = out.glob("*.engine")
+    before = engine.read_bytes()
+    manifest_before = read_manifest(engine)
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trtforge", "build", str(spec), "--out", str(out)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "steps)" in line:  # TensorRT's first build phase started
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert engine.read_bytes() == before
+    assert read_manifest(engine) == manifest_before
+    assert sorted(p.name for p in out.iterdir()) == sorted([engine.name, engine.name.replace(".engine", ".manifest.json")])

@@ -1,0 +1,118 @@
+"""Spec loading: every bad input gives one line naming file, line and key, and exit code 2."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from trtforge.errors import SpecError
+from trtforge.model import inspect_model
+from trtforge.spec import Spec, check_profiles, load_spec, spec_json_schema
+
+GOOD = """\
+name: conv
+model: {models}/conv.onnx
+precision: fp16
+targets: [8.6, sm89, sm_120]
+profiles:
+  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}
+"""
+
+
+def test_good_spec_resolves_paths_and_normalizes_targets(write_spec: Callable[..., Path], model_dir: Path) -> None:
+    spec = load_spec(write_spec(GOOD))
+    assert spec.model_path == model_dir / "conv.onnx"
+    assert spec.targets == ["8.6", "8.9", "12.0"]
+    assert spec.build.workspace == 1 << 30
+    assert spec.origin.sha256 and spec.origin.where("precision").endswith(":3")
+
+
+def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    spec_path = tmp_path / "sub" / "s.yaml"
+    spec_path.write_text("name: a\nmodel: ../m.onnx\naccuracy: {data: d/*.npy}\n")
+    spec = load_spec(spec_path)
+    assert spec.model_path == (tmp_path / "sub" / ".." / "m.onnx")
+    assert spec.accuracy.data == [str(tmp_path / "sub" / "d/*.npy")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: a\nmodel: m.onnx\nprecison: fp16\n", ":3: unknown key 'precison' — did you mean 'precision'?"),
+        ("name: a\nmodel: m.onnx\nbuild:\n  worksapce: 1GiB\n", ":4: unknown key 'worksapce' — did you mean 'workspace'?"),
+        ("name: a\nmodel: m.onnx\nprecision: fp8\n", ":3: key 'precision': Input should be 'fp32', 'fp16' or 'int8'"),
+        ("name: a\nmodel: m.onnx\nbuild: {optimization_level: high}\n", ":3: key 'build.optimization_level'"),
+        ("name: Bad Name\nmodel: m.onnx\n", ":1: key 'name': String should match pattern"),
+        ("model: m.onnx\n", "missing required key 'name'"),
+        ("name: a\nmodel: m.onnx\ntargets: [8.6, nine]\n", ":3: key 'targets.1': Value error, 'nine' is not a compute"),
+        ("name: a\nmodel: m.onnx\nprecision: int8\n", "needs a 'calibration:' section"),
+        ("name: a\nmodel: [unclosed\n", ": malformed YAML"),
+        ("- just\n- a list\n", "a spec is a YAML mapping"),
+        ("name: a\nmodel: m.onnx\nbuild: {workspace: lots}\n", ":3: key 'build.workspace'"),
+    ],
+)
+def test_bad_specs_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    message = str(caught.value)
+    assert message.startswith(str(path)), message
+    assert expected.replace("Value error, ", "") in message, message
+    assert "\n" not in message
+    assert caught.value.exit_code == 2
+
+
+def test_missing_spec_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_project_file_is_never_a_spec(tmp_path: Path) -> None:
+    path = tmp_path / "trtforge.yaml"
+    path.write_text("runners: {}\n")
+    with pytest.raises(SpecError, match="project file"):
+        load_spec(path)
+
+
+PROFILE_CASES = [
+    ("  - input: {min: [1, 3, 16], opt: [1, 3, 16], max: [1, 3, 16]}\n", "has rank 3"),
+    ("  - input: {min: [8, 3, 16, 16], opt: [4, 3, 16, 16], max: [2, 3, 16, 16]}\n", "need min <= opt <= max"),
+    ("  - input: {min: [1, 4, 16, 16], opt: [1, 4, 16, 16], max: [1, 4, 16, 16]}\n", r"static \(3\)"),
+    ("  - imput: {min: [1, 3, 16, 16], opt: [1, 3, 16, 16], max: [1, 3, 16, 16]}\n", "did you mean 'input'"),
+]
+
+
+@pytest.mark.parametrize(("profile", "expected"), PROFILE_CASES)
+def test_profiles_checked_against_graph(write_spec: Callable[..., Path], model_dir: Path, profile: str, expected: str) -> None:
+    spec = load_spec(write_spec("name: a\nmodel: {models}/conv.onnx\nprofiles:\n" + profile))
+    with pytest.raises(SpecError, match=expected) as caught:
+        check_profiles(spec, inspect_model(model_dir / "conv.onnx"))
+    assert ":4:" in str(caught.value)
+
+
+def test_dynamic_input_without_profile(write_spec: Callable[..., Path], model_dir: Path) -> None:
+    spec = load_spec(write_spec("name: a\nmodel: {models}/conv.onnx\n"))
+    with pytest.raises(SpecError, match="add 'profiles:'"):
+        check_profiles(spec, inspect_model(model_dir / "conv.onnx"))
+
+
+def test_every_profile_covers_every_dynamic_input(write_spec: Callable[..., Path], model_dir: Path) -> None:
+    spec = load_spec(
+        write_spec(
+            "name: a\nmodel: {models}/two_inputs.onnx\nprofiles:\n"
+            "  - image: {min: [1, 3, 8, 8], opt: [2, 3, 8, 8], max: [4, 3, 8, 8]}\n"
+        )
+    )
+    with pytest.raises(SpecError, match="no shapes for dynamic input 'meta'"):
+        check_profiles(spec, inspect_model(model_dir / "two_inputs.onnx"))
+
+
+def test_shipped_schema_matches_the_model() -> None:
+    shipped = Path(__file__).parent.parent / "trtforge" / "spec.schema.json"
+    assert json.loads(shipped.read_text()) == spec_json_schema()
+    assert set(spec_json_schema()["properties"]) == set(Spec.model_fields)
