@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import models  # noqa: E402
+import models
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -43,7 +43,10 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
     ("text", "expected"),
     [
         ("name: a\nmodel: m.onnx\nprecison: fp16\n", ":3: unknown key 'precison' — did you mean 'precision'?"),
-        ("name: a\nmodel: m.onnx\nbuild:\n  worksapce: 1GiB\n", ":4: unknown key 'worksapce' — did you mean 'workspace'?"),
+        (
+            "name: a\nmodel: m.onnx\nbuild:\n  worksapce: 1GiB\n",
+            ":4: unknown key 'worksapce' — did you mean 'workspace'?",
+        ),
         ("name: a\nmodel: m.onnx\nprecision: fp8\n", ":3: key 'precision': Input should be 'fp32', 'fp16' or 'int8'"),
         ("name: a\nmodel: m.onnx\nbuild: {optimization_level: high}\n", ":3: key 'build.optimization_level'"),
         ("name: Bad Name\nmodel: m.onnx\n", ":1: key 'name': String should match pattern"),
@@ -88,7 +91,9 @@ PROFILE_CASES = [
 
 
 @pytest.mark.parametrize(("profile", "expected"), PROFILE_CASES)
-def test_profiles_checked_against_graph(write_spec: Callable[..., Path], model_dir: Path, profile: str, expected: str) -> None:
+def test_profiles_checked_against_graph(
+    write_spec: Callable[..., Path], model_dir: Path, profile: str, expected: str
+) -> None:
     spec = load_spec(write_spec("name: a\nmodel: {models}/conv.onnx\nprofiles:\n" + profile))
     with pytest.raises(SpecError, match=expected) as caught:
         check_profiles(spec, inspect_model(model_dir / "conv.onnx"))

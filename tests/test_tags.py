@@ -24,7 +24,7 @@ def test_three_digit_capabilities(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["86", "sm8", "9", "eight", "8.6.1", "sm_0"])
 def test_rejects_ambiguous_spellings(text: str) -> None:
-    with pytest.raises(ValueError, match="8.6, sm86 or sm_86"):
+    with pytest.raises(ValueError, match=r"8\.6, sm86 or sm_86"):
         CC(text)
 
 

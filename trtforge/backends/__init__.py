@@ -27,7 +27,7 @@ def choose_backend(requested: str) -> Choice:
     if requested != "auto":
         return Choice(requested, f"{requested} requested")
     has_trt = installed_version(FLAVOR_TENSORRT) is not None
-    gpus = detect_gpus()
+    gpus = detect_gpus() if has_trt else ()
     if has_trt and gpus:
         return Choice(FLAVOR_TENSORRT, f"tensorrt imports and a GPU is present ({gpus[0].name})")
     if installed_version(FLAVOR_RTX) is None:

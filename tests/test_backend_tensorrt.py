@@ -1,0 +1,64 @@
+"""Enterprise TensorRT (10.x / 11.x) builds: they need `import tensorrt` and a GPU, so they skip
+with the reason on CPU-only machines (NVIDIA serves the real wheels only from its own index)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from trtforge.compat import detect_gpus, installed_version
+from trtforge.manifest import read_manifest
+
+if installed_version("tensorrt") is None:
+    pytest.skip(
+        "enterprise TensorRT does not import here (install trtforge[tensorrt] from NVIDIA's index on a GPU host)",
+        allow_module_level=True,
+    )
+if not detect_gpus():
+    pytest.skip("enterprise TensorRT builds on the GPU it targets, and no GPU was detected", allow_module_level=True)
+
+from typer.testing import CliRunner
+
+from trtforge.cli import app
+
+runner = CliRunner()
+PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_enterprise_build_targets_the_build_gpu(
+    write_spec: Callable[..., Path], tmp_path: Path, precision: str
+) -> None:
+    spec = write_spec(f"name: conv\nmodel: {{models}}/conv.onnx\nprecision: {precision}\nbackend: tensorrt\n" + PROFILE)
+    result = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    (engine,) = tmp_path.glob("*.engine")
+    manifest = read_manifest(engine)
+    gpu = detect_gpus()[0]
+    assert manifest.tensorrt.flavor == "tensorrt"
+    assert manifest.gpu.compute_capabilities == [str(gpu.compute_capability)]
+    assert manifest.gpu.build_device is not None and manifest.gpu.build_device["name"] == gpu.name
+    assert f"-{gpu.compute_capability.sm}-" in engine.name
+
+
+def test_timing_cache_is_saved_and_reused(
+    write_spec: Callable[..., Path], tmp_path: Path, isolated_cache: Path
+) -> None:
+    spec = write_spec("name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\n" + PROFILE)
+    assert runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)]).exit_code == 0
+    caches = list((isolated_cache / "timing").glob("tensorrt-*.cache"))
+    assert caches and caches[0].stat().st_size > 0
+    second = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
+    assert "timing cache: reused" in second.stderr
+
+
+def test_version_compatible_tag(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(
+        "name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\nbuild: {version_compatible: true}\n" + PROFILE
+    )
+    assert runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)]).exit_code == 0
+    (engine,) = tmp_path.glob("*.engine")
+    major = installed_version("tensorrt").split(".")[0]  # type: ignore[union-attr]
+    assert f"-trt{major}-" in engine.name
