@@ -3,7 +3,6 @@ timestamped lines in CI logs."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+#: CI logs are not terminals; rich would wrap tables at 80 columns there.
+CI_LOG_WIDTH = 160
 
 
 class Reporter:
@@ -21,6 +24,8 @@ class Reporter:
             from rich.console import Console
 
             console = Console(stderr=True, highlight=False, soft_wrap=True)
+            if not console.is_terminal:
+                console.width = max(console.width, CI_LOG_WIDTH)
         self.console = console
         self.interactive = console.is_terminal if interactive is None else interactive
 
@@ -93,7 +98,3 @@ class _ProgressMonitor:
 
     def note(self, message: str) -> None:
         self.reporter.info(message)
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -1,0 +1,82 @@
+"""``ci`` and ``matrix``: pipelines."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trtforge.cli.common import JsonOption, emit_json, exits_cleanly, reporter
+
+app = typer.Typer()
+
+
+class MatrixFormat(str, Enum):
+    github = "github"
+    gitlab = "gitlab"
+    json = "json"
+
+
+@app.command()
+@exits_cleanly
+def ci(
+    targets: Annotated[
+        list[Path] | None, typer.Argument(help="Spec folders or spec files (default: the current folder).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("out"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Specs built in parallel (one process each).")] = 1,
+    backend: Annotated[str | None, typer.Option(help="auto | tensorrt | tensorrt-rtx (overrides the specs).")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Build cache (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge).")
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write a JUnit XML report (a test case per spec and step).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
+    from trtforge.accuracy.report import write_junit
+    from trtforge.build import default_cache_dir
+    from trtforge.ci import junit_suites, markdown_summary, render_table, run_ci
+    from trtforge.fsutil import atomic_write_text
+    from trtforge.project import discover
+
+    project = discover(list(targets or []))
+    report = run_ci(list(project.specs), out, cache_dir or default_cache_dir(), jobs, backend)
+    render_table(report, reporter())
+    if junit is not None:
+        write_junit(junit, junit_suites(report))
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        path = Path(step_summary)
+        previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+        atomic_write_text(path, previous + markdown_summary(report))
+    if as_json:
+        emit_json(report.to_dict())
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@exits_cleanly
+def matrix(
+    folder: Annotated[Path, typer.Argument(help="Spec folder with an optional trtforge.yaml.")] = Path("."),
+    output_format: Annotated[MatrixFormat, typer.Option("--format", help="github | gitlab | json")] = MatrixFormat.json,
+) -> None:
+    """Print the build matrix (spec x GPU runner) for the CI system to fan out."""
+    from trtforge.cli.common import emit_json
+    from trtforge.matrix import plan, render_github, render_gitlab, render_json
+    from trtforge.project import discover
+    from trtforge.spec import load_spec
+
+    project = discover([folder])
+    entries = plan(project, [load_spec(path) for path in project.specs])
+    if output_format is MatrixFormat.github:
+        typer.echo(render_github(entries))
+    elif output_format is MatrixFormat.gitlab:
+        typer.echo(render_gitlab(entries, project.settings.publish_to), nl=False)
+    else:
+        emit_json(render_json(entries))

@@ -1,0 +1,153 @@
+"""The CI build matrix: which spec builds on which runner. The CI system fans the jobs out;
+trtforge only plans them (it has no scheduler of its own).
+
+TensorRT-RTX builds run on any CPU runner; an enterprise TensorRT engine must be built on the
+GPU it targets, so such a spec gives one job per target GPU class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trtforge.errors import InvalidInputError
+from trtforge.project import CPU_RUNNER, Project
+from trtforge.spec import Spec
+from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability
+
+
+@dataclass(frozen=True)
+class MatrixEntry:
+    id: str
+    spec: str
+    name: str
+    precision: str
+    backend: str
+    gpu: str
+    runner: list[str]
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _gpu_jobs(spec: Spec, runners: dict[str, list[str]], where: str) -> list[tuple[str, list[str]]]:
+    gpu_runners = {ComputeCapability.parse(key): labels for key, labels in runners.items() if key != CPU_RUNNER}
+    if spec.build.hardware_compatibility == "ampere_plus":
+        fitting = sorted(cc for cc in gpu_runners if cc >= AMPERE)
+        if not fitting:
+            raise InvalidInputError(f"{where}: ampere_plus needs a runner with a GPU >= 8.0 in trtforge.yaml runners")
+        return [(str(fitting[0]), gpu_runners[fitting[0]])]
+    wanted = [ComputeCapability.parse(cc) for cc in spec.targets] or sorted(gpu_runners)
+    if not wanted:
+        raise InvalidInputError(
+            f"{where}: enterprise TensorRT builds on the target GPU; add GPU runners to trtforge.yaml, "
+            "e.g. runners: {'8.6': [self-hosted, rtx3090]}"
+        )
+    jobs = []
+    for cc in wanted:
+        if cc not in gpu_runners:
+            known = ", ".join(str(key) for key in sorted(gpu_runners)) or "none"
+            raise InvalidInputError(
+                f"{where}: target {cc} has no runner in trtforge.yaml (runners for: {known}); "
+                f"add runners: {{'{cc}': [labels]}}"
+            )
+        jobs.append((str(cc), gpu_runners[cc]))
+    return jobs
+
+
+def plan(project: Project, specs: list[Spec]) -> list[MatrixEntry]:
+    """One entry per (spec, GPU class); pure over the project settings and the specs."""
+    runners = project.settings.runners
+    entries: list[MatrixEntry] = []
+    for spec in specs:
+        where = str(spec.origin.path)
+        backend = spec.backend
+        if backend == "auto":
+            backend = FLAVOR_RTX if CPU_RUNNER in runners else FLAVOR_TENSORRT
+        if backend == FLAVOR_RTX:
+            if CPU_RUNNER not in runners:
+                raise InvalidInputError(
+                    f"{where}: TensorRT-RTX builds need a CPU runner; add runners: {{cpu: [labels]}} to trtforge.yaml"
+                )
+            jobs = [(CPU_RUNNER, runners[CPU_RUNNER])]
+        else:
+            jobs = _gpu_jobs(spec, runners, where)
+        for gpu, labels in jobs:
+            suffix = CPU_RUNNER if gpu == CPU_RUNNER else ComputeCapability.parse(gpu).sm
+            entries.append(
+                MatrixEntry(
+                    id=f"{spec.name}-{spec.precision}-{suffix}",
+                    spec=_relative(spec.origin.path, Path.cwd()),
+                    name=spec.name,
+                    precision=spec.precision,
+                    backend=backend,
+                    gpu=gpu,
+                    runner=labels,
+                )
+            )
+    ids = [entry.id for entry in entries]
+    duplicates = sorted({entry_id for entry_id in ids if ids.count(entry_id) > 1})
+    if duplicates:
+        raise InvalidInputError(f"two specs give the same job '{duplicates[0]}': give them different names")
+    return entries
+
+
+#: How a CI job installs trtforge for a backend (enterprise TensorRT comes from NVIDIA's index).
+INSTALL = {
+    FLAVOR_RTX: "pip install 'trtforge[rtx]'",
+    FLAVOR_TENSORRT: "pip install 'trtforge[tensorrt]' --extra-index-url https://pypi.nvidia.com",
+}
+
+
+def render_github(entries: list[MatrixEntry]) -> str:
+    """One line for ``$GITHUB_OUTPUT``: ``strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}``."""
+    import json
+
+    return json.dumps({"include": [asdict(entry) for entry in entries]}, separators=(",", ":"))
+
+
+def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
+    """A child-pipeline YAML (GitLab's dynamic child pipelines): one job per entry, then publish."""
+    jobs: dict[str, Any] = {"stages": ["build", "publish"]}
+    for entry in entries:
+        jobs[f"build:{entry.id}"] = {
+            "stage": "build",
+            "tags": entry.runner,
+            "before_script": [INSTALL[entry.backend]],
+            "script": [
+                f"trtforge ci {entry.spec} --backend {entry.backend} --out out --junit out/junit-{entry.id}.xml"
+            ],
+            "cache": {"key": f"trtforge-{entry.id}", "paths": [".trtforge-cache/"]},
+            "variables": {"TRTFORGE_CACHE_DIR": "$CI_PROJECT_DIR/.trtforge-cache"},
+            "artifacts": {
+                "when": "always",
+                "paths": ["out/"],
+                "reports": {"junit": f"out/junit-{entry.id}.xml"},
+            },
+        }
+    if publish_to:
+        jobs["publish"] = {
+            "stage": "publish",
+            "needs": [f"build:{entry.id}" for entry in entries],
+            "before_script": ["pip install trtforge"],
+            "script": [f'for engine in out/*.engine; do trtforge publish "$engine" --to {publish_to}; done'],
+        }
+    return yaml.dump(jobs, Dumper=_NoAliases, sort_keys=False, width=200)
+
+
+class _NoAliases(yaml.SafeDumper):
+    """CI YAML is read by people: repeat shared lists instead of writing &id001 anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def render_json(entries: list[MatrixEntry]) -> dict[str, Any]:
+    return {"entries": [asdict(entry) for entry in entries]}

@@ -1,0 +1,96 @@
+"""The optional project file ``trtforge.yaml`` and spec discovery for ``ci`` and ``matrix``.
+
+The project file holds settings that belong to a folder of specs (which CI runner builds for
+which GPU), never a model: it is never loaded as a spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from trtforge.errors import InvalidInputError, SpecError, did_you_mean
+from trtforge.spec import PROJECT_FILE
+from trtforge.tags import ComputeCapability
+
+CPU_RUNNER = "cpu"
+
+
+def _labels(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Labels = Annotated[list[str], BeforeValidator(_labels), Field(min_length=1)]
+
+
+class ProjectSettings(BaseModel):
+    """``trtforge.yaml``: ``runners`` maps ``cpu`` (TensorRT-RTX builds) or a compute capability
+    (enterprise TensorRT builds on that GPU) to CI runner labels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runners: dict[str, Labels] = Field(default_factory=dict)
+    specs: list[str] = Field(default_factory=lambda: ["**/*.yaml", "**/*.yml"])
+    publish_to: str | None = Field(None, description="registry URI the final CI job publishes to")
+
+    @field_validator("runners")
+    @classmethod
+    def _normalize_gpu_keys(cls, runners: dict[str, list[str]]) -> dict[str, list[str]]:
+        normalized: dict[str, list[str]] = {}
+        for key, labels in runners.items():
+            normalized[key if key == CPU_RUNNER else str(ComputeCapability.parse(key))] = labels
+        return normalized
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    settings: ProjectSettings
+    specs: tuple[Path, ...]
+
+
+def load_settings(root: Path) -> ProjectSettings:
+    path = root / PROJECT_FILE
+    if not path.is_file():
+        return ProjectSettings()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return ProjectSettings.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: malformed YAML: {exc}") from exc
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            hint = did_you_mean(str(error["loc"][-1]), ProjectSettings.model_fields)
+            raise SpecError(f"{path}: unknown key '{key}'{hint}") from exc
+        raise SpecError(f"{path}: key '{key}': {error['msg'].removeprefix('Value error, ')}") from exc
+
+
+def discover(targets: list[Path]) -> Project:
+    """Specs named directly, or every spec in a folder (its ``trtforge.yaml`` excluded)."""
+    if not targets:
+        targets = [Path(".")]
+    folders = [target for target in targets if target.is_dir()]
+    files = [target for target in targets if not target.is_dir()]
+    missing = [target for target in files if not target.exists()]
+    if missing:
+        raise InvalidInputError(f"{missing[0]}: no such spec file or folder")
+    root = folders[0] if folders else (files[0].parent if files else Path("."))
+    settings = load_settings(root)
+    found: list[Path] = list(files)
+    for folder in folders:
+        for pattern in settings.specs:
+            found.extend(
+                path
+                for path in sorted(folder.glob(pattern))
+                if path.name != PROJECT_FILE and not any(part.startswith(".") for part in path.parts)
+            )
+    unique = tuple(dict.fromkeys(path.resolve() for path in found))
+    if not unique:
+        raise InvalidInputError(f"{root}: no spec files found (patterns: {', '.join(settings.specs)})")
+    return Project(root=root, settings=settings, specs=unique)
