@@ -1,0 +1,196 @@
+"""`trtforge ci` and `trtforge matrix` on real TensorRT-RTX builds in a temporary project."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import models
+import numpy as np
+import pytest
+import yaml
+from junitparser import JUnitXml
+from typer.testing import CliRunner
+
+from trtforge.cli import app
+from trtforge.manifest import read_manifest
+
+pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parent.parent
+PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """Three specs: fp32, fp16 and int8 (calibrated on data in the project)."""
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    models.conv_net(root / "conv.onnx")
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        np.save(root / "data" / f"batch{index}.npy", rng.random((8, 3, 16, 16), dtype=np.float32))
+    common = f"model: conv.onnx\ntargets: ['8.6']\n{PROFILE}"
+    (root / "fp32.yaml").write_text(f"name: conv\nprecision: fp32\n{common}")
+    (root / "fp16.yaml").write_text(f"name: conv\nprecision: fp16\n{common}")
+    (root / "int8.yaml").write_text(
+        f"name: conv\nprecision: int8\n{common}calibration: {{data: data/*.npy, batch_size: 8}}\n"
+        "accuracy: {tolerances: {'*': {cosine_min: 0.9, top1_min: 0.5}}}\n"
+    )
+    (root / "trtforge.yaml").write_text("runners:\n  cpu: [linux, cpu]\n  sm_86: [gpu, rtx3090]\n")
+    return root
+
+
+def _ci(project: Path, out: Path, *extra: str) -> dict:
+    result = runner.invoke(app, ["ci", str(project), "--out", str(out), "--json", *extra])
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _statuses(document: dict) -> dict[str, str]:
+    return {Path(r["spec"]).name: r["status"] for r in document["results"]}
+
+
+def test_unchanged_rerun_skips_and_changed_data_rebuilds_only_that_spec(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = _ci(project, out)
+    assert _statuses(first) == {"fp16.yaml": "built", "fp32.yaml": "built", "int8.yaml": "built"}
+    second = runner.invoke(app, ["ci", str(project), "--out", str(out), "--json"])
+    assert _statuses(json.loads(second.stdout)) == dict.fromkeys(("fp16.yaml", "fp32.yaml", "int8.yaml"), "unchanged")
+    assert second.stderr.count("inputs unchanged: skipped") == 3
+
+    np.save(project / "data" / "batch1.npy", np.random.default_rng(5).random((8, 3, 16, 16), dtype=np.float32))
+    third = _ci(project, out)
+    assert _statuses(third) == {"fp16.yaml": "unchanged", "fp32.yaml": "unchanged", "int8.yaml": "built"}
+
+
+def test_deleted_artifact_is_restored_from_the_cache(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _ci(project, out)
+    engine = next(out.glob("conv-fp32-*.engine"))
+    engine.unlink()
+    assert _statuses(_ci(project, out))["fp32.yaml"] == "restored"
+    assert read_manifest(engine).artifact.sha256 and engine.is_file()
+
+
+def test_junit_and_github_step_summary(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (project / "broken.yaml").write_text("name: broken\nmodel: conv.onnx\nprecison: fp16\n")
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    junit = tmp_path / "junit.xml"
+    result = runner.invoke(app, ["ci", str(project), "--out", str(tmp_path / "out"), "--junit", str(junit)])
+    assert result.exit_code == 2  # the broken spec; the others still build
+    cases = [
+        (case.classname, case.name, [type(r).__name__ for r in case.result])
+        for suite in JUnitXml.fromfile(str(junit))
+        for case in suite
+    ]
+    assert ("broken", "build", ["Error"]) in cases
+    assert ("broken", "accuracy", ["Skipped"]) in cases
+    assert sum(1 for _, name, results in cases if name == "build" and not results) == 3
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and "### trtforge ci: exit 2" in text
+    assert "| broken | failed |" in text
+
+
+def test_most_severe_exit_code(project: Path, tmp_path: Path) -> None:
+    models.unsupported_op(project / "bad.onnx")
+    (project / "parser.yaml").write_text("name: parser\nmodel: bad.onnx\n")
+    (project / "typo.yaml").write_text("name: typo\nmodel: conv.onnx\nprecison: fp16\n")
+    result = runner.invoke(app, ["ci", str(project), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 3
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_share_one_output_folder(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "trtforge", "ci", str(project), "--out", str(out), "--json"]
+    first, second = (
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    )
+    outputs = [process.communicate(timeout=300) for process in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    statuses = [sorted(_statuses(json.loads(stdout)).values()) for stdout, _ in outputs]
+    assert sorted(statuses[0] + statuses[1]).count("built") == 3  # each spec built exactly once
+    engines = sorted(out.glob("*.engine"))
+    assert len(engines) == 3
+    for engine in engines:
+        from trtforge.fsutil import sha256_file
+
+        assert sha256_file(engine) == read_manifest(engine).artifact.sha256
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_matrix_for_a_sample_project(tmp_path: Path) -> None:
+    root = tmp_path / "specs"
+    root.mkdir()
+    models.conv_net(root / "conv.onnx")
+    (root / "rtx.yaml").write_text(f"name: small\nmodel: conv.onnx\nbackend: tensorrt-rtx\n{PROFILE}")
+    (root / "trt.yaml").write_text(
+        f"name: big\nmodel: conv.onnx\nprecision: fp16\nbackend: tensorrt\ntargets: [sm_86, '9.0']\n{PROFILE}"
+    )
+    (root / "trtforge.yaml").write_text("runners:\n  cpu: ubuntu-latest\n  '8.6': [gpu, a10]\n  sm90: [gpu, h100]\n")
+    result = runner.invoke(app, ["matrix", str(root), "--format", "github"])
+    assert result.exit_code == 0, result.stderr
+    include = json.loads(result.stdout)["include"]
+    assert [(e["id"], e["backend"], e["gpu"], e["runner"]) for e in include] == [
+        ("small-fp32-cpu", "tensorrt-rtx", "cpu", ["ubuntu-latest"]),
+        ("big-fp16-sm86", "tensorrt", "8.6", ["gpu", "a10"]),
+        ("big-fp16-sm90", "tensorrt", "9.0", ["gpu", "h100"]),
+    ]
+    gitlab = yaml.safe_load(runner.invoke(app, ["matrix", str(root), "--format", "gitlab"]).stdout)
+    assert gitlab["build:big-fp16-sm90"]["tags"] == ["gpu", "h100"]
+    assert "--backend tensorrt " in gitlab["build:big-fp16-sm90"]["script"][0]
+
+
+def test_matrix_names_a_missing_runner(tmp_path: Path) -> None:
+    root = tmp_path / "specs"
+    root.mkdir()
+    (root / "trt.yaml").write_text("name: big\nmodel: conv.onnx\nbackend: tensorrt\ntargets: ['8.9']\n")
+    (root / "trtforge.yaml").write_text("runners:\n  '8.6': [gpu]\n")
+    result = runner.invoke(app, ["matrix", str(root)])
+    assert result.exit_code == 2
+    assert "target 8.9 has no runner in trtforge.yaml" in result.stderr
+
+
+def test_project_file_unknown_key(tmp_path: Path) -> None:
+    (tmp_path / "trtforge.yaml").write_text("runnners: {}\n")
+    result = runner.invoke(app, ["matrix", str(tmp_path)])
+    assert result.exit_code == 2 and "did you mean 'runners'" in result.stderr
+
+
+def _commands_in(text: str) -> list[list[str]]:
+    import shlex
+
+    found = []
+    for line in text.splitlines():
+        if "trtforge " not in line or "pip install" in line:
+            continue
+        fragment = line[line.index("trtforge ") :].split(";")[0].split(">")[0].split(")")[0].strip().strip('"')
+        found.append(shlex.split(fragment.replace("${{", "X").replace("}}", "X").replace("$", "X")))
+    return found
+
+
+@pytest.mark.parametrize("pipeline", sorted((REPO / "examples" / "ci").glob("*.yml")), ids=lambda p: p.name)
+def test_example_pipelines_parse_and_use_real_commands(pipeline: Path) -> None:
+    yaml.safe_load(pipeline.read_text())
+    commands = _commands_in(pipeline.read_text())
+    assert commands, "the pipeline runs trtforge"
+    for argv in commands:
+        command = argv[1]
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, f"{pipeline.name}: unknown command {command}"
+        for option in (word for word in argv[2:] if word.startswith("--")):
+            assert option in result.stdout, f"{pipeline.name}: trtforge {command} has no option {option}"
+
+
+def test_generated_gitlab_pipeline_uses_real_commands(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["matrix", str(REPO / "configs"), "--format", "gitlab"])
+    assert result.exit_code == 0, result.stderr
+    pipeline = tmp_path / "child.yml"
+    pipeline.write_text(result.stdout)
+    test_example_pipelines_parse_and_use_real_commands(pipeline)
