@@ -145,12 +145,18 @@ def _failure_steps(exc: TrtforgeError) -> tuple[StepResult, ...]:
     )
 
 
-def run_one(spec_path: str, out_dir: str, cache_dir: str, backend: str | None) -> SpecResult:
-    """Build (or skip) one spec; runs in a worker process, so it returns plain values."""
+def run_one(
+    spec_path: str, out_dir: str, cache_dir: str, backend: str | None, allow_build: bool = True
+) -> SpecResult | None:
+    """Build (or skip) one spec; returns plain values, since it runs in a worker process.
+
+    With ``allow_build=False`` it only answers from the cache (None: a build is needed), which
+    lets the parent settle unchanged specs without starting a worker.
+    """
     from filelock import FileLock
 
-    from trtforge.backends import choose_backend, open_backend
-    from trtforge.build import build_spec
+    from trtforge.backends import choose_backend
+    from trtforge.compat import installed_version
     from trtforge.console import Reporter
     from trtforge.spec import load_spec
 
@@ -162,7 +168,7 @@ def run_one(spec_path: str, out_dir: str, cache_dir: str, backend: str | None) -
         spec = load_spec(Path(spec_path))
         name = spec.name
         choice = choose_backend(backend or spec.backend)
-        key = build_key(spec, choice.flavor, open_backend(choice.flavor).version)
+        key = build_key(spec, choice.flavor, installed_version(choice.flavor) or "")
         entry = Path(cache_dir) / "builds" / key
         (out / LOCK_DIR).mkdir(parents=True, exist_ok=True)
         # Two pipelines on one output folder take turns per artifact; the second one then
@@ -193,6 +199,10 @@ def run_one(spec_path: str, out_dir: str, cache_dir: str, backend: str | None) -
                     record.get("accuracy"),
                     skipped,
                 )
+            if not allow_build:
+                return None
+            from trtforge.build import build_spec
+
             outcome = build_spec(spec, out, reporter, backend=backend, cache_dir=Path(cache_dir))
             accuracy = outcome.manifest.accuracy
             _store(entry, out, outcome.manifest.stem, {"engine": outcome.engine.name, "accuracy": accuracy})
@@ -232,12 +242,13 @@ def run_ci(specs: list[Path], out_dir: Path, cache_dir: Path, jobs: int, backend
     started = time.perf_counter()
     ensure_writable_dir(out_dir)
     arguments = [(str(spec), str(out_dir), str(cache_dir), backend) for spec in specs]
-    if jobs <= 1 or len(specs) == 1:
-        results = [run_one(*args) for args in arguments]
-    else:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(specs))) as pool:
-            results = list(pool.map(run_one, *zip(*arguments, strict=True)))
-    return CiReport(tuple(results), time.perf_counter() - started)
+    settled = [run_one(*args, allow_build=jobs <= 1) for args in arguments]
+    to_build = [args for args, result in zip(arguments, settled, strict=True) if result is None]
+    if to_build:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(to_build))) as pool:
+            built = iter(pool.map(run_one, *zip(*to_build, strict=True)))
+        settled = [result if result is not None else next(built) for result in settled]
+    return CiReport(tuple(result for result in settled if result is not None), time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- reports
