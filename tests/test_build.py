@@ -228,6 +228,7 @@ def test_ctrl_c_during_build_keeps_the_previous_engine(write_spec: Callable[...,
     assert "interrupted" in rest and "Traceback" not in rest
     assert engine.read_bytes() == before
     assert read_manifest(engine) == manifest_before
+    stem = engine.name.removesuffix(".engine")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [engine.name, engine.name.replace(".engine", ".manifest.json")]
+        [engine.name, f"{stem}.manifest.json", f"{stem}.accuracy.json"]
     )

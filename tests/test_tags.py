@@ -51,6 +51,7 @@ def test_tag_examples_from_the_design() -> None:
     enterprise = _tag(flavor="tensorrt", version="10.13.0.35", capabilities=(CC("9.0"),))
     assert enterprise.render() == "trt10.13-sm90-linux_x86_64"
     assert _tag(flavor="tensorrt", version="10.13.0.35", version_compatible=True).render().startswith("trt10-")
+    assert _tag(version_compatible=True).render().startswith("rtx1-")
     assert _tag(capabilities=(), and_later_from=CC("8.0")).render() == "rtx1.7-sm80plus-linux_x86_64"
     assert _tag(platform=Platform("windows", "x86_64")).render().endswith("-win_amd64")
 

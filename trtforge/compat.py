@@ -1,29 +1,37 @@
 """Where may an engine run? Environment detection (side effects) and the rules (pure).
 
 ``problems()`` is the one rule function used by ``check``, the runtime loader and ``pull``;
-``select_engine()`` ranks the compatible candidates the way pip ranks wheels by tag.
+``select_engine()`` ranks the compatible candidates the way pip ranks wheels by tag. Every
+message says what differs and what to do about it, because the person reading it is usually
+a CI log reader who cannot ask the engine why.
 """
 
 from __future__ import annotations
 
 import importlib
 import platform as _platform
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from functools import cache
 from types import ModuleType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from trtforge.errors import BackendUnavailableError
-from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability, Platform
+from trtforge.errors import BackendUnavailableError, InvalidInputError, did_you_mean
+from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform
 
 if TYPE_CHECKING:
     from trtforge.manifest import Manifest
+    from trtforge.signing import TrustedKey
 
 #: module name and pip extra per flavor
 BACKEND_MODULES = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "tensorrt_rtx"}
 PIP_EXTRAS = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "rtx"}
+PRODUCT_NAMES = {FLAVOR_TENSORRT: "TensorRT", FLAVOR_RTX: "TensorRT-RTX"}
+
+NO_GPU_MESSAGE = "no GPU detected: pass --cc to check against a target"
 
 
 @dataclass(frozen=True)
@@ -38,28 +46,53 @@ class GpuDevice:
 
 @dataclass(frozen=True)
 class Environment:
-    """What an engine is checked against: this host (detected) or a deployment target (flags)."""
+    """What an engine is checked against: this host (detected) or a deployment target (flags).
+
+    ``gpus`` holds only GPUs really detected here (never the overrides): the loader needs a
+    real one before it asks the runtime anything.
+    """
 
     platform: Platform
     flavor: str | None = None
     version: str | None = None
     compute_capability: ComputeCapability | None = None
     gpus: tuple[GpuDevice, ...] = ()
-    require_signature: bool = False
+    overridden: bool = False
+
+    @property
+    def where(self) -> str:
+        """How messages name it: "this host" or "the target"."""
+        return "the target" if self.overridden else "this host"
 
     def describe(self) -> str:
-        runtime = f"{self.flavor} {self.version}" if self.flavor else "no TensorRT runtime"
+        runtime = f"{product(self.flavor)} {self.version}" if self.flavor and self.version else "no TensorRT runtime"
         gpu = f"compute capability {self.compute_capability}" if self.compute_capability else "no GPU"
         return f"{runtime}, {gpu}, {self.platform.tag}"
 
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "flavor": self.flavor,
+            "version": self.version,
+            "compute_capability": str(self.compute_capability) if self.compute_capability else None,
+            "platform": self.platform.tag,
+            "gpus": [{"index": g.index, "name": g.name, "compute_capability": str(g.compute_capability)}
+                     for g in self.gpus],
+            "overridden": self.overridden,
+        }
+
 
 class Rule(str, Enum):
+    """DESIGN.md's six rules, then what ``check`` and the loader add: host-code policy and the
+    runtime's own header check."""
+
     PLATFORM = "platform"
     FLAVOR = "flavor"
     VERSION = "version"
     GPU = "gpu"
     SHA256 = "sha256"
     SIGNATURE = "signature"
+    HOST_CODE = "host_code"  # policy: version-compatible engines run code embedded in the engine
+    RUNTIME = "runtime"  # the runtime's own header check (get_engine_validity) said no
 
 
 @dataclass(frozen=True)
@@ -69,23 +102,46 @@ class Problem:
     rule: Rule
     message: str
 
+    def to_dict(self) -> dict[str, str]:
+        return {"rule": self.rule.value, "message": self.message}
+
 
 class SignatureStatus(str, Enum):
     VALID = "valid"
-    MISSING = "missing"
-    INVALID = "invalid"
-    UNCHECKED = "unchecked"
+    MISSING = "missing"  # the manifest has no signature
+    INVALID = "invalid"  # names a trusted key but does not verify: changed after signing, or malformed
+    UNKNOWN_KEY = "unknown_key"  # signed, but by none of the trusted keys
+    UNCHECKED = "unchecked"  # no trusted key was given, so nothing could be verified
 
 
 @dataclass(frozen=True)
 class ArtifactFacts:
-    """What was measured on the artifact's bytes (the rules themselves stay pure)."""
+    """What was measured on the artifact (the rules themselves stay pure); None = not measured."""
 
+    engine_file: str | None = None
+    engine_size: int | None = None
     engine_sha256: str | None = None
     signature: SignatureStatus = SignatureStatus.UNCHECKED
+    signature_key_id: str | None = None
 
 
-NO_GPU_MESSAGE = "no GPU detected: pass --cc to check against a target"
+@dataclass(frozen=True)
+class LoadPolicy:
+    """What the serving side demands beyond "it runs": a trusted signature, no embedded host code.
+
+    ``trusted_keys``: Ed25519 public keys (``trtforge.signing.load_trusted_keys``); a present
+    signature is verified whenever keys are given, ``require_signature`` also refuses unsigned
+    manifests. ``allow_host_code``: version-compatible engines embed runtime code that the
+    loader must allow to run; keep it False unless the engine is trusted (signed).
+    """
+
+    require_signature: bool = False
+    trusted_keys: tuple[TrustedKey, ...] = ()
+    allow_host_code: bool = False
+
+
+#: The default: no signature required, no host code; checks every rule.
+DEFAULT_POLICY = LoadPolicy()
 
 
 # ---------------------------------------------------------------- detection (side effects)
@@ -166,10 +222,14 @@ def detect_environment(
     compute_capability: ComputeCapability | None = None,
     platform: Platform | None = None,
     device: int = 0,
-    require_signature: bool = False,
 ) -> Environment:
-    """This host, with any value overridden (to check against a target this host is not)."""
+    """This host, with any value overridden (to check against a target this host is not).
+
+    ``flavor`` picks the runtime whose installed version is detected (a manifest's flavor,
+    usually); ``version`` without ``flavor`` is meaningless and left to the caller to pair.
+    """
     gpus = detect_gpus()
+    overridden = version is not None or compute_capability is not None or platform is not None
     if compute_capability is None and gpus:
         compute_capability = gpus[min(device, len(gpus) - 1)].compute_capability
     if flavor is not None and version is None:
@@ -180,11 +240,63 @@ def detect_environment(
         version=version,
         compute_capability=compute_capability,
         gpus=gpus,
-        require_signature=require_signature,
+        overridden=overridden,
     )
 
 
+_VERSION_TEXT = re.compile(r"^\d+(\.\d+)*$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Overrides of detected values, so CI can check an engine against a deployment target."""
+
+    flavor: str | None = None
+    version: str | None = None
+    compute_capability: ComputeCapability | None = None
+    platform: Platform | None = None
+
+    @classmethod
+    def from_flags(
+        cls,
+        flavor: str | None = None,
+        trt_version: str | None = None,
+        cc: str | None = None,
+        platform: str | None = None,
+    ) -> Target:
+        """Parse ``--flavor --trt-version --cc --platform``; a bad value names its flag and the fix."""
+        if flavor is not None and flavor not in FLAVORS:
+            raise InvalidInputError(
+                f"--flavor '{flavor}': use {' or '.join(FLAVORS)}{did_you_mean(flavor, FLAVORS)}"
+            )
+        if trt_version is not None and not _VERSION_TEXT.match(trt_version.strip()):
+            raise InvalidInputError(f"--trt-version '{trt_version}': write it as digits and dots, e.g. 10.13.0.35")
+        try:
+            capability = ComputeCapability.parse(cc) if cc is not None else None
+        except ValueError as exc:
+            raise InvalidInputError(f"--cc: {exc}") from exc
+        try:
+            parsed_platform = Platform.parse(platform) if platform is not None else None
+        except ValueError as exc:
+            raise InvalidInputError(f"--platform: {exc}") from exc
+        return cls(flavor, trt_version.strip() if trt_version else None, capability, parsed_platform)
+
+    def environment(self, default_flavor: str | None = None) -> Environment:
+        """This host with the target's values put over it; the flavor defaults to the engine's."""
+        return detect_environment(
+            flavor=self.flavor or default_flavor,
+            version=self.version,
+            compute_capability=self.compute_capability,
+            platform=self.platform,
+        )
+
+
 # ---------------------------------------------------------------- rules (pure)
+
+
+def product(flavor: str | None) -> str:
+    """``TensorRT`` / ``TensorRT-RTX``: how people name the runtimes in messages."""
+    return PRODUCT_NAMES.get(flavor or "", flavor or "TensorRT")
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -192,88 +304,83 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 def problems(
-    manifest: Manifest, env: Environment, facts: ArtifactFacts = ArtifactFacts()
+    manifest: Manifest,
+    env: Environment,
+    facts: ArtifactFacts = ArtifactFacts(),
+    *,
+    require_signature: bool = False,
 ) -> list[Problem]:
-    """Every rule of DESIGN.md "Compatibility rules" that ``manifest`` fails on ``env``."""
-    found: list[Problem] = []
-    built_platform = Platform(manifest.platform.os, manifest.platform.machine)
-    if built_platform != env.platform:
-        found.append(
-            Problem(
-                Rule.PLATFORM,
-                f"built for {built_platform.tag}, this target is {env.platform.tag}: "
-                f"use an engine built for {env.platform.tag}",
-            )
-        )
+    """Every rule of DESIGN.md "Compatibility rules" that ``manifest`` fails on ``env``.
+
+    Facts that were not measured (None) are not judged: ``pull`` ranks manifests before it
+    has the engine bytes, and checks them after the download.
+    """
+    runtime_rule, runtime_message = _runtime_problem(manifest, env)
+    checks: list[tuple[Rule, str | None]] = [
+        (Rule.PLATFORM, _platform_problem(manifest, env)),
+        (runtime_rule, runtime_message),
+        (Rule.GPU, _gpu_problem(manifest, env)),
+        (Rule.SHA256, content_problem(manifest, facts)),
+        (Rule.SIGNATURE, _signature_problem(facts, require_signature)),
+    ]
+    return [Problem(rule, message) for rule, message in checks if message]
+
+
+def _platform_problem(manifest: Manifest, env: Environment) -> str | None:
+    built = Platform(manifest.platform.os, manifest.platform.machine)
+    if built == env.platform:
+        return None
+    return (
+        f"engine was built for {built.tag}, {env.where} is {env.platform.tag}: engines are not portable "
+        f"across platforms; build (or pull) the engine tagged {env.platform.tag}"
+    )
+
+
+def _runtime_problem(manifest: Manifest, env: Environment) -> tuple[Rule, str | None]:
+    """Rules 2 and 3: the flavor, then (same flavor only) the version."""
     trt = manifest.tensorrt
+    built = product(trt.flavor)
     if env.flavor is None or env.version is None:
-        found.append(
-            Problem(
-                Rule.FLAVOR,
-                f"no {trt.flavor} runtime: install it (pip install 'trtforge[{PIP_EXTRAS[trt.flavor]}]') "
-                "or pass --flavor and --trt-version to check against a target",
-            )
+        return Rule.FLAVOR, (
+            f"engine needs the {built} runtime, {env.where} has no {product(env.flavor or trt.flavor)} runtime "
+            f"installed: pip install 'trtforge[{PIP_EXTRAS[trt.flavor]}]', or pass --flavor {trt.flavor} "
+            "--trt-version V to check against a target"
         )
-    elif trt.flavor != env.flavor:
-        found.append(
-            Problem(
-                Rule.FLAVOR,
-                f"built with {trt.flavor}, this runtime is {env.flavor}: "
-                f"run it with {trt.flavor}, or rebuild with backend: {env.flavor}",
-            )
+    if trt.flavor != env.flavor:
+        return Rule.FLAVOR, (
+            f"engine was built with {built}, {env.where} runs {product(env.flavor)}: the two runtimes "
+            f"cannot load each other's engines; run it with {built}, or rebuild with backend: {env.flavor}"
         )
-    else:
-        version_problem = _version_problem(trt.version, trt.version_compatible, env.version, trt.flavor)
-        if version_problem:
-            found.append(Problem(Rule.VERSION, version_problem))
-    gpu_problem = _gpu_problem(manifest, env.compute_capability)
-    if gpu_problem:
-        found.append(Problem(Rule.GPU, gpu_problem))
-    if facts.engine_sha256 is not None and facts.engine_sha256 != manifest.artifact.sha256:
-        found.append(
-            Problem(
-                Rule.SHA256,
-                f"engine sha256 {facts.engine_sha256[:12]}… differs from the manifest's "
-                f"{manifest.artifact.sha256[:12]}…: the file is damaged or not the engine this "
-                "manifest describes; download or rebuild it",
-            )
-        )
-    if env.require_signature and facts.signature is not SignatureStatus.VALID:
-        reason = {
-            SignatureStatus.MISSING: "the manifest is not signed: sign it with trtforge sign",
-            SignatureStatus.INVALID: (
-                "the signature does not verify with the trusted key: the manifest or engine was "
-                "changed after signing, or it was signed with another key"
-            ),
-            SignatureStatus.UNCHECKED: "a signature is required but no trusted key was given: pass --trusted-key",
-        }[facts.signature]
-        found.append(Problem(Rule.SIGNATURE, reason))
-    return found
+    return Rule.VERSION, _version_problem(built, trt.version, trt.version_compatible, env.version, env.where)
 
 
-def _version_problem(built: str, version_compatible: bool, runtime: str, flavor: str) -> str | None:
+def _version_problem(product_name: str, built: str, version_compatible: bool, runtime: str, where: str) -> str | None:
     built_tuple, runtime_tuple = version_tuple(built), version_tuple(runtime)
     if not version_compatible:
         if built_tuple == runtime_tuple:
             return None
         return (
-            f"built with {flavor} {built}, this runtime is {runtime}: "
-            "rebuild with this version, or build with version_compatible: true"
+            f"engine was built with {product_name} {built}, {where} runs {runtime}: a plain engine loads "
+            f"only on the exact version that built it; rebuild with {runtime}, or build with "
+            "build.version_compatible: true"
         )
     if built_tuple[:1] != runtime_tuple[:1]:
         return (
-            f"version-compatible engine from {flavor} {built} loads only on runtime major "
-            f"{built_tuple[0]}, this runtime is {runtime}: rebuild with {flavor} {runtime_tuple[0]}.x"
+            f"version-compatible engine from {product_name} {built} loads only on {product_name} "
+            f"{built_tuple[0]}.x (same major), {where} runs {runtime}: rebuild with {product_name} "
+            f"{runtime_tuple[0]}.x"
         )
     if runtime_tuple < built_tuple:
         return (
-            f"version-compatible engine from {flavor} {built} needs a runtime at least as new, "
-            f"this runtime is {runtime}: upgrade the runtime to >= {built}"
+            f"version-compatible engine from {product_name} {built} needs a runtime at least as new, "
+            f"{where} runs the older {runtime}: upgrade the runtime to {built} or later, or rebuild "
+            f"with {runtime}"
         )
     return None
 
 
-def _gpu_problem(manifest: Manifest, cc: ComputeCapability | None) -> str | None:
+def _gpu_problem(manifest: Manifest, env: Environment) -> str | None:
+    cc = env.compute_capability
     if cc is None:
         return NO_GPU_MESSAGE
     gpu = manifest.gpu
@@ -281,25 +388,72 @@ def _gpu_problem(manifest: Manifest, cc: ComputeCapability | None) -> str | None
         later_from = ComputeCapability.parse(gpu.and_later_from) if gpu.and_later_from else AMPERE
         if cc < later_from:
             return (
-                f"engine runs on compute capability {later_from} and later (ampere_plus), "
-                f"this GPU is {cc}: build without hardware_compatibility for targets: ['{cc}']"
+                f"engine runs on compute capability {later_from} and later (ampere_plus), {env.where}'s "
+                f"GPU is {cc}: rebuild on a {cc} GPU without hardware_compatibility (or with "
+                f"targets: ['{cc}'] on tensorrt-rtx)"
             )
         return None
-    capabilities = [ComputeCapability.parse(text) for text in gpu.compute_capabilities]
     if gpu.hardware_compatibility == "same_compute_capability":
-        device = gpu.build_device or {}
-        built_cc = device.get("compute_capability")
-        if built_cc is not None and ComputeCapability.parse(built_cc) != cc:
+        built_cc = (gpu.build_device or {}).get("compute_capability")
+        if built_cc is None:
             return (
-                f"engine needs the build device's compute capability {built_cc} "
-                f"(same_compute_capability), this GPU is {cc}: rebuild on a {cc} GPU"
+                "engine claims same_compute_capability but its manifest records no build device, so "
+                "nothing says which GPU it runs on: rebuild it on a GPU with trtforge build"
+            )
+        if ComputeCapability.parse(built_cc) != cc:
+            return (
+                f"engine runs only on its build GPU's compute capability {built_cc} "
+                f"(same_compute_capability), {env.where}'s GPU is {cc}: rebuild on a {cc} GPU"
             )
         return None
-    if cc not in capabilities:
-        listed = ", ".join(str(c) for c in capabilities) or "none"
+    capabilities = sorted(ComputeCapability.parse(text) for text in gpu.compute_capabilities)
+    if cc in capabilities:
+        return None
+    listed = ", ".join(str(c) for c in capabilities) or "no compute capability"
+    return (
+        f"engine was built for compute capability {listed}, {env.where}'s GPU is {cc}: rebuild with "
+        f"targets: ['{cc}'], or pull the engine tagged {cc.sm}"
+    )
+
+
+def content_problem(manifest: Manifest, facts: ArtifactFacts) -> str | None:
+    """Rule 5: the bytes are the engine the manifest describes (size first: the cheaper clue)."""
+    artifact = manifest.artifact
+    other_file = facts.engine_file is not None and facts.engine_file != artifact.file
+    whose = f"; this manifest describes {artifact.file}, not {facts.engine_file}" if other_file else ""
+    if facts.engine_size is not None and facts.engine_size != artifact.size:
+        kind = "truncated" if facts.engine_size < artifact.size else "grown"
         return (
-            f"engine was built for compute capability {listed}, this GPU is {cc}: "
-            f"rebuild with targets: ['{cc}'] (or pull the engine tagged {cc.sm})"
+            f"engine file is {facts.engine_size:,} bytes, the manifest says {artifact.size:,} ({kind} or "
+            f"not the engine this manifest describes{whose}): download or rebuild the artifact"
+        )
+    if facts.engine_sha256 is not None and facts.engine_sha256 != artifact.sha256:
+        return (
+            f"engine sha256 {facts.engine_sha256[:12]}… differs from the manifest's {artifact.sha256[:12]}… "
+            f"(damaged, or not the engine this manifest describes{whose}): download or rebuild the artifact"
+        )
+    return None
+
+
+def _signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
+    key = f" {facts.signature_key_id}" if facts.signature_key_id else ""
+    status = facts.signature
+    if status is SignatureStatus.INVALID:
+        return (
+            f"signature by trusted key{key} does not verify: the manifest or the engine it pins was changed "
+            "after signing; do not load it, fetch the artifact again from its source"
+        )
+    if status is SignatureStatus.UNKNOWN_KEY and required:
+        return (
+            f"manifest is signed by key{key}, which is not among the trusted keys: pass that key's public "
+            "file with --trusted-key if you trust it, or re-sign with a trusted key (trtforge sign)"
+        )
+    if status is SignatureStatus.MISSING and required:
+        return "manifest is not signed and policy requires a signature: sign it with trtforge sign ENGINE --key FILE"
+    if status is SignatureStatus.UNCHECKED and required:
+        return (
+            "a signature is required but no trusted key was given: pass --trusted-key FILE "
+            "(or set TRTFORGE_TRUSTED_KEY)"
         )
     return None
 
@@ -309,41 +463,70 @@ def _gpu_problem(manifest: Manifest, cc: ComputeCapability | None) -> str | None
 T = TypeVar("T")
 
 
+class Rejection(NamedTuple):
+    manifest: Manifest
+    problems: list[Problem]
+
+
 @dataclass(frozen=True, order=True)
 class Preference:
-    """Sort key of a compatible engine; smaller is better (exact GPU, then sm80plus, then version-compatible)."""
+    """Sort key of a compatible engine; smaller is better.
+
+    Exact GPU build, then ``sm80plus``; a plain engine before a version-compatible one; then
+    the newest TensorRT, then the newest build.
+    """
 
     hardware_rank: int
     version_compatible: bool
-    newer_first: tuple[int, ...] = field(compare=True)
+    older_version: tuple[int, ...]
+    older_build: float
 
 
 def preference(manifest: Manifest) -> Preference:
-    hardware_rank = {"none": 0, "same_compute_capability": 0, "ampere_plus": 1}[
-        manifest.gpu.hardware_compatibility
-    ]
+    hardware_rank = 1 if manifest.gpu.hardware_compatibility == "ampere_plus" else 0
     negated_version = tuple(-part for part in version_tuple(manifest.tensorrt.version))
-    return Preference(hardware_rank, manifest.tensorrt.version_compatible, negated_version)
+    try:
+        created = datetime.fromisoformat(manifest.build.created_utc).timestamp()
+    except ValueError:  # a hand-written manifest: rank it as the oldest
+        created = 0.0
+    return Preference(hardware_rank, manifest.tensorrt.version_compatible, negated_version, -created)
+
+
+def signature_facts(manifest: Manifest, policy: LoadPolicy) -> ArtifactFacts:
+    """The manifest-only facts ``select_engine`` can know before any engine byte is read."""
+    if not policy.trusted_keys:
+        status = SignatureStatus.MISSING if manifest.signature is None else SignatureStatus.UNCHECKED
+        return ArtifactFacts(signature=status, signature_key_id=(manifest.signature or {}).get("key_id"))
+    from trtforge.signing import verify_manifest
+
+    check = verify_manifest(manifest, policy.trusted_keys)
+    return ArtifactFacts(signature=check.status, signature_key_id=check.key_id)
 
 
 def select_engine(
     candidates: Iterable[tuple[Manifest, T]],
     env: Environment,
-    facts_of: dict[int, ArtifactFacts] | None = None,
-) -> tuple[tuple[Manifest, T] | None, list[tuple[Manifest, list[Problem]]]]:
-    """The best compatible candidate (or None), and every rejected one with its problems."""
+    policy: LoadPolicy = DEFAULT_POLICY,
+) -> tuple[tuple[Manifest, T] | None, list[Rejection]]:
+    """The best compatible candidate (or None), and every rejected one with its problems.
+
+    Judged on the manifests alone (platform, runtime, GPU, signature): the caller checks the
+    chosen engine's bytes (sha256) when it has them, and refuses, not falls back, on a damaged
+    file, the way pip fails on a hash mismatch instead of taking another wheel.
+    """
     compatible: list[tuple[Preference, int, tuple[Manifest, T]]] = []
-    rejected: list[tuple[Manifest, list[Problem]]] = []
+    rejected: list[Rejection] = []
     for position, (manifest, payload) in enumerate(candidates):
-        facts = (facts_of or {}).get(position, ArtifactFacts())
-        found = problems(manifest, env, facts)
+        found = problems(
+            manifest, env, signature_facts(manifest, policy), require_signature=policy.require_signature
+        )
         if found:
-            rejected.append((manifest, found))
+            rejected.append(Rejection(manifest, found))
         else:
             compatible.append((preference(manifest), position, (manifest, payload)))
     if not compatible:
         return None, rejected
-    return min(compatible)[2], rejected
+    return min(compatible, key=lambda item: (item[0], item[1]))[2], rejected
 
 
 def describe_problems(found: Sequence[Problem]) -> str:

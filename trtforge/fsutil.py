@@ -14,6 +14,16 @@ from trtforge.errors import InvalidInputError
 _CHUNK = 4 * 1024 * 1024
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Artifacts get the permissions a plain ``open(..., "w")`` would give them (mkstemp makes 0600).
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, streamed so that a 2 GB engine needs no 2 GB of memory."""
     digest = hashlib.sha256()
@@ -52,6 +62,7 @@ def staged_file(final: Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, _FILE_MODE)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:

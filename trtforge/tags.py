@@ -89,11 +89,11 @@ def flavor_prefix(flavor: str) -> str:
 
 
 def short_version(flavor: str, version: str, version_compatible: bool) -> str:
-    """``rtx1.7``, ``trt10.13``, or ``trt10`` for a version-compatible enterprise engine."""
+    """``rtx1.7``, ``trt10.13``; a version-compatible engine runs on every later runtime of its
+    major version, so its tag carries only the major (``trt10``, ``rtx1``)."""
     parts = version.split(".")
-    if version_compatible and flavor == FLAVOR_TENSORRT:
-        return f"{flavor_prefix(flavor)}{parts[0]}"
-    return f"{flavor_prefix(flavor)}{'.'.join(parts[:2])}"
+    kept = parts[:1] if version_compatible else parts[:2]
+    return f"{flavor_prefix(flavor)}{'.'.join(kept)}"
 
 
 def gpus_tag(capabilities: tuple[ComputeCapability, ...], and_later_from: ComputeCapability | None) -> str:

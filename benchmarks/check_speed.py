@@ -1,0 +1,158 @@
+"""How fast is ``trtforge check`` on a large engine? It is bound by hashing the engine (sha256).
+
+Writes a 200 MB engine-sized file with a matching manifest into a temporary folder (the check is
+hash-bound, so the bytes need not be a real engine), warms the page cache, then times, in the
+same run and on the same file:
+
+- baseline: ``sha256sum FILE`` (coreutils);
+- ``trtforge check FILE --cc 8.6 --json`` as a subprocess (what CI runs: start-up + check);
+- ``trtforge check`` on a tiny artifact (the start-up alone, for subtraction);
+- ``check_artifact()`` in-process, and ``fsutil.sha256_file`` alone;
+- ``openssl dgst -sha256`` when present: coreutils' sha256sum is often built without the CPU's
+  SHA instructions while OpenSSL (and so Python's hashlib) uses them, so it is the fairer bar.
+
+Prints a table on stderr and one JSON document on stdout.
+
+    python benchmarks/check_speed.py [--size-mb 200] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from trtforge.compat import Target, installed_version
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import Manifest, manifest_path_for, write_manifest
+from trtforge.runtime import check_artifact
+from trtforge.tags import ComputeCapability
+
+MB = 1_000_000
+
+
+def write_artifact(folder: Path, size: int, name: str) -> Path:
+    """An engine-sized file of random bytes and a manifest that pins it (the check hashes all of it)."""
+    engine = folder / f"{name}-fp32-rtx1.7-sm86-linux_x86_64.engine"
+    block = os.urandom(MB)
+    with open(engine, "wb") as handle:
+        for _ in range(size // MB):
+            handle.write(block)
+        handle.write(block[: size % MB])
+    version = installed_version("tensorrt-rtx") or "1.7.1.116"
+    manifest = Manifest.model_validate(
+        {
+            "schema": "trtforge/manifest/v1",
+            "name": name,
+            "precision": "fp32",
+            "tag": "rtx1.7-sm86-linux_x86_64",
+            "artifact": {"file": engine.name, "sha256": sha256_file(engine), "size": size},
+            "source": {"onnx_sha256": "0" * 64, "spec_sha256": "0" * 64},
+            "tensorrt": {"flavor": "tensorrt-rtx", "version": version, "version_compatible": False},
+            "gpu": {"compute_capabilities": ["8.6"], "and_later_from": None, "hardware_compatibility": "none",
+                    "build_device": None},
+            "platform": {"os": "linux", "machine": platform.machine().lower()},
+            "profiles": [],
+            "io": [],
+            "calibration": None,
+            "accuracy": None,
+            "build": {"trtforge_version": "bench", "created_utc": "2026-01-01T00:00:00+00:00", "seconds": 0.0},
+        }
+    )
+    write_manifest(manifest_path_for(engine), manifest)
+    return engine
+
+
+def timed_round_robin(actions: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """Interleave the rows (one run of each per round), so load from other processes on a shared
+    machine spreads over every row instead of skewing one."""
+    times: dict[str, list[float]] = {label: [] for label in actions}
+    for _ in range(repeat):
+        for label, action in actions.items():
+            started = time.perf_counter()
+            action()
+            times[label].append(time.perf_counter() - started)
+    return times
+
+
+def run(command: list[str], expect: int = 0) -> None:
+    done = subprocess.run(command, capture_output=True, check=False)
+    if done.returncode != expect:
+        raise SystemExit(f"{command[:4]} exited {done.returncode}: {done.stderr.decode()[-500:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=200, help="engine size in MB (10^6 bytes)")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    if shutil.which("sha256sum") is None:
+        raise SystemExit("the baseline needs sha256sum (coreutils) on PATH")
+    size = args.size_mb * MB
+    trtforge = [sys.executable, "-m", "trtforge"]
+    target = Target(compute_capability=ComputeCapability(8, 6))
+    with tempfile.TemporaryDirectory(prefix="trtforge-check-bench-") as tmp:
+        folder = Path(tmp)
+        engine = write_artifact(folder, size, "big")
+        tiny = write_artifact(folder, 1024, "tiny")
+        sha256_file(engine)  # warm the page cache: every row reads from memory, not disk
+        actions: dict[str, Callable[[], object]] = {
+            "sha256sum (baseline)": lambda: run(["sha256sum", str(engine)]),
+            "trtforge check (CLI)": lambda: run([*trtforge, "check", str(engine), "--cc", "8.6", "--json"]),
+            "trtforge check, 1 KB engine (start-up)": lambda: run(
+                [*trtforge, "check", str(tiny), "--cc", "8.6", "--json"]
+            ),
+            "check_artifact() in-process": lambda: check_artifact(engine, target=target),
+            "fsutil.sha256_file in-process": lambda: sha256_file(engine),
+        }
+        if shutil.which("openssl"):
+            actions["openssl dgst -sha256 (2nd baseline)"] = lambda: run(["openssl", "dgst", "-sha256", str(engine)])
+        rows = timed_round_robin(actions, args.repeat)
+    startup = statistics.median(rows["trtforge check, 1 KB engine (start-up)"])
+    results = []
+    for label, times in rows.items():
+        median = statistics.median(times)
+        hashed = 1024 if "1 KB" in label else size
+        hashing = median - startup if label == "trtforge check (CLI)" else median
+        results.append(
+            {
+                "what": label,
+                "median_s": round(median, 4),
+                "best_s": round(min(times), 4),
+                "gb_per_s": round(hashed / median / 1e9, 3),
+                "hash_gb_per_s": round(hashed / hashing / 1e9, 3) if hashing > 0 else None,
+            }
+        )
+    baseline = results[0]["median_s"]
+    header = f"{'what':<40} {'median s':>9} {'best s':>8} {'GB/s':>7} {'vs sha256sum':>13}"
+    lines = [f"trtforge check on a {args.size_mb} MB engine, page cache warm, {args.repeat} runs each", header]
+    for row in results:
+        ratio = f"{row['median_s'] / baseline:.2f}x" if "1 KB" not in row["what"] else "-"
+        lines.append(f"{row['what']:<40} {row['median_s']:>9.3f} {row['best_s']:>8.3f} {row['gb_per_s']:>7.2f} "
+                     f"{ratio:>13}")
+    cli = results[1]
+    rate = f"{cli['hash_gb_per_s']} GB/s" if cli["hash_gb_per_s"] else "n/a (start-up noise exceeds the hashing time)"
+    lines.append(f"trtforge check without its start-up ({startup:.2f} s): {rate}")
+    print("\n".join(lines), file=sys.stderr)
+    print(json.dumps({
+        "benchmark": "check_speed",
+        "engine_bytes": size,
+        "repeat": args.repeat,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "startup_s": round(startup, 4),
+        "rows": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

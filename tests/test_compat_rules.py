@@ -1,0 +1,333 @@
+"""The compatibility rules as a table: manifests x environments -> the rules that fail.
+
+Every rule of DESIGN.md "Compatibility rules" and its edges (version-compatible with newer,
+older and other-major runtimes; ampere_plus on 7.5/8.0/9.0; explicit capability lists;
+same_compute_capability; platform; flavor), then ``select_engine``'s preference order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from trtforge.compat import (
+    DEFAULT_POLICY,
+    NO_GPU_MESSAGE,
+    ArtifactFacts,
+    Environment,
+    LoadPolicy,
+    Rule,
+    SignatureStatus,
+    Target,
+    detect_environment,
+    detect_gpus,
+    problems,
+    select_engine,
+)
+from trtforge.errors import InvalidInputError
+from trtforge.manifest import Manifest
+from trtforge.tags import ComputeCapability, Platform
+
+LINUX = Platform("linux", "x86_64")
+SHA = "a" * 64
+
+
+def manifest_for(
+    flavor: str = "tensorrt-rtx",
+    version: str = "1.7.1.116",
+    version_compatible: bool = False,
+    ccs: tuple[str, ...] = ("8.6", "8.9"),
+    hardware: str = "none",
+    and_later_from: str | None = None,
+    build_cc: str | None = None,
+    platform: tuple[str, str] = ("linux", "x86_64"),
+    created: str = "2026-01-01T00:00:00+00:00",
+    name: str = "m",
+) -> Manifest:
+    """A manifest as trtforge build writes it, with only the compatibility fields varying."""
+    return Manifest.model_validate(
+        {
+            "schema": "trtforge/manifest/v1",
+            "name": name,
+            "precision": "fp32",
+            "tag": "test",
+            "artifact": {"file": f"{name}.engine", "sha256": SHA, "size": 1000},
+            "source": {"onnx_sha256": "b" * 64, "spec_sha256": "c" * 64},
+            "tensorrt": {"flavor": flavor, "version": version, "version_compatible": version_compatible},
+            "gpu": {
+                "compute_capabilities": list(ccs),
+                "and_later_from": and_later_from,
+                "hardware_compatibility": hardware,
+                "build_device": {"name": "GPU", "compute_capability": build_cc} if build_cc else None,
+            },
+            "platform": {"os": platform[0], "machine": platform[1]},
+            "profiles": [],
+            "io": [],
+            "calibration": None,
+            "accuracy": None,
+            "build": {"trtforge_version": "0.1.0", "created_utc": created, "seconds": 1.0},
+        }
+    )
+
+
+def env_for(
+    flavor: str | None = "tensorrt-rtx",
+    version: str | None = "1.7.1.116",
+    cc: str | None = "8.6",
+    platform: Platform = LINUX,
+    overridden: bool = True,
+) -> Environment:
+    return Environment(
+        platform=platform,
+        flavor=flavor,
+        version=version,
+        compute_capability=ComputeCapability.parse(cc) if cc else None,
+        overridden=overridden,
+    )
+
+
+TRT = {"flavor": "tensorrt", "version": "10.13.0.35"}
+TRT_VC = {**TRT, "version_compatible": True}
+AMPERE_PLUS = {"flavor": "tensorrt", "version": "10.13.0.35", "ccs": (), "hardware": "ampere_plus",
+               "and_later_from": "8.0"}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    manifest: dict[str, Any]
+    env: dict[str, Any]
+    rules: tuple[Rule, ...]
+    says: tuple[str, ...] = ()  # substrings of the messages: the actionable part
+    facts: ArtifactFacts = field(default_factory=ArtifactFacts)
+    require_signature: bool = False
+
+
+CASES = [
+    # rule 4, explicit capability lists
+    Case("rtx-listed-cc", {}, {"cc": "8.6"}, ()),
+    Case("rtx-listed-second-cc", {}, {"cc": "8.9"}, ()),
+    Case("rtx-unlisted-older-cc", {}, {"cc": "7.5"}, (Rule.GPU,),
+         ("built for compute capability 8.6, 8.9", "GPU is 7.5", "targets: ['7.5']", "sm75")),
+    Case("rtx-unlisted-newer-cc", {}, {"cc": "12.0"}, (Rule.GPU,), ("GPU is 12.0", "sm120")),
+    Case("rtx-list-with-120", {"ccs": ("8.6", "8.9", "12.0")}, {"cc": "12.0"}, ()),
+    Case("explicit-list-is-exact-not-a-floor", {**TRT, "ccs": ("8.0",)}, {**TRT, "cc": "8.6"}, (Rule.GPU,)),
+    Case("no-gpu", {}, {"cc": None, "overridden": False}, (Rule.GPU,), (NO_GPU_MESSAGE,)),
+    # rule 4, ampere_plus
+    Case("ampere-plus-on-7.5", AMPERE_PLUS, {**TRT, "cc": "7.5"}, (Rule.GPU,),
+         ("8.0 and later (ampere_plus)", "GPU is 7.5")),
+    Case("ampere-plus-on-8.0", AMPERE_PLUS, {**TRT, "cc": "8.0"}, ()),
+    Case("ampere-plus-on-9.0", AMPERE_PLUS, {**TRT, "cc": "9.0"}, ()),
+    Case("ampere-plus-on-12.0", AMPERE_PLUS, {**TRT, "cc": "12.0"}, ()),
+    Case("ampere-plus-without-and-later-from", {**AMPERE_PLUS, "and_later_from": None}, {**TRT, "cc": "7.5"},
+         (Rule.GPU,), ("8.0 and later",)),
+    # rule 4, same_compute_capability
+    Case("same-cc-on-build-cc", {**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability", "build_cc": "8.6"},
+         {**TRT, "cc": "8.6"}, ()),
+    Case("same-cc-on-other-cc", {**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability", "build_cc": "8.6"},
+         {**TRT, "cc": "8.9"}, (Rule.GPU,), ("build GPU's compute capability 8.6", "rebuild on a 8.9 GPU")),
+    Case("same-cc-without-build-device", {**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability"},
+         {**TRT, "cc": "8.6"}, (Rule.GPU,), ("records no build device",)),
+    # rule 1
+    Case("platform-aarch64", {}, {"platform": Platform("linux", "aarch64")}, (Rule.PLATFORM,),
+         ("built for linux_x86_64", "the target is linux_aarch64", "tagged linux_aarch64")),
+    Case("platform-windows", {}, {"platform": Platform("windows", "x86_64")}, (Rule.PLATFORM,), ("win_amd64",)),
+    # rule 2
+    Case("flavor-enterprise-engine-on-rtx", TRT, {}, (Rule.FLAVOR,),
+         ("built with TensorRT,", "runs TensorRT-RTX", "backend: tensorrt-rtx")),
+    Case("flavor-rtx-engine-on-enterprise", {}, TRT, (Rule.FLAVOR,), ("built with TensorRT-RTX",)),
+    Case("no-runtime-installed", {}, {"flavor": None, "version": None, "overridden": False}, (Rule.FLAVOR,),
+         ("this host has no TensorRT-RTX runtime", "pip install 'trtforge[rtx]'", "--trt-version")),
+    # rule 3, plain engines: the exact version only
+    Case("plain-older-runtime", TRT, {**TRT, "version": "10.12.0.36"}, (Rule.VERSION,),
+         ("built with TensorRT 10.13.0.35", "runs 10.12.0.36", "rebuild with 10.12.0.36",
+          "version_compatible: true")),
+    Case("plain-newer-build-number", TRT, {**TRT, "version": "10.13.0.36"}, (Rule.VERSION,)),
+    Case("plain-same-version", TRT, TRT, ()),
+    # rule 3, version-compatible engines: same major, runtime not older
+    Case("vc-newer-runtime", {**TRT_VC, "version": "10.8.0.43"}, TRT, ()),
+    Case("vc-same-runtime", TRT_VC, TRT, ()),
+    Case("vc-older-runtime", TRT_VC, {**TRT, "version": "10.8.0.43"}, (Rule.VERSION,),
+         ("at least as new", "older 10.8.0.43", "upgrade the runtime to 10.13.0.35")),
+    Case("vc-other-major-newer", TRT_VC, {**TRT, "version": "11.0.0.1"}, (Rule.VERSION,),
+         ("TensorRT 10.x (same major)", "rebuild with TensorRT 11.x")),
+    Case("vc-other-major-older", {**TRT_VC, "version": "11.1.0.5"}, TRT, (Rule.VERSION,), ("11.x (same major)",)),
+    Case("vc-rtx-newer-runtime", {"version": "1.7.1.116", "version_compatible": True}, {"version": "1.8.0.10"}, ()),
+    # rule 5 (facts measured on the bytes)
+    Case("sha256-differs", {}, {}, (Rule.SHA256,), ("sha256 bbbbbbbbbbbb… differs", "download or rebuild"),
+         facts=ArtifactFacts(engine_file="m.engine", engine_size=1000, engine_sha256="b" * 64)),
+    Case("truncated", {}, {}, (Rule.SHA256,), ("999 bytes", "1,000", "truncated"),
+         facts=ArtifactFacts(engine_file="m.engine", engine_size=999)),
+    Case("grown", {}, {}, (Rule.SHA256,), ("grown",), facts=ArtifactFacts(engine_size=2000)),
+    Case("manifest-of-another-engine", {}, {}, (Rule.SHA256,), ("this manifest describes m.engine, not other.engine",),
+         facts=ArtifactFacts(engine_file="other.engine", engine_size=1000, engine_sha256="b" * 64)),
+    Case("renamed-but-same-bytes", {}, {}, (),
+         facts=ArtifactFacts(engine_file="other.engine", engine_size=1000, engine_sha256=SHA)),
+    # rule 6
+    Case("signature-required-missing", {}, {}, (Rule.SIGNATURE,), ("not signed", "trtforge sign"),
+         facts=ArtifactFacts(signature=SignatureStatus.MISSING), require_signature=True),
+    Case("signature-required-no-key", {}, {}, (Rule.SIGNATURE,), ("--trusted-key",), require_signature=True),
+    Case("signature-invalid-always-refused", {}, {}, (Rule.SIGNATURE,), ("changed after signing",),
+         facts=ArtifactFacts(signature=SignatureStatus.INVALID, signature_key_id="k1")),
+    Case("signature-unknown-key-required", {}, {}, (Rule.SIGNATURE,), ("key k2, which is not among the trusted",),
+         facts=ArtifactFacts(signature=SignatureStatus.UNKNOWN_KEY, signature_key_id="k2"), require_signature=True),
+    Case("signature-unknown-key-not-required", {}, {}, (),
+         facts=ArtifactFacts(signature=SignatureStatus.UNKNOWN_KEY, signature_key_id="k2")),
+    Case("signature-missing-not-required", {}, {}, (), facts=ArtifactFacts(signature=SignatureStatus.MISSING)),
+    Case("signature-valid-required", {}, {}, (), facts=ArtifactFacts(signature=SignatureStatus.VALID),
+         require_signature=True),
+    # every reason at once
+    Case("everything-wrong", TRT, {**TRT, "version": "10.12.0.36", "cc": "7.5",
+                                   "platform": Platform("linux", "aarch64")},
+         (Rule.PLATFORM, Rule.VERSION, Rule.GPU, Rule.SHA256, Rule.SIGNATURE),
+         facts=ArtifactFacts(engine_size=5, signature=SignatureStatus.MISSING), require_signature=True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_rule_table(case: Case) -> None:
+    found = problems(
+        manifest_for(**case.manifest), env_for(**case.env), case.facts, require_signature=case.require_signature
+    )
+    assert tuple(problem.rule for problem in found) == case.rules, [problem.message for problem in found]
+    text = " | ".join(problem.message for problem in found)
+    for fragment in case.says:
+        assert fragment in text
+
+
+def test_messages_name_this_host_or_the_target() -> None:
+    (here,) = problems(manifest_for(), env_for(cc="7.5", overridden=False))
+    (there,) = problems(manifest_for(), env_for(cc="7.5", overridden=True))
+    assert "this host's GPU is 7.5" in here.message
+    assert "the target's GPU is 7.5" in there.message
+
+
+def test_capability_spellings_are_one_value() -> None:
+    """Manifests written by hand with sm86 / sm_89 spellings mean the same capabilities."""
+    assert problems(manifest_for(ccs=("sm86", "sm_89")), env_for(cc="sm_89")) == []
+
+
+# ---------------------------------------------------------------- Target (flags -> environment)
+
+
+def test_target_from_flags_overrides_detection() -> None:
+    target = Target.from_flags("tensorrt", "10.13.0.35", "sm_90", "linux_aarch64")
+    env = target.environment()
+    assert env.flavor == "tensorrt" and env.version == "10.13.0.35"
+    assert env.compute_capability == ComputeCapability(9, 0)
+    assert env.platform == Platform("linux", "aarch64")
+    assert env.overridden and env.where == "the target"
+
+
+def test_target_flavor_defaults_to_the_engines_with_the_installed_version() -> None:
+    import tensorrt_rtx
+
+    env = Target.from_flags(cc="8.6").environment(default_flavor="tensorrt-rtx")
+    assert env.flavor == "tensorrt-rtx" and env.version == tensorrt_rtx.__version__
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        ({"flavor": "tensorrt_rtx"}, "did you mean 'tensorrt-rtx'"),
+        ({"trt_version": "ten"}, "--trt-version 'ten'"),
+        ({"cc": "8.x"}, "--cc: '8.x' is not a compute capability; write it as 8.6, sm86 or sm_86"),
+        ({"platform": "macos"}, "--platform: 'macos' is not a platform"),
+    ],
+)
+def test_target_flags_refuse_bad_values(flags: dict[str, str], says: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        Target.from_flags(**flags)
+    assert says in str(caught.value)
+
+
+def test_detect_environment_on_this_host() -> None:
+    env = detect_environment(flavor="tensorrt-rtx")
+    assert env.platform.tag == "linux_x86_64"
+    assert not env.overridden
+    if not detect_gpus():
+        assert env.compute_capability is None and env.gpus == ()
+
+
+def test_detect_gpus_through_nvml() -> None:
+    """Real on a GPU host (run it there: pytest tests/test_compat_rules.py -k nvml)."""
+    gpus = detect_gpus()
+    if not gpus:
+        pytest.skip("no NVIDIA GPU/driver visible to NVML on this host; this test runs on a GPU host")
+    env = detect_environment(flavor="tensorrt-rtx")
+    assert env.compute_capability == gpus[0].compute_capability
+    for gpu in gpus:
+        assert gpu.compute_capability >= ComputeCapability(3, 0)
+        assert gpu.memory_total > 0 and gpu.name and gpu.driver_version
+
+
+# ---------------------------------------------------------------- select_engine
+
+
+def _pick(manifests: list[Manifest], env: Environment, policy: LoadPolicy = DEFAULT_POLICY) -> str | None:
+    chosen, _ = select_engine([(manifest, manifest.name) for manifest in manifests], env, policy)
+    return chosen[1] if chosen else None
+
+
+TRT_ENV = env_for(**TRT, cc="8.6")
+
+
+def test_select_prefers_exact_gpu_over_sm80plus_over_version_compatible() -> None:
+    exact = manifest_for(**TRT, ccs=("8.6",), name="exact")
+    plus = manifest_for(**AMPERE_PLUS, name="plus")
+    vc = manifest_for(**TRT_VC, ccs=("8.6",), hardware="ampere_plus", and_later_from="8.0", name="vc")
+    assert _pick([vc, plus, exact], TRT_ENV) == "exact"
+    assert _pick([vc, plus], TRT_ENV) == "plus"
+    assert _pick([vc], TRT_ENV) == "vc"
+
+
+def test_select_prefers_plain_over_version_compatible_for_the_same_gpu() -> None:
+    plain = manifest_for(**TRT, ccs=("8.6",), name="plain")
+    vc = manifest_for(**TRT_VC, ccs=("8.6",), name="vc")
+    assert _pick([vc, plain], TRT_ENV) == "plain"
+
+
+def test_select_prefers_the_newest_builder_then_the_newest_build() -> None:
+    old = manifest_for(**{**TRT_VC, "version": "10.8.0.43"}, ccs=("8.6",), name="old")
+    new = manifest_for(**{**TRT_VC, "version": "10.12.0.36"}, ccs=("8.6",), name="new")
+    assert _pick([old, new], TRT_ENV) == "new"
+    earlier = manifest_for(**TRT, ccs=("8.6",), created="2026-01-01T00:00:00+00:00", name="earlier")
+    later = manifest_for(**TRT, ccs=("8.6",), created="2026-03-01T00:00:00+00:00", name="later")
+    assert _pick([later, earlier], TRT_ENV) == "later"
+    assert _pick([earlier, later], TRT_ENV) == "later"
+
+
+def test_select_keeps_input_order_on_a_tie() -> None:
+    first = manifest_for(**TRT, ccs=("8.6",), name="first")
+    second = manifest_for(**TRT, ccs=("8.6",), name="second")
+    assert _pick([first, second], TRT_ENV) == "first"
+
+
+def test_select_never_picks_an_incompatible_engine_and_says_why() -> None:
+    newer_runtime_only = manifest_for(**{**TRT_VC, "version": "10.14.0.1"}, ccs=("8.6",), name="too-new")
+    other_gpu = manifest_for(**TRT, ccs=("8.9",), name="other-gpu")
+    chosen, rejected = select_engine([(m, m.name) for m in (newer_runtime_only, other_gpu)], TRT_ENV)
+    assert chosen is None
+    assert [(r.manifest.name, [p.rule for p in r.problems]) for r in rejected] == [
+        ("too-new", [Rule.VERSION]),
+        ("other-gpu", [Rule.GPU]),
+    ]
+    # a rejection unpacks like the (manifest, problems) pair it always was
+    manifest, found = rejected[0]
+    assert manifest.name == "too-new" and "at least as new" in found[0].message
+
+
+def test_select_with_a_required_signature_skips_unsigned_engines() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from trtforge.signing import SigningKey, TrustedKey, key_id_of, sign_manifest
+
+    private = Ed25519PrivateKey.generate()
+    key_id = key_id_of(private.public_key())
+    exact_unsigned = manifest_for(**TRT, ccs=("8.6",), name="exact-unsigned")
+    plus_signed = sign_manifest(manifest_for(**AMPERE_PLUS, name="plus-signed"), SigningKey(private, key_id, "t"))
+    policy = LoadPolicy(require_signature=True, trusted_keys=(TrustedKey(private.public_key(), key_id, "t"),))
+    assert _pick([exact_unsigned, plus_signed], TRT_ENV) == "exact-unsigned"
+    assert _pick([exact_unsigned, plus_signed], TRT_ENV, policy) == "plus-signed"

@@ -1,0 +1,383 @@
+"""``trtforge check`` and the runtime loader on real TensorRT-RTX engines built here.
+
+This machine has no GPU: every check runs for real (manifest, size, sha256, signature, rules)
+against a target given with ``--cc``; deserialization needs a GPU that TensorRT-RTX supports
+and the test that needs one skips saying so.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from trtforge.cli import app
+from trtforge.compat import NO_GPU_MESSAGE, LoadPolicy, Rule, Target, detect_gpus
+from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.manifest import manifest_path_for, read_manifest
+from trtforge.runtime import check_artifact, load_best, load_engine, select_artifact
+from trtforge.signing import generate_keypair, load_signing_key, load_trusted_keys, sign_artifact
+from trtforge.tags import ComputeCapability
+
+DIGITS = Path(__file__).resolve().parents[1] / "calibration" / "digits"
+AT_86 = Target(compute_capability=ComputeCapability(8, 6))
+
+CONV_SPEC = """\
+name: net
+model: {model}
+precision: fp32
+backend: tensorrt-rtx
+targets: {targets}
+profiles:
+  - input: {{min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}}
+accuracy: {{enabled: false}}
+build: {{version_compatible: {vc}}}
+"""
+
+DIGITS_SPEC = """\
+name: digits-cnn
+model: {model}
+precision: fp32
+backend: tensorrt-rtx
+targets: ["8.6", "8.9"]
+profiles:
+  - input: {{min: [1, 1, 8, 8], opt: [16, 1, 8, 8], max: [64, 1, 8, 8]}}
+accuracy: {{enabled: false}}
+"""
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[str, Path]:
+    """Real TensorRT-RTX builds (about a second each): three engines of one name, and the example model."""
+    from trtforge.build import build_spec
+    from trtforge.console import Reporter
+    from trtforge.spec import load_spec
+
+    folder = tmp_path_factory.mktemp("loader-builds")
+    model = model_dir / "conv.onnx"
+    quiet = Reporter(Console(file=io.StringIO()), interactive=False)
+    built: dict[str, Path] = {}
+    variants = {"sm86": ('["8.6"]', "false"), "sm89": ('["8.9"]', "false"), "vc": ('["8.6", "8.9"]', "true")}
+    for label, (targets, vc) in variants.items():
+        spec = folder / f"{label}.yaml"
+        spec.write_text(CONV_SPEC.format(model=model, targets=targets, vc=vc))
+        built[label] = build_spec(load_spec(spec), folder / "net", quiet, cache_dir=folder / "cache").engine
+    spec = folder / "digits.yaml"
+    spec.write_text(DIGITS_SPEC.format(model=DIGITS / "digits_cnn.onnx"))
+    built["digits"] = build_spec(load_spec(spec), folder / "digits", quiet, cache_dir=folder / "cache").engine
+    return built
+
+
+def _copy(engine: Path, folder: Path, name: str | None = None) -> Path:
+    target = folder / (name or engine.name)
+    shutil.copy2(engine, target)
+    shutil.copy2(manifest_path_for(engine), manifest_path_for(target))
+    return target
+
+
+def _check(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["check", *args])
+    assert "Traceback" not in result.output
+    return result.exit_code, result.stdout, result.stderr
+
+
+# ---------------------------------------------------------------- real engines, checked here
+
+
+def test_real_engines_pass_check_for_their_targets(engines: dict[str, Path]) -> None:
+    code, _, err = _check(str(engines["digits"]), "--cc", "8.6")
+    assert code == 0 and "compatible: digits-cnn-fp32-rtx1.7-sm86.sm89-linux_x86_64.engine loads on" in err
+    code, _, _ = _check(str(engines["sm89"]), "--cc", "sm_89")
+    assert code == 0
+    code, out, _ = _check(str(engines["sm86"]), "--cc", "8.6", "--json")
+    document = json.loads(out)
+    assert code == 0 and document["compatible"] and document["problems"] == []
+    assert document["sha256"]["engine"] == document["sha256"]["manifest"]
+    assert document["environment"]["compute_capability"] == "8.6" and document["environment"]["overridden"]
+
+
+def test_check_lists_every_reason_and_exits_5(engines: dict[str, Path]) -> None:
+    args = ["--cc", "7.5", "--platform", "linux_aarch64", "--trt-version", "1.6.0.1", "--json"]
+    code, out, _ = _check(str(engines["sm86"]), *args)
+    document = json.loads(out)
+    assert code == 5 and not document["compatible"]
+    assert [p["rule"] for p in document["problems"]] == ["platform", "version", "gpu"]
+    assert "rebuild with targets: ['7.5']" in document["problems"][2]["message"]
+
+
+def test_check_through_a_subprocess_prints_one_json_document(engines: dict[str, Path]) -> None:
+    for cc, expected in (("8.6", 0), ("12.0", 5)):
+        run = subprocess.run(
+            [sys.executable, "-m", "trtforge", "check", str(engines["digits"]), "--cc", cc, "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert run.returncode == expected, run.stderr
+        assert json.loads(run.stdout)["compatible"] is (expected == 0)
+        assert "Traceback" not in run.stderr
+
+
+@pytest.mark.skipif(bool(detect_gpus()), reason="this host has a GPU: the no-GPU answer does not apply")
+def test_no_gpu_and_no_cc_exits_5_and_says_pass_cc(engines: dict[str, Path]) -> None:
+    code, _, err = _check(str(engines["sm86"]))
+    assert code == 5 and NO_GPU_MESSAGE in err
+    result = check_artifact(engines["sm86"])
+    assert [(p.rule, p.message) for p in result.problems] == [(Rule.GPU, NO_GPU_MESSAGE)]
+
+
+def test_check_accepts_the_manifest_path_and_a_manifest_only_target(engines: dict[str, Path]) -> None:
+    code, _, _ = _check(str(manifest_path_for(engines["sm86"])), "--cc", "8.6")
+    assert code == 0
+    code, _, err = _check(str(engines["sm86"]), "--cc", "8.6", "--flavor", "tensorrt", "--trt-version", "10.13.0.35")
+    assert code == 5 and "engine was built with TensorRT-RTX, the target runs TensorRT" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--cc", "8.x"], "--cc: '8.x' is not a compute capability"),
+        (["--flavor", "tensorrt_rtx"], "did you mean 'tensorrt-rtx'"),
+        (["--platform", "darwin"], "--platform: 'darwin' is not a platform"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(engines: dict[str, Path], flags: list[str], says: str) -> None:
+    code, _, err = _check(str(engines["sm86"]), *flags)
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_nonexistent_engine_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, err = _check(str(tmp_path / "nope.engine"), "--cc", "8.6")
+    assert code == 2 and "no such engine" in err
+
+
+# ---------------------------------------------------------------- damaged or mismatched artifacts
+
+
+def test_one_flipped_byte_is_refused(engines: dict[str, Path], tmp_path: Path) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    data = bytearray(engine.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    engine.write_bytes(bytes(data))
+    code, _, err = _check(str(engine), "--cc", "8.6")
+    assert code == 5 and "[sha256] engine sha256" in err and "differs from the manifest's" in err
+    with pytest.raises(IncompatibleEngineError) as caught:
+        load_engine(engine, environment=AT_86.environment("tensorrt-rtx"))
+    assert any("differs from the manifest's" in reason for reason in caught.value.reasons)
+
+
+def test_truncated_engine_is_refused_without_hashing(engines: dict[str, Path], tmp_path: Path) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    size = engine.stat().st_size
+    engine.write_bytes(engine.read_bytes()[: size // 2])
+    result = check_artifact(engine, target=AT_86)
+    assert result.facts.engine_sha256 is None  # a wrong size already decides it
+    (problem,) = result.problems
+    assert problem.rule is Rule.SHA256 and "truncated" in problem.message and f"{size:,}" in problem.message
+
+
+def test_missing_manifest_is_refused(engines: dict[str, Path], tmp_path: Path) -> None:
+    engine = tmp_path / engines["sm86"].name
+    shutil.copy2(engines["sm86"], engine)
+    code, out, _ = _check(str(engine), "--cc", "8.6", "--json")
+    document = json.loads(out)
+    assert code == 5 and "manifest missing" in document["error"]
+    with pytest.raises(IncompatibleEngineError, match="manifest missing; an engine without its manifest is refused"):
+        load_engine(engine)
+
+
+def test_missing_engine_beside_its_manifest_is_refused(engines: dict[str, Path], tmp_path: Path) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    engine.unlink()
+    code, _, err = _check(str(manifest_path_for(engine)), "--cc", "8.6")
+    assert code == 5 and "is missing beside its manifest" in err
+
+
+def test_manifest_of_another_engine_is_refused(engines: dict[str, Path], tmp_path: Path) -> None:
+    engine = _copy(engines["sm89"], tmp_path)
+    shutil.copy2(manifest_path_for(engines["digits"]), manifest_path_for(engine))
+    result = check_artifact(engine, target=Target(compute_capability=ComputeCapability(8, 9)))
+    assert [p.rule for p in result.problems] == [Rule.SHA256]
+    assert f"this manifest describes {engines['digits'].name}, not {engine.name}" in result.problems[0].message
+
+
+def test_unparseable_manifest_is_invalid_input(engines: dict[str, Path], tmp_path: Path) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    manifest_path_for(engine).write_text("{not json")
+    with pytest.raises(InvalidInputError, match="not JSON"):
+        check_artifact(engine, target=AT_86)
+
+
+# ---------------------------------------------------------------- signatures
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> tuple[Path, Path]:
+    pair = generate_keypair(tmp_path / "release")
+    return pair.private_path, pair.public_path
+
+
+def test_signed_engine_passes_a_signature_policy(
+    engines: dict[str, Path], tmp_path: Path, signer: tuple[Path, Path]
+) -> None:
+    engine = _copy(engines["digits"], tmp_path)
+    code, _, _ = _check(str(engine), "--cc", "8.6", "--require-signature", "--trusted-key", str(signer[1]))
+    assert code == 5
+    sign = CliRunner().invoke(app, ["sign", str(engine), "--key", str(signer[0])])
+    assert sign.exit_code == 0, sign.output
+    code, out, _ = _check(str(engine), "--cc", "8.6", "--require-signature", "--trusted-key", str(signer[1]), "--json")
+    assert code == 0 and json.loads(out)["signature"]["status"] == "valid"
+    policy = LoadPolicy(require_signature=True, trusted_keys=load_trusted_keys([signer[1]]))
+    assert check_artifact(engine, policy, target=AT_86).compatible
+
+
+def test_manifest_edited_after_signing_is_refused(
+    engines: dict[str, Path], tmp_path: Path, signer: tuple[Path, Path]
+) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    sign_artifact(engine, load_signing_key(signer[0]))
+    path = manifest_path_for(engine)
+    document = json.loads(path.read_text())
+    document["gpu"]["compute_capabilities"].append("8.9")  # claim a GPU the engine was not built for
+    path.write_text(json.dumps(document, indent=2))
+    code, _, err = _check(str(engine), "--cc", "8.6", "--trusted-key", str(signer[1]))
+    assert code == 5 and "[signature] signature by trusted key" in err and "changed after signing" in err
+    policy = LoadPolicy(require_signature=True, trusted_keys=load_trusted_keys([signer[1]]))
+    with pytest.raises(IncompatibleEngineError, match="does not verify"):
+        load_engine(engine, policy, environment=AT_86.environment("tensorrt-rtx"))
+
+
+def test_engine_swapped_under_a_signed_manifest_is_refused(
+    engines: dict[str, Path], tmp_path: Path, signer: tuple[Path, Path]
+) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    sign_artifact(engine, load_signing_key(signer[0]))
+    shutil.copy2(engines["vc"], engine)  # a real engine of the same model, but not the signed one
+    policy = LoadPolicy(require_signature=True, trusted_keys=load_trusted_keys([signer[1]]))
+    result = check_artifact(engine, policy, target=AT_86)
+    assert result.facts.signature.value == "valid"  # the manifest is genuine...
+    assert [p.rule for p in result.problems] == [Rule.SHA256]  # ...the engine is not the one it pins
+
+
+# ---------------------------------------------------------------- version-compatible engines (host code)
+
+
+def test_version_compatible_engine_needs_host_code_allowed(engines: dict[str, Path]) -> None:
+    manifest = read_manifest(engines["vc"])
+    assert manifest.tensorrt.version_compatible
+    code, _, err = _check(str(engines["vc"]), "--cc", "8.6")
+    assert code == 5 and "[host_code]" in err and "--allow-host-code" in err
+    code, _, _ = _check(str(engines["vc"]), "--cc", "8.6", "--allow-host-code")
+    assert code == 0
+    assert check_artifact(engines["vc"], LoadPolicy(allow_host_code=True), target=AT_86).compatible
+
+
+# ---------------------------------------------------------------- the loader
+
+
+def test_loader_checks_pass_then_deserialization_needs_a_gpu(engines: dict[str, Path]) -> None:
+    if detect_gpus():
+        pytest.skip("this host has a GPU: see test_load_engine_deserializes_on_a_supported_gpu")
+    with pytest.raises(IncompatibleEngineError) as caught:
+        load_engine(engines["sm86"], environment=AT_86.environment("tensorrt-rtx"))
+    assert "passed every check" in str(caught.value) and "no GPU is detected here" in str(caught.value)
+    with pytest.raises(IncompatibleEngineError) as caught:
+        load_engine(engines["sm86"])  # this host, detected: refused by the rules already
+    assert NO_GPU_MESSAGE in caught.value.reasons
+
+
+def test_loader_refuses_an_environment_that_is_not_the_installed_runtime(
+    engines: dict[str, Path], tmp_path: Path
+) -> None:
+    """Rules judged for another runtime version prove nothing about the one that would deserialize."""
+    engine = _copy(engines["sm86"], tmp_path)
+    path = manifest_path_for(engine)
+    document = json.loads(path.read_text())
+    document["tensorrt"]["version"] = "1.7.0.1"
+    path.write_text(json.dumps(document))
+    claimed = Target(version="1.7.0.1", compute_capability=ComputeCapability(8, 6)).environment("tensorrt-rtx")
+    assert check_artifact(engine, environment=claimed).compatible
+    with pytest.raises(IncompatibleEngineError) as caught:
+        load_engine(engine, environment=claimed)
+    assert "checked for TensorRT-RTX 1.7.0.1, but the runtime installed here is TensorRT-RTX 1.7" in str(caught.value)
+
+
+def test_header_check_runs_on_a_gpu_the_engine_does_not_target(engines: dict[str, Path]) -> None:
+    """On a GPU host (e.g. an H100, 9.0) the rules are told 8.6, but the runtime's header check
+    (get_engine_validity) sees the real GPU and refuses before deserialization."""
+    gpus = detect_gpus()
+    if not gpus:
+        pytest.skip("no GPU: get_engine_validity must not be called without one (DESIGN.md)")
+    real = gpus[0].compute_capability
+    if real in (ComputeCapability(8, 6), ComputeCapability(8, 9)):
+        pytest.skip(f"this GPU ({real}) is a target of the engine; the mismatch case needs another GPU")
+    fake = Target(compute_capability=ComputeCapability(8, 6)).environment("tensorrt-rtx")
+    with pytest.raises(IncompatibleEngineError) as caught:
+        load_engine(engines["sm86"], environment=fake)
+    assert any("runtime" in reason or "GPU" in reason for reason in caught.value.reasons), caught.value.reasons
+
+
+def test_load_engine_deserializes_on_a_supported_gpu(engines: dict[str, Path]) -> None:
+    gpus = detect_gpus()
+    supported = {ComputeCapability(8, 6), ComputeCapability(8, 9)}
+    if not gpus or gpus[0].compute_capability not in supported:
+        found = f"{gpus[0].name} ({gpus[0].compute_capability})" if gpus else "no GPU"
+        pytest.skip(f"deserialization needs a GPU this engine targets (8.6 or 8.9) with TensorRT-RTX; here: {found}")
+    loaded = load_engine(engines["digits"])
+    assert loaded.engine is not None and loaded.engine.num_io_tensors == 2
+    assert loaded.check.header is not None and loaded.check.header.validity in ("valid", "suboptimal")
+    assert loaded.runtime.engine_host_code_allowed is False
+
+
+# ---------------------------------------------------------------- several engines of one name
+
+
+def test_select_artifact_picks_the_best_engine_for_the_gpu(engines: dict[str, Path], tmp_path: Path) -> None:
+    for label in ("sm86", "sm89", "vc"):
+        _copy(engines[label], tmp_path)
+    policy = LoadPolicy(allow_host_code=True)
+
+    def pick(cc: str) -> str:
+        env = Target(compute_capability=ComputeCapability.parse(cc)).environment("tensorrt-rtx")
+        return select_artifact(tmp_path, "net", policy=policy, environment=env).name
+
+    assert pick("8.6") == engines["sm86"].name  # plain before version-compatible
+    assert pick("8.9") == engines["sm89"].name
+    (tmp_path / engines["sm89"].name).unlink()  # an orphan manifest is no candidate
+    assert pick("8.9") == engines["vc"].name  # the version-compatible engine covers 8.9 too
+    with pytest.raises(IncompatibleEngineError) as caught:
+        pick("7.5")
+    assert len(caught.value.reasons) == 2 and all("GPU is 7.5" in reason for reason in caught.value.reasons)
+    with pytest.raises(InvalidInputError, match="no engine of other"):
+        select_artifact(tmp_path, "other")
+
+
+def test_load_best_refuses_a_damaged_best_engine_instead_of_falling_back(
+    engines: dict[str, Path], tmp_path: Path
+) -> None:
+    best = _copy(engines["sm86"], tmp_path)
+    _copy(engines["vc"], tmp_path)
+    best.write_bytes(best.read_bytes()[:-1] + b"\x00")
+    env = AT_86.environment("tensorrt-rtx")
+    with pytest.raises(IncompatibleEngineError) as caught:
+        load_best(tmp_path, "net", policy=LoadPolicy(allow_host_code=True), environment=env)
+    assert any("differs from the manifest's" in reason for reason in caught.value.reasons)
+
+
+def test_every_header_diagnostic_of_the_installed_runtime_has_a_message() -> None:
+    """The header check cannot run without a GPU, but its decoding of TensorRT-RTX's real
+    ``EngineInvalidityDiagnostics`` bit flags can: a new flag in a newer runtime fails here first."""
+    import tensorrt_rtx as trt
+
+    from trtforge.runtime.loader import _DIAGNOSTICS, _diagnostic_names
+
+    members = trt.EngineInvalidityDiagnostics.__members__
+    assert set(members) <= set(_DIAGNOSTICS)
+    combined = int(members["UNSUPPORTED_CC"]) | int(members["MALFORMED_ENGINE"])
+    assert _diagnostic_names(trt, combined) == ("UNSUPPORTED_CC", "MALFORMED_ENGINE")
+    assert _diagnostic_names(trt, 0) == ()

@@ -1,0 +1,316 @@
+"""Ed25519 signatures over the canonical (RFC 8785) manifest: keys, sign, verify, tampering."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from rich.console import Console
+from typer.testing import CliRunner
+
+from trtforge.cli import app
+from trtforge.compat import SignatureStatus
+from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.manifest import manifest_path_for, read_manifest, write_manifest
+from trtforge.signing import (
+    SIGNING_KEY_ENV,
+    SIGNING_KEY_PASSWORD_ENV,
+    TRUSTED_KEY_ENV,
+    canonical_payload,
+    generate_keypair,
+    key_id_of,
+    load_signing_key,
+    load_trusted_keys,
+    sign_artifact,
+    sign_manifest,
+    verify_manifest,
+)
+
+SPEC = """\
+name: signed
+model: {model}
+precision: fp32
+backend: tensorrt-rtx
+targets: ["8.6"]
+profiles:
+  - input: {{min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}}
+accuracy: {{enabled: false}}
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    """One real TensorRT-RTX engine (about a second to build) that tests copy before changing."""
+    from trtforge.build import build_spec
+    from trtforge.console import Reporter
+    from trtforge.spec import load_spec
+
+    folder = tmp_path_factory.mktemp("signing-build")
+    (folder / "spec.yaml").write_text(SPEC.format(model=model_dir / "conv.onnx"))
+    quiet = Reporter(Console(file=io.StringIO()), interactive=False)
+    return build_spec(load_spec(folder / "spec.yaml"), folder / "out", quiet, cache_dir=folder / "cache").engine
+
+
+@pytest.fixture
+def artifact(built: Path, tmp_path: Path) -> Path:
+    engine = tmp_path / built.name
+    shutil.copy2(built, engine)
+    shutil.copy2(manifest_path_for(built), manifest_path_for(engine))
+    return engine
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    """A fresh key pair: returns the private key's path (the public one is beside it, .pub)."""
+    (tmp_path / "keys").mkdir()
+    return generate_keypair(tmp_path / "keys" / "ci").private_path
+
+
+def _public(private: Path) -> Path:
+    return private.with_name(private.name + ".pub")
+
+
+# ---------------------------------------------------------------- keys
+
+
+def test_keygen_writes_private_0600_and_public_and_never_overwrites(tmp_path: Path) -> None:
+    pair = generate_keypair(tmp_path / "release")
+    assert stat.S_IMODE(pair.private_path.stat().st_mode) == 0o600
+    assert pair.public_path == tmp_path / "release.pub"
+    assert pair.public_path.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    before = pair.private_path.read_bytes()
+    with pytest.raises(InvalidInputError, match="already exists; keygen never overwrites"):
+        generate_keypair(tmp_path / "release")
+    assert pair.private_path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "release.pub"]  # no temp files
+
+
+def test_keygen_refuses_when_only_the_public_file_exists(tmp_path: Path) -> None:
+    (tmp_path / "k.pub").write_text("someone else's key")
+    with pytest.raises(InvalidInputError, match=r"k\.pub already exists"):
+        generate_keypair(tmp_path / "k")
+    assert not (tmp_path / "k").exists()
+
+
+def test_keygen_into_a_missing_folder_says_so(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="no such directory"):
+        generate_keypair(tmp_path / "nope" / "k")
+
+
+def test_key_id_is_the_short_sha256_of_the_raw_public_key(keys: Path) -> None:
+    key = load_signing_key(keys)
+    raw = key.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    assert key.key_id == hashlib.sha256(raw).hexdigest()[:16]
+    (trusted,) = load_trusted_keys([_public(keys)])
+    assert trusted.key_id == key.key_id
+
+
+def test_keys_from_environment_as_text_or_path(keys: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SIGNING_KEY_ENV, keys.read_text())
+    from_text = load_signing_key()
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(keys))
+    from_path = load_signing_key()
+    assert from_text.key_id == from_path.key_id
+    assert from_path.source == str(keys)
+
+    other = generate_keypair(keys.parent / "other")
+    monkeypatch.setenv(TRUSTED_KEY_ENV, f"{_public(keys)}{os.pathsep}{other.public_path}")
+    assert [k.key_id for k in load_trusted_keys()] == [from_path.key_id, other.key_id]
+    bundle = _public(keys).read_text() + other.public_path.read_text()
+    monkeypatch.setenv(TRUSTED_KEY_ENV, bundle)
+    assert [k.key_id for k in load_trusted_keys()] == [from_path.key_id, other.key_id]
+    # explicit files win over the environment
+    assert [k.key_id for k in load_trusted_keys([other.public_path])] == [other.key_id]
+
+
+def test_encrypted_private_key_needs_the_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SIGNING_KEY_PASSWORD_ENV, "s3cret")
+    pair = generate_keypair(tmp_path / "enc")
+    assert "ENCRYPTED" in pair.private_path.read_text()
+    assert load_signing_key(pair.private_path).key_id == pair.key_id
+    monkeypatch.delenv(SIGNING_KEY_PASSWORD_ENV)
+    with pytest.raises(InvalidInputError, match=f"it is encrypted: set {SIGNING_KEY_PASSWORD_ENV}"):
+        load_signing_key(pair.private_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "key file not found"),
+        ("not a key", "not a PEM private key"),
+        ("PUBLIC", "this is a public key; signing needs the private key"),
+        ("RSA", "RSAPrivateKey key; trtforge signs with Ed25519 keys only"),
+    ],
+)
+def test_bad_signing_keys_say_what_to_do(tmp_path: Path, keys: Path, content: str | None, says: str) -> None:
+    path = tmp_path / "bad.pem"
+    if content == "PUBLIC":
+        path = _public(keys)
+    elif content == "RSA":
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path.write_bytes(rsa_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(InvalidInputError) as caught:
+        load_signing_key(path)
+    assert says in str(caught.value)
+
+
+def test_no_signing_key_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    with pytest.raises(InvalidInputError, match=f"pass --key FILE or set {SIGNING_KEY_ENV}"):
+        load_signing_key()
+
+
+def test_trusting_a_private_key_is_refused(keys: Path) -> None:
+    with pytest.raises(InvalidInputError, match="this is a private key; trust the public key"):
+        load_trusted_keys([keys])
+
+
+# ---------------------------------------------------------------- sign and verify
+
+
+def test_signature_covers_the_canonical_manifest_without_the_signature(artifact: Path, keys: Path) -> None:
+    key = load_signing_key(keys)
+    manifest = read_manifest(artifact)
+    signed = sign_manifest(manifest, key)
+    assert signed.signature is not None
+    assert signed.signature["algorithm"] == "ed25519" and signed.signature["key_id"] == key.key_id
+    assert len(base64.b64decode(signed.signature["value"])) == 64
+    payload = canonical_payload(signed)
+    assert payload == canonical_payload(manifest)  # the signature is not part of what is signed
+    # for this ASCII, float-simple document, JCS equals sorted keys without whitespace
+    unsigned = json.loads(manifest.to_json())
+    assert payload == json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
+    key.private_key.public_key().verify(base64.b64decode(signed.signature["value"]), payload)
+    assert verify_manifest(signed, load_trusted_keys([_public(keys)])).status is SignatureStatus.VALID
+
+
+def test_key_order_and_whitespace_do_not_matter(artifact: Path, keys: Path) -> None:
+    """RFC 8785: another JSON writer (sorted keys, no indentation) produces the same signed bytes."""
+    sign_artifact(artifact, load_signing_key(keys))
+    path = manifest_path_for(artifact)
+    path.write_text(json.dumps(json.loads(path.read_text()), sort_keys=True, separators=(",", ":")))
+    check = verify_manifest(read_manifest(artifact), load_trusted_keys([_public(keys)]))
+    assert check.status is SignatureStatus.VALID
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        (lambda m: m.replace(precision="fp16"), SignatureStatus.INVALID),
+        (lambda m: m.replace(artifact=m.artifact.model_copy(update={"sha256": "0" * 64})), SignatureStatus.INVALID),
+        (lambda m: m.replace(signature={**m.signature, "value": base64.b64encode(b"x" * 64).decode()}),
+         SignatureStatus.INVALID),
+        (lambda m: m.replace(signature={**m.signature, "value": "not base64!"}), SignatureStatus.INVALID),
+        (lambda m: m.replace(signature={**m.signature, "algorithm": "rsa"}), SignatureStatus.INVALID),
+        (lambda m: m.replace(signature=None), SignatureStatus.MISSING),
+    ],
+    ids=["field-edited", "sha256-edited", "forged-value", "garbage-value", "other-algorithm", "stripped"],
+)
+def test_tampering_is_detected(artifact: Path, keys: Path, change: object, status: SignatureStatus) -> None:
+    signed = sign_manifest(read_manifest(artifact), load_signing_key(keys))
+    tampered = change(signed)  # type: ignore[operator]
+    assert verify_manifest(tampered, load_trusted_keys([_public(keys)])).status is status
+
+
+def test_unknown_key_and_key_rotation(artifact: Path, keys: Path) -> None:
+    old = generate_keypair(keys.parent / "old")
+    signed = sign_manifest(read_manifest(artifact), load_signing_key(keys))
+    current = load_trusted_keys([_public(keys)])
+    only_old = load_trusted_keys([old.public_path])
+    assert verify_manifest(signed, only_old).status is SignatureStatus.UNKNOWN_KEY
+    assert verify_manifest(signed, only_old + current) == verify_manifest(signed, current)
+    assert verify_manifest(signed, ()).status is SignatureStatus.UNCHECKED
+    # the key id is only a label: a genuine signature verifies even when the label was altered
+    relabeled = signed.replace(signature={**signed.signature, "key_id": old.key_id})
+    assert verify_manifest(relabeled, only_old + current).status is SignatureStatus.VALID
+
+
+def test_ed25519_signing_is_deterministic(artifact: Path, keys: Path) -> None:
+    key = load_signing_key(keys)
+    first = sign_artifact(artifact, key).manifest.signature
+    assert sign_artifact(artifact, key).manifest.signature == first  # re-signing changes nothing
+
+
+def test_a_non_finite_metric_is_signed_as_the_null_the_file_holds(artifact: Path, keys: Path) -> None:
+    """An SNR of +inf (identical outputs) has no JSON form: it is written, and signed, as null."""
+    manifest = read_manifest(artifact).replace(accuracy={"outputs": {"logits": {"snr_db": math.inf}}})
+    signed = sign_manifest(manifest, load_signing_key(keys))
+    write_manifest(manifest_path_for(artifact), signed)
+    on_disk = read_manifest(artifact)
+    assert on_disk.accuracy == {"outputs": {"logits": {"snr_db": None}}}
+    assert verify_manifest(on_disk, load_trusted_keys([_public(keys)])).status is SignatureStatus.VALID
+
+
+# ---------------------------------------------------------------- the artifact on disk
+
+
+def test_sign_artifact_rewrites_only_the_manifest_atomically(artifact: Path, keys: Path) -> None:
+    manifest_path = manifest_path_for(artifact)
+    os.chmod(manifest_path, 0o644)
+    engine_before = artifact.read_bytes()
+    outcome = sign_artifact(artifact, load_signing_key(keys))
+    assert outcome.manifest_path == manifest_path and outcome.replaced_key_id is None
+    assert artifact.read_bytes() == engine_before
+    assert stat.S_IMODE(manifest_path.stat().st_mode) == 0o644
+    assert read_manifest(artifact).signature == outcome.manifest.signature
+    assert sorted(p.name for p in artifact.parent.iterdir() if p.name.startswith(".")) == []
+    # the manifest path works as the argument too
+    assert sign_artifact(manifest_path, load_signing_key(keys)).replaced_key_id == outcome.manifest.signature["key_id"]
+
+
+def test_sign_refuses_an_engine_that_does_not_match_its_manifest(artifact: Path, keys: Path) -> None:
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    before = manifest_path_for(artifact).read_bytes()
+    with pytest.raises(IncompatibleEngineError, match="refusing to sign: engine sha256"):
+        sign_artifact(artifact, load_signing_key(keys))
+    assert manifest_path_for(artifact).read_bytes() == before
+
+
+def test_sign_without_a_manifest_is_refused(artifact: Path, keys: Path) -> None:
+    manifest_path_for(artifact).unlink()
+    with pytest.raises(IncompatibleEngineError, match="manifest missing"):
+        sign_artifact(artifact, load_signing_key(keys))
+
+
+def test_signed_manifest_survives_write_manifest_round_trip(artifact: Path, keys: Path) -> None:
+    """What trtforge itself writes (Manifest.to_json) verifies: model dump and file agree."""
+    signed = sign_artifact(artifact, load_signing_key(keys)).manifest
+    write_manifest(manifest_path_for(artifact), read_manifest(artifact))
+    check = verify_manifest(read_manifest(artifact), load_trusted_keys([_public(keys)]))
+    assert check.status is SignatureStatus.VALID and signed == read_manifest(artifact)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_keygen_sign_and_errors(tmp_path: Path, artifact: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["keygen", str(tmp_path / "cli-key"), "--json"])
+    assert result.exit_code == 0, result.output
+    key_id = json.loads(result.stdout)["key_id"]
+    again = runner.invoke(app, ["keygen", str(tmp_path / "cli-key")])
+    assert again.exit_code == 2 and "keygen never overwrites" in again.output and "Traceback" not in again.output
+
+    signed = runner.invoke(app, ["sign", str(artifact), "--key", str(tmp_path / "cli-key"), "--json"])
+    assert signed.exit_code == 0, signed.output
+    assert json.loads(signed.stdout)["signature"]["key_id"] == key_id
+
+    missing = runner.invoke(app, ["sign", str(artifact), "--key", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "key file not found" in missing.output
+    assert key_id_of(load_signing_key(tmp_path / "cli-key").private_key.public_key()) == key_id

@@ -1,0 +1,146 @@
+"""``check``, ``keygen``, ``sign``: would this engine load there, and who vouches for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from trtforge.cli.common import JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.errors import TrtforgeError
+
+app = typer.Typer()
+
+EngineArgument = Annotated[
+    Path,
+    typer.Argument(help="An .engine file (its .manifest.json sits beside it), or the manifest.", show_default=False),
+]
+
+
+@app.command()
+@exits_cleanly
+def check(
+    engine: EngineArgument,
+    flavor: Annotated[
+        str | None, typer.Option(help="Runtime of the target: tensorrt | tensorrt-rtx (default: the engine's).")
+    ] = None,
+    trt_version: Annotated[
+        str | None, typer.Option("--trt-version", help="Runtime version of the target (default: the installed one).")
+    ] = None,
+    cc: Annotated[
+        str | None,
+        typer.Option("--cc", help="Compute capability of the target GPU: 8.6, sm86 or sm_86 (default: GPU 0)."),
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option(help="Platform of the target: linux_x86_64, linux_aarch64, win_amd64.")
+    ] = None,
+    require_signature: Annotated[
+        bool,
+        typer.Option("--require-signature", help="Refuse an engine whose manifest is not signed by a trusted key."),
+    ] = False,
+    trusted_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trusted-key",
+            help="Public key (PEM) that may sign; repeatable (default: $TRTFORGE_TRUSTED_KEY).",
+        ),
+    ] = None,
+    allow_host_code: Annotated[
+        bool,
+        typer.Option("--allow-host-code", help="Accept version-compatible engines (they run embedded host code)."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Would ENGINE load here (or on the target the flags describe)? Exit 0 if yes, 5 with every reason if not."""
+    from trtforge.compat import LoadPolicy, Target
+    from trtforge.runtime.loader import check_artifact
+    from trtforge.signing import load_trusted_keys
+
+    try:
+        target = Target.from_flags(flavor, trt_version, cc, platform)
+        policy = LoadPolicy(
+            require_signature=require_signature,
+            trusted_keys=load_trusted_keys(trusted_key or ()),
+            allow_host_code=allow_host_code,
+        )
+        result = check_artifact(engine, policy, target=target)
+    except TrtforgeError as exc:
+        if not as_json:
+            raise
+        reasons = list(getattr(exc, "reasons", ())) or [str(exc)]
+        emit_json({"engine": str(engine), "compatible": False, "exit_code": exc.exit_code, "error": str(exc),
+                   "problems": [{"rule": "artifact", "message": reason} for reason in reasons]})
+        raise typer.Exit(exc.exit_code) from None
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _render(result)
+    if not result.compatible:
+        raise typer.Exit(result.exit_code)
+
+
+def _render(result: Any) -> None:
+    console = reporter()
+    where = result.engine.name
+    if result.compatible:
+        console.success(f"compatible: {where} loads on {result.environment.describe()}")
+    else:
+        count = len(result.problems)
+        console.error(f"refused: {where} on {result.environment.describe()}: {count} problem{'s' * (count > 1)}")
+        for problem in result.problems:
+            console.info(f"  - [{problem.rule.value}] {problem.message}")
+    console.info(f"signature: {_signature_text(result.facts)}")
+    for note in result.notes:
+        console.info(note)
+
+
+def _signature_text(facts: Any) -> str:
+    key = facts.signature_key_id
+    return {
+        "valid": f"valid, by trusted key {key}",
+        "missing": "not signed",
+        "invalid": f"INVALID (key {key}): changed after signing",
+        "unknown_key": f"signed by key {key}, which is not a trusted key",
+        "unchecked": f"signed by key {key}, not verified (pass --trusted-key to verify)",
+    }[facts.signature.value]
+
+
+@app.command()
+@exits_cleanly
+def keygen(
+    out: Annotated[Path, typer.Argument(help="Private key file to create (OUT.pub gets the public key).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Create an Ed25519 key pair: OUT (private, mode 0600) and OUT.pub; never overwrites."""
+    from trtforge.signing import generate_keypair
+
+    pair = generate_keypair(out)
+    if as_json:
+        emit_json({"private_key": str(pair.private_path), "public_key": str(pair.public_path), "key_id": pair.key_id})
+        return
+    reporter().success(f"key {pair.key_id}: private {pair.private_path} (keep it secret), public {pair.public_path}")
+
+
+@app.command()
+@exits_cleanly
+def sign(
+    engine: EngineArgument,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="Private key (PEM) from trtforge keygen (default: $TRTFORGE_SIGNING_KEY)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sign ENGINE's manifest (Ed25519 over its canonical JSON, which pins the engine's sha256)."""
+    from trtforge.signing import load_signing_key, sign_artifact
+
+    signing_key = load_signing_key(key)
+    outcome = sign_artifact(engine, signing_key)
+    replaced = outcome.replaced_key_id
+    if as_json:
+        emit_json({"manifest": str(outcome.manifest_path), "key_id": signing_key.key_id,
+                   "replaced_key_id": replaced, "signature": outcome.manifest.signature})
+        return
+    note = f" (replaced the signature by key {replaced})" if replaced and replaced != signing_key.key_id else ""
+    reporter().success(f"signed {outcome.manifest_path} with key {signing_key.key_id}{note}")

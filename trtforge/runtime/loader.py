@@ -1,0 +1,462 @@
+"""The serving side's gate: refuse any engine that does not fit, and only then deserialize.
+
+``check_artifact`` is the one checking path (``trtforge check`` and the loader share it):
+manifest, engine size and sha256, signature policy, ``compat.problems()``, host-code policy,
+then the runtime's own header check when a GPU is present. ``load_engine`` adds the
+deserialization. TensorRT is imported only when a check needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from trtforge.compat import (
+    DEFAULT_POLICY,
+    ArtifactFacts,
+    Environment,
+    LoadPolicy,
+    Problem,
+    Rule,
+    Target,
+    installed_version,
+    problems,
+    product,
+    select_engine,
+    signature_facts,
+)
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import (
+    MANIFEST_SUFFIX,
+    Manifest,
+    engine_path_for,
+    manifest_path_for,
+    read_manifest,
+)
+from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
+
+_CHUNK = 4 * 1024 * 1024
+
+#: What each ``EngineInvalidityDiagnostics`` bit of ``get_engine_validity`` means for a person.
+_DIAGNOSTICS = {
+    "VERSION_MISMATCH": "the runtime reports a version mismatch: rebuild the engine with {runtime}",
+    "UNSUPPORTED_CC": "the runtime reports that this GPU ({gpu}) is not one the engine was compiled for: "
+    "rebuild with targets: ['{cc}']",
+    "OLD_CUDA_DRIVER": "the NVIDIA driver ({driver}) is too old for this engine: upgrade the driver",
+    "OLD_CUDA_RUNTIME": "the CUDA runtime libraries are too old for this engine: upgrade them",
+    "INSUFFICIENT_GPU_MEMORY": "the GPU has too little free memory for this engine ({free} free): free memory "
+    "or use a larger GPU",
+    "MALFORMED_ENGINE": "the runtime finds the engine header malformed: the file is damaged, download or "
+    "rebuild it",
+    "CUDA_ERROR": "a CUDA error occurred during the runtime's header check: check the GPU with nvidia-smi",
+}
+
+
+@dataclass(frozen=True)
+class HeaderVerdict:
+    """What the runtime's ``get_engine_validity`` said about the engine header on this GPU."""
+
+    validity: str  # valid | suboptimal | invalid
+    diagnostics: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"validity": self.validity, "diagnostics": list(self.diagnostics)}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Everything ``check`` knows about one artifact on one environment."""
+
+    engine: Path
+    manifest_path: Path
+    manifest: Manifest
+    environment: Environment
+    facts: ArtifactFacts
+    problems: tuple[Problem, ...]
+    header: HeaderVerdict | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def compatible(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.compatible else IncompatibleEngineError.exit_code
+
+    def error(self) -> IncompatibleEngineError:
+        reasons = [problem.message for problem in self.problems]
+        listed = "; ".join(f"[{problem.rule.value}] {problem.message}" for problem in self.problems)
+        return IncompatibleEngineError(
+            f"{self.engine}: refused on {self.environment.describe()}: {listed}", reasons=reasons
+        )
+
+    def raise_if_refused(self) -> None:
+        if self.problems:
+            raise self.error()
+
+    def to_dict(self) -> dict[str, Any]:
+        artifact = self.manifest.artifact
+        return {
+            "engine": str(self.engine),
+            "manifest": str(self.manifest_path),
+            "name": self.manifest.name,
+            "precision": self.manifest.precision,
+            "tag": self.manifest.tag,
+            "compatible": self.compatible,
+            "exit_code": self.exit_code,
+            "environment": self.environment.to_dict(),
+            "problems": [problem.to_dict() for problem in self.problems],
+            "size": {"manifest": artifact.size, "engine": self.facts.engine_size},
+            "sha256": {"manifest": artifact.sha256, "engine": self.facts.engine_sha256},
+            "signature": {"status": self.facts.signature.value, "key_id": self.facts.signature_key_id},
+            "header_check": self.header.to_dict() if self.header else None,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class LoadedEngine:
+    """A deserialized engine with what keeps it alive: TensorRT needs the runtime (and its
+    logger) to outlive the engine, so they travel together."""
+
+    path: Path
+    manifest: Manifest
+    trt: ModuleType
+    runtime: Any
+    engine: Any  # the ICudaEngine: the warm pool and the accuracy runner take it
+    check: CheckResult
+    _backend: Any = field(repr=False, default=None)
+
+
+@dataclass
+class _Inspection:
+    result: CheckResult
+    data: bytearray | None = None
+    backend: Any = None
+    runtime: Any = None
+
+
+# ---------------------------------------------------------------- paths
+
+
+def artifact_paths(path: Path) -> tuple[Path, Path]:
+    """(engine, manifest) from either file's path; neither existing is a usage error."""
+    if path.name.endswith(MANIFEST_SUFFIX):
+        engine, manifest_path = engine_path_for(path), path
+    else:
+        engine, manifest_path = path, manifest_path_for(path)
+    if not engine.exists() and not manifest_path.exists():
+        raise InvalidInputError(f"{path}: no such engine (nor {manifest_path.name} beside it); check the path")
+    if engine.exists() and not engine.is_file():
+        raise InvalidInputError(f"{engine}: not a file; pass the .engine file")
+    return engine, manifest_path
+
+
+# ---------------------------------------------------------------- the one checking path
+
+
+def check_artifact(
+    path: Path,
+    policy: LoadPolicy = DEFAULT_POLICY,
+    environment: Environment | None = None,
+    *,
+    target: Target | None = None,
+    header_check: bool | None = None,
+) -> CheckResult:
+    """Would the engine at ``path`` load on ``environment`` (default: this host, with ``target``'s
+    values put over it)? Never raises for an incompatible engine: the result lists every reason.
+
+    ``header_check`` (default: only when checking this very host) asks the runtime's
+    ``get_engine_validity``, which needs a GPU and is skipped without one.
+    """
+    return _inspect(path, policy, environment, target, header_check, keep_bytes=False).result
+
+
+def _inspect(
+    path: Path,
+    policy: LoadPolicy,
+    environment: Environment | None,
+    target: Target | None,
+    header_check: bool | None,
+    keep_bytes: bool,
+) -> _Inspection:
+    engine, manifest_path = artifact_paths(path)
+    manifest = read_manifest(manifest_path)
+    env = environment or (target or Target()).environment(default_flavor=manifest.tensorrt.flavor)
+    notes: list[str] = []
+    signed = signature_facts(manifest, policy)
+    host_code = _host_code_problems(manifest, policy)
+    data: bytearray | None = None
+    if engine.is_file():
+        # the loader keeps the bytes it hashes, unless the manifest alone already refuses the engine
+        refused = host_code or problems(manifest, env, signed, require_signature=policy.require_signature)
+        measured, data = _measure(engine, manifest, keep_bytes and not refused)
+        facts = dataclasses.replace(measured, signature=signed.signature, signature_key_id=signed.signature_key_id)
+        missing = []
+    else:
+        facts = dataclasses.replace(signed, engine_file=engine.name)
+        missing = [
+            Problem(
+                Rule.SHA256,
+                f"engine file {engine.name} is missing beside its manifest: copy or download the .engine "
+                "together with its .manifest.json",
+            )
+        ]
+    found = problems(manifest, env, facts, require_signature=policy.require_signature) + host_code + missing
+    ordered = tuple(sorted(found, key=lambda problem: list(Rule).index(problem.rule)))  # DESIGN.md's order
+    inspection = _Inspection(CheckResult(engine, manifest_path, manifest, env, facts, ordered), data=data)
+    if header_check is None:
+        header_check = environment is None and not env.overridden
+    if not header_check:
+        return inspection
+    if found:
+        notes.append("header check: not asked, the engine already failed the rules above")
+    elif not env.gpus:
+        notes.append(f"header check: skipped, no GPU detected (the {product(manifest.tensorrt.flavor)} "
+                     "header check needs one)")
+    else:
+        _header_check(inspection, data, notes)
+    inspection.result = dataclasses.replace(inspection.result, notes=tuple(notes))
+    return inspection
+
+
+def _host_code_problems(manifest: Manifest, policy: LoadPolicy) -> list[Problem]:
+    """Policy: a version-compatible engine runs host code shipped inside it (TensorRT's lean runtime)."""
+    if not manifest.tensorrt.version_compatible or policy.allow_host_code:
+        return []
+    return [
+        Problem(
+            Rule.HOST_CODE,
+            "version-compatible engine runs host code embedded in the engine, which this policy forbids: "
+            "allow it (--allow-host-code, LoadPolicy(allow_host_code=True)) only for trusted, signed engines",
+        )
+    ]
+
+
+def _measure(engine: Path, manifest: Manifest, keep_bytes: bool) -> tuple[ArtifactFacts, bytearray | None]:
+    """Size, then sha256 streamed; the loader keeps the very bytes it hashed (no second read that
+    a writer could slip a different file into)."""
+    size = engine.stat().st_size
+    if size != manifest.artifact.size:  # no need to hash a file of the wrong size
+        return ArtifactFacts(engine_file=engine.name, engine_size=size), None
+    if not keep_bytes:
+        return ArtifactFacts(engine_file=engine.name, engine_size=size, engine_sha256=sha256_file(engine)), None
+    data, digest = _read_hashed(engine, size)
+    return ArtifactFacts(engine_file=engine.name, engine_size=len(data), engine_sha256=digest), data
+
+
+def _read_hashed(path: Path, size: int) -> tuple[bytearray, str]:
+    """Read ``path`` into one preallocated buffer, hashing each chunk as it arrives."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    digest = hashlib.sha256()
+    offset = 0
+    with open(path, "rb", buffering=0) as handle:
+        while offset < size:
+            count = handle.readinto(view[offset : offset + _CHUNK])
+            if not count:
+                break
+            digest.update(view[offset : offset + count])
+            offset += count
+        tail = handle.read(_CHUNK)
+    view.release()
+    if tail or offset != size:  # the file changed size while being read: hash what is really there
+        del buffer[offset:]
+        buffer.extend(tail)
+        return buffer, hashlib.sha256(buffer).hexdigest()
+    return buffer, digest.hexdigest()
+
+
+def _header_check(inspection: _Inspection, data: bytearray | None, notes: list[str]) -> None:
+    """Ask the runtime (``get_engine_validity``, where the flavor has it) about the engine header."""
+    result = inspection.result
+    flavor = result.manifest.tensorrt.flavor
+    try:
+        from trtforge.backends import open_backend
+
+        backend = open_backend(flavor)
+    except TrtforgeError as exc:
+        notes.append(f"header check: skipped, {exc}")
+        return
+    runtime = backend.trt.Runtime(backend.logger)
+    inspection.backend, inspection.runtime = backend, runtime
+    if not hasattr(runtime, "get_engine_validity"):
+        notes.append(f"header check: {product(flavor)} {backend.version} has no get_engine_validity")
+        return
+    size = int(runtime.engine_header_size)
+    if data is not None:
+        header = bytes(data[:size])
+    else:
+        with open(result.engine, "rb") as handle:
+            header = handle.read(size)
+    validity, diagnostics = runtime.get_engine_validity(header)
+    names = _diagnostic_names(backend.trt, diagnostics)
+    verdict = HeaderVerdict(validity.name.lower(), names)
+    found = list(result.problems)
+    env = result.environment
+    gpu = env.gpus[0]
+    if verdict.validity == "invalid":
+        values = {
+            "runtime": f"{product(flavor)} {backend.version}",
+            "gpu": f"{gpu.name}, {gpu.compute_capability}",
+            "cc": str(gpu.compute_capability),
+            "driver": gpu.driver_version,
+            "free": f"{gpu.memory_free / 2**30:.1f} GiB",
+        }
+        messages = [_DIAGNOSTICS[name].format(**values) for name in names if name in _DIAGNOSTICS]
+        detail = "; ".join(backend.errors) or "no detail"
+        found.extend(Problem(Rule.RUNTIME, message) for message in messages or [
+            f"the runtime's header check refused the engine ({detail}): rebuild it for this host"
+        ])
+    elif verdict.validity == "suboptimal":
+        notes.append(f"header check: the engine runs here but not optimally on {gpu.name}; a build for "
+                     f"{gpu.compute_capability} would be faster")
+    else:
+        notes.append(f"header check: valid on {gpu.name}")
+    inspection.result = dataclasses.replace(result, problems=tuple(found), header=verdict)
+
+
+def _diagnostic_names(trt: ModuleType, diagnostics: Any) -> tuple[str, ...]:
+    """The bit flags of ``EngineInvalidityDiagnostics`` set in ``diagnostics``."""
+    enum = getattr(trt, "EngineInvalidityDiagnostics", None)
+    if enum is None:
+        return ()
+    bits = int(diagnostics)
+    return tuple(name for name, member in enum.__members__.items() if bits & int(member))
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_engine(
+    path: Path,
+    policy: LoadPolicy = DEFAULT_POLICY,
+    environment: Environment | None = None,
+) -> LoadedEngine:
+    """Check, then deserialize; raises IncompatibleEngineError listing every reason it refuses.
+
+    ``environment`` (default: detected) is what the rules are judged against; the engine is
+    always deserialized by the runtime installed here, on the GPU present here.
+    """
+    inspection = _inspect(Path(path), policy, environment, None, header_check=True, keep_bytes=True)
+    result = inspection.result
+    result.raise_if_refused()
+    manifest = result.manifest
+    flavor = manifest.tensorrt.flavor
+    env = result.environment
+    installed = installed_version(flavor)
+    if environment is not None and (environment.flavor, environment.version) != (flavor, installed):
+        here = f"{product(flavor)} {installed}" if installed else f"no {product(flavor)}"
+        raise IncompatibleEngineError(
+            f"{result.engine}: checked for {product(environment.flavor)} {environment.version}, but the runtime "
+            f"installed here is {here}: the engine would be deserialized by that one; pass environment=None",
+            reasons=["environment= does not describe the runtime installed here"],
+        )
+    if not env.gpus:
+        raise IncompatibleEngineError(
+            f"{result.engine}: passed every check for {env.describe()}, but no GPU is detected here: "
+            "deserializing an engine needs a supported NVIDIA GPU and driver",
+            reasons=["no GPU detected: deserialization needs a GPU"],
+        )
+    backend, runtime = inspection.backend, inspection.runtime
+    if runtime is None:
+        from trtforge.backends import open_backend
+
+        backend = open_backend(flavor)
+        runtime = backend.trt.Runtime(backend.logger)
+    runtime.engine_host_code_allowed = policy.allow_host_code
+    backend.errors.clear()
+    assert inspection.data is not None  # the size matched, so _measure kept the bytes
+    engine = runtime.deserialize_cuda_engine(inspection.data)
+    if engine is None:
+        detail = "; ".join(backend.errors) or "no detail from the runtime"
+        raise IncompatibleEngineError(
+            f"{result.engine}: {product(flavor)} {backend.version} refused to deserialize it: {detail}",
+            reasons=[detail],
+        )
+    return LoadedEngine(result.engine, manifest, backend.trt, runtime, engine, result, backend)
+
+
+# ---------------------------------------------------------------- several artifacts of one model
+
+
+def find_artifacts(
+    directory: Path, name: str | None = None, precision: str | None = None
+) -> list[tuple[Manifest, Path]]:
+    """Complete artifacts in ``directory`` (optionally of one name and precision): manifest and
+    engine path. A manifest whose engine is gone is no artifact and is left out."""
+    if not directory.is_dir():
+        raise InvalidInputError(f"{directory}: not a directory of engines")
+    found = []
+    for manifest_path in sorted(directory.glob(f"*{MANIFEST_SUFFIX}")):
+        if not engine_path_for(manifest_path).is_file():
+            continue
+        manifest = read_manifest(manifest_path)
+        if (name is None or manifest.name == name) and (precision is None or manifest.precision == precision):
+            found.append((manifest, engine_path_for(manifest_path)))
+    return found
+
+
+#: Order in which runtimes are tried when a directory holds engines of several flavors
+#: (enterprise TensorRT first, as ``backend: auto`` prefers it on a GPU host).
+_FLAVOR_ORDER = (FLAVOR_TENSORRT, FLAVOR_RTX)
+
+
+def select_artifact(
+    directory: Path,
+    name: str,
+    *,
+    precision: str | None = None,
+    policy: LoadPolicy = DEFAULT_POLICY,
+    environment: Environment | None = None,
+) -> Path:
+    """The best engine of ``name`` in ``directory`` for this host (``compat.select_engine``'s order)."""
+    candidates = find_artifacts(directory, name, precision)
+    if not candidates:
+        which = f"{name}" + (f" ({precision})" if precision else "")
+        raise InvalidInputError(f"{directory}: no engine of {which}; check the name or build it first")
+    rejected = []
+    flavors = sorted({manifest.tensorrt.flavor for manifest, _ in candidates}, key=_FLAVOR_ORDER.index)
+    for flavor in flavors:
+        group = [candidate for candidate in candidates if candidate[0].tensorrt.flavor == flavor]
+        env = environment or Target().environment(default_flavor=flavor)
+        chosen, group_rejected = select_engine(group, env, policy)
+        if chosen is not None:
+            return chosen[1]
+        rejected.extend(group_rejected)
+    reasons = [f"{manifest.artifact.file}: " + "; ".join(p.message for p in found) for manifest, found in rejected]
+    raise IncompatibleEngineError(
+        f"{directory}: none of the {len(candidates)} engines of {name} fits: " + " | ".join(reasons), reasons=reasons
+    )
+
+
+def load_best(
+    directory: Path,
+    name: str,
+    *,
+    precision: str | None = None,
+    policy: LoadPolicy = DEFAULT_POLICY,
+    environment: Environment | None = None,
+) -> LoadedEngine:
+    """``select_artifact`` then ``load_engine``: a damaged best engine is refused, not skipped."""
+    chosen = select_artifact(directory, name, precision=precision, policy=policy, environment=environment)
+    return load_engine(chosen, policy, environment)
+
+
+__all__ = [
+    "CheckResult",
+    "HeaderVerdict",
+    "LoadedEngine",
+    "artifact_paths",
+    "check_artifact",
+    "find_artifacts",
+    "load_best",
+    "load_engine",
+    "select_artifact",
+]

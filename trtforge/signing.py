@@ -1,0 +1,329 @@
+"""Ed25519 signatures over the RFC 8785 (JCS) canonical JSON of a manifest without ``signature``.
+
+The manifest pins the engine's sha256, so one signature covers both files. Keys are PEM files
+(``trtforge keygen`` writes them) or environment variables, for CI secrets:
+
+- ``TRTFORGE_SIGNING_KEY``: the private key's PEM text, or a path to it;
+  ``TRTFORGE_SIGNING_KEY_PASSWORD``: its passphrase, when the PEM is encrypted (``keygen``
+  encrypts with it when it is set).
+- ``TRTFORGE_TRUSTED_KEY``: public keys as PEM text (one or more blocks), or paths to PEM files
+  separated by ``os.pathsep`` (``:`` on Linux) — several keys allow key rotation.
+
+The signature object: ``{"algorithm": "ed25519", "key_id": <16 hex of sha256(raw public key)>,
+"value": <base64 of the 64-byte signature>}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trtforge.compat import ArtifactFacts, SignatureStatus, content_problem
+from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.fsutil import sha256_file, staged_file
+from trtforge.manifest import MANIFEST_SUFFIX, Manifest, engine_path_for, manifest_path_for, read_manifest
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+ALGORITHM = "ed25519"
+SIGNING_KEY_ENV = "TRTFORGE_SIGNING_KEY"
+SIGNING_KEY_PASSWORD_ENV = "TRTFORGE_SIGNING_KEY_PASSWORD"
+TRUSTED_KEY_ENV = "TRTFORGE_TRUSTED_KEY"
+KEY_ID_LENGTH = 16
+PUBLIC_SUFFIX = ".pub"
+
+# cryptography loads one PEM block at a time and has no splitter for non-certificate PEM; a
+# trusted-key bundle is just concatenated blocks, which this regex separates.
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: Ed25519PrivateKey
+    key_id: str
+    source: str
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    public_key: Ed25519PublicKey
+    key_id: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    status: SignatureStatus
+    key_id: str | None = None
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """Short sha256 of the raw 32-byte public key: names the key in manifests and messages."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:KEY_ID_LENGTH]
+
+
+# ---------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_path: Path
+    public_path: Path
+    key_id: str
+
+
+def generate_keypair(out: Path) -> KeyPair:
+    """Write a new private key to ``out`` (mode 0600) and its public key to ``out.pub``; never overwrite."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    public_path = out.with_name(out.name + PUBLIC_SUFFIX)
+    for path in (out, public_path):
+        if path.exists():
+            raise InvalidInputError(f"{path} already exists; keygen never overwrites a key: choose another OUT")
+    if not out.parent.is_dir():
+        raise InvalidInputError(f"{out.parent}: no such directory; create it or choose another OUT")
+    private_key = Ed25519PrivateKey.generate()
+    password = os.environ.get(SIGNING_KEY_PASSWORD_ENV)
+    encryption = BestAvailableEncryption(password.encode()) if password else NoEncryption()
+    private_pem = private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption)
+    public_pem = private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    _create_new(out, private_pem, 0o600)
+    try:
+        _create_new(public_path, public_pem, 0o644)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return KeyPair(out, public_path, key_id_of(private_key.public_key()))
+
+
+def _create_new(final: Path, data: bytes, mode: int) -> None:
+    """Like fsutil.staged_file, but refuses to replace an existing file: ``os.link`` fails where
+    ``os.replace`` would overwrite, so a key appears complete or not at all, and never clobbers one."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, mode)
+        os.link(tmp_name, final)
+    except FileExistsError as exc:
+        raise InvalidInputError(f"{final} already exists; keygen never overwrites a key: choose another OUT") from exc
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {final}: {exc.strerror}; choose a writable OUT") from exc
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def _pem_source(value: str, what: str) -> tuple[bytes, str]:
+    """An environment variable holds PEM text or a path to a PEM file."""
+    if "-----BEGIN" in value:
+        return value.encode(), f"${what}"
+    return _read_key_file(Path(value).expanduser(), f"${what}"), value
+
+
+def _read_key_file(path: Path, flag: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise InvalidInputError(
+            f"{flag} {path}: key file not found; create a key pair with trtforge keygen OUT"
+        ) from exc
+    except OSError as exc:
+        raise InvalidInputError(f"{flag} {path}: cannot read the key file ({exc.strerror})") from exc
+
+
+def load_signing_key(path: Path | None = None) -> SigningKey:
+    """The private key from ``path``, else from ``$TRTFORGE_SIGNING_KEY`` (PEM text or a path)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if path is not None:
+        data, source = _read_key_file(path, "--key"), str(path)
+    elif os.environ.get(SIGNING_KEY_ENV):
+        data, source = _pem_source(os.environ[SIGNING_KEY_ENV], SIGNING_KEY_ENV)
+    else:
+        raise InvalidInputError(
+            f"no signing key: pass --key FILE or set {SIGNING_KEY_ENV} (create one with trtforge keygen OUT)"
+        )
+    password = os.environ.get(SIGNING_KEY_PASSWORD_ENV)
+    try:
+        key = load_pem_private_key(data, password=password.encode() if password else None)
+    except TypeError as exc:  # encrypted without a password, or a password for a clear key
+        hint = (
+            f"it is encrypted: set {SIGNING_KEY_PASSWORD_ENV}"
+            if not password
+            else f"it is not encrypted: unset {SIGNING_KEY_PASSWORD_ENV}"
+        )
+        raise InvalidInputError(f"{source}: cannot open the private key, {hint}") from exc
+    except ValueError as exc:
+        if b"PUBLIC KEY" in data:
+            raise InvalidInputError(
+                f"{source}: this is a public key; signing needs the private key (the file without .pub)"
+            ) from exc
+        raise InvalidInputError(
+            f"{source}: not a PEM private key (or a wrong {SIGNING_KEY_PASSWORD_ENV}); create one with "
+            "trtforge keygen OUT"
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InvalidInputError(
+            f"{source}: a {type(key).__name__.removeprefix('_')} key; trtforge signs with Ed25519 keys only "
+            "(create one with trtforge keygen OUT)"
+        )
+    return SigningKey(key, key_id_of(key.public_key()), source)
+
+
+def load_trusted_keys(paths: Sequence[Path] = ()) -> tuple[TrustedKey, ...]:
+    """Public keys from ``paths`` (each may hold several PEM blocks), else from ``$TRTFORGE_TRUSTED_KEY``."""
+    sources: list[tuple[bytes, str]] = [(_read_key_file(path, "--trusted-key"), str(path)) for path in paths]
+    if not paths and os.environ.get(TRUSTED_KEY_ENV):
+        value = os.environ[TRUSTED_KEY_ENV]
+        if "-----BEGIN" in value:
+            sources.append(_pem_source(value, TRUSTED_KEY_ENV))
+        else:
+            sources.extend(_pem_source(part, TRUSTED_KEY_ENV) for part in value.split(os.pathsep) if part)
+    keys: list[TrustedKey] = []
+    for data, source in sources:
+        keys.extend(_public_keys(data, source))
+    return tuple(keys)
+
+
+def _public_keys(data: bytes, source: str) -> list[TrustedKey]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    text = data.decode("ascii", errors="replace")
+    blocks = list(_PEM_BLOCK.finditer(text))
+    if not blocks:
+        raise InvalidInputError(f"{source}: no PEM public key in it; pass the OUT.pub file that trtforge keygen wrote")
+    keys = []
+    for block in blocks:
+        if "PRIVATE KEY" in block.group(1):
+            raise InvalidInputError(
+                f"{source}: this is a private key; trust the public key (OUT.pub) and keep the private key secret"
+            )
+        try:
+            key = load_pem_public_key(block.group(0).encode())
+        except ValueError as exc:
+            raise InvalidInputError(f"{source}: a damaged PEM public key ({exc})") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise InvalidInputError(f"{source}: not an Ed25519 public key; trtforge verifies Ed25519 signatures only")
+        keys.append(TrustedKey(key, key_id_of(key), source))
+    return keys
+
+
+# ---------------------------------------------------------------- sign and verify (pure)
+
+
+def canonical_payload(manifest: Manifest) -> bytes:
+    """What is signed: RFC 8785 canonical JSON of the manifest without ``signature``.
+
+    ``to_dict`` is what ``to_json`` writes (pydantic turns NaN/Infinity into null there), so
+    the signed bytes and the file always agree.
+    """
+    import rfc8785
+
+    data = manifest.to_dict()
+    data.pop("signature", None)
+    try:
+        return rfc8785.dumps(data)
+    except rfc8785.CanonicalizationError as exc:  # e.g. an integer beyond 2**53 in a free-form section
+        raise InvalidInputError(
+            f"manifest of {manifest.artifact.file} cannot be written as RFC 8785 canonical JSON ({exc}); "
+            "it was not written by trtforge build: rebuild the artifact"
+        ) from exc
+
+
+def sign_manifest(manifest: Manifest, key: SigningKey) -> Manifest:
+    signature = key.private_key.sign(canonical_payload(manifest))
+    return manifest.replace(
+        signature={"algorithm": ALGORITHM, "key_id": key.key_id, "value": base64.b64encode(signature).decode()}
+    )
+
+
+def verify_manifest(manifest: Manifest, trusted: Sequence[TrustedKey]) -> SignatureCheck:
+    """VALID when a trusted key verifies the signature; the key id names which one (or which not)."""
+    from cryptography.exceptions import InvalidSignature
+
+    signature = manifest.signature
+    if signature is None:
+        return SignatureCheck(SignatureStatus.MISSING)
+    key_id = signature.get("key_id")
+    if not trusted:
+        return SignatureCheck(SignatureStatus.UNCHECKED, key_id)
+    try:
+        if signature.get("algorithm") != ALGORITHM:
+            raise ValueError(signature.get("algorithm"))
+        value = base64.b64decode(signature.get("value", ""), validate=True)
+        payload = canonical_payload(manifest)
+    except (ValueError, InvalidInputError):  # binascii.Error is a ValueError
+        return SignatureCheck(SignatureStatus.INVALID, key_id)
+    # the key id is a label outside the signed bytes: try the named key first, then the others
+    ordered = sorted(trusted, key=lambda candidate: candidate.key_id != key_id)
+    for candidate in ordered:
+        try:
+            candidate.public_key.verify(value, payload)
+        except InvalidSignature:
+            continue
+        return SignatureCheck(SignatureStatus.VALID, candidate.key_id)
+    named = any(candidate.key_id == key_id for candidate in trusted)
+    return SignatureCheck(SignatureStatus.INVALID if named else SignatureStatus.UNKNOWN_KEY, key_id)
+
+
+# ---------------------------------------------------------------- the artifact (side effects)
+
+
+@dataclass(frozen=True)
+class SignOutcome:
+    manifest_path: Path
+    manifest: Manifest
+    replaced_key_id: str | None
+
+
+def sign_artifact(engine_or_manifest: Path, key: SigningKey) -> SignOutcome:
+    """Sign an artifact's manifest in place (atomic rewrite), after proving the engine matches it.
+
+    A signature vouches for the engine's sha256, so a damaged or foreign engine is refused
+    rather than signed.
+    """
+    if engine_or_manifest.name.endswith(MANIFEST_SUFFIX):
+        manifest_path, engine = engine_or_manifest, engine_path_for(engine_or_manifest)
+    else:
+        engine, manifest_path = engine_or_manifest, manifest_path_for(engine_or_manifest)
+    manifest = read_manifest(manifest_path)
+    if not engine.is_file():
+        raise InvalidInputError(f"{engine}: engine file not found; sign the .engine that sits beside its manifest")
+    facts = ArtifactFacts(engine_file=engine.name, engine_size=engine.stat().st_size)
+    problem = content_problem(manifest, facts) or content_problem(
+        manifest, ArtifactFacts(engine_file=engine.name, engine_sha256=sha256_file(engine))
+    )
+    if problem:
+        raise IncompatibleEngineError(f"{engine}: refusing to sign: {problem}", reasons=[problem])
+    previous = (manifest.signature or {}).get("key_id")
+    signed = sign_manifest(manifest, key)
+    mode = manifest_path.stat().st_mode & 0o777
+    try:
+        with staged_file(manifest_path) as staged:
+            staged.write_text(signed.to_json(), encoding="utf-8")
+            os.chmod(staged, mode)  # keep the manifest's permissions (mkstemp makes 0600)
+    except OSError as exc:
+        raise InvalidInputError(f"{manifest_path}: cannot rewrite the manifest ({exc.strerror})") from exc
+    return SignOutcome(manifest_path, signed, previous)
