@@ -14,6 +14,7 @@ $(BIN)/trtforge: pyproject.toml
 
 demo: $(BIN)/trtforge
 	$(BIN)/trtforge build configs/digits-fp32.yaml configs/digits-fp16.yaml configs/digits-int8.yaml configs/digits-dynamic.yaml --out $(OUT)
+	$(BIN)/python examples/digits/compare.py $(OUT) --name digits-cnn
 	@echo "engines in $(OUT):" && ls -1 $(OUT)/*.engine
 
 test: $(BIN)/trtforge

@@ -6,6 +6,7 @@ so a failed or interrupted build never replaces a good artifact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from trtforge import __version__
+from trtforge.accuracy.report import SKIPPED_SUMMARY, AccuracyReport, report_path, summary, write_report
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
 from trtforge.compat import detect_platform
 from trtforge.console import Reporter
@@ -44,12 +46,21 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The precision step's output: the graph to build and how the backend must treat it."""
+    """The precision step's output: the graph to build and how the backend must treat it.
+
+    ``simulated_onnx`` is what onnxruntime runs for the accuracy gate when the engine cannot run
+    here, where that differs from ``onnx_path`` (TensorRT 10.x builder flags: FP16 flag, native INT8).
+    """
 
     onnx_path: Path
     fp16_flag: bool = False
     calibration_cache: bytes | None = None
     calibration: dict | None = None
+    simulated_onnx: Path | None = None
+
+    @property
+    def candidate_onnx(self) -> Path:
+        return self.simulated_onnx or self.onnx_path
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,17 @@ class BuildOutcome:
     manifest: Manifest
     backend: Choice
     notes: tuple[str, ...]
+    accuracy: AccuracyReport | None = None  # None when the spec turns the gate off
+
+
+def fp16_onnx(model_path: Path, cache_dir: Path) -> Path:
+    """The FP16-converted graph, cached by the source model's content."""
+    import onnx
+
+    target = cache_dir / "fp16" / f"{sha256_file(model_path)}.onnx"
+    if not target.is_file():
+        save_model(to_fp16(onnx.load(str(model_path))), target)
+    return target
 
 
 def prepare_precision(
@@ -72,14 +94,8 @@ def prepare_precision(
         return Prepared(spec.model_path)
     if spec.precision == "fp16":
         if weakly_typed_trt:
-            return Prepared(spec.model_path, fp16_flag=True)
-        import onnx
-
-        source_sha = sha256_file(spec.model_path)
-        target = cache_dir / "fp16" / f"{source_sha}.onnx"
-        if not target.is_file():
-            save_model(to_fp16(onnx.load(str(spec.model_path))), target)
-        return Prepared(target)
+            return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=fp16_onnx(spec.model_path, cache_dir))
+        return Prepared(fp16_onnx(spec.model_path, cache_dir))
     from trtforge.calibration import calibrate
 
     assert spec.calibration is not None
@@ -97,6 +113,7 @@ def prepare_precision(
             fp16_flag=spec.calibration.high_precision == "fp16",
             calibration_cache=result.tensorrt_cache(flavor_version=None),
             calibration=result.manifest_section(),
+            simulated_onnx=result.qdq_model,
         )
     return Prepared(result.qdq_model, calibration=result.manifest_section())
 
@@ -198,6 +215,7 @@ def build_spec(
     stem = artifact_stem(spec.name, spec.precision, tag)
     engine_path = out_dir / f"{stem}.engine"
     manifest_path = manifest_path_for(engine_path)
+    report_file = report_path(out_dir, stem)
     with staged_file(engine_path) as staged_engine:
         staged_engine.write_bytes(result.engine)
         manifest = stamp(
@@ -212,10 +230,46 @@ def build_spec(
             time.perf_counter() - started,
             tag,
         )
-        with staged_file(manifest_path) as staged_manifest:
+        report = _accuracy_gate(spec, model_info, manifest, result.engine, prepared, out_dir, reporter)
+        manifest = manifest.replace(
+            accuracy=summary(report, report_file.name) if report is not None else dict(SKIPPED_SUMMARY)
+        )
+        staged_report_file = staged_file(report_file) if report is not None else contextlib.nullcontext(None)
+        with staged_file(manifest_path) as staged_manifest, staged_report_file as staged_report:
             staged_manifest.write_text(manifest.to_json(), encoding="utf-8")
-            # staged_file renames the manifest first, then the engine: a reader who sees the new
-            # manifest with the old engine gets a sha256 mismatch, never a wrong engine.
+            if report is not None and staged_report is not None:
+                staged_report.write_text(report.to_json(), encoding="utf-8")
+            # staged_file renames the report, then the manifest, then the engine: a reader who sees
+            # the new manifest with the old engine gets a sha256 mismatch, never a wrong engine.
+    if report is None:
+        report_file.unlink(missing_ok=True)  # a report of the replaced engine would now be stale
+    report_path(out_dir, stem, rejected=True).unlink(missing_ok=True)
     reporter.success(f"{spec.name}: {engine_path}")
-    return BuildOutcome(spec, engine_path, manifest_path, manifest, choice, result.notes)
+    return BuildOutcome(spec, engine_path, manifest_path, manifest, choice, result.notes, report)
+
+
+def _accuracy_gate(
+    spec: Spec,
+    model_info: ModelInfo,
+    manifest: Manifest,
+    engine: bytes,
+    prepared: Prepared,
+    out_dir: Path,
+    reporter: Reporter,
+) -> AccuracyReport | None:
+    """Run the gate on the staged artifact; on failure keep ``{stem}.rejected.accuracy.json`` and
+    raise (exit 4), so the staged engine is discarded and a previous good artifact stays."""
+    if not spec.accuracy.enabled:
+        reporter.warn(f"{spec.name}: accuracy gate skipped (accuracy.enabled: false)")
+        return None
+    from trtforge.accuracy.gate import check_artifact, raise_for_failures
+    from trtforge.compat import LoadPolicy
+
+    # the engine was built by this very process, so its embedded host code (version-compatible) is trusted
+    policy = LoadPolicy(allow_host_code=True)
+    report = check_artifact(spec, model_info, manifest, engine, prepared.candidate_onnx, reporter, policy=policy)
+    if not report.passed:
+        rejected = write_report(report_path(out_dir, manifest.stem, rejected=True), report)
+        raise_for_failures(report, rejected)
+    return report
 

@@ -29,9 +29,12 @@ def build(
         Path | None,
         typer.Option(help="Cache directory (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge)."),
     ] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write the accuracy gate's checks as JUnit XML to this file.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build each spec: check, prepare precision, build, stamp the manifest."""
+    """Build each spec: check, prepare precision, build, run the accuracy gate, stamp the manifest."""
     from trtforge.build import build_spec
     from trtforge.errors import InvalidInputError
     from trtforge.spec import load_spec
@@ -40,17 +43,21 @@ def build(
         raise InvalidInputError(f"--backend '{backend}': use {', '.join(BACKENDS)}")
     console = reporter()
     results: list[dict[str, Any]] = []
+    suites: list[Any] = []
     for spec_path in specs:
         try:
             outcome = build_spec(load_spec(spec_path), out, console, backend=backend, cache_dir=cache_dir)
         except TrtforgeError as exc:
+            suites.append(_junit_failure(spec_path, exc))
             if len(specs) == 1 and not as_json:
+                _write_junit(junit, suites)
                 raise
             console.error(str(exc))
             results.append(
                 {"spec": str(spec_path), "status": "failed", "exit_code": exc.exit_code, "error": str(exc)}
             )
             continue
+        suites.append(_junit_success(outcome))
         results.append(
             {
                 "spec": str(spec_path),
@@ -61,13 +68,39 @@ def build(
                 "backend": outcome.backend.flavor,
                 "tag": outcome.manifest.tag,
                 "notes": list(outcome.notes),
+                "accuracy": outcome.manifest.accuracy,
             }
         )
+    _write_junit(junit, suites)
     if as_json:
         emit_json({"results": results})
     code = most_severe(result["exit_code"] for result in results)
     if code:
         raise typer.Exit(code)
+
+
+def _junit_failure(spec_path: Path, exc: TrtforgeError) -> Any:
+    from trtforge.accuracy.gate import GateFailed
+    from trtforge.accuracy.report import junit_problem_suite, junit_suite
+
+    if isinstance(exc, GateFailed):
+        return junit_suite(exc.report)
+    return junit_problem_suite(spec_path.stem, str(exc), exc.exit_code)
+
+
+def _junit_success(outcome: Any) -> Any:
+    from trtforge.accuracy.report import junit_skipped_suite, junit_suite
+
+    if outcome.accuracy is None:
+        return junit_skipped_suite(outcome.manifest.stem, "accuracy.enabled is false in the spec")
+    return junit_suite(outcome.accuracy)
+
+
+def _write_junit(path: Path | None, suites: list[Any]) -> None:
+    if path is not None:
+        from trtforge.accuracy.report import write_junit
+
+        write_junit(path, suites)
 
 
 @app.command()

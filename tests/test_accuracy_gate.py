@@ -1,0 +1,339 @@
+"""The accuracy gate end to end: real TensorRT-RTX builds, real onnxruntime, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from junitparser import Failure, JUnitXml, Skipped
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from trtforge.cli import app
+from trtforge.manifest import read_manifest
+
+pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parent.parent
+DIGITS = REPO / "calibration" / "digits"
+CONV_PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
+DIGITS_PROFILE = "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [16, 1, 8, 8], max: [64, 1, 8, 8]}\n"
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, [str(arg) for arg in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _digits_spec(precision: str, extra: str = "") -> str:
+    text = (
+        f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: {precision}\ntargets: ['8.6']\n"
+        + DIGITS_PROFILE
+        + f"accuracy:\n  data: {DIGITS / 'val'}/*.npy\n  labels: {DIGITS / 'val-labels.npy'}\n  max_samples: 512\n"
+        + extra
+    )
+    if precision == "int8":
+        text += f"calibration:\n  data: {DIGITS / 'train'}/*.npy\n"
+    return text
+
+
+def _one(out: Path, pattern: str) -> Path:
+    (found,) = sorted(out.glob(pattern))
+    return found
+
+
+def _suite_cases(junit: Path) -> dict[str, list[tuple[str, str, list[object]]]]:
+    """suite name -> [(classname, test name, results)]; parsing proves it is JUnit XML."""
+    document = JUnitXml.fromfile(str(junit))
+    return {
+        suite.name: [(case.classname, case.name, list(case.result)) for case in suite]
+        for suite in document
+    }
+
+
+def test_digits_fp16_passes_with_labels_and_junit(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(_digits_spec("fp16"))
+    out, junit = tmp_path / "out", tmp_path / "junit.xml"
+    code, _, stderr = _cli("build", spec, "--out", out, "--junit", junit)
+    assert code == 0, stderr
+    engine = _one(out, "*.engine")
+    manifest = read_manifest(engine)
+    summary = manifest.accuracy
+    assert summary is not None and summary["passed"] is True
+    assert summary["candidate"] == "simulated"  # no machine here runs the engine
+    assert summary["samples"] == 397 and summary["data"] == "files"
+    task = summary["task_accuracy"]["logits"]
+    assert task["reference"] >= 0.95 and task["candidate"] >= 0.95
+    report = json.loads((out / f"{manifest.stem}.accuracy.json").read_text())
+    assert report["schema"] == "trtforge/accuracy/v1"
+    assert report["candidate"]["kind"] == "simulated" and "no GPU" in report["candidate"]["reason"]
+    assert report["candidate"]["model"].endswith(".onnx")  # the FP16-converted graph
+    (logits,) = report["outputs"]
+    assert logits["classifier"] is True and logits["tolerance"] == {"cosine_min": 0.999}
+    assert logits["metrics"]["cosine"] > 0.999 and logits["metrics"]["top1"] > 0.99
+    assert "simulated" in stderr and "cosine" in stderr  # the table on stderr
+    cases = _suite_cases(junit)
+    assert cases == {f"accuracy.{manifest.stem}": [(f"{manifest.stem}.logits", "cosine_min", [])]}
+
+
+def test_fp32_simulation_is_the_reference_itself(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(_digits_spec("fp32"))
+    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    report = json.loads(_one(tmp_path / "out", "*.accuracy.json").read_text())
+    assert "identical by construction" in report["candidate"]["runner"]
+    (logits,) = report["outputs"]
+    assert logits["metrics"]["cosine"] == pytest.approx(1.0) and logits["metrics"]["max_abs"] == 0.0
+    assert logits["metrics"]["snr_db"] == "inf"  # JSON has no infinity
+    assert logits["tolerance"] == {"cosine_min": 0.99999}
+
+
+def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    pytest.importorskip("trtforge.calibration", reason="INT8 calibration (trtforge.calibration) is not available")
+    from trtforge.accuracy.gate import Candidate, run_gate
+    from trtforge.model import inspect_model
+    from trtforge.spec import load_spec
+
+    spec_path = write_spec(_digits_spec("int8"))
+    out = tmp_path / "out"
+    code, _, stderr = _cli("build", spec_path, "--out", out)
+    assert code == 0, stderr
+    manifest = read_manifest(_one(out, "*.engine"))
+    report = json.loads((out / f"{manifest.stem}.accuracy.json").read_text())
+    (logits,) = report["outputs"]
+    assert {check["limit_key"] for check in logits["checks"]} == {"cosine_min", "top1_min"}
+    assert logits["task_accuracy"]["candidate"] >= 0.95
+
+    # The same Q/DQ graph with every activation scale 50x too large: most values round to 0.
+    qdq = onnx.load(report["candidate"]["model"])
+    scales = {node.input[1] for node in qdq.graph.node if node.op_type == "QuantizeLinear"}
+    for init in qdq.graph.initializer:
+        if init.name in scales:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 50, init.name))
+    damaged = tmp_path / "wrong_scales.onnx"
+    onnx.save(qdq, str(damaged))
+    spec = load_spec(spec_path)
+    bad = run_gate(
+        spec, inspect_model(spec.model_path), Candidate("simulated", "test", onnx_path=damaged),
+        stem="digits-damaged", engine_file=None,
+    )
+    assert not bad.passed
+    assert any("cosine" in failure or "top1" in failure for failure in bad.failures)
+
+
+def _perturb_fp16_cache(model: Path, cache: Path) -> None:
+    """Poison trtforge's FP16 cache with a graph whose conv weights are flipped: the engine and the
+    simulated candidate are both built from it, as from a broken conversion."""
+    from trtforge.build import fp16_onnx
+
+    path = fp16_onnx(model, cache)
+    graph = onnx.load(str(path))
+    for init in graph.graph.initializer:
+        if init.name.startswith("conv.w"):
+            init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+    onnx.save(graph, str(path))
+
+
+def test_damaged_candidate_fails_with_exit_4_and_keeps_the_good_artifact(
+    write_spec: Callable[..., Path], tmp_path: Path, model_dir: Path, isolated_cache: Path
+) -> None:
+    spec = write_spec(
+        f"name: conv\nmodel: {model_dir / 'conv.onnx'}\nprecision: fp16\ntargets: ['8.6']\n" + CONV_PROFILE
+    )
+    out, junit = tmp_path / "out", tmp_path / "junit.xml"
+    code, _, stderr = _cli("build", spec, "--out", out)
+    assert code == 0, stderr
+    engine = _one(out, "*.engine")
+    good = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert f"{engine.name.removesuffix('.engine')}.accuracy.json" in good
+
+    _perturb_fp16_cache(model_dir / "conv.onnx", isolated_cache)
+    code, _, stderr = _cli("build", spec, "--out", out, "--junit", junit)
+    assert code == 4, stderr
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("error: accuracy gate failed for conv-fp16-")
+    assert "output 'logits': cosine" in line and "< cosine_min 0.999" in line and "Traceback" not in stderr
+    stem = engine.name.removesuffix(".engine")
+    rejected = out / f"{stem}.rejected.accuracy.json"
+    assert str(rejected) in line
+    assert json.loads(rejected.read_text())["passed"] is False
+    # the previous good engine, manifest and report are untouched; nothing staged is left over
+    after = {path.name: path.read_bytes() for path in out.iterdir() if path != rejected}
+    assert after == good
+    assert not [path for path in out.iterdir() if path.name.startswith(".")]
+    (cases,) = _suite_cases(junit).values()
+    ((classname, name, results),) = cases
+    assert (classname, name) == (f"{stem}.logits", "cosine_min")
+    assert isinstance(results[0], Failure) and "cosine" in results[0].message
+
+
+def test_spec_tolerance_exceeded_names_metric_value_and_limit(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    spec = write_spec(_digits_spec("fp16", "  tolerances:\n    logits: {max_abs: 1.0e-9, cosine_min: 0.5}\n"))
+    out = tmp_path / "out"
+    code, _, stderr = _cli("build", spec, "--out", out)
+    assert code == 4
+    line = stderr.strip().splitlines()[-1]
+    assert "output 'logits': max_abs 0.00" in line and "> max_abs 1e-09" in line
+    assert not list(out.glob("*.engine")) and not list(out.glob("*.manifest.json"))
+    assert len(list(out.glob("*.rejected.accuracy.json"))) == 1
+
+
+def test_disabled_gate_is_recorded_in_the_manifest(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(
+        f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: fp16\ntargets: ['8.6']\n"
+        + DIGITS_PROFILE + "accuracy: {enabled: false}\n"
+    )
+    out, junit = tmp_path / "out", tmp_path / "junit.xml"
+    code, _, stderr = _cli("build", spec, "--out", out, "--junit", junit)
+    assert code == 0, stderr
+    manifest = read_manifest(_one(out, "*.engine"))
+    assert manifest.accuracy == {"skipped": True, "reason": "accuracy.enabled is false in the spec"}
+    assert not list(out.glob("*.accuracy.json"))
+    ((_, name, results),) = next(iter(_suite_cases(junit).values()))
+    assert name == "accuracy" and isinstance(results[0], Skipped)
+
+
+def test_random_inputs_cover_every_profile_shape(
+    write_spec: Callable[..., Path], tmp_path: Path, model_dir: Path
+) -> None:
+    spec = write_spec(
+        f"name: two\nmodel: {model_dir / 'two_inputs.onnx'}\nprecision: fp16\ntargets: ['8.6']\n"
+        "profiles:\n"
+        "  - {image: {min: [1, 3, 8, 8], opt: [2, 3, 8, 8], max: [4, 3, 8, 8]},"
+        " meta: {min: [1, 4], opt: [2, 4], max: [4, 4]}}\n"
+        "  - {image: {min: [4, 3, 8, 8], opt: [8, 3, 8, 8], max: [16, 3, 8, 8]},"
+        " meta: {min: [4, 4], opt: [8, 4], max: [16, 4]}}\n"
+        "accuracy:\n  tolerances: {'*': {snr_db_min: 30}}\n"
+    )
+    out = tmp_path / "out"
+    code, _, stderr = _cli("build", spec, "--out", out)
+    assert code == 0, stderr
+    report = json.loads(_one(out, "*.accuracy.json").read_text())
+    # batches 1, 2, 4 (profile 0) and 4 (a duplicate), 8, 16 (profile 1)
+    assert report["data"] == {
+        "source": "random", "files": 0, "samples": 31, "dropped": 0, "batches": 5, "labels": None, "seed": 0,
+    }  # fmt: skip
+    (out_result,) = report["outputs"]
+    assert out_result["classifier"] is True  # [N, 5] float
+    assert out_result["tolerance"] == {"cosine_min": 0.999, "snr_db_min": 30.0}
+
+
+def test_bad_tolerance_name_and_labels_without_data(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = write_spec(_digits_spec("fp16", "  tolerances:\n    logit: {max_abs: 1}\n"))
+    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    assert code == 2
+    assert "unknown" not in stderr and "did you mean 'logits'" in stderr and "spec.yaml:" in stderr
+    spec = write_spec(
+        f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: fp16\n" + DIGITS_PROFILE
+        + f"accuracy: {{labels: {DIGITS / 'val-labels.npy'}}}\n",
+        name="labels.yaml",
+    )
+    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    assert code == 2 and "accuracy.labels needs accuracy.data" in stderr
+    assert not list((tmp_path / "out").glob("*.engine"))
+
+
+# ---------------------------------------------------------------- verify
+
+
+@pytest.fixture
+def built_digits(write_spec: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path]:
+    spec = write_spec(_digits_spec("fp16"))
+    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    return spec, _one(tmp_path / "out", "*.engine")
+
+
+def test_verify_spec_and_engine_update_the_manifest(built_digits: tuple[Path, Path], tmp_path: Path) -> None:
+    spec, engine = built_digits
+    before = read_manifest(engine)
+    report = engine.with_name(f"{before.stem}.accuracy.json")
+    report.unlink()
+    junit = tmp_path / "verify.xml"
+    code, stdout, stderr = _cli("verify", spec, "--out", engine.parent, "--json", "--junit", junit)
+    assert code == 0, stderr
+    (result,) = json.loads(stdout)["results"]
+    assert result["status"] == "passed" and result["manifest_updated"] is True
+    assert result["accuracy"]["candidate"] == "simulated"
+    assert report.is_file()
+    assert read_manifest(engine).accuracy == result["accuracy"]
+    assert list(_suite_cases(junit)) == [f"accuracy.{before.stem}"]
+    code, _, stderr = _cli("verify", engine, "--spec", spec)
+    assert code == 0, stderr
+
+
+def test_verify_signed_artifact_writes_only_the_report(built_digits: tuple[Path, Path]) -> None:
+    spec, engine = built_digits
+    manifest_path = engine.with_name(engine.name.removesuffix(".engine") + ".manifest.json")
+    document = json.loads(manifest_path.read_text())
+    document["signature"] = {"algorithm": "ed25519", "key_id": "test", "value": "not-checked-by-verify"}
+    manifest_path.write_text(json.dumps(document, indent=2))
+    signed = manifest_path.read_bytes()
+    report = engine.with_name(engine.name.removesuffix(".engine") + ".accuracy.json")
+    report.unlink()
+    code, stdout, stderr = _cli("verify", engine, "--spec", spec, "--json")
+    assert code == 0, stderr
+    (result,) = json.loads(stdout)["results"]
+    assert result["manifest_updated"] is False
+    assert manifest_path.read_bytes() == signed
+    assert report.is_file()
+
+
+def test_verify_refuses_a_spec_the_engine_was_not_built_from(
+    built_digits: tuple[Path, Path], write_spec: Callable[..., Path]
+) -> None:
+    spec, engine = built_digits
+    edited = write_spec(spec.read_text() + "# edited after the build\n", name="edited.yaml")
+    code, _, stderr = _cli("verify", engine, "--spec", edited)
+    assert code == 2
+    assert "refused" in stderr and "differs from the one the engine was built from" in stderr
+    other_model = write_spec(
+        spec.read_text().replace("digits_cnn.onnx", "digits_cnn_static.onnx"), name="other.yaml"
+    )
+    code, _, stderr = _cli("verify", engine, "--spec", other_model)
+    assert code == 2 and "is not the ONNX the engine was built from" in stderr
+    code, _, stderr = _cli("verify", edited, "--out", engine.parent)
+    assert code == 2 and "no engine built from this spec and model" in stderr
+    code, _, stderr = _cli("verify", engine)
+    assert code == 2 and "needs --spec SPEC" in stderr
+
+
+def test_verify_of_a_damaged_engine_is_refused(built_digits: tuple[Path, Path]) -> None:
+    spec, engine = built_digits
+    data = bytearray(engine.read_bytes())
+    data[-1] ^= 0xFF
+    engine.write_bytes(bytes(data))
+    code, _, stderr = _cli("verify", engine, "--spec", spec)
+    assert code == 5 and "sha256 differs" in stderr
+
+
+def test_labels_count_must_cover_the_samples(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    labels = tmp_path / "short-labels.npy"
+    np.save(labels, np.zeros(10, np.int64))
+    spec = write_spec(_digits_spec("fp16").replace(str(DIGITS / "val-labels.npy"), str(labels)))
+    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    assert code == 2 and "hold 10 entries" in stderr
+
+
+def test_samples_no_profile_accepts_are_dropped_and_counted(write_spec: Callable[..., Path]) -> None:
+    from trtforge.accuracy.gate import Candidate, run_gate
+    from trtforge.model import inspect_model
+    from trtforge.spec import load_spec
+
+    text = _digits_spec("fp32").replace("min: [1, 1, 8, 8]", "min: [16, 1, 8, 8]")
+    spec = load_spec(write_spec(text))
+    report = run_gate(
+        spec, inspect_model(spec.model_path), Candidate("simulated", "test", onnx_path=spec.model_path),
+        stem="digits-fp32", engine_file=None,
+    )
+    # 397 samples in batches of 64: the last 13 are fewer than the profile's minimum batch of 16
+    assert (report.data.samples, report.data.dropped, report.data.batches) == (384, 13, 6)
+    assert report.passed and report.outputs[0].task_accuracy is not None
+    assert report.outputs[0].task_accuracy.samples == 384

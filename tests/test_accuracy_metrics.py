@@ -1,0 +1,146 @@
+"""Each gate metric against values computed by hand, and the tolerance rules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from trtforge.accuracy import metrics, tolerances
+from trtforge.errors import SpecError
+from trtforge.spec import Tolerance
+
+REF = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+CAND = np.array([1.0, 2.0, 3.0, 5.0], dtype=np.float32)  # one value off by 1
+
+
+def test_max_abs_and_mean_abs() -> None:
+    assert metrics.max_abs(REF, CAND) == 1.0
+    assert metrics.mean_abs(REF, CAND) == 0.25  # (0 + 0 + 0 + 1) / 4
+
+
+def test_max_rel_divides_by_the_reference() -> None:
+    # |5 - 4| / 4; the floor (1e-3 * 4) is far below every |reference| value
+    assert metrics.max_rel(REF, CAND) == pytest.approx(0.25)
+
+
+def test_max_rel_floor_for_tiny_reference_values() -> None:
+    ref = np.array([0.0, 10.0])
+    cand = np.array([0.001, 10.0])
+    assert metrics.rel_floor(ref) == pytest.approx(0.01)  # 1e-3 * max|ref|
+    assert metrics.max_rel(ref, cand) == pytest.approx(0.1)  # 0.001 / 0.01, not 0.001 / 0
+    assert metrics.max_rel(ref, cand, floor=0.001) == pytest.approx(1.0)
+    assert math.isfinite(metrics.max_rel(np.zeros(3), np.ones(3)))
+
+
+def test_cosine() -> None:
+    # dot = 1 + 4 + 9 + 20 = 34; |ref| = sqrt(30), |cand| = sqrt(39)
+    assert metrics.cosine(REF, CAND) == pytest.approx(34 / math.sqrt(30 * 39))
+    assert metrics.cosine(REF, REF) == pytest.approx(1.0)
+    assert metrics.cosine(REF, -REF) == pytest.approx(-1.0)
+    assert metrics.cosine(np.zeros(3), np.zeros(3)) == 1.0
+    assert metrics.cosine(np.zeros(3), np.ones(3)) == 0.0
+
+
+def test_snr_db() -> None:
+    # signal = 1 + 4 + 9 + 16 = 30, noise = 1: 10 log10(30)
+    assert metrics.snr_db(REF, CAND) == pytest.approx(10 * math.log10(30))
+    assert metrics.snr_db(REF, REF) == math.inf
+    assert metrics.snr_db(np.zeros(2), np.ones(2)) == -math.inf
+
+
+def test_nan_in_the_candidate_fails_every_check() -> None:
+    bad = CAND.copy()
+    bad[0] = np.nan
+    measured = metrics.compare(REF, bad)
+    assert math.isnan(measured.cosine) and math.isnan(measured.max_abs)
+    checks = tolerances.evaluate("y", measured, Tolerance(cosine_min=0.5, max_abs=10.0))
+    assert checks and not any(check.passed for check in checks)
+    assert "nan" in checks[0].message
+
+
+def test_top1_agreement_and_task_accuracy() -> None:
+    ref = np.array([[1.0, 2.0], [3.0, 1.0], [0.0, 5.0]])
+    cand = np.array([[2.0, 1.0], [3.0, 1.0], [0.0, 5.0]])  # first row flips its class
+    assert metrics.top1_agreement(ref, cand) == pytest.approx(2 / 3)
+    labels = np.array([1, 0, 0])  # reference predicts [1, 0, 1]
+    assert metrics.task_accuracy(ref, labels) == pytest.approx(2 / 3)
+    assert metrics.task_accuracy(cand, labels) == pytest.approx(1 / 3)
+
+
+def test_classifier_outputs() -> None:
+    assert metrics.is_classifier(np.zeros((4, 10), np.float32))
+    assert metrics.is_classifier(np.zeros((4, 2), np.float16))
+    assert not metrics.is_classifier(np.zeros((4, 1), np.float32))
+    assert not metrics.is_classifier(np.zeros((4, 10), np.int64))
+    assert not metrics.is_classifier(np.zeros((4, 10, 3), np.float32))
+    measured = metrics.compare(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32))
+    assert measured.top1 == 1.0
+    assert metrics.compare(REF, CAND).top1 is None
+
+
+def test_compare_refuses_different_shapes() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        metrics.compare(np.zeros((2, 3)), np.zeros((3, 2)))
+
+
+# ---------------------------------------------------------------- tolerances
+
+
+def test_default_tolerances_per_precision() -> None:
+    assert tolerances.resolve("y", "fp32", {}, classifier=False) == Tolerance(cosine_min=0.99999)
+    assert tolerances.resolve("y", "fp16", {}, classifier=True) == Tolerance(cosine_min=0.999)
+    assert tolerances.resolve("y", "int8", {}, classifier=True) == Tolerance(cosine_min=0.98, top1_min=0.95)
+    assert tolerances.resolve("y", "int8", {}, classifier=False) == Tolerance(cosine_min=0.98)
+
+
+def test_spec_tolerances_most_specific_wins_key_by_key() -> None:
+    spec_tolerances = {
+        "*": Tolerance(cosine_min=0.9, snr_db_min=20),
+        "logits": Tolerance(cosine_min=0.95, max_abs=0.05, top1_min=0.99),
+    }
+    logits = tolerances.resolve("logits", "int8", spec_tolerances, classifier=True)
+    assert logits == Tolerance(cosine_min=0.95, snr_db_min=20, max_abs=0.05, top1_min=0.99)
+    other = tolerances.resolve("boxes", "int8", spec_tolerances, classifier=False)
+    assert other == Tolerance(cosine_min=0.9, snr_db_min=20)  # default top1 dropped: not a classifier
+
+
+def test_evaluate_names_metric_value_and_limit() -> None:
+    measured = metrics.OutputMetrics(max_abs=0.2, mean_abs=0.01, max_rel=0.5, cosine=0.97, snr_db=30.0, top1=0.9)
+    limits = Tolerance(max_abs=0.1, cosine_min=0.98, snr_db_min=25, top1_min=0.95)
+    checks = {check.limit_key: check for check in tolerances.evaluate("logits", measured, limits)}
+    assert set(checks) == {"max_abs", "cosine_min", "snr_db_min", "top1_min"}
+    assert not checks["max_abs"].passed
+    assert checks["max_abs"].message == "output 'logits': max_abs 0.2 > max_abs 0.1"
+    assert checks["cosine_min"].message == "output 'logits': cosine 0.97 < cosine_min 0.98"
+    assert checks["snr_db_min"].passed
+    assert checks["snr_db_min"].message == "output 'logits': snr_db 30 >= snr_db_min 25"
+    assert not checks["top1_min"].passed
+
+
+def test_limits_are_inclusive() -> None:
+    measured = metrics.OutputMetrics(max_abs=0.1, mean_abs=0.0, max_rel=0.0, cosine=0.98, snr_db=1.0)
+    checks = tolerances.evaluate("y", measured, Tolerance(max_abs=0.1, cosine_min=0.98))
+    assert all(check.passed for check in checks)
+
+
+def test_check_names_unknown_output_with_did_you_mean() -> None:
+    with pytest.raises(SpecError, match=r"'logit'.*did you mean 'logits'") as info:
+        tolerances.check_names({"logit": Tolerance(max_abs=1)}, ["logits"], ["logits"], lambda n: "spec.yaml:12")
+    assert str(info.value).startswith("spec.yaml:12:")
+    tolerances.check_names({"*": Tolerance(max_abs=1)}, ["logits"], [], lambda n: "x")
+
+
+def test_check_names_top1_needs_a_classifier_output() -> None:
+    with pytest.raises(SpecError, match="top1_min for output 'boxes'"):
+        tolerances.check_names({"boxes": Tolerance(top1_min=0.9)}, ["boxes"], [], lambda n: "spec.yaml:3")
+    # through "*", top1_min simply does not apply to non-classifier outputs
+    tolerances.check_names({"*": Tolerance(top1_min=0.9)}, ["boxes"], [], lambda n: "x")
+    assert tolerances.resolve("boxes", "fp16", {"*": Tolerance(top1_min=0.9)}, classifier=False).top1_min is None
+
+
+def test_format_value() -> None:
+    assert tolerances.format_value(0.9999999760751828) == "0.99999998"
+    assert tolerances.format_value(math.inf) == "inf"
+    assert tolerances.format_value(math.nan) == "nan"

@@ -1,0 +1,256 @@
+"""Runners: onnxruntime everywhere; the TensorRT runner where a GPU and a runtime that accepts the
+engine exist (it skips with the reason elsewhere). The dtype and profile rules are pure and run here."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from trtforge import runners
+from trtforge.errors import InvalidInputError
+from trtforge.runners import OnnxrtRunner, ProfileRange, RunnerError, TrtRunner
+
+# ---------------------------------------------------------------- onnxruntime
+
+
+def test_onnxrt_runner_dynamic_batch_matches_onnxruntime(model_dir: Path) -> None:
+    model = model_dir / "conv.onnx"
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    with OnnxrtRunner(model) as runner:
+        assert runner.is_active and runner.name == "onnxrt:conv.onnx"
+        for batch in (1, 5):
+            x = rng.random((batch, 3, 16, 16), dtype=np.float32)
+            out = runner.infer({"input": x})
+            assert list(out) == ["logits"] and out["logits"].shape == (batch, 10)
+            np.testing.assert_array_equal(out["logits"], session.run(None, {"input": x})[0])
+    assert not runner.is_active
+
+
+def test_onnxrt_runner_several_inputs_from_bytes(model_dir: Path) -> None:
+    runner = OnnxrtRunner((model_dir / "two_inputs.onnx").read_bytes(), name="two")
+    runner.activate()
+    try:
+        out = runner.infer({"image": np.ones((2, 3, 8, 8), np.float32), "meta": np.ones((2, 4), np.float32)})
+        assert out["out"].shape == (2, 5)
+        assert runner.input_names == ["image", "meta"]
+    finally:
+        runner.deactivate()
+
+
+def test_onnxrt_runner_errors_are_one_clear_line(model_dir: Path, tmp_path: Path) -> None:
+    runner = OnnxrtRunner(model_dir / "two_inputs.onnx", name="two")
+    with pytest.raises(RunnerError, match="not active"):
+        runner.infer({})
+    with runner:
+        with pytest.raises(InvalidInputError, match="input 'meta' is missing"):
+            runner.infer({"image": np.ones((1, 3, 8, 8), np.float32)})
+        with pytest.raises(InvalidInputError, match="no input 'extra'"):
+            runner.infer({"image": np.ones((1, 3, 8, 8), np.float32), "meta": np.ones((1, 4), np.float32),
+                          "extra": np.ones(1)})
+        with pytest.raises(InvalidInputError, match="two:"):
+            runner.infer({"image": np.ones((1, 3, 9), np.float32), "meta": np.ones((1, 4), np.float32)})
+        with pytest.raises(RunnerError, match="already active"):
+            runner.activate()
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(InvalidInputError, match="cannot load the model"):
+        OnnxrtRunner(junk).activate()
+
+
+# ---------------------------------------------------------------- dtypes and profiles (pure)
+
+
+def test_every_tensorrt_dtype_has_a_numpy_dtype() -> None:
+    trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed")
+    assert set(trt.DataType.__members__) <= set(runners.TRT_DTYPES)
+    for name, (type_name, bits) in runners.TRT_DTYPES.items():
+        dtype = runners.numpy_dtype(type_name)
+        assert dtype.itemsize * 8 == max(bits, 8), name
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values"),
+    [(ml_dtypes.int4, [-8, -1, 0, 7, 3]), (ml_dtypes.float4_e2m1fn, [-6.0, -0.5, 0.0, 1.5])],
+)
+def test_four_bit_values_pack_two_per_byte_low_nibble_first(dtype: Any, values: list[float]) -> None:
+    array = np.array(values, dtype=dtype)
+    packed = runners.pack(array, 4)
+    assert packed.dtype == np.uint8 and packed.size == (len(values) + 1) // 2
+    nibbles = array.view(np.uint8) & 0x0F
+    assert packed[0] == nibbles[0] | (nibbles[1] << 4)
+    back = runners.unpack(packed, np.dtype(dtype), 4, (len(values),))
+    np.testing.assert_array_equal(back.astype(np.float32), array.astype(np.float32))
+
+
+def test_pack_and_unpack_whole_bytes() -> None:
+    array = np.arange(6, dtype=np.float16).reshape(2, 3)
+    packed = runners.pack(array, 16)
+    assert packed.nbytes == runners.nbytes((2, 3), 16) == 12
+    np.testing.assert_array_equal(runners.unpack(packed, np.dtype(np.float16), 16, (2, 3)), array)
+    assert runners.nbytes((3,), 4) == 2
+
+
+def test_matching_profile_prefers_the_current_one() -> None:
+    small = ProfileRange({"x": (1, 3)}, {"x": (8, 3)})
+    large = ProfileRange({"x": (4, 3)}, {"x": (64, 3)})
+    profiles = [small, large]
+    assert runners.matching_profile({"x": (2, 3)}, profiles, None) == 0
+    assert runners.matching_profile({"x": (32, 3)}, profiles, 0) == 1
+    assert runners.matching_profile({"x": (6, 3)}, profiles, 1) == 1  # fits both: no switch
+    assert runners.matching_profile({"x": (65, 3)}, profiles, 0) is None
+    assert runners.matching_profile({"x": (2, 4)}, profiles, None) is None
+    assert "profile 1: x [4, 3]..[64, 3]" in runners.describe_ranges(profiles)
+
+
+# ---------------------------------------------------------------- CUDA and TensorRT (GPU hosts)
+
+
+def _require_gpu() -> None:
+    try:
+        runners.cuda_runtime()
+    except RunnerError as exc:
+        pytest.skip(str(exc))
+    if runners.gpu_count() == 0:
+        pytest.skip("no CUDA device (or driver) on this host: the TensorRT runner needs a GPU")
+
+
+def test_device_buffer_round_trip_on_a_stream() -> None:
+    _require_gpu()
+    stream = runners.CudaStream()
+    buffer = runners.DeviceBuffer(16)
+    try:
+        data = np.arange(32, dtype=np.float32)
+        buffer.ensure(data.nbytes)
+        buffer.copy_from_host(data, stream.handle)
+        back = np.zeros_like(data)
+        buffer.copy_to_host(back, stream.handle)
+        stream.synchronize()
+        np.testing.assert_array_equal(back, data)
+    finally:
+        buffer.free()
+        stream.destroy()
+    with pytest.raises(RunnerError, match="CUDA error cudaErrorMemoryAllocation"):
+        runners.DeviceBuffer(1 << 60)
+
+
+def _mixed_dtypes(path: Path) -> Path:
+    """half [N,4] -> half*2; int32 [N,4] -> +1 (int32) and > 2 (bool): several I/O dtypes."""
+    nodes = [
+        helper.make_node("Add", ["h", "h"], ["h2"], name="double"),
+        helper.make_node("Add", ["i", "one"], ["i1"], name="inc"),
+        helper.make_node("Greater", ["i", "two"], ["big"], name="gt"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mixed",
+        [
+            helper.make_tensor_value_info("h", TensorProto.FLOAT16, ["N", 4]),
+            helper.make_tensor_value_info("i", TensorProto.INT32, ["N", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("h2", TensorProto.FLOAT16, ["N", 4]),
+            helper.make_tensor_value_info("i1", TensorProto.INT32, ["N", 4]),
+            helper.make_tensor_value_info("big", TensorProto.BOOL, ["N", 4]),
+        ],
+        [helper.make_tensor("one", TensorProto.INT32, [], [1]), helper.make_tensor("two", TensorProto.INT32, [], [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _engine(onnx_path: Path, profiles: list[dict[str, tuple[list[int], list[int], list[int]]]]) -> Iterator[Any]:
+    """Build for this GPU with an installed runtime and deserialize, or skip saying why not."""
+    _require_gpu()
+    if not any(importlib.util.find_spec(module) for module in ("tensorrt", "tensorrt_rtx")):
+        pytest.skip("no TensorRT runtime installed (tensorrt or tensorrt_rtx) to build and run an engine")
+    from trtforge.backends import BuildRequest, open_backend
+    from trtforge.compat import detect_gpus, installed_version
+    from trtforge.spec import BuildOptions, ShapeRange
+
+    gpus = detect_gpus()
+    if not gpus:
+        pytest.skip("NVML sees no GPU")
+    cc = gpus[0].compute_capability
+    flavor = next((f for f in ("tensorrt", "tensorrt-rtx") if installed_version(f)), None)
+    if flavor is None:
+        pytest.skip("neither tensorrt nor tensorrt-rtx imports")
+    backend = open_backend(flavor)
+    if flavor == "tensorrt-rtx" and cc not in backend.supported_targets():  # type: ignore[attr-defined]
+        pytest.skip(f"TensorRT-RTX {backend.version} cannot run engines on compute capability {cc} (this GPU)")
+    request = BuildRequest(
+        onnx_path=onnx_path,
+        precision="fp32",
+        profiles=tuple({n: ShapeRange(min=a, opt=b, max=c) for n, (a, b, c) in p.items()} for p in profiles),
+        targets=(cc,) if flavor == "tensorrt-rtx" else (),
+        options=BuildOptions(),
+    )
+
+    class _Quiet:
+        def phase_start(self, *args: Any) -> None: ...
+        def step(self, *args: Any) -> None: ...
+        def phase_finish(self, *args: Any) -> None: ...
+        def note(self, *args: Any) -> None: ...
+
+    built = backend.build(request, _Quiet())
+    trt = backend.trt  # type: ignore[attr-defined]
+    runtime = trt.Runtime(backend.logger)  # type: ignore[attr-defined]
+    engine = runtime.deserialize_cuda_engine(built.engine)
+    if engine is None:
+        pytest.skip(f"{flavor} {backend.version} refused to deserialize on this GPU: {backend.errors}")  # type: ignore[attr-defined]
+    yield trt, engine
+    del engine, runtime
+
+
+@pytest.fixture
+def conv_engine(model_dir: Path) -> Iterator[Any]:
+    yield from _engine(
+        model_dir / "conv.onnx",
+        [
+            {"input": ([1, 3, 16, 16], [4, 3, 16, 16], [8, 3, 16, 16])},
+            {"input": ([9, 3, 16, 16], [16, 3, 16, 16], [32, 3, 16, 16])},
+        ],
+    )
+
+
+def test_trt_runner_dynamic_shapes_switch_profiles(conv_engine: Any, model_dir: Path) -> None:
+    trt, engine = conv_engine
+    session = ort.InferenceSession(str(model_dir / "conv.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    first, second = TrtRunner(engine, trt, name="a"), TrtRunner(engine, trt, name="b")  # one engine, two runners
+    with first, second:
+        for batch in (1, 8, 9, 32, 3):
+            x = rng.random((batch, 3, 16, 16), dtype=np.float32)
+            expected = session.run(None, {"input": x})[0]
+            for runner in (first, second):
+                out = runner.infer({"input": x})
+                assert out["logits"].shape == (batch, 10) and out["logits"].dtype == np.float32
+                np.testing.assert_allclose(out["logits"], expected, atol=2e-3, rtol=2e-3)
+        with pytest.raises(InvalidInputError, match="no optimization profile accepts"):
+            first.infer({"input": np.zeros((33, 3, 16, 16), np.float32)})
+        with pytest.raises(InvalidInputError, match="engine expects float32"):
+            first.infer({"input": np.zeros((1, 3, 16, 16), np.float64)})
+
+
+def test_trt_runner_several_inputs_and_dtypes(tmp_path: Path) -> None:
+    model = _mixed_dtypes(tmp_path / "mixed.onnx")
+    for trt, engine in _engine(model, [{"h": ([1, 4], [2, 4], [4, 4]), "i": ([1, 4], [2, 4], [4, 4])}]):
+        h = np.arange(12, dtype=np.float16).reshape(3, 4)
+        i = np.arange(12, dtype=np.int32).reshape(3, 4)
+        with TrtRunner(engine, trt) as runner:
+            out = runner.infer({"h": h, "i": i})
+        assert out["h2"].dtype == np.float16 and out["i1"].dtype == np.int32 and out["big"].dtype == np.bool_
+        np.testing.assert_array_equal(out["h2"], h * 2)
+        np.testing.assert_array_equal(out["i1"], i + 1)
+        np.testing.assert_array_equal(out["big"], i > 2)

@@ -1,0 +1,362 @@
+"""The accuracy gate: the FP32 ONNX in onnxruntime (reference) against the candidate.
+
+The candidate is the engine itself when this host can run it (a GPU, and the compatibility rules
+pass for the installed runtime); otherwise the precision-prepared ONNX (FP16-converted or Q/DQ)
+in onnxruntime, labelled ``simulated``. Every report says which, and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from trtforge.accuracy import inputs, metrics, tolerances
+from trtforge.accuracy.report import (
+    AccuracyReport,
+    CandidateInfo,
+    CheckResult,
+    DataInfo,
+    OutputResult,
+    ReferenceInfo,
+    TaskAccuracy,
+    json_number,
+)
+from trtforge.compat import Environment, LoadPolicy, describe_problems, problems
+from trtforge.errors import AccuracyError, IncompatibleEngineError, InvalidInputError
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import manifest_path_for
+from trtforge.model import ModelInfo
+from trtforge.runners import BaseRunner, OnnxrtRunner
+from trtforge.spec import Spec
+
+if TYPE_CHECKING:
+    from trtforge.console import Reporter
+    from trtforge.manifest import Manifest
+
+REFERENCE_RUNNER = "onnxruntime CPUExecutionProvider, FP32"
+
+
+class GateFailed(AccuracyError):
+    """Exit 4: a tolerance was exceeded; ``report`` holds every measurement."""
+
+    def __init__(self, message: str, report: AccuracyReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the gate compares with the reference, and why that one."""
+
+    kind: Literal["engine", "simulated"]
+    reason: str
+    onnx_path: Path | None = None  # simulated: the precision-prepared ONNX
+    engine: Any = None  # engine: the loader's LoadedEngine (keeps runtime and engine alive)
+
+
+def engine_runs_here(manifest: Manifest, env: Environment) -> str | None:
+    """Why the engine cannot run on ``env`` (None: it can): the compatibility rules, pure."""
+    if env.compute_capability is None or not env.gpus:
+        return "no GPU on this host"
+    found = problems(manifest, env)
+    return describe_problems(found) if found else None
+
+
+def simulated(onnx_path: Path, why_not_engine: str) -> Candidate:
+    return Candidate(
+        "simulated", f"{why_not_engine}: the precision-prepared ONNX runs in onnxruntime instead", onnx_path=onnx_path
+    )
+
+
+def same_graph_as_reference(candidate: Candidate, reference: Path) -> bool:
+    """fp32 simulated: the candidate is the reference's own ONNX, so one run serves both."""
+    return candidate.kind == "simulated" and candidate.onnx_path is not None and (
+        candidate.onnx_path.resolve() == reference.resolve()
+    )
+
+
+@contextlib.contextmanager
+def engine_on_disk(manifest: Manifest, engine: Path | bytes) -> Iterator[Path]:
+    """The engine under its own name with its manifest beside it, as the loader wants it: the
+    artifact itself, or (for a build still staged) a copy in a private temporary folder."""
+    if isinstance(engine, Path):
+        yield engine
+        return
+    with tempfile.TemporaryDirectory(prefix=".trtforge-gate-") as folder:
+        path = Path(folder) / manifest.artifact.file
+        path.write_bytes(engine)
+        manifest_path_for(path).write_text(manifest.to_json(), encoding="utf-8")
+        yield path
+
+
+@contextlib.contextmanager
+def open_candidate(
+    manifest: Manifest, engine: Path | bytes, simulated_onnx: Path, env: Environment, policy: LoadPolicy
+) -> Iterator[Candidate]:
+    """The engine, deserialized by the runtime loader, when this host can run it; else the simulation.
+
+    A GPU host whose loader refuses the engine (header check, memory, policy) falls back to the
+    simulation, and the report says why.
+    """
+    why_not = engine_runs_here(manifest, env)
+    if why_not is not None:
+        yield simulated(simulated_onnx, why_not)
+        return
+    from trtforge.runtime.loader import load_engine
+
+    with engine_on_disk(manifest, engine) as path:
+        try:
+            loaded = load_engine(path, policy)
+        except IncompatibleEngineError as exc:
+            yield simulated(simulated_onnx, f"the runtime loader refused the engine ({exc})")
+            return
+    gpu = env.gpus[0]
+    yield Candidate(
+        "engine",
+        f"{loaded.trt.__name__} {loaded.trt.__version__} runs the engine on {gpu.name} ({gpu.compute_capability})",
+        engine=loaded,
+    )
+
+
+def _runner(candidate: Candidate) -> tuple[BaseRunner, str]:
+    if candidate.kind == "simulated":
+        assert candidate.onnx_path is not None
+        return OnnxrtRunner(candidate.onnx_path, name="candidate"), "onnxruntime CPUExecutionProvider"
+    from trtforge.runners import TrtRunner
+
+    loaded = candidate.engine
+    text = f"TrtRunner, {loaded.trt.__name__} {loaded.trt.__version__}"
+    return TrtRunner(loaded.engine, loaded.trt, name="candidate"), text
+
+
+@dataclass
+class _Collected:
+    reference: dict[str, list[np.ndarray]]
+    candidate: dict[str, list[np.ndarray]]
+    samples: int = 0
+    dropped: int = 0
+    batches: int = 0
+    label_rows: list[tuple[int, int]] | None = None  # (first, size) of each batch used
+
+
+def _collect(
+    spec: Spec, model: ModelInfo, plan: inputs.Plan, reference: BaseRunner, candidate: BaseRunner,
+    log: Callable[[str], None],
+) -> _Collected:
+    outputs = [tensor.name for tensor in model.outputs]
+    collected = _Collected({name: [] for name in outputs}, {name: [] for name in outputs}, label_rows=[])
+    for batch in inputs.batches(spec, model, plan):
+        if not inputs.accepted(spec.profiles, batch.feed):
+            collected.dropped += batch.size
+            log(f"accuracy: {batch.label} skipped: its shapes fit no optimization profile")
+            continue
+        ref_out = reference.infer(batch.feed)
+        cand_out = ref_out if candidate is reference else candidate.infer(batch.feed)
+        for name in outputs:
+            if name not in cand_out:
+                produced = ", ".join(cand_out)
+                raise AccuracyError(f"output '{name}': the candidate does not produce it (outputs: {produced})")
+            if ref_out[name].shape != cand_out[name].shape:
+                raise AccuracyError(
+                    f"output '{name}': candidate shape {list(cand_out[name].shape)} differs from the "
+                    f"reference's {list(ref_out[name].shape)} ({batch.label})"
+                )
+            collected.reference[name].append(ref_out[name])
+            collected.candidate[name].append(cand_out[name])
+        collected.samples += batch.size
+        collected.batches += 1
+        assert collected.label_rows is not None
+        collected.label_rows.append((batch.first, batch.size))
+    if not collected.batches:
+        raise InvalidInputError(
+            f"{spec.origin.where('accuracy', 'data')}: no accuracy sample fits the spec's profiles; "
+            "give data whose shapes the profiles accept"
+        )
+    return collected
+
+
+def _tolerance_where(spec: Spec) -> Callable[[str], str]:
+    return lambda name: spec.origin.where("accuracy", "tolerances", name)
+
+
+def _joined(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """One array per output: batches stacked when their sample shapes agree, else flattened."""
+    if all(part.shape[1:] == parts[0].shape[1:] for part in parts) and parts[0].ndim > 0:
+        return np.concatenate(parts)
+    return np.concatenate([part.ravel() for part in parts])
+
+
+def evaluate_outputs(
+    spec: Spec,
+    model: ModelInfo,
+    reference: Mapping[str, Sequence[np.ndarray]],
+    candidate: Mapping[str, Sequence[np.ndarray]],
+    labels: np.ndarray | None,
+) -> list[OutputResult]:
+    """Metrics, limits and checks per output (pure, given the collected arrays)."""
+    names = [tensor.name for tensor in model.outputs]
+    results = []
+    classifiers = []
+    for name in names:
+        ref, cand = _joined(reference[name]), _joined(candidate[name])
+        classifier = metrics.is_classifier(ref)
+        if classifier:
+            classifiers.append(name)
+        measured = metrics.compare(ref, cand, classifier)
+        limits = tolerances.resolve(name, spec.precision, spec.accuracy.tolerances, classifier)
+        checks = tolerances.evaluate(name, measured, limits)
+        task = None
+        if labels is not None and classifier:
+            task = TaskAccuracy(
+                samples=len(labels),
+                reference=metrics.task_accuracy(ref, labels),
+                candidate=metrics.task_accuracy(cand, labels),
+            )
+        results.append(
+            OutputResult(
+                name=name,
+                classifier=classifier,
+                metrics={key: json_number(value) for key, value in measured.as_dict().items()},
+                tolerance=limits.model_dump(exclude_none=True),
+                checks=[
+                    CheckResult(
+                        limit_key=check.limit_key,
+                        metric=check.metric,
+                        bound=check.bound,
+                        value=json_number(check.value),  # type: ignore[arg-type]
+                        limit=check.limit,
+                        passed=check.passed,
+                        message=check.message,
+                    )
+                    for check in checks
+                ],
+                task_accuracy=task,
+            )
+        )
+    tolerances.check_names(spec.accuracy.tolerances, names, classifiers, _tolerance_where(spec))
+    if labels is not None and not classifiers:
+        raise InvalidInputError(
+            f"{spec.origin.where('accuracy', 'labels')}: accuracy.labels needs a classifier output "
+            f"(float [N, C]); outputs: {', '.join(names)}"
+        )
+    return results
+
+
+def _labels_for(plan: inputs.Plan, collected: _Collected, where: str) -> np.ndarray | None:
+    if plan.labels is None:
+        return None
+    assert collected.label_rows is not None
+    needed = max(first + size for first, size in collected.label_rows)
+    labels = inputs.load_labels(plan.labels, needed, where)
+    return np.concatenate([labels[first : first + size] for first, size in collected.label_rows])
+
+
+def run_gate(
+    spec: Spec,
+    model: ModelInfo,
+    candidate: Candidate,
+    *,
+    stem: str,
+    engine_file: str | None,
+    log: Callable[[str], None] = lambda _message: None,
+) -> AccuracyReport:
+    """Run reference and candidate over the gate's inputs and measure; never raises for a failed
+    limit (see ``raise_for_failures``), only for bad input or a runner that breaks."""
+    started = time.perf_counter()
+    names = [tensor.name for tensor in model.outputs]
+    tolerances.check_names(spec.accuracy.tolerances, names, names, _tolerance_where(spec))  # names, before running
+    plan = inputs.plan(spec, model)
+    reference = OnnxrtRunner(spec.model_path, name="reference")
+    if same_graph_as_reference(candidate, spec.model_path):
+        runner_text = "onnxruntime CPUExecutionProvider, the reference's own ONNX (identical by construction)"
+        with reference:
+            collected = _collect(spec, model, plan, reference, reference, log)
+    else:
+        candidate_runner, runner_text = _runner(candidate)
+        with reference, candidate_runner:
+            collected = _collect(spec, model, plan, reference, candidate_runner, log)
+    labels = _labels_for(plan, collected, spec.origin.where("accuracy", "labels"))
+    outputs = evaluate_outputs(spec, model, collected.reference, collected.candidate, labels)
+    failures = [check.message for out in outputs for check in out.checks if not check.passed]
+    return AccuracyReport(
+        name=spec.name,
+        precision=spec.precision,
+        stem=stem,
+        engine=engine_file,
+        passed=not failures,
+        candidate=CandidateInfo(
+            kind=candidate.kind,
+            runner=runner_text,
+            model=str(candidate.onnx_path) if candidate.onnx_path else None,
+            model_sha256=sha256_file(candidate.onnx_path) if candidate.onnx_path else None,
+            reason=candidate.reason,
+        ),
+        reference=ReferenceInfo(
+            runner=REFERENCE_RUNNER, model=str(spec.model_path), model_sha256=sha256_file(spec.model_path)
+        ),
+        data=DataInfo(
+            source=plan.source,
+            files=len(plan.files),
+            samples=collected.samples,
+            dropped=collected.dropped,
+            batches=collected.batches,
+            labels=str(plan.labels) if plan.labels else None,
+            seed=plan.seed,
+        ),
+        outputs=outputs,
+        failures=failures,
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def failure_message(report: AccuracyReport, report_file: Path | str) -> str:
+    """One line: the first exceeded limit (output, metric, value, limit), how many more, where to look."""
+    more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
+    return (
+        f"accuracy gate failed for {report.stem} ({report.candidate.kind} candidate): "
+        f"{report.failures[0]}{more}; report: {report_file}"
+    )
+
+
+def raise_for_failures(report: AccuracyReport, report_file: Path | str) -> None:
+    if not report.passed:
+        raise GateFailed(failure_message(report, report_file), report)
+
+
+def check_artifact(
+    spec: Spec,
+    model: ModelInfo,
+    manifest: Manifest,
+    engine: Path | bytes,
+    simulated_onnx: Path,
+    reporter: Reporter,
+    *,
+    env: Environment | None = None,
+    policy: LoadPolicy | None = None,
+) -> AccuracyReport:
+    """The gate for one artifact: pick the candidate on this host, run, show the table.
+
+    ``engine``: the artifact's path (``verify``), or the staged bytes of a build in progress.
+    ``policy``: the loader's policy (default: the loader's own; a build allows host code in
+    the engine it has just built itself).
+    """
+    from trtforge.accuracy.report import render
+    from trtforge.compat import DEFAULT_POLICY, detect_environment
+
+    env = env or detect_environment(flavor=manifest.tensorrt.flavor)
+    with open_candidate(manifest, engine, simulated_onnx, env, policy or DEFAULT_POLICY) as candidate:
+        reporter.info(f"{spec.name}: accuracy gate, candidate {candidate.kind} ({candidate.reason})")
+        report = run_gate(
+            spec, model, candidate, stem=manifest.stem, engine_file=manifest.artifact.file, log=reporter.info
+        )
+    render(report, reporter)
+    return report

@@ -1,0 +1,177 @@
+"""What the gate feeds both models: the spec's accuracy data, or seeded random inputs.
+
+Data files go through ``trtforge.data`` (the calibration data rules). Without data, every
+profile contributes its min, opt and max shapes (a static model its one shape), filled with
+seeded values: floats uniform in [0, 1) (the range of normalized images, so INT8 input
+quantizers see values they were calibrated for), integers in [0, 8), booleans at random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from trtforge.data import fixed_batch_size, iter_batches, plan_data
+from trtforge.errors import InvalidInputError, SpecError
+from trtforge.model import ModelInfo, TensorDesc
+from trtforge.spec import ShapeRange, Spec, expand_globs
+
+#: Seed of the random inputs (a fixed seed: the same spec always gets the same inputs).
+RANDOM_SEED = 0
+#: Largest batch the gate runs at once (a profile may cap it lower).
+MAX_GATE_BATCH = 64
+INT_HIGH = 8
+
+Shapes = dict[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One feed for both models; ``first`` is the index of its first sample in data order."""
+
+    feed: dict[str, np.ndarray]
+    first: int
+    label: str
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.feed.values())))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the inputs come from, for the report."""
+
+    source: Literal["files", "random"]
+    files: tuple[Path, ...]
+    samples: int
+    batch_size: int
+    labels: Path | None
+    seed: int | None
+
+
+def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> list[tuple[str, Shapes]]:
+    """Each profile's min, opt and max shapes for every input (duplicates dropped), or the static shape."""
+    static = {t.name: tuple(int(d) for d in t.shape if isinstance(d, int)) for t in model.inputs if not t.is_dynamic}
+    if not profiles:
+        if len(static) != len(model.inputs):
+            dynamic = [t.name for t in model.inputs if t.is_dynamic]
+            raise SpecError(f"input '{dynamic[0]}' is dynamic and the spec has no profiles: add 'profiles:'")
+        return [("static", static)]
+    sets: list[tuple[str, Shapes]] = []
+    seen: list[Shapes] = []
+    for index, profile in enumerate(profiles):
+        for which in ("min", "opt", "max"):
+            shapes = dict(static)
+            shapes.update({name: tuple(getattr(shape, which)) for name, shape in profile.items()})
+            if shapes not in seen:
+                seen.append(shapes)
+                sets.append((f"profile {index} {which}", shapes))
+    return sets
+
+
+def random_array(tensor: TensorDesc, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    dtype = np.dtype(tensor.dtype)
+    if np.issubdtype(dtype, np.floating):
+        return rng.random(shape, dtype=np.float64).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, INT_HIGH, shape).astype(dtype)
+    raise InvalidInputError(
+        f"input '{tensor.name}' has dtype {dtype}, for which no random data can be made; "
+        "give accuracy.data in the spec"
+    )
+
+
+def random_batches(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]], seed: int) -> list[Batch]:
+    rng = np.random.default_rng(seed)
+    batches = []
+    first = 0
+    for label, shapes in shape_sets(model, profiles):
+        feed = {tensor.name: random_array(tensor, shapes[tensor.name], rng) for tensor in model.inputs}
+        batch = Batch(feed, first, label)
+        batches.append(batch)
+        first += batch.size
+    return batches
+
+
+def _profile_accepts(profile: Mapping[str, ShapeRange], shapes: Shapes) -> bool:
+    for name, shape in profile.items():
+        got = shapes.get(name)
+        if got is None or len(got) != len(shape.min):
+            return False
+        if any(not low <= dim <= high for dim, low, high in zip(got, shape.min, shape.max, strict=True)):
+            return False
+    return True
+
+
+def accepted(profiles: Sequence[Mapping[str, ShapeRange]], feed: Mapping[str, np.ndarray]) -> bool:
+    """Would an engine built with these profiles take this feed? (Always, without profiles.)"""
+    shapes = {name: tuple(array.shape) for name, array in feed.items()}
+    return not profiles or any(_profile_accepts(profile, shapes) for profile in profiles)
+
+
+def gate_batch_size(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> int:
+    """The model's static batch, else the largest batch any profile allows, capped at MAX_GATE_BATCH."""
+    fixed = fixed_batch_size(model.inputs)
+    if fixed is not None:
+        return fixed
+    largest = max((shape.max[0] for profile in profiles for shape in profile.values() if shape.max), default=1)
+    return max(1, min(largest, MAX_GATE_BATCH))
+
+
+def plan(spec: Spec, model: ModelInfo) -> Plan:
+    """Check the data files (headers only) and the labels file before any model runs."""
+    accuracy = spec.accuracy
+    if not accuracy.data:
+        if accuracy.labels:
+            raise SpecError(
+                f"{spec.origin.where('accuracy', 'labels')}: accuracy.labels needs accuracy.data "
+                "(labels are matched to data samples in order)"
+            )
+        return Plan("random", (), 0, 0, None, RANDOM_SEED)
+    files = expand_globs(accuracy.data, spec.origin.where("accuracy", "data"))
+    data_plan = plan_data(files, model.inputs, accuracy.max_samples)
+    labels = Path(accuracy.labels) if accuracy.labels else None
+    if labels is not None and not labels.is_file():
+        raise SpecError(f"{spec.origin.where('accuracy', 'labels')}: labels file {labels} not found")
+    return Plan("files", data_plan.files, data_plan.samples, gate_batch_size(model, spec.profiles), labels, None)
+
+
+def load_labels(path: Path, needed: int, where: str) -> np.ndarray:
+    """Integer class labels, one per sample in data order; at least ``needed`` of them."""
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"{where}: cannot read labels {path} ({exc}); save them with np.save") from exc
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise InvalidInputError(
+            f"{where}: labels {path} must be a 1-D integer array (one class per sample), "
+            f"got {labels.dtype} {list(labels.shape)}"
+        )
+    if len(labels) < needed:
+        raise InvalidInputError(
+            f"{where}: labels {path} hold {len(labels)} entries, but the accuracy data has at least "
+            f"{needed} samples; give one label per sample, in data order"
+        )
+    return labels
+
+
+def batches(spec: Spec, model: ModelInfo, data: Plan) -> Iterator[Batch]:
+    """The feeds, in data order (random: one per profile shape)."""
+    if data.source == "random":
+        yield from random_batches(model, spec.profiles, RANDOM_SEED)
+        return
+    first = 0
+    for feed in iter_batches(data.files, model.inputs, data.batch_size, spec.accuracy.max_samples):
+        batch = Batch(feed, first, f"samples {first}..{first + len(next(iter(feed.values()))) - 1}")
+        first += batch.size
+        yield batch

@@ -1,0 +1,134 @@
+"""Metrics that compare a candidate's output with the reference's: pure numpy functions.
+
+Everything is computed in float64 on the flattened arrays, so FP16 outputs don't lose the
+precision the comparison itself needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: ``max_rel`` divides by ``max(|reference|, floor)`` with ``floor = REL_FLOOR_FRACTION * max|reference|``:
+#: a relative error is meaningless where the reference is almost zero (a logit of 1e-9 that comes
+#: back as 2e-9 is "100 % off" yet harmless), so tiny values are measured against the output's scale.
+REL_FLOOR_FRACTION = 1e-3
+#: The floor never drops below this, so an all-zero reference gives finite relative errors.
+REL_FLOOR_MIN = 1e-12
+
+
+@dataclass(frozen=True)
+class OutputMetrics:
+    """Everything measured on one output; ``top1`` only for classifier outputs."""
+
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    cosine: float
+    snr_db: float
+    top1: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.mean_abs,
+            "max_rel": self.max_rel,
+            "cosine": self.cosine,
+            "snr_db": self.snr_db,
+            "top1": self.top1,
+        }
+
+
+def _pair(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    cand = np.asarray(candidate, dtype=np.float64).ravel()
+    if ref.shape != cand.shape:
+        raise ValueError(f"reference has {ref.size} values, candidate {cand.size}: shapes differ")
+    return ref, cand
+
+
+def max_abs(reference: np.ndarray, candidate: np.ndarray) -> float:
+    ref, cand = _pair(reference, candidate)
+    return float(np.max(np.abs(cand - ref))) if ref.size else 0.0
+
+
+def mean_abs(reference: np.ndarray, candidate: np.ndarray) -> float:
+    ref, cand = _pair(reference, candidate)
+    return float(np.mean(np.abs(cand - ref))) if ref.size else 0.0
+
+
+def rel_floor(reference: np.ndarray) -> float:
+    """The denominator floor of ``max_rel`` for this reference (see REL_FLOOR_FRACTION)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    return max(REL_FLOOR_FRACTION * scale, REL_FLOOR_MIN)
+
+
+def max_rel(reference: np.ndarray, candidate: np.ndarray, floor: float | None = None) -> float:
+    """``max |c - r| / max(|r|, floor)``; the floor defaults to ``rel_floor(reference)``."""
+    ref, cand = _pair(reference, candidate)
+    if not ref.size:
+        return 0.0
+    floor = rel_floor(ref) if floor is None else floor
+    return float(np.max(np.abs(cand - ref) / np.maximum(np.abs(ref), floor)))
+
+
+def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Cosine similarity of the flattened outputs; two all-zero outputs are identical (1.0)."""
+    ref, cand = _pair(reference, candidate)
+    norms = float(np.linalg.norm(ref)) * float(np.linalg.norm(cand))
+    if norms == 0.0:
+        return 1.0 if not np.any(ref) and not np.any(cand) else 0.0
+    return float(np.dot(ref, cand) / norms)
+
+
+def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-noise ratio ``10 log10(sum r^2 / sum (c - r)^2)`` in dB; ``inf`` when identical."""
+    ref, cand = _pair(reference, candidate)
+    noise = float(np.sum((cand - ref) ** 2))
+    if noise == 0.0:
+        return math.inf
+    signal = float(np.sum(ref**2))
+    with np.errstate(all="ignore"):  # signal 0 -> -inf, NaN in the candidate -> nan: both fail the gate
+        return float(10.0 * np.log10(signal / noise))
+
+
+def is_classifier(array: np.ndarray) -> bool:
+    """A classifier output is a float ``[N, C]`` array with at least two classes."""
+    return array.ndim == 2 and array.shape[1] >= 2 and np.issubdtype(array.dtype, np.floating)
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Fraction of rows whose arg-max class is the same in both ``[N, C]`` outputs."""
+    if reference.shape != candidate.shape or reference.ndim != 2:
+        raise ValueError(f"top-1 needs two [N, C] arrays of one shape, got {reference.shape} and {candidate.shape}")
+    if not len(reference):
+        return 1.0
+    return float(np.mean(np.argmax(reference, axis=1) == np.argmax(candidate, axis=1)))
+
+
+def task_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows of ``[N, C]`` logits whose arg-max is the label."""
+    labels = np.asarray(labels).ravel()
+    if logits.ndim != 2 or len(logits) != len(labels):
+        raise ValueError(f"task accuracy needs [N, C] logits and N labels, got {logits.shape} and {labels.shape}")
+    if not len(labels):
+        return 0.0
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, classifier: bool | None = None) -> OutputMetrics:
+    """Every metric for one output (``classifier`` defaults to ``is_classifier(reference)``)."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"reference shape {reference.shape} differs from candidate shape {candidate.shape}")
+    classifier = is_classifier(reference) if classifier is None else classifier
+    return OutputMetrics(
+        max_abs=max_abs(reference, candidate),
+        mean_abs=mean_abs(reference, candidate),
+        max_rel=max_rel(reference, candidate),
+        cosine=cosine(reference, candidate),
+        snr_db=snr_db(reference, candidate),
+        top1=top1_agreement(reference, candidate) if classifier else None,
+    )

@@ -1,0 +1,328 @@
+"""The gate's report: one pydantic model, written as ``{stem}.accuracy.json``, summarized in the
+manifest, shown as a rich table, and exported as JUnit XML for CI test tabs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trtforge.fsutil import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from junitparser import TestSuite
+
+    from trtforge.console import Reporter
+
+SCHEMA_ID = "trtforge/accuracy/v1"
+REPORT_SUFFIX = ".accuracy.json"
+REJECTED_SUFFIX = ".rejected.accuracy.json"
+
+#: JSON has no inf or NaN: such a metric is written as one of these strings.
+Number = float | Literal["inf", "-inf", "nan"]
+
+
+def json_number(value: float | None) -> Number | None:
+    if value is None:
+        return None
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return float(value)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CheckResult(_Frozen):
+    limit_key: str
+    metric: str
+    bound: Literal["max", "min"]
+    value: Number
+    limit: float
+    passed: bool
+    message: str
+
+
+class TaskAccuracy(_Frozen):
+    """Share of labelled samples each model classifies correctly (arg-max == label)."""
+
+    samples: int
+    reference: float
+    candidate: float
+
+
+class OutputResult(_Frozen):
+    name: str
+    classifier: bool
+    metrics: dict[str, Number | None]
+    tolerance: dict[str, float]
+    checks: list[CheckResult]
+    task_accuracy: TaskAccuracy | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+class CandidateInfo(_Frozen):
+    """What was compared with the reference: the engine itself, or its ONNX simulation."""
+
+    kind: Literal["engine", "simulated"]
+    runner: str
+    model: str | None
+    model_sha256: str | None
+    reason: str
+
+
+class ReferenceInfo(_Frozen):
+    runner: str
+    model: str
+    model_sha256: str
+
+
+class DataInfo(_Frozen):
+    source: Literal["files", "random"]
+    files: int
+    samples: int
+    dropped: int
+    batches: int
+    labels: str | None
+    seed: int | None
+
+
+class AccuracyReport(_Frozen):
+    schema_: Literal["trtforge/accuracy/v1"] = Field(SCHEMA_ID, alias="schema")
+    name: str
+    precision: str
+    stem: str
+    engine: str | None
+    passed: bool
+    candidate: CandidateInfo
+    reference: ReferenceInfo
+    data: DataInfo
+    outputs: list[OutputResult]
+    failures: list[str]
+    created_utc: str
+    seconds: float
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def task_accuracies(self) -> dict[str, TaskAccuracy]:
+        return {out.name: out.task_accuracy for out in self.outputs if out.task_accuracy is not None}
+
+
+# ---------------------------------------------------------------- files and manifest
+
+
+def report_path(directory: Path, stem: str, rejected: bool = False) -> Path:
+    return directory / f"{stem}{REJECTED_SUFFIX if rejected else REPORT_SUFFIX}"
+
+
+def write_report(path: Path, report: AccuracyReport) -> Path:
+    atomic_write_text(path, report.to_json())
+    return path
+
+
+#: The manifest's ``accuracy`` when the spec turns the gate off.
+SKIPPED_SUMMARY: dict[str, Any] = {"skipped": True, "reason": "accuracy.enabled is false in the spec"}
+
+_SUMMARY_METRICS = ("cosine", "max_abs", "snr_db", "top1")
+
+
+def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
+    """The manifest's ``accuracy`` object: verdict, candidate kind, headline metrics, file name."""
+    return {
+        "passed": report.passed,
+        "candidate": report.candidate.kind,
+        "data": report.data.source,
+        "samples": report.data.samples,
+        "report": report_file,
+        "checked_utc": report.created_utc,
+        "outputs": {
+            out.name: {key: out.metrics[key] for key in _SUMMARY_METRICS if out.metrics.get(key) is not None}
+            for out in report.outputs
+        },
+        "task_accuracy": {
+            name: {"reference": task.reference, "candidate": task.candidate, "samples": task.samples}
+            for name, task in report.task_accuracies().items()
+        },
+    }
+
+
+# ---------------------------------------------------------------- terminal
+
+
+def _show(value: Number | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return f"{value:.8g}"
+
+
+def render(report: AccuracyReport, reporter: Reporter) -> None:
+    """A rich table of every check, then the task accuracy (with labels) side by side."""
+    from rich.table import Table
+
+    verdict = "[green]passed[/green]" if report.passed else "[bold red]FAILED[/bold red]"
+    title = (
+        f"accuracy {report.name} {report.precision}: {verdict} — candidate {report.candidate.kind} "
+        f"({report.candidate.runner}), {report.data.samples} samples "
+        + ("from files" if report.data.source == "files" else f"of seeded random data (seed {report.data.seed})")
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("output", "metric", "value", "limit", "result"):
+        table.add_column(column, justify="right" if column in ("value", "limit") else "left")
+    for out in report.outputs:
+        for check in out.checks:
+            relation = "<=" if check.bound == "max" else ">="
+            result = "[green]ok[/green]" if check.passed else "[bold red]FAIL[/bold red]"
+            table.add_row(out.name, check.metric, _show(check.value), f"{relation} {check.limit:g}", result)
+        measured = {check.metric for check in out.checks}
+        for metric, value in out.metrics.items():
+            if metric not in measured and value is not None:
+                table.add_row(out.name, metric, _show(value), "", "[dim]info[/dim]")
+    reporter.render(table)
+    for name, task in report.task_accuracies().items():
+        reporter.info(
+            f"task accuracy of '{name}' on {task.samples} labelled samples: "
+            f"reference {task.reference:.2%}, candidate {task.candidate:.2%}"
+        )
+
+
+# ---------------------------------------------------------------- JUnit
+
+
+def junit_suite(report: AccuracyReport) -> TestSuite:
+    """One suite per artifact, one test case per (output, limit): CI shows each limit as a test."""
+    from junitparser import Failure, TestCase, TestSuite
+
+    suite = TestSuite(f"accuracy.{report.stem}")
+    suite.add_property("candidate", report.candidate.kind)
+    suite.add_property("candidate_runner", report.candidate.runner)
+    suite.add_property("data", f"{report.data.samples} samples ({report.data.source})")
+    for name, task in report.task_accuracies().items():
+        suite.add_property(f"task_accuracy.{name}", f"reference {task.reference:.4f}, candidate {task.candidate:.4f}")
+    count = sum(len(out.checks) for out in report.outputs)
+    for out in report.outputs:
+        for check in out.checks:  # the gate's time spread over its checks, so the suite's sum is right
+            case = TestCase(check.limit_key, classname=f"{report.stem}.{out.name}", time=report.seconds / max(count, 1))
+            case.system_out = check.message
+            if not check.passed:
+                case.result = [Failure(check.message, "AccuracyError")]
+            suite.add_testcase(case)
+    return suite
+
+
+def junit_problem_suite(name: str, message: str, exit_code: int) -> TestSuite:
+    """A suite for a spec that never reached the gate (build failed, bad spec, ...)."""
+    from junitparser import Error, TestCase, TestSuite
+
+    suite = TestSuite(f"accuracy.{name}")
+    case = TestCase("build", classname=name, time=0.0)
+    case.result = [Error(message, f"exit {exit_code}")]
+    suite.add_testcase(case)
+    return suite
+
+
+def junit_skipped_suite(name: str, reason: str) -> TestSuite:
+    from junitparser import Skipped, TestCase, TestSuite
+
+    suite = TestSuite(f"accuracy.{name}")
+    case = TestCase("accuracy", classname=name, time=0.0)
+    case.result = [Skipped(reason)]
+    suite.add_testcase(case)
+    return suite
+
+
+def write_junit(path: Path, suites: Sequence[TestSuite]) -> Path:
+    """All suites in one ``<testsuites>`` document, written atomically."""
+    from junitparser import JUnitXml
+
+    document = JUnitXml("trtforge")
+    for suite in suites:
+        suite.update_statistics()
+        document.add_testsuite(suite)
+    document.update_statistics()
+    atomic_write_bytes(path, b'<?xml version="1.0" encoding="utf-8"?>\n' + document.tostring())
+    return path
+
+
+# ---------------------------------------------------------------- side by side (make demo)
+
+
+def read_report(path: Path) -> AccuracyReport:
+    import json
+
+    return AccuracyReport.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def side_by_side(reports: Sequence[AccuracyReport]) -> list[dict[str, Any]]:
+    """One row per report (e.g. the fp32, fp16 and int8 builds of one model), classifier outputs first."""
+    order = {"fp32": 0, "fp16": 1, "int8": 2}
+    rows = []
+    for report in sorted(reports, key=lambda r: (r.name, order.get(r.precision, 9), r.stem)):
+        for out in sorted(report.outputs, key=lambda o: not o.classifier):
+            task = out.task_accuracy
+            rows.append(
+                {
+                    "name": report.name,
+                    "precision": report.precision,
+                    "output": out.name,
+                    "candidate": report.candidate.kind,
+                    "samples": report.data.samples,
+                    "cosine": out.metrics.get("cosine"),
+                    "max_abs": out.metrics.get("max_abs"),
+                    "top1_agreement": out.metrics.get("top1"),
+                    "reference_accuracy": task.reference if task else None,
+                    "candidate_accuracy": task.candidate if task else None,
+                    "passed": out.passed,
+                }
+            )
+    return rows
+
+
+def render_side_by_side(rows: Sequence[dict[str, Any]], reporter: Reporter, title: str = "accuracy") -> None:
+    """Compact enough for an 80-column CI log: one table per model output, one row per precision."""
+    from rich.table import Table
+
+    columns = {
+        "precision": "prec", "candidate": "candidate", "samples": "n", "cosine": "cosine",
+        "top1_agreement": "top-1", "reference_accuracy": "ref acc", "candidate_accuracy": "acc", "passed": "gate",
+    }  # fmt: skip
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["name"], row["output"]), []).append(row)
+    for (name, output), members in groups.items():
+        table = Table(title=f"{title}: {name}, output '{output}'", title_justify="left")
+        for key, header in columns.items():
+            table.add_column(header, justify="left" if key in ("precision", "candidate") else "right", no_wrap=True)
+        for row in members:
+            cells = []
+            for key in columns:
+                value = row[key]
+                if key.endswith("_accuracy") and isinstance(value, float):
+                    cells.append(f"{value:.2%}")
+                elif key == "passed":
+                    cells.append("[green]pass[/green]" if value else "[bold red]FAIL[/bold red]")
+                elif isinstance(value, float):
+                    cells.append(f"{value:.6f}" if key == "cosine" else f"{value:.4f}")
+                else:
+                    cells.append("-" if value is None else str(value))
+            table.add_row(*cells)
+        reporter.render(table)
+        reporter.info("ref acc: the FP32 ONNX in onnxruntime; acc: the candidate; top-1: share of equal top classes")

@@ -1,0 +1,112 @@
+"""Which limits apply to which output, and whether a measurement meets them: pure rules.
+
+Resolution, most specific last (each key set at a later level wins, unset keys are inherited):
+per-precision defaults, then the spec's ``"*"`` entry, then the spec's entry for the output name.
+``top1_min`` applies only to classifier outputs (float ``[N, C]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from trtforge.accuracy.metrics import OutputMetrics
+from trtforge.errors import SpecError, did_you_mean
+from trtforge.spec import Tolerance
+
+#: Defaults when a spec sets none (DESIGN.md "Spec"). Polygraphy's 1e-5 fails correct FP16
+#: engines, so the limits follow what each precision can honestly deliver.
+DEFAULT_TOLERANCES: Mapping[str, Tolerance] = {
+    "fp32": Tolerance(cosine_min=0.99999),
+    "fp16": Tolerance(cosine_min=0.999),
+    "int8": Tolerance(cosine_min=0.98, top1_min=0.95),
+}
+
+#: tolerance key -> (metric it limits, whether the limit is an upper or a lower bound)
+LIMITS: Mapping[str, tuple[str, Literal["max", "min"]]] = {
+    "max_abs": ("max_abs", "max"),
+    "mean_abs": ("mean_abs", "max"),
+    "max_rel": ("max_rel", "max"),
+    "cosine_min": ("cosine", "min"),
+    "snr_db_min": ("snr_db", "min"),
+    "top1_min": ("top1", "min"),
+}
+
+WILDCARD = "*"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One limit applied to one output's measurement."""
+
+    output: str
+    limit_key: str
+    metric: str
+    bound: Literal["max", "min"]
+    value: float
+    limit: float
+    passed: bool
+
+    @property
+    def message(self) -> str:
+        relation = ("<=" if self.passed else ">") if self.bound == "max" else (">=" if self.passed else "<")
+        value = format_value(self.value)
+        return f"output '{self.output}': {self.metric} {value} {relation} {self.limit_key} {self.limit:g}"
+
+
+def format_value(value: float) -> str:
+    """Short, exact enough for a log line; ``nan``/``inf`` spelled out."""
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    return f"{value:.8g}"
+
+
+def resolve(
+    output: str, precision: str, tolerances: Mapping[str, Tolerance], classifier: bool
+) -> Tolerance:
+    """The limits for ``output`` (see the module docstring for the order)."""
+    merged: dict[str, float] = {}
+    for layer in (DEFAULT_TOLERANCES[precision], tolerances.get(WILDCARD), tolerances.get(output)):
+        if layer is not None:
+            merged.update(layer.model_dump(exclude_none=True))
+    if not classifier:
+        merged.pop("top1_min", None)
+    return Tolerance(**merged)
+
+
+def evaluate(output: str, metrics: OutputMetrics, tolerance: Tolerance) -> list[Check]:
+    """Every limit set in ``tolerance`` checked against ``metrics``; NaN never passes."""
+    measured = metrics.as_dict()
+    checks = []
+    for key, (metric, bound) in LIMITS.items():
+        limit = getattr(tolerance, key)
+        value = measured[metric]
+        if limit is None or value is None:
+            continue
+        ok = value <= limit if bound == "max" else value >= limit
+        checks.append(Check(output, key, metric, bound, float(value), float(limit), bool(ok and not math.isnan(value))))
+    return checks
+
+
+def check_names(
+    tolerances: Mapping[str, Tolerance],
+    outputs: Sequence[str],
+    classifiers: Sequence[str],
+    where: Callable[[str], str],
+) -> None:
+    """Spec tolerance keys must name real outputs; ``top1_min`` by name needs a classifier output."""
+    for name, tolerance in tolerances.items():
+        if name == WILDCARD:
+            continue
+        if name not in outputs:
+            raise SpecError(
+                f"{where(name)}: accuracy.tolerances names output '{name}', which the model does not have"
+                f"{did_you_mean(name, outputs)} (outputs: {', '.join(outputs)}; '*' means all)"
+            )
+        if tolerance.top1_min is not None and name not in classifiers:
+            raise SpecError(
+                f"{where(name)}: top1_min for output '{name}', which is not a classifier output "
+                "(float [N, C]); remove top1_min or set it on a classifier output"
+            )

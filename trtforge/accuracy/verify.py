@@ -1,0 +1,136 @@
+"""``trtforge verify``: run the accuracy gate again on an artifact that already exists.
+
+The spec supplies the ONNX model and the data; it must be the spec the engine was built from
+(the manifest's ``source`` hashes say so). The report is always written beside the engine; the
+manifest's ``accuracy`` is updated too, unless the manifest is signed (nothing rewrites a signed
+manifest: its signature covers it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trtforge.accuracy.gate import GateFailed, check_artifact, failure_message
+from trtforge.accuracy.report import AccuracyReport, report_path, summary, write_report
+from trtforge.console import Reporter
+from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import (
+    ENGINE_SUFFIX,
+    MANIFEST_SUFFIX,
+    Manifest,
+    engine_path_for,
+    manifest_path_for,
+    read_manifest,
+    write_manifest,
+)
+from trtforge.spec import Spec
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    engine: Path
+    report: AccuracyReport
+    report_file: Path
+    manifest_updated: bool
+
+
+def engine_of(path: Path) -> Path:
+    """``x.engine`` or ``x.manifest.json`` -> ``x.engine``; anything else is a usage error."""
+    if path.name.endswith(MANIFEST_SUFFIX):
+        return engine_path_for(path)
+    if path.name.endswith(ENGINE_SUFFIX):
+        return path
+    raise InvalidInputError(f"{path}: not an engine; pass an .engine file (or its .manifest.json) and --spec SPEC")
+
+
+def source_mismatch(spec: Spec, manifest: Manifest, onnx_sha256: str) -> str | None:
+    """Why ``manifest`` was not built from ``spec`` and its model (None when it was)."""
+    source = manifest.source
+    if source.onnx_sha256 != onnx_sha256:
+        return (
+            f"model {spec.model_path} (sha256 {onnx_sha256[:12]}…) is not the ONNX the engine was built from "
+            f"(sha256 {source.onnx_sha256[:12]}…)"
+        )
+    if source.spec_sha256 != spec.origin.sha256:
+        return (
+            f"spec {spec.origin.path} (sha256 {spec.origin.sha256[:12]}…) differs from the one the engine was "
+            f"built from (sha256 {source.spec_sha256[:12]}…)"
+        )
+    return None
+
+
+def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path | None = None) -> VerifyOutcome:
+    """The gate on one existing artifact; raises GateFailed (exit 4) after writing the report."""
+    from trtforge.build import default_cache_dir, prepare_precision
+    from trtforge.model import describe, load_onnx
+    from trtforge.spec import check_profiles
+
+    engine = engine_of(engine)
+    manifest = read_manifest(engine)
+    if not engine.is_file():
+        raise InvalidInputError(f"{engine}: engine file not found (its manifest is there); pull or rebuild it")
+    mismatch = source_mismatch(spec, manifest, sha256_file(spec.model_path))
+    if mismatch:
+        raise InvalidInputError(
+            f"{engine.name}: refused: {mismatch}; verify it with the spec it was built from, or rebuild it "
+            f"with trtforge build {spec.origin.path}"
+        )
+    if sha256_file(engine) != manifest.artifact.sha256:
+        raise IncompatibleEngineError(
+            f"{engine}: sha256 differs from the manifest's: the file is damaged or not the engine this "
+            "manifest describes; pull or rebuild it",
+            reasons=["sha256"],
+        )
+    model = load_onnx(spec.model_path)
+    info = describe(model, spec.model_path)
+    del model
+    check_profiles(spec, info)
+    flavor = manifest.tensorrt.flavor
+    major = int(manifest.tensorrt.version.split(".")[0])
+    prepared = prepare_precision(spec, info, (flavor, major), cache_dir or default_cache_dir(), reporter)
+    report = check_artifact(spec, info, manifest, engine, prepared.candidate_onnx, reporter)
+    report_file = write_report(report_path(engine.parent, manifest.stem), report)
+    signed = manifest.signature is not None
+    if signed:
+        reporter.info(f"{engine.name}: signed manifest left unchanged; report in {report_file}")
+    else:
+        write_manifest(manifest_path_for(engine), manifest.replace(accuracy=summary(report, report_file.name)))
+    if not report.passed:
+        raise GateFailed(failure_message(report, report_file), report)
+    return VerifyOutcome(engine, report, report_file, manifest_updated=not signed)
+
+
+def find_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
+    """Engines in ``out_dir`` built from this spec and its model (matched by the source hashes)."""
+    if not out_dir.is_dir():
+        raise InvalidInputError(
+            f"{out_dir}: no such folder; build first (trtforge build {spec.origin.path} --out {out_dir}) or pass --out"
+        )
+    onnx_sha256 = sha256_file(spec.model_path)
+    matches: list[Path] = []
+    mismatches: list[str] = []
+    for path in sorted(out_dir.glob(f"{spec.name}-{spec.precision}-*{MANIFEST_SUFFIX}")):
+        try:
+            manifest = read_manifest(path)
+        except (InvalidInputError, IncompatibleEngineError):
+            continue
+        if manifest.name != spec.name or manifest.precision != spec.precision:
+            continue
+        mismatch = source_mismatch(spec, manifest, onnx_sha256)
+        if mismatch:
+            mismatches.append(f"{path.name}: {mismatch}")
+        else:
+            matches.append(engine_path_for(path))
+    if matches:
+        return matches
+    if mismatches:
+        raise InvalidInputError(
+            f"{out_dir}: no engine built from this spec and model ({mismatches[0]}); rebuild with "
+            f"trtforge build {spec.origin.path} --out {out_dir}"
+        )
+    raise InvalidInputError(
+        f"{out_dir}: no {spec.precision} engine named '{spec.name}'; build it first "
+        f"(trtforge build {spec.origin.path} --out {out_dir}), or pass ENGINE --spec SPEC"
+    )
