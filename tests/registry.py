@@ -1,0 +1,147 @@
+"""A real OCI registry on 127.0.0.1 for the publish/pull tests, and real engines to publish.
+
+The registry is Debian's ``docker-registry`` (the CNCF distribution registry, 2.8), installed
+with ``apt-get install -y docker-registry``; ``start_registry`` writes its config (a free port,
+filesystem storage in a temporary folder), serves it, waits until ``/v2/`` answers and stops it
+after. Tests that need it skip with ``SKIP_REASON`` when the binary is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BINARY = shutil.which("docker-registry")
+SKIP_REASON = (
+    "docker-registry is not installed (apt-get install -y docker-registry): the OCI tests need a real registry"
+)
+DIGITS_ONNX = Path(__file__).resolve().parents[1] / "calibration" / "digits" / "digits_cnn.onnx"
+DIGITS_PROFILE = "  - input: {min: [1, 1, 8, 8], opt: [16, 1, 8, 8], max: [64, 1, 8, 8]}"
+START_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class RunningRegistry:
+    host: str
+    storage: Path
+    log: Path
+
+    def uri(self, repository: str) -> str:
+        return f"oci://{self.host}/{repository}"
+
+    def blob(self, digest: str) -> Path:
+        """Where the filesystem driver keeps a blob's bytes (to damage one on purpose)."""
+        hex_digest = digest.removeprefix("sha256:")
+        return self.storage / "docker" / "registry" / "v2" / "blobs" / "sha256" / hex_digest[:2] / hex_digest / "data"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _config(port: int, storage: Path, htpasswd: Path | None) -> str:
+    auth = f"auth:\n  htpasswd:\n    realm: trtforge-tests\n    path: {htpasswd}\n" if htpasswd else ""
+    return (
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"{auth}"
+    )
+
+
+def _answers(host: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}/v2/", timeout=1) as response:
+            return response.status == 200
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # up, and asking for credentials
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def start_registry(workdir: Path, htpasswd: Path | None = None) -> Iterator[RunningRegistry]:
+    """Serve a registry until the block ends; retries another port if the chosen one was taken meanwhile."""
+    if BINARY is None:
+        pytest.skip(SKIP_REASON)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(3):
+        port = free_port()
+        storage = workdir / f"storage-{port}"
+        config = workdir / f"config-{port}.yml"
+        log = workdir / f"registry-{port}.log"
+        config.write_text(_config(port, storage, htpasswd), encoding="utf-8")
+        with open(log, "wb") as log_file:
+            process = subprocess.Popen([BINARY, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT)
+        host = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None and not _answers(host):
+            time.sleep(0.05)
+        if process.poll() is None and _answers(host):
+            try:
+                yield RunningRegistry(host, storage, log)
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            return
+        process.kill()
+        process.wait()
+        if attempt == 2:
+            raise RuntimeError(f"docker-registry did not start: {log.read_text(errors='replace')[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    """One registry for the session; tests use their own repositories in it."""
+    with start_registry(tmp_path_factory.mktemp("oci-registry")) as running:
+        yield running
+
+
+def build_engine(
+    folder: Path,
+    *,
+    name: str = "digits-cnn",
+    targets: Sequence[str] = ("8.6",),
+    model: Path = DIGITS_ONNX,
+    profiles: str = DIGITS_PROFILE,
+    spec_name: str = "spec.yaml",
+    build: str = "",
+) -> Path:
+    """A real TensorRT-RTX fp32 engine (about a second) in ``folder/out``; returns the .engine path.
+
+    ``build`` is the spec's ``build:`` section as flow YAML, e.g. ``{version_compatible: true}``.
+    """
+    from rich.console import Console
+
+    from trtforge.build import build_spec
+    from trtforge.console import Reporter
+    from trtforge.spec import load_spec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    listed = ", ".join(f'"{cc}"' for cc in targets)
+    spec = folder / spec_name
+    spec.write_text(
+        f"name: {name}\nmodel: {model}\nprecision: fp32\nbackend: tensorrt-rtx\ntargets: [{listed}]\n"
+        f"profiles:\n{profiles}\naccuracy: {{enabled: false}}\n" + (f"build: {build}\n" if build else ""),
+        encoding="utf-8",
+    )
+    quiet = Reporter(Console(file=io.StringIO()), interactive=False)
+    return build_spec(load_spec(spec), folder / "out", quiet).engine

@@ -1,0 +1,220 @@
+"""dir://: a plain directory registry with the build output's layout, never showing half an artifact."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from models import conv_net
+from registry import build_engine
+from typer.testing import CliRunner
+
+from trtforge.cli import app
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import manifest_path_for, read_manifest
+from trtforge.publish import DirLocation, load_local_artifact
+from trtforge.publish.directory import DirRegistry
+
+pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+
+runner = CliRunner()
+CONV_PROFILE = "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}"
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("dir-engines")
+    return {
+        "8.6": build_engine(root / "a", targets=["8.6"]),
+        "8.9": build_engine(root / "b", targets=["8.9"]),
+        "multi": build_engine(root / "c", targets=["8.6", "8.9", "12.0"]),
+    }
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+def test_layout_is_the_build_output_layout(engines: dict[str, Path], tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    for engine in engines.values():
+        code, out, err = cli("publish", str(engine), "--to", f"dir://{registry}", "--json")
+        assert code == 0, err
+        assert json.loads(out)["status"] == "published"
+    expected = sorted(
+        name for engine in engines.values() for name in (engine.name, manifest_path_for(engine).name)
+    )
+    assert [name for name in listing(registry) if not name.startswith(".")] == expected
+    assert listing(registry) == sorted([*expected, ".trtforge.lock"])  # no staged leftovers
+    for engine in engines.values():
+        assert (registry / engine.name).read_bytes() == engine.read_bytes()
+        assert manifest_path_for(registry / engine.name).read_bytes() == manifest_path_for(engine).read_bytes()
+        assert (registry / engine.name).stat().st_mode & 0o044 == 0o044, "registry files are readable by others"
+    # a build output folder is itself a registry: pull straight from one
+    out = tmp_path / "pulled"
+    code, stdout, err = cli("pull", f"dir://{engines['8.9'].parent}", "--name", "digits-cnn", "--cc", "8.9",
+                            "--out", str(out), "--json")
+    assert code == 0, err
+    assert Path(json.loads(stdout)["engine"]).name == engines["8.9"].name
+
+
+def test_same_engine_no_op_other_engine_needs_force(engines: dict[str, Path], tmp_path: Path) -> None:
+    registry = f"dir://{tmp_path / 'registry'}"
+    engine = engines["8.6"]
+    assert cli("publish", str(engine), "--to", registry)[0] == 0
+    stamp = (tmp_path / "registry" / engine.name).stat().st_mtime_ns
+    code, _, err = cli("publish", str(engine), "--to", registry)
+    assert code == 0 and "unchanged" in err and "nothing to do" in err
+    assert (tmp_path / "registry" / engine.name).stat().st_mtime_ns == stamp
+
+    other = build_engine(tmp_path / "other", model=conv_net(tmp_path / "conv.onnx", seed=3), profiles=CONV_PROFILE)
+    assert other.name == engine.name
+    code, _, err = cli("publish", str(other), "--to", registry)
+    assert code == 6 and "--force" in err and "Traceback" not in err
+    assert sha256_file(tmp_path / "registry" / engine.name) == read_manifest(engine).artifact.sha256
+    code, out, err = cli("publish", str(other), "--to", registry, "--force", "--json")
+    assert code == 0 and json.loads(out)["status"] == "replaced"
+    assert sha256_file(tmp_path / "registry" / engine.name) == read_manifest(other).artifact.sha256
+    assert read_manifest(tmp_path / "registry" / engine.name).artifact.sha256 == read_manifest(other).artifact.sha256
+
+
+def test_a_changed_manifest_around_the_same_engine_is_kept_unless_forced(
+    engines: dict[str, Path], tmp_path: Path
+) -> None:
+    engine = tmp_path / "local" / engines["8.6"].name
+    engine.parent.mkdir()
+    shutil.copy2(engines["8.6"], engine)
+    shutil.copy2(manifest_path_for(engines["8.6"]), manifest_path_for(engine))
+    registry = f"dir://{tmp_path / 'registry'}"
+    assert cli("publish", str(engine), "--to", registry)[0] == 0
+    assert cli("keygen", str(tmp_path / "key"))[0] == 0
+    assert cli("sign", str(engine), "--key", str(tmp_path / "key"))[0] == 0
+    code, out, _ = cli("publish", str(engine), "--to", registry, "--json")
+    assert code == 0 and json.loads(out)["status"] == "unchanged" and "--force" in json.loads(out)["detail"]
+    assert read_manifest(tmp_path / "registry" / engine.name).signature is None
+    code, out, _ = cli("publish", str(engine), "--to", registry, "--force", "--json")
+    assert code == 0 and json.loads(out)["status"] == "replaced"
+    assert read_manifest(tmp_path / "registry" / engine.name).signature is not None
+
+
+def test_pull_by_target_and_nothing_fits(engines: dict[str, Path], tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    for engine in engines.values():
+        assert cli("publish", str(engine), "--to", f"dir://{registry}")[0] == 0
+    out = tmp_path / "pulled"
+    code, stdout, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "12.0",
+                            "--out", str(out), "--json")
+    assert code == 0, err
+    document = json.loads(stdout)
+    assert Path(document["engine"]).name == engines["multi"].name
+    assert {Path(e["reference"]).name for e in document["rejected"]} == {engines["8.6"].name, engines["8.9"].name}
+    assert sha256_file(out / engines["multi"].name) == read_manifest(engines["multi"]).artifact.sha256
+
+    code, stdout, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "9.0", "--json",
+                            "--out", str(tmp_path / "none"))
+    assert code == 5
+    assert len(json.loads(stdout)["rejected"]) == 3 and "9.0" in err
+    assert not (tmp_path / "none").exists()
+    code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--for-this-machine", "--cc", "8.6")
+    assert code == 2 and "exclude each other" in err
+
+
+def test_damaged_engine_in_the_registry_is_refused_and_nothing_written(
+    engines: dict[str, Path], tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry"
+    assert cli("publish", str(engines["8.6"]), "--to", f"dir://{registry}")[0] == 0
+    stored = registry / engines["8.6"].name
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    stored.write_bytes(bytes(data))
+    out = tmp_path / "pulled"
+    out.mkdir()
+    (out / "keep.txt").write_text("unrelated")
+    code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", str(out))
+    assert code == 5 and "sha256" in err and "nothing written" in err
+    assert listing(out) == ["keep.txt"]
+    # the next publish of the good engine sees the damage: it is not "the same content"
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", f"dir://{registry}")
+    assert code == 6 and "different engine" in err
+    assert cli("publish", str(engines["8.6"]), "--to", f"dir://{registry}", "--force")[0] == 0
+
+
+def test_half_written_artifacts_are_never_candidates(engines: dict[str, Path], tmp_path: Path) -> None:
+    """What an interrupted publish can leave: a staged hidden file, an engine whose manifest never came."""
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    engine = engines["8.9"]
+    shutil.copy2(engine, registry / f".{engine.name}.abc123.tmp")
+    shutil.copy2(manifest_path_for(engine), registry / f".{manifest_path_for(engine).name}.def456.tmp")
+    shutil.copy2(engines["8.6"], registry / engines["8.6"].name)  # engine renamed in, manifest not yet
+    listing_ = DirRegistry(DirLocation(registry)).candidates("digits-cnn", None)
+    assert listing_.candidates == ()
+    code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.9", "--out", str(tmp_path / "o"))
+    assert code == 5 and "holds: nothing" in err
+    # the next publish simply overwrites the orphan
+    assert cli("publish", str(engines["8.6"]), "--to", f"dir://{registry}")[0] == 0
+    (candidate,) = DirRegistry(DirLocation(registry)).candidates("digits-cnn", None).candidates
+    assert Path(candidate.reference).name == engines["8.6"].name
+
+
+def test_interrupted_publish_leaves_the_registry_as_it_was(
+    engines: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the manifest is being written: no half artifact, no staged leftovers."""
+    from trtforge.publish import local
+
+    registry = tmp_path / "registry"
+    real = local.staged_file
+    calls = {"n": 0}
+
+    def interrupted_on_second(final: Path):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(final)
+
+    monkeypatch.setattr(local, "staged_file", interrupted_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        DirRegistry(DirLocation(registry)).publish(load_local_artifact(engines["8.6"]))
+    monkeypatch.undo()
+    assert [name for name in listing(registry) if name.endswith(".manifest.json")] == []
+    assert not [name for name in listing(registry) if name.endswith(".tmp")]
+    assert DirRegistry(DirLocation(registry)).candidates("digits-cnn", None).candidates == ()
+    assert cli("publish", str(engines["8.6"]), "--to", f"dir://{registry}")[0] == 0
+    assert len(DirRegistry(DirLocation(registry)).candidates("digits-cnn", None).candidates) == 1
+
+
+def test_missing_or_unusable_registry_directory(engines: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "pulled"
+    code, _, err = cli("pull", f"dir://{tmp_path / 'nope'}", "--name", "digits-cnn", "--cc", "8.6", "--out", str(out))
+    assert code == 6 and "no such directory" in err and "Traceback" not in err
+    assert not out.exists()
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", f"dir://{tmp_path / 'file'}")
+    assert code == 2 and "is a file" in err
+    if os.geteuid() != 0:  # root writes anywhere: the permission case only means something for users
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        code, _, err = cli("publish", str(engines["8.6"]), "--to", f"dir://{locked}")
+        assert code == 6 and "Permission denied" in err
+
+
+def test_for_this_machine_needs_a_gpu_or_a_target(engines: dict[str, Path], tmp_path: Path) -> None:
+    from trtforge.compat import NO_GPU_MESSAGE, detect_gpus
+
+    if detect_gpus():
+        pytest.skip("this host has a GPU: the no-GPU message does not apply")
+    registry = f"dir://{tmp_path / 'registry'}"
+    assert cli("publish", str(engines["8.6"]), "--to", registry)[0] == 0
+    code, _, err = cli("pull", registry, "--name", "digits-cnn", "--for-this-machine", "--out", str(tmp_path / "o"))
+    assert code == 5 and NO_GPU_MESSAGE in err
+    assert not (tmp_path / "o").exists()

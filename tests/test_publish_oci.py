@@ -1,0 +1,407 @@
+"""oci://: real TensorRT-RTX engines pushed to and pulled from a real registry on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from models import conv_net
+from registry import RunningRegistry, build_engine, free_port, oci_registry  # noqa: F401  (fixture)
+from typer.testing import CliRunner
+
+from trtforge.cli import app
+from trtforge.compat import Target, select_engine
+from trtforge.errors import InvalidInputError
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import Manifest, manifest_path_for, read_manifest
+from trtforge.publish import OciLocation, load_local_artifact, parse_location
+from trtforge.publish.oci import (
+    ARTIFACT_TYPE,
+    ENGINE_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE,
+    OciRegistry,
+    annotations,
+)
+from trtforge.publish.pulling import target_environments
+
+pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+
+runner = CliRunner()
+CONV_PROFILE = "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}"
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The digits model built for sm86, sm89, sm86.sm89.sm120 in one engine, and, built last (the
+    newest), a version-compatible sm89 engine that selection must still rank below plain ones."""
+    root = tmp_path_factory.mktemp("oci-engines")
+    return {
+        "8.6": build_engine(root / "a", targets=["8.6"]),
+        "8.9": build_engine(root / "b", targets=["8.9"]),
+        "multi": build_engine(root / "c", targets=["8.6", "8.9", "12.0"]),
+        "vc": build_engine(root / "d", targets=["8.9"], build="{version_compatible: true}"),
+    }
+
+
+@pytest.fixture
+def repository(oci_registry: RunningRegistry, request: pytest.FixtureRequest) -> str:  # noqa: F811
+    """A fresh repository per test (the registry is shared by the session)."""
+    return oci_registry.uri(f"tests/{request.node.name.lower().replace('_', '-')}")
+
+
+def publish_all(uri: str, engines: dict[str, Path]) -> None:
+    for engine in engines.values():
+        code, _, err = cli("publish", str(engine), "--to", uri, "--insecure")
+        assert code == 0, err
+
+
+def registry_json(host: str, path: str, accept: str = "application/vnd.oci.image.manifest.v1+json") -> dict:
+    response = requests.get(f"http://{host}/v2/{path}", headers={"Accept": accept}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_publish_writes_one_artifact_with_documented_types_and_annotations(
+    oci_registry: RunningRegistry,  # noqa: F811
+    repository: str,
+    engines: dict[str, Path],
+) -> None:
+    engine = engines["8.6"]
+    manifest = read_manifest(engine)
+    code, out, err = cli("publish", str(engine), "--to", repository, "--insecure", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["status"] == "published"
+    assert document["tag"] == manifest.tag and document["sha256"] == manifest.artifact.sha256
+    repo = repository.removeprefix(f"oci://{oci_registry.host}/")
+    assert registry_json(oci_registry.host, f"{repo}/tags/list")["tags"] == [manifest.stem]
+    image = registry_json(oci_registry.host, f"{repo}/manifests/{manifest.stem}")
+    assert image["artifactType"] == ARTIFACT_TYPE
+    assert document["digest"].startswith("sha256:")
+    engine_layer, manifest_layer = image["layers"]
+    assert engine_layer["mediaType"] == ENGINE_MEDIA_TYPE
+    assert engine_layer["digest"] == f"sha256:{manifest.artifact.sha256}"
+    assert engine_layer["size"] == engine.stat().st_size
+    assert engine_layer["annotations"]["org.opencontainers.image.title"] == engine.name
+    assert manifest_layer["mediaType"] == MANIFEST_MEDIA_TYPE
+    assert manifest_layer["digest"] == f"sha256:{sha256_file(manifest_path_for(engine))}"
+    notes = image["annotations"]
+    assert notes == annotations(manifest)
+    assert notes["dev.trtforge.tag"] == manifest.tag == "rtx1.7-sm86-linux_x86_64"
+    assert notes["dev.trtforge.flavor"] == "tensorrt-rtx"
+    assert notes["dev.trtforge.tensorrt.version"] == manifest.tensorrt.version
+    assert notes["dev.trtforge.gpu.compute-capabilities"] == "8.6"
+    assert notes["dev.trtforge.precision"] == "fp32"
+    assert notes["dev.trtforge.sha256"] == manifest.artifact.sha256
+
+
+def test_same_engine_again_is_a_no_op(oci_registry: RunningRegistry, repository: str, engines: dict[str, Path]) -> None:  # noqa: F811
+    engine = engines["8.9"]
+    assert cli("publish", str(engine), "--to", repository, "--insecure")[0] == 0
+    repo = repository.removeprefix(f"oci://{oci_registry.host}/")
+    stem = read_manifest(engine).stem
+    before = requests.head(f"http://{oci_registry.host}/v2/{repo}/manifests/{stem}", timeout=10, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
+    code, out, err = cli("publish", str(engine), "--to", repository, "--insecure", "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "unchanged"
+    assert "nothing to do" in json.loads(out)["detail"]
+    after = requests.head(f"http://{oci_registry.host}/v2/{repo}/manifests/{stem}", timeout=10, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
+    assert before == after
+
+
+def test_different_engine_under_the_tag_needs_force(
+    repository: str, engines: dict[str, Path], tmp_path: Path
+) -> None:
+    original = engines["8.6"]
+    # the same name, precision and target from another model: same tag, other bytes
+    other = build_engine(tmp_path / "other", model=conv_net(tmp_path / "conv.onnx", seed=5), profiles=CONV_PROFILE)
+    assert read_manifest(other).stem == read_manifest(original).stem
+    assert cli("publish", str(original), "--to", repository, "--insecure")[0] == 0
+    code, _, err = cli("publish", str(other), "--to", repository, "--insecure")
+    assert code == 6
+    assert "already holds a different engine" in err and "--force" in err and "Traceback" not in err
+    code, out, err = cli("publish", str(other), "--to", repository, "--insecure", "--force", "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "replaced"
+    pulled = tmp_path / "pulled"
+    code, _, err = cli("pull", repository, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", str(pulled))
+    assert code == 0, err
+    assert sha256_file(pulled / other.name) == read_manifest(other).artifact.sha256
+
+
+def test_pull_selects_among_targets_like_the_loader(
+    repository: str, engines: dict[str, Path], tmp_path: Path
+) -> None:
+    publish_all(repository, engines)
+    out = tmp_path / "pulled"
+    code, stdout, err = cli(
+        "pull", repository, "--name", "digits-cnn", "--cc", "8.9", "--insecure", "--out", str(out), "--json"
+    )
+    assert code == 0, err
+    document = json.loads(stdout)
+    chosen = read_manifest(Path(document["engine"]))
+    assert "8.9" in chosen.gpu.compute_capabilities
+    assert not chosen.tensorrt.version_compatible, "a plain engine ranks above a version-compatible one"
+    assert read_manifest(engines["vc"]).stem == "digits-cnn-fp32-rtx1-sm89-linux_x86_64"
+    # exactly what the loader's selection picks among the same manifests (listed in tag order, as registries list)
+    manifests = sorted((read_manifest(engine) for engine in engines.values()), key=lambda m: m.stem)
+    env = target_environments(Target.from_flags(cc="8.9"))[-1]
+    best, rejected = select_engine([(m, m.stem) for m in manifests], env)
+    assert best is not None and best[0].stem == chosen.stem
+    assert [r.manifest.stem for r in rejected] == [read_manifest(engines["8.6"]).stem]
+    assert [entry["problems"][0]["rule"] for entry in document["rejected"]] == ["gpu"]
+    assert sha256_file(Path(document["engine"])) == chosen.artifact.sha256
+    assert sorted(p.name for p in out.iterdir()) == sorted([chosen.artifact.file, chosen.stem + ".manifest.json"])
+
+    code, stdout, err = cli("pull", repository, "--name", "digits-cnn", "--cc", "sm_120", "--insecure",
+                            "--out", str(tmp_path / "b"), "--json")
+    assert code == 0, err
+    assert read_manifest(Path(json.loads(stdout)["engine"])).stem == read_manifest(engines["multi"]).stem
+
+
+def test_nothing_fits_exits_5_listing_every_candidate(
+    repository: str, engines: dict[str, Path], tmp_path: Path
+) -> None:
+    publish_all(repository, engines)
+    out = tmp_path / "none"
+    code, stdout, err = cli(
+        "pull", repository, "--name", "digits-cnn", "--cc", "7.5", "--insecure", "--out", str(out), "--json"
+    )
+    assert code == 5
+    document = json.loads(stdout)
+    assert document["status"] == "incompatible"
+    assert {entry["reference"].rsplit(":", 1)[1] for entry in document["rejected"]} == {
+        read_manifest(engine).stem for engine in engines.values()
+    }
+    assert all(entry["problems"][0]["rule"] == "gpu" for entry in document["rejected"])
+    for engine in engines.values():
+        assert read_manifest(engine).stem in err
+    assert "7.5" in err and "Traceback" not in err
+    assert not out.exists()
+
+    code, _, err = cli("pull", repository, "--name", "digits-cnn", "--precision", "int8", "--cc", "8.6",
+                       "--insecure", "--out", str(out))
+    assert code == 5
+    assert "no artifact named 'digits-cnn' (int8)" in err and read_manifest(engines["8.6"]).stem in err
+    code, _, err = cli("pull", repository, "--name", "digits-cnn", "--precision", "fp23", "--insecure")
+    assert code == 2 and "did you mean 'fp32'" in err
+
+
+def test_pull_again_is_a_no_op_and_foreign_tags_are_listed_not_pulled(
+    repository: str, engines: dict[str, Path], tmp_path: Path
+) -> None:
+    assert cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")[0] == 0
+    out = tmp_path / "pulled"
+    args = ("pull", repository, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", str(out), "--json")
+    assert json.loads(cli(*args)[1])["status"] == "pulled"
+    assert json.loads(cli(*args)[1])["status"] == "unchanged"
+    code, _, err = cli("pull", repository, "--name", "other-model", "--cc", "8.6", "--insecure", "--out", str(out))
+    assert code == 5
+    assert "holds: digits-cnn-fp32-rtx1.7-sm86-linux_x86_64" in err
+
+
+def test_corrupted_blob_is_detected_and_nothing_is_written(
+    oci_registry: RunningRegistry,  # noqa: F811
+    repository: str,
+    tmp_path: Path,
+) -> None:
+    # an engine of its own: blobs are shared across repositories, so damage only this one
+    engine = build_engine(tmp_path / "own", model=conv_net(tmp_path / "own.onnx", seed=11), profiles=CONV_PROFILE)
+    assert cli("publish", str(engine), "--to", repository, "--insecure")[0] == 0
+    blob = oci_registry.blob(f"sha256:{read_manifest(engine).artifact.sha256}")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    out = tmp_path / "pulled"
+    code, _, err = cli("pull", repository, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", str(out))
+    assert code == 5
+    assert "sha256" in err and "nothing written" in err and "Traceback" not in err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_registry_down_exits_6_quickly_and_writes_nothing(engines: dict[str, Path], tmp_path: Path) -> None:
+    dead = f"oci://127.0.0.1:{free_port()}/tests/down"
+    started = time.monotonic()
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", dead, "--insecure")
+    assert code == 6
+    assert "cannot reach registry" in err and "connection refused" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    out = tmp_path / "pulled"
+    code, stdout, err = cli("pull", dead, "--name", "digits-cnn", "--cc", "8.6", "--insecure",
+                            "--out", str(out), "--json")
+    assert code == 6 and json.loads(stdout)["exit_code"] == 6
+    assert "cannot reach registry" in err
+    assert not out.exists()
+    assert time.monotonic() - started < 15, "a dead registry must fail fast, not retry for minutes"
+
+
+def test_a_registry_stopped_between_listing_and_download(
+    engines: dict[str, Path], tmp_path: Path
+) -> None:
+    from registry import start_registry
+
+    from trtforge.publish.pulling import PullRequest, pull_artifact
+
+    with start_registry(tmp_path / "short-lived") as running:
+        uri = running.uri("tests/stopped")
+        assert cli("publish", str(engines["8.6"]), "--to", uri, "--insecure")[0] == 0
+        registry = OciRegistry(parse_location(uri), insecure=True)  # type: ignore[arg-type]
+        listing = registry.candidates("digits-cnn", None)
+    out = tmp_path / "pulled"
+    from trtforge.errors import RegistryError
+
+    class Stale:
+        uri = registry.uri
+
+        def candidates(self, name: str, precision: str | None) -> object:
+            return listing
+
+        def fetch(self, candidate: object, into: Path) -> None:
+            registry.fetch(candidate, into)  # type: ignore[arg-type]
+
+    request = PullRequest("digits-cnn", None, target_environments(Target.from_flags(cc="8.6")))
+    with pytest.raises(RegistryError, match="cannot reach registry"):
+        pull_artifact(Stale(), request, out)  # type: ignore[arg-type]
+    assert not out.exists()
+
+
+def test_plain_http_needs_insecure(repository: str, engines: dict[str, Path]) -> None:
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", repository)
+    assert code == 6
+    assert "--insecure" in err
+
+
+def test_large_engines_go_up_in_chunks(repository: str, engines: dict[str, Path], tmp_path: Path) -> None:
+    """The chunked (PATCH) upload path, forced with a tiny threshold, round-trips the bytes."""
+    engine = engines["multi"]
+    registry = OciRegistry(parse_location(repository), insecure=True, chunked_above=1024, chunk_size=64 * 1024)  # type: ignore[arg-type]
+    assert registry.publish(load_local_artifact(engine)).status == "published"
+    fresh = OciRegistry(parse_location(repository), insecure=True)  # type: ignore[arg-type]
+    (candidate,) = fresh.candidates("digits-cnn", "fp32").candidates
+    target = tmp_path / "engine"
+    fresh.fetch(candidate, target)
+    assert sha256_file(target) == read_manifest(engine).artifact.sha256
+
+
+def test_signature_policy_picks_the_signed_artifact(
+    repository: str, engines: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    signed = tmp_path / "signed" / engines["multi"].name
+    signed.parent.mkdir()
+    shutil.copy2(engines["multi"], signed)
+    shutil.copy2(manifest_path_for(engines["multi"]), manifest_path_for(signed))
+    assert cli("keygen", str(tmp_path / "key"))[0] == 0
+    code, _, err = cli("sign", str(signed), "--key", str(tmp_path / "key"))
+    assert code == 0, err
+    assert cli("publish", str(signed), "--to", repository, "--insecure")[0] == 0
+    assert cli("publish", str(engines["8.9"]), "--to", repository, "--insecure")[0] == 0
+    out = tmp_path / "pulled"
+    code, stdout, err = cli("pull", repository, "--name", "digits-cnn", "--cc", "8.9", "--insecure", "--out", str(out),
+                            "--require-signature", "--trusted-key", str(tmp_path / "key.pub"), "--json")
+    assert code == 0, err
+    document = json.loads(stdout)
+    assert Path(document["engine"]).name == signed.name
+    assert [entry["problems"][0]["rule"] for entry in document["rejected"]] == ["signature"]
+    assert read_manifest(Path(document["engine"])).signature is not None
+    code, _, err = cli("pull", repository, "--name", "digits-cnn", "--require-signature", "--insecure")
+    assert code == 2 and "--trusted-key" in err
+
+
+def test_publishing_a_damaged_artifact_is_refused(engines: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    engine = tmp_path / engines["8.6"].name
+    shutil.copy2(engines["8.6"], engine)
+    shutil.copy2(manifest_path_for(engines["8.6"]), manifest_path_for(engine))
+    data = bytearray(engine.read_bytes())
+    data[100] ^= 0x01
+    engine.write_bytes(bytes(data))
+    code, _, err = cli("publish", str(engine), "--to", "oci://127.0.0.1:1/never/reached", "--insecure")
+    assert code == 5 and "refusing to publish" in err and "sha256" in err
+    code, _, err = cli("publish", str(tmp_path / "missing.engine"), "--to", "dir:///tmp/x")
+    assert code == 2 and "not found" in err
+
+
+@pytest.mark.parametrize(
+    ("uri", "needle"),
+    [
+        ("s3://bucket/models", "unknown registry scheme"),
+        ("ocy://host/repo", "did you mean 'oci'"),
+        ("oci://host", "needs a host and a repository"),
+        ("oci://host/Repo", "not a valid OCI repository name"),
+        ("oci://host/repo:latest", "give the repository only"),
+        ("oci://user:secret@host/repo", "credentials do not belong in the URI"),
+        ("just/a/path", "not a registry URI"),
+        ("dir://", "no path"),
+    ],
+)
+def test_bad_uris_are_usage_errors(uri: str, needle: str) -> None:
+    with pytest.raises(InvalidInputError, match=needle):
+        parse_location(uri)
+    code, _, err = cli("pull", uri, "--name", "x")
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_oci_location_keeps_dotted_namespaces() -> None:
+    location = parse_location("oci://localhost:5000/my.team/models/digits")
+    assert location == OciLocation("localhost:5000", "my.team/models/digits")
+    container = OciRegistry(location)._container("tag-1")  # type: ignore[arg-type]
+    assert container.manifest_url() == "localhost:5000/v2/my.team/models/digits/manifests/tag-1"
+
+
+def test_annotations_describe_the_manifest(engines: dict[str, Path]) -> None:
+    manifest: Manifest = read_manifest(engines["multi"])
+    notes = annotations(manifest)
+    assert notes["dev.trtforge.gpu.compute-capabilities"] == "8.6,8.9,12.0"
+    assert notes["dev.trtforge.signed"] == "false"
+    assert notes["org.opencontainers.image.title"] == manifest.stem
+
+
+def test_credentials_from_the_environment_or_the_docker_config(
+    engines: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry with htpasswd (basic) authentication: no credentials, wrong ones, env, docker config."""
+    import base64
+
+    from registry import start_registry
+
+    bcrypt = pytest.importorskip("bcrypt", reason="bcrypt writes the registry's htpasswd file (pip install bcrypt)")
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("ci:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    monkeypatch.delenv("TRTFORGE_REGISTRY_USERNAME", raising=False)
+    monkeypatch.delenv("TRTFORGE_REGISTRY_PASSWORD", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))  # never the developer's own login
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    engine = str(engines["8.6"])
+    with start_registry(tmp_path / "auth", htpasswd=htpasswd) as running:
+        uri = running.uri("tests/auth")
+        code, _, err = cli("publish", engine, "--to", uri, "--insecure")
+        assert code == 6 and "user name and password" in err and "TRTFORGE_REGISTRY_USERNAME" in err
+        monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", "ci")
+        monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", "wrong")
+        code, _, err = cli("publish", engine, "--to", uri, "--insecure")
+        assert code == 6 and "HTTP 401" in err and "docker login" in err
+        monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", "s3cret")
+        code, _, err = cli("publish", engine, "--to", uri, "--insecure")
+        assert code == 0, err
+        monkeypatch.delenv("TRTFORGE_REGISTRY_USERNAME")
+        monkeypatch.delenv("TRTFORGE_REGISTRY_PASSWORD")
+        (tmp_path / "docker").mkdir()
+        token = base64.b64encode(b"ci:s3cret").decode()
+        (tmp_path / "docker" / "config.json").write_text(json.dumps({"auths": {running.host: {"auth": token}}}))
+        out = tmp_path / "pulled"
+        code, _, err = cli("pull", uri, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", str(out))
+        assert code == 0, err
+        assert (out / engines["8.6"].name).is_file()

@@ -1,0 +1,262 @@
+"""triton://: a Triton model repository with config.pbtxt generated from the manifests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from models import conv_net
+from registry import build_engine
+from typer.testing import CliRunner
+
+from trtforge.cli import app
+from trtforge.compat import preference
+from trtforge.errors import InvalidInputError
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import Manifest, TensorInfo, read_manifest
+from trtforge.publish import TritonLocation
+from trtforge.publish.triton import TritonRegistry, versions
+from trtforge.publish.triton_config import build_config, edited_by_hand, parse_config, warmup_samples
+
+pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+
+runner = CliRunner()
+TWO_PROFILES = (
+    "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
+    "  - input: {min: [4, 3, 16, 16], opt: [8, 3, 16, 16], max: [16, 3, 16, 16]}"
+)
+TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("triton-engines")
+    conv = conv_net(root / "conv.onnx")
+    return {
+        "8.6": build_engine(root / "a", targets=["8.6"]),
+        "8.9": build_engine(root / "b", targets=["8.9"]),
+        "multi": build_engine(root / "c", targets=["8.6", "8.9", "12.0"]),
+        "conv": build_engine(root / "d", targets=["8.6"], model=conv, profiles=TWO_PROFILES),
+    }
+
+
+def config_of(repository: Path, name: str = "digits-cnn") -> tuple[str, object]:
+    text = (repository / name / "config.pbtxt").read_text()
+    return text, parse_config(text)
+
+
+def test_config_matches_the_manifest_field_by_field(engines: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    code, out, err = cli("publish", str(engines["8.6"]), "--to", f"triton://{repository}", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    manifest = read_manifest(engines["8.6"])
+    plan = repository / "digits-cnn" / "1" / f"model.{manifest.tag}.plan"
+    assert document["reference"] == str(plan) and document["version"] == 1
+    assert plan.read_bytes() == engines["8.6"].read_bytes()
+    assert read_manifest(plan.with_name(f"model.{manifest.tag}.manifest.json")) == manifest
+    text, config = config_of(repository)
+    assert not edited_by_hand(text)
+    assert config.name == manifest.name == "digits-cnn"
+    assert config.platform == "tensorrt_plan"
+    assert config.HasField("max_batch_size") and config.max_batch_size == 0
+    inputs = [t for t in manifest.io if t.mode == "input"]
+    outputs = [t for t in manifest.io if t.mode == "output"]
+    assert [(i.name, list(i.dims)) for i in config.input] == [(t.name, t.shape) for t in inputs]
+    assert [(o.name, list(o.dims)) for o in config.output] == [(t.name, t.shape) for t in outputs]
+    data_type = config.DESCRIPTOR.file.enum_types_by_name["DataType"]
+    for configured, tensor in zip([*config.input, *config.output], [*inputs, *outputs], strict=True):
+        assert data_type.values_by_number[configured.data_type].name == TYPES[tensor.dtype]
+    assert list(config.input[0].dims) == [-1, 1, 8, 8]  # dynamic batch stays in the dims
+    (group,) = config.instance_group
+    assert list(group.profile) == [str(i) for i in range(len(manifest.profiles))] == ["0"]
+    assert dict(config.cc_model_filenames) == {"8.6": plan.name}
+    assert not config.default_model_filename
+    shapes = manifest.profiles[0]["input"]
+    assert [(w.name, w.batch_size, list(w.inputs["input"].dims), w.inputs["input"].zero_data)
+            for w in config.model_warmup] == [
+        ("profile0_min", 1, shapes["min"], True),
+        ("profile0_opt", 1, shapes["opt"], True),
+        ("profile0_max", 1, shapes["max"], True),
+    ]
+    assert all(data_type.values_by_number[w.inputs["input"].data_type].name == "TYPE_FP32"
+               for w in config.model_warmup)
+    assert "will not load this TensorRT-RTX engine" in err
+    assert document["warnings"] and "TensorRT-RTX" in document["warnings"][0]
+    assert "WARNING: Triton's tensorrt_plan backend" in text
+
+
+def _tritons_model_config() -> object:
+    """Triton's own generated ``model_config_pb2``, loaded by path: ``tritonclient.grpc``'s package
+    import needs grpcio, the generated module itself only protobuf."""
+    import importlib.util
+
+    found = importlib.util.find_spec("tritonclient")
+    if found is None or not found.submodule_search_locations:
+        pytest.skip("tritonclient is not installed (pip install tritonclient): no reference schema to compare with")
+    path = Path(next(iter(found.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
+    spec = importlib.util.spec_from_file_location("_triton_model_config_pb2", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_config_parses_with_tritons_own_schema(engines: dict[str, Path], tmp_path: Path) -> None:
+    from google.protobuf import text_format
+
+    from trtforge.publish.triton_config import model_config_class
+
+    reference = _tritons_model_config()
+    repository = tmp_path / "models"
+    assert cli("publish", str(engines["conv"]), "--to", f"triton://{repository}")[0] == 0
+    text, ours = config_of(repository)
+    theirs = text_format.Parse(text, reference.ModelConfig())  # type: ignore[attr-defined]
+    assert theirs.platform == "tensorrt_plan" and theirs.max_batch_size == 0
+    assert list(theirs.instance_group[0].profile) == ["0", "1"] and len(theirs.model_warmup) == 5
+    mirrored = model_config_class()()
+    mirrored.ParseFromString(theirs.SerializeToString())  # every field survives Triton's schema
+    ours.ClearField("max_batch_size")  # proto3 does not carry an explicit zero: compare the rest
+    assert mirrored == ours
+
+    def same_fields(mine: object, real: object, where: str = "ModelConfig") -> None:
+        for field in mine.fields:  # type: ignore[attr-defined]
+            other = real.fields_by_name.get(field.name)  # type: ignore[attr-defined]
+            assert other is not None, f"{where}.{field.name} is not in Triton's schema"
+            assert (field.number, field.type) == (other.number, other.type), f"{where}.{field.name}"
+            if field.message_type is not None:
+                same_fields(field.message_type, other.message_type, f"{where}.{field.name}")
+            if field.enum_type is not None:
+                for value in field.enum_type.values:
+                    assert other.enum_type.values_by_name[value.name].number == value.number
+
+    same_fields(model_config_class().DESCRIPTOR, reference.ModelConfig.DESCRIPTOR)  # type: ignore[attr-defined]
+
+
+def test_engines_for_other_gpus_share_a_version_chosen_by_cc(engines: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    for key in ("8.6", "8.9", "multi"):
+        code, out, err = cli("publish", str(engines[key]), "--to", f"triton://{repository}", "--json")
+        assert code == 0, err
+        assert json.loads(out)["version"] == 1
+    model = repository / "digits-cnn"
+    assert versions(model) == [1]
+    plans = {p.name: read_manifest(p.with_name(p.name.removesuffix(".plan") + ".manifest.json"))
+             for p in (model / "1").glob("*.plan")}
+    assert len(plans) == 3
+    _, config = config_of(repository)
+    by_cc = dict(config.cc_model_filenames)
+    assert set(by_cc) == {"8.6", "8.9", "12.0"}
+    for cc, filename in by_cc.items():
+        able = [(preference(m), name) for name, m in plans.items() if cc in m.gpu.compute_capabilities]
+        assert filename == min(able)[1], f"{cc}: the plan the loader would prefer"
+    assert by_cc["12.0"] == f"model.{read_manifest(engines['multi']).tag}.plan"
+
+
+def test_another_build_starts_the_next_version(engines: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    assert cli("publish", str(engines["8.6"]), "--to", f"triton://{repository}")[0] == 0
+    other = build_engine(tmp_path / "v2", model=conv_net(tmp_path / "v2.onnx", seed=2), targets=["8.9"],
+                         profiles="  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}")
+    code, out, err = cli("publish", str(other), "--to", f"triton://{repository}", "--json")
+    assert code == 0, err
+    assert json.loads(out)["version"] == 2
+    assert versions(repository / "digits-cnn") == [1, 2]
+    _, config = config_of(repository)
+    assert dict(config.cc_model_filenames) == {"8.9": f"model.{read_manifest(other).tag}.plan"}
+    assert list(config.input[0].dims) == [-1, 3, 16, 16]
+    # pull serves what Triton serves: the newest version
+    out_dir = tmp_path / "pulled"
+    code, stdout, err = cli("pull", f"triton://{repository}", "--name", "digits-cnn", "--cc", "8.9",
+                            "--out", str(out_dir), "--json")
+    assert code == 0, err
+    assert sha256_file(Path(json.loads(stdout)["engine"])) == read_manifest(other).artifact.sha256
+    code, _, err = cli("pull", f"triton://{repository}", "--name", "digits-cnn", "--cc", "8.6")
+    assert code == 5 and "8.6" in err
+
+
+def test_two_profiles_are_listed_and_every_shape_warmed(engines: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    manifest = read_manifest(engines["conv"])
+    assert cli("publish", str(engines["conv"]), "--to", f"triton://{repository}")[0] == 0
+    _, config = config_of(repository)
+    assert list(config.instance_group[0].profile) == ["0", "1"]
+    warmed = [(w.name, list(w.inputs["input"].dims)) for w in config.model_warmup]
+    # profile1's min equals profile0's max: warmed once
+    assert warmed == [
+        ("profile0_min", [1, 3, 16, 16]),
+        ("profile0_opt", [2, 3, 16, 16]),
+        ("profile0_max", [4, 3, 16, 16]),
+        ("profile1_opt", [8, 3, 16, 16]),
+        ("profile1_max", [16, 3, 16, 16]),
+    ]
+    every_shape = {tuple(p["input"][k]) for p in manifest.profiles for k in ("min", "opt", "max")}
+    assert {tuple(dims) for _, dims in warmed} == every_shape
+
+
+def test_same_engine_no_op_and_other_engine_needs_force(engines: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    uri = f"triton://{repository}"
+    assert cli("publish", str(engines["8.6"]), "--to", uri)[0] == 0
+    code, out, _ = cli("publish", str(engines["8.6"]), "--to", uri, "--json")
+    assert code == 0 and json.loads(out)["status"] == "unchanged"
+    other = build_engine(tmp_path / "other", model=conv_net(tmp_path / "c.onnx", seed=4),
+                         profiles="  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}")
+    code, _, err = cli("publish", str(other), "--to", uri)
+    assert code == 6 and "--force" in err
+    code, out, err = cli("publish", str(other), "--to", uri, "--force", "--json")
+    assert code == 0 and json.loads(out)["status"] == "replaced" and json.loads(out)["version"] == 1
+    _, config = config_of(repository)
+    assert list(config.input[0].dims) == [-1, 3, 16, 16]
+
+
+def test_a_hand_edited_config_is_kept(engines: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    uri = f"triton://{repository}"
+    assert cli("publish", str(engines["8.6"]), "--to", uri)[0] == 0
+    config_path = repository / "digits-cnn" / "config.pbtxt"
+    edited = config_path.read_text().replace("count: 1", "count: 2")
+    config_path.write_text(edited)
+    code, out, err = cli("publish", str(engines["8.9"]), "--to", uri, "--json")
+    assert code == 0, err
+    assert any("edited by hand" in warning for warning in json.loads(out)["warnings"])
+    assert config_path.read_text() == edited
+    assert cli("publish", str(engines["multi"]), "--to", uri, "--force")[0] == 0
+    text, config = config_of(repository)
+    assert not edited_by_hand(text) and set(config.cc_model_filenames) == {"8.6", "8.9", "12.0"}
+
+
+def test_half_written_versions_are_invisible(engines: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    assert cli("publish", str(engines["8.6"]), "--to", f"triton://{repository}")[0] == 0
+    staged = repository / "digits-cnn" / ".2.x1y2.tmp"  # what an interrupted publish of version 2 leaves
+    shutil.copytree(repository / "digits-cnn" / "1", staged)
+    assert versions(repository / "digits-cnn") == [1]
+    listing = TritonRegistry(TritonLocation(repository)).candidates("digits-cnn", None)
+    assert [Path(c.reference).parent.name for c in listing.candidates] == ["1"]
+    code, out, _ = cli("publish", str(engines["8.9"]), "--to", f"triton://{repository}", "--json")
+    assert code == 0 and json.loads(out)["version"] == 1
+    assert not [p for p in (repository / "digits-cnn").iterdir() if p.name.endswith(".tmp") and p != staged]
+
+
+def test_types_triton_cannot_carry_are_refused(engines: dict[str, Path]) -> None:
+    manifest: Manifest = read_manifest(engines["8.6"])
+    fp8 = manifest.replace(io=[TensorInfo(name="input", mode="input", dtype="float8_e4m3", shape=[-1, 1, 8, 8]),
+                               *manifest.io[1:]])
+    with pytest.raises(InvalidInputError, match="float8_e4m3, which Triton has no data type for"):
+        build_config("digits-cnn", [(fp8, "model.plan")])
+    no_profile = manifest.replace(profiles=[])
+    with pytest.raises(InvalidInputError, match="no profile gives its shapes"):
+        warmup_samples(no_profile)
+
+
+def test_missing_repository_on_pull(tmp_path: Path) -> None:
+    code, _, err = cli("pull", f"triton://{tmp_path / 'none'}", "--name", "digits-cnn", "--cc", "8.6")
+    assert code == 6 and "no such directory" in err

@@ -1,0 +1,202 @@
+"""``publish``, ``pull``: engines into registries, and the one that fits out of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from trtforge.cli.common import JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
+
+app = typer.Typer()
+
+InsecureOption = Annotated[
+    bool, typer.Option("--insecure", help="Plain HTTP for oci:// (a local registry); HTTPS otherwise.")
+]
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@app.command()
+@exits_cleanly
+def publish(
+    engine: Annotated[
+        Path, typer.Argument(help="An .engine file (its .manifest.json sits beside it), or the manifest.")
+    ],
+    to: Annotated[
+        str, typer.Option("--to", help="oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH.", show_default=False)
+    ],
+    insecure: InsecureOption = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a different engine already published under the same tag.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish ENGINE and its manifest; the same engine again is a no-op, another one needs --force (else exit 6)."""
+    from trtforge.publish import load_local_artifact, open_registry, parse_location
+
+    try:
+        location = parse_location(to)
+        artifact = load_local_artifact(engine)
+        outcome = open_registry(location, insecure=insecure).publish(artifact, force=force)
+    except TrtforgeError as exc:
+        if as_json:
+            emit_json({"status": "failed", "to": to, "engine": str(engine), "exit_code": exc.exit_code,
+                       "error": str(exc)})
+        raise
+    console = reporter()
+    for warning in outcome.warnings:
+        console.warn(warning)
+    if as_json:
+        emit_json(
+            {
+                "status": outcome.status,
+                "to": location.uri,
+                "reference": outcome.reference,
+                "name": artifact.manifest.name,
+                "precision": artifact.manifest.precision,
+                "tag": artifact.manifest.tag,
+                "sha256": artifact.manifest.artifact.sha256,
+                "detail": outcome.detail,
+                "warnings": list(outcome.warnings),
+                **outcome.extra,
+            }
+        )
+        return
+    if outcome.status == "unchanged":
+        console.info(f"unchanged: {outcome.detail}")
+        return
+    console.success(f"{outcome.status} {outcome.reference}" + (f" ({outcome.detail})" if outcome.detail else ""))
+
+
+@app.command()
+@exits_cleanly
+def pull(
+    uri: Annotated[str, typer.Argument(help="oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH.")],
+    name: Annotated[str, typer.Option("--name", help="Artifact name (the spec's name).", show_default=False)],
+    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | int8 (default: any).")] = None,
+    for_this_machine: Annotated[
+        bool,
+        typer.Option(
+            "--for-this-machine", help="Pick for this host's runtimes and GPU (the default without target flags)."
+        ),
+    ] = False,
+    flavor: Annotated[str | None, typer.Option(help="Target runtime: tensorrt | tensorrt-rtx.")] = None,
+    trt_version: Annotated[
+        str | None, typer.Option("--trt-version", help="Target runtime version (default: the installed one).")
+    ] = None,
+    cc: Annotated[
+        str | None, typer.Option("--cc", help="Target GPU compute capability: 8.6, sm86 or sm_86 (default: GPU 0).")
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option(help="Target platform: linux_x86_64, linux_aarch64, win_amd64.")
+    ] = None,
+    require_signature: Annotated[
+        bool, typer.Option("--require-signature", help="Only artifacts whose manifest a trusted key signed.")
+    ] = False,
+    trusted_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trusted-key", help="Public key (PEM) that may sign; repeatable (default: $TRTFORGE_TRUSTED_KEY)."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the engine and its manifest go.")] = Path("."),
+    insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Download the best artifact for this machine (or the target the flags describe); exit 5 if none fits."""
+    from trtforge.publish import NoCompatibleArtifactError
+
+    request: Any = None
+    try:
+        request = _pull_request(name, precision, for_this_machine, flavor, trt_version, cc, platform,
+                                require_signature, trusted_key)
+        outcome = _pull(uri, request, out, insecure)
+    except NoCompatibleArtifactError as exc:
+        if as_json:
+            emit_json(_refusal_document(uri, request, exc))
+        raise
+    except TrtforgeError as exc:
+        if as_json:
+            emit_json({"status": "failed", "from": uri, "exit_code": exc.exit_code, "error": str(exc)})
+        raise
+    rejected = [{"reference": ref, "problems": [p.to_dict() for p in found]} for ref, found in outcome.rejected]
+    if as_json:
+        emit_json(
+            {
+                "status": outcome.status,
+                "from": uri,
+                "source": outcome.source,
+                "engine": str(outcome.engine),
+                "manifest": str(outcome.manifest_path),
+                "tag": outcome.manifest.tag,
+                "sha256": outcome.manifest.artifact.sha256,
+                "environment": outcome.environment.to_dict(),
+                "rejected": rejected,
+            }
+        )
+        return
+    console = reporter()
+    verb = "already here" if outcome.status == "unchanged" else "pulled"
+    console.success(f"{verb}: {outcome.engine} (from {outcome.source}, for {outcome.environment.describe()})")
+    if rejected:
+        console.info(f"{len(rejected)} other candidate(s) did not fit: " + ", ".join(r["reference"] for r in rejected))
+
+
+def _pull_request(
+    name: str,
+    precision: str | None,
+    for_this_machine: bool,
+    flavor: str | None,
+    trt_version: str | None,
+    cc: str | None,
+    platform: str | None,
+    require_signature: bool,
+    trusted_key: list[Path] | None,
+) -> Any:
+    """Validate the flags (exit 2 with the flag named) and describe what to pull for which target."""
+    from trtforge.compat import LoadPolicy, Target
+    from trtforge.publish.pulling import PullRequest, target_environments
+    from trtforge.signing import load_trusted_keys
+
+    if precision is not None and precision not in PRECISIONS:
+        hint = did_you_mean(precision, PRECISIONS)
+        raise InvalidInputError(f"--precision '{precision}': use {', '.join(PRECISIONS)}{hint}")
+    flags = {"--flavor": flavor, "--trt-version": trt_version, "--cc": cc, "--platform": platform}
+    given = [flag for flag, value in flags.items() if value is not None]
+    if for_this_machine and given:
+        raise InvalidInputError(f"--for-this-machine and {', '.join(given)} exclude each other: pick one")
+    target = Target.from_flags(flavor, trt_version, cc, platform)
+    keys = load_trusted_keys(trusted_key or ())
+    if require_signature and not keys:
+        raise InvalidInputError("--require-signature needs --trusted-key FILE (or $TRTFORGE_TRUSTED_KEY)")
+    return PullRequest(
+        name=name,
+        precision=precision,
+        environments=target_environments(target),
+        policy=LoadPolicy(require_signature=require_signature, trusted_keys=keys),
+    )
+
+
+def _pull(uri: str, request: Any, out: Path, insecure: bool) -> Any:
+    from trtforge.publish import open_registry, parse_location
+    from trtforge.publish.pulling import pull_artifact
+
+    return pull_artifact(open_registry(parse_location(uri), insecure=insecure), request, out)
+
+
+def _refusal_document(uri: str, request: Any, exc: Any) -> dict[str, Any]:
+    from trtforge.publish.pulling import describe_environments
+
+    return {
+        "status": "incompatible",
+        "from": uri,
+        "exit_code": exc.exit_code,
+        "error": str(exc),
+        "environment": describe_environments(request.environments),
+        "available": list(exc.available),
+        "rejected": [
+            {"reference": ref, "problems": [p.to_dict() for p in found]} for ref, found in exc.rejections
+        ],
+    }

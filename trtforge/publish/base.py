@@ -1,0 +1,265 @@
+"""What every registry shares: locations, the registry interface, artifacts and outcomes.
+
+The three registries (``oci://``, ``dir://``, ``triton://``) differ only in how they store bytes;
+selection and verification live once in :mod:`trtforge.publish.pulling`, so a pull from any of
+them obeys the same rules as the runtime loader.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, did_you_mean
+from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, Manifest, engine_path_for, manifest_path_for
+
+if TYPE_CHECKING:
+    from trtforge.compat import Problem
+
+SCHEMES = ("oci", "dir", "triton")
+PRECISIONS = ("fp32", "fp16", "int8")
+URI_HELP = "use oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH"
+
+# The distribution spec's repository name grammar (path components separated by "/").
+_OCI_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
+
+
+class TagConflictError(RegistryError):
+    """A different engine already sits under the tag: refused unless ``--force`` (exit 6, like HTTP 409)."""
+
+
+class NoCompatibleArtifactError(IncompatibleEngineError):
+    """Nothing in the registry fits the target; ``rejections`` says why each candidate was refused."""
+
+    def __init__(
+        self,
+        message: str,
+        rejections: tuple[tuple[str, tuple[Problem, ...]], ...] = (),
+        available: tuple[str, ...] = (),
+    ) -> None:
+        self.rejections = rejections
+        self.available = available
+        super().__init__(
+            message, reasons=[f"{ref}: {p.message}" for ref, found in rejections for p in found]
+        )
+
+
+# ---------------------------------------------------------------- locations
+
+
+@dataclass(frozen=True)
+class OciLocation:
+    host: str
+    repository: str
+
+    @property
+    def uri(self) -> str:
+        return f"oci://{self.host}/{self.repository}"
+
+
+@dataclass(frozen=True)
+class DirLocation:
+    path: Path
+
+    @property
+    def uri(self) -> str:
+        return f"dir://{self.path}"
+
+
+@dataclass(frozen=True)
+class TritonLocation:
+    path: Path
+
+    @property
+    def uri(self) -> str:
+        return f"triton://{self.path}"
+
+
+Location = OciLocation | DirLocation | TritonLocation
+
+
+def parse_location(text: str) -> Location:
+    """``oci://HOST[:PORT]/REPO``, ``dir://PATH`` or ``triton://PATH`` (relative paths from the cwd)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise InvalidInputError(f"'{text}' is not a registry URI: {URI_HELP}")
+    if scheme not in SCHEMES:
+        hint = did_you_mean(scheme, SCHEMES)
+        raise InvalidInputError(f"'{text}': unknown registry scheme '{scheme}://'{hint}; {URI_HELP}")
+    if scheme in ("dir", "triton"):
+        if not rest:
+            raise InvalidInputError(f"'{text}': no path; write {scheme}:///absolute/path or {scheme}://relative/path")
+        path = Path(rest).expanduser().absolute()
+        return DirLocation(path) if scheme == "dir" else TritonLocation(path)
+    return _parse_oci(text)
+
+
+def _parse_oci(text: str) -> OciLocation:
+    parts = urlsplit(text)
+    if parts.query or parts.fragment:
+        raise InvalidInputError(f"'{text}': no query or fragment allowed in an OCI URI; {URI_HELP}")
+    if "@" in parts.netloc:
+        raise InvalidInputError(
+            f"'{text}': credentials do not belong in the URI (they end up in logs); use docker login "
+            "or TRTFORGE_REGISTRY_USERNAME / TRTFORGE_REGISTRY_PASSWORD"
+        )
+    host = parts.netloc
+    repository = parts.path.strip("/")
+    if not host or not repository:
+        raise InvalidInputError(f"'{text}': an OCI URI needs a host and a repository, e.g. oci://localhost:5000/team/models")
+    if ":" in repository or "@" in repository:
+        raise InvalidInputError(
+            f"'{text}': give the repository only; trtforge names the tag ({{name}}-{{precision}}-{{tag}}) "
+            "and pull picks it by compatibility"
+        )
+    if not _OCI_REPOSITORY.match(repository):
+        raise InvalidInputError(
+            f"'{text}': '{repository}' is not a valid OCI repository name (lowercase letters, digits, "
+            "'.', '_', '-' and '/' between components)"
+        )
+    return OciLocation(host, repository)
+
+
+# ---------------------------------------------------------------- artifacts
+
+
+@dataclass(frozen=True)
+class LocalArtifact:
+    """An engine and its manifest on disk, proven to match before anything is published."""
+
+    engine: Path
+    manifest_path: Path
+    manifest: Manifest
+
+    @property
+    def manifest_bytes(self) -> bytes:
+        return self.manifest_path.read_bytes()
+
+
+def load_local_artifact(path: Path) -> LocalArtifact:
+    """Read ``path`` (the .engine or its .manifest.json) and refuse an engine that is not the one described."""
+    from trtforge.compat import ArtifactFacts, content_problem
+    from trtforge.fsutil import sha256_file
+    from trtforge.manifest import read_manifest
+
+    if path.name.endswith(MANIFEST_SUFFIX):
+        engine, manifest_path = engine_path_for(path), path
+    else:
+        engine, manifest_path = path, manifest_path_for(path)
+    if not engine.is_file():
+        raise InvalidInputError(f"{engine}: engine file not found; pass the .engine that trtforge build wrote")
+    manifest = read_manifest(manifest_path)
+    check_artifact_file_name(manifest, str(manifest_path))
+    problem = content_problem(
+        manifest, ArtifactFacts(engine_file=engine.name, engine_size=engine.stat().st_size)
+    ) or content_problem(manifest, ArtifactFacts(engine_file=engine.name, engine_sha256=sha256_file(engine)))
+    if problem:
+        raise IncompatibleEngineError(f"{engine}: refusing to publish: {problem}", reasons=[problem])
+    return LocalArtifact(engine, manifest_path, manifest)
+
+
+def check_artifact_file_name(manifest: Manifest, origin: str) -> None:
+    """The manifest names the files written on pull: a bare ``*.engine`` name, never a path."""
+    name = manifest.artifact.file
+    if Path(name).name != name or not name.endswith(ENGINE_SUFFIX) or name.startswith(".") or "\\" in name:
+        raise InvalidInputError(
+            f"{origin}: artifact.file '{name}' is not a plain '*.engine' file name; "
+            "rebuild the engine with trtforge build"
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One artifact a registry holds, described by its manifest; ``locator`` says where its engine is."""
+
+    reference: str
+    manifest: Manifest
+    manifest_bytes: bytes
+    locator: Any = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a registry holds for a name: the candidates, and every other artifact (for "what exists")."""
+
+    candidates: tuple[Candidate, ...]
+    others: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # unreadable entries, with the reason
+
+
+PublishStatus = Literal["published", "unchanged", "replaced"]
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    status: PublishStatus
+    reference: str
+    detail: str = ""
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry(Protocol):
+    """Where engines are published and pulled from."""
+
+    uri: str
+
+    def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
+        """Store the artifact under its stem; same engine sha256 again is a no-op, another engine needs force."""
+        ...
+
+    def candidates(self, name: str, precision: str | None) -> Listing:
+        """The artifacts named ``name`` (of ``precision`` when given), manifests read, engines not."""
+        ...
+
+    def fetch(self, candidate: Candidate, into: Path) -> None:
+        """Write the candidate's engine bytes to ``into`` (a staged file: verification is the caller's)."""
+        ...
+
+
+def matches(manifest: Manifest, name: str, precision: str | None) -> bool:
+    return manifest.name == name and (precision is None or manifest.precision == precision)
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What already sits under a tag; ``engine_sha256`` None means "something, but not a readable artifact"."""
+
+    engine_sha256: str | None
+    manifest_sha256: str | None
+
+
+Action = Literal["new", "unchanged", "replace"]
+
+
+def decide(existing: Existing | None, artifact: LocalArtifact, force: bool, reference: str) -> tuple[Action, str]:
+    """DESIGN.md: same engine sha256 again is a no-op; a different engine under the tag needs --force.
+
+    A changed manifest around the same engine (signed since, for instance) is kept unless --force,
+    because "same content" means the same engine.
+    """
+    from trtforge.fsutil import sha256_bytes
+
+    sha = artifact.manifest.artifact.sha256
+    if existing is None:
+        return "new", ""
+    if existing.engine_sha256 == sha:
+        same_manifest = existing.manifest_sha256 == sha256_bytes(artifact.manifest_bytes)
+        if same_manifest:
+            return "unchanged", f"{reference} already holds this engine (sha256 {sha[:12]}…): nothing to do"
+        if force:
+            return "replace", f"same engine, manifest replaced (--force) under {reference}"
+        return "unchanged", (
+            f"{reference} already holds this engine (sha256 {sha[:12]}…) with another manifest "
+            "(signed or re-stamped since?): kept; pass --force to replace the manifest"
+        )
+    if not force:
+        held = f"sha256 {existing.engine_sha256[:12]}…" if existing.engine_sha256 else "not a trtforge artifact"
+        raise TagConflictError(
+            f"{reference} already holds a different engine ({held}, yours is {sha[:12]}…): refused; "
+            "pass --force to replace it, or rebuild so the new engine gets its own tag"
+        )
+    return "replace", f"replaced the engine under {reference} (--force)"

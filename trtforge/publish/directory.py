@@ -1,0 +1,90 @@
+"""``dir://PATH``: a plain directory registry, laid out exactly like ``trtforge build --out``.
+
+Flat files, ``{stem}.engine`` beside ``{stem}.manifest.json`` (stem = the OCI tag), so a build
+output folder is already a registry and a registry folder can be checked file by file. An
+artifact becomes visible when its manifest appears: the engine is renamed into place first, the
+manifest last, each from a hidden staged file; a crash in between leaves an engine without a
+manifest, which listing ignores and the next publish overwrites.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trtforge.errors import InvalidInputError, RegistryError
+from trtforge.fsutil import sha256_bytes, sha256_file
+from trtforge.manifest import MANIFEST_SUFFIX, Manifest, engine_path_for, manifest_path_for
+from trtforge.publish.base import (
+    Candidate,
+    DirLocation,
+    Existing,
+    Listing,
+    LocalArtifact,
+    PublishOutcome,
+    decide,
+    matches,
+)
+from trtforge.publish.local import (
+    copy_out,
+    existing_manifest,
+    io_error,
+    place_bytes,
+    place_copy,
+    read_candidate,
+    repository_lock,
+)
+
+
+class DirRegistry:
+    def __init__(self, location: DirLocation) -> None:
+        self.root = location.path
+        self.uri = location.uri
+
+    def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
+        if self.root.exists() and not self.root.is_dir():
+            raise InvalidInputError(f"{self.uri}: {self.root} is a file, not a directory; choose another path")
+        engine_final = self.root / artifact.manifest.artifact.file
+        manifest_final = manifest_path_for(engine_final)
+        with repository_lock(self.root):
+            action, detail = decide(_existing(engine_final, manifest_final), artifact, force, str(engine_final))
+            if action == "unchanged":
+                return PublishOutcome("unchanged", str(engine_final), detail)
+            place_copy(artifact.engine, engine_final)
+            place_bytes(artifact.manifest_bytes, manifest_final)
+        status = "published" if action == "new" else "replaced"
+        return PublishOutcome(status, str(engine_final), detail)
+
+    def candidates(self, name: str, precision: str | None) -> Listing:
+        if not self.root.is_dir():
+            raise RegistryError(f"{self.uri}: no such directory; check the path (publish creates it)")
+        try:
+            manifests = sorted(p for p in self.root.glob(f"*{MANIFEST_SUFFIX}") if not p.name.startswith("."))
+        except OSError as exc:
+            raise io_error("list", self.root, exc) from exc
+        found: list[Candidate] = []
+        others: list[str] = []
+        skipped: list[str] = []
+        for path in manifests:
+            try:
+                candidate = read_candidate(path, engine_path_for(path))
+            except InvalidInputError as exc:
+                skipped.append(str(exc))
+                continue
+            if matches(candidate.manifest, name, precision):
+                found.append(candidate)
+            else:
+                others.append(candidate.manifest.stem)
+        return Listing(tuple(found), tuple(others), tuple(skipped))
+
+    def fetch(self, candidate: Candidate, into: Path) -> None:
+        copy_out(candidate.locator, into)
+
+
+def _existing(engine: Path, manifest_path: Path) -> Existing | None:
+    current = existing_manifest(manifest_path)
+    if current is None:
+        return None
+    if not isinstance(current, Manifest) or not engine.is_file():
+        return Existing(None, None)
+    # hash the engine really there: a damaged copy must not pass for "the same content"
+    return Existing(sha256_file(engine), sha256_bytes(manifest_path.read_bytes()))

@@ -1,0 +1,186 @@
+"""Pull: list a registry, pick with the loader's own rules, download, verify, then rename into place.
+
+Selection is ``trtforge.compat.select_engine`` on the manifests alone (platform, runtime, GPU,
+signature), exactly what the runtime loader would accept; the chosen engine's bytes are then
+checked with ``compat.problems`` (size and sha256) before anything appears under its final name.
+A damaged download is refused, never replaced by the next-best candidate (like pip on a hash
+mismatch): a registry serving wrong bytes is a problem to see, not to route around.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from trtforge.compat import (
+    DEFAULT_POLICY,
+    ArtifactFacts,
+    Environment,
+    LoadPolicy,
+    Problem,
+    Rejection,
+    Target,
+    problems,
+    select_engine,
+    signature_facts,
+)
+from trtforge.errors import IncompatibleEngineError
+from trtforge.fsutil import ensure_writable_dir, sha256_bytes, sha256_file, staged_file
+from trtforge.manifest import Manifest, manifest_path_for
+from trtforge.publish.base import Candidate, NoCompatibleArtifactError, Registry
+from trtforge.tags import FLAVORS
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    name: str
+    precision: str | None
+    environments: tuple[Environment, ...]
+    policy: LoadPolicy = DEFAULT_POLICY
+
+
+@dataclass(frozen=True)
+class PullOutcome:
+    status: Literal["pulled", "unchanged"]
+    source: str
+    engine: Path
+    manifest_path: Path
+    manifest: Manifest
+    environment: Environment
+    rejected: tuple[tuple[str, tuple[Problem, ...]], ...]
+
+
+def target_environments(target: Target | None = None) -> tuple[Environment, ...]:
+    """This host with the target's values put over it: one environment per runtime flavor unless
+    ``--flavor`` names one. Each candidate is then judged against its own flavor's runtime, as the
+    loader judges an engine; enterprise TensorRT first (the order ``backend: auto`` prefers)."""
+    target = target or Target()
+    if target.flavor is not None:
+        return (target.environment(),)
+    return tuple(target.environment(flavor) for flavor in FLAVORS)
+
+
+def describe_environments(environments: Sequence[Environment]) -> str:
+    with_runtime = [env for env in environments if env.flavor and env.version] or list(environments[:1])
+    return " or ".join(env.describe() for env in with_runtime)
+
+
+def choose(
+    candidates: Sequence[Candidate], environments: Sequence[Environment], policy: LoadPolicy
+) -> tuple[Candidate | None, Environment, list[tuple[Candidate, list[Problem]]]]:
+    """The first environment (in preference order) that accepts a candidate decides, with ``select_engine``.
+
+    When none does, each candidate is reported with the problems of the environment of its own
+    flavor (else the first one): "needs another GPU" says more than "wrong runtime".
+    """
+    pairs = [(candidate.manifest, candidate) for candidate in candidates]
+    by_env: list[tuple[Environment, list[Rejection]]] = []
+    for env in environments:
+        chosen, rejected = select_engine(pairs, env, policy)
+        if chosen is not None:
+            return chosen[1], env, _attach(candidates, rejected)
+        by_env.append((env, rejected))
+    report: list[tuple[Candidate, list[Problem]]] = []
+    for candidate in candidates:
+        own = [rej for env, rej in by_env if env.flavor == candidate.manifest.tensorrt.flavor] or [by_env[0][1]]
+        found = next(r.problems for r in own[0] if r.manifest is candidate.manifest)
+        report.append((candidate, found))
+    return None, environments[0], report
+
+
+def _attach(candidates: Sequence[Candidate], rejected: list[Rejection]) -> list[tuple[Candidate, list[Problem]]]:
+    by_id = {id(candidate.manifest): candidate for candidate in candidates}
+    return [(by_id[id(r.manifest)], r.problems) for r in rejected]
+
+
+def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> PullOutcome:
+    """Fetch the best compatible artifact into ``out_dir``; raise NoCompatibleArtifactError when none fits."""
+    listing = registry.candidates(request.name, request.precision)
+    wanted = f"'{request.name}'" + (f" ({request.precision})" if request.precision else "")
+    if not listing.candidates:
+        held = ", ".join(listing.others) if listing.others else "nothing"
+        raise NoCompatibleArtifactError(
+            f"no artifact named {wanted} in {registry.uri}; it holds: {held}"
+            + _skipped_note(listing.skipped),
+            available=listing.others,
+        )
+    chosen, env, rejected = choose(listing.candidates, request.environments, request.policy)
+    rejections = tuple((c.reference, tuple(found)) for c, found in rejected)
+    if chosen is None:
+        lines = "\n".join(f"  {c.manifest.stem}: {'; '.join(p.message for p in found)}" for c, found in rejected)
+        raise NoCompatibleArtifactError(
+            f"{_count(listing.candidates, 'artifact')} named {wanted} in {registry.uri}, none fits "
+            f"{describe_environments(request.environments)}:\n{lines}",
+            rejections=rejections,
+            available=tuple(c.manifest.stem for c in listing.candidates) + listing.others,
+        )
+    engine_final = out_dir / chosen.manifest.artifact.file
+    manifest_final = manifest_path_for(engine_final)
+    if _already_here(chosen, engine_final, manifest_final):
+        return PullOutcome(
+            "unchanged", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections
+        )
+    created = not out_dir.exists()
+    ensure_writable_dir(out_dir)
+    try:
+        _download_verified(registry, chosen, env, request.policy, engine_final)
+        # engine first, manifest last: a new artifact is visible only once its engine is complete
+        with staged_file(manifest_final) as staged_manifest:
+            staged_manifest.write_bytes(chosen.manifest_bytes)
+    except BaseException:
+        if created:
+            _remove_if_empty(out_dir)
+        raise
+    return PullOutcome("pulled", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections)
+
+
+def _download_verified(
+    registry: Registry, chosen: Candidate, env: Environment, policy: LoadPolicy, final: Path
+) -> None:
+    """Download to a hidden staged file; it gets its final name only if compat.problems finds nothing."""
+    with staged_file(final) as staged:
+        registry.fetch(chosen, staged)
+        signature = signature_facts(chosen.manifest, policy)
+        facts = ArtifactFacts(
+            engine_file=chosen.manifest.artifact.file,
+            engine_size=staged.stat().st_size,
+            engine_sha256=sha256_file(staged),
+            signature=signature.signature,
+            signature_key_id=signature.signature_key_id,
+        )
+        found = problems(chosen.manifest, env, facts, require_signature=policy.require_signature)
+        if found:
+            raise IncompatibleEngineError(
+                f"{chosen.reference}: downloaded engine refused, nothing written: "
+                + "; ".join(p.message for p in found),
+                reasons=[p.message for p in found],
+            )
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _already_here(candidate: Candidate, engine: Path, manifest_path: Path) -> bool:
+    """Same manifest bytes and an engine that hashes to its sha256: pulling again changes nothing."""
+    if not (engine.is_file() and manifest_path.is_file()):
+        return False
+    if sha256_bytes(manifest_path.read_bytes()) != sha256_bytes(candidate.manifest_bytes):
+        return False
+    return engine.stat().st_size == candidate.manifest.artifact.size and sha256_file(engine) == (
+        candidate.manifest.artifact.sha256
+    )
+
+
+def _skipped_note(skipped: Sequence[str]) -> str:
+    if not skipped:
+        return ""
+    return f" ({len(skipped)} unreadable entries skipped: {'; '.join(skipped[:3])})"
+
+
+def _count(items: Sequence[object], noun: str) -> str:
+    return f"{len(items)} {noun}{'s' * (len(items) != 1)}"

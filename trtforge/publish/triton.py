@@ -1,0 +1,201 @@
+"""``triton://PATH``: a Triton model repository, ``PATH/{name}/{version}/model.{tag}.plan``.
+
+Each plan sits beside its trtforge manifest (``model.{tag}.manifest.json``; Triton ignores it,
+``pull`` and ``check`` read it). Engines of one model build for different GPUs share a version
+and Triton picks the plan per GPU with ``cc_model_filenames``; an engine joins the newest
+version when that version holds builds of the same ONNX, precision, TensorRT version, I/O and
+profiles, and otherwise starts the next free version number. ``config.pbtxt`` is regenerated
+from the newest version's manifests (Triton serves the newest version by default).
+
+Writes: a new version directory is staged under a hidden name inside the model folder (Triton
+ignores version folders that are not integers) and renamed into place; files added to an
+existing version are staged and renamed; ``config.pbtxt`` is written last, atomically. A
+repository lock serializes publishers, so two CI jobs never take the same version number.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from trtforge.errors import InvalidInputError, RegistryError
+from trtforge.fsutil import sha256_bytes, sha256_file
+from trtforge.manifest import Manifest
+from trtforge.publish.base import (
+    Candidate,
+    Existing,
+    Listing,
+    LocalArtifact,
+    PublishOutcome,
+    TritonLocation,
+    decide,
+    matches,
+)
+from trtforge.publish.local import copy_out, io_error, place_bytes, place_copy, read_candidate, repository_lock
+from trtforge.publish.triton_config import build_config, check_triton_io, edited_by_hand, render_config
+from trtforge.tags import FLAVOR_RTX
+
+CONFIG_NAME = "config.pbtxt"
+PLAN_SUFFIX = ".plan"
+MANIFEST_SUFFIX = ".manifest.json"
+RTX_WARNING = (
+    "Triton's tensorrt_plan backend runs enterprise TensorRT plans; it will not load this TensorRT-RTX "
+    "engine: build with backend: tensorrt on a GPU runner for Triton"
+)
+
+
+def plan_name(manifest: Manifest) -> str:
+    return f"model.{manifest.tag}{PLAN_SUFFIX}"
+
+
+def plan_manifest_name(manifest: Manifest) -> str:
+    return f"model.{manifest.tag}{MANIFEST_SUFFIX}"
+
+
+def same_build(a: Manifest, b: Manifest) -> bool:
+    """Builds of one model for different GPUs: they may share a Triton version (and its config)."""
+    return (
+        a.name == b.name
+        and a.precision == b.precision
+        and a.source.onnx_sha256 == b.source.onnx_sha256
+        and (a.tensorrt.flavor, a.tensorrt.version) == (b.tensorrt.flavor, b.tensorrt.version)
+        and a.io == b.io
+        and a.profiles == b.profiles
+    )
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Triton's version folders: names that are plain non-negative integers."""
+    if not model_dir.is_dir():
+        return []
+    try:
+        return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    except OSError as exc:
+        raise io_error("list", model_dir, exc) from exc
+
+
+def version_plans(version_dir: Path) -> list[Candidate]:
+    """The plans of a version that carry a readable trtforge manifest (others are left alone)."""
+    found = []
+    for manifest_path in sorted(version_dir.glob(f"model.*{MANIFEST_SUFFIX}")):
+        plan = manifest_path.with_name(manifest_path.name.removesuffix(MANIFEST_SUFFIX) + PLAN_SUFFIX)
+        try:
+            candidate = read_candidate(manifest_path, plan)
+        except InvalidInputError:
+            continue
+        if plan.is_file():
+            found.append(candidate)
+    return found
+
+
+class TritonRegistry:
+    def __init__(self, location: TritonLocation) -> None:
+        self.root = location.path
+        self.uri = location.uri
+
+    def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
+        manifest = artifact.manifest
+        check_triton_io(manifest)
+        warnings = [RTX_WARNING] if manifest.tensorrt.flavor == FLAVOR_RTX else []
+        if self.root.exists() and not self.root.is_dir():
+            raise InvalidInputError(f"{self.uri}: {self.root} is a file, not a directory; choose another path")
+        model_dir = self.root / manifest.name
+        with repository_lock(self.root):
+            latest = (versions(model_dir) or [None])[-1]
+            version, action, detail = self._place(model_dir, latest, artifact, force)
+            version_dir = model_dir / str(version)
+            if action == "unchanged":
+                return PublishOutcome("unchanged", str(version_dir / plan_name(manifest)), detail, tuple(warnings),
+                                      {"version": version})
+            if version == latest:
+                place_copy(artifact.engine, version_dir / plan_name(manifest))
+                place_bytes(artifact.manifest_bytes, version_dir / plan_manifest_name(manifest))
+            else:
+                self._new_version(model_dir, version, artifact)
+            config_note = self._write_config(model_dir, version_dir, force, warnings)
+        status = "published" if action == "new" else "replaced"
+        extra = {"version": version, "config": str(model_dir / CONFIG_NAME)}
+        return PublishOutcome(status, str(version_dir / plan_name(manifest)), detail or config_note,
+                              tuple(warnings), extra)
+
+    def _place(
+        self, model_dir: Path, latest: int | None, artifact: LocalArtifact, force: bool
+    ) -> tuple[int, str, str]:
+        """Which version the plan goes to, and whether that is new, a no-op or a replacement."""
+        manifest = artifact.manifest
+        if latest is None:
+            return 1, "new", ""
+        latest_dir = model_dir / str(latest)
+        plan = latest_dir / plan_name(manifest)
+        manifest_file = latest_dir / plan_manifest_name(manifest)
+        if plan.exists() or manifest_file.exists():
+            existing = (
+                Existing(sha256_file(plan), sha256_bytes(manifest_file.read_bytes()))
+                if plan.is_file() and manifest_file.is_file()
+                else Existing(None, None)
+            )
+            action, detail = decide(existing, artifact, force, str(plan))
+            return latest, action, detail
+        siblings = version_plans(latest_dir)
+        if siblings and all(same_build(c.manifest, manifest) for c in siblings):
+            return latest, "new", f"added to version {latest} beside {len(siblings)} plan(s) for other GPUs"
+        return latest + 1, "new", f"new version {latest + 1} (version {latest} holds another build)"
+
+    def _new_version(self, model_dir: Path, version: int, artifact: LocalArtifact) -> None:
+        manifest = artifact.manifest
+        try:
+            model_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=model_dir))
+        except OSError as exc:
+            raise io_error("create", model_dir, exc) from exc
+        try:
+            place_copy(artifact.engine, staging / plan_name(manifest))
+            place_bytes(artifact.manifest_bytes, staging / plan_manifest_name(manifest))
+            staging.chmod(0o755)  # mkdtemp makes 0700; Triton may run as another user
+            staging.rename(model_dir / str(version))
+        except OSError as exc:
+            raise io_error("write", model_dir / str(version), exc) from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _write_config(self, model_dir: Path, version_dir: Path, force: bool, warnings: list[str]) -> str:
+        config_path = model_dir / CONFIG_NAME
+        if config_path.is_file() and not force:
+            try:
+                current = config_path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise io_error("read", config_path, exc) from exc
+            if edited_by_hand(current):
+                warnings.append(
+                    f"{config_path} was edited by hand: kept as it is; make sure it names the new plan "
+                    "(cc_model_filenames), or publish with --force to regenerate it"
+                )
+                return ""
+        listed = version_plans(version_dir)
+        plans = [(c.manifest, Path(c.reference).name) for c in listed]
+        config = build_config(model_dir.name, plans)
+        sources = [f"{version_dir.name}/{plan_manifest_name(c.manifest)}" for c in listed]
+        flavor_warnings = [RTX_WARNING] if any(m.tensorrt.flavor == FLAVOR_RTX for m, _ in plans) else []
+        place_bytes(render_config(config, sources, flavor_warnings).encode(), config_path)
+        return f"{config_path} regenerated"
+
+    def candidates(self, name: str, precision: str | None) -> Listing:
+        """The newest version's plans (what Triton serves by default)."""
+        if not self.root.is_dir():
+            raise RegistryError(f"{self.uri}: no such directory; check the path (publish creates it)")
+        model_dir = self.root / name
+        numbers = versions(model_dir)
+        others = tuple(
+            sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name != name and not p.name.startswith("."))
+        )
+        if not numbers:
+            return Listing((), others)
+        latest_dir = model_dir / str(numbers[-1])
+        plans = version_plans(latest_dir)
+        found = tuple(c for c in plans if matches(c.manifest, name, precision))
+        rest = tuple(f"{name}/{numbers[-1]}/{Path(c.reference).name}" for c in plans if c not in found)
+        return Listing(found, others + rest)
+
+    def fetch(self, candidate: Candidate, into: Path) -> None:
+        copy_out(candidate.locator, into)

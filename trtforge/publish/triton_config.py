@@ -1,0 +1,259 @@
+"""Triton ``config.pbtxt`` from trtforge manifests (pure functions).
+
+Written and read with protobuf's own text format (``google.protobuf.text_format``, already
+installed with onnx) over a subset of Triton's ``inference.ModelConfig`` schema declared below,
+field names and numbers copied from triton-inference-server/common ``model_config.proto``.
+Declaring the subset costs ~80 lines and spares the ``tritonclient`` dependency (grpcio and
+friends) while keeping real protobuf escaping and parsing: a misspelt field or enum value fails
+here, not at Triton start-up. The subset is declared proto2 only so that explicit zeros
+(``max_batch_size: 0``) are written: the text format is the same for Triton's proto3 schema.
+
+Batch handling: ``max_batch_size: 0`` and full dims with ``-1`` for dynamic dimensions. The
+engines are explicit-batch with their own optimization profiles; with ``max_batch_size > 0``
+Triton would add a batch dimension of its own and send shapes the profiles may not cover. The
+cost: Triton's dynamic batcher is off (set ``max_batch_size`` to the profiles' max batch and
+drop the first dim from every input and output to turn it on).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from trtforge.errors import InvalidInputError
+from trtforge.fsutil import sha256_bytes
+from trtforge.manifest import Manifest
+
+PLATFORM = "tensorrt_plan"
+
+#: manifest dtype -> Triton DataType (Triton has no FP8/FP4/INT4 tensor type)
+TRITON_TYPES = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "int8": "TYPE_INT8",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "bfloat16": "TYPE_BF16",
+}
+_DATA_TYPES = [
+    "TYPE_INVALID", "TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64", "TYPE_INT8",
+    "TYPE_INT16", "TYPE_INT32", "TYPE_INT64", "TYPE_FP16", "TYPE_FP32", "TYPE_FP64", "TYPE_STRING", "TYPE_BF16",
+]  # fmt: skip
+_KINDS = ["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"]
+
+HASH_LINE = re.compile(r"^# trtforge-sha256: ([0-9a-f]{64})$", re.MULTILINE)
+SHAPE_KINDS = ("min", "opt", "max")
+
+
+# ---------------------------------------------------------------- schema
+
+
+@cache
+def model_config_class() -> Any:
+    """The ``inference.ModelConfig`` message class (subset), in a private descriptor pool."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="trtforge/triton_model_config_subset.proto", package="inference", syntax="proto2"
+    )
+    enum = file.enum_type.add(name="DataType")
+    for number, name in enumerate(_DATA_TYPES):
+        enum.value.add(name=name, number=number)
+
+    def field(message: Any, name: str, number: int, kind: int, repeated: bool = False, type_name: str = "") -> Any:
+        label = F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL
+        added = message.field.add(name=name, number=number, type=kind, label=label)
+        if type_name:
+            added.type_name = type_name
+        return added
+
+    def map_entry(message: Any, entry: str, value_kind: int, value_type: str = "") -> str:
+        nested = message.nested_type.add(name=entry)
+        nested.options.map_entry = True
+        field(nested, "key", 1, F.TYPE_STRING)
+        field(nested, "value", 2, value_kind, type_name=value_type)
+        return f".{file.package}.{message.name}.{entry}"
+
+    model_input = file.message_type.add(name="ModelInput")
+    field(model_input, "name", 1, F.TYPE_STRING)
+    field(model_input, "data_type", 2, F.TYPE_ENUM, type_name=".inference.DataType")
+    field(model_input, "dims", 4, F.TYPE_INT64, repeated=True)
+
+    model_output = file.message_type.add(name="ModelOutput")
+    field(model_output, "name", 1, F.TYPE_STRING)
+    field(model_output, "data_type", 2, F.TYPE_ENUM, type_name=".inference.DataType")
+    field(model_output, "dims", 3, F.TYPE_INT64, repeated=True)
+
+    group = file.message_type.add(name="ModelInstanceGroup")
+    kind_enum = group.enum_type.add(name="Kind")
+    for number, name in enumerate(_KINDS):
+        kind_enum.value.add(name=name, number=number)
+    field(group, "name", 1, F.TYPE_STRING)
+    field(group, "count", 2, F.TYPE_INT32)
+    field(group, "gpus", 3, F.TYPE_INT32, repeated=True)
+    field(group, "kind", 4, F.TYPE_ENUM, type_name=".inference.ModelInstanceGroup.Kind")
+    field(group, "profile", 5, F.TYPE_STRING, repeated=True)
+
+    warmup = file.message_type.add(name="ModelWarmup")
+    warmup_input = warmup.nested_type.add(name="Input")
+    warmup_input.oneof_decl.add(name="input_data_type")
+    field(warmup_input, "data_type", 1, F.TYPE_ENUM, type_name=".inference.DataType")
+    field(warmup_input, "dims", 2, F.TYPE_INT64, repeated=True)
+    for name, number, kind in (("zero_data", 3, F.TYPE_BOOL), ("random_data", 4, F.TYPE_BOOL),
+                               ("input_data_file", 5, F.TYPE_STRING)):
+        field(warmup_input, name, number, kind).oneof_index = 0
+    field(warmup, "name", 1, F.TYPE_STRING)
+    field(warmup, "batch_size", 2, F.TYPE_UINT32)
+    entry = map_entry(warmup, "InputsEntry", F.TYPE_MESSAGE, ".inference.ModelWarmup.Input")
+    field(warmup, "inputs", 3, F.TYPE_MESSAGE, repeated=True, type_name=entry)
+    field(warmup, "count", 4, F.TYPE_UINT32)
+
+    config = file.message_type.add(name="ModelConfig")
+    field(config, "name", 1, F.TYPE_STRING)
+    field(config, "platform", 2, F.TYPE_STRING)
+    field(config, "max_batch_size", 4, F.TYPE_INT32)
+    field(config, "input", 5, F.TYPE_MESSAGE, repeated=True, type_name=".inference.ModelInput")
+    field(config, "output", 6, F.TYPE_MESSAGE, repeated=True, type_name=".inference.ModelOutput")
+    field(config, "instance_group", 7, F.TYPE_MESSAGE, repeated=True, type_name=".inference.ModelInstanceGroup")
+    field(config, "default_model_filename", 8, F.TYPE_STRING)
+    entry = map_entry(config, "CcModelFilenamesEntry", F.TYPE_STRING)
+    field(config, "cc_model_filenames", 9, F.TYPE_MESSAGE, repeated=True, type_name=entry)
+    field(config, "model_warmup", 16, F.TYPE_MESSAGE, repeated=True, type_name=".inference.ModelWarmup")
+    field(config, "backend", 17, F.TYPE_STRING)
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("inference.ModelConfig"))
+
+
+# ---------------------------------------------------------------- building
+
+
+def triton_type(dtype: str, tensor: str) -> str:
+    try:
+        return TRITON_TYPES[dtype]
+    except KeyError:
+        raise InvalidInputError(
+            f"tensor '{tensor}' is {dtype}, which Triton has no data type for; publish this engine with dir:// or oci://"
+        ) from None
+
+
+def check_triton_io(manifest: Manifest) -> None:
+    for tensor in manifest.io:
+        triton_type(tensor.dtype, tensor.name)
+
+
+def cc_assignment(plans: Sequence[tuple[Manifest, str]]) -> tuple[dict[str, str], str | None]:
+    """``cc_model_filenames`` and ``default_model_filename``: per capability the plan the loader would
+    prefer (``compat.preference``); an ``sm80plus`` plan becomes the default for every other GPU."""
+    from trtforge.compat import preference
+
+    best: dict[str, tuple[Any, str]] = {}
+    default: tuple[Any, str] | None = None
+    for manifest, filename in plans:
+        rank = (preference(manifest), filename)
+        if manifest.gpu.and_later_from is not None:
+            default = min(default, rank) if default else rank
+            continue
+        for cc in manifest.gpu.compute_capabilities:
+            best[cc] = min(best[cc], rank) if cc in best else rank
+    ordered = sorted(best, key=lambda text: tuple(int(part) for part in text.split(".")))
+    return {cc: best[cc][1] for cc in ordered}, (default[1] if default else None)
+
+
+def warmup_samples(manifest: Manifest) -> list[tuple[str, dict[str, list[int]]]]:
+    """One sample per distinct set of input shapes: every profile's min, opt and max (DESIGN.md:
+    TensorRT re-allocates on each new shape, so warm-up must cover the shapes that will be served)."""
+    inputs = [tensor for tensor in manifest.io if tensor.mode == "input"]
+    samples: list[tuple[str, dict[str, list[int]]]] = []
+    seen: set[tuple[tuple[str, tuple[int, ...]], ...]] = set()
+    profiles = manifest.profiles or [{}]
+    for index, profile in enumerate(profiles):
+        for kind in SHAPE_KINDS if manifest.profiles else ("static",):
+            shapes: dict[str, list[int]] = {}
+            for tensor in inputs:
+                shape = profile[tensor.name][kind] if tensor.name in profile else list(tensor.shape)
+                if any(dim < 0 for dim in shape):
+                    raise InvalidInputError(
+                        f"{manifest.artifact.file}: input '{tensor.name}' has dynamic dims {tensor.shape} but no "
+                        "profile gives its shapes; add it to the spec's profiles and rebuild"
+                    )
+                shapes[tensor.name] = list(shape)
+            key = tuple((name, tuple(shape)) for name, shape in shapes.items())
+            if key in seen:
+                continue
+            seen.add(key)
+            samples.append((f"profile{index}_{kind}" if manifest.profiles else "static", shapes))
+    return samples
+
+
+def build_config(model_name: str, plans: Sequence[tuple[Manifest, str]]) -> Any:
+    """The ModelConfig message for the plans of one version (they share I/O and profiles)."""
+    if not plans:
+        raise ValueError("a Triton config needs at least one plan")
+    from trtforge.compat import preference
+
+    manifest = min(plans, key=lambda item: (preference(item[0]), item[1]))[0]
+    config = model_config_class()(name=model_name, platform=PLATFORM, max_batch_size=0)
+    for tensor in manifest.io:
+        target = config.input.add() if tensor.mode == "input" else config.output.add()
+        target.name = tensor.name
+        target.data_type = triton_type(tensor.dtype, tensor.name)
+        target.dims.extend(tensor.shape)
+    group = config.instance_group.add(kind="KIND_GPU", count=1)
+    group.profile.extend(str(index) for index in range(len(manifest.profiles)))
+    by_cc, default = cc_assignment(plans)
+    for cc, filename in by_cc.items():
+        config.cc_model_filenames[cc] = filename
+    if default:
+        config.default_model_filename = default
+    dtypes = {tensor.name: triton_type(tensor.dtype, tensor.name) for tensor in manifest.io}
+    for name, shapes in warmup_samples(manifest):
+        sample = config.model_warmup.add(name=name, batch_size=1)
+        for tensor_name, shape in shapes.items():
+            entry = sample.inputs[tensor_name]
+            entry.data_type = dtypes[tensor_name]
+            entry.dims.extend(shape)
+            entry.zero_data = True  # zeros are valid for every dtype (random ids could be out of range)
+    return config
+
+
+def render_config(config: Any, sources: Sequence[str], warnings: Sequence[str] = ()) -> str:
+    """The file text: an explanatory header, the hash line that detects hand edits, the message."""
+    from google.protobuf import text_format
+
+    from trtforge import __version__
+
+    body = text_format.MessageToString(config)
+    header = [
+        f"# Generated by trtforge {__version__} from {', '.join(sources)}.",
+        "# trtforge rewrites this file when it publishes to this model; once edited by hand it is kept",
+        "# (publish --force regenerates it). max_batch_size 0 with -1 dims: the engines' own optimization",
+        "# profiles handle the batch dimension; Triton's dynamic batcher is off.",
+        "# model_warmup covers each profile's min/opt/max shapes: TensorRT re-allocates on every new",
+        "# shape, so Triton keeps the model not-ready until these requests have run.",
+        *(f"# WARNING: {warning}" for warning in warnings),
+        f"# trtforge-sha256: {sha256_bytes(body.encode())}",
+    ]
+    return "\n".join(header) + "\n" + body
+
+
+def parse_config(text: str) -> Any:
+    """Parse config.pbtxt text (comments allowed) into the ModelConfig subset; unknown fields raise."""
+    from google.protobuf import text_format
+
+    return text_format.Parse(text, model_config_class()())
+
+
+def edited_by_hand(text: str) -> bool:
+    """True unless the file still hashes to the value trtforge wrote in it."""
+    match = HASH_LINE.search(text)
+    if not match:
+        return True
+    body = text[match.end() + 1 :]
+    return sha256_bytes(body.encode()) != match.group(1)
