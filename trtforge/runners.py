@@ -459,6 +459,11 @@ class TrtRunner(BaseRunner):
         return [tensor for tensor in self.io if tensor.is_input]
 
     @property
+    def device_bytes(self) -> int:
+        """Device memory of the I/O buffers preallocated for the profiles' largest shapes."""
+        return sum(int(buffer.size) for buffer in self._buffers.values())
+
+    @property
     def outputs(self) -> list[IoTensor]:
         return [tensor for tensor in self.io if not tensor.is_input]
 

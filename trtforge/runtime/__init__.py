@@ -16,17 +16,24 @@ from trtforge.runtime.loader import (
     load_engine,
     select_artifact,
 )
+from trtforge.runtime.pool import EnginePool, PoolClosed, PoolExhausted, PoolManager, PoolState, suggest_pool_size
 
 __all__ = [
     "CheckResult",
+    "EnginePool",
     "Environment",
     "HeaderVerdict",
     "LoadPolicy",
     "LoadedEngine",
+    "PoolClosed",
+    "PoolExhausted",
+    "PoolManager",
+    "PoolState",
     "Target",
     "check_artifact",
     "find_artifacts",
     "load_best",
     "load_engine",
     "select_artifact",
+    "suggest_pool_size",
 ]

@@ -1,0 +1,151 @@
+"""``trtforge bench``: the JSON document, the human table, bad input, and the pure helpers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trtforge.bench import Latency, parse_shape, request_shapes
+from trtforge.cli import app
+from trtforge.errors import InvalidInputError
+from trtforge.model import TensorDesc
+
+REPO = Path(__file__).resolve().parent.parent
+DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
+
+runner = CliRunner()
+
+
+def _trtforge(*args: str) -> subprocess.CompletedProcess[str]:
+    """A real process, so stdout holds exactly what a CI script would read."""
+    return subprocess.run(
+        [sys.executable, "-m", "trtforge", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_bench_json_document_shape() -> None:
+    done = _trtforge("bench", str(DIGITS), "--pool", "2", "--concurrency", "3", "--requests", "40", "--cold", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)  # exactly one JSON document on stdout
+    assert set(document) == {
+        "artifact", "backend", "providers", "pool", "concurrency", "requests", "shapes",
+        "baseline_p50_ms", "scenarios", "device_memory", "suggested_pool_size", "metrics",
+    }  # fmt: skip
+    assert document["backend"] == "onnxruntime" and document["providers"] == ["CPUExecutionProvider"]
+    assert (document["pool"], document["concurrency"], document["requests"]) == (2, 3, 40)
+    assert document["shapes"] == {"input": [1, 1, 8, 8]}
+    cold, warm = document["scenarios"]
+    assert (cold["name"], warm["name"]) == ("cold", "warm")  # cold first: no warm state of the process helps it
+    for scenario in (cold, warm):
+        assert scenario["burst"]["count"] == 40 and scenario["serial"]["count"] == 40
+        assert scenario["errors"] == 0 and scenario["exhausted"] == 0
+        assert 0 < scenario["burst"]["p50"] <= scenario["burst"]["p99"] <= scenario["burst"]["max"]
+        assert set(scenario["ratios"]) == {
+            "first_request_to_p50", "first_response_to_p50", "burst_p50_to_p50", "burst_p99_to_p50"
+        }  # fmt: skip
+        assert scenario["startup_ms"] > 0 and scenario["first_request_ms"] > 0
+    assert document["baseline_p50_ms"] == warm["serial"]["p50"]
+    assert warm["ratios"]["first_request_to_p50"] == pytest.approx(warm["first_request_ms"] / warm["serial"]["p50"])
+    # a cold start waits for loading: its first response includes the startup
+    assert cold["first_response_ms"] == pytest.approx(cold["startup_ms"] + cold["first_request_ms"])
+    assert warm["first_response_ms"] == warm["first_request_ms"]
+    assert (cold["warm_runs"], warm["warm_runs"]) == (0, 2)  # one shape on each of the two contexts
+    assert document["device_memory"] == {"per_context": None, "shared": None, "total": None, "method": "none"}
+    assert document["suggested_pool_size"] is None  # nothing to size by on the CPU
+    metrics = document["metrics"]  # the warm pool: first request + burst + serial run
+    assert metrics["requests_ok"] == 1 + 40 + 40
+    assert metrics["hits"] + metrics["waits"] == 81 and metrics["in_flight"] == 0
+
+
+def test_bench_table_goes_to_stderr_and_batch_sets_the_shape() -> None:
+    done = _trtforge("bench", str(DIGITS), "--pool", "1", "--concurrency", "2", "--requests", "10", "--batch", "8")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "warm" in done.stderr and "p50" in done.stderr and "cold" not in done.stderr.split("p50")[-1]
+    assert "burst of 10 from 2 threads" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.onnx"], "model file not found"),
+        ([str(DIGITS), "--shape", "input=1xx8"], "write NAME=DIMS"),
+        ([str(DIGITS), "--shape", "inptu=1x1x8x8"], "did you mean 'input'"),
+        ([str(DIGITS), "--shape", "input=1x3x8x8"], "dim 1 is 3, the model needs 1"),
+        ([str(DIGITS), "--shape", "input=1x8x8"], "the input has rank 4"),
+        ([str(DIGITS), "--provider", "cuda"], "CUDAExecutionProvider is not available"),
+        ([str(DIGITS), "--provider", "tpu"], "--provider 'tpu': use cpu or cuda"),
+        ([str(REPO / "README.md")], "not an engine artifact"),
+    ],
+)
+def test_bench_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["bench", *args, "--requests", "2", "--json"])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_usage_errors_exit_2() -> None:
+    result = runner.invoke(app, ["bench", str(DIGITS), "--pool", "0"])
+    assert result.exit_code == 2
+
+
+def test_bench_refuses_an_engine_this_host_cannot_run(tmp_path: Path, model_dir: Path) -> None:
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+    from trtforge.compat import detect_gpus
+
+    if detect_gpus():
+        pytest.skip("a GPU is present: the engine may well load here")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: conv\nmodel: {model_dir / 'conv.onnx'}\nbackend: tensorrt-rtx\ntargets: ['8.6']\n"
+        "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n",
+        encoding="utf-8",
+    )
+    built = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path / "out"), "--json"])
+    assert built.exit_code == 0, built.stderr
+    engine = json.loads(built.stdout)["results"][0]["engine"]
+    result = runner.invoke(app, ["bench", engine, "--requests", "2"])
+    assert result.exit_code == 5
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "no GPU detected" in errors[0] and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def test_parse_shape() -> None:
+    assert parse_shape("input=8x1x8x8") == ("input", (8, 1, 8, 8))
+    assert parse_shape(" image = 1,3,224,224") == ("image", (1, 3, 224, 224))
+    for bad in ("input", "=1x2", "input=", "input=1x-2", "input=axb"):
+        with pytest.raises(InvalidInputError):
+            parse_shape(bad)
+
+
+def test_request_shapes() -> None:
+    inputs = (TensorDesc("image", "float32", ("N", 3, 16, 16)), TensorDesc("meta", "float32", (1, 4)))
+    profiles = ({"image": {"min": [1, 3, 16, 16], "opt": [4, 3, 16, 16], "max": [8, 3, 16, 16]}},)
+    assert request_shapes(inputs, ()) == {"image": (1, 3, 16, 16), "meta": (1, 4)}
+    assert request_shapes(inputs, (), batch=8) == {"image": (8, 3, 16, 16), "meta": (1, 4)}
+    assert request_shapes(inputs, profiles) == {"image": (4, 3, 16, 16), "meta": (1, 4)}  # the profile's opt
+    assert request_shapes(inputs, profiles, batch=2)["image"] == (2, 3, 16, 16)
+    assert request_shapes(inputs, profiles, overrides={"image": (5, 3, 16, 16)})["image"] == (5, 3, 16, 16)
+    with pytest.raises(InvalidInputError, match="did you mean 'meta'"):
+        request_shapes(inputs, (), overrides={"mata": (1, 4)})
+
+
+def test_latency_percentiles() -> None:
+    stats = Latency.of([0.001 * i for i in range(1, 101)])
+    assert stats.count == 100
+    assert stats.p50 == pytest.approx(50.5)
+    assert stats.p99 == pytest.approx(99.01)
+    assert stats.max == pytest.approx(100.0) and stats.mean == pytest.approx(50.5)
+    with pytest.raises(ValueError):
+        Latency.of([])

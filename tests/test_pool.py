@@ -1,0 +1,589 @@
+"""The warm engine pool on real onnxruntime sessions (and on TensorRT where a supported GPU exists).
+
+Failures are real: a context whose onnxruntime session was freed (``runner.deactivate()``), or a
+model that onnxruntime refuses to load; nothing of onnxruntime or TensorRT is mocked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.runners import RunnerError
+from trtforge.runtime.pool import (
+    EnginePool,
+    PoolClosed,
+    PoolExhausted,
+    PoolManager,
+    PoolState,
+    outputs_match,
+    profile_shapes,
+    random_feed,
+    suggest_pool_size,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
+ONE = {"input": (1, 1, 8, 8)}
+FOUR = {"input": (4, 1, 8, 8)}
+
+
+def digits_batch(seed: int, batch: int = 1) -> dict[str, np.ndarray]:
+    return {"input": np.random.default_rng(seed).random((batch, 1, 8, 8), dtype=np.float32)}
+
+
+@pytest.fixture(scope="module")
+def reference() -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """The digits model in a plain onnxruntime session, outside any pool."""
+    session = ort.InferenceSession(str(DIGITS), providers=["CPUExecutionProvider"])
+    return lambda feed: session.run(["logits"], feed)[0]
+
+
+@pytest.fixture
+def pool() -> Iterator[EnginePool]:
+    with EnginePool(DIGITS, size=2, warmup_shapes=[ONE, FOUR], name="digits") as started:
+        yield started
+
+
+# ---------------------------------------------------------------- start-up
+
+
+def test_ready_only_after_every_context_is_warm() -> None:
+    pool = EnginePool(DIGITS, size=4, warmup_shapes=[ONE, FOUR], start=False)
+    assert pool.state is PoolState.STARTING and not pool.ready
+    with pytest.raises(PoolClosed, match="not started"):
+        pool.infer(digits_batch(0), timeout=0.01)
+    seen_at_ready: list[tuple[int, ...]] = []
+
+    def watch() -> None:
+        while not pool.ready:
+            time.sleep(0.0005)
+        seen_at_ready.append(tuple(context.warm_runs for context in pool.contexts()))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    starter = threading.Thread(target=pool.start)
+    starter.start()
+    try:
+        # a request that arrives during start-up waits for the warm pool instead of a cold context
+        outputs = pool.infer(digits_batch(1), timeout=30)
+        assert all(context.warm_runs == 2 for context in pool.contexts())
+        assert outputs["logits"].shape == (1, 10)
+        starter.join()
+        watcher.join(timeout=10)
+        assert seen_at_ready == [(2, 2, 2, 2)]  # both warm-up shapes on all four contexts, before ready
+        assert pool.state is PoolState.READY and pool.wait_ready(0)
+        assert pool.startup_seconds is not None and pool.startup_seconds > 0
+        assert pool.warmup_shapes == [ONE, FOUR]
+        assert pool.metrics.value("trtforge_pool_warmup_seconds") == pytest.approx(pool.startup_seconds)
+    finally:
+        pool.close()
+
+
+def test_warmup_false_serves_unwarmed_contexts() -> None:
+    with EnginePool(DIGITS, size=2, warmup=False) as pool:
+        assert pool.ready
+        assert [context.warm_runs for context in pool.contexts()] == [0, 0]
+        assert pool.infer(digits_batch(0))["logits"].shape == (1, 10)
+
+
+# ---------------------------------------------------------------- serving
+
+
+def test_more_threads_than_contexts_never_share_one(
+    pool: EnginePool, reference: Callable[[dict[str, np.ndarray]], np.ndarray]
+) -> None:
+    holders: dict[int, str] = {}
+    lock = threading.Lock()
+    violations: list[str] = []
+    most_at_once = 0
+
+    def client(worker: int) -> None:
+        nonlocal most_at_once
+        for step in range(12):
+            feed = digits_batch(worker * 100 + step, batch=1 + step % 4)
+            with pool.borrow(timeout=30) as runner:
+                me = threading.current_thread().name
+                with lock:
+                    if id(runner) in holders:
+                        violations.append(f"{me} got a context held by {holders[id(runner)]}")
+                    holders[id(runner)] = me
+                    most_at_once = max(most_at_once, len(holders))
+                time.sleep(0.001)  # hold it a while, so the other threads must queue
+                got = runner.infer(feed)["logits"]
+                with lock:
+                    del holders[id(runner)]
+            np.testing.assert_allclose(got, reference(feed), rtol=1e-5, atol=1e-6)
+
+    threads = [threading.Thread(target=client, args=(worker,), name=f"client-{worker}") for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not violations
+    assert most_at_once <= 2
+    snapshot = pool.metrics.snapshot()
+    assert snapshot.hits + snapshot.waits == 8 * 12
+    assert snapshot.waits > 0  # 8 threads on 2 contexts did queue
+    assert snapshot.in_flight == 0 and snapshot.waiting == 0
+
+
+def test_concurrent_infer_returns_each_callers_own_result(
+    pool: EnginePool, reference: Callable[[dict[str, np.ndarray]], np.ndarray]
+) -> None:
+    mismatches: list[int] = []
+
+    def client(worker: int) -> None:
+        for step in range(20):
+            feed = digits_batch(worker * 1000 + step, batch=1 + (worker + step) % 4)
+            got = pool.infer(feed, timeout=30)["logits"]
+            if not np.allclose(got, reference(feed), rtol=1e-5, atol=1e-6):
+                mismatches.append(worker)
+
+    threads = [threading.Thread(target=client, args=(worker,)) for worker in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not mismatches
+    assert pool.metrics.snapshot().requests_ok == 6 * 20
+
+
+def test_timeout_raises_pool_exhausted(pool: EnginePool) -> None:
+    with pool.borrow(), pool.borrow():
+        began = time.monotonic()
+        with pytest.raises(PoolExhausted, match=r"no context free within 0\.2 s") as caught:
+            pool.infer(digits_batch(0), timeout=0.2)
+        waited = time.monotonic() - began
+        assert 0.2 <= waited < 5
+        assert caught.value.size == 2 and caught.value.pool == "digits"
+        with pytest.raises(PoolExhausted):
+            pool.infer(digits_batch(0), timeout=0)  # no waiting at all
+    assert pool.metrics.snapshot().requests_exhausted == 2
+    assert pool.infer(digits_batch(0), timeout=0)["logits"].shape == (1, 10)  # free again: a hit
+
+
+def test_default_timeout_applies() -> None:
+    with EnginePool(DIGITS, size=1, timeout=0.05) as pool, pool.borrow(), pytest.raises(PoolExhausted):
+        pool.infer(digits_batch(0))
+
+
+def test_waiters_are_served_first_come_first_served(pool: EnginePool) -> None:
+    order: list[int] = []
+    with pool.borrow(), pool.borrow():
+        threads = []
+        for index in range(4):
+            thread = threading.Thread(target=lambda i=index: (pool.infer(digits_batch(i), timeout=30), order.append(i)))
+            thread.start()
+            threads.append(thread)
+            while pool.metrics.snapshot().waiting < index + 1:  # queued in this order
+                time.sleep(0.001)
+    for thread in threads:
+        thread.join()
+    assert sorted(order) == [0, 1, 2, 3]
+    assert pool.metrics.snapshot().waits >= 4
+
+
+def test_invalid_input_is_the_callers_and_leaves_the_context_healthy(pool: EnginePool) -> None:
+    with pytest.raises(InvalidInputError, match="'input' is missing"):
+        pool.infer({"inputs": digits_batch(0)["input"]})
+    with pytest.raises(InvalidInputError):
+        pool.infer({"input": np.zeros((1, 3, 8, 8), np.float32)})
+    snapshot = pool.metrics.snapshot()
+    assert snapshot.requests_invalid == 2 and snapshot.rebuilds == 0
+    assert pool.state is PoolState.READY
+    assert pool.check().healthy == (0, 1)
+
+
+# ---------------------------------------------------------------- health
+
+
+def test_check_heals_a_context_whose_session_was_freed(
+    pool: EnginePool, reference: Callable[[dict[str, np.ndarray]], np.ndarray]
+) -> None:
+    assert pool.check().healthy == (0, 1)
+    with pool.borrow() as runner:
+        broken_name = runner.name
+        runner.deactivate()  # a real failure: the onnxruntime session is gone
+    report = pool.check()
+    broken_index = next(c.index for c in pool.contexts() if c.name == broken_name)
+    assert report.rebuilt == (broken_index,)
+    assert report.healthy == (1 - broken_index,)
+    assert report.ok and report.state is PoolState.READY
+    assert pool.metrics.snapshot().rebuilds == 1
+    assert pool.metrics.value("trtforge_pool_health_probes_total", result="failed") == 1
+    assert pool.metrics.value("trtforge_pool_health_probes_total", result="ok") == 3
+    assert [c.rebuilds for c in pool.contexts()][broken_index] == 1
+    with pool.borrow() as first, pool.borrow() as second:  # both contexts serve again
+        for runner in (first, second):
+            feed = digits_batch(7, batch=4)
+            np.testing.assert_allclose(runner.infer(feed)["logits"], reference(feed), rtol=1e-5, atol=1e-6)
+
+
+def test_a_failed_request_heals_its_context() -> None:
+    with EnginePool(DIGITS, size=1, warmup_shapes=[ONE]) as pool:
+        with pool.borrow() as runner:
+            runner.deactivate()
+        with pytest.raises(RunnerError, match="not active"):
+            pool.infer(digits_batch(0))
+        assert pool.infer(digits_batch(0))["logits"].shape == (1, 10)
+        snapshot = pool.metrics.snapshot()
+        assert (snapshot.requests_error, snapshot.requests_ok, snapshot.rebuilds) == (1, 1, 1)
+        assert pool.state is PoolState.READY
+
+
+def test_a_context_that_cannot_be_rebuilt_degrades_the_pool(pool: EnginePool) -> None:
+    source = pool._source  # the model bytes the pool builds sessions from
+    assert source is not None
+    good = source._bytes  # type: ignore[attr-defined]
+    with pool.borrow() as runner:
+        runner.deactivate()
+    source._bytes = b"not an onnx model"  # type: ignore[attr-defined]  # onnxruntime really refuses it
+    report = pool.check()
+    assert len(report.broken) == 1 and "cannot load the model" in report.broken[0][1]
+    assert pool.state is PoolState.DEGRADED and pool.degraded
+    assert pool.ready  # one healthy context still serves
+    assert pool.metrics.value("trtforge_pool_state", trtforge_pool_state="degraded") == 1
+    assert pool.metrics.value("trtforge_pool_contexts", state="broken") == 1
+    assert pool.infer(digits_batch(0))["logits"].shape == (1, 10)
+    source._bytes = good  # type: ignore[attr-defined]
+    assert len(pool.check().rebuilt) == 1  # a broken context gets another attempt each check
+    assert pool.state is PoolState.READY
+    assert pool.metrics.value("trtforge_pool_contexts", state="idle") == 2
+
+
+def test_background_health_checks_heal_without_being_called() -> None:
+    with EnginePool(DIGITS, size=2, warmup_shapes=[ONE], health_interval=0.05) as pool:
+        with pool.borrow() as runner:
+            runner.deactivate()
+        deadline = time.monotonic() + 10
+        while pool.metrics.snapshot().rebuilds < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pool.metrics.snapshot().rebuilds == 1
+        assert pool.state is PoolState.READY
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metric_values_after_a_known_workload() -> None:
+    with EnginePool(DIGITS, size=2, warmup_shapes=[ONE], name="known") as pool:
+        for seed in range(10):
+            pool.infer(digits_batch(seed))
+        with pytest.raises(InvalidInputError):
+            pool.infer({"wrong": np.zeros((1, 1, 8, 8), np.float32)})
+        with pool.borrow(), pool.borrow():  # 2 hits, then one request that waits for a context
+            waiter = threading.Thread(target=pool.infer, args=(digits_batch(99),), kwargs={"timeout": 30})
+            waiter.start()
+            while pool.metrics.snapshot().waiting < 1:
+                time.sleep(0.001)
+            assert pool.metrics.snapshot().in_flight == 2
+            time.sleep(0.05)
+        waiter.join()
+        with pool.borrow(), pool.borrow(), pytest.raises(PoolExhausted):
+            pool.infer(digits_batch(0), timeout=0.01)
+
+        value = pool.metrics.value
+        assert value("trtforge_pool_requests_total", outcome="ok") == 11
+        assert value("trtforge_pool_requests_total", outcome="invalid") == 1
+        assert value("trtforge_pool_requests_total", outcome="error") == 0
+        assert value("trtforge_pool_requests_total", outcome="exhausted") == 1
+        assert value("trtforge_pool_acquire_total", kind="hit") == 10 + 1 + 2 + 2
+        assert value("trtforge_pool_acquire_total", kind="wait") == 1
+        assert value("trtforge_pool_wait_seconds_count") == 16
+        assert value("trtforge_pool_wait_seconds_sum") >= 0.04
+        assert value("trtforge_pool_inference_seconds_count") == 12
+        assert value("trtforge_pool_in_flight") == 0 and value("trtforge_pool_waiting") == 0
+        assert value("trtforge_pool_rebuilds_total") == 0
+        assert value("trtforge_pool_contexts", state="idle") == 2
+        assert value("trtforge_pool_state", trtforge_pool_state="ready") == 1
+        assert pool.memory.method == "none" and pool.metrics.snapshot().device_memory_bytes is None
+        # the exposition is valid Prometheus text, every series labelled with the pool
+        families = {f.name: f for f in text_string_to_metric_families(generate_latest(pool.metrics.registry).decode())}
+        assert {"trtforge_pool_requests", "trtforge_pool_wait_seconds", "trtforge_pool_device_memory_bytes"} <= set(
+            families
+        )
+        assert all(s.labels["pool"] == "known" for f in families.values() for s in f.samples)
+    assert pool.metrics.value("trtforge_pool_state", trtforge_pool_state="closed") == 1
+
+
+# ---------------------------------------------------------------- close
+
+
+def test_close_frees_every_context_and_wakes_waiters() -> None:
+    pool = EnginePool(DIGITS, size=1, warmup_shapes=[ONE])
+    outcome: list[BaseException] = []
+
+    def wait_for_context() -> None:
+        try:
+            pool.infer(digits_batch(0), timeout=30)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with pool.borrow() as held:
+        waiter = threading.Thread(target=wait_for_context)
+        waiter.start()
+        while pool.metrics.snapshot().waiting < 1:
+            time.sleep(0.001)
+        pool.close(timeout=0.05)  # the lent context is freed when it comes back
+        waiter.join(timeout=5)
+        assert len(outcome) == 1 and isinstance(outcome[0], PoolClosed)
+        assert held.is_active  # type: ignore[attr-defined]
+    assert not held.is_active  # type: ignore[attr-defined]
+    assert pool.state is PoolState.CLOSED and not pool.ready
+    assert {c.state for c in pool.contexts()} == {"closed"}
+    assert pool._source is None  # the model is released once the last context is
+    with pytest.raises(PoolClosed):
+        pool.infer(digits_batch(0))
+    with pytest.raises(PoolClosed):
+        pool.start()
+    pool.close()  # idempotent
+
+
+def test_close_during_start_wins_and_frees_everything() -> None:
+    outcomes: list[str] = []
+    for delay in (0.0, 0.002, 0.01, 0.05):
+        pool = EnginePool(DIGITS, size=4, warmup_shapes=[ONE, FOUR], start=False)
+        errors: list[BaseException] = []
+
+        def start(pool: EnginePool = pool, errors: list[BaseException] = errors) -> None:
+            try:
+                pool.start()
+            except PoolClosed as exc:
+                errors.append(exc)
+
+        starter = threading.Thread(target=start)
+        starter.start()
+        time.sleep(delay)
+        pool.close()  # returns once start has freed what it made
+        assert {c.state for c in pool.contexts()} == {"closed"} and pool._source is None
+        starter.join(timeout=30)
+        outcomes.append("start raised" if errors else "closed after start")
+        assert pool.state is PoolState.CLOSED and not pool.ready
+        assert {c.state for c in pool.contexts()} == {"closed"} and pool._source is None
+        assert pool.metrics.value("trtforge_pool_contexts", state="idle") == 0
+    assert outcomes  # either order is fine; both must end with nothing held
+
+
+# ---------------------------------------------------------------- bad input: one clear error, nothing left
+
+
+def test_bad_arguments_are_refused_with_a_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="at least one context"):
+        EnginePool(DIGITS, size=0)
+    with pytest.raises(InvalidInputError, match=r"not an engine artifact \(.engine\) or an ONNX model"):
+        EnginePool(tmp_path / "model.pt")
+    with pytest.raises(InvalidInputError, match="model file not found"):
+        EnginePool(tmp_path / "missing.onnx")
+    with pytest.raises(InvalidInputError, match="did you mean 'input'"):
+        EnginePool(DIGITS, warmup_shapes=[{"inptu": (1, 1, 8, 8)}])
+    with pytest.raises(InvalidInputError, match="CUDAExecutionProvider is not available"):
+        EnginePool(DIGITS, providers=["CUDAExecutionProvider"])
+
+
+def test_warmup_shape_the_model_refuses_fails_start_and_frees_everything() -> None:
+    pool = EnginePool(DIGITS, size=2, warmup_shapes=[{"input": (1, 3, 8, 8)}], start=False)
+    with pytest.raises(InvalidInputError, match="digits_cnn/0"):
+        pool.start()
+    assert pool.state is PoolState.CLOSED
+    assert all(context.state == "closed" for context in pool.contexts()) and pool._source is None
+
+
+def test_start_fails_when_no_context_can_be_created(tmp_path: Path) -> None:
+    # a model onnx accepts but onnxruntime cannot run: an op of an unknown domain
+    import models
+
+    bad = models.unsupported_op(tmp_path / "unsupported.onnx")
+    pool = EnginePool(bad, size=2, start=False)
+    with pytest.raises(InvalidInputError, match="onnxruntime cannot load the model"):
+        pool.start()
+    assert pool.state is PoolState.CLOSED and pool._source is None
+
+
+# ---------------------------------------------------------------- several models
+
+
+def test_manager_serves_several_models_with_one_metrics_page(model_dir: Path) -> None:
+    with PoolManager() as manager:
+        manager.add("digits", DIGITS, size=2, warmup_shapes=[ONE])
+        manager.add("conv", model_dir / "conv.onnx", size=1, warmup_shapes=[{"input": (2, 3, 16, 16)}])
+        assert manager.names() == ["digits", "conv"] and manager.ready and "conv" in manager
+        assert manager.infer("digits", digits_batch(0))["logits"].shape == (1, 10)
+        conv_feed = {"input": np.ones((2, 3, 16, 16), np.float32)}
+        assert manager["conv"].infer(conv_feed)["logits"].shape == (2, 10)
+        with pytest.raises(InvalidInputError, match="exists already"):
+            manager.add("conv", DIGITS)
+        with pytest.raises(InvalidInputError, match="did you mean 'digits'"):
+            manager.get("digit")
+        assert {name: report.ok for name, report in manager.check().items()} == {"digits": True, "conv": True}
+        assert manager.states() == {"digits": PoolState.READY, "conv": PoolState.READY}
+        assert manager.device_memory_bytes() is None  # onnxruntime on the CPU holds no device memory
+        text = generate_latest(manager.registry).decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        ok = {
+            s.labels["pool"]: s.value
+            for s in families["trtforge_pool_requests"].samples
+            if s.name == "trtforge_pool_requests_total" and s.labels["outcome"] == "ok"
+        }
+        assert ok == {"digits": 1.0, "conv": 1.0}
+        assert text.count("# TYPE trtforge_pool_requests_total counter") == 1
+        conv = manager["conv"]
+        manager.remove("conv")
+        assert conv.state is PoolState.CLOSED and manager.names() == ["digits"]
+        digits = manager["digits"]
+    assert digits.state is PoolState.CLOSED and manager.names() == []
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_suggest_pool_size_keeps_spares() -> None:
+    gb = 10**9
+    assert suggest_pool_size(int(1.8 * gb), 16 * gb) == 6  # 8 fit, 2 spare
+    assert suggest_pool_size(2 * gb, 10 * gb) == 4  # 5 fit, 1 spare
+    assert suggest_pool_size(2 * gb, 3 * gb) == 1  # 1 fits, no spare
+    assert suggest_pool_size(2 * gb, 1 * gb) == 0  # none fits
+    assert suggest_pool_size(1 * gb, 16 * gb, shared_bytes=6 * gb) == 8  # 10 fit after the weights
+    assert suggest_pool_size(int(1.8 * gb), 16 * gb, max_size=4) == 4
+    with pytest.raises(ValueError):
+        suggest_pool_size(0, gb)
+
+
+def test_profile_shapes_cover_min_opt_max_of_every_profile() -> None:
+    profiles = [
+        {"input": {"min": [1, 3, 16, 16], "opt": [4, 3, 16, 16], "max": [8, 3, 16, 16]}},
+        {"input": {"min": [8, 3, 16, 16], "opt": [16, 3, 16, 16], "max": [16, 3, 16, 16]}},
+    ]
+    shapes = profile_shapes(profiles, static={"meta": (1, 4)})
+    assert [s["input"][0] for s in shapes] == [1, 4, 8, 16]  # duplicates dropped, order kept
+    assert all(s["meta"] == (1, 4) for s in shapes)
+
+
+def test_probe_comparison_finds_real_differences() -> None:
+    ref = {"y": np.array([[1.0, 2.0]], np.float32)}
+    assert outputs_match(ref, {"y": np.array([[1.0, 2.0000001]], np.float32)}) is None
+    assert "differs" in (outputs_match(ref, {"y": np.array([[1.0, 2.5]], np.float32)}) or "")
+    assert "NaN" in (outputs_match(ref, {"y": np.array([[np.nan, 2.0]], np.float32)}) or "")
+    assert "shape" in (outputs_match(ref, {"y": np.zeros((2, 2), np.float32)}) or "")
+    assert "missing" in (outputs_match(ref, {}) or "")
+
+
+def test_random_feed_matches_dtypes_and_is_seeded() -> None:
+    from trtforge.model import TensorDesc
+
+    inputs = (TensorDesc("x", "float16", (None, 3)), TensorDesc("ids", "int64", (None,)), TensorDesc("m", "bool", (2,)))
+    shapes = {"x": (2, 3), "ids": (5,), "m": (2,)}
+    feed = random_feed(inputs, shapes, seed=3)
+    assert [(a.dtype.name, a.shape) for a in feed.values()] == [("float16", (2, 3)), ("int64", (5,)), ("bool", (2,))]
+    assert all(
+        np.array_equal(a, b) for a, b in zip(feed.values(), random_feed(inputs, shapes, seed=3).values(), strict=True)
+    )
+
+
+# ---------------------------------------------------------------- TensorRT
+
+
+CONV_SPEC = (
+    "name: conv\nmodel: {model}\nprecision: fp32\nbackend: {backend}\n{targets}"
+    "profiles:\n  - input: {{min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}}\n"
+)
+
+
+def _build_engine(tmp_path: Path, model: Path, backend: str, targets: str = "") -> Path:
+    from rich.console import Console
+
+    from trtforge.build import build_spec
+    from trtforge.console import Reporter
+    from trtforge.spec import load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(CONV_SPEC.format(model=model, backend=backend, targets=targets), encoding="utf-8")
+    reporter = Reporter(Console(stderr=True, quiet=True), interactive=False)
+    return build_spec(load_spec(spec), tmp_path / "out", reporter).engine
+
+
+def _gpu_skip_reason(flavor: str) -> str | None:
+    """Why the TensorRT pool cannot run here (None: it can)."""
+    from trtforge.compat import detect_gpus, installed_version
+    from trtforge.runners import gpu_count
+
+    module = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}[flavor]
+    if installed_version(flavor) is None:
+        return f"`import {module}` fails here: install {flavor} on a GPU host to run the TensorRT pool"
+    gpus = detect_gpus()
+    if not gpus:
+        return "no NVIDIA GPU detected: a TensorRT pool needs one to deserialize and run the engine"
+    if gpu_count() == 0:
+        return "cuda-python is missing or sees no GPU: pip install 'trtforge[gpu]'"
+    cc = gpus[0].compute_capability
+    if flavor == "tensorrt-rtx" and str(cc) not in ("7.5", "8.0", "8.6", "8.9", "12.0"):
+        return f"TensorRT-RTX runs on compute capability 7.5/8.0/8.6/8.9/12.0, this GPU is {cc}"
+    return None
+
+
+@pytest.mark.parametrize("flavor", ["tensorrt-rtx", "tensorrt"])
+def test_tensorrt_pool_on_a_supported_gpu(tmp_path: Path, model_dir: Path, flavor: str) -> None:
+    reason = _gpu_skip_reason(flavor)
+    if reason:
+        pytest.skip(reason)
+    from trtforge.compat import detect_gpus
+
+    targets = f"targets: ['{detect_gpus()[0].compute_capability}']\n" if flavor == "tensorrt-rtx" else ""
+    engine = _build_engine(tmp_path, model_dir / "conv.onnx", flavor, targets)
+    session = ort.InferenceSession(str(model_dir / "conv.onnx"), providers=["CPUExecutionProvider"])
+    with EnginePool(engine, size=3) as pool:
+        assert pool.backend == flavor and pool.ready
+        assert [c.warm_runs for c in pool.contexts()] == [3, 3, 3]  # min, opt, max of the profile
+        assert pool.memory.method == "engine" and (pool.memory.per_context or 0) > 0
+        assert pool.metrics.snapshot().device_memory_bytes == pool.memory.total
+        holders: set[int] = set()
+        lock = threading.Lock()
+        violations: list[int] = []
+
+        def client(worker: int) -> None:
+            for step in range(10):
+                feed = {
+                    "input": np.random.default_rng(worker * 50 + step).random((1 + step % 8, 3, 16, 16), np.float32)
+                }
+                with pool.borrow(timeout=30) as runner:
+                    with lock:
+                        if id(runner) in holders:
+                            violations.append(worker)
+                        holders.add(id(runner))
+                    got = runner.infer(feed)["logits"]
+                    with lock:
+                        holders.discard(id(runner))
+                np.testing.assert_allclose(got, session.run(None, feed)[0], rtol=1e-3, atol=1e-3)
+
+        threads = [threading.Thread(target=client, args=(w,)) for w in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not violations
+        with pool.borrow() as runner:
+            runner.deactivate()  # frees the execution context, stream and device buffers
+        assert len(pool.check().rebuilt) == 1 and pool.state is PoolState.READY
+
+
+def test_tensorrt_pool_refuses_an_engine_this_host_cannot_run(tmp_path: Path, model_dir: Path) -> None:
+    """Without a GPU the loader refuses the engine: the pool fails with exit code 5 and holds nothing."""
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+    from trtforge.compat import detect_gpus
+
+    if detect_gpus():
+        pytest.skip("a GPU is present: test_tensorrt_pool_on_a_supported_gpu covers this host")
+    engine = _build_engine(tmp_path, model_dir / "conv.onnx", "tensorrt-rtx", "targets: ['8.6']\n")
+    with pytest.raises(IncompatibleEngineError) as caught:
+        EnginePool(engine, size=2)
+    assert caught.value.exit_code == 5
+    assert any("GPU" in reason for reason in caught.value.reasons)

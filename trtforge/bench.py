@@ -1,0 +1,400 @@
+"""``trtforge bench``: first-request and steady-state latency of a pool, warm against cold.
+
+Scenarios, run in one process so the baseline is measured in the same run:
+- ``cold`` (with ``--cold``, run first so no warm state of the process helps it): the pool is
+  created without warm-up the moment the first request arrives; its first response pays
+  loading, context creation and the first inference.
+- ``warm``: the pool loads and warms every context before it is ready; the first request after
+  ``ready`` is timed alone, then the burst.
+Each scenario then serves ``requests`` requests from ``concurrency`` threads at once (the burst:
+p50, p99, throughput under contention, waiting for a context included), then a serial run of
+single requests on the now warm contexts: its p50 is the steady state. Ratios are to the warm
+scenario's steady-state p50, so a single first request is compared with a single request.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
+from trtforge.model import TensorDesc
+from trtforge.runtime.pool import (
+    ONNXRUNTIME,
+    PROVIDERS,
+    EnginePool,
+    MemoryUse,
+    PoolExhausted,
+    Profile,
+    Shape,
+    backend_of,
+    concrete_shape,
+    manifest_inputs,
+    random_feed,
+    suggest_pool_size,
+)
+
+_DIMS = re.compile(r"^\d+([x,]\d+)*$")
+#: Single requests after the burst; their p50 is the steady state the ratios divide by.
+SERIAL_REQUESTS = 200
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    artifact: Path
+    pool: int = 2
+    concurrency: int = 4
+    requests: int = 1000
+    cold: bool = False
+    batch: int | None = None
+    shapes: Mapping[str, Shape] = field(default_factory=dict)
+    provider: str = "cpu"
+    threads: int | None = None
+    timeout: float = 30.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds over one burst."""
+
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    max: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        import numpy as np
+
+        if not seconds:
+            raise ValueError("no latencies to summarize")
+        ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+        p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+        return cls(len(ms), p50, p90, p99, float(ms.mean()), float(ms.max()))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # warm | cold
+    startup_ms: float  # load + contexts (+ warm-up for warm)
+    first_request_ms: float  # the first request once the constructor returned
+    first_response_ms: float  # what the first client waited: cold includes the startup
+    burst: Latency  # concurrency threads at once, waiting for a context included
+    serial: Latency  # one request at a time after the burst: the steady state
+    throughput_rps: float
+    errors: int
+    exhausted: int
+    warm_runs: int  # warm-up inferences run before ready, all contexts together
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    artifact: str
+    backend: str
+    providers: tuple[str, ...]
+    pool: int
+    concurrency: int
+    requests: int
+    shapes: dict[str, list[int]]
+    scenarios: tuple[Scenario, ...]
+    device_memory: dict[str, Any]
+    suggested_pool_size: int | None
+    metrics: dict[str, Any]
+
+    @property
+    def baseline_p50_ms(self) -> float:
+        """The steady state: the warm scenario's serial p50."""
+        return next(s.serial.p50 for s in self.scenarios if s.name == "warm")
+
+    def ratios(self, scenario: Scenario) -> dict[str, float]:
+        base = self.baseline_p50_ms
+        return {
+            "first_request_to_p50": scenario.first_request_ms / base,
+            "first_response_to_p50": scenario.first_response_ms / base,
+            "burst_p50_to_p50": scenario.burst.p50 / base,
+            "burst_p99_to_p50": scenario.burst.p99 / base,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "backend": self.backend,
+            "providers": list(self.providers),
+            "pool": self.pool,
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "shapes": self.shapes,
+            "baseline_p50_ms": self.baseline_p50_ms,
+            "scenarios": [{**asdict(s), "ratios": self.ratios(s)} for s in self.scenarios],
+            "device_memory": self.device_memory,
+            "suggested_pool_size": self.suggested_pool_size,
+            "metrics": self.metrics,
+        }
+
+
+# ---------------------------------------------------------------- inputs (pure)
+
+
+def parse_shape(text: str) -> tuple[str, Shape]:
+    """``input=1x1x8x8`` (or ``input=1,1,8,8``) -> ("input", (1, 1, 8, 8))."""
+    name, sep, dims = text.partition("=")
+    dims = dims.strip().lower()
+    if not sep or not name.strip() or not _DIMS.match(dims):
+        raise InvalidInputError(f"--shape '{text}': write NAME=DIMS, e.g. --shape input=8x1x8x8")
+    return name.strip(), tuple(int(d) for d in re.split(r"[x,]", dims))
+
+
+def request_shapes(
+    inputs: Sequence[TensorDesc],
+    profiles: Sequence[Profile],
+    batch: int | None = None,
+    overrides: Mapping[str, Shape] | None = None,
+) -> dict[str, Shape]:
+    """The shape of every input in a benchmark request.
+
+    An override wins; else an engine's first profile's opt shape, else the model's shape with
+    dynamic dims 1; ``batch`` replaces the first dim of a dynamic input.
+    """
+    overrides = dict(overrides or {})
+    names = [tensor.name for tensor in inputs]
+    for name in overrides:
+        if name not in names:
+            raise InvalidInputError(
+                f"--shape {name}=...: the model has no input '{name}'{did_you_mean(name, names)} "
+                f"(inputs: {', '.join(names)})"
+            )
+    shapes: dict[str, Shape] = {}
+    for tensor in inputs:
+        if tensor.name in overrides:
+            shapes[tensor.name] = _fitting(tensor, tuple(overrides[tensor.name]))
+            continue
+        in_profile = profiles[0].get(tensor.name) if profiles else None
+        shape = tuple(int(d) for d in in_profile["opt"]) if in_profile else concrete_shape(tensor)
+        if batch is not None and tensor.is_dynamic and shape:
+            shape = (batch, *shape[1:])
+        shapes[tensor.name] = shape
+    return shapes
+
+
+def _fitting(tensor: TensorDesc, shape: Shape) -> Shape:
+    """``shape`` when it fits the input's rank and static dims; else say which dim is wrong."""
+    dims = "x".join("?" if not isinstance(d, int) or d < 0 else str(d) for d in tensor.shape)
+    given = "x".join(str(d) for d in shape)
+    if len(shape) != len(tensor.shape):
+        raise InvalidInputError(
+            f"--shape {tensor.name}={given}: the input has rank {len(tensor.shape)} ({dims}), not {len(shape)}"
+        )
+    for axis, (got, want) in enumerate(zip(shape, tensor.shape, strict=True)):
+        if isinstance(want, int) and want >= 0 and got != want:
+            raise InvalidInputError(
+                f"--shape {tensor.name}={given}: dim {axis} is {got}, the model needs {want} ({dims})"
+            )
+    return shape
+
+
+def describe_artifact(artifact: Path) -> tuple[tuple[TensorDesc, ...], tuple[Profile, ...]]:
+    """Inputs and profiles, read from the manifest (engine) or the graph (ONNX) without loading a runtime."""
+    if backend_of(artifact) == ONNXRUNTIME:
+        from trtforge.model import inspect_model
+
+        return inspect_model(artifact).inputs, ()
+    from trtforge.manifest import read_manifest
+    from trtforge.runtime.loader import artifact_paths
+
+    _, manifest_path = artifact_paths(artifact)
+    manifest = read_manifest(manifest_path)
+    return manifest_inputs(manifest), tuple(manifest.profiles)
+
+
+# ---------------------------------------------------------------- measuring (side effects)
+
+
+def burst(pool: EnginePool, feed: Mapping[str, Any], requests: int, concurrency: int, timeout: float) -> _Burst:
+    """``requests`` requests from ``concurrency`` threads released together; latency per request."""
+    latencies: list[float] = []
+    errors = exhausted = 0
+    lock = threading.Lock()
+    counter = iter(range(requests))
+    gate = threading.Barrier(concurrency + 1)
+
+    def client() -> None:
+        nonlocal errors, exhausted
+        mine: list[float] = []
+        gate.wait()
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    break
+            began = time.perf_counter()
+            try:
+                pool.infer(feed, timeout=timeout)
+            except PoolExhausted:
+                with lock:
+                    exhausted += 1
+                continue
+            except Exception:
+                with lock:
+                    errors += 1
+                continue
+            mine.append(time.perf_counter() - began)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, name=f"bench-client-{i}") for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return _Burst(latencies, time.perf_counter() - began, errors, exhausted)
+
+
+def _serial(pool: EnginePool, feed: Mapping[str, Any], requests: int, timeout: float) -> list[float]:
+    seconds = []
+    for _ in range(requests):
+        began = time.perf_counter()
+        pool.infer(feed, timeout=timeout)
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+@dataclass(frozen=True)
+class _Burst:
+    latencies: list[float]
+    seconds: float
+    errors: int
+    exhausted: int
+
+
+def _scenario(
+    name: str, config: BenchConfig, shapes: Mapping[str, Shape], feed: Mapping[str, Any], pools: list[EnginePool]
+) -> Scenario:
+    warm = name == "warm"
+    began = time.perf_counter()
+    pool = EnginePool(
+        config.artifact,
+        config.pool,
+        warmup_shapes=[shapes],
+        warmup=warm,
+        timeout=config.timeout,
+        providers=(PROVIDERS[config.provider],),
+        threads=config.threads,
+    )
+    pools.append(pool)
+    startup = time.perf_counter() - began
+    first_began = time.perf_counter()
+    pool.infer(feed, timeout=config.timeout)
+    first = time.perf_counter() - first_began
+    measured = burst(pool, feed, config.requests, config.concurrency, config.timeout)
+    if not measured.latencies:
+        raise TrtforgeError(
+            f"{name}: none of the {config.requests} burst requests succeeded ({measured.errors} failed, "
+            f"{measured.exhausted} found no context within --timeout {config.timeout:g} s); "
+            "raise --timeout or --pool, or see the log above for the failure"
+        )
+    latency = Latency.of(measured.latencies)
+    serial = Latency.of(_serial(pool, feed, min(config.requests, SERIAL_REQUESTS), config.timeout))
+    return Scenario(
+        name=name,
+        startup_ms=startup * 1000,
+        first_request_ms=first * 1000,
+        first_response_ms=(first if warm else startup + first) * 1000,
+        burst=latency,
+        serial=serial,
+        throughput_rps=latency.count / max(measured.seconds, 1e-9),
+        errors=measured.errors,
+        exhausted=measured.exhausted,
+        warm_runs=sum(context.warm_runs for context in pool.contexts()),
+    )
+
+
+def suggested_size(memory: MemoryUse) -> int | None:
+    """``suggest_pool_size`` for GPU 0's free memory as detected before the pool took any (TensorRT only)."""
+    if memory.per_context is None:
+        return None
+    from trtforge.compat import detect_gpus
+
+    gpus = detect_gpus()  # cached: read when the loader checked the engine, before any context existed
+    if not gpus:
+        return None
+    return suggest_pool_size(memory.per_context, gpus[0].memory_free, shared_bytes=memory.shared or 0)
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) -> BenchReport:
+    """Run the scenarios (cold first, when asked) and return the report; every pool is closed after."""
+    if config.pool < 1 or config.concurrency < 1 or config.requests < 1:
+        raise InvalidInputError("--pool, --concurrency and --requests must be at least 1")
+    if config.provider not in PROVIDERS:
+        raise InvalidInputError(f"--provider '{config.provider}': use {' or '.join(PROVIDERS)}")
+    inputs, profiles = describe_artifact(config.artifact)
+    shapes = request_shapes(inputs, profiles, config.batch, config.shapes)
+    feed = random_feed(inputs, shapes, seed=config.seed + 1)  # not the warm-up's data (seed 0)
+    if backend_of(config.artifact) == ONNXRUNTIME:
+        import onnxruntime  # noqa: F401  (a server imports it at start-up: not part of any first request)
+    pools: list[EnginePool] = []
+    scenarios: list[Scenario] = []
+    try:
+        for name in ("cold", "warm") if config.cold else ("warm",):
+            log(f"{name}: pool of {config.pool}, {config.requests} requests from {config.concurrency} threads")
+            scenarios.append(_scenario(name, config, shapes, feed, pools))
+            if name == "cold":
+                pools.pop().close()  # one pool at a time: the warm one must not share the CPU with it
+        warm_pool = pools[-1]
+        memory = warm_pool.memory
+        return BenchReport(
+            artifact=str(config.artifact),
+            backend=warm_pool.backend,
+            providers=(PROVIDERS[config.provider],) if warm_pool.backend == ONNXRUNTIME else (),
+            pool=config.pool,
+            concurrency=config.concurrency,
+            requests=config.requests,
+            shapes={name: list(shape) for name, shape in shapes.items()},
+            scenarios=tuple(scenarios),
+            device_memory=asdict(memory),
+            suggested_pool_size=suggested_size(memory),
+            metrics=asdict(warm_pool.metrics.snapshot()),
+        )
+    finally:
+        for pool in pools:
+            pool.close()
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_table(report: BenchReport) -> Any:
+    """A rich table, one row per scenario; times in ms, ratios to the warm steady-state p50."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"{Path(report.artifact).name} on {report.backend}: pool {report.pool}, burst of {report.requests} "
+        f"from {report.concurrency} threads; ms, ×p50 = ratio to the steady-state p50 "
+        f"({report.baseline_p50_ms:.3f} ms)",
+    )
+    for column in ("", "startup", "1st req", "×p50", "1st resp", "×p50", "p50", "burst p99", "req/s"):
+        table.add_column(column, justify="left" if not column else "right")
+    for scenario in report.scenarios:
+        ratios = report.ratios(scenario)
+        table.add_row(
+            scenario.name,
+            f"{scenario.startup_ms:.1f}",
+            f"{scenario.first_request_ms:.3f}",
+            f"{ratios['first_request_to_p50']:.1f}",
+            f"{scenario.first_response_ms:.2f}",
+            f"{ratios['first_response_to_p50']:.1f}",
+            f"{scenario.serial.p50:.3f}",
+            f"{scenario.burst.p99:.3f}",
+            f"{scenario.throughput_rps:.0f}",
+        )
+    return table
