@@ -16,8 +16,9 @@ from pathlib import Path
 from trtforge import __version__
 from trtforge.accuracy.report import SKIPPED_SUMMARY, AccuracyReport, report_path, summary, write_report
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
-from trtforge.compat import detect_platform
+from trtforge.compat import detect_platform, version_tuple
 from trtforge.console import Reporter
+from trtforge.errors import SpecError
 from trtforge.fsutil import ensure_writable_dir, sha256_file, staged_file
 from trtforge.manifest import (
     ArtifactInfo,
@@ -85,10 +86,10 @@ def fp16_onnx(model_path: Path, cache_dir: Path) -> Path:
 
 
 def prepare_precision(
-    spec: Spec, model_info: ModelInfo, flavor_major: tuple[str, int], cache_dir: Path, reporter: Reporter
+    spec: Spec, model_info: ModelInfo, flavor: str, version: str, cache_dir: Path, reporter: Reporter
 ) -> Prepared:
     """fp32: the model as is; fp16: an FP16 graph (or, on TensorRT 10.x, the FP16 flag); int8: Q/DQ."""
-    flavor, major = flavor_major
+    major = version_tuple(version)[0]
     weakly_typed_trt = flavor == "tensorrt" and major < 11
     if spec.precision == "fp32":
         return Prepared(spec.model_path)
@@ -98,20 +99,20 @@ def prepare_precision(
         return Prepared(fp16_onnx(spec.model_path, cache_dir))
     from trtforge.calibration import calibrate
 
-    assert spec.calibration is not None
+    calibration = spec.calibration
+    if calibration is None:  # the spec model refuses int8 without it; keep type checkers informed
+        raise SpecError(f"{spec.origin.where('precision')}: precision int8 needs a 'calibration:' section")
+    if calibration.mode == "native" and not weakly_typed_trt:
+        raise SpecError(
+            f"{spec.origin.where('calibration', 'mode')}: calibration.mode native needs "
+            f"enterprise TensorRT 10.x (this backend is {flavor} {version}); use mode: qdq"
+        )
     result = calibrate(spec, model_info, cache_dir=cache_dir / "calibration", log=reporter.info)
-    if spec.calibration.mode == "native":
-        if not weakly_typed_trt:
-            from trtforge.errors import SpecError
-
-            raise SpecError(
-                f"{spec.origin.where('calibration', 'mode')}: calibration.mode native needs "
-                f"enterprise TensorRT 10.x (this backend is {flavor} {major}.x); use mode: qdq"
-            )
+    if calibration.mode == "native":
         return Prepared(
             spec.model_path,
-            fp16_flag=spec.calibration.high_precision == "fp16",
-            calibration_cache=result.tensorrt_cache(flavor_version=None),
+            fp16_flag=calibration.high_precision == "fp16",
+            calibration_cache=result.trt_cache(version),
             calibration=result.manifest_section(),
             simulated_onnx=result.qdq_model,
         )
@@ -186,8 +187,7 @@ def build_spec(
     choice = choose_backend(backend or spec.backend)
     engine_backend = open_backend(choice.flavor)
     reporter.info(f"{spec.name}: backend {choice.flavor} {engine_backend.version} ({choice.reason})")
-    major = int(engine_backend.version.split(".")[0])
-    prepared = prepare_precision(spec, model_info, (choice.flavor, major), cache_dir, reporter)
+    prepared = prepare_precision(spec, model_info, choice.flavor, engine_backend.version, cache_dir, reporter)
 
     request = BuildRequest(
         onnx_path=prepared.onnx_path,

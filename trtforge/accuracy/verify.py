@@ -87,9 +87,9 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
     info = describe(model, spec.model_path)
     del model
     check_profiles(spec, info)
-    flavor = manifest.tensorrt.flavor
-    major = int(manifest.tensorrt.version.split(".")[0])
-    prepared = prepare_precision(spec, info, (flavor, major), cache_dir or default_cache_dir(), reporter)
+    prepared = prepare_precision(
+        spec, info, manifest.tensorrt.flavor, manifest.tensorrt.version, cache_dir or default_cache_dir(), reporter
+    )
     report = check_artifact(spec, info, manifest, engine, prepared.candidate_onnx, reporter)
     report_file = write_report(report_path(engine.parent, manifest.stem), report)
     signed = manifest.signature is not None

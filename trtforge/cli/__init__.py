@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from trtforge import __version__
-from trtforge.cli import build_commands
+from trtforge.cli import bench_commands, build_commands, check_commands, ci_commands, publish_commands, verify_commands
 
 app = typer.Typer(
     name="trtforge",
@@ -22,6 +22,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(build_commands.app)
+app.add_typer(check_commands.app)
+app.add_typer(bench_commands.app)
+app.add_typer(verify_commands.app)
+app.add_typer(ci_commands.app)
+app.add_typer(publish_commands.app)
 
 
 def _version_callback(value: bool) -> None:

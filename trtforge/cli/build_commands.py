@@ -105,6 +105,61 @@ def _write_junit(path: Path | None, suites: list[Any]) -> None:
 
 @app.command()
 @exits_cleanly
+def calibrate(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="An int8 model spec.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Also copy the Q/DQ ONNX and the scales here.")
+    ] = None,
+    trt_version: Annotated[
+        str | None,
+        typer.Option(help="Also write TensorRT's calibration cache for this TensorRT version (needs --out)."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Cache directory (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """INT8 calibration only: the Q/DQ ONNX and the calibration scales (cached by content)."""
+    from trtforge.build import default_cache_dir
+    from trtforge.calibration import calibrate as run_calibration
+    from trtforge.errors import InvalidInputError, SpecError
+    from trtforge.model import inspect_model
+    from trtforge.spec import check_profiles, load_spec
+
+    spec = load_spec(spec_path)
+    if spec.calibration is None:
+        raise SpecError(f"{spec.origin.where()}: no 'calibration:' section; add one (see trtforge schema)")
+    if trt_version is not None and out is None:
+        raise InvalidInputError("--trt-version writes a file: pass --out too")
+    model = inspect_model(spec.model_path)
+    check_profiles(spec, model)
+    console = reporter()
+    result = run_calibration(spec, model, (cache_dir or default_cache_dir()) / "calibration", log=console.info)
+    files = {"qdq_model": str(result.qdq_model), "scales": str(result.cache_file)}
+    if out is not None:
+        files = _export_calibration(result, spec.name, out, trt_version)
+    for label, path in files.items():
+        console.info(f"{spec.name}: {label} {path}")
+    if as_json:
+        emit_json({**result.manifest_section(), "reused": result.reused, "files": files})
+
+
+def _export_calibration(result: Any, name: str, out: Path, trt_version: str | None) -> dict[str, str]:
+    from trtforge.fsutil import atomic_write_bytes, ensure_writable_dir
+
+    ensure_writable_dir(out)
+    files = {"qdq_model": out / f"{name}-int8.qdq.onnx", "scales": out / f"{name}-int8.scales.json"}
+    atomic_write_bytes(files["qdq_model"], result.qdq_model.read_bytes())
+    atomic_write_bytes(files["scales"], result.cache_file.read_bytes())
+    if trt_version is not None:
+        files["tensorrt_cache"] = out / f"{name}-int8.trt{trt_version}.calibration.cache"
+        atomic_write_bytes(files["tensorrt_cache"], result.trt_cache(trt_version))
+    return {label: str(path) for label, path in files.items()}
+
+
+@app.command()
+@exits_cleanly
 def inspect(
     engine: Annotated[Path, typer.Argument(help="An .engine file (its .manifest.json sits beside it).")],
     as_json: JsonOption = False,

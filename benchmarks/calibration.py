@@ -1,0 +1,388 @@
+"""How fast and how lean is trtforge's INT8 calibration, against onnxruntime's?
+
+Model: a ResNet-18-sized CNN (ResNet-18 layout with BatchNorm, 3x64x64 input, 1000 classes)
+built with onnx.helper and seeded random weights. Data: seeded normal samples in .npy files of
+64. For each sample count (default 64, 256, 1024), runs each in its own process:
+
+  * floor:            plain onnxruntime inference of the model over the same batches
+  * trtforge:         ``trtforge.calibration.calibrate`` end to end (entropy, Q/DQ mode, empty
+                      cache): model check, BN folding, streaming collection, thresholds, Q/DQ
+                      ONNX with FP16 elsewhere
+  * trtforge-ranges:  the calibration proper only: BN folding, collection, thresholds
+  * onnxruntime:      ``quantize_static(..., calibrate_method=CalibrationMethod.Entropy)`` with
+                      the same Q/DQ settings, given the BN-folded model for free
+                      (``quant_pre_process`` runs beforehand, outside its time)
+  * onnxruntime-ranges: its calibration proper only (``create_calibrator``, ``collect_data``,
+                      ``compute_data``: what quantize_static runs before writing Q/DQ)
+
+All read the data through ``trtforge.data.iter_batches`` (batches of 16). Wall time is the
+child's own measurement of the work (imports and process start excluded); peak RSS is the
+child's maximum resident set from ``os.wait4``. A child killed for memory, or raising
+MemoryError, is recorded as "out of memory". onnxruntime runs with its default threads.
+
+Goals at the largest count: onnxruntime / trtforge >= 5 (calibration proper, and end to end
+shown beside it); trtforge end to end / floor <= 1.5; trtforge RSS <= 1.25 x its RSS at the
+smallest count. Prints a table on stderr, then one JSON document on stdout.
+
+Usage: python benchmarks/calibration.py [--samples 64 256 1024] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+BATCH = 16
+FILE_SAMPLES = 64
+SHAPE = (3, 64, 64)
+QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+
+
+def resnet18(path: Path, seed: int = 0) -> None:
+    """ResNet-18 (BasicBlock x [2, 2, 2, 2], widths 64..512) with BatchNorm, dynamic batch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+
+    def init(name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(array.astype(np.float32), name))
+        return name
+
+    def conv_bn(x: str, name: str, cin: int, cout: int, k: int, stride: int, relu: bool) -> str:
+        weight = init(f"{name}.w", rng.normal(0, np.sqrt(2 / (cin * k * k)), (cout, cin, k, k)))
+        pad = k // 2
+        nodes.append(
+            helper.make_node(
+                "Conv", [x, weight], [f"{name}.conv"], name=f"{name}/Conv",
+                kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4,
+            )
+        )  # fmt: skip
+        bn = [
+            init(f"{name}.gamma", rng.uniform(0.5, 1.0, cout)),
+            init(f"{name}.beta", rng.normal(0, 0.1, cout)),
+            init(f"{name}.mean", rng.normal(0, 0.1, cout)),
+            init(f"{name}.var", rng.uniform(0.8, 1.2, cout)),
+        ]
+        nodes.append(
+            helper.make_node(
+                "BatchNormalization", [f"{name}.conv", *bn], [f"{name}.bn"], name=f"{name}/BN"
+            )
+        )
+        if not relu:
+            return f"{name}.bn"
+        nodes.append(
+            helper.make_node("Relu", [f"{name}.bn"], [f"{name}.relu"], name=f"{name}/Relu")
+        )
+        return f"{name}.relu"
+
+    x = conv_bn("input", "stem", 3, 64, 7, 2, relu=True)
+    nodes.append(
+        helper.make_node(
+            "MaxPool", [x], ["stem.pool"], name="stem/MaxPool",
+            kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+        )
+    )  # fmt: skip
+    x, cin = "stem.pool", 64
+    for stage, cout in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            name = f"layer{stage}.{block}"
+            stride = 2 if stage > 1 and block == 0 else 1
+            y = conv_bn(x, f"{name}.a", cin, cout, 3, stride, relu=True)
+            y = conv_bn(y, f"{name}.b", cout, cout, 3, 1, relu=False)
+            shortcut = (
+                conv_bn(x, f"{name}.down", cin, cout, 1, stride, relu=False) if stride > 1 else x
+            )
+            nodes.append(
+                helper.make_node("Add", [y, shortcut], [f"{name}.add"], name=f"{name}/Add")
+            )
+            nodes.append(
+                helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"], name=f"{name}/Relu")
+            )
+            x, cin = f"{name}.out", cout
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"], name="head/Pool"))
+    nodes.append(helper.make_node("Flatten", ["pool"], ["flat"], name="head/Flatten"))
+    fc_w = init("fc.w", rng.normal(0, np.sqrt(1 / 512), (1000, 512)))
+    fc_b = init("fc.b", np.zeros(1000))
+    nodes.append(
+        helper.make_node("Gemm", ["flat", fc_w, fc_b], ["logits"], name="head/Gemm", transB=1)
+    )
+    graph = helper.make_graph(
+        nodes,
+        "resnet18",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *SHAPE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def write_data(folder: Path, samples: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, start in enumerate(range(0, samples, FILE_SAMPLES)):
+        count = min(FILE_SAMPLES, samples - start)
+        np.save(
+            folder / f"batch_{index:03d}.npy", rng.normal(0, 1, (count, *SHAPE)).astype(np.float32)
+        )
+
+
+def _batches(data: Path, model: Path, samples: int):
+    from trtforge.data import iter_batches
+    from trtforge.model import TensorDesc
+
+    inputs = (TensorDesc("input", "float32", ("batch", *SHAPE)),)
+    return iter_batches(sorted(data.glob("*.npy")), inputs, BATCH, samples)
+
+
+def run_floor(model: Path, data: Path, samples: int, out: Path) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    for batch in _batches(data, model, samples):
+        session.run(None, batch)
+
+
+def run_trtforge(model: Path, data: Path, samples: int, out: Path) -> None:
+    from trtforge.calibration import calibrate
+    from trtforge.spec import parse_spec
+
+    text = (
+        f"name: bench\nmodel: {model}\nprecision: int8\n"
+        f"calibration: {{data: '{data}/*.npy', batch_size: {BATCH}, max_samples: {samples}}}\n"
+    )
+    spec = parse_spec(text, out / "spec.yaml")
+    calibrate(spec, model, out / "cache", log=lambda message: None)
+
+
+def run_trtforge_ranges(model: Path, data: Path, samples: int, out: Path) -> None:
+    from trtforge.calibration.collect import collect, float_tensors, quantized_inputs
+    from trtforge.calibration.histogram import compute_amax
+    from trtforge.calibration.qdq import fold_batchnorm
+
+    folded = fold_batchnorm(model)
+    types = float_tensors(folded)
+    tensors = quantized_inputs(folded, types)
+    stats, _ = collect(folded, types, tensors, _batches(data, model, samples), "entropy")
+    for name in tensors:
+        compute_amax(stats[name], "entropy")
+
+
+def _reader(data: Path, model: Path, samples: int):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = _batches(data, model, samples)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    return Reader()
+
+
+def run_onnxruntime(model: Path, data: Path, samples: int, out: Path) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(model.with_suffix(".folded.onnx")),
+        str(out / "ort_qdq.onnx"),
+        _reader(data, model, samples),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=QUANTIZED_OPS,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "DedicatedQDQPair": True,
+            "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS,
+        },
+    )
+
+
+def run_onnxruntime_ranges(model: Path, data: Path, samples: int, out: Path) -> None:
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    calibrator = create_calibrator(
+        model.with_suffix(".folded.onnx"),
+        QUANTIZED_OPS,
+        augmented_model_path=str(out / "augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy,
+    )
+    calibrator.collect_data(_reader(data, model, samples))
+    calibrator.compute_data()
+
+
+RUNS = {
+    "floor": run_floor,
+    "trtforge": run_trtforge,
+    "trtforge-ranges": run_trtforge_ranges,
+    "onnxruntime": run_onnxruntime,
+    "onnxruntime-ranges": run_onnxruntime_ranges,
+}
+
+
+def child(kind: str, model: Path, data: Path, samples: int, out: Path) -> None:
+    """Entry point of one measured process: imports first, then the timed work."""
+    import onnx  # noqa: F401  (import cost is not what is measured)
+    import onnxruntime
+    import onnxruntime.quantization  # noqa: F401
+
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    RUNS[kind](model, data, samples, out)
+    print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+def measure(kind: str, model: Path, data: Path, samples: int, out: Path) -> dict[str, object]:
+    """Run one child; its peak RSS comes from its own rusage (``os.wait4``), not the parent's."""
+    command = [
+        sys.executable, __file__, "--child", kind, "--model", str(model),
+        "--data", str(data), "--samples", str(samples), "--workdir", str(out),
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = code = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        output, errors = stdout.read().decode(), stderr.read().decode()
+    rss_mib = round(usage.ru_maxrss / 1024, 1)
+    if code == -signal.SIGKILL or "MemoryError" in errors:
+        return {"seconds": None, "rss_mib": rss_mib, "result": "out of memory"}
+    if code != 0:
+        raise SystemExit(f"{kind} at {samples} samples failed:\n{errors[-3000:]}")
+    seconds = json.loads(output.strip().splitlines()[-1])["seconds"]
+    return {"seconds": round(seconds, 3), "rss_mib": rss_mib, "result": "ok"}
+
+
+def prepare(workdir: Path, largest: int) -> tuple[Path, Path]:
+    """The model, its BN-folded copy (onnxruntime's input) and the data, built once."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = workdir / "resnet18.onnx"
+    data = workdir / "data"
+    if not model.is_file():
+        resnet18(model)
+    folded = model.with_suffix(".folded.onnx")
+    if not folded.is_file():
+        quant_pre_process(str(model), str(folded), skip_symbolic_shape=True)
+    if len(list(data.glob("*.npy"))) * FILE_SAMPLES < largest:
+        write_data(data, largest)
+    return model, data
+
+
+def _ratio(numerator: object, denominator: object) -> float | None:
+    if isinstance(numerator, float) and isinstance(denominator, float) and denominator > 0:
+        return round(numerator / denominator, 2)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--workdir", type=Path, help="keep model and data here (reused)")
+    parser.add_argument("--child", choices=sorted(RUNS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.model, args.data, args.samples[0], args.workdir)
+        return
+    with tempfile.TemporaryDirectory(prefix="trtforge-bench-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        model, data = prepare(workdir, max(args.samples))
+        rows = []
+        for samples in args.samples:
+            row: dict[str, object] = {"samples": samples}
+            for kind in RUNS:
+                out = workdir / "runs" / f"{kind}-{samples}"
+                shutil.rmtree(out, ignore_errors=True)  # an empty cache: nothing is reused
+                row[kind] = measure(kind, model, data, samples, out)
+                print(f"{samples:5d} {kind:18s} {row[kind]}", file=sys.stderr)
+            rows.append(row)
+    report(rows)
+
+
+COLUMNS = (
+    ("samples", "{samples}"),
+    ("floor s", "{floor}"),
+    ("ours s", "{trtforge}"),
+    ("ours ranges s", "{trtforge-ranges}"),
+    ("ort s", "{onnxruntime}"),
+    ("ort ranges s", "{onnxruntime-ranges}"),
+    ("ort/ours ranges", "{speedup_ranges}"),
+    ("ort/ours", "{speedup}"),
+    ("ours/floor", "{ours_over_floor}"),
+    ("floor MiB", "{floor_mib}"),
+    ("ours MiB", "{trtforge_mib}"),
+    ("ort MiB", "{onnxruntime_mib}"),
+)
+
+
+def report(rows: list[dict]) -> None:
+    """Ratios into the rows, a table on stderr, the JSON document on stdout."""
+    base_rss = rows[0]["trtforge"]["rss_mib"]
+    cells = []
+    for row in rows:
+        seconds = {
+            kind: row[kind]["seconds"] if row[kind]["result"] == "ok" else row[kind]["result"]
+            for kind in RUNS
+        }
+        row["speedup_ranges"] = _ratio(seconds["onnxruntime-ranges"], seconds["trtforge-ranges"])
+        row["speedup"] = _ratio(seconds["onnxruntime"], seconds["trtforge"])
+        row["ours_over_floor"] = _ratio(seconds["trtforge"], seconds["floor"])
+        row["rss_vs_smallest"] = _ratio(row["trtforge"]["rss_mib"], base_rss)
+        values = {**seconds, **{f"{kind}_mib": row[kind]["rss_mib"] for kind in RUNS}}
+        values |= {key: row[key] for key in ("samples", "speedup_ranges", "speedup")}
+        values["ours_over_floor"] = row["ours_over_floor"]
+        cells.append([template.format_map(values) for _, template in COLUMNS])
+    widths = [
+        max(len(title), *(len(line[i]) for line in cells)) for i, (title, _) in enumerate(COLUMNS)
+    ]
+    titles = [title for title, _ in COLUMNS]
+    lines = [" | ".join(text.rjust(width) for text, width in zip(line, widths, strict=True))
+             for line in (titles, *cells)]  # fmt: skip
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    print("\n".join(lines), file=sys.stderr)
+    document = {
+        "benchmark": "calibration",
+        "model": "resnet18-like, 3x64x64, BatchNorm, seeded random weights",
+        "batch_size": BATCH,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)),
+            "platform": platform.platform(),
+        },
+        "rows": rows,
+        "table": lines,
+    }
+    print(json.dumps(document, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Calibration results on disk: TensorRT's calibration-cache text and trtforge's own cache.
+
+TensorRT's cache (what ``IInt8EntropyCalibrator2.read_calibration_cache`` accepts)::
+
+    TRT-<version integer>-EntropyCalibration2
+    <tensor name>: <IEEE-754 float32 scale, big-endian, 8 hex digits>
+
+TensorRT ignores a cache whose version integer is not its own, so trtforge keeps scales
+version-free (JSON) and writes this text at build time for the TensorRT that builds. The
+version integer is TensorRT's ``NV_TENSORRT_VERSION``: ``major * 1000 + minor * 100 + patch``
+up to 8.x (8.2.3 -> 8203, as in ``TRT-8203-EntropyCalibration2``) and, since 10.0, where
+minors reach two digits, ``major * 10000 + minor * 100 + patch`` (NvInferVersion.h
+``NV_TENSORRT_VERSION_INT``; 10.3.0 -> ``TRT-100300-EntropyCalibration2``). The build number
+(a fourth part such as ``.35``) is not in it.
+
+The algorithm word is always ``EntropyCalibration2``: the TensorRT 10.x backend reads the cache
+through an ``IInt8EntropyCalibrator2``, which accepts only that word, whatever rule
+(entropy, minmax, percentile) trtforge used to choose the scales.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trtforge.errors import InvalidInputError
+
+CACHE_ALGORITHM = "EntropyCalibration2"
+SCALES_SCHEMA = "trtforge/calibration-scales/v1"
+_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+_HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
+
+
+def trt_version_int(version: str) -> int:
+    """TensorRT's version integer for "10.13.0.35", "8.6.1" or "10.3" (see module doc)."""
+    match = _VERSION.match(version.strip())
+    if not match:
+        raise InvalidInputError(f"not a TensorRT version: '{version}' (expected e.g. 10.13.0)")
+    major, minor, patch = (int(part or 0) for part in match.groups())
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def cache_header(trt_version: str) -> str:
+    return f"TRT-{trt_version_int(trt_version)}-{CACHE_ALGORITHM}"
+
+
+def write_trt_cache(scales: Mapping[str, float], trt_version: str) -> bytes:
+    """The calibration cache text for ``trt_version``, tensors in name order."""
+    lines = [cache_header(trt_version)]
+    lines += [f"{name}: {struct.pack('>f', scales[name]).hex()}" for name in sorted(scales)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def parse_trt_cache(data: bytes) -> tuple[int, str, dict[str, float]]:
+    """(version integer, algorithm, scales) of a TensorRT calibration cache.
+
+    Tensor names may contain ':' (``onnx::Conv_3``), so each line splits at its last ': '.
+    """
+    lines = data.decode("utf-8").splitlines()
+    header = _HEADER.match(lines[0].strip()) if lines else None
+    if header is None:
+        raise InvalidInputError(
+            "not a TensorRT calibration cache: no 'TRT-<version>-<algorithm>' first line"
+        )
+    scales: dict[str, float] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        name, separator, hex_scale = line.rpartition(": ")
+        try:
+            if not separator:
+                raise ValueError(line)
+            (scales[name],) = struct.unpack(">f", bytes.fromhex(hex_scale.strip()))
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"calibration cache line {number}: expected 'name: 8 hex digits', got {line!r}"
+            ) from exc
+    return int(header.group(1)), header.group(2), scales
+
+
+def content_key(parts: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``parts``: the address of a cache entry."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def scales_path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"scales-{key}.json"
+
+
+def qdq_path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"qdq-{key}.onnx"
+
+
+def scales_document(
+    key: str, inputs: Mapping[str, Any], scales: Mapping[str, float], samples: int
+) -> str:
+    """The version-free scales file. Deterministic (no times, no paths): equal inputs give
+    equal bytes, so its sha256 identifies a calibration across machines."""
+    document = {
+        "schema": SCALES_SCHEMA,
+        "key": key,
+        "inputs": dict(inputs),
+        "samples": samples,
+        "scales": {name: scales[name] for name in sorted(scales)},
+    }
+    return json.dumps(document, indent=1, sort_keys=True) + "\n"
+
+
+def read_scales(path: Path, key: str) -> tuple[dict[str, float], int] | None:
+    """(scales, samples) of a cache entry, or None when it is missing, damaged or not ``key``'s."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("schema") != SCALES_SCHEMA or document.get("key") != key:
+            return None
+        scales = {str(name): float(value) for name, value in document["scales"].items()}
+        return scales, int(document["samples"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

@@ -1,0 +1,302 @@
+"""Sample data for calibration and the accuracy gate: .npy/.npz files, validated and batched.
+
+Rules (README "Calibration data"):
+- A file holds one sample (rank = model input rank - 1) or a batch (rank = input rank; the
+  first axis counts samples, a batch of 1 included).
+- ``.npy`` holds one array, so only single-input models take it. ``.npz`` keys name the model
+  inputs (every input needs one); a single-input model also takes an archive with one array
+  saved under numpy's default name ``arr_0``.
+- Static dims must match the model; dynamic dims are free, but a batch never mixes shapes
+  (a shape change starts a new batch).
+- dtype: the model's, or a cast numpy does without loss (``can_cast(..., "safe")``), or any
+  float to float: ``np.save`` writes float64 by default and calibration cares about ranges,
+  not the last bits. Anything else (floats for an integer input, ...) is an error.
+- NaN or Inf in a float array is an error that names the file and the first bad index.
+- Order is the order of the file list (``expand_globs`` sorts each pattern); ``max_samples``
+  caps the count. Files are opened one at a time; a ``.npy`` is memory-mapped, so only the
+  samples in use are read (a ``.npz`` member is read whole). Memory is one batch and one
+  file, not the data set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from trtforge.errors import InvalidInputError, did_you_mean
+from trtforge.fsutil import sha256_file
+from trtforge.model import TensorDesc
+
+SUFFIXES = (".npy", ".npz")
+_DEFAULT_NPZ_KEY = "arr_0"
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """The files that hold the first ``samples`` samples (at most ``max_samples``)."""
+
+    files: tuple[Path, ...]
+    samples: int
+
+
+def _dims(tensor: TensorDesc) -> str:
+    return "[" + ", ".join("?" if dim is None else str(dim) for dim in tensor.shape) + "]"
+
+
+def _static(dim: object) -> int | None:
+    return dim if isinstance(dim, int) and dim >= 0 else None
+
+
+def fixed_batch_size(inputs: Sequence[TensorDesc]) -> int | None:
+    """The batch size a model with a static first dim accepts (None: the batch dim is free)."""
+    sizes = {_static(tensor.shape[0]) if tensor.shape else None for tensor in inputs}
+    if len(sizes) == 1 and (size := sizes.pop()) is not None and size > 0:
+        return size
+    return None
+
+
+def _sample_count(path: Path, tensor: TensorDesc, shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Samples in an array of ``shape`` meant for ``tensor``; raises if it cannot fit."""
+    rank = len(tensor.shape)
+    if rank == 0:
+        raise InvalidInputError(
+            f"{path}: input '{tensor.name}' is a scalar (rank 0), which has no batch axis to "
+            "calibrate over; trtforge needs inputs with a leading batch dim"
+        )
+    if len(shape) == rank - 1:
+        count, sample = 1, shape
+    elif len(shape) == rank:
+        count, sample = shape[0], shape[1:]
+    else:
+        raise InvalidInputError(
+            f"{path}: array of shape {list(shape)} does not fit input '{tensor.name}' "
+            f"{_dims(tensor)}: it needs rank {rank} (a batch) or {rank - 1} (one sample), "
+            f"got rank {len(shape)}"
+        )
+    for axis, (got, want) in enumerate(zip(sample, tensor.shape[1:], strict=True), start=1):
+        if (static := _static(want)) is not None and got != static:
+            raise InvalidInputError(
+                f"{path}: array of shape {list(shape)} does not fit input '{tensor.name}' "
+                f"{_dims(tensor)}: sample dim {axis} is {got}, the model needs {static}"
+            )
+    _check_dtype(path, tensor, dtype)
+    return count
+
+
+def _check_dtype(path: Path, tensor: TensorDesc, dtype: np.dtype) -> None:
+    want = np.dtype(tensor.dtype)
+    floats = np.issubdtype(dtype, np.floating) and np.issubdtype(want, np.floating)
+    if not (np.can_cast(dtype, want, "safe") or floats):
+        raise InvalidInputError(
+            f"{path}: dtype {dtype} does not fit input '{tensor.name}' ({want}); "
+            f"save the data as {want} (e.g. array.astype(np.{want.name}))"
+        )
+
+
+def _npz_keys(path: Path, keys: Sequence[str], inputs: Sequence[TensorDesc]) -> dict[str, str]:
+    """Input name -> archive key, or an error that names the file and the key."""
+    names = [tensor.name for tensor in inputs]
+    if len(inputs) == 1 and list(keys) == [_DEFAULT_NPZ_KEY] and names[0] != _DEFAULT_NPZ_KEY:
+        return {names[0]: _DEFAULT_NPZ_KEY}
+    for key in keys:
+        if key not in names:
+            raise InvalidInputError(
+                f"{path}: key '{key}' names no model input{did_you_mean(key, names)} "
+                f"(inputs: {', '.join(names)})"
+            )
+    for name in names:
+        if name not in keys:
+            raise InvalidInputError(
+                f"{path}: no array for input '{name}' (keys: {', '.join(keys) or 'none'}); "
+                f"save one key per input, e.g. np.savez(file, **{{'{name}': array, ...}})"
+            )
+    return {name: name for name in names}
+
+
+def _npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a .npy header, without reading the data."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    return shape, dtype
+
+
+def _headers(
+    path: Path, inputs: Sequence[TensorDesc]
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Input name -> (shape, dtype) of its array in ``path``, without reading the data."""
+    try:
+        if path.suffix == ".npy":
+            if len(inputs) != 1:
+                names = ", ".join(tensor.name for tensor in inputs)
+                raise InvalidInputError(
+                    f"{path}: a .npy file holds one array, but the model has {len(inputs)} inputs "
+                    f"({names}); use .npz files with one key per input"
+                )
+            with open(path, "rb") as handle:
+                return {inputs[0].name: _npy_header(handle)}
+        if path.suffix == ".npz":
+            with zipfile.ZipFile(path) as archive:
+                keys = [name.removesuffix(".npy") for name in archive.namelist()]
+                mapping = _npz_keys(path, keys, inputs)
+                headers = {}
+                for name, key in mapping.items():
+                    with archive.open(f"{key}.npy") as member:
+                        headers[name] = _npy_header(member)
+                return headers
+    except InvalidInputError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        raise InvalidInputError(f"{path}: cannot read as {path.suffix} ({exc})") from exc
+    raise InvalidInputError(
+        f"{path}: calibration data must be .npy or .npz files, got '{path.suffix}'"
+    )
+
+
+def _file_samples(path: Path, inputs: Sequence[TensorDesc]) -> int:
+    headers = _headers(path, inputs)
+    counts = {tensor.name: _sample_count(path, tensor, *headers[tensor.name]) for tensor in inputs}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name}: {count}" for name, count in counts.items())
+        raise InvalidInputError(f"{path}: inputs hold different sample counts ({listed})")
+    return next(iter(counts.values()))
+
+
+def plan_data(
+    files: Sequence[Path], inputs: Sequence[TensorDesc], max_samples: int | None
+) -> DataPlan:
+    """Check every file's header (suffix, keys, rank, static dims, dtype) and keep the files
+    that hold the first ``max_samples`` samples. Fails fast, before any model runs."""
+    kept: list[Path] = []
+    samples = 0
+    for path in files:
+        if max_samples is not None and samples >= max_samples:
+            break
+        count = _file_samples(path, inputs)
+        if count:
+            kept.append(path)
+        samples += count
+    if max_samples is not None:
+        samples = min(samples, max_samples)
+    if samples == 0:
+        raise InvalidInputError(
+            f"{files[0] if files else 'calibration data'}: the data files hold no samples"
+        )
+    return DataPlan(tuple(kept), samples)
+
+
+def data_sha256(files: Sequence[Path]) -> str:
+    """Hash of the files' contents in order (not their paths: moving a data set keeps it)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(sha256_file(path).encode("ascii") + b"\n")
+    return digest.hexdigest()
+
+
+def _load(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, np.ndarray] | None:
+    """Input name -> array with a leading sample axis (.npy memory-mapped); None if empty."""
+    count = _file_samples(path, inputs)
+    if count == 0:
+        return None
+    if path.suffix == ".npy":
+        arrays = {inputs[0].name: np.load(path, mmap_mode="r", allow_pickle=False)}
+    else:
+        with np.load(path, allow_pickle=False) as archive:
+            mapping = _npz_keys(path, list(archive.keys()), inputs)
+            arrays = {name: archive[key] for name, key in mapping.items()}
+    ranks = {tensor.name: len(tensor.shape) for tensor in inputs}
+    return {
+        name: array.reshape(count, *array.shape) if array.ndim == ranks[name] - 1 else array
+        for name, array in arrays.items()
+    }
+
+
+def _prepared(path: Path, tensor: TensorDesc, part: np.ndarray) -> np.ndarray:
+    """A slice read into memory, cast to the model dtype and checked for NaN/Inf."""
+    array = np.asarray(part).astype(np.dtype(tensor.dtype), copy=True)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InvalidInputError(
+                f"{path}: input '{tensor.name}' has NaN or Inf values (first at sample index "
+                f"{list(where)}); calibration data must be finite"
+            )
+    return array
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _sample_shapes(batch: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    return {name: array.shape[1:] for name, array in batch.items()}
+
+
+def iter_batches(
+    files: Sequence[Path],
+    inputs: Sequence[TensorDesc],
+    batch_size: int,
+    max_samples: int | None = None,
+    *,
+    drop_last: bool = False,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of ``batch_size`` samples (the last may be smaller unless ``drop_last``).
+
+    Streams: one file is open at a time and a batch is the only data held in memory.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    by_name = {tensor.name: tensor for tensor in inputs}
+    pending: list[dict[str, np.ndarray]] = []
+    held = 0
+    remaining = max_samples
+    for path in files:
+        if remaining == 0:
+            break
+        arrays = _load(path, inputs)
+        if arrays is None:
+            continue
+        count = len(next(iter(arrays.values())))
+        if remaining is not None:
+            count = min(count, remaining)
+            remaining -= count
+        start = 0
+        while start < count:
+            if pending and _sample_shapes(pending[0]) != _sample_shapes(arrays):
+                if not drop_last:
+                    yield _concat(pending)
+                pending, held = [], 0
+            take = min(batch_size - held, count - start)
+            pending.append(
+                {
+                    name: _prepared(path, by_name[name], array[start : start + take])
+                    for name, array in arrays.items()
+                }
+            )
+            held += take
+            start += take
+            if held == batch_size:
+                yield _concat(pending)
+                pending, held = [], 0
+    if pending and not drop_last:
+        yield _concat(pending)
+
+
+def split_batch(batch: Mapping[str, np.ndarray], max_batch: int) -> Iterator[dict[str, np.ndarray]]:
+    """Slices of at most ``max_batch`` samples: for engines whose profile caps the batch."""
+    if max_batch < 1:
+        raise ValueError("max_batch must be >= 1")
+    count = len(next(iter(batch.values())))
+    for start in range(0, count, max_batch):
+        yield {name: array[start : start + max_batch] for name, array in batch.items()}
