@@ -9,25 +9,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from clitools import cli
 from junitparser import Failure, JUnitXml, Skipped
 from onnx import numpy_helper
-from typer.testing import CliRunner
 
-from trtforge.cli import app
 from trtforge.manifest import read_manifest
 
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
 
-runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits"
 CONV_PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
 DIGITS_PROFILE = "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [16, 1, 8, 8], max: [64, 1, 8, 8]}\n"
 
-
-def _cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(arg) for arg in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def _digits_spec(precision: str, extra: str = "") -> str:
@@ -59,7 +53,7 @@ def _suite_cases(junit: Path) -> dict[str, list[tuple[str, str, list[object]]]]:
 def test_digits_fp16_passes_with_labels_and_junit(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec(_digits_spec("fp16"))
     out, junit = tmp_path / "out", tmp_path / "junit.xml"
-    code, _, stderr = _cli("build", spec, "--out", out, "--junit", junit)
+    code, _, stderr = cli("build", spec, "--out", out, "--junit", junit)
     assert code == 0, stderr
     engine = _one(out, "*.engine")
     manifest = read_manifest(engine)
@@ -83,7 +77,7 @@ def test_digits_fp16_passes_with_labels_and_junit(write_spec: Callable[..., Path
 
 def test_fp32_simulation_is_the_reference_itself(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec(_digits_spec("fp32"))
-    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 0, stderr
     report = json.loads(_one(tmp_path / "out", "*.accuracy.json").read_text())
     assert "identical by construction" in report["candidate"]["runner"]
@@ -101,7 +95,7 @@ def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., 
 
     spec_path = write_spec(_digits_spec("int8"))
     out = tmp_path / "out"
-    code, _, stderr = _cli("build", spec_path, "--out", out)
+    code, _, stderr = cli("build", spec_path, "--out", out)
     assert code == 0, stderr
     manifest = read_manifest(_one(out, "*.engine"))
     report = json.loads((out / f"{manifest.stem}.accuracy.json").read_text())
@@ -146,14 +140,14 @@ def test_damaged_candidate_fails_with_exit_4_and_keeps_the_good_artifact(
         f"name: conv\nmodel: {model_dir / 'conv.onnx'}\nprecision: fp16\ntargets: ['8.6']\n" + CONV_PROFILE
     )
     out, junit = tmp_path / "out", tmp_path / "junit.xml"
-    code, _, stderr = _cli("build", spec, "--out", out)
+    code, _, stderr = cli("build", spec, "--out", out)
     assert code == 0, stderr
     engine = _one(out, "*.engine")
     good = {path.name: path.read_bytes() for path in out.iterdir()}
     assert f"{engine.name.removesuffix('.engine')}.accuracy.json" in good
 
     _perturb_fp16_cache(model_dir / "conv.onnx", isolated_cache)
-    code, _, stderr = _cli("build", spec, "--out", out, "--junit", junit)
+    code, _, stderr = cli("build", spec, "--out", out, "--junit", junit)
     assert code == 4, stderr
     line = stderr.strip().splitlines()[-1]
     assert line.startswith("error: accuracy gate failed for conv-fp16-")
@@ -177,7 +171,7 @@ def test_spec_tolerance_exceeded_names_metric_value_and_limit(
 ) -> None:
     spec = write_spec(_digits_spec("fp16", "  tolerances:\n    logits: {max_abs: 1.0e-9, cosine_min: 0.5}\n"))
     out = tmp_path / "out"
-    code, _, stderr = _cli("build", spec, "--out", out)
+    code, _, stderr = cli("build", spec, "--out", out)
     assert code == 4
     line = stderr.strip().splitlines()[-1]
     assert "output 'logits': max_abs 0.00" in line and "> max_abs 1e-09" in line
@@ -191,7 +185,7 @@ def test_disabled_gate_is_recorded_in_the_manifest(write_spec: Callable[..., Pat
         + DIGITS_PROFILE + "accuracy: {enabled: false}\n"
     )
     out, junit = tmp_path / "out", tmp_path / "junit.xml"
-    code, _, stderr = _cli("build", spec, "--out", out, "--junit", junit)
+    code, _, stderr = cli("build", spec, "--out", out, "--junit", junit)
     assert code == 0, stderr
     manifest = read_manifest(_one(out, "*.engine"))
     assert manifest.accuracy == {"skipped": True, "reason": "accuracy.enabled is false in the spec"}
@@ -213,7 +207,7 @@ def test_random_inputs_cover_every_profile_shape(
         "accuracy:\n  tolerances: {'*': {snr_db_min: 30}}\n"
     )
     out = tmp_path / "out"
-    code, _, stderr = _cli("build", spec, "--out", out)
+    code, _, stderr = cli("build", spec, "--out", out)
     assert code == 0, stderr
     report = json.loads(_one(out, "*.accuracy.json").read_text())
     # batches 1, 2, 4 (profile 0) and 4 (a duplicate), 8, 16 (profile 1)
@@ -227,7 +221,7 @@ def test_random_inputs_cover_every_profile_shape(
 
 def test_bad_tolerance_name_and_labels_without_data(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec(_digits_spec("fp16", "  tolerances:\n    logit: {max_abs: 1}\n"))
-    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 2
     assert "unknown" not in stderr and "did you mean 'logits'" in stderr and "spec.yaml:" in stderr
     spec = write_spec(
@@ -235,7 +229,7 @@ def test_bad_tolerance_name_and_labels_without_data(write_spec: Callable[..., Pa
         + f"accuracy: {{labels: {DIGITS / 'val-labels.npy'}}}\n",
         name="labels.yaml",
     )
-    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 2 and "accuracy.labels needs accuracy.data" in stderr
     assert not list((tmp_path / "out").glob("*.engine"))
 
@@ -246,7 +240,7 @@ def test_bad_tolerance_name_and_labels_without_data(write_spec: Callable[..., Pa
 @pytest.fixture
 def built_digits(write_spec: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path]:
     spec = write_spec(_digits_spec("fp16"))
-    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 0, stderr
     return spec, _one(tmp_path / "out", "*.engine")
 
@@ -257,7 +251,7 @@ def test_verify_spec_and_engine_update_the_manifest(built_digits: tuple[Path, Pa
     report = engine.with_name(f"{before.stem}.accuracy.json")
     report.unlink()
     junit = tmp_path / "verify.xml"
-    code, stdout, stderr = _cli("verify", spec, "--out", engine.parent, "--json", "--junit", junit)
+    code, stdout, stderr = cli("verify", spec, "--out", engine.parent, "--json", "--junit", junit)
     assert code == 0, stderr
     (result,) = json.loads(stdout)["results"]
     assert result["status"] == "passed" and result["manifest_updated"] is True
@@ -265,7 +259,7 @@ def test_verify_spec_and_engine_update_the_manifest(built_digits: tuple[Path, Pa
     assert report.is_file()
     assert read_manifest(engine).accuracy == result["accuracy"]
     assert list(_suite_cases(junit)) == [f"accuracy.{before.stem}"]
-    code, _, stderr = _cli("verify", engine, "--spec", spec)
+    code, _, stderr = cli("verify", engine, "--spec", spec)
     assert code == 0, stderr
 
 
@@ -278,7 +272,7 @@ def test_verify_signed_artifact_writes_only_the_report(built_digits: tuple[Path,
     signed = manifest_path.read_bytes()
     report = engine.with_name(engine.name.removesuffix(".engine") + ".accuracy.json")
     report.unlink()
-    code, stdout, stderr = _cli("verify", engine, "--spec", spec, "--json")
+    code, stdout, stderr = cli("verify", engine, "--spec", spec, "--json")
     assert code == 0, stderr
     (result,) = json.loads(stdout)["results"]
     assert result["manifest_updated"] is False
@@ -291,17 +285,17 @@ def test_verify_refuses_a_spec_the_engine_was_not_built_from(
 ) -> None:
     spec, engine = built_digits
     edited = write_spec(spec.read_text() + "# edited after the build\n", name="edited.yaml")
-    code, _, stderr = _cli("verify", engine, "--spec", edited)
+    code, _, stderr = cli("verify", engine, "--spec", edited)
     assert code == 2
     assert "refused" in stderr and "differs from the one the engine was built from" in stderr
     other_model = write_spec(
         spec.read_text().replace("digits_cnn.onnx", "digits_cnn_static.onnx"), name="other.yaml"
     )
-    code, _, stderr = _cli("verify", engine, "--spec", other_model)
+    code, _, stderr = cli("verify", engine, "--spec", other_model)
     assert code == 2 and "is not the ONNX the engine was built from" in stderr
-    code, _, stderr = _cli("verify", edited, "--out", engine.parent)
+    code, _, stderr = cli("verify", edited, "--out", engine.parent)
     assert code == 2 and "no engine built from this spec and model" in stderr
-    code, _, stderr = _cli("verify", engine)
+    code, _, stderr = cli("verify", engine)
     assert code == 2 and "needs --spec SPEC" in stderr
 
 
@@ -310,7 +304,7 @@ def test_verify_of_a_damaged_engine_is_refused(built_digits: tuple[Path, Path]) 
     data = bytearray(engine.read_bytes())
     data[-1] ^= 0xFF
     engine.write_bytes(bytes(data))
-    code, _, stderr = _cli("verify", engine, "--spec", spec)
+    code, _, stderr = cli("verify", engine, "--spec", spec)
     assert code == 5 and "sha256 differs" in stderr
 
 
@@ -318,7 +312,7 @@ def test_labels_count_must_cover_the_samples(write_spec: Callable[..., Path], tm
     labels = tmp_path / "short-labels.npy"
     np.save(labels, np.zeros(10, np.int64))
     spec = write_spec(_digits_spec("fp16").replace(str(DIGITS / "val-labels.npy"), str(labels)))
-    code, _, stderr = _cli("build", spec, "--out", tmp_path / "out")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 2 and "hold 10 entries" in stderr
 
 

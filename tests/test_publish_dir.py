@@ -8,11 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from clitools import cli
 from models import conv_net
 from registry import build_engine
-from typer.testing import CliRunner
 
-from trtforge.cli import app
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import manifest_path_for, read_manifest
 from trtforge.publish import DirLocation, load_local_artifact
@@ -20,13 +19,8 @@ from trtforge.publish.directory import DirRegistry
 
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
 
-runner = CliRunner()
 CONV_PROFILE = "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}"
 
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from clitools import cli
 from models import conv_net
 from registry import RunningRegistry, build_engine, free_port, oci_registry  # noqa: F401  (fixture)
-from typer.testing import CliRunner
 
-from trtforge.cli import app
 from trtforge.compat import Target, select_engine
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_file
@@ -29,13 +28,8 @@ from trtforge.publish.pulling import target_environments
 
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
 
-runner = CliRunner()
 CONV_PROFILE = "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}"
 
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")

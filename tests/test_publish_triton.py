@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from clitools import cli
 from models import conv_net
 from registry import build_engine
-from typer.testing import CliRunner
 
-from trtforge.cli import app
 from trtforge.compat import preference
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_file
@@ -22,17 +21,12 @@ from trtforge.publish.triton_config import build_config, edited_by_hand, parse_c
 
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
 
-runner = CliRunner()
 TWO_PROFILES = (
     "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
     "  - input: {min: [4, 3, 16, 16], opt: [8, 3, 16, 16], max: [16, 3, 16, 16]}"
 )
 TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
 
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -207,22 +207,17 @@ def _run(
     Q/DQ mode calibrates the folded graph's Q/DQ tensors. Native mode calibrates every
     activation of the user's graph: TensorRT 10.x looks scales up by those tensor names.
     """
-    from trtforge.calibration.collect import (
-        all_activations,
-        collect,
-        float_tensors,
-        quantized_inputs,
-    )
+    from trtforge.calibration.collect import all_activations, collect, quantized_inputs
 
     native = config.mode == "native"
-    types = float_tensors(graph)
-    tensors = all_activations(graph, types) if native else quantized_inputs(graph, types)
+    candidates = all_activations(graph) if native else quantized_inputs(graph)
     started = time.perf_counter()
     # A model with a fixed batch takes only full batches.
     drop_last = fixed_batch_size(info.inputs) is not None
     batches = iter_batches(files, info.inputs, batch_size, config.max_samples, drop_last=drop_last)
-    log(f"calibration: {config.algorithm} over {len(tensors)} tensors, batches of {batch_size}")
-    stats, samples = collect(graph, types, tensors, batches, config.algorithm)
+    log(f"calibration: {config.algorithm}, {len(candidates)} tensors, batches of {batch_size}")
+    stats, samples = collect(graph, candidates, batches, config.algorithm)
+    tensors = list(stats)
     amax = {
         name: compute_amax(stats[name], config.algorithm, config.percentile) for name in tensors
     }

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trtforge.calibration.collect import QUANTIZABLE_OPS, float_tensors, quantized_inputs
+from trtforge.calibration.collect import QUANTIZABLE_OPS, quantized_inputs
 from trtforge.errors import SpecError, did_you_mean
 
 if TYPE_CHECKING:
@@ -29,18 +29,21 @@ FP16_QDQ_OPSET = 19
 
 
 def fold_batchnorm(model_path: Path) -> onnx.ModelProto:
-    """The model with BatchNormalization folded into Conv (and shapes inferred).
+    """The model with BatchNormalization folded into Conv.
 
     Q/DQ placed on an unfolded graph would sit between Conv and BN and block TensorRT's
-    fusion. onnxruntime's ``quant_pre_process`` does this; its symbolic shape inference is
-    skipped: it is meant for transformers and costs seconds of sympy import here.
+    fusion. onnxruntime's ``quant_pre_process`` does this. Its shape inference is skipped:
+    the symbolic one is meant for transformers and costs seconds of sympy import, and the
+    Q/DQ quantizer infers shapes itself (collection needs none).
     """
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="trtforge-calib-") as tmp:
         folded = Path(tmp) / "folded.onnx"
-        quant_pre_process(str(model_path), str(folded), skip_symbolic_shape=True)
+        quant_pre_process(
+            str(model_path), str(folded), skip_symbolic_shape=True, skip_onnx_shape=True
+        )
         return onnx.load(str(folded))
 
 
@@ -75,12 +78,12 @@ def map_exclude(exclude: Sequence[str], folded: onnx.ModelProto) -> list[str]:
 
 def nodes_without_ranges(model: onnx.ModelProto, amax: Mapping[str, float]) -> list[str]:
     """Quantizable nodes with an activation input that has no range (left unquantized)."""
-    needed = set(quantized_inputs(model, float_tensors(model)))
+    needed = set(quantized_inputs(model))
     return [
         node.name
         for node in model.graph.node
         if node.op_type in QUANTIZABLE_OPS
-        and any(name in needed and name not in amax for name in node.input)
+        and any(name in needed and name not in amax for name in node.input[:2])
     ]
 
 

@@ -8,12 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from trtforge.cli.common import JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.cli.common import (
+    BackendOption,
+    CacheDirOption,
+    JsonOption,
+    backend_value,
+    emit_json,
+    exits_cleanly,
+    reporter,
+)
 from trtforge.errors import TrtforgeError, most_severe
 
 app = typer.Typer()
-
-BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 
 
 @app.command()
@@ -21,14 +27,8 @@ BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 def build(
     specs: Annotated[list[Path], typer.Argument(help="Model spec YAML files.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("out"),
-    backend: Annotated[
-        str | None,
-        typer.Option(help="auto | tensorrt | tensorrt-rtx (overrides the spec's backend)."),
-    ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(help="Cache directory (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge)."),
-    ] = None,
+    backend: BackendOption = None,
+    cache_dir: CacheDirOption = None,
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Write the accuracy gate's checks as JUnit XML to this file.")
     ] = None,
@@ -36,26 +36,23 @@ def build(
 ) -> None:
     """Build each spec: check, prepare precision, build, run the accuracy gate, stamp the manifest."""
     from trtforge.build import build_spec
-    from trtforge.errors import InvalidInputError
     from trtforge.spec import load_spec
 
-    if backend is not None and backend not in BACKENDS:
-        raise InvalidInputError(f"--backend '{backend}': use {', '.join(BACKENDS)}")
     console = reporter()
     results: list[dict[str, Any]] = []
     suites: list[Any] = []
     for spec_path in specs:
         try:
-            outcome = build_spec(load_spec(spec_path), out, console, backend=backend, cache_dir=cache_dir)
+            outcome = build_spec(
+                load_spec(spec_path), out, console, backend=backend_value(backend), cache_dir=cache_dir
+            )
         except TrtforgeError as exc:
             suites.append(_junit_failure(spec_path, exc))
             if len(specs) == 1 and not as_json:
                 _write_junit(junit, suites)
                 raise
             console.error(str(exc))
-            results.append(
-                {"spec": str(spec_path), "status": "failed", "exit_code": exc.exit_code, "error": str(exc)}
-            )
+            results.append({"spec": str(spec_path), "status": "failed", "exit_code": exc.exit_code, "error": str(exc)})
             continue
         suites.append(_junit_success(outcome))
         results.append(
@@ -114,10 +111,7 @@ def calibrate(
         str | None,
         typer.Option(help="Also write TensorRT's calibration cache for this TensorRT version (needs --out)."),
     ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(help="Cache directory (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge)."),
-    ] = None,
+    cache_dir: CacheDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """INT8 calibration only: the Q/DQ ONNX and the calibration scales (cached by content)."""

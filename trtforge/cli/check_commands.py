@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from trtforge.cli.common import JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.cli.common import (
+    CcOption,
+    FlavorOption,
+    JsonOption,
+    PlatformOption,
+    RequireSignatureOption,
+    TrtVersionOption,
+    TrustedKeyOption,
+    emit_json,
+    exits_cleanly,
+    reporter,
+)
 from trtforge.errors import TrtforgeError
 
 app = typer.Typer()
@@ -22,30 +33,12 @@ EngineArgument = Annotated[
 @exits_cleanly
 def check(
     engine: EngineArgument,
-    flavor: Annotated[
-        str | None, typer.Option(help="Runtime of the target: tensorrt | tensorrt-rtx (default: the engine's).")
-    ] = None,
-    trt_version: Annotated[
-        str | None, typer.Option("--trt-version", help="Runtime version of the target (default: the installed one).")
-    ] = None,
-    cc: Annotated[
-        str | None,
-        typer.Option("--cc", help="Compute capability of the target GPU: 8.6, sm86 or sm_86 (default: GPU 0)."),
-    ] = None,
-    platform: Annotated[
-        str | None, typer.Option(help="Platform of the target: linux_x86_64, linux_aarch64, win_amd64.")
-    ] = None,
-    require_signature: Annotated[
-        bool,
-        typer.Option("--require-signature", help="Refuse an engine whose manifest is not signed by a trusted key."),
-    ] = False,
-    trusted_key: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--trusted-key",
-            help="Public key (PEM) that may sign; repeatable (default: $TRTFORGE_TRUSTED_KEY).",
-        ),
-    ] = None,
+    flavor: FlavorOption = None,
+    trt_version: TrtVersionOption = None,
+    cc: CcOption = None,
+    platform: PlatformOption = None,
+    require_signature: RequireSignatureOption = False,
+    trusted_key: TrustedKeyOption = None,
     allow_host_code: Annotated[
         bool,
         typer.Option("--allow-host-code", help="Accept version-compatible engines (they run embedded host code)."),
@@ -69,8 +62,15 @@ def check(
         if not as_json:
             raise
         reasons = list(getattr(exc, "reasons", ())) or [str(exc)]
-        emit_json({"engine": str(engine), "compatible": False, "exit_code": exc.exit_code, "error": str(exc),
-                   "problems": [{"rule": "artifact", "message": reason} for reason in reasons]})
+        emit_json(
+            {
+                "engine": str(engine),
+                "compatible": False,
+                "exit_code": exc.exit_code,
+                "error": str(exc),
+                "problems": [{"rule": "artifact", "message": reason} for reason in reasons],
+            }
+        )
         raise typer.Exit(exc.exit_code) from None
     if as_json:
         emit_json(result.to_dict())
@@ -139,8 +139,14 @@ def sign(
     outcome = sign_artifact(engine, signing_key)
     replaced = outcome.replaced_key_id
     if as_json:
-        emit_json({"manifest": str(outcome.manifest_path), "key_id": signing_key.key_id,
-                   "replaced_key_id": replaced, "signature": outcome.manifest.signature})
+        emit_json(
+            {
+                "manifest": str(outcome.manifest_path),
+                "key_id": signing_key.key_id,
+                "replaced_key_id": replaced,
+                "signature": outcome.manifest.signature,
+            }
+        )
         return
     note = f" (replaced the signature by key {replaced})" if replaced and replaced != signing_key.key_id else ""
     reporter().success(f"signed {outcome.manifest_path} with key {signing_key.key_id}{note}")

@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from trtforge.cli.common import JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.cli.common import (
+    BackendOption,
+    CacheDirOption,
+    JsonOption,
+    backend_value,
+    emit_json,
+    exits_cleanly,
+    reporter,
+)
 
 app = typer.Typer()
 
@@ -28,10 +36,8 @@ def ci(
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("out"),
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Specs built in parallel (one process each).")] = 1,
-    backend: Annotated[str | None, typer.Option(help="auto | tensorrt | tensorrt-rtx (overrides the specs).")] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Build cache (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge).")
-    ] = None,
+    backend: BackendOption = None,
+    cache_dir: CacheDirOption = None,
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Write a JUnit XML report (a test case per spec and step).")
     ] = None,
@@ -45,7 +51,7 @@ def ci(
     from trtforge.project import discover
 
     project = discover(list(targets or []))
-    report = run_ci(list(project.specs), out, cache_dir or default_cache_dir(), jobs, backend)
+    report = run_ci(list(project.specs), out, cache_dir or default_cache_dir(), jobs, backend_value(backend))
     render_table(report, reporter())
     if junit is not None:
         write_junit(junit, junit_suites(report))

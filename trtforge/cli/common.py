@@ -6,6 +6,8 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -44,3 +46,44 @@ def exits_cleanly(command: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# Options shared by several commands: one definition each, so flags read the same everywhere.
+CacheDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Cache directory: calibration, FP16 graphs, builds (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge)."
+    ),
+]
+
+
+class BackendName(str, Enum):
+    auto = "auto"
+    tensorrt = "tensorrt"
+    tensorrt_rtx = "tensorrt-rtx"
+
+
+BackendOption = Annotated[BackendName | None, typer.Option(help="Overrides the spec's backend.")]
+
+
+def backend_value(choice: BackendName | None) -> str | None:
+    return choice.value if choice is not None else None
+
+
+FlavorOption = Annotated[
+    str | None, typer.Option(help="Target runtime: tensorrt | tensorrt-rtx (default: the engine's).")
+]
+TrtVersionOption = Annotated[
+    str | None, typer.Option("--trt-version", help="Target runtime version (default: the installed one).")
+]
+CcOption = Annotated[
+    str | None, typer.Option("--cc", help="Target GPU compute capability: 8.6, sm86 or sm_86 (default: GPU 0).")
+]
+PlatformOption = Annotated[str | None, typer.Option(help="Target platform: linux_x86_64, linux_aarch64, win_amd64.")]
+RequireSignatureOption = Annotated[
+    bool, typer.Option("--require-signature", help="Refuse artifacts whose manifest no trusted key signed.")
+]
+TrustedKeyOption = Annotated[
+    list[Path] | None,
+    typer.Option("--trusted-key", help="Public key (PEM) that may sign; repeatable (default: $TRTFORGE_TRUSTED_KEY)."),
+]

@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from trtforge.cli.common import JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.cli.common import (
+    CcOption,
+    FlavorOption,
+    JsonOption,
+    PlatformOption,
+    RequireSignatureOption,
+    TrtVersionOption,
+    TrustedKeyOption,
+    emit_json,
+    exits_cleanly,
+    reporter,
+)
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
 
 app = typer.Typer()
@@ -42,8 +53,9 @@ def publish(
         outcome = open_registry(location, insecure=insecure).publish(artifact, force=force)
     except TrtforgeError as exc:
         if as_json:
-            emit_json({"status": "failed", "to": to, "engine": str(engine), "exit_code": exc.exit_code,
-                       "error": str(exc)})
+            emit_json(
+                {"status": "failed", "to": to, "engine": str(engine), "exit_code": exc.exit_code, "error": str(exc)}
+            )
         raise
     console = reporter()
     for warning in outcome.warnings:
@@ -82,25 +94,12 @@ def pull(
             "--for-this-machine", help="Pick for this host's runtimes and GPU (the default without target flags)."
         ),
     ] = False,
-    flavor: Annotated[str | None, typer.Option(help="Target runtime: tensorrt | tensorrt-rtx.")] = None,
-    trt_version: Annotated[
-        str | None, typer.Option("--trt-version", help="Target runtime version (default: the installed one).")
-    ] = None,
-    cc: Annotated[
-        str | None, typer.Option("--cc", help="Target GPU compute capability: 8.6, sm86 or sm_86 (default: GPU 0).")
-    ] = None,
-    platform: Annotated[
-        str | None, typer.Option(help="Target platform: linux_x86_64, linux_aarch64, win_amd64.")
-    ] = None,
-    require_signature: Annotated[
-        bool, typer.Option("--require-signature", help="Only artifacts whose manifest a trusted key signed.")
-    ] = False,
-    trusted_key: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--trusted-key", help="Public key (PEM) that may sign; repeatable (default: $TRTFORGE_TRUSTED_KEY)."
-        ),
-    ] = None,
+    flavor: FlavorOption = None,
+    trt_version: TrtVersionOption = None,
+    cc: CcOption = None,
+    platform: PlatformOption = None,
+    require_signature: RequireSignatureOption = False,
+    trusted_key: TrustedKeyOption = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the engine and its manifest go.")] = Path("."),
     insecure: InsecureOption = False,
     as_json: JsonOption = False,
@@ -110,8 +109,9 @@ def pull(
 
     request: Any = None
     try:
-        request = _pull_request(name, precision, for_this_machine, flavor, trt_version, cc, platform,
-                                require_signature, trusted_key)
+        request = _pull_request(
+            name, precision, for_this_machine, flavor, trt_version, cc, platform, require_signature, trusted_key
+        )
         outcome = _pull(uri, request, out, insecure)
     except NoCompatibleArtifactError as exc:
         if as_json:
@@ -196,7 +196,5 @@ def _refusal_document(uri: str, request: Any, exc: Any) -> dict[str, Any]:
         "error": str(exc),
         "environment": describe_environments(request.environments),
         "available": list(exc.available),
-        "rejected": [
-            {"reference": ref, "problems": [p.to_dict() for p in found]} for ref, found in exc.rejections
-        ],
+        "rejected": [{"reference": ref, "problems": [p.to_dict() for p in found]} for ref, found in exc.rejections],
     }

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from trtforge.cli.common import JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.cli.common import CacheDirOption, JsonOption, emit_json, exits_cleanly, reporter
 from trtforge.errors import TrtforgeError, most_severe
 
 app = typer.Typer()
@@ -30,10 +30,7 @@ def verify(
         Path | None, typer.Option("--spec", help="With ENGINE: the spec it was built from (ONNX model and data).")
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where `verify SPEC` looks for the engines.")] = Path("out"),
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(help="Cache directory (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge)."),
-    ] = None,
+    cache_dir: CacheDirOption = None,
     junit: JunitOption = None,
     as_json: JsonOption = False,
 ) -> None:
