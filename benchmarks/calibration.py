@@ -22,7 +22,8 @@ MemoryError, is recorded as "out of memory". onnxruntime runs with its default t
 
 Goals at the largest count: onnxruntime / trtforge >= 5 (calibration proper, and end to end
 shown beside it); trtforge end to end / floor <= 1.5; trtforge RSS <= 1.25 x its RSS at the
-smallest count. Prints a table on stderr, then one JSON document on stdout.
+smallest count. Prints a table on stderr, then one JSON document on stdout. The MiB columns
+show the end-to-end runs, or the calibration-only runs when only those ran (``--kinds``).
 
 Usage: python benchmarks/calibration.py [--samples 64 256 1024] [--repeat N] [--workdir DIR]
 """
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -48,11 +50,11 @@ sys.path.insert(0, str(REPO))
 
 BATCH = 16
 FILE_SAMPLES = 64
-SHAPE = (3, 64, 64)
+CHANNELS = 3
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
 
 
-def resnet18(path: Path, seed: int = 0) -> None:
+def resnet18(path: Path, size: int, seed: int = 0) -> None:
     """ResNet-18 (BasicBlock x [2, 2, 2, 2], widths 64..512) with BatchNorm, dynamic batch."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -126,7 +128,11 @@ def resnet18(path: Path, seed: int = 0) -> None:
     graph = helper.make_graph(
         nodes,
         "resnet18",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *SHAPE])],
+        [
+            helper.make_tensor_value_info(
+                "input", TensorProto.FLOAT, ["batch", CHANNELS, size, size]
+            )
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])],
         inits,
     )
@@ -136,13 +142,14 @@ def resnet18(path: Path, seed: int = 0) -> None:
     onnx.save(model, str(path))
 
 
-def write_data(folder: Path, samples: int, seed: int = 0) -> None:
+def write_data(folder: Path, samples: int, size: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for index, start in enumerate(range(0, samples, FILE_SAMPLES)):
         count = min(FILE_SAMPLES, samples - start)
         np.save(
-            folder / f"batch_{index:03d}.npy", rng.normal(0, 1, (count, *SHAPE)).astype(np.float32)
+            folder / f"batch_{index:03d}.npy",
+            rng.normal(0, 1, (count, CHANNELS, size, size)).astype(np.float32),
         )
 
 
@@ -150,7 +157,7 @@ def _batches(data: Path, model: Path, samples: int):
     from trtforge.data import iter_batches
     from trtforge.model import TensorDesc
 
-    inputs = (TensorDesc("input", "float32", ("batch", *SHAPE)),)
+    inputs = (TensorDesc("input", "float32", ("batch", CHANNELS, "height", "width")),)
     return iter_batches(sorted(data.glob("*.npy")), inputs, BATCH, samples)
 
 
@@ -243,8 +250,10 @@ RUNS = {
 }
 
 
-def child(kind: str, model: Path, data: Path, samples: int, out: Path) -> None:
+def child(kind: str, model: Path, data: Path, samples: int, out: Path, limit_gib: int) -> None:
     """Entry point of one measured process: imports first, then the timed work."""
+    if limit_gib:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_gib << 30, limit_gib << 30))
     import onnx  # noqa: F401  (import cost is not what is measured)
     import onnxruntime
     import onnxruntime.quantization  # noqa: F401
@@ -255,11 +264,16 @@ def child(kind: str, model: Path, data: Path, samples: int, out: Path) -> None:
     print(json.dumps({"seconds": time.perf_counter() - started}))
 
 
-def measure(kind: str, model: Path, data: Path, samples: int, out: Path) -> dict[str, object]:
+OUT_OF_MEMORY = ("MemoryError", "bad_alloc", "Failed to allocate memory", "Cannot allocate memory")
+
+
+def measure(
+    kind: str, model: Path, data: Path, samples: int, out: Path, limit_gib: int
+) -> dict[str, object]:
     """Run one child; its peak RSS comes from its own rusage (``os.wait4``), not the parent's."""
     command = [
-        sys.executable, __file__, "--child", kind, "--model", str(model),
-        "--data", str(data), "--samples", str(samples), "--workdir", str(out),
+        sys.executable, __file__, "--child", kind, "--model", str(model), "--data", str(data),
+        "--samples", str(samples), "--workdir", str(out), "--memory-limit-gib", str(limit_gib),
     ]  # fmt: skip
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
@@ -269,7 +283,7 @@ def measure(kind: str, model: Path, data: Path, samples: int, out: Path) -> dict
         stderr.seek(0)
         output, errors = stdout.read().decode(), stderr.read().decode()
     rss_mib = round(usage.ru_maxrss / 1024, 1)
-    if code == -signal.SIGKILL or "MemoryError" in errors:
+    if code == -signal.SIGKILL or any(text in errors for text in OUT_OF_MEMORY):
         return {"seconds": None, "rss_mib": rss_mib, "result": "out of memory"}
     if code != 0:
         raise SystemExit(f"{kind} at {samples} samples failed:\n{errors[-3000:]}")
@@ -278,33 +292,33 @@ def measure(kind: str, model: Path, data: Path, samples: int, out: Path) -> dict
 
 
 def repeated(
-    kind: str, model: Path, data: Path, samples: int, workdir: Path, repeat: int
+    kind: str, model: Path, data: Path, samples: int, workdir: Path, args: argparse.Namespace
 ) -> dict[str, object]:
     """The fastest of ``repeat`` runs (noise from other processes only ever adds time), with
     the largest peak RSS seen; each run starts from an empty output folder (no cache)."""
     results = []
-    for _ in range(repeat):
+    for _ in range(args.repeat):
         out = workdir / "runs" / f"{kind}-{samples}"
         shutil.rmtree(out, ignore_errors=True)
-        results.append(measure(kind, model, data, samples, out))
+        results.append(measure(kind, model, data, samples, out, args.memory_limit_gib))
     finished = [result for result in results if result["result"] == "ok"]
     best = min(finished, key=lambda result: result["seconds"]) if finished else results[0]
-    return {**best, "rss_mib": max(result["rss_mib"] for result in results), "runs": repeat}
+    return {**best, "rss_mib": max(result["rss_mib"] for result in results), "runs": args.repeat}
 
 
-def prepare(workdir: Path, largest: int) -> tuple[Path, Path]:
+def prepare(workdir: Path, largest: int, size: int) -> tuple[Path, Path]:
     """The model, its BN-folded copy (onnxruntime's input) and the data, built once."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = workdir / "resnet18.onnx"
     data = workdir / "data"
     if not model.is_file():
-        resnet18(model)
+        resnet18(model, size)
     folded = model.with_suffix(".folded.onnx")
     if not folded.is_file():
         quant_pre_process(str(model), str(folded), skip_symbolic_shape=True)
     if len(list(data.glob("*.npy"))) * FILE_SAMPLES < largest:
-        write_data(data, largest)
+        write_data(data, largest, size)
     return model, data
 
 
@@ -321,25 +335,32 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per measurement: fastest time, largest RSS"
     )
+    parser.add_argument("--size", type=int, default=64, help="input height and width")
+    parser.add_argument("--kinds", nargs="+", choices=list(RUNS), default=list(RUNS))
+    parser.add_argument(
+        "--memory-limit-gib", type=int, default=0, help="address-space cap per run (0: none)"
+    )
     parser.add_argument("--child", choices=sorted(RUNS), help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.model, args.data, args.samples[0], args.workdir)
+        child(
+            args.child, args.model, args.data, args.samples[0], args.workdir, args.memory_limit_gib
+        )
         return
     with tempfile.TemporaryDirectory(prefix="trtforge-bench-") as tmp:
-        workdir = args.workdir or Path(tmp)
+        workdir = (args.workdir or Path(tmp)) / f"size{args.size}"
         workdir.mkdir(parents=True, exist_ok=True)
-        model, data = prepare(workdir, max(args.samples))
+        model, data = prepare(workdir, max(args.samples), args.size)
         rows = []
         for samples in args.samples:
             row: dict[str, object] = {"samples": samples}
-            for kind in RUNS:
-                row[kind] = repeated(kind, model, data, samples, workdir, args.repeat)
+            for kind in args.kinds:
+                row[kind] = repeated(kind, model, data, samples, workdir, args)
                 print(f"{samples:5d} {kind:18s} {row[kind]}", file=sys.stderr)
             rows.append(row)
-    report(rows)
+    report(rows, args)
 
 
 COLUMNS = (
@@ -353,27 +374,41 @@ COLUMNS = (
     ("ort/ours", "{speedup}"),
     ("ours/floor", "{ours_over_floor}"),
     ("floor MiB", "{floor_mib}"),
-    ("ours MiB", "{trtforge_mib}"),
-    ("ort MiB", "{onnxruntime_mib}"),
+    ("ours MiB", "{ours_mib}"),
+    ("ort MiB", "{ort_mib}"),
 )
 
 
-def report(rows: list[dict]) -> None:
+def _seconds(row: dict, kind: str) -> float | str | None:
+    """Seconds of a finished run, its failure ("out of memory"), or None when not run."""
+    result = row.get(kind)
+    if result is None:
+        return None
+    return result["seconds"] if result["result"] == "ok" else result["result"]
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> None:
     """Ratios into the rows, a table on stderr, the JSON document on stdout."""
-    base_rss = rows[0]["trtforge"]["rss_mib"]
+    base = rows[0].get("trtforge") or rows[0].get("trtforge-ranges") or {}
     cells = []
     for row in rows:
-        seconds = {
-            kind: row[kind]["seconds"] if row[kind]["result"] == "ok" else row[kind]["result"]
-            for kind in RUNS
-        }
+        seconds = {kind: _seconds(row, kind) for kind in RUNS}
         row["speedup_ranges"] = _ratio(seconds["onnxruntime-ranges"], seconds["trtforge-ranges"])
         row["speedup"] = _ratio(seconds["onnxruntime"], seconds["trtforge"])
         row["ours_over_floor"] = _ratio(seconds["trtforge"], seconds["floor"])
-        row["rss_vs_smallest"] = _ratio(row["trtforge"]["rss_mib"], base_rss)
-        values = {**seconds, **{f"{kind}_mib": row[kind]["rss_mib"] for kind in RUNS}}
-        values |= {key: row[key] for key in ("samples", "speedup_ranges", "speedup")}
-        values["ours_over_floor"] = row["ours_over_floor"]
+        ours = row.get("trtforge") or row.get("trtforge-ranges") or {}
+        row["rss_vs_smallest"] = _ratio(ours.get("rss_mib"), base.get("rss_mib"))
+        values = {kind: "-" if value is None else value for kind, value in seconds.items()}
+        ort = row.get("onnxruntime") or row.get("onnxruntime-ranges") or {}
+        values |= {
+            "floor_mib": row.get("floor", {}).get("rss_mib", "-"),
+            "ours_mib": ours.get("rss_mib", "-"),
+            "ort_mib": ort.get("rss_mib", "-"),
+        }
+        values |= {
+            key: "-" if row[key] is None else row[key]
+            for key in ("samples", "speedup_ranges", "speedup", "ours_over_floor")
+        }
         cells.append([template.format_map(values) for _, template in COLUMNS])
     widths = [
         max(len(title), *(len(line[i]) for line in cells)) for i, (title, _) in enumerate(COLUMNS)
@@ -385,8 +420,9 @@ def report(rows: list[dict]) -> None:
     print("\n".join(lines), file=sys.stderr)
     document = {
         "benchmark": "calibration",
-        "model": "resnet18-like, 3x64x64, BatchNorm, seeded random weights",
+        "model": f"resnet18-like, {CHANNELS}x{args.size}x{args.size}, BatchNorm, seeded weights",
         "batch_size": BATCH,
+        "memory_limit_gib": args.memory_limit_gib or None,
         "machine": {
             "cpus": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)),

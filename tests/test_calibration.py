@@ -286,3 +286,29 @@ def test_a_fixed_batch_model_is_calibrated_in_its_batch(tmp_path: Path) -> None:
     result = run(tmp_path / "spec.yaml", tmp_path / "cache", messages)
     assert result.samples == 40
     assert any("batch is fixed at 1" in message for message in messages)
+
+
+def test_native_mode_skips_integer_tensors(tmp_path: Path) -> None:
+    """A shape computation (Shape -> Reshape) yields int64 tensors: they get no scale."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["input"], ["shape"], name="Shape"),
+            helper.make_node("Reshape", ["input", "shape"], ["same"], name="Reshape"),
+            helper.make_node("MatMul", ["same", "w"], ["out"], name="MatMul"),
+        ],
+        "shapes",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(np.ones((4, 2), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    models_calib.save(model, tmp_path / "shapes.onnx")
+    np.save(tmp_path / "data.npy", np.ones((6, 4), np.float32))
+    text = (
+        "name: shapes\nmodel: shapes.onnx\nprecision: int8\n"
+        "calibration: {data: data.npy, mode: native}\n"
+    )
+    (tmp_path / "spec.yaml").write_text(text, encoding="utf-8")
+    result = run(tmp_path / "spec.yaml", tmp_path / "cache")
+    assert set(result.scales) == {"input", "same", "out"}

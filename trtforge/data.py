@@ -1,6 +1,6 @@
 """Sample data for calibration and the accuracy gate: .npy/.npz files, validated and batched.
 
-Rules (README "Calibration data"):
+Rules (the README's "Calibration data" section says the same to users):
 - A file holds one sample (rank = model input rank - 1) or a batch (rank = input rank; the
   first axis counts samples, a batch of 1 included).
 - ``.npy`` holds one array, so only single-input models take it. ``.npz`` keys name the model
@@ -33,7 +33,6 @@ from trtforge.errors import InvalidInputError, did_you_mean
 from trtforge.fsutil import sha256_file
 from trtforge.model import TensorDesc
 
-SUFFIXES = (".npy", ".npz")
 _DEFAULT_NPZ_KEY = "arr_0"
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trtforge import __version__
 from trtforge.calibration import cache
 from trtforge.calibration.histogram import (
     MIN_SCALE,
@@ -25,7 +26,7 @@ from trtforge.calibration.histogram import (
     clipped_fraction,
     compute_amax,
 )
-from trtforge.data import data_sha256, fixed_batch_size, iter_batches, plan_data
+from trtforge.data import DataPlan, data_sha256, fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import SpecError
 from trtforge.fsutil import atomic_write_text, sha256_file
 from trtforge.model import ModelInfo, inspect_model
@@ -34,7 +35,7 @@ from trtforge.spec import CalibrationSpec, Spec, expand_globs
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MIN_SCALE", "CalibrationResult", "calibrate", "trtforge_version"]
+__all__ = ["MIN_SCALE", "CalibrationResult", "calibrate"]
 
 Log = Callable[[str], None]
 CLIP_WARNING = 0.01
@@ -43,21 +44,6 @@ CLIP_WARNING = 0.01
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-def trtforge_version() -> str:
-    """The version that keys cache entries (a new trtforge may calibrate differently)."""
-    try:
-        from trtforge import __version__
-
-        return str(__version__)
-    except ImportError:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version("trtforge")
-        except PackageNotFoundError:
-            return "unknown"
 
 
 @dataclass(frozen=True)
@@ -89,21 +75,43 @@ class CalibrationResult:
         return cache.write_trt_cache(self.scales, trt_version)
 
 
-def _settings(config: CalibrationSpec, batch_size: int) -> dict[str, Any]:
-    """The settings that change the scales (``exclude``/``high_precision`` only change Q/DQ)."""
-    return {
-        "algorithm": config.algorithm,
-        "percentile": config.percentile if config.algorithm == "percentile" else None,
-        "batch_size": batch_size,
-        "max_samples": config.max_samples,
-        "mode": config.mode,
-    }
+@dataclass(frozen=True)
+class _Batching:
+    """How the data is cut: a model with a fixed batch takes only full batches of that size."""
+
+    size: int
+    drop_last: bool
 
 
-def _onnxruntime_version() -> str:
+def _batching(config: CalibrationSpec, info: ModelInfo, log: Log) -> _Batching:
+    fixed = fixed_batch_size(info.inputs)
+    if fixed is None:
+        return _Batching(config.batch_size, drop_last=False)
+    if fixed != config.batch_size:
+        log(
+            f"calibration: the model's batch is fixed at {fixed}; using it, not {config.batch_size}"
+        )
+    return _Batching(fixed, drop_last=True)
+
+
+def _cache_inputs(
+    config: CalibrationSpec, model_path: Path, data_hash: str, batching: _Batching
+) -> dict[str, Any]:
+    """What the scales depend on (``exclude``/``high_precision`` only change the Q/DQ model)."""
     from importlib.metadata import version
 
-    return version("onnxruntime")
+    return {
+        "model_sha256": sha256_file(model_path),
+        "data_sha256": data_hash,
+        "settings": {
+            "algorithm": config.algorithm,
+            "percentile": config.percentile if config.algorithm == "percentile" else None,
+            "batch_size": batching.size,
+            "max_samples": config.max_samples,
+            "mode": config.mode,
+        },
+        "versions": {"trtforge": __version__, "onnxruntime": version("onnxruntime")},
+    }
 
 
 def calibrate(
@@ -125,31 +133,18 @@ def calibrate(
     from trtforge.calibration import qdq
 
     info = model if isinstance(model, ModelInfo) else inspect_model(model)
-    model_path = info.path
-    # The user's graph is needed for exclude names and native mode only; loading (and
-    # checking) a large model again costs real time, and ModelInfo comes from a checked load.
-    original = onnx.load(str(model_path)) if config.exclude or config.mode == "native" else None
+    # The user's graph is needed for exclude names and native mode only: loading a large
+    # model again costs real time, and ModelInfo comes from a checked load.
+    native = config.mode == "native"
+    original = onnx.load(str(info.path)) if config.exclude or native else None
     if original is not None:
-        qdq.check_exclude(
-            config.exclude,
-            original,
-            [spec.origin.where("calibration", "exclude", i) for i in range(len(config.exclude))],
-        )
+        where = [spec.origin.where("calibration", "exclude", i) for i in range(len(config.exclude))]
+        qdq.check_exclude(config.exclude, original, where)
     files = expand_globs(config.data, spec.origin.where("calibration", "data"))
-    batch_size = config.batch_size
-    fixed = fixed_batch_size(info.inputs)
-    if fixed is not None and fixed != batch_size:
-        log(f"calibration: the model's batch is fixed at {fixed}; using it, not {batch_size}")
-    batch_size = fixed or batch_size
+    batching = _batching(config, info, log)
     plan = plan_data(files, info.inputs, config.max_samples)
     data_hash = data_sha256(plan.files)
-    versions = {"trtforge": trtforge_version(), "onnxruntime": _onnxruntime_version()}
-    inputs = {
-        "model_sha256": sha256_file(model_path),
-        "data_sha256": data_hash,
-        "settings": _settings(config, batch_size),
-        "versions": versions,
-    }
+    inputs = _cache_inputs(config, info.path, data_hash, batching)
     key = cache.content_key(inputs)
     scales_file = cache.scales_path(cache_dir, key)
     cached = cache.read_scales(scales_file, key)
@@ -158,16 +153,16 @@ def calibrate(
         scales, samples = cached
         log(f"calibration: reusing {scales_file.name} (model, data and settings unchanged)")
     else:
-        folded = qdq.fold_batchnorm(model_path)
-        graph = original if original is not None and config.mode == "native" else folded
-        scales, samples = _run(config, graph, plan.files, info, batch_size, log)
+        folded = qdq.fold_batchnorm(info.path)
+        graph = original if native and original is not None else folded
+        scales, samples = _scales(config, graph, plan, info, batching, log)
         atomic_write_text(scales_file, cache.scales_document(key, inputs, scales, samples))
     qdq_key = cache.content_key(
         {
             "scales": key,
             "exclude": sorted(config.exclude),
             "high_precision": config.high_precision,
-            "versions": versions,
+            "versions": inputs["versions"],
         }
     )
     qdq_file = cache.qdq_path(cache_dir, qdq_key)
@@ -176,7 +171,7 @@ def calibrate(
     else:
         from trtforge.precision import save_model
 
-        folded = folded if folded is not None else qdq.fold_batchnorm(model_path)
+        folded = folded if folded is not None else qdq.fold_batchnorm(info.path)
         amax = {name: scale * 127.0 for name, scale in scales.items()}
         exclude = qdq.map_exclude(config.exclude, folded)
         save_model(qdq.quantize(folded, amax, exclude, config.high_precision), qdq_file)
@@ -194,12 +189,12 @@ def calibrate(
     )
 
 
-def _run(
+def _scales(
     config: CalibrationSpec,
     graph: onnx.ModelProto,
-    files: tuple[Path, ...],
+    plan: DataPlan,
     info: ModelInfo,
-    batch_size: int,
+    batching: _Batching,
     log: Log,
 ) -> tuple[dict[str, float], int]:
     """Collect statistics on ``graph`` and turn them into scales.
@@ -209,21 +204,20 @@ def _run(
     """
     from trtforge.calibration.collect import all_activations, collect, quantized_inputs
 
-    native = config.mode == "native"
-    candidates = all_activations(graph) if native else quantized_inputs(graph)
+    candidates = all_activations(graph) if config.mode == "native" else quantized_inputs(graph)
+    log(f"calibration: {config.algorithm}, {len(candidates)} tensors, batches of {batching.size}")
     started = time.perf_counter()
-    # A model with a fixed batch takes only full batches.
-    drop_last = fixed_batch_size(info.inputs) is not None
-    batches = iter_batches(files, info.inputs, batch_size, config.max_samples, drop_last=drop_last)
-    log(f"calibration: {config.algorithm}, {len(candidates)} tensors, batches of {batch_size}")
+    batches = iter_batches(
+        plan.files, info.inputs, batching.size, config.max_samples, drop_last=batching.drop_last
+    )
     stats, samples = collect(graph, candidates, batches, config.algorithm)
-    tensors = list(stats)
     amax = {
-        name: compute_amax(stats[name], config.algorithm, config.percentile) for name in tensors
+        name: compute_amax(values, config.algorithm, config.percentile)
+        for name, values in stats.items()
     }
     log(f"calibration: {samples} samples in {time.perf_counter() - started:.1f} s")
-    clipped = {name: clipped_fraction(stats[name], amax[name]) for name in tensors}
-    heavy = sorted((name for name in tensors if clipped[name] > CLIP_WARNING), key=clipped.get)
+    clipped = {name: clipped_fraction(stats[name], value) for name, value in amax.items()}
+    heavy = sorted((name for name in amax if clipped[name] > CLIP_WARNING), key=clipped.get)
     if heavy:
         worst = heavy[-1]
         log(

@@ -26,6 +26,9 @@ in the fast code and in the slow reference of the tests:
   pytorch-quantization; the amax is the upper edge of the last kept bin, ``i * width``, capped
   at the observed max |x|.
 
+``percentile`` uses the same histogram: the upper edge of the bin where the cumulative count
+of |x| reaches the percentile, capped at max |x|. ``minmax`` is max |x| (no histogram kept).
+
 Every amax is at least ``MIN_AMAX``: an all-zero tensor would otherwise get a scale of 0
 (TensorRT rejects it) and FP16 graphs store the scale in FP16, whose smallest normal number is
 2**-14. So the smallest scale trtforge writes is 2**-14 (amax = 127 * 2**-14, about 0.0078).
@@ -46,6 +49,7 @@ EMPTY_BIN_Q = 1e-10
 TIE_RTOL = 1e-9
 TIE_ATOL = 1e-12
 _MIN_RANGE = 2.0**-64  # keeps ``bins / range`` a finite float32 for denormal-sized data
+_CHUNK = 1 << 16  # values binned at a time: 256 KiB of float32 and 512 KiB of indices
 
 Algorithm = Literal["entropy", "minmax", "percentile"]
 
@@ -71,7 +75,7 @@ class MaxTracker:
     def update(self, x: np.ndarray) -> None:
         if x.size == 0:
             return
-        amax = float(np.max(np.abs(x)))
+        amax = float(max(x.max(), -x.min()))
         if not np.isfinite(amax):
             raise NonFiniteError("NaN or Inf values")
         self.amax = max(self.amax, amax)
@@ -104,23 +108,32 @@ class AbsHistogram:
         return len(self.counts) * self.width
 
     def update(self, x: np.ndarray) -> None:
-        values = np.abs(x.reshape(-1), dtype=np.float32)
-        if values.size == 0:
+        """Add one batch: its max |x| settles the range first, then values are binned in
+        cache-sized chunks (twice as fast as whole-tensor temporaries on large activations)."""
+        flat = x.reshape(-1)
+        if flat.size == 0:
             return
-        amax = values.max()
+        amax = np.float32(max(flat.max(), -flat.min()))
         if not np.isfinite(amax):
             raise NonFiniteError("NaN or Inf values")
         self.amax = max(self.amax, float(amax))
         nbins = len(self.counts)
         if amax == 0:
-            self.counts[0] += values.size
+            self.counts[0] += flat.size
             return
         if self.scale is None:
             self.scale = _initial_scale(amax, nbins)
         while amax * self.scale >= nbins:
             self._double_range()
-        np.multiply(values, self.scale, out=values)
-        self.counts += np.bincount(values.astype(np.intp), minlength=nbins)
+        size = min(flat.size, _CHUNK)
+        magnitudes, indices = np.empty(size, np.float32), np.empty(size, np.intp)
+        for start in range(0, flat.size, size):
+            part = flat[start : start + size]
+            values, bins = magnitudes[: part.size], indices[: part.size]
+            np.abs(part, out=values)
+            np.multiply(values, self.scale, out=values)
+            np.copyto(bins, values, casting="unsafe")  # truncation = floor for values >= 0
+            self.counts += np.bincount(bins, minlength=nbins)
 
     def _double_range(self) -> None:
         half = self.counts.reshape(-1, 2).sum(axis=1)

@@ -102,11 +102,12 @@ def quantize(
 
     from trtforge.precision import to_fp16
 
-    model = onnx.ModelProto()
-    model.CopyFrom(folded)
-    opset = next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+    opset = next(op.version for op in folded.opset_import if op.domain in ("", "ai.onnx"))
     if high_precision == "fp16" and opset < FP16_QDQ_OPSET:
-        model = onnx.version_converter.convert_version(model, FP16_QDQ_OPSET)
+        model = onnx.version_converter.convert_version(folded, FP16_QDQ_OPSET)
+    else:  # the quantizer edits its model in place
+        model = onnx.ModelProto()
+        model.CopyFrom(folded)
     ranges = TensorsData(
         # The method is a label only; the quantizer uses the ranges as given.
         CalibrationMethod.MinMax,
