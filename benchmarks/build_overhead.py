@@ -94,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         resnet = work / "resnet18.onnx"
-        resnet18(resnet)
+        resnet18(resnet, 64)
         models = {
             "digits-cnn": (REPO / "calibration" / "digits" / "digits_cnn.onnx", (1, 8, 8)),
             "resnet18-64px": (resnet, (3, 64, 64)),

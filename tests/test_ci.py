@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from junitparser import JUnitXml
+from registry import RunningRegistry, free_port
 from typer.testing import CliRunner
 
 from trtforge.cli import app
@@ -194,3 +195,41 @@ def test_generated_gitlab_pipeline_uses_real_commands(tmp_path: Path) -> None:
     pipeline = tmp_path / "child.yml"
     pipeline.write_text(result.stdout)
     test_example_pipelines_parse_and_use_real_commands(pipeline)
+
+
+def test_remote_cache_shares_builds_between_runners(
+    project: Path, tmp_path: Path, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote = oci_registry.uri("tests/ci-remote-cache")
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-a-cache"))
+    first = _ci(project, tmp_path / "runner-a", "--remote-cache", remote, "--insecure")
+    assert set(_statuses(first).values()) == {"built"}
+
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-b-cache"))
+    result = runner.invoke(
+        app, ["ci", str(project), "--out", str(tmp_path / "runner-b"), "--json", "--remote-cache", remote, "--insecure"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert set(_statuses(json.loads(result.stdout)).values()) == {"restored"}
+    assert result.stderr.count("restored from the remote build cache") == 3
+    for engine in (tmp_path / "runner-a").glob("*.engine"):
+        copy = tmp_path / "runner-b" / engine.name
+        assert copy.read_bytes() == engine.read_bytes()
+        assert read_manifest(copy) == read_manifest(engine)
+
+
+def test_remote_cache_down_warns_and_builds_locally(project: Path, tmp_path: Path) -> None:
+
+    dead = f"oci://127.0.0.1:{free_port()}/nothing-here"
+    result = runner.invoke(
+        app, ["ci", str(project / "fp32.yaml"), "--out", str(tmp_path / "out"), "--remote-cache", dead, "--insecure"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "remote cache unavailable" in result.stderr
+    assert len(list((tmp_path / "out").glob("*.engine"))) == 1
+
+
+def test_remote_cache_must_be_oci(project: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ci", str(project), "--out", str(tmp_path), "--remote-cache", f"dir://{tmp_path}"])
+    assert result.exit_code == 2
+    assert "use oci://HOST[:PORT]/REPO" in result.stderr

@@ -10,7 +10,7 @@ import pytest
 import requests
 from clitools import cli
 from models import conv_net
-from registry import RunningRegistry, build_engine, free_port, oci_registry  # noqa: F401  (fixture)
+from registry import RunningRegistry, build_engine, free_port
 
 from trtforge.compat import Target, select_engine
 from trtforge.errors import InvalidInputError
@@ -46,7 +46,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def repository(oci_registry: RunningRegistry, request: pytest.FixtureRequest) -> str:  # noqa: F811
+def repository(oci_registry: RunningRegistry, request: pytest.FixtureRequest) -> str:
     """A fresh repository per test (the registry is shared by the session)."""
     return oci_registry.uri(f"tests/{request.node.name.lower().replace('_', '-')}")
 
@@ -64,7 +64,7 @@ def registry_json(host: str, path: str, accept: str = "application/vnd.oci.image
 
 
 def test_publish_writes_one_artifact_with_documented_types_and_annotations(
-    oci_registry: RunningRegistry,  # noqa: F811
+    oci_registry: RunningRegistry,
     repository: str,
     engines: dict[str, Path],
 ) -> None:
@@ -97,7 +97,7 @@ def test_publish_writes_one_artifact_with_documented_types_and_annotations(
     assert notes["dev.trtforge.sha256"] == manifest.artifact.sha256
 
 
-def test_same_engine_again_is_a_no_op(oci_registry: RunningRegistry, repository: str, engines: dict[str, Path]) -> None:  # noqa: F811
+def test_same_engine_again_is_a_no_op(oci_registry: RunningRegistry, repository: str, engines: dict[str, Path]) -> None:
     engine = engines["8.9"]
     assert cli("publish", str(engine), "--to", repository, "--insecure")[0] == 0
     repo = repository.removeprefix(f"oci://{oci_registry.host}/")
@@ -205,7 +205,7 @@ def test_pull_again_is_a_no_op_and_foreign_tags_are_listed_not_pulled(
 
 
 def test_corrupted_blob_is_detected_and_nothing_is_written(
-    oci_registry: RunningRegistry,  # noqa: F811
+    oci_registry: RunningRegistry,
     repository: str,
     tmp_path: Path,
 ) -> None:

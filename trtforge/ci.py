@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trtforge import __version__
-from trtforge.errors import AccuracyError, TrtforgeError, most_severe
+from trtforge.errors import AccuracyError, InvalidInputError, RegistryError, TrtforgeError, most_severe
 from trtforge.fsutil import ensure_writable_dir, sha256_file
 
 LOCK_DIR = ".trtforge-locks"
@@ -145,13 +145,94 @@ def _failure_steps(exc: TrtforgeError) -> tuple[StepResult, ...]:
     )
 
 
-def run_one(
-    spec_path: str, out_dir: str, cache_dir: str, backend: str | None, allow_build: bool = True
-) -> SpecResult | None:
+@dataclass(frozen=True)
+class CiOptions:
+    """Everything a worker needs besides the spec (plain values: it crosses process boundaries)."""
+
+    out_dir: Path
+    cache_dir: Path
+    backend: str | None = None
+    remote_cache: str | None = None  # oci://HOST/REPO shared by CI runners
+    insecure: bool = False
+
+
+def cache_tag(key: str) -> str:
+    """The OCI tag of a build-cache entry (70 characters: a valid tag)."""
+    return f"build-{key}"
+
+
+def _remote(options: CiOptions) -> Any:
+    from trtforge.publish import OciLocation, open_registry, parse_location
+
+    location = parse_location(options.remote_cache or "")
+    if not isinstance(location, OciLocation):
+        raise InvalidInputError(f"--remote-cache '{options.remote_cache}': use oci://HOST[:PORT]/REPO")
+    return open_registry(location, insecure=options.insecure)
+
+
+def _pull_remote(options: CiOptions, key: str, entry: Path, reporter: Any) -> dict[str, Any] | None:
+    """Fill the local cache entry from the remote cache; None when the remote has no such build.
+    A remote that fails only costs the build it would have saved: warn and go on."""
+    from trtforge.manifest import read_manifest
+
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".remote-", dir=entry.parent) as scratch:
+            engine = _remote(options).pull_tag(cache_tag(key), Path(scratch))
+            if engine is None:
+                return None
+            if not _intact(engine):
+                reporter.warn(f"remote cache entry {cache_tag(key)} is damaged (sha256 differs): rebuilding")
+                return None
+            manifest = read_manifest(engine)
+            record = {"engine": engine.name, "accuracy": manifest.accuracy}
+            _store(entry, Path(scratch), manifest.stem, record)
+    except RegistryError as exc:
+        reporter.warn(f"remote cache unavailable ({exc}): building locally")
+        return None
+    return record
+
+
+def _push_remote(options: CiOptions, key: str, engine: Path, reporter: Any) -> None:
+    from trtforge.publish import load_local_artifact
+
+    try:
+        _remote(options).push(load_local_artifact(engine), cache_tag(key), force=True)
+    except RegistryError as exc:
+        reporter.warn(f"could not store the build in the remote cache ({exc}); the artifact itself is fine")
+
+
+def _unchanged(
+    spec_path: str, spec: Any, key: str, entry: Path, out: Path, started: float, reporter: Any, remote: bool
+) -> SpecResult:
+    record = json.loads((entry / "record.json").read_text())
+    engine = out / record["engine"]
+    status, message = "unchanged", "inputs unchanged: skipped"
+    if not _intact(engine):
+        _restore(entry, out)
+        where = "the remote build cache" if remote else "the build cache"
+        status, message = "restored", f"inputs unchanged: restored from {where}"
+    reporter.info(f"{spec.name}: {message}")
+    skipped = (StepResult("build", "skipped", message=message), StepResult("accuracy", "skipped", message=message))
+    return SpecResult(
+        spec_path,
+        spec.name,
+        status,
+        0,
+        time.perf_counter() - started,
+        str(engine),
+        key,
+        message,
+        record.get("accuracy"),
+        skipped,
+    )
+
+
+def run_one(spec_path: str, options: CiOptions, allow_build: bool = True) -> SpecResult | None:
     """Build (or skip) one spec; returns plain values, since it runs in a worker process.
 
-    With ``allow_build=False`` it only answers from the cache (None: a build is needed), which
-    lets the parent settle unchanged specs without starting a worker.
+    With ``allow_build=False`` it only answers from the local cache (None: a build is needed),
+    which lets the parent settle unchanged specs without starting a worker.
     """
     from filelock import FileLock
 
@@ -162,50 +243,31 @@ def run_one(
 
     started = time.perf_counter()
     reporter = Reporter(interactive=False)
-    out = Path(out_dir)
+    out = options.out_dir
     name = Path(spec_path).stem
     try:
         spec = load_spec(Path(spec_path))
         name = spec.name
-        choice = choose_backend(backend or spec.backend)
+        choice = choose_backend(options.backend or spec.backend)
         key = build_key(spec, choice.flavor, installed_version(choice.flavor) or "")
-        entry = Path(cache_dir) / "builds" / key
+        entry = options.cache_dir / "builds" / key
         (out / LOCK_DIR).mkdir(parents=True, exist_ok=True)
         # Two pipelines on one output folder take turns per artifact; the second one then
         # finds the first one's result in the cache.
         with FileLock(str(out / LOCK_DIR / f"{spec.name}-{spec.precision}.lock")):
-            record_file = entry / "record.json"
-            if record_file.is_file():
-                record = json.loads(record_file.read_text())
-                engine = out / record["engine"]
-                status, message = "unchanged", "inputs unchanged: skipped"
-                if not _intact(engine):
-                    _restore(entry, out)
-                    status, message = "restored", "inputs unchanged: restored from the build cache"
-                reporter.info(f"{spec.name}: {message}")
-                skipped = (
-                    StepResult("build", "skipped", message=message),
-                    StepResult("accuracy", "skipped", message=message),
-                )
-                return SpecResult(
-                    spec_path,
-                    spec.name,
-                    status,
-                    0,
-                    time.perf_counter() - started,
-                    str(engine),
-                    key,
-                    message,
-                    record.get("accuracy"),
-                    skipped,
-                )
+            if (entry / "record.json").is_file():
+                return _unchanged(spec_path, spec, key, entry, out, started, reporter, remote=False)
             if not allow_build:
                 return None
+            if options.remote_cache and _pull_remote(options, key, entry, reporter) is not None:
+                return _unchanged(spec_path, spec, key, entry, out, started, reporter, remote=True)
             from trtforge.build import build_spec
 
-            outcome = build_spec(spec, out, reporter, backend=backend, cache_dir=Path(cache_dir))
+            outcome = build_spec(spec, out, reporter, backend=options.backend, cache_dir=options.cache_dir)
             accuracy = outcome.manifest.accuracy
             _store(entry, out, outcome.manifest.stem, {"engine": outcome.engine.name, "accuracy": accuracy})
+            if options.remote_cache:
+                _push_remote(options, key, outcome.engine, reporter)
     except TrtforgeError as exc:
         reporter.error(f"{name}: {exc}")
         return SpecResult(
@@ -237,16 +299,18 @@ def run_one(
     )
 
 
-def run_ci(specs: list[Path], out_dir: Path, cache_dir: Path, jobs: int, backend: str | None) -> CiReport:
+def run_ci(specs: list[Path], options: CiOptions, jobs: int) -> CiReport:
     """Every spec, ``jobs`` at a time (one process each: TensorRT builds hold the GIL)."""
     started = time.perf_counter()
-    ensure_writable_dir(out_dir)
-    arguments = [(str(spec), str(out_dir), str(cache_dir), backend) for spec in specs]
-    settled = [run_one(*args, allow_build=jobs <= 1) for args in arguments]
-    to_build = [args for args, result in zip(arguments, settled, strict=True) if result is None]
+    ensure_writable_dir(options.out_dir)
+    if options.remote_cache:
+        _remote(options)  # a malformed URI is a usage error before any work
+    paths = [str(spec) for spec in specs]
+    settled = [run_one(path, options, allow_build=jobs <= 1) for path in paths]
+    to_build = [path for path, result in zip(paths, settled, strict=True) if result is None]
     if to_build:
         with ProcessPoolExecutor(max_workers=min(jobs, len(to_build))) as pool:
-            built = iter(pool.map(run_one, *zip(*to_build, strict=True)))
+            built = iter(pool.map(run_one, to_build, [options] * len(to_build)))
         settled = [result if result is not None else next(built) for result in settled]
     return CiReport(tuple(result for result in settled if result is not None), time.perf_counter() - started)
 

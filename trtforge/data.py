@@ -1,6 +1,6 @@
 """Sample data for calibration and the accuracy gate: .npy/.npz files, validated and batched.
 
-Rules (the README's "Calibration data" section says the same to users):
+Rules (the README's "INT8 calibration" section says the same to users):
 - A file holds one sample (rank = model input rank - 1) or a batch (rank = input rank; the
   first axis counts samples, a batch of 1 included).
 - ``.npy`` holds one array, so only single-input models take it. ``.npz`` keys name the model

@@ -12,6 +12,7 @@ import typer
 from trtforge.cli.common import (
     BackendOption,
     CacheDirOption,
+    InsecureOption,
     JsonOption,
     backend_value,
     emit_json,
@@ -41,17 +42,23 @@ def ci(
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Write a JUnit XML report (a test case per spec and step).")
     ] = None,
+    remote_cache: Annotated[
+        str | None,
+        typer.Option(help="oci://HOST/REPO: a build cache shared by runners (pulled on a miss, pushed after a build)."),
+    ] = None,
+    insecure: InsecureOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
     from trtforge.accuracy.report import write_junit
     from trtforge.build import default_cache_dir
-    from trtforge.ci import junit_suites, markdown_summary, render_table, run_ci
+    from trtforge.ci import CiOptions, junit_suites, markdown_summary, render_table, run_ci
     from trtforge.fsutil import atomic_write_text
     from trtforge.project import discover
 
     project = discover(list(targets or []))
-    report = run_ci(list(project.specs), out, cache_dir or default_cache_dir(), jobs, backend_value(backend))
+    options = CiOptions(out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure)
+    report = run_ci(list(project.specs), options, jobs)
     render_table(report, reporter())
     if junit is not None:
         write_junit(junit, junit_suites(report))

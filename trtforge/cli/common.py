@@ -87,3 +87,6 @@ TrustedKeyOption = Annotated[
     list[Path] | None,
     typer.Option("--trusted-key", help="Public key (PEM) that may sign; repeatable (default: $TRTFORGE_TRUSTED_KEY)."),
 ]
+InsecureOption = Annotated[
+    bool, typer.Option("--insecure", help="Plain HTTP for oci:// (a local registry); HTTPS otherwise.")
+]

@@ -10,6 +10,7 @@ import typer
 from trtforge.cli.common import (
     CcOption,
     FlavorOption,
+    InsecureOption,
     JsonOption,
     PlatformOption,
     RequireSignatureOption,
@@ -23,9 +24,6 @@ from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
 
 app = typer.Typer()
 
-InsecureOption = Annotated[
-    bool, typer.Option("--insecure", help="Plain HTTP for oci:// (a local registry); HTTPS otherwise.")
-]
 PRECISIONS = ("fp32", "fp16", "int8")
 
 

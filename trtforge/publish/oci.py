@@ -387,8 +387,10 @@ class OciRegistry:
     # ------------------------------------------------------------ writing
 
     def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
-        manifest = artifact.manifest
-        tag = manifest.stem
+        return self.push(artifact, artifact.manifest.stem, force=force)
+
+    def push(self, artifact: LocalArtifact, tag: str, *, force: bool = False) -> PublishOutcome:
+        """Push under ``tag``: the artifact's stem when publishing, a build-cache key for ``ci``."""
         reference = f"{self.location.host}/{self.location.repository}:{tag}"
         action, detail = decide(self._existing(tag), artifact, force, reference)
         if action == "unchanged":
@@ -416,6 +418,18 @@ class OciRegistry:
         digest = response.headers.get("Docker-Content-Digest", "")
         status = "published" if action == "new" else "replaced"
         return PublishOutcome(status, reference, detail, extra={"digest": digest, "oci_tag": tag})
+
+    def pull_tag(self, tag: str, into: Path) -> Path | None:
+        """Download the artifact tagged ``tag`` into the folder ``into`` (engine and manifest under
+        their own names); None when the tag does not exist. The caller verifies the engine."""
+        try:
+            candidate = self._candidate(tag)
+        except InvalidInputError:
+            return None
+        engine = into / candidate.manifest.artifact.file
+        self.fetch(candidate, engine)
+        (into / (candidate.manifest.stem + MANIFEST_SUFFIX)).write_bytes(candidate.manifest_bytes)
+        return engine
 
 
 def _registry_errors(response: requests.Response) -> str:
