@@ -110,7 +110,7 @@ def main() -> None:
         f"burst of {args.requests} from {args.concurrency} threads, shapes {shapes}; "
         f"median of {args.trials} fresh processes; times in ms, x p50 = ratio to the warm steady-state p50"
     )
-    print(table(summary))
+    print(table(summary), file=sys.stderr)
     document = {
         "benchmark": "pool",
         "model": str(args.model),

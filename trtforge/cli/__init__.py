@@ -20,6 +20,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: typer's rich help imports rich's markdown and syntax modules (~0.2 s), and
+    # `trtforge --help` must be instant.
+    rich_markup_mode=None,
 )
 app.add_typer(build_commands.app)
 app.add_typer(check_commands.app)

@@ -16,7 +16,10 @@ app = typer.Typer()
 @exits_cleanly
 def bench(
     artifact: Annotated[
-        Path, typer.Argument(help="An .engine (TensorRT, checked by the loader) or an .onnx (onnxruntime).")
+        Path,
+        typer.Argument(
+            metavar="ENGINE|ONNX", help="An .engine (TensorRT, checked by the loader) or an .onnx (onnxruntime)."
+        ),
     ],
     pool: Annotated[int, typer.Option("--pool", min=1, help="Contexts in the pool.")] = 2,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Client threads in the burst.")] = 4,

@@ -25,7 +25,7 @@ app = typer.Typer()
 @app.command()
 @exits_cleanly
 def build(
-    specs: Annotated[list[Path], typer.Argument(help="Model spec YAML files.", show_default=False)],
+    specs: Annotated[list[Path], typer.Argument(metavar="SPEC", help="Model spec YAML files.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("out"),
     backend: BackendOption = None,
     cache_dir: CacheDirOption = None,
@@ -155,7 +155,9 @@ def _export_calibration(result: Any, name: str, out: Path, trt_version: str | No
 @app.command()
 @exits_cleanly
 def inspect(
-    engine: Annotated[Path, typer.Argument(help="An .engine file (its .manifest.json sits beside it).")],
+    engine: Annotated[
+        Path, typer.Argument(metavar="ENGINE", help="An .engine file (its .manifest.json sits beside it).")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Show an engine's manifest and file facts."""

@@ -25,7 +25,11 @@ app = typer.Typer()
 
 EngineArgument = Annotated[
     Path,
-    typer.Argument(help="An .engine file (its .manifest.json sits beside it), or the manifest.", show_default=False),
+    typer.Argument(
+        metavar="ENGINE",
+        help="An .engine file (its .manifest.json sits beside it), or the manifest.",
+        show_default=False,
+    ),
 ]
 
 
@@ -109,7 +113,9 @@ def _signature_text(facts: Any) -> str:
 @app.command()
 @exits_cleanly
 def keygen(
-    out: Annotated[Path, typer.Argument(help="Private key file to create (OUT.pub gets the public key).")],
+    out: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Private key file to create (OUT.pub gets the public key).")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Create an Ed25519 key pair: OUT (private, mode 0600) and OUT.pub; never overwrites."""

@@ -33,7 +33,8 @@ class MatrixFormat(str, Enum):
 @exits_cleanly
 def ci(
     targets: Annotated[
-        list[Path] | None, typer.Argument(help="Spec folders or spec files (default: the current folder).")
+        list[Path] | None,
+        typer.Argument(metavar="DIR|SPEC", help="Spec folders or spec files (default: the current folder)."),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("out"),
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Specs built in parallel (one process each).")] = 1,
@@ -76,7 +77,9 @@ def ci(
 @app.command()
 @exits_cleanly
 def matrix(
-    folder: Annotated[Path, typer.Argument(help="Spec folder with an optional trtforge.yaml.")] = Path("."),
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Spec folder with an optional trtforge.yaml.")] = Path(
+        "."
+    ),
     output_format: Annotated[MatrixFormat, typer.Option("--format", help="github | gitlab | json")] = MatrixFormat.json,
 ) -> None:
     """Print the build matrix (spec x GPU runner) for the CI system to fan out."""

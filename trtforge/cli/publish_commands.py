@@ -31,7 +31,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 @exits_cleanly
 def publish(
     engine: Annotated[
-        Path, typer.Argument(help="An .engine file (its .manifest.json sits beside it), or the manifest.")
+        Path,
+        typer.Argument(metavar="ENGINE", help="An .engine file (its .manifest.json sits beside it), or the manifest."),
     ],
     to: Annotated[
         str, typer.Option("--to", help="oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH.", show_default=False)
@@ -83,7 +84,7 @@ def publish(
 @app.command()
 @exits_cleanly
 def pull(
-    uri: Annotated[str, typer.Argument(help="oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH.")],
+    uri: Annotated[str, typer.Argument(metavar="URI", help="oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH.")],
     name: Annotated[str, typer.Option("--name", help="Artifact name (the spec's name).", show_default=False)],
     precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | int8 (default: any).")] = None,
     for_this_machine: Annotated[

@@ -24,7 +24,11 @@ JunitOption = Annotated[
 def verify(
     target: Annotated[
         Path,
-        typer.Argument(help="A spec (verifies its engines in --out), or an ENGINE with --spec.", show_default=False),
+        typer.Argument(
+            metavar="SPEC|ENGINE",
+            help="A spec (verifies its engines in --out), or an ENGINE with --spec.",
+            show_default=False,
+        ),
     ],
     spec: Annotated[
         Path | None, typer.Option("--spec", help="With ENGINE: the spec it was built from (ONNX model and data).")

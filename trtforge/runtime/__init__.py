@@ -1,22 +1,61 @@
-"""The serving side: load an engine only after it passed every compatibility and policy check.
+"""The serving side: load an engine only after it passed every compatibility and policy check,
+and keep warm contexts of it ready.
 
 ``load_engine(path, policy=LoadPolicy(...), environment=None)`` returns a ``LoadedEngine``
-(manifest, runtime, ICudaEngine); ``check_artifact`` is the same checks without loading.
-TensorRT itself is imported only when an engine is really checked or loaded.
+(manifest, runtime, ICudaEngine); ``check_artifact`` is the same checks without loading;
+``EnginePool`` serves requests from warmed contexts. Names resolve on first use (PEP 562), so
+``trtforge check`` does not pay for the pool's Prometheus client, and TensorRT itself is imported
+only when an engine is really checked or loaded.
 """
 
-from trtforge.compat import Environment, LoadPolicy, Target
-from trtforge.runtime.loader import (
-    CheckResult,
-    HeaderVerdict,
-    LoadedEngine,
-    check_artifact,
-    find_artifacts,
-    load_best,
-    load_engine,
-    select_artifact,
-)
-from trtforge.runtime.pool import EnginePool, PoolClosed, PoolExhausted, PoolManager, PoolState, suggest_pool_size
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trtforge.compat import Environment, LoadPolicy, Target
+    from trtforge.runtime.loader import (
+        CheckResult,
+        HeaderVerdict,
+        LoadedEngine,
+        check_artifact,
+        find_artifacts,
+        load_best,
+        load_engine,
+        select_artifact,
+    )
+    from trtforge.runtime.pool import (
+        EnginePool,
+        PoolClosed,
+        PoolExhausted,
+        PoolManager,
+        PoolState,
+        suggest_pool_size,
+    )
+
+_HOMES = {
+    "trtforge.compat": ("Environment", "LoadPolicy", "Target"),
+    "trtforge.runtime.loader": (
+        "CheckResult",
+        "HeaderVerdict",
+        "LoadedEngine",
+        "check_artifact",
+        "find_artifacts",
+        "load_best",
+        "load_engine",
+        "select_artifact",
+    ),
+    "trtforge.runtime.pool": (
+        "EnginePool",
+        "PoolClosed",
+        "PoolExhausted",
+        "PoolManager",
+        "PoolState",
+        "suggest_pool_size",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "CheckResult",
@@ -37,3 +76,10 @@ __all__ = [
     "select_artifact",
     "suggest_pool_size",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trtforge.runtime' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)
