@@ -123,7 +123,10 @@ def calibrate(
 
     spec = load_spec(spec_path)
     if spec.calibration is None:
-        raise SpecError(f"{spec.origin.where()}: no 'calibration:' section; add one (see trtforge schema)")
+        raise SpecError(
+            f"{spec.origin.where('precision')}: precision {spec.precision} and no 'calibration:' section: "
+            "calibrate takes an int8 spec (see trtforge schema)"
+        )
     if trt_version is not None and out is None:
         raise InvalidInputError("--trt-version writes a file: pass --out too")
     model = inspect_model(spec.model_path)

@@ -1,0 +1,45 @@
+"""`trtforge calibrate`: the calibration step alone, on the digits example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from clitools import cli
+
+from trtforge.calibration.cache import parse_trt_cache
+
+REPO = Path(__file__).resolve().parent.parent
+INT8_SPEC = REPO / "configs" / "digits-int8.yaml"
+
+
+def test_calibrate_exports_qdq_model_scales_and_tensorrt_cache(tmp_path: Path) -> None:
+    code, stdout, stderr = cli("calibrate", INT8_SPEC, "--out", tmp_path, "--trt-version", "10.13.0.35", "--json")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert (document["algorithm"], document["mode"], document["samples"]) == ("entropy", "qdq", 512)
+    assert document["reused"] is False
+    files = {label: Path(path) for label, path in document["files"].items()}
+    assert files["qdq_model"] == tmp_path / "digits-cnn-int8.qdq.onnx"
+    scales = json.loads(files["scales"].read_text())
+    version, algorithm, cached = parse_trt_cache(files["tensorrt_cache"].read_bytes())
+    assert (version, algorithm) == (101300, "EntropyCalibration2")
+    assert set(cached) == set(scales["scales"]) and scales["samples"] == 512
+    for name, scale in scales["scales"].items():  # float32 in the cache, float64 in the JSON
+        assert cached[name] == pytest.approx(scale, rel=1e-6) and scale > 0
+
+    again = cli("calibrate", INT8_SPEC, "--json")
+    assert again[0] == 0 and json.loads(again[1])["reused"] is True
+    assert "reusing" in again[2]
+
+
+def test_calibrate_refuses_a_spec_without_calibration() -> None:
+    code, _, stderr = cli("calibrate", REPO / "configs" / "digits-fp16.yaml")
+    assert code == 2
+    assert "digits-fp16.yaml:5: precision fp16 and no 'calibration:' section" in stderr
+
+
+def test_trt_version_needs_out() -> None:
+    code, _, stderr = cli("calibrate", INT8_SPEC, "--trt-version", "10.13.0.35")
+    assert code == 2 and "pass --out too" in stderr
