@@ -22,6 +22,7 @@ test: $(BIN)/trtforge
 
 lint: $(BIN)/trtforge
 	$(BIN)/ruff check trtforge tests benchmarks examples
+	$(BIN)/mypy trtforge
 
 bench: $(BIN)/trtforge
 	$(BIN)/python benchmarks/build_overhead.py

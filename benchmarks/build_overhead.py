@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration import resnet18  # noqa: E402  (the ResNet-18 the calibration benchmark uses)
+from calibration import resnet18
 
 REPO = Path(__file__).resolve().parent.parent
 TRTFORGE = [sys.executable, "-m", "trtforge"]

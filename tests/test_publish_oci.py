@@ -22,7 +22,7 @@ from trtforge.publish.oci import (
     ENGINE_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
     OciRegistry,
-    annotations,
+    artifact_annotations,
 )
 from trtforge.publish.pulling import target_environments
 
@@ -88,7 +88,7 @@ def test_publish_writes_one_artifact_with_documented_types_and_annotations(
     assert manifest_layer["mediaType"] == MANIFEST_MEDIA_TYPE
     assert manifest_layer["digest"] == f"sha256:{sha256_file(manifest_path_for(engine))}"
     notes = image["annotations"]
-    assert notes == annotations(manifest)
+    assert notes == artifact_annotations(manifest)
     assert notes["dev.trtforge.tag"] == manifest.tag == "rtx1.7-sm86-linux_x86_64"
     assert notes["dev.trtforge.flavor"] == "tensorrt-rtx"
     assert notes["dev.trtforge.tensorrt.version"] == manifest.tensorrt.version
@@ -357,7 +357,7 @@ def test_oci_location_keeps_dotted_namespaces() -> None:
 
 def test_annotations_describe_the_manifest(engines: dict[str, Path]) -> None:
     manifest: Manifest = read_manifest(engines["multi"])
-    notes = annotations(manifest)
+    notes = artifact_annotations(manifest)
     assert notes["dev.trtforge.gpu.compute-capabilities"] == "8.6,8.9,12.0"
     assert notes["dev.trtforge.signed"] == "false"
     assert notes["org.opencontainers.image.title"] == manifest.stem

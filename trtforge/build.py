@@ -138,14 +138,13 @@ def stamp(
     tag: EngineTag,
 ) -> Manifest:
     return Manifest(
-        schema="trtforge/manifest/v1",
         name=spec.name,
         precision=spec.precision,
         tag=tag.render(),
         artifact=ArtifactInfo(file=engine_file, sha256=engine_sha256, size=len(result.engine)),
         source=SourceInfo(onnx_sha256=model_sha256, spec_sha256=spec.origin.sha256),
         tensorrt=TensorRTInfo(
-            flavor=backend_flavor,  # type: ignore[arg-type]
+            flavor=backend_flavor,
             version=backend_version,
             version_compatible=spec.build.version_compatible,
         ),
@@ -157,7 +156,7 @@ def stamp(
         ),
         platform=PlatformInfo(os=tag.platform.os, machine=tag.platform.machine),
         profiles=_profiles_for_manifest(spec),
-        io=[TensorInfo(name=t.name, mode=t.mode, dtype=t.dtype, shape=list(t.shape)) for t in result.io],  # type: ignore[arg-type]
+        io=[TensorInfo(name=t.name, mode=t.mode, dtype=t.dtype, shape=list(t.shape)) for t in result.io],
         calibration=prepared.calibration,
         accuracy=None,
         build=BuildInfo(

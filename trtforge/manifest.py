@@ -15,7 +15,6 @@ from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import atomic_write_text
 from trtforge.tags import ComputeCapability, EngineTag, Platform
 
-SCHEMA_ID = "trtforge/manifest/v1"
 ENGINE_SUFFIX = ".engine"
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -67,7 +66,7 @@ class BuildInfo(_Frozen):
 
 
 class Manifest(_Frozen):
-    schema_: Literal["trtforge/manifest/v1"] = Field(SCHEMA_ID, alias="schema")
+    schema_: Literal["trtforge/manifest/v1"] = Field("trtforge/manifest/v1", alias="schema")
     name: str
     precision: Literal["fp32", "fp16", "int8"]
     tag: str
@@ -92,9 +91,7 @@ class Manifest(_Frozen):
             version=self.tensorrt.version,
             version_compatible=self.tensorrt.version_compatible,
             capabilities=tuple(ComputeCapability.parse(cc) for cc in self.gpu.compute_capabilities),
-            and_later_from=(
-                ComputeCapability.parse(self.gpu.and_later_from) if self.gpu.and_later_from else None
-            ),
+            and_later_from=(ComputeCapability.parse(self.gpu.and_later_from) if self.gpu.and_later_from else None),
             platform=Platform(self.platform.os, self.platform.machine),
         )
 

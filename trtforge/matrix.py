@@ -68,7 +68,7 @@ def plan(project: Project, specs: list[Spec]) -> list[MatrixEntry]:
     entries: list[MatrixEntry] = []
     for spec in specs:
         where = str(spec.origin.path)
-        backend = spec.backend
+        backend: str = spec.backend
         if backend == "auto":
             backend = FLAVOR_RTX if CPU_RUNNER in runners else FLAVOR_TENSORRT
         if backend == FLAVOR_RTX:

@@ -403,7 +403,7 @@ def _profile_values(engine: Any, name: str, profile: int) -> list[list[int]]:
 def _output_allocator_class(trt: ModuleType) -> type:
     """An IOutputAllocator for outputs whose shape depends on the data (NonZero, NMS, ...)."""
 
-    class _OutputAllocator(trt.IOutputAllocator):  # type: ignore[name-defined,misc]
+    class _OutputAllocator(trt.IOutputAllocator):  # type: ignore[name-defined]
         def __init__(self) -> None:
             trt.IOutputAllocator.__init__(self)
             self.buffers: dict[str, DeviceBuffer] = {}

@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from trtforge.errors import SpecError, did_you_mean
 from trtforge.model import ModelInfo
@@ -93,9 +94,7 @@ class AccuracySpec(_Strict):
     data: Globs | None = Field(None, description="absent: seeded random inputs per profile")
     labels: str | None = Field(None, description=".npy of int class labels, in data order")
     max_samples: int = Field(256, gt=0)
-    tolerances: dict[str, Tolerance] = Field(
-        default_factory=dict, description='per output name, or "*" for all'
-    )
+    tolerances: dict[str, Tolerance] = Field(default_factory=dict, description='per output name, or "*" for all')
     enabled: bool = True
 
 
@@ -206,7 +205,7 @@ def _step(annotation: Any, part: str | int) -> Any:
     return None
 
 
-def _message(error: dict[str, Any], origin: SpecOrigin) -> str:
+def _message(error: ErrorDetails, origin: SpecOrigin) -> str:
     loc = tuple(error["loc"])
     key = ".".join(str(part) for part in loc) or "(top level)"
     where = origin.where(*loc)

@@ -231,7 +231,7 @@ def evaluate_outputs(
                         limit_key=check.limit_key,
                         metric=check.metric,
                         bound=check.bound,
-                        value=json_number(check.value),  # type: ignore[arg-type]
+                        value=json_number(check.value),
                         limit=check.limit,
                         passed=check.passed,
                         message=check.message,

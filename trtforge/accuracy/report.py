@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
     from trtforge.console import Reporter
 
-SCHEMA_ID = "trtforge/accuracy/v1"
 REPORT_SUFFIX = ".accuracy.json"
 REJECTED_SUFFIX = ".rejected.accuracy.json"
 
@@ -97,7 +96,7 @@ class DataInfo(_Frozen):
 
 
 class AccuracyReport(_Frozen):
-    schema_: Literal["trtforge/accuracy/v1"] = Field(SCHEMA_ID, alias="schema")
+    schema_: Literal["trtforge/accuracy/v1"] = Field("trtforge/accuracy/v1", alias="schema")
     name: str
     precision: str
     stem: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trtforge.backends.base import Backend, BuildMonitor, BuildRequest, BuildResult
+from trtforge.backends.base import Backend, BuildMonitor, BuildRequest, BuildResult, TensorRTApiBackend
 from trtforge.compat import detect_gpus, import_backend, installed_version
 from trtforge.errors import BackendUnavailableError
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
@@ -39,7 +39,7 @@ def choose_backend(requested: str) -> Choice:
     return Choice(FLAVOR_RTX, f"{why}; tensorrt-rtx builds on the CPU")
 
 
-def open_backend(flavor: str) -> Backend:
+def open_backend(flavor: str) -> TensorRTApiBackend:
     module = import_backend(flavor)
     if flavor == FLAVOR_RTX:
         from trtforge.backends.rtx import RtxBackend

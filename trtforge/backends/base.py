@@ -137,7 +137,7 @@ class TensorRTApiBackend:
 
     # ------------------------------------------------------------ the shared path
     def _make_logger(self) -> Any:
-        trt = self.trt
+        trt: Any = self.trt  # the flavor's module: its classes are only known at run time
         errors = self.errors
 
         class _CollectingLogger(trt.ILogger):
@@ -151,7 +151,7 @@ class TensorRTApiBackend:
         return _CollectingLogger()
 
     def _progress_monitor(self, monitor: BuildMonitor, cancelled: threading.Event) -> Any:
-        trt = self.trt
+        trt: Any = self.trt
 
         class _Monitor(trt.IProgressMonitor):
             def __init__(self) -> None:

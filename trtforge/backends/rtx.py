@@ -17,11 +17,7 @@ class RtxBackend(TensorRTApiBackend):
 
     def supported_targets(self) -> dict[ComputeCapability, Any]:
         enum = self.trt.ComputeCapability
-        return {
-            ComputeCapability.parse(name): getattr(enum, name)
-            for name in dir(enum)
-            if name.startswith("SM")
-        }
+        return {ComputeCapability.parse(name): getattr(enum, name) for name in dir(enum) if name.startswith("SM")}
 
     def configure_targets(self, config: Any, request: BuildRequest) -> GpuTargets:
         options = request.options

@@ -58,9 +58,7 @@ class EnterpriseBackend(TensorRTApiBackend):
                 )
             return GpuTargets((), and_later_from=AMPERE, build_device=build_device)
         if level == "same_compute_capability":
-            config.hardware_compatibility_level = (
-                self.trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
-            )
+            config.hardware_compatibility_level = self.trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
         others = [cc for cc in request.targets if cc != build_cc]
         if others:
             raise InvalidInputError(
@@ -81,7 +79,7 @@ class EnterpriseBackend(TensorRTApiBackend):
     def _cache_calibrator(self, cache: bytes) -> Any:
         """An IInt8EntropyCalibrator2 that only replays trtforge's cache: TensorRT reads the
         scales from it and never asks for a batch (calibration already ran on the CPU)."""
-        trt = self.trt
+        trt: Any = self.trt
 
         class _CacheCalibrator(trt.IInt8EntropyCalibrator2):
             def __init__(self) -> None:

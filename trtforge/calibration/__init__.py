@@ -217,7 +217,7 @@ def _scales(
     }
     log(f"calibration: {samples} samples in {time.perf_counter() - started:.1f} s")
     clipped = {name: clipped_fraction(stats[name], value) for name, value in amax.items()}
-    heavy = sorted((name for name in amax if clipped[name] > CLIP_WARNING), key=clipped.get)
+    heavy = sorted((name for name in amax if clipped[name] > CLIP_WARNING), key=lambda name: clipped[name])
     if heavy:
         worst = heavy[-1]
         log(

@@ -193,6 +193,11 @@ class Listing:
 PublishStatus = Literal["published", "unchanged", "replaced"]
 
 
+def written_status(action: str) -> PublishStatus:
+    """What a write did: a new tag, or a replaced one (``--force``)."""
+    return "published" if action == "new" else "replaced"
+
+
 @dataclass(frozen=True)
 class PublishOutcome:
     status: PublishStatus

@@ -23,6 +23,7 @@ from trtforge.publish.base import (
     PublishOutcome,
     decide,
     matches,
+    written_status,
 )
 from trtforge.publish.local import (
     copy_out,
@@ -51,7 +52,7 @@ class DirRegistry:
                 return PublishOutcome("unchanged", str(engine_final), detail)
             place_copy(artifact.engine, engine_final)
             place_bytes(artifact.manifest_bytes, manifest_final)
-        status = "published" if action == "new" else "replaced"
+        status = written_status(action)
         return PublishOutcome(status, str(engine_final), detail)
 
     def candidates(self, name: str, precision: str | None) -> Listing:

@@ -39,6 +39,7 @@ from trtforge.publish.base import (
     check_artifact_file_name,
     decide,
     matches,
+    written_status,
 )
 from trtforge.tags import Platform
 
@@ -67,7 +68,7 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 TIMEOUT_S = (10.0, 120.0)
 
 
-def annotations(manifest: Manifest) -> dict[str, str]:
+def artifact_annotations(manifest: Manifest) -> dict[str, str]:
     """Manifest annotations: the compatibility facts, readable without downloading anything."""
     p = ANNOTATION_PREFIX
     gpu = manifest.gpu
@@ -114,7 +115,7 @@ def image_manifest(artifact: LocalArtifact) -> dict[str, Any]:
                 MANIFEST_MEDIA_TYPE, sha256_bytes(manifest_bytes), len(manifest_bytes), manifest.stem + MANIFEST_SUFFIX
             ),
         ],
-        "annotations": annotations(manifest),
+        "annotations": artifact_annotations(manifest),
     }
 
 
@@ -131,7 +132,7 @@ def is_trtforge_artifact(image: dict[str, Any]) -> bool:
 def _client_class() -> type:
     import oras.provider
 
-    class Client(oras.provider.Registry):  # type: ignore[misc]
+    class Client(oras.provider.Registry):
         """oras's client without its retry loop: that one sleeps 3 + 5 + 11 + 29 + 83 s on a dead
         registry; here urllib3 retries refused connections twice and a CI job fails in seconds."""
 
@@ -148,7 +149,7 @@ def _session_adapter() -> Any:
     class TimeoutAdapter(HTTPAdapter):
         """Default timeouts (oras sets none) and retries for connections that never opened."""
 
-        def send(self, request: Any, **kwargs: Any) -> Any:
+        def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
             if kwargs.get("timeout") is None:
                 kwargs["timeout"] = TIMEOUT_S
             return super().send(request, **kwargs)
@@ -416,7 +417,7 @@ class OciRegistry:
             response = client.upload_manifest(image, container)
             self._check(response, f"tagging {tag}")
         digest = response.headers.get("Docker-Content-Digest", "")
-        status = "published" if action == "new" else "replaced"
+        status = written_status(action)
         return PublishOutcome(status, reference, detail, extra={"digest": digest, "oci_tag": tag})
 
     def pull_tag(self, tag: str, into: Path) -> Path | None:

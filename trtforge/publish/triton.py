@@ -31,6 +31,7 @@ from trtforge.publish.base import (
     TritonLocation,
     decide,
     matches,
+    written_status,
 )
 from trtforge.publish.local import copy_out, io_error, place_bytes, place_copy, read_candidate, repository_lock
 from trtforge.publish.triton_config import build_config, check_triton_io, edited_by_hand, render_config
@@ -102,7 +103,8 @@ class TritonRegistry:
             raise InvalidInputError(f"{self.uri}: {self.root} is a file, not a directory; choose another path")
         model_dir = self.root / manifest.name
         with repository_lock(self.root):
-            latest = (versions(model_dir) or [None])[-1]
+            existing = versions(model_dir)
+            latest = existing[-1] if existing else None
             version, action, detail = self._place(model_dir, latest, artifact, force)
             version_dir = model_dir / str(version)
             if action == "unchanged":
@@ -114,7 +116,7 @@ class TritonRegistry:
             else:
                 self._new_version(model_dir, version, artifact)
             config_note = self._write_config(model_dir, version_dir, force, warnings)
-        status = "published" if action == "new" else "replaced"
+        status = written_status(action)
         extra = {"version": version, "config": str(model_dir / CONFIG_NAME)}
         return PublishOutcome(status, str(version_dir / plan_name(manifest)), detail or config_note,
                               tuple(warnings), extra)

@@ -245,9 +245,11 @@ def outputs_match(reference: Mapping[str, Any], outputs: Mapping[str, Any]) -> s
 class _Source(Protocol):
     """One loaded model and the way to make contexts for it."""
 
-    backend: str
     inputs: tuple[TensorDesc, ...]
     profiles: tuple[Profile, ...]
+
+    @property
+    def backend(self) -> str: ...
 
     def new_runner(self, name: str) -> Runner: ...
     def default_shapes(self) -> list[dict[str, Shape]]: ...
