@@ -25,7 +25,9 @@ lint: $(BIN)/trtforge
 	$(BIN)/mypy trtforge
 
 bench: $(BIN)/trtforge
-	$(BIN)/python benchmarks/build_overhead.py
+	mkdir -p out
+	for script in build_overhead calibration check_speed ci_cache pool; do \
+		$(BIN)/python benchmarks/$$script.py > out/bench-$$script.json || exit 1; done
 
 clean:
 	rm -rf $(VENV) out
