@@ -26,10 +26,9 @@ from trtforge.runtime.pool import (
     PoolManager,
     PoolState,
     outputs_match,
-    profile_shapes,
-    random_feed,
     suggest_pool_size,
 )
+from trtforge.runtime.sources import profile_shapes, random_feed
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"

@@ -24,19 +24,17 @@ from typing import Any
 
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
 from trtforge.model import TensorDesc
-from trtforge.runtime.pool import (
+from trtforge.runtime.pool import EnginePool, PoolExhausted, suggest_pool_size
+from trtforge.runtime.sources import (
     ONNXRUNTIME,
     PROVIDERS,
-    EnginePool,
     MemoryUse,
-    PoolExhausted,
     Profile,
     Shape,
     backend_of,
     concrete_shape,
     manifest_inputs,
     random_feed,
-    suggest_pool_size,
 )
 
 _DIMS = re.compile(r"^\d+([x,]\d+)*$")

@@ -51,8 +51,7 @@ _DIAGNOSTICS = {
     "OLD_CUDA_RUNTIME": "the CUDA runtime libraries are too old for this engine: upgrade them",
     "INSUFFICIENT_GPU_MEMORY": "the GPU has too little free memory for this engine ({free} free): free memory "
     "or use a larger GPU",
-    "MALFORMED_ENGINE": "the runtime finds the engine header malformed: the file is damaged, download or "
-    "rebuild it",
+    "MALFORMED_ENGINE": "the runtime finds the engine header malformed: the file is damaged, download or rebuild it",
     "CUDA_ERROR": "a CUDA error occurred during the runtime's header check: check the GPU with nvidia-smi",
 }
 
@@ -218,8 +217,9 @@ def _inspect(
     if found:
         notes.append("header check: not asked, the engine already failed the rules above")
     elif not env.gpus:
-        notes.append(f"header check: skipped, no GPU detected (the {product(manifest.tensorrt.flavor)} "
-                     "header check needs one)")
+        notes.append(
+            f"header check: skipped, no GPU detected (the {product(manifest.tensorrt.flavor)} header check needs one)"
+        )
     else:
         _header_check(inspection, data, notes)
     inspection.result = dataclasses.replace(inspection.result, notes=tuple(notes))
@@ -311,12 +311,16 @@ def _header_check(inspection: _Inspection, data: bytearray | None, notes: list[s
         }
         messages = [_DIAGNOSTICS[name].format(**values) for name in names if name in _DIAGNOSTICS]
         detail = "; ".join(backend.errors) or "no detail"
-        found.extend(Problem(Rule.RUNTIME, message) for message in messages or [
-            f"the runtime's header check refused the engine ({detail}): rebuild it for this host"
-        ])
+        found.extend(
+            Problem(Rule.RUNTIME, message)
+            for message in messages
+            or [f"the runtime's header check refused the engine ({detail}): rebuild it for this host"]
+        )
     elif verdict.validity == "suboptimal":
-        notes.append(f"header check: the engine runs here but not optimally on {gpu.name}; a build for "
-                     f"{gpu.compute_capability} would be faster")
+        notes.append(
+            f"header check: the engine runs here but not optimally on {gpu.name}; a build for "
+            f"{gpu.compute_capability} would be faster"
+        )
     else:
         notes.append(f"header check: valid on {gpu.name}")
     inspection.result = dataclasses.replace(result, problems=tuple(found), header=verdict)
