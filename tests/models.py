@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
@@ -97,3 +99,8 @@ def deep_net(path: Path, layers: int = 120) -> Path:
         weights,
     )
     return _save(graph, path)
+
+
+def need_rtx() -> ModuleType:
+    """TensorRT-RTX, or a skip that says how to get it (tests that build engines need it)."""
+    return pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")

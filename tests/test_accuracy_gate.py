@@ -11,11 +11,12 @@ import onnx
 import pytest
 from clitools import cli
 from junitparser import Failure, JUnitXml, Skipped
+from models import need_rtx
 from onnx import numpy_helper
 
 from trtforge.manifest import read_manifest
 
-pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+need_rtx()
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits"

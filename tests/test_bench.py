@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from models import need_rtx
 from typer.testing import CliRunner
 
 from trtforge.bench import Latency, parse_shape, request_shapes
@@ -98,7 +99,7 @@ def test_bench_usage_errors_exit_2() -> None:
 
 
 def test_bench_refuses_an_engine_this_host_cannot_run(tmp_path: Path, model_dir: Path) -> None:
-    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+    need_rtx()
     from trtforge.compat import detect_gpus
 
     if detect_gpus():

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from models import need_rtx
 from typer.testing import CliRunner
 
 from trtforge.cli import app
 from trtforge.manifest import Manifest, read_manifest
 
-pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+need_rtx()
 
 runner = CliRunner()
 

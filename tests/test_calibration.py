@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from models import need_rtx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.calibration import CalibrationResult, calibrate
@@ -24,6 +25,7 @@ CNN_SHAPE = (3, 16, 16)
 
 def build_rtx(path: Path, name: str, sample: tuple[int, ...]) -> bytes:
     """A real TensorRT-RTX build (CPU-only ahead-of-time, SM 8.6) of a batch-dynamic model."""
+    need_rtx()
     import tensorrt_rtx as trt
 
     logger = trt.Logger(trt.Logger.ERROR)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from trtforge.cli import app
 from trtforge.manifest import read_manifest
 
-pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+models.need_rtx()
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from models import need_rtx
 
 from trtforge.compat import (
     DEFAULT_POLICY,
@@ -222,7 +223,7 @@ def test_target_from_flags_overrides_detection() -> None:
 
 
 def test_target_flavor_defaults_to_the_engines_with_the_installed_version() -> None:
-    import tensorrt_rtx
+    tensorrt_rtx = need_rtx()
 
     env = Target.from_flags(cc="8.6").environment(default_flavor="tensorrt-rtx")
     assert env.flavor == "tensorrt-rtx" and env.version == tensorrt_rtx.__version__

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from models import need_rtx
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -56,7 +57,7 @@ accuracy: {{enabled: false}}
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[str, Path]:
     """Real TensorRT-RTX builds (about a second each): three engines of one name, and the example model."""
-    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+    need_rtx()
     from trtforge.build import build_spec
     from trtforge.console import Reporter
     from trtforge.spec import load_spec
@@ -373,7 +374,7 @@ def test_load_best_refuses_a_damaged_best_engine_instead_of_falling_back(
 def test_every_header_diagnostic_of_the_installed_runtime_has_a_message() -> None:
     """The header check cannot run without a GPU, but its decoding of TensorRT-RTX's real
     ``EngineInvalidityDiagnostics`` bit flags can: a new flag in a newer runtime fails here first."""
-    trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+    trt = need_rtx()
 
     from trtforge.runtime.loader import _DIAGNOSTICS, _diagnostic_names
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from models import need_rtx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -576,7 +577,7 @@ def test_tensorrt_pool_on_a_supported_gpu(tmp_path: Path, model_dir: Path, flavo
 
 def test_tensorrt_pool_refuses_an_engine_this_host_cannot_run(tmp_path: Path, model_dir: Path) -> None:
     """Without a GPU the loader refuses the engine: the pool fails with exit code 5 and holds nothing."""
-    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+    need_rtx()
     from trtforge.compat import detect_gpus
 
     if detect_gpus():

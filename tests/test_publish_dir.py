@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from clitools import cli
-from models import conv_net
+from models import conv_net, need_rtx
 from registry import build_engine
 
 from trtforge.fsutil import sha256_file
@@ -17,7 +17,7 @@ from trtforge.manifest import manifest_path_for, read_manifest
 from trtforge.publish import DirLocation, load_local_artifact
 from trtforge.publish.directory import DirRegistry
 
-pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+need_rtx()
 
 CONV_PROFILE = "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 from clitools import cli
-from models import conv_net
+from models import conv_net, need_rtx
 from registry import RunningRegistry, build_engine, free_port
 
 from trtforge.compat import Target, select_engine
@@ -26,7 +26,7 @@ from trtforge.publish.oci import (
 )
 from trtforge.publish.pulling import target_environments
 
-pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+need_rtx()
 
 CONV_PROFILE = "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from clitools import cli
-from models import conv_net
+from models import conv_net, need_rtx
 from registry import build_engine
 
 from trtforge.compat import preference
@@ -19,7 +19,7 @@ from trtforge.publish import TritonLocation
 from trtforge.publish.triton import TritonRegistry, versions
 from trtforge.publish.triton_config import build_config, edited_by_hand, parse_config, warmup_samples
 
-pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+need_rtx()
 
 TWO_PROFILES = (
     "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"

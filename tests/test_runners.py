@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from models import need_rtx
 from onnx import TensorProto, helper
 
 from trtforge import runners
@@ -71,7 +72,7 @@ def test_onnxrt_runner_errors_are_one_clear_line(model_dir: Path, tmp_path: Path
 
 
 def test_every_tensorrt_dtype_has_a_numpy_dtype() -> None:
-    trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed")
+    trt = need_rtx()
     assert set(trt.DataType.__members__) <= set(runners.TRT_DTYPES)
     for name, (type_name, bits) in runners.TRT_DTYPES.items():
         dtype = runners.numpy_dtype(type_name)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from models import need_rtx
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -50,6 +51,7 @@ accuracy: {{enabled: false}}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
     """One real TensorRT-RTX engine (about a second to build) that tests copy before changing."""
+    need_rtx()
     from trtforge.build import build_spec
     from trtforge.console import Reporter
     from trtforge.spec import load_spec
