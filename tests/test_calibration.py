@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import models_calib
+import models
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -47,8 +47,8 @@ def build_rtx(path: Path, name: str, sample: tuple[int, ...]) -> bytes:
 @pytest.fixture
 def cnn(tmp_path: Path) -> Path:
     """Folder with the small CNN (BatchNorm not folded) and 24 samples in 3 files."""
-    models_calib.save(models_calib.small_cnn(), tmp_path / "cnn.onnx")
-    models_calib.write_samples(tmp_path / "data", (8, *CNN_SHAPE), files=3)
+    models.save(models.small_cnn(), tmp_path / "cnn.onnx")
+    models.write_samples(tmp_path / "data", (8, *CNN_SHAPE), files=3)
     return tmp_path
 
 
@@ -93,16 +93,12 @@ def _outputs(path: Path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {"input": x})[0]
 
 
-@pytest.mark.parametrize(
-    ("high_precision", "algorithm"), [("fp16", "minmax"), ("fp32", "minmax"), ("fp16", "entropy")]
-)
+@pytest.mark.parametrize(("high_precision", "algorithm"), [("fp16", "minmax"), ("fp32", "minmax"), ("fp16", "entropy")])
 def test_qdq_model_of_a_small_cnn_builds_with_tensorrt_rtx(
     spec_file: Callable[..., Path], cnn: Path, high_precision: str, algorithm: str
 ) -> None:
     messages: list[str] = []
-    result = run(
-        spec_file(high_precision=high_precision, algorithm=algorithm), cnn / "cache", messages
-    )
+    result = run(spec_file(high_precision=high_precision, algorithm=algorithm), cnn / "cache", messages)
     model = onnx.load(str(result.qdq_model))
     onnx.checker.check_model(model)
     ops = [node.op_type for node in model.graph.node]
@@ -110,9 +106,7 @@ def test_qdq_model_of_a_small_cnn_builds_with_tensorrt_rtx(
     assert ops.count("QuantizeLinear") == 3  # input, stem relu (block conv), pooled features
     for name in ("stem/Conv", "block/Conv", "head/MatMul/MatMulAddFusion"):
         assert _fed_by_dq(model, name), name
-    scale_types = {
-        init.data_type for init in model.graph.initializer if init.name.endswith("_scale")
-    }
+    scale_types = {init.data_type for init in model.graph.initializer if init.name.endswith("_scale")}
     expected = TensorProto.FLOAT16 if high_precision == "fp16" else TensorProto.FLOAT
     assert scale_types == {expected}
     weights = {init.name: init.data_type for init in model.graph.initializer}
@@ -177,9 +171,7 @@ def test_native_mode_scales_every_activation(spec_file: Callable[..., Path], cnn
     assert build_rtx(result.qdq_model, "input", CNN_SHAPE)
 
 
-def test_rebuild_with_unchanged_inputs_reuses_and_says_so(
-    spec_file: Callable[..., Path], cnn: Path
-) -> None:
+def test_rebuild_with_unchanged_inputs_reuses_and_says_so(spec_file: Callable[..., Path], cnn: Path) -> None:
     cache = cnn / "cache"
     first = run(spec_file(), cache)
     messages: list[str] = []
@@ -238,7 +230,7 @@ def test_non_finite_activations_name_the_tensor(tmp_path: Path) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    models_calib.save(model, tmp_path / "log.onnx")
+    models.save(model, tmp_path / "log.onnx")
     np.save(tmp_path / "zeros.npy", np.zeros((4, 4), np.float32))
     text = "name: log\nmodel: log.onnx\nprecision: int8\ncalibration: {data: zeros.npy}\n"
     (tmp_path / "spec.yaml").write_text(text, encoding="utf-8")
@@ -247,7 +239,7 @@ def test_non_finite_activations_name_the_tensor(tmp_path: Path) -> None:
 
 
 def test_multi_input_model_with_npz_data(tmp_path: Path) -> None:
-    models_calib.save(models_calib.two_input_model(), tmp_path / "pair.onnx")
+    models.save(models.two_input_model(), tmp_path / "pair.onnx")
     rng = np.random.default_rng(0)
     for index in range(2):
         np.savez(tmp_path / f"pair_{index}.npz", a=rng.normal(size=(5, 4)).astype(np.float32),
@@ -275,9 +267,7 @@ def test_digits_example_calibrates_builds_and_keeps_its_accuracy(tmp_path: Path)
     assert accuracy >= 0.95
 
 
-@pytest.mark.skipif(
-    not (DIGITS / "digits_cnn_static.onnx").is_file(), reason="digits example not built"
-)
+@pytest.mark.skipif(not (DIGITS / "digits_cnn_static.onnx").is_file(), reason="digits example not built")
 def test_a_fixed_batch_model_is_calibrated_in_its_batch(tmp_path: Path) -> None:
     text = (
         f"name: digits-static\nmodel: {DIGITS / 'digits_cnn_static.onnx'}\nprecision: int8\n"
@@ -305,12 +295,9 @@ def test_native_mode_skips_integer_tensors(tmp_path: Path) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    models_calib.save(model, tmp_path / "shapes.onnx")
+    models.save(model, tmp_path / "shapes.onnx")
     np.save(tmp_path / "data.npy", np.ones((6, 4), np.float32))
-    text = (
-        "name: shapes\nmodel: shapes.onnx\nprecision: int8\n"
-        "calibration: {data: data.npy, mode: native}\n"
-    )
+    text = "name: shapes\nmodel: shapes.onnx\nprecision: int8\ncalibration: {data: data.npy, mode: native}\n"
     (tmp_path / "spec.yaml").write_text(text, encoding="utf-8")
     result = run(tmp_path / "spec.yaml", tmp_path / "cache")
     assert set(result.scales) == {"input", "same", "out"}
