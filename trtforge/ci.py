@@ -105,10 +105,11 @@ def _artifact_files(directory: Path, stem: str) -> list[Path]:
 
 
 def _intact(engine: Path) -> bool:
+    from trtforge.compat import file_problem
     from trtforge.manifest import read_manifest
 
     try:
-        return engine.is_file() and sha256_file(engine) == read_manifest(engine).artifact.sha256
+        return engine.is_file() and file_problem(read_manifest(engine), engine) is None
     except TrtforgeError:
         return False
 

@@ -23,6 +23,8 @@ from trtforge.errors import BackendUnavailableError, InvalidInputError, did_you_
 from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from trtforge.manifest import Manifest
     from trtforge.signing import TrustedKey
 
@@ -75,8 +77,9 @@ class Environment:
             "version": self.version,
             "compute_capability": str(self.compute_capability) if self.compute_capability else None,
             "platform": self.platform.tag,
-            "gpus": [{"index": g.index, "name": g.name, "compute_capability": str(g.compute_capability)}
-                     for g in self.gpus],
+            "gpus": [
+                {"index": g.index, "name": g.name, "compute_capability": str(g.compute_capability)} for g in self.gpus
+            ],
             "overridden": self.overridden,
         }
 
@@ -266,9 +269,7 @@ class Target:
     ) -> Target:
         """Parse ``--flavor --trt-version --cc --platform``; a bad value names its flag and the fix."""
         if flavor is not None and flavor not in FLAVORS:
-            raise InvalidInputError(
-                f"--flavor '{flavor}': use {' or '.join(FLAVORS)}{did_you_mean(flavor, FLAVORS)}"
-            )
+            raise InvalidInputError(f"--flavor '{flavor}': use {' or '.join(FLAVORS)}{did_you_mean(flavor, FLAVORS)}")
         if trt_version is not None and not _VERSION_TEXT.match(trt_version.strip()):
             raise InvalidInputError(f"--trt-version '{trt_version}': write it as digits and dots, e.g. 10.13.0.35")
         try:
@@ -435,6 +436,16 @@ def content_problem(manifest: Manifest, facts: ArtifactFacts) -> str | None:
     return None
 
 
+def file_problem(manifest: Manifest, engine: Path) -> str | None:
+    """Rule 5 on a file on disk: its size first (free), then its streamed sha256."""
+    from trtforge.fsutil import sha256_file
+
+    named = ArtifactFacts(engine_file=engine.name, engine_size=engine.stat().st_size)
+    return content_problem(manifest, named) or content_problem(
+        manifest, ArtifactFacts(engine_file=engine.name, engine_sha256=sha256_file(engine))
+    )
+
+
 def _signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
     key = f" {facts.signature_key_id}" if facts.signature_key_id else ""
     status = facts.signature
@@ -517,9 +528,7 @@ def select_engine(
     compatible: list[tuple[Preference, int, tuple[Manifest, T]]] = []
     rejected: list[Rejection] = []
     for position, (manifest, payload) in enumerate(candidates):
-        found = problems(
-            manifest, env, signature_facts(manifest, policy), require_signature=policy.require_signature
-        )
+        found = problems(manifest, env, signature_facts(manifest, policy), require_signature=policy.require_signature)
         if found:
             rejected.append(Rejection(manifest, found))
         else:

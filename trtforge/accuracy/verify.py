@@ -13,6 +13,7 @@ from pathlib import Path
 
 from trtforge.accuracy.gate import GateFailed, check_artifact, failure_message
 from trtforge.accuracy.report import AccuracyReport, report_path, summary, write_report
+from trtforge.compat import file_problem
 from trtforge.console import Reporter
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import sha256_file
@@ -77,12 +78,9 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
             f"{engine.name}: refused: {mismatch}; verify it with the spec it was built from, or rebuild it "
             f"with trtforge build {spec.origin.path}"
         )
-    if sha256_file(engine) != manifest.artifact.sha256:
-        raise IncompatibleEngineError(
-            f"{engine}: sha256 differs from the manifest's: the file is damaged or not the engine this "
-            "manifest describes; pull or rebuild it",
-            reasons=["sha256"],
-        )
+    damaged = file_problem(manifest, engine)
+    if damaged:
+        raise IncompatibleEngineError(f"{engine}: {damaged}", reasons=[damaged])
     model = load_onnx(spec.model_path)
     info = describe(model, spec.model_path)
     del model

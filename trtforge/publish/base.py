@@ -42,9 +42,7 @@ class NoCompatibleArtifactError(IncompatibleEngineError):
     ) -> None:
         self.rejections = rejections
         self.available = available
-        super().__init__(
-            message, reasons=[f"{ref}: {p.message}" for ref, found in rejections for p in found]
-        )
+        super().__init__(message, reasons=[f"{ref}: {p.message}" for ref, found in rejections for p in found])
 
 
 # ---------------------------------------------------------------- locations
@@ -109,7 +107,9 @@ def _parse_oci(text: str) -> OciLocation:
     host = parts.netloc
     repository = parts.path.strip("/")
     if not host or not repository:
-        raise InvalidInputError(f"'{text}': an OCI URI needs a host and a repository, e.g. oci://localhost:5000/team/models")
+        raise InvalidInputError(
+            f"'{text}': an OCI URI needs a host and a repository, e.g. oci://localhost:5000/team/models"
+        )
     if ":" in repository or "@" in repository:
         raise InvalidInputError(
             f"'{text}': give the repository only; trtforge names the tag ({{name}}-{{precision}}-{{tag}}) "
@@ -141,8 +141,7 @@ class LocalArtifact:
 
 def load_local_artifact(path: Path) -> LocalArtifact:
     """Read ``path`` (the .engine or its .manifest.json) and refuse an engine that is not the one described."""
-    from trtforge.compat import ArtifactFacts, content_problem
-    from trtforge.fsutil import sha256_file
+    from trtforge.compat import file_problem
     from trtforge.manifest import read_manifest
 
     if path.name.endswith(MANIFEST_SUFFIX):
@@ -153,9 +152,7 @@ def load_local_artifact(path: Path) -> LocalArtifact:
         raise InvalidInputError(f"{engine}: engine file not found; pass the .engine that trtforge build wrote")
     manifest = read_manifest(manifest_path)
     check_artifact_file_name(manifest, str(manifest_path))
-    problem = content_problem(
-        manifest, ArtifactFacts(engine_file=engine.name, engine_size=engine.stat().st_size)
-    ) or content_problem(manifest, ArtifactFacts(engine_file=engine.name, engine_sha256=sha256_file(engine)))
+    problem = file_problem(manifest, engine)
     if problem:
         raise IncompatibleEngineError(f"{engine}: refusing to publish: {problem}", reasons=[problem])
     return LocalArtifact(engine, manifest_path, manifest)
