@@ -100,8 +100,10 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
     return VerifyOutcome(engine, report, report_file, manifest_updated=not signed)
 
 
-def find_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
+def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
     """Engines in ``out_dir`` built from this spec and its model (matched by the source hashes)."""
+    from trtforge.runtime.loader import find_artifacts
+
     if not out_dir.is_dir():
         raise InvalidInputError(
             f"{out_dir}: no such folder; build first (trtforge build {spec.origin.path} --out {out_dir}) or pass --out"
@@ -109,18 +111,12 @@ def find_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
     onnx_sha256 = sha256_file(spec.model_path)
     matches: list[Path] = []
     mismatches: list[str] = []
-    for path in sorted(out_dir.glob(f"{spec.name}-{spec.precision}-*{MANIFEST_SUFFIX}")):
-        try:
-            manifest = read_manifest(path)
-        except (InvalidInputError, IncompatibleEngineError):
-            continue
-        if manifest.name != spec.name or manifest.precision != spec.precision:
-            continue
+    for manifest, engine in find_artifacts(out_dir, spec.name, spec.precision):
         mismatch = source_mismatch(spec, manifest, onnx_sha256)
         if mismatch:
-            mismatches.append(f"{path.name}: {mismatch}")
+            mismatches.append(f"{engine.name}: {mismatch}")
         else:
-            matches.append(engine_path_for(path))
+            matches.append(engine)
     if matches:
         return matches
     if mismatches:

@@ -41,7 +41,7 @@ def verify(
     """Run the accuracy gate on built engines (or their ONNX simulation where they cannot run here)."""
     from trtforge.accuracy.gate import GateFailed
     from trtforge.accuracy.report import junit_problem_suite, junit_suite, summary, write_junit
-    from trtforge.accuracy.verify import find_artifacts, verify_engine
+    from trtforge.accuracy.verify import spec_artifacts, verify_engine
     from trtforge.errors import InvalidInputError
     from trtforge.spec import load_spec
 
@@ -49,7 +49,7 @@ def verify(
         if spec is not None:
             raise InvalidInputError(f"{target} is a spec; pass either SPEC or ENGINE --spec SPEC, not both")
         loaded = load_spec(target)
-        engines = find_artifacts(loaded, out)
+        engines = spec_artifacts(loaded, out)
     else:
         if spec is None:
             raise InvalidInputError(
