@@ -120,9 +120,7 @@ def prepare_precision(
 
 
 def _profiles_for_manifest(spec: Spec) -> list[dict[str, dict[str, list[int]]]]:
-    return [
-        {name: shapes.model_dump() for name, shapes in profile.items()} for profile in spec.profiles
-    ]
+    return [{name: shapes.model_dump() for name, shapes in profile.items()} for profile in spec.profiles]
 
 
 def stamp(
@@ -271,4 +269,3 @@ def _accuracy_gate(
         rejected = write_report(report_path(out_dir, manifest.stem, rejected=True), report)
         raise_for_failures(report, rejected)
     return report
-

@@ -19,7 +19,7 @@ from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from trtforge.errors import BackendUnavailableError, InvalidInputError, did_you_mean
+from trtforge.errors import BackendUnavailableError, InvalidInputError, did_you_mean, first_line
 from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform
 
 if TYPE_CHECKING:
@@ -202,9 +202,8 @@ def import_backend(flavor: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except Exception as exc:  # the PyPI stub of `tensorrt` raises at import time, not ImportError
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BackendUnavailableError(
-            f"{flavor} is not installed (import {module_name} failed: {reason}); "
+            f"{flavor} is not installed (import {module_name} failed: {first_line(exc)}); "
             f"install it with: pip install 'trtforge[{PIP_EXTRAS[flavor]}]'"
         ) from exc
 

@@ -106,8 +106,7 @@ def _npz_keys(path: Path, keys: Sequence[str], inputs: Sequence[TensorDesc]) -> 
     for key in keys:
         if key not in names:
             raise InvalidInputError(
-                f"{path}: key '{key}' names no model input{did_you_mean(key, names)} "
-                f"(inputs: {', '.join(names)})"
+                f"{path}: key '{key}' names no model input{did_you_mean(key, names)} (inputs: {', '.join(names)})"
             )
     for name in names:
         if name not in keys:
@@ -128,9 +127,7 @@ def _npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _headers(
-    path: Path, inputs: Sequence[TensorDesc]
-) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def _headers(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Input name -> (shape, dtype) of its array in ``path``, without reading the data."""
     try:
         if path.suffix == ".npy":
@@ -155,9 +152,7 @@ def _headers(
         raise
     except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
         raise InvalidInputError(f"{path}: cannot read as {path.suffix} ({exc})") from exc
-    raise InvalidInputError(
-        f"{path}: calibration data must be .npy or .npz files, got '{path.suffix}'"
-    )
+    raise InvalidInputError(f"{path}: calibration data must be .npy or .npz files, got '{path.suffix}'")
 
 
 def _file_samples(path: Path, inputs: Sequence[TensorDesc]) -> int:
@@ -169,9 +164,7 @@ def _file_samples(path: Path, inputs: Sequence[TensorDesc]) -> int:
     return next(iter(counts.values()))
 
 
-def plan_data(
-    files: Sequence[Path], inputs: Sequence[TensorDesc], max_samples: int | None
-) -> DataPlan:
+def plan_data(files: Sequence[Path], inputs: Sequence[TensorDesc], max_samples: int | None) -> DataPlan:
     """Check every file's header (suffix, keys, rank, static dims, dtype) and keep the files
     that hold the first ``max_samples`` samples. Fails fast, before any model runs."""
     kept: list[Path] = []
@@ -186,9 +179,7 @@ def plan_data(
     if max_samples is not None:
         samples = min(samples, max_samples)
     if samples == 0:
-        raise InvalidInputError(
-            f"{files[0] if files else 'calibration data'}: the data files hold no samples"
-        )
+        raise InvalidInputError(f"{files[0] if files else 'calibration data'}: the data files hold no samples")
     return DataPlan(tuple(kept), samples)
 
 
@@ -278,10 +269,7 @@ def iter_batches(
                 pending, held = [], 0
             take = min(batch_size - held, count - start)
             pending.append(
-                {
-                    name: _prepared(path, by_name[name], array[start : start + take])
-                    for name, array in arrays.items()
-                }
+                {name: _prepared(path, by_name[name], array[start : start + take]) for name, array in arrays.items()}
             )
             held += take
             start += take

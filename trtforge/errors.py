@@ -57,6 +57,12 @@ class RegistryError(TrtforgeError):
     exit_code = 6
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as one line (libraries put details below the first): for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' — did you mean 'x'?' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -46,9 +46,7 @@ def ensure_writable_dir(path: Path) -> Path:
             f"cannot create output directory {path}: {exc.strerror}; pass --out with a writable folder"
         ) from exc
     if not os.access(path, os.W_OK | os.X_OK):
-        raise InvalidInputError(
-            f"output directory {path} is not writable; pass --out with a writable folder"
-        )
+        raise InvalidInputError(f"output directory {path} is not writable; pass --out with a writable folder")
     return path
 
 

@@ -45,14 +45,20 @@ def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
         ("name", manifest["name"]),
         ("precision", manifest["precision"]),
         ("tag", manifest["tag"]),
-        ("tensorrt", f"{manifest['tensorrt']['flavor']} {manifest['tensorrt']['version']}"
-         + (" (version-compatible)" if manifest["tensorrt"]["version_compatible"] else "")),
+        (
+            "tensorrt",
+            f"{manifest['tensorrt']['flavor']} {manifest['tensorrt']['version']}"
+            + (" (version-compatible)" if manifest["tensorrt"]["version_compatible"] else ""),
+        ),
         ("gpus", f"{gpus} (hardware_compatibility {gpu['hardware_compatibility']})"),
         ("platform", f"{manifest['platform']['os']} {manifest['platform']['machine']}"),
         ("size", f"{engine['size']:,} bytes"),
         ("sha256", engine["sha256"] + ("" if engine["matches_manifest"] else "  (DIFFERS from manifest)")),
-        ("built", f"{manifest['build']['created_utc']} in {manifest['build']['seconds']} s "
-         f"by trtforge {manifest['build']['trtforge_version']}"),
+        (
+            "built",
+            f"{manifest['build']['created_utc']} in {manifest['build']['seconds']} s "
+            f"by trtforge {manifest['build']['trtforge_version']}",
+        ),
         ("signed", "yes" if manifest.get("signature") else "no"),
     ]
     for tensor in manifest["io"]:
@@ -64,8 +70,14 @@ def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
         cal = manifest["calibration"]
         rows.append(("calibration", ", ".join(f"{k} {v}" for k, v in cal.items() if not isinstance(v, dict))))
     accuracy = manifest["accuracy"]
-    rows.append(("accuracy", "not checked" if accuracy is None else
-                 ", ".join(f"{k} {v}" for k, v in accuracy.items() if not isinstance(v, (dict, list)))))
+    rows.append(
+        (
+            "accuracy",
+            "not checked"
+            if accuracy is None
+            else ", ".join(f"{k} {v}" for k, v in accuracy.items() if not isinstance(v, (dict, list))),
+        )
+    )
     for key, value in rows:
         table.add_row(key, str(value))
     reporter.render(table)

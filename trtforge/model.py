@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.errors import InvalidInputError
+from trtforge.errors import InvalidInputError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -54,8 +54,7 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         # By path: checking the in-memory proto serializes it again, 3-4x slower on large models.
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise InvalidInputError(f"{path}: invalid ONNX model: {first_line}") from exc
+        raise InvalidInputError(f"{path}: invalid ONNX model: {first_line(exc)}") from exc
     return model
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from trtforge.errors import InvalidInputError, TrtforgeError
+from trtforge.errors import InvalidInputError, TrtforgeError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,9 +86,7 @@ def check_feed_names(runner: str, expected: Sequence[str], feed: Mapping[str, An
         )
     unknown = [name for name in feed if name not in expected]
     if unknown:
-        raise InvalidInputError(
-            f"{runner}: the model has no input '{unknown[0]}' (inputs: {', '.join(expected)})"
-        )
+        raise InvalidInputError(f"{runner}: the model has no input '{unknown[0]}' (inputs: {', '.join(expected)})")
 
 
 # ---------------------------------------------------------------- onnxruntime
@@ -120,8 +118,7 @@ class OnnxrtRunner(BaseRunner):
         try:
             self._session = ort.InferenceSession(source, sess_options=options, providers=list(self.providers))
         except Exception as exc:  # onnxruntime raises its own pybind classes (Fail, InvalidGraph, ...)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InvalidInputError(f"{self.name}: onnxruntime cannot load the model: {first}") from exc
+            raise InvalidInputError(f"{self.name}: onnxruntime cannot load the model: {first_line(exc)}") from exc
 
     def _deactivate(self) -> None:
         self._session = None
@@ -141,9 +138,9 @@ class OnnxrtRunner(BaseRunner):
         try:
             values = self._session.run(None, dict(feed))
         except InvalidArgument as exc:
-            raise InvalidInputError(f"{self.name}: {str(exc).strip().splitlines()[0]}") from exc
+            raise InvalidInputError(f"{self.name}: {first_line(exc)}") from exc
         except Exception as exc:
-            raise RunnerError(f"{self.name}: onnxruntime failed: {str(exc).strip().splitlines()[0]}") from exc
+            raise RunnerError(f"{self.name}: onnxruntime failed: {first_line(exc)}") from exc
         return dict(zip(self.output_names, values, strict=True))
 
 

@@ -78,9 +78,7 @@ class Platform:
             return cls("windows", "x86_64")
         os_name, sep, machine = raw.partition("_")
         if not sep or not machine or os_name not in ("linux", "windows", "win"):
-            raise ValueError(
-                f"'{text}' is not a platform; use linux_x86_64, linux_aarch64 or win_amd64"
-            )
+            raise ValueError(f"'{text}' is not a platform; use linux_x86_64, linux_aarch64 or win_amd64")
         return cls("windows" if os_name == "win" else os_name, machine)
 
 

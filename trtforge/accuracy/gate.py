@@ -78,8 +78,10 @@ def simulated(onnx_path: Path, why_not_engine: str) -> Candidate:
 
 def same_graph_as_reference(candidate: Candidate, reference: Path) -> bool:
     """fp32 simulated: the candidate is the reference's own ONNX, so one run serves both."""
-    return candidate.kind == "simulated" and candidate.onnx_path is not None and (
-        candidate.onnx_path.resolve() == reference.resolve()
+    return (
+        candidate.kind == "simulated"
+        and candidate.onnx_path is not None
+        and (candidate.onnx_path.resolve() == reference.resolve())
     )
 
 
@@ -148,7 +150,11 @@ class _Collected:
 
 
 def _collect(
-    spec: Spec, model: ModelInfo, plan: inputs.Plan, reference: BaseRunner, candidate: BaseRunner,
+    spec: Spec,
+    model: ModelInfo,
+    plan: inputs.Plan,
+    reference: BaseRunner,
+    candidate: BaseRunner,
     log: Callable[[str], None],
 ) -> _Collected:
     outputs = [tensor.name for tensor in model.outputs]

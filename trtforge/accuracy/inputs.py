@@ -83,8 +83,7 @@ def random_array(tensor: TensorDesc, shape: tuple[int, ...], rng: np.random.Gene
     if np.issubdtype(dtype, np.integer):
         return rng.integers(0, INT_HIGH, shape).astype(dtype)
     raise InvalidInputError(
-        f"input '{tensor.name}' has dtype {dtype}, for which no random data can be made; "
-        "give accuracy.data in the spec"
+        f"input '{tensor.name}' has dtype {dtype}, for which no random data can be made; give accuracy.data in the spec"
     )
 
 

@@ -63,9 +63,7 @@ def format_value(value: float) -> str:
     return f"{value:.8g}"
 
 
-def resolve(
-    output: str, precision: str, tolerances: Mapping[str, Tolerance], classifier: bool
-) -> Tolerance:
+def resolve(output: str, precision: str, tolerances: Mapping[str, Tolerance], classifier: bool) -> Tolerance:
     """The limits for ``output`` (see the module docstring for the order)."""
     merged: dict[str, float] = {}
     for layer in (DEFAULT_TOLERANCES[precision], tolerances.get(WILDCARD), tolerances.get(output)):

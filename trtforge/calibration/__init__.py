@@ -88,15 +88,11 @@ def _batching(config: CalibrationSpec, info: ModelInfo, log: Log) -> _Batching:
     if fixed is None:
         return _Batching(config.batch_size, drop_last=False)
     if fixed != config.batch_size:
-        log(
-            f"calibration: the model's batch is fixed at {fixed}; using it, not {config.batch_size}"
-        )
+        log(f"calibration: the model's batch is fixed at {fixed}; using it, not {config.batch_size}")
     return _Batching(fixed, drop_last=True)
 
 
-def _cache_inputs(
-    config: CalibrationSpec, model_path: Path, data_hash: str, batching: _Batching
-) -> dict[str, Any]:
+def _cache_inputs(config: CalibrationSpec, model_path: Path, data_hash: str, batching: _Batching) -> dict[str, Any]:
     """What the scales depend on (``exclude``/``high_precision`` only change the Q/DQ model)."""
     from importlib.metadata import version
 
@@ -207,14 +203,9 @@ def _scales(
     candidates = all_activations(graph) if config.mode == "native" else quantized_inputs(graph)
     log(f"calibration: {config.algorithm}, {len(candidates)} tensors, batches of {batching.size}")
     started = time.perf_counter()
-    batches = iter_batches(
-        plan.files, info.inputs, batching.size, config.max_samples, drop_last=batching.drop_last
-    )
+    batches = iter_batches(plan.files, info.inputs, batching.size, config.max_samples, drop_last=batching.drop_last)
     stats, samples = collect(graph, candidates, batches, config.algorithm)
-    amax = {
-        name: compute_amax(values, config.algorithm, config.percentile)
-        for name, values in stats.items()
-    }
+    amax = {name: compute_amax(values, config.algorithm, config.percentile) for name, values in stats.items()}
     log(f"calibration: {samples} samples in {time.perf_counter() - started:.1f} s")
     clipped = {name: clipped_fraction(stats[name], value) for name, value in amax.items()}
     heavy = sorted((name for name in amax if clipped[name] > CLIP_WARNING), key=lambda name: clipped[name])

@@ -64,9 +64,7 @@ def parse_trt_cache(data: bytes) -> tuple[int, str, dict[str, float]]:
     lines = data.decode("utf-8").splitlines()
     header = _HEADER.match(lines[0].strip()) if lines else None
     if header is None:
-        raise InvalidInputError(
-            "not a TensorRT calibration cache: no 'TRT-<version>-<algorithm>' first line"
-        )
+        raise InvalidInputError("not a TensorRT calibration cache: no 'TRT-<version>-<algorithm>' first line")
     scales: dict[str, float] = {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -97,9 +95,7 @@ def qdq_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"qdq-{key}.onnx"
 
 
-def scales_document(
-    key: str, inputs: Mapping[str, Any], scales: Mapping[str, float], samples: int
-) -> str:
+def scales_document(key: str, inputs: Mapping[str, Any], scales: Mapping[str, float], samples: int) -> str:
     """The version-free scales file. Deterministic (no times, no paths): equal inputs give
     equal bytes, so its sha256 identifies a calibration across machines."""
     document = {

@@ -42,9 +42,7 @@ def all_activations(model: onnx.ModelProto) -> list[str]:
     """Every activation (graph inputs and node outputs): TensorRT's native calibrator asks
     for a scale for each tensor it may run in INT8."""
     initializers = {init.name for init in model.graph.initializer}
-    names: dict[str, None] = {
-        value.name: None for value in model.graph.input if value.name not in initializers
-    }
+    names: dict[str, None] = {value.name: None for value in model.graph.input if value.name not in initializers}
     for node in model.graph.node:
         if node.op_type != "Constant":
             names.update((name, None) for name in node.output)
@@ -106,9 +104,7 @@ def collect(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        _exposed(model, computed), options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(_exposed(model, computed), options, providers=["CPUExecutionProvider"])
     stats: dict[str, TensorStats] = {}
     samples = 0
 
@@ -116,9 +112,7 @@ def collect(
         return session.run(computed, dict(batch)) if computed else []
 
     for batch, outputs in _in_order(iter(batches), run, runs):
-        for name, values in zip(
-            (*fed, *computed), (*(batch[n] for n in fed), *outputs), strict=True
-        ):
+        for name, values in zip((*fed, *computed), (*(batch[n] for n in fed), *outputs), strict=True):
             if not np.issubdtype(values.dtype, np.floating):
                 continue
             try:

@@ -238,9 +238,7 @@ def compute_amax(stats: TensorStats, algorithm: Algorithm, percentile: float = 9
     """The calibrated amax of one tensor, never below ``MIN_AMAX``."""
     if isinstance(stats, AbsHistogram) and stats.scale is not None and algorithm != "minmax":
         counts = stats.counts
-        kept = (
-            entropy_bins(counts) if algorithm == "entropy" else percentile_bins(counts, percentile)
-        )
+        kept = entropy_bins(counts) if algorithm == "entropy" else percentile_bins(counts, percentile)
         amax = min(kept * stats.width, stats.amax)
     else:
         amax = stats.amax

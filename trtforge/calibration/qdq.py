@@ -84,8 +84,7 @@ def nodes_without_ranges(model: onnx.ModelProto, amax: Mapping[str, float]) -> l
     return [
         node.name
         for node in model.graph.node
-        if node.op_type in QUANTIZABLE_OPS
-        and any(name in needed and name not in amax for name in node.input[:2])
+        if node.op_type in QUANTIZABLE_OPS and any(name in needed and name not in amax for name in node.input[:2])
     ]
 
 
@@ -114,9 +113,7 @@ def quantize(
         # The method is a label only; the quantizer uses the ranges as given.
         CalibrationMethod.MinMax,
         {
-            name: TensorData(
-                lowest=np.array(-value, dtype=np.float32), highest=np.array(value, dtype=np.float32)
-            )
+            name: TensorData(lowest=np.array(-value, dtype=np.float32), highest=np.array(value, dtype=np.float32))
             for name, value in amax.items()
         },
     )

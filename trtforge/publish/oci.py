@@ -211,8 +211,7 @@ class OciRegistry:
             ) from exc
         except requests.exceptions.ConnectionError as exc:
             raise RegistryError(
-                f"cannot reach registry {host} while {action} ({_reason(exc)}): is it running, and is "
-                f"{self.uri} right?"
+                f"cannot reach registry {host} while {action} ({_reason(exc)}): is it running, and is {self.uri} right?"
             ) from exc
         except requests.exceptions.Timeout as exc:
             raise RegistryError(f"registry {host} did not answer in time while {action}: retry later") from exc
@@ -342,7 +341,7 @@ class OciRegistry:
         others: list[str] = []
         skipped: list[str] = []
         for tag in sorted(self._tags()):
-            head = tag[len(prefix):].split("-", 1)[0] if tag.startswith(prefix) else None
+            head = tag[len(prefix) :].split("-", 1)[0] if tag.startswith(prefix) else None
             if head is None or (precision is None and head not in PRECISIONS):
                 others.append(tag)
                 continue

@@ -103,8 +103,7 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     if not listing.candidates:
         held = ", ".join(listing.others) if listing.others else "nothing"
         raise NoCompatibleArtifactError(
-            f"no artifact named {wanted} in {registry.uri}; it holds: {held}"
-            + _skipped_note(listing.skipped),
+            f"no artifact named {wanted} in {registry.uri}; it holds: {held}" + _skipped_note(listing.skipped),
             available=listing.others,
         )
     chosen, env, rejected = choose(listing.candidates, request.environments, request.policy)

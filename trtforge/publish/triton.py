@@ -108,8 +108,9 @@ class TritonRegistry:
             version, action, detail = self._place(model_dir, latest, artifact, force)
             version_dir = model_dir / str(version)
             if action == "unchanged":
-                return PublishOutcome("unchanged", str(version_dir / plan_name(manifest)), detail, tuple(warnings),
-                                      {"version": version})
+                return PublishOutcome(
+                    "unchanged", str(version_dir / plan_name(manifest)), detail, tuple(warnings), {"version": version}
+                )
             if version == latest:
                 place_copy(artifact.engine, version_dir / plan_name(manifest))
                 place_bytes(artifact.manifest_bytes, version_dir / plan_manifest_name(manifest))
@@ -118,12 +119,11 @@ class TritonRegistry:
             config_note = self._write_config(model_dir, version_dir, force, warnings)
         status = written_status(action)
         extra = {"version": version, "config": str(model_dir / CONFIG_NAME)}
-        return PublishOutcome(status, str(version_dir / plan_name(manifest)), detail or config_note,
-                              tuple(warnings), extra)
+        return PublishOutcome(
+            status, str(version_dir / plan_name(manifest)), detail or config_note, tuple(warnings), extra
+        )
 
-    def _place(
-        self, model_dir: Path, latest: int | None, artifact: LocalArtifact, force: bool
-    ) -> tuple[int, str, str]:
+    def _place(self, model_dir: Path, latest: int | None, artifact: LocalArtifact, force: bool) -> tuple[int, str, str]:
         """Which version the plan goes to, and whether that is new, a no-op or a replacement."""
         manifest = artifact.manifest
         if latest is None:

@@ -25,6 +25,7 @@ from typing import Any
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_bytes
 from trtforge.manifest import Manifest
+from trtforge.tags import ComputeCapability
 
 PLATFORM = "tensorrt_plan"
 
@@ -104,8 +105,11 @@ def model_config_class() -> Any:
     warmup_input.oneof_decl.add(name="input_data_type")
     field(warmup_input, "data_type", 1, F.TYPE_ENUM, type_name=".inference.DataType")
     field(warmup_input, "dims", 2, F.TYPE_INT64, repeated=True)
-    for name, number, kind in (("zero_data", 3, F.TYPE_BOOL), ("random_data", 4, F.TYPE_BOOL),
-                               ("input_data_file", 5, F.TYPE_STRING)):
+    for name, number, kind in (
+        ("zero_data", 3, F.TYPE_BOOL),
+        ("random_data", 4, F.TYPE_BOOL),
+        ("input_data_file", 5, F.TYPE_STRING),
+    ):
         field(warmup_input, name, number, kind).oneof_index = 0
     field(warmup, "name", 1, F.TYPE_STRING)
     field(warmup, "batch_size", 2, F.TYPE_UINT32)
@@ -162,7 +166,7 @@ def cc_assignment(plans: Sequence[tuple[Manifest, str]]) -> tuple[dict[str, str]
             continue
         for cc in manifest.gpu.compute_capabilities:
             best[cc] = min(best[cc], rank) if cc in best else rank
-    ordered = sorted(best, key=lambda text: tuple(int(part) for part in text.split(".")))
+    ordered = sorted(best, key=ComputeCapability.parse)
     return {cc: best[cc][1] for cc in ordered}, (default[1] if default else None)
 
 

@@ -27,7 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
+from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, first_line
 from trtforge.manifest import ENGINE_SUFFIX
 from trtforge.model import TensorDesc
 from trtforge.runtime.metrics import MergedRegistries, PoolMetrics
@@ -308,7 +308,7 @@ class EnginePool:
             except InvalidInputError:
                 raise  # the warm-up shapes or the model are wrong: every context would fail alike
             except Exception as exc:
-                slot.state, slot.last_error = "broken", _one_line(exc)
+                slot.state, slot.last_error = "broken", first_line(exc)
                 errors.append(f"{slot.name}: {slot.last_error}")
                 log.warning("pool %s: context %s failed to start: %s", self.name, slot.name, slot.last_error)
         return errors
@@ -632,7 +632,7 @@ class EnginePool:
                     self._rebuild(slot, slot.last_error or "probe failed")
                     rebuilt.append(slot.index)
             except Exception as exc:
-                slot.failed, slot.last_error = True, _one_line(exc)
+                slot.failed, slot.last_error = True, first_line(exc)
                 broken.append((slot.index, slot.last_error))
             finally:
                 self._release(slot)
@@ -645,7 +645,7 @@ class EnginePool:
             assert slot.runner is not None
             self._verify(slot.runner)
         except Exception as exc:
-            slot.last_error = _one_line(exc)
+            slot.last_error = first_line(exc)
             self.metrics.probed(ok=False)
             log.warning("pool %s: context %s failed its probe: %s", self.name, slot.name, slot.last_error)
             return False
@@ -664,13 +664,13 @@ class EnginePool:
 
     def _heal(self, slot: _Slot, error: Exception) -> None:
         """After a runtime failure during a request: probe the context, rebuild it if the probe fails."""
-        log.warning("pool %s: context %s failed a request: %s", self.name, slot.name, _one_line(error))
+        log.warning("pool %s: context %s failed a request: %s", self.name, slot.name, first_line(error))
         if self._probe(slot):
             return
         try:
-            self._rebuild(slot, slot.last_error or _one_line(error))
+            self._rebuild(slot, slot.last_error or first_line(error))
         except Exception as exc:
-            slot.failed, slot.last_error = True, _one_line(exc)
+            slot.failed, slot.last_error = True, first_line(exc)
 
     def _health_loop(self) -> None:
         assert self._health_interval is not None
@@ -685,17 +685,12 @@ class _ProbeFailed(RuntimeError):
     """A context answered the probe, but not with the warm-up reference."""
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _quietly_deactivate(runner: Runner) -> None:
     """Free a context that is being replaced or closed; its own failure must not stop the others'."""
     try:
         runner.deactivate()
     except Exception as exc:
-        log.warning("deactivating %s failed: %s", getattr(runner, "name", runner), _one_line(exc))
+        log.warning("deactivating %s failed: %s", getattr(runner, "name", runner), first_line(exc))
 
 
 # ---------------------------------------------------------------- several models
