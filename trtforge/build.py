@@ -19,7 +19,7 @@ from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend,
 from trtforge.compat import detect_platform, version_tuple
 from trtforge.console import Reporter
 from trtforge.errors import SpecError
-from trtforge.fsutil import ensure_writable_dir, sha256_file, staged_file
+from trtforge.fsutil import ensure_writable_dir, sha256_bytes, sha256_file, staged_file
 from trtforge.manifest import (
     ArtifactInfo,
     BuildInfo,
@@ -124,26 +124,18 @@ def _profiles_for_manifest(spec: Spec) -> list[dict[str, dict[str, list[int]]]]:
 
 
 def stamp(
-    spec: Spec,
-    model_sha256: str,
-    backend_flavor: str,
-    backend_version: str,
-    result: BuildResult,
-    engine_file: str,
-    engine_sha256: str,
-    prepared: Prepared,
-    seconds: float,
-    tag: EngineTag,
+    spec: Spec, result: BuildResult, prepared: Prepared, tag: EngineTag, engine_file: str, seconds: float
 ) -> Manifest:
+    """The manifest of a fresh build (its ``accuracy`` is filled in once the gate has run)."""
     return Manifest(
         name=spec.name,
         precision=spec.precision,
         tag=tag.render(),
-        artifact=ArtifactInfo(file=engine_file, sha256=engine_sha256, size=len(result.engine)),
-        source=SourceInfo(onnx_sha256=model_sha256, spec_sha256=spec.origin.sha256),
+        artifact=ArtifactInfo(file=engine_file, sha256=sha256_bytes(result.engine), size=len(result.engine)),
+        source=SourceInfo(onnx_sha256=sha256_file(spec.model_path), spec_sha256=spec.origin.sha256),
         tensorrt=TensorRTInfo(
-            flavor=backend_flavor,
-            version=backend_version,
+            flavor=tag.flavor,
+            version=tag.version,
             version_compatible=spec.build.version_compatible,
         ),
         gpu=GpuInfo(
@@ -215,18 +207,7 @@ def build_spec(
     report_file = report_path(out_dir, stem)
     with staged_file(engine_path) as staged_engine:
         staged_engine.write_bytes(result.engine)
-        manifest = stamp(
-            spec,
-            sha256_file(spec.model_path),
-            choice.flavor,
-            engine_backend.version,
-            result,
-            engine_path.name,
-            sha256_file(staged_engine),
-            prepared,
-            time.perf_counter() - started,
-            tag,
-        )
+        manifest = stamp(spec, result, prepared, tag, engine_path.name, time.perf_counter() - started)
         report = _accuracy_gate(spec, model_info, manifest, result.engine, prepared, out_dir, reporter)
         manifest = manifest.replace(
             accuracy=summary(report, report_file.name) if report is not None else dict(SKIPPED_SUMMARY)
