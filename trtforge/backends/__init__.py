@@ -1,4 +1,4 @@
-"""TensorRT flavors behind one small interface: ``Backend.build(request, monitor)``.
+"""TensorRT flavors behind one small interface: ``TensorRTApiBackend.build(request, monitor)``.
 
 Enterprise TensorRT and TensorRT-RTX share one Python API; ``base.TensorRTApiBackend`` holds
 everything they share, the flavor modules only what differs (targets, precision flags, caches).
@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trtforge.backends.base import Backend, BuildMonitor, BuildRequest, BuildResult, TensorRTApiBackend
+from trtforge.backends.base import BuildMonitor, BuildRequest, BuildResult, TensorRTApiBackend
 from trtforge.compat import detect_gpus, import_backend, installed_version
 from trtforge.errors import BackendUnavailableError
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
 
-__all__ = ["Backend", "BuildMonitor", "BuildRequest", "BuildResult", "Choice", "choose_backend", "open_backend"]
+__all__ = [
+    "BuildMonitor",
+    "TensorRTApiBackend",
+    "BuildRequest",
+    "BuildResult",
+    "Choice",
+    "choose_backend",
+    "open_backend",
+]
 
 
 @dataclass(frozen=True)

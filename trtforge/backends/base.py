@@ -64,13 +64,6 @@ class BuildResult:
     notes: tuple[str, ...] = field(default=())
 
 
-class Backend(Protocol):
-    flavor: str
-    version: str
-
-    def build(self, request: BuildRequest, monitor: BuildMonitor) -> BuildResult: ...
-
-
 _DTYPE_NAMES = {
     "FLOAT": "float32",
     "HALF": "float16",
