@@ -15,10 +15,10 @@ from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
 
 __all__ = [
     "BuildMonitor",
-    "TensorRTApiBackend",
     "BuildRequest",
     "BuildResult",
     "Choice",
+    "TensorRTApiBackend",
     "choose_backend",
     "open_backend",
 ]
