@@ -12,7 +12,6 @@ from trtforge.data import (
     fixed_batch_size,
     iter_batches,
     plan_data,
-    split_batch,
 )
 from trtforge.errors import InvalidInputError, SpecError
 from trtforge.model import TensorDesc
@@ -186,8 +185,6 @@ def test_data_hash_follows_contents_and_order_not_paths(tmp_path: Path) -> None:
     assert data_sha256([one, two]) != data_sha256([two, one])
 
 
-def test_fixed_batch_and_split_batch() -> None:
+def test_fixed_batch() -> None:
     assert fixed_batch_size(IMAGE) is None
     assert fixed_batch_size((TensorDesc("x", "float32", (1, 3, 4, 4)),)) == 1
-    batch = {"input": np.arange(10)}
-    assert [len(part["input"]) for part in split_batch(batch, 4)] == [4, 4, 2]

@@ -278,12 +278,3 @@ def iter_batches(
                 pending, held = [], 0
     if pending and not drop_last:
         yield _concat(pending)
-
-
-def split_batch(batch: Mapping[str, np.ndarray], max_batch: int) -> Iterator[dict[str, np.ndarray]]:
-    """Slices of at most ``max_batch`` samples: for engines whose profile caps the batch."""
-    if max_batch < 1:
-        raise ValueError("max_batch must be >= 1")
-    count = len(next(iter(batch.values())))
-    for start in range(0, count, max_batch):
-        yield {name: array[start : start + max_batch] for name, array in batch.items()}

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import atomic_write_text
-from trtforge.tags import ComputeCapability, EngineTag, Platform
 
 ENGINE_SUFFIX = ".engine"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -83,17 +82,6 @@ class Manifest(_Frozen):
     signature: dict[str, str] | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    @property
-    def engine_tag(self) -> EngineTag:
-        return EngineTag(
-            flavor=self.tensorrt.flavor,
-            version=self.tensorrt.version,
-            version_compatible=self.tensorrt.version_compatible,
-            capabilities=tuple(ComputeCapability.parse(cc) for cc in self.gpu.compute_capabilities),
-            and_later_from=(ComputeCapability.parse(self.gpu.and_later_from) if self.gpu.and_later_from else None),
-            platform=Platform(self.platform.os, self.platform.machine),
-        )
 
     @property
     def stem(self) -> str:

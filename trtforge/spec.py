@@ -33,7 +33,6 @@ from trtforge.model import ModelInfo
 from trtforge.tags import ComputeCapability
 
 PROJECT_FILE = "trtforge.yaml"
-SPEC_VERSION = 1
 
 Precision = Literal["fp32", "fp16", "int8"]
 BackendChoice = Literal["auto", "tensorrt", "tensorrt-rtx"]
