@@ -1,0 +1,38 @@
+"""The README's command table stays true: every command exists, every option it names exists,
+and every command trtforge has is in the table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from clitools import cli
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+TABLE = README[README.index("## Commands") : README.index("## Spec reference")]
+ROWS = re.findall(r"^\| `(trtforge [^|]*(?:\\\|[^|]*)*)` \|", TABLE, re.MULTILINE)
+
+
+def _usages() -> list[str]:
+    usages = []
+    for row in ROWS:
+        usages.extend(part.strip(" `") for part in row.split("` / `"))
+    return usages
+
+
+def test_every_command_and_option_in_the_table_exists() -> None:
+    usages = _usages()
+    assert len(usages) >= 14
+    for usage in usages:
+        command = usage.split()[1]
+        code, stdout, _ = cli(command, "--help")
+        assert code == 0, f"README names 'trtforge {command}', which does not exist"
+        for option in re.findall(r"--[a-z][a-z0-9-]*", usage):
+            assert option in stdout, f"README: trtforge {command} has no option {option}"
+
+
+def test_every_command_is_in_the_table() -> None:
+    _, stdout, _ = cli("--help")
+    commands = re.findall(r"^  ([a-z]+)\s", stdout[stdout.index("Commands:") :], re.MULTILINE)
+    documented = {usage.split()[1] for usage in _usages()}
+    assert commands and set(commands) <= documented, set(commands) - documented
