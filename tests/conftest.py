@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import models
 
 #: the OCI registry fixture (a real docker-registry on 127.0.0.1), for every test module
-pytest_plugins = ["registry"]
+pytest_plugins = ["registry", "trust"]
 
 REPO = Path(__file__).resolve().parent.parent
 

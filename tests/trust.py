@@ -1,0 +1,85 @@
+"""The adversarial cases of the trust review, recorded as they run.
+
+A test that replays a hostile input or a fault takes the ``trust_case`` fixture and records
+what trtforge did: the exit code, whether the user saw exactly one line and no traceback, and
+what was left on disk. The tests assert; this only records, so that
+``benchmarks/trust_replay.py`` can print the table case -> exit code -> one line? -> leftovers
+from the same tests CI runs (one source of truth, no second copy of the cases).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+#: where the records go when set (benchmarks/trust_replay.py sets it)
+RECORD_ENV = "TRTFORGE_TRUST_RECORD"
+
+_records: list[TrustRecord] = []
+
+
+@dataclass(frozen=True)
+class TrustRecord:
+    item: int
+    case: str
+    exit_code: int
+    one_line: bool
+    leftovers: tuple[str, ...]
+    test: str
+
+
+def leftovers(*folders: Path) -> tuple[str, ...]:
+    """Hidden temporaries (``.*.tmp``, ``.tmp-*``) and partial files under ``folders``."""
+    found: list[str] = []
+    for folder in folders:
+        if not folder.exists():
+            continue
+        for path in folder.rglob("*"):
+            name = path.name
+            if name.endswith((".tmp", ".partial")) or name.startswith((".tmp", ".remote-", ".staging")):
+                found.append(str(path.relative_to(folder)))
+    return tuple(sorted(found))
+
+
+def is_one_line(stderr: str) -> bool:
+    """Exactly one non-empty line of error output and no Python traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return len(lines) == 1 and "Traceback" not in stderr
+
+
+class TrustRecorder:
+    def __init__(self, test: str) -> None:
+        self._test = test
+
+    def __call__(
+        self, item: int, case: str, exit_code: int, stderr: str = "", folders: tuple[Path, ...] = ()
+    ) -> TrustRecord:
+        """Record one replayed case; returns the record so the test can assert on it."""
+        record = TrustRecord(item, case, exit_code, is_one_line(stderr), leftovers(*folders), self._test)
+        _records.append(record)
+        return record
+
+
+@pytest.fixture
+def trust_case(request: pytest.FixtureRequest) -> TrustRecorder:
+    return TrustRecorder(request.node.nodeid)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "trust: replays a case of the trust review (benchmarks/trust_replay.py)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "trust_case" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.trust)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    target = os.environ.get(RECORD_ENV)
+    if target:
+        Path(target).write_text(json.dumps([asdict(record) for record in _records], indent=2))
