@@ -24,7 +24,6 @@ CONV_PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16],
 DIGITS_PROFILE = "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [16, 1, 8, 8], max: [64, 1, 8, 8]}\n"
 
 
-
 def _digits_spec(precision: str, extra: str = "") -> str:
     text = (
         f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: {precision}\ntargets: ['8.6']\n"
@@ -45,10 +44,7 @@ def _one(out: Path, pattern: str) -> Path:
 def _suite_cases(junit: Path) -> dict[str, list[tuple[str, str, list[object]]]]:
     """suite name -> [(classname, test name, results)]; parsing proves it is JUnit XML."""
     document = JUnitXml.fromfile(str(junit))
-    return {
-        suite.name: [(case.classname, case.name, list(case.result)) for case in suite]
-        for suite in document
-    }
+    return {suite.name: [(case.classname, case.name, list(case.result)) for case in suite] for suite in document}
 
 
 def test_digits_fp16_passes_with_labels_and_junit(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -114,8 +110,11 @@ def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., 
     onnx.save(qdq, str(damaged))
     spec = load_spec(spec_path)
     bad = run_gate(
-        spec, inspect_model(spec.model_path), Candidate("simulated", "test", onnx_path=damaged),
-        stem="digits-damaged", engine_file=None,
+        spec,
+        inspect_model(spec.model_path),
+        Candidate("simulated", "test", onnx_path=damaged),
+        stem="digits-damaged",
+        engine_file=None,
     )
     assert not bad.passed
     assert any("cosine" in failure or "top1" in failure for failure in bad.failures)
@@ -167,9 +166,7 @@ def test_damaged_candidate_fails_with_exit_4_and_keeps_the_good_artifact(
     assert isinstance(results[0], Failure) and "cosine" in results[0].message
 
 
-def test_spec_tolerance_exceeded_names_metric_value_and_limit(
-    write_spec: Callable[..., Path], tmp_path: Path
-) -> None:
+def test_spec_tolerance_exceeded_names_metric_value_and_limit(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec(_digits_spec("fp16", "  tolerances:\n    logits: {max_abs: 1.0e-9, cosine_min: 0.5}\n"))
     out = tmp_path / "out"
     code, _, stderr = cli("build", spec, "--out", out)
@@ -183,7 +180,8 @@ def test_spec_tolerance_exceeded_names_metric_value_and_limit(
 def test_disabled_gate_is_recorded_in_the_manifest(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec(
         f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: fp16\ntargets: ['8.6']\n"
-        + DIGITS_PROFILE + "accuracy: {enabled: false}\n"
+        + DIGITS_PROFILE
+        + "accuracy: {enabled: false}\n"
     )
     out, junit = tmp_path / "out", tmp_path / "junit.xml"
     code, _, stderr = cli("build", spec, "--out", out, "--junit", junit)
@@ -226,7 +224,8 @@ def test_bad_tolerance_name_and_labels_without_data(write_spec: Callable[..., Pa
     assert code == 2
     assert "unknown" not in stderr and "did you mean 'logits'" in stderr and "spec.yaml:" in stderr
     spec = write_spec(
-        f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: fp16\n" + DIGITS_PROFILE
+        f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: fp16\n"
+        + DIGITS_PROFILE
         + f"accuracy: {{labels: {DIGITS / 'val-labels.npy'}}}\n",
         name="labels.yaml",
     )
@@ -289,9 +288,7 @@ def test_verify_refuses_a_spec_the_engine_was_not_built_from(
     code, _, stderr = cli("verify", engine, "--spec", edited)
     assert code == 2
     assert "refused" in stderr and "differs from the one the engine was built from" in stderr
-    other_model = write_spec(
-        spec.read_text().replace("digits_cnn.onnx", "digits_cnn_static.onnx"), name="other.yaml"
-    )
+    other_model = write_spec(spec.read_text().replace("digits_cnn.onnx", "digits_cnn_static.onnx"), name="other.yaml")
     code, _, stderr = cli("verify", engine, "--spec", other_model)
     assert code == 2 and "is not the ONNX the engine was built from" in stderr
     code, _, stderr = cli("verify", edited, "--out", engine.parent)
@@ -325,8 +322,11 @@ def test_samples_no_profile_accepts_are_dropped_and_counted(write_spec: Callable
     text = _digits_spec("fp32").replace("min: [1, 1, 8, 8]", "min: [16, 1, 8, 8]")
     spec = load_spec(write_spec(text))
     report = run_gate(
-        spec, inspect_model(spec.model_path), Candidate("simulated", "test", onnx_path=spec.model_path),
-        stem="digits-fp32", engine_file=None,
+        spec,
+        inspect_model(spec.model_path),
+        Candidate("simulated", "test", onnx_path=spec.model_path),
+        stem="digits-fp32",
+        engine_file=None,
     )
     # 397 samples in batches of 64: the last 13 are fewer than the profile's minimum batch of 16
     assert (report.data.samples, report.data.dropped, report.data.batches) == (384, 13, 6)

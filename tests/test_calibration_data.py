@@ -86,9 +86,7 @@ def test_float64_is_cast_to_the_model_dtype(tmp_path: Path) -> None:
         (np.zeros((2, 1, 8, 8), np.complex64), r"dtype complex64 does not fit"),
     ],
 )
-def test_wrong_shape_or_dtype_names_the_file(
-    tmp_path: Path, array: np.ndarray, message: str
-) -> None:
+def test_wrong_shape_or_dtype_names_the_file(tmp_path: Path, array: np.ndarray, message: str) -> None:
     path = _save(tmp_path / "bad_sample.npy", array)
     with pytest.raises(InvalidInputError, match=rf"bad_sample\.npy: .*{message}"):
         plan_data([path], IMAGE, None)
@@ -127,9 +125,7 @@ def test_npz_with_a_misspelt_key_suggests_the_input(tmp_path: Path) -> None:
 
 def test_npz_inputs_with_different_sample_counts(tmp_path: Path) -> None:
     np.savez(tmp_path / "uneven.npz", a=np.ones((3, 4), np.float32), b=np.ones((2, 4), np.float32))
-    with pytest.raises(
-        InvalidInputError, match=r"uneven\.npz: inputs hold different sample counts"
-    ):
+    with pytest.raises(InvalidInputError, match=r"uneven\.npz: inputs hold different sample counts"):
         plan_data([tmp_path / "uneven.npz"], PAIR, None)
 
 
@@ -148,9 +144,7 @@ def test_single_input_npz_under_numpys_default_key(tmp_path: Path) -> None:
 def test_unsupported_or_unreadable_files(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(
-        InvalidInputError, match=r"notes\.txt: calibration data must be \.npy or \.npz"
-    ):
+    with pytest.raises(InvalidInputError, match=r"notes\.txt: calibration data must be \.npy or \.npz"):
         plan_data([text], IMAGE, None)
     broken = tmp_path / "broken.npy"
     broken.write_bytes(b"not numpy at all")

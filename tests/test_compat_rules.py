@@ -91,8 +91,13 @@ def env_for(
 
 TRT = {"flavor": "tensorrt", "version": "10.13.0.35"}
 TRT_VC = {**TRT, "version_compatible": True}
-AMPERE_PLUS = {"flavor": "tensorrt", "version": "10.13.0.35", "ccs": (), "hardware": "ampere_plus",
-               "and_later_from": "8.0"}
+AMPERE_PLUS = {
+    "flavor": "tensorrt",
+    "version": "10.13.0.35",
+    "ccs": (),
+    "hardware": "ampere_plus",
+    "and_later_from": "8.0",
+}
 
 
 @dataclass(frozen=True)
@@ -104,93 +109,224 @@ class Case:
     says: tuple[str, ...] = ()  # substrings of the messages: the actionable part
     facts: ArtifactFacts = field(default_factory=ArtifactFacts)
     require_signature: bool = False
+    allow_host_code: bool = True  # rules 1-6 judged alone; rule 7 (host-code policy) has its own cases
 
 
 CASES = [
     # rule 4, explicit capability lists
     Case("rtx-listed-cc", {}, {"cc": "8.6"}, ()),
     Case("rtx-listed-second-cc", {}, {"cc": "8.9"}, ()),
-    Case("rtx-unlisted-older-cc", {}, {"cc": "7.5"}, (Rule.GPU,),
-         ("built for compute capability 8.6, 8.9", "GPU is 7.5", "targets: ['7.5']", "sm75")),
+    Case(
+        "rtx-unlisted-older-cc",
+        {},
+        {"cc": "7.5"},
+        (Rule.GPU,),
+        ("built for compute capability 8.6, 8.9", "GPU is 7.5", "targets: ['7.5']", "sm75"),
+    ),
     Case("rtx-unlisted-newer-cc", {}, {"cc": "12.0"}, (Rule.GPU,), ("GPU is 12.0", "sm120")),
     Case("rtx-list-with-120", {"ccs": ("8.6", "8.9", "12.0")}, {"cc": "12.0"}, ()),
     Case("explicit-list-is-exact-not-a-floor", {**TRT, "ccs": ("8.0",)}, {**TRT, "cc": "8.6"}, (Rule.GPU,)),
     Case("no-gpu", {}, {"cc": None, "overridden": False}, (Rule.GPU,), (NO_GPU_MESSAGE,)),
     # rule 4, ampere_plus
-    Case("ampere-plus-on-7.5", AMPERE_PLUS, {**TRT, "cc": "7.5"}, (Rule.GPU,),
-         ("8.0 and later (ampere_plus)", "GPU is 7.5")),
+    Case(
+        "ampere-plus-on-7.5",
+        AMPERE_PLUS,
+        {**TRT, "cc": "7.5"},
+        (Rule.GPU,),
+        ("8.0 and later (ampere_plus)", "GPU is 7.5"),
+    ),
     Case("ampere-plus-on-8.0", AMPERE_PLUS, {**TRT, "cc": "8.0"}, ()),
     Case("ampere-plus-on-9.0", AMPERE_PLUS, {**TRT, "cc": "9.0"}, ()),
     Case("ampere-plus-on-12.0", AMPERE_PLUS, {**TRT, "cc": "12.0"}, ()),
-    Case("ampere-plus-without-and-later-from", {**AMPERE_PLUS, "and_later_from": None}, {**TRT, "cc": "7.5"},
-         (Rule.GPU,), ("8.0 and later",)),
+    Case(
+        "ampere-plus-without-and-later-from",
+        {**AMPERE_PLUS, "and_later_from": None},
+        {**TRT, "cc": "7.5"},
+        (Rule.GPU,),
+        ("8.0 and later",),
+    ),
     # rule 4, same_compute_capability
-    Case("same-cc-on-build-cc", {**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability", "build_cc": "8.6"},
-         {**TRT, "cc": "8.6"}, ()),
-    Case("same-cc-on-other-cc", {**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability", "build_cc": "8.6"},
-         {**TRT, "cc": "8.9"}, (Rule.GPU,), ("build GPU's compute capability 8.6", "rebuild on a 8.9 GPU")),
-    Case("same-cc-without-build-device", {**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability"},
-         {**TRT, "cc": "8.6"}, (Rule.GPU,), ("records no build device",)),
+    Case(
+        "same-cc-on-build-cc",
+        {**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability", "build_cc": "8.6"},
+        {**TRT, "cc": "8.6"},
+        (),
+    ),
+    Case(
+        "same-cc-on-other-cc",
+        {**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability", "build_cc": "8.6"},
+        {**TRT, "cc": "8.9"},
+        (Rule.GPU,),
+        ("build GPU's compute capability 8.6", "rebuild on a 8.9 GPU"),
+    ),
+    Case(
+        "same-cc-without-build-device",
+        {**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability"},
+        {**TRT, "cc": "8.6"},
+        (Rule.GPU,),
+        ("records no build device",),
+    ),
     # rule 1
-    Case("platform-aarch64", {}, {"platform": Platform("linux", "aarch64")}, (Rule.PLATFORM,),
-         ("built for linux_x86_64", "the target is linux_aarch64", "tagged linux_aarch64")),
+    Case(
+        "platform-aarch64",
+        {},
+        {"platform": Platform("linux", "aarch64")},
+        (Rule.PLATFORM,),
+        ("built for linux_x86_64", "the target is linux_aarch64", "tagged linux_aarch64"),
+    ),
     Case("platform-windows", {}, {"platform": Platform("windows", "x86_64")}, (Rule.PLATFORM,), ("win_amd64",)),
     # rule 2
-    Case("flavor-enterprise-engine-on-rtx", TRT, {}, (Rule.FLAVOR,),
-         ("built with TensorRT,", "runs TensorRT-RTX", "backend: tensorrt-rtx")),
+    Case(
+        "flavor-enterprise-engine-on-rtx",
+        TRT,
+        {},
+        (Rule.FLAVOR,),
+        ("built with TensorRT,", "runs TensorRT-RTX", "backend: tensorrt-rtx"),
+    ),
     Case("flavor-rtx-engine-on-enterprise", {}, TRT, (Rule.FLAVOR,), ("built with TensorRT-RTX",)),
-    Case("no-runtime-installed", {}, {"flavor": None, "version": None, "overridden": False}, (Rule.FLAVOR,),
-         ("this host has no TensorRT-RTX runtime", "pip install 'trtforge[rtx]'", "--trt-version")),
+    Case(
+        "no-runtime-installed",
+        {},
+        {"flavor": None, "version": None, "overridden": False},
+        (Rule.FLAVOR,),
+        ("this host has no TensorRT-RTX runtime", "pip install 'trtforge[rtx]'", "--trt-version"),
+    ),
     # rule 3, plain engines: the exact version only
-    Case("plain-older-runtime", TRT, {**TRT, "version": "10.12.0.36"}, (Rule.VERSION,),
-         ("built with TensorRT 10.13.0.35", "runs 10.12.0.36", "rebuild with 10.12.0.36",
-          "version_compatible: true")),
+    Case(
+        "plain-older-runtime",
+        TRT,
+        {**TRT, "version": "10.12.0.36"},
+        (Rule.VERSION,),
+        ("built with TensorRT 10.13.0.35", "runs 10.12.0.36", "rebuild with 10.12.0.36", "version_compatible: true"),
+    ),
     Case("plain-newer-build-number", TRT, {**TRT, "version": "10.13.0.36"}, (Rule.VERSION,)),
     Case("plain-same-version", TRT, TRT, ()),
     # rule 3, version-compatible engines: same major, runtime not older
     Case("vc-newer-runtime", {**TRT_VC, "version": "10.8.0.43"}, TRT, ()),
     Case("vc-same-runtime", TRT_VC, TRT, ()),
-    Case("vc-older-runtime", TRT_VC, {**TRT, "version": "10.8.0.43"}, (Rule.VERSION,),
-         ("at least as new", "older 10.8.0.43", "upgrade the runtime to 10.13.0.35")),
-    Case("vc-other-major-newer", TRT_VC, {**TRT, "version": "11.0.0.1"}, (Rule.VERSION,),
-         ("TensorRT 10.x (same major)", "rebuild with TensorRT 11.x")),
+    Case(
+        "vc-older-runtime",
+        TRT_VC,
+        {**TRT, "version": "10.8.0.43"},
+        (Rule.VERSION,),
+        ("at least as new", "older 10.8.0.43", "upgrade the runtime to 10.13.0.35"),
+    ),
+    Case(
+        "vc-other-major-newer",
+        TRT_VC,
+        {**TRT, "version": "11.0.0.1"},
+        (Rule.VERSION,),
+        ("TensorRT 10.x (same major)", "rebuild with TensorRT 11.x"),
+    ),
     Case("vc-other-major-older", {**TRT_VC, "version": "11.1.0.5"}, TRT, (Rule.VERSION,), ("11.x (same major)",)),
     Case("vc-rtx-newer-runtime", {"version": "1.7.1.116", "version_compatible": True}, {"version": "1.8.0.10"}, ()),
+    # rule 7: a version-compatible engine runs embedded host code, refused unless the policy allows it
+    Case(
+        "vc-host-code-refused-by-default",
+        TRT_VC,
+        TRT,
+        (Rule.HOST_CODE,),
+        ("host code", "--allow-host-code"),
+        allow_host_code=False,
+    ),
+    Case("plain-has-no-host-code", TRT, TRT, (), allow_host_code=False),
     # rule 5 (facts measured on the bytes)
-    Case("sha256-differs", {}, {}, (Rule.SHA256,), ("sha256 bbbbbbbbbbbb… differs", "download or rebuild"),
-         facts=ArtifactFacts(engine_file="m.engine", engine_size=1000, engine_sha256="b" * 64)),
-    Case("truncated", {}, {}, (Rule.SHA256,), ("999 bytes", "1,000", "truncated"),
-         facts=ArtifactFacts(engine_file="m.engine", engine_size=999)),
+    Case(
+        "sha256-differs",
+        {},
+        {},
+        (Rule.SHA256,),
+        ("sha256 bbbbbbbbbbbb… differs", "download or rebuild"),
+        facts=ArtifactFacts(engine_file="m.engine", engine_size=1000, engine_sha256="b" * 64),
+    ),
+    Case(
+        "truncated",
+        {},
+        {},
+        (Rule.SHA256,),
+        ("999 bytes", "1,000", "truncated"),
+        facts=ArtifactFacts(engine_file="m.engine", engine_size=999),
+    ),
     Case("grown", {}, {}, (Rule.SHA256,), ("grown",), facts=ArtifactFacts(engine_size=2000)),
-    Case("manifest-of-another-engine", {}, {}, (Rule.SHA256,), ("this manifest describes m.engine, not other.engine",),
-         facts=ArtifactFacts(engine_file="other.engine", engine_size=1000, engine_sha256="b" * 64)),
-    Case("renamed-but-same-bytes", {}, {}, (),
-         facts=ArtifactFacts(engine_file="other.engine", engine_size=1000, engine_sha256=SHA)),
+    Case(
+        "manifest-of-another-engine",
+        {},
+        {},
+        (Rule.SHA256,),
+        ("this manifest describes m.engine, not other.engine",),
+        facts=ArtifactFacts(engine_file="other.engine", engine_size=1000, engine_sha256="b" * 64),
+    ),
+    Case(
+        "renamed-but-same-bytes",
+        {},
+        {},
+        (),
+        facts=ArtifactFacts(engine_file="other.engine", engine_size=1000, engine_sha256=SHA),
+    ),
     # rule 6
-    Case("signature-required-missing", {}, {}, (Rule.SIGNATURE,), ("not signed", "trtforge sign"),
-         facts=ArtifactFacts(signature=SignatureStatus.MISSING), require_signature=True),
+    Case(
+        "signature-required-missing",
+        {},
+        {},
+        (Rule.SIGNATURE,),
+        ("not signed", "trtforge sign"),
+        facts=ArtifactFacts(signature=SignatureStatus.MISSING),
+        require_signature=True,
+    ),
     Case("signature-required-no-key", {}, {}, (Rule.SIGNATURE,), ("--trusted-key",), require_signature=True),
-    Case("signature-invalid-always-refused", {}, {}, (Rule.SIGNATURE,), ("changed after signing",),
-         facts=ArtifactFacts(signature=SignatureStatus.INVALID, signature_key_id="k1")),
-    Case("signature-unknown-key-required", {}, {}, (Rule.SIGNATURE,), ("key k2, which is not among the trusted",),
-         facts=ArtifactFacts(signature=SignatureStatus.UNKNOWN_KEY, signature_key_id="k2"), require_signature=True),
-    Case("signature-unknown-key-not-required", {}, {}, (),
-         facts=ArtifactFacts(signature=SignatureStatus.UNKNOWN_KEY, signature_key_id="k2")),
+    Case(
+        "signature-invalid-always-refused",
+        {},
+        {},
+        (Rule.SIGNATURE,),
+        ("changed after signing",),
+        facts=ArtifactFacts(signature=SignatureStatus.INVALID, signature_key_id="k1"),
+    ),
+    Case(
+        "signature-unknown-key-required",
+        {},
+        {},
+        (Rule.SIGNATURE,),
+        ("key k2, which is not among the trusted",),
+        facts=ArtifactFacts(signature=SignatureStatus.UNKNOWN_KEY, signature_key_id="k2"),
+        require_signature=True,
+    ),
+    Case(
+        "signature-unknown-key-not-required",
+        {},
+        {},
+        (),
+        facts=ArtifactFacts(signature=SignatureStatus.UNKNOWN_KEY, signature_key_id="k2"),
+    ),
     Case("signature-missing-not-required", {}, {}, (), facts=ArtifactFacts(signature=SignatureStatus.MISSING)),
-    Case("signature-valid-required", {}, {}, (), facts=ArtifactFacts(signature=SignatureStatus.VALID),
-         require_signature=True),
+    Case(
+        "signature-valid-required",
+        {},
+        {},
+        (),
+        facts=ArtifactFacts(signature=SignatureStatus.VALID),
+        require_signature=True,
+    ),
     # every reason at once
-    Case("everything-wrong", TRT, {**TRT, "version": "10.12.0.36", "cc": "7.5",
-                                   "platform": Platform("linux", "aarch64")},
-         (Rule.PLATFORM, Rule.VERSION, Rule.GPU, Rule.SHA256, Rule.SIGNATURE),
-         facts=ArtifactFacts(engine_size=5, signature=SignatureStatus.MISSING), require_signature=True),
+    Case(
+        "everything-wrong",
+        TRT,
+        {**TRT, "version": "10.12.0.36", "cc": "7.5", "platform": Platform("linux", "aarch64")},
+        (Rule.PLATFORM, Rule.VERSION, Rule.GPU, Rule.SHA256, Rule.SIGNATURE),
+        facts=ArtifactFacts(engine_size=5, signature=SignatureStatus.MISSING),
+        require_signature=True,
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_rule_table(case: Case) -> None:
     found = problems(
-        manifest_for(**case.manifest), env_for(**case.env), case.facts, require_signature=case.require_signature
+        manifest_for(**case.manifest),
+        env_for(**case.env),
+        case.facts,
+        require_signature=case.require_signature,
+        allow_host_code=case.allow_host_code,
     )
     assert tuple(problem.rule for problem in found) == case.rules, [problem.message for problem in found]
     text = " | ".join(problem.message for problem in found)
@@ -273,15 +409,17 @@ def _pick(manifests: list[Manifest], env: Environment, policy: LoadPolicy = DEFA
 
 
 TRT_ENV = env_for(**TRT, cc="8.6")
+HOST_CODE_ALLOWED = LoadPolicy(allow_host_code=True)
 
 
 def test_select_prefers_exact_gpu_over_sm80plus_over_version_compatible() -> None:
     exact = manifest_for(**TRT, ccs=("8.6",), name="exact")
     plus = manifest_for(**AMPERE_PLUS, name="plus")
     vc = manifest_for(**TRT_VC, ccs=("8.6",), hardware="ampere_plus", and_later_from="8.0", name="vc")
-    assert _pick([vc, plus, exact], TRT_ENV) == "exact"
-    assert _pick([vc, plus], TRT_ENV) == "plus"
-    assert _pick([vc], TRT_ENV) == "vc"
+    assert _pick([vc, plus, exact], TRT_ENV, HOST_CODE_ALLOWED) == "exact"
+    assert _pick([vc, plus], TRT_ENV, HOST_CODE_ALLOWED) == "plus"
+    assert _pick([vc], TRT_ENV, HOST_CODE_ALLOWED) == "vc"
+    assert _pick([vc], TRT_ENV) is None, "the default policy refuses host code (rule 7)"
 
 
 def test_select_prefers_plain_over_version_compatible_for_the_same_gpu() -> None:
@@ -293,7 +431,7 @@ def test_select_prefers_plain_over_version_compatible_for_the_same_gpu() -> None
 def test_select_prefers_the_newest_builder_then_the_newest_build() -> None:
     old = manifest_for(**{**TRT_VC, "version": "10.8.0.43"}, ccs=("8.6",), name="old")
     new = manifest_for(**{**TRT_VC, "version": "10.12.0.36"}, ccs=("8.6",), name="new")
-    assert _pick([old, new], TRT_ENV) == "new"
+    assert _pick([old, new], TRT_ENV, HOST_CODE_ALLOWED) == "new"
     earlier = manifest_for(**TRT, ccs=("8.6",), created="2026-01-01T00:00:00+00:00", name="earlier")
     later = manifest_for(**TRT, ccs=("8.6",), created="2026-03-01T00:00:00+00:00", name="later")
     assert _pick([later, earlier], TRT_ENV) == "later"
@@ -309,7 +447,7 @@ def test_select_keeps_input_order_on_a_tie() -> None:
 def test_select_never_picks_an_incompatible_engine_and_says_why() -> None:
     newer_runtime_only = manifest_for(**{**TRT_VC, "version": "10.14.0.1"}, ccs=("8.6",), name="too-new")
     other_gpu = manifest_for(**TRT, ccs=("8.9",), name="other-gpu")
-    chosen, rejected = select_engine([(m, m.name) for m in (newer_runtime_only, other_gpu)], TRT_ENV)
+    chosen, rejected = select_engine([(m, m.name) for m in (newer_runtime_only, other_gpu)], TRT_ENV, HOST_CODE_ALLOWED)
     assert chosen is None
     assert [(r.manifest.name, [p.rule for p in r.problems]) for r in rejected] == [
         ("too-new", [Rule.VERSION]),

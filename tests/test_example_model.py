@@ -72,9 +72,7 @@ def test_model_io(model: str, batch: str | int) -> None:
 
 def test_val_accuracy() -> None:
     x, y = _load_val()
-    session = ort.InferenceSession(
-        str(DIGITS / "digits_cnn.onnx"), providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(str(DIGITS / "digits_cnn.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = session.run(["logits"], {"input": x})
     assert logits.shape == (len(x), 10)
     accuracy = float(np.mean(logits.argmax(axis=1) == y))

@@ -118,7 +118,10 @@ def test_check_through_a_subprocess_prints_one_json_document(engines: dict[str, 
     for cc, expected in (("8.6", 0), ("12.0", 5)):
         run = subprocess.run(
             [sys.executable, "-m", "trtforge", "check", str(engines["digits"]), "--cc", cc, "--json"],
-            capture_output=True, text=True, timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert run.returncode == expected, run.stderr
         assert json.loads(run.stdout)["compatible"] is (expected == 0)

@@ -22,7 +22,6 @@ need_rtx()
 CONV_PROFILE = "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}"
 
 
-
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dir-engines")
@@ -43,9 +42,7 @@ def test_layout_is_the_build_output_layout(engines: dict[str, Path], tmp_path: P
         code, out, err = cli("publish", str(engine), "--to", f"dir://{registry}", "--json")
         assert code == 0, err
         assert json.loads(out)["status"] == "published"
-    expected = sorted(
-        name for engine in engines.values() for name in (engine.name, manifest_path_for(engine).name)
-    )
+    expected = sorted(name for engine in engines.values() for name in (engine.name, manifest_path_for(engine).name))
     assert [name for name in listing(registry) if not name.startswith(".")] == expected
     assert listing(registry) == sorted([*expected, ".trtforge.lock"])  # no staged leftovers
     for engine in engines.values():
@@ -54,8 +51,9 @@ def test_layout_is_the_build_output_layout(engines: dict[str, Path], tmp_path: P
         assert (registry / engine.name).stat().st_mode & 0o044 == 0o044, "registry files are readable by others"
     # a build output folder is itself a registry: pull straight from one
     out = tmp_path / "pulled"
-    code, stdout, err = cli("pull", f"dir://{engines['8.9'].parent}", "--name", "digits-cnn", "--cc", "8.9",
-                            "--out", str(out), "--json")
+    code, stdout, err = cli(
+        "pull", f"dir://{engines['8.9'].parent}", "--name", "digits-cnn", "--cc", "8.9", "--out", str(out), "--json"
+    )
     assert code == 0, err
     assert Path(json.loads(stdout)["engine"]).name == engines["8.9"].name
 
@@ -104,16 +102,18 @@ def test_pull_by_target_and_nothing_fits(engines: dict[str, Path], tmp_path: Pat
     for engine in engines.values():
         assert cli("publish", str(engine), "--to", f"dir://{registry}")[0] == 0
     out = tmp_path / "pulled"
-    code, stdout, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "12.0",
-                            "--out", str(out), "--json")
+    code, stdout, err = cli(
+        "pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "12.0", "--out", str(out), "--json"
+    )
     assert code == 0, err
     document = json.loads(stdout)
     assert Path(document["engine"]).name == engines["multi"].name
     assert {Path(e["reference"]).name for e in document["rejected"]} == {engines["8.6"].name, engines["8.9"].name}
     assert sha256_file(out / engines["multi"].name) == read_manifest(engines["multi"]).artifact.sha256
 
-    code, stdout, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "9.0", "--json",
-                            "--out", str(tmp_path / "none"))
+    code, stdout, err = cli(
+        "pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "9.0", "--json", "--out", str(tmp_path / "none")
+    )
     assert code == 5
     assert len(json.loads(stdout)["rejected"]) == 3 and "9.0" in err
     assert not (tmp_path / "none").exists()
@@ -163,20 +163,16 @@ def test_half_written_artifacts_are_never_candidates(engines: dict[str, Path], t
 def test_interrupted_publish_leaves_the_registry_as_it_was(
     engines: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ctrl-C while the manifest is being written: no half artifact, no staged leftovers."""
-    from trtforge.publish import local
+    """Ctrl-C once the engine is renamed in, before the manifest: no half artifact, no staged leftovers."""
+    from trtforge import artifact
 
     registry = tmp_path / "registry"
-    real = local.staged_file
-    calls = {"n": 0}
 
-    def interrupted_on_second(final: Path):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def interrupted_after_the_engine(step: str) -> None:
+        if step == f"rename {engines['8.6'].name}":
             raise KeyboardInterrupt
-        return real(final)
 
-    monkeypatch.setattr(local, "staged_file", interrupted_on_second)
+    monkeypatch.setattr(artifact, "on_step", interrupted_after_the_engine)
     with pytest.raises(KeyboardInterrupt):
         DirRegistry(DirLocation(registry)).publish(load_local_artifact(engines["8.6"]))
     monkeypatch.undo()

@@ -31,7 +31,6 @@ need_rtx()
 CONV_PROFILE = "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}"
 
 
-
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The digits model built for sm86, sm89, sm86.sm89.sm120 in one engine, and, built last (the
@@ -102,20 +101,24 @@ def test_same_engine_again_is_a_no_op(oci_registry: RunningRegistry, repository:
     assert cli("publish", str(engine), "--to", repository, "--insecure")[0] == 0
     repo = repository.removeprefix(f"oci://{oci_registry.host}/")
     stem = read_manifest(engine).stem
-    before = requests.head(f"http://{oci_registry.host}/v2/{repo}/manifests/{stem}", timeout=10, headers={
-        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
+    before = requests.head(
+        f"http://{oci_registry.host}/v2/{repo}/manifests/{stem}",
+        timeout=10,
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    ).headers["Docker-Content-Digest"]
     code, out, err = cli("publish", str(engine), "--to", repository, "--insecure", "--json")
     assert code == 0, err
     assert json.loads(out)["status"] == "unchanged"
     assert "nothing to do" in json.loads(out)["detail"]
-    after = requests.head(f"http://{oci_registry.host}/v2/{repo}/manifests/{stem}", timeout=10, headers={
-        "Accept": "application/vnd.oci.image.manifest.v1+json"}).headers["Docker-Content-Digest"]
+    after = requests.head(
+        f"http://{oci_registry.host}/v2/{repo}/manifests/{stem}",
+        timeout=10,
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    ).headers["Docker-Content-Digest"]
     assert before == after
 
 
-def test_different_engine_under_the_tag_needs_force(
-    repository: str, engines: dict[str, Path], tmp_path: Path
-) -> None:
+def test_different_engine_under_the_tag_needs_force(repository: str, engines: dict[str, Path], tmp_path: Path) -> None:
     original = engines["8.6"]
     # the same name, precision and target from another model: same tag, other bytes
     other = build_engine(tmp_path / "other", model=conv_net(tmp_path / "conv.onnx", seed=5), profiles=CONV_PROFILE)
@@ -133,9 +136,7 @@ def test_different_engine_under_the_tag_needs_force(
     assert sha256_file(pulled / other.name) == read_manifest(other).artifact.sha256
 
 
-def test_pull_selects_among_targets_like_the_loader(
-    repository: str, engines: dict[str, Path], tmp_path: Path
-) -> None:
+def test_pull_selects_among_targets_like_the_loader(repository: str, engines: dict[str, Path], tmp_path: Path) -> None:
     publish_all(repository, engines)
     out = tmp_path / "pulled"
     code, stdout, err = cli(
@@ -152,13 +153,27 @@ def test_pull_selects_among_targets_like_the_loader(
     env = target_environments(Target.from_flags(cc="8.9"))[-1]
     best, rejected = select_engine([(m, m.stem) for m in manifests], env)
     assert best is not None and best[0].stem == chosen.stem
-    assert [r.manifest.stem for r in rejected] == [read_manifest(engines["8.6"]).stem]
-    assert [entry["problems"][0]["rule"] for entry in document["rejected"]] == ["gpu"]
+    # the 8.6 engine does not fit the GPU; the version-compatible one is refused by the default policy (rule 7)
+    assert [(r.manifest.stem, [p.rule.value for p in r.problems]) for r in rejected] == [
+        (read_manifest(engines["vc"]).stem, ["host_code"]),
+        (read_manifest(engines["8.6"]).stem, ["gpu"]),
+    ]
+    assert [[p["rule"] for p in entry["problems"]] for entry in document["rejected"]] == [["host_code"], ["gpu"]]
     assert sha256_file(Path(document["engine"])) == chosen.artifact.sha256
     assert sorted(p.name for p in out.iterdir()) == sorted([chosen.artifact.file, chosen.stem + ".manifest.json"])
 
-    code, stdout, err = cli("pull", repository, "--name", "digits-cnn", "--cc", "sm_120", "--insecure",
-                            "--out", str(tmp_path / "b"), "--json")
+    code, stdout, err = cli(
+        "pull",
+        repository,
+        "--name",
+        "digits-cnn",
+        "--cc",
+        "sm_120",
+        "--insecure",
+        "--out",
+        str(tmp_path / "b"),
+        "--json",
+    )
     assert code == 0, err
     assert read_manifest(Path(json.loads(stdout)["engine"])).stem == read_manifest(engines["multi"]).stem
 
@@ -183,8 +198,19 @@ def test_nothing_fits_exits_5_listing_every_candidate(
     assert "7.5" in err and "Traceback" not in err
     assert not out.exists()
 
-    code, _, err = cli("pull", repository, "--name", "digits-cnn", "--precision", "int8", "--cc", "8.6",
-                       "--insecure", "--out", str(out))
+    code, _, err = cli(
+        "pull",
+        repository,
+        "--name",
+        "digits-cnn",
+        "--precision",
+        "int8",
+        "--cc",
+        "8.6",
+        "--insecure",
+        "--out",
+        str(out),
+    )
     assert code == 5
     assert "no artifact named 'digits-cnn' (int8)" in err and read_manifest(engines["8.6"]).stem in err
     code, _, err = cli("pull", repository, "--name", "digits-cnn", "--precision", "fp23", "--insecure")
@@ -231,17 +257,16 @@ def test_registry_down_exits_6_quickly_and_writes_nothing(engines: dict[str, Pat
     assert "cannot reach registry" in err and "connection refused" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     out = tmp_path / "pulled"
-    code, stdout, err = cli("pull", dead, "--name", "digits-cnn", "--cc", "8.6", "--insecure",
-                            "--out", str(out), "--json")
+    code, stdout, err = cli(
+        "pull", dead, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", str(out), "--json"
+    )
     assert code == 6 and json.loads(stdout)["exit_code"] == 6
     assert "cannot reach registry" in err
     assert not out.exists()
     assert time.monotonic() - started < 15, "a dead registry must fail fast, not retry for minutes"
 
 
-def test_a_registry_stopped_between_listing_and_download(
-    engines: dict[str, Path], tmp_path: Path
-) -> None:
+def test_a_registry_stopped_between_listing_and_download(engines: dict[str, Path], tmp_path: Path) -> None:
     from registry import start_registry
 
     from trtforge.publish.pulling import PullRequest, pull_artifact
@@ -287,9 +312,7 @@ def test_large_engines_go_up_in_chunks(repository: str, engines: dict[str, Path]
     assert sha256_file(target) == read_manifest(engine).artifact.sha256
 
 
-def test_signature_policy_picks_the_signed_artifact(
-    repository: str, engines: dict[str, Path], tmp_path: Path
-) -> None:
+def test_signature_policy_picks_the_signed_artifact(repository: str, engines: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 
     signed = tmp_path / "signed" / engines["multi"].name
@@ -302,8 +325,21 @@ def test_signature_policy_picks_the_signed_artifact(
     assert cli("publish", str(signed), "--to", repository, "--insecure")[0] == 0
     assert cli("publish", str(engines["8.9"]), "--to", repository, "--insecure")[0] == 0
     out = tmp_path / "pulled"
-    code, stdout, err = cli("pull", repository, "--name", "digits-cnn", "--cc", "8.9", "--insecure", "--out", str(out),
-                            "--require-signature", "--trusted-key", str(tmp_path / "key.pub"), "--json")
+    code, stdout, err = cli(
+        "pull",
+        repository,
+        "--name",
+        "digits-cnn",
+        "--cc",
+        "8.9",
+        "--insecure",
+        "--out",
+        str(out),
+        "--require-signature",
+        "--trusted-key",
+        str(tmp_path / "key.pub"),
+        "--json",
+    )
     assert code == 0, err
     document = json.loads(stdout)
     assert Path(document["engine"]).name == signed.name

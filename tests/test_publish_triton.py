@@ -28,7 +28,6 @@ TWO_PROFILES = (
 TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
 
 
-
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("triton-engines")
@@ -74,14 +73,14 @@ def test_config_matches_the_manifest_field_by_field(engines: dict[str, Path], tm
     assert dict(config.cc_model_filenames) == {"8.6": plan.name}
     assert not config.default_model_filename
     shapes = manifest.profiles[0]["input"]
-    assert [(w.name, w.batch_size, list(w.inputs["input"].dims), w.inputs["input"].zero_data)
-            for w in config.model_warmup] == [
+    assert [
+        (w.name, w.batch_size, list(w.inputs["input"].dims), w.inputs["input"].zero_data) for w in config.model_warmup
+    ] == [
         ("profile0_min", 1, shapes["min"], True),
         ("profile0_opt", 1, shapes["opt"], True),
         ("profile0_max", 1, shapes["max"], True),
     ]
-    assert all(data_type.values_by_number[w.inputs["input"].data_type].name == "TYPE_FP32"
-               for w in config.model_warmup)
+    assert all(data_type.values_by_number[w.inputs["input"].data_type].name == "TYPE_FP32" for w in config.model_warmup)
     assert "will not load this TensorRT-RTX engine" in err
     assert document["warnings"] and "TensorRT-RTX" in document["warnings"][0]
     assert "WARNING: Triton's tensorrt_plan backend" in text
@@ -142,8 +141,10 @@ def test_engines_for_other_gpus_share_a_version_chosen_by_cc(engines: dict[str, 
         assert json.loads(out)["version"] == 1
     model = repository / "digits-cnn"
     assert versions(model) == [1]
-    plans = {p.name: read_manifest(p.with_name(p.name.removesuffix(".plan") + ".manifest.json"))
-             for p in (model / "1").glob("*.plan")}
+    plans = {
+        p.name: read_manifest(p.with_name(p.name.removesuffix(".plan") + ".manifest.json"))
+        for p in (model / "1").glob("*.plan")
+    }
     assert len(plans) == 3
     _, config = config_of(repository)
     by_cc = dict(config.cc_model_filenames)
@@ -157,8 +158,12 @@ def test_engines_for_other_gpus_share_a_version_chosen_by_cc(engines: dict[str, 
 def test_another_build_starts_the_next_version(engines: dict[str, Path], tmp_path: Path) -> None:
     repository = tmp_path / "models"
     assert cli("publish", str(engines["8.6"]), "--to", f"triton://{repository}")[0] == 0
-    other = build_engine(tmp_path / "v2", model=conv_net(tmp_path / "v2.onnx", seed=2), targets=["8.9"],
-                         profiles="  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}")
+    other = build_engine(
+        tmp_path / "v2",
+        model=conv_net(tmp_path / "v2.onnx", seed=2),
+        targets=["8.9"],
+        profiles="  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}",
+    )
     code, out, err = cli("publish", str(other), "--to", f"triton://{repository}", "--json")
     assert code == 0, err
     assert json.loads(out)["version"] == 2
@@ -168,8 +173,9 @@ def test_another_build_starts_the_next_version(engines: dict[str, Path], tmp_pat
     assert list(config.input[0].dims) == [-1, 3, 16, 16]
     # pull serves what Triton serves: the newest version
     out_dir = tmp_path / "pulled"
-    code, stdout, err = cli("pull", f"triton://{repository}", "--name", "digits-cnn", "--cc", "8.9",
-                            "--out", str(out_dir), "--json")
+    code, stdout, err = cli(
+        "pull", f"triton://{repository}", "--name", "digits-cnn", "--cc", "8.9", "--out", str(out_dir), "--json"
+    )
     assert code == 0, err
     assert sha256_file(Path(json.loads(stdout)["engine"])) == read_manifest(other).artifact.sha256
     code, _, err = cli("pull", f"triton://{repository}", "--name", "digits-cnn", "--cc", "8.6")
@@ -201,14 +207,15 @@ def test_same_engine_no_op_and_other_engine_needs_force(engines: dict[str, Path]
     assert cli("publish", str(engines["8.6"]), "--to", uri)[0] == 0
     code, out, _ = cli("publish", str(engines["8.6"]), "--to", uri, "--json")
     assert code == 0 and json.loads(out)["status"] == "unchanged"
-    other = build_engine(tmp_path / "other", model=conv_net(tmp_path / "c.onnx", seed=4),
-                         profiles="  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}")
+    # the same build (ONNX, precision, TensorRT, I/O, profiles) with another engine: another workspace
+    other = build_engine(tmp_path / "other", build="{workspace: 256MiB}")
+    assert sha256_file(other) != sha256_file(engines["8.6"]) and other.name == engines["8.6"].name
     code, _, err = cli("publish", str(other), "--to", uri)
     assert code == 6 and "--force" in err
     code, out, err = cli("publish", str(other), "--to", uri, "--force", "--json")
     assert code == 0 and json.loads(out)["status"] == "replaced" and json.loads(out)["version"] == 1
-    _, config = config_of(repository)
-    assert list(config.input[0].dims) == [-1, 3, 16, 16]
+    plan = repository / "digits-cnn" / "1" / f"model.{read_manifest(other).tag}.plan"
+    assert sha256_file(plan) == read_manifest(other).artifact.sha256
 
 
 def test_a_hand_edited_config_is_kept(engines: dict[str, Path], tmp_path: Path) -> None:
@@ -242,8 +249,9 @@ def test_half_written_versions_are_invisible(engines: dict[str, Path], tmp_path:
 
 def test_types_triton_cannot_carry_are_refused(engines: dict[str, Path]) -> None:
     manifest: Manifest = read_manifest(engines["8.6"])
-    fp8 = manifest.replace(io=[TensorInfo(name="input", mode="input", dtype="float8_e4m3", shape=[-1, 1, 8, 8]),
-                               *manifest.io[1:]])
+    fp8 = manifest.replace(
+        io=[TensorInfo(name="input", mode="input", dtype="float8_e4m3", shape=[-1, 1, 8, 8]), *manifest.io[1:]]
+    )
     with pytest.raises(InvalidInputError, match="float8_e4m3, which Triton has no data type for"):
         build_config("digits-cnn", [(fp8, "model.plan")])
     no_profile = manifest.replace(profiles=[])

@@ -56,8 +56,9 @@ def test_onnxrt_runner_errors_are_one_clear_line(model_dir: Path, tmp_path: Path
         with pytest.raises(InvalidInputError, match="input 'meta' is missing"):
             runner.infer({"image": np.ones((1, 3, 8, 8), np.float32)})
         with pytest.raises(InvalidInputError, match="no input 'extra'"):
-            runner.infer({"image": np.ones((1, 3, 8, 8), np.float32), "meta": np.ones((1, 4), np.float32),
-                          "extra": np.ones(1)})
+            runner.infer(
+                {"image": np.ones((1, 3, 8, 8), np.float32), "meta": np.ones((1, 4), np.float32), "extra": np.ones(1)}
+            )
         with pytest.raises(InvalidInputError, match="two:"):
             runner.infer({"image": np.ones((1, 3, 9), np.float32), "meta": np.ones((1, 4), np.float32)})
         with pytest.raises(RunnerError, match="already active"):

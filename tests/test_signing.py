@@ -214,8 +214,10 @@ def test_key_order_and_whitespace_do_not_matter(artifact: Path, keys: Path) -> N
     [
         (lambda m: m.replace(precision="fp16"), SignatureStatus.INVALID),
         (lambda m: m.replace(artifact=m.artifact.model_copy(update={"sha256": "0" * 64})), SignatureStatus.INVALID),
-        (lambda m: m.replace(signature={**m.signature, "value": base64.b64encode(b"x" * 64).decode()}),
-         SignatureStatus.INVALID),
+        (
+            lambda m: m.replace(signature={**m.signature, "value": base64.b64encode(b"x" * 64).decode()}),
+            SignatureStatus.INVALID,
+        ),
         (lambda m: m.replace(signature={**m.signature, "value": "not base64!"}), SignatureStatus.INVALID),
         (lambda m: m.replace(signature={**m.signature, "algorithm": "rsa"}), SignatureStatus.INVALID),
         (lambda m: m.replace(signature=None), SignatureStatus.MISSING),

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
-from trtforge.model import TensorDesc
+from trtforge.model import INPUT_BUDGET_BYTES, TensorDesc, input_bytes, mib
 from trtforge.runtime.pool import EnginePool, PoolExhausted, suggest_pool_size
 from trtforge.runtime.sources import (
     ONNXRUNTIME,
@@ -159,7 +159,8 @@ def request_shapes(
     """The shape of every input in a benchmark request.
 
     An override wins; else an engine's first profile's opt shape, else the model's shape with
-    dynamic dims 1; ``batch`` replaces the first dim of a dynamic input.
+    dynamic dims 1; ``batch`` replaces the first dim of a dynamic input. A request over
+    ``INPUT_BUDGET_BYTES`` is refused before anything is allocated.
     """
     overrides = dict(overrides or {})
     names = [tensor.name for tensor in inputs]
@@ -179,6 +180,13 @@ def request_shapes(
         if batch is not None and tensor.is_dynamic and shape:
             shape = (batch, *shape[1:])
         shapes[tensor.name] = shape
+    size = input_bytes(inputs, shapes)
+    if size > INPUT_BUDGET_BYTES:
+        listed = ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in shapes.items())
+        raise InvalidInputError(
+            f"request shapes {listed} take {mib(size)} of input, over bench's budget of "
+            f"{mib(INPUT_BUDGET_BYTES)} per request; pass a smaller --shape or --batch"
+        )
     return shapes
 
 

@@ -1,12 +1,11 @@
 """The build pipeline for one spec: check, prepare precision, build, stamp, gate, publish locally.
 
-Every file is staged under a temporary name and renamed only after the accuracy gate passes,
-so a failed or interrupted build never replaces a good artifact.
+Every file is staged under a temporary name and committed (:mod:`trtforge.artifact`) only after
+the accuracy gate passes, so a failed or interrupted build never replaces a good artifact.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -15,11 +14,12 @@ from pathlib import Path
 
 from trtforge import __version__
 from trtforge.accuracy.report import SKIPPED_SUMMARY, AccuracyReport, report_path, summary, write_report
+from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
 from trtforge.compat import detect_platform, version_tuple
 from trtforge.console import Reporter
 from trtforge.errors import SpecError
-from trtforge.fsutil import ensure_writable_dir, sha256_bytes, sha256_file, staged_file
+from trtforge.fsutil import ensure_writable_dir, sha256_bytes, sha256_file
 from trtforge.manifest import (
     ArtifactInfo,
     BuildInfo,
@@ -168,6 +168,9 @@ def build_spec(
     started = time.perf_counter()
     ensure_writable_dir(out_dir)
     cache_dir = cache_dir or default_cache_dir()
+    swept = sweep(out_dir) + sweep(cache_dir, depth=2)  # caches keep their files one folder down
+    if swept.note:
+        reporter.info(swept.note)
     model = load_onnx(spec.model_path)
     model_info = describe(model, spec.model_path)
     check_profiles(spec, model_info)
@@ -205,22 +208,19 @@ def build_spec(
     engine_path = out_dir / f"{stem}.engine"
     manifest_path = manifest_path_for(engine_path)
     report_file = report_path(out_dir, stem)
-    with staged_file(engine_path) as staged_engine:
-        staged_engine.write_bytes(result.engine)
+    with ArtifactWriter(out_dir) as writer:
+        writer.stage(engine_path.name).write_bytes(result.engine)
         manifest = stamp(spec, result, prepared, tag, engine_path.name, time.perf_counter() - started)
         report = _accuracy_gate(spec, model_info, manifest, result.engine, prepared, out_dir, reporter)
         manifest = manifest.replace(
             accuracy=summary(report, report_file.name) if report is not None else dict(SKIPPED_SUMMARY)
         )
-        staged_report_file = staged_file(report_file) if report is not None else contextlib.nullcontext(None)
-        with staged_file(manifest_path) as staged_manifest, staged_report_file as staged_report:
-            staged_manifest.write_text(manifest.to_json(), encoding="utf-8")
-            if report is not None and staged_report is not None:
-                staged_report.write_text(report.to_json(), encoding="utf-8")
-            # staged_file renames the report, then the manifest, then the engine: a reader who sees
-            # the new manifest with the old engine gets a sha256 mismatch, never a wrong engine.
-    if report is None:
-        report_file.unlink(missing_ok=True)  # a report of the replaced engine would now be stale
+        writer.stage(manifest_path.name).write_text(manifest.to_json(), encoding="utf-8")
+        if report is not None:
+            writer.stage(report_file.name).write_text(report.to_json(), encoding="utf-8")
+        else:
+            writer.remove(report_file.name)  # a report of the replaced engine would be stale
+        writer.commit()  # engine, manifest and report together: the old set or the new one
     report_path(out_dir, stem, rejected=True).unlink(missing_ok=True)
     reporter.success(f"{spec.name}: {engine_path}")
     return BuildOutcome(spec, engine_path, manifest_path, manifest, choice, result.notes, report)

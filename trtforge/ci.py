@@ -2,7 +2,8 @@
 
 A content-addressed build cache is keyed by everything that decides the engine (ONNX, spec,
 calibration and accuracy data, backend flavor and version, targets, trtforge version). A spec
-whose key is in the cache is not rebuilt: its artifact is restored (or found intact) instead.
+whose key is in the cache is not rebuilt: its artifact is found intact (``unchanged``, only when
+the artifact in ``--out`` is the very build the key describes) or restored from the cache.
 The CI system is the distributed scheduler (see ``trtforge matrix``); this runs one machine's share.
 """
 
@@ -10,20 +11,40 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
 from trtforge import __version__
-from trtforge.errors import AccuracyError, InvalidInputError, RegistryError, TrtforgeError, most_severe
-from trtforge.fsutil import ensure_writable_dir, sha256_file
+from trtforge.errors import AccuracyError, InvalidInputError, TrtforgeError, first_line, most_severe
+from trtforge.fsutil import TEMP_SUFFIX, atomic_write_text, ensure_writable_dir, sha256_file, temp_prefix
 
 LOCK_DIR = ".trtforge-locks"
+#: a build-cache entry's description of the artifact it holds
+RECORD_FILE = "record.json"
+MAX_RECORD_BYTES = 1024 * 1024
+#: the OCI annotation a remote build-cache entry carries its build key in
+BUILD_KEY_ANNOTATION = "dev.trtforge.build-key"
+#: what stops a run: Ctrl-C, and SIGTERM (how CI systems cancel a job)
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+#: after Ctrl-C, how long workers get to cancel their builds and remove their temporaries
+STOP_GRACE_S = 3.0
+#: what a worker that was interrupted exits with (the CLI's code for Ctrl-C)
+INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -49,6 +70,12 @@ class SpecResult:
     accuracy: dict[str, Any] | None = None
     steps: tuple[StepResult, ...] = field(default=())
 
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> SpecResult:
+        """The inverse of ``asdict``: a worker's result crosses the process boundary as JSON."""
+        steps = tuple(StepResult(**step) for step in document.get("steps", ()))
+        return cls(**{**document, "steps": steps})
+
 
 @dataclass(frozen=True)
 class CiReport:
@@ -67,29 +94,56 @@ class CiReport:
         }
 
 
-def build_key(spec: Any, flavor: str, version: str) -> str:
-    """Hash of every input that decides the artifact (pure over file contents)."""
+def _input_file_sha256(path: Path, where: str, key: str) -> str:
+    """sha256 of a file the spec names; a missing one (or a folder, FIFO, device) is the spec's
+    error, found before anything is opened (a FIFO would block, /dev/zero never ends)."""
+    if not path.is_file():
+        what = "not found" if not path.exists() else "not a regular file"
+        raise InvalidInputError(f"{where}: {key} {path}: {what}; check '{key}:' in the spec")
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise InvalidInputError(f"{where}: cannot read {key} {path} ({exc.strerror}); check its permissions") from exc
+
+
+def build_inputs(spec: Any, flavor: str, version: str) -> dict[str, Any]:
+    """Every input that decides the artifact, by content (pure over file contents)."""
     from trtforge.data import data_sha256
     from trtforge.spec import expand_globs
 
-    def globs_hash(patterns: list[str] | None, where: str) -> str | None:
-        return data_sha256(expand_globs(patterns, where)) if patterns else None
-
     origin = spec.origin
-    parts = {
-        "onnx": sha256_file(spec.model_path),
+
+    def globs_hash(patterns: list[str] | None, where: str) -> str | None:
+        if not patterns:
+            return None
+        try:
+            return data_sha256(expand_globs(patterns, where))
+        except OSError as exc:
+            raise InvalidInputError(
+                f"{where}: cannot read {exc.filename} ({exc.strerror}); the data globs must match readable files"
+            ) from exc
+
+    labels = spec.accuracy.labels
+    return {
+        "onnx": _input_file_sha256(spec.model_path, origin.where("model"), "model"),
         "spec": origin.sha256,
         "calibration_data": globs_hash(
             spec.calibration.data if spec.calibration else None, origin.where("calibration", "data")
         ),
         "accuracy_data": globs_hash(spec.accuracy.data, origin.where("accuracy", "data")),
-        "labels": sha256_file(Path(spec.accuracy.labels)) if spec.accuracy.labels else None,
+        "labels": _input_file_sha256(Path(labels), origin.where("accuracy", "labels"), "accuracy.labels")
+        if labels
+        else None,
         "backend": flavor,
         "backend_version": version,
         "targets": spec.targets,
         "trtforge": __version__,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def build_key(inputs: dict[str, Any]) -> str:
+    """Hash of ``build_inputs``: the name of a build-cache entry."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def _artifact_files(directory: Path, stem: str) -> list[Path]:
@@ -104,20 +158,93 @@ def _artifact_files(directory: Path, stem: str) -> list[Path]:
     ]
 
 
-def _intact(engine: Path) -> bool:
+class CacheRecord(BaseModel):
+    """``record.json`` of a build-cache entry: which engine the key built (by name and sha256)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    engine: str
+    sha256: str
+    accuracy: dict[str, Any] | None = None
+
+    @field_validator("engine")
+    @classmethod
+    def _plain_engine_name(cls, engine: str) -> str:
+        if Path(engine).name != engine or not engine.endswith(".engine") or engine.startswith("."):
+            raise ValueError(f"'{engine}' is not an engine file name")
+        return engine
+
+
+def read_record(entry: Path) -> CacheRecord:
+    """The entry's record; InvalidInputError (naming the file and why) when it is not one."""
+    from trtforge.manifest import bounded_json
+
+    path = entry / RECORD_FILE
+    try:
+        return CacheRecord.model_validate(bounded_json(path.read_bytes(), MAX_RECORD_BYTES))
+    except (OSError, ValueError) as exc:  # ValidationError is a ValueError
+        reason = first_line(exc) if not isinstance(exc, ValidationError) else "not a build-cache record"
+        raise InvalidInputError(f"{path}: {reason}") from exc
+
+
+def source_mismatch(manifest: Any, name: str, precision: str, inputs: dict[str, Any]) -> str | None:
+    """Why an artifact is not a build of this spec (name, precision, source hashes); None when it is."""
+    checks = (
+        ("name", manifest.name, name),
+        ("precision", manifest.precision, precision),
+        ("onnx_sha256", manifest.source.onnx_sha256, inputs["onnx"]),
+        ("spec_sha256", manifest.source.spec_sha256, inputs["spec"]),
+        ("tensorrt flavor", manifest.tensorrt.flavor, inputs["backend"]),
+        ("tensorrt version", manifest.tensorrt.version, inputs["backend_version"]),
+    )
+    return next(
+        (f"its {what} is {_short(found)}, not {_short(wanted)}" for what, found, wanted in checks if found != wanted),
+        None,
+    )
+
+
+def _short(value: Any) -> str:
+    """A hash as its first 12 characters: enough to tell two apart in one line."""
+    text = str(value)
+    return f"{text[:12]}…" if len(text) > 16 else repr(text)
+
+
+def artifact_problem(engine: Path, spec: Any, inputs: dict[str, Any], record: CacheRecord) -> str | None:
+    """Why ``engine`` is not the build ``record`` describes; None when it is (intact, same engine
+    sha256, built from this spec's sources)."""
     from trtforge.compat import file_problem
     from trtforge.manifest import read_manifest
 
+    if not engine.is_file():
+        return f"{engine.name} is missing"
     try:
-        return engine.is_file() and file_problem(read_manifest(engine), engine) is None
-    except TrtforgeError:
-        return False
+        manifest = read_manifest(engine)
+        problem = file_problem(manifest, engine)
+    except (TrtforgeError, OSError) as exc:
+        return f"{engine.name} is unreadable ({first_line(exc)})"
+    if problem:
+        return f"{engine.name} is damaged ({problem})"
+    if manifest.artifact.sha256 != record.sha256:
+        return f"{engine.name} is another build (its sha256 is not the cached one's)"
+    mismatch = source_mismatch(manifest, spec.name, spec.precision, inputs)
+    return f"{engine.name} is another build ({mismatch})" if mismatch else None
+
+
+def _discard(entry: Path) -> None:
+    """Take a broken cache entry away at once (one rename), then delete it."""
+    aside = entry.with_name(f"{temp_prefix(entry.name)}discard{TEMP_SUFFIX}")
+    with suppress(OSError):
+        os.replace(entry, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) -> None:
     """Copy a fresh artifact into the cache; the entry appears whole or not at all."""
+    from trtforge.fsutil import make_temp_dir
+
     cache_entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_entry.parent))
+    staging = make_temp_dir(cache_entry.parent, cache_entry.name)
     try:
         for path in _artifact_files(out_dir, stem):
             shutil.copy2(path, staging / path.name)
@@ -127,14 +254,18 @@ def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) 
         shutil.rmtree(staging, ignore_errors=True)  # another run stored the same key first
 
 
-def _restore(cache_entry: Path, out_dir: Path) -> None:
-    from trtforge.fsutil import staged_file
+def _restore(cache_entry: Path, out_dir: Path) -> str | None:
+    """Copy a cached artifact into ``out_dir`` as one commit (the old set or the restored one);
+    returns the line saying what stale temporaries of dead runs were removed there, if any."""
+    from trtforge.artifact import ArtifactWriter, sweep
 
-    for path in sorted(cache_entry.iterdir(), key=lambda p: p.name.endswith(".engine")):
-        if path.name == "record.json":
-            continue
-        with staged_file(out_dir / path.name) as staged:
-            shutil.copyfile(path, staged)
+    note = sweep(out_dir).note
+    with ArtifactWriter(out_dir) as writer:
+        for path in cache_entry.iterdir():
+            if path.name != "record.json":
+                shutil.copyfile(path, writer.stage(path.name))
+        writer.commit()
+    return note
 
 
 def _failure_steps(exc: TrtforgeError) -> tuple[StepResult, ...]:
@@ -144,6 +275,10 @@ def _failure_steps(exc: TrtforgeError) -> tuple[StepResult, ...]:
         StepResult("build", "failed", message=str(exc)),
         StepResult("accuracy", "skipped", message="not run: the build failed"),
     )
+
+
+def _failed(spec_path: str, name: str, seconds: float, exc: TrtforgeError) -> SpecResult:
+    return SpecResult(spec_path, name, "failed", exc.exit_code, seconds, message=str(exc), steps=_failure_steps(exc))
 
 
 @dataclass(frozen=True)
@@ -171,49 +306,100 @@ def _remote(options: CiOptions) -> Any:
     return open_registry(location, insecure=options.insecure)
 
 
-def _pull_remote(options: CiOptions, key: str, entry: Path, reporter: Any) -> dict[str, Any] | None:
-    """Fill the local cache entry from the remote cache; None when the remote has no such build.
-    A remote that fails only costs the build it would have saved: warn and go on."""
+def remote_record(annotations: dict[str, str], engine: Path, accuracy: dict[str, Any] | None) -> CacheRecord:
+    """What a pulled cache artifact says it is: the build key and engine sha256 it was pushed with."""
+    from trtforge.publish.oci import ANNOTATION_PREFIX
+
+    return CacheRecord(
+        key=annotations.get(BUILD_KEY_ANNOTATION, ""),
+        engine=engine.name,
+        sha256=annotations.get(f"{ANNOTATION_PREFIX}sha256", ""),
+        accuracy=accuracy,
+    )
+
+
+def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str, entry: Path, reporter: Any) -> bool:
+    """Fill the local cache entry from the remote cache; False when the remote has no build of
+    this spec under the key. Whatever the remote holds there is checked against the spec (name,
+    precision, source hashes, the build key pushed with it) before it is trusted. A remote that
+    fails or answers with another build only costs the build it would have saved: warn and go on."""
     from trtforge.manifest import read_manifest
 
+    tag = cache_tag(key)
     entry.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with tempfile.TemporaryDirectory(prefix=".remote-", dir=entry.parent) as scratch:
-            engine = _remote(options).pull_tag(cache_tag(key), Path(scratch))
+        with tempfile.TemporaryDirectory(prefix=temp_prefix("remote"), suffix=TEMP_SUFFIX, dir=entry.parent) as scratch:
+            registry = _remote(options)
+            engine = registry.pull_tag(tag, Path(scratch))
             if engine is None:
-                return None
-            if not _intact(engine):
-                reporter.warn(f"remote cache entry {cache_tag(key)} is damaged (sha256 differs): rebuilding")
-                return None
+                return False
             manifest = read_manifest(engine)
-            record = {"engine": engine.name, "accuracy": manifest.accuracy}
-            _store(entry, Path(scratch), manifest.stem, record)
-    except RegistryError as exc:
-        reporter.warn(f"remote cache unavailable ({exc}): building locally")
-        return None
-    return record
+            record = remote_record(registry.annotations(tag), engine, manifest.accuracy)
+            problem = (
+                f"it records {'another' if record.key else 'no'} build key"
+                if record.key != key
+                else artifact_problem(engine, spec, inputs, record)
+            )
+            if problem:
+                reporter.warn(
+                    f"{spec.name}: remote cache entry {tag} is not this spec's build ({problem}): building locally"
+                )
+                return False
+            _store(entry, Path(scratch), manifest.stem, record.model_dump())
+    except (TrtforgeError, ValueError) as exc:
+        reporter.warn(f"{spec.name}: remote cache unavailable ({first_line(exc)}): building locally")
+        return False
+    return True
 
 
 def _push_remote(options: CiOptions, key: str, engine: Path, reporter: Any) -> None:
     from trtforge.publish import load_local_artifact
 
     try:
-        _remote(options).push(load_local_artifact(engine), cache_tag(key), force=True)
-    except RegistryError as exc:
+        _remote(options).push(
+            load_local_artifact(engine), cache_tag(key), force=True, annotations={BUILD_KEY_ANNOTATION: key}
+        )
+    except TrtforgeError as exc:
         reporter.warn(f"could not store the build in the remote cache ({exc}); the artifact itself is fine")
 
 
-def _unchanged(
-    spec_path: str, spec: Any, key: str, entry: Path, out: Path, started: float, reporter: Any, remote: bool
-) -> SpecResult:
-    record = json.loads((entry / "record.json").read_text())
-    engine = out / record["engine"]
+def _reuse(
+    spec_path: str,
+    spec: Any,
+    inputs: dict[str, Any],
+    key: str,
+    entry: Path,
+    out: Path,
+    started: float,
+    reporter: Any,
+    remote: bool,
+) -> SpecResult | None:
+    """The build the key describes: found in ``out`` (unchanged) or restored from the cache entry.
+    None when the entry cannot provide it: a corrupt record or a damaged cached engine is
+    discarded with a warning, and the spec is built again."""
+    try:
+        record = read_record(entry)
+        if record.key != key:
+            raise InvalidInputError(f"{entry / RECORD_FILE}: it records another build key ({_short(record.key)})")
+    except InvalidInputError as exc:
+        reporter.warn(f"{spec.name}: corrupt build-cache record ({exc}): rebuilding")
+        _discard(entry)
+        return None
+    engine = out / record.engine
+    problem = artifact_problem(engine, spec, inputs, record)
     status, message = "unchanged", "inputs unchanged: skipped"
-    if not _intact(engine):
-        _restore(entry, out)
+    if problem:
+        damaged = artifact_problem(entry / record.engine, spec, inputs, record)
+        if damaged:
+            reporter.warn(f"{spec.name}: build-cache entry {entry} is unusable ({damaged}): rebuilding")
+            _discard(entry)
+            return None
+        swept = _restore(entry, out)
+        if swept:
+            reporter.info(f"{spec.name}: {swept}")
         where = "the remote build cache" if remote else "the build cache"
         status, message = "restored", f"inputs unchanged: restored from {where}"
-    reporter.info(f"{spec.name}: {message}")
+    reporter.info(f"{spec.name}: {message}" + (f" ({problem})" if problem else ""))
     skipped = (StepResult("build", "skipped", message=message), StepResult("accuracy", "skipped", message=message))
     return SpecResult(
         spec_path,
@@ -224,7 +410,7 @@ def _unchanged(
         str(engine),
         key,
         message,
-        record.get("accuracy"),
+        record.accuracy,
         skipped,
     )
 
@@ -250,36 +436,39 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True) -> Spe
         spec = load_spec(Path(spec_path))
         name = spec.name
         choice = choose_backend(options.backend or spec.backend)
-        key = build_key(spec, choice.flavor, installed_version(choice.flavor) or "")
+        inputs = build_inputs(spec, choice.flavor, installed_version(choice.flavor) or "")
+        key = build_key(inputs)
         entry = options.cache_dir / "builds" / key
         (out / LOCK_DIR).mkdir(parents=True, exist_ok=True)
         # Two pipelines on one output folder take turns per artifact; the second one then
         # finds the first one's result in the cache.
         with FileLock(str(out / LOCK_DIR / f"{spec.name}-{spec.precision}.lock")):
-            if (entry / "record.json").is_file():
-                return _unchanged(spec_path, spec, key, entry, out, started, reporter, remote=False)
-            if not allow_build:
-                return None
-            if options.remote_cache and _pull_remote(options, key, entry, reporter) is not None:
-                return _unchanged(spec_path, spec, key, entry, out, started, reporter, remote=True)
+            reused = None
+            if entry.exists():
+                reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, remote=False)
+            if reused is not None or not allow_build:
+                return reused
+            if options.remote_cache and _pull_remote(options, spec, inputs, key, entry, reporter):
+                reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, remote=True)
+                if reused is not None:
+                    return reused
             from trtforge.build import build_spec
 
             outcome = build_spec(spec, out, reporter, backend=options.backend, cache_dir=options.cache_dir)
             accuracy = outcome.manifest.accuracy
-            _store(entry, out, outcome.manifest.stem, {"engine": outcome.engine.name, "accuracy": accuracy})
+            record = CacheRecord(
+                key=key, engine=outcome.engine.name, sha256=outcome.manifest.artifact.sha256, accuracy=accuracy
+            )
+            _store(entry, out, outcome.manifest.stem, record.model_dump())
             if options.remote_cache:
                 _push_remote(options, key, outcome.engine, reporter)
     except TrtforgeError as exc:
         reporter.error(f"{name}: {exc}")
-        return SpecResult(
-            spec_path,
-            name,
-            "failed",
-            exc.exit_code,
-            time.perf_counter() - started,
-            message=str(exc),
-            steps=_failure_steps(exc),
-        )
+        return _failed(spec_path, name, time.perf_counter() - started, exc)
+    except Exception as exc:  # a bug costs its own spec, never the other specs of the run
+        error = TrtforgeError(f"internal error ({type(exc).__name__}: {first_line(exc)}); please report it")
+        reporter.error(f"{name}: {error}")
+        return _failed(spec_path, name, time.perf_counter() - started, error)
     seconds = time.perf_counter() - started
     gate = (
         StepResult("accuracy", "passed")
@@ -300,20 +489,209 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True) -> Spe
     )
 
 
+# ---------------------------------------------------------------- collisions
+
+
+def output_identity(spec: Any, flavor: str) -> tuple[Any, ...]:
+    """What names a spec's artifact before it is built (the parts of ``{name}-{precision}-{tag}``
+    a spec decides): two specs with one identity would write one file and both report it."""
+    return (
+        spec.name,
+        spec.precision,
+        flavor,
+        spec.build.version_compatible,
+        spec.build.hardware_compatibility == "ampere_plus",
+        tuple(sorted(spec.targets)),
+    )
+
+
+def collisions(identities: dict[str, tuple[Any, ...]]) -> list[list[str]]:
+    """Groups of specs that would write the same artifact (pure)."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for path, identity in identities.items():
+        groups.setdefault(identity, []).append(path)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _refuse_collisions(paths: list[str], options: CiOptions) -> dict[str, SpecResult]:
+    """Before anything is built: specs that would overwrite each other's artifact fail (exit 2),
+    with one line naming them all; a spec that does not load is left to ``run_one`` to report."""
+    from trtforge.backends import choose_backend
+    from trtforge.console import Reporter
+    from trtforge.spec import load_spec
+
+    identities: dict[str, tuple[Any, ...]] = {}
+    for path in paths:
+        try:
+            spec = load_spec(Path(path))
+            identities[path] = output_identity(spec, choose_backend(options.backend or spec.backend).flavor)
+        except TrtforgeError:
+            continue
+    refused: dict[str, SpecResult] = {}
+    reporter = Reporter(interactive=False)
+    for group in collisions(identities):
+        name, precision = identities[group[0]][:2]
+        error = InvalidInputError(
+            f"{' and '.join(group)} {'both' if len(group) == 2 else 'all'} build {name} {precision} for the same "
+            "backend and targets, so they would write one artifact: give each spec its own 'name:'"
+        )
+        reporter.error(str(error))
+        refused.update((path, _failed(path, name, 0.0, error)) for path in group)
+    return refused
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+def _already_stopping(signum: int, frame: Any) -> None:
+    """Stop signals once a process is stopping. A Python no-op rather than SIG_IGN: a signal
+    already pending when SIG_IGN is set makes Python print a "race condition" warning."""
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """A worker's Ctrl-C: the first one unwinds the build (removing its temporaries). Another one
+    (the parent forwards Ctrl-C and a terminal sends it too) must not cut that cleanup short, also
+    when the first one was turned into KeyboardInterrupt by the backend's cancelled build: while
+    one is being handled (``finally``, ``__exit__``, ``except``), Python shows it in ``exc_info``."""
+    if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        return
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, _already_stopping)
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    """A worker's SIGTERM is handled as Ctrl-C, so that a TensorRT build in progress is cancelled
+    through its own SIGINT hook (an exception inside TensorRT's callbacks would be swallowed)."""
+    signal.raise_signal(signal.SIGINT)
+
+
+def _worker(spec_path: str, options: CiOptions, result_file: str) -> None:
+    """One spec in its own process; the result goes to a file, so no worker ever blocks on a pipe."""
+    handlers = {signal.SIGINT: _interrupt_once, signal.SIGTERM: _terminate_as_interrupt}
+    for stop in _stoppable():
+        signal.signal(stop, handlers[stop])
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent around the fork
+        result = run_one(spec_path, options)
+        if result is not None:
+            atomic_write_text(Path(result_file), json.dumps(asdict(result)))
+    except KeyboardInterrupt:
+        for stop in _stoppable():
+            signal.signal(stop, _already_stopping)
+        sys.exit(INTERRUPTED)
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Around a fork: a stop signal arriving meanwhile is held, not lost, and the worker starts
+    with it blocked until its own handlers are in place."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _stoppable() -> list[signal.Signals]:
+    """The stop signals this process does not ignore (a background job of a script ignores
+    Ctrl-C on purpose: so do its workers)."""
+    return [stop for stop in STOP_SIGNALS if signal.getsignal(stop) is not signal.SIG_IGN]
+
+
+@contextmanager
+def _handling(handler: Any) -> Iterator[None]:
+    """``handler`` for every stop signal meanwhile (only the main thread may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {stop: signal.signal(stop, handler) for stop in _stoppable()}
+    try:
+        yield
+    finally:
+        for stop, earlier in previous.items():
+            signal.signal(stop, earlier)
+
+
+def _stop(processes: list[BaseProcess], options: CiOptions) -> None:
+    """Interrupt every live worker (a terminal's Ctrl-C reaches them, ``kill -INT`` of the parent
+    does not), give them STOP_GRACE_S to cancel and clean up, then kill the rest and remove what
+    they left (a dead process's temporaries and open commits are what ``sweep`` cleans)."""
+    with _handling(_already_stopping):  # a second Ctrl-C must not leave workers running
+        live = [process for process in processes if process.is_alive()]
+        for process in live:
+            with suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGINT)  # type: ignore[arg-type]
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in live:
+            process.join(max(0.0, deadline - time.monotonic()))
+        killed = [process for process in live if process.is_alive()]
+        for process in killed:
+            process.kill()
+            process.join()
+        if killed:
+            from trtforge.artifact import sweep
+
+            sweep(options.out_dir)  # rolls back a commit a killed worker left open, removes its temporaries
+            sweep(options.cache_dir, depth=3)
+
+
+def _worker_result(spec_path: str, process: BaseProcess, result_file: Path) -> SpecResult:
+    try:
+        return SpecResult.from_dict(json.loads(result_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        code = process.exitcode or 0
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        error = TrtforgeError(f"the build process {how} before reporting a result")
+        return _failed(spec_path, Path(spec_path).stem, 0.0, error)
+
+
+def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[str, SpecResult]:
+    """Each spec in its own process (TensorRT builds hold the GIL), ``jobs`` at a time. On Ctrl-C,
+    SIGTERM or any error every worker is interrupted, and killed if it does not stop in time."""
+    context = multiprocessing.get_context("fork")
+    waiting = list(paths)
+    processes: list[BaseProcess] = []
+    running: dict[Any, tuple[str, BaseProcess, Path]] = {}
+    results: dict[str, SpecResult] = {}
+    # SIGTERM (how CI systems cancel a job) stops the run like Ctrl-C instead of orphaning workers
+    with _handling(signal.default_int_handler), tempfile.TemporaryDirectory(prefix="trtforge-ci-") as scratch:
+        try:
+            while waiting or running:
+                while waiting and len(running) < jobs:
+                    path = waiting.pop(0)
+                    result_file = Path(scratch) / f"{len(processes)}.json"
+                    worker = context.Process(target=_worker, args=(path, options, str(result_file)))
+                    processes.append(worker)
+                    with _stop_signals_blocked():
+                        worker.start()
+                    running[worker.sentinel] = (path, worker, result_file)
+                for sentinel in wait(list(running)):
+                    path, finished, result_file = running.pop(sentinel)
+                    finished.join()
+                    results[path] = _worker_result(path, finished, result_file)
+        except BaseException:
+            _stop(processes, options)
+            raise
+    return results
+
+
 def run_ci(specs: list[Path], options: CiOptions, jobs: int) -> CiReport:
-    """Every spec, ``jobs`` at a time (one process each: TensorRT builds hold the GIL)."""
+    """Every spec, ``jobs`` at a time; specs that would write one artifact are refused first."""
     started = time.perf_counter()
     ensure_writable_dir(options.out_dir)
     if options.remote_cache:
         _remote(options)  # a malformed URI is a usage error before any work
     paths = [str(spec) for spec in specs]
-    settled = [run_one(path, options, allow_build=jobs <= 1) for path in paths]
-    to_build = [path for path, result in zip(paths, settled, strict=True) if result is None]
+    settled: dict[str, SpecResult | None] = dict(_refuse_collisions(paths, options))
+    for path in paths:
+        if path not in settled:
+            settled[path] = run_one(path, options, allow_build=jobs <= 1)
+    to_build = [path for path in paths if settled[path] is None]
     if to_build:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(to_build))) as pool:
-            built = iter(pool.map(run_one, to_build, [options] * len(to_build)))
-        settled = [result if result is not None else next(built) for result in settled]
-    return CiReport(tuple(result for result in settled if result is not None), time.perf_counter() - started)
+        settled.update(_build_in_workers(to_build, options, jobs))
+    results = (settled[path] for path in paths)
+    return CiReport(tuple(result for result in results if result is not None), time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- reports

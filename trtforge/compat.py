@@ -1,7 +1,7 @@
 """Where may an engine run? Environment detection (side effects) and the rules (pure).
 
-``problems()`` is the one rule function used by ``check``, the runtime loader and ``pull``;
-``select_engine()`` ranks the compatible candidates the way pip ranks wheels by tag. Every
+``problems()`` is the one rule function used by ``check``, the runtime loader, ``pull`` and
+``select_engine()``, which ranks the compatible candidates the way pip ranks wheels by tag. Every
 message says what differs and what to do about it, because the person reading it is usually
 a CI log reader who cannot ask the engine why.
 """
@@ -85,8 +85,8 @@ class Environment:
 
 
 class Rule(str, Enum):
-    """DESIGN.md's six rules, then what ``check`` and the loader add: host-code policy and the
-    runtime's own header check."""
+    """DESIGN.md's seven rules (the last, host code, is policy), then what ``check`` and the
+    loader add: the runtime's own header check."""
 
     PLATFORM = "platform"
     FLAVOR = "flavor"
@@ -309,11 +309,13 @@ def problems(
     facts: ArtifactFacts = ArtifactFacts(),
     *,
     require_signature: bool = False,
+    allow_host_code: bool = False,
 ) -> list[Problem]:
     """Every rule of DESIGN.md "Compatibility rules" that ``manifest`` fails on ``env``.
 
     Facts that were not measured (None) are not judged: ``pull`` ranks manifests before it
-    has the engine bytes, and checks them after the download.
+    has the engine bytes, and checks them after the download. The policy (signature, host code)
+    is always judged, so ``check``, the loader, ``pull`` and ``select_engine`` refuse alike.
     """
     runtime_rule, runtime_message = _runtime_problem(manifest, env)
     checks: list[tuple[Rule, str | None]] = [
@@ -322,8 +324,16 @@ def problems(
         (Rule.GPU, _gpu_problem(manifest, env)),
         (Rule.SHA256, content_problem(manifest, facts)),
         (Rule.SIGNATURE, _signature_problem(facts, require_signature)),
+        (Rule.HOST_CODE, _host_code_problem(manifest, allow_host_code)),
     ]
     return [Problem(rule, message) for rule, message in checks if message]
+
+
+def policy_problems(manifest: Manifest, env: Environment, facts: ArtifactFacts, policy: LoadPolicy) -> list[Problem]:
+    """``problems`` under a LoadPolicy (its signature and host-code demands)."""
+    return problems(
+        manifest, env, facts, require_signature=policy.require_signature, allow_host_code=policy.allow_host_code
+    )
 
 
 def _platform_problem(manifest: Manifest, env: Environment) -> str | None:
@@ -468,6 +478,16 @@ def _signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
     return None
 
 
+def _host_code_problem(manifest: Manifest, allowed: bool) -> str | None:
+    """Rule 7: a version-compatible engine runs host code shipped inside it (TensorRT's lean runtime)."""
+    if not manifest.tensorrt.version_compatible or allowed:
+        return None
+    return (
+        "version-compatible engine runs host code embedded in the engine, which this policy forbids: "
+        "allow it (--allow-host-code, LoadPolicy(allow_host_code=True)) only for trusted, signed engines"
+    )
+
+
 # ---------------------------------------------------------------- selection (pure)
 
 T = TypeVar("T")
@@ -527,7 +547,7 @@ def select_engine(
     compatible: list[tuple[Preference, int, tuple[Manifest, T]]] = []
     rejected: list[Rejection] = []
     for position, (manifest, payload) in enumerate(candidates):
-        found = problems(manifest, env, signature_facts(manifest, policy), require_signature=policy.require_signature)
+        found = policy_problems(manifest, env, signature_facts(manifest, policy), policy)
         if found:
             rejected.append(Rejection(manifest, found))
         else:

@@ -21,6 +21,8 @@ Rules (the README's "INT8 calibration" section says the same to users):
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from trtforge.fsutil import sha256_file
 from trtforge.model import TensorDesc
 
 _DEFAULT_NPZ_KEY = "arr_0"
+_NOT_NPY = "truncated or not a .npy file"
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,11 @@ def _headers(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, tuple[tuple[
                     f"({names}); use .npz files with one key per input"
                 )
             with open(path, "rb") as handle:
-                return {inputs[0].name: _npy_header(handle)}
+                shape, dtype = _npy_header(handle)
+                _check_npy_size(
+                    path, handle.tell() + math.prod(shape) * dtype.itemsize, os.fstat(handle.fileno()).st_size
+                )
+                return {inputs[0].name: (shape, dtype)}
         if path.suffix == ".npz":
             with zipfile.ZipFile(path) as archive:
                 keys = [name.removesuffix(".npy") for name in archive.namelist()]
@@ -151,8 +158,21 @@ def _headers(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, tuple[tuple[
     except InvalidInputError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        raise InvalidInputError(f"{path}: cannot read as {path.suffix} ({exc})") from exc
+        raise InvalidInputError(f"{path}: cannot read as {path.suffix}{_unreadable(path)} ({exc})") from exc
     raise InvalidInputError(f"{path}: calibration data must be .npy or .npz files, got '{path.suffix}'")
+
+
+def _unreadable(path: Path) -> str:
+    return f": {_NOT_NPY}" if path.suffix == ".npy" else ""
+
+
+def _check_npy_size(path: Path, needed: int, size: int) -> None:
+    """A .npy shorter than its header promises (a copy cut short) fails here, not in mmap."""
+    if size < needed:
+        raise InvalidInputError(
+            f"{path}: cannot read as .npy: {_NOT_NPY} (its header promises {needed:,} bytes, the file has "
+            f"{size:,}); copy or save it again"
+        )
 
 
 def _file_samples(path: Path, inputs: Sequence[TensorDesc]) -> int:
@@ -196,12 +216,15 @@ def _load(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, np.ndarray] | N
     count = _file_samples(path, inputs)
     if count == 0:
         return None
-    if path.suffix == ".npy":
-        arrays = {inputs[0].name: np.load(path, mmap_mode="r", allow_pickle=False)}
-    else:
-        with np.load(path, allow_pickle=False) as archive:
-            mapping = _npz_keys(path, list(archive.keys()), inputs)
-            arrays = {name: archive[key] for name, key in mapping.items()}
+    try:
+        if path.suffix == ".npy":
+            arrays = {inputs[0].name: np.load(path, mmap_mode="r", allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as archive:
+                mapping = _npz_keys(path, list(archive.keys()), inputs)
+                arrays = {name: archive[key] for name, key in mapping.items()}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # changed since its header was read
+        raise InvalidInputError(f"{path}: cannot read as {path.suffix}{_unreadable(path)} ({exc})") from exc
     ranks = {tensor.name: len(tensor.shape) for tensor in inputs}
     return {
         name: array.reshape(count, *array.shape) if array.ndim == ranks[name] - 1 else array

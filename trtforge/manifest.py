@@ -6,16 +6,25 @@ It is what the loader, ``check``, ``pull`` and ``verify`` trust instead of openi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import atomic_write_text
 
 ENGINE_SUFFIX = ".engine"
 MANIFEST_SUFFIX = ".manifest.json"
+
+#: a real manifest is a few KB and a few levels deep; anything beyond is refused before json.loads,
+#: so a hostile file cannot exhaust memory or Python's recursion limit
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 class _Frozen(BaseModel):
@@ -83,6 +92,15 @@ class Manifest(_Frozen):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    @field_validator("signature")
+    @classmethod
+    def _signature_complete(cls, signature: dict[str, str] | None) -> dict[str, str] | None:
+        """A signature without its algorithm, key id or value is malformed, never "signed by key None"."""
+        missing = [key for key in ("algorithm", "key_id", "value") if signature is not None and not signature.get(key)]
+        if missing:
+            raise ValueError(f"malformed: '{missing[0]}' is missing or empty (delete it, then trtforge sign)")
+        return signature
+
     @property
     def stem(self) -> str:
         return self.artifact.file.removesuffix(ENGINE_SUFFIX)
@@ -109,17 +127,61 @@ def engine_path_for(manifest: Path) -> Path:
     return manifest.with_name(manifest.name.removesuffix(MANIFEST_SUFFIX) + ENGINE_SUFFIX)
 
 
-def parse_manifest(text: str, origin: str) -> Manifest:
+def json_depth(data: bytes, limit: int) -> int:
+    """How deeply ``data`` nests arrays and objects (strings skipped), counted up to ``limit + 1``."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
+def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for untrusted bytes: size, UTF-8 and nesting are checked first.
+
+    Raises ValueError with the reason (too large, not UTF-8, too deep, not JSON); the caller
+    turns it into its own error class, naming where the bytes came from.
+    """
+    raw = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else data
+    if len(raw) > max_bytes:
+        raise ValueError(f"larger than {max_bytes:,} bytes")
     try:
-        return Manifest.model_validate(json.loads(text))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    if json_depth(raw, max_depth) > max_depth:
+        raise ValueError(f"nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{origin}: not JSON ({exc.msg} at line {exc.lineno})") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def parse_manifest(data: bytes | str, origin: str) -> Manifest:
+    """A manifest from untrusted bytes: unreadable (too large, not UTF-8, too deep, not JSON, not
+    the schema) is InvalidInputError, exit 2, as DESIGN.md says."""
+    try:
+        document = bounded_json(data, MAX_MANIFEST_BYTES)
+    except ValueError as exc:
         raise InvalidInputError(
-            f"{origin}: not a trtforge manifest ({where}: {first['msg']}); rebuild the engine with trtforge build"
+            f"{origin}: unreadable manifest, {exc}; rebuild the engine with trtforge build"
         ) from exc
+    try:
+        return Manifest.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidInputError(
+            f"{origin}: not a trtforge manifest ({first_error(exc)}); rebuild the engine with trtforge build"
+        ) from exc
+
+
+def first_error(exc: ValidationError) -> str:
+    """A pydantic error as ``where: what`` for one-line messages."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def read_manifest(engine_or_manifest: Path) -> Manifest:
@@ -135,7 +197,18 @@ def read_manifest(engine_or_manifest: Path) -> Manifest:
             "(rebuild it with trtforge build, or copy the .manifest.json beside the engine)",
             reasons=["manifest missing"],
         )
-    return parse_manifest(path.read_text(encoding="utf-8"), str(path))
+    try:
+        data = read_manifest_bytes(path)
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read the manifest ({exc.strerror}); check its permissions") from exc
+    return parse_manifest(data, str(path))
+
+
+def read_manifest_bytes(path: Path) -> bytes:
+    """At most MAX_MANIFEST_BYTES + 1 bytes: enough for ``parse_manifest`` to tell "too large"
+    without reading a huge file whole."""
+    with open(path, "rb") as handle:
+        return handle.read(MAX_MANIFEST_BYTES + 1)
 
 
 def write_manifest(path: Path, manifest: Manifest) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import stat
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +16,18 @@ if TYPE_CHECKING:
 
 Dim = int | str | None
 """A static size, a named dynamic dimension, or an unnamed dynamic one."""
+
+#: Input bytes one random feed of the accuracy gate, or one ``bench`` request, may take (all
+#: inputs together). A profile's max shape says what the engine accepts, not what is sensible to
+#: allocate: ``max: [100000, 3, 4096, 4096]`` is 20 TB of float32.
+INPUT_BUDGET_BYTES = 256 * 1024 * 1024
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 @dataclass(frozen=True)
@@ -36,18 +51,66 @@ class ModelInfo:
         return next((tensor for tensor in self.inputs if tensor.name == name), None)
 
 
-def load_onnx(path: Path) -> onnx.ModelProto:
-    """Load and check an ONNX file, turning every failure into a one-line, fixable error."""
-    import onnx
-
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: model file not found; check 'model:' in the spec")
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (None: it can), from ``stat`` alone: opening a named
+    pipe blocks until a writer comes, and a device like /dev/zero never ends."""
     try:
-        model = onnx.load(str(path))
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+    return f"is not a regular file ({kind})"
+
+
+def check_model_file(path: Path) -> None:
+    """The spec's model is a regular file, before anything opens or hashes it."""
+    problem = not_a_file(path)
+    if problem:
+        raise InvalidInputError(f"{path}: model file {problem}; check 'model:' in the spec")
+
+
+def _external_data_problem(model: onnx.ModelProto, folder: Path) -> str | None:
+    """The first external-data file the graph names that is missing or not a regular file."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = folder / ExternalDataInfo(tensor).location
+            problem = not_a_file(location)
+            if problem:
+                return f"external data file {location} (tensor '{tensor.name}') {problem}"
+    return None
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """Load and check an ONNX file, turning every failure into a one-line, fixable error.
+
+    The graph is read first and its external-data files checked before any is opened, so a
+    missing weights file is named and a named pipe in its place cannot block the load.
+    """
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    check_model_file(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, ValueError, ... for non-ONNX bytes
         raise InvalidInputError(
             f"{path}: not an ONNX model ({type(exc).__name__}); export the model to ONNX first"
         ) from exc
+    missing = _external_data_problem(model, path.parent)
+    if missing:
+        raise InvalidInputError(f"{path}: {missing}; keep the model's external data beside it, as it was saved")
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:  # a short or unreadable data file, a location outside the model's folder
+        raise InvalidInputError(f"{path}: cannot read its external data ({first_line(exc)})") from exc
     if not model.graph.node and not model.graph.input:
         raise InvalidInputError(f"{path}: not an ONNX model (empty graph); export the model to ONNX first")
     try:
@@ -84,3 +147,15 @@ def describe(model: onnx.ModelProto, path: Path) -> ModelInfo:
 
 def inspect_model(path: Path) -> ModelInfo:
     return describe(load_onnx(path), path)
+
+
+def input_bytes(inputs: Sequence[TensorDesc], shapes: Mapping[str, Sequence[int]]) -> int:
+    """Bytes of one feed of ``shapes`` for these inputs (exact Python ints: no overflow)."""
+    import numpy as np
+
+    return sum(math.prod(shapes[tensor.name]) * np.dtype(tensor.dtype).itemsize for tensor in inputs)
+
+
+def mib(size: int) -> str:
+    """Bytes as MiB for messages about the input budget."""
+    return f"{size / 2**20:,.0f} MiB"

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean
-from trtforge.spec import PROJECT_FILE
+from trtforge.spec import PROJECT_FILE, read_yaml, read_yaml_file
 from trtforge.tags import ComputeCapability
 
 CPU_RUNNER = "cpu"
@@ -55,13 +54,11 @@ class Project:
 
 def load_settings(root: Path) -> ProjectSettings:
     path = root / PROJECT_FILE
-    if not path.is_file():
+    if not path.exists():
         return ProjectSettings()
+    data, _ = read_yaml(read_yaml_file(path, "project file"), path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return ProjectSettings.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: malformed YAML: {exc}") from exc
+        return ProjectSettings.model_validate(data or {})
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from trtforge.compat import ArtifactFacts, SignatureStatus, content_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
-from trtforge.fsutil import sha256_file, staged_file
+from trtforge.fsutil import TEMP_SUFFIX, sha256_file, staged_file, temp_prefix
 from trtforge.manifest import MANIFEST_SUFFIX, Manifest, engine_path_for, manifest_path_for, read_manifest
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def generate_keypair(out: Path) -> KeyPair:
 def _create_new(final: Path, data: bytes, mode: int) -> None:
     """Like fsutil.staged_file, but refuses to replace an existing file: ``os.link`` fails where
     ``os.replace`` would overwrite, so a key appears complete or not at all, and never clobbers one."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(final.name), suffix=TEMP_SUFFIX, dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -27,12 +27,23 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import ErrorDetails
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.cyaml import CParser
+from yaml.resolver import Resolver
 
-from trtforge.errors import SpecError, did_you_mean
-from trtforge.model import ModelInfo
-from trtforge.tags import ComputeCapability
+from trtforge.errors import SpecError, did_you_mean, first_line
+from trtforge.model import ModelInfo, not_a_file
+from trtforge.tags import MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability
 
 PROJECT_FILE = "trtforge.yaml"
+
+#: A spec or project file is a few hundred bytes and a few dozen YAML nodes. Larger input is
+#: refused before parsing (bytes) or while composing (nodes, counted as aliases would expand
+#: them, and nesting), so a 30 MB file or a 400-byte alias bomb costs milliseconds, not gigabytes.
+MAX_YAML_BYTES = 1024 * 1024
+MAX_YAML_NODES = 20_000
+MAX_YAML_DEPTH = 64
 
 Precision = Literal["fp32", "fp16", "int8"]
 BackendChoice = Literal["auto", "tensorrt", "tensorrt-rtx"]
@@ -108,7 +119,7 @@ class BuildOptions(_Strict):
 class Spec(_Strict):
     """A model spec (version 1). See README "Spec reference"."""
 
-    name: str = Field(pattern=r"^[a-z0-9._-]+$", max_length=64)
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     model: str = Field(description="ONNX file, relative to the spec file")
     precision: Precision = "fp32"
     backend: BackendChoice = "auto"
@@ -152,6 +163,96 @@ class SpecOrigin:
             if line is not None:
                 return f"{self.path}:{line}"
         return str(self.path)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+class _BoundedLoader(Composer, CParser, SafeConstructor, Resolver):
+    """libyaml's parser under PyYAML's composer, which counts every node as aliases would expand
+    it (an alias costs the size of what it names) and stops at the bounds before any Python
+    object is built: the constructor and the validator only ever see a bounded tree."""
+
+    def __init__(self, text: str, path: Path) -> None:
+        CParser.__init__(self, text)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self._path = path
+        self._sizes: dict[int, int] = {}  # id(node) -> its size with aliases expanded
+        self._expanded = 0
+        self._depth = 0
+
+    def _refuse(self, event: yaml.Event, problem: str) -> SpecError:
+        return SpecError(f"{self._path}:{event.start_mark.line + 1}: {problem}; a spec is a few dozen keys")
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        size = 1
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self.anchors:
+            known = self._sizes.get(id(self.anchors[event.anchor]))
+            if known is None:
+                raise self._refuse(event, f"alias '*{event.anchor}' is inside its own anchor (a recursive structure)")
+            size = known
+        self._expanded += size
+        if self._expanded > MAX_YAML_NODES:
+            raise self._refuse(event, f"more than {MAX_YAML_NODES:,} YAML nodes with aliases expanded (an alias bomb?)")
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise self._refuse(event, f"nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if not isinstance(event, yaml.AliasEvent):
+            self._sizes[id(node)] = 1 + sum(self._sizes[id(child)] for child in _children(node))
+        return node
+
+
+def read_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
+    """The data and the node tree (for line numbers) of a spec or project file, parsed once,
+    within the bounds above; any failure is one line naming the file and the line."""
+    if len(text) > MAX_YAML_BYTES:
+        raise SpecError(f"{path}: {len(text):,} characters, over the {MAX_YAML_BYTES:,} a spec may have; is it a spec?")
+    loader = _BoundedLoader(text, path)
+    try:
+        root = loader.get_single_node()
+        return (loader.construct_document(root) if root is not None else None), root
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or first_line(exc)
+        raise SpecError(f"{path}{line}: malformed YAML: {problem}") from exc
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: Path, what: str) -> str:
+    """The text of a spec or project file: a regular file (a named pipe would block) of at most
+    MAX_YAML_BYTES, read no further than that."""
+    problem = not_a_file(path)
+    if problem:
+        raise SpecError(f"{path}: {what} {problem}")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read {what} ({exc.strerror})") from exc
+    if len(raw) > MAX_YAML_BYTES:
+        raise SpecError(
+            f"{path}: {what} is larger than {MAX_YAML_BYTES:,} bytes (a spec is a few hundred); is it the right file?"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path}: cannot read {what}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from exc
 
 
 def _node_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict) -> None:
@@ -227,14 +328,7 @@ def _resolve(base: Path, value: str) -> str:
 def parse_spec(text: str, path: Path) -> Spec:
     """Validate spec text; paths are resolved against ``path``'s folder."""
     sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}{line}: malformed YAML: {problem}") from exc
+    data, root = read_yaml(text, path)
     lines: dict[tuple[str | int, ...], int] = {}
     if root is not None:
         _node_lines(root, (), lines)
@@ -266,13 +360,7 @@ def parse_spec(text: str, path: Path) -> Spec:
 def load_spec(path: Path) -> Spec:
     if path.name == PROJECT_FILE:
         raise SpecError(f"{path}: this is the project file, not a model spec; pass a model spec")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise SpecError(f"{path}: spec file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read spec ({exc})") from exc
-    return parse_spec(text, path.resolve())
+    return parse_spec(read_yaml_file(path, "spec file"), path.resolve())
 
 
 def expand_globs(patterns: list[str], where: str) -> list[Path]:

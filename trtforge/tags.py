@@ -15,6 +15,18 @@ _SM = re.compile(r"^sm_?([1-9]\d{1,2})$", re.IGNORECASE)
 #: Longest OCI tag (the distribution spec's limit); ``{name}-{precision}-{tag}`` must fit.
 MAX_OCI_TAG = 128
 
+#: The one name rule (spec ``name``, a manifest's ``name``, ``--name``, registry folders): a
+#: lowercase letter or digit first, so a name is never ``.``, ``..``, a hidden file, a CLI option
+#: or a path.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+MAX_NAME_LENGTH = 64
+NAME_RULE = "a lowercase letter or digit, then lowercase letters, digits, '.', '_' or '-' (64 at most)"
+
+
+def valid_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and re.fullmatch(NAME_PATTERN, name) is not None
+
+
 FLAVOR_TENSORRT = "tensorrt"
 FLAVOR_RTX = "tensorrt-rtx"
 FLAVORS = (FLAVOR_TENSORRT, FLAVOR_RTX)

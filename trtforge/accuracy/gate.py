@@ -62,11 +62,11 @@ class Candidate:
     engine: Any = None  # engine: the loader's LoadedEngine (keeps runtime and engine alive)
 
 
-def engine_runs_here(manifest: Manifest, env: Environment) -> str | None:
+def engine_runs_here(manifest: Manifest, env: Environment, policy: LoadPolicy) -> str | None:
     """Why the engine cannot run on ``env`` (None: it can): the compatibility rules, pure."""
     if env.compute_capability is None or not env.gpus:
         return "no GPU on this host"
-    found = problems(manifest, env)
+    found = problems(manifest, env, allow_host_code=policy.allow_host_code)
     return describe_problems(found) if found else None
 
 
@@ -108,7 +108,7 @@ def open_candidate(
     A GPU host whose loader refuses the engine (header check, memory, policy) falls back to the
     simulation, and the report says why.
     """
-    why_not = engine_runs_here(manifest, env)
+    why_not = engine_runs_here(manifest, env, policy)
     if why_not is not None:
         yield simulated(simulated_onnx, why_not)
         return
@@ -280,6 +280,8 @@ def run_gate(
     names = [tensor.name for tensor in model.outputs]
     tolerances.check_names(spec.accuracy.tolerances, names, names, _tolerance_where(spec))  # names, before running
     plan = inputs.plan(spec, model)
+    for note in plan.notes:
+        log(f"accuracy: {note}")
     reference = OnnxrtRunner(spec.model_path, name="reference")
     if same_graph_as_reference(candidate, spec.model_path):
         runner_text = "onnxruntime CPUExecutionProvider, the reference's own ONNX (identical by construction)"

@@ -4,12 +4,15 @@ Data files go through ``trtforge.data`` (the calibration data rules). Without da
 profile contributes its min, opt and max shapes (a static model its one shape), filled with
 seeded values: floats uniform in [0, 1) (the range of normalized images, so INT8 input
 quantizers see values they were calibrated for), integers in [0, 8), booleans at random.
+A shape set over ``INPUT_BUDGET_BYTES`` (all inputs together) is checked at a smaller shape
+within the profile instead: the largest dynamic axis is halved (never below the profile's min)
+until it fits, and the log says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +20,7 @@ import numpy as np
 
 from trtforge.data import fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import InvalidInputError, SpecError
-from trtforge.model import ModelInfo, TensorDesc
+from trtforge.model import INPUT_BUDGET_BYTES, ModelInfo, TensorDesc, input_bytes, mib
 from trtforge.spec import ShapeRange, Spec, expand_globs
 
 #: Seed of the random inputs (a fixed seed: the same spec always gets the same inputs).
@@ -52,25 +55,73 @@ class Plan:
     batch_size: int
     labels: Path | None
     seed: int | None
+    notes: tuple[str, ...] = ()  # shape sets checked at a smaller shape than the profile's, and why
 
 
-def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> list[tuple[str, Shapes]]:
-    """Each profile's min, opt and max shapes for every input (duplicates dropped), or the static shape."""
+@dataclass(frozen=True)
+class ShapeSet:
+    label: str
+    shapes: Shapes
+    note: str | None = None  # set when ``shapes`` were reduced to fit the input budget
+
+
+def _text(shapes: Shapes) -> str:
+    return ", ".join(f"{name}={list(shape)}" for name, shape in shapes.items())
+
+
+def within_budget(inputs: Sequence[TensorDesc], shapes: Shapes, floors: Shapes, budget: int) -> Shapes | None:
+    """``shapes`` made to fit ``budget`` bytes by halving the largest axis above its floor, one
+    axis at a time; None when even the floors do not fit. Pure."""
+    current = {name: list(shape) for name, shape in shapes.items()}
+    while input_bytes(inputs, current) > budget:
+        axes = [(dim, name, axis) for name, dims in current.items() for axis, dim in enumerate(dims)]
+        shrinkable = [(dim, name, axis) for dim, name, axis in axes if dim > floors[name][axis]]
+        if not shrinkable:
+            return None
+        dim, name, axis = max(shrinkable, key=lambda item: item[0])
+        current[name][axis] = max(floors[name][axis], dim // 2)
+    return {name: tuple(dims) for name, dims in current.items()}
+
+
+def _budgeted(model: ModelInfo, label: str, shapes: Shapes, floors: Shapes) -> ShapeSet:
+    """The shape set, or a smaller one within the profile when it is over the input budget."""
+    if input_bytes(model.inputs, shapes) <= INPUT_BUDGET_BYTES:
+        return ShapeSet(label, shapes)
+    smaller = within_budget(model.inputs, shapes, floors, INPUT_BUDGET_BYTES)
+    if smaller is None:
+        raise InvalidInputError(
+            f"{label} shapes {_text(floors)} take {mib(input_bytes(model.inputs, floors))} of input, over the "
+            f"accuracy gate's budget of {mib(INPUT_BUDGET_BYTES)} per random feed even at the profile's min: "
+            "give accuracy.data, or set accuracy.enabled: false"
+        )
+    note = (
+        f"{label} shapes {_text(shapes)} exceed the gate's input budget of {mib(INPUT_BUDGET_BYTES)}: "
+        f"checked at {_text(smaller)} instead"
+    )
+    return ShapeSet(f"{label} (reduced to fit the input budget)", smaller, note)
+
+
+def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> list[ShapeSet]:
+    """Each profile's min, opt and max shapes for every input (duplicates dropped), or the static
+    shape; each within the input budget."""
     static = {t.name: tuple(int(d) for d in t.shape if isinstance(d, int)) for t in model.inputs if not t.is_dynamic}
     if not profiles:
         if len(static) != len(model.inputs):
             dynamic = [t.name for t in model.inputs if t.is_dynamic]
             raise SpecError(f"input '{dynamic[0]}' is dynamic and the spec has no profiles: add 'profiles:'")
-        return [("static", static)]
-    sets: list[tuple[str, Shapes]] = []
-    seen: list[Shapes] = []
+        return [_budgeted(model, "static", static, static)]
+    sets: list[ShapeSet] = []
     for index, profile in enumerate(profiles):
+        floors = {**static, **{name: tuple(shape.min) for name, shape in profile.items()}}
         for which in ("min", "opt", "max"):
-            shapes = dict(static)
-            shapes.update({name: tuple(getattr(shape, which)) for name, shape in profile.items()})
-            if shapes not in seen:
-                seen.append(shapes)
-                sets.append((f"profile {index} {which}", shapes))
+            shapes = {**static, **{name: tuple(getattr(shape, which)) for name, shape in profile.items()}}
+            shape_set = _budgeted(model, f"profile {index} {which}", shapes, floors)
+            same = next((position for position, kept in enumerate(sets) if kept.shapes == shape_set.shapes), None)
+            if same is None:
+                sets.append(shape_set)
+            elif shape_set.note:  # reduced onto a set already run: run it once, keep saying why
+                notes = (note for note in (sets[same].note, shape_set.note) if note)
+                sets[same] = replace(sets[same], note="; ".join(notes))
     return sets
 
 
@@ -87,16 +138,15 @@ def random_array(tensor: TensorDesc, shape: tuple[int, ...], rng: np.random.Gene
     )
 
 
-def random_batches(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]], seed: int) -> list[Batch]:
+def random_batches(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]], seed: int) -> Iterator[Batch]:
+    """One feed per shape set, made when it is needed: one feed in memory at a time."""
     rng = np.random.default_rng(seed)
-    batches = []
     first = 0
-    for label, shapes in shape_sets(model, profiles):
-        feed = {tensor.name: random_array(tensor, shapes[tensor.name], rng) for tensor in model.inputs}
-        batch = Batch(feed, first, label)
-        batches.append(batch)
+    for shape_set in shape_sets(model, profiles):
+        feed = {tensor.name: random_array(tensor, shape_set.shapes[tensor.name], rng) for tensor in model.inputs}
+        batch = Batch(feed, first, shape_set.label)
+        yield batch
         first += batch.size
-    return batches
 
 
 def _profile_accepts(profile: Mapping[str, ShapeRange], shapes: Shapes) -> bool:
@@ -133,7 +183,8 @@ def plan(spec: Spec, model: ModelInfo) -> Plan:
                 f"{spec.origin.where('accuracy', 'labels')}: accuracy.labels needs accuracy.data "
                 "(labels are matched to data samples in order)"
             )
-        return Plan("random", (), 0, 0, None, RANDOM_SEED)
+        notes = tuple(shape_set.note for shape_set in shape_sets(model, spec.profiles) if shape_set.note)
+        return Plan("random", (), 0, 0, None, RANDOM_SEED, notes)
     files = expand_globs(accuracy.data, spec.origin.where("accuracy", "data"))
     data_plan = plan_data(files, model.inputs, accuracy.max_samples)
     labels = Path(accuracy.labels) if accuracy.labels else None

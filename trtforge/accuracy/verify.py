@@ -26,6 +26,7 @@ from trtforge.manifest import (
     read_manifest,
     write_manifest,
 )
+from trtforge.model import check_model_file
 from trtforge.spec import Spec
 
 
@@ -70,6 +71,7 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
 
     engine = engine_of(engine)
     manifest = read_manifest(engine)
+    check_model_file(spec.model_path)
     if not engine.is_file():
         raise InvalidInputError(f"{engine}: engine file not found (its manifest is there); pull or rebuild it")
     mismatch = source_mismatch(spec, manifest, sha256_file(spec.model_path))
@@ -108,6 +110,7 @@ def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
         raise InvalidInputError(
             f"{out_dir}: no such folder; build first (trtforge build {spec.origin.path} --out {out_dir}) or pass --out"
         )
+    check_model_file(spec.model_path)
     onnx_sha256 = sha256_file(spec.model_path)
     matches: list[Path] = []
     mismatches: list[str] = []

@@ -13,6 +13,7 @@ from trtforge.cli.common import (
     CacheDirOption,
     JsonOption,
     backend_value,
+    cache_dir_value,
     emit_json,
     exits_cleanly,
     reporter,
@@ -39,13 +40,12 @@ def build(
     from trtforge.spec import load_spec
 
     console = reporter()
+    cache = cache_dir_value(cache_dir)
     results: list[dict[str, Any]] = []
     suites: list[Any] = []
     for spec_path in specs:
         try:
-            outcome = build_spec(
-                load_spec(spec_path), out, console, backend=backend_value(backend), cache_dir=cache_dir
-            )
+            outcome = build_spec(load_spec(spec_path), out, console, backend=backend_value(backend), cache_dir=cache)
         except TrtforgeError as exc:
             suites.append(_junit_failure(spec_path, exc))
             if len(specs) == 1 and not as_json:
@@ -115,7 +115,6 @@ def calibrate(
     as_json: JsonOption = False,
 ) -> None:
     """INT8 calibration only: the Q/DQ ONNX and the calibration scales (cached by content)."""
-    from trtforge.build import default_cache_dir
     from trtforge.calibration import calibrate as run_calibration
     from trtforge.errors import InvalidInputError, SpecError
     from trtforge.model import inspect_model
@@ -132,7 +131,7 @@ def calibrate(
     model = inspect_model(spec.model_path)
     check_profiles(spec, model)
     console = reporter()
-    result = run_calibration(spec, model, (cache_dir or default_cache_dir()) / "calibration", log=console.info)
+    result = run_calibration(spec, model, cache_dir_value(cache_dir) / "calibration", log=console.info)
     files = {"qdq_model": str(result.qdq_model), "scales": str(result.cache_file)}
     if out is not None:
         files = _export_calibration(result, spec.name, out, trt_version)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from trtforge.cli.common import (
+    AllowHostCodeOption,
     CcOption,
     FlavorOption,
     JsonOption,
@@ -43,10 +44,7 @@ def check(
     platform: PlatformOption = None,
     require_signature: RequireSignatureOption = False,
     trusted_key: TrustedKeyOption = None,
-    allow_host_code: Annotated[
-        bool,
-        typer.Option("--allow-host-code", help="Accept version-compatible engines (they run embedded host code)."),
-    ] = False,
+    allow_host_code: AllowHostCodeOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Would ENGINE load here (or on the target the flags describe)? Exit 0 if yes, 5 with every reason if not."""

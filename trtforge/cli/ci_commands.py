@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +21,7 @@ from trtforge.cli.common import (
     exits_cleanly,
     reporter,
 )
+from trtforge.errors import InvalidInputError
 
 app = typer.Typer()
 
@@ -54,24 +57,44 @@ def ci(
     from trtforge.accuracy.report import write_junit
     from trtforge.build import default_cache_dir
     from trtforge.ci import CiOptions, junit_suites, markdown_summary, render_table, run_ci
-    from trtforge.fsutil import atomic_write_text
+    from trtforge.fsutil import atomic_write_bytes
     from trtforge.project import discover
 
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    summary = _report_file(Path(step_summary), "GITHUB_STEP_SUMMARY") if step_summary else None
+    junit = _report_file(junit, "--junit") if junit is not None else None
     project = discover(list(targets or []))
     options = CiOptions(out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure)
     report = run_ci(list(project.specs), options, jobs)
     render_table(report, reporter())
     if junit is not None:
-        write_junit(junit, junit_suites(report))
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        path = Path(step_summary)
-        previous = path.read_text(encoding="utf-8") if path.is_file() else ""
-        atomic_write_text(path, previous + markdown_summary(report))
+        with _writing(junit, "--junit"):
+            write_junit(junit, junit_suites(report))
+    if summary is not None:
+        with _writing(summary, "GITHUB_STEP_SUMMARY"):
+            previous = summary.read_bytes() if summary.is_file() else b""
+            atomic_write_bytes(summary, previous + markdown_summary(report).encode("utf-8"))
     if as_json:
         emit_json(report.to_dict())
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+def _report_file(path: Path, what: str) -> Path:
+    """Checked before any build: a report path that is a folder would otherwise fail the run at its end."""
+    if path.is_dir():
+        raise InvalidInputError(f"{what} {path} is a folder; point it at a file, e.g. {path / 'report'}")
+    return path
+
+
+@contextmanager
+def _writing(path: Path, what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{what} {path}: cannot write it ({exc.strerror}); point it at a writable file"
+        ) from exc
 
 
 @app.command()

@@ -16,6 +16,10 @@ from trtforge.errors import TrtforgeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: True after an interrupt at any point: every write is a commit (trtforge.artifact) that is
+#: rolled back when interrupted before its commit point, and whole once past it.
+INTERRUPTED = "interrupted: no artifact was left half-written (each is the previous one or a complete new one)"
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
@@ -42,7 +46,7 @@ def exits_cleanly(command: F) -> F:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: nothing was written under a final name", err=True)
+            typer.echo(INTERRUPTED, err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -55,6 +59,14 @@ CacheDirOption = Annotated[
         help="Cache directory: calibration, FP16 graphs, builds (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge)."
     ),
 ]
+
+
+def cache_dir_value(cache_dir: Path | None) -> Path:
+    """``--cache-dir`` (or its default), created and writable before any work starts."""
+    from trtforge.build import default_cache_dir
+    from trtforge.fsutil import ensure_writable_dir
+
+    return ensure_writable_dir(cache_dir or default_cache_dir(), "--cache-dir", "cache directory")
 
 
 class BackendName(str, Enum):
@@ -89,4 +101,7 @@ TrustedKeyOption = Annotated[
 ]
 InsecureOption = Annotated[
     bool, typer.Option("--insecure", help="Plain HTTP for oci:// (a local registry); HTTPS otherwise.")
+]
+AllowHostCodeOption = Annotated[
+    bool, typer.Option("--allow-host-code", help="Accept version-compatible engines (they run embedded host code).")
 ]

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from trtforge.cli.common import (
+    AllowHostCodeOption,
     CcOption,
     FlavorOption,
     InsecureOption,
@@ -57,6 +58,8 @@ def publish(
             )
         raise
     console = reporter()
+    for note in outcome.notes:
+        console.info(note)
     for warning in outcome.warnings:
         console.warn(warning)
     if as_json:
@@ -99,6 +102,7 @@ def pull(
     platform: PlatformOption = None,
     require_signature: RequireSignatureOption = False,
     trusted_key: TrustedKeyOption = None,
+    allow_host_code: AllowHostCodeOption = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the engine and its manifest go.")] = Path("."),
     insecure: InsecureOption = False,
     as_json: JsonOption = False,
@@ -109,7 +113,16 @@ def pull(
     request: Any = None
     try:
         request = _pull_request(
-            name, precision, for_this_machine, flavor, trt_version, cc, platform, require_signature, trusted_key
+            name,
+            precision,
+            for_this_machine,
+            flavor,
+            trt_version,
+            cc,
+            platform,
+            require_signature,
+            trusted_key,
+            allow_host_code,
         )
         outcome = _pull(uri, request, out, insecure)
     except NoCompatibleArtifactError as exc:
@@ -121,6 +134,8 @@ def pull(
             emit_json({"status": "failed", "from": uri, "exit_code": exc.exit_code, "error": str(exc)})
         raise
     rejected = [{"reference": ref, "problems": [p.to_dict() for p in found]} for ref, found in outcome.rejected]
+    for note in outcome.notes:
+        reporter().info(note)
     if as_json:
         emit_json(
             {
@@ -153,6 +168,7 @@ def _pull_request(
     platform: str | None,
     require_signature: bool,
     trusted_key: list[Path] | None,
+    allow_host_code: bool,
 ) -> Any:
     """Validate the flags (exit 2 with the flag named) and describe what to pull for which target."""
     from trtforge.compat import LoadPolicy, Target
@@ -174,7 +190,7 @@ def _pull_request(
         name=name,
         precision=precision,
         environments=target_environments(target),
-        policy=LoadPolicy(require_signature=require_signature, trusted_keys=keys),
+        policy=LoadPolicy(require_signature=require_signature, trusted_keys=keys, allow_host_code=allow_host_code),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from trtforge.cli.common import CacheDirOption, JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.cli.common import CacheDirOption, JsonOption, cache_dir_value, emit_json, exits_cleanly, reporter
 from trtforge.errors import TrtforgeError, most_severe
 
 app = typer.Typer()
@@ -58,12 +58,13 @@ def verify(
         loaded = load_spec(spec)
         engines = [target]
     console = reporter()
+    cache = cache_dir_value(cache_dir)
     results: list[dict[str, Any]] = []
     suites = []
     single_error: TrtforgeError | None = None
     for engine in engines:
         try:
-            outcome = verify_engine(loaded, engine, console, cache_dir=cache_dir)
+            outcome = verify_engine(loaded, engine, console, cache_dir=cache)
         except TrtforgeError as exc:
             report = exc.report if isinstance(exc, GateFailed) else None
             suites.append(junit_suite(report) if report else junit_problem_suite(engine.name, str(exc), exc.exit_code))

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, did_you_mean
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, Manifest, engine_path_for, manifest_path_for
+from trtforge.tags import NAME_RULE, valid_name
 
 if TYPE_CHECKING:
     from trtforge.compat import Problem
@@ -23,7 +24,8 @@ SCHEMES = ("oci", "dir", "triton")
 PRECISIONS = ("fp32", "fp16", "int8")
 URI_HELP = "use oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH"
 
-# The distribution spec's repository name grammar (path components separated by "/").
+# The distribution spec's tag grammar, and its repository name grammar (components separated by "/").
+_OCI_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _OCI_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 
 
@@ -158,14 +160,32 @@ def load_local_artifact(path: Path) -> LocalArtifact:
     return LocalArtifact(engine, manifest_path, manifest)
 
 
+def check_name(name: str, what: str) -> None:
+    """The spec's name rule, for every name that will become part of a path (exit 2)."""
+    if not valid_name(name):
+        raise InvalidInputError(f"{what} '{name}' is not a valid artifact name: use {NAME_RULE}")
+
+
 def check_artifact_file_name(manifest: Manifest, origin: str) -> None:
-    """The manifest names the files written on pull: a bare ``*.engine`` name, never a path."""
+    """The manifest's names become paths on publish and pull: its ``name`` follows the spec's rule,
+    ``artifact.file`` is a bare ``{name}-{precision}-{tag}.engine`` and the tag a valid OCI tag.
+
+    ``name`` is not covered by the engine's sha256, so a manifest edited by hand is caught by
+    checking that it agrees with the file name, which the build derived from it.
+    """
+    rebuild = "rebuild the engine with trtforge build"
+    check_name(manifest.name, f"{origin}: name")
     name = manifest.artifact.file
     if Path(name).name != name or not name.endswith(ENGINE_SUFFIX) or name.startswith(".") or "\\" in name:
+        raise InvalidInputError(f"{origin}: artifact.file '{name}' is not a plain '*.engine' file name; {rebuild}")
+    prefix = f"{manifest.name}-{manifest.precision}-"
+    if not name.startswith(prefix) or not _OCI_TAG.match(manifest.stem):
         raise InvalidInputError(
-            f"{origin}: artifact.file '{name}' is not a plain '*.engine' file name; "
-            "rebuild the engine with trtforge build"
+            f"{origin}: artifact.file '{name}' does not match name '{manifest.name}' and precision "
+            f"'{manifest.precision}' (edited by hand?); {rebuild}"
         )
+    if not _OCI_TAG.match(manifest.tag):
+        raise InvalidInputError(f"{origin}: tag '{manifest.tag}' is not a valid tag; {rebuild}")
 
 
 @dataclass(frozen=True)
@@ -202,6 +222,7 @@ class PublishOutcome:
     detail: str = ""
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # info lines, e.g. stale temporaries of dead runs removed
 
 
 class Registry(Protocol):

@@ -1,10 +1,9 @@
 """``dir://PATH``: a plain directory registry, laid out exactly like ``trtforge build --out``.
 
 Flat files, ``{stem}.engine`` beside ``{stem}.manifest.json`` (stem = the OCI tag), so a build
-output folder is already a registry and a registry folder can be checked file by file. An
-artifact becomes visible when its manifest appears: the engine is renamed into place first, the
-manifest last, each from a hidden staged file; a crash in between leaves an engine without a
-manifest, which listing ignores and the next publish overwrites.
+output folder is already a registry and a registry folder can be checked file by file. The pair
+is written as one commit (:mod:`trtforge.artifact`), ``--force`` included: after any interrupt the
+folder holds the previous pair or the new one.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trtforge.errors import InvalidInputError, RegistryError
-from trtforge.fsutil import sha256_bytes, sha256_file
+from trtforge.fsutil import check_inside, sha256_bytes, sha256_file
 from trtforge.manifest import MANIFEST_SUFFIX, Manifest, engine_path_for, manifest_path_for
 from trtforge.publish.base import (
     Candidate,
@@ -26,11 +25,11 @@ from trtforge.publish.base import (
     written_status,
 )
 from trtforge.publish.local import (
+    clean_up,
+    commit_pair,
     copy_out,
     existing_manifest,
     io_error,
-    place_bytes,
-    place_copy,
     read_candidate,
     repository_lock,
 )
@@ -46,14 +45,15 @@ class DirRegistry:
             raise InvalidInputError(f"{self.uri}: {self.root} is a file, not a directory; choose another path")
         engine_final = self.root / artifact.manifest.artifact.file
         manifest_final = manifest_path_for(engine_final)
+        check_inside(self.root, engine_final, f"{self.uri}: artifact.file")
         with repository_lock(self.root):
+            notes = clean_up(self.root, depth=1)
             action, detail = decide(_existing(engine_final, manifest_final), artifact, force, str(engine_final))
             if action == "unchanged":
-                return PublishOutcome("unchanged", str(engine_final), detail)
-            place_copy(artifact.engine, engine_final)
-            place_bytes(artifact.manifest_bytes, manifest_final)
+                return PublishOutcome("unchanged", str(engine_final), detail, notes=notes)
+            commit_pair(self.root, artifact, engine_final.name, manifest_final.name)
         status = written_status(action)
-        return PublishOutcome(status, str(engine_final), detail)
+        return PublishOutcome(status, str(engine_final), detail, notes=notes)
 
     def candidates(self, name: str, precision: str | None) -> Listing:
         if not self.root.is_dir():

@@ -1,8 +1,9 @@
 """File-system pieces shared by the ``dir://`` and ``triton://`` registries.
 
-Both stage every file under a hidden temporary name and rename it into place, and serialize
-publishers with a lock file, so a reader (``pull``, Triton's repository poller) never sees a
-half-written artifact and two CI jobs never both win the same tag or version number.
+Both write an engine and its manifest as one commit (:mod:`trtforge.artifact`: the folder holds
+the old pair or the new one, whatever interrupts the write), serialize publishers with a lock
+file, so two CI jobs never both win the same tag or version number, and clean up what dead
+publishers left while they hold that lock.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.errors import InvalidInputError, RegistryError
 from trtforge.fsutil import staged_file
-from trtforge.manifest import Manifest, parse_manifest
-from trtforge.publish.base import Candidate, check_artifact_file_name
+from trtforge.manifest import Manifest, parse_manifest, read_manifest_bytes
+from trtforge.publish.base import Candidate, LocalArtifact, check_artifact_file_name
 
 LOCK_NAME = ".trtforge.lock"
 LOCK_TIMEOUT_S = 120.0
@@ -47,13 +49,21 @@ def repository_lock(root: Path) -> Iterator[None]:
         raise io_error("lock", root / LOCK_NAME, exc) from exc
 
 
-def place_copy(source: Path, final: Path) -> None:
-    """Copy ``source`` to a hidden temporary beside ``final``, fsync, rename (streamed, any size)."""
+def commit_pair(folder: Path, artifact: LocalArtifact, engine_name: str, manifest_name: str) -> None:
+    """Copy the engine (streamed, any size) and its manifest into ``folder`` as one commit."""
     try:
-        with staged_file(final) as staged:
-            shutil.copyfile(source, staged)
+        with ArtifactWriter(folder) as writer:
+            shutil.copyfile(artifact.engine, writer.stage(engine_name))
+            writer.stage(manifest_name).write_bytes(artifact.manifest_bytes)
+            writer.commit()
     except OSError as exc:
-        raise io_error("write", final, exc) from exc
+        raise io_error("write", folder / engine_name, exc) from exc
+
+
+def clean_up(root: Path, depth: int) -> tuple[str, ...]:
+    """Under the repository lock: undo dead publishers' interrupted commits, remove their temporaries."""
+    note = sweep(root, depth).note
+    return (note,) if note else ()
 
 
 def place_bytes(data: bytes, final: Path) -> None:
@@ -75,10 +85,10 @@ def copy_out(source: Path, into: Path) -> None:
 def read_candidate(manifest_path: Path, engine: Path) -> Candidate:
     """A candidate from a manifest file; InvalidInputError when it is not a trtforge manifest."""
     try:
-        data = manifest_path.read_bytes()
+        data = read_manifest_bytes(manifest_path)
     except OSError as exc:
         raise io_error("read", manifest_path, exc) from exc
-    manifest = parse_manifest(data.decode("utf-8", errors="replace"), str(manifest_path))
+    manifest = parse_manifest(data, str(manifest_path))
     check_artifact_file_name(manifest, str(manifest_path))
     return Candidate(reference=str(engine), manifest=manifest, manifest_bytes=data, locator=engine)
 
@@ -88,7 +98,7 @@ def existing_manifest(path: Path) -> Manifest | InvalidInputError | None:
     if not path.is_file():
         return None
     try:
-        return parse_manifest(path.read_text(encoding="utf-8", errors="replace"), str(path))
+        return parse_manifest(read_manifest_bytes(path), str(path))
     except InvalidInputError as exc:
         return exc
     except OSError as exc:

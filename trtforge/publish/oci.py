@@ -13,21 +13,31 @@ Credentials: ``~/.docker/config.json`` (or ``$DOCKER_CONFIG/config.json``), with
 helpers, as ``docker login`` leaves them; ``TRTFORGE_REGISTRY_USERNAME`` and
 ``TRTFORGE_REGISTRY_PASSWORD`` override it. HTTPS unless ``--insecure`` (plain HTTP, for local
 registries).
+
+Nothing a registry answers is trusted: every JSON answer is bounded (size, nesting) and checked
+against a schema (``TagList``, ``ImageManifest``, ``OciDescriptor``) before use, tag-list pages are
+bounded, and a blob is read no further than its declared size. A misbehaving registry is exit 6,
+one line; a blob that is not the engine its manifest pins is exit 5 (the pull's rule 5).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
-from trtforge.errors import InvalidInputError, RegistryError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trtforge.errors import InvalidInputError, RegistryError, first_line
 from trtforge.fsutil import sha256_bytes
-from trtforge.manifest import MANIFEST_SUFFIX, Manifest, parse_manifest
+from trtforge.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, bounded_json, first_error, parse_manifest
 from trtforge.publish.base import (
     PRECISIONS,
     Candidate,
@@ -62,8 +72,14 @@ PASSWORD_ENV = "TRTFORGE_REGISTRY_PASSWORD"
 #: engines above this size go up in chunks (PATCH), so memory stays flat for multi-GB engines
 CHUNKED_ABOVE = 64 * 1024 * 1024
 CHUNK_SIZE = 16 * 1024 * 1024
-#: a trtforge manifest is a few KB; refuse to read a "manifest" blob larger than this
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: any answer read whole (tag list, image manifest, token, error): the distribution spec's 4 MiB manifest limit
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: tag-list pages followed at most (100 tags a page by default: 100,000 tags)
+MAX_TAG_PAGES = 1000
+#: what a blob download reads (and writes) at a time
+BLOB_CHUNK = 1024 * 1024
+#: the distribution spec's digest grammar, ``algorithm:encoded``
+DIGEST_PATTERN = r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
 #: (connect, read) seconds: a dead registry must fail a CI job quickly, not hang it
 TIMEOUT_S = (10.0, 120.0)
 
@@ -119,14 +135,49 @@ def image_manifest(artifact: LocalArtifact) -> dict[str, Any]:
     }
 
 
-def layer_of(image: dict[str, Any], media_type: str) -> dict[str, Any] | None:
-    return next((layer for layer in image.get("layers") or [] if layer.get("mediaType") == media_type), None)
+class _Answer(BaseModel):
+    """A registry's JSON answer, checked before use: unknown keys are ignored, known keys must
+    have their type (strict: ``"size": "12"`` is refused, not coerced)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, populate_by_name=True)
 
 
-def is_trtforge_artifact(image: dict[str, Any]) -> bool:
-    """``artifactType`` (OCI 1.1), or the config media type older tools use to carry it."""
-    config_type = (image.get("config") or {}).get("mediaType")
-    return ARTIFACT_TYPE in (image.get("artifactType"), config_type)
+class TagList(_Answer):
+    """``GET /v2/<name>/tags/list``."""
+
+    tags: list[str] | None = None
+
+
+class OciDescriptor(_Answer):
+    media_type: str = Field(alias="mediaType")
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    size: int = Field(ge=0)
+    annotations: dict[str, str] | None = None
+
+    @property
+    def title(self) -> str | None:
+        return (self.annotations or {}).get(TITLE)
+
+
+class ImageManifest(_Answer):
+    """``GET /v2/<name>/manifests/<tag>``: the parts trtforge reads of an OCI image manifest."""
+
+    artifact_type: str | None = Field(None, alias="artifactType")
+    config: OciDescriptor | None = None
+    layers: list[OciDescriptor] = Field(default_factory=list)
+    annotations: dict[str, str] | None = None
+
+    def layer(self, media_type: str) -> OciDescriptor | None:
+        return next((layer for layer in self.layers if layer.media_type == media_type), None)
+
+    @property
+    def is_trtforge_artifact(self) -> bool:
+        """``artifactType`` (OCI 1.1), or the config media type older tools use to carry it."""
+        config_type = self.config.media_type if self.config else None
+        return ARTIFACT_TYPE in (self.artifact_type, config_type)
+
+
+AnswerT = TypeVar("AnswerT", bound=_Answer)
 
 
 def _client_class() -> type:
@@ -142,17 +193,56 @@ def _client_class() -> type:
     return Client
 
 
+@functools.cache
+def _too_large_error() -> type[Exception]:
+    import requests
+
+    class AnswerTooLarge(requests.exceptions.RequestException):
+        """The registry sent more bytes than the answer may have (reported as exit 6)."""
+
+    return AnswerTooLarge
+
+
+def copy_at_most(response: requests.Response, out: IO[bytes], limit: int, what: str) -> int:
+    """Copy the response body into ``out``, refusing (without reading further) past ``limit`` bytes."""
+    total = 0
+    for chunk in response.iter_content(BLOB_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            response.close()
+            raise _too_large_error()(f"{what} is larger than the {limit:,} bytes it may have")
+        out.write(chunk)
+    return total
+
+
+def read_at_most(response: requests.Response, limit: int, what: str) -> bytes:
+    buffer = io.BytesIO()
+    copy_at_most(response, buffer, limit, what)
+    return buffer.getvalue()
+
+
 def _session_adapter() -> Any:
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
     class TimeoutAdapter(HTTPAdapter):
-        """Default timeouts (oras sets none) and retries for connections that never opened."""
+        """Default timeouts (oras sets none), retries for connections that never opened, and a
+        bound on every answer read whole.
+
+        oras reads answers whole (``response.json()`` on tokens, errors, uploads) with no way to
+        bound them, so the bound sits here, at the HTTP level: a non-streamed answer is read as a
+        stream up to MAX_ANSWER_BYTES and stored as the response's content, as requests itself
+        does. Streamed answers (blobs) are bounded by their reader (``copy_at_most``).
+        """
 
         def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
             if kwargs.get("timeout") is None:
                 kwargs["timeout"] = TIMEOUT_S
-            return super().send(request, **kwargs)
+            stream = kwargs.pop("stream", False)
+            response = super().send(request, stream=True, **kwargs)
+            if not stream:
+                response._content = read_at_most(response, MAX_ANSWER_BYTES, "the answer")
+            return response
 
     return TimeoutAdapter(max_retries=Retry(total=2, connect=2, read=0, status=0, other=0, backoff_factor=0.2))
 
@@ -218,7 +308,27 @@ class OciRegistry:
         except requests.exceptions.RequestException as exc:
             raise RegistryError(f"registry {host} failed while {action}: {_reason(exc)}") from exc
         except ValueError as exc:  # oras reports refused authentication and bad answers as ValueError
-            raise RegistryError(f"registry {host} failed while {action}: {exc}") from exc
+            raise RegistryError(f"registry {host} failed while {action}: {first_line(exc)}") from exc
+        except (AttributeError, KeyError, TypeError, RecursionError) as exc:
+            # oras reads some answers (the token endpoint's, above all) without checking their shape
+            raise RegistryError(
+                f"registry {host} sent an answer of the wrong shape while {action} ({type(exc).__name__}): "
+                "is it an OCI registry?"
+            ) from exc
+
+    def _answer(self, response: requests.Response, model: type[AnswerT], what: str) -> AnswerT:
+        """A JSON answer, bounded and checked against its schema: anything else is exit 6."""
+        host = self.location.host
+        try:
+            return model.model_validate(bounded_json(read_at_most(response, MAX_ANSWER_BYTES, what), MAX_ANSWER_BYTES))
+        except ValidationError as exc:
+            raise RegistryError(
+                f"registry {host} sent {what} that is not valid ({first_error(exc)}): is it an OCI registry?"
+            ) from exc
+        except ValueError as exc:
+            raise RegistryError(
+                f"registry {host} sent {what} that cannot be read ({exc}): is it an OCI registry?"
+            ) from exc
 
     def _check(self, response: requests.Response, action: str, ok: tuple[int, ...] = (200, 201, 202)) -> None:
         if response.status_code in ok:
@@ -243,7 +353,7 @@ class OciRegistry:
             with requests.Session() as probe:
                 probe.mount("http://", _session_adapter())
                 probe.mount("https://", _session_adapter())
-                ping = probe.get(f"{self.scheme}://{host}/v2/")
+                ping = probe.get(f"{self.scheme}://{host}/v2/")  # the adapter bounds its body
             if ping.status_code not in (200, 401):
                 raise RegistryError(
                     f"{host} does not answer as an OCI registry (GET /v2/ gave HTTP {ping.status_code}); check the host"
@@ -290,21 +400,41 @@ class OciRegistry:
     # ------------------------------------------------------------ reading
 
     def _tags(self) -> list[str]:
+        """Every tag, page after page (``Link: <...>; rel="next"``): at most MAX_TAG_PAGES pages, never
+        the same page twice, never another host (the client would send it our credentials)."""
         client = self._connect()
         url: str | None = self._url(self._container(None).tags_url())
+        seen: set[str] = set()
         tags: list[str] = []
         with self._network("listing tags"):
             while url:
+                if url in seen or len(seen) >= MAX_TAG_PAGES:
+                    why = "repeats a page" if url in seen else f"goes past {MAX_TAG_PAGES} pages"
+                    raise RegistryError(
+                        f"registry {self.location.host}: its tag list {why} ({url}): the registry is misbehaving"
+                    )
+                seen.add(url)
                 response = client.do_request(url, "GET", headers={})
                 if response.status_code == 404:  # the repository does not exist yet: nothing in it
                     return []
                 self._check(response, "listing tags")
-                tags.extend(response.json().get("tags") or [])
-                link = response.links.get("next", {}).get("url")
-                url = f"{self.scheme}://{self.location.host}{link}" if link and link.startswith("/") else link
+                tags.extend(self._answer(response, TagList, "a tag list").tags or [])
+                url = self._next_page(response, url)
         return tags
 
-    def _image_manifest(self, tag: str) -> dict[str, Any] | None:
+    def _next_page(self, response: requests.Response, url: str) -> str | None:
+        link = response.links.get("next", {}).get("url")
+        if not link:
+            return None
+        following = urljoin(url, link)
+        parts = urlsplit(following)
+        if (parts.scheme, parts.netloc) != (self.scheme, self.location.host):
+            raise RegistryError(
+                f"registry {self.location.host}: its tag list continues on another server ({following}): refused"
+            )
+        return following
+
+    def _image_manifest(self, tag: str) -> ImageManifest | None:
         client = self._connect()
         url = self._url(self._container(tag).manifest_url())
         with self._network(f"reading the manifest of {tag}"):
@@ -312,17 +442,20 @@ class OciRegistry:
             if response.status_code == 404:
                 return None
             self._check(response, f"reading the manifest of {tag}")
-            return response.json()
+            return self._answer(response, ImageManifest, f"an image manifest for {tag}")
 
-    def _small_blob(self, tag: str, layer: dict[str, Any]) -> bytes:
-        if int(layer.get("size", 0)) > MAX_MANIFEST_BYTES:
-            raise InvalidInputError(f"{tag}: its manifest layer is {layer.get('size')} bytes, not a trtforge manifest")
+    def _small_blob(self, tag: str, layer: OciDescriptor) -> bytes:
+        """The manifest layer, read no further than its declared size, and checked against its digest."""
+        if layer.size > MAX_MANIFEST_BYTES:
+            raise InvalidInputError(f"{tag}: its manifest layer is {layer.size:,} bytes, not a trtforge manifest")
         client = self._connect()
-        with self._network(f"reading the manifest layer of {tag}"):
-            response = client.get_blob(self._container(tag), layer["digest"])
+        with (
+            self._network(f"reading the manifest layer of {tag}"),
+            client.get_blob(self._container(tag), layer.digest, stream=True) as response,
+        ):
             self._check(response, f"reading the manifest layer of {tag}")
-            data = response.content
-        if f"sha256:{sha256_bytes(data)}" != layer["digest"]:
+            data = read_at_most(response, layer.size, f"the manifest layer of {tag}")
+        if f"sha256:{sha256_bytes(data)}" != layer.digest:
             raise InvalidInputError(f"{tag}: its manifest layer does not match its digest (damaged in the registry)")
         return data
 
@@ -330,10 +463,10 @@ class OciRegistry:
         image = self._image_manifest(tag)
         if image is None:
             return None
-        engine, manifest = layer_of(image, ENGINE_MEDIA_TYPE), layer_of(image, MANIFEST_MEDIA_TYPE)
-        if not is_trtforge_artifact(image) or engine is None or manifest is None:
+        engine, manifest = image.layer(ENGINE_MEDIA_TYPE), image.layer(MANIFEST_MEDIA_TYPE)
+        if not image.is_trtforge_artifact or engine is None or manifest is None:
             return Existing(None, None)
-        return Existing(engine["digest"].removeprefix("sha256:"), manifest["digest"].removeprefix("sha256:"))
+        return Existing(engine.digest.removeprefix("sha256:"), manifest.digest.removeprefix("sha256:"))
 
     def candidates(self, name: str, precision: str | None) -> Listing:
         prefix = f"{name}-{precision}-" if precision else f"{name}-"
@@ -360,21 +493,29 @@ class OciRegistry:
         image = self._image_manifest(tag)
         if image is None:
             raise InvalidInputError(f"{tag}: listed but gone (deleted meanwhile)")
-        engine, manifest_layer = layer_of(image, ENGINE_MEDIA_TYPE), layer_of(image, MANIFEST_MEDIA_TYPE)
-        if not is_trtforge_artifact(image) or engine is None or manifest_layer is None:
-            raise InvalidInputError(f"{tag}: not a trtforge engine artifact (artifactType {image.get('artifactType')})")
+        engine, manifest_layer = image.layer(ENGINE_MEDIA_TYPE), image.layer(MANIFEST_MEDIA_TYPE)
+        if not image.is_trtforge_artifact or engine is None or manifest_layer is None:
+            raise InvalidInputError(f"{tag}: not a trtforge engine artifact (artifactType {image.artifact_type})")
         data = self._small_blob(tag, manifest_layer)
         reference = f"{self.location.host}/{self.location.repository}:{tag}"
-        manifest = parse_manifest(data.decode("utf-8", errors="replace"), reference)
+        manifest = parse_manifest(data, reference)
         check_artifact_file_name(manifest, reference)
-        return Candidate(reference=reference, manifest=manifest, manifest_bytes=data, locator=(tag, engine["digest"]))
+        _check_layers(reference, manifest, engine, manifest_layer)
+        return Candidate(reference=reference, manifest=manifest, manifest_bytes=data, locator=(tag, engine))
 
     def fetch(self, candidate: Candidate, into: Path) -> None:
-        tag, digest = candidate.locator
+        """Stream the engine blob into ``into``, stopping at the size its descriptor declares (the
+        caller checks the sha256): a registry cannot make trtforge write more than that."""
+        tag, layer = candidate.locator
         client = self._connect()
-        with self._network(f"downloading {tag}"):
+        with (
+            self._network(f"downloading {tag}"),
+            client.get_blob(self._container(tag), layer.digest, stream=True) as response,
+        ):
+            self._check(response, f"downloading {tag}")
             try:
-                client.download_blob(self._container(tag), digest, str(into))
+                with open(into, "wb") as out:
+                    copy_at_most(response, out, layer.size, f"the engine blob of {tag}")
             except OSError as exc:
                 import requests
 
@@ -389,8 +530,11 @@ class OciRegistry:
     def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
         return self.push(artifact, artifact.manifest.stem, force=force)
 
-    def push(self, artifact: LocalArtifact, tag: str, *, force: bool = False) -> PublishOutcome:
-        """Push under ``tag``: the artifact's stem when publishing, a build-cache key for ``ci``."""
+    def push(
+        self, artifact: LocalArtifact, tag: str, *, force: bool = False, annotations: dict[str, str] | None = None
+    ) -> PublishOutcome:
+        """Push under ``tag``: the artifact's stem when publishing, a build-cache key for ``ci``
+        (which records the key in ``annotations``, to check what it pulls back)."""
         reference = f"{self.location.host}/{self.location.repository}:{tag}"
         action, detail = decide(self._existing(tag), artifact, force, reference)
         if action == "unchanged":
@@ -398,6 +542,7 @@ class OciRegistry:
         client = self._connect()
         container = self._container(tag)
         image = image_manifest(artifact)
+        image["annotations"].update(annotations or {})
         engine_layer, manifest_layer = image["layers"]
         with tempfile.TemporaryDirectory(prefix="trtforge-push-") as scratch:
             config_file = Path(scratch) / "config.json"
@@ -419,9 +564,16 @@ class OciRegistry:
         status = written_status(action)
         return PublishOutcome(status, reference, detail, extra={"digest": digest, "oci_tag": tag})
 
+    def annotations(self, tag: str) -> dict[str, str]:
+        """The annotations of the image manifest tagged ``tag`` (empty when there is none)."""
+        image = self._image_manifest(tag)
+        return dict(image.annotations or {}) if image else {}
+
     def pull_tag(self, tag: str, into: Path) -> Path | None:
         """Download the artifact tagged ``tag`` into the folder ``into`` (engine and manifest under
-        their own names); None when the tag does not exist. The caller verifies the engine."""
+        their own names); None when the tag does not exist or holds no usable artifact. A failing
+        or misbehaving registry is RegistryError (``ci`` then warns and builds locally). The
+        caller verifies the engine."""
         try:
             candidate = self._candidate(tag)
         except InvalidInputError:
@@ -432,11 +584,33 @@ class OciRegistry:
         return engine
 
 
+def _check_layers(reference: str, manifest: Manifest, engine: OciDescriptor, manifest_layer: OciDescriptor) -> None:
+    """The layers must be the files the manifest names and pins: titles (what a plain ``oras pull``
+    writes, so never a path) equal to its file names, the engine descriptor equal to its sha256 and size."""
+    expected = ((engine, manifest.artifact.file), (manifest_layer, manifest.stem + MANIFEST_SUFFIX))
+    for layer, name in expected:
+        if layer.title is not None and layer.title != name:
+            raise InvalidInputError(
+                f"{reference}: a layer is titled {layer.title!r}, not {name!r} as its manifest says: refused "
+                "(a title names a file and may not be a path); re-publish it with trtforge publish"
+            )
+    if engine.digest != f"sha256:{manifest.artifact.sha256}" or engine.size != manifest.artifact.size:
+        raise InvalidInputError(
+            f"{reference}: its engine layer ({engine.digest[:19]}…, {engine.size:,} bytes) is not the engine its "
+            "manifest pins: refused; re-publish it with trtforge publish"
+        )
+
+
 def _registry_errors(response: requests.Response) -> str:
-    """The distribution API's ``{"errors": [{"code", "message"}]}``, as ``: CODE message``."""
+    """The distribution API's ``{"errors": [{"code", "message"}]}``, as ``: CODE message`` (bounded, best effort)."""
+    import requests
+
     try:
-        errors = response.json().get("errors") or []
-    except ValueError:
+        document = bounded_json(read_at_most(response, 64 * 1024, "an error"), 64 * 1024)
+    except (ValueError, requests.exceptions.RequestException):
         return ""
-    parts = [f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors if isinstance(e, dict)]
+    errors = document.get("errors") if isinstance(document, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    parts = [f"{e.get('code', '')} {e.get('message', '')}".strip()[:200] for e in errors[:3] if isinstance(e, dict)]
     return f": {'; '.join(parts)}" if parts else ""

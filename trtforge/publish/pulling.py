@@ -1,7 +1,7 @@
 """Pull: list a registry, pick with the loader's own rules, download, verify, then rename into place.
 
 Selection is ``trtforge.compat.select_engine`` on the manifests alone (platform, runtime, GPU,
-signature), exactly what the runtime loader would accept; the chosen engine's bytes are then
+signature, host-code policy), exactly what the runtime loader would accept; the chosen engine's bytes are then
 checked with ``compat.problems`` (size and sha256) before anything appears under its final name.
 A damaged download is refused, never replaced by the next-best candidate (like pip on a hash
 mismatch): a registry serving wrong bytes is a problem to see, not to route around.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.compat import (
     DEFAULT_POLICY,
     ArtifactFacts,
@@ -23,14 +24,14 @@ from trtforge.compat import (
     Problem,
     Rejection,
     Target,
-    problems,
+    policy_problems,
     select_engine,
     signature_facts,
 )
 from trtforge.errors import IncompatibleEngineError
-from trtforge.fsutil import ensure_writable_dir, sha256_bytes, sha256_file, staged_file
+from trtforge.fsutil import check_inside, ensure_writable_dir, sha256_bytes, sha256_file
 from trtforge.manifest import Manifest, manifest_path_for
-from trtforge.publish.base import Candidate, NoCompatibleArtifactError, Registry
+from trtforge.publish.base import Candidate, NoCompatibleArtifactError, Registry, check_artifact_file_name, check_name
 from trtforge.tags import FLAVORS
 
 
@@ -51,6 +52,7 @@ class PullOutcome:
     manifest: Manifest
     environment: Environment
     rejected: tuple[tuple[str, tuple[Problem, ...]], ...]
+    notes: tuple[str, ...] = ()  # info lines, e.g. stale temporaries of dead runs removed
 
 
 def target_environments(target: Target | None = None) -> tuple[Environment, ...]:
@@ -98,6 +100,7 @@ def _attach(candidates: Sequence[Candidate], rejected: list[Rejection]) -> list[
 
 def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> PullOutcome:
     """Fetch the best compatible artifact into ``out_dir``; raise NoCompatibleArtifactError when none fits."""
+    check_name(request.name, "--name")
     listing = registry.candidates(request.name, request.precision)
     wanted = f"'{request.name}'" + (f" ({request.precision})" if request.precision else "")
     if not listing.candidates:
@@ -116,47 +119,51 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
             rejections=rejections,
             available=tuple(c.manifest.stem for c in listing.candidates) + listing.others,
         )
+    check_artifact_file_name(chosen.manifest, chosen.reference)
     engine_final = out_dir / chosen.manifest.artifact.file
     manifest_final = manifest_path_for(engine_final)
+    check_inside(out_dir, engine_final, f"{chosen.reference}: artifact.file")
     if _already_here(chosen, engine_final, manifest_final):
         return PullOutcome(
             "unchanged", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections
         )
     created = not out_dir.exists()
     ensure_writable_dir(out_dir)
+    note = sweep(out_dir).note
     try:
-        _download_verified(registry, chosen, env, request.policy, engine_final)
-        # engine first, manifest last: a new artifact is visible only once its engine is complete
-        with staged_file(manifest_final) as staged_manifest:
-            staged_manifest.write_bytes(chosen.manifest_bytes)
+        with ArtifactWriter(out_dir) as writer:
+            _download_verified(registry, chosen, env, request.policy, writer.stage(engine_final.name))
+            writer.stage(manifest_final.name).write_bytes(chosen.manifest_bytes)
+            writer.commit()  # engine and manifest together: the old pair or the new one, never a mix
     except BaseException:
         if created:
             _remove_if_empty(out_dir)
         raise
-    return PullOutcome("pulled", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections)
+    notes = (note,) if note else ()
+    return PullOutcome(
+        "pulled", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections, notes
+    )
 
 
 def _download_verified(
-    registry: Registry, chosen: Candidate, env: Environment, policy: LoadPolicy, final: Path
+    registry: Registry, chosen: Candidate, env: Environment, policy: LoadPolicy, staged: Path
 ) -> None:
-    """Download to a hidden staged file; it gets its final name only if compat.problems finds nothing."""
-    with staged_file(final) as staged:
-        registry.fetch(chosen, staged)
-        signature = signature_facts(chosen.manifest, policy)
-        facts = ArtifactFacts(
-            engine_file=chosen.manifest.artifact.file,
-            engine_size=staged.stat().st_size,
-            engine_sha256=sha256_file(staged),
-            signature=signature.signature,
-            signature_key_id=signature.signature_key_id,
+    """Download to a hidden staged file, committed to its final name only if compat finds nothing."""
+    registry.fetch(chosen, staged)
+    signature = signature_facts(chosen.manifest, policy)
+    facts = ArtifactFacts(
+        engine_file=chosen.manifest.artifact.file,
+        engine_size=staged.stat().st_size,
+        engine_sha256=sha256_file(staged),
+        signature=signature.signature,
+        signature_key_id=signature.signature_key_id,
+    )
+    found = policy_problems(chosen.manifest, env, facts, policy)
+    if found:
+        raise IncompatibleEngineError(
+            f"{chosen.reference}: downloaded engine refused, nothing written: " + "; ".join(p.message for p in found),
+            reasons=[p.message for p in found],
         )
-        found = problems(chosen.manifest, env, facts, require_signature=policy.require_signature)
-        if found:
-            raise IncompatibleEngineError(
-                f"{chosen.reference}: downloaded engine refused, nothing written: "
-                + "; ".join(p.message for p in found),
-                reasons=[p.message for p in found],
-            )
 
 
 def _remove_if_empty(folder: Path) -> None:

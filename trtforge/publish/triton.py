@@ -7,20 +7,25 @@ version when that version holds builds of the same ONNX, precision, TensorRT ver
 profiles, and otherwise starts the next free version number. ``config.pbtxt`` is regenerated
 from the newest version's manifests (Triton serves the newest version by default).
 
+A plan of the same tag in the newest version is decided there only for the same build (same
+engine: no-op; another engine: refused unless ``--force``); a plan of another ONNX, precision or
+TensorRT version starts the next version, so ``--force`` never puts another model's plan into
+a version Triton already serves.
+
 Writes: a new version directory is staged under a hidden name inside the model folder (Triton
-ignores version folders that are not integers) and renamed into place; files added to an
-existing version are staged and renamed; ``config.pbtxt`` is written last, atomically. A
-repository lock serializes publishers, so two CI jobs never take the same version number.
+ignores version folders that are not integers) and renamed into place; a plan and its manifest
+added to an existing version are one commit (:mod:`trtforge.artifact`); ``config.pbtxt`` is
+written last, atomically. A repository lock serializes publishers, so two CI jobs never take the
+same version number; the publisher holding it removes what dead publishers left.
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 from trtforge.errors import InvalidInputError, RegistryError
-from trtforge.fsutil import sha256_bytes, sha256_file
+from trtforge.fsutil import check_inside, make_temp_dir, sha256_bytes, sha256_file
 from trtforge.manifest import Manifest
 from trtforge.publish.base import (
     Candidate,
@@ -33,7 +38,15 @@ from trtforge.publish.base import (
     matches,
     written_status,
 )
-from trtforge.publish.local import copy_out, io_error, place_bytes, place_copy, read_candidate, repository_lock
+from trtforge.publish.local import (
+    clean_up,
+    commit_pair,
+    copy_out,
+    io_error,
+    place_bytes,
+    read_candidate,
+    repository_lock,
+)
 from trtforge.publish.triton_config import build_config, check_triton_io, edited_by_hand, render_config
 from trtforge.tags import FLAVOR_RTX
 
@@ -102,25 +115,31 @@ class TritonRegistry:
         if self.root.exists() and not self.root.is_dir():
             raise InvalidInputError(f"{self.uri}: {self.root} is a file, not a directory; choose another path")
         model_dir = self.root / manifest.name
+        check_inside(self.root, model_dir / "1" / plan_name(manifest), f"{self.uri}: name '{manifest.name}'")
         with repository_lock(self.root):
+            notes = clean_up(self.root, depth=3)
             existing = versions(model_dir)
             latest = existing[-1] if existing else None
             version, action, detail = self._place(model_dir, latest, artifact, force)
             version_dir = model_dir / str(version)
             if action == "unchanged":
                 return PublishOutcome(
-                    "unchanged", str(version_dir / plan_name(manifest)), detail, tuple(warnings), {"version": version}
+                    "unchanged",
+                    str(version_dir / plan_name(manifest)),
+                    detail,
+                    tuple(warnings),
+                    {"version": version},
+                    notes,
                 )
             if version == latest:
-                place_copy(artifact.engine, version_dir / plan_name(manifest))
-                place_bytes(artifact.manifest_bytes, version_dir / plan_manifest_name(manifest))
+                commit_pair(version_dir, artifact, plan_name(manifest), plan_manifest_name(manifest))
             else:
                 self._new_version(model_dir, version, artifact)
             config_note = self._write_config(model_dir, version_dir, force, warnings)
         status = written_status(action)
         extra = {"version": version, "config": str(model_dir / CONFIG_NAME)}
         return PublishOutcome(
-            status, str(version_dir / plan_name(manifest)), detail or config_note, tuple(warnings), extra
+            status, str(version_dir / plan_name(manifest)), detail or config_note, tuple(warnings), extra, notes
         )
 
     def _place(self, model_dir: Path, latest: int | None, artifact: LocalArtifact, force: bool) -> tuple[int, str, str]:
@@ -129,6 +148,10 @@ class TritonRegistry:
         if latest is None:
             return 1, "new", ""
         latest_dir = model_dir / str(latest)
+        siblings = version_plans(latest_dir)
+        if not siblings or not all(same_build(c.manifest, manifest) for c in siblings):
+            held = "holds another build" if siblings else "holds no trtforge plan"
+            return latest + 1, "new", f"new version {latest + 1} (version {latest} {held})"
         plan = latest_dir / plan_name(manifest)
         manifest_file = latest_dir / plan_manifest_name(manifest)
         if plan.exists() or manifest_file.exists():
@@ -139,21 +162,17 @@ class TritonRegistry:
             )
             action, detail = decide(existing, artifact, force, str(plan))
             return latest, action, detail
-        siblings = version_plans(latest_dir)
-        if siblings and all(same_build(c.manifest, manifest) for c in siblings):
-            return latest, "new", f"added to version {latest} beside {len(siblings)} plan(s) for other GPUs"
-        return latest + 1, "new", f"new version {latest + 1} (version {latest} holds another build)"
+        return latest, "new", f"added to version {latest} beside {len(siblings)} plan(s) for other GPUs"
 
     def _new_version(self, model_dir: Path, version: int, artifact: LocalArtifact) -> None:
         manifest = artifact.manifest
         try:
             model_dir.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=model_dir))
+            staging = make_temp_dir(model_dir, str(version))
         except OSError as exc:
             raise io_error("create", model_dir, exc) from exc
         try:
-            place_copy(artifact.engine, staging / plan_name(manifest))
-            place_bytes(artifact.manifest_bytes, staging / plan_manifest_name(manifest))
+            commit_pair(staging, artifact, plan_name(manifest), plan_manifest_name(manifest))
             staging.chmod(0o755)  # mkdtemp makes 0700; Triton may run as another user
             staging.rename(model_dir / str(version))
         except OSError as exc:

@@ -1,7 +1,7 @@
 """The serving side's gate: refuse any engine that does not fit, and only then deserialize.
 
 ``check_artifact`` is the one checking path (``trtforge check`` and the loader share it):
-manifest, engine size and sha256, signature policy, ``compat.problems()``, host-code policy,
+manifest, engine size and sha256, ``compat.problems()`` (with the signature and host-code policy),
 then the runtime's own header check when a GPU is present. ``load_engine`` adds the
 deserialization. TensorRT is imported only when a check needs it.
 """
@@ -24,7 +24,7 @@ from trtforge.compat import (
     Rule,
     Target,
     installed_version,
-    problems,
+    policy_problems,
     product,
     select_engine,
     signature_facts,
@@ -190,11 +190,10 @@ def _inspect(
     env = environment or (target or Target()).environment(default_flavor=manifest.tensorrt.flavor)
     notes: list[str] = []
     signed = signature_facts(manifest, policy)
-    host_code = _host_code_problems(manifest, policy)
     data: bytearray | None = None
     if engine.is_file():
         # the loader keeps the bytes it hashes, unless the manifest alone already refuses the engine
-        refused = host_code or problems(manifest, env, signed, require_signature=policy.require_signature)
+        refused = policy_problems(manifest, env, signed, policy)
         measured, data = _measure(engine, manifest, keep_bytes and not refused)
         facts = dataclasses.replace(measured, signature=signed.signature, signature_key_id=signed.signature_key_id)
         missing = []
@@ -207,7 +206,7 @@ def _inspect(
                 "together with its .manifest.json",
             )
         ]
-    found = problems(manifest, env, facts, require_signature=policy.require_signature) + host_code + missing
+    found = policy_problems(manifest, env, facts, policy) + missing
     ordered = tuple(sorted(found, key=lambda problem: list(Rule).index(problem.rule)))  # DESIGN.md's order
     inspection = _Inspection(CheckResult(engine, manifest_path, manifest, env, facts, ordered), data=data)
     if header_check is None:
@@ -224,19 +223,6 @@ def _inspect(
         _header_check(inspection, data, notes)
     inspection.result = dataclasses.replace(inspection.result, notes=tuple(notes))
     return inspection
-
-
-def _host_code_problems(manifest: Manifest, policy: LoadPolicy) -> list[Problem]:
-    """Policy: a version-compatible engine runs host code shipped inside it (TensorRT's lean runtime)."""
-    if not manifest.tensorrt.version_compatible or policy.allow_host_code:
-        return []
-    return [
-        Problem(
-            Rule.HOST_CODE,
-            "version-compatible engine runs host code embedded in the engine, which this policy forbids: "
-            "allow it (--allow-host-code, LoadPolicy(allow_host_code=True)) only for trusted, signed engines",
-        )
-    ]
 
 
 def _measure(engine: Path, manifest: Manifest, keep_bytes: bool) -> tuple[ArtifactFacts, bytearray | None]:

@@ -1,0 +1,323 @@
+"""Items 2, 3, 4 and the ``ci`` parts of 14 of the trust review: ``trtforge ci`` never calls an
+artifact "unchanged" or "restored" unless it is this spec's build, stops within seconds on Ctrl-C
+leaving nothing partial, and one bad spec (or report path, or cache record) never kills the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import models
+import pytest
+from clitools import cli
+from registry import RunningRegistry, build_engine
+from trust import TrustRecorder
+
+from trtforge.backends import choose_backend
+from trtforge.ci import RECORD_FILE, build_inputs, build_key, cache_tag
+from trtforge.compat import installed_version
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import read_manifest
+from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
+from trtforge.spec import load_spec
+
+models.need_rtx()
+
+REPO = Path(__file__).resolve().parent.parent
+#: the workers' progress lines (timestamped info, gate summaries): everything else is a verdict
+PROGRESS = re.compile(r"^\d\d:\d\d:\d\d (?!error|warning)|^accuracy |^[│┃┏┗┡└┌]|^\s*$")
+PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
+FP32 = f"name: conv\nprecision: fp32\nmodel: conv.onnx\ntargets: ['8.6']\n{PROFILE}"
+INT8 = (
+    f"name: conv\nprecision: int8\nmodel: conv.onnx\ntargets: ['8.6']\n{PROFILE}"
+    "calibration: {data: data/*.npy, batch_size: 8, algorithm: ALGORITHM}\n"
+    "accuracy: {enabled: false}\n"
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The conv model and calibration data; the tests write their specs beside them."""
+    root = tmp_path / "project"
+    models.write_samples(root / "data", (8, 3, 16, 16), files=2)
+    models.conv_net(root / "conv.onnx")
+    return root
+
+
+def _said(stderr: str, *needles: str) -> str:
+    """The lines of a run's stderr that carry its verdict (not the progress lines and the table)."""
+    return "\n".join(line for line in stderr.splitlines() if any(needle in line for needle in needles))
+
+
+def _ci(*args: object) -> tuple[int, dict, str]:
+    code, stdout, stderr = cli("ci", *args, "--json")
+    return code, json.loads(stdout) if stdout.strip() else {}, stderr
+
+
+def _status(document: dict, spec: str) -> str:
+    return next(r["status"] for r in document["results"] if Path(r["spec"]).name == spec)
+
+
+# ---------------------------------------------------------------- item 2
+
+
+@pytest.mark.parametrize(
+    ("original", "edited"),
+    [
+        (FP32, FP32 + "accuracy: {tolerances: {'*': {cosine_min: 0.9}}}\n"),
+        (INT8.replace("ALGORITHM", "entropy"), INT8.replace("ALGORITHM", "minmax")),
+    ],
+    ids=["tolerances", "int8-entropy-minmax"],
+)
+def test_restoring_a_spec_restores_its_build(
+    project: Path,
+    tmp_path: Path,
+    isolated_cache: Path,
+    trust_case: TrustRecorder,
+    request: pytest.FixtureRequest,
+    original: str,
+    edited: str,
+) -> None:
+    """build, edit the spec, rebuild, put the spec back: --out holds the edited spec's build,
+    so the original key's cache entry must be restored, never reported unchanged."""
+    spec, out = project / "conv.yaml", tmp_path / "out"
+    spec.write_text(original)
+    assert _ci(project, "--out", out)[0] == 0
+    spec.write_text(edited)
+    assert _status(_ci(project, "--out", out)[1], "conv.yaml") == "built"
+    spec.write_text(original)
+    code, document, stderr = _ci(project, "--out", out)
+    said = _said(stderr, "conv:")
+    case = f"spec edited ({request.node.callspec.id}), rebuilt, put back: out holds the edited build"
+    record = trust_case(2, case, code, said, (out, isolated_cache))
+    assert record.exit_code == 0 and record.one_line and not record.leftovers
+    assert _status(document, "conv.yaml") == "restored"
+    assert "is another build (its " in said
+    engine = next(out.glob("conv-*.engine"))
+    assert read_manifest(engine).source.spec_sha256 == sha256_file(spec)
+    assert sha256_file(engine) == read_manifest(engine).artifact.sha256
+    assert _status(_ci(project, "--out", out)[1], "conv.yaml") == "unchanged"
+
+
+def test_two_specs_writing_one_artifact_are_refused(project: Path, tmp_path: Path, trust_case: TrustRecorder) -> None:
+    (project / "a.yaml").write_text(FP32)
+    (project / "b.yaml").write_text(FP32 + "build: {optimization_level: 2}\n")
+    (project / "other.yaml").write_text(FP32.replace("name: conv", "name: other"))
+    out = tmp_path / "out"
+    code, document, stderr = _ci(project, "--out", out)
+    said = _said(stderr, "error:")
+    record = trust_case(2, "two specs, same name/precision/targets, one folder", code, said, folders=(out,))
+    assert record.exit_code == 2 and record.one_line and not record.leftovers
+    assert str(project / "a.yaml") in said and str(project / "b.yaml") in said
+    assert (_status(document, "a.yaml"), _status(document, "b.yaml")) == ("failed", "failed")
+    assert _status(document, "other.yaml") == "built"
+    assert [p.name.split("-")[0] for p in out.glob("*.engine")] == ["other"]
+
+
+# ---------------------------------------------------------------- item 3
+
+
+def _push_under_key(remote: str, engine: Path, key: str) -> None:
+    """What a misconfigured runner (or an older trtforge) leaves: an artifact under build-<key>
+    without the key recorded in it."""
+    location = parse_location(remote)
+    assert isinstance(location, OciLocation)
+    open_registry(location, insecure=True).push(load_local_artifact(engine), cache_tag(key), force=True)
+
+
+@pytest.mark.parametrize("planted", ["another model", "this spec's build without its key"])
+def test_remote_cache_restores_only_this_specs_build(
+    project: Path,
+    tmp_path: Path,
+    oci_registry: RunningRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    trust_case: TrustRecorder,
+    planted: str,
+) -> None:
+    spec_path = project / "conv.yaml"
+    spec_path.write_text(FP32)
+    spec = load_spec(spec_path)
+    flavor = choose_backend(spec.backend).flavor
+    key = build_key(build_inputs(spec, flavor, installed_version(flavor) or ""))
+    if planted == "another model":
+        engine = build_engine(tmp_path / "other", name="conv")  # the digits model, named like this spec
+    else:
+        monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-a-cache"))
+        assert _ci(spec_path, "--out", tmp_path / "runner-a")[0] == 0
+        engine = next((tmp_path / "runner-a").glob("*.engine"))
+    remote = oci_registry.uri(f"tests/trust-ci-{len(planted)}")
+    _push_under_key(remote, engine, key)
+
+    cache, out = tmp_path / "runner-b-cache", tmp_path / "runner-b"
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(cache))
+    code, document, stderr = _ci(spec_path, "--out", out, "--remote-cache", remote, "--insecure")
+    said = _said(stderr, "warning:")
+    record = trust_case(3, f"remote cache: {planted} under build-<key>", code, said, folders=(out, cache))
+    assert record.exit_code == 0 and record.one_line and not record.leftovers
+    assert "is not this spec's build" in said and "building locally" in said
+    assert _status(document, "conv.yaml") == "built"
+    built = read_manifest(next(out.glob("*.engine")))
+    assert built.source.onnx_sha256 == sha256_file(project / "conv.onnx")
+    assert built.source.spec_sha256 == sha256_file(spec_path)
+
+    # what this run pushed carries its key: a third runner restores it
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-c-cache"))
+    code, document, stderr = _ci(spec_path, "--out", tmp_path / "runner-c", "--remote-cache", remote, "--insecure")
+    assert code == 0 and _status(document, "conv.yaml") == "restored", stderr
+
+
+# ---------------------------------------------------------------- item 4
+
+
+@pytest.fixture
+def slow_project(tmp_path: Path) -> Path:
+    """Three specs whose builds take seconds each (a 600-layer model)."""
+    root = tmp_path / "slow"
+    root.mkdir()
+    models.deep_net(root / "deep.onnx", layers=600)
+    for index in range(3):
+        (root / f"deep{index}.yaml").write_text(
+            f"name: deep{index}\nmodel: deep.onnx\n"
+            "profiles:\n  - input: {min: [1, 32, 32, 32], opt: [1, 32, 32, 32], max: [2, 32, 32, 32]}\n"
+        )
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target", "signum"),
+    [("process group", signal.SIGINT), ("parent alone", signal.SIGINT), ("process group", signal.SIGTERM)],
+    ids=["ctrl-c", "sigint-to-parent", "sigterm-to-group"],
+)
+def test_interrupt_stops_every_worker_within_seconds(
+    slow_project: Path,
+    tmp_path: Path,
+    isolated_cache: Path,
+    trust_case: TrustRecorder,
+    target: str,
+    signum: signal.Signals,
+) -> None:
+    out, log = tmp_path / "out", tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "trtforge"), "ci", str(slow_project), "--out", str(out), "--jobs", "2"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # its own process group, as a terminal gives a foreground job
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while log.read_text().count("Building engine") < 2:  # both workers are inside TensorRT
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        interrupted = time.monotonic()
+        if target == "process group":
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+        code = process.wait(timeout=30)
+        seconds = time.monotonic() - interrupted
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    said = "\n".join(line for line in log.read_text().splitlines() if not PROGRESS.match(line))
+    case = f"{signum.name} to ci --jobs 2 ({target})"
+    record = trust_case(4, case, code, said, folders=(out, isolated_cache))
+    assert record.exit_code == 130 and seconds < 10, (seconds, log.read_text())
+    assert record.one_line and not record.leftovers, (said, record.leftovers)
+    assert not list(out.glob("*.engine")) and not list(out.glob("*.manifest.json"))
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)  # no worker outlived the run
+
+
+# ---------------------------------------------------------------- item 14
+
+
+def test_report_paths_that_are_folders(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust_case: TrustRecorder
+) -> None:
+    (project / "conv.yaml").write_text(FP32)
+    out = tmp_path / "out"
+    code, _, stderr = cli("ci", project, "--out", out, "--junit", tmp_path)
+    record = trust_case(14, "ci --junit FOLDER", code, stderr, folders=(tmp_path,))
+    assert record.exit_code == 2 and record.one_line and not record.leftovers
+    assert "--junit" in stderr and "is a folder" in stderr
+
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))
+    code, _, stderr = cli("ci", project, "--out", out)
+    record = trust_case(14, "ci with GITHUB_STEP_SUMMARY=FOLDER", code, stderr, folders=(tmp_path,))
+    assert record.exit_code == 2 and record.one_line and not record.leftovers
+    assert "GITHUB_STEP_SUMMARY" in stderr and "is a folder" in stderr
+    assert not out.exists() or not list(out.glob("*.engine"))  # refused before any build
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"{not json", b"[]", b'{"key": "K", "engine": "../../escaped.engine", "sha256": "x"}', b"\xff\xfe"]
+)
+def test_corrupt_cache_record_warns_and_rebuilds(
+    project: Path, tmp_path: Path, isolated_cache: Path, trust_case: TrustRecorder, garbage: bytes
+) -> None:
+    (project / "conv.yaml").write_text(FP32)
+    out = tmp_path / "out"
+    assert _ci(project, "--out", out)[0] == 0
+    (record_file,) = (isolated_cache / "builds").glob(f"*/{RECORD_FILE}")
+    record_file.write_bytes(garbage.replace(b"K", record_file.parent.name.encode()))
+    code, document, stderr = _ci(project, "--out", out)
+    said = _said(stderr, "warning:", "error:")
+    record = trust_case(14, f"ci with a corrupt build-cache record {garbage[:12]!r}", code, said, (out, isolated_cache))
+    assert record.exit_code == 0 and record.one_line and not record.leftovers
+    assert "corrupt build-cache record" in said and "rebuilding" in said
+    assert _status(document, "conv.yaml") == "built"
+    assert json.loads(record_file.read_text())["engine"].startswith("conv-fp32-")  # a good record again
+    assert not (tmp_path / "escaped.engine").exists()
+    assert _status(_ci(project, "--out", out)[1], "conv.yaml") == "unchanged"
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_missing_model_fails_its_spec_only(project: Path, tmp_path: Path, trust_case: TrustRecorder, jobs: str) -> None:
+    (project / "conv.yaml").write_text(FP32)
+    (project / "lost.yaml").write_text(FP32.replace("name: conv", "name: lost").replace("conv.onnx", "gone.onnx"))
+    out = tmp_path / "out"
+    code, document, stderr = _ci(project, "--out", out, "--jobs", jobs)
+    said = _said(stderr, "error:", "Traceback")
+    record = trust_case(14, f"ci --jobs {jobs} with a spec whose model is missing", code, said, folders=(out,))
+    assert record.exit_code == 2 and record.one_line and not record.leftovers
+    assert "gone.onnx" in said and "not found" in said
+    assert (_status(document, "lost.yaml"), _status(document, "conv.yaml")) == ("failed", "built")
+    assert len(list(out.glob("conv-fp32-*.engine"))) == 1
+
+
+def test_worker_crash_fails_its_spec_only(project: Path, tmp_path: Path) -> None:
+    """A worker that dies (here: killed by the OOM killer's signal) costs its spec, not the run."""
+    (project / "conv.yaml").write_text(FP32)
+    victim = project / "victim.yaml"
+    victim.write_text(FP32.replace("name: conv", "name: victim"))
+    script = (
+        "import os, signal, sys\n"
+        "import trtforge.ci as ci\n"
+        "real = ci.run_one\n"
+        "def run_one(path, *args, **kwargs):\n"
+        f"    if path == {str(victim)!r} and kwargs.get('allow_build', True):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(path, *args, **kwargs)\n"
+        "ci.run_one = run_one\n"
+        "from trtforge.cli import app\n"
+        "app(sys.argv[1:])\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, "ci", str(project), "--out", str(tmp_path / "out"), "--jobs", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stderr
+    document = json.loads(run.stdout)
+    assert (_status(document, "victim.yaml"), _status(document, "conv.yaml")) == ("failed", "built")
+    assert "killed by signal 9" in next(r["message"] for r in document["results"] if r["name"] == "victim")

@@ -1,0 +1,285 @@
+"""Items 5 and 11 of the trust review: an interrupt or a kill at any step of a commit leaves the old
+engine/manifest pair or the new one, never a mix; the next run removes what dead runs left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from clitools import cli
+from models import need_rtx
+from registry import DIGITS_ONNX, DIGITS_PROFILE, build_engine
+from trust import TrustRecorder, leftovers
+
+from trtforge import artifact
+from trtforge.cli.common import INTERRUPTED
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import manifest_path_for, read_manifest
+from trtforge.publish import load_local_artifact
+
+need_rtx()
+
+#: runs the real CLI in a real process that sends itself a signal (argv[1], SIGKILL by default in
+#: KILLER) at the commit step given as argv[2]
+SIGNALLER = (
+    "import os, signal, sys\n"
+    "from trtforge import artifact\n"
+    "signum, step = getattr(signal, sys.argv[1]), sys.argv[2]\n"
+    "def kill(at):\n"
+    "    if at == step:\n"
+    "        os.kill(os.getpid(), signum)\n"
+    "artifact.on_step = kill\n"
+    "from trtforge.cli import app\n"
+    "app(sys.argv[3:])\n"
+)
+
+
+def run_signalled(signame: str, step: str, *args: object, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", SIGNALLER, signame, step, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two engines of one artifact stem (same model, another workspace): the old and the new."""
+    root = tmp_path_factory.mktemp("commit-engines")
+    old = build_engine(root / "old")
+    new = build_engine(root / "new", build="{workspace: 256MiB}")
+    assert old.name == new.name and sha256_file(old) != sha256_file(new)
+    return old, new
+
+
+def steps_of(run: Callable[[], object], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The commit steps a run goes through, in order (recorded with the protocol's own hook)."""
+    seen: list[str] = []
+    monkeypatch.setattr(artifact, "on_step", seen.append)
+    run()
+    monkeypatch.undo()
+    return seen
+
+
+def holds(folder: Path, engine_name: str) -> str:
+    """The sha256 of the consistent pair in ``folder`` (the loader's check refuses a mix)."""
+    found = load_local_artifact(folder / engine_name)
+    return found.manifest.artifact.sha256
+
+
+def seed_registry(folder: Path, engine: Path) -> None:
+    folder.mkdir(parents=True)
+    shutil.copy2(engine, folder / engine.name)
+    shutil.copy2(manifest_path_for(engine), manifest_path_for(folder / engine.name))
+
+
+def publish_cases(
+    pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[str, Path, str]]:
+    """Per step of ``publish --force`` of the new engine over the old one: the step, a registry
+    holding the old pair, and the sha256 the folder must hold after an interrupt at that step."""
+    old, new = pair
+    probe = tmp_path / "probe"
+    seed_registry(probe, old)
+    steps = steps_of(lambda: cli("publish", new, "--to", f"dir://{probe}", "--force"), monkeypatch)
+    cases = []
+    for index, step in enumerate(steps):
+        registry = tmp_path / f"registry{index}"
+        seed_registry(registry, old)
+        before_commit = index < steps.index("commit")
+        cases.append((step, registry, read_manifest(old if before_commit else new).artifact.sha256))
+    return cases
+
+
+def test_publish_force_interrupted_at_every_step(
+    pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust_case: TrustRecorder
+) -> None:
+    old, new = pair
+    cases = publish_cases(pair, tmp_path, monkeypatch)
+    steps = [step for step, _, _ in cases]
+    assert steps[:3] == [f"backup {old.name}", f"backup {manifest_path_for(old).name}", "journal"]
+    assert "commit" in steps and len(steps) == 8
+    for step, registry, expected in cases:
+
+        def interrupt(at: str, step: str = step) -> None:
+            if at == step:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(artifact, "on_step", interrupt)
+        code, _, err = cli("publish", new, "--to", f"dir://{registry}", "--force")
+        monkeypatch.undo()
+        record = trust_case(5, f"publish --force to dir:// interrupted at '{step}'", code, err, folders=(registry,))
+        assert code == 130 and record.one_line and INTERRUPTED in err
+        assert holds(registry, old.name) == expected, f"interrupted at {step}"
+        assert record.leftovers == ()
+        assert sorted(p.name for p in registry.iterdir()) == sorted(
+            [old.name, manifest_path_for(old).name, ".trtforge.lock"]
+        )
+
+
+def test_build_interrupted_at_every_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust_case: TrustRecorder
+) -> None:
+    """engine, manifest and accuracy report of a rebuild: the old set or the new one."""
+    spec = tmp_path / "spec.yaml"
+    out = tmp_path / "out"
+
+    def write(workspace: str, gate: bool) -> None:
+        spec.write_text(
+            f"name: digits-cnn\nmodel: {DIGITS_ONNX}\nprecision: fp32\nbackend: tensorrt-rtx\ntargets: ['8.6']\n"
+            f"profiles:\n{DIGITS_PROFILE}\naccuracy: {{enabled: {str(gate).lower()}, max_samples: 4}}\n"
+            f"build: {{workspace: {workspace}}}\n"
+        )
+
+    write("1GiB", gate=True)
+    assert cli("build", spec, "--out", out)[0] == 0
+    (engine,) = out.glob("*.engine")
+    old_set = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert len(old_set) == 3  # engine, manifest, accuracy report
+    write("256MiB", gate=False)  # the rebuild drops the report: the commit removes it
+    scratch = tmp_path / "scratch"
+    shutil.copytree(out, scratch)
+    steps = steps_of(lambda: cli("build", spec, "--out", scratch), monkeypatch)
+    new_set = {p.name: p.read_bytes() for p in scratch.iterdir() if not p.name.startswith(".")}
+    assert set(new_set) == {engine.name, manifest_path_for(engine).name}
+    assert new_set[engine.name] != old_set[engine.name]
+    for index, step in enumerate(steps):
+        shutil.rmtree(out)
+        out.mkdir()
+        for name, data in old_set.items():
+            (out / name).write_bytes(data)
+
+        def interrupt(at: str, step: str = step) -> None:
+            if at == step:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(artifact, "on_step", interrupt)
+        code, _, err = cli("build", spec, "--out", out)
+        monkeypatch.undo()
+        record = trust_case(5, f"build interrupted at '{step}'", code, err, folders=(out,))
+        assert code == 130 and INTERRUPTED in err
+        now = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+        if index < steps.index("commit"):
+            assert now == old_set, f"interrupted at {step}"
+        else:  # the new set (its manifest carries this run's build time)
+            assert set(now) == set(new_set) and now[engine.name] == new_set[engine.name], f"interrupted at {step}"
+        load_local_artifact(out / engine.name)  # the loader's check: the manifest describes this engine
+        assert record.leftovers == ()
+
+
+def test_sigkill_at_every_step_then_the_next_run_recovers(
+    pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust_case: TrustRecorder
+) -> None:
+    """A real process killed with SIGKILL at each step of ``publish --force``; the next publish
+    to the registry rolls back or keeps the pair, removes the temporaries and says so."""
+    old, new = pair
+    other = build_engine(tmp_path / "other", targets=["8.9"])  # another stem: the "next run"
+    cases = publish_cases(pair, tmp_path, monkeypatch)
+    for step, registry, expected in cases:
+        killed = run_signalled("SIGKILL", step, "publish", new, "--to", f"dir://{registry}", "--force")
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        left = leftovers(registry)
+        assert left or step == cases[-1][0], f"a kill at {step} leaves temporaries behind"
+        code, _, err = cli("publish", other, "--to", f"dir://{registry}")
+        record = trust_case(
+            5, f"SIGKILL during publish --force at '{step}', then the next publish", code, err, folders=(registry,)
+        )
+        assert code == 0, err
+        assert (f"removed {len(left)} stale temporar" in err) == bool(left) and ("of dead runs" in err) == bool(left)
+        assert holds(registry, old.name) == expected, f"killed at {step}"
+        assert record.leftovers == ()
+
+
+@pytest.mark.parametrize(("signame", "exit_code"), [("SIGINT", 130), ("SIGTERM", -signal.SIGTERM)])
+def test_a_real_signal_inside_the_commit_window_is_deferred(
+    pair: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trust_case: TrustRecorder,
+    signame: str,
+    exit_code: int,
+) -> None:
+    """Ctrl-C or SIGTERM delivered at each step of ``publish --force``: before the commit point the
+    old pair stays, after it the new one; the process still ends as the signal says."""
+    old, new = pair
+    for step, registry, expected in publish_cases(pair, tmp_path, monkeypatch):
+        done = run_signalled(signame, step, "publish", new, "--to", f"dir://{registry}", "--force")
+        record = trust_case(
+            5, f"{signame} during publish --force at '{step}'", done.returncode, done.stderr, folders=(registry,)
+        )
+        assert done.returncode == exit_code, done.stderr
+        if signame == "SIGINT":
+            assert record.one_line and INTERRUPTED in done.stderr
+        assert holds(registry, old.name) == expected, f"{signame} at {step}"
+        assert record.leftovers == ()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temporaries_are_removed_by_the_next_run(
+    tmp_path: Path, isolated_cache: Path, trust_case: TrustRecorder
+) -> None:
+    """--out after a build killed mid-write, a triton:// repository and the cache: temporaries of
+    dead processes go (one info line with their size), a live process's stay."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: digits-cnn\nmodel: {DIGITS_ONNX}\nprecision: fp32\nbackend: tensorrt-rtx\ntargets: ['8.6']\n"
+        f"profiles:\n{DIGITS_PROFILE}\naccuracy: {{enabled: false}}\n"
+    )
+    out = tmp_path / "out"
+    (engine_name,) = {p.name for p in (build_engine(tmp_path / "ref").parent).glob("*.engine")}
+    killed = run_signalled("SIGKILL", f"rename {engine_name}", "build", spec, "--out", out, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert leftovers(out)  # the journal and the staged manifest of the dead build
+    # planted in the cache: a dead process's FP16 graph (1 MB), a live one's, and an old legacy one
+    fp16 = isolated_cache / "fp16"
+    fp16.mkdir(parents=True)
+    dead = fp16 / f".abc.onnx.{dead_pid()}-k1l2m3n4.tmp"
+    dead.write_bytes(b"\0" * 1_000_000)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        live = fp16 / f".def.onnx.{sleeper.pid}-p5q6r7s8.tmp"
+        live.write_bytes(b"live")
+        legacy = fp16 / ".ghi.onnx.t9u0v1w2.tmp"
+        legacy.write_bytes(b"old")
+        day_ago = time.time() - 25 * 3600
+        os.utime(legacy, (day_ago, day_ago))
+        code, _, err = cli("build", spec, "--out", out)
+        record = trust_case(
+            11, "build after a build SIGKILLed mid-commit, stale cache temporaries", code, err, folders=(out,)
+        )
+        assert code == 0, err
+        assert record.leftovers == ()
+        assert "removed 4 stale temporaries of dead runs (1.0 MB); 1 interrupted commit(s) rolled back" in err
+        assert not dead.exists() and not legacy.exists() and live.exists()
+        load_local_artifact(out / engine_name)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    # triton://: a version staged by a publisher that died, and a plan half-committed in version 1
+    engine = out / engine_name
+    repository = tmp_path / "models"
+    assert cli("publish", engine, "--to", f"triton://{repository}")[0] == 0
+    staged = repository / "digits-cnn" / f".2.{dead_pid()}-a1b2c3d4.tmp"
+    staged.mkdir()
+    (staged / "model.plan").write_bytes(b"\0" * 852_000)
+    other = build_engine(tmp_path / "other", targets=["8.9"])
+    code, out_text, err = cli("publish", other, "--to", f"triton://{repository}", "--json")
+    record = trust_case(11, "triton:// publish after a publisher died mid-version", code, err, folders=(repository,))
+    assert code == 0 and json.loads(out_text)["version"] == 1
+    assert "removed 1 stale temporary of dead runs (852 kB)" in err
+    assert record.leftovers == () and not staged.exists()

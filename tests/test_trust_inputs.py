@@ -1,0 +1,297 @@
+"""Hostile or odd input (trust review items 6, 13, 14, 15): one accurate line and the documented
+exit code, in well under a second and flat memory; nothing is opened that could block or never end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from clitools import cli
+from models import conv_net, need_rtx
+from onnx import TensorProto, helper, numpy_helper
+from trust import TrustRecorder
+
+from trtforge.errors import SpecError
+from trtforge.spec import load_spec
+
+TRTFORGE = Path(sys.executable).with_name("trtforge")
+
+#: 9 levels of 9 aliases: about 400 bytes of YAML, 9**9 (387 million) strings once expanded
+ALIAS_BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+    f"{name}: &{name} [{','.join([f'*{previous}'] * 9)}]\n"
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+SPEC = """\
+name: {name}
+model: {model}
+precision: {precision}
+backend: tensorrt-rtx
+profiles:
+  - input: {{min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}}
+accuracy: {{enabled: {accuracy}}}
+"""
+
+
+def run(*args: object, timeout: float = 60) -> tuple[int, str, str]:
+    """The CLI as a real process: a hang (a named pipe opened, an alias bomb expanded) fails the test."""
+    done = subprocess.run(
+        [str(TRTFORGE), *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def spec_text(model: Path, name: str = "conv", precision: str = "fp32", accuracy: bool = False) -> str:
+    return SPEC.format(name=name, model=model, precision=precision, accuracy=str(accuracy).lower())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with conv.onnx, spec.yaml and out/ holding its real TensorRT-RTX engine; tests copy it."""
+    need_rtx()
+    folder = tmp_path_factory.mktemp("built")
+    conv_net(folder / "conv.onnx")
+    (folder / "spec.yaml").write_text(spec_text(Path("conv.onnx")))
+    code, _, stderr = cli("build", folder / "spec.yaml", "--out", folder / "out", "--cache-dir", folder / "cache")
+    assert code == 0, stderr
+    return folder
+
+
+def copy_of(built: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    shutil.copytree(built, folder, ignore=shutil.ignore_patterns("cache"))
+    return folder
+
+
+# ---------------------------------------------------------------- item 6: bounded YAML
+
+
+def test_alias_bomb_spec_is_refused_in_milliseconds(tmp_path: Path, trust_case: TrustRecorder) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(ALIAS_BOMB)
+    assert len(ALIAS_BOMB) < 450
+    began = time.perf_counter()
+    code, _, stderr = run("build", bomb, "--out", tmp_path / "out", timeout=30)
+    record = trust_case(6, "spec: YAML alias bomb (9 levels of 9)", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line and not record.leftovers, stderr
+    assert f"{bomb}:" in stderr and "alias" in stderr and time.perf_counter() - began < 10
+    tracemalloc.start()
+    began = time.perf_counter()
+    with pytest.raises(SpecError, match=r"bomb\.yaml:\d+: more than [\d,]+ YAML nodes with aliases expanded"):
+        load_spec(bomb)
+    seconds = time.perf_counter() - began
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert seconds < 1 and peak < 32 * 1024 * 1024, (seconds, peak)
+
+
+def test_recursive_alias_and_huge_spec_are_refused(tmp_path: Path, trust_case: TrustRecorder) -> None:
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("name: a\nmodel: &m [x, *m]\n")
+    code, _, stderr = cli("build", recursive, "--out", tmp_path / "out")
+    record = trust_case(6, "spec: recursive YAML alias", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line and f"{recursive}:2: alias '*m'" in stderr, stderr
+
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "w") as handle:  # 30 MB: a valid start, then a comment that never ends
+        handle.write("name: a\nmodel: m.onnx\n# " + "x" * 30_000_000 + "\n")
+    tracemalloc.start()
+    began = time.perf_counter()
+    code, _, stderr = cli("build", huge, "--out", tmp_path / "out")
+    seconds = time.perf_counter() - began
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    record = trust_case(6, "spec: 30 MB file", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line and "larger than 1,048,576 bytes" in stderr, stderr
+    assert seconds < 1 and peak < 8 * 1024 * 1024, (seconds, peak)
+
+
+def test_project_file_uses_the_same_bounded_loader(tmp_path: Path, trust_case: TrustRecorder) -> None:
+    (tmp_path / "trtforge.yaml").write_text(ALIAS_BOMB)
+    (tmp_path / "a.yaml").write_text("name: a\nmodel: a.onnx\n")
+    code, _, stderr = run("matrix", tmp_path, timeout=30)
+    record = trust_case(6, "trtforge.yaml: YAML alias bomb", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line and "trtforge.yaml:" in stderr and "alias" in stderr, stderr
+
+
+# ---------------------------------------------------------------- item 13: input budget
+
+
+def _pooling_model(path: Path) -> Path:
+    """input [N,3,H,W] -> ReduceMean over H, W -> out [N,3]: any H and W, and no big intermediates."""
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input", "axes"], ["out"], keepdims=0)],
+        "pool",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
+        [axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_gate_checks_an_absurd_max_shape_within_its_budget(tmp_path: Path, trust_case: TrustRecorder) -> None:
+    need_rtx()
+    model = _pooling_model(tmp_path / "pool.onnx")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: absurd\nmodel: {model}\nbackend: tensorrt-rtx\nprofiles:\n"
+        "  - input: {min: [1, 3, 8, 8], opt: [1, 3, 8, 8], max: [100000, 3, 4096, 4096]}\n"
+    )
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    said = "\n".join(line for line in stderr.splitlines() if "budget" in line or "Traceback" in line or "rror" in line)
+    record = trust_case(13, "gate: max shape [100000,3,4096,4096] (36 TiB of random input)", code, said, (tmp_path,))
+    assert code == 0 and record.one_line and not record.leftovers, stderr
+    assert "profile 0 max shapes input=[100000, 3, 4096, 4096] exceed the gate's input budget of 256 MiB" in said
+    checked = json.loads(said.split("checked at input=")[1].split(" instead")[0])
+    assert all(
+        low <= dim <= high for dim, low, high in zip(checked, [1, 3, 8, 8], [100000, 3, 4096, 4096], strict=True)
+    )
+    assert np.prod(checked) * 4 <= 256 * 1024 * 1024
+    report = json.loads(next(out.glob("*.accuracy.json")).read_text())
+    assert report["passed"] and report["data"]["samples"] == 1 + checked[0]
+
+
+def test_gate_refuses_a_min_shape_over_its_budget(tmp_path: Path) -> None:
+    from trtforge.accuracy.inputs import shape_sets
+    from trtforge.errors import InvalidInputError
+    from trtforge.model import inspect_model
+    from trtforge.spec import ShapeRange
+
+    info = inspect_model(_pooling_model(tmp_path / "pool.onnx"))
+    too_big = ShapeRange(min=[64, 3, 4096, 4096], opt=[64, 3, 4096, 4096], max=[64, 3, 4096, 4096])
+    with pytest.raises(InvalidInputError, match=r"even at the profile's min: give accuracy\.data"):
+        shape_sets(info, [{"input": too_big}])
+
+
+def test_bench_refuses_a_shape_over_its_budget(model_dir: Path, tmp_path: Path, trust_case: TrustRecorder) -> None:
+    began = time.perf_counter()
+    code, _, stderr = run("bench", model_dir / "conv.onnx", "--shape", "input=100000000x3x16x16", timeout=30)
+    record = trust_case(13, "bench --shape input=100000000x3x16x16", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line, stderr
+    assert "over bench's budget of 256 MiB per request" in stderr and time.perf_counter() - began < 10
+
+
+# ---------------------------------------------------------------- item 14: unreadable inputs
+
+
+def test_truncated_npy_is_one_line(model_dir: Path, tmp_path: Path, trust_case: TrustRecorder) -> None:
+    data = tmp_path / "calib"
+    data.mkdir()
+    np.save(data / "a.npy", np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32))
+    whole = (data / "a.npy").read_bytes()
+    (data / "a.npy").write_bytes(whole[: len(whole) // 2])
+    spec = tmp_path / "int8.yaml"
+    spec.write_text(
+        spec_text(model_dir / "conv.onnx", "q", "int8").replace(
+            "accuracy:", f"calibration: {{data: {data}/*.npy, batch_size: 4}}\naccuracy:"
+        )
+    )
+    code, _, stderr = cli("calibrate", spec)
+    record = trust_case(14, "calibration data: truncated .npy", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line and not record.leftovers, stderr
+    assert f"{data / 'a.npy'}: cannot read as .npy: truncated or not a .npy file" in stderr
+
+
+def test_cache_dir_under_a_file_is_one_line(model_dir: Path, tmp_path: Path, trust_case: TrustRecorder) -> None:
+    regular = tmp_path / "a-file"
+    regular.write_text("not a folder")
+    spec = tmp_path / "fp16.yaml"
+    spec.write_text(spec_text(model_dir / "conv.onnx", "half", "fp16"))
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out, "--cache-dir", regular / "cache")
+    record = trust_case(14, "--cache-dir under a regular file", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line and not record.leftovers, stderr
+    assert f"cannot create cache directory {regular / 'cache'}: Not a directory; pass --cache-dir" in stderr
+    assert not list(out.glob("*.engine")) and regular.read_text() == "not a folder"
+
+
+def test_verify_with_the_model_missing_is_one_line(built: Path, tmp_path: Path, trust_case: TrustRecorder) -> None:
+    project = copy_of(built, tmp_path)
+    (project / "conv.onnx").unlink()
+    for args in (
+        ("verify", project / "spec.yaml", "--out", project / "out"),
+        ("verify", next((project / "out").glob("*.engine")), "--spec", project / "spec.yaml"),
+    ):
+        code, _, stderr = cli(*args)
+        record = trust_case(14, f"verify {args[1].suffix}: the spec's model is missing", code, stderr, (project,))
+        assert code == 2 and record.one_line and not record.leftovers, stderr
+        assert f"{project / 'conv.onnx'}: model file not found" in stderr
+
+
+# ---------------------------------------------------------------- item 15: accurate messages
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device"])
+def test_model_that_is_not_a_regular_file(kind: str, tmp_path: Path, trust_case: TrustRecorder) -> None:
+    model = {"directory": tmp_path / "model.onnx", "fifo": tmp_path / "model.onnx", "device": Path("/dev/zero")}[kind]
+    if kind == "directory":
+        model.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(model)  # opening it would block until a writer comes: it must only be stat'ed
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text(model))
+    began = time.perf_counter()
+    code, _, stderr = run("build", spec, "--out", tmp_path / "out", timeout=30)
+    record = trust_case(15, f"model: a {kind}", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line, stderr
+    expected = "is a directory" if kind == "directory" else "is not a regular file"
+    assert f"{model}: model file {expected}" in stderr and time.perf_counter() - began < 20
+
+
+def test_missing_external_data_is_named(tmp_path: Path, trust_case: TrustRecorder) -> None:
+    model = onnx.load(str(conv_net(tmp_path / "inline.onnx")))
+    onnx.save_model(
+        model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data", size_threshold=0
+    )
+    (tmp_path / "ext.onnx.data").unlink()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text(tmp_path / "ext.onnx"))
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    record = trust_case(15, "model: external data file missing", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line, stderr
+    assert f"external data file {tmp_path / 'ext.onnx.data'}" in stderr and "not found" in stderr
+    assert "not an ONNX model" not in stderr
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [{"key_id": "x"}, {"algorithm": "ed25519", "key_id": "x", "value": ""}, {"value": "AAAA"}],
+    ids=["no-value", "empty-value", "no-key-id"],
+)
+def test_malformed_signature_is_called_malformed(
+    signature: dict[str, str], built: Path, tmp_path: Path, trust_case: TrustRecorder
+) -> None:
+    project = copy_of(built, tmp_path)
+    manifest = next((project / "out").glob("*.manifest.json"))
+    document = json.loads(manifest.read_text())
+    document["signature"] = signature
+    manifest.write_text(json.dumps(document))
+    engine = next((project / "out").glob("*.engine"))
+    assert cli("keygen", tmp_path / "key")[0] == 0
+    for extra in ((), ("--trusted-key", tmp_path / "key.pub")):
+        code, _, stderr = cli("check", engine, *extra)
+        record = trust_case(15, f"manifest signature {json.dumps(signature)}", code, stderr, folders=(project,))
+        assert code == 2 and record.one_line and "malformed" in stderr and "None" not in stderr, stderr
+
+
+def test_matrix_with_malformed_project_file_is_one_line(tmp_path: Path, trust_case: TrustRecorder) -> None:
+    (tmp_path / "a.yaml").write_text("name: a\nmodel: a.onnx\n")
+    broken = tmp_path / "trtforge.yaml"
+    broken.write_text("runners: [\n  cpu: x\n")
+    code, _, stderr = cli("matrix", tmp_path)
+    record = trust_case(15, "matrix: malformed YAML in trtforge.yaml", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line and f"{broken}:3: malformed YAML" in stderr, stderr

@@ -1,0 +1,98 @@
+"""Trust review, item 8: a manifest with bad bytes or absurd structure is "unreadable manifest",
+exit 2, one line, in every command that reads one, and a TrtforgeError from the loader: never a
+UnicodeDecodeError or RecursionError traceback, never a huge read."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from clitools import cli
+from models import need_rtx
+from registry import build_engine
+
+from trtforge.errors import InvalidInputError
+from trtforge.manifest import manifest_path_for
+from trtforge.runtime.loader import check_artifact, load_engine
+
+need_rtx()
+
+
+def _not_utf8(good: bytes) -> bytes:
+    return good.replace(b'"name": "digits-cnn"', b'"name": "digits-\xff\xfecnn"')
+
+
+def _nested(good: bytes) -> bytes:
+    return b"[" * 100_000 + b"]" * 100_000
+
+
+def _huge(good: bytes) -> bytes:
+    """Valid JSON, 3 MiB: over the 1 MiB bound (``trtforge.manifest.MAX_MANIFEST_BYTES``)."""
+    return good.replace(b'"calibration": null', b'"calibration": {"pad": "' + b"x" * (3 * 1024 * 1024) + b'"}')
+
+
+BAD = {
+    "non-UTF-8 bytes": (_not_utf8, "not UTF-8 (byte 0xff"),
+    "nesting 100k deep": (_nested, "nested deeper than"),
+    "3 MiB, over the size bound": (_huge, "larger than"),
+}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_engine(tmp_path_factory.mktemp("trust-manifest"), targets=["8.6"])
+
+
+def damaged_copy(engine: Path, folder: Path, damage: Callable[[bytes], bytes]) -> Path:
+    """A copy of the artifact whose manifest bytes ``damage`` rewrote."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / engine.name
+    shutil.copyfile(engine, copy)
+    good = manifest_path_for(engine).read_bytes()
+    manifest_path_for(copy).write_bytes(damage(good))
+    return copy
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+@pytest.mark.parametrize("command", ["check", "inspect", "publish"])
+def test_unreadable_manifest_is_exit_2_one_line(
+    case: str, command: str, engine: Path, tmp_path: Path, trust_case: Callable
+) -> None:
+    damage, says = BAD[case]
+    copy = damaged_copy(engine, tmp_path / "artifact", damage)
+    registry = tmp_path / "registry"
+    extra = ("--to", f"dir://{registry}") if command == "publish" else ("--cc", "8.6") if command == "check" else ()
+    code, _, err = cli(command, copy, *extra)
+    record = trust_case(8, f"{command}: manifest with {case}", code, err, folders=(tmp_path,))
+    assert code == 2, err
+    assert record.one_line, err
+    assert "unreadable manifest" in err and says in err
+    assert "Traceback" not in err
+    assert not registry.exists(), "nothing is published from an unreadable manifest"
+    assert not record.leftovers
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_the_loader_raises_a_trtforge_error(case: str, engine: Path, tmp_path: Path, trust_case: Callable) -> None:
+    damage, says = BAD[case]
+    copy = damaged_copy(engine, tmp_path, damage)
+    for entry in (check_artifact, load_engine):
+        with pytest.raises(InvalidInputError) as caught:
+            entry(copy)
+        assert "unreadable manifest" in str(caught.value) and says in str(caught.value)
+        trust_case(8, f"loader ({entry.__name__}): manifest with {case}", caught.value.exit_code, str(caught.value))
+
+
+def test_dir_pull_skips_an_unreadable_manifest_with_its_reason(
+    engine: Path, tmp_path: Path, trust_case: Callable
+) -> None:
+    registry = tmp_path / "registry"
+    damaged_copy(engine, registry, _nested)
+    out = tmp_path / "out"
+    code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", out)
+    record = trust_case(8, "dir:// pull: manifest nested 100k deep", code, err, folders=(tmp_path,))
+    assert code == 5 and record.one_line, err
+    assert "unreadable manifest, nested deeper than" in err and "RecursionError" not in err
+    assert not out.exists()

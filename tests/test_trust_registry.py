@@ -1,0 +1,388 @@
+"""Trust review, items 7, 1 (OCI titles), 8 (OCI) and 9: what a registry answers cannot crash,
+hang or fill the disk, and pull accepts exactly what ``check`` and the loader accept.
+
+A misbehaving registry is a small HTTP server on 127.0.0.1 (a thread of this test) that answers
+garbage; trtforge runs as a real subprocess, with a timeout, so a hang fails the test instead of
+stalling it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from clitools import cli
+from models import conv_net, need_rtx
+from registry import build_engine
+
+from trtforge.compat import LoadPolicy, Rule, Target, select_engine
+from trtforge.fsutil import sha256_file
+from trtforge.manifest import manifest_path_for, read_manifest
+from trtforge.publish import load_local_artifact
+from trtforge.publish.oci import TITLE, image_manifest
+
+need_rtx()
+
+TRTFORGE = Path(sys.executable).with_name("trtforge")
+REPO = "x"
+MIB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- a misbehaving registry
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer: a body, or ``stream`` bytes of zeros sent in 1 MiB chunks."""
+
+    body: bytes = b"{}"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: int = 0
+
+
+def as_json(value: object) -> Reply:
+    return Reply(json.dumps(value).encode())
+
+
+Answers = Callable[[str], Reply | None]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    answers: Answers
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        reply = Reply(b"{}") if path == "/v2/" else self.answers(path)
+        if reply is None:
+            reply = Reply(b'{"errors": [{"code": "NOT_FOUND", "message": "nothing here"}]}', status=404)
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(reply.stream or len(reply.body)))
+        self.end_headers()
+        try:
+            if reply.stream:
+                chunk = bytes(MIB)
+                for _ in range(reply.stream // MIB):
+                    self.wfile.write(chunk)
+            else:
+                self.wfile.write(reply.body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # trtforge stopped reading: what the test wants
+
+    do_HEAD = do_GET
+    do_POST = do_PUT = do_PATCH = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def garbage() -> Iterator[Callable[[Answers], str]]:
+    """Start a registry answering with ``answers(path)``; returns its ``oci://`` URI."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(answers: Answers) -> str:
+        handler = type("Handler", (_Handler,), {"answers": staticmethod(answers)})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"oci://127.0.0.1:{server.server_address[1]}/{REPO}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def run(*args: object, timeout: float = 60) -> tuple[int, str, str, float]:
+    """The real CLI in a subprocess: exit code, stdout, stderr, seconds."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(TRTFORGE), *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return done.returncode, done.stdout, done.stderr, time.monotonic() - started
+
+
+# ---------------------------------------------------------------- a real artifact to serve
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_engine(tmp_path_factory.mktemp("trust-registry"), targets=["8.6"])
+
+
+@dataclass(frozen=True)
+class Served:
+    """A real trtforge artifact as a registry serves it: tag, image manifest, blobs by digest."""
+
+    tag: str
+    image: dict
+    blobs: dict[str, bytes]
+
+    def answers(self, **override: Reply) -> Answers:
+        """Registry paths -> replies; ``override`` replaces the tag list, manifest, engine or manifest blob."""
+        engine_digest, manifest_digest = (layer["digest"] for layer in self.image["layers"])
+        table = {
+            f"/v2/{REPO}/tags/list": override.get("tags", as_json({"name": REPO, "tags": [self.tag]})),
+            f"/v2/{REPO}/manifests/{self.tag}": override.get("image", as_json(self.image)),
+            f"/v2/{REPO}/blobs/{engine_digest}": override.get("engine", Reply(self.blobs[engine_digest])),
+            f"/v2/{REPO}/blobs/{manifest_digest}": override.get("manifest", Reply(self.blobs[manifest_digest])),
+        }
+        return table.get
+
+
+def serve(engine: Path, image: Callable[[dict], None] = lambda image: None) -> Served:
+    """``engine`` published as trtforge publishes it; ``image`` may edit the image manifest first."""
+    artifact = load_local_artifact(engine)
+    document = image_manifest(artifact)
+    image(document)
+    blobs = {
+        f"sha256:{artifact.manifest.artifact.sha256}": engine.read_bytes(),
+        f"sha256:{hashlib.sha256(artifact.manifest_bytes).hexdigest()}": artifact.manifest_bytes,
+    }
+    return Served(artifact.manifest.stem, document, blobs)
+
+
+def pull(uri: str, out: Path, *extra: str, timeout: float = 60) -> tuple[int, str, str, float]:
+    return run("pull", uri, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", out, *extra, timeout=timeout)
+
+
+# ---------------------------------------------------------------- item 7: garbage answers
+
+
+def _tags(value: object) -> Reply:
+    return as_json(value)
+
+
+def _image(edit: Callable[[dict], None]) -> Callable[[dict], Reply]:
+    def reply(image: dict) -> Reply:
+        edited = json.loads(json.dumps(image))
+        edit(edited)
+        return as_json(edited)
+
+    return reply
+
+
+GARBAGE = {
+    "tags as a JSON array": ({"tags": _tags(["digits-cnn-fp32-x"])}, "a tag list"),
+    "non-string tags": ({"tags": _tags({"tags": [1, {"a": 2}]})}, "a tag list"),
+    "deeply nested tag list": ({"tags": Reply(b"[" * 100_000)}, "nested deeper"),
+    "tag list larger than 4 MiB": ({"tags": Reply(stream=64 * MIB)}, "larger than"),
+    "image manifest is a list": ({"image": Reply(b"[]")}, "image manifest"),
+    "layers are a string": ({"image": _image(lambda i: i.update(layers="abc"))}, "layers"),
+    'size "abc"': ({"image": _image(lambda i: i["layers"][0].update(size="abc"))}, "size"),
+    "missing digest": ({"image": _image(lambda i: i["layers"][1].pop("digest"))}, "digest"),
+    "deeply nested image manifest": ({"image": Reply(b'{"layers": ' + b"[" * 100_000)}, "nested deeper"),
+    "manifest blob larger than declared": ({"manifest": Reply(stream=50 * MIB)}, "larger than the"),
+    "engine blob larger than declared (50 MiB)": ({"engine": Reply(stream=50 * MIB)}, "larger than the"),
+}
+
+
+@pytest.mark.parametrize("case", list(GARBAGE), ids=list(GARBAGE))
+def test_garbage_answers_are_exit_6_one_line_and_nothing_written(
+    case: str, engine: Path, garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
+) -> None:
+    override, says = GARBAGE[case]
+    served = serve(engine)
+    replies = {key: value(served.image) if callable(value) else value for key, value in override.items()}
+    uri = garbage(served.answers(**replies))
+    out = tmp_path / "out"
+    code, _, err, seconds = pull(uri, out)
+    record = trust_case(7, f"registry answers garbage: {case}", code, err, folders=(tmp_path,))
+    assert code == 6, err
+    assert record.one_line, err
+    assert says in err, err
+    assert not record.leftovers
+    assert not out.exists(), "nothing is written for a registry that misbehaves"
+    assert seconds < 20
+
+
+def test_publish_to_a_registry_answering_garbage_is_exit_6(
+    engine: Path, garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
+) -> None:
+    uri = garbage(lambda path: Reply(b"[" * 100_000))
+    code, _, err, _ = run("publish", engine, "--to", uri, "--insecure")
+    record = trust_case(7, "publish to a registry answering deeply nested JSON", code, err, folders=(tmp_path,))
+    assert code == 6 and record.one_line, err
+    assert "nested deeper" in err
+
+
+@pytest.mark.parametrize(
+    ("case", "link", "says"),
+    [
+        ("Link header pointing at itself", lambda page: f"/v2/{REPO}/tags/list", "repeats a page"),
+        ("Link header to ever new pages", lambda page: f"/v2/{REPO}/tags/list?last={page}", "goes past 1000 pages"),
+        ("Link header to another host", lambda page: "http://127.0.0.2:1/v2/x/tags/list", "another server"),
+    ],
+)
+def test_tag_list_pagination_is_bounded(
+    case: str,
+    link: Callable[[int], str],
+    says: str,
+    garbage: Callable[[Answers], str],
+    tmp_path: Path,
+    trust_case: Callable,
+) -> None:
+    pages = iter(range(10**9))
+
+    def answers(path: str) -> Reply | None:
+        if path != f"/v2/{REPO}/tags/list":
+            return None
+        return Reply(b'{"tags": []}', headers={"Link": f'<{link(next(pages))}>; rel="next"'})
+
+    code, _, err, seconds = pull(garbage(answers), tmp_path / "out", timeout=60)
+    record = trust_case(7, f"tag list pagination: {case}", code, err, folders=(tmp_path,))
+    assert code == 6 and record.one_line, err
+    assert says in err
+    assert seconds < 30
+
+
+def test_a_wrong_engine_blob_of_the_declared_size_is_exit_5(
+    engine: Path, garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
+) -> None:
+    served = serve(engine)
+    wrong = bytes(len(engine.read_bytes()))
+    out = tmp_path / "out"
+    code, _, err, _ = pull(garbage(served.answers(engine=Reply(wrong))), out)
+    record = trust_case(7, "registry serves another blob of the declared size", code, err, folders=(tmp_path,))
+    assert code == 5 and record.one_line, err
+    assert "sha256" in err and "nothing written" in err
+    assert not out.exists()
+
+
+def test_a_good_artifact_from_the_test_server_is_pulled(
+    engine: Path, garbage: Callable[[Answers], str], tmp_path: Path
+) -> None:
+    """The server above speaks enough of the protocol: without garbage, the pull succeeds."""
+    out = tmp_path / "out"
+    code, _, err, _ = pull(garbage(serve(engine).answers()), out)
+    assert code == 0, err
+    assert sha256_file(out / engine.name) == read_manifest(engine).artifact.sha256
+
+
+def test_ci_remote_cache_survives_a_garbage_registry(
+    garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    conv_net(project / "conv.onnx")
+    (project / "conv.yaml").write_text(
+        "name: conv\nprecision: fp32\nmodel: conv.onnx\ntargets: ['8.6']\naccuracy: {enabled: false}\n"
+        "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
+    )
+    uri = garbage(lambda path: Reply(b"[" * 100_000) if "/manifests/" in path else as_json(["not", "a", "dict"]))
+    out = tmp_path / "out"
+    code, _, err, _ = run("ci", project / "conv.yaml", "--out", out, "--remote-cache", uri, "--insecure", timeout=300)
+    trust_case(7, "ci --remote-cache against a registry answering garbage", code, err, folders=(tmp_path,))
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "remote cache unavailable" in err and "building locally" in err
+    assert "could not store the build in the remote cache" in err
+    (built,) = out.glob("*.engine")
+    assert sha256_file(built) == read_manifest(built).artifact.sha256
+
+
+# ---------------------------------------------------------------- item 1: layer titles are file names
+
+
+@pytest.mark.parametrize(
+    ("case", "layer", "title"),
+    [
+        ("engine layer titled ../../x.engine", 0, "../../x.engine"),
+        ("manifest layer titled with an absolute path", 1, "/tmp/x.manifest.json"),
+        ("engine layer titled with another file name", 0, "other.engine"),
+    ],
+)
+def test_layer_titles_must_be_the_manifests_file_names(
+    case: str,
+    layer: int,
+    title: str,
+    engine: Path,
+    garbage: Callable[[Answers], str],
+    tmp_path: Path,
+    trust_case: Callable,
+) -> None:
+    served = serve(engine, lambda image: image["layers"][layer]["annotations"].update({TITLE: title}))
+    out = tmp_path / "deep" / "er" / "out"
+    code, _, err, _ = pull(garbage(served.answers()), out)
+    record = trust_case(1, f"OCI {case}", code, err, folders=(tmp_path,))
+    assert code == 5 and record.one_line, err
+    assert f"titled {title!r}" in err and "refused" in err
+    assert not out.exists()
+    assert list(tmp_path.rglob("x.engine")) == [] and not (tmp_path / "x.engine").exists()
+
+
+# ---------------------------------------------------------------- item 8 (OCI): an absurd manifest layer
+
+
+def test_oci_manifest_layer_nested_100k_deep_is_skipped_not_a_recursion_error(
+    engine: Path, garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
+) -> None:
+    bomb = b"[" * 100_000
+    digest = f"sha256:{hashlib.sha256(bomb).hexdigest()}"
+
+    def layer(image: dict) -> None:
+        image["layers"][1].update(digest=digest, size=len(bomb))
+
+    served = serve(engine, layer)
+    served.blobs[digest] = bomb
+    out = tmp_path / "out"
+    code, _, err, _ = pull(garbage(served.answers(manifest=Reply(bomb))), out)
+    record = trust_case(8, "OCI pull: manifest layer nested 100k deep", code, err, folders=(tmp_path,))
+    assert code == 5 and record.one_line, err
+    assert "RecursionError" not in err and "unreadable manifest, nested deeper than" in err
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- item 9: one rule for host code
+
+
+@pytest.fixture(scope="module")
+def vc_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_engine(tmp_path_factory.mktemp("trust-vc"), targets=["8.6"], build="{version_compatible: true}")
+
+
+def test_pull_and_select_refuse_host_code_like_check_and_the_loader(
+    vc_engine: Path, tmp_path: Path, trust_case: Callable
+) -> None:
+    manifest = read_manifest(vc_engine)
+    assert manifest.tensorrt.version_compatible
+    registry = tmp_path / "registry"
+    assert cli("publish", vc_engine, "--to", f"dir://{registry}")[0] == 0
+    out = tmp_path / "out"
+
+    code, _, err, _ = run("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", out)
+    trust_case(9, "pull of a version-compatible engine without --allow-host-code", code, err, folders=(tmp_path,))
+    assert code == 5, err
+    assert "host code" in err and "--allow-host-code" in err
+    assert not out.exists()
+    # check says the same about the published copy
+    assert cli("check", registry / vc_engine.name, "--cc", "8.6")[0] == 5
+
+    code, _, err, _ = run(
+        "pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", out, "--allow-host-code"
+    )
+    assert code == 0, err
+    assert sha256_file(out / vc_engine.name) == manifest.artifact.sha256
+    assert cli("check", out / vc_engine.name, "--cc", "8.6", "--allow-host-code")[0] == 0
+
+    env = Target.from_flags(cc="8.6").environment(default_flavor=manifest.tensorrt.flavor)
+    chosen, rejected = select_engine([(manifest, vc_engine)], env)
+    assert chosen is None
+    assert [p.rule for p in rejected[0].problems] == [Rule.HOST_CODE]
+    chosen, _ = select_engine([(manifest, vc_engine)], env, LoadPolicy(allow_host_code=True))
+    assert chosen is not None and chosen[1] == vc_engine
+    assert manifest_path_for(out / vc_engine.name).read_bytes() == manifest_path_for(vc_engine).read_bytes()
