@@ -86,7 +86,7 @@ def main() -> int:
             str(row["item"]),
             row["case"],
             str(row["exit_code"]),
-            "yes" if row["one_line"] else "no",
+            {True: "yes", False: "no", None: "-"}[row["one_line"]],
             ", ".join(row["leftovers"]) or "nothing",
             row["test_outcome"],
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ class TrustRecord:
     item: int
     case: str
     exit_code: int
-    one_line: bool
+    one_line: bool | None
     leftovers: tuple[str, ...]
     test: str
 
@@ -45,10 +46,21 @@ def leftovers(*folders: Path) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def is_one_line(stderr: str) -> bool:
-    """Exactly one non-empty line of error output and no Python traceback."""
+#: progress and warnings in CI logs ("12:03:04 text"); the error itself is printed without a time
+_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d ")
+
+
+def is_one_line(exit_code: int, stderr: str) -> bool | None:
+    """Did the user get one line about the case, and no Python traceback?
+
+    A failure's message is its lines other than timestamped progress lines (a test may also pass
+    just the line it extracted). None for a success whose output is a whole log: nothing to judge.
+    """
     lines = [line for line in stderr.splitlines() if line.strip()]
-    return len(lines) == 1 and "Traceback" not in stderr
+    message = [line for line in lines if not _LOG_LINE.match(line)] or lines
+    if exit_code == 0 and len(message) > 1:
+        return None
+    return len(message) == 1 and "Traceback" not in stderr
 
 
 class TrustRecorder:
@@ -59,7 +71,7 @@ class TrustRecorder:
         self, item: int, case: str, exit_code: int, stderr: str = "", folders: tuple[Path, ...] = ()
     ) -> TrustRecord:
         """Record one replayed case; returns the record so the test can assert on it."""
-        record = TrustRecord(item, case, exit_code, is_one_line(stderr), leftovers(*folders), self._test)
+        record = TrustRecord(item, case, exit_code, is_one_line(exit_code, stderr), leftovers(*folders), self._test)
         _records.append(record)
         return record
 
