@@ -7,7 +7,8 @@ For each model, each run in its own process, `--repeats` times (median reported)
 Models: the digits CNN (a ~0.1 s build: start-up dominates) and a ResNet-18 at 3x64x64 with
 seeded random weights (benchmarks/calibration.py builds it).
 Also `trtforge --help` wall time (heavy imports must stay lazy).
-Goals: trtforge/direct <= 1.10, --help < 0.3 s.  Prints a table (stderr), then one JSON document.
+Goals: trtforge/direct <= 1.10, --help < 0.3 s.  Prints a table (stderr), then one JSON document
+(stdout). ``--quick``: the digits CNN only, one run each (a smoke test).
 """
 
 from __future__ import annotations
@@ -89,16 +90,18 @@ def measure_model(label: str, model: Path, shape: tuple[int, int, int], work: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="the digits CNN only, one run each")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        resnet = work / "resnet18.onnx"
-        resnet18(resnet, 64)
-        models = {
-            "digits-cnn": (REPO / "calibration" / "digits" / "digits_cnn.onnx", (1, 8, 8)),
-            "resnet18-64px": (resnet, (3, 64, 64)),
-        }
+        models = {"digits-cnn": (REPO / "calibration" / "digits" / "digits_cnn.onnx", (1, 8, 8))}
+        if not args.quick:
+            resnet = work / "resnet18.onnx"
+            resnet18(resnet, 64)
+            models["resnet18-64px"] = (resnet, (3, 64, 64))
         for label, (model, shape) in models.items():
             results[label] = measure_model(label, model, shape, work, args.repeats)
         help_seconds, help_samples = median_seconds([*TRTFORGE, "--help"], args.repeats)

@@ -82,16 +82,10 @@ def resnet18(path: Path, size: int, seed: int = 0) -> None:
             init(f"{name}.mean", rng.normal(0, 0.1, cout)),
             init(f"{name}.var", rng.uniform(0.8, 1.2, cout)),
         ]
-        nodes.append(
-            helper.make_node(
-                "BatchNormalization", [f"{name}.conv", *bn], [f"{name}.bn"], name=f"{name}/BN"
-            )
-        )
+        nodes.append(helper.make_node("BatchNormalization", [f"{name}.conv", *bn], [f"{name}.bn"], name=f"{name}/BN"))
         if not relu:
             return f"{name}.bn"
-        nodes.append(
-            helper.make_node("Relu", [f"{name}.bn"], [f"{name}.relu"], name=f"{name}/Relu")
-        )
+        nodes.append(helper.make_node("Relu", [f"{name}.bn"], [f"{name}.relu"], name=f"{name}/Relu"))
         return f"{name}.relu"
 
     x = conv_bn("input", "stem", 3, 64, 7, 2, relu=True)
@@ -108,31 +102,19 @@ def resnet18(path: Path, size: int, seed: int = 0) -> None:
             stride = 2 if stage > 1 and block == 0 else 1
             y = conv_bn(x, f"{name}.a", cin, cout, 3, stride, relu=True)
             y = conv_bn(y, f"{name}.b", cout, cout, 3, 1, relu=False)
-            shortcut = (
-                conv_bn(x, f"{name}.down", cin, cout, 1, stride, relu=False) if stride > 1 else x
-            )
-            nodes.append(
-                helper.make_node("Add", [y, shortcut], [f"{name}.add"], name=f"{name}/Add")
-            )
-            nodes.append(
-                helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"], name=f"{name}/Relu")
-            )
+            shortcut = conv_bn(x, f"{name}.down", cin, cout, 1, stride, relu=False) if stride > 1 else x
+            nodes.append(helper.make_node("Add", [y, shortcut], [f"{name}.add"], name=f"{name}/Add"))
+            nodes.append(helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"], name=f"{name}/Relu"))
             x, cin = f"{name}.out", cout
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"], name="head/Pool"))
     nodes.append(helper.make_node("Flatten", ["pool"], ["flat"], name="head/Flatten"))
     fc_w = init("fc.w", rng.normal(0, np.sqrt(1 / 512), (1000, 512)))
     fc_b = init("fc.b", np.zeros(1000))
-    nodes.append(
-        helper.make_node("Gemm", ["flat", fc_w, fc_b], ["logits"], name="head/Gemm", transB=1)
-    )
+    nodes.append(helper.make_node("Gemm", ["flat", fc_w, fc_b], ["logits"], name="head/Gemm", transB=1))
     graph = helper.make_graph(
         nodes,
         "resnet18",
-        [
-            helper.make_tensor_value_info(
-                "input", TensorProto.FLOAT, ["batch", CHANNELS, size, size]
-            )
-        ],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", CHANNELS, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])],
         inits,
     )
@@ -267,9 +249,7 @@ def child(kind: str, model: Path, data: Path, samples: int, out: Path, limit_gib
 OUT_OF_MEMORY = ("MemoryError", "bad_alloc", "Failed to allocate memory", "Cannot allocate memory")
 
 
-def measure(
-    kind: str, model: Path, data: Path, samples: int, out: Path, limit_gib: int
-) -> dict[str, object]:
+def measure(kind: str, model: Path, data: Path, samples: int, out: Path, limit_gib: int) -> dict[str, object]:
     """Run one child; its peak RSS comes from its own rusage (``os.wait4``), not the parent's."""
     command = [
         sys.executable, __file__, "--child", kind, "--model", str(model), "--data", str(data),
@@ -332,22 +312,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--workdir", type=Path, help="keep model and data here (reused)")
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per measurement: fastest time, largest RSS"
-    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement: fastest time, largest RSS")
     parser.add_argument("--size", type=int, default=64, help="input height and width")
     parser.add_argument("--kinds", nargs="+", choices=list(RUNS), default=list(RUNS))
-    parser.add_argument(
-        "--memory-limit-gib", type=int, default=0, help="address-space cap per run (0: none)"
-    )
+    parser.add_argument("--memory-limit-gib", type=int, default=0, help="address-space cap per run (0: none)")
     parser.add_argument("--child", choices=sorted(RUNS), help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(
-            args.child, args.model, args.data, args.samples[0], args.workdir, args.memory_limit_gib
-        )
+        child(args.child, args.model, args.data, args.samples[0], args.workdir, args.memory_limit_gib)
         return
     with tempfile.TemporaryDirectory(prefix="trtforge-bench-") as tmp:
         workdir = (args.workdir or Path(tmp)) / f"size{args.size}"
@@ -410,9 +384,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             for key in ("samples", "speedup_ranges", "speedup", "ours_over_floor")
         }
         cells.append([template.format_map(values) for _, template in COLUMNS])
-    widths = [
-        max(len(title), *(len(line[i]) for line in cells)) for i, (title, _) in enumerate(COLUMNS)
-    ]
+    widths = [max(len(title), *(len(line[i]) for line in cells)) for i, (title, _) in enumerate(COLUMNS)]
     titles = [title for title, _ in COLUMNS]
     lines = [" | ".join(text.rjust(width) for text, width in zip(line, widths, strict=True))
              for line in (titles, *cells)]  # fmt: skip

@@ -1,8 +1,8 @@
-"""`trtforge ci` on a project of 8 small specs: first run, unchanged rerun, one-changed rerun.
+"""`trtforge ci` on a project of 8 small specs (2 with ``--quick``): first run, unchanged rerun, one-changed rerun.
 
 The baseline is the first (cold) run: every spec built and gated. The reruns show what the
 content-addressed build cache saves. Each run is a fresh `trtforge ci` process.
-Prints a table (stderr) and one JSON document (stdout).
+Prints a table (stderr) and one JSON document (stdout). ``--quick``: 2 fp32 specs (a smoke test).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ VARIANTS = [
 ]
 
 
-def make_project(root: Path) -> None:
+def make_project(root: Path, variants: list[tuple[str, list[str]]]) -> None:
     shutil.copytree(DIGITS, root / "digits")
-    for index, (precision, targets) in enumerate(VARIANTS):
+    for index, (precision, targets) in enumerate(variants):
         text = (
             f"name: digits-{index}\nmodel: digits/digits_cnn.onnx\nprecision: {precision}\n"
             f"targets: {json.dumps(targets)}\n{PROFILE}"
@@ -65,15 +65,18 @@ def run_ci(root: Path, out: Path, cache: Path, jobs: int) -> tuple[float, dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="2 fp32 specs instead of 8")
     args = parser.parse_args()
+    variants = [VARIANTS[0], VARIANTS[2]] if args.quick else VARIANTS
     with tempfile.TemporaryDirectory() as tmp:
         root, out, cache = Path(tmp) / "project", Path(tmp) / "out", Path(tmp) / "cache"
         root.mkdir()
-        make_project(root)
+        make_project(root, variants)
         rows = {"first run (cold)": run_ci(root, out, cache, args.jobs)}
         rows["unchanged rerun"] = run_ci(root, out, cache, args.jobs)
-        spec = root / "spec3.yaml"
-        spec.write_text(spec.read_text().replace("fp16", "fp32"))
+        name, old, new = ("spec1.yaml", "fp32", "fp16") if args.quick else ("spec3.yaml", "fp16", "fp32")
+        spec = root / name
+        spec.write_text(spec.read_text().replace(old, new))
         rows["one spec changed"] = run_ci(root, out, cache, args.jobs)
     cold = rows["first run (cold)"][0]
     print(f"{'run':<20} {'seconds':>8} {'vs cold':>8}   specs", file=sys.stderr)
@@ -82,7 +85,7 @@ def main() -> None:
         print(f"{name:<20} {seconds:8.2f} {seconds / cold:7.2f}x   {detail}", file=sys.stderr)
     json.dump(
         {
-            "specs": len(VARIANTS),
+            "specs": len(variants),
             "jobs": args.jobs,
             "runs": {
                 name: {"seconds": round(seconds, 3), "statuses": counts} for name, (seconds, counts) in rows.items()

@@ -12,8 +12,8 @@ requests after the burst). The table shows the median over trials of each time a
          after ready
 
 Usage: python benchmarks/pool.py [--model PATH] [--trials 5] [--pool 2] [--concurrency 4]
-       [--requests 2000] [--provider cpu|cuda]
-Prints a table, then one JSON document on stdout.
+       [--requests 2000] [--provider cpu|cuda] [--quick]
+Prints its table on stderr and exactly one JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -97,7 +97,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="one trial of 50 requests (a smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        args.trials, args.requests = 1, 50
     trials = []
     for index in range(args.trials):
         print(f"trial {index + 1}/{args.trials}", file=sys.stderr, flush=True)
@@ -108,7 +111,8 @@ def main() -> None:
     print(
         f"{Path(first['artifact']).name} on {first['backend']} ({', '.join(first['providers'])}), pool {args.pool}, "
         f"burst of {args.requests} from {args.concurrency} threads, shapes {shapes}; "
-        f"median of {args.trials} fresh processes; times in ms, x p50 = ratio to the warm steady-state p50"
+        f"median of {args.trials} fresh processes; times in ms, x p50 = ratio to the warm steady-state p50",
+        file=sys.stderr,
     )
     print(table(summary), file=sys.stderr)
     document = {

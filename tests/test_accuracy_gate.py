@@ -78,6 +78,11 @@ def test_fp32_simulation_is_the_reference_itself(write_spec: Callable[..., Path]
     assert code == 0, stderr
     report = json.loads(_one(tmp_path / "out", "*.accuracy.json").read_text())
     assert "identical by construction" in report["candidate"]["runner"]
+    # the manifest alone must say this verdict proves nothing about the engine (issue 13, item 9)
+    assert report["candidate"]["kind"] == "identical" and "proves nothing" in report["candidate"]["reason"]
+    summary = read_manifest(_one(tmp_path / "out", "*.engine")).accuracy
+    assert summary is not None and summary["passed"] is True and summary["candidate"] == "identical"
+    assert "proves nothing about the engine" in summary["candidate_reason"]
     (logits,) = report["outputs"]
     assert logits["metrics"]["cosine"] == pytest.approx(1.0) and logits["metrics"]["max_abs"] == 0.0
     assert logits["metrics"]["snr_db"] == "inf"  # JSON has no infinity
@@ -287,7 +292,8 @@ def test_verify_refuses_a_spec_the_engine_was_not_built_from(
     edited = write_spec(spec.read_text() + "# edited after the build\n", name="edited.yaml")
     code, _, stderr = cli("verify", engine, "--spec", edited)
     assert code == 2
-    assert "refused" in stderr and "differs from the one the engine was built from" in stderr
+    assert "is not the spec this engine was built from" in stderr
+    assert "differs from the one the engine was built from" in stderr
     other_model = write_spec(spec.read_text().replace("digits_cnn.onnx", "digits_cnn_static.onnx"), name="other.yaml")
     code, _, stderr = cli("verify", engine, "--spec", other_model)
     assert code == 2 and "is not the ONNX the engine was built from" in stderr

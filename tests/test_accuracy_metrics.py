@@ -50,11 +50,20 @@ def test_snr_db() -> None:
     assert metrics.snr_db(np.zeros(2), np.ones(2)) == -math.inf
 
 
-def test_nan_in_the_candidate_fails_every_check() -> None:
+def test_nan_in_the_candidate_fails_the_pattern_check() -> None:
+    """A NaN where the reference is finite: the finite values are measured, the pattern fails."""
     bad = CAND.copy()
     bad[0] = np.nan
     measured = metrics.compare(REF, bad)
-    assert math.isnan(measured.cosine) and math.isnan(measured.max_abs)
+    assert measured.max_abs == 1.0 and measured.nonfinite == 0 and measured.nonfinite_mismatch == 1
+    checks = tolerances.evaluate("y", measured, Tolerance(cosine_min=0.5, max_abs=10.0))
+    failed = [check for check in checks if not check.passed]
+    assert [check.limit_key for check in failed] == [tolerances.PATTERN_KEY]
+    assert "NaN/Inf pattern differs from the reference's at 1 positions" in failed[0].message
+
+
+def test_nan_metric_never_passes() -> None:
+    measured = metrics.OutputMetrics(math.nan, math.nan, math.nan, math.nan, math.nan)
     checks = tolerances.evaluate("y", measured, Tolerance(cosine_min=0.5, max_abs=10.0))
     assert checks and not any(check.passed for check in checks)
     assert "nan" in checks[0].message

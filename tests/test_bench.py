@@ -87,7 +87,8 @@ def test_bench_table_goes_to_stderr_and_batch_sets_the_shape() -> None:
 def test_bench_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["bench", *args, "--requests", "2", "--json"])
     assert result.exit_code == 2, result.output
-    assert result.stdout == ""
+    document = json.loads(result.stdout)  # --json: one document, also on failure
+    assert document["error"]["exit_code"] == 2 and message in document["error"]["message"]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "Traceback" not in result.stderr

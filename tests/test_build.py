@@ -133,7 +133,7 @@ def test_inspect_table_and_json(write_spec: Callable[..., Path], tmp_path: Path)
     [
         ("model: {models}/missing.onnx", 2, "model file not found"),
         ("model: {models}/../spec.yaml", 2, "not an ONNX model"),
-        ("model: {models}/unsupported.onnx", 3, "node 'fancy' (op FancyOp)"),
+        ("model: {models}/unsupported.onnx", 3, "node #0 'fancy' (op FancyOp)"),
     ],
 )
 def test_bad_models_exit_with_the_documented_code(

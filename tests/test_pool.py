@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,15 @@ def reference() -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     return lambda feed: session.run(["logits"], feed)[0]
 
 
+def run_in_threads(client: Callable[[int], None], workers: int) -> None:
+    """Run ``client(0..workers-1)`` at once; a failed assertion in any of them fails the test
+    (``Future.result`` re-raises it here, where a bare thread would only warn)."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="client") as executor:
+        futures = [executor.submit(client, worker) for worker in range(workers)]
+        for future in futures:
+            future.result(timeout=120)
+
+
 @pytest.fixture
 def pool() -> Iterator[EnginePool]:
     with EnginePool(DIGITS, size=2, warmup_shapes=[ONE, FOUR], name="digits") as started:
@@ -62,25 +72,23 @@ def test_ready_only_after_every_context_is_warm() -> None:
     assert pool.state is PoolState.STARTING and not pool.ready
     with pytest.raises(PoolClosed, match="not started"):
         pool.infer(digits_batch(0), timeout=0.01)
-    seen_at_ready: list[tuple[int, ...]] = []
 
-    def watch() -> None:
+    def watch() -> tuple[int, ...]:
         while not pool.ready:
             time.sleep(0.0005)
-        seen_at_ready.append(tuple(context.warm_runs for context in pool.contexts()))
+        return tuple(context.warm_runs for context in pool.contexts())
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    starter = threading.Thread(target=pool.start)
-    starter.start()
     try:
-        # a request that arrives during start-up waits for the warm pool instead of a cold context
-        outputs = pool.infer(digits_batch(1), timeout=30)
-        assert all(context.warm_runs == 2 for context in pool.contexts())
-        assert outputs["logits"].shape == (1, 10)
-        starter.join()
-        watcher.join(timeout=10)
-        assert seen_at_ready == [(2, 2, 2, 2)]  # both warm-up shapes on all four contexts, before ready
+        with ThreadPoolExecutor(2) as executor:
+            watcher = executor.submit(watch)
+            starter = executor.submit(pool.start)
+            # a request that arrives during start-up waits for the warm pool instead of a cold context
+            outputs = pool.infer(digits_batch(1), timeout=30)
+            assert all(context.warm_runs == 2 for context in pool.contexts())
+            assert outputs["logits"].shape == (1, 10)
+            starter.result(timeout=30)
+            seen_at_ready = watcher.result(timeout=10)
+        assert seen_at_ready == (2, 2, 2, 2)  # both warm-up shapes on all four contexts, before ready
         assert pool.state is PoolState.READY and pool.wait_ready(0)
         assert pool.startup_seconds is not None and pool.startup_seconds > 0
         assert pool.warmup_shapes == [ONE, FOUR]
@@ -124,11 +132,7 @@ def test_more_threads_than_contexts_never_share_one(
                     del holders[id(runner)]
             np.testing.assert_allclose(got, reference(feed), rtol=1e-5, atol=1e-6)
 
-    threads = [threading.Thread(target=client, args=(worker,), name=f"client-{worker}") for worker in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(client, 8)
     assert not violations
     assert most_at_once <= 2
     snapshot = pool.metrics.snapshot()
@@ -140,21 +144,13 @@ def test_more_threads_than_contexts_never_share_one(
 def test_concurrent_infer_returns_each_callers_own_result(
     pool: EnginePool, reference: Callable[[dict[str, np.ndarray]], np.ndarray]
 ) -> None:
-    mismatches: list[int] = []
-
     def client(worker: int) -> None:
         for step in range(20):
             feed = digits_batch(worker * 1000 + step, batch=1 + (worker + step) % 4)
             got = pool.infer(feed, timeout=30)["logits"]
-            if not np.allclose(got, reference(feed), rtol=1e-5, atol=1e-6):
-                mismatches.append(worker)
+            np.testing.assert_allclose(got, reference(feed), rtol=1e-5, atol=1e-6)
 
-    threads = [threading.Thread(target=client, args=(worker,)) for worker in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not mismatches
+    run_in_threads(client, 6)
     assert pool.metrics.snapshot().requests_ok == 6 * 20
 
 
@@ -177,20 +173,32 @@ def test_default_timeout_applies() -> None:
         pool.infer(digits_batch(0))
 
 
-def test_waiters_are_served_first_come_first_served(pool: EnginePool) -> None:
-    order: list[int] = []
-    with pool.borrow(), pool.borrow():
-        threads = []
-        for index in range(4):
-            thread = threading.Thread(target=lambda i=index: (pool.infer(digits_batch(i), timeout=30), order.append(i)))
-            thread.start()
-            threads.append(thread)
-            while pool.metrics.snapshot().waiting < index + 1:  # queued in this order
-                time.sleep(0.001)
-    for thread in threads:
-        thread.join()
-    assert sorted(order) == [0, 1, 2, 3]
-    assert pool.metrics.snapshot().waits >= 4
+def test_waiters_are_served_first_come_first_served() -> None:
+    """Waiters queued in a known order on a pool of one get the context in that order.
+
+    Checked against the pool's queue made LIFO (``self._waiters[-1] is ticket`` in ``_acquire``)
+    and made random (any waiter takes a free context: ``bool(self._idle)`` alone), then restored:
+    this test failed on both ([5, 4, 3, 2, 1, 0], and a shuffled order).
+    """
+    served: list[int] = []  # appended while holding the only context: the order of acquisition
+    waiters = 6
+    with EnginePool(DIGITS, size=1, warmup_shapes=[ONE]) as pool, ThreadPoolExecutor(waiters) as executor:
+
+        def waiter(index: int) -> None:
+            with pool.borrow(timeout=30) as runner:
+                served.append(index)
+                runner.infer(digits_batch(index))
+
+        futures = []
+        with pool.borrow():  # the one context is lent: every waiter below must queue
+            for index in range(waiters):
+                futures.append(executor.submit(waiter, index))
+                while pool.metrics.snapshot().waiting < index + 1:  # queued in this order
+                    time.sleep(0.001)
+        for future in futures:
+            future.result(timeout=30)  # re-raises a waiter's exception here, in the test's thread
+    assert served == list(range(waiters))
+    assert pool.metrics.snapshot().waits == waiters
 
 
 def test_invalid_input_is_the_callers_and_leaves_the_context_healthy(pool: EnginePool) -> None:
@@ -276,19 +284,18 @@ def test_background_health_checks_heal_without_being_called() -> None:
 
 
 def test_metric_values_after_a_known_workload() -> None:
-    with EnginePool(DIGITS, size=2, warmup_shapes=[ONE], name="known") as pool:
+    with EnginePool(DIGITS, size=2, warmup_shapes=[ONE], name="known") as pool, ThreadPoolExecutor(1) as executor:
         for seed in range(10):
             pool.infer(digits_batch(seed))
         with pytest.raises(InvalidInputError):
             pool.infer({"wrong": np.zeros((1, 1, 8, 8), np.float32)})
         with pool.borrow(), pool.borrow():  # 2 hits, then one request that waits for a context
-            waiter = threading.Thread(target=pool.infer, args=(digits_batch(99),), kwargs={"timeout": 30})
-            waiter.start()
+            waiter = executor.submit(pool.infer, digits_batch(99), timeout=30)
             while pool.metrics.snapshot().waiting < 1:
                 time.sleep(0.001)
             assert pool.metrics.snapshot().in_flight == 2
             time.sleep(0.05)
-        waiter.join()
+        assert waiter.result(timeout=30)["logits"].shape == (1, 10)
         with pool.borrow(), pool.borrow(), pytest.raises(PoolExhausted):
             pool.infer(digits_batch(0), timeout=0.01)
 
@@ -353,21 +360,16 @@ def test_close_during_start_wins_and_frees_everything() -> None:
     outcomes: list[str] = []
     for delay in (0.0, 0.002, 0.01, 0.05):
         pool = EnginePool(DIGITS, size=4, warmup_shapes=[ONE, FOUR], start=False)
-        errors: list[BaseException] = []
-
-        def start(pool: EnginePool = pool, errors: list[BaseException] = errors) -> None:
-            try:
-                pool.start()
-            except PoolClosed as exc:
-                errors.append(exc)
-
-        starter = threading.Thread(target=start)
-        starter.start()
-        time.sleep(delay)
-        pool.close()  # returns once start has freed what it made
-        assert {c.state for c in pool.contexts()} == {"closed"} and pool._source is None
-        starter.join(timeout=30)
-        outcomes.append("start raised" if errors else "closed after start")
+        with ThreadPoolExecutor(1) as executor:
+            starter = executor.submit(pool.start)
+            time.sleep(delay)
+            pool.close()  # returns once start has freed what it made
+            assert {c.state for c in pool.contexts()} == {"closed"} and pool._source is None
+            try:  # any other exception of start() fails the test here
+                starter.result(timeout=30)
+                outcomes.append("closed after start")
+            except PoolClosed:
+                outcomes.append("start raised")
         assert pool.state is PoolState.CLOSED and not pool.ready
         assert {c.state for c in pool.contexts()} == {"closed"} and pool._source is None
         assert pool.metrics.value("trtforge_pool_contexts", state="idle") == 0
@@ -564,11 +566,7 @@ def test_tensorrt_pool_on_a_supported_gpu(tmp_path: Path, model_dir: Path, flavo
                         holders.discard(id(runner))
                 np.testing.assert_allclose(got, session.run(None, feed)[0], rtol=1e-3, atol=1e-3)
 
-        threads = [threading.Thread(target=client, args=(w,)) for w in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_in_threads(client, 6)
         assert not violations
         with pool.borrow() as runner:
             runner.deactivate()  # frees the execution context, stream and device buffers

@@ -1,5 +1,5 @@
 """The README's command table stays true: every command exists, every option it names exists,
-and every command trtforge has is in the table."""
+and every command trtforge has is in the table with every one of its options."""
 
 from __future__ import annotations
 
@@ -36,3 +36,20 @@ def test_every_command_is_in_the_table() -> None:
     commands = re.findall(r"^  ([a-z]+)\s", stdout[stdout.index("Commands:") :], re.MULTILINE)
     documented = {usage.split()[1] for usage in _usages()}
     assert commands and set(commands) <= documented, set(commands) - documented
+
+
+def _options(help_text: str) -> set[str]:
+    """The long options a command's ``--help`` lists (each at the start of its line)."""
+    return set(re.findall(r"^ {2}(?:-[a-zA-Z], )?(--[a-z][a-z0-9-]*)", help_text, re.MULTILINE)) - {"--help"}
+
+
+def test_every_option_of_every_command_is_in_the_table() -> None:
+    documented: dict[str, set[str]] = {}
+    for usage in _usages():
+        documented.setdefault(usage.split()[1], set()).update(re.findall(r"--[a-z][a-z0-9-]*", usage))
+    missing = {}
+    for command, options in documented.items():
+        _, stdout, _ = cli(command, "--help")
+        if _options(stdout) - options:
+            missing[command] = sorted(_options(stdout) - options)
+    assert not missing, f"README's command table lacks these options: {missing}"

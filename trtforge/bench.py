@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
 from trtforge.model import INPUT_BUDGET_BYTES, TensorDesc, input_bytes, mib
@@ -36,6 +36,10 @@ from trtforge.runtime.sources import (
     manifest_inputs,
     random_feed,
 )
+
+if TYPE_CHECKING:
+    from trtforge.compat import Environment
+    from trtforge.tags import ComputeCapability
 
 _DIMS = re.compile(r"^\d+([x,]\d+)*$")
 #: Single requests after the burst; their p50 is the steady state the ratios divide by.
@@ -55,6 +59,7 @@ class BenchConfig:
     threads: int | None = None
     timeout: float = 30.0
     seed: int = 0
+    cc: ComputeCapability | None = None  # judge an engine against this GPU, not the detected one
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,20 @@ def describe_artifact(artifact: Path) -> tuple[tuple[TensorDesc, ...], tuple[Pro
     return manifest_inputs(manifest), tuple(manifest.profiles)
 
 
+def bench_environment(config: BenchConfig) -> Environment | None:
+    """What the loader judges an engine against: this host, with ``--cc`` over its GPU (None: detected)."""
+    if config.cc is None:
+        return None
+    if backend_of(config.artifact) == ONNXRUNTIME:
+        raise InvalidInputError(f"--cc: {config.artifact} is an ONNX model, which onnxruntime runs on this host")
+    from trtforge.compat import Target
+    from trtforge.manifest import read_manifest
+    from trtforge.runtime.loader import artifact_paths
+
+    flavor = read_manifest(artifact_paths(config.artifact)[1]).tensorrt.flavor
+    return Target(compute_capability=config.cc).environment(default_flavor=flavor)
+
+
 # ---------------------------------------------------------------- measuring (side effects)
 
 
@@ -282,7 +301,12 @@ class _Burst:
 
 
 def _scenario(
-    name: str, config: BenchConfig, shapes: Mapping[str, Shape], feed: Mapping[str, Any], pools: list[EnginePool]
+    name: str,
+    config: BenchConfig,
+    shapes: Mapping[str, Shape],
+    feed: Mapping[str, Any],
+    pools: list[EnginePool],
+    environment: Environment | None,
 ) -> Scenario:
     warm = name == "warm"
     began = time.perf_counter()
@@ -294,6 +318,7 @@ def _scenario(
         timeout=config.timeout,
         providers=(PROVIDERS[config.provider],),
         threads=config.threads,
+        environment=environment,
     )
     pools.append(pool)
     startup = time.perf_counter() - began
@@ -342,6 +367,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
     if config.provider not in PROVIDERS:
         raise InvalidInputError(f"--provider '{config.provider}': use {' or '.join(PROVIDERS)}")
     inputs, profiles = describe_artifact(config.artifact)
+    environment = bench_environment(config)
     shapes = request_shapes(inputs, profiles, config.batch, config.shapes)
     feed = random_feed(inputs, shapes, seed=config.seed + 1)  # not the warm-up's data (seed 0)
     if backend_of(config.artifact) == ONNXRUNTIME:
@@ -351,7 +377,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
     try:
         for name in ("cold", "warm") if config.cold else ("warm",):
             log(f"{name}: pool of {config.pool}, {config.requests} requests from {config.concurrency} threads")
-            scenarios.append(_scenario(name, config, shapes, feed, pools))
+            scenarios.append(_scenario(name, config, shapes, feed, pools, environment))
             if name == "cold":
                 pools.pop().close()  # one pool at a time: the warm one must not share the CPU with it
         warm_pool = pools[-1]

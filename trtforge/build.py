@@ -58,6 +58,7 @@ class Prepared:
     calibration_cache: bytes | None = None
     calibration: dict | None = None
     simulated_onnx: Path | None = None
+    derived: str = ""  # what ``onnx_path`` is when not the spec's model: "fp16-converted", "int8 Q/DQ"
 
     @property
     def candidate_onnx(self) -> Path:
@@ -85,6 +86,16 @@ def fp16_onnx(model_path: Path, cache_dir: Path) -> Path:
     return target
 
 
+def model_label(spec: Spec, prepared: Prepared) -> str:
+    """How build errors name the model: the spec (file:line of ``model:``) and its model, with what
+    the precision step made of it; never the cache file the backend really parsed."""
+    derived = f" ({prepared.derived})" if prepared.derived else ""
+    folder = spec.origin.path.parent.resolve()
+    model = spec.model_path.resolve()
+    shown = model.relative_to(folder) if model.is_relative_to(folder) else model
+    return f"{spec.origin.where('model')}: {shown}{derived}"
+
+
 def prepare_precision(
     spec: Spec, model_info: ModelInfo, flavor: str, version: str, cache_dir: Path, reporter: Reporter
 ) -> Prepared:
@@ -96,7 +107,7 @@ def prepare_precision(
     if spec.precision == "fp16":
         if weakly_typed_trt:
             return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=fp16_onnx(spec.model_path, cache_dir))
-        return Prepared(fp16_onnx(spec.model_path, cache_dir))
+        return Prepared(fp16_onnx(spec.model_path, cache_dir), derived="fp16-converted")
     from trtforge.calibration import calibrate
 
     calibration = spec.calibration
@@ -116,11 +127,12 @@ def prepare_precision(
             calibration=result.manifest_section(),
             simulated_onnx=result.qdq_model,
         )
-    return Prepared(result.qdq_model, calibration=result.manifest_section())
+    return Prepared(result.qdq_model, calibration=result.manifest_section(), derived="int8 Q/DQ")
 
 
 def _profiles_for_manifest(spec: Spec) -> list[dict[str, dict[str, list[int]]]]:
-    return [{name: shapes.model_dump() for name, shapes in profile.items()} for profile in spec.profiles]
+    """min/opt/max shapes per input; a shape tensor's values too, as ``min_values`` etc."""
+    return [{name: shapes.for_manifest() for name, shapes in profile.items()} for profile in spec.profiles]
 
 
 def stamp(
@@ -190,6 +202,8 @@ def build_spec(
         timing_cache=cache_dir / "timing" / f"{choice.flavor}-{engine_backend.version}.cache",
         fp16_flag=prepared.fp16_flag,
         calibration_cache=prepared.calibration_cache,
+        origin=spec.origin,
+        label=model_label(spec, prepared),
     )
     with reporter.build_progress(spec.name) as monitor:
         result = engine_backend.build(request, monitor)

@@ -9,6 +9,7 @@ The CI system is the distributed scheduler (see ``trtforge matrix``); this runs 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import multiprocessing
@@ -30,7 +31,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from trtforge import __version__
-from trtforge.errors import AccuracyError, InvalidInputError, TrtforgeError, first_line, most_severe
+from trtforge.errors import (
+    AccuracyError,
+    InvalidInputError,
+    TrtforgeError,
+    first_line,
+    internal_error,
+    most_severe,
+)
 from trtforge.fsutil import TEMP_SUFFIX, atomic_write_text, ensure_writable_dir, sha256_file, temp_prefix
 
 LOCK_DIR = ".trtforge-locks"
@@ -81,6 +89,7 @@ class SpecResult:
 class CiReport:
     results: tuple[SpecResult, ...]
     seconds: float
+    jobs: int  # specs built at a time
 
     @property
     def exit_code(self) -> int:
@@ -90,6 +99,7 @@ class CiReport:
         return {
             "exit_code": self.exit_code,
             "seconds": round(self.seconds, 3),
+            "jobs": self.jobs,
             "results": [asdict(result) for result in self.results],
         }
 
@@ -466,7 +476,7 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True) -> Spe
         reporter.error(f"{name}: {exc}")
         return _failed(spec_path, name, time.perf_counter() - started, exc)
     except Exception as exc:  # a bug costs its own spec, never the other specs of the run
-        error = TrtforgeError(f"internal error ({type(exc).__name__}: {first_line(exc)}); please report it")
+        error = internal_error(exc)
         reporter.error(f"{name}: {error}")
         return _failed(spec_path, name, time.perf_counter() - started, error)
     seconds = time.perf_counter() - started
@@ -525,7 +535,7 @@ def _refuse_collisions(paths: list[str], options: CiOptions) -> dict[str, SpecRe
         try:
             spec = load_spec(Path(path))
             identities[path] = output_identity(spec, choose_backend(options.backend or spec.backend).flavor)
-        except TrtforgeError:
+        except Exception:  # any failure here is run_one's to report, as that spec's outcome
             continue
     refused: dict[str, SpecResult] = {}
     reporter = Reporter(interactive=False)
@@ -566,8 +576,10 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-def _worker(spec_path: str, options: CiOptions, result_file: str) -> None:
-    """One spec in its own process; the result goes to a file, so no worker ever blocks on a pipe."""
+def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int) -> None:
+    """One spec in its own process; the result goes to a file, its messages to ``log_fd``, a pipe
+    the parent relays onto its own stderr (whatever that is: a terminal, a file, a test's capture)."""
+    sys.stderr = open(log_fd, "w", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115 - for the process's life
     handlers = {signal.SIGINT: _interrupt_once, signal.SIGTERM: _terminate_as_interrupt}
     for stop in _stoppable():
         signal.signal(stop, handlers[stop])
@@ -646,13 +658,31 @@ def _worker_result(spec_path: str, process: BaseProcess, result_file: Path) -> S
         return _failed(spec_path, Path(spec_path).stem, 0.0, error)
 
 
+class _Relay:
+    """A worker's stderr pipe, copied onto this process's stderr as it arrives."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def copy(self) -> bool:
+        """Copy what is there (the pipe is readable); False at the end: the worker has exited."""
+        chunk = os.read(self.fd, 65536)
+        text = self.decoder.decode(chunk, final=not chunk)
+        if text:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        return bool(chunk)
+
+
 def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[str, SpecResult]:
     """Each spec in its own process (TensorRT builds hold the GIL), ``jobs`` at a time. On Ctrl-C,
     SIGTERM or any error every worker is interrupted, and killed if it does not stop in time."""
     context = multiprocessing.get_context("fork")
     waiting = list(paths)
     processes: list[BaseProcess] = []
-    running: dict[Any, tuple[str, BaseProcess, Path]] = {}
+    running: dict[Any, tuple[str, BaseProcess, Path, _Relay]] = {}
+    relays: dict[int, _Relay] = {}
     results: dict[str, SpecResult] = {}
     # SIGTERM (how CI systems cancel a job) stops the run like Ctrl-C instead of orphaning workers
     with _handling(signal.default_int_handler), tempfile.TemporaryDirectory(prefix="trtforge-ci-") as scratch:
@@ -661,19 +691,41 @@ def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[s
                 while waiting and len(running) < jobs:
                     path = waiting.pop(0)
                     result_file = Path(scratch) / f"{len(processes)}.json"
-                    worker = context.Process(target=_worker, args=(path, options, str(result_file)))
+                    read_fd, write_fd = os.pipe()
+                    worker = context.Process(target=_worker, args=(path, options, str(result_file), write_fd))
                     processes.append(worker)
                     with _stop_signals_blocked():
                         worker.start()
-                    running[worker.sentinel] = (path, worker, result_file)
-                for sentinel in wait(list(running)):
-                    path, finished, result_file = running.pop(sentinel)
+                    os.close(write_fd)  # the worker holds the only write end: its exit ends the pipe
+                    relays[read_fd] = _Relay(read_fd)
+                    running[worker.sentinel] = (path, worker, result_file, relays[read_fd])
+                ready = wait([*running, *relays])
+                for fd in (fd for fd in ready if fd in relays):
+                    if not relays[fd].copy():
+                        os.close(relays.pop(fd).fd)
+                for sentinel in (sentinel for sentinel in ready if sentinel in running):
+                    path, finished, result_file, relay = running.pop(sentinel)
                     finished.join()
+                    if relays.get(relay.fd) is relay:  # not yet at its end (a closed fd's number is reused)
+                        while relay.copy():
+                            pass
+                        os.close(relays.pop(relay.fd).fd)
                     results[path] = _worker_result(path, finished, result_file)
         except BaseException:
             _stop(processes, options)
             raise
+        finally:
+            for relay in relays.values():
+                os.close(relay.fd)
     return results
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity, which a CI container's CPU set limits):
+    ``ci``'s default ``--jobs``."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def run_ci(specs: list[Path], options: CiOptions, jobs: int) -> CiReport:
@@ -691,7 +743,7 @@ def run_ci(specs: list[Path], options: CiOptions, jobs: int) -> CiReport:
     if to_build:
         settled.update(_build_in_workers(to_build, options, jobs))
     results = (settled[path] for path in paths)
-    return CiReport(tuple(result for result in results if result is not None), time.perf_counter() - started)
+    return CiReport(tuple(result for result in results if result is not None), time.perf_counter() - started, jobs)
 
 
 # ---------------------------------------------------------------- reports

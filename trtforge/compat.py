@@ -35,6 +35,10 @@ PRODUCT_NAMES = {FLAVOR_TENSORRT: "TensorRT", FLAVOR_RTX: "TensorRT-RTX"}
 
 NO_GPU_MESSAGE = "no GPU detected: pass --cc to check against a target"
 
+#: The compute capabilities TensorRT-RTX compiles for (its ``ComputeCapability`` enum, 1.x); advice
+#: to rebuild for any other GPU must name enterprise TensorRT instead.
+RTX_COMPUTE_CAPABILITIES = tuple(ComputeCapability.parse(cc) for cc in ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"))
+
 
 @dataclass(frozen=True)
 class GpuDevice:
@@ -397,10 +401,10 @@ def _gpu_problem(manifest: Manifest, env: Environment) -> str | None:
     if gpu.hardware_compatibility == "ampere_plus":
         later_from = ComputeCapability.parse(gpu.and_later_from) if gpu.and_later_from else AMPERE
         if cc < later_from:
+            rtx = f" (or with targets: ['{cc}'] on tensorrt-rtx)" if cc in RTX_COMPUTE_CAPABILITIES else ""
             return (
                 f"engine runs on compute capability {later_from} and later (ampere_plus), {env.where}'s "
-                f"GPU is {cc}: rebuild on a {cc} GPU without hardware_compatibility (or with "
-                f"targets: ['{cc}'] on tensorrt-rtx)"
+                f"GPU is {cc}: rebuild on a {cc} GPU without hardware_compatibility{rtx}"
             )
         return None
     if gpu.hardware_compatibility == "same_compute_capability":
@@ -421,8 +425,21 @@ def _gpu_problem(manifest: Manifest, env: Environment) -> str | None:
         return None
     listed = ", ".join(str(c) for c in capabilities) or "no compute capability"
     return (
-        f"engine was built for compute capability {listed}, {env.where}'s GPU is {cc}: rebuild with "
-        f"targets: ['{cc}'], or pull the engine tagged {cc.sm}"
+        f"engine was built for compute capability {listed}, {env.where}'s GPU is {cc}: "
+        f"{retarget_advice(manifest.tensorrt.flavor, cc)}, or pull the engine tagged {cc.sm}"
+    )
+
+
+def retarget_advice(flavor: str, cc: ComputeCapability) -> str:
+    """How to get an engine for ``cc``: TensorRT-RTX compiles only for its own list of GPUs."""
+    if flavor != FLAVOR_RTX:
+        return f"rebuild on a {cc} GPU (enterprise TensorRT builds for the GPU it runs on)"
+    if cc in RTX_COMPUTE_CAPABILITIES:
+        return f"rebuild with targets: ['{cc}']"
+    listed = ", ".join(str(c) for c in RTX_COMPUTE_CAPABILITIES)
+    return (
+        f"TensorRT-RTX cannot compile for {cc} (it supports {listed}), so build it with backend: tensorrt "
+        f"(enterprise TensorRT) on a {cc} GPU"
     )
 
 

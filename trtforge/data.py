@@ -10,7 +10,9 @@ Rules (the README's "INT8 calibration" section says the same to users):
   (a shape change starts a new batch).
 - dtype: the model's, or a cast numpy does without loss (``can_cast(..., "safe")``), or any
   float to float: ``np.save`` writes float64 by default and calibration cares about ranges,
-  not the last bits. Anything else (floats for an integer input, ...) is an error.
+  not the last bits. bfloat16 and float8 inputs (ml_dtypes) take float files the same way
+  (``np.save`` cannot write those types itself). Anything else (floats for an integer input,
+  ...) is an error.
 - NaN or Inf in a float array is an error that names the file and the first bad index.
 - Order is the order of the file list (``expand_globs`` sorts each pattern); ``max_samples``
   caps the count. Files are opened one at a time; a ``.npy`` is memory-mapped, so only the
@@ -33,7 +35,7 @@ import numpy as np
 
 from trtforge.errors import InvalidInputError, did_you_mean
 from trtforge.fsutil import sha256_file
-from trtforge.model import TensorDesc
+from trtforge.model import TensorDesc, is_float
 
 _DEFAULT_NPZ_KEY = "arr_0"
 _NOT_NPY = "truncated or not a .npy file"
@@ -92,12 +94,14 @@ def _sample_count(path: Path, tensor: TensorDesc, shape: tuple[int, ...], dtype:
 
 
 def _check_dtype(path: Path, tensor: TensorDesc, dtype: np.dtype) -> None:
-    want = np.dtype(tensor.dtype)
-    floats = np.issubdtype(dtype, np.floating) and np.issubdtype(want, np.floating)
+    want = tensor.np_dtype
+    floats = is_float(dtype) and is_float(want)
     if not (np.can_cast(dtype, want, "safe") or floats):
+        # numpy cannot save ml_dtypes types (bfloat16, float8): float32 files are cast on load
+        saved = np.dtype(np.float32) if want.kind == "V" else want
         raise InvalidInputError(
             f"{path}: dtype {dtype} does not fit input '{tensor.name}' ({want}); "
-            f"save the data as {want} (e.g. array.astype(np.{want.name}))"
+            f"save the data as {saved} (e.g. array.astype(np.{saved.name}))"
         )
 
 
@@ -234,8 +238,8 @@ def _load(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, np.ndarray] | N
 
 def _prepared(path: Path, tensor: TensorDesc, part: np.ndarray) -> np.ndarray:
     """A slice read into memory, cast to the model dtype and checked for NaN/Inf."""
-    array = np.asarray(part).astype(np.dtype(tensor.dtype), copy=True)
-    if np.issubdtype(array.dtype, np.floating):
+    array = np.asarray(part).astype(tensor.np_dtype, copy=True)
+    if is_float(array.dtype):
         bad = ~np.isfinite(array)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])

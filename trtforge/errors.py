@@ -6,7 +6,13 @@ The codes are a contract (DESIGN.md "Exit codes"): CI scripts branch on them.
 from __future__ import annotations
 
 import difflib
+import os
+import sys
+import traceback
 from collections.abc import Iterable
+
+#: ``TRTFORGE_DEBUG=1`` prints the traceback of an internal error (exit 1) on stderr
+DEBUG_ENV = "TRTFORGE_DEBUG"
 
 
 class TrtforgeError(Exception):
@@ -55,6 +61,22 @@ class RegistryError(TrtforgeError):
     """A registry or the network failed (push, pull, listing)."""
 
     exit_code = 6
+
+
+class InternalError(TrtforgeError):
+    """A bug, or an exception a library raised that trtforge does not turn into its own."""
+
+
+def internal_error(exc: BaseException, subject: str = "") -> InternalError:
+    """``exc`` as one line naming ``subject`` (a spec) and the exception type, so that one spec's
+    bug costs that spec only; the traceback goes to stderr only with ``TRTFORGE_DEBUG=1``."""
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        traceback.print_exception(exc, file=sys.stderr)
+    where = f"{subject}: " if subject else ""
+    return InternalError(
+        f"{where}internal error ({type(exc).__name__}: {first_line(exc)}); please report it "
+        f"({DEBUG_ENV}=1 prints the traceback)"
+    )
 
 
 def first_line(exc: BaseException) -> str:

@@ -8,11 +8,32 @@ from typing import Any
 from trtforge.console import Reporter
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_file
-from trtforge.manifest import MANIFEST_SUFFIX, engine_path_for, read_manifest
+from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, engine_path_for, read_manifest
+
+#: What a user who passed another kind of file to an engine command probably wants instead.
+_OTHER_FILES = {
+    ".onnx": "for an ONNX model, build an engine with trtforge build SPEC (or time it with trtforge bench MODEL)",
+    ".yaml": "for a spec, build it with trtforge build SPEC",
+    ".yml": "for a spec, build it with trtforge build SPEC",
+}
+
+
+def engine_file(path: Path, usage: str = "") -> Path:
+    """``x.engine`` or ``x.manifest.json`` -> ``x.engine``; any other file is a usage error that says
+    what the command takes (``usage`` adds what else it needs) and what to do with the file given."""
+    if path.name.endswith(MANIFEST_SUFFIX):
+        return engine_path_for(path)
+    if path.name.endswith(ENGINE_SUFFIX):
+        return path
+    hint = _OTHER_FILES.get(path.suffix.lower())
+    raise InvalidInputError(
+        f"{path}: not an engine: pass an .engine that trtforge build wrote (or its .manifest.json){usage}"
+        + (f"; {hint}" if hint else "")
+    )
 
 
 def engine_facts(path: Path) -> dict[str, Any]:
-    engine = engine_path_for(path) if path.name.endswith(MANIFEST_SUFFIX) else path
+    engine = engine_file(path)
     if not engine.is_file():
         raise InvalidInputError(f"{engine}: engine file not found")
     manifest = read_manifest(engine)
@@ -53,7 +74,11 @@ def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
         ("gpus", f"{gpus} (hardware_compatibility {gpu['hardware_compatibility']})"),
         ("platform", f"{manifest['platform']['os']} {manifest['platform']['machine']}"),
         ("size", f"{engine['size']:,} bytes"),
-        ("sha256", engine["sha256"] + ("" if engine["matches_manifest"] else "  (DIFFERS from manifest)")),
+        (
+            "sha256",
+            engine["sha256"]
+            + ("  (verified: matches the manifest)" if engine["matches_manifest"] else "  (DIFFERS from the manifest)"),
+        ),
         (
             "built",
             f"{manifest['build']['created_utc']} in {manifest['build']['seconds']} s "

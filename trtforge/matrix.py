@@ -62,9 +62,15 @@ def _gpu_jobs(spec: Spec, runners: dict[str, list[str]], where: str) -> list[tup
     return jobs
 
 
-def plan(project: Project, specs: list[Spec]) -> list[MatrixEntry]:
-    """One entry per (spec, GPU class); pure over the project settings and the specs."""
-    runners = project.settings.runners
+#: The CPU runner of a project without ``runners:``, per output format: GitHub's hosted Linux
+#: runner; on GitLab no tags (any runner of the project takes the job).
+DEFAULT_CPU_RUNNER: dict[str, list[str]] = {"github": ["ubuntu-latest"], "gitlab": [], "json": ["ubuntu-latest"]}
+
+
+def plan(project: Project, specs: list[Spec], default_cpu_runner: list[str]) -> list[MatrixEntry]:
+    """One entry per (spec, GPU class); pure over the project settings and the specs. A project
+    without ``runners:`` builds on one CPU runner labelled ``default_cpu_runner``."""
+    runners = project.settings.runners or {CPU_RUNNER: default_cpu_runner}
     entries: list[MatrixEntry] = []
     for spec in specs:
         where = str(spec.origin.path)
@@ -119,7 +125,7 @@ def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
     for entry in entries:
         jobs[f"build:{entry.id}"] = {
             "stage": "build",
-            "tags": entry.runner,
+            **({"tags": entry.runner} if entry.runner else {}),
             "before_script": [INSTALL[entry.backend]],
             "script": [
                 f"trtforge ci {entry.spec} --backend {entry.backend} --out out --junit out/junit-{entry.id}.xml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import stat
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from trtforge.errors import InvalidInputError, first_line
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
 Dim = int | str | None
@@ -21,6 +23,8 @@ Dim = int | str | None
 #: inputs together). A profile's max shape says what the engine accepts, not what is sensible to
 #: allocate: ``max: [100000, 3, 4096, 4096]`` is 20 TB of float32.
 INPUT_BUDGET_BYTES = 256 * 1024 * 1024
+#: Random integer inputs of the accuracy gate lie in ``[0, INT_HIGH)`` unless the graph says otherwise.
+INT_HIGH = 8
 
 _FILE_KINDS = (
     (stat.S_ISFIFO, "a named pipe"),
@@ -32,13 +36,30 @@ _FILE_KINDS = (
 
 @dataclass(frozen=True)
 class TensorDesc:
+    """``valid_range``: the values ``[low, high)`` an integer input may take for the model to be
+    defined: it indexes an axis of known size (Gather indices, a loss target, sequence lengths)
+    or divides; None when the graph says nothing."""
+
     name: str
     dtype: str
     shape: tuple[Dim, ...]
+    valid_range: tuple[int, int] | None = None
 
     @property
     def is_dynamic(self) -> bool:
         return any(not isinstance(dim, int) or dim < 0 for dim in self.shape)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        """The numpy dtype (bfloat16 and float8 through ml_dtypes)."""
+        from trtforge.runners import numpy_dtype
+
+        return numpy_dtype(self.dtype)
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """numpy's floats and ml_dtypes' (bfloat16, float8...), which numpy does not count as floating."""
+    return dtype.kind == "f" or (dtype.kind == "V" and dtype.name.startswith(("bfloat", "float")))
 
 
 @dataclass(frozen=True)
@@ -121,11 +142,161 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
+#: value-preserving ops an index may pass through before it indexes: op -> operand positions
+_PASS_THROUGH: Mapping[str, tuple[int, ...]] = {
+    "Identity": (0,),
+    "Cast": (0,),
+    "Unsqueeze": (0,),
+    "Squeeze": (0,),
+    "Reshape": (0,),
+    "Flatten": (0,),
+    "Expand": (0,),
+    "Transpose": (0,),
+    "Where": (1, 2),
+}
+
+#: op -> (index operand, data operand, axis attribute, its default, lowest valid value): the index
+#: takes values in ``[low, low + data.shape[axis])``; sequence lengths count from 1.
+_INDEXING: Mapping[str, tuple[int, int, str, int, int]] = {
+    "Gather": (1, 0, "axis", 0, 0),
+    "GatherElements": (1, 0, "axis", 0, 0),
+    "Scatter": (1, 0, "axis", 0, 0),
+    "ScatterElements": (1, 0, "axis", 0, 0),
+    "NegativeLogLikelihoodLoss": (1, 0, "", 1, 0),  # the target indexes the class axis
+    "SoftmaxCrossEntropyLoss": (1, 0, "", 1, 0),
+    "ReverseSequence": (1, 0, "time_axis", 0, 1),
+}
+
+Shapes = Mapping[str, tuple[int | None, ...]]
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and Constant nodes' tensors, by name."""
+    found = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            found[node.output[0]] = node.attribute[0].t
+    return found
+
+
+def _static_shapes(graph: onnx.GraphProto, constants: Mapping[str, onnx.TensorProto]) -> Shapes:
+    """Known dims of the graph's tensors (inputs, outputs, value_info, constants)."""
+    shapes: dict[str, tuple[int | None, ...]] = {}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim
+            shapes[value.name] = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in dims)
+    for name, tensor in constants.items():
+        shapes[name] = tuple(int(d) for d in tensor.dims)
+    return shapes
+
+
+def _scalar_constant(constants: Mapping[str, onnx.TensorProto], name: str) -> int | None:
+    """The value of a one-element numeric constant (OneHot's depth)."""
+    from onnx import numpy_helper
+
+    if name not in constants:
+        return None
+    array = numpy_helper.to_array(constants[name])
+    return int(array.reshape(-1)[0]) if array.size == 1 and array.dtype.kind in "iuf" else None
+
+
+def _span(dims: tuple[int | None, ...] | None, axes: Sequence[int], low: int) -> tuple[int, int] | None:
+    """``[low, low + smallest dim on axes)``, when those dims are static and positive."""
+    if dims is None or not axes:
+        return None
+    sizes = [dims[axis] for axis in axes if -len(dims) <= axis < len(dims)]
+    if len(sizes) != len(axes) or any(size is None or size < 1 for size in sizes):
+        return None
+    return low, low + min(size for size in sizes if size is not None)
+
+
+def _index_bound(
+    node: onnx.NodeProto, position: int, shapes: Shapes, constants: Mapping[str, onnx.TensorProto]
+) -> tuple[int, int] | None:
+    """The values operand ``position`` of ``node`` may take, when it is an index into a known axis
+    or an integer divisor."""
+    from onnx import helper
+
+    attrs = {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+    op = node.op_type
+    if op in _INDEXING:
+        operand, data, attr, default, low = _INDEXING[op]
+        axis = int(attrs.get(attr, default)) if attr else default
+        return _span(shapes.get(node.input[data]), [axis], low) if position == operand else None
+    if op in ("GatherND", "ScatterND") and position == 1:
+        indices = shapes.get(node.input[1])
+        depth = indices[-1] if indices else None
+        batch = int(attrs.get("batch_dims", 0))
+        return _span(shapes.get(node.input[0]), range(batch, batch + depth), 0) if depth else None
+    if op in ("RNN", "GRU", "LSTM") and position == 4:  # sequence_lens count steps of X's time axis
+        return _span(shapes.get(node.input[0]), [1 if attrs.get("layout", 0) else 0], 1)
+    if op in ("Div", "Mod") and position == 1:  # an integer divisor must not be 0
+        return 1, INT_HIGH
+    if op == "OneHot" and position == 0:
+        depth = _scalar_constant(constants, node.input[1])
+        return (0, depth) if depth and depth > 0 else None
+    if op == "TensorScatter" and position == 2:  # write positions leave room for the update
+        axis = int(attrs.get("axis", -2))
+        cache, update = shapes.get(node.input[0]), shapes.get(node.input[1])
+        free = _span(cache, [axis], 0)
+        step = _span(update, [axis], 0)
+        return (0, free[1] - step[1] + 1) if free and step and free[1] >= step[1] else None
+    return None
+
+
+def valid_ranges(graph: onnx.GraphProto, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Input name -> the values ``[low, high)`` it may take because it indexes an axis of known size
+    or divides, followed through value-preserving ops; every such use must agree (the ranges intersect)."""
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+    for node in graph.node:
+        for position, operand in enumerate(node.input):
+            consumers[operand].append((node, position))
+    constants = _constants(graph)
+    shapes = _static_shapes(graph, constants)
+    ranges: dict[str, tuple[int, int]] = {}
+    for name in names:
+        bounds = []
+        seen, pending = {name}, [name]
+        while pending:
+            for node, position in consumers[pending.pop()]:
+                if position in _PASS_THROUGH.get(node.op_type, ()):
+                    fresh = [out for out in node.output[:1] if out not in seen]
+                    seen.update(fresh)
+                    pending.extend(fresh)
+                elif (bound := _index_bound(node, position, shapes, constants)) is not None:
+                    bounds.append(bound)
+        low, high = max((b[0] for b in bounds), default=0), min((b[1] for b in bounds), default=0)
+        if low < high:
+            ranges[name] = (low, high)
+    return ranges
+
+
+def _not_a_tensor(value: onnx.ValueInfoProto) -> str | None:
+    """What a graph input or output is when it is not a tensor (sequence, optional, map, ...)."""
+    kind = value.type.WhichOneof("value")
+    if kind == "tensor_type":
+        return None
+    names = {"sequence_type": "a sequence", "optional_type": "an optional", "map_type": "a map"}
+    return names.get(kind or "", "a sparse tensor" if kind == "sparse_tensor_type" else "a value of no type")
+
+
 def describe(model: onnx.ModelProto, path: Path) -> ModelInfo:
-    """Inputs (initializers excluded) and outputs with element types and dims."""
+    """Inputs (initializers excluded) and outputs with element types and dims; integer inputs
+    that index an axis (or divide) carry their valid range. Only tensors: TensorRT takes nothing else."""
     import onnx
 
     initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = [v for v in model.graph.input if v.name not in initializers]
+    for role, values in (("input", graph_inputs), ("output", model.graph.output)):
+        for value in values:
+            kind = _not_a_tensor(value)
+            if kind:
+                raise InvalidInputError(
+                    f"{path}: {role} '{value.name}' is {kind}; TensorRT takes tensors only: export the model "
+                    "with tensor inputs and outputs"
+                )
+    ranges = valid_ranges(model.graph, [v.name for v in graph_inputs])
 
     def tensor(value: onnx.ValueInfoProto) -> TensorDesc:
         tensor_type = value.type.tensor_type
@@ -137,10 +308,11 @@ def describe(model: onnx.ModelProto, path: Path) -> ModelInfo:
                 dims.append(dim.dim_param)
             else:
                 dims.append(None)
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
-        return TensorDesc(value.name, dtype, tuple(dims))
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        index = ranges.get(value.name) if dtype.kind in "iu" else None
+        return TensorDesc(value.name, dtype.name, tuple(dims), index)
 
-    inputs = tuple(tensor(v) for v in model.graph.input if v.name not in initializers)
+    inputs = tuple(tensor(v) for v in graph_inputs)
     outputs = tuple(tensor(v) for v in model.graph.output)
     return ModelInfo(path=path, inputs=inputs, outputs=outputs)
 
@@ -151,9 +323,7 @@ def inspect_model(path: Path) -> ModelInfo:
 
 def input_bytes(inputs: Sequence[TensorDesc], shapes: Mapping[str, Sequence[int]]) -> int:
     """Bytes of one feed of ``shapes`` for these inputs (exact Python ints: no overflow)."""
-    import numpy as np
-
-    return sum(math.prod(shapes[tensor.name]) * np.dtype(tensor.dtype).itemsize for tensor in inputs)
+    return sum(math.prod(shapes[tensor.name]) * tensor.np_dtype.itemsize for tensor in inputs)
 
 
 def mib(size: int) -> str:

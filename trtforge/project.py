@@ -17,6 +17,10 @@ from trtforge.spec import PROJECT_FILE, read_yaml, read_yaml_file
 from trtforge.tags import ComputeCapability
 
 CPU_RUNNER = "cpu"
+#: where ``ci`` and ``matrix`` without a folder look for ``trtforge.yaml``, in this order
+DEFAULT_ROOTS = (Path("."), Path("configs"))
+#: top-level keys of GitHub Actions and GitLab CI files: such a file is a pipeline, not a spec
+WORKFLOW_KEYS = frozenset({"jobs", "stages"})
 
 
 def _labels(value: Any) -> Any:
@@ -50,6 +54,8 @@ class Project:
     root: Path
     settings: ProjectSettings
     specs: tuple[Path, ...]
+    #: YAML files of the spec folders that are not specs, each with the reason (for a note)
+    skipped: tuple[tuple[Path, str], ...] = ()
 
 
 def load_settings(root: Path) -> ProjectSettings:
@@ -68,10 +74,31 @@ def load_settings(root: Path) -> ProjectSettings:
         raise SpecError(f"{path}: key '{key}': {error['msg'].removeprefix('Value error, ')}") from exc
 
 
+def default_root() -> Path:
+    """The project ``ci`` and ``matrix`` take without a folder: the first of DEFAULT_ROOTS that
+    holds ``trtforge.yaml`` (at a repository's root: its ``configs/``), else the current folder."""
+    return next((root for root in DEFAULT_ROOTS if (root / PROJECT_FILE).is_file()), Path("."))
+
+
+def not_a_spec(path: Path) -> str | None:
+    """Why a YAML file found in a spec folder is not a model spec; None when it is one, or when
+    it cannot be read (loading it then reports that as the spec's own error)."""
+    try:
+        data, _ = read_yaml(read_yaml_file(path, "spec"), path)
+    except SpecError:
+        return None
+    if isinstance(data, dict) and "model" in data:
+        return None
+    if isinstance(data, dict) and WORKFLOW_KEYS & data.keys():
+        return "a CI workflow file, not a spec (a spec has 'name:' and 'model:')"
+    return "not a spec (no 'model:' key)"
+
+
 def discover(targets: list[Path]) -> Project:
-    """Specs named directly, or every spec in a folder (its ``trtforge.yaml`` excluded)."""
+    """Specs named directly, or every spec in a folder (its ``trtforge.yaml`` and the YAML files
+    that are not specs excluded; see ``not_a_spec``)."""
     if not targets:
-        targets = [Path(".")]
+        targets = [default_root()]
     folders = [target for target in targets if target.is_dir()]
     files = [target for target in targets if not target.is_dir()]
     missing = [target for target in files if not target.exists()]
@@ -80,14 +107,19 @@ def discover(targets: list[Path]) -> Project:
     root = folders[0] if folders else (files[0].parent if files else Path("."))
     settings = load_settings(root)
     found: list[Path] = list(files)
+    skipped: list[tuple[Path, str]] = []
     for folder in folders:
         for pattern in settings.specs:
-            found.extend(
-                path
-                for path in sorted(folder.glob(pattern))
-                if path.name != PROJECT_FILE and not any(part.startswith(".") for part in path.parts)
-            )
+            for path in sorted(folder.glob(pattern)):
+                if path.name == PROJECT_FILE or any(part.startswith(".") for part in path.parts):
+                    continue
+                reason = not_a_spec(path)
+                if reason:
+                    skipped.append((path, reason))
+                else:
+                    found.append(path)
     unique = tuple(dict.fromkeys(path.resolve() for path in found))
     if not unique:
-        raise InvalidInputError(f"{root}: no spec files found (patterns: {', '.join(settings.specs)})")
-    return Project(root=root, settings=settings, specs=unique)
+        others = f"; {len(skipped)} YAML file(s) are not specs" if skipped else ""
+        raise InvalidInputError(f"{root}: no spec files found (patterns: {', '.join(settings.specs)}){others}")
+    return Project(root=root, settings=settings, specs=unique, skipped=tuple(dict.fromkeys(skipped)))

@@ -10,6 +10,7 @@ import glob
 import hashlib
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,7 +34,7 @@ from yaml.cyaml import CParser
 from yaml.resolver import Resolver
 
 from trtforge.errors import SpecError, did_you_mean, first_line
-from trtforge.model import ModelInfo, not_a_file
+from trtforge.model import ModelInfo, TensorDesc, not_a_file
 from trtforge.tags import MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability
 
 PROJECT_FILE = "trtforge.yaml"
@@ -47,6 +48,8 @@ MAX_YAML_DEPTH = 64
 
 Precision = Literal["fp32", "fp16", "int8"]
 BackendChoice = Literal["auto", "tensorrt", "tensorrt-rtx"]
+#: Element types a shape tensor may have.
+SHAPE_TENSOR_DTYPES = ("int32", "int64")
 
 
 def _normalize_cc(value: Any) -> str:
@@ -63,19 +66,109 @@ CapabilityText = Annotated[
     AfterValidator(_normalize_cc),
     Field(description='compute capability: "8.6", "sm86" or "sm_86"'),
 ]
-Globs = Annotated[list[str], BeforeValidator(_as_list), Field(min_length=1)]
+#: a glob or a list of globs; the schema says so (the model holds a list)
+Globs = Annotated[
+    list[str],
+    Field(min_length=1),
+    BeforeValidator(_as_list, json_schema_input_type=str | Annotated[list[str], Field(min_length=1)]),
+]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: A shape tensor's value: a list for a rank-1 tensor, one integer for a rank-0 (scalar) one.
+ShapeValue = list[int] | int
+_VALUE_KEYS = ("min", "opt", "max")
+
+
+def _flat(value: ShapeValue) -> list[int]:
+    return [value] if isinstance(value, int) else list(value)
+
+
+def _shape_of(value: Any) -> list[int] | None:
+    """The tensor shape a shape tensor's value implies ([] for a scalar); None if not a value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return []
+    if isinstance(value, list):
+        return [len(value)]
+    return None
+
+
+class ValueRange(_Strict):
+    """A shape tensor's values in one profile (Slice starts, Reshape shape, TopK k, ...)."""
+
+    min: ShapeValue
+    opt: ShapeValue
+    max: ShapeValue
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValueRange:
+        low, mid, high = (_flat(getattr(self, label)) for label in _VALUE_KEYS)
+        if len({type(getattr(self, label)) for label in _VALUE_KEYS}) > 1 or not len(low) == len(mid) == len(high):
+            raise ValueError(f"min, opt and max must have the same length, got {self.min}, {self.opt}, {self.max}")
+        for index, (a, b, c) in enumerate(zip(low, mid, high, strict=True)):
+            if not a <= b <= c:
+                raise ValueError(f"need min <= opt <= max at position {index}, got {a}, {b}, {c}")
+        return self
+
+    def flat(self, label: str) -> list[int]:
+        """The ``min``, ``opt`` or ``max`` values as the list TensorRT takes."""
+        return _flat(getattr(self, label))
+
+
+def _shape_range_schema(schema: dict[str, Any]) -> None:
+    """Shapes for a tensor input, or values (which imply the shape) for a shape tensor."""
+    schema.pop("required", None)
+    schema["anyOf"] = [{"required": list(_VALUE_KEYS)}, {"required": ["values"]}, {"required": ["value"]}]
+
+
 class ShapeRange(_Strict):
-    """Shapes of one input in one optimization profile."""
+    """One input in one optimization profile: its min/opt/max shapes, or, for a shape tensor (an
+    int32/int64 input TensorRT reads as shape data), its values; the shape follows from them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_shape_range_schema)
 
     min: list[int]
     opt: list[int]
     max: list[int]
+    values: ValueRange | None = Field(None, description="a shape tensor's min/opt/max values")
+    value: ShapeValue | None = Field(None, description="a shape tensor's one value (min = opt = max)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape_from_values(cls, data: Any) -> Any:
+        """``value: v`` is ``values: {min: v, opt: v, max: v}``; the shapes follow from the values."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("value") is not None:
+            same = {label: data["value"] for label in _VALUE_KEYS}
+            if data.get("values") not in (None, same):
+                raise ValueError("give 'value' (one value) or 'values' (min/opt/max), not both")
+            data = {**data, "values": same}
+        values = data.get("values")
+        shape = _shape_of(values.get("min")) if isinstance(values, dict) else None
+        if shape is None:
+            return data
+        for label in _VALUE_KEYS:
+            if label in data and data[label] != shape:
+                raise ValueError(
+                    f"a shape tensor's shape follows from its values ({shape}); drop '{label}: {data[label]}'"
+                )
+        return {**{label: shape for label in _VALUE_KEYS}, **data}
+
+    @property
+    def is_shape_input(self) -> bool:
+        return self.values is not None
+
+    def for_manifest(self) -> dict[str, list[int]]:
+        """min/opt/max shapes; for a shape tensor also ``min_values``/``opt_values``/``max_values``
+        (a scalar's value as a one-element list), so a reader knows the engine's range."""
+        entry = {label: list(getattr(self, label)) for label in _VALUE_KEYS}
+        if self.values is not None:
+            entry.update({f"{label}_values": self.values.flat(label) for label in _VALUE_KEYS})
+        return entry
 
 
 class CalibrationSpec(_Strict):
@@ -394,6 +487,9 @@ def check_profiles(spec: Spec, model: ModelInfo) -> None:
                     f"{where}: profile {index} names input '{name}', which the model does not have"
                     f"{did_you_mean(name, known)} (inputs: {', '.join(known)})"
                 )
+            if shapes.is_shape_input:
+                _check_shape_input(where, index, tensor, shapes)
+                continue
             for label in ("min", "opt", "max"):
                 shape = getattr(shapes, label)
                 if len(shape) != len(tensor.shape):
@@ -407,8 +503,8 @@ def check_profiles(spec: Spec, model: ModelInfo) -> None:
                             f"{where}: profile {index} input '{name}' {label}[{axis}] is {dim}, "
                             f"but that dim is static ({model_dim}) in the model"
                         )
-                    if dim < 1:
-                        raise SpecError(f"{where}: profile {index} input '{name}' {label}[{axis}] must be >= 1")
+                    if dim < 0:  # 0 is an empty tensor, which TensorRT builds for
+                        raise SpecError(f"{where}: profile {index} input '{name}' {label}[{axis}] must be >= 0")
             for axis, (low, mid, high) in enumerate(zip(shapes.min, shapes.opt, shapes.max, strict=False)):
                 if not low <= mid <= high:
                     raise SpecError(
@@ -421,6 +517,56 @@ def check_profiles(spec: Spec, model: ModelInfo) -> None:
                 f"{origin.where('profiles', index)}: profile {index} has no shapes for dynamic input "
                 f"'{missing[0]}'; every profile covers every dynamic input"
             )
+
+
+def _check_shape_input(where: str, index: int, tensor: TensorDesc, shapes: ShapeRange) -> None:
+    """Values given for an input: it must be able to be a shape tensor (int32/int64, rank 0 or 1)
+    and have the length the values have; whether TensorRT reads it as one is known after parsing."""
+    if tensor.dtype not in SHAPE_TENSOR_DTYPES:
+        raise SpecError(
+            f"{where}: profile {index} gives values for input '{tensor.name}', which is {tensor.dtype}; values are "
+            f"for shape tensors (int32/int64 inputs TensorRT reads as shapes): give '{tensor.name}' min/opt/max shapes"
+        )
+    if len(tensor.shape) != len(shapes.min) or any(
+        isinstance(dim, int) and dim >= 0 and dim != given for dim, given in zip(tensor.shape, shapes.min, strict=False)
+    ):
+        expected = "one integer" if not tensor.shape else f"a list of {tensor.shape[0]} integers"
+        raise SpecError(
+            f"{where}: profile {index} input '{tensor.name}' has shape {list(tensor.shape)}: its values are "
+            f"{expected}, got {shapes.values.min if shapes.values else None}"
+        )
+
+
+def check_shape_inputs(
+    profiles: Sequence[Mapping[str, ShapeRange]],
+    shape_inputs: Mapping[str, tuple[int, ...]],
+    origin: SpecOrigin | None,
+) -> None:
+    """Values for exactly the inputs TensorRT reads as shape tensors (``shape_inputs``, name ->
+    shape, known after parsing): a missing one is named with the key to add, instead of
+    TensorRT's "no optimization profile has been defined"."""
+
+    def where(*loc: str | int) -> str:
+        return origin.where(*loc) if origin else "spec"
+
+    for index, profile in enumerate(profiles or [{}]):
+        for name, shape in shape_inputs.items():
+            entry = profile.get(name)
+            if entry is None or not entry.is_shape_input:
+                example = "0" if not shape else "[" + ", ".join("0" for _ in range(shape[0])) + "]"
+                located = where("profiles", index, name) if entry else where("profiles", index)
+                raise SpecError(
+                    f"{located}: profile {index}: input '{name}' is a shape tensor: give its values, e.g. "
+                    f"`{name}: {{value: {example}}}` (`values: {{min, opt, max}}` for a range)"
+                    + ("" if profiles else " under 'profiles:'")
+                )
+        for name, entry in profile.items():
+            if entry.is_shape_input and name not in shape_inputs:
+                raise SpecError(
+                    f"{where('profiles', index, name)}: profile {index}: input '{name}' is not a shape tensor "
+                    f"(TensorRT reads it as data): give its shapes `{name}: {{min: [...], opt: [...], max: [...]}}`, "
+                    "not values"
+                )
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -24,9 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="only reports of this spec name (default: all)")
     parser.add_argument("--json", action="store_true", help="also print the rows as one JSON document on stdout")
     args = parser.parse_args(argv)
-    paths = sorted(
-        path for path in args.folder.glob(f"*{REPORT_SUFFIX}") if not path.name.endswith(REJECTED_SUFFIX)
-    )
+    paths = sorted(path for path in args.folder.glob(f"*{REPORT_SUFFIX}") if not path.name.endswith(REJECTED_SUFFIX))
     reports = [read_report(path) for path in paths]
     reports = [report for report in reports if args.name is None or report.name == args.name]
     if not reports:

@@ -141,9 +141,7 @@ def export(model: DigitsCNN, path: Path, dynamic_batch: bool) -> None:
 def check_against_onnxruntime(path: Path, x: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """Run the ONNX model in onnxruntime; fail if it differs from torch by MAX_ORT_DIFF or more."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = np.concatenate(
-        [session.run(["logits"], {"input": x[i : i + 1]})[0] for i in range(len(x))]
-    )
+    got = np.concatenate([session.run(["logits"], {"input": x[i : i + 1]})[0] for i in range(len(x))])
     diff = float(np.max(np.abs(got - expected)))
     print(f"{path.name}: onnxruntime vs torch max abs diff {diff:.2e}")
     if diff >= MAX_ORT_DIFF:
@@ -165,9 +163,7 @@ def write_batches(folder: Path, x: np.ndarray) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
-    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     out: Path = parser.parse_args().out
     out.mkdir(parents=True, exist_ok=True)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from trtforge.accuracy import inputs, metrics, tolerances
 from trtforge.accuracy.report import (
+    IDENTICAL_REASON,
     AccuracyReport,
     CandidateInfo,
     CheckResult,
@@ -30,11 +31,11 @@ from trtforge.accuracy.report import (
     json_number,
 )
 from trtforge.compat import Environment, LoadPolicy, describe_problems, problems
-from trtforge.errors import AccuracyError, IncompatibleEngineError, InvalidInputError
+from trtforge.errors import AccuracyError, IncompatibleEngineError, InvalidInputError, TrtforgeError
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import manifest_path_for
 from trtforge.model import ModelInfo
-from trtforge.runners import BaseRunner, OnnxrtRunner
+from trtforge.runners import BaseRunner, OnnxrtRunner, ort_error_text
 from trtforge.spec import Spec
 
 if TYPE_CHECKING:
@@ -50,6 +51,56 @@ class GateFailed(AccuracyError):
     def __init__(self, message: str, report: AccuracyReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+class GateNotRunnable(InvalidInputError):
+    """Exit 2: the engine built, but the gate cannot judge it: onnxruntime cannot load the model,
+    or the reference fails (or gives nothing but NaN/Inf) on the gate's inputs. Like a failed
+    gate, it leaves no artifact under its final name."""
+
+
+def not_runnable(spec: Spec, reason: str, source: Literal["files", "random"] | None) -> GateNotRunnable:
+    """The one line for a gate that cannot run; ``source``: the inputs it ran on (None: it never ran)."""
+    if source == "random":
+        where, on, fix = str(spec.origin.path), " on random inputs", "give accuracy.data, or accuracy.enabled: false"
+    elif source == "files":
+        where, on = spec.origin.where("accuracy", "data"), " on accuracy.data"
+        fix = "give data the model accepts, or accuracy.enabled: false"
+    else:
+        where, on, fix = str(spec.origin.path), "", "set accuracy.enabled: false to build it without the gate"
+    return GateNotRunnable(
+        f"{where}: the engine built, but the accuracy gate could not run{on} for this model ({reason}): {fix}"
+    )
+
+
+@contextlib.contextmanager
+def active(runner: BaseRunner, spec: Spec, role: str) -> Iterator[BaseRunner]:
+    """``runner`` activated for the gate; onnxruntime refusing the model (an opset or op it does
+    not implement) means the gate cannot run here, not that the build failed."""
+    try:
+        runner.activate()
+    except InvalidInputError as exc:
+        if not isinstance(runner, OnnxrtRunner):
+            raise
+        raise not_runnable(
+            spec, f"onnxruntime cannot load the {role}: {ort_error_text(exc.__cause__ or exc)}", None
+        ) from exc
+    try:
+        yield runner
+    finally:
+        runner.deactivate()
+
+
+def _run_onnx(
+    runner: BaseRunner, feed: Mapping[str, np.ndarray], spec: Spec, plan: inputs.Plan, role: str
+) -> dict[str, np.ndarray]:
+    """One onnxruntime run of the gate; its failure (index out of range, a domain error) says the
+    inputs do not suit the model: exit 2 naming them, whatever onnxruntime's status code."""
+    try:
+        return runner.infer(feed)
+    except TrtforgeError as exc:
+        detail = ort_error_text(exc.__cause__) if exc.__cause__ else str(exc)
+        raise not_runnable(spec, f"onnxruntime fails on the {role}: {detail}", plan.source) from exc
 
 
 @dataclass(frozen=True)
@@ -164,8 +215,13 @@ def _collect(
             collected.dropped += batch.size
             log(f"accuracy: {batch.label} skipped: its shapes fit no optimization profile")
             continue
-        ref_out = reference.infer(batch.feed)
-        cand_out = ref_out if candidate is reference else candidate.infer(batch.feed)
+        ref_out = _run_onnx(reference, batch.feed, spec, plan, "reference")
+        if candidate is reference:
+            cand_out = ref_out
+        elif isinstance(candidate, OnnxrtRunner):
+            cand_out = _run_onnx(candidate, batch.feed, spec, plan, "simulated candidate")
+        else:
+            cand_out = candidate.infer(batch.feed)
         for name in outputs:
             if name not in cand_out:
                 produced = ", ".join(cand_out)
@@ -265,6 +321,19 @@ def _labels_for(plan: inputs.Plan, collected: _Collected, where: str) -> np.ndar
     return np.concatenate([labels[first : first + size] for first, size in collected.label_rows])
 
 
+def out_of_domain(outputs: Sequence[OutputResult], reference: Mapping[str, Sequence[np.ndarray]]) -> str | None:
+    """Why random inputs cannot judge these outputs (None: they can): the reference gives only
+    NaN/Inf (acosh of [0, 1)), or gives NaN/Inf where the candidate differs, both signs that the
+    random values lie outside the model's domain rather than that the candidate is wrong. Pure."""
+    for out in outputs:
+        nonfinite = out.metrics.get("nonfinite")
+        if nonfinite and nonfinite == sum(part.size for part in reference[out.name]):
+            return f"the reference's output '{out.name}' is all NaN/Inf"
+        if nonfinite and out.metrics.get("nonfinite_mismatch"):
+            return f"the reference's output '{out.name}' has NaN/Inf, and the candidate's differ"
+    return None
+
+
 def run_gate(
     spec: Spec,
     model: ModelInfo,
@@ -283,16 +352,20 @@ def run_gate(
     for note in plan.notes:
         log(f"accuracy: {note}")
     reference = OnnxrtRunner(spec.model_path, name="reference")
-    if same_graph_as_reference(candidate, spec.model_path):
+    identical = same_graph_as_reference(candidate, spec.model_path)
+    if identical:
         runner_text = "onnxruntime CPUExecutionProvider, the reference's own ONNX (identical by construction)"
-        with reference:
+        with active(reference, spec, "reference"):
             collected = _collect(spec, model, plan, reference, reference, log)
     else:
         candidate_runner, runner_text = _runner(candidate)
-        with reference, candidate_runner:
+        with active(reference, spec, "reference"), active(candidate_runner, spec, "simulated candidate"):
             collected = _collect(spec, model, plan, reference, candidate_runner, log)
     labels = _labels_for(plan, collected, spec.origin.where("accuracy", "labels"))
     outputs = evaluate_outputs(spec, model, collected.reference, collected.candidate, labels)
+    unjudged = out_of_domain(outputs, collected.reference) if plan.source == "random" else None
+    if unjudged:
+        raise not_runnable(spec, unjudged, "random")
     failures = [check.message for out in outputs for check in out.checks if not check.passed]
     return AccuracyReport(
         name=spec.name,
@@ -301,11 +374,11 @@ def run_gate(
         engine=engine_file,
         passed=not failures,
         candidate=CandidateInfo(
-            kind=candidate.kind,
+            kind="identical" if identical else candidate.kind,
             runner=runner_text,
             model=str(candidate.onnx_path) if candidate.onnx_path else None,
             model_sha256=sha256_file(candidate.onnx_path) if candidate.onnx_path else None,
-            reason=candidate.reason,
+            reason=f"{candidate.reason}; {IDENTICAL_REASON}" if identical else candidate.reason,
         ),
         reference=ReferenceInfo(
             runner=REFERENCE_RUNNER, model=str(spec.model_path), model_sha256=sha256_file(spec.model_path)

@@ -3,7 +3,9 @@
 Data files go through ``trtforge.data`` (the calibration data rules). Without data, every
 profile contributes its min, opt and max shapes (a static model its one shape), filled with
 seeded values: floats uniform in [0, 1) (the range of normalized images, so INT8 input
-quantizers see values they were calibrated for), integers in [0, 8), booleans at random.
+quantizers see values they were calibrated for; bfloat16 and float8 too), integers in [0, 8)
+unless the graph says which values are valid (``TensorDesc.valid_range``: Gather indices, loss
+targets, sequence lengths, divisors), booleans at random.
 A shape set over ``INPUT_BUDGET_BYTES`` (all inputs together) is checked at a smaller shape
 within the profile instead: the largest dynamic axis is halved (never below the profile's min)
 until it fits, and the log says so.
@@ -12,7 +14,7 @@ until it fits, and the log says so.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,14 +22,13 @@ import numpy as np
 
 from trtforge.data import fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import InvalidInputError, SpecError
-from trtforge.model import INPUT_BUDGET_BYTES, ModelInfo, TensorDesc, input_bytes, mib
+from trtforge.model import INPUT_BUDGET_BYTES, INT_HIGH, ModelInfo, TensorDesc, input_bytes, is_float, mib
 from trtforge.spec import ShapeRange, Spec, expand_globs
 
 #: Seed of the random inputs (a fixed seed: the same spec always gets the same inputs).
 RANDOM_SEED = 0
 #: Largest batch the gate runs at once (a profile may cap it lower).
 MAX_GATE_BATCH = 64
-INT_HIGH = 8
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -42,7 +43,12 @@ class Batch:
 
     @property
     def size(self) -> int:
-        return len(next(iter(self.feed.values())))
+        return feed_size(self.feed)
+
+
+def feed_size(feed: Mapping[str, np.ndarray]) -> int:
+    """Samples in a feed: the leading dim of the first input that has one (1 for scalars or no inputs)."""
+    return next((len(array) for array in feed.values() if array.ndim), 1)
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class ShapeSet:
     label: str
     shapes: Shapes
     note: str | None = None  # set when ``shapes`` were reduced to fit the input budget
+    values: Mapping[str, list[int]] = field(default_factory=dict)  # shape tensors' values (the profile's)
 
 
 def _text(shapes: Shapes) -> str:
@@ -115,8 +122,11 @@ def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -
         floors = {**static, **{name: tuple(shape.min) for name, shape in profile.items()}}
         for which in ("min", "opt", "max"):
             shapes = {**static, **{name: tuple(getattr(shape, which)) for name, shape in profile.items()}}
-            shape_set = _budgeted(model, f"profile {index} {which}", shapes, floors)
-            same = next((position for position, kept in enumerate(sets) if kept.shapes == shape_set.shapes), None)
+            values = {name: shape.values.flat(which) for name, shape in profile.items() if shape.values}
+            shape_set = replace(_budgeted(model, f"profile {index} {which}", shapes, floors), values=values)
+            same = next(
+                (at for at, kept in enumerate(sets) if (kept.shapes, kept.values) == (shape_set.shapes, values)), None
+            )
             if same is None:
                 sets.append(shape_set)
             elif shape_set.note:  # reduced onto a set already run: run it once, keep saying why
@@ -126,13 +136,14 @@ def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -
 
 
 def random_array(tensor: TensorDesc, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    dtype = np.dtype(tensor.dtype)
-    if np.issubdtype(dtype, np.floating):
+    dtype = tensor.np_dtype
+    if is_float(dtype):
         return rng.random(shape, dtype=np.float64).astype(dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(np.bool_)
     if np.issubdtype(dtype, np.integer):
-        return rng.integers(0, INT_HIGH, shape).astype(dtype)
+        low, high = tensor.valid_range or (0, INT_HIGH)
+        return rng.integers(low, high, shape).astype(dtype)
     raise InvalidInputError(
         f"input '{tensor.name}' has dtype {dtype}, for which no random data can be made; give accuracy.data in the spec"
     )
@@ -144,6 +155,8 @@ def random_batches(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]
     first = 0
     for shape_set in shape_sets(model, profiles):
         feed = {tensor.name: random_array(tensor, shape_set.shapes[tensor.name], rng) for tensor in model.inputs}
+        for name, values in shape_set.values.items():  # a shape tensor gets the profile's values
+            feed[name] = np.asarray(values, dtype=feed[name].dtype).reshape(shape_set.shapes[name])
         batch = Batch(feed, first, shape_set.label)
         yield batch
         first += batch.size
@@ -222,6 +235,6 @@ def batches(spec: Spec, model: ModelInfo, data: Plan) -> Iterator[Batch]:
         return
     first = 0
     for feed in iter_batches(data.files, model.inputs, data.batch_size, spec.accuracy.max_samples):
-        batch = Batch(feed, first, f"samples {first}..{first + len(next(iter(feed.values()))) - 1}")
+        batch = Batch(feed, first, f"samples {first}..{first + feed_size(feed) - 1}")
         first += batch.size
         yield batch

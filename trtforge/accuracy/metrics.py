@@ -1,7 +1,12 @@
 """Metrics that compare a candidate's output with the reference's: pure numpy functions.
 
-Everything is computed in float64 on the flattened arrays, so FP16 outputs don't lose the
-precision the comparison itself needs.
+Everything is computed in float64 on the flattened arrays, so FP16 (and bfloat16, through
+ml_dtypes) outputs don't lose the precision the comparison itself needs.
+
+NaN and Inf are values an output may legitimately hold (a division by zero, log of 0): where
+reference and candidate hold the same one (NaN, +Inf or -Inf) in the same position they agree.
+``compare`` measures the finite positions and counts the positions whose pattern differs; the
+tolerances fail the output on any such position.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from trtforge.model import is_float
 
 #: ``max_rel`` divides by ``max(|reference|, floor)`` with ``floor = REL_FLOOR_FRACTION * max|reference|``:
 #: a relative error is meaningless where the reference is almost zero (a logit of 1e-9 that comes
@@ -29,6 +36,8 @@ class OutputMetrics:
     cosine: float
     snr_db: float
     top1: float | None = None
+    nonfinite: int | None = None  # NaN/Inf values in the reference; None when both outputs are finite
+    nonfinite_mismatch: int | None = None  # positions whose NaN/+Inf/-Inf pattern differs; None likewise
 
     def as_dict(self) -> dict[str, float | None]:
         return {
@@ -38,6 +47,8 @@ class OutputMetrics:
             "cosine": self.cosine,
             "snr_db": self.snr_db,
             "top1": self.top1,
+            "nonfinite": self.nonfinite,
+            "nonfinite_mismatch": self.nonfinite_mismatch,
         }
 
 
@@ -97,7 +108,7 @@ def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def is_classifier(array: np.ndarray) -> bool:
     """A classifier output is a float ``[N, C]`` array with at least two classes."""
-    return array.ndim == 2 and array.shape[1] >= 2 and np.issubdtype(array.dtype, np.floating)
+    return array.ndim == 2 and array.shape[1] >= 2 and is_float(array.dtype)
 
 
 def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -119,16 +130,35 @@ def task_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
+def nonfinite_codes(array: np.ndarray) -> np.ndarray:
+    """Per value: 0 finite, 1 NaN, 2 +Inf, 3 -Inf (flattened, float64)."""
+    values = np.asarray(array, dtype=np.float64).ravel()
+    codes = np.zeros(values.shape, np.int8)
+    codes[np.isnan(values)] = 1
+    codes[values == np.inf] = 2
+    codes[values == -np.inf] = 3
+    return codes
+
+
 def compare(reference: np.ndarray, candidate: np.ndarray, classifier: bool | None = None) -> OutputMetrics:
-    """Every metric for one output (``classifier`` defaults to ``is_classifier(reference)``)."""
+    """Every metric for one output (``classifier`` defaults to ``is_classifier(reference)``); the
+    value metrics over the positions finite in both, plus the NaN/Inf pattern counts."""
     if reference.shape != candidate.shape:
         raise ValueError(f"reference shape {reference.shape} differs from candidate shape {candidate.shape}")
     classifier = is_classifier(reference) if classifier is None else classifier
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    ref_codes, cand_codes = nonfinite_codes(ref), nonfinite_codes(cand)
+    finite = (ref_codes == 0) & (cand_codes == 0)
+    any_nonfinite = not bool(finite.all())
+    ref_finite, cand_finite = ref.ravel()[finite], cand.ravel()[finite]
     return OutputMetrics(
-        max_abs=max_abs(reference, candidate),
-        mean_abs=mean_abs(reference, candidate),
-        max_rel=max_rel(reference, candidate),
-        cosine=cosine(reference, candidate),
-        snr_db=snr_db(reference, candidate),
-        top1=top1_agreement(reference, candidate) if classifier else None,
+        max_abs=max_abs(ref_finite, cand_finite),
+        mean_abs=mean_abs(ref_finite, cand_finite),
+        max_rel=max_rel(ref_finite, cand_finite),
+        cosine=cosine(ref_finite, cand_finite),
+        snr_db=snr_db(ref_finite, cand_finite),
+        top1=top1_agreement(ref, cand) if classifier else None,
+        nonfinite=int(np.count_nonzero(ref_codes)) if any_nonfinite else None,
+        nonfinite_mismatch=int(np.count_nonzero(ref_codes != cand_codes)) if any_nonfinite else None,
     )

@@ -69,10 +69,18 @@ class OutputResult(_Frozen):
         return all(check.passed for check in self.checks)
 
 
-class CandidateInfo(_Frozen):
-    """What was compared with the reference: the engine itself, or its ONNX simulation."""
+#: Why an ``identical`` candidate (fp32, engine not runnable here) proves nothing about the engine.
+IDENTICAL_REASON = (
+    "at fp32 the simulated candidate is the reference's own ONNX: the gate compared the reference "
+    "with itself, which proves nothing about the engine"
+)
 
-    kind: Literal["engine", "simulated"]
+
+class CandidateInfo(_Frozen):
+    """What was compared with the reference: the engine itself, its ONNX simulation, or (fp32
+    without a runnable engine) the reference itself, ``identical``, which proves nothing."""
+
+    kind: Literal["engine", "simulated", "identical"]
     runner: str
     model: str | None
     model_sha256: str | None
@@ -143,10 +151,15 @@ _SUMMARY_METRICS = ("cosine", "max_abs", "snr_db", "top1")
 
 
 def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
-    """The manifest's ``accuracy`` object: verdict, candidate kind, headline metrics, file name."""
+    """The manifest's ``accuracy`` object: verdict, candidate kind, headline metrics, file name.
+
+    An ``identical`` candidate carries its reason, so a reader of the manifest alone sees that
+    ``passed`` says nothing about the engine."""
+    reason = {"candidate_reason": IDENTICAL_REASON} if report.candidate.kind == "identical" else {}
     return {
         "passed": report.passed,
         "candidate": report.candidate.kind,
+        **reason,
         "data": report.data.source,
         "samples": report.data.samples,
         "report": report_file,
@@ -325,3 +338,5 @@ def render_side_by_side(rows: Sequence[dict[str, Any]], reporter: Reporter, titl
             table.add_row(*cells)
         reporter.render(table)
         reporter.info("ref acc: the FP32 ONNX in onnxruntime; acc: the candidate; top-1: share of equal top classes")
+        if any(row["candidate"] == "identical" for row in members):
+            reporter.info(f"identical: {IDENTICAL_REASON}")

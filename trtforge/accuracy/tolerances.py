@@ -35,6 +35,8 @@ LIMITS: Mapping[str, tuple[str, Literal["max", "min"]]] = {
 }
 
 WILDCARD = "*"
+#: The check every output with NaN/Inf gets: the pattern must match exactly (not a spec key).
+PATTERN_KEY = "nonfinite_pattern"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class Check:
 
     @property
     def message(self) -> str:
+        if self.limit_key == PATTERN_KEY and not self.passed:
+            return (
+                f"output '{self.output}': NaN/Inf pattern differs from the reference's at {self.value:g} "
+                "positions (NaN, +Inf and -Inf must be where the reference has them)"
+            )
         relation = ("<=" if self.passed else ">") if self.bound == "max" else (">=" if self.passed else "<")
         value = format_value(self.value)
         return f"output '{self.output}': {self.metric} {value} {relation} {self.limit_key} {self.limit:g}"
@@ -75,7 +82,8 @@ def resolve(output: str, precision: str, tolerances: Mapping[str, Tolerance], cl
 
 
 def evaluate(output: str, metrics: OutputMetrics, tolerance: Tolerance) -> list[Check]:
-    """Every limit set in ``tolerance`` checked against ``metrics``; NaN never passes."""
+    """Every limit set in ``tolerance`` checked against ``metrics``; NaN never passes. An output
+    with NaN/Inf on either side also gets the pattern check: no position may differ."""
     measured = metrics.as_dict()
     checks = []
     for key, (metric, bound) in LIMITS.items():
@@ -85,6 +93,9 @@ def evaluate(output: str, metrics: OutputMetrics, tolerance: Tolerance) -> list[
             continue
         ok = value <= limit if bound == "max" else value >= limit
         checks.append(Check(output, key, metric, bound, float(value), float(limit), bool(ok and not math.isnan(value))))
+    if metrics.nonfinite_mismatch is not None:
+        mismatch = float(metrics.nonfinite_mismatch)
+        checks.append(Check(output, PATTERN_KEY, "nonfinite_mismatch", "max", mismatch, 0.0, mismatch == 0))
     return checks
 
 

@@ -17,11 +17,9 @@ from trtforge.compat import file_problem
 from trtforge.console import Reporter
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import sha256_file
+from trtforge.inspection import engine_file
 from trtforge.manifest import (
-    ENGINE_SUFFIX,
-    MANIFEST_SUFFIX,
     Manifest,
-    engine_path_for,
     manifest_path_for,
     read_manifest,
     write_manifest,
@@ -40,11 +38,7 @@ class VerifyOutcome:
 
 def engine_of(path: Path) -> Path:
     """``x.engine`` or ``x.manifest.json`` -> ``x.engine``; anything else is a usage error."""
-    if path.name.endswith(MANIFEST_SUFFIX):
-        return engine_path_for(path)
-    if path.name.endswith(ENGINE_SUFFIX):
-        return path
-    raise InvalidInputError(f"{path}: not an engine; pass an .engine file (or its .manifest.json) and --spec SPEC")
+    return engine_file(path, " and --spec SPEC")
 
 
 def source_mismatch(spec: Spec, manifest: Manifest, onnx_sha256: str) -> str | None:
@@ -77,8 +71,8 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
     mismatch = source_mismatch(spec, manifest, sha256_file(spec.model_path))
     if mismatch:
         raise InvalidInputError(
-            f"{engine.name}: refused: {mismatch}; verify it with the spec it was built from, or rebuild it "
-            f"with trtforge build {spec.origin.path}"
+            f"{engine.name}: {spec.origin.path} is not the spec this engine was built from ({mismatch}); "
+            f"pass the spec that built it (name: {manifest.name}) as --spec"
         )
     damaged = file_problem(manifest, engine)
     if damaged:

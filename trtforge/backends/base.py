@@ -11,8 +11,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from trtforge.backends.messages import (
+    CPU_ONLY_NOISE,
+    DTYPE_ASSERTION,
+    clean_lines,
+    clean_text,
+    dtype_message,
+    native_stderr,
+    node_label,
+    parser_reason,
+    unsupported_dtypes,
+    without_native_dtype_lines,
+)
 from trtforge.errors import BuildError, InvalidInputError
-from trtforge.spec import BuildOptions, ShapeRange
+from trtforge.spec import BuildOptions, ShapeRange, SpecOrigin, check_shape_inputs
 from trtforge.tags import ComputeCapability
 
 
@@ -37,6 +49,12 @@ class BuildRequest:
     timing_cache: Path | None = None
     fp16_flag: bool = False
     calibration_cache: bytes | None = None
+    origin: SpecOrigin | None = None  # the spec's, for errors about its profiles
+    label: str = ""  # how errors name the model: the spec and its model, never a cache file
+
+    @property
+    def source(self) -> str:
+        return self.label or str(self.onnx_path)
 
 
 @dataclass(frozen=True)
@@ -162,32 +180,65 @@ class TensorRTApiBackend:
 
         return _Monitor()
 
-    def _parse(self, builder: Any, request: BuildRequest) -> tuple[Any, Any]:
+    @property
+    def noise(self) -> tuple[str, ...]:
+        """Log lines that say nothing about the model: CUDA errors of a build on a host without a GPU."""
+        from trtforge.compat import detect_gpus
+
+        return () if detect_gpus() else CPU_ONLY_NOISE
+
+    def _parse(self, builder: Any, request: BuildRequest) -> tuple[Any, Any, list[str]]:
+        """The network, its parser, and what the parser printed to the C stderr (notes, not output)."""
         network = builder.create_network(self.network_flags(request))
         parser = self.trt.OnnxParser(network, self.logger)
-        if not parser.parse_from_file(str(request.onnx_path)):
-            raise BuildError(f"{request.onnx_path}: ONNX parser failed: {self._parser_errors(parser)}")
-        return network, parser
+        with native_stderr() as printed:
+            parsed = parser.parse_from_file(str(request.onnx_path))
+        if not parsed:
+            raise BuildError(f"{request.source}: ONNX parser failed{self._parser_errors(parser, request, printed)}")
+        return network, parser, printed
 
-    def _parser_errors(self, parser: Any) -> str:
-        messages = []
+    def _parser_errors(self, parser: Any, request: BuildRequest, printed: list[str]) -> str:
+        """``at node #3 (op Foo): why``, or ``: why; why`` for several errors; dtype failures name the tensors."""
+        described: list[tuple[str, str]] = []
         for index in range(parser.num_errors):
             error = parser.get_error(index)
-            where = ""
             node_name = error.node_name() if hasattr(error, "node_name") else ""
             operator = error.node_operator() if hasattr(error, "node_operator") else ""
-            if node_name or operator:
-                where = f"node '{node_name}' (op {operator}): "
-            elif error.node() >= 0:
-                where = f"node #{error.node()}: "
-            messages.append(where + error.desc().strip())
-        return "; ".join(messages) or "; ".join(self.errors) or "unknown parser error"
+            desc = parser_reason(error.desc(), operator)
+            if DTYPE_ASSERTION in desc:
+                tensors = unsupported_dtypes(request.onnx_path)
+                if tensors:
+                    desc = dtype_message(tensors)
+                    printed = without_native_dtype_lines(printed)
+            item = (node_label(error.node(), node_name, operator), clean_text([desc], self.noise))
+            if item not in described:
+                described.append(item)
+        if len(described) == 1 and described[0][0]:
+            where, why = described[0]
+            return f" at {where}: {clean_text([why, *printed], self.noise)}"
+        messages = [f"{where}: {why}" if where else why for where, why in described]
+        return ": " + (
+            clean_text([*messages, *printed], self.noise) or clean_text(self.errors, self.noise) or "no detail"
+        )
+
+    def _pass_on(self, printed: list[str], monitor: BuildMonitor) -> None:
+        """What TensorRT printed on a step that succeeded: notes of the build, not stray lines."""
+        for line in clean_lines(printed, self.noise):
+            monitor.note(f"TensorRT: {line}")
 
     def _add_profiles(self, builder: Any, network: Any, config: Any, request: BuildRequest) -> None:
+        """Shapes per input, values per shape tensor; which inputs are shape tensors is TensorRT's
+        call (``is_shape_tensor``, after parsing), checked against the spec before any is set."""
+        inputs = [network.get_input(i) for i in range(network.num_inputs)]
+        shape_inputs = {t.name: tuple(int(d) for d in t.shape) for t in inputs if t.is_shape_tensor}
+        check_shape_inputs(request.profiles, shape_inputs, request.origin)
         for index, profile_spec in enumerate(request.profiles):
             profile = builder.create_optimization_profile()
             for name, shapes in profile_spec.items():
-                profile.set_shape(name, tuple(shapes.min), tuple(shapes.opt), tuple(shapes.max))
+                if shapes.values is not None:
+                    profile.set_shape_input(name, *(shapes.values.flat(label) for label in ("min", "opt", "max")))
+                else:
+                    profile.set_shape(name, tuple(shapes.min), tuple(shapes.opt), tuple(shapes.max))
             if config.add_optimization_profile(profile) < 0:
                 detail = "; ".join(self.errors) or "TensorRT refused its shapes"
                 raise InvalidInputError(f"optimization profile {index} is not valid: {detail}")
@@ -205,7 +256,8 @@ class TensorRTApiBackend:
         trt = self.trt
         self.errors.clear()
         builder = trt.Builder(self.logger)
-        network, _parser = self._parse(builder, request)
+        network, _parser, printed = self._parse(builder, request)
+        self._pass_on(printed, monitor)
         config = builder.create_builder_config()
         self._add_profiles(builder, network, config, request)
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.options.workspace))
@@ -218,9 +270,11 @@ class TensorRTApiBackend:
         notes = self.load_timing_cache(config, request)
         with _cancel_on_sigint() as cancelled:
             config.progress_monitor = self._progress_monitor(monitor, cancelled)
-            serialized = builder.build_serialized_network(network, config)
+            with native_stderr() as printed:
+                serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            detail = "; ".join(self.errors) or "no detail from TensorRT"
-            raise BuildError(f"{self.flavor} {self.version} could not build {request.onnx_path.name}: {detail}")
+            detail = clean_text([*self.errors, *printed], self.noise) or "no detail from TensorRT"
+            raise BuildError(f"{request.source}: {self.flavor} {self.version} could not build it: {detail}")
+        self._pass_on(printed, monitor)
         self.save_timing_cache(config, request)
         return BuildResult(engine=bytes(serialized), io=self._io(network), gpu=gpu, notes=tuple(notes))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trtforge.cli.common import JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.cli.common import CcOption, JsonOption, emit_json, exits_cleanly, reporter
 
 app = typer.Typer()
 
@@ -38,10 +38,12 @@ def bench(
         int | None, typer.Option("--threads", min=1, help="onnxruntime intra-op threads per context.")
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds a request waits for a context.")] = 30.0,
+    cc: CcOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Warm pool against cold start: first request and steady-state p50/p99, as ratios to the p50."""
     from trtforge.bench import BenchConfig, parse_shape, render_table, run_bench
+    from trtforge.compat import Target
 
     console = reporter()
     config = BenchConfig(
@@ -55,6 +57,7 @@ def bench(
         provider=provider,
         threads=threads,
         timeout=timeout,
+        cc=Target.from_flags(cc=cc).compute_capability,
     )
     report = run_bench(config, log=console.info)
     if as_json:

@@ -18,7 +18,7 @@ from trtforge.cli.common import (
     exits_cleanly,
     reporter,
 )
-from trtforge.errors import TrtforgeError, most_severe
+from trtforge.errors import TrtforgeError, internal_error, most_severe
 
 app = typer.Typer()
 
@@ -36,16 +36,13 @@ def build(
     as_json: JsonOption = False,
 ) -> None:
     """Build each spec: check, prepare precision, build, run the accuracy gate, stamp the manifest."""
-    from trtforge.build import build_spec
-    from trtforge.spec import load_spec
-
     console = reporter()
     cache = cache_dir_value(cache_dir)
     results: list[dict[str, Any]] = []
     suites: list[Any] = []
     for spec_path in specs:
         try:
-            outcome = build_spec(load_spec(spec_path), out, console, backend=backend_value(backend), cache_dir=cache)
+            outcome = _build_one(spec_path, out, console, backend_value(backend), cache)
         except TrtforgeError as exc:
             suites.append(_junit_failure(spec_path, exc))
             if len(specs) == 1 and not as_json:
@@ -74,6 +71,20 @@ def build(
     code = most_severe(result["exit_code"] for result in results)
     if code:
         raise typer.Exit(code)
+
+
+def _build_one(spec_path: Path, out: Path, console: Any, backend: str | None, cache: Path) -> Any:
+    """One spec of a batch: whatever it raises is a TrtforgeError, so one bad spec (a bug, an
+    unwrapped onnxruntime or TensorRT exception) costs that spec only and the batch goes on."""
+    from trtforge.build import build_spec
+    from trtforge.spec import load_spec
+
+    try:
+        return build_spec(load_spec(spec_path), out, console, backend=backend, cache_dir=cache)
+    except TrtforgeError:
+        raise
+    except Exception as exc:  # a bug or an unwrapped library error: this spec fails with exit 1
+        raise internal_error(exc, str(spec_path)) from exc
 
 
 def _junit_failure(spec_path: Path, exc: TrtforgeError) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,7 +23,14 @@ from trtforge.cli.common import (
 )
 from trtforge.errors import InvalidInputError
 
+if TYPE_CHECKING:
+    from trtforge.console import Reporter
+    from trtforge.project import Project
+
 app = typer.Typer()
+
+#: what ``ci`` and ``matrix`` take without a folder (trtforge.project.default_root)
+DEFAULT_FOLDER = "the folder holding trtforge.yaml: ./ or configs/, else ./"
 
 
 class MatrixFormat(str, Enum):
@@ -37,10 +44,15 @@ class MatrixFormat(str, Enum):
 def ci(
     targets: Annotated[
         list[Path] | None,
-        typer.Argument(metavar="DIR|SPEC", help="Spec folders or spec files (default: the current folder)."),
+        typer.Argument(metavar="DIR|SPEC", help=f"Spec folders or spec files (default: {DEFAULT_FOLDER})."),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("out"),
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Specs built in parallel (one process each).")] = 1,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", "-j", min=1, help="Specs built in parallel, one process each (default: the CPU cores available)."
+        ),
+    ] = None,
     backend: BackendOption = None,
     cache_dir: CacheDirOption = None,
     junit: Annotated[
@@ -56,17 +68,17 @@ def ci(
     """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
     from trtforge.accuracy.report import write_junit
     from trtforge.build import default_cache_dir
-    from trtforge.ci import CiOptions, junit_suites, markdown_summary, render_table, run_ci
+    from trtforge.ci import CiOptions, available_cores, junit_suites, markdown_summary, render_table, run_ci
     from trtforge.fsutil import atomic_write_bytes
-    from trtforge.project import discover
 
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     summary = _report_file(Path(step_summary), "GITHUB_STEP_SUMMARY") if step_summary else None
     junit = _report_file(junit, "--junit") if junit is not None else None
-    project = discover(list(targets or []))
+    console = reporter()
+    project = _discover(list(targets or []), console)
     options = CiOptions(out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure)
-    report = run_ci(list(project.specs), options, jobs)
-    render_table(report, reporter())
+    report = run_ci(list(project.specs), options, jobs or available_cores())
+    render_table(report, console)
     if junit is not None:
         with _writing(junit, "--junit"):
             write_junit(junit, junit_suites(report))
@@ -78,6 +90,16 @@ def ci(
         emit_json(report.to_dict())
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+def _discover(targets: list[Path], console: Reporter) -> Project:
+    """The project's specs, with one note per YAML file of its folders that is not a spec."""
+    from trtforge.project import discover
+
+    project = discover(targets)
+    for path, reason in project.skipped:
+        console.info(f"skipped {path}: {reason}")
+    return project
 
 
 def _report_file(path: Path, what: str) -> Path:
@@ -100,19 +122,19 @@ def _writing(path: Path, what: str) -> Iterator[None]:
 @app.command()
 @exits_cleanly
 def matrix(
-    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Spec folder with an optional trtforge.yaml.")] = Path(
-        "."
-    ),
+    folder: Annotated[
+        Path | None,
+        typer.Argument(metavar="DIR", help=f"Spec folder with an optional trtforge.yaml (default: {DEFAULT_FOLDER})."),
+    ] = None,
     output_format: Annotated[MatrixFormat, typer.Option("--format", help="github | gitlab | json")] = MatrixFormat.json,
 ) -> None:
     """Print the build matrix (spec x GPU runner) for the CI system to fan out."""
-    from trtforge.cli.common import emit_json
-    from trtforge.matrix import plan, render_github, render_gitlab, render_json
-    from trtforge.project import discover
+    from trtforge.matrix import DEFAULT_CPU_RUNNER, plan, render_github, render_gitlab, render_json
     from trtforge.spec import load_spec
 
-    project = discover([folder])
-    entries = plan(project, [load_spec(path) for path in project.specs])
+    project = _discover([folder] if folder is not None else [], reporter())
+    specs = [load_spec(path) for path in project.specs]
+    entries = plan(project, specs, DEFAULT_CPU_RUNNER[output_format.value])
     if output_format is MatrixFormat.github:
         typer.echo(render_github(entries))
     elif output_format is MatrixFormat.gitlab:

@@ -6,13 +6,15 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.exceptions import TyperException
 
-from trtforge.errors import TrtforgeError
+from trtforge.errors import TrtforgeError, internal_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,25 +31,40 @@ def reporter() -> Any:
     return Reporter()
 
 
+#: whether the running command printed its ``--json`` document (exits_cleanly prints one otherwise)
+_json_printed: ContextVar[bool] = ContextVar("json_printed", default=False)
+
+
 def emit_json(document: Any) -> None:
     """``--json`` prints exactly one document on stdout; everything human goes to stderr."""
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     sys.stdout.flush()
+    _json_printed.set(True)
 
 
 def exits_cleanly(command: F) -> F:
-    """Map TrtforgeError to its exit code with one line on stderr (no traceback), Ctrl-C to 130."""
+    """Every failure is one line on stderr and its exit code: TrtforgeError's own, 130 for Ctrl-C,
+    1 for anything else (a bug or an unwrapped library error; TRTFORGE_DEBUG=1 adds the
+    traceback). With ``--json`` (the parameter ``as_json``) a command that failed before printing
+    its document prints ``{"error": {"exit_code": N, "message": "..."}}``: always one document."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _json_printed.set(False)
         try:
             return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise  # the command chose its exit code; usage errors are typer's to print
         except TrtforgeError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            code, message = exc.exit_code, str(exc)
         except KeyboardInterrupt:
-            typer.echo(INTERRUPTED, err=True)
-            raise typer.Exit(130) from None
+            code, message = 130, INTERRUPTED
+        except Exception as exc:  # a bug or an unwrapped library error: one line, exit 1
+            code, message = 1, str(internal_error(exc))
+        typer.echo(message if code == 130 else f"error: {message}", err=True)
+        if kwargs.get("as_json") and not _json_printed.get():
+            emit_json({"error": {"exit_code": code, "message": message}})
+        raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -172,7 +172,11 @@ def cc_assignment(plans: Sequence[tuple[Manifest, str]]) -> tuple[dict[str, str]
 
 def warmup_samples(manifest: Manifest) -> list[tuple[str, dict[str, list[int]]]]:
     """One sample per distinct set of input shapes: every profile's min, opt and max (DESIGN.md:
-    TensorRT re-allocates on each new shape, so warm-up must cover the shapes that will be served)."""
+    TensorRT re-allocates on each new shape, so warm-up must cover the shapes that will be served).
+    None for an engine with shape-tensor inputs: Triton's zero-filled samples would give them the
+    value 0 (a Reshape to 0 elements, TopK with k 0), outside the values the profiles allow."""
+    if any("min_values" in entry for profile in manifest.profiles for entry in profile.values()):
+        return []
     inputs = [tensor for tensor in manifest.io if tensor.mode == "input"]
     samples: list[tuple[str, dict[str, list[int]]]] = []
     seen: set[tuple[tuple[str, tuple[int, ...]], ...]] = set()

@@ -26,6 +26,7 @@ from trtforge.compat import (
     installed_version,
     policy_problems,
     product,
+    retarget_advice,
     select_engine,
     signature_facts,
 )
@@ -45,8 +46,7 @@ _CHUNK = 4 * 1024 * 1024
 #: What each ``EngineInvalidityDiagnostics`` bit of ``get_engine_validity`` means for a person.
 _DIAGNOSTICS = {
     "VERSION_MISMATCH": "the runtime reports a version mismatch: rebuild the engine with {runtime}",
-    "UNSUPPORTED_CC": "the runtime reports that this GPU ({gpu}) is not one the engine was compiled for: "
-    "rebuild with targets: ['{cc}']",
+    "UNSUPPORTED_CC": "the runtime reports that this GPU ({gpu}) is not one the engine was compiled for: {retarget}",
     "OLD_CUDA_DRIVER": "the NVIDIA driver ({driver}) is too old for this engine: upgrade the driver",
     "OLD_CUDA_RUNTIME": "the CUDA runtime libraries are too old for this engine: upgrade them",
     "INSUFFICIENT_GPU_MEMORY": "the GPU has too little free memory for this engine ({free} free): free memory "
@@ -291,7 +291,7 @@ def _header_check(inspection: _Inspection, data: bytearray | None, notes: list[s
         values = {
             "runtime": f"{product(flavor)} {backend.version}",
             "gpu": f"{gpu.name}, {gpu.compute_capability}",
-            "cc": str(gpu.compute_capability),
+            "retarget": retarget_advice(flavor, gpu.compute_capability),
             "driver": gpu.driver_version,
             "free": f"{gpu.memory_free / 2**30:.1f} GiB",
         }

@@ -1,0 +1,52 @@
+"""Every benchmark prints its table on stderr and exactly one JSON document on stdout.
+
+``make bench`` redirects each script's stdout into ``out/bench-NAME.json``; a header printed on
+stdout (as benchmarks/pool.py once did) made that file invalid JSON. Each benchmark runs here in
+its smallest mode, in a fresh process, and its whole stdout must parse as one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
+
+#: The quickest arguments of each benchmark ({work}: a scratch folder of the test).
+QUICK: dict[str, list[str]] = {
+    "build_overhead": ["--quick"],
+    "calibration": ["--samples", "16", "--size", "16", "--kinds", "trtforge-ranges"],
+    "check_speed": ["--quick"],
+    "ci_cache": ["--quick"],
+    "node_corpus": ["--limit", "1", "--work", "{work}"],
+    "pool": ["--quick"],
+    "trust_replay": ["-k", "test_two_specs_writing_one_artifact_are_refused"],
+}
+
+pytestmark = pytest.mark.slow  # about 40 s for all of them on two cores
+
+
+def test_every_benchmark_has_a_quick_run() -> None:
+    assert sorted(path.stem for path in BENCHMARKS.glob("*.py")) == sorted(QUICK)
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_stdout_is_exactly_one_json_document(name: str, tmp_path: Path) -> None:
+    arguments = [argument.format(work=tmp_path / "work") for argument in QUICK[name]]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads(done.stdout)  # fails on a header line or a second document
+    assert isinstance(document, dict) and document
+    assert done.stderr.strip(), "the table belongs on stderr"

@@ -1,0 +1,187 @@
+"""Batches and defaults (issue 13, items 4 and 8): one bad spec costs only itself in `build SPEC...`
+and `ci` (forked workers and the parent alike); every `--json` command prints one document, also
+on failure; `ci` and `matrix` find the project without a folder and skip YAML that is not a spec;
+`matrix` has a default CPU runner; `ci --jobs` defaults to the CPU cores.
+
+The unexpected exception is real: an `.npz` whose member is compressed with Deflate64 (what
+Windows' zip tool writes for large archives) makes Python's zipfile raise NotImplementedError,
+which no trtforge error wraps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import models
+import numpy as np
+import pytest
+import yaml
+from clitools import cli
+
+models.need_rtx()
+
+REPO = Path(__file__).resolve().parent.parent
+STATIC = "profiles:\n  - input: {min: [2, 3, 16, 16], opt: [2, 3, 16, 16], max: [2, 3, 16, 16]}\n"
+DEFLATE64 = 9  # a zip compression method Python's zipfile cannot read
+
+
+def _deflate64_npz(path: Path) -> Path:
+    """A valid .npz, its one member marked as Deflate64 (local header and central directory)."""
+    np.savez(path, input=np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32))
+    data = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = data.index(signature) + offset
+        data[at : at + 2] = DEFLATE64.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def batch(tmp_path: Path) -> tuple[Path, Path]:
+    """bad.yaml (its accuracy data raises NotImplementedError when read) and good.yaml."""
+    models.conv_net(tmp_path / "conv.onnx")
+    _deflate64_npz(tmp_path / "val.npz")
+    common = f"model: conv.onnx\ntargets: ['8.6']\n{STATIC}"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: bad\n{common}accuracy: {{data: val.npz}}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text(f"name: good\n{common}accuracy: {{enabled: false}}\n")
+    return bad, good
+
+
+def test_build_goes_on_after_an_unexpected_exception(batch: tuple[Path, Path], tmp_path: Path) -> None:
+    bad, good = batch
+    code, stdout, stderr = cli("build", bad, good, "--out", tmp_path / "out", "--json")
+    assert code == 1
+    first, second = json.loads(stdout)["results"]
+    assert first["exit_code"] == 1 and first["spec"] == str(bad)
+    assert first["error"].startswith(f"{bad}: internal error (NotImplementedError: ")
+    assert second["status"] == "built" and Path(second["engine"]).is_file()
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if "error:" in line] == [
+        line for line in stderr.splitlines() if "NotImplementedError" in line
+    ]
+
+
+def test_traceback_only_with_trtforge_debug(
+    batch: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad, _ = batch
+    code, _, stderr = cli("build", bad, "--out", tmp_path / "out")
+    assert code == 1 and "Traceback" not in stderr
+    assert f"error: {bad}: internal error (NotImplementedError: " in stderr and "TRTFORGE_DEBUG=1" in stderr
+    monkeypatch.setenv("TRTFORGE_DEBUG", "1")
+    code, _, stderr = cli("build", bad, "--out", tmp_path / "out")
+    assert code == 1 and "Traceback (most recent call last)" in stderr and "zipfile" in stderr
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"], ids=["parent", "forked-workers"])
+def test_ci_reports_every_spec_after_an_unexpected_exception(
+    batch: tuple[Path, Path], tmp_path: Path, jobs: str
+) -> None:
+    """--jobs 1 builds in the parent, --jobs 2 in forked workers: a subprocess, so that the
+    workers' stderr (the traceback TRTFORGE_DEBUG asks for) is seen."""
+    bad, good = batch
+    env = {**os.environ, "TRTFORGE_DEBUG": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "trtforge", "ci", bad, good, "--out", tmp_path / "out", "--jobs", jobs, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 1, run.stderr
+    document = json.loads(run.stdout)
+    results = {Path(result["spec"]).name: result for result in document["results"]}
+    assert results["bad.yaml"]["exit_code"] == 1
+    assert "internal error (NotImplementedError: " in results["bad.yaml"]["message"]
+    assert results["good.yaml"]["status"] == "built"
+    assert "bad: internal error (NotImplementedError" in run.stderr
+    assert "Traceback (most recent call last)" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "{tmp}/missing.yaml"],
+        ["calibrate", "{tmp}/good.yaml"],
+        ["verify", "{tmp}/missing.yaml"],
+        ["inspect", "{tmp}/missing.engine"],
+        ["check", "{tmp}/missing.engine"],
+        ["ci", "{tmp}/missing"],
+        ["keygen", "{tmp}/good.yaml"],
+        ["sign", "{tmp}/missing.engine", "--key", "{tmp}/missing.pem"],
+        ["publish", "{tmp}/missing.engine", "--to", "dir://{tmp}/registry"],
+        ["pull", "dir://{tmp}/missing", "--name", "x", "--out", "{tmp}/pulled"],
+        ["bench", "{tmp}/missing.onnx"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_json_failure_prints_one_document(batch: tuple[Path, Path], tmp_path: Path, argv: list[str]) -> None:
+    code, stdout, stderr = cli(*(arg.replace("{tmp}", str(tmp_path)) for arg in argv), "--json")
+    assert code not in (0, 1), stderr
+    document = json.loads(stdout)  # exactly one document: json.loads refuses trailing text
+    error = document.get("error")
+    if isinstance(error, dict):
+        assert error["exit_code"] == code and error["message"] in stderr
+    else:
+        assert code in {document.get("exit_code"), *(r.get("exit_code") for r in document.get("results", []))}
+
+
+def _project(root: Path) -> Path:
+    """A repository laid out as this one: configs/ holds trtforge.yaml (no runners) and a spec,
+    examples/ci/ the CI workflow files, which are not specs."""
+    configs = root / "configs"
+    configs.mkdir(parents=True)
+    models.conv_net(configs / "conv.onnx")
+    (configs / "trtforge.yaml").write_text("publish_to: dir://published\n")
+    (configs / "conv.yaml").write_text(
+        f"name: conv\nmodel: conv.onnx\nbackend: tensorrt-rtx\ntargets: ['8.6']\n{STATIC}accuracy: {{enabled: false}}\n"
+    )
+    shutil.copytree(REPO / "examples" / "ci", root / "examples" / "ci")
+    shutil.copy(REPO / "examples" / "ci" / "github-actions.yml", configs / "workflow.yml")
+    return configs
+
+
+def test_matrix_without_folder_or_runners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = cli("matrix", "--format", "github")
+    assert code == 0, stderr
+    [entry] = json.loads(stdout)["include"]
+    assert (entry["spec"], entry["backend"], entry["runner"]) == (
+        "configs/conv.yaml",
+        "tensorrt-rtx",
+        ["ubuntu-latest"],
+    )
+    assert "skipped configs/workflow.yml: a CI workflow file, not a spec" in stderr
+    code, stdout, _ = cli("matrix", "--format", "gitlab")
+    job = yaml.safe_load(stdout)["build:conv-fp32-cpu"]
+    assert code == 0 and "tags" not in job  # GitLab: any runner of the project
+
+
+def test_matrix_at_this_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    code, stdout, stderr = cli("matrix", "--format", "json")
+    assert code == 0, stderr
+    specs = {entry["spec"] for entry in json.loads(stdout)["entries"]}
+    assert specs and all(spec.startswith("configs/") for spec in specs)
+
+
+def test_ci_without_folder_builds_the_project_with_a_job_per_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = cli("ci", "--out", "out", "--jobs", "1", "--json")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert [(Path(r["spec"]).name, r["status"]) for r in document["results"]] == [("conv.yaml", "built")]
+    assert "skipped configs/workflow.yml" in stderr
+    code, stdout, stderr = cli("ci", "--out", "out", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["jobs"] == len(os.sched_getaffinity(0))

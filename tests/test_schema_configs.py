@@ -1,0 +1,63 @@
+"""The shipped JSON Schema (trtforge/spec.schema.json, what editors and CI linters read) accepts
+the project's own specs, the README's spec reference, and globs as "a string or a list" (issue 13,
+item 6): until then `calibration.data: dir/*.npy` was valid for trtforge and invalid for the schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads((REPO / "trtforge" / "spec.schema.json").read_text(encoding="utf-8"))
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def _specs() -> list[Path]:
+    """YAML files in configs/ and examples/ that are specs: not trtforge.yaml, not CI workflows."""
+    found = []
+    for folder in ("configs", "examples"):
+        for path in sorted((REPO / folder).rglob("*.y*ml")):
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if path.name != "trtforge.yaml" and isinstance(data, dict) and {"name", "model"} <= data.keys():
+                found.append(path)
+    return found
+
+
+def _errors(document: object) -> list[str]:
+    return [f"{'.'.join(map(str, error.path))}: {error.message}" for error in VALIDATOR.iter_errors(document)]
+
+
+def test_the_schema_is_a_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_there_are_specs_to_check() -> None:
+    names = {path.name for path in _specs()}
+    assert {"digits-fp32.yaml", "digits-fp16.yaml", "digits-int8.yaml", "digits-dynamic.yaml"} <= names
+
+
+@pytest.mark.parametrize("spec", _specs(), ids=lambda path: str(path.relative_to(REPO)))
+def test_every_shipped_spec_validates(spec: Path) -> None:
+    assert not _errors(yaml.safe_load(spec.read_text(encoding="utf-8")))
+
+
+def test_the_readme_spec_reference_validates() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    reference = readme[readme.index("## Spec reference") :]
+    block = re.search(r"```yaml\n(.*?)```", reference, re.DOTALL)
+    assert block is not None
+    assert not _errors(yaml.safe_load(block.group(1)))
+
+
+@pytest.mark.parametrize("section", ["calibration", "accuracy"])
+def test_data_is_a_glob_or_a_list_of_globs(section: str) -> None:
+    base = {"name": "m", "model": "m.onnx"}
+    for data in ("data/*.npy", ["a/*.npy", "b.npz"]):
+        assert not _errors({**base, section: {"data": data}})
+    assert _errors({**base, section: {"data": []}})
+    assert _errors({**base, section: {"data": 3}})
