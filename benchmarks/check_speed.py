@@ -7,7 +7,7 @@ same run and on the same file:
 - baseline: ``sha256sum FILE`` (coreutils);
 - ``trtforge check FILE --cc 8.6 --json`` as a subprocess (what CI runs: start-up + check);
 - ``trtforge check`` on a 1 KB artifact: the CLI's start-up, measured on its own;
-- ``check_artifact()`` in-process: the check without start-up, measured on its own (not
+- ``check_compatibility()`` in-process: the check without start-up, measured on its own (not
   derived by subtracting two medians, which is no measurement); ``fsutil.sha256_file`` alone;
 - ``openssl dgst -sha256`` when present: coreutils' sha256sum is often built without the CPU's
   SHA instructions while OpenSSL (and so Python's hashlib) uses them, so it is the fairer bar.
@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from trtforge.compat import Target, installed_version
+from trtforge.environment import Target, installed_version
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import Manifest, manifest_path_for, write_manifest
-from trtforge.runtime import check_artifact
+from trtforge.runtime import check_compatibility
 from trtforge.tags import ComputeCapability
 
 MB = 1_000_000
@@ -119,7 +119,7 @@ def main() -> None:
             "trtforge check, 1 KB engine (start-up)": lambda: run(
                 [*trtforge, "check", str(tiny), "--cc", "8.6", "--json"]
             ),
-            "check_artifact() in-process (no start-up)": lambda: check_artifact(engine, target=target),
+            "check_compatibility() in-process (no start-up)": lambda: check_compatibility(engine, target=target),
             "fsutil.sha256_file in-process": lambda: sha256_file(engine),
         }
         if shutil.which("openssl"):

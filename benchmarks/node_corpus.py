@@ -6,7 +6,9 @@ first data set. Every model is built three ways, in the same run:
 
 - **raw**: the TensorRT-RTX API directly (parse, one profile at the data set's shapes — and the
   data set's values for shape-tensor inputs — build), the peer;
-- **trtforge, gate off**: ``trtforge build SPEC... --json`` with ``accuracy.enabled: false``;
+- **trtforge, gate off**: ``trtforge build SPEC... --json`` with ``accuracy.enabled: false``; the
+  spec gives the data set's values to the inputs the peer's parser read as shape tensors (what a
+  user does once trtforge names them);
 - **trtforge, gate on**: the same specs with the accuracy gate (random inputs, fp32).
 
 Specs are built many per process (``trtforge build`` takes a list), in chunks; a chunk whose
@@ -40,30 +42,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 TRTFORGE = [sys.executable, "-m", "trtforge"]
 NAME_LIMIT = 64
-#: Operands TensorRT reads as shape tensors when a graph input feeds them (op -> input positions):
-#: the corpus specs give those inputs values, as a user does after trtforge names them.
-SHAPE_OPERANDS = {
-    "Reshape": (1,),
-    "Expand": (1,),
-    "Tile": (1,),
-    "Slice": (1, 2, 3, 4),
-    "TopK": (1,),
-    "Resize": (2, 3),
-    "Split": (1,),
-    "CumSum": (1,),
-    "ConstantOfShape": (0,),
-    "Range": (0, 1, 2),
-    "OneHot": (1,),
-    "Pad": (1, 2, 3),
-    "Unsqueeze": (1,),
-    "Squeeze": (1,),
-    "CenterCropPad": (1,),
-    "Upsample": (1,),
-    "MaxUnpool": (2,),
-    "HannWindow": (0,),
-    "HammingWindow": (0,),
-    "BlackmanWindow": (0,),
-}
 
 
 @dataclass(frozen=True)
@@ -94,7 +72,7 @@ def spec_name(case: str, taken: set[str]) -> str:
 
 
 def generate(work: Path, limit: int | None, match: str | None) -> list[CorpusModel]:
-    """Write every node test as ``model.onnx``, its first data set's inputs, and two specs."""
+    """Write every node test as ``model.onnx`` and its first data set's inputs."""
     import numpy as np
     import onnx
     from onnx.backend.test.case.node import collect_testcases
@@ -119,22 +97,21 @@ def generate(work: Path, limit: int | None, match: str | None) -> list[CorpusMod
             if isinstance(array, np.ndarray | np.generic) and array.dtype.kind in "biuf":  # no string tensors
                 feeds[input_name] = np.asarray(array)  # a NumPy scalar (CumSum's axis) as a rank-0 array
         np.savez(folder / "inputs.npz", **feeds)
-        shape_inputs = _shape_inputs(graph, feeds)
-        for gate in ("on", "off"):
-            (folder / f"gate-{gate}.yaml").write_text(_spec_text(name, feeds, shape_inputs, gate == "on"))
         corpus.append(CorpusModel(case.name, name, str(folder)))
     return corpus
 
 
-def _shape_inputs(graph: Any, feeds: dict[str, Any]) -> set[str]:
-    """Integer inputs of rank 0 or 1 that feed a shape operand (SHAPE_OPERANDS)."""
-    candidates = {name for name, array in feeds.items() if array.dtype.kind in "iu" and array.ndim <= 1}
-    return {
-        node.input[position]
-        for node in graph.node
-        for position in SHAPE_OPERANDS.get(node.op_type, ())
-        if position < len(node.input) and node.input[position] in candidates
-    }
+def write_specs(corpus: list[CorpusModel], shape_inputs: dict[str, list[str]]) -> None:
+    """Two specs per model (gate on, gate off). The inputs TensorRT's parser reads as shape tensors
+    get the data set's values: what a user does once trtforge names them (exit 2 until then)."""
+    import numpy as np
+
+    for model in corpus:
+        folder = Path(model.folder)
+        feeds = dict(np.load(folder / "inputs.npz"))
+        for gate in ("on", "off"):
+            text = _spec_text(model.name, feeds, set(shape_inputs.get(model.folder, ())), gate == "on")
+            (folder / f"gate-{gate}.yaml").write_text(text)
 
 
 def _spec_text(name: str, feeds: dict[str, Any], shape_inputs: set[str], gate: bool) -> str:
@@ -168,16 +145,24 @@ def raw_worker(folders: list[str], results: Path) -> None:
     with open(results, "a", encoding="utf-8") as sink:
         for folder in folders:
             started = time.perf_counter()
+            shape_inputs: list[str] = []
             try:
-                status, reason = _raw_build(trt, logger, Path(folder), np)
+                status, reason = _raw_build(trt, logger, Path(folder), np, shape_inputs)
             except Exception as exc:  # the API raising is a refusal by TensorRT, not a crash
                 status, reason = "refused", f"{type(exc).__name__}: {exc}"[:300]
-            record = {"folder": folder, "status": status, "reason": reason, "seconds": time.perf_counter() - started}
+            record = {
+                "folder": folder,
+                "status": status,
+                "reason": reason,
+                "shape_inputs": shape_inputs,
+                "seconds": time.perf_counter() - started,
+            }
             sink.write(json.dumps(record) + "\n")
             sink.flush()
 
 
-def _raw_build(trt: Any, logger: Any, folder: Path, np: Any) -> tuple[str, str]:
+def _raw_build(trt: Any, logger: Any, folder: Path, np: Any, shape_inputs: list[str]) -> tuple[str, str]:
+    """Parse and build; ``shape_inputs`` receives the inputs the parser made shape tensors."""
     feeds = dict(np.load(folder / "inputs.npz"))
     builder = trt.Builder(logger)
     network = builder.create_network(0)
@@ -195,6 +180,7 @@ def _raw_build(trt: Any, logger: Any, folder: Path, np: Any) -> tuple[str, str]:
         if array is None:
             continue
         if tensor.is_shape_tensor:
+            shape_inputs.append(tensor.name)
             values = tuple(int(v) for v in np.asarray(array).reshape(-1))
             profile.set_shape_input(tensor.name, values, values, values)
         elif array.ndim > 0:
@@ -204,11 +190,13 @@ def _raw_build(trt: Any, logger: Any, folder: Path, np: Any) -> tuple[str, str]:
     return ("built", "") if serialized is not None else ("refused", "builder returned no engine")
 
 
-def run_raw(corpus: list[CorpusModel], work: Path, chunk: int) -> dict[str, Outcome]:
+def run_raw(corpus: list[CorpusModel], work: Path, chunk: int) -> tuple[dict[str, Outcome], dict[str, list[str]]]:
+    """The peer's outcome per model, and the inputs its parser read as shape tensors."""
     results = work / "raw.jsonl"
     results.unlink(missing_ok=True)
     pending = [model.folder for model in corpus]
     outcomes: dict[str, Outcome] = {}
+    shape_inputs: dict[str, list[str]] = {}
     while pending:
         batch = pending[:chunk]
         subprocess.run(
@@ -225,6 +213,7 @@ def run_raw(corpus: list[CorpusModel], work: Path, chunk: int) -> dict[str, Outc
         finished = [folder for folder in batch if folder in done]
         for folder in finished:
             record = done[folder]
+            shape_inputs[folder] = record["shape_inputs"]
             outcomes[folder] = Outcome(record["status"], 0 if record["status"] == "built" else 3, record["reason"])
         if len(finished) < len(batch):  # the worker died on the next model: count it, go on after it
             crashed = batch[len(finished)]
@@ -232,7 +221,7 @@ def run_raw(corpus: list[CorpusModel], work: Path, chunk: int) -> dict[str, Outc
             pending = batch[len(finished) + 1 :] + pending[chunk:]
         else:
             pending = pending[chunk:]
-    return outcomes
+    return outcomes, shape_inputs
 
 
 # ---------------------------------------------------------------- trtforge
@@ -361,8 +350,10 @@ def main() -> int:
     started = time.perf_counter()
     try:
         corpus = generate(work, args.limit, args.match)
+        raw, shape_inputs = run_raw(corpus, work, args.chunk)
+        write_specs(corpus, shape_inputs)
         runs = {
-            "raw": run_raw(corpus, work, args.chunk),
+            "raw": raw,
             "trtforge gate off": run_trtforge(corpus, work, "off", args.chunk),
             "trtforge gate on": run_trtforge(corpus, work, "on", args.chunk),
         }

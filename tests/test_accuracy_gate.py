@@ -91,7 +91,7 @@ def test_fp32_simulation_is_the_reference_itself(write_spec: Callable[..., Path]
 
 def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     pytest.importorskip("trtforge.calibration", reason="INT8 calibration (trtforge.calibration) is not available")
-    from trtforge.accuracy.gate import Candidate, run_gate
+    from trtforge.accuracy.gate import GateCandidate, run_gate
     from trtforge.model import inspect_model
     from trtforge.spec import load_spec
 
@@ -117,7 +117,7 @@ def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., 
     bad = run_gate(
         spec,
         inspect_model(spec.model_path),
-        Candidate("simulated", "test", onnx_path=damaged),
+        GateCandidate("simulated", "test", onnx_path=damaged),
         stem="digits-damaged",
         engine_file=None,
     )
@@ -128,7 +128,7 @@ def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., 
 def _perturb_fp16_cache(model: Path, cache: Path) -> None:
     """Poison trtforge's FP16 cache with a graph whose conv weights are flipped: the engine and the
     simulated candidate are both built from it, as from a broken conversion."""
-    from trtforge.build import fp16_onnx
+    from trtforge.precision.graphs import fp16_onnx
 
     path = fp16_onnx(model, cache)
     graph = onnx.load(str(path))
@@ -321,7 +321,7 @@ def test_labels_count_must_cover_the_samples(write_spec: Callable[..., Path], tm
 
 
 def test_samples_no_profile_accepts_are_dropped_and_counted(write_spec: Callable[..., Path]) -> None:
-    from trtforge.accuracy.gate import Candidate, run_gate
+    from trtforge.accuracy.gate import GateCandidate, run_gate
     from trtforge.model import inspect_model
     from trtforge.spec import load_spec
 
@@ -330,7 +330,7 @@ def test_samples_no_profile_accepts_are_dropped_and_counted(write_spec: Callable
     report = run_gate(
         spec,
         inspect_model(spec.model_path),
-        Candidate("simulated", "test", onnx_path=spec.model_path),
+        GateCandidate("simulated", "test", onnx_path=spec.model_path),
         stem="digits-fp32",
         engine_file=None,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trtforge.compat import detect_gpus, installed_version
+from trtforge.environment import detect_gpus, installed_version
 from trtforge.manifest import read_manifest
 
 if installed_version("tensorrt") is None:

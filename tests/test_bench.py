@@ -101,7 +101,7 @@ def test_bench_usage_errors_exit_2() -> None:
 
 def test_bench_refuses_an_engine_this_host_cannot_run(tmp_path: Path, model_dir: Path) -> None:
     need_rtx()
-    from trtforge.compat import detect_gpus
+    from trtforge.environment import detect_gpus
 
     if detect_gpus():
         pytest.skip("a GPU is present: the engine may well load here")

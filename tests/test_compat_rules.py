@@ -1,6 +1,6 @@
 """The compatibility rules as a table: manifests x environments -> the rules that fail.
 
-Every rule of DESIGN.md "Compatibility rules" and its edges (version-compatible with newer,
+Every rule of README "Compatibility checks and the runtime loader" and its edges (version-compatible with newer,
 older and other-major runtimes; ampere_plus on 7.5/8.0/9.0; explicit capability lists;
 same_compute_capability; platform; flavor), then ``select_engine``'s preference order.
 """
@@ -8,11 +8,13 @@ same_compute_capability; platform; flavor), then ``select_engine``'s preference 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from models import need_rtx
 
+from trtforge.cli.common import target_from_flags
 from trtforge.compat import (
     DEFAULT_POLICY,
     NO_GPU_MESSAGE,
@@ -21,14 +23,13 @@ from trtforge.compat import (
     LoadPolicy,
     Rule,
     SignatureStatus,
-    Target,
-    detect_environment,
-    detect_gpus,
     problems,
-    select_engine,
 )
+from trtforge.environment import detect_environment, detect_gpus, file_problem, measure_engine
 from trtforge.errors import InvalidInputError
+from trtforge.fsutil import sha256_bytes
 from trtforge.manifest import Manifest
+from trtforge.selection import select_engine
 from trtforge.tags import ComputeCapability, Platform
 
 LINUX = Platform("linux", "x86_64")
@@ -350,7 +351,7 @@ def test_capability_spellings_are_one_value() -> None:
 
 
 def test_target_from_flags_overrides_detection() -> None:
-    target = Target.from_flags("tensorrt", "10.13.0.35", "sm_90", "linux_aarch64")
+    target = target_from_flags("tensorrt", "10.13.0.35", "sm_90", "linux_aarch64")
     env = target.environment()
     assert env.flavor == "tensorrt" and env.version == "10.13.0.35"
     assert env.compute_capability == ComputeCapability(9, 0)
@@ -361,7 +362,7 @@ def test_target_from_flags_overrides_detection() -> None:
 def test_target_flavor_defaults_to_the_engines_with_the_installed_version() -> None:
     tensorrt_rtx = need_rtx()
 
-    env = Target.from_flags(cc="8.6").environment(default_flavor="tensorrt-rtx")
+    env = target_from_flags(cc="8.6").environment(default_flavor="tensorrt-rtx")
     assert env.flavor == "tensorrt-rtx" and env.version == tensorrt_rtx.__version__
 
 
@@ -376,7 +377,7 @@ def test_target_flavor_defaults_to_the_engines_with_the_installed_version() -> N
 )
 def test_target_flags_refuse_bad_values(flags: dict[str, str], says: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
-        Target.from_flags(**flags)
+        target_from_flags(**flags)
     assert says in str(caught.value)
 
 
@@ -461,7 +462,8 @@ def test_select_never_picks_an_incompatible_engine_and_says_why() -> None:
 def test_select_with_a_required_signature_skips_unsigned_engines() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from trtforge.signing import SigningKey, TrustedKey, key_id_of, sign_manifest
+    from trtforge.keys import SigningKey, TrustedKey
+    from trtforge.signing import key_id_of, sign_manifest
 
     private = Ed25519PrivateKey.generate()
     key_id = key_id_of(private.public_key())
@@ -470,3 +472,71 @@ def test_select_with_a_required_signature_skips_unsigned_engines() -> None:
     policy = LoadPolicy(require_signature=True, trusted_keys=(TrustedKey(private.public_key(), key_id, "t"),))
     assert _pick([exact_unsigned, plus_signed], TRT_ENV) == "exact-unsigned"
     assert _pick([exact_unsigned, plus_signed], TRT_ENV, policy) == "plus-signed"
+
+
+# ---------------------------------------------------------------- the one size-then-sha256 measure
+
+
+def _engine_on_disk(tmp_path: Path, data: bytes) -> tuple[Path, Manifest]:
+    """An engine file and a manifest that pins exactly its bytes."""
+    base = manifest_for(name="pinned")
+    engine = tmp_path / base.artifact.file
+    engine.write_bytes(data)
+    artifact = base.artifact.model_copy(update={"size": len(data), "sha256": sha256_bytes(data)})
+    return engine, base.replace(artifact=artifact)
+
+
+def test_measure_engine_hashes_the_bytes_it_keeps(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40
+    engine, manifest = _engine_on_disk(tmp_path, data)
+    facts, kept = measure_engine(engine, manifest, keep_bytes=True)
+    assert kept == bytearray(data)
+    assert (facts.engine_file, facts.engine_size, facts.engine_sha256) == (engine.name, len(data), sha256_bytes(data))
+    assert measure_engine(engine, manifest) == (facts, None)
+    assert file_problem(manifest, engine) is None
+
+
+def test_a_file_of_the_wrong_size_is_refused_without_hashing(tmp_path: Path) -> None:
+    engine, manifest = _engine_on_disk(tmp_path, b"x" * 1000)
+    engine.write_bytes(b"x" * 999)
+    facts, kept = measure_engine(engine, manifest, keep_bytes=True)
+    assert (facts.engine_size, facts.engine_sha256, kept) == (999, None, None)
+    problem = file_problem(manifest, engine)
+    assert problem is not None and "999 bytes, the manifest says 1,000 (truncated" in problem
+
+
+def test_same_size_other_bytes_is_a_sha256_problem(tmp_path: Path) -> None:
+    engine, manifest = _engine_on_disk(tmp_path, b"x" * 1000)
+    engine.write_bytes(b"y" * 1000)
+    problem = file_problem(manifest, engine)
+    assert problem is not None and f"differs from the manifest's {manifest.artifact.sha256[:12]}" in problem
+
+
+def test_a_missing_engine_is_rule_5_for_every_caller(tmp_path: Path) -> None:
+    engine, manifest = _engine_on_disk(tmp_path, b"x" * 10)
+    engine.unlink()
+    facts, kept = measure_engine(engine, manifest)
+    assert facts.engine_missing and kept is None
+    assert [problem.rule for problem in problems(manifest, env_for(), facts)] == [Rule.SHA256]
+    assert file_problem(manifest, engine) == (
+        f"engine file {engine.name} is missing beside its manifest: copy or download the .engine together "
+        "with its .manifest.json"
+    )
+
+
+def test_the_rules_import_no_detection_signing_or_tensorrt() -> None:
+    """compat judges values; measuring (NVML, TensorRT, files) and signatures live elsewhere."""
+    import ast
+
+    import trtforge.compat
+
+    tree = ast.parse(Path(trtforge.compat.__file__).read_text(encoding="utf-8"))
+    runtime = [node for node in tree.body if not isinstance(node, ast.If)]  # `if TYPE_CHECKING:` never runs
+    imported: set[str] = set()
+    for child in (child for node in runtime for child in ast.walk(node)):
+        if isinstance(child, ast.Import):
+            imported.update(alias.name for alias in child.names)
+        elif isinstance(child, ast.ImportFrom) and child.module:
+            imported.add(child.module)
+    assert {name for name in imported if name.startswith("trtforge")} == {"trtforge.tags"}
+    assert not imported & {"importlib", "pynvml", "tensorrt", "tensorrt_rtx", "platform"}

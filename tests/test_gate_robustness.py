@@ -18,11 +18,11 @@ from models import need_rtx, save
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.accuracy import metrics, tolerances
-from trtforge.accuracy.inputs import random_array
 from trtforge.data import plan_data
 from trtforge.errors import InvalidInputError
 from trtforge.model import describe
-from trtforge.runners import OnnxrtRunner
+from trtforge.runners.onnxruntime import OnnxrtRunner
+from trtforge.shapes import random_array
 from trtforge.spec import Tolerance
 
 tensor = helper.make_tensor_value_info

@@ -20,10 +20,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from trtforge.cli import app
-from trtforge.compat import NO_GPU_MESSAGE, LoadPolicy, Rule, Target, detect_gpus
+from trtforge.compat import NO_GPU_MESSAGE, LoadPolicy, Rule
+from trtforge.environment import Target, detect_gpus
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.manifest import manifest_path_for, read_manifest
-from trtforge.runtime import check_artifact, load_best, load_engine, select_artifact
+from trtforge.runtime import check_compatibility, load_best, load_engine, select_artifact
 from trtforge.signing import generate_keypair, load_signing_key, load_trusted_keys, sign_artifact
 from trtforge.tags import ComputeCapability
 
@@ -132,7 +133,7 @@ def test_check_through_a_subprocess_prints_one_json_document(engines: dict[str, 
 def test_no_gpu_and_no_cc_exits_5_and_says_pass_cc(engines: dict[str, Path]) -> None:
     code, _, err = _check(str(engines["sm86"]))
     assert code == 5 and NO_GPU_MESSAGE in err
-    result = check_artifact(engines["sm86"])
+    result = check_compatibility(engines["sm86"])
     assert [(p.rule, p.message) for p in result.problems] == [(Rule.GPU, NO_GPU_MESSAGE)]
 
 
@@ -180,7 +181,7 @@ def test_truncated_engine_is_refused_without_hashing(engines: dict[str, Path], t
     engine = _copy(engines["sm86"], tmp_path)
     size = engine.stat().st_size
     engine.write_bytes(engine.read_bytes()[: size // 2])
-    result = check_artifact(engine, target=AT_86)
+    result = check_compatibility(engine, target=AT_86)
     assert result.facts.engine_sha256 is None  # a wrong size already decides it
     (problem,) = result.problems
     assert problem.rule is Rule.SHA256 and "truncated" in problem.message and f"{size:,}" in problem.message
@@ -206,7 +207,7 @@ def test_missing_engine_beside_its_manifest_is_refused(engines: dict[str, Path],
 def test_manifest_of_another_engine_is_refused(engines: dict[str, Path], tmp_path: Path) -> None:
     engine = _copy(engines["sm89"], tmp_path)
     shutil.copy2(manifest_path_for(engines["digits"]), manifest_path_for(engine))
-    result = check_artifact(engine, target=Target(compute_capability=ComputeCapability(8, 9)))
+    result = check_compatibility(engine, target=Target(compute_capability=ComputeCapability(8, 9)))
     assert [p.rule for p in result.problems] == [Rule.SHA256]
     assert f"this manifest describes {engines['digits'].name}, not {engine.name}" in result.problems[0].message
 
@@ -215,7 +216,7 @@ def test_unparseable_manifest_is_invalid_input(engines: dict[str, Path], tmp_pat
     engine = _copy(engines["sm86"], tmp_path)
     manifest_path_for(engine).write_text("{not json")
     with pytest.raises(InvalidInputError, match="not JSON"):
-        check_artifact(engine, target=AT_86)
+        check_compatibility(engine, target=AT_86)
 
 
 # ---------------------------------------------------------------- signatures
@@ -238,7 +239,7 @@ def test_signed_engine_passes_a_signature_policy(
     code, out, _ = _check(str(engine), "--cc", "8.6", "--require-signature", "--trusted-key", str(signer[1]), "--json")
     assert code == 0 and json.loads(out)["signature"]["status"] == "valid"
     policy = LoadPolicy(require_signature=True, trusted_keys=load_trusted_keys([signer[1]]))
-    assert check_artifact(engine, policy, target=AT_86).compatible
+    assert check_compatibility(engine, policy, target=AT_86).compatible
 
 
 def test_manifest_edited_after_signing_is_refused(
@@ -264,7 +265,7 @@ def test_engine_swapped_under_a_signed_manifest_is_refused(
     sign_artifact(engine, load_signing_key(signer[0]))
     shutil.copy2(engines["vc"], engine)  # a real engine of the same model, but not the signed one
     policy = LoadPolicy(require_signature=True, trusted_keys=load_trusted_keys([signer[1]]))
-    result = check_artifact(engine, policy, target=AT_86)
+    result = check_compatibility(engine, policy, target=AT_86)
     assert result.facts.signature.value == "valid"  # the manifest is genuine...
     assert [p.rule for p in result.problems] == [Rule.SHA256]  # ...the engine is not the one it pins
 
@@ -279,7 +280,7 @@ def test_version_compatible_engine_needs_host_code_allowed(engines: dict[str, Pa
     assert code == 5 and "[host_code]" in err and "--allow-host-code" in err
     code, _, _ = _check(str(engines["vc"]), "--cc", "8.6", "--allow-host-code")
     assert code == 0
-    assert check_artifact(engines["vc"], LoadPolicy(allow_host_code=True), target=AT_86).compatible
+    assert check_compatibility(engines["vc"], LoadPolicy(allow_host_code=True), target=AT_86).compatible
 
 
 # ---------------------------------------------------------------- the loader
@@ -306,7 +307,7 @@ def test_loader_refuses_an_environment_that_is_not_the_installed_runtime(
     document["tensorrt"]["version"] = "1.7.0.1"
     path.write_text(json.dumps(document))
     claimed = Target(version="1.7.0.1", compute_capability=ComputeCapability(8, 6)).environment("tensorrt-rtx")
-    assert check_artifact(engine, environment=claimed).compatible
+    assert check_compatibility(engine, environment=claimed).compatible
     with pytest.raises(IncompatibleEngineError) as caught:
         load_engine(engine, environment=claimed)
     assert "checked for TensorRT-RTX 1.7.0.1, but the runtime installed here is TensorRT-RTX 1.7" in str(caught.value)
@@ -317,7 +318,7 @@ def test_header_check_runs_on_a_gpu_the_engine_does_not_target(engines: dict[str
     (get_engine_validity) sees the real GPU and refuses before deserialization."""
     gpus = detect_gpus()
     if not gpus:
-        pytest.skip("no GPU: get_engine_validity must not be called without one (DESIGN.md)")
+        pytest.skip("no GPU: the header check (get_engine_validity) runs only where a GPU is present")
     real = gpus[0].compute_capability
     if real in (ComputeCapability(8, 6), ComputeCapability(8, 9)):
         pytest.skip(f"this GPU ({real}) is a target of the engine; the mismatch case needs another GPU")

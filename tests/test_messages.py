@@ -14,7 +14,7 @@ from clitools import cli
 from models import conv_net, need_rtx, save
 from onnx import TensorProto, helper
 
-from trtforge.compat import detect_gpus
+from trtforge.environment import detect_gpus
 
 trt = need_rtx()
 
@@ -127,7 +127,7 @@ def test_the_dtype_list_is_what_the_parser_takes() -> None:
 
 def test_onnxruntime_failures_print_no_ansi_log_lines(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from trtforge.errors import TrtforgeError
-    from trtforge.runners import OnnxrtRunner
+    from trtforge.runners.onnxruntime import OnnxrtRunner
 
     graph = helper.make_graph(
         [helper.make_node("Gather", ["x", "i"], ["y"])],

@@ -20,11 +20,11 @@ from clitools import cli
 from models import save
 from onnx import TensorProto, helper, numpy_helper
 
-from trtforge.build import prepare_precision
-from trtforge.compat import detect_gpus, installed_version
 from trtforge.console import Reporter
+from trtforge.environment import detect_gpus, installed_version
 from trtforge.manifest import read_manifest
 from trtforge.model import inspect_model
+from trtforge.precision import prepare_precision
 from trtforge.spec import load_spec
 
 W = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5], [-2.0, 1.0, 0.75], [0.1, -0.3, 1.2]], np.float32)

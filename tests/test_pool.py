@@ -20,17 +20,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
-from trtforge.runners import RunnerError
-from trtforge.runtime.pool import (
-    EnginePool,
-    PoolClosed,
-    PoolExhausted,
-    PoolManager,
-    PoolState,
-    outputs_match,
-    suggest_pool_size,
-)
-from trtforge.runtime.sources import profile_shapes, random_feed
+from trtforge.runners.base import RunnerError
+from trtforge.runtime.health import outputs_match
+from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState
+from trtforge.runtime.manager import PoolManager
+from trtforge.runtime.pool import EnginePool, suggest_pool_size
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
@@ -176,8 +170,8 @@ def test_default_timeout_applies() -> None:
 def test_waiters_are_served_first_come_first_served() -> None:
     """Waiters queued in a known order on a pool of one get the context in that order.
 
-    Checked against the pool's queue made LIFO (``self._waiters[-1] is ticket`` in ``_acquire``)
-    and made random (any waiter takes a free context: ``bool(self._idle)`` alone), then restored:
+    Checked against the pool's queue made LIFO (``self.waiters[-1] is ticket`` in ``Lender.acquire``)
+    and made random (any waiter takes a free context: ``bool(self.idle)`` alone), then restored:
     this test failed on both ([5, 4, 3, 2, 1, 0], and a shuffled order).
     """
     served: list[int] = []  # appended while holding the only context: the order of acquisition
@@ -460,16 +454,6 @@ def test_suggest_pool_size_keeps_spares() -> None:
         suggest_pool_size(0, gb)
 
 
-def test_profile_shapes_cover_min_opt_max_of_every_profile() -> None:
-    profiles = [
-        {"input": {"min": [1, 3, 16, 16], "opt": [4, 3, 16, 16], "max": [8, 3, 16, 16]}},
-        {"input": {"min": [8, 3, 16, 16], "opt": [16, 3, 16, 16], "max": [16, 3, 16, 16]}},
-    ]
-    shapes = profile_shapes(profiles, static={"meta": (1, 4)})
-    assert [s["input"][0] for s in shapes] == [1, 4, 8, 16]  # duplicates dropped, order kept
-    assert all(s["meta"] == (1, 4) for s in shapes)
-
-
 def test_probe_comparison_finds_real_differences() -> None:
     ref = {"y": np.array([[1.0, 2.0]], np.float32)}
     assert outputs_match(ref, {"y": np.array([[1.0, 2.0000001]], np.float32)}) is None
@@ -477,18 +461,6 @@ def test_probe_comparison_finds_real_differences() -> None:
     assert "NaN" in (outputs_match(ref, {"y": np.array([[np.nan, 2.0]], np.float32)}) or "")
     assert "shape" in (outputs_match(ref, {"y": np.zeros((2, 2), np.float32)}) or "")
     assert "missing" in (outputs_match(ref, {}) or "")
-
-
-def test_random_feed_matches_dtypes_and_is_seeded() -> None:
-    from trtforge.model import TensorDesc
-
-    inputs = (TensorDesc("x", "float16", (None, 3)), TensorDesc("ids", "int64", (None,)), TensorDesc("m", "bool", (2,)))
-    shapes = {"x": (2, 3), "ids": (5,), "m": (2,)}
-    feed = random_feed(inputs, shapes, seed=3)
-    assert [(a.dtype.name, a.shape) for a in feed.values()] == [("float16", (2, 3)), ("int64", (5,)), ("bool", (2,))]
-    assert all(
-        np.array_equal(a, b) for a, b in zip(feed.values(), random_feed(inputs, shapes, seed=3).values(), strict=True)
-    )
 
 
 # ---------------------------------------------------------------- TensorRT
@@ -515,8 +487,8 @@ def _build_engine(tmp_path: Path, model: Path, backend: str, targets: str = "") 
 
 def _gpu_skip_reason(flavor: str) -> str | None:
     """Why the TensorRT pool cannot run here (None: it can)."""
-    from trtforge.compat import detect_gpus, installed_version
-    from trtforge.runners import gpu_count
+    from trtforge.environment import detect_gpus, installed_version
+    from trtforge.runners.cuda import gpu_count
 
     module = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}[flavor]
     if installed_version(flavor) is None:
@@ -537,7 +509,7 @@ def test_tensorrt_pool_on_a_supported_gpu(tmp_path: Path, model_dir: Path, flavo
     reason = _gpu_skip_reason(flavor)
     if reason:
         pytest.skip(reason)
-    from trtforge.compat import detect_gpus
+    from trtforge.environment import detect_gpus
 
     targets = f"targets: ['{detect_gpus()[0].compute_capability}']\n" if flavor == "tensorrt-rtx" else ""
     engine = _build_engine(tmp_path, model_dir / "conv.onnx", flavor, targets)
@@ -576,7 +548,7 @@ def test_tensorrt_pool_on_a_supported_gpu(tmp_path: Path, model_dir: Path, flavo
 def test_tensorrt_pool_refuses_an_engine_this_host_cannot_run(tmp_path: Path, model_dir: Path) -> None:
     """Without a GPU the loader refuses the engine: the pool fails with exit code 5 and holds nothing."""
     need_rtx()
-    from trtforge.compat import detect_gpus
+    from trtforge.environment import detect_gpus
 
     if detect_gpus():
         pytest.skip("a GPU is present: test_tensorrt_pool_on_a_supported_gpu covers this host")

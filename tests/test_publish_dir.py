@@ -115,7 +115,10 @@ def test_pull_by_target_and_nothing_fits(engines: dict[str, Path], tmp_path: Pat
         "pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "9.0", "--json", "--out", str(tmp_path / "none")
     )
     assert code == 5
-    assert len(json.loads(stdout)["rejected"]) == 3 and "9.0" in err
+    refusal = json.loads(stdout)
+    assert len(refusal["rejected"]) == 3 and "9.0" in err
+    assert (refusal["status"], refusal["exit_code"]) == ("incompatible", 5)
+    assert "compute capability 9.0" in refusal["environment"] and refusal["error"] in err
     assert not (tmp_path / "none").exists()
     code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--for-this-machine", "--cc", "8.6")
     assert code == 2 and "exclude each other" in err
@@ -199,7 +202,8 @@ def test_missing_or_unusable_registry_directory(engines: dict[str, Path], tmp_pa
 
 
 def test_for_this_machine_needs_a_gpu_or_a_target(engines: dict[str, Path], tmp_path: Path) -> None:
-    from trtforge.compat import NO_GPU_MESSAGE, detect_gpus
+    from trtforge.compat import NO_GPU_MESSAGE
+    from trtforge.environment import detect_gpus
 
     if detect_gpus():
         pytest.skip("this host has a GPU: the no-GPU message does not apply")

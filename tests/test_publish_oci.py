@@ -12,7 +12,7 @@ from clitools import cli
 from models import conv_net, need_rtx
 from registry import RunningRegistry, build_engine, free_port
 
-from trtforge.compat import Target, select_engine
+from trtforge.environment import Target
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import Manifest, manifest_path_for, read_manifest
@@ -25,6 +25,8 @@ from trtforge.publish.oci import (
     artifact_annotations,
 )
 from trtforge.publish.pulling import target_environments
+from trtforge.selection import select_engine
+from trtforge.tags import ComputeCapability
 
 need_rtx()
 
@@ -150,7 +152,7 @@ def test_pull_selects_among_targets_like_the_loader(repository: str, engines: di
     assert read_manifest(engines["vc"]).stem == "digits-cnn-fp32-rtx1-sm89-linux_x86_64"
     # exactly what the loader's selection picks among the same manifests (listed in tag order, as registries list)
     manifests = sorted((read_manifest(engine) for engine in engines.values()), key=lambda m: m.stem)
-    env = target_environments(Target.from_flags(cc="8.9"))[-1]
+    env = target_environments(Target(compute_capability=ComputeCapability(8, 9)))[-1]
     best, rejected = select_engine([(m, m.stem) for m in manifests], env)
     assert best is not None and best[0].stem == chosen.stem
     # the 8.6 engine does not fit the GPU; the version-compatible one is refused by the default policy (rule 7)
@@ -288,7 +290,7 @@ def test_a_registry_stopped_between_listing_and_download(engines: dict[str, Path
         def fetch(self, candidate: object, into: Path) -> None:
             registry.fetch(candidate, into)  # type: ignore[arg-type]
 
-    request = PullRequest("digits-cnn", None, target_environments(Target.from_flags(cc="8.6")))
+    request = PullRequest("digits-cnn", None, target_environments(Target(compute_capability=ComputeCapability(8, 6))))
     with pytest.raises(RegistryError, match="cannot reach registry"):
         pull_artifact(Stale(), request, out)  # type: ignore[arg-type]
     assert not out.exists()

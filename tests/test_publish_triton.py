@@ -11,13 +11,13 @@ from clitools import cli
 from models import conv_net, need_rtx
 from registry import build_engine
 
-from trtforge.compat import preference
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import Manifest, TensorInfo, read_manifest
 from trtforge.publish import TritonLocation
 from trtforge.publish.triton import TritonRegistry, versions
 from trtforge.publish.triton_config import build_config, edited_by_hand, parse_config, warmup_samples
+from trtforge.selection import preference
 
 need_rtx()
 
@@ -250,9 +250,9 @@ def test_half_written_versions_are_invisible(engines: dict[str, Path], tmp_path:
 def test_types_triton_cannot_carry_are_refused(engines: dict[str, Path]) -> None:
     manifest: Manifest = read_manifest(engines["8.6"])
     fp8 = manifest.replace(
-        io=[TensorInfo(name="input", mode="input", dtype="float8_e4m3", shape=[-1, 1, 8, 8]), *manifest.io[1:]]
+        io=[TensorInfo(name="input", mode="input", dtype="float8_e4m3fn", shape=[-1, 1, 8, 8]), *manifest.io[1:]]
     )
-    with pytest.raises(InvalidInputError, match="float8_e4m3, which Triton has no data type for"):
+    with pytest.raises(InvalidInputError, match="float8_e4m3fn, which Triton has no data type for"):
         build_config("digits-cnn", [(fp8, "model.plan")])
     no_profile = manifest.replace(profiles=[])
     with pytest.raises(InvalidInputError, match="no profile gives its shapes"):

@@ -8,17 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from models import need_rtx
 from onnx import TensorProto, helper
 
-from trtforge import runners
 from trtforge.errors import InvalidInputError
-from trtforge.runners import OnnxrtRunner, ProfileRange, RunnerError, TrtRunner
+from trtforge.runners import cuda
+from trtforge.runners.base import RunnerError
+from trtforge.runners.onnxruntime import OnnxrtRunner
+from trtforge.runners.tensorrt import ProfileRange, TrtRunner, describe_ranges, matching_profile
 
 # ---------------------------------------------------------------- onnxruntime
 
@@ -69,49 +69,19 @@ def test_onnxrt_runner_errors_are_one_clear_line(model_dir: Path, tmp_path: Path
         OnnxrtRunner(junk).activate()
 
 
-# ---------------------------------------------------------------- dtypes and profiles (pure)
-
-
-def test_every_tensorrt_dtype_has_a_numpy_dtype() -> None:
-    trt = need_rtx()
-    assert set(trt.DataType.__members__) <= set(runners.TRT_DTYPES)
-    for name, (type_name, bits) in runners.TRT_DTYPES.items():
-        dtype = runners.numpy_dtype(type_name)
-        assert dtype.itemsize * 8 == max(bits, 8), name
-
-
-@pytest.mark.parametrize(
-    ("dtype", "values"),
-    [(ml_dtypes.int4, [-8, -1, 0, 7, 3]), (ml_dtypes.float4_e2m1fn, [-6.0, -0.5, 0.0, 1.5])],
-)
-def test_four_bit_values_pack_two_per_byte_low_nibble_first(dtype: Any, values: list[float]) -> None:
-    array = np.array(values, dtype=dtype)
-    packed = runners.pack(array, 4)
-    assert packed.dtype == np.uint8 and packed.size == (len(values) + 1) // 2
-    nibbles = array.view(np.uint8) & 0x0F
-    assert packed[0] == nibbles[0] | (nibbles[1] << 4)
-    back = runners.unpack(packed, np.dtype(dtype), 4, (len(values),))
-    np.testing.assert_array_equal(back.astype(np.float32), array.astype(np.float32))
-
-
-def test_pack_and_unpack_whole_bytes() -> None:
-    array = np.arange(6, dtype=np.float16).reshape(2, 3)
-    packed = runners.pack(array, 16)
-    assert packed.nbytes == runners.nbytes((2, 3), 16) == 12
-    np.testing.assert_array_equal(runners.unpack(packed, np.dtype(np.float16), 16, (2, 3)), array)
-    assert runners.nbytes((3,), 4) == 2
+# ---------------------------------------------------------------- profiles (pure)
 
 
 def test_matching_profile_prefers_the_current_one() -> None:
     small = ProfileRange({"x": (1, 3)}, {"x": (8, 3)})
     large = ProfileRange({"x": (4, 3)}, {"x": (64, 3)})
     profiles = [small, large]
-    assert runners.matching_profile({"x": (2, 3)}, profiles, None) == 0
-    assert runners.matching_profile({"x": (32, 3)}, profiles, 0) == 1
-    assert runners.matching_profile({"x": (6, 3)}, profiles, 1) == 1  # fits both: no switch
-    assert runners.matching_profile({"x": (65, 3)}, profiles, 0) is None
-    assert runners.matching_profile({"x": (2, 4)}, profiles, None) is None
-    assert "profile 1: x [4, 3]..[64, 3]" in runners.describe_ranges(profiles)
+    assert matching_profile({"x": (2, 3)}, profiles, None) == 0
+    assert matching_profile({"x": (32, 3)}, profiles, 0) == 1
+    assert matching_profile({"x": (6, 3)}, profiles, 1) == 1  # fits both: no switch
+    assert matching_profile({"x": (65, 3)}, profiles, 0) is None
+    assert matching_profile({"x": (2, 4)}, profiles, None) is None
+    assert "profile 1: x [4, 3]..[64, 3]" in describe_ranges(profiles)
 
 
 # ---------------------------------------------------------------- CUDA and TensorRT (GPU hosts)
@@ -119,17 +89,17 @@ def test_matching_profile_prefers_the_current_one() -> None:
 
 def _require_gpu() -> None:
     try:
-        runners.cuda_runtime()
+        cuda.cuda_runtime()
     except RunnerError as exc:
         pytest.skip(str(exc))
-    if runners.gpu_count() == 0:
+    if cuda.gpu_count() == 0:
         pytest.skip("no CUDA device (or driver) on this host: the TensorRT runner needs a GPU")
 
 
 def test_device_buffer_round_trip_on_a_stream() -> None:
     _require_gpu()
-    stream = runners.CudaStream()
-    buffer = runners.DeviceBuffer(16)
+    stream = cuda.CudaStream()
+    buffer = cuda.DeviceBuffer(16)
     try:
         data = np.arange(32, dtype=np.float32)
         buffer.ensure(data.nbytes)
@@ -142,7 +112,7 @@ def test_device_buffer_round_trip_on_a_stream() -> None:
         buffer.free()
         stream.destroy()
     with pytest.raises(RunnerError, match="CUDA error cudaErrorMemoryAllocation"):
-        runners.DeviceBuffer(1 << 60)
+        cuda.DeviceBuffer(1 << 60)
 
 
 def _mixed_dtypes(path: Path) -> Path:
@@ -178,7 +148,7 @@ def _engine(onnx_path: Path, profiles: list[dict[str, tuple[list[int], list[int]
     if not any(importlib.util.find_spec(module) for module in ("tensorrt", "tensorrt_rtx")):
         pytest.skip("no TensorRT runtime installed (tensorrt or tensorrt_rtx) to build and run an engine")
     from trtforge.backends import BuildRequest, open_backend
-    from trtforge.compat import detect_gpus, installed_version
+    from trtforge.environment import detect_gpus, installed_version
     from trtforge.spec import BuildOptions, ShapeRange
 
     gpus = detect_gpus()

@@ -21,7 +21,7 @@ from trust import TrustRecorder
 
 from trtforge.backends import choose_backend
 from trtforge.ci import RECORD_FILE, build_inputs, build_key, cache_tag
-from trtforge.compat import installed_version
+from trtforge.environment import installed_version
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import read_manifest
 from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location

@@ -15,7 +15,7 @@ from registry import build_engine
 
 from trtforge.errors import InvalidInputError
 from trtforge.manifest import manifest_path_for
-from trtforge.runtime.loader import check_artifact, load_engine
+from trtforge.runtime.loader import check_compatibility, load_engine
 
 need_rtx()
 
@@ -78,7 +78,7 @@ def test_unreadable_manifest_is_exit_2_one_line(
 def test_the_loader_raises_a_trtforge_error(case: str, engine: Path, tmp_path: Path, trust_case: Callable) -> None:
     damage, says = BAD[case]
     copy = damaged_copy(engine, tmp_path, damage)
-    for entry in (check_artifact, load_engine):
+    for entry in (check_compatibility, load_engine):
         with pytest.raises(InvalidInputError) as caught:
             entry(copy)
         assert "unreadable manifest" in str(caught.value) and says in str(caught.value)

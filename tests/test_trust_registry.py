@@ -24,11 +24,14 @@ from clitools import cli
 from models import conv_net, need_rtx
 from registry import build_engine
 
-from trtforge.compat import LoadPolicy, Rule, Target, select_engine
+from trtforge.compat import LoadPolicy, Rule
+from trtforge.environment import Target
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import manifest_path_for, read_manifest
 from trtforge.publish import load_local_artifact
 from trtforge.publish.oci import TITLE, image_manifest
+from trtforge.selection import select_engine
+from trtforge.tags import ComputeCapability
 
 need_rtx()
 
@@ -379,7 +382,7 @@ def test_pull_and_select_refuse_host_code_like_check_and_the_loader(
     assert sha256_file(out / vc_engine.name) == manifest.artifact.sha256
     assert cli("check", out / vc_engine.name, "--cc", "8.6", "--allow-host-code")[0] == 0
 
-    env = Target.from_flags(cc="8.6").environment(default_flavor=manifest.tensorrt.flavor)
+    env = Target(compute_capability=ComputeCapability(8, 6)).environment(default_flavor=manifest.tensorrt.flavor)
     chosen, rejected = select_engine([(manifest, vc_engine)], env)
     assert chosen is None
     assert [p.rule for p in rejected[0].problems] == [Rule.HOST_CODE]

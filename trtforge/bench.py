@@ -24,18 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
 from trtforge.model import INPUT_BUDGET_BYTES, TensorDesc, input_bytes, mib
-from trtforge.runtime.pool import EnginePool, PoolExhausted, suggest_pool_size
+from trtforge.runtime.lending import PoolExhausted
+from trtforge.runtime.pool import EnginePool, suggest_pool_size
 from trtforge.runtime.sources import (
     ONNXRUNTIME,
     PROVIDERS,
     MemoryUse,
-    Profile,
-    Shape,
     backend_of,
-    concrete_shape,
     manifest_inputs,
-    random_feed,
 )
+from trtforge.shapes import Profile, Shape, concrete_shape, random_feed
 
 if TYPE_CHECKING:
     from trtforge.compat import Environment
@@ -217,11 +215,9 @@ def describe_artifact(artifact: Path) -> tuple[tuple[TensorDesc, ...], tuple[Pro
         from trtforge.model import inspect_model
 
         return inspect_model(artifact).inputs, ()
-    from trtforge.manifest import read_manifest
-    from trtforge.runtime.loader import artifact_paths
+    from trtforge.manifest import ArtifactPaths, read_manifest
 
-    _, manifest_path = artifact_paths(artifact)
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(ArtifactPaths.of(artifact).must_exist().manifest)
     return manifest_inputs(manifest), tuple(manifest.profiles)
 
 
@@ -231,11 +227,10 @@ def bench_environment(config: BenchConfig) -> Environment | None:
         return None
     if backend_of(config.artifact) == ONNXRUNTIME:
         raise InvalidInputError(f"--cc: {config.artifact} is an ONNX model, which onnxruntime runs on this host")
-    from trtforge.compat import Target
-    from trtforge.manifest import read_manifest
-    from trtforge.runtime.loader import artifact_paths
+    from trtforge.environment import Target
+    from trtforge.manifest import ArtifactPaths, read_manifest
 
-    flavor = read_manifest(artifact_paths(config.artifact)[1]).tensorrt.flavor
+    flavor = read_manifest(ArtifactPaths.of(config.artifact).must_exist().manifest).tensorrt.flavor
     return Target(compute_capability=config.cc).environment(default_flavor=flavor)
 
 
@@ -352,7 +347,7 @@ def suggested_size(memory: MemoryUse) -> int | None:
     """``suggest_pool_size`` for GPU 0's free memory as detected before the pool took any (TensorRT only)."""
     if memory.per_context is None:
         return None
-    from trtforge.compat import detect_gpus
+    from trtforge.environment import detect_gpus
 
     gpus = detect_gpus()  # cached: read when the loader checked the engine, before any context existed
     if not gpus:

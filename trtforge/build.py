@@ -6,7 +6,6 @@ the accuracy gate passes, so a failed or interrupted build never replaces a good
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,9 +15,9 @@ from trtforge import __version__
 from trtforge.accuracy.report import SKIPPED_SUMMARY, AccuracyReport, report_path, summary, write_report
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
-from trtforge.compat import detect_platform, version_tuple
+from trtforge.cache import default_cache_dir
 from trtforge.console import Reporter
-from trtforge.errors import SpecError
+from trtforge.environment import detect_platform
 from trtforge.fsutil import ensure_writable_dir, sha256_bytes, sha256_file
 from trtforge.manifest import (
     ArtifactInfo,
@@ -32,37 +31,10 @@ from trtforge.manifest import (
     manifest_path_for,
 )
 from trtforge.model import ModelInfo, describe, load_onnx
-from trtforge.precision import save_model, to_fp16
+from trtforge.precision import Prepared, prepare_precision
+from trtforge.shapes import spec_profiles
 from trtforge.spec import Spec, check_profiles
 from trtforge.tags import ComputeCapability, EngineTag, artifact_stem
-
-
-def default_cache_dir() -> Path:
-    """Content-addressed caches (calibration, timing caches) shared by every build on this host."""
-    env = os.environ.get("TRTFORGE_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trtforge"
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The precision step's output: the graph to build and how the backend must treat it.
-
-    ``simulated_onnx`` is what onnxruntime runs for the accuracy gate when the engine cannot run
-    here, where that differs from ``onnx_path`` (TensorRT 10.x builder flags: FP16 flag, native INT8).
-    """
-
-    onnx_path: Path
-    fp16_flag: bool = False
-    calibration_cache: bytes | None = None
-    calibration: dict | None = None
-    simulated_onnx: Path | None = None
-    derived: str = ""  # what ``onnx_path`` is when not the spec's model: "fp16-converted", "int8 Q/DQ"
-
-    @property
-    def candidate_onnx(self) -> Path:
-        return self.simulated_onnx or self.onnx_path
 
 
 @dataclass(frozen=True)
@@ -76,16 +48,6 @@ class BuildOutcome:
     accuracy: AccuracyReport | None = None  # None when the spec turns the gate off
 
 
-def fp16_onnx(model_path: Path, cache_dir: Path) -> Path:
-    """The FP16-converted graph, cached by the source model's content."""
-    import onnx
-
-    target = cache_dir / "fp16" / f"{sha256_file(model_path)}.onnx"
-    if not target.is_file():
-        save_model(to_fp16(onnx.load(str(model_path))), target)
-    return target
-
-
 def model_label(spec: Spec, prepared: Prepared) -> str:
     """How build errors name the model: the spec (file:line of ``model:``) and its model, with what
     the precision step made of it; never the cache file the backend really parsed."""
@@ -94,45 +56,6 @@ def model_label(spec: Spec, prepared: Prepared) -> str:
     model = spec.model_path.resolve()
     shown = model.relative_to(folder) if model.is_relative_to(folder) else model
     return f"{spec.origin.where('model')}: {shown}{derived}"
-
-
-def prepare_precision(
-    spec: Spec, model_info: ModelInfo, flavor: str, version: str, cache_dir: Path, reporter: Reporter
-) -> Prepared:
-    """fp32: the model as is; fp16: an FP16 graph (or, on TensorRT 10.x, the FP16 flag); int8: Q/DQ."""
-    major = version_tuple(version)[0]
-    weakly_typed_trt = flavor == "tensorrt" and major < 11
-    if spec.precision == "fp32":
-        return Prepared(spec.model_path)
-    if spec.precision == "fp16":
-        if weakly_typed_trt:
-            return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=fp16_onnx(spec.model_path, cache_dir))
-        return Prepared(fp16_onnx(spec.model_path, cache_dir), derived="fp16-converted")
-    from trtforge.calibration import calibrate
-
-    calibration = spec.calibration
-    if calibration is None:  # the spec model refuses int8 without it; keep type checkers informed
-        raise SpecError(f"{spec.origin.where('precision')}: precision int8 needs a 'calibration:' section")
-    if calibration.mode == "native" and not weakly_typed_trt:
-        raise SpecError(
-            f"{spec.origin.where('calibration', 'mode')}: calibration.mode native needs "
-            f"enterprise TensorRT 10.x (this backend is {flavor} {version}); use mode: qdq"
-        )
-    result = calibrate(spec, model_info, cache_dir=cache_dir / "calibration", log=reporter.info)
-    if calibration.mode == "native":
-        return Prepared(
-            spec.model_path,
-            fp16_flag=calibration.high_precision == "fp16",
-            calibration_cache=result.trt_cache(version),
-            calibration=result.manifest_section(),
-            simulated_onnx=result.qdq_model,
-        )
-    return Prepared(result.qdq_model, calibration=result.manifest_section(), derived="int8 Q/DQ")
-
-
-def _profiles_for_manifest(spec: Spec) -> list[dict[str, dict[str, list[int]]]]:
-    """min/opt/max shapes per input; a shape tensor's values too, as ``min_values`` etc."""
-    return [{name: shapes.for_manifest() for name, shapes in profile.items()} for profile in spec.profiles]
 
 
 def stamp(
@@ -157,7 +80,7 @@ def stamp(
             build_device=result.gpu.build_device,
         ),
         platform=PlatformInfo(os=tag.platform.os, machine=tag.platform.machine),
-        profiles=_profiles_for_manifest(spec),
+        profiles=spec_profiles(spec.profiles),
         io=[TensorInfo(name=t.name, mode=t.mode, dtype=t.dtype, shape=list(t.shape)) for t in result.io],
         calibration=prepared.calibration,
         accuracy=None,
@@ -254,12 +177,12 @@ def _accuracy_gate(
     if not spec.accuracy.enabled:
         reporter.warn(f"{spec.name}: accuracy gate skipped (accuracy.enabled: false)")
         return None
-    from trtforge.accuracy.gate import check_artifact, raise_for_failures
+    from trtforge.accuracy.gate import raise_for_failures, run_accuracy_gate
     from trtforge.compat import LoadPolicy
 
     # the engine was built by this very process, so its embedded host code (version-compatible) is trusted
     policy = LoadPolicy(allow_host_code=True)
-    report = check_artifact(spec, model_info, manifest, engine, prepared.candidate_onnx, reporter, policy=policy)
+    report = run_accuracy_gate(spec, model_info, manifest, engine, prepared.candidate_onnx, reporter, policy=policy)
     if not report.passed:
         rejected = write_report(report_path(out_dir, manifest.stem, rejected=True), report)
         raise_for_failures(report, rejected)

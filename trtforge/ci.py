@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -39,7 +40,14 @@ from trtforge.errors import (
     internal_error,
     most_severe,
 )
-from trtforge.fsutil import TEMP_SUFFIX, atomic_write_text, ensure_writable_dir, sha256_file, temp_prefix
+from trtforge.fsutil import (
+    TEMP_SUFFIX,
+    atomic_write_bytes,
+    atomic_write_text,
+    ensure_writable_dir,
+    sha256_file,
+    temp_prefix,
+)
 
 LOCK_DIR = ".trtforge-locks"
 #: a build-cache entry's description of the artifact it holds
@@ -55,12 +63,29 @@ STOP_GRACE_S = 3.0
 INTERRUPTED = 130
 
 
+class StepStatus(str, Enum):
+    """How a step ended; a JUnit test case passes, fails (or errs) or is skipped alike."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class SpecStatus(str, Enum):
+    """What ``ci`` did for a spec: built it, found its artifact intact, restored it from the cache, or failed."""
+
+    BUILT = "built"
+    UNCHANGED = "unchanged"
+    RESTORED = "restored"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class StepResult:
     """One JUnit test case: a step (build, accuracy) of one spec."""
 
     name: str
-    status: str  # passed | failed | skipped
+    status: StepStatus
     seconds: float = 0.0
     message: str = ""
 
@@ -69,7 +94,7 @@ class StepResult:
 class SpecResult:
     spec: str
     name: str
-    status: str  # built | unchanged | restored | failed
+    status: SpecStatus
     exit_code: int
     seconds: float
     engine: str | None = None
@@ -81,8 +106,10 @@ class SpecResult:
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> SpecResult:
         """The inverse of ``asdict``: a worker's result crosses the process boundary as JSON."""
-        steps = tuple(StepResult(**step) for step in document.get("steps", ()))
-        return cls(**{**document, "steps": steps})
+        steps = tuple(
+            StepResult(**{**step, "status": StepStatus(step["status"])}) for step in document.get("steps", ())
+        )
+        return cls(**{**document, "status": SpecStatus(document["status"]), "steps": steps})
 
 
 @dataclass(frozen=True)
@@ -198,7 +225,7 @@ def read_record(entry: Path) -> CacheRecord:
         raise InvalidInputError(f"{path}: {reason}") from exc
 
 
-def source_mismatch(manifest: Any, name: str, precision: str, inputs: dict[str, Any]) -> str | None:
+def build_mismatch(manifest: Any, name: str, precision: str, inputs: dict[str, Any]) -> str | None:
     """Why an artifact is not a build of this spec (name, precision, source hashes); None when it is."""
     checks = (
         ("name", manifest.name, name),
@@ -223,7 +250,7 @@ def _short(value: Any) -> str:
 def artifact_problem(engine: Path, spec: Any, inputs: dict[str, Any], record: CacheRecord) -> str | None:
     """Why ``engine`` is not the build ``record`` describes; None when it is (intact, same engine
     sha256, built from this spec's sources)."""
-    from trtforge.compat import file_problem
+    from trtforge.environment import file_problem
     from trtforge.manifest import read_manifest
 
     if not engine.is_file():
@@ -237,7 +264,7 @@ def artifact_problem(engine: Path, spec: Any, inputs: dict[str, Any], record: Ca
         return f"{engine.name} is damaged ({problem})"
     if manifest.artifact.sha256 != record.sha256:
         return f"{engine.name} is another build (its sha256 is not the cached one's)"
-    mismatch = source_mismatch(manifest, spec.name, spec.precision, inputs)
+    mismatch = build_mismatch(manifest, spec.name, spec.precision, inputs)
     return f"{engine.name} is another build ({mismatch})" if mismatch else None
 
 
@@ -280,15 +307,17 @@ def _restore(cache_entry: Path, out_dir: Path) -> str | None:
 
 def _failure_steps(exc: TrtforgeError) -> tuple[StepResult, ...]:
     if exc.exit_code == AccuracyError.exit_code:
-        return (StepResult("build", "passed"), StepResult("accuracy", "failed", message=str(exc)))
+        return (StepResult("build", StepStatus.PASSED), StepResult("accuracy", StepStatus.FAILED, message=str(exc)))
     return (
-        StepResult("build", "failed", message=str(exc)),
-        StepResult("accuracy", "skipped", message="not run: the build failed"),
+        StepResult("build", StepStatus.FAILED, message=str(exc)),
+        StepResult("accuracy", StepStatus.SKIPPED, message="not run: the build failed"),
     )
 
 
 def _failed(spec_path: str, name: str, seconds: float, exc: TrtforgeError) -> SpecResult:
-    return SpecResult(spec_path, name, "failed", exc.exit_code, seconds, message=str(exc), steps=_failure_steps(exc))
+    return SpecResult(
+        spec_path, name, SpecStatus.FAILED, exc.exit_code, seconds, message=str(exc), steps=_failure_steps(exc)
+    )
 
 
 @dataclass(frozen=True)
@@ -397,7 +426,7 @@ def _reuse(
         return None
     engine = out / record.engine
     problem = artifact_problem(engine, spec, inputs, record)
-    status, message = "unchanged", "inputs unchanged: skipped"
+    status, message = SpecStatus.UNCHANGED, "inputs unchanged: skipped"
     if problem:
         damaged = artifact_problem(entry / record.engine, spec, inputs, record)
         if damaged:
@@ -408,9 +437,12 @@ def _reuse(
         if swept:
             reporter.info(f"{spec.name}: {swept}")
         where = "the remote build cache" if remote else "the build cache"
-        status, message = "restored", f"inputs unchanged: restored from {where}"
+        status, message = SpecStatus.RESTORED, f"inputs unchanged: restored from {where}"
     reporter.info(f"{spec.name}: {message}" + (f" ({problem})" if problem else ""))
-    skipped = (StepResult("build", "skipped", message=message), StepResult("accuracy", "skipped", message=message))
+    skipped = (
+        StepResult("build", StepStatus.SKIPPED, message=message),
+        StepResult("accuracy", StepStatus.SKIPPED, message=message),
+    )
     return SpecResult(
         spec_path,
         spec.name,
@@ -434,8 +466,8 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True) -> Spe
     from filelock import FileLock
 
     from trtforge.backends import choose_backend
-    from trtforge.compat import installed_version
     from trtforge.console import Reporter
+    from trtforge.environment import installed_version
     from trtforge.spec import load_spec
 
     started = time.perf_counter()
@@ -481,21 +513,21 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True) -> Spe
         return _failed(spec_path, name, time.perf_counter() - started, error)
     seconds = time.perf_counter() - started
     gate = (
-        StepResult("accuracy", "passed")
+        StepResult("accuracy", StepStatus.PASSED)
         if outcome.accuracy is not None
-        else StepResult("accuracy", "skipped", message="accuracy.enabled is false")
+        else StepResult("accuracy", StepStatus.SKIPPED, message="accuracy.enabled is false")
     )
     return SpecResult(
         spec_path,
         spec.name,
-        "built",
+        SpecStatus.BUILT,
         0,
         seconds,
         str(outcome.engine),
         key,
         "built",
         accuracy,
-        (StepResult("build", "passed", seconds), gate),
+        (StepResult("build", StepStatus.PASSED, seconds), gate),
     )
 
 
@@ -757,10 +789,10 @@ def junit_suites(report: CiReport) -> list[Any]:
     for result in report.results:
         for step in result.steps:
             case = TestCase(step.name, classname=result.name, time=round(step.seconds, 3))
-            if step.status == "failed":
+            if step.status is StepStatus.FAILED:
                 kind = Failure if step.name == "accuracy" else Error
                 case.result = [kind(step.message, f"exit {result.exit_code}")]
-            elif step.status == "skipped":
+            elif step.status is StepStatus.SKIPPED:
                 case.result = [Skipped(step.message)]
             suite.add_testcase(case)
     suite.time = round(report.seconds, 3)
@@ -785,24 +817,75 @@ def markdown_summary(report: CiReport) -> str:
     ]
     for result in report.results:
         engine = Path(result.engine).name if result.engine else result.message.replace("|", "\\|")
-        lines.append(
-            f"| {result.name} | {result.status} | {_accuracy_text(result.accuracy)} | {engine} | {result.seconds:.1f} |"
-        )
+        accuracy = _accuracy_text(result.accuracy)
+        lines.append(f"| {result.name} | {result.status.value} | {accuracy} | {engine} | {result.seconds:.1f} |")
     return "\n".join(lines) + "\n"
 
 
-def render_table(report: CiReport, reporter: Any) -> None:
+#: GitHub Actions shows this file's Markdown on the run's page once the job ends.
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where ``ci`` writes its reports besides stdout: ``--junit`` and GitHub's step summary."""
+
+    junit: Path | None
+    step_summary: Path | None
+
+    @classmethod
+    def checked(cls, junit: Path | None) -> ReportFiles:
+        """``junit`` and ``$GITHUB_STEP_SUMMARY``, checked before any build: a report path that is
+        a folder would otherwise fail the run at its end."""
+        summary = os.environ.get(STEP_SUMMARY_ENV)
+        return cls(_report_file(junit, "--junit"), _report_file(Path(summary) if summary else None, STEP_SUMMARY_ENV))
+
+    def write(self, report: CiReport) -> None:
+        """The JUnit file is replaced; the step summary is appended to (earlier steps write there too)."""
+        from trtforge.accuracy.report import write_junit
+
+        if self.junit is not None:
+            with _writing(self.junit, "--junit"):
+                write_junit(self.junit, junit_suites(report))
+        if self.step_summary is not None:
+            with _writing(self.step_summary, STEP_SUMMARY_ENV):
+                previous = self.step_summary.read_bytes() if self.step_summary.is_file() else b""
+                atomic_write_bytes(self.step_summary, previous + markdown_summary(report).encode("utf-8"))
+
+
+def _report_file(path: Path | None, what: str) -> Path | None:
+    if path is not None and path.is_dir():
+        raise InvalidInputError(f"{what} {path} is a folder; point it at a file, e.g. {path / 'report'}")
+    return path
+
+
+@contextmanager
+def _writing(path: Path, what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{what} {path}: cannot write it ({exc.strerror}); point it at a writable file"
+        ) from exc
+
+
+def render_ci_table(report: CiReport, reporter: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"trtforge ci — exit {report.exit_code} in {report.seconds:.1f} s", title_justify="left")
     for column in ("spec", "status", "exit", "accuracy", "engine / error", "s"):
         table.add_column(column)
-    styles = {"built": "green", "unchanged": "dim", "restored": "cyan", "failed": "red"}
+    styles = {
+        SpecStatus.BUILT: "green",
+        SpecStatus.UNCHANGED: "dim",
+        SpecStatus.RESTORED: "cyan",
+        SpecStatus.FAILED: "red",
+    }
     for result in report.results:
         engine = Path(result.engine).name if result.engine else result.message
         table.add_row(
             Path(result.spec).name,
-            f"[{styles[result.status]}]{result.status}[/]",
+            f"[{styles[result.status]}]{result.status.value}[/]",
             str(result.exit_code),
             _accuracy_text(result.accuracy),
             engine,

@@ -1,35 +1,27 @@
-"""Where may an engine run? Environment detection (side effects) and the rules (pure).
+"""Where may an engine run? The rules, pure: values in, problems out.
 
-``problems()`` is the one rule function used by ``check``, the runtime loader, ``pull`` and
-``select_engine()``, which ranks the compatible candidates the way pip ranks wheels by tag. Every
-message says what differs and what to do about it, because the person reading it is usually
-a CI log reader who cannot ask the engine why.
+``problems()`` is the one rule function: ``check``, the runtime loader, ``pull`` and
+``trtforge.selection.select_engine`` (which ranks what passes) all judge with it. What it judges
+is measured elsewhere (``trtforge.environment``: this host, a target, an engine file's size and
+sha256; ``trtforge.selection.signature_facts``: the signature), so nothing here touches NVML,
+TensorRT, signing or the disk. Every message says what differs and what to do about it, because
+the person reading it is usually a CI log reader who cannot ask the engine why.
 """
 
 from __future__ import annotations
 
-import importlib
-import platform as _platform
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from enum import Enum
-from functools import cache
-from types import ModuleType
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING
 
-from trtforge.errors import BackendUnavailableError, InvalidInputError, did_you_mean, first_line
-from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform
+from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability, Platform
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
+    from trtforge.keys import TrustedKey
     from trtforge.manifest import Manifest
-    from trtforge.signing import TrustedKey
 
-#: module name and pip extra per flavor
-BACKEND_MODULES = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "tensorrt_rtx"}
+#: pip extra per flavor
 PIP_EXTRAS = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "rtx"}
 PRODUCT_NAMES = {FLAVOR_TENSORRT: "TensorRT", FLAVOR_RTX: "TensorRT-RTX"}
 
@@ -89,8 +81,8 @@ class Environment:
 
 
 class Rule(str, Enum):
-    """DESIGN.md's seven rules (the last, host code, is policy), then what ``check`` and the
-    loader add: the runtime's own header check."""
+    """The README's seven rules ("Compatibility checks"; the last, host code, is policy), then
+    what ``check`` and the loader add: the runtime's own header check."""
 
     PLATFORM = "platform"
     FLAVOR = "flavor"
@@ -126,6 +118,7 @@ class ArtifactFacts:
     """What was measured on the artifact (the rules themselves stay pure); None = not measured."""
 
     engine_file: str | None = None
+    engine_missing: bool = False  # the manifest is there, its engine file is not
     engine_size: int | None = None
     engine_sha256: str | None = None
     signature: SignatureStatus = SignatureStatus.UNCHECKED
@@ -151,150 +144,6 @@ class LoadPolicy:
 DEFAULT_POLICY = LoadPolicy()
 
 
-# ---------------------------------------------------------------- detection (side effects)
-
-
-def detect_platform() -> Platform:
-    system = _platform.system().lower()
-    machine = _platform.machine().lower()
-    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
-    return Platform("windows" if system.startswith("win") else system, machine)
-
-
-@cache
-def detect_gpus() -> tuple[GpuDevice, ...]:
-    """GPUs through NVML; a machine without driver or GPU answers ``()`` without error."""
-    try:
-        import pynvml
-    except ImportError:
-        return ()
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return ()
-    try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        devices = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            devices.append(
-                GpuDevice(
-                    index=index,
-                    name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    compute_capability=ComputeCapability(major, minor),
-                    driver_version=_text(driver),
-                    memory_total=int(memory.total),
-                    memory_free=int(memory.free),
-                )
-            )
-        return tuple(devices)
-    except pynvml.NVMLError:
-        return ()
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def import_backend(flavor: str) -> ModuleType:
-    """Import the TensorRT module of a flavor, or say which pip extra installs it."""
-    module_name = BACKEND_MODULES[flavor]
-    try:
-        return importlib.import_module(module_name)
-    except Exception as exc:  # the PyPI stub of `tensorrt` raises at import time, not ImportError
-        raise BackendUnavailableError(
-            f"{flavor} is not installed (import {module_name} failed: {first_line(exc)}); "
-            f"install it with: pip install 'trtforge[{PIP_EXTRAS[flavor]}]'"
-        ) from exc
-
-
-@cache
-def installed_version(flavor: str) -> str | None:
-    """Version of an installed, importable flavor; None when it does not import."""
-    try:
-        return str(import_backend(flavor).__version__)
-    except BackendUnavailableError:
-        return None
-
-
-def detect_environment(
-    *,
-    flavor: str | None = None,
-    version: str | None = None,
-    compute_capability: ComputeCapability | None = None,
-    platform: Platform | None = None,
-    device: int = 0,
-) -> Environment:
-    """This host, with any value overridden (to check against a target this host is not).
-
-    ``flavor`` picks the runtime whose installed version is detected (a manifest's flavor,
-    usually); ``version`` without ``flavor`` is meaningless and left to the caller to pair.
-    """
-    gpus = detect_gpus()
-    overridden = version is not None or compute_capability is not None or platform is not None
-    if compute_capability is None and gpus:
-        compute_capability = gpus[min(device, len(gpus) - 1)].compute_capability
-    if flavor is not None and version is None:
-        version = installed_version(flavor)
-    return Environment(
-        platform=platform or detect_platform(),
-        flavor=flavor,
-        version=version,
-        compute_capability=compute_capability,
-        gpus=gpus,
-        overridden=overridden,
-    )
-
-
-_VERSION_TEXT = re.compile(r"^\d+(\.\d+)*$")
-
-
-@dataclass(frozen=True)
-class Target:
-    """Overrides of detected values, so CI can check an engine against a deployment target."""
-
-    flavor: str | None = None
-    version: str | None = None
-    compute_capability: ComputeCapability | None = None
-    platform: Platform | None = None
-
-    @classmethod
-    def from_flags(
-        cls,
-        flavor: str | None = None,
-        trt_version: str | None = None,
-        cc: str | None = None,
-        platform: str | None = None,
-    ) -> Target:
-        """Parse ``--flavor --trt-version --cc --platform``; a bad value names its flag and the fix."""
-        if flavor is not None and flavor not in FLAVORS:
-            raise InvalidInputError(f"--flavor '{flavor}': use {' or '.join(FLAVORS)}{did_you_mean(flavor, FLAVORS)}")
-        if trt_version is not None and not _VERSION_TEXT.match(trt_version.strip()):
-            raise InvalidInputError(f"--trt-version '{trt_version}': write it as digits and dots, e.g. 10.13.0.35")
-        try:
-            capability = ComputeCapability.parse(cc) if cc is not None else None
-        except ValueError as exc:
-            raise InvalidInputError(f"--cc: {exc}") from exc
-        try:
-            parsed_platform = Platform.parse(platform) if platform is not None else None
-        except ValueError as exc:
-            raise InvalidInputError(f"--platform: {exc}") from exc
-        return cls(flavor, trt_version.strip() if trt_version else None, capability, parsed_platform)
-
-    def environment(self, default_flavor: str | None = None) -> Environment:
-        """This host with the target's values put over it; the flavor defaults to the engine's."""
-        return detect_environment(
-            flavor=self.flavor or default_flavor,
-            version=self.version,
-            compute_capability=self.compute_capability,
-            platform=self.platform,
-        )
-
-
 # ---------------------------------------------------------------- rules (pure)
 
 
@@ -315,7 +164,7 @@ def problems(
     require_signature: bool = False,
     allow_host_code: bool = False,
 ) -> list[Problem]:
-    """Every rule of DESIGN.md "Compatibility rules" that ``manifest`` fails on ``env``.
+    """Every rule (README "Compatibility checks and the runtime loader") that ``manifest`` fails on ``env``.
 
     Facts that were not measured (None) are not judged: ``pull`` ranks manifests before it
     has the engine bytes, and checks them after the download. The policy (signature, host code)
@@ -444,10 +293,16 @@ def retarget_advice(flavor: str, cc: ComputeCapability) -> str:
 
 
 def content_problem(manifest: Manifest, facts: ArtifactFacts) -> str | None:
-    """Rule 5: the bytes are the engine the manifest describes (size first: the cheaper clue)."""
+    """Rule 5: the engine is there and its bytes are the ones the manifest describes (size first:
+    the cheaper clue)."""
     artifact = manifest.artifact
     other_file = facts.engine_file is not None and facts.engine_file != artifact.file
     whose = f"; this manifest describes {artifact.file}, not {facts.engine_file}" if other_file else ""
+    if facts.engine_missing:
+        return (
+            f"engine file {facts.engine_file or artifact.file} is missing beside its manifest: copy or download "
+            "the .engine together with its .manifest.json"
+        )
     if facts.engine_size is not None and facts.engine_size != artifact.size:
         kind = "truncated" if facts.engine_size < artifact.size else "grown"
         return (
@@ -460,16 +315,6 @@ def content_problem(manifest: Manifest, facts: ArtifactFacts) -> str | None:
             f"(damaged, or not the engine this manifest describes{whose}): download or rebuild the artifact"
         )
     return None
-
-
-def file_problem(manifest: Manifest, engine: Path) -> str | None:
-    """Rule 5 on a file on disk: its size first (free), then its streamed sha256."""
-    from trtforge.fsutil import sha256_file
-
-    named = ArtifactFacts(engine_file=engine.name, engine_size=engine.stat().st_size)
-    return content_problem(manifest, named) or content_problem(
-        manifest, ArtifactFacts(engine_file=engine.name, engine_sha256=sha256_file(engine))
-    )
 
 
 def _signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
@@ -503,75 +348,6 @@ def _host_code_problem(manifest: Manifest, allowed: bool) -> str | None:
         "version-compatible engine runs host code embedded in the engine, which this policy forbids: "
         "allow it (--allow-host-code, LoadPolicy(allow_host_code=True)) only for trusted, signed engines"
     )
-
-
-# ---------------------------------------------------------------- selection (pure)
-
-T = TypeVar("T")
-
-
-class Rejection(NamedTuple):
-    manifest: Manifest
-    problems: list[Problem]
-
-
-@dataclass(frozen=True, order=True)
-class Preference:
-    """Sort key of a compatible engine; smaller is better.
-
-    Exact GPU build, then ``sm80plus``; a plain engine before a version-compatible one; then
-    the newest TensorRT, then the newest build.
-    """
-
-    hardware_rank: int
-    version_compatible: bool
-    older_version: tuple[int, ...]
-    older_build: float
-
-
-def preference(manifest: Manifest) -> Preference:
-    hardware_rank = 1 if manifest.gpu.hardware_compatibility == "ampere_plus" else 0
-    negated_version = tuple(-part for part in version_tuple(manifest.tensorrt.version))
-    try:
-        created = datetime.fromisoformat(manifest.build.created_utc).timestamp()
-    except ValueError:  # a hand-written manifest: rank it as the oldest
-        created = 0.0
-    return Preference(hardware_rank, manifest.tensorrt.version_compatible, negated_version, -created)
-
-
-def signature_facts(manifest: Manifest, policy: LoadPolicy) -> ArtifactFacts:
-    """The manifest-only facts ``select_engine`` can know before any engine byte is read."""
-    if not policy.trusted_keys:
-        status = SignatureStatus.MISSING if manifest.signature is None else SignatureStatus.UNCHECKED
-        return ArtifactFacts(signature=status, signature_key_id=(manifest.signature or {}).get("key_id"))
-    from trtforge.signing import verify_manifest
-
-    check = verify_manifest(manifest, policy.trusted_keys)
-    return ArtifactFacts(signature=check.status, signature_key_id=check.key_id)
-
-
-def select_engine(
-    candidates: Iterable[tuple[Manifest, T]],
-    env: Environment,
-    policy: LoadPolicy = DEFAULT_POLICY,
-) -> tuple[tuple[Manifest, T] | None, list[Rejection]]:
-    """The best compatible candidate (or None), and every rejected one with its problems.
-
-    Judged on the manifests alone (platform, runtime, GPU, signature): the caller checks the
-    chosen engine's bytes (sha256) when it has them, and refuses, not falls back, on a damaged
-    file, the way pip fails on a hash mismatch instead of taking another wheel.
-    """
-    compatible: list[tuple[Preference, int, tuple[Manifest, T]]] = []
-    rejected: list[Rejection] = []
-    for position, (manifest, payload) in enumerate(candidates):
-        found = policy_problems(manifest, env, signature_facts(manifest, policy), policy)
-        if found:
-            rejected.append(Rejection(manifest, found))
-        else:
-            compatible.append((preference(manifest), position, (manifest, payload)))
-    if not compatible:
-        return None, rejected
-    return min(compatible, key=lambda item: (item[0], item[1]))[2], rejected
 
 
 def describe_problems(found: Sequence[Problem]) -> str:

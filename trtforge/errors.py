@@ -1,6 +1,6 @@
 """One exception class per kind of failure; each carries the exit code the CLI returns.
 
-The codes are a contract (DESIGN.md "Exit codes"): CI scripts branch on them.
+The codes are a contract (README "Exit codes"): CI scripts branch on them.
 """
 
 from __future__ import annotations

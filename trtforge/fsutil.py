@@ -54,6 +54,29 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_hashed(path: Path, size: int) -> tuple[bytearray, str]:
+    """Read ``path`` (expected ``size`` bytes) into one preallocated buffer, hashing each chunk as
+    it arrives: the bytes kept are the bytes hashed."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    digest = hashlib.sha256()
+    offset = 0
+    with open(path, "rb", buffering=0) as handle:
+        while offset < size:
+            count = handle.readinto(view[offset : offset + _CHUNK])
+            if not count:
+                break
+            digest.update(view[offset : offset + count])
+            offset += count
+        tail = handle.read(_CHUNK)
+    view.release()
+    if tail or offset != size:  # the file changed size while being read: hash what is really there
+        del buffer[offset:]
+        buffer.extend(tail)
+        return buffer, hashlib.sha256(buffer).hexdigest()
+    return buffer, digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class TempName:
     """What a temporary's name says: the final file it stands for, its owner, its kind."""

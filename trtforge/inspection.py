@@ -6,37 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.console import Reporter
-from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_file
-from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, engine_path_for, read_manifest
-
-#: What a user who passed another kind of file to an engine command probably wants instead.
-_OTHER_FILES = {
-    ".onnx": "for an ONNX model, build an engine with trtforge build SPEC (or time it with trtforge bench MODEL)",
-    ".yaml": "for a spec, build it with trtforge build SPEC",
-    ".yml": "for a spec, build it with trtforge build SPEC",
-}
-
-
-def engine_file(path: Path, usage: str = "") -> Path:
-    """``x.engine`` or ``x.manifest.json`` -> ``x.engine``; any other file is a usage error that says
-    what the command takes (``usage`` adds what else it needs) and what to do with the file given."""
-    if path.name.endswith(MANIFEST_SUFFIX):
-        return engine_path_for(path)
-    if path.name.endswith(ENGINE_SUFFIX):
-        return path
-    hint = _OTHER_FILES.get(path.suffix.lower())
-    raise InvalidInputError(
-        f"{path}: not an engine: pass an .engine that trtforge build wrote (or its .manifest.json){usage}"
-        + (f"; {hint}" if hint else "")
-    )
+from trtforge.manifest import ArtifactPaths, read_manifest
 
 
 def engine_facts(path: Path) -> dict[str, Any]:
-    engine = engine_file(path)
-    if not engine.is_file():
-        raise InvalidInputError(f"{engine}: engine file not found")
-    manifest = read_manifest(engine)
+    """The manifest, and the engine's size and sha256 as measured now (``inspect`` shows both)."""
+    paths = ArtifactPaths.of(path)
+    engine = paths.existing_engine("pass an .engine that trtforge build wrote")
+    manifest = read_manifest(paths.manifest)
     size = engine.stat().st_size
     sha256 = sha256_file(engine)
     return {

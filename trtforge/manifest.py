@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,6 +128,53 @@ def engine_path_for(manifest: Path) -> Path:
     return manifest.with_name(manifest.name.removesuffix(MANIFEST_SUFFIX) + ENGINE_SUFFIX)
 
 
+#: What a user who passed another kind of file to an engine command probably wants instead.
+_OTHER_FILES = {
+    ".onnx": "for an ONNX model, build an engine with trtforge build SPEC (or time it with trtforge bench MODEL)",
+    ".yaml": "for a spec, build it with trtforge build SPEC",
+    ".yml": "for a spec, build it with trtforge build SPEC",
+}
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    """The two files of an artifact; every command that takes an engine takes either of them."""
+
+    engine: Path
+    manifest: Path
+
+    @classmethod
+    def of(cls, path: Path, usage: str = "") -> ArtifactPaths:
+        """``x.engine`` or ``x.manifest.json`` -> both paths; any other file is a usage error that
+        says what the command takes (``usage`` adds what else it needs) and what to do with the file."""
+        if path.name.endswith(MANIFEST_SUFFIX):
+            return cls(engine_path_for(path), path)
+        if path.name.endswith(ENGINE_SUFFIX):
+            return cls(path, manifest_path_for(path))
+        hint = _OTHER_FILES.get(path.suffix.lower())
+        raise InvalidInputError(
+            f"{path}: not an engine: pass an .engine that trtforge build wrote (or its .manifest.json){usage}"
+            + (f"; {hint}" if hint else "")
+        )
+
+    def must_exist(self) -> ArtifactPaths:
+        """Self, when at least one of the two files exists: neither is a mistyped path (exit 2),
+        while one without the other is an incomplete artifact, which the loader refuses (exit 5)."""
+        if not self.engine.exists() and not self.manifest.exists():
+            raise InvalidInputError(
+                f"{self.engine}: no such engine (nor {self.manifest.name} beside it); check the path"
+            )
+        if self.engine.exists() and not self.engine.is_file():
+            raise InvalidInputError(f"{self.engine}: not a file; pass the .engine file")
+        return self
+
+    def existing_engine(self, fix: str) -> Path:
+        """The engine, which must be a file; ``fix`` says how to get it when it is not."""
+        if not self.engine.is_file():
+            raise InvalidInputError(f"{self.engine}: engine file not found; {fix}")
+        return self.engine
+
+
 def json_depth(data: bytes, limit: int) -> int:
     """How deeply ``data`` nests arrays and objects (strings skipped), counted up to ``limit + 1``."""
     depth = deepest = 0
@@ -162,7 +210,7 @@ def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DE
 
 def parse_manifest(data: bytes | str, origin: str) -> Manifest:
     """A manifest from untrusted bytes: unreadable (too large, not UTF-8, too deep, not JSON, not
-    the schema) is InvalidInputError, exit 2, as DESIGN.md says."""
+    the schema) is InvalidInputError, exit 2 (README "Compatibility checks and the runtime loader")."""
     try:
         document = bounded_json(data, MAX_MANIFEST_BYTES)
     except ValueError as exc:
@@ -186,11 +234,7 @@ def first_error(exc: ValidationError) -> str:
 
 def read_manifest(engine_or_manifest: Path) -> Manifest:
     """Read the manifest of an engine (or the manifest file itself)."""
-    path = (
-        engine_or_manifest
-        if engine_or_manifest.name.endswith(MANIFEST_SUFFIX)
-        else manifest_path_for(engine_or_manifest)
-    )
+    path = ArtifactPaths.of(engine_or_manifest).manifest
     if not path.is_file():
         raise IncompatibleEngineError(
             f"{path}: manifest missing; an engine without its manifest is refused "

@@ -67,7 +67,7 @@ def _gpu_jobs(spec: Spec, runners: dict[str, list[str]], where: str) -> list[tup
 DEFAULT_CPU_RUNNER: dict[str, list[str]] = {"github": ["ubuntu-latest"], "gitlab": [], "json": ["ubuntu-latest"]}
 
 
-def plan(project: Project, specs: list[Spec], default_cpu_runner: list[str]) -> list[MatrixEntry]:
+def plan_matrix(project: Project, specs: list[Spec], default_cpu_runner: list[str]) -> list[MatrixEntry]:
     """One entry per (spec, GPU class); pure over the project settings and the specs. A project
     without ``runners:`` builds on one CPU runner labelled ``default_cpu_runner``."""
     runners = project.settings.runners or {CPU_RUNNER: default_cpu_runner}

@@ -52,7 +52,7 @@ class TensorDesc:
     @property
     def np_dtype(self) -> np.dtype:
         """The numpy dtype (bfloat16 and float8 through ml_dtypes)."""
-        from trtforge.runners import numpy_dtype
+        from trtforge.dtypes import numpy_dtype
 
         return numpy_dtype(self.dtype)
 

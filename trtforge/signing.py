@@ -25,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.compat import ArtifactFacts, SignatureStatus, content_problem
+from trtforge.compat import SignatureStatus
+from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
-from trtforge.fsutil import TEMP_SUFFIX, sha256_file, staged_file, temp_prefix
-from trtforge.manifest import MANIFEST_SUFFIX, Manifest, engine_path_for, manifest_path_for, read_manifest
+from trtforge.fsutil import TEMP_SUFFIX, staged_file, temp_prefix
+from trtforge.keys import SigningKey, TrustedKey
+from trtforge.manifest import ArtifactPaths, Manifest, read_manifest
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 ALGORITHM = "ed25519"
 SIGNING_KEY_ENV = "TRTFORGE_SIGNING_KEY"
@@ -43,20 +45,6 @@ PUBLIC_SUFFIX = ".pub"
 # cryptography loads one PEM block at a time and has no splitter for non-certificate PEM; a
 # trusted-key bundle is just concatenated blocks, which this regex separates.
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    private_key: Ed25519PrivateKey
-    key_id: str
-    source: str
-
-
-@dataclass(frozen=True)
-class TrustedKey:
-    public_key: Ed25519PublicKey
-    key_id: str
-    source: str
 
 
 @dataclass(frozen=True)
@@ -261,14 +249,14 @@ def sign_manifest(manifest: Manifest, key: SigningKey) -> Manifest:
 
 def verify_manifest(manifest: Manifest, trusted: Sequence[TrustedKey]) -> SignatureCheck:
     """VALID when a trusted key verifies the signature; the key id names which one (or which not)."""
-    from cryptography.exceptions import InvalidSignature
-
     signature = manifest.signature
     if signature is None:
         return SignatureCheck(SignatureStatus.MISSING)
     key_id = signature.get("key_id")
     if not trusted:
         return SignatureCheck(SignatureStatus.UNCHECKED, key_id)
+    from cryptography.exceptions import InvalidSignature
+
     try:
         if signature.get("algorithm") != ALGORITHM:
             raise ValueError(signature.get("algorithm"))
@@ -304,17 +292,11 @@ def sign_artifact(engine_or_manifest: Path, key: SigningKey) -> SignOutcome:
     A signature vouches for the engine's sha256, so a damaged or foreign engine is refused
     rather than signed.
     """
-    if engine_or_manifest.name.endswith(MANIFEST_SUFFIX):
-        manifest_path, engine = engine_or_manifest, engine_path_for(engine_or_manifest)
-    else:
-        engine, manifest_path = engine_or_manifest, manifest_path_for(engine_or_manifest)
+    paths = ArtifactPaths.of(engine_or_manifest)
+    manifest_path = paths.manifest
     manifest = read_manifest(manifest_path)
-    if not engine.is_file():
-        raise InvalidInputError(f"{engine}: engine file not found; sign the .engine that sits beside its manifest")
-    facts = ArtifactFacts(engine_file=engine.name, engine_size=engine.stat().st_size)
-    problem = content_problem(manifest, facts) or content_problem(
-        manifest, ArtifactFacts(engine_file=engine.name, engine_sha256=sha256_file(engine))
-    )
+    engine = paths.existing_engine("sign the .engine that sits beside its manifest")
+    problem = file_problem(manifest, engine)
     if problem:
         raise IncompatibleEngineError(f"{engine}: refusing to sign: {problem}", reasons=[problem])
     previous = (manifest.signature or {}).get("key_id")

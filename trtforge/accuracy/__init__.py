@@ -1,4 +1,4 @@
-"""The accuracy gate (DESIGN.md "Accuracy gate and failure").
+"""The accuracy gate (README "Accuracy gate").
 
 - ``metrics``: pure numpy comparisons (max_abs, mean_abs, max_rel, cosine, SNR, top-1, task accuracy)
 - ``tolerances``: per-precision defaults and the spec's per-output limits (pure rules)

@@ -35,7 +35,8 @@ from trtforge.errors import AccuracyError, IncompatibleEngineError, InvalidInput
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import manifest_path_for
 from trtforge.model import ModelInfo
-from trtforge.runners import BaseRunner, OnnxrtRunner, ort_error_text
+from trtforge.runners.base import Runner
+from trtforge.runners.onnxruntime import OnnxrtRunner, ort_error_text
 from trtforge.spec import Spec
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def not_runnable(spec: Spec, reason: str, source: Literal["files", "random"] | N
 
 
 @contextlib.contextmanager
-def active(runner: BaseRunner, spec: Spec, role: str) -> Iterator[BaseRunner]:
+def active(runner: Runner, spec: Spec, role: str) -> Iterator[Runner]:
     """``runner`` activated for the gate; onnxruntime refusing the model (an opset or op it does
     not implement) means the gate cannot run here, not that the build failed."""
     try:
@@ -92,7 +93,7 @@ def active(runner: BaseRunner, spec: Spec, role: str) -> Iterator[BaseRunner]:
 
 
 def _run_onnx(
-    runner: BaseRunner, feed: Mapping[str, np.ndarray], spec: Spec, plan: inputs.Plan, role: str
+    runner: Runner, feed: Mapping[str, np.ndarray], spec: Spec, plan: inputs.Plan, role: str
 ) -> dict[str, np.ndarray]:
     """One onnxruntime run of the gate; its failure (index out of range, a domain error) says the
     inputs do not suit the model: exit 2 naming them, whatever onnxruntime's status code."""
@@ -104,7 +105,7 @@ def _run_onnx(
 
 
 @dataclass(frozen=True)
-class Candidate:
+class GateCandidate:
     """What the gate compares with the reference, and why that one."""
 
     kind: Literal["engine", "simulated"]
@@ -121,13 +122,13 @@ def engine_runs_here(manifest: Manifest, env: Environment, policy: LoadPolicy) -
     return describe_problems(found) if found else None
 
 
-def simulated(onnx_path: Path, why_not_engine: str) -> Candidate:
-    return Candidate(
+def simulated(onnx_path: Path, why_not_engine: str) -> GateCandidate:
+    return GateCandidate(
         "simulated", f"{why_not_engine}: the precision-prepared ONNX runs in onnxruntime instead", onnx_path=onnx_path
     )
 
 
-def same_graph_as_reference(candidate: Candidate, reference: Path) -> bool:
+def same_graph_as_reference(candidate: GateCandidate, reference: Path) -> bool:
     """fp32 simulated: the candidate is the reference's own ONNX, so one run serves both."""
     return (
         candidate.kind == "simulated"
@@ -153,7 +154,7 @@ def engine_on_disk(manifest: Manifest, engine: Path | bytes) -> Iterator[Path]:
 @contextlib.contextmanager
 def open_candidate(
     manifest: Manifest, engine: Path | bytes, simulated_onnx: Path, env: Environment, policy: LoadPolicy
-) -> Iterator[Candidate]:
+) -> Iterator[GateCandidate]:
     """The engine, deserialized by the runtime loader, when this host can run it; else the simulation.
 
     A GPU host whose loader refuses the engine (header check, memory, policy) falls back to the
@@ -172,18 +173,18 @@ def open_candidate(
             yield simulated(simulated_onnx, f"the runtime loader refused the engine ({exc})")
             return
     gpu = env.gpus[0]
-    yield Candidate(
+    yield GateCandidate(
         "engine",
         f"{loaded.trt.__name__} {loaded.trt.__version__} runs the engine on {gpu.name} ({gpu.compute_capability})",
         engine=loaded,
     )
 
 
-def _runner(candidate: Candidate) -> tuple[BaseRunner, str]:
+def _runner(candidate: GateCandidate) -> tuple[Runner, str]:
     if candidate.kind == "simulated":
         assert candidate.onnx_path is not None
         return OnnxrtRunner(candidate.onnx_path, name="candidate"), "onnxruntime CPUExecutionProvider"
-    from trtforge.runners import TrtRunner
+    from trtforge.runners.tensorrt import TrtRunner
 
     loaded = candidate.engine
     text = f"TrtRunner, {loaded.trt.__name__} {loaded.trt.__version__}"
@@ -204,8 +205,8 @@ def _collect(
     spec: Spec,
     model: ModelInfo,
     plan: inputs.Plan,
-    reference: BaseRunner,
-    candidate: BaseRunner,
+    reference: Runner,
+    candidate: Runner,
     log: Callable[[str], None],
 ) -> _Collected:
     outputs = [tensor.name for tensor in model.outputs]
@@ -337,7 +338,7 @@ def out_of_domain(outputs: Sequence[OutputResult], reference: Mapping[str, Seque
 def run_gate(
     spec: Spec,
     model: ModelInfo,
-    candidate: Candidate,
+    candidate: GateCandidate,
     *,
     stem: str,
     engine_file: str | None,
@@ -413,7 +414,7 @@ def raise_for_failures(report: AccuracyReport, report_file: Path | str) -> None:
         raise GateFailed(failure_message(report, report_file), report)
 
 
-def check_artifact(
+def run_accuracy_gate(
     spec: Spec,
     model: ModelInfo,
     manifest: Manifest,
@@ -431,7 +432,8 @@ def check_artifact(
     the engine it has just built itself).
     """
     from trtforge.accuracy.report import render
-    from trtforge.compat import DEFAULT_POLICY, detect_environment
+    from trtforge.compat import DEFAULT_POLICY
+    from trtforge.environment import detect_environment
 
     env = env or detect_environment(flavor=manifest.tensorrt.flavor)
     with open_candidate(manifest, engine, simulated_onnx, env, policy or DEFAULT_POLICY) as candidate:

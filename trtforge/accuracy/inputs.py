@@ -2,10 +2,11 @@
 
 Data files go through ``trtforge.data`` (the calibration data rules). Without data, every
 profile contributes its min, opt and max shapes (a static model its one shape), filled with
-seeded values: floats uniform in [0, 1) (the range of normalized images, so INT8 input
-quantizers see values they were calibrated for; bfloat16 and float8 too), integers in [0, 8)
-unless the graph says which values are valid (``TensorDesc.valid_range``: Gather indices, loss
-targets, sequence lengths, divisors), booleans at random.
+seeded values (``trtforge.shapes.random_feed``): floats uniform in [0, 1) (the range of
+normalized images, so INT8 input quantizers see values they were calibrated for; bfloat16 and
+float8 too), integers in [0, 8) unless the graph says which values are valid
+(``TensorDesc.valid_range``: Gather indices, loss targets, sequence lengths, divisors), booleans
+at random, a shape tensor the profile's values.
 A shape set over ``INPUT_BUDGET_BYTES`` (all inputs together) is checked at a smaller shape
 within the profile instead: the largest dynamic axis is halved (never below the profile's min)
 until it fits, and the log says so.
@@ -22,7 +23,8 @@ import numpy as np
 
 from trtforge.data import fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import InvalidInputError, SpecError
-from trtforge.model import INPUT_BUDGET_BYTES, INT_HIGH, ModelInfo, TensorDesc, input_bytes, is_float, mib
+from trtforge.model import INPUT_BUDGET_BYTES, ModelInfo, TensorDesc, input_bytes, mib
+from trtforge.shapes import Shape, accepts, profile_point, profile_points, random_feed, spec_profiles, static_shapes
 from trtforge.spec import ShapeRange, Spec, expand_globs
 
 #: Seed of the random inputs (a fixed seed: the same spec always gets the same inputs).
@@ -30,7 +32,7 @@ RANDOM_SEED = 0
 #: Largest batch the gate runs at once (a profile may cap it lower).
 MAX_GATE_BATCH = 64
 
-Shapes = dict[str, tuple[int, ...]]
+Shapes = dict[str, Shape]
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,9 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class ShapeSet:
+class GateShapes:
+    """One shape set the gate runs, named for the report and the log."""
+
     label: str
     shapes: Shapes
     note: str | None = None  # set when ``shapes`` were reduced to fit the input budget
@@ -90,10 +94,10 @@ def within_budget(inputs: Sequence[TensorDesc], shapes: Shapes, floors: Shapes, 
     return {name: tuple(dims) for name, dims in current.items()}
 
 
-def _budgeted(model: ModelInfo, label: str, shapes: Shapes, floors: Shapes) -> ShapeSet:
+def _budgeted(model: ModelInfo, label: str, shapes: Shapes, floors: Shapes) -> GateShapes:
     """The shape set, or a smaller one within the profile when it is over the input budget."""
     if input_bytes(model.inputs, shapes) <= INPUT_BUDGET_BYTES:
-        return ShapeSet(label, shapes)
+        return GateShapes(label, shapes)
     smaller = within_budget(model.inputs, shapes, floors, INPUT_BUDGET_BYTES)
     if smaller is None:
         raise InvalidInputError(
@@ -105,48 +109,33 @@ def _budgeted(model: ModelInfo, label: str, shapes: Shapes, floors: Shapes) -> S
         f"{label} shapes {_text(shapes)} exceed the gate's input budget of {mib(INPUT_BUDGET_BYTES)}: "
         f"checked at {_text(smaller)} instead"
     )
-    return ShapeSet(f"{label} (reduced to fit the input budget)", smaller, note)
+    return GateShapes(f"{label} (reduced to fit the input budget)", smaller, note)
 
 
-def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> list[ShapeSet]:
+def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> list[GateShapes]:
     """Each profile's min, opt and max shapes for every input (duplicates dropped), or the static
     shape; each within the input budget."""
-    static = {t.name: tuple(int(d) for d in t.shape if isinstance(d, int)) for t in model.inputs if not t.is_dynamic}
+    static = static_shapes(model.inputs)
     if not profiles:
         if len(static) != len(model.inputs):
             dynamic = [t.name for t in model.inputs if t.is_dynamic]
             raise SpecError(f"input '{dynamic[0]}' is dynamic and the spec has no profiles: add 'profiles:'")
         return [_budgeted(model, "static", static, static)]
-    sets: list[ShapeSet] = []
-    for index, profile in enumerate(profiles):
-        floors = {**static, **{name: tuple(shape.min) for name, shape in profile.items()}}
-        for which in ("min", "opt", "max"):
-            shapes = {**static, **{name: tuple(getattr(shape, which)) for name, shape in profile.items()}}
-            values = {name: shape.values.flat(which) for name, shape in profile.items() if shape.values}
-            shape_set = replace(_budgeted(model, f"profile {index} {which}", shapes, floors), values=values)
-            same = next(
-                (at for at, kept in enumerate(sets) if (kept.shapes, kept.values) == (shape_set.shapes, values)), None
-            )
-            if same is None:
-                sets.append(shape_set)
-            elif shape_set.note:  # reduced onto a set already run: run it once, keep saying why
-                notes = (note for note in (sets[same].note, shape_set.note) if note)
-                sets[same] = replace(sets[same], note="; ".join(notes))
+    manifest_profiles = spec_profiles(profiles)
+    sets: list[GateShapes] = []
+    for point in profile_points(manifest_profiles, static):
+        floors = profile_point(manifest_profiles[point.profile], "min", static).shapes
+        label = f"profile {point.profile} {point.kind}"
+        shape_set = replace(_budgeted(model, label, point.shapes, floors), values=point.values)
+        same = next(
+            (at for at, kept in enumerate(sets) if (kept.shapes, kept.values) == (shape_set.shapes, point.values)), None
+        )
+        if same is None:
+            sets.append(shape_set)
+        elif shape_set.note:  # reduced onto a set already run: run it once, keep saying why
+            notes = (note for note in (sets[same].note, shape_set.note) if note)
+            sets[same] = replace(sets[same], note="; ".join(notes))
     return sets
-
-
-def random_array(tensor: TensorDesc, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    dtype = tensor.np_dtype
-    if is_float(dtype):
-        return rng.random(shape, dtype=np.float64).astype(dtype)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, shape).astype(np.bool_)
-    if np.issubdtype(dtype, np.integer):
-        low, high = tensor.valid_range or (0, INT_HIGH)
-        return rng.integers(low, high, shape).astype(dtype)
-    raise InvalidInputError(
-        f"input '{tensor.name}' has dtype {dtype}, for which no random data can be made; give accuracy.data in the spec"
-    )
 
 
 def random_batches(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]], seed: int) -> Iterator[Batch]:
@@ -154,28 +143,22 @@ def random_batches(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]
     rng = np.random.default_rng(seed)
     first = 0
     for shape_set in shape_sets(model, profiles):
-        feed = {tensor.name: random_array(tensor, shape_set.shapes[tensor.name], rng) for tensor in model.inputs}
-        for name, values in shape_set.values.items():  # a shape tensor gets the profile's values
-            feed[name] = np.asarray(values, dtype=feed[name].dtype).reshape(shape_set.shapes[name])
+        try:
+            feed = random_feed(model.inputs, shape_set.shapes, rng, shape_set.values)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{exc}; give accuracy.data in the spec") from None
         batch = Batch(feed, first, shape_set.label)
         yield batch
         first += batch.size
 
 
-def _profile_accepts(profile: Mapping[str, ShapeRange], shapes: Shapes) -> bool:
-    for name, shape in profile.items():
-        got = shapes.get(name)
-        if got is None or len(got) != len(shape.min):
-            return False
-        if any(not low <= dim <= high for dim, low, high in zip(got, shape.min, shape.max, strict=True)):
-            return False
-    return True
-
-
 def accepted(profiles: Sequence[Mapping[str, ShapeRange]], feed: Mapping[str, np.ndarray]) -> bool:
     """Would an engine built with these profiles take this feed? (Always, without profiles.)"""
     shapes = {name: tuple(array.shape) for name, array in feed.items()}
-    return not profiles or any(_profile_accepts(profile, shapes) for profile in profiles)
+    return not profiles or any(
+        accepts({name: r.min for name, r in profile.items()}, {name: r.max for name, r in profile.items()}, shapes)
+        for profile in profiles
+    )
 
 
 def gate_batch_size(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> int:

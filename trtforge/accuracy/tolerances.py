@@ -16,7 +16,7 @@ from trtforge.accuracy.metrics import OutputMetrics
 from trtforge.errors import SpecError, did_you_mean
 from trtforge.spec import Tolerance
 
-#: Defaults when a spec sets none (DESIGN.md "Spec"). Polygraphy's 1e-5 fails correct FP16
+#: Defaults when a spec sets none (README "Accuracy gate"). Polygraphy's 1e-5 fails correct FP16
 #: engines, so the limits follow what each precision can honestly deliver.
 DEFAULT_TOLERANCES: Mapping[str, Tolerance] = {
     "fp32": Tolerance(cosine_min=0.99999),

@@ -11,19 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trtforge.accuracy.gate import GateFailed, check_artifact, failure_message
+from trtforge.accuracy.gate import GateFailed, failure_message, run_accuracy_gate
 from trtforge.accuracy.report import AccuracyReport, report_path, summary, write_report
-from trtforge.compat import file_problem
 from trtforge.console import Reporter
+from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import sha256_file
-from trtforge.inspection import engine_file
-from trtforge.manifest import (
-    Manifest,
-    manifest_path_for,
-    read_manifest,
-    write_manifest,
-)
+from trtforge.manifest import ArtifactPaths, Manifest, read_manifest, write_manifest
 from trtforge.model import check_model_file
 from trtforge.spec import Spec
 
@@ -34,11 +28,6 @@ class VerifyOutcome:
     report: AccuracyReport
     report_file: Path
     manifest_updated: bool
-
-
-def engine_of(path: Path) -> Path:
-    """``x.engine`` or ``x.manifest.json`` -> ``x.engine``; anything else is a usage error."""
-    return engine_file(path, " and --spec SPEC")
 
 
 def source_mismatch(spec: Spec, manifest: Manifest, onnx_sha256: str) -> str | None:
@@ -59,15 +48,15 @@ def source_mismatch(spec: Spec, manifest: Manifest, onnx_sha256: str) -> str | N
 
 def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path | None = None) -> VerifyOutcome:
     """The gate on one existing artifact; raises GateFailed (exit 4) after writing the report."""
-    from trtforge.build import default_cache_dir, prepare_precision
+    from trtforge.cache import default_cache_dir
     from trtforge.model import describe, load_onnx
+    from trtforge.precision import prepare_precision
     from trtforge.spec import check_profiles
 
-    engine = engine_of(engine)
-    manifest = read_manifest(engine)
+    paths = ArtifactPaths.of(engine, " and --spec SPEC")
+    manifest = read_manifest(paths.manifest)
     check_model_file(spec.model_path)
-    if not engine.is_file():
-        raise InvalidInputError(f"{engine}: engine file not found (its manifest is there); pull or rebuild it")
+    engine = paths.existing_engine("its manifest is there: pull or rebuild the engine")
     mismatch = source_mismatch(spec, manifest, sha256_file(spec.model_path))
     if mismatch:
         raise InvalidInputError(
@@ -84,13 +73,13 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
     prepared = prepare_precision(
         spec, info, manifest.tensorrt.flavor, manifest.tensorrt.version, cache_dir or default_cache_dir(), reporter
     )
-    report = check_artifact(spec, info, manifest, engine, prepared.candidate_onnx, reporter)
+    report = run_accuracy_gate(spec, info, manifest, engine, prepared.candidate_onnx, reporter)
     report_file = write_report(report_path(engine.parent, manifest.stem), report)
     signed = manifest.signature is not None
     if signed:
         reporter.info(f"{engine.name}: signed manifest left unchanged; report in {report_file}")
     else:
-        write_manifest(manifest_path_for(engine), manifest.replace(accuracy=summary(report, report_file.name)))
+        write_manifest(paths.manifest, manifest.replace(accuracy=summary(report, report_file.name)))
     if not report.passed:
         raise GateFailed(failure_message(report, report_file), report)
     return VerifyOutcome(engine, report, report_file, manifest_updated=not signed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trtforge.backends.base import BuildMonitor, BuildRequest, BuildResult, TensorRTApiBackend
-from trtforge.compat import detect_gpus, import_backend, installed_version
+from trtforge.environment import detect_gpus, import_backend, installed_version
 from trtforge.errors import BackendUnavailableError
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
 

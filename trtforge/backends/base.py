@@ -23,6 +23,7 @@ from trtforge.backends.messages import (
     unsupported_dtypes,
     without_native_dtype_lines,
 )
+from trtforge.dtypes import numpy_name
 from trtforge.errors import BuildError, InvalidInputError
 from trtforge.spec import BuildOptions, ShapeRange, SpecOrigin, check_shape_inputs
 from trtforge.tags import ComputeCapability
@@ -80,25 +81,6 @@ class BuildResult:
     io: tuple[TensorFacts, ...]
     gpu: GpuTargets
     notes: tuple[str, ...] = field(default=())
-
-
-_DTYPE_NAMES = {
-    "FLOAT": "float32",
-    "HALF": "float16",
-    "BF16": "bfloat16",
-    "INT8": "int8",
-    "UINT8": "uint8",
-    "INT32": "int32",
-    "INT64": "int64",
-    "BOOL": "bool",
-    "FP8": "float8_e4m3",
-    "INT4": "int4",
-    "FP4": "float4_e2m1",
-}
-
-
-def dtype_name(trt_dtype: Any) -> str:
-    return _DTYPE_NAMES.get(trt_dtype.name, trt_dtype.name.lower())
 
 
 @contextmanager
@@ -183,7 +165,7 @@ class TensorRTApiBackend:
     @property
     def noise(self) -> tuple[str, ...]:
         """Log lines that say nothing about the model: CUDA errors of a build on a host without a GPU."""
-        from trtforge.compat import detect_gpus
+        from trtforge.environment import detect_gpus
 
         return () if detect_gpus() else CPU_ONLY_NOISE
 
@@ -247,7 +229,7 @@ class TensorRTApiBackend:
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
         outputs = [network.get_output(i) for i in range(network.num_outputs)]
         return tuple(
-            TensorFacts(tensor.name, mode, dtype_name(tensor.dtype), tuple(int(d) for d in tensor.shape))
+            TensorFacts(tensor.name, mode, numpy_name(tensor.dtype.name), tuple(int(d) for d in tensor.shape))
             for mode, tensors in (("input", inputs), ("output", outputs))
             for tensor in tensors
         )

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from trtforge.backends.base import BuildRequest, GpuTargets, TensorRTApiBackend
-from trtforge.compat import detect_gpus, version_tuple
+from trtforge.compat import version_tuple
+from trtforge.environment import detect_gpus
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import atomic_write_bytes
 from trtforge.tags import AMPERE, FLAVOR_TENSORRT

@@ -28,7 +28,7 @@ from trtforge.calibration.histogram import (
 )
 from trtforge.data import DataPlan, data_sha256, fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import SpecError
-from trtforge.fsutil import atomic_write_text, sha256_file
+from trtforge.fsutil import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
 from trtforge.model import ModelInfo, inspect_model
 from trtforge.spec import CalibrationSpec, Spec, expand_globs
 
@@ -61,7 +61,7 @@ class CalibrationResult:
     reused: bool
 
     def manifest_section(self) -> dict[str, Any]:
-        """The manifest's ``calibration`` object (DESIGN.md "Manifest")."""
+        """The manifest's ``calibration`` object (README "Artifacts")."""
         return {
             "algorithm": self.algorithm,
             "mode": self.mode,
@@ -73,6 +73,22 @@ class CalibrationResult:
     def trt_cache(self, trt_version: str) -> bytes:
         """TensorRT's calibration-cache text for the TensorRT that builds (native mode)."""
         return cache.write_trt_cache(self.scales, trt_version)
+
+    def files(self) -> dict[str, Path]:
+        """The result's files in the cache, by label."""
+        return {"qdq_model": self.qdq_model, "scales": self.cache_file}
+
+    def export(self, out: Path, name: str, trt_version: str | None = None) -> dict[str, Path]:
+        """Copies named for people (the cache's names are content hashes) in ``out``, plus
+        TensorRT's calibration cache for ``trt_version`` when given; by label, as ``files``."""
+        ensure_writable_dir(out)
+        exported = {"qdq_model": out / f"{name}-int8.qdq.onnx", "scales": out / f"{name}-int8.scales.json"}
+        for label, source in self.files().items():
+            atomic_write_bytes(exported[label], source.read_bytes())
+        if trt_version is not None:
+            exported["tensorrt_cache"] = out / f"{name}-int8.trt{trt_version}.calibration.cache"
+            atomic_write_bytes(exported["tensorrt_cache"], self.trt_cache(trt_version))
+        return exported
 
 
 @dataclass(frozen=True)
@@ -165,7 +181,7 @@ def calibrate(
     if qdq_file.is_file():
         log(f"calibration: reusing {qdq_file.name}")
     else:
-        from trtforge.precision import save_model
+        from trtforge.precision.graphs import save_model
 
         folded = folded if folded is not None else qdq.fold_batchnorm(info.path)
         amax = {name: scale * 127.0 for name, scale in scales.items()}

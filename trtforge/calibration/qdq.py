@@ -101,7 +101,7 @@ def quantize(
     from onnxruntime.quantization.onnx_model import ONNXModel
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
-    from trtforge.precision import to_fp16
+    from trtforge.precision.graphs import to_fp16
 
     opset = next(op.version for op in folded.opset_import if op.domain in ("", "ai.onnx"))
     if high_precision == "fp16" and opset < FP16_QDQ_OPSET:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trtforge.cli.common import CcOption, JsonOption, emit_json, exits_cleanly, reporter
+from trtforge.cli.common import CcOption, JsonOption, emit_json, exits_cleanly, reporter, target_from_flags
 
 app = typer.Typer()
 
@@ -43,7 +43,6 @@ def bench(
 ) -> None:
     """Warm pool against cold start: first request and steady-state p50/p99, as ratios to the p50."""
     from trtforge.bench import BenchConfig, parse_shape, render_table, run_bench
-    from trtforge.compat import Target
 
     console = reporter()
     config = BenchConfig(
@@ -57,7 +56,7 @@ def bench(
         provider=provider,
         threads=threads,
         timeout=timeout,
-        cc=Target.from_flags(cc=cc).compute_capability,
+        cc=target_from_flags(cc=cc).compute_capability,
     )
     report = run_bench(config, log=console.info)
     if as_json:

@@ -10,6 +10,7 @@ import typer
 from trtforge.cli.common import (
     AllowHostCodeOption,
     CcOption,
+    Failure,
     FlavorOption,
     JsonOption,
     PlatformOption,
@@ -19,8 +20,8 @@ from trtforge.cli.common import (
     emit_json,
     exits_cleanly,
     reporter,
+    target_from_flags,
 )
-from trtforge.errors import TrtforgeError
 
 app = typer.Typer()
 
@@ -34,8 +35,18 @@ EngineArgument = Annotated[
 ]
 
 
+def _check_failure(failure: Failure) -> dict[str, Any]:
+    """An engine that could not be judged (no manifest, unreadable) is not compatible: its reasons are the problems."""
+    reasons = list(getattr(failure.error, "reasons", ())) or [failure.message]
+    return {
+        "engine": str(failure.arguments["engine"]),
+        "compatible": False,
+        "problems": [{"rule": "artifact", "message": reason} for reason in reasons],
+    }
+
+
 @app.command()
-@exits_cleanly
+@exits_cleanly(error_document=_check_failure)
 def check(
     engine: EngineArgument,
     flavor: FlavorOption = None,
@@ -48,32 +59,17 @@ def check(
     as_json: JsonOption = False,
 ) -> None:
     """Would ENGINE load here (or on the target the flags describe)? Exit 0 if yes, 5 with every reason if not."""
-    from trtforge.compat import LoadPolicy, Target
-    from trtforge.runtime.loader import check_artifact
+    from trtforge.compat import LoadPolicy
+    from trtforge.runtime.loader import check_compatibility
     from trtforge.signing import load_trusted_keys
 
-    try:
-        target = Target.from_flags(flavor, trt_version, cc, platform)
-        policy = LoadPolicy(
-            require_signature=require_signature,
-            trusted_keys=load_trusted_keys(trusted_key or ()),
-            allow_host_code=allow_host_code,
-        )
-        result = check_artifact(engine, policy, target=target)
-    except TrtforgeError as exc:
-        if not as_json:
-            raise
-        reasons = list(getattr(exc, "reasons", ())) or [str(exc)]
-        emit_json(
-            {
-                "engine": str(engine),
-                "compatible": False,
-                "exit_code": exc.exit_code,
-                "error": str(exc),
-                "problems": [{"rule": "artifact", "message": reason} for reason in reasons],
-            }
-        )
-        raise typer.Exit(exc.exit_code) from None
+    target = target_from_flags(flavor, trt_version, cc, platform)
+    policy = LoadPolicy(
+        require_signature=require_signature,
+        trusted_keys=load_trusted_keys(trusted_key or ()),
+        allow_host_code=allow_host_code,
+    )
+    result = check_compatibility(engine, policy, target=target)
     if as_json:
         emit_json(result.to_dict())
     else:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,7 +18,6 @@ from trtforge.cli.common import (
     exits_cleanly,
     reporter,
 )
-from trtforge.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from trtforge.console import Reporter
@@ -66,26 +62,16 @@ def ci(
     as_json: JsonOption = False,
 ) -> None:
     """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
-    from trtforge.accuracy.report import write_junit
-    from trtforge.build import default_cache_dir
-    from trtforge.ci import CiOptions, available_cores, junit_suites, markdown_summary, render_table, run_ci
-    from trtforge.fsutil import atomic_write_bytes
+    from trtforge.cache import default_cache_dir
+    from trtforge.ci import CiOptions, ReportFiles, available_cores, render_ci_table, run_ci
 
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    summary = _report_file(Path(step_summary), "GITHUB_STEP_SUMMARY") if step_summary else None
-    junit = _report_file(junit, "--junit") if junit is not None else None
+    reports = ReportFiles.checked(junit)
     console = reporter()
     project = _discover(list(targets or []), console)
     options = CiOptions(out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure)
     report = run_ci(list(project.specs), options, jobs or available_cores())
-    render_table(report, console)
-    if junit is not None:
-        with _writing(junit, "--junit"):
-            write_junit(junit, junit_suites(report))
-    if summary is not None:
-        with _writing(summary, "GITHUB_STEP_SUMMARY"):
-            previous = summary.read_bytes() if summary.is_file() else b""
-            atomic_write_bytes(summary, previous + markdown_summary(report).encode("utf-8"))
+    render_ci_table(report, console)
+    reports.write(report)
     if as_json:
         emit_json(report.to_dict())
     if report.exit_code:
@@ -102,23 +88,6 @@ def _discover(targets: list[Path], console: Reporter) -> Project:
     return project
 
 
-def _report_file(path: Path, what: str) -> Path:
-    """Checked before any build: a report path that is a folder would otherwise fail the run at its end."""
-    if path.is_dir():
-        raise InvalidInputError(f"{what} {path} is a folder; point it at a file, e.g. {path / 'report'}")
-    return path
-
-
-@contextmanager
-def _writing(path: Path, what: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise InvalidInputError(
-            f"{what} {path}: cannot write it ({exc.strerror}); point it at a writable file"
-        ) from exc
-
-
 @app.command()
 @exits_cleanly
 def matrix(
@@ -129,12 +98,12 @@ def matrix(
     output_format: Annotated[MatrixFormat, typer.Option("--format", help="github | gitlab | json")] = MatrixFormat.json,
 ) -> None:
     """Print the build matrix (spec x GPU runner) for the CI system to fan out."""
-    from trtforge.matrix import DEFAULT_CPU_RUNNER, plan, render_github, render_gitlab, render_json
+    from trtforge.matrix import DEFAULT_CPU_RUNNER, plan_matrix, render_github, render_gitlab, render_json
     from trtforge.spec import load_spec
 
     project = _discover([folder] if folder is not None else [], reporter())
     specs = [load_spec(path) for path in project.specs]
-    entries = plan(project, specs, DEFAULT_CPU_RUNNER[output_format.value])
+    entries = plan_matrix(project, specs, DEFAULT_CPU_RUNNER[output_format.value])
     if output_format is MatrixFormat.github:
         typer.echo(render_github(entries))
     elif output_format is MatrixFormat.gitlab:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, overload
 
 import typer
 from typer.exceptions import TyperException
 
-from trtforge.errors import TrtforgeError, internal_error
+from trtforge.environment import Target
+from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, internal_error
+from trtforge.tags import FLAVORS, ComputeCapability, Platform
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,11 +46,37 @@ def emit_json(document: Any) -> None:
     _json_printed.set(True)
 
 
-def exits_cleanly(command: F) -> F:
+@dataclass(frozen=True)
+class Failure:
+    """A command that failed, as its ``--json`` error document sees it."""
+
+    exit_code: int
+    message: str
+    error: BaseException
+    arguments: Mapping[str, Any]  # the command's parameters, by name
+
+
+#: A command's own ``--json`` document for a failure; exits_cleanly adds ``exit_code`` and ``error``.
+ErrorDocument = Callable[[Failure], dict[str, Any]]
+
+
+@overload
+def exits_cleanly(command: F, *, error_document: ErrorDocument | None = None) -> F: ...
+
+
+@overload
+def exits_cleanly(command: None = None, *, error_document: ErrorDocument | None = None) -> Callable[[F], F]: ...
+
+
+def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | None = None) -> Any:
     """Every failure is one line on stderr and its exit code: TrtforgeError's own, 130 for Ctrl-C,
     1 for anything else (a bug or an unwrapped library error; TRTFORGE_DEBUG=1 adds the
     traceback). With ``--json`` (the parameter ``as_json``) a command that failed before printing
-    its document prints ``{"error": {"exit_code": N, "message": "..."}}``: always one document."""
+    its document prints one here, so there is always exactly one: the command's own
+    (``error_document``, with ``exit_code`` and ``error`` added) or
+    ``{"error": {"exit_code": N, "message": "..."}}``."""
+    if command is None:
+        return functools.partial(exits_cleanly, error_document=error_document)
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -56,17 +86,23 @@ def exits_cleanly(command: F) -> F:
         except (typer.Exit, typer.Abort, TyperException):
             raise  # the command chose its exit code; usage errors are typer's to print
         except TrtforgeError as exc:
-            code, message = exc.exit_code, str(exc)
-        except KeyboardInterrupt:
-            code, message = 130, INTERRUPTED
+            failure = Failure(exc.exit_code, str(exc), exc, kwargs)
+        except KeyboardInterrupt as exc:
+            failure = Failure(130, INTERRUPTED, exc, kwargs)
         except Exception as exc:  # a bug or an unwrapped library error: one line, exit 1
-            code, message = 1, str(internal_error(exc))
-        typer.echo(message if code == 130 else f"error: {message}", err=True)
+            failure = Failure(1, str(internal_error(exc)), exc, kwargs)
+        typer.echo(failure.message if failure.exit_code == 130 else f"error: {failure.message}", err=True)
         if kwargs.get("as_json") and not _json_printed.get():
-            emit_json({"error": {"exit_code": code, "message": message}})
-        raise typer.Exit(code) from None
+            code, message = failure.exit_code, failure.message
+            own = error_document(failure) if error_document is not None else None
+            emit_json(
+                {**own, "exit_code": code, "error": message}
+                if own is not None
+                else {"error": {"exit_code": code, "message": message}}
+            )
+        raise typer.Exit(failure.exit_code) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 # Options shared by several commands: one definition each, so flags read the same everywhere.
@@ -80,7 +116,7 @@ CacheDirOption = Annotated[
 
 def cache_dir_value(cache_dir: Path | None) -> Path:
     """``--cache-dir`` (or its default), created and writable before any work starts."""
-    from trtforge.build import default_cache_dir
+    from trtforge.cache import default_cache_dir
     from trtforge.fsutil import ensure_writable_dir
 
     return ensure_writable_dir(cache_dir or default_cache_dir(), "--cache-dir", "cache directory")
@@ -109,6 +145,32 @@ CcOption = Annotated[
     str | None, typer.Option("--cc", help="Target GPU compute capability: 8.6, sm86 or sm_86 (default: GPU 0).")
 ]
 PlatformOption = Annotated[str | None, typer.Option(help="Target platform: linux_x86_64, linux_aarch64, win_amd64.")]
+
+_VERSION_TEXT = re.compile(r"^\d+(\.\d+)*$")
+
+
+def target_from_flags(
+    flavor: str | None = None,
+    trt_version: str | None = None,
+    cc: str | None = None,
+    platform: str | None = None,
+) -> Target:
+    """Parse ``--flavor --trt-version --cc --platform``; a bad value names its flag and the fix."""
+    if flavor is not None and flavor not in FLAVORS:
+        raise InvalidInputError(f"--flavor '{flavor}': use {' or '.join(FLAVORS)}{did_you_mean(flavor, FLAVORS)}")
+    if trt_version is not None and not _VERSION_TEXT.match(trt_version.strip()):
+        raise InvalidInputError(f"--trt-version '{trt_version}': write it as digits and dots, e.g. 10.13.0.35")
+    try:
+        capability = ComputeCapability.parse(cc) if cc is not None else None
+    except ValueError as exc:
+        raise InvalidInputError(f"--cc: {exc}") from exc
+    try:
+        parsed_platform = Platform.parse(platform) if platform is not None else None
+    except ValueError as exc:
+        raise InvalidInputError(f"--platform: {exc}") from exc
+    return Target(flavor, trt_version.strip() if trt_version else None, capability, parsed_platform)
+
+
 RequireSignatureOption = Annotated[
     bool, typer.Option("--require-signature", help="Refuse artifacts whose manifest no trusted key signed.")
 ]

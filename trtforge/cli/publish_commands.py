@@ -10,6 +10,7 @@ import typer
 from trtforge.cli.common import (
     AllowHostCodeOption,
     CcOption,
+    Failure,
     FlavorOption,
     InsecureOption,
     JsonOption,
@@ -20,17 +21,22 @@ from trtforge.cli.common import (
     emit_json,
     exits_cleanly,
     reporter,
+    target_from_flags,
 )
-from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
+from trtforge.errors import InvalidInputError, did_you_mean
 
 app = typer.Typer()
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-@app.command()
-@exits_cleanly
-def publish(
+def _publish_failure(failure: Failure) -> dict[str, Any]:
+    return {"status": "failed", "to": failure.arguments["to"], "engine": str(failure.arguments["engine"])}
+
+
+@app.command("publish")
+@exits_cleanly(error_document=_publish_failure)
+def publish_command(
     engine: Annotated[
         Path,
         typer.Argument(metavar="ENGINE", help="An .engine file (its .manifest.json sits beside it), or the manifest."),
@@ -47,16 +53,9 @@ def publish(
     """Publish ENGINE and its manifest; the same engine again is a no-op, another one needs --force (else exit 6)."""
     from trtforge.publish import load_local_artifact, open_registry, parse_location
 
-    try:
-        location = parse_location(to)
-        artifact = load_local_artifact(engine)
-        outcome = open_registry(location, insecure=insecure).publish(artifact, force=force)
-    except TrtforgeError as exc:
-        if as_json:
-            emit_json(
-                {"status": "failed", "to": to, "engine": str(engine), "exit_code": exc.exit_code, "error": str(exc)}
-            )
-        raise
+    location = parse_location(to)
+    artifact = load_local_artifact(engine)
+    outcome = open_registry(location, insecure=insecure).publish(artifact, force=force)
     console = reporter()
     for note in outcome.notes:
         console.info(note)
@@ -84,8 +83,24 @@ def publish(
     console.success(f"{outcome.status} {outcome.reference}" + (f" ({outcome.detail})" if outcome.detail else ""))
 
 
+def _pull_failure(failure: Failure) -> dict[str, Any]:
+    """A refusal lists what the registry holds and why each candidate did not fit."""
+    from trtforge.publish import NoCompatibleArtifactError
+
+    exc, source = failure.error, failure.arguments["uri"]
+    if not isinstance(exc, NoCompatibleArtifactError):
+        return {"status": "failed", "from": source}
+    return {
+        "status": "incompatible",
+        "from": source,
+        "environment": exc.environment,
+        "available": list(exc.available),
+        "rejected": _rejected(exc.rejections),
+    }
+
+
 @app.command()
-@exits_cleanly
+@exits_cleanly(error_document=_pull_failure)
 def pull(
     uri: Annotated[str, typer.Argument(metavar="URI", help="oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH.")],
     name: Annotated[str, typer.Option("--name", help="Artifact name (the spec's name).", show_default=False)],
@@ -108,32 +123,20 @@ def pull(
     as_json: JsonOption = False,
 ) -> None:
     """Download the best artifact for this machine (or the target the flags describe); exit 5 if none fits."""
-    from trtforge.publish import NoCompatibleArtifactError
-
-    request: Any = None
-    try:
-        request = _pull_request(
-            name,
-            precision,
-            for_this_machine,
-            flavor,
-            trt_version,
-            cc,
-            platform,
-            require_signature,
-            trusted_key,
-            allow_host_code,
-        )
-        outcome = _pull(uri, request, out, insecure)
-    except NoCompatibleArtifactError as exc:
-        if as_json:
-            emit_json(_refusal_document(uri, request, exc))
-        raise
-    except TrtforgeError as exc:
-        if as_json:
-            emit_json({"status": "failed", "from": uri, "exit_code": exc.exit_code, "error": str(exc)})
-        raise
-    rejected = [{"reference": ref, "problems": [p.to_dict() for p in found]} for ref, found in outcome.rejected]
+    request = _pull_request(
+        name,
+        precision,
+        for_this_machine,
+        flavor,
+        trt_version,
+        cc,
+        platform,
+        require_signature,
+        trusted_key,
+        allow_host_code,
+    )
+    outcome = _pull(uri, request, out, insecure)
+    rejected = _rejected(outcome.rejected)
     for note in outcome.notes:
         reporter().info(note)
     if as_json:
@@ -171,7 +174,7 @@ def _pull_request(
     allow_host_code: bool,
 ) -> Any:
     """Validate the flags (exit 2 with the flag named) and describe what to pull for which target."""
-    from trtforge.compat import LoadPolicy, Target
+    from trtforge.compat import LoadPolicy
     from trtforge.publish.pulling import PullRequest, target_environments
     from trtforge.signing import load_trusted_keys
 
@@ -182,7 +185,7 @@ def _pull_request(
     given = [flag for flag, value in flags.items() if value is not None]
     if for_this_machine and given:
         raise InvalidInputError(f"--for-this-machine and {', '.join(given)} exclude each other: pick one")
-    target = Target.from_flags(flavor, trt_version, cc, platform)
+    target = target_from_flags(flavor, trt_version, cc, platform)
     keys = load_trusted_keys(trusted_key or ())
     if require_signature and not keys:
         raise InvalidInputError("--require-signature needs --trusted-key FILE (or $TRTFORGE_TRUSTED_KEY)")
@@ -201,15 +204,5 @@ def _pull(uri: str, request: Any, out: Path, insecure: bool) -> Any:
     return pull_artifact(open_registry(parse_location(uri), insecure=insecure), request, out)
 
 
-def _refusal_document(uri: str, request: Any, exc: Any) -> dict[str, Any]:
-    from trtforge.publish.pulling import describe_environments
-
-    return {
-        "status": "incompatible",
-        "from": uri,
-        "exit_code": exc.exit_code,
-        "error": str(exc),
-        "environment": describe_environments(request.environments),
-        "available": list(exc.available),
-        "rejected": [{"reference": ref, "problems": [p.to_dict() for p in found]} for ref, found in exc.rejections],
-    }
+def _rejected(rejections: Any) -> list[dict[str, Any]]:
+    return [{"reference": ref, "problems": [p.to_dict() for p in found]} for ref, found in rejections]

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from trtforge.cli.common import CacheDirOption, JsonOption, cache_dir_value, emit_json, exits_cleanly, reporter
-from trtforge.errors import TrtforgeError, most_severe
+from trtforge.cli.batch import BatchSteps, ItemReport, run_batch
+from trtforge.cli.common import CacheDirOption, JsonOption, cache_dir_value, exits_cleanly, reporter
+from trtforge.errors import TrtforgeError
 
 app = typer.Typer()
 
@@ -39,8 +40,6 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Run the accuracy gate on built engines (or their ONNX simulation where they cannot run here)."""
-    from trtforge.accuracy.gate import GateFailed
-    from trtforge.accuracy.report import junit_problem_suite, junit_suite, summary, write_junit
     from trtforge.accuracy.verify import spec_artifacts, verify_engine
     from trtforge.errors import InvalidInputError
     from trtforge.spec import load_spec
@@ -59,46 +58,31 @@ def verify(
         engines = [target]
     console = reporter()
     cache = cache_dir_value(cache_dir)
-    results: list[dict[str, Any]] = []
-    suites = []
-    single_error: TrtforgeError | None = None
-    for engine in engines:
-        try:
-            outcome = verify_engine(loaded, engine, console, cache_dir=cache)
-        except TrtforgeError as exc:
-            report = exc.report if isinstance(exc, GateFailed) else None
-            suites.append(junit_suite(report) if report else junit_problem_suite(engine.name, str(exc), exc.exit_code))
-            if len(engines) == 1 and not as_json:
-                single_error = exc  # raised after the JUnit file is written: one error line, its exit code
-            else:
-                console.error(str(exc))
-            results.append(
-                {
-                    "engine": str(engine),
-                    "status": "failed",
-                    "exit_code": exc.exit_code,
-                    "error": str(exc),
-                    "accuracy": summary(report, f"{report.stem}.accuracy.json") if report else None,
-                }
-            )
-            continue
-        suites.append(junit_suite(outcome.report))
-        results.append(
-            {
-                "engine": str(outcome.engine),
-                "status": "passed",
-                "exit_code": 0,
-                "report": str(outcome.report_file),
-                "manifest_updated": outcome.manifest_updated,
-                "accuracy": summary(outcome.report, outcome.report_file.name),
-            }
-        )
-    if junit is not None:
-        write_junit(junit, suites)
-    if single_error is not None:
-        raise single_error
-    if as_json:
-        emit_json({"results": results})
-    code = most_severe(result["exit_code"] for result in results)
-    if code:
-        raise typer.Exit(code)
+
+    def verify_one(engine: Path) -> Any:
+        return verify_engine(loaded, engine, console, cache_dir=cache)
+
+    batch = BatchSteps(key="engine", run=verify_one, passed=_passed, failed=_verify_failed, status="passed")
+    run_batch(batch, engines, console, junit, as_json)
+
+
+def _passed(outcome: Any) -> ItemReport:
+    from trtforge.accuracy.report import junit_suite, summary
+
+    fields = {
+        "engine": str(outcome.engine),
+        "report": str(outcome.report_file),
+        "manifest_updated": outcome.manifest_updated,
+        "accuracy": summary(outcome.report, outcome.report_file.name),
+    }
+    return ItemReport(junit_suite(outcome.report), fields)
+
+
+def _verify_failed(engine: Path, exc: TrtforgeError) -> ItemReport:
+    from trtforge.accuracy.gate import GateFailed
+    from trtforge.accuracy.report import junit_problem_suite, junit_suite, summary
+
+    if isinstance(exc, GateFailed):
+        report = exc.report
+        return ItemReport(junit_suite(report), {"accuracy": summary(report, f"{report.stem}.accuracy.json")})
+    return ItemReport(junit_problem_suite(engine.name, str(exc), exc.exit_code), {"accuracy": None})

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, did_you_mean
-from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, Manifest, engine_path_for, manifest_path_for
+from trtforge.manifest import ENGINE_SUFFIX, ArtifactPaths, Manifest, read_manifest
 from trtforge.tags import NAME_RULE, valid_name
 
 if TYPE_CHECKING:
@@ -34,14 +34,17 @@ class TagConflictError(RegistryError):
 
 
 class NoCompatibleArtifactError(IncompatibleEngineError):
-    """Nothing in the registry fits the target; ``rejections`` says why each candidate was refused."""
+    """Nothing in the registry fits the target (``environment`` describes it); ``rejections`` says
+    why each candidate was refused."""
 
     def __init__(
         self,
         message: str,
+        environment: str,
         rejections: tuple[tuple[str, tuple[Problem, ...]], ...] = (),
         available: tuple[str, ...] = (),
     ) -> None:
+        self.environment = environment
         self.rejections = rejections
         self.available = available
         super().__init__(message, reasons=[f"{ref}: {p.message}" for ref, found in rejections for p in found])
@@ -143,15 +146,11 @@ class LocalArtifact:
 
 def load_local_artifact(path: Path) -> LocalArtifact:
     """Read ``path`` (the .engine or its .manifest.json) and refuse an engine that is not the one described."""
-    from trtforge.compat import file_problem
-    from trtforge.manifest import read_manifest
+    from trtforge.environment import file_problem
 
-    if path.name.endswith(MANIFEST_SUFFIX):
-        engine, manifest_path = engine_path_for(path), path
-    else:
-        engine, manifest_path = path, manifest_path_for(path)
-    if not engine.is_file():
-        raise InvalidInputError(f"{engine}: engine file not found; pass the .engine that trtforge build wrote")
+    paths = ArtifactPaths.of(path)
+    engine = paths.existing_engine("pass the .engine that trtforge build wrote")
+    manifest_path = paths.manifest
     manifest = read_manifest(manifest_path)
     check_artifact_file_name(manifest, str(manifest_path))
     problem = file_problem(manifest, engine)
@@ -259,7 +258,7 @@ Action = Literal["new", "unchanged", "replace"]
 
 
 def decide(existing: Existing | None, artifact: LocalArtifact, force: bool, reference: str) -> tuple[Action, str]:
-    """DESIGN.md: same engine sha256 again is a no-op; a different engine under the tag needs --force.
+    """Same engine sha256 again is a no-op; a different engine under the tag needs --force.
 
     A changed manifest around the same engine (signed since, for instance) is kept unless --force,
     because "same content" means the same engine.

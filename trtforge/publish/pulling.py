@@ -1,6 +1,6 @@
 """Pull: list a registry, pick with the loader's own rules, download, verify, then rename into place.
 
-Selection is ``trtforge.compat.select_engine`` on the manifests alone (platform, runtime, GPU,
+Selection is ``trtforge.selection.select_engine`` on the manifests alone (platform, runtime, GPU,
 signature, host-code policy), exactly what the runtime loader would accept; the chosen engine's bytes are then
 checked with ``compat.problems`` (size and sha256) before anything appears under its final name.
 A damaged download is refused, never replaced by the next-best candidate (like pip on a hash
@@ -10,28 +10,20 @@ mismatch): a registry serving wrong bytes is a problem to see, not to route arou
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from trtforge.artifact import ArtifactWriter, sweep
-from trtforge.compat import (
-    DEFAULT_POLICY,
-    ArtifactFacts,
-    Environment,
-    LoadPolicy,
-    Problem,
-    Rejection,
-    Target,
-    policy_problems,
-    select_engine,
-    signature_facts,
-)
+from trtforge.compat import DEFAULT_POLICY, Environment, LoadPolicy, Problem, policy_problems
+from trtforge.environment import Target, file_problem, measure_engine
 from trtforge.errors import IncompatibleEngineError
-from trtforge.fsutil import check_inside, ensure_writable_dir, sha256_bytes, sha256_file
+from trtforge.fsutil import check_inside, ensure_writable_dir, sha256_bytes
 from trtforge.manifest import Manifest, manifest_path_for
 from trtforge.publish.base import Candidate, NoCompatibleArtifactError, Registry, check_artifact_file_name, check_name
+from trtforge.selection import Rejection, select_engine, signature_facts
 from trtforge.tags import FLAVORS
 
 
@@ -107,6 +99,7 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
         held = ", ".join(listing.others) if listing.others else "nothing"
         raise NoCompatibleArtifactError(
             f"no artifact named {wanted} in {registry.uri}; it holds: {held}" + _skipped_note(listing.skipped),
+            describe_environments(request.environments),
             available=listing.others,
         )
     chosen, env, rejected = choose(listing.candidates, request.environments, request.policy)
@@ -116,6 +109,7 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
         raise NoCompatibleArtifactError(
             f"{_count(listing.candidates, 'artifact')} named {wanted} in {registry.uri}, none fits "
             f"{describe_environments(request.environments)}:\n{lines}",
+            describe_environments(request.environments),
             rejections=rejections,
             available=tuple(c.manifest.stem for c in listing.candidates) + listing.others,
         )
@@ -151,10 +145,10 @@ def _download_verified(
     """Download to a hidden staged file, committed to its final name only if compat finds nothing."""
     registry.fetch(chosen, staged)
     signature = signature_facts(chosen.manifest, policy)
-    facts = ArtifactFacts(
-        engine_file=chosen.manifest.artifact.file,
-        engine_size=staged.stat().st_size,
-        engine_sha256=sha256_file(staged),
+    measured, _ = measure_engine(staged, chosen.manifest)
+    facts = dataclasses.replace(
+        measured,
+        engine_file=chosen.manifest.artifact.file,  # the staged file's name is a temporary's
         signature=signature.signature,
         signature_key_id=signature.signature_key_id,
     )
@@ -177,9 +171,7 @@ def _already_here(candidate: Candidate, engine: Path, manifest_path: Path) -> bo
         return False
     if sha256_bytes(manifest_path.read_bytes()) != sha256_bytes(candidate.manifest_bytes):
         return False
-    return engine.stat().st_size == candidate.manifest.artifact.size and sha256_file(engine) == (
-        candidate.manifest.artifact.sha256
-    )
+    return file_problem(candidate.manifest, engine) is None
 
 
 def _skipped_note(skipped: Sequence[str]) -> str:

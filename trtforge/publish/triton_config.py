@@ -25,6 +25,7 @@ from typing import Any
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_bytes
 from trtforge.manifest import Manifest
+from trtforge.shapes import distinct_shapes, profile_points
 from trtforge.tags import ComputeCapability
 
 PLATFORM = "tensorrt_plan"
@@ -47,7 +48,6 @@ _DATA_TYPES = [
 _KINDS = ["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"]
 
 HASH_LINE = re.compile(r"^# trtforge-sha256: ([0-9a-f]{64})$", re.MULTILINE)
-SHAPE_KINDS = ("min", "opt", "max")
 
 
 # ---------------------------------------------------------------- schema
@@ -154,8 +154,8 @@ def check_triton_io(manifest: Manifest) -> None:
 
 def cc_assignment(plans: Sequence[tuple[Manifest, str]]) -> tuple[dict[str, str], str | None]:
     """``cc_model_filenames`` and ``default_model_filename``: per capability the plan the loader would
-    prefer (``compat.preference``); an ``sm80plus`` plan becomes the default for every other GPU."""
-    from trtforge.compat import preference
+    prefer (``selection.preference``); an ``sm80plus`` plan becomes the default for every other GPU."""
+    from trtforge.selection import preference
 
     best: dict[str, tuple[Any, str]] = {}
     default: tuple[Any, str] | None = None
@@ -171,32 +171,27 @@ def cc_assignment(plans: Sequence[tuple[Manifest, str]]) -> tuple[dict[str, str]
 
 
 def warmup_samples(manifest: Manifest) -> list[tuple[str, dict[str, list[int]]]]:
-    """One sample per distinct set of input shapes: every profile's min, opt and max (DESIGN.md:
-    TensorRT re-allocates on each new shape, so warm-up must cover the shapes that will be served).
+    """One sample per distinct set of input shapes: every profile's min, opt and max
+    (TensorRT re-allocates on each new shape, so warm-up must cover the shapes that will be served).
     None for an engine with shape-tensor inputs: Triton's zero-filled samples would give them the
     value 0 (a Reshape to 0 elements, TopK with k 0), outside the values the profiles allow."""
-    if any("min_values" in entry for profile in manifest.profiles for entry in profile.values()):
+    if any(point.values for point in profile_points(manifest.profiles)):
         return []
     inputs = [tensor for tensor in manifest.io if tensor.mode == "input"]
+    static = {tensor.name: tuple(tensor.shape) for tensor in inputs if all(dim >= 0 for dim in tensor.shape)}
+    shape_sets = [
+        (f"profile{point.profile}_{point.kind}", point.shapes)
+        for point in distinct_shapes(profile_points(manifest.profiles, static))
+    ] or [("static", static)]
     samples: list[tuple[str, dict[str, list[int]]]] = []
-    seen: set[tuple[tuple[str, tuple[int, ...]], ...]] = set()
-    profiles = manifest.profiles or [{}]
-    for index, profile in enumerate(profiles):
-        for kind in SHAPE_KINDS if manifest.profiles else ("static",):
-            shapes: dict[str, list[int]] = {}
-            for tensor in inputs:
-                shape = profile[tensor.name][kind] if tensor.name in profile else list(tensor.shape)
-                if any(dim < 0 for dim in shape):
-                    raise InvalidInputError(
-                        f"{manifest.artifact.file}: input '{tensor.name}' has dynamic dims {tensor.shape} but no "
-                        "profile gives its shapes; add it to the spec's profiles and rebuild"
-                    )
-                shapes[tensor.name] = list(shape)
-            key = tuple((name, tuple(shape)) for name, shape in shapes.items())
-            if key in seen:
-                continue
-            seen.add(key)
-            samples.append((f"profile{index}_{kind}" if manifest.profiles else "static", shapes))
+    for label, shapes in shape_sets:
+        for tensor in inputs:
+            if tensor.name not in shapes:
+                raise InvalidInputError(
+                    f"{manifest.artifact.file}: input '{tensor.name}' has dynamic dims {tensor.shape} but no "
+                    "profile gives its shapes; add it to the spec's profiles and rebuild"
+                )
+        samples.append((label, {tensor.name: list(shapes[tensor.name]) for tensor in inputs}))
     return samples
 
 
@@ -204,7 +199,7 @@ def build_config(model_name: str, plans: Sequence[tuple[Manifest, str]]) -> Any:
     """The ModelConfig message for the plans of one version (they share I/O and profiles)."""
     if not plans:
         raise ValueError("a Triton config needs at least one plan")
-    from trtforge.compat import preference
+    from trtforge.selection import preference
 
     manifest = min(plans, key=lambda item: (preference(item[0]), item[1]))[0]
     config = model_config_class()(name=model_name, platform=PLATFORM, max_batch_size=0)

@@ -2,7 +2,7 @@
 and keep warm contexts of it ready.
 
 ``load_engine(path, policy=LoadPolicy(...), environment=None)`` returns a ``LoadedEngine``
-(manifest, runtime, ICudaEngine); ``check_artifact`` is the same checks without loading;
+(manifest, runtime, ICudaEngine); ``check_compatibility`` is the same checks without loading;
 ``EnginePool`` serves requests from warmed contexts. Names resolve on first use (PEP 562), so
 ``trtforge check`` does not pay for the pool's Prometheus client, and TensorRT itself is imported
 only when an engine is really checked or loaded.
@@ -14,51 +14,43 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trtforge.compat import Environment, LoadPolicy, Target
+    from trtforge.compat import Environment, LoadPolicy
+    from trtforge.environment import Target
+    from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState
     from trtforge.runtime.loader import (
-        CheckResult,
+        CompatibilityResult,
         HeaderVerdict,
         LoadedEngine,
-        check_artifact,
+        check_compatibility,
         find_artifacts,
         load_best,
         load_engine,
         select_artifact,
     )
-    from trtforge.runtime.pool import (
-        EnginePool,
-        PoolClosed,
-        PoolExhausted,
-        PoolManager,
-        PoolState,
-        suggest_pool_size,
-    )
+    from trtforge.runtime.manager import PoolManager
+    from trtforge.runtime.pool import EnginePool, suggest_pool_size
 
 _HOMES = {
-    "trtforge.compat": ("Environment", "LoadPolicy", "Target"),
+    "trtforge.compat": ("Environment", "LoadPolicy"),
+    "trtforge.environment": ("Target",),
     "trtforge.runtime.loader": (
-        "CheckResult",
+        "CompatibilityResult",
         "HeaderVerdict",
         "LoadedEngine",
-        "check_artifact",
+        "check_compatibility",
         "find_artifacts",
         "load_best",
         "load_engine",
         "select_artifact",
     ),
-    "trtforge.runtime.pool": (
-        "EnginePool",
-        "PoolClosed",
-        "PoolExhausted",
-        "PoolManager",
-        "PoolState",
-        "suggest_pool_size",
-    ),
+    "trtforge.runtime.lending": ("PoolClosed", "PoolExhausted", "PoolState"),
+    "trtforge.runtime.manager": ("PoolManager",),
+    "trtforge.runtime.pool": ("EnginePool", "suggest_pool_size"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
-    "CheckResult",
+    "CompatibilityResult",
     "EnginePool",
     "Environment",
     "HeaderVerdict",
@@ -69,7 +61,7 @@ __all__ = [
     "PoolManager",
     "PoolState",
     "Target",
-    "check_artifact",
+    "check_compatibility",
     "find_artifacts",
     "load_best",
     "load_engine",

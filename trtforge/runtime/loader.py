@@ -1,6 +1,6 @@
 """The serving side's gate: refuse any engine that does not fit, and only then deserialize.
 
-``check_artifact`` is the one checking path (``trtforge check`` and the loader share it):
+``check_compatibility`` is the one checking path (``trtforge check`` and the loader share it):
 manifest, engine size and sha256, ``compat.problems()`` (with the signature and host-code policy),
 then the runtime's own header check when a GPU is present. ``load_engine`` adds the
 deserialization. TensorRT is imported only when a check needs it.
@@ -9,7 +9,6 @@ deserialization. TensorRT is imported only when a check needs it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -22,26 +21,15 @@ from trtforge.compat import (
     LoadPolicy,
     Problem,
     Rule,
-    Target,
-    installed_version,
     policy_problems,
     product,
     retarget_advice,
-    select_engine,
-    signature_facts,
 )
+from trtforge.environment import Target, installed_version, measure_engine
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
-from trtforge.fsutil import sha256_file
-from trtforge.manifest import (
-    MANIFEST_SUFFIX,
-    Manifest,
-    engine_path_for,
-    manifest_path_for,
-    read_manifest,
-)
+from trtforge.manifest import MANIFEST_SUFFIX, ArtifactPaths, Manifest, engine_path_for, read_manifest
+from trtforge.selection import select_engine, signature_facts
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
-
-_CHUNK = 4 * 1024 * 1024
 
 #: What each ``EngineInvalidityDiagnostics`` bit of ``get_engine_validity`` means for a person.
 _DIAGNOSTICS = {
@@ -68,7 +56,7 @@ class HeaderVerdict:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class CompatibilityResult:
     """Everything ``check`` knows about one artifact on one environment."""
 
     engine: Path
@@ -129,45 +117,29 @@ class LoadedEngine:
     trt: ModuleType
     runtime: Any
     engine: Any  # the ICudaEngine: the warm pool and the accuracy runner take it
-    check: CheckResult
+    check: CompatibilityResult
     _backend: Any = field(repr=False, default=None)
 
 
 @dataclass
 class _Inspection:
-    result: CheckResult
+    result: CompatibilityResult
     data: bytearray | None = None
     backend: Any = None
     runtime: Any = None
 
 
-# ---------------------------------------------------------------- paths
-
-
-def artifact_paths(path: Path) -> tuple[Path, Path]:
-    """(engine, manifest) from either file's path; neither existing is a usage error."""
-    if path.name.endswith(MANIFEST_SUFFIX):
-        engine, manifest_path = engine_path_for(path), path
-    else:
-        engine, manifest_path = path, manifest_path_for(path)
-    if not engine.exists() and not manifest_path.exists():
-        raise InvalidInputError(f"{path}: no such engine (nor {manifest_path.name} beside it); check the path")
-    if engine.exists() and not engine.is_file():
-        raise InvalidInputError(f"{engine}: not a file; pass the .engine file")
-    return engine, manifest_path
-
-
 # ---------------------------------------------------------------- the one checking path
 
 
-def check_artifact(
+def check_compatibility(
     path: Path,
     policy: LoadPolicy = DEFAULT_POLICY,
     environment: Environment | None = None,
     *,
     target: Target | None = None,
     header_check: bool | None = None,
-) -> CheckResult:
+) -> CompatibilityResult:
     """Would the engine at ``path`` load on ``environment`` (default: this host, with ``target``'s
     values put over it)? Never raises for an incompatible engine: the result lists every reason.
 
@@ -185,30 +157,18 @@ def _inspect(
     header_check: bool | None,
     keep_bytes: bool,
 ) -> _Inspection:
-    engine, manifest_path = artifact_paths(path)
+    paths = ArtifactPaths.of(path).must_exist()
+    engine, manifest_path = paths.engine, paths.manifest
     manifest = read_manifest(manifest_path)
     env = environment or (target or Target()).environment(default_flavor=manifest.tensorrt.flavor)
     notes: list[str] = []
     signed = signature_facts(manifest, policy)
-    data: bytearray | None = None
-    if engine.is_file():
-        # the loader keeps the bytes it hashes, unless the manifest alone already refuses the engine
-        refused = policy_problems(manifest, env, signed, policy)
-        measured, data = _measure(engine, manifest, keep_bytes and not refused)
-        facts = dataclasses.replace(measured, signature=signed.signature, signature_key_id=signed.signature_key_id)
-        missing = []
-    else:
-        facts = dataclasses.replace(signed, engine_file=engine.name)
-        missing = [
-            Problem(
-                Rule.SHA256,
-                f"engine file {engine.name} is missing beside its manifest: copy or download the .engine "
-                "together with its .manifest.json",
-            )
-        ]
-    found = policy_problems(manifest, env, facts, policy) + missing
-    ordered = tuple(sorted(found, key=lambda problem: list(Rule).index(problem.rule)))  # DESIGN.md's order
-    inspection = _Inspection(CheckResult(engine, manifest_path, manifest, env, facts, ordered), data=data)
+    # the loader keeps the bytes it hashes, unless the manifest alone already refuses the engine
+    refused = policy_problems(manifest, env, signed, policy)
+    measured, data = measure_engine(engine, manifest, keep_bytes=keep_bytes and not refused)
+    facts = dataclasses.replace(measured, signature=signed.signature, signature_key_id=signed.signature_key_id)
+    found = policy_problems(manifest, env, facts, policy)
+    inspection = _Inspection(CompatibilityResult(engine, manifest_path, manifest, env, facts, tuple(found)), data=data)
     if header_check is None:
         header_check = environment is None and not env.overridden
     if not header_check:
@@ -223,40 +183,6 @@ def _inspect(
         _header_check(inspection, data, notes)
     inspection.result = dataclasses.replace(inspection.result, notes=tuple(notes))
     return inspection
-
-
-def _measure(engine: Path, manifest: Manifest, keep_bytes: bool) -> tuple[ArtifactFacts, bytearray | None]:
-    """Size, then sha256 streamed; the loader keeps the very bytes it hashed (no second read that
-    a writer could slip a different file into)."""
-    size = engine.stat().st_size
-    if size != manifest.artifact.size:  # no need to hash a file of the wrong size
-        return ArtifactFacts(engine_file=engine.name, engine_size=size), None
-    if not keep_bytes:
-        return ArtifactFacts(engine_file=engine.name, engine_size=size, engine_sha256=sha256_file(engine)), None
-    data, digest = _read_hashed(engine, size)
-    return ArtifactFacts(engine_file=engine.name, engine_size=len(data), engine_sha256=digest), data
-
-
-def _read_hashed(path: Path, size: int) -> tuple[bytearray, str]:
-    """Read ``path`` into one preallocated buffer, hashing each chunk as it arrives."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    digest = hashlib.sha256()
-    offset = 0
-    with open(path, "rb", buffering=0) as handle:
-        while offset < size:
-            count = handle.readinto(view[offset : offset + _CHUNK])
-            if not count:
-                break
-            digest.update(view[offset : offset + count])
-            offset += count
-        tail = handle.read(_CHUNK)
-    view.release()
-    if tail or offset != size:  # the file changed size while being read: hash what is really there
-        del buffer[offset:]
-        buffer.extend(tail)
-        return buffer, hashlib.sha256(buffer).hexdigest()
-    return buffer, digest.hexdigest()
 
 
 def _header_check(inspection: _Inspection, data: bytearray | None, notes: list[str]) -> None:
@@ -362,7 +288,7 @@ def load_engine(
         runtime = backend.trt.Runtime(backend.logger)
     runtime.engine_host_code_allowed = policy.allow_host_code
     backend.errors.clear()
-    assert inspection.data is not None  # the size matched, so _measure kept the bytes
+    assert inspection.data is not None  # the size matched, so measure_engine kept the bytes
     engine = runtime.deserialize_cuda_engine(inspection.data)
     if engine is None:
         detail = "; ".join(backend.errors) or "no detail from the runtime"
@@ -406,7 +332,7 @@ def select_artifact(
     policy: LoadPolicy = DEFAULT_POLICY,
     environment: Environment | None = None,
 ) -> Path:
-    """The best engine of ``name`` in ``directory`` for this host (``compat.select_engine``'s order)."""
+    """The best engine of ``name`` in ``directory`` for this host (``selection.select_engine``'s order)."""
     candidates = find_artifacts(directory, name, precision)
     if not candidates:
         which = f"{name}" + (f" ({precision})" if precision else "")
@@ -440,11 +366,10 @@ def load_best(
 
 
 __all__ = [
-    "CheckResult",
+    "CompatibilityResult",
     "HeaderVerdict",
     "LoadedEngine",
-    "artifact_paths",
-    "check_artifact",
+    "check_compatibility",
     "find_artifacts",
     "load_best",
     "load_engine",

@@ -8,11 +8,13 @@ Every series carries a ``pool`` label so the merged page stays unambiguous.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
+
+from trtforge.runtime.lending import PoolState, SlotState
 
 #: Inference on small models takes tens of microseconds, large ones seconds: the default
 #: Prometheus buckets (5 ms .. 10 s) would put every small-model request into the first bucket.
@@ -21,8 +23,9 @@ LATENCY_BUCKETS = (
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 
-STATES = ("starting", "ready", "degraded", "closed")
-CONTEXT_STATES = ("idle", "busy", "broken")
+STATES = tuple(state.value for state in PoolState)
+#: the slot states a scrape shows (starting and closed contexts serve nothing)
+CONTEXT_STATES = (SlotState.IDLE, SlotState.BUSY, SlotState.BROKEN)
 OUTCOMES = ("ok", "invalid", "error", "exhausted")
 
 
@@ -92,7 +95,7 @@ class PoolMetrics:
         self._outcome = {outcome: self._requests.labels(pool, outcome) for outcome in OUTCOMES}
         self._hit, self._miss = self._acquire.labels(pool, "hit"), self._acquire.labels(pool, "wait")
         self._probe = {True: self._checks.labels(pool, "ok"), False: self._checks.labels(pool, "failed")}
-        self._context_state = {state: self._contexts.labels(pool, state) for state in CONTEXT_STATES}
+        self._context_state = {state: self._contexts.labels(pool, state.value) for state in CONTEXT_STATES}
         self._in_flight_now = self._in_flight.labels(pool)
         self._waiting_now = self._waiting.labels(pool)
         self._wait_time = self._wait.labels(pool)
@@ -102,7 +105,7 @@ class PoolMetrics:
         self._warmup_time = self._warmup.labels(pool)
         self._state_now = self._state.labels(pool)
         self._memory_now.set(math.nan)
-        self._state_now.state("starting")
+        self._state_now.state(PoolState.STARTING.value)
 
     # ------------------------------------------------------------ updates (called by the pool)
     def request(self, outcome: str) -> None:
@@ -127,7 +130,7 @@ class PoolMetrics:
     def probed(self, ok: bool) -> None:
         self._probe[ok].inc()
 
-    def contexts(self, counts: dict[str, int]) -> None:
+    def contexts(self, counts: Mapping[SlotState, int]) -> None:
         for state, gauge in self._context_state.items():
             gauge.set(counts.get(state, 0))
 
@@ -137,8 +140,8 @@ class PoolMetrics:
     def warmup(self, seconds: float) -> None:
         self._warmup_time.set(seconds)
 
-    def state(self, state: str) -> None:
-        self._state_now.state(state)
+    def state(self, state: PoolState) -> None:
+        self._state_now.state(state.value)
 
     # ------------------------------------------------------------ reading back
     def value(self, name: str, **labels: str) -> float:

@@ -1,12 +1,12 @@
 """Where a pool's contexts come from: a TensorRT engine (loaded through the runtime loader) or an
-ONNX model in onnxruntime, behind one small ``ModelSource`` interface, plus the shapes a pool
-warms and serves.
+ONNX model in onnxruntime, behind one small ``ModelSource`` interface; each says which shapes
+a pool warms by default (:mod:`trtforge.shapes` computes them).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -15,33 +15,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from trtforge.errors import InvalidInputError
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX
 from trtforge.model import TensorDesc
+from trtforge.runners.base import Runner
+from trtforge.shapes import Profile, Shape, concrete_shape, profile_shapes, static_shapes
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from trtforge.compat import Environment, LoadPolicy
     from trtforge.manifest import Manifest
-
-Shape = tuple[int, ...]
-ShapeSet = Mapping[str, Shape]
-"""One shape per input: what one request (or one warm-up inference) looks like."""
-Profile = Mapping[str, Mapping[str, Sequence[int]]]
-"""One optimization profile as the manifest stores it: input -> {min, opt, max}."""
 
 ONNXRUNTIME = "onnxruntime"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 #: onnxruntime execution providers that hold device memory (what ``MemoryUse`` measures for them)
 GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
-
-
-class Runner(Protocol):
-    """What the pool needs of a context (``trtforge.runners`` provides TrtRunner and OnnxrtRunner)."""
-
-    name: str
-
-    def activate(self) -> None: ...
-    def infer(self, feed: Mapping[str, Any]) -> dict[str, Any]: ...
-    def deactivate(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -58,51 +42,6 @@ class MemoryUse:
     shared: int | None
     total: int | None
     method: str
-
-
-def profile_shapes(profiles: Sequence[Profile], static: Mapping[str, Shape] | None = None) -> list[dict[str, Shape]]:
-    """Each profile's min, opt and max shapes (duplicates dropped): what a TensorRT pool warms by default.
-
-    TensorRT re-allocates on every new input shape, so warm-up must cover the shapes that will be
-    served; ``static`` adds inputs with a fixed shape that no profile lists.
-    """
-    sets: list[dict[str, Shape]] = []
-    for profile in profiles:
-        for key in ("min", "opt", "max"):
-            shapes = {name: tuple(int(d) for d in ranges[key]) for name, ranges in profile.items()}
-            shapes.update(static or {})
-            if shapes not in sets:
-                sets.append(shapes)
-    return sets
-
-
-def concrete_shape(tensor: TensorDesc, batch: int = 1) -> Shape:
-    """A served shape for a model input: the first dynamic dim becomes ``batch``, other dynamic dims 1."""
-    dims: list[int] = []
-    for axis, dim in enumerate(tensor.shape):
-        if isinstance(dim, int) and dim >= 0:
-            dims.append(dim)
-        else:
-            dims.append(batch if axis == 0 else 1)
-    return tuple(dims)
-
-
-def random_feed(inputs: Sequence[TensorDesc], shapes: ShapeSet, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded data of the right dtype and shape: warm-up and probes need real numbers, not meaning."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    feed: dict[str, np.ndarray] = {}
-    for tensor in inputs:
-        shape = shapes[tensor.name]
-        dtype = np.dtype(tensor.dtype)
-        if dtype == np.bool_:
-            feed[tensor.name] = rng.integers(0, 2, shape).astype(bool)
-        elif np.issubdtype(dtype, np.integer):
-            feed[tensor.name] = rng.integers(0, 8, shape).astype(dtype)
-        else:
-            feed[tensor.name] = rng.random(shape, dtype=np.float32).astype(dtype)
-    return feed
 
 
 class ModelSource(Protocol):
@@ -138,16 +77,16 @@ class TensorRTSource:
         self.profiles: tuple[Profile, ...] = tuple(manifest.profiles)
 
     def new_runner(self, name: str) -> Runner:
-        from trtforge.runners import TrtRunner
+        from trtforge.runners.tensorrt import TrtRunner
 
         return TrtRunner(self.engine, self.trt, name=name)
 
     def default_shapes(self) -> list[dict[str, Shape]]:
-        static = {t.name: concrete_shape(t) for t in self.inputs if not t.is_dynamic}
+        static = static_shapes(self.inputs)
         return profile_shapes(self.profiles, static) or [static]
 
     def memory(self, runners: Sequence[Runner]) -> MemoryUse:
-        per_context = engine_context_bytes(self.engine) + max((_runner_buffer_bytes(r) for r in runners), default=0)
+        per_context = engine_context_bytes(self.engine) + max((runner.device_bytes for runner in runners), default=0)
         shared = self.artifact_size
         return MemoryUse(per_context, shared, shared + per_context * len(runners), "engine")
 
@@ -178,11 +117,6 @@ def engine_context_bytes(engine: Any) -> int:
     if per_profile is not None:
         return max(int(per_profile(index)) for index in range(profiles))
     return int(getattr(engine, "device_memory_size_v2", None) or engine.device_memory_size)
-
-
-def _runner_buffer_bytes(runner: Runner) -> int:
-    """I/O buffers a TrtRunner preallocated for the profiles' largest shapes (0 for other runners)."""
-    return int(getattr(runner, "device_bytes", 0))
 
 
 class OnnxrtSource:
@@ -216,7 +150,7 @@ class OnnxrtSource:
         return any(provider in GPU_PROVIDERS for provider in self.providers)
 
     def new_runner(self, name: str) -> Runner:
-        from trtforge.runners import OnnxrtRunner
+        from trtforge.runners.onnxruntime import OnnxrtRunner
 
         return OnnxrtRunner(self._bytes, providers=self.providers, name=name, intra_op_threads=self.threads)
 

@@ -1,262 +1,25 @@
-"""Runners in the style of Polygraphy: ``activate()``, ``infer(feed) -> outputs``, ``deactivate()``.
+"""``TrtRunner``: an already deserialized TensorRT engine (enterprise TensorRT or TensorRT-RTX).
 
-``OnnxrtRunner`` runs an ONNX model in onnxruntime (the accuracy gate's reference, and its
-simulated candidate on GPU-less hosts). ``TrtRunner`` runs an already deserialized TensorRT
-engine (enterprise TensorRT or TensorRT-RTX): one execution context, its own CUDA stream,
-device buffers preallocated for the largest shapes of every profile, dynamic shapes through the
-matching profile. Deserialize an engine once and create one TrtRunner per concurrent user.
-
-CUDA comes from cuda-python (``pip install 'trtforge[gpu]'``); nothing here uses PyTorch.
-A runner is used by one thread at a time.
+One execution context, its own CUDA stream, device buffers preallocated for the largest shapes of
+every profile, dynamic shapes through the matching profile. Deserialize an engine once and create
+one TrtRunner per concurrent user.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from trtforge.errors import InvalidInputError, TrtforgeError, first_line
+from trtforge.dtypes import TRT_DTYPES, nbytes, numpy_dtype, pack, unpack
+from trtforge.errors import InvalidInputError
+from trtforge.runners.base import Runner, RunnerError, check_feed_names
+from trtforge.runners.cuda import CudaStream, DeviceBuffer
+from trtforge.shapes import Shape, accepts
 
 if TYPE_CHECKING:
     import numpy as np
-
-Shape = tuple[int, ...]
-
-
-class RunnerError(TrtforgeError):
-    """The runtime itself failed (CUDA, TensorRT execution): not the caller's input."""
-
-
-class BaseRunner:
-    """Activation bookkeeping and the context-manager protocol shared by every runner."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.is_active = False
-
-    def activate(self) -> None:
-        if self.is_active:
-            raise RunnerError(f"runner '{self.name}' is already active")
-        self._activate()
-        self.is_active = True
-
-    def deactivate(self) -> None:
-        if not self.is_active:
-            return
-        try:
-            self._deactivate()
-        finally:
-            self.is_active = False
-
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self.is_active:
-            raise RunnerError(f"runner '{self.name}' is not active: call activate() or use it in a with block")
-        return self._infer(feed)
-
-    def __enter__(self) -> BaseRunner:
-        self.activate()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.deactivate()
-
-    # subclasses implement these
-    def _activate(self) -> None:
-        raise NotImplementedError
-
-    def _deactivate(self) -> None:
-        raise NotImplementedError
-
-    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-
-def check_feed_names(runner: str, expected: Sequence[str], feed: Mapping[str, Any]) -> None:
-    """Every input present, nothing unknown: one clear line otherwise."""
-    missing = [name for name in expected if name not in feed]
-    if missing:
-        raise InvalidInputError(
-            f"{runner}: input '{missing[0]}' is missing from the feed (inputs: {', '.join(expected)})"
-        )
-    unknown = [name for name in feed if name not in expected]
-    if unknown:
-        raise InvalidInputError(f"{runner}: the model has no input '{unknown[0]}' (inputs: {', '.join(expected)})")
-
-
-# ---------------------------------------------------------------- onnxruntime
-
-
-class OnnxrtRunner(BaseRunner):
-    """An ONNX model (file or bytes) in onnxruntime, CPU by default.
-
-    onnxruntime's numpy bridge knows no ml_dtypes types: a model with bfloat16 (or float8) inputs
-    or outputs runs through OrtValues built from, and read back as, the raw bytes."""
-
-    def __init__(
-        self,
-        model: Path | bytes,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
-        name: str | None = None,
-        intra_op_threads: int = 0,
-    ) -> None:
-        super().__init__(name or (f"onnxrt:{model.name}" if isinstance(model, Path) else "onnxrt"))
-        self.model = model
-        self.providers = tuple(providers)
-        self.intra_op_threads = intra_op_threads
-        self._session: Any = None
-        self._raw_io = False
-
-    def _activate(self) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
-        options.log_severity_level = 4  # fatal only: failures reach the caller as exceptions, not ANSI log lines
-        source = str(self.model) if isinstance(self.model, Path) else self.model
-        try:
-            self._session = ort.InferenceSession(source, sess_options=options, providers=list(self.providers))
-        except Exception as exc:  # onnxruntime raises its own pybind classes (Fail, InvalidGraph, ...)
-            raise InvalidInputError(f"{self.name}: onnxruntime cannot load the model: {ort_error_text(exc)}") from exc
-        metas = [*self._session.get_inputs(), *self._session.get_outputs()]
-        self._raw_io = any(meta.type in _RAW_ORT_TYPES for meta in metas)
-
-    def _deactivate(self) -> None:
-        self._session = None
-
-    @property
-    def input_names(self) -> list[str]:
-        return [meta.name for meta in self._session.get_inputs()]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [meta.name for meta in self._session.get_outputs()]
-
-    def _run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        if not self._raw_io:
-            return self._session.run(None, dict(feed))
-        values = self._session.run_with_ort_values(None, {name: to_ort_value(array) for name, array in feed.items()})
-        return [from_ort_value(value) for value in values]
-
-    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
-
-        check_feed_names(self.name, self.input_names, feed)
-        try:
-            values = self._run(feed)
-        except InvalidArgument as exc:
-            raise InvalidInputError(f"{self.name}: {ort_error_text(exc)}") from exc
-        except Exception as exc:
-            raise RunnerError(f"{self.name}: onnxruntime failed: {ort_error_text(exc)}") from exc
-        return dict(zip(self.output_names, values, strict=True))
-
-
-#: onnxruntime type strings whose values its numpy bridge cannot convert (ml_dtypes types)
-_RAW_ORT_TYPES = frozenset(
-    f"tensor({name})"
-    for name in ("bfloat16", "float8e4m3fn", "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz", "float8e8m0")
-)
-_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : (\w+) : ")
-
-
-def ort_error_text(exc: BaseException) -> str:
-    """onnxruntime's error as one line, ``CODE: text`` instead of ``[ONNXRuntimeError] : 2 : CODE : text``."""
-    return _ORT_PREFIX.sub(r"\1: ", first_line(exc))
-
-
-def to_ort_value(array: np.ndarray) -> Any:
-    """An OrtValue of ``array``; ml_dtypes arrays go as their bytes with the ONNX element type."""
-    import numpy as np
-    import onnxruntime as ort
-    from onnx import helper
-
-    if array.dtype.kind != "V":
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
-    raw = np.ascontiguousarray(array).view(f"u{array.dtype.itemsize}")
-    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, helper.np_dtype_to_tensor_dtype(array.dtype))
-
-
-def from_ort_value(value: Any) -> np.ndarray:
-    """A numpy array of an OrtValue on the CPU; ml_dtypes types copied from its bytes."""
-    import ctypes
-
-    import numpy as np
-    from onnx import helper
-
-    dtype = helper.tensor_dtype_to_np_dtype(value.element_type())
-    if dtype.kind != "V":
-        return value.numpy()
-    raw = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
-    return np.frombuffer(raw, dtype=dtype).reshape(value.shape()).copy()
-
-
-# ---------------------------------------------------------------- dtypes (pure)
-
-#: TensorRT DataType name -> (numpy/ml_dtypes type name, bits per element). 4-bit types are packed
-#: two per byte, the element with the lower index in the low nibble, as TensorRT lays them out.
-TRT_DTYPES: Mapping[str, tuple[str, int]] = {
-    "FLOAT": ("float32", 32),
-    "HALF": ("float16", 16),
-    "BF16": ("bfloat16", 16),
-    "INT8": ("int8", 8),
-    "UINT8": ("uint8", 8),
-    "INT32": ("int32", 32),
-    "INT64": ("int64", 64),
-    "BOOL": ("bool", 8),
-    "FP8": ("float8_e4m3fn", 8),
-    "E8M0": ("float8_e8m0fnu", 8),
-    "INT4": ("int4", 4),
-    "FP4": ("float4_e2m1fn", 4),
-}
-
-
-def numpy_dtype(type_name: str) -> np.dtype:
-    """The numpy dtype of a name from TRT_DTYPES (ml_dtypes, shipped with onnx, gives the exotic ones)."""
-    import numpy as np
-
-    try:
-        return np.dtype(type_name)
-    except TypeError:
-        import ml_dtypes
-
-        return np.dtype(getattr(ml_dtypes, type_name))
-
-
-def nbytes(shape: Shape, bits: int) -> int:
-    """Bytes of a tensor; sub-byte elements are packed (and round up to a whole byte)."""
-    return (math.prod(shape) * bits + 7) // 8
-
-
-def pack(array: np.ndarray, bits: int) -> np.ndarray:
-    """The bytes TensorRT expects: a contiguous copy, 4-bit values packed two per byte."""
-    import numpy as np
-
-    flat = np.ascontiguousarray(array).reshape(-1)
-    if bits != 4:
-        return flat.view(np.uint8)
-    nibbles = flat.view(np.uint8) & 0x0F
-    if nibbles.size % 2:
-        nibbles = np.concatenate([nibbles, np.zeros(1, np.uint8)])
-    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8)
-
-
-def unpack(raw: np.ndarray, dtype: np.dtype, bits: int, shape: Shape) -> np.ndarray:
-    """The inverse of ``pack``: bytes from the device into an array of ``dtype`` and ``shape``."""
-    import numpy as np
-
-    count = math.prod(shape)
-    if bits != 4:
-        return raw[: count * dtype.itemsize].view(dtype).reshape(shape)
-    nibbles = np.empty(raw.size * 2, np.uint8)
-    nibbles[0::2] = raw & 0x0F
-    nibbles[1::2] = raw >> 4
-    return nibbles[:count].view(dtype).reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -267,13 +30,7 @@ class ProfileRange:
     max: Mapping[str, Shape]
 
     def accepts(self, shapes: Mapping[str, Shape]) -> bool:
-        for name, shape in shapes.items():
-            low, high = self.min.get(name), self.max.get(name)
-            if low is None or high is None:
-                continue  # a static input: its shape is checked by rank and TensorRT itself
-            if len(shape) != len(low) or any(not lo <= d <= hi for d, lo, hi in zip(shape, low, high, strict=True)):
-                return False
-        return True
+        return accepts(self.min, self.max, shapes)
 
 
 def matching_profile(shapes: Mapping[str, Shape], profiles: Sequence[ProfileRange], current: int | None) -> int | None:
@@ -289,101 +46,6 @@ def describe_ranges(profiles: Sequence[ProfileRange]) -> str:
         ranges = ", ".join(f"{name} {list(low)}..{list(profile.max[name])}" for name, low in profile.min.items())
         parts.append(f"profile {index}: {ranges}")
     return "; ".join(parts)
-
-
-# ---------------------------------------------------------------- CUDA through cuda-python
-
-
-def cuda_runtime() -> ModuleType:
-    """cuda-python's runtime bindings (``cuda.bindings.runtime``; older releases: ``cuda.cudart``)."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime  # cuda-python < 12.6
-        except ImportError as exc:
-            raise RunnerError(
-                "cuda-python is not installed; the TensorRT runner needs it: pip install 'trtforge[gpu]'"
-            ) from exc
-    return runtime
-
-
-def cuda_check(result: tuple[Any, ...]) -> Any:
-    """cuda-python returns ``(error, value...)``: raise on an error, return the value(s)."""
-    cudart = cuda_runtime()
-    error, *values = result
-    if error != cudart.cudaError_t.cudaSuccess:
-        _, text = cudart.cudaGetErrorString(error)
-        detail = text.decode() if isinstance(text, bytes) else str(text)
-        raise RunnerError(f"CUDA error {getattr(error, 'name', error)}: {detail}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-class DeviceBuffer:
-    """A block of GPU memory (cudaMalloc), freed by ``free()``."""
-
-    def __init__(self, size: int) -> None:
-        self.size = max(int(size), 1)
-        self.ptr = int(cuda_check(cuda_runtime().cudaMalloc(self.size)))
-
-    def ensure(self, size: int) -> None:
-        """Grow to at least ``size`` bytes (the old contents are not kept)."""
-        if size > self.size:
-            self.free()
-            self.size = int(size)
-            self.ptr = int(cuda_check(cuda_runtime().cudaMalloc(self.size)))
-
-    def copy_from_host(self, host: np.ndarray, stream: Any) -> None:
-        cudart = cuda_runtime()
-        if host.nbytes > self.size:
-            raise RunnerError(f"{host.nbytes} bytes do not fit a device buffer of {self.size}")
-        kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        cuda_check(cudart.cudaMemcpyAsync(self.ptr, host.ctypes.data, host.nbytes, kind, stream))
-
-    def copy_to_host(self, host: np.ndarray, stream: Any) -> None:
-        cudart = cuda_runtime()
-        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        cuda_check(cudart.cudaMemcpyAsync(host.ctypes.data, self.ptr, min(host.nbytes, self.size), kind, stream))
-
-    def free(self) -> None:
-        if self.ptr:
-            cuda_check(cuda_runtime().cudaFree(self.ptr))
-            self.ptr = 0
-
-
-class CudaStream:
-    """A non-blocking CUDA stream owned by one runner."""
-
-    def __init__(self) -> None:
-        cudart = cuda_runtime()
-        self.handle = cuda_check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking))
-
-    @property
-    def ptr(self) -> int:
-        return int(self.handle)
-
-    def synchronize(self) -> None:
-        cuda_check(cuda_runtime().cudaStreamSynchronize(self.handle))
-
-    def destroy(self) -> None:
-        if self.handle is not None:
-            cuda_check(cuda_runtime().cudaStreamDestroy(self.handle))
-            self.handle = None
-
-
-def gpu_count() -> int:
-    """CUDA devices visible to this process; 0 without driver, GPU or cuda-python."""
-    try:
-        cudart = cuda_runtime()
-        error, count = cudart.cudaGetDeviceCount()
-    except RunnerError:
-        return 0
-    return int(count) if error == cudart.cudaError_t.cudaSuccess else 0
-
-
-# ---------------------------------------------------------------- TensorRT
 
 
 @dataclass(frozen=True)
@@ -480,7 +142,7 @@ def _output_allocator_class(trt: ModuleType) -> type:
     return _OutputAllocator
 
 
-class TrtRunner(BaseRunner):
+class TrtRunner(Runner):
     """An ICudaEngine on the current CUDA device (see the module docstring).
 
     ``engine`` comes deserialized (the runtime loader does that once); ``trt_module`` is the

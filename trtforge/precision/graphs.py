@@ -1,7 +1,8 @@
-"""The precision step: turn the checked FP32 ONNX into the graph the backend builds.
+"""The ONNX graphs the precision step writes: FP16 conversion (also the high-precision part of
+an INT8 Q/DQ graph) and the atomic save every derived graph goes through.
 
 Strongly typed backends (TensorRT 11, TensorRT-RTX) take precision from the graph itself, so
-FP16 is an ONNX conversion, not a builder flag. INT8 is the calibration step's Q/DQ graph.
+FP16 is an ONNX conversion, not a builder flag.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.fsutil import staged_file
+from trtforge.fsutil import sha256_file, staged_file
 
 if TYPE_CHECKING:
     import onnx
@@ -38,3 +39,13 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
     with staged_file(path) as tmp:
         onnx.save(model, str(tmp))
     return path
+
+
+def fp16_onnx(model_path: Path, cache_dir: Path) -> Path:
+    """The FP16-converted graph, cached by the source model's content (``fp16/`` in the cache folder)."""
+    import onnx
+
+    target = cache_dir / "fp16" / f"{sha256_file(model_path)}.onnx"
+    if not target.is_file():
+        save_model(to_fp16(onnx.load(str(model_path))), target)
+    return target

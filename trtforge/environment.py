@@ -1,0 +1,168 @@
+"""What is here: this host's platform, GPUs and TensorRT runtimes, and an engine file's size and
+sha256. The side effects (NVML, importing TensorRT, reading files) live here, so that the rules
+(``trtforge.compat``) stay pure: this module measures, ``compat.problems()`` judges.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform as _platform
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from trtforge.compat import PIP_EXTRAS, ArtifactFacts, Environment, GpuDevice, content_problem
+from trtforge.errors import BackendUnavailableError, first_line
+from trtforge.fsutil import read_hashed, sha256_file
+from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability, Platform
+
+if TYPE_CHECKING:
+    from trtforge.manifest import Manifest
+
+#: module name per flavor
+BACKEND_MODULES = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "tensorrt_rtx"}
+
+
+def detect_platform() -> Platform:
+    system = _platform.system().lower()
+    machine = _platform.machine().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    return Platform("windows" if system.startswith("win") else system, machine)
+
+
+@cache
+def detect_gpus() -> tuple[GpuDevice, ...]:
+    """GPUs through NVML; a machine without driver or GPU answers ``()`` without error."""
+    try:
+        import pynvml
+    except ImportError:
+        return ()
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return ()
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        devices = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            devices.append(
+                GpuDevice(
+                    index=index,
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    compute_capability=ComputeCapability(major, minor),
+                    driver_version=_text(driver),
+                    memory_total=int(memory.total),
+                    memory_free=int(memory.free),
+                )
+            )
+        return tuple(devices)
+    except pynvml.NVMLError:
+        return ()
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def import_backend(flavor: str) -> ModuleType:
+    """Import the TensorRT module of a flavor, or say which pip extra installs it."""
+    module_name = BACKEND_MODULES[flavor]
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:  # the PyPI stub of `tensorrt` raises at import time, not ImportError
+        raise BackendUnavailableError(
+            f"{flavor} is not installed (import {module_name} failed: {first_line(exc)}); "
+            f"install it with: pip install 'trtforge[{PIP_EXTRAS[flavor]}]'"
+        ) from exc
+
+
+@cache
+def installed_version(flavor: str) -> str | None:
+    """Version of an installed, importable flavor; None when it does not import."""
+    try:
+        return str(import_backend(flavor).__version__)
+    except BackendUnavailableError:
+        return None
+
+
+def detect_environment(
+    *,
+    flavor: str | None = None,
+    version: str | None = None,
+    compute_capability: ComputeCapability | None = None,
+    platform: Platform | None = None,
+    device: int = 0,
+) -> Environment:
+    """This host, with any value overridden (to check against a target this host is not).
+
+    ``flavor`` picks the runtime whose installed version is detected (a manifest's flavor,
+    usually); ``version`` without ``flavor`` is meaningless and left to the caller to pair.
+    """
+    gpus = detect_gpus()
+    overridden = version is not None or compute_capability is not None or platform is not None
+    if compute_capability is None and gpus:
+        compute_capability = gpus[min(device, len(gpus) - 1)].compute_capability
+    if flavor is not None and version is None:
+        version = installed_version(flavor)
+    return Environment(
+        platform=platform or detect_platform(),
+        flavor=flavor,
+        version=version,
+        compute_capability=compute_capability,
+        gpus=gpus,
+        overridden=overridden,
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """Overrides of detected values, so CI can check an engine against a deployment target."""
+
+    flavor: str | None = None
+    version: str | None = None
+    compute_capability: ComputeCapability | None = None
+    platform: Platform | None = None
+
+    def environment(self, default_flavor: str | None = None) -> Environment:
+        """This host with the target's values put over it; the flavor defaults to the engine's."""
+        return detect_environment(
+            flavor=self.flavor or default_flavor,
+            version=self.version,
+            compute_capability=self.compute_capability,
+            platform=self.platform,
+        )
+
+
+# ---------------------------------------------------------------- an engine file
+
+
+def measure_engine(
+    engine: Path, manifest: Manifest, *, keep_bytes: bool = False
+) -> tuple[ArtifactFacts, bytearray | None]:
+    """The one "size, then sha256" measure of an engine file against its manifest.
+
+    A missing file or one of the wrong size is not hashed (that already refuses it). With ``keep_bytes``
+    the bytes that were hashed come back too, so the loader deserializes exactly what it
+    checked (no second read that a writer could slip a different file into).
+    """
+    if not engine.is_file():
+        return ArtifactFacts(engine_file=engine.name, engine_missing=True), None
+    size = engine.stat().st_size
+    if size != manifest.artifact.size:
+        return ArtifactFacts(engine_file=engine.name, engine_size=size), None
+    if not keep_bytes:
+        return ArtifactFacts(engine_file=engine.name, engine_size=size, engine_sha256=sha256_file(engine)), None
+    data, digest = read_hashed(engine, size)
+    return ArtifactFacts(engine_file=engine.name, engine_size=len(data), engine_sha256=digest), data
+
+
+def file_problem(manifest: Manifest, engine: Path) -> str | None:
+    """Rule 5 (``compat.content_problem``) on an engine file on disk; None when it is the manifest's engine."""
+    return content_problem(manifest, measure_engine(engine, manifest)[0])

@@ -1,0 +1,26 @@
+"""The Ed25519 keys trtforge handles, as plain values: ``trtforge.signing`` reads, writes and uses
+them; ``compat.LoadPolicy`` holds the trusted ones without importing any signing code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: Ed25519PrivateKey
+    key_id: str
+    source: str
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A public key whose signatures count (``trtforge.signing.load_trusted_keys`` reads them)."""
+
+    public_key: Ed25519PublicKey
+    key_id: str
+    source: str

@@ -1,0 +1,118 @@
+"""``OnnxrtRunner``: an ONNX model in onnxruntime, the accuracy gate's reference (and its simulated
+candidate on GPU-less hosts) and the pool's contexts for ``.onnx`` artifacts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trtforge.errors import InvalidInputError, first_line
+from trtforge.runners.base import Runner, RunnerError, check_feed_names
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class OnnxrtRunner(Runner):
+    """An ONNX model (file or bytes) in onnxruntime, CPU by default.
+
+    onnxruntime's numpy bridge knows no ml_dtypes types: a model with bfloat16 (or float8) inputs
+    or outputs runs through OrtValues built from, and read back as, the raw bytes."""
+
+    def __init__(
+        self,
+        model: Path | bytes,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        name: str | None = None,
+        intra_op_threads: int = 0,
+    ) -> None:
+        super().__init__(name or (f"onnxrt:{model.name}" if isinstance(model, Path) else "onnxrt"))
+        self.model = model
+        self.providers = tuple(providers)
+        self.intra_op_threads = intra_op_threads
+        self._session: Any = None
+        self._raw_io = False
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.log_severity_level = 4  # fatal only: failures reach the caller as exceptions, not ANSI log lines
+        source = str(self.model) if isinstance(self.model, Path) else self.model
+        try:
+            self._session = ort.InferenceSession(source, sess_options=options, providers=list(self.providers))
+        except Exception as exc:  # onnxruntime raises its own pybind classes (Fail, InvalidGraph, ...)
+            raise InvalidInputError(f"{self.name}: onnxruntime cannot load the model: {ort_error_text(exc)}") from exc
+        metas = [*self._session.get_inputs(), *self._session.get_outputs()]
+        self._raw_io = any(meta.type in _RAW_ORT_TYPES for meta in metas)
+
+    def _deactivate(self) -> None:
+        self._session = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return [meta.name for meta in self._session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [meta.name for meta in self._session.get_outputs()]
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if not self._raw_io:
+            return self._session.run(None, dict(feed))
+        values = self._session.run_with_ort_values(None, {name: to_ort_value(array) for name, array in feed.items()})
+        return [from_ort_value(value) for value in values]
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+        check_feed_names(self.name, self.input_names, feed)
+        try:
+            values = self._run(feed)
+        except InvalidArgument as exc:
+            raise InvalidInputError(f"{self.name}: {ort_error_text(exc)}") from exc
+        except Exception as exc:
+            raise RunnerError(f"{self.name}: onnxruntime failed: {ort_error_text(exc)}") from exc
+        return dict(zip(self.output_names, values, strict=True))
+
+
+#: onnxruntime type strings whose values its numpy bridge cannot convert (ml_dtypes types)
+_RAW_ORT_TYPES = frozenset(
+    f"tensor({name})"
+    for name in ("bfloat16", "float8e4m3fn", "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz", "float8e8m0")
+)
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : (\w+) : ")
+
+
+def ort_error_text(exc: BaseException) -> str:
+    """onnxruntime's error as one line, ``CODE: text`` instead of ``[ONNXRuntimeError] : 2 : CODE : text``."""
+    return _ORT_PREFIX.sub(r"\1: ", first_line(exc))
+
+
+def to_ort_value(array: np.ndarray) -> Any:
+    """An OrtValue of ``array``; ml_dtypes arrays go as their bytes with the ONNX element type."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import helper
+
+    if array.dtype.kind != "V":
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+    raw = np.ascontiguousarray(array).view(f"u{array.dtype.itemsize}")
+    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, helper.np_dtype_to_tensor_dtype(array.dtype))
+
+
+def from_ort_value(value: Any) -> np.ndarray:
+    """A numpy array of an OrtValue on the CPU; ml_dtypes types copied from its bytes."""
+    import ctypes
+
+    import numpy as np
+    from onnx import helper
+
+    dtype = helper.tensor_dtype_to_np_dtype(value.element_type())
+    if dtype.kind != "V":
+        return value.numpy()
+    raw = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
+    return np.frombuffer(raw, dtype=dtype).reshape(value.shape()).copy()

@@ -1,0 +1,195 @@
+"""Lending a pool's contexts: the slots and their states, and one condition over them with a
+first-come-first-served queue, so that each request holds one context alone and waits its turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from trtforge.errors import first_line
+
+if TYPE_CHECKING:
+    from trtforge.runners.base import Runner
+    from trtforge.runtime.metrics import PoolMetrics
+
+log = logging.getLogger(__name__)
+
+
+class PoolExhausted(Exception):
+    """No context became free within the timeout: shed load, retry later, or add contexts.
+
+    Not a ``TrtforgeError``: it is back-pressure for the caller, not an exit code of the CLI.
+    """
+
+    def __init__(self, pool: str, timeout: float, size: int, waiting: int) -> None:
+        self.pool, self.timeout, self.size, self.waiting = pool, timeout, size, waiting
+        super().__init__(
+            f"pool '{pool}': no context free within {timeout:g} s ({size} contexts, {waiting} other "
+            "requests waiting); retry later or give the pool more contexts"
+        )
+
+
+class PoolClosed(RuntimeError):
+    """The pool was closed; it serves nothing more."""
+
+
+class PoolState(str, Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DEGRADED = "degraded"
+    CLOSED = "closed"
+
+
+class SlotState(str, Enum):
+    """One context's state: STARTING until warmed, then IDLE (free) or BUSY (lent, or being probed
+    or rebuilt), BROKEN when it failed and could not be rebuilt, CLOSED once freed."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    BROKEN = "broken"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class ContextInfo:
+    index: int
+    name: str
+    state: SlotState
+    warm_runs: int
+    served: int
+    rebuilds: int
+    last_error: str | None
+
+
+class Slot:
+    """One context and its bookkeeping; mutated only under the lender's condition (or while lent out)."""
+
+    def __init__(self, index: int, name: str) -> None:
+        self.index = index
+        self.name = name
+        self.runner: Runner | None = None
+        self.state = SlotState.STARTING
+        self.failed = False  # set by the borrower when the context broke; applied by Lender.release
+        self.warm_runs = 0
+        self.served = 0
+        self.rebuilds = 0
+        self.last_error: str | None = None
+
+    def info(self) -> ContextInfo:
+        return ContextInfo(
+            self.index, self.name, self.state, self.warm_runs, self.served, self.rebuilds, self.last_error
+        )
+
+
+def deactivate_quietly(runner: Runner) -> None:
+    """Free a context that is being replaced or closed; its own failure must not stop the others'."""
+    try:
+        runner.deactivate()
+    except Exception as exc:
+        log.warning("deactivating %s failed: %s", runner.name, first_line(exc))
+
+
+class Lender:
+    """The slots, which of them are idle, who waits for one, and the pool's state, all under ``cond``.
+
+    ``retire`` frees a slot that comes back after the pool closed (the pool's lifecycle owns that).
+    """
+
+    def __init__(self, pool: str, size: int, metrics: PoolMetrics, retire: Callable[[Slot], None]) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self.cond = threading.Condition()
+        self.slots = [Slot(index, f"{pool}/{index}") for index in range(size)]
+        self.idle: deque[Slot] = deque()
+        self.waiters: deque[object] = deque()
+        self.state = PoolState.STARTING
+        self.started = False
+        self._retire = retire
+
+    @contextlib.contextmanager
+    def lend(self, timeout: float | None) -> Iterator[Slot]:
+        """One slot for one request, counted in flight, given back however the block ends."""
+        slot = self.acquire(timeout)
+        self.metrics.in_flight(+1)
+        try:
+            yield slot
+        finally:
+            self.metrics.in_flight(-1)
+            self.release(slot)
+
+    def acquire(self, timeout: float | None) -> Slot:
+        began = time.monotonic()
+        deadline = None if timeout is None else began + timeout
+        with self.cond:
+            if self.state is PoolState.CLOSED:
+                raise PoolClosed(f"pool '{self.pool}' is closed")
+            if not self.started:
+                raise PoolClosed(f"pool '{self.pool}' was not started: call start()")
+            if self.idle and not self.waiters:
+                slot = self.take_locked()
+                self.metrics.acquired(0.0, hit=True)
+                return slot
+            ticket = object()  # first come, first served: a newcomer never jumps the queue
+            self.waiters.append(ticket)
+            self.metrics.waiting(+1)
+            try:
+                self.cond.wait_for(
+                    lambda: self.state is PoolState.CLOSED or (bool(self.idle) and self.waiters[0] is ticket),
+                    None if deadline is None else max(deadline - time.monotonic(), 0),
+                )
+            finally:
+                self.waiters.remove(ticket)
+                self.metrics.waiting(-1)
+                self.cond.notify_all()  # the next in line may go now
+            if self.state is PoolState.CLOSED:
+                raise PoolClosed(f"pool '{self.pool}' is closed")
+            if not self.idle:
+                raise PoolExhausted(self.pool, timeout or 0.0, len(self.slots), len(self.waiters))
+            slot = self.take_locked()
+            self.metrics.acquired(time.monotonic() - began, hit=False)
+            return slot
+
+    def take_locked(self) -> Slot:
+        slot = self.idle.popleft()
+        slot.state = SlotState.BUSY
+        self.publish_locked()
+        return slot
+
+    def release(self, slot: Slot) -> None:
+        """Give a slot back: idle again, broken when its borrower saw it fail, retired after close."""
+        with self.cond:
+            closed = self.state is PoolState.CLOSED
+            if closed:
+                slot.state = SlotState.CLOSED
+            elif slot.failed:
+                slot.state = SlotState.BROKEN
+            elif slot.state is SlotState.BUSY:
+                slot.state = SlotState.IDLE
+                self.idle.append(slot)
+            self.settle_locked()
+            self.cond.notify_all()
+        if closed:
+            self._retire(slot)
+
+    def settle_locked(self) -> None:
+        """The pool's state from its slots: degraded while any is broken, else ready (closed stays)."""
+        if self.state is not PoolState.CLOSED:
+            broken = any(slot.state is SlotState.BROKEN for slot in self.slots)
+            self.state = PoolState.DEGRADED if broken else PoolState.READY
+            self.metrics.state(self.state)
+        self.publish_locked()
+
+    def publish_locked(self) -> None:
+        counts: dict[SlotState, int] = {}
+        for slot in self.slots:
+            counts[slot.state] = counts.get(slot.state, 0) + 1
+        self.metrics.contexts(counts)

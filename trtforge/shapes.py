@@ -1,0 +1,149 @@
+"""Shapes of optimization profiles, read one way by every caller: the shape sets a profile spans
+(its min, opt and max), whether a profile accepts a shape, and seeded random feeds of given shapes.
+
+A profile is read in the form the manifest records (:data:`Profile`: input -> ``min``/``opt``/
+``max`` shapes, a shape tensor's values as ``min_values`` etc.); :func:`spec_profiles` turns the
+spec's profiles into it. numpy is imported inside the feed functions: importing this module stays
+cheap for ``trtforge --help``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from trtforge.errors import InvalidInputError
+from trtforge.model import INT_HIGH, TensorDesc, is_float
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from trtforge.spec import ShapeRange
+
+Shape = tuple[int, ...]
+ShapeSet = Mapping[str, Shape]
+"""One shape per input: what one request (or one warm-up inference) looks like."""
+Profile = Mapping[str, Mapping[str, Sequence[int]]]
+"""One optimization profile as the manifest stores it: input -> {min, opt, max}."""
+KINDS = ("min", "opt", "max")
+
+
+@dataclass(frozen=True)
+class ProfilePoint:
+    """One of a profile's min, opt or max: a shape for each input the profile lists and each
+    static input, and the values each shape tensor takes there."""
+
+    profile: int
+    kind: str
+    shapes: dict[str, Shape]
+    values: dict[str, list[int]]
+
+
+def spec_profiles(profiles: Sequence[Mapping[str, ShapeRange]]) -> list[dict[str, dict[str, list[int]]]]:
+    """The spec's profiles in the manifest's form: min/opt/max shapes per input, a shape tensor's
+    values too (as ``min_values`` etc.)."""
+    return [{name: shapes.for_manifest() for name, shapes in profile.items()} for profile in profiles]
+
+
+def static_shapes(inputs: Sequence[TensorDesc]) -> dict[str, Shape]:
+    """The inputs without a dynamic dim and their one shape: no profile needs to list them."""
+    return {
+        tensor.name: tuple(dim for dim in tensor.shape if isinstance(dim, int))
+        for tensor in inputs
+        if not tensor.is_dynamic
+    }
+
+
+def concrete_shape(tensor: TensorDesc, batch: int = 1) -> Shape:
+    """A served shape for a model input: the first dynamic dim becomes ``batch``, other dynamic dims 1."""
+    dims: list[int] = []
+    for axis, dim in enumerate(tensor.shape):
+        if isinstance(dim, int) and dim >= 0:
+            dims.append(dim)
+        else:
+            dims.append(batch if axis == 0 else 1)
+    return tuple(dims)
+
+
+def profile_point(
+    profile: Profile, kind: str, static: Mapping[str, Shape] | None = None, index: int = 0
+) -> ProfilePoint:
+    """The profile's ``kind`` (min, opt or max) shapes, static inputs first."""
+    shapes = {**(static or {}), **{name: tuple(int(d) for d in ranges[kind]) for name, ranges in profile.items()}}
+    values = {name: list(ranges[f"{kind}_values"]) for name, ranges in profile.items() if f"{kind}_values" in ranges}
+    return ProfilePoint(index, kind, shapes, values)
+
+
+def profile_points(profiles: Sequence[Profile], static: Mapping[str, Shape] | None = None) -> Iterator[ProfilePoint]:
+    """Every profile's min, opt and max, in order (duplicates too: callers drop what is the same to them)."""
+    for index, profile in enumerate(profiles):
+        for kind in KINDS:
+            yield profile_point(profile, kind, static, index)
+
+
+def distinct_shapes(points: Iterable[ProfilePoint]) -> list[ProfilePoint]:
+    """The points whose shapes no earlier point has: TensorRT re-allocates on each new input shape,
+    so warming up these covers every shape the profiles allow at their bounds."""
+    kept: list[ProfilePoint] = []
+    for point in points:
+        if all(point.shapes != seen.shapes for seen in kept):
+            kept.append(point)
+    return kept
+
+
+def profile_shapes(profiles: Sequence[Profile], static: Mapping[str, Shape] | None = None) -> list[dict[str, Shape]]:
+    """Each profile's min, opt and max shapes (duplicates dropped): what a TensorRT pool warms by default.
+
+    ``static`` adds inputs with a fixed shape that no profile lists.
+    """
+    return [point.shapes for point in distinct_shapes(profile_points(profiles, static))]
+
+
+def accepts(
+    low: Mapping[str, Sequence[int]], high: Mapping[str, Sequence[int]], shapes: Mapping[str, Sequence[int]]
+) -> bool:
+    """Does the profile with these min (``low``) and max (``high``) shapes take ``shapes``? Each
+    input it lists must be given, of its rank, every dim within [min, max]; inputs it does not list
+    (static ones) are not its concern. Pure."""
+    return all(
+        name in shapes
+        and len(shapes[name]) == len(low[name])
+        and all(lo <= dim <= hi for dim, lo, hi in zip(shapes[name], low[name], high[name], strict=True))
+        for name in low
+    )
+
+
+def random_array(tensor: TensorDesc, shape: Shape, rng: np.random.Generator) -> np.ndarray:
+    """Seeded values of the input's dtype: floats uniform in [0, 1) (the range of normalized
+    images; bfloat16 and float8 too), integers in [0, INT_HIGH) unless the graph says which values
+    are valid (``TensorDesc.valid_range``), booleans at random."""
+    import numpy as np
+
+    dtype = tensor.np_dtype
+    if is_float(dtype):
+        return rng.random(shape, dtype=np.float64).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    if np.issubdtype(dtype, np.integer):
+        low, high = tensor.valid_range or (0, INT_HIGH)
+        return rng.integers(low, high, shape).astype(dtype)
+    raise InvalidInputError(f"input '{tensor.name}' has dtype {dtype}, for which no random data can be made")
+
+
+def random_feed(
+    inputs: Sequence[TensorDesc],
+    shapes: ShapeSet,
+    seed: int | np.random.Generator = 0,
+    values: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, np.ndarray]:
+    """One feed of seeded random data (:func:`random_array`), drawn input by input from ``seed``
+    (a generator continues its stream); a shape tensor in ``values`` gets those values, as the
+    engine accepts no others."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feed = {tensor.name: random_array(tensor, shapes[tensor.name], rng) for tensor in inputs}
+    for name, given in (values or {}).items():
+        feed[name] = np.asarray(given, dtype=feed[name].dtype).reshape(shapes[name])
+    return feed
