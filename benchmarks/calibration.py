@@ -164,9 +164,9 @@ def run_trtforge(model: Path, data: Path, samples: int, out: Path) -> None:
 
 
 def run_trtforge_ranges(model: Path, data: Path, samples: int, out: Path) -> None:
-    from trtforge.calibration.collect import collect, quantized_inputs
+    from trtforge.calibration.collect import collect
     from trtforge.calibration.histogram import compute_amax
-    from trtforge.calibration.qdq import fold_batchnorm
+    from trtforge.calibration.qdq import fold_batchnorm, quantized_inputs
 
     folded = fold_batchnorm(model)
     stats, _ = collect(folded, quantized_inputs(folded), _batches(data, model, samples), "entropy")

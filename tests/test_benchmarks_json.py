@@ -23,8 +23,10 @@ QUICK: dict[str, list[str]] = {
     "calibration": ["--samples", "16", "--size", "16", "--kinds", "trtforge-ranges"],
     "check_speed": ["--quick"],
     "ci_cache": ["--quick"],
+    "diagnose": ["--quick"],
     "node_corpus": ["--limit", "1", "--work", "{work}"],
     "pool": ["--quick"],
+    "qdq_placement": ["--quick", "--workdir", "{work}"],
     "trust_replay": ["-k", "test_two_specs_writing_one_artifact_are_refused"],
 }
 

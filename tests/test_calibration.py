@@ -103,7 +103,8 @@ def test_qdq_model_of_a_small_cnn_builds_with_tensorrt_rtx(
     onnx.checker.check_model(model)
     ops = [node.op_type for node in model.graph.node]
     assert "BatchNormalization" not in ops
-    assert ops.count("QuantizeLinear") == 3  # input, stem relu (block conv), pooled features
+    # input, stem relu (block conv; the residual Add's skip: its own pair), block relu (pool), pooled features
+    assert ops.count("QuantizeLinear") == 5
     for name in ("stem/Conv", "block/Conv", "head/MatMul/MatMulAddFusion"):
         assert _fed_by_dq(model, name), name
     scale_types = {init.data_type for init in model.graph.initializer if init.name.endswith("_scale")}

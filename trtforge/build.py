@@ -83,6 +83,7 @@ def stamp(
         profiles=spec_profiles(spec.profiles),
         io=[TensorInfo(name=t.name, mode=t.mode, dtype=t.dtype, shape=list(t.shape)) for t in result.io],
         calibration=prepared.calibration,
+        fp16=prepared.fp16,
         accuracy=None,
         build=BuildInfo(
             trtforge_version=__version__,
@@ -177,7 +178,7 @@ def _accuracy_gate(
     if not spec.accuracy.enabled:
         reporter.warn(f"{spec.name}: accuracy gate skipped (accuracy.enabled: false)")
         return None
-    from trtforge.accuracy.gate import raise_for_failures, run_accuracy_gate
+    from trtforge.accuracy.gate import GateFailed, failure_message, raise_for_failures, run_accuracy_gate
     from trtforge.compat import LoadPolicy
 
     # the engine was built by this very process, so its embedded host code (version-compatible) is trusted
@@ -185,5 +186,8 @@ def _accuracy_gate(
     report = run_accuracy_gate(spec, model_info, manifest, engine, prepared.candidate_onnx, reporter, policy=policy)
     if not report.passed:
         rejected = write_report(report_path(out_dir, manifest.stem, rejected=True), report)
-        raise_for_failures(report, rejected)
+        if spec.precision == "fp32":
+            raise_for_failures(report, rejected)
+        blame = f"run `trtforge diagnose {spec.origin.path}` to see which layers are to blame"
+        raise GateFailed(f"{failure_message(report, rejected)}; {blame}", report)
     return report

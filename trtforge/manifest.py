@@ -90,6 +90,7 @@ class Manifest(_Frozen):
     accuracy: dict[str, Any] | None
     build: BuildInfo
     signature: dict[str, str] | None = None
+    fp16: dict[str, Any] | None = None  # precision fp16: the nodes kept in FP32, and why
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -108,8 +109,10 @@ class Manifest(_Frozen):
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", by_alias=True)
-        if data.get("signature") is None:
-            data.pop("signature", None)
+        # absent, not null: a manifest without them (and its signature) reads back unchanged
+        for optional in ("signature", "fp16"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
     def to_json(self) -> str:

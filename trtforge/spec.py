@@ -175,11 +175,28 @@ class CalibrationSpec(_Strict):
     data: Globs = Field(description=".npy/.npz globs, relative to the spec file")
     batch_size: int = Field(16, gt=0)
     max_samples: int = Field(512, gt=0)
-    algorithm: Literal["entropy", "minmax", "percentile"] = "entropy"
+    algorithm: Literal["entropy", "minmax", "percentile", "auto"] = Field(
+        "entropy", description="auto: the one of entropy, minmax and percentile that the accuracy gate likes best"
+    )
     percentile: float = Field(99.99, gt=0, le=100)
     mode: Literal["qdq", "native"] = "qdq"
     high_precision: Literal["fp16", "fp32"] = "fp16"
-    exclude: list[str] = Field(default_factory=list, description="node names kept out of INT8")
+    exclude: list[str] | Literal["auto"] = Field(
+        default_factory=list, description="node names kept out of INT8; auto: found by a sensitivity search"
+    )
+    max_excluded: int | None = Field(None, gt=0, description="exclude: auto keeps at most this many nodes out")
+    search_budget: float = Field(60.0, gt=0, description="seconds the exclude: auto search may take")
+
+    @property
+    def excluded(self) -> list[str]:
+        """The explicit exclusion list (none while ``exclude: auto`` has not been searched)."""
+        return [] if self.exclude == "auto" else self.exclude
+
+    @model_validator(mode="after")
+    def _auto_needs_qdq(self) -> CalibrationSpec:
+        if self.mode == "native" and "auto" in (self.algorithm, self.exclude):
+            raise ValueError("algorithm: auto and exclude: auto need mode: qdq (they judge the Q/DQ graph)")
+        return self
 
 
 class Tolerance(_Strict):
@@ -191,6 +208,13 @@ class Tolerance(_Strict):
     cosine_min: float | None = Field(None, ge=-1, le=1)
     snr_db_min: float | None = None
     top1_min: float | None = Field(None, ge=0, le=1)
+
+
+class Fp16Spec(_Strict):
+    keep_fp32: list[str] | None = Field(
+        None,
+        description="nodes kept in FP32 at precision fp16; absent: those whose activations overflow FP16; []: none",
+    )
 
 
 class AccuracySpec(_Strict):
@@ -219,6 +243,7 @@ class Spec(_Strict):
     targets: list[CapabilityText] = Field(default_factory=list)
     profiles: list[dict[str, ShapeRange]] = Field(default_factory=list)
     calibration: CalibrationSpec | None = None
+    fp16: Fp16Spec = Field(default_factory=Fp16Spec)
     accuracy: AccuracySpec = Field(default_factory=AccuracySpec)
     build: BuildOptions = Field(default_factory=BuildOptions)
 

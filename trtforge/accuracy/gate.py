@@ -110,7 +110,8 @@ class GateCandidate:
 
     kind: Literal["engine", "simulated"]
     reason: str
-    onnx_path: Path | None = None  # simulated: the precision-prepared ONNX
+    onnx_path: Path | None = None  # simulated: the precision-prepared ONNX (or its FP16-storage emulation)
+    emulation: str | None = None  # simulated: how ``onnx_path`` emulates the engine, when it does
     engine: Any = None  # engine: the loader's LoadedEngine (keeps runtime and engine alive)
 
 
@@ -123,8 +124,12 @@ def engine_runs_here(manifest: Manifest, env: Environment, policy: LoadPolicy) -
 
 
 def simulated(onnx_path: Path, why_not_engine: str) -> GateCandidate:
+    from trtforge.precision.graphs import emulation_of
+
+    emulation = emulation_of(onnx_path)
+    what = "its FP16-storage emulation" if emulation else "the precision-prepared ONNX"
     return GateCandidate(
-        "simulated", f"{why_not_engine}: the precision-prepared ONNX runs in onnxruntime instead", onnx_path=onnx_path
+        "simulated", f"{why_not_engine}: {what} runs in onnxruntime instead", onnx_path=onnx_path, emulation=emulation
     )
 
 
@@ -183,6 +188,9 @@ def open_candidate(
 def _runner(candidate: GateCandidate) -> tuple[Runner, str]:
     if candidate.kind == "simulated":
         assert candidate.onnx_path is not None
+        if candidate.emulation:  # graph optimizations could fold the emulation's cast pairs away
+            runner = OnnxrtRunner(candidate.onnx_path, name="candidate", optimize=False)
+            return runner, "onnxruntime CPUExecutionProvider, graph optimizations off"
         return OnnxrtRunner(candidate.onnx_path, name="candidate"), "onnxruntime CPUExecutionProvider"
     from trtforge.runners.tensorrt import TrtRunner
 
@@ -380,6 +388,7 @@ def run_gate(
             model=str(candidate.onnx_path) if candidate.onnx_path else None,
             model_sha256=sha256_file(candidate.onnx_path) if candidate.onnx_path else None,
             reason=f"{candidate.reason}; {IDENTICAL_REASON}" if identical else candidate.reason,
+            emulation=candidate.emulation,
         ),
         reference=ReferenceInfo(
             runner=REFERENCE_RUNNER, model=str(spec.model_path), model_sha256=sha256_file(spec.model_path)

@@ -85,6 +85,7 @@ class CandidateInfo(_Frozen):
     model: str | None
     model_sha256: str | None
     reason: str
+    emulation: str | None = None  # simulated: how the ONNX emulates the engine's storage, when it does
 
 
 class ReferenceInfo(_Frozen):
@@ -156,10 +157,12 @@ def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
     An ``identical`` candidate carries its reason, so a reader of the manifest alone sees that
     ``passed`` says nothing about the engine."""
     reason = {"candidate_reason": IDENTICAL_REASON} if report.candidate.kind == "identical" else {}
+    emulation = {"emulation": report.candidate.emulation} if report.candidate.emulation else {}
     return {
         "passed": report.passed,
         "candidate": report.candidate.kind,
         **reason,
+        **emulation,
         "data": report.data.source,
         "samples": report.data.samples,
         "report": report_file,
@@ -209,6 +212,8 @@ def render(report: AccuracyReport, reporter: Reporter) -> None:
             if metric not in measured and value is not None:
                 table.add_row(out.name, metric, _show(value), "", "[dim]info[/dim]")
     reporter.render(table)
+    if report.candidate.emulation:
+        reporter.info(f"candidate emulated: {report.candidate.emulation}")
     for name, task in report.task_accuracies().items():
         reporter.info(
             f"task accuracy of '{name}' on {task.samples} labelled samples: "
@@ -226,6 +231,8 @@ def junit_suite(report: AccuracyReport) -> TestSuite:
     suite = TestSuite(f"accuracy.{report.stem}")
     suite.add_property("candidate", report.candidate.kind)
     suite.add_property("candidate_runner", report.candidate.runner)
+    if report.candidate.emulation:
+        suite.add_property("candidate_emulation", report.candidate.emulation)
     suite.add_property("data", f"{report.data.samples} samples ({report.data.source})")
     for name, task in report.task_accuracies().items():
         suite.add_property(f"task_accuracy.{name}", f"reference {task.reference:.4f}, candidate {task.candidate:.4f}")

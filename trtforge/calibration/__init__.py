@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from trtforge import __version__
 from trtforge.calibration import cache
 from trtforge.calibration.histogram import (
     MIN_SCALE,
+    Algorithm,
     amax_to_scale,
     clipped_fraction,
     compute_amax,
@@ -35,11 +37,21 @@ from trtforge.spec import CalibrationSpec, Spec, expand_globs
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MIN_SCALE", "CalibrationResult", "calibrate"]
+__all__ = [
+    "AUTO_PERCENTILES",
+    "MIN_SCALE",
+    "Calibration",
+    "CalibrationResult",
+    "CalibrationRule",
+    "ScaleSet",
+    "calibrate",
+]
 
 Log = Callable[[str], None]
 CLIP_WARNING = 0.01
 """Entropy usually clips well under 0.1 % of a tensor's values; more than 1 % deserves a look."""
+AUTO_PERCENTILES = (99.9, 99.99, 99.999)
+"""The percentiles ``algorithm: auto`` tries, beside entropy and minmax."""
 
 
 def _stderr(message: str) -> None:
@@ -47,8 +59,44 @@ def _stderr(message: str) -> None:
 
 
 @dataclass(frozen=True)
+class CalibrationRule:
+    """One rule that turns the statistics into ranges: an algorithm (and its percentile)."""
+
+    algorithm: Algorithm
+    percentile: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"percentile {self.percentile:g}" if self.percentile is not None else self.algorithm
+
+
+def candidates(config: CalibrationSpec) -> list[CalibrationRule]:
+    """The rules to compute: the spec's one, or for ``algorithm: auto`` every rule that one
+    histogram pass serves (entropy, percentiles; minmax is the histogram's running max)."""
+    if config.algorithm == "auto":
+        return [
+            CalibrationRule("entropy"),
+            CalibrationRule("minmax"),
+            *(CalibrationRule("percentile", p) for p in AUTO_PERCENTILES),
+        ]
+    return [CalibrationRule(config.algorithm, config.percentile if config.algorithm == "percentile" else None)]
+
+
+@dataclass(frozen=True)
+class ScaleSet:
+    """One candidate's per-tensor scales and the cache file that holds them."""
+
+    candidate: CalibrationRule
+    scales: dict[str, float] = field(repr=False)
+    file: Path
+
+
+@dataclass(frozen=True)
 class CalibrationResult:
-    """What the build step needs: the Q/DQ model, the scales and their provenance."""
+    """What the build step needs: the Q/DQ model, the scales and their provenance.
+
+    ``details``: what ``algorithm: auto`` and ``exclude: auto`` chose and why, for the manifest.
+    """
 
     qdq_model: Path
     scales: dict[str, float] = field(repr=False)
@@ -59,16 +107,21 @@ class CalibrationResult:
     cache_file: Path
     cache_sha256: str
     reused: bool
+    exclude: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
 
     def manifest_section(self) -> dict[str, Any]:
         """The manifest's ``calibration`` object (README "Artifacts")."""
-        return {
+        section: dict[str, Any] = {
             "algorithm": self.algorithm,
             "mode": self.mode,
             "samples": self.samples,
             "data_sha256": self.data_sha256,
             "cache_sha256": self.cache_sha256,
         }
+        if self.exclude:
+            section["exclude"] = list(self.exclude)
+        return {**section, **self.details}
 
     def trt_cache(self, trt_version: str) -> bytes:
         """TensorRT's calibration-cache text for the TensorRT that builds (native mode)."""
@@ -108,7 +161,9 @@ def _batching(config: CalibrationSpec, info: ModelInfo, log: Log) -> _Batching:
     return _Batching(fixed, drop_last=True)
 
 
-def _cache_inputs(config: CalibrationSpec, model_path: Path, data_hash: str, batching: _Batching) -> dict[str, Any]:
+def _cache_inputs(
+    config: CalibrationSpec, candidate: CalibrationRule, model_path: Path, data_hash: str, batching: _Batching
+) -> dict[str, Any]:
     """What the scales depend on (``exclude``/``high_precision`` only change the Q/DQ model)."""
     from importlib.metadata import version
 
@@ -116,14 +171,143 @@ def _cache_inputs(config: CalibrationSpec, model_path: Path, data_hash: str, bat
         "model_sha256": sha256_file(model_path),
         "data_sha256": data_hash,
         "settings": {
-            "algorithm": config.algorithm,
-            "percentile": config.percentile if config.algorithm == "percentile" else None,
+            "algorithm": candidate.algorithm,
+            "percentile": candidate.percentile,
             "batch_size": batching.size,
             "max_samples": config.max_samples,
             "mode": config.mode,
         },
         "versions": {"trtforge": __version__, "onnxruntime": version("onnxruntime")},
     }
+
+
+class Calibration:
+    """One statistics pass (or its cached scales) for every candidate rule of the spec, and
+    Q/DQ graphs for any (rule, exclusion set) from it: trying another algorithm or another
+    exclusion set never calibrates again."""
+
+    def __init__(self, spec: Spec, model: ModelInfo | Path, cache_dir: Path, log: Log = _stderr) -> None:
+        config = spec.calibration
+        if config is None:
+            raise SpecError(f"{spec.origin.where('precision')}: int8 needs a 'calibration:' section")
+        import onnx
+
+        from trtforge.calibration import qdq
+
+        self.spec, self.config, self.cache_dir, self.log = spec, config, cache_dir, log
+        self.info = model if isinstance(model, ModelInfo) else inspect_model(model)
+        # The user's graph is needed for exclude names and native mode only: loading a large
+        # model again costs real time, and ModelInfo comes from a checked load.
+        native = config.mode == "native"
+        original = onnx.load(str(self.info.path)) if config.excluded or native else None
+        if original is not None:
+            where = [spec.origin.where("calibration", "exclude", i) for i in range(len(config.excluded))]
+            qdq.check_exclude(config.excluded, original, where)
+        files = expand_globs(config.data, spec.origin.where("calibration", "data"))
+        batching = _batching(config, self.info, log)
+        plan = plan_data(files, self.info.inputs, config.max_samples)
+        self.data_sha256 = data_sha256(plan.files)
+        rules = candidates(config)
+        keyed = {}
+        for rule in rules:
+            inputs = _cache_inputs(config, rule, self.info.path, self.data_sha256, batching)
+            keyed[rule] = (cache.content_key(inputs), inputs)
+        cached = {rule: cache.read_scales(cache.scales_path(cache_dir, key), key) for rule, (key, _) in keyed.items()}
+        self.reused = all(found is not None for found in cached.values())
+        if self.reused:
+            self.samples = next(found[1] for found in cached.values() if found is not None)
+            scales = {rule: found[0] for rule, found in cached.items() if found is not None}
+            names = ", ".join(cache.scales_path(cache_dir, key).name for key, _ in keyed.values())
+            log(f"calibration: reusing {names} (model, data and settings unchanged)")
+        else:
+            graph = original if native and original is not None else self.folded
+            scales, self.samples = _scales(config, rules, graph, plan, self.info, batching, log)
+            for rule, (key, inputs) in keyed.items():
+                document = cache.scales_document(key, inputs, scales[rule], self.samples)
+                atomic_write_text(cache.scales_path(cache_dir, key), document)
+        self.scale_sets = [ScaleSet(rule, scales[rule], cache.scales_path(cache_dir, keyed[rule][0])) for rule in rules]
+        self.versions = keyed[rules[0]][1]["versions"]
+
+    @cached_property
+    def folded(self) -> onnx.ModelProto:
+        from trtforge.calibration import qdq
+
+        return qdq.fold_batchnorm(self.info.path)
+
+    @cached_property
+    def user_nodes(self) -> list[str]:
+        """The user's node names, in graph order."""
+        import onnx
+
+        return [node.name for node in onnx.load(str(self.info.path), load_external_data=False).graph.node]
+
+    def quantized_nodes(self, scale_set: ScaleSet, exclude: Sequence[str] = ()) -> list[str]:
+        """The user's nodes that get Q/DQ with ``scale_set`` and ``exclude``, in graph order:
+        what an exclusion list may name to change the INT8 graph."""
+        from trtforge.calibration import qdq
+
+        amax = self._amax(scale_set)
+        skipped = set(qdq.map_exclude(exclude, self.folded)) | set(qdq.nodes_without_ranges(self.folded, amax))
+        placed = {site.node for site in qdq.placement(self.folded) if site.source in amax}
+        folded = [
+            node.name
+            for node in self.folded.graph.node
+            if (node.op_type in qdq.QUANTIZABLE_OPS or node.name in placed) and node.name and node.name not in skipped
+        ]
+        return list(dict.fromkeys(name for name in map(self._user_name, folded) if name is not None))
+
+    def _user_name(self, folded_name: str) -> str | None:
+        """The user's node that a folded node came from (see ``qdq.map_exclude``)."""
+        known = self.user_nodes
+        if folded_name in known:
+            return folded_name
+        prefixes = [name for name in known if name and folded_name.startswith(f"{name}/")]
+        return max(prefixes, key=len) if prefixes else None
+
+    @staticmethod
+    def _amax(scale_set: ScaleSet) -> dict[str, float]:
+        return {name: scale * 127.0 for name, scale in scale_set.scales.items()}
+
+    def qdq_model(self, scale_set: ScaleSet, exclude: Sequence[str]) -> onnx.ModelProto:
+        """The Q/DQ graph for one rule and the user's node names in ``exclude`` (in memory)."""
+        from trtforge.calibration import qdq
+
+        mapped = qdq.map_exclude(exclude, self.folded)
+        return qdq.quantize(self.folded, self._amax(scale_set), mapped, self.config.high_precision)
+
+    def result(
+        self, scale_set: ScaleSet, exclude: Sequence[str], details: dict[str, Any] | None = None
+    ) -> CalibrationResult:
+        """The Q/DQ ONNX for ``scale_set`` and ``exclude`` in the cache (written once), and its provenance."""
+        qdq_key = cache.content_key(
+            {
+                "scales": scale_set.file.stem.removeprefix("scales-"),
+                "exclude": sorted(exclude),
+                "high_precision": self.config.high_precision,
+                "versions": self.versions,
+            }
+        )
+        qdq_file = cache.qdq_path(self.cache_dir, qdq_key)
+        if qdq_file.is_file():
+            self.log(f"calibration: reusing {qdq_file.name}")
+        else:
+            from trtforge.precision.graphs import save_model
+
+            save_model(self.qdq_model(scale_set, exclude), qdq_file)
+            self.log(f"calibration: wrote {qdq_file.name} (unquantized layers in {self.config.high_precision})")
+        return CalibrationResult(
+            qdq_model=qdq_file,
+            scales=scale_set.scales,
+            algorithm=scale_set.candidate.algorithm,
+            mode=self.config.mode,
+            samples=self.samples,
+            data_sha256=self.data_sha256,
+            cache_file=scale_set.file,
+            cache_sha256=sha256_file(scale_set.file),
+            reused=self.reused,
+            exclude=tuple(exclude),
+            details=details or {},
+        )
 
 
 def calibrate(
@@ -135,101 +319,63 @@ def calibrate(
     """Calibrate ``spec``'s model on its calibration data, or reuse an identical earlier run.
 
     ``cache_dir`` holds the content-addressed results (scales JSON and Q/DQ ONNX); the
-    returned paths point into it.
+    returned paths point into it. ``algorithm: auto`` and ``exclude: auto`` need the accuracy
+    gate to choose: ``trtforge build`` runs them (``trtforge.diagnosis.sensitivity``).
     """
     config = spec.calibration
-    if config is None:
-        raise SpecError(f"{spec.origin.where('precision')}: int8 needs a 'calibration:' section")
-    import onnx
-
-    from trtforge.calibration import qdq
-
-    info = model if isinstance(model, ModelInfo) else inspect_model(model)
-    # The user's graph is needed for exclude names and native mode only: loading a large
-    # model again costs real time, and ModelInfo comes from a checked load.
-    native = config.mode == "native"
-    original = onnx.load(str(info.path)) if config.exclude or native else None
-    if original is not None:
-        where = [spec.origin.where("calibration", "exclude", i) for i in range(len(config.exclude))]
-        qdq.check_exclude(config.exclude, original, where)
-    files = expand_globs(config.data, spec.origin.where("calibration", "data"))
-    batching = _batching(config, info, log)
-    plan = plan_data(files, info.inputs, config.max_samples)
-    data_hash = data_sha256(plan.files)
-    inputs = _cache_inputs(config, info.path, data_hash, batching)
-    key = cache.content_key(inputs)
-    scales_file = cache.scales_path(cache_dir, key)
-    cached = cache.read_scales(scales_file, key)
-    folded = None
-    if cached is not None:
-        scales, samples = cached
-        log(f"calibration: reusing {scales_file.name} (model, data and settings unchanged)")
-    else:
-        folded = qdq.fold_batchnorm(info.path)
-        graph = original if native and original is not None else folded
-        scales, samples = _scales(config, graph, plan, info, batching, log)
-        atomic_write_text(scales_file, cache.scales_document(key, inputs, scales, samples))
-    qdq_key = cache.content_key(
-        {
-            "scales": key,
-            "exclude": sorted(config.exclude),
-            "high_precision": config.high_precision,
-            "versions": inputs["versions"],
-        }
-    )
-    qdq_file = cache.qdq_path(cache_dir, qdq_key)
-    if qdq_file.is_file():
-        log(f"calibration: reusing {qdq_file.name}")
-    else:
-        from trtforge.precision.graphs import save_model
-
-        folded = folded if folded is not None else qdq.fold_batchnorm(info.path)
-        amax = {name: scale * 127.0 for name, scale in scales.items()}
-        exclude = qdq.map_exclude(config.exclude, folded)
-        save_model(qdq.quantize(folded, amax, exclude, config.high_precision), qdq_file)
-        log(f"calibration: wrote {qdq_file.name} (unquantized layers in {config.high_precision})")
-    return CalibrationResult(
-        qdq_model=qdq_file,
-        scales=scales,
-        algorithm=config.algorithm,
-        mode=config.mode,
-        samples=samples,
-        data_sha256=data_hash,
-        cache_file=scales_file,
-        cache_sha256=sha256_file(scales_file),
-        reused=cached is not None,
-    )
+    if config is not None and "auto" in (config.algorithm, config.exclude):
+        key = "algorithm" if config.algorithm == "auto" else "exclude"
+        raise SpecError(
+            f"{spec.origin.where('calibration', key)}: calibration.{key}: auto is chosen by the accuracy "
+            "gate: run trtforge build (or trtforge diagnose), or name a value"
+        )
+    calibration = Calibration(spec, model, cache_dir, log)
+    return calibration.result(calibration.scale_sets[0], calibration.config.excluded)
 
 
 def _scales(
     config: CalibrationSpec,
+    rules: Sequence[CalibrationRule],
     graph: onnx.ModelProto,
     plan: DataPlan,
     info: ModelInfo,
     batching: _Batching,
     log: Log,
-) -> tuple[dict[str, float], int]:
-    """Collect statistics on ``graph`` and turn them into scales.
+) -> tuple[dict[CalibrationRule, dict[str, float]], int]:
+    """Collect statistics on ``graph`` once and turn them into scales for every rule.
 
     Q/DQ mode calibrates the folded graph's Q/DQ tensors. Native mode calibrates every
     activation of the user's graph: TensorRT 10.x looks scales up by those tensor names.
+    A histogram serves every rule (its running max is minmax); minmax alone needs no histogram.
     """
-    from trtforge.calibration.collect import all_activations, collect, quantized_inputs
+    from trtforge.calibration.collect import all_activations, collect
+    from trtforge.calibration.qdq import quantized_inputs
 
-    candidates = all_activations(graph) if config.mode == "native" else quantized_inputs(graph)
-    log(f"calibration: {config.algorithm}, {len(candidates)} tensors, batches of {batching.size}")
+    tensors = all_activations(graph) if config.mode == "native" else quantized_inputs(graph)
+    statistic: Algorithm = "minmax" if all(rule.algorithm == "minmax" for rule in rules) else "entropy"
+    labels = ", ".join(rule.label for rule in rules)
+    log(f"calibration: {labels}, {len(tensors)} tensors, batches of {batching.size}")
     started = time.perf_counter()
     batches = iter_batches(plan.files, info.inputs, batching.size, config.max_samples, drop_last=batching.drop_last)
-    stats, samples = collect(graph, candidates, batches, config.algorithm)
-    amax = {name: compute_amax(values, config.algorithm, config.percentile) for name, values in stats.items()}
+    stats, samples = collect(graph, tensors, batches, statistic)
     log(f"calibration: {samples} samples in {time.perf_counter() - started:.1f} s")
+    scales = {}
+    for rule in rules:
+        percentile = rule.percentile or config.percentile
+        amax = {name: compute_amax(values, rule.algorithm, percentile) for name, values in stats.items()}
+        if len(rules) == 1:
+            _warn_clipping(rule, stats, amax, log)
+        scales[rule] = {name: amax_to_scale(value) for name, value in amax.items()}
+    return scales, samples
+
+
+def _warn_clipping(rule: CalibrationRule, stats: dict[str, Any], amax: dict[str, float], log: Log) -> None:
     clipped = {name: clipped_fraction(stats[name], value) for name, value in amax.items()}
     heavy = sorted((name for name in amax if clipped[name] > CLIP_WARNING), key=lambda name: clipped[name])
     if heavy:
         worst = heavy[-1]
         log(
-            f"calibration: warning: {config.algorithm} clips more than {CLIP_WARNING:.0%} of the "
+            f"calibration: warning: {rule.label} clips more than {CLIP_WARNING:.0%} of the "
             f"values of {len(heavy)} tensor(s) ('{worst}': {clipped[worst]:.0%}); if the "
-            "accuracy gate fails, try more samples or algorithm: minmax or percentile"
+            "accuracy gate fails, try more samples, algorithm: auto, or exclude: auto"
         )
-    return {name: amax_to_scale(value) for name, value in amax.items()}, samples

@@ -22,21 +22,6 @@ from trtforge.errors import InvalidInputError
 if TYPE_CHECKING:
     import onnx
 
-QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-"""Ops whose activation inputs get Q/DQ: where TensorRT runs INT8 kernels and fuses Q/DQ."""
-
-
-def quantized_inputs(model: onnx.ModelProto) -> list[str]:
-    """Activations that feed Conv/ConvTranspose/Gemm/MatMul as data or weights (the first two
-    inputs, initializers aside; a bias stays unquantized): what the Q/DQ quantizer needs."""
-    initializers = {init.name for init in model.graph.initializer}
-    names: dict[str, None] = {}
-    for node in model.graph.node:
-        if node.op_type in QUANTIZABLE_OPS:
-            names.update((name, None) for name in node.input[:2] if name not in initializers)
-    names.pop("", None)
-    return list(names)
-
 
 def all_activations(model: onnx.ModelProto) -> list[str]:
     """Every activation (graph inputs and node outputs): TensorRT's native calibrator asks

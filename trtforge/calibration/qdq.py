@@ -1,24 +1,40 @@
 """The Q/DQ ONNX that strongly typed TensorRT (11, RTX) builds in INT8.
 
-onnxruntime's ``QDQQuantizer`` does the graph work, fed with trtforge's ranges: symmetric
-INT8, per-channel weights, per-tensor activations, Q/DQ on the activation inputs of
-Conv/ConvTranspose/Gemm/MatMul (none on their outputs, which TensorRT fuses into the next
-layer), one Q/DQ pair per consumer (TensorRT does not share a pair between layers) and an
-FP32 bias (TensorRT's parser rejects an INT32 bias). What stays unquantized is converted to
-``high_precision``: FP16 by default, so that layers between Q/DQ do not run in FP32 and make
-the INT8 engine slower than the FP16 one.
+Placement follows TensorRT's Q/DQ placement recommendations (developer guide, "Explicit
+Quantization"), as ModelOpt's ONNX quantizer applies them:
+
+* weighted ops (Conv, ConvTranspose, Gemm, MatMul): Q/DQ on every activation input and the
+  weights (per channel), none on the output (TensorRT fuses it into the next layer);
+* residual Add after a Conv: Q/DQ on the residual input only, so that TensorRT fuses
+  Conv+Add(+Relu) into one INT8 kernel (a Q/DQ on the Conv's side would quantize a weighted
+  op's output and split the fusion);
+* any other Add of two activations (a transformer's residual Add after MatMul+bias): Q/DQ
+  on both inputs, TensorRT's quantizable elementwise Add;
+* AveragePool / GlobalAveragePool: Q/DQ on the input (TensorRT runs them in INT8 between DQ
+  and Q);
+* Concat feeding a quantized input: Q/DQ on every input with the scale of its output, so the
+  concatenation runs in INT8 and TensorRT removes it;
+* MaxPool and other commuting ops (Reshape, Transpose, Flatten...): none of their own,
+  TensorRT moves the consumer's Q/DQ across them.
+
+Every other input stays unquantized, one Q/DQ pair per consumer (TensorRT does not share a
+pair between layers). onnxruntime's ``QDQQuantizer`` quantizes the weighted ops, fed with
+trtforge's ranges (symmetric INT8, per-tensor activations, an FP32 bias: TensorRT's parser
+rejects an INT32 bias); the other rules are inserted here. What stays unquantized is
+converted to ``high_precision``: FP16 by default, so that layers between Q/DQ do not run in
+FP32 and make the INT8 engine slower than the FP16 one.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from trtforge.calibration.collect import QUANTIZABLE_OPS, quantized_inputs
 from trtforge.errors import SpecError, did_you_mean
 
 if TYPE_CHECKING:
@@ -26,6 +42,93 @@ if TYPE_CHECKING:
 
 FP16_QDQ_OPSET = 19
 """QuantizeLinear/DequantizeLinear take FP16 scales from opset 19 on."""
+
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+"""Weighted ops: Q/DQ on their activation inputs and weights, where TensorRT runs INT8 kernels."""
+FUSING_OPS = ("Conv", "ConvTranspose")
+"""Weighted ops into which TensorRT fuses a following elementwise Add (and activation)."""
+POOLING_OPS = ("AveragePool", "GlobalAveragePool")
+"""Pooling that TensorRT runs in INT8 when its input is quantized (MaxPool just commutes)."""
+
+Rule = Literal["residual add", "elementwise add", "pooling", "concat"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """One Q/DQ pair outside the weighted ops: on input ``index`` of ``node``.
+
+    ``tensor`` is what that input reads; ``source`` is the tensor whose range the pair uses
+    (itself, except for a Concat input, which takes the Concat output's range).
+    """
+
+    node: str
+    index: int
+    tensor: str
+    source: str
+    rule: Rule
+
+
+def _graph_facts(
+    model: onnx.ModelProto,
+) -> tuple[set[str], dict[str, onnx.NodeProto], dict[str, int]]:
+    """(constant tensors, producer of each tensor, number of consumers of each tensor)."""
+    constants = {init.name for init in model.graph.initializer}
+    constants.update(out for node in model.graph.node if node.op_type == "Constant" for out in node.output)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    consumers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    return constants, producers, consumers
+
+
+def weighted_inputs(model: onnx.ModelProto) -> list[str]:
+    """Activations that feed a weighted op as data or weights (the first two inputs,
+    initializers aside; a bias stays unquantized)."""
+    initializers = {init.name for init in model.graph.initializer}
+    names: dict[str, None] = {}
+    for node in model.graph.node:
+        if node.op_type in QUANTIZABLE_OPS:
+            names.update((name, None) for name in node.input[:2] if name not in initializers)
+    names.pop("", None)
+    return list(names)
+
+
+def placement(model: onnx.ModelProto) -> list[Site]:
+    """The Q/DQ pairs the rules add beyond the weighted ops' inputs (see the module's doc)."""
+    constants, producers, consumers = _graph_facts(model)
+    sites: list[Site] = []
+    for node in model.graph.node:
+        if node.op_type == "Add" and len(node.input) == 2 and not constants.intersection(node.input):
+            fused = [
+                i
+                for i, name in enumerate(node.input)
+                if name in producers and producers[name].op_type in FUSING_OPS and consumers[name] == 1
+            ]
+            if fused:
+                residual = 1 - fused[0]
+                name = node.input[residual]
+                sites.append(Site(node.name, residual, name, name, "residual add"))
+            else:
+                sites.extend(Site(node.name, i, name, name, "elementwise add") for i, name in enumerate(node.input))
+        elif node.op_type in POOLING_OPS and node.input[0] not in constants:
+            sites.append(Site(node.name, 0, node.input[0], node.input[0], "pooling"))
+    quantized = set(weighted_inputs(model)) | {site.tensor for site in sites}
+    for node in model.graph.node:
+        if node.op_type == "Concat" and node.output[0] in quantized:
+            sites.extend(
+                Site(node.name, i, name, node.output[0], "concat")
+                for i, name in enumerate(node.input)
+                if name not in constants
+            )
+    return sites
+
+
+def quantized_inputs(model: onnx.ModelProto) -> list[str]:
+    """Every tensor whose range the Q/DQ graph needs: what calibration collects."""
+    names = dict.fromkeys(weighted_inputs(model))
+    names.update(dict.fromkeys(site.source for site in placement(model)))
+    return list(names)
 
 
 def fold_batchnorm(model_path: Path) -> onnx.ModelProto:
@@ -79,8 +182,8 @@ def map_exclude(exclude: Sequence[str], folded: onnx.ModelProto) -> list[str]:
 
 
 def nodes_without_ranges(model: onnx.ModelProto, amax: Mapping[str, float]) -> list[str]:
-    """Quantizable nodes with an activation input that has no range (left unquantized)."""
-    needed = set(quantized_inputs(model))
+    """Weighted nodes with an activation input that has no range (left unquantized)."""
+    needed = set(weighted_inputs(model))
     return [
         node.name
         for node in model.graph.node
@@ -136,6 +239,17 @@ def quantize(
         },
     )
     quantized = quantizer.quantize_model()
+    skipped = set(quantizer.nodes_to_exclude)
+    sites = [site for site in placement(folded) if site.node not in skipped and site.source in amax]
+    keep = {(site.node, site.index) for site in sites}
+    keep.update(
+        (node.name, index)
+        for node in folded.graph.node
+        if node.op_type in QUANTIZABLE_OPS and node.name not in skipped
+        for index in (0, 1)
+    )
+    _keep_unplaced_inputs_float(quantized, keep)
+    _insert_pairs(quantized, sites, amax)
     if high_precision == "fp16":
         quantized = to_fp16(quantized)
     # The quantizer and the FP16 converter append their nodes at the end of the graph;
@@ -143,3 +257,67 @@ def quantize(
     graph = ONNXModel(quantized)
     graph.topological_sort()
     return graph.model
+
+
+def _keep_unplaced_inputs_float(model: onnx.ModelProto, keep: set[tuple[str, int]]) -> None:
+    """Reconnect every input the rules do not place to its float tensor.
+
+    onnxruntime shares one Q/DQ pair among all consumers of a tensor that only one quantized
+    node reads, so a Softmax or an Add beside a Conv would read the Conv's DQ output. Only
+    the inputs in ``keep`` (node name, input index: the weighted ops' data and weights, the
+    placed sites) keep a DQ; pairs left without consumers are removed.
+    """
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for index, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear" or (node.name, index) in keep:
+                continue
+            node.input[index] = q.input[0]
+    read = {name for node in model.graph.node for name in node.input} | {out.name for out in model.graph.output}
+    dead = [node for node in model.graph.node if node.op_type == "DequantizeLinear" and node.output[0] not in read]
+    for node in dead:
+        model.graph.node.remove(node)
+    read = {name for node in model.graph.node for name in node.input}
+    dead = [node for node in model.graph.node if node.op_type == "QuantizeLinear" and node.output[0] not in read]
+    for node in dead:
+        model.graph.node.remove(node)
+    ONNXModel(model).remove_unused_constant()
+
+
+def _insert_pairs(model: onnx.ModelProto, sites: Sequence[Site], amax: Mapping[str, float]) -> None:
+    """A dedicated symmetric INT8 Q/DQ pair on each site's input, scaled by its source's range."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = {node.name: node for node in model.graph.node}
+    for site in sites:
+        prefix = f"{site.node}/input{site.index}"
+        scale = np.array(amax[site.source] / 127.0, dtype=np.float32)
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(scale, f"{prefix}_scale"),
+                helper.make_tensor(f"{prefix}_zero_point", TensorProto.INT8, [], [0]),
+            ]
+        )
+        model.graph.node.extend(
+            [
+                helper.make_node(
+                    "QuantizeLinear",
+                    [site.tensor, f"{prefix}_scale", f"{prefix}_zero_point"],
+                    [f"{prefix}_quantized"],
+                    name=f"{prefix}_QuantizeLinear",
+                ),
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{prefix}_quantized", f"{prefix}_scale", f"{prefix}_zero_point"],
+                    [f"{prefix}_dequantized"],
+                    name=f"{prefix}_DequantizeLinear",
+                ),
+            ]
+        )
+        nodes[site.node].input[site.index] = f"{prefix}_dequantized"

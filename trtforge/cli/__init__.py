@@ -12,7 +12,15 @@ from typing import Annotated
 import typer
 
 from trtforge import __version__
-from trtforge.cli import bench_commands, build_commands, check_commands, ci_commands, publish_commands, verify_commands
+from trtforge.cli import (
+    bench_commands,
+    build_commands,
+    check_commands,
+    ci_commands,
+    diagnose_commands,
+    publish_commands,
+    verify_commands,
+)
 
 app = typer.Typer(
     name="trtforge",
@@ -28,6 +36,7 @@ app.add_typer(build_commands.app)
 app.add_typer(check_commands.app)
 app.add_typer(bench_commands.app)
 app.add_typer(verify_commands.app)
+app.add_typer(diagnose_commands.app)
 app.add_typer(ci_commands.app)
 app.add_typer(publish_commands.app)
 

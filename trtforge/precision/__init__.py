@@ -1,11 +1,16 @@
 """The precision step: spec -> the graph the backend builds, and how the backend must treat it.
 
 - fp32: the spec's model as is.
-- fp16: an FP16-converted graph (:mod:`trtforge.precision.graphs`); on weakly typed TensorRT
-  10.x the model as is with the builder's FP16 flag instead.
+- fp16: an FP16-converted graph (:mod:`trtforge.precision.graphs`), with the nodes whose
+  activations overflow FP16 kept in FP32 (:mod:`trtforge.precision.overflow`); on weakly typed
+  TensorRT 10.x the model as is with the builder's FP16 flag instead.
 - int8: the calibration step's Q/DQ graph (:mod:`trtforge.calibration`); with
   ``calibration.mode: native`` (TensorRT 10.x only) the model as is with TensorRT's
   calibration cache.
+
+Wherever the engine stores FP16 tensors, the accuracy gate's simulated candidate is the graph's
+FP16-storage emulation (:func:`trtforge.precision.graphs.emulate_fp16`): onnxruntime's CPU
+provider would run the FP16 graph itself with FP32 intermediates, hiding overflow and rounding.
 
 Heavy modules (onnx, onnxruntime) are imported inside functions: importing this package must
 stay cheap for ``trtforge --help``.
@@ -19,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from trtforge.compat import version_tuple
 from trtforge.errors import SpecError
-from trtforge.precision.graphs import fp16_onnx
+from trtforge.precision.graphs import emulated_onnx, fp16_onnx
+from trtforge.precision.overflow import choose_keep_fp32
 
 if TYPE_CHECKING:
     from trtforge.console import Reporter
@@ -32,7 +38,9 @@ class Prepared:
     """The precision step's output: the graph to build and how the backend must treat it.
 
     ``simulated_onnx`` is what onnxruntime runs for the accuracy gate when the engine cannot run
-    here, where that differs from ``onnx_path`` (TensorRT 10.x builder flags: FP16 flag, native INT8).
+    here, where that differs from ``onnx_path``: the FP16-storage emulation of a graph with FP16
+    parts, or the graph TensorRT 10.x's builder flags (FP16 flag, native INT8) stand for.
+    ``fp16``: the manifest's ``fp16`` section (the nodes kept in FP32, and why).
     """
 
     onnx_path: Path
@@ -40,6 +48,7 @@ class Prepared:
     calibration_cache: bytes | None = None
     calibration: dict | None = None
     simulated_onnx: Path | None = None
+    fp16: dict | None = None
     derived: str = ""  # what ``onnx_path`` is when not the spec's model: "fp16-converted", "int8 Q/DQ"
 
     @property
@@ -56,9 +65,18 @@ def prepare_precision(
     if spec.precision == "fp32":
         return Prepared(spec.model_path)
     if spec.precision == "fp16":
-        if weakly_typed_trt:
-            return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=fp16_onnx(spec.model_path, cache_dir))
-        return Prepared(fp16_onnx(spec.model_path, cache_dir), derived="fp16-converted")
+        if weakly_typed_trt:  # TensorRT picks each layer's precision itself: no keep list to apply
+            simulated = emulated_onnx(fp16_onnx(spec.model_path, cache_dir), cache_dir)
+            return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=simulated)
+        keep = choose_keep_fp32(spec, model_info, reporter.info)
+        reporter.info(f"{spec.name}: {keep.describe()}")
+        graph = fp16_onnx(spec.model_path, cache_dir, keep.nodes)
+        return Prepared(
+            graph,
+            simulated_onnx=emulated_onnx(graph, cache_dir),
+            fp16=keep.manifest_section(),
+            derived="fp16-converted",
+        )
     from trtforge.calibration import calibrate
 
     calibration = spec.calibration
@@ -69,13 +87,24 @@ def prepare_precision(
             f"{spec.origin.where('calibration', 'mode')}: calibration.mode native needs "
             f"enterprise TensorRT 10.x (this backend is {flavor} {version}); use mode: qdq"
         )
-    result = calibrate(spec, model_info, cache_dir=cache_dir / "calibration", log=reporter.info)
+    if "auto" in (calibration.algorithm, calibration.exclude):  # chosen with the gate's inputs
+        from trtforge.diagnosis.sensitivity import auto_calibrate
+
+        result = auto_calibrate(spec, model_info, cache_dir / "calibration", reporter.info)
+    else:
+        result = calibrate(spec, model_info, cache_dir=cache_dir / "calibration", log=reporter.info)
+    fp16_parts = calibration.high_precision == "fp16"  # the layers left out of INT8 store FP16
     if calibration.mode == "native":
         return Prepared(
             spec.model_path,
-            fp16_flag=calibration.high_precision == "fp16",
+            fp16_flag=fp16_parts,
             calibration_cache=result.trt_cache(version),
             calibration=result.manifest_section(),
-            simulated_onnx=result.qdq_model,
+            simulated_onnx=emulated_onnx(result.qdq_model, cache_dir) if fp16_parts else result.qdq_model,
         )
-    return Prepared(result.qdq_model, calibration=result.manifest_section(), derived="int8 Q/DQ")
+    return Prepared(
+        result.qdq_model,
+        calibration=result.manifest_section(),
+        simulated_onnx=emulated_onnx(result.qdq_model, cache_dir) if fp16_parts else None,
+        derived="int8 Q/DQ",
+    )

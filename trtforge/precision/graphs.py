@@ -1,5 +1,6 @@
 """The ONNX graphs the precision step writes: FP16 conversion (also the high-precision part of
-an INT8 Q/DQ graph) and the atomic save every derived graph goes through.
+an INT8 Q/DQ graph), its faithful emulation for the accuracy gate, and the atomic save every
+derived graph goes through.
 
 Strongly typed backends (TensorRT 11, TensorRT-RTX) take precision from the graph itself, so
 FP16 is an ONNX conversion, not a builder flag.
@@ -7,6 +8,8 @@ FP16 is an ONNX conversion, not a builder flag.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,21 +18,64 @@ from trtforge.fsutil import sha256_file, staged_file
 if TYPE_CHECKING:
     import onnx
 
+EMULATION_KEY = "trtforge.emulation"
+"""Metadata key of an emulated candidate graph: how it emulates the engine (the gate reports it)."""
 
-def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: tuple[str, ...] = ()) -> onnx.ModelProto:
+FP16_STORAGE = (
+    "fp16 storage: Cast(FLOAT16)->Cast(FLOAT) after every tensor the engine's graph holds in FP16, "
+    "FP16 weights widened, onnxruntime CPU with graph optimizations off"
+)
+"""The emulation label: onnxruntime's CPU provider runs an FP16 graph with FP32 intermediates (it
+inserts and folds casts around kernels it lacks in FP16), so the converted graph itself never
+overflows or rounds as TensorRT's FP16 tensors do; explicit cast pairs do."""
+
+
+def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: Sequence[str] = ()) -> onnx.ModelProto:
     """FP16 graph whose inputs and outputs stay FP32 (the caller's buffers don't change).
 
     onnxruntime's converter keeps its default block list (ops that are wrong or unsupported
-    in FP16) in FP32 and inserts the casts at the boundaries.
+    in FP16) and ``keep_fp32_nodes`` in FP32 and inserts the casts at the boundaries.
     """
     from onnxruntime.transformers import float16
 
-    return float16.convert_float_to_float16(
+    converted = float16.convert_float_to_float16(
         model,
         keep_io_types=True,
         op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST),
         node_block_list=list(keep_fp32_nodes),
     )
+    return join_fp32_islands(converted) if keep_fp32_nodes else converted
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((attr.i for attr in node.attribute if attr.name == "to"), None) if node.op_type == "Cast" else None
+
+
+def join_fp32_islands(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the converter's FP32 -> FP16 -> FP32 round trips (in place).
+
+    onnxruntime's converter casts every output of a node it keeps in FP32 to FP16, and back for
+    the next node kept in FP32: a tensor passed between two kept nodes is stored in FP16 anyway,
+    and overflows as if nothing were kept. Each Cast(FLOAT) of such a Cast(FLOAT16) reads the
+    FP32 tensor itself instead (a Cast FP32 -> FP32 is an identity); casts left unread go.
+    """
+    from onnx import TensorProto
+
+    graph = model.graph
+    types = _elem_types(model)
+    to_half = {
+        node.output[0]: node.input[0]
+        for node in graph.node
+        if _cast_to(node) == TensorProto.FLOAT16 and types.get(node.input[0]) == TensorProto.FLOAT
+    }
+    for node in graph.node:
+        if _cast_to(node) == TensorProto.FLOAT and node.input[0] in to_half:
+            node.input[0] = to_half[node.input[0]]
+    read = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+    unread = [node for node in graph.node if node.output and node.output[0] in to_half and node.output[0] not in read]
+    for node in unread:
+        graph.node.remove(node)
+    return model
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> Path:
@@ -41,11 +87,104 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def fp16_onnx(model_path: Path, cache_dir: Path) -> Path:
-    """The FP16-converted graph, cached by the source model's content (``fp16/`` in the cache folder)."""
+def fp16_onnx(model_path: Path, cache_dir: Path, keep_fp32_nodes: Sequence[str] = ()) -> Path:
+    """The FP16-converted graph, cached by the source model's content and the nodes kept in FP32
+    (``fp16/`` in the cache folder)."""
     import onnx
 
-    target = cache_dir / "fp16" / f"{sha256_file(model_path)}.onnx"
+    kept = sorted(set(keep_fp32_nodes))
+    suffix = "-keep-" + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16] if kept else ""
+    target = cache_dir / "fp16" / f"{sha256_file(model_path)}{suffix}.onnx"
     if not target.is_file():
-        save_model(to_fp16(onnx.load(str(model_path))), target)
+        save_model(to_fp16(onnx.load(str(model_path)), kept), target)
     return target
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor whose type is known (shape inference where it works)."""
+    import onnx
+
+    try:
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # custom ops, partial graphs: the converter's own value_info still says most
+        graph = model.graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
+            types[value.name] = value.type.tensor_type.elem_type
+    return types
+
+
+def _widen_attributes(node: onnx.NodeProto) -> None:
+    """FP16 in a node's attributes (Cast's ``to``, constant tensors, ``dtype``) becomes FP32."""
+    from onnx import AttributeProto, TensorProto, numpy_helper
+
+    for attr in node.attribute:
+        if attr.type == AttributeProto.INT and attr.name in ("to", "dtype") and attr.i == TensorProto.FLOAT16:
+            attr.i = TensorProto.FLOAT
+        elif attr.type == AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT16:
+            attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype("float32"), attr.t.name))
+
+
+def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The FP32 twin of an (in part) FP16 graph that rounds and overflows where the graph stores FP16.
+
+    Every FP16 tensor becomes FP32 followed by Cast(FLOAT16) -> Cast(FLOAT), under its own name;
+    FP16 weights and constants are widened (exactly). None when there is nothing to emulate (no
+    FP16 tensor) or it cannot be done here (control-flow subgraphs).
+    """
+    import onnx
+    from onnx import AttributeProto, TensorProto, helper, numpy_helper
+
+    graph = converted.graph
+    if any(attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in graph.node for attr in n.attribute):
+        return None
+    types = _elem_types(converted)
+    if TensorProto.FLOAT16 not in types.values():
+        return None
+    model = onnx.ModelProto()
+    model.CopyFrom(converted)
+    graph = model.graph
+    for index, init in enumerate(graph.initializer):
+        if init.data_type == TensorProto.FLOAT16:
+            graph.initializer[index].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(init).astype("float32"), init.name)
+            )
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type == TensorProto.FLOAT16:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        _widen_attributes(node)
+        nodes.append(node)
+        for position, name in enumerate(node.output):
+            if name and types.get(name) == TensorProto.FLOAT16:
+                wide, half = f"{name}/fp32", f"{name}/fp16"
+                node.output[position] = wide
+                stem = node.name or name
+                nodes.append(helper.make_node("Cast", [wide], [half], name=f"{stem}/to_fp16", to=TensorProto.FLOAT16))
+                nodes.append(helper.make_node("Cast", [half], [name], name=f"{stem}/to_fp32", to=TensorProto.FLOAT))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, EMULATION_KEY: FP16_STORAGE})
+    return model
+
+
+def emulated_onnx(graph_path: Path, cache_dir: Path) -> Path:
+    """The gate's candidate for a graph with FP16 parts: its FP16-storage emulation, cached by the
+    graph's content (``fp16-emulated/``); the graph itself when there is nothing to emulate."""
+    import onnx
+
+    target = cache_dir / "fp16-emulated" / f"{sha256_file(graph_path)}.onnx"
+    if target.is_file():
+        return target
+    emulated = emulate_fp16(onnx.load(str(graph_path)))
+    return graph_path if emulated is None else save_model(emulated, target)
+
+
+def emulation_of(model_path: Path) -> str | None:
+    """How ``model_path`` emulates the engine (None: it is the precision-prepared graph as is)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    return next((prop.value for prop in model.metadata_props if prop.key == EMULATION_KEY), None)

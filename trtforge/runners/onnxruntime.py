@@ -27,11 +27,13 @@ class OnnxrtRunner(Runner):
         providers: Sequence[str] = ("CPUExecutionProvider",),
         name: str | None = None,
         intra_op_threads: int = 0,
+        optimize: bool = True,
     ) -> None:
         super().__init__(name or (f"onnxrt:{model.name}" if isinstance(model, Path) else "onnxrt"))
         self.model = model
         self.providers = tuple(providers)
         self.intra_op_threads = intra_op_threads
+        self.optimize = optimize  # False: onnxruntime's graph optimizations off (no cast folding, no fusion)
         self._session: Any = None
         self._raw_io = False
 
@@ -40,6 +42,8 @@ class OnnxrtRunner(Runner):
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
+        if not self.optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 4  # fatal only: failures reach the caller as exceptions, not ANSI log lines
         source = str(self.model) if isinstance(self.model, Path) else self.model
         try:

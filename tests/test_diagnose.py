@@ -1,0 +1,219 @@
+"""``trtforge diagnose``: layer-wise errors on real onnxruntime runs, the HTML page, streaming
+memory, and ``build`` pointing at it when the gate fails."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+
+import models
+import numpy as np
+import onnx
+from clitools import cli
+from onnx import TensorProto, helper, numpy_helper
+
+from trtforge.diagnosis import SensitivityResult, write_diagnosis
+from trtforge.diagnosis.layerwise import diagnose_layers, tensor_map
+from trtforge.model import describe, load_onnx
+from trtforge.spec import load_spec
+
+CONV_PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
+
+
+def _chain(path: Path, scale: float = 1.0, width: int = 16) -> Path:
+    """x [N, width] -> relu -> mul(scale) "big" -> mul(1/scale) "small" -> add "out": a chain of
+    named nodes; ``scale`` > 65504 makes "big" leave FP16's range while the output stays small."""
+    consts = [
+        numpy_helper.from_array(np.array(scale, np.float32), "s"),
+        numpy_helper.from_array(np.array(1.0 / scale, np.float32), "inv"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Mul", ["r", "s"], ["b"], name="big"),
+        helper.make_node("Mul", ["b", "inv"], ["m"], name="small"),
+        helper.make_node("Add", ["m", "half"], ["y"], name="out"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        consts,
+    )
+    return models.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def _coarse_qdq_after(reference: Path, tensor: str, path: Path, scale: float = 0.25) -> Path:
+    """The reference with a coarse Q->DQ pair after ``tensor``, rounded again by an FP16 Cast pair
+    as the FP16-storage emulation writes it (consumers read the chain's end)."""
+    model = onnx.load(str(reference))
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = [f"{tensor}_dq" if name == tensor else name for name in node.input]
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(scale, np.float32), "q_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "q_zero"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("QuantizeLinear", [tensor, "q_scale", "q_zero"], [f"{tensor}_q"], name="q"),
+            helper.make_node("DequantizeLinear", [f"{tensor}_q", "q_scale", "q_zero"], [f"{tensor}_w"], name="dq"),
+            helper.make_node("Cast", [f"{tensor}_w"], [f"{tensor}_h"], name="to_fp16", to=TensorProto.FLOAT16),
+            helper.make_node("Cast", [f"{tensor}_h"], [f"{tensor}_dq"], name="to_fp32", to=TensorProto.FLOAT),
+        ]
+    )
+    return models.save(model, path)
+
+
+def _chain_spec(folder: Path, model: Path, precision: str = "fp16", data: str = "", width: int = 16) -> Path:
+    path = folder / f"{model.stem}.yaml"
+    profile = f"profiles:\n  - x: {{min: [1, {width}], opt: [8, {width}], max: [64, {width}]}}\n"
+    path.write_text(
+        f"name: chain\nmodel: {model}\nprecision: {precision}\ntargets: ['8.6']\n{profile}{data}", encoding="utf-8"
+    )
+    return path
+
+
+class _Rows(HTMLParser):
+    """Counts the rows of the page's node table (inside <tbody>) and collects its first cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_body = False
+        self.cells: list[list[str]] = []
+        self.in_cell = False
+        self.svgs = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tbody":
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.cells.append([])
+        elif tag == "td" and self.in_body:
+            self.in_cell = True
+            self.cells[-1].append("")
+        elif tag == "svg":
+            self.svgs += 1
+        assert tag not in ("script", "link"), "the page must be self-contained"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tbody":
+            self.in_body = False
+        elif tag == "td":
+            self.in_cell = False
+
+    def handle_data(self, data: str) -> None:
+        if self.in_cell:
+            self.cells[-1][-1] += data
+
+
+def test_diagnose_fp16_writes_json_and_a_page_with_one_row_per_node(
+    write_spec: Callable[..., Path], model_dir: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
+    spec = write_spec(
+        f"name: conv\nmodel: {model_dir / 'conv.onnx'}\nprecision: fp16\ntargets: ['8.6']\n" + CONV_PROFILE
+    )
+    out = tmp_path / "diag"
+    code, stdout, stderr = cli("diagnose", spec, "--out", out, "--json")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    names = [node["node"] for node in document["nodes"]]
+    assert names == ["conv", "relu", "pool", "flatten", "fc"]  # topological order, every float node
+    assert all(0.999 < node["cosine"] <= 1.0 + 1e-9 for node in document["nodes"])  # FP16 rounding only
+    assert document["source"] == "random" and document["samples"] > 0 and not document["truncated"]
+    assert document["files"]["html"] == str(out / "conv-fp16.diagnosis.html")
+    assert json.loads((out / "conv-fp16.diagnosis.json").read_text())["nodes"] == document["nodes"]
+    page = _Rows()
+    page.feed((out / "conv-fp16.diagnosis.html").read_text(encoding="utf-8"))
+    page.close()
+    assert [cells[0] for cells in page.cells] == names
+    assert page.svgs == 1  # the error along the graph; no sensitivity section without a search
+
+
+def test_qdq_pair_is_compared_under_its_input_name_and_marks_the_first_jump(tmp_path: Path) -> None:
+    reference = _chain(tmp_path / "chain.onnx")
+    candidate = _coarse_qdq_after(reference, "b", tmp_path / "candidate.onnx", scale=0.5)
+    spec = load_spec(_chain_spec(tmp_path, reference))
+    diagnosis = diagnose_layers(spec, describe(load_onnx(reference), reference), candidate, stem="chain")
+    by_node = {node.node: node for node in diagnosis.nodes}
+    assert list(by_node) == ["relu", "big", "small", "out"]  # q, dq and the casts are no rows of their own
+    assert by_node["relu"].cosine > 1 - 1e-12 and by_node["relu"].drop < 1e-12
+    assert by_node["big"].cosine < 0.99 and by_node["big"].max_abs > 0.1  # measured on the DQ output
+    assert diagnosis.first_jump == "big" and diagnosis.largest_drop == "big"
+    assert by_node["small"].drop < 1e-9  # inherits the error, adds none
+    assert diagnosis.fp16_out_of_range == ()
+    assert tensor_map(onnx.load(str(candidate)))["b"] == "b_dq"  # Q->DQ, then Cast->Cast: the chain's end
+
+
+def test_fp16_range_lists_the_node_whose_activations_overflow(tmp_path: Path) -> None:
+    reference = _chain(tmp_path / "overflow.onnx", scale=1e6)
+    spec = load_spec(_chain_spec(tmp_path, reference))
+    diagnosis = diagnose_layers(spec, describe(load_onnx(reference), reference), reference, stem="overflow")
+    assert diagnosis.fp16_out_of_range == ("big",)
+    big = next(node for node in diagnosis.nodes if node.node == "big")
+    assert big.fp16_overflow > 0 and big.ref_absmax > 65504
+
+
+def test_sensitivity_section_shows_ranking_and_exclusions(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    reference = _chain(tmp_path / "chain.onnx")
+    spec = load_spec(_chain_spec(tmp_path, reference))
+    diagnosis = diagnose_layers(spec, describe(load_onnx(reference), reference), reference, stem="chain")
+    result = SensitivityResult(ranking=(("big", 0.2), ("relu", 0.01)), excluded=("big",), method="leave-one-out")
+    files = write_diagnosis(replace(diagnosis, sensitivity=result), tmp_path / "out")
+    text = files.html.read_text(encoding="utf-8")
+    page = _Rows()
+    page.feed(text)
+    assert page.svgs == 2 and "exclude: [big]" in text
+    saved = json.loads(files.json.read_text())
+    assert saved["sensitivity"]["ranking"] == [{"node": "big", "score": 0.2}, {"node": "relu", "score": 0.01}]
+    assert saved["sensitivity"]["excluded"] == ["big"]
+
+
+def _peak_bytes(tmp_path: Path, samples: int) -> tuple[int, int]:
+    folder = tmp_path / f"n{samples}"
+    folder.mkdir()
+    reference = _chain(folder / "wide.onnx", width=512)
+    candidate = _coarse_qdq_after(reference, "b", folder / "candidate.onnx")
+    np.save(folder / "x.npy", np.random.default_rng(0).normal(0, 1, (samples, 512)).astype(np.float32))
+    spec = load_spec(
+        _chain_spec(folder, reference, "fp32", "accuracy:\n  data: [x.npy]\n  max_samples: 4096\n", width=512)
+    )
+    info = describe(load_onnx(reference), reference)
+    tracemalloc.start()
+    try:
+        diagnosis = diagnose_layers(spec, info, candidate, stem="wide")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, diagnosis.samples
+
+
+def test_memory_stays_flat_from_64_to_1024_samples(tmp_path: Path) -> None:
+    small, small_samples = _peak_bytes(tmp_path, 64)
+    large, large_samples = _peak_bytes(tmp_path, 1024)
+    assert (small_samples, large_samples) == (64, 1024)
+    # keeping the intermediates would add ~960 samples x 512 values x 4 tensors x 8 bytes (~15 MiB);
+    # streaming adds only the data file's extra rows (~2 MiB, the loader reads one file at a time)
+    assert large < small + 4 * 2**20, (small, large)
+
+
+def test_failed_fp16_gate_points_at_diagnose(write_spec: Callable[..., Path], model_dir: Path, tmp_path: Path) -> None:
+    models.need_rtx()
+    spec = write_spec(
+        f"name: conv\nmodel: {model_dir / 'conv.onnx'}\nprecision: fp16\ntargets: ['8.6']\n"
+        + CONV_PROFILE
+        + "accuracy:\n  tolerances:\n    logits: {max_abs: 1.0e-12}\n"
+    )
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 4, stderr
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("error: accuracy gate failed for conv-fp16-")
+    assert line.endswith(f"run `trtforge diagnose {spec}` to see which layers are to blame")

@@ -1,0 +1,202 @@
+"""FP16 the way the engine stores it: the gate's emulated candidate, and the overflow guard.
+
+The model: x * 1000 -> MatMul with large weights (activations up to ~1e6, beyond FP16's 65504)
+-> * 1e-4 (back to ~100). In FP32 all is finite; stored in FP16 the MatMul output is inf.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from clitools import cli
+from models import OPSET, need_rtx, save, write_samples
+from onnx import TensorProto, helper, numpy_helper
+
+from trtforge.manifest import read_manifest
+from trtforge.precision.graphs import FP16_STORAGE, emulate_fp16, fp16_onnx, to_fp16
+from trtforge.runners.onnxruntime import OnnxrtRunner
+
+PROFILE = "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\n"
+
+
+def _overflow_model(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(np.array(1000.0, np.float32), "k"),
+        numpy_helper.from_array(rng.uniform(50, 100, (16, 16)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array(1e-4, np.float32), "s"),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["input", "k"], ["scaled"], name="scale"),
+        helper.make_node("MatMul", ["scaled", "W"], ["big"], name="blowup"),
+        helper.make_node("Mul", ["big", "s"], ["out"], name="shrink"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "overflow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 16])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return save(model, path)
+
+
+def _spec(write_spec: Callable[..., Path], model: Path, extra: str = "") -> Path:
+    return write_spec(f"name: over\nmodel: {model}\nprecision: fp16\ntargets: ['8.6']\n{PROFILE}{extra}")
+
+
+LEVELS = [
+    ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+]
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)
+def test_emulation_overflows_where_the_converted_graph_does_not(tmp_path: Path, level: object) -> None:
+    """The defect: onnxruntime runs the FP16-converted graph with FP32 intermediates (no inf);
+    the emulation's cast pairs survive every optimization level (inf, as FP16 storage gives)."""
+    import onnx
+
+    model = onnx.load(str(_overflow_model(tmp_path / "over.onnx")))
+    feed = {"input": np.random.default_rng(1).random((4, 16), dtype=np.float32)}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    converted = to_fp16(model)
+    plain = ort.InferenceSession(converted.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert np.isfinite(plain.run(None, feed)[0]).all()
+    emulated = emulate_fp16(converted)
+    assert emulated is not None
+    session = ort.InferenceSession(emulated.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert np.isinf(session.run(None, feed)[0]).all()
+    runner = OnnxrtRunner(emulated.SerializeToString(), optimize=False)  # as the gate runs it
+    runner.activate()
+    try:
+        assert np.isinf(runner.infer(feed)["out"]).all()
+    finally:
+        runner.deactivate()
+
+
+def test_kept_nodes_stay_fp32_between_each_other(tmp_path: Path) -> None:
+    """onnxruntime's converter casts a kept node's output to FP16 even for the next kept node;
+    the islands are joined, so the kept tensor never overflows; the cache key holds the list."""
+    model_path = _overflow_model(tmp_path / "over.onnx")
+    cache = tmp_path / "cache"
+    plain, kept = fp16_onnx(model_path, cache), fp16_onnx(model_path, cache, ("blowup", "shrink"))
+    assert plain != kept and plain.is_file() and kept.is_file()
+    import onnx
+
+    emulated = emulate_fp16(onnx.load(str(kept)))
+    assert emulated is not None
+    feed = {"input": np.random.default_rng(1).random((4, 16), dtype=np.float32)}
+    session = ort.InferenceSession(emulated.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, feed)[0]
+    reference = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, reference, rtol=2e-3)
+
+
+def test_plain_fp16_gate_fails_on_overflow(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    need_rtx()
+    spec = _spec(write_spec, _overflow_model(tmp_path / "over.onnx"), "fp16:\n  keep_fp32: []\n")
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    assert code == 4, stderr
+    assert "no node kept in FP32 (spec (overflow guard off))" in stderr
+    (rejected,) = out.glob("*.rejected.accuracy.json")
+    candidate = json.loads(rejected.read_text())["candidate"]
+    assert candidate["kind"] == "simulated"
+    assert candidate["emulation"] == FP16_STORAGE
+    assert "graph optimizations off" in candidate["runner"]
+    assert not list(out.glob("*.engine"))
+
+
+def test_overflow_guard_keeps_the_overflowing_nodes(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    need_rtx()
+    spec = _spec(write_spec, _overflow_model(tmp_path / "over.onnx"))
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    assert code == 0, stderr
+    assert "2 node(s) kept in FP32 by the overflow guard: blowup (output 'big' reaches" in stderr
+    manifest = read_manifest(next(out.glob("*.manifest.json")))
+    assert manifest.fp16 is not None
+    assert manifest.fp16["keep_fp32"] == ["blowup", "shrink"]
+    assert manifest.fp16["chosen_by"] == "overflow guard"
+    assert manifest.fp16["data"] == "the gate's random inputs"
+    assert manifest.fp16["reasons"]["shrink"].startswith("input 'big' reaches")
+    assert manifest.accuracy is not None
+    assert manifest.accuracy["passed"] is True and manifest.accuracy["emulation"] == FP16_STORAGE
+
+
+def test_overflow_guard_reads_calibration_data(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """With calibration data, the guard runs on it (not on the gate's inputs)."""
+    need_rtx()
+    data = write_samples(tmp_path / "calib", (32, 16), files=2)
+    extra = f"calibration:\n  data: {data[0].parent}/*.npy\n"
+    spec = _spec(write_spec, _overflow_model(tmp_path / "over.onnx"), extra)
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    manifest = read_manifest(next((tmp_path / "out").glob("*.manifest.json")))
+    assert manifest.fp16 is not None and manifest.fp16["data"] == "calibration data"
+
+
+def test_unknown_keep_fp32_name_is_a_usage_error(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = _spec(write_spec, _overflow_model(tmp_path / "over.onnx"), "fp16:\n  keep_fp32: [blowup, shrnk]\n")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 2, stderr
+    line = stderr.strip().splitlines()[-1]
+    assert f"{spec}:" in line and "fp16.keep_fp32 names node 'shrnk'" in line and "did you mean 'shrink'?" in line
+    assert "Traceback" not in stderr
+
+
+def _int8_overflow_model(path: Path) -> Path:
+    """input -> MatMul (quantized) -> * 1e5 -> * 1e-5: the two Muls stay out of INT8, and their
+    intermediate (~1e5) overflows where they run in FP16."""
+    weights = [
+        numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.5, (16, 16)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array(1e5, np.float32), "up"),
+        numpy_helper.from_array(np.array(1e-5, np.float32), "down"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["input", "W"], ["m"], name="fc"),
+        helper.make_node("Mul", ["m", "up"], ["big"], name="blowup"),
+        helper.make_node("Mul", ["big", "down"], ["out"], name="shrink"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "int8_overflow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 16])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return save(model, path)
+
+
+@pytest.mark.parametrize(("high_precision", "expected"), [("fp16", 4), ("fp32", 0)])
+def test_int8_high_precision_fp16_layers_are_emulated(
+    write_spec: Callable[..., Path], tmp_path: Path, high_precision: str, expected: int
+) -> None:
+    """The layers an INT8 build leaves in FP16 store FP16 in the gate's candidate too."""
+    need_rtx()
+    data = write_samples(tmp_path / "calib", (32, 16), files=2)
+    spec = write_spec(
+        f"name: over\nmodel: {_int8_overflow_model(tmp_path / 'over.onnx')}\nprecision: int8\ntargets: ['8.6']\n"
+        f"{PROFILE}calibration:\n  data: {data[0].parent}/*.npy\n  high_precision: {high_precision}\n"
+        f"accuracy:\n  data: {data[0].parent}/*.npy\n"
+    )
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    assert code == expected, stderr
+    (report,) = out.glob("*.accuracy.json")
+    candidate = json.loads(report.read_text())["candidate"]
+    assert candidate["emulation"] == (FP16_STORAGE if high_precision == "fp16" else None)

@@ -1,0 +1,63 @@
+"""``diagnose``: which layers of a spec's FP16/INT8 candidate lose the accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trtforge.cli.common import (
+    BackendOption,
+    CacheDirOption,
+    JsonOption,
+    backend_value,
+    cache_dir_value,
+    emit_json,
+    exits_cleanly,
+    reporter,
+)
+
+app = typer.Typer()
+
+
+@app.command()
+@exits_cleanly
+def diagnose(
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Model spec YAML file.", show_default=False)],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where {stem}.diagnosis.json and .diagnosis.html go.")
+    ] = Path("out"),
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget", min=0.0, help="Seconds to spend (default 300); stops after the batch that crosses it."
+        ),
+    ] = None,
+    backend: BackendOption = None,
+    cache_dir: CacheDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Layer-wise diagnosis: every node of the gate's candidate graph against the FP32 reference."""
+    from trtforge.diagnosis import diagnose_spec
+    from trtforge.spec import load_spec
+
+    console = reporter()
+    diagnosis, files = diagnose_spec(
+        load_spec(spec),
+        out,
+        console,
+        cache_dir=cache_dir_value(cache_dir),
+        budget_s=budget,
+        backend=backend_value(backend),
+    )
+    if as_json:
+        emit_json({**diagnosis.to_dict(), "files": {"json": str(files.json), "html": str(files.html)}})
+        return
+    worst = sorted(diagnosis.nodes, key=lambda node: node.drop, reverse=True)[:5]
+    for node in worst:
+        console.info(f"  {node.node} ({node.op_type}): cosine {node.cosine:.6g}, drop {node.drop:.3g}")
+    console.info(f"first jump: {diagnosis.first_jump or 'none'}")
+    if diagnosis.fp16_out_of_range:
+        console.info(f"outside FP16's range: {', '.join(diagnosis.fp16_out_of_range)}")
+    console.success(f"{diagnosis.stem}: see {files.html}")

@@ -1,0 +1,99 @@
+"""``trtforge diagnose``: which layers a precision-prepared candidate loses accuracy in.
+
+:mod:`~trtforge.diagnosis.layerwise` measures every node of the candidate the accuracy gate
+runs against the FP32 reference; :mod:`~trtforge.diagnosis.page` draws it as one HTML page.
+``write_diagnosis`` writes ``{stem}.diagnosis.json`` and ``{stem}.diagnosis.html`` side by side.
+
+A sensitivity search adds its result with
+``write_diagnosis(dataclasses.replace(diagnosis, sensitivity=SensitivityResult(...)), out)``:
+the JSON then carries ``sensitivity`` and the page its ranking and chosen exclusions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trtforge.diagnosis.layerwise import DEFAULT_BUDGET_S, Diagnosis, SensitivityResult, diagnose_layers
+from trtforge.fsutil import atomic_write_text, ensure_writable_dir
+
+if TYPE_CHECKING:
+    from trtforge.console import Reporter
+    from trtforge.spec import Spec
+
+__all__ = ["DEFAULT_BUDGET_S", "Diagnosis", "DiagnosisFiles", "SensitivityResult", "diagnose_spec", "write_diagnosis"]
+
+
+@dataclass(frozen=True)
+class DiagnosisFiles:
+    json: Path
+    html: Path
+
+
+def diagnosis_stem(spec: Spec) -> str:
+    """``{name}-{precision}``: a diagnosis runs before (or without) an engine and its tag."""
+    return f"{spec.name}-{spec.precision}"
+
+
+def write_diagnosis(diagnosis: Diagnosis, out_dir: Path) -> DiagnosisFiles:
+    """``{stem}.diagnosis.json`` and ``{stem}.diagnosis.html`` in ``out_dir``, each written atomically."""
+    from trtforge.diagnosis.page import render_html
+
+    ensure_writable_dir(out_dir)
+    files = DiagnosisFiles(out_dir / f"{diagnosis.stem}.diagnosis.json", out_dir / f"{diagnosis.stem}.diagnosis.html")
+    atomic_write_text(files.json, json.dumps(diagnosis.to_dict(), indent=2) + "\n")
+    atomic_write_text(files.html, render_html(diagnosis))
+    return files
+
+
+def diagnose_spec(
+    spec: Spec,
+    out_dir: Path,
+    reporter: Reporter,
+    *,
+    cache_dir: Path,
+    budget_s: float | None = None,
+    backend: str | None = None,
+) -> tuple[Diagnosis, DiagnosisFiles]:
+    """Prepare the candidate exactly as ``build`` does for the gate, diagnose it, write both files;
+    ``budget_s`` None: DEFAULT_BUDGET_S."""
+    from trtforge.backends import choose_backend
+    from trtforge.environment import installed_version
+    from trtforge.errors import BackendUnavailableError
+    from trtforge.model import describe, load_onnx
+    from trtforge.precision import prepare_precision
+    from trtforge.spec import check_profiles
+
+    model = load_onnx(spec.model_path)
+    info = describe(model, spec.model_path)
+    del model
+    check_profiles(spec, info)
+    choice = choose_backend(backend or spec.backend)
+    version = installed_version(choice.flavor)
+    if version is None:
+        raise BackendUnavailableError(
+            f"{spec.origin.where('backend')}: {choice.flavor} does not import here; the candidate graph "
+            "depends on the backend: install it or pass --backend"
+        )
+    prepared = prepare_precision(spec, info, choice.flavor, version, cache_dir, reporter)
+    reporter.info(f"{spec.name}: diagnosing {prepared.candidate_onnx.name} against {spec.model_path.name}")
+    diagnosis = diagnose_layers(
+        spec,
+        info,
+        prepared.candidate_onnx,
+        stem=diagnosis_stem(spec),
+        budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s,
+        log=reporter.info,
+    )
+    if spec.calibration is not None and spec.precision == "int8" and spec.calibration.mode == "qdq":
+        from dataclasses import replace
+
+        from trtforge.diagnosis.sensitivity import search_spec
+
+        search_budget = spec.calibration.search_budget if budget_s is None else budget_s
+        found = search_spec(spec, info, cache_dir / "calibration", budget_s=search_budget, log=reporter.info)
+        reporter.info(f"{spec.name}: exclusions for the spec, found by the sensitivity search:\n{found.yaml}")
+        diagnosis = replace(diagnosis, sensitivity=found.report())
+    return diagnosis, write_diagnosis(diagnosis, out_dir)

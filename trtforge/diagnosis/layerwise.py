@@ -1,0 +1,399 @@
+"""Layer-wise diagnosis: where along the graph the candidate departs from the FP32 reference.
+
+Both graphs run in onnxruntime with every node output exposed as a graph output: the spec's
+FP32 model (reference) and the candidate the accuracy gate runs (``Prepared.candidate_onnx``
+from :func:`trtforge.precision.prepare_precision`: the FP16 emulation or the Q/DQ graph), on
+the gate's own inputs (:mod:`trtforge.accuracy.inputs`: the accuracy data, or the seeded random
+feeds per profile shape).
+
+Tensors are matched by name: the candidate keeps the reference's names for the tensors they
+share. Two kinds of inserted nodes are mapped, not compared:
+
+- a rounding pair after a tensor ``x`` (QuantizeLinear -> DequantizeLinear, or Cast -> Cast as an
+  FP16 storage emulation writes it) is compared as ``x``: the pair's output is the value the
+  candidate's consumers really see, so the quantization error of ``x`` shows on ``x``'s row;
+- any other Cast (the FP16 converter's casts at the graph's edges and around the ops it keeps
+  in FP32) and any tensor the reference does not have are skipped.
+
+Pairs chain (an FP16 emulation rounds a DQ output again), and the chain's end is compared. A
+tensor quantized for several consumers is compared after its first pair. A reference node whose
+output the candidate folded away (BatchNorm into Conv, MatMul+Add into Gemm) has no row: its
+error shows on the next node whose output the candidate keeps.
+
+Each reference node with a float output gets one row (all its float outputs together, in the
+graph's topological order), measured with running sums batch by batch, so memory does not grow
+with the number of samples (onnxruntime's own calibrator keeps every intermediate:
+onnxruntime#10503): cosine and SNR from sums of products, ``max_abs`` and ``max_rel`` as maxima.
+``max_rel`` uses the gate's floor (:func:`trtforge.accuracy.metrics.rel_floor`) over the
+reference values seen so far, so it equals the gate's value when the first batch holds the
+tensor's largest value and is an upper bound of it otherwise.
+
+The *first jump* is the first node, in topological order, whose error rises by more than
+``JUMP_COSINE_DROP`` above its inputs' worst: ``min(cosine of its inputs) - cosine of its
+output``, where graph inputs and weights count as cosine 1 and a node whose candidate holds
+NaN/Inf where the reference does not counts as cosine 0.
+
+FP16 range: per node, how many of its FP32 reference values exceed FP16's largest finite value
+(65504: overflow to inf) and what fraction of its nonzero values lie below FP16's smallest
+subnormal (2**-24: underflow to 0); a node overflows or underflows (most nonzero values) is
+listed in ``fp16_out_of_range``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trtforge.accuracy import inputs, metrics
+from trtforge.accuracy.gate import active
+from trtforge.accuracy.report import json_number
+from trtforge.errors import AccuracyError, InvalidInputError
+from trtforge.runners.onnxruntime import OnnxrtRunner
+
+if TYPE_CHECKING:
+    import onnx
+
+    from trtforge.model import ModelInfo
+    from trtforge.spec import Spec
+
+#: A node "jumps" when its output cosine is this much below its inputs' worst cosine.
+JUMP_COSINE_DROP = 0.002
+#: FP16's largest finite value and smallest subnormal.
+FP16_MAX = 65504.0
+FP16_TINY = 2.0**-24
+#: A node underflows FP16 when more than this fraction of its nonzero values lie below FP16_TINY.
+UNDERFLOW_FRACTION = 0.5
+#: ``trtforge diagnose``'s default time budget; a diagnosis stops after the batch that crosses it.
+DEFAULT_BUDGET_S = 300.0
+
+ROUNDING_PAIRS = {("QuantizeLinear", "DequantizeLinear"), ("Cast", "Cast")}
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """One reference node's outputs measured against the candidate's (JSON numbers: inf/nan as text)."""
+
+    node: str
+    op_type: str
+    outputs: tuple[str, ...]
+    values: int
+    cosine: float
+    snr_db: float
+    max_abs: float
+    max_rel: float
+    ref_absmax: float
+    nonfinite_mismatch: int
+    fp16_overflow: int  # reference values with |x| > FP16_MAX
+    fp16_underflow: float  # fraction of nonzero reference values with |x| < FP16_TINY
+    drop: float  # inputs' worst cosine minus this node's (effective) cosine
+
+    @property
+    def effective_cosine(self) -> float:
+        """The cosine, or 0 when the candidate has NaN/Inf where the reference does not."""
+        return 0.0 if self.nonfinite_mismatch else self.cosine
+
+    @property
+    def out_of_fp16_range(self) -> bool:
+        return self.fp16_overflow > 0 or self.fp16_underflow > UNDERFLOW_FRACTION
+
+
+@dataclass(frozen=True)
+class SensitivityResult:
+    """What the sensitivity search hands the report: nodes ranked by the damage each does
+    (``ranking``: ``(node, score)``, worst first; the score is the search's own, e.g. the output
+    cosine lost), the exclusion set it chose, and how it judged (free text for the report)."""
+
+    ranking: tuple[tuple[str, float], ...]
+    excluded: tuple[str, ...] = ()
+    method: str = ""
+    details: dict[str, Any] = field(default_factory=dict)  # the search's own record (gate before/after, yaml)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The layer-wise diagnosis of one spec's candidate, as written to ``{stem}.diagnosis.json``."""
+
+    name: str
+    stem: str
+    precision: str
+    reference: str
+    candidate: str
+    source: str  # "files" or "random", as the gate's inputs
+    samples: int
+    batches: int
+    truncated: bool  # the budget ran out before all the gate's inputs were used
+    seconds: float
+    nodes: tuple[NodeError, ...]
+    first_jump: str | None
+    largest_drop: str | None
+    fp16_out_of_range: tuple[str, ...]
+    sensitivity: SensitivityResult | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["nodes"] = [
+            {key: json_number(value) if isinstance(value, float) else value for key, value in asdict(node).items()}
+            for node in self.nodes
+        ]
+        if self.sensitivity is not None:
+            document["sensitivity"]["ranking"] = [
+                {"node": node, "score": json_number(score)} for node, score in self.sensitivity.ranking
+            ]
+        return document
+
+
+@dataclass
+class _Running:
+    """Running sums and maxima of one node's outputs over the finite positions of both graphs."""
+
+    dot: float = 0.0
+    ref_sq: float = 0.0
+    cand_sq: float = 0.0
+    noise: float = 0.0
+    values: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    ref_absmax: float = 0.0
+    nonfinite_mismatch: int = 0
+    overflow: int = 0
+    underflow: int = 0
+    nonzero: int = 0
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        ref_codes, cand_codes = metrics.nonfinite_codes(reference), metrics.nonfinite_codes(candidate)
+        self.nonfinite_mismatch += int(np.count_nonzero(ref_codes != cand_codes))
+        finite = (ref_codes == 0) & (cand_codes == 0)
+        ref = np.asarray(reference, dtype=np.float64).ravel()
+        cand = np.asarray(candidate, dtype=np.float64).ravel()
+        ref_abs = np.abs(ref[ref_codes == 0])
+        self.overflow += int(np.count_nonzero(ref_abs > FP16_MAX))
+        self.underflow += int(np.count_nonzero((ref_abs > 0) & (ref_abs < FP16_TINY)))
+        self.nonzero += int(np.count_nonzero(ref_abs))
+        ref, cand = ref[finite], cand[finite]
+        self.values += ref.size
+        if not ref.size:
+            return
+        diff = cand - ref
+        self.dot += float(np.dot(ref, cand))
+        self.ref_sq += float(np.dot(ref, ref))
+        self.cand_sq += float(np.dot(cand, cand))
+        self.noise += float(np.dot(diff, diff))
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))))
+        self.ref_absmax = max(self.ref_absmax, float(np.max(np.abs(ref))))
+        floor = max(metrics.REL_FLOOR_FRACTION * self.ref_absmax, metrics.REL_FLOOR_MIN)
+        self.max_rel = max(self.max_rel, metrics.max_rel(ref, cand, floor))
+
+    def cosine(self) -> float:
+        """As :func:`trtforge.accuracy.metrics.cosine`, from the sums."""
+        norms = math.sqrt(self.ref_sq) * math.sqrt(self.cand_sq)
+        if norms == 0.0:
+            return 1.0 if self.ref_sq == 0.0 and self.cand_sq == 0.0 else 0.0
+        return self.dot / norms
+
+    def snr_db(self) -> float:
+        """As :func:`trtforge.accuracy.metrics.snr_db`, from the sums."""
+        if self.noise == 0.0:
+            return math.inf
+        if self.ref_sq == 0.0:
+            return -math.inf
+        return 10.0 * math.log10(self.ref_sq / self.noise)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A reference node and the tensors compared for it: reference name -> candidate name
+    (none when the candidate folded the node away)."""
+
+    node: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]
+
+
+def _node_name(node: onnx.NodeProto, index: int) -> str:
+    """A node's name, or ``{op}_{index}`` for an unnamed one."""
+    return node.name or f"{node.op_type}_{index}"
+
+
+def tensor_map(candidate: onnx.ModelProto) -> dict[str, str]:
+    """Each tensor the candidate's nodes produce -> the candidate tensor compared under its name:
+    the end of the chain of rounding pairs right after it (a Q->DQ pair whose output an FP16
+    emulation's Cast pair rounds again), else itself; see the module docstring. Pure."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in candidate.graph.node:
+        if node.input:
+            consumers.setdefault(node.input[0], []).append(node)
+
+    def after_pair(name: str) -> str | None:
+        return next(
+            (
+                str(second.output[0])
+                for first in consumers.get(name, [])
+                for second in consumers.get(first.output[0], [])
+                if (first.op_type, second.op_type) in ROUNDING_PAIRS
+            ),
+            None,
+        )
+
+    mapping = {}
+    for node in candidate.graph.node:
+        for name in node.output:
+            end, seen = name, {name}
+            while (following := after_pair(end)) is not None and following not in seen:
+                end = following
+                seen.add(end)
+            mapping[name] = end
+    return mapping
+
+
+def plan_rows(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[_Row]:
+    """One row per reference node, with the outputs the candidate shares. Pure."""
+    mapping = tensor_map(candidate)
+    return [
+        _Row(
+            _node_name(node, index),
+            node.op_type,
+            tuple(node.input),
+            tuple(node.output),
+            tuple((out, mapping[out]) for out in node.output if out in mapping),
+        )
+        for index, node in enumerate(reference.graph.node)
+    ]
+
+
+def exposed(model: onnx.ModelProto, names: Iterable[str]) -> bytes:
+    """``model`` serialized with ``names`` added to its graph outputs (onnxruntime infers their types)."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    present = {out.name for out in copy.graph.output}
+    for name in dict.fromkeys(names):
+        if name not in present:
+            copy.graph.output.append(onnx.ValueInfoProto(name=name))
+    return copy.SerializeToString()
+
+
+def first_jump(rows: Sequence[NodeError]) -> str | None:
+    """The first node (in order) whose ``drop`` exceeds JUMP_COSINE_DROP. Pure."""
+    return next((row.node for row in rows if row.drop > JUMP_COSINE_DROP), None)
+
+
+def finish(rows: Sequence[_Row], running: Mapping[str, _Running]) -> list[NodeError]:
+    """The rows' metrics from their running sums, each with its drop against its inputs' worst.
+    A node without measurements (folded away, or no float output) passes its inputs' worst on. Pure."""
+    cosine_of: dict[str, float] = {}
+    results = []
+    for row in rows:
+        acc = running.get(row.node)
+        worst_input = min((cosine_of.get(name, 1.0) for name in row.inputs), default=1.0)
+        if acc is None or (acc.values == 0 and acc.nonfinite_mismatch == 0):
+            cosine_of.update(dict.fromkeys(row.outputs, worst_input))
+            continue
+        result = NodeError(
+            node=row.node,
+            op_type=row.op_type,
+            outputs=tuple(ref for ref, _ in row.pairs),
+            values=acc.values,
+            cosine=acc.cosine(),
+            snr_db=acc.snr_db(),
+            max_abs=acc.max_abs,
+            max_rel=acc.max_rel,
+            ref_absmax=acc.ref_absmax,
+            nonfinite_mismatch=acc.nonfinite_mismatch,
+            fp16_overflow=acc.overflow,
+            fp16_underflow=acc.underflow / acc.nonzero if acc.nonzero else 0.0,
+            drop=0.0,
+        )
+        result = NodeError(**{**asdict(result), "drop": worst_input - result.effective_cosine})
+        for name, _ in row.pairs:
+            cosine_of[name] = result.effective_cosine
+        results.append(result)
+    return results
+
+
+def _is_float(array: np.ndarray) -> bool:
+    return np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"
+
+
+def diagnose_layers(
+    spec: Spec,
+    model: ModelInfo,
+    candidate_onnx: Path,
+    *,
+    stem: str,
+    budget_s: float = DEFAULT_BUDGET_S,
+    log: Callable[[str], None] = lambda _message: None,
+) -> Diagnosis:
+    """Run both graphs over the gate's inputs, batch by batch, and measure every node's outputs.
+
+    Stops after the batch during which ``budget_s`` runs out (at least one batch runs).
+    """
+    import onnx
+
+    started = time.perf_counter()
+    reference_model = onnx.load(str(spec.model_path))
+    candidate_model = onnx.load(str(candidate_onnx))
+    rows = plan_rows(reference_model, candidate_model)
+    reference = OnnxrtRunner(exposed(reference_model, (ref for row in rows for ref, _ in row.pairs)), name="reference")
+    candidate = OnnxrtRunner(exposed(candidate_model, (c for row in rows for _, c in row.pairs)), name="candidate")
+    del reference_model, candidate_model
+    plan = inputs.plan(spec, model)
+    running: dict[str, _Running] = {}
+    samples = batches = 0
+    truncated = False
+    with active(reference, spec, "reference"), active(candidate, spec, "candidate"):
+        for batch in inputs.batches(spec, model, plan):
+            if time.perf_counter() - started > budget_s and batches:
+                truncated = True
+                break
+            if not inputs.accepted(spec.profiles, batch.feed):
+                continue
+            ref_out, cand_out = reference.infer(batch.feed), candidate.infer(batch.feed)
+            for row in rows:
+                for ref_name, cand_name in row.pairs:
+                    ref, cand = ref_out[ref_name], cand_out[cand_name]
+                    if not _is_float(ref):
+                        continue
+                    if ref.shape != cand.shape:
+                        raise AccuracyError(
+                            f"tensor '{ref_name}' of node '{row.node}': candidate shape {list(cand.shape)} "
+                            f"differs from the reference's {list(ref.shape)}"
+                        )
+                    running.setdefault(row.node, _Running()).add(ref, cand)
+            del ref_out, cand_out
+            samples += batch.size
+            batches += 1
+            log(f"diagnose: {batch.label} ({samples} samples)")
+    if not batches:
+        raise InvalidInputError(
+            f"{spec.origin.where('accuracy', 'data')}: no accuracy sample fits the spec's profiles; "
+            "give data whose shapes the profiles accept"
+        )
+    nodes = finish(rows, running)
+    largest = max(nodes, key=lambda row: row.drop, default=None)
+    return Diagnosis(
+        name=spec.name,
+        stem=stem,
+        precision=spec.precision,
+        reference=str(spec.model_path),
+        candidate=str(candidate_onnx),
+        source=plan.source,
+        samples=samples,
+        batches=batches,
+        truncated=truncated,
+        seconds=round(time.perf_counter() - started, 3),
+        nodes=tuple(nodes),
+        first_jump=first_jump(nodes),
+        largest_drop=largest.node if largest is not None and largest.drop > 0 else None,
+        fp16_out_of_range=tuple(row.node for row in nodes if row.out_of_fp16_range),
+        notes=plan.notes,
+    )
