@@ -361,6 +361,23 @@ def _seconds(row: dict, kind: str) -> float | str | None:
     return result["seconds"] if result["result"] == "ok" else result["result"]
 
 
+FLOOR_GOAL = 1.0  # calibration time over plain onnxruntime inference of the same batches
+
+
+def calibration_goals(rows: list[dict]) -> dict[str, object]:
+    """The issue's goals, per sample count: time over the plain-inference floor, peak RSS, and
+    the growth of peak RSS from the smallest to the largest sample count (flat = about 1.0)."""
+    ours = {row["samples"]: row.get("trtforge") or row.get("trtforge-ranges") or {} for row in rows}
+    peak = {samples: result.get("rss_mib") for samples, result in ours.items()}
+    counts = sorted(peak)
+    return {
+        "ours_over_floor": {row["samples"]: row["ours_over_floor"] for row in rows},
+        "floor_goal": FLOOR_GOAL,
+        "peak_mib": peak,
+        "memory_growth": _ratio(peak[counts[-1]], peak[counts[0]]),
+    }
+
+
 def report(rows: list[dict], args: argparse.Namespace) -> None:
     """Ratios into the rows, a table on stderr, the JSON document on stdout."""
     base = rows[0].get("trtforge") or rows[0].get("trtforge-ranges") or {}
@@ -390,6 +407,15 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
              for line in (titles, *cells)]  # fmt: skip
     lines.insert(1, "-+-".join("-" * width for width in widths))
     print("\n".join(lines), file=sys.stderr)
+    goals = calibration_goals(rows)
+    print(
+        f"goals: ours/floor <= {FLOOR_GOAL} at every sample count: "
+        + ", ".join(f"{n}: {ratio}" for n, ratio in goals["ours_over_floor"].items())
+        + "; peak memory flat in the samples: "
+        + ", ".join(f"{n}: {mib} MiB" for n, mib in goals["peak_mib"].items())
+        + f" (largest/smallest {goals['memory_growth']})",
+        file=sys.stderr,
+    )
     document = {
         "benchmark": "calibration",
         "model": f"resnet18-like, {CHANNELS}x{args.size}x{args.size}, BatchNorm, seeded weights",
@@ -401,6 +427,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
             "platform": platform.platform(),
         },
         "rows": rows,
+        "goals": goals,
         "table": lines,
     }
     print(json.dumps(document, indent=1))

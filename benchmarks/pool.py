@@ -11,8 +11,14 @@ requests after the burst). The table shows the median over trials of each time a
   warm:  the pool loaded and warmed every context before ready; "1st req" is the first request
          after ready
 
+Goals, per model (the digits CNN and a ResNet-18 made with onnx.helper, as in
+benchmarks/calibration.py): the warm first request <= 1.2x the steady p50, and the pool's
+per-request overhead over bare onnxruntime <= 5 µs. The overhead is measured in this process,
+one context and one intra-op thread, alternating blocks of ``session.run`` on the pool's own
+session and ``pool.infer`` on the same feed: the difference of their medians.
+
 Usage: python benchmarks/pool.py [--model PATH] [--trials 5] [--pool 2] [--concurrency 4]
-       [--requests 2000] [--provider cpu|cuda] [--quick]
+       [--requests 2000] [--provider cpu|cuda] [--resnet-size 64] [--quick]
 Prints its table on stderr and exactly one JSON document on stdout.
 """
 
@@ -23,16 +29,20 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
+FIRST_REQUEST_GOAL = 1.2  # x the steady p50
+OVERHEAD_GOAL_US = 5.0
 
 
-def trial(args: argparse.Namespace) -> dict[str, Any]:
+def trial(args: argparse.Namespace, model: Path) -> dict[str, Any]:
     command = [
-        sys.executable, "-m", "trtforge", "bench", str(args.model),
+        sys.executable, "-m", "trtforge", "bench", str(model),
         "--pool", str(args.pool), "--concurrency", str(args.concurrency), "--requests", str(args.requests),
         "--provider", args.provider, "--cold", "--json",
     ]  # fmt: skip
@@ -68,65 +78,129 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return summary
 
 
-def table(summary: dict[str, dict[str, float]]) -> str:
-    header = ("", "startup", "1st req", "x p50", "1st resp", "x p50", "p50", "burst p99", "x p50", "req/s")
+def overhead(model: Path, blocks: int, per_block: int = 200) -> dict[str, float]:
+    """Median µs of bare ``session.run`` and of ``pool.infer`` on the same session, interleaved."""
+    sys.path.insert(0, str(REPO))
+    from trtforge.runtime.pool import EnginePool
+    from trtforge.shapes import random_feed
+
+    with EnginePool(model, 1, threads=1) as pool:
+        feed = random_feed(pool.inputs, pool.warmup_shapes[0], seed=1)
+        with pool.borrow() as runner:
+            session = runner._session  # the very session the pool's context runs
+        bare: list[float] = []
+        pooled: list[float] = []
+        for _ in range(blocks):
+            for run, into in ((lambda: session.run(None, feed), bare), (lambda: pool.infer(feed), pooled)):
+                for _ in range(per_block):
+                    began = time.perf_counter()
+                    run()
+                    into.append(time.perf_counter() - began)
+    bare_us, pool_us = median(bare) * 1e6, median(pooled) * 1e6
+    return {"bare_p50_us": bare_us, "pool_p50_us": pool_us, "overhead_us": pool_us - bare_us}
+
+
+def table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
+    header = ("", "", "startup", "1st req", "x p50", "1st resp", "x p50", "p50", "burst p99", "x p50", "req/s")
     lines = ["  ".join(f"{h:>9}" for h in header)]
-    for name, row in summary.items():
-        cells = (
-            name,
-            f"{row['startup_ms']:.2f}",
-            f"{row['first_request_ms']:.3f}",
-            f"{row['first_request_to_p50']:.1f}",
-            f"{row['first_response_ms']:.2f}",
-            f"{row['first_response_to_p50']:.1f}",
-            f"{row['p50_ms']:.3f}",
-            f"{row['burst_p99_ms']:.3f}",
-            f"{row['burst_p99_to_p50']:.1f}",
-            f"{row['throughput_rps']:.0f}",
+    for model, summary in rows.items():
+        for name in ("cold", "warm"):
+            row = summary[name]
+            cells = (
+                model[:9],
+                name,
+                f"{row['startup_ms']:.2f}",
+                f"{row['first_request_ms']:.3f}",
+                f"{row['first_request_to_p50']:.2f}",
+                f"{row['first_response_ms']:.2f}",
+                f"{row['first_response_to_p50']:.1f}",
+                f"{row['p50_ms']:.3f}",
+                f"{row['burst_p99_ms']:.3f}",
+                f"{row['burst_p99_to_p50']:.1f}",
+                f"{row['throughput_rps']:.0f}",
+            )
+            lines.append("  ".join(f"{c:>9}" for c in cells))
+    return "\n".join(lines)
+
+
+def goals(model: str, summary: dict[str, dict[str, float]], extra: dict[str, float]) -> dict[str, Any]:
+    first = summary["warm"]["first_request_to_p50"]
+    return {
+        "model": model,
+        "warm_first_request_to_p50": first,
+        "first_request_ok": first <= FIRST_REQUEST_GOAL,
+        **extra,
+        "overhead_ok": extra["overhead_us"] <= OVERHEAD_GOAL_US,
+    }
+
+
+def goals_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'model':>12}  {'warm 1st req / p50':>18}  {'bare ort µs':>11}  {'pool µs':>8}  {'overhead µs':>11}",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['model']:>12}  {row['warm_first_request_to_p50']:>11.2f} (<= {FIRST_REQUEST_GOAL})"
+            f"  {row['bare_p50_us']:>11.2f}  {row['pool_p50_us']:>8.2f}"
+            f"  {row['overhead_us']:>6.2f} (<= {OVERHEAD_GOAL_US:g})"
         )
-        lines.append("  ".join(f"{c:>9}" for c in cells))
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=DIGITS)
+    parser.add_argument("--model", type=Path, nargs="+", help="default: the digits CNN and a ResNet-18")
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--pool", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--resnet-size", type=int, default=64, help="the ResNet-18's input height and width")
     parser.add_argument("--quick", action="store_true", help="one trial of 50 requests (a smoke test)")
     args = parser.parse_args()
+    blocks = 10
     if args.quick:
-        args.trials, args.requests = 1, 50
-    trials = []
-    for index in range(args.trials):
-        print(f"trial {index + 1}/{args.trials}", file=sys.stderr, flush=True)
-        trials.append(trial(args))
-    summary = summarize(trials)
-    first = trials[0]
-    shapes = ", ".join(f"{name} {'x'.join(map(str, dims))}" for name, dims in first["shapes"].items())
+        args.trials, args.requests, args.resnet_size, blocks = 1, 50, 16, 2
+    with tempfile.TemporaryDirectory(prefix="bench-pool-") as work:
+        models = args.model
+        if not models:
+            sys.path.insert(0, str(REPO / "benchmarks"))
+            from calibration import resnet18
+
+            models = [DIGITS, Path(work) / f"resnet18_{args.resnet_size}.onnx"]
+            resnet18(models[1], args.resnet_size)
+        summaries: dict[str, dict[str, dict[str, float]]] = {}
+        runs: dict[str, list[dict[str, Any]]] = {}
+        checked: list[dict[str, Any]] = []
+        for model in models:
+            trials = []
+            for index in range(args.trials):
+                print(f"{model.name}: trial {index + 1}/{args.trials}", file=sys.stderr, flush=True)
+                trials.append(trial(args, model))
+            summaries[model.name], runs[model.name] = summarize(trials), trials
+            checked.append(goals(model.name, summaries[model.name], overhead(model, blocks)))
     print(
-        f"{Path(first['artifact']).name} on {first['backend']} ({', '.join(first['providers'])}), pool {args.pool}, "
-        f"burst of {args.requests} from {args.concurrency} threads, shapes {shapes}; "
+        f"pool {args.pool}, burst of {args.requests} from {args.concurrency} threads ({args.provider}); "
         f"median of {args.trials} fresh processes; times in ms, x p50 = ratio to the warm steady-state p50",
         file=sys.stderr,
     )
-    print(table(summary), file=sys.stderr)
+    print(table(summaries), file=sys.stderr)
+    print(
+        "\ngoals: warm first request <= 1.2x steady p50; pool overhead over bare onnxruntime <= 5 µs", file=sys.stderr
+    )
+    print(goals_table(checked), file=sys.stderr)
     document = {
         "benchmark": "pool",
-        "model": str(args.model),
-        "backend": first["backend"],
-        "providers": first["providers"],
+        "models": [str(model) for model in models],
+        "provider": args.provider,
         "pool": args.pool,
         "concurrency": args.concurrency,
         "requests": args.requests,
         "trials": args.trials,
-        "shapes": first["shapes"],
-        "median": summary,
-        "runs": trials,
+        "goals": checked,
+        "median": summaries,
+        "runs": runs,
     }
     print(json.dumps(document, indent=2))
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from trtforge.data import (
-    data_sha256,
     fixed_batch_size,
     iter_batches,
     plan_data,
 )
 from trtforge.errors import InvalidInputError, SpecError
+from trtforge.fsutil import data_sha256
 from trtforge.model import TensorDesc
 from trtforge.spec import expand_globs, parse_spec
 

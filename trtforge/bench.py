@@ -308,7 +308,7 @@ def _scenario(
     pool = EnginePool(
         config.artifact,
         config.pool,
-        warmup_shapes=[shapes],
+        warmup_also=[shapes],  # what the pool warms by default, and the request shape
         warmup=warm,
         timeout=config.timeout,
         providers=(PROVIDERS[config.provider],),

@@ -149,7 +149,7 @@ def build_spec(
     with ArtifactWriter(out_dir) as writer:
         writer.stage(engine_path.name).write_bytes(result.engine)
         manifest = stamp(spec, result, prepared, tag, engine_path.name, time.perf_counter() - started)
-        report = _accuracy_gate(spec, model_info, manifest, result.engine, prepared, out_dir, reporter)
+        report = _accuracy_gate(spec, model_info, manifest, result.engine, prepared, out_dir, reporter, cache_dir)
         manifest = manifest.replace(
             accuracy=summary(report, report_file.name) if report is not None else dict(SKIPPED_SUMMARY)
         )
@@ -172,6 +172,7 @@ def _accuracy_gate(
     prepared: Prepared,
     out_dir: Path,
     reporter: Reporter,
+    cache_dir: Path,
 ) -> AccuracyReport | None:
     """Run the gate on the staged artifact; on failure keep ``{stem}.rejected.accuracy.json`` and
     raise (exit 4), so the staged engine is discarded and a previous good artifact stays."""
@@ -183,7 +184,9 @@ def _accuracy_gate(
 
     # the engine was built by this very process, so its embedded host code (version-compatible) is trusted
     policy = LoadPolicy(allow_host_code=True)
-    report = run_accuracy_gate(spec, model_info, manifest, engine, prepared.candidate_onnx, reporter, policy=policy)
+    report = run_accuracy_gate(
+        spec, model_info, manifest, engine, prepared.candidate_onnx, reporter, policy=policy, cache_dir=cache_dir
+    )
     if not report.passed:
         rejected = write_report(report_path(out_dir, manifest.stem, rejected=True), report)
         if spec.precision == "fp32":

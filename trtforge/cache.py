@@ -8,6 +8,9 @@ how deep a build sweeps stale temporaries):
 - ``fp16/``: FP16-converted graphs (:mod:`trtforge.precision`)
 - ``timing/``: TensorRT timing caches, per backend and version (:mod:`trtforge.build`)
 - ``builds/``: ci's build cache, per build key (:mod:`trtforge.ci`)
+- ``digests/``: files' sha256 by path and stat stamp, so unchanged files are not read again
+  (:func:`trtforge.fsutil.sha256_file`)
+- ``reference/``: the accuracy gate's reference outputs (:mod:`trtforge.accuracy.references`)
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from trtforge.fsutil import (
     TEMP_SUFFIX,
     atomic_write_bytes,
     atomic_write_text,
+    data_sha256,
     ensure_writable_dir,
     sha256_file,
     temp_prefix,
@@ -144,8 +145,9 @@ def _input_file_sha256(path: Path, where: str, key: str) -> str:
 
 
 def build_inputs(spec: Any, flavor: str, version: str) -> dict[str, Any]:
-    """Every input that decides the artifact, by content (pure over file contents)."""
-    from trtforge.data import data_sha256
+    """Every input that decides the artifact, by content (pure over file contents). Each file's
+    digest comes from the digest cache when the file is unchanged (``fsutil.sha256_file``), so an
+    unchanged rerun reads no model, data or engine in full."""
     from trtforge.spec import expand_globs
 
     origin = spec.origin

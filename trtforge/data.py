@@ -22,7 +22,6 @@ Rules (the README's "INT8 calibration" section says the same to users):
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import zipfile
@@ -34,7 +33,6 @@ from typing import IO
 import numpy as np
 
 from trtforge.errors import InvalidInputError, did_you_mean
-from trtforge.fsutil import sha256_file
 from trtforge.model import TensorDesc, is_float
 
 _DEFAULT_NPZ_KEY = "arr_0"
@@ -205,14 +203,6 @@ def plan_data(files: Sequence[Path], inputs: Sequence[TensorDesc], max_samples: 
     if samples == 0:
         raise InvalidInputError(f"{files[0] if files else 'calibration data'}: the data files hold no samples")
     return DataPlan(tuple(kept), samples)
-
-
-def data_sha256(files: Sequence[Path]) -> str:
-    """Hash of the files' contents in order (not their paths: moving a data set keeps it)."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(sha256_file(path).encode("ascii") + b"\n")
-    return digest.hexdigest()
 
 
 def _load(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, np.ndarray] | None:

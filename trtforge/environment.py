@@ -6,9 +6,12 @@ sha256. The side effects (NVML, importing TensorRT, reading files) live here, so
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import platform as _platform
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -83,13 +86,35 @@ def import_backend(flavor: str) -> ModuleType:
         ) from exc
 
 
+#: CUDA majors of the wheels that ship a flavor's module (``{module}_cu{N}``, and its
+#: ``_bindings``), whose metadata version is the module's ``__version__``; the bare ``tensorrt``
+#: and ``tensorrt_rtx`` distributions are meta packages (or PyPI's stub) and are not trusted
+WHEEL_CUDA_MAJORS = (13, 12, 11)
+
+
 @cache
 def installed_version(flavor: str) -> str | None:
-    """Version of an installed, importable flavor; None when it does not import."""
+    """Version of an installed flavor, from its wheel's metadata (importing TensorRT costs
+    ~50 ms and more, and only its version is wanted); where no shipping wheel is found (a
+    source or conda install, PyPI's stub) the module is imported, and None when it does not import."""
+    module_name = BACKEND_MODULES[flavor]
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    version = _wheel_version(module_name)
+    if version is not None:
+        return version
     try:
         return str(import_backend(flavor).__version__)
     except BackendUnavailableError:
         return None
+
+
+def _wheel_version(module_name: str) -> str | None:
+    for cuda in WHEEL_CUDA_MAJORS:
+        for name in (f"{module_name}_cu{cuda}", f"{module_name}_cu{cuda}_bindings"):
+            with suppress(metadata.PackageNotFoundError):
+                return metadata.version(name)
+    return None
 
 
 def detect_environment(

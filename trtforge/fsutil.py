@@ -1,5 +1,6 @@
-"""Atomic writes, streamed hashing, and the names of temporaries: a failed run never leaves a
-partial artifact, and a killed one leaves only temporaries the next run recognises.
+"""Atomic writes, streamed hashing (with a stat-keyed digest cache), and the names of
+temporaries: a failed run never leaves a partial artifact, and a killed one leaves only
+temporaries the next run recognises.
 
 Every temporary trtforge creates beside a final file is named ``.{base}.{pid}-{token}.{kind}``
 (``kind`` ends in ``.tmp``): the owner's pid lets the next run tell a live writer's file from a
@@ -9,13 +10,17 @@ dead one's (:func:`trtforge.artifact.sweep`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from trtforge.errors import InvalidInputError
 
@@ -41,40 +46,185 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed so that a 2 GB engine needs no 2 GB of memory."""
+def _hash_handle(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed so that a 2 GB engine needs no 2 GB of memory; answered by
+    the digest cache when the file is provably the one hashed before (:class:`FileStamp`)."""
+    with open(path, "rb") as handle:
+        stamp = FileStamp.of(path, os.fstat(handle.fileno()))
+        known = known_digest(stamp)
+        if known is not None:
+            return known
+        digest = _hash_handle(handle)
+        remember_digest(stamp, FileStamp.of(path, os.fstat(handle.fileno())), digest)
+    return digest
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def data_sha256(files: Sequence[Path]) -> str:
+    """Hash of the files' contents in order (not their paths: moving a data set keeps it)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(sha256_file(path).encode("ascii") + b"\n")
+    return digest.hexdigest()
+
+
 def read_hashed(path: Path, size: int) -> tuple[bytearray, str]:
     """Read ``path`` (expected ``size`` bytes) into one preallocated buffer, hashing each chunk as
-    it arrives: the bytes kept are the bytes hashed."""
+    it arrives: the bytes kept are the bytes hashed. When the digest cache knows the file and its
+    stamp is the same before and after the read, the read skips hashing (the bytes are the file
+    the digest was taken of: any write in between changes its ctime)."""
     buffer = bytearray(size)
     view = memoryview(buffer)
-    digest = hashlib.sha256()
-    offset = 0
     with open(path, "rb", buffering=0) as handle:
+        stamp = FileStamp.of(path, os.fstat(handle.fileno()))
+        known = known_digest(stamp)
+        digest = hashlib.sha256() if known is None else None
+        offset = 0
         while offset < size:
             count = handle.readinto(view[offset : offset + _CHUNK])
             if not count:
                 break
-            digest.update(view[offset : offset + count])
+            if digest is not None:
+                digest.update(view[offset : offset + count])
             offset += count
         tail = handle.read(_CHUNK)
+        after = FileStamp.of(path, os.fstat(handle.fileno()))
     view.release()
     if tail or offset != size:  # the file changed size while being read: hash what is really there
         del buffer[offset:]
         buffer.extend(tail)
         return buffer, hashlib.sha256(buffer).hexdigest()
-    return buffer, digest.hexdigest()
+    if known is not None and after == stamp:
+        return buffer, known
+    hexdigest = digest.hexdigest() if digest is not None else hashlib.sha256(buffer).hexdigest()
+    remember_digest(stamp, after, hexdigest)
+    return buffer, hexdigest
+
+
+# ---------------------------------------------------------------- the digest cache
+
+#: a file changed this recently may be written again within the same timestamp tick (coarse
+#: kernel clocks, 1 s or 2 s file-system granularity) without its stamp changing: not cached
+SETTLE_NS = 2_000_000_000
+#: entries kept on disk (one small file each) and in memory; beyond it the oldest half goes
+MAX_DIGESTS = 4096
+_MAX_ENTRY_BYTES = 4096
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_memory: dict[FileStamp, str] = {}
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What identifies one content of one file without reading it: path, inode, size, mtime and
+    ctime. Any write changes ctime, and no user tool can set ctime back (``os.utime`` sets mtime
+    only), so an equal stamp means the bytes hashed under it, provided the file had settled
+    (:data:`SETTLE_NS`) when it was hashed."""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, path: Path, status: os.stat_result) -> FileStamp:
+        return cls(
+            os.path.abspath(path),
+            status.st_dev,
+            status.st_ino,
+            status.st_size,
+            status.st_mtime_ns,
+            status.st_ctime_ns,
+        )
+
+    def settled(self) -> bool:
+        return time.time_ns() - max(self.mtime_ns, self.ctime_ns) > SETTLE_NS
+
+    def entry_name(self) -> str:
+        return f"{sha256_bytes(self.path.encode('utf-8', 'surrogateescape'))}.json"
+
+
+def digest_dir() -> Path:
+    """``digests/`` of the host's cache folder, read when used (so ``TRTFORGE_CACHE_DIR`` set
+    later, by a test or a CI step, counts)."""
+    from trtforge.cache import default_cache_dir
+
+    return default_cache_dir() / "digests"
+
+
+def known_digest(stamp: FileStamp) -> str | None:
+    """The digest recorded for exactly this stamp (this process first, then the digest cache);
+    None for any other stamp, and for an entry that is unreadable, corrupt, oversized or not
+    this user's."""
+    if stamp in _memory:
+        return _memory[stamp]
+    try:
+        with open(digest_dir() / stamp.entry_name(), "rb") as handle:
+            owner = os.fstat(handle.fileno()).st_uid
+            if hasattr(os, "getuid") and owner != os.getuid():
+                return None
+            data = handle.read(_MAX_ENTRY_BYTES + 1)
+        if len(data) > _MAX_ENTRY_BYTES:
+            return None
+        entry = json.loads(data)
+        recorded = FileStamp(**{name: entry[name] for name in FileStamp.__dataclass_fields__})
+        digest = entry["sha256"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if recorded != stamp or not isinstance(digest, str) or not _HEX64.match(digest):
+        return None
+    _memory[stamp] = digest
+    return digest
+
+
+def remember_digest(before: FileStamp, after: FileStamp, digest: str) -> None:
+    """Record ``digest`` when the file kept one stamp while it was hashed and had settled; a
+    cache that cannot be written only costs the next run a hash."""
+    if before != after or not before.settled():
+        return
+    if len(_memory) >= MAX_DIGESTS:
+        _memory.clear()
+    _memory[before] = digest
+    folder = digest_dir()
+    entry = {**dataclasses.asdict(before), "sha256": digest}
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = make_temp(folder, before.entry_name())
+        try:
+            # no fsync: a torn entry after a crash is corrupt JSON or a wrong stamp, both ignored
+            tmp.write_text(json.dumps(entry))
+            os.replace(tmp, folder / before.entry_name())
+        finally:
+            tmp.unlink(missing_ok=True)
+        _bound(folder)
+
+
+def forget_digests() -> None:
+    """Empty this process's memory of digests (the cache on disk stays): to measure a cold hash."""
+    _memory.clear()
+
+
+def _bound(folder: Path) -> None:
+    """Keep at most :data:`MAX_DIGESTS` entries: past it, the least recently written half goes."""
+    with os.scandir(folder) as scan:
+        entries = [item for item in scan if item.name.endswith(".json")]
+    if len(entries) <= MAX_DIGESTS:
+        return
+    entries.sort(key=lambda item: item.stat().st_mtime_ns)
+    for item in entries[: len(entries) - MAX_DIGESTS // 2]:
+        with contextlib.suppress(OSError):
+            os.unlink(item.path)
 
 
 @dataclass(frozen=True)

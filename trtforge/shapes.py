@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trtforge.errors import InvalidInputError
-from trtforge.model import INT_HIGH, TensorDesc, is_float
+from trtforge.model import INT_HIGH, TensorDesc, input_bytes, is_float
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,6 +27,9 @@ ShapeSet = Mapping[str, Shape]
 Profile = Mapping[str, Mapping[str, Sequence[int]]]
 """One optimization profile as the manifest stores it: input -> {min, opt, max}."""
 KINDS = ("min", "opt", "max")
+#: Input bytes (all inputs together) above which the accuracy gate checks a profile's max at a
+#: smaller batch: its other dims stay at the max, where long sequences and large images live.
+MAX_POINT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,23 @@ def accepts(
         and all(lo <= dim <= hi for dim, lo, hi in zip(shapes[name], low[name], high[name], strict=True))
         for name in low
     )
+
+
+def batch_capped(
+    inputs: Sequence[TensorDesc], shapes: Mapping[str, Shape], floors: Mapping[str, Shape], budget: int
+) -> dict[str, Shape]:
+    """``shapes`` with the leading (batch) dim of every input whose dim 0 is dynamic halved, all
+    together so that they stay equal, never below ``floors``, until the feed fits ``budget`` bytes
+    or no batch can shrink; every other dim unchanged. Pure."""
+    batched = [t.name for t in inputs if t.shape and (not isinstance(t.shape[0], int) or t.shape[0] < 0)]
+    current = {name: tuple(shape) for name, shape in shapes.items()}
+    while input_bytes(inputs, current) > budget:
+        shrinkable = [name for name in batched if current[name][0] > floors[name][0]]
+        if not shrinkable:
+            break
+        for name in shrinkable:
+            current[name] = (max(floors[name][0], current[name][0] // 2), *current[name][1:])
+    return current
 
 
 def random_array(tensor: TensorDesc, shape: Shape, rng: np.random.Generator) -> np.ndarray:

@@ -3,14 +3,22 @@
 The candidate is the engine itself when this host can run it (a GPU, and the compatibility rules
 pass for the installed runtime); otherwise the precision-prepared ONNX (FP16-converted or Q/DQ)
 in onnxruntime, labelled ``simulated``. Every report says which, and why.
+
+The gate costs what it must: at fp32 with a simulated candidate (``identical``) nothing is
+compared, so one reference pass on the first feed only checks that onnxruntime runs the model
+(all feeds when labels ask for the task accuracy); the reference's outputs over random inputs are
+cached by content (:mod:`trtforge.accuracy.references`); reference and candidate run in two
+threads (onnxruntime releases the GIL), each with half the cores.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from trtforge.accuracy import inputs, metrics, tolerances
+from trtforge.accuracy import inputs, metrics, references, tolerances
 from trtforge.accuracy.report import (
+    IDENTICAL_PASS,
     IDENTICAL_REASON,
     AccuracyReport,
     CandidateInfo,
@@ -185,13 +194,14 @@ def open_candidate(
     )
 
 
-def _runner(candidate: GateCandidate) -> tuple[Runner, str]:
+def _runner(candidate: GateCandidate, threads: int) -> tuple[Runner, str]:
     if candidate.kind == "simulated":
         assert candidate.onnx_path is not None
         if candidate.emulation:  # graph optimizations could fold the emulation's cast pairs away
-            runner = OnnxrtRunner(candidate.onnx_path, name="candidate", optimize=False)
+            runner = OnnxrtRunner(candidate.onnx_path, name="candidate", intra_op_threads=threads, optimize=False)
             return runner, "onnxruntime CPUExecutionProvider, graph optimizations off"
-        return OnnxrtRunner(candidate.onnx_path, name="candidate"), "onnxruntime CPUExecutionProvider"
+        runner = OnnxrtRunner(candidate.onnx_path, name="candidate", intra_op_threads=threads)
+        return runner, "onnxruntime CPUExecutionProvider"
     from trtforge.runners.tensorrt import TrtRunner
 
     loaded = candidate.engine
@@ -209,28 +219,74 @@ class _Collected:
     label_rows: list[tuple[int, int]] | None = None  # (first, size) of each batch used
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class _Sides:
+    """Who answers each feed: the reference runner, or its cached outputs (one per feed); the
+    candidate runner, or None when the candidate is the reference itself."""
+
+    reference: Runner | None
+    cached: references.Outputs | None
+    candidate: Runner | None
+    pool: ThreadPoolExecutor | None  # set: the reference runs in this thread while the candidate runs
+
+
+def _candidate_out(
+    runner: Runner, feed: Mapping[str, np.ndarray], spec: Spec, plan: inputs.Plan
+) -> dict[str, np.ndarray]:
+    if isinstance(runner, OnnxrtRunner):
+        return _run_onnx(runner, feed, spec, plan, "simulated candidate")
+    return runner.infer(feed)
+
+
+def _both(
+    sides: _Sides, index: int, feed: Mapping[str, np.ndarray], spec: Spec, plan: inputs.Plan
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Reference and candidate outputs of one feed; a reference failure wins, as if it ran first."""
+    if sides.cached is not None:
+        ref_out = sides.cached[index]
+        return ref_out, ref_out if sides.candidate is None else _candidate_out(sides.candidate, feed, spec, plan)
+    assert sides.reference is not None
+    if sides.candidate is None:
+        ref_out = _run_onnx(sides.reference, feed, spec, plan, "reference")
+        return ref_out, ref_out
+    if sides.pool is None:
+        ref_out = _run_onnx(sides.reference, feed, spec, plan, "reference")
+        return ref_out, _candidate_out(sides.candidate, feed, spec, plan)
+    pending: Future[dict[str, np.ndarray]] = sides.pool.submit(
+        _run_onnx, sides.reference, feed, spec, plan, "reference"
+    )
+    try:
+        cand_out = _candidate_out(sides.candidate, feed, spec, plan)
+    except BaseException:
+        pending.result()  # raises the reference's failure, if it has one, in place of the candidate's
+        raise
+    return pending.result(), cand_out
+
+
 def _collect(
     spec: Spec,
     model: ModelInfo,
     plan: inputs.Plan,
-    reference: Runner,
-    candidate: Runner,
+    sides: _Sides,
+    feeds: int | None,
     log: Callable[[str], None],
 ) -> _Collected:
+    """Run (or read) both sides over the plan's feeds; ``feeds``: stop after that many (None: all)."""
     outputs = [tensor.name for tensor in model.outputs]
     collected = _Collected({name: [] for name in outputs}, {name: [] for name in outputs}, label_rows=[])
     for batch in inputs.batches(spec, model, plan):
+        if feeds is not None and collected.batches >= feeds:
+            break
         if not inputs.accepted(spec.profiles, batch.feed):
             collected.dropped += batch.size
             log(f"accuracy: {batch.label} skipped: its shapes fit no optimization profile")
             continue
-        ref_out = _run_onnx(reference, batch.feed, spec, plan, "reference")
-        if candidate is reference:
-            cand_out = ref_out
-        elif isinstance(candidate, OnnxrtRunner):
-            cand_out = _run_onnx(candidate, batch.feed, spec, plan, "simulated candidate")
-        else:
-            cand_out = candidate.infer(batch.feed)
+        ref_out, cand_out = _both(sides, collected.batches, batch.feed, spec, plan)
         for name in outputs:
             if name not in cand_out:
                 produced = ", ".join(cand_out)
@@ -343,6 +399,21 @@ def out_of_domain(outputs: Sequence[OutputResult], reference: Mapping[str, Seque
     return None
 
 
+def reference_cache_entry(
+    cache_dir: Path | None, spec: Spec, model: ModelInfo, plan: inputs.Plan, model_sha256: str, feeds: int | None
+) -> tuple[Path, int] | None:
+    """Where the reference's outputs for this plan are cached, and how many feeds the entry holds;
+    None when they are not cached (no cache folder, or inputs from files)."""
+    if cache_dir is None or plan.source != "random" or plan.seed is None:
+        return None
+    from importlib.metadata import version
+
+    sets = inputs.shape_sets(model, spec.profiles)
+    sets = sets if feeds is None else sets[:feeds]
+    key = references.cache_key(model_sha256, sets, plan.seed, feeds, version("onnxruntime"))
+    return references.entry_path(cache_dir, key), len(sets)
+
+
 def run_gate(
     spec: Spec,
     model: ModelInfo,
@@ -351,25 +422,43 @@ def run_gate(
     stem: str,
     engine_file: str | None,
     log: Callable[[str], None] = lambda _message: None,
+    cache_dir: Path | None = None,
 ) -> AccuracyReport:
     """Run reference and candidate over the gate's inputs and measure; never raises for a failed
-    limit (see ``raise_for_failures``), only for bad input or a runner that breaks."""
+    limit (see ``raise_for_failures``), only for bad input or a runner that breaks.
+    ``cache_dir``: the host's cache folder, for the reference's outputs (None: no cache)."""
     started = time.perf_counter()
     names = [tensor.name for tensor in model.outputs]
     tolerances.check_names(spec.accuracy.tolerances, names, names, _tolerance_where(spec))  # names, before running
     plan = inputs.plan(spec, model)
     for note in plan.notes:
         log(f"accuracy: {note}")
-    reference = OnnxrtRunner(spec.model_path, name="reference")
+    model_sha256 = sha256_file(spec.model_path)
     identical = same_graph_as_reference(candidate, spec.model_path)
-    if identical:
-        runner_text = "onnxruntime CPUExecutionProvider, the reference's own ONNX (identical by construction)"
-        with active(reference, spec, "reference"):
-            collected = _collect(spec, model, plan, reference, reference, log)
-    else:
-        candidate_runner, runner_text = _runner(candidate)
-        with active(reference, spec, "reference"), active(candidate_runner, spec, "simulated candidate"):
-            collected = _collect(spec, model, plan, reference, candidate_runner, log)
+    feeds = 1 if identical and plan.labels is None else None  # nothing to compare: a smoke pass suffices
+    entry = reference_cache_entry(cache_dir, spec, model, plan, model_sha256, feeds)
+    cached = references.load(entry[0], names, entry[1]) if entry else None
+    concurrent = cached is None and not identical and usable_cores() > 1
+    threads = max(1, usable_cores() // 2) if concurrent and candidate.kind == "simulated" else 0
+    with contextlib.ExitStack() as stack:
+        reference = None
+        if cached is None:
+            runner = OnnxrtRunner(spec.model_path, name="reference", intra_op_threads=threads)
+            reference = stack.enter_context(active(runner, spec, "reference"))
+        candidate_runner = None
+        if identical:
+            runner_text = "onnxruntime CPUExecutionProvider, the reference's own ONNX (identical by construction)"
+        else:
+            made, runner_text = _runner(candidate, threads)
+            candidate_runner = stack.enter_context(active(made, spec, "simulated candidate"))
+        pool = stack.enter_context(ThreadPoolExecutor(1, "trtforge-reference")) if concurrent else None
+        sides = _Sides(reference, cached, candidate_runner, pool)
+        collected = _collect(spec, model, plan, sides, feeds, log)
+    if cached is not None:
+        log(f"accuracy: reference outputs read from the cache ({entry[0] if entry else ''})")
+    elif entry is not None:
+        computed = [{name: collected.reference[name][at] for name in names} for at in range(collected.batches)]
+        references.store(entry[0], computed, names)
     labels = _labels_for(plan, collected, spec.origin.where("accuracy", "labels"))
     outputs = evaluate_outputs(spec, model, collected.reference, collected.candidate, labels)
     unjudged = out_of_domain(outputs, collected.reference) if plan.source == "random" else None
@@ -387,12 +476,10 @@ def run_gate(
             runner=runner_text,
             model=str(candidate.onnx_path) if candidate.onnx_path else None,
             model_sha256=sha256_file(candidate.onnx_path) if candidate.onnx_path else None,
-            reason=f"{candidate.reason}; {IDENTICAL_REASON}" if identical else candidate.reason,
+            reason=f"{candidate.reason}; {IDENTICAL_REASON}; {IDENTICAL_PASS}" if identical else candidate.reason,
             emulation=candidate.emulation,
         ),
-        reference=ReferenceInfo(
-            runner=REFERENCE_RUNNER, model=str(spec.model_path), model_sha256=sha256_file(spec.model_path)
-        ),
+        reference=ReferenceInfo(runner=REFERENCE_RUNNER, model=str(spec.model_path), model_sha256=model_sha256),
         data=DataInfo(
             source=plan.source,
             files=len(plan.files),
@@ -433,6 +520,7 @@ def run_accuracy_gate(
     *,
     env: Environment | None = None,
     policy: LoadPolicy | None = None,
+    cache_dir: Path | None = None,
 ) -> AccuracyReport:
     """The gate for one artifact: pick the candidate on this host, run, show the table.
 
@@ -448,7 +536,13 @@ def run_accuracy_gate(
     with open_candidate(manifest, engine, simulated_onnx, env, policy or DEFAULT_POLICY) as candidate:
         reporter.info(f"{spec.name}: accuracy gate, candidate {candidate.kind} ({candidate.reason})")
         report = run_gate(
-            spec, model, candidate, stem=manifest.stem, engine_file=manifest.artifact.file, log=reporter.info
+            spec,
+            model,
+            candidate,
+            stem=manifest.stem,
+            engine_file=manifest.artifact.file,
+            log=reporter.info,
+            cache_dir=cache_dir,
         )
     render(report, reporter)
     return report

@@ -1,7 +1,9 @@
 """What the gate feeds both models: the spec's accuracy data, or seeded random inputs.
 
 Data files go through ``trtforge.data`` (the calibration data rules). Without data, every
-profile contributes its min, opt and max shapes (a static model its one shape), filled with
+profile contributes its min and opt shapes at full size and its max shapes with the batch capped
+(``MAX_POINT_BYTES``: the max's batch is halved, never below the min's, until its inputs fit;
+its other dims stay at the max), a static model its one shape, filled with
 seeded values (``trtforge.shapes.random_feed``): floats uniform in [0, 1) (the range of
 normalized images, so INT8 input quantizers see values they were calibrated for; bfloat16 and
 float8 too), integers in [0, 8) unless the graph says which values are valid
@@ -24,7 +26,17 @@ import numpy as np
 from trtforge.data import fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import InvalidInputError, SpecError
 from trtforge.model import INPUT_BUDGET_BYTES, ModelInfo, TensorDesc, input_bytes, mib
-from trtforge.shapes import Shape, accepts, profile_point, profile_points, random_feed, spec_profiles, static_shapes
+from trtforge.shapes import (
+    MAX_POINT_BYTES,
+    Shape,
+    accepts,
+    batch_capped,
+    profile_point,
+    profile_points,
+    random_feed,
+    spec_profiles,
+    static_shapes,
+)
 from trtforge.spec import ShapeRange, Spec, expand_globs
 
 #: Seed of the random inputs (a fixed seed: the same spec always gets the same inputs).
@@ -126,7 +138,15 @@ def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -
     for point in profile_points(manifest_profiles, static):
         floors = profile_point(manifest_profiles[point.profile], "min", static).shapes
         label = f"profile {point.profile} {point.kind}"
-        shape_set = replace(_budgeted(model, label, point.shapes, floors), values=point.values)
+        shapes, capped = point.shapes, None
+        if point.kind == "max":
+            shapes = batch_capped(model.inputs, shapes, floors, MAX_POINT_BYTES)
+            if shapes != point.shapes:
+                label += f" (batch capped at {mib(MAX_POINT_BYTES)} of input)"
+                capped = f"{label} shapes {_text(point.shapes)}: checked at {_text(shapes)} instead"
+        budgeted = _budgeted(model, label, shapes, floors)
+        note = "; ".join(text for text in (capped, budgeted.note) if text) or None
+        shape_set = replace(budgeted, values=point.values, note=note)
         same = next(
             (at for at, kept in enumerate(sets) if (kept.shapes, kept.values) == (shape_set.shapes, point.values)), None
         )

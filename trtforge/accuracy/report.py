@@ -74,6 +74,11 @@ IDENTICAL_REASON = (
     "at fp32 the simulated candidate is the reference's own ONNX: the gate compared the reference "
     "with itself, which proves nothing about the engine"
 )
+#: What the gate still runs for an ``identical`` candidate, and why no more.
+IDENTICAL_PASS = (
+    "so it runs one reference pass on its first feed (all feeds with labels, for the task accuracy), "
+    "enough to check that onnxruntime loads and runs the model on the gate's inputs"
+)
 
 
 class CandidateInfo(_Frozen):

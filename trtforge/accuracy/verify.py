@@ -70,10 +70,9 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
     info = describe(model, spec.model_path)
     del model
     check_profiles(spec, info)
-    prepared = prepare_precision(
-        spec, info, manifest.tensorrt.flavor, manifest.tensorrt.version, cache_dir or default_cache_dir(), reporter
-    )
-    report = run_accuracy_gate(spec, info, manifest, engine, prepared.candidate_onnx, reporter)
+    cache_dir = cache_dir or default_cache_dir()
+    prepared = prepare_precision(spec, info, manifest.tensorrt.flavor, manifest.tensorrt.version, cache_dir, reporter)
+    report = run_accuracy_gate(spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir)
     report_file = write_report(report_path(engine.parent, manifest.stem), report)
     signed = manifest.signature is not None
     if signed:

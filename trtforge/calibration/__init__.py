@@ -28,9 +28,9 @@ from trtforge.calibration.histogram import (
     clipped_fraction,
     compute_amax,
 )
-from trtforge.data import DataPlan, data_sha256, fixed_batch_size, iter_batches, plan_data
+from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import SpecError
-from trtforge.fsutil import atomic_write_bytes, atomic_write_text, ensure_writable_dir, sha256_file
+from trtforge.fsutil import atomic_write_bytes, atomic_write_text, data_sha256, ensure_writable_dir, sha256_file
 from trtforge.model import ModelInfo, inspect_model
 from trtforge.spec import CalibrationSpec, Spec, expand_globs
 

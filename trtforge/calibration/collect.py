@@ -72,13 +72,18 @@ def collect(
     batches: Iterable[Mapping[str, np.ndarray]],
     algorithm: Algorithm,
     cpus: int | None = None,
+    stats_thread: bool = True,
 ) -> tuple[dict[str, TensorStats], int]:
     """Statistics of the float tensors among ``tensors``, and the number of samples seen.
 
     Graph inputs are read from the batch itself (onnxruntime mishandles outputs that are also
     inputs); every other tensor is an extra output of one onnxruntime CPU session. Tensors
     that turn out not to be float (shapes, indices) are dropped. Batches are processed in
-    order (the histogram range depends on it) while the next ones run.
+    order (the histogram range depends on it) while the next ones run. The statistics are
+    updated in a thread of their own (``stats_thread``; numpy releases the GIL in its loops),
+    one batch after the other in that same order, so the result is bit for bit the one of
+    updating them in the caller's thread, while the main thread goes on reading and
+    submitting batches.
     """
     import onnxruntime as ort
 
@@ -96,7 +101,7 @@ def collect(
     def run(batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return session.run(computed, dict(batch)) if computed else []
 
-    for batch, outputs in _in_order(iter(batches), run, runs):
+    def update(batch: Mapping[str, np.ndarray], outputs: list[np.ndarray], first: int) -> None:
         for name, values in zip((*fed, *computed), (*(batch[n] for n in fed), *outputs), strict=True):
             if not np.issubdtype(values.dtype, np.floating):
                 continue
@@ -105,9 +110,21 @@ def collect(
             except NonFiniteError as exc:
                 raise InvalidInputError(
                     f"calibration: tensor '{name}' has NaN or Inf values for samples "
-                    f"{samples}..{samples + _batch_len(batch) - 1}; the model overflows on them"
+                    f"{first}..{first + _batch_len(batch) - 1}; the model overflows on them"
                 ) from exc
-        samples += _batch_len(batch)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibration-stats") as updater:
+        pending: deque[Future[None]] = deque()  # at most two batches' outputs wait for the updater
+        for batch, outputs in _in_order(iter(batches), run, runs):
+            if stats_thread:
+                pending.append(updater.submit(update, batch, outputs, samples))
+                if len(pending) > 1:
+                    pending.popleft().result()  # in order, and its error (if any) is raised here
+            else:
+                update(batch, outputs, samples)
+            samples += _batch_len(batch)
+        while pending:
+            pending.popleft().result()
     return stats, samples
 
 

@@ -37,6 +37,7 @@ Every amax is at least ``MIN_AMAX``: an all-zero tensor would otherwise get a sc
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Literal, Protocol
 
 import numpy as np
@@ -52,6 +53,19 @@ _MIN_RANGE = 2.0**-64  # keeps ``bins / range`` a finite float32 for denormal-si
 _CHUNK = 1 << 16  # values binned at a time: 256 KiB of float32 and 512 KiB of indices
 
 Algorithm = Literal["entropy", "minmax", "percentile"]
+_scratch = threading.local()
+
+
+def _chunk_buffers() -> tuple[np.ndarray, np.ndarray]:
+    """This thread's reusable (magnitudes, bin indices) buffers of ``_CHUNK`` values.
+
+    Fresh ones per update were 768 KiB, above malloc's mmap threshold: every call mapped and
+    page-faulted them anew. Per thread, so that statistics may be updated from several threads.
+    """
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = (np.empty(_CHUNK, np.float32), np.empty(_CHUNK, np.intp))
+    return buffers
 
 
 class NonFiniteError(ValueError):
@@ -125,10 +139,9 @@ class AbsHistogram:
             self.scale = _initial_scale(amax, nbins)
         while amax * self.scale >= nbins:
             self._double_range()
-        size = min(flat.size, _CHUNK)
-        magnitudes, indices = np.empty(size, np.float32), np.empty(size, np.intp)
-        for start in range(0, flat.size, size):
-            part = flat[start : start + size]
+        magnitudes, indices = _chunk_buffers()
+        for start in range(0, flat.size, _CHUNK):
+            part = flat[start : start + _CHUNK]
             values, bins = magnitudes[: part.size], indices[: part.size]
             np.abs(part, out=values)
             np.multiply(values, self.scale, out=values)

@@ -36,6 +36,8 @@ class OnnxrtRunner(Runner):
         self.optimize = optimize  # False: onnxruntime's graph optimizations off (no cast folding, no fusion)
         self._session: Any = None
         self._raw_io = False
+        self._names: tuple[list[str], list[str]] = ([], [])  # inputs, outputs: read once per session
+        self._invalid_argument: type[Exception] = Exception
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -50,19 +52,23 @@ class OnnxrtRunner(Runner):
             self._session = ort.InferenceSession(source, sess_options=options, providers=list(self.providers))
         except Exception as exc:  # onnxruntime raises its own pybind classes (Fail, InvalidGraph, ...)
             raise InvalidInputError(f"{self.name}: onnxruntime cannot load the model: {ort_error_text(exc)}") from exc
-        metas = [*self._session.get_inputs(), *self._session.get_outputs()]
-        self._raw_io = any(meta.type in _RAW_ORT_TYPES for meta in metas)
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        self._raw_io = any(meta.type in _RAW_ORT_TYPES for meta in (*inputs, *outputs))
+        self._names = [meta.name for meta in inputs], [meta.name for meta in outputs]
+        self._invalid_argument = InvalidArgument  # imported here once: a request must not pay for it
 
     def _deactivate(self) -> None:
         self._session = None
 
     @property
     def input_names(self) -> list[str]:
-        return [meta.name for meta in self._session.get_inputs()]
+        return self._names[0]
 
     @property
     def output_names(self) -> list[str]:
-        return [meta.name for meta in self._session.get_outputs()]
+        return self._names[1]
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         if not self._raw_io:
@@ -71,16 +77,14 @@ class OnnxrtRunner(Runner):
         return [from_ort_value(value) for value in values]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
-
-        check_feed_names(self.name, self.input_names, feed)
+        check_feed_names(self.name, self._names[0], feed)
         try:
             values = self._run(feed)
-        except InvalidArgument as exc:
+        except self._invalid_argument as exc:
             raise InvalidInputError(f"{self.name}: {ort_error_text(exc)}") from exc
         except Exception as exc:
             raise RunnerError(f"{self.name}: onnxruntime failed: {ort_error_text(exc)}") from exc
-        return dict(zip(self.output_names, values, strict=True))
+        return dict(zip(self._names[1], values, strict=True))
 
 
 #: onnxruntime type strings whose values its numpy bridge cannot convert (ml_dtypes types)

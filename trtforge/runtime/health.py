@@ -115,7 +115,6 @@ class Health:
                     continue
                 was_broken = slot.state is SlotState.BROKEN
                 slot.state = SlotState.BUSY
-                lender.publish_locked()
             try:
                 if was_broken:
                     self.rebuild(slot, slot.last_error or "broken")

@@ -101,32 +101,45 @@ def deactivate_quietly(runner: Runner) -> None:
 class Lender:
     """The slots, which of them are idle, who waits for one, and the pool's state, all under ``cond``.
 
+    ``cond`` is built on the metrics' lock, so a request updates its metrics in the critical
+    sections it enters anyway. An idle context with nobody waiting is taken in one short
+    critical section (the fast path); only a request that must wait uses the condition.
     ``retire`` frees a slot that comes back after the pool closed (the pool's lifecycle owns that).
     """
 
     def __init__(self, pool: str, size: int, metrics: PoolMetrics, retire: Callable[[Slot], None]) -> None:
         self.pool = pool
         self.metrics = metrics
-        self.cond = threading.Condition()
+        self.lock = metrics.lock  # the fast paths take it directly: Condition's own enter/exit cost as much again
+        self.cond = threading.Condition(self.lock)
         self.slots = [Slot(index, f"{pool}/{index}") for index in range(size)]
         self.idle: deque[Slot] = deque()
         self.waiters: deque[object] = deque()
         self.state = PoolState.STARTING
         self.started = False
         self._retire = retire
+        metrics.view = self.view_locked
 
     @contextlib.contextmanager
     def lend(self, timeout: float | None) -> Iterator[Slot]:
-        """One slot for one request, counted in flight, given back however the block ends."""
+        """One slot for several calls (``borrow``), given back however the block ends."""
         slot = self.acquire(timeout)
-        self.metrics.in_flight(+1)
         try:
             yield slot
         finally:
-            self.metrics.in_flight(-1)
-            self.release(slot)
+            self.give_back(slot, None, None)
 
     def acquire(self, timeout: float | None) -> Slot:
+        """A slot, counted in flight; the caller gives it back with ``give_back``."""
+        with self.lock:
+            if self.idle and not self.waiters and self.state is not PoolState.CLOSED:
+                slot = self.idle.popleft()
+                slot.state = SlotState.BUSY
+                self.metrics.hit()
+                return slot
+        return self._wait_for_slot(timeout)
+
+    def _wait_for_slot(self, timeout: float | None) -> Slot:
         began = time.monotonic()
         deadline = None if timeout is None else began + timeout
         with self.cond:
@@ -134,13 +147,8 @@ class Lender:
                 raise PoolClosed(f"pool '{self.pool}' is closed")
             if not self.started:
                 raise PoolClosed(f"pool '{self.pool}' was not started: call start()")
-            if self.idle and not self.waiters:
-                slot = self.take_locked()
-                self.metrics.acquired(0.0, hit=True)
-                return slot
             ticket = object()  # first come, first served: a newcomer never jumps the queue
             self.waiters.append(ticket)
-            self.metrics.waiting(+1)
             try:
                 self.cond.wait_for(
                     lambda: self.state is PoolState.CLOSED or (bool(self.idle) and self.waiters[0] is ticket),
@@ -148,48 +156,62 @@ class Lender:
                 )
             finally:
                 self.waiters.remove(ticket)
-                self.metrics.waiting(-1)
                 self.cond.notify_all()  # the next in line may go now
             if self.state is PoolState.CLOSED:
                 raise PoolClosed(f"pool '{self.pool}' is closed")
             if not self.idle:
                 raise PoolExhausted(self.pool, timeout or 0.0, len(self.slots), len(self.waiters))
-            slot = self.take_locked()
-            self.metrics.acquired(time.monotonic() - began, hit=False)
+            slot = self.idle.popleft()
+            slot.state = SlotState.BUSY
+            self.metrics.waited(time.monotonic() - began)
             return slot
 
-    def take_locked(self) -> Slot:
-        slot = self.idle.popleft()
-        slot.state = SlotState.BUSY
-        self.publish_locked()
-        return slot
-
-    def release(self, slot: Slot) -> None:
-        """Give a slot back: idle again, broken when its borrower saw it fail, retired after close."""
-        with self.cond:
-            closed = self.state is PoolState.CLOSED
-            if closed:
-                slot.state = SlotState.CLOSED
-            elif slot.failed:
-                slot.state = SlotState.BROKEN
-            elif slot.state is SlotState.BUSY:
-                slot.state = SlotState.IDLE
+    def give_back(self, slot: Slot, seconds: float | None, outcome: str | None) -> None:
+        """Return a slot that ``acquire`` lent, with its request's inference time and outcome."""
+        with self.lock:
+            self.metrics.returned(seconds, outcome)
+            if self.state is PoolState.READY and not slot.failed and not self.waiters:
+                slot.state = SlotState.IDLE  # the fast path: nobody to wake, nothing to settle
                 self.idle.append(slot)
-            self.settle_locked()
-            self.cond.notify_all()
+                return
+            closed = self._release_locked(slot)
         if closed:
             self._retire(slot)
 
+    def release(self, slot: Slot) -> None:
+        """Return a slot taken without ``acquire`` (a health probe or rebuild)."""
+        with self.cond:
+            closed = self._release_locked(slot)
+        if closed:
+            self._retire(slot)
+
+    def _release_locked(self, slot: Slot) -> bool:
+        """Idle again, broken when its borrower saw it fail, retired (True) after close."""
+        if self.state is PoolState.CLOSED:
+            slot.state = SlotState.CLOSED
+            self.cond.notify_all()
+            return True
+        if slot.failed:
+            slot.state = SlotState.BROKEN
+        elif slot.state is SlotState.BUSY:
+            slot.state = SlotState.IDLE
+            self.idle.append(slot)
+        if slot.failed or self.state is not PoolState.READY:
+            self.settle_locked()
+        if self.waiters:
+            self.cond.notify_all()
+        return False
+
     def settle_locked(self) -> None:
-        """The pool's state from its slots: degraded while any is broken, else ready (closed stays)."""
-        if self.state is not PoolState.CLOSED:
+        """The pool's state from its slots: degraded while any is broken, else ready (starting and
+        closed stay: ``start`` says when the pool is ready)."""
+        if self.state in (PoolState.READY, PoolState.DEGRADED):
             broken = any(slot.state is SlotState.BROKEN for slot in self.slots)
             self.state = PoolState.DEGRADED if broken else PoolState.READY
-            self.metrics.state(self.state)
-        self.publish_locked()
 
-    def publish_locked(self) -> None:
+    def view_locked(self) -> tuple[PoolState, dict[SlotState, int], int]:
+        """The state, contexts by state and requests waiting, for a scrape (under ``cond``)."""
         counts: dict[SlotState, int] = {}
         for slot in self.slots:
             counts[slot.state] = counts.get(slot.state, 0) + 1
-        self.metrics.contexts(counts)
+        return self.state, counts, len(self.waiters)

@@ -8,11 +8,21 @@ Every series carries a ``pool`` label so the merged page stays unambiguous.
 from __future__ import annotations
 
 import math
+import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
-from prometheus_client.metrics_core import Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    StateSetMetricFamily,
+)
+from prometheus_client.utils import floatToGoString
 
 from trtforge.runtime.lending import PoolState, SlotState
 
@@ -29,42 +39,56 @@ CONTEXT_STATES = (SlotState.IDLE, SlotState.BUSY, SlotState.BROKEN)
 OUTCOMES = ("ok", "invalid", "error", "exhausted")
 
 
+class LatencyHistogram:
+    """A Prometheus histogram as plain numbers: per-bucket counts and a sum, updated under the
+    pool's lock. ``prometheus_client.Histogram.observe`` takes a lock of its own and costs 1-2 µs,
+    as much as a small model's whole inference; this is a bisect and two additions."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def family(self, name: str, documentation: str, pool: str) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=("pool",))
+        cumulative = list(accumulate(self.counts))
+        bounds = [*(floatToGoString(bound) for bound in LATENCY_BUCKETS), "+Inf"]
+        family.add_metric([pool], list(zip(bounds, cumulative, strict=True)), self.sum)
+        return family
+
+
+def _no_view() -> tuple[PoolState, Mapping[SlotState, int], int]:
+    return PoolState.STARTING, {}, 0
+
+
 class PoolMetrics:
-    """The series one pool updates; names are ``trtforge_pool_*`` (see the README's table)."""
+    """The series one pool updates; names are ``trtforge_pool_*`` (see the README's table).
+
+    The request path's series (requests, acquisitions, in flight, waiting, the two latency
+    histograms) are plain numbers guarded by ``lock``, which the pool's lender uses as its own
+    lock: a request updates them inside the critical sections it enters anyway, so it takes no
+    extra lock and allocates nothing. The pool's state and contexts by state are read from the
+    lender at scrape time (``view``). Rare events (probes, rebuilds, memory, warm-up) use
+    prometheus_client's own metrics.
+    """
 
     def __init__(self, pool: str, registry: CollectorRegistry | None = None) -> None:
         self.pool = pool
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.lock = threading.RLock()
+        self.view: Callable[[], tuple[PoolState, Mapping[SlotState, int], int]] = _no_view
+        self.requests = dict.fromkeys(OUTCOMES, 0)
+        self.hits = self.waits = self.in_flight = 0
+        self.wait_time = LatencyHistogram()
+        self.inference_time = LatencyHistogram()
         reg = self.registry
         labels = ("pool",)
-        self._requests = Counter(
-            "trtforge_pool_requests",
-            "Requests by outcome: ok, invalid (input refused), error (context failed), exhausted (timed out).",
-            (*labels, "outcome"),
-            registry=reg,
-        )
-        self._acquire = Counter(
-            "trtforge_pool_acquire",
-            "Context acquisitions: hit = a context was idle, wait = the request queued for one.",
-            (*labels, "kind"),
-            registry=reg,
-        )
-        self._in_flight = Gauge("trtforge_pool_in_flight", "Requests holding a context now.", labels, registry=reg)
-        self._waiting = Gauge("trtforge_pool_waiting", "Requests waiting for a context now.", labels, registry=reg)
-        self._wait = Histogram(
-            "trtforge_pool_wait_seconds",
-            "Time a request waited for a context (0 for hits).",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
-        )
-        self._inference = Histogram(
-            "trtforge_pool_inference_seconds",
-            "Time a context spent on one request.",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
-        )
+        reg.register(_RequestPath(self))
         self._rebuilds = Counter(
             "trtforge_pool_rebuilds", "Contexts rebuilt after a failed health probe.", labels, registry=reg
         )
@@ -73,9 +97,6 @@ class PoolMetrics:
             "Health probes run on idle contexts, by result.",
             (*labels, "result"),
             registry=reg,
-        )
-        self._contexts = Gauge(
-            "trtforge_pool_contexts", "Contexts by state (idle, busy, broken).", (*labels, "state"), registry=reg
         )
         self._memory = Gauge(
             "trtforge_pool_device_memory_bytes",
@@ -89,40 +110,48 @@ class PoolMetrics:
             labels,
             registry=reg,
         )
-        self._state = Enum("trtforge_pool_state", "Pool state.", labels, states=list(STATES), registry=reg)
-        # Bind every labelled child once: a scrape shows zeros instead of missing series, and the
-        # request path skips the label lookup (the first request must not pay for creating them).
-        self._outcome = {outcome: self._requests.labels(pool, outcome) for outcome in OUTCOMES}
-        self._hit, self._miss = self._acquire.labels(pool, "hit"), self._acquire.labels(pool, "wait")
+        # Bind every labelled child once: a scrape shows zeros instead of missing series.
         self._probe = {True: self._checks.labels(pool, "ok"), False: self._checks.labels(pool, "failed")}
-        self._context_state = {state: self._contexts.labels(pool, state.value) for state in CONTEXT_STATES}
-        self._in_flight_now = self._in_flight.labels(pool)
-        self._waiting_now = self._waiting.labels(pool)
-        self._wait_time = self._wait.labels(pool)
-        self._inference_time = self._inference.labels(pool)
         self._rebuilt = self._rebuilds.labels(pool)
         self._memory_now = self._memory.labels(pool)
         self._warmup_time = self._warmup.labels(pool)
-        self._state_now = self._state.labels(pool)
         self._memory_now.set(math.nan)
-        self._state_now.state(PoolState.STARTING.value)
 
-    # ------------------------------------------------------------ updates (called by the pool)
-    def request(self, outcome: str) -> None:
-        self._outcome[outcome].inc()
+    # ------------------------------------------------------------ the request path (under ``lock``)
+    def hit(self) -> None:
+        """A request found a context idle (waited 0 s)."""
+        self.hits += 1
+        self.in_flight += 1
+        self.wait_time.counts[0] += 1
 
-    def acquired(self, waited_s: float, hit: bool) -> None:
-        (self._hit if hit else self._miss).inc()
-        self._wait_time.observe(waited_s)
+    def waited(self, seconds: float) -> None:
+        """A request queued for a context and got one."""
+        self.waits += 1
+        self.in_flight += 1
+        self.wait_time.observe(seconds)
 
-    def inference(self, seconds: float) -> None:
-        self._inference_time.observe(seconds)
+    def returned(self, seconds: float | None, outcome: str | None) -> None:
+        """A lent context came back; ``seconds`` of inference (None: borrowed, not timed)."""
+        self.in_flight -= 1
+        if seconds is not None:
+            histogram = self.inference_time
+            histogram.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            histogram.sum += seconds
+        if outcome is not None:
+            self.requests[outcome] += 1
 
-    def in_flight(self, delta: int) -> None:
-        self._in_flight_now.inc(delta)
+    def forget_requests(self) -> None:
+        """Zero the request path's series: warm-up runs through it, and must not count as traffic."""
+        with self.lock:
+            self.requests = dict.fromkeys(OUTCOMES, 0)
+            self.hits = self.waits = self.in_flight = 0
+            self.wait_time = LatencyHistogram()
+            self.inference_time = LatencyHistogram()
 
-    def waiting(self, delta: int) -> None:
-        self._waiting_now.inc(delta)
+    # ------------------------------------------------------------ rare events
+    def exhausted(self) -> None:
+        with self.lock:
+            self.requests["exhausted"] += 1
 
     def rebuilt(self) -> None:
         self._rebuilt.inc()
@@ -130,18 +159,11 @@ class PoolMetrics:
     def probed(self, ok: bool) -> None:
         self._probe[ok].inc()
 
-    def contexts(self, counts: Mapping[SlotState, int]) -> None:
-        for state, gauge in self._context_state.items():
-            gauge.set(counts.get(state, 0))
-
     def device_memory(self, nbytes: int | None) -> None:
         self._memory_now.set(math.nan if nbytes is None else nbytes)
 
     def warmup(self, seconds: float) -> None:
         self._warmup_time.set(seconds)
-
-    def state(self, state: PoolState) -> None:
-        self._state_now.state(state.value)
 
     # ------------------------------------------------------------ reading back
     def value(self, name: str, **labels: str) -> float:
@@ -165,6 +187,57 @@ class PoolMetrics:
             rebuilds=int(self.value("trtforge_pool_rebuilds_total")),
             device_memory_bytes=_finite_or_none(self.value("trtforge_pool_device_memory_bytes")),
         )
+
+
+class _RequestPath:
+    """The collector of the request path's series and the lender's state, built at scrape time."""
+
+    def __init__(self, metrics: PoolMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # families appear at collect(); nothing to check for name clashes up front
+
+    def collect(self) -> Iterator[Metric]:
+        m, pool = self._metrics, self._metrics.pool
+        with m.lock:
+            state, contexts, waiting = m.view()
+            requests = CounterMetricFamily(
+                "trtforge_pool_requests",
+                "Requests by outcome: ok, invalid (input refused), error (context failed), exhausted (timed out).",
+                labels=("pool", "outcome"),
+            )
+            for outcome, count in m.requests.items():
+                requests.add_metric([pool, outcome], count)
+            acquire = CounterMetricFamily(
+                "trtforge_pool_acquire",
+                "Context acquisitions: hit = a context was idle, wait = the request queued for one.",
+                labels=("pool", "kind"),
+            )
+            acquire.add_metric([pool, "hit"], m.hits)
+            acquire.add_metric([pool, "wait"], m.waits)
+            in_flight = GaugeMetricFamily(
+                "trtforge_pool_in_flight", "Requests holding a context now.", labels=("pool",)
+            )
+            in_flight.add_metric([pool], m.in_flight)
+            waits = m.wait_time.family(
+                "trtforge_pool_wait_seconds", "Time a request waited for a context (0 for hits).", pool
+            )
+            inference = m.inference_time.family(
+                "trtforge_pool_inference_seconds", "Time a context spent on one request.", pool
+            )
+        waiting_now = GaugeMetricFamily(
+            "trtforge_pool_waiting", "Requests waiting for a context now.", labels=("pool",)
+        )
+        waiting_now.add_metric([pool], waiting)
+        by_state = GaugeMetricFamily(
+            "trtforge_pool_contexts", "Contexts by state (idle, busy, broken).", labels=("pool", "state")
+        )
+        for slot_state in CONTEXT_STATES:
+            by_state.add_metric([pool, slot_state.value], contexts.get(slot_state, 0))
+        states = StateSetMetricFamily("trtforge_pool_state", "Pool state.", labels=("pool",))
+        states.add_metric([pool], {value: value == state.value for value in STATES})
+        yield from (requests, acquire, in_flight, waiting_now, waits, inference, by_state, states)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,10 @@ class EnginePool:
     ``artifact``: an ``.engine`` (TensorRT, through the loader) or an ``.onnx`` (onnxruntime).
     ``warmup_shapes``: the input shapes that will be served (default: each profile's min/opt/max
     for engines, the model's shape with dynamic dims 1 for ONNX); every context runs each once
-    before the pool is ready. ``warmup=False`` skips that (for measuring cold starts only).
+    before the pool is ready, and then the request path itself runs once per context (acquire,
+    inference, give back, metrics; not counted in the metrics). ``warmup_also``: shapes warmed
+    besides those (``trtforge bench`` adds its request shape to the defaults this way).
+    ``warmup=False`` skips all of it (for measuring cold starts only).
     ``timeout``: how long ``infer`` waits for a context by default (None: forever).
     ``providers``/``threads``: onnxruntime execution providers and intra-op threads per session
     (default: the CPU cores divided among the contexts, so N sessions don't oversubscribe them).
@@ -111,6 +114,7 @@ class EnginePool:
         *,
         name: str | None = None,
         warmup_shapes: Sequence[ShapeSet] | None = None,
+        warmup_also: Sequence[ShapeSet] = (),
         warmup: bool = True,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         providers: Sequence[str] = (PROVIDERS["cpu"],),
@@ -129,6 +133,7 @@ class EnginePool:
         self.default_timeout = timeout
         self.metrics = PoolMetrics(self.name)  # a registry of its own: PoolManager merges several
         self._warmup_shapes = [dict(shapes) for shapes in warmup_shapes] if warmup_shapes is not None else None
+        self._warmup_also = [dict(shapes) for shapes in warmup_also]
         self._warmup = warmup
         self._providers = tuple(providers)
         self._threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // size)
@@ -169,6 +174,10 @@ class EnginePool:
             if len(errors) == self.size:
                 raise PoolStartError(f"pool '{self.name}': no context could be created and warmed ({errors[0]})")
             self._memory = self._source.memory([s.runner for s in lender.slots if s.runner is not None])
+            with lender.cond:
+                lender.idle.extend(slot for slot in lender.slots if slot.state is SlotState.IDLE)
+            if self._warmup:
+                self._warm_request_path()
         except BaseException:
             self._fail_start()
             raise
@@ -176,7 +185,7 @@ class EnginePool:
             closed = lender.state is PoolState.CLOSED
             if not closed:
                 self._starting = False
-                lender.idle.extend(slot for slot in lender.slots if slot.state is SlotState.IDLE)
+                lender.state = PoolState.READY
                 lender.settle_locked()
                 lender.cond.notify_all()
         if closed:
@@ -188,6 +197,21 @@ class EnginePool:
         if self._health_interval:
             self._health.start_loop(self._health_interval)
         return self
+
+    def _warm_request_path(self) -> None:
+        """Serve the probe once on every healthy context through ``infer`` itself (acquire, the
+        inference, give back, metrics), then forget those requests: so the first real request
+        after ``ready`` runs no code for the first time. A close meanwhile ends it quietly."""
+        feed = self._health.probe_feed
+        assert feed is not None
+        try:
+            for _ in range(len(self._lender.idle)):
+                self.infer(feed)
+        except PoolClosed:
+            return
+        self.metrics.forget_requests()
+        for slot in self._lender.slots:
+            slot.served = 0
 
     def _prepare_all(self) -> list[str]:
         """Create and warm every context (one after the other); returns the failures, one line each."""
@@ -212,7 +236,8 @@ class EnginePool:
         return TensorRTSource(self.artifact, self._policy, self._environment)
 
     def _warm_feeds(self, source: ModelSource) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        shape_sets = self._warmup_shapes if self._warmup_shapes is not None else source.default_shapes()
+        shape_sets = list(self._warmup_shapes if self._warmup_shapes is not None else source.default_shapes())
+        shape_sets += [shapes for shapes in self._warmup_also if shapes not in shape_sets]
         names = [tensor.name for tensor in source.inputs]
         for shapes in shape_sets:
             for name in shapes:
@@ -254,7 +279,6 @@ class EnginePool:
         lender = self._lender
         with lender.cond:
             lender.state = PoolState.CLOSED
-            self.metrics.state(PoolState.CLOSED)
             lender.cond.notify_all()
         for slot in lender.slots:
             if slot.runner is not None:
@@ -266,7 +290,6 @@ class EnginePool:
             self._source = None
         with lender.cond:
             self._starting = False
-            lender.publish_locked()
             lender.cond.notify_all()  # a close() that waits for start to give up may return now
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -280,7 +303,6 @@ class EnginePool:
             if lender.state is PoolState.CLOSED:
                 return
             lender.state = PoolState.CLOSED
-            self.metrics.state(PoolState.CLOSED)
             lender.cond.notify_all()
             if self._starting:  # start() sees CLOSED and frees what it made: never free the engine under it
                 lender.cond.wait_for(lambda: not self._starting, timeout)
@@ -290,7 +312,6 @@ class EnginePool:
             for slot in retire:
                 slot.state = SlotState.CLOSED
             lender.idle.clear()
-            lender.publish_locked()
         for slot in retire:
             self._retire(slot)
         self._health.join_loop()
@@ -372,27 +393,29 @@ class EnginePool:
         ``InvalidInputError`` for inputs the model does not take (the context stays healthy), and
         the runner's error when the context itself failed (the pool then probes and rebuilds it).
         """
+        lender = self._lender
         try:
-            with self._lender.lend(self._timeout(timeout)) as slot:
-                assert slot.runner is not None
-                began = time.perf_counter()
-                try:
-                    outputs = slot.runner.infer(inputs)
-                except InvalidInputError:
-                    self.metrics.request("invalid")
-                    raise
-                except Exception as exc:
-                    self.metrics.request("error")
-                    self._health.heal(slot, exc)
-                    raise
-                finally:
-                    self.metrics.inference(time.perf_counter() - began)
-                slot.served += 1
-                self.metrics.request("ok")
-                return outputs
+            slot = lender.acquire(self.default_timeout if timeout is None else timeout)
         except PoolExhausted:
-            self.metrics.request("exhausted")
+            self.metrics.exhausted()
             raise
+        outcome: str | None = None
+        began = time.perf_counter()
+        seconds = None
+        try:
+            outputs = slot.runner.infer(inputs)  # type: ignore[union-attr]  # a lent slot has a runner
+            slot.served += 1
+            outcome = "ok"
+            return outputs
+        except InvalidInputError:
+            outcome = "invalid"
+            raise
+        except Exception as exc:
+            outcome, seconds = "error", time.perf_counter() - began
+            self._health.heal(slot, exc)
+            raise
+        finally:
+            lender.give_back(slot, time.perf_counter() - began if seconds is None else seconds, outcome)
 
     @contextlib.contextmanager
     def borrow(self, timeout: float | None = None) -> Iterator[Runner]:

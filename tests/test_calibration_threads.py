@@ -1,0 +1,68 @@
+"""Calibration statistics updated in a thread of their own (issue 16, item 5): the same
+histograms, ranges and scales as updating them in the caller's thread, bit for bit; an
+overflow still names its tensor and samples; the chunk buffers are reused per thread."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from models import small_cnn
+
+from trtforge.calibration.collect import all_activations, collect
+from trtforge.calibration.histogram import AbsHistogram, _chunk_buffers, amax_to_scale, compute_amax
+from trtforge.errors import InvalidInputError
+
+
+def batches(count: int, size: int = 4, scale_up: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Seeded inputs whose range grows batch by batch, so histograms double their range midway."""
+    rng = np.random.default_rng(7)
+    out = []
+    for index in range(count):
+        data = rng.random((size, 3, 16, 16), dtype=np.float32) * (1 + index)
+        if index == scale_up:
+            data[0, 0, 0, 0] = np.inf
+        out.append({"input": data})
+    return out
+
+
+@pytest.mark.parametrize("cpus", [1, 3])
+def test_threaded_statistics_equal_sequential_ones(cpus: int) -> None:
+    model = small_cnn()
+    tensors = all_activations(model)
+    threaded, seen = collect(model, tensors, batches(12), "entropy", cpus=cpus, stats_thread=True)
+    sequential, seen_too = collect(model, tensors, batches(12), "entropy", cpus=cpus, stats_thread=False)
+    assert seen == seen_too == 48
+    assert threaded.keys() == sequential.keys() and len(threaded) > 3
+    for name, stats in threaded.items():
+        other = sequential[name]
+        assert isinstance(stats, AbsHistogram) and isinstance(other, AbsHistogram)
+        assert np.array_equal(stats.counts, other.counts) and stats.scale == other.scale and stats.amax == other.amax
+        for algorithm in ("entropy", "percentile", "minmax"):
+            assert amax_to_scale(compute_amax(stats, algorithm)) == amax_to_scale(compute_amax(other, algorithm))
+
+
+def test_overflow_in_the_stats_thread_names_tensor_and_samples() -> None:
+    model = small_cnn()
+    with pytest.raises(InvalidInputError, match=r"tensor 'input' has NaN or Inf values for samples 12\.\.15"):
+        collect(model, ["input"], batches(6, scale_up=3), "entropy", stats_thread=True)
+
+
+def test_chunk_buffers_are_reused_within_a_thread_and_separate_across_threads() -> None:
+    mine = _chunk_buffers()
+    assert _chunk_buffers()[0] is mine[0] and _chunk_buffers()[1] is mine[1]
+    theirs: list[tuple[np.ndarray, np.ndarray]] = []
+    worker = threading.Thread(target=lambda: theirs.append(_chunk_buffers()))
+    worker.start()
+    worker.join()
+    assert theirs[0][0] is not mine[0]
+    # a histogram updated through the reused buffers equals one updated through fresh ones
+    values = np.random.default_rng(3).standard_normal(200_000).astype(np.float32)
+    reused, fresh = AbsHistogram(), AbsHistogram()
+    for part in np.array_split(values, 5):
+        reused.update(part)
+    worker = threading.Thread(target=lambda: [fresh.update(part) for part in np.array_split(values, 5)])
+    worker.start()
+    worker.join()
+    assert np.array_equal(reused.counts, fresh.counts) and reused.scale == fresh.scale

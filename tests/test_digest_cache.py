@@ -1,0 +1,152 @@
+"""The stat-keyed digest cache (`fsutil.sha256_file`): it answers for a file whose stamp (path,
+inode, size, mtime, ctime) is the one hashed, and never for a file that changed since."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import models
+import pytest
+from clitools import cli
+
+from trtforge import fsutil
+from trtforge.fsutil import FileStamp, digest_dir, read_hashed, sha256_file
+
+#: how long a file must rest before it is cached, in these tests (the default is 2 s)
+SETTLE_S = 0.05
+
+
+@pytest.fixture(autouse=True)
+def quick_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files settle after 50 ms (the test waits longer than the file system's timestamp tick),
+    and each test starts with an empty in-process memory, so the disk layer is what answers."""
+    monkeypatch.setattr(fsutil, "SETTLE_NS", int(SETTLE_S * 1e9))
+    monkeypatch.setattr(fsutil, "_memory", {})
+
+
+def _settled_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    time.sleep(SETTLE_S * 2)
+    return path
+
+
+def _entry(path: Path) -> Path:
+    return digest_dir() / FileStamp.of(path, path.stat()).entry_name()
+
+
+def _forget_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    fsutil.forget_digests()
+
+
+def test_an_entry_for_the_exact_stamp_answers_in_another_process(tmp_path: Path) -> None:
+    """The cache is what answers (not a new read): a recorded digest is served as recorded."""
+    model = _settled_file(tmp_path / "model.onnx", b"a" * 4096)
+    assert sha256_file(model) == hashlib.sha256(b"a" * 4096).hexdigest()
+    entry = _entry(model)
+    recorded = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**recorded, "sha256": "0" * 64}))
+    code = f"import pathlib, trtforge.fsutil as f; print(f.sha256_file(pathlib.Path({str(model)!r})))"
+    answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+    assert answer.stdout.strip() == "0" * 64
+
+
+def test_same_size_rewrite_with_mtime_set_back_is_never_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _settled_file(tmp_path / "engine.engine", b"A" * 1000)
+    before = path.stat()
+    assert sha256_file(path) == hashlib.sha256(b"A" * 1000).hexdigest()
+    assert _entry(path).is_file()
+    with open(path, "r+b") as handle:  # in place: same inode, same size
+        handle.write(b"B" * 1000)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert after.st_ctime_ns != before.st_ctime_ns
+    wanted = hashlib.sha256(b"B" * 1000).hexdigest()
+    assert sha256_file(path) == wanted  # the in-process memory does not serve it
+    _forget_in_memory(monkeypatch)
+    assert sha256_file(path) == wanted  # nor does the cache on disk
+    assert read_hashed(path, 1000) == (bytearray(b"B" * 1000), wanted)
+
+
+def test_a_changed_file_is_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _settled_file(tmp_path / "data.npy", b"one")
+    assert sha256_file(path) == hashlib.sha256(b"one").hexdigest()
+    _settled_file(path, b"other content")
+    _forget_in_memory(monkeypatch)
+    assert sha256_file(path) == hashlib.sha256(b"other content").hexdigest()
+
+
+def test_a_replaced_inode_is_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _settled_file(tmp_path / "model.onnx", b"X" * 512)
+    before = path.stat()
+    assert sha256_file(path) == hashlib.sha256(b"X" * 512).hexdigest()
+    other = _settled_file(tmp_path / "new.onnx", b"Y" * 512)
+    os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(other, path)
+    assert path.stat().st_ino != before.st_ino
+    _forget_in_memory(monkeypatch)
+    assert sha256_file(path) == hashlib.sha256(b"Y" * 512).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"{not json", b"[]", b'{"sha256": "00"}', b" " * 10_000, b"\xff\xfe"],
+    ids=["truncated", "not-an-object", "no-stamp", "oversized", "not-utf8"],
+)
+def test_a_corrupt_entry_is_ignored_and_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, garbage: bytes
+) -> None:
+    path = _settled_file(tmp_path / "model.onnx", b"content")
+    sha256_file(path)
+    _entry(path).write_bytes(garbage)
+    _forget_in_memory(monkeypatch)
+    assert sha256_file(path) == hashlib.sha256(b"content").hexdigest()
+    assert json.loads(_entry(path).read_text())["sha256"] == hashlib.sha256(b"content").hexdigest()
+
+
+def test_a_file_that_has_not_settled_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written this instant, it could be written again within the same timestamp tick."""
+    monkeypatch.setattr(fsutil, "SETTLE_NS", 2_000_000_000)
+    path = tmp_path / "fresh.engine"
+    path.write_bytes(b"fresh")
+    assert sha256_file(path) == hashlib.sha256(b"fresh").hexdigest()
+    assert not _entry(path).exists()
+
+
+def test_the_entries_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fsutil, "MAX_DIGESTS", 4)
+    files = [tmp_path / f"f{index}" for index in range(6)]
+    for index, path in enumerate(files):
+        path.write_bytes(bytes([index]))
+    time.sleep(SETTLE_S * 2)
+    for path in files:
+        sha256_file(path)
+    assert 1 <= len(list(digest_dir().glob("*.json"))) <= 4
+
+
+def test_unchanged_ci_rerun_answers_model_and_engine_from_the_cache(tmp_path: Path) -> None:
+    """What keeps an unchanged rerun flat in model size: after one rerun, the model and the
+    engine both have their digest recorded, so the next rerun reads neither."""
+    models.need_rtx()
+    root = tmp_path / "project"
+    root.mkdir()
+    models.conv_net(root / "conv.onnx")
+    (root / "fp32.yaml").write_text(
+        "name: conv\nmodel: conv.onnx\nprecision: fp32\ntargets: ['8.6']\n"
+        "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
+    )
+    out = tmp_path / "out"
+    assert cli("ci", root, "--out", out)[0] == 0
+    time.sleep(SETTLE_S * 2)
+    code, _, stderr = cli("ci", root, "--out", out)
+    assert code == 0 and "inputs unchanged: skipped" in stderr
+    (engine,) = out.glob("*.engine")
+    for path in (root / "conv.onnx", engine):
+        entry = json.loads(_entry(path).read_text())
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

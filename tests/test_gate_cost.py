@@ -1,0 +1,214 @@
+"""The accuracy gate costs what it must and no more (issue 16, item 1).
+
+fp32 with a simulated candidate runs one reference feed; the reference's outputs are cached by
+content; reference and candidate run in two threads; the random-input plan caps the max's batch
+and still catches damaged candidates. Real onnxruntime and real TensorRT-RTX builds throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from clitools import cli
+from models import need_rtx, save, write_samples
+from onnx import TensorProto, helper, numpy_helper
+
+from trtforge.accuracy import references
+from trtforge.accuracy.gate import GateCandidate, run_gate, usable_cores
+from trtforge.accuracy.inputs import shape_sets
+from trtforge.accuracy.report import IDENTICAL_PASS
+from trtforge.model import ModelInfo, TensorDesc, inspect_model
+from trtforge.shapes import MAX_POINT_BYTES
+from trtforge.spec import ShapeRange, load_spec
+
+tensor = helper.make_tensor_value_info
+#: min 1, opt 2 at 256 px, max 16 at 512 px (16 MiB of input): the max is checked at batch 4
+WIDE_PROFILE = "profiles:\n  - x: {min: [1, 1, 64, 64], opt: [2, 1, 256, 256], max: [16, 1, 512, 512]}\n"
+
+
+def _conv(weight_sign: float = 1.0, zero_beyond: int | None = None) -> onnx.ModelProto:
+    """A 3x3 conv over [N, 1, H, W]; ``zero_beyond``: a damaged twin whose output columns from
+    that index on are zero, so it is wrong only at widths over it."""
+    weight = np.random.default_rng(0).normal(0, 1, (1, 1, 3, 3)).astype(np.float32) * weight_sign
+    inits = [numpy_helper.from_array(weight, "w")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y" if zero_beyond is None else "c"], pads=[1, 1, 1, 1])]
+    if zero_beyond is not None:
+        for name, value in (("at", zero_beyond), ("end", 1 << 30), ("zero_at", 0), ("axis", 3)):
+            inits.append(numpy_helper.from_array(np.array([value], np.int64), name))
+        inits.append(numpy_helper.from_array(np.array(0, np.float32), "zero"))
+        nodes += [
+            helper.make_node("Slice", ["c", "zero_at", "at", "axis"], ["left"]),
+            helper.make_node("Slice", ["c", "at", "end", "axis"], ["right"]),
+            helper.make_node("Mul", ["right", "zero"], ["nothing"]),
+            helper.make_node("Concat", ["left", "nothing"], ["y"], axis=3),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [tensor("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [tensor("y", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _spec(tmp_path: Path, precision: str, extra: str = "") -> Path:
+    save(_conv(), tmp_path / "conv.onnx")
+    spec = tmp_path / f"{precision}.yaml"
+    spec.write_text(
+        f"name: conv\nmodel: {tmp_path / 'conv.onnx'}\nprecision: {precision}\ntargets: ['8.6']\n{WIDE_PROFILE}{extra}"
+    )
+    return spec
+
+
+def _report(out: Path) -> dict[str, Any]:
+    (path,) = out.glob("*.accuracy.json")
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def _range(low: list[int], opt: list[int], high: list[int]) -> ShapeRange:
+    return ShapeRange(min=low, opt=opt, max=high)
+
+
+def test_max_keeps_its_dims_but_its_batch_is_capped() -> None:
+    image = ModelInfo(Path("m.onnx"), (TensorDesc("x", "float32", ("N", 3, 224, 224)),), ())
+    profile = {"x": _range([1, 3, 224, 224], [16, 3, 224, 224], [32, 3, 224, 224])}
+    sets = shape_sets(image, [profile])
+    assert [s.shapes["x"] for s in sets] == [(1, 3, 224, 224), (16, 3, 224, 224), (4, 3, 224, 224)]
+    assert "batch capped" in sets[2].label  # 32 at 224 px is 18 MiB: halved until it fits 4 MiB
+    assert 4 * 3 * 224 * 224 * 4 <= MAX_POINT_BYTES < 8 * 3 * 224 * 224 * 4
+
+    tokens = ModelInfo(
+        Path("m.onnx"), (TensorDesc("ids", "int64", ("N", "S")), TensorDesc("mask", "int64", ("N", "S"))), ()
+    )
+    ranges = _range([1, 16], [8, 128], [512, 512])
+    (_, _, largest) = shape_sets(tokens, [{"ids": ranges, "mask": ranges}])
+    assert largest.shapes == {"ids": (512, 512), "mask": (512, 512)}  # 4 MiB of int64: fits
+    ranges = _range([1, 16], [8, 128], [2048, 512])
+    (_, _, largest) = shape_sets(tokens, [{"ids": ranges, "mask": ranges}])
+    assert largest.shapes == {"ids": (512, 512), "mask": (512, 512)}  # both batches halved together; seq stays
+
+
+def test_small_profiles_keep_every_point_at_full_size() -> None:
+    image = ModelInfo(Path("m.onnx"), (TensorDesc("x", "float32", ("N", 1, 8, 8)),), ())
+    sets = shape_sets(image, [{"x": _range([1, 1, 8, 8], [16, 1, 8, 8], [64, 1, 8, 8])}])
+    assert [s.shapes["x"][0] for s in sets] == [1, 16, 64] and not any("capped" in s.label for s in sets)
+
+
+@pytest.mark.parametrize(
+    ("damage", "failing"),
+    [
+        (_conv(weight_sign=-1.0), "cosine"),  # flipped weights, as the broken FP16 conversion test has
+        (_conv(zero_beyond=256), "cosine"),  # wrong only past the opt's width: the capped max still sees it
+    ],
+    ids=["flipped-weights", "wrong-beyond-opt-width"],
+)
+def test_capped_plan_still_catches_damaged_candidates(tmp_path: Path, damage: onnx.ModelProto, failing: str) -> None:
+    spec = load_spec(_spec(tmp_path, "fp16"))
+    damaged = save(damage, tmp_path / "damaged.onnx")
+    report = run_gate(
+        spec,
+        inspect_model(spec.model_path),
+        GateCandidate("simulated", "test", onnx_path=damaged),
+        stem="conv-damaged",
+        engine_file=None,
+    )
+    assert report.data.samples == 1 + 2 + 4  # min, opt, and the max at batch 4 (16 MiB capped to 4 MiB)
+    assert not report.passed and any(failing in failure for failure in report.failures)
+
+
+# ---------------------------------------------------------------- fp32: one reference feed
+
+
+def test_fp32_identical_runs_one_reference_feed_and_says_why(tmp_path: Path) -> None:
+    need_rtx()
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", _spec(tmp_path, "fp32"), "--out", out)
+    assert code == 0, stderr
+    report = _report(out)
+    assert report["candidate"]["kind"] == "identical" and IDENTICAL_PASS in report["candidate"]["reason"]
+    assert report["data"]["batches"] == 1 and report["data"]["samples"] == 1  # the min only, not min/opt/max
+    assert report["passed"] is True and report["outputs"][0]["metrics"]["max_abs"] == 0.0
+
+
+# ---------------------------------------------------------------- the reference cache
+
+
+def test_int8_build_reads_the_reference_outputs_the_fp16_build_cached(tmp_path: Path, isolated_cache: Path) -> None:
+    need_rtx()
+    write_samples(tmp_path / "calib", (4, 1, 64, 64), 2)
+    calibration = f"calibration:\n  data: {tmp_path / 'calib'}/*.npy\n"
+    code, _, stderr = cli("build", _spec(tmp_path, "fp16"), "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert "reference outputs read from the cache" not in stderr
+    (entry,) = (isolated_cache / references.FOLDER).glob("*.npz")
+    code, _, stderr = cli("build", _spec(tmp_path, "int8", calibration), "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert f"reference outputs read from the cache ({entry})" in stderr
+    assert list((isolated_cache / references.FOLDER).glob("*.npz")) == [entry]
+    int8 = json.loads(next((tmp_path / "out").glob("conv-int8-*.accuracy.json")).read_text())
+    assert int8["data"]["samples"] == 7 and int8["reference"]["model_sha256"]
+
+    save(_conv(weight_sign=-1.0), tmp_path / "conv.onnx")  # another model: another key, never the old entry
+    spec = tmp_path / "fp16.yaml"
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "other")
+    assert code == 0, stderr
+    assert "reference outputs read from the cache" not in stderr
+    assert len(list((isolated_cache / references.FOLDER).glob("*.npz"))) == 2
+
+
+def test_outputs_over_the_size_limit_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs = [{"y": np.ones((4, 4), np.float32)}, {"y": np.zeros((2, 4), np.float32)}]
+    path = tmp_path / "reference" / "key.npz"
+    assert references.store(path, outputs, ["y"])
+    (first, second) = references.load(path, ["y"], 2) or []
+    assert np.array_equal(first["y"], outputs[0]["y"]) and np.array_equal(second["y"], outputs[1]["y"])
+    assert references.load(path, ["y"], 3) is None  # another plan's feed count: a miss
+    path.write_bytes(b"damaged")
+    assert references.load(path, ["y"], 2) is None
+    monkeypatch.setattr(references, "CACHE_LIMIT_BYTES", 64)
+    other = tmp_path / "reference" / "big.npz"
+    assert not references.store(other, outputs, ["y"]) and not other.exists()
+
+
+# ---------------------------------------------------------------- reference and candidate side by side
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="one core: the gate runs both sides in turn")
+def test_reference_runs_in_its_own_thread_beside_the_candidate(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path, "fp16"))
+    seen: set[tuple[str, bool]] = set()
+
+    def profile(frame: FrameType, event: str, _arg: object) -> None:
+        if event == "call" and frame.f_code.co_name in ("_run_onnx", "_candidate_out"):
+            seen.add((frame.f_code.co_name, threading.current_thread() is threading.main_thread()))
+
+    threading.setprofile(profile)  # type: ignore[arg-type]
+    sys.setprofile(profile)  # type: ignore[arg-type]
+    try:
+        report = run_gate(
+            spec,
+            inspect_model(spec.model_path),
+            GateCandidate("simulated", "test", onnx_path=save(_conv(), tmp_path / "copy.onnx")),
+            stem="conv",
+            engine_file=None,
+        )
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)  # type: ignore[arg-type]
+    assert report.passed and report.candidate.kind == "simulated" and report.data.samples == 7
+    # the reference's runs happen off the main thread, the candidate's on it: both at once
+    assert seen == {("_run_onnx", False), ("_candidate_out", True), ("_run_onnx", True)}

@@ -1,0 +1,102 @@
+"""The pool's request path (issue 16, item 4): warmed before ``ready``, no Condition work for an
+idle context, its metrics right without prometheus_client on every request, and ``bench``
+warming the pool's defaults plus the request shape. Real onnxruntime sessions throughout.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from trtforge.bench import BenchConfig, run_bench
+from trtforge.runtime.lending import Slot
+from trtforge.runtime.pool import EnginePool
+
+REPO = Path(__file__).resolve().parent.parent
+DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
+ONE = {"input": (1, 1, 8, 8)}
+
+
+def feed(batch: int = 1) -> dict[str, np.ndarray]:
+    return {"input": np.random.default_rng(batch).random((batch, 1, 8, 8), dtype=np.float32)}
+
+
+class CountingCondition(threading.Condition):
+    """A real Condition that counts its notifications: the fast path must not need any."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        super().__init__(lock)
+        self.notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+def test_request_path_runs_during_warm_up_and_is_not_counted() -> None:
+    pool = EnginePool(DIGITS, size=3, warmup_shapes=[ONE], start=False)
+    returned: list[int] = []
+    give_back = pool._lender.give_back
+
+    def watched(slot: Slot, seconds: float | None, outcome: str | None) -> None:
+        returned.append(slot.index)
+        give_back(slot, seconds, outcome)
+
+    pool._lender.give_back = watched  # type: ignore[method-assign]
+    with pool:
+        assert sorted(returned) == [0, 1, 2]  # every context served once through infer() before ready
+        assert pool.ready
+        snapshot = pool.metrics.snapshot()
+        assert (snapshot.requests_ok, snapshot.hits, snapshot.inference_count, snapshot.in_flight) == (0, 0, 0, 0)
+        assert [context.served for context in pool.contexts()] == [0, 0, 0]
+        assert [context.warm_runs for context in pool.contexts()] == [1, 1, 1]  # warm feeds only
+        pool.infer(feed())
+        assert pool.metrics.snapshot().requests_ok == 1
+
+
+def test_idle_context_is_lent_without_condition_work() -> None:
+    with EnginePool(DIGITS, size=2, warmup_shapes=[ONE]) as pool:
+        lender = pool._lender
+        counting = CountingCondition(lender.lock)
+        lender.cond = counting
+        for _ in range(50):
+            pool.infer(feed())
+        assert counting.notified == 0
+        assert pool.metrics.snapshot().requests_ok == 50
+
+
+def test_request_metrics_after_serial_and_concurrent_requests() -> None:
+    with EnginePool(DIGITS, size=2, warmup_shapes=[ONE]) as pool:
+        for _ in range(10):
+            pool.infer(feed())
+        threads = [threading.Thread(target=lambda: [pool.infer(feed()) for _ in range(25)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        value = pool.metrics.value
+        assert value("trtforge_pool_requests_total", outcome="ok") == 110
+        hits = value("trtforge_pool_acquire_total", kind="hit")
+        assert hits + value("trtforge_pool_acquire_total", kind="wait") == 110 and hits >= 10
+        assert value("trtforge_pool_wait_seconds_count") == 110
+        assert value("trtforge_pool_inference_seconds_count") == 110
+        assert value("trtforge_pool_inference_seconds_bucket", le="+Inf") == 110
+        assert value("trtforge_pool_inference_seconds_sum") > 0
+        assert value("trtforge_pool_in_flight") == 0 and value("trtforge_pool_contexts", state="idle") == 2
+        text = generate_latest(pool.metrics.registry).decode()
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        buckets = [s.value for s in families["trtforge_pool_inference_seconds"].samples if s.name.endswith("_bucket")]
+        assert buckets == sorted(buckets) and buckets[-1] == 110  # cumulative, as Prometheus expects
+
+
+@pytest.mark.parametrize("batch", [3])
+def test_bench_warms_the_defaults_and_the_request_shape(batch: int) -> None:
+    report = run_bench(BenchConfig(DIGITS, pool=2, concurrency=2, requests=10, batch=batch))
+    (warm,) = report.scenarios
+    assert report.shapes == {"input": [batch, 1, 8, 8]}
+    assert warm.warm_runs == 2 * 2  # the default (batch 1) and the request shape, on each context
