@@ -205,32 +205,13 @@ def _input_shape(path: Path) -> tuple[int, ...]:
 def weighted_only(folded_path: Path, out: Path) -> None:
     """The placement trtforge had before its rules: onnxruntime's QDQQuantizer on weighted ops."""
     import onnx
-    from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
-    from trtforge.calibration.qdq import QUANTIZABLE_OPS, weighted_inputs
+    from trtforge.calibration.qdq import weighted_inputs, weighted_quantizer
 
     model = onnx.load(str(folded_path))
     ranges = {name: TensorData(lowest=np.float32(-4), highest=np.float32(4)) for name in weighted_inputs(model)}
-    quantizer = QDQQuantizer(
-        model,
-        per_channel=True,
-        reduce_range=False,
-        weight_qType=QuantType.QInt8.tensor_type,
-        activation_qType=QuantType.QInt8.tensor_type,
-        tensors_range=TensorsData(CalibrationMethod.MinMax, ranges),
-        nodes_to_quantize=[],
-        nodes_to_exclude=[],
-        op_types_to_quantize=list(QUANTIZABLE_OPS),
-        extra_options={
-            "ActivationSymmetric": True,
-            "WeightSymmetric": True,
-            "QuantizeBias": False,
-            "DedicatedQDQPair": True,
-            "OpTypesToExcludeOutputQuantization": list(QUANTIZABLE_OPS),
-        },
-    )
+    quantizer = weighted_quantizer(model, TensorsData(CalibrationMethod.MinMax, ranges), [])
     onnx.save(quantizer.quantize_model(), str(out))
 
 

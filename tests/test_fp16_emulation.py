@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from clitools import cli
@@ -36,16 +37,7 @@ def _overflow_model(path: Path) -> Path:
         helper.make_node("MatMul", ["scaled", "W"], ["big"], name="blowup"),
         helper.make_node("Mul", ["big", "s"], ["out"], name="shrink"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "overflow",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 16])],
-        weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    return save(model, path)
+    return _chain(path, "overflow", weights, nodes)
 
 
 def _spec(write_spec: Callable[..., Path], model: Path, extra: str = "") -> Path:
@@ -170,9 +162,14 @@ def _int8_overflow_model(path: Path) -> Path:
         helper.make_node("Mul", ["m", "up"], ["big"], name="blowup"),
         helper.make_node("Mul", ["big", "down"], ["out"], name="shrink"),
     ]
+    return _chain(path, "int8_overflow", weights, nodes)
+
+
+def _chain(path: Path, name: str, weights: list[onnx.TensorProto], nodes: list[onnx.NodeProto]) -> Path:
+    """A [N, 16] -> [N, 16] graph of ``nodes`` from ``input`` to ``out``."""
     graph = helper.make_graph(
         nodes,
-        "int8_overflow",
+        name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 16])],
         weights,

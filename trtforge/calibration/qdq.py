@@ -39,6 +39,8 @@ from trtforge.errors import SpecError, did_you_mean
 
 if TYPE_CHECKING:
     import onnx
+    from onnxruntime.quantization.calibrate import TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
 FP16_QDQ_OPSET = 19
 """QuantizeLinear/DequantizeLinear take FP16 scales from opset 19 on."""
@@ -191,6 +193,33 @@ def nodes_without_ranges(model: onnx.ModelProto, amax: Mapping[str, float]) -> l
     ]
 
 
+def weighted_quantizer(model: onnx.ModelProto, ranges: TensorsData, exclude: Sequence[str]) -> QDQQuantizer:
+    """onnxruntime's QDQQuantizer on the weighted ops, with the options TensorRT accepts: symmetric
+    INT8, per-channel weights, no quantized bias (the parser rejects an int32 bias), one Q/DQ pair
+    per consumer and never on a weighted op's output."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    return QDQQuantizer(
+        model,
+        per_channel=True,
+        reduce_range=False,
+        weight_qType=QuantType.QInt8.tensor_type,
+        activation_qType=QuantType.QInt8.tensor_type,
+        tensors_range=ranges,
+        nodes_to_quantize=[],
+        nodes_to_exclude=list(exclude),
+        op_types_to_quantize=list(QUANTIZABLE_OPS),
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "DedicatedQDQPair": True,
+            "OpTypesToExcludeOutputQuantization": list(QUANTIZABLE_OPS),
+        },
+    )
+
+
 def quantize(
     folded: onnx.ModelProto,
     amax: Mapping[str, float],
@@ -199,10 +228,8 @@ def quantize(
 ) -> onnx.ModelProto:
     """Q/DQ model from the BN-folded model and per-tensor amax values."""
     import onnx
-    from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.onnx_model import ONNXModel
-    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
     from trtforge.precision.graphs import to_fp16
 
@@ -220,24 +247,7 @@ def quantize(
             for name, value in amax.items()
         },
     )
-    quantizer = QDQQuantizer(
-        model,
-        per_channel=True,
-        reduce_range=False,
-        weight_qType=QuantType.QInt8.tensor_type,
-        activation_qType=QuantType.QInt8.tensor_type,
-        tensors_range=ranges,
-        nodes_to_quantize=[],
-        nodes_to_exclude=[*exclude, *nodes_without_ranges(model, amax)],
-        op_types_to_quantize=list(QUANTIZABLE_OPS),
-        extra_options={
-            "ActivationSymmetric": True,
-            "WeightSymmetric": True,
-            "QuantizeBias": False,
-            "DedicatedQDQPair": True,
-            "OpTypesToExcludeOutputQuantization": list(QUANTIZABLE_OPS),
-        },
-    )
+    quantizer = weighted_quantizer(model, ranges, [*exclude, *nodes_without_ranges(model, amax)])
     quantized = quantizer.quantize_model()
     skipped = set(quantizer.nodes_to_exclude)
     sites = [site for site in placement(folded) if site.node not in skipped and site.source in amax]
