@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trtforge.bench import BenchConfig, run_bench
 from trtforge.runtime.lending import Slot
-from trtforge.runtime.pool import EnginePool
+from trtforge.runtime.pool import SETTLE_RUNS, WARMUP_RUNS, EnginePool
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
@@ -100,3 +100,52 @@ def test_bench_warms_the_defaults_and_the_request_shape(batch: int) -> None:
     (warm,) = report.scenarios
     assert report.shapes == {"input": [batch, 1, 8, 8]}
     assert warm.warm_runs == 2 * 2  # the default (batch 1) and the request shape, on each context
+
+
+def test_each_warm_up_shape_runs_warmup_runs_times_on_every_context() -> None:
+    """onnxruntime's second and third run of a shape are still slow: one run per shape is not warm."""
+    pool = EnginePool(DIGITS, size=2, warmup_shapes=[ONE, {"input": (4, 1, 8, 8)}], start=False)
+    assert pool._source is None
+    shapes: list[tuple[int, ...]] = []
+    open_source = pool._open_source
+
+    def counted():  # type: ignore[no-untyped-def]
+        source = open_source()
+        new_runner = source.new_runner
+
+        def runner(name: str):  # type: ignore[no-untyped-def]
+            made = new_runner(name)
+            infer = made.infer
+            made.infer = lambda feed: (shapes.append(feed["input"].shape), infer(feed))[1]  # type: ignore[method-assign]
+            return made
+
+        source.new_runner = runner  # type: ignore[method-assign]
+        return source
+
+    pool._open_source = counted  # type: ignore[method-assign]
+    with pool:
+        batch_one, batch_four = shapes.count((1, 1, 8, 8)), shapes.count((4, 1, 8, 8))
+        # per context: WARMUP_RUNS of each shape, the health probe (batch 1), the probe SETTLE_RUNS
+        # times once both contexts exist, one request-path run
+        assert batch_four == 2 * WARMUP_RUNS and WARMUP_RUNS >= 3
+        assert batch_one == 2 * (WARMUP_RUNS + 1 + SETTLE_RUNS + 1) and SETTLE_RUNS >= 2
+        assert [context.warm_runs for context in pool.contexts()] == [2, 2]
+
+
+def test_first_request_gets_the_context_that_ran_last() -> None:
+    """The idle contexts are a stack: the one that just came back (its memory still in the CPU
+    caches) serves the next request, and after warm-up that is the last one warmed."""
+    with EnginePool(DIGITS, size=3, warmup_shapes=[ONE]) as pool:
+        lender = pool._lender
+        order: list[int] = []
+        for _ in range(4):
+            slot = lender.acquire(1.0)
+            order.append(slot.index)
+            lender.give_back(slot, None, None)
+        assert order == [order[0]] * 4
+        last_warmed = order[0]
+        held = [lender.acquire(1.0) for _ in range(3)]
+        assert held[0].index == last_warmed and sorted(s.index for s in held) == [0, 1, 2]
+        for slot in held:
+            lender.give_back(slot, None, None)
+        assert lender.acquire(1.0) is held[-1]

@@ -93,7 +93,7 @@ class Scenario:
     throughput_rps: float
     errors: int
     exhausted: int
-    warm_runs: int  # warm-up inferences run before ready, all contexts together
+    warm_runs: int  # warm-up shapes run before ready (each WARMUP_RUNS times), all contexts together
 
 
 @dataclass(frozen=True)

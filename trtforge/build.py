@@ -18,7 +18,7 @@ from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend,
 from trtforge.cache import default_cache_dir
 from trtforge.console import Reporter
 from trtforge.environment import detect_platform
-from trtforge.fsutil import ensure_writable_dir, sha256_bytes, sha256_file
+from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_bytes, sha256_file
 from trtforge.manifest import (
     ArtifactInfo,
     BuildInfo,
@@ -30,7 +30,7 @@ from trtforge.manifest import (
     TensorRTInfo,
     manifest_path_for,
 )
-from trtforge.model import ModelInfo, describe, load_onnx
+from trtforge.model import ModelInfo, check_model_file, describe, load_onnx
 from trtforge.precision import Prepared, prepare_precision
 from trtforge.shapes import spec_profiles
 from trtforge.spec import Spec, check_profiles
@@ -107,6 +107,8 @@ def build_spec(
     swept = sweep(out_dir) + sweep(cache_dir, depth=2)  # caches keep their files one folder down
     if swept.note:
         reporter.info(swept.note)
+    check_model_file(spec.model_path)  # a regular file: hashing it can't block
+    prefetch_digest(spec.model_path)  # the manifest and the precision caches need it: hashed meanwhile
     model = load_onnx(spec.model_path)
     model_info = describe(model, spec.model_path)
     check_profiles(spec, model_info)
@@ -115,7 +117,9 @@ def build_spec(
     choice = choose_backend(backend or spec.backend)
     engine_backend = open_backend(choice.flavor)
     reporter.info(f"{spec.name}: backend {choice.flavor} {engine_backend.version} ({choice.reason})")
-    prepared = prepare_precision(spec, model_info, choice.flavor, engine_backend.version, cache_dir, reporter)
+    prepared = prepare_precision(
+        spec, model_info, choice.flavor, engine_backend.version, cache_dir, reporter, for_gate=spec.accuracy.enabled
+    )
 
     request = BuildRequest(
         onnx_path=prepared.onnx_path,

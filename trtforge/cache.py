@@ -6,6 +6,7 @@ how deep a build sweeps stale temporaries):
 
 - ``calibration/``: scales and Q/DQ graphs (:mod:`trtforge.calibration`)
 - ``fp16/``: FP16-converted graphs (:mod:`trtforge.precision`)
+- ``fp16-guard/``: the FP16 overflow guard's choices (:mod:`trtforge.precision.overflow`)
 - ``timing/``: TensorRT timing caches, per backend and version (:mod:`trtforge.build`)
 - ``builds/``: ci's build cache, per build key (:mod:`trtforge.ci`)
 - ``digests/``: files' sha256 by path and stat stamp, so unchanged files are not read again

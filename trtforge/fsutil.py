@@ -16,15 +16,16 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from trtforge.errors import InvalidInputError
 
-_CHUNK = 4 * 1024 * 1024
+#: read size: past 1 MiB larger reads hash no faster, and each costs its buffer in memory
+_CHUNK = 1024 * 1024
 
 TEMP_SUFFIX = ".tmp"
 #: ``.{base}.{pid}-{token}.tmp``, ``.{base}.{pid}-{token}.bak.tmp`` (a commit's backup),
@@ -46,24 +47,61 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def _hash_handle(handle: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := handle.read(_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, streamed so that a 2 GB engine needs no 2 GB of memory; answered by
-    the digest cache when the file is provably the one hashed before (:class:`FileStamp`)."""
-    with open(path, "rb") as handle:
+    the digest cache when the file is provably the one hashed before (:class:`FileStamp`), without
+    opening it, and by the hash :func:`prefetch_digest` started, which it waits for."""
+    _await_prefetch(path)
+    known = known_digest(FileStamp.of(path, os.stat(path)))
+    if known is not None:
+        return known
+    return _hash_file(path)
+
+
+def _hash_file(path: Path, chunk: int = _CHUNK) -> str:
+    """Read ``path`` once, into one reused buffer (no new bytes object per chunk), and hash it."""
+    digest = hashlib.sha256()
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
         stamp = FileStamp.of(path, os.fstat(handle.fileno()))
-        known = known_digest(stamp)
-        if known is not None:
-            return known
-        digest = _hash_handle(handle)
-        remember_digest(stamp, FileStamp.of(path, os.fstat(handle.fileno())), digest)
-    return digest
+        while count := handle.readinto(buffer):
+            digest.update(view[:count])
+        hexdigest = digest.hexdigest()
+        remember_digest(stamp, FileStamp.of(path, os.fstat(handle.fileno())), hexdigest)
+    return hexdigest
+
+
+#: a background hash takes the GIL back after every chunk, waiting up to the switch interval
+#: (5 ms) while the main thread imports: few large chunks keep that wait small next to the hash
+_PREFETCH_CHUNK = 16 * 1024 * 1024
+#: hashes started ahead of need, by absolute path (each one is joined once, by the first reader)
+_prefetches: dict[str, threading.Thread] = {}
+
+
+def prefetch_digest(path: Path) -> None:
+    """Start hashing ``path`` on a daemon thread, so the hash overlaps whatever runs meanwhile
+    (hashlib releases the GIL while it hashes); the next :func:`sha256_file` of ``path`` waits for
+    it and answers from its result (the digest cache) instead of reading the file again."""
+    key = os.path.abspath(path)
+    if key in _prefetches:
+        return
+    thread = threading.Thread(target=_prefetch, args=(Path(key),), name="trtforge-prefetch-digest", daemon=True)
+    _prefetches[key] = thread
+    thread.start()
+
+
+def _prefetch(path: Path) -> None:
+    # a file that cannot be read is reported by the reader that needs it, with its own message
+    with contextlib.suppress(OSError):
+        if known_digest(FileStamp.of(path, os.stat(path))) is None:
+            _hash_file(path, _PREFETCH_CHUNK)
+
+
+def _await_prefetch(path: Path) -> None:
+    thread = _prefetches.pop(os.path.abspath(path), None)
+    if thread is not None:
+        thread.join()
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -83,6 +121,7 @@ def read_hashed(path: Path, size: int) -> tuple[bytearray, str]:
     it arrives: the bytes kept are the bytes hashed. When the digest cache knows the file and its
     stamp is the same before and after the read, the read skips hashing (the bytes are the file
     the digest was taken of: any write in between changes its ctime)."""
+    _await_prefetch(path)
     buffer = bytearray(size)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:

@@ -7,6 +7,10 @@ that ``trtforge --help`` stays instant.
 
 from __future__ import annotations
 
+# first: hashing the engine that `check`/`inspect` is given starts while the rest imports
+from trtforge.cli import early  # noqa: F401
+
+# isort: split
 from typing import Annotated
 
 import typer

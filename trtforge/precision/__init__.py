@@ -57,23 +57,36 @@ class Prepared:
 
 
 def prepare_precision(
-    spec: Spec, model_info: ModelInfo, flavor: str, version: str, cache_dir: Path, reporter: Reporter
+    spec: Spec,
+    model_info: ModelInfo,
+    flavor: str,
+    version: str,
+    cache_dir: Path,
+    reporter: Reporter,
+    for_gate: bool = True,
 ) -> Prepared:
-    """fp32: the model as is; fp16: an FP16 graph (or, on TensorRT 10.x, the FP16 flag); int8: Q/DQ."""
+    """fp32: the model as is; fp16: an FP16 graph (or, on TensorRT 10.x, the FP16 flag); int8: Q/DQ.
+
+    ``for_gate=False`` (the gate is off): no FP16-storage emulation is made, as nothing runs it.
+    """
+
+    def emulated(graph: Path) -> Path | None:
+        return emulated_onnx(graph, cache_dir) if for_gate else None
+
     major = version_tuple(version)[0]
     weakly_typed_trt = flavor == "tensorrt" and major < 11
     if spec.precision == "fp32":
         return Prepared(spec.model_path)
     if spec.precision == "fp16":
         if weakly_typed_trt:  # TensorRT picks each layer's precision itself: no keep list to apply
-            simulated = emulated_onnx(fp16_onnx(spec.model_path, cache_dir), cache_dir)
+            simulated = emulated(fp16_onnx(spec.model_path, cache_dir)) if for_gate else None
             return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=simulated)
-        keep = choose_keep_fp32(spec, model_info, reporter.info)
+        keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir)
         reporter.info(f"{spec.name}: {keep.describe()}")
         graph = fp16_onnx(spec.model_path, cache_dir, keep.nodes)
         return Prepared(
             graph,
-            simulated_onnx=emulated_onnx(graph, cache_dir),
+            simulated_onnx=emulated(graph),
             fp16=keep.manifest_section(),
             derived="fp16-converted",
         )
@@ -100,11 +113,11 @@ def prepare_precision(
             fp16_flag=fp16_parts,
             calibration_cache=result.trt_cache(version),
             calibration=result.manifest_section(),
-            simulated_onnx=emulated_onnx(result.qdq_model, cache_dir) if fp16_parts else result.qdq_model,
+            simulated_onnx=emulated(result.qdq_model) if fp16_parts else result.qdq_model,
         )
     return Prepared(
         result.qdq_model,
         calibration=result.manifest_section(),
-        simulated_onnx=emulated_onnx(result.qdq_model, cache_dir) if fp16_parts else None,
+        simulated_onnx=emulated(result.qdq_model) if fp16_parts else None,
         derived="int8 Q/DQ",
     )

@@ -6,15 +6,25 @@ batch (running max |x| per tensor, nothing else kept), on the calibration data i
 some, else the accuracy data, else the gate's random inputs, and keeps in FP32 the node that
 produces each such tensor and every node that reads it, so the tensor never needs FP16 storage.
 ``fp16.keep_fp32`` in the spec replaces the guard's choice; an empty list turns the guard off.
+
+On the gate's random inputs the guard runs one sample of each shape set (the samples of a random
+batch are independent draws of one distribution: a batch of 32 finds the range a sample does, at
+32 times the cost); data files run in full. Its choice is cached by content (``fp16-guard/`` in the
+cache folder): the model's sha256, what the data is (files' sha256, or shapes and seed), and the
+onnxruntime version, so a rebuild of the same model on the same data runs no model at all.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
+from trtforge.fsutil import atomic_write_text, data_sha256, sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,6 +35,8 @@ if TYPE_CHECKING:
 
 FP16_MAX = 65504.0
 """FP16's largest finite value: anything larger is stored as inf."""
+FOLDER = "fp16-guard"
+"""The cache folder's subfolder of the guard's choices (see :mod:`trtforge.cache`)."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +91,26 @@ def check_keep_fp32(names: list[str], model: onnx.ModelProto, spec: Spec) -> Non
             )
 
 
-def _feeds(spec: Spec, info: ModelInfo) -> tuple[str, Iterator[Mapping[str, np.ndarray]]]:
-    """What the guard runs on: calibration data, else accuracy data, else the gate's random inputs."""
+def first_samples(
+    info: ModelInfo, feeds: Iterator[Mapping[str, np.ndarray]], accepts: Callable[[Mapping[str, np.ndarray]], bool]
+) -> Iterator[Mapping[str, np.ndarray]]:
+    """The first sample of each feed, once per distinct shape, where every input has a dynamic
+    leading (batch) axis and the engine ``accepts`` one sample; otherwise each feed as is."""
+    batched = all(tensor.shape and not isinstance(tensor.shape[0], int) for tensor in info.inputs)
+    seen: set[tuple[tuple[str, tuple[int, ...]], ...]] = set()
+    for feed in feeds:
+        one = {name: array[:1] for name, array in feed.items()} if batched else feed
+        if one is not feed and not accepts(one):
+            one = feed
+        shapes = tuple((name, tuple(array.shape)) for name, array in one.items())
+        if one is feed or shapes not in seen:
+            seen.add(shapes)
+            yield one
+
+
+def _feeds(spec: Spec, info: ModelInfo) -> tuple[str, dict[str, Any], Iterator[Mapping[str, np.ndarray]]]:
+    """What the guard runs on: calibration data, else accuracy data, else one sample per shape of
+    the gate's random inputs; with what identifies that data for the cache key."""
     from trtforge.accuracy import inputs
     from trtforge.data import fixed_batch_size, iter_batches
     from trtforge.spec import expand_globs
@@ -89,27 +119,68 @@ def _feeds(spec: Spec, info: ModelInfo) -> tuple[str, Iterator[Mapping[str, np.n
     if calibration is not None:
         files = expand_globs(calibration.data, spec.origin.where("calibration", "data"))
         fixed = fixed_batch_size(info.inputs)
-        batches = iter_batches(
-            files, info.inputs, fixed or calibration.batch_size, calibration.max_samples, drop_last=fixed is not None
-        )
-        return "calibration data", batches
+        size = fixed or calibration.batch_size
+        batches = iter_batches(files, info.inputs, size, calibration.max_samples, drop_last=fixed is not None)
+        identity = {"files": data_sha256(files), "batch": size, "max_samples": calibration.max_samples}
+        return "calibration data", identity, batches
     plan = inputs.plan(spec, info)
     feeds = (batch.feed for batch in inputs.batches(spec, info, plan) if inputs.accepted(spec.profiles, batch.feed))
-    return ("accuracy data" if plan.source == "files" else "the gate's random inputs"), feeds
+    if plan.source == "files":
+        identity = {
+            "files": data_sha256(plan.files),
+            "batch": plan.batch_size,
+            "max_samples": spec.accuracy.max_samples,
+        }
+        return "accuracy data", identity, feeds
+    sets = [
+        {"shapes": {k: list(v) for k, v in s.shapes.items()}, "values": {k: list(v) for k, v in s.values.items()}}
+        for s in inputs.shape_sets(info, spec.profiles)
+    ]
+    identity = {"random": sets, "seed": plan.seed, "first_samples": True}
+    samples = first_samples(info, feeds, lambda feed: inputs.accepted(spec.profiles, feed))
+    return "the gate's random inputs", identity, samples
 
 
-def choose_keep_fp32(spec: Spec, info: ModelInfo, log: Callable[[str], None]) -> KeepFp32:
-    """The spec's ``fp16.keep_fp32`` (checked against the model), or the overflow guard's choice."""
+def guard_key(model_sha256: str, data: Mapping[str, Any], ort_version: str) -> str:
+    """sha256 of what the guard's choice depends on (pure)."""
+    document = {"model": model_sha256, "data": data, "onnxruntime": ort_version, "fp16_max": FP16_MAX}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def _cached(path: Path) -> KeepFp32 | None:
+    """A cached choice, or None when absent or damaged."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        return KeepFp32(tuple(entry["nodes"]), "overflow guard", dict(entry["reasons"]), entry["data"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def choose_keep_fp32(
+    spec: Spec, info: ModelInfo, log: Callable[[str], None], cache_dir: Path | None = None
+) -> KeepFp32:
+    """The spec's ``fp16.keep_fp32`` (checked against the model), or the overflow guard's choice
+    (cached under ``cache_dir`` when given)."""
     import onnx
+
+    explicit = spec.fp16.keep_fp32
+    if explicit is not None:
+        model = onnx.load(str(spec.model_path))
+        check_keep_fp32(explicit, model, spec)
+        return KeepFp32(tuple(explicit), "spec" if explicit else "spec (overflow guard off)")
+    from importlib.metadata import version
 
     from trtforge.calibration.collect import all_activations, collect
 
+    data, identity, feeds = _feeds(spec, info)
+    entry = None
+    if cache_dir is not None:
+        key = guard_key(sha256_file(spec.model_path), identity, version("onnxruntime"))
+        entry = cache_dir / FOLDER / f"{key}.json"
+        cached = _cached(entry)
+        if cached is not None:
+            return cached
     model = onnx.load(str(spec.model_path))
-    explicit = spec.fp16.keep_fp32
-    if explicit is not None:
-        check_keep_fp32(explicit, model, spec)
-        return KeepFp32(tuple(explicit), "spec" if explicit else "spec (overflow guard off)")
-    data, feeds = _feeds(spec, info)
     try:
         stats, _samples = collect(model, all_activations(model), feeds, "minmax")
     except InvalidInputError as exc:  # the FP32 graph itself gives inf/NaN: the gate's reference says so
@@ -120,4 +191,6 @@ def choose_keep_fp32(spec: Spec, info: ModelInfo, log: Callable[[str], None]) ->
         log(f"fp16: overflow guard skipped, onnxruntime cannot run the model ({first_line(exc)})")
         return KeepFp32((), "overflow guard", data=data)
     reasons = overflowing_nodes(model, {name: values.amax for name, values in stats.items()})
+    if entry is not None:  # re-derivable: a lost or torn entry is a miss
+        atomic_write_text(entry, json.dumps({"nodes": list(reasons), "reasons": reasons, "data": data}))
     return KeepFp32(tuple(reasons), "overflow guard", reasons, data)

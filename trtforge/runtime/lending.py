@@ -59,12 +59,18 @@ class SlotState(str, Enum):
     CLOSED = "closed"
 
 
+# Enum members as module globals for the request path: ``PoolState.CLOSED`` is a class-attribute
+# lookup through the enum's metaclass (~0.15 µs each on a small VM), several per request.
+_READY, _CLOSED = PoolState.READY, PoolState.CLOSED
+_IDLE, _BUSY = SlotState.IDLE, SlotState.BUSY
+
+
 @dataclass(frozen=True)
 class ContextInfo:
     index: int
     name: str
     state: SlotState
-    warm_runs: int
+    warm_runs: int  # warm-up shapes run before ready (each ``WARMUP_RUNS`` times)
     served: int
     rebuilds: int
     last_error: str | None
@@ -72,6 +78,8 @@ class ContextInfo:
 
 class Slot:
     """One context and its bookkeeping; mutated only under the lender's condition (or while lent out)."""
+
+    __slots__ = ("failed", "index", "last_error", "name", "rebuilds", "runner", "served", "state", "warm_runs")
 
     def __init__(self, index: int, name: str) -> None:
         self.index = index
@@ -104,6 +112,8 @@ class Lender:
     ``cond`` is built on the metrics' lock, so a request updates its metrics in the critical
     sections it enters anyway. An idle context with nobody waiting is taken in one short
     critical section (the fast path); only a request that must wait uses the condition.
+    ``idle`` is a stack: a request gets the context that came back last, whose weights and
+    buffers are still in the CPU caches (or the GPU's L2), not the one idle the longest.
     ``retire`` frees a slot that comes back after the pool closed (the pool's lifecycle owns that).
     """
 
@@ -132,9 +142,9 @@ class Lender:
     def acquire(self, timeout: float | None) -> Slot:
         """A slot, counted in flight; the caller gives it back with ``give_back``."""
         with self.lock:
-            if self.idle and not self.waiters and self.state is not PoolState.CLOSED:
-                slot = self.idle.popleft()
-                slot.state = SlotState.BUSY
+            if self.idle and not self.waiters and self.state is not _CLOSED:
+                slot = self.idle.pop()
+                slot.state = _BUSY
                 self.metrics.hit()
                 return slot
         return self._wait_for_slot(timeout)
@@ -161,7 +171,7 @@ class Lender:
                 raise PoolClosed(f"pool '{self.pool}' is closed")
             if not self.idle:
                 raise PoolExhausted(self.pool, timeout or 0.0, len(self.slots), len(self.waiters))
-            slot = self.idle.popleft()
+            slot = self.idle.pop()
             slot.state = SlotState.BUSY
             self.metrics.waited(time.monotonic() - began)
             return slot
@@ -170,8 +180,8 @@ class Lender:
         """Return a slot that ``acquire`` lent, with its request's inference time and outcome."""
         with self.lock:
             self.metrics.returned(seconds, outcome)
-            if self.state is PoolState.READY and not slot.failed and not self.waiters:
-                slot.state = SlotState.IDLE  # the fast path: nobody to wake, nothing to settle
+            if self.state is _READY and not slot.failed and not self.waiters:
+                slot.state = _IDLE  # the fast path: nobody to wake, nothing to settle
                 self.idle.append(slot)
                 return
             closed = self._release_locked(slot)

@@ -57,6 +57,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
+#: Inferences per warm-up shape on each context. onnxruntime on the CPU runs a shape 1.5-3x slower
+#: the first time and 1.1-1.9x the second and third (arena growth, kernel and buffer choices; measured
+#: on ResNet-18 and the digits CNN), steady from the fourth; the health probe that follows is that one.
+WARMUP_RUNS = 3
+#: Probe runs per context once every context exists, just before the request path is warmed.
+SETTLE_RUNS = 2
 
 
 class PoolStartError(TrtforgeError):
@@ -96,9 +102,9 @@ class EnginePool:
 
     ``artifact``: an ``.engine`` (TensorRT, through the loader) or an ``.onnx`` (onnxruntime).
     ``warmup_shapes``: the input shapes that will be served (default: each profile's min/opt/max
-    for engines, the model's shape with dynamic dims 1 for ONNX); every context runs each once
-    before the pool is ready, and then the request path itself runs once per context (acquire,
-    inference, give back, metrics; not counted in the metrics). ``warmup_also``: shapes warmed
+    for engines, the model's shape with dynamic dims 1 for ONNX); every context runs each
+    ``WARMUP_RUNS`` times before the pool is ready, and then the request path itself runs once per
+    context (acquire, inference, give back, metrics; not counted in the metrics). ``warmup_also``: shapes warmed
     besides those (``trtforge bench`` adds its request shape to the defaults this way).
     ``warmup=False`` skips all of it (for measuring cold starts only).
     ``timeout``: how long ``infer`` waits for a context by default (None: forever).
@@ -174,6 +180,8 @@ class EnginePool:
             if len(errors) == self.size:
                 raise PoolStartError(f"pool '{self.name}': no context could be created and warmed ({errors[0]})")
             self._memory = self._source.memory([s.runner for s in lender.slots if s.runner is not None])
+            if self._warmup:
+                self._settle()
             with lender.cond:
                 lender.idle.extend(slot for slot in lender.slots if slot.state is SlotState.IDLE)
             if self._warmup:
@@ -198,15 +206,32 @@ class EnginePool:
             self._health.start_loop(self._health_interval)
         return self
 
-    def _warm_request_path(self) -> None:
-        """Serve the probe once on every healthy context through ``infer`` itself (acquire, the
-        inference, give back, metrics), then forget those requests: so the first real request
-        after ``ready`` runs no code for the first time. A close meanwhile ends it quietly."""
+    def _settle(self) -> None:
+        """Run the probe ``SETTLE_RUNS`` times on every healthy context once all of them exist, in
+        the order the request path visits them: creating the later contexts evicted the earlier
+        ones' caches, and onnxruntime takes two runs to be fast again (measured: without this the
+        first request after ready is 1.8x the steady p50 on ResNet-18, with it 1.0-1.1x)."""
         feed = self._health.probe_feed
         assert feed is not None
+        for slot in reversed(self._lender.slots):  # the idle stack lends the last slot first
+            if slot.state is SlotState.IDLE and slot.runner is not None:
+                for _ in range(SETTLE_RUNS):
+                    slot.runner.infer(feed)
+
+    def _warm_request_path(self) -> None:
+        """Serve the probe once on every healthy context through ``infer`` itself (acquire, the
+        inference, give back, metrics), then forget those requests: the first real request after
+        ``ready`` runs no code for the first time. The context served last stays on top of the
+        idle stack, so the first request gets the hottest one. A close meanwhile ends it quietly."""
+        feed = self._health.probe_feed
+        assert feed is not None
+        lender = self._lender
         try:
-            for _ in range(len(self._lender.idle)):
+            for remaining in reversed(range(len(lender.idle))):
                 self.infer(feed)
+                if remaining:
+                    with lender.lock:
+                        lender.idle.rotate(1)  # the one just served goes to the bottom: the next surfaces
         except PoolClosed:
             return
         self.metrics.forget_requests()
@@ -267,7 +292,8 @@ class EnginePool:
             slot.warm_runs = 0
             if self._warmup:
                 for feed in self._feeds:
-                    runner.infer(feed)
+                    for _ in range(WARMUP_RUNS):
+                        runner.infer(feed)
                     slot.warm_runs += 1
                 self._health.verify(runner)
         except BaseException:

@@ -1,0 +1,98 @@
+"""`check`/`inspect` cost about one hash of the engine: the CLI starts hashing the engine it is
+given before its own imports (`cli.early`), and the command reads the file once, waiting for that
+hash instead of hashing again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_startup_imports import manifest_only  # noqa: F401  (the fixture: an engine and its manifest)
+
+from trtforge import fsutil
+from trtforge.cli.early import engine_to_hash
+from trtforge.fsutil import prefetch_digest, sha256_bytes, sha256_file
+
+#: counts the engine's opens and the thread of each, then runs `python -m trtforge ARGS`; files
+#: settle at once here, so a digest taken in the background is kept for the command itself
+_COUNTED_RUN = """
+import json, runpy, sys, threading
+from trtforge import fsutil
+fsutil.SETTLE_NS = 0
+engine, args = sys.argv[1], sys.argv[2:]
+opens = []
+def hook(event, payload):
+    if event == "open" and str(payload[0]) == engine:
+        opens.append(threading.current_thread().name)
+sys.addaudithook(hook)
+sys.argv = ["trtforge", *args]
+try:
+    runpy.run_module("trtforge", run_name="__main__", alter_sys=True)
+finally:
+    print(json.dumps(opens), file=sys.stderr)
+"""
+
+
+def test_engine_to_hash_is_the_engine_check_or_inspect_names(tmp_path: Path) -> None:
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    manifest = tmp_path / "m.manifest.json"
+    main = str(Path("trtforge", "__main__.py"))
+    assert engine_to_hash(["trtforge", "check", str(engine), "--cc", "8.6"]) == engine
+    assert engine_to_hash([main, "check", "--cc", "8.6", str(engine)]) == engine
+    assert engine_to_hash(["/venv/bin/trtforge", "inspect", str(manifest)]) == engine
+    # other programs, other commands, help, a missing file, two candidates: nothing is started
+    assert engine_to_hash(["pytest", "check", str(engine)]) is None
+    assert engine_to_hash(["trtforge", "sign", str(engine)]) is None
+    assert engine_to_hash(["trtforge", "check", str(engine), "--help"]) is None
+    assert engine_to_hash(["trtforge", "check", str(tmp_path / "gone.engine")]) is None
+    assert engine_to_hash(["trtforge", "check", str(engine), str(engine)]) is None
+
+
+@pytest.mark.parametrize(
+    "command", [["check", "--cc", "8.6", "--json"], ["inspect", "--json"]], ids=["check", "inspect"]
+)
+def test_cli_hashes_the_engine_once_in_the_background(
+    manifest_only: Path,  # noqa: F811
+    command: list[str],
+    tmp_path: Path,
+) -> None:
+    time.sleep(0.05)  # past the file system's timestamp tick: the stamp taken now is final
+    args = [command[0], str(manifest_only), *command[1:]]
+    env = {**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNTED_RUN, str(manifest_only), *args], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    opens = json.loads(done.stderr.strip().splitlines()[-1])
+    assert opens == ["trtforge-prefetch-digest"]  # read once, by the hash started before the imports
+    report = json.loads(done.stdout)
+    digest = sha256_bytes(manifest_only.read_bytes())
+    if command[0] == "check":
+        assert report["compatible"] is True
+        assert report["sha256"]["engine"] == digest
+    else:
+        assert report["engine"]["sha256"] == digest
+        assert report["engine"]["matches_manifest"] is True
+
+
+def test_prefetched_digest_is_the_files_and_never_served_for_a_changed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(fsutil, "_memory", {})
+    monkeypatch.setattr(fsutil, "_prefetches", {})  # other tests may leave a prefetch nobody awaited
+    path = tmp_path / "a.engine"
+    path.write_bytes(b"first" * 1000)
+    prefetch_digest(path)
+    assert sha256_file(path) == sha256_bytes(b"first" * 1000)
+    path.write_bytes(b"second" * 1000)
+    prefetch_digest(path)
+    path.write_bytes(b"third!" * 1000)  # same size, rewritten while (or after) the background hash ran
+    assert sha256_file(path) == sha256_bytes(b"third!" * 1000)
+    assert fsutil._prefetches == {}  # each background hash was waited for by the reader
