@@ -218,3 +218,34 @@ def write_samples(folder: Path, shape: tuple[int, ...], files: int, seed: int = 
         np.save(path, rng.normal(0, 1, shape).astype(np.float32))
         paths.append(path)
     return paths
+
+
+def chain(path: Path, name: str, weights: list[onnx.TensorProto], nodes: list[onnx.NodeProto]) -> Path:
+    """A [N, 16] -> [N, 16] graph of ``nodes`` from ``input`` to ``out``."""
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 16])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return save(model, path)
+
+
+def overflow_chain(path: Path, k: float = 1000.0) -> Path:
+    """x * k -> MatMul with weights in [50, 100] -> * 1e-4: with k = 1000 and inputs near 1 the
+    MatMul output (``blowup``) reaches ~1e6, beyond FP16's 65504; with k = 0.001 nothing overflows."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(np.array(k, np.float32), "k"),
+        numpy_helper.from_array(rng.uniform(50, 100, (16, 16)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array(1e-4, np.float32), "s"),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["input", "k"], ["scaled"], name="scale"),
+        helper.make_node("MatMul", ["scaled", "W"], ["big"], name="blowup"),
+        helper.make_node("Mul", ["big", "s"], ["out"], name="shrink"),
+    ]
+    return chain(path, "overflow", weights, nodes)

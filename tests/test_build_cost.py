@@ -12,38 +12,13 @@ from pathlib import Path
 
 import numpy as np
 from clitools import cli
-from models import OPSET, need_rtx, save
-from onnx import TensorProto, helper, numpy_helper
+from models import need_rtx, overflow_chain
 
 from trtforge.manifest import read_manifest
 from trtforge.model import inspect_model
 from trtforge.precision.overflow import FOLDER, first_samples
 
 PROFILE = "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\n"
-
-
-def _model(path: Path, k: float) -> Path:
-    rng = np.random.default_rng(0)
-    weights = [
-        numpy_helper.from_array(np.array(k, np.float32), "k"),
-        numpy_helper.from_array(rng.uniform(50, 100, (16, 16)).astype(np.float32), "W"),
-        numpy_helper.from_array(np.array(1e-4, np.float32), "s"),
-    ]
-    nodes = [
-        helper.make_node("Mul", ["input", "k"], ["scaled"], name="scale"),
-        helper.make_node("MatMul", ["scaled", "W"], ["big"], name="blowup"),
-        helper.make_node("Mul", ["big", "s"], ["out"], name="shrink"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 16])],
-        weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    return save(model, path)
 
 
 def _build_keep(spec: Path, out: Path) -> list[str]:
@@ -59,7 +34,7 @@ def test_gate_off_fp16_build_makes_no_emulated_graph(
 ) -> None:
     """The FP16-storage emulation is the gate's candidate: with the gate off nothing runs it."""
     need_rtx()
-    model = _model(tmp_path / "m.onnx", 0.001)
+    model = overflow_chain(tmp_path / "m.onnx", 0.001)
     spec = write_spec(
         f"name: m\nmodel: {model}\nprecision: fp16\ntargets: ['8.6']\n{PROFILE}accuracy: {{enabled: false}}\n"
     )
@@ -72,17 +47,17 @@ def test_guard_cache_follows_the_model(write_spec: Callable[..., Path], tmp_path
     """The guard's choice is cached by the model's content: rewriting the model at the same path
     with other weights never reuses the old choice, and the old content hits the old entry."""
     need_rtx()
-    model = _model(tmp_path / "m.onnx", 1000.0)
+    model = overflow_chain(tmp_path / "m.onnx", 1000.0)
     spec = write_spec(
         f"name: m\nmodel: {model}\nprecision: fp16\ntargets: ['8.6']\n{PROFILE}accuracy: {{enabled: false}}\n"
     )
     assert _build_keep(spec, tmp_path / "a") == ["blowup", "shrink"]
     entries = list((isolated_cache / FOLDER).glob("*.json"))
     assert len(entries) == 1
-    _model(model, 0.001)
+    overflow_chain(model, 0.001)
     assert _build_keep(spec, tmp_path / "b") == []
     assert len(list((isolated_cache / FOLDER).glob("*.json"))) == 2
-    _model(model, 1000.0)
+    overflow_chain(model, 1000.0)
     assert _build_keep(spec, tmp_path / "c") == ["blowup", "shrink"]  # served from the first entry
     assert len(list((isolated_cache / FOLDER).glob("*.json"))) == 2
     entries[0].write_text("{not json", encoding="utf-8")  # a damaged entry is a miss, not an error
@@ -92,7 +67,7 @@ def test_guard_cache_follows_the_model(write_spec: Callable[..., Path], tmp_path
 def test_guard_cache_follows_the_data(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     """With calibration data, rewriting a data file in place changes the guard's choice."""
     need_rtx()
-    model = _model(tmp_path / "m.onnx", 1000.0)
+    model = overflow_chain(tmp_path / "m.onnx", 1000.0)
     data = tmp_path / "calib"
     data.mkdir()
     np.save(data / "batch.npy", np.full((8, 16), 1e-3, np.float32))  # MatMul output ~1e3: no overflow
@@ -108,7 +83,7 @@ def test_guard_cache_follows_the_data(write_spec: Callable[..., Path], tmp_path:
 def test_guard_runs_one_sample_per_random_shape(tmp_path: Path) -> None:
     """Random feeds of batch 1, 4 and 8 of one shape make one single-sample run: the first sample
     of the first feed; a model with a static batch axis is fed as is."""
-    info = inspect_model(_model(tmp_path / "m.onnx", 1.0))
+    info = inspect_model(overflow_chain(tmp_path / "m.onnx", 1.0))
     rng = np.random.default_rng(0)
     feeds = [{"input": rng.random((batch, 16), dtype=np.float32)} for batch in (1, 4, 8)]
     samples = list(first_samples(info, iter(feeds), lambda feed: True))

@@ -15,29 +15,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 from clitools import cli
-from models import OPSET, need_rtx, save, write_samples
-from onnx import TensorProto, helper, numpy_helper
+from models import chain, need_rtx, overflow_chain, write_samples
+from onnx import helper, numpy_helper
 
 from trtforge.manifest import read_manifest
 from trtforge.precision.graphs import FP16_STORAGE, emulate_fp16, fp16_onnx, to_fp16
 from trtforge.runners.onnxruntime import OnnxrtRunner
 
 PROFILE = "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\n"
-
-
-def _overflow_model(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    weights = [
-        numpy_helper.from_array(np.array(1000.0, np.float32), "k"),
-        numpy_helper.from_array(rng.uniform(50, 100, (16, 16)).astype(np.float32), "W"),
-        numpy_helper.from_array(np.array(1e-4, np.float32), "s"),
-    ]
-    nodes = [
-        helper.make_node("Mul", ["input", "k"], ["scaled"], name="scale"),
-        helper.make_node("MatMul", ["scaled", "W"], ["big"], name="blowup"),
-        helper.make_node("Mul", ["big", "s"], ["out"], name="shrink"),
-    ]
-    return _chain(path, "overflow", weights, nodes)
 
 
 def _spec(write_spec: Callable[..., Path], model: Path, extra: str = "") -> Path:
@@ -56,9 +41,8 @@ LEVELS = [
 def test_emulation_overflows_where_the_converted_graph_does_not(tmp_path: Path, level: object) -> None:
     """The defect: onnxruntime runs the FP16-converted graph with FP32 intermediates (no inf);
     the emulation's cast pairs survive every optimization level (inf, as FP16 storage gives)."""
-    import onnx
 
-    model = onnx.load(str(_overflow_model(tmp_path / "over.onnx")))
+    model = onnx.load(str(overflow_chain(tmp_path / "over.onnx")))
     feed = {"input": np.random.default_rng(1).random((4, 16), dtype=np.float32)}
     options = ort.SessionOptions()
     options.graph_optimization_level = level
@@ -80,11 +64,10 @@ def test_emulation_overflows_where_the_converted_graph_does_not(tmp_path: Path, 
 def test_kept_nodes_stay_fp32_between_each_other(tmp_path: Path) -> None:
     """onnxruntime's converter casts a kept node's output to FP16 even for the next kept node;
     the islands are joined, so the kept tensor never overflows; the cache key holds the list."""
-    model_path = _overflow_model(tmp_path / "over.onnx")
+    model_path = overflow_chain(tmp_path / "over.onnx")
     cache = tmp_path / "cache"
     plain, kept = fp16_onnx(model_path, cache), fp16_onnx(model_path, cache, ("blowup", "shrink"))
     assert plain != kept and plain.is_file() and kept.is_file()
-    import onnx
 
     emulated = emulate_fp16(onnx.load(str(kept)))
     assert emulated is not None
@@ -98,7 +81,7 @@ def test_kept_nodes_stay_fp32_between_each_other(tmp_path: Path) -> None:
 
 def test_plain_fp16_gate_fails_on_overflow(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     need_rtx()
-    spec = _spec(write_spec, _overflow_model(tmp_path / "over.onnx"), "fp16:\n  keep_fp32: []\n")
+    spec = _spec(write_spec, overflow_chain(tmp_path / "over.onnx"), "fp16:\n  keep_fp32: []\n")
     out = tmp_path / "out"
     code, _, stderr = cli("build", spec, "--out", out)
     assert code == 4, stderr
@@ -113,7 +96,7 @@ def test_plain_fp16_gate_fails_on_overflow(write_spec: Callable[..., Path], tmp_
 
 def test_overflow_guard_keeps_the_overflowing_nodes(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     need_rtx()
-    spec = _spec(write_spec, _overflow_model(tmp_path / "over.onnx"))
+    spec = _spec(write_spec, overflow_chain(tmp_path / "over.onnx"))
     out = tmp_path / "out"
     code, _, stderr = cli("build", spec, "--out", out)
     assert code == 0, stderr
@@ -133,7 +116,7 @@ def test_overflow_guard_reads_calibration_data(write_spec: Callable[..., Path], 
     need_rtx()
     data = write_samples(tmp_path / "calib", (32, 16), files=2)
     extra = f"calibration:\n  data: {data[0].parent}/*.npy\n"
-    spec = _spec(write_spec, _overflow_model(tmp_path / "over.onnx"), extra)
+    spec = _spec(write_spec, overflow_chain(tmp_path / "over.onnx"), extra)
     code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 0, stderr
     manifest = read_manifest(next((tmp_path / "out").glob("*.manifest.json")))
@@ -141,7 +124,7 @@ def test_overflow_guard_reads_calibration_data(write_spec: Callable[..., Path], 
 
 
 def test_unknown_keep_fp32_name_is_a_usage_error(write_spec: Callable[..., Path], tmp_path: Path) -> None:
-    spec = _spec(write_spec, _overflow_model(tmp_path / "over.onnx"), "fp16:\n  keep_fp32: [blowup, shrnk]\n")
+    spec = _spec(write_spec, overflow_chain(tmp_path / "over.onnx"), "fp16:\n  keep_fp32: [blowup, shrnk]\n")
     code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 2, stderr
     line = stderr.strip().splitlines()[-1]
@@ -149,7 +132,7 @@ def test_unknown_keep_fp32_name_is_a_usage_error(write_spec: Callable[..., Path]
     assert "Traceback" not in stderr
 
 
-def _int8_overflow_model(path: Path) -> Path:
+def _int8overflow_chain(path: Path) -> Path:
     """input -> MatMul (quantized) -> * 1e5 -> * 1e-5: the two Muls stay out of INT8, and their
     intermediate (~1e5) overflows where they run in FP16."""
     weights = [
@@ -162,21 +145,7 @@ def _int8_overflow_model(path: Path) -> Path:
         helper.make_node("Mul", ["m", "up"], ["big"], name="blowup"),
         helper.make_node("Mul", ["big", "down"], ["out"], name="shrink"),
     ]
-    return _chain(path, "int8_overflow", weights, nodes)
-
-
-def _chain(path: Path, name: str, weights: list[onnx.TensorProto], nodes: list[onnx.NodeProto]) -> Path:
-    """A [N, 16] -> [N, 16] graph of ``nodes`` from ``input`` to ``out``."""
-    graph = helper.make_graph(
-        nodes,
-        name,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 16])],
-        weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    return save(model, path)
+    return chain(path, "int8_overflow", weights, nodes)
 
 
 @pytest.mark.parametrize(("high_precision", "expected"), [("fp16", 4), ("fp32", 0)])
@@ -187,7 +156,7 @@ def test_int8_high_precision_fp16_layers_are_emulated(
     need_rtx()
     data = write_samples(tmp_path / "calib", (32, 16), files=2)
     spec = write_spec(
-        f"name: over\nmodel: {_int8_overflow_model(tmp_path / 'over.onnx')}\nprecision: int8\ntargets: ['8.6']\n"
+        f"name: over\nmodel: {_int8overflow_chain(tmp_path / 'over.onnx')}\nprecision: int8\ntargets: ['8.6']\n"
         f"{PROFILE}calibration:\n  data: {data[0].parent}/*.npy\n  high_precision: {high_precision}\n"
         f"accuracy:\n  data: {data[0].parent}/*.npy\n"
     )
