@@ -26,7 +26,7 @@ lint: $(BIN)/trtforge
 
 bench: $(BIN)/trtforge
 	mkdir -p out
-	for script in build_overhead calibration check_speed ci_cache pool diagnose qdq_placement node_corpus trust_replay; do \
+	for script in build_overhead calibration check_speed ci_cache pool serve diagnose qdq_placement node_corpus trust_replay; do \
 		$(BIN)/python benchmarks/$$script.py > out/bench-$$script.json || exit 1; done
 
 clean:

@@ -27,6 +27,7 @@ QUICK: dict[str, list[str]] = {
     "node_corpus": ["--limit", "1", "--work", "{work}"],
     "pool": ["--quick"],
     "qdq_placement": ["--quick", "--workdir", "{work}"],
+    "serve": ["--quick"],
     "trust_replay": ["-k", "test_two_specs_writing_one_artifact_are_refused"],
 }
 

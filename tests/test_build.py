@@ -233,3 +233,26 @@ def test_ctrl_c_during_build_keeps_the_previous_engine(write_spec: Callable[...,
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [engine.name, f"{stem}.manifest.json", f"{stem}.accuracy.json"]
     )
+
+
+def test_invalid_model_the_parser_rejects_is_named_by_the_onnx_checker(tmp_path: Path) -> None:
+    """The build describes the model from its protobuf alone (no onnx checker, issue 16); when
+    the backend cannot parse it, onnx's checker still says what is wrong, as exit 2."""
+    need_rtx()
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["nowhere"], ["y"])],  # reads a tensor nothing produces
+        "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (tmp_path / "broken.onnx").write_bytes(model.SerializeToString())
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: broken\nmodel: {tmp_path / 'broken.onnx'}\nprecision: fp32\ntargets: ['8.6']\n")
+    code, _, stderr = _build(spec, tmp_path / "out")
+    assert code == 2, stderr
+    assert "invalid ONNX model" in stderr and "Traceback" not in stderr
+    assert _engines(tmp_path / "out") == []

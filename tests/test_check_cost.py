@@ -96,3 +96,29 @@ def test_prefetched_digest_is_the_files_and_never_served_for_a_changed_one(
     path.write_bytes(b"third!" * 1000)  # same size, rewritten while (or after) the background hash ran
     assert sha256_file(path) == sha256_bytes(b"third!" * 1000)
     assert fsutil._prefetches == {}  # each background hash was waited for by the reader
+
+
+def test_a_running_prefetch_shortens_the_switch_interval_and_the_last_one_restores_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a background hash runs, the main thread hands it the GIL within the short interval
+    (so the hash keeps pace with the imports); once every prefetch has ended, the interval is the
+    one the process had."""
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(fsutil, "_memory", {})
+    monkeypatch.setattr(fsutil, "_prefetches", {})
+    before = sys.getswitchinterval()
+    paths = [tmp_path / f"{index}.engine" for index in range(2)]
+    for index, path in enumerate(paths):
+        path.write_bytes(bytes([index]) * 32 * 1024 * 1024)  # long enough to be seen running
+    threads = []
+    for path in paths:
+        prefetch_digest(path)
+        threads.append(fsutil._prefetches[os.path.abspath(path)])
+        interval = sys.getswitchinterval()
+        if threads[0].is_alive():  # so it was running when the interval was read
+            assert interval == pytest.approx(fsutil._PREFETCH_SWITCH_S)
+    for path in paths:
+        assert sha256_file(path) == sha256_bytes(path.read_bytes())
+    assert not any(thread.is_alive() for thread in threads)
+    assert sys.getswitchinterval() == pytest.approx(before)

@@ -233,3 +233,23 @@ def test_remote_cache_must_be_oci(project: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["ci", str(project), "--out", str(tmp_path), "--remote-cache", f"dir://{tmp_path}"])
     assert result.exit_code == 2
     assert "use oci://HOST[:PORT]/REPO" in result.stderr
+
+
+def test_unchanged_rerun_reads_without_waiting_for_the_output_lock(project: Path, tmp_path: Path) -> None:
+    """An unchanged spec is answered by reading alone: another pipeline holding the output
+    folder's lock (it would be building or restoring there) does not hold this rerun up."""
+    from filelock import FileLock
+
+    for other in ("fp16.yaml", "int8.yaml"):
+        (project / other).unlink()
+    out = tmp_path / "out"
+    assert _statuses(_ci(project, out)) == {"fp32.yaml": "built"}
+    with FileLock(str(out / ".trtforge-locks" / "conv-fp32.lock")):
+        rerun = subprocess.run(
+            [sys.executable, "-m", "trtforge", "ci", str(project), "--out", str(out), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert rerun.returncode == 0, rerun.stderr
+    assert _statuses(json.loads(rerun.stdout)) == {"fp32.yaml": "unchanged"}

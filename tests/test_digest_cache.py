@@ -150,3 +150,25 @@ def test_unchanged_ci_rerun_answers_model_and_engine_from_the_cache(tmp_path: Pa
     for path in (root / "conv.onnx", engine):
         entry = json.loads(_entry(path).read_text())
         assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_entries_are_written_whole_without_fsync_and_artifacts_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A digest entry can be derived again (a torn one is ignored), so recording it costs no
+    fsync; a durable write (an artifact's file) still syncs before its rename."""
+    synced: list[Path] = []
+    real_fsync = fsutil.fsync_file
+
+    def recording_fsync(path: Path) -> None:
+        synced.append(path)
+        real_fsync(path)
+
+    monkeypatch.setattr(fsutil, "fsync_file", recording_fsync)
+    model = _settled_file(tmp_path / "model.onnx", b"m" * 4096)
+    sha256_file(model)
+    assert json.loads(_entry(model).read_text())["sha256"] == hashlib.sha256(b"m" * 4096).hexdigest()
+    assert synced == []
+    fsutil.atomic_write_text(tmp_path / "x.manifest.json", "{}")
+    assert len(synced) == 1 and (tmp_path / "x.manifest.json").read_text() == "{}"
+    assert not [path for path in digest_dir().iterdir() if path.name.endswith(fsutil.TEMP_SUFFIX)]

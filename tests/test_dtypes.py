@@ -76,3 +76,17 @@ def test_pack_and_unpack_whole_bytes() -> None:
     assert packed.nbytes == dtypes.nbytes((2, 3), 16) == 12
     np.testing.assert_array_equal(dtypes.unpack(packed, np.dtype(np.float16), 16, (2, 3)), array)
     assert dtypes.nbytes((3,), 4) == 2
+
+
+def test_onnx_element_types_map_as_onnx_maps_them() -> None:
+    """The written-out map (describing a model imports no onnx) agrees with onnx's own."""
+    for value in TensorProto.DataType.values():
+        if value == TensorProto.UNDEFINED:
+            assert value not in dtypes.ONNX_DTYPES
+            continue
+        assert dtypes.ONNX_DTYPES[value] == helper.tensor_dtype_to_np_dtype(value).name
+
+
+def test_itemsize_from_the_name_is_numpys() -> None:
+    for name in dtypes.ONNX_DTYPES.values():
+        assert dtypes.itemsize(name) == dtypes.numpy_dtype(name).itemsize, name

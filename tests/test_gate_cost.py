@@ -1,6 +1,6 @@
 """The accuracy gate costs what it must and no more (issue 16, item 1).
 
-fp32 with a simulated candidate runs one reference feed; the reference's outputs are cached by
+fp32 with a simulated candidate runs nothing at all; the reference's outputs are cached by
 content; reference and candidate run in two threads; the random-input plan caps the max's batch
 and still catches damaged candidates. Real onnxruntime and real TensorRT-RTX builds throughout.
 """
@@ -8,6 +8,8 @@ and still catches damaged candidates. Real onnxruntime and real TensorRT-RTX bui
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -130,18 +132,25 @@ def test_capped_plan_still_catches_damaged_candidates(tmp_path: Path, damage: on
     assert not report.passed and any(failing in failure for failure in report.failures)
 
 
-# ---------------------------------------------------------------- fp32: one reference feed
+# ---------------------------------------------------------------- fp32: no run at all
 
 
-def test_fp32_identical_runs_one_reference_feed_and_says_why(tmp_path: Path) -> None:
+def test_fp32_identical_runs_nothing_and_says_why(tmp_path: Path) -> None:
     need_rtx()
     out = tmp_path / "out"
-    code, _, stderr = cli("build", _spec(tmp_path, "fp32"), "--out", out)
-    assert code == 0, stderr
+    spec = _spec(tmp_path, "fp32")
+    env = {**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-X", "importtime", "-m", "trtforge", "build", str(spec), "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "onnxruntime" not in imported and "trtforge.accuracy.gate" in imported  # the gate, no run
     report = _report(out)
     assert report["candidate"]["kind"] == "identical" and IDENTICAL_PASS in report["candidate"]["reason"]
-    assert report["data"]["batches"] == 1 and report["data"]["samples"] == 1  # the min only, not min/opt/max
-    assert report["passed"] is True and report["outputs"][0]["metrics"]["max_abs"] == 0.0
+    assert report["data"]["batches"] == 0 and report["data"]["samples"] == 0  # no feed at all
+    (output,) = report["outputs"]
+    assert report["passed"] is True and output["metrics"] == {} and output["checks"] == []
+    assert output["tolerance"] == {"cosine_min": 0.99999}  # the limits it would apply, unmeasured
 
 
 # ---------------------------------------------------------------- the reference cache
@@ -212,3 +221,20 @@ def test_reference_runs_in_its_own_thread_beside_the_candidate(tmp_path: Path) -
     assert report.passed and report.candidate.kind == "simulated" and report.data.samples == 7
     # the reference's runs happen off the main thread, the candidate's on it: both at once
     assert seen == {("_run_onnx", False), ("_candidate_out", True), ("_run_onnx", True)}
+
+
+# ---------------------------------------------------------------- describing the model without onnx
+
+
+def test_build_describes_the_model_from_the_protobuf_alone(tmp_path: Path) -> None:
+    """``read_model_info`` gives what ``inspect_model`` gives, in a process that never imports onnx
+    or numpy (the build's fixed cost, issue 16 item 2)."""
+    model = save(_conv(), tmp_path / "conv.onnx")
+    script = (
+        "import sys; from pathlib import Path; from trtforge.model import read_model_info\n"
+        f"info = read_model_info(Path({str(model)!r}))\n"
+        "print(repr(info)); print(sorted(name for name in ('onnx', 'numpy') if name in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    shown, imported = done.stdout.splitlines()
+    assert shown == repr(inspect_model(model)) and imported == "[]"

@@ -44,13 +44,15 @@ def _model(
     return model
 
 
-def _build(tmp_path: Path, model: onnx.ModelProto, extra: str = "") -> tuple[int, str, Path]:
-    """``trtforge build`` of ``model`` at fp32 with the gate on (random inputs unless ``extra`` says)."""
+def _build(tmp_path: Path, model: onnx.ModelProto, extra: str = "", precision: str = "fp32") -> tuple[int, str, Path]:
+    """``trtforge build`` of ``model`` with the gate on (random inputs unless ``extra`` says). At
+    fp32 on a host without a GPU the candidate is the reference itself and nothing runs (issue 16):
+    tests of what the gate does when it runs build at fp16, where reference and candidate run."""
     need_rtx()
     tmp_path.mkdir(parents=True, exist_ok=True)
     save(model, tmp_path / "model.onnx")
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"name: case\nmodel: {tmp_path / 'model.onnx'}\nprecision: fp32\ntargets: ['8.6']\n{extra}")
+    spec.write_text(f"name: case\nmodel: {tmp_path / 'model.onnx'}\nprecision: {precision}\ntargets: ['8.6']\n{extra}")
     out = tmp_path / "out"
     code, _, stderr = cli("build", spec, "--out", out)
     return code, stderr, out
@@ -153,7 +155,7 @@ def test_reference_failing_on_random_inputs_is_exit_2_whatever_onnxruntime_says(
         [tensor("y", TensorProto.FLOAT, [64, 2, 2] if op == "Gather" else [64, 2])],
     )
     profile = "profiles:\n  - data: {min: [1, 2], opt: [2, 2], max: [2, 2]}\n"
-    code, stderr, out = _build(tmp_path, model, profile)
+    code, stderr, out = _build(tmp_path, model, profile, precision="fp16")
     line = _one_line_error(stderr)
     assert code == 2, stderr
     assert f"{CANNOT_RUN} on random inputs for this model (onnxruntime fails on the reference" in line
@@ -167,7 +169,7 @@ def test_reference_all_nan_on_random_inputs_is_exit_2(tmp_path: Path) -> None:
     model = _model(
         [helper.make_node("Acosh", ["x"], ["y"])], [tensor("x", TensorProto.FLOAT, [3, 4])], [tensor("y", 1, [3, 4])]
     )
-    code, stderr, out = _build(tmp_path, model)
+    code, stderr, out = _build(tmp_path, model, precision="fp16")
     line = _one_line_error(stderr)
     assert code == 2, stderr
     assert f"{CANNOT_RUN} on random inputs for this model (the reference's output 'y' is all NaN/Inf)" in line
@@ -186,7 +188,10 @@ def test_inf_in_the_same_positions_of_both_is_agreement(tmp_path: Path) -> None:
         helper.make_node("Div", ["x", "r"], ["y"]),
     ]
     model = _model(nodes, [tensor("x", TensorProto.FLOAT, [4, 8])], [tensor("y", TensorProto.FLOAT, [4, 8])], (half,))
-    code, stderr, out = _build(tmp_path, model)
+    data, labels = tmp_path / "x.npy", tmp_path / "labels.npy"  # labels: the fp32 gate runs its feeds
+    np.save(data, np.random.default_rng(0).random((4, 8), dtype=np.float64).astype(np.float32))  # the gate's own
+    np.save(labels, np.zeros(4, np.int64))
+    code, stderr, out = _build(tmp_path, model, f"accuracy:\n  data: {data}\n  labels: {labels}\n")
     assert code == 0, stderr
     (report_file,) = out.glob("*.accuracy.json")
     (output,) = json.loads(report_file.read_text())["outputs"]
@@ -239,14 +244,14 @@ def _bfloat16_model() -> onnx.ModelProto:
 
 
 def test_bfloat16_model_passes_the_gate_on_random_inputs_and_on_float_files(tmp_path: Path) -> None:
-    code, stderr, out = _build(tmp_path / "random", _bfloat16_model())
+    code, stderr, out = _build(tmp_path / "random", _bfloat16_model(), precision="fp16")
     assert code == 0, stderr
     (report_file,) = out.glob("*.accuracy.json")
     assert json.loads(report_file.read_text())["passed"] is True
 
     data = tmp_path / "x.npy"
     np.save(data, np.random.default_rng(0).normal(size=(2, 8)))  # float64: cast to bfloat16 on load
-    code, stderr, out = _build(tmp_path / "files", _bfloat16_model(), f"accuracy:\n  data: {data}\n")
+    code, stderr, out = _build(tmp_path / "files", _bfloat16_model(), f"accuracy:\n  data: {data}\n", precision="fp16")
     assert code == 0, stderr
     (report_file,) = out.glob("*.accuracy.json")
     assert json.loads(report_file.read_text())["data"]["samples"] == 2
@@ -289,14 +294,14 @@ def _swish() -> onnx.ModelProto:
 
 
 def test_model_onnxruntime_cannot_load_builds_but_the_gate_is_not_runnable(tmp_path: Path) -> None:
-    code, stderr, out = _build(tmp_path, _swish())
+    code, stderr, out = _build(tmp_path, _swish(), precision="fp16")
     line = _one_line_error(stderr)
     assert code == 2, stderr
     assert f"{CANNOT_RUN} for this model (onnxruntime cannot load the reference: NOT_IMPLEMENTED" in line
     assert line.endswith("set accuracy.enabled: false to build it without the gate")
     assert _published(out) == []  # nothing under a final name, no temporary left behind
 
-    code, stderr, out = _build(tmp_path, _swish(), "accuracy: {enabled: false}\n")
+    code, stderr, out = _build(tmp_path, _swish(), "accuracy: {enabled: false}\n", precision="fp16")
     assert code == 0, stderr
     assert len(list(out.glob("*.engine"))) == 1
 
@@ -331,7 +336,7 @@ def test_scalar_input_builds_and_passes_the_gate(tmp_path: Path) -> None:
         [tensor("y", TensorProto.FLOAT, [])],
         (one,),
     )
-    code, stderr, out = _build(tmp_path, model)
+    code, stderr, out = _build(tmp_path, model, precision="fp16")
     assert code == 0, stderr
     (report_file,) = out.glob("*.accuracy.json")
     assert json.loads(report_file.read_text())["data"]["samples"] == 1

@@ -150,7 +150,8 @@ def test_encrypted_private_key_needs_the_password(tmp_path: Path, monkeypatch: p
         (None, "key file not found"),
         ("not a key", "not a PEM private key"),
         ("PUBLIC", "this is a public key; signing needs the private key"),
-        ("RSA", "RSAPrivateKey key; trtforge signs with Ed25519 keys only"),
+        ("RSA", "RSAPrivateKey key; trtforge signs with Ed25519 or ECDSA P-256 keys only"),
+        ("P384", "an ECDSA secp384r1 key; trtforge signs with Ed25519 or ECDSA P-256 keys only"),
     ],
 )
 def test_bad_signing_keys_say_what_to_do(tmp_path: Path, keys: Path, content: str | None, says: str) -> None:
@@ -163,6 +164,12 @@ def test_bad_signing_keys_say_what_to_do(tmp_path: Path, keys: Path, content: st
 
         rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         path.write_bytes(rsa_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    elif content == "P384":
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+        p384 = ec.generate_private_key(ec.SECP384R1())
+        path.write_bytes(p384.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
     elif content is not None:
         path.write_text(content)
     with pytest.raises(InvalidInputError) as caught:

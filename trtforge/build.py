@@ -18,7 +18,9 @@ from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend,
 from trtforge.cache import default_cache_dir
 from trtforge.console import Reporter
 from trtforge.environment import detect_platform
+from trtforge.errors import BuildError
 from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_bytes, sha256_file
+from trtforge.keys import SigningKey
 from trtforge.manifest import (
     ArtifactInfo,
     BuildInfo,
@@ -30,8 +32,9 @@ from trtforge.manifest import (
     TensorRTInfo,
     manifest_path_for,
 )
-from trtforge.model import ModelInfo, check_model_file, describe, load_onnx
+from trtforge.model import ModelInfo, check_model_file, load_onnx, read_model_info
 from trtforge.precision import Prepared, prepare_precision
+from trtforge.provenance import attestation_path, sign_build
 from trtforge.shapes import spec_profiles
 from trtforge.spec import Spec, check_profiles
 from trtforge.tags import ComputeCapability, EngineTag, artifact_stem
@@ -99,8 +102,12 @@ def build_spec(
     reporter: Reporter,
     backend: str | None = None,
     cache_dir: Path | None = None,
+    signing_key: SigningKey | None = None,
 ) -> BuildOutcome:
-    """Build one spec into ``out_dir``; raises a TrtforgeError subclass on any failure."""
+    """Build one spec into ``out_dir``; raises a TrtforgeError subclass on any failure.
+
+    With ``signing_key`` the manifest is signed and ``{stem}.intoto.jsonl`` (signed provenance)
+    is committed with it; without, a previous build's attestation is removed (it would be stale)."""
     started = time.perf_counter()
     ensure_writable_dir(out_dir)
     cache_dir = cache_dir or default_cache_dir()
@@ -109,10 +116,8 @@ def build_spec(
         reporter.info(swept.note)
     check_model_file(spec.model_path)  # a regular file: hashing it can't block
     prefetch_digest(spec.model_path)  # the manifest and the precision caches need it: hashed meanwhile
-    model = load_onnx(spec.model_path)
-    model_info = describe(model, spec.model_path)
+    model_info = read_model_info(spec.model_path)  # no onnx import or checker: the backend parses it in full
     check_profiles(spec, model_info)
-    del model
 
     choice = choose_backend(backend or spec.backend)
     engine_backend = open_backend(choice.flavor)
@@ -133,8 +138,12 @@ def build_spec(
         origin=spec.origin,
         label=model_label(spec, prepared),
     )
-    with reporter.build_progress(spec.name) as monitor:
-        result = engine_backend.build(request, monitor)
+    try:
+        with reporter.build_progress(spec.name) as monitor:
+            result = engine_backend.build(request, monitor)
+    except BuildError:
+        load_onnx(spec.model_path)  # an invalid model: onnx's checker says what is wrong, in one line
+        raise
     for note in result.notes:
         reporter.info(f"{spec.name}: {note}")
 
@@ -157,6 +166,13 @@ def build_spec(
         manifest = manifest.replace(
             accuracy=summary(report, report_file.name) if report is not None else dict(SKIPPED_SUMMARY)
         )
+        attestation = attestation_path(engine_path).name
+        if signing_key is not None:
+            report_bytes = report.to_json().encode("utf-8") if report is not None else None
+            manifest, envelope = sign_build(spec, manifest, engine_path, report_bytes, signing_key)
+            writer.stage(attestation).write_bytes(envelope)
+        else:
+            writer.remove(attestation)
         writer.stage(manifest_path.name).write_text(manifest.to_json(), encoding="utf-8")
         if report is not None:
             writer.stage(report_file.name).write_text(report.to_json(), encoding="utf-8")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -24,10 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -49,6 +46,9 @@ from trtforge.fsutil import (
     sha256_file,
     temp_prefix,
 )
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
 
 LOCK_DIR = ".trtforge-locks"
 #: a build-cache entry's description of the artifact it holds
@@ -200,7 +200,8 @@ def _artifact_files(directory: Path, stem: str) -> list[Path]:
 class CacheRecord(BaseModel):
     """``record.json`` of a build-cache entry: which engine the key built (by name and sha256)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # its validator is built when first used: an unchanged rerun answered by trtforge.rerun never does
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     key: str
     engine: str
@@ -441,35 +442,57 @@ def _reuse(
         where = "the remote build cache" if remote else "the build cache"
         status, message = SpecStatus.RESTORED, f"inputs unchanged: restored from {where}"
     reporter.info(f"{spec.name}: {message}" + (f" ({problem})" if problem else ""))
+    return _reused(spec_path, spec.name, status, message, engine, record, started)
+
+
+def _reused(
+    spec_path: str, name: str, status: SpecStatus, message: str, engine: Path, record: CacheRecord, started: float
+) -> SpecResult:
     skipped = (
         StepResult("build", StepStatus.SKIPPED, message=message),
         StepResult("accuracy", StepStatus.SKIPPED, message=message),
     )
     return SpecResult(
         spec_path,
-        spec.name,
+        name,
         status,
         0,
         time.perf_counter() - started,
         str(engine),
-        key,
+        record.key,
         message,
         record.accuracy,
         skipped,
     )
 
 
-def run_one(spec_path: str, options: CiOptions, allow_build: bool = True) -> SpecResult | None:
+def _unchanged(
+    spec_path: str, spec: Any, inputs: dict[str, Any], key: str, entry: Path, out: Path, started: float, reporter: Any
+) -> SpecResult | None:
+    """The artifact in ``out`` when it is the very build ``key`` describes, found without the
+    output folder's lock: it only reads (a commit under way elsewhere shows as a mismatch, which
+    leaves the answer to the locked path). None for anything else, which the locked path handles."""
+    try:
+        record = read_record(entry)
+    except InvalidInputError:
+        return None
+    engine = out / record.engine
+    if record.key != key or artifact_problem(engine, spec, inputs, record) is not None:
+        return None
+    message = "inputs unchanged: skipped"
+    reporter.info(f"{spec.name}: {message}")
+    return _reused(spec_path, spec.name, SpecStatus.UNCHANGED, message, engine, record, started)
+
+
+def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: Any | None = None) -> SpecResult | None:
     """Build (or skip) one spec; returns plain values, since it runs in a worker process.
 
     With ``allow_build=False`` it only answers from the local cache (None: a build is needed),
-    which lets the parent settle unchanged specs without starting a worker.
+    which lets the parent settle unchanged specs without starting a worker. ``spec``: the spec
+    at ``spec_path``, when the caller has loaded it already.
     """
-    from filelock import FileLock
-
-    from trtforge.backends import choose_backend
     from trtforge.console import Reporter
-    from trtforge.environment import installed_version
+    from trtforge.environment import choose_backend, installed_version
     from trtforge.spec import load_spec
 
     started = time.perf_counter()
@@ -477,12 +500,17 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True) -> Spe
     out = options.out_dir
     name = Path(spec_path).stem
     try:
-        spec = load_spec(Path(spec_path))
+        spec = spec if spec is not None else load_spec(Path(spec_path))
         name = spec.name
         choice = choose_backend(options.backend or spec.backend)
         inputs = build_inputs(spec, choice.flavor, installed_version(choice.flavor) or "")
         key = build_key(inputs)
         entry = options.cache_dir / "builds" / key
+        unchanged = _unchanged(spec_path, spec, inputs, key, entry, out, started, reporter) if entry.exists() else None
+        if unchanged is not None:
+            return unchanged
+        from filelock import FileLock
+
         (out / LOCK_DIR).mkdir(parents=True, exist_ok=True)
         # Two pipelines on one output folder take turns per artifact; the second one then
         # finds the first one's result in the cache.
@@ -557,20 +585,28 @@ def collisions(identities: dict[str, tuple[Any, ...]]) -> list[list[str]]:
     return [group for group in groups.values() if len(group) > 1]
 
 
-def _refuse_collisions(paths: list[str], options: CiOptions) -> dict[str, SpecResult]:
-    """Before anything is built: specs that would overwrite each other's artifact fail (exit 2),
-    with one line naming them all; a spec that does not load is left to ``run_one`` to report."""
-    from trtforge.backends import choose_backend
-    from trtforge.console import Reporter
+def _loaded_specs(paths: list[str]) -> dict[str, Any]:
+    """Every spec that loads, by path: parsed once per run, for the collision check and the
+    unchanged check alike; one that does not load is left to ``run_one`` to report."""
     from trtforge.spec import load_spec
 
-    identities: dict[str, tuple[Any, ...]] = {}
+    loaded: dict[str, Any] = {}
     for path in paths:
-        try:
-            spec = load_spec(Path(path))
+        with suppress(Exception):  # any failure here is run_one's to report, as that spec's outcome
+            loaded[path] = load_spec(Path(path))
+    return loaded
+
+
+def _refuse_collisions(specs: dict[str, Any], options: CiOptions) -> dict[str, SpecResult]:
+    """Before anything is built: specs (loaded, by path) that would overwrite each other's
+    artifact fail (exit 2), with one line naming them all."""
+    from trtforge.console import Reporter
+    from trtforge.environment import choose_backend
+
+    identities: dict[str, tuple[Any, ...]] = {}
+    for path, spec in specs.items():
+        with suppress(Exception):  # a backend that cannot be chosen is run_one's to report
             identities[path] = output_identity(spec, choose_backend(options.backend or spec.backend).flavor)
-        except Exception:  # any failure here is run_one's to report, as that spec's outcome
-            continue
     refused: dict[str, SpecResult] = {}
     reporter = Reporter(interactive=False)
     for group in collisions(identities):
@@ -621,7 +657,8 @@ def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int) -
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent around the fork
         result = run_one(spec_path, options)
         if result is not None:
-            atomic_write_text(Path(result_file), json.dumps(asdict(result)))
+            # a result file lives as long as the run that reads it: no fsync
+            atomic_write_text(Path(result_file), json.dumps(asdict(result)), durable=False)
     except KeyboardInterrupt:
         for stop in _stoppable():
             signal.signal(stop, _already_stopping)
@@ -712,6 +749,9 @@ class _Relay:
 def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[str, SpecResult]:
     """Each spec in its own process (TensorRT builds hold the GIL), ``jobs`` at a time. On Ctrl-C,
     SIGTERM or any error every worker is interrupted, and killed if it does not stop in time."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
     context = multiprocessing.get_context("fork")
     waiting = list(paths)
     processes: list[BaseProcess] = []
@@ -769,10 +809,11 @@ def run_ci(specs: list[Path], options: CiOptions, jobs: int) -> CiReport:
     if options.remote_cache:
         _remote(options)  # a malformed URI is a usage error before any work
     paths = [str(spec) for spec in specs]
-    settled: dict[str, SpecResult | None] = dict(_refuse_collisions(paths, options))
+    specs_by_path = _loaded_specs(paths)
+    settled: dict[str, SpecResult | None] = dict(_refuse_collisions(specs_by_path, options))
     for path in paths:
         if path not in settled:
-            settled[path] = run_one(path, options, allow_build=jobs <= 1)
+            settled[path] = run_one(path, options, allow_build=jobs <= 1, spec=specs_by_path.get(path))
     to_build = [path for path in paths if settled[path] is None]
     if to_build:
         settled.update(_build_in_workers(to_build, options, jobs))
@@ -844,9 +885,9 @@ class ReportFiles:
 
     def write(self, report: CiReport) -> None:
         """The JUnit file is replaced; the step summary is appended to (earlier steps write there too)."""
-        from trtforge.accuracy.report import write_junit
-
         if self.junit is not None:
+            from trtforge.accuracy.report import write_junit
+
             with _writing(self.junit, "--junit"):
                 write_junit(self.junit, junit_suites(report))
         if self.step_summary is not None:

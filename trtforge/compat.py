@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 PIP_EXTRAS = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "rtx"}
 PRODUCT_NAMES = {FLAVOR_TENSORRT: "TensorRT", FLAVOR_RTX: "TensorRT-RTX"}
 
-NO_GPU_MESSAGE = "no GPU detected: pass --cc to check against a target"
+NO_GPU_MESSAGE = "no GPU detected: judge the engine for a target GPU with --cc (trtforge check, pull, bench)"
 
 #: The compute capabilities TensorRT-RTX compiles for (its ``ComputeCapability`` enum, 1.x); advice
 #: to rebuild for any other GPU must name enterprise TensorRT instead.

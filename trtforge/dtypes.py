@@ -9,6 +9,7 @@ feeds the engine: ``float8_e4m3fn``, not ``float8_e4m3``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,27 @@ TRT_DTYPES: Mapping[str, tuple[str, int]] = {
     "INT4": ("int4", 4),
     "FP4": ("float4_e2m1fn", 4),
 }
+
+
+#: ONNX ``TensorProto.DataType`` value -> numpy/ml_dtypes type name, as ``onnx.helper.tensor_dtype_to_np_dtype``
+#: gives it. Written out because onnx's own map imports numpy, ml_dtypes and all of onnx (~120 ms),
+#: which describing a model's inputs must not cost; tests/test_dtypes.py checks it against onnx's.
+ONNX_DTYPES: Mapping[int, str] = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "object",
+    9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 14: "complex64", 15: "complex128",
+    16: "bfloat16", 17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz",
+    21: "uint4", 22: "int4", 23: "float4_e2m1fn", 24: "float8_e8m0fnu", 25: "uint2", 26: "int2",
+    27: "float6_e2m3fn", 28: "float6_e3m2fn",
+}  # fmt: skip
+
+
+def itemsize(type_name: str) -> int:
+    """Bytes numpy gives one element of this dtype name (sub-byte types take a whole byte; ``object``
+    a pointer), read from the name: sizing a feed must not import numpy."""
+    bits = re.search(r"\d+", type_name)
+    if bits is None:
+        return 8 if type_name == "object" else 1  # bool
+    return max(1, int(bits.group()) // 8)
 
 
 def numpy_name(trt_name: str) -> str:

@@ -117,6 +117,31 @@ def _wheel_version(module_name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A TensorRT flavor and why it was chosen (``ci`` re-checks it without importing the backends)."""
+
+    flavor: str
+    reason: str
+
+
+def choose_backend(requested: str) -> Choice:
+    """Resolve ``auto``: enterprise TensorRT when it imports and a GPU is present, else TensorRT-RTX."""
+    if requested != "auto":
+        return Choice(requested, f"{requested} requested")
+    has_trt = installed_version(FLAVOR_TENSORRT) is not None
+    gpus = detect_gpus() if has_trt else ()
+    if has_trt and gpus:
+        return Choice(FLAVOR_TENSORRT, f"tensorrt imports and a GPU is present ({gpus[0].name})")
+    if installed_version(FLAVOR_RTX) is None:
+        raise BackendUnavailableError(
+            "no TensorRT backend is installed: pip install 'trtforge[rtx]' (CPU-only builds) "
+            "or 'trtforge[tensorrt]' (on a GPU host)"
+        )
+    why = "no GPU detected" if has_trt else "tensorrt does not import"
+    return Choice(FLAVOR_RTX, f"{why}; tensorrt-rtx builds on the CPU")
+
+
 def detect_environment(
     *,
     flavor: str | None = None,

@@ -1,4 +1,4 @@
-"""The Ed25519 keys trtforge handles, as plain values: ``trtforge.signing`` reads, writes and uses
+"""The keys trtforge handles (Ed25519, ECDSA P-256), as plain values: ``trtforge.signing`` reads, writes and uses
 them; ``compat.LoadPolicy`` holds the trusted ones without importing any signing code."""
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 
 @dataclass(frozen=True)
 class SigningKey:
-    private_key: Ed25519PrivateKey
+    private_key: Ed25519PrivateKey | EllipticCurvePrivateKey
     key_id: str
     source: str
 
@@ -21,6 +22,6 @@ class SigningKey:
 class TrustedKey:
     """A public key whose signatures count (``trtforge.signing.load_trusted_keys`` reads them)."""
 
-    public_key: Ed25519PublicKey
+    public_key: Ed25519PublicKey | EllipticCurvePublicKey
     key_id: str
     source: str

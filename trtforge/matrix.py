@@ -2,14 +2,17 @@
 trtforge only plans them (it has no scheduler of its own).
 
 TensorRT-RTX builds run on any CPU runner; an enterprise TensorRT engine must be built on the
-GPU it targets, so such a spec gives one job per target GPU class.
+GPU it targets, so such a spec gives one job per target GPU class. For a Triton release
+(``matrix --triton 24.08``) the enterprise jobs run in that release's container
+(``nvcr.io/nvidia/tritonserver:24.08-py3``) with the TensorRT wheel of the release's version
+pinned, so the engine is built by the TensorRT that will load it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -17,6 +20,9 @@ from trtforge.errors import InvalidInputError
 from trtforge.project import CPU_RUNNER, Project
 from trtforge.spec import Spec
 from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability
+
+if TYPE_CHECKING:
+    from trtforge.triton_releases import TritonRelease
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,8 @@ class MatrixEntry:
     backend: str
     gpu: str
     runner: list[str]
+    install: str
+    container: str | None = None  # the image the job runs in (a Triton release's), None: the runner's own
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -67,16 +75,24 @@ def _gpu_jobs(spec: Spec, runners: dict[str, list[str]], where: str) -> list[tup
 DEFAULT_CPU_RUNNER: dict[str, list[str]] = {"github": ["ubuntu-latest"], "gitlab": [], "json": ["ubuntu-latest"]}
 
 
-def plan_matrix(project: Project, specs: list[Spec], default_cpu_runner: list[str]) -> list[MatrixEntry]:
+def plan_matrix(
+    project: Project, specs: list[Spec], default_cpu_runner: list[str], triton: TritonRelease | None = None
+) -> list[MatrixEntry]:
     """One entry per (spec, GPU class); pure over the project settings and the specs. A project
-    without ``runners:`` builds on one CPU runner labelled ``default_cpu_runner``."""
+    without ``runners:`` builds on one CPU runner labelled ``default_cpu_runner``. With ``triton``
+    every job builds enterprise TensorRT in that release's container (Triton loads no TensorRT-RTX plan)."""
     runners = project.settings.runners or {CPU_RUNNER: default_cpu_runner}
     entries: list[MatrixEntry] = []
     for spec in specs:
         where = str(spec.origin.path)
         backend: str = spec.backend
         if backend == "auto":
-            backend = FLAVOR_RTX if CPU_RUNNER in runners else FLAVOR_TENSORRT
+            backend = FLAVOR_RTX if CPU_RUNNER in runners and triton is None else FLAVOR_TENSORRT
+        if backend == FLAVOR_RTX and triton is not None:
+            raise InvalidInputError(
+                f"{where}: backend: tensorrt-rtx, but Triton {triton.name} runs enterprise TensorRT plans only; "
+                "use backend: tensorrt (or auto) in this spec, or drop --triton"
+            )
         if backend == FLAVOR_RTX:
             if CPU_RUNNER not in runners:
                 raise InvalidInputError(
@@ -96,6 +112,8 @@ def plan_matrix(project: Project, specs: list[Spec], default_cpu_runner: list[st
                     backend=backend,
                     gpu=gpu,
                     runner=labels,
+                    install=install_command(backend, triton),
+                    container=triton.image if triton is not None else None,
                 )
             )
     ids = [entry.id for entry in entries]
@@ -112,6 +130,15 @@ INSTALL = {
 }
 
 
+def install_command(backend: str, triton: TritonRelease | None = None) -> str:
+    """How the job installs trtforge; in a Triton container, with the release's TensorRT pinned
+    (the wheel's ``major.minor.patch``: the release notes add a build number the wheel lacks)."""
+    if triton is None:
+        return INSTALL[backend]
+    wheel = ".".join(triton.tensorrt.split(".")[:3])
+    return f"pip install 'trtforge[tensorrt]' 'tensorrt=={wheel}' --extra-index-url https://pypi.nvidia.com"
+
+
 def render_github(entries: list[MatrixEntry]) -> str:
     """One line for ``$GITHUB_OUTPUT``: ``strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}``."""
     import json
@@ -126,7 +153,8 @@ def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
         jobs[f"build:{entry.id}"] = {
             "stage": "build",
             **({"tags": entry.runner} if entry.runner else {}),
-            "before_script": [INSTALL[entry.backend]],
+            **({"image": entry.container} if entry.container else {}),
+            "before_script": [entry.install],
             "script": [
                 f"trtforge ci {entry.spec} --backend {entry.backend} --out out --junit out/junit-{entry.id}.xml"
             ],

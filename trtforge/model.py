@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import stat
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from trtforge.errors import InvalidInputError, first_line
@@ -97,16 +100,66 @@ def check_model_file(path: Path) -> None:
 
 
 def _external_data_problem(model: onnx.ModelProto, folder: Path) -> str | None:
-    """The first external-data file the graph names that is missing or not a regular file."""
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+    """The first external-data file the graph names that is missing or not a regular file.
 
+    Read from the proto's fields (``data_location``, the ``location`` entry) rather than through
+    ``onnx.external_data_helper``, which needs all of onnx imported."""
+    external = onnx_proto().TensorProto.EXTERNAL
     for tensor in model.graph.initializer:
-        if uses_external_data(tensor):
-            location = folder / ExternalDataInfo(tensor).location
+        if tensor.HasField("data_location") and tensor.data_location == external:
+            where = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+            location = folder / where
             problem = not_a_file(location)
             if problem:
                 return f"external data file {location} (tensor '{tensor.name}') {problem}"
     return None
+
+
+def onnx_proto() -> ModuleType:
+    """onnx's generated protobuf module alone (``onnx.onnx_ml_pb2``, which needs only protobuf):
+    ``import onnx`` also imports numpy, ml_dtypes and every helper (~120 ms), too much for reading
+    a graph's inputs and outputs. Registered under its own name, so a later ``import onnx`` reuses
+    it and its messages are ``onnx.ModelProto``."""
+    name = "onnx.onnx_ml_pb2"
+    if name not in sys.modules:
+        package = importlib.util.find_spec("onnx")
+        if package is None or not package.submodule_search_locations:
+            raise InvalidInputError("onnx is not installed; install trtforge with its dependencies")
+        location = Path(package.submodule_search_locations[0]) / "onnx_ml_pb2.py"
+        found = importlib.util.spec_from_file_location(name, location)
+        assert found is not None and found.loader is not None
+        module = importlib.util.module_from_spec(found)
+        sys.modules[name] = module
+        found.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def read_onnx(path: Path) -> onnx.ModelProto:
+    """The graph as :func:`load_onnx` checks it, without onnx's checker or its import: enough to
+    describe inputs and outputs. External data stays on disk (only its files are checked); the
+    build's backend parses the model in full, and :func:`load_onnx` names what is wrong with it
+    when the backend cannot (see ``trtforge.build``)."""
+    from google.protobuf.message import DecodeError
+
+    check_model_file(path)
+    model = onnx_proto().ModelProto()
+    try:
+        model.ParseFromString(path.read_bytes())
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{path}: not an ONNX model ({type(exc).__name__}); export the model to ONNX first"
+        ) from exc
+    _check_graph(model, path)
+    return model
+
+
+def _check_graph(model: onnx.ModelProto, path: Path) -> None:
+    """External data files present, a non-empty graph: the checks before anything reads the weights."""
+    missing = _external_data_problem(model, path.parent)
+    if missing:
+        raise InvalidInputError(f"{path}: {missing}; keep the model's external data beside it, as it was saved")
+    if not model.graph.node and not model.graph.input:
+        raise InvalidInputError(f"{path}: not an ONNX model (empty graph); export the model to ONNX first")
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
@@ -125,15 +178,11 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         raise InvalidInputError(
             f"{path}: not an ONNX model ({type(exc).__name__}); export the model to ONNX first"
         ) from exc
-    missing = _external_data_problem(model, path.parent)
-    if missing:
-        raise InvalidInputError(f"{path}: {missing}; keep the model's external data beside it, as it was saved")
+    _check_graph(model, path)
     try:
         load_external_data_for_model(model, str(path.parent))
     except Exception as exc:  # a short or unreadable data file, a location outside the model's folder
         raise InvalidInputError(f"{path}: cannot read its external data ({first_line(exc)})") from exc
-    if not model.graph.node and not model.graph.input:
-        raise InvalidInputError(f"{path}: not an ONNX model (empty graph); export the model to ONNX first")
     try:
         # By path: checking the in-memory proto serializes it again, 3-4x slower on large models.
         onnx.checker.check_model(str(path))
@@ -168,6 +217,9 @@ _INDEXING: Mapping[str, tuple[int, int, str, int, int]] = {
 }
 
 Shapes = Mapping[str, tuple[int | None, ...]]
+
+#: The integer types numpy calls integers (``kind`` i or u): the ones an input's valid range applies to.
+_WHOLE_INTS = frozenset(f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64))
 
 
 def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
@@ -216,9 +268,7 @@ def _index_bound(
 ) -> tuple[int, int] | None:
     """The values operand ``position`` of ``node`` may take, when it is an index into a known axis
     or an integer divisor."""
-    from onnx import helper
-
-    attrs = {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+    attrs = {attr.name: attr.i for attr in node.attribute if attr.type == attr.INT}  # axes: all ints
     op = node.op_type
     if op in _INDEXING:
         operand, data, attr, default, low = _INDEXING[op]
@@ -284,7 +334,7 @@ def _not_a_tensor(value: onnx.ValueInfoProto) -> str | None:
 def describe(model: onnx.ModelProto, path: Path) -> ModelInfo:
     """Inputs (initializers excluded) and outputs with element types and dims; integer inputs
     that index an axis (or divide) carry their valid range. Only tensors: TensorRT takes nothing else."""
-    import onnx
+    from trtforge.dtypes import ONNX_DTYPES
 
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = [v for v in model.graph.input if v.name not in initializers]
@@ -308,9 +358,13 @@ def describe(model: onnx.ModelProto, path: Path) -> ModelInfo:
                 dims.append(dim.dim_param)
             else:
                 dims.append(None)
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        index = ranges.get(value.name) if dtype.kind in "iu" else None
-        return TensorDesc(value.name, dtype.name, tuple(dims), index)
+        dtype = ONNX_DTYPES.get(tensor_type.elem_type)
+        if dtype is None:
+            raise InvalidInputError(
+                f"{path}: '{value.name}' has ONNX element type {tensor_type.elem_type}, which has no array type; "
+                "export the model with typed inputs and outputs"
+            )
+        return TensorDesc(value.name, dtype, tuple(dims), ranges.get(value.name) if dtype in _WHOLE_INTS else None)
 
     inputs = tuple(tensor(v) for v in graph_inputs)
     outputs = tuple(tensor(v) for v in model.graph.output)
@@ -321,9 +375,16 @@ def inspect_model(path: Path) -> ModelInfo:
     return describe(load_onnx(path), path)
 
 
+def read_model_info(path: Path) -> ModelInfo:
+    """:func:`inspect_model` without onnx's import and checker (:func:`read_onnx`)."""
+    return describe(read_onnx(path), path)
+
+
 def input_bytes(inputs: Sequence[TensorDesc], shapes: Mapping[str, Sequence[int]]) -> int:
     """Bytes of one feed of ``shapes`` for these inputs (exact Python ints: no overflow)."""
-    return sum(math.prod(shapes[tensor.name]) * tensor.np_dtype.itemsize for tensor in inputs)
+    from trtforge.dtypes import itemsize
+
+    return sum(math.prod(shapes[tensor.name]) * itemsize(tensor.dtype) for tensor in inputs)
 
 
 def mib(size: int) -> str:

@@ -1,4 +1,5 @@
-"""Ed25519 signatures over the RFC 8785 (JCS) canonical JSON of a manifest without ``signature``.
+"""Ed25519 or ECDSA P-256 signatures over the RFC 8785 (JCS) canonical JSON of a manifest without
+``signature``; the keys also sign provenance (:mod:`trtforge.provenance`).
 
 The manifest pins the engine's sha256, so one signature covers both files. Keys are PEM files
 (``trtforge keygen`` writes them) or environment variables, for CI secrets:
@@ -9,8 +10,12 @@ The manifest pins the engine's sha256, so one signature covers both files. Keys 
 - ``TRTFORGE_TRUSTED_KEY``: public keys as PEM text (one or more blocks), or paths to PEM files
   separated by ``os.pathsep`` (``:`` on Linux) — several keys allow key rotation.
 
-The signature object: ``{"algorithm": "ed25519", "key_id": <16 hex of sha256(raw public key)>,
-"value": <base64 of the 64-byte signature>}``.
+The signature object: ``{"algorithm": "ed25519" | "ecdsa-p256", "key_id": <16 hex>, "value": <base64
+of the signature>}``; the key id is the sha256 of the raw Ed25519 key, or of the uncompressed P-256
+point. ECDSA signatures are DER over SHA-256, as securesystemslib, cosign and model-signing make them.
+
+Signing and verifying go through securesystemslib's ``CryptoSigner`` and ``SSlibKey``: the same
+code then signs manifests and DSSE envelopes, and a standard verifier checks what trtforge signed.
 """
 
 from __future__ import annotations
@@ -33,9 +38,14 @@ from trtforge.keys import SigningKey, TrustedKey
 from trtforge.manifest import ArtifactPaths, Manifest, read_manifest
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from securesystemslib.signer import CryptoSigner, SSlibKey
 
 ALGORITHM = "ed25519"
+ECDSA_P256 = "ecdsa-p256"
+#: the key types ``keygen --type`` creates and every command accepts; the first is the default
+KEY_TYPES = (ALGORITHM, ECDSA_P256)
 SIGNING_KEY_ENV = "TRTFORGE_SIGNING_KEY"
 SIGNING_KEY_PASSWORD_ENV = "TRTFORGE_SIGNING_KEY_PASSWORD"
 TRUSTED_KEY_ENV = "TRTFORGE_TRUSTED_KEY"
@@ -53,12 +63,48 @@ class SignatureCheck:
     key_id: str | None = None
 
 
-def key_id_of(public_key: Ed25519PublicKey) -> str:
-    """Short sha256 of the raw 32-byte public key: names the key in manifests and messages."""
+def key_type_of(public_key: Ed25519PublicKey | EllipticCurvePublicKey) -> str:
+    """``ed25519`` or ``ecdsa-p256``: the algorithm a manifest signature names."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return ALGORITHM if isinstance(public_key, Ed25519PublicKey) else ECDSA_P256
+
+
+def key_id_of(public_key: Ed25519PublicKey | EllipticCurvePublicKey) -> str:
+    """Short sha256 of the raw public key (Ed25519: 32 bytes; P-256: the uncompressed point): names
+    the key in manifests, envelopes and messages."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    if key_type_of(public_key) == ALGORITHM:
+        raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    else:
+        raw = public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     return hashlib.sha256(raw).hexdigest()[:KEY_ID_LENGTH]
+
+
+def sslib_key(key: TrustedKey) -> SSlibKey:
+    """The key as securesystemslib's verifier sees it, under trtforge's key id (DSSE ``keyid``)."""
+    from securesystemslib.signer import SSlibKey
+
+    return SSlibKey.from_crypto(key.public_key, keyid=key.key_id)
+
+
+def sslib_signer(key: SigningKey) -> CryptoSigner:
+    from securesystemslib.signer import CryptoSigner, SSlibKey
+
+    return CryptoSigner(key.private_key, SSlibKey.from_crypto(key.private_key.public_key(), keyid=key.key_id))
+
+
+def verifies(key: TrustedKey, signature: bytes, data: bytes) -> bool:
+    """Does ``key`` verify ``signature`` over ``data``? (securesystemslib picks the scheme by key type.)"""
+    from securesystemslib.exceptions import UnverifiedSignatureError
+    from securesystemslib.signer import Signature
+
+    try:
+        sslib_key(key).verify_signature(Signature(key.key_id, signature.hex()), data)
+    except UnverifiedSignatureError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- keys
@@ -71,8 +117,9 @@ class KeyPair:
     key_id: str
 
 
-def generate_keypair(out: Path) -> KeyPair:
+def generate_keypair(out: Path, key_type: str = ALGORITHM) -> KeyPair:
     """Write a new private key to ``out`` (mode 0600) and its public key to ``out.pub``; never overwrite."""
+    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import (
         BestAvailableEncryption,
@@ -88,7 +135,9 @@ def generate_keypair(out: Path) -> KeyPair:
             raise InvalidInputError(f"{path} already exists; keygen never overwrites a key: choose another OUT")
     if not out.parent.is_dir():
         raise InvalidInputError(f"{out.parent}: no such directory; create it or choose another OUT")
-    private_key = Ed25519PrivateKey.generate()
+    if key_type not in KEY_TYPES:
+        raise InvalidInputError(f"--type {key_type}: unknown key type; choose one of {', '.join(KEY_TYPES)}")
+    private_key = Ed25519PrivateKey.generate() if key_type == ALGORITHM else ec.generate_private_key(ec.SECP256R1())
     password = os.environ.get(SIGNING_KEY_PASSWORD_ENV)
     encryption = BestAvailableEncryption(password.encode()) if password else NoEncryption()
     private_pem = private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption)
@@ -141,6 +190,7 @@ def _read_key_file(path: Path, flag: str) -> bytes:
 
 def load_signing_key(path: Path | None = None) -> SigningKey:
     """The private key from ``path``, else from ``$TRTFORGE_SIGNING_KEY`` (PEM text or a path)."""
+    from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePrivateKey
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -171,12 +221,17 @@ def load_signing_key(path: Path | None = None) -> SigningKey:
             f"{source}: not a PEM private key (or a wrong {SIGNING_KEY_PASSWORD_ENV}); create one with "
             "trtforge keygen OUT"
         ) from exc
+    if isinstance(key, EllipticCurvePrivateKey) and isinstance(key.curve, SECP256R1):
+        return SigningKey(key, key_id_of(key.public_key()), source)
     if not isinstance(key, Ed25519PrivateKey):
-        raise InvalidInputError(
-            f"{source}: a {type(key).__name__.removeprefix('_')} key; trtforge signs with Ed25519 keys only "
-            "(create one with trtforge keygen OUT)"
-        )
+        raise InvalidInputError(f"{source}: {_key_kind(key)}; {_SUPPORTED} (create one with trtforge keygen OUT)")
     return SigningKey(key, key_id_of(key.public_key()), source)
+
+
+def configured_signing_key(path: Path | None) -> SigningKey | None:
+    """``build``'s key: ``--sign-key`` or ``$TRTFORGE_SIGNING_KEY``; None (no signing) when neither
+    is given. Loaded before anything is built, so a bad key fails in a second, not after the build."""
+    return load_signing_key(path) if path is not None or os.environ.get(SIGNING_KEY_ENV) else None
 
 
 def load_trusted_keys(paths: Sequence[Path] = ()) -> tuple[TrustedKey, ...]:
@@ -194,7 +249,18 @@ def load_trusted_keys(paths: Sequence[Path] = ()) -> tuple[TrustedKey, ...]:
     return tuple(keys)
 
 
+#: what a refused key type is told
+_SUPPORTED = "trtforge signs with Ed25519 or ECDSA P-256 keys only"
+
+
+def _key_kind(key: object) -> str:
+    """``an RSAPrivateKey key`` / ``an ECDSA secp384r1 key``: names a refused key in one line."""
+    curve = getattr(key, "curve", None)
+    return f"an ECDSA {curve.name} key" if curve is not None else f"a {type(key).__name__.removeprefix('_')} key"
+
+
 def _public_keys(data: bytes, source: str) -> list[TrustedKey]:
+    from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -212,8 +278,10 @@ def _public_keys(data: bytes, source: str) -> list[TrustedKey]:
             key = load_pem_public_key(block.group(0).encode())
         except ValueError as exc:
             raise InvalidInputError(f"{source}: a damaged PEM public key ({exc})") from exc
-        if not isinstance(key, Ed25519PublicKey):
-            raise InvalidInputError(f"{source}: not an Ed25519 public key; trtforge verifies Ed25519 signatures only")
+        if not isinstance(key, (Ed25519PublicKey, EllipticCurvePublicKey)) or (
+            isinstance(key, EllipticCurvePublicKey) and not isinstance(key.curve, SECP256R1)
+        ):
+            raise InvalidInputError(f"{source}: {_key_kind(key)}; {_SUPPORTED}")
         keys.append(TrustedKey(key, key_id_of(key), source))
     return keys
 
@@ -241,9 +309,10 @@ def canonical_payload(manifest: Manifest) -> bytes:
 
 
 def sign_manifest(manifest: Manifest, key: SigningKey) -> Manifest:
-    signature = key.private_key.sign(canonical_payload(manifest))
+    signature = bytes.fromhex(sslib_signer(key).sign(canonical_payload(manifest)).signature)
+    algorithm = key_type_of(key.private_key.public_key())
     return manifest.replace(
-        signature={"algorithm": ALGORITHM, "key_id": key.key_id, "value": base64.b64encode(signature).decode()}
+        signature={"algorithm": algorithm, "key_id": key.key_id, "value": base64.b64encode(signature).decode()}
     )
 
 
@@ -255,10 +324,8 @@ def verify_manifest(manifest: Manifest, trusted: Sequence[TrustedKey]) -> Signat
     key_id = signature.get("key_id")
     if not trusted:
         return SignatureCheck(SignatureStatus.UNCHECKED, key_id)
-    from cryptography.exceptions import InvalidSignature
-
     try:
-        if signature.get("algorithm") != ALGORITHM:
+        if signature.get("algorithm") not in KEY_TYPES:
             raise ValueError(signature.get("algorithm"))
         value = base64.b64decode(signature.get("value", ""), validate=True)
         payload = canonical_payload(manifest)
@@ -267,11 +334,8 @@ def verify_manifest(manifest: Manifest, trusted: Sequence[TrustedKey]) -> Signat
     # the key id is a label outside the signed bytes: try the named key first, then the others
     ordered = sorted(trusted, key=lambda candidate: candidate.key_id != key_id)
     for candidate in ordered:
-        try:
-            candidate.public_key.verify(value, payload)
-        except InvalidSignature:
-            continue
-        return SignatureCheck(SignatureStatus.VALID, candidate.key_id)
+        if key_type_of(candidate.public_key) == signature.get("algorithm") and verifies(candidate, value, payload):
+            return SignatureCheck(SignatureStatus.VALID, candidate.key_id)
     named = any(candidate.key_id == key_id for candidate in trusted)
     return SignatureCheck(SignatureStatus.INVALID if named else SignatureStatus.UNKNOWN_KEY, key_id)
 

@@ -5,8 +5,8 @@ pass for the installed runtime); otherwise the precision-prepared ONNX (FP16-con
 in onnxruntime, labelled ``simulated``. Every report says which, and why.
 
 The gate costs what it must: at fp32 with a simulated candidate (``identical``) nothing is
-compared, so one reference pass on the first feed only checks that onnxruntime runs the model
-(all feeds when labels ask for the task accuracy); the reference's outputs over random inputs are
+compared, so nothing runs at all (every feed when labels ask for the task accuracy): the report
+says why and lists each output's limits unmeasured; the reference's outputs over random inputs are
 cached by content (:mod:`trtforge.accuracy.references`); reference and candidate run in two
 threads (onnxruntime releases the GIL), each with half the cores.
 """
@@ -24,9 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
-from trtforge.accuracy import inputs, metrics, references, tolerances
+from trtforge.accuracy import inputs, references, tolerances
 from trtforge.accuracy.report import (
     IDENTICAL_PASS,
     IDENTICAL_REASON,
@@ -41,18 +39,22 @@ from trtforge.accuracy.report import (
 )
 from trtforge.compat import Environment, LoadPolicy, describe_problems, problems
 from trtforge.errors import AccuracyError, IncompatibleEngineError, InvalidInputError, TrtforgeError
-from trtforge.fsutil import sha256_file
+from trtforge.fsutil import prefetch_digest, sha256_file
 from trtforge.manifest import manifest_path_for
-from trtforge.model import ModelInfo
+from trtforge.model import ModelInfo, TensorDesc
 from trtforge.runners.base import Runner
 from trtforge.runners.onnxruntime import OnnxrtRunner, ort_error_text
 from trtforge.spec import Spec
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and the metrics only where outputs are compared: an identical gate runs nothing
+    import numpy as np
+
     from trtforge.console import Reporter
     from trtforge.manifest import Manifest
 
 REFERENCE_RUNNER = "onnxruntime CPUExecutionProvider, FP32"
+#: The runner of an ``identical`` candidate without labels: none, as nothing runs.
+IDENTICAL_RUNNER = "none: the reference's own ONNX (identical by construction), so nothing runs"
 
 
 class GateFailed(AccuracyError):
@@ -273,15 +275,12 @@ def _collect(
     model: ModelInfo,
     plan: inputs.Plan,
     sides: _Sides,
-    feeds: int | None,
     log: Callable[[str], None],
 ) -> _Collected:
-    """Run (or read) both sides over the plan's feeds; ``feeds``: stop after that many (None: all)."""
+    """Run (or read) both sides over the plan's feeds."""
     outputs = [tensor.name for tensor in model.outputs]
     collected = _Collected({name: [] for name in outputs}, {name: [] for name in outputs}, label_rows=[])
     for batch in inputs.batches(spec, model, plan):
-        if feeds is not None and collected.batches >= feeds:
-            break
         if not inputs.accepted(spec.profiles, batch.feed):
             collected.dropped += batch.size
             log(f"accuracy: {batch.label} skipped: its shapes fit no optimization profile")
@@ -316,6 +315,8 @@ def _tolerance_where(spec: Spec) -> Callable[[str], str]:
 
 def _joined(parts: Sequence[np.ndarray]) -> np.ndarray:
     """One array per output: batches stacked when their sample shapes agree, else flattened."""
+    import numpy as np
+
     if all(part.shape[1:] == parts[0].shape[1:] for part in parts) and parts[0].ndim > 0:
         return np.concatenate(parts)
     return np.concatenate([part.ravel() for part in parts])
@@ -329,6 +330,8 @@ def evaluate_outputs(
     labels: np.ndarray | None,
 ) -> list[OutputResult]:
     """Metrics, limits and checks per output (pure, given the collected arrays)."""
+    from trtforge.accuracy import metrics
+
     names = [tensor.name for tensor in model.outputs]
     results = []
     classifiers = []
@@ -378,6 +381,8 @@ def evaluate_outputs(
 
 
 def _labels_for(plan: inputs.Plan, collected: _Collected, where: str) -> np.ndarray | None:
+    import numpy as np
+
     if plan.labels is None:
         return None
     assert collected.label_rows is not None
@@ -400,7 +405,7 @@ def out_of_domain(outputs: Sequence[OutputResult], reference: Mapping[str, Seque
 
 
 def reference_cache_entry(
-    cache_dir: Path | None, spec: Spec, model: ModelInfo, plan: inputs.Plan, model_sha256: str, feeds: int | None
+    cache_dir: Path | None, spec: Spec, model: ModelInfo, plan: inputs.Plan, model_sha256: str
 ) -> tuple[Path, int] | None:
     """Where the reference's outputs for this plan are cached, and how many feeds the entry holds;
     None when they are not cached (no cache folder, or inputs from files)."""
@@ -409,8 +414,7 @@ def reference_cache_entry(
     from importlib.metadata import version
 
     sets = inputs.shape_sets(model, spec.profiles)
-    sets = sets if feeds is None else sets[:feeds]
-    key = references.cache_key(model_sha256, sets, plan.seed, feeds, version("onnxruntime"))
+    key = references.cache_key(model_sha256, sets, plan.seed, version("onnxruntime"))
     return references.entry_path(cache_dir, key), len(sets)
 
 
@@ -435,8 +439,13 @@ def run_gate(
         log(f"accuracy: {note}")
     model_sha256 = sha256_file(spec.model_path)
     identical = same_graph_as_reference(candidate, spec.model_path)
-    feeds = 1 if identical and plan.labels is None else None  # nothing to compare: a smoke pass suffices
-    entry = reference_cache_entry(cache_dir, spec, model, plan, model_sha256, feeds)
+    if identical and plan.labels is None:  # the reference against itself: nothing to measure, nothing runs
+        unmeasured = [_unmeasured(spec, tensor) for tensor in model.outputs]
+        collected = _Collected({}, {}, label_rows=[])
+        return _report(spec, candidate, stem, engine_file, plan, collected, unmeasured, model_sha256, started)
+    if candidate.onnx_path is not None:
+        prefetch_digest(candidate.onnx_path)  # the report's sha256 of it, hashed while the passes run
+    entry = reference_cache_entry(cache_dir, spec, model, plan, model_sha256)
     cached = references.load(entry[0], names, entry[1]) if entry else None
     concurrent = cached is None and not identical and usable_cores() > 1
     threads = max(1, usable_cores() // 2) if concurrent and candidate.kind == "simulated" else 0
@@ -446,14 +455,14 @@ def run_gate(
             runner = OnnxrtRunner(spec.model_path, name="reference", intra_op_threads=threads)
             reference = stack.enter_context(active(runner, spec, "reference"))
         candidate_runner = None
-        if identical:
+        if identical:  # with labels: the reference's runs give the task accuracy
             runner_text = "onnxruntime CPUExecutionProvider, the reference's own ONNX (identical by construction)"
         else:
             made, runner_text = _runner(candidate, threads)
             candidate_runner = stack.enter_context(active(made, spec, "simulated candidate"))
         pool = stack.enter_context(ThreadPoolExecutor(1, "trtforge-reference")) if concurrent else None
         sides = _Sides(reference, cached, candidate_runner, pool)
-        collected = _collect(spec, model, plan, sides, feeds, log)
+        collected = _collect(spec, model, plan, sides, log)
     if cached is not None:
         log(f"accuracy: reference outputs read from the cache ({entry[0] if entry else ''})")
     elif entry is not None:
@@ -464,7 +473,35 @@ def run_gate(
     unjudged = out_of_domain(outputs, collected.reference) if plan.source == "random" else None
     if unjudged:
         raise not_runnable(spec, unjudged, "random")
+    return _report(spec, candidate, stem, engine_file, plan, collected, outputs, model_sha256, started, runner_text)
+
+
+def _unmeasured(spec: Spec, output: TensorDesc) -> OutputResult:
+    """An output of an ``identical`` candidate: its limits, no measurement (nothing ran). A float
+    ``[N, C]`` output with C >= 2 counts as a classifier, as its arrays would (pure)."""
+    dims = output.shape
+    classifier = len(dims) == 2 and isinstance(dims[1], int) and dims[1] >= 2 and output.dtype.startswith("float")
+    limits = tolerances.resolve(output.name, spec.precision, spec.accuracy.tolerances, classifier)
+    return OutputResult(
+        name=output.name, classifier=classifier, metrics={}, tolerance=limits.model_dump(exclude_none=True), checks=[]
+    )
+
+
+def _report(
+    spec: Spec,
+    candidate: GateCandidate,
+    stem: str,
+    engine_file: str | None,
+    plan: inputs.Plan,
+    collected: _Collected,
+    outputs: list[OutputResult],
+    model_sha256: str,
+    started: float,
+    runner_text: str = IDENTICAL_RUNNER,
+) -> AccuracyReport:
+    identical = same_graph_as_reference(candidate, spec.model_path)
     failures = [check.message for out in outputs for check in out.checks if not check.passed]
+    candidate_sha256 = model_sha256 if identical else sha256_file(candidate.onnx_path) if candidate.onnx_path else None
     return AccuracyReport(
         name=spec.name,
         precision=spec.precision,
@@ -475,7 +512,7 @@ def run_gate(
             kind="identical" if identical else candidate.kind,
             runner=runner_text,
             model=str(candidate.onnx_path) if candidate.onnx_path else None,
-            model_sha256=sha256_file(candidate.onnx_path) if candidate.onnx_path else None,
+            model_sha256=candidate_sha256,
             reason=f"{candidate.reason}; {IDENTICAL_REASON}; {IDENTICAL_PASS}" if identical else candidate.reason,
             emulation=candidate.emulation,
         ),

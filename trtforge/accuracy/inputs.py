@@ -19,11 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-
-from trtforge.data import fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import InvalidInputError, SpecError
 from trtforge.model import INPUT_BUDGET_BYTES, ModelInfo, TensorDesc, input_bytes, mib
 from trtforge.shapes import (
@@ -38,6 +35,9 @@ from trtforge.shapes import (
     static_shapes,
 )
 from trtforge.spec import ShapeRange, Spec, expand_globs
+
+if TYPE_CHECKING:  # numpy (and trtforge.data, which needs it) only where arrays are made: a gate
+    import numpy as np  # that runs nothing imports neither
 
 #: Seed of the random inputs (a fixed seed: the same spec always gets the same inputs).
 RANDOM_SEED = 0
@@ -160,6 +160,8 @@ def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -
 
 def random_batches(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]], seed: int) -> Iterator[Batch]:
     """One feed per shape set, made when it is needed: one feed in memory at a time."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     first = 0
     for shape_set in shape_sets(model, profiles):
@@ -183,6 +185,8 @@ def accepted(profiles: Sequence[Mapping[str, ShapeRange]], feed: Mapping[str, np
 
 def gate_batch_size(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> int:
     """The model's static batch, else the largest batch any profile allows, capped at MAX_GATE_BATCH."""
+    from trtforge.data import fixed_batch_size
+
     fixed = fixed_batch_size(model.inputs)
     if fixed is not None:
         return fixed
@@ -201,6 +205,8 @@ def plan(spec: Spec, model: ModelInfo) -> Plan:
             )
         notes = tuple(shape_set.note for shape_set in shape_sets(model, spec.profiles) if shape_set.note)
         return Plan("random", (), 0, 0, None, RANDOM_SEED, notes)
+    from trtforge.data import plan_data
+
     files = expand_globs(accuracy.data, spec.origin.where("accuracy", "data"))
     data_plan = plan_data(files, model.inputs, accuracy.max_samples)
     labels = Path(accuracy.labels) if accuracy.labels else None
@@ -211,6 +217,8 @@ def plan(spec: Spec, model: ModelInfo) -> Plan:
 
 def load_labels(path: Path, needed: int, where: str) -> np.ndarray:
     """Integer class labels, one per sample in data order; at least ``needed`` of them."""
+    import numpy as np
+
     try:
         labels = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -236,6 +244,8 @@ def batches(spec: Spec, model: ModelInfo, data: Plan) -> Iterator[Batch]:
     if data.source == "random":
         yield from random_batches(model, spec.profiles, RANDOM_SEED)
         return
+    from trtforge.data import iter_batches
+
     first = 0
     for feed in iter_batches(data.files, model.inputs, data.batch_size, spec.accuracy.max_samples):
         batch = Batch(feed, first, f"samples {first}..{first + feed_size(feed) - 1}")

@@ -3,8 +3,8 @@
 The fp16 and int8 builds of one model (in one run, or a later CI run sharing the cache folder)
 feed the reference the same seeded inputs, so the second build reads the outputs the first one
 computed instead of running the reference again. The key holds everything the outputs depend on:
-the model's sha256, the shape sets with their shape-tensor values, the seed, how many feeds run,
-and the onnxruntime version. Only random plans are cached (data files would need hashing), and
+the model's sha256, the shape sets with their shape-tensor values, the seed and the onnxruntime
+version. Only random plans are cached (data files would need hashing), and
 only when the outputs stay under ``CACHE_LIMIT_BYTES``; a damaged entry is a miss.
 """
 
@@ -33,7 +33,7 @@ FOLDER = "reference"
 Outputs = list[dict[str, "np.ndarray"]]
 
 
-def cache_key(model_sha256: str, sets: Sequence[GateShapes], seed: int, feeds: int | None, ort_version: str) -> str:
+def cache_key(model_sha256: str, sets: Sequence[GateShapes], seed: int, ort_version: str) -> str:
     """sha256 of what the reference's outputs depend on (pure)."""
     document = {
         "model": model_sha256,
@@ -42,7 +42,6 @@ def cache_key(model_sha256: str, sets: Sequence[GateShapes], seed: int, feeds: i
             for s in sets
         ],
         "seed": seed,
-        "feeds": feeds,
         "onnxruntime": ort_version,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()

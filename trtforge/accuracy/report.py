@@ -76,8 +76,8 @@ IDENTICAL_REASON = (
 )
 #: What the gate still runs for an ``identical`` candidate, and why no more.
 IDENTICAL_PASS = (
-    "so it runs one reference pass on its first feed (all feeds with labels, for the task accuracy), "
-    "enough to check that onnxruntime loads and runs the model on the gate's inputs"
+    "so no onnxruntime run at all: there is nothing to compare, and TensorRT has just parsed and built "
+    "the model (with labels, the reference runs every feed for the task accuracy)"
 )
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from trtforge.accuracy.metrics import OutputMetrics
 from trtforge.errors import SpecError, did_you_mean
 from trtforge.spec import Tolerance
+
+if TYPE_CHECKING:  # metrics imports numpy: a gate that runs nothing must not pay for it
+    from trtforge.accuracy.metrics import OutputMetrics
 
 #: Defaults when a spec sets none (README "Accuracy gate"). Polygraphy's 1e-5 fails correct FP16
 #: engines, so the limits follow what each precision can honestly deliver.

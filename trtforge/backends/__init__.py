@@ -6,12 +6,9 @@ everything they share, the flavor modules only what differs (targets, precision 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from trtforge.backends.base import BuildMonitor, BuildRequest, BuildResult, TensorRTApiBackend
-from trtforge.environment import detect_gpus, import_backend, installed_version
-from trtforge.errors import BackendUnavailableError
-from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
+from trtforge.environment import Choice, choose_backend, import_backend
+from trtforge.tags import FLAVOR_RTX
 
 __all__ = [
     "BuildMonitor",
@@ -22,29 +19,6 @@ __all__ = [
     "choose_backend",
     "open_backend",
 ]
-
-
-@dataclass(frozen=True)
-class Choice:
-    flavor: str
-    reason: str
-
-
-def choose_backend(requested: str) -> Choice:
-    """Resolve ``auto``: enterprise TensorRT when it imports and a GPU is present, else TensorRT-RTX."""
-    if requested != "auto":
-        return Choice(requested, f"{requested} requested")
-    has_trt = installed_version(FLAVOR_TENSORRT) is not None
-    gpus = detect_gpus() if has_trt else ()
-    if has_trt and gpus:
-        return Choice(FLAVOR_TENSORRT, f"tensorrt imports and a GPU is present ({gpus[0].name})")
-    if installed_version(FLAVOR_RTX) is None:
-        raise BackendUnavailableError(
-            "no TensorRT backend is installed: pip install 'trtforge[rtx]' (CPU-only builds) "
-            "or 'trtforge[tensorrt]' (on a GPU host)"
-        )
-    why = "no GPU detected" if has_trt else "tensorrt does not import"
-    return Choice(FLAVOR_RTX, f"{why}; tensorrt-rtx builds on the CPU")
 
 
 def open_backend(flavor: str) -> TensorRTApiBackend:

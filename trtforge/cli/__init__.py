@@ -22,7 +22,9 @@ from trtforge.cli import (
     check_commands,
     ci_commands,
     diagnose_commands,
+    provenance_commands,
     publish_commands,
+    serve_commands,
     verify_commands,
 )
 
@@ -43,6 +45,8 @@ app.add_typer(verify_commands.app)
 app.add_typer(diagnose_commands.app)
 app.add_typer(ci_commands.app)
 app.add_typer(publish_commands.app)
+app.add_typer(provenance_commands.app)
+app.add_typer(serve_commands.app)
 
 
 def _version_callback(value: bool) -> None:

@@ -34,17 +34,40 @@ def build(
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Write the accuracy gate's checks as JUnit XML to this file.")
     ] = None,
+    triton: Annotated[
+        str | None,
+        typer.Option(
+            "--triton", metavar="RELEASE", help="Fail (exit 5) an engine this Triton release (e.g. 24.08) cannot load."
+        ),
+    ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-key",
+            help="Sign the manifest and write signed provenance ({stem}.intoto.jsonl) with this private key "
+            "(default: $TRTFORGE_SIGNING_KEY when set).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build each spec: check, prepare precision, build, run the accuracy gate, stamp the manifest."""
     from trtforge.build import build_spec
+    from trtforge.signing import configured_signing_key
     from trtforge.spec import load_spec
+    from trtforge.triton_releases import find_release, refuse_unfit
 
     console = reporter()
     cache = cache_dir_value(cache_dir)
+    release = find_release(triton) if triton is not None else None
+    signing_key = configured_signing_key(sign_key)
 
     def build_one(spec_path: Path) -> Any:
-        return build_spec(load_spec(spec_path), out, console, backend=backend_value(backend), cache_dir=cache)
+        outcome = build_spec(
+            load_spec(spec_path), out, console, backend=backend_value(backend), cache_dir=cache, signing_key=signing_key
+        )
+        if release is not None:
+            refuse_unfit(outcome.manifest, release)
+        return outcome
 
     batch = BatchSteps(key="spec", run=build_one, passed=_built, failed=_build_failed, status="built")
     run_batch(batch, specs, console, junit, as_json)

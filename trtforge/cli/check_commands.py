@@ -25,6 +25,10 @@ from trtforge.cli.common import (
 
 app = typer.Typer()
 
+TritonOption = Annotated[
+    str | None,
+    typer.Option("--triton", metavar="RELEASE", help="Check against a Triton container release (e.g. 24.08)."),
+]
 EngineArgument = Annotated[
     Path,
     typer.Argument(
@@ -56,6 +60,7 @@ def check(
     require_signature: RequireSignatureOption = False,
     trusted_key: TrustedKeyOption = None,
     allow_host_code: AllowHostCodeOption = False,
+    triton: TritonOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Would ENGINE load here (or on the target the flags describe)? Exit 0 if yes, 5 with every reason if not."""
@@ -63,6 +68,10 @@ def check(
     from trtforge.runtime.loader import check_compatibility
     from trtforge.signing import load_trusted_keys
 
+    if triton is not None:
+        from trtforge.triton_releases import triton_runtime
+
+        flavor, trt_version = triton_runtime(engine, triton, given=(flavor, trt_version))
     target = target_from_flags(flavor, trt_version, cc, platform)
     policy = LoadPolicy(
         require_signature=require_signature,
@@ -110,16 +119,29 @@ def keygen(
     out: Annotated[
         Path, typer.Argument(metavar="OUT", help="Private key file to create (OUT.pub gets the public key).")
     ],
+    key_type: Annotated[
+        str,
+        typer.Option("--type", metavar="ed25519|ecdsa-p256", help="Key type (ecdsa-p256: what cosign uses)."),
+    ] = "ed25519",
     as_json: JsonOption = False,
 ) -> None:
-    """Create an Ed25519 key pair: OUT (private, mode 0600) and OUT.pub; never overwrites."""
+    """Create a key pair (Ed25519 or ECDSA P-256): OUT (private, mode 0600) and OUT.pub; never overwrites."""
     from trtforge.signing import generate_keypair
 
-    pair = generate_keypair(out)
+    pair = generate_keypair(out, key_type)
     if as_json:
-        emit_json({"private_key": str(pair.private_path), "public_key": str(pair.public_path), "key_id": pair.key_id})
+        emit_json(
+            {
+                "private_key": str(pair.private_path),
+                "public_key": str(pair.public_path),
+                "key_id": pair.key_id,
+                "type": key_type,
+            }
+        )
         return
-    reporter().success(f"key {pair.key_id}: private {pair.private_path} (keep it secret), public {pair.public_path}")
+    reporter().success(
+        f"{key_type} key {pair.key_id}: private {pair.private_path} (keep it secret), public {pair.public_path}"
+    )
 
 
 @app.command()
@@ -130,13 +152,28 @@ def sign(
         Path | None,
         typer.Option("--key", help="Private key (PEM) from trtforge keygen (default: $TRTFORGE_SIGNING_KEY)."),
     ] = None,
+    attest: Annotated[
+        bool,
+        typer.Option("--attest", help="Also write {stem}.intoto.jsonl: signed SLSA provenance (DSSE, in-toto)."),
+    ] = False,
+    spec: Annotated[
+        Path | None,
+        typer.Option("--spec", help="With --attest: the spec that built ENGINE, to list every input file it read."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Sign ENGINE's manifest (Ed25519 over its canonical JSON, which pins the engine's sha256)."""
+    """Sign ENGINE's manifest (over its canonical JSON, which pins the engine's sha256); --attest adds provenance."""
+    from trtforge.errors import InvalidInputError
+    from trtforge.provenance import attest_artifact
     from trtforge.signing import load_signing_key, sign_artifact
+    from trtforge.spec import load_spec
 
+    if spec is not None and not attest:
+        raise InvalidInputError("--spec lists the inputs of an attestation: pass --attest too")
+    built_by = load_spec(spec) if spec is not None else None
     signing_key = load_signing_key(key)
     outcome = sign_artifact(engine, signing_key)
+    attestation = attest_artifact(engine, signing_key, built_by) if attest else None
     replaced = outcome.replaced_key_id
     if as_json:
         emit_json(
@@ -145,8 +182,13 @@ def sign(
                 "key_id": signing_key.key_id,
                 "replaced_key_id": replaced,
                 "signature": outcome.manifest.signature,
+                "attestation": str(attestation.path) if attestation else None,
             }
         )
         return
     note = f" (replaced the signature by key {replaced})" if replaced and replaced != signing_key.key_id else ""
-    reporter().success(f"signed {outcome.manifest_path} with key {signing_key.key_id}{note}")
+    console = reporter()
+    console.success(f"signed {outcome.manifest_path} with key {signing_key.key_id}{note}")
+    if attestation is not None:
+        roles = ", ".join(sorted({item.role for item in attestation.inputs}))
+        console.success(f"provenance: {attestation.path} (inputs: {roles})")

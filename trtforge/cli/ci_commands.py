@@ -62,14 +62,22 @@ def ci(
     as_json: JsonOption = False,
 ) -> None:
     """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
+    import time
+
     from trtforge.cache import default_cache_dir
     from trtforge.ci import CiOptions, ReportFiles, available_cores, render_ci_table, run_ci
+    from trtforge.rerun import record, replay
 
     reports = ReportFiles.checked(junit)
     console = reporter()
-    project = _discover(list(targets or []), console)
     options = CiOptions(out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure)
-    report = run_ci(list(project.specs), options, jobs or available_cores())
+    given, cores = list(targets or []), jobs or available_cores()
+    report = replay(given, options, cores, console)
+    if report is None:
+        started_ns = time.time_ns()
+        project = _discover(given, console)
+        report = run_ci(list(project.specs), options, cores)
+        record(given, options, project, report, started_ns)
     render_ci_table(report, console)
     reports.write(report)
     if as_json:
@@ -96,14 +104,20 @@ def matrix(
         typer.Argument(metavar="DIR", help=f"Spec folder with an optional trtforge.yaml (default: {DEFAULT_FOLDER})."),
     ] = None,
     output_format: Annotated[MatrixFormat, typer.Option("--format", help="github | gitlab | json")] = MatrixFormat.json,
+    triton: Annotated[
+        str | None,
+        typer.Option("--triton", metavar="RELEASE", help="Build in this Triton release's container (e.g. 24.08)."),
+    ] = None,
 ) -> None:
     """Print the build matrix (spec x GPU runner) for the CI system to fan out."""
     from trtforge.matrix import DEFAULT_CPU_RUNNER, plan_matrix, render_github, render_gitlab, render_json
     from trtforge.spec import load_spec
+    from trtforge.triton_releases import find_release
 
+    release = find_release(triton) if triton is not None else None
     project = _discover([folder] if folder is not None else [], reporter())
     specs = [load_spec(path) for path in project.specs]
-    entries = plan_matrix(project, specs, DEFAULT_CPU_RUNNER[output_format.value])
+    entries = plan_matrix(project, specs, DEFAULT_CPU_RUNNER[output_format.value], release)
     if output_format is MatrixFormat.github:
         typer.echo(render_github(entries))
     elif output_format is MatrixFormat.gitlab:

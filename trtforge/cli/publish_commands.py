@@ -149,6 +149,7 @@ def pull(
                 "manifest": str(outcome.manifest_path),
                 "tag": outcome.manifest.tag,
                 "sha256": outcome.manifest.artifact.sha256,
+                "attestation": str(outcome.attestation) if outcome.attestation else None,
                 "environment": outcome.environment.to_dict(),
                 "rejected": rejected,
             }

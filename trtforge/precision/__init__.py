@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from trtforge.compat import version_tuple
 from trtforge.errors import SpecError
-from trtforge.precision.graphs import emulated_onnx, fp16_onnx
+from trtforge.precision.graphs import emulated_onnx, fp16_onnx, onnx_loader
 from trtforge.precision.overflow import choose_keep_fp32
 
 if TYPE_CHECKING:
@@ -81,9 +81,10 @@ def prepare_precision(
         if weakly_typed_trt:  # TensorRT picks each layer's precision itself: no keep list to apply
             simulated = emulated(fp16_onnx(spec.model_path, cache_dir)) if for_gate else None
             return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=simulated)
-        keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir)
+        source = onnx_loader(spec.model_path)  # one load for the guard and the conversion (it goes last)
+        keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source)
         reporter.info(f"{spec.name}: {keep.describe()}")
-        graph = fp16_onnx(spec.model_path, cache_dir, keep.nodes)
+        graph = fp16_onnx(spec.model_path, cache_dir, keep.nodes, source)
         return Prepared(
             graph,
             simulated_onnx=emulated(graph),

@@ -8,8 +8,9 @@ FP16 is an ONNX conversion, not a builder flag.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,17 +88,34 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def fp16_onnx(model_path: Path, cache_dir: Path, keep_fp32_nodes: Sequence[str] = ()) -> Path:
+def fp16_onnx(
+    model_path: Path,
+    cache_dir: Path,
+    keep_fp32_nodes: Sequence[str] = (),
+    source: Callable[[], onnx.ModelProto] | None = None,
+) -> Path:
     """The FP16-converted graph, cached by the source model's content and the nodes kept in FP32
-    (``fp16/`` in the cache folder)."""
-    import onnx
-
+    (``fp16/`` in the cache folder). ``source``: the model at ``model_path`` as the caller
+    already loaded it (the converter edits it in place); None: loaded here."""
     kept = sorted(set(keep_fp32_nodes))
     suffix = "-keep-" + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16] if kept else ""
     target = cache_dir / "fp16" / f"{sha256_file(model_path)}{suffix}.onnx"
     if not target.is_file():
-        save_model(to_fp16(onnx.load(str(model_path)), kept), target)
+        save_model(to_fp16((source or onnx_loader(model_path))(), kept), target)
     return target
+
+
+def onnx_loader(model_path: Path) -> Callable[[], onnx.ModelProto]:
+    """``model_path`` loaded on the first call and shared by later ones: the overflow guard and
+    the FP16 conversion read one load of the model, not one each."""
+
+    @functools.cache
+    def load() -> onnx.ModelProto:
+        import onnx
+
+        return onnx.load(str(model_path))
+
+    return load
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -184,7 +202,7 @@ def emulated_onnx(graph_path: Path, cache_dir: Path) -> Path:
 
 def emulation_of(model_path: Path) -> str | None:
     """How ``model_path`` emulates the engine (None: it is the precision-prepared graph as is)."""
-    import onnx
+    from trtforge.model import read_onnx
 
-    model = onnx.load(str(model_path), load_external_data=False)
+    model = read_onnx(model_path)  # the protobuf alone: no onnx import for a gate that may run nothing
     return next((prop.value for prop in model.metadata_props if prop.key == EMULATION_KEY), None)

@@ -157,15 +157,21 @@ def _cached(path: Path) -> KeepFp32 | None:
 
 
 def choose_keep_fp32(
-    spec: Spec, info: ModelInfo, log: Callable[[str], None], cache_dir: Path | None = None
+    spec: Spec,
+    info: ModelInfo,
+    log: Callable[[str], None],
+    cache_dir: Path | None = None,
+    source: Callable[[], onnx.ModelProto] | None = None,
 ) -> KeepFp32:
     """The spec's ``fp16.keep_fp32`` (checked against the model), or the overflow guard's choice
-    (cached under ``cache_dir`` when given)."""
-    import onnx
+    (cached under ``cache_dir`` when given). ``source``: the spec's model as the caller loads it
+    (shared with the FP16 conversion); None: loaded here."""
+    from trtforge.precision.graphs import onnx_loader
 
+    load = source or onnx_loader(spec.model_path)
     explicit = spec.fp16.keep_fp32
     if explicit is not None:
-        model = onnx.load(str(spec.model_path))
+        model = load()
         check_keep_fp32(explicit, model, spec)
         return KeepFp32(tuple(explicit), "spec" if explicit else "spec (overflow guard off)")
     from importlib.metadata import version
@@ -180,7 +186,7 @@ def choose_keep_fp32(
         cached = _cached(entry)
         if cached is not None:
             return cached
-    model = onnx.load(str(spec.model_path))
+    model = load()
     try:
         stats, _samples = collect(model, all_activations(model), feeds, "minmax")
     except InvalidInputError as exc:  # the FP32 graph itself gives inf/NaN: the gate's reference says so

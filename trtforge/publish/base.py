@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, did_you_mean
@@ -239,6 +239,24 @@ class Registry(Protocol):
 
     def fetch(self, candidate: Candidate, into: Path) -> None:
         """Write the candidate's engine bytes to ``into`` (a staged file: verification is the caller's)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FoundAttestations:
+    """The attestations a registry holds for one artifact: ``envelopes`` are (where, DSSE envelope
+    bytes) of those that claim to be trtforge's, not yet verified; ``notes`` say what was skipped."""
+
+    envelopes: tuple[tuple[str, bytes], ...]
+    notes: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class AttestationSource(Protocol):
+    """A registry that keeps attestations next to artifacts (OCI referrers), for ``pull --require-signature``."""
+
+    def attestations(self, candidate: Candidate) -> FoundAttestations:
+        """The attestations that refer to the candidate; a registry failure is RegistryError (exit 6)."""
         ...
 
 

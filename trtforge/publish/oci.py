@@ -14,6 +14,18 @@ helpers, as ``docker login`` leaves them; ``TRTFORGE_REGISTRY_USERNAME`` and
 ``TRTFORGE_REGISTRY_PASSWORD`` override it. HTTPS unless ``--insecure`` (plain HTTP, for local
 registries).
 
+Attestations (``trtforge.provenance``: a DSSE envelope of an in-toto SLSA provenance Statement,
+``{stem}.intoto.jsonl`` beside the engine) go up as OCI 1.1 referrers of the engine's image
+manifest: an image manifest whose ``subject`` is the engine's manifest, ``artifactType`` =
+``application/vnd.dsse.envelope.v1+json`` (the envelope's own media type, which ORAS ``discover``,
+cosign and admission controllers list; the in-toto media type describes the payload inside it),
+an empty config and one layer, the envelope. A registry with the referrers API says so with the
+``OCI-Subject`` header on the manifest PUT; otherwise trtforge keeps the referrers tag schema
+(an image index under the tag ``sha256-<hex>`` of the subject digest), as ORAS does; reading, a
+404 on ``GET /v2/<name>/referrers/<digest>`` means the tag schema. oras-py sets ``subject`` but
+implements neither, hence the hand-written requests. ``org.opencontainers.image.created`` is the
+manifest's build time on both manifests, so pushing the same artifact twice gives the same digests.
+
 Nothing a registry answers is trusted: every JSON answer is bounded (size, nesting) and checked
 against a schema (``TagList``, ``ImageManifest``, ``OciDescriptor``) before use, tag-list pages are
 bounded, and a blob is read no further than its declared size. A misbehaving registry is exit 6,
@@ -23,25 +35,29 @@ one line; a blob that is not the engine its manifest pins is exit 5 (the pull's 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
+import json
 import os
 import re
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trtforge.errors import InvalidInputError, RegistryError, first_line
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, first_line
 from trtforge.fsutil import sha256_bytes
 from trtforge.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, bounded_json, first_error, parse_manifest
 from trtforge.publish.base import (
     PRECISIONS,
     Candidate,
     Existing,
+    FoundAttestations,
     Listing,
     LocalArtifact,
     OciLocation,
@@ -62,6 +78,10 @@ ENGINE_MEDIA_TYPE = "application/vnd.trtforge.engine.layer.v1"
 MANIFEST_MEDIA_TYPE = "application/vnd.trtforge.manifest.v1+json"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 OCI_MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+#: marks the attestation referrers trtforge pushes: other tools' DSSE referrers are not ours to judge
+ATTESTATION_ANNOTATION = "dev.trtforge.attestation"
+ATTESTATION_KIND = "slsa-provenance-v1"
 EMPTY_JSON = b"{}"
 TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
@@ -166,6 +186,7 @@ class ImageManifest(_Answer):
     config: OciDescriptor | None = None
     layers: list[OciDescriptor] = Field(default_factory=list)
     annotations: dict[str, str] | None = None
+    subject: OciDescriptor | None = None
 
     def layer(self, media_type: str) -> OciDescriptor | None:
         return next((layer for layer in self.layers if layer.media_type == media_type), None)
@@ -177,7 +198,59 @@ class ImageManifest(_Answer):
         return ARTIFACT_TYPE in (self.artifact_type, config_type)
 
 
+class ReferrerIndex(_Answer):
+    """``GET /v2/<name>/referrers/<digest>`` or the ``sha256-<hex>`` tag: an image index of referrers.
+    Entries stay raw: one malformed entry (another tool's) is skipped, not the whole list."""
+
+    manifests: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Referrer(_Answer):
+    """One entry of a referrers index, as trtforge reads it."""
+
+    media_type: str = Field(alias="mediaType")
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    size: int = Field(ge=0, le=MAX_ANSWER_BYTES)
+    artifact_type: str | None = Field(None, alias="artifactType")
+    annotations: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a candidate's bytes are: its tag, its engine layer, and its image manifest (the
+    ``subject`` its referrers name)."""
+
+    tag: str
+    engine: OciDescriptor
+    subject: dict[str, Any]
+
+
 AnswerT = TypeVar("AnswerT", bound=_Answer)
+
+
+def canonical_json(document: dict[str, Any]) -> bytes:
+    """The bytes trtforge PUTs for a manifest: sorted keys, no spaces, so the digest depends on content only."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers tag schema: ``sha256:abc…`` -> ``sha256-abc…`` (truncated to the tag grammar's 128)."""
+    return digest.replace(":", "-")[:128]
+
+
+def attestation_manifest(subject: dict[str, Any], envelope: bytes, title: str, created: str) -> dict[str, Any]:
+    """The referrer that carries one DSSE envelope (pure)."""
+    from trtforge.provenance import ATTESTATION_MEDIA_TYPE
+
+    return {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "artifactType": ATTESTATION_MEDIA_TYPE,
+        "config": descriptor(EMPTY_MEDIA_TYPE, sha256_bytes(EMPTY_JSON), len(EMPTY_JSON)),
+        "layers": [descriptor(ATTESTATION_MEDIA_TYPE, sha256_bytes(envelope), len(envelope), title)],
+        "subject": subject,
+        "annotations": {CREATED: created, ATTESTATION_ANNOTATION: ATTESTATION_KIND},
+    }
 
 
 def _client_class() -> type:
@@ -318,9 +391,12 @@ class OciRegistry:
 
     def _answer(self, response: requests.Response, model: type[AnswerT], what: str) -> AnswerT:
         """A JSON answer, bounded and checked against its schema: anything else is exit 6."""
+        return self._parse(read_at_most(response, MAX_ANSWER_BYTES, what), model, what)
+
+    def _parse(self, data: bytes, model: type[AnswerT], what: str) -> AnswerT:
         host = self.location.host
         try:
-            return model.model_validate(bounded_json(read_at_most(response, MAX_ANSWER_BYTES, what), MAX_ANSWER_BYTES))
+            return model.model_validate(bounded_json(data, MAX_ANSWER_BYTES))
         except ValidationError as exc:
             raise RegistryError(
                 f"registry {host} sent {what} that is not valid ({first_error(exc)}): is it an OCI registry?"
@@ -435,14 +511,28 @@ class OciRegistry:
         return following
 
     def _image_manifest(self, tag: str) -> ImageManifest | None:
+        found = self._read_manifest(tag)
+        return found[0] if found else None
+
+    def _read_manifest(self, reference: str) -> tuple[ImageManifest, dict[str, Any]] | None:
+        """The image manifest under a tag or digest, and its descriptor (what a referrer's
+        ``subject`` names: the digest of the very bytes the registry holds)."""
         client = self._connect()
-        url = self._url(self._container(tag).manifest_url())
-        with self._network(f"reading the manifest of {tag}"):
-            response = client.do_request(url, "GET", headers={"Accept": OCI_MANIFEST_MEDIA_TYPE})
+        what = f"an image manifest for {reference}"
+        with self._network(f"reading the manifest of {reference}"):
+            response = client.do_request(
+                self._api(f"manifests/{reference}"), "GET", headers={"Accept": OCI_MANIFEST_MEDIA_TYPE}
+            )
             if response.status_code == 404:
                 return None
-            self._check(response, f"reading the manifest of {tag}")
-            return self._answer(response, ImageManifest, f"an image manifest for {tag}")
+            self._check(response, f"reading the manifest of {reference}")
+            data = read_at_most(response, MAX_ANSWER_BYTES, what)
+        image = self._parse(data, ImageManifest, what)
+        media_type = response.headers.get("Content-Type", OCI_MANIFEST_MEDIA_TYPE).split(";")[0].strip()
+        return image, {"mediaType": media_type, "digest": f"sha256:{sha256_bytes(data)}", "size": len(data)}
+
+    def _api(self, path: str) -> str:
+        return self._url(f"{self.location.host}/v2/{self.location.repository}/{path}")
 
     def _small_blob(self, tag: str, layer: OciDescriptor) -> bytes:
         """The manifest layer, read no further than its declared size, and checked against its digest."""
@@ -490,9 +580,10 @@ class OciRegistry:
         return Listing(tuple(found), tuple(others), tuple(skipped))
 
     def _candidate(self, tag: str) -> Candidate:
-        image = self._image_manifest(tag)
-        if image is None:
+        found = self._read_manifest(tag)
+        if found is None:
             raise InvalidInputError(f"{tag}: listed but gone (deleted meanwhile)")
+        image, subject = found
         engine, manifest_layer = image.layer(ENGINE_MEDIA_TYPE), image.layer(MANIFEST_MEDIA_TYPE)
         if not image.is_trtforge_artifact or engine is None or manifest_layer is None:
             raise InvalidInputError(f"{tag}: not a trtforge engine artifact (artifactType {image.artifact_type})")
@@ -501,12 +592,14 @@ class OciRegistry:
         manifest = parse_manifest(data, reference)
         check_artifact_file_name(manifest, reference)
         _check_layers(reference, manifest, engine, manifest_layer)
-        return Candidate(reference=reference, manifest=manifest, manifest_bytes=data, locator=(tag, engine))
+        return Candidate(
+            reference=reference, manifest=manifest, manifest_bytes=data, locator=Located(tag, engine, subject)
+        )
 
     def fetch(self, candidate: Candidate, into: Path) -> None:
         """Stream the engine blob into ``into``, stopping at the size its descriptor declares (the
         caller checks the sha256): a registry cannot make trtforge write more than that."""
-        tag, layer = candidate.locator
+        tag, layer = candidate.locator.tag, candidate.locator.engine
         client = self._connect()
         with (
             self._network(f"downloading {tag}"),
@@ -528,7 +621,168 @@ class OciRegistry:
     # ------------------------------------------------------------ writing
 
     def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
-        return self.push(artifact, artifact.manifest.stem, force=force)
+        """Push the artifact, then its attestation (when one sits beside the engine) as a referrer."""
+        from trtforge.provenance import attestation_bytes, attestation_path
+
+        tag = artifact.manifest.stem
+        outcome = self.push(artifact, tag, force=force)
+        envelope = attestation_bytes(artifact.engine)
+        if envelope is None:
+            return outcome
+        found = self._read_manifest(tag)
+        if found is None:
+            raise RegistryError(f"{outcome.reference}: pushed, then gone before its attestation could refer to it")
+        image, subject = found
+        title = attestation_path(artifact.engine).name
+        held = image.layer(MANIFEST_MEDIA_TYPE)
+        if held is None or held.digest != f"sha256:{sha256_bytes(artifact.manifest_bytes)}":
+            warning = (
+                f"{outcome.reference} keeps another manifest for this engine, which {title} does not cover: "
+                "attestation not pushed; pass --force to replace the manifest"
+            )
+            return dataclasses.replace(outcome, warnings=(*outcome.warnings, warning))
+        attached = self.attach(subject, envelope, title, artifact.manifest.build.created_utc)
+        how = "referrers API" if attached["referrers"] == "api" else f"referrers tag {fallback_tag(subject['digest'])}"
+        verb = "already attached" if attached["status"] == "unchanged" else "attached"
+        note = f"attestation {title} {verb} as referrer {attached['digest'][:19]}… ({how})"
+        return dataclasses.replace(
+            outcome, extra={**outcome.extra, "attestation": attached}, notes=(*outcome.notes, note)
+        )
+
+    def attach(self, subject: dict[str, Any], envelope: bytes, title: str, created: str) -> dict[str, str]:
+        """Push ``envelope`` as a referrer of ``subject``: the referrers API when the registry
+        answers the PUT with ``OCI-Subject``, else the referrers tag schema. The same envelope
+        again is a no-op (same bytes, same digest)."""
+        document = attestation_manifest(subject, envelope, title, created)
+        body = canonical_json(document)
+        digest = f"sha256:{sha256_bytes(body)}"
+        listed, mode = self._referrers(subject["digest"])
+        if any(entry.get("digest") == digest for entry in listed):
+            return {"digest": digest, "referrers": mode, "status": "unchanged"}
+        client = self._connect()
+        container = self._container(None)
+        with tempfile.TemporaryDirectory(prefix="trtforge-push-") as scratch:
+            for name, data, layer in (
+                ("config.json", EMPTY_JSON, document["config"]),
+                (title, envelope, document["layers"][0]),
+            ):
+                path = Path(scratch) / name
+                path.write_bytes(data)
+                with self._network(f"uploading {name}"):
+                    self._check(client.upload_blob(str(path), container, layer), f"uploading {name}")
+        response = self._put(digest, body, OCI_MANIFEST_MEDIA_TYPE, "pushing the attestation")
+        if response.headers.get("OCI-Subject") == subject["digest"]:
+            return {"digest": digest, "referrers": "api", "status": "published"}
+        entry = {
+            "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+            "digest": digest,
+            "size": len(body),
+            "artifactType": document["artifactType"],
+            "annotations": document["annotations"],
+        }
+        self._add_to_referrers_tag(subject["digest"], entry)
+        return {"digest": digest, "referrers": "tag-schema", "status": "published"}
+
+    def _put(self, reference: str, body: bytes, media_type: str, action: str) -> requests.Response:
+        client = self._connect()
+        with self._network(action):
+            response = client.do_request(
+                self._api(f"manifests/{reference}"), "PUT", headers={"Content-Type": media_type}, data=body
+            )
+            self._check(response, action)
+        return response
+
+    def _referrers(self, subject_digest: str) -> tuple[list[dict[str, Any]], str]:
+        """The referrers of a manifest, and how they were found: ``api`` (OCI 1.1 referrers API)
+        or ``tag-schema`` (a 404 on the API: the ``sha256-<hex>`` tag's image index, if any)."""
+        client = self._connect()
+        index = {"Accept": OCI_INDEX_MEDIA_TYPE}
+        with self._network("listing referrers"):
+            response = client.do_request(self._api(f"referrers/{subject_digest}"), "GET", headers=index)
+            mode = "api"
+            if response.status_code == 404:
+                mode = "tag-schema"
+                response = client.do_request(
+                    self._api(f"manifests/{fallback_tag(subject_digest)}"), "GET", headers=index
+                )
+                if response.status_code == 404:
+                    return [], mode
+            self._check(response, "listing referrers")
+            data = read_at_most(response, MAX_ANSWER_BYTES, "a referrers list")
+        return list(self._parse(data, ReferrerIndex, "a referrers list").manifests), mode
+
+    def _add_to_referrers_tag(self, subject_digest: str, entry: dict[str, Any]) -> None:
+        """Add one descriptor to the subject's referrers tag (created when missing); entries of
+        other tools stay as they are."""
+        listed, _ = self._referrers(subject_digest)
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": [*listed, entry]}
+        self._put(
+            fallback_tag(subject_digest), canonical_json(index), OCI_INDEX_MEDIA_TYPE, "tagging the referrers index"
+        )
+
+    def attestations(self, candidate: Candidate) -> FoundAttestations:
+        """The DSSE envelopes that claim to be the candidate's trtforge attestation (verification is
+        the caller's); other referrers are skipped with a note. An envelope whose manifest or blob
+        is not what its descriptors say is exit 5: it claims to be ours and is not."""
+        from trtforge.provenance import ATTESTATION_MEDIA_TYPE
+
+        located: Located = candidate.locator
+        listed, mode = self._referrers(located.subject["digest"])
+        envelopes: list[tuple[str, bytes]] = []
+        notes: list[str] = []
+        for raw in listed:
+            try:
+                entry = Referrer.model_validate(raw)
+            except ValidationError as exc:
+                notes.append(f"{candidate.reference}: skipped a malformed referrer ({first_error(exc)})")
+                continue
+            claims = (
+                entry.artifact_type == ATTESTATION_MEDIA_TYPE
+                and (entry.annotations or {}).get(ATTESTATION_ANNOTATION) == ATTESTATION_KIND
+            )
+            if not claims:
+                kind = entry.artifact_type or entry.media_type
+                notes.append(
+                    f"{candidate.reference}: skipped referrer {entry.digest[:19]}… ({kind}): not a trtforge attestation"
+                )
+                continue
+            where = f"{candidate.reference}: referrer {entry.digest[:19]}…"
+            envelopes.append((where, self._envelope(entry, located, where)))
+        if not listed:
+            notes.append(
+                f"{candidate.reference}: no referrers ({'referrers API' if mode == 'api' else 'referrers tag schema'})"
+            )
+        return FoundAttestations(tuple(envelopes), tuple(notes))
+
+    def _envelope(self, entry: Referrer, located: Located, where: str) -> bytes:
+        """The envelope a referrer carries: its manifest refers to this candidate, its one layer is
+        a bounded DSSE envelope whose bytes match their digest."""
+        from trtforge.provenance import ATTESTATION_MEDIA_TYPE, MAX_ATTESTATION_BYTES
+
+        limit = MAX_ATTESTATION_BYTES
+        found = self._read_manifest(entry.digest)
+        if found is None or found[1]["digest"] != entry.digest:
+            raise IncompatibleEngineError(
+                f"{where}: its manifest is missing or not the bytes its digest names: refused"
+            )
+        image, _ = found
+        layer = image.layer(ATTESTATION_MEDIA_TYPE)
+        if image.subject is None or image.subject.digest != located.subject["digest"]:
+            raise IncompatibleEngineError(f"{where}: its subject is not {located.tag}'s manifest: refused")
+        if layer is None or layer.size > limit:
+            raise IncompatibleEngineError(f"{where}: no DSSE envelope layer of at most {limit:,} bytes: refused")
+        client = self._connect()
+        with (
+            self._network(f"downloading the attestation of {located.tag}"),
+            client.get_blob(self._container(located.tag), layer.digest, stream=True) as response,
+        ):
+            self._check(response, f"downloading the attestation of {located.tag}")
+            data = read_at_most(response, layer.size, f"the attestation of {located.tag}")
+        if f"sha256:{sha256_bytes(data)}" != layer.digest:
+            raise IncompatibleEngineError(
+                f"{where}: the envelope does not match its digest (damaged in the registry): refused"
+            )
+        return data
 
     def push(
         self, artifact: LocalArtifact, tag: str, *, force: bool = False, annotations: dict[str, str] | None = None

@@ -5,12 +5,23 @@ signature, host-code policy), exactly what the runtime loader would accept; the 
 checked with ``compat.problems`` (size and sha256) before anything appears under its final name.
 A damaged download is refused, never replaced by the next-best candidate (like pip on a hash
 mismatch): a registry serving wrong bytes is a problem to see, not to route around.
+
+``--require-signature`` from a registry that keeps attestations (OCI referrers): every referrer
+that claims to be the engine's trtforge attestation is verified with ``trtforge.provenance``
+against the downloaded engine and manifest (a trusted key's signature, subjects = these bytes)
+before anything is committed; one that does not verify refuses the pull (exit 5). The first one
+that verifies is written beside the engine (``{stem}.intoto.jsonl``). Without one, the manifest's
+embedded signature (already required by the policy) stands, and a note says so. Such a pull
+always downloads (an engine already here is no proof that its referrers still verify).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +33,14 @@ from trtforge.environment import Target, file_problem, measure_engine
 from trtforge.errors import IncompatibleEngineError
 from trtforge.fsutil import check_inside, ensure_writable_dir, sha256_bytes
 from trtforge.manifest import Manifest, manifest_path_for
-from trtforge.publish.base import Candidate, NoCompatibleArtifactError, Registry, check_artifact_file_name, check_name
+from trtforge.publish.base import (
+    AttestationSource,
+    Candidate,
+    NoCompatibleArtifactError,
+    Registry,
+    check_artifact_file_name,
+    check_name,
+)
 from trtforge.selection import Rejection, select_engine, signature_facts
 from trtforge.tags import FLAVORS
 
@@ -45,6 +63,7 @@ class PullOutcome:
     environment: Environment
     rejected: tuple[tuple[str, tuple[Problem, ...]], ...]
     notes: tuple[str, ...] = ()  # info lines, e.g. stale temporaries of dead runs removed
+    attestation: Path | None = None  # the verified attestation written beside the engine
 
 
 def target_environments(target: Target | None = None) -> tuple[Environment, ...]:
@@ -117,7 +136,8 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     engine_final = out_dir / chosen.manifest.artifact.file
     manifest_final = manifest_path_for(engine_final)
     check_inside(out_dir, engine_final, f"{chosen.reference}: artifact.file")
-    if _already_here(chosen, engine_final, manifest_final):
+    checks_referrers = request.policy.require_signature and isinstance(registry, AttestationSource)
+    if not checks_referrers and _already_here(chosen, engine_final, manifest_final):
         return PullOutcome(
             "unchanged", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections
         )
@@ -126,16 +146,21 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     note = sweep(out_dir).note
     try:
         with ArtifactWriter(out_dir) as writer:
-            _download_verified(registry, chosen, env, request.policy, writer.stage(engine_final.name))
+            staged = writer.stage(engine_final.name)
+            _download_verified(registry, chosen, env, request.policy, staged)
             writer.stage(manifest_final.name).write_bytes(chosen.manifest_bytes)
-            writer.commit()  # engine and manifest together: the old pair or the new one, never a mix
+            attested = _attestation(registry, chosen, request.policy, staged, engine_final.name)
+            if attested.envelope is not None:
+                writer.stage(_attestation_file(engine_final).name).write_bytes(attested.envelope)
+            writer.commit()  # engine, manifest (and attestation) together: the old set or the new one
     except BaseException:
         if created:
             _remove_if_empty(out_dir)
         raise
-    notes = (note,) if note else ()
+    notes = ((note,) if note else ()) + attested.notes
+    attestation = _attestation_file(engine_final) if attested.envelope is not None else None
     return PullOutcome(
-        "pulled", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections, notes
+        "pulled", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections, notes, attestation
     )
 
 
@@ -158,6 +183,66 @@ def _download_verified(
             f"{chosen.reference}: downloaded engine refused, nothing written: " + "; ".join(p.message for p in found),
             reasons=[p.message for p in found],
         )
+
+
+def _attestation_file(engine: Path) -> Path:
+    from trtforge.provenance import attestation_path
+
+    return attestation_path(engine)
+
+
+@dataclass(frozen=True)
+class Attested:
+    """What the referrers gave: the verified envelope to write beside the engine (None: none), and notes."""
+
+    envelope: bytes | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _attestation(registry: Registry, chosen: Candidate, policy: LoadPolicy, staged: Path, engine_name: str) -> Attested:
+    """Under --require-signature, every referrer that claims to be this engine's attestation must
+    verify (exit 5 otherwise); the first is kept."""
+    if not policy.require_signature or not isinstance(registry, AttestationSource):
+        return Attested()
+    found = registry.attestations(chosen)
+    kept: bytes | None = None
+    notes = list(found.notes)
+    for where, envelope in found.envelopes:
+        key_id = _verify_envelope(where, envelope, chosen, policy, staged, engine_name)
+        notes.append(f"{where}: attestation verified (signed by trusted key {key_id})")
+        kept = kept if kept is not None else envelope
+    if kept is None:
+        notes.append(
+            f"{chosen.reference}: no trtforge attestation among its referrers; its manifest's embedded "
+            "signature was verified instead"
+        )
+    return Attested(kept, tuple(notes))
+
+
+def _verify_envelope(
+    where: str, envelope: bytes, chosen: Candidate, policy: LoadPolicy, staged: Path, engine_name: str
+) -> str:
+    """``provenance.verify_provenance`` on the downloaded files, laid out under their own names in a
+    scratch folder beside them (a hard link for the engine: no copy of a multi-GB file)."""
+    from trtforge.errors import TrtforgeError
+    from trtforge.provenance import attestation_path, verify_provenance
+
+    with tempfile.TemporaryDirectory(prefix=".trtforge-verify-", dir=staged.parent) as scratch:
+        engine = Path(scratch) / engine_name
+        try:
+            os.link(staged, engine)
+        except OSError:
+            shutil.copyfile(staged, engine)
+        manifest_path_for(engine).write_bytes(chosen.manifest_bytes)
+        attestation_path(engine).write_bytes(envelope)
+        try:
+            report = verify_provenance(engine, policy.trusted_keys)
+        except TrtforgeError as exc:
+            reason = str(exc).split(": ", 1)[-1] if str(exc).startswith(scratch) else str(exc)
+            raise IncompatibleEngineError(
+                f"{where}: attestation refused, nothing written: {reason}", reasons=[reason]
+            ) from exc
+    return report.key_id
 
 
 def _remove_if_empty(folder: Path) -> None:

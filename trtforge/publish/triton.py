@@ -17,6 +17,11 @@ ignores version folders that are not integers) and renamed into place; a plan an
 added to an existing version are one commit (:mod:`trtforge.artifact`); ``config.pbtxt`` is
 written last, atomically. A repository lock serializes publishers, so two CI jobs never take the
 same version number; the publisher holding it removes what dead publishers left.
+
+A repository may declare the Triton release that serves it: ``PATH/.trtforge-triton-release``
+holds the release (``24.08``; Triton ignores hidden files). Publishing an engine that release's
+TensorRT cannot load then warns (``trtforge.triton_releases.release_problem``): the plan is still
+written, since the declaration may be the stale part.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from trtforge.errors import InvalidInputError, RegistryError
+from trtforge.errors import InvalidInputError, RegistryError, first_line
 from trtforge.fsutil import check_inside, make_temp_dir, sha256_bytes, sha256_file
 from trtforge.manifest import Manifest
 from trtforge.publish.base import (
@@ -51,6 +56,8 @@ from trtforge.publish.triton_config import build_config, check_triton_io, edited
 from trtforge.tags import FLAVOR_RTX
 
 CONFIG_NAME = "config.pbtxt"
+#: the file that declares which Triton release serves the repository
+RELEASE_FILE = ".trtforge-triton-release"
 PLAN_SUFFIX = ".plan"
 MANIFEST_SUFFIX = ".manifest.json"
 RTX_WARNING = (
@@ -114,6 +121,7 @@ class TritonRegistry:
         warnings = [RTX_WARNING] if manifest.tensorrt.flavor == FLAVOR_RTX else []
         if self.root.exists() and not self.root.is_dir():
             raise InvalidInputError(f"{self.uri}: {self.root} is a file, not a directory; choose another path")
+        warnings.extend(self._release_warnings(manifest))
         model_dir = self.root / manifest.name
         check_inside(self.root, model_dir / "1" / plan_name(manifest), f"{self.uri}: name '{manifest.name}'")
         with repository_lock(self.root):
@@ -141,6 +149,23 @@ class TritonRegistry:
         return PublishOutcome(
             status, str(version_dir / plan_name(manifest)), detail or config_note, tuple(warnings), extra, notes
         )
+
+    def _release_warnings(self, manifest: Manifest) -> list[str]:
+        """The declared Triton release (RELEASE_FILE) against the engine; an unreadable or unknown
+        declaration is a warning too, never a silent pass."""
+        from trtforge.triton_releases import find_release, release_problem
+
+        declared = self.root / RELEASE_FILE
+        if not declared.is_file():
+            return []
+        where = f"{self.uri}: {RELEASE_FILE}"
+        try:
+            name = declared.read_text(encoding="utf-8").strip()
+            release = find_release(name, where)
+        except (OSError, UnicodeDecodeError, InvalidInputError) as exc:
+            return [f"{where} cannot be used ({first_line(exc)}): the engine was not checked against a Triton release"]
+        problem = release_problem(manifest, release)
+        return [f"{self.uri} is declared for Triton {release.name} ({RELEASE_FILE}): {problem}"] if problem else []
 
     def _place(self, model_dir: Path, latest: int | None, artifact: LocalArtifact, force: bool) -> tuple[int, str, str]:
         """Which version the plan goes to, and whether that is new, a no-op or a replacement."""

@@ -1,0 +1,250 @@
+"""Attestations as OCI referrers, against the real registry on 127.0.0.1 (Debian's docker-registry,
+distribution 2.8: no referrers API, so the referrers tag schema is the path exercised here; the test
+``test_this_registry_has_no_referrers_api`` pins that fact so a newer registry is noticed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from clitools import cli
+from models import need_rtx
+from registry import RunningRegistry, build_engine, start_registry
+
+from trtforge.errors import RegistryError
+from trtforge.manifest import manifest_path_for, read_manifest
+from trtforge.provenance import ATTESTATION_MEDIA_TYPE, attestation_path
+from trtforge.publish import parse_location
+from trtforge.publish.oci import (
+    ATTESTATION_ANNOTATION,
+    CREATED,
+    OCI_INDEX_MEDIA_TYPE,
+    OCI_MANIFEST_MEDIA_TYPE,
+    OciRegistry,
+    fallback_tag,
+)
+
+need_rtx()
+
+INDEX = {"Accept": OCI_INDEX_MEDIA_TYPE}
+MANIFEST = {"Accept": OCI_MANIFEST_MEDIA_TYPE}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("referrer-engines")
+    assert cli("keygen", root / "key")[0] == 0
+    assert cli("keygen", root / "other")[0] == 0
+    return {
+        "a": build_engine(root / "a", targets=["8.6"]),
+        "b": build_engine(root / "b", targets=["8.9"]),
+        "key": root / "key",
+        "other": root / "other",
+    }
+
+
+def attested(engine: Path, folder: Path, key: Path) -> Path:
+    """A signed copy of ``engine`` with its attestation beside it (``trtforge sign --attest``)."""
+    folder.mkdir(parents=True)
+    copy = folder / engine.name
+    shutil.copy2(engine, copy)
+    shutil.copy2(manifest_path_for(engine), manifest_path_for(copy))
+    code, _, err = cli("sign", copy, "--key", key, "--attest")
+    assert code == 0, err
+    assert attestation_path(copy).is_file()
+    return copy
+
+
+@pytest.fixture
+def repository(oci_registry: RunningRegistry, request: pytest.FixtureRequest) -> str:
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    return oci_registry.uri(f"referrers/{name[:80]}")
+
+
+def api(uri: str, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> requests.Response:
+    location = parse_location(uri)
+    return requests.request(
+        method, f"http://{location.host}/v2/{location.repository}/{path}", headers=headers or {}, timeout=10
+    )
+
+
+def publish(engine: Path, uri: str) -> dict:
+    code, stdout, err = cli("publish", engine, "--to", uri, "--insecure", "--json")
+    assert code == 0, err
+    return json.loads(stdout)
+
+
+def pull(uri: str, out: Path, key: Path, *extra: object) -> tuple[int, str, str]:
+    return cli(
+        "pull", uri, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", out,
+        "--require-signature", "--trusted-key", f"{key}.pub", *extra,
+    )  # fmt: skip
+
+
+def subject_digest(uri: str, tag: str) -> str:
+    response = api(uri, f"manifests/{tag}", MANIFEST)
+    response.raise_for_status()
+    return response.headers["Docker-Content-Digest"]
+
+
+def test_this_registry_has_no_referrers_api(oci_registry: RunningRegistry) -> None:
+    response = requests.get(f"http://{oci_registry.host}/v2/x/referrers/sha256:{'0' * 64}", timeout=10)
+    assert response.status_code == 404  # OCI 1.0 registry: the tag schema is the path
+
+
+def test_publish_pushes_the_attestation_as_a_referrer(built: dict[str, Path], repository: str, tmp_path: Path) -> None:
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    document = publish(engine, repository)
+    stem = read_manifest(engine).stem
+    subject = subject_digest(repository, stem)
+    attached = document["attestation"]
+    assert attached["referrers"] == "tag-schema" and attached["status"] == "published"
+
+    index = api(repository, f"manifests/{fallback_tag(subject)}", INDEX).json()
+    assert index["mediaType"] == OCI_INDEX_MEDIA_TYPE
+    [entry] = index["manifests"]
+    assert entry["digest"] == attached["digest"] and entry["artifactType"] == ATTESTATION_MEDIA_TYPE
+    assert entry["annotations"][ATTESTATION_ANNOTATION] == "slsa-provenance-v1"
+
+    referrer = api(repository, f"manifests/{attached['digest']}", MANIFEST).json()
+    assert referrer["subject"]["digest"] == subject and referrer["artifactType"] == ATTESTATION_MEDIA_TYPE
+    assert referrer["annotations"][CREATED] == read_manifest(engine).build.created_utc
+    [layer] = referrer["layers"]
+    assert layer["mediaType"] == ATTESTATION_MEDIA_TYPE
+    blob = api(repository, f"blobs/{layer['digest']}").content
+    assert blob == attestation_path(engine).read_bytes()
+    statement = json.loads(base64.b64decode(json.loads(blob)["payload"]))
+    assert read_manifest(engine).artifact.sha256 in {s["digest"]["sha256"] for s in statement["subject"]}
+
+    again = publish(engine, repository)
+    assert again["status"] == "unchanged" and again["attestation"]["status"] == "unchanged"
+    assert len(api(repository, f"manifests/{fallback_tag(subject)}", INDEX).json()["manifests"]) == 1
+
+
+def test_identical_pushes_give_identical_digests(
+    built: dict[str, Path], oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    first, second = oci_registry.uri("referrers/same-one"), oci_registry.uri("referrers/same-two")
+    one, two = publish(engine, first), publish(engine, second)
+    stem = read_manifest(engine).stem
+    assert one["digest"] == two["digest"] == subject_digest(first, stem) == subject_digest(second, stem)
+    assert one["attestation"]["digest"] == two["attestation"]["digest"]
+    image = api(first, f"manifests/{stem}", MANIFEST).json()
+    assert image["annotations"][CREATED] == read_manifest(engine).build.created_utc
+
+
+def test_pull_require_signature_finds_and_verifies_the_attestation(
+    built: dict[str, Path], repository: str, tmp_path: Path
+) -> None:
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    publish(engine, repository)
+    out = tmp_path / "pulled"
+    code, stdout, err = pull(repository, out, built["key"], "--json")
+    assert code == 0, err
+    pulled = out / engine.name
+    assert json.loads(stdout)["attestation"] == str(attestation_path(pulled))
+    assert attestation_path(pulled).read_bytes() == attestation_path(engine).read_bytes()
+    assert "attestation verified (signed by trusted key" in err
+    code, _, err = pull(repository, out, built["key"])  # again: the referrers are checked again
+    assert code == 0 and "attestation verified" in err, err
+    code, stdout, err = cli("verify-provenance", pulled, "--trusted-key", f"{built['key']}.pub", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["verified"] is True
+
+
+def test_a_pull_without_an_attestation_says_so(built: dict[str, Path], repository: str, tmp_path: Path) -> None:
+    signed = tmp_path / "s" / built["a"].name
+    signed.parent.mkdir()
+    shutil.copy2(built["a"], signed)
+    shutil.copy2(manifest_path_for(built["a"]), manifest_path_for(signed))
+    assert cli("sign", signed, "--key", built["key"])[0] == 0
+    publish(signed, repository)
+    code, _, err = pull(repository, tmp_path / "pulled", built["key"])
+    assert code == 0, err
+    assert "no trtforge attestation among its referrers; its manifest's embedded signature was verified" in err
+    assert not attestation_path(tmp_path / "pulled" / signed.name).exists()
+
+
+def _add_to_index(uri: str, subject: str, entries: list[dict]) -> None:
+    tag = fallback_tag(subject)
+    index = api(uri, f"manifests/{tag}", INDEX).json()
+    index["manifests"].extend(entries)
+    location = parse_location(uri)
+    response = requests.put(
+        f"http://{location.host}/v2/{location.repository}/manifests/{tag}",
+        data=json.dumps(index).encode(),
+        headers={"Content-Type": OCI_INDEX_MEDIA_TYPE},
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
+def test_referrers_that_are_not_ours_are_skipped_with_a_note(
+    built: dict[str, Path], repository: str, tmp_path: Path
+) -> None:
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    publish(engine, repository)
+    stem = read_manifest(engine).stem
+    subject = subject_digest(repository, stem)
+    # any manifest the registry holds will do: distribution 2.8 checks that an index names existing ones
+    named = {
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "digest": subject,
+        "size": len(api(repository, f"manifests/{stem}").content),
+    }
+    sbom = {**named, "artifactType": "application/spdx+json"}
+    malformed = {**named, "artifactType": 7}  # the registry ignores the field; trtforge reads it as a string
+    _add_to_index(repository, subject, [sbom, malformed])
+    code, _, err = pull(repository, tmp_path / "pulled", built["key"])
+    assert code == 0, err
+    assert f"skipped referrer {subject[:19]}… (application/spdx+json): not a trtforge attestation" in err
+    assert "skipped a malformed referrer" in err
+    assert "attestation verified" in err
+
+
+@pytest.mark.parametrize("damage", ["tampered", "other-engine", "unknown-key"])
+def test_an_attestation_that_does_not_verify_is_exit_5(
+    built: dict[str, Path], repository: str, tmp_path: Path, damage: str
+) -> None:
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    envelope_file = attestation_path(engine)
+    if damage == "tampered":
+        envelope = json.loads(envelope_file.read_bytes())
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        statement["predicate"]["buildDefinition"]["externalParameters"]["precision"] = "int8"
+        envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+        envelope_file.write_text(json.dumps(envelope) + "\n")
+        needle = "does not verify"
+    elif damage == "other-engine":
+        other = attested(built["b"], tmp_path / "b", built["key"])
+        shutil.copyfile(attestation_path(other), envelope_file)
+        needle = "the attestation is for another engine"
+    else:
+        other = attested(built["a"], tmp_path / "o", built["other"])
+        shutil.copyfile(attestation_path(other), envelope_file)
+        needle = "which is not a trusted key"
+    publish(engine, repository)
+    out = tmp_path / "pulled"
+    code, stdout, err = pull(repository, out, built["key"])
+    assert code == 5, err
+    assert "attestation refused, nothing written" in err and needle in err
+    assert len(err.strip().splitlines()) == 1 and not stdout
+    assert not out.exists()
+
+
+def test_registry_failure_while_listing_referrers_is_exit_6(built: dict[str, Path], tmp_path: Path) -> None:
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    with start_registry(tmp_path / "short-lived") as running:
+        uri = running.uri("referrers/stopped")
+        publish(engine, uri)
+        registry = OciRegistry(parse_location(uri), insecure=True)  # type: ignore[arg-type]
+        [candidate] = registry.candidates("digits-cnn", None).candidates
+    with pytest.raises(RegistryError, match=r"cannot reach registry .* while listing referrers") as caught:
+        registry.attestations(candidate)
+    assert caught.value.exit_code == 6

@@ -1,0 +1,437 @@
+"""``trtforge serve``: the real server as a subprocess on a free 127.0.0.1 port, driven by the
+official Triton client (``tritonclient.http``) and by plain HTTP where headers matter.
+
+Served models are ONNX files (onnxruntime through the warm pool: no engine runs on this host);
+the refusal and registry tests use a real TensorRT-RTX engine built for 8.6, which this GPU-less
+host must refuse before the port opens. The slow-warming model is a deep convolution stack
+warmed at a large batch (``--warmup-shape``): its warm-up lasts seconds by construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import models
+import numpy as np
+import onnxruntime as ort
+import pytest
+from registry import DIGITS_ONNX, RunningRegistry, build_engine, free_port
+
+tritonclient_http = pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[http]'")
+
+pytestmark = pytest.mark.slow  # every test starts a server process (2-6 s each on two cores)
+
+START_TIMEOUT_S = 60.0
+SLOW_WARMUP = ["--warmup-shape", "slow:input=256x32x32x32"]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self) -> tritonclient_http.InferenceServerClient:
+        return tritonclient_http.InferenceServerClient(self.url, concurrency=16, network_timeout=60)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _lower(headers: object) -> dict[str, str]:
+    return {key.lower(): value for key, value in dict(headers).items()}  # type: ignore[call-overload]
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a plain HTTP GET (errors included)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, _lower(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, _lower(exc.headers), exc.read()
+
+
+def post_binary(
+    server: Server, model: str, array: np.ndarray, name: str = "input"
+) -> tuple[int, dict[str, str], bytes]:
+    """A binary-extension infer request as tritonclient sends it, through urllib (to read headers)."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(array.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": array.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"http://{server.url}/v2/models/{model}/infer",
+        data=header + array.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, _lower(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, _lower(exc.headers), exc.read()
+
+
+def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
+def start(args: Sequence[object], tmp_path: Path, wait_ready: bool = True) -> Server:
+    port = free_port()
+    log = tmp_path / f"serve-{port}.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trtforge", "serve", *map(str, args), "--port", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")},
+        )
+    server = Server(process, port, log)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None and not _answers(port):
+        time.sleep(0.01)
+    assert process.poll() is None, f"serve exited {process.returncode}: {server.output()}"
+    if wait_ready:
+        while time.monotonic() < deadline and get(f"http://{server.url}/v2/health/ready")[0] != 200:
+            time.sleep(0.05)
+        assert get(f"http://{server.url}/v2/health/ready")[0] == 200, server.output()
+    return server
+
+
+def stop(server: Server) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    return server.process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def serving(args: Sequence[object], tmp_path: Path, wait_ready: bool = True) -> Iterator[Server]:
+    server = start(args, tmp_path, wait_ready)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+            try:
+                server.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+
+
+@pytest.fixture(scope="module")
+def served_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("served")
+    digits = folder / "digits.onnx"
+    shutil.copy(DIGITS_ONNX, digits)
+    return {
+        "digits": digits,
+        "pair": models.two_inputs(folder / "pair.onnx"),
+        "slow": models.deep_net(folder / "slow.onnx", layers=40),
+    }
+
+
+def reference(model: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(str(model)).run(None, feed)
+
+
+def infer_input(name: str, array: np.ndarray, binary: bool) -> tritonclient_http.InferInput:
+    tensor = tritonclient_http.InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    return tensor
+
+
+# ---------------------------------------------------------------- protocol through the Triton client
+
+
+def test_triton_client_json_and_binary_several_models_dynamic_batch(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    with serving([served_models["digits"], served_models["pair"], "--pool", "2"], tmp_path) as server:
+        client = server.client()
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("digits") and client.is_model_ready("pair")
+        metadata = client.get_model_metadata("digits")
+        assert metadata["platform"] == "onnxruntime_onnx" and metadata["versions"] == ["1"]
+        assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+        assert metadata["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+        rng = np.random.default_rng(0)
+        for batch in (1, 5, 33):
+            for binary in (False, True):
+                x = rng.random((batch, 1, 8, 8), dtype=np.float32)
+                wanted = tritonclient_http.InferRequestedOutput("logits", binary_data=binary)
+                result = client.infer("digits", [infer_input("input", x, binary)], outputs=[wanted], request_id="r1")
+                np.testing.assert_allclose(
+                    result.as_numpy("logits"), reference(served_models["digits"], {"input": x})[0], rtol=1e-5, atol=1e-5
+                )
+                assert result.get_response()["id"] == "r1"
+                assert ("parameters" in result.get_response()["outputs"][0]) is binary
+            image, meta = rng.random((batch, 3, 8, 8), dtype=np.float32), rng.random((batch, 4), dtype=np.float32)
+            # no outputs named: the client asks for all of them in binary
+            result = client.infer("pair", [infer_input("image", image, True), infer_input("meta", meta, False)])
+            expected = reference(served_models["pair"], {"image": image, "meta": meta})[0]
+            np.testing.assert_allclose(result.as_numpy("out"), expected, rtol=1e-5, atol=1e-5)
+        compressed = client.infer(
+            "digits", [infer_input("input", x, True)], request_compression_algorithm="gzip"
+        ).as_numpy("logits")
+        np.testing.assert_allclose(
+            compressed, reference(served_models["digits"], {"input": x})[0], rtol=1e-5, atol=1e-5
+        )
+        status, headers, body = get(f"http://{server.url}/metrics")
+        assert status == 200 and headers["content-type"].startswith("text/plain")
+        assert re.search(rb'trtforge_pool_requests_total\{outcome="ok",pool="digits"\} 7\.0', body), body[:2000]
+        assert b'pool="pair"' in body
+        assert stop(server) == 0
+    assert "stopped: in-flight requests answered, pools closed" in server.output()
+
+
+def test_refusals_are_400_404_413_with_kserve_error_bodies(served_models: dict[str, Path], tmp_path: Path) -> None:
+    args = [served_models["digits"], served_models["pair"], "--pool", "1", "--max-body-mib", "0.01"]
+    with serving(args, tmp_path) as server:
+        client = server.client()
+        Error = tritonclient_http.InferenceServerException
+
+        def refused(model: str, inputs: list[tritonclient_http.InferInput], status: str) -> str:
+            with pytest.raises(Error) as caught:
+                client.infer(model, inputs)
+            assert caught.value.status() == status, caught.value.message()
+            return str(caught.value.message())
+
+        wrong_shape = np.zeros((2, 1, 9, 8), np.float32)
+        message = refused("digits", [infer_input("input", wrong_shape, True)], "400")
+        assert "input 'input'" in message and "[2, 1, 9, 8]" in message and "[-1, 1, 8, 8]" in message
+        wrong_dtype = tritonclient_http.InferInput("input", [1, 1, 8, 8], "FP64")
+        wrong_dtype.set_data_from_numpy(np.zeros((1, 1, 8, 8), np.float64))
+        assert "datatype FP64, the model takes FP32" in refused("digits", [wrong_dtype], "400")
+        assert "unknown input 'inptu' — did you mean 'input'?" in refused(
+            "digits", [infer_input("inptu", np.zeros((1, 1, 8, 8), np.float32), False)], "400"
+        )
+        assert "input 'meta' is missing" in refused(
+            "pair", [infer_input("image", np.zeros((1, 3, 8, 8), np.float32), False)], "400"
+        )
+        assert "unknown model 'digitz'" in refused("digitz", [infer_input("input", wrong_shape, False)], "404")
+        too_big = np.zeros((64, 1, 8, 8), np.float32)  # 16 KiB over a 10 KiB limit
+        assert "over the limit" in refused("digits", [infer_input("input", too_big, True)], "413")
+        status, headers, body = get(f"http://{server.url}/v2/models/nope")
+        assert status == 404 and headers["content-type"] == "application/json" and "error" in json.loads(body)
+        assert get(f"http://{server.url}/v2/models/digits/versions/2")[0] == 404
+        status, headers, body = get(f"http://{server.url}/v2/no/such/path")
+        assert status == 404 and json.loads(body) == {"error": "GET /v2/no/such/path: Not Found"}
+        status, _, body = get(f"http://{server.url}/v2/models/digits/infer")  # GET, not POST
+        assert status == 405 and "Method Not Allowed" in json.loads(body)["error"]
+        # the contexts stayed healthy: a good request still works
+        good = np.zeros((1, 1, 8, 8), np.float32)
+        assert client.infer("digits", [infer_input("input", good, True)]).as_numpy("logits").shape == (1, 10)
+
+
+# ---------------------------------------------------------------- readiness, back-pressure, shutdown
+
+
+def test_ready_is_503_while_warming_then_200(served_models: dict[str, Path], tmp_path: Path) -> None:
+    with serving(
+        [served_models["slow"], served_models["digits"], "--pool", "1", *SLOW_WARMUP], tmp_path, False
+    ) as server:
+        base = f"http://{server.url}"
+        first = get(f"{base}/v2/health/ready")
+        assert first[0] == 503, "the first readiness answer came after the warm-up: it was not observable"
+        assert "warming up" in json.loads(first[2])["error"]
+        assert get(f"{base}/v2/health/live")[0] == 200  # live while warming
+        assert get(f"{base}/v2/models/slow/ready")[0] == 503
+        status, headers, _ = post_binary(server, "slow", np.zeros((1, 32, 32, 32), np.float32))
+        assert status == 503 and headers["retry-after"] == "1"
+        seen = [first[0]]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while seen[-1] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen.append(get(f"{base}/v2/health/ready")[0])
+        assert seen[-1] == 200 and set(seen) == {503, 200}
+        assert get(f"{base}/v2/models/slow/ready")[0] == 200 and get(f"{base}/v2/models/digits/ready")[0] == 200
+        assert post_binary(server, "slow", np.zeros((1, 32, 32, 32), np.float32))[0] == 200
+
+
+def test_burst_over_pool_and_queue_gets_503_with_retry_after(served_models: dict[str, Path], tmp_path: Path) -> None:
+    args = [served_models["slow"], "--pool", "1", "--max-queue", "1", "--queue-timeout", "60"]
+    with serving(args, tmp_path) as server:
+        x = np.random.default_rng(1).random((64, 32, 32, 32), dtype=np.float32)
+        burst = 8
+        gate = threading.Barrier(burst)
+
+        def one(_: int) -> tuple[int, dict[str, str], bytes]:
+            gate.wait()
+            return post_binary(server, "slow", x)
+
+        with ThreadPoolExecutor(burst) as executor:
+            futures = [executor.submit(one, index) for index in range(burst)]
+            time.sleep(0.2)
+            began = time.perf_counter()
+            live = get(f"http://{server.url}/v2/health/live")[0]
+            live_seconds = time.perf_counter() - began
+            answers = [future.result() for future in futures]
+        statuses = sorted(status for status, _, _ in answers)
+        assert statuses.count(200) >= 2 and statuses.count(503) >= burst - 3, statuses
+        assert set(statuses) == {200, 503}
+        for status, headers, body in answers:
+            if status == 503:
+                assert headers["retry-after"] == "1" and "busy" in json.loads(body)["error"]
+        assert live == 200 and live_seconds < 1.0, "inference blocked the event loop"
+        metrics = get(f"http://{server.url}/metrics")[2].decode()
+        exhausted = re.search(r'trtforge_pool_requests_total\{outcome="exhausted",pool="slow"\} (\d+)', metrics)
+        assert exhausted and int(exhausted.group(1)) == statuses.count(503)
+
+
+def test_sigterm_answers_every_request_in_flight_then_exits_0(served_models: dict[str, Path], tmp_path: Path) -> None:
+    args = [served_models["slow"], "--pool", "1", "--max-queue", "8", "--queue-timeout", "60"]
+    with serving(args, tmp_path) as server:
+        rng = np.random.default_rng(2)
+        feeds = [rng.random((64, 32, 32, 32), dtype=np.float32) for _ in range(4)]
+        with ThreadPoolExecutor(len(feeds)) as executor:
+            futures = [executor.submit(post_binary, server, "slow", feed) for feed in feeds]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # every request admitted: one holds the context, three wait
+                page = get(f"http://{server.url}/metrics")[2].decode()
+                if 'trtforge_pool_waiting{pool="slow"} 3.0' in page:
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the four requests never queued together")
+            server.process.send_signal(signal.SIGTERM)
+            answers = [future.result() for future in futures]
+        assert [status for status, _, _ in answers] == [200] * len(feeds)
+        expected = reference(served_models["slow"], {"input": feeds[0]})[0]
+        _, headers, body = answers[0]
+        header_length = int(headers["inference-header-content-length"])
+        got = np.frombuffer(body[header_length:], np.float32).reshape(expected.shape)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+        assert server.process.wait(timeout=60) == 0
+        assert not _answers(server.port)
+    assert "stopped: in-flight requests answered, pools closed" in server.output()
+
+
+# ---------------------------------------------------------------- refusing before the port opens
+
+
+def _run_refused(args: Sequence[object], tmp_path: Path) -> tuple[int, str, bool]:
+    """Run serve to its end, watching its port the whole time: (exit code, output, port ever opened)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trtforge", "serve", *map(str, args), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    opened = False
+    while process.poll() is None:
+        opened = opened or _answers(port)
+        time.sleep(0.005)
+    output = process.communicate(timeout=60)[0]
+    return process.returncode, output, opened
+
+
+@pytest.fixture(scope="module")
+def engine_86(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models.need_rtx()
+    return build_engine(tmp_path_factory.mktemp("engine-86"), targets=("8.6",))
+
+
+def test_an_engine_this_host_refuses_exits_5_before_the_port_opens_with_every_reason(
+    engine_86: Path, served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    from clitools import cli
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(engine_86.parent, tampered)
+    with open(tampered / engine_86.name, "ab") as handle:
+        handle.write(b"\0")
+    assert cli("keygen", tmp_path / "key")[0] == 0
+    args = [
+        served_models["digits"],
+        tampered / engine_86.name,
+        "--require-signature",
+        "--trusted-key",
+        f"{tmp_path / 'key'}.pub",
+    ]
+    code, output, opened = _run_refused(args, tmp_path)
+    assert code == 5, output
+    assert not opened
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to serve"), output
+    for reason in ("[gpu] no GPU detected", "[sha256]", "[signature]"):
+        assert reason in output, output
+    assert "Traceback" not in output and "listening" not in output
+
+
+def test_registry_reference_is_pulled_for_this_machine_and_refused_here(
+    engine_86: Path, oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    from clitools import cli
+
+    uri = oci_registry.uri("tests/serve-models")
+    assert cli("publish", engine_86, "--to", uri, "--insecure")[0] == 0
+    code, output, opened = _run_refused(
+        [uri, "--name", "digits-cnn", "--insecure", "--pull-dir", tmp_path / "pulled"], tmp_path
+    )
+    assert code == 5 and not opened, output
+    assert f"pulling digits-cnn from {uri}" in output
+    assert engine_86.stem in output and "no GPU detected" in output  # the registry's candidate, and why not
+    code, output, opened = _run_refused([uri, "--insecure"], tmp_path)
+    assert code == 2 and "needs --name" in output and not opened
+    code, output, opened = _run_refused(["oci://127.0.0.1:1/nothing", "--name", "x", "--insecure"], tmp_path)
+    assert code == 6 and not opened, output
+
+
+def test_two_models_of_one_name_and_a_taken_port_are_usage_errors(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    code, output, opened = _run_refused([served_models["digits"], f"digits={served_models['pair']}"], tmp_path)
+    assert code == 2 and "two models named 'digits'" in output and not opened
+    with serving([f"other={served_models['digits']}", "--pool", "1"], tmp_path) as server:
+        assert server.client().is_model_ready("other")
+        taken = subprocess.run(
+            [sys.executable, "-m", "trtforge", "serve", served_models["pair"], "--port", str(server.port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert taken.returncode == 2 and f"cannot listen on 127.0.0.1:{server.port}" in taken.stderr, taken.stderr
+
+
+def test_a_model_that_cannot_be_warmed_stops_the_server_with_its_exit_code(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    code, output, _ = _run_refused([served_models["digits"], "--warmup-shape", "digits:input=2x3"], tmp_path)
+    assert code == 2, output  # it listened (liveness), then stopped instead of serving half
+    assert "listening on" in output
+    assert "error: model 'digits' did not warm up, stopping:" in output and "Traceback" not in output

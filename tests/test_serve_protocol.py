@@ -1,0 +1,188 @@
+"""The KServe v2 messages and serve's pure rules, without a server: decoding JSON and binary
+tensors, encoding responses, the request checks (an engine's profile ranges in the refusal),
+``NAME=ARTIFACT`` and ``--warmup-shape`` parsing, and an engine's metadata from its manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import models
+import numpy as np
+import pytest
+from registry import build_engine
+
+from trtforge.errors import InvalidInputError
+from trtforge.serve.protocol import (
+    HEADER_LENGTH,
+    InferRequest,
+    ModelSignature,
+    ProtocolError,
+    RequestedOutput,
+    TensorMeta,
+    check_request,
+    encode_infer_response,
+    parse_infer_request,
+)
+from trtforge.serve.server import engine_plan, model_warmup_sets, onnx_plan, parse_warmup_shape, split_named
+
+DIGITS = ModelSignature(
+    (TensorMeta("input", "FP32", (-1, 1, 8, 8)),),
+    (TensorMeta("logits", "FP32", (-1, 10)),),
+    ({"input": {"min": [1, 1, 8, 8], "opt": [16, 1, 8, 8], "max": [64, 1, 8, 8]}},),
+)
+
+
+def binary_body(arrays: dict[str, np.ndarray], datatype: str = "FP32", **extra: object) -> tuple[bytes, int]:
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": n, "shape": list(a.shape), "datatype": datatype, "parameters": {"binary_data_size": a.nbytes}}
+                for n, a in arrays.items()
+            ],
+            **extra,
+        }
+    ).encode()
+    return header + b"".join(a.tobytes() for a in arrays.values()), len(header)
+
+
+def test_binary_and_json_inputs_decode_to_the_same_arrays() -> None:
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    b = np.arange(6, dtype=np.int64).reshape(6)
+    body, length = binary_body({"a": a})
+    json_b = {"name": "b", "shape": [6], "datatype": "INT64", "data": b.tolist()}
+    document = json.loads(body[:length])
+    document["inputs"].append(json_b)
+    header = json.dumps(document).encode()
+    parsed = parse_infer_request(header + body[length:], len(header))
+    np.testing.assert_array_equal(parsed.inputs["a"], a)
+    np.testing.assert_array_equal(parsed.inputs["b"], b)
+    assert parsed.inputs["b"].dtype == np.int64 and parsed.outputs == () and not parsed.binary_default
+    plain = parse_infer_request(json.dumps({"inputs": [json_b], "id": 7}).encode(), None)
+    assert plain.id == "7" and plain.inputs["b"].tolist() == b.tolist()
+
+
+@pytest.mark.parametrize(
+    ("body", "length", "message"),
+    [
+        (b"{", None, "not valid JSON"),
+        (b"[]", None, "must be a JSON object"),
+        (b"{}", None, "no 'inputs' list"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}', None, "'BYTES' is not"),
+        (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1]}]}', None, "holds 1 values"),
+        (b'{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": []}]}', None, "non-negative"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}', None, "give 'data'"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["z"]}]}', None, "is not FP32"),
+        (b"{}", 10, "does not fit a body of 2 bytes"),
+    ],
+)
+def test_malformed_requests_are_protocol_errors(body: bytes, length: int | None, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse_infer_request(body, length)
+
+
+def test_binary_sizes_must_match_and_use_the_whole_body() -> None:
+    a = np.zeros((2, 2), np.float32)
+    body, length = binary_body({"a": a})
+    with pytest.raises(ProtocolError, match="4 bytes after the last binary input"):
+        parse_infer_request(body + b"\0\0\0\0", length)
+    with pytest.raises(ProtocolError, match="the body ends before its 16 binary bytes"):
+        parse_infer_request(body[:-1], length)
+    wrong, wrong_length = binary_body({"a": a}, datatype="FP16")
+    with pytest.raises(ProtocolError, match="binary_data_size 16 is not 4 x 2 bytes of FP16"):
+        parse_infer_request(wrong, wrong_length)
+
+
+def test_the_refusal_names_the_input_and_the_profiles_range() -> None:
+    def request(array: np.ndarray, name: str = "input") -> InferRequest:
+        return InferRequest(None, {name: array}, (), False)
+
+    check_request(request(np.zeros((64, 1, 8, 8), np.float32)), DIGITS)
+    with pytest.raises(ProtocolError) as refused:
+        check_request(request(np.zeros((65, 1, 8, 8), np.float32)), DIGITS)
+    assert str(refused.value) == (
+        "input 'input': shape [65, 1, 8, 8] is not accepted; allowed: shape within [1, 1, 8, 8]..[64, 1, 8, 8]"
+    )
+    with pytest.raises(ProtocolError, match=r"shape \[2, 8, 8\] is not accepted"):
+        check_request(request(np.zeros((2, 8, 8), np.float32)), DIGITS)
+    with pytest.raises(ProtocolError, match="datatype FP16, the model takes FP32"):
+        check_request(request(np.zeros((1, 1, 8, 8), np.float16)), DIGITS)
+    with pytest.raises(ProtocolError, match="unknown input 'inpt' — did you mean 'input'"):
+        check_request(request(np.zeros((1, 1, 8, 8), np.float32), "inpt"), DIGITS)
+    wants_other = InferRequest(
+        None, {"input": np.zeros((1, 1, 8, 8), np.float32)}, (RequestedOutput("prob", True),), False
+    )
+    with pytest.raises(ProtocolError, match=r"unknown output 'prob' \(outputs: logits\)"):
+        check_request(wants_other, DIGITS)
+
+
+def test_responses_carry_binary_outputs_after_the_json_header() -> None:
+    logits = np.arange(20, dtype=np.float32).reshape(2, 10)
+    binary = InferRequest("r", {}, (RequestedOutput("logits", True),), False)
+    body, length = encode_infer_response("digits", "1", binary, {"logits": logits})
+    assert length is not None
+    header = json.loads(body[:length])
+    assert header == {
+        "model_name": "digits",
+        "model_version": "1",
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [2, 10], "parameters": {"binary_data_size": 80}}],
+        "id": "r",
+    }
+    np.testing.assert_array_equal(np.frombuffer(body[length:], np.float32).reshape(2, 10), logits)
+    body, length = encode_infer_response("digits", "1", InferRequest(None, {}, (), False), {"logits": logits})
+    assert length is None and json.loads(body)["outputs"][0]["data"] == logits.ravel().tolist()
+    assert HEADER_LENGTH == "Inference-Header-Content-Length"
+
+
+def test_names_and_warmup_shapes() -> None:
+    assert split_named("digits=models/a.onnx") == ("digits", "models/a.onnx")
+    assert split_named("oci://host:5000/models") == (None, "oci://host:5000/models")
+    assert split_named("dir/a=b.onnx") == (None, "dir/a=b.onnx")
+    assert parse_warmup_shape("slow:input=4x1,8", ["slow"]) == ("slow", {"input": (4, 1, 8)})
+    assert parse_warmup_shape("input:0=1x3", ["slow"]) == (None, {"input:0": (1, 3)})
+    assert parse_warmup_shape("a=1,4,b=2x4", []) == (None, {"a": (1, 4), "b": (2, 4)})
+    with pytest.raises(InvalidInputError, match="--warmup-shape 'a=x'"):
+        parse_warmup_shape("a=x", [])
+
+
+def test_an_engine_plan_comes_from_its_manifest_and_warmup_sets_fill_other_inputs(tmp_path: Path) -> None:
+    models.need_rtx()
+    plan = engine_plan(build_engine(tmp_path), None)
+    assert plan.name == "digits-cnn" and plan.platform == "tensorrt_rtx_plan" and plan.backend == "tensorrt-rtx"
+    assert plan.metadata()["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert plan.signature.profiles[0]["input"]["max"] == [64, 1, 8, 8]
+    pair = onnx_plan(models.two_inputs(tmp_path / "pair.onnx"), "pair")
+    sets = [(None, {"image": (4, 3, 8, 8)}), ("digits-cnn", {"image": (9, 3, 8, 8)}), (None, {"x": (1,)})]
+    assert model_warmup_sets(pair, sets) == [{"image": (4, 3, 8, 8), "meta": (1, 4)}]
+
+
+def test_readiness_follows_warmup_and_the_minimum_of_healthy_contexts() -> None:
+    """A pool degraded below ``--min-contexts`` makes the server not ready; at or above it, ready."""
+    import dataclasses
+
+    from registry import DIGITS_ONNX
+
+    from trtforge.runtime.manager import PoolManager
+    from trtforge.serve.app import Limits, ServeState
+
+    plan = onnx_plan(DIGITS_ONNX, "digits")
+    with PoolManager() as manager:
+        state = ServeState({"digits": plan}, manager, Limits(pool_size=2, min_contexts=2), warm=lambda _: None)
+        assert state.not_ready() == "model 'digits' is warming up"
+        pool = manager.add("digits", DIGITS_ONNX, 2)
+        assert state.not_ready() == "warming up the HTTP request path"
+        state.warming = False
+        assert state.not_ready() is None
+        source = pool._source  # the model bytes new contexts are made from
+        good = source._bytes  # type: ignore[union-attr]
+        with pool.borrow() as runner:
+            runner.deactivate()  # a real failure: the session is gone
+        source._bytes = b"not an onnx model"  # type: ignore[union-attr]  # so the rebuild really fails
+        assert len(pool.check().broken) == 1
+        assert state.not_ready() == "model 'digits': 1 healthy contexts, fewer than the minimum 2"
+        state.limits = dataclasses.replace(state.limits, min_contexts=1)
+        assert state.not_ready() is None  # degraded, still serving on its healthy context
+        source._bytes = good  # type: ignore[union-attr]
+        pool.check()
+        pool.close()
+        assert state.not_ready() == "model 'digits': pool is closed"

@@ -1,0 +1,289 @@
+"""The Triton release table, the rule "does this engine load in release R", and where it is used:
+``check --triton``, ``build --triton``, ``matrix --triton`` and ``publish --to triton://``."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from clitools import cli
+from models import conv_net, need_rtx
+from registry import build_engine
+
+from trtforge.compat import version_tuple
+from trtforge.errors import InvalidInputError
+from trtforge.manifest import manifest_path_for, read_manifest
+from trtforge.triton_releases import (
+    CONTAINERS,
+    PLAIN,
+    RELEASE_PATTERN,
+    TRTLLM,
+    VERSION_PATTERN,
+    TritonRelease,
+    find_release,
+    release_problem,
+    releases,
+)
+
+need_rtx()
+
+REFUSAL_24_08 = (
+    "Triton 24.08 ships TensorRT 10.3.0.26; this engine was built with 10.13.0.35: rebuild inside "
+    "nvcr.io/nvidia/tritonserver:24.08-py3 or use a version-compatible engine"
+)
+
+
+@pytest.fixture(scope="module")
+def rtx_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_engine(tmp_path_factory.mktemp("triton-release"))
+
+
+def as_enterprise(engine: Path, folder: Path, version: str, version_compatible: bool = False) -> Path:
+    """A copy of a real engine whose manifest says enterprise TensorRT ``version`` built it: the
+    rules read only the manifest (no enterprise TensorRT is installed here)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / engine.name
+    shutil.copyfile(engine, copy)
+    document = json.loads(manifest_path_for(engine).read_text())
+    document["tensorrt"].update(flavor="tensorrt", version=version, version_compatible=version_compatible)
+    manifest_path_for(copy).write_text(json.dumps(document))
+    return copy
+
+
+GITHUB_SOURCE = re.compile(
+    r"^https://github\.com/triton-inference-server/server/blob/[0-9a-f]{40}/docs/introduction/"
+    r"(release_notes|compatibility)\.md\Z"
+)
+
+
+def test_every_row_parses() -> None:
+    rows = releases()
+    assert rows, "the table ships with the package"
+    keys = [(r.release, CONTAINERS.index(r.container)) for r in rows]
+    assert keys == sorted(set(keys)), "one row per release and container, oldest first"
+    for row in rows:
+        assert RELEASE_PATTERN.match(row.release) and row.container in CONTAINERS, row
+        assert VERSION_PATTERN.match(row.tensorrt), row
+        assert len(version_tuple(row.tensorrt)) >= 3 and version_tuple(row.tensorrt)[0] >= 8, row
+        assert VERSION_PATTERN.match(row.cuda) or len(version_tuple(row.cuda)) == 2, row
+        from_page = row.source.startswith("https://docs.nvidia.com/") and row.release.replace(".", "-") in row.source
+        assert from_page or GITHUB_SOURCE.match(row.source), row
+        assert row.image == f"nvcr.io/nvidia/tritonserver:{row.release}-{row.container}"
+        assert find_release(row.name) == row, "every row is reachable by the name --triton takes"
+
+
+def test_the_table_covers_both_containers() -> None:
+    """The plain container's months the release notes list, and the compatibility table's run of
+    TensorRT-LLM containers (24.04 left out: its TensorRT is a dev build, 9.3.0.post12.dev1)."""
+    by_container = {c: [r.release for r in releases() if r.container == c] for c in CONTAINERS}
+    assert by_container[PLAIN] == ["24.08", "24.10", "24.12", "25.01"]
+    months = [f"{year}.{month:02d}" for year in (24, 25, 26) for month in range(1, 13)]
+    assert by_container[TRTLLM] == months[months.index("24.05") : months.index("26.07") + 1]
+
+
+def test_variants_resolve() -> None:
+    """The issue's example: 24.10 ships 10.5.0.18 in the plain container, 10.4.0 in the TensorRT-LLM one."""
+    plain, trtllm = find_release("24.10"), find_release(" 24.10-trtllm-python-py3 ")
+    assert find_release("24.10-py3") == plain and (plain.container, plain.tensorrt) == (PLAIN, "10.5.0.18")
+    assert (trtllm.container, trtllm.tensorrt, trtllm.cuda) == (TRTLLM, "10.4.0", "12.5.1.007")
+    assert plain.name == "24.10" and trtllm.name == "24.10-trtllm-python-py3"
+    assert plain.image == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert trtllm.image == "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3"
+    assert find_release("26.07-trtllm-python-py3").tensorrt == "10.14.1.48"
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("24.11", "did you mean '24.11-trtllm-python-py3'"),  # only the TensorRT-LLM container is known
+        ("24.10-vllm-python-py3", "write it YY.MM, as the NGC tag, or YY.MM-trtllm-python-py3"),
+        ("24.04-trtllm-python-py3", "not a Triton release trtforge knows"),  # left out: a dev build
+    ],
+)
+def test_unknown_variants_say_what_is_known(name: str, says: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        find_release(name)
+    message = str(caught.value)
+    assert says in message and len(message.splitlines()) == 1
+    assert "24.05, 24.06" in message and "(-trtllm-python-py3)" in message and "25.01 (-py3)" in message
+
+
+def test_the_release_notes_numbers() -> None:
+    """The issue's example, as the 24.08 release notes give it."""
+    assert find_release("24.08") == TritonRelease(
+        "24.08",
+        "10.3.0.26",
+        "12.6",
+        "https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-24-08.html",
+    )
+
+
+def test_unknown_release_names_the_known_ones() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        find_release("24.8")
+    message = str(caught.value)
+    assert "--triton '24.8'" in message and "write it YY.MM" in message and "24.08" in message
+
+
+@pytest.mark.parametrize(
+    ("version", "version_compatible", "release", "fits"),
+    [
+        ("10.3.0", False, "24.08", True),  # the wheel's version: the header has no build number
+        ("10.3.0.26", False, "24.08", True),
+        ("10.13.0.35", False, "24.08", False),
+        ("10.5.0.18", False, "24.08", False),  # older runtime, plain engine
+        ("10.3.0", False, "24.10", False),  # newer runtime, plain engine: exact version only
+        ("10.3.0", True, "24.10", True),  # version-compatible: same major, runtime at least as new
+        ("10.7.0", True, "24.08", False),  # version-compatible, runtime older
+        ("9.3.0", True, "24.12", False),  # version-compatible, other major
+        ("10.4.0", False, "24.10-trtllm-python-py3", True),  # the table gives major.minor.patch only
+        ("10.4.0.26", False, "24.10-trtllm-python-py3", True),  # compared at the precision both give
+        ("10.5.0.18", False, "24.10-trtllm-python-py3", False),  # the plain container's TensorRT
+        ("10.5.0.18", False, "24.10", True),
+        ("10.4.1", False, "24.10-trtllm-python-py3", False),
+    ],
+)
+def test_the_rule_is_compats(
+    rtx_engine: Path, tmp_path: Path, version: str, version_compatible: bool, release: str, fits: bool
+) -> None:
+    manifest = read_manifest(as_enterprise(rtx_engine, tmp_path, version, version_compatible))
+    problem = release_problem(manifest, find_release(release))
+    assert (problem is None) == fits, problem
+
+
+def test_check_refuses_with_the_issues_message(rtx_engine: Path, tmp_path: Path) -> None:
+    engine = as_enterprise(rtx_engine, tmp_path, "10.13.0.35")
+    code, stdout, stderr = cli("check", engine, "--triton", "24.08")
+    assert code == 5
+    assert REFUSAL_24_08 in stderr and len(stderr.strip().splitlines()) == 1 and not stdout
+    code, stdout, _ = cli("check", engine, "--triton", "24.08", "--json")
+    assert code == 5 and json.loads(stdout)["problems"] == [{"rule": "artifact", "message": REFUSAL_24_08}]
+
+
+def test_check_refusal_names_the_variants_image(rtx_engine: Path, tmp_path: Path) -> None:
+    engine = as_enterprise(rtx_engine, tmp_path, "10.5.0.18")
+    code, stdout, stderr = cli("check", engine, "--triton", "24.10-trtllm-python-py3")
+    assert code == 5 and not stdout and len(stderr.strip().splitlines()) == 1
+    assert (
+        "Triton 24.10-trtllm-python-py3 ships TensorRT 10.4.0; this engine was built with 10.5.0.18: rebuild inside "
+        "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3 or use a version-compatible engine"
+    ) in stderr
+    code, _, stderr = cli("check", engine, "--triton", "24.10", "--cc", "8.6")
+    assert code == 0, stderr
+    code, _, stderr = cli("check", rtx_engine, "--triton", "24.11-trtllm-python-py3")
+    assert code == 5
+    assert "rebuild with backend: tensorrt inside nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3" in stderr
+
+
+def test_check_passes_an_engine_the_release_loads(rtx_engine: Path, tmp_path: Path) -> None:
+    engine = as_enterprise(rtx_engine, tmp_path, "10.3.0")
+    code, stdout, stderr = cli("check", engine, "--triton", "24.08", "--cc", "8.6", "--json")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["compatible"] is True and result["environment"]["flavor"] == "tensorrt"
+
+
+def test_check_refuses_a_tensorrt_rtx_engine(rtx_engine: Path) -> None:
+    code, _, stderr = cli("check", rtx_engine, "--triton", "24.12")
+    assert code == 5
+    assert "Triton 24.12 ships TensorRT 10.7.0.23; this engine was built with TensorRT-RTX 1.7" in stderr
+    assert "rebuild with backend: tensorrt inside nvcr.io/nvidia/tritonserver:24.12-py3" in stderr
+
+
+def test_check_flags_that_contradict_the_release(rtx_engine: Path) -> None:
+    code, _, stderr = cli("check", rtx_engine, "--triton", "24.08", "--trt-version", "10.3.0")
+    assert code == 2 and "drop --flavor and --trt-version" in stderr
+    code, _, stderr = cli("check", rtx_engine, "--triton", "99.99")
+    assert code == 2 and "not a Triton release trtforge knows" in stderr
+
+
+def test_build_fails_an_engine_the_release_cannot_load(tmp_path: Path) -> None:
+    spec = tmp_path / "conv.yaml"
+    conv_net(tmp_path / "conv.onnx")
+    spec.write_text(
+        "name: conv\nmodel: conv.onnx\nbackend: tensorrt-rtx\ntargets: ['8.6']\naccuracy: {enabled: false}\n"
+        "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
+    )
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out", "--triton", "24.08")
+    assert code == 5
+    assert "Triton 24.08 ships TensorRT 10.3.0.26; this engine was built with TensorRT-RTX" in stderr
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out", "--triton", "2408")
+    assert code == 2 and "write it YY.MM" in stderr
+
+
+def _project(root: Path, backend: str) -> Path:
+    root.mkdir()
+    conv_net(root / "conv.onnx")
+    (root / "trt.yaml").write_text(
+        f"name: big\nmodel: conv.onnx\nbackend: {backend}\ntargets: ['8.6']\n"
+        "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
+    )
+    (root / "trtforge.yaml").write_text("runners:\n  cpu: ubuntu-latest\n  '8.6': [gpu, a10]\n")
+    return root
+
+
+def test_matrix_builds_in_the_releases_container(tmp_path: Path) -> None:
+    root = _project(tmp_path / "specs", "auto")
+    code, stdout, stderr = cli("matrix", root, "--format", "github", "--triton", "24.08")
+    assert code == 0, stderr
+    [entry] = json.loads(stdout)["include"]
+    assert entry["backend"] == "tensorrt" and entry["runner"] == ["gpu", "a10"]
+    assert entry["container"] == "nvcr.io/nvidia/tritonserver:24.08-py3"
+    assert "'tensorrt==10.3.0'" in entry["install"]
+    code, stdout, _ = cli("matrix", root, "--format", "gitlab", "--triton", "24.08")
+    job = yaml.safe_load(stdout)["build:big-fp32-sm86"]
+    assert job["image"] == "nvcr.io/nvidia/tritonserver:24.08-py3"
+    assert job["before_script"] == [entry["install"]]
+    code, stdout, _ = cli("matrix", root, "--format", "gitlab")
+    assert "image" not in yaml.safe_load(stdout)["build:big-fp32-cpu"]
+
+
+def test_matrix_builds_in_the_variants_container(tmp_path: Path) -> None:
+    root = _project(tmp_path / "specs", "auto")
+    code, stdout, stderr = cli("matrix", root, "--format", "github", "--triton", "24.10-trtllm-python-py3")
+    assert code == 0, stderr
+    [entry] = json.loads(stdout)["include"]
+    assert entry["container"] == "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3"
+    assert "'tensorrt==10.4.0'" in entry["install"]
+
+
+def test_matrix_refuses_a_tensorrt_rtx_spec_for_triton(tmp_path: Path) -> None:
+    root = _project(tmp_path / "specs", "tensorrt-rtx")
+    code, _, stderr = cli("matrix", root, "--triton", "24.08")
+    assert code == 2 and "Triton 24.08 runs enterprise TensorRT plans only" in stderr
+
+
+def test_publish_warns_when_the_repository_is_declared_for_another_release(rtx_engine: Path, tmp_path: Path) -> None:
+    engine = as_enterprise(rtx_engine, tmp_path / "e", "10.13.0.35")
+    repository = tmp_path / "models"
+    repository.mkdir()
+    (repository / ".trtforge-triton-release").write_text("24.08\n")
+    code, stdout, stderr = cli("publish", engine, "--to", f"triton://{repository}", "--json")
+    assert code == 0, stderr
+    [warning] = json.loads(stdout)["warnings"]
+    assert warning == f"triton://{repository} is declared for Triton 24.08 (.trtforge-triton-release): {REFUSAL_24_08}"
+    (repository / ".trtforge-triton-release").write_text("10.3\n")
+    code, stdout, _ = cli("publish", engine, "--to", f"triton://{repository}", "--json")
+    assert code == 0 and "not a Triton release trtforge knows" in json.loads(stdout)["warnings"][0]
+    fitting = as_enterprise(rtx_engine, tmp_path / "f", "10.3.0")
+    (repository / ".trtforge-triton-release").write_text("24.08")
+    code, stdout, _ = cli("publish", fitting, "--to", f"triton://{repository}", "--json", "--force")
+    assert code == 0 and json.loads(stdout)["warnings"] == []
+    (repository / ".trtforge-triton-release").write_text("24.10-trtllm-python-py3\n")
+    code, stdout, _ = cli(
+        "publish",
+        as_enterprise(rtx_engine, tmp_path / "v", "10.5.0.18"),
+        "--to",
+        f"triton://{repository}",
+        "--json",
+        "--force",
+    )
+    assert code == 0 and json.loads(stdout)["warnings"] == [
+        f"triton://{repository} is declared for Triton 24.10-trtllm-python-py3 (.trtforge-triton-release): "
+        "Triton 24.10-trtllm-python-py3 ships TensorRT 10.4.0; this engine was built with 10.5.0.18: rebuild inside "
+        "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3 or use a version-compatible engine"
+    ]

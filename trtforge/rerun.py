@@ -1,0 +1,179 @@
+"""Unchanged ``trtforge ci`` reruns, answered from a record of what the last such run saw.
+
+A run in which every spec was unchanged records the stamp (:class:`trtforge.fsutil.FileStamp`:
+inode, size, mtime and ctime) of everything its verdict rests on: the folders searched for specs,
+every spec and project file, each spec's model, labels and data files and the folders its data
+globs list, and each artifact's engine, manifest and build-cache record, with the backend each
+spec resolved to. The next run of the same command line whose stamps all match, and whose
+backends resolve to the same versions, is that run again: it reports the same results without
+parsing a spec or reading an artifact, so it costs a stat per file (constant per spec, flat in
+model size). Anything else runs in full, and records again. Only files that had settled before
+the recording run started are recorded (any write changes ctime, which no user tool sets back),
+so a file changed during or after that run never matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from trtforge import __version__
+from trtforge.ci import RECORD_FILE, CiOptions, CiReport, SpecResult, SpecStatus
+from trtforge.errors import TrtforgeError
+from trtforge.fsutil import FileStamp, atomic_write_text
+
+#: ``{cache}/ci-reruns/{command line key}.json``
+RERUN_DIR = "ci-reruns"
+MAX_RERUN_BYTES = 16 * 1024 * 1024
+#: what makes a path component a glob pattern (``glob.has_magic``, which is not public)
+_MAGIC = re.compile(r"[*?[]")
+
+
+def rerun_file(targets: list[Path], options: CiOptions) -> Path:
+    """The record of one command line: its targets, output folder and backend, this trtforge and Python."""
+    line = [
+        __version__,
+        sys.executable,
+        [os.path.abspath(target) for target in targets] or os.getcwd(),
+        os.path.abspath(options.out_dir),
+        options.backend,
+        options.remote_cache,
+    ]
+    key = hashlib.sha256(json.dumps(line).encode("utf-8", "surrogateescape")).hexdigest()
+    return options.cache_dir / RERUN_DIR / f"{key}.json"
+
+
+def _stamp(path: str) -> FileStamp | None:
+    try:
+        return FileStamp.of(Path(path), os.stat(path))
+    except OSError:
+        return None
+
+
+def replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any) -> CiReport | None:
+    """The recorded report of this command line when nothing it rests on changed (printing the
+    lines the full run prints); None otherwise, and for a record that is unreadable, corrupt or
+    not this user's."""
+    started = time.perf_counter()
+    try:
+        with open(rerun_file(targets, options), "rb") as handle:
+            if hasattr(os, "getuid") and os.fstat(handle.fileno()).st_uid != os.getuid():
+                return None
+            document = json.loads(handle.read(MAX_RERUN_BYTES + 1))
+        stamps = {path: FileStamp(**stamp) if stamp else None for path, stamp in document["stamps"].items()}
+        results = [SpecResult.from_dict(result) for result in document["results"]]
+        backends = {request: tuple(choice) for request, choice in document["backends"].items()}
+        notes = [str(note) for note in document["notes"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if any(_stamp(path) != stamp for path, stamp in stamps.items()) or not _same_backends(backends):
+        return None
+    for note in notes:
+        reporter.info(note)
+    for result in results:
+        reporter.info(f"{result.name}: {result.message}")
+    replayed = tuple(dataclasses.replace(result, seconds=0.0) for result in results)
+    return CiReport(replayed, time.perf_counter() - started, jobs)
+
+
+def _same_backends(backends: dict[str, tuple[Any, ...]]) -> bool:
+    """Each backend request still resolves to the flavor and version it did."""
+    from trtforge.environment import choose_backend, installed_version
+
+    try:
+        flavors = {request: choose_backend(request).flavor for request in backends}
+    except TrtforgeError:
+        return False
+    return all(
+        (flavors[request], installed_version(flavors[request]) or "") == choice for request, choice in backends.items()
+    )
+
+
+def record(targets: list[Path], options: CiOptions, project: Any, report: CiReport, started_ns: int) -> None:
+    """Record a run (started at ``started_ns``, wall clock) in which every spec was unchanged;
+    any other run, or one that saw a file change after it started, records nothing. A record
+    that cannot be written only costs the next run its full check."""
+    if not report.results or any(result.status is not SpecStatus.UNCHANGED for result in report.results):
+        return
+    try:
+        watched, backends = _watched(targets, options, project, report)
+    except (TrtforgeError, OSError):
+        return
+    stamps = {path: _stamp(path) for path in sorted(watched)}
+    if any(stamp is not None and not stamp.settled(started_ns) for stamp in stamps.values()):
+        return
+    document = {
+        "stamps": {path: dataclasses.asdict(stamp) if stamp else None for path, stamp in stamps.items()},
+        "results": [dataclasses.asdict(result) for result in report.results],
+        "backends": backends,
+        "notes": [f"skipped {path}: {reason}" for path, reason in project.skipped],
+    }
+    path = rerun_file(targets, options)
+    with suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write_text(path, json.dumps(document), durable=False)
+
+
+def _watched(
+    targets: list[Path], options: CiOptions, project: Any, report: CiReport
+) -> tuple[set[str], dict[str, list[str]]]:
+    """Every path the run's verdict rests on, and each backend request's flavor and version."""
+    from trtforge.environment import choose_backend, installed_version
+    from trtforge.manifest import manifest_path_for
+    from trtforge.project import DEFAULT_ROOTS
+    from trtforge.spec import PROJECT_FILE, expand_globs, load_spec
+
+    folders = [target for target in targets if target.is_dir()] or ([] if targets else [project.root])
+    watched = {os.path.abspath(root) for root in DEFAULT_ROOTS} if not targets else set()
+    watched.update(os.path.abspath(target) for target in targets)
+    watched.add(os.path.abspath(project.root / PROJECT_FILE))
+    for folder in folders:
+        watched.update(_tree(Path(folder), follow_links=False))  # as Path.glob's "**" walks
+    watched.update(os.path.abspath(path) for path in (*project.specs, *(path for path, _ in project.skipped)))
+    backends: dict[str, list[str]] = {}
+    for spec_path in project.specs:
+        spec = load_spec(Path(spec_path))
+        request = options.backend or spec.backend
+        flavor = choose_backend(request).flavor
+        backends[request] = [flavor, installed_version(flavor) or ""]
+        watched.add(os.path.abspath(spec.model_path))
+        if spec.accuracy.labels:
+            watched.add(os.path.abspath(spec.accuracy.labels))
+        patterns = [*(spec.calibration.data if spec.calibration else ()), *(spec.accuracy.data or ())]
+        for pattern in patterns:
+            watched.update(os.path.abspath(path) for path in expand_globs([pattern], str(spec_path)))
+            watched.update(_listed_folders(pattern))
+    for result in report.results:
+        engine = Path(result.engine or "")
+        watched.update(os.path.abspath(path) for path in (engine, manifest_path_for(engine)))
+        watched.add(os.path.abspath(options.cache_dir / "builds" / (result.key or "") / RECORD_FILE))
+    return watched, backends
+
+
+def _tree(folder: Path, follow_links: bool) -> set[str]:
+    """``folder`` and every folder below it: a file added or removed anywhere changes one of them."""
+    below = os.walk(folder, followlinks=follow_links)
+    return {os.path.abspath(folder)} | {
+        os.path.abspath(os.path.join(parent, name)) for parent, names, _ in below for name in names
+    }
+
+
+def _listed_folders(pattern: str) -> set[str]:
+    """The folders a glob of ``pattern`` lists: the one before its only wildcard part, or the
+    whole tree under the first wildcard part (``**``, or wildcards in folder names)."""
+    parts = Path(pattern).parts
+    first = next((index for index, part in enumerate(parts) if _MAGIC.search(part)), len(parts))
+    base = Path(*parts[:first]) if first else Path(".")
+    if first == len(parts):
+        return set()
+    if first == len(parts) - 1:
+        return {os.path.abspath(base)}
+    return _tree(base, follow_links=True)  # as glob.glob's "**" walks

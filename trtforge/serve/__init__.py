@@ -1,0 +1,1 @@
+"""``trtforge serve``: warm pools behind the KServe v2 HTTP protocol (protocol, app, server)."""

@@ -1,0 +1,312 @@
+"""The KServe v2 (Open Inference Protocol) inference messages, JSON and binary tensor extension.
+
+A request body is JSON, or JSON followed by raw tensor bytes when the
+``Inference-Header-Content-Length`` header says where the JSON ends (Triton's binary tensor data
+extension, what ``tritonclient.http`` sends). Splitting the body at that length is the protocol,
+not HTTP parsing; Starlette and uvicorn do the HTTP. No library implements these messages apart
+from a whole inference server (Triton, KServe's Python server with its own FastAPI app), so they
+are written here: pure functions from bytes to arrays and back, checked against the model.
+
+``check_request`` is the rule a request must pass before a context is lent: every input known and
+given once, of the model's datatype, of a shape inside one of the engine's profiles (or the
+ONNX model's shape, ``-1`` dims free); a refusal names the input and the allowed range.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from trtforge.errors import InvalidInputError, did_you_mean
+from trtforge.model import TensorDesc
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from trtforge.shapes import Profile
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+#: KServe v2 datatype -> numpy dtype name (BYTES, variable-length strings, feeds no engine input).
+DATATYPES: Mapping[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BF16": "bfloat16",
+}
+_NUMPY_TO_DATATYPE = {numpy: kserve for kserve, numpy in DATATYPES.items()}
+
+
+class ProtocolError(InvalidInputError):
+    """A request the protocol or the model refuses: HTTP 400 with the message as ``error``."""
+
+
+def datatype_of(numpy_name: str) -> str:
+    """The KServe datatype of a numpy dtype name (the manifest's and the ONNX description's)."""
+    return _NUMPY_TO_DATATYPE.get(numpy_name, numpy_name.upper())
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """One input or output as ``GET /v2/models/{name}`` shows it: ``-1`` for a dynamic dim."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tensor: TensorDesc) -> TensorMeta:
+        dims = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in tensor.shape)
+        return cls(tensor.name, datatype_of(tensor.dtype), dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a request is checked against: the inputs, the outputs, the engine's profiles (none for ONNX)."""
+
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    profiles: tuple[Profile, ...] = ()
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded request: its id, one array per input, and which outputs to return how
+    (``outputs`` empty: all of them, binary when ``binary_default``)."""
+
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    outputs: tuple[RequestedOutput, ...]
+    binary_default: bool
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    return document
+
+
+def _binary_flag(parameters: Any, key: str) -> bool:
+    return bool(isinstance(parameters, dict) and parameters.get(key, False))
+
+
+def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
+    """Decode a KServe v2 request: the JSON header, then each binary input's bytes in input order."""
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise ProtocolError(f"{HEADER_LENGTH} {header_length} does not fit a body of {len(body)} bytes")
+    split = len(body) if header_length is None else header_length
+    document = _json_object(body[:split], "the request")
+    tensors = document.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
+        raise ProtocolError("the request has no 'inputs' list: send at least one input tensor")
+    inputs: dict[str, np.ndarray] = {}
+    offset = split
+    for tensor in tensors:
+        array, used = _decode_input(tensor, body, offset)
+        offset += used
+        if array is None:
+            continue
+        name = tensor["name"]
+        if name in inputs:
+            raise ProtocolError(f"input '{name}' is given twice")
+        inputs[name] = array
+    if offset != len(body):
+        raise ProtocolError(f"the body has {len(body) - offset} bytes after the last binary input")
+    requested = document.get("outputs") or []
+    if not isinstance(requested, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+    ):
+        raise ProtocolError("'outputs' must be a list of objects with a 'name'")
+    parameters = document.get("parameters") or {}
+    binary_default = _binary_flag(parameters, "binary_data_output")
+    outputs = tuple(
+        RequestedOutput(o["name"], _binary_flag(o.get("parameters"), "binary_data") or binary_default)
+        for o in requested
+    )
+    request_id = document.get("id")
+    return InferRequest(None if request_id is None else str(request_id), inputs, outputs, binary_default)
+
+
+def _decode_input(tensor: Any, body: bytes, offset: int) -> tuple[np.ndarray | None, int]:
+    """One input as an array of its declared shape and datatype, and the binary bytes it used."""
+    import numpy as np
+
+    from trtforge.dtypes import numpy_dtype
+
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+        raise ProtocolError("each input must be an object with a 'name'")
+    name, datatype, shape = tensor["name"], tensor.get("datatype"), tensor.get("shape")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        known = ", ".join(DATATYPES)
+        raise ProtocolError(f"input '{name}': datatype {datatype!r} is not supported (use one of {known})")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ProtocolError(f"input '{name}': 'shape' must be a list of non-negative integers")
+    dtype = numpy_dtype(DATATYPES[datatype])
+    count = math.prod(shape)
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ProtocolError(f"input '{name}': 'parameters' must be an object")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != count * dtype.itemsize:
+            raise ProtocolError(
+                f"input '{name}': binary_data_size {size} is not {count} x {dtype.itemsize} bytes of {datatype} {shape}"
+            )
+        if offset + size > len(body):
+            raise ProtocolError(f"input '{name}': the body ends before its {size} binary bytes")
+        array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
+        return array, size
+    if "data" not in tensor:
+        raise ProtocolError(f"input '{name}': give 'data' or parameters.binary_data_size")
+    try:
+        array = np.asarray(tensor["data"], dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"input '{name}': 'data' is not {datatype}: {exc}") from exc
+    if array.size != count:
+        raise ProtocolError(f"input '{name}': 'data' holds {array.size} values, shape {shape} needs {count}")
+    return array.reshape(shape), 0
+
+
+def shape_range(meta: TensorMeta, profiles: Sequence[Profile]) -> str:
+    """The shapes an input may take, for a refusal: each profile's min..max, else the model's dims."""
+    ranges = [
+        f"[{', '.join(map(str, profile[meta.name]['min']))}]..[{', '.join(map(str, profile[meta.name]['max']))}]"
+        for profile in profiles
+        if meta.name in profile
+    ]
+    if ranges:
+        return "shape within " + " or ".join(ranges)
+    return f"shape [{', '.join(map(str, meta.shape))}]" + (" (-1: any size)" if -1 in meta.shape else "")
+
+
+def _fits(meta: TensorMeta, shape: tuple[int, ...], profiles: Sequence[Profile]) -> bool:
+    from trtforge.shapes import accepts
+
+    if len(shape) != len(meta.shape) or any(
+        want >= 0 and got != want for got, want in zip(shape, meta.shape, strict=True)
+    ):
+        return False
+    listing = [p for p in profiles if meta.name in p]
+    return not listing or any(
+        accepts({meta.name: p[meta.name]["min"]}, {meta.name: p[meta.name]["max"]}, {meta.name: shape}) for p in listing
+    )
+
+
+def check_request(request: InferRequest, signature: ModelSignature) -> None:
+    """Refuse, naming the input, what the model would not take: unknown or missing inputs, another
+    datatype, a shape outside the profiles (or the model's fixed dims); unknown requested outputs."""
+    metas = {meta.name: meta for meta in signature.inputs}
+    for name, array in request.inputs.items():
+        meta = metas.get(name)
+        if meta is None:
+            raise ProtocolError(f"unknown input '{name}'{did_you_mean(name, metas)} (inputs: {', '.join(metas)})")
+        datatype = datatype_of(array.dtype.name)
+        if datatype != meta.datatype:
+            raise ProtocolError(f"input '{name}': datatype {datatype}, the model takes {meta.datatype}")
+        shape = tuple(int(d) for d in array.shape)
+        if not _fits(meta, shape, signature.profiles):
+            raise ProtocolError(
+                f"input '{name}': shape [{', '.join(map(str, shape))}] is not accepted; "
+                f"allowed: {shape_range(meta, signature.profiles)}"
+            )
+    missing = [name for name in metas if name not in request.inputs]
+    if missing:
+        raise ProtocolError(f"input '{missing[0]}' is missing (inputs: {', '.join(metas)})")
+    outputs = [meta.name for meta in signature.outputs]
+    for wanted in request.outputs:
+        if wanted.name not in outputs:
+            raise ProtocolError(
+                f"unknown output '{wanted.name}'{did_you_mean(wanted.name, outputs)} (outputs: {', '.join(outputs)})"
+            )
+
+
+def encode_infer_response(
+    model: str, version: str, request: InferRequest, outputs: Mapping[str, np.ndarray]
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary outputs follow it (else None)."""
+    import numpy as np
+
+    wanted = request.outputs or tuple(RequestedOutput(name, request.binary_default) for name in outputs)
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for output in wanted:
+        array = np.asarray(outputs[output.name])
+        entry: dict[str, Any] = {
+            "name": output.name,
+            "datatype": datatype_of(array.dtype.name),
+            "shape": list(array.shape),
+        }
+        if output.binary:
+            raw = np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = array.ravel().tolist()
+        tensors.append(entry)
+    document: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
+    if request.id is not None:
+        document["id"] = request.id
+    header = json.dumps(document, separators=(",", ":")).encode()
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def error_body(message: str) -> bytes:
+    """A KServe v2 error: ``{"error": "..."}``."""
+    return json.dumps({"error": message}).encode()
+
+
+def probe_request(signature: ModelSignature) -> tuple[bytes, int]:
+    """A binary request of zeros the model accepts (each input at its first profile's min, or its
+    shape with dynamic dims 1), and its JSON header's length: what the server sends itself to warm
+    its own request path before it reports ready."""
+    import numpy as np
+
+    from trtforge.dtypes import numpy_dtype
+
+    arrays = {}
+    for meta in signature.inputs:
+        profile = next((p for p in signature.profiles if meta.name in p), None)
+        shape = tuple(profile[meta.name]["min"]) if profile else tuple(max(dim, 1) for dim in meta.shape)
+        arrays[meta.name] = np.zeros(shape, numpy_dtype(DATATYPES[meta.datatype]))
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(array.shape),
+                    "datatype": datatype_of(array.dtype.name),
+                    "parameters": {"binary_data_size": array.nbytes},
+                }
+                for name, array in arrays.items()
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return header + b"".join(array.tobytes() for array in arrays.values()), len(header)

@@ -1,0 +1,432 @@
+"""The life of ``trtforge serve``: resolve the artifacts (pulling registry references), refuse what
+this host would refuse, listen, warm every pool, answer, and on SIGTERM finish in-flight requests
+before closing the pools.
+
+Only ``trtforge serve`` imports this module (and so uvicorn and Starlette).
+
+Order matters for the probes: an engine the compatibility rules refuse is never deserialized and
+the port never opens (exit 5, every reason on one line); once listening, liveness is 200 at once
+and readiness only when every pool is warm, so a Kubernetes readiness probe can trust it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import re
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, first_line
+from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, read_manifest
+from trtforge.serve.app import Limits, ModelPlan, ServeState, build_app
+from trtforge.serve.protocol import ModelSignature, TensorMeta
+
+if TYPE_CHECKING:
+    from trtforge.compat import LoadPolicy
+    from trtforge.shapes import Shape
+
+#: ``NAME=ARTIFACT``: a name the URL path can carry as it is
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: a comma that starts the next NAME= of a shape set (commas also separate dims)
+_SET_SPLIT = re.compile(r",(?=\s*[A-Za-z_][^=,]*=)")
+#: where the server reaches itself when it listens on every address
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+#: requests the server sends each model through its own HTTP path before it reports ready
+SELF_REQUESTS = 2
+#: KServe/Triton platform names by backend
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "tensorrt-rtx": "tensorrt_rtx_plan"}
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    """How registry references (``oci://``, ``dir://``, ``triton://``) are pulled."""
+
+    name: str | None = None  # the artifact name in the registry (``--name``)
+    precision: str | None = None
+    into: Path | None = None  # default: $TRTFORGE_CACHE_DIR/serve
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    artifacts: tuple[str, ...]
+    policy: LoadPolicy
+    host: str = "127.0.0.1"
+    port: int = 8000
+    limits: Limits = field(default_factory=Limits)
+    warmup_shapes: tuple[str, ...] = ()  # ``--warmup-shape`` texts, see parse_warmup_shape
+    threads: int | None = None
+    provider: str = "cpu"
+    health_interval: float | None = 30.0
+    grace_s: float = 30.0
+    warmup: bool = True  # False: load only, the first requests pay for the warm-up (to measure cold starts)
+    pull: PullOptions = field(default_factory=PullOptions)
+
+
+def split_named(text: str) -> tuple[str | None, str]:
+    """``NAME=ARTIFACT`` -> (NAME, ARTIFACT); anything else -> (None, text). Pure."""
+    name, sep, rest = text.partition("=")
+    if sep and rest and _MODEL_NAME.match(name):
+        return name, rest
+    return None, text
+
+
+# ---------------------------------------------------------------- resolving artifacts
+
+
+def engine_plan(path: Path, name: str | None) -> ModelPlan:
+    """An engine artifact as a served model: name, signature and profiles from its manifest."""
+    paths = ArtifactPaths.of(path).must_exist()
+    manifest = read_manifest(paths.manifest)
+    metas = {
+        mode: tuple(TensorMeta.of(_desc(t.name, t.dtype, tuple(t.shape))) for t in manifest.io if t.mode == mode)
+        for mode in ("input", "output")
+    }
+    signature = ModelSignature(metas["input"], metas["output"], tuple(manifest.profiles))
+    flavor = manifest.tensorrt.flavor
+    return ModelPlan(name or manifest.name, paths.engine, flavor, PLATFORMS[flavor], signature)
+
+
+def onnx_plan(path: Path, name: str | None) -> ModelPlan:
+    """An ONNX model served by onnxruntime: the file stem is its name unless one is given."""
+    from trtforge.model import inspect_model
+
+    info = inspect_model(path)
+    signature = ModelSignature(
+        tuple(TensorMeta.of(t) for t in info.inputs), tuple(TensorMeta.of(t) for t in info.outputs)
+    )
+    return ModelPlan(name or path.stem, path, "onnxruntime", PLATFORMS["onnxruntime"], signature)
+
+
+def _desc(name: str, dtype: str, shape: tuple[int, ...]) -> Any:
+    from trtforge.model import TensorDesc
+
+    return TensorDesc(name, dtype, tuple(None if d < 0 else d for d in shape))
+
+
+def _folder_plans(folder: Path, name: str | None, policy: LoadPolicy) -> list[ModelPlan]:
+    """Every model in a folder: for each engine name the artifact that fits this host best, and each .onnx."""
+    from trtforge.runtime.loader import find_artifacts, select_artifact
+
+    names = sorted({manifest.name for manifest, _ in find_artifacts(folder)})
+    plans = [engine_plan(select_artifact(folder, engine, policy=policy), None) for engine in names]
+    plans += [onnx_plan(model, None) for model in sorted(folder.glob("*.onnx"))]
+    if not plans:
+        raise InvalidInputError(f"{folder}: no engine artifacts (.engine + .manifest.json) and no .onnx models in it")
+    if name is not None:
+        if len(plans) != 1:
+            raise InvalidInputError(
+                f"{name}={folder}: the folder holds {len(plans)} models ({', '.join(p.name for p in plans)}); "
+                "name a file instead of the folder"
+            )
+        plans = [ModelPlan(name, plans[0].path, plans[0].backend, plans[0].platform, plans[0].signature)]
+    return plans
+
+
+def _pulled(uri: str, name: str | None, pull: PullOptions, policy: LoadPolicy) -> Path:
+    """The engine of a registry reference that fits this host, pulled (as ``trtforge pull --for-this-machine``)."""
+    from trtforge.cache import default_cache_dir
+    from trtforge.publish import open_registry, parse_location
+    from trtforge.publish.pulling import PullRequest, pull_artifact, target_environments
+
+    artifact = name or pull.name
+    if artifact is None:
+        raise InvalidInputError(f"{uri}: a registry reference needs --name NAME (or NAME={uri})")
+    request = PullRequest(artifact, pull.precision, target_environments(), policy)
+    into = pull.into or default_cache_dir() / "serve"
+    return pull_artifact(open_registry(parse_location(uri), insecure=pull.insecure), request, into).engine
+
+
+def resolve_artifacts(
+    artifacts: Sequence[str], policy: LoadPolicy, pull: PullOptions, log: Callable[[str], None]
+) -> tuple[list[ModelPlan], list[IncompatibleEngineError]]:
+    """Each ARTIFACT as models to serve, and every refusal met on the way (a registry or folder
+    with nothing that fits). Other errors (a missing file, a registry that does not answer) raise."""
+    plans: list[ModelPlan] = []
+    refused: list[IncompatibleEngineError] = []
+    for text in artifacts:
+        name, target = split_named(text)
+        try:
+            if "://" in target:
+                log(f"pulling {name or pull.name} from {target} for this machine")
+                plans.append(engine_plan(_pulled(target, name, pull, policy), name))
+                continue
+            path = Path(target)
+            if path.is_dir():
+                plans += _folder_plans(path, name, policy)
+            elif path.name.endswith(".onnx"):
+                plans.append(onnx_plan(path, name))
+            elif path.name.endswith((ENGINE_SUFFIX, MANIFEST_SUFFIX)):
+                plans.append(engine_plan(path, name))
+            else:
+                raise InvalidInputError(
+                    f"{target}: not an .engine, a .manifest.json, an .onnx, a folder or a registry reference "
+                    "(oci://, dir://, triton://)"
+                )
+        except IncompatibleEngineError as exc:
+            refused.append(exc)
+    seen: dict[str, Path] = {}
+    for plan in plans:
+        if plan.name in seen:
+            raise InvalidInputError(
+                f"two models named '{plan.name}' ({seen[plan.name]} and {plan.path}): give one another name "
+                f"with NAME=ARTIFACT"
+            )
+        seen[plan.name] = plan.path
+    return plans, refused
+
+
+def refusals(plans: Sequence[ModelPlan], policy: LoadPolicy) -> list[IncompatibleEngineError]:
+    """What the compatibility rules (the same function as ``check`` and the loader) refuse, without
+    deserializing anything."""
+    from trtforge.runtime.loader import check_compatibility
+
+    found = []
+    for plan in plans:
+        if plan.backend != "onnxruntime":
+            result = check_compatibility(plan.path, policy)
+            if not result.compatible:
+                found.append(result.error())
+    return found
+
+
+def combined_refusal(errors: Sequence[IncompatibleEngineError]) -> IncompatibleEngineError:
+    """Every refusal as one error: one line, every reason of every artifact."""
+    return IncompatibleEngineError(
+        "refusing to serve, nothing was deserialized and no port opened: " + " | ".join(str(e) for e in errors),
+        reasons=[reason for error in errors for reason in error.reasons],
+    )
+
+
+# ---------------------------------------------------------------- warming and serving
+
+
+def parse_warmup_shape(text: str, models: Sequence[str]) -> tuple[str | None, dict[str, Shape]]:
+    """``[MODEL:]NAME=DIMS[,NAME=DIMS]`` -> (MODEL or None for every model, one shape per input).
+
+    ``MODEL:`` counts only when MODEL is a served model (input names such as ``input:0`` stay whole);
+    dims may use commas too (``input=1,3,8,8``). Pure."""
+    from trtforge.bench import parse_shape
+
+    model, sep, rest = text.partition(":")
+    chosen = model if sep and model in models else None
+    body = rest if chosen is not None else text
+    try:
+        shapes = dict(parse_shape(part) for part in _SET_SPLIT.split(body) if part.strip())
+    except InvalidInputError:
+        raise InvalidInputError(
+            f"--warmup-shape '{text}': write [MODEL:]NAME=DIMS[,NAME=DIMS], e.g. --warmup-shape digits:input=16x1x8x8"
+        ) from None
+    return chosen, shapes
+
+
+def model_warmup_sets(
+    plan: ModelPlan, shape_sets: Sequence[tuple[str | None, dict[str, Shape]]]
+) -> list[dict[str, Shape]]:
+    """The ``--warmup-shape`` sets for this model (its own, and unprefixed ones naming one of its
+    inputs), its other inputs at their default shape (dynamic dims 1). Pure."""
+    names = {meta.name for meta in plan.signature.inputs}
+    kept = []
+    for model, shapes in shape_sets:
+        if model not in (None, plan.name) or not names & shapes.keys():
+            continue
+        kept.append(
+            {
+                meta.name: tuple(shapes.get(meta.name) or tuple(max(dim, 1) for dim in meta.shape))
+                for meta in plan.signature.inputs
+            }
+        )
+    return kept
+
+
+class WarmupError(TrtforgeError):
+    """A model that could not be warmed; its exit code is that of the error underneath."""
+
+    def __init__(self, model: str, error: BaseException) -> None:
+        super().__init__(f"model '{model}' did not warm up, stopping: {first_line(error)}")
+        self.exit_code = error.exit_code if isinstance(error, TrtforgeError) else 1
+
+
+@dataclass
+class _Outcome:
+    """How the server ended: a warm-up failure to report, or the signal that stopped it."""
+
+    error: TrtforgeError | None = None
+    signal: int | None = None
+
+
+def warm_http_path(address: tuple[str, int], plans: Sequence[ModelPlan], requests: int = SELF_REQUESTS) -> None:
+    """Send each model ``requests`` real inference requests over loopback, through uvicorn, Starlette,
+    the worker threads and the protocol code: their first use costs tens of milliseconds (lazy
+    imports, the first worker thread; measured 45-60 ms against a 1 ms steady request on the
+    digits CNN), which the first user request would otherwise pay."""
+    import http.client
+
+    from trtforge.serve.protocol import HEADER_LENGTH, probe_request
+
+    connection = http.client.HTTPConnection(*address, timeout=60)
+    try:
+        for plan in plans:
+            body, length = probe_request(plan.signature)
+            for _ in range(requests):
+                connection.request(
+                    "POST", f"/v2/models/{plan.name}/infer", body=body, headers={HEADER_LENGTH: str(length)}
+                )
+                response = connection.getresponse()
+                answer = response.read()
+                if response.status != 200:
+                    raise TrtforgeError(
+                        f"model '{plan.name}': the warm-up request got {response.status}: {answer[:300]!r}"
+                    )
+    finally:
+        connection.close()
+
+
+def _warmer(
+    config: ServeConfig,
+    outcome: _Outcome,
+    stop: Callable[[], None],
+    log: Callable[[str], None],
+    address: Callable[[], tuple[str, int]],
+) -> Callable[[ServeState], None]:
+    """The warm-up thread's body: start each pool in turn, then warm the HTTP path on every model;
+    a failure stops the server with its error."""
+    from trtforge.runtime.lending import PoolClosed
+    from trtforge.runtime.sources import PROVIDERS
+
+    def warm(state: ServeState) -> None:
+        began = time.perf_counter()
+        shape_sets = [parse_warmup_shape(text, list(state.plans)) for text in config.warmup_shapes]
+        plan = None
+        try:
+            for plan in state.plans.values():
+                state.manager.add(
+                    plan.name,
+                    plan.path,
+                    config.limits.pool_size,
+                    warmup_also=model_warmup_sets(plan, shape_sets),
+                    warmup=config.warmup,
+                    timeout=config.limits.queue_timeout,
+                    providers=(PROVIDERS[config.provider],),
+                    threads=config.threads,
+                    policy=config.policy,
+                    health_interval=config.health_interval,
+                )
+            if config.warmup:
+                plan = None
+                warm_http_path(address(), list(state.plans.values()))
+                for pool in state.manager.pools():
+                    pool.metrics.forget_requests()  # the server's own requests are not traffic
+                # start-up garbage would be scanned by a collection during an early request: collect
+                # now, and keep what survives (models, sessions, modules) out of later collections
+                gc.collect()
+                gc.freeze()
+            log(f"ready: {len(state.plans)} model(s) warm in {time.perf_counter() - began:.1f} s")
+        except PoolClosed:
+            return  # shutting down while warming
+        except Exception as exc:  # a model that fails to warm: stop with its reason rather than serve half
+            if outcome.signal is not None:
+                return  # stopping anyway (SIGTERM while warming): pools closing under it are no failure
+            outcome.error = (
+                WarmupError(plan.name, exc) if plan else TrtforgeError(f"warming up failed: {first_line(exc)}")
+            )
+        finally:
+            state.warming = False
+        if outcome.error is not None:
+            state.failure = str(outcome.error)
+            stop()
+
+    return warm
+
+
+def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop, 130 for Ctrl-C)."""
+    plans, refused = resolve_artifacts(config.artifacts, config.policy, config.pull, log)
+    for text in config.warmup_shapes:  # a typo is exit 2 before the port opens, not a failed warm-up
+        parse_warmup_shape(text, [plan.name for plan in plans])
+    refused += refusals(plans, config.policy)
+    if refused:
+        raise combined_refusal(refused)
+    if not plans:
+        raise InvalidInputError("no model to serve: pass an .engine, an .onnx, a folder or a registry reference")
+    from trtforge.runtime.manager import PoolManager
+
+    outcome = _Outcome()
+    server: _Server | None = None
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    bound: list[tuple[str, int]] = []
+    warm = _warmer(config, outcome, stop, log, lambda: bound[0])
+    state = ServeState({plan.name: plan for plan in plans}, PoolManager(), config.limits, warm)
+    uv_config = uvicorn.Config(
+        build_app(state),
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(config.grace_s),
+        lifespan="on",
+    )
+    server = _Server(uv_config, outcome)
+    with _bound(uv_config, config) as sock:
+        host, port = sock.getsockname()[:2]
+        bound.append((_LOOPBACK.get(host, host), port))
+        names = ", ".join(f"{p.name} ({p.backend})" for p in plans)
+        log(f"listening on http://{host}:{port}: {names}; ready once every pool is warm (GET /v2/health/ready)")
+        server.run(sockets=[sock])
+    if outcome.error is not None:
+        raise outcome.error
+    if outcome.signal == signal.SIGINT:
+        return 130
+    log("stopped: in-flight requests answered, pools closed")
+    return 0
+
+
+@contextlib.contextmanager
+def _bound(uv_config: uvicorn.Config, config: ServeConfig) -> Iterator[socket.socket]:
+    """The listening socket, bound before uvicorn starts so the chosen port (``--port 0``) is known."""
+    try:
+        sock = uv_config.bind_socket()
+    except SystemExit as exc:  # uvicorn logs the OSError and exits 1 when the port is taken
+        raise InvalidInputError(
+            f"cannot listen on {config.host}:{config.port} (in use, or not an address of this host): "
+            "pick another --port"
+        ) from exc
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the stopping signal after its graceful shutdown, so the process would die by
+    SIGTERM; trtforge's contract is an exit code (0 after a graceful stop, 130 for Ctrl-C)."""
+
+    def __init__(self, config: uvicorn.Config, outcome: _Outcome) -> None:
+        super().__init__(config)
+        self.outcome = outcome
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.outcome.signal = self.outcome.signal or sig
+        super().handle_exit(sig, frame)

@@ -1,0 +1,154 @@
+"""Triton container releases and the TensorRT they ship: will an engine load in release R?
+
+The table (``trtforge/triton_releases.json``, shipped with the package) has one row per release
+and container: the plain ``YY.MM-py3`` container from the Triton Inference Server release notes,
+"Contents of the Triton Inference Server container" (kept in github.com/triton-inference-server/server
+``docs/introduction/release_notes.md``), and the ``YY.MM-trtllm-python-py3`` container from that
+repository's ``docs/introduction/compatibility.md`` table, whose TensorRT differs from the plain
+container's of the same month. Each row names the page or commit its numbers come from; a release
+is added only with the numbers its own source gives.
+
+The rule is ``compat.problems`` (the flavor and version rules, nothing of its own): a Triton
+release is a target running enterprise TensorRT of the release's version. TensorRT's engine
+header records major.minor.patch, not the build number that the release notes append
+(``10.3.0.26``), so the two versions are compared at the precision both recorded (the
+compatibility table gives some releases as ``10.4.0``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from trtforge.compat import Environment, Rule, problems, product, version_tuple
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, did_you_mean
+from trtforge.tags import FLAVOR_TENSORRT, Platform
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from trtforge.manifest import Manifest
+
+TABLE_FILE = "triton_releases.json"
+IMAGE = "nvcr.io/nvidia/tritonserver"
+#: ``YY.MM``, as NGC tags the containers
+RELEASE_PATTERN = re.compile(r"^\d{2}\.\d{2}\Z")
+VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+(?:\.\d+)?\Z")
+#: the NGC tag's suffix: the plain container (``--triton 24.10``) and the TensorRT-LLM one
+PLAIN = "py3"
+TRTLLM = "trtllm-python-py3"
+CONTAINERS = (PLAIN, TRTLLM)
+
+
+@dataclass(frozen=True)
+class TritonRelease:
+    """One Triton container release: the TensorRT and CUDA it ships, and the page that says so."""
+
+    release: str
+    tensorrt: str
+    cuda: str
+    source: str
+    container: str = PLAIN
+
+    @property
+    def name(self) -> str:
+        """How ``--triton`` names it: ``24.10`` (plain container) or ``24.10-trtllm-python-py3``."""
+        return self.release if self.container == PLAIN else f"{self.release}-{self.container}"
+
+    @property
+    def image(self) -> str:
+        """The container an engine for this release is built in (its TensorRT is the one that loads it)."""
+        return f"{IMAGE}:{self.release}-{self.container}"
+
+
+@functools.cache
+def releases() -> tuple[TritonRelease, ...]:
+    """Every release in the shipped table, oldest first (the plain container first within a month)."""
+    document = json.loads(resources.files("trtforge").joinpath(TABLE_FILE).read_text("utf-8"))
+    rows = tuple(TritonRelease(**row) for row in document["releases"])
+    return tuple(sorted(rows, key=lambda row: (row.release, CONTAINERS.index(row.container))))
+
+
+def find_release(name: str, what: str = "--triton") -> TritonRelease:
+    """The release named ``name``: ``24.08`` (or ``24.08-py3``) is the plain container,
+    ``24.08-trtllm-python-py3`` the TensorRT-LLM one; exit 2 naming the known ones otherwise."""
+    text = name.strip()
+    release, _, container = text.partition("-")
+    wanted = (release, container or PLAIN)
+    found = [row for row in releases() if (row.release, row.container) == wanted]
+    if found:
+        return found[0]
+    same_month = [row.name for row in releases() if row.release == release]
+    hint = f" — did you mean '{same_month[0]}'?" if same_month else did_you_mean(text, [r.name for r in releases()])
+    shape = (
+        ""
+        if RELEASE_PATTERN.match(release) and wanted[1] in CONTAINERS
+        else f" (write it YY.MM, as the NGC tag, or YY.MM-{TRTLLM} for that container)"
+    )
+    listed = "; ".join(
+        f"{', '.join(row.release for row in releases() if row.container == container)} (-{container})"
+        for container in CONTAINERS
+    )
+    raise InvalidInputError(
+        f"{what} '{name}': not a Triton release trtforge knows{shape}{hint}; "
+        f"known: {listed} (trtforge/{TABLE_FILE}: add a row with its source)"
+    )
+
+
+def release_problem(manifest: Manifest, release: TritonRelease) -> str | None:
+    """Why the engine will not load in ``release`` (None when it will), by ``compat``'s rules."""
+    built = manifest.tensorrt
+    built_parts, shipped_parts = version_tuple(built.version), version_tuple(release.tensorrt)
+    precision = max(min(len(built_parts), len(shipped_parts)), 1)
+    target = Environment(
+        platform=Platform(manifest.platform.os, manifest.platform.machine),
+        flavor=FLAVOR_TENSORRT,
+        version=_joined(shipped_parts[:precision]),
+        overridden=True,
+    )
+    judged = manifest.model_copy(
+        update={"tensorrt": built.model_copy(update={"version": _joined(built_parts[:precision]) or built.version})}
+    )
+    refused = [p for p in problems(judged, target) if p.rule in (Rule.FLAVOR, Rule.VERSION)]
+    if not refused:
+        return None
+    if built.flavor != FLAVOR_TENSORRT:
+        return (
+            f"Triton {release.name} ships TensorRT {release.tensorrt}; this engine was built with "
+            f"{product(built.flavor)} {built.version}, which Triton's tensorrt_plan backend cannot load: "
+            f"rebuild with backend: tensorrt inside {release.image}"
+        )
+    return (
+        f"Triton {release.name} ships TensorRT {release.tensorrt}; this engine was built with {built.version}: "
+        f"rebuild inside {release.image} or use a version-compatible engine"
+    )
+
+
+def _joined(parts: tuple[int, ...]) -> str:
+    return ".".join(str(part) for part in parts)
+
+
+def refuse_unfit(manifest: Manifest, release: TritonRelease) -> None:
+    """Exit 5 (one line) when the engine will not load in ``release``."""
+    problem = release_problem(manifest, release)
+    if problem:
+        raise IncompatibleEngineError(problem, reasons=[problem])
+
+
+def triton_runtime(
+    engine: Path, release_name: str, given: tuple[str | None, str | None] = (None, None)
+) -> tuple[str, str]:
+    """``check --triton R``: exit 5 when R cannot load the engine; else the runtime (flavor, version)
+    the remaining rules (GPU, platform, signature) are judged against. ``given``: --flavor, --trt-version."""
+    from trtforge.manifest import read_manifest
+
+    if any(value is not None for value in given):
+        raise InvalidInputError("--triton names the runtime (the release's TensorRT): drop --flavor and --trt-version")
+    release = find_release(release_name)
+    manifest = read_manifest(engine)
+    refuse_unfit(manifest, release)
+    return FLAVOR_TENSORRT, manifest.tensorrt.version
