@@ -19,7 +19,8 @@ Models: the digits CNN, ResNet-18 at 3x64x64 and 3x224x224 with seeded random we
 hidden 256) with two dynamic dims, batch and sequence (benchmarks/qdq_placement.py builds both).
 Also `trtforge --help` wall time (heavy imports must stay lazy).
 Prints a table (stderr), then one JSON document (stdout). ``--quick``: the digits CNN only, one
-run each (a smoke test).
+run each (a smoke test); ``--model NAME``: one model; ``--before DIR``: the trtforge builds of a
+second tree (DIR holds its ``trtforge`` package) run in the same rounds, as ``(before)`` rows.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def _flow(shape: list[int]) -> str:
     return "[" + ", ".join(map(str, shape)) + "]"
 
 
-def measure_model(label: str, model: Model, work: Path, repeats: int) -> dict:
+def measure_model(label: str, model: Model, work: Path, repeats: int, before: Path | None = None) -> dict:
     script = work / "direct.py"
     script.write_text(DIRECT)
     profile = json.dumps(model.profile)
@@ -166,6 +167,10 @@ def measure_model(label: str, model: Model, work: Path, repeats: int) -> dict:
             spec.write_text(SPEC.format(model=model.path, profile=spec_profile, gate=gate, precision=precision))
             name = f"{precision} trtforge gate {'on' if gate == 'true' else 'off'}"
             commands[name] = [*TRTFORGE, "build", str(spec), "--out", str(work / gate)]
+            if before is not None:  # the same build by another trtforge tree, in the same rounds; -P: the
+                # current folder (this tree, when run from it) must not come first on sys.path
+                command = [sys.executable, "-P", *TRTFORGE[1:], "build", str(spec), "--out", str(work / gate)]
+                commands[f"{name} (before)"] = ["env", f"PYTHONPATH={before}", *command]
     return interleaved(commands, repeats)
 
 
@@ -195,11 +200,17 @@ def image(size: int, channels: int = 3) -> Profile:
     return {"input": ([1, channels, size, size], [16, channels, size, size], [32, channels, size, size])}
 
 
-def models(work: Path, quick: bool) -> dict[str, Model]:
-    """The benchmark's models, built into ``work`` (the digits CNN only with ``quick``)."""
+def models(work: Path, quick: bool, only: str | None = None) -> dict[str, Model]:
+    """The benchmark's models, built into ``work`` (the digits CNN only with ``quick``; the one
+    named ``only`` when given)."""
     found = {"digits-cnn": Model(REPO / "calibration" / "digits" / "digits_cnn.onnx", image(8, 1), small=True)}
-    if quick:
+    if quick or only == "digits-cnn":
         return found
+    if only is not None and only.startswith("resnet18-"):  # built alone: the others take a while
+        size = int(only.removeprefix("resnet18-").removesuffix("px"))
+        path = work / f"{only}.onnx"
+        resnet18(path, size)
+        return {only: Model(path, image(size))}
     for size in (64, 224):
         path = work / f"resnet18-{size}.onnx"
         resnet18(path, size)
@@ -233,15 +244,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="the digits CNN only, one run each")
+    parser.add_argument("--model", help="one model only (e.g. resnet18-224px, digits-cnn)")
+    parser.add_argument(
+        "--before", type=Path, help="a folder holding another trtforge package: its builds run beside, '(before)' rows"
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeats = 1
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        built = models(work, args.quick)
+        built = models(work, args.quick, args.model)
+        if args.model is not None:
+            built = {args.model: built[args.model]}
         for label, model in built.items():
-            results[label] = measure_model(label, model, work, args.repeats)
+            results[label] = measure_model(label, model, work, args.repeats, args.before)
         ((help_seconds, help_samples),) = interleaved({"help": [*TRTFORGE, "--help"]}, args.repeats).values()
 
     print(f"{'model':<16} {'run':<28} {'median s':>9} {'vs direct':>10}   samples", file=sys.stderr)

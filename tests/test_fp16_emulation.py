@@ -15,12 +15,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 from clitools import cli
-from models import chain, need_rtx, overflow_chain, write_samples
+from models import chain, need_rtx, overflow_chain, save, small_cnn, write_samples
 from onnx import helper, numpy_helper
 
+from trtforge.accuracy.gate import GateCandidate, candidate_runner
 from trtforge.manifest import read_manifest
 from trtforge.precision.graphs import FP16_STORAGE, emulate_fp16, fp16_onnx, to_fp16
-from trtforge.runners.onnxruntime import OnnxrtRunner
 
 PROFILE = "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\n"
 
@@ -53,12 +53,63 @@ def test_emulation_overflows_where_the_converted_graph_does_not(tmp_path: Path, 
     assert emulated is not None
     session = ort.InferenceSession(emulated.SerializeToString(), options, providers=["CPUExecutionProvider"])
     assert np.isinf(session.run(None, feed)[0]).all()
-    runner = OnnxrtRunner(emulated.SerializeToString(), optimize=False)  # as the gate runs it
+
+
+def _conv_bn_overflow(path: Path) -> Path:
+    """small_cnn (Conv-BN-Relu, Conv-BN-Add-Relu) whose stem convolution outputs ~1e6 (weights x 1e6)
+    and whose BatchNormalization scales it back (gamma x 1e-6): finite in FP32, inf where the
+    convolution's output is stored in FP16, the boundary a Conv+BatchNormalization fusion removes."""
+    model = small_cnn()
+    for init in model.graph.initializer:
+        scale = {"stem.w": 1e6, "stem.gamma": 1e-6}.get(init.name)
+        if scale is not None:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(scale), init.name))
+    return save(model, path)
+
+
+def _fp16_casts(model: onnx.ModelProto) -> int:
+    return sum(
+        node.op_type == "Cast" and helper.get_attribute_value(node.attribute[0]) == onnx.TensorProto.FLOAT16
+        for node in model.graph.node
+    )
+
+
+@pytest.mark.parametrize(
+    ("write", "shape"),
+    [(overflow_chain, (4, 16)), (_conv_bn_overflow, (2, 3, 16, 16))],
+    ids=["matmul-mul-chain", "conv-bn-relu-add"],
+)
+def test_the_gates_optimization_level_keeps_every_cast_pair(
+    tmp_path: Path, write: Callable[[Path], Path], shape: tuple[int, ...]
+) -> None:
+    """The gate runs the emulation at onnxruntime's default level (ORT_ENABLE_ALL: fusions, NCHWc
+    layout): every Cast(FLOAT16) survives into the optimized graph, and the stored-in-FP16 tensor
+    still overflows where the FP32 model and the plain converted graph stay finite."""
+    model = onnx.load(str(write(tmp_path / "model.onnx")))
+    feed = {"input": np.random.default_rng(1).random(shape, dtype=np.float32)}
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.isfinite(reference.run(None, feed)[0]).all()
+    converted = to_fp16(model)
+    plain = ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.isfinite(plain.run(None, feed)[0]).all()  # the defect the emulation exists for
+    emulated = emulate_fp16(converted)
+    assert emulated is not None
+    path = save(emulated, tmp_path / "emulated.onnx")
+
+    options = ort.SessionOptions()  # what the gate's runner leaves as is: onnxruntime's default level
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    assert _fp16_casts(onnx.load(options.optimized_model_filepath)) == _fp16_casts(emulated) > 0
+
+    runner, text = candidate_runner(GateCandidate("simulated", "test", onnx_path=path, emulation=FP16_STORAGE), 0)
+    assert text == "onnxruntime CPUExecutionProvider"
     runner.activate()
     try:
-        assert np.isinf(runner.infer(feed)["out"]).all()
+        (out,) = runner.infer(feed).values()
     finally:
         runner.deactivate()
+    assert not np.isfinite(out).all()
 
 
 def test_kept_nodes_stay_fp32_between_each_other(tmp_path: Path) -> None:
@@ -90,7 +141,7 @@ def test_plain_fp16_gate_fails_on_overflow(write_spec: Callable[..., Path], tmp_
     candidate = json.loads(rejected.read_text())["candidate"]
     assert candidate["kind"] == "simulated"
     assert candidate["emulation"] == FP16_STORAGE
-    assert "graph optimizations off" in candidate["runner"]
+    assert candidate["runner"] == "onnxruntime CPUExecutionProvider"  # every optimization: the pairs stay
     assert not list(out.glob("*.engine"))
 
 

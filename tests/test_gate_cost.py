@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,14 +21,18 @@ import numpy as np
 import onnx
 import pytest
 from clitools import cli
-from models import need_rtx, save, write_samples
+from models import need_rtx, overflow_chain, save, unsupported_op, write_samples
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.accuracy import references
 from trtforge.accuracy.gate import GateCandidate, run_gate, usable_cores
 from trtforge.accuracy.inputs import shape_sets
 from trtforge.accuracy.report import IDENTICAL_PASS
+from trtforge.build import build_spec
+from trtforge.console import Reporter
+from trtforge.errors import BuildError
 from trtforge.model import ModelInfo, TensorDesc, inspect_model
+from trtforge.precision.graphs import FP16_STORAGE
 from trtforge.shapes import MAX_POINT_BYTES
 from trtforge.spec import ShapeRange, load_spec
 
@@ -238,3 +243,62 @@ def test_build_describes_the_model_from_the_protobuf_alone(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     shown, imported = done.stdout.splitlines()
     assert shown == repr(inspect_model(model)) and imported == "[]"
+
+
+# ---------------------------------------------------------------- the passes beside the build
+
+
+@pytest.mark.parametrize(
+    ("write", "extra", "code"),
+    [
+        (lambda folder: save(_conv(), folder / "conv.onnx"), WIDE_PROFILE, 0),
+        (
+            lambda folder: overflow_chain(folder / "over.onnx"),
+            "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\nfp16:\n  keep_fp32: []\n",
+            4,
+        ),
+    ],
+    ids=["conv-passes", "overflow-fails"],
+)
+def test_passes_beside_the_build_give_the_gates_own_verdict_and_metrics(
+    tmp_path: Path, isolated_cache: Path, write: Callable[[Path], Path], extra: str, code: int
+) -> None:
+    """On this GPU-less host the reference runs from the build's start and the simulated candidate
+    beside the TensorRT build; the gate run alone (no passes, no cache) on the same candidate graph
+    measures exactly what the build's report says (the overflow model still fails, exit 4)."""
+    need_rtx()
+    model = write(tmp_path)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(f"name: m\nmodel: {model}\nprecision: fp16\ntargets: ['8.6']\n{extra}")
+    out = tmp_path / "out"
+    got, _, stderr = cli("build", spec_path, "--out", out)
+    assert got == code, stderr
+    assert "the reference ran beside the build" in stderr and "the simulated candidate ran beside the build" in stderr
+    (path,) = out.glob("*.accuracy.json")
+    built = json.loads(path.read_text())
+    assert built["candidate"]["emulation"] == FP16_STORAGE
+
+    spec = load_spec(spec_path)
+    alone = run_gate(
+        spec,
+        inspect_model(spec.model_path),
+        GateCandidate("simulated", "test", onnx_path=Path(built["candidate"]["model"]), emulation=FP16_STORAGE),
+        stem="alone",
+        engine_file=None,
+    )
+    assert alone.passed == built["passed"] and alone.failures == built["failures"]
+    assert [out.metrics for out in alone.outputs] == [out["metrics"] for out in built["outputs"]]
+    assert alone.data.samples == built["data"]["samples"]
+
+
+def test_a_failed_build_stops_the_passes_and_keeps_its_own_error(tmp_path: Path) -> None:
+    """The reference's pass cannot load the model either; the build's error (exit 3) is the one
+    raised, and no pass is left running."""
+    need_rtx()
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(
+        f"name: bad\nmodel: {unsupported_op(tmp_path / 'bad.onnx')}\nprecision: fp16\ntargets: ['8.6']\n"
+    )
+    with pytest.raises(BuildError):
+        build_spec(load_spec(spec_path), tmp_path / "out", Reporter(), cache_dir=tmp_path / "cache")
+    assert not [thread for thread in threading.enumerate() if thread.name == "trtforge-gate-pass"]

@@ -370,6 +370,25 @@ def test_close_during_start_wins_and_frees_everything() -> None:
     assert outcomes  # either order is fine; both must end with nothing held
 
 
+def test_manager_close_stops_a_pool_that_is_still_warming(model_dir: Path) -> None:
+    """``trtforge serve`` stopping during warm-up: close() stops the warm-up at the next context
+    and returns once the start has ended, so nothing keeps warming after it."""
+    manager = PoolManager()
+    shapes = [{"input": (16, 32, 32, 32)}]  # about a second per context on two cores
+    with ThreadPoolExecutor(1) as executor:
+        starter = executor.submit(manager.add, "deep", model_dir / "deep.onnx", 4, warmup_shapes=shapes)
+        time.sleep(0.3)  # the first context is warming
+        assert not starter.done()
+        manager.close()
+        time.sleep(0.2)
+        assert starter.done(), "the warm-up went on after close() returned"
+        with pytest.raises(PoolClosed):
+            starter.result()
+    assert manager.names() == [] and not manager.ready
+    with pytest.raises(PoolClosed, match="closed"):
+        manager.add("digits", DIGITS)
+
+
 # ---------------------------------------------------------------- bad input: one clear error, nothing left
 
 

@@ -16,7 +16,7 @@ from trtforge.environment import Target
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import Manifest, manifest_path_for, read_manifest
-from trtforge.publish import OciLocation, load_local_artifact, parse_location
+from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
 from trtforge.publish.oci import (
     ARTIFACT_TYPE,
     ENGINE_MEDIA_TYPE,
@@ -118,6 +118,24 @@ def test_same_engine_again_is_a_no_op(oci_registry: RunningRegistry, repository:
         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
     ).headers["Docker-Content-Digest"]
     assert before == after
+
+
+def test_same_bytes_without_the_annotations_asked_for_are_pushed_again(
+    repository: str, engines: dict[str, Path]
+) -> None:
+    """ci's build cache records its key as an annotation: an entry holding the very same engine
+    and manifest without it (an older trtforge, a plain publish) must get the key, not be skipped."""
+    location = parse_location(repository)
+    assert isinstance(location, OciLocation)
+    registry = open_registry(location, insecure=True)
+    artifact = load_local_artifact(engines["8.9"])
+    assert registry.push(artifact, "build-key", force=True).status == "published"
+    assert registry.push(artifact, "build-key", force=True).status == "unchanged"
+    outcome = registry.push(artifact, "build-key", force=True, annotations={"dev.trtforge.build-key": "k1"})
+    assert outcome.status != "unchanged" and "annotations recorded" in outcome.detail
+    assert registry.annotations("build-key")["dev.trtforge.build-key"] == "k1"
+    again = registry.push(artifact, "build-key", force=True, annotations={"dev.trtforge.build-key": "k1"})
+    assert again.status == "unchanged"
 
 
 def test_different_engine_under_the_tag_needs_force(repository: str, engines: dict[str, Path], tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ import onnxruntime as ort
 import pytest
 from registry import DIGITS_ONNX, RunningRegistry, build_engine, free_port
 
+from trtforge.runtime.lending import PoolState
+
 tritonclient_http = pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[http]'")
 
 pytestmark = pytest.mark.slow  # every test starts a server process (2-6 s each on two cores)
@@ -72,9 +74,10 @@ def get(url: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
 
 
 def post_binary(
-    server: Server, model: str, array: np.ndarray, name: str = "input"
+    server: Server | str, model: str, array: np.ndarray, name: str = "input"
 ) -> tuple[int, dict[str, str], bytes]:
-    """A binary-extension infer request as tritonclient sends it, through urllib (to read headers)."""
+    """A binary-extension infer request as tritonclient sends it, through urllib (to read headers);
+    ``server``: a started server or its ``host:port``."""
     header = json.dumps(
         {
             "inputs": [
@@ -89,7 +92,7 @@ def post_binary(
         }
     ).encode()
     request = urllib.request.Request(
-        f"http://{server.url}/v2/models/{model}/infer",
+        f"http://{server if isinstance(server, str) else server.url}/v2/models/{model}/infer",
         data=header + array.tobytes(),
         headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
     )
@@ -336,6 +339,84 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(served_models: dic
         assert server.process.wait(timeout=60) == 0
         assert not _answers(server.port)
     assert "stopped: in-flight requests answered, pools closed" in server.output()
+
+
+def test_sigterm_while_warming_stops_the_warm_up_closes_the_pools_and_exits_0(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Three slow contexts to warm one after the other: SIGTERM during the first stops the warm-up
+    at the next context, the warm-up thread ends before the process does, and the exit is clean."""
+    with serving([served_models["slow"], "--pool", "3", *SLOW_WARMUP], tmp_path, False) as server:
+        status, _, body = get(f"http://{server.url}/v2/health/ready")
+        assert status == 503 and "warming up" in json.loads(body)["error"]
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0, server.output()
+    output = server.output()
+    assert "stopped while warming up: warm-up ended, pools closed" in output, output
+    assert "ready:" not in output and "Traceback" not in output and "error" not in output.lower(), output
+
+
+def test_a_broken_context_is_rebuilt_by_the_health_check_while_the_other_serves(
+    served_models: dict[str, Path],
+) -> None:
+    """The server in this process (its real app, uvicorn, pool and onnxruntime sessions) so the
+    test can break one context for real: its onnxruntime session is freed, as a crashed context's
+    would be. The health loop finds it idle, rebuilds it (a warm-up of a second at batch 64),
+    and meanwhile every request is answered, correctly, by the other context."""
+    import uvicorn
+
+    from trtforge.runtime.manager import PoolManager
+    from trtforge.serve.app import Limits, ServeState, build_app
+    from trtforge.serve.server import onnx_plan
+
+    model = served_models["slow"]
+
+    def warm(state: ServeState) -> None:
+        state.manager.add("slow", model, 2, warmup_also=[{"input": (64, 32, 32, 32)}], health_interval=0.05)
+        state.warming = False
+
+    state = ServeState({"slow": onnx_plan(model, "slow")}, PoolManager(), Limits(pool_size=2), warm)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(state), "127.0.0.1", port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="test-serve")
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (_answers(port) and get(f"{base}/v2/health/ready")[0] == 200):
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not become ready"
+            time.sleep(0.05)
+        pool = state.manager.get("slow")
+        with pool.borrow() as runner:
+            broken = runner.name
+            runner.deactivate()  # the real session is gone: the next inference on it fails
+        broken_index = next(c.index for c in pool.contexts() if c.name == broken)
+        while pool.contexts()[broken_index].state != "busy":  # no request is in flight: the health check took it
+            assert time.monotonic() < deadline, "the health check never took the broken context"
+            time.sleep(0.001)
+        feed = np.random.default_rng(5).random((1, 32, 32, 32), dtype=np.float32)
+        expected = reference(model, {"input": feed})[0]
+        answers = [post_binary(f"127.0.0.1:{port}", "slow", feed) for _ in range(5)]
+        during = [get(f"{base}/v2/health/ready")[0], get(f"{base}/v2/models/slow/ready")[0]]
+        assert pool.contexts()[broken_index].state == "busy", "the rebuild ended before the requests: not concurrent"
+        for status, headers, body in answers:
+            assert status == 200, body
+            got = np.frombuffer(body[int(headers["inference-header-content-length"]) :], np.float32)
+            np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
+        assert during == [200, 200]  # one healthy context is enough to stay ready (--min-contexts 1)
+        while pool.contexts()[broken_index].state != "idle":
+            assert time.monotonic() < deadline, "the broken context was never rebuilt"
+            time.sleep(0.01)
+        assert pool.contexts()[broken_index].rebuilds == 1
+        assert pool.contexts()[1 - broken_index].served >= len(answers)
+        metrics = get(f"{base}/metrics")[2].decode()
+        assert 'trtforge_pool_rebuilds_total{pool="slow"} 1.0' in metrics
+        assert 'trtforge_pool_health_probes_total{pool="slow",result="failed"} 1.0' in metrics
+        assert 'trtforge_pool_requests_total{outcome="error",pool="slow"} 0.0' in metrics
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+    assert not thread.is_alive() and pool.state is PoolState.CLOSED
 
 
 # ---------------------------------------------------------------- refusing before the port opens

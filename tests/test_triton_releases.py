@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,12 @@ from clitools import cli
 from models import conv_net, need_rtx
 from registry import build_engine
 
+from trtforge import fsutil
 from trtforge.compat import version_tuple
 from trtforge.errors import InvalidInputError
-from trtforge.manifest import manifest_path_for, read_manifest
+from trtforge.manifest import TensorRTInfo, manifest_path_for, read_manifest
+from trtforge.project import load_settings
+from trtforge.tags import Platform
 from trtforge.triton_releases import (
     CONTAINERS,
     PLAIN,
@@ -27,6 +31,7 @@ from trtforge.triton_releases import (
     find_release,
     release_problem,
     releases,
+    runtime_release_problem,
 )
 
 need_rtx()
@@ -201,18 +206,72 @@ def test_check_flags_that_contradict_the_release(rtx_engine: Path) -> None:
     assert code == 2 and "not a Triton release trtforge knows" in stderr
 
 
-def test_build_fails_an_engine_the_release_cannot_load(tmp_path: Path) -> None:
-    spec = tmp_path / "conv.yaml"
-    conv_net(tmp_path / "conv.onnx")
+def _conv_spec(folder: Path, backend: str = "tensorrt-rtx", build: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    conv_net(folder / "conv.onnx")
+    spec = folder / "conv.yaml"
     spec.write_text(
-        "name: conv\nmodel: conv.onnx\nbackend: tensorrt-rtx\ntargets: ['8.6']\naccuracy: {enabled: false}\n"
+        f"name: conv\nmodel: conv.onnx\nbackend: {backend}\ntargets: ['8.6']\naccuracy: {{enabled: false}}\n"
         "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
+        + (f"build: {build}\n" if build else "")
     )
-    code, _, stderr = cli("build", spec, "--out", tmp_path / "out", "--triton", "24.08")
-    assert code == 5
-    assert "Triton 24.08 ships TensorRT 10.3.0.26; this engine was built with TensorRT-RTX" in stderr
-    code, _, stderr = cli("build", spec, "--out", tmp_path / "out", "--triton", "2408")
-    assert code == 2 and "write it YY.MM" in stderr
+    return spec
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` (hidden ones and temporaries included) with its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_build_refuses_before_building_and_keeps_the_good_artifact(tmp_path: Path) -> None:
+    """TensorRT-RTX engines never load in Triton's tensorrt_plan backend: the verdict is known from
+    the spec and the installed backend, so nothing is built, and a good artifact in --out stays."""
+    spec = _conv_spec(tmp_path / "specs")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code, _, stderr = cli("build", spec, "--out", out, "--cache-dir", cache)
+    assert code == 0, stderr
+    before = _files(out)
+    assert any(name.endswith(".engine") for name in before)
+    stamps = {path: path.stat().st_mtime_ns for path in out.rglob("*")}
+    code, stdout, stderr = cli("build", spec, "--out", out, "--cache-dir", cache, "--triton", "24.08")
+    assert code == 5 and not stdout
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("error: Triton 24.08 ships TensorRT 10.3.0.26; this engine was built with TensorRT-RTX 1.")
+    assert line.endswith("rebuild with backend: tensorrt inside nvcr.io/nvidia/tritonserver:24.08-py3")
+    assert _files(out) == before, "the good artifact is byte-identical, and no temporary is left"
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == stamps, "nothing was rewritten"
+
+
+def test_build_refusal_touches_nothing(tmp_path: Path) -> None:
+    """A fresh --out is not even created, the cache stays empty and the backend is never opened (no
+    "backend" line); version_compatible does not help an engine of the other flavor; --json reports
+    the refusal as the spec's row."""
+    spec = _conv_spec(tmp_path / "specs", backend="auto", build="{version_compatible: true}")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code, _, stderr = cli("build", spec, "--out", out, "--cache-dir", cache, "--triton", "24.10-trtllm-python-py3")
+    assert code == 5, stderr
+    assert "Triton 24.10-trtllm-python-py3 ships TensorRT 10.4.0; this engine was built with TensorRT-RTX" in stderr
+    assert "backend tensorrt-rtx" not in stderr and not out.exists()
+    assert not any(cache.iterdir()), "no precision, timing or build cache was written"
+    code, stdout, _ = cli("build", spec, "--out", out, "--triton", "24.12", "--json")
+    [row] = json.loads(stdout)["results"]
+    assert code == 5 and row["exit_code"] == 5 and row["status"] == "failed"
+    assert row["error"].startswith("Triton 24.12 ships TensorRT 10.7.0.23") and not out.exists()
+    code, _, stderr = cli("build", spec, "--out", out, "--triton", "2408")
+    assert code == 2 and "write it YY.MM" in stderr and not out.exists()
+
+
+def test_the_pre_build_rule_is_the_manifests(rtx_engine: Path) -> None:
+    """``build`` judges the TensorRT section it will stamp with the rule ``check`` applies to the stamped one."""
+    manifest = read_manifest(rtx_engine)
+    platform = Platform(manifest.platform.os, manifest.platform.machine)
+    for release in releases():
+        for version, compatible in (("10.3.0", False), ("10.4.0.26", True), (release.tensorrt, False)):
+            for flavor in ("tensorrt", "tensorrt-rtx"):
+                built = TensorRTInfo(flavor=flavor, version=version, version_compatible=compatible)
+                stamped = manifest.model_copy(update={"tensorrt": built})
+                assert runtime_release_problem(built, platform, release) == release_problem(stamped, release)
+    assert release_problem(manifest.model_copy(update={"tensorrt": built}), find_release("24.08")) is not None
 
 
 def _project(root: Path, backend: str) -> Path:
@@ -287,3 +346,87 @@ def test_publish_warns_when_the_repository_is_declared_for_another_release(rtx_e
         "Triton 24.10-trtllm-python-py3 ships TensorRT 10.4.0; this engine was built with 10.5.0.18: rebuild inside "
         "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3 or use a version-compatible engine"
     ]
+
+
+def _ci(root: Path, out: Path, cache: Path, *extra: str) -> tuple[int, dict, str]:
+    time.sleep(0.1)  # what the previous run wrote has settled (SETTLE_NS below), so a rerun can be recorded
+    code, stdout, stderr = cli("ci", root, "--out", out, "--cache-dir", cache, "--jobs", "1", "--json", *extra)
+    return code, json.loads(stdout), stderr
+
+
+def test_ci_refuses_what_the_release_cannot_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ci --triton`` judges every spec before its build (an unchanged artifact too), and a rerun
+    recorded without the flag is not replayed with it."""
+    monkeypatch.setattr(fsutil, "SETTLE_NS", 50_000_000)
+    root = _conv_spec(tmp_path / "specs").parent
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert _ci(root, out, cache)[1]["results"][0]["status"] == "built"
+    code, report, _ = _ci(root, out, cache)
+    assert code == 0 and report["results"][0]["status"] == "unchanged"
+    assert list((cache / "ci-reruns").glob("*.json")), "the unchanged run was recorded for a replay"
+    before = _files(out)
+    code, report, _ = _ci(root, out, cache, "--triton", "24.08")
+    [result] = report["results"]
+    assert code == 5 and (result["status"], result["exit_code"]) == ("failed", 5)
+    assert result["message"].startswith(
+        "Triton 24.08 ships TensorRT 10.3.0.26; this engine was built with TensorRT-RTX"
+    )
+    assert _files(out) == before
+    code, _, stderr = cli("ci", root, "--out", out, "--cache-dir", cache, "--triton", "24.8")
+    assert code == 2 and "--triton '24.8': not a Triton release trtforge knows" in stderr
+
+
+def test_ci_takes_the_release_from_the_project_file(tmp_path: Path) -> None:
+    root = _conv_spec(tmp_path / "specs").parent
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    settings = root / "trtforge.yaml"
+    settings.write_text("triton: 24.08\n")  # YAML's number 24.08 keeps both month digits
+    code, report, _ = _ci(root, out, cache)
+    assert code == 5 and report["results"][0]["message"].startswith("Triton 24.08 ships TensorRT 10.3.0.26")
+    assert not list(out.glob("*.engine"))
+    code, report, _ = _ci(root, out, cache, "--triton", "24.12")  # the flag wins
+    assert code == 5 and report["results"][0]["message"].startswith("Triton 24.12 ships TensorRT 10.7.0.23")
+    settings.write_text("triton: '24.8'\n")
+    code, _, stderr = cli("ci", root, "--out", out, "--cache-dir", cache)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert f"{settings}: key 'triton': release '24.8': not a Triton release trtforge knows" in stderr
+    settings.write_text("triton: 24.10\n")
+    code, _, stderr = cli("ci", root, "--out", out, "--cache-dir", cache)
+    assert code == 2 and f"{settings}: key 'triton': YAML reads 24.1 as a number" in stderr and "'24.10'" in stderr
+    settings.write_text("tritn: '24.10'\n")
+    code, _, stderr = cli("ci", root, "--out", out, "--cache-dir", cache)
+    assert code == 2 and "unknown key 'tritn' — did you mean 'triton'?" in stderr
+    settings.write_text("triton: 24.10-py3\n")
+    assert load_settings(root).triton == "24.10", "stored by the name --triton gives it"
+    settings.write_text("runners: {cpu: [ubuntu-latest]}\n")
+    code, report, stderr = _ci(root, out, cache)
+    assert code == 0 and report["results"][0]["status"] == "built", stderr
+
+
+def test_matrix_takes_the_release_from_the_project_file(tmp_path: Path) -> None:
+    root = _project(tmp_path / "specs", "auto")
+    (root / "trtforge.yaml").write_text("runners:\n  cpu: ubuntu-latest\n  '8.6': [gpu, a10]\ntriton: '24.08'\n")
+    code, stdout, stderr = cli("matrix", root, "--format", "github")
+    assert code == 0, stderr
+    [entry] = json.loads(stdout)["include"]
+    assert entry["backend"] == "tensorrt" and entry["container"] == "nvcr.io/nvidia/tritonserver:24.08-py3"
+    assert entry["triton"] == "24.08" and "'tensorrt==10.3.0'" in entry["install"]
+    code, stdout, _ = cli("matrix", root, "--format", "gitlab", "--triton", "24.10-trtllm-python-py3")
+    job = yaml.safe_load(stdout)["build:big-fp32-sm86"]  # the flag wins
+    assert job["image"] == "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3"
+    assert "--triton 24.10-trtllm-python-py3 " in job["script"][0], "the job's ci judges the same release"
+    (root / "trtforge.yaml").write_text("runners:\n  cpu: ubuntu-latest\ntriton: '24.8'\n")
+    code, _, stderr = cli("matrix", root)
+    assert code == 2 and f"{root / 'trtforge.yaml'}: key 'triton': release '24.8'" in stderr
+    (root / "trtforge.yaml").write_text("runners:\n  cpu: ubuntu-latest\n")
+    code, stdout, _ = cli("matrix", root, "--format", "gitlab")
+    job = yaml.safe_load(stdout)["build:big-fp32-cpu"]
+    assert "image" not in job and "--triton" not in job["script"][0]
+
+
+def test_matrix_refuses_a_tensorrt_rtx_spec_for_the_project_files_release(tmp_path: Path) -> None:
+    root = _project(tmp_path / "specs", "tensorrt-rtx")
+    (root / "trtforge.yaml").write_text("runners:\n  cpu: ubuntu-latest\ntriton: '24.12'\n")
+    code, _, stderr = cli("matrix", root)
+    assert code == 2 and "Triton 24.12 runs enterprise TensorRT plans only" in stderr
+    assert "trtforge.yaml triton:" in stderr

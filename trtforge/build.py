@@ -6,10 +6,13 @@ the accuracy gate passes, so a failed or interrupted build never replaces a good
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trtforge import __version__
 from trtforge.accuracy.report import SKIPPED_SUMMARY, AccuracyReport, report_path, summary, write_report
@@ -17,7 +20,7 @@ from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
 from trtforge.cache import default_cache_dir
 from trtforge.console import Reporter
-from trtforge.environment import detect_platform
+from trtforge.environment import detect_gpus, detect_platform
 from trtforge.errors import BuildError
 from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_bytes, sha256_file
 from trtforge.keys import SigningKey
@@ -38,6 +41,9 @@ from trtforge.provenance import attestation_path, sign_build
 from trtforge.shapes import spec_profiles
 from trtforge.spec import Spec, check_profiles
 from trtforge.tags import ComputeCapability, EngineTag, artifact_stem
+
+if TYPE_CHECKING:
+    from trtforge.accuracy.gate import GatePass
 
 
 @dataclass(frozen=True)
@@ -122,66 +128,97 @@ def build_spec(
     choice = choose_backend(backend or spec.backend)
     engine_backend = open_backend(choice.flavor)
     reporter.info(f"{spec.name}: backend {choice.flavor} {engine_backend.version} ({choice.reason})")
-    prepared = prepare_precision(
-        spec, model_info, choice.flavor, engine_backend.version, cache_dir, reporter, for_gate=spec.accuracy.enabled
-    )
-
-    request = BuildRequest(
-        onnx_path=prepared.onnx_path,
-        precision=spec.precision,
-        profiles=tuple(spec.profiles),
-        targets=tuple(ComputeCapability.parse(cc) for cc in spec.targets),
-        options=spec.build,
-        timing_cache=cache_dir / "timing" / f"{choice.flavor}-{engine_backend.version}.cache",
-        fp16_flag=prepared.fp16_flag,
-        calibration_cache=prepared.calibration_cache,
-        origin=spec.origin,
-        label=model_label(spec, prepared),
-    )
-    try:
-        with reporter.build_progress(spec.name) as monitor:
-            result = engine_backend.build(request, monitor)
-    except BuildError:
-        load_onnx(spec.model_path)  # an invalid model: onnx's checker says what is wrong, in one line
-        raise
-    for note in result.notes:
-        reporter.info(f"{spec.name}: {note}")
-
-    tag = EngineTag(
-        flavor=choice.flavor,
-        version=engine_backend.version,
-        version_compatible=spec.build.version_compatible,
-        capabilities=result.gpu.capabilities,
-        and_later_from=result.gpu.and_later_from,
-        platform=detect_platform(),
-    )
-    stem = artifact_stem(spec.name, spec.precision, tag)
-    engine_path = out_dir / f"{stem}.engine"
-    manifest_path = manifest_path_for(engine_path)
-    report_file = report_path(out_dir, stem)
-    with ArtifactWriter(out_dir) as writer:
-        writer.stage(engine_path.name).write_bytes(result.engine)
-        manifest = stamp(spec, result, prepared, tag, engine_path.name, time.perf_counter() - started)
-        report = _accuracy_gate(spec, model_info, manifest, result.engine, prepared, out_dir, reporter, cache_dir)
-        manifest = manifest.replace(
-            accuracy=summary(report, report_file.name) if report is not None else dict(SKIPPED_SUMMARY)
+    with _gate_passes(spec, model_info, cache_dir) as passes:
+        prepared = prepare_precision(
+            spec, model_info, choice.flavor, engine_backend.version, cache_dir, reporter, for_gate=spec.accuracy.enabled
         )
-        attestation = attestation_path(engine_path).name
-        if signing_key is not None:
-            report_bytes = report.to_json().encode("utf-8") if report is not None else None
-            manifest, envelope = sign_build(spec, manifest, engine_path, report_bytes, signing_key)
-            writer.stage(attestation).write_bytes(envelope)
-        else:
-            writer.remove(attestation)
-        writer.stage(manifest_path.name).write_text(manifest.to_json(), encoding="utf-8")
-        if report is not None:
-            writer.stage(report_file.name).write_text(report.to_json(), encoding="utf-8")
-        else:
-            writer.remove(report_file.name)  # a report of the replaced engine would be stale
-        writer.commit()  # engine, manifest and report together: the old set or the new one
-    report_path(out_dir, stem, rejected=True).unlink(missing_ok=True)
-    reporter.success(f"{spec.name}: {engine_path}")
-    return BuildOutcome(spec, engine_path, manifest_path, manifest, choice, result.notes, report)
+        _start_candidate_pass(passes, spec, model_info, prepared)
+
+        request = BuildRequest(
+            onnx_path=prepared.onnx_path,
+            precision=spec.precision,
+            profiles=tuple(spec.profiles),
+            targets=tuple(ComputeCapability.parse(cc) for cc in spec.targets),
+            options=spec.build,
+            timing_cache=cache_dir / "timing" / f"{choice.flavor}-{engine_backend.version}.cache",
+            fp16_flag=prepared.fp16_flag,
+            calibration_cache=prepared.calibration_cache,
+            origin=spec.origin,
+            label=model_label(spec, prepared),
+        )
+        try:
+            with reporter.build_progress(spec.name) as monitor:
+                result = engine_backend.build(request, monitor)
+        except BuildError:
+            load_onnx(spec.model_path)  # an invalid model: onnx's checker says what is wrong, in one line
+            raise
+        for note in result.notes:
+            reporter.info(f"{spec.name}: {note}")
+
+        tag = EngineTag(
+            flavor=choice.flavor,
+            version=engine_backend.version,
+            version_compatible=spec.build.version_compatible,
+            capabilities=result.gpu.capabilities,
+            and_later_from=result.gpu.and_later_from,
+            platform=detect_platform(),
+        )
+        stem = artifact_stem(spec.name, spec.precision, tag)
+        engine_path = out_dir / f"{stem}.engine"
+        manifest_path = manifest_path_for(engine_path)
+        report_file = report_path(out_dir, stem)
+        with ArtifactWriter(out_dir) as writer:
+            writer.stage(engine_path.name).write_bytes(result.engine)
+            manifest = stamp(spec, result, prepared, tag, engine_path.name, time.perf_counter() - started)
+            report = _accuracy_gate(
+                spec, model_info, manifest, result.engine, prepared, out_dir, reporter, cache_dir, passes
+            )
+            manifest = manifest.replace(
+                accuracy=summary(report, report_file.name) if report is not None else dict(SKIPPED_SUMMARY)
+            )
+            attestation = attestation_path(engine_path).name
+            if signing_key is not None:
+                report_bytes = report.to_json().encode("utf-8") if report is not None else None
+                manifest, envelope = sign_build(spec, manifest, engine_path, report_bytes, signing_key)
+                writer.stage(attestation).write_bytes(envelope)
+            else:
+                writer.remove(attestation)
+            writer.stage(manifest_path.name).write_text(manifest.to_json(), encoding="utf-8")
+            if report is not None:
+                writer.stage(report_file.name).write_text(report.to_json(), encoding="utf-8")
+            else:
+                writer.remove(report_file.name)  # a report of the replaced engine would be stale
+            writer.commit()  # engine, manifest and report together: the old set or the new one
+        report_path(out_dir, stem, rejected=True).unlink(missing_ok=True)
+        reporter.success(f"{spec.name}: {engine_path}")
+        return BuildOutcome(spec, engine_path, manifest_path, manifest, choice, result.notes, report)
+
+
+@contextlib.contextmanager
+def _gate_passes(spec: Spec, model_info: ModelInfo, cache_dir: Path) -> Iterator[list[GatePass]]:
+    """The gate's passes that run beside the build, stopped if need be and waited for when it ends:
+    the reference's from the start where the gate will run one (fp16, int8; at fp32 the simulated
+    candidate is the reference's own graph). The gate's module only then: an fp32 build or one
+    without the gate imports none of it."""
+    started: list[GatePass] = []
+    if spec.accuracy.enabled and spec.precision != "fp32":
+        from trtforge.accuracy.gate import reference_pass
+
+        started.append(reference_pass(spec, model_info, cache_dir))
+    try:
+        yield started
+    finally:
+        for running in started:
+            running.close()
+
+
+def _start_candidate_pass(passes: list[GatePass], spec: Spec, model_info: ModelInfo, prepared: Prepared) -> None:
+    """On a host without a GPU the gate's candidate is the simulation for sure: its pass starts
+    now, beside the TensorRT build (with a GPU the engine itself runs, once built)."""
+    if passes and not detect_gpus():
+        from trtforge.accuracy.gate import candidate_pass
+
+        passes.append(candidate_pass(spec, model_info, lambda: prepared.candidate_onnx))
 
 
 def _accuracy_gate(
@@ -193,6 +230,7 @@ def _accuracy_gate(
     out_dir: Path,
     reporter: Reporter,
     cache_dir: Path,
+    passes: Sequence[GatePass] = (),
 ) -> AccuracyReport | None:
     """Run the gate on the staged artifact; on failure keep ``{stem}.rejected.accuracy.json`` and
     raise (exit 4), so the staged engine is discarded and a previous good artifact stays."""
@@ -205,7 +243,15 @@ def _accuracy_gate(
     # the engine was built by this very process, so its embedded host code (version-compatible) is trusted
     policy = LoadPolicy(allow_host_code=True)
     report = run_accuracy_gate(
-        spec, model_info, manifest, engine, prepared.candidate_onnx, reporter, policy=policy, cache_dir=cache_dir
+        spec,
+        model_info,
+        manifest,
+        engine,
+        prepared.candidate_onnx,
+        reporter,
+        policy=policy,
+        cache_dir=cache_dir,
+        passes=passes,
     )
     if not report.passed:
         rejected = write_report(report_path(out_dir, manifest.stem, rejected=True), report)

@@ -332,6 +332,7 @@ class CiOptions:
     backend: str | None = None
     remote_cache: str | None = None  # oci://HOST/REPO shared by CI runners
     insecure: bool = False
+    triton: str | None = None  # a Triton release (``--triton`` or trtforge.yaml): refuse what it cannot load
 
 
 def cache_tag(key: str) -> str:
@@ -503,6 +504,10 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
         spec = spec if spec is not None else load_spec(Path(spec_path))
         name = spec.name
         choice = choose_backend(options.backend or spec.backend)
+        if options.triton is not None:
+            from trtforge.triton_releases import find_release, refuse_build
+
+            refuse_build(spec, options.backend, find_release(options.triton))
         inputs = build_inputs(spec, choice.flavor, installed_version(choice.flavor) or "")
         key = build_key(inputs)
         entry = options.cache_dir / "builds" / key

@@ -19,7 +19,7 @@ from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability
 
 if TYPE_CHECKING:
     from trtforge.keys import TrustedKey
-    from trtforge.manifest import Manifest
+    from trtforge.manifest import Manifest, TensorRTInfo
 
 #: pip extra per flavor
 PIP_EXTRAS = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "rtx"}
@@ -170,7 +170,7 @@ def problems(
     has the engine bytes, and checks them after the download. The policy (signature, host code)
     is always judged, so ``check``, the loader, ``pull`` and ``select_engine`` refuse alike.
     """
-    runtime_rule, runtime_message = _runtime_problem(manifest, env)
+    runtime_rule, runtime_message = runtime_problem(manifest.tensorrt, env)
     checks: list[tuple[Rule, str | None]] = [
         (Rule.PLATFORM, _platform_problem(manifest, env)),
         (runtime_rule, runtime_message),
@@ -199,9 +199,9 @@ def _platform_problem(manifest: Manifest, env: Environment) -> str | None:
     )
 
 
-def _runtime_problem(manifest: Manifest, env: Environment) -> tuple[Rule, str | None]:
-    """Rules 2 and 3: the flavor, then (same flavor only) the version."""
-    trt = manifest.tensorrt
+def runtime_problem(trt: TensorRTInfo, env: Environment) -> tuple[Rule, str | None]:
+    """Rules 2 and 3: the flavor, then (same flavor only) the version. They read only the
+    manifest's ``tensorrt`` section, so ``build --triton`` judges a build with them before it runs."""
     built = product(trt.flavor)
     if env.flavor is None or env.version is None:
         return Rule.FLAVOR, (

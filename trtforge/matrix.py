@@ -3,9 +3,9 @@ trtforge only plans them (it has no scheduler of its own).
 
 TensorRT-RTX builds run on any CPU runner; an enterprise TensorRT engine must be built on the
 GPU it targets, so such a spec gives one job per target GPU class. For a Triton release
-(``matrix --triton 24.08``) the enterprise jobs run in that release's container
-(``nvcr.io/nvidia/tritonserver:24.08-py3``) with the TensorRT wheel of the release's version
-pinned, so the engine is built by the TensorRT that will load it.
+(``matrix --triton 24.08``, or ``triton:`` in trtforge.yaml) the enterprise jobs run in that
+release's container (``nvcr.io/nvidia/tritonserver:24.08-py3``) with the TensorRT wheel of the
+release's version pinned, so the engine is built by the TensorRT that will load it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class MatrixEntry:
     runner: list[str]
     install: str
     container: str | None = None  # the image the job runs in (a Triton release's), None: the runner's own
+    triton: str | None = None  # the Triton release the job builds for (its ``ci --triton``)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -91,7 +92,7 @@ def plan_matrix(
         if backend == FLAVOR_RTX and triton is not None:
             raise InvalidInputError(
                 f"{where}: backend: tensorrt-rtx, but Triton {triton.name} runs enterprise TensorRT plans only; "
-                "use backend: tensorrt (or auto) in this spec, or drop --triton"
+                "use backend: tensorrt (or auto) in this spec, or drop the release (--triton, trtforge.yaml triton:)"
             )
         if backend == FLAVOR_RTX:
             if CPU_RUNNER not in runners:
@@ -114,6 +115,7 @@ def plan_matrix(
                     runner=labels,
                     install=install_command(backend, triton),
                     container=triton.image if triton is not None else None,
+                    triton=triton.name if triton is not None else None,
                 )
             )
     ids = [entry.id for entry in entries]
@@ -150,13 +152,15 @@ def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
     """A child-pipeline YAML (GitLab's dynamic child pipelines): one job per entry, then publish."""
     jobs: dict[str, Any] = {"stages": ["build", "publish"]}
     for entry in entries:
+        release = f" --triton {entry.triton}" if entry.triton else ""
         jobs[f"build:{entry.id}"] = {
             "stage": "build",
             **({"tags": entry.runner} if entry.runner else {}),
             **({"image": entry.container} if entry.container else {}),
             "before_script": [entry.install],
             "script": [
-                f"trtforge ci {entry.spec} --backend {entry.backend} --out out --junit out/junit-{entry.id}.xml"
+                f"trtforge ci {entry.spec} --backend {entry.backend}{release} "
+                f"--out out --junit out/junit-{entry.id}.xml"
             ],
             "cache": {"key": f"trtforge-{entry.id}", "paths": [".trtforge-cache/"]},
             "variables": {"TRTFORGE_CACHE_DIR": "$CI_PROJECT_DIR/.trtforge-cache"},

@@ -32,13 +32,17 @@ Labels = Annotated[list[str], BeforeValidator(_labels), Field(min_length=1)]
 
 class ProjectSettings(BaseModel):
     """``trtforge.yaml``: ``runners`` maps ``cpu`` (TensorRT-RTX builds) or a compute capability
-    (enterprise TensorRT builds on that GPU) to CI runner labels."""
+    (enterprise TensorRT builds on that GPU) to CI runner labels; ``triton`` is ``--triton``'s
+    value for ``ci`` and ``matrix`` when the flag is not given."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     runners: dict[str, Labels] = Field(default_factory=dict)
     specs: list[str] = Field(default_factory=lambda: ["**/*.yaml", "**/*.yml"])
     publish_to: str | None = Field(None, description="registry URI the final CI job publishes to")
+    triton: str | None = Field(
+        None, description="Triton release the engines are for (as --triton): ci refuses, matrix builds in its container"
+    )
 
     @field_validator("runners")
     @classmethod
@@ -47,6 +51,29 @@ class ProjectSettings(BaseModel):
         for key, labels in runners.items():
             normalized[key if key == CPU_RUNNER else str(ComputeCapability.parse(key))] = labels
         return normalized
+
+    @field_validator("triton", mode="before")
+    @classmethod
+    def _known_release(cls, value: Any) -> str | None:
+        """A release of the shipped table, by the name ``--triton`` gives it (``24.08-py3``: ``24.08``).
+
+        YAML reads an unquoted ``24.08`` as a number: taken when its shortest form keeps both month
+        digits; ``24.10`` reads as 24.1, which could have been 24.01 too, so it must be quoted."""
+        from trtforge.triton_releases import find_release
+
+        if value is None:
+            return None
+        if isinstance(value, float):
+            text = repr(value)
+            if len(text.partition(".")[2]) != 2:
+                raise ValueError(f"YAML reads {text} as a number, not a release: quote it as NGC tags it, e.g. '24.10'")
+            value = text
+        if not isinstance(value, (str, int)):
+            raise ValueError("a Triton release, e.g. '24.08'")
+        try:
+            return find_release(str(value), what="release").name
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ def rerun_file(targets: list[Path], options: CiOptions) -> Path:
         os.path.abspath(options.out_dir),
         options.backend,
         options.remote_cache,
+        options.triton,
     ]
     key = hashlib.sha256(json.dumps(line).encode("utf-8", "surrogateescape")).hexdigest()
     return options.cache_dir / RERUN_DIR / f"{key}.json"

@@ -8,10 +8,12 @@ repository's ``docs/introduction/compatibility.md`` table, whose TensorRT differ
 container's of the same month. Each row names the page or commit its numbers come from; a release
 is added only with the numbers its own source gives.
 
-The rule is ``compat.problems`` (the flavor and version rules, nothing of its own): a Triton
-release is a target running enterprise TensorRT of the release's version. TensorRT's engine
-header records major.minor.patch, not the build number that the release notes append
-(``10.3.0.26``), so the two versions are compared at the precision both recorded (the
+The rule is ``compat.runtime_problem`` (the flavor and version rules of ``compat.problems``,
+nothing of its own): a Triton release is a target running enterprise TensorRT of the release's
+version. Those rules read only the manifest's TensorRT section, which a spec and the installed
+backend decide before anything is built, so ``build --triton`` refuses before building.
+TensorRT's engine header records major.minor.patch, not the build number that the release notes
+append (``10.3.0.26``), so the two versions are compared at the precision both recorded (the
 compatibility table gives some releases as ``10.4.0``).
 """
 
@@ -24,14 +26,15 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from trtforge.compat import Environment, Rule, problems, product, version_tuple
+from trtforge.compat import Environment, product, runtime_problem, version_tuple
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, did_you_mean
 from trtforge.tags import FLAVOR_TENSORRT, Platform
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from trtforge.manifest import Manifest
+    from trtforge.manifest import Manifest, TensorRTInfo
+    from trtforge.spec import Spec
 
 TABLE_FILE = "triton_releases.json"
 IMAGE = "nvcr.io/nvidia/tritonserver"
@@ -101,20 +104,20 @@ def find_release(name: str, what: str = "--triton") -> TritonRelease:
 
 def release_problem(manifest: Manifest, release: TritonRelease) -> str | None:
     """Why the engine will not load in ``release`` (None when it will), by ``compat``'s rules."""
-    built = manifest.tensorrt
+    platform = Platform(manifest.platform.os, manifest.platform.machine)
+    return runtime_release_problem(manifest.tensorrt, platform, release)
+
+
+def runtime_release_problem(built: TensorRTInfo, platform: Platform, release: TritonRelease) -> str | None:
+    """``release_problem`` on what it reads of a manifest: the TensorRT section (flavor, version,
+    version_compatible), known before a build runs; ``platform`` is where the engine is built."""
     built_parts, shipped_parts = version_tuple(built.version), version_tuple(release.tensorrt)
     precision = max(min(len(built_parts), len(shipped_parts)), 1)
     target = Environment(
-        platform=Platform(manifest.platform.os, manifest.platform.machine),
-        flavor=FLAVOR_TENSORRT,
-        version=_joined(shipped_parts[:precision]),
-        overridden=True,
+        platform=platform, flavor=FLAVOR_TENSORRT, version=_joined(shipped_parts[:precision]), overridden=True
     )
-    judged = manifest.model_copy(
-        update={"tensorrt": built.model_copy(update={"version": _joined(built_parts[:precision]) or built.version})}
-    )
-    refused = [p for p in problems(judged, target) if p.rule in (Rule.FLAVOR, Rule.VERSION)]
-    if not refused:
+    judged = built.model_copy(update={"version": _joined(built_parts[:precision]) or built.version})
+    if runtime_problem(judged, target)[1] is None:
         return None
     if built.flavor != FLAVOR_TENSORRT:
         return (
@@ -132,11 +135,30 @@ def _joined(parts: tuple[int, ...]) -> str:
     return ".".join(str(part) for part in parts)
 
 
-def refuse_unfit(manifest: Manifest, release: TritonRelease) -> None:
-    """Exit 5 (one line) when the engine will not load in ``release``."""
-    problem = release_problem(manifest, release)
+def _refuse(problem: str | None) -> None:
     if problem:
         raise IncompatibleEngineError(problem, reasons=[problem])
+
+
+def refuse_unfit(manifest: Manifest, release: TritonRelease) -> None:
+    """Exit 5 (one line) when the engine will not load in ``release``."""
+    _refuse(release_problem(manifest, release))
+
+
+def refuse_build(spec: Spec, backend: str | None, release: TritonRelease) -> None:
+    """``build``/``ci`` for a Triton release: exit 5 before any TensorRT work when the engine this
+    build would make (the backend ``build_spec`` resolves, at its installed version) will not load
+    in ``release``, so a refused build leaves nothing behind. A backend that is not installed is
+    left to the build, whose error names the pip extra."""
+    from trtforge.environment import choose_backend, detect_platform, installed_version
+    from trtforge.manifest import TensorRTInfo
+
+    flavor = choose_backend(backend or spec.backend).flavor
+    version = installed_version(flavor)
+    if version is None:
+        return
+    built = TensorRTInfo(flavor=flavor, version=version, version_compatible=spec.build.version_compatible)
+    _refuse(runtime_release_problem(built, detect_platform(), release))
 
 
 def triton_runtime(

@@ -8,7 +8,10 @@ The gate costs what it must: at fp32 with a simulated candidate (``identical``) 
 compared, so nothing runs at all (every feed when labels ask for the task accuracy): the report
 says why and lists each output's limits unmeasured; the reference's outputs over random inputs are
 cached by content (:mod:`trtforge.accuracy.references`); reference and candidate run in two
-threads (onnxruntime releases the GIL), each with half the cores.
+threads (onnxruntime releases the GIL), each with half the cores. A build starts the reference's
+pass (:class:`GatePass`) before its precision step, so that it runs while the FP16
+conversion and the TensorRT build keep one core busy, and on a host without a GPU the simulated
+candidate's as soon as its graph exists, beside the TensorRT build: the gate then only compares.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -196,12 +200,11 @@ def open_candidate(
     )
 
 
-def _runner(candidate: GateCandidate, threads: int) -> tuple[Runner, str]:
+def candidate_runner(candidate: GateCandidate, threads: int) -> tuple[Runner, str]:
+    """The runner of ``candidate`` and how the report names it. An FP16-storage emulation runs with
+    onnxruntime's default (highest) optimization level, which keeps its cast pairs."""
     if candidate.kind == "simulated":
         assert candidate.onnx_path is not None
-        if candidate.emulation:  # graph optimizations could fold the emulation's cast pairs away
-            runner = OnnxrtRunner(candidate.onnx_path, name="candidate", intra_op_threads=threads, optimize=False)
-            return runner, "onnxruntime CPUExecutionProvider, graph optimizations off"
         runner = OnnxrtRunner(candidate.onnx_path, name="candidate", intra_op_threads=threads)
         return runner, "onnxruntime CPUExecutionProvider"
     from trtforge.runners.tensorrt import TrtRunner
@@ -233,13 +236,15 @@ class _Sides:
 
     reference: Runner | None
     cached: references.Outputs | None
-    candidate: Runner | None
+    candidate: Runner | references.Outputs | None  # outputs: a candidate pass ran beside the build
     pool: ThreadPoolExecutor | None  # set: the reference runs in this thread while the candidate runs
 
 
 def _candidate_out(
-    runner: Runner, feed: Mapping[str, np.ndarray], spec: Spec, plan: inputs.Plan
+    runner: Runner | references.Outputs, index: int, feed: Mapping[str, np.ndarray], spec: Spec, plan: inputs.Plan
 ) -> dict[str, np.ndarray]:
+    if isinstance(runner, list):
+        return runner[index]
     if isinstance(runner, OnnxrtRunner):
         return _run_onnx(runner, feed, spec, plan, "simulated candidate")
     return runner.infer(feed)
@@ -251,19 +256,19 @@ def _both(
     """Reference and candidate outputs of one feed; a reference failure wins, as if it ran first."""
     if sides.cached is not None:
         ref_out = sides.cached[index]
-        return ref_out, ref_out if sides.candidate is None else _candidate_out(sides.candidate, feed, spec, plan)
+        return ref_out, ref_out if sides.candidate is None else _candidate_out(sides.candidate, index, feed, spec, plan)
     assert sides.reference is not None
     if sides.candidate is None:
         ref_out = _run_onnx(sides.reference, feed, spec, plan, "reference")
         return ref_out, ref_out
     if sides.pool is None:
         ref_out = _run_onnx(sides.reference, feed, spec, plan, "reference")
-        return ref_out, _candidate_out(sides.candidate, feed, spec, plan)
+        return ref_out, _candidate_out(sides.candidate, index, feed, spec, plan)
     pending: Future[dict[str, np.ndarray]] = sides.pool.submit(
         _run_onnx, sides.reference, feed, spec, plan, "reference"
     )
     try:
-        cand_out = _candidate_out(sides.candidate, feed, spec, plan)
+        cand_out = _candidate_out(sides.candidate, index, feed, spec, plan)
     except BaseException:
         pending.result()  # raises the reference's failure, if it has one, in place of the candidate's
         raise
@@ -418,6 +423,89 @@ def reference_cache_entry(
     return references.entry_path(cache_dir, key), len(sets)
 
 
+class PassCancelled(Exception):
+    """A side's pass stopped early: the build it ran beside failed."""
+
+
+#: What a side's pass gives: one output dict per accepted feed, and the cache entry they were read
+#: from (None: they were computed).
+PassResult = tuple[references.Outputs, Path | None]
+
+
+class GatePass:
+    """One side of the gate run over the gate's inputs in a thread of its own while a build goes on
+    (the precision step and the TensorRT build keep about one core busy): the gate then only
+    compares. It runs what the gate would run (same runner, same feeds in the same order, the same
+    failures raised where the gate raises them), so the report is the one the gate would write.
+    ``close`` stops it between feeds and waits for it."""
+
+    def __init__(self, work: Callable[[threading.Event], PassResult], role: str, model: Callable[[], Path]) -> None:
+        self.role = role  # "reference" or "simulated candidate"
+        self.model = model  # the model the pass runs (waits for it where it is still being made)
+        self._stop = threading.Event()
+        self._result: Future[PassResult] = Future()
+        self._thread = threading.Thread(target=self._run, args=(work,), name="trtforge-gate-pass", daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[threading.Event], PassResult]) -> None:
+        try:
+            self._result.set_result(work(self._stop))
+        except BaseException as exc:  # handed to the gate, which raises it in its own thread
+            self._result.set_exception(exc)
+
+    def outputs(self) -> PassResult:
+        """The pass's outputs (waiting for them); raises its failure."""
+        return self._result.result()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _pass_over_plan(runner: Runner, spec: Spec, model: ModelInfo, role: str, stop: threading.Event) -> PassResult:
+    """``runner`` over the plan's accepted feeds, as :func:`_collect` feeds them."""
+    plan = inputs.plan(spec, model)
+    outputs: references.Outputs = []
+    with active(runner, spec, role) as running:
+        for batch in inputs.batches(spec, model, plan):
+            if stop.is_set():
+                raise PassCancelled
+            if inputs.accepted(spec.profiles, batch.feed):
+                outputs.append(_run_onnx(running, batch.feed, spec, plan, role))
+    return outputs, None
+
+
+def reference_pass(spec: Spec, model: ModelInfo, cache_dir: Path | None) -> GatePass:
+    """The reference's pass, started with a build: read from the reference cache, else run with
+    half the cores (as in the gate's two threads) and stored there."""
+
+    def work(stop: threading.Event) -> PassResult:
+        names = [tensor.name for tensor in model.outputs]
+        entry = reference_cache_entry(cache_dir, spec, model, inputs.plan(spec, model), sha256_file(spec.model_path))
+        cached = references.load(entry[0], names, entry[1]) if entry else None
+        if entry is not None and cached is not None:
+            return cached, entry[0]
+        runner = OnnxrtRunner(spec.model_path, name="reference", intra_op_threads=max(1, usable_cores() // 2))
+        outputs, _ = _pass_over_plan(runner, spec, model, "reference", stop)
+        if entry is not None:
+            references.store(entry[0], [{name: out[name] for name in names} for out in outputs], names)
+        return outputs, None
+
+    return GatePass(work, "reference", lambda: spec.model_path)
+
+
+def candidate_pass(spec: Spec, model: ModelInfo, simulated_onnx: Callable[[], Path]) -> GatePass:
+    """The simulated candidate's pass, on a host where the engine cannot run (no GPU), started with
+    the TensorRT build: it waits for the precision step's graph (``simulated_onnx``), then runs."""
+    role = "simulated candidate"
+
+    def work(stop: threading.Event) -> PassResult:
+        runner, _ = candidate_runner(GateCandidate("simulated", "", onnx_path=simulated_onnx()), 0)
+        return _pass_over_plan(runner, spec, model, role, stop)
+
+    return GatePass(work, role, simulated_onnx)
+
+
 def run_gate(
     spec: Spec,
     model: ModelInfo,
@@ -427,10 +515,13 @@ def run_gate(
     engine_file: str | None,
     log: Callable[[str], None] = lambda _message: None,
     cache_dir: Path | None = None,
+    passes: Sequence[GatePass] = (),
 ) -> AccuracyReport:
     """Run reference and candidate over the gate's inputs and measure; never raises for a failed
     limit (see ``raise_for_failures``), only for bad input or a runner that breaks.
-    ``cache_dir``: the host's cache folder, for the reference's outputs (None: no cache)."""
+    ``cache_dir``: the host's cache folder, for the reference's outputs (None: no cache);
+    ``passes``: a build's passes already under way (:func:`reference_pass`, :func:`candidate_pass`),
+    whose outputs replace the gate's own runs of the model each one ran."""
     started = time.perf_counter()
     names = [tensor.name for tensor in model.outputs]
     tolerances.check_names(spec.accuracy.tolerances, names, names, _tolerance_where(spec))  # names, before running
@@ -445,27 +536,44 @@ def run_gate(
         return _report(spec, candidate, stem, engine_file, plan, collected, unmeasured, model_sha256, started)
     if candidate.onnx_path is not None:
         prefetch_digest(candidate.onnx_path)  # the report's sha256 of it, hashed while the passes run
-    entry = reference_cache_entry(cache_dir, spec, model, plan, model_sha256)
-    cached = references.load(entry[0], names, entry[1]) if entry else None
-    concurrent = cached is None and not identical and usable_cores() > 1
+    cached: references.Outputs | None = None
+    reference_run = next((run for run in passes if run.role == "reference"), None)
+    if reference_run is not None:  # the pass stored its outputs in the cache itself, if it ran them
+        cached, read_from = reference_run.outputs()
+        entry = (read_from, len(cached)) if read_from is not None else None
+    else:
+        entry = reference_cache_entry(cache_dir, spec, model, plan, model_sha256)
+        cached = references.load(entry[0], names, entry[1]) if entry else None
+    candidate_run = next(
+        (run for run in passes if run.role == "simulated candidate" and run.model() == candidate.onnx_path), None
+    )
+    concurrent = cached is None and not identical and candidate_run is None and usable_cores() > 1
     threads = max(1, usable_cores() // 2) if concurrent and candidate.kind == "simulated" else 0
     with contextlib.ExitStack() as stack:
         reference = None
         if cached is None:
             runner = OnnxrtRunner(spec.model_path, name="reference", intra_op_threads=threads)
             reference = stack.enter_context(active(runner, spec, "reference"))
-        candidate_runner = None
+        candidate_side: Runner | references.Outputs | None = None
         if identical:  # with labels: the reference's runs give the task accuracy
             runner_text = "onnxruntime CPUExecutionProvider, the reference's own ONNX (identical by construction)"
         else:
-            made, runner_text = _runner(candidate, threads)
-            candidate_runner = stack.enter_context(active(made, spec, "simulated candidate"))
+            made, runner_text = candidate_runner(candidate, threads)
+            candidate_side = (
+                candidate_run.outputs()[0]
+                if candidate_run is not None
+                else stack.enter_context(active(made, spec, "simulated candidate"))
+            )
         pool = stack.enter_context(ThreadPoolExecutor(1, "trtforge-reference")) if concurrent else None
-        sides = _Sides(reference, cached, candidate_runner, pool)
+        sides = _Sides(reference, cached, candidate_side, pool)
         collected = _collect(spec, model, plan, sides, log)
-    if cached is not None:
-        log(f"accuracy: reference outputs read from the cache ({entry[0] if entry else ''})")
-    elif entry is not None:
+    if reference_run is not None and entry is None:  # not read from the cache: run
+        log("accuracy: the reference ran beside the build")
+    if candidate_run is not None:
+        log("accuracy: the simulated candidate ran beside the build")
+    if cached is not None and entry is not None:
+        log(f"accuracy: reference outputs read from the cache ({entry[0]})")
+    elif cached is None and entry is not None:
         computed = [{name: collected.reference[name][at] for name in names} for at in range(collected.batches)]
         references.store(entry[0], computed, names)
     labels = _labels_for(plan, collected, spec.origin.where("accuracy", "labels"))
@@ -558,12 +666,13 @@ def run_accuracy_gate(
     env: Environment | None = None,
     policy: LoadPolicy | None = None,
     cache_dir: Path | None = None,
+    passes: Sequence[GatePass] = (),
 ) -> AccuracyReport:
     """The gate for one artifact: pick the candidate on this host, run, show the table.
 
     ``engine``: the artifact's path (``verify``), or the staged bytes of a build in progress.
     ``policy``: the loader's policy (default: the loader's own; a build allows host code in
-    the engine it has just built itself).
+    the engine it has just built itself). ``passes``: the build's passes (:class:`GatePass`).
     """
     from trtforge.accuracy.report import render
     from trtforge.compat import DEFAULT_POLICY
@@ -580,6 +689,7 @@ def run_accuracy_gate(
             engine_file=manifest.artifact.file,
             log=reporter.info,
             cache_dir=cache_dir,
+            passes=passes,
         )
     render(report, reporter)
     return report

@@ -37,7 +37,9 @@ def build(
     triton: Annotated[
         str | None,
         typer.Option(
-            "--triton", metavar="RELEASE", help="Fail (exit 5) an engine this Triton release (e.g. 24.08) cannot load."
+            "--triton",
+            metavar="RELEASE",
+            help="Refuse (exit 5, before building) a spec whose engine this Triton release (e.g. 24.08) cannot load.",
         ),
     ] = None,
     sign_key: Annotated[
@@ -54,20 +56,19 @@ def build(
     from trtforge.build import build_spec
     from trtforge.signing import configured_signing_key
     from trtforge.spec import load_spec
-    from trtforge.triton_releases import find_release, refuse_unfit
+    from trtforge.triton_releases import find_release, refuse_build
 
     console = reporter()
     cache = cache_dir_value(cache_dir)
     release = find_release(triton) if triton is not None else None
     signing_key = configured_signing_key(sign_key)
+    requested = backend_value(backend)
 
     def build_one(spec_path: Path) -> Any:
-        outcome = build_spec(
-            load_spec(spec_path), out, console, backend=backend_value(backend), cache_dir=cache, signing_key=signing_key
-        )
+        spec = load_spec(spec_path)
         if release is not None:
-            refuse_unfit(outcome.manifest, release)
-        return outcome
+            refuse_build(spec, requested, release)  # before building: a refused build leaves --out as it was
+        return build_spec(spec, out, console, backend=requested, cache_dir=cache, signing_key=signing_key)
 
     batch = BatchSteps(key="spec", run=build_one, passed=_built, failed=_build_failed, status="built")
     run_batch(batch, specs, console, junit, as_json)

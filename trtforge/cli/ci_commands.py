@@ -59,9 +59,19 @@ def ci(
         typer.Option(help="oci://HOST/REPO: a build cache shared by runners (pulled on a miss, pushed after a build)."),
     ] = None,
     insecure: InsecureOption = False,
+    triton: Annotated[
+        str | None,
+        typer.Option(
+            "--triton",
+            metavar="RELEASE",
+            help="Refuse (exit 5, before building) each spec whose engine this Triton release (e.g. 24.08) "
+            "cannot load (default: trtforge.yaml's triton).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
+    import dataclasses
     import time
 
     from trtforge.cache import default_cache_dir
@@ -70,20 +80,29 @@ def ci(
 
     reports = ReportFiles.checked(junit)
     console = reporter()
-    options = CiOptions(out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure)
+    release = _flag_release(triton)
+    options = CiOptions(out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure, release)
     given, cores = list(targets or []), jobs or available_cores()
-    report = replay(given, options, cores, console)
+    report = replay(given, options, cores, console)  # the project file is among what a replay rests on
     if report is None:
         started_ns = time.time_ns()
         project = _discover(given, console)
-        report = run_ci(list(project.specs), options, cores)
-        record(given, options, project, report, started_ns)
+        project_options = dataclasses.replace(options, triton=release or project.settings.triton)
+        report = run_ci(list(project.specs), project_options, cores)
+        record(given, options, project, report, started_ns)  # keyed by the command line, as replay looks it up
     render_ci_table(report, console)
     reports.write(report)
     if as_json:
         emit_json(report.to_dict())
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+def _flag_release(name: str | None) -> str | None:
+    """``--triton``'s release by its table name (exit 2 for one the table lacks); None without the flag."""
+    from trtforge.triton_releases import find_release
+
+    return find_release(name).name if name is not None else None
 
 
 def _discover(targets: list[Path], console: Reporter) -> Project:
@@ -106,7 +125,11 @@ def matrix(
     output_format: Annotated[MatrixFormat, typer.Option("--format", help="github | gitlab | json")] = MatrixFormat.json,
     triton: Annotated[
         str | None,
-        typer.Option("--triton", metavar="RELEASE", help="Build in this Triton release's container (e.g. 24.08)."),
+        typer.Option(
+            "--triton",
+            metavar="RELEASE",
+            help="Build in this Triton release's container (e.g. 24.08; default: trtforge.yaml's triton).",
+        ),
     ] = None,
 ) -> None:
     """Print the build matrix (spec x GPU runner) for the CI system to fan out."""
@@ -114,8 +137,10 @@ def matrix(
     from trtforge.spec import load_spec
     from trtforge.triton_releases import find_release
 
-    release = find_release(triton) if triton is not None else None
+    flag = _flag_release(triton)  # an unknown release: exit 2 before the folder is read
     project = _discover([folder] if folder is not None else [], reporter())
+    name = flag or project.settings.triton
+    release = find_release(name) if name is not None else None
     specs = [load_spec(path) for path in project.specs]
     entries = plan_matrix(project, specs, DEFAULT_CPU_RUNNER[output_format.value], release)
     if output_format is MatrixFormat.github:

@@ -18,6 +18,7 @@ stay cheap for ``trtforge --help``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ from trtforge.precision.graphs import emulated_onnx, fp16_onnx, onnx_loader
 from trtforge.precision.overflow import choose_keep_fp32
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from trtforge.console import Reporter
     from trtforge.model import ModelInfo
     from trtforge.spec import Spec
@@ -39,7 +42,8 @@ class Prepared:
 
     ``simulated_onnx`` is what onnxruntime runs for the accuracy gate when the engine cannot run
     here, where that differs from ``onnx_path``: the FP16-storage emulation of a graph with FP16
-    parts, or the graph TensorRT 10.x's builder flags (FP16 flag, native INT8) stand for.
+    parts (made in a thread of its own, so that the TensorRT build, which releases the GIL, runs
+    beside it), or the graph TensorRT 10.x's builder flags (FP16 flag, native INT8) stand for.
     ``fp16``: the manifest's ``fp16`` section (the nodes kept in FP32, and why).
     """
 
@@ -47,13 +51,29 @@ class Prepared:
     fp16_flag: bool = False
     calibration_cache: bytes | None = None
     calibration: dict | None = None
-    simulated_onnx: Path | None = None
+    simulated_onnx: Path | Future[Path] | None = None
     fp16: dict | None = None
     derived: str = ""  # what ``onnx_path`` is when not the spec's model: "fp16-converted", "int8 Q/DQ"
 
     @property
     def candidate_onnx(self) -> Path:
-        return self.simulated_onnx or self.onnx_path
+        """The gate's simulated candidate (waiting for the emulation; raising its failure)."""
+        simulated = self.simulated_onnx
+        if simulated is None or isinstance(simulated, Path):
+            return simulated or self.onnx_path
+        return simulated.result()
+
+
+def _beside(work: Callable[[], Path]) -> Future[Path]:
+    """``work`` in a thread of its own (the interpreter waits for it at exit): a graph made while
+    TensorRT, which releases the GIL, keeps the caller's thread busy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, "trtforge-emulation")
+    try:
+        return pool.submit(work)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def prepare_precision(
@@ -70,8 +90,8 @@ def prepare_precision(
     ``for_gate=False`` (the gate is off): no FP16-storage emulation is made, as nothing runs it.
     """
 
-    def emulated(graph: Path) -> Path | None:
-        return emulated_onnx(graph, cache_dir) if for_gate else None
+    def emulated(graph: Callable[[], Path]) -> Future[Path] | None:
+        return _beside(lambda: emulated_onnx(graph(), cache_dir)) if for_gate else None
 
     major = version_tuple(version)[0]
     weakly_typed_trt = flavor == "tensorrt" and major < 11
@@ -79,7 +99,7 @@ def prepare_precision(
         return Prepared(spec.model_path)
     if spec.precision == "fp16":
         if weakly_typed_trt:  # TensorRT picks each layer's precision itself: no keep list to apply
-            simulated = emulated(fp16_onnx(spec.model_path, cache_dir)) if for_gate else None
+            simulated = emulated(lambda: fp16_onnx(spec.model_path, cache_dir))
             return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=simulated)
         source = onnx_loader(spec.model_path)  # one load for the guard and the conversion (it goes last)
         keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source)
@@ -87,7 +107,7 @@ def prepare_precision(
         graph = fp16_onnx(spec.model_path, cache_dir, keep.nodes, source)
         return Prepared(
             graph,
-            simulated_onnx=emulated(graph),
+            simulated_onnx=emulated(lambda: graph),
             fp16=keep.manifest_section(),
             derived="fp16-converted",
         )
@@ -114,11 +134,11 @@ def prepare_precision(
             fp16_flag=fp16_parts,
             calibration_cache=result.trt_cache(version),
             calibration=result.manifest_section(),
-            simulated_onnx=emulated(result.qdq_model) if fp16_parts else result.qdq_model,
+            simulated_onnx=emulated(lambda: result.qdq_model) if fp16_parts else result.qdq_model,
         )
     return Prepared(
         result.qdq_model,
         calibration=result.manifest_section(),
-        simulated_onnx=emulated(result.qdq_model) if fp16_parts else None,
+        simulated_onnx=emulated(lambda: result.qdq_model) if fp16_parts else None,
         derived="int8 Q/DQ",
     )

@@ -24,11 +24,13 @@ EMULATION_KEY = "trtforge.emulation"
 
 FP16_STORAGE = (
     "fp16 storage: Cast(FLOAT16)->Cast(FLOAT) after every tensor the engine's graph holds in FP16, "
-    "FP16 weights widened, onnxruntime CPU with graph optimizations off"
+    "FP16 weights widened, onnxruntime CPU with all graph optimizations (they keep every cast pair)"
 )
 """The emulation label: onnxruntime's CPU provider runs an FP16 graph with FP32 intermediates (it
 inserts and folds casts around kernels it lacks in FP16), so the converted graph itself never
-overflows or rounds as TensorRT's FP16 tensors do; explicit cast pairs do."""
+overflows or rounds as TensorRT's FP16 tensors do; explicit cast pairs do. No optimization level
+folds a pair or fuses across it (tests/test_fp16_emulation.py checks the level the gate uses on
+Conv/BatchNormalization/Relu/Add), and the highest level runs the emulation fastest."""
 
 
 def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: Sequence[str] = ()) -> onnx.ModelProto:
@@ -193,7 +195,8 @@ def emulated_onnx(graph_path: Path, cache_dir: Path) -> Path:
     graph's content (``fp16-emulated/``); the graph itself when there is nothing to emulate."""
     import onnx
 
-    target = cache_dir / "fp16-emulated" / f"{sha256_file(graph_path)}.onnx"
+    label = hashlib.sha256(FP16_STORAGE.encode()).hexdigest()[:8]  # the label is in the graph: a new one, a new entry
+    target = cache_dir / "fp16-emulated" / f"{sha256_file(graph_path)}-{label}.onnx"
     if target.is_file():
         return target
     emulated = emulate_fp16(onnx.load(str(graph_path)))

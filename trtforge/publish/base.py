@@ -270,6 +270,8 @@ class Existing:
 
     engine_sha256: str | None
     manifest_sha256: str | None
+    #: the registry's annotations on it (OCI only): ``ci`` records its build key there
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 Action = Literal["new", "unchanged", "replace"]

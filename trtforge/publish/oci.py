@@ -556,7 +556,11 @@ class OciRegistry:
         engine, manifest = image.layer(ENGINE_MEDIA_TYPE), image.layer(MANIFEST_MEDIA_TYPE)
         if not image.is_trtforge_artifact or engine is None or manifest is None:
             return Existing(None, None)
-        return Existing(engine.digest.removeprefix("sha256:"), manifest.digest.removeprefix("sha256:"))
+        return Existing(
+            engine.digest.removeprefix("sha256:"),
+            manifest.digest.removeprefix("sha256:"),
+            tuple(sorted((image.annotations or {}).items())),
+        )
 
     def candidates(self, name: str, precision: str | None) -> Listing:
         prefix = f"{name}-{precision}-" if precision else f"{name}-"
@@ -790,7 +794,16 @@ class OciRegistry:
         """Push under ``tag``: the artifact's stem when publishing, a build-cache key for ``ci``
         (which records the key in ``annotations``, to check what it pulls back)."""
         reference = f"{self.location.host}/{self.location.repository}:{tag}"
-        action, detail = decide(self._existing(tag), artifact, force, reference)
+        existing = self._existing(tag)
+        action, detail = decide(existing, artifact, force, reference)
+        if (
+            action == "unchanged"
+            and existing is not None
+            and force
+            and not (annotations or {}).items() <= dict(existing.annotations).items()
+        ):
+            # the same bytes without the annotations asked for (a build-cache entry without its key)
+            action, detail = "replace", f"same engine, annotations recorded (--force) under {reference}"
         if action == "unchanged":
             return PublishOutcome("unchanged", reference, detail)
         client = self._connect()

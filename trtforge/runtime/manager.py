@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +23,34 @@ class PoolManager:
 
         self._pools: dict[str, EnginePool | _Reserved] = {}
         self._lock = threading.Lock()
+        self._closed = False
         self.registry = CollectorRegistry()
         self.registry.register(MergedRegistries(lambda: [pool.metrics.registry for pool in self.pools()]))
 
     def add(self, name: str, artifact: Path | str, size: int = 1, **options: Any) -> EnginePool:
-        """Start a pool for ``artifact`` under ``name`` (blocks until it is warm); names are unique."""
+        """Start a pool for ``artifact`` under ``name`` (blocks until it is warm); names are unique.
+
+        A ``close()`` meanwhile closes the starting pool too: its warm-up stops between contexts
+        and this raises PoolClosed, so a server stopping during warm-up does not wait for it."""
         with self._lock:
+            if self._closed:
+                raise PoolClosed("the pool manager is closed")
             if name in self._pools:
                 raise InvalidInputError(f"a pool named '{name}' exists already; remove it first or pick another name")
-            self._pools[name] = placeholder = _Reserved()
+            pool = EnginePool(artifact, size, name=name, start=False, **options)
+            self._pools[name] = placeholder = _Reserved(pool)
         try:
-            pool = EnginePool(artifact, size, name=name, **options)
+            pool.start()
         except BaseException:
             with self._lock:
-                self._pools.pop(name, None)
+                if self._pools.get(name) is placeholder:
+                    del self._pools[name]
             raise
         with self._lock:
             if self._pools.get(name) is placeholder:
                 self._pools[name] = pool
                 return pool
-        pool.close()  # the manager was closed meanwhile
+        pool.close()  # the manager was closed as the start ended
         raise PoolClosed("the pool manager was closed while the pool started")
 
     def get(self, name: str) -> EnginePool:
@@ -94,8 +103,10 @@ class PoolManager:
         pool.close()
 
     def close(self) -> None:
+        """Close every pool, the starting ones included (their ``add`` raises PoolClosed); no add after."""
         with self._lock:
-            pools = [pool for pool in self._pools.values() if isinstance(pool, EnginePool)]
+            self._closed = True
+            pools = [entry if isinstance(entry, EnginePool) else entry.pool for entry in self._pools.values()]
             self._pools.clear()
         for pool in pools:
             pool.close()
@@ -107,5 +118,9 @@ class PoolManager:
         self.close()
 
 
+@dataclass(frozen=True)
 class _Reserved:
-    """Holds a name in a PoolManager while its pool starts (so two adds cannot race for it)."""
+    """Holds a name in a PoolManager while its pool starts (so two adds cannot race for it, and
+    ``close()`` can stop the start)."""
+
+    pool: EnginePool

@@ -177,6 +177,8 @@ class EnginePool:
             self._inputs = self._source.inputs
             self._feeds, self._health.probe_feed = self._warm_feeds(self._source)
             errors = self._prepare_all()
+            if lender.state is PoolState.CLOSED:  # closed between contexts: settling them would be wasted
+                raise PoolClosed(f"pool '{self.name}' was closed while it started")
             if len(errors) == self.size:
                 raise PoolStartError(f"pool '{self.name}': no context could be created and warmed ({errors[0]})")
             self._memory = self._source.memory([s.runner for s in lender.slots if s.runner is not None])

@@ -267,7 +267,10 @@ def build_app(state: ServeState) -> Starlette:
         try:
             yield
         finally:
+            # closing stops a warm-up in progress at its next context; then the thread ends, and no
+            # pool it was starting outlives the server
             await anyio.to_thread.run_sync(state.manager.close)
+            await anyio.to_thread.run_sync(thread.join)
 
     routes = [
         Route("/v2", server_metadata),

