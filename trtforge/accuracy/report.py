@@ -71,8 +71,8 @@ class OutputResult(_Frozen):
 
 #: Why an ``identical`` candidate (fp32, engine not runnable here) proves nothing about the engine.
 IDENTICAL_REASON = (
-    "at fp32 the simulated candidate is the reference's own ONNX: the gate compared the reference "
-    "with itself, which proves nothing about the engine"
+    "at fp32 the simulated candidate is the reference's own ONNX, identical by construction: the gate "
+    "has nothing to compare it with, which proves nothing about the engine"
 )
 #: What the gate still runs for an ``identical`` candidate, and why no more.
 IDENTICAL_PASS = (
