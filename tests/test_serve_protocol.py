@@ -4,6 +4,7 @@ tensors, encoding responses, the request checks (an engine's profile ranges in t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 from registry import build_engine
 
+from trtforge.compat import LoadPolicy
 from trtforge.errors import InvalidInputError
+from trtforge.serve.app import Limits
 from trtforge.serve.protocol import (
     HEADER_LENGTH,
     InferRequest,
@@ -24,7 +27,15 @@ from trtforge.serve.protocol import (
     encode_infer_response,
     parse_infer_request,
 )
-from trtforge.serve.server import engine_plan, model_warmup_sets, onnx_plan, parse_warmup_shape, split_named
+from trtforge.serve.server import (
+    ServeConfig,
+    engine_plan,
+    model_warmup_sets,
+    onnx_plan,
+    parse_warmup_shape,
+    run_server,
+    split_named,
+)
 
 DIGITS = ModelSignature(
     (TensorMeta("input", "FP32", (-1, 1, 8, 8)),),
@@ -158,12 +169,10 @@ def test_an_engine_plan_comes_from_its_manifest_and_warmup_sets_fill_other_input
 
 def test_readiness_follows_warmup_and_the_minimum_of_healthy_contexts() -> None:
     """A pool degraded below ``--min-contexts`` makes the server not ready; at or above it, ready."""
-    import dataclasses
-
     from registry import DIGITS_ONNX
 
     from trtforge.runtime.manager import PoolManager
-    from trtforge.serve.app import Limits, ServeState
+    from trtforge.serve.app import ServeState
 
     plan = onnx_plan(DIGITS_ONNX, "digits")
     with PoolManager() as manager:
@@ -186,3 +195,15 @@ def test_readiness_follows_warmup_and_the_minimum_of_healthy_contexts() -> None:
         pool.check()
         pool.close()
         assert state.not_ready() == "model 'digits': pool is closed"
+
+
+def test_an_unknown_provider_is_refused_before_any_artifact_is_resolved() -> None:
+    logged: list[str] = []
+    config = ServeConfig(artifacts=("oci://127.0.0.1:9/never",), policy=LoadPolicy(), provider="tpu")
+    with pytest.raises(InvalidInputError, match="--provider 'tpu': use cpu or cuda"):
+        run_server(config, logged.append)
+    assert logged == []  # nothing pulled, nothing listened
+    too_many = dataclasses.replace(config, provider="cpu", limits=Limits(pool_size=24, max_queue=1001))
+    with pytest.raises(InvalidInputError, match="--pool 24 \\+ --max-queue 1001: at most 1024 requests"):
+        run_server(too_many, logged.append)
+    assert logged == []

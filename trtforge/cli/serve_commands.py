@@ -19,8 +19,6 @@ from trtforge.errors import InvalidInputError
 
 app = typer.Typer()
 
-PROVIDERS = ("cpu", "cuda")
-
 
 @app.command()
 @exits_cleanly
@@ -85,10 +83,6 @@ def serve(
     from trtforge.serve.server import PullOptions, ServeConfig, run_server
     from trtforge.signing import load_trusted_keys
 
-    if provider not in PROVIDERS:
-        raise InvalidInputError(f"--provider '{provider}': use cpu or cuda")
-    if pool + max_queue > 1024:
-        raise InvalidInputError(f"--pool {pool} + --max-queue {max_queue}: at most 1024 requests per model at once")
     keys = load_trusted_keys(trusted_key or ())
     if require_signature and not keys:
         raise InvalidInputError("--require-signature needs --trusted-key FILE (or $TRTFORGE_TRUSTED_KEY)")

@@ -71,6 +71,11 @@ class TensorMeta:
         dims = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in tensor.shape)
         return cls(tensor.name, datatype_of(tensor.dtype), dims)
 
+    @property
+    def default_shape(self) -> tuple[int, ...]:
+        """The shape with every dynamic dim 1: what warm-up and the server's own probe send."""
+        return tuple(max(dim, 1) for dim in self.shape)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
@@ -293,7 +298,7 @@ def probe_request(signature: ModelSignature) -> tuple[bytes, int]:
     arrays = {}
     for meta in signature.inputs:
         profile = next((p for p in signature.profiles if meta.name in p), None)
-        shape = tuple(profile[meta.name]["min"]) if profile else tuple(max(dim, 1) for dim in meta.shape)
+        shape = tuple(profile[meta.name]["min"]) if profile else meta.default_shape
         arrays[meta.name] = np.zeros(shape, numpy_dtype(DATATYPES[meta.datatype]))
     header = json.dumps(
         {

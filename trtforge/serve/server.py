@@ -18,17 +18,17 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, first_line
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, read_manifest
 from trtforge.serve.app import Limits, ModelPlan, ServeState, build_app
-from trtforge.serve.protocol import ModelSignature, TensorMeta
+from trtforge.serve.protocol import ModelSignature, TensorMeta, datatype_of
 
 if TYPE_CHECKING:
     from trtforge.compat import LoadPolicy
@@ -42,6 +42,8 @@ _SET_SPLIT = re.compile(r",(?=\s*[A-Za-z_][^=,]*=)")
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 #: requests the server sends each model through its own HTTP path before it reports ready
 SELF_REQUESTS = 2
+#: requests one model may admit at once (``--pool`` + ``--max-queue``)
+MAX_ADMITTED = 1024
 #: KServe/Triton platform names by backend
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "tensorrt-rtx": "tensorrt_rtx_plan"}
 
@@ -88,7 +90,11 @@ def engine_plan(path: Path, name: str | None) -> ModelPlan:
     paths = ArtifactPaths.of(path).must_exist()
     manifest = read_manifest(paths.manifest)
     metas = {
-        mode: tuple(TensorMeta.of(_desc(t.name, t.dtype, tuple(t.shape))) for t in manifest.io if t.mode == mode)
+        mode: tuple(
+            TensorMeta(t.name, datatype_of(t.dtype), tuple(d if d >= 0 else -1 for d in t.shape))
+            for t in manifest.io
+            if t.mode == mode
+        )
         for mode in ("input", "output")
     }
     signature = ModelSignature(metas["input"], metas["output"], tuple(manifest.profiles))
@@ -107,12 +113,6 @@ def onnx_plan(path: Path, name: str | None) -> ModelPlan:
     return ModelPlan(name or path.stem, path, "onnxruntime", PLATFORMS["onnxruntime"], signature)
 
 
-def _desc(name: str, dtype: str, shape: tuple[int, ...]) -> Any:
-    from trtforge.model import TensorDesc
-
-    return TensorDesc(name, dtype, tuple(None if d < 0 else d for d in shape))
-
-
 def _folder_plans(folder: Path, name: str | None, policy: LoadPolicy) -> list[ModelPlan]:
     """Every model in a folder: for each engine name the artifact that fits this host best, and each .onnx."""
     from trtforge.runtime.loader import find_artifacts, select_artifact
@@ -128,7 +128,7 @@ def _folder_plans(folder: Path, name: str | None, policy: LoadPolicy) -> list[Mo
                 f"{name}={folder}: the folder holds {len(plans)} models ({', '.join(p.name for p in plans)}); "
                 "name a file instead of the folder"
             )
-        plans = [ModelPlan(name, plans[0].path, plans[0].backend, plans[0].platform, plans[0].signature)]
+        plans = [replace(plans[0], name=name)]
     return plans
 
 
@@ -239,12 +239,7 @@ def model_warmup_sets(
     for model, shapes in shape_sets:
         if model not in (None, plan.name) or not names & shapes.keys():
             continue
-        kept.append(
-            {
-                meta.name: tuple(shapes.get(meta.name) or tuple(max(dim, 1) for dim in meta.shape))
-                for meta in plan.signature.inputs
-            }
-        )
+        kept.append({meta.name: tuple(shapes.get(meta.name) or meta.default_shape) for meta in plan.signature.inputs})
     return kept
 
 
@@ -353,6 +348,16 @@ def _warmer(
 
 def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop, 130 for Ctrl-C)."""
+    from trtforge.runtime.sources import PROVIDERS
+
+    if config.provider not in PROVIDERS:  # before any pull: a typo is exit 2 at once
+        raise InvalidInputError(f"--provider '{config.provider}': use {' or '.join(PROVIDERS)}")
+    limits = config.limits
+    if limits.pool_size + limits.max_queue > MAX_ADMITTED:  # each admitted request holds a worker thread
+        raise InvalidInputError(
+            f"--pool {limits.pool_size} + --max-queue {limits.max_queue}: "
+            f"at most {MAX_ADMITTED} requests per model at once"
+        )
     plans, refused = resolve_artifacts(config.artifacts, config.policy, config.pull, log)
     for text in config.warmup_shapes:  # a typo is exit 2 before the port opens, not a failed warm-up
         parse_warmup_shape(text, [plan.name for plan in plans])
