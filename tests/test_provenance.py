@@ -269,6 +269,18 @@ def test_inputs_given_are_matched_by_digest_wherever_they_are(project: Path, tmp
     assert code == 5 and any("is not an input of this engine" in problem for problem in document["problems"])
 
 
+def test_a_missing_input_file_is_a_one_line_usage_error(project: Path, tmp_path: Path) -> None:
+    from trtforge.errors import InvalidInputError
+    from trtforge.provenance import verify_provenance
+
+    engine, missing = _engine(project), tmp_path / "gone.onnx"
+    code, _, err = cli("verify-provenance", engine, "--trusted-key", project / "ci.key.pub", "--input", missing)
+    assert code == 2 and f"--input {missing}: no such file; check the path" in err and "Traceback" not in err
+    # the library refuses it too (before hashing anything), not only the command
+    with pytest.raises(InvalidInputError, match="no such file"):
+        verify_provenance(engine, load_trusted_keys([project / "ci.key.pub"]), [missing])
+
+
 def test_sign_attest_without_a_spec_records_the_digests_of_the_manifest(project: Path) -> None:
     engine = _engine(project)
     pair = generate_keypair(project / "late.key")

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.environment import file_problem
-from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, first_line
 from trtforge.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from trtforge.keys import SigningKey, TrustedKey
 from trtforge.manifest import ENGINE_SUFFIX, ArtifactPaths, Manifest, bounded_json, read_manifest
@@ -189,7 +189,7 @@ def validate_statement(document: Any) -> None:
         Statement.copy_from_pb(parsed).validate()
         provenance = json_format.ParseDict(document["predicate"], provenance_pb2.Provenance())
     except (json_format.ParseError, TypeError) as exc:
-        raise ValueError(str(exc).splitlines()[0]) from None
+        raise ValueError(first_line(exc)) from None
     if not provenance.build_definition.build_type or not provenance.run_details.builder.id:
         raise ValueError("the SLSA predicate lacks buildDefinition.buildType or runDetails.builder.id (both required)")
 
@@ -381,8 +381,7 @@ def read_envelope(path: Path) -> Any:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
         return f"the DSSE field {exc.args[0]!r} is missing"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)
 
 
 def _signer_of(wrapped: Any, path: Path, trusted: Sequence[TrustedKey]) -> TrustedKey:
@@ -462,6 +461,9 @@ def verify_provenance(
         raise InvalidInputError(
             "no trusted key: pass --trusted-key FILE (the signer's .pub) or set TRTFORGE_TRUSTED_KEY"
         )
+    for given_path in given:
+        if not given_path.is_file():
+            raise InvalidInputError(f"--input {given_path}: no such file; check the path")
     paths = ArtifactPaths.of(engine_or_manifest).must_exist()
     engine = paths.existing_engine("verify the .engine that sits beside its attestation")
     path = attestation_path(engine)

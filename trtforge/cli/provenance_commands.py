@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from trtforge.cli.common import JsonOption, TrustedKeyOption, emit_json, exits_cleanly, reporter
+
+if TYPE_CHECKING:
+    from trtforge.provenance import ProvenanceReport
 
 app = typer.Typer()
 
@@ -31,13 +34,10 @@ def verify_provenance_command(
     as_json: JsonOption = False,
 ) -> None:
     """Verify ENGINE's signed provenance: signer, subjects, and every input hashed again. Exit 0, or 5."""
-    from trtforge.errors import IncompatibleEngineError, InvalidInputError
+    from trtforge.errors import IncompatibleEngineError
     from trtforge.provenance import verify_provenance
     from trtforge.signing import load_trusted_keys
 
-    for path in inputs or ():
-        if not path.is_file():
-            raise InvalidInputError(f"--input {path}: no such file; check the path")
     report = verify_provenance(engine, load_trusted_keys(trusted_key or ()), inputs or ())
     if as_json:
         emit_json(report.to_dict())
@@ -49,7 +49,7 @@ def verify_provenance_command(
         raise IncompatibleEngineError(f"{report.engine.name}: {'; '.join(report.problems)}", report.problems)
 
 
-def _render(report: Any) -> None:
+def _render(report: ProvenanceReport) -> None:
     console = reporter()
     builder = report.builder
     versions = ", ".join(f"{name} {value}" for name, value in builder.get("version", {}).items())

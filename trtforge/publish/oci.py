@@ -684,7 +684,7 @@ class OciRegistry:
             "artifactType": document["artifactType"],
             "annotations": document["annotations"],
         }
-        self._add_to_referrers_tag(subject["digest"], entry)
+        self._add_to_referrers_tag(subject["digest"], listed, entry)
         return {"digest": digest, "referrers": "tag-schema", "status": "published"}
 
     def _put(self, reference: str, body: bytes, media_type: str, action: str) -> requests.Response:
@@ -715,10 +715,9 @@ class OciRegistry:
             data = read_at_most(response, MAX_ANSWER_BYTES, "a referrers list")
         return list(self._parse(data, ReferrerIndex, "a referrers list").manifests), mode
 
-    def _add_to_referrers_tag(self, subject_digest: str, entry: dict[str, Any]) -> None:
-        """Add one descriptor to the subject's referrers tag (created when missing); entries of
-        other tools stay as they are."""
-        listed, _ = self._referrers(subject_digest)
+    def _add_to_referrers_tag(self, subject_digest: str, listed: list[dict[str, Any]], entry: dict[str, Any]) -> None:
+        """Add one descriptor to the subject's referrers tag (created when missing), after the
+        ``listed`` ones ``attach`` read; entries of other tools stay as they are."""
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": [*listed, entry]}
         self._put(
             fallback_tag(subject_digest), canonical_json(index), OCI_INDEX_MEDIA_TYPE, "tagging the referrers index"

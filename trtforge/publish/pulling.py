@@ -30,9 +30,10 @@ from typing import Literal
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.compat import DEFAULT_POLICY, Environment, LoadPolicy, Problem, policy_problems
 from trtforge.environment import Target, file_problem, measure_engine
-from trtforge.errors import IncompatibleEngineError
+from trtforge.errors import IncompatibleEngineError, TrtforgeError
 from trtforge.fsutil import check_inside, ensure_writable_dir, sha256_bytes
 from trtforge.manifest import Manifest, manifest_path_for
+from trtforge.provenance import attestation_path, verify_provenance
 from trtforge.publish.base import (
     AttestationSource,
     Candidate,
@@ -136,8 +137,9 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     engine_final = out_dir / chosen.manifest.artifact.file
     manifest_final = manifest_path_for(engine_final)
     check_inside(out_dir, engine_final, f"{chosen.reference}: artifact.file")
-    checks_referrers = request.policy.require_signature and isinstance(registry, AttestationSource)
-    if not checks_referrers and _already_here(chosen, engine_final, manifest_final):
+    # the one place the rule lives: --require-signature on a registry that keeps attestations
+    referrers = registry if request.policy.require_signature and isinstance(registry, AttestationSource) else None
+    if referrers is None and _already_here(chosen, engine_final, manifest_final):
         return PullOutcome(
             "unchanged", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections
         )
@@ -149,16 +151,20 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
             staged = writer.stage(engine_final.name)
             _download_verified(registry, chosen, env, request.policy, staged)
             writer.stage(manifest_final.name).write_bytes(chosen.manifest_bytes)
-            attested = _attestation(registry, chosen, request.policy, staged, engine_final.name)
+            attested = (
+                Attested()
+                if referrers is None
+                else _attestation(referrers, chosen, request.policy, staged, engine_final.name)
+            )
             if attested.envelope is not None:
-                writer.stage(_attestation_file(engine_final).name).write_bytes(attested.envelope)
+                writer.stage(attestation_path(engine_final).name).write_bytes(attested.envelope)
             writer.commit()  # engine, manifest (and attestation) together: the old set or the new one
     except BaseException:
         if created:
             _remove_if_empty(out_dir)
         raise
     notes = ((note,) if note else ()) + attested.notes
-    attestation = _attestation_file(engine_final) if attested.envelope is not None else None
+    attestation = attestation_path(engine_final) if attested.envelope is not None else None
     return PullOutcome(
         "pulled", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections, notes, attestation
     )
@@ -185,12 +191,6 @@ def _download_verified(
         )
 
 
-def _attestation_file(engine: Path) -> Path:
-    from trtforge.provenance import attestation_path
-
-    return attestation_path(engine)
-
-
 @dataclass(frozen=True)
 class Attested:
     """What the referrers gave: the verified envelope to write beside the engine (None: none), and notes."""
@@ -199,11 +199,11 @@ class Attested:
     notes: tuple[str, ...] = ()
 
 
-def _attestation(registry: Registry, chosen: Candidate, policy: LoadPolicy, staged: Path, engine_name: str) -> Attested:
+def _attestation(
+    registry: AttestationSource, chosen: Candidate, policy: LoadPolicy, staged: Path, engine_name: str
+) -> Attested:
     """Under --require-signature, every referrer that claims to be this engine's attestation must
     verify (exit 5 otherwise); the first is kept."""
-    if not policy.require_signature or not isinstance(registry, AttestationSource):
-        return Attested()
     found = registry.attestations(chosen)
     kept: bytes | None = None
     notes = list(found.notes)
@@ -224,9 +224,6 @@ def _verify_envelope(
 ) -> str:
     """``provenance.verify_provenance`` on the downloaded files, laid out under their own names in a
     scratch folder beside them (a hard link for the engine: no copy of a multi-GB file)."""
-    from trtforge.errors import TrtforgeError
-    from trtforge.provenance import attestation_path, verify_provenance
-
     with tempfile.TemporaryDirectory(prefix=".trtforge-verify-", dir=staged.parent) as scratch:
         engine = Path(scratch) / engine_name
         try:
