@@ -20,7 +20,16 @@ from onnx import helper, numpy_helper
 
 from trtforge.accuracy.gate import GateCandidate, candidate_runner
 from trtforge.manifest import read_manifest
-from trtforge.precision.graphs import FP16_STORAGE, emulate_fp16, fp16_onnx, to_fp16
+from trtforge.model import ModelInfo, read_model_info
+from trtforge.precision.graphs import (
+    EMULATION_KEY,
+    FP16_STORAGE,
+    emulate_fp16,
+    emulated_onnx,
+    emulation_of,
+    fp16_onnx,
+    to_fp16,
+)
 
 PROFILE = "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\n"
 
@@ -110,6 +119,23 @@ def test_the_gates_optimization_level_keeps_every_cast_pair(
     finally:
         runner.deactivate()
     assert not np.isfinite(out).all()
+
+
+def test_emulation_label_is_read_from_a_description_of_the_same_model(tmp_path: Path) -> None:
+    """An fp32 gate's candidate is the spec's own model: the build's description answers (its
+    metadata), so the model is not parsed a second time; any other path is read from its file."""
+    model_path = overflow_chain(tmp_path / "over.onnx")
+    emulated = emulated_onnx(fp16_onnx(model_path, tmp_path / "cache"), tmp_path / "cache")
+    assert emulation_of(emulated) == FP16_STORAGE
+    assert dict(read_model_info(emulated).metadata)[EMULATION_KEY] == FP16_STORAGE
+    plain = read_model_info(model_path)
+    assert EMULATION_KEY not in dict(plain.metadata)
+    assert emulation_of(model_path, plain) is None
+    # the description, not the file, answers for its own path (the file carries no label)...
+    labelled = ModelInfo(model_path, plain.inputs, plain.outputs, metadata=((EMULATION_KEY, "from the description"),))
+    assert emulation_of(model_path, labelled) == "from the description"
+    # ...and a description of another model is ignored
+    assert emulation_of(emulated, plain) == FP16_STORAGE
 
 
 def test_kept_nodes_stay_fp32_between_each_other(tmp_path: Path) -> None:

@@ -70,6 +70,8 @@ class ModelInfo:
     path: Path
     inputs: tuple[TensorDesc, ...]
     outputs: tuple[TensorDesc, ...]
+    #: the graph's ``metadata_props`` (key, value): what reads them needs no second parse of the model
+    metadata: tuple[tuple[str, str], ...] = ()
 
     def input(self, name: str) -> TensorDesc | None:
         return next((tensor for tensor in self.inputs if tensor.name == name), None)
@@ -368,7 +370,8 @@ def describe(model: onnx.ModelProto, path: Path) -> ModelInfo:
 
     inputs = tuple(tensor(v) for v in graph_inputs)
     outputs = tuple(tensor(v) for v in model.graph.output)
-    return ModelInfo(path=path, inputs=inputs, outputs=outputs)
+    metadata = tuple((prop.key, prop.value) for prop in model.metadata_props)
+    return ModelInfo(path=path, inputs=inputs, outputs=outputs, metadata=metadata)
 
 
 def inspect_model(path: Path) -> ModelInfo:

@@ -138,10 +138,12 @@ def engine_runs_here(manifest: Manifest, env: Environment, policy: LoadPolicy) -
     return describe_problems(found) if found else None
 
 
-def simulated(onnx_path: Path, why_not_engine: str) -> GateCandidate:
+def simulated(onnx_path: Path, why_not_engine: str, reference: ModelInfo | None = None) -> GateCandidate:
+    """The simulation as the candidate; ``reference``: the spec's model as described, whose
+    metadata serves when ``onnx_path`` is that model (fp32), instead of parsing it again."""
     from trtforge.precision.graphs import emulation_of
 
-    emulation = emulation_of(onnx_path)
+    emulation = emulation_of(onnx_path, reference)
     what = "its FP16-storage emulation" if emulation else "the precision-prepared ONNX"
     return GateCandidate(
         "simulated", f"{why_not_engine}: {what} runs in onnxruntime instead", onnx_path=onnx_path, emulation=emulation
@@ -173,7 +175,12 @@ def engine_on_disk(manifest: Manifest, engine: Path | bytes) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def open_candidate(
-    manifest: Manifest, engine: Path | bytes, simulated_onnx: Path, env: Environment, policy: LoadPolicy
+    manifest: Manifest,
+    engine: Path | bytes,
+    simulated_onnx: Path,
+    env: Environment,
+    policy: LoadPolicy,
+    reference: ModelInfo | None = None,
 ) -> Iterator[GateCandidate]:
     """The engine, deserialized by the runtime loader, when this host can run it; else the simulation.
 
@@ -182,7 +189,7 @@ def open_candidate(
     """
     why_not = engine_runs_here(manifest, env, policy)
     if why_not is not None:
-        yield simulated(simulated_onnx, why_not)
+        yield simulated(simulated_onnx, why_not, reference)
         return
     from trtforge.runtime.loader import load_engine
 
@@ -190,7 +197,7 @@ def open_candidate(
         try:
             loaded = load_engine(path, policy)
         except IncompatibleEngineError as exc:
-            yield simulated(simulated_onnx, f"the runtime loader refused the engine ({exc})")
+            yield simulated(simulated_onnx, f"the runtime loader refused the engine ({exc})", reference)
             return
     gpu = env.gpus[0]
     yield GateCandidate(
@@ -462,9 +469,10 @@ class GatePass:
         self._thread.join()
 
 
-def _pass_over_plan(runner: Runner, spec: Spec, model: ModelInfo, role: str, stop: threading.Event) -> PassResult:
+def _pass_over_plan(
+    runner: Runner, spec: Spec, model: ModelInfo, plan: inputs.Plan, role: str, stop: threading.Event
+) -> PassResult:
     """``runner`` over the plan's accepted feeds, as :func:`_collect` feeds them."""
-    plan = inputs.plan(spec, model)
     outputs: references.Outputs = []
     with active(runner, spec, role) as running:
         for batch in inputs.batches(spec, model, plan):
@@ -481,12 +489,13 @@ def reference_pass(spec: Spec, model: ModelInfo, cache_dir: Path | None) -> Gate
 
     def work(stop: threading.Event) -> PassResult:
         names = [tensor.name for tensor in model.outputs]
-        entry = reference_cache_entry(cache_dir, spec, model, inputs.plan(spec, model), sha256_file(spec.model_path))
+        plan = inputs.plan(spec, model)  # once: a data plan globs its files and reads their headers
+        entry = reference_cache_entry(cache_dir, spec, model, plan, sha256_file(spec.model_path))
         cached = references.load(entry[0], names, entry[1]) if entry else None
         if entry is not None and cached is not None:
             return cached, entry[0]
         runner = OnnxrtRunner(spec.model_path, name="reference", intra_op_threads=max(1, usable_cores() // 2))
-        outputs, _ = _pass_over_plan(runner, spec, model, "reference", stop)
+        outputs, _ = _pass_over_plan(runner, spec, model, plan, "reference", stop)
         if entry is not None:
             references.store(entry[0], [{name: out[name] for name in names} for out in outputs], names)
         return outputs, None
@@ -501,7 +510,7 @@ def candidate_pass(spec: Spec, model: ModelInfo, simulated_onnx: Callable[[], Pa
 
     def work(stop: threading.Event) -> PassResult:
         runner, _ = candidate_runner(GateCandidate("simulated", "", onnx_path=simulated_onnx()), 0)
-        return _pass_over_plan(runner, spec, model, role, stop)
+        return _pass_over_plan(runner, spec, model, inputs.plan(spec, model), role, stop)
 
     return GatePass(work, role, simulated_onnx)
 
@@ -533,7 +542,9 @@ def run_gate(
     if identical and plan.labels is None:  # the reference against itself: nothing to measure, nothing runs
         unmeasured = [_unmeasured(spec, tensor) for tensor in model.outputs]
         collected = _Collected({}, {}, label_rows=[])
-        return _report(spec, candidate, stem, engine_file, plan, collected, unmeasured, model_sha256, started)
+        return _report(
+            spec, candidate, identical, stem, engine_file, plan, collected, unmeasured, model_sha256, started
+        )
     if candidate.onnx_path is not None:
         prefetch_digest(candidate.onnx_path)  # the report's sha256 of it, hashed while the passes run
     cached: references.Outputs | None = None
@@ -581,7 +592,9 @@ def run_gate(
     unjudged = out_of_domain(outputs, collected.reference) if plan.source == "random" else None
     if unjudged:
         raise not_runnable(spec, unjudged, "random")
-    return _report(spec, candidate, stem, engine_file, plan, collected, outputs, model_sha256, started, runner_text)
+    return _report(
+        spec, candidate, identical, stem, engine_file, plan, collected, outputs, model_sha256, started, runner_text
+    )
 
 
 def _unmeasured(spec: Spec, output: TensorDesc) -> OutputResult:
@@ -598,6 +611,7 @@ def _unmeasured(spec: Spec, output: TensorDesc) -> OutputResult:
 def _report(
     spec: Spec,
     candidate: GateCandidate,
+    identical: bool,
     stem: str,
     engine_file: str | None,
     plan: inputs.Plan,
@@ -607,7 +621,6 @@ def _report(
     started: float,
     runner_text: str = IDENTICAL_RUNNER,
 ) -> AccuracyReport:
-    identical = same_graph_as_reference(candidate, spec.model_path)
     failures = [check.message for out in outputs for check in out.checks if not check.passed]
     candidate_sha256 = model_sha256 if identical else sha256_file(candidate.onnx_path) if candidate.onnx_path else None
     return AccuracyReport(
@@ -679,7 +692,7 @@ def run_accuracy_gate(
     from trtforge.environment import detect_environment
 
     env = env or detect_environment(flavor=manifest.tensorrt.flavor)
-    with open_candidate(manifest, engine, simulated_onnx, env, policy or DEFAULT_POLICY) as candidate:
+    with open_candidate(manifest, engine, simulated_onnx, env, policy or DEFAULT_POLICY, model) as candidate:
         reporter.info(f"{spec.name}: accuracy gate, candidate {candidate.kind} ({candidate.reason})")
         report = run_gate(
             spec,

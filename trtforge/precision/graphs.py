@@ -19,6 +19,8 @@ from trtforge.fsutil import sha256_file, staged_file
 if TYPE_CHECKING:
     import onnx
 
+    from trtforge.model import ModelInfo
+
 EMULATION_KEY = "trtforge.emulation"
 """Metadata key of an emulated candidate graph: how it emulates the engine (the gate reports it)."""
 
@@ -203,8 +205,12 @@ def emulated_onnx(graph_path: Path, cache_dir: Path) -> Path:
     return graph_path if emulated is None else save_model(emulated, target)
 
 
-def emulation_of(model_path: Path) -> str | None:
-    """How ``model_path`` emulates the engine (None: it is the precision-prepared graph as is)."""
+def emulation_of(model_path: Path, described: ModelInfo | None = None) -> str | None:
+    """How ``model_path`` emulates the engine (None: it is the precision-prepared graph as is).
+    ``described``: a model the caller has described already; when it is ``model_path`` (an fp32
+    gate's candidate is the spec's own model), its metadata answers without a second read."""
+    if described is not None and described.path.resolve() == model_path.resolve():
+        return dict(described.metadata).get(EMULATION_KEY)
     from trtforge.model import read_onnx
 
     model = read_onnx(model_path)  # the protobuf alone: no onnx import for a gate that may run nothing
