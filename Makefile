@@ -9,7 +9,7 @@ OUT ?= out/demo
 $(BIN)/trtforge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[rtx,dev]'
+	$(BIN)/pip install --quiet -e '.[rtx,dev]' --config-settings editable_mode=compat
 	@touch $@
 
 demo: $(BIN)/trtforge

@@ -17,7 +17,9 @@ run at all); gate on / (direct + gate passes) at fp16 (goal 1.0).
 Models: the digits CNN, ResNet-18 at 3x64x64 and 3x224x224 with seeded random weights
 (benchmarks/calibration.py builds it), MobileNetV2 at 3x64x64 and a BERT-style encoder (4 layers,
 hidden 256) with two dynamic dims, batch and sequence (benchmarks/qdq_placement.py builds both).
-Also `trtforge --help` wall time (heavy imports must stay lazy).
+Also `trtforge --help` wall time (heavy imports must stay lazy). Every process runs from bytecode,
+as an installed trtforge does (``check_speed.compiled_as_installed``): the direct script's own
+imports are all installed packages, compiled by pip.
 Prints a table (stderr), then one JSON document (stdout). ``--quick``: the digits CNN only, one
 run each (a smoke test); ``--model NAME``: one model; ``--before DIR``: the trtforge builds of a
 second tree (DIR holds its ``trtforge`` package) run in the same rounds, as ``(before)`` rows.
@@ -38,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from check_speed import compiled_as_installed
 from qdq_placement import MODELS as QDQ_MODELS
 
 from calibration import resnet18
@@ -254,6 +257,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        compiled_as_installed(work / "bytecode")
         built = models(work, args.quick, args.model)
         if args.model is not None:
             built = {args.model: built[args.model]}

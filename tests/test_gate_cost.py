@@ -30,7 +30,7 @@ from trtforge.accuracy.inputs import shape_sets
 from trtforge.accuracy.report import IDENTICAL_PASS
 from trtforge.build import build_spec
 from trtforge.console import Reporter
-from trtforge.errors import BuildError
+from trtforge.errors import BuildError, InvalidInputError
 from trtforge.model import ModelInfo, TensorDesc, inspect_model
 from trtforge.precision.graphs import FP16_STORAGE
 from trtforge.shapes import MAX_POINT_BYTES
@@ -243,6 +243,87 @@ def test_build_describes_the_model_from_the_protobuf_alone(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     shown, imported = done.stdout.splitlines()
     assert shown == repr(inspect_model(model)) and imported == "[]"
+
+
+def _node_test_models() -> list[onnx.ModelProto]:
+    """onnx's own backend node tests, generated from the installed package."""
+    import warnings
+
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the generators overflow casts on purpose
+        return [case.model for case in collect_testcases()]
+
+
+def _embedding(path: Path, vocab: int = 3000) -> Path:
+    """input_ids -> Gather from a [vocab, 64] table (well past the size whose values are kept), so the
+    valid range of the ids comes from the dims of a large initializer; a one-element depth constant too."""
+    table = numpy_helper.from_array(np.ones((vocab, 64), np.float32), "table")
+    depth = numpy_helper.from_array(np.array([5], np.int64), "depth")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["out"])],
+        "embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8, 64])],
+        [table, depth],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key="source", value="test")
+    return save(model, path)
+
+
+@pytest.mark.slow
+def test_the_description_without_weights_is_the_full_one(tmp_path: Path) -> None:
+    """``read_model_info`` leaves large initializers' values unread (issue 16 item 2), and describes
+    every onnx backend node-test model, a large embedding table's index range and a model with
+    external data exactly as the full load does."""
+    from trtforge.model import describe, read_model_info
+
+    def outcome(read: Callable[[Path], Any], path: Path) -> Any:
+        try:
+            return read(path)
+        except InvalidInputError as exc:  # a sequence input, an untyped tensor: the same error
+            return str(exc)
+
+    models = _node_test_models()
+    assert len(models) > 1000
+    for index, model in enumerate(models):
+        path = tmp_path / f"node{index}.onnx"
+        onnx.save(model, str(path))
+        full = outcome(lambda p: describe(onnx.load(str(p)), p), path)
+        assert outcome(read_model_info, path) == full, model.graph.name
+    embedding = _embedding(tmp_path / "embedding.onnx")
+    described = read_model_info(embedding)
+    assert described == inspect_model(embedding)
+    assert described.input("ids") == TensorDesc("ids", "int64", ("batch", 8), (0, 3000))
+    assert described.metadata == (("source", "test"),)
+    external = tmp_path / "external"
+    external.mkdir()
+    onnx.save(onnx.load(str(embedding)), str(external / "m.onnx"), save_as_external_data=True, location="w.bin")
+    assert read_model_info(external / "m.onnx") == inspect_model(external / "m.onnx")
+
+
+def test_the_weights_are_not_read(tmp_path: Path) -> None:
+    """A table of 3 million floats (12 MB) is left unread: what protobuf parses is a few hundred bytes."""
+    from trtforge.model import _without_weights
+
+    embedding = _embedding(tmp_path / "embedding.onnx", vocab=50_000)
+    assert embedding.stat().st_size > 12_000_000
+    assert len(_without_weights(embedding)) < 1000
+
+
+@pytest.mark.parametrize("cut", [1, 7, 1000, -5])
+def test_a_truncated_model_is_still_named_for_what_it_is(tmp_path: Path, cut: int) -> None:
+    """Bytes that do not walk as protobuf go to protobuf's parser whole: the one-line error, exit 2."""
+    from trtforge.model import read_model_info
+
+    whole = _embedding(tmp_path / "embedding.onnx").read_bytes()
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(whole[:cut])
+    with pytest.raises(InvalidInputError, match="not an ONNX model") as raised:
+        read_model_info(broken)
+    assert raised.value.exit_code == 2
 
 
 # ---------------------------------------------------------------- the passes beside the build

@@ -16,15 +16,18 @@ import pytest
 HEAVY = ("onnx", "numpy", "pydantic", "tensorrt", "tensorrt_rtx", "onnxruntime")
 
 
-def _imported(*args: str) -> set[str]:
+def _all_imported(*args: str) -> set[str]:
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "trtforge", *args],
         capture_output=True,
         text=True,
         env=os.environ,
     )
-    names = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-    return {name for name in names if name.split(".")[0] in HEAVY}
+    return {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+
+
+def _imported(*args: str) -> set[str]:
+    return {name for name in _all_imported(*args) if name.split(".")[0] in HEAVY}
 
 
 def test_help_imports_no_heavy_library() -> None:
@@ -69,3 +72,43 @@ def test_check_and_inspect_import_no_onnx_numpy_or_tensorrt(manifest_only: Path,
     """They read a manifest (pydantic) and hash a file: nothing else heavy."""
     roots = {name.split(".")[0] for name in _imported(command[0], str(manifest_only), *command[1:])}
     assert roots <= {"pydantic"}
+
+
+def test_command_modules_name_every_command_of_the_app() -> None:
+    """``trtforge COMMAND`` imports only COMMAND_MODULES[COMMAND]: the table must be the app's."""
+    import typer
+
+    from trtforge.cli import COMMAND_MODULES, app, make_app
+
+    assert sorted(typer.main.get_command(app).commands) == sorted(COMMAND_MODULES)  # type: ignore[attr-defined]
+    for command, module in COMMAND_MODULES.items():
+        assert command in typer.main.get_command(make_app([module])).commands  # type: ignore[attr-defined]
+
+
+def test_a_command_imports_its_own_module_only(manifest_only: Path) -> None:
+    """No other command's module (nor NVML: the target's compute capability is given) on its start-up;
+    read from ``sys.modules`` at exit (``-X importtime`` leaves out modules it reached through
+    ``importlib.import_module`` inside a package's own import)."""
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('MODULES', *sorted(sys.modules), file=sys.stderr))\n"
+        "sys.argv = ['trtforge', *sys.argv[1:]]\n"
+        "from trtforge.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "check", str(manifest_only), "--cc", "8.6"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    names = set(done.stderr.split("MODULES", 1)[1].split())
+    commands = {name for name in names if name.startswith("trtforge.cli.") and name.endswith("_commands")}
+    assert commands == {"trtforge.cli.check_commands"}
+    assert "pynvml" not in names
+
+
+def test_help_lists_every_command() -> None:
+    from trtforge.cli import COMMAND_MODULES
+
+    shown = subprocess.run([sys.executable, "-m", "trtforge", "--help"], capture_output=True, text=True, check=True)
+    listed = {line.split()[0] for line in shown.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == set(COMMAND_MODULES)

@@ -5,10 +5,8 @@ The codes are a contract (README "Exit codes"): CI scripts branch on them.
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
-import traceback
 from collections.abc import Iterable
 
 #: ``TRTFORGE_DEBUG=1`` prints the traceback of an internal error (exit 1) on stderr
@@ -71,6 +69,8 @@ def internal_error(exc: BaseException, subject: str = "") -> InternalError:
     """``exc`` as one line naming ``subject`` (a spec) and the exception type, so that one spec's
     bug costs that spec only; the traceback goes to stderr only with ``TRTFORGE_DEBUG=1``."""
     if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        import traceback
+
         traceback.print_exception(exc, file=sys.stderr)
     where = f"{subject}: " if subject else ""
     return InternalError(
@@ -87,6 +87,8 @@ def first_line(exc: BaseException) -> str:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' — did you mean 'x'?' for the closest choice, or '' when nothing is close."""
+    import difflib  # only when a word is unknown: not on every command's start-up
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" — did you mean '{close[0]}'?" if close else ""
 

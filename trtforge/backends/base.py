@@ -205,6 +205,8 @@ class TensorRTApiBackend:
 
     def _pass_on(self, printed: list[str], monitor: BuildMonitor) -> None:
         """What TensorRT printed on a step that succeeded: notes of the build, not stray lines."""
+        if not printed:
+            return  # nothing to clean: no GPU detection (NVML) for it
         for line in clean_lines(printed, self.noise):
             monitor.note(f"TensorRT: {line}")
 

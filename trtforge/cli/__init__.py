@@ -1,8 +1,10 @@
 """The command line: parse, call one function, render, map errors to exit codes.
 
 Each command group lives in its own module with its own ``typer.Typer``, merged here with
-``add_typer``. Heavy modules (onnx, onnxruntime, TensorRT) are imported inside the commands so
-that ``trtforge --help`` stays instant.
+``add_typer``. ``trtforge COMMAND`` imports the one module that defines COMMAND (click's "lazy
+subcommands"): every other module, and what it imports, would only add to the start-up of every
+command. Heavy modules (onnx, onnxruntime, TensorRT) are imported inside the commands, so that
+``trtforge --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -11,42 +13,37 @@ from __future__ import annotations
 from trtforge.cli import early  # noqa: F401
 
 # isort: split
+import importlib
+import os
+import sys
+from collections.abc import Iterable, Sequence
 from typing import Annotated
 
 import typer
 
 from trtforge import __version__
-from trtforge.cli import (
-    bench_commands,
-    build_commands,
-    check_commands,
-    ci_commands,
-    diagnose_commands,
-    provenance_commands,
-    publish_commands,
-    serve_commands,
-    verify_commands,
-)
 
-app = typer.Typer(
-    name="trtforge",
-    help="Build verified, stamped TensorRT engines from ONNX models in CI.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain help: typer's rich help imports rich's markdown and syntax modules (~0.2 s), and
-    # `trtforge --help` must be instant.
-    rich_markup_mode=None,
-)
-app.add_typer(build_commands.app)
-app.add_typer(check_commands.app)
-app.add_typer(bench_commands.app)
-app.add_typer(verify_commands.app)
-app.add_typer(diagnose_commands.app)
-app.add_typer(ci_commands.app)
-app.add_typer(publish_commands.app)
-app.add_typer(provenance_commands.app)
-app.add_typer(serve_commands.app)
+#: each command -> the module of ``trtforge.cli`` that defines it (tests/test_startup_imports.py
+#: checks that this is every command of the whole app, and nothing else)
+COMMAND_MODULES: dict[str, str] = {
+    "build": "build_commands",
+    "calibrate": "build_commands",
+    "inspect": "build_commands",
+    "schema": "build_commands",
+    "check": "check_commands",
+    "keygen": "check_commands",
+    "sign": "check_commands",
+    "bench": "bench_commands",
+    "verify": "verify_commands",
+    "diagnose": "diagnose_commands",
+    "ci": "ci_commands",
+    "matrix": "ci_commands",
+    "publish": "publish_commands",
+    "pull": "publish_commands",
+    "verify-provenance": "provenance_commands",
+    "serve": "serve_commands",
+}
+ALL_MODULES = tuple(dict.fromkeys(COMMAND_MODULES.values()))
 
 
 def _version_callback(value: bool) -> None:
@@ -55,7 +52,6 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main_callback(
     version: Annotated[
         bool,
@@ -65,5 +61,47 @@ def main_callback(
     """Build verified, stamped TensorRT engines from ONNX models in CI."""
 
 
+def make_app(modules: Iterable[str] = ALL_MODULES) -> typer.Typer:
+    """The CLI with the commands of ``modules`` (names in ``trtforge.cli``; default: every one)."""
+    app = typer.Typer(
+        name="trtforge",
+        help="Build verified, stamped TensorRT engines from ONNX models in CI.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Plain help: typer's rich help imports rich's markdown and syntax modules (~0.2 s), and
+        # `trtforge --help` must be instant.
+        rich_markup_mode=None,
+    )
+    for module in modules:
+        app.add_typer(importlib.import_module(f"trtforge.cli.{module}").app)
+    app.callback()(main_callback)
+    return app
+
+
+def modules_for(arguments: Sequence[str]) -> tuple[str, ...]:
+    """The module of the command ``arguments`` (``sys.argv[1:]``) names; every module where they
+    name none or an unknown one, so that help lists every command and a typo gets its suggestion."""
+    words = [word for word in arguments if not word.startswith("-")]
+    if words and words[0] in COMMAND_MODULES:
+        return (COMMAND_MODULES[words[0]],)
+    return ALL_MODULES
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``trtforge.cli.app``: the whole CLI, as tests and other programs invoke it (built once)."""
+    if name == "app":
+        app = globals()["app"] = make_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: pydantic looks for plugins in every installed distribution's entry points when it builds a
+#: model (importlib.metadata: 30-50 ms a process); trtforge's models are its own, so the CLI builds
+#: them without plugins, as typer does its own (a value already in the environment wins)
+PYDANTIC_PLUGINS = ("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+
 def main() -> None:
-    app()
+    os.environ.setdefault(*PYDANTIC_PLUGINS)
+    make_app(modules_for(sys.argv[1:]))()

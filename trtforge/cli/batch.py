@@ -23,9 +23,10 @@ Outcome = TypeVar("Outcome")
 
 @dataclass(frozen=True)
 class ItemReport:
-    """What one item adds to the batch: its JUnit suite and its fields of the ``--json`` row."""
+    """What one item adds to the batch: its JUnit suite (made only when ``--junit`` asks for the
+    file: junitparser is not imported otherwise) and its fields of the ``--json`` row."""
 
-    suite: Any
+    suite: Callable[[], Any]
     fields: dict[str, Any] = field(default_factory=dict)
 
 
@@ -45,7 +46,7 @@ def run_batch(
 ) -> None:
     """Run every item, write the JUnit file, print ``{"results": [...]}`` with ``--json`` and
     exit with the most severe item's code."""
-    suites: list[Any] = []
+    suites: list[Callable[[], Any]] = []
     rows: list[dict[str, Any]] = []
     lone_error: TrtforgeError | None = None
     for item in items:
@@ -65,7 +66,7 @@ def run_batch(
     if junit is not None:
         from trtforge.accuracy.report import write_junit
 
-        write_junit(junit, suites)
+        write_junit(junit, [make() for make in suites])
     if lone_error is not None:
         raise lone_error
     if as_json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,17 +57,22 @@ def build(
     from trtforge.build import build_spec
     from trtforge.signing import configured_signing_key
     from trtforge.spec import load_spec
-    from trtforge.triton_releases import find_release, refuse_build
 
     console = reporter()
     cache = cache_dir_value(cache_dir)
-    release = find_release(triton) if triton is not None else None
+    release = None
+    if triton is not None:  # the releases' table only when asked: not on every build's start-up
+        from trtforge.triton_releases import find_release
+
+        release = find_release(triton)
     signing_key = configured_signing_key(sign_key)
     requested = backend_value(backend)
 
     def build_one(spec_path: Path) -> Any:
         spec = load_spec(spec_path)
         if release is not None:
+            from trtforge.triton_releases import refuse_build
+
             refuse_build(spec, requested, release)  # before building: a refused build leaves --out as it was
         return build_spec(spec, out, console, backend=requested, cache_dir=cache, signing_key=signing_key)
 
@@ -78,9 +84,9 @@ def _built(outcome: Any) -> ItemReport:
     from trtforge.accuracy.report import junit_skipped_suite, junit_suite
 
     if outcome.accuracy is None:
-        suite = junit_skipped_suite(outcome.manifest.stem, "accuracy.enabled is false in the spec")
+        suite = partial(junit_skipped_suite, outcome.manifest.stem, "accuracy.enabled is false in the spec")
     else:
-        suite = junit_suite(outcome.accuracy)
+        suite = partial(junit_suite, outcome.accuracy)
     fields = {
         "engine": str(outcome.engine),
         "manifest": str(outcome.manifest_path),
@@ -97,8 +103,8 @@ def _build_failed(spec_path: Path, exc: TrtforgeError) -> ItemReport:
     from trtforge.accuracy.report import junit_problem_suite, junit_suite
 
     if isinstance(exc, GateFailed):
-        return ItemReport(junit_suite(exc.report))
-    return ItemReport(junit_problem_suite(spec_path.stem, str(exc), exc.exit_code))
+        return ItemReport(partial(junit_suite, exc.report))
+    return ItemReport(partial(junit_problem_suite, spec_path.stem, str(exc), exc.exit_code))
 
 
 @app.command("calibrate")

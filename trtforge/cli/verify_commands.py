@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,7 +76,7 @@ def _passed(outcome: Any) -> ItemReport:
         "manifest_updated": outcome.manifest_updated,
         "accuracy": summary(outcome.report, outcome.report_file.name),
     }
-    return ItemReport(junit_suite(outcome.report), fields)
+    return ItemReport(partial(junit_suite, outcome.report), fields)
 
 
 def _verify_failed(engine: Path, exc: TrtforgeError) -> ItemReport:
@@ -84,5 +85,5 @@ def _verify_failed(engine: Path, exc: TrtforgeError) -> ItemReport:
 
     if isinstance(exc, GateFailed):
         report = exc.report
-        return ItemReport(junit_suite(report), {"accuracy": summary(report, f"{report.stem}.accuracy.json")})
-    return ItemReport(junit_problem_suite(engine.name, str(exc), exc.exit_code), {"accuracy": None})
+        return ItemReport(partial(junit_suite, report), {"accuracy": summary(report, f"{report.stem}.accuracy.json")})
+    return ItemReport(partial(junit_problem_suite, engine.name, str(exc), exc.exit_code), {"accuracy": None})

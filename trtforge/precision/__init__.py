@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING
 
 from trtforge.compat import version_tuple
 from trtforge.errors import SpecError
-from trtforge.precision.graphs import emulated_onnx, fp16_onnx, onnx_loader
-from trtforge.precision.overflow import choose_keep_fp32
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -90,17 +88,21 @@ def prepare_precision(
     ``for_gate=False`` (the gate is off): no FP16-storage emulation is made, as nothing runs it.
     """
 
+    if spec.precision == "fp32":
+        return Prepared(spec.model_path)
+    from trtforge.precision.graphs import emulated_onnx, fp16_onnx, onnx_loader
+
     def emulated(graph: Callable[[], Path]) -> Future[Path] | None:
         return _beside(lambda: emulated_onnx(graph(), cache_dir)) if for_gate else None
 
     major = version_tuple(version)[0]
     weakly_typed_trt = flavor == "tensorrt" and major < 11
-    if spec.precision == "fp32":
-        return Prepared(spec.model_path)
     if spec.precision == "fp16":
         if weakly_typed_trt:  # TensorRT picks each layer's precision itself: no keep list to apply
             simulated = emulated(lambda: fp16_onnx(spec.model_path, cache_dir))
             return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=simulated)
+        from trtforge.precision.overflow import choose_keep_fp32
+
         source = onnx_loader(spec.model_path)  # one load for the guard and the conversion (it goes last)
         keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source)
         reporter.info(f"{spec.name}: {keep.describe()}")
