@@ -22,7 +22,7 @@ from trtforge.cache import default_cache_dir
 from trtforge.console import Reporter
 from trtforge.environment import detect_gpus, detect_platform
 from trtforge.errors import BuildError
-from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_bytes, sha256_file
+from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_beside, sha256_file
 from trtforge.keys import SigningKey
 from trtforge.manifest import (
     ArtifactInfo,
@@ -68,14 +68,20 @@ def model_label(spec: Spec, prepared: Prepared) -> str:
 
 
 def stamp(
-    spec: Spec, result: BuildResult, prepared: Prepared, tag: EngineTag, engine_file: str, seconds: float
+    spec: Spec,
+    result: BuildResult,
+    prepared: Prepared,
+    tag: EngineTag,
+    engine_file: str,
+    engine_sha256: str,
+    seconds: float,
 ) -> Manifest:
     """The manifest of a fresh build (its ``accuracy`` is filled in once the gate has run)."""
     return Manifest(
         name=spec.name,
         precision=spec.precision,
         tag=tag.render(),
-        artifact=ArtifactInfo(file=engine_file, sha256=sha256_bytes(result.engine), size=len(result.engine)),
+        artifact=ArtifactInfo(file=engine_file, sha256=engine_sha256, size=len(result.engine)),
         source=SourceInfo(onnx_sha256=sha256_file(spec.model_path), spec_sha256=spec.origin.sha256),
         tensorrt=TensorRTInfo(
             flavor=tag.flavor,
@@ -168,8 +174,10 @@ def build_spec(
         manifest_path = manifest_path_for(engine_path)
         report_file = report_path(out_dir, stem)
         with ArtifactWriter(out_dir) as writer:
+            engine_sha256 = sha256_beside(result.engine)  # hashed while the same bytes are written
             writer.stage(engine_path.name).write_bytes(result.engine)
-            manifest = stamp(spec, result, prepared, tag, engine_path.name, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            manifest = stamp(spec, result, prepared, tag, engine_path.name, engine_sha256(), seconds)
             report = _accuracy_gate(
                 spec, model_info, manifest, result.engine, prepared, out_dir, reporter, cache_dir, passes
             )
@@ -225,7 +233,7 @@ def _accuracy_gate(
     spec: Spec,
     model_info: ModelInfo,
     manifest: Manifest,
-    engine: bytes,
+    engine: memoryview,
     prepared: Prepared,
     out_dir: Path,
     reporter: Reporter,

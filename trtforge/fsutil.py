@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +60,14 @@ def sha256_file(path: Path) -> str:
 
 
 def _hash_file(path: Path, chunk: int = _CHUNK) -> str:
-    """Read ``path`` once, into one reused buffer (no new bytes object per chunk), and hash it."""
+    """Read ``path`` once, into one reused buffer (no new bytes object per chunk; no larger than
+    the file, as zeroing 8 MiB costs more than hashing a small model), and hash it."""
     digest = hashlib.sha256()
-    buffer = bytearray(chunk)
-    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
-        stamp = FileStamp.of(path, os.fstat(handle.fileno()))
+        status = os.fstat(handle.fileno())
+        stamp = FileStamp.of(path, status)
+        buffer = bytearray(max(1, min(chunk, status.st_size)))
+        view = memoryview(buffer)
         while count := handle.readinto(buffer):
             digest.update(view[:count])
         hexdigest = digest.hexdigest()
@@ -121,8 +123,22 @@ def _await_prefetch(path: Path) -> None:
         thread.join()
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_beside(data: bytes | memoryview) -> Callable[[], str]:
+    """Start hashing ``data`` on a thread of its own (hashlib releases the GIL), so that the hash
+    overlaps what the caller does next (writing the same bytes); call the result for the digest."""
+    digest = hashlib.sha256()
+    thread = threading.Thread(target=digest.update, args=(data,), name="trtforge-sha256", daemon=True)
+    thread.start()
+
+    def hexdigest() -> str:
+        thread.join()
+        return digest.hexdigest()
+
+    return hexdigest
 
 
 def data_sha256(files: Sequence[Path]) -> str:

@@ -160,7 +160,7 @@ def same_graph_as_reference(candidate: GateCandidate, reference: Path) -> bool:
 
 
 @contextlib.contextmanager
-def engine_on_disk(manifest: Manifest, engine: Path | bytes) -> Iterator[Path]:
+def engine_on_disk(manifest: Manifest, engine: Path | bytes | memoryview) -> Iterator[Path]:
     """The engine under its own name with its manifest beside it, as the loader wants it: the
     artifact itself, or (for a build still staged) a copy in a private temporary folder."""
     if isinstance(engine, Path):
@@ -176,7 +176,7 @@ def engine_on_disk(manifest: Manifest, engine: Path | bytes) -> Iterator[Path]:
 @contextlib.contextmanager
 def open_candidate(
     manifest: Manifest,
-    engine: Path | bytes,
+    engine: Path | bytes | memoryview,
     simulated_onnx: Path,
     env: Environment,
     policy: LoadPolicy,
@@ -672,7 +672,7 @@ def run_accuracy_gate(
     spec: Spec,
     model: ModelInfo,
     manifest: Manifest,
-    engine: Path | bytes,
+    engine: Path | bytes | memoryview,
     simulated_onnx: Path,
     reporter: Reporter,
     *,

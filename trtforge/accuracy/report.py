@@ -195,16 +195,20 @@ def _show(value: Number | None) -> str:
 
 
 def render(report: AccuracyReport, reporter: Reporter) -> None:
-    """A rich table of every check, then the task accuracy (with labels) side by side."""
-    from rich.table import Table
-
-    verdict = "[green]passed[/green]" if report.passed else "[bold red]FAILED[/bold red]"
+    """A rich table of every check, then the task accuracy (with labels) side by side; a report that
+    compared nothing (an identical candidate) is its one line, without rich."""
     title = (
-        f"accuracy {report.name} {report.precision}: {verdict} — candidate {report.candidate.kind} "
+        f"accuracy {report.name} {report.precision}: {{verdict}} — candidate {report.candidate.kind} "
         f"({report.candidate.runner}), {report.data.samples} samples "
         + ("from files" if report.data.source == "files" else f"of seeded random data (seed {report.data.seed})")
     )
-    table = Table(title=title, title_justify="left")
+    if not any(out.checks or out.metrics for out in report.outputs) and not report.task_accuracies():
+        reporter.info(title.format(verdict="passed" if report.passed else "FAILED"))
+        return
+    from rich.table import Table
+
+    verdict = "[green]passed[/green]" if report.passed else "[bold red]FAILED[/bold red]"
+    table = Table(title=title.format(verdict=verdict), title_justify="left")
     for column in ("output", "metric", "value", "limit", "result"):
         table.add_column(column, justify="right" if column in ("value", "limit") else "left")
     for out in report.outputs:

@@ -77,7 +77,7 @@ class GpuTargets:
 
 @dataclass(frozen=True)
 class BuildResult:
-    engine: bytes
+    engine: memoryview  # TensorRT's serialized engine itself (IHostMemory's buffer), not a copy
     io: tuple[TensorFacts, ...]
     gpu: GpuTargets
     notes: tuple[str, ...] = field(default=())
@@ -261,4 +261,5 @@ class TensorRTApiBackend:
             raise BuildError(f"{request.source}: {self.flavor} {self.version} could not build it: {detail}")
         self._pass_on(printed, monitor)
         self.save_timing_cache(config, request)
-        return BuildResult(engine=bytes(serialized), io=self._io(network), gpu=gpu, notes=tuple(notes))
+        engine = memoryview(serialized).cast("B")  # keeps ``serialized`` alive; 47 MB not copied for ResNet-18
+        return BuildResult(engine=engine, io=self._io(network), gpu=gpu, notes=tuple(notes))
