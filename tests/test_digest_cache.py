@@ -172,3 +172,16 @@ def test_entries_are_written_whole_without_fsync_and_artifacts_with_it(
     fsutil.atomic_write_text(tmp_path / "x.manifest.json", "{}")
     assert len(synced) == 1 and (tmp_path / "x.manifest.json").read_text() == "{}"
     assert not [path for path in digest_dir().iterdir() if path.name.endswith(fsutil.TEMP_SUFFIX)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000, 9 * 1024 * 1024 + 7])
+def test_a_file_of_any_size_hashes_right_and_bytes_hashed_beside_too(tmp_path: Path, size: int) -> None:
+    """The read buffer follows the file's size (no 8 MiB buffer for a small model), and a build's
+    engine bytes hashed on their own thread give hashlib's digest."""
+    data = os.urandom(size)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    expected = hashlib.sha256(data).hexdigest()
+    assert fsutil._hash_file(path) == expected
+    assert fsutil._hash_file(path, chunk=4096) == expected
+    assert fsutil.sha256_beside(memoryview(data))() == expected
