@@ -8,6 +8,10 @@ For each model and precision (fp32, fp16), each run in its own process with a co
   * direct + gate passes (fp16): the direct build, then one onnxruntime pass of the FP32
               reference and one of the FP16 candidate over the gate's documented input plan
               (`trtforge.accuracy.inputs.shape_sets`)
+  * direct + dependencies (fp32): the direct build after importing what trtforge's named
+              dependencies cost any tool built on them (typer with its pydantic adapters,
+              pydantic's models and plugin loader, PyYAML, protobuf): the part of the gap that
+              is theirs, not trtforge's own work (informational, no goal)
   * trtforge: `trtforge build` on a spec with the same model and settings, gate off and on
 The runs of one model are interleaved (repeat 1 of every row, then repeat 2, ...), so load from
 other processes on a shared machine falls on every row alike.
@@ -51,6 +55,9 @@ TRTFORGE = [sys.executable, "-m", "trtforge"]
 DIRECT = """
 import json
 import sys
+if sys.argv[6:] == ["with-dependencies"]:  # what any typer + pydantic + YAML + protobuf tool imports
+    import google.protobuf.message, pydantic.plugin._loader, typer, typer._adapters, yaml
+    from pydantic import BaseModel
 import tensorrt_rtx as trt
 from pathlib import Path
 model, out, precision = sys.argv[1:4]
@@ -163,6 +170,8 @@ def measure_model(label: str, model: Model, work: Path, repeats: int, before: Pa
     for precision in PRECISIONS:
         direct = [sys.executable, str(script), str(model.path), str(work / "direct.engine"), precision, profile]
         commands[f"{precision} direct API"] = [*direct, "[]"]
+        if precision == "fp32":
+            commands[f"{precision} direct + dependencies"] = [*direct, "[]", "with-dependencies"]
         if precision != "fp32":
             commands[f"{precision} direct + gate passes"] = [*direct, plan]
         for gate in ("false", "true"):
@@ -278,6 +287,11 @@ def main() -> None:
         found, wanted = ratios(rows), goals(built[label])
         shown = (f"{k} {v:.2f} (goal {wanted[k]:g}: {'met' if v <= wanted[k] else 'MISSED'})" for k, v in found.items())
         print(f"{label:<16} ratios: " + "; ".join(shown), file=sys.stderr)
+        with_dependencies = rows["fp32 trtforge gate off"][0] / rows["fp32 direct + dependencies"][0]
+        print(
+            f"{label:<16} fp32 gate off / (direct + dependencies): {with_dependencies:.2f}x (informational)",
+            file=sys.stderr,
+        )
         summary[label] = {
             "median_seconds": {name: round(median, 4) for name, (median, _) in rows.items()},
             "ratio_trtforge_over_direct": found["fp32_gate_off_over_direct"],
@@ -285,6 +299,13 @@ def main() -> None:
             **found,
             "goals": wanted,
             "goals_met": {key: value <= wanted[key] for key, value in found.items()},
+            # informational: the dependencies' share, and trtforge's own over a tool that imports them
+            "fp32_dependencies_over_direct": round(
+                rows["fp32 direct + dependencies"][0] / rows["fp32 direct API"][0], 3
+            ),
+            "fp32_gate_off_over_direct_with_dependencies": round(
+                rows["fp32 trtforge gate off"][0] / rows["fp32 direct + dependencies"][0], 3
+            ),
         }
     print(
         f"{'-':<16} {'trtforge --help':<28} {help_seconds:9.3f} {'-':>10}   "
