@@ -6,6 +6,7 @@ warming the pool's defaults plus the request shape. Real onnxruntime sessions th
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trtforge.bench import BenchConfig, run_bench
+from trtforge.runtime import pool as pool_module
 from trtforge.runtime.lending import Slot
 from trtforge.runtime.pool import SETTLE_RUNS, WARMUP_RUNS, EnginePool
 
@@ -38,7 +40,13 @@ class CountingCondition(threading.Condition):
         super().notify_all()
 
 
-def test_request_path_runs_during_warm_up_and_is_not_counted() -> None:
+@pytest.fixture
+def unhurried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settling runs all SETTLE_RUNS however slow a loaded CI host is (its time cap is tested apart)."""
+    monkeypatch.setattr(pool_module, "SETTLE_BUDGET_S", 60.0)
+
+
+def test_request_path_runs_during_warm_up_and_is_not_counted(unhurried: None) -> None:
     pool = EnginePool(DIGITS, size=3, warmup_shapes=[ONE], start=False)
     returned: list[int] = []
     give_back = pool._lender.give_back
@@ -49,7 +57,10 @@ def test_request_path_runs_during_warm_up_and_is_not_counted() -> None:
 
     pool._lender.give_back = watched  # type: ignore[method-assign]
     with pool:
-        assert sorted(returned) == [0, 1, 2]  # every context served once through infer() before ready
+        first = pool._lender.idle[-1].index  # the context the first request gets
+        assert sorted(returned[:3]) == [0, 1, 2]  # every context served once through infer() before ready
+        # then the first request's context, back to back through infer(), the last thing before ready
+        assert returned[3:] == [first] * SETTLE_RUNS
         assert pool.ready
         snapshot = pool.metrics.snapshot()
         assert (snapshot.requests_ok, snapshot.hits, snapshot.inference_count, snapshot.in_flight) == (0, 0, 0, 0)
@@ -102,28 +113,13 @@ def test_bench_warms_the_defaults_and_the_request_shape(batch: int) -> None:
     assert warm.warm_runs == 2 * 2  # the default (batch 1) and the request shape, on each context
 
 
-def test_each_warm_up_shape_runs_warmup_runs_times_on_every_context() -> None:
+def test_each_warm_up_shape_runs_warmup_runs_times_on_every_context(unhurried: None) -> None:
     """onnxruntime's second and third run of a shape are still slow: one run per shape is not warm."""
     pool = EnginePool(DIGITS, size=2, warmup_shapes=[ONE, {"input": (4, 1, 8, 8)}], start=False)
     assert pool._source is None
-    shapes: list[tuple[int, ...]] = []
-    open_source = pool._open_source
-
-    def counted():  # type: ignore[no-untyped-def]
-        source = open_source()
-        new_runner = source.new_runner
-
-        def runner(name: str):  # type: ignore[no-untyped-def]
-            made = new_runner(name)
-            infer = made.infer
-            made.infer = lambda feed: (shapes.append(feed["input"].shape), infer(feed))[1]  # type: ignore[method-assign]
-            return made
-
-        source.new_runner = runner  # type: ignore[method-assign]
-        return source
-
-    pool._open_source = counted  # type: ignore[method-assign]
+    runs = _record_runs(pool)
     with pool:
+        shapes = [shape for _, shape in runs]
         batch_one, batch_four = shapes.count((1, 1, 8, 8)), shapes.count((4, 1, 8, 8))
         # per context: WARMUP_RUNS of each shape, the health probe (batch 1), the probe SETTLE_RUNS
         # times once both contexts exist, one request-path run
@@ -149,3 +145,76 @@ def test_first_request_gets_the_context_that_ran_last() -> None:
         for slot in held:
             lender.give_back(slot, None, None)
         assert lender.acquire(1.0) is held[-1]
+        lender.give_back(held[-1], None, None)  # else close() waits its 30 s for the context lent
+
+
+def _record_runs(pool: EnginePool) -> list[tuple[int, tuple[int, ...]]]:
+    """Record every inference each context runs, as (context index, input shape), on real sessions."""
+    runs: list[tuple[int, tuple[int, ...]]] = []
+    open_source = pool._open_source
+
+    def counted():  # type: ignore[no-untyped-def]
+        source = open_source()
+        new_runner = source.new_runner
+
+        def runner(name: str):  # type: ignore[no-untyped-def]
+            made = new_runner(name)
+            index, infer = int(name.rsplit("/", 1)[1]), made.infer
+            made.infer = lambda feed: (runs.append((index, feed["input"].shape)), infer(feed))[1]  # type: ignore[method-assign]
+            return made
+
+        source.new_runner = runner  # type: ignore[method-assign]
+        return source
+
+    pool._open_source = counted  # type: ignore[method-assign]
+    return runs
+
+
+def test_settling_stops_at_its_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose runs take longer than SETTLE_BUDGET_S settles one run per context, not SETTLE_RUNS."""
+    monkeypatch.setattr(pool_module, "SETTLE_BUDGET_S", 0.0)
+    pool = EnginePool(DIGITS, size=2, warmup_shapes=[ONE], start=False)
+    runs = _record_runs(pool)
+    with pool:
+        # WARMUP_RUNS, the health probe, the request-path pass, one settling run
+        per_context = [index for index, _ in runs]
+        assert [per_context.count(0), per_context.count(1)] == [WARMUP_RUNS + 3] * 2
+        assert pool.ready
+
+
+def test_warm_up_requests_take_the_fast_path_and_leave_the_metrics_objects_in_place(unhurried: None) -> None:
+    """The warm-up's requests give their context back exactly as a request after ready does (no
+    Condition work), and forgetting them zeroes the series in place."""
+    pool = EnginePool(DIGITS, size=2, warmup_shapes=[ONE], start=False)
+    lender = pool._lender
+    slow_returns: list[int] = []
+    release_locked = lender._release_locked
+
+    def watched(slot: Slot) -> bool:
+        slow_returns.append(slot.index)
+        return release_locked(slot)
+
+    lender._release_locked = watched  # type: ignore[method-assign]
+    histogram = pool.metrics.inference_time
+    with pool:
+        assert slow_returns == []
+        assert pool.metrics.inference_time is histogram and sum(histogram.counts) == 0 and histogram.sum == 0
+        pool.infer(feed())
+        assert sum(histogram.counts) == 1 and slow_returns == []
+
+
+def test_a_request_sent_before_ready_is_served_once_the_contexts_are_warm() -> None:
+    """It queues while the contexts warm up, then goes: it does not sleep until its own timeout
+    (nor does the warm-up's own request queued behind it)."""
+    pool = EnginePool(DIGITS, size=2, warmup_shapes=[ONE, {"input": (4, 1, 8, 8)}], start=False)
+    starter = threading.Thread(target=pool.start)
+    try:
+        starter.start()
+        began = time.perf_counter()
+        outputs = pool.infer(feed(), timeout=15.0)
+        assert time.perf_counter() - began < 10.0
+        assert outputs["logits"].shape == (1, 10)
+        starter.join(timeout=15.0)
+        assert pool.ready
+    finally:
+        pool.close()

@@ -61,7 +61,7 @@ class SlotState(str, Enum):
 
 # Enum members as module globals for the request path: ``PoolState.CLOSED`` is a class-attribute
 # lookup through the enum's metaclass (~0.15 µs each on a small VM), several per request.
-_READY, _CLOSED = PoolState.READY, PoolState.CLOSED
+_STARTING, _READY, _CLOSED = PoolState.STARTING, PoolState.READY, PoolState.CLOSED
 _IDLE, _BUSY = SlotState.IDLE, SlotState.BUSY
 
 
@@ -180,8 +180,9 @@ class Lender:
         """Return a slot that ``acquire`` lent, with its request's inference time and outcome."""
         with self.lock:
             self.metrics.returned(seconds, outcome)
-            if self.state is _READY and not slot.failed and not self.waiters:
-                slot.state = _IDLE  # the fast path: nobody to wake, nothing to settle
+            # the fast path: nobody to wake, nothing to settle (starting: the warm-up's requests take it too)
+            if (self.state is _READY or self.state is _STARTING) and not slot.failed and not self.waiters:
+                slot.state = _IDLE
                 self.idle.append(slot)
                 return
             closed = self._release_locked(slot)

@@ -141,12 +141,15 @@ class PoolMetrics:
             self.requests[outcome] += 1
 
     def forget_requests(self) -> None:
-        """Zero the request path's series: warm-up runs through it, and must not count as traffic."""
+        """Zero the request path's series: warm-up runs through it, and must not count as traffic.
+        In place: the next request updates the very objects the warm-up left in the CPU caches."""
         with self.lock:
-            self.requests = dict.fromkeys(OUTCOMES, 0)
+            for outcome in self.requests:
+                self.requests[outcome] = 0
             self.hits = self.waits = self.in_flight = 0
-            self.wait_time = LatencyHistogram()
-            self.inference_time = LatencyHistogram()
+            for histogram in (self.wait_time, self.inference_time):
+                histogram.counts[:] = [0] * len(histogram.counts)
+                histogram.sum = 0.0
 
     # ------------------------------------------------------------ rare events
     def exhausted(self) -> None:

@@ -61,8 +61,15 @@ DEFAULT_TIMEOUT_S = 30.0
 #: the first time and 1.1-1.9x the second and third (arena growth, kernel and buffer choices; measured
 #: on ResNet-18 and the digits CNN), steady from the fourth; the health probe that follows is that one.
 WARMUP_RUNS = 3
-#: Probe runs per context once every context exists, just before the request path is warmed.
-SETTLE_RUNS = 2
+#: Probe runs per context, back to back, once every context exists and the request path ran: the
+#: last thing before ``ready``. On a CPU a context is as fast as in a steady stream of requests only
+#: after many runs in a row (measured on a 2-core VM, first request after ready / steady p50, median
+#: of 14 processes: digits CNN 1.48x after 24 runs, 1.29x after 36, 1.16x after 124; ResNet-18 at
+#: 64x64, whose weights leave the shared last-level cache while other contexts run, 1.5x after 2
+#: runs and 1.0-1.1x after 16-32).
+SETTLE_RUNS = 100
+#: At most this many seconds of settling per context: a large model stops after fewer runs.
+SETTLE_BUDGET_S = 0.1
 
 
 class PoolStartError(TrtforgeError):
@@ -103,8 +110,10 @@ class EnginePool:
     ``artifact``: an ``.engine`` (TensorRT, through the loader) or an ``.onnx`` (onnxruntime).
     ``warmup_shapes``: the input shapes that will be served (default: each profile's min/opt/max
     for engines, the model's shape with dynamic dims 1 for ONNX); every context runs each
-    ``WARMUP_RUNS`` times before the pool is ready, and then the request path itself runs once per
-    context (acquire, inference, give back, metrics; not counted in the metrics). ``warmup_also``: shapes warmed
+    ``WARMUP_RUNS`` times before the pool is ready, then the request path itself runs once per
+    context (acquire, inference, give back, metrics; not counted in the metrics), and last every
+    context settles (``SETTLE_RUNS`` in a row), the one the first request gets last and through
+    the request path. ``warmup_also``: shapes warmed
     besides those (``trtforge bench`` adds its request shape to the defaults this way).
     ``warmup=False`` skips all of it (for measuring cold starts only).
     ``timeout``: how long ``infer`` waits for a context by default (None: forever).
@@ -182,12 +191,13 @@ class EnginePool:
             if len(errors) == self.size:
                 raise PoolStartError(f"pool '{self.name}': no context could be created and warmed ({errors[0]})")
             self._memory = self._source.memory([s.runner for s in lender.slots if s.runner is not None])
-            if self._warmup:
-                self._settle()
+            self.metrics.device_memory(self._memory.total)  # now: nothing but ``ready`` follows the warm-up
             with lender.cond:
                 lender.idle.extend(slot for slot in lender.slots if slot.state is SlotState.IDLE)
+                lender.cond.notify_all()  # a request sent before ready waits in the queue: it may go now
             if self._warmup:
                 self._warm_request_path()
+                self._settle()
         except BaseException:
             self._fail_start()
             raise
@@ -203,41 +213,61 @@ class EnginePool:
             raise PoolClosed(f"pool '{self.name}' was closed while it started")
         self.startup_seconds = time.perf_counter() - began
         self.metrics.warmup(self.startup_seconds)
-        self.metrics.device_memory(self._memory.total)
         if self._health_interval:
             self._health.start_loop(self._health_interval)
         return self
 
-    def _settle(self) -> None:
-        """Run the probe ``SETTLE_RUNS`` times on every healthy context once all of them exist, in
-        the order the request path visits them: creating the later contexts evicted the earlier
-        ones' caches, and onnxruntime takes two runs to be fast again (measured: without this the
-        first request after ready is 1.8x the steady p50 on ResNet-18, with it 1.0-1.1x)."""
-        feed = self._health.probe_feed
-        assert feed is not None
-        for slot in reversed(self._lender.slots):  # the idle stack lends the last slot first
-            if slot.state is SlotState.IDLE and slot.runner is not None:
-                for _ in range(SETTLE_RUNS):
-                    slot.runner.infer(feed)
-
     def _warm_request_path(self) -> None:
-        """Serve the probe once on every healthy context through ``infer`` itself (acquire, the
-        inference, give back, metrics), then forget those requests: the first real request after
-        ``ready`` runs no code for the first time. The context served last stays on top of the
-        idle stack, so the first request gets the hottest one. A close meanwhile ends it quietly."""
+        """Serve the probe once on every idle context through ``infer`` itself (acquire, the
+        inference, give back, metrics; the same fast path as after ``ready``). The idle stack's
+        order is kept: each context served goes to the bottom, so the next one surfaces. A close
+        meanwhile ends it quietly."""
         feed = self._health.probe_feed
         assert feed is not None
         lender = self._lender
-        try:
-            for remaining in reversed(range(len(lender.idle))):
+        with contextlib.suppress(PoolClosed):
+            for _ in range(len(lender.idle)):
                 self.infer(feed)
-                if remaining:
-                    with lender.lock:
-                        lender.idle.rotate(1)  # the one just served goes to the bottom: the next surfaces
-        except PoolClosed:
-            return
-        self.metrics.forget_requests()
-        for slot in self._lender.slots:
+                with lender.lock:
+                    lender.idle.rotate(1)  # the one just served goes to the bottom: the next surfaces
+
+    def _settle(self) -> None:
+        """The last step before ``ready``: run the probe ``SETTLE_RUNS`` times in a row (at most
+        ``SETTLE_BUDGET_S``) on every idle context, from the bottom of the idle stack to its top,
+        the top one through ``infer`` itself. So the context the first request gets ran last, back
+        to back, through the very code the first request runs (measured on the digits CNN: the
+        same runs on the runner alone leave that request 2x the steady p50, as the interpreter's
+        branches were trained on other code). Then the warm-up's requests are forgotten. A close
+        meanwhile ends it quietly."""
+        feed = self._health.probe_feed
+        assert feed is not None
+        lender = self._lender
+        with lender.lock:  # off the stack while they run alone: a request sent before ``ready`` waits
+            if lender.state is PoolState.CLOSED or not lender.idle:
+                return
+            *below, top = lender.idle  # bottom first: the stack lends its last element first
+            lender.idle.clear()
+        try:
+            for slot in below:
+                deadline = time.perf_counter() + SETTLE_BUDGET_S
+                for _ in range(SETTLE_RUNS):
+                    if lender.state is PoolState.CLOSED or slot.runner is None:
+                        return
+                    slot.runner.infer(feed)
+                    if time.perf_counter() > deadline:
+                        break
+        finally:
+            with lender.cond:
+                lender.idle.extend(slot for slot in [*below, top] if slot.state is SlotState.IDLE)
+                lender.cond.notify_all()
+        deadline = time.perf_counter() + SETTLE_BUDGET_S
+        with contextlib.suppress(PoolClosed):
+            for _ in range(SETTLE_RUNS):
+                self.infer(feed)
+                if time.perf_counter() > deadline:
+                    break
+        self.metrics.forget_requests()  # the warm-up's requests are not traffic
+        for slot in lender.slots:
             slot.served = 0
 
     def _prepare_all(self) -> list[str]:
@@ -316,6 +346,7 @@ class EnginePool:
         if self._source is not None:
             self._source.close()
             self._source = None
+        self.metrics.device_memory(None)
         with lender.cond:
             self._starting = False
             lender.cond.notify_all()  # a close() that waits for start to give up may return now
