@@ -16,8 +16,10 @@ built with onnx.helper and seeded random weights. Data: seeded normal samples in
                       ``compute_data``: what quantize_static runs before writing Q/DQ)
 
 All read the data through ``trtforge.data.iter_batches`` (batches of 16). Wall time is the
-child's own measurement of the work (imports and process start excluded); peak RSS is the
-child's maximum resident set from ``os.wait4``. A child killed for memory, or raising
+child's own measurement of the work (imports and process start excluded), beside its CPU
+time (``cpu_seconds`` in the JSON: on a machine shared with other work, CPU time over the
+floor's is the steadier ratio, and the one wall time tends to when every core is busy);
+peak RSS is the child's maximum resident set from ``os.wait4``. A child killed for memory, or raising
 MemoryError, is recorded as "out of memory". onnxruntime runs with its default threads.
 
 Goals (issue 16) at the largest count: the calibration proper (trtforge-ranges) <= 1.0 x the
@@ -25,6 +27,8 @@ floor, end to end shown beside it (it adds the model check and the Q/DQ ONNX wri
 cost); onnxruntime / trtforge >= 5 (calibration proper); trtforge's peak RSS flat in the number
 of samples. Prints a table on stderr, then one JSON document on stdout. The MiB columns
 show the end-to-end runs, or the calibration-only runs when only those ran (``--kinds``).
+
+With ``--repeat N``, N rounds run every kind once in turn; each kind keeps its fastest run.
 
 Usage: python benchmarks/calibration.py [--samples 64 256 1024] [--repeat N] [--workdir DIR]
 """
@@ -165,12 +169,17 @@ def run_trtforge(model: Path, data: Path, samples: int, out: Path) -> None:
 
 
 def run_trtforge_ranges(model: Path, data: Path, samples: int, out: Path) -> None:
+    """What ``Calibration`` runs: fold, collect from the folded file, thresholds."""
+    import onnx
+
     from trtforge.calibration.collect import collect
     from trtforge.calibration.histogram import compute_amax
-    from trtforge.calibration.qdq import fold_batchnorm, quantized_inputs
+    from trtforge.calibration.qdq import folded_file, quantized_inputs
 
-    folded = fold_batchnorm(model)
-    stats, _ = collect(folded, quantized_inputs(folded), _batches(data, model, samples), "entropy")
+    with folded_file(model) as saved:
+        folded = onnx.load(str(saved))
+        batches = _batches(data, model, samples)
+        stats, _ = collect(folded, quantized_inputs(folded), batches, "entropy", saved=saved)
     for values in stats.values():
         compute_amax(values, "entropy")
 
@@ -242,9 +251,9 @@ def child(kind: str, model: Path, data: Path, samples: int, out: Path, limit_gib
     import onnxruntime.quantization  # noqa: F401
 
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     RUNS[kind](model, data, samples, out)
-    print(json.dumps({"seconds": time.perf_counter() - started}))
+    print(json.dumps({"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}))
 
 
 OUT_OF_MEMORY = ("MemoryError", "bad_alloc", "Failed to allocate memory", "Cannot allocate memory")
@@ -268,23 +277,34 @@ def measure(kind: str, model: Path, data: Path, samples: int, out: Path, limit_g
         return {"seconds": None, "rss_mib": rss_mib, "result": "out of memory"}
     if code != 0:
         raise SystemExit(f"{kind} at {samples} samples failed:\n{errors[-3000:]}")
-    seconds = json.loads(output.strip().splitlines()[-1])["seconds"]
-    return {"seconds": round(seconds, 3), "rss_mib": rss_mib, "result": "ok"}
+    measured = json.loads(output.strip().splitlines()[-1])
+    seconds, cpu_seconds = measured["seconds"], measured["cpu_seconds"]
+    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3), "rss_mib": rss_mib, "result": "ok"}
 
 
-def repeated(
-    kind: str, model: Path, data: Path, samples: int, workdir: Path, args: argparse.Namespace
-) -> dict[str, object]:
-    """The fastest of ``repeat`` runs (noise from other processes only ever adds time), with
-    the largest peak RSS seen; each run starts from an empty output folder (no cache)."""
-    results = []
-    for _ in range(args.repeat):
-        out = workdir / "runs" / f"{kind}-{samples}"
-        shutil.rmtree(out, ignore_errors=True)
-        results.append(measure(kind, model, data, samples, out, args.memory_limit_gib))
+def best(results: list[dict[str, object]]) -> dict[str, object]:
+    """The fastest of repeated runs (noise from other processes only ever adds time), with
+    the largest peak RSS seen."""
     finished = [result for result in results if result["result"] == "ok"]
-    best = min(finished, key=lambda result: result["seconds"]) if finished else results[0]
-    return {**best, "rss_mib": max(result["rss_mib"] for result in results), "runs": args.repeat}
+    fastest = min(finished, key=lambda result: result["seconds"]) if finished else results[0]
+    return {**fastest, "rss_mib": max(result["rss_mib"] for result in results), "runs": len(results)}
+
+
+def measure_row(model: Path, data: Path, samples: int, workdir: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Every kind at one sample count, ``repeat`` rounds of one run of each kind in turn: load
+    from other processes that comes and goes falls on every kind alike, not on whichever kind
+    happened to run its repeats during it. Each run starts from an empty output folder (no cache)."""
+    results: dict[str, list[dict[str, object]]] = {kind: [] for kind in args.kinds}
+    for _ in range(args.repeat):
+        for kind in args.kinds:
+            out = workdir / "runs" / f"{kind}-{samples}"
+            shutil.rmtree(out, ignore_errors=True)
+            results[kind].append(measure(kind, model, data, samples, out, args.memory_limit_gib))
+    row: dict[str, object] = {"samples": samples}
+    for kind in args.kinds:
+        row[kind] = best(results[kind])
+        print(f"{samples:5d} {kind:18s} {row[kind]}", file=sys.stderr)
+    return row
 
 
 def prepare(workdir: Path, largest: int, size: int) -> tuple[Path, Path]:
@@ -313,7 +333,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--workdir", type=Path, help="keep model and data here (reused)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement: fastest time, largest RSS")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, kinds in turn: fastest time, largest RSS")
     parser.add_argument("--size", type=int, default=64, help="input height and width")
     parser.add_argument("--kinds", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--memory-limit-gib", type=int, default=0, help="address-space cap per run (0: none)")
@@ -328,13 +348,7 @@ def main() -> None:
         workdir = (args.workdir or Path(tmp)) / f"size{args.size}"
         workdir.mkdir(parents=True, exist_ok=True)
         model, data = prepare(workdir, max(args.samples), args.size)
-        rows = []
-        for samples in args.samples:
-            row: dict[str, object] = {"samples": samples}
-            for kind in args.kinds:
-                row[kind] = repeated(kind, model, data, samples, workdir, args)
-                print(f"{samples:5d} {kind:18s} {row[kind]}", file=sys.stderr)
-            rows.append(row)
+        rows = [measure_row(model, data, samples, workdir, args) for samples in args.samples]
     report(rows, args)
 
 

@@ -163,6 +163,22 @@ def test_merging_batch_by_batch_equals_one_pass_over_the_final_range() -> None:
         assert compute_amax(merged, algorithm) == compute_amax(one_pass, algorithm)
 
 
+def test_non_negative_batches_and_negative_zeros_bin_like_the_reference() -> None:
+    """A batch without negative values (after a ReLU) skips |x|; -0.0 still lands in bin 0,
+    and the counts are accumulated in place (no histogram allocated per update)."""
+    rng = _rng()
+    relu = np.maximum(rng.normal(0, 1, 70_000), 0).astype(np.float32)  # more than one chunk
+    relu[::5] = -0.0
+    mixed = rng.normal(0, 1, 70_000).astype(np.float32)
+    histogram = AbsHistogram(scale=NUM_BINS / 8.0)  # [0, 8) holds every value: no doubling
+    counts = histogram.counts
+    for part in (relu, mixed, relu):
+        histogram.update(part)
+    assert histogram.counts is counts
+    expected = reference_histogram(np.concatenate([relu, mixed, relu]), histogram.scale)
+    assert np.array_equal(counts, expected) and counts[0] >= 2 * (70_000 // 5)
+
+
 def test_memory_does_not_grow_with_samples() -> None:
     histogram = AbsHistogram()
     rng = _rng()

@@ -1,17 +1,21 @@
 """Calibration statistics updated in a thread of their own (issue 16, item 5): the same
 histograms, ranges and scales as updating them in the caller's thread, bit for bit; an
-overflow still names its tensor and samples; the chunk buffers are reused per thread."""
+overflow still names its tensor and samples; the chunk buffers are reused per thread; a
+session made from the folded file extended in place collects what one from the model does."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
-from models import small_cnn
+from models import save, small_cnn
 
 from trtforge.calibration.collect import all_activations, collect
 from trtforge.calibration.histogram import AbsHistogram, _chunk_buffers, amax_to_scale, compute_amax
+from trtforge.calibration.qdq import folded_file, quantized_inputs
 from trtforge.errors import InvalidInputError
 
 
@@ -66,3 +70,22 @@ def test_chunk_buffers_are_reused_within_a_thread_and_separate_across_threads() 
     worker.start()
     worker.join()
     assert np.array_equal(reused.counts, fresh.counts) and reused.scale == fresh.scale
+
+
+def test_collecting_from_the_extended_folded_file_equals_collecting_from_the_model(tmp_path: Path) -> None:
+    with folded_file(save(small_cnn(), tmp_path / "model.onnx")) as saved:
+        folded = onnx.load(str(saved))
+        tensors = quantized_inputs(folded)
+        from_file, seen = collect(folded, tensors, batches(8), "entropy", saved=saved)
+        extended = onnx.load(str(saved))
+    assert not saved.exists()  # the temporary folder is gone with the context
+    from_model, seen_too = collect(folded, tensors, batches(8), "entropy")
+    # the outputs were appended to the file as a message of their own; the model is untouched
+    added = [name for name in tensors if name != "input"]
+    assert [output.name for output in extended.graph.output] == ["logits", *added]
+    assert [output.name for output in folded.graph.output] == ["logits"]
+    assert seen == seen_too == 32 and from_file.keys() == from_model.keys() == set(tensors)
+    for name, stats in from_file.items():
+        other = from_model[name]
+        assert isinstance(stats, AbsHistogram) and isinstance(other, AbsHistogram)
+        assert np.array_equal(stats.counts, other.counts) and stats.scale == other.scale and stats.amax == other.amax

@@ -220,13 +220,31 @@ class Calibration:
             names = ", ".join(cache.scales_path(cache_dir, key).name for key, _ in keyed.values())
             log(f"calibration: reusing {names} (model, data and settings unchanged)")
         else:
-            graph = original if native and original is not None else self.folded
-            scales, self.samples = _scales(config, rules, graph, plan, self.info, batching, log)
+            scales, self.samples = self._calibrate(rules, original, plan, batching)
             for rule, (key, inputs) in keyed.items():
                 document = cache.scales_document(key, inputs, scales[rule], self.samples)
                 atomic_write_text(cache.scales_path(cache_dir, key), document)
         self.scale_sets = [ScaleSet(rule, scales[rule], cache.scales_path(cache_dir, keyed[rule][0])) for rule in rules]
         self.versions = keyed[rules[0]][1]["versions"]
+
+    def _calibrate(
+        self,
+        rules: Sequence[CalibrationRule],
+        original: onnx.ModelProto | None,
+        plan: DataPlan,
+        batching: _Batching,
+    ) -> tuple[dict[CalibrationRule, dict[str, float]], int]:
+        """Scales from the user's graph (native mode) or from the folded one, whose file,
+        still at hand, spares serializing it again for the collection."""
+        import onnx
+
+        from trtforge.calibration import qdq
+
+        if self.config.mode == "native" and original is not None:
+            return _scales(self.config, rules, original, None, plan, self.info, batching, self.log)
+        with qdq.folded_file(self.info.path) as saved:
+            self.__dict__["folded"] = folded = onnx.load(str(saved))  # the cached property, read once
+            return _scales(self.config, rules, folded, saved, plan, self.info, batching, self.log)
 
     @cached_property
     def folded(self) -> onnx.ModelProto:
@@ -337,12 +355,14 @@ def _scales(
     config: CalibrationSpec,
     rules: Sequence[CalibrationRule],
     graph: onnx.ModelProto,
+    saved: Path | None,
     plan: DataPlan,
     info: ModelInfo,
     batching: _Batching,
     log: Log,
 ) -> tuple[dict[CalibrationRule, dict[str, float]], int]:
-    """Collect statistics on ``graph`` once and turn them into scales for every rule.
+    """Collect statistics on ``graph`` (``saved``: its temporary file, if any) once and turn
+    them into scales for every rule.
 
     Q/DQ mode calibrates the folded graph's Q/DQ tensors. Native mode calibrates every
     activation of the user's graph: TensorRT 10.x looks scales up by those tensor names.
@@ -357,7 +377,7 @@ def _scales(
     log(f"calibration: {labels}, {len(tensors)} tensors, batches of {batching.size}")
     started = time.perf_counter()
     batches = iter_batches(plan.files, info.inputs, batching.size, config.max_samples, drop_last=batching.drop_last)
-    stats, samples = collect(graph, tensors, batches, statistic)
+    stats, samples = collect(graph, tensors, batches, statistic, saved=saved)
     log(f"calibration: {samples} samples in {time.perf_counter() - started:.1f} s")
     scales = {}
     for rule in rules:

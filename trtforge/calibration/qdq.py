@@ -28,7 +28,8 @@ FP32 and make the INT8 engine slower than the FP16 one.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -133,15 +134,16 @@ def quantized_inputs(model: onnx.ModelProto) -> list[str]:
     return list(names)
 
 
-def fold_batchnorm(model_path: Path) -> onnx.ModelProto:
-    """The model with BatchNormalization folded into Conv.
+@contextmanager
+def folded_file(model_path: Path) -> Iterator[Path]:
+    """The model with BatchNormalization folded into Conv, in a temporary file.
 
     Q/DQ placed on an unfolded graph would sit between Conv and BN and block TensorRT's
     fusion. onnxruntime's basic graph optimizations fold it (and constants): this is what
     ``quant_pre_process`` runs after its shape inference, asked for directly (a third of the
-    time: no shape inference, no extra save and load of the model).
+    time: no shape inference, no extra save and load of the model). The file is the
+    caller's while the context lasts (calibration extends it with outputs of its own).
     """
-    import onnx
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="trtforge-calib-") as tmp:
@@ -151,6 +153,14 @@ def fold_batchnorm(model_path: Path) -> onnx.ModelProto:
         options.optimized_model_filepath = str(folded)
         options.log_severity_level = 3
         ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        yield folded
+
+
+def fold_batchnorm(model_path: Path) -> onnx.ModelProto:
+    """The model with BatchNormalization folded into Conv (see ``folded_file``)."""
+    import onnx
+
+    with folded_file(model_path) as folded:
         return onnx.load(str(folded))
 
 
