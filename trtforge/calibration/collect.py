@@ -84,6 +84,7 @@ def collect(
     cpus: int | None = None,
     stats_thread: bool = True,
     saved: Path | None = None,
+    optimized: bool = True,
 ) -> tuple[dict[str, TensorStats], int]:
     """Statistics of the float tensors among ``tensors``, and the number of samples seen.
 
@@ -96,6 +97,8 @@ def collect(
     updating them in the caller's thread, while the main thread goes on reading and
     submitting batches. ``saved`` is ``model``'s file when the caller has one that may be
     extended (a temporary one): the session is made from it without serializing the model.
+    ``optimized=False``: no graph optimization, for few runs (the FP16 overflow guard's one sample
+    per shape), where optimizing a graph whose every tensor is an output costs more than it saves.
     """
     import onnxruntime as ort
 
@@ -106,6 +109,8 @@ def collect(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(_exposed(model, computed, saved), options, providers=["CPUExecutionProvider"])
     stats: dict[str, TensorStats] = {}
     samples = 0

@@ -188,7 +188,7 @@ def choose_keep_fp32(
             return cached
     model = load()
     try:
-        stats, _samples = collect(model, all_activations(model), feeds, "minmax")
+        stats, _samples = collect(model, all_activations(model), feeds, "minmax", optimized=False)
     except InvalidInputError as exc:  # the FP32 graph itself gives inf/NaN: the gate's reference says so
         log(f"fp16: overflow guard skipped, the FP32 model fails on {data} ({exc})")
         return KeepFp32((), "overflow guard", data=data)
