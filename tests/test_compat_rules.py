@@ -7,6 +7,9 @@ same_compute_capability; platform; flavor), then ``select_engine``'s preference 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -540,3 +543,15 @@ def test_the_rules_import_no_detection_signing_or_tensorrt() -> None:
             imported.add(child.module)
     assert {name for name in imported if name.startswith("trtforge")} == {"trtforge.tags"}
     assert not imported & {"importlib", "pynvml", "tensorrt", "tensorrt_rtx", "platform"}
+
+
+def test_no_nvidia_control_device_means_no_gpu_without_importing_nvml() -> None:
+    """On Linux NVML opens /dev/nvidiactl (WSL: /dev/dxg); without either (this CI host) the
+    detection answers () before importing NVML's bindings: a fresh process shows it."""
+    from trtforge.environment import NVIDIA_CONTROL_DEVICES
+
+    if any(os.path.exists(device) for device in NVIDIA_CONTROL_DEVICES):
+        pytest.skip("this host has an NVIDIA control device: test_detect_gpus_through_nvml covers it")
+    script = "import sys; from trtforge.environment import detect_gpus; print(detect_gpus(), 'pynvml' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["()", "False"]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import platform as _platform
+import sys
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
@@ -35,9 +37,17 @@ def detect_platform() -> Platform:
     return Platform("windows" if system.startswith("win") else system, machine)
 
 
+#: what a Linux host with an NVIDIA driver has: the driver's control device, or WSL's GPU device
+NVIDIA_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/dxg")
+
+
 @cache
 def detect_gpus() -> tuple[GpuDevice, ...]:
-    """GPUs through NVML; a machine without driver or GPU answers ``()`` without error."""
+    """GPUs through NVML; a machine without driver or GPU answers ``()`` without error (on Linux
+    without even importing NVML's bindings: NVML opens the driver's control device, so without
+    one there is nothing it could find)."""
+    if sys.platform == "linux" and not any(os.path.exists(device) for device in NVIDIA_CONTROL_DEVICES):
+        return ()
     try:
         import pynvml
     except ImportError:
