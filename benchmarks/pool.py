@@ -31,8 +31,15 @@ whether the pool slows the inference itself, which the paired estimator does not
 The first-request ratio is the issue's goal as it stands: the first request right after ``ready``
 against the steady p50 of back-to-back requests (no idle pause before either).
 
+``--control N`` separates the pool's share of that ratio from the machine's: N fresh processes of
+each kind, alternating, each starting a warmed pool as ``bench`` does and then timing its first
+call: ``pool.infer`` in one kind, and in the other a bare ``session.run`` on the very session the
+first request would get (same process, same warm-up, same code after it; only the pool's request
+path is missing), each against the same call's steady p50 in that process.
+
 Usage: python benchmarks/pool.py [--model PATH] [--trials 5] [--pool 2] [--concurrency 4]
        [--requests 2000] [--provider cpu|cuda] [--resnet-size 64] [--blocks 20] [--quick]
+       [--control N]
 Prints its table on stderr and exactly one JSON document on stdout.
 """
 
@@ -181,6 +188,43 @@ def overhead(model: Path, blocks: int, per_block: int = 50) -> dict[str, Any]:
     }
 
 
+def first_call(model: Path, bare: bool, requests: int = 200) -> float:
+    """In this (fresh) process: a warmed pool as ``bench`` starts it, then its first call
+    (``pool.infer``, or ``session.run`` on the context the first request would get) over the
+    steady p50 of the same call."""
+    sys.path.insert(0, str(REPO))
+    from trtforge.runtime.pool import EnginePool
+    from trtforge.shapes import random_feed
+
+    with EnginePool(model, 2) as pool:
+        feed = random_feed(pool.inputs, pool.warmup_shapes[0], seed=1)
+        session = pool._lender.idle[-1].runner._session  # type: ignore[union-attr]
+        call = (lambda: session.run(None, feed)) if bare else (lambda: pool.infer(feed))
+        times = []
+        for _ in range(requests + 1):
+            began = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - began)
+    return times[0] / median(times[1:])
+
+
+def control(model: Path, trials: int) -> dict[str, Any]:
+    """``first_call`` in fresh processes, pool and bare alternating; medians over trials."""
+    ratios: dict[str, list[float]] = {"pool": [], "bare": []}
+    for _ in range(trials):
+        for kind in ratios:
+            command = [sys.executable, __file__, "--first-call", kind, "--model", str(model)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            ratios[kind].append(float(done.stdout))
+    return {
+        "model": model.name,
+        "trials": trials,
+        "pool_first_to_p50": median(ratios["pool"]),
+        "bare_first_to_p50": median(ratios["bare"]),
+        "runs": ratios,
+    }
+
+
 def table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
     header = ("", "", "startup", "1st req", "x p50", "1st resp", "x p50", "p50", "burst p99", "x p50", "req/s")
     lines = ["  ".join(f"{h:>9}" for h in header)]
@@ -243,7 +287,12 @@ def main() -> None:
     parser.add_argument("--resnet-size", type=int, default=64, help="the ResNet-18's input height and width")
     parser.add_argument("--blocks", type=int, default=20, help="alternating blocks of the overhead measurement")
     parser.add_argument("--quick", action="store_true", help="three trials of 50 requests (a smoke test)")
+    parser.add_argument("--control", type=int, default=0, help="fresh processes per kind of the first-call control")
+    parser.add_argument("--first-call", choices=("pool", "bare"), help=argparse.SUPPRESS)  # one control process
     args = parser.parse_args()
+    if args.first_call:
+        print(first_call(args.model[0], args.first_call == "bare"))
+        return
     if args.quick:
         # three fresh processes even so: the first-request ratio is one request, a single trial is noise
         args.trials, args.requests, args.resnet_size, args.blocks = 3, 50, 16, 4
@@ -258,6 +307,7 @@ def main() -> None:
         summaries: dict[str, dict[str, dict[str, float]]] = {}
         runs: dict[str, list[dict[str, Any]]] = {}
         checked: list[dict[str, Any]] = []
+        controls: list[dict[str, Any]] = []
         for model in models:
             trials = []
             for index in range(args.trials):
@@ -265,6 +315,8 @@ def main() -> None:
                 trials.append(trial(args, model))
             summaries[model.name], runs[model.name] = summarize(trials), trials
             checked.append(goals(model.name, summaries[model.name], overhead(model, args.blocks)))
+            if args.control:
+                controls.append(control(model, args.control))
     print(
         f"pool {args.pool}, burst of {args.requests} from {args.concurrency} threads ({args.provider}); "
         f"median of {args.trials} fresh processes; times in ms, x p50 = ratio to the warm steady-state p50",
@@ -277,6 +329,12 @@ def main() -> None:
         file=sys.stderr,
     )
     print(goals_table(checked), file=sys.stderr)
+    for row in controls:
+        print(
+            f"control {row['model']}: first call / its steady p50 in fresh processes (median of {row['trials']}): "
+            f"pool.infer {row['pool_first_to_p50']:.2f}x, bare session.run {row['bare_first_to_p50']:.2f}x",
+            file=sys.stderr,
+        )
     document = {
         "benchmark": "pool",
         "models": [str(model) for model in models],
@@ -286,6 +344,7 @@ def main() -> None:
         "requests": args.requests,
         "trials": args.trials,
         "goals": checked,
+        "control": controls,
         "median": summaries,
         "runs": runs,
     }

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trtforge.bench import BenchConfig, run_bench
+from trtforge.errors import InvalidInputError
+from trtforge.runners.base import RunnerError
 from trtforge.runtime import pool as pool_module
-from trtforge.runtime.lending import Slot
+from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState, Slot, SlotState
 from trtforge.runtime.pool import SETTLE_RUNS, WARMUP_RUNS, EnginePool
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,9 +55,9 @@ def test_request_path_runs_during_warm_up_and_is_not_counted(unhurried: None) ->
     returned: list[int] = []
     give_back = pool._lender.give_back
 
-    def watched(slot: Slot, seconds: float | None, outcome: str | None) -> None:
+    def watched(slot: Slot) -> None:
         returned.append(slot.index)
-        give_back(slot, seconds, outcome)
+        give_back(slot)
 
     pool._lender.give_back = watched  # type: ignore[method-assign]
     with pool:
@@ -70,14 +74,41 @@ def test_request_path_runs_during_warm_up_and_is_not_counted(unhurried: None) ->
         assert pool.metrics.snapshot().requests_ok == 1
 
 
-def test_idle_context_is_lent_without_condition_work() -> None:
+class CountingLock:
+    """A real RLock that counts how often it is taken: the fast path must not take it at all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.taken = 0
+
+    def __enter__(self) -> bool:
+        self.taken += 1
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.__exit__(*exc_info)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self.taken += 1
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def test_idle_context_is_lent_without_any_lock() -> None:
+    """Lending an idle context and giving it back, metrics included, take neither the lender's
+    condition nor the pool's lock."""
     with EnginePool(DIGITS, size=2, warmup_shapes=[ONE]) as pool:
-        lender = pool._lender
-        counting = CountingCondition(lender.lock)
-        lender.cond = counting
+        lender, metrics = pool._lender, pool.metrics
+        lock = CountingLock()
+        counting = CountingCondition(lock)  # type: ignore[arg-type]
+        lender.cond, metrics.lock = counting, lock  # type: ignore[assignment]
         for _ in range(50):
             pool.infer(feed())
-        assert counting.notified == 0
+        assert (counting.notified, lock.taken) == (0, 0)
+        metrics.lock = threading.RLock()
+        lender.cond = threading.Condition(metrics.lock)
         assert pool.metrics.snapshot().requests_ok == 50
 
 
@@ -137,15 +168,15 @@ def test_first_request_gets_the_context_that_ran_last() -> None:
         for _ in range(4):
             slot = lender.acquire(1.0)
             order.append(slot.index)
-            lender.give_back(slot, None, None)
+            lender.give_back(slot)
         assert order == [order[0]] * 4
         last_warmed = order[0]
         held = [lender.acquire(1.0) for _ in range(3)]
         assert held[0].index == last_warmed and sorted(s.index for s in held) == [0, 1, 2]
         for slot in held:
-            lender.give_back(slot, None, None)
+            lender.give_back(slot)
         assert lender.acquire(1.0) is held[-1]
-        lender.give_back(held[-1], None, None)  # else close() waits its 30 s for the context lent
+        lender.give_back(held[-1])  # else close() waits its 30 s for the context lent
 
 
 def _record_runs(pool: EnginePool) -> list[tuple[int, tuple[int, ...]]]:
@@ -184,7 +215,7 @@ def test_settling_stops_at_its_time_budget(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_warm_up_requests_take_the_fast_path_and_leave_the_metrics_objects_in_place(unhurried: None) -> None:
     """The warm-up's requests give their context back exactly as a request after ready does (no
-    Condition work), and forgetting them zeroes the series in place."""
+    Condition work), and forgetting them zeroes each context's series in place."""
     pool = EnginePool(DIGITS, size=2, warmup_shapes=[ONE], start=False)
     lender = pool._lender
     slow_returns: list[int] = []
@@ -195,12 +226,13 @@ def test_warm_up_requests_take_the_fast_path_and_leave_the_metrics_objects_in_pl
         return release_locked(slot)
 
     lender._release_locked = watched  # type: ignore[method-assign]
-    histogram = pool.metrics.inference_time
+    histograms = [slot.counters.inference_time for slot in lender.slots]
     with pool:
         assert slow_returns == []
-        assert pool.metrics.inference_time is histogram and sum(histogram.counts) == 0 and histogram.sum == 0
+        assert [slot.counters.inference_time for slot in lender.slots] == histograms
+        assert all(sum(h.counts) == 0 and h.sum == 0 for h in histograms)
         pool.infer(feed())
-        assert sum(histogram.counts) == 1 and slow_returns == []
+        assert sum(sum(h.counts) for h in histograms) == 1 and slow_returns == []
 
 
 def test_a_request_sent_before_ready_is_served_once_the_contexts_are_warm() -> None:
@@ -218,3 +250,151 @@ def test_a_request_sent_before_ready_is_served_once_the_contexts_are_warm() -> N
         assert pool.ready
     finally:
         pool.close()
+
+
+def _exclusive_runners(pool: EnginePool) -> list[str]:
+    """Make every context the pool creates (rebuilt ones too) report a second caller inside its
+    ``infer`` while one is there: a context lent twice at once. Real sessions underneath."""
+    violations: list[str] = []
+    open_source = pool._open_source
+
+    def watched():  # type: ignore[no-untyped-def]
+        source = open_source()
+        new_runner = source.new_runner
+
+        def runner(name: str):  # type: ignore[no-untyped-def]
+            made = new_runner(name)
+            infer, inside = made.infer, threading.Lock()
+
+            def exclusive(feed):  # type: ignore[no-untyped-def]
+                if not inside.acquire(blocking=False):
+                    violations.append(f"{name} entered by {threading.current_thread().name} while in use")
+                    return infer(feed)
+                try:
+                    time.sleep(0)  # let another thread in, if the pool would let it
+                    return infer(feed)
+                finally:
+                    inside.release()
+
+            made.infer = exclusive  # type: ignore[method-assign]
+            return made
+
+        source.new_runner = runner  # type: ignore[method-assign]
+        return source
+
+    pool._open_source = watched  # type: ignore[method-assign]
+    return violations
+
+
+def test_stress_no_context_is_lent_twice_and_the_counts_add_up() -> None:
+    """Many threads, requests and borrows, tight timeouts, bad inputs, contexts broken under load
+    (their real onnxruntime sessions freed) and rebuilt by failed requests and a background health
+    loop: no context ever serves two callers at once, and every series equals what the callers saw."""
+    pool = EnginePool(DIGITS, size=3, warmup_shapes=[ONE], health_interval=0.005, start=False)
+    violations = _exclusive_runners(pool)
+    seen: Counter[str] = Counter()
+    seen_lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        mine: Counter[str] = Counter()
+        for step in range(300):
+            try:
+                if step % 7 == 3:
+                    with pool.borrow(timeout=30) as runner:
+                        mine["borrow"] += 1
+                        runner.infer(feed())
+                elif step % 11 == 5:
+                    pool.infer({"input": np.zeros((1, 2, 8, 8), np.float32)}, timeout=30)
+                else:
+                    pool.infer(feed(), timeout=0.002 if step % 5 == 0 else 30)
+                    mine["ok"] += 1
+            except InvalidInputError:
+                mine["invalid"] += 1
+            except PoolExhausted:
+                mine["exhausted"] += 1
+            except RunnerError:
+                mine["error" if step % 7 != 3 else "borrow_error"] += 1
+        with seen_lock:
+            seen.update(mine)
+
+    def saboteur() -> None:
+        while not stop.is_set():
+            with pool.borrow(timeout=30) as runner:
+                runner.deactivate()  # a real failure: the session is gone
+            with seen_lock:
+                seen["borrow"] += 1
+                seen["sabotage"] += 1
+            time.sleep(0.01)
+
+    with pool, ThreadPoolExecutor(9, thread_name_prefix="stress") as executor:
+        breaking = executor.submit(saboteur)
+        for future in [executor.submit(client, worker) for worker in range(8)]:
+            future.result(timeout=300)
+        stop.set()
+        breaking.result(timeout=30)
+        pool._health.stop_loop()
+        pool._health.join_loop()
+        final = pool.check()  # heals what the last sabotage broke
+        assert final.ok and pool.state is PoolState.READY
+        assert pool.check().healthy == (0, 1, 2)
+
+        assert not violations
+        assert seen["sabotage"] > 0 and seen["error"] > 0 and seen["exhausted"] > 0
+        value = pool.metrics.value
+        assert value("trtforge_pool_requests_total", outcome="ok") == seen["ok"]
+        assert value("trtforge_pool_requests_total", outcome="invalid") == seen["invalid"]
+        assert value("trtforge_pool_requests_total", outcome="error") == seen["error"]
+        assert value("trtforge_pool_requests_total", outcome="exhausted") == seen["exhausted"]
+        requests = seen["ok"] + seen["invalid"] + seen["error"]
+        acquired = value("trtforge_pool_acquire_total", kind="hit") + value("trtforge_pool_acquire_total", kind="wait")
+        assert acquired == requests + seen["borrow"]
+        assert value("trtforge_pool_wait_seconds_count") == acquired
+        assert value("trtforge_pool_inference_seconds_count") == requests
+        assert value("trtforge_pool_in_flight") == 0 and value("trtforge_pool_waiting") == 0
+        assert value("trtforge_pool_contexts", state="idle") == 3
+        assert value("trtforge_pool_rebuilds_total") >= 1
+        assert sum(context.served for context in pool.contexts()) == seen["ok"] + seen["borrow"] - seen["borrow_error"]
+        assert sorted(slot.index for slot in pool._lender.idle) == [0, 1, 2]  # each idle exactly once
+    assert all(slot.state is SlotState.CLOSED and slot.runner is None for slot in pool._lender.slots)
+    assert pool._source is None  # the engine was freed, after its contexts
+
+
+@pytest.mark.parametrize("attempt", range(5))  # a race: several tries
+def test_close_under_load_frees_every_context_once(attempt: int) -> None:
+    """Requests racing ``close()`` either get their answer or PoolClosed; afterwards every context
+    and the engine are freed, none twice, and nothing is left on the idle stack."""
+    pool = EnginePool(DIGITS, size=2, warmup_shapes=[ONE], start=False)
+    violations = _exclusive_runners(pool)
+    pool.start()
+    freed: Counter[int] = Counter()
+    retire = pool._retire
+
+    def counted(slot: Slot) -> None:
+        freed[slot.index] += 1 if slot.runner is not None else 0
+        retire(slot)
+
+    pool._retire = counted  # type: ignore[method-assign]
+    pool._lender._retire = counted
+    outcomes: Counter[str] = Counter()
+    outcomes_lock = threading.Lock()
+
+    def client() -> None:
+        while True:
+            try:
+                pool.infer(feed(), timeout=5)
+            except PoolClosed:
+                return
+            with outcomes_lock:
+                outcomes["ok"] += 1
+
+    with ThreadPoolExecutor(6) as executor:
+        futures = [executor.submit(client) for _ in range(6)]
+        time.sleep(0.05)
+        pool.close()
+        for future in futures:
+            future.result(timeout=30)
+    assert not violations and outcomes["ok"] > 0
+    assert freed == {0: 1, 1: 1}
+    assert not pool._lender.idle and pool._source is None
+    assert all(slot.state is SlotState.CLOSED and slot.runner is None for slot in pool._lender.slots)

@@ -67,6 +67,16 @@ class _ProbeFailed(RuntimeError):
     """A context answered the probe, but not with the warm-up reference."""
 
 
+def _take(lender: Lender, slot: Slot) -> bool:
+    """Take an idle slot off the stack for a probe; False when a request took it first (requests
+    take idle slots without the lender's lock, and ``remove`` is as atomic as their ``pop``)."""
+    try:
+        lender.idle.remove(slot)
+    except ValueError:
+        return False
+    return True
+
+
 class Health:
     """The probe (a small feed and the first healthy answer to it) and what follows a failed one.
 
@@ -108,12 +118,10 @@ class Health:
             with lender.cond:
                 if lender.state in (PoolState.CLOSED, PoolState.STARTING):
                     break
-                if slot.state is SlotState.IDLE and not lender.waiters:
-                    lender.idle.remove(slot)
-                elif slot.state is not SlotState.BROKEN:
+                was_broken = slot.state is SlotState.BROKEN
+                if not was_broken and not (slot.state is SlotState.IDLE and not lender.waiters and _take(lender, slot)):
                     skipped.append(slot.index)
                     continue
-                was_broken = slot.state is SlotState.BROKEN
                 slot.state = SlotState.BUSY
             try:
                 if was_broken:

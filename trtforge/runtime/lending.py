@@ -18,7 +18,7 @@ from trtforge.errors import first_line
 
 if TYPE_CHECKING:
     from trtforge.runners.base import Runner
-    from trtforge.runtime.metrics import PoolMetrics
+    from trtforge.runtime.metrics import PoolMetrics, RequestCounters
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,23 @@ class ContextInfo:
 
 
 class Slot:
-    """One context and its bookkeeping; mutated only under the lender's condition (or while lent out)."""
+    """One context and its bookkeeping. Whoever holds the slot (took it off ``Lender.idle``, or
+    holds the lender's condition for a broken one) alone writes it; a scrape only reads."""
 
-    __slots__ = ("failed", "index", "last_error", "name", "rebuilds", "runner", "served", "state", "warm_runs")
+    __slots__ = (
+        "counters",
+        "failed",
+        "index",
+        "last_error",
+        "name",
+        "rebuilds",
+        "runner",
+        "served",
+        "state",
+        "warm_runs",
+    )
 
-    def __init__(self, index: int, name: str) -> None:
+    def __init__(self, index: int, name: str, counters: RequestCounters) -> None:
         self.index = index
         self.name = name
         self.runner: Runner | None = None
@@ -91,6 +103,7 @@ class Slot:
         self.served = 0
         self.rebuilds = 0
         self.last_error: str | None = None
+        self.counters = counters  # its requests' series, written by its holder only: no lock
 
     def info(self) -> ContextInfo:
         return ContextInfo(
@@ -107,12 +120,18 @@ def deactivate_quietly(runner: Runner) -> None:
 
 
 class Lender:
-    """The slots, which of them are idle, who waits for one, and the pool's state, all under ``cond``.
+    """The slots, which of them are idle, who waits for one, and the pool's state.
 
-    ``cond`` is built on the metrics' lock, so a request updates its metrics in the critical
-    sections it enters anyway. An idle context with nobody waiting is taken in one short
-    critical section (the fast path); only a request that must wait uses the condition.
-    ``idle`` is a stack: a request gets the context that came back last, whose weights and
+    ``idle`` is a deque used as a stack, and a slot belongs to whoever takes it off: ``pop``,
+    ``append`` and ``remove`` are single C calls, atomic under the GIL, so an idle context with
+    nobody waiting is lent and given back without any lock (the fast path; a lock touched after a
+    large inference is a cache miss of several µs). Everything else (waiting in line, breaking,
+    closing, the pool's state) happens under ``cond``. Two races are closed by checking again
+    after the atomic step: a request that takes a slot marks it busy, then checks for ``close``
+    (which marks the pool closed, then waits for busy slots); a request that gives one back
+    appends it, then checks for waiters and ``close`` (which queue, or close, then look at
+    ``idle``). Under the GIL one of each pair sees the other.
+    The stack order matters: a request gets the context that came back last, whose weights and
     buffers are still in the CPU caches (or the GPU's L2), not the one idle the longest.
     ``retire`` frees a slot that comes back after the pool closed (the pool's lifecycle owns that).
     """
@@ -120,9 +139,8 @@ class Lender:
     def __init__(self, pool: str, size: int, metrics: PoolMetrics, retire: Callable[[Slot], None]) -> None:
         self.pool = pool
         self.metrics = metrics
-        self.lock = metrics.lock  # the fast paths take it directly: Condition's own enter/exit cost as much again
-        self.cond = threading.Condition(self.lock)
-        self.slots = [Slot(index, f"{pool}/{index}") for index in range(size)]
+        self.cond = threading.Condition(metrics.lock)
+        self.slots = [Slot(index, f"{pool}/{index}", metrics.counters()) for index in range(size)]
         self.idle: deque[Slot] = deque()
         self.waiters: deque[object] = deque()
         self.state = PoolState.STARTING
@@ -137,19 +155,27 @@ class Lender:
         try:
             yield slot
         finally:
-            self.give_back(slot, None, None)
+            self.give_back(slot)
 
     def acquire(self, timeout: float | None) -> Slot:
         """A slot, counted in flight; the caller gives it back with ``give_back``."""
-        with self.lock:
-            if self.idle and not self.waiters and self.state is not _CLOSED:
+        if not self.waiters and self.state is not _CLOSED:
+            try:
                 slot = self.idle.pop()
-                slot.state = _BUSY
-                self.metrics.hit()
-                return slot
+            except IndexError:
+                return self._wait_for_slot(timeout)
+            slot.state = _BUSY
+            if self.state is _CLOSED:  # closed since the check: close() may not have seen it busy
+                self.release(slot)
+                raise PoolClosed(f"pool '{self.pool}' is closed")
+            counters = slot.counters
+            counters.hits += 1
+            counters.in_flight = 1
+            return slot
         return self._wait_for_slot(timeout)
 
     def _wait_for_slot(self, timeout: float | None) -> Slot:
+        """The slow path: in line behind earlier waiters (first come, first served) under ``cond``."""
         began = time.monotonic()
         deadline = None if timeout is None else began + timeout
         with self.cond:
@@ -160,37 +186,68 @@ class Lender:
             ticket = object()  # first come, first served: a newcomer never jumps the queue
             self.waiters.append(ticket)
             try:
-                self.cond.wait_for(
-                    lambda: self.state is PoolState.CLOSED or (bool(self.idle) and self.waiters[0] is ticket),
-                    None if deadline is None else max(deadline - time.monotonic(), 0),
-                )
+                slot = self._wait_in_line(ticket, deadline)
             finally:
                 self.waiters.remove(ticket)
                 self.cond.notify_all()  # the next in line may go now
-            if self.state is PoolState.CLOSED:
-                raise PoolClosed(f"pool '{self.pool}' is closed")
-            if not self.idle:
+            if slot is None:
                 raise PoolExhausted(self.pool, timeout or 0.0, len(self.slots), len(self.waiters))
-            slot = self.idle.pop()
             slot.state = SlotState.BUSY
-            self.metrics.waited(time.monotonic() - began)
+            counters = slot.counters
+            counters.waits += 1
+            counters.in_flight = 1
+            counters.wait_time.observe(time.monotonic() - began)
             return slot
 
-    def give_back(self, slot: Slot, seconds: float | None, outcome: str | None) -> None:
-        """Return a slot that ``acquire`` lent, with its request's inference time and outcome."""
-        with self.lock:
-            self.metrics.returned(seconds, outcome)
-            # the fast path: nobody to wake, nothing to settle (starting: the warm-up's requests take it too)
-            if (self.state is _READY or self.state is _STARTING) and not slot.failed and not self.waiters:
-                slot.state = _IDLE
-                self.idle.append(slot)
-                return
-            closed = self._release_locked(slot)
-        if closed:
+    def _wait_in_line(self, ticket: object, deadline: float | None) -> Slot | None:
+        """The slot once ``ticket`` is first in line and one is idle; None at the deadline (under
+        ``cond``). A request on the fast path may take the idle slot first: then wait again."""
+        while True:
+            if self.state is PoolState.CLOSED:
+                raise PoolClosed(f"pool '{self.pool}' is closed")
+            if self.waiters[0] is ticket:
+                with contextlib.suppress(IndexError):
+                    return self.idle.pop()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self.cond.wait(remaining)
+
+    def give_back(self, slot: Slot) -> None:
+        """Return a slot that ``acquire`` lent (its holder recorded the request's series)."""
+        slot.counters.in_flight = 0
+        state = self.state
+        # the fast path: nothing to settle (starting: the warm-up's requests take it too)
+        if (state is _READY or state is _STARTING) and not slot.failed and not self.waiters:
+            slot.state = _IDLE
+            self.idle.append(slot)
+            if self.waiters or self.state is _CLOSED:  # queued or closed since the check
+                self._after_late_return()
+            return
+        self.release(slot)
+
+    def _after_late_return(self) -> None:
+        """Wake the waiters that queued while a slot came back; after ``close``, retire what is idle."""
+        with self.cond:
+            self.cond.notify_all()
+            retire = self.drain() if self.state is PoolState.CLOSED else []
+            for slot in retire:
+                slot.state = SlotState.CLOSED
+        for slot in retire:
             self._retire(slot)
 
+    def drain(self) -> list[Slot]:
+        """Take every idle slot, bottom of the stack first; each pop is atomic, so a slot taken
+        here is this caller's alone even while requests take others."""
+        taken: list[Slot] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                taken.append(self.idle.popleft())
+        return taken
+
     def release(self, slot: Slot) -> None:
-        """Return a slot taken without ``acquire`` (a health probe or rebuild)."""
+        """Return a slot held apart from the fast path: a health probe or rebuild, a failed request,
+        one that comes back while requests wait, while the pool is degraded or after ``close``."""
         with self.cond:
             closed = self._release_locked(slot)
         if closed:

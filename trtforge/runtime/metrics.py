@@ -40,9 +40,10 @@ OUTCOMES = ("ok", "invalid", "error", "exhausted")
 
 
 class LatencyHistogram:
-    """A Prometheus histogram as plain numbers: per-bucket counts and a sum, updated under the
-    pool's lock. ``prometheus_client.Histogram.observe`` takes a lock of its own and costs 1-2 µs,
-    as much as a small model's whole inference; this is a bisect and two additions."""
+    """A Prometheus histogram as plain numbers: per-bucket counts and a sum, one per context,
+    updated by the request holding it. ``prometheus_client.Histogram.observe`` takes a lock of its
+    own and costs 1-2 µs, as much as a small model's whole inference; this is a bisect and two
+    additions."""
 
     __slots__ = ("counts", "sum")
 
@@ -54,12 +55,44 @@ class LatencyHistogram:
         self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.sum += seconds
 
+    @classmethod
+    def merged(cls, histograms: Iterable[LatencyHistogram], zeros: int = 0) -> LatencyHistogram:
+        """The sum of several (one per context), plus ``zeros`` observations of 0 s."""
+        total = cls()
+        total.counts[0] = zeros
+        for histogram in histograms:
+            total.counts = [a + b for a, b in zip(total.counts, histogram.counts, strict=True)]
+            total.sum += histogram.sum
+        return total
+
     def family(self, name: str, documentation: str, pool: str) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, documentation, labels=("pool",))
         cumulative = list(accumulate(self.counts))
         bounds = [*(floatToGoString(bound) for bound in LATENCY_BUCKETS), "+Inf"]
         family.add_metric([pool], list(zip(bounds, cumulative, strict=True)), self.sum)
         return family
+
+
+class RequestCounters:
+    """One context's request-path series as plain numbers, written only by the request that holds
+    the context (so no lock and no shared cache line), summed over the contexts at scrape time.
+    A hit is a wait of 0 s: the wait histogram's first bucket adds ``hits`` when it is scraped."""
+
+    __slots__ = ("error", "hits", "in_flight", "inference_time", "invalid", "ok", "wait_time", "waits")
+
+    def __init__(self) -> None:
+        self.ok = self.invalid = self.error = 0
+        self.hits = self.waits = 0
+        self.in_flight = 0  # 1 while a request (or ``borrow``) holds the context
+        self.wait_time = LatencyHistogram()  # requests that queued
+        self.inference_time = LatencyHistogram()
+
+    def forget(self) -> None:
+        """Zero the counts in place (``in_flight`` is a fact, not a count: it stays)."""
+        self.ok = self.invalid = self.error = self.hits = self.waits = 0
+        for histogram in (self.wait_time, self.inference_time):
+            histogram.counts[:] = [0] * len(histogram.counts)
+            histogram.sum = 0.0
 
 
 def _no_view() -> tuple[PoolState, Mapping[SlotState, int], int]:
@@ -69,12 +102,12 @@ def _no_view() -> tuple[PoolState, Mapping[SlotState, int], int]:
 class PoolMetrics:
     """The series one pool updates; names are ``trtforge_pool_*`` (see the README's table).
 
-    The request path's series (requests, acquisitions, in flight, waiting, the two latency
-    histograms) are plain numbers guarded by ``lock``, which the pool's lender uses as its own
-    lock: a request updates them inside the critical sections it enters anyway, so it takes no
-    extra lock and allocates nothing. The pool's state and contexts by state are read from the
-    lender at scrape time (``view``). Rare events (probes, rebuilds, memory, warm-up) use
-    prometheus_client's own metrics.
+    The request path's series (requests, acquisitions, in flight, the two latency histograms) are
+    ``RequestCounters``, one per context, which a request updates on the context it holds without
+    any lock; a scrape sums them. ``lock`` guards the rest of the pool (the lender builds its
+    condition on it) and the rare ``exhausted`` count. The pool's state, contexts by state and
+    requests waiting are read from the lender at scrape time (``view``). Rare events (probes,
+    rebuilds, memory, warm-up) use prometheus_client's own metrics.
     """
 
     def __init__(self, pool: str, registry: CollectorRegistry | None = None) -> None:
@@ -82,10 +115,8 @@ class PoolMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.lock = threading.RLock()
         self.view: Callable[[], tuple[PoolState, Mapping[SlotState, int], int]] = _no_view
-        self.requests = dict.fromkeys(OUTCOMES, 0)
-        self.hits = self.waits = self.in_flight = 0
-        self.wait_time = LatencyHistogram()
-        self.inference_time = LatencyHistogram()
+        self.per_context: list[RequestCounters] = []
+        self.exhausted_requests = 0
         reg = self.registry
         labels = ("pool",)
         reg.register(_RequestPath(self))
@@ -117,44 +148,26 @@ class PoolMetrics:
         self._warmup_time = self._warmup.labels(pool)
         self._memory_now.set(math.nan)
 
-    # ------------------------------------------------------------ the request path (under ``lock``)
-    def hit(self) -> None:
-        """A request found a context idle (waited 0 s)."""
-        self.hits += 1
-        self.in_flight += 1
-        self.wait_time.counts[0] += 1
-
-    def waited(self, seconds: float) -> None:
-        """A request queued for a context and got one."""
-        self.waits += 1
-        self.in_flight += 1
-        self.wait_time.observe(seconds)
-
-    def returned(self, seconds: float | None, outcome: str | None) -> None:
-        """A lent context came back; ``seconds`` of inference (None: borrowed, not timed)."""
-        self.in_flight -= 1
-        if seconds is not None:
-            histogram = self.inference_time
-            histogram.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            histogram.sum += seconds
-        if outcome is not None:
-            self.requests[outcome] += 1
+    # ------------------------------------------------------------ the request path
+    def counters(self) -> RequestCounters:
+        """The series of one more context (the lender asks once per slot)."""
+        counters = RequestCounters()
+        with self.lock:
+            self.per_context.append(counters)
+        return counters
 
     def forget_requests(self) -> None:
         """Zero the request path's series: warm-up runs through it, and must not count as traffic.
         In place: the next request updates the very objects the warm-up left in the CPU caches."""
         with self.lock:
-            for outcome in self.requests:
-                self.requests[outcome] = 0
-            self.hits = self.waits = self.in_flight = 0
-            for histogram in (self.wait_time, self.inference_time):
-                histogram.counts[:] = [0] * len(histogram.counts)
-                histogram.sum = 0.0
+            for counters in self.per_context:
+                counters.forget()
+            self.exhausted_requests = 0
 
     # ------------------------------------------------------------ rare events
     def exhausted(self) -> None:
         with self.lock:
-            self.requests["exhausted"] += 1
+            self.exhausted_requests += 1
 
     def rebuilt(self) -> None:
         self._rebuilt.inc()
@@ -205,30 +218,37 @@ class _RequestPath:
         m, pool = self._metrics, self._metrics.pool
         with m.lock:
             state, contexts, waiting = m.view()
-            requests = CounterMetricFamily(
-                "trtforge_pool_requests",
-                "Requests by outcome: ok, invalid (input refused), error (context failed), exhausted (timed out).",
-                labels=("pool", "outcome"),
-            )
-            for outcome, count in m.requests.items():
-                requests.add_metric([pool, outcome], count)
-            acquire = CounterMetricFamily(
-                "trtforge_pool_acquire",
-                "Context acquisitions: hit = a context was idle, wait = the request queued for one.",
-                labels=("pool", "kind"),
-            )
-            acquire.add_metric([pool, "hit"], m.hits)
-            acquire.add_metric([pool, "wait"], m.waits)
-            in_flight = GaugeMetricFamily(
-                "trtforge_pool_in_flight", "Requests holding a context now.", labels=("pool",)
-            )
-            in_flight.add_metric([pool], m.in_flight)
-            waits = m.wait_time.family(
-                "trtforge_pool_wait_seconds", "Time a request waited for a context (0 for hits).", pool
-            )
-            inference = m.inference_time.family(
-                "trtforge_pool_inference_seconds", "Time a context spent on one request.", pool
-            )
+            per_context = list(m.per_context)
+            exhausted = m.exhausted_requests
+        requests = CounterMetricFamily(
+            "trtforge_pool_requests",
+            "Requests by outcome: ok, invalid (input refused), error (context failed), exhausted (timed out).",
+            labels=("pool", "outcome"),
+        )
+        counted = {
+            "ok": sum(c.ok for c in per_context),
+            "invalid": sum(c.invalid for c in per_context),
+            "error": sum(c.error for c in per_context),
+            "exhausted": exhausted,  # no context: counted by the pool, under its lock
+        }
+        for outcome in OUTCOMES:
+            requests.add_metric([pool, outcome], counted[outcome])
+        hits = sum(c.hits for c in per_context)
+        acquire = CounterMetricFamily(
+            "trtforge_pool_acquire",
+            "Context acquisitions: hit = a context was idle, wait = the request queued for one.",
+            labels=("pool", "kind"),
+        )
+        acquire.add_metric([pool, "hit"], hits)
+        acquire.add_metric([pool, "wait"], sum(c.waits for c in per_context))
+        in_flight = GaugeMetricFamily("trtforge_pool_in_flight", "Requests holding a context now.", labels=("pool",))
+        in_flight.add_metric([pool], sum(c.in_flight for c in per_context))
+        waits = LatencyHistogram.merged([c.wait_time for c in per_context], zeros=hits).family(
+            "trtforge_pool_wait_seconds", "Time a request waited for a context (0 for hits).", pool
+        )
+        inference = LatencyHistogram.merged([c.inference_time for c in per_context]).family(
+            "trtforge_pool_inference_seconds", "Time a context spent on one request.", pool
+        )
         waiting_now = GaugeMetricFamily(
             "trtforge_pool_waiting", "Requests waiting for a context now.", labels=("pool",)
         )
