@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_startup_imports import manifest_only  # noqa: F401  (the fixture: an engine and its manifest)
 
-from trtforge import fsutil
+from trtforge import filehash, fsutil
 from trtforge.cli.early import engine_to_hash
 from trtforge.fsutil import prefetch_digest, sha256_bytes, sha256_file
 
@@ -43,9 +43,9 @@ def test_engine_to_hash_is_the_engine_check_or_inspect_names(tmp_path: Path) -> 
     engine.write_bytes(b"x")
     manifest = tmp_path / "m.manifest.json"
     main = str(Path("trtforge", "__main__.py"))
-    assert engine_to_hash(["trtforge", "check", str(engine), "--cc", "8.6"]) == engine
-    assert engine_to_hash([main, "check", "--cc", "8.6", str(engine)]) == engine
-    assert engine_to_hash(["/venv/bin/trtforge", "inspect", str(manifest)]) == engine
+    assert engine_to_hash(["trtforge", "check", str(engine), "--cc", "8.6"]) == str(engine)
+    assert engine_to_hash([main, "check", "--cc", "8.6", str(engine)]) == str(engine)
+    assert engine_to_hash(["/venv/bin/trtforge", "inspect", str(manifest)]) == str(engine)
     # other programs, other commands, help, a missing file, two candidates: nothing is started
     assert engine_to_hash(["pytest", "check", str(engine)]) is None
     assert engine_to_hash(["trtforge", "sign", str(engine)]) is None
@@ -114,11 +114,22 @@ def test_a_running_prefetch_shortens_the_switch_interval_and_the_last_one_restor
     threads = []
     for path in paths:
         prefetch_digest(path)
-        threads.append(fsutil._prefetches[os.path.abspath(path)])
+        threads.append(fsutil._prefetches[os.path.abspath(path)].thread)
         interval = sys.getswitchinterval()
         if threads[0].is_alive():  # so it was running when the interval was read
-            assert interval == pytest.approx(fsutil._PREFETCH_SWITCH_S)
+            assert interval == pytest.approx(filehash.PREFETCH_SWITCH_S)
     for path in paths:
         assert sha256_file(path) == sha256_bytes(path.read_bytes())
     assert not any(thread.is_alive() for thread in threads)
     assert sys.getswitchinterval() == pytest.approx(before)
+
+
+def test_a_prefetch_of_an_unreadable_file_answers_none_and_restores_the_interval(tmp_path: Path) -> None:
+    """The reader that needs the file reports why it cannot be read; the background hash only
+    gives up, and hands the switch interval back."""
+    before = sys.getswitchinterval()
+    prefetch = filehash.Prefetch(str(tmp_path / "gone.engine"))
+    assert prefetch.result() is None
+    assert sys.getswitchinterval() == pytest.approx(before)
+    folder = filehash.Prefetch(str(tmp_path))  # a folder: open() fails with IsADirectoryError
+    assert folder.result() is None

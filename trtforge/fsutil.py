@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -23,10 +22,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from trtforge import filehash
 from trtforge.errors import InvalidInputError
-
-#: read size: past 1 MiB larger reads hash no faster, and each costs its buffer in memory
-_CHUNK = 1024 * 1024
 
 TEMP_SUFFIX = ".tmp"
 #: ``.{base}.{pid}-{token}.tmp``, ``.{base}.{pid}-{token}.bak.tmp`` (a commit's backup),
@@ -52,75 +49,49 @@ def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, streamed so that a 2 GB engine needs no 2 GB of memory; answered by
     the digest cache when the file is provably the one hashed before (:class:`FileStamp`), without
     opening it, and by the hash :func:`prefetch_digest` started, which it waits for."""
-    _await_prefetch(path)
     known = known_digest(FileStamp.of(path, os.stat(path)))
-    if known is not None:
-        return known
-    return _hash_file(path)
+    if known is None and _await_prefetch(path):  # (a prefetch not needed runs on: nobody waits)
+        known = known_digest(FileStamp.of(path, os.stat(path)))
+    return known if known is not None else _hash_file(path)
 
 
-def _hash_file(path: Path, chunk: int = _CHUNK) -> str:
-    """Read ``path`` once, into one reused buffer (no new bytes object per chunk; no larger than
-    the file, as zeroing 8 MiB costs more than hashing a small model), and hash it."""
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as handle:
-        status = os.fstat(handle.fileno())
-        stamp = FileStamp.of(path, status)
-        buffer = bytearray(max(1, min(chunk, status.st_size)))
-        view = memoryview(buffer)
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-        hexdigest = digest.hexdigest()
-        remember_digest(stamp, FileStamp.of(path, os.fstat(handle.fileno())), hexdigest)
-    return hexdigest
+def _hash_file(path: Path, chunk: int = filehash.CHUNK) -> str:
+    hashed = filehash.hash_file(str(path), chunk)
+    _remember(path, hashed)
+    return hashed.digest
 
 
-#: a background hash takes the GIL back after every read and every chunk hashed, waiting up to
-#: the switch interval (5 ms) each time while the main thread imports: a short interval while a
-#: prefetch runs, and few chunks, keep those waits small next to the hash; 8 MiB chunks are still
-#: hashed while in the CPU's cache (16 MiB ones took 15-25% longer to hash here)
-_PREFETCH_CHUNK = 8 * 1024 * 1024
-_PREFETCH_SWITCH_S = 0.0002
-#: hashes started ahead of need, by absolute path (each one is joined once, by the first reader)
-_prefetches: dict[str, threading.Thread] = {}
-_switching = threading.Lock()
-#: one entry per prefetch running; the first is the switch interval to restore when the last ends
-_running: list[float] = []
+def _remember(path: Path, hashed: filehash.FileHash | None) -> None:
+    if hashed is not None:
+        remember_digest(FileStamp.of(path, hashed.before), FileStamp.of(path, hashed.after), hashed.digest)
+
+
+def _await_prefetch(path: Path) -> bool:
+    """Wait for the hash started ahead for ``path``, if any, and record it (True: there was one)."""
+    prefetch = _prefetches.pop(os.path.abspath(path), None)
+    if prefetch is not None:
+        _remember(path, prefetch.result())
+    return prefetch is not None
+
+
+#: hashes started ahead of need, by absolute path (each one is taken once, by the first reader)
+_prefetches: dict[str, filehash.Prefetch] = {}
 
 
 def prefetch_digest(path: Path) -> None:
-    """Start hashing ``path`` on a daemon thread, so the hash overlaps whatever runs meanwhile
-    (hashlib releases the GIL while it hashes); the next :func:`sha256_file` of ``path`` waits for
-    it and answers from its result (the digest cache) instead of reading the file again."""
-    key = os.path.abspath(path)
-    if key in _prefetches:
-        return
-    thread = threading.Thread(target=_prefetch, args=(Path(key),), name="trtforge-prefetch-digest", daemon=True)
-    _prefetches[key] = thread
-    with _switching:
-        _running.append(sys.getswitchinterval())
-        sys.setswitchinterval(min(_PREFETCH_SWITCH_S, _running[0]))
-    thread.start()
+    """Start hashing ``path`` on a daemon thread, unless the digest cache knows it, so the hash
+    overlaps whatever runs meanwhile; the next :func:`sha256_file` of ``path`` waits for it and
+    answers from its result (the digest cache) instead of reading the file again."""
+    with contextlib.suppress(OSError):  # a file that cannot be read is reported by its reader
+        if os.path.abspath(path) in _prefetches or known_digest(FileStamp.of(path, os.stat(path))) is not None:
+            return
+    adopt_prefetch(path, filehash.Prefetch(os.path.abspath(path)))
 
 
-def _prefetch(path: Path) -> None:
-    try:
-        # a file that cannot be read is reported by the reader that needs it, with its own message
-        with contextlib.suppress(OSError):
-            if known_digest(FileStamp.of(path, os.stat(path))) is None:
-                _hash_file(path, _PREFETCH_CHUNK)
-    finally:
-        with _switching:
-            original = _running[0]
-            _running.pop()
-            if not _running:
-                sys.setswitchinterval(original)
-
-
-def _await_prefetch(path: Path) -> None:
-    thread = _prefetches.pop(os.path.abspath(path), None)
-    if thread is not None:
-        thread.join()
+def adopt_prefetch(path: Path | str, prefetch: filehash.Prefetch) -> None:
+    """Make a hash started elsewhere (``trtforge.cli.early``, before this module was imported)
+    the one :func:`sha256_file` of ``path`` waits for."""
+    _prefetches.setdefault(os.path.abspath(path), prefetch)
 
 
 def sha256_bytes(data: bytes | memoryview) -> str:
@@ -163,13 +134,13 @@ def read_hashed(path: Path, size: int) -> tuple[bytearray, str]:
         digest = hashlib.sha256() if known is None else None
         offset = 0
         while offset < size:
-            count = handle.readinto(view[offset : offset + _CHUNK])
+            count = handle.readinto(view[offset : offset + filehash.CHUNK])
             if not count:
                 break
             if digest is not None:
                 digest.update(view[offset : offset + count])
             offset += count
-        tail = handle.read(_CHUNK)
+        tail = handle.read(filehash.CHUNK)
         after = FileStamp.of(path, os.fstat(handle.fileno()))
     view.release()
     if tail or offset != size:  # the file changed size while being read: hash what is really there
