@@ -133,3 +133,40 @@ def test_a_prefetch_of_an_unreadable_file_answers_none_and_restores_the_interval
     assert sys.getswitchinterval() == pytest.approx(before)
     folder = filehash.Prefetch(str(tmp_path))  # a folder: open() fails with IsADirectoryError
     assert folder.result() is None
+
+
+def test_a_prefetch_the_digest_cache_makes_needless_is_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm cache answers at once, and the hash started ahead stops after its chunk instead of
+    reading the rest of the file in the background."""
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(fsutil, "_memory", {})
+    monkeypatch.setattr(fsutil, "_prefetches", {})
+    monkeypatch.setattr(fsutil, "SETTLE_NS", 0)
+    path = tmp_path / "big.engine"
+    path.write_bytes(os.urandom(64 * 1024 * 1024))
+    time.sleep(0.05)
+    digest = sha256_file(path)  # recorded in the digest cache
+    prefetch = filehash.Prefetch(str(path))
+    fsutil.adopt_prefetch(path, prefetch)
+    assert sha256_file(path) == digest
+    assert prefetch.result() is None  # cancelled: no digest for the file it did not finish
+    assert fsutil._prefetches == {}
+
+
+def test_a_digest_is_recorded_only_for_a_file_settled_when_it_was_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background hash of a file changed just before the read is never recorded, however long
+    after the read its result is taken."""
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(fsutil, "_memory", {})
+    path = tmp_path / "fresh.engine"
+    path.write_bytes(b"fresh" * 100)
+    hashed = filehash.hash_file(str(path))
+    assert hashed is not None
+    later = hashed.read_ns + 2 * fsutil.SETTLE_NS
+    monkeypatch.setattr(fsutil.time, "time_ns", lambda: later)  # taken long after the read
+    fsutil._remember(path, hashed)
+    assert fsutil._memory == {}

@@ -293,6 +293,20 @@ def test_the_description_without_weights_is_the_full_one(tmp_path: Path) -> None
         onnx.save(model, str(path))
         full = outcome(lambda p: describe(onnx.load(str(p)), p), path)
         assert outcome(read_model_info, path) == full, model.graph.name
+    onehot = helper.make_graph(  # a one-element depth whose TensorProto is large by its doc_string alone
+        [helper.make_node("OneHot", ["ids", "depth", "values"], ["out"])],
+        "onehot",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4, 10])],
+        [
+            helper.make_tensor("depth", TensorProto.INT64, [], [10]),
+            numpy_helper.from_array(np.array([0, 1], np.float32), "values"),
+        ],
+    )
+    onehot.initializer[0].doc_string = "d" * 1100
+    path = save(helper.make_model(onehot, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "onehot.onnx")
+    assert read_model_info(path) == describe(onnx.load(str(path)), path)
+    assert read_model_info(path).input("ids") == TensorDesc("ids", "int64", (4,), (0, 10))
     embedding = _embedding(tmp_path / "embedding.onnx")
     described = read_model_info(embedding)
     assert described == inspect_model(embedding)

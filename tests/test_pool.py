@@ -76,8 +76,10 @@ def test_ready_only_after_every_context_is_warm() -> None:
         with ThreadPoolExecutor(2) as executor:
             watcher = executor.submit(watch)
             starter = executor.submit(pool.start)
-            # a request that arrives during start-up waits for the warm pool instead of a cold context
+            # a request that arrives during start-up waits for the warm pool instead of a cold context,
+            # and for ready: start() alone holds contexts until then (it may free them all on close)
             outputs = pool.infer(digits_batch(1), timeout=30)
+            assert pool.ready
             assert all(context.warm_runs == 2 for context in pool.contexts())
             assert outputs["logits"].shape == (1, 10)
             starter.result(timeout=30)

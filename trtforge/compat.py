@@ -46,8 +46,8 @@ class GpuDevice:
 class Environment:
     """What an engine is checked against: this host (detected) or a deployment target (flags).
 
-    ``gpus`` holds only GPUs really detected here (never the overrides), and none when the
-    compute capability is a target's: the loader needs a real one before it asks the runtime anything.
+    ``gpus`` holds only GPUs really detected here (never the overrides): the loader needs a
+    real one before it asks the runtime anything.
     """
 
     platform: Platform

@@ -165,8 +165,7 @@ def detect_environment(
     ``flavor`` picks the runtime whose installed version is detected (a manifest's flavor,
     usually); ``version`` without ``flavor`` is meaningless and left to the caller to pair.
     """
-    # GPUs only where the check is about this host's: a target's compute capability is not theirs
-    gpus = detect_gpus() if compute_capability is None else ()
+    gpus = detect_gpus()
     overridden = version is not None or compute_capability is not None or platform is not None
     if compute_capability is None and gpus:
         compute_capability = gpus[min(device, len(gpus) - 1)].compute_capability

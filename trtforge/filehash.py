@@ -1,5 +1,5 @@
 """A file's sha256, read once, on the caller's thread or on one of its own, importing nothing but
-the standard library's hashlib, os, sys and threading.
+the standard library's hashlib, os, sys, threading and time.
 
 ``trtforge.cli.early`` starts hashing the engine ``check`` is given before the CLI imports anything
 else (typer, pydantic, trtforge's own modules: ~0.15 s, and ~40 ms of them are what
@@ -13,6 +13,7 @@ import hashlib
 import os
 import sys
 import threading
+import time
 
 #: read size: past 1 MiB larger reads hash no faster, and each costs its buffer in memory
 CHUNK = 1024 * 1024
@@ -31,28 +32,33 @@ _running: list[float] = []
 
 
 class FileHash:
-    """A file's sha256 and its ``os.stat`` before and after the read: equal ones mean the bytes
-    hashed were one content of the file."""
+    """A file's sha256, its ``os.stat`` before and after the read (equal ones mean the bytes hashed
+    were one content of the file), and when the read ended (``time.time_ns()``)."""
 
-    __slots__ = ("after", "before", "digest")
+    __slots__ = ("after", "before", "digest", "read_ns")
 
-    def __init__(self, digest: str, before: os.stat_result, after: os.stat_result) -> None:
+    def __init__(self, digest: str, before: os.stat_result, after: os.stat_result, read_ns: int) -> None:
         self.digest = digest
         self.before = before
         self.after = after
+        self.read_ns = read_ns
 
 
-def hash_file(path: str, chunk: int = CHUNK) -> FileHash:
+def hash_file(path: str, chunk: int = CHUNK, stop: threading.Event | None = None) -> FileHash | None:
     """Read ``path`` once, into one reused buffer (no new bytes object per chunk; no larger than
-    the file, as zeroing 8 MiB costs more than hashing a small model), and hash it."""
+    the file, as zeroing 8 MiB costs more than hashing a small model), and hash it; None when
+    ``stop`` was set before the end (checked between chunks)."""
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as handle:
         before = os.fstat(handle.fileno())
         buffer = bytearray(max(1, min(chunk, before.st_size)))
         view = memoryview(buffer)
         while count := handle.readinto(buffer):
+            if stop is not None and stop.is_set():
+                return None
             digest.update(view[:count])
-        return FileHash(digest.hexdigest(), before, os.fstat(handle.fileno()))
+        after = os.fstat(handle.fileno())
+        return FileHash(digest.hexdigest(), before, after, time.time_ns())
 
 
 class Prefetch:
@@ -61,25 +67,39 @@ class Prefetch:
 
     def __init__(self, path: str) -> None:
         self._result: FileHash | None = None
+        self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(path,), name=PREFETCH_THREAD, daemon=True)
         with _switching:
             _running.append(sys.getswitchinterval())
             sys.setswitchinterval(min(PREFETCH_SWITCH_S, _running[0]))
-        self.thread.start()
+        try:
+            self.thread.start()
+        except BaseException:
+            _end_one()
+            raise
 
     def _run(self, path: str) -> None:
         try:
             # a file that cannot be read is reported by the reader that needs it, with its own message
-            self._result = hash_file(path, PREFETCH_CHUNK)
+            self._result = hash_file(path, PREFETCH_CHUNK, self._stop)
         except OSError:
             pass
         finally:
-            with _switching:
-                original = _running.pop()
-                if not _running:
-                    sys.setswitchinterval(original)
+            _end_one()
+
+    def cancel(self) -> None:
+        """Stop after the chunk being hashed: its digest is not needed (the digest cache answered)."""
+        self._stop.set()
 
     def result(self) -> FileHash | None:
-        """The hash, once done; None when the file could not be read."""
+        """The hash, once done; None when the file could not be read or the hash was cancelled."""
         self.thread.join()
         return self._result
+
+
+def _end_one() -> None:
+    """A prefetch ended: the last one restores the switch interval the process had."""
+    with _switching:
+        original = _running.pop()
+        if not _running:
+            sys.setswitchinterval(original)

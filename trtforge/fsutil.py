@@ -50,20 +50,26 @@ def sha256_file(path: Path) -> str:
     the digest cache when the file is provably the one hashed before (:class:`FileStamp`), without
     opening it, and by the hash :func:`prefetch_digest` started, which it waits for."""
     known = known_digest(FileStamp.of(path, os.stat(path)))
-    if known is None and _await_prefetch(path):  # (a prefetch not needed runs on: nobody waits)
+    if known is not None:
+        with contextlib.suppress(KeyError):
+            _prefetches.pop(os.path.abspath(path)).cancel()  # its digest is not needed
+        return known
+    if _await_prefetch(path):
         known = known_digest(FileStamp.of(path, os.stat(path)))
     return known if known is not None else _hash_file(path)
 
 
 def _hash_file(path: Path, chunk: int = filehash.CHUNK) -> str:
     hashed = filehash.hash_file(str(path), chunk)
+    assert hashed is not None  # nothing stops a hash without ``stop``
     _remember(path, hashed)
     return hashed.digest
 
 
 def _remember(path: Path, hashed: filehash.FileHash | None) -> None:
     if hashed is not None:
-        remember_digest(FileStamp.of(path, hashed.before), FileStamp.of(path, hashed.after), hashed.digest)
+        before, after = FileStamp.of(path, hashed.before), FileStamp.of(path, hashed.after)
+        remember_digest(before, after, hashed.digest, hashed.read_ns)
 
 
 def _await_prefetch(path: Path) -> bool:
@@ -232,10 +238,11 @@ def known_digest(stamp: FileStamp) -> str | None:
     return digest
 
 
-def remember_digest(before: FileStamp, after: FileStamp, digest: str) -> None:
-    """Record ``digest`` when the file kept one stamp while it was hashed and had settled; a
-    cache that cannot be written only costs the next run a hash."""
-    if before != after or not before.settled():
+def remember_digest(before: FileStamp, after: FileStamp, digest: str, read_ns: int | None = None) -> None:
+    """Record ``digest`` when the file kept one stamp while it was hashed and had settled by the
+    end of that read (``read_ns``, default now); a cache that cannot be written only costs the next
+    run a hash."""
+    if before != after or not before.settled(read_ns):
         return
     if len(_memory) >= MAX_DIGESTS:
         _memory.clear()

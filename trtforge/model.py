@@ -162,8 +162,8 @@ _MODEL_GRAPH, _GRAPH_INITIALIZER = 7, 5
 #: TensorProto's value fields: float_data, int32_data, string_data, int64_data, raw_data,
 #: double_data, uint64_data
 _TENSOR_VALUES = frozenset({4, 5, 6, 7, 9, 10, 11})
-#: an initializer larger than this is read without its values (name, type, dims, external data kept):
-#: describing a model needs values of one-element constants only
+#: an initializer whose values take more bytes than this is read without them (name, type, dims,
+#: external data kept): describing a model needs values of one-element constants only
 _VALUES_KEPT_BELOW = 1024
 _LENGTH_DELIMITED = 2
 
@@ -177,7 +177,11 @@ def _without_weights(path: Path) -> bytes:
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
             return b""
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        try:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError:  # a file system that cannot map files (some FUSE mounts): read it all
+            return handle.read()
+        with mapped:
             data = memoryview(mapped)
             try:
                 return _skim(data)
@@ -196,10 +200,10 @@ def _skim(data: memoryview) -> bytes:
             continue
         graph: list[bytes | memoryview] = []
         for field, kind, begin, inner, finish in _fields(data, value, end):
-            if field == _GRAPH_INITIALIZER and kind == _LENGTH_DELIMITED and finish - inner > _VALUES_KEPT_BELOW:
-                header = b"".join(
-                    data[a:b] for f, _, a, _, b in _fields(data, inner, finish) if f not in _TENSOR_VALUES
-                )
+            initializer = field == _GRAPH_INITIALIZER and kind == _LENGTH_DELIMITED
+            tensor = list(_fields(data, inner, finish)) if initializer else []
+            if sum(b - a for f, _, a, _, b in tensor if f in _TENSOR_VALUES) > _VALUES_KEPT_BELOW:
+                header = b"".join(data[a:b] for f, _, a, _, b in tensor if f not in _TENSOR_VALUES)
                 graph.append(_length_delimited(field, header))
             else:
                 graph.append(data[begin:finish])

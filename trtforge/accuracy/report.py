@@ -204,6 +204,8 @@ def render(report: AccuracyReport, reporter: Reporter) -> None:
     )
     if not any(out.checks or out.metrics for out in report.outputs) and not report.task_accuracies():
         reporter.info(title.format(verdict="passed" if report.passed else "FAILED"))
+        if report.candidate.emulation:
+            reporter.info(f"candidate emulated: {report.candidate.emulation}")
         return
     from rich.table import Table
 

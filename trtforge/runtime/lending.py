@@ -145,6 +145,9 @@ class Lender:
         self.waiters: deque[object] = deque()
         self.state = PoolState.STARTING
         self.started = False
+        #: the thread of ``start()``: while the pool starts, its warm-up alone is lent contexts
+        #: (requests sent before ``ready`` wait for it, so ``start`` may free everything it made)
+        self.warmer: int | None = None
         self._retire = retire
         metrics.view = self.view_locked
 
@@ -159,7 +162,10 @@ class Lender:
 
     def acquire(self, timeout: float | None) -> Slot:
         """A slot, counted in flight; the caller gives it back with ``give_back``."""
-        if not self.waiters and self.state is not _CLOSED:
+        starting = self.state is _STARTING
+        if starting and threading.get_ident() != self.warmer:
+            return self._wait_for_slot(timeout)  # sent before ready: waits for it
+        if (starting or not self.waiters) and self.state is not _CLOSED:
             try:
                 slot = self.idle.pop()
             except IndexError:
@@ -205,7 +211,11 @@ class Lender:
         while True:
             if self.state is PoolState.CLOSED:
                 raise PoolClosed(f"pool '{self.pool}' is closed")
-            if self.waiters[0] is ticket:
+            if self.state is PoolState.STARTING:
+                may_take = threading.get_ident() == self.warmer  # the warm-up, never in line behind requests
+            else:
+                may_take = self.waiters[0] is ticket
+            if may_take:
                 with contextlib.suppress(IndexError):
                     return self.idle.pop()
             remaining = None if deadline is None else deadline - time.monotonic()

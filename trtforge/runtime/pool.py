@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
@@ -182,6 +183,7 @@ class EnginePool:
             if lender.started:
                 return self
             lender.started = self._starting = True
+            lender.warmer = threading.get_ident()
         began = time.perf_counter()
         try:
             self._source = self._open_source()
@@ -196,7 +198,6 @@ class EnginePool:
             self.metrics.device_memory(self._memory.total)  # now: nothing but ``ready`` follows the warm-up
             with lender.cond:
                 lender.idle.extend(slot for slot in lender.slots if slot.state is SlotState.IDLE)
-                lender.cond.notify_all()  # a request sent before ready waits in the queue: it may go now
             if self._warmup:
                 self._warm_request_path()
                 self._settle()
@@ -207,6 +208,7 @@ class EnginePool:
             closed = lender.state is PoolState.CLOSED
             if not closed:
                 self._starting = False
+                lender.warmer = None
                 lender.state = PoolState.READY
                 lender.settle_locked()
                 lender.cond.notify_all()
