@@ -8,8 +8,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,25 +181,34 @@ def test_first_request_gets_the_context_that_ran_last() -> None:
         lender.give_back(held[-1])  # else close() waits its 30 s for the context lent
 
 
-def _record_runs(pool: EnginePool) -> list[tuple[int, tuple[int, ...]]]:
-    """Record every inference each context runs, as (context index, input shape), on real sessions."""
-    runs: list[tuple[int, tuple[int, ...]]] = []
+def _wrap_infer(pool: EnginePool, wrap: Callable[[str, Callable[[Any], Any]], Callable[[Any], Any]]) -> None:
+    """Every context the pool creates (rebuilt ones too) runs ``wrap(name, its real infer)``."""
     open_source = pool._open_source
 
-    def counted():  # type: ignore[no-untyped-def]
+    def wrapped():  # type: ignore[no-untyped-def]
         source = open_source()
         new_runner = source.new_runner
 
         def runner(name: str):  # type: ignore[no-untyped-def]
             made = new_runner(name)
-            index, infer = int(name.rsplit("/", 1)[1]), made.infer
-            made.infer = lambda feed: (runs.append((index, feed["input"].shape)), infer(feed))[1]  # type: ignore[method-assign]
+            made.infer = wrap(name, made.infer)  # type: ignore[method-assign]
             return made
 
         source.new_runner = runner  # type: ignore[method-assign]
         return source
 
-    pool._open_source = counted  # type: ignore[method-assign]
+    pool._open_source = wrapped  # type: ignore[method-assign]
+
+
+def _record_runs(pool: EnginePool) -> list[tuple[int, tuple[int, ...]]]:
+    """Record every inference each context runs, as (context index, input shape), on real sessions."""
+    runs: list[tuple[int, tuple[int, ...]]] = []
+
+    def counted(name: str, infer: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        index = int(name.rsplit("/", 1)[1])
+        return lambda feed: (runs.append((index, feed["input"].shape)), infer(feed))[1]
+
+    _wrap_infer(pool, counted)
     return runs
 
 
@@ -256,33 +267,23 @@ def _exclusive_runners(pool: EnginePool) -> list[str]:
     """Make every context the pool creates (rebuilt ones too) report a second caller inside its
     ``infer`` while one is there: a context lent twice at once. Real sessions underneath."""
     violations: list[str] = []
-    open_source = pool._open_source
 
-    def watched():  # type: ignore[no-untyped-def]
-        source = open_source()
-        new_runner = source.new_runner
+    def watched(name: str, infer: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        inside = threading.Lock()
 
-        def runner(name: str):  # type: ignore[no-untyped-def]
-            made = new_runner(name)
-            infer, inside = made.infer, threading.Lock()
+        def exclusive(feed: Any) -> Any:
+            if not inside.acquire(blocking=False):
+                violations.append(f"{name} entered by {threading.current_thread().name} while in use")
+                return infer(feed)
+            try:
+                time.sleep(0)  # let another thread in, if the pool would let it
+                return infer(feed)
+            finally:
+                inside.release()
 
-            def exclusive(feed):  # type: ignore[no-untyped-def]
-                if not inside.acquire(blocking=False):
-                    violations.append(f"{name} entered by {threading.current_thread().name} while in use")
-                    return infer(feed)
-                try:
-                    time.sleep(0)  # let another thread in, if the pool would let it
-                    return infer(feed)
-                finally:
-                    inside.release()
+        return exclusive
 
-            made.infer = exclusive  # type: ignore[method-assign]
-            return made
-
-        source.new_runner = runner  # type: ignore[method-assign]
-        return source
-
-    pool._open_source = watched  # type: ignore[method-assign]
+    _wrap_infer(pool, watched)
     return violations
 
 
