@@ -21,14 +21,13 @@ from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import SSlibKey
 
 from trtforge.compat import SignatureStatus
-from trtforge.manifest import manifest_path_for, read_manifest
+from trtforge.manifest import attestation_path, manifest_path_for, read_manifest
 from trtforge.provenance import (
     ATTESTATION_MEDIA_TYPE,
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
     attestation_bytes,
-    attestation_path,
     spec_inputs,
 )
 from trtforge.signing import SIGNING_KEY_ENV, generate_keypair, load_signing_key, load_trusted_keys, verify_manifest

@@ -17,8 +17,8 @@ from models import need_rtx
 from registry import RunningRegistry, build_engine, start_registry
 
 from trtforge.errors import RegistryError
-from trtforge.manifest import manifest_path_for, read_manifest
-from trtforge.provenance import ATTESTATION_MEDIA_TYPE, attestation_path
+from trtforge.manifest import attestation_path, manifest_path_for, read_manifest
+from trtforge.provenance import ATTESTATION_MEDIA_TYPE
 from trtforge.publish import parse_location
 from trtforge.publish.oci import (
     ATTESTATION_ANNOTATION,

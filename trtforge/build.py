@@ -33,11 +33,11 @@ from trtforge.manifest import (
     SourceInfo,
     TensorInfo,
     TensorRTInfo,
+    attestation_path,
     manifest_path_for,
 )
 from trtforge.model import ModelInfo, check_model_file, load_onnx, read_model_info
 from trtforge.precision import Prepared, prepare_precision
-from trtforge.provenance import attestation_path, sign_build
 from trtforge.shapes import spec_profiles
 from trtforge.spec import Spec, check_profiles
 from trtforge.tags import ComputeCapability, EngineTag, artifact_stem
@@ -187,6 +187,8 @@ def build_spec(
             attestation = attestation_path(engine_path).name
             if signing_key is not None:
                 report_bytes = report.to_json().encode("utf-8") if report is not None else None
+                from trtforge.provenance import sign_build  # only to sign: its module is not a build's cost
+
                 manifest, envelope = sign_build(spec, manifest, engine_path, report_bytes, signing_key)
                 writer.stage(attestation).write_bytes(envelope)
             else:

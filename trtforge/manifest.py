@@ -18,6 +18,8 @@ from trtforge.fsutil import atomic_write_text
 
 ENGINE_SUFFIX = ".engine"
 MANIFEST_SUFFIX = ".manifest.json"
+#: in-toto's file name convention (JSON Lines of envelopes), as SLSA's generators write it
+ATTESTATION_SUFFIX = ".intoto.jsonl"
 
 #: a real manifest is a few KB and a few levels deep; anything beyond is refused before json.loads,
 #: so a hostile file cannot exhaust memory or Python's recursion limit
@@ -129,6 +131,13 @@ def manifest_path_for(engine: Path) -> Path:
 
 def engine_path_for(manifest: Path) -> Path:
     return manifest.with_name(manifest.name.removesuffix(MANIFEST_SUFFIX) + ENGINE_SUFFIX)
+
+
+def attestation_path(engine: Path) -> Path:
+    """``x.engine`` (or ``x.manifest.json``) -> ``x.intoto.jsonl`` beside it: the signed
+    provenance (:mod:`trtforge.provenance`)."""
+    paths = ArtifactPaths.of(engine)
+    return paths.engine.with_name(paths.engine.name.removesuffix(ENGINE_SUFFIX) + ATTESTATION_SUFFIX)
 
 
 #: What a user who passed another kind of file to an engine command probably wants instead.

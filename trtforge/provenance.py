@@ -40,7 +40,7 @@ from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, first_line
 from trtforge.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from trtforge.keys import SigningKey, TrustedKey
-from trtforge.manifest import ENGINE_SUFFIX, ArtifactPaths, Manifest, bounded_json, read_manifest
+from trtforge.manifest import ArtifactPaths, Manifest, attestation_path, bounded_json, read_manifest
 from trtforge.signing import key_type_of, sign_manifest, sslib_key, sslib_signer
 
 if TYPE_CHECKING:
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
 ATTESTATION_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
 #: the DSSE payloadType of an in-toto Statement
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-#: in-toto's file name convention (JSON Lines of envelopes), as SLSA's generators write it
-ATTESTATION_SUFFIX = ".intoto.jsonl"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 #: what a trtforge build is, for verifiers that accept build types by name
@@ -61,12 +59,6 @@ MAX_ATTESTATION_BYTES = 4 * 1024 * 1024
 
 #: roles of the inputs, in the order the attestation lists them
 ROLES = ("model", "spec", "calibration-data", "accuracy-data", "labels")
-
-
-def attestation_path(engine: Path) -> Path:
-    """``x.engine`` (or ``x.manifest.json``) -> ``x.intoto.jsonl`` beside it."""
-    paths = ArtifactPaths.of(engine)
-    return paths.engine.with_name(paths.engine.name.removesuffix(ENGINE_SUFFIX) + ATTESTATION_SUFFIX)
 
 
 def attestation_bytes(engine: Path) -> bytes | None:

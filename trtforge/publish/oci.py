@@ -626,7 +626,8 @@ class OciRegistry:
 
     def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
         """Push the artifact, then its attestation (when one sits beside the engine) as a referrer."""
-        from trtforge.provenance import attestation_bytes, attestation_path
+        from trtforge.manifest import attestation_path
+        from trtforge.provenance import attestation_bytes
 
         tag = artifact.manifest.stem
         outcome = self.push(artifact, tag, force=force)

@@ -32,8 +32,8 @@ from trtforge.compat import DEFAULT_POLICY, Environment, LoadPolicy, Problem, po
 from trtforge.environment import Target, file_problem, measure_engine
 from trtforge.errors import IncompatibleEngineError, TrtforgeError
 from trtforge.fsutil import check_inside, ensure_writable_dir, sha256_bytes
-from trtforge.manifest import Manifest, manifest_path_for
-from trtforge.provenance import attestation_path, verify_provenance
+from trtforge.manifest import Manifest, attestation_path, manifest_path_for
+from trtforge.provenance import verify_provenance
 from trtforge.publish.base import (
     AttestationSource,
     Candidate,
