@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.runners.base import RunnerError
 from trtforge.runtime.health import outputs_match
-from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState
+from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState, SlotState
 from trtforge.runtime.manager import PoolManager
 from trtforge.runtime.pool import EnginePool, suggest_pool_size
 
@@ -263,6 +264,42 @@ def test_a_context_that_cannot_be_rebuilt_degrades_the_pool(pool: EnginePool) ->
     assert len(pool.check().rebuilt) == 1  # a broken context gets another attempt each check
     assert pool.state is PoolState.READY
     assert pool.metrics.value("trtforge_pool_contexts", state="idle") == 2
+
+
+def test_a_broken_context_counts_as_broken_while_it_is_rebuilt(pool: EnginePool) -> None:
+    """The health check holds a broken context while it rebuilds it (BUSY to the lender), yet
+    readiness, the contexts' states and the metrics still see it broken until it is repaired:
+    a pool whose only healthy context is the one being rebuilt is not ready meanwhile."""
+    source = pool._source
+    assert source is not None
+    good = source._bytes  # type: ignore[attr-defined]
+    with pool.borrow() as first, pool.borrow() as second:  # both contexts, freed under the pool
+        first.deactivate()
+        second.deactivate()
+    source._bytes = b"not an onnx model"  # type: ignore[attr-defined]
+    pool.check()
+    assert [c.state for c in pool.contexts()] == [SlotState.BROKEN, SlotState.BROKEN] and not pool.ready
+    source._bytes = good  # type: ignore[attr-defined]
+    rebuilding, release = threading.Event(), threading.Event()
+    prepare = pool._health._prepare
+
+    def slow_prepare(slot: Any) -> None:
+        rebuilding.set()
+        release.wait(10)
+        prepare(slot)
+
+    pool._health._prepare = slow_prepare  # type: ignore[method-assign]
+    checker = threading.Thread(target=pool.check)
+    checker.start()
+    try:
+        assert rebuilding.wait(10)
+        assert not pool.ready  # the context being rebuilt cannot serve yet
+        assert pool.metrics.value("trtforge_pool_contexts", state="broken") == 2
+        assert [c.state for c in pool.contexts()] == [SlotState.BROKEN, SlotState.BROKEN]
+    finally:
+        release.set()
+        checker.join(20)
+    assert pool.ready and pool.state is PoolState.READY
 
 
 def test_background_health_checks_heal_without_being_called() -> None:

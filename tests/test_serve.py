@@ -391,14 +391,16 @@ def test_a_broken_context_is_rebuilt_by_the_health_check_while_the_other_serves(
             broken = runner.name
             runner.deactivate()  # the real session is gone: the next inference on it fails
         broken_index = next(c.index for c in pool.contexts() if c.name == broken)
-        while pool.contexts()[broken_index].state != "busy":  # no request is in flight: the health check took it
+        # no request is in flight: the health check takes it, its probe fails, and while it is
+        # rebuilt it shows as broken (it cannot serve; readiness rests on the other context)
+        while pool.contexts()[broken_index].state != "broken":
             assert time.monotonic() < deadline, "the health check never took the broken context"
             time.sleep(0.001)
         feed = np.random.default_rng(5).random((1, 32, 32, 32), dtype=np.float32)
         expected = reference(model, {"input": feed})[0]
         answers = [post_binary(f"127.0.0.1:{port}", "slow", feed) for _ in range(5)]
         during = [get(f"{base}/v2/health/ready")[0], get(f"{base}/v2/models/slow/ready")[0]]
-        assert pool.contexts()[broken_index].state == "busy", "the rebuild ended before the requests: not concurrent"
+        assert pool.contexts()[broken_index].state == "broken", "the rebuild ended before the requests: not concurrent"
         for status, headers, body in answers:
             assert status == 200, body
             got = np.frombuffer(body[int(headers["inference-header-content-length"]) :], np.float32)

@@ -123,6 +123,7 @@ class Health:
                     skipped.append(slot.index)
                     continue
                 slot.state = SlotState.BUSY
+                slot.repairing = was_broken
             try:
                 if was_broken:
                     self.rebuild(slot, slot.last_error or "broken")
@@ -130,6 +131,7 @@ class Health:
                 elif self.probe(slot):
                     healthy.append(slot.index)
                 else:
+                    slot.repairing = True
                     self.rebuild(slot, slot.last_error or "probe failed")
                     rebuilt.append(slot.index)
             except Exception as exc:

@@ -50,7 +50,9 @@ class PoolState(str, Enum):
 
 class SlotState(str, Enum):
     """One context's state: STARTING until warmed, then IDLE (free) or BUSY (lent, or being probed
-    or rebuilt), BROKEN when it failed and could not be rebuilt, CLOSED once freed."""
+    or rebuilt), BROKEN when it failed and could not be rebuilt, CLOSED once freed. A broken context
+    being rebuilt is BUSY to the lender (nobody else may take it) and BROKEN to whoever asks whether
+    it can serve (:attr:`Slot.serving_state`)."""
 
     STARTING = "starting"
     IDLE = "idle"
@@ -87,6 +89,7 @@ class Slot:
         "last_error",
         "name",
         "rebuilds",
+        "repairing",
         "runner",
         "served",
         "state",
@@ -104,10 +107,16 @@ class Slot:
         self.rebuilds = 0
         self.last_error: str | None = None
         self.counters = counters  # its requests' series, written by its holder only: no lock
+        self.repairing = False  # a broken context the health check is rebuilding (BUSY meanwhile)
+
+    @property
+    def serving_state(self) -> SlotState:
+        """The state readiness and metrics see: a broken context stays broken while it is rebuilt."""
+        return SlotState.BROKEN if self.repairing else self.state
 
     def info(self) -> ContextInfo:
         return ContextInfo(
-            self.index, self.name, self.state, self.warm_runs, self.served, self.rebuilds, self.last_error
+            self.index, self.name, self.serving_state, self.warm_runs, self.served, self.rebuilds, self.last_error
         )
 
 
@@ -265,6 +274,7 @@ class Lender:
 
     def _release_locked(self, slot: Slot) -> bool:
         """Idle again, broken when its borrower saw it fail, retired (True) after close."""
+        slot.repairing = False
         if self.state is PoolState.CLOSED:
             slot.state = SlotState.CLOSED
             self.cond.notify_all()
@@ -284,12 +294,12 @@ class Lender:
         """The pool's state from its slots: degraded while any is broken, else ready (starting and
         closed stay: ``start`` says when the pool is ready)."""
         if self.state in (PoolState.READY, PoolState.DEGRADED):
-            broken = any(slot.state is SlotState.BROKEN for slot in self.slots)
+            broken = any(slot.serving_state is SlotState.BROKEN for slot in self.slots)
             self.state = PoolState.DEGRADED if broken else PoolState.READY
 
     def view_locked(self) -> tuple[PoolState, dict[SlotState, int], int]:
         """The state, contexts by state and requests waiting, for a scrape (under ``cond``)."""
         counts: dict[SlotState, int] = {}
         for slot in self.slots:
-            counts[slot.state] = counts.get(slot.state, 0) + 1
+            counts[slot.serving_state] = counts.get(slot.serving_state, 0) + 1
         return self.state, counts, len(self.waiters)

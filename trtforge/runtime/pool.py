@@ -410,7 +410,7 @@ class EnginePool:
         """Warm and able to serve: every context healthy, or degraded with at least one healthy."""
         with self._lender.cond:
             return self._lender.state in (PoolState.READY, PoolState.DEGRADED) and any(
-                s.state in (SlotState.IDLE, SlotState.BUSY) for s in self._lender.slots
+                s.serving_state in (SlotState.IDLE, SlotState.BUSY) for s in self._lender.slots
             )
 
     @property
