@@ -170,10 +170,13 @@ class Health:
         log.warning("pool %s: context %s failed a request: %s", self._lender.pool, slot.name, first_line(error))
         if self.probe(slot):
             return
+        slot.repairing = True  # broken to readiness and the metrics while it is rebuilt
         try:
             self.rebuild(slot, slot.last_error or first_line(error))
         except Exception as exc:
-            slot.failed, slot.last_error = True, first_line(exc)
+            slot.failed, slot.last_error = True, first_line(exc)  # broken for good: the lender marks it
+        finally:
+            slot.repairing = False
 
     def start_loop(self, interval: float) -> None:
         """``check()`` every ``interval`` seconds in a daemon thread until ``stop_loop()``."""
