@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from clitools import cli
 from models import need_rtx, overflow_chain
 
@@ -91,3 +92,37 @@ def test_guard_runs_one_sample_per_random_shape(tmp_path: Path) -> None:
     np.testing.assert_array_equal(samples[0]["input"], feeds[0]["input"][:1])
     refused = list(first_samples(info, iter(feeds), lambda feed: feed["input"].shape[0] >= 4))
     assert [s["input"].shape for s in refused] == [(1, 16), (4, 16), (8, 16)]
+
+
+def test_guard_runs_a_copy_of_the_file_and_keeps_external_data_models_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard's session extends a copy of the model's file (no second serialization) and leaves
+    the model itself untouched; a model whose weights are in external data (which a copy elsewhere
+    would not find) is run from the loaded model instead. Both choose the same nodes."""
+    import onnx
+
+    from trtforge.precision import overflow
+    from trtforge.precision.graphs import onnx_loader
+    from trtforge.spec import load_spec
+
+    copied: list[Path] = []
+    copy = overflow.shutil.copyfile
+    monkeypatch.setattr(overflow.shutil, "copyfile", lambda src, dst: (copied.append(Path(src)), copy(src, dst))[1])
+
+    (tmp_path / "plain").mkdir()
+    plain = overflow_chain(tmp_path / "plain" / "m.onnx")
+    external = tmp_path / "external" / "m.onnx"
+    external.parent.mkdir()
+    onnx.save(onnx.load(str(plain)), str(external), save_as_external_data=True, location="w.bin", size_threshold=0)
+    chosen = {}
+    for model in (plain, external):
+        before = model.read_bytes()
+        spec_path = model.parent / "spec.yaml"
+        spec_path.write_text(f"name: m\nmodel: {model.name}\nprecision: fp16\n{PROFILE}")
+        spec = load_spec(spec_path)
+        keep = overflow.choose_keep_fp32(spec, inspect_model(model), lambda line: None, None, onnx_loader(model))
+        chosen[model] = keep.nodes
+        assert model.read_bytes() == before
+    assert chosen[plain] == chosen[external] and set(chosen[plain]) >= {"blowup", "shrink"}
+    assert copied == [plain]  # the external-data model was run from the loaded model
