@@ -103,19 +103,23 @@ def check_model_file(path: Path) -> None:
         raise InvalidInputError(f"{path}: model file {problem}; check 'model:' in the spec")
 
 
+def external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """The initializers whose values live in external data files (as saved, not yet loaded)."""
+    external = onnx_proto().TensorProto.EXTERNAL
+    return (tensor for tensor in model.graph.initializer if tensor.data_location == external)
+
+
 def _external_data_problem(model: onnx.ModelProto, folder: Path) -> str | None:
     """The first external-data file the graph names that is missing or not a regular file.
 
     Read from the proto's fields (``data_location``, the ``location`` entry) rather than through
     ``onnx.external_data_helper``, which needs all of onnx imported."""
-    external = onnx_proto().TensorProto.EXTERNAL
-    for tensor in model.graph.initializer:
-        if tensor.HasField("data_location") and tensor.data_location == external:
-            where = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-            location = folder / where
-            problem = not_a_file(location)
-            if problem:
-                return f"external data file {location} (tensor '{tensor.name}') {problem}"
+    for tensor in external_tensors(model):
+        where = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        location = folder / where
+        problem = not_a_file(location)
+        if problem:
+            return f"external data file {location} (tensor '{tensor.name}') {problem}"
     return None
 
 

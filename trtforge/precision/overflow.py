@@ -164,10 +164,9 @@ def _extendable_copy(model_path: Path) -> Iterator[Path | None]:
     """A copy of the model's file that the guard's session may extend with its outputs: copying a
     file in the kernel is ~4x faster than serializing the loaded model again (18 vs 75 ms for
     ResNet-18). None where weights live in external data files, which a copy elsewhere would not find."""
-    from trtforge.model import onnx_proto, read_onnx
+    from trtforge.model import external_tensors, read_onnx
 
-    external = onnx_proto().TensorProto.EXTERNAL
-    if any(tensor.data_location == external for tensor in read_onnx(model_path).graph.initializer):
+    if any(external_tensors(read_onnx(model_path))):
         yield None
         return
     with tempfile.TemporaryDirectory(prefix=".trtforge-guard-") as folder:
