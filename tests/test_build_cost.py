@@ -126,3 +126,27 @@ def test_guard_runs_a_copy_of_the_file_and_keeps_external_data_models_working(
         assert model.read_bytes() == before
     assert chosen[plain] == chosen[external] and set(chosen[plain]) >= {"blowup", "shrink"}
     assert copied == [plain]  # the external-data model was run from the loaded model
+
+
+@pytest.mark.parametrize(("k", "kept"), [(1000.0, ["blowup", "shrink"]), (0.001, [])])
+def test_guard_beside_the_conversion_gives_the_graph_of_guard_then_conversion(
+    write_spec: Callable[..., Path], tmp_path: Path, k: float, kept: list[str]
+) -> None:
+    """The FP16 graph is converted while the guard runs (with no node kept, the common case) and
+    again where the guard keeps nodes: the graph built is the one the guard's choice gives when
+    the two run one after the other."""
+    import onnx
+
+    from trtforge.console import Reporter
+    from trtforge.precision import prepare_precision
+    from trtforge.precision.graphs import to_fp16
+    from trtforge.spec import load_spec
+
+    model = overflow_chain(tmp_path / "m.onnx", k)
+    spec = load_spec(write_spec(f"name: m\nmodel: {model}\nprecision: fp16\ntargets: ['8.6']\n{PROFILE}"))
+    prepared = prepare_precision(
+        spec, inspect_model(model), "tensorrt-rtx", "1.7.1", tmp_path / "cache", Reporter(), for_gate=False
+    )
+    assert prepared.fp16 is not None and prepared.fp16["keep_fp32"] == kept
+    sequential = to_fp16(onnx.load(str(model)), kept)
+    assert prepared.onnx_path.read_bytes() == sequential.SerializeToString()

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from trtforge.compat import version_tuple
 from trtforge.errors import SpecError
@@ -29,9 +29,14 @@ from trtforge.errors import SpecError
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    import onnx
+
     from trtforge.console import Reporter
     from trtforge.model import ModelInfo
+    from trtforge.precision.overflow import KeepFp32
     from trtforge.spec import Spec
+
+Made = TypeVar("Made")
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,13 @@ class Prepared:
         return simulated.result()
 
 
-def _beside(work: Callable[[], Path]) -> Future[Path]:
-    """``work`` in a thread of its own (the interpreter waits for it at exit): a graph made while
-    TensorRT, which releases the GIL, keeps the caller's thread busy."""
+def _beside(work: Callable[[], Made], name: str = "trtforge-emulation") -> Future[Made]:
+    """``work`` in a thread of its own (the interpreter waits for it at exit): made while the
+    caller's thread runs something else that releases the GIL or wants it little (TensorRT's
+    build, onnxruntime's runs)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(1, "trtforge-emulation")
+    pool = ThreadPoolExecutor(1, name)
     try:
         return pool.submit(work)
     finally:
@@ -101,12 +107,7 @@ def prepare_precision(
         if weakly_typed_trt:  # TensorRT picks each layer's precision itself: no keep list to apply
             simulated = emulated(lambda: fp16_onnx(spec.model_path, cache_dir))
             return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=simulated)
-        from trtforge.precision.overflow import choose_keep_fp32
-
-        source = onnx_loader(spec.model_path)  # one load for the guard and the conversion (it goes last)
-        keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source)
-        reporter.info(f"{spec.name}: {keep.describe()}")
-        graph = fp16_onnx(spec.model_path, cache_dir, keep.nodes, source)
+        keep, graph = _fp16_graph(spec, model_info, cache_dir, reporter, onnx_loader(spec.model_path))
         return Prepared(
             graph,
             simulated_onnx=emulated(lambda: graph),
@@ -144,3 +145,39 @@ def prepare_precision(
         simulated_onnx=emulated(lambda: result.qdq_model) if fp16_parts else None,
         derived="int8 Q/DQ",
     )
+
+
+def _fp16_graph(
+    spec: Spec, model_info: ModelInfo, cache_dir: Path, reporter: Reporter, source: Callable[[], onnx.ModelProto]
+) -> tuple[KeepFp32, Path]:
+    """The nodes kept in FP32 and the FP16 graph made with them. The overflow guard runs beside
+    the conversion it decides: its onnxruntime session releases the GIL while the converter works
+    in Python and numpy, and most models keep no node, so the graph converted meanwhile with none
+    kept is the one built. Where the guard keeps nodes, the conversion is done again with them:
+    the graph is the same as when the guard ran first. ``source`` is one load of the model for
+    both; the guard only reads it, the converter edits it in place (so it converts a copy while
+    the guard runs)."""
+    from trtforge.precision.graphs import fp16_onnx
+    from trtforge.precision.overflow import choose_keep_fp32
+
+    if spec.fp16.keep_fp32 is not None:  # the spec's list: no guard to wait for
+        keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source)
+        reporter.info(f"{spec.name}: {keep.describe()}")
+        return keep, fp16_onnx(spec.model_path, cache_dir, keep.nodes, source)
+    guard = _beside(lambda: choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source), "trtforge-fp16-guard")
+    try:
+        none_kept = fp16_onnx(spec.model_path, cache_dir, (), lambda: _copy(source()))
+    except BaseException:
+        guard.result()  # the guard's own error comes first, as when it ran first
+        raise
+    keep = guard.result()
+    reporter.info(f"{spec.name}: {keep.describe()}")
+    return keep, fp16_onnx(spec.model_path, cache_dir, keep.nodes, source) if keep.nodes else none_kept
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnx
+
+    copied = onnx.ModelProto()
+    copied.CopyFrom(model)
+    return copied

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,13 +112,19 @@ def fp16_onnx(
 
 def onnx_loader(model_path: Path) -> Callable[[], onnx.ModelProto]:
     """``model_path`` loaded on the first call and shared by later ones: the overflow guard and
-    the FP16 conversion read one load of the model, not one each."""
+    the FP16 conversion read one load of the model, not one each, also when they ask for it at
+    once from two threads."""
+    lock = threading.Lock()
 
     @functools.cache
-    def load() -> onnx.ModelProto:
+    def parsed() -> onnx.ModelProto:
         import onnx
 
         return onnx.load(str(model_path))
+
+    def load() -> onnx.ModelProto:
+        with lock:
+            return parsed()
 
     return load
 
