@@ -112,3 +112,43 @@ def test_help_lists_every_command() -> None:
     shown = subprocess.run([sys.executable, "-m", "trtforge", "--help"], capture_output=True, text=True, check=True)
     listed = {line.split()[0] for line in shown.stdout.split("Commands:")[1].splitlines() if line.strip()}
     assert listed == set(COMMAND_MODULES)
+
+
+@pytest.mark.parametrize(
+    ("program", "expected"),
+    [
+        ("/usr/bin/trtforge", "paused during start-up: True; resumed: True; frozen: True"),
+        ("/tmp/some_test.py", "paused during start-up: False; resumed: True; frozen: False"),
+    ],
+)
+def test_collector_pauses_for_start_up_in_trtforge_own_process_only(program: str, expected: str) -> None:
+    """trtforge's own process pauses the cyclic collector while it imports and freezes what the
+    imports made once the command starts; a program that imports trtforge.cli keeps its collector."""
+    script = (
+        "import gc, sys\n"
+        f"sys.argv = [{program!r}, 'build', 'spec.yaml']\n"
+        "from trtforge.cli import early\n"
+        "paused = not gc.isenabled()\n"
+        "early.start_command()\n"
+        "print(f'paused during start-up: {paused}; resumed: {gc.isenabled()}; frozen: {gc.get_freeze_count() > 0}')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == expected
+
+
+def test_a_command_runs_with_the_collector_on(tmp_path: Path) -> None:
+    """Every command resumes the collector as it starts: a long `serve` or a
+    build must not run without it."""
+    script = (
+        "import gc, sys\n"
+        "sys.argv = ['trtforge', 'check', sys.argv[1]]\n"
+        "from trtforge.cli import early\n"
+        "import trtforge.cli.common as common\n"
+        "seen = []\n"
+        "common.exits_cleanly(lambda: seen.append(gc.isenabled()))()\n"
+        "print(seen)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "missing.engine")], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[True]"

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar, overload
 import typer
 from typer.exceptions import TyperException
 
+from trtforge.cli import early
 from trtforge.environment import Target
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, internal_error
 from trtforge.tags import FLAVORS, ComputeCapability, Platform
@@ -80,6 +81,7 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        early.start_command()
         _json_printed.set(False)
         try:
             return command(*args, **kwargs)

@@ -6,6 +6,7 @@ than reading the file again. Any other command line starts nothing."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -21,10 +22,8 @@ _MANIFEST = ".manifest.json"
 def engine_to_hash(argv: Sequence[str]) -> str | None:
     """The engine file ``argv`` (trtforge's own command line, ``sys.argv``) will hash, or None: a
     wrong guess only costs a background hash, a missed one only the overlap."""
-    program = argv[0] if argv else ""
-    name, folder = os.path.basename(program), os.path.basename(os.path.dirname(program))
-    if name != "trtforge" and (folder, name) != ("trtforge", "__main__.py"):
-        return None  # trtforge.cli imported by another program (a test, a script)
+    if not is_trtforge_program(argv):
+        return None
     words = [word for word in argv[1:] if not word.startswith("-")]
     if not words or words[0] not in _HASHING_COMMANDS or "--help" in argv:
         return None
@@ -33,6 +32,32 @@ def engine_to_hash(argv: Sequence[str]) -> str | None:
         return None
     engine = named[0].removesuffix(_MANIFEST) + _ENGINE if named[0].endswith(_MANIFEST) else named[0]
     return engine if os.path.isfile(engine) else None
+
+
+def is_trtforge_program(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` (``sys.argv``) is trtforge's own command line, not another program that
+    imports trtforge.cli (a test, a script)."""
+    program = argv[0] if argv else ""
+    name, folder = os.path.basename(program), os.path.basename(os.path.dirname(program))
+    return name == "trtforge" or (folder, name) == ("trtforge", "__main__.py")
+
+
+#: start-up (typer, pydantic, trtforge's modules) allocates objects by the hundred thousand, none
+#: of them garbage, and the cyclic collector keeps walking them: it is paused until the command
+#: starts (:func:`start_command`), in trtforge's own process only
+_collector_paused = is_trtforge_program(sys.argv) and gc.isenabled()
+if _collector_paused:
+    gc.disable()
+
+
+def start_command() -> None:
+    """The command starts: the collector resumes, and what start-up made (modules, classes,
+    schemas: all kept for the life of the process) is frozen out of its collections."""
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.freeze()
+        gc.enable()
 
 
 _engine = engine_to_hash(sys.argv)
