@@ -243,3 +243,36 @@ def test_int8_high_precision_fp16_layers_are_emulated(
     (report,) = out.glob("*.accuracy.json")
     candidate = json.loads(report.read_text())["candidate"]
     assert candidate["emulation"] == (FP16_STORAGE if high_precision == "fp16" else None)
+
+
+def test_fp16_weights_stay_fp16_in_the_file_and_run_as_if_widened_in_it(tmp_path: Path) -> None:
+    """The emulation reads each FP16 weight through a Cast(FLOAT) that onnxruntime folds when it
+    loads the graph: the file keeps FP16 weights (half the size of widened ones), and at the
+    gate's level the outputs are bit-identical to a graph whose weights were widened in the file."""
+    emulated = emulate_fp16(to_fp16(small_cnn()))
+    assert emulated is not None
+    half = [init for init in emulated.graph.initializer if init.name.endswith("/fp16")]
+    assert half and all(init.data_type == onnx.TensorProto.FLOAT16 for init in half)
+    assert not any(
+        init.data_type == onnx.TensorProto.FLOAT16 for init in emulated.graph.initializer if init not in half
+    )
+
+    widened = onnx.ModelProto()
+    widened.CopyFrom(emulated)
+    for index, init in enumerate(widened.graph.initializer):
+        if init.name.endswith("/fp16"):
+            wide = numpy_helper.to_array(init).astype(np.float32)
+            widened.graph.initializer[index].CopyFrom(numpy_helper.from_array(wide, init.name.removesuffix("/fp16")))
+    casts = [node for node in widened.graph.node if node.name.endswith("/widen")]
+    assert len(casts) == len(half)
+    for node in casts:
+        widened.graph.node.remove(node)
+
+    feed = {"input": np.random.default_rng(3).random((2, 3, 16, 16), dtype=np.float32)}
+    runs = [
+        ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+        for graph in (emulated, widened)
+    ]
+    assert len(emulated.SerializeToString()) < len(widened.SerializeToString())
+    for got, expected in zip(*runs, strict=True):
+        assert np.array_equal(got, expected)

@@ -159,8 +159,10 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
     """The FP32 twin of an (in part) FP16 graph that rounds and overflows where the graph stores FP16.
 
     Every FP16 tensor becomes FP32 followed by Cast(FLOAT16) -> Cast(FLOAT), under its own name;
-    FP16 weights and constants are widened (exactly). None when there is nothing to emulate (no
-    FP16 tensor) or it cannot be done here (control-flow subgraphs).
+    FP16 constants are widened (exactly) and FP16 weights are read through a Cast(FLOAT), which
+    onnxruntime folds into an FP32 weight once, when it loads the graph (the same values: the
+    cast is exact): the graph written stays the FP16 graph's size, not twice it. None when there
+    is nothing to emulate (no FP16 tensor) or it cannot be done here (control-flow subgraphs).
     """
     import onnx
     from onnx import AttributeProto, TensorProto, helper, numpy_helper
@@ -174,15 +176,22 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
     model = onnx.ModelProto()
     model.CopyFrom(converted)
     graph = model.graph
+    inputs = {value.name for value in graph.input}
+    nodes: list[onnx.NodeProto] = []
     for index, init in enumerate(graph.initializer):
-        if init.data_type == TensorProto.FLOAT16:
+        if init.data_type != TensorProto.FLOAT16:
+            continue
+        if init.name in inputs:  # also an input a caller may feed (IR < 4): widened where it is
             graph.initializer[index].CopyFrom(
                 numpy_helper.from_array(numpy_helper.to_array(init).astype("float32"), init.name)
             )
+        else:
+            weight = init.name
+            init.name = f"{weight}/fp16"
+            nodes.append(helper.make_node("Cast", [init.name], [weight], name=f"{weight}/widen", to=TensorProto.FLOAT))
     for value in (*graph.input, *graph.output, *graph.value_info):
         if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type == TensorProto.FLOAT16:
             value.type.tensor_type.elem_type = TensorProto.FLOAT
-    nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         _widen_attributes(node)
         nodes.append(node)
