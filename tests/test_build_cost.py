@@ -7,7 +7,7 @@ the MatMul output reaches ~1e6 (beyond FP16's 65504) and the guard keeps ``blowu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +150,58 @@ def test_guard_beside_the_conversion_gives_the_graph_of_guard_then_conversion(
     assert prepared.fp16 is not None and prepared.fp16["keep_fp32"] == kept
     sequential = to_fp16(onnx.load(str(model)), kept)
     assert prepared.onnx_path.read_bytes() == sequential.SerializeToString()
+
+
+def test_an_interrupted_conversion_stops_the_guard_beside_it_before_its_next_batch(
+    write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the FP16 graph is converted: the guard running beside it on calibration data
+    ends before its next batch (not after its last), and leaves no cache entry behind."""
+    import threading
+
+    from trtforge.console import Reporter
+    from trtforge.precision import graphs, prepare_precision
+    from trtforge.spec import load_spec
+
+    model = overflow_chain(tmp_path / "m.onnx", 1000.0)
+    data = tmp_path / "calib"
+    data.mkdir()
+    for index in range(200):
+        np.save(data / f"batch{index:03}.npy", np.full((8, 16), 1e-3, np.float32))
+    spec = load_spec(
+        write_spec(
+            f"name: m\nmodel: {model}\nprecision: fp16\ntargets: ['8.6']\n{PROFILE}"
+            f"calibration:\n  data: {data}/*.npy\n  batch_size: 1\n  max_samples: 1600\n"
+        )
+    )
+    ran: list[int] = []
+    guards_seen: list[list[threading.Thread]] = []
+
+    def interrupted(*args: object, **kwargs: object) -> Path:
+        guards = [thread for thread in threading.enumerate() if thread.name.startswith("trtforge-fp16-guard")]
+        assert guards, "the guard runs beside the conversion"
+        guards_seen.append(guards)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(graphs, "fp16_onnx", interrupted)
+    from trtforge.calibration import collect as collect_module
+
+    real_collect = collect_module.collect
+
+    def counting(model: object, names: object, feeds: Iterator[object], *args: object, **kwargs: object) -> object:
+        def counted() -> Iterator[object]:
+            for feed in feeds:
+                ran.append(1)
+                yield feed
+
+        return real_collect(model, names, counted(), *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(collect_module, "collect", counting)
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        prepare_precision(spec, inspect_model(model), "tensorrt-rtx", "1.7.1", cache, Reporter(), for_gate=False)
+    for thread in guards_seen[0]:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert len(ran) < 1600  # stopped, not run over every sample
+    assert not list((cache / FOLDER).glob("*.json"))

@@ -164,13 +164,22 @@ def _fp16_graph(
         keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source)
         reporter.info(f"{spec.name}: {keep.describe()}")
         return keep, fp16_onnx(spec.model_path, cache_dir, keep.nodes, source)
-    guard = _beside(lambda: choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source), "trtforge-fp16-guard")
+    import threading
+
+    stop = threading.Event()
+    guard = _beside(
+        lambda: choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source, stop), "trtforge-fp16-guard"
+    )
     try:
-        none_kept = fp16_onnx(spec.model_path, cache_dir, (), lambda: _copy(source()))
+        try:
+            none_kept = fp16_onnx(spec.model_path, cache_dir, (), lambda: _copy(source()))
+        except Exception:
+            guard.result()  # the guard's own error comes first, as when it ran first
+            raise
+        keep = guard.result()
     except BaseException:
-        guard.result()  # the guard's own error comes first, as when it ran first
+        stop.set()  # Ctrl-C (or a failure): the guard ends before its next batch, not after its last
         raise
-    keep = guard.result()
     reporter.info(f"{spec.name}: {keep.describe()}")
     return keep, fp16_onnx(spec.model_path, cache_dir, keep.nodes, source) if keep.nodes else none_kept
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,12 @@ if TYPE_CHECKING:
 
     from trtforge.model import ModelInfo
     from trtforge.spec import Spec
+
+
+class GuardStopped(BaseException):
+    """The guard was told to stop (its build was interrupted or failed): not a failure of the
+    model, so it passes the guard's own ``except Exception`` (which reports onnxruntime failures)."""
+
 
 FP16_MAX = 65504.0
 """FP16's largest finite value: anything larger is stored as inf."""
@@ -144,6 +151,16 @@ def _feeds(spec: Spec, info: ModelInfo) -> tuple[str, dict[str, Any], Iterator[M
     return "the gate's random inputs", identity, samples
 
 
+def _until(
+    stop: threading.Event | None, feeds: Iterator[Mapping[str, np.ndarray]]
+) -> Iterator[Mapping[str, np.ndarray]]:
+    """``feeds`` until ``stop`` is set (checked before each: a run in progress ends first)."""
+    for feed in feeds:
+        if stop is not None and stop.is_set():
+            raise GuardStopped
+        yield feed
+
+
 def guard_key(model_sha256: str, data: Mapping[str, Any], ort_version: str) -> str:
     """sha256 of what the guard's choice depends on (pure)."""
     document = {"model": model_sha256, "data": data, "onnxruntime": ort_version, "fp16_max": FP16_MAX}
@@ -181,10 +198,12 @@ def choose_keep_fp32(
     log: Callable[[str], None],
     cache_dir: Path | None = None,
     source: Callable[[], onnx.ModelProto] | None = None,
+    stop: threading.Event | None = None,
 ) -> KeepFp32:
     """The spec's ``fp16.keep_fp32`` (checked against the model), or the overflow guard's choice
     (cached under ``cache_dir`` when given). ``source``: the spec's model as the caller loads it
-    (shared with the FP16 conversion); None: loaded here."""
+    (shared with the FP16 conversion); None: loaded here. ``stop``: set by a caller that runs the
+    guard on another thread, to end it before its next batch (raises :class:`GuardStopped`)."""
     from trtforge.precision.graphs import onnx_loader
 
     load = source or onnx_loader(spec.model_path)
@@ -208,7 +227,9 @@ def choose_keep_fp32(
     model = load()
     try:
         with _extendable_copy(spec.model_path) as saved:
-            stats, _samples = collect(model, all_activations(model), feeds, "minmax", saved=saved, optimized=False)
+            stats, _samples = collect(
+                model, all_activations(model), _until(stop, feeds), "minmax", saved=saved, optimized=False
+            )
     except InvalidInputError as exc:  # the FP32 graph itself gives inf/NaN: the gate's reference says so
         log(f"fp16: overflow guard skipped, the FP32 model fails on {data} ({exc})")
         return KeepFp32((), "overflow guard", data=data)
