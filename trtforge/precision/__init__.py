@@ -18,6 +18,8 @@ stay cheap for ``trtforge --help``.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,14 +160,12 @@ def _fp16_graph(
     both; the guard only reads it, the converter edits it in place (so it converts a copy while
     the guard runs)."""
     from trtforge.precision.graphs import fp16_onnx
-    from trtforge.precision.overflow import choose_keep_fp32
+    from trtforge.precision.overflow import GuardStopped, choose_keep_fp32
 
     if spec.fp16.keep_fp32 is not None:  # the spec's list: no guard to wait for
         keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source)
         reporter.info(f"{spec.name}: {keep.describe()}")
         return keep, fp16_onnx(spec.model_path, cache_dir, keep.nodes, source)
-    import threading
-
     stop = threading.Event()
     guard = _beside(
         lambda: choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source, stop), "trtforge-fp16-guard"
@@ -174,11 +174,13 @@ def _fp16_graph(
         try:
             none_kept = fp16_onnx(spec.model_path, cache_dir, (), lambda: _copy(source()))
         except Exception:
-            guard.result()  # the guard's own error comes first, as when it ran first
+            stop.set()  # the guard ends before its next batch: an error it met until then comes first
+            with contextlib.suppress(GuardStopped):
+                guard.result()
             raise
         keep = guard.result()
     except BaseException:
-        stop.set()  # Ctrl-C (or a failure): the guard ends before its next batch, not after its last
+        stop.set()  # Ctrl-C: the guard ends before its next batch, not after its last
         raise
     reporter.info(f"{spec.name}: {keep.describe()}")
     return keep, fp16_onnx(spec.model_path, cache_dir, keep.nodes, source) if keep.nodes else none_kept
