@@ -173,15 +173,14 @@ def run_trtforge_ranges(model: Path, data: Path, samples: int, out: Path) -> Non
     import onnx
 
     from trtforge.calibration.collect import collect
-    from trtforge.calibration.histogram import compute_amax
+    from trtforge.calibration.histogram import compute_amaxes
     from trtforge.calibration.qdq import folded_file, quantized_inputs
 
     with folded_file(model) as saved:
         folded = onnx.load(str(saved))
         batches = _batches(data, model, samples)
         stats, _ = collect(folded, quantized_inputs(folded), batches, "entropy", saved=saved)
-    for values in stats.values():
-        compute_amax(values, "entropy")
+    compute_amaxes(stats, "entropy")
 
 
 def _reader(data: Path, model: Path, samples: int):

@@ -1,10 +1,12 @@
 """Calibration statistics updated in a thread of their own (issue 16, item 5): the same
 histograms, ranges and scales as updating them in the caller's thread, bit for bit; an
 overflow still names its tensor and samples; the chunk buffers are reused per thread; a
-session made from the folded file extended in place collects what one from the model does."""
+session made from the folded file extended in place collects what one from the model does;
+the thresholds searched on several threads are those of one search after the other."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -13,8 +15,18 @@ import onnx
 import pytest
 from models import save, small_cnn
 
+from trtforge.calibration import histogram
 from trtforge.calibration.collect import all_activations, collect
-from trtforge.calibration.histogram import AbsHistogram, _chunk_buffers, amax_to_scale, compute_amax
+from trtforge.calibration.histogram import (
+    AbsHistogram,
+    Algorithm,
+    MaxTracker,
+    TensorStats,
+    _chunk_buffers,
+    amax_to_scale,
+    compute_amax,
+    compute_amaxes,
+)
 from trtforge.calibration.qdq import folded_file, quantized_inputs
 from trtforge.errors import InvalidInputError
 
@@ -89,3 +101,64 @@ def test_collecting_from_the_extended_folded_file_equals_collecting_from_the_mod
         other = from_model[name]
         assert isinstance(stats, AbsHistogram) and isinstance(other, AbsHistogram)
         assert np.array_equal(stats.counts, other.counts) and stats.scale == other.scale and stats.amax == other.amax
+
+
+@pytest.mark.parametrize(("algorithm", "percentile"), [("entropy", 99.99), ("percentile", 99.9), ("minmax", 99.99)])
+def test_thresholds_on_threads_equal_one_search_after_the_other(algorithm: Algorithm, percentile: float) -> None:
+    model = small_cnn()
+    stats, _ = collect(model, all_activations(model), batches(12), "entropy")
+    tracker = MaxTracker()
+    tracker.update(np.array([0.5, -3.0], dtype=np.float32))
+    every: dict[str, TensorStats] = {**stats, "tracked": tracker, "empty": AbsHistogram()}
+    assert len(every) > 5
+    threaded = compute_amaxes(every, algorithm, percentile)
+    assert list(threaded) == list(every)
+    assert threaded == {name: compute_amax(values, algorithm, percentile) for name, values in every.items()}
+    assert threaded["tracked"] == 3.0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: the searches run one after the other")
+def test_thresholds_are_searched_on_worker_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = small_cnn()
+    stats, _ = collect(model, all_activations(model), batches(4), "entropy")
+    threads: list[str] = []
+    search = histogram.compute_amax
+
+    def recorded(values: TensorStats, algorithm: Algorithm, percentile: float = 99.99) -> float:
+        threads.append(threading.current_thread().name)
+        return search(values, algorithm, percentile)
+
+    monkeypatch.setattr(histogram, "compute_amax", recorded)
+    compute_amaxes(stats, "entropy")
+    assert len(threads) == len(stats) and all(name.startswith("calibration-amax") for name in threads)
+
+
+def test_statistics_are_created_once_per_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not one 2048-bin histogram per tensor and batch (issue 16, item 5), only one per tensor."""
+    from trtforge.calibration import collect as collect_module
+
+    created: list[str] = []
+    make = collect_module.new_stats
+
+    def counted(algorithm: Algorithm) -> TensorStats:
+        created.append(algorithm)
+        return make(algorithm)
+
+    monkeypatch.setattr(collect_module, "new_stats", counted)
+    model = small_cnn()
+    stats, seen = collect(model, all_activations(model), batches(6), "entropy")
+    assert seen == 24 and len(created) == len(stats) > 3
+
+
+def test_folding_on_one_thread_writes_what_a_default_session_writes(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    source = save(small_cnn(), tmp_path / "model.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "default.onnx")
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    with folded_file(source) as saved:
+        folded = saved.read_bytes()
+    assert folded == (tmp_path / "default.onnx").read_bytes()
+    assert not any(node.op_type == "BatchNormalization" for node in onnx.load_from_string(folded).graph.node)

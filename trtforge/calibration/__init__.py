@@ -26,7 +26,7 @@ from trtforge.calibration.histogram import (
     Algorithm,
     amax_to_scale,
     clipped_fraction,
-    compute_amax,
+    compute_amaxes,
 )
 from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import SpecError
@@ -382,7 +382,7 @@ def _scales(
     scales = {}
     for rule in rules:
         percentile = rule.percentile or config.percentile
-        amax = {name: compute_amax(values, rule.algorithm, percentile) for name, values in stats.items()}
+        amax = compute_amaxes(stats, rule.algorithm, percentile)
         if len(rules) == 1:
             _warn_clipping(rule, stats, amax, log)
         scales[rule] = {name: amax_to_scale(value) for name, value in amax.items()}

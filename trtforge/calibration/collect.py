@@ -67,10 +67,11 @@ def _exposed(model: onnx.ModelProto, names: Iterable[str], saved: Path | None) -
 def parallel_runs(cpus: int) -> tuple[int, int]:
     """(concurrent runs, threads per run) for ``cpus`` cores.
 
-    onnxruntime's intra-op threads scale poorly on one small batch (two threads gain about
-    1.4x on a ResNet at batch 16), while independent batches scale almost linearly. So
-    batches run side by side in one session (``run`` is thread-safe), up to four, and the
-    cores left over are split among them.
+    onnxruntime's intra-op threads scale poorly on one small batch on larger machines (two
+    threads gained about 1.4x on a ResNet at batch 16 where first measured; ~1.9x on a 2-core
+    VM, where batches side by side are ~5% ahead), while independent batches scale almost
+    linearly. So batches run side by side in one session (``run`` is thread-safe), up to four,
+    and the cores left over are split among them.
     """
     runs = max(1, min(cpus, 4))
     return runs, max(1, cpus // runs)
@@ -129,8 +130,11 @@ def collect(
         for name, values in zip((*fed, *computed), (*(batch[n] for n in fed), *outputs), strict=True):
             if not np.issubdtype(values.dtype, np.floating):
                 continue
+            tensor_stats = stats.get(name)
+            if tensor_stats is None:  # created once (``setdefault`` would allocate a histogram per call)
+                tensor_stats = stats[name] = new_stats(algorithm)
             try:
-                stats.setdefault(name, new_stats(algorithm)).update(values)
+                tensor_stats.update(values)
             except NonFiniteError as exc:
                 raise InvalidInputError(
                     f"calibration: tensor '{name}' has NaN or Inf values for samples "
