@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,13 +55,16 @@ def unhurried(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_request_path_runs_during_warm_up_and_is_not_counted(unhurried: None) -> None:
     pool = EnginePool(DIGITS, size=3, warmup_shapes=[ONE], start=False)
     returned: list[int] = []
-    give_back = pool._lender.give_back
 
-    def watched(slot: Slot) -> None:
-        returned.append(slot.index)
-        give_back(slot)
+    class Watched(deque[Slot]):
+        """The idle stack: ``infer`` gives its context back with one ``append`` (the warm-up puts
+        contexts on the stack with ``extend``)."""
 
-    pool._lender.give_back = watched  # type: ignore[method-assign]
+        def append(self, slot: Slot) -> None:
+            returned.append(slot.index)
+            super().append(slot)
+
+    pool._lender.idle = Watched()
     with pool:
         first = pool._lender.idle[-1].index  # the context the first request gets
         assert sorted(returned[:3]) == [0, 1, 2]  # every context served once through infer() before ready
@@ -97,6 +100,9 @@ class CountingLock:
     def release(self) -> None:
         self._lock.release()
 
+    def _is_owned(self) -> bool:  # what Condition asks before it notifies
+        return self._lock._is_owned()  # type: ignore[attr-defined]
+
 
 def test_idle_context_is_lent_without_any_lock() -> None:
     """Lending an idle context and giving it back, metrics included, take neither the lender's
@@ -112,6 +118,26 @@ def test_idle_context_is_lent_without_any_lock() -> None:
         metrics.lock = threading.RLock()
         lender.cond = threading.Condition(metrics.lock)
         assert pool.metrics.snapshot().requests_ok == 50
+
+
+def test_borrow_lends_under_the_lock_from_the_stack_infer_lends_from_without_it() -> None:
+    """``infer`` lends and gives back inline without any lock; ``borrow`` goes through the lender
+    under its lock. Both take the top of one idle stack and count an idle context as a hit."""
+    with EnginePool(DIGITS, size=2, warmup_shapes=[ONE]) as pool:
+        lender = pool._lender
+        top, below = lender.idle[-1], lender.idle[0]
+        lock = CountingLock()
+        lender.cond = CountingCondition(lock)  # type: ignore[arg-type]
+        with pool.borrow() as runner:
+            assert runner is top.runner and top.state is SlotState.BUSY and lock.taken >= 1
+            taken = lock.taken
+            pool.infer(feed())  # the other context, lock-free, while the top one is borrowed
+            assert lock.taken == taken and list(lender.idle) == [below]
+        assert lender.idle[-1] is top  # given back on top: the next request gets it
+        pool.infer(feed())
+        assert [context.served for context in pool.contexts()] == [2 if s is top else 1 for s in lender.slots]
+        assert pool.metrics.value("trtforge_pool_acquire_total", kind="hit") == 3
+        assert pool.metrics.value("trtforge_pool_acquire_total", kind="wait") == 0
 
 
 def test_request_metrics_after_serial_and_concurrent_requests() -> None:

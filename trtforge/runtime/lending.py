@@ -61,12 +61,6 @@ class SlotState(str, Enum):
     CLOSED = "closed"
 
 
-# Enum members as module globals for the request path: ``PoolState.CLOSED`` is a class-attribute
-# lookup through the enum's metaclass (~0.15 µs each on a small VM), several per request.
-_STARTING, _READY, _CLOSED = PoolState.STARTING, PoolState.READY, PoolState.CLOSED
-_IDLE, _BUSY = SlotState.IDLE, SlotState.BUSY
-
-
 @dataclass(frozen=True)
 class ContextInfo:
     index: int
@@ -133,13 +127,14 @@ class Lender:
 
     ``idle`` is a deque used as a stack, and a slot belongs to whoever takes it off: ``pop``,
     ``append`` and ``remove`` are single C calls, atomic under the GIL, so an idle context with
-    nobody waiting is lent and given back without any lock (the fast path; a lock touched after a
-    large inference is a cache miss of several µs). Everything else (waiting in line, breaking,
-    closing, the pool's state) happens under ``cond``. Two races are closed by checking again
-    after the atomic step: a request that takes a slot marks it busy, then checks for ``close``
-    (which marks the pool closed, then waits for busy slots); a request that gives one back
-    appends it, then checks for waiters and ``close`` (which queue, or close, then look at
-    ``idle``). Under the GIL one of each pair sees the other.
+    nobody waiting is lent and given back without any lock. That fast path is written out inline
+    in ``EnginePool.infer`` (a Python call frame costs ~1 µs once a large inference has evicted the
+    CPU caches); everything else (``borrow``, waiting in line, breaking, closing, the pool's state)
+    happens here under ``cond``. Two races are closed by checking again after the atomic step: a
+    request that takes a slot marks it busy, then checks for ``close`` (which marks the pool closed,
+    then waits for busy slots); a request that gives one back appends it, then checks for waiters
+    and ``close`` (which queue, or close, then look at ``idle``). Under the GIL one of each pair
+    sees the other.
     The stack order matters: a request gets the context that came back last, whose weights and
     buffers are still in the CPU caches (or the GPU's L2), not the one idle the longest.
     ``retire`` frees a slot that comes back after the pool closed (the pool's lifecycle owns that).
@@ -169,28 +164,16 @@ class Lender:
         finally:
             self.give_back(slot)
 
-    def acquire(self, timeout: float | None) -> Slot:
-        """A slot, counted in flight; the caller gives it back with ``give_back``."""
-        starting = self.state is _STARTING
-        if starting and threading.get_ident() != self.warmer:
-            return self._wait_for_slot(timeout)  # sent before ready: waits for it
-        if (starting or not self.waiters) and self.state is not _CLOSED:
-            try:
-                slot = self.idle.pop()
-            except IndexError:
-                return self._wait_for_slot(timeout)
-            slot.state = _BUSY
-            if self.state is _CLOSED:  # closed since the check: close() may not have seen it busy
-                self.release(slot)
-                raise PoolClosed(f"pool '{self.pool}' is closed")
-            counters = slot.counters
-            counters.hits += 1
-            counters.in_flight = 1
-            return slot
-        return self._wait_for_slot(timeout)
+    def may_skip_line(self) -> bool:
+        """Whether this thread may take an idle slot without queueing: nobody is in line, or it is
+        the warm-up while the pool starts (requests sent before ``ready`` wait for it)."""
+        if self.state is PoolState.STARTING:
+            return threading.get_ident() == self.warmer
+        return not self.waiters
 
-    def _wait_for_slot(self, timeout: float | None) -> Slot:
-        """The slow path: in line behind earlier waiters (first come, first served) under ``cond``."""
+    def acquire(self, timeout: float | None) -> Slot:
+        """A slot, counted in flight, under ``cond``: for ``borrow``, and for requests that cannot
+        take ``EnginePool.infer``'s lock-free path. The caller gives it back with ``give_back``."""
         began = time.monotonic()
         deadline = None if timeout is None else began + timeout
         with self.cond:
@@ -198,6 +181,12 @@ class Lender:
                 raise PoolClosed(f"pool '{self.pool}' is closed")
             if not self.started:
                 raise PoolClosed(f"pool '{self.pool}' was not started: call start()")
+            if self.idle and self.may_skip_line():  # no wait: a hit
+                taken = self.idle.pop()
+                taken.state = SlotState.BUSY
+                taken.counters.hits += 1
+                taken.counters.in_flight = 1
+                return taken
             ticket = object()  # first come, first served: a newcomer never jumps the queue
             self.waiters.append(ticket)
             try:
@@ -233,19 +222,11 @@ class Lender:
             self.cond.wait(remaining)
 
     def give_back(self, slot: Slot) -> None:
-        """Return a slot that ``acquire`` lent (its holder recorded the request's series)."""
+        """Return a slot that ``acquire`` lent (its holder recorded its series), under ``cond``."""
         slot.counters.in_flight = 0
-        state = self.state
-        # the fast path: nothing to settle (starting: the warm-up's requests take it too)
-        if (state is _READY or state is _STARTING) and not slot.failed and not self.waiters:
-            slot.state = _IDLE
-            self.idle.append(slot)
-            if self.waiters or self.state is _CLOSED:  # queued or closed since the check
-                self._after_late_return()
-            return
         self.release(slot)
 
-    def _after_late_return(self) -> None:
+    def after_late_return(self) -> None:
         """Wake the waiters that queued while a slot came back; after ``close``, retire what is idle."""
         with self.cond:
             self.cond.notify_all()
@@ -265,8 +246,9 @@ class Lender:
         return taken
 
     def release(self, slot: Slot) -> None:
-        """Return a slot held apart from the fast path: a health probe or rebuild, a failed request,
-        one that comes back while requests wait, while the pool is degraded or after ``close``."""
+        """Return a slot held apart from the fast path: a borrowed one, a health probe or rebuild, a
+        failed request, one that comes back while requests wait, while the pool is degraded or after
+        ``close``."""
         with self.cond:
             closed = self._release_locked(slot)
         if closed:
