@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -205,3 +206,43 @@ def test_an_interrupted_conversion_stops_the_guard_beside_it_before_its_next_bat
         assert not thread.is_alive()
     assert len(ran) < 1600  # stopped, not run over every sample
     assert not list((cache / FOLDER).glob("*.json"))
+
+
+def test_guard_runs_beside_the_conversion_except_for_external_data_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose weights live in external data is guarded first and converted after, on the
+    caller's thread (the guard's session extends the loaded model itself there); both ways give the
+    same kept nodes and the same converted graph."""
+    import threading
+
+    import onnx
+
+    from trtforge.console import Reporter
+    from trtforge.precision import overflow, prepare_precision
+    from trtforge.spec import load_spec
+
+    threads: list[str] = []
+    choose = overflow.choose_keep_fp32
+
+    def recorded(*args: Any, **kwargs: Any) -> overflow.KeepFp32:
+        threads.append(threading.current_thread().name)
+        return choose(*args, **kwargs)
+
+    monkeypatch.setattr(overflow, "choose_keep_fp32", recorded)
+    (tmp_path / "plain").mkdir()
+    plain = overflow_chain(tmp_path / "plain" / "m.onnx")
+    external = tmp_path / "external" / "m.onnx"
+    external.parent.mkdir()
+    onnx.save(onnx.load(str(plain)), str(external), save_as_external_data=True, location="w.bin", size_threshold=0)
+    graphs = {}
+    for model in (plain, external):
+        (model.parent / "spec.yaml").write_text(f"name: m\nmodel: {model.name}\nprecision: fp16\n{PROFILE}")
+        spec = load_spec(model.parent / "spec.yaml")
+        cache = model.parent / "cache"
+        prepared = prepare_precision(spec, inspect_model(model), "tensorrt-rtx", "1.7.1", cache, Reporter(), False)
+        assert prepared.fp16 is not None and set(prepared.fp16["keep_fp32"]) >= {"blowup", "shrink"}
+        converted = onnx.load(str(prepared.onnx_path), load_external_data=False)
+        graphs[model] = [(node.op_type, list(node.input), list(node.output)) for node in converted.graph.node]
+    assert threads[0].startswith("trtforge-fp16-guard") and threads[1] == threading.main_thread().name
+    assert graphs[plain] == graphs[external]

@@ -158,11 +158,14 @@ def _fp16_graph(
     kept is the one built. Where the guard keeps nodes, the conversion is done again with them:
     the graph is the same as when the guard ran first. ``source`` is one load of the model for
     both; the guard only reads it, the converter edits it in place (so it converts a copy while
-    the guard runs)."""
+    the guard runs). One after the other where weights live in external data (models past
+    protobuf's 2 GB): there the guard's session is made from the loaded model itself, which it
+    extends for a moment, and a copy beside it would cost gigabytes."""
+    from trtforge.model import external_tensors, read_onnx
     from trtforge.precision.graphs import fp16_onnx
     from trtforge.precision.overflow import GuardStopped, choose_keep_fp32
 
-    if spec.fp16.keep_fp32 is not None:  # the spec's list: no guard to wait for
+    if spec.fp16.keep_fp32 is not None or any(external_tensors(read_onnx(spec.model_path))):
         keep = choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source)
         reporter.info(f"{spec.name}: {keep.describe()}")
         return keep, fp16_onnx(spec.model_path, cache_dir, keep.nodes, source)
