@@ -136,6 +136,24 @@ def test_collector_pauses_for_start_up_in_trtforge_own_process_only(program: str
     assert result.stdout.strip() == expected
 
 
+def test_the_exit_freezes_what_the_command_made_in_trtforge_own_process_only() -> None:
+    """Before the process ends, what the command made is frozen, so finalization's collections
+    skip it; a program that imports trtforge.cli keeps its objects collectable."""
+    script = (
+        "import gc, sys\n"
+        "sys.argv = [sys.argv[1], 'build', 'spec.yaml']\n"
+        "from trtforge.cli import early\n"
+        "early.start_command()\n"
+        "made = [[index] for index in range(1000)]\n"
+        "before = gc.get_freeze_count()\n"
+        "early.exiting()\n"
+        "print(gc.get_freeze_count() - before >= len(made))\n"
+    )
+    for program, frozen in (("trtforge", "True"), ("/tmp/some_test.py", "False")):
+        result = subprocess.run([sys.executable, "-c", script, program], capture_output=True, text=True, check=True)
+        assert result.stdout.strip() == frozen, program
+
+
 def test_a_command_runs_with_the_collector_on(tmp_path: Path) -> None:
     """Every command resumes the collector as it starts: a long `serve` or a
     build must not run without it."""

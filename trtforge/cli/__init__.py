@@ -10,7 +10,7 @@ command. Heavy modules (onnx, onnxruntime, TensorRT) are imported inside the com
 from __future__ import annotations
 
 # first: hashing the engine that `check`/`inspect` is given starts while the rest imports
-from trtforge.cli import early  # noqa: F401
+from trtforge.cli import early
 
 # isort: split
 import importlib
@@ -101,4 +101,7 @@ def main() -> None:
     # model (4-12 ms a process); trtforge's models are its own, so the CLI builds them without
     # plugins, as typer does its own (a value already in the environment wins)
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    make_app(modules_for(sys.argv[1:]))()
+    try:
+        make_app(modules_for(sys.argv[1:]))()
+    finally:
+        early.exiting()
