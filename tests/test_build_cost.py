@@ -95,13 +95,25 @@ def test_guard_runs_one_sample_per_random_shape(tmp_path: Path) -> None:
     assert [s["input"].shape for s in refused] == [(1, 16), (4, 16), (8, 16)]
 
 
+def _plain_and_external(folder: Path) -> tuple[Path, Path]:
+    """The overflow chain twice, in folders of their own: as one file, and with its weights in
+    external data (``w.bin``)."""
+    import onnx
+
+    (folder / "plain").mkdir()
+    plain = overflow_chain(folder / "plain" / "m.onnx")
+    external = folder / "external" / "m.onnx"
+    external.parent.mkdir()
+    onnx.save(onnx.load(str(plain)), str(external), save_as_external_data=True, location="w.bin", size_threshold=0)
+    return plain, external
+
+
 def test_guard_runs_a_copy_of_the_file_and_keeps_external_data_models_working(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The guard's session extends a copy of the model's file (no second serialization) and leaves
     the model itself untouched; a model whose weights are in external data (which a copy elsewhere
     would not find) is run from the loaded model instead. Both choose the same nodes."""
-    import onnx
 
     from trtforge.precision import overflow
     from trtforge.precision.graphs import onnx_loader
@@ -111,11 +123,7 @@ def test_guard_runs_a_copy_of_the_file_and_keeps_external_data_models_working(
     copy = overflow.shutil.copyfile
     monkeypatch.setattr(overflow.shutil, "copyfile", lambda src, dst: (copied.append(Path(src)), copy(src, dst))[1])
 
-    (tmp_path / "plain").mkdir()
-    plain = overflow_chain(tmp_path / "plain" / "m.onnx")
-    external = tmp_path / "external" / "m.onnx"
-    external.parent.mkdir()
-    onnx.save(onnx.load(str(plain)), str(external), save_as_external_data=True, location="w.bin", size_threshold=0)
+    plain, external = _plain_and_external(tmp_path)
     chosen = {}
     for model in (plain, external):
         before = model.read_bytes()
@@ -230,11 +238,7 @@ def test_guard_runs_beside_the_conversion_except_for_external_data_models(
         return choose(*args, **kwargs)
 
     monkeypatch.setattr(overflow, "choose_keep_fp32", recorded)
-    (tmp_path / "plain").mkdir()
-    plain = overflow_chain(tmp_path / "plain" / "m.onnx")
-    external = tmp_path / "external" / "m.onnx"
-    external.parent.mkdir()
-    onnx.save(onnx.load(str(plain)), str(external), save_as_external_data=True, location="w.bin", size_threshold=0)
+    plain, external = _plain_and_external(tmp_path)
     graphs = {}
     for model in (plain, external):
         (model.parent / "spec.yaml").write_text(f"name: m\nmodel: {model.name}\nprecision: fp16\n{PROFILE}")
