@@ -25,11 +25,12 @@ from models import need_rtx, overflow_chain, save, unsupported_op, write_samples
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.accuracy import references
-from trtforge.accuracy.gate import GateCandidate, run_gate, usable_cores
+from trtforge.accuracy.gate import GateCandidate, run_gate
 from trtforge.accuracy.inputs import shape_sets
 from trtforge.accuracy.report import IDENTICAL_PASS
 from trtforge.build import build_spec
 from trtforge.console import Reporter
+from trtforge.environment import usable_cores
 from trtforge.errors import BuildError, InvalidInputError
 from trtforge.model import ModelInfo, TensorDesc, inspect_model
 from trtforge.precision.graphs import FP16_STORAGE

@@ -799,14 +799,6 @@ def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[s
     return results
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity, which a CI container's CPU set limits):
-    ``ci``'s default ``--jobs``."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
-
 def run_ci(specs: list[Path], options: CiOptions, jobs: int) -> CiReport:
     """Every spec, ``jobs`` at a time; specs that would write one artifact are refused first."""
     started = time.perf_counter()

@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 BACKEND_MODULES = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "tensorrt_rtx"}
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity (which a CI container's CPU set limits)
+    where the OS says, else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def detect_platform() -> Platform:
     system = _platform.system().lower()
     machine = _platform.machine().lower()

@@ -17,7 +17,6 @@ candidate's as soon as its graph exists, beside the TensorRT build: the gate the
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import threading
 import time
@@ -42,6 +41,7 @@ from trtforge.accuracy.report import (
     json_number,
 )
 from trtforge.compat import Environment, LoadPolicy, describe_problems, problems
+from trtforge.environment import usable_cores
 from trtforge.errors import AccuracyError, IncompatibleEngineError, InvalidInputError, TrtforgeError
 from trtforge.fsutil import prefetch_digest, sha256_file
 from trtforge.manifest import manifest_path_for
@@ -229,11 +229,6 @@ class _Collected:
     dropped: int = 0
     batches: int = 0
     label_rows: list[tuple[int, int]] | None = None  # (first, size) of each batch used
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity where the OS says)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ flat however many samples there are.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trtforge.calibration.histogram import Algorithm, NonFiniteError, TensorStats, new_stats
+from trtforge.environment import usable_cores
 from trtforge.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def collect(
     input_names = {tensor.name for tensor in model.graph.input}
     fed = [name for name in tensors if name in input_names]
     computed = [name for name in tensors if name not in input_names]
-    runs, threads = parallel_runs(cpus or len(os.sched_getaffinity(0)))
+    runs, threads = parallel_runs(cpus or usable_cores())
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads

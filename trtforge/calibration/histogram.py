@@ -37,13 +37,14 @@ Every amax is at least ``MIN_AMAX``: an all-zero tensor would otherwise get a sc
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol
 
 import numpy as np
+
+from trtforge.environment import usable_cores
 
 NUM_BINS = 2048
 NUM_LEVELS = 128
@@ -278,7 +279,7 @@ def compute_amaxes(
     GIL, and it runs after the collection, when the cores are otherwise idle: two threads take
     half the time (~35 ms of ~70 for ResNet-18). Each amax is the one ``compute_amax`` gives.
     """
-    workers = min(_AMAX_THREADS, len(stats), len(os.sched_getaffinity(0)))
+    workers = min(_AMAX_THREADS, len(stats), usable_cores())
     if workers < 2:
         return {name: compute_amax(values, algorithm, percentile) for name, values in stats.items()}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="calibration-amax") as pool:

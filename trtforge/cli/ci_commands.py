@@ -75,14 +75,15 @@ def ci(
     import time
 
     from trtforge.cache import default_cache_dir
-    from trtforge.ci import CiOptions, ReportFiles, available_cores, render_ci_table, run_ci
+    from trtforge.ci import CiOptions, ReportFiles, render_ci_table, run_ci
+    from trtforge.environment import usable_cores
     from trtforge.rerun import record, replay
 
     reports = ReportFiles.checked(junit)
     console = reporter()
     release = _flag_release(triton)
     options = CiOptions(out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure, release)
-    given, cores = list(targets or []), jobs or available_cores()
+    given, cores = list(targets or []), jobs or usable_cores()
     report = replay(given, options, cores, console)  # the project file is among what a replay rests on
     if report is None:
         started_ns = time.time_ns()
