@@ -19,6 +19,7 @@ stay cheap for ``trtforge --help``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -175,7 +176,7 @@ def _fp16_graph(
     )
     try:
         try:
-            none_kept = fp16_onnx(spec.model_path, cache_dir, (), lambda: _copy(source()))
+            none_kept = fp16_onnx(spec.model_path, cache_dir, (), lambda: copy.deepcopy(source()))
         except Exception:
             stop.set()  # the guard ends before its next batch: an error it met until then comes first
             with contextlib.suppress(GuardStopped):
@@ -187,11 +188,3 @@ def _fp16_graph(
         raise
     reporter.info(f"{spec.name}: {keep.describe()}")
     return keep, fp16_onnx(spec.model_path, cache_dir, keep.nodes, source) if keep.nodes else none_kept
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    import onnx
-
-    copied = onnx.ModelProto()
-    copied.CopyFrom(model)
-    return copied
