@@ -12,6 +12,9 @@ For each model and precision (fp32, fp16), each run in its own process with a co
               dependencies cost any tool built on them (typer with its pydantic adapters,
               pydantic's models and plugin loader, PyYAML, protobuf): the part of the gap that
               is theirs, not trtforge's own work (informational, no goal)
+  * direct, build allocator: the direct build with the C allocator set as trtforge sets it for a
+              build (``trtforge.allocator``: freed memory kept for reuse), which makes TensorRT's
+              own work faster: trtforge's overhead with that gain on both sides (informational)
   * trtforge: `trtforge build` on a spec with the same model and settings, gate off and on
 The runs of one model are interleaved (repeat 1 of every row, then repeat 2, ...), so load from
 other processes on a shared machine falls on every row alike.
@@ -55,9 +58,12 @@ TRTFORGE = [sys.executable, "-m", "trtforge"]
 DIRECT = """
 import json
 import sys
-if sys.argv[6:] == ["with-dependencies"]:  # what any typer + pydantic + YAML + protobuf tool imports
+if "with-dependencies" in sys.argv[6:]:  # what any typer + pydantic + YAML + protobuf tool imports
     import google.protobuf.message, pydantic.plugin._loader, typer, typer._adapters, yaml
     from pydantic import BaseModel
+if "build-allocator" in sys.argv[6:]:  # the C allocator as trtforge sets it for a build
+    from trtforge.allocator import keep_freed_memory
+    keep_freed_memory()
 import tensorrt_rtx as trt
 from pathlib import Path
 model, out, precision = sys.argv[1:4]
@@ -170,6 +176,7 @@ def measure_model(label: str, model: Model, work: Path, repeats: int, before: Pa
     for precision in PRECISIONS:
         direct = [sys.executable, str(script), str(model.path), str(work / "direct.engine"), precision, profile]
         commands[f"{precision} direct API"] = [*direct, "[]"]
+        commands[f"{precision} direct, build allocator"] = [*direct, "[]", "build-allocator"]
         if precision == "fp32":
             commands[f"{precision} direct + dependencies"] = [*direct, "[]", "with-dependencies"]
         if precision != "fp32":
@@ -195,6 +202,15 @@ def ratios(rows: dict) -> dict:
         base = rows.get(f"{precision} direct + gate passes", rows[f"{precision} direct API"])[0]
         found[f"{precision}_gate_on_over_baseline"] = round(rows[f"{precision} trtforge gate on"][0] / base, 3)
     return found
+
+
+def own_over_same_allocator(rows: dict) -> dict[str, float]:
+    """gate off / (direct, build allocator) per precision: trtforge's overhead with the allocator's
+    gain (``trtforge.allocator``) on both sides."""
+    return {
+        precision: round(rows[f"{precision} trtforge gate off"][0] / rows[f"{precision} direct, build allocator"][0], 3)
+        for precision in PRECISIONS
+    }
 
 
 def goals(model: Model) -> dict[str, float]:
@@ -292,6 +308,13 @@ def main() -> None:
             f"{label:<16} fp32 gate off / (direct + dependencies): {with_dependencies:.2f}x (informational)",
             file=sys.stderr,
         )
+        same_allocator = own_over_same_allocator(rows)
+        print(
+            f"{label:<16} gate off / (direct, build allocator): "
+            + "; ".join(f"{precision} {value:.2f}x" for precision, value in same_allocator.items())
+            + " (informational)",
+            file=sys.stderr,
+        )
         summary[label] = {
             "median_seconds": {name: round(median, 4) for name, (median, _) in rows.items()},
             "ratio_trtforge_over_direct": found["fp32_gate_off_over_direct"],
@@ -306,6 +329,7 @@ def main() -> None:
             "fp32_gate_off_over_direct_with_dependencies": round(
                 rows["fp32 trtforge gate off"][0] / rows["fp32 direct + dependencies"][0], 3
             ),
+            "gate_off_over_direct_with_build_allocator": same_allocator,
         }
     print(
         f"{'-':<16} {'trtforge --help':<28} {help_seconds:9.3f} {'-':>10}   "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from trtforge import __version__
 from trtforge.accuracy.report import SKIPPED_SUMMARY, AccuracyReport, report_path, summary, write_report
+from trtforge.allocator import keep_freed_memory
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
 from trtforge.cache import default_cache_dir
@@ -121,6 +122,7 @@ def build_spec(
     With ``signing_key`` the manifest is signed and ``{stem}.intoto.jsonl`` (signed provenance)
     is committed with it; without, a previous build's attestation is removed (it would be stale)."""
     started = time.perf_counter()
+    keep_freed_memory()  # the conversion and TensorRT's build reuse what they free (see trtforge.allocator)
     ensure_writable_dir(out_dir)
     cache_dir = cache_dir or default_cache_dir()
     swept = sweep(out_dir) + sweep(cache_dir, depth=2)  # caches keep their files one folder down
