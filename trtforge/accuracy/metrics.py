@@ -148,10 +148,16 @@ def compare(reference: np.ndarray, candidate: np.ndarray, classifier: bool | Non
     classifier = is_classifier(reference) if classifier is None else classifier
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
-    ref_codes, cand_codes = nonfinite_codes(ref), nonfinite_codes(cand)
-    finite = (ref_codes == 0) & (cand_codes == 0)
-    any_nonfinite = not bool(finite.all())
-    ref_finite, cand_finite = ref.ravel()[finite], cand.ravel()[finite]
+    nonfinite = mismatch = None
+    ref_finite, cand_finite = ref.ravel(), cand.ravel()
+    # the NaN/Inf codes and the gather only where some value is not finite: on the common all-finite
+    # outputs they were half of the time (11 of 25 array passes on a 660k-value output)
+    if not (np.isfinite(ref_finite).all() and np.isfinite(cand_finite).all()):
+        ref_codes, cand_codes = nonfinite_codes(ref), nonfinite_codes(cand)
+        finite = (ref_codes == 0) & (cand_codes == 0)
+        ref_finite, cand_finite = ref_finite[finite], cand_finite[finite]
+        nonfinite = int(np.count_nonzero(ref_codes))
+        mismatch = int(np.count_nonzero(ref_codes != cand_codes))
     return OutputMetrics(
         max_abs=max_abs(ref_finite, cand_finite),
         mean_abs=mean_abs(ref_finite, cand_finite),
@@ -159,6 +165,6 @@ def compare(reference: np.ndarray, candidate: np.ndarray, classifier: bool | Non
         cosine=cosine(ref_finite, cand_finite),
         snr_db=snr_db(ref_finite, cand_finite),
         top1=top1_agreement(ref, cand) if classifier else None,
-        nonfinite=int(np.count_nonzero(ref_codes)) if any_nonfinite else None,
-        nonfinite_mismatch=int(np.count_nonzero(ref_codes != cand_codes)) if any_nonfinite else None,
+        nonfinite=nonfinite,
+        nonfinite_mismatch=mismatch,
     )
