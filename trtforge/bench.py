@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trtforge.console import Table
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
 from trtforge.model import INPUT_BUDGET_BYTES, TensorDesc, input_bytes, mib
 from trtforge.runtime.lending import PoolExhausted
@@ -399,19 +400,18 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
 # ---------------------------------------------------------------- rendering
 
 
-def render_table(report: BenchReport) -> Any:
-    """A rich table, one row per scenario; times in ms, ratios to the warm steady-state p50."""
-    from rich import box
-    from rich.table import Table
-
+def render_table(report: BenchReport) -> Table:
+    """One row per scenario; times in ms, ratios to the warm steady-state p50."""
+    columns = ("", "startup", "1st req", "×p50", "1st resp", "×p50", "p50", "burst p99", "req/s")
     table = Table(
-        box=box.SIMPLE_HEAD,
-        title=f"{Path(report.artifact).name} on {report.backend}: pool {report.pool}, burst of {report.requests} "
-        f"from {report.concurrency} threads; ms, ×p50 = ratio to the steady-state p50 "
-        f"({report.baseline_p50_ms:.3f} ms)",
+        (
+            f"{Path(report.artifact).name} on {report.backend}: pool {report.pool}, burst of {report.requests} "
+            f"from {report.concurrency} threads; ms, ×p50 = ratio to the steady-state p50 "
+            f"({report.baseline_p50_ms:.3f} ms)",
+        ),
+        columns,
+        frozenset(columns[1:]),
     )
-    for column in ("", "startup", "1st req", "×p50", "1st resp", "×p50", "p50", "burst p99", "req/s"):
-        table.add_column(column, justify="left" if not column else "right")
     for scenario in report.scenarios:
         ratios = report.ratios(scenario)
         table.add_row(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from trtforge import __version__
+from trtforge.console import Reporter, Styled, Table
 from trtforge.errors import (
     AccuracyError,
     InvalidInputError,
@@ -492,7 +493,6 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
     which lets the parent settle unchanged specs without starting a worker. ``spec``: the spec
     at ``spec_path``, when the caller has loaded it already.
     """
-    from trtforge.console import Reporter
     from trtforge.environment import choose_backend, installed_version
     from trtforge.spec import load_spec
 
@@ -605,7 +605,6 @@ def _loaded_specs(paths: list[str]) -> dict[str, Any]:
 def _refuse_collisions(specs: dict[str, Any], options: CiOptions) -> dict[str, SpecResult]:
     """Before anything is built: specs (loaded, by path) that would overwrite each other's
     artifact fail (exit 2), with one line naming them all."""
-    from trtforge.console import Reporter
     from trtforge.environment import choose_backend
 
     identities: dict[str, tuple[Any, ...]] = {}
@@ -909,12 +908,11 @@ def _writing(path: Path, what: str) -> Iterator[None]:
         ) from exc
 
 
-def render_ci_table(report: CiReport, reporter: Any) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"trtforge ci — exit {report.exit_code} in {report.seconds:.1f} s", title_justify="left")
-    for column in ("spec", "status", "exit", "accuracy", "engine / error", "s"):
-        table.add_column(column)
+def render_ci_table(report: CiReport, reporter: Reporter) -> None:
+    table = Table(
+        (f"trtforge ci — exit {report.exit_code} in {report.seconds:.1f} s",),
+        ("spec", "status", "exit", "accuracy", "engine / error", "s"),
+    )
     styles = {
         SpecStatus.BUILT: "green",
         SpecStatus.UNCHANGED: "dim",
@@ -925,7 +923,7 @@ def render_ci_table(report: CiReport, reporter: Any) -> None:
         engine = Path(result.engine).name if result.engine else result.message
         table.add_row(
             Path(result.spec).name,
-            f"[{styles[result.status]}]{result.status.value}[/]",
+            Styled(result.status.value, styles[result.status]),
             str(result.exit_code),
             _accuracy_text(result.accuracy),
             engine,

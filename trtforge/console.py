@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
 
 #: CI logs are not terminals; rich would wrap tables at 80 columns there.
@@ -30,6 +32,75 @@ def plain_stderr() -> bool:
         return force_color == ""
     isatty = getattr(sys.stderr, "isatty", None)
     return not (isatty is not None and isatty())
+
+
+@dataclass(frozen=True)
+class Styled:
+    """Text with a rich style (``"green"``, ``"bold red"``): in colour in a terminal, plain in a log."""
+
+    text: str
+    style: str
+
+
+#: a table cell or a part of its title: plain text (never read as rich markup) or styled text
+Cell = str | Styled
+
+
+@dataclass
+class Table:
+    """What a command shows as a table: rich's table in a terminal; in a CI log, aligned plain lines
+    written without importing rich (rich.table and its console cost ~50 ms of every gated build and
+    every ``ci`` run there). Built like rich's: columns given, then ``add_row``."""
+
+    title: tuple[Cell, ...]
+    columns: Sequence[str]
+    right: frozenset[str] = frozenset()  # columns aligned right (numbers)
+    header: bool = True
+    no_wrap: bool = False  # rich: cells are not wrapped (a log is never wrapped)
+    rows: list[tuple[Cell, ...]] = field(default_factory=list)
+
+    def add_row(self, *cells: Cell) -> None:
+        self.rows.append(cells)
+
+    def plain_lines(self) -> list[str]:
+        """The title, the header and one line per row, columns padded to their widest cell."""
+        body = [tuple(_plain(cell) for cell in row) for row in self.rows]
+        shown = [tuple(self.columns), *body] if self.header else body
+        widths = [max(len(row[index]) for row in shown) for index in range(len(self.columns))]
+        lines = ["".join(_plain(part) for part in self.title)]
+        for row in shown:
+            cells = (
+                cell.rjust(width) if column in self.right else cell.ljust(width)
+                for cell, width, column in zip(row, widths, self.columns, strict=True)
+            )
+            lines.append("  " + "  ".join(cells).rstrip())
+        return lines
+
+    def to_rich(self) -> Any:
+        from rich.table import Table as RichTable
+
+        table = RichTable(title=_rich_text(*self.title), title_justify="left", show_header=self.header)
+        for column in self.columns:
+            table.add_column(column, justify="right" if column in self.right else "left", no_wrap=self.no_wrap)
+        for row in self.rows:
+            table.add_row(*(_rich_text(cell) for cell in row))
+        return table
+
+
+def _plain(cell: Cell) -> str:
+    return cell.text if isinstance(cell, Styled) else cell
+
+
+def _rich_text(*parts: Cell) -> Text:
+    from rich.text import Text
+
+    text = Text()
+    for part in parts:
+        if isinstance(part, Styled):
+            text.append(part.text, style=part.style)
+        else:
+            text.append(part)
+    return text
 
 
 class Reporter:
@@ -79,8 +150,12 @@ class Reporter:
     def error(self, text: str) -> None:
         self._line(f"error: {text}", "bold red")
 
-    def render(self, renderable: Any) -> None:
-        self.console.print(renderable)
+    def render(self, table: Table) -> None:
+        if self._plain:
+            for line in table.plain_lines():
+                self._line(line)
+        else:
+            self.console.print(table.to_rich())
 
     @contextmanager
     def build_progress(self, label: str) -> Iterator[_ProgressMonitor]:

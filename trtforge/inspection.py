@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trtforge.console import Reporter
+from trtforge.console import Reporter, Styled, Table
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import ArtifactPaths, read_manifest
 
@@ -29,13 +29,9 @@ def engine_facts(path: Path) -> dict[str, Any]:
 
 
 def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
-    from rich.table import Table
-
     manifest = facts["manifest"]
     engine = facts["engine"]
-    table = Table(title=engine["path"], show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table = Table((engine["path"],), ("fact", "value"), header=False)
     gpu = manifest["gpu"]
     gpus = ", ".join(gpu["compute_capabilities"]) or "-"
     if gpu["and_later_from"]:
@@ -82,5 +78,5 @@ def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
         )
     )
     for key, value in rows:
-        table.add_row(key, str(value))
+        table.add_row(Styled(key, "bold"), str(value))
     reporter.render(table)

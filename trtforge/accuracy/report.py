@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trtforge.console import Cell, Styled, Table
 from trtforge.fsutil import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
@@ -207,21 +208,19 @@ def render(report: AccuracyReport, reporter: Reporter) -> None:
         if report.candidate.emulation:
             reporter.info(f"candidate emulated: {report.candidate.emulation}")
         return
-    from rich.table import Table
-
-    verdict = "[green]passed[/green]" if report.passed else "[bold red]FAILED[/bold red]"
-    table = Table(title=title.format(verdict=verdict), title_justify="left")
-    for column in ("output", "metric", "value", "limit", "result"):
-        table.add_column(column, justify="right" if column in ("value", "limit") else "left")
+    before, after = title.split("{verdict}")
+    verdict = Styled("passed", "green") if report.passed else Styled("FAILED", "bold red")
+    columns = ("output", "metric", "value", "limit", "result")
+    table = Table((before, verdict, after), columns, right=frozenset({"value", "limit"}))
     for out in report.outputs:
         for check in out.checks:
             relation = "<=" if check.bound == "max" else ">="
-            result = "[green]ok[/green]" if check.passed else "[bold red]FAIL[/bold red]"
+            result = Styled("ok", "green") if check.passed else Styled("FAIL", "bold red")
             table.add_row(out.name, check.metric, _show(check.value), f"{relation} {check.limit:g}", result)
         measured = {check.metric for check in out.checks}
         for metric, value in out.metrics.items():
             if metric not in measured and value is not None:
-                table.add_row(out.name, metric, _show(value), "", "[dim]info[/dim]")
+                table.add_row(out.name, metric, _show(value), "", Styled("info", "dim"))
     reporter.render(table)
     if report.candidate.emulation:
         reporter.info(f"candidate emulated: {report.candidate.emulation}")
@@ -328,8 +327,6 @@ def side_by_side(reports: Sequence[AccuracyReport]) -> list[dict[str, Any]]:
 
 def render_side_by_side(rows: Sequence[dict[str, Any]], reporter: Reporter, title: str = "accuracy") -> None:
     """Compact enough for an 80-column CI log: one table per model output, one row per precision."""
-    from rich.table import Table
-
     columns = {
         "precision": "prec", "candidate": "candidate", "samples": "n", "cosine": "cosine",
         "top1_agreement": "top-1", "reference_accuracy": "ref acc", "candidate_accuracy": "acc", "passed": "gate",
@@ -338,17 +335,16 @@ def render_side_by_side(rows: Sequence[dict[str, Any]], reporter: Reporter, titl
     for row in rows:
         groups.setdefault((row["name"], row["output"]), []).append(row)
     for (name, output), members in groups.items():
-        table = Table(title=f"{title}: {name}, output '{output}'", title_justify="left")
-        for key, header in columns.items():
-            table.add_column(header, justify="left" if key in ("precision", "candidate") else "right", no_wrap=True)
+        right = frozenset(header for key, header in columns.items() if key not in ("precision", "candidate"))
+        table = Table((f"{title}: {name}, output '{output}'",), tuple(columns.values()), right, no_wrap=True)
         for row in members:
-            cells = []
+            cells: list[Cell] = []
             for key in columns:
                 value = row[key]
                 if key.endswith("_accuracy") and isinstance(value, float):
                     cells.append(f"{value:.2%}")
                 elif key == "passed":
-                    cells.append("[green]pass[/green]" if value else "[bold red]FAIL[/bold red]")
+                    cells.append(Styled("pass", "green") if value else Styled("FAIL", "bold red"))
                 elif isinstance(value, float):
                     cells.append(f"{value:.6f}" if key == "cosine" else f"{value:.4f}")
                 else:
