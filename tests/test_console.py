@@ -24,7 +24,8 @@ print(",".join(sorted(name for name in sys.modules if name.split(".")[0] == "ric
 
 
 def _report(**env: str) -> subprocess.CompletedProcess[str]:
-    clean = {key: value for key, value in os.environ.items() if key not in ("TTY_COMPATIBLE", "FORCE_COLOR")}
+    decides = ("TTY_COMPATIBLE", "FORCE_COLOR", "NO_COLOR", "TERM")  # what rich reads to pick colours
+    clean = {key: value for key, value in os.environ.items() if key not in decides}
     return subprocess.run(
         [sys.executable, "-c", _REPORT], capture_output=True, text=True, env={**clean, **env}, check=True
     )

@@ -66,7 +66,7 @@ class Table:
         """The title, the header and one line per row, columns padded to their widest cell."""
         body = [tuple(_plain(cell) for cell in row) for row in self.rows]
         shown = [tuple(self.columns), *body] if self.header else body
-        widths = [max(len(row[index]) for row in shown) for index in range(len(self.columns))]
+        widths = [max((len(row[index]) for row in shown), default=0) for index in range(len(self.columns))]
         lines = ["".join(_plain(part) for part in self.title)]
         for row in shown:
             cells = (
@@ -105,8 +105,8 @@ def _rich_text(*parts: Cell) -> Text:
 
 class Reporter:
     """Where every human-readable line goes; ``interactive`` picks rich progress or log lines.
-    Without a console of its own and outside a terminal, log lines are written directly and
-    rich's console is made only for what needs it (a table, a progress bar)."""
+    Without a console of its own and outside a terminal, lines and tables are written directly,
+    without rich."""
 
     def __init__(self, console: Console | None = None, interactive: bool | None = None) -> None:
         self._console = console

@@ -4,7 +4,7 @@
 - ``tolerances``: per-precision defaults and the spec's per-output limits (pure rules)
 - ``inputs``: the spec's accuracy data or seeded random inputs per profile shape
 - ``gate``: candidate choice (engine or simulated ONNX), the run, the verdict
-- ``report``: ``{stem}.accuracy.json``, the manifest summary, the rich table, JUnit XML
+- ``report``: ``{stem}.accuracy.json``, the manifest summary, the table, JUnit XML
 
 Import the submodules directly; this package itself imports nothing heavy.
 """

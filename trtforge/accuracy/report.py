@@ -1,5 +1,5 @@
 """The gate's report: one pydantic model, written as ``{stem}.accuracy.json``, summarized in the
-manifest, shown as a rich table, and exported as JUnit XML for CI test tabs."""
+manifest, shown as a table, and exported as JUnit XML for CI test tabs."""
 
 from __future__ import annotations
 
@@ -196,8 +196,8 @@ def _show(value: Number | None) -> str:
 
 
 def render(report: AccuracyReport, reporter: Reporter) -> None:
-    """A rich table of every check, then the task accuracy (with labels) side by side; a report that
-    compared nothing (an identical candidate) is its one line, without rich."""
+    """A table of every check, then the task accuracy (with labels) side by side; a report that
+    compared nothing (an identical candidate) is its one line."""
     title = (
         f"accuracy {report.name} {report.precision}: {{verdict}} — candidate {report.candidate.kind} "
         f"({report.candidate.runner}), {report.data.samples} samples "
