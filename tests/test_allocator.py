@@ -76,7 +76,7 @@ MIB = 1 << 20
 
 def _environment(**extra: str) -> dict[str, str]:
     """This process's environment without anything that tunes or replaces malloc, plus ``extra``."""
-    tuning = ("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD")
+    tuning = ("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD", "TRTFORGE_KEEP_FREED_MEMORY")
     return {key: value for key, value in os.environ.items() if not key.startswith(tuning)} | extra
 
 
@@ -109,10 +109,16 @@ def test_build_settings_keep_the_freed_heap_for_reuse() -> None:
 
 
 @pytest.mark.parametrize(
-    "tuning", [{"MALLOC_TRIM_THRESHOLD_": "131072"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}]
+    "tuning",
+    [
+        {"MALLOC_TRIM_THRESHOLD_": "131072"},
+        {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"},
+        {"TRTFORGE_KEEP_FREED_MEMORY": "0"},
+    ],
 )
 def test_a_user_tuned_malloc_is_left_as_it_is(tuning: dict[str, str]) -> None:
-    """glibc's own setting (here its default value): the user's word wins and the heap is given back."""
+    """glibc's own setting (here its default trim threshold), or trtforge's opt-out: the user's
+    word wins and the heap is given back."""
     applied, allocated, freed = heap_after(ask=True, **tuning)
     assert applied == "False"
     assert allocated >= 96 * MIB and freed < 16 * MIB
