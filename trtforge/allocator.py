@@ -4,9 +4,11 @@ glibc's malloc gives the memory freed at the top of its heap back to the kernel 
 than 128 KiB is free there (``M_TRIM_THRESHOLD``), and grows the heap by little more than each
 request (``M_TOP_PAD``). A build (the FP16 conversion, then TensorRT's parse and build) allocates
 and frees tens of megabytes over and over: the heap shrinks, grows again, and every page it takes
-back costs a page fault. Measured on ResNet-18 at 224x224 with TensorRT-RTX 1.7 on a 2-core host:
-TensorRT's parse and build 326 -> 297 ms and the fp16 build 1.17 -> 1.07 s, the process's system
-time about halved; peak resident memory +45 MiB at fp32 (what the heap keeps), -10 MiB at fp16.
+back costs a page fault. Measured on ResNet-18 at 224x224 with TensorRT-RTX 1.7 on a 2-core host,
+against ``TRTFORGE_KEEP_FREED_MEMORY=0`` in the same run: the fp32 build 0.69 -> 0.61 s (TensorRT's
+parse and build alone 326 -> 297 ms, in another run), the fp16 build 1.30 -> 1.14 s, with the gate 1.97 -> 1.94 s;
+system time down a third; peak resident memory +45 MiB at fp32 (what the heap keeps), about equal
+at fp16.
 
 Setting either also fixes glibc's mmap threshold where it stands (128 KiB unless the process has
 raised it already): a larger block comes from the heap's top when the pad leaves room there, else
@@ -16,7 +18,7 @@ again, for +230 MiB of peak memory on ResNet-18's fp16 build with the gate: not 
 A process whose environment tunes glibc's malloc keeps its settings (the user's tuning wins), and
 ``TRTFORGE_KEEP_FREED_MEMORY=0`` leaves glibc's defaults (no variable of glibc's own can: setting
 any of them fixes the mmap threshold too, which measured slower than both: ResNet-18's fp16 build
-with the gate 1.72 s here, 1.95 s with the defaults, 2.22 s with ``MALLOC_TRIM_THRESHOLD_=131072``).
+with the gate 2.41 s with ``MALLOC_TRIM_THRESHOLD_=131072``, in the run above).
 Python has no binding for mallopt(3), so ctypes calls it. Other C libraries are left as they are.
 """
 
