@@ -5,10 +5,9 @@ than 128 KiB is free there (``M_TRIM_THRESHOLD``), and grows the heap by little 
 request (``M_TOP_PAD``). A build (the FP16 conversion, then TensorRT's parse and build) allocates
 and frees tens of megabytes over and over: the heap shrinks, grows again, and every page it takes
 back costs a page fault. Measured on ResNet-18 at 224x224 with TensorRT-RTX 1.7 on a 2-core host,
-against ``TRTFORGE_KEEP_FREED_MEMORY=0`` in the same run: the fp32 build 0.69 -> 0.61 s (TensorRT's
-parse and build alone 326 -> 297 ms, in another run), the fp16 build 1.30 -> 1.14 s, with the gate 1.97 -> 1.94 s;
-system time down a third; peak resident memory +45 MiB at fp32 (what the heap keeps), about equal
-at fp16.
+against ``TRTFORGE_KEEP_FREED_MEMORY=0`` in the same run: the fp32 build 0.69 -> 0.61 s, the fp16
+build 1.30 -> 1.14 s, with the gate 1.97 -> 1.94 s; system time down a third; peak resident memory
++45 MiB at fp32 (what the heap keeps), about equal at fp16.
 
 Setting either also fixes glibc's mmap threshold where it stands (128 KiB unless the process has
 raised it already): a larger block comes from the heap's top when the pad leaves room there, else
@@ -49,7 +48,7 @@ def _is_glibc() -> bool:
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Apply the settings above to this process (once; they last as long as it does, so a `ci`
+    """Apply the settings above to this process (once; they last as long as it does, so a ``ci``
     worker may keep up to TRIM_THRESHOLD + TOP_PAD of freed memory). False where the C library is
     not glibc, refused one, or the environment tunes malloc itself or opts out (nothing changed then)."""
     tuned = any(name in os.environ for name in USER_SETTINGS) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")

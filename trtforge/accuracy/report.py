@@ -198,20 +198,20 @@ def _show(value: Number | None) -> str:
 def render(report: AccuracyReport, reporter: Reporter) -> None:
     """A table of every check, then the task accuracy (with labels) side by side; a report that
     compared nothing (an identical candidate) is its one line."""
+    verdict = Styled("passed", "green") if report.passed else Styled("FAILED", "bold red")
     title = (
-        f"accuracy {report.name} {report.precision}: {{verdict}} — candidate {report.candidate.kind} "
-        f"({report.candidate.runner}), {report.data.samples} samples "
-        + ("from files" if report.data.source == "files" else f"of seeded random data (seed {report.data.seed})")
+        f"accuracy {report.name} {report.precision}: ",
+        verdict,
+        f" — candidate {report.candidate.kind} ({report.candidate.runner}), {report.data.samples} samples "
+        + ("from files" if report.data.source == "files" else f"of seeded random data (seed {report.data.seed})"),
     )
     if not any(out.checks or out.metrics for out in report.outputs) and not report.task_accuracies():
-        reporter.info(title.format(verdict="passed" if report.passed else "FAILED"))
+        reporter.info(title[0] + verdict.text + title[2])
         if report.candidate.emulation:
             reporter.info(f"candidate emulated: {report.candidate.emulation}")
         return
-    before, after = title.split("{verdict}")
-    verdict = Styled("passed", "green") if report.passed else Styled("FAILED", "bold red")
     columns = ("output", "metric", "value", "limit", "result")
-    table = Table((before, verdict, after), columns, right=frozenset({"value", "limit"}))
+    table = Table(title, columns, right=frozenset({"value", "limit"}))
     for out in report.outputs:
         for check in out.checks:
             relation = "<=" if check.bound == "max" else ">="
