@@ -69,6 +69,27 @@ def test_onnxrt_runner_errors_are_one_clear_line(model_dir: Path, tmp_path: Path
         OnnxrtRunner(junk).activate()
 
 
+def test_onnxrt_runner_refuses_an_initializer_fed_as_an_input() -> None:
+    """From IR 4 an initializer listed among the graph's inputs is overridable: onnxruntime would
+    take it from the feed and run, but it is no input of the model (a TensorRT engine has none)."""
+    bias = helper.make_tensor("bias", TensorProto.FLOAT, [2], [1.0, 2.0])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "bias"], ["y"])],
+        "overridable",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [2]) for name in ("x", "bias")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    x = np.ones(2, np.float32)
+    with OnnxrtRunner(model.SerializeToString(), name="add") as runner:
+        np.testing.assert_array_equal(runner.infer({"x": x})["y"], [2.0, 3.0])
+        with pytest.raises(InvalidInputError, match="add: the model has no input 'bias'"):
+            runner.infer({"x": x, "bias": x})
+        with pytest.raises(InvalidInputError, match="add: input 'x' is missing"):
+            runner.infer({"bias": x})
+
+
 # ---------------------------------------------------------------- profiles (pure)
 
 
