@@ -9,11 +9,11 @@ import os
 import stat
 import sys
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from trtforge.errors import InvalidInputError, first_line
 
@@ -490,6 +490,41 @@ def inspect_model(path: Path) -> ModelInfo:
 def read_model_info(path: Path) -> ModelInfo:
     """:func:`inspect_model` without onnx's import and checker (:func:`read_onnx`)."""
     return describe(read_onnx(path), path)
+
+
+@overload
+def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> bytes: ...
+@overload
+def with_outputs(model: onnx.ModelProto, names: Iterable[str], saved: Path) -> str: ...
+@overload
+def with_outputs(model: onnx.ModelProto, names: Iterable[str], saved: Path | None) -> bytes | str: ...
+def with_outputs(model: onnx.ModelProto, names: Iterable[str], saved: Path | None = None) -> bytes | str:
+    """``model`` with ``names`` added to its graph outputs, for onnxruntime to return every tensor
+    a pass reads (calibration's statistics, the diagnosis's layer-wise metrics) from one run: as
+    bytes, or as the path of ``saved``, the model's own file, extended in place. ``model`` itself
+    is left as it was.
+
+    The outputs carry no type: onnxruntime infers it, which spares a shape-inference pass over the
+    whole model. Protobuf parses concatenated messages as their merge (repeated fields appended),
+    so with a file the outputs are appended to it as a message of their own and the model is not
+    serialized again (a tenth of a second for ResNet-18). Without one they are appended to the
+    model, serialized and removed again: a copy of a large model would cost more than that.
+    """
+    import onnx
+
+    graph_outputs = model.graph.output
+    present = {output.name for output in graph_outputs}
+    outputs = [onnx.ValueInfoProto(name=name) for name in dict.fromkeys(names) if name not in present]
+    if saved is not None:
+        with saved.open("ab") as file:
+            file.write(onnx.ModelProto(graph=onnx.GraphProto(output=outputs)).SerializeToString())
+        return str(saved)
+    count = len(graph_outputs)
+    graph_outputs.extend(outputs)
+    try:
+        return model.SerializeToString()
+    finally:
+        del graph_outputs[count:]
 
 
 def input_bytes(inputs: Sequence[TensorDesc], shapes: Mapping[str, Sequence[int]]) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 from trtforge.calibration.histogram import Algorithm, NonFiniteError, TensorStats, new_stats
 from trtforge.environment import usable_cores
 from trtforge.errors import InvalidInputError
+from trtforge.model import with_outputs
 
 if TYPE_CHECKING:
     import onnx
@@ -34,34 +35,6 @@ def all_activations(model: onnx.ModelProto) -> list[str]:
             names.update((name, None) for name in node.output)
     names.pop("", None)
     return list(names)
-
-
-def _exposed(model: onnx.ModelProto, names: Iterable[str], saved: Path | None) -> bytes | str:
-    """The model with ``names`` added as graph outputs (so one run returns them all), as
-    bytes or as the path of ``saved``, its file, extended with them.
-
-    The outputs carry no type: onnxruntime infers it, which spares a shape-inference pass
-    over the whole model. Protobuf parses concatenated messages as their merge (repeated
-    fields appended), so the outputs are appended to ``saved`` as a message of their own,
-    and the model is not serialized again (a tenth of a second for ResNet-18). Without a
-    file, they are appended to the model, serialized and removed again: copying a large
-    model first would cost more than the serialization itself.
-    """
-    import onnx
-
-    graph_outputs = model.graph.output
-    existing = {output.name for output in graph_outputs}
-    outputs = [onnx.ValueInfoProto(name=name) for name in names if name not in existing]
-    if saved is not None:
-        with saved.open("ab") as file:
-            file.write(onnx.ModelProto(graph=onnx.GraphProto(output=outputs)).SerializeToString())
-        return str(saved)
-    count = len(graph_outputs)
-    graph_outputs.extend(outputs)
-    try:
-        return model.SerializeToString()
-    finally:
-        del graph_outputs[count:]
 
 
 def parallel_runs(cpus: int) -> tuple[int, int]:
@@ -112,7 +85,7 @@ def collect(
     options.intra_op_num_threads = threads
     if not optimized:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(_exposed(model, computed, saved), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(with_outputs(model, computed, saved), options, providers=["CPUExecutionProvider"])
     stats: dict[str, TensorStats] = {}
     samples = 0
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,7 @@ from trtforge.accuracy import inputs, metrics
 from trtforge.accuracy.gate import active
 from trtforge.accuracy.report import json_number
 from trtforge.errors import AccuracyError, InvalidInputError
+from trtforge.model import with_outputs
 from trtforge.runners.onnxruntime import OnnxrtRunner
 
 if TYPE_CHECKING:
@@ -269,19 +270,6 @@ def plan_rows(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[_R
     ]
 
 
-def exposed(model: onnx.ModelProto, names: Iterable[str]) -> bytes:
-    """``model`` serialized with ``names`` added to its graph outputs (onnxruntime infers their types)."""
-    import onnx
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    present = {out.name for out in copy.graph.output}
-    for name in dict.fromkeys(names):
-        if name not in present:
-            copy.graph.output.append(onnx.ValueInfoProto(name=name))
-    return copy.SerializeToString()
-
-
 def first_jump(rows: Sequence[NodeError]) -> str | None:
     """The first node (in order) whose ``drop`` exceeds JUMP_COSINE_DROP. Pure."""
     return next((row.node for row in rows if row.drop > JUMP_COSINE_DROP), None)
@@ -343,8 +331,9 @@ def diagnose_layers(
     reference_model = onnx.load(str(spec.model_path))
     candidate_model = onnx.load(str(candidate_onnx))
     rows = plan_rows(reference_model, candidate_model)
-    reference = OnnxrtRunner(exposed(reference_model, (ref for row in rows for ref, _ in row.pairs)), name="reference")
-    candidate = OnnxrtRunner(exposed(candidate_model, (c for row in rows for _, c in row.pairs)), name="candidate")
+    references = with_outputs(reference_model, (ref for row in rows for ref, _ in row.pairs))
+    candidates = with_outputs(candidate_model, (cand for row in rows for _, cand in row.pairs))
+    reference, candidate = OnnxrtRunner(references, name="reference"), OnnxrtRunner(candidates, name="candidate")
     del reference_model, candidate_model
     plan = inputs.plan(spec, model)
     running: dict[str, _Running] = {}
