@@ -198,6 +198,7 @@ def test_disabled_gate_is_recorded_in_the_manifest(write_spec: Callable[..., Pat
     assert not list(out.glob("*.accuracy.json"))
     ((_, name, results),) = next(iter(_suite_cases(junit).values()))
     assert name == "accuracy" and isinstance(results[0], Skipped)
+    assert results[0].message == "accuracy.enabled is false in the spec"  # the manifest's reason
 
 
 def test_random_inputs_cover_every_profile_shape(

@@ -136,6 +136,39 @@ def test_collector_pauses_for_start_up_in_trtforge_own_process_only(program: str
     assert result.stdout.strip() == expected
 
 
+@pytest.mark.parametrize(
+    ("program", "preset", "expected"),
+    [
+        ("/usr/bin/trtforge", None, "scanned: False; setting: __all__"),
+        ("/usr/bin/trtforge", "logfire", "scanned: True; setting: logfire"),  # the user's own choice stands
+        ("/tmp/some_test.py", None, "scanned: True; setting: None"),
+    ],
+)
+def test_pydantic_plugins_are_not_looked_for_in_trtforge_own_process(
+    program: str, preset: str | None, expected: str
+) -> None:
+    """pydantic scans every installed distribution's entry points for plugins when a process builds
+    its first model; trtforge's own process turns that off, a program that imports trtforge.cli
+    does not (it keeps pydantic's default, plugins on), and a user's own setting is kept."""
+    script = (
+        "import os, sys\n"
+        f"sys.argv = [{program!r}, 'build', 'spec.yaml']\n"
+        "from trtforge.cli import early\n"
+        "import pydantic.plugin._loader as loader\n"
+        "scans = []\n"
+        "loader.entry_points = lambda **selection: scans.append(selection) or []\n"
+        "from pydantic import BaseModel\n"
+        "class Model(BaseModel):\n"
+        "    value: int\n"
+        "print(f'scanned: {bool(scans)}; setting: {os.environ.get(\"PYDANTIC_DISABLE_PLUGINS\")}')\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "PYDANTIC_DISABLE_PLUGINS"}
+    if preset is not None:
+        environment["PYDANTIC_DISABLE_PLUGINS"] = preset
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=environment)
+    assert result.stdout.strip() == expected
+
+
 def test_the_exit_freezes_what_the_command_made_in_trtforge_own_process_only() -> None:
     """Before the process ends, what the command made is frozen, so finalization's collections
     skip it; a program that imports trtforge.cli keeps its objects collectable."""

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trtforge import __version__
-from trtforge.accuracy.report import SKIPPED_SUMMARY, AccuracyReport, report_path, summary, write_report
 from trtforge.allocator import keep_freed_memory
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
@@ -26,6 +25,7 @@ from trtforge.errors import BuildError
 from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_beside, sha256_file
 from trtforge.keys import SigningKey
 from trtforge.manifest import (
+    SKIPPED_ACCURACY,
     ArtifactInfo,
     BuildInfo,
     GpuInfo,
@@ -36,6 +36,7 @@ from trtforge.manifest import (
     TensorRTInfo,
     attestation_path,
     manifest_path_for,
+    report_path,
 )
 from trtforge.model import ModelInfo, check_model_file, load_onnx, read_model_info
 from trtforge.precision import Prepared, prepare_precision
@@ -45,6 +46,7 @@ from trtforge.tags import ComputeCapability, EngineTag, artifact_stem
 
 if TYPE_CHECKING:
     from trtforge.accuracy.gate import GatePass
+    from trtforge.accuracy.report import AccuracyReport
 
 
 @dataclass(frozen=True)
@@ -183,9 +185,12 @@ def build_spec(
             report = _accuracy_gate(
                 spec, model_info, manifest, result.engine, prepared, out_dir, reporter, cache_dir, passes
             )
-            manifest = manifest.replace(
-                accuracy=summary(report, report_file.name) if report is not None else dict(SKIPPED_SUMMARY)
-            )
+            if report is None:
+                manifest = manifest.replace(accuracy=dict(SKIPPED_ACCURACY))
+            else:
+                from trtforge.accuracy.report import summary  # the gate ran: not a gate-off build's import
+
+                manifest = manifest.replace(accuracy=summary(report, report_file.name))
             attestation = attestation_path(engine_path).name
             if signing_key is not None:
                 report_bytes = report.to_json().encode("utf-8") if report is not None else None
@@ -250,6 +255,7 @@ def _accuracy_gate(
         reporter.warn(f"{spec.name}: accuracy gate skipped (accuracy.enabled: false)")
         return None
     from trtforge.accuracy.gate import GateFailed, failure_message, raise_for_failures, run_accuracy_gate
+    from trtforge.accuracy.report import write_report
     from trtforge.compat import LoadPolicy
 
     # the engine was built by this very process, so its embedded host code (version-compatible) is trusted

@@ -882,7 +882,7 @@ class ReportFiles:
     def write(self, report: CiReport) -> None:
         """The JUnit file is replaced; the step summary is appended to (earlier steps write there too)."""
         if self.junit is not None:
-            from trtforge.accuracy.report import write_junit
+            from trtforge.accuracy.junit import write_junit
 
             with _writing(self.junit, "--junit"):
                 write_junit(self.junit, junit_suites(report))

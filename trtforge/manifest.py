@@ -20,6 +20,12 @@ ENGINE_SUFFIX = ".engine"
 MANIFEST_SUFFIX = ".manifest.json"
 #: in-toto's file name convention (JSON Lines of envelopes), as SLSA's generators write it
 ATTESTATION_SUFFIX = ".intoto.jsonl"
+#: the accuracy gate's report beside its engine, and the one a rejected build leaves (no engine)
+REPORT_SUFFIX = ".accuracy.json"
+REJECTED_SUFFIX = ".rejected.accuracy.json"
+
+#: The manifest's ``accuracy`` when the spec turns the gate off.
+SKIPPED_ACCURACY: dict[str, Any] = {"skipped": True, "reason": "accuracy.enabled is false in the spec"}
 
 #: a real manifest is a few KB and a few levels deep; anything beyond is refused before json.loads,
 #: so a hostile file cannot exhaust memory or Python's recursion limit
@@ -131,6 +137,10 @@ def manifest_path_for(engine: Path) -> Path:
 
 def engine_path_for(manifest: Path) -> Path:
     return manifest.with_name(manifest.name.removesuffix(MANIFEST_SUFFIX) + ENGINE_SUFFIX)
+
+
+def report_path(directory: Path, stem: str, rejected: bool = False) -> Path:
+    return directory / f"{stem}{REJECTED_SUFFIX if rejected else REPORT_SUFFIX}"
 
 
 def attestation_path(engine: Path) -> Path:

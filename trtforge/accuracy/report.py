@@ -1,5 +1,5 @@
 """The gate's report: one pydantic model, written as ``{stem}.accuracy.json``, summarized in the
-manifest, shown as a table, and exported as JUnit XML for CI test tabs."""
+manifest and shown as a table (:mod:`trtforge.accuracy.junit` exports it for CI test tabs)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from trtforge.console import Cell, Styled, Table
-from trtforge.fsutil import atomic_write_bytes, atomic_write_text
+from trtforge.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
-    from junitparser import TestSuite
-
     from trtforge.console import Reporter
-
-REPORT_SUFFIX = ".accuracy.json"
-REJECTED_SUFFIX = ".rejected.accuracy.json"
 
 #: JSON has no inf or NaN: such a metric is written as one of these strings.
 Number = float | Literal["inf", "-inf", "nan"]
@@ -142,17 +137,10 @@ class AccuracyReport(_Frozen):
 # ---------------------------------------------------------------- files and manifest
 
 
-def report_path(directory: Path, stem: str, rejected: bool = False) -> Path:
-    return directory / f"{stem}{REJECTED_SUFFIX if rejected else REPORT_SUFFIX}"
-
-
 def write_report(path: Path, report: AccuracyReport) -> Path:
     atomic_write_text(path, report.to_json())
     return path
 
-
-#: The manifest's ``accuracy`` when the spec turns the gate off.
-SKIPPED_SUMMARY: dict[str, Any] = {"skipped": True, "reason": "accuracy.enabled is false in the spec"}
 
 _SUMMARY_METRICS = ("cosine", "max_abs", "snr_db", "top1")
 
@@ -229,66 +217,6 @@ def render(report: AccuracyReport, reporter: Reporter) -> None:
             f"task accuracy of '{name}' on {task.samples} labelled samples: "
             f"reference {task.reference:.2%}, candidate {task.candidate:.2%}"
         )
-
-
-# ---------------------------------------------------------------- JUnit
-
-
-def junit_suite(report: AccuracyReport) -> TestSuite:
-    """One suite per artifact, one test case per (output, limit): CI shows each limit as a test."""
-    from junitparser import Failure, TestCase, TestSuite
-
-    suite = TestSuite(f"accuracy.{report.stem}")
-    suite.add_property("candidate", report.candidate.kind)
-    suite.add_property("candidate_runner", report.candidate.runner)
-    if report.candidate.emulation:
-        suite.add_property("candidate_emulation", report.candidate.emulation)
-    suite.add_property("data", f"{report.data.samples} samples ({report.data.source})")
-    for name, task in report.task_accuracies().items():
-        suite.add_property(f"task_accuracy.{name}", f"reference {task.reference:.4f}, candidate {task.candidate:.4f}")
-    count = sum(len(out.checks) for out in report.outputs)
-    for out in report.outputs:
-        for check in out.checks:  # the gate's time spread over its checks, so the suite's sum is right
-            case = TestCase(check.limit_key, classname=f"{report.stem}.{out.name}", time=report.seconds / max(count, 1))
-            case.system_out = check.message
-            if not check.passed:
-                case.result = [Failure(check.message, "AccuracyError")]
-            suite.add_testcase(case)
-    return suite
-
-
-def junit_problem_suite(name: str, message: str, exit_code: int) -> TestSuite:
-    """A suite for a spec that never reached the gate (build failed, bad spec, ...)."""
-    from junitparser import Error, TestCase, TestSuite
-
-    suite = TestSuite(f"accuracy.{name}")
-    case = TestCase("build", classname=name, time=0.0)
-    case.result = [Error(message, f"exit {exit_code}")]
-    suite.add_testcase(case)
-    return suite
-
-
-def junit_skipped_suite(name: str, reason: str) -> TestSuite:
-    from junitparser import Skipped, TestCase, TestSuite
-
-    suite = TestSuite(f"accuracy.{name}")
-    case = TestCase("accuracy", classname=name, time=0.0)
-    case.result = [Skipped(reason)]
-    suite.add_testcase(case)
-    return suite
-
-
-def write_junit(path: Path, suites: Sequence[TestSuite]) -> Path:
-    """All suites in one ``<testsuites>`` document, written atomically."""
-    from junitparser import JUnitXml
-
-    document = JUnitXml("trtforge")
-    for suite in suites:
-        suite.update_statistics()
-        document.add_testsuite(suite)
-    document.update_statistics()
-    atomic_write_bytes(path, b'<?xml version="1.0" encoding="utf-8"?>\n' + document.tostring())
-    return path
 
 
 # ---------------------------------------------------------------- side by side (make demo)

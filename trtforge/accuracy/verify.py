@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trtforge.accuracy.gate import GateFailed, failure_message, run_accuracy_gate
-from trtforge.accuracy.report import AccuracyReport, report_path, summary, write_report
+from trtforge.accuracy.report import AccuracyReport, summary, write_report
 from trtforge.console import Reporter
 from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import sha256_file
-from trtforge.manifest import ArtifactPaths, Manifest, read_manifest, write_manifest
+from trtforge.manifest import ArtifactPaths, Manifest, read_manifest, report_path, write_manifest
 from trtforge.model import check_model_file
 from trtforge.spec import Spec
 

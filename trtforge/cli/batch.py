@@ -64,7 +64,7 @@ def run_batch(
         suites.append(report.suite)
         rows.append(row)
     if junit is not None:
-        from trtforge.accuracy.report import write_junit
+        from trtforge.accuracy.junit import write_junit
 
         write_junit(junit, [make() for make in suites])
     if lone_error is not None:

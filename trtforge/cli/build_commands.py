@@ -81,10 +81,10 @@ def build(
 
 
 def _built(outcome: Any) -> ItemReport:
-    from trtforge.accuracy.report import junit_skipped_suite, junit_suite
+    from trtforge.accuracy.junit import junit_skipped_suite, junit_suite
 
-    if outcome.accuracy is None:
-        suite = partial(junit_skipped_suite, outcome.manifest.stem, "accuracy.enabled is false in the spec")
+    if outcome.accuracy is None:  # the manifest says why
+        suite = partial(junit_skipped_suite, outcome.manifest.stem, outcome.manifest.accuracy["reason"])
     else:
         suite = partial(junit_suite, outcome.accuracy)
     fields = {
@@ -100,7 +100,7 @@ def _built(outcome: Any) -> ItemReport:
 
 def _build_failed(spec_path: Path, exc: TrtforgeError) -> ItemReport:
     from trtforge.accuracy.gate import GateFailed
-    from trtforge.accuracy.report import junit_problem_suite, junit_suite
+    from trtforge.accuracy.junit import junit_problem_suite, junit_suite
 
     if isinstance(exc, GateFailed):
         return ItemReport(partial(junit_suite, exc.report))

@@ -68,7 +68,8 @@ def verify(
 
 
 def _passed(outcome: Any) -> ItemReport:
-    from trtforge.accuracy.report import junit_suite, summary
+    from trtforge.accuracy.junit import junit_suite
+    from trtforge.accuracy.report import summary
 
     fields = {
         "engine": str(outcome.engine),
@@ -81,9 +82,12 @@ def _passed(outcome: Any) -> ItemReport:
 
 def _verify_failed(engine: Path, exc: TrtforgeError) -> ItemReport:
     from trtforge.accuracy.gate import GateFailed
-    from trtforge.accuracy.report import junit_problem_suite, junit_suite, summary
+    from trtforge.accuracy.junit import junit_problem_suite, junit_suite
+    from trtforge.accuracy.report import summary
+    from trtforge.manifest import report_path
 
     if isinstance(exc, GateFailed):
         report = exc.report
-        return ItemReport(partial(junit_suite, report), {"accuracy": summary(report, f"{report.stem}.accuracy.json")})
+        report_file = report_path(engine.parent, report.stem)  # verify writes it there, passed or not
+        return ItemReport(partial(junit_suite, report), {"accuracy": summary(report, report_file.name)})
     return ItemReport(partial(junit_problem_suite, engine.name, str(exc), exc.exit_code), {"accuracy": None})

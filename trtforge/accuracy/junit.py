@@ -1,0 +1,73 @@
+"""The gate's reports as JUnit XML, for CI test tabs: one suite per artifact, one test case per
+(output, limit). Apart from :mod:`trtforge.accuracy.report`, whose pydantic models a build with the
+gate off never needs: every build hands its suite to ``--junit``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trtforge.fsutil import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from junitparser import TestSuite
+
+    from trtforge.accuracy.report import AccuracyReport
+
+
+def junit_suite(report: AccuracyReport) -> TestSuite:
+    """One suite per artifact, one test case per (output, limit): CI shows each limit as a test."""
+    from junitparser import Failure, TestCase, TestSuite
+
+    suite = TestSuite(f"accuracy.{report.stem}")
+    suite.add_property("candidate", report.candidate.kind)
+    suite.add_property("candidate_runner", report.candidate.runner)
+    if report.candidate.emulation:
+        suite.add_property("candidate_emulation", report.candidate.emulation)
+    suite.add_property("data", f"{report.data.samples} samples ({report.data.source})")
+    for name, task in report.task_accuracies().items():
+        suite.add_property(f"task_accuracy.{name}", f"reference {task.reference:.4f}, candidate {task.candidate:.4f}")
+    count = sum(len(out.checks) for out in report.outputs)
+    for out in report.outputs:
+        for check in out.checks:  # the gate's time spread over its checks, so the suite's sum is right
+            case = TestCase(check.limit_key, classname=f"{report.stem}.{out.name}", time=report.seconds / max(count, 1))
+            case.system_out = check.message
+            if not check.passed:
+                case.result = [Failure(check.message, "AccuracyError")]
+            suite.add_testcase(case)
+    return suite
+
+
+def junit_problem_suite(name: str, message: str, exit_code: int) -> TestSuite:
+    """A suite for a spec that never reached the gate (build failed, bad spec, ...)."""
+    from junitparser import Error, TestCase, TestSuite
+
+    suite = TestSuite(f"accuracy.{name}")
+    case = TestCase("build", classname=name, time=0.0)
+    case.result = [Error(message, f"exit {exit_code}")]
+    suite.add_testcase(case)
+    return suite
+
+
+def junit_skipped_suite(name: str, reason: str) -> TestSuite:
+    from junitparser import Skipped, TestCase, TestSuite
+
+    suite = TestSuite(f"accuracy.{name}")
+    case = TestCase("accuracy", classname=name, time=0.0)
+    case.result = [Skipped(reason)]
+    suite.add_testcase(case)
+    return suite
+
+
+def write_junit(path: Path, suites: Sequence[TestSuite]) -> Path:
+    """All suites in one ``<testsuites>`` document, written atomically."""
+    from junitparser import JUnitXml
+
+    document = JUnitXml("trtforge")
+    for suite in suites:
+        suite.update_statistics()
+        document.add_testsuite(suite)
+    document.update_statistics()
+    atomic_write_bytes(path, b'<?xml version="1.0" encoding="utf-8"?>\n' + document.tostring())
+    return path
