@@ -21,6 +21,7 @@ from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import SSlibKey
 
 from trtforge.compat import SignatureStatus
+from trtforge.keys import SIGNING_KEY_ENV
 from trtforge.manifest import attestation_path, manifest_path_for, read_manifest
 from trtforge.provenance import (
     ATTESTATION_MEDIA_TYPE,
@@ -30,7 +31,7 @@ from trtforge.provenance import (
     attestation_bytes,
     spec_inputs,
 )
-from trtforge.signing import SIGNING_KEY_ENV, generate_keypair, load_signing_key, load_trusted_keys, verify_manifest
+from trtforge.signing import generate_keypair, load_signing_key, load_trusted_keys, verify_manifest
 from trtforge.spec import load_spec
 
 SPEC = """\

@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from trtforge.cli import app
 from trtforge.compat import SignatureStatus
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.keys import SIGNING_KEY_ENV
 from trtforge.manifest import manifest_path_for, read_manifest, write_manifest
 from trtforge.signing import (
-    SIGNING_KEY_ENV,
     SIGNING_KEY_PASSWORD_ENV,
     TRUSTED_KEY_ENV,
     canonical_payload,

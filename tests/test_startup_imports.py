@@ -74,6 +74,36 @@ def test_check_and_inspect_import_no_onnx_numpy_or_tensorrt(manifest_only: Path,
     assert roots <= {"pydantic"}
 
 
+def test_a_build_imports_what_it_uses_only(tmp_path: Path) -> None:
+    """A build with the gate off and no signing key: no report models, no signing code or
+    cryptography, no onnxruntime or numpy (the model is described from its protobuf)."""
+    from models import conv_net, need_rtx
+
+    need_rtx()
+    model = conv_net(tmp_path / "conv.onnx")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: conv\nmodel: {model}\nprecision: fp32\ntargets: ['8.6']\n"
+        "profiles:\n  - {input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}}\n"
+        "accuracy: {enabled: false}\n"
+    )
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('MODULES', *sorted(sys.modules), file=sys.stderr))\n"
+        "sys.argv = ['trtforge', *sys.argv[1:]]\n"
+        "from trtforge.cli import main\n"
+        "main()\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "TRTFORGE_SIGNING_KEY"}
+    command = [sys.executable, "-c", script, "build", str(spec), "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    assert result.returncode == 0, result.stderr
+    names = set(result.stderr.split("MODULES", 1)[1].split())
+    assert "trtforge.build" in names and "tensorrt_rtx" in names  # it did build
+    unused = {"trtforge.accuracy.report", "trtforge.signing", "cryptography", "onnxruntime", "numpy"}
+    assert names & unused == set()
+
+
 def test_command_modules_name_every_command_of_the_app() -> None:
     """``trtforge COMMAND`` imports only COMMAND_MODULES[COMMAND]: the table must be the app's."""
     import typer

@@ -3,7 +3,9 @@ them; ``compat.LoadPolicy`` holds the trusted ones without importing any signing
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,3 +27,12 @@ class TrustedKey:
     public_key: Ed25519PublicKey | EllipticCurvePublicKey
     key_id: str
     source: str
+
+
+SIGNING_KEY_ENV = "TRTFORGE_SIGNING_KEY"
+
+
+def signing_requested(path: Path | None) -> bool:
+    """Whether ``build`` signs: ``--sign-key`` given or ``$TRTFORGE_SIGNING_KEY`` set. Decided here,
+    without ``trtforge.signing`` and cryptography: a build that signs nothing imports neither."""
+    return path is not None or bool(os.environ.get(SIGNING_KEY_ENV))

@@ -34,7 +34,7 @@ from trtforge.compat import SignatureStatus
 from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import TEMP_SUFFIX, staged_file, temp_prefix
-from trtforge.keys import SigningKey, TrustedKey
+from trtforge.keys import SIGNING_KEY_ENV, SigningKey, TrustedKey
 from trtforge.manifest import ArtifactPaths, Manifest, read_manifest
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ ALGORITHM = "ed25519"
 ECDSA_P256 = "ecdsa-p256"
 #: the key types ``keygen --type`` creates and every command accepts; the first is the default
 KEY_TYPES = (ALGORITHM, ECDSA_P256)
-SIGNING_KEY_ENV = "TRTFORGE_SIGNING_KEY"
 SIGNING_KEY_PASSWORD_ENV = "TRTFORGE_SIGNING_KEY_PASSWORD"
 TRUSTED_KEY_ENV = "TRTFORGE_TRUSTED_KEY"
 KEY_ID_LENGTH = 16
@@ -226,12 +225,6 @@ def load_signing_key(path: Path | None = None) -> SigningKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidInputError(f"{source}: {_key_kind(key)}; {_SUPPORTED} (create one with trtforge keygen OUT)")
     return SigningKey(key, key_id_of(key.public_key()), source)
-
-
-def configured_signing_key(path: Path | None) -> SigningKey | None:
-    """``build``'s key: ``--sign-key`` or ``$TRTFORGE_SIGNING_KEY``; None (no signing) when neither
-    is given. Loaded before anything is built, so a bad key fails in a second, not after the build."""
-    return load_signing_key(path) if path is not None or os.environ.get(SIGNING_KEY_ENV) else None
 
 
 def load_trusted_keys(paths: Sequence[Path] = ()) -> tuple[TrustedKey, ...]:

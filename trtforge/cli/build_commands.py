@@ -55,7 +55,7 @@ def build(
 ) -> None:
     """Build each spec: check, prepare precision, build, run the accuracy gate, stamp the manifest."""
     from trtforge.build import build_spec
-    from trtforge.signing import configured_signing_key
+    from trtforge.keys import signing_requested
     from trtforge.spec import load_spec
 
     console = reporter()
@@ -65,7 +65,11 @@ def build(
         from trtforge.triton_releases import find_release
 
         release = find_release(triton)
-    signing_key = configured_signing_key(sign_key)
+    signing_key = None
+    if signing_requested(sign_key):  # loaded before anything is built: a bad key fails in a second
+        from trtforge.signing import load_signing_key
+
+        signing_key = load_signing_key(sign_key)
     requested = backend_value(backend)
 
     def build_one(spec_path: Path) -> Any:
