@@ -30,6 +30,21 @@ def _imported(*args: str) -> set[str]:
     return {name for name in _all_imported(*args) if name.split(".")[0] in HEAVY}
 
 
+def _modules_at_exit(*args: str, env: dict[str, str] | None = None) -> set[str]:
+    """Every module of a ``trtforge ARGS`` process, read from ``sys.modules`` at exit (``-X importtime``
+    leaves out modules it reached through ``importlib.import_module`` inside a package's own import)."""
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('MODULES', *sorted(sys.modules), file=sys.stderr))\n"
+        "sys.argv = ['trtforge', *sys.argv[1:]]\n"
+        "from trtforge.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return set(done.stderr.split("MODULES", 1)[1].split())
+
+
 def test_help_imports_no_heavy_library() -> None:
     assert _imported("--help") == set()
 
@@ -87,18 +102,8 @@ def test_a_build_imports_what_it_uses_only(tmp_path: Path) -> None:
         "profiles:\n  - {input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}}\n"
         "accuracy: {enabled: false}\n"
     )
-    script = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: print('MODULES', *sorted(sys.modules), file=sys.stderr))\n"
-        "sys.argv = ['trtforge', *sys.argv[1:]]\n"
-        "from trtforge.cli import main\n"
-        "main()\n"
-    )
     environment = {key: value for key, value in os.environ.items() if key != "TRTFORGE_SIGNING_KEY"}
-    command = [sys.executable, "-c", script, "build", str(spec), "--out", str(tmp_path / "out")]
-    result = subprocess.run(command, capture_output=True, text=True, env=environment)
-    assert result.returncode == 0, result.stderr
-    names = set(result.stderr.split("MODULES", 1)[1].split())
+    names = _modules_at_exit("build", str(spec), "--out", str(tmp_path / "out"), env=environment)
     assert "trtforge.build" in names and "tensorrt_rtx" in names  # it did build
     unused = {"trtforge.accuracy.report", "trtforge.signing", "cryptography", "onnxruntime", "numpy"}
     assert names & unused == set()
@@ -116,21 +121,8 @@ def test_command_modules_name_every_command_of_the_app() -> None:
 
 
 def test_a_command_imports_its_own_module_only(manifest_only: Path) -> None:
-    """No other command's module (nor NVML: the target's compute capability is given) on its start-up;
-    read from ``sys.modules`` at exit (``-X importtime`` leaves out modules it reached through
-    ``importlib.import_module`` inside a package's own import)."""
-    script = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: print('MODULES', *sorted(sys.modules), file=sys.stderr))\n"
-        "sys.argv = ['trtforge', *sys.argv[1:]]\n"
-        "from trtforge.cli import main\n"
-        "main()\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, "check", str(manifest_only), "--cc", "8.6"], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    names = set(done.stderr.split("MODULES", 1)[1].split())
+    """No other command's module (nor NVML: the target's compute capability is given) on its start-up."""
+    names = _modules_at_exit("check", str(manifest_only), "--cc", "8.6")
     commands = {name for name in names if name.startswith("trtforge.cli.") and name.endswith("_commands")}
     assert commands == {"trtforge.cli.check_commands"}
     assert "pynvml" not in names
