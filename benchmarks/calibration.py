@@ -5,9 +5,10 @@ built with onnx.helper and seeded random weights. Data: seeded normal samples in
 64. For each sample count (default 64, 256, 1024), runs each in its own process:
 
   * floor:            plain onnxruntime inference of the model over the same batches
-  * floor-exposed:    the same with the BN-folded model and the tensors trtforge calibrates
-                      as extra outputs, no statistics: the part of the calibration's cost that
-                      streaming the activations out of onnxruntime takes (informational, no goal)
+  * floor-exposed:    the calibration proper without its statistics: BN folding, then plain
+                      inference of the folded model with the tensors trtforge calibrates as extra
+                      outputs (one session, default threads): what folding and streaming the
+                      activations out of onnxruntime cost before any histogram (informational)
   * trtforge:         ``trtforge.calibration.calibrate`` end to end (entropy, Q/DQ mode, empty
                       cache): model check, BN folding, streaming collection, thresholds, Q/DQ
                       ONNX with FP16 elsewhere
@@ -160,9 +161,9 @@ def run_floor(model: Path, data: Path, samples: int, out: Path) -> None:
 
 
 def run_floor_exposed(model: Path, data: Path, samples: int, out: Path) -> None:
-    """The floor of streaming calibration: the BN-folded model with the tensors trtforge calibrates
-    as extra outputs (added as trtforge adds them), run like the floor (one session, default
-    threads), no statistics kept."""
+    """The calibration proper without its statistics: BN folding (timed, as in trtforge-ranges),
+    then the folded model with the tensors trtforge calibrates as extra outputs (added as trtforge
+    adds them), run like the floor (one session, default threads)."""
     import onnx
     import onnxruntime as ort
 
@@ -473,7 +474,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
         + "; peak memory flat in the samples: "
         + ", ".join(f"{n}: {mib} MiB" for n, mib in goals["peak_mib"].items())
         + f" (largest/smallest {goals['memory_growth']})"
-        + "; informational, the floor with the calibrated tensors exposed as outputs (no statistics) / floor: "
+        + "; informational, folding and the calibrated tensors exposed as outputs, no statistics / floor: "
         + ", ".join(f"{n}: {ratio}" for n, ratio in goals["exposed_over_floor"].items()),
         file=sys.stderr,
     )

@@ -253,3 +253,19 @@ def test_unchanged_rerun_reads_without_waiting_for_the_output_lock(project: Path
         )
     assert rerun.returncode == 0, rerun.stderr
     assert _statuses(json.loads(rerun.stdout)) == {"fp32.yaml": "unchanged"}
+
+
+def test_a_spec_without_gate_is_skipped_for_the_reason_the_manifest_gives(tmp_path: Path) -> None:
+    """`ci --junit` and `build --junit` give the same reason a manifest records for a gate turned off."""
+    root = tmp_path / "project"
+    root.mkdir()
+    models.conv_net(root / "conv.onnx")
+    spec = f"name: nogate\nmodel: conv.onnx\ntargets: ['8.6']\n{PROFILE}accuracy: {{enabled: false}}\n"
+    (root / "nogate.yaml").write_text(spec)
+    junit, out = tmp_path / "junit.xml", tmp_path / "out"
+    result = runner.invoke(app, ["ci", str(root), "--out", str(out), "--junit", str(junit)])
+    assert result.exit_code == 0, result.stderr
+    reason = read_manifest(next(out.glob("nogate-fp32-*.engine"))).accuracy
+    assert reason is not None and reason["skipped"] is True
+    skipped = [result.message for suite in JUnitXml.fromfile(str(junit)) for case in suite for result in case.result]
+    assert skipped == [reason["reason"]]

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from trtforge.cli import app
 from trtforge.compat import SignatureStatus
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
-from trtforge.keys import SIGNING_KEY_ENV
+from trtforge.keys import SIGNING_KEY_ENV, signing_requested
 from trtforge.manifest import manifest_path_for, read_manifest, write_manifest
 from trtforge.signing import (
     SIGNING_KEY_PASSWORD_ENV,
@@ -325,3 +325,14 @@ def test_cli_keygen_sign_and_errors(tmp_path: Path, artifact: Path) -> None:
     missing = runner.invoke(app, ["sign", str(artifact), "--key", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "key file not found" in missing.output
     assert key_id_of(load_signing_key(tmp_path / "cli-key").private_key.public_key()) == key_id
+
+
+def test_a_build_signs_only_when_a_key_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``--sign-key`` or a non-empty ``$TRTFORGE_SIGNING_KEY``; an empty variable signs nothing."""
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    assert not signing_requested(None)
+    assert signing_requested(tmp_path / "key.pem")
+    monkeypatch.setenv(SIGNING_KEY_ENV, "")
+    assert not signing_requested(None)
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(tmp_path / "key.pem"))
+    assert signing_requested(None)

@@ -94,6 +94,8 @@ def test_a_build_imports_what_it_uses_only(tmp_path: Path) -> None:
     cryptography, no onnxruntime or numpy (the model is described from its protobuf)."""
     from models import conv_net, need_rtx
 
+    from trtforge.keys import SIGNING_KEY_ENV
+
     need_rtx()
     model = conv_net(tmp_path / "conv.onnx")
     spec = tmp_path / "spec.yaml"
@@ -102,7 +104,7 @@ def test_a_build_imports_what_it_uses_only(tmp_path: Path) -> None:
         "profiles:\n  - {input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}}\n"
         "accuracy: {enabled: false}\n"
     )
-    environment = {key: value for key, value in os.environ.items() if key != "TRTFORGE_SIGNING_KEY"}
+    environment = {key: value for key, value in os.environ.items() if key != SIGNING_KEY_ENV}
     names = _modules_at_exit("build", str(spec), "--out", str(tmp_path / "out"), env=environment)
     assert "trtforge.build" in names and "tensorrt_rtx" in names  # it did build
     unused = {"trtforge.accuracy.report", "trtforge.signing", "cryptography", "onnxruntime", "numpy"}
@@ -159,26 +161,28 @@ def test_collector_pauses_for_start_up_in_trtforge_own_process_only(program: str
 
 
 @pytest.mark.parametrize(
-    ("program", "preset", "expected"),
+    ("runs_main", "preset", "expected"),
     [
-        ("/usr/bin/trtforge", None, "scanned: False; setting: __all__"),
-        ("/usr/bin/trtforge", "logfire", "scanned: True; setting: logfire"),  # the user's own choice stands
-        ("/tmp/some_test.py", None, "scanned: True; setting: None"),
+        (True, None, "scanned: False; setting: __all__"),
+        (True, "logfire", "scanned: True; setting: logfire"),  # the user's own choice stands
+        (False, None, "scanned: True; setting: None"),
     ],
+    ids=["trtforge", "user-setting", "importer"],
 )
-def test_pydantic_plugins_are_not_looked_for_in_trtforge_own_process(
-    program: str, preset: str | None, expected: str
-) -> None:
+def test_pydantic_plugins_are_not_looked_for_by_the_cli(runs_main: bool, preset: str | None, expected: str) -> None:
     """pydantic scans every installed distribution's entry points for plugins when a process builds
-    its first model; trtforge's own process turns that off, a program that imports trtforge.cli
-    does not (it keeps pydantic's default, plugins on), and a user's own setting is kept."""
+    its first model; the CLI's ``main`` turns that off, a program that only imports trtforge.cli
+    keeps pydantic's default (plugins on), and a user's own setting is kept."""
     script = (
-        "import os, sys\n"
-        f"sys.argv = [{program!r}, 'build', 'spec.yaml']\n"
-        "from trtforge.cli import early\n"
+        "import contextlib, os, sys\n"
+        "sys.argv = ['trtforge', '--help']\n"
+        "from trtforge import cli\n"
         "import pydantic.plugin._loader as loader\n"
         "scans = []\n"
         "loader.entry_points = lambda **selection: scans.append(selection) or []\n"
+        f"if {runs_main}:\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
+        "        cli.main()\n"
         "from pydantic import BaseModel\n"
         "class Model(BaseModel):\n"
         "    value: int\n"
@@ -188,7 +192,7 @@ def test_pydantic_plugins_are_not_looked_for_in_trtforge_own_process(
     if preset is not None:
         environment["PYDANTIC_DISABLE_PLUGINS"] = preset
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=environment)
-    assert result.stdout.strip() == expected
+    assert result.stdout.strip().splitlines()[-1] == expected
 
 
 def test_the_exit_freezes_what_the_command_made_in_trtforge_own_process_only() -> None:

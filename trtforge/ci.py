@@ -187,15 +187,10 @@ def build_key(inputs: dict[str, Any]) -> str:
 
 
 def _artifact_files(directory: Path, stem: str) -> list[Path]:
-    return [
-        path
-        for path in (
-            directory / f"{stem}.engine",
-            directory / f"{stem}.manifest.json",
-            directory / f"{stem}.accuracy.json",
-        )
-        if path.is_file()
-    ]
+    from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, report_path
+
+    named = (directory / f"{stem}{ENGINE_SUFFIX}", directory / f"{stem}{MANIFEST_SUFFIX}", report_path(directory, stem))
+    return [path for path in named if path.is_file()]
 
 
 class CacheRecord(BaseModel):
@@ -547,10 +542,12 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
         reporter.error(f"{name}: {error}")
         return _failed(spec_path, name, time.perf_counter() - started, error)
     seconds = time.perf_counter() - started
+    from trtforge.manifest import SKIPPED_ACCURACY  # built: pydantic is loaded (an unchanged spec never is)
+
     gate = (
         StepResult("accuracy", StepStatus.PASSED)
         if outcome.accuracy is not None
-        else StepResult("accuracy", StepStatus.SKIPPED, message="accuracy.enabled is false")
+        else StepResult("accuracy", StepStatus.SKIPPED, message=SKIPPED_ACCURACY["reason"])
     )
     return SpecResult(
         spec_path,

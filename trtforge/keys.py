@@ -1,14 +1,16 @@
 """The keys trtforge handles (Ed25519, ECDSA P-256), as plain values: ``trtforge.signing`` reads, writes and uses
-them; ``compat.LoadPolicy`` holds the trusted ones without importing any signing code."""
+them; ``compat.LoadPolicy`` holds the trusted ones, and ``build`` decides whether it signs, without
+importing any signing code."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 

@@ -86,9 +86,10 @@ def build(
 
 def _built(outcome: Any) -> ItemReport:
     from trtforge.accuracy.junit import junit_skipped_suite, junit_suite
+    from trtforge.manifest import SKIPPED_ACCURACY
 
-    if outcome.accuracy is None:  # the manifest says why
-        suite = partial(junit_skipped_suite, outcome.manifest.stem, outcome.manifest.accuracy["reason"])
+    if outcome.accuracy is None:
+        suite = partial(junit_skipped_suite, outcome.manifest.stem, SKIPPED_ACCURACY["reason"])
     else:
         suite = partial(junit_suite, outcome.accuracy)
     fields = {

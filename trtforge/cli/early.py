@@ -3,7 +3,7 @@ hashing ENGINE on a background thread before the CLI's other imports (it imports
 :mod:`trtforge.filehash` itself first), so the hash (hashlib releases the GIL) and the start-up
 overlap instead of adding up; the command's own ``sha256_file`` then waits for that hash rather
 than reading the file again. Any other command line starts nothing. In trtforge's own process it
-also pauses the garbage collector during start-up and turns pydantic's plugin discovery off."""
+also pauses the garbage collector during start-up."""
 
 from __future__ import annotations
 
@@ -50,13 +50,6 @@ _own_process = is_trtforge_program(sys.argv)
 _collector_paused = _own_process and gc.isenabled()
 if _collector_paused:
     gc.disable()
-
-
-#: pydantic looks for plugins (entry points of every installed distribution, ~5 ms) when it builds
-#: the first model of a process. Plugins instrument an application's own models; trtforge's are
-#: internal, so its own process loads none, unless PYDANTIC_DISABLE_PLUGINS already says otherwise
-if _own_process:
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def start_command() -> None:
