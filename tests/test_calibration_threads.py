@@ -1,8 +1,7 @@
 """Calibration statistics updated in a thread of their own (issue 16, item 5): the same
 histograms, ranges and scales as updating them in the caller's thread, bit for bit; an
 overflow still names its tensor and samples; the chunk buffers are reused per thread; a
-session made from the folded file extended in place collects what one from the model does
-(extra outputs added once, the model left as it was);
+session made from the folded file extended in place collects what one from the model does;
 the thresholds searched on several threads are those of one search after the other."""
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from trtforge.calibration.histogram import (
 )
 from trtforge.calibration.qdq import folded_file, quantized_inputs
 from trtforge.errors import InvalidInputError
-from trtforge.model import with_outputs
 
 
 def batches(count: int, size: int = 4, scale_up: int | None = None) -> list[dict[str, np.ndarray]]:
@@ -103,16 +101,6 @@ def test_collecting_from_the_extended_folded_file_equals_collecting_from_the_mod
         other = from_model[name]
         assert isinstance(stats, AbsHistogram) and isinstance(other, AbsHistogram)
         assert np.array_equal(stats.counts, other.counts) and stats.scale == other.scale and stats.amax == other.amax
-
-
-def test_extra_outputs_are_added_once_and_the_model_is_left_as_it_was() -> None:
-    """The diagnosis's form (bytes, no file): a name asked twice, or already an output, is one output."""
-    model = small_cnn()
-    before = model.SerializeToString()
-    names = [node.output[0] for node in model.graph.node[:2]]
-    exposed = onnx.load_from_string(with_outputs(model, [*names, names[0], "logits"]))
-    assert [output.name for output in exposed.graph.output] == ["logits", *names]
-    assert model.SerializeToString() == before
 
 
 @pytest.mark.parametrize(("algorithm", "percentile"), [("entropy", 99.99), ("percentile", 99.9), ("minmax", 99.99)])

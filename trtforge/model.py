@@ -20,6 +20,7 @@ from trtforge.errors import InvalidInputError, first_line
 if TYPE_CHECKING:
     import numpy as np
     import onnx
+    from google.protobuf.message import Message
 
 Dim = int | str | None
 """A static size, a named dynamic dimension, or an unnamed dynamic one."""
@@ -525,6 +526,54 @@ def with_outputs(model: onnx.ModelProto, names: Iterable[str], saved: Path | Non
         return model.SerializeToString()
     finally:
         del graph_outputs[count:]
+
+
+#: where a weight held back from onnx's version converter points meanwhile (never a file)
+_HELD_BACK = "trtforge: weight held back from the version converter"
+
+
+def upgraded(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``model`` converted to ``opset`` by onnx's version converter, without copying its weights
+    through it; ``model`` itself is left as it was.
+
+    The converter serializes the model into C++ and back: four copies of every weight, 0.23 s of
+    ResNet-18's 47 MB against 8 ms for the graph alone. Upgrades rewrite nodes, not weights, so
+    each top-level initializer goes through as a reference to external data (an adapter that read
+    one would fail, not read an empty tensor) and gets its data back by name. Should the converter
+    ever rename one, the whole model is converted instead.
+    """
+    import onnx
+    from onnx import version_converter
+
+    light = onnx.ModelProto()
+    _copy_fields(model, light, skip="graph")
+    _copy_fields(model.graph, light.graph, skip="initializer")
+    for tensor in model.graph.initializer:
+        reference = light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+        reference.data_location = onnx.TensorProto.EXTERNAL
+        reference.external_data.add(key="location", value=_HELD_BACK)
+    converted = version_converter.convert_version(light, opset)
+    weights = {tensor.name: tensor for tensor in model.graph.initializer}
+    for tensor in converted.graph.initializer:
+        if any(entry.value == _HELD_BACK for entry in tensor.external_data):
+            if tensor.name not in weights:
+                return version_converter.convert_version(model, opset)
+            tensor.CopyFrom(weights[tensor.name])
+    return converted
+
+
+def _copy_fields(source: Message, target: Message, skip: str) -> None:
+    """Every field set in ``source`` but ``skip`` into the empty ``target`` (a shallow copy of a message
+    less one field: protobuf copies a message whole or field by field)."""
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if field.is_repeated:
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
 
 
 def input_bytes(inputs: Sequence[TensorDesc], shapes: Mapping[str, Sequence[int]]) -> int:

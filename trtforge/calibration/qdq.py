@@ -243,11 +243,12 @@ def quantize(
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.onnx_model import ONNXModel
 
+    from trtforge.model import upgraded
     from trtforge.precision.graphs import to_fp16
 
     opset = next(op.version for op in folded.opset_import if op.domain in ("", "ai.onnx"))
     if high_precision == "fp16" and opset < FP16_QDQ_OPSET:
-        model = onnx.version_converter.convert_version(folded, FP16_QDQ_OPSET)
+        model = upgraded(folded, FP16_QDQ_OPSET)
     else:  # the quantizer edits its model in place
         model = onnx.ModelProto()
         model.CopyFrom(folded)
