@@ -43,25 +43,39 @@ def test_upgrade_is_the_converters_own_with_the_weights_kept(make: Callable[[], 
     onnx.checker.check_model(fast, full_check=True)
 
 
-def test_upgrade_converts_the_whole_model_if_a_weight_comes_back_renamed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Were an adapter ever to rename an initializer, its data could not be put back by name."""
+def _renamed(converted: onnx.ModelProto, held_back: onnx.TensorProto) -> None:
+    old, new = held_back.name, f"{held_back.name}.renamed"
+    held_back.name = new
+    for node in converted.graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+
+
+def _moved_into_a_node(converted: onnx.ModelProto, held_back: onnx.TensorProto) -> None:
+    constant = helper.make_node("Constant", [], [held_back.name], value=held_back)
+    converted.graph.initializer.remove(held_back)
+    converted.graph.node.insert(0, constant)
+
+
+@pytest.mark.parametrize("adapter", [_renamed, _moved_into_a_node], ids=["renamed", "moved-into-a-node"])
+def test_upgrade_converts_the_whole_model_if_a_weight_does_not_come_back_as_itself(
+    monkeypatch: pytest.MonkeyPatch, adapter: Callable[[onnx.ModelProto, onnx.TensorProto], None]
+) -> None:
+    """Were an adapter ever to rename an initializer or fold it into a node, its data could not be
+    put back by name: the whole model goes through the converter instead."""
     model = small_cnn()
     convert = version_converter.convert_version
 
-    def renaming(source: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    def rewriting(source: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         converted = convert(source, opset)
         held_back = [tensor for tensor in converted.graph.initializer if tensor.external_data]
         if held_back:
-            old, new = held_back[0].name, f"{held_back[0].name}.renamed"
-            held_back[0].name = new
-            for node in converted.graph.node:
-                node.input[:] = [new if name == old else name for name in node.input]
+            adapter(converted, held_back[0])
         return converted
 
-    monkeypatch.setattr(version_converter, "convert_version", renaming)
+    monkeypatch.setattr(version_converter, "convert_version", rewriting)
     fast = upgraded(model, 19)
     assert fast.graph.initializer == convert(model, 19).graph.initializer
-    assert not any(tensor.external_data for tensor in fast.graph.initializer)
+    assert "held back" not in str(fast)
 
 
 def test_extra_outputs_are_added_once_and_the_model_is_left_as_it_was() -> None:
