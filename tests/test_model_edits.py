@@ -56,12 +56,18 @@ def _moved_into_a_node(converted: onnx.ModelProto, held_back: onnx.TensorProto) 
     converted.graph.node.insert(0, constant)
 
 
-@pytest.mark.parametrize("adapter", [_renamed, _moved_into_a_node], ids=["renamed", "moved-into-a-node"])
-def test_upgrade_converts_the_whole_model_if_a_weight_does_not_come_back_as_itself(
+def _reading_a_weight(converted: onnx.ModelProto, held_back: onnx.TensorProto) -> None:
+    raise RuntimeError(f"an adapter cannot read '{held_back.name}': its data is external")
+
+
+@pytest.mark.parametrize(
+    "adapter", [_renamed, _moved_into_a_node, _reading_a_weight], ids=["renamed", "moved-into-a-node", "read"]
+)
+def test_upgrade_converts_the_whole_model_if_a_weight_cannot_be_held_back(
     monkeypatch: pytest.MonkeyPatch, adapter: Callable[[onnx.ModelProto, onnx.TensorProto], None]
 ) -> None:
-    """Were an adapter ever to rename an initializer or fold it into a node, its data could not be
-    put back by name: the whole model goes through the converter instead."""
+    """Were an adapter ever to rename an initializer, fold it into a node or need its values, its data
+    could not be put back by name: the whole model goes through the converter instead."""
     model = small_cnn()
     convert = version_converter.convert_version
 

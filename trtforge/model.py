@@ -549,9 +549,10 @@ def upgraded(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     The converter serializes the model into C++ and back: four copies of every weight, 0.25 s of
     ResNet-18's 47 MB against 8 ms for the graph alone. Upgrades rewrite nodes, not weights, so
     each top-level initializer goes through as a reference to external data (an adapter that read
-    one would fail, not read an empty tensor) and gets its data back by name. Should a reference
-    come back anywhere else (renamed, moved into a node), the whole model is converted instead.
-    Shapes that only a weight's values would tell are left to the next shape inference.
+    one would fail, not read an empty tensor) and gets its data back by name. Should the converter
+    fail on the references, or one come back anywhere else (renamed, moved into a node), the whole
+    model is converted instead. Shapes that only a weight's values tell are left to the next shape
+    inference (onnxruntime's quantizer runs one).
     """
     import onnx
     from onnx import version_converter
@@ -563,7 +564,10 @@ def upgraded(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
             tensor.ClearField(field)
         tensor.data_location = onnx.TensorProto.EXTERNAL
         tensor.external_data.add(key="location", value=_HELD_BACK)
-    converted = version_converter.convert_version(light, opset)
+    try:
+        converted = version_converter.convert_version(light, opset)
+    except Exception:  # an adapter that needs a weight's values: the whole model, whose error (if any) is the real one
+        return version_converter.convert_version(model, opset)
     weights = {tensor.name: tensor for tensor in model.graph.initializer}
     returned = [tensor for tensor in converted.graph.initializer if tensor.name in weights and tensor.external_data]
     if converted.SerializeToString().count(_HELD_BACK.encode()) != len(returned):
