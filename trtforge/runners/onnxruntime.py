@@ -63,7 +63,7 @@ class OnnxrtRunner(Runner):
         self._input_set = frozenset(self._names[0])
         self._output_positions = tuple(enumerate(self._names[1]))
         # onnxruntime refuses a missing or unknown input itself, and its refusal is then explained
-        # with our message: the request pays for no check (~1.5 µs after a large inference has
+        # with our message: the request pays for no check (2-3 µs after a large inference has
         # evicted the CPU caches). But it takes an overridable initializer from the feed without a
         # word, so with those each feed is checked first.
         self._check_feed = bool(self._session.get_overridable_initializers())
