@@ -1,17 +1,20 @@
 """Edits trtforge makes to an ONNX model without copying its weights (``trtforge.model``): the
-opset upgrade before FP16 Q/DQ, and the extra outputs of a pass that reads inner tensors. Each is
-checked against the plain way of doing it: the same graph and weights, the input model untouched."""
+opset upgrade before FP16 Q/DQ, the element types of an FP16 graph, and the extra outputs of a
+pass that reads inner tensors. Each is checked against the plain way of doing it: the same graph,
+weights and types, the input model untouched."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import onnx
 import pytest
 from models import small_cnn
 from onnx import TensorProto, helper, version_converter
 
-from trtforge.model import upgraded, with_outputs
+from trtforge.model import _HELD_BACK, upgraded, weightless, with_outputs
+from trtforge.precision.graphs import _elem_types, to_fp16
 
 
 def _reduce_model() -> onnx.ModelProto:
@@ -92,3 +95,69 @@ def test_extra_outputs_are_added_once_and_the_model_is_left_as_it_was() -> None:
     exposed = onnx.load_from_string(with_outputs(model, [*names, names[0], "logits"]))
     assert [output.name for output in exposed.graph.output] == ["logits", *names]
     assert model.SerializeToString() == before
+
+
+def test_weightless_holds_back_the_weights_and_keeps_the_small_constants() -> None:
+    model = small_cnn()
+    before = model.SerializeToString()
+    light = weightless(model)
+    assert model.SerializeToString() == before
+    for original, tensor in zip(model.graph.initializer, light.graph.initializer, strict=True):
+        if original.ByteSize() >= 1024:  # block.w: 8x8x3x3 floats
+            assert not tensor.raw_data and tensor.data_location == TensorProto.EXTERNAL
+            assert [entry.value for entry in tensor.external_data] == [_HELD_BACK]
+        else:
+            assert tensor == original
+    assert light.graph.node == model.graph.node
+    assert sum(not tensor.raw_data for tensor in light.graph.initializer) == 1
+
+
+def _reshape_to_rank(rank: int) -> onnx.ModelProto:
+    """A Reshape whose target shape is an initializer of ``rank`` int64 values, stored raw: from rank
+    128 on it is held back (1 KiB and more), and shape inference needs its values."""
+    dims = np.array([2] + [1] * (rank - 1), np.int64)
+    shape = helper.make_tensor("shape", TensorProto.INT64, [rank], dims.tobytes(), raw=True)
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
+        "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+        [shape],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _whole_model_types(model: onnx.ModelProto) -> dict[str, int]:
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.tensor_type.elem_type:
+            types[value.name] = value.type.tensor_type.elem_type
+    return types
+
+
+@pytest.mark.parametrize(
+    ("make", "held_back_is_read"),
+    [
+        (lambda: to_fp16(small_cnn()), False),
+        (lambda: _reshape_to_rank(4), False),
+        (lambda: _reshape_to_rank(200), True),
+    ],
+    ids=["fp16-cnn", "small-shape-kept", "large-shape-held-back"],
+)
+def test_element_types_without_the_weights_are_the_whole_models(
+    make: Callable[[], onnx.ModelProto], held_back_is_read: bool
+) -> None:
+    """The FP16 emulation's types come from shape inference on the graph without its weights; where
+    a node needs a held-back value (a target shape of 200 dims), that inference fails and the whole
+    model's is used."""
+    model = make()
+    try:
+        onnx.shape_inference.infer_shapes(weightless(model), strict_mode=True)
+        read = False
+    except onnx.shape_inference.InferenceError:
+        read = True
+    assert read == held_back_is_read
+    types = _elem_types(model)
+    assert types == _whole_model_types(model)
+    assert sum(kind == TensorProto.FLOAT16 for kind in types.values()) >= (2 if held_back_is_read else 3)

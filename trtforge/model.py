@@ -527,8 +527,8 @@ def with_outputs(model: onnx.ModelProto, names: Iterable[str], saved: Path | Non
         del graph_outputs[count:]
 
 
-#: where a weight held back from onnx's version converter points meanwhile (never a file)
-_HELD_BACK = "trtforge: weight held back from the version converter"
+#: where a weight held back from onnx's C++ passes points meanwhile (never a file)
+_HELD_BACK = "trtforge: weight held back from onnx's C++ passes"
 #: the fields of a TensorProto that hold (or point to) its values
 _TENSOR_DATA = (
     "raw_data",
@@ -542,30 +542,40 @@ _TENSOR_DATA = (
 )
 
 
-def upgraded(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """``model`` converted to ``opset`` by onnx's version converter, without passing its weights
-    through it; ``model`` itself is left as it was.
-
-    The converter serializes the model into C++ and back: four copies of every weight, 0.25 s of
-    ResNet-18's 47 MB against 8 ms for the graph alone. Upgrades rewrite nodes, not weights, so
-    each top-level initializer goes through as a reference to external data (an adapter that read
-    one would fail, not read an empty tensor) and gets its data back by name. Should the converter
-    fail on the references, or one come back anywhere else (renamed, moved into a node), the whole
-    model is converted instead. Shapes that only a weight's values tell are left to the next shape
-    inference (onnxruntime's quantizer runs one).
+def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` for onnx's C++ passes (version conversion, shape inference), which
+    serialize the model into C++ and back: four copies of every weight, 0.25 s of ResNet-18's
+    47 MB against 8 ms for the graph alone. Each top-level initializer of 1 KiB or more becomes a
+    reference to external data that does not exist, so a pass that read its values would fail,
+    not read an empty tensor; the smaller ones (the shapes and axes that passes do read) keep theirs.
     """
     import onnx
-    from onnx import version_converter
 
     light = onnx.ModelProto()
-    light.CopyFrom(model)  # a copy in memory is ~30x cheaper than the converter's round trips
+    light.CopyFrom(model)  # a copy in memory is ~30x cheaper than the passes' round trips
     for tensor in light.graph.initializer:
+        if tensor.ByteSize() < _VALUES_KEPT_BELOW:
+            continue
         for field in _TENSOR_DATA:
             tensor.ClearField(field)
         tensor.data_location = onnx.TensorProto.EXTERNAL
         tensor.external_data.add(key="location", value=_HELD_BACK)
+    return light
+
+
+def upgraded(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``model`` converted to ``opset`` by onnx's version converter, without passing its weights
+    through it (:func:`weightless`); ``model`` itself is left as it was.
+
+    Upgrades rewrite nodes, not weights, so the weights held back get their data back by name.
+    Should the converter fail on the references, or one come back anywhere else (renamed, moved
+    into a node), the whole model is converted instead. Shapes that only a weight's values tell
+    are left to the next shape inference (onnxruntime's quantizer runs one).
+    """
+    from onnx import version_converter
+
     try:
-        converted = version_converter.convert_version(light, opset)
+        converted = version_converter.convert_version(weightless(model), opset)
     except Exception:  # an adapter that needs a weight's values: the whole model, whose error (if any) is the real one
         return version_converter.convert_version(model, opset)
     weights = {tensor.name: tensor for tensor in model.graph.initializer}
