@@ -112,7 +112,7 @@ def test_weightless_holds_back_the_weights_and_keeps_the_small_constants() -> No
     assert sum(not tensor.raw_data for tensor in light.graph.initializer) == 1
 
 
-def _reshape_to_rank(rank: int) -> onnx.ModelProto:
+def _reshape_to_rank(rank: int, elem_type: int = TensorProto.FLOAT16) -> onnx.ModelProto:
     """A Reshape whose target shape is an initializer of ``rank`` int64 values, stored raw: from rank
     128 on it is held back (1 KiB and more), and shape inference needs its values."""
     dims = np.array([2] + [1] * (rank - 1), np.int64)
@@ -120,8 +120,8 @@ def _reshape_to_rank(rank: int) -> onnx.ModelProto:
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
         "reshape",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+        [helper.make_tensor_value_info("x", elem_type, [2])],
+        [helper.make_tensor_value_info("y", elem_type, None)],
         [shape],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -161,3 +161,18 @@ def test_element_types_without_the_weights_are_the_whole_models(
     types = _elem_types(model)
     assert types == _whole_model_types(model)
     assert sum(kind == TensorProto.FLOAT16 for kind in types.values()) >= (2 if held_back_is_read else 3)
+
+
+@pytest.mark.parametrize(
+    "make", [small_cnn, lambda: _reshape_to_rank(200, TensorProto.FLOAT)], ids=["cnn", "large-shape-held-back"]
+)
+def test_fp16_conversion_is_the_converters_own(make: Callable[[], onnx.ModelProto]) -> None:
+    """``to_fp16`` runs the converter's shape inference on the graph without its weights (or leaves
+    it to the converter where a node needs a held-back value): the FP16 model is the converter's
+    own, byte for byte."""
+    from onnxruntime.transformers import float16
+
+    plain = float16.convert_float_to_float16(
+        make(), keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST)
+    )
+    assert to_fp16(make()).SerializeToString() == plain.SerializeToString()

@@ -9,7 +9,7 @@ import os
 import stat
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -563,28 +563,36 @@ def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def upgraded(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """``model`` converted to ``opset`` by onnx's version converter, without passing its weights
-    through it (:func:`weightless`); ``model`` itself is left as it was.
-
-    Upgrades rewrite nodes, not weights, so the weights held back get their data back by name.
-    Should the converter fail on the references, or one come back anywhere else (renamed, moved
-    into a node), the whole model is converted instead. Shapes that only a weight's values tell
-    are left to the next shape inference (onnxruntime's quantizer runs one).
-    """
-    from onnx import version_converter
-
+def without_weights(
+    model: onnx.ModelProto, run: Callable[[onnx.ModelProto], onnx.ModelProto]
+) -> onnx.ModelProto | None:
+    """``run`` (one of onnx's C++ passes) on :func:`weightless` ``model``, the weights put back by
+    name into what it returns; ``model`` itself is left as it was. None where the pass failed on
+    the references, or one came back anywhere else (renamed, moved into a node): the caller runs
+    it on the whole model then, whose error (if any) is the real one. The references are counted
+    in the result to catch that."""
     try:
-        converted = version_converter.convert_version(weightless(model), opset)
-    except Exception:  # an adapter that needs a weight's values: the whole model, whose error (if any) is the real one
-        return version_converter.convert_version(model, opset)
+        result = run(weightless(model))
+    except Exception:
+        return None
     weights = {tensor.name: tensor for tensor in model.graph.initializer}
-    returned = [tensor for tensor in converted.graph.initializer if tensor.name in weights and tensor.external_data]
-    if converted.SerializeToString().count(_HELD_BACK.encode()) != len(returned):
-        return version_converter.convert_version(model, opset)
+    returned = [tensor for tensor in result.graph.initializer if tensor.name in weights and tensor.external_data]
+    if result.SerializeToString().count(_HELD_BACK.encode()) != len(returned):
+        return None
     for tensor in returned:
         tensor.CopyFrom(weights[tensor.name])
-    return converted
+    return result
+
+
+def upgraded(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``model`` converted to ``opset`` by onnx's version converter, without passing its weights
+    through it (:func:`without_weights`: upgrades rewrite nodes, not weights); ``model`` itself is
+    left as it was. Shapes that only a weight's values tell are left to the next shape inference
+    (onnxruntime's quantizer runs one)."""
+    from onnx import version_converter
+
+    converted = without_weights(model, lambda light: version_converter.convert_version(light, opset))
+    return converted if converted is not None else version_converter.convert_version(model, opset)
 
 
 def input_bytes(inputs: Sequence[TensorDesc], shapes: Mapping[str, Sequence[int]]) -> int:

@@ -42,11 +42,19 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: Sequence[str] = ()) -> onnx
     onnxruntime's converter keeps its default block list (ops that are wrong or unsupported
     in FP16) and ``keep_fp32_nodes`` in FP32 and inserts the casts at the boundaries.
     """
+    import onnx
     from onnxruntime.transformers import float16
 
+    from trtforge.model import without_weights
+
+    # the converter's own shape inference takes the whole model through C++ and back (ResNet-18
+    # 224: ~0.1 s); on the graph alone, strict so that a node needing a weight's values says so,
+    # it gives the same model (the converter's then where it cannot)
+    inferred = without_weights(model, lambda light: onnx.shape_inference.infer_shapes(light, strict_mode=True))
     converted = float16.convert_float_to_float16(
-        model,
+        model if inferred is None else inferred,
         keep_io_types=True,
+        disable_shape_infer=inferred is not None,
         op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST),
         node_block_list=list(keep_fp32_nodes),
     )
