@@ -164,12 +164,12 @@ def _fp16_graph(
     the loaded model itself, which it extends for a moment, and the converter edits that load, as
     a copy beside it would cost gigabytes.
 
-    The copy is not only for the guard: converting the load in place measured slower in a build
-    (ResNet-18 224, ``keep_fp32: []``, 2-core VM, two A/Bs of 8 runs in either order: medians
-    1.20 and 1.24 s in place, 1.11 and 1.06 s on a copy; 208k page faults against 117k). perf puts
-    the extra faults in the numpy temporaries of onnxruntime's float16 converter, which land on
-    fresh pages of glibc's heap instead of reused ones. A bare script that only converts shows the
-    opposite: the heap's state before the conversion decides, and the build's is measured here."""
+    The copy is not only for the guard: converting the load itself measured slower in a build
+    (ResNet-18 224, ``keep_fp32: []``, 2-core VM: 1.06-1.12 s against 0.90-0.97 s on a copy, 194k
+    to 220k page faults against 76k, three runs each). perf puts the extra faults in the numpy
+    temporaries of onnxruntime's float16 converter, which land on fresh pages of glibc's heap
+    instead of reused ones. A bare script that only converts shows the opposite: the heap's state
+    before the conversion decides, and the build's is measured here."""
     from trtforge.model import external_tensors, read_onnx
     from trtforge.precision.graphs import fp16_onnx
     from trtforge.precision.overflow import GuardStopped, choose_keep_fp32
