@@ -158,18 +158,19 @@ def _fp16_graph(
     in Python and numpy, and most models keep no node, so the graph converted meanwhile with none
     kept is the one built. Where the guard keeps nodes, the conversion is done again with them:
     the graph is the same as when the guard ran first. ``source`` is one load of the model for
-    both; the guard only reads it, the converter edits a copy of it. Where the spec lists the
+    both: the guard reads it, the converter converts a deep copy of it. Where the spec lists the
     nodes itself there is no guard to run, only the conversion. One after the other where weights
     live in external data (models past protobuf's 2 GB): there the guard's session is made from
-    the loaded model itself, which it extends for a moment, and the converter edits that load, as
-    a copy beside it would cost gigabytes.
+    the loaded model itself, which it extends for a moment, and the converter converts that load,
+    as a copy beside it would cost gigabytes.
 
-    The copy is not only for the guard: converting the load itself measured slower in a build
-    (ResNet-18 224, ``keep_fp32: []``, 2-core VM: 1.06-1.12 s against 0.90-0.97 s on a copy, 194k
-    to 220k page faults against 76k, three runs each). perf puts the extra faults in the numpy
-    temporaries of onnxruntime's float16 converter, which land on fresh pages of glibc's heap
-    instead of reused ones. A bare script that only converts shows the opposite: the heap's state
-    before the conversion decides, and the build's is measured here."""
+    The conversion leaves its input as it is (the converter works on what shape inference
+    returns), so the copy is not for the guard: converting the load itself measured slower in a
+    build (ResNet-18 224, ``keep_fp32: []``, 2-core VM: 1.06-1.12 s against 0.90-0.97 s on a copy,
+    194k to 220k page faults against 76k, three runs each). perf puts the extra faults in the
+    numpy temporaries of onnxruntime's float16 converter, which land on fresh pages of glibc's
+    heap instead of reused ones. A bare script that only converts shows the opposite: the heap's
+    state before the conversion decides, and the build's is measured here."""
     from trtforge.model import external_tensors, read_onnx
     from trtforge.precision.graphs import fp16_onnx
     from trtforge.precision.overflow import GuardStopped, choose_keep_fp32

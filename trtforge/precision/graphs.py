@@ -109,7 +109,7 @@ def fp16_onnx(
 ) -> Path:
     """The FP16-converted graph, cached by the source model's content and the nodes kept in FP32
     (``fp16/`` in the cache folder). ``source``: the model at ``model_path`` as the caller
-    already loaded it (the converter edits it in place); None: loaded here."""
+    already loaded it (left as it is); None: loaded here."""
     kept = sorted(set(keep_fp32_nodes))
     suffix = "-keep-" + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16] if kept else ""
     target = cache_dir / "fp16" / f"{sha256_file(model_path)}{suffix}.onnx"
