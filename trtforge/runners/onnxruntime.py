@@ -35,6 +35,7 @@ class OnnxrtRunner(Runner):
         self.intra_op_threads = intra_op_threads
         self.optimize = optimize  # False: onnxruntime's graph optimizations off (no cast folding, no fusion)
         self._session: Any = None
+        self._native: Any = None  # what runs a request: see _activate
         self._raw_io = False
         self._names: tuple[list[str], list[str]] = ([], [])  # inputs, outputs: read once per session
         self._input_set: frozenset[str] = frozenset()
@@ -62,15 +63,25 @@ class OnnxrtRunner(Runner):
         self._names = [meta.name for meta in inputs], [meta.name for meta in outputs]
         self._input_set = frozenset(self._names[0])
         self._output_positions = tuple(enumerate(self._names[1]))
-        # onnxruntime refuses a missing or unknown input itself, and its refusal is then explained
-        # with our message: the request pays for no check (2-3 µs after a large inference has
-        # evicted the CPU caches). But it takes an overridable initializer from the feed without a
-        # word, so with those each feed is checked first.
+        # A request calls the session's C++ binding (``InferenceSession._sess``, where onnxruntime's
+        # own IOBinding calls it) with the output names read above. Its Python ``run`` first
+        # checks, in Python, what matters to no request of ours (WebGPU graph capture, OrtValue
+        # feeds, fallback to CPU on an EPFail, which in a pool is a failed context to rebuild) and
+        # reads every input's and output's name and type through pybind: ~15 µs a request once a
+        # ResNet-18 inference has evicted the CPU caches (2-core VM), more than all of the pool's
+        # own request path. ``_sess`` is private: where an onnxruntime lacks it, the public ``run``
+        # takes the same three arguments.
+        self._native = getattr(self._session, "_sess", self._session)
+        # The C++ session refuses an unknown input itself, and its refusal is then explained with
+        # our message: the request pays for no name check (2-3 µs cold) beyond ``len``, which
+        # tells a missing input before anything runs (the C++ session notices one only when a node
+        # reads it, partway through the run). It takes an overridable initializer from the feed
+        # without a word, so with those each feed is checked first.
         self._check_feed = bool(self._session.get_overridable_initializers())
         self._invalid_argument = InvalidArgument  # imported here once: a request must not pay for it
 
     def _deactivate(self) -> None:
-        self._session = None
+        self._session = self._native = None
 
     @property
     def input_names(self) -> list[str]:
@@ -82,12 +93,12 @@ class OnnxrtRunner(Runner):
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         if not self._raw_io:
-            return self._session.run(None, feed if type(feed) is dict else dict(feed))
+            return self._native.run(self._names[1], feed if type(feed) is dict else dict(feed), None)
         values = self._session.run_with_ort_values(None, {name: to_ort_value(array) for name, array in feed.items()})
         return [from_ort_value(value) for value in values]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._check_feed and feed.keys() != self._input_set:
+        if (self._check_feed or len(feed) != len(self._input_set)) and feed.keys() != self._input_set:
             check_feed_names(self.name, self._names[0], feed)
         try:
             values = self._run(feed)
