@@ -113,9 +113,9 @@ class _TimedNative:
 
     def __init__(self, native: Any) -> None:
         self.native, self.inner = native, []
-        # what onnxruntime's ``run`` calls on the binding besides ``run`` (1.2x), the binding's own
-        # method: no Python frame of ours on the bare side. Where a version calls more, the bare
-        # blocks raise AttributeError, not a skewed figure.
+        # what onnxruntime's ``run`` calls on the binding besides ``run`` (seen in 1.30 and 1.32),
+        # as the binding's own method: no Python frame of ours on the bare side. Where a version
+        # calls more, the bare blocks raise AttributeError, not a skewed figure.
         self.is_webgpu_graph_capture_enabled = getattr(native, "is_webgpu_graph_capture_enabled", None)
 
     def run(self, names: Any, feed: Any, options: Any) -> Any:
