@@ -224,6 +224,18 @@ def goals(model: Model) -> dict[str, float]:
     }
 
 
+#: the models ``make bench`` measures (``--model`` also takes ``resnet18-<N>px`` at any size)
+MODEL_NAMES = ("digits-cnn", "resnet18-64px", "resnet18-224px", "mobilenetv2-64px", "bert-batch-seq")
+
+
+def model_name(text: str) -> str:
+    """``--model``'s value, refused with the valid names before any model is built."""
+    size = text.removeprefix("resnet18-").removesuffix("px")
+    if text in MODEL_NAMES or (text.startswith("resnet18-") and text.endswith("px") and size.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown model {text!r}: one of {', '.join(MODEL_NAMES)} or resnet18-<N>px")
+
+
 def image(size: int, channels: int = 3) -> Profile:
     return {"input": ([1, channels, size, size], [16, channels, size, size], [32, channels, size, size])}
 
@@ -272,7 +284,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="the digits CNN only, one run each")
-    parser.add_argument("--model", help="one model only (e.g. resnet18-224px, digits-cnn)")
+    parser.add_argument("--model", type=model_name, help=f"one model only: {', '.join(MODEL_NAMES)}")
     parser.add_argument(
         "--before", type=Path, help="a folder holding another trtforge package: its builds run beside, '(before)' rows"
     )
