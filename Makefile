@@ -26,7 +26,7 @@ test: $(BIN)/trtforge
 
 lint: $(BIN)/trtforge
 	$(BIN)/ruff check trtforge tests benchmarks examples
-	$(BIN)/mypy trtforge
+	$(BIN)/mypy trtforge examples
 
 bench: $(BIN)/trtforge
 	mkdir -p out

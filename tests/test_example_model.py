@@ -5,12 +5,16 @@ Regenerate them with `python examples/digits/make_digits.py` (needs torch).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from clitools import cli
 
 DIGITS = Path(__file__).resolve().parents[1] / "calibration" / "digits"
 FILE_BATCH = 64
@@ -77,3 +81,18 @@ def test_val_accuracy() -> None:
     assert logits.shape == (len(x), 10)
     accuracy = float(np.mean(logits.argmax(axis=1) == y))
     assert accuracy >= MIN_ACCURACY, f"val accuracy {accuracy:.4f} < {MIN_ACCURACY}"
+
+
+def test_demo_compare_script_reads_what_build_writes(tmp_path: Path) -> None:
+    """``make demo``'s last step: examples/digits/compare.py over the reports a real build wrote."""
+    repo = DIGITS.parents[1]
+    code, _, stderr = cli("build", repo / "configs" / "digits-fp32.yaml", "--out", tmp_path)
+    assert code == 0, stderr
+    compare = [sys.executable, str(repo / "examples" / "digits" / "compare.py"), str(tmp_path), "--name", "digits-cnn"]
+    done = subprocess.run([*compare, "--json"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["rows"]
+    assert (row["precision"], row["samples"], row["passed"]) == ("fp32", 397, True)
+    assert "digits-cnn" in done.stderr  # the table
+    empty = subprocess.run([*compare[:2], str(tmp_path / "nothing")], capture_output=True, text=True, check=False)
+    assert empty.returncode == 2 and "no accuracy reports" in empty.stderr

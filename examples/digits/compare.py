@@ -14,8 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from trtforge.accuracy.report import REJECTED_SUFFIX, REPORT_SUFFIX, read_report, render_side_by_side, side_by_side
+from trtforge.accuracy.report import read_report, render_side_by_side, side_by_side
 from trtforge.console import Reporter
+from trtforge.manifest import REJECTED_SUFFIX, REPORT_SUFFIX
 
 
 def main(argv: list[str] | None = None) -> int:
