@@ -141,6 +141,8 @@ def test_request_shapes() -> None:
     assert request_shapes(inputs, profiles, overrides={"image": (5, 3, 16, 16)})["image"] == (5, 3, 16, 16)
     with pytest.raises(InvalidInputError, match="did you mean 'meta'"):
         request_shapes(inputs, (), overrides={"mata": (1, 4)})
+    with pytest.raises(InvalidInputError, match="dim 0 is 0, an empty request"):
+        request_shapes(inputs, (), overrides={"image": (0, 3, 16, 16)})
 
 
 def test_latency_percentiles() -> None:

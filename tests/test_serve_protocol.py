@@ -29,6 +29,7 @@ from trtforge.serve.protocol import (
 )
 from trtforge.serve.server import (
     ServeConfig,
+    check_warmup_shapes,
     engine_plan,
     model_warmup_sets,
     onnx_plan,
@@ -165,6 +166,20 @@ def test_an_engine_plan_comes_from_its_manifest_and_warmup_sets_fill_other_input
     pair = onnx_plan(models.two_inputs(tmp_path / "pair.onnx"), "pair")
     sets = [(None, {"image": (4, 3, 8, 8)}), ("digits-cnn", {"image": (9, 3, 8, 8)}), (None, {"x": (1,)})]
     assert model_warmup_sets(pair, sets) == [{"image": (4, 3, 8, 8), "meta": (1, 4)}]
+
+
+def test_a_warmup_shape_naming_no_input_of_its_model_is_refused_with_the_fix(tmp_path: Path) -> None:
+    pair = onnx_plan(models.two_inputs(tmp_path / "pair.onnx"), "pair")
+    check_warmup_shapes(["pair:image=4x3x8x8,meta=1x4", "image=2x3x8x8"], [pair])
+    cases = {
+        "pair:imgae=4x3x8x8": "model 'pair' does not have an input 'imgae' — did you mean 'image'?",
+        "imgae=4x3x8x8": "no served model has an input 'imgae' — did you mean 'image'?",
+        "pari:image=4x3x8x8": "no served model has an input 'pari:image'",
+    }
+    for text, expected in cases.items():
+        with pytest.raises(InvalidInputError) as caught:
+            check_warmup_shapes([text], [pair])
+        assert expected in str(caught.value) and "(inputs: image, meta; models: pair)" in str(caught.value)
 
 
 def test_readiness_follows_warmup_and_the_minimum_of_healthy_contexts() -> None:

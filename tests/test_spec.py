@@ -56,6 +56,21 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
         ("name: a\nmodel: [unclosed\n", ": malformed YAML"),
         ("- just\n- a list\n", "a spec is a YAML mapping"),
         ("name: a\nmodel: m.onnx\nbuild: {workspace: lots}\n", ":3: key 'build.workspace'"),
+        ("name: a\nmodel: m.onnx\nbuild: {workspace: 99999999TiB}\n", ":3: key 'build.workspace': a workspace is 1"),
+        ("name: a\nmodel: m.onnx\nbuild: {workspace: 0}\n", ":3: key 'build.workspace': a workspace is 1"),
+        # a misspelt key is also a missing one: the unknown key is named, with the fix
+        (
+            "name: a\nmodel: m.onnx\nprofiles:\n  - x: {min: [1], opt: [1], mx: [1]}\n",
+            ":4: unknown key 'mx' — did you mean 'max'?",
+        ),
+        ("name: a\nmodel: m.onnx\ncalibration: {dat: d.npy}\n", ":3: unknown key 'dat' — did you mean 'data'?"),
+        (
+            "name: a\nmodel: m.onnx\naccuracy:\n  tolerances:\n    '*': {cosin_min: 0.9}\n",
+            ":5: unknown key 'cosin_min' — did you mean 'cosine_min'?",
+        ),
+        # PyYAML would keep the last of two equal keys without a word
+        ("name: a\nmodel: m.onnx\nname: b\n", ":3: key 'name' is given twice (first at line 1); keep one"),
+        ("name: a\nmodel: m.onnx\nbuild: {timing_cache: true, timing_cache: false}\n", ":3: key 'timing_cache' is"),
     ],
 )
 def test_bad_specs_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -87,6 +102,11 @@ PROFILE_CASES = [
     ("  - input: {min: [8, 3, 16, 16], opt: [4, 3, 16, 16], max: [2, 3, 16, 16]}\n", "need min <= opt <= max"),
     ("  - input: {min: [1, 4, 16, 16], opt: [1, 4, 16, 16], max: [1, 4, 16, 16]}\n", r"static \(3\)"),
     ("  - imput: {min: [1, 3, 16, 16], opt: [1, 3, 16, 16], max: [1, 3, 16, 16]}\n", "did you mean 'input'"),
+    # an engine for empty batches only would pass any accuracy check on zero values
+    ("  - input: {min: [0, 3, 16, 16], opt: [0, 3, 16, 16], max: [0, 3, 16, 16]}\n", r"opt\[0\] is 0: an engine"),
+    ("  - input: {min: [0, 3, 16, 16], opt: [1, 3, 16, 16], max: [0, 3, 16, 16]}\n", r"max\[0\] is 0"),
+    ("  - input: {min: [1, 3, 16, 16], opt: [1, 3, 16, 16], max: [4000000000, 3, 16, 16]}\n", "a dim is 0 to 2,147"),
+    ("  - input: {min: [-1, 3, 16, 16], opt: [1, 3, 16, 16], max: [1, 3, 16, 16]}\n", "a dim is 0 to"),
 ]
 
 
@@ -98,6 +118,13 @@ def test_profiles_checked_against_graph(
     with pytest.raises(SpecError, match=expected) as caught:
         check_profiles(spec, inspect_model(model_dir / "conv.onnx"))
     assert ":4:" in str(caught.value)
+
+
+def test_an_empty_batch_is_a_valid_profile_min(write_spec: Callable[..., Path], model_dir: Path) -> None:
+    profile = "  - input: {min: [0, 3, 16, 16], opt: [1, 3, 16, 16], max: [2, 3, 16, 16]}\n"
+    spec = load_spec(write_spec("name: a\nmodel: {models}/conv.onnx\nprofiles:\n" + profile))
+    check_profiles(spec, inspect_model(model_dir / "conv.onnx"))
+    assert spec.profiles[0]["input"].min == [0, 3, 16, 16]
 
 
 def test_dynamic_input_without_profile(write_spec: Callable[..., Path], model_dir: Path) -> None:

@@ -203,9 +203,15 @@ def _fitting(tensor: TensorDesc, shape: Shape) -> Shape:
             f"--shape {tensor.name}={given}: the input has rank {len(tensor.shape)} ({dims}), not {len(shape)}"
         )
     for axis, (got, want) in enumerate(zip(shape, tensor.shape, strict=True)):
-        if isinstance(want, int) and want >= 0 and got != want:
+        if isinstance(want, int) and want >= 0:
+            if got != want:
+                raise InvalidInputError(
+                    f"--shape {tensor.name}={given}: dim {axis} is {got}, the model needs {want} ({dims})"
+                )
+        elif got < 1:
             raise InvalidInputError(
-                f"--shape {tensor.name}={given}: dim {axis} is {got}, the model needs {want} ({dims})"
+                f"--shape {tensor.name}={given}: dim {axis} is 0, an empty request that times no inference; "
+                "give it at least 1"
             )
     return shape
 

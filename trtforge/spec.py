@@ -48,6 +48,9 @@ MAX_YAML_DEPTH = 64
 
 Precision = Literal["fp32", "fp16", "int8"]
 BackendChoice = Literal["auto", "tensorrt", "tensorrt-rtx"]
+#: the largest dim in a profile: TensorRT-RTX 1.7's builder refuses a larger one ("Shape provided for
+#: max is inconsistent with other shapes", an internal error), and no tensor that large fits in memory
+MAX_DIM = 2**31 - 1
 #: Element types a shape tensor may have.
 SHAPE_TENSOR_DTYPES = ("int32", "int64")
 
@@ -225,8 +228,21 @@ class AccuracySpec(_Strict):
     enabled: bool = True
 
 
+#: the largest builder workspace a spec may ask for: above it TensorRT's ``set_memory_pool_limit``
+#: fails with a type error (a size_t), and no machine has that memory
+MAX_WORKSPACE = ByteSize(1 << 50)
+
+
+def _workspace_in_range(size: ByteSize) -> ByteSize:
+    if not 1 <= size <= MAX_WORKSPACE:
+        raise ValueError(f"a workspace is 1 byte to {MAX_WORKSPACE.human_readable()}, e.g. '4GiB'")
+    return size
+
+
 class BuildOptions(_Strict):
-    workspace: ByteSize = Field(ByteSize(1 << 30), description='e.g. "1GiB", "512MiB" or bytes')
+    workspace: Annotated[ByteSize, AfterValidator(_workspace_in_range)] = Field(
+        ByteSize(1 << 30), description='e.g. "1GiB", "512MiB" or bytes, at most 1PiB'
+    )
     optimization_level: int = Field(3, ge=0, le=5)
     timing_cache: bool = True
     version_compatible: bool = False
@@ -329,7 +345,24 @@ class _BoundedLoader(Composer, CParser, SafeConstructor, Resolver):
             self._depth -= 1
         if not isinstance(event, yaml.AliasEvent):
             self._sizes[id(node)] = 1 + sum(self._sizes[id(child)] for child in _children(node))
+            if isinstance(node, yaml.MappingNode):
+                self._refuse_duplicate_keys(node)
         return node
+
+    def _refuse_duplicate_keys(self, node: yaml.MappingNode) -> None:
+        """PyYAML keeps the last of two equal keys without a word: a spec with ``name:`` twice
+        would build under the second name."""
+        first_lines: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            line, key = key_node.start_mark.line + 1, (key_node.tag, key_node.value)
+            if key in first_lines:
+                raise SpecError(
+                    f"{self._path}:{line}: key '{key_node.value}' is given twice (first at line "
+                    f"{first_lines[key]}); keep one"
+                )
+            first_lines[key] = line
 
 
 def read_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
@@ -397,9 +430,12 @@ def _field_names_at(loc: tuple[str | int, ...]) -> list[str]:
 
 
 def _unwrap_model(annotation: Any) -> Any:
-    for arg in (annotation, *typing.get_args(annotation)):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
+    """The model an optional or annotated field holds (``X | None``, ``Annotated[X, ...]``); a
+    container's items are not the container (``dict[str, X]`` is stepped into by key)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
     return annotation
 
 
@@ -438,6 +474,12 @@ def _message(error: ErrorDetails, origin: SpecOrigin) -> str:
     return f"{where}: key '{key}': {message}"
 
 
+def _first_to_fix(errors: list[ErrorDetails]) -> ErrorDetails:
+    """An unknown key first: a misspelt key is also a missing one (``mx:`` for ``max:``), and
+    "did you mean 'max'" says how to fix both."""
+    return next((error for error in errors if error["type"] == "extra_forbidden"), errors[0])
+
+
 def _resolve(base: Path, value: str) -> str:
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else (base / path))
@@ -456,7 +498,7 @@ def parse_spec(text: str, path: Path) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_message(exc.errors()[0], origin)) from exc
+        raise SpecError(_message(_first_to_fix(exc.errors()), origin)) from exc
     base = path.parent
     updates: dict[str, Any] = {"model": _resolve(base, spec.model)}
     if spec.calibration is not None:
@@ -523,13 +565,22 @@ def check_profiles(spec: Spec, model: ModelInfo) -> None:
                         f"the model input {list(tensor.shape)} has rank {len(tensor.shape)}"
                     )
                 for axis, (dim, model_dim) in enumerate(zip(shape, tensor.shape, strict=False)):
-                    if isinstance(model_dim, int) and model_dim >= 0 and dim != model_dim:
+                    static = isinstance(model_dim, int) and model_dim >= 0
+                    if static and dim != model_dim:
                         raise SpecError(
                             f"{where}: profile {index} input '{name}' {label}[{axis}] is {dim}, "
                             f"but that dim is static ({model_dim}) in the model"
                         )
-                    if dim < 0:  # 0 is an empty tensor, which TensorRT builds for
-                        raise SpecError(f"{where}: profile {index} input '{name}' {label}[{axis}] must be >= 0")
+                    if not 0 <= dim <= MAX_DIM:  # 0 is an empty tensor, which TensorRT builds for
+                        raise SpecError(
+                            f"{where}: profile {index} input '{name}' {label}[{axis}] is {dim}; "
+                            f"a dim is 0 to {MAX_DIM:,}"
+                        )
+                    if dim == 0 and not static and label != "min":
+                        raise SpecError(
+                            f"{where}: profile {index} input '{name}' {label}[{axis}] is 0: an engine built "
+                            "for empty tensors only computes nothing; give opt and max at least 1 (min may be 0)"
+                        )
             for axis, (low, mid, high) in enumerate(zip(shapes.min, shapes.opt, shapes.max, strict=False)):
                 if not low <= mid <= high:
                     raise SpecError(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, first_line
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, did_you_mean, first_line
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, read_manifest
 from trtforge.serve.app import Limits, ModelPlan, ServeState, build_app
 from trtforge.serve.protocol import ModelSignature, TensorMeta, datatype_of
@@ -229,6 +229,24 @@ def parse_warmup_shape(text: str, models: Sequence[str]) -> tuple[str | None, di
     return chosen, shapes
 
 
+def check_warmup_shapes(texts: Sequence[str], plans: Sequence[ModelPlan]) -> None:
+    """Every ``--warmup-shape`` names inputs of the model it is for (of some served model when it
+    names none): a typo is exit 2 before the port opens, not a shape that is silently not warmed. Pure."""
+    inputs = {plan.name: [meta.name for meta in plan.signature.inputs] for plan in plans}
+    for text in texts:
+        model, shapes = parse_warmup_shape(text, list(inputs))
+        known = inputs[model] if model is not None else sorted({name for names in inputs.values() for name in names})
+        for name in shapes:
+            if name not in known:
+                owner = f"model '{model}'" if model is not None else "no served model"
+                has = "does not have" if model is not None else "has"
+                raise InvalidInputError(
+                    f"--warmup-shape '{text}': {owner} {has} an input '{name}'"
+                    f"{did_you_mean(name, [*known, *(f'{m}:' for m in inputs)])} "
+                    f"(inputs: {', '.join(known) or 'none'}; models: {', '.join(inputs)})"
+                )
+
+
 def model_warmup_sets(
     plan: ModelPlan, shape_sets: Sequence[tuple[str | None, dict[str, Shape]]]
 ) -> list[dict[str, Shape]]:
@@ -359,8 +377,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
             f"at most {MAX_ADMITTED} requests per model at once"
         )
     plans, refused = resolve_artifacts(config.artifacts, config.policy, config.pull, log)
-    for text in config.warmup_shapes:  # a typo is exit 2 before the port opens, not a failed warm-up
-        parse_warmup_shape(text, [plan.name for plan in plans])
+    check_warmup_shapes(config.warmup_shapes, plans)
     refused += refusals(plans, config.policy)
     if refused:
         raise combined_refusal(refused)
