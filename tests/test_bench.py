@@ -74,7 +74,7 @@ def test_bench_table_goes_to_stderr_and_batch_sets_the_shape() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["missing.onnx"], "model file not found"),
+        (["missing.onnx"], "model file not found; pass the path of an .onnx file"),  # no spec to point at
         ([str(DIGITS), "--shape", "input=1xx8"], "write NAME=DIMS"),
         ([str(DIGITS), "--shape", "inptu=1x1x8x8"], "did you mean 'input'"),
         ([str(DIGITS), "--shape", "input=1x3x8x8"], "dim 1 is 3, the model needs 1"),

@@ -146,6 +146,8 @@ def test_bad_models_exit_with_the_documented_code(
     assert message in stderr
     assert "Traceback" not in stderr
     assert _engines(tmp_path / "out") == []
+    if "not found" in message:  # the spec's key, at its line
+        assert f"check 'model:' at {spec}:2" in stderr
 
 
 def test_unwritable_output_directory(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -154,20 +156,44 @@ def test_unwritable_output_directory(write_spec: Callable[..., Path], tmp_path: 
     spec = write_spec("name: conv\nmodel: {models}/conv_static.onnx\n")
     code, _, stderr = _build(spec, blocker / "out")
     assert code == 2
-    assert "cannot create output directory" in stderr and "--out" in stderr
+    assert f"output directory {blocker / 'out'} cannot be made: {blocker} is a file" in stderr and "--out" in stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        # root may write anywhere os.access looks: only a write proves it (/proc takes no files)
+        (lambda tmp: ["--out", "/proc/trtforge-out"], "output directory /proc/trtforge-out is not writable"),
+        (lambda tmp: ["--out", tmp / "file"], "is a file; pass --out with a writable folder"),
+        (lambda tmp: ["--out", tmp / "out", "--junit", tmp], "is a folder; give the path of the XML file"),
+        (lambda tmp: ["--out", tmp / "out", "--junit", "/proc/j.xml"], "pass --junit with a writable folder"),
+    ],
+)
+def test_an_unusable_out_or_junit_is_refused_before_anything_is_built(
+    write_spec: Callable[..., Path], tmp_path: Path, where: Callable[[Path], list[object]], expected: str
+) -> None:
+    (tmp_path / "file").write_text("a file, not a folder")
+    spec = write_spec("name: conv\nmodel: {models}/conv_static.onnx\n")
+    result = runner.invoke(app, ["build", str(spec), *(str(arg) for arg in where(tmp_path))])
+    code, stderr = result.exit_code, result.stderr
+    assert code == 2 and expected in stderr and "Traceback" not in stderr
+    assert "Building engine" not in stderr and not (tmp_path / "out").exists()
 
 
 def test_rtx_refuses_unsupported_target(write_spec: Callable[..., Path], tmp_path: Path) -> None:
-    spec = write_spec("name: conv\nmodel: {models}/conv_static.onnx\ntargets: ['9.0']\n")
+    """Named at its line, before the precision step (an fp16 build's overflow guard, conversion)."""
+    spec = write_spec("name: conv\nmodel: {models}/conv_static.onnx\nprecision: fp16\ntargets:\n  - '8.6'\n  - '9.0'\n")
     code, _, stderr = _build(spec, tmp_path / "out")
     assert code == 2
-    assert "cannot compile for 9.0" in stderr
+    assert f"error: {spec}:6: targets: tensorrt-rtx" in stderr and "cannot compile for 9.0" in stderr
+    assert "FP16" not in stderr and "fp16" not in stderr.split("error:")[0]
 
 
 def test_rtx_refuses_hardware_compatibility(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec("name: c\nmodel: {models}/conv_static.onnx\nbuild: {hardware_compatibility: ampere_plus}\n")
     code, _, stderr = _build(spec, tmp_path / "out")
-    assert code == 2 and "list the GPUs in 'targets:'" in stderr
+    assert code == 2 and f"{spec}:3: build.hardware_compatibility" in stderr
+    assert "list the GPUs in 'targets:'" in stderr
 
 
 def test_spec_error_through_the_cli(write_spec: Callable[..., Path], tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import pytest
 from clitools import cli
+from junitparser import JUnitXml
 from models import need_rtx, overflow_chain, save, unsupported_op, write_samples
 from onnx import TensorProto, helper, numpy_helper
 
@@ -32,6 +33,7 @@ from trtforge.build import build_spec
 from trtforge.console import Reporter
 from trtforge.environment import usable_cores
 from trtforge.errors import BuildError, InvalidInputError
+from trtforge.manifest import read_manifest
 from trtforge.model import ModelInfo, TensorDesc, inspect_model
 from trtforge.precision.graphs import FP16_STORAGE
 from trtforge.shapes import MAX_POINT_BYTES
@@ -146,8 +148,9 @@ def test_fp32_identical_runs_nothing_and_says_why(tmp_path: Path) -> None:
     out = tmp_path / "out"
     spec = _spec(tmp_path, "fp32")
     env = {**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")}
+    junit = tmp_path / "gate.xml"
     command = [sys.executable, "-X", "importtime", "-m", "trtforge", "build", str(spec), "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run([*command, "--junit", str(junit)], capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "onnxruntime" not in imported and "trtforge.accuracy.gate" in imported  # the gate, no run
@@ -157,6 +160,13 @@ def test_fp32_identical_runs_nothing_and_says_why(tmp_path: Path) -> None:
     (output,) = report["outputs"]
     assert report["passed"] is True and output["metrics"] == {} and output["checks"] == []
     assert output["tolerance"] == {"cosine_min": 0.99999}  # the limits it would apply, unmeasured
+    # a build that compared nothing never reads "passed" to a person or a CI system
+    assert ": not measured — candidate identical" in done.stderr and ": passed" not in done.stderr
+    accuracy = read_manifest(next(out.glob("*.engine"))).accuracy
+    assert accuracy is not None and (accuracy["passed"], accuracy["measured"]) == (True, False)
+    (suite,) = JUnitXml.fromfile(str(junit))
+    (case,) = suite
+    assert suite.skipped == 1 and IDENTICAL_PASS in case.result[0].message
 
 
 # ---------------------------------------------------------------- the reference cache

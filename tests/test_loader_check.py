@@ -353,6 +353,9 @@ def test_select_artifact_picks_the_best_engine_for_the_gpu(engines: dict[str, Pa
         return select_artifact(tmp_path, "net", policy=policy, environment=env).name
 
     assert pick("8.6") == engines["sm86"].name  # plain before version-compatible
+    env = Target(compute_capability=ComputeCapability.parse("8.6")).environment("tensorrt-rtx")
+    as_text = select_artifact(str(tmp_path), "net", policy=policy, environment=env)  # the README's call
+    assert as_text == tmp_path / engines["sm86"].name
     assert pick("8.9") == engines["sm89"].name
     (tmp_path / engines["sm89"].name).unlink()  # an orphan manifest is no candidate
     assert pick("8.9") == engines["vc"].name  # the version-compatible engine covers 8.9 too

@@ -130,7 +130,7 @@ def build_spec(
     swept = sweep(out_dir) + sweep(cache_dir, depth=2)  # caches keep their files one folder down
     if swept.note:
         reporter.info(swept.note)
-    check_model_file(spec.model_path)  # a regular file: hashing it can't block
+    check_model_file(spec.model_path, spec.origin.where("model"))  # a regular file: hashing it can't block
     prefetch_digest(spec.model_path)  # the manifest and the precision caches need it: hashed meanwhile
     model_info = read_model_info(spec.model_path)  # no onnx import or checker: the backend parses it in full
     check_profiles(spec, model_info)
@@ -138,6 +138,8 @@ def build_spec(
     choice = choose_backend(backend or spec.backend)
     engine_backend = open_backend(choice.flavor)
     reporter.info(f"{spec.name}: backend {choice.flavor} {engine_backend.version} ({choice.reason})")
+    targets = tuple(ComputeCapability.parse(cc) for cc in spec.targets)
+    engine_backend.check_targets(targets, spec.build, spec.origin)
     with _gate_passes(spec, model_info, cache_dir) as passes:
         prepared = prepare_precision(
             spec, model_info, choice.flavor, engine_backend.version, cache_dir, reporter, for_gate=spec.accuracy.enabled
@@ -148,7 +150,7 @@ def build_spec(
             onnx_path=prepared.onnx_path,
             precision=spec.precision,
             profiles=tuple(spec.profiles),
-            targets=tuple(ComputeCapability.parse(cc) for cc in spec.targets),
+            targets=targets,
             options=spec.build,
             timing_cache=cache_dir / "timing" / f"{choice.flavor}-{engine_backend.version}.cache",
             fp16_flag=prepared.fp16_flag,

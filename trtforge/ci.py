@@ -840,7 +840,8 @@ def _accuracy_text(accuracy: dict[str, Any] | None) -> str:
         return "-"
     if accuracy.get("skipped"):
         return "skipped"
-    return f"{'passed' if accuracy.get('passed') else 'failed'} ({accuracy.get('candidate', '?')})"
+    verdict = "not measured" if accuracy.get("measured") is False else "passed" if accuracy.get("passed") else "failed"
+    return f"{verdict} ({accuracy.get('candidate', '?')})"
 
 
 def markdown_summary(report: CiReport) -> str:

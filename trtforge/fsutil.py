@@ -345,9 +345,30 @@ def ensure_writable_dir(path: Path, flag: str = "--out", what: str = "output dir
         raise InvalidInputError(
             f"cannot create {what} {path}: {exc.strerror}; pass {flag} with a writable folder"
         ) from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"{what} {path} is not writable; pass {flag} with a writable folder")
+    _prove_writable(path, path, flag, what)
     return path
+
+
+def check_writable_dir(path: Path, flag: str = "--out", what: str = "output directory") -> None:
+    """Prove that ``path`` is a folder files can be written in, or can be made where it would go,
+    without making it: a command checks this before its long work, and a refused command leaves
+    the disk as it was."""
+    existing = next(folder for folder in (path, *path.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        problem = "is a file" if existing == path else f"cannot be made: {existing} is a file"
+        raise InvalidInputError(f"{what} {path} {problem}; pass {flag} with a writable folder")
+    _prove_writable(existing, path, flag, what)
+
+
+def _prove_writable(folder: Path, path: Path, flag: str, what: str) -> None:
+    """A file made and removed in ``folder``: ``os.access`` says yes to root on any folder, and a
+    read-only or special file system (/sys, /proc) refuses only the write itself."""
+    try:
+        make_temp(folder, ".writable").unlink()
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{what} {path} is not writable ({exc.strerror}); pass {flag} with a writable folder"
+        ) from exc
 
 
 @contextlib.contextmanager

@@ -96,11 +96,13 @@ def not_a_file(path: Path) -> str | None:
     return f"is not a regular file ({kind})"
 
 
-def check_model_file(path: Path) -> None:
-    """The spec's model is a regular file, before anything opens or hashes it."""
+def check_model_file(path: Path, spec_key: str | None = None) -> None:
+    """The model is a regular file, before anything opens or hashes it; ``spec_key``: the spec's
+    ``file:line`` of its ``model:`` key, where there is a spec."""
     problem = not_a_file(path)
     if problem:
-        raise InvalidInputError(f"{path}: model file {problem}; check 'model:' in the spec")
+        fix = f"check 'model:' at {spec_key}" if spec_key else "pass the path of an .onnx file"
+        raise InvalidInputError(f"{path}: model file {problem}; {fix}")
 
 
 def external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:

@@ -133,6 +133,12 @@ class AccuracyReport(_Frozen):
     def task_accuracies(self) -> dict[str, TaskAccuracy]:
         return {out.name: out.task_accuracy for out in self.outputs if out.task_accuracy is not None}
 
+    @property
+    def measured(self) -> bool:
+        """Whether anything was measured: an ``identical`` candidate without labels runs nothing,
+        and its ``passed`` (the build goes on) is "not measured" wherever a person reads it."""
+        return any(out.checks or out.metrics for out in self.outputs) or bool(self.task_accuracies())
+
 
 # ---------------------------------------------------------------- files and manifest
 
@@ -154,6 +160,7 @@ def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
     emulation = {"emulation": report.candidate.emulation} if report.candidate.emulation else {}
     return {
         "passed": report.passed,
+        "measured": report.measured,
         "candidate": report.candidate.kind,
         **reason,
         **emulation,
@@ -186,14 +193,17 @@ def _show(value: Number | None) -> str:
 def render(report: AccuracyReport, reporter: Reporter) -> None:
     """A table of every check, then the task accuracy (with labels) side by side; a report that
     compared nothing (an identical candidate) is its one line."""
-    verdict = Styled("passed", "green") if report.passed else Styled("FAILED", "bold red")
+    if not report.measured:
+        verdict = Styled("not measured", "yellow")
+    else:
+        verdict = Styled("passed", "green") if report.passed else Styled("FAILED", "bold red")
     title = (
         f"accuracy {report.name} {report.precision}: ",
         verdict,
         f" — candidate {report.candidate.kind} ({report.candidate.runner}), {report.data.samples} samples "
         + ("from files" if report.data.source == "files" else f"of seeded random data (seed {report.data.seed})"),
     )
-    if not any(out.checks or out.metrics for out in report.outputs) and not report.task_accuracies():
+    if not report.measured:
         reporter.info(title[0] + verdict.text + title[2])
         if report.candidate.emulation:
             reporter.info(f"candidate emulated: {report.candidate.emulation}")

@@ -55,7 +55,7 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
 
     paths = ArtifactPaths.of(engine, " and --spec SPEC")
     manifest = read_manifest(paths.manifest)
-    check_model_file(spec.model_path)
+    check_model_file(spec.model_path, spec.origin.where("model"))
     engine = paths.existing_engine("its manifest is there: pull or rebuild the engine")
     mismatch = source_mismatch(spec, manifest, sha256_file(spec.model_path))
     if mismatch:
@@ -92,7 +92,7 @@ def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
         raise InvalidInputError(
             f"{out_dir}: no such folder; build first (trtforge build {spec.origin.path} --out {out_dir}) or pass --out"
         )
-    check_model_file(spec.model_path)
+    check_model_file(spec.model_path, spec.origin.where("model"))
     onnx_sha256 = sha256_file(spec.model_path)
     matches: list[Path] = []
     mismatches: list[str] = []

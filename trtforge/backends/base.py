@@ -116,6 +116,24 @@ class TensorRTApiBackend:
     def network_flags(self, request: BuildRequest) -> int:
         return 0
 
+    def target_refusal(
+        self, targets: tuple[ComputeCapability, ...], options: BuildOptions
+    ) -> tuple[tuple[str | int, ...], str] | None:
+        """(the spec key, the problem) when this flavor cannot build for ``targets`` with
+        ``options`` whatever the model, else None; flavors that decide on the build GPU say so
+        in ``configure_targets``."""
+        return None
+
+    def check_targets(
+        self, targets: tuple[ComputeCapability, ...], options: BuildOptions, origin: SpecOrigin | None
+    ) -> None:
+        """``target_refusal`` as the error, located in the spec: ``build`` asks before the precision
+        step (an FP16 guard or a calibration for an engine that cannot be built costs minutes)."""
+        refused = self.target_refusal(targets, options)
+        if refused is not None:
+            key, problem = refused
+            raise InvalidInputError(f"{origin.where(*key)}: {problem}" if origin else problem)
+
     def configure_targets(self, config: Any, request: BuildRequest) -> GpuTargets:
         raise NotImplementedError
 

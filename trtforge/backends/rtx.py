@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from trtforge.backends.base import BuildRequest, GpuTargets, TensorRTApiBackend
-from trtforge.errors import InvalidInputError
+from trtforge.spec import BuildOptions
 from trtforge.tags import FLAVOR_RTX, ComputeCapability
 
 #: What TensorRT-RTX compiles for when no capability is set (its "CPU-only AOT" documentation).
@@ -19,28 +19,34 @@ class RtxBackend(TensorRTApiBackend):
         enum = self.trt.ComputeCapability
         return {ComputeCapability.parse(name): getattr(enum, name) for name in dir(enum) if name.startswith("SM")}
 
-    def configure_targets(self, config: Any, request: BuildRequest) -> GpuTargets:
-        options = request.options
+    def target_refusal(
+        self, targets: tuple[ComputeCapability, ...], options: BuildOptions
+    ) -> tuple[tuple[str | int, ...], str] | None:
         if options.hardware_compatibility == "ampere_plus":
-            raise InvalidInputError(
+            return ("build", "hardware_compatibility"), (
                 "build.hardware_compatibility: ampere_plus is not supported by tensorrt-rtx; "
                 "list the GPUs in 'targets:' instead (e.g. ['8.6', '8.9', '12.0'])"
             )
         if options.hardware_compatibility == "same_compute_capability":
-            raise InvalidInputError(
+            return ("build", "hardware_compatibility"), (
                 "build.hardware_compatibility: same_compute_capability needs a build GPU, and "
                 "tensorrt-rtx builds on the CPU; list the GPUs in 'targets:' instead"
             )
+        supported = self.supported_targets()
+        unknown = [index for index, cc in enumerate(targets) if cc not in supported]
+        if unknown:
+            listed = ", ".join(str(cc) for cc in sorted(supported))
+            return ("targets", unknown[0]), (
+                f"targets: tensorrt-rtx {self.version} cannot compile for {targets[unknown[0]]}; "
+                f"it supports {listed} (use backend: tensorrt for other GPUs)"
+            )
+        return None
+
+    def configure_targets(self, config: Any, request: BuildRequest) -> GpuTargets:
+        self.check_targets(request.targets, request.options, request.origin)
         if not request.targets:
             return GpuTargets(RTX_DEFAULT_TARGETS)
         supported = self.supported_targets()
-        unknown = [cc for cc in request.targets if cc not in supported]
-        if unknown:
-            listed = ", ".join(str(cc) for cc in sorted(supported))
-            raise InvalidInputError(
-                f"targets: tensorrt-rtx {self.version} cannot compile for {unknown[0]}; "
-                f"it supports {listed} (use backend: tensorrt for other GPUs)"
-            )
         config.num_compute_capabilities = len(request.targets)
         for index, cc in enumerate(request.targets):
             config.set_compute_capability(supported[cc], index)

@@ -20,7 +20,7 @@ from trtforge.cli.common import (
     exits_cleanly,
     reporter,
 )
-from trtforge.errors import TrtforgeError
+from trtforge.errors import InvalidInputError, TrtforgeError
 
 app = typer.Typer()
 
@@ -55,9 +55,15 @@ def build(
 ) -> None:
     """Build each spec: check, prepare precision, build, run the accuracy gate, stamp the manifest."""
     from trtforge.build import build_spec
+    from trtforge.fsutil import check_writable_dir
     from trtforge.keys import signing_requested
     from trtforge.spec import load_spec
 
+    check_writable_dir(out)  # now, not after the first build
+    if junit is not None:
+        if junit.is_dir():
+            raise InvalidInputError(f"--junit {junit} is a folder; give the path of the XML file to write")
+        check_writable_dir(junit.parent, "--junit", "folder of the JUnit file")
     console = reporter()
     cache = cache_dir_value(cache_dir)
     release = None
@@ -128,7 +134,7 @@ def calibrate_command(
 ) -> None:
     """INT8 calibration only: the Q/DQ ONNX and the calibration scales (cached by content)."""
     from trtforge.calibration import calibrate
-    from trtforge.errors import InvalidInputError, SpecError
+    from trtforge.errors import SpecError
     from trtforge.model import inspect_model
     from trtforge.spec import check_profiles, load_spec
 

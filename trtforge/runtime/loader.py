@@ -303,10 +303,11 @@ def load_engine(
 
 
 def find_artifacts(
-    directory: Path, name: str | None = None, precision: str | None = None
+    directory: Path | str, name: str | None = None, precision: str | None = None
 ) -> list[tuple[Manifest, Path]]:
     """Complete artifacts in ``directory`` (optionally of one name and precision): manifest and
     engine path. A manifest whose engine is gone is no artifact and is left out."""
+    directory = Path(directory)
     if not directory.is_dir():
         raise InvalidInputError(f"{directory}: not a directory of engines")
     found = []
@@ -325,7 +326,7 @@ _FLAVOR_ORDER = (FLAVOR_TENSORRT, FLAVOR_RTX)
 
 
 def select_artifact(
-    directory: Path,
+    directory: Path | str,
     name: str,
     *,
     precision: str | None = None,
@@ -353,7 +354,7 @@ def select_artifact(
 
 
 def load_best(
-    directory: Path,
+    directory: Path | str,
     name: str,
     *,
     precision: str | None = None,
