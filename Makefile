@@ -6,14 +6,19 @@ OUT ?= out/demo
 
 .PHONY: demo test lint bench clean
 
+# On a host with an NVIDIA driver, the gpu extra too (cuda-python): the TensorRT runner and the
+# engine pool's tests run there instead of skipping.
+comma := ,
+EXTRAS := rtx,dev$(if $(wildcard /dev/nvidiactl),$(comma)gpu)
+
 # editable_mode=compat: the source folder on sys.path through a plain .pth line; setuptools' default
 # editable finder for this flat layout is imported by every Python process (~10 ms of each command).
 # setuptools calls compat mode transitional: where it is gone, the default mode installs the same.
 $(BIN)/trtforge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[rtx,dev]' --config-settings editable_mode=compat \
-		|| $(BIN)/pip install --quiet -e '.[rtx,dev]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]' --config-settings editable_mode=compat \
+		|| $(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $@
 
 demo: $(BIN)/trtforge

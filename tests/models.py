@@ -10,6 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from trtforge.environment import detect_gpus
+
 OPSET = 17
 
 
@@ -103,6 +105,13 @@ def deep_net(path: Path, layers: int = 120) -> Path:
 def need_rtx() -> ModuleType:
     """TensorRT-RTX, or a skip that says how to get it (tests that build engines need it)."""
     return pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+
+
+#: for tests of what a host without a GPU does (the simulated candidate, "no GPU detected"): on a
+#: GPU host the engine itself may run and be judged, which other tests cover
+without_gpu = pytest.mark.skipif(
+    bool(detect_gpus()), reason="asserts the behaviour of a host without a GPU, and this one has one"
+)
 
 
 # ---------------------------------------------------------------- calibration models and data

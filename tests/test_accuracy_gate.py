@@ -11,7 +11,7 @@ import onnx
 import pytest
 from clitools import cli
 from junitparser import Failure, JUnitXml, Skipped
-from models import need_rtx
+from models import need_rtx, without_gpu
 from onnx import numpy_helper
 
 from trtforge.manifest import read_manifest
@@ -47,6 +47,7 @@ def _suite_cases(junit: Path) -> dict[str, list[tuple[str, str, list[object]]]]:
     return {suite.name: [(case.classname, case.name, list(case.result)) for case in suite] for suite in document}
 
 
+@without_gpu
 def test_digits_fp16_passes_with_labels_and_junit(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec(_digits_spec("fp16"))
     out, junit = tmp_path / "out", tmp_path / "junit.xml"
@@ -253,6 +254,7 @@ def built_digits(write_spec: Callable[..., Path], tmp_path: Path) -> tuple[Path,
     return spec, _one(tmp_path / "out", "*.engine")
 
 
+@without_gpu
 def test_verify_spec_and_engine_update_the_manifest(built_digits: tuple[Path, Path], tmp_path: Path) -> None:
     spec, engine = built_digits
     before = read_manifest(engine)

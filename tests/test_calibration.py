@@ -252,7 +252,6 @@ def test_multi_input_model_with_npz_data(tmp_path: Path) -> None:
     assert _fed_by_dq(onnx.load(str(result.qdq_model)), "MatMul/MatMulAddFusion")
 
 
-@pytest.mark.skipif(not (DIGITS / "digits_cnn.onnx").is_file(), reason="digits example not built")
 def test_digits_example_calibrates_builds_and_keeps_its_accuracy(tmp_path: Path) -> None:
     text = (
         f"name: digits-cnn\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: int8\n"
@@ -268,7 +267,6 @@ def test_digits_example_calibrates_builds_and_keeps_its_accuracy(tmp_path: Path)
     assert accuracy >= 0.95
 
 
-@pytest.mark.skipif(not (DIGITS / "digits_cnn_static.onnx").is_file(), reason="digits example not built")
 def test_a_fixed_batch_model_is_calibrated_in_its_batch(tmp_path: Path) -> None:
     text = (
         f"name: digits-static\nmodel: {DIGITS / 'digits_cnn_static.onnx'}\nprecision: int8\n"

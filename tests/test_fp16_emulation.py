@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from clitools import cli
-from models import chain, need_rtx, overflow_chain, save, small_cnn, write_samples
+from models import chain, need_rtx, overflow_chain, save, small_cnn, without_gpu, write_samples
 from onnx import helper, numpy_helper
 
 from trtforge.accuracy.gate import GateCandidate, candidate_runner
@@ -156,6 +156,7 @@ def test_kept_nodes_stay_fp32_between_each_other(tmp_path: Path) -> None:
     np.testing.assert_allclose(out, reference, rtol=2e-3)
 
 
+@without_gpu
 def test_plain_fp16_gate_fails_on_overflow(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     need_rtx()
     spec = _spec(write_spec, overflow_chain(tmp_path / "over.onnx"), "fp16:\n  keep_fp32: []\n")

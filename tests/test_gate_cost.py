@@ -22,7 +22,7 @@ import onnx
 import pytest
 from clitools import cli
 from junitparser import JUnitXml
-from models import need_rtx, overflow_chain, save, unsupported_op, write_samples
+from models import need_rtx, overflow_chain, save, unsupported_op, without_gpu, write_samples
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.accuracy import references
@@ -354,6 +354,7 @@ def test_a_truncated_model_is_still_named_for_what_it_is(tmp_path: Path, cut: in
 # ---------------------------------------------------------------- the passes beside the build
 
 
+@without_gpu
 @pytest.mark.parametrize(
     ("write", "extra", "code"),
     [

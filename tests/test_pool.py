@@ -20,6 +20,7 @@ from models import need_rtx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from trtforge.compat import RTX_COMPUTE_CAPABILITIES
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.runners.base import RunnerError
 from trtforge.runtime.health import outputs_match
@@ -557,8 +558,9 @@ def _gpu_skip_reason(flavor: str) -> str | None:
     if gpu_count() == 0:
         return "cuda-python is missing or sees no GPU: pip install 'trtforge[gpu]'"
     cc = gpus[0].compute_capability
-    if flavor == "tensorrt-rtx" and str(cc) not in ("7.5", "8.0", "8.6", "8.9", "12.0"):
-        return f"TensorRT-RTX runs on compute capability 7.5/8.0/8.6/8.9/12.0, this GPU is {cc}"
+    if flavor == "tensorrt-rtx" and cc not in RTX_COMPUTE_CAPABILITIES:
+        listed = "/".join(str(c) for c in RTX_COMPUTE_CAPABILITIES)
+        return f"TensorRT-RTX runs on compute capability {listed}, this GPU is {cc}"
     return None
 
 

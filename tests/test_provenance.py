@@ -193,6 +193,8 @@ def test_a_bad_sign_key_fails_before_building(project: Path) -> None:
     code, _, err = cli("build", project / "a.yaml", "--out", project / "fresh", "--sign-key", project / "bad.key")
     assert code == 2 and "not a PEM private key" in err
     assert not (project / "fresh").exists()
+    code, _, err = cli("build", project / "a.yaml", "--out", project / "fresh", "--sign-key", project / "none.key")
+    assert code == 2 and f"--sign-key {project / 'none.key'}: key file not found" in err  # the flag as typed
 
 
 # ---------------------------------------------------------------- a standard verifier

@@ -448,6 +448,7 @@ def engine_86(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_engine(tmp_path_factory.mktemp("engine-86"), targets=("8.6",))
 
 
+@models.without_gpu
 def test_an_engine_this_host_refuses_exits_5_before_the_port_opens_with_every_reason(
     engine_86: Path, served_models: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -475,6 +476,7 @@ def test_an_engine_this_host_refuses_exits_5_before_the_port_opens_with_every_re
     assert "Traceback" not in output and "listening" not in output
 
 
+@models.without_gpu
 def test_registry_reference_is_pulled_for_this_machine_and_refused_here(
     engine_86: Path, oci_registry: RunningRegistry, tmp_path: Path
 ) -> None:
@@ -509,6 +511,7 @@ def test_two_models_of_one_name_and_a_taken_port_are_usage_errors(
             check=False,
         )
         assert taken.returncode == 2 and f"cannot listen on 127.0.0.1:{server.port}" in taken.stderr, taken.stderr
+        assert taken.stderr.count("\n") == 1 and "Address already in use" in taken.stderr  # one line, ours
 
 
 def test_a_model_that_cannot_be_warmed_stops_the_server_with_its_exit_code(

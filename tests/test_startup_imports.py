@@ -160,6 +160,31 @@ def test_collector_pauses_for_start_up_in_trtforge_own_process_only(program: str
     assert result.stdout.strip() == expected
 
 
+@pytest.mark.parametrize("started", [False, True])
+def test_ctrl_c_during_start_up_exits_130_in_one_line(started: bool) -> None:
+    """Ctrl-C while typer and pydantic still import is exit 130 and one line, not a traceback of
+    whichever import ran; once the command starts it is a KeyboardInterrupt again (each command
+    cleans up on it). The signal is sent by the child itself, at a known point."""
+    script = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal\n"
+        "sys.argv = ['/usr/bin/trtforge', 'build', 'spec.yaml']\n"
+        "from trtforge.cli import early\n"
+        + ("early.start_command()\n" if started else "")
+        + "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('KeyboardInterrupt')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60)
+    if started:
+        assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "KeyboardInterrupt", "")
+    else:
+        assert result.returncode == 130 and result.stdout == ""
+        assert result.stderr == "interrupted: the command had not started\n"
+
+
 @pytest.mark.parametrize(
     ("runs_main", "preset", "expected"),
     [

@@ -187,19 +187,20 @@ def _read_key_file(path: Path, flag: str) -> bytes:
         raise InvalidInputError(f"{flag} {path}: cannot read the key file ({exc.strerror})") from exc
 
 
-def load_signing_key(path: Path | None = None) -> SigningKey:
-    """The private key from ``path``, else from ``$TRTFORGE_SIGNING_KEY`` (PEM text or a path)."""
+def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKey:
+    """The private key from ``path`` (the command's ``flag``), else from ``$TRTFORGE_SIGNING_KEY``
+    (PEM text or a path)."""
     from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePrivateKey
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     if path is not None:
-        data, source = _read_key_file(path, "--key"), str(path)
+        data, source = _read_key_file(path, flag), str(path)
     elif os.environ.get(SIGNING_KEY_ENV):
         data, source = _pem_source(os.environ[SIGNING_KEY_ENV], SIGNING_KEY_ENV)
     else:
         raise InvalidInputError(
-            f"no signing key: pass --key FILE or set {SIGNING_KEY_ENV} (create one with trtforge keygen OUT)"
+            f"no signing key: pass {flag} FILE or set {SIGNING_KEY_ENV} (create one with trtforge keygen OUT)"
         )
     password = os.environ.get(SIGNING_KEY_PASSWORD_ENV)
     try:

@@ -75,7 +75,7 @@ def build(
     if signing_requested(sign_key):  # loaded before anything is built: a bad key fails in a second
         from trtforge.signing import load_signing_key
 
-        signing_key = load_signing_key(sign_key)
+        signing_key = load_signing_key(sign_key, "--sign-key")
     requested = backend_value(backend)
 
     def build_one(spec_path: Path) -> Any:

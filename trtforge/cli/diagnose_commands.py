@@ -26,7 +26,7 @@ app = typer.Typer()
 def diagnose(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Model spec YAML file.", show_default=False)],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Where {stem}.diagnosis.json and .diagnosis.html go.")
+        Path, typer.Option("--out", "-o", help="Where {name}-{precision}.diagnosis.json and .diagnosis.html go.")
     ] = Path("out"),
     budget: Annotated[
         float | None,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from trtforge.filehash import Prefetch
 
@@ -52,10 +54,30 @@ if _collector_paused:
     gc.disable()
 
 
+def _interrupted_while_starting(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C before the command started (typer and pydantic still importing): nothing was
+    begun, so nothing to undo; exit 130 as every interrupted command does, not with a traceback
+    of whichever import was running."""
+    os.write(2, b"interrupted: the command had not started\n")
+    os._exit(130)
+
+
+#: in trtforge's own process, Ctrl-C during start-up ends it at once (unless SIGINT is ignored, as
+#: for a background job); :func:`start_command` gives it back to Python's KeyboardInterrupt, which
+#: each command turns into its clean-up and exit 130
+_quiet_start = _own_process and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+if _quiet_start:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
 def start_command() -> None:
-    """The command starts: the collector resumes, and what start-up made (modules, classes,
-    schemas: all kept for the life of the process) is frozen out of its collections."""
-    global _collector_paused
+    """The command starts: Ctrl-C is a KeyboardInterrupt again, the collector resumes, and what
+    start-up made (modules, classes, schemas: all kept for the life of the process) is frozen out
+    of its collections."""
+    global _collector_paused, _quiet_start
+    if _quiet_start:
+        _quiet_start = False
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if _collector_paused:
         _collector_paused = False
         gc.freeze()

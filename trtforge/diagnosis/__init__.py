@@ -2,7 +2,7 @@
 
 :mod:`~trtforge.diagnosis.layerwise` measures every node of the candidate the accuracy gate
 runs against the FP32 reference; :mod:`~trtforge.diagnosis.page` draws it as one HTML page.
-``write_diagnosis`` writes ``{stem}.diagnosis.json`` and ``{stem}.diagnosis.html`` side by side.
+``write_diagnosis`` writes ``{name}-{precision}.diagnosis.json`` and ``{name}-{precision}.diagnosis.html`` side by side.
 
 A sensitivity search adds its result with
 ``write_diagnosis(dataclasses.replace(diagnosis, sensitivity=SensitivityResult(...)), out)``:
@@ -38,7 +38,7 @@ def diagnosis_stem(spec: Spec) -> str:
 
 
 def write_diagnosis(diagnosis: Diagnosis, out_dir: Path) -> DiagnosisFiles:
-    """``{stem}.diagnosis.json`` and ``{stem}.diagnosis.html`` in ``out_dir``, each written atomically."""
+    """``{name}-{precision}.diagnosis.json`` and ``{name}-{precision}.diagnosis.html`` in ``out_dir``, each written atomically."""
     from trtforge.diagnosis.page import render_html
 
     ensure_writable_dir(out_dir)

@@ -118,7 +118,7 @@ class SensitivityResult:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """The layer-wise diagnosis of one spec's candidate, as written to ``{stem}.diagnosis.json``."""
+    """The layer-wise diagnosis of one spec's candidate, as written to ``{name}-{precision}.diagnosis.json``."""
 
     name: str
     stem: str

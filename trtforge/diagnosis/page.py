@@ -1,4 +1,4 @@
-"""The diagnosis as one self-contained HTML page (``{stem}.diagnosis.html``): no network, no script.
+"""The diagnosis as one self-contained HTML page (``{name}-{precision}.diagnosis.html``): no network, no script.
 
 The charts are inline SVG written here by hand: a bar per node is all they need, and a plotting
 library (matplotlib's SVG backend, plotly's static export) would be a heavy dependency of the

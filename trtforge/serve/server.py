@@ -410,7 +410,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         lifespan="on",
     )
     server = _Server(uv_config, outcome)
-    with _bound(uv_config, config) as sock:
+    with _bound(config) as sock:
         host, port = sock.getsockname()[:2]
         bound.append((_LOOPBACK.get(host, host), port))
         names = ", ".join(f"{p.name} ({p.backend})" for p in plans)
@@ -428,15 +428,22 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
 
 
 @contextlib.contextmanager
-def _bound(uv_config: uvicorn.Config, config: ServeConfig) -> Iterator[socket.socket]:
-    """The listening socket, bound before uvicorn starts so the chosen port (``--port 0``) is known."""
+def _bound(config: ServeConfig) -> Iterator[socket.socket]:
+    """The listening socket, bound before uvicorn starts so the chosen port (``--port 0``) is known.
+
+    Bound as ``uvicorn.Config.bind_socket`` binds a host and port (IPv6 for a host with ':',
+    SO_REUSEADDR), not through it: on a taken port it logs its own line and exits the process."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family=family, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     try:
-        sock = uv_config.bind_socket()
-    except SystemExit as exc:  # uvicorn logs the OSError and exits 1 when the port is taken
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
         raise InvalidInputError(
-            f"cannot listen on {config.host}:{config.port} (in use, or not an address of this host): "
-            "pick another --port"
+            f"cannot listen on {config.host}:{config.port} ({exc.strerror}): pick another --port or --host"
         ) from exc
+    sock.set_inheritable(True)
     try:
         yield sock
     finally:
