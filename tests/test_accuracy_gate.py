@@ -227,19 +227,24 @@ def test_random_inputs_cover_every_profile_shape(
     assert out_result["tolerance"] == {"cosine_min": 0.999, "snr_db_min": 30.0}
 
 
-def test_bad_tolerance_name_and_labels_without_data(write_spec: Callable[..., Path], tmp_path: Path) -> None:
-    spec = write_spec(_digits_spec("fp16", "  tolerances:\n    logit: {max_abs: 1}\n"))
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_bad_tolerance_name_and_labels_without_data(
+    write_spec: Callable[..., Path], tmp_path: Path, precision: str
+) -> None:
+    """Refused before anything is built: a typo in the gate's settings costs no build."""
+    spec = write_spec(_digits_spec(precision, "  tolerances:\n    logit: {max_abs: 1}\n"))
     code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 2
     assert "unknown" not in stderr and "did you mean 'logits'" in stderr and "spec.yaml:" in stderr
+    assert "Building engine" not in stderr and "FP16" not in stderr
     spec = write_spec(
-        f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: fp16\n"
+        f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: {precision}\n"
         + DIGITS_PROFILE
         + f"accuracy: {{labels: {DIGITS / 'val-labels.npy'}}}\n",
         name="labels.yaml",
     )
     code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
-    assert code == 2 and "accuracy.labels needs accuracy.data" in stderr
+    assert code == 2 and "accuracy.labels needs accuracy.data" in stderr and "Building engine" not in stderr
     assert not list((tmp_path / "out").glob("*.engine"))
 
 

@@ -169,9 +169,7 @@ def test_ctrl_c_during_start_up_exits_130_in_one_line(started: bool) -> None:
         "import os, signal, sys, time\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal\n"
         "sys.argv = ['/usr/bin/trtforge', 'build', 'spec.yaml']\n"
-        "from trtforge.cli import early\n"
-        + ("early.start_command()\n" if started else "")
-        + "try:\n"
+        "from trtforge.cli import early\n" + ("early.start_command()\n" if started else "") + "try:\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    time.sleep(5)\n"
         "except KeyboardInterrupt:\n"

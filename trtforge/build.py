@@ -217,13 +217,15 @@ def build_spec(
 def _gate_passes(spec: Spec, model_info: ModelInfo, cache_dir: Path) -> Iterator[list[GatePass]]:
     """The gate's passes that run beside the build, stopped if need be and waited for when it ends:
     the reference's from the start where the gate will run one (fp16, int8; at fp32 the simulated
-    candidate is the reference's own graph). The gate's module only then: an fp32 build or one
-    without the gate imports none of it."""
+    candidate is the reference's own graph). The gate's module only then: a build without the gate
+    imports none of it."""
     started: list[GatePass] = []
-    if spec.accuracy.enabled and spec.precision != "fp32":
-        from trtforge.accuracy.gate import reference_pass
+    if spec.accuracy.enabled:
+        from trtforge.accuracy.gate import checked_plan, reference_pass
 
-        started.append(reference_pass(spec, model_info, cache_dir))
+        checked_plan(spec, model_info)  # a tolerance or data typo: refused before anything is built
+        if spec.precision != "fp32":
+            started.append(reference_pass(spec, model_info, cache_dir))
     try:
         yield started
     finally:

@@ -57,9 +57,6 @@ BUILD_TYPE = "urn:trtforge:build:v1"
 #: an envelope is a few KB; anything far larger is refused before parsing
 MAX_ATTESTATION_BYTES = 4 * 1024 * 1024
 
-#: roles of the inputs, in the order the attestation lists them
-ROLES = ("model", "spec", "calibration-data", "accuracy-data", "labels")
-
 
 def attestation_bytes(engine: Path) -> bytes | None:
     """The DSSE envelope beside ``engine`` (one JSON line, :data:`ATTESTATION_MEDIA_TYPE`), or None."""

@@ -478,6 +478,15 @@ def _pass_over_plan(
     return outputs, None
 
 
+def checked_plan(spec: Spec, model: ModelInfo) -> inputs.Plan:
+    """The gate's input plan, after what the spec tells the gate is checked against the model:
+    tolerance keys name outputs, data files fit the inputs (headers only), the labels file
+    exists. ``build`` calls it before anything is built, so a typo costs no build."""
+    names = [tensor.name for tensor in model.outputs]
+    tolerances.check_names(spec.accuracy.tolerances, names, names, _tolerance_where(spec))
+    return inputs.plan(spec, model)
+
+
 def reference_pass(spec: Spec, model: ModelInfo, cache_dir: Path | None) -> GatePass:
     """The reference's pass, started with a build: read from the reference cache, else run with
     half the cores (as in the gate's two threads) and stored there."""
@@ -528,8 +537,7 @@ def run_gate(
     whose outputs replace the gate's own runs of the model each one ran."""
     started = time.perf_counter()
     names = [tensor.name for tensor in model.outputs]
-    tolerances.check_names(spec.accuracy.tolerances, names, names, _tolerance_where(spec))  # names, before running
-    plan = inputs.plan(spec, model)
+    plan = checked_plan(spec, model)
     for note in plan.notes:
         log(f"accuracy: {note}")
     model_sha256 = sha256_file(spec.model_path)

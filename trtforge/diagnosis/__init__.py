@@ -38,7 +38,7 @@ def diagnosis_stem(spec: Spec) -> str:
 
 
 def write_diagnosis(diagnosis: Diagnosis, out_dir: Path) -> DiagnosisFiles:
-    """``{name}-{precision}.diagnosis.json`` and ``{name}-{precision}.diagnosis.html`` in ``out_dir``, each written atomically."""
+    """``{name}-{precision}.diagnosis.json`` and ``.diagnosis.html`` in ``out_dir``, each written atomically."""
     from trtforge.diagnosis.page import render_html
 
     ensure_writable_dir(out_dir)

@@ -87,10 +87,6 @@ class OnnxrtRunner(Runner):
     def input_names(self) -> list[str]:
         return self._names[0]
 
-    @property
-    def output_names(self) -> list[str]:
-        return self._names[1]
-
     def _run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         if not self._raw_io:
             return self._native.run(self._names[1], feed if type(feed) is dict else dict(feed), None)
