@@ -159,9 +159,13 @@ def test_matrix_names_a_missing_runner(tmp_path: Path) -> None:
 
 
 def test_project_file_unknown_key(tmp_path: Path) -> None:
-    (tmp_path / "trtforge.yaml").write_text("runnners: {}\n")
+    (tmp_path / "trtforge.yaml").write_text("specs: ['*.yaml']\nrunnners: {}\n")
     result = runner.invoke(app, ["matrix", str(tmp_path)])
     assert result.exit_code == 2 and "did you mean 'runners'" in result.stderr
+    assert f"{tmp_path / 'trtforge.yaml'}:2: unknown key 'runnners'" in result.stderr  # file and line
+    (tmp_path / "trtforge.yaml").write_text("specs: ['*.yaml']\nruns: {}\nspecs: []\n")
+    result = runner.invoke(app, ["matrix", str(tmp_path)])
+    assert result.exit_code == 2 and "trtforge.yaml:3: key 'specs' is given twice (first at line 1)" in result.stderr
 
 
 def _commands_in(text: str) -> list[list[str]]:

@@ -221,7 +221,9 @@ def test_search_respects_its_budget() -> None:
 
     started = time.perf_counter()
     ranked, _ = rank_nodes(nodes, measure(()), measure, Deadline(0.3), cost=0.02)
-    assert time.perf_counter() - started < 0.3 + 0.05
+    # one measurement (0.02 s) may end past the deadline; the rest is room for a busy CI host. Without
+    # the budget, ranking 50 nodes one by one takes over 1 s.
+    assert time.perf_counter() - started < 0.3 + 0.15
     assert any(entry.score is not None and not math.isnan(entry.score) for entry in ranked)
 
 

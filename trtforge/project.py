@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean
-from trtforge.spec import PROJECT_FILE, read_yaml, read_yaml_file
+from trtforge.spec import PROJECT_FILE, key_lines, locate, read_yaml, read_yaml_file
 from trtforge.tags import ComputeCapability
 
 CPU_RUNNER = "cpu"
@@ -89,16 +89,17 @@ def load_settings(root: Path) -> ProjectSettings:
     path = root / PROJECT_FILE
     if not path.exists():
         return ProjectSettings()
-    data, _ = read_yaml(read_yaml_file(path, "project file"), path)
+    data, document = read_yaml(read_yaml_file(path, "project file"), path)
     try:
         return ProjectSettings.model_validate(data or {})
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
+        where = locate(path, key_lines(document), *error["loc"])
         if error["type"] == "extra_forbidden":
             hint = did_you_mean(str(error["loc"][-1]), ProjectSettings.model_fields)
-            raise SpecError(f"{path}: unknown key '{key}'{hint}") from exc
-        raise SpecError(f"{path}: key '{key}': {error['msg'].removeprefix('Value error, ')}") from exc
+            raise SpecError(f"{where}: unknown key '{key}'{hint}") from exc
+        raise SpecError(f"{where}: key '{key}': {error['msg'].removeprefix('Value error, ')}") from exc
 
 
 def default_root() -> Path:

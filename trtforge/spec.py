@@ -291,12 +291,16 @@ class SpecOrigin:
     lines: dict[tuple[str | int, ...], int]
 
     def where(self, *loc: str | int) -> str:
-        """``file:line`` of the deepest located key on ``loc``."""
-        for end in range(len(loc), -1, -1):
-            line = self.lines.get(tuple(loc[:end]))
-            if line is not None:
-                return f"{self.path}:{line}"
-        return str(self.path)
+        return locate(self.path, self.lines, *loc)
+
+
+def locate(path: Path, lines: Mapping[tuple[str | int, ...], int], *loc: str | int) -> str:
+    """``file:line`` of the deepest located key on ``loc`` (``lines``: :func:`key_lines`)."""
+    for end in range(len(loc), -1, -1):
+        line = lines.get(tuple(loc[:end]))
+        if line is not None:
+            return f"{path}:{line}"
+    return str(path)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -406,6 +410,14 @@ def read_yaml_file(path: Path, what: str) -> str:
         ) from exc
 
 
+def key_lines(root: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
+    """The line of every key and list item of a YAML document, by its path (for error messages)."""
+    lines: dict[tuple[str | int, ...], int] = {}
+    if root is not None:
+        _node_lines(root, (), lines)
+    return lines
+
+
 def _node_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict) -> None:
     out.setdefault(prefix, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
@@ -489,10 +501,7 @@ def parse_spec(text: str, path: Path) -> Spec:
     """Validate spec text; paths are resolved against ``path``'s folder."""
     sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
     data, root = read_yaml(text, path)
-    lines: dict[tuple[str | int, ...], int] = {}
-    if root is not None:
-        _node_lines(root, (), lines)
-    origin = SpecOrigin(path=path, sha256=sha256, lines=lines)
+    origin = SpecOrigin(path=path, sha256=sha256, lines=key_lines(root))
     if not isinstance(data, dict):
         raise SpecError(f"{origin.where()}: a spec is a YAML mapping with at least 'name:' and 'model:'")
     try:
