@@ -389,10 +389,10 @@ def test_ci_takes_the_release_from_the_project_file(tmp_path: Path) -> None:
     settings.write_text("triton: '24.8'\n")
     code, _, stderr = cli("ci", root, "--out", out, "--cache-dir", cache)
     assert code == 2 and len(stderr.strip().splitlines()) == 1
-    assert f"{settings}: key 'triton': release '24.8': not a Triton release trtforge knows" in stderr
+    assert f"{settings}:1: key 'triton': release '24.8': not a Triton release trtforge knows" in stderr
     settings.write_text("triton: 24.10\n")
     code, _, stderr = cli("ci", root, "--out", out, "--cache-dir", cache)
-    assert code == 2 and f"{settings}: key 'triton': YAML reads 24.1 as a number" in stderr and "'24.10'" in stderr
+    assert code == 2 and f"{settings}:1: key 'triton': YAML reads 24.1 as a number" in stderr and "'24.10'" in stderr
     settings.write_text("tritn: '24.10'\n")
     code, _, stderr = cli("ci", root, "--out", out, "--cache-dir", cache)
     assert code == 2 and "unknown key 'tritn' — did you mean 'triton'?" in stderr
@@ -417,7 +417,7 @@ def test_matrix_takes_the_release_from_the_project_file(tmp_path: Path) -> None:
     assert "--triton 24.10-trtllm-python-py3 " in job["script"][0], "the job's ci judges the same release"
     (root / "trtforge.yaml").write_text("runners:\n  cpu: ubuntu-latest\ntriton: '24.8'\n")
     code, _, stderr = cli("matrix", root)
-    assert code == 2 and f"{root / 'trtforge.yaml'}: key 'triton': release '24.8'" in stderr
+    assert code == 2 and f"{root / 'trtforge.yaml'}:3: key 'triton': release '24.8'" in stderr
     (root / "trtforge.yaml").write_text("runners:\n  cpu: ubuntu-latest\n")
     code, stdout, _ = cli("matrix", root, "--format", "gitlab")
     job = yaml.safe_load(stdout)["build:big-fp32-cpu"]
