@@ -3,9 +3,14 @@ and every command trtforge has is in the table with every one of its options."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from clitools import cli
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
@@ -53,3 +58,19 @@ def test_every_option_of_every_command_is_in_the_table() -> None:
         if _options(stdout) - options:
             missing[command] = sorted(_options(stdout) - options)
     assert not missing, f"README's command table lacks these options: {missing}"
+
+
+def test_make_demo_builds_the_examples_end_to_end(tmp_path: Path) -> None:
+    """The README's first command, on the environment running the tests (``BIN``; ``-o``: the
+    venv is taken as it is, never remade under the tests): every example engine built, and the
+    side-by-side table printed."""
+    if shutil.which("make") is None:
+        pytest.skip("`make` is not installed")
+    repo, bin_dir = Path(__file__).resolve().parent.parent, Path(sys.executable).parent
+    env = {**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")}
+    command = ["make", "-o", f"{bin_dir}/trtforge", "demo", f"BIN={bin_dir}", f"OUT={tmp_path / 'demo'}"]
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    engines = sorted(path.name.split("-rtx")[0] for path in (tmp_path / "demo").glob("*.engine"))
+    assert engines == ["digits-cnn-dynamic-fp16", "digits-cnn-fp16", "digits-cnn-fp32", "digits-cnn-int8"]
+    assert "accuracy side by side" in done.stderr and "identical: " in done.stderr
