@@ -167,6 +167,9 @@ def test_fp32_identical_runs_nothing_and_says_why(tmp_path: Path) -> None:
     (suite,) = JUnitXml.fromfile(str(junit))
     (case,) = suite
     assert suite.skipped == 1 and IDENTICAL_PASS in case.result[0].message
+    code, stdout, stderr = cli("verify", spec, "--out", out, "--json")
+    (row,) = json.loads(stdout)["results"]
+    assert code == 0 and row["status"] == "not measured" and ": not measured — candidate identical" in stderr
 
 
 # ---------------------------------------------------------------- the reference cache

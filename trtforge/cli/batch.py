@@ -28,6 +28,7 @@ class ItemReport:
 
     suite: Callable[[], Any]
     fields: dict[str, Any] = field(default_factory=dict)
+    status: str | None = None  # the row's status where it is not the command's (``BatchSteps.status``)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def run_batch(
     for item in items:
         try:
             report = batch.passed(_contained(batch.run, item))
-            row = {batch.key: str(item), "status": batch.status, "exit_code": 0, **report.fields}
+            row = {batch.key: str(item), "status": report.status or batch.status, "exit_code": 0, **report.fields}
         except TrtforgeError as exc:
             if len(items) == 1 and not as_json:
                 lone_error = exc  # raised once the JUnit file is written: one error line, its exit code

@@ -77,7 +77,8 @@ def _passed(outcome: Any) -> ItemReport:
         "manifest_updated": outcome.manifest_updated,
         "accuracy": summary(outcome.report, outcome.report_file.name),
     }
-    return ItemReport(partial(junit_suite, outcome.report), fields)
+    status = None if outcome.report.measured else "not measured"  # an identical candidate proves nothing
+    return ItemReport(partial(junit_suite, outcome.report), fields, status)
 
 
 def _verify_failed(engine: Path, exc: TrtforgeError) -> ItemReport:
