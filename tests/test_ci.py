@@ -77,6 +77,30 @@ def test_deleted_artifact_is_restored_from_the_cache(project: Path, tmp_path: Pa
     assert read_manifest(engine).artifact.sha256 and engine.is_file()
 
 
+def test_an_edited_manifest_is_never_unchanged_and_verify_or_sign_keep_it(project: Path, tmp_path: Path) -> None:
+    """ci records the manifest its build wrote: one edited by hand (a GPU list) is restored from the
+    cache, while what trtforge verify and sign rewrite (the accuracy summary, the signature) is theirs."""
+    out = tmp_path / "out"
+    _ci(project, out)
+    engine = next(out.glob("conv-fp32-*.engine"))
+    manifest_file = engine.with_name(engine.name.replace(".engine", ".manifest.json"))
+    built = manifest_file.read_text()
+    document = json.loads(built)
+    document["gpu"]["compute_capabilities"] = ["7.5"]
+    manifest_file.write_text(json.dumps(document))
+    result = runner.invoke(app, ["ci", str(project), "--out", str(out), "--json"])
+    assert _statuses(json.loads(result.stdout))["fp32.yaml"] == "restored"
+    assert "manifest was edited after its build" in result.stderr and manifest_file.read_text() == built
+    verified = runner.invoke(app, ["verify", str(project / "fp32.yaml"), "--out", str(out), "--json"])
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["results"][0]["manifest_updated"] is True
+    keys = tmp_path / "key"
+    assert runner.invoke(app, ["keygen", str(keys)]).exit_code == 0
+    assert runner.invoke(app, ["sign", str(engine), "--key", str(keys)]).exit_code == 0
+    signed = manifest_file.read_text()
+    assert signed != built and '"signature"' in signed
+    assert _statuses(_ci(project, out))["fp32.yaml"] == "unchanged" and manifest_file.read_text() == signed
+
+
 def test_junit_and_github_step_summary(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (project / "broken.yaml").write_text("name: broken\nmodel: conv.onnx\nprecison: fp16\n")
     summary = tmp_path / "summary.md"

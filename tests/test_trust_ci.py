@@ -172,6 +172,47 @@ def test_remote_cache_restores_only_this_specs_build(
     assert code == 0 and _status(document, "conv.yaml") == "restored", stderr
 
 
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda doc: doc["gpu"].update(compute_capabilities=["7.5"]), "manifest was edited after its build"),
+        (lambda doc: doc["accuracy"].update(passed=False), "records a failed accuracy gate"),
+    ],
+    ids=["gpu-list", "failed-gate"],
+)
+def test_a_manifest_edited_in_the_remote_cache_is_refused(
+    project: Path, tmp_path: Path, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch, edit, reason: str
+) -> None:
+    """The engine layer untouched, the key and manifest facts annotations those the build pushed:
+    only the manifest layer differs, and a restore would report what it says (exit 0, a failed gate)."""
+    spec_path = project / "conv.yaml"
+    spec_path.write_text(FP32)
+    remote = oci_registry.uri(f"tests/trust-ci-edit-{reason.split()[0]}")
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-a-cache"))
+    assert _ci(spec_path, "--out", tmp_path / "runner-a", "--remote-cache", remote, "--insecure")[0] == 0
+    engine = next((tmp_path / "runner-a").glob("*.engine"))
+    location = parse_location(remote)
+    assert isinstance(location, OciLocation)
+    registry = open_registry(location, insecure=True)
+    spec = load_spec(spec_path)
+    flavor = choose_backend(spec.backend).flavor
+    tag = cache_tag(build_key(build_inputs(spec, flavor, installed_version(flavor) or "")))
+    annotations = registry.annotations(tag)
+    manifest_file = engine.with_name(engine.name.replace(".engine", ".manifest.json"))
+    document = json.loads(manifest_file.read_text())
+    edit(document)
+    manifest_file.write_text(json.dumps(document))
+    registry.push(load_local_artifact(engine), tag, force=True, annotations=annotations)
+
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-b-cache"))
+    out = tmp_path / "runner-b"
+    code, document, stderr = _ci(spec_path, "--out", out, "--remote-cache", remote, "--insecure")
+    assert code == 0 and _status(document, "conv.yaml") == "built", stderr
+    assert reason in stderr and "building locally" in stderr
+    built = read_manifest(next(out.glob("*.engine")))
+    assert built.gpu.compute_capabilities == ["8.6"] and built.accuracy is not None and built.accuracy["passed"]
+
+
 # ---------------------------------------------------------------- item 4
 
 

@@ -57,6 +57,8 @@ RECORD_FILE = "record.json"
 MAX_RECORD_BYTES = 1024 * 1024
 #: the OCI annotation a remote build-cache entry carries its build key in
 BUILD_KEY_ANNOTATION = "dev.trtforge.build-key"
+#: the cached build's ``manifest.build_facts_sha256``, pushed with it (its manifest is a layer apart)
+MANIFEST_FACTS_ANNOTATION = "dev.trtforge.manifest-facts"
 #: what stops a run: Ctrl-C, and SIGTERM (how CI systems cancel a job)
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 #: after Ctrl-C, how long workers get to cancel their builds and remove their temporaries
@@ -194,7 +196,8 @@ def _artifact_files(directory: Path, stem: str) -> list[Path]:
 
 
 class CacheRecord(BaseModel):
-    """``record.json`` of a build-cache entry: which engine the key built (by name and sha256)."""
+    """``record.json`` of a build-cache entry: which engine the key built (by name and sha256), and
+    its manifest (``manifest.build_facts_sha256``)."""
 
     # its validator is built when first used: an unchanged rerun answered by trtforge.rerun never does
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
@@ -202,6 +205,7 @@ class CacheRecord(BaseModel):
     key: str
     engine: str
     sha256: str
+    manifest_facts: str
     accuracy: dict[str, Any] | None = None
 
     @field_validator("engine")
@@ -250,7 +254,7 @@ def artifact_problem(engine: Path, spec: Any, inputs: dict[str, Any], record: Ca
     """Why ``engine`` is not the build ``record`` describes; None when it is (intact, same engine
     sha256, built from this spec's sources)."""
     from trtforge.environment import file_problem
-    from trtforge.manifest import read_manifest
+    from trtforge.manifest import build_facts_sha256, read_manifest
 
     if not engine.is_file():
         return f"{engine.name} is missing"
@@ -264,7 +268,11 @@ def artifact_problem(engine: Path, spec: Any, inputs: dict[str, Any], record: Ca
     if manifest.artifact.sha256 != record.sha256:
         return f"{engine.name} is another build (its sha256 is not the cached one's)"
     mismatch = build_mismatch(manifest, spec.name, spec.precision, inputs)
-    return f"{engine.name} is another build ({mismatch})" if mismatch else None
+    if mismatch:
+        return f"{engine.name} is another build ({mismatch})"
+    if build_facts_sha256(manifest) != record.manifest_facts:
+        return f"{engine.name}'s manifest was edited after its build (beyond what trtforge verify and sign rewrite)"
+    return None
 
 
 def _discard(entry: Path) -> None:
@@ -346,13 +354,15 @@ def _remote(options: CiOptions) -> Any:
 
 
 def remote_record(annotations: dict[str, str], engine: Path, accuracy: dict[str, Any] | None) -> CacheRecord:
-    """What a pulled cache artifact says it is: the build key and engine sha256 it was pushed with."""
+    """What a pulled cache artifact says it is: the build key, engine sha256 and manifest facts it
+    was pushed with."""
     from trtforge.publish.oci import ANNOTATION_PREFIX
 
     return CacheRecord(
         key=annotations.get(BUILD_KEY_ANNOTATION, ""),
         engine=engine.name,
         sha256=annotations.get(f"{ANNOTATION_PREFIX}sha256", ""),
+        manifest_facts=annotations.get(MANIFEST_FACTS_ANNOTATION, ""),
         accuracy=accuracy,
     )
 
@@ -377,7 +387,7 @@ def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str
             problem = (
                 f"it records {'another' if record.key else 'no'} build key"
                 if record.key != key
-                else artifact_problem(engine, spec, inputs, record)
+                else _failed_gate(manifest.accuracy) or artifact_problem(engine, spec, inputs, record)
             )
             if problem:
                 reporter.warn(
@@ -391,13 +401,20 @@ def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str
     return True
 
 
-def _push_remote(options: CiOptions, key: str, engine: Path, reporter: Any) -> None:
+def _failed_gate(accuracy: dict[str, Any] | None) -> str | None:
+    """A cache entry is stored only after its gate passed (or was off): one that says it failed was
+    never trtforge's (a manifest edited in the registry, whose engine is still the build's)."""
+    if accuracy is not None and accuracy.get("passed") is False:
+        return "its manifest records a failed accuracy gate, and a failed build is never cached"
+    return None
+
+
+def _push_remote(options: CiOptions, key: str, record: CacheRecord, engine: Path, reporter: Any) -> None:
     from trtforge.publish import load_local_artifact
 
+    annotations = {BUILD_KEY_ANNOTATION: key, MANIFEST_FACTS_ANNOTATION: record.manifest_facts}
     try:
-        _remote(options).push(
-            load_local_artifact(engine), cache_tag(key), force=True, annotations={BUILD_KEY_ANNOTATION: key}
-        )
+        _remote(options).push(load_local_artifact(engine), cache_tag(key), force=True, annotations=annotations)
     except TrtforgeError as exc:
         reporter.warn(f"could not store the build in the remote cache ({exc}); the artifact itself is fine")
 
@@ -527,13 +544,19 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
             from trtforge.build import build_spec
 
             outcome = build_spec(spec, out, reporter, backend=options.backend, cache_dir=options.cache_dir)
+            from trtforge.manifest import build_facts_sha256
+
             accuracy = outcome.manifest.accuracy
             record = CacheRecord(
-                key=key, engine=outcome.engine.name, sha256=outcome.manifest.artifact.sha256, accuracy=accuracy
+                key=key,
+                engine=outcome.engine.name,
+                sha256=outcome.manifest.artifact.sha256,
+                manifest_facts=build_facts_sha256(outcome.manifest),
+                accuracy=accuracy,
             )
             _store(entry, out, outcome.manifest.stem, record.model_dump())
             if options.remote_cache:
-                _push_remote(options, key, outcome.engine, reporter)
+                _push_remote(options, key, record, outcome.engine, reporter)
     except TrtforgeError as exc:
         reporter.error(f"{name}: {exc}")
         return _failed(spec_path, name, time.perf_counter() - started, exc)

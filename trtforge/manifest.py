@@ -5,6 +5,7 @@ It is what the loader, ``check``, ``pull`` and ``verify`` trust instead of openi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -128,6 +129,19 @@ class Manifest(_Frozen):
 
     def replace(self, **changes: Any) -> Manifest:
         return self.model_copy(update=changes)
+
+
+#: what ``trtforge verify`` (the accuracy summary) and ``trtforge sign`` may rewrite in a manifest
+#: after its build; every other field is the build's own
+REWRITTEN_AFTER_BUILD = ("accuracy", "signature")
+
+
+def build_facts_sha256(manifest: Manifest) -> str:
+    """sha256 of the manifest as its build wrote it, less what may be rewritten since
+    (:data:`REWRITTEN_AFTER_BUILD`): ``ci`` records it, so a manifest edited otherwise (its GPU
+    list, its name) is never taken for that build."""
+    facts = {key: value for key, value in manifest.to_dict().items() if key not in REWRITTEN_AFTER_BUILD}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def manifest_path_for(engine: Path) -> Path:
