@@ -167,9 +167,31 @@ def test_matrix_for_a_sample_project(tmp_path: Path) -> None:
         ("big-fp16-sm86", "tensorrt", "8.6", ["gpu", "a10"]),
         ("big-fp16-sm90", "tensorrt", "9.0", ["gpu", "h100"]),
     ]
+    # each GPU job builds the spec for its own GPU alone (enterprise TensorRT builds on the GPU it runs on)
+    assert [e["ci"] for e in include] == [
+        f"trtforge ci {root / 'rtx.yaml'} --backend tensorrt-rtx",
+        f"trtforge ci {root / 'trt.yaml'} --backend tensorrt --cc 8.6",
+        f"trtforge ci {root / 'trt.yaml'} --backend tensorrt --cc 9.0",
+    ]
     gitlab = yaml.safe_load(runner.invoke(app, ["matrix", str(root), "--format", "gitlab"]).stdout)
     assert gitlab["build:big-fp16-sm90"]["tags"] == ["gpu", "h100"]
-    assert "--backend tensorrt " in gitlab["build:big-fp16-sm90"]["script"][0]
+    assert gitlab["build:big-fp16-sm90"]["script"] == [
+        f"trtforge ci {root / 'trt.yaml'} --backend tensorrt --cc 9.0 --out out --junit out/junit-big-fp16-sm90.xml"
+    ]
+
+
+def test_ci_cc_builds_one_gpu_of_a_specs_targets(project: Path, tmp_path: Path) -> None:
+    """What a GPU job of the matrix runs: the spec for that GPU alone (here TensorRT-RTX stands in
+    for enterprise TensorRT, which needs the GPU); a GPU the spec does not target is refused."""
+    spec = project / "fp32.yaml"
+    spec.write_text(spec.read_text().replace("targets: ['8.6']", "targets: ['8.6', '8.9']"))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["ci", str(spec), "--out", str(out), "--cc", "sm_89", "--json"])
+    assert result.exit_code == 0, result.stderr
+    (engine,) = out.glob("*.engine")
+    assert "-sm89-" in engine.name and read_manifest(engine).gpu.compute_capabilities == ["8.9"]
+    refused = runner.invoke(app, ["ci", str(spec), "--out", str(out), "--cc", "7.5"])
+    assert refused.exit_code == 2 and "--cc 7.5 is not among this spec's targets (8.6, 8.9)" in refused.stderr
 
 
 def test_matrix_names_a_missing_runner(tmp_path: Path) -> None:

@@ -224,7 +224,9 @@ def read_record(entry: Path) -> CacheRecord:
     try:
         return CacheRecord.model_validate(bounded_json(path.read_bytes(), MAX_RECORD_BYTES))
     except (OSError, ValueError) as exc:  # ValidationError is a ValueError
-        reason = first_line(exc) if not isinstance(exc, ValidationError) else "not a build-cache record"
+        reason = (
+            first_line(exc) if not isinstance(exc, ValidationError) else "not a build-cache record of this trtforge"
+        )
         raise InvalidInputError(f"{path}: {reason}") from exc
 
 
@@ -337,6 +339,27 @@ class CiOptions:
     remote_cache: str | None = None  # oci://HOST/REPO shared by CI runners
     insecure: bool = False
     triton: str | None = None  # a Triton release (``--triton`` or trtforge.yaml): refuse what it cannot load
+    cc: str | None = None  # ``--cc``: each spec for this one of its GPU targets (a GPU job of ``trtforge matrix``)
+
+
+def for_cc(spec: Any, cc: str | None) -> Any:
+    """The spec as one GPU job of a build matrix builds it: for ``cc`` alone (``ci --cc``), as
+    enterprise TensorRT builds on the GPU it runs on. A spec whose targets do not list ``cc`` is
+    refused; one without targets is built for it."""
+    from trtforge.errors import SpecError
+    from trtforge.tags import ComputeCapability
+
+    if cc is None:
+        return spec
+    wanted = str(ComputeCapability.parse(cc))
+    if spec.targets and wanted not in spec.targets:
+        raise SpecError(
+            f"{spec.origin.where('targets')}: --cc {wanted} is not among this spec's targets "
+            f"({', '.join(spec.targets)}); pass one of them, or add it to 'targets:'"
+        )
+    narrowed = spec.model_copy(update={"targets": [wanted]})
+    narrowed._origin = spec.origin
+    return narrowed
 
 
 def cache_tag(key: str) -> str:
@@ -513,7 +536,7 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
     out = options.out_dir
     name = Path(spec_path).stem
     try:
-        spec = spec if spec is not None else load_spec(Path(spec_path))
+        spec = for_cc(spec if spec is not None else load_spec(Path(spec_path)), options.cc)
         name = spec.name
         choice = choose_backend(options.backend or spec.backend)
         if options.triton is not None:
@@ -610,15 +633,16 @@ def collisions(identities: dict[str, tuple[Any, ...]]) -> list[list[str]]:
     return [group for group in groups.values() if len(group) > 1]
 
 
-def _loaded_specs(paths: list[str]) -> dict[str, Any]:
-    """Every spec that loads, by path: parsed once per run, for the collision check and the
-    unchanged check alike; one that does not load is left to ``run_one`` to report."""
+def _loaded_specs(paths: list[str], cc: str | None) -> dict[str, Any]:
+    """Every spec that loads (for ``cc``, see :func:`for_cc`), by path: parsed once per run, for
+    the collision check and the unchanged check alike; one that does not load is left to
+    ``run_one`` to report."""
     from trtforge.spec import load_spec
 
     loaded: dict[str, Any] = {}
     for path in paths:
         with suppress(Exception):  # any failure here is run_one's to report, as that spec's outcome
-            loaded[path] = load_spec(Path(path))
+            loaded[path] = for_cc(load_spec(Path(path)), cc)
     return loaded
 
 
@@ -825,7 +849,7 @@ def run_ci(specs: list[Path], options: CiOptions, jobs: int) -> CiReport:
     if options.remote_cache:
         _remote(options)  # a malformed URI is a usage error before any work
     paths = [str(spec) for spec in specs]
-    specs_by_path = _loaded_specs(paths)
+    specs_by_path = _loaded_specs(paths, options.cc)
     settled: dict[str, SpecResult | None] = dict(_refuse_collisions(specs_by_path, options))
     for path in paths:
         if path not in settled:

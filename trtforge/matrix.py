@@ -35,6 +35,7 @@ class MatrixEntry:
     gpu: str
     runner: list[str]
     install: str
+    ci: str  # the job's build command, to which it adds its --out and --junit
     container: str | None = None  # the image the job runs in (a Triton release's), None: the runner's own
     triton: str | None = None  # the Triton release the job builds for (its ``ci --triton``)
 
@@ -46,13 +47,15 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _gpu_jobs(spec: Spec, runners: dict[str, list[str]], where: str) -> list[tuple[str, list[str]]]:
+def _gpu_jobs(spec: Spec, runners: dict[str, list[str]], where: str) -> list[tuple[str, list[str], bool]]:
+    """(compute capability, runner labels, whether the job builds for that GPU alone: ``ci --cc``)
+    for each GPU job of an enterprise TensorRT spec, which builds on the GPU it runs on."""
     gpu_runners = {ComputeCapability.parse(key): labels for key, labels in runners.items() if key != CPU_RUNNER}
     if spec.build.hardware_compatibility == "ampere_plus":
         fitting = sorted(cc for cc in gpu_runners if cc >= AMPERE)
         if not fitting:
             raise InvalidInputError(f"{where}: ampere_plus needs a runner with a GPU >= 8.0 in trtforge.yaml runners")
-        return [(str(fitting[0]), gpu_runners[fitting[0]])]
+        return [(str(fitting[0]), gpu_runners[fitting[0]], False)]
     wanted = [ComputeCapability.parse(cc) for cc in spec.targets] or sorted(gpu_runners)
     if not wanted:
         raise InvalidInputError(
@@ -67,7 +70,7 @@ def _gpu_jobs(spec: Spec, runners: dict[str, list[str]], where: str) -> list[tup
                 f"{where}: target {cc} has no runner in trtforge.yaml (runners for: {known}); "
                 f"add runners: {{'{cc}': [labels]}}"
             )
-        jobs.append((str(cc), gpu_runners[cc]))
+        jobs.append((str(cc), gpu_runners[cc], True))
     return jobs
 
 
@@ -99,21 +102,25 @@ def plan_matrix(
                 raise InvalidInputError(
                     f"{where}: TensorRT-RTX builds need a CPU runner; add runners: {{cpu: [labels]}} to trtforge.yaml"
                 )
-            jobs = [(CPU_RUNNER, runners[CPU_RUNNER])]
+            jobs = [(CPU_RUNNER, runners[CPU_RUNNER], False)]
         else:
             jobs = _gpu_jobs(spec, runners, where)
-        for gpu, labels in jobs:
+        for gpu, labels, one_gpu in jobs:
             suffix = CPU_RUNNER if gpu == CPU_RUNNER else ComputeCapability.parse(gpu).sm
+            spec_file = _relative(spec.origin.path, Path.cwd())
+            command = [f"trtforge ci {spec_file} --backend {backend}", *([f"--cc {gpu}"] if one_gpu else [])]
+            command += [f"--triton {triton.name}"] if triton is not None else []
             entries.append(
                 MatrixEntry(
                     id=f"{spec.name}-{spec.precision}-{suffix}",
-                    spec=_relative(spec.origin.path, Path.cwd()),
+                    spec=spec_file,
                     name=spec.name,
                     precision=spec.precision,
                     backend=backend,
                     gpu=gpu,
                     runner=labels,
                     install=install_command(backend, triton),
+                    ci=" ".join(command),
                     container=triton.image if triton is not None else None,
                     triton=triton.name if triton is not None else None,
                 )
@@ -152,16 +159,12 @@ def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
     """A child-pipeline YAML (GitLab's dynamic child pipelines): one job per entry, then publish."""
     jobs: dict[str, Any] = {"stages": ["build", "publish"]}
     for entry in entries:
-        release = f" --triton {entry.triton}" if entry.triton else ""
         jobs[f"build:{entry.id}"] = {
             "stage": "build",
             **({"tags": entry.runner} if entry.runner else {}),
             **({"image": entry.container} if entry.container else {}),
             "before_script": [entry.install],
-            "script": [
-                f"trtforge ci {entry.spec} --backend {entry.backend}{release} "
-                f"--out out --junit out/junit-{entry.id}.xml"
-            ],
+            "script": [f"{entry.ci} --out out --junit out/junit-{entry.id}.xml"],
             "cache": {"key": f"trtforge-{entry.id}", "paths": [".trtforge-cache/"]},
             "variables": {"TRTFORGE_CACHE_DIR": "$CI_PROJECT_DIR/.trtforge-cache"},
             "artifacts": {

@@ -47,6 +47,7 @@ def rerun_file(targets: list[Path], options: CiOptions) -> Path:
         options.backend,
         options.remote_cache,
         options.triton,
+        options.cc,
     ]
     key = hashlib.sha256(json.dumps(line).encode("utf-8", "surrogateescape")).hexdigest()
     return options.cache_dir / RERUN_DIR / f"{key}.json"

@@ -17,6 +17,7 @@ from trtforge.cli.common import (
     emit_json,
     exits_cleanly,
     reporter,
+    target_from_flags,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +69,14 @@ def ci(
             "cannot load (default: trtforge.yaml's triton).",
         ),
     ] = None,
+    cc: Annotated[
+        str | None,
+        typer.Option(
+            "--cc",
+            metavar="X.Y",
+            help="Build each spec for this one of its GPU targets (what a GPU job of `trtforge matrix` runs).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
@@ -82,7 +91,10 @@ def ci(
     reports = ReportFiles.checked(junit)
     console = reporter()
     release = _flag_release(triton)
-    options = CiOptions(out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure, release)
+    gpu = str(target_from_flags(cc=cc).compute_capability) if cc is not None else None
+    options = CiOptions(
+        out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure, release, gpu
+    )
     given, cores = list(targets or []), jobs or usable_cores()
     report = replay(given, options, cores, console)  # the project file is among what a replay rests on
     if report is None:
