@@ -20,3 +20,15 @@ def test_runtime_exports_resolve() -> None:
     assert sorted(trtforge.runtime.__all__) == sorted(trtforge.runtime._MODULE_OF)
     for name in trtforge.runtime.__all__:
         assert getattr(trtforge.runtime, name) is not None
+
+
+def test_type_hints_and_lazy_names_reach_users() -> None:
+    """PEP 561: the package says it is typed (and ships the marker); ``dir()`` lists the names that
+    resolve on first use, as tab completion reads them."""
+    from pathlib import Path
+
+    package = Path(trtforge.runtime.__file__).parent.parent
+    assert (package / "py.typed").is_file()
+    pyproject = (package.parent / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'trtforge = ["*.json", "py.typed"]' in pyproject
+    assert set(trtforge.runtime.__all__) <= set(dir(trtforge.runtime))

@@ -6,6 +6,7 @@ model that onnxruntime refuses to load; nothing of onnxruntime or TensorRT is mo
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -200,14 +201,57 @@ def test_waiters_are_served_first_come_first_served() -> None:
 
 
 def test_invalid_input_is_the_callers_and_leaves_the_context_healthy(pool: EnginePool) -> None:
-    with pytest.raises(InvalidInputError, match="'input' is missing"):
-        pool.infer({"inputs": digits_batch(0)["input"]})
-    with pytest.raises(InvalidInputError):
-        pool.infer({"input": np.zeros((1, 3, 8, 8), np.float32)})
+    array = digits_batch(0)["input"]
+    refused = {
+        # a typo is named, with the fix; the input it leaves missing is what it meant
+        "no input 'inputs' — did you mean 'input'? (input 'input' is missing from the feed; inputs: input)": {
+            "inputs": array
+        },
+        "input 'input' is missing from the feed": {},
+        # onnxruntime's whole message: which dim, what it got, what it expects
+        "index: 1 Got: 3 Expected: 1": {"input": np.zeros((1, 3, 8, 8), np.float32)},
+        "a mapping of input name to array (input), not ndarray": array,
+        "not NoneType": None,
+        "input 'input' is NoneType, not an array": {"input": None},
+    }
+    for expected, feed in refused.items():
+        with pytest.raises(InvalidInputError) as caught:
+            pool.infer(feed)  # type: ignore[arg-type]
+        assert expected in str(caught.value) and "\n" not in str(caught.value)
     snapshot = pool.metrics.snapshot()
-    assert snapshot.requests_invalid == 2 and snapshot.rebuilds == 0
+    assert snapshot.requests_invalid == len(refused) and snapshot.requests_error == snapshot.rebuilds == 0
+    assert pool.metrics.value("trtforge_pool_health_probes_total", result="failed") == 0
     assert pool.state is PoolState.READY
     assert pool.check().healthy == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ({"size": "2"}, "pool size '2'"),
+        ({"size": 0}, "pool size 0"),
+        ({"health_interval": -1}, "health_interval -1: seconds > 0"),  # was a busy loop of probes
+        ({"health_interval": 0}, "health_interval 0: seconds > 0"),
+        ({"timeout": float("nan")}, "timeout nan"),  # would wait forever
+        ({"timeout": -1}, "timeout -1"),
+        ({"threads": 0}, "threads 0"),
+        ({"providers": "CPUExecutionProvider"}, "providers 'CPUExecutionProvider': a list of names"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_loads(setting: dict, expected: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(expected)):
+        EnginePool(Path("missing.onnx"), **setting)  # refused before the file is even looked at
+
+
+def test_a_request_timeout_is_checked_when_it_waits(pool: EnginePool) -> None:
+    feed = digits_batch(0)
+    with pool.borrow(), pool.borrow():
+        for bad in (float("nan"), -1, "soon"):
+            with pytest.raises(InvalidInputError, match="seconds >= 0"):
+                pool.infer(feed, timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises(PoolExhausted):
+            pool.infer(feed, timeout=0.01)
+    assert pool.infer(feed, timeout=float("inf"))["logits"].shape == (1, 10)  # infinity: as long as it takes
 
 
 # ---------------------------------------------------------------- health

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from trtforge.errors import InvalidInputError, TrtforgeError
+from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,12 +69,21 @@ class Runner(ABC):
 
 
 def check_feed_names(runner: str, expected: Sequence[str], feed: Mapping[str, Any]) -> None:
-    """Every input present, nothing unknown: one clear line otherwise."""
-    missing = [name for name in expected if name not in feed]
-    if missing:
+    """A mapping with every input, nothing unknown, and arrays for values: one clear line
+    otherwise. An unknown name is named first: with a missing one, it is likely its typo."""
+    listed = ", ".join(expected)
+    if not isinstance(feed, Mapping):
         raise InvalidInputError(
-            f"{runner}: input '{missing[0]}' is missing from the feed (inputs: {', '.join(expected)})"
+            f"{runner}: the inputs are a mapping of input name to array ({listed}), not {type(feed).__name__}"
         )
+    missing = [name for name in expected if name not in feed]
     unknown = [name for name in feed if name not in expected]
     if unknown:
-        raise InvalidInputError(f"{runner}: the model has no input '{unknown[0]}' (inputs: {', '.join(expected)})")
+        hint = did_you_mean(str(unknown[0]), missing or expected)
+        lacking = f"input '{missing[0]}' is missing from the feed; " if missing else ""
+        raise InvalidInputError(f"{runner}: the model has no input '{unknown[0]}'{hint} ({lacking}inputs: {listed})")
+    if missing:
+        raise InvalidInputError(f"{runner}: input '{missing[0]}' is missing from the feed (inputs: {listed})")
+    for name, value in feed.items():
+        if not hasattr(value, "__array_interface__") and not hasattr(value, "__array__"):
+            raise InvalidInputError(f"{runner}: input '{name}' is {type(value).__name__}, not an array")

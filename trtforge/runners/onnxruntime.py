@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.errors import InvalidInputError, first_line
+from trtforge.errors import InvalidInputError
 from trtforge.runners.base import Runner, RunnerError, check_feed_names
 
 if TYPE_CHECKING:
@@ -94,13 +94,15 @@ class OnnxrtRunner(Runner):
         return [from_ort_value(value) for value in values]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if (self._check_feed or len(feed) != len(self._input_set)) and feed.keys() != self._input_set:
-            check_feed_names(self.name, self._names[0], feed)
-        try:
-            values = self._run(feed)
-        except Exception as exc:
-            if feed.keys() != self._input_set:  # a name onnxruntime refused: said the way every runner says it
+        try:  # free until something raises: the feed is looked at closely only then
+            if (self._check_feed or len(feed) != len(self._input_set)) and feed.keys() != self._input_set:
                 check_feed_names(self.name, self._names[0], feed)
+            values = self._run(feed)
+        except InvalidInputError:
+            raise
+        except Exception as exc:
+            # not a mapping of arrays, or a name onnxruntime refused: said the way every runner says it
+            check_feed_names(self.name, self._names[0], feed)
             if isinstance(exc, self._invalid_argument):
                 raise InvalidInputError(f"{self.name}: {ort_error_text(exc)}") from exc
             raise RunnerError(f"{self.name}: onnxruntime failed: {ort_error_text(exc)}") from exc
@@ -121,8 +123,10 @@ _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : (\w+) : ")
 
 
 def ort_error_text(exc: BaseException) -> str:
-    """onnxruntime's error as one line, ``CODE: text`` instead of ``[ONNXRuntimeError] : 2 : CODE : text``."""
-    return _ORT_PREFIX.sub(r"\1: ", first_line(exc))
+    """onnxruntime's error as one line, ``CODE: text`` instead of ``[ONNXRuntimeError] : 2 : CODE : text``;
+    its further lines joined on (a wrong dim's index, what it got and what it expects are there)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return _ORT_PREFIX.sub(r"\1: ", " ".join(lines) or type(exc).__name__)
 
 
 def to_ort_value(array: np.ndarray) -> Any:

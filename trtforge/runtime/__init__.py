@@ -75,3 +75,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'trtforge.runtime' has no attribute '{name}'")
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, for ``dir()`` and tab completion."""
+    return sorted({*globals(), *__all__})

@@ -133,7 +133,7 @@ class _Inspection:
 
 
 def check_compatibility(
-    path: Path,
+    path: Path | str,
     policy: LoadPolicy = DEFAULT_POLICY,
     environment: Environment | None = None,
     *,
@@ -146,7 +146,7 @@ def check_compatibility(
     ``header_check`` (default: only when checking this very host) asks the runtime's
     ``get_engine_validity``, which needs a GPU and is skipped without one.
     """
-    return _inspect(path, policy, environment, target, header_check, keep_bytes=False).result
+    return _inspect(Path(path), policy, environment, target, header_check, keep_bytes=False).result
 
 
 def _inspect(
@@ -251,7 +251,7 @@ def _diagnostic_names(trt: ModuleType, diagnostics: Any) -> tuple[str, ...]:
 
 
 def load_engine(
-    path: Path,
+    path: Path | str,
     policy: LoadPolicy = DEFAULT_POLICY,
     environment: Environment | None = None,
 ) -> LoadedEngine:

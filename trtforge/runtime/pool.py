@@ -111,6 +111,28 @@ def _volume(shapes: ShapeSet) -> int:
     return sum(math.prod(shape) for shape in shapes.values())
 
 
+def _check_settings(
+    size: int, timeout: float | None, providers: Sequence[str], threads: int | None, health_interval: float | None
+) -> None:
+    """The pool's settings, refused with their fix before anything loads (pure): a bad one would
+    otherwise fail deep inside a request (``size="2"``), spin (``health_interval=-1``) or wait
+    forever (``timeout=nan``)."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise InvalidInputError(f"pool size {size!r}: a pool needs an int of at least one context")
+    if timeout is not None and not (number(timeout) and timeout >= 0):
+        raise InvalidInputError(f"timeout {timeout!r}: seconds >= 0, or None to wait as long as it takes")
+    if isinstance(providers, str) or not all(isinstance(provider, str) for provider in providers):
+        raise InvalidInputError(f"providers {providers!r}: a list of names, e.g. ['CUDAExecutionProvider']")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise InvalidInputError(f"threads {threads!r}: intra-op threads per session, at least 1 (None: the default)")
+    if health_interval is not None and not (number(health_interval) and health_interval > 0):
+        raise InvalidInputError(f"health_interval {health_interval!r}: seconds > 0, or None for checks on call only")
+
+
 class EnginePool:
     """N warmed contexts over one model; ``infer()`` lends one context to one request at a time.
 
@@ -146,8 +168,7 @@ class EnginePool:
         health_interval: float | None = None,
         start: bool = True,
     ) -> None:
-        if size < 1:
-            raise InvalidInputError(f"pool size {size}: a pool needs at least one context")
+        _check_settings(size, timeout, providers, threads, health_interval)
         self.artifact = Path(artifact)
         self.backend_kind = backend_of(self.artifact)
         self.name = name or self.artifact.name.removesuffix(ENGINE_SUFFIX).removesuffix(".onnx")
@@ -538,7 +559,14 @@ class EnginePool:
             slot.served += 1
 
     def _timeout(self, timeout: float | None) -> float | None:
-        return self.default_timeout if timeout is None else timeout
+        """The wait for a context: the pool's default, else ``timeout`` checked (only when a request
+        has to wait; infinity waits as long as it takes)."""
+        if timeout is None:
+            return self.default_timeout
+        if timeout == math.inf:
+            return None
+        _check_settings(1, timeout, (), None, None)
+        return timeout
 
     # ------------------------------------------------------------ health
     def check(self) -> HealthReport:
