@@ -77,6 +77,25 @@ def test_deleted_artifact_is_restored_from_the_cache(project: Path, tmp_path: Pa
     assert read_manifest(engine).artifact.sha256 and engine.is_file()
 
 
+def test_a_failed_gate_is_reported_with_its_time_and_verdict(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "fp16.yaml").write_text(
+        (project / "fp16.yaml").read_text() + "accuracy: {tolerances: {'*': {max_abs: 1.0e-12}}}\n"
+    )
+    summary, junit = tmp_path / "summary.md", tmp_path / "junit.xml"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = runner.invoke(
+        app, ["ci", str(project / "fp16.yaml"), "--out", str(tmp_path / "out"), "--junit", str(junit)]
+    )
+    assert result.exit_code == 4, result.stderr
+    (suite,) = JUnitXml.fromfile(str(junit))
+    build, accuracy = suite
+    assert build.time > 0 and not build.result  # the time the build (and its gate) took, not 0.0
+    assert [type(r).__name__ for r in accuracy.result] == ["Failure"]
+    assert "| conv | failed | failed |" in summary.read_text()
+
+
 def test_an_edited_manifest_is_never_unchanged_and_verify_or_sign_keep_it(project: Path, tmp_path: Path) -> None:
     """ci records the manifest its build wrote: one edited by hand (a GPU list) is restored from the
     cache, while what trtforge verify and sign rewrite (the accuracy summary, the signature) is theirs."""
@@ -114,9 +133,11 @@ def test_junit_and_github_step_summary(project: Path, tmp_path: Path, monkeypatc
         for suite in JUnitXml.fromfile(str(junit))
         for case in suite
     ]
-    assert ("broken", "build", ["Error"]) in cases
-    assert ("broken", "accuracy", ["Skipped"]) in cases
+    assert ("broken.broken", "build", ["Error"]) in cases
+    assert ("broken.broken", "accuracy", ["Skipped"]) in cases
     assert sum(1 for _, name, results in cases if name == "build" and not results) == 3
+    # one model's specs are told apart: its name, then its spec file
+    assert {classname for classname, _, _ in cases} == {"broken.broken", "conv.fp16", "conv.fp32", "conv.int8"}
     text = summary.read_text()
     assert text.startswith("earlier step\n") and "### trtforge ci: exit 2" in text
     assert "| broken | failed |" in text

@@ -314,18 +314,23 @@ def _restore(cache_entry: Path, out_dir: Path) -> str | None:
     return note
 
 
-def _failure_steps(exc: TrtforgeError) -> tuple[StepResult, ...]:
+def _failure_steps(exc: TrtforgeError, seconds: float) -> tuple[StepResult, ...]:
+    """The steps of a spec that failed after ``seconds``: its build's, or its gate's after a build
+    (the time spent is the build's step's: the gate ran in it, beside or after the build)."""
     if exc.exit_code == AccuracyError.exit_code:
-        return (StepResult("build", StepStatus.PASSED), StepResult("accuracy", StepStatus.FAILED, message=str(exc)))
+        return (
+            StepResult("build", StepStatus.PASSED, seconds),
+            StepResult("accuracy", StepStatus.FAILED, message=str(exc)),
+        )
     return (
-        StepResult("build", StepStatus.FAILED, message=str(exc)),
+        StepResult("build", StepStatus.FAILED, seconds, message=str(exc)),
         StepResult("accuracy", StepStatus.SKIPPED, message="not run: the build failed"),
     )
 
 
 def _failed(spec_path: str, name: str, seconds: float, exc: TrtforgeError) -> SpecResult:
     return SpecResult(
-        spec_path, name, SpecStatus.FAILED, exc.exit_code, seconds, message=str(exc), steps=_failure_steps(exc)
+        spec_path, name, SpecStatus.FAILED, exc.exit_code, seconds, message=str(exc), steps=_failure_steps(exc, seconds)
     )
 
 
@@ -870,8 +875,10 @@ def junit_suites(report: CiReport) -> list[Any]:
 
     suite = TestSuite("trtforge.ci")
     for result in report.results:
+        # the model's name and its spec file: the fp16 and int8 specs of one model are two classes
+        classname = f"{result.name}.{Path(result.spec).stem}"
         for step in result.steps:
-            case = TestCase(step.name, classname=result.name, time=round(step.seconds, 3))
+            case = TestCase(step.name, classname=classname, time=round(step.seconds, 3))
             if step.status is StepStatus.FAILED:
                 kind = Failure if step.name == "accuracy" else Error
                 case.result = [kind(step.message, f"exit {result.exit_code}")]
@@ -882,7 +889,10 @@ def junit_suites(report: CiReport) -> list[Any]:
     return [suite]
 
 
-def _accuracy_text(accuracy: dict[str, Any] | None) -> str:
+def _accuracy_text(result: SpecResult) -> str:
+    accuracy = result.accuracy
+    if result.exit_code == AccuracyError.exit_code:
+        return "failed"
     if not accuracy:
         return "-"
     if accuracy.get("skipped"):
@@ -901,7 +911,7 @@ def markdown_summary(report: CiReport) -> str:
     ]
     for result in report.results:
         engine = Path(result.engine).name if result.engine else result.message.replace("|", "\\|")
-        accuracy = _accuracy_text(result.accuracy)
+        accuracy = _accuracy_text(result)
         lines.append(f"| {result.name} | {result.status.value} | {accuracy} | {engine} | {result.seconds:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -970,7 +980,7 @@ def render_ci_table(report: CiReport, reporter: Reporter) -> None:
             Path(result.spec).name,
             Styled(result.status.value, styles[result.status]),
             str(result.exit_code),
-            _accuracy_text(result.accuracy),
+            _accuracy_text(result),
             engine,
             f"{result.seconds:.1f}",
         )
