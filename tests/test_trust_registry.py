@@ -328,6 +328,41 @@ def test_layer_titles_must_be_the_manifests_file_names(
     assert list(tmp_path.rglob("x.engine")) == [] and not (tmp_path / "x.engine").exists()
 
 
+def test_ci_says_why_it_refused_a_remote_cache_entry(
+    engine: Path, garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
+) -> None:
+    """An entry under this spec's build key whose engine layer is titled as a path: refused before
+    anything is written, and the warning says so (it was taken silently for an absent entry)."""
+    from dataclasses import replace
+
+    from trtforge.ci import build_inputs, build_key, cache_tag
+    from trtforge.environment import choose_backend, installed_version
+    from trtforge.spec import load_spec
+
+    project = tmp_path / "project"
+    project.mkdir()
+    conv_net(project / "conv.onnx")
+    (project / "conv.yaml").write_text(
+        "name: conv\nprecision: fp32\nmodel: conv.onnx\ntargets: ['8.6']\naccuracy: {enabled: false}\n"
+        "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
+    )
+    spec = load_spec(project / "conv.yaml")
+    flavor = choose_backend(spec.backend).flavor
+    tag = cache_tag(build_key(build_inputs(spec, flavor, installed_version(flavor) or "")))
+    planted = serve(engine, lambda image: image["layers"][0]["annotations"].update({TITLE: "../../pwned.engine"}))
+    uri = garbage(replace(planted, tag=tag).answers())
+    out = tmp_path / "out"
+    code, _, err, _ = run("ci", project / "conv.yaml", "--out", out, "--remote-cache", uri, "--insecure", timeout=300)
+    trust_case(
+        1, "ci --remote-cache: the entry's engine layer titled ../../pwned.engine", code, err, folders=(tmp_path,)
+    )
+    assert code == 0, err
+    assert f"remote cache entry {tag} is refused" in err and "titled '../../pwned.engine'" in err
+    assert "building locally" in err and not list(tmp_path.rglob("pwned.engine"))
+    (built,) = out.glob("*.engine")
+    assert read_manifest(built).source.onnx_sha256 == sha256_file(project / "conv.onnx")
+
+
 # ---------------------------------------------------------------- item 8 (OCI): an absurd manifest layer
 
 

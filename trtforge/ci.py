@@ -423,6 +423,9 @@ def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str
                 )
                 return False
             _store(entry, Path(scratch), manifest.stem, record.model_dump())
+    except InvalidInputError as exc:  # what the tag holds is refused before anything is written
+        reporter.warn(f"{spec.name}: remote cache entry {tag} is refused ({first_line(exc)}): building locally")
+        return False
     except (TrtforgeError, ValueError) as exc:
         reporter.warn(f"{spec.name}: remote cache unavailable ({first_line(exc)}): building locally")
         return False

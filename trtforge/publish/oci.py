@@ -583,8 +583,8 @@ class OciRegistry:
                 others.append(tag)
         return Listing(tuple(found), tuple(others), tuple(skipped))
 
-    def _candidate(self, tag: str) -> Candidate:
-        found = self._read_manifest(tag)
+    def _candidate(self, tag: str, found: tuple[ImageManifest, dict[str, Any]] | None = None) -> Candidate:
+        found = found or self._read_manifest(tag)
         if found is None:
             raise InvalidInputError(f"{tag}: listed but gone (deleted meanwhile)")
         image, subject = found
@@ -838,13 +838,14 @@ class OciRegistry:
 
     def pull_tag(self, tag: str, into: Path) -> Path | None:
         """Download the artifact tagged ``tag`` into the folder ``into`` (engine and manifest under
-        their own names); None when the tag does not exist or holds no usable artifact. A failing
-        or misbehaving registry is RegistryError (``ci`` then warns and builds locally). The
-        caller verifies the engine."""
-        try:
-            candidate = self._candidate(tag)
-        except InvalidInputError:
+        their own names); None when the tag does not exist. A tag holding what trtforge refuses (not
+        a trtforge artifact, a layer titled as a path, an engine its manifest does not pin) is
+        InvalidInputError, and a failing or misbehaving registry RegistryError (``ci`` warns with
+        either and builds locally). The caller verifies the engine."""
+        found = self._read_manifest(tag)
+        if found is None:
             return None
+        candidate = self._candidate(tag, found)
         engine = into / candidate.manifest.artifact.file
         self.fetch(candidate, engine)
         (into / (candidate.manifest.stem + MANIFEST_SUFFIX)).write_bytes(candidate.manifest_bytes)
