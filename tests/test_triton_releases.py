@@ -298,7 +298,7 @@ def test_matrix_builds_in_the_releases_container(tmp_path: Path) -> None:
     assert job["image"] == "nvcr.io/nvidia/tritonserver:24.08-py3"
     assert job["before_script"] == [entry["install"]]
     code, stdout, _ = cli("matrix", root, "--format", "gitlab")
-    assert "image" not in yaml.safe_load(stdout)["build:big-fp32-cpu"]
+    assert yaml.safe_load(stdout)["build:big-fp32-cpu"]["image"] == "python:3.11"  # no release: pip's image
 
 
 def test_matrix_builds_in_the_variants_container(tmp_path: Path) -> None:
@@ -421,7 +421,7 @@ def test_matrix_takes_the_release_from_the_project_file(tmp_path: Path) -> None:
     (root / "trtforge.yaml").write_text("runners:\n  cpu: ubuntu-latest\n")
     code, stdout, _ = cli("matrix", root, "--format", "gitlab")
     job = yaml.safe_load(stdout)["build:big-fp32-cpu"]
-    assert "image" not in job and "--triton" not in job["script"][0]
+    assert job["image"] == "python:3.11" and "--triton" not in job["script"][0]
 
 
 def test_matrix_refuses_a_tensorrt_rtx_spec_for_the_project_files_release(tmp_path: Path) -> None:

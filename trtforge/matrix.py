@@ -155,6 +155,10 @@ def render_github(entries: list[MatrixEntry]) -> str:
     return json.dumps({"include": [asdict(entry) for entry in entries]}, separators=(",", ":"))
 
 
+#: the image of a GitLab job that runs in no Triton container: pip and a Python trtforge supports
+GITLAB_PYTHON_IMAGE = "python:3.11"
+
+
 def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
     """A child-pipeline YAML (GitLab's dynamic child pipelines): one job per entry, then publish."""
     jobs: dict[str, Any] = {"stages": ["build", "publish"]}
@@ -162,7 +166,9 @@ def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
         jobs[f"build:{entry.id}"] = {
             "stage": "build",
             **({"tags": entry.runner} if entry.runner else {}),
-            **({"image": entry.container} if entry.container else {}),
+            # a Triton release's container, else an image with pip (a docker runner's default may lack it;
+            # a shell runner, as GPU machines often are, ignores it)
+            "image": entry.container or GITLAB_PYTHON_IMAGE,
             "before_script": [entry.install],
             "script": [f"{entry.ci} --out out --junit out/junit-{entry.id}.xml"],
             "cache": {"key": f"trtforge-{entry.id}", "paths": [".trtforge-cache/"]},
@@ -174,9 +180,9 @@ def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
             },
         }
     if publish_to:
-        jobs["publish"] = {
+        jobs["publish"] = {  # after every build job by its stage (``needs:`` would stop at 50 jobs)
             "stage": "publish",
-            "needs": [f"build:{entry.id}" for entry in entries],
+            "image": GITLAB_PYTHON_IMAGE,
             "before_script": ["pip install trtforge"],
             "script": [f'for engine in out/*.engine; do trtforge publish "$engine" --to {publish_to}; done'],
         }
