@@ -114,6 +114,7 @@ def test_key_id_is_the_short_sha256_of_the_raw_public_key(keys: Path) -> None:
     assert key.key_id == hashlib.sha256(raw).hexdigest()[:16]
     (trusted,) = load_trusted_keys([_public(keys)])
     assert trusted.key_id == key.key_id
+    assert load_trusted_keys(str(_public(keys))) == (trusted,)  # one path as text, not its characters
 
 
 def test_keys_from_environment_as_text_or_path(keys: Path, monkeypatch: pytest.MonkeyPatch) -> None:

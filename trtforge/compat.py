@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 PIP_EXTRAS = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "rtx"}
 PRODUCT_NAMES = {FLAVOR_TENSORRT: "TensorRT", FLAVOR_RTX: "TensorRT-RTX"}
 
-NO_GPU_MESSAGE = "no GPU detected: judge the engine for a target GPU with --cc (trtforge check, pull, bench)"
+NO_GPU_MESSAGE = (
+    "no GPU detected: judge the engine for a target GPU with --cc (trtforge check, pull, bench), "
+    "or target=Target(compute_capability=...) from Python"
+)
 
 #: The compute capabilities TensorRT-RTX compiles for (its ``ComputeCapability`` enum, 1.x); advice
 #: to rebuild for any other GPU must name enterprise TensorRT instead.
@@ -335,7 +338,7 @@ def _signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
     if status is SignatureStatus.UNCHECKED and required:
         return (
             "a signature is required but no trusted key was given: pass --trusted-key FILE "
-            "(or set TRTFORGE_TRUSTED_KEY)"
+            "(or set TRTFORGE_TRUSTED_KEY; from Python, LoadPolicy(trusted_keys=load_trusted_keys([path])))"
         )
     return None
 

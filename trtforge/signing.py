@@ -228,9 +228,12 @@ def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKe
     return SigningKey(key, key_id_of(key.public_key()), source)
 
 
-def load_trusted_keys(paths: Sequence[Path] = ()) -> tuple[TrustedKey, ...]:
-    """Public keys from ``paths`` (each may hold several PEM blocks), else from ``$TRTFORGE_TRUSTED_KEY``."""
-    sources: list[tuple[bytes, str]] = [(_read_key_file(path, "--trusted-key"), str(path)) for path in paths]
+def load_trusted_keys(paths: Sequence[Path | str] | Path | str = ()) -> tuple[TrustedKey, ...]:
+    """Public keys from ``paths`` (one path, or several; each file may hold several PEM blocks),
+    else from ``$TRTFORGE_TRUSTED_KEY``."""
+    if isinstance(paths, (str, Path)):  # one path, not the characters of one
+        paths = [paths]
+    sources = [(_read_key_file(Path(path), "--trusted-key"), str(path)) for path in paths]
     if not paths and os.environ.get(TRUSTED_KEY_ENV):
         value = os.environ[TRUSTED_KEY_ENV]
         if "-----BEGIN" in value:
