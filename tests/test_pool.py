@@ -254,6 +254,18 @@ def test_a_request_timeout_is_checked_when_it_waits(pool: EnginePool) -> None:
     assert pool.infer(feed, timeout=float("inf"))["logits"].shape == (1, 10)  # infinity: as long as it takes
 
 
+def test_close_inside_a_borrow_does_not_wait_for_its_own_context() -> None:
+    pool = EnginePool(DIGITS, 2)
+    began = time.perf_counter()
+    with pool.borrow() as runner:
+        pool.close()  # waited its whole timeout (30 s) for the context this block holds
+        assert time.perf_counter() - began < 5
+        assert runner.infer(digits_batch(0))["logits"].shape == (1, 10)  # still the caller's until the block ends
+    assert pool.state is PoolState.CLOSED and all(context.state is SlotState.CLOSED for context in pool.contexts())
+    with pytest.raises(PoolClosed):
+        pool.infer(digits_batch(0))
+
+
 # ---------------------------------------------------------------- health
 
 

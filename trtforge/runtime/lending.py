@@ -77,6 +77,7 @@ class Slot:
     holds the lender's condition for a broken one) alone writes it; a scrape only reads."""
 
     __slots__ = (
+        "borrower",
         "counters",
         "failed",
         "index",
@@ -102,6 +103,7 @@ class Slot:
         self.last_error: str | None = None
         self.counters = counters  # its requests' series, written by its holder only: no lock
         self.repairing = False  # a broken context the health check is rebuilding (BUSY meanwhile)
+        self.borrower: int | None = None  # the thread holding it through ``borrow`` (close() can't wait for it)
 
     @property
     def serving_state(self) -> SlotState:
@@ -159,9 +161,11 @@ class Lender:
     def lend(self, timeout: float | None) -> Iterator[Slot]:
         """One slot for several calls (``borrow``), given back however the block ends."""
         slot = self.acquire(timeout)
+        slot.borrower = threading.get_ident()
         try:
             yield slot
         finally:
+            slot.borrower = None
             self.give_back(slot)
 
     def may_skip_line(self) -> bool:

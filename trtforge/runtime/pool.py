@@ -394,7 +394,12 @@ class EnginePool:
             if self._starting:  # start() sees CLOSED and frees what it made: never free the engine under it
                 lender.cond.wait_for(lambda: not self._starting, timeout)
                 return
-            lender.cond.wait_for(lambda: not any(s.state is SlotState.BUSY for s in lender.slots), timeout)
+            me = threading.get_ident()
+
+            def settled() -> bool:  # not waiting for what this very thread borrowed: it returns after close
+                return not any(s.state is SlotState.BUSY and s.borrower != me for s in lender.slots)
+
+            lender.cond.wait_for(settled, timeout)
             # idle ones are this call's only once taken off the stack: a request may hold one it just took
             # (it sees CLOSED and retires it itself); the others are broken, or lent and retired on return
             retire = lender.drain() + [s for s in lender.slots if s.state is SlotState.BROKEN]
