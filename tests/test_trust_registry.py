@@ -276,9 +276,8 @@ def test_a_good_artifact_from_the_test_server_is_pulled(
     assert sha256_file(out / engine.name) == read_manifest(engine).artifact.sha256
 
 
-def test_ci_remote_cache_survives_a_garbage_registry(
-    garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
-) -> None:
+def _conv_project(tmp_path: Path) -> Path:
+    """A folder with the conv model and an fp32 spec of it, gate off: what ``ci`` builds here."""
     project = tmp_path / "project"
     project.mkdir()
     conv_net(project / "conv.onnx")
@@ -286,6 +285,13 @@ def test_ci_remote_cache_survives_a_garbage_registry(
         "name: conv\nprecision: fp32\nmodel: conv.onnx\ntargets: ['8.6']\naccuracy: {enabled: false}\n"
         "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
     )
+    return project
+
+
+def test_ci_remote_cache_survives_a_garbage_registry(
+    garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
+) -> None:
+    project = _conv_project(tmp_path)
     uri = garbage(lambda path: Reply(b"[" * 100_000) if "/manifests/" in path else as_json(["not", "a", "dict"]))
     out = tmp_path / "out"
     code, _, err, _ = run("ci", project / "conv.yaml", "--out", out, "--remote-cache", uri, "--insecure", timeout=300)
@@ -339,13 +345,7 @@ def test_ci_says_why_it_refused_a_remote_cache_entry(
     from trtforge.environment import choose_backend, installed_version
     from trtforge.spec import load_spec
 
-    project = tmp_path / "project"
-    project.mkdir()
-    conv_net(project / "conv.onnx")
-    (project / "conv.yaml").write_text(
-        "name: conv\nprecision: fp32\nmodel: conv.onnx\ntargets: ['8.6']\naccuracy: {enabled: false}\n"
-        "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n"
-    )
+    project = _conv_project(tmp_path)
     spec = load_spec(project / "conv.yaml")
     flavor = choose_backend(spec.backend).flavor
     tag = cache_tag(build_key(build_inputs(spec, flavor, installed_version(flavor) or "")))
