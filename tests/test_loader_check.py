@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.manifest import manifest_path_for, read_manifest
 from trtforge.runtime import check_compatibility, load_best, load_engine, select_artifact
 from trtforge.signing import generate_keypair, load_signing_key, load_trusted_keys, sign_artifact
-from trtforge.tags import ComputeCapability
+from trtforge.tags import ComputeCapability, Platform
 
 DIGITS = Path(__file__).resolve().parents[1] / "calibration" / "digits"
 AT_86 = Target(compute_capability=ComputeCapability(8, 6))
@@ -390,3 +391,15 @@ def test_every_header_diagnostic_of_the_installed_runtime_has_a_message() -> Non
     combined = int(members["UNSUPPORTED_CC"]) | int(members["MALFORMED_ENGINE"])
     assert _diagnostic_names(trt, combined) == ("UNSUPPORTED_CC", "MALFORMED_ENGINE")
     assert _diagnostic_names(trt, 0) == ()
+
+
+def test_a_target_takes_text_as_the_flags_do_and_refuses_other_types() -> None:
+    text = Target(compute_capability="sm_86", platform="linux_x86_64")
+    assert text == Target(compute_capability=ComputeCapability(8, 6), platform=Platform("linux", "x86_64"))
+    for bad, expected in (
+        ({"flavor": "trt"}, "Target flavor 'trt': one of tensorrt, tensorrt-rtx"),
+        ({"compute_capability": "nine"}, "'nine' is not a compute capability"),
+        ({"compute_capability": 8.6}, "Target compute_capability 8.6: a ComputeCapability or its text"),
+    ):
+        with pytest.raises(InvalidInputError, match=re.escape(expected)):
+            Target(**bad)  # type: ignore[arg-type]

@@ -19,9 +19,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from trtforge.compat import PIP_EXTRAS, ArtifactFacts, Environment, GpuDevice, content_problem
-from trtforge.errors import BackendUnavailableError, first_line
+from trtforge.errors import BackendUnavailableError, InvalidInputError, first_line
 from trtforge.fsutil import read_hashed, sha256_file
-from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability, Platform
+from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform
 
 if TYPE_CHECKING:
     from trtforge.manifest import Manifest
@@ -197,6 +197,22 @@ class Target:
     version: str | None = None
     compute_capability: ComputeCapability | None = None
     platform: Platform | None = None
+
+    def __post_init__(self) -> None:
+        """Text is parsed as the CLI flags are (``"8.6"``, ``"sm86"``, ``"linux_x86_64"``); anything
+        else that is not the value's type is refused here, not deep inside a check."""
+        if self.flavor is not None and self.flavor not in FLAVORS:
+            raise InvalidInputError(f"Target flavor {self.flavor!r}: one of {', '.join(FLAVORS)}")
+        for field, kind in (("compute_capability", ComputeCapability), ("platform", Platform)):
+            value = getattr(self, field)
+            if isinstance(value, str):
+                try:
+                    value = kind.parse(value)
+                except ValueError as exc:
+                    raise InvalidInputError(f"Target {field}: {exc}") from exc
+                object.__setattr__(self, field, value)
+            elif value is not None and not isinstance(value, kind):
+                raise InvalidInputError(f"Target {field} {value!r}: a {kind.__name__} or its text")
 
     def environment(self, default_flavor: str | None = None) -> Environment:
         """This host with the target's values put over it; the flavor defaults to the engine's."""
