@@ -403,3 +403,11 @@ def test_a_target_takes_text_as_the_flags_do_and_refuses_other_types() -> None:
     ):
         with pytest.raises(InvalidInputError, match=re.escape(expected)):
             Target(**bad)  # type: ignore[arg-type]
+
+
+def test_a_load_policy_of_the_wrong_types_is_refused_with_the_fix() -> None:
+    with pytest.raises(InvalidInputError, match=re.escape("load_trusted_keys(['signer.pub'])")):
+        LoadPolicy(trusted_keys=["signer.pub"])  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match="LoadPolicy require_signature 'yes': True or False"):
+        LoadPolicy(require_signature="yes")  # type: ignore[arg-type]
+    assert LoadPolicy(trusted_keys=[]).trusted_keys == ()  # a list is kept as the tuple it is typed

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from trtforge.errors import InvalidInputError
 from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability, Platform
 
 if TYPE_CHECKING:
@@ -141,6 +142,21 @@ class LoadPolicy:
     require_signature: bool = False
     trusted_keys: tuple[TrustedKey, ...] = ()
     allow_host_code: bool = False
+
+    def __post_init__(self) -> None:
+        """Refused at once, with the fix, rather than as an AttributeError inside a later check."""
+        for flag in ("require_signature", "allow_host_code"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidInputError(f"LoadPolicy {flag} {getattr(self, flag)!r}: True or False")
+        keys = self.trusted_keys
+        if isinstance(keys, (str, bytes)) or not all(
+            hasattr(key, "key_id") and hasattr(key, "public_key") for key in keys
+        ):
+            raise InvalidInputError(
+                f"LoadPolicy trusted_keys {keys!r}: loaded public keys, "
+                "e.g. trusted_keys=trtforge.signing.load_trusted_keys(['signer.pub'])"
+            )
+        object.__setattr__(self, "trusted_keys", tuple(keys))  # a list given is kept as the tuple it is typed
 
 
 #: The default: no signature required, no host code; checks every rule.
