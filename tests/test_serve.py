@@ -253,6 +253,15 @@ def test_refusals_are_400_404_413_with_kserve_error_bodies(served_models: dict[s
         assert status == 404 and json.loads(body) == {"error": "GET /v2/no/such/path: Not Found"}
         status, _, body = get(f"http://{server.url}/v2/models/digits/infer")  # GET, not POST
         assert status == 405 and "Method Not Allowed" in json.loads(body)["error"]
+        # "²".isdigit() is true: a header int() refuses is the client's, with a JSON body (was a 500)
+        request = urllib.request.Request(
+            f"http://{server.url}/v2/models/digits/infer",
+            data=b"{}",
+            headers={"Inference-Header-Content-Length": "\u00b2"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        assert caught.value.code == 400 and "is not a byte count" in json.loads(caught.value.read())["error"]
         # the contexts stayed healthy: a good request still works
         good = np.zeros((1, 1, 8, 8), np.float32)
         assert client.infer("digits", [infer_input("input", good, True)]).as_numpy("logits").shape == (1, 10)

@@ -86,11 +86,52 @@ def test_binary_and_json_inputs_decode_to_the_same_arrays() -> None:
         (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}', None, "give 'data'"),
         (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["z"]}]}', None, "is not FP32"),
         (b"{}", 10, "does not fit a body of 2 bytes"),
+        # numpy would convert these silently (a wrapped 44, a parsed string) or fail inside the server (500)
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}]}', None, "outside -128..127"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "UINT8", "data": [-1]}]}', None, "outside 0..255"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1.5]}]}', None, "not numbers"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["1.5"]}]}', None, "not numbers"),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1' + b"0" * 400 + b"]}]}",
+            None,
+            "not FP32",
+        ),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', None, "NaN is not JSON"),
+        (
+            b'{"inputs": [{"name": "x", "shape": [true], "datatype": "FP32", "data": [1]}]}',
+            None,
+            "non-negative integers",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [' + b"1," * 64 + b'1], "datatype": "FP32", "data": [1]}]}',
+            None,
+            "at most 32",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, None, "nested too deeply"),
     ],
 )
 def test_malformed_requests_are_protocol_errors(body: bytes, length: int | None, message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
         parse_infer_request(body, length)
+
+
+def test_json_responses_are_strict_json_and_an_outputs_own_binary_flag_wins() -> None:
+    request = parse_infer_request(
+        json.dumps(
+            {
+                "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+                "parameters": {"binary_data_output": True},
+                "outputs": [{"name": "y", "parameters": {"binary_data": False}}, {"name": "z"}],
+            }
+        ).encode(),
+        None,
+    )
+    assert [(o.name, o.binary) for o in request.outputs] == [("y", False), ("z", True)]
+    finite = {"y": np.ones(2, np.float32), "z": np.ones(2, np.float32)}
+    body, length = encode_infer_response("m", "1", request, finite)
+    assert json.loads(body[:length])["outputs"][0]["data"] == [1.0, 1.0]
+    with pytest.raises(ProtocolError, match="output 'y' holds NaN or infinity, which JSON cannot carry"):
+        encode_infer_response("m", "1", request, {**finite, "y": np.array([np.inf], np.float32)})
 
 
 def test_binary_sizes_must_match_and_use_the_whole_body() -> None:

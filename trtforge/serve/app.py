@@ -134,7 +134,7 @@ class _TooLarge(Exception):
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, decompressed as Content-Encoding says; over ``limit`` bytes raises _TooLarge early."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -225,7 +225,7 @@ def build_app(state: ServeState) -> Starlette:
         except InvalidInputError as exc:
             return _error(400, str(exc))
         header = request.headers.get(HEADER_LENGTH)
-        if header is not None and not header.isdigit():
+        if header is not None and not (header.isascii() and header.isdigit()):  # "²".isdigit() too
             return _error(400, f"{HEADER_LENGTH} '{header}' is not a byte count")
         pool = state.pool(plan.name)
         problem = state.pool_problem(plan.name)

@@ -106,18 +106,25 @@ class InferRequest:
     binary_default: bool
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON (RFC 8259 has no NaN or infinity: send such values in binary)")
+
+
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        document = json.loads(data)
+        document = json.loads(data, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ProtocolError(f"{what} is nested too deeply to be a KServe request") from exc
     if not isinstance(document, dict):
         raise ProtocolError(f"{what} must be a JSON object")
     return document
 
 
-def _binary_flag(parameters: Any, key: str) -> bool:
-    return bool(isinstance(parameters, dict) and parameters.get(key, False))
+def _binary_flag(parameters: Any, key: str, default: bool = False) -> bool:
+    """``parameters[key]`` where it is given (an output's own flag wins over the request's), else ``default``."""
+    return bool(parameters.get(key, default)) if isinstance(parameters, dict) else default
 
 
 def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
@@ -150,8 +157,7 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     parameters = document.get("parameters") or {}
     binary_default = _binary_flag(parameters, "binary_data_output")
     outputs = tuple(
-        RequestedOutput(o["name"], _binary_flag(o.get("parameters"), "binary_data") or binary_default)
-        for o in requested
+        RequestedOutput(o["name"], _binary_flag(o.get("parameters"), "binary_data", binary_default)) for o in requested
     )
     request_id = document.get("id")
     return InferRequest(None if request_id is None else str(request_id), inputs, outputs, binary_default)
@@ -169,8 +175,12 @@ def _decode_input(tensor: Any, body: bytes, offset: int) -> tuple[np.ndarray | N
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         known = ", ".join(DATATYPES)
         raise ProtocolError(f"input '{name}': datatype {datatype!r} is not supported (use one of {known})")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ProtocolError(f"input '{name}': 'shape' must be a list of non-negative integers")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_RANK
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise ProtocolError(f"input '{name}': 'shape' must be a list of at most {MAX_RANK} non-negative integers")
     dtype = numpy_dtype(DATATYPES[datatype])
     count = math.prod(shape)
     parameters = tensor.get("parameters") or {}
@@ -189,12 +199,32 @@ def _decode_input(tensor: Any, body: bytes, offset: int) -> tuple[np.ndarray | N
     if "data" not in tensor:
         raise ProtocolError(f"input '{name}': give 'data' or parameters.binary_data_size")
     try:
-        array = np.asarray(tensor["data"], dtype=dtype)
-    except (TypeError, ValueError) as exc:
+        array = _typed(np.asarray(tensor["data"]), dtype)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise ProtocolError(f"input '{name}': 'data' is not {datatype}: {exc}") from exc
     if array.size != count:
         raise ProtocolError(f"input '{name}': 'data' holds {array.size} values, shape {shape} needs {count}")
     return array.reshape(shape), 0
+
+
+#: numpy's limit on an array's dims (and far above any model's)
+MAX_RANK = 32
+#: the JSON values each kind of tensor takes: numbers for floats, integers for integers, true/false for BOOL
+_JSON_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}
+
+
+def _typed(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """JSON ``data`` as ``dtype``, refusing what numpy would convert silently: strings ("1.5"),
+    integers out of the type's range (300 as INT8 would wrap to 44), floats as integers."""
+    import numpy as np
+
+    if values.dtype.kind not in _JSON_KINDS.get(dtype.kind, ""):
+        raise TypeError(f"its values are {values.dtype.name}, not numbers of this type")
+    if dtype.kind in "iu" and values.size:
+        limits = np.iinfo(dtype)
+        if values.min() < limits.min or values.max() > limits.max:
+            raise OverflowError(f"values outside {limits.min}..{limits.max}")
+    return values.astype(dtype)
 
 
 def shape_range(meta: TensorMeta, profiles: Sequence[Profile]) -> str:
@@ -270,6 +300,11 @@ def encode_infer_response(
             raw = np.ascontiguousarray(array).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
+        elif array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ProtocolError(
+                f"output '{output.name}' holds NaN or infinity, which JSON cannot carry: ask for it in binary "
+                '("parameters": {"binary_data": true} on the output)'
+            )
         else:
             entry["data"] = array.ravel().tolist()
         tensors.append(entry)
