@@ -313,6 +313,30 @@ def test_verify_refuses_a_spec_the_engine_was_not_built_from(
     assert code == 2 and "needs --spec SPEC" in stderr
 
 
+def test_verify_refuses_calibration_data_the_engine_was_not_calibrated_on(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """verify calibrates again to rebuild the simulated candidate: on other data it would judge
+    other scales, and could pass an engine whose own scales fail."""
+    train = tmp_path / "train"
+    train.mkdir()
+    files = sorted((DIGITS / "train").glob("*.npy"))[:2]
+    for path in files:
+        np.save(train / path.name, np.load(path))
+    spec = write_spec(_digits_spec("int8").replace(f"{DIGITS / 'train'}/*.npy", f"{train}/*.npy"))
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    assert code == 0, stderr
+    engine = _one(out, "*.engine")
+    manifest_before = engine.with_name(engine.name.replace(".engine", ".manifest.json")).read_bytes()
+    np.save(train / files[0].name, np.load(files[0]) * 40)
+    code, _, stderr = cli("verify", engine, "--spec", spec)
+    assert code == 2 and "is not the data the engine was calibrated on" in stderr
+    assert engine.with_name(engine.name.replace(".engine", ".manifest.json")).read_bytes() == manifest_before
+    np.save(train / files[0].name, np.load(files[0]))  # the data it was calibrated on: verified again
+    assert cli("verify", engine, "--spec", spec)[0] == 0
+
+
 def test_verify_of_a_damaged_engine_is_refused(built_digits: tuple[Path, Path]) -> None:
     spec, engine = built_digits
     data = bytearray(engine.read_bytes())

@@ -68,6 +68,15 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
             "name: a\nmodel: m.onnx\naccuracy:\n  tolerances:\n    '*': {cosin_min: 0.9}\n",
             ":5: unknown key 'cosin_min' — did you mean 'cosine_min'?",
         ),
+        # settings another one makes meaningless are refused, not ignored
+        (
+            "name: a\nmodel: m.onnx\nprecision: int8\ncalibration: {data: d.npy, mode: native, exclude: [n]}\n",
+            "exclude needs mode: qdq",
+        ),
+        (
+            "name: a\nmodel: m.onnx\nprecision: int8\ncalibration: {data: d.npy, exclude: [n], max_excluded: 2}\n",
+            "max_excluded bounds exclude: auto",
+        ),
         # PyYAML would keep the last of two equal keys without a word
         ("name: a\nmodel: m.onnx\nname: b\n", ":3: key 'name' is given twice (first at line 1); keep one"),
         ("name: a\nmodel: m.onnx\nbuild: {timing_cache: true, timing_cache: false}\n", ":3: key 'timing_cache' is"),

@@ -199,6 +199,12 @@ class CalibrationSpec(_Strict):
     def _auto_needs_qdq(self) -> CalibrationSpec:
         if self.mode == "native" and "auto" in (self.algorithm, self.exclude):
             raise ValueError("algorithm: auto and exclude: auto need mode: qdq (they judge the Q/DQ graph)")
+        if self.mode == "native" and self.exclude:
+            # TensorRT's calibrator takes one scale per tensor and no per-layer precision: the engine
+            # would quantize them anyway, while the gate judged the Q/DQ graph that keeps them out
+            raise ValueError("exclude needs mode: qdq (native calibration cannot keep nodes out of INT8)")
+        if self.max_excluded is not None and self.exclude != "auto":
+            raise ValueError("max_excluded bounds exclude: auto; drop it, or set exclude: auto")
         return self
 
 

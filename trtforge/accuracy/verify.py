@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trtforge.accuracy.gate import GateFailed, failure_message, run_accuracy_gate
 from trtforge.accuracy.report import AccuracyReport, summary, write_report
@@ -46,6 +47,18 @@ def source_mismatch(spec: Spec, manifest: Manifest, onnx_sha256: str) -> str | N
     return None
 
 
+def calibration_mismatch(built: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
+    """Why the INT8 graph calibrated now is not the engine's (None when it is): the gate would judge
+    scales from other data, and could pass an engine whose own scales fail (pure)."""
+    if not built or not now or built.get("data_sha256") == now.get("data_sha256"):
+        return None
+    return (
+        f"the calibration data (sha256 {str(now.get('data_sha256'))[:12]}…) is not the data the engine was "
+        f"calibrated on (sha256 {str(built.get('data_sha256'))[:12]}…): restore that data to verify this "
+        "engine, or rebuild it"
+    )
+
+
 def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path | None = None) -> VerifyOutcome:
     """The gate on one existing artifact; raises GateFailed (exit 4) after writing the report."""
     from trtforge.cache import default_cache_dir
@@ -72,6 +85,9 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
     check_profiles(spec, info)
     cache_dir = cache_dir or default_cache_dir()
     prepared = prepare_precision(spec, info, manifest.tensorrt.flavor, manifest.tensorrt.version, cache_dir, reporter)
+    calibrated = calibration_mismatch(manifest.calibration, prepared.calibration)
+    if calibrated:
+        raise InvalidInputError(f"{engine.name}: {calibrated}")
     report = run_accuracy_gate(spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir)
     report_file = write_report(report_path(engine.parent, manifest.stem), report)
     signed = manifest.signature is not None
