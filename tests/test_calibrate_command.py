@@ -43,3 +43,10 @@ def test_calibrate_refuses_a_spec_without_calibration() -> None:
 def test_trt_version_needs_out() -> None:
     code, _, stderr = cli("calibrate", INT8_SPEC, "--trt-version", "10.13.0.35")
     assert code == 2 and "pass --out too" in stderr
+
+
+def test_a_bad_trt_version_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code, _, stderr = cli("calibrate", INT8_SPEC, "--out", out, "--trt-version", "10.100.0")
+    assert code == 2 and "--trt-version: not a TensorRT version: '10.100.0'" in stderr
+    assert not out.exists()

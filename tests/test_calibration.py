@@ -147,10 +147,24 @@ def test_cache_file_parses_back_to_the_same_scales(spec_file: Callable[..., Path
 @pytest.mark.parametrize(
     ("version", "number"),
     [("8.2.3", 8203), ("8.6.1.6", 8601), ("7.1.3.4", 7103), ("10.3.0", 100300),
-     ("10.13.0.35", 101300), ("10.13", 101300), ("11.0.0", 110000)],
+     ("10.13.0.35", 101300), ("10.13", 101300)],
 )  # fmt: skip
 def test_tensorrt_version_integer(version: str, number: int) -> None:
     assert trt_version_int(version) == number
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("11.0.0", "has no INT8 calibrator"),  # TensorRT 11 reads Q/DQ graphs only
+        ("10.100.0", "not a TensorRT version"),  # would read as 11.0.0 (two digits per part)
+        ("10.13.0.35.1", "not a TensorRT version"),
+        ("abc", "not a TensorRT version"),
+    ],
+)
+def test_a_version_no_calibration_cache_can_name_is_refused(version: str, expected: str) -> None:
+    with pytest.raises(InvalidInputError, match=expected):
+        trt_version_int(version)
 
 
 def test_cache_text_format_details() -> None:

@@ -32,7 +32,9 @@ from trtforge.errors import InvalidInputError
 
 CACHE_ALGORITHM = "EntropyCalibration2"
 SCALES_SCHEMA = "trtforge/calibration-scales/v1"
-_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+_VERSION = re.compile(r"^(\d+)\.(\d{1,2})(?:\.(\d{1,2})(?:\.\d+)?)?$")
+#: the first TensorRT without an INT8 calibrator (11.0 reads Q/DQ graphs only)
+NO_CALIBRATOR_MAJOR = 11
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 
 
@@ -40,8 +42,13 @@ def trt_version_int(version: str) -> int:
     """TensorRT's version integer for "10.13.0.35", "8.6.1" or "10.3" (see module doc)."""
     match = _VERSION.match(version.strip())
     if not match:
-        raise InvalidInputError(f"not a TensorRT version: '{version}' (expected e.g. 10.13.0)")
+        # minor and patch take two digits in the integer (10.100.0 would read as 11.0.0)
+        raise InvalidInputError(f"not a TensorRT version: '{version}' (expected e.g. 10.13.0 or 10.13.0.35)")
     major, minor, patch = (int(part or 0) for part in match.groups())
+    if major >= NO_CALIBRATOR_MAJOR:
+        raise InvalidInputError(
+            f"TensorRT {version} has no INT8 calibrator to read a calibration cache: it builds the Q/DQ ONNX"
+        )
     return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
 

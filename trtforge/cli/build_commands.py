@@ -146,6 +146,13 @@ def calibrate_command(
         )
     if trt_version is not None and out is None:
         raise InvalidInputError("--trt-version writes a file: pass --out too")
+    if trt_version is not None:  # before anything is calibrated or written
+        from trtforge.calibration.cache import trt_version_int
+
+        try:
+            trt_version_int(trt_version)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"--trt-version: {exc}") from exc
     model = inspect_model(spec.model_path)
     check_profiles(spec, model)
     console = reporter()
