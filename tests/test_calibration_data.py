@@ -97,8 +97,10 @@ def test_nan_or_inf_names_the_file_and_the_sample(tmp_path: Path, bad: float) ->
     array = np.zeros((6, 1, 8, 8), np.float32)
     array[5, 0, 2, 3] = bad
     path = _save(tmp_path / "holes.npy", array)
-    with pytest.raises(InvalidInputError, match=r"holes\.npy: input 'input' has NaN or Inf"):
+    with pytest.raises(InvalidInputError, match=r"holes\.npy: input 'input' has NaN or Inf") as caught:
         _batches([path], batch_size=4)
+    # the index in the file (sample 5), not in the batch that held it (sample 1 of the second batch)
+    assert "first at index [5, 0, 2, 3] of the file" in str(caught.value)
 
 
 def test_npz_keys_name_the_inputs_of_a_multi_input_model(tmp_path: Path) -> None:

@@ -226,16 +226,17 @@ def _load(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, np.ndarray] | N
     }
 
 
-def _prepared(path: Path, tensor: TensorDesc, part: np.ndarray) -> np.ndarray:
-    """A slice read into memory, cast to the model dtype and checked for NaN/Inf."""
+def _prepared(path: Path, tensor: TensorDesc, part: np.ndarray, first: int) -> np.ndarray:
+    """A slice read into memory, cast to the model dtype and checked for NaN/Inf; ``first``: the
+    index of its first sample in the file, so an error points into the file, not the batch."""
     array = np.asarray(part).astype(tensor.np_dtype, copy=True)
     if is_float(array.dtype):
         bad = ~np.isfinite(array)
         if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            sample, *element = (int(i) for i in np.argwhere(bad)[0])
             raise InvalidInputError(
-                f"{path}: input '{tensor.name}' has NaN or Inf values (first at sample index "
-                f"{list(where)}); calibration data must be finite"
+                f"{path}: input '{tensor.name}' has NaN or Inf values (first at index {[first + sample, *element]} "
+                "of the file); input data must be finite"
             )
     return array
 
@@ -286,7 +287,10 @@ def iter_batches(
                 pending, held = [], 0
             take = min(batch_size - held, count - start)
             pending.append(
-                {name: _prepared(path, by_name[name], array[start : start + take]) for name, array in arrays.items()}
+                {
+                    name: _prepared(path, by_name[name], array[start : start + take], start)
+                    for name, array in arrays.items()
+                }
             )
             held += take
             start += take
