@@ -217,3 +217,11 @@ def test_failed_fp16_gate_points_at_diagnose(write_spec: Callable[..., Path], mo
     line = stderr.strip().splitlines()[-1]
     assert line.startswith("error: accuracy gate failed for conv-fp16-")
     assert line.endswith(f"run `trtforge diagnose {spec}` to see which layers are to blame")
+
+
+def test_an_unusable_out_is_refused_before_any_diagnosis(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    spec = Path(__file__).resolve().parent.parent / "configs" / "digits-int8.yaml"
+    code, _, stderr = cli("diagnose", spec, "--out", blocker)
+    assert code == 2 and f"output directory {blocker} is a file" in stderr and "calibration" not in stderr

@@ -40,8 +40,10 @@ def diagnose(
 ) -> None:
     """Layer-wise diagnosis: every node of the gate's candidate graph against the FP32 reference."""
     from trtforge.diagnosis import diagnose_spec
+    from trtforge.fsutil import check_writable_dir
     from trtforge.spec import load_spec
 
+    check_writable_dir(out)  # now, not after minutes of diagnosis
     console = reporter()
     diagnosis, files = diagnose_spec(
         load_spec(spec),
