@@ -77,6 +77,11 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
             "name: a\nmodel: m.onnx\nprecision: int8\ncalibration: {data: d.npy, exclude: [n], max_excluded: 2}\n",
             "max_excluded bounds exclude: auto",
         ),
+        # a value no member of a union takes: one error at the key, naming every form
+        (
+            "name: a\nmodel: m.onnx\nprecision: int8\ncalibration: {data: d.npy, exclude: n}\n",
+            ":4: key 'calibration.exclude': Input should be a valid list or Input should be 'auto' (got 'n')",
+        ),
         # PyYAML would keep the last of two equal keys without a word
         ("name: a\nmodel: m.onnx\nname: b\n", ":3: key 'name' is given twice (first at line 1); keep one"),
         ("name: a\nmodel: m.onnx\nbuild: {timing_cache: true, timing_cache: false}\n", ":3: key 'timing_cache' is"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -494,8 +495,24 @@ def _message(error: ErrorDetails, origin: SpecOrigin) -> str:
 
 def _first_to_fix(errors: list[ErrorDetails]) -> ErrorDetails:
     """An unknown key first: a misspelt key is also a missing one (``mx:`` for ``max:``), and
-    "did you mean 'max'" says how to fix both."""
-    return next((error for error in errors if error["type"] == "extra_forbidden"), errors[0])
+    "did you mean 'max'" says how to fix both. A value that fits no member of a union (a list or
+    ``auto``) gets one error at the key, saying every form it may take."""
+    first = next((error for error in errors if error["type"] == "extra_forbidden"), errors[0])
+    loc = _key_path(first["loc"])
+    if loc == tuple(first["loc"]):
+        return first
+    forms = [error["msg"] for error in errors if _key_path(error["loc"]) == loc]
+    return ErrorDetails(**{**first, "loc": loc, "msg": " or ".join(dict.fromkeys(forms))})
+
+
+#: how pydantic tags the member of a union in an error's ``loc`` (``list[str]``, ``literal['auto']``)
+_UNION_MEMBER = re.compile(r"^(list|dict|tuple|set|literal|union|nullable|function-[a-z]+|[a-z]+-or-[a-z]+)\[.*\]$")
+
+
+def _key_path(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """``loc`` without pydantic's union member tags: the keys of the spec alone (a tensor may be
+    named ``x[0]``, so only pydantic's own tag forms are dropped)."""
+    return tuple(part for part in loc if not (isinstance(part, str) and _UNION_MEMBER.match(part)))
 
 
 def _resolve(base: Path, value: str) -> str:
