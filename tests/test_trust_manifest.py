@@ -96,3 +96,24 @@ def test_dir_pull_skips_an_unreadable_manifest_with_its_reason(
     assert code == 5 and record.one_line, err
     assert "unreadable manifest, nested deeper than" in err and "RecursionError" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (
+            (b'"version_compatible": false', b'"version_compatible": "false"'),
+            "version_compatible: Input should be a valid boolean",
+        ),
+        ((b'"max": [\n', b'"max": [\n1.0, '), "Input should be a valid integer"),
+    ],
+    ids=["boolean-as-text", "float-for-int"],
+)
+def test_a_manifest_is_read_with_its_json_types_never_converted(
+    edit: tuple[bytes, bytes], says: str, engine: Path, tmp_path: Path
+) -> None:
+    """A signature covers the file as written: a value of another JSON type ("false" for false) reads
+    as another value to anyone but a converting parser, so it is refused, never taken for the signed one."""
+    copy = damaged_copy(engine, tmp_path / "artifact", lambda good: good.replace(*edit, 1))
+    code, _, err = cli("check", copy, "--cc", "8.6")
+    assert code == 2 and "not a trtforge manifest" in err and says in err, err

@@ -38,7 +38,9 @@ _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a value of another JSON type is refused, never converted ("false" is not False, "1" not 1):
+    # what a signature covers is the file, and a reader other than trtforge sees the file's types
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class ArtifactInfo(_Frozen):
@@ -101,7 +103,7 @@ class Manifest(_Frozen):
     signature: dict[str, str] | None = None
     fp16: dict[str, Any] | None = None  # precision fp16: the nodes kept in FP32, and why
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, strict=True)
 
     @field_validator("signature")
     @classmethod
