@@ -286,6 +286,22 @@ def test_registry_down_exits_6_quickly_and_writes_nothing(engines: dict[str, Pat
     assert time.monotonic() - started < 15, "a dead registry must fail fast, not retry for minutes"
 
 
+@pytest.mark.slow
+def test_a_registry_that_accepts_but_never_answers_fails_in_seconds(engines: dict[str, Path]) -> None:
+    """The ``/v2/`` ping has a short read timeout: the transfers' 120 s is for blobs, not for a silent host."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepted by the kernel, never answered
+        started = time.monotonic()
+        code, _, err = cli(
+            "publish", str(engines["8.6"]), "--to", f"oci://127.0.0.1:{silent.getsockname()[1]}/r", "--insecure"
+        )
+        assert code == 6 and "cannot reach registry" in err and "timed out" in err
+        assert time.monotonic() - started < 30
+
+
 def test_a_registry_stopped_between_listing_and_download(engines: dict[str, Path], tmp_path: Path) -> None:
     from registry import start_registry
 

@@ -102,6 +102,8 @@ BLOB_CHUNK = 1024 * 1024
 DIGEST_PATTERN = r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
 #: (connect, read) seconds: a dead registry must fail a CI job quickly, not hang it
 TIMEOUT_S = (10.0, 120.0)
+#: the ``/v2/`` ping answers at once on any registry: one that accepts but never answers fails in seconds
+PING_TIMEOUT_S = (10.0, 10.0)
 
 
 def artifact_annotations(manifest: Manifest) -> dict[str, str]:
@@ -429,7 +431,7 @@ class OciRegistry:
             with requests.Session() as probe:
                 probe.mount("http://", _session_adapter())
                 probe.mount("https://", _session_adapter())
-                ping = probe.get(f"{self.scheme}://{host}/v2/")  # the adapter bounds its body
+                ping = probe.get(f"{self.scheme}://{host}/v2/", timeout=PING_TIMEOUT_S)  # the adapter bounds its body
             if ping.status_code not in (200, 401):
                 raise RegistryError(
                     f"{host} does not answer as an OCI registry (GET /v2/ gave HTTP {ping.status_code}); check the host"
