@@ -38,9 +38,7 @@ _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 class _Frozen(BaseModel):
-    # strict: a value of another JSON type is refused, never converted ("false" is not False, "1" not 1):
-    # what a signature covers is the file, and a reader other than trtforge sees the file's types
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ArtifactInfo(_Frozen):
@@ -103,7 +101,7 @@ class Manifest(_Frozen):
     signature: dict[str, str] | None = None
     fp16: dict[str, Any] | None = None  # precision fp16: the nodes kept in FP32, and why
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     @field_validator("signature")
     @classmethod
@@ -256,7 +254,9 @@ def parse_manifest(data: bytes | str, origin: str) -> Manifest:
             f"{origin}: unreadable manifest, {exc}; rebuild the engine with trtforge build"
         ) from exc
     try:
-        return Manifest.model_validate(document)
+        # strict: a value of another JSON type is refused, never converted ("false" is not False, 1.0
+        # not 1): a signature covers the file as written, which any other reader takes as written
+        return Manifest.model_validate(document, strict=True)
     except ValidationError as exc:
         raise InvalidInputError(
             f"{origin}: not a trtforge manifest ({first_error(exc)}); rebuild the engine with trtforge build"
