@@ -126,6 +126,22 @@ def test_publish_pushes_the_attestation_as_a_referrer(built: dict[str, Path], re
     assert len(api(repository, f"manifests/{fallback_tag(subject)}", INDEX).json()["manifests"]) == 1
 
 
+def test_signing_again_without_attest_says_the_attestation_is_stale_and_publish_keeps_it_back(
+    built: dict[str, Path], repository: str, tmp_path: Path
+) -> None:
+    """The attestation covers the manifest's bytes: a new signature changes them. Pushed anyway, the
+    good artifact could not be pulled with --require-signature ("attestation is for another manifest")."""
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    code, _, err = cli("sign", engine, "--key", built["other"])
+    assert code == 0 and "covers the manifest as it was before this signature" in err
+    document = publish(engine, repository)
+    assert "attestation" not in document
+    assert any("does not cover this manifest" in warning for warning in document["warnings"])
+    code, _, err = pull(repository, tmp_path / "pulled", built["other"])
+    assert code == 0, err  # the signed manifest alone, as published
+    assert cli("sign", engine, "--key", built["other"], "--attest")[0] == 0  # re-attested: not stale, no warning
+
+
 def test_identical_pushes_give_identical_digests(
     built: dict[str, Path], oci_registry: RunningRegistry, tmp_path: Path
 ) -> None:

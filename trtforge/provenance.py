@@ -367,6 +367,21 @@ def read_envelope(path: Path) -> Any:
         ) from exc
 
 
+def stale_attestation(engine: Path, manifest_bytes: bytes) -> Path | None:
+    """The attestation beside ``engine`` when it does not cover these manifest bytes (a manifest
+    signed again after it was attested, or a malformed file): it would no longer verify, so it is
+    said, and not published. None when there is none or it covers them."""
+    path = attestation_path(engine)
+    if not path.is_file():
+        return None
+    try:
+        document = bounded_json(read_envelope(path).payload, MAX_ATTESTATION_BYTES)
+        digests = {str(item.get("digest", {}).get("sha256", "")) for item in document["subject"]}
+    except (IncompatibleEngineError, ValueError, KeyError, TypeError, AttributeError):
+        return path
+    return None if sha256_bytes(manifest_bytes) in digests else path
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
         return f"the DSSE field {exc.args[0]!r} is missing"

@@ -164,7 +164,7 @@ def sign(
 ) -> None:
     """Sign ENGINE's manifest (over its canonical JSON, which pins the engine's sha256); --attest adds provenance."""
     from trtforge.errors import InvalidInputError
-    from trtforge.provenance import attest_artifact
+    from trtforge.provenance import attest_artifact, stale_attestation
     from trtforge.signing import load_signing_key, sign_artifact
     from trtforge.spec import load_spec
 
@@ -189,6 +189,12 @@ def sign(
     note = f" (replaced the signature by key {replaced})" if replaced and replaced != signing_key.key_id else ""
     console = reporter()
     console.success(f"signed {outcome.manifest_path} with key {signing_key.key_id}{note}")
+    stale = None if attest else stale_attestation(outcome.manifest_path, outcome.manifest_path.read_bytes())
+    if stale is not None:
+        console.warn(
+            f"{stale} covers the manifest as it was before this signature, so it no longer verifies and is not "
+            "published: re-create it with trtforge sign ENGINE --attest (--spec SPEC to list the build's inputs)"
+        )
     if attestation is not None:
         roles = ", ".join(sorted({item.role for item in attestation.inputs}))
         console.success(f"provenance: {attestation.path} (inputs: {roles})")

@@ -629,13 +629,20 @@ class OciRegistry:
     def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
         """Push the artifact, then its attestation (when one sits beside the engine) as a referrer."""
         from trtforge.manifest import attestation_path
-        from trtforge.provenance import attestation_bytes
+        from trtforge.provenance import attestation_bytes, stale_attestation
 
         tag = artifact.manifest.stem
         outcome = self.push(artifact, tag, force=force)
         envelope = attestation_bytes(artifact.engine)
         if envelope is None:
             return outcome
+        stale = stale_attestation(artifact.engine, artifact.manifest_bytes)
+        if stale is not None:
+            warning = (
+                f"{stale.name} does not cover this manifest (signed again since?): attestation not pushed; "
+                "re-create it with trtforge sign ENGINE --attest"
+            )
+            return dataclasses.replace(outcome, warnings=(*outcome.warnings, warning))
         found = self._read_manifest(tag)
         if found is None:
             raise RegistryError(f"{outcome.reference}: pushed, then gone before its attestation could refer to it")
