@@ -409,6 +409,9 @@ def test_publishing_a_damaged_artifact_is_refused(engines: dict[str, Path], tmp_
         ("oci://host/Repo", "not a valid OCI repository name"),
         ("oci://host/repo:latest", "give the repository only"),
         ("oci://user:secret@host/repo", "credentials do not belong in the URI"),
+        ("oci://host:99999/repo", "is not a host[:port]"),  # was exit 6, urllib3's "Failed to parse"
+        ("oci://host:abc/repo", "is not a host[:port]"),
+        ("oci://ho st/repo", "is not a host[:port]"),
         ("just/a/path", "not a registry URI"),
         ("dir://", "no path"),
     ],

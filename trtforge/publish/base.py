@@ -115,6 +115,15 @@ def _parse_oci(text: str) -> OciLocation:
         raise InvalidInputError(
             f"'{text}': an OCI URI needs a host and a repository, e.g. oci://localhost:5000/team/models"
         )
+    try:
+        port = parts.port  # urlsplit checks it: a number from 0 to 65535
+    except ValueError:
+        port = -1
+    if port == -1 or any(char.isspace() for char in host):
+        raise InvalidInputError(
+            f"'{text}': '{host}' is not a host[:port] (a port is a number up to 65535); "
+            "e.g. oci://localhost:5000/team/models"
+        )
     if ":" in repository or "@" in repository:
         raise InvalidInputError(
             f"'{text}': give the repository only; trtforge names the tag ({{name}}-{{precision}}-{{tag}}) "
