@@ -409,9 +409,9 @@ def test_publishing_a_damaged_artifact_is_refused(engines: dict[str, Path], tmp_
         ("oci://host/Repo", "not a valid OCI repository name"),
         ("oci://host/repo:latest", "give the repository only"),
         ("oci://user:secret@host/repo", "credentials do not belong in the URI"),
-        ("oci://host:99999/repo", "is not a host[:port]"),  # was exit 6, urllib3's "Failed to parse"
-        ("oci://host:abc/repo", "is not a host[:port]"),
-        ("oci://ho st/repo", "is not a host[:port]"),
+        ("oci://host:99999/repo", "a port is a number up to 65535"),  # was exit 6, urllib3's "Failed to parse"
+        ("oci://host:abc/repo", "a port is a number up to 65535"),
+        ("oci://ho st/repo", "a port is a number up to 65535"),
         ("just/a/path", "not a registry URI"),
         ("dir://", "no path"),
     ],
