@@ -182,6 +182,35 @@ def test_another_build_starts_the_next_version(engines: dict[str, Path], tmp_pat
     assert code == 5 and "8.6" in err
 
 
+def test_a_config_left_stale_by_a_killed_publish_is_rewritten_by_the_next_one(
+    engines: dict[str, Path], tmp_path: Path
+) -> None:
+    """Killed after the new version's plan and before its config.pbtxt: Triton would look for
+    version 1's plans in version 2. The same publish again finds the plan there ("unchanged") and
+    now rewrites the config that does not describe it."""
+    repository = tmp_path / "models"
+    uri = f"triton://{repository}"
+    assert cli("publish", str(engines["8.6"]), "--to", uri)[0] == 0
+    config_path = repository / "digits-cnn" / "config.pbtxt"
+    version_1_config = config_path.read_bytes()
+    other = build_engine(
+        tmp_path / "v2",
+        model=conv_net(tmp_path / "v2.onnx", seed=2),
+        targets=["8.9"],
+        profiles="  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}",
+    )
+    assert cli("publish", str(other), "--to", uri)[0] == 0
+    config_path.write_bytes(version_1_config)  # what the kill left
+    code, out, err = cli("publish", str(other), "--to", uri, "--json")
+    document = json.loads(out)
+    assert code == 0 and document["status"] == "unchanged", err
+    assert "it did not describe this version's plans" in document["detail"]
+    _, config = config_of(repository)
+    assert dict(config.cc_model_filenames) == {"8.9": f"model.{read_manifest(other).tag}.plan"}
+    code, out, _ = cli("publish", str(other), "--to", uri, "--json")
+    assert code == 0 and "regenerated" not in json.loads(out)["detail"]  # repaired once, then left alone
+
+
 def test_two_profiles_are_listed_and_every_shape_warmed(engines: dict[str, Path], tmp_path: Path) -> None:
     repository = tmp_path / "models"
     manifest = read_manifest(engines["conv"])

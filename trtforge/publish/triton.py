@@ -131,10 +131,12 @@ class TritonRegistry:
             version, action, detail = self._place(model_dir, latest, artifact, force)
             version_dir = model_dir / str(version)
             if action == "unchanged":
+                # the plan is there; its config too, unless a publish was killed while it wrote it
+                repaired = self._write_config(model_dir, version_dir, force, warnings, repair=True)
                 return PublishOutcome(
                     "unchanged",
                     str(version_dir / plan_name(manifest)),
-                    detail,
+                    f"{detail}; {repaired}" if repaired else detail,
                     tuple(warnings),
                     {"version": version},
                     notes,
@@ -205,26 +207,35 @@ class TritonRegistry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _write_config(self, model_dir: Path, version_dir: Path, force: bool, warnings: list[str]) -> str:
+    def _write_config(
+        self, model_dir: Path, version_dir: Path, force: bool, warnings: list[str], repair: bool = False
+    ) -> str:
+        """Write ``config.pbtxt`` for the version's plans unless it describes them already (or was
+        edited by hand); ``repair``: no plan changed, only a config a killed publish left stale is rewritten."""
         config_path = model_dir / CONFIG_NAME
+        current = None
         if config_path.is_file() and not force:
             try:
                 current = config_path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise io_error("read", config_path, exc) from exc
             if edited_by_hand(current):
-                warnings.append(
-                    f"{config_path} was edited by hand: kept as it is; make sure it names the new plan "
-                    "(cc_model_filenames), or publish with --force to regenerate it"
-                )
+                if not repair:
+                    warnings.append(
+                        f"{config_path} was edited by hand: kept as it is; make sure it names the new plan "
+                        "(cc_model_filenames), or publish with --force to regenerate it"
+                    )
                 return ""
         listed = version_plans(version_dir)
         plans = [(c.manifest, Path(c.reference).name) for c in listed]
         config = build_config(model_dir.name, plans)
         sources = [f"{version_dir.name}/{plan_manifest_name(c.manifest)}" for c in listed]
         flavor_warnings = [RTX_WARNING] if any(m.tensorrt.flavor == FLAVOR_RTX for m, _ in plans) else []
-        place_bytes(render_config(config, sources, flavor_warnings).encode(), config_path)
-        return f"{config_path} regenerated"
+        rendered = render_config(config, sources, flavor_warnings)
+        if current == rendered:
+            return ""  # it describes these plans already
+        place_bytes(rendered.encode(), config_path)
+        return f"{config_path} regenerated" + (" (it did not describe this version's plans)" if repair else "")
 
     def candidates(self, name: str, precision: str | None) -> Listing:
         """The newest version's plans (what Triton serves by default)."""
