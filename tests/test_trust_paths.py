@@ -74,6 +74,12 @@ def test_a_manifest_whose_name_disagrees_with_its_file_is_refused(
         )
         assert code == 2 and record.one_line and "does not match" in err, err
         assert not (repository / value).exists() and not (repository / "digits-cnn").exists()
+    # a valid tag that is not the file's: Triton would name the plan after it, dir:// and oci:// after the file
+    edited = edited_copy(engine, tmp_path / "tag", tag="rtx1.7-sm86")
+    code, _, err = cli("publish", edited, "--to", f"triton://{tmp_path / 'models-tag'}")
+    record = trust_case(1, "publish to triton:// a manifest whose tag was edited", code, err, folders=(tmp_path,))
+    assert code == 2 and record.one_line and "tag 'rtx1.7-sm86' is not the one artifact.file" in err, err
+    assert not (tmp_path / "models-tag" / "digits-cnn").exists()
 
 
 @pytest.mark.parametrize("scheme", ["triton", "dir"])

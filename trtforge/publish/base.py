@@ -194,6 +194,11 @@ def check_artifact_file_name(manifest: Manifest, origin: str) -> None:
         )
     if not _OCI_TAG.match(manifest.tag):
         raise InvalidInputError(f"{origin}: tag '{manifest.tag}' is not a valid tag; {rebuild}")
+    if manifest.stem != f"{prefix}{manifest.tag}":
+        raise InvalidInputError(
+            f"{origin}: tag '{manifest.tag}' is not the one artifact.file '{name}' was named with (edited by hand?); "
+            f"{rebuild}"
+        )
 
 
 @dataclass(frozen=True)
