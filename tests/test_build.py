@@ -165,7 +165,7 @@ def test_unwritable_output_directory(write_spec: Callable[..., Path], tmp_path: 
         # root may write anywhere os.access looks: only a write proves it (/proc takes no files)
         (lambda tmp: ["--out", "/proc/trtforge-out"], "output directory /proc/trtforge-out is not writable"),
         (lambda tmp: ["--out", tmp / "file"], "is a file; pass --out with a writable folder"),
-        (lambda tmp: ["--out", tmp / "out", "--junit", tmp], "is a folder; give the path of the XML file"),
+        (lambda tmp: ["--out", tmp / "out", "--junit", tmp], "is a folder; point it at a file"),
         (lambda tmp: ["--out", tmp / "out", "--junit", "/proc/j.xml"], "pass --junit with a writable folder"),
     ],
 )

@@ -42,6 +42,7 @@ from trtforge.fsutil import (
     TEMP_SUFFIX,
     atomic_write_bytes,
     atomic_write_text,
+    check_report_file,
     data_sha256,
     ensure_writable_dir,
     sha256_file,
@@ -935,7 +936,11 @@ class ReportFiles:
         """``junit`` and ``$GITHUB_STEP_SUMMARY``, checked before any build: a report path that is
         a folder would otherwise fail the run at its end."""
         summary = os.environ.get(STEP_SUMMARY_ENV)
-        return cls(_report_file(junit, "--junit"), _report_file(Path(summary) if summary else None, STEP_SUMMARY_ENV))
+        step_summary = Path(summary) if summary else None
+        for path, flag in ((junit, "--junit"), (step_summary, STEP_SUMMARY_ENV)):
+            if path is not None:
+                check_report_file(path, flag)
+        return cls(junit, step_summary)
 
     def write(self, report: CiReport) -> None:
         """The JUnit file is replaced; the step summary is appended to (earlier steps write there too)."""
@@ -948,12 +953,6 @@ class ReportFiles:
             with _writing(self.step_summary, STEP_SUMMARY_ENV):
                 previous = self.step_summary.read_bytes() if self.step_summary.is_file() else b""
                 atomic_write_bytes(self.step_summary, previous + markdown_summary(report).encode("utf-8"))
-
-
-def _report_file(path: Path | None, what: str) -> Path | None:
-    if path is not None and path.is_dir():
-        raise InvalidInputError(f"{what} {path} is a folder; point it at a file, e.g. {path / 'report'}")
-    return path
 
 
 @contextmanager

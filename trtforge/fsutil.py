@@ -360,6 +360,14 @@ def check_writable_dir(path: Path, flag: str = "--out", what: str = "output dire
     _prove_writable(existing, path, flag, what)
 
 
+def check_report_file(path: Path, flag: str) -> None:
+    """A report a command writes at its end (``--junit``, ``$GITHUB_STEP_SUMMARY``), checked before its
+    work: not a folder, and in a folder it can write (else the whole run would fail at its end)."""
+    if path.is_dir():
+        raise InvalidInputError(f"{flag} {path} is a folder; point it at a file, e.g. {path / 'report.xml'}")
+    check_writable_dir(path.parent, flag, f"folder of {flag}")
+
+
 def _prove_writable(folder: Path, path: Path, flag: str, what: str) -> None:
     """A file made and removed in ``folder``: ``os.access`` says yes to root on any folder, and a
     read-only or special file system (/sys, /proc) refuses only the write itself."""

@@ -16,6 +16,7 @@ import typer
 
 from trtforge.cli.common import emit_json
 from trtforge.errors import TrtforgeError, internal_error, most_severe
+from trtforge.fsutil import check_report_file
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
@@ -47,6 +48,8 @@ def run_batch(
 ) -> None:
     """Run every item, write the JUnit file, print ``{"results": [...]}`` with ``--json`` and
     exit with the most severe item's code."""
+    if junit is not None:
+        check_report_file(junit, "--junit")
     suites: list[Callable[[], Any]] = []
     rows: list[dict[str, Any]] = []
     lone_error: TrtforgeError | None = None

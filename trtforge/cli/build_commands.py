@@ -59,11 +59,7 @@ def build(
     from trtforge.keys import signing_requested
     from trtforge.spec import load_spec
 
-    check_writable_dir(out)  # now, not after the first build
-    if junit is not None:
-        if junit.is_dir():
-            raise InvalidInputError(f"--junit {junit} is a folder; give the path of the XML file to write")
-        check_writable_dir(junit.parent, "--junit", "folder of the JUnit file")
+    check_writable_dir(out)  # now, not after the first build (run_batch checks --junit)
     console = reporter()
     cache = cache_dir_value(cache_dir)
     release = None
