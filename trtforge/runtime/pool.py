@@ -118,19 +118,25 @@ def _check_settings(
     otherwise fail deep inside a request (``size="2"``), spin (``health_interval=-1``) or wait
     forever (``timeout=nan``)."""
 
-    def number(value: object) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise InvalidInputError(f"pool size {size!r}: a pool needs an int of at least one context")
-    if timeout is not None and not (number(timeout) and timeout >= 0):
-        raise InvalidInputError(f"timeout {timeout!r}: seconds >= 0, or None to wait as long as it takes")
+    _check_timeout(timeout)
     if isinstance(providers, str) or not all(isinstance(provider, str) for provider in providers):
         raise InvalidInputError(f"providers {providers!r}: a list of names, e.g. ['CUDAExecutionProvider']")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise InvalidInputError(f"threads {threads!r}: intra-op threads per session, at least 1 (None: the default)")
-    if health_interval is not None and not (number(health_interval) and health_interval > 0):
+    if health_interval is not None and not (_seconds(health_interval) and health_interval > 0):
         raise InvalidInputError(f"health_interval {health_interval!r}: seconds > 0, or None for checks on call only")
+
+
+def _seconds(value: object) -> bool:
+    """A finite number of seconds, >= 0 (a bool is no number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _check_timeout(timeout: object) -> None:
+    if timeout is not None and not _seconds(timeout):
+        raise InvalidInputError(f"timeout {timeout!r}: seconds >= 0, or None to wait as long as it takes")
 
 
 class EnginePool:
@@ -570,7 +576,7 @@ class EnginePool:
             return self.default_timeout
         if timeout == math.inf:
             return None
-        _check_settings(1, timeout, (), None, None)
+        _check_timeout(timeout)
         return timeout
 
     # ------------------------------------------------------------ health
