@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import onnx
@@ -11,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.environment import detect_gpus
+from trtforge.tags import ComputeCapability, EngineTag, Platform
 
 OPSET = 17
 
@@ -258,3 +260,18 @@ def overflow_chain(path: Path, k: float = 1000.0) -> Path:
         helper.make_node("Mul", ["big", "s"], ["out"], name="shrink"),
     ]
     return chain(path, "overflow", weights, nodes)
+
+
+def retag(document: dict[str, Any]) -> dict[str, Any]:
+    """A manifest document edited by a careful hand: its ``tag`` rendered again from its facts, so
+    the edit gets past the manifest's own consistency check to the check the test is about."""
+    gpu, trt, platform = document["gpu"], document["tensorrt"], document["platform"]
+    document["tag"] = EngineTag(
+        trt["flavor"],
+        trt["version"],
+        trt["version_compatible"],
+        tuple(ComputeCapability.parse(cc) for cc in gpu["compute_capabilities"]),
+        ComputeCapability.parse(gpu["and_later_from"]) if gpu["and_later_from"] else None,
+        Platform(platform["os"], platform["machine"]),
+    ).render()
+    return document

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from models import need_rtx
+from models import need_rtx, retag
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -251,7 +251,7 @@ def test_manifest_edited_after_signing_is_refused(
     path = manifest_path_for(engine)
     document = json.loads(path.read_text())
     document["gpu"]["compute_capabilities"].append("8.9")  # claim a GPU the engine was not built for
-    path.write_text(json.dumps(document, indent=2))
+    path.write_text(json.dumps(retag(document), indent=2))
     code, _, err = _check(str(engine), "--cc", "8.6", "--trusted-key", str(signer[1]))
     assert code == 5 and "[signature] signature by trusted key" in err and "changed after signing" in err
     policy = LoadPolicy(require_signature=True, trusted_keys=load_trusted_keys([signer[1]]))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clitools import cli
@@ -122,6 +124,35 @@ def test_pull_by_target_and_nothing_fits(engines: dict[str, Path], tmp_path: Pat
     assert not (tmp_path / "none").exists()
     code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--for-this-machine", "--cc", "8.6")
     assert code == 2 and "exclude each other" in err
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda doc: doc["gpu"].update(compute_capabilities=["banana"]),
+        lambda doc: doc["tensorrt"].update(version="x"),
+        lambda doc: doc.update(profiles=[{"input": {}}]),
+    ],
+    ids=["capability", "version", "profile"],
+)
+def test_a_manifest_no_build_writes_is_skipped_not_fatal(
+    engines: dict[str, Path], tmp_path: Path, edit: Callable[[dict[str, Any]], None]
+) -> None:
+    """Such a manifest used to pass the schema and crash the rules (exit 1) for every pull of its
+    name; it is unreadable now, which a listing skips: the good engine is still pulled."""
+    registry = tmp_path / "registry"
+    for engine in engines.values():
+        assert cli("publish", str(engine), "--to", f"dir://{registry}")[0] == 0
+    bad = manifest_path_for(registry / engines["8.6"].name)
+    document = json.loads(bad.read_text())
+    edit(document)
+    bad.write_text(json.dumps(document))
+    code, stdout, err = cli(
+        "pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.9", "--out", str(tmp_path / "o")
+    )
+    assert code == 0 and "internal error" not in err, err
+    code, _, err = cli("check", str(bad), "--cc", "8.6")
+    assert code == 2 and "not a trtforge manifest" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_damaged_engine_in_the_registry_is_refused_and_nothing_written(

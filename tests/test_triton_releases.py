@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from clitools import cli
-from models import conv_net, need_rtx
+from models import conv_net, need_rtx, retag
 from registry import build_engine
 
 from trtforge import fsutil
@@ -48,13 +48,15 @@ def rtx_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def as_enterprise(engine: Path, folder: Path, version: str, version_compatible: bool = False) -> Path:
-    """A copy of a real engine whose manifest says enterprise TensorRT ``version`` built it: the
-    rules read only the manifest (no enterprise TensorRT is installed here)."""
+    """A copy of a real engine whose manifest says enterprise TensorRT ``version`` built it, named
+    by its new tag: the rules read only the manifest (no enterprise TensorRT is installed here)."""
     folder.mkdir(parents=True, exist_ok=True)
-    copy = folder / engine.name
-    shutil.copyfile(engine, copy)
     document = json.loads(manifest_path_for(engine).read_text())
     document["tensorrt"].update(flavor="tensorrt", version=version, version_compatible=version_compatible)
+    retag(document)
+    copy = folder / f"{document['name']}-{document['precision']}-{document['tag']}.engine"
+    document["artifact"]["file"] = copy.name
+    shutil.copyfile(engine, copy)
     manifest_path_for(copy).write_text(json.dumps(document))
     return copy
 

@@ -78,7 +78,7 @@ def test_a_manifest_whose_name_disagrees_with_its_file_is_refused(
     edited = edited_copy(engine, tmp_path / "tag", tag="rtx1.7-sm86")
     code, _, err = cli("publish", edited, "--to", f"triton://{tmp_path / 'models-tag'}")
     record = trust_case(1, "publish to triton:// a manifest whose tag was edited", code, err, folders=(tmp_path,))
-    assert code == 2 and record.one_line and "tag 'rtx1.7-sm86' is not the one artifact.file" in err, err
+    assert code == 2 and record.one_line and "tag 'rtx1.7-sm86' does not say what the manifest does" in err, err
     assert not (tmp_path / "models-tag" / "digits-cnn").exists()
 
 

@@ -266,26 +266,12 @@ def _gpu_problem(manifest: Manifest, env: Environment) -> str | None:
     if cc is None:
         return NO_GPU_MESSAGE
     gpu = manifest.gpu
-    if gpu.hardware_compatibility == "ampere_plus":
-        later_from = ComputeCapability.parse(gpu.and_later_from) if gpu.and_later_from else AMPERE
-        if cc < later_from:
+    if gpu.hardware_compatibility == "ampere_plus":  # the manifest holds and_later_from 8.0 (manifest.GpuInfo)
+        if cc < AMPERE:
             rtx = f" (or with targets: ['{cc}'] on tensorrt-rtx)" if cc in RTX_COMPUTE_CAPABILITIES else ""
             return (
-                f"engine runs on compute capability {later_from} and later (ampere_plus), {env.where}'s "
+                f"engine runs on compute capability {AMPERE} and later (ampere_plus), {env.where}'s "
                 f"GPU is {cc}: rebuild on a {cc} GPU without hardware_compatibility{rtx}"
-            )
-        return None
-    if gpu.hardware_compatibility == "same_compute_capability":
-        built_cc = (gpu.build_device or {}).get("compute_capability")
-        if built_cc is None:
-            return (
-                "engine claims same_compute_capability but its manifest records no build device, so "
-                "nothing says which GPU it runs on: rebuild it on a GPU with trtforge build"
-            )
-        if ComputeCapability.parse(built_cc) != cc:
-            return (
-                f"engine runs only on its build GPU's compute capability {built_cc} "
-                f"(same_compute_capability), {env.where}'s GPU is {cc}: rebuild on a {cc} GPU"
             )
         return None
     capabilities = sorted(ComputeCapability.parse(text) for text in gpu.compute_capabilities)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import atomic_write_text
+from trtforge.tags import AMPERE, FLAVOR_RTX, ComputeCapability, EngineTag, Platform
 
 ENGINE_SUFFIX = ".engine"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -52,10 +53,32 @@ class SourceInfo(_Frozen):
     spec_sha256: str
 
 
+#: a TensorRT version as its module reports it (``10.3.0.26``, ``1.7.1.116``)
+_VERSION = re.compile(r"^\d+(\.\d+){1,3}$")
+#: a profile entry's keys: shapes, and a shape tensor's values
+_PROFILE_KEYS = ("min", "opt", "max")
+_PROFILE_VALUE_KEYS = tuple(f"{key}_values" for key in _PROFILE_KEYS)
+
+
+def _capability(text: str) -> ComputeCapability:
+    """A capability as the build writes it (``8.6``); any other spelling is an edit."""
+    cc = ComputeCapability.parse(text)
+    if str(cc) != text:
+        raise ValueError(f"'{text}' is not a compute capability as trtforge writes it ('{cc}')")
+    return cc
+
+
 class TensorRTInfo(_Frozen):
     flavor: Literal["tensorrt", "tensorrt-rtx"]
     version: str
     version_compatible: bool
+
+    @field_validator("version")
+    @classmethod
+    def _numeric(cls, version: str) -> str:
+        if not _VERSION.match(version):
+            raise ValueError(f"'{version}' is not a TensorRT version (such as 10.3.0.26)")
+        return version
 
 
 class GpuInfo(_Frozen):
@@ -63,6 +86,40 @@ class GpuInfo(_Frozen):
     and_later_from: str | None
     hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"]
     build_device: dict[str, Any] | None
+
+    @field_validator("compute_capabilities")
+    @classmethod
+    def _capabilities(cls, capabilities: list[str]) -> list[str]:
+        for text in capabilities:
+            _capability(text)
+        return capabilities
+
+    @field_validator("and_later_from")
+    @classmethod
+    def _later_from(cls, text: str | None) -> str | None:
+        if text is not None:
+            _capability(text)
+        return text
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GpuInfo:
+        """The GPU facts as a build writes them: ``ampere_plus`` is 8.0 and later and lists no GPU;
+        otherwise the GPUs are listed, and ``same_compute_capability`` names its build GPU."""
+        if self.hardware_compatibility == "ampere_plus":
+            if self.and_later_from != str(AMPERE) or self.compute_capabilities:
+                raise ValueError(f"ampere_plus means and_later_from '{AMPERE}' and no compute_capabilities")
+            return self
+        if self.and_later_from is not None or not self.compute_capabilities:
+            raise ValueError(
+                f"hardware_compatibility {self.hardware_compatibility} lists its compute_capabilities "
+                "and has no and_later_from"
+            )
+        if self.hardware_compatibility == "same_compute_capability":
+            built = (self.build_device or {}).get("compute_capability")
+            if not isinstance(built, str) or [built] != self.compute_capabilities:
+                raise ValueError("same_compute_capability means build_device.compute_capability is the one listed")
+            _capability(built)
+        return self
 
 
 class PlatformInfo(_Frozen):
@@ -102,6 +159,40 @@ class Manifest(_Frozen):
     fp16: dict[str, Any] | None = None  # precision fp16: the nodes kept in FP32, and why
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, profiles: list[dict[str, dict[str, list[int]]]]) -> list[dict[str, dict[str, list[int]]]]:
+        """Each input's min <= opt <= max, of one rank; values for all three bounds or none."""
+        for profile in profiles:
+            for name, entry in profile.items():
+                extra = set(entry) - set(_PROFILE_KEYS)
+                if not set(_PROFILE_KEYS) <= set(entry) or extra not in (set(), set(_PROFILE_VALUE_KEYS)):
+                    raise ValueError(f"input '{name}' needs min, opt and max (and for a shape tensor their _values)")
+                low, opt, high = (entry[key] for key in _PROFILE_KEYS)
+                if not len(low) == len(opt) == len(high) or not all(
+                    0 <= a <= b <= c for a, b, c in zip(low, opt, high, strict=True)
+                ):
+                    raise ValueError(f"input '{name}': min <= opt <= max must hold, for shapes of one rank")
+        return profiles
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        """The tag is rendered from the manifest's own facts: an edited GPU list or version shows.
+        TensorRT-RTX compiles for listed GPUs: no build of it writes another hardware_compatibility."""
+        if self.tensorrt.flavor == FLAVOR_RTX and self.gpu.hardware_compatibility != "none":
+            raise ValueError("tensorrt-rtx engines have hardware_compatibility none (it compiles for listed GPUs)")
+        expected = EngineTag(
+            flavor=self.tensorrt.flavor,
+            version=self.tensorrt.version,
+            version_compatible=self.tensorrt.version_compatible,
+            capabilities=tuple(ComputeCapability.parse(cc) for cc in self.gpu.compute_capabilities),
+            and_later_from=ComputeCapability.parse(self.gpu.and_later_from) if self.gpu.and_later_from else None,
+            platform=Platform(self.platform.os, self.platform.machine),
+        ).render()
+        if self.tag != expected:
+            raise ValueError(f"tag '{self.tag}' does not say what the manifest does ('{expected}'): edited by hand?")
+        return self
 
     @field_validator("signature")
     @classmethod
