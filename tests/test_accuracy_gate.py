@@ -66,11 +66,13 @@ def test_digits_fp16_passes_with_labels_and_junit(write_spec: Callable[..., Path
     assert report["candidate"]["kind"] == "simulated" and "no GPU" in report["candidate"]["reason"]
     assert report["candidate"]["model"].endswith(".onnx")  # the FP16-converted graph
     (logits,) = report["outputs"]
-    assert logits["classifier"] is True and logits["tolerance"] == {"cosine_min": 0.999}
+    assert logits["classifier"] is True and logits["tolerance"] == {"cosine_min": 0.999, "snr_db_min": 26.98}
     assert logits["metrics"]["cosine"] > 0.999 and logits["metrics"]["top1"] > 0.99
     assert "simulated" in stderr and "cosine" in stderr  # the table on stderr
     cases = _suite_cases(junit)
-    assert cases == {f"accuracy.{manifest.stem}": [(f"{manifest.stem}.logits", "cosine_min", [])]}
+    assert cases == {
+        f"accuracy.{manifest.stem}": [(f"{manifest.stem}.logits", key, []) for key in ("cosine_min", "snr_db_min")]
+    }
 
 
 def test_fp32_simulation_is_the_reference_itself(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -84,10 +86,14 @@ def test_fp32_simulation_is_the_reference_itself(write_spec: Callable[..., Path]
     summary = read_manifest(_one(tmp_path / "out", "*.engine")).accuracy
     assert summary is not None and summary["passed"] is True and summary["candidate"] == "identical"
     assert "proves nothing about the engine" in summary["candidate_reason"]
+    # with labels the reference runs for the task accuracy, but nothing is compared with it: the
+    # reference against itself would "pass" cosine 1.0, which says nothing about the engine
+    assert summary["measured"] is False and summary["task_accuracy"]["logits"]["reference"] >= 0.95
     (logits,) = report["outputs"]
-    assert logits["metrics"]["cosine"] == pytest.approx(1.0) and logits["metrics"]["max_abs"] == 0.0
-    assert logits["metrics"]["snr_db"] == "inf"  # JSON has no infinity
-    assert logits["tolerance"] == {"cosine_min": 0.99999}
+    assert logits["metrics"] == {} and logits["checks"] == [] and logits["task_accuracy"]["samples"] == 397
+    assert logits["tolerance"] == {"cosine_min": 0.99999, "snr_db_min": 46.99}
+    assert ": not measured — candidate identical" in stderr and ": passed" not in stderr
+    assert "task accuracy of 'logits' on 397 labelled samples" in stderr
 
 
 def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -103,7 +109,7 @@ def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., 
     manifest = read_manifest(_one(out, "*.engine"))
     report = json.loads((out / f"{manifest.stem}.accuracy.json").read_text())
     (logits,) = report["outputs"]
-    assert {check["limit_key"] for check in logits["checks"]} == {"cosine_min", "top1_min"}
+    assert {check["limit_key"] for check in logits["checks"]} == {"cosine_min", "snr_db_min", "top1_min"}
     assert logits["task_accuracy"]["candidate"] >= 0.95
 
     # The same Q/DQ graph with every activation scale 50x too large: most values round to 0. In the
@@ -169,8 +175,8 @@ def test_damaged_candidate_fails_with_exit_4_and_keeps_the_good_artifact(
     assert after == good
     assert not [path for path in out.iterdir() if path.name.startswith(".")]
     (cases,) = _suite_cases(junit).values()
-    ((classname, name, results),) = cases
-    assert (classname, name) == (f"{stem}.logits", "cosine_min")
+    ((classname, name, results), (_, snr_name, _)) = cases
+    assert (classname, name, snr_name) == (f"{stem}.logits", "cosine_min", "snr_db_min")
     assert isinstance(results[0], Failure) and "cosine" in results[0].message
 
 

@@ -98,10 +98,34 @@ def test_compare_refuses_different_shapes() -> None:
 
 
 def test_default_tolerances_per_precision() -> None:
-    assert tolerances.resolve("y", "fp32", {}, classifier=False) == Tolerance(cosine_min=0.99999)
-    assert tolerances.resolve("y", "fp16", {}, classifier=True) == Tolerance(cosine_min=0.999)
-    assert tolerances.resolve("y", "int8", {}, classifier=True) == Tolerance(cosine_min=0.98, top1_min=0.95)
-    assert tolerances.resolve("y", "int8", {}, classifier=False) == Tolerance(cosine_min=0.98)
+    """Each cosine limit brings the SNR it implies for an error orthogonal to the signal."""
+    assert tolerances.resolve("y", "fp32", {}, classifier=False) == Tolerance(cosine_min=0.99999, snr_db_min=46.99)
+    assert tolerances.resolve("y", "fp16", {}, classifier=True) == Tolerance(cosine_min=0.999, snr_db_min=26.98)
+    assert tolerances.resolve("y", "int8", {}, classifier=True) == Tolerance(
+        cosine_min=0.98, snr_db_min=13.85, top1_min=0.95
+    )
+    assert tolerances.resolve("y", "int8", {}, classifier=False) == Tolerance(cosine_min=0.98, snr_db_min=13.85)
+    # a spec's own cosine limit brings its own SNR; an explicit snr_db_min wins
+    looser = {"*": Tolerance(cosine_min=0.99)}
+    assert tolerances.resolve("y", "fp16", looser, classifier=False).snr_db_min == 16.92
+    explicit = {"*": Tolerance(snr_db_min=5.0)}
+    assert tolerances.resolve("y", "fp16", explicit, classifier=False).snr_db_min == 5.0
+    assert tolerances.implied_snr_db(1.0) is None and tolerances.implied_snr_db(0.0) is None
+
+
+def test_the_implied_snr_fails_a_wrong_scale_that_cosine_passes() -> None:
+    """An FP16 output at 0.656x the reference (a weight of 1e5 clamped to 65504 by the converter):
+    cosine 1.0, SNR 9.3 dB; an orthogonal error within the cosine limit passes both."""
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=4096)
+    limits = tolerances.resolve("y", "fp16", {}, classifier=False)
+    scaled = tolerances.evaluate("y", metrics.compare(reference, reference * 0.656), limits)
+    assert [(c.limit_key, c.passed) for c in scaled] == [("cosine_min", True), ("snr_db_min", False)]
+    noise = rng.normal(size=4096)
+    noise -= reference * (noise @ reference) / (reference @ reference)  # orthogonal to the signal
+    noise *= 0.03 * np.linalg.norm(reference) / np.linalg.norm(noise)  # cosine 0.99955 > 0.999
+    orthogonal = tolerances.evaluate("y", metrics.compare(reference, reference + noise), limits)
+    assert all(check.passed for check in orthogonal)
 
 
 def test_spec_tolerances_most_specific_wins_key_by_key() -> None:

@@ -136,6 +136,8 @@ def test_junit_and_github_step_summary(project: Path, tmp_path: Path, monkeypatc
     assert ("broken.broken", "build", ["Error"]) in cases
     assert ("broken.broken", "accuracy", ["Skipped"]) in cases
     assert sum(1 for _, name, results in cases if name == "build" and not results) == 3
+    # the fp32 gate compared nothing (identical candidate): skipped, never a plain pass
+    assert ("conv.fp32", "accuracy", ["Skipped"]) in cases and ("conv.fp16", "accuracy", []) in cases
     # one model's specs are told apart: its name, then its spec file
     assert {classname for classname, _, _ in cases} == {"broken.broken", "conv.fp16", "conv.fp32", "conv.int8"}
     text = summary.read_text()
@@ -340,3 +342,19 @@ def test_a_spec_without_gate_is_skipped_for_the_reason_the_manifest_gives(tmp_pa
     assert reason is not None and reason["skipped"] is True
     skipped = [result.message for suite in JUnitXml.fromfile(str(junit)) for case in suite for result in case.result]
     assert skipped == [reason["reason"]]
+
+
+def test_the_gates_junit_case_says_what_was_compared() -> None:
+    """A gate that compared nothing is a skipped case with its reason, never a plain pass; a pass
+    names the candidate and its emulation (a CI reader sees a simulation for what it is)."""
+    from trtforge.ci import StepStatus, accuracy_step
+
+    skipped = accuracy_step({"skipped": True, "reason": "accuracy.enabled is false in the spec"})
+    assert (skipped.status, skipped.message) == (StepStatus.SKIPPED, "accuracy.enabled is false in the spec")
+    identical = accuracy_step({"passed": True, "measured": False, "candidate": "identical", "candidate_reason": "why"})
+    assert (identical.status, identical.message) == (StepStatus.SKIPPED, "not measured: why")
+    simulated = accuracy_step({"passed": True, "measured": True, "candidate": "simulated", "emulation": "fp16 casts"})
+    assert (simulated.status, simulated.message) == (
+        StepStatus.PASSED,
+        "passed, candidate simulated; emulated: fp16 casts",
+    )

@@ -92,7 +92,9 @@ def test_demo_compare_script_reads_what_build_writes(tmp_path: Path) -> None:
     done = subprocess.run([*compare, "--json"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)["rows"]
-    assert (row["precision"], row["samples"], row["passed"]) == ("fp32", 397, True)
+    assert (row["precision"], row["samples"], row["passed"], row["measured"]) == ("fp32", 397, True, False)
+    assert row["cosine"] is None and row["reference_accuracy"] == row["candidate_accuracy"] > 0.95
+    assert "not measured" in done.stderr  # the fp32 row compared nothing (identical candidate)
     assert "digits-cnn" in done.stderr  # the table
     empty = subprocess.run([*compare[:2], str(tmp_path / "nothing")], capture_output=True, text=True, check=False)
     assert empty.returncode == 2 and "no accuracy reports" in empty.stderr

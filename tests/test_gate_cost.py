@@ -159,7 +159,7 @@ def test_fp32_identical_runs_nothing_and_says_why(tmp_path: Path) -> None:
     assert report["data"]["batches"] == 0 and report["data"]["samples"] == 0  # no feed at all
     (output,) = report["outputs"]
     assert report["passed"] is True and output["metrics"] == {} and output["checks"] == []
-    assert output["tolerance"] == {"cosine_min": 0.99999}  # the limits it would apply, unmeasured
+    assert output["tolerance"] == {"cosine_min": 0.99999, "snr_db_min": 46.99}  # the limits it would apply
     # a build that compared nothing never reads "passed" to a person or a CI system
     assert ": not measured — candidate identical" in done.stderr and ": passed" not in done.stderr
     accuracy = read_manifest(next(out.glob("*.engine"))).accuracy

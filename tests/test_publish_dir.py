@@ -147,9 +147,7 @@ def test_a_manifest_no_build_writes_is_skipped_not_fatal(
     document = json.loads(bad.read_text())
     edit(document)
     bad.write_text(json.dumps(document))
-    code, stdout, err = cli(
-        "pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.9", "--out", str(tmp_path / "o")
-    )
+    code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.9", "--out", str(tmp_path / "o"))
     assert code == 0 and "internal error" not in err, err
     code, _, err = cli("check", str(bad), "--cc", "8.6")
     assert code == 2 and "not a trtforge manifest" in err and len(err.strip().splitlines()) == 1, err

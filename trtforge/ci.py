@@ -491,6 +491,21 @@ def _reuse(
     return _reused(spec_path, spec.name, status, message, engine, record, started)
 
 
+def accuracy_step(accuracy: dict[str, Any]) -> StepResult:
+    """The gate's JUnit case from the manifest's ``accuracy`` summary: a gate that compared nothing
+    (turned off, or an identical candidate) is skipped with its reason, never a plain pass; a pass
+    says what was compared with the reference, and how it was emulated. Pure."""
+    if accuracy.get("skipped"):
+        return StepResult("accuracy", StepStatus.SKIPPED, message=str(accuracy.get("reason", "")))
+    if accuracy.get("measured") is False:
+        reason = accuracy.get("candidate_reason", "nothing was compared")
+        return StepResult("accuracy", StepStatus.SKIPPED, message=f"not measured: {reason}")
+    emulation = f"; emulated: {accuracy['emulation']}" if accuracy.get("emulation") else ""
+    return StepResult(
+        "accuracy", StepStatus.PASSED, message=f"passed, candidate {accuracy.get('candidate')}{emulation}"
+    )
+
+
 def _reused(
     spec_path: str, name: str, status: SpecStatus, message: str, engine: Path, record: CacheRecord, started: float
 ) -> SpecResult:
@@ -599,11 +614,7 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
     seconds = time.perf_counter() - started
     from trtforge.manifest import SKIPPED_ACCURACY  # built: pydantic is loaded (an unchanged spec never is)
 
-    gate = (
-        StepResult("accuracy", StepStatus.PASSED)
-        if outcome.accuracy is not None
-        else StepResult("accuracy", StepStatus.SKIPPED, message=SKIPPED_ACCURACY["reason"])
-    )
+    gate = accuracy_step(outcome.manifest.accuracy or SKIPPED_ACCURACY)
     return SpecResult(
         spec_path,
         spec.name,
@@ -888,6 +899,8 @@ def junit_suites(report: CiReport) -> list[Any]:
                 case.result = [kind(step.message, f"exit {result.exit_code}")]
             elif step.status is StepStatus.SKIPPED:
                 case.result = [Skipped(step.message)]
+            elif step.message:
+                case.system_out = step.message
             suite.add_testcase(case)
     suite.time = round(report.seconds, 3)
     return [suite]

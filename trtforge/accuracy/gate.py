@@ -335,8 +335,13 @@ def evaluate_outputs(
     reference: Mapping[str, Sequence[np.ndarray]],
     candidate: Mapping[str, Sequence[np.ndarray]],
     labels: np.ndarray | None,
+    identical: bool = False,
 ) -> list[OutputResult]:
-    """Metrics, limits and checks per output (pure, given the collected arrays)."""
+    """Metrics, limits and checks per output (pure, given the collected arrays).
+
+    Nothing is measured, and no limit checked, where nothing is compared: an ``identical``
+    candidate (the reference against itself, run only for the task accuracy) and an output
+    that holds no value (a ``[N, 0]`` shape). A check there would pass on nothing."""
     from trtforge.accuracy import metrics
 
     names = [tensor.name for tensor in model.outputs]
@@ -347,9 +352,10 @@ def evaluate_outputs(
         classifier = metrics.is_classifier(ref)
         if classifier:
             classifiers.append(name)
-        measured = metrics.compare(ref, cand, classifier)
         limits = tolerances.resolve(name, spec.precision, spec.accuracy.tolerances, classifier)
-        checks = tolerances.evaluate(name, measured, limits)
+        compared = not identical and ref.size > 0
+        measured = metrics.compare(ref, cand, classifier) if compared else None
+        checks = tolerances.evaluate(name, measured, limits) if measured is not None else []
         task = None
         if labels is not None and classifier:
             task = TaskAccuracy(
@@ -361,7 +367,7 @@ def evaluate_outputs(
             OutputResult(
                 name=name,
                 classifier=classifier,
-                metrics={key: json_number(value) for key, value in measured.as_dict().items()},
+                metrics={key: json_number(value) for key, value in measured.as_dict().items()} if measured else {},
                 tolerance=limits.model_dump(exclude_none=True),
                 checks=[
                     CheckResult(
@@ -398,15 +404,19 @@ def _labels_for(plan: inputs.Plan, collected: _Collected, where: str) -> np.ndar
     return np.concatenate([labels[first : first + size] for first, size in collected.label_rows])
 
 
-def out_of_domain(outputs: Sequence[OutputResult], reference: Mapping[str, Sequence[np.ndarray]]) -> str | None:
-    """Why random inputs cannot judge these outputs (None: they can): the reference gives only
-    NaN/Inf (acosh of [0, 1)), or gives NaN/Inf where the candidate differs, both signs that the
-    random values lie outside the model's domain rather than that the candidate is wrong. Pure."""
+def out_of_domain(
+    outputs: Sequence[OutputResult], reference: Mapping[str, Sequence[np.ndarray]], source: Literal["files", "random"]
+) -> str | None:
+    """Why these inputs cannot judge these outputs (None: they can). A reference that gives only
+    NaN/Inf (acosh of [0, 1)) leaves no value to compare, whatever the inputs: its checks would
+    pass on nothing. On random inputs, NaN/Inf where the candidate differs is a sign that the
+    values lie outside the model's domain rather than that the candidate is wrong; on the user's
+    own data it is a difference the pattern check fails. Pure."""
     for out in outputs:
         nonfinite = out.metrics.get("nonfinite")
         if nonfinite and nonfinite == sum(part.size for part in reference[out.name]):
             return f"the reference's output '{out.name}' is all NaN/Inf"
-        if nonfinite and out.metrics.get("nonfinite_mismatch"):
+        if source == "random" and nonfinite and out.metrics.get("nonfinite_mismatch"):
             return f"the reference's output '{out.name}' has NaN/Inf, and the candidate's differ"
     return None
 
@@ -591,10 +601,10 @@ def run_gate(
         computed = [{name: collected.reference[name][at] for name in names} for at in range(collected.batches)]
         references.store(entry[0], computed, names)
     labels = _labels_for(plan, collected, spec.origin.where("accuracy", "labels"))
-    outputs = evaluate_outputs(spec, model, collected.reference, collected.candidate, labels)
-    unjudged = out_of_domain(outputs, collected.reference) if plan.source == "random" else None
+    outputs = evaluate_outputs(spec, model, collected.reference, collected.candidate, labels, identical)
+    unjudged = out_of_domain(outputs, collected.reference, plan.source)
     if unjudged:
-        raise not_runnable(spec, unjudged, "random")
+        raise not_runnable(spec, unjudged, plan.source)
     return _report(
         spec, candidate, identical, stem, engine_file, plan, collected, outputs, model_sha256, started, runner_text
     )

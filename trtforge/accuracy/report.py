@@ -135,9 +135,10 @@ class AccuracyReport(_Frozen):
 
     @property
     def measured(self) -> bool:
-        """Whether anything was measured: an ``identical`` candidate without labels runs nothing,
-        and its ``passed`` (the build goes on) is "not measured" wherever a person reads it."""
-        return any(out.checks or out.metrics for out in self.outputs) or bool(self.task_accuracies())
+        """Whether the candidate was compared with the reference at all: an ``identical`` candidate
+        is not (its task accuracy, with labels, is the reference's own), and its ``passed`` (the
+        build goes on) is "not measured" wherever a person reads it."""
+        return any(out.checks or out.metrics for out in self.outputs)
 
 
 # ---------------------------------------------------------------- files and manifest
@@ -207,6 +208,7 @@ def render(report: AccuracyReport, reporter: Reporter) -> None:
         reporter.info(title[0] + verdict.text + title[2])
         if report.candidate.emulation:
             reporter.info(f"candidate emulated: {report.candidate.emulation}")
+        _render_task_accuracy(report, reporter)
         return
     columns = ("output", "metric", "value", "limit", "result")
     table = Table(title, columns, right=frozenset({"value", "limit"}))
@@ -222,6 +224,10 @@ def render(report: AccuracyReport, reporter: Reporter) -> None:
     reporter.render(table)
     if report.candidate.emulation:
         reporter.info(f"candidate emulated: {report.candidate.emulation}")
+    _render_task_accuracy(report, reporter)
+
+
+def _render_task_accuracy(report: AccuracyReport, reporter: Reporter) -> None:
     for name, task in report.task_accuracies().items():
         reporter.info(
             f"task accuracy of '{name}' on {task.samples} labelled samples: "
@@ -258,6 +264,7 @@ def side_by_side(reports: Sequence[AccuracyReport]) -> list[dict[str, Any]]:
                     "reference_accuracy": task.reference if task else None,
                     "candidate_accuracy": task.candidate if task else None,
                     "passed": out.passed,
+                    "measured": report.measured,
                 }
             )
     return rows
@@ -281,6 +288,8 @@ def render_side_by_side(rows: Sequence[dict[str, Any]], reporter: Reporter, titl
                 value = row[key]
                 if key.endswith("_accuracy") and isinstance(value, float):
                     cells.append(f"{value:.2%}")
+                elif key == "passed" and not row["measured"]:
+                    cells.append(Styled("not measured", "yellow"))
                 elif key == "passed":
                     cells.append(Styled("pass", "green") if value else Styled("FAIL", "bold red"))
                 elif isinstance(value, float):
