@@ -20,6 +20,7 @@ from clitools import cli
 from models import save
 from onnx import TensorProto, helper, numpy_helper
 
+from trtforge.compat import weakly_typed
 from trtforge.console import Reporter
 from trtforge.environment import detect_gpus, installed_version
 from trtforge.manifest import read_manifest
@@ -123,7 +124,7 @@ def _native_skip_reason() -> str | None:
     version = installed_version("tensorrt")
     if version is None:
         return "`import tensorrt` fails here: native INT8 needs enterprise TensorRT 10.x (NVIDIA's index) on a GPU host"
-    if int(version.split(".")[0]) >= 11:
+    if not weakly_typed("tensorrt", version):
         return f"TensorRT {version} has no INT8 calibrator (removed in 11): native mode needs 10.x"
     if not detect_gpus():
         return "no NVIDIA GPU detected: enterprise TensorRT builds on the GPU it targets"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from trtforge.backends.base import BuildRequest, GpuTargets, TensorRTApiBackend
-from trtforge.compat import version_tuple
+from trtforge.compat import weakly_typed
 from trtforge.environment import detect_gpus
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import atomic_write_bytes
@@ -16,13 +16,9 @@ from trtforge.tags import AMPERE, FLAVOR_TENSORRT
 class EnterpriseBackend(TensorRTApiBackend):
     flavor = FLAVOR_TENSORRT
 
-    @property
-    def major(self) -> int:
-        return version_tuple(self.version)[0]
-
     def weakly_typed(self, request: BuildRequest) -> bool:
         """Only 10.x builds weakly typed networks, when the builder flags choose precision."""
-        return self.major < 11 and (request.fp16_flag or request.calibration_cache is not None)
+        return weakly_typed(self.flavor, self.version) and (request.fp16_flag or request.calibration_cache is not None)
 
     def network_flags(self, request: BuildRequest) -> int:
         flag = getattr(self.trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
