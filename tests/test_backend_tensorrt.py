@@ -22,6 +22,8 @@ if not detect_gpus():
 from typer.testing import CliRunner
 
 from trtforge.cli import app
+from trtforge.compat import LoadPolicy
+from trtforge.runtime import load_engine
 
 runner = CliRunner()
 PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
@@ -54,7 +56,9 @@ def test_timing_cache_is_saved_and_reused(
     assert "timing cache: reused" in second.stderr
 
 
-def test_version_compatible_tag(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+def test_version_compatible_engine_embeds_its_lean_runtime(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """The plan carries its own lean runtime (no EXCLUDE_LEAN_RUNTIME): the installed runtime
+    deserializes it once host code is allowed, without load_runtime() of a lean library."""
     spec = write_spec(
         "name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\nbuild: {version_compatible: true}\n" + PROFILE
     )
@@ -62,3 +66,5 @@ def test_version_compatible_tag(write_spec: Callable[..., Path], tmp_path: Path)
     (engine,) = tmp_path.glob("*.engine")
     major = installed_version("tensorrt").split(".")[0]  # type: ignore[union-attr]
     assert f"-trt{major}-" in engine.name
+    loaded = load_engine(engine, LoadPolicy(allow_host_code=True))
+    assert loaded.engine is not None and loaded.runtime.engine_host_code_allowed

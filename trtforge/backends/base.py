@@ -265,8 +265,9 @@ class TensorRTApiBackend:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.options.workspace))
         config.builder_optimization_level = request.options.optimization_level
         if request.options.version_compatible:
+            # the plan embeds TensorRT's lean runtime, which a newer runtime runs (as host code: rule 7);
+            # EXCLUDE_LEAN_RUNTIME would need the loader to load_runtime() a lean library of this version
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-            config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
         gpu = self.configure_targets(config, request)
         self.configure_precision(config, request)
         notes = self.load_timing_cache(config, request)
