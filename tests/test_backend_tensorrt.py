@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from trtforge.cli import app
 from trtforge.compat import LoadPolicy
 from trtforge.runtime import load_engine
+from trtforge.tags import ComputeCapability
 
 runner = CliRunner()
 PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
@@ -68,3 +69,15 @@ def test_version_compatible_engine_embeds_its_lean_runtime(write_spec: Callable[
     assert f"-trt{major}-" in engine.name
     loaded = load_engine(engine, LoadPolicy(allow_host_code=True))
     assert loaded.engine is not None and loaded.runtime.engine_host_code_allowed
+
+
+def test_a_target_other_than_the_build_gpu_is_refused_at_its_line_before_the_precision_step(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    other = "8.6" if detect_gpus()[0].compute_capability == ComputeCapability(7, 5) else "7.5"
+    spec = write_spec(
+        f"name: conv\nmodel: {{models}}/conv.onnx\nprecision: fp16\nbackend: tensorrt\ntargets: ['{other}']\n" + PROFILE
+    )
+    result = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and f"error: {spec}:5: targets: {other} differs from the build GPU" in result.stderr
+    assert "FP16" not in result.stderr and not list(tmp_path.glob("*.engine"))

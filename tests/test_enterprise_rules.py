@@ -5,11 +5,16 @@ The builds themselves are in ``test_backend_tensorrt.py`` (skipped without Tenso
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from trtforge.backends.tensorrt import build_gpu_refusal
 from trtforge.calibration.cache import trt_version_int
-from trtforge.compat import weakly_typed
+from trtforge.compat import GpuDevice, weakly_typed
 from trtforge.errors import InvalidInputError
+from trtforge.spec import BuildOptions
+from trtforge.tags import ComputeCapability
 
 # ---------------------------------------------------------------- weakly typed: one rule, three users
 
@@ -34,3 +39,73 @@ def test_the_calibration_cache_and_the_precision_step_follow_the_rule() -> None:
     assert trt_version_int("10.13.0.35") == 101300
     with pytest.raises(InvalidInputError, match=r"TensorRT 11\.0\.0 has no INT8 calibrator"):
         trt_version_int("11.0.0")
+
+
+# ---------------------------------------------------------------- the build GPU decides the targets
+
+
+def gpu(cc: str, name: str = "NVIDIA RTX A6000") -> GpuDevice:
+    return GpuDevice(0, name, ComputeCapability.parse(cc), "570.86", 48 << 30, 47 << 30)
+
+
+def refusal(
+    targets: tuple[str, ...] = (),
+    device: GpuDevice | None = None,
+    hardware: str = "none",
+    same_cc: bool = True,
+) -> tuple[tuple[str | int, ...], str] | None:
+    options = BuildOptions(hardware_compatibility=hardware)  # type: ignore[arg-type]
+    ccs = tuple(ComputeCapability.parse(cc) for cc in targets)
+    return build_gpu_refusal(ccs, options, device, "10.8.0.43", same_cc)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ({}, None),
+        ({"targets": ("8.6",)}, None),
+        (
+            {"targets": ("8.6", "8.9")},
+            (("targets", 1), "targets: 8.9 differs from the build GPU (NVIDIA RTX A6000, 8.6)"),
+        ),
+        ({"device": None}, (("backend",), "no GPU was detected; use backend: tensorrt-rtx")),
+        ({"hardware": "ampere_plus", "targets": ("8.0", "8.9", "12.0")}, None),
+        ({"hardware": "ampere_plus", "targets": ("8.9", "7.5")}, (("targets", 1), "7.5 is older than Ampere (8.0)")),
+        (
+            {"hardware": "ampere_plus", "device": gpu("7.5", "Tesla T4")},
+            (
+                ("build", "hardware_compatibility"),
+                "ampere_plus needs an Ampere (8.0) or newer build GPU; this one (Tesla T4) is 7.5",
+            ),
+        ),
+        ({"hardware": "same_compute_capability"}, None),
+        (
+            {"hardware": "same_compute_capability", "same_cc": False},
+            (("build", "hardware_compatibility"), "needs TensorRT >= 10.9, this is 10.8.0.43"),
+        ),
+        (
+            {"hardware": "same_compute_capability", "device": gpu("7.0", "Tesla V100")},
+            (
+                ("build", "hardware_compatibility"),
+                "needs a Turing (7.5) or newer build GPU; this one (Tesla V100) is 7.0",
+            ),
+        ),
+        ({"hardware": "same_compute_capability", "device": gpu("7.5", "Tesla T4")}, None),
+        (
+            {"hardware": "same_compute_capability", "targets": ("8.9",)},
+            (("targets", 0), "targets: 8.9 differs from the build GPU"),
+        ),
+    ],
+)
+def test_the_build_gpu_refuses_what_it_cannot_build(
+    case: dict[str, Any], expected: tuple[tuple[str | int, ...], str] | None
+) -> None:
+    """One line per refusal, with the spec key ``build`` names in its error, decided before the
+    precision step (``EnterpriseBackend.target_refusal`` feeds it the first GPU CUDA sees)."""
+    found = refusal(**{"device": gpu("8.6"), **case})
+    if expected is None:
+        assert found is None
+        return
+    assert found is not None
+    key, message = found
+    assert key == expected[0] and expected[1] in message and "\n" not in message

@@ -6,11 +6,65 @@ from __future__ import annotations
 from typing import Any
 
 from trtforge.backends.base import BuildRequest, GpuTargets, TensorRTApiBackend
-from trtforge.compat import weakly_typed
+from trtforge.compat import GpuDevice, weakly_typed
 from trtforge.environment import detect_gpus
-from trtforge.errors import InvalidInputError
 from trtforge.fsutil import atomic_write_bytes
-from trtforge.tags import AMPERE, FLAVOR_TENSORRT
+from trtforge.spec import BuildOptions
+from trtforge.tags import AMPERE, FLAVOR_TENSORRT, ComputeCapability
+
+#: the oldest build GPU TensorRT's SAME_COMPUTE_CAPABILITY supports (NvInfer.h: "Turing and later")
+TURING = ComputeCapability(7, 5)
+#: the first TensorRT with HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+SAME_COMPUTE_CAPABILITY_SINCE = "10.9"
+
+
+def build_gpu_refusal(
+    targets: tuple[ComputeCapability, ...],
+    options: BuildOptions,
+    device: GpuDevice | None,
+    version: str,
+    same_compute_capability: bool,
+) -> tuple[tuple[str | int, ...], str] | None:
+    """(the spec key, the problem) when enterprise TensorRT ``version`` cannot build ``options`` for
+    ``targets`` on ``device``, the build GPU (None: no GPU); ``same_compute_capability``: whether
+    this TensorRT has that level. Pure, so that the rules are tested where no GPU is."""
+    if device is None:
+        return ("backend",), (
+            "enterprise TensorRT builds on the GPU it will run on, and no GPU was detected; "
+            "use backend: tensorrt-rtx for CPU-only builds"
+        )
+    built, level = device.compute_capability, options.hardware_compatibility
+    if level == "ampere_plus":
+        if built < AMPERE:
+            return ("build", "hardware_compatibility"), (
+                f"build.hardware_compatibility: ampere_plus needs an Ampere (8.0) or newer build GPU; this one "
+                f"({device.name}) is {built}: build on a newer GPU, or drop hardware_compatibility"
+            )
+        older = [index for index, cc in enumerate(targets) if cc < AMPERE]
+        if older:
+            return ("targets", older[0]), (
+                f"targets: {targets[older[0]]} is older than Ampere (8.0), which ampere_plus does not cover; "
+                f"build it on a {targets[older[0]]} GPU without hardware_compatibility"
+            )
+        return None
+    if level == "same_compute_capability":
+        if not same_compute_capability:
+            return ("build", "hardware_compatibility"), (
+                f"build.hardware_compatibility: same_compute_capability needs TensorRT >= "
+                f"{SAME_COMPUTE_CAPABILITY_SINCE}, this is {version}: upgrade TensorRT, or use ampere_plus or none"
+            )
+        if built < TURING:
+            return ("build", "hardware_compatibility"), (
+                f"build.hardware_compatibility: same_compute_capability needs a Turing (7.5) or newer build GPU; "
+                f"this one ({device.name}) is {built}: build on a newer GPU, or drop hardware_compatibility"
+            )
+    others = [index for index, cc in enumerate(targets) if cc != built]
+    if others:
+        return ("targets", others[0]), (
+            f"targets: {targets[others[0]]} differs from the build GPU ({device.name}, {built}); "
+            "build on that GPU, or set build.hardware_compatibility: ampere_plus"
+        )
+    return None
 
 
 class EnterpriseBackend(TensorRTApiBackend):
@@ -26,43 +80,33 @@ class EnterpriseBackend(TensorRTApiBackend):
             return 0
         return 1 << int(flag)
 
-    def configure_targets(self, config: Any, request: BuildRequest) -> GpuTargets:
+    def target_refusal(
+        self, targets: tuple[ComputeCapability, ...], options: BuildOptions
+    ) -> tuple[tuple[str | int, ...], str] | None:
+        """Decided on the build GPU (the first one CUDA sees), before the precision step."""
         gpus = detect_gpus()
-        if not gpus:
-            raise InvalidInputError(
-                "enterprise TensorRT builds on the GPU it will run on, and no GPU was detected; "
-                "use backend: tensorrt-rtx for CPU-only builds"
-            )
-        device = gpus[0]
-        build_cc = device.compute_capability
-        level = request.options.hardware_compatibility
+        same_cc = self._same_compute_capability() is not None
+        return build_gpu_refusal(targets, options, gpus[0] if gpus else None, self.version, same_cc)
+
+    def _same_compute_capability(self) -> Any:
+        """The SAME_COMPUTE_CAPABILITY level, or None: TensorRT has it from 10.9 on."""
+        return getattr(self.trt.HardwareCompatibilityLevel, "SAME_COMPUTE_CAPABILITY", None)
+
+    def configure_targets(self, config: Any, request: BuildRequest) -> GpuTargets:
+        self.check_targets(request.targets, request.options, request.origin)
+        device = detect_gpus()[0]  # check_targets refused a host without one
         build_device = {
             "name": device.name,
-            "compute_capability": str(build_cc),
+            "compute_capability": str(device.compute_capability),
             "driver_version": device.driver_version,
         }
+        level = request.options.hardware_compatibility
         if level == "ampere_plus":
-            if build_cc < AMPERE:
-                raise InvalidInputError(
-                    f"hardware_compatibility ampere_plus needs an Ampere or newer build GPU; "
-                    f"this one ({device.name}) is {build_cc}"
-                )
             config.hardware_compatibility_level = self.trt.HardwareCompatibilityLevel.AMPERE_PLUS
-            too_old = [cc for cc in request.targets if cc < AMPERE]
-            if too_old:
-                raise InvalidInputError(
-                    f"targets: {too_old[0]} is older than Ampere (8.0), which ampere_plus does not cover"
-                )
             return GpuTargets((), and_later_from=AMPERE, build_device=build_device)
         if level == "same_compute_capability":
-            config.hardware_compatibility_level = self.trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
-        others = [cc for cc in request.targets if cc != build_cc]
-        if others:
-            raise InvalidInputError(
-                f"targets: {others[0]} differs from the build GPU ({device.name}, {build_cc}); "
-                "build on that GPU, or set build.hardware_compatibility: ampere_plus"
-            )
-        return GpuTargets((build_cc,), build_device=build_device)
+            config.hardware_compatibility_level = self._same_compute_capability()
+        return GpuTargets((device.compute_capability,), build_device=build_device)
 
     def configure_precision(self, config: Any, request: BuildRequest) -> None:
         if not self.weakly_typed(request):
