@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from trtforge.cache import timing_cache_file
 from trtforge.environment import detect_gpus, installed_version
 from trtforge.manifest import read_manifest
 
@@ -50,9 +51,32 @@ def test_timing_cache_is_saved_and_reused(
     write_spec: Callable[..., Path], tmp_path: Path, isolated_cache: Path
 ) -> None:
     spec = write_spec("name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\n" + PROFILE)
+    gpu = detect_gpus()[0]
+    cache = timing_cache_file(
+        isolated_cache, "tensorrt", str(installed_version("tensorrt")), gpu.name, gpu.compute_capability
+    )
     assert runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)]).exit_code == 0
-    caches = list((isolated_cache / "timing").glob("tensorrt-*.cache"))
-    assert caches and caches[0].stat().st_size > 0
+    assert [path.name for path in (isolated_cache / "timing").iterdir()] == [cache.name]
+    assert cache.stat().st_size > 0
+    second = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
+    assert "timing cache: reused" in second.stderr
+
+
+def test_a_timing_cache_tensorrt_refuses_is_replaced(
+    write_spec: Callable[..., Path], tmp_path: Path, isolated_cache: Path
+) -> None:
+    """A corrupt file (or one made on another device) builds with a fresh cache, which replaces it."""
+    spec = write_spec("name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\n" + PROFILE)
+    gpu = detect_gpus()[0]
+    cache = timing_cache_file(
+        isolated_cache, "tensorrt", str(installed_version("tensorrt")), gpu.name, gpu.compute_capability
+    )
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"not a timing cache")
+    first = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
+    assert first.exit_code == 0, first.stderr
+    assert "not reused (made on another GPU or corrupt)" in first.stderr
+    assert cache.read_bytes() != b"not a timing cache" and cache.stat().st_size > 0
     second = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
     assert "timing cache: reused" in second.stderr
 

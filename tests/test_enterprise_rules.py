@@ -5,11 +5,13 @@ The builds themselves are in ``test_backend_tensorrt.py`` (skipped without Tenso
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from trtforge.backends.tensorrt import build_gpu_refusal
+from trtforge.backends.tensorrt import build_gpu_refusal, timing_cache_note
+from trtforge.cache import timing_cache_file
 from trtforge.calibration.cache import trt_version_int
 from trtforge.compat import GpuDevice, weakly_typed
 from trtforge.errors import InvalidInputError
@@ -109,3 +111,26 @@ def test_the_build_gpu_refuses_what_it_cannot_build(
     assert found is not None
     key, message = found
     assert key == expected[0] and expected[1] in message and "\n" not in message
+
+
+# ---------------------------------------------------------------- timing caches, one per build GPU
+
+
+def test_each_build_gpu_keeps_its_own_timing_cache(tmp_path: Path) -> None:
+    """TensorRT refuses a timing cache made on another device: the file is named after the GPU too."""
+    h100 = timing_cache_file(tmp_path, "tensorrt", "10.13.0.35", "NVIDIA H100 80GB HBM3", ComputeCapability(9, 0))
+    assert h100 == tmp_path / "timing" / "tensorrt-10.13.0.35-nvidia-h100-80gb-hbm3-sm90.cache"
+    a10 = timing_cache_file(tmp_path, "tensorrt", "10.13.0.35", "NVIDIA A10", ComputeCapability(8, 6))
+    assert a10.name == "tensorrt-10.13.0.35-nvidia-a10-sm86.cache"
+    assert timing_cache_file(tmp_path, "tensorrt", "10.13.0.35", "/../", ComputeCapability(8, 6)).parent == a10.parent
+    other_version = timing_cache_file(tmp_path, "tensorrt", "10.12.0.36", "NVIDIA A10", ComputeCapability(8, 6))
+    assert len({h100, a10, other_version}) == 3
+
+
+def test_the_timing_cache_note_says_why_a_file_was_not_reused(tmp_path: Path) -> None:
+    path = tmp_path / "t.cache"
+    assert timing_cache_note(path, found=True, reused=True) == f"timing cache: reused {path}"
+    assert timing_cache_note(path, found=False, reused=False) == f"timing cache: new {path}"
+    assert timing_cache_note(path, found=True, reused=False) == (
+        f"timing cache: {path} not reused (made on another GPU or corrupt); this build's replaces it"
+    )

@@ -3,6 +3,7 @@ FP16/INT8 builder flags and the entropy calibrator, 11.x is strongly typed like 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from trtforge.backends.base import BuildRequest, GpuTargets, TensorRTApiBackend
@@ -65,6 +66,15 @@ def build_gpu_refusal(
             "build on that GPU, or set build.hardware_compatibility: ampere_plus"
         )
     return None
+
+
+def timing_cache_note(path: Path, *, found: bool, reused: bool) -> str:
+    """What a build says about its timing cache file."""
+    if reused:
+        return f"timing cache: reused {path}"
+    if found:
+        return f"timing cache: {path} not reused (made on another GPU or corrupt); this build's replaces it"
+    return f"timing cache: new {path}"
 
 
 class EnterpriseBackend(TensorRTApiBackend):
@@ -141,13 +151,19 @@ class EnterpriseBackend(TensorRTApiBackend):
         return _CacheCalibrator()
 
     def load_timing_cache(self, config: Any, request: BuildRequest) -> list[str]:
+        """The build GPU's timing cache; one TensorRT refuses (made on another device, or corrupt:
+        create_timing_cache answers None) gives way to a fresh one, which the save replaces it with."""
         if not request.options.timing_cache or request.timing_cache is None:
             return []
         path = request.timing_cache
         data = path.read_bytes() if path.is_file() else b""
-        cache = config.create_timing_cache(data)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-        return [f"timing cache: {'reused' if data else 'new'} {path}"]
+        logged = len(self.errors)
+        cache = config.create_timing_cache(data) if data else None
+        reused = cache is not None and bool(config.set_timing_cache(cache, ignore_mismatch=False))
+        if not reused:
+            del self.errors[logged:]  # TensorRT's complaint about the file, which the note says
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+        return [timing_cache_note(path, found=bool(data), reused=reused)]
 
     def save_timing_cache(self, config: Any, request: BuildRequest) -> None:
         if request.options.timing_cache and request.timing_cache is not None:
