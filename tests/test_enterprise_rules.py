@@ -1,22 +1,29 @@
-"""Enterprise TensorRT's rules that need no ``import tensorrt`` and no GPU: they run everywhere.
+"""Enterprise TensorRT's rules that need no ``import tensorrt`` and no GPU: they run everywhere
+(the build path the flavors share is seen through a real TensorRT-RTX build).
 
-The builds themselves are in ``test_backend_tensorrt.py`` (skipped without TensorRT and a GPU).
+The enterprise builds themselves are in ``test_backend_tensorrt.py`` and ``test_native_int8.py``
+(skipped without TensorRT and a GPU).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from models import need_rtx
 
+from trtforge.backends.base import BuildRequest
+from trtforge.backends.rtx import RtxBackend
 from trtforge.backends.tensorrt import build_gpu_refusal, timing_cache_note
 from trtforge.cache import timing_cache_file
 from trtforge.calibration.cache import trt_version_int
 from trtforge.compat import GpuDevice, weakly_typed
+from trtforge.environment import import_backend
 from trtforge.errors import InvalidInputError
-from trtforge.spec import BuildOptions
-from trtforge.tags import ComputeCapability
+from trtforge.spec import BuildOptions, ShapeRange
+from trtforge.tags import FLAVOR_RTX, ComputeCapability
 
 # ---------------------------------------------------------------- weakly typed: one rule, three users
 
@@ -134,3 +141,35 @@ def test_the_timing_cache_note_says_why_a_file_was_not_reused(tmp_path: Path) ->
     assert timing_cache_note(path, found=True, reused=False) == (
         f"timing cache: {path} not reused (made on another GPU or corrupt); this build's replaces it"
     )
+
+
+# ---------------------------------------------------------------- the calibration profile
+
+
+class _Quiet:
+    def phase_start(self, *args: Any) -> None: ...
+    def step(self, *args: Any) -> None: ...
+    def phase_finish(self, *args: Any) -> None: ...
+    def note(self, *args: Any) -> None: ...
+
+
+def test_the_precision_hook_gets_the_profiles_in_the_spec_order(model_dir: Path) -> None:
+    """Native INT8 sets the first one as the calibration profile (NvInfer.h: a network with runtime
+    dimensions needs one). Seen through a real TensorRT-RTX build: the path is the flavors' shared one."""
+    need_rtx()
+    seen: list[list[tuple[int, ...]]] = []
+
+    class Recording(RtxBackend):
+        def configure_precision(self, config: Any, request: BuildRequest, profiles: Sequence[Any]) -> None:
+            seen.extend([tuple(dims) for dims in profile.get_shape("input")] for profile in profiles)
+
+    shapes = [([1, 3, 16, 16], [2, 3, 16, 16], [4, 3, 16, 16]), ([4, 3, 16, 16], [8, 3, 16, 16], [16, 3, 16, 16])]
+    request = BuildRequest(
+        onnx_path=model_dir / "conv.onnx",
+        precision="fp32",
+        profiles=tuple({"input": ShapeRange(min=low, opt=opt, max=high)} for low, opt, high in shapes),
+        targets=(ComputeCapability(8, 6),),
+        options=BuildOptions(),
+    )
+    Recording(import_backend(FLAVOR_RTX)).build(request, _Quiet())
+    assert seen == [[tuple(dims) for dims in profile] for profile in shapes]

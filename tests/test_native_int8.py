@@ -13,6 +13,7 @@ import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -150,6 +151,16 @@ def test_native_int8_build_on_tensorrt_10(
         return calibrator
 
     monkeypatch.setattr(EnterpriseBackend, "_cache_calibrator", recording)
+    calibration_profiles: list[object] = []
+    configure = EnterpriseBackend.configure_precision
+
+    def precision(
+        self: EnterpriseBackend, config: Any, request: Any, profiles: Any
+    ) -> None:  # the real one, then a look
+        configure(self, config, request, profiles)
+        calibration_profiles.append(config.get_calibration_profile())
+
+    monkeypatch.setattr(EnterpriseBackend, "configure_precision", precision)
     code, _, stderr = cli("build", project("tensorrt"), "--out", tmp_path / "out")
     # TensorRT ignores a cache whose header is not its own and would then try to calibrate from
     # get_batch (which has no data): the build succeeding shows it took trtforge's scales
@@ -162,6 +173,8 @@ def test_native_int8_build_on_tensorrt_10(
     assert (manifest.calibration["mode"], manifest.calibration["algorithm"]) == ("native", "minmax")
     assert manifest.calibration["samples"] == 16
     (calibrator,) = calibrators
+    (profile,) = calibration_profiles  # the dynamic batch needs one (NvInfer.h): the spec's first profile
+    assert [tuple(dims) for dims in profile.get_shape("input")] == [(1, 4), (8, 4), (8, 4)]  # type: ignore[attr-defined]
     major, minor, patch = (int(part) for part in tensorrt.__version__.split(".")[:3])
     header, scales = decode(bytes(calibrator.read_calibration_cache()))  # type: ignore[attr-defined]
     assert header == f"TRT-{major * 10000 + minor * 100 + patch}-EntropyCalibration2"

@@ -3,6 +3,7 @@ FP16/INT8 builder flags and the entropy calibrator, 11.x is strongly typed like 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ class EnterpriseBackend(TensorRTApiBackend):
             config.hardware_compatibility_level = self._same_compute_capability()
         return GpuTargets((device.compute_capability,), build_device=build_device)
 
-    def configure_precision(self, config: Any, request: BuildRequest) -> None:
+    def configure_precision(self, config: Any, request: BuildRequest, profiles: Sequence[Any]) -> None:
         if not self.weakly_typed(request):
             return
         if request.fp16_flag:
@@ -126,6 +127,8 @@ class EnterpriseBackend(TensorRTApiBackend):
         if request.calibration_cache is not None:
             config.set_flag(self.trt.BuilderFlag.INT8)
             config.int8_calibrator = self._cache_calibrator(request.calibration_cache)
+            if profiles:  # NvInfer.h: a network with runtime dimensions needs a calibration profile
+                config.set_calibration_profile(profiles[0])
 
     def _cache_calibrator(self, cache: bytes) -> Any:
         """An IInt8EntropyCalibrator2 that only replays trtforge's cache: TensorRT reads the
