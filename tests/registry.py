@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 import socket
 import subprocess
@@ -127,7 +128,7 @@ def build_engine(
 ) -> Path:
     """A real TensorRT-RTX fp32 engine (about a second) in ``folder/out``; returns the .engine path.
 
-    ``build`` is the spec's ``build:`` section as flow YAML, e.g. ``{version_compatible: true}``.
+    ``build`` is the spec's ``build:`` section as flow YAML, e.g. ``{workspace: 256MiB}``.
     """
     from rich.console import Console
 
@@ -145,3 +146,29 @@ def build_engine(
     )
     quiet = Reporter(Console(file=io.StringIO()), interactive=False)
     return build_spec(load_spec(spec), folder / "out", quiet).engine
+
+
+def as_enterprise(
+    engine: Path, folder: Path, version: str, version_compatible: bool = False, *, ampere_plus: bool = False
+) -> Path:
+    """A copy of a real engine whose manifest says enterprise TensorRT ``version`` built it, tagged and
+    named as such a build would be: the rules read only the manifest, and neither enterprise
+    TensorRT (to build one) is installed here nor does TensorRT-RTX build version-compatible engines."""
+    from models import retag
+
+    from trtforge.manifest import Manifest, manifest_path_for
+    from trtforge.tags import AMPERE
+
+    document = json.loads(manifest_path_for(engine).read_text(encoding="utf-8"))
+    document.pop("signature", None)  # it signed the TensorRT-RTX facts
+    document["tensorrt"].update(flavor="tensorrt", version=version, version_compatible=version_compatible)
+    if ampere_plus:
+        gpu = {"compute_capabilities": [], "and_later_from": str(AMPERE), "hardware_compatibility": "ampere_plus"}
+        document["gpu"].update(gpu)
+    retag(document)
+    copy = folder / f"{document['name']}-{document['precision']}-{document['tag']}.engine"
+    document["artifact"]["file"] = copy.name
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(engine, copy)
+    manifest_path_for(copy).write_text(Manifest.model_validate(document).to_json(), encoding="utf-8")
+    return copy

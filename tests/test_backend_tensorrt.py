@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from trtforge.cache import timing_cache_file
 from trtforge.environment import detect_gpus, installed_version
 from trtforge.manifest import read_manifest
 
@@ -22,6 +23,9 @@ if not detect_gpus():
 from typer.testing import CliRunner
 
 from trtforge.cli import app
+from trtforge.compat import LoadPolicy
+from trtforge.runtime import load_engine
+from trtforge.tags import ComputeCapability
 
 runner = CliRunner()
 PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
@@ -47,14 +51,39 @@ def test_timing_cache_is_saved_and_reused(
     write_spec: Callable[..., Path], tmp_path: Path, isolated_cache: Path
 ) -> None:
     spec = write_spec("name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\n" + PROFILE)
+    gpu = detect_gpus()[0]
+    cache = timing_cache_file(
+        isolated_cache, "tensorrt", str(installed_version("tensorrt")), gpu.name, gpu.compute_capability
+    )
     assert runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)]).exit_code == 0
-    caches = list((isolated_cache / "timing").glob("tensorrt-*.cache"))
-    assert caches and caches[0].stat().st_size > 0
+    assert [path.name for path in (isolated_cache / "timing").iterdir()] == [cache.name]
+    assert cache.stat().st_size > 0
     second = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
     assert "timing cache: reused" in second.stderr
 
 
-def test_version_compatible_tag(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_timing_cache_tensorrt_refuses_is_replaced(
+    write_spec: Callable[..., Path], tmp_path: Path, isolated_cache: Path
+) -> None:
+    """A corrupt file (or one made on another device) builds with a fresh cache, which replaces it."""
+    spec = write_spec("name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\n" + PROFILE)
+    gpu = detect_gpus()[0]
+    cache = timing_cache_file(
+        isolated_cache, "tensorrt", str(installed_version("tensorrt")), gpu.name, gpu.compute_capability
+    )
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"not a timing cache")
+    first = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
+    assert first.exit_code == 0, first.stderr
+    assert "not reused (made on another GPU or corrupt)" in first.stderr
+    assert cache.read_bytes() != b"not a timing cache" and cache.stat().st_size > 0
+    second = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
+    assert "timing cache: reused" in second.stderr
+
+
+def test_version_compatible_engine_embeds_its_lean_runtime(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """The plan carries its own lean runtime (no EXCLUDE_LEAN_RUNTIME): the installed runtime
+    deserializes it once host code is allowed, without load_runtime() of a lean library."""
     spec = write_spec(
         "name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\nbuild: {version_compatible: true}\n" + PROFILE
     )
@@ -62,3 +91,17 @@ def test_version_compatible_tag(write_spec: Callable[..., Path], tmp_path: Path)
     (engine,) = tmp_path.glob("*.engine")
     major = installed_version("tensorrt").split(".")[0]  # type: ignore[union-attr]
     assert f"-trt{major}-" in engine.name
+    loaded = load_engine(engine, LoadPolicy(allow_host_code=True))
+    assert loaded.engine is not None and loaded.runtime.engine_host_code_allowed
+
+
+def test_a_target_other_than_the_build_gpu_is_refused_at_its_line_before_the_precision_step(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    other = "8.6" if detect_gpus()[0].compute_capability == ComputeCapability(7, 5) else "7.5"
+    spec = write_spec(
+        f"name: conv\nmodel: {{models}}/conv.onnx\nprecision: fp16\nbackend: tensorrt\ntargets: ['{other}']\n" + PROFILE
+    )
+    result = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and f"error: {spec}:5: targets: {other} differs from the build GPU" in result.stderr
+    assert "FP16" not in result.stderr and not list(tmp_path.glob("*.engine"))

@@ -196,6 +196,17 @@ def test_rtx_refuses_hardware_compatibility(write_spec: Callable[..., Path], tmp
     assert "list the GPUs in 'targets:'" in stderr
 
 
+def test_rtx_refuses_version_compatible_before_the_precision_step(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """TensorRT-RTX engines load only on the release that built them: no engine claims otherwise."""
+    spec = write_spec("name: c\nmodel: {models}/conv_static.onnx\nprecision: fp16\nbuild: {version_compatible: true}\n")
+    code, _, stderr = _build(spec, tmp_path / "out")
+    assert code == 2 and f"error: {spec}:4: build.version_compatible: true is not supported by tensorrt-rtx" in stderr
+    assert "the TensorRT-RTX release that built them" in stderr and "backend: tensorrt" in stderr
+    assert "FP16" not in stderr and "fp16" not in stderr.split("error:")[0] and not list((tmp_path / "out").iterdir())
+
+
 def test_spec_error_through_the_cli(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = write_spec("name: conv\nmodel: {models}/conv.onnx\nprecison: fp16\n")
     code, _, stderr = _build(spec, tmp_path / "out")

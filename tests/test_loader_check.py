@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from models import need_rtx, retag
+from registry import as_enterprise
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -41,7 +42,6 @@ targets: {targets}
 profiles:
   - input: {{min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}}
 accuracy: {{enabled: false}}
-build: {{version_compatible: {vc}}}
 """
 
 DIGITS_SPEC = """\
@@ -58,7 +58,7 @@ accuracy: {{enabled: false}}
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[str, Path]:
-    """Real TensorRT-RTX builds (about a second each): three engines of one name, and the example model."""
+    """Real TensorRT-RTX builds (about a second each): two engines of one name, and the example model."""
     need_rtx()
     from trtforge.build import build_spec
     from trtforge.console import Reporter
@@ -68,15 +68,36 @@ def engines(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[s
     model = model_dir / "conv.onnx"
     quiet = Reporter(Console(file=io.StringIO()), interactive=False)
     built: dict[str, Path] = {}
-    variants = {"sm86": ('["8.6"]', "false"), "sm89": ('["8.9"]', "false"), "vc": ('["8.6", "8.9"]', "true")}
-    for label, (targets, vc) in variants.items():
+    for label, targets in {"sm86": '["8.6"]', "sm89": '["8.9"]'}.items():
         spec = folder / f"{label}.yaml"
-        spec.write_text(CONV_SPEC.format(model=model, targets=targets, vc=vc))
+        spec.write_text(CONV_SPEC.format(model=model, targets=targets))
         built[label] = build_spec(load_spec(spec), folder / "net", quiet, cache_dir=folder / "cache").engine
     spec = folder / "digits.yaml"
     spec.write_text(DIGITS_SPEC.format(model=DIGITS / "digits_cnn.onnx"))
     built["digits"] = build_spec(load_spec(spec), folder / "digits", quiet, cache_dir=folder / "cache").engine
     return built
+
+
+#: the enterprise TensorRT that the relabelled manifests name (see ``enterprise``)
+TRT = "10.13.0.35"
+
+
+@pytest.fixture(scope="module")
+def enterprise(engines: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The sm86 and sm89 engines as enterprise TensorRT builds, and a version-compatible
+    ampere_plus one, at the manifest level (``registry.as_enterprise``): the rules read only the
+    manifest, and TensorRT-RTX builds no version-compatible engine."""
+    folder = tmp_path_factory.mktemp("enterprise")
+    return {
+        "sm86": as_enterprise(engines["sm86"], folder, TRT),
+        "sm89": as_enterprise(engines["sm89"], folder, TRT),
+        "vc": as_enterprise(engines["sm89"], folder, TRT, version_compatible=True, ampere_plus=True),
+    }
+
+
+def at(cc: str) -> Target:
+    """A GPU host with that enterprise TensorRT."""
+    return Target(flavor="tensorrt", version=TRT, compute_capability=ComputeCapability.parse(cc))
 
 
 def _copy(engine: Path, folder: Path, name: str | None = None) -> Path:
@@ -264,7 +285,7 @@ def test_engine_swapped_under_a_signed_manifest_is_refused(
 ) -> None:
     engine = _copy(engines["sm86"], tmp_path)
     sign_artifact(engine, load_signing_key(signer[0]))
-    shutil.copy2(engines["vc"], engine)  # a real engine of the same model, but not the signed one
+    shutil.copy2(engines["sm89"], engine)  # a real engine of the same model, but not the signed one
     policy = LoadPolicy(require_signature=True, trusted_keys=load_trusted_keys([signer[1]]))
     result = check_compatibility(engine, policy, target=AT_86)
     assert result.facts.signature.value == "valid"  # the manifest is genuine...
@@ -274,14 +295,16 @@ def test_engine_swapped_under_a_signed_manifest_is_refused(
 # ---------------------------------------------------------------- version-compatible engines (host code)
 
 
-def test_version_compatible_engine_needs_host_code_allowed(engines: dict[str, Path]) -> None:
-    manifest = read_manifest(engines["vc"])
-    assert manifest.tensorrt.version_compatible
-    code, _, err = _check(str(engines["vc"]), "--cc", "8.6")
+def test_version_compatible_engine_needs_host_code_allowed(enterprise: dict[str, Path]) -> None:
+    engine = enterprise["vc"]
+    assert read_manifest(engine).tensorrt.version_compatible
+    target = ("--flavor", "tensorrt", "--trt-version", TRT, "--cc", "8.6")
+    code, _, err = _check(str(engine), *target)
     assert code == 5 and "[host_code]" in err and "--allow-host-code" in err
-    code, _, _ = _check(str(engines["vc"]), "--cc", "8.6", "--allow-host-code")
+    assert "[flavor]" not in err and "[version]" not in err and "[gpu]" not in err  # host code is the only reason
+    code, _, _ = _check(str(engine), *target, "--allow-host-code")
     assert code == 0
-    assert check_compatibility(engines["vc"], LoadPolicy(allow_host_code=True), target=AT_86).compatible
+    assert check_compatibility(engine, LoadPolicy(allow_host_code=True), target=at("8.6")).compatible
 
 
 # ---------------------------------------------------------------- the loader
@@ -344,22 +367,20 @@ def test_load_engine_deserializes_on_a_supported_gpu(engines: dict[str, Path]) -
 # ---------------------------------------------------------------- several engines of one name
 
 
-def test_select_artifact_picks_the_best_engine_for_the_gpu(engines: dict[str, Path], tmp_path: Path) -> None:
+def test_select_artifact_picks_the_best_engine_for_the_gpu(enterprise: dict[str, Path], tmp_path: Path) -> None:
     for label in ("sm86", "sm89", "vc"):
-        _copy(engines[label], tmp_path)
+        _copy(enterprise[label], tmp_path)
     policy = LoadPolicy(allow_host_code=True)
 
     def pick(cc: str) -> str:
-        env = Target(compute_capability=ComputeCapability.parse(cc)).environment("tensorrt-rtx")
-        return select_artifact(tmp_path, "net", policy=policy, environment=env).name
+        return select_artifact(tmp_path, "net", policy=policy, environment=at(cc).environment()).name
 
-    assert pick("8.6") == engines["sm86"].name  # plain before version-compatible
-    env = Target(compute_capability=ComputeCapability.parse("8.6")).environment("tensorrt-rtx")
-    as_text = select_artifact(str(tmp_path), "net", policy=policy, environment=env)  # the README's call
-    assert as_text == tmp_path / engines["sm86"].name
-    assert pick("8.9") == engines["sm89"].name
-    (tmp_path / engines["sm89"].name).unlink()  # an orphan manifest is no candidate
-    assert pick("8.9") == engines["vc"].name  # the version-compatible engine covers 8.9 too
+    assert pick("8.6") == enterprise["sm86"].name  # plain for this GPU before version-compatible sm80plus
+    as_text = select_artifact(str(tmp_path), "net", policy=policy, environment=at("8.6").environment())
+    assert as_text == tmp_path / enterprise["sm86"].name  # the README's call
+    assert pick("8.9") == enterprise["sm89"].name
+    (tmp_path / enterprise["sm89"].name).unlink()  # an orphan manifest is no candidate
+    assert pick("8.9") == enterprise["vc"].name  # the version-compatible ampere_plus engine covers 8.9 too
     with pytest.raises(IncompatibleEngineError) as caught:
         pick("7.5")
     assert len(caught.value.reasons) == 2 and all("GPU is 7.5" in reason for reason in caught.value.reasons)
@@ -368,12 +389,12 @@ def test_select_artifact_picks_the_best_engine_for_the_gpu(engines: dict[str, Pa
 
 
 def test_load_best_refuses_a_damaged_best_engine_instead_of_falling_back(
-    engines: dict[str, Path], tmp_path: Path
+    enterprise: dict[str, Path], tmp_path: Path
 ) -> None:
-    best = _copy(engines["sm86"], tmp_path)
-    _copy(engines["vc"], tmp_path)
+    best = _copy(enterprise["sm86"], tmp_path)
+    _copy(enterprise["vc"], tmp_path)  # fits 8.6 too, and is not taken instead
     best.write_bytes(best.read_bytes()[:-1] + b"\x00")
-    env = AT_86.environment("tensorrt-rtx")
+    env = at("8.6").environment()
     with pytest.raises(IncompatibleEngineError) as caught:
         load_best(tmp_path, "net", policy=LoadPolicy(allow_host_code=True), environment=env)
     assert any("differs from the manifest's" in reason for reason in caught.value.reasons)

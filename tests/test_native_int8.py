@@ -13,6 +13,7 @@ import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from clitools import cli
 from models import save
 from onnx import TensorProto, helper, numpy_helper
 
+from trtforge.compat import weakly_typed
 from trtforge.console import Reporter
 from trtforge.environment import detect_gpus, installed_version
 from trtforge.manifest import read_manifest
@@ -123,7 +125,7 @@ def _native_skip_reason() -> str | None:
     version = installed_version("tensorrt")
     if version is None:
         return "`import tensorrt` fails here: native INT8 needs enterprise TensorRT 10.x (NVIDIA's index) on a GPU host"
-    if int(version.split(".")[0]) >= 11:
+    if not weakly_typed("tensorrt", version):
         return f"TensorRT {version} has no INT8 calibrator (removed in 11): native mode needs 10.x"
     if not detect_gpus():
         return "no NVIDIA GPU detected: enterprise TensorRT builds on the GPU it targets"
@@ -149,6 +151,16 @@ def test_native_int8_build_on_tensorrt_10(
         return calibrator
 
     monkeypatch.setattr(EnterpriseBackend, "_cache_calibrator", recording)
+    calibration_profiles: list[object] = []
+    configure = EnterpriseBackend.configure_precision
+
+    def precision(
+        self: EnterpriseBackend, config: Any, request: Any, profiles: Any
+    ) -> None:  # the real one, then a look
+        configure(self, config, request, profiles)
+        calibration_profiles.append(config.get_calibration_profile())
+
+    monkeypatch.setattr(EnterpriseBackend, "configure_precision", precision)
     code, _, stderr = cli("build", project("tensorrt"), "--out", tmp_path / "out")
     # TensorRT ignores a cache whose header is not its own and would then try to calibrate from
     # get_batch (which has no data): the build succeeding shows it took trtforge's scales
@@ -161,6 +173,8 @@ def test_native_int8_build_on_tensorrt_10(
     assert (manifest.calibration["mode"], manifest.calibration["algorithm"]) == ("native", "minmax")
     assert manifest.calibration["samples"] == 16
     (calibrator,) = calibrators
+    (profile,) = calibration_profiles  # the dynamic batch needs one (NvInfer.h): the spec's first profile
+    assert [tuple(dims) for dims in profile.get_shape("input")] == [(1, 4), (8, 4), (8, 4)]  # type: ignore[attr-defined]
     major, minor, patch = (int(part) for part in tensorrt.__version__.split(".")[:3])
     header, scales = decode(bytes(calibrator.read_calibration_cache()))  # type: ignore[attr-defined]
     assert header == f"TRT-{major * 10000 + minor * 100 + patch}-EntropyCalibration2"

@@ -10,7 +10,7 @@ import pytest
 import requests
 from clitools import cli
 from models import conv_net, need_rtx
-from registry import RunningRegistry, build_engine, free_port
+from registry import RunningRegistry, as_enterprise, build_engine, free_port
 
 from trtforge.environment import Target
 from trtforge.errors import InvalidInputError
@@ -35,15 +35,16 @@ CONV_PROFILE = "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The digits model built for sm86, sm89, sm86.sm89.sm120 in one engine, and, built last (the
-    newest), a version-compatible sm89 engine that selection must still rank below plain ones."""
+    """The digits model built for sm86, sm89, sm86.sm89.sm120 in one engine, and a version-compatible
+    enterprise TensorRT sm89 engine (the sm89 one relabelled: registry.as_enterprise), which
+    pull must judge by its own flavor's rules and the host-code policy."""
     root = tmp_path_factory.mktemp("oci-engines")
-    return {
+    engines = {
         "8.6": build_engine(root / "a", targets=["8.6"]),
         "8.9": build_engine(root / "b", targets=["8.9"]),
         "multi": build_engine(root / "c", targets=["8.6", "8.9", "12.0"]),
-        "vc": build_engine(root / "d", targets=["8.9"], build="{version_compatible: true}"),
     }
+    return {**engines, "vc": as_enterprise(engines["8.9"], root / "d", "10.13.0.35", version_compatible=True)}
 
 
 @pytest.fixture
@@ -167,20 +168,39 @@ def test_pull_selects_among_targets_like_the_loader(repository: str, engines: di
     chosen = read_manifest(Path(document["engine"]))
     assert "8.9" in chosen.gpu.compute_capabilities
     assert not chosen.tensorrt.version_compatible, "a plain engine ranks above a version-compatible one"
-    assert read_manifest(engines["vc"]).stem == "digits-cnn-fp32-rtx1-sm89-linux_x86_64"
+    assert read_manifest(engines["vc"]).stem == "digits-cnn-fp32-trt10-sm89-linux_x86_64"
     # exactly what the loader's selection picks among the same manifests (listed in tag order, as registries list)
     manifests = sorted((read_manifest(engine) for engine in engines.values()), key=lambda m: m.stem)
     env = target_environments(Target(compute_capability=ComputeCapability(8, 9)))[-1]
     best, rejected = select_engine([(m, m.stem) for m in manifests], env)
     assert best is not None and best[0].stem == chosen.stem
-    # the 8.6 engine does not fit the GPU; the version-compatible one is refused by the default policy (rule 7)
+    # the 8.6 engine does not fit the GPU; the enterprise one needs its runtime and the host-code policy (rule 7)
     assert [(r.manifest.stem, [p.rule.value for p in r.problems]) for r in rejected] == [
-        (read_manifest(engines["vc"]).stem, ["host_code"]),
         (read_manifest(engines["8.6"]).stem, ["gpu"]),
+        (read_manifest(engines["vc"]).stem, ["flavor", "host_code"]),
     ]
-    assert [[p["rule"] for p in entry["problems"]] for entry in document["rejected"]] == [["host_code"], ["gpu"]]
+    assert [[p["rule"] for p in entry["problems"]] for entry in document["rejected"]] == [
+        ["gpu"],
+        ["flavor", "host_code"],
+    ]
     assert sha256_file(Path(document["engine"])) == chosen.artifact.sha256
     assert sorted(p.name for p in out.iterdir()) == sorted([chosen.artifact.file, chosen.stem + ".manifest.json"])
+
+    # for a host with that enterprise TensorRT, host code is the one reason left, until it is allowed
+    enterprise = ["--flavor", "tensorrt", "--trt-version", "10.13.0.35", "--insecure", "--json"]
+    vc_out = str(tmp_path / "vc")
+    code, stdout, err = cli("pull", repository, "--name", "digits-cnn", "--cc", "8.9", *enterprise, "--out", vc_out)
+    assert code == 5 and "--allow-host-code" in err, err
+    rules = {
+        entry["reference"].rpartition(":")[2]: [p["rule"] for p in entry["problems"]]
+        for entry in json.loads(stdout)["rejected"]
+    }
+    assert rules[read_manifest(engines["vc"]).stem] == ["host_code"]
+    code, stdout, err = cli(
+        "pull", repository, "--name", "digits-cnn", "--cc", "8.9", *enterprise, "--out", vc_out, "--allow-host-code"
+    )
+    assert code == 0, err
+    assert Path(json.loads(stdout)["engine"]).name == engines["vc"].name
 
     code, stdout, err = cli(
         "pull",
@@ -212,7 +232,8 @@ def test_nothing_fits_exits_5_listing_every_candidate(
     assert {entry["reference"].rsplit(":", 1)[1] for entry in document["rejected"]} == {
         read_manifest(engine).stem for engine in engines.values()
     }
-    assert all(entry["problems"][0]["rule"] == "gpu" for entry in document["rejected"])
+    # each one misses the GPU (the enterprise one, judged by its own flavor, also has no runtime here)
+    assert all("gpu" in [p["rule"] for p in entry["problems"]] for entry in document["rejected"])
     for engine in engines.values():
         assert read_manifest(engine).stem in err
     assert "7.5" in err and "Traceback" not in err

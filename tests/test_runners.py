@@ -274,3 +274,13 @@ def test_trt_runner_several_inputs_and_dtypes(tmp_path: Path) -> None:
         np.testing.assert_array_equal(out["h2"], h * 2)
         np.testing.assert_array_equal(out["i1"], i + 1)
         np.testing.assert_array_equal(out["big"], i > 2)
+
+
+def test_a_stream_handle_is_the_address_it_wraps() -> None:
+    """No GPU needed: TensorRT takes a stream as its address (get_cuda_native_handle in
+    cuda-python 12.9.1 and 13.x, where int() of the object is deprecated; int() before)."""
+    try:
+        runtime = cuda.cuda_runtime()
+    except RunnerError as exc:
+        pytest.skip(str(exc))
+    assert cuda.native_handle(runtime.cudaStream_t(0x7F00_1234)) == 0x7F00_1234

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from clitools import cli
-from models import conv_net, need_rtx, retag
-from registry import build_engine
+from models import conv_net, need_rtx
+from registry import as_enterprise, build_engine
 
 from trtforge import fsutil
 from trtforge.compat import version_tuple
 from trtforge.errors import InvalidInputError
-from trtforge.manifest import TensorRTInfo, manifest_path_for, read_manifest
+from trtforge.manifest import TensorRTInfo, read_manifest
 from trtforge.project import load_settings
 from trtforge.tags import Platform
 from trtforge.triton_releases import (
@@ -45,20 +44,6 @@ REFUSAL_24_08 = (
 @pytest.fixture(scope="module")
 def rtx_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_engine(tmp_path_factory.mktemp("triton-release"))
-
-
-def as_enterprise(engine: Path, folder: Path, version: str, version_compatible: bool = False) -> Path:
-    """A copy of a real engine whose manifest says enterprise TensorRT ``version`` built it, named
-    by its new tag: the rules read only the manifest (no enterprise TensorRT is installed here)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    document = json.loads(manifest_path_for(engine).read_text())
-    document["tensorrt"].update(flavor="tensorrt", version=version, version_compatible=version_compatible)
-    retag(document)
-    copy = folder / f"{document['name']}-{document['precision']}-{document['tag']}.engine"
-    document["artifact"]["file"] = copy.name
-    shutil.copyfile(engine, copy)
-    manifest_path_for(copy).write_text(json.dumps(document))
-    return copy
 
 
 GITHUB_SOURCE = re.compile(

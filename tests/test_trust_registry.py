@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from clitools import cli
 from models import conv_net, need_rtx
-from registry import build_engine
+from registry import as_enterprise, build_engine
 
 from trtforge.compat import LoadPolicy, Rule
 from trtforge.environment import Target
@@ -388,9 +388,16 @@ def test_oci_manifest_layer_nested_100k_deep_is_skipped_not_a_recursion_error(
 # ---------------------------------------------------------------- item 9: one rule for host code
 
 
+#: the enterprise TensorRT of the version-compatible engine (TensorRT-RTX builds none)
+TRT = "10.13.0.35"
+AT_TRT_86 = ("--flavor", "tensorrt", "--trt-version", TRT, "--cc", "8.6")
+
+
 @pytest.fixture(scope="module")
 def vc_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_engine(tmp_path_factory.mktemp("trust-vc"), targets=["8.6"], build="{version_compatible: true}")
+    """A real engine whose manifest says a version-compatible enterprise TensorRT build (registry.as_enterprise)."""
+    folder = tmp_path_factory.mktemp("trust-vc")
+    return as_enterprise(build_engine(folder, targets=["8.6"]), folder / "vc", TRT, version_compatible=True)
 
 
 def test_pull_and_select_refuse_host_code_like_check_and_the_loader(
@@ -402,22 +409,22 @@ def test_pull_and_select_refuse_host_code_like_check_and_the_loader(
     assert cli("publish", vc_engine, "--to", f"dir://{registry}")[0] == 0
     out = tmp_path / "out"
 
-    code, _, err, _ = run("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", out)
+    code, _, err, _ = run("pull", f"dir://{registry}", "--name", "digits-cnn", *AT_TRT_86, "--out", out)
     trust_case(9, "pull of a version-compatible engine without --allow-host-code", code, err, folders=(tmp_path,))
     assert code == 5, err
     assert "host code" in err and "--allow-host-code" in err
     assert not out.exists()
     # check says the same about the published copy
-    assert cli("check", registry / vc_engine.name, "--cc", "8.6")[0] == 5
+    assert cli("check", registry / vc_engine.name, *AT_TRT_86)[0] == 5
 
     code, _, err, _ = run(
-        "pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", out, "--allow-host-code"
+        "pull", f"dir://{registry}", "--name", "digits-cnn", *AT_TRT_86, "--out", out, "--allow-host-code"
     )
     assert code == 0, err
     assert sha256_file(out / vc_engine.name) == manifest.artifact.sha256
-    assert cli("check", out / vc_engine.name, "--cc", "8.6", "--allow-host-code")[0] == 0
+    assert cli("check", out / vc_engine.name, *AT_TRT_86, "--allow-host-code")[0] == 0
 
-    env = Target(compute_capability=ComputeCapability(8, 6)).environment(default_flavor=manifest.tensorrt.flavor)
+    env = Target(version=TRT, compute_capability=ComputeCapability(8, 6)).environment(manifest.tensorrt.flavor)
     chosen, rejected = select_engine([(manifest, vc_engine)], env)
     assert chosen is None
     assert [p.rule for p in rejected[0].problems] == [Rule.HOST_CODE]

@@ -18,7 +18,7 @@ from trtforge import __version__
 from trtforge.allocator import keep_freed_memory
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
-from trtforge.cache import default_cache_dir
+from trtforge.cache import default_cache_dir, timing_cache_file
 from trtforge.console import Reporter
 from trtforge.environment import detect_gpus, detect_platform
 from trtforge.errors import BuildError
@@ -152,7 +152,7 @@ def build_spec(
             profiles=tuple(spec.profiles),
             targets=targets,
             options=spec.build,
-            timing_cache=cache_dir / "timing" / f"{choice.flavor}-{engine_backend.version}.cache",
+            timing_cache=_timing_cache(cache_dir, choice.flavor, engine_backend.version),
             fp16_flag=prepared.fp16_flag,
             calibration_cache=prepared.calibration_cache,
             origin=spec.origin,
@@ -211,6 +211,12 @@ def build_spec(
         report_path(out_dir, stem, rejected=True).unlink(missing_ok=True)
         reporter.success(f"{spec.name}: {engine_path}")
         return BuildOutcome(spec, engine_path, manifest_path, manifest, choice, result.notes, report)
+
+
+def _timing_cache(cache_dir: Path, flavor: str, version: str) -> Path | None:
+    """The timing cache of the build GPU (the first one CUDA sees); None without one."""
+    gpus = detect_gpus()
+    return timing_cache_file(cache_dir, flavor, version, gpus[0].name, gpus[0].compute_capability) if gpus else None
 
 
 @contextlib.contextmanager

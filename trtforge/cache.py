@@ -7,7 +7,7 @@ how deep a build sweeps stale temporaries):
 - ``calibration/``: scales and Q/DQ graphs (:mod:`trtforge.calibration`)
 - ``fp16/``: FP16-converted graphs (:mod:`trtforge.precision`)
 - ``fp16-guard/``: the FP16 overflow guard's choices (:mod:`trtforge.precision.overflow`)
-- ``timing/``: TensorRT timing caches, per backend and version (:mod:`trtforge.build`)
+- ``timing/``: TensorRT timing caches, per backend, version and build GPU (:func:`timing_cache_file`)
 - ``builds/``: ci's build cache, per build key (:mod:`trtforge.ci`)
 - ``ci-reruns/``: what the last all-unchanged ``ci`` run saw, per command line (:mod:`trtforge.rerun`)
 - ``digests/``: files' sha256 by path and stat stamp, so unchanged files are not read again
@@ -18,7 +18,10 @@ how deep a build sweeps stale temporaries):
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from trtforge.tags import ComputeCapability
 
 
 def default_cache_dir() -> Path:
@@ -27,3 +30,12 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trtforge"
+
+
+def timing_cache_file(
+    cache_dir: Path, flavor: str, version: str, gpu_name: str, compute_capability: ComputeCapability
+) -> Path:
+    """``timing/{flavor}-{version}-{gpu}-{sm}.cache``: a timing cache holds one GPU's kernel timings
+    and TensorRT refuses one made on another device, so each build GPU model keeps its own."""
+    gpu = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
+    return cache_dir / "timing" / f"{flavor}-{version}-{gpu}-{compute_capability.sm}.cache"

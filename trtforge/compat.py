@@ -175,6 +175,17 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
+#: the first enterprise TensorRT that builds strongly typed networks only (NVIDIA removed the
+#: FP16/INT8 builder flags and the INT8 calibrator in 11.0)
+STRONGLY_TYPED_MAJOR = 11
+
+
+def weakly_typed(flavor: str, version: str) -> bool:
+    """Whether this TensorRT picks layer precisions itself (FP16/INT8 builder flags, the INT8
+    calibrator): enterprise TensorRT before 11.0; 11.x and TensorRT-RTX take them from the graph."""
+    return flavor == FLAVOR_TENSORRT and version_tuple(version)[:1] < (STRONGLY_TYPED_MAJOR,)
+
+
 def problems(
     manifest: Manifest,
     env: Environment,

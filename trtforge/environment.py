@@ -10,13 +10,14 @@ import importlib.util
 import os
 import platform as _platform
 import sys
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trtforge.compat import PIP_EXTRAS, ArtifactFacts, Environment, GpuDevice, content_problem
 from trtforge.errors import BackendUnavailableError, InvalidInputError, first_line
@@ -49,11 +50,20 @@ def detect_platform() -> Platform:
 NVIDIA_CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/dxg")
 
 
+#: CUDA's list of the GPUs this process may use, in the order CUDA numbers them
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+
+
 @cache
 def detect_gpus() -> tuple[GpuDevice, ...]:
-    """GPUs through NVML; a machine without driver or GPU answers ``()`` without error (on Linux
-    without even importing NVML's bindings: NVML opens the driver's control device, so without
-    one there is nothing it could find)."""
+    """The GPUs CUDA numbers 0, 1, ... for this process, read through NVML without importing CUDA:
+    CUDA_VISIBLE_DEVICES picks and orders them (:func:`cuda_visible_order`; empty: none), and a
+    device NVML may not read (NVML_ERROR_NO_PERMISSION) is left out rather than all of them.
+    trtforge builds on and judges the first one, the device TensorRT uses. Without
+    CUDA_DEVICE_ORDER=PCI_BUS_ID, CUDA numbers unlike GPUs fastest first, which NVML's PCI bus
+    order need not be: set it on hosts that mix GPU models. A machine without driver or GPU answers
+    ``()`` without error (on Linux without even importing NVML's bindings: NVML opens the driver's
+    control device, so without one there is nothing it could find)."""
     if sys.platform == "linux" and not any(os.path.exists(device) for device in NVIDIA_CONTROL_DEVICES):
         return ()
     try:
@@ -65,27 +75,98 @@ def detect_gpus() -> tuple[GpuDevice, ...]:
     except pynvml.NVMLError:
         return ()
     try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        visible = os.environ.get(CUDA_VISIBLE_DEVICES)
+        handles, identities = _nvml_devices(pynvml, with_mig=visible is not None and "MIG-" in visible)
         devices = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            devices.append(
-                GpuDevice(
-                    index=index,
-                    name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    compute_capability=ComputeCapability(major, minor),
-                    driver_version=_text(driver),
-                    memory_total=int(memory.total),
-                    memory_free=int(memory.free),
-                )
-            )
+        for index in cuda_visible_order(visible, identities):
+            with suppress(pynvml.NVMLError):  # not described: left out, as one NVML cannot open
+                devices.append(_gpu_device(pynvml, index, handles[index], driver))
         return tuple(devices)
     except pynvml.NVMLError:
         return ()
     finally:
         pynvml.nvmlShutdown()
+
+
+def _nvml_devices(pynvml: Any, *, with_mig: bool) -> tuple[dict[int, Any], list[tuple[int, str]]]:
+    """The handles of the GPUs NVML can open, by NVML index, and their (index, UUID) pairs, then
+    (``with_mig``) each MIG instance's as (its GPU's index, its UUID)."""
+    handles: dict[int, Any] = {}
+    gpus: list[tuple[int, str]] = []
+    instances: list[tuple[int, str]] = []
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+        except pynvml.NVMLError:  # NVML_ERROR_NO_PERMISSION: a device this process cannot open (nor can CUDA)
+            continue
+        handles[index] = handle
+        gpus.append((index, uuid))
+        if with_mig:
+            instances.extend((index, uuid) for uuid in _mig_uuids(pynvml, handle))
+    return handles, gpus + instances
+
+
+def _mig_uuids(pynvml: Any, handle: Any) -> list[str]:
+    try:
+        slots = pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)
+    except pynvml.NVMLError:  # no MIG on this GPU
+        return []
+    found = []
+    for slot in range(slots):
+        with suppress(pynvml.NVMLError):  # an empty slot
+            found.append(_text(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot))))
+    return found
+
+
+def _gpu_device(pynvml: Any, index: int, handle: Any, driver: str) -> GpuDevice:
+    major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    return GpuDevice(
+        index=index,
+        name=_text(pynvml.nvmlDeviceGetName(handle)),
+        compute_capability=ComputeCapability(major, minor),
+        driver_version=driver,
+        memory_total=int(memory.total),
+        memory_free=int(memory.free),
+    )
+
+
+def cuda_visible_order(visible: str | None, devices: Sequence[tuple[int, str]]) -> tuple[int, ...]:
+    """The NVML indices of the GPUs CUDA numbers 0, 1, ..., in that order (pure).
+
+    ``devices``: (NVML index, ``GPU-`` UUID) of each GPU this process can open, in NVML order, and
+    possibly (its GPU's index, ``MIG-`` UUID) of MIG instances. ``visible`` is CUDA_VISIBLE_DEVICES
+    (None: unset, every GPU): comma-separated CUDA indices, or UUID prefixes that name one device
+    (``GPU-8932f937``, ``MIG-…``, ``MIG-GPU-…/1/0``); as CUDA does, the list ends at the first entry
+    that names no device (or one already named), so an empty value hides every GPU. An index counts
+    the GPUs CUDA can open in NVML's (PCI bus) order: CUDA's only with CUDA_DEVICE_ORDER=PCI_BUS_ID.
+    """
+    gpus = [(index, uuid) for index, uuid in devices if uuid.startswith("GPU-")]
+    if visible is None:
+        return tuple(index for index, _ in gpus)
+    order: list[int] = []
+    for entry in visible.split(","):
+        index = _visible_device(entry.strip(), gpus, devices)
+        if index is None or index in order:
+            break
+        order.append(index)
+    return tuple(order)
+
+
+def _visible_device(entry: str, gpus: Sequence[tuple[int, str]], devices: Sequence[tuple[int, str]]) -> int | None:
+    """The NVML index one CUDA_VISIBLE_DEVICES entry names, or None."""
+    if entry.isdigit():
+        position = int(entry)
+        return gpus[position][0] if position < len(gpus) else None
+    candidates = devices
+    if entry.startswith("MIG-GPU-"):  # the older MIG form: MIG-<GPU UUID>/<GPU instance>/<compute instance>
+        entry, candidates = entry.removeprefix("MIG-").partition("/")[0], gpus
+    if not entry.startswith(("GPU-", "MIG-")):
+        return None
+    named = {uuid: index for index, uuid in candidates if uuid.startswith(entry)}
+    return next(iter(named.values())) if len(named) == 1 else None
 
 
 def _text(value: str | bytes) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,8 +137,9 @@ class TensorRTApiBackend:
     def configure_targets(self, config: Any, request: BuildRequest) -> GpuTargets:
         raise NotImplementedError
 
-    def configure_precision(self, config: Any, request: BuildRequest) -> None:
-        """Strongly typed networks take precision from the graph: nothing to set."""
+    def configure_precision(self, config: Any, request: BuildRequest, profiles: Sequence[Any]) -> None:
+        """Strongly typed networks take precision from the graph: nothing to set. ``profiles``: the
+        optimization profiles added to ``config``, in the spec's order (none for a static model)."""
 
     def load_timing_cache(self, config: Any, request: BuildRequest) -> list[str]:
         return []
@@ -228,12 +229,14 @@ class TensorRTApiBackend:
         for line in clean_lines(printed, self.noise):
             monitor.note(f"TensorRT: {line}")
 
-    def _add_profiles(self, builder: Any, network: Any, config: Any, request: BuildRequest) -> None:
+    def _add_profiles(self, builder: Any, network: Any, config: Any, request: BuildRequest) -> list[Any]:
         """Shapes per input, values per shape tensor; which inputs are shape tensors is TensorRT's
-        call (``is_shape_tensor``, after parsing), checked against the spec before any is set."""
+        call (``is_shape_tensor``, after parsing), checked against the spec before any is set.
+        Returns the profiles added (the INT8 calibrator of a dynamic model needs one)."""
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
         shape_inputs = {t.name: tuple(int(d) for d in t.shape) for t in inputs if t.is_shape_tensor}
         check_shape_inputs(request.profiles, shape_inputs, request.origin)
+        added: list[Any] = []
         for index, profile_spec in enumerate(request.profiles):
             profile = builder.create_optimization_profile()
             for name, shapes in profile_spec.items():
@@ -244,6 +247,8 @@ class TensorRTApiBackend:
             if config.add_optimization_profile(profile) < 0:
                 detail = "; ".join(self.errors) or "TensorRT refused its shapes"
                 raise InvalidInputError(f"optimization profile {index} is not valid: {detail}")
+            added.append(profile)
+        return added
 
     def _io(self, network: Any) -> tuple[TensorFacts, ...]:
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
@@ -261,14 +266,15 @@ class TensorRTApiBackend:
         network, _parser, printed = self._parse(builder, request)
         self._pass_on(printed, monitor)
         config = builder.create_builder_config()
-        self._add_profiles(builder, network, config, request)
+        profiles = self._add_profiles(builder, network, config, request)
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.options.workspace))
         config.builder_optimization_level = request.options.optimization_level
         if request.options.version_compatible:
+            # the plan embeds TensorRT's lean runtime, which a newer runtime runs (as host code: rule 7);
+            # EXCLUDE_LEAN_RUNTIME would need the loader to load_runtime() a lean library of this version
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-            config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
         gpu = self.configure_targets(config, request)
-        self.configure_precision(config, request)
+        self.configure_precision(config, request, profiles)
         notes = self.load_timing_cache(config, request)
         with _cancel_on_sigint() as cancelled:
             config.progress_monitor = self._progress_monitor(monitor, cancelled)

@@ -22,6 +22,12 @@ class RtxBackend(TensorRTApiBackend):
     def target_refusal(
         self, targets: tuple[ComputeCapability, ...], options: BuildOptions
     ) -> tuple[tuple[str | int, ...], str] | None:
+        if options.version_compatible:
+            return ("build", "version_compatible"), (
+                "build.version_compatible: true is not supported by tensorrt-rtx, whose engines load only on "
+                "the TensorRT-RTX release that built them; remove it and rebuild for each release "
+                "(or use backend: tensorrt, whose version-compatible engines load on later 10.x/11.x runtimes)"
+            )
         if options.hardware_compatibility == "ampere_plus":
             return ("build", "hardware_compatibility"), (
                 "build.hardware_compatibility: ampere_plus is not supported by tensorrt-rtx; "

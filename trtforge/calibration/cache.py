@@ -28,13 +28,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trtforge.compat import weakly_typed
 from trtforge.errors import InvalidInputError
+from trtforge.tags import FLAVOR_TENSORRT
 
 CACHE_ALGORITHM = "EntropyCalibration2"
 SCALES_SCHEMA = "trtforge/calibration-scales/v1"
 _VERSION = re.compile(r"^(\d+)\.(\d{1,2})(?:\.(\d{1,2})(?:\.\d+)?)?$")
-#: the first TensorRT without an INT8 calibrator (11.0 reads Q/DQ graphs only)
-NO_CALIBRATOR_MAJOR = 11
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 
 
@@ -44,11 +44,11 @@ def trt_version_int(version: str) -> int:
     if not match:
         # minor and patch take two digits in the integer (10.100.0 would read as 11.0.0)
         raise InvalidInputError(f"not a TensorRT version: '{version}' (expected e.g. 10.13.0 or 10.13.0.35)")
-    major, minor, patch = (int(part or 0) for part in match.groups())
-    if major >= NO_CALIBRATOR_MAJOR:
+    if not weakly_typed(FLAVOR_TENSORRT, version.strip()):
         raise InvalidInputError(
             f"TensorRT {version} has no INT8 calibrator to read a calibration cache: it builds the Q/DQ ONNX"
         )
+    major, minor, patch = (int(part or 0) for part in match.groups())
     return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
 

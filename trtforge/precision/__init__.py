@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from trtforge.compat import version_tuple
+from trtforge.compat import weakly_typed
 from trtforge.errors import SpecError
 
 if TYPE_CHECKING:
@@ -104,8 +104,7 @@ def prepare_precision(
     def emulated(graph: Callable[[], Path]) -> Future[Path] | None:
         return _beside(lambda: emulated_onnx(graph(), cache_dir)) if for_gate else None
 
-    major = version_tuple(version)[0]
-    weakly_typed_trt = flavor == "tensorrt" and major < 11
+    weakly_typed_trt = weakly_typed(flavor, version)
     if spec.precision == "fp16":
         if weakly_typed_trt:  # TensorRT picks each layer's precision itself: no keep list to apply
             simulated = emulated(lambda: fp16_onnx(spec.model_path, cache_dir))

@@ -1,6 +1,7 @@
 """CUDA through cuda-python: the runtime bindings, a device buffer, a stream, the device count.
 
-What a GPU runner needs of CUDA and nothing more; cuda-python comes with ``pip install 'trtforge[gpu]'``.
+What a GPU runner needs of CUDA and nothing more; cuda-python comes with ``pip install 'trtforge[gpu]'``
+(12.x, see pyproject.toml), and what is used here works with the ``cuda.bindings`` of 12.x and 13.x.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ def cuda_runtime() -> ModuleType:
                 "cuda-python is not installed; the TensorRT runner needs it: pip install 'trtforge[gpu]'"
             ) from exc
     return runtime
+
+
+def native_handle(cuda_object: Any) -> int:
+    """The address a cuda-python object (a stream) wraps, as TensorRT takes it: through
+    ``cuda.bindings.utils.get_cuda_native_handle`` where it exists (12.9.1 and 13.x, which deprecate
+    ``int()`` of the object), else ``int()``."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(cuda_object)
+    return int(get_cuda_native_handle(cuda_object))
 
 
 def cuda_check(result: tuple[Any, ...]) -> Any:
@@ -82,7 +94,7 @@ class CudaStream:
 
     @property
     def ptr(self) -> int:
-        return int(self.handle)
+        return native_handle(self.handle)
 
     def synchronize(self) -> None:
         cuda_check(cuda_runtime().cudaStreamSynchronize(self.handle))
