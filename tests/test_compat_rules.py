@@ -353,6 +353,7 @@ def test_capability_spellings_are_one_value() -> None:
         ({**AMPERE_PLUS, "ccs": ("8.6",)}, "ampere_plus means"),
         ({**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability"}, "build_device.compute_capability"),
         ({**TRT, "ccs": ("8.6",), "hardware": "same_compute_capability", "build_cc": "9.0"}, "build_device"),
+        ({"version_compatible": True}, "tensorrt-rtx engines are never version-compatible"),
         ({"hardware": "ampere_plus", "ccs": (), "and_later_from": "8.0"}, "tensorrt-rtx engines have hardware"),
         ({"ccs": ("sm86",)}, "'sm86' is not a compute capability as trtforge writes it ('8.6')"),
         ({"ccs": ("banana",)}, "'banana' is not a compute capability"),

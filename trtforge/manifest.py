@@ -179,7 +179,10 @@ class Manifest(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         """The tag is rendered from the manifest's own facts: an edited GPU list or version shows.
-        TensorRT-RTX compiles for listed GPUs: no build of it writes another hardware_compatibility."""
+        TensorRT-RTX compiles for listed GPUs, and its engines load only on the release that built
+        them (NVIDIA's "Engine Compatibility" page): no build of it writes other facts."""
+        if self.tensorrt.flavor == FLAVOR_RTX and self.tensorrt.version_compatible:
+            raise ValueError("tensorrt-rtx engines are never version-compatible (they load on their own release only)")
         if self.tensorrt.flavor == FLAVOR_RTX and self.gpu.hardware_compatibility != "none":
             raise ValueError("tensorrt-rtx engines have hardware_compatibility none (it compiles for listed GPUs)")
         expected = EngineTag(
