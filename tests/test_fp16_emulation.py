@@ -23,6 +23,7 @@ from trtforge.manifest import read_manifest
 from trtforge.model import ModelInfo, read_model_info
 from trtforge.precision.graphs import (
     EMULATION_KEY,
+    FP16_NOT_EMULATED,
     FP16_STORAGE,
     emulate_fp16,
     emulated_onnx,
@@ -277,3 +278,32 @@ def test_fp16_weights_stay_fp16_in_the_file_and_run_as_if_widened_in_it(tmp_path
     assert len(emulated.SerializeToString()) < len(widened.SerializeToString())
     for got, expected in zip(*runs, strict=True):
         assert np.array_equal(got, expected)
+
+
+def test_a_graph_with_control_flow_says_fp16_is_not_emulated(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """The emulation cannot rewrite If/Loop/Scan subgraphs: the FP16 graph runs as it is, and its
+    overflow goes unseen. That used to pass with no word in any report; every report now says so."""
+    need_rtx()
+    model = onnx.load(str(overflow_chain(tmp_path / "over.onnx")))
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.ones(1, np.float32)))],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("one", onnx.TensorProto.FLOAT, [1])],
+    )
+    flag = numpy_helper.from_array(np.array(True), "flag")
+    model.graph.initializer.append(flag)
+    model.graph.node.append(helper.make_node("If", ["flag"], ["picked"], then_branch=branch, else_branch=branch))
+    model.graph.output.append(helper.make_tensor_value_info("picked", onnx.TensorProto.FLOAT, [1]))
+    path = save(model, tmp_path / "if.onnx")
+    emulated = emulate_fp16(to_fp16(model))
+    assert emulated is not None and dict((p.key, p.value) for p in emulated.metadata_props)[EMULATION_KEY] == (
+        FP16_NOT_EMULATED
+    )
+    spec = _spec(write_spec, path, "fp16: {keep_fp32: []}\n")
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    assert "fp16 storage NOT emulated" in stderr, stderr
+    if code == 0:  # the overflow is unseen (onnxruntime's CPU kernels): the reports must say why
+        accuracy = read_manifest(next(out.glob("*.engine"))).accuracy
+        assert accuracy is not None and accuracy["emulation"] == FP16_NOT_EMULATED

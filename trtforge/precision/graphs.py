@@ -35,6 +35,13 @@ overflows or rounds as TensorRT's FP16 tensors do; explicit cast pairs do. No op
 folds a pair or fuses across it (tests/test_fp16_emulation.py checks the level the gate uses on
 Conv/BatchNormalization/Relu/Add), and the highest level runs the emulation fastest."""
 
+FP16_NOT_EMULATED = (
+    "fp16 storage NOT emulated: the graph has control-flow subgraphs (If/Loop/Scan), which the "
+    "emulation does not rewrite; the FP16 graph runs as is on onnxruntime's CPU provider, which may "
+    "compute in FP32, so FP16 overflow and rounding the engine has can go unseen by this gate"
+)
+"""The label where the emulation cannot be made: every report says the gate is weaker here."""
+
 
 def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: Sequence[str] = ()) -> onnx.ModelProto:
     """FP16 graph whose inputs and outputs stay FP32 (the caller's buffers don't change).
@@ -181,20 +188,23 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
     FP16 constants are widened (exactly) and FP16 weights are read through a Cast(FLOAT), which
     onnxruntime folds into an FP32 weight once, when it loads the graph (the same values: the
     cast is exact): the graph written stays the FP16 graph's size, not twice it. None when there
-    is nothing to emulate (no FP16 tensor) or it cannot be done here (control-flow subgraphs).
+    is nothing to emulate (no FP16 tensor). A graph with control-flow subgraphs is returned as it
+    is, labelled ``FP16_NOT_EMULATED``: the reports then say the gate cannot see FP16 storage there.
     """
     import onnx
     from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-    graph = converted.graph
-    if any(attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in graph.node for attr in n.attribute):
-        return None
     types = _elem_types(converted)
     if TensorProto.FLOAT16 not in types.values():
         return None
     model = onnx.ModelProto()
     model.CopyFrom(converted)
     graph = model.graph
+    if any(attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in graph.node for attr in n.attribute):
+        helper.set_model_props(
+            model, {**{p.key: p.value for p in model.metadata_props}, EMULATION_KEY: FP16_NOT_EMULATED}
+        )
+        return model
     inputs = {value.name for value in graph.input}
     nodes: list[onnx.NodeProto] = []
     for index, init in enumerate(graph.initializer):
