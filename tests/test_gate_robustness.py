@@ -386,3 +386,16 @@ def test_model_without_inputs_builds_and_passes_the_gate(tmp_path: Path) -> None
     assert code == 0, stderr
     (report_file,) = out.glob("*.accuracy.json")
     assert json.loads(report_file.read_text())["passed"] is True
+
+
+def test_a_profile_whose_min_batch_exceeds_the_gates_cap_is_still_checked(tmp_path: Path) -> None:
+    """min [128, 16], max [256, 16]: batches of 64 (the cap) would all be refused by the profile,
+    leaving "no accuracy sample fits" (exit 2); the gate batches at the profile's min instead."""
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [tensor("x", 1, ["N", 16])], [tensor("y", 1, ["N", 16])])
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).random((256, 16), dtype=np.float32))
+    profile = "profiles:\n  - x: {min: [128, 16], opt: [128, 16], max: [256, 16]}\n"
+    code, stderr, out = _build(tmp_path, model, f"{profile}accuracy:\n  data: {data}\n", precision="fp16")
+    assert code == 0, stderr
+    (report_file,) = out.glob("*.accuracy.json")
+    assert json.loads(report_file.read_text())["data"]["samples"] == 256

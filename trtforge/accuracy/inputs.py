@@ -184,14 +184,17 @@ def accepted(profiles: Sequence[Mapping[str, ShapeRange]], feed: Mapping[str, np
 
 
 def gate_batch_size(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> int:
-    """The model's static batch, else the largest batch any profile allows, capped at MAX_GATE_BATCH."""
+    """The model's static batch, else the largest batch any profile allows, capped at MAX_GATE_BATCH
+    but never below the smallest batch some profile accepts (a profile whose min batch is 128 would
+    refuse every batch of 64: no sample could be checked)."""
     from trtforge.data import fixed_batch_size
 
     fixed = fixed_batch_size(model.inputs)
     if fixed is not None:
         return fixed
     largest = max((shape.max[0] for profile in profiles for shape in profile.values() if shape.max), default=1)
-    return max(1, min(largest, MAX_GATE_BATCH))
+    accepted = [max((shape.min[0] for shape in profile.values() if shape.min), default=1) for profile in profiles]
+    return max(1, min(largest, MAX_GATE_BATCH), min(accepted, default=1))
 
 
 def plan(spec: Spec, model: ModelInfo) -> Plan:
