@@ -307,3 +307,23 @@ def test_a_graph_with_control_flow_says_fp16_is_not_emulated(write_spec: Callabl
     if code == 0:  # the overflow is unseen (onnxruntime's CPU kernels): the reports must say why
         accuracy = read_manifest(next(out.glob("*.engine"))).accuracy
         assert accuracy is not None and accuracy["emulation"] == FP16_NOT_EMULATED
+
+
+def test_verify_refuses_an_fp16_graph_the_guard_would_choose_otherwise(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """verify prepares the FP16 graph again: on data changed since the build the overflow guard keeps
+    other nodes in FP32, and the gate would judge that graph, not the engine's (which overflows)."""
+    need_rtx()
+    model = overflow_chain(tmp_path / "over.onnx")
+    data = tmp_path / "data.npy"
+    np.save(data, np.random.default_rng(0).random((8, 16), dtype=np.float32) * 1e-3)  # nothing overflows
+    spec = _spec(write_spec, model, f"accuracy:\n  data: {data}\n")
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    assert code == 0, stderr
+    (engine,) = out.glob("*.engine")
+    assert (read_manifest(engine).fp16 or {}).get("keep_fp32") == []
+    np.save(data, np.random.default_rng(0).random((8, 16), dtype=np.float32))  # now the MatMul overflows
+    code, _, stderr = cli("verify", engine, "--spec", spec)
+    assert code == 2 and "the FP16 overflow guard now keeps" in stderr and "fp16.keep_fp32: []" in stderr, stderr

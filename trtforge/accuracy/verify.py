@@ -47,16 +47,38 @@ def source_mismatch(spec: Spec, manifest: Manifest, onnx_sha256: str) -> str | N
     return None
 
 
-def calibration_mismatch(built: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
-    """Why the INT8 graph calibrated now is not the engine's (None when it is): the gate would judge
-    scales from other data, and could pass an engine whose own scales fail (pure)."""
-    if not built or not now or built.get("data_sha256") == now.get("data_sha256"):
-        return None
-    return (
-        f"the calibration data (sha256 {str(now.get('data_sha256'))[:12]}…) is not the data the engine was "
-        f"calibrated on (sha256 {str(built.get('data_sha256'))[:12]}…): restore that data to verify this "
-        "engine, or rebuild it"
-    )
+def preparation_mismatch(
+    calibration: tuple[dict[str, Any] | None, dict[str, Any] | None],
+    fp16: tuple[dict[str, Any] | None, dict[str, Any] | None],
+) -> str | None:
+    """Why the graph prepared now (the INT8 scales, the nodes kept in FP32) is not the engine's,
+    as (built, now) pairs of manifest sections; None when it is. The gate would judge another
+    graph: scales from other data, or an overflow guard that chose again on data changed since,
+    and could pass an engine whose own graph fails (pure)."""
+    built, now = calibration
+    if built and now:
+        if built.get("data_sha256") != now.get("data_sha256"):
+            return (
+                f"the calibration data (sha256 {str(now.get('data_sha256'))[:12]}…) is not the data the engine "
+                f"was calibrated on (sha256 {str(built.get('data_sha256'))[:12]}…): restore that data to verify "
+                "this engine, or rebuild it"
+            )
+        for key in ("algorithm", "exclude", "cache_sha256"):
+            if built.get(key) != now.get(key):
+                return (
+                    f"calibrating again gives another {key} ({now.get(key)}) than the engine's ({built.get(key)}): "
+                    "pin the engine's choice in the spec (calibration.algorithm, calibration.exclude) to verify "
+                    "this engine, or rebuild it"
+                )
+    built_fp16, now_fp16 = fp16
+    kept, keeps = (built_fp16 or {}).get("keep_fp32"), (now_fp16 or {}).get("keep_fp32")
+    if built_fp16 and now_fp16 and sorted(kept or []) != sorted(keeps or []):
+        return (
+            f"the FP16 overflow guard now keeps {sorted(keeps or []) or 'no node'} in FP32, the engine kept "
+            f"{sorted(kept or []) or 'none'} (the data changed since the build): pin the engine's choice with "
+            f"fp16.keep_fp32: {sorted(kept or [])} in the spec to verify this engine, or rebuild it"
+        )
+    return None
 
 
 def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path | None = None) -> VerifyOutcome:
@@ -85,9 +107,9 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
     check_profiles(spec, info)
     cache_dir = cache_dir or default_cache_dir()
     prepared = prepare_precision(spec, info, manifest.tensorrt.flavor, manifest.tensorrt.version, cache_dir, reporter)
-    calibrated = calibration_mismatch(manifest.calibration, prepared.calibration)
-    if calibrated:
-        raise InvalidInputError(f"{engine.name}: {calibrated}")
+    other_graph = preparation_mismatch((manifest.calibration, prepared.calibration), (manifest.fp16, prepared.fp16))
+    if other_graph:
+        raise InvalidInputError(f"{engine.name}: {other_graph}")
     report = run_accuracy_gate(spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir)
     report_file = write_report(report_path(engine.parent, manifest.stem), report)
     signed = manifest.signature is not None
