@@ -25,6 +25,7 @@ from trtforge.precision.graphs import (
     EMULATION_KEY,
     FP16_NOT_EMULATED,
     FP16_STORAGE,
+    INT8_QDQ,
     emulate_fp16,
     emulated_onnx,
     emulation_of,
@@ -244,7 +245,8 @@ def test_int8_high_precision_fp16_layers_are_emulated(
     assert code == expected, stderr
     (report,) = out.glob("*.accuracy.json")
     candidate = json.loads(report.read_text())["candidate"]
-    assert candidate["emulation"] == (FP16_STORAGE if high_precision == "fp16" else None)
+    # every INT8 candidate says how its Q/DQ nodes stand for the engine's INT8 kernels
+    assert candidate["emulation"] == (f"{INT8_QDQ}; {FP16_STORAGE}" if high_precision == "fp16" else INT8_QDQ)
 
 
 def test_fp16_weights_stay_fp16_in_the_file_and_run_as_if_widened_in_it(tmp_path: Path) -> None:

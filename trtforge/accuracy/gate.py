@@ -138,13 +138,17 @@ def engine_runs_here(manifest: Manifest, env: Environment, policy: LoadPolicy) -
     return describe_problems(found) if found else None
 
 
-def simulated(onnx_path: Path, why_not_engine: str, reference: ModelInfo | None = None) -> GateCandidate:
+def simulated(
+    onnx_path: Path, why_not_engine: str, reference: ModelInfo | None = None, int8: bool = False
+) -> GateCandidate:
     """The simulation as the candidate; ``reference``: the spec's model as described, whose
-    metadata serves when ``onnx_path`` is that model (fp32), instead of parsing it again."""
-    from trtforge.precision.graphs import emulation_of
+    metadata serves when ``onnx_path`` is that model (fp32), instead of parsing it again. An INT8
+    candidate's emulation says how its Q/DQ nodes stand for the engine's INT8 kernels."""
+    from trtforge.precision.graphs import INT8_QDQ, emulation_of
 
-    emulation = emulation_of(onnx_path, reference)
-    what = "its FP16-storage emulation" if emulation else "the precision-prepared ONNX"
+    storage = emulation_of(onnx_path, reference)
+    emulation = "; ".join(label for label in (INT8_QDQ if int8 else None, storage) if label) or None
+    what = "its FP16-storage emulation" if storage else "the precision-prepared ONNX"
     return GateCandidate(
         "simulated", f"{why_not_engine}: {what} runs in onnxruntime instead", onnx_path=onnx_path, emulation=emulation
     )
@@ -189,7 +193,7 @@ def open_candidate(
     """
     why_not = engine_runs_here(manifest, env, policy)
     if why_not is not None:
-        yield simulated(simulated_onnx, why_not, reference)
+        yield simulated(simulated_onnx, why_not, reference, manifest.precision == "int8")
         return
     from trtforge.runtime.loader import load_engine
 
@@ -197,7 +201,8 @@ def open_candidate(
         try:
             loaded = load_engine(path, policy)
         except IncompatibleEngineError as exc:
-            yield simulated(simulated_onnx, f"the runtime loader refused the engine ({exc})", reference)
+            refused = f"the runtime loader refused the engine ({exc})"
+            yield simulated(simulated_onnx, refused, reference, manifest.precision == "int8")
             return
     gpu = env.gpus[0]
     yield GateCandidate(

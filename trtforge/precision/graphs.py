@@ -35,6 +35,13 @@ overflows or rounds as TensorRT's FP16 tensors do; explicit cast pairs do. No op
 folds a pair or fuses across it (tests/test_fp16_emulation.py checks the level the gate uses on
 Conv/BatchNormalization/Relu/Add), and the highest level runs the emulation fastest."""
 
+INT8_QDQ = (
+    "int8: the Q/DQ graph trtforge placed, QuantizeLinear/DequantizeLinear run by onnxruntime in float "
+    "(round half to even, saturate to [-128, 127], per-channel weight scales as built); TensorRT fuses "
+    "them into INT8 kernels whose accumulation order this does not model"
+)
+"""How an INT8 candidate stands for the engine (every report carries it beside any FP16 label)."""
+
 FP16_NOT_EMULATED = (
     "fp16 storage NOT emulated: the graph has control-flow subgraphs (If/Loop/Scan), which the "
     "emulation does not rewrite; the FP16 graph runs as is on onnxruntime's CPU provider, which may "
