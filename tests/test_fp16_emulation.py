@@ -329,3 +329,28 @@ def test_verify_refuses_an_fp16_graph_the_guard_would_choose_otherwise(
     np.save(data, np.random.default_rng(0).random((8, 16), dtype=np.float32))  # now the MatMul overflows
     code, _, stderr = cli("verify", engine, "--spec", spec)
     assert code == 2 and "the FP16 overflow guard now keeps" in stderr and "fp16.keep_fp32: []" in stderr, stderr
+
+
+def test_the_guard_keeps_nodes_reading_a_weight_fp16_cannot_hold(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """x @ W * 1e5 * 1e-5: no activation overflows, but the converter clamps the weight 1e5 to 65504
+    (the output at 0.66x). The guard keeps the node that reads it in FP32, and the build passes."""
+    need_rtx()
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.02, (16, 16)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array(1e5, np.float32), "up"),
+        numpy_helper.from_array(np.array(1e-5, np.float32), "down"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["input", "W"], ["mm"], name="mm"),
+        helper.make_node("Mul", ["mm", "up"], ["big"], name="scale_up"),
+        helper.make_node("Mul", ["big", "down"], ["out"], name="scale_down"),
+    ]
+    model = chain(tmp_path / "bigweight.onnx", "bigweight", weights, nodes)
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", _spec(write_spec, model), "--out", out)
+    assert code == 0, stderr
+    fp16 = read_manifest(next(out.glob("*.engine"))).fp16 or {}
+    assert "scale_up" in fp16["keep_fp32"] and "input 'up' reaches 1e+05" in fp16["reasons"]["scale_up"]

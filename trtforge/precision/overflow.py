@@ -90,6 +90,26 @@ def overflowing_nodes(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict
     return {node: ", ".join(why) + f" > {FP16_MAX:g}" for node, why in reasons.items()}
 
 
+def oversized_weights(model: onnx.ModelProto) -> dict[str, float]:
+    """Float initializers and Constant outputs with a finite |w| over FP16_MAX, by name -> max |w|:
+    the FP16 converter clamps them to 65504 (a weight of 1e5 becomes 0.66 of itself), so the nodes
+    reading them stay FP32 like those reading an overflowing activation (pure)."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    tensors = [*model.graph.initializer]
+    tensors += [attr.t for node in model.graph.node if node.op_type == "Constant" for attr in node.attribute if attr.t]
+    floats = (TensorProto.FLOAT, TensorProto.DOUBLE)
+    found: dict[str, float] = {}
+    for tensor in tensors:
+        if tensor.data_type in floats:
+            values = numpy_helper.to_array(tensor)
+            finite = values[np.isfinite(values)]
+            if finite.size and float(np.abs(finite).max()) > FP16_MAX:
+                found[tensor.name] = float(np.abs(finite).max())
+    return found
+
+
 def check_keep_fp32(names: list[str], model: onnx.ModelProto, spec: Spec) -> None:
     """Every ``fp16.keep_fp32`` entry names a node of the model (exit 2 with the closest name)."""
     known = [node.name for node in model.graph.node]
@@ -163,7 +183,7 @@ def _until(
 
 def guard_key(model_sha256: str, data: Mapping[str, Any], ort_version: str) -> str:
     """sha256 of what the guard's choice depends on (pure)."""
-    document = {"model": model_sha256, "data": data, "onnxruntime": ort_version, "fp16_max": FP16_MAX}
+    document = {"model": model_sha256, "data": data, "onnxruntime": ort_version, "fp16_max": FP16_MAX, "weights": 1}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -237,7 +257,7 @@ def choose_keep_fp32(
         # TensorRT may still build it, and the gate reports itself not runnable with the reason
         log(f"fp16: overflow guard skipped, onnxruntime cannot run the model ({first_line(exc)})")
         return KeepFp32((), "overflow guard", data=data)
-    reasons = overflowing_nodes(model, {name: values.amax for name, values in stats.items()})
+    reasons = overflowing_nodes(model, {**oversized_weights(model), **{name: v.amax for name, v in stats.items()}})
     if entry is not None:  # re-derivable: a lost or torn entry is a miss
         atomic_write_text(entry, json.dumps({"nodes": list(reasons), "reasons": reasons, "data": data}))
     return KeepFp32(tuple(reasons), "overflow guard", reasons, data)
