@@ -354,3 +354,27 @@ def test_the_guard_keeps_nodes_reading_a_weight_fp16_cannot_hold(
     assert code == 0, stderr
     fp16 = read_manifest(next(out.glob("*.engine"))).fp16 or {}
     assert "scale_up" in fp16["keep_fp32"] and "input 'up' reaches 1e+05" in fp16["reasons"]["scale_up"]
+
+
+def test_a_legitimate_inf_does_not_turn_the_guard_off(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """The overflowing chain plus an additive -inf mask into a Softmax (as attention has): the -inf
+    used to stop the guard ("the FP32 model fails"), and the build failed on the overflow it exists
+    to prevent. The guard passes over non-finite values and keeps the overflowing nodes."""
+    need_rtx()
+    model = onnx.load(str(overflow_chain(tmp_path / "over.onnx")))
+    mask = np.zeros(16, np.float32)
+    mask[::2] = -np.inf
+    model.graph.initializer.append(numpy_helper.from_array(mask, "mask"))
+    model.graph.node.extend(
+        [
+            helper.make_node("Add", ["input", "mask"], ["masked"], name="mask_add"),
+            helper.make_node("Softmax", ["masked"], ["attention"], name="softmax", axis=-1),
+        ]
+    )
+    model.graph.output.append(helper.make_tensor_value_info("attention", onnx.TensorProto.FLOAT, ["N", 16]))
+    path = save(model, tmp_path / "masked.onnx")
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", _spec(write_spec, path), "--out", out)
+    assert code == 0, stderr
+    assert "overflow guard skipped" not in stderr
+    assert "blowup" in (read_manifest(next(out.glob("*.engine"))).fp16 or {})["keep_fp32"]

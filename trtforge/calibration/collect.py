@@ -59,6 +59,7 @@ def collect(
     stats_thread: bool = True,
     saved: Path | None = None,
     optimized: bool = True,
+    finite_only: bool = False,
 ) -> tuple[dict[str, TensorStats], int]:
     """Statistics of the float tensors among ``tensors``, and the number of samples seen.
 
@@ -73,6 +74,7 @@ def collect(
     extended (a temporary one): the session is made from it without serializing the model.
     ``optimized=False``: no graph optimization, for few runs (the FP16 overflow guard's one sample
     per shape), where optimizing a graph whose every tensor is an output costs more than it saves.
+    ``finite_only`` (minmax): NaN/Inf values are passed over, not refused (the overflow guard).
     """
     import onnxruntime as ort
 
@@ -105,7 +107,7 @@ def collect(
                 continue
             tensor_stats = stats.get(name)
             if tensor_stats is None:  # created once (``setdefault`` would allocate a histogram per call)
-                tensor_stats = stats[name] = new_stats(algorithm)
+                tensor_stats = stats[name] = new_stats(algorithm, finite_only)
             try:
                 tensor_stats.update(values)
             except NonFiniteError as exc:

@@ -84,19 +84,26 @@ class TensorStats(Protocol):
 
 
 class MaxTracker:
-    """Running max |x|: all that minmax needs, without the cost of a histogram."""
+    """Running max |x|: all that minmax needs, without the cost of a histogram.
 
-    __slots__ = ("amax",)
+    ``finite_only``: NaN/Inf values are passed over instead of refused, for the FP16 overflow
+    guard, where a legitimate -inf (an attention mask) says nothing about the finite values' range."""
 
-    def __init__(self) -> None:
+    __slots__ = ("amax", "finite_only")
+
+    def __init__(self, finite_only: bool = False) -> None:
         self.amax = 0.0
+        self.finite_only = finite_only
 
     def update(self, x: np.ndarray) -> None:
         if x.size == 0:
             return
         amax = float(max(x.max(), -x.min()))
         if not np.isfinite(amax):
-            raise NonFiniteError("NaN or Inf values")
+            if not self.finite_only:
+                raise NonFiniteError("NaN or Inf values")
+            finite = x[np.isfinite(x)]
+            amax = float(np.abs(finite).max()) if finite.size else 0.0
         self.amax = max(self.amax, amax)
 
 
@@ -173,8 +180,9 @@ def _initial_scale(amax: np.float32, nbins: int) -> np.float32:
     return scale
 
 
-def new_stats(algorithm: Algorithm) -> TensorStats:
-    return MaxTracker() if algorithm == "minmax" else AbsHistogram()
+def new_stats(algorithm: Algorithm, finite_only: bool = False) -> TensorStats:
+    """``finite_only`` (minmax only, see MaxTracker): NaN/Inf passed over instead of refused."""
+    return MaxTracker(finite_only) if algorithm == "minmax" else AbsHistogram()
 
 
 def _xlogx(values: np.ndarray) -> np.ndarray:

@@ -248,10 +248,16 @@ def choose_keep_fp32(
     try:
         with _extendable_copy(spec.model_path) as saved:
             stats, _samples = collect(
-                model, all_activations(model), _until(stop, feeds), "minmax", saved=saved, optimized=False
+                model,
+                all_activations(model),
+                _until(stop, feeds),
+                "minmax",
+                saved=saved,
+                optimized=False,
+                finite_only=True,  # an attention mask's -inf is a value FP16 holds too
             )
-    except InvalidInputError as exc:  # the FP32 graph itself gives inf/NaN: the gate's reference says so
-        log(f"fp16: overflow guard skipped, the FP32 model fails on {data} ({exc})")
+    except InvalidInputError as exc:  # the data: the gate reads it too, and says what is wrong
+        log(f"fp16: overflow guard skipped on {data} ({exc})")
         return KeepFp32((), "overflow guard", data=data)
     except Exception as exc:  # onnxruntime cannot load or run the model (an op it lacks, a newer opset):
         # TensorRT may still build it, and the gate reports itself not runnable with the reason
