@@ -140,9 +140,9 @@ def test_statistics_are_created_once_per_tensor(monkeypatch: pytest.MonkeyPatch)
     created: list[str] = []
     make = collect_module.new_stats
 
-    def counted(algorithm: Algorithm) -> TensorStats:
+    def counted(algorithm: Algorithm, finite_only: bool = False) -> TensorStats:
         created.append(algorithm)
-        return make(algorithm)
+        return make(algorithm, finite_only)
 
     monkeypatch.setattr(collect_module, "new_stats", counted)
     model = small_cnn()

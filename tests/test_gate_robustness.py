@@ -399,3 +399,35 @@ def test_a_profile_whose_min_batch_exceeds_the_gates_cap_is_still_checked(tmp_pa
     assert code == 0, stderr
     (report_file,) = out.glob("*.accuracy.json")
     assert json.loads(report_file.read_text())["data"]["samples"] == 256
+
+
+def test_class_indices_are_judged_by_equality_not_cosine(tmp_path: Path) -> None:
+    """ArgMax over 1000 logits in near-tied pairs (classes 2k and 2k + 1): FP16 rounding flips some
+    indices to their neighbour. Their cosine stays near 1 (the indices barely move); the share of
+    equal values does not."""
+    rng = np.random.default_rng(0)
+    pairs = np.repeat(rng.normal(size=(16, 500)), 2, axis=1)
+    weights = (pairs + 1e-4 * rng.normal(size=(16, 1000))).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["logits"]),
+        helper.make_node("ArgMax", ["logits"], ["cls"], axis=1, keepdims=0),
+    ]
+    w = numpy_helper.from_array(weights, "W")
+    model = _model(nodes, [tensor("x", 1, ["N", 16])], [tensor("cls", TensorProto.INT64, ["N"])], (w,))
+    profile = "profiles:\n  - x: {min: [1, 16], opt: [16, 16], max: [64, 16]}\n"
+    code, stderr, out = _build(tmp_path, model, profile, precision="fp16")
+    assert code == 4, stderr
+    line = _one_line_error(stderr)
+    assert "output 'cls': match" in line and "< match_min 0.99" in line
+    (report_file,) = out.glob("*.rejected.accuracy.json")
+    (output,) = json.loads(report_file.read_text())["outputs"]
+    assert {check["limit_key"] for check in output["checks"]} == {"match_min"}
+    assert output["metrics"]["cosine"] > 0.999 and output["metrics"]["match"] < 0.99  # cosine used to pass it
+
+
+def test_integer_outputs_take_match_min_and_floats_do_not() -> None:
+    ints = tolerances.resolve("cls", "int8", {}, classifier=False, exact=True)
+    assert ints == Tolerance(match_min=0.95)
+    floats = tolerances.resolve("y", "int8", {"*": Tolerance(match_min=0.5, max_abs=1.0)}, classifier=False)
+    assert floats.match_min is None and floats.max_abs == 1.0 and floats.cosine_min == 0.98
+    assert metrics.match_fraction(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4])) == 0.75

@@ -218,6 +218,9 @@ class Tolerance(_Strict):
     cosine_min: float | None = Field(None, ge=-1, le=1)
     snr_db_min: float | None = None
     top1_min: float | None = Field(None, ge=0, le=1)
+    match_min: float | None = Field(
+        None, ge=0, le=1, description="integer and boolean outputs: share of values equal to the reference's"
+    )
 
 
 class Fp16Spec(_Strict):

@@ -45,7 +45,7 @@ from trtforge.environment import usable_cores
 from trtforge.errors import AccuracyError, IncompatibleEngineError, InvalidInputError, TrtforgeError
 from trtforge.fsutil import prefetch_digest, sha256_file
 from trtforge.manifest import manifest_path_for
-from trtforge.model import ModelInfo, TensorDesc
+from trtforge.model import ModelInfo, TensorDesc, is_float
 from trtforge.runners.base import Runner
 from trtforge.runners.onnxruntime import OnnxrtRunner, ort_error_text
 from trtforge.spec import Spec
@@ -357,7 +357,8 @@ def evaluate_outputs(
         classifier = metrics.is_classifier(ref)
         if classifier:
             classifiers.append(name)
-        limits = tolerances.resolve(name, spec.precision, spec.accuracy.tolerances, classifier)
+        exact = not is_float(ref.dtype)
+        limits = tolerances.resolve(name, spec.precision, spec.accuracy.tolerances, classifier, exact)
         compared = not identical and ref.size > 0
         measured = metrics.compare(ref, cand, classifier) if compared else None
         checks = tolerances.evaluate(name, measured, limits) if measured is not None else []
@@ -619,8 +620,9 @@ def _unmeasured(spec: Spec, output: TensorDesc) -> OutputResult:
     """An output of an ``identical`` candidate: its limits, no measurement (nothing ran). A float
     ``[N, C]`` output with C >= 2 counts as a classifier, as its arrays would (pure)."""
     dims = output.shape
-    classifier = len(dims) == 2 and isinstance(dims[1], int) and dims[1] >= 2 and output.dtype.startswith("float")
-    limits = tolerances.resolve(output.name, spec.precision, spec.accuracy.tolerances, classifier)
+    floats = output.dtype.startswith(("float", "bfloat"))
+    classifier = len(dims) == 2 and isinstance(dims[1], int) and dims[1] >= 2 and floats
+    limits = tolerances.resolve(output.name, spec.precision, spec.accuracy.tolerances, classifier, not floats)
     return OutputResult(
         name=output.name, classifier=classifier, metrics={}, tolerance=limits.model_dump(exclude_none=True), checks=[]
     )

@@ -36,6 +36,7 @@ class OutputMetrics:
     cosine: float
     snr_db: float
     top1: float | None = None
+    match: float | None = None  # integer and boolean outputs: share of values equal to the reference's
     nonfinite: int | None = None  # NaN/Inf values in the reference; None when both outputs are finite
     nonfinite_mismatch: int | None = None  # positions whose NaN/+Inf/-Inf pattern differs; None likewise
 
@@ -47,6 +48,7 @@ class OutputMetrics:
             "cosine": self.cosine,
             "snr_db": self.snr_db,
             "top1": self.top1,
+            "match": self.match,
             "nonfinite": self.nonfinite,
             "nonfinite_mismatch": self.nonfinite_mismatch,
         }
@@ -140,9 +142,17 @@ def nonfinite_codes(array: np.ndarray) -> np.ndarray:
     return codes
 
 
+def match_fraction(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Share of positions holding the same value: class indices and masks are right or wrong, and
+    a cosine of indices (4 of 13 argmaxes differing gave 0.9999997) means nothing."""
+    ref, cand = np.asarray(reference).ravel(), np.asarray(candidate).ravel()
+    return float(np.mean(ref == cand)) if ref.size else 1.0
+
+
 def compare(reference: np.ndarray, candidate: np.ndarray, classifier: bool | None = None) -> OutputMetrics:
     """Every metric for one output (``classifier`` defaults to ``is_classifier(reference)``); the
-    value metrics over the positions finite in both, plus the NaN/Inf pattern counts."""
+    value metrics over the positions finite in both, plus the NaN/Inf pattern counts, and for an
+    integer or boolean output the share of equal values."""
     if reference.shape != candidate.shape:
         raise ValueError(f"reference shape {reference.shape} differs from candidate shape {candidate.shape}")
     classifier = is_classifier(reference) if classifier is None else classifier
@@ -165,6 +175,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, classifier: bool | Non
         cosine=cosine(ref_finite, cand_finite),
         snr_db=snr_db(ref_finite, cand_finite),
         top1=top1_agreement(ref, cand) if classifier else None,
+        match=None if is_float(reference.dtype) else match_fraction(reference, candidate),
         nonfinite=nonfinite,
         nonfinite_mismatch=mismatch,
     )

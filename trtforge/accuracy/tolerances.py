@@ -4,6 +4,8 @@ Resolution, most specific last (each key set at a later level wins, unset keys a
 per-precision defaults, then the spec's ``"*"`` entry, then the spec's entry for the output name.
 ``top1_min`` applies only to classifier outputs (float ``[N, C]``). A ``cosine_min`` without an
 ``snr_db_min`` brings the SNR it implies (``implied_snr_db``): cosine cannot see a wrong scale.
+An integer or boolean output (class indices, masks) is judged by ``match_min`` (the share of
+equal values) instead of cosine, SNR and top-1; ``match_min`` applies to such outputs only.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ if TYPE_CHECKING:  # metrics imports numpy: a gate that runs nothing must not pa
 #: Defaults when a spec sets none (README "Accuracy gate"). Polygraphy's 1e-5 fails correct FP16
 #: engines, so the limits follow what each precision can honestly deliver.
 DEFAULT_TOLERANCES: Mapping[str, Tolerance] = {
-    "fp32": Tolerance(cosine_min=0.99999),
-    "fp16": Tolerance(cosine_min=0.999),
-    "int8": Tolerance(cosine_min=0.98, top1_min=0.95),
+    "fp32": Tolerance(cosine_min=0.99999, match_min=1.0),
+    "fp16": Tolerance(cosine_min=0.999, match_min=0.99),
+    "int8": Tolerance(cosine_min=0.98, top1_min=0.95, match_min=0.95),
 }
+#: the limits that judge float values (cosine and SNR of class indices or masks mean nothing)
+VALUE_LIMITS = ("cosine_min", "snr_db_min", "top1_min")
 
 #: tolerance key -> (metric it limits, whether the limit is an upper or a lower bound)
 LIMITS: Mapping[str, tuple[str, Literal["max", "min"]]] = {
@@ -35,6 +39,7 @@ LIMITS: Mapping[str, tuple[str, Literal["max", "min"]]] = {
     "cosine_min": ("cosine", "min"),
     "snr_db_min": ("snr_db", "min"),
     "top1_min": ("top1", "min"),
+    "match_min": ("match", "min"),
 }
 
 WILDCARD = "*"
@@ -86,14 +91,20 @@ def implied_snr_db(cosine_min: float) -> float | None:
     return 10.0 * math.log10(cosine_min**2 / (1.0 - cosine_min**2))
 
 
-def resolve(output: str, precision: str, tolerances: Mapping[str, Tolerance], classifier: bool) -> Tolerance:
-    """The limits for ``output`` (see the module docstring for the order)."""
+def resolve(
+    output: str, precision: str, tolerances: Mapping[str, Tolerance], classifier: bool, exact: bool = False
+) -> Tolerance:
+    """The limits for ``output`` (see the module docstring for the order); ``exact``: an integer or
+    boolean output."""
     merged: dict[str, float] = {}
     for layer in (DEFAULT_TOLERANCES[precision], tolerances.get(WILDCARD), tolerances.get(output)):
         if layer is not None:
             merged.update(layer.model_dump(exclude_none=True))
     if not classifier:
         merged.pop("top1_min", None)
+    if exact:
+        return Tolerance(**{key: value for key, value in merged.items() if key not in VALUE_LIMITS})
+    merged.pop("match_min", None)
     implied = implied_snr_db(merged["cosine_min"]) if "cosine_min" in merged else None
     if implied is not None and "snr_db_min" not in merged:
         merged["snr_db_min"] = round(implied, 2)
