@@ -471,6 +471,44 @@ def test_a_required_signature_without_a_key_is_a_usage_error(
     assert code == 2 and "no trusted key" in err  # the flags first, then the path
 
 
+# ---------------------------------------------------------------- inspect: facts, and how far to trust them
+
+
+def test_inspect_shows_an_unverified_signature_as_such(
+    engines: dict[str, Path], tmp_path: Path, signer: tuple[Path, Path]
+) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    sign_artifact(engine, load_signing_key(signer[0]))
+    result = CliRunner().invoke(app, ["inspect", str(engine)])
+    assert result.exit_code == 0 and "(not verified: pass --trusted-key to verify)" in result.stderr
+    assert "(matches the manifest)" in result.stderr and "verified: matches" not in result.stderr
+    result = CliRunner().invoke(app, ["inspect", str(engine), "--trusted-key", str(signer[1])])
+    assert result.exit_code == 0 and "valid, by trusted key" in result.stderr
+    path = manifest_path_for(engine)
+    document = json.loads(path.read_text())
+    document["build"]["seconds"] = 0.5  # any edit after signing
+    path.write_text(json.dumps(document, indent=2))
+    result = CliRunner().invoke(app, ["inspect", str(engine)])
+    assert result.exit_code == 0 and "(not verified: pass --trusted-key to verify)" in result.stderr
+    assert not re.search(r"\bsigned\s+yes\b", result.stderr)
+    result = CliRunner().invoke(app, ["inspect", str(engine), "--trusted-key", str(signer[1]), "--json"])
+    facts = json.loads(result.stdout)
+    assert result.exit_code == 5 and facts["signature"]["status"] == "invalid"
+    assert [problem["rule"] for problem in facts["problems"]] == ["signature"]
+
+
+def test_inspect_exits_5_when_the_engine_is_not_the_manifests(engines: dict[str, Path], tmp_path: Path) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    data = bytearray(engine.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    engine.write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["inspect", str(engine)])
+    assert result.exit_code == 5 and "(DIFFERS from the manifest)" in result.stderr
+    assert "[sha256] engine sha256" in result.stderr and "Traceback" not in result.output
+    facts = json.loads(CliRunner().invoke(app, ["inspect", str(engine), "--json"]).stdout)
+    assert facts["engine"]["matches_manifest"] is False and facts["problems"][0]["rule"] == "sha256"
+
+
 # ---------------------------------------------------------------- choosing in a folder
 
 
