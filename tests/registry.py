@@ -125,8 +125,9 @@ def build_engine(
     profiles: str = DIGITS_PROFILE,
     spec_name: str = "spec.yaml",
     build: str = "",
+    precision: str = "fp32",
 ) -> Path:
-    """A real TensorRT-RTX fp32 engine (about a second) in ``folder/out``; returns the .engine path.
+    """A real TensorRT-RTX engine (fp32 or fp16, about a second) in ``folder/out``; returns the .engine path.
 
     ``build`` is the spec's ``build:`` section as flow YAML, e.g. ``{workspace: 256MiB}``.
     """
@@ -140,7 +141,7 @@ def build_engine(
     listed = ", ".join(f'"{cc}"' for cc in targets)
     spec = folder / spec_name
     spec.write_text(
-        f"name: {name}\nmodel: {model}\nprecision: fp32\nbackend: tensorrt-rtx\ntargets: [{listed}]\n"
+        f"name: {name}\nmodel: {model}\nprecision: {precision}\nbackend: tensorrt-rtx\ntargets: [{listed}]\n"
         f"profiles:\n{profiles}\naccuracy: {{enabled: false}}\n" + (f"build: {build}\n" if build else ""),
         encoding="utf-8",
     )

@@ -11,13 +11,14 @@ import pytest
 from models import need_rtx
 from typer.testing import CliRunner
 
-from trtforge.bench import Latency, parse_shape, request_shapes
+from trtforge.bench import Latency, parse_shape, parse_shapes, request_shapes
 from trtforge.cli import app
 from trtforge.errors import InvalidInputError
 from trtforge.model import TensorDesc
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
+STATIC = REPO / "calibration" / "digits" / "digits_cnn_static.onnx"
 
 runner = CliRunner()
 
@@ -82,6 +83,12 @@ def test_bench_table_goes_to_stderr_and_batch_sets_the_shape() -> None:
         ([str(DIGITS), "--provider", "cuda"], "CUDAExecutionProvider is not available"),
         ([str(DIGITS), "--provider", "tpu"], "--provider 'tpu': use cpu or cuda"),
         ([str(REPO / "README.md")], "not an engine artifact"),
+        ([str(STATIC), "--batch", "4"], "--batch 4: nothing to apply it to, the model has no dynamic input"),
+        ([str(DIGITS), "--shape", "input=2x1x8x8", "--batch", "3"], "its dynamic inputs all have a --shape"),
+        (
+            [str(DIGITS), "--shape", "input=2x1x8x8", "--shape", "input=3x1x8x8"],
+            "--shape input=3x1x8x8: input 'input' already has --shape input=2x1x8x8",
+        ),
     ],
 )
 def test_bench_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -143,6 +150,19 @@ def test_request_shapes() -> None:
         request_shapes(inputs, (), overrides={"mata": (1, 4)})
     with pytest.raises(InvalidInputError, match="dim 0 is 0, an empty request"):
         request_shapes(inputs, (), overrides={"image": (0, 3, 16, 16)})
+
+
+def test_a_batch_or_a_shape_that_would_be_ignored_is_refused() -> None:
+    """``--batch`` on fixed shapes and a second ``--shape`` for one input changed nothing, silently."""
+    static = (TensorDesc("image", "float32", (1, 3, 16, 16)),)
+    with pytest.raises(InvalidInputError, match="--batch 8: nothing to apply it to, the model has no dynamic input"):
+        request_shapes(static, (), batch=8)
+    dynamic = (TensorDesc("image", "float32", ("N", 3, 16, 16)), TensorDesc("meta", "float32", (1, 4)))
+    with pytest.raises(InvalidInputError, match="its dynamic inputs all have a --shape; drop --batch"):
+        request_shapes(dynamic, (), batch=8, overrides={"image": (2, 3, 16, 16)})
+    assert parse_shapes(["image=2x3x16x16", "meta=1x4"]) == {"image": (2, 3, 16, 16), "meta": (1, 4)}
+    with pytest.raises(InvalidInputError, match="input 'image' already has --shape image=2x3x16x16; give it once"):
+        parse_shapes(["image=2x3x16x16", "image=4x3x16x16"])
 
 
 def test_latency_percentiles() -> None:

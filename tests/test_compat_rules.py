@@ -582,3 +582,153 @@ def test_no_nvidia_control_device_means_no_gpu_without_importing_nvml() -> None:
     script = "import sys; from trtforge.environment import detect_gpus; print(detect_gpus(), 'pynvml' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["()", "False"]
+
+
+# ---------------------------------------------------------------- one version comparison (rule 3)
+
+
+@pytest.mark.parametrize(
+    ("built", "version_compatible", "runtime", "fits"),
+    [
+        ("10.3.0", False, "10.3.0.26", True),  # a manifest's major.minor.patch against what a runtime reports
+        ("10.3.0.26", False, "10.3.0", True),  # --trt-version as the wheel spells it
+        ("10.3.0.26", False, "10.3", True),  # a missing patch is 0
+        ("10.3.1.2", False, "10.3", False),
+        ("10.3.0.26", False, "10.3.0.27", False),  # both give the build number: it counts
+        ("10.3.0.26", False, "10", False),  # never "any 10.x"
+        ("10.4.0.26", True, "10.4.0", True),
+        ("10.4.0.26", True, "10.3.0.30", False),
+        ("10.4.0", True, "10.4.1.1", True),
+    ],
+)
+def test_one_version_comparison_at_the_precision_both_give(
+    built: str, version_compatible: bool, runtime: str, fits: bool
+) -> None:
+    found = problems(
+        manifest_for(flavor="tensorrt", version=built, version_compatible=version_compatible),
+        env_for(flavor="tensorrt", version=runtime),
+        allow_host_code=True,
+    )
+    assert (found == []) == fits, found
+    assert all(problem.rule is Rule.VERSION for problem in found)
+
+
+def test_a_triton_release_is_judged_by_the_same_comparison() -> None:
+    """``check --triton R`` and ``check --flavor tensorrt --trt-version`` (R's TensorRT) give one verdict."""
+    from trtforge.manifest import TensorRTInfo
+    from trtforge.triton_releases import releases, runtime_release_problem
+
+    for release in releases():
+        for built in ("10.3.0", "10.3.0.26", "10.4.0", "10.4.0.26", "10.5.0.18", release.tensorrt, "9.3.0"):
+            for version_compatible in (False, True):
+                info = TensorRTInfo(flavor="tensorrt", version=built, version_compatible=version_compatible)
+                manifest = manifest_for(flavor="tensorrt", version=built, version_compatible=version_compatible)
+                plain = problems(manifest, env_for(flavor="tensorrt", version=release.tensorrt), allow_host_code=True)
+                triton = runtime_release_problem(info, LINUX, release)
+                assert (triton is None) == (plain == []), (release.name, built, version_compatible)
+
+
+def test_a_flavor_mismatch_is_said_before_a_runtime_that_is_not_installed() -> None:
+    """``check --flavor tensorrt`` on a TensorRT-RTX engine: the target runs the other runtime (installed
+    here or not), which no pip extra fixes."""
+    (found,) = problems(manifest_for(), env_for(flavor="tensorrt", version=None))
+    assert found.rule is Rule.FLAVOR
+    assert "built with TensorRT-RTX, the target runs TensorRT" in found.message and "pip install" not in found.message
+    assert env_for(flavor="tensorrt", version=None).describe().startswith("no TensorRT runtime")
+
+
+def test_a_target_without_a_flavor_runs_the_runtime_installed_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Target(compute_capability=...).environment()`` describes this host's runtime, not none at all."""
+    from trtforge import environment
+
+    versions = {"tensorrt": None, "tensorrt-rtx": "1.7.1.116"}
+    monkeypatch.setattr(environment, "installed_version", versions.get)
+    env = environment.Target(compute_capability="8.6").environment()
+    assert (env.flavor, env.version) == ("tensorrt-rtx", "1.7.1.116")
+    assert problems(manifest_for(), env) == []
+    versions["tensorrt"] = "10.13.0.35"
+    with pytest.raises(InvalidInputError, match=r"both tensorrt and tensorrt-rtx are installed here.*Target\(flavor="):
+        environment.Target(compute_capability="8.6").environment()
+    assert environment.Target(flavor="tensorrt", compute_capability="8.6").environment().version == "10.13.0.35"
+    versions.update({"tensorrt": None, "tensorrt-rtx": None})
+    (missing,) = problems(manifest_for(), environment.Target(compute_capability="8.6").environment())
+    assert "has no TensorRT-RTX runtime installed: pip install 'trtforge[rtx]'" in missing.message
+
+
+# ---------------------------------------------------------------- ranking: a pure function of the manifest
+
+
+def test_select_orders_versions_of_different_lengths() -> None:
+    """1.7.1 is newer than 1.7 (a negated tuple once ranked the shorter one first)."""
+    short = manifest_for(**{**TRT_VC, "version": "10.7"}, ccs=("8.6",), name="short")
+    longer = manifest_for(**{**TRT_VC, "version": "10.7.1"}, ccs=("8.6",), name="longer")
+    env = env_for(**TRT, cc="8.6")
+    assert _pick([short, longer], env, HOST_CODE_ALLOWED) == "longer"
+    assert _pick([longer, short], env, HOST_CODE_ALLOWED) == "longer"
+    zero = manifest_for(**{**TRT_VC, "version": "10.7.0"}, ccs=("8.6",), name="zero")
+    assert _pick([short, zero], env, HOST_CODE_ALLOWED) == "short"  # one version: the input order decides
+    assert _pick([zero, short], env, HOST_CODE_ALLOWED) == "zero"
+
+
+def test_build_times_are_utc_whatever_the_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build time without an offset is UTC (``created_utc``), not this host's local time."""
+    import time
+
+    from trtforge.selection import preference
+
+    naive = manifest_for(**TRT, ccs=("8.6",), created="2026-01-01T00:00:00", name="naive")
+    aware = manifest_for(**TRT, ccs=("8.6",), created="2026-01-01T00:30:00+00:00", name="aware")
+    zulu = manifest_for(**TRT, ccs=("8.6",), created="2026-01-01T00:15:00Z", name="zulu")
+    broken = manifest_for(**TRT, ccs=("8.6",), created="yesterday", name="broken")
+    seen = []
+    try:
+        for zone in ("UTC", "America/New_York", "Asia/Tokyo"):
+            monkeypatch.setenv("TZ", zone)
+            time.tzset()
+            seen.append([preference(m) for m in (naive, aware, zulu, broken)])
+            assert _pick([naive, broken, zulu, aware], TRT_ENV) == "aware"
+            assert _pick([broken, naive, zulu], TRT_ENV) == "zulu"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert seen[0] == seen[1] == seen[2]
+
+
+def test_compatible_engines_of_several_precisions_are_the_callers_choice() -> None:
+    fp32 = manifest_for(**TRT, ccs=("8.6",), name="m")
+    fp16 = fp32.replace(precision="fp16")
+    int8_elsewhere = manifest_for(**TRT, ccs=("8.9",), name="m").replace(precision="int8")
+    with pytest.raises(InvalidInputError) as refused:
+        select_engine([(fp32, "fp32"), (fp16, "fp16"), (int8_elsewhere, "int8")], TRT_ENV, what="dir://r: 'm'")
+    message = str(refused.value)
+    assert message.startswith("dir://r: 'm': compatible engines of 2 precisions fit (fp16, fp32)"), message
+    assert "--precision (trtforge pull, serve)" in message and "precision= (select_artifact, load_best)" in message
+    # one precision that fits (the other engine needs another GPU) is no question
+    chosen, rejected = select_engine([(fp32, "fp32"), (int8_elsewhere, "int8")], TRT_ENV)
+    assert chosen is not None and chosen[1] == "fp32" and len(rejected) == 1
+
+
+# ---------------------------------------------------------------- the policy, refused at once
+
+
+def test_a_policy_that_cannot_verify_or_has_no_keys_is_a_usage_error() -> None:
+    from trtforge.compat import NO_TRUSTED_KEY_MESSAGE
+
+    with pytest.raises(InvalidInputError) as refused:
+        LoadPolicy(require_signature=True)
+    assert str(refused.value) == NO_TRUSTED_KEY_MESSAGE and refused.value.exit_code == 2
+    with pytest.raises(InvalidInputError, match="LoadPolicy trusted_keys None: loaded public keys"):
+        LoadPolicy(trusted_keys=None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="LoadPolicy trusted_keys 5"):
+        LoadPolicy(trusted_keys=5)  # type: ignore[arg-type]
+
+
+def test_a_policy_keeps_keys_given_as_a_generator() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from trtforge.keys import TrustedKey
+
+    public = Ed25519PrivateKey.generate().public_key()
+    keys = (TrustedKey(public, f"k{index}", "t") for index in range(2))
+    policy = LoadPolicy(require_signature=True, trusted_keys=keys)  # type: ignore[arg-type]
+    assert [key.key_id for key in policy.trusted_keys] == ["k0", "k1"]

@@ -47,7 +47,7 @@ accuracy: {{enabled: false}}
 DIGITS_SPEC = """\
 name: digits-cnn
 model: {model}
-precision: fp32
+precision: {precision}
 backend: tensorrt-rtx
 targets: ["8.6", "8.9"]
 profiles:
@@ -58,7 +58,8 @@ accuracy: {{enabled: false}}
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[str, Path]:
-    """Real TensorRT-RTX builds (about a second each): two engines of one name, and the example model."""
+    """Real TensorRT-RTX builds (about a second each): two engines of one name, and the example
+    model at fp32 and fp16."""
     need_rtx()
     from trtforge.build import build_spec
     from trtforge.console import Reporter
@@ -72,9 +73,10 @@ def engines(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[s
         spec = folder / f"{label}.yaml"
         spec.write_text(CONV_SPEC.format(model=model, targets=targets))
         built[label] = build_spec(load_spec(spec), folder / "net", quiet, cache_dir=folder / "cache").engine
-    spec = folder / "digits.yaml"
-    spec.write_text(DIGITS_SPEC.format(model=DIGITS / "digits_cnn.onnx"))
-    built["digits"] = build_spec(load_spec(spec), folder / "digits", quiet, cache_dir=folder / "cache").engine
+    for label, precision in (("digits", "fp32"), ("digits16", "fp16")):
+        spec = folder / f"{label}.yaml"
+        spec.write_text(DIGITS_SPEC.format(model=DIGITS / "digits_cnn.onnx", precision=precision))
+        built[label] = build_spec(load_spec(spec), folder / "digits", quiet, cache_dir=folder / "cache").engine
     return built
 
 
@@ -432,3 +434,127 @@ def test_a_load_policy_of_the_wrong_types_is_refused_with_the_fix() -> None:
     with pytest.raises(InvalidInputError, match="LoadPolicy require_signature 'yes': True or False"):
         LoadPolicy(require_signature="yes")  # type: ignore[arg-type]
     assert LoadPolicy(trusted_keys=[]).trusted_keys == ()  # a list is kept as the tuple it is typed
+
+
+# ---------------------------------------------------------------- what check says, and where it stops
+
+
+def test_check_json_failure_documents(engines: dict[str, Path], tmp_path: Path) -> None:
+    """A mistyped path is a usage error (the plain error document); an engine without its manifest is
+    refused under a rule the README names."""
+    code, out, _ = _check(str(tmp_path / "typo.engine"), "--cc", "8.6", "--json")
+    document = json.loads(out)
+    assert code == 2 and set(document) == {"error"} and document["error"]["exit_code"] == 2
+    assert "no such engine" in document["error"]["message"]
+    engine = tmp_path / engines["sm86"].name
+    shutil.copy2(engines["sm86"], engine)
+    code, out, _ = _check(str(engine), "--cc", "8.6", "--json")
+    document = json.loads(out)
+    assert code == 5 and document["compatible"] is False and document["exit_code"] == 5
+    assert [problem["rule"] for problem in document["problems"]] == [Rule.MANIFEST.value]
+
+
+def test_another_runtime_is_a_flavor_mismatch_not_a_missing_install(engines: dict[str, Path]) -> None:
+    code, _, err = _check(str(engines["sm86"]), "--cc", "8.6", "--flavor", "tensorrt")
+    assert code == 5 and "[flavor] engine was built with TensorRT-RTX, the target runs TensorRT" in err
+    assert "pip install" not in err
+
+
+def test_a_required_signature_without_a_key_is_a_usage_error(
+    engines: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check exits 2 before reading anything, as pull and serve do (one check: LoadPolicy)."""
+    monkeypatch.delenv("TRTFORGE_TRUSTED_KEY", raising=False)
+    code, _, err = _check(str(engines["sm86"]), "--cc", "8.6", "--require-signature")
+    assert code == 2 and "no trusted key was given: pass --trusted-key FILE" in err
+    code, _, err = _check("typo.engine", "--require-signature")
+    assert code == 2 and "no trusted key" in err  # the flags first, then the path
+
+
+# ---------------------------------------------------------------- inspect: facts, and how far to trust them
+
+
+def test_inspect_shows_an_unverified_signature_as_such(
+    engines: dict[str, Path], tmp_path: Path, signer: tuple[Path, Path]
+) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    sign_artifact(engine, load_signing_key(signer[0]))
+    result = CliRunner().invoke(app, ["inspect", str(engine)])
+    assert result.exit_code == 0 and "(not verified: pass --trusted-key to verify)" in result.stderr
+    assert "(matches the manifest)" in result.stderr and "verified: matches" not in result.stderr
+    result = CliRunner().invoke(app, ["inspect", str(engine), "--trusted-key", str(signer[1])])
+    assert result.exit_code == 0 and "valid, by trusted key" in result.stderr
+    path = manifest_path_for(engine)
+    document = json.loads(path.read_text())
+    document["build"]["seconds"] = 0.5  # any edit after signing
+    path.write_text(json.dumps(document, indent=2))
+    result = CliRunner().invoke(app, ["inspect", str(engine)])
+    assert result.exit_code == 0 and "(not verified: pass --trusted-key to verify)" in result.stderr
+    assert not re.search(r"\bsigned\s+yes\b", result.stderr)
+    result = CliRunner().invoke(app, ["inspect", str(engine), "--trusted-key", str(signer[1]), "--json"])
+    facts = json.loads(result.stdout)
+    assert result.exit_code == 5 and facts["signature"]["status"] == "invalid"
+    assert [problem["rule"] for problem in facts["problems"]] == ["signature"]
+
+
+def test_inspect_exits_5_when_the_engine_is_not_the_manifests(engines: dict[str, Path], tmp_path: Path) -> None:
+    engine = _copy(engines["sm86"], tmp_path)
+    data = bytearray(engine.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    engine.write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["inspect", str(engine)])
+    assert result.exit_code == 5 and "(DIFFERS from the manifest)" in result.stderr
+    assert "[sha256] engine sha256" in result.stderr and "Traceback" not in result.output
+    facts = json.loads(CliRunner().invoke(app, ["inspect", str(engine), "--json"]).stdout)
+    assert facts["engine"]["matches_manifest"] is False and facts["problems"][0]["rule"] == "sha256"
+
+
+# ---------------------------------------------------------------- choosing in a folder
+
+
+def test_select_artifact_takes_a_target_as_check_does(engines: dict[str, Path], tmp_path: Path) -> None:
+    """The no-GPU message tells Python users ``target=Target(compute_capability=...)``: select_artifact
+    takes it, and an environment from a Target without a flavor runs the installed runtime."""
+    import inspect
+
+    assert "target=Target(compute_capability=...)" in NO_GPU_MESSAGE
+    assert "target" in inspect.signature(select_artifact).parameters
+    for label in ("sm86", "sm89"):
+        _copy(engines[label], tmp_path)
+    assert select_artifact(tmp_path, "net", target=Target(compute_capability="8.9")).name == engines["sm89"].name
+    env = Target(compute_capability="8.6").environment()
+    assert env.flavor == "tensorrt-rtx" and env.version
+    assert select_artifact(tmp_path, "net", environment=env).name == engines["sm86"].name
+
+
+def test_select_artifact_asks_for_a_precision_when_several_fit(engines: dict[str, Path], tmp_path: Path) -> None:
+    """fp32 and fp16 both fit: the build time (one-second resolution) used to choose."""
+    fp32, fp16 = _copy(engines["digits"], tmp_path), _copy(engines["digits16"], tmp_path)
+    with pytest.raises(InvalidInputError) as refused:
+        select_artifact(tmp_path, "digits-cnn", target=AT_86)
+    message = str(refused.value)
+    assert refused.value.exit_code == 2 and "compatible engines of 2 precisions fit (fp16, fp32)" in message
+    assert "--precision" in message and "precision=" in message
+    assert select_artifact(tmp_path, "digits-cnn", precision="fp16", target=AT_86) == fp16
+    assert select_artifact(tmp_path, "digits-cnn", precision="fp32", target=AT_86) == fp32
+    with pytest.raises(InvalidInputError, match="2 precisions"):
+        load_best(tmp_path, "digits-cnn", environment=AT_86.environment())
+
+
+def test_an_unreadable_manifest_is_skipped_and_said(engines: dict[str, Path], tmp_path: Path) -> None:
+    """One damaged entry in a folder does not refuse every other model."""
+    from trtforge.runtime import find_artifacts
+
+    digits = _copy(engines["digits"], tmp_path)
+    (tmp_path / "zzz-other.manifest.json").write_text("{}")
+    (tmp_path / "zzz-other.engine").write_bytes(b"")
+    assert select_artifact(tmp_path, "digits-cnn", target=AT_86) == digits
+    listing = find_artifacts(tmp_path)
+    assert [manifest.name for manifest, _ in listing.found] == ["digits-cnn"]
+    (skipped,) = listing.skipped
+    assert skipped.startswith(f"{tmp_path / 'zzz-other.manifest.json'}: not a trtforge manifest")
+    with pytest.raises(InvalidInputError) as refused:
+        select_artifact(tmp_path, "zzz-other", target=AT_86)
+    assert "no engine of zzz-other" in str(refused.value) and "(1 unreadable entry skipped: " in str(refused.value)
+    with pytest.raises(IncompatibleEngineError, match="1 unreadable entry skipped"):
+        select_artifact(tmp_path, "digits-cnn", target=Target(compute_capability="7.5"))

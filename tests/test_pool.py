@@ -673,3 +673,26 @@ def test_tensorrt_pool_refuses_an_engine_this_host_cannot_run(tmp_path: Path, mo
         EnginePool(engine, size=2)
     assert caught.value.exit_code == 5
     assert any("GPU" in reason for reason in caught.value.reasons)
+
+
+def test_an_infinite_pool_timeout_waits_as_long_as_it_takes() -> None:
+    """README: ``EnginePool(..., timeout=None)`` or ``timeout=float("inf")`` waits forever."""
+    with EnginePool(DIGITS, size=1, timeout=float("inf")) as pool:
+        assert pool.default_timeout is None
+        with ThreadPoolExecutor(1) as executor:
+            with pool.borrow():
+                waiter = executor.submit(pool.infer, digits_batch(0))  # the pool's own timeout: infinity
+                time.sleep(0.3)
+                assert not waiter.done()
+            assert waiter.result(timeout=30)["logits"].shape == (1, 10)
+    with pytest.raises(InvalidInputError, match="timeout -inf"):
+        EnginePool(DIGITS, size=1, timeout=float("-inf"))
+
+
+def test_default_threads_divide_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI container's CPU set (the affinity), not every core of the host, is what sessions share."""
+    import trtforge.runtime.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "usable_cores", lambda: 6)
+    assert EnginePool(DIGITS, size=2, start=False)._threads == 3
+    assert EnginePool(DIGITS, size=8, start=False)._threads == 1

@@ -244,3 +244,31 @@ def test_for_this_machine_needs_a_gpu_or_a_target(engines: dict[str, Path], tmp_
     code, _, err = cli("pull", registry, "--name", "digits-cnn", "--for-this-machine", "--out", str(tmp_path / "o"))
     assert code == 5 and NO_GPU_MESSAGE in err
     assert not (tmp_path / "o").exists()
+
+
+def test_pull_asks_for_a_precision_when_several_fit(engines: dict[str, Path], tmp_path: Path) -> None:
+    """fp32 and fp16 both fit: pull used to take the newest build (one-second resolution, then the
+    file name); now it asks, naming what it found and the flag."""
+    registry = f"dir://{tmp_path / 'registry'}"
+    fp16 = build_engine(tmp_path / "half", targets=["8.6"], precision="fp16")
+    for engine in (engines["8.6"], fp16):
+        assert cli("publish", str(engine), "--to", registry)[0] == 0
+    out = tmp_path / "pulled"
+    code, stdout, err = cli("pull", registry, "--name", "digits-cnn", "--cc", "8.6", "--out", out, "--json")
+    assert code == 2 and "compatible engines of 2 precisions fit (fp16, fp32)" in err and "--precision" in err
+    assert json.loads(stdout)["exit_code"] == 2 and not out.exists()
+    code, _, err = cli("pull", registry, "--name", "digits-cnn", "--cc", "8.6", "--precision", "fp16", "-o", out)
+    assert code == 0, err
+    assert [path.name for path in out.glob("*.engine")] == [fp16.name]
+    code, _, err = cli("pull", registry, "--name", "digits-cnn", "--cc", "8.9", "--out", out / "none")
+    assert code == 5 and "none fits" in err  # nothing fits: the precision is no question then
+
+
+def test_pull_with_a_required_signature_and_no_key_is_a_usage_error(
+    engines: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As check: exit 2 before the registry is read (LoadPolicy refuses the policy)."""
+    monkeypatch.delenv("TRTFORGE_TRUSTED_KEY", raising=False)
+    nowhere = f"dir://{tmp_path / 'nowhere'}"
+    code, _, err = cli("pull", nowhere, "--name", "digits-cnn", "--cc", "8.6", "--require-signature")
+    assert code == 2 and "no trusted key was given: pass --trusted-key FILE" in err

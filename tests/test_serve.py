@@ -530,3 +530,33 @@ def test_a_model_that_cannot_be_warmed_stops_the_server_with_its_exit_code(
     assert code == 2, output  # it listened (liveness), then stopped instead of serving half
     assert "listening on" in output
     assert "error: model 'digits' did not warm up, stopping:" in output and "Traceback" not in output
+
+
+def test_a_folder_is_served_at_the_precision_asked_for(
+    engine_86: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve FOLDER --precision`` reaches the folder's selection; without it, engines of several
+    precisions that fit are a question (exit 2), as for pull. A GPU 8.6 is what this host reports."""
+    from clitools import cli
+
+    from trtforge import environment
+    from trtforge.compat import DEFAULT_POLICY, GpuDevice
+    from trtforge.errors import InvalidInputError
+    from trtforge.serve.server import PullOptions, resolve_artifacts
+    from trtforge.tags import ComputeCapability
+
+    folder = tmp_path / "engines"
+    folder.mkdir()
+    fp16 = build_engine(tmp_path / "half", targets=("8.6",), precision="fp16")
+    for engine in (engine_86, fp16):
+        for path in (engine, engine.with_name(engine.name.removesuffix(".engine") + ".manifest.json")):
+            shutil.copy2(path, folder / path.name)
+    gpu = GpuDevice(0, "RTX 3090", ComputeCapability(8, 6), "550", 24 << 30, 20 << 30)
+    monkeypatch.setattr(environment, "detect_gpus", lambda: (gpu,))
+    logged: list[str] = []
+    with pytest.raises(InvalidInputError, match=r"2 precisions fit \(fp16, fp32\).*--precision"):
+        resolve_artifacts([str(folder)], DEFAULT_POLICY, PullOptions(), logged.append)
+    plans, refused = resolve_artifacts([str(folder)], DEFAULT_POLICY, PullOptions(precision="fp16"), logged.append)
+    assert [plan.path.name for plan in plans] == [fp16.name] and refused == []
+    code, _, err = cli("serve", folder, "--precision", "fp61")
+    assert code == 2 and "--precision 'fp61': use fp32, fp16, int8" in err

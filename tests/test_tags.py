@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from trtforge.tags import ComputeCapability, EngineTag, Platform, artifact_stem
+from trtforge.tags import ComputeCapability, EngineTag, Platform, artifact_stem, canonical_machine
 
 CC = ComputeCapability.parse
 
@@ -67,3 +67,35 @@ def test_long_capability_list_becomes_a_range_within_the_oci_limit() -> None:
 @pytest.mark.parametrize(("text", "tag"), [("linux_x86_64", "linux_x86_64"), ("win_amd64", "win_amd64")])
 def test_platform_round_trip(text: str, tag: str) -> None:
     assert Platform.parse(text).tag == tag
+
+
+@pytest.mark.parametrize(
+    ("text", "platform"),
+    [
+        ("linux_amd64", Platform("linux", "x86_64")),
+        ("linux_arm64", Platform("linux", "aarch64")),
+        ("LINUX_AARCH64", Platform("linux", "aarch64")),
+        ("win_amd64", Platform("windows", "x86_64")),
+        ("windows_x86_64", Platform("windows", "x86_64")),
+    ],
+)
+def test_other_spellings_of_a_machine_are_trtforges_own(text: str, platform: Platform) -> None:
+    """What Windows, Debian and wheel tags call a machine is the tag trtforge writes: a check against
+    linux_amd64 never advises pulling an engine tagged linux_amd64, which no build writes."""
+    assert Platform.parse(text) == platform
+
+
+@pytest.mark.parametrize("text", ["linux_x86 64", "linux_sparc", "linux_x86", "win_"])
+def test_an_unknown_machine_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="linux_x86_64, linux_aarch64 or win_amd64"):
+        Platform.parse(text)
+
+
+def test_detection_and_parsing_share_one_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    from trtforge.environment import detect_platform
+
+    for machine, expected in (("AMD64", "x86_64"), ("arm64", "aarch64"), ("x86_64", "x86_64")):
+        monkeypatch.setattr(platform, "machine", lambda machine=machine: machine)
+        assert detect_platform().machine == expected == canonical_machine(machine)

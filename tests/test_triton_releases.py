@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def test_check_refuses_with_the_issues_message(rtx_engine: Path, tmp_path: Path)
     assert code == 5
     assert REFUSAL_24_08 in stderr and len(stderr.strip().splitlines()) == 1 and not stdout
     code, stdout, _ = cli("check", engine, "--triton", "24.08", "--json")
-    assert code == 5 and json.loads(stdout)["problems"] == [{"rule": "artifact", "message": REFUSAL_24_08}]
+    assert code == 5 and json.loads(stdout)["problems"] == [{"rule": "version", "message": REFUSAL_24_08}]
 
 
 def test_check_refusal_names_the_variants_image(rtx_engine: Path, tmp_path: Path) -> None:
@@ -177,6 +178,35 @@ def test_check_passes_an_engine_the_release_loads(rtx_engine: Path, tmp_path: Pa
     assert code == 0, stderr
     result = json.loads(stdout)
     assert result["compatible"] is True and result["environment"]["flavor"] == "tensorrt"
+    assert result["environment"]["version"] == "10.3.0.26"  # the release's TensorRT, not the engine's
+    code, _, stderr = cli("check", engine, "--triton", "24.08", "--cc", "8.6")
+    assert code == 0 and "loads on TensorRT 10.3.0.26, compute capability 8.6" in stderr
+
+
+def test_one_verdict_for_a_release_and_its_tensorrt(rtx_engine: Path, tmp_path: Path) -> None:
+    """``--triton 24.08`` and ``--flavor tensorrt --trt-version 10.3.0.26`` (what 24.08 ships) agree."""
+    for version, fits in (("10.3.0", True), ("10.3.0.26", True), ("10.3.0.27", False), ("10.4.0", False)):
+        engine = as_enterprise(rtx_engine, tmp_path / version, version)
+        triton, _, _ = cli("check", engine, "--cc", "8.6", "--triton", "24.08")
+        plain, _, _ = cli("check", engine, "--cc", "8.6", "--flavor", "tensorrt", "--trt-version", "10.3.0.26")
+        assert triton == plain == (0 if fits else 5), version
+
+
+def test_check_judges_flags_and_the_path_before_the_manifest(rtx_engine: Path, tmp_path: Path) -> None:
+    """--triton read the manifest first: a mistyped path was "manifest missing" (exit 5) and a bad
+    flag went unreported."""
+    code, _, stderr = cli("check", tmp_path / "typo.engine", "--triton", "24.08")
+    assert code == 2 and "no such engine" in stderr
+    code, stdout, _ = cli("check", tmp_path / "typo.engine", "--triton", "24.08", "--json")
+    assert code == 2 and set(json.loads(stdout)) == {"error"}
+    code, _, stderr = cli("check", rtx_engine, "--triton", "24.08", "--cc", "banana")
+    assert code == 2 and "--cc: 'banana' is not a compute capability" in stderr
+    code, _, stderr = cli("check", rtx_engine, "--triton", "24.08", "--platform", "linux_x86 64")
+    assert code == 2 and "--platform" in stderr
+    alone = tmp_path / rtx_engine.name
+    shutil.copyfile(rtx_engine, alone)  # no manifest beside it: refused, under the rule named for it
+    code, stdout, _ = cli("check", alone, "--triton", "24.08", "--json")
+    assert code == 5 and [problem["rule"] for problem in json.loads(stdout)["problems"]] == ["manifest"]
 
 
 def test_check_refuses_a_tensorrt_rtx_engine(rtx_engine: Path) -> None:

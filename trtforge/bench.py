@@ -154,6 +154,18 @@ def parse_shape(text: str) -> tuple[str, Shape]:
     return name.strip(), tuple(int(d) for d in re.split(r"[x,]", dims))
 
 
+def parse_shapes(texts: Sequence[str]) -> dict[str, Shape]:
+    """Every ``--shape``, one per input: a second one for an input would silently replace the first."""
+    shapes: dict[str, Shape] = {}
+    for text in texts:
+        name, shape = parse_shape(text)
+        if name in shapes:
+            given = "x".join(map(str, shapes[name]))
+            raise InvalidInputError(f"--shape {text}: input '{name}' already has --shape {name}={given}; give it once")
+        shapes[name] = shape
+    return shapes
+
+
 def request_shapes(
     inputs: Sequence[TensorDesc],
     profiles: Sequence[Profile],
@@ -174,6 +186,14 @@ def request_shapes(
                 f"--shape {name}=...: the model has no input '{name}'{did_you_mean(name, names)} "
                 f"(inputs: {', '.join(names)})"
             )
+    batched = [tensor.name for tensor in inputs if tensor.is_dynamic and tensor.name not in overrides]
+    if batch is not None and not batched:
+        why = (
+            "its dynamic inputs all have a --shape"
+            if any(tensor.is_dynamic for tensor in inputs)
+            else "the model has no dynamic input (its shapes are fixed)"
+        )
+        raise InvalidInputError(f"--batch {batch}: nothing to apply it to, {why}; drop --batch")
     shapes: dict[str, Shape] = {}
     for tensor in inputs:
         if tensor.name in overrides:

@@ -10,12 +10,12 @@ the person reading it is usually a CI log reader who cannot ask the engine why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from trtforge.errors import InvalidInputError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability, Platform
 
 if TYPE_CHECKING:
@@ -67,7 +67,10 @@ class Environment:
         return "the target" if self.overridden else "this host"
 
     def describe(self) -> str:
-        runtime = f"{product(self.flavor)} {self.version}" if self.flavor and self.version else "no TensorRT runtime"
+        if self.flavor and self.version:
+            runtime = f"{product(self.flavor)} {self.version}"
+        else:  # a flavor without its version: that runtime is not installed
+            runtime = f"no {product(self.flavor)} runtime" if self.flavor else "no TensorRT runtime"
         gpu = f"compute capability {self.compute_capability}" if self.compute_capability else "no GPU"
         return f"{runtime}, {gpu}, {self.platform.tag}"
 
@@ -86,7 +89,8 @@ class Environment:
 
 class Rule(str, Enum):
     """The README's seven rules ("Compatibility checks"; the last, host code, is policy), then
-    what ``check`` and the loader add: the runtime's own header check."""
+    what ``check`` and the loader add: the runtime's own header check, and a missing manifest
+    (nothing says what the engine is, so no other rule can be judged)."""
 
     PLATFORM = "platform"
     FLAVOR = "flavor"
@@ -96,6 +100,7 @@ class Rule(str, Enum):
     SIGNATURE = "signature"
     HOST_CODE = "host_code"  # policy: version-compatible engines run code embedded in the engine
     RUNTIME = "runtime"  # the runtime's own header check (get_engine_validity) said no
+    MANIFEST = "manifest"  # no manifest beside the engine
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,15 @@ class Problem:
 
     def to_dict(self) -> dict[str, str]:
         return {"rule": self.rule.value, "message": self.message}
+
+
+class Refused(IncompatibleEngineError):
+    """An engine refused by named rules (exit 5): ``problems`` keeps each rule with its message, so
+    a ``--json`` document says which rule refused it, not only why."""
+
+    def __init__(self, message: str, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(message, reasons=[problem.message for problem in self.problems])
 
 
 class SignatureStatus(str, Enum):
@@ -129,14 +143,22 @@ class ArtifactFacts:
     signature_key_id: str | None = None
 
 
+#: A required signature with no key to check it against: refused by every caller alike.
+NO_TRUSTED_KEY_MESSAGE = (
+    "a signature is required but no trusted key was given: pass --trusted-key FILE "
+    "(or set TRTFORGE_TRUSTED_KEY; from Python, LoadPolicy(trusted_keys=load_trusted_keys([path])))"
+)
+
+
 @dataclass(frozen=True)
 class LoadPolicy:
     """What the serving side demands beyond "it runs": a trusted signature, no embedded host code.
 
-    ``trusted_keys``: Ed25519 public keys (``trtforge.signing.load_trusted_keys``); a present
-    signature is verified whenever keys are given, ``require_signature`` also refuses unsigned
-    manifests. ``allow_host_code``: version-compatible engines embed runtime code that the
-    loader must allow to run; keep it False unless the engine is trusted (signed).
+    ``trusted_keys``: Ed25519 or ECDSA P-256 public keys (``trtforge.signing.load_trusted_keys``); a
+    present signature is verified whenever keys are given, ``require_signature`` also refuses
+    unsigned manifests (and needs keys: a policy that can verify nothing is a usage error).
+    ``allow_host_code``: version-compatible engines embed runtime code that the loader must allow
+    to run; keep it False unless the engine is trusted (signed).
     """
 
     require_signature: bool = False
@@ -144,19 +166,21 @@ class LoadPolicy:
     allow_host_code: bool = False
 
     def __post_init__(self) -> None:
-        """Refused at once, with the fix, rather than as an AttributeError inside a later check."""
+        """Refused at once (exit 2), with the fix, rather than as a TypeError, an AttributeError or an
+        engine refused for its signature later: ``check``, ``pull``, ``serve`` and the loader alike."""
         for flag in ("require_signature", "allow_host_code"):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidInputError(f"LoadPolicy {flag} {getattr(self, flag)!r}: True or False")
-        keys = self.trusted_keys
-        if isinstance(keys, (str, bytes)) or not all(
-            hasattr(key, "key_id") and hasattr(key, "public_key") for key in keys
-        ):
+        given = self.trusted_keys
+        keys = tuple(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else None
+        if keys is None or not all(hasattr(key, "key_id") and hasattr(key, "public_key") for key in keys):
             raise InvalidInputError(
-                f"LoadPolicy trusted_keys {keys!r}: loaded public keys, "
+                f"LoadPolicy trusted_keys {given!r}: loaded public keys, "
                 "e.g. trusted_keys=trtforge.signing.load_trusted_keys(['signer.pub'])"
             )
-        object.__setattr__(self, "trusted_keys", tuple(keys))  # a list given is kept as the tuple it is typed
+        if self.require_signature and not keys:
+            raise InvalidInputError(NO_TRUSTED_KEY_MESSAGE)
+        object.__setattr__(self, "trusted_keys", keys)  # a list given is kept as the tuple it is typed
 
 
 #: The default: no signature required, no host code; checks every rule.
@@ -186,6 +210,26 @@ def weakly_typed(flavor: str, version: str) -> bool:
     return flavor == FLAVOR_TENSORRT and version_tuple(version)[:1] < (STRONGLY_TYPED_MAJOR,)
 
 
+#: parts of major.minor.patch: a shorter version means zeros there (``10.3`` is ``10.3.0``)
+_RELEASE_PARTS = 3
+
+
+def comparable_versions(built: str, runtime: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The two versions as the version rule compares them: at the precision both give.
+
+    A runtime reports major.minor.patch.build (``10.3.0.26``); a manifest, a Triton release and
+    ``--trt-version`` give that or major.minor.patch (``10.3.0``, the pip wheel's version and what
+    TensorRT's engine header records). Nothing says which build ``10.3.0`` was, so ``10.3.0``
+    equals ``10.3.0.26``, and ``10.3.0.26`` equals ``10.3.0``, while ``10.3.0.26`` and ``10.3.0.27``
+    differ. Parts missing before the patch are zeros, so ``10`` is never "any 10.x".
+    """
+    first, second = (
+        parts + (0,) * (_RELEASE_PARTS - len(parts)) for parts in (version_tuple(built), version_tuple(runtime))
+    )
+    common = min(len(first), len(second))
+    return first[:common], second[:common]
+
+
 def problems(
     manifest: Manifest,
     env: Environment,
@@ -206,7 +250,7 @@ def problems(
         (runtime_rule, runtime_message),
         (Rule.GPU, _gpu_problem(manifest, env)),
         (Rule.SHA256, content_problem(manifest, facts)),
-        (Rule.SIGNATURE, _signature_problem(facts, require_signature)),
+        (Rule.SIGNATURE, signature_problem(facts, require_signature)),
         (Rule.HOST_CODE, _host_code_problem(manifest, allow_host_code)),
     ]
     return [Problem(rule, message) for rule, message in checks if message]
@@ -233,22 +277,23 @@ def runtime_problem(trt: TensorRTInfo, env: Environment) -> tuple[Rule, str | No
     """Rules 2 and 3: the flavor, then (same flavor only) the version. They read only the
     manifest's ``tensorrt`` section, so ``build --triton`` judges a build with them before it runs."""
     built = product(trt.flavor)
-    if env.flavor is None or env.version is None:
-        return Rule.FLAVOR, (
-            f"engine needs the {built} runtime, {env.where} has no {product(env.flavor or trt.flavor)} runtime "
-            f"installed: pip install 'trtforge[{PIP_EXTRAS[trt.flavor]}]', or pass --flavor {trt.flavor} "
-            "--trt-version V to check against a target"
-        )
-    if trt.flavor != env.flavor:
+    if env.flavor is not None and trt.flavor != env.flavor:  # another runtime, installed or not
         return Rule.FLAVOR, (
             f"engine was built with {built}, {env.where} runs {product(env.flavor)}: the two runtimes "
             f"cannot load each other's engines; run it with {built}, or rebuild with backend: {env.flavor}"
+        )
+    if env.flavor is None or env.version is None:
+        return Rule.FLAVOR, (
+            f"engine needs the {built} runtime, {env.where} has no {built} runtime "
+            f"installed: pip install 'trtforge[{PIP_EXTRAS[trt.flavor]}]', or pass --flavor {trt.flavor} "
+            "--trt-version V to check against a target"
         )
     return Rule.VERSION, _version_problem(built, trt.version, trt.version_compatible, env.version, env.where)
 
 
 def _version_problem(product_name: str, built: str, version_compatible: bool, runtime: str, where: str) -> str | None:
-    built_tuple, runtime_tuple = version_tuple(built), version_tuple(runtime)
+    """Rule 3, on the versions at the precision both give (``comparable_versions``)."""
+    built_tuple, runtime_tuple = comparable_versions(built, runtime)
     if not version_compatible:
         if built_tuple == runtime_tuple:
             return None
@@ -333,7 +378,21 @@ def content_problem(manifest: Manifest, facts: ArtifactFacts) -> str | None:
     return None
 
 
-def _signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
+def signature_text(facts: ArtifactFacts) -> str:
+    """What the signature facts say, for ``check`` and ``inspect`` alike: only a trusted key makes a
+    signature worth anything, so an unverified one is never shown as "signed" alone."""
+    key = facts.signature_key_id
+    return {
+        SignatureStatus.VALID: f"valid, by trusted key {key}",
+        SignatureStatus.MISSING: "not signed",
+        SignatureStatus.INVALID: f"INVALID (key {key}): changed after signing",
+        SignatureStatus.UNKNOWN_KEY: f"signed by key {key}, which is not a trusted key",
+        SignatureStatus.UNCHECKED: f"signed by key {key} (not verified: pass --trusted-key to verify)",
+    }[facts.signature]
+
+
+def signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
+    """Rule 6: a signature that does not verify always refuses; a missing or untrusted one when required."""
     key = f" {facts.signature_key_id}" if facts.signature_key_id else ""
     status = facts.signature
     if status is SignatureStatus.INVALID:
@@ -349,10 +408,7 @@ def _signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
     if status is SignatureStatus.MISSING and required:
         return "manifest is not signed and policy requires a signature: sign it with trtforge sign ENGINE --key FILE"
     if status is SignatureStatus.UNCHECKED and required:
-        return (
-            "a signature is required but no trusted key was given: pass --trusted-key FILE "
-            "(or set TRTFORGE_TRUSTED_KEY; from Python, LoadPolicy(trusted_keys=load_trusted_keys([path])))"
-        )
+        return NO_TRUSTED_KEY_MESSAGE
     return None
 
 

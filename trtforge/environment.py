@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from trtforge.compat import PIP_EXTRAS, ArtifactFacts, Environment, GpuDevice, content_problem
 from trtforge.errors import BackendUnavailableError, InvalidInputError, first_line
 from trtforge.fsutil import read_hashed, sha256_file
-from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform
+from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform, canonical_machine
 
 if TYPE_CHECKING:
     from trtforge.manifest import Manifest
@@ -41,9 +41,7 @@ def usable_cores() -> int:
 
 def detect_platform() -> Platform:
     system = _platform.system().lower()
-    machine = _platform.machine().lower()
-    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
-    return Platform("windows" if system.startswith("win") else system, machine)
+    return Platform("windows" if system.startswith("win") else system, canonical_machine(_platform.machine()))
 
 
 #: what a Linux host with an NVIDIA driver has: the driver's control device, or WSL's GPU device
@@ -208,6 +206,18 @@ def installed_version(flavor: str) -> str | None:
         return None
 
 
+def installed_flavor() -> str | None:
+    """The one TensorRT flavor installed here (None: neither); with both, which one a target runs
+    is the caller's to say."""
+    installed = [flavor for flavor in FLAVORS if installed_version(flavor) is not None]
+    if len(installed) > 1:
+        raise InvalidInputError(
+            f"both {' and '.join(installed)} are installed here: say which runtime the target runs, "
+            "e.g. Target(flavor='tensorrt-rtx', compute_capability='8.6')"
+        )
+    return installed[0] if installed else None
+
+
 def _wheel_version(module_name: str) -> str | None:
     for cuda in WHEEL_CUDA_MAJORS:
         for name in (f"{module_name}_cu{cuda}", f"{module_name}_cu{cuda}_bindings"):
@@ -296,9 +306,11 @@ class Target:
                 raise InvalidInputError(f"Target {field} {value!r}: a {kind.__name__} or its text")
 
     def environment(self, default_flavor: str | None = None) -> Environment:
-        """This host with the target's values put over it; the flavor defaults to the engine's."""
+        """This host with the target's values put over it. The runtime is the target's flavor, else
+        ``default_flavor`` (the engine's), else the one installed here, as ``check`` takes it: an
+        environment without one would refuse every engine as "not installed"."""
         return detect_environment(
-            flavor=self.flavor or default_flavor,
+            flavor=self.flavor or default_flavor or installed_flavor(),
             version=self.version,
             compute_capability=self.compute_capability,
             platform=self.platform,

@@ -1,22 +1,56 @@
-"""``trtforge inspect``: what the manifest says, and whether the engine file still matches it."""
+"""``trtforge inspect``: what the manifest says, whether the engine file still matches it, and
+whether a trusted key vouches for the manifest (only then is what it says more than a claim)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from trtforge.compat import (
+    ArtifactFacts,
+    Problem,
+    Rule,
+    SignatureStatus,
+    content_problem,
+    signature_problem,
+    signature_text,
+)
 from trtforge.console import Reporter, Styled, Table
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import ArtifactPaths, read_manifest
 
+if TYPE_CHECKING:
+    from trtforge.keys import TrustedKey
 
-def engine_facts(path: Path) -> dict[str, Any]:
-    """The manifest, and the engine's size and sha256 as measured now (``inspect`` shows both)."""
+
+def engine_facts(path: Path, trusted_keys: Sequence[TrustedKey] = ()) -> dict[str, Any]:
+    """The manifest, the engine's size and sha256 as measured now, the signature as ``trusted_keys``
+    judge it (``check``'s rules 5 and 6), and the problems found: an engine that is not the one its
+    manifest describes, or a signature that does not verify (``inspect`` exits 5 on either)."""
+    from trtforge.signing import verify_manifest
+
     paths = ArtifactPaths.of(path)
     engine = paths.existing_engine("pass an .engine that trtforge build wrote")
     manifest = read_manifest(paths.manifest)
     size = engine.stat().st_size
     sha256 = sha256_file(engine)
+    signature = verify_manifest(manifest, trusted_keys)
+    facts = ArtifactFacts(
+        engine_file=engine.name,
+        engine_size=size,
+        engine_sha256=sha256,
+        signature=signature.status,
+        signature_key_id=signature.key_id,
+    )
+    found = [
+        Problem(rule, message)
+        for rule, message in (
+            (Rule.SHA256, content_problem(manifest, facts)),
+            (Rule.SIGNATURE, signature_problem(facts, required=False)),
+        )
+        if message
+    ]
     return {
         "engine": {
             "path": str(engine),
@@ -24,6 +58,8 @@ def engine_facts(path: Path) -> dict[str, Any]:
             "sha256": sha256,
             "matches_manifest": sha256 == manifest.artifact.sha256 and size == manifest.artifact.size,
         },
+        "signature": {"status": signature.status.value, "key_id": signature.key_id},
+        "problems": [problem.to_dict() for problem in found],
         "manifest": manifest.to_dict(),
     }
 
@@ -31,6 +67,8 @@ def engine_facts(path: Path) -> dict[str, Any]:
 def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
     manifest = facts["manifest"]
     engine = facts["engine"]
+    signature = facts["signature"]
+    signed = ArtifactFacts(signature=SignatureStatus(signature["status"]), signature_key_id=signature["key_id"])
     table = Table((engine["path"],), ("fact", "value"), header=False)
     gpu = manifest["gpu"]
     gpus = ", ".join(gpu["compute_capabilities"]) or "-"
@@ -48,17 +86,13 @@ def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
         ("gpus", f"{gpus} (hardware_compatibility {gpu['hardware_compatibility']})"),
         ("platform", f"{manifest['platform']['os']} {manifest['platform']['machine']}"),
         ("size", f"{engine['size']:,} bytes"),
-        (
-            "sha256",
-            engine["sha256"]
-            + ("  (verified: matches the manifest)" if engine["matches_manifest"] else "  (DIFFERS from the manifest)"),
-        ),
+        ("sha256", f"{engine['sha256']}  ({'matches' if engine['matches_manifest'] else 'DIFFERS from'} the manifest)"),
         (
             "built",
             f"{manifest['build']['created_utc']} in {manifest['build']['seconds']} s "
             f"by trtforge {manifest['build']['trtforge_version']}",
         ),
-        ("signed", "yes" if manifest.get("signature") else "no"),
+        ("signature", signature_text(signed)),
     ]
     for tensor in manifest["io"]:
         rows.append((tensor["mode"], f"{tensor['name']}  {tensor['dtype']}  {tensor['shape']}"))
@@ -80,3 +114,5 @@ def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
     for key, value in rows:
         table.add_row(Styled(key, "bold"), str(value))
     reporter.render(table)
+    for problem in facts["problems"]:
+        reporter.error(f"[{problem['rule']}] {problem['message']}")

@@ -3,14 +3,16 @@
 ``select_engine`` judges each candidate's manifest with ``compat.policy_problems`` (the one
 rule function) and the signature facts it can know before any engine byte is read, then
 prefers an exact GPU build over ``sm80plus``, plain over version-compatible, the newest
-TensorRT, the newest build.
+TensorRT, the newest build. Precision is the caller's choice, never a ranking: compatible
+engines of several precisions are a question to ask (exit 2), not a tie to break.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from functools import total_ordering
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from trtforge.compat import (
@@ -22,6 +24,7 @@ from trtforge.compat import (
     policy_problems,
     version_tuple,
 )
+from trtforge.errors import InvalidInputError
 from trtforge.signing import verify_manifest
 
 if TYPE_CHECKING:
@@ -29,34 +32,56 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: a build time that does not parse (a hand-written manifest) ranks as the oldest
+_OLDEST = datetime.min.replace(tzinfo=timezone.utc)
+
 
 class Rejection(NamedTuple):
     manifest: Manifest
     problems: list[Problem]
 
 
-@dataclass(frozen=True, order=True)
+@total_ordering
+@dataclass(frozen=True)
 class Preference:
-    """Sort key of a compatible engine; smaller is better.
+    """Rank of a compatible engine; smaller is better.
 
     Exact GPU build, then ``sm80plus``; a plain engine before a version-compatible one; then
-    the newest TensorRT, then the newest build.
+    the newest TensorRT (``10.7.1`` before ``10.7``), then the newest build.
     """
 
     hardware_rank: int
     version_compatible: bool
-    older_version: tuple[int, ...]
-    older_build: float
+    version: tuple[int, ...]  # trailing zeros dropped: 10.7 and 10.7.0 are one version
+    created: datetime  # UTC-aware
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Preference):
+            return NotImplemented
+        # newer is better: version and build time compare the other way round (tuples of any length)
+        mine = (self.hardware_rank, self.version_compatible, other.version, other.created)
+        theirs = (other.hardware_rank, other.version_compatible, self.version, self.created)
+        return mine < theirs
 
 
 def preference(manifest: Manifest) -> Preference:
+    """The rank of ``manifest`` alone (pure: no clock, no time zone)."""
     hardware_rank = 1 if manifest.gpu.hardware_compatibility == "ampere_plus" else 0
-    negated_version = tuple(-part for part in version_tuple(manifest.tensorrt.version))
+    version = version_tuple(manifest.tensorrt.version)
+    while version and version[-1] == 0:
+        version = version[:-1]
+    return Preference(hardware_rank, manifest.tensorrt.version_compatible, version, built_at(manifest))
+
+
+def built_at(manifest: Manifest) -> datetime:
+    """``build.created_utc`` as a UTC-aware time: a time without offset is UTC (the field's name
+    says so), never this host's local time."""
+    text = manifest.build.created_utc
     try:
-        created = datetime.fromisoformat(manifest.build.created_utc).timestamp()
-    except ValueError:  # a hand-written manifest: rank it as the oldest
-        created = 0.0
-    return Preference(hardware_rank, manifest.tensorrt.version_compatible, negated_version, -created)
+        created = datetime.fromisoformat(text.removesuffix("Z") + ("+00:00" if text.endswith("Z") else ""))
+        return created.replace(tzinfo=timezone.utc) if created.tzinfo is None else created.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        return _OLDEST
 
 
 def signature_facts(manifest: Manifest, policy: LoadPolicy) -> ArtifactFacts:
@@ -69,12 +94,16 @@ def select_engine(
     candidates: Iterable[tuple[Manifest, T]],
     env: Environment,
     policy: LoadPolicy = DEFAULT_POLICY,
+    *,
+    what: str = "",
 ) -> tuple[tuple[Manifest, T] | None, list[Rejection]]:
     """The best compatible candidate (or None), and every rejected one with its problems.
 
     Judged on the manifests alone (platform, runtime, GPU, signature): the caller checks the
     chosen engine's bytes (sha256) when it has them, and refuses, not falls back, on a damaged
-    file, the way pip fails on a hash mismatch instead of taking another wheel.
+    file, the way pip fails on a hash mismatch instead of taking another wheel. Compatible
+    engines of several precisions are refused (``precision_problem``; ``what`` names the model
+    and where it was looked for): the caller passes a precision.
     """
     compatible: list[tuple[Preference, int, tuple[Manifest, T]]] = []
     rejected: list[Rejection] = []
@@ -86,4 +115,26 @@ def select_engine(
             compatible.append((preference(manifest), position, (manifest, payload)))
     if not compatible:
         return None, rejected
+    problem = precision_problem([item[2][0] for item in compatible])
+    if problem:
+        raise InvalidInputError(f"{what}: {problem}" if what else problem)
     return min(compatible, key=lambda item: (item[0], item[1]))[2], rejected
+
+
+def precision_problem(compatible: Sequence[Manifest]) -> str | None:
+    """Engines of several precisions fit: which one to serve is the user's call (accuracy against
+    speed), never a build time's."""
+    precisions = sorted({manifest.precision for manifest in compatible})
+    if len(precisions) < 2:
+        return None
+    return (
+        f"compatible engines of {len(precisions)} precisions fit ({', '.join(precisions)}) and none was chosen: "
+        "pass one with --precision (trtforge pull, serve) or precision= (select_artifact, load_best)"
+    )
+
+
+def skipped_note(skipped: Sequence[str]) -> str:
+    """`` (N unreadable entries skipped: why; ...)`` for a message about what a folder or registry holds."""
+    if not skipped:
+        return ""
+    return f" ({len(skipped)} unreadable entr{'ies' if len(skipped) != 1 else 'y'} skipped: {'; '.join(skipped[:3])})"

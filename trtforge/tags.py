@@ -70,6 +70,19 @@ class ComputeCapability:
 AMPERE = ComputeCapability(8, 0)
 
 
+#: machines as trtforge writes them (Python's ``platform.machine()`` on Linux)
+MACHINES = ("x86_64", "aarch64")
+#: other spellings of them (Windows, macOS, Debian, wheel tags), read as trtforge's
+MACHINE_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def canonical_machine(machine: str) -> str:
+    """``AMD64`` -> ``x86_64``, ``arm64`` -> ``aarch64``: one spelling per machine, so a tag,
+    a flag and a detected host compare equal."""
+    lowered = machine.lower()
+    return MACHINE_ALIASES.get(lowered, lowered)
+
+
 @dataclass(frozen=True)
 class Platform:
     """Operating system and machine, as the tag writes them (``linux_x86_64``)."""
@@ -85,13 +98,17 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
+        """``linux_x86_64``, ``linux_aarch64``, ``win_amd64``; the other spellings of a machine
+        (``linux_amd64``, ``linux_arm64``) mean the same, anything else is refused."""
         raw = text.strip().lower()
-        if raw == "win_amd64":
-            return cls("windows", "x86_64")
         os_name, sep, machine = raw.partition("_")
+        usage = "use linux_x86_64, linux_aarch64 or win_amd64"
         if not sep or not machine or os_name not in ("linux", "windows", "win"):
-            raise ValueError(f"'{text}' is not a platform; use linux_x86_64, linux_aarch64 or win_amd64")
-        return cls("windows" if os_name == "win" else os_name, machine)
+            raise ValueError(f"'{text}' is not a platform; {usage}")
+        if canonical_machine(machine) not in MACHINES:
+            known = ", ".join([*MACHINES, *MACHINE_ALIASES])
+            raise ValueError(f"'{text}': '{machine}' is not a machine trtforge knows ({known}); {usage}")
+        return cls("windows" if os_name == "win" else os_name, canonical_machine(machine))
 
 
 def flavor_prefix(flavor: str) -> str:

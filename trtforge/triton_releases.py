@@ -12,9 +12,8 @@ The rule is ``compat.runtime_problem`` (the flavor and version rules of ``compat
 nothing of its own): a Triton release is a target running enterprise TensorRT of the release's
 version. Those rules read only the manifest's TensorRT section, which a spec and the installed
 backend decide before anything is built, so ``build --triton`` refuses before building.
-TensorRT's engine header records major.minor.patch, not the build number that the release notes
-append (``10.3.0.26``), so the two versions are compared at the precision both recorded (the
-compatibility table gives some releases as ``10.4.0``).
+The versions are compared as ``check --trt-version`` compares them (``compat.comparable_versions``:
+at the precision both give; the compatibility table gives some releases as ``10.4.0``).
 """
 
 from __future__ import annotations
@@ -22,17 +21,18 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from trtforge.compat import Environment, product, runtime_problem, version_tuple
-from trtforge.errors import IncompatibleEngineError, InvalidInputError, did_you_mean
+from trtforge.compat import Environment, Problem, Refused, product, runtime_problem
+from trtforge.errors import InvalidInputError, did_you_mean
 from trtforge.tags import FLAVOR_TENSORRT, Platform
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from trtforge.environment import Target
     from trtforge.manifest import Manifest, TensorRTInfo
     from trtforge.spec import Spec
 
@@ -102,42 +102,37 @@ def find_release(name: str, what: str = "--triton") -> TritonRelease:
     )
 
 
-def release_problem(manifest: Manifest, release: TritonRelease) -> str | None:
+def release_problem(manifest: Manifest, release: TritonRelease) -> Problem | None:
     """Why the engine will not load in ``release`` (None when it will), by ``compat``'s rules."""
     platform = Platform(manifest.platform.os, manifest.platform.machine)
     return runtime_release_problem(manifest.tensorrt, platform, release)
 
 
-def runtime_release_problem(built: TensorRTInfo, platform: Platform, release: TritonRelease) -> str | None:
+def runtime_release_problem(built: TensorRTInfo, platform: Platform, release: TritonRelease) -> Problem | None:
     """``release_problem`` on what it reads of a manifest: the TensorRT section (flavor, version,
-    version_compatible), known before a build runs; ``platform`` is where the engine is built."""
-    built_parts, shipped_parts = version_tuple(built.version), version_tuple(release.tensorrt)
-    precision = max(min(len(built_parts), len(shipped_parts)), 1)
-    target = Environment(
-        platform=platform, flavor=FLAVOR_TENSORRT, version=_joined(shipped_parts[:precision]), overridden=True
-    )
-    judged = built.model_copy(update={"version": _joined(built_parts[:precision]) or built.version})
-    if runtime_problem(judged, target)[1] is None:
+    version_compatible), known before a build runs; ``platform`` is where the engine is built.
+    The rule (flavor or version) is ``compat.runtime_problem``'s; the message names the release."""
+    target = Environment(platform=platform, flavor=FLAVOR_TENSORRT, version=release.tensorrt, overridden=True)
+    rule, problem = runtime_problem(built, target)
+    if problem is None:
         return None
     if built.flavor != FLAVOR_TENSORRT:
-        return (
+        return Problem(
+            rule,
             f"Triton {release.name} ships TensorRT {release.tensorrt}; this engine was built with "
             f"{product(built.flavor)} {built.version}, which Triton's tensorrt_plan backend cannot load: "
-            f"rebuild with backend: tensorrt inside {release.image}"
+            f"rebuild with backend: tensorrt inside {release.image}",
         )
-    return (
+    return Problem(
+        rule,
         f"Triton {release.name} ships TensorRT {release.tensorrt}; this engine was built with {built.version}: "
-        f"rebuild inside {release.image} or use a version-compatible engine"
+        f"rebuild inside {release.image} or use a version-compatible engine",
     )
 
 
-def _joined(parts: tuple[int, ...]) -> str:
-    return ".".join(str(part) for part in parts)
-
-
-def _refuse(problem: str | None) -> None:
+def _refuse(problem: Problem | None) -> None:
     if problem:
-        raise IncompatibleEngineError(problem, reasons=[problem])
+        raise Refused(problem.message, [problem])
 
 
 def refuse_unfit(manifest: Manifest, release: TritonRelease) -> None:
@@ -161,16 +156,19 @@ def refuse_build(spec: Spec, backend: str | None, release: TritonRelease) -> Non
     _refuse(runtime_release_problem(built, detect_platform(), release))
 
 
-def triton_runtime(
-    engine: Path, release_name: str, given: tuple[str | None, str | None] = (None, None)
-) -> tuple[str, str]:
-    """``check --triton R``: exit 5 when R cannot load the engine; else the runtime (flavor, version)
-    the remaining rules (GPU, platform, signature) are judged against. ``given``: --flavor, --trt-version."""
-    from trtforge.manifest import read_manifest
-
+def triton_flag(release_name: str, given: tuple[str | None, str | None] = (None, None)) -> TritonRelease:
+    """``check --triton R``'s flag, checked before anything is read (exit 2): a known release, and no
+    --flavor or --trt-version (the release names the runtime). ``given``: --flavor, --trt-version."""
     if any(value is not None for value in given):
         raise InvalidInputError("--triton names the runtime (the release's TensorRT): drop --flavor and --trt-version")
-    release = find_release(release_name)
-    manifest = read_manifest(engine)
-    refuse_unfit(manifest, release)
-    return FLAVOR_TENSORRT, manifest.tensorrt.version
+    return find_release(release_name)
+
+
+def triton_target(engine: Path, release: TritonRelease, target: Target) -> Target:
+    """``check --triton R``: exit 5 (one line) when R cannot load the engine; else ``target`` running
+    the release's TensorRT, against which the remaining rules (GPU, platform, signature) are judged.
+    A mistyped path is exit 2, as without --triton."""
+    from trtforge.manifest import ArtifactPaths, read_manifest
+
+    refuse_unfit(read_manifest(ArtifactPaths.of(engine).must_exist().manifest), release)
+    return replace(target, flavor=FLAVOR_TENSORRT, version=release.tensorrt)

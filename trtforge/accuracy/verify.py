@@ -134,7 +134,8 @@ def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
     onnx_sha256 = sha256_file(spec.model_path)
     matches: list[Path] = []
     mismatches: list[str] = []
-    for manifest, engine in find_artifacts(out_dir, spec.name, spec.precision):
+    listing = find_artifacts(out_dir, spec.name, spec.precision)
+    for manifest, engine in listing.found:
         mismatch = source_mismatch(spec, manifest, onnx_sha256)
         if mismatch:
             mismatches.append(f"{engine.name}: {mismatch}")
@@ -149,5 +150,5 @@ def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
         )
     raise InvalidInputError(
         f"{out_dir}: no {spec.precision} engine named '{spec.name}'; build it first "
-        f"(trtforge build {spec.origin.path} --out {out_dir}), or pass ENGINE --spec SPEC"
+        f"(trtforge build {spec.origin.path} --out {out_dir}), or pass ENGINE --spec SPEC{listing.note}"
     )

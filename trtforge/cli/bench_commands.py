@@ -42,7 +42,7 @@ def bench(
     as_json: JsonOption = False,
 ) -> None:
     """Warm pool against cold start: first request and steady-state p50/p99, as ratios to the p50."""
-    from trtforge.bench import BenchConfig, parse_shape, render_table, run_bench
+    from trtforge.bench import BenchConfig, parse_shapes, render_table, run_bench
 
     console = reporter()
     config = BenchConfig(
@@ -52,7 +52,7 @@ def bench(
         requests=requests,
         cold=cold,
         batch=batch,
-        shapes=dict(parse_shape(text) for text in shape or ()),
+        shapes=parse_shapes(shape or ()),
         provider=provider,
         threads=threads,
         timeout=timeout,

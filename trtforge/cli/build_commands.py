@@ -14,13 +14,14 @@ from trtforge.cli.common import (
     BackendOption,
     CacheDirOption,
     JsonOption,
+    TrustedKeyOption,
     backend_value,
     cache_dir_value,
     emit_json,
     exits_cleanly,
     reporter,
 )
-from trtforge.errors import InvalidInputError, TrtforgeError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
 
 app = typer.Typer()
 
@@ -166,16 +167,20 @@ def inspect(
     engine: Annotated[
         Path, typer.Argument(metavar="ENGINE", help="An .engine file (its .manifest.json sits beside it).")
     ],
+    trusted_key: TrustedKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show an engine's manifest and file facts."""
+    """Show an engine's manifest and file facts; exit 5 if the engine differs or the signature does not verify."""
     from trtforge.inspection import engine_facts, render_facts
+    from trtforge.signing import load_trusted_keys
 
-    facts = engine_facts(engine)
+    facts = engine_facts(engine, load_trusted_keys(trusted_key or ()))
     if as_json:
         emit_json(facts)
     else:
         render_facts(facts, reporter())
+    if facts["problems"]:
+        raise typer.Exit(IncompatibleEngineError.exit_code)  # after the facts: they show what differs
 
 
 @app.command()

@@ -19,6 +19,7 @@ from trtforge.cli.common import (
     TrustedKeyOption,
     emit_json,
     exits_cleanly,
+    load_policy,
     reporter,
     target_from_flags,
 )
@@ -39,13 +40,22 @@ EngineArgument = Annotated[
 ]
 
 
-def _check_failure(failure: Failure) -> dict[str, Any]:
-    """An engine that could not be judged (no manifest, unreadable) is not compatible: its reasons are the problems."""
-    reasons = list(getattr(failure.error, "reasons", ())) or [failure.message]
+def _check_failure(failure: Failure) -> dict[str, Any] | None:
+    """An engine refused before it could be judged as a whole (exit 5: a missing manifest, or a
+    Triton release that cannot load it) is not compatible, each reason under its rule; any other
+    failure (a mistyped path or flag, exit 2) gets the plain error document."""
+    from trtforge.compat import Problem, Rule
+    from trtforge.errors import IncompatibleEngineError
+
+    error = failure.error
+    if not isinstance(error, IncompatibleEngineError):
+        return None
+    # read_manifest's refusal names no rule: it is the only exit 5 besides a Refused's
+    found = getattr(error, "problems", None) or [Problem(Rule.MANIFEST, reason) for reason in error.reasons]
     return {
         "engine": str(failure.arguments["engine"]),
         "compatible": False,
-        "problems": [{"rule": "artifact", "message": reason} for reason in reasons],
+        "problems": [problem.to_dict() for problem in found],
     }
 
 
@@ -64,20 +74,18 @@ def check(
     as_json: JsonOption = False,
 ) -> None:
     """Would ENGINE load here (or on the target the flags describe)? Exit 0 if yes, 5 with every reason if not."""
-    from trtforge.compat import LoadPolicy
     from trtforge.runtime.loader import check_compatibility
-    from trtforge.signing import load_trusted_keys
 
+    # every flag is checked (exit 2) before the engine's path, and that before its manifest is read
+    release = None
     if triton is not None:
-        from trtforge.triton_releases import triton_runtime
+        from trtforge.triton_releases import triton_flag, triton_target
 
-        flavor, trt_version = triton_runtime(engine, triton, given=(flavor, trt_version))
+        release = triton_flag(triton, given=(flavor, trt_version))
     target = target_from_flags(flavor, trt_version, cc, platform)
-    policy = LoadPolicy(
-        require_signature=require_signature,
-        trusted_keys=load_trusted_keys(trusted_key or ()),
-        allow_host_code=allow_host_code,
-    )
+    policy = load_policy(require_signature, trusted_key, allow_host_code)
+    if release is not None:
+        target = triton_target(engine, release, target)
     result = check_compatibility(engine, policy, target=target)
     if as_json:
         emit_json(result.to_dict())
@@ -88,6 +96,8 @@ def check(
 
 
 def _render(result: Any) -> None:
+    from trtforge.compat import signature_text
+
     console = reporter()
     where = result.engine.name
     if result.compatible:
@@ -97,20 +107,9 @@ def _render(result: Any) -> None:
         console.error(f"refused: {where} on {result.environment.describe()}: {count} problem{'s' * (count > 1)}")
         for problem in result.problems:
             console.info(f"  - [{problem.rule.value}] {problem.message}")
-    console.info(f"signature: {_signature_text(result.facts)}")
+    console.info(f"signature: {signature_text(result.facts)}")
     for note in result.notes:
         console.info(note)
-
-
-def _signature_text(facts: Any) -> str:
-    key = facts.signature_key_id
-    return {
-        "valid": f"valid, by trusted key {key}",
-        "missing": "not signed",
-        "invalid": f"INVALID (key {key}): changed after signing",
-        "unknown_key": f"signed by key {key}, which is not a trusted key",
-        "unchecked": f"signed by key {key}, not verified (pass --trusted-key to verify)",
-    }[facts.signature.value]
 
 
 @app.command()

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, overload
 
 import typer
 from typer.exceptions import TyperException
@@ -20,6 +20,9 @@ from trtforge.cli import early
 from trtforge.environment import Target
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, internal_error
 from trtforge.tags import FLAVORS, ComputeCapability, Platform
+
+if TYPE_CHECKING:
+    from trtforge.compat import LoadPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,8 +60,9 @@ class Failure:
     arguments: Mapping[str, Any]  # the command's parameters, by name
 
 
-#: A command's own ``--json`` document for a failure; exits_cleanly adds ``exit_code`` and ``error``.
-ErrorDocument = Callable[[Failure], dict[str, Any]]
+#: A command's own ``--json`` document for a failure (None: the plain error document); exits_cleanly
+#: adds ``exit_code`` and ``error``.
+ErrorDocument = Callable[[Failure], dict[str, Any] | None]
 
 
 @overload
@@ -186,3 +190,16 @@ InsecureOption = Annotated[
 AllowHostCodeOption = Annotated[
     bool, typer.Option("--allow-host-code", help="Accept version-compatible engines (they run embedded host code).")
 ]
+
+
+def load_policy(require_signature: bool, trusted_key: list[Path] | None, allow_host_code: bool) -> LoadPolicy:
+    """``--require-signature --trusted-key --allow-host-code`` as the loader's policy, before any work:
+    the keys are read, and a signature required with no key to check it is exit 2 (``LoadPolicy``)."""
+    from trtforge.compat import LoadPolicy
+    from trtforge.signing import load_trusted_keys
+
+    return LoadPolicy(
+        require_signature=require_signature,
+        trusted_keys=load_trusted_keys(trusted_key or ()),
+        allow_host_code=allow_host_code,
+    )

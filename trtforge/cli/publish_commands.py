@@ -20,14 +20,13 @@ from trtforge.cli.common import (
     TrustedKeyOption,
     emit_json,
     exits_cleanly,
+    load_policy,
     reporter,
     target_from_flags,
 )
-from trtforge.errors import InvalidInputError, did_you_mean
+from trtforge.errors import InvalidInputError
 
 app = typer.Typer()
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _publish_failure(failure: Failure) -> dict[str, Any]:
@@ -104,7 +103,9 @@ def _pull_failure(failure: Failure) -> dict[str, Any]:
 def pull(
     uri: Annotated[str, typer.Argument(metavar="URI", help="oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH.")],
     name: Annotated[str, typer.Option("--name", help="Artifact name (the spec's name).", show_default=False)],
-    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | int8 (default: any).")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32 | fp16 | int8 (default: any; needed when several fit).")
+    ] = None,
     for_this_machine: Annotated[
         bool,
         typer.Option(
@@ -175,26 +176,20 @@ def _pull_request(
     allow_host_code: bool,
 ) -> Any:
     """Validate the flags (exit 2 with the flag named) and describe what to pull for which target."""
-    from trtforge.compat import LoadPolicy
+    from trtforge.publish.base import check_precision
     from trtforge.publish.pulling import PullRequest, target_environments
-    from trtforge.signing import load_trusted_keys
 
-    if precision is not None and precision not in PRECISIONS:
-        hint = did_you_mean(precision, PRECISIONS)
-        raise InvalidInputError(f"--precision '{precision}': use {', '.join(PRECISIONS)}{hint}")
+    check_precision(precision)
     flags = {"--flavor": flavor, "--trt-version": trt_version, "--cc": cc, "--platform": platform}
     given = [flag for flag, value in flags.items() if value is not None]
     if for_this_machine and given:
         raise InvalidInputError(f"--for-this-machine and {', '.join(given)} exclude each other: pick one")
     target = target_from_flags(flavor, trt_version, cc, platform)
-    keys = load_trusted_keys(trusted_key or ())
-    if require_signature and not keys:
-        raise InvalidInputError("--require-signature needs --trusted-key FILE (or $TRTFORGE_TRUSTED_KEY)")
     return PullRequest(
         name=name,
         precision=precision,
         environments=target_environments(target),
-        policy=LoadPolicy(require_signature=require_signature, trusted_keys=keys, allow_host_code=allow_host_code),
+        policy=load_policy(require_signature, trusted_key, allow_host_code),
     )
 
 

@@ -13,9 +13,9 @@ from trtforge.cli.common import (
     RequireSignatureOption,
     TrustedKeyOption,
     exits_cleanly,
+    load_policy,
     reporter,
 )
-from trtforge.errors import InvalidInputError
 
 app = typer.Typer()
 
@@ -43,7 +43,10 @@ def serve(
         ),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Artifact name to pull from a registry reference.")] = None,
-    precision: Annotated[str | None, typer.Option(help="Precision to pull: fp32 | fp16 | int8 (default: any).")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Precision from a folder or a registry: fp32 | fp16 | int8 (needed when several fit)."),
+    ] = None,
     pull_dir: Annotated[
         Path | None, typer.Option("--pull-dir", help="Where pulled engines go (default $TRTFORGE_CACHE_DIR/serve).")
     ] = None,
@@ -78,17 +81,14 @@ def serve(
     ] = None,
 ) -> None:
     """Serve models over KServe v2 HTTP; an engine this host would refuse: exit 5 before the port opens."""
-    from trtforge.compat import LoadPolicy
+    from trtforge.publish.base import check_precision
     from trtforge.serve.app import Limits
     from trtforge.serve.server import PullOptions, ServeConfig, run_server
-    from trtforge.signing import load_trusted_keys
 
-    keys = load_trusted_keys(trusted_key or ())
-    if require_signature and not keys:
-        raise InvalidInputError("--require-signature needs --trusted-key FILE (or $TRTFORGE_TRUSTED_KEY)")
+    check_precision(precision)
     config = ServeConfig(
         artifacts=tuple(artifacts),
-        policy=LoadPolicy(require_signature=require_signature, trusted_keys=keys, allow_host_code=allow_host_code),
+        policy=load_policy(require_signature, trusted_key, allow_host_code),
         host=host,
         port=port,
         limits=Limits(

@@ -168,6 +168,13 @@ def load_local_artifact(path: Path) -> LocalArtifact:
     return LocalArtifact(engine, manifest_path, manifest)
 
 
+def check_precision(precision: str | None, flag: str = "--precision") -> None:
+    """A precision to pick (``pull``, ``serve``): one of PRECISIONS, else exit 2 with the closest."""
+    if precision is not None and precision not in PRECISIONS:
+        hint = did_you_mean(precision, PRECISIONS)
+        raise InvalidInputError(f"{flag} '{precision}': use {', '.join(PRECISIONS)}{hint}")
+
+
 def check_name(name: str, what: str) -> None:
     """The spec's name rule, for every name that will become part of a path (exit 2)."""
     if not valid_name(name):

@@ -42,7 +42,7 @@ from trtforge.publish.base import (
     check_artifact_file_name,
     check_name,
 )
-from trtforge.selection import Rejection, select_engine, signature_facts
+from trtforge.selection import Rejection, select_engine, signature_facts, skipped_note
 from trtforge.tags import FLAVORS
 
 
@@ -83,9 +83,10 @@ def describe_environments(environments: Sequence[Environment]) -> str:
 
 
 def choose(
-    candidates: Sequence[Candidate], environments: Sequence[Environment], policy: LoadPolicy
+    candidates: Sequence[Candidate], environments: Sequence[Environment], policy: LoadPolicy, what: str = ""
 ) -> tuple[Candidate | None, Environment, list[tuple[Candidate, list[Problem]]]]:
-    """The first environment (in preference order) that accepts a candidate decides, with ``select_engine``.
+    """The first environment (in preference order) that accepts a candidate decides, with ``select_engine``
+    (``what``: the model and registry its messages name).
 
     When none does, each candidate is reported with the problems of the environment of its own
     flavor (else the first one): "needs another GPU" says more than "wrong runtime".
@@ -93,7 +94,7 @@ def choose(
     pairs = [(candidate.manifest, candidate) for candidate in candidates]
     by_env: list[tuple[Environment, list[Rejection]]] = []
     for env in environments:
-        chosen, rejected = select_engine(pairs, env, policy)
+        chosen, rejected = select_engine(pairs, env, policy, what=what)
         if chosen is not None:
             return chosen[1], env, _attach(candidates, rejected)
         by_env.append((env, rejected))
@@ -118,11 +119,13 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     if not listing.candidates:
         held = ", ".join(listing.others) if listing.others else "nothing"
         raise NoCompatibleArtifactError(
-            f"no artifact named {wanted} in {registry.uri}; it holds: {held}" + _skipped_note(listing.skipped),
+            f"no artifact named {wanted} in {registry.uri}; it holds: {held}" + skipped_note(listing.skipped),
             describe_environments(request.environments),
             available=listing.others,
         )
-    chosen, env, rejected = choose(listing.candidates, request.environments, request.policy)
+    chosen, env, rejected = choose(
+        listing.candidates, request.environments, request.policy, what=f"{wanted} in {registry.uri}"
+    )
     rejections = tuple((c.reference, tuple(found)) for c, found in rejected)
     if chosen is None:
         lines = "\n".join(f"  {c.manifest.stem}: {'; '.join(p.message for p in found)}" for c, found in rejected)
@@ -254,12 +257,6 @@ def _already_here(candidate: Candidate, engine: Path, manifest_path: Path) -> bo
     if sha256_bytes(manifest_path.read_bytes()) != sha256_bytes(candidate.manifest_bytes):
         return False
     return file_problem(candidate.manifest, engine) is None
-
-
-def _skipped_note(skipped: Sequence[str]) -> str:
-    if not skipped:
-        return ""
-    return f" ({len(skipped)} unreadable entries skipped: {'; '.join(skipped[:3])})"
 
 
 def _count(items: Sequence[object], noun: str) -> str:

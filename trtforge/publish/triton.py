@@ -167,7 +167,9 @@ class TritonRegistry:
         except (OSError, UnicodeDecodeError, InvalidInputError) as exc:
             return [f"{where} cannot be used ({first_line(exc)}): the engine was not checked against a Triton release"]
         problem = release_problem(manifest, release)
-        return [f"{self.uri} is declared for Triton {release.name} ({RELEASE_FILE}): {problem}"] if problem else []
+        if problem is None:
+            return []
+        return [f"{self.uri} is declared for Triton {release.name} ({RELEASE_FILE}): {problem.message}"]
 
     def _place(self, model_dir: Path, latest: int | None, artifact: LocalArtifact, force: bool) -> tuple[int, str, str]:
         """Which version the plan goes to, and whether that is new, a no-op or a replacement."""

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState
     from trtforge.runtime.loader import (
         CompatibilityResult,
+        FolderArtifacts,
         HeaderVerdict,
         LoadedEngine,
         check_compatibility,
@@ -35,6 +36,7 @@ _HOMES = {
     "trtforge.environment": ("Target",),
     "trtforge.runtime.loader": (
         "CompatibilityResult",
+        "FolderArtifacts",
         "HeaderVerdict",
         "LoadedEngine",
         "check_compatibility",
@@ -53,6 +55,7 @@ __all__ = [
     "CompatibilityResult",
     "EnginePool",
     "Environment",
+    "FolderArtifacts",
     "HeaderVerdict",
     "LoadPolicy",
     "LoadedEngine",

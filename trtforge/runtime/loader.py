@@ -20,6 +20,7 @@ from trtforge.compat import (
     Environment,
     LoadPolicy,
     Problem,
+    Refused,
     Rule,
     policy_problems,
     product,
@@ -28,7 +29,7 @@ from trtforge.compat import (
 from trtforge.environment import Target, installed_version, measure_engine
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
 from trtforge.manifest import MANIFEST_SUFFIX, ArtifactPaths, Manifest, engine_path_for, read_manifest
-from trtforge.selection import select_engine, signature_facts
+from trtforge.selection import select_engine, signature_facts, skipped_note
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
 
 #: What each ``EngineInvalidityDiagnostics`` bit of ``get_engine_validity`` means for a person.
@@ -76,12 +77,9 @@ class CompatibilityResult:
     def exit_code(self) -> int:
         return 0 if self.compatible else IncompatibleEngineError.exit_code
 
-    def error(self) -> IncompatibleEngineError:
-        reasons = [problem.message for problem in self.problems]
+    def error(self) -> Refused:
         listed = "; ".join(f"[{problem.rule.value}] {problem.message}" for problem in self.problems)
-        return IncompatibleEngineError(
-            f"{self.engine}: refused on {self.environment.describe()}: {listed}", reasons=reasons
-        )
+        return Refused(f"{self.engine}: refused on {self.environment.describe()}: {listed}", self.problems)
 
     def raise_if_refused(self) -> None:
         if self.problems:
@@ -302,22 +300,41 @@ def load_engine(
 # ---------------------------------------------------------------- several artifacts of one model
 
 
-def find_artifacts(
-    directory: Path | str, name: str | None = None, precision: str | None = None
-) -> list[tuple[Manifest, Path]]:
-    """Complete artifacts in ``directory`` (optionally of one name and precision): manifest and
-    engine path. A manifest whose engine is gone is no artifact and is left out."""
+@dataclass(frozen=True)
+class FolderArtifacts:
+    """What ``find_artifacts`` found in a folder: complete artifacts (manifest, engine path), and the
+    entries it skipped because their manifest could not be read (each with why)."""
+
+    found: tuple[tuple[Manifest, Path], ...]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def note(self) -> str:
+        """What was skipped, for a message about what the folder holds ("" when nothing was)."""
+        return skipped_note(self.skipped)
+
+
+def find_artifacts(directory: Path | str, name: str | None = None, precision: str | None = None) -> FolderArtifacts:
+    """Complete artifacts in ``directory`` (optionally of one name and precision). A manifest whose
+    engine is gone is no artifact and is left out; an unreadable manifest is skipped and listed (one
+    damaged file is no reason to refuse every other model), as a ``dir://`` registry lists it."""
     directory = Path(directory)
     if not directory.is_dir():
         raise InvalidInputError(f"{directory}: not a directory of engines")
     found = []
+    skipped = []
     for manifest_path in sorted(directory.glob(f"*{MANIFEST_SUFFIX}")):
-        if not engine_path_for(manifest_path).is_file():
+        engine = engine_path_for(manifest_path)
+        if not engine.is_file():
             continue
-        manifest = read_manifest(manifest_path)
+        try:
+            manifest = read_manifest(manifest_path)
+        except InvalidInputError as exc:
+            skipped.append(str(exc))
+            continue
         if (name is None or manifest.name == name) and (precision is None or manifest.precision == precision):
-            found.append((manifest, engine_path_for(manifest_path)))
-    return found
+            found.append((manifest, engine))
+    return FolderArtifacts(tuple(found), tuple(skipped))
 
 
 #: Order in which runtimes are tried when a directory holds engines of several flavors
@@ -332,24 +349,29 @@ def select_artifact(
     precision: str | None = None,
     policy: LoadPolicy = DEFAULT_POLICY,
     environment: Environment | None = None,
+    target: Target | None = None,
 ) -> Path:
-    """The best engine of ``name`` in ``directory`` for this host (``selection.select_engine``'s order)."""
-    candidates = find_artifacts(directory, name, precision)
+    """The best engine of ``name`` in ``directory`` (``selection.select_engine``'s order) for
+    ``environment`` (default: this host, with ``target``'s values put over it, as
+    ``check_compatibility`` takes them). Compatible engines of several precisions need ``precision``."""
+    listing = find_artifacts(directory, name, precision)
+    candidates = listing.found
+    which = f"{name}" + (f" ({precision})" if precision else "")
     if not candidates:
-        which = f"{name}" + (f" ({precision})" if precision else "")
-        raise InvalidInputError(f"{directory}: no engine of {which}; check the name or build it first")
+        raise InvalidInputError(f"{directory}: no engine of {which}; check the name or build it first{listing.note}")
     rejected = []
     flavors = sorted({manifest.tensorrt.flavor for manifest, _ in candidates}, key=_FLAVOR_ORDER.index)
     for flavor in flavors:
         group = [candidate for candidate in candidates if candidate[0].tensorrt.flavor == flavor]
-        env = environment or Target().environment(default_flavor=flavor)
-        chosen, group_rejected = select_engine(group, env, policy)
+        env = environment or (target or Target()).environment(default_flavor=flavor)
+        chosen, group_rejected = select_engine(group, env, policy, what=f"{directory}: {which}")
         if chosen is not None:
             return chosen[1]
         rejected.extend(group_rejected)
     reasons = [f"{manifest.artifact.file}: " + "; ".join(p.message for p in found) for manifest, found in rejected]
     raise IncompatibleEngineError(
-        f"{directory}: none of the {len(candidates)} engines of {name} fits: " + " | ".join(reasons), reasons=reasons
+        f"{directory}: none of the {len(candidates)} engines of {which} fits: " + " | ".join(reasons) + listing.note,
+        reasons=reasons,
     )
 
 
@@ -368,6 +390,7 @@ def load_best(
 
 __all__ = [
     "CompatibilityResult",
+    "FolderArtifacts",
     "HeaderVerdict",
     "LoadedEngine",
     "check_compatibility",

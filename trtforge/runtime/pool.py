@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import threading
 import time
 from bisect import bisect_left
@@ -26,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trtforge.environment import usable_cores
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, first_line
 from trtforge.manifest import ENGINE_SUFFIX
 from trtforge.model import TensorDesc
@@ -135,8 +135,14 @@ def _seconds(value: object) -> bool:
 
 
 def _check_timeout(timeout: object) -> None:
-    if timeout is not None and not _seconds(timeout):
-        raise InvalidInputError(f"timeout {timeout!r}: seconds >= 0, or None to wait as long as it takes")
+    if timeout is not None and timeout != math.inf and not _seconds(timeout):
+        raise InvalidInputError(f"timeout {timeout!r}: seconds >= 0, or None (or infinity) to wait as long as it takes")
+
+
+def _wait(timeout: float | None) -> float | None:
+    """A checked timeout as the lender takes it: None waits as long as it takes, and so does infinity."""
+    _check_timeout(timeout)
+    return None if timeout == math.inf else timeout
 
 
 class EnginePool:
@@ -151,9 +157,10 @@ class EnginePool:
     the request path. ``warmup_also``: shapes warmed besides those (``trtforge bench`` adds its
     request shape to the defaults this way).
     ``warmup=False`` skips all of it (for measuring cold starts only).
-    ``timeout``: how long ``infer`` waits for a context by default (None: forever).
+    ``timeout``: how long ``infer`` waits for a context by default (None or infinity: forever).
     ``providers``/``threads``: onnxruntime execution providers and intra-op threads per session
-    (default: the CPU cores divided among the contexts, so N sessions don't oversubscribe them).
+    (default: the CPU cores this process may use, divided among the contexts, so N sessions don't
+    oversubscribe them).
     ``health_interval``: seconds between background ``check()`` runs (None: only when called).
     """
 
@@ -179,13 +186,13 @@ class EnginePool:
         self.backend_kind = backend_of(self.artifact)
         self.name = name or self.artifact.name.removesuffix(ENGINE_SUFFIX).removesuffix(".onnx")
         self.size = size
-        self.default_timeout = timeout
+        self.default_timeout = _wait(timeout)
         self.metrics = PoolMetrics(self.name)  # a registry of its own: PoolManager merges several
         self._warmup_shapes = [dict(shapes) for shapes in warmup_shapes] if warmup_shapes is not None else None
         self._warmup_also = [dict(shapes) for shapes in warmup_also]
         self._warmup = warmup
         self._providers = tuple(providers)
-        self._threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // size)
+        self._threads = threads if threads is not None else max(1, usable_cores() // size)
         self._policy = policy
         self._environment = environment
         self._health_interval = health_interval
@@ -574,10 +581,7 @@ class EnginePool:
         has to wait; infinity waits as long as it takes)."""
         if timeout is None:
             return self.default_timeout
-        if timeout == math.inf:
-            return None
-        _check_timeout(timeout)
-        return timeout
+        return _wait(timeout)
 
     # ------------------------------------------------------------ health
     def check(self) -> HealthReport:

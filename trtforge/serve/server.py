@@ -53,7 +53,7 @@ class PullOptions:
     """How registry references (``oci://``, ``dir://``, ``triton://``) are pulled."""
 
     name: str | None = None  # the artifact name in the registry (``--name``)
-    precision: str | None = None
+    precision: str | None = None  # ``--precision``: for folders too
     into: Path | None = None  # default: $TRTFORGE_CACHE_DIR/serve
     insecure: bool = False
 
@@ -113,15 +113,24 @@ def onnx_plan(path: Path, name: str | None) -> ModelPlan:
     return ModelPlan(name or path.stem, path, "onnxruntime", PLATFORMS["onnxruntime"], signature)
 
 
-def _folder_plans(folder: Path, name: str | None, policy: LoadPolicy) -> list[ModelPlan]:
-    """Every model in a folder: for each engine name the artifact that fits this host best, and each .onnx."""
+def _folder_plans(
+    folder: Path, name: str | None, precision: str | None, policy: LoadPolicy, log: Callable[[str], None]
+) -> list[ModelPlan]:
+    """Every model in a folder: for each engine name the artifact of ``precision`` (``--precision``)
+    that fits this host best, and each .onnx; entries with an unreadable manifest are skipped, and said."""
     from trtforge.runtime.loader import find_artifacts, select_artifact
 
-    names = sorted({manifest.name for manifest, _ in find_artifacts(folder)})
-    plans = [engine_plan(select_artifact(folder, engine, policy=policy), None) for engine in names]
+    listing = find_artifacts(folder, precision=precision)
+    for reason in listing.skipped:
+        log(f"skipped: {reason}")
+    names = sorted({manifest.name for manifest, _ in listing.found})
+    plans = [engine_plan(select_artifact(folder, engine, precision=precision, policy=policy), None) for engine in names]
     plans += [onnx_plan(model, None) for model in sorted(folder.glob("*.onnx"))]
     if not plans:
-        raise InvalidInputError(f"{folder}: no engine artifacts (.engine + .manifest.json) and no .onnx models in it")
+        engines = f"no {precision} engine artifacts" if precision else "no engine artifacts"
+        raise InvalidInputError(
+            f"{folder}: {engines} (.engine + .manifest.json) and no .onnx models in it{listing.note}"
+        )
     if name is not None:
         if len(plans) != 1:
             raise InvalidInputError(
@@ -162,7 +171,7 @@ def resolve_artifacts(
                 continue
             path = Path(target)
             if path.is_dir():
-                plans += _folder_plans(path, name, policy)
+                plans += _folder_plans(path, name, pull.precision, policy, log)
             elif path.name.endswith(".onnx"):
                 plans.append(onnx_plan(path, name))
             elif path.name.endswith((ENGINE_SUFFIX, MANIFEST_SUFFIX)):
@@ -190,7 +199,7 @@ def refusals(plans: Sequence[ModelPlan], policy: LoadPolicy) -> list[Incompatibl
     deserializing anything."""
     from trtforge.runtime.loader import check_compatibility
 
-    found = []
+    found: list[IncompatibleEngineError] = []
     for plan in plans:
         if plan.backend != "onnxruntime":
             result = check_compatibility(plan.path, policy)
