@@ -47,14 +47,17 @@ def test_enterprise_build_targets_the_build_gpu(
     assert f"-{gpu.compute_capability.sm}-" in engine.name
 
 
+def _this_gpus_timing_cache(cache_dir: Path) -> Path:
+    gpu = detect_gpus()[0]
+    version = str(installed_version("tensorrt"))
+    return timing_cache_file(cache_dir, "tensorrt", version, gpu.name, gpu.compute_capability)
+
+
 def test_timing_cache_is_saved_and_reused(
     write_spec: Callable[..., Path], tmp_path: Path, isolated_cache: Path
 ) -> None:
     spec = write_spec("name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\n" + PROFILE)
-    gpu = detect_gpus()[0]
-    cache = timing_cache_file(
-        isolated_cache, "tensorrt", str(installed_version("tensorrt")), gpu.name, gpu.compute_capability
-    )
+    cache = _this_gpus_timing_cache(isolated_cache)
     assert runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)]).exit_code == 0
     assert [path.name for path in (isolated_cache / "timing").iterdir()] == [cache.name]
     assert cache.stat().st_size > 0
@@ -67,10 +70,7 @@ def test_a_timing_cache_tensorrt_refuses_is_replaced(
 ) -> None:
     """A corrupt file (or one made on another device) builds with a fresh cache, which replaces it."""
     spec = write_spec("name: conv\nmodel: {models}/conv.onnx\nbackend: tensorrt\n" + PROFILE)
-    gpu = detect_gpus()[0]
-    cache = timing_cache_file(
-        isolated_cache, "tensorrt", str(installed_version("tensorrt")), gpu.name, gpu.compute_capability
-    )
+    cache = _this_gpus_timing_cache(isolated_cache)
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"not a timing cache")
     first = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path)])
