@@ -137,6 +137,9 @@ def test_capped_plan_still_catches_damaged_candidates(tmp_path: Path, damage: on
         engine_file=None,
     )
     assert report.data.samples == 1 + 2 + 4  # min, opt, and the max at batch 4 (16 MiB capped to 4 MiB)
+    # the report itself (not only the log) says the max was checked at a smaller batch
+    (note,) = report.data.notes
+    assert "checked at x=[4, 1, 512, 512] instead" in note, note
     assert not report.passed and any(failing in failure for failure in report.failures)
 
 

@@ -666,6 +666,7 @@ def _report(
             batches=collected.batches,
             labels=str(plan.labels) if plan.labels else None,
             seed=plan.seed,
+            notes=list(plan.notes),
         ),
         outputs=outputs,
         failures=failures,

@@ -26,6 +26,8 @@ def junit_suite(report: AccuracyReport) -> TestSuite:
     if report.candidate.emulation:
         suite.add_property("candidate_emulation", report.candidate.emulation)
     suite.add_property("data", f"{report.data.samples} samples ({report.data.source})")
+    for index, note in enumerate(report.data.notes):
+        suite.add_property(f"data_note.{index}", note)
     for name, task in report.task_accuracies().items():
         suite.add_property(f"task_accuracy.{name}", f"reference {task.reference:.4f}, candidate {task.candidate:.4f}")
     if not report.measured:  # an identical candidate: one skipped case that says why, not an empty suite

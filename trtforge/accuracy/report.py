@@ -103,6 +103,7 @@ class DataInfo(_Frozen):
     batches: int
     labels: str | None
     seed: int | None
+    notes: list[str] = []  # shapes checked smaller than a profile's (a max over the input budget), and why
 
 
 class AccuracyReport(_Frozen):
@@ -167,6 +168,7 @@ def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
         **emulation,
         "data": report.data.source,
         "samples": report.data.samples,
+        **({"data_notes": report.data.notes} if report.data.notes else {}),
         "report": report_file,
         "checked_utc": report.created_utc,
         "outputs": {
