@@ -226,7 +226,8 @@ def test_random_inputs_cover_every_profile_shape(
     report = json.loads(_one(out, "*.accuracy.json").read_text())
     # batches 1, 2, 4 (profile 0) and 4 (a duplicate), 8, 16 (profile 1)
     assert report["data"] == {
-        "source": "random", "files": 0, "samples": 31, "dropped": 0, "batches": 5, "labels": None, "seed": 0, "notes": [],
+        "source": "random", "files": 0, "samples": 31, "dropped": 0, "batches": 5, "labels": None, "seed": 0,
+        "notes": [],
     }  # fmt: skip
     (out_result,) = report["outputs"]
     assert out_result["classifier"] is True  # [N, 5] float

@@ -102,11 +102,17 @@ def oversized_weights(model: onnx.ModelProto) -> dict[str, float]:
     floats = (TensorProto.FLOAT, TensorProto.DOUBLE)
     found: dict[str, float] = {}
     for tensor in tensors:
-        if tensor.data_type in floats:
-            values = numpy_helper.to_array(tensor)
+        if tensor.data_type not in floats:
+            continue
+        values = numpy_helper.to_array(tensor)
+        if not values.size:
+            continue
+        peak = max(float(values.max()), -float(values.min()))  # two passes, no temporary (the common case)
+        if not np.isfinite(peak):  # NaN or Inf among them: the finite values' peak
             finite = values[np.isfinite(values)]
-            if finite.size and float(np.abs(finite).max()) > FP16_MAX:
-                found[tensor.name] = float(np.abs(finite).max())
+            peak = float(np.abs(finite).max()) if finite.size else 0.0
+        if peak > FP16_MAX:
+            found[tensor.name] = peak
     return found
 
 
