@@ -12,6 +12,7 @@ from clitools import cli
 from models import conv_net, need_rtx
 from registry import RunningRegistry, build_engine, free_port
 
+from trtforge.artifact import LOCK_DIR
 from trtforge.environment import Target
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_file
@@ -180,7 +181,8 @@ def test_pull_selects_among_targets_like_the_loader(repository: str, engines: di
     ]
     assert [[p["rule"] for p in entry["problems"]] for entry in document["rejected"]] == [["host_code"], ["gpu"]]
     assert sha256_file(Path(document["engine"])) == chosen.artifact.sha256
-    assert sorted(p.name for p in out.iterdir()) == sorted([chosen.artifact.file, chosen.stem + ".manifest.json"])
+    pulled = [chosen.artifact.file, chosen.stem + ".manifest.json", LOCK_DIR]
+    assert sorted(p.name for p in out.iterdir()) == sorted(pulled)
 
     code, stdout, err = cli(
         "pull",

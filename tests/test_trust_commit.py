@@ -122,7 +122,7 @@ def test_publish_force_interrupted_at_every_step(
         assert holds(registry, old.name) == expected, f"interrupted at {step}"
         assert record.leftovers == ()
         assert sorted(p.name for p in registry.iterdir()) == sorted(
-            [old.name, manifest_path_for(old).name, ".trtforge.lock"]
+            [old.name, manifest_path_for(old).name, ".trtforge.lock", artifact.LOCK_DIR]
         )
 
 

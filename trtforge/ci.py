@@ -46,13 +46,13 @@ from trtforge.fsutil import (
     data_sha256,
     ensure_writable_dir,
     sha256_file,
+    temp_dir,
     temp_prefix,
 )
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-LOCK_DIR = ".trtforge-locks"
 #: a build-cache entry's description of the artifact it holds
 RECORD_FILE = "record.json"
 MAX_RECORD_BYTES = 1024 * 1024
@@ -288,7 +288,7 @@ def _discard(entry: Path) -> None:
 
 def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) -> None:
     """Copy a fresh artifact into the cache; the entry appears whole or not at all."""
-    from trtforge.fsutil import make_temp_dir
+    from trtforge.fsutil import make_temp_dir, release_temp
 
     cache_entry.parent.mkdir(parents=True, exist_ok=True)
     staging = make_temp_dir(cache_entry.parent, cache_entry.name)
@@ -299,15 +299,18 @@ def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) 
         os.replace(staging, cache_entry)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)  # another run stored the same key first
+    finally:
+        release_temp(staging)
 
 
-def _restore(cache_entry: Path, out_dir: Path) -> str | None:
-    """Copy a cached artifact into ``out_dir`` as one commit (the old set or the restored one);
-    returns the line saying what stale temporaries of dead runs were removed there, if any."""
+def _restore(cache_entry: Path, out_dir: Path, spec: Any) -> str | None:
+    """Copy a cached artifact of ``spec`` into ``out_dir`` as one commit (the old set or the
+    restored one); returns the line saying what stale temporaries of dead runs were removed
+    there, if any."""
     from trtforge.artifact import ArtifactWriter, sweep
 
     note = sweep(out_dir).note
-    with ArtifactWriter(out_dir) as writer:
+    with ArtifactWriter(out_dir, spec.name, spec.precision) as writer:
         for path in cache_entry.iterdir():
             if path.name != "record.json":
                 shutil.copyfile(path, writer.stage(path.name))
@@ -406,9 +409,9 @@ def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str
     tag = cache_tag(key)
     entry.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with tempfile.TemporaryDirectory(prefix=temp_prefix("remote"), suffix=TEMP_SUFFIX, dir=entry.parent) as scratch:
+        with temp_dir(entry.parent, "remote") as scratch:
             registry = _remote(options)
-            engine = registry.pull_tag(tag, Path(scratch))
+            engine = registry.pull_tag(tag, scratch)
             if engine is None:
                 return False
             manifest = read_manifest(engine)
@@ -423,7 +426,7 @@ def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str
                     f"{spec.name}: remote cache entry {tag} is not this spec's build ({problem}): building locally"
                 )
                 return False
-            _store(entry, Path(scratch), manifest.stem, record.model_dump())
+            _store(entry, scratch, manifest.stem, record.model_dump())
     except InvalidInputError as exc:  # what the tag holds is refused before anything is written
         reporter.warn(f"{spec.name}: remote cache entry {tag} is refused ({first_line(exc)}): building locally")
         return False
@@ -482,7 +485,7 @@ def _reuse(
             reporter.warn(f"{spec.name}: build-cache entry {entry} is unusable ({damaged}): rebuilding")
             _discard(entry)
             return None
-        swept = _restore(entry, out)
+        swept = _restore(entry, out, spec)
         if swept:
             reporter.info(f"{spec.name}: {swept}")
         where = "the remote build cache" if remote else "the build cache"
@@ -558,12 +561,11 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
         unchanged = _unchanged(spec_path, spec, inputs, key, entry, out, started, reporter) if entry.exists() else None
         if unchanged is not None:
             return unchanged
-        from filelock import FileLock
+        from trtforge.artifact import artifact_lock
 
-        (out / LOCK_DIR).mkdir(parents=True, exist_ok=True)
         # Two pipelines on one output folder take turns per artifact; the second one then
         # finds the first one's result in the cache.
-        with FileLock(str(out / LOCK_DIR / f"{spec.name}-{spec.precision}.lock")):
+        with artifact_lock(out, spec.name, spec.precision):
             reused = None
             if entry.exists():
                 reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, remote=False)

@@ -49,10 +49,14 @@ def repository_lock(root: Path) -> Iterator[None]:
         raise io_error("lock", root / LOCK_NAME, exc) from exc
 
 
-def commit_pair(folder: Path, artifact: LocalArtifact, engine_name: str, manifest_name: str) -> None:
-    """Copy the engine (streamed, any size) and its manifest into ``folder`` as one commit."""
+def commit_pair(
+    folder: Path, artifact: LocalArtifact, engine_name: str, manifest_name: str, lock_folder: Path | None = None
+) -> None:
+    """Copy the engine (streamed, any size) and its manifest into ``folder`` as one commit, under
+    the artifact's lock in ``lock_folder`` (default ``folder``)."""
+    manifest = artifact.manifest
     try:
-        with ArtifactWriter(folder) as writer:
+        with ArtifactWriter(folder, manifest.name, manifest.precision, lock_folder) as writer:
             shutil.copyfile(artifact.engine, writer.stage(engine_name))
             writer.stage(manifest_name).write_bytes(artifact.manifest_bytes)
             writer.commit()
