@@ -1,9 +1,10 @@
 """The commit protocol (trtforge.artifact) on plain files, across real processes: concurrent
-commits of one artifact take turns, the manifest is renamed last, and a temporary whose owner
-holds its lock is never swept (whatever its pid means here)."""
+commits of one artifact take turns, the manifest is renamed last, a temporary whose owner holds
+its lock is never swept (whatever its pid means here), and a full disk is the user's error."""
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
@@ -13,10 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from trust import leftovers
 
 from trtforge import artifact
 from trtforge.artifact import ArtifactWriter, sweep
+from trtforge.errors import InvalidInputError, disk_error, unexpected_error
 
 REPO = Path(__file__).resolve().parent.parent
 #: one artifact's files, in the order a build stages them (the manifest before the report)
@@ -201,3 +204,56 @@ def test_a_temporary_whose_owner_holds_its_lock_is_never_swept(tmp_path: Path) -
             if owner.poll() is None:
                 owner.kill()
                 owner.wait()
+
+
+# ---------------------------------------------------------------- a full disk
+
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_while_staging_is_the_users_error_and_leaves_nothing(tmp_path: Path) -> None:
+    seed(tmp_path)
+    with pytest.raises(InvalidInputError) as raised, ArtifactWriter(tmp_path, "m", "fp32") as writer:
+        writer.stage("m.engine").write_text("half an engine")
+        raise ENOSPC  # as a write of the staged engine raises it: a file object names no path
+    assert raised.value.exit_code == 2
+    assert str(raised.value) == (
+        f"cannot write {tmp_path}: no space left on device; "
+        "free space on that disk, or write to a folder on another one"
+    )
+    assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+def test_a_full_disk_while_writing_the_journal_leaves_no_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(tmp_path)
+    write_text = Path.write_text
+
+    def full(self: Path, *args: object, **kwargs: object) -> int:
+        if self.name.startswith(f".{artifact.JOURNAL_BASE}."):
+            raise ENOSPC
+        return write_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(InvalidInputError, match="no space left on device"):
+        commit_set(tmp_path, "new")
+    assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "fix"),
+    [
+        (errno.ENOSPC, "no space left on device", "free space on that disk"),
+        (errno.EDQUOT, "disk quota exceeded", "free space on that disk"),
+        (errno.EROFS, "read-only file system", "write to a folder on a writable file system"),
+    ],
+)
+def test_disk_errors_anywhere_are_one_line_user_errors(code: int, reason: str, fix: str) -> None:
+    """An OSError the disk raised that no write site turned into a message (the CLI's last
+    resort): exit 2 naming the file, never "internal error"."""
+    error = unexpected_error(OSError(code, os.strerror(code), "/cache/fp16/x.onnx"), "spec.yaml")
+    assert error.exit_code == 2 and "\n" not in str(error)
+    assert str(error).startswith(f"spec.yaml: cannot write /cache/fp16/x.onnx: {reason}; {fix}")
+    assert disk_error(OSError(errno.EACCES, "Permission denied")) is None
+    assert unexpected_error(ValueError("a bug")).exit_code == 1

@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from trtforge.errors import InvalidInputError
+from trtforge.errors import InvalidInputError, disk_error
 from trtforge.fsutil import (
     TEMP_SUFFIX,
     Owner,
@@ -114,7 +114,7 @@ def artifact_lock(folder: Path, name: str, precision: str) -> Iterator[None]:
         lock = _locks.setdefault(os.path.abspath(path), FileLock(str(path)))
         lock.acquire()
     except OSError as exc:
-        raise InvalidInputError(
+        raise disk_error(exc, path.parent) or InvalidInputError(
             f"cannot lock {path} ({exc.strerror}); the folder it writes to must be writable"
         ) from exc
     try:
@@ -180,11 +180,16 @@ class _Entry:
 
 
 def _write_journal(folder: Path, entries: list[_Entry]) -> Path:
+    """The journal, renamed into place complete; nothing of it stays when that fails (a full disk)."""
     staged = make_temp(folder, JOURNAL_BASE)
-    staged.write_text(json.dumps([entry.to_dict() for entry in entries]))
-    fsync_file(staged)
-    journal = staged.with_name(staged.name.removesuffix(TEMP_SUFFIX) + "." + JOURNAL_KIND)
-    rename_temp(staged, journal)
+    try:
+        staged.write_text(json.dumps([entry.to_dict() for entry in entries]))
+        fsync_file(staged)
+        journal = staged.with_name(staged.name.removesuffix(TEMP_SUFFIX) + "." + JOURNAL_KIND)
+        rename_temp(staged, journal)
+    except BaseException:
+        discard_temp(staged)
+        raise
     fsync_dir(folder)
     return journal
 
@@ -301,7 +306,8 @@ class ArtifactWriter:
     together, under :func:`artifact_lock` (in ``lock_folder``, default ``folder``).
 
     Leaving the ``with`` block without a commit (an error, Ctrl-C) removes what was staged and
-    leaves every final file as it was.
+    leaves every final file as it was. A write the disk refuses (full, read-only, over quota)
+    leaves it as the user's error naming ``folder`` (exit 2), not a bug's traceback.
     """
 
     def __init__(self, folder: Path, name: str, precision: str, lock_folder: Path | None = None) -> None:
@@ -347,6 +353,9 @@ class ArtifactWriter:
             if staged is not None:
                 discard_temp(staged)
         self._changes = {}
+        full = disk_error(exc, self.folder) if exc is not None else None
+        if full is not None:
+            raise full from exc
 
 
 # ---------------------------------------------------------------- the next run

@@ -35,8 +35,8 @@ from trtforge.errors import (
     InvalidInputError,
     TrtforgeError,
     first_line,
-    internal_error,
     most_severe,
+    unexpected_error,
 )
 from trtforge.fsutil import (
     TEMP_SUFFIX,
@@ -298,7 +298,7 @@ def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) 
         (staging / "record.json").write_text(json.dumps(record, indent=2))
         os.replace(staging, cache_entry)
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True)  # another run stored the same key first
+        shutil.rmtree(staging, ignore_errors=True)  # another run stored the same key first (or a full disk)
     finally:
         release_temp(staging)
 
@@ -594,8 +594,8 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
     except TrtforgeError as exc:
         reporter.error(f"{name}: {exc}")
         return _failed(spec_path, name, time.perf_counter() - started, exc)
-    except Exception as exc:  # a bug costs its own spec, never the other specs of the run
-        error = internal_error(exc)
+    except Exception as exc:  # a bug (or a full disk) costs its own spec, never the other specs of the run
+        error = unexpected_error(exc)
         reporter.error(f"{name}: {error}")
         return _failed(spec_path, name, time.perf_counter() - started, error)
     seconds = time.perf_counter() - started

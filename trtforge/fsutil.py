@@ -535,6 +535,8 @@ def staged_file(final: Path, durable: bool = True) -> Iterator[Path]:
     process to another) skips the fsync: a crash only costs deriving it again.
 
     On any exception (Ctrl-C included) the temporary file is removed and ``final`` is untouched.
+    A write the disk refuses (full, read-only, over quota) carries ``final`` as its file name when
+    it has none (a write through a file object names no path), for the one line the user gets.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp(final.parent, final.name)
@@ -543,6 +545,10 @@ def staged_file(final: Path, durable: bool = True) -> Iterator[Path]:
         if durable:
             fsync_file(tmp)
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(final)
+        raise
     finally:
         discard_temp(tmp)
 

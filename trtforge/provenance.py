@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.environment import file_problem
-from trtforge.errors import IncompatibleEngineError, InvalidInputError, first_line
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, disk_error, first_line
 from trtforge.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from trtforge.keys import SigningKey, TrustedKey
 from trtforge.manifest import ArtifactPaths, Manifest, attestation_path, bounded_json
@@ -288,7 +288,9 @@ def _attest_locked(paths: ArtifactPaths, manifest: Manifest, key: SigningKey, sp
     try:
         atomic_write_bytes(path, envelope(document, key))
     except OSError as exc:
-        raise InvalidInputError(f"{path}: cannot write the attestation ({exc.strerror})") from exc
+        raise disk_error(exc, path) or InvalidInputError(
+            f"{path}: cannot write the attestation ({exc.strerror})"
+        ) from exc
     return AttestOutcome(path, inputs)
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from trtforge.compat import SignatureStatus
 from trtforge.environment import file_problem
-from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, disk_error
 from trtforge.fsutil import TEMP_SUFFIX, staged_file, temp_prefix
 from trtforge.keys import SIGNING_KEY_ENV, SigningKey, TrustedKey
 from trtforge.manifest import ArtifactPaths, Manifest
@@ -370,5 +370,7 @@ def sign_artifact(engine_or_manifest: Path, key: SigningKey) -> SignOutcome:
                 staged.write_text(signed.to_json(), encoding="utf-8")
                 os.chmod(staged, mode)  # keep the manifest's permissions (mkstemp makes 0600)
         except OSError as exc:
-            raise InvalidInputError(f"{manifest_path}: cannot rewrite the manifest ({exc.strerror})") from exc
+            raise disk_error(exc, manifest_path) or InvalidInputError(
+                f"{manifest_path}: cannot rewrite the manifest ({exc.strerror})"
+            ) from exc
     return SignOutcome(manifest_path, signed, previous)
