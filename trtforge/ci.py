@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -705,9 +704,29 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int) -> None:
+#: ``prctl`` option: the signal the kernel sends a process when its parent dies (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """Make this worker die with the ``ci`` process that started it (``parent``), even when that
+    one is killed with SIGKILL and cannot stop it: a worker nobody waits for must not go on
+    committing into --out. Linux's parent-death signal, then a check for a parent already gone
+    before it was set. The worker dies as if killed: its open commit and temporaries are what
+    the next run's sweep cleans up."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with suppress(OSError, AttributeError):  # no libc to ask: the check below still holds
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int, parent: int) -> None:
     """One spec in its own process; the result goes to a file, its messages to ``log_fd``, a pipe
     the parent relays onto its own stderr (whatever that is: a terminal, a file, a test's capture)."""
+    _die_with(parent)
     sys.stderr = open(log_fd, "w", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115 - for the process's life
     handlers = {signal.SIGINT: _interrupt_once, signal.SIGTERM: _terminate_as_interrupt}
     for stop in _stoppable():
@@ -807,10 +826,19 @@ class _Relay:
 
 def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[str, SpecResult]:
     """Each spec in its own process (TensorRT builds hold the GIL), ``jobs`` at a time. On Ctrl-C,
-    SIGTERM or any error every worker is interrupted, and killed if it does not stop in time."""
+    SIGTERM or any error every worker is interrupted, and killed if it does not stop in time; when
+    this process is killed, the kernel kills them (:func:`_die_with`). The workers' result files
+    live in a temporary folder of the cache, where a run killed with SIGKILL leaves it to the next
+    run's sweep (this one's, first: stale ones of dead runs go)."""
     import multiprocessing
     from multiprocessing.connection import wait
 
+    from trtforge.artifact import sweep
+
+    ensure_writable_dir(options.cache_dir, "--cache-dir", "cache directory")
+    swept = sweep(options.cache_dir).note
+    if swept:
+        Reporter(interactive=False).info(swept)
     context = multiprocessing.get_context("fork")
     waiting = list(paths)
     processes: list[BaseProcess] = []
@@ -818,14 +846,15 @@ def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[s
     relays: dict[int, _Relay] = {}
     results: dict[str, SpecResult] = {}
     # SIGTERM (how CI systems cancel a job) stops the run like Ctrl-C instead of orphaning workers
-    with _handling(signal.default_int_handler), tempfile.TemporaryDirectory(prefix="trtforge-ci-") as scratch:
+    with _handling(signal.default_int_handler), temp_dir(options.cache_dir, "ci") as scratch:
         try:
             while waiting or running:
                 while waiting and len(running) < jobs:
                     path = waiting.pop(0)
-                    result_file = Path(scratch) / f"{len(processes)}.json"
+                    result_file = scratch / f"{len(processes)}.json"
                     read_fd, write_fd = os.pipe()
-                    worker = context.Process(target=_worker, args=(path, options, str(result_file), write_fd))
+                    arguments = (path, options, str(result_file), write_fd, os.getpid())
+                    worker = context.Process(target=_worker, args=arguments)
                     processes.append(worker)
                     with _stop_signals_blocked():
                         worker.start()
