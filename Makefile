@@ -39,4 +39,4 @@ bench: $(BIN)/trtforge
 		$(BIN)/python benchmarks/$$script.py > out/bench-$$script.json || exit 1; done
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out trtforge.egg-info

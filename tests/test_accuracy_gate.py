@@ -14,6 +14,7 @@ from junitparser import Failure, JUnitXml, Skipped
 from models import need_rtx, without_gpu
 from onnx import numpy_helper
 
+from trtforge.artifact import LOCK_DIR
 from trtforge.manifest import read_manifest
 
 need_rtx()
@@ -157,7 +158,7 @@ def test_damaged_candidate_fails_with_exit_4_and_keeps_the_good_artifact(
     code, _, stderr = cli("build", spec, "--out", out)
     assert code == 0, stderr
     engine = _one(out, "*.engine")
-    good = {path.name: path.read_bytes() for path in out.iterdir()}
+    good = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
     assert f"{engine.name.removesuffix('.engine')}.accuracy.json" in good
 
     _perturb_fp16_cache(model_dir / "conv.onnx", isolated_cache)
@@ -171,9 +172,9 @@ def test_damaged_candidate_fails_with_exit_4_and_keeps_the_good_artifact(
     assert str(rejected) in line
     assert json.loads(rejected.read_text())["passed"] is False
     # the previous good engine, manifest and report are untouched; nothing staged is left over
-    after = {path.name: path.read_bytes() for path in out.iterdir() if path != rejected}
+    after = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file() and path != rejected}
     assert after == good
-    assert not [path for path in out.iterdir() if path.name.startswith(".")]
+    assert [path.name for path in out.iterdir() if path.name.startswith(".")] == [LOCK_DIR]
     (cases,) = _suite_cases(junit).values()
     ((classname, name, results), (_, snr_name, _)) = cases
     assert (classname, name, snr_name) == (f"{stem}.logits", "cosine_min", "snr_db_min")

@@ -14,6 +14,7 @@ import pytest
 from models import need_rtx
 from typer.testing import CliRunner
 
+from trtforge.artifact import LOCK_DIR
 from trtforge.cli import app
 from trtforge.manifest import Manifest, read_manifest
 
@@ -73,7 +74,7 @@ def test_build_writes_tagged_engine_and_complete_manifest(
     assert [t.name for t in manifest.io] == ["input", "logits"]
     assert manifest.io[0].shape == [-1, 3, 16, 16]
     assert manifest.profiles[0]["input"]["opt"] == [4, 3, 16, 16]
-    assert not [p for p in engine.parent.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in engine.parent.iterdir() if p.name.startswith(".")] == [LOCK_DIR]
 
 
 def test_two_profiles_and_default_targets(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -268,7 +269,7 @@ def test_ctrl_c_during_build_keeps_the_previous_engine(write_spec: Callable[...,
     assert read_manifest(engine) == manifest_before
     stem = engine.name.removesuffix(".engine")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [engine.name, f"{stem}.manifest.json", f"{stem}.accuracy.json"]
+        [engine.name, f"{stem}.manifest.json", f"{stem}.accuracy.json", LOCK_DIR]
     )
 
 

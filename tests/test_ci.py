@@ -15,6 +15,7 @@ from junitparser import JUnitXml
 from registry import RunningRegistry, free_port
 from typer.testing import CliRunner
 
+from trtforge import __version__
 from trtforge.cli import app
 from trtforge.manifest import read_manifest
 
@@ -196,6 +197,11 @@ def test_matrix_for_a_sample_project(tmp_path: Path) -> None:
         f"trtforge ci {root / 'trt.yaml'} --backend tensorrt --cc 8.6",
         f"trtforge ci {root / 'trt.yaml'} --backend tensorrt --cc 9.0",
     ]
+    # every job installs the trtforge that planned it, with its backend's extra
+    assert [e["install"] for e in include] == [
+        f"pip install 'trtforge[rtx]=={__version__}'",
+        *[f"pip install 'trtforge[tensorrt]=={__version__}' --extra-index-url https://pypi.nvidia.com"] * 2,
+    ]
     gitlab = yaml.safe_load(runner.invoke(app, ["matrix", str(root), "--format", "gitlab"]).stdout)
     assert gitlab["build:big-fp16-sm90"]["tags"] == ["gpu", "h100"]
     assert gitlab["build:big-fp16-sm90"]["script"] == [
@@ -235,6 +241,49 @@ def test_project_file_unknown_key(tmp_path: Path) -> None:
     (tmp_path / "trtforge.yaml").write_text("specs: ['*.yaml']\nruns: {}\nspecs: []\n")
     result = runner.invoke(app, ["matrix", str(tmp_path)])
     assert result.exit_code == 2 and "trtforge.yaml:3: key 'specs' is given twice (first at line 1)" in result.stderr
+
+
+def test_project_install_replaces_every_jobs_install_command(tmp_path: Path) -> None:
+    """trtforge.yaml's ``install:`` (a mirror, a fork) is what every generated job runs, the
+    publish job included; a value that is not one command line is refused with its line."""
+    models.conv_net(tmp_path / "conv.onnx")
+    (tmp_path / "rtx.yaml").write_text(f"name: small\nmodel: conv.onnx\nbackend: tensorrt-rtx\n{PROFILE}")
+    mirror = "pip install 'trtforge[rtx]==0.1.0' --index-url https://pypi.example.com/simple"
+    project_file = tmp_path / "trtforge.yaml"
+    project_file.write_text(f'publish_to: oci://registry.example.com/models\ninstall: "{mirror}"\n')
+    github = runner.invoke(app, ["matrix", str(tmp_path), "--format", "github"])
+    assert github.exit_code == 0, github.stderr
+    assert [entry["install"] for entry in json.loads(github.stdout)["include"]] == [mirror]
+    gitlab = yaml.safe_load(runner.invoke(app, ["matrix", str(tmp_path), "--format", "gitlab"]).stdout)
+    assert gitlab["build:small-fp32-cpu"]["before_script"] == [mirror]
+    assert gitlab["publish"]["before_script"] == [mirror]
+
+    project_file.write_text("specs: ['*.yaml']\ninstall: [pip, install, trtforge]\n")
+    result = runner.invoke(app, ["matrix", str(tmp_path)])
+    assert result.exit_code == 2 and f"{project_file}:2: key 'install'" in result.stderr
+    project_file.write_text("install: |\n  pip install a\n  pip install b\n")
+    result = runner.invoke(app, ["matrix", str(tmp_path)])
+    assert result.exit_code == 2 and "one command on one line" in result.stderr
+    project_file.write_text("instal: pip install trtforge\n")
+    result = runner.invoke(app, ["matrix", str(tmp_path)])
+    assert result.exit_code == 2 and "did you mean 'install'" in result.stderr
+
+
+def test_generated_publish_job_pins_this_version(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["matrix", str(REPO / "configs"), "--format", "gitlab"])
+    assert result.exit_code == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["publish"]["before_script"] == [f"pip install 'trtforge=={__version__}'"]
+
+
+@pytest.mark.parametrize("pipeline", sorted((REPO / "examples" / "ci").glob("*.yml")), ids=lambda p: p.name)
+def test_example_pipelines_pin_this_version(pipeline: Path) -> None:
+    """An unpinned install would run whatever trtforge is newest when the pipeline runs."""
+    import re
+
+    installs = [line for line in pipeline.read_text().splitlines() if "pip install" in line]
+    assert installs, "the pipeline installs trtforge"
+    for line in installs:
+        assert re.search(rf"'trtforge(\[\w+\])?=={re.escape(__version__)}'", line), line
 
 
 def _commands_in(text: str) -> list[list[str]]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
+
+import pytest
 
 import trtforge.runtime
 
@@ -32,3 +35,59 @@ def test_type_hints_and_lazy_names_reach_users() -> None:
     pyproject = (package.parent / "pyproject.toml").read_text(encoding="utf-8")
     assert 'trtforge = ["*.json", "py.typed"]' in pyproject
     assert set(trtforge.runtime.__all__) <= set(dir(trtforge.runtime))
+
+
+#: The oldest version of each dependency known to work, and what breaks below it (an audit ran the
+#: suite against older releases; a full minimum-versions CI job is too slow here). pyproject's lower
+#: bounds must not drop under these: a bound nobody tested is a promise trtforge does not keep.
+KNOWN_WORKING_FLOORS = {
+    "typer": ("0.27.2", "trtforge.cli.common imports typer.exceptions, which 0.27.2 introduced"),
+    "pydantic": ("2.9", "trtforge.spec passes BeforeValidator(json_schema_input_type=...), new in 2.9"),
+    "onnx": ("1.19", "INT8 builds fail below it ('cannot reshape array of size 0')"),
+    "ml-dtypes": ("0.5.4", "trtforge.dtypes names float4_e2m1fn, absent before 0.5; 0.5.4 is the audited one"),
+    "numpy": ("1.26", "the oldest audited working release"),
+    "onnxruntime": ("1.22", "the oldest audited working release"),
+    "starlette": ("0.37", "the oldest audited working release"),
+    "uvicorn": ("0.30", "the oldest audited working release"),
+    "oras": ("0.2.25", "the oldest audited working release"),
+}
+
+
+def _requirements() -> list[Any]:
+    """pyproject's runtime dependencies, parsed (read from the file: an editable install's metadata
+    is as old as its last install)."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    requirements = pytest.importorskip("packaging.requirements")
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    return [requirements.Requirement(line) for line in project["dependencies"]]
+
+
+def test_dependency_floors_are_not_below_the_known_working_ones() -> None:
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    floors = {}
+    for requirement in _requirements():
+        lower = [Version(spec.version) for spec in requirement.specifier if spec.operator in (">=", "==", "~=")]
+        floors[canonicalize_name(requirement.name)] = max(lower) if lower else None
+    for name, (version, why) in KNOWN_WORKING_FLOORS.items():
+        declared = floors[canonicalize_name(name)]
+        assert declared is not None and declared >= Version(version), f"{name} >= {version} at least: {why}"
+
+
+def test_installed_dependencies_satisfy_their_specifiers() -> None:
+    """What the test suite runs against is what pyproject promises (a stale environment, or a
+    bound raised past what is installed, shows here)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for requirement in _requirements():
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            pytest.fail(f"{requirement.name} is not installed")
+        assert requirement.specifier.contains(installed, prereleases=True), f"{requirement.name} {installed}"

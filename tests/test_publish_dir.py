@@ -14,6 +14,7 @@ from clitools import cli
 from models import conv_net, need_rtx
 from registry import build_engine
 
+from trtforge.artifact import LOCK_DIR
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import manifest_path_for, read_manifest
 from trtforge.publish import DirLocation, load_local_artifact
@@ -46,7 +47,7 @@ def test_layout_is_the_build_output_layout(engines: dict[str, Path], tmp_path: P
         assert json.loads(out)["status"] == "published"
     expected = sorted(name for engine in engines.values() for name in (engine.name, manifest_path_for(engine).name))
     assert [name for name in listing(registry) if not name.startswith(".")] == expected
-    assert listing(registry) == sorted([*expected, ".trtforge.lock"])  # no staged leftovers
+    assert listing(registry) == sorted([*expected, ".trtforge.lock", LOCK_DIR])  # no staged leftovers
     for engine in engines.values():
         assert (registry / engine.name).read_bytes() == engine.read_bytes()
         assert manifest_path_for(registry / engine.name).read_bytes() == manifest_path_for(engine).read_bytes()

@@ -12,6 +12,7 @@ from clitools import cli
 from models import conv_net, need_rtx
 from registry import RunningRegistry, as_enterprise, build_engine, free_port
 
+from trtforge.artifact import LOCK_DIR
 from trtforge.environment import Target
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import sha256_file
@@ -184,7 +185,8 @@ def test_pull_selects_among_targets_like_the_loader(repository: str, engines: di
         ["flavor", "host_code"],
     ]
     assert sha256_file(Path(document["engine"])) == chosen.artifact.sha256
-    assert sorted(p.name for p in out.iterdir()) == sorted([chosen.artifact.file, chosen.stem + ".manifest.json"])
+    pulled = [chosen.artifact.file, chosen.stem + ".manifest.json", LOCK_DIR]
+    assert sorted(p.name for p in out.iterdir()) == sorted(pulled)
 
     # for a host with that enterprise TensorRT, host code is the one reason left, until it is allowed
     enterprise = ["--flavor", "tensorrt", "--trt-version", "10.13.0.35", "--insecure", "--json"]

@@ -4,6 +4,7 @@ leaving nothing partial, and one bad spec (or report path, or cache record) neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from clitools import cli
 from registry import RunningRegistry, build_engine
 from trust import TrustRecorder
 
+from trtforge.artifact import sweep
 from trtforge.backends import choose_backend
 from trtforge.ci import RECORD_FILE, build_inputs, build_key, cache_tag
 from trtforge.environment import installed_version
@@ -284,6 +286,77 @@ def test_interrupt_stops_every_worker_within_seconds(
     assert not list(out.glob("*.engine")) and not list(out.glob("*.manifest.json"))
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)  # no worker outlived the run
+
+
+def _children(parent: int) -> list[int]:
+    """The live processes whose parent is ``parent`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaps is dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _state(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_workers_die_with_a_killed_ci_and_write_nothing_after(
+    slow_project: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
+    """kill -9 of the ci process (an OOM kill, a lost runner agent): its workers die with it
+    instead of going on committing into --out, and its scratch folder is a temporary of the cache
+    that the next run's sweep removes (not a /tmp folder nobody cleans)."""
+    out, log = tmp_path / "out", tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trtforge", "ci", str(slow_project), "--out", str(out), "--jobs", "2"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while log.read_text().count("Building engine") < 2:  # both workers are inside TensorRT
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        workers = _children(process.pid)
+        assert len(workers) == 2, workers
+        scratch = [p for p in isolated_cache.iterdir() if p.name.startswith(f".ci.{process.pid}-")]
+        assert len(scratch) == 1 and scratch[0].is_dir(), sorted(p.name for p in isolated_cache.iterdir())
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"workers outlived the ci process: {workers}"
+            time.sleep(0.1)
+        before = _state(out) if out.exists() else {}
+        time.sleep(3)  # a worker still running would commit its engine into --out meanwhile
+        assert (_state(out) if out.exists() else {}) == before
+        assert not list(out.glob("*.engine")) if out.exists() else True
+        assert "removed 1 stale temporar" in (sweep(isolated_cache).note or "")
+        assert not scratch[0].exists()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever survived the test
 
 
 # ---------------------------------------------------------------- item 14

@@ -3,6 +3,7 @@ engine/manifest pair or the new one, never a mix; the next run removes what dead
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -10,8 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clitools import cli
@@ -122,7 +124,7 @@ def test_publish_force_interrupted_at_every_step(
         assert holds(registry, old.name) == expected, f"interrupted at {step}"
         assert record.leftovers == ()
         assert sorted(p.name for p in registry.iterdir()) == sorted(
-            [old.name, manifest_path_for(old).name, ".trtforge.lock"]
+            [old.name, manifest_path_for(old).name, ".trtforge.lock", artifact.LOCK_DIR]
         )
 
 
@@ -283,3 +285,79 @@ def test_stale_temporaries_are_removed_by_the_next_run(
     assert code == 0 and json.loads(out_text)["version"] == 1
     assert "removed 1 stale temporary of dead runs (852 kB)" in err
     assert record.leftovers == () and not staged.exists()
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount a tmpfs of a given size (root only; skipped where mounting is not allowed)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    try:
+        yield mount
+    finally:
+        for folder in mounted:
+            subprocess.run(["umount", str(folder)], check=False)
+
+
+def digits_spec(folder: Path, precision: str = "fp32") -> Path:
+    spec = folder / f"{precision}.yaml"
+    spec.write_text(
+        f"name: digits-cnn\nmodel: {DIGITS_ONNX}\nprecision: {precision}\nbackend: tensorrt-rtx\ntargets: ['8.6']\n"
+        f"profiles:\n{DIGITS_PROFILE}\naccuracy: {{enabled: false}}\n"
+    )
+    return spec
+
+
+def test_a_full_out_folder_or_cache_is_one_line_exit_2(
+    tmp_path: Path, small_disk: Callable[[str], Path], trust_case: TrustRecorder
+) -> None:
+    """A real full disk: the engine (446 kB) does not fit a 300 kB --out, the FP16 graph a 64 kB
+    cache. Each is exit 2 naming what could not be written and the fix, and leaves nothing."""
+    out = small_disk("300k")
+    code, _, err = cli("build", digits_spec(tmp_path), "--out", out)
+    record = trust_case(5, "build into a full --out", code, err, folders=(out,))
+    assert code == 2 and record.one_line, err
+    assert f"cannot write {out}: no space left on device; free space on that disk" in err
+    assert record.leftovers == () and list(out.iterdir()) == []
+
+    cache = small_disk("64k")
+    code, _, err = cli("build", digits_spec(tmp_path, "fp16"), "--out", tmp_path / "out", "--cache-dir", cache)
+    record = trust_case(5, "build with a full cache", code, err, folders=(cache, tmp_path / "out"))
+    assert code == 2 and record.one_line, err
+    assert f"cannot write {cache / 'fp16'}" in err and "no space left on device" in err and "internal" not in err
+    assert record.leftovers == ()
+
+
+def test_a_full_disk_at_the_journal_keeps_the_old_artifact_and_leaves_no_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust_case: TrustRecorder
+) -> None:
+    out = tmp_path / "out"
+    spec = digits_spec(tmp_path)
+    assert cli("build", spec, "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    write_text = Path.write_text
+
+    def full(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name.startswith(f".{artifact.JOURNAL_BASE}."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    code, _, err = cli("build", spec, "--out", out)
+    monkeypatch.undo()
+    record = trust_case(5, "build whose commit journal meets a full disk", code, err, folders=(out,))
+    assert code == 2 and record.one_line and f"cannot write {out}: no space left on device" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert record.leftovers == ()

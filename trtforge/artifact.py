@@ -6,13 +6,16 @@ Build, ``ci``'s cache restore, ``pull`` and the ``dir://`` and ``triton://`` reg
 through :class:`ArtifactWriter`.
 
 Protocol, once every new file is staged complete and fsynced beside its final name
-(``.{name}.{pid}-{token}.tmp``):
+(``.{name}.{pid}-{token}.tmp``), under the artifact's lock (:func:`artifact_lock`: one commit of
+a name and precision at a time in a folder, whichever process or container makes it):
 
 1. back up: each final file that exists is hard-linked to ``.{name}.{pid}-{token}.bak.tmp``
    (the final stays in place, so readers see the old set);
 2. journal: ``.trtforge-commit.{pid}-{token}.journal.tmp`` (written atomically) lists, per final
    name, its staged file and its backup (none when the final did not exist);
-3. rename every staged file onto its final name (or remove a final the new set drops);
+3. rename every staged file onto its final name (or remove a final the new set drops), the
+   manifest last: a reader that sees the new manifest sees every new file, and until then the
+   old manifest, which pins the old engine, refuses the new one beside it;
 4. commit point: the journal is removed (one unlink);
 5. the backups are removed.
 
@@ -24,26 +27,49 @@ Interrupts: SIGINT and SIGTERM are deferred from step 1 to step 5 (recorded, the
 folder is consistent); one that arrives before the commit point rolls back, so an interrupted run
 replaces nothing. Any exception inside the window rolls back too. SIGKILL cannot be deferred:
 the next run that writes to the folder calls :func:`sweep`, which rolls back the journal of a
-dead process and then removes the other temporaries of dead processes: owner pid gone, or taken
-by a process that started after the temporary was made (pid reuse, e.g. containers), or older
-than :data:`STALE_AFTER_S`.
+dead process and then removes the other temporaries of dead processes. A temporary whose lock
+(``flock``, :mod:`trtforge.fsutil`) a process holds is live, whatever its name's pid means here
+(a writer in another container's pid namespace); an unlocked one is judged by that pid: gone,
+or taken by a process that started after the temporary was made (pid reuse), or older than
+:data:`STALE_AFTER_S`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trtforge.fsutil import TEMP_SUFFIX, TempName, fsync_dir, fsync_file, make_temp
+from trtforge.errors import InvalidInputError, disk_error
+from trtforge.fsutil import (
+    TEMP_SUFFIX,
+    Owner,
+    TempName,
+    discard_temp,
+    fsync_dir,
+    fsync_file,
+    judging_owner,
+    link_temp,
+    make_temp,
+    release_temp,
+    rename_temp,
+)
+from trtforge.manifest import MANIFEST_SUFFIX
 
+if TYPE_CHECKING:
+    from trtforge.manifest import Manifest
+
+#: the folder of the artifacts' lock files, inside the folder they are committed to
+LOCK_DIR = ".trtforge-locks"
 JOURNAL_BASE = "trtforge-commit"
 JOURNAL_KIND = "journal.tmp"
 BACKUP_KIND = "bak.tmp"
@@ -56,6 +82,56 @@ _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 def on_step(step: str) -> None:
     """Called between the steps of a commit; does nothing. Tests replace it to interrupt or kill
     the process at each step, which is how the protocol's invariant is proven."""
+
+
+# ---------------------------------------------------------------- the artifact's lock
+
+#: one lock object per lock file in this process: a commit inside ``ci``'s hold of the same lock
+#: takes it again (filelock counts the holds of one object, per thread)
+_locks: dict[str, Any] = {}
+
+
+def _forget_locks() -> None:
+    """In a forked child: a lock the parent held is not held by the child."""
+    _locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks)
+
+
+@contextlib.contextmanager
+def artifact_lock(folder: Path, name: str, precision: str) -> Iterator[None]:
+    """One writer at a time of artifact ``name``/``precision`` in ``folder``: an OS file lock,
+    ``folder/.trtforge-locks/{name}-{precision}.lock``, which holds across processes and containers
+    sharing the folder and dies with its holder. Every commit takes it (build, ``ci``, verify,
+    sign, pull, ``dir://``); ``ci`` holds it around a whole build, whose commit takes it again."""
+    from filelock import FileLock
+
+    path = folder / LOCK_DIR / f"{name}-{precision}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _locks.setdefault(os.path.abspath(path), FileLock(str(path)))
+        lock.acquire()
+    except OSError as exc:
+        raise disk_error(exc, path.parent) or InvalidInputError(
+            f"cannot lock {path} ({exc.strerror}); the folder it writes to must be writable"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def locked_manifest(manifest_path: Path) -> Iterator[Manifest]:
+    """The manifest at ``manifest_path``, read again under its artifact's lock, which the block
+    holds: what it rewrites beside it (sign, verify) cannot interleave with another commit."""
+    from trtforge.manifest import read_manifest
+
+    first = read_manifest(manifest_path)
+    with artifact_lock(manifest_path.parent, first.name, first.precision):
+        yield read_manifest(manifest_path)
 
 
 # ---------------------------------------------------------------- signals
@@ -104,24 +180,35 @@ class _Entry:
 
 
 def _write_journal(folder: Path, entries: list[_Entry]) -> Path:
+    """The journal, renamed into place complete; nothing of it stays when that fails (a full disk)."""
     staged = make_temp(folder, JOURNAL_BASE)
-    staged.write_text(json.dumps([entry.to_dict() for entry in entries]))
-    fsync_file(staged)
-    journal = staged.with_name(staged.name.removesuffix(TEMP_SUFFIX) + "." + JOURNAL_KIND)
-    os.replace(staged, journal)
+    try:
+        staged.write_text(json.dumps([entry.to_dict() for entry in entries]))
+        fsync_file(staged)
+        journal = staged.with_name(staged.name.removesuffix(TEMP_SUFFIX) + "." + JOURNAL_KIND)
+        rename_temp(staged, journal)
+    except BaseException:
+        discard_temp(staged)
+        raise
     fsync_dir(folder)
     return journal
 
 
 def _backup(final: Path) -> str:
-    """A second name for ``final``'s bytes: a hard link (instant), or a copy where links fail."""
-    backup = make_temp(final.parent, final.name, "." + BACKUP_KIND)
+    """A second name for ``final``'s bytes: a hard link (instant), or a copy where links fail;
+    locked by this process from the moment the name exists, like every temporary."""
+    backup = make_temp(final.parent, final.name, "." + BACKUP_KIND)  # reserves a unique name
+    discard_temp(backup)
     try:
-        backup.unlink()
-        os.link(final, backup)
+        link_temp(final, backup)
     except OSError:
-        shutil.copy2(final, backup)
-        fsync_file(backup)
+        backup = make_temp(final.parent, final.name, "." + BACKUP_KIND)
+        try:
+            shutil.copy2(final, backup)
+            fsync_file(backup)
+        except BaseException:
+            discard_temp(backup)
+            raise
     return backup.name
 
 
@@ -156,13 +243,18 @@ def rollback(folder: Path, entries: list[_Entry]) -> Swept:
     return removed
 
 
+def _renamed_last(name: str) -> bool:
+    """The manifest is renamed last (step 3): it is what a reader trusts the other files by."""
+    return name.endswith(MANIFEST_SUFFIX)
+
+
 def _commit(folder: Path, changes: dict[str, Path | None]) -> None:
     """Steps 1 to 5 of the protocol (module docstring) for ``changes``: final name -> staged file."""
     entries: list[_Entry] = []
     journal: Path | None = None
     with _Deferral() as deferral:
         try:
-            for name, staged in changes.items():
+            for name, staged in sorted(changes.items(), key=lambda change: _renamed_last(change[0])):
                 final = folder / name
                 backup = _backup(final) if final.is_file() else None
                 entries.append(_Entry(name, staged.name if staged else None, backup))
@@ -180,9 +272,12 @@ def _commit(folder: Path, changes: dict[str, Path | None]) -> None:
                 raise _Interrupted  # before the commit point: replace nothing
             journal.unlink()
         except BaseException:
-            rollback(folder, entries)  # if this fails, the journal stays for the next run's sweep
-            if journal is not None:
-                journal.unlink(missing_ok=True)
+            try:
+                rollback(folder, entries)  # if this fails, the journal stays for the next run's sweep
+                if journal is not None:
+                    journal.unlink(missing_ok=True)
+            finally:
+                _release(folder, entries, journal)
             raise
         previous = {entry.final: folder / entry.backup for entry in entries if entry.backup is not None}
         try:
@@ -193,17 +288,33 @@ def _commit(folder: Path, changes: dict[str, Path | None]) -> None:
         finally:
             for old in previous.values():
                 old.unlink(missing_ok=True)
+            _release(folder, entries, journal)
+
+
+def _release(folder: Path, entries: list[_Entry], journal: Path | None) -> None:
+    """The commit's temporaries are gone (renamed into place, put back or removed): drop their locks."""
+    for entry in entries:
+        for name in (entry.staged, entry.backup):
+            if name is not None:
+                release_temp(folder / name)
+    if journal is not None:
+        release_temp(journal)
 
 
 class ArtifactWriter:
-    """Stage the files of one artifact in ``folder``, then :meth:`commit` them together.
+    """Stage the files of artifact ``name``/``precision`` in ``folder``, then :meth:`commit` them
+    together, under :func:`artifact_lock` (in ``lock_folder``, default ``folder``).
 
     Leaving the ``with`` block without a commit (an error, Ctrl-C) removes what was staged and
-    leaves every final file as it was.
+    leaves every final file as it was. A write the disk refuses (full, read-only, over quota)
+    leaves it as the user's error naming ``folder`` (exit 2), not a bug's traceback.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, name: str, precision: str, lock_folder: Path | None = None) -> None:
         self.folder = folder
+        self.name = name
+        self.precision = precision
+        self.lock_folder = lock_folder if lock_folder is not None else folder
         self._changes: dict[str, Path | None] = {}
 
     def stage(self, name: str) -> Path:
@@ -221,13 +332,14 @@ class ArtifactWriter:
     def _discard(self, name: str) -> None:
         earlier = self._changes.pop(name, None)
         if earlier is not None:
-            earlier.unlink(missing_ok=True)
+            discard_temp(earlier)
 
     def commit(self) -> None:
         for staged in self._changes.values():
             if staged is not None:
                 fsync_file(staged)
-        _commit(self.folder, self._changes)
+        with artifact_lock(self.lock_folder, self.name, self.precision):
+            _commit(self.folder, self._changes)
         self._changes = {}
 
     def __enter__(self) -> ArtifactWriter:
@@ -239,8 +351,11 @@ class ArtifactWriter:
     ) -> None:
         for staged in self._changes.values():
             if staged is not None:
-                staged.unlink(missing_ok=True)
+                discard_temp(staged)
         self._changes = {}
+        full = disk_error(exc, self.folder) if exc is not None else None
+        if full is not None:
+            raise full from exc
 
 
 # ---------------------------------------------------------------- the next run
@@ -299,8 +414,9 @@ def _started_at(pid: int) -> float | None:
 
 
 def _stale(path: Path, parsed: TempName, now: float) -> bool:
-    """A dead owner's temporary, or one older than the process now holding its pid (pid reuse:
-    its ctime, set when it was created or linked, predates that process), or an old one."""
+    """By the pid in its name (no process holds its lock): a dead owner's temporary, or one older
+    than the process now holding its pid (pid reuse: its ctime, set when it was created or linked,
+    predates that process), or an old one."""
     try:
         info = path.lstat()
     except FileNotFoundError:
@@ -348,7 +464,9 @@ def _recover(journal: Path) -> Swept:
 
 def sweep(folder: Path, depth: int = 1) -> Swept:
     """Clean up after dead runs in ``folder`` (and ``depth - 1`` levels of subfolders): roll back
-    their interrupted commits, then remove their temporaries. A live writer's files are kept."""
+    their interrupted commits, then remove their temporaries. A live writer's files are kept: one
+    whose lock a process holds, and an unlocked one whose pid says so (:func:`_stale`). A stale
+    one stays locked by this sweep until it is gone."""
     if depth < 1 or not folder.is_dir():
         return Swept()
     now = time.time()
@@ -363,12 +481,13 @@ def sweep(folder: Path, depth: int = 1) -> Swept:
             if child.is_dir() and not child.is_symlink():
                 swept += sweep(child, depth - 1)
             continue
-        if not _stale(child, parsed, now):
-            continue
-        if parsed.kind == JOURNAL_KIND:
-            swept += _recover(child)
-            continue
-        size = _remove(child)
-        if size is not None:
-            swept += Swept(1, size)
+        with judging_owner(child) as owner:
+            if owner is Owner.ALIVE or not _stale(child, parsed, now):
+                continue
+            if parsed.kind == JOURNAL_KIND:
+                swept += _recover(child)
+                continue
+            size = _remove(child)
+            if size is not None:
+                swept += Swept(1, size)
     return swept

@@ -179,7 +179,7 @@ def build_spec(
         engine_path = out_dir / f"{stem}.engine"
         manifest_path = manifest_path_for(engine_path)
         report_file = report_path(out_dir, stem)
-        with ArtifactWriter(out_dir) as writer:
+        with ArtifactWriter(out_dir, spec.name, spec.precision) as writer:
             engine_sha256 = sha256_beside(result.engine)  # hashed while the same bytes are written
             writer.stage(engine_path.name).write_bytes(result.engine)
             seconds = time.perf_counter() - started

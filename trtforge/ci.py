@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,8 +34,8 @@ from trtforge.errors import (
     InvalidInputError,
     TrtforgeError,
     first_line,
-    internal_error,
     most_severe,
+    unexpected_error,
 )
 from trtforge.fsutil import (
     TEMP_SUFFIX,
@@ -46,13 +45,13 @@ from trtforge.fsutil import (
     data_sha256,
     ensure_writable_dir,
     sha256_file,
+    temp_dir,
     temp_prefix,
 )
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-LOCK_DIR = ".trtforge-locks"
 #: a build-cache entry's description of the artifact it holds
 RECORD_FILE = "record.json"
 MAX_RECORD_BYTES = 1024 * 1024
@@ -288,7 +287,7 @@ def _discard(entry: Path) -> None:
 
 def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) -> None:
     """Copy a fresh artifact into the cache; the entry appears whole or not at all."""
-    from trtforge.fsutil import make_temp_dir
+    from trtforge.fsutil import make_temp_dir, release_temp
 
     cache_entry.parent.mkdir(parents=True, exist_ok=True)
     staging = make_temp_dir(cache_entry.parent, cache_entry.name)
@@ -298,16 +297,19 @@ def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) 
         (staging / "record.json").write_text(json.dumps(record, indent=2))
         os.replace(staging, cache_entry)
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True)  # another run stored the same key first
+        shutil.rmtree(staging, ignore_errors=True)  # another run stored the same key first (or a full disk)
+    finally:
+        release_temp(staging)
 
 
-def _restore(cache_entry: Path, out_dir: Path) -> str | None:
-    """Copy a cached artifact into ``out_dir`` as one commit (the old set or the restored one);
-    returns the line saying what stale temporaries of dead runs were removed there, if any."""
+def _restore(cache_entry: Path, out_dir: Path, spec: Any) -> str | None:
+    """Copy a cached artifact of ``spec`` into ``out_dir`` as one commit (the old set or the
+    restored one); returns the line saying what stale temporaries of dead runs were removed
+    there, if any."""
     from trtforge.artifact import ArtifactWriter, sweep
 
     note = sweep(out_dir).note
-    with ArtifactWriter(out_dir) as writer:
+    with ArtifactWriter(out_dir, spec.name, spec.precision) as writer:
         for path in cache_entry.iterdir():
             if path.name != "record.json":
                 shutil.copyfile(path, writer.stage(path.name))
@@ -406,9 +408,9 @@ def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str
     tag = cache_tag(key)
     entry.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with tempfile.TemporaryDirectory(prefix=temp_prefix("remote"), suffix=TEMP_SUFFIX, dir=entry.parent) as scratch:
+        with temp_dir(entry.parent, "remote") as scratch:
             registry = _remote(options)
-            engine = registry.pull_tag(tag, Path(scratch))
+            engine = registry.pull_tag(tag, scratch)
             if engine is None:
                 return False
             manifest = read_manifest(engine)
@@ -423,7 +425,7 @@ def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str
                     f"{spec.name}: remote cache entry {tag} is not this spec's build ({problem}): building locally"
                 )
                 return False
-            _store(entry, Path(scratch), manifest.stem, record.model_dump())
+            _store(entry, scratch, manifest.stem, record.model_dump())
     except InvalidInputError as exc:  # what the tag holds is refused before anything is written
         reporter.warn(f"{spec.name}: remote cache entry {tag} is refused ({first_line(exc)}): building locally")
         return False
@@ -482,7 +484,7 @@ def _reuse(
             reporter.warn(f"{spec.name}: build-cache entry {entry} is unusable ({damaged}): rebuilding")
             _discard(entry)
             return None
-        swept = _restore(entry, out)
+        swept = _restore(entry, out, spec)
         if swept:
             reporter.info(f"{spec.name}: {swept}")
         where = "the remote build cache" if remote else "the build cache"
@@ -573,12 +575,11 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
         unchanged = _unchanged(spec_path, spec, inputs, key, entry, out, started, reporter) if entry.exists() else None
         if unchanged is not None:
             return unchanged
-        from filelock import FileLock
+        from trtforge.artifact import artifact_lock
 
-        (out / LOCK_DIR).mkdir(parents=True, exist_ok=True)
         # Two pipelines on one output folder take turns per artifact; the second one then
         # finds the first one's result in the cache.
-        with FileLock(str(out / LOCK_DIR / f"{spec.name}-{spec.precision}.lock")):
+        with artifact_lock(out, spec.name, spec.precision):
             reused = None
             if entry.exists():
                 reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, remote=False)
@@ -607,8 +608,8 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
     except TrtforgeError as exc:
         reporter.error(f"{name}: {exc}")
         return _failed(spec_path, name, time.perf_counter() - started, exc)
-    except Exception as exc:  # a bug costs its own spec, never the other specs of the run
-        error = internal_error(exc)
+    except Exception as exc:  # a bug (or a full disk) costs its own spec, never the other specs of the run
+        error = unexpected_error(exc)
         reporter.error(f"{name}: {error}")
         return _failed(spec_path, name, time.perf_counter() - started, error)
     seconds = time.perf_counter() - started
@@ -714,9 +715,29 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int) -> None:
+#: ``prctl`` option: the signal the kernel sends a process when its parent dies (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """Make this worker die with the ``ci`` process that started it (``parent``), even when that
+    one is killed with SIGKILL and cannot stop it: a worker nobody waits for must not go on
+    committing into --out. Linux's parent-death signal, then a check for a parent already gone
+    before it was set. The worker dies as if killed: its open commit and temporaries are what
+    the next run's sweep cleans up."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with suppress(OSError, AttributeError):  # no libc to ask: the check below still holds
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int, parent: int) -> None:
     """One spec in its own process; the result goes to a file, its messages to ``log_fd``, a pipe
     the parent relays onto its own stderr (whatever that is: a terminal, a file, a test's capture)."""
+    _die_with(parent)
     sys.stderr = open(log_fd, "w", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115 - for the process's life
     handlers = {signal.SIGINT: _interrupt_once, signal.SIGTERM: _terminate_as_interrupt}
     for stop in _stoppable():
@@ -816,10 +837,19 @@ class _Relay:
 
 def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[str, SpecResult]:
     """Each spec in its own process (TensorRT builds hold the GIL), ``jobs`` at a time. On Ctrl-C,
-    SIGTERM or any error every worker is interrupted, and killed if it does not stop in time."""
+    SIGTERM or any error every worker is interrupted, and killed if it does not stop in time; when
+    this process is killed, the kernel kills them (:func:`_die_with`). The workers' result files
+    live in a temporary folder of the cache, where a run killed with SIGKILL leaves it to the next
+    run's sweep (this one's, first: stale ones of dead runs go)."""
     import multiprocessing
     from multiprocessing.connection import wait
 
+    from trtforge.artifact import sweep
+
+    ensure_writable_dir(options.cache_dir, "--cache-dir", "cache directory")
+    swept = sweep(options.cache_dir).note
+    if swept:
+        Reporter(interactive=False).info(swept)
     context = multiprocessing.get_context("fork")
     waiting = list(paths)
     processes: list[BaseProcess] = []
@@ -827,14 +857,15 @@ def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[s
     relays: dict[int, _Relay] = {}
     results: dict[str, SpecResult] = {}
     # SIGTERM (how CI systems cancel a job) stops the run like Ctrl-C instead of orphaning workers
-    with _handling(signal.default_int_handler), tempfile.TemporaryDirectory(prefix="trtforge-ci-") as scratch:
+    with _handling(signal.default_int_handler), temp_dir(options.cache_dir, "ci") as scratch:
         try:
             while waiting or running:
                 while waiting and len(running) < jobs:
                     path = waiting.pop(0)
-                    result_file = Path(scratch) / f"{len(processes)}.json"
+                    result_file = scratch / f"{len(processes)}.json"
                     read_fd, write_fd = os.pipe()
-                    worker = context.Process(target=_worker, args=(path, options, str(result_file), write_fd))
+                    arguments = (path, options, str(result_file), write_fd, os.getpid())
+                    worker = context.Process(target=_worker, args=arguments)
                     processes.append(worker)
                     with _stop_signals_blocked():
                         worker.start()

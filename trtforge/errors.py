@@ -5,9 +5,11 @@ The codes are a contract (README "Exit codes"): CI scripts branch on them.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 #: ``TRTFORGE_DEBUG=1`` prints the traceback of an internal error (exit 1) on stderr
 DEBUG_ENV = "TRTFORGE_DEBUG"
@@ -77,6 +79,35 @@ def internal_error(exc: BaseException, subject: str = "") -> InternalError:
         f"{where}internal error ({type(exc).__name__}: {first_line(exc)}); please report it "
         f"({DEBUG_ENV}=1 prints the traceback)"
     )
+
+
+#: what the disk, not trtforge, refused a write for: full, over quota, read-only
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def disk_error(exc: BaseException, path: Path | str | None = None) -> InvalidInputError | None:
+    """A write the disk refused (``DISK_ERRNOS``) as the user's error (exit 2): what, where
+    (``path``, else the file the error names) and how to fix it; None for any other exception."""
+    if not isinstance(exc, OSError) or exc.errno not in DISK_ERRNOS:
+        return None
+    where = path if path is not None else exc.filename
+    target = f" {where}" if where is not None else ""
+    reason = (exc.strerror or os.strerror(exc.errno or 0)).lower()
+    fix = (
+        "write to a folder on a writable file system instead"
+        if exc.errno == errno.EROFS
+        else "free space on that disk, or write to a folder on another one"
+    )
+    return InvalidInputError(f"cannot write{target}: {reason}; {fix}")
+
+
+def unexpected_error(exc: BaseException, subject: str = "") -> TrtforgeError:
+    """An exception trtforge did not raise itself, as the error the user gets: a full or
+    read-only disk is theirs to fix (exit 2), anything else a bug to report (:func:`internal_error`)."""
+    full = disk_error(exc)
+    if full is None:
+        return internal_error(exc, subject)
+    return InvalidInputError(f"{subject}: {full}") if subject else full
 
 
 def first_line(exc: BaseException) -> str:

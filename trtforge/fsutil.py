@@ -3,14 +3,18 @@ temporaries: a failed run never leaves a partial artifact, and a killed one leav
 temporaries the next run recognises.
 
 Every temporary trtforge creates beside a final file is named ``.{base}.{pid}-{token}.{kind}``
-(``kind`` ends in ``.tmp``): the owner's pid lets the next run tell a live writer's file from a
-dead one's (:func:`trtforge.artifact.sweep`).
+(``kind`` ends in ``.tmp``), and its owner holds an exclusive ``flock`` on it for as long as it
+owns it: the next run tells a live writer's file from a dead one's (:func:`trtforge.artifact.sweep`)
+by that lock first, which holds across pid namespaces (a container sharing the folder, whose pids
+mean nothing here) and dies with its holder, and by the pid in the name only where the lock says
+nothing (a file system without ``flock``, or a writer that took none).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import hashlib
 import json
 import os
@@ -21,6 +25,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no flock, a temporary's liveness is judged by its pid alone
+    fcntl = None  # type: ignore[assignment]
 
 from trtforge import filehash
 from trtforge.errors import InvalidInputError
@@ -296,17 +305,157 @@ def temp_prefix(base: str) -> str:
     return f".{base}.{os.getpid()}-"
 
 
-def make_temp(folder: Path, base: str, suffix: str = TEMP_SUFFIX) -> Path:
-    """A new empty temporary file in ``folder`` (mode as ``open(..., "w")`` gives), named for ``base``."""
-    fd, name = tempfile.mkstemp(prefix=temp_prefix(base), suffix=suffix, dir=folder)
+# ---------------------------------------------------------------- owning temporaries
+
+#: the temporaries this process owns, by the path it made them under: a descriptor holding an
+#: exclusive flock on each (on its inode, so the lock follows a rename), closed by release_temp
+_owned: dict[str, int] = {}
+
+
+def _forget_owned() -> None:
+    """In a forked child: the parent's temporaries are not the child's (closing the inherited
+    descriptors leaves the parent's locks in place: they belong to its open file descriptions)."""
+    for fd in _owned.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _owned.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_owned)
+
+
+def _own(path: Path, fd: int) -> bool:
+    """Lock the new temporary ``path`` (open as ``fd``) for this process. False when a sweep
+    removed it before the lock was taken (it found the name unlocked): the caller makes another.
+    Where the file system has no flock, it is owned by its name's pid alone."""
+    if fcntl is None:
+        os.close(fd)
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a sweep holds it to judge it
+    except OSError:  # no flock here (some network and FUSE file systems)
+        os.close(fd)
+        return True
+    try:
+        still = os.stat(path, follow_symlinks=False)
+        mine = os.fstat(fd)
+        if (still.st_dev, still.st_ino) == (mine.st_dev, mine.st_ino):
+            _owned[str(path)] = fd
+            return True
+    except FileNotFoundError:
+        pass
     os.close(fd)
-    os.chmod(name, _FILE_MODE)
-    return Path(name)
+    return False
+
+
+def make_temp(folder: Path, base: str, suffix: str = TEMP_SUFFIX) -> Path:
+    """A new empty temporary file in ``folder`` (mode as ``open(..., "w")`` gives), named for
+    ``base`` and locked by this process until :func:`release_temp`. Write it through its path
+    (``write_bytes``, ``shutil.copyfile``: same inode, the lock stays), never replace it."""
+    while True:
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(base), suffix=suffix, dir=folder)
+        os.chmod(name, _FILE_MODE)
+        if _own(Path(name), fd):
+            return Path(name)
 
 
 def make_temp_dir(folder: Path, base: str) -> Path:
-    """A new temporary folder in ``folder`` named for ``base`` (0700, as ``mkdtemp`` makes it)."""
-    return Path(tempfile.mkdtemp(prefix=temp_prefix(base), suffix=TEMP_SUFFIX, dir=folder))
+    """A new temporary folder in ``folder`` named for ``base`` (0700, as ``mkdtemp`` makes it),
+    locked by this process until :func:`release_temp`."""
+    while True:
+        name = tempfile.mkdtemp(prefix=temp_prefix(base), suffix=TEMP_SUFFIX, dir=folder)
+        try:
+            fd = os.open(name, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:  # a sweep took it already
+            continue
+        if _own(Path(name), fd):
+            return Path(name)
+
+
+@contextlib.contextmanager
+def temp_dir(folder: Path, base: str) -> Iterator[Path]:
+    """:func:`make_temp_dir` for the length of a ``with`` block, removed (whatever it holds) after."""
+    import shutil
+
+    path = make_temp_dir(folder, base)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        release_temp(path)
+
+
+def release_temp(path: Path) -> None:
+    """This process no longer owns ``path`` (removed, or renamed to its final name): drop its lock."""
+    fd = _owned.pop(str(path), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def discard_temp(path: Path) -> None:
+    """Remove a temporary file of this process and drop its lock."""
+    path.unlink(missing_ok=True)
+    release_temp(path)
+
+
+def rename_temp(source: Path, target: Path) -> None:
+    """Rename a temporary of this process to another temporary name; the lock goes with it."""
+    os.replace(source, target)
+    fd = _owned.pop(str(source), None)
+    if fd is not None:
+        _owned[str(target)] = fd
+
+
+def link_temp(source: Path, link: Path) -> None:
+    """Give ``source``'s bytes the temporary name ``link`` (a hard link), locked from the moment the
+    name exists: the lock is taken on ``source``'s inode first. OSError where it cannot be (no
+    hard links here, or another process holds that inode's lock): the caller copies instead."""
+    if fcntl is None:
+        os.link(source, link)
+        return
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.link(source, link)
+    except BaseException:
+        os.close(fd)
+        raise
+    _owned[str(link)] = fd
+
+
+class Owner(enum.Enum):
+    """What a temporary's lock says about its owner."""
+
+    ALIVE = "alive"  # a process holds the lock: it owns the file, whatever the pid in its name
+    GONE = "gone"  # nobody holds it: the owner died, or never took one (its pid decides)
+    UNKNOWN = "unknown"  # no flock here (or the file cannot be opened): its pid decides
+
+
+@contextlib.contextmanager
+def judging_owner(path: Path) -> Iterator[Owner]:
+    """Try ``path``'s lock; while the block runs a GONE temporary stays locked by the caller, so
+    its (pid-less) owner cannot come back for it before it is removed."""
+    if fcntl is None:
+        yield Owner.UNKNOWN
+        return
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)  # a FIFO must not block us
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        yield Owner.UNKNOWN
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        owner = Owner.GONE
+    except BlockingIOError:
+        owner = Owner.ALIVE
+    except OSError:
+        owner = Owner.UNKNOWN
+    try:
+        yield owner
+    finally:
+        os.close(fd)
 
 
 def fsync_file(path: Path) -> None:
@@ -372,7 +521,7 @@ def _prove_writable(folder: Path, path: Path, flag: str, what: str) -> None:
     """A file made and removed in ``folder``: ``os.access`` says yes to root on any folder, and a
     read-only or special file system (/sys, /proc) refuses only the write itself."""
     try:
-        make_temp(folder, ".writable").unlink()
+        discard_temp(make_temp(folder, ".writable"))
     except OSError as exc:
         raise InvalidInputError(
             f"{what} {path} is not writable ({exc.strerror}); pass {flag} with a writable folder"
@@ -386,6 +535,8 @@ def staged_file(final: Path, durable: bool = True) -> Iterator[Path]:
     process to another) skips the fsync: a crash only costs deriving it again.
 
     On any exception (Ctrl-C included) the temporary file is removed and ``final`` is untouched.
+    A write the disk refuses (full, read-only, over quota) carries ``final`` as its file name when
+    it has none (a write through a file object names no path), for the one line the user gets.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp(final.parent, final.name)
@@ -394,8 +545,12 @@ def staged_file(final: Path, durable: bool = True) -> Iterator[Path]:
         if durable:
             fsync_file(tmp)
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(final)
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        discard_temp(tmp)
 
 
 def atomic_write_bytes(final: Path, data: bytes, durable: bool = True) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from trtforge import __version__
 from trtforge.errors import InvalidInputError
 from trtforge.project import CPU_RUNNER, Project
 from trtforge.spec import Spec
@@ -119,7 +120,7 @@ def plan_matrix(
                     backend=backend,
                     gpu=gpu,
                     runner=labels,
-                    install=install_command(backend, triton),
+                    install=project.settings.install or install_command(backend, triton),
                     ci=" ".join(command),
                     container=triton.image if triton is not None else None,
                     triton=triton.name if triton is not None else None,
@@ -132,20 +133,25 @@ def plan_matrix(
     return entries
 
 
-#: How a CI job installs trtforge for a backend (enterprise TensorRT comes from NVIDIA's index).
-INSTALL = {
-    FLAVOR_RTX: "pip install 'trtforge[rtx]'",
-    FLAVOR_TENSORRT: "pip install 'trtforge[tensorrt]' --extra-index-url https://pypi.nvidia.com",
-}
+#: The pip extra a job's backend needs, and the index it comes from (enterprise TensorRT: NVIDIA's).
+EXTRAS = {FLAVOR_RTX: ("rtx", ""), FLAVOR_TENSORRT: ("tensorrt", " --extra-index-url https://pypi.nvidia.com")}
 
 
 def install_command(backend: str, triton: TritonRelease | None = None) -> str:
-    """How the job installs trtforge; in a Triton container, with the release's TensorRT pinned
-    (the wheel's ``major.minor.patch``: the release notes add a build number the wheel lacks)."""
-    if triton is None:
-        return INSTALL[backend]
-    wheel = ".".join(triton.tensorrt.split(".")[:3])
-    return f"pip install 'trtforge[tensorrt]' 'tensorrt=={wheel}' --extra-index-url https://pypi.nvidia.com"
+    """How the job installs trtforge: this very version (the one that planned the matrix, so a
+    release that changes the CLI or the artifacts never enters a pipeline unasked); in a Triton
+    container, with the release's TensorRT pinned too (the wheel's ``major.minor.patch``: the
+    release notes add a build number the wheel lacks). trtforge.yaml's ``install:`` replaces it."""
+    extra, index = EXTRAS[FLAVOR_TENSORRT if triton is not None else backend]
+    pins = [f"'trtforge[{extra}]=={__version__}'"]
+    if triton is not None:
+        pins.append(f"'tensorrt=={'.'.join(triton.tensorrt.split('.')[:3])}'")
+    return f"pip install {' '.join(pins)}{index}"
+
+
+def publish_install_command() -> str:
+    """How the publish job installs trtforge: this version, no TensorRT (it only copies files)."""
+    return f"pip install 'trtforge=={__version__}'"
 
 
 def render_github(entries: list[MatrixEntry]) -> str:
@@ -159,8 +165,9 @@ def render_github(entries: list[MatrixEntry]) -> str:
 GITLAB_PYTHON_IMAGE = "python:3.11"
 
 
-def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
-    """A child-pipeline YAML (GitLab's dynamic child pipelines): one job per entry, then publish."""
+def render_gitlab(entries: list[MatrixEntry], publish_to: str | None, install: str | None = None) -> str:
+    """A child-pipeline YAML (GitLab's dynamic child pipelines): one job per entry, then publish;
+    ``install``: trtforge.yaml's command for every job, the publish job's too."""
     jobs: dict[str, Any] = {"stages": ["build", "publish"]}
     for entry in entries:
         jobs[f"build:{entry.id}"] = {
@@ -183,7 +190,7 @@ def render_gitlab(entries: list[MatrixEntry], publish_to: str | None) -> str:
         jobs["publish"] = {  # after every build job by its stage (``needs:`` would stop at 50 jobs)
             "stage": "publish",
             "image": GITLAB_PYTHON_IMAGE,
-            "before_script": ["pip install trtforge"],
+            "before_script": [install or publish_install_command()],
             "script": [f'for engine in out/*.engine; do trtforge publish "$engine" --to {publish_to}; done'],
         }
     return yaml.dump(jobs, Dumper=_NoAliases, sort_keys=False, width=200)

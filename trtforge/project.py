@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from trtforge import __version__
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean
 from trtforge.spec import PROJECT_FILE, key_lines, locate, read_yaml, read_yaml_file
 from trtforge.tags import ComputeCapability
@@ -33,7 +34,8 @@ Labels = Annotated[list[str], BeforeValidator(_labels), Field(min_length=1)]
 class ProjectSettings(BaseModel):
     """``trtforge.yaml``: ``runners`` maps ``cpu`` (TensorRT-RTX builds) or a compute capability
     (enterprise TensorRT builds on that GPU) to CI runner labels; ``triton`` is ``--triton``'s
-    value for ``ci`` and ``matrix`` when the flag is not given."""
+    value for ``ci`` and ``matrix`` when the flag is not given; ``install`` replaces the pinned
+    install command of every job ``matrix`` plans."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,6 +45,11 @@ class ProjectSettings(BaseModel):
     triton: str | None = Field(
         None, description="Triton release the engines are for (as --triton): ci refuses, matrix builds in its container"
     )
+    install: str | None = Field(
+        None,
+        description="the command every job of trtforge matrix installs trtforge with, instead of the generated "
+        "pip install of the planning trtforge's own version (a mirror, a fork, another pin)",
+    )
 
     @field_validator("runners")
     @classmethod
@@ -51,6 +58,14 @@ class ProjectSettings(BaseModel):
         for key, labels in runners.items():
             normalized[key if key == CPU_RUNNER else str(ComputeCapability.parse(key))] = labels
         return normalized
+
+    @field_validator("install")
+    @classmethod
+    def _one_command(cls, value: str | None) -> str | None:
+        """A job runs it as one step: one shell command line."""
+        if value is not None and (not value.strip() or "\n" in value.strip()):
+            raise ValueError(f"one command on one line, e.g. \"pip install 'trtforge[rtx]=={__version__}'\"")
+        return value.strip() if value is not None else None
 
     @field_validator("triton", mode="before")
     @classmethod

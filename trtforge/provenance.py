@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.environment import file_problem
-from trtforge.errors import IncompatibleEngineError, InvalidInputError, first_line
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, disk_error, first_line
 from trtforge.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
 from trtforge.keys import SigningKey, TrustedKey
-from trtforge.manifest import ArtifactPaths, Manifest, attestation_path, bounded_json, read_manifest
+from trtforge.manifest import ArtifactPaths, Manifest, attestation_path, bounded_json
 from trtforge.signing import key_type_of, sign_manifest, sslib_key, sslib_signer
 
 if TYPE_CHECKING:
@@ -254,8 +254,15 @@ def attest_artifact(engine_or_manifest: Path, key: SigningKey, spec: Spec | None
     The manifest must be the one on disk (its digest is a subject) and the engine must match it;
     a ``spec`` must be the one that built it (its and its model's digests are the manifest's).
     """
+    from trtforge.artifact import locked_manifest
+
     paths = ArtifactPaths.of(engine_or_manifest)
-    manifest = read_manifest(paths.manifest)
+    with locked_manifest(paths.manifest) as manifest:  # no build replaces the artifact meanwhile
+        return _attest_locked(paths, manifest, key, spec)
+
+
+def _attest_locked(paths: ArtifactPaths, manifest: Manifest, key: SigningKey, spec: Spec | None) -> AttestOutcome:
+    """attest_artifact's work, under the artifact's lock."""
     engine = paths.existing_engine("attest the .engine that sits beside its manifest")
     problem = file_problem(manifest, engine)
     if problem:
@@ -281,7 +288,9 @@ def attest_artifact(engine_or_manifest: Path, key: SigningKey, spec: Spec | None
     try:
         atomic_write_bytes(path, envelope(document, key))
     except OSError as exc:
-        raise InvalidInputError(f"{path}: cannot write the attestation ({exc.strerror})") from exc
+        raise disk_error(exc, path) or InvalidInputError(
+            f"{path}: cannot write the attestation ({exc.strerror})"
+        ) from exc
     return AttestOutcome(path, inputs)
 
 

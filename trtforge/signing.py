@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 
 from trtforge.compat import SignatureStatus
 from trtforge.environment import file_problem
-from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, disk_error
 from trtforge.fsutil import TEMP_SUFFIX, staged_file, temp_prefix
 from trtforge.keys import SIGNING_KEY_ENV, SigningKey, TrustedKey
-from trtforge.manifest import ArtifactPaths, Manifest, read_manifest
+from trtforge.manifest import ArtifactPaths, Manifest
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -353,20 +353,24 @@ def sign_artifact(engine_or_manifest: Path, key: SigningKey) -> SignOutcome:
     A signature vouches for the engine's sha256, so a damaged or foreign engine is refused
     rather than signed.
     """
+    from trtforge.artifact import locked_manifest
+
     paths = ArtifactPaths.of(engine_or_manifest)
     manifest_path = paths.manifest
-    manifest = read_manifest(manifest_path)
-    engine = paths.existing_engine("sign the .engine that sits beside its manifest")
-    problem = file_problem(manifest, engine)
-    if problem:
-        raise IncompatibleEngineError(f"{engine}: refusing to sign: {problem}", reasons=[problem])
-    previous = (manifest.signature or {}).get("key_id")
-    signed = sign_manifest(manifest, key)
-    mode = manifest_path.stat().st_mode & 0o777
-    try:
-        with staged_file(manifest_path) as staged:
-            staged.write_text(signed.to_json(), encoding="utf-8")
-            os.chmod(staged, mode)  # keep the manifest's permissions (mkstemp makes 0600)
-    except OSError as exc:
-        raise InvalidInputError(f"{manifest_path}: cannot rewrite the manifest ({exc.strerror})") from exc
+    with locked_manifest(manifest_path) as manifest:  # no build replaces the artifact meanwhile
+        engine = paths.existing_engine("sign the .engine that sits beside its manifest")
+        problem = file_problem(manifest, engine)
+        if problem:
+            raise IncompatibleEngineError(f"{engine}: refusing to sign: {problem}", reasons=[problem])
+        previous = (manifest.signature or {}).get("key_id")
+        signed = sign_manifest(manifest, key)
+        mode = manifest_path.stat().st_mode & 0o777
+        try:
+            with staged_file(manifest_path) as staged:
+                staged.write_text(signed.to_json(), encoding="utf-8")
+                os.chmod(staged, mode)  # keep the manifest's permissions (mkstemp makes 0600)
+        except OSError as exc:
+            raise disk_error(exc, manifest_path) or InvalidInputError(
+                f"{manifest_path}: cannot rewrite the manifest ({exc.strerror})"
+            ) from exc
     return SignOutcome(manifest_path, signed, previous)

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from trtforge.accuracy.gate import GateFailed, failure_message, run_accuracy_gate
-from trtforge.accuracy.report import AccuracyReport, summary, write_report
+from trtforge.accuracy.report import AccuracyReport, summary
+from trtforge.artifact import ArtifactWriter, locked_manifest
 from trtforge.console import Reporter
 from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import sha256_file
-from trtforge.manifest import ArtifactPaths, Manifest, read_manifest, report_path, write_manifest
+from trtforge.manifest import ArtifactPaths, Manifest, report_path
 from trtforge.model import check_model_file
 from trtforge.spec import Spec
 
@@ -83,13 +84,20 @@ def preparation_mismatch(
 
 def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path | None = None) -> VerifyOutcome:
     """The gate on one existing artifact; raises GateFailed (exit 4) after writing the report."""
+    paths = ArtifactPaths.of(engine, " and --spec SPEC")
+    with locked_manifest(paths.manifest) as manifest:  # no build replaces the artifact meanwhile
+        return _verify_locked(spec, paths, manifest, reporter, cache_dir)
+
+
+def _verify_locked(
+    spec: Spec, paths: ArtifactPaths, manifest: Manifest, reporter: Reporter, cache_dir: Path | None
+) -> VerifyOutcome:
+    """verify_engine's work, under the artifact's lock; writes report and manifest as one commit."""
     from trtforge.cache import default_cache_dir
     from trtforge.model import describe, load_onnx
     from trtforge.precision import prepare_precision
     from trtforge.spec import check_profiles
 
-    paths = ArtifactPaths.of(engine, " and --spec SPEC")
-    manifest = read_manifest(paths.manifest)
     check_model_file(spec.model_path, spec.origin.where("model"))
     engine = paths.existing_engine("its manifest is there: pull or rebuild the engine")
     mismatch = source_mismatch(spec, manifest, sha256_file(spec.model_path))
@@ -111,12 +119,16 @@ def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path 
     if other_graph:
         raise InvalidInputError(f"{engine.name}: {other_graph}")
     report = run_accuracy_gate(spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir)
-    report_file = write_report(report_path(engine.parent, manifest.stem), report)
+    report_file = report_path(engine.parent, manifest.stem)
     signed = manifest.signature is not None
+    with ArtifactWriter(engine.parent, manifest.name, manifest.precision) as writer:  # report and manifest together
+        writer.stage(report_file.name).write_text(report.to_json(), encoding="utf-8")
+        if not signed:
+            updated = manifest.replace(accuracy=summary(report, report_file.name))
+            writer.stage(paths.manifest.name).write_text(updated.to_json(), encoding="utf-8")
+        writer.commit()
     if signed:
         reporter.info(f"{engine.name}: signed manifest left unchanged; report in {report_file}")
-    else:
-        write_manifest(paths.manifest, manifest.replace(accuracy=summary(report, report_file.name)))
     if not report.passed:
         raise GateFailed(failure_message(report, report_file), report)
     return VerifyOutcome(engine, report, report_file, manifest_updated=not signed)

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import typer
 
 from trtforge.cli.common import emit_json
-from trtforge.errors import TrtforgeError, internal_error, most_severe
+from trtforge.errors import TrtforgeError, most_severe, unexpected_error
 from trtforge.fsutil import check_report_file
 
 Item = TypeVar("Item")
@@ -82,10 +82,10 @@ def run_batch(
 
 def _contained(run: Callable[[Item], Outcome], item: Item) -> Outcome:
     """Whatever one item raises is a TrtforgeError, so that a bug or an unwrapped onnxruntime or
-    TensorRT exception costs that item only (exit 1) and the batch goes on."""
+    TensorRT exception costs that item only (exit 1; a full disk, exit 2) and the batch goes on."""
     try:
         return run(item)
     except TrtforgeError:
         raise
     except Exception as exc:
-        raise internal_error(exc, str(item)) from exc
+        raise unexpected_error(exc, str(item)) from exc

@@ -159,6 +159,6 @@ def matrix(
     if output_format is MatrixFormat.github:
         typer.echo(render_github(entries))
     elif output_format is MatrixFormat.gitlab:
-        typer.echo(render_gitlab(entries, project.settings.publish_to), nl=False)
+        typer.echo(render_gitlab(entries, project.settings.publish_to, project.settings.install), nl=False)
     else:
         emit_json(render_json(entries))

@@ -18,7 +18,7 @@ from typer.exceptions import TyperException
 
 from trtforge.cli import early
 from trtforge.environment import Target
-from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, internal_error
+from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, unexpected_error
 from trtforge.tags import FLAVORS, ComputeCapability, Platform
 
 if TYPE_CHECKING:
@@ -75,9 +75,10 @@ def exits_cleanly(command: None = None, *, error_document: ErrorDocument | None 
 
 def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | None = None) -> Any:
     """Every failure is one line on stderr and its exit code: TrtforgeError's own, 130 for Ctrl-C,
-    1 for anything else (a bug or an unwrapped library error; TRTFORGE_DEBUG=1 adds the
-    traceback). With ``--json`` (the parameter ``as_json``) a command that failed before printing
-    its document prints one here, so there is always exactly one: the command's own
+    2 for a write the disk refused (full, read-only, over quota), 1 for anything else (a bug
+    or an unwrapped library error; TRTFORGE_DEBUG=1 adds the traceback). With ``--json`` (the
+    parameter ``as_json``) a command that failed before printing its document prints one here,
+    so there is always exactly one: the command's own
     (``error_document``, with ``exit_code`` and ``error`` added) or
     ``{"error": {"exit_code": N, "message": "..."}}``."""
     if command is None:
@@ -95,8 +96,9 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
             failure = Failure(exc.exit_code, str(exc), exc, kwargs)
         except KeyboardInterrupt as exc:
             failure = Failure(130, INTERRUPTED, exc, kwargs)
-        except Exception as exc:  # a bug or an unwrapped library error: one line, exit 1
-            failure = Failure(1, str(internal_error(exc)), exc, kwargs)
+        except Exception as exc:  # a full disk (exit 2), or a bug or an unwrapped library error (exit 1)
+            error = unexpected_error(exc)
+            failure = Failure(error.exit_code, str(error), exc, kwargs)
         typer.echo(failure.message if failure.exit_code == 130 else f"error: {failure.message}", err=True)
         if kwargs.get("as_json") and not _json_printed.get():
             code, message = failure.exit_code, failure.message

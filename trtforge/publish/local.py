@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from trtforge.artifact import ArtifactWriter, sweep
-from trtforge.errors import InvalidInputError, RegistryError
+from trtforge.errors import InvalidInputError, RegistryError, TrtforgeError, disk_error
 from trtforge.fsutil import staged_file
 from trtforge.manifest import Manifest, parse_manifest, read_manifest_bytes
 from trtforge.publish.base import Candidate, LocalArtifact, check_artifact_file_name
@@ -23,7 +23,11 @@ LOCK_NAME = ".trtforge.lock"
 LOCK_TIMEOUT_S = 120.0
 
 
-def io_error(action: str, path: Path, exc: OSError) -> RegistryError:
+def io_error(action: str, path: Path, exc: OSError) -> TrtforgeError:
+    """A file registry's I/O failure (exit 6), or the disk refusing a write (full, read-only: exit 2)."""
+    full = disk_error(exc, path)
+    if full is not None:
+        return full
     reason = exc.strerror or type(exc).__name__
     return RegistryError(f"cannot {action} {path}: {reason}; check the path and its permissions")
 
@@ -49,10 +53,14 @@ def repository_lock(root: Path) -> Iterator[None]:
         raise io_error("lock", root / LOCK_NAME, exc) from exc
 
 
-def commit_pair(folder: Path, artifact: LocalArtifact, engine_name: str, manifest_name: str) -> None:
-    """Copy the engine (streamed, any size) and its manifest into ``folder`` as one commit."""
+def commit_pair(
+    folder: Path, artifact: LocalArtifact, engine_name: str, manifest_name: str, lock_folder: Path | None = None
+) -> None:
+    """Copy the engine (streamed, any size) and its manifest into ``folder`` as one commit, under
+    the artifact's lock in ``lock_folder`` (default ``folder``)."""
+    manifest = artifact.manifest
     try:
-        with ArtifactWriter(folder) as writer:
+        with ArtifactWriter(folder, manifest.name, manifest.precision, lock_folder) as writer:
             shutil.copyfile(artifact.engine, writer.stage(engine_name))
             writer.stage(manifest_name).write_bytes(artifact.manifest_bytes)
             writer.commit()

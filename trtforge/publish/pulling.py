@@ -150,7 +150,7 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     ensure_writable_dir(out_dir)
     note = sweep(out_dir).note
     try:
-        with ArtifactWriter(out_dir) as writer:
+        with ArtifactWriter(out_dir, chosen.manifest.name, chosen.manifest.precision) as writer:
             staged = writer.stage(engine_final.name)
             _download_verified(registry, chosen, env, request.policy, staged)
             writer.stage(manifest_final.name).write_bytes(chosen.manifest_bytes)

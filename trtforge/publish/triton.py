@@ -30,7 +30,7 @@ import shutil
 from pathlib import Path
 
 from trtforge.errors import InvalidInputError, RegistryError, first_line
-from trtforge.fsutil import check_inside, make_temp_dir, sha256_bytes, sha256_file
+from trtforge.fsutil import check_inside, make_temp_dir, release_temp, sha256_bytes, sha256_file
 from trtforge.manifest import Manifest
 from trtforge.publish.base import (
     Candidate,
@@ -142,7 +142,7 @@ class TritonRegistry:
                     notes,
                 )
             if version == latest:
-                commit_pair(version_dir, artifact, plan_name(manifest), plan_manifest_name(manifest))
+                commit_pair(version_dir, artifact, plan_name(manifest), plan_manifest_name(manifest), self.root)
             else:
                 self._new_version(model_dir, version, artifact)
             config_note = self._write_config(model_dir, version_dir, force, warnings)
@@ -201,13 +201,15 @@ class TritonRegistry:
         except OSError as exc:
             raise io_error("create", model_dir, exc) from exc
         try:
-            commit_pair(staging, artifact, plan_name(manifest), plan_manifest_name(manifest))
+            # the lock lives in the repository's root: a lock folder in a version folder would reach Triton
+            commit_pair(staging, artifact, plan_name(manifest), plan_manifest_name(manifest), self.root)
             staging.chmod(0o755)  # mkdtemp makes 0700; Triton may run as another user
             staging.rename(model_dir / str(version))
         except OSError as exc:
             raise io_error("write", model_dir / str(version), exc) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            release_temp(staging)
 
     def _write_config(
         self, model_dir: Path, version_dir: Path, force: bool, warnings: list[str], repair: bool = False

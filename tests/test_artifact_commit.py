@@ -1,0 +1,259 @@
+"""The commit protocol (trtforge.artifact) on plain files, across real processes: concurrent
+commits of one artifact take turns, the manifest is renamed last, a temporary whose owner holds
+its lock is never swept (whatever its pid means here), and a full disk is the user's error."""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from trust import leftovers
+
+from trtforge import artifact
+from trtforge.artifact import ArtifactWriter, sweep
+from trtforge.errors import InvalidInputError, disk_error, unexpected_error
+
+REPO = Path(__file__).resolve().parent.parent
+#: one artifact's files, in the order a build stages them (the manifest before the report)
+FILES = ("m.engine", "m.manifest.json", "m.accuracy.json")
+MANIFEST = "m.manifest.json"
+FORK = multiprocessing.get_context("fork")
+
+
+def commit_set(folder: Path, tag: str, on_step: Callable[[str], None] | None = None) -> None:
+    """Commit FILES holding ``{name} {tag}`` into ``folder`` (``on_step``: the protocol's hook)."""
+    artifact.on_step = on_step or (lambda step: None)
+    with ArtifactWriter(folder, "m", "fp32") as writer:
+        for name in FILES:
+            writer.stage(name).write_text(f"{name} {tag}")
+        writer.commit()
+
+
+def seed(folder: Path, tag: str = "old") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        (folder / name).write_text(f"{name} {tag}")
+
+
+def held(folder: Path) -> dict[str, str]:
+    return {name: (folder / name).read_text() for name in FILES if (folder / name).exists()}
+
+
+def whole(tag: str) -> dict[str, str]:
+    return {name: f"{name} {tag}" for name in FILES}
+
+
+def run_forked(*targets: Callable[[], None], timeout: float = 30) -> list[int | None]:
+    processes = [FORK.Process(target=target) for target in targets]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    return [process.exitcode for process in processes]
+
+
+def steps_of_a_commit(folder: Path) -> list[str]:
+    seen: list[str] = []
+    commit_set(folder, "probe", seen.append)
+    artifact.on_step = lambda step: None
+    return seen
+
+
+# ---------------------------------------------------------------- two writers, one artifact
+
+
+def test_two_commits_of_one_artifact_take_turns(tmp_path: Path) -> None:
+    """The second commit starts while the first is between its renames; without the artifact's
+    lock it would run to its end meanwhile and the first one's remaining renames would leave its
+    manifest beside the second one's engine. With it, the folder ends as one whole set."""
+    seed(tmp_path)
+    first_inside, second_started = FORK.Event(), FORK.Event()
+
+    def first() -> None:
+        def pause(step: str) -> None:
+            if step == "rename m.engine":
+                first_inside.set()
+                second_started.wait(10)
+                time.sleep(0.5)  # the window the second commit would use without the lock
+
+        commit_set(tmp_path, "first", pause)
+
+    def second() -> None:
+        assert first_inside.wait(10)
+        second_started.set()
+        commit_set(tmp_path, "second")
+
+    assert run_forked(first, second) == [0, 0]
+    assert held(tmp_path) == whole("second")
+    assert leftovers(tmp_path) == ()
+
+
+# ---------------------------------------------------------------- the order of the renames
+
+
+def test_the_manifest_is_renamed_last(tmp_path: Path) -> None:
+    steps = steps_of_a_commit(tmp_path)
+    renames = [step for step in steps if step.startswith("rename ")]
+    assert sorted(renames) == sorted(f"rename {name}" for name in FILES)
+    assert renames[-1] == f"rename {MANIFEST}"
+
+
+def test_a_kill_at_any_step_never_shows_the_new_manifest_beside_an_old_file(tmp_path: Path) -> None:
+    """SIGKILL at each step of a commit: whoever reads the folder before the next run sees the
+    new manifest only with every new file (the old manifest pins the old engine, so a new engine
+    beside it is refused by its hash); the next run's sweep leaves one whole set."""
+    steps = steps_of_a_commit(tmp_path / "probe")
+    for index, step in enumerate(steps):
+        folder = tmp_path / f"killed-{index}"
+        seed(folder)
+
+        def killed(step: str = step, folder: Path = folder) -> None:
+            def kill(at: str) -> None:
+                if at == step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            commit_set(folder, "new", kill)
+
+        assert run_forked(killed) == [-signal.SIGKILL], step
+        now = held(folder)
+        if now.get(MANIFEST) == f"{MANIFEST} new":
+            assert now == whole("new"), f"killed at {step}"
+        sweep(folder)
+        assert held(folder) in (whole("old"), whole("new")), f"killed at {step}"
+        assert held(folder) == (whole("old") if index < steps.index("commit") else whole("new")), step
+        assert leftovers(folder) == ()
+
+
+# ---------------------------------------------------------------- a live writer's temporaries
+
+#: a writer whose temporaries carry a pid that means another process here (or none): as in a
+#: container that shares the folder from another pid namespace. It stops inside its commit (after
+#: the journal: staged files, backups and the journal are all on disk) until told to go on.
+OWNER = """
+import sys
+from pathlib import Path
+from trtforge import artifact, fsutil
+folder, pid = Path(sys.argv[1]), sys.argv[2]
+fsutil.temp_prefix = lambda base: f".{base}.{pid}-"
+def pause(step):
+    if step == "journal":
+        print("inside", flush=True)
+        sys.stdin.readline()
+artifact.on_step = pause
+with artifact.ArtifactWriter(folder, "m", "fp32") as writer:
+    for name in sys.argv[3:]:
+        writer.stage(name).write_text(name + " new")
+    writer.commit()
+"""
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_temporary_whose_owner_holds_its_lock_is_never_swept(tmp_path: Path) -> None:
+    """The pid in the names is dead here (the writer's pid in its own namespace): by the pid alone
+    the sweep would roll the live commit back and remove its files. The owner's lock says it is
+    alive: nothing of it is touched and the commit completes; an unlocked temporary of the same
+    pid goes. Killed, the same writer's commit is rolled back by the next sweep at once."""
+    pid = dead_pid()
+    for ending in ("completes", "is killed"):
+        folder = tmp_path / ending.replace(" ", "-")
+        seed(folder)
+        owner = subprocess.Popen(
+            [sys.executable, "-c", OWNER, str(folder), str(pid), *FILES],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert owner.stdin is not None and owner.stdout is not None
+            assert owner.stdout.readline() == "inside\n"
+            during = {path.name for path in folder.iterdir()}
+            assert any(name.endswith(".journal.tmp") and f".{pid}-" in name for name in during), during
+            unlocked = folder / f".m.engine.{pid}-abcd1234.tmp"  # the same pid, no lock: judged by the pid
+            unlocked.write_text("left by a dead writer")
+            assert sweep(folder) == artifact.Swept(files=1, size=21)
+            assert {path.name for path in folder.iterdir()} == during  # the live commit, untouched
+            if ending == "completes":
+                owner.stdin.write("\n")
+                owner.stdin.close()
+                assert owner.wait(30) == 0
+                assert held(folder) == whole("new")
+            else:
+                owner.kill()
+                owner.wait(30)
+                assert sweep(folder).rolled_back == 1
+                assert held(folder) == whole("old")
+            assert leftovers(folder) == ()
+        finally:
+            if owner.poll() is None:
+                owner.kill()
+                owner.wait()
+
+
+# ---------------------------------------------------------------- a full disk
+
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_while_staging_is_the_users_error_and_leaves_nothing(tmp_path: Path) -> None:
+    seed(tmp_path)
+    with pytest.raises(InvalidInputError) as raised, ArtifactWriter(tmp_path, "m", "fp32") as writer:
+        writer.stage("m.engine").write_text("half an engine")
+        raise ENOSPC  # as a write of the staged engine raises it: a file object names no path
+    assert raised.value.exit_code == 2
+    assert str(raised.value) == (
+        f"cannot write {tmp_path}: no space left on device; "
+        "free space on that disk, or write to a folder on another one"
+    )
+    assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+def test_a_full_disk_while_writing_the_journal_leaves_no_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(tmp_path)
+    write_text = Path.write_text
+
+    def full(self: Path, *args: object, **kwargs: object) -> int:
+        if self.name.startswith(f".{artifact.JOURNAL_BASE}."):
+            raise ENOSPC
+        return write_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(InvalidInputError, match="no space left on device"):
+        commit_set(tmp_path, "new")
+    assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "fix"),
+    [
+        (errno.ENOSPC, "no space left on device", "free space on that disk"),
+        (errno.EDQUOT, "disk quota exceeded", "free space on that disk"),
+        (errno.EROFS, "read-only file system", "write to a folder on a writable file system"),
+    ],
+)
+def test_disk_errors_anywhere_are_one_line_user_errors(code: int, reason: str, fix: str) -> None:
+    """An OSError the disk raised that no write site turned into a message (the CLI's last
+    resort): exit 2 naming the file, never "internal error"."""
+    error = unexpected_error(OSError(code, os.strerror(code), "/cache/fp16/x.onnx"), "spec.yaml")
+    assert error.exit_code == 2 and "\n" not in str(error)
+    assert str(error).startswith(f"spec.yaml: cannot write /cache/fp16/x.onnx: {reason}; {fix}")
+    assert disk_error(OSError(errno.EACCES, "Permission denied")) is None
+    assert unexpected_error(ValueError("a bug")).exit_code == 1
