@@ -53,6 +53,12 @@ def test_config_matches_the_manifest_field_by_field(engines: dict[str, Path], tm
     manifest = read_manifest(engines["8.6"])
     plan = repository / "digits-cnn" / "1" / f"model.{manifest.tag}.plan"
     assert document["reference"] == str(plan) and document["version"] == 1
+    # Triton takes every folder in the root for a model and reads every file of a version folder:
+    # the artifact lock lives in the model's folder, whose non-numeric subfolders Triton ignores
+    assert [path.name for path in repository.iterdir() if path.is_dir()] == ["digits-cnn"]
+    assert sorted(path.name for path in plan.parent.iterdir()) == sorted(
+        [plan.name, f"model.{manifest.tag}.manifest.json"]
+    )
     assert plan.read_bytes() == engines["8.6"].read_bytes()
     assert read_manifest(plan.with_name(f"model.{manifest.tag}.manifest.json")) == manifest
     text, config = config_of(repository)

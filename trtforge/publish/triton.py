@@ -142,7 +142,7 @@ class TritonRegistry:
                     notes,
                 )
             if version == latest:
-                commit_pair(version_dir, artifact, plan_name(manifest), plan_manifest_name(manifest), self.root)
+                commit_pair(version_dir, artifact, plan_name(manifest), plan_manifest_name(manifest), model_dir)
             else:
                 self._new_version(model_dir, version, artifact)
             config_note = self._write_config(model_dir, version_dir, force, warnings)
@@ -201,8 +201,10 @@ class TritonRegistry:
         except OSError as exc:
             raise io_error("create", model_dir, exc) from exc
         try:
-            # the lock lives in the repository's root: a lock folder in a version folder would reach Triton
-            commit_pair(staging, artifact, plan_name(manifest), plan_manifest_name(manifest), self.root)
+            # the lock folder lives in the model's folder, whose non-numeric subfolders Triton ignores
+            # (its model repository guide): in a version folder Triton would read it, in the
+            # repository's root it would be taken for a model
+            commit_pair(staging, artifact, plan_name(manifest), plan_manifest_name(manifest), model_dir)
             staging.chmod(0o755)  # mkdtemp makes 0700; Triton may run as another user
             staging.rename(model_dir / str(version))
         except OSError as exc:
