@@ -43,18 +43,19 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import InvalidInputError, disk_error
-from trtforge.fsutil import (
+from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     TEMP_SUFFIX,
     Owner,
     TempName,
     discard_temp,
+    fcntl,
     fsync_dir,
     fsync_file,
     judging_owner,
@@ -86,14 +87,19 @@ def on_step(step: str) -> None:
 
 # ---------------------------------------------------------------- the artifact's lock
 
-#: one lock object per lock file in this process: a commit inside ``ci``'s hold of the same lock
-#: takes it again (filelock counts the holds of one object, per thread)
-_locks: dict[str, Any] = {}
+#: the artifact locks this process holds: (thread, lock file) -> [descriptor, depth]. A commit
+#: inside ``ci``'s hold of the same lock takes it again in the same thread (depth + 1); another
+#: thread opens its own descriptor, which flock makes wait like another process.
+_held: dict[tuple[int, str], list[int]] = {}
+_held_guard = threading.Lock()
 
 
 def _forget_locks() -> None:
-    """In a forked child: a lock the parent held is not held by the child."""
-    _locks.clear()
+    """In a forked child: a lock the parent holds is not the child's. Its inherited descriptors are
+    closed (not unlocked: the lock belongs to the parent's open file, which stays open)."""
+    for fd, _depth in _held.values():
+        os.close(fd)
+    _held.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -105,22 +111,61 @@ def artifact_lock(folder: Path, name: str, precision: str) -> Iterator[None]:
     """One writer at a time of artifact ``name``/``precision`` in ``folder``: an OS file lock,
     ``folder/.trtforge-locks/{name}-{precision}.lock``, which holds across processes and containers
     sharing the folder and dies with its holder. Every commit takes it (build, ``ci``, verify,
-    sign, pull, ``dir://``); ``ci`` holds it around a whole build, whose commit takes it again."""
-    from filelock import FileLock
+    sign, pull, ``dir://``); ``ci`` holds it around a whole build, whose commit takes it again.
 
+    ``flock`` itself, as ``fsutil`` takes it on temporaries, where there is one: the filelock
+    package costs 31 ms of imports, a tenth of a small model's whole build."""
     path = folder / LOCK_DIR / f"{name}-{precision}.lock"
+    if fcntl is None:  # no flock (Windows): filelock's lock, one object per file, which counts holds
+        from filelock import FileLock
+
+        lock = FileLock(str(path), is_singleton=True)
+        _locked(path, lock.acquire)
+        try:
+            yield
+        finally:
+            lock.release()
+        return
+    key = (threading.get_ident(), os.path.abspath(path))
+    with _held_guard:
+        held = _held.get(key)
+        if held is not None:
+            held[1] += 1
+    if held is None:
+        fd = _locked(path, lambda: _flocked(path))
+        with _held_guard:
+            held = _held[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        with _held_guard:
+            held[1] -= 1
+            if held[1] == 0:
+                del _held[key]
+                os.close(held[0])  # releases the flock
+
+
+def _locked(path: Path, take: Callable[[], Any]) -> Any:
+    """``take()`` (the lock) in a folder made for it; a folder that cannot hold it is a user error."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = _locks.setdefault(os.path.abspath(path), FileLock(str(path)))
-        lock.acquire()
+        return take()
     except OSError as exc:
         raise disk_error(exc, path.parent) or InvalidInputError(
             f"cannot lock {path} ({exc.strerror}); the folder it writes to must be writable"
         ) from exc
+
+
+def _flocked(path: Path) -> int:
+    """A descriptor of ``path`` holding an exclusive flock on it (waits for it)."""
+    assert fcntl is not None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        yield
-    finally:
-        lock.release()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @contextlib.contextmanager
