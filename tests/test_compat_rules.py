@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ from trtforge.compat import (
     NO_GPU_MESSAGE,
     ArtifactFacts,
     Environment,
+    GpuDevice,
     LoadPolicy,
     Rule,
     SignatureStatus,
+    device_model_note,
     problems,
 )
 from trtforge.environment import detect_environment, detect_gpus, file_problem, measure_engine
@@ -732,3 +734,22 @@ def test_a_policy_keeps_keys_given_as_a_generator() -> None:
     keys = (TrustedKey(public, f"k{index}", "t") for index in range(2))
     policy = LoadPolicy(require_signature=True, trusted_keys=keys)  # type: ignore[arg-type]
     assert [key.key_id for key in policy.trusted_keys] == ["k0", "k1"]
+
+
+def test_another_gpu_model_of_the_same_capability_gets_a_note_not_a_refusal() -> None:
+    """TensorRT only warns that a plan may not port across GPU models of one compute capability:
+    ``check`` says so beside its verdict, for this host's own GPU (a target from flags has no model)."""
+    manifest = manifest_for(**TRT, ccs=("8.6",), build_cc="8.6")  # build_device name "GPU"
+
+    def here(name: str, cc: str = "8.6", overridden: bool = False) -> Environment:
+        device = GpuDevice(0, name, ComputeCapability.parse(cc), "580.1", 24 << 30, 20 << 30)
+        return replace(env_for(**TRT, cc=cc, overridden=overridden), gpus=(device,))
+
+    note = device_model_note(manifest, here("NVIDIA A10"))
+    assert note is not None and note.startswith("built on GPU, this GPU is NVIDIA A10")
+    assert "hardware_compatibility: same_compute_capability" in note
+    assert problems(manifest, here("NVIDIA A10")) == []  # a note, never a rule
+    assert device_model_note(manifest, here("GPU")) is None  # the same model
+    assert device_model_note(manifest, here("NVIDIA A10", overridden=True)) is None  # a target from flags
+    assert device_model_note(manifest, here("NVIDIA L4", cc="8.9")) is None  # the GPU rule speaks there
+    assert device_model_note(manifest_for(ccs=("8.6",)), here("NVIDIA A10")) is None  # RTX: no build device

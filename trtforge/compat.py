@@ -340,6 +340,24 @@ def _gpu_problem(manifest: Manifest, env: Environment) -> str | None:
     )
 
 
+def device_model_note(manifest: Manifest, env: Environment) -> str | None:
+    """A plan tuned on one GPU model checked on another of the same compute capability: TensorRT
+    only warns ("Using an engine plan file across different models of devices is not recommended
+    and is likely to affect performance or even cause errors"), so this is a note, not a rule.
+    Judged on this host's own GPU only (a target from flags has no model). Pure."""
+    built = (manifest.gpu.build_device or {}).get("name")
+    if manifest.gpu.hardware_compatibility != "none" or not built or env.overridden or not env.gpus:
+        return None
+    here = env.gpus[0]
+    if here.name == built or str(here.compute_capability) not in manifest.gpu.compute_capabilities:
+        return None
+    return (
+        f"built on {built}, this GPU is {here.name}: TensorRT tunes a plan for the GPU model that built it, and "
+        "another model of the same compute capability may run it slower or fail; rebuild on this model, or "
+        "build with hardware_compatibility: same_compute_capability"
+    )
+
+
 def retarget_advice(flavor: str, cc: ComputeCapability) -> str:
     """How to get an engine for ``cc``: TensorRT-RTX compiles only for its own list of GPUs."""
     if flavor != FLAVOR_RTX:

@@ -22,6 +22,7 @@ from trtforge.compat import (
     Problem,
     Refused,
     Rule,
+    device_model_note,
     policy_problems,
     product,
     retarget_advice,
@@ -167,9 +168,13 @@ def _inspect(
     facts = dataclasses.replace(measured, signature=signed.signature, signature_key_id=signed.signature_key_id)
     found = policy_problems(manifest, env, facts, policy)
     inspection = _Inspection(CompatibilityResult(engine, manifest_path, manifest, env, facts, tuple(found)), data=data)
+    other_model = device_model_note(manifest, env)
+    if other_model:
+        notes.append(other_model)
     if header_check is None:
         header_check = environment is None and not env.overridden
     if not header_check:
+        inspection.result = dataclasses.replace(inspection.result, notes=tuple(notes))
         return inspection
     if found:
         notes.append("header check: not asked, the engine already failed the rules above")
