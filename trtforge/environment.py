@@ -10,8 +10,8 @@ import importlib.util
 import os
 import platform as _platform
 import sys
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -62,27 +62,41 @@ def detect_gpus() -> tuple[GpuDevice, ...]:
     order need not be: set it on hosts that mix GPU models. A machine without driver or GPU answers
     ``()`` without error (on Linux without even importing NVML's bindings: NVML opens the driver's
     control device, so without one there is nothing it could find)."""
+    with nvml() as pynvml:
+        if pynvml is None:
+            return ()
+        try:
+            driver = _text(pynvml.nvmlSystemGetDriverVersion())
+            visible = os.environ.get(CUDA_VISIBLE_DEVICES)
+            handles, identities = _nvml_devices(pynvml, with_mig=visible is not None and "MIG-" in visible)
+            devices = []
+            for index in cuda_visible_order(visible, identities):
+                with suppress(pynvml.NVMLError):  # not described: left out, as one NVML cannot open
+                    devices.append(_gpu_device(pynvml, index, handles[index], driver))
+            return tuple(devices)
+        except pynvml.NVMLError:
+            return ()
+
+
+@contextmanager
+def nvml() -> Iterator[Any]:
+    """NVML's bindings, initialized for the block; None where there is no driver (on Linux known
+    without importing them: NVML opens the driver's control device), no bindings, or NVML refuses."""
     if sys.platform == "linux" and not any(os.path.exists(device) for device in NVIDIA_CONTROL_DEVICES):
-        return ()
+        yield None
+        return
     try:
         import pynvml
     except ImportError:
-        return ()
+        yield None
+        return
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError:
-        return ()
+        yield None
+        return
     try:
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        visible = os.environ.get(CUDA_VISIBLE_DEVICES)
-        handles, identities = _nvml_devices(pynvml, with_mig=visible is not None and "MIG-" in visible)
-        devices = []
-        for index in cuda_visible_order(visible, identities):
-            with suppress(pynvml.NVMLError):  # not described: left out, as one NVML cannot open
-                devices.append(_gpu_device(pynvml, index, handles[index], driver))
-        return tuple(devices)
-    except pynvml.NVMLError:
-        return ()
+        yield pynvml
     finally:
         pynvml.nvmlShutdown()
 

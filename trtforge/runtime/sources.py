@@ -172,26 +172,21 @@ class OnnxrtSource:
 
 def _process_gpu_memory() -> int | None:
     """GPU memory this process holds on every device (NVML), or None where NVML cannot tell."""
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return None
-    try:
-        total = 0
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if process.pid == os.getpid() and process.usedGpuMemory is not None:
-                    total += int(process.usedGpuMemory)
-        return total
-    except pynvml.NVMLError:
-        return None
-    finally:
-        pynvml.nvmlShutdown()
+    from trtforge.environment import nvml
+
+    with nvml() as pynvml:
+        if pynvml is None:
+            return None
+        try:
+            total = 0
+            for index in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if process.pid == os.getpid() and process.usedGpuMemory is not None:
+                        total += int(process.usedGpuMemory)
+            return total
+        except pynvml.NVMLError:
+            return None
 
 
 def backend_of(artifact: Path) -> str:
