@@ -257,3 +257,19 @@ def test_disk_errors_anywhere_are_one_line_user_errors(code: int, reason: str, f
     assert str(error).startswith(f"spec.yaml: cannot write /cache/fp16/x.onnx: {reason}; {fix}")
     assert disk_error(OSError(errno.EACCES, "Permission denied")) is None
     assert unexpected_error(ValueError("a bug")).exit_code == 1
+
+
+def test_a_file_system_without_flock_still_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some network and FUSE file systems have no flock: the artifact lock holds nothing there (as
+    for temporaries), and the commit goes on instead of failing every build, pull and publish."""
+    real = artifact.fcntl.flock
+
+    def no_flock(fd: int, operation: int) -> None:
+        if operation == artifact.fcntl.LOCK_EX:
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        real(fd, operation)
+
+    monkeypatch.setattr(artifact.fcntl, "flock", no_flock)  # the module fsutil uses too
+    seed(tmp_path)
+    commit_set(tmp_path, "new")
+    assert all((tmp_path / name).read_text() == f"{name} new" for name in FILES)

@@ -431,3 +431,19 @@ def test_integer_outputs_take_match_min_and_floats_do_not() -> None:
     floats = tolerances.resolve("y", "int8", {"*": Tolerance(match_min=0.5, max_abs=1.0)}, classifier=False)
     assert floats.match_min is None and floats.max_abs == 1.0 and floats.cosine_min == 0.98
     assert metrics.match_fraction(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4])) == 0.75
+
+
+def test_the_gate_batch_is_one_some_profile_accepts() -> None:
+    from trtforge.accuracy.inputs import gate_batch_size
+    from trtforge.model import ModelInfo, TensorDesc
+    from trtforge.spec import ShapeRange
+
+    model = ModelInfo(Path("m.onnx"), (TensorDesc("x", "float32", ("N", 16)),), ())
+
+    def profile(low: int, high: int) -> dict[str, ShapeRange]:
+        return {"x": ShapeRange(min=[low, 16], opt=[low, 16], max=[high, 16])}
+
+    assert gate_batch_size(model, [profile(1, 8), profile(128, 256)]) == 8  # 64 fitted neither
+    assert gate_batch_size(model, [profile(128, 256)]) == 128
+    assert gate_batch_size(model, [profile(1, 256)]) == 64
+    assert gate_batch_size(model, [profile(16, 32), profile(1, 4)]) == 32

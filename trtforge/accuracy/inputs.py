@@ -184,17 +184,23 @@ def accepted(profiles: Sequence[Mapping[str, ShapeRange]], feed: Mapping[str, np
 
 
 def gate_batch_size(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> int:
-    """The model's static batch, else the largest batch any profile allows, capped at MAX_GATE_BATCH
-    but never below the smallest batch some profile accepts (a profile whose min batch is 128 would
-    refuse every batch of 64: no sample could be checked)."""
+    """The model's static batch, else the largest batch a profile accepts up to MAX_GATE_BATCH, else
+    (every profile's min batch above it) the smallest batch a profile accepts: a batch no profile
+    accepts (64, for profiles of 1..8 and 128..256) would leave no sample to check (pure)."""
     from trtforge.data import fixed_batch_size
 
     fixed = fixed_batch_size(model.inputs)
     if fixed is not None:
         return fixed
-    largest = max((shape.max[0] for profile in profiles for shape in profile.values() if shape.max), default=1)
-    accepted = [max((shape.min[0] for shape in profile.values() if shape.min), default=1) for profile in profiles]
-    return max(1, min(largest, MAX_GATE_BATCH), min(accepted, default=1))
+    ranges = [
+        (max(shape.min[0] for shape in batched), min(shape.max[0] for shape in batched))
+        for profile in profiles
+        if (batched := [shape for shape in profile.values() if shape.min and shape.max])
+    ]
+    if not ranges:
+        return 1
+    under_cap = [min(high, MAX_GATE_BATCH) for low, high in ranges if low <= MAX_GATE_BATCH]
+    return max(1, max(under_cap)) if under_cap else min(low for low, _ in ranges)
 
 
 def plan(spec: Spec, model: ModelInfo) -> Plan:

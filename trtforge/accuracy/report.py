@@ -151,6 +151,8 @@ def write_report(path: Path, report: AccuracyReport) -> Path:
 
 
 _SUMMARY_METRICS = ("cosine", "max_abs", "snr_db", "top1")
+#: an integer or boolean output's: the share of equal values is what was judged (a cosine of indices means nothing)
+_SUMMARY_EXACT_METRICS = ("match", "max_abs")
 
 
 def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
@@ -172,7 +174,11 @@ def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
         "report": report_file,
         "checked_utc": report.created_utc,
         "outputs": {
-            out.name: {key: out.metrics[key] for key in _SUMMARY_METRICS if out.metrics.get(key) is not None}
+            out.name: {
+                key: out.metrics[key]
+                for key in (_SUMMARY_EXACT_METRICS if out.metrics.get("match") is not None else _SUMMARY_METRICS)
+                if out.metrics.get(key) is not None
+            }
             for out in report.outputs
         },
         "task_accuracy": {

@@ -67,17 +67,16 @@ def preparation_mismatch(
         for key in ("algorithm", "exclude", "cache_sha256"):
             if built.get(key) != now.get(key):
                 return (
-                    f"calibrating again gives another {key} ({now.get(key)}) than the engine's ({built.get(key)}): "
-                    "pin the engine's choice in the spec (calibration.algorithm, calibration.exclude) to verify "
-                    "this engine, or rebuild it"
+                    f"calibrating again gives another {key} ({now.get(key)}) than the engine's ({built.get(key)}), "
+                    "so the gate would judge another graph than the engine's: rebuild the engine"
                 )
     built_fp16, now_fp16 = fp16
     kept, keeps = (built_fp16 or {}).get("keep_fp32"), (now_fp16 or {}).get("keep_fp32")
     if built_fp16 and now_fp16 and sorted(kept or []) != sorted(keeps or []):
         return (
             f"the FP16 overflow guard now keeps {sorted(keeps or []) or 'no node'} in FP32, the engine kept "
-            f"{sorted(kept or []) or 'none'} (the data changed since the build): pin the engine's choice with "
-            f"fp16.keep_fp32: {sorted(kept or [])} in the spec to verify this engine, or rebuild it"
+            f"{sorted(kept or []) or 'none'} (its data or the guard's rules changed since the build), so the gate "
+            "would judge another graph than the engine's: rebuild the engine"
         )
     return None
 

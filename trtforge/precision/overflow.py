@@ -80,9 +80,7 @@ def overflowing_nodes(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict
     """Node -> why it stays FP32: it produces or reads a tensor whose max |x| exceeds FP16_MAX (pure)."""
     over = {name: value for name, value in amax.items() if value > FP16_MAX}
     reasons: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            continue
+    for node in model.graph.node:  # a Constant too: the converter would store its value in FP16
         why = [f"output '{name}' reaches {over[name]:.4g}" for name in node.output if name in over]
         why += [f"input '{name}' reaches {over[name]:.4g}" for name in node.input if name in over]
         if why:
@@ -97,11 +95,17 @@ def oversized_weights(model: onnx.ModelProto) -> dict[str, float]:
     import numpy as np
     from onnx import TensorProto, numpy_helper
 
-    tensors = [*model.graph.initializer]
-    tensors += [attr.t for node in model.graph.node if node.op_type == "Constant" for attr in node.attribute if attr.t]
+    named = [(tensor.name, tensor) for tensor in model.graph.initializer]
+    named += [  # a Constant's tensor is named by the node's output (its own name is usually empty)
+        (node.output[0], attr.t)
+        for node in model.graph.node
+        if node.op_type == "Constant" and node.output
+        for attr in node.attribute
+        if attr.name == "value"
+    ]
     floats = (TensorProto.FLOAT, TensorProto.DOUBLE)
     found: dict[str, float] = {}
-    for tensor in tensors:
+    for name, tensor in named:
         if tensor.data_type not in floats:
             continue
         values = numpy_helper.to_array(tensor)
@@ -112,7 +116,7 @@ def oversized_weights(model: onnx.ModelProto) -> dict[str, float]:
             finite = values[np.isfinite(values)]
             peak = float(np.abs(finite).max()) if finite.size else 0.0
         if peak > FP16_MAX:
-            found[tensor.name] = peak
+            found[name] = peak
     return found
 
 
@@ -263,13 +267,20 @@ def choose_keep_fp32(
                 finite_only=True,  # an attention mask's -inf is a value FP16 holds too
             )
     except InvalidInputError as exc:  # the data: the gate reads it too, and says what is wrong
-        log(f"fp16: overflow guard skipped on {data} ({exc})")
-        return KeepFp32((), "overflow guard", data=data)
+        log(f"fp16: overflow guard's activation pass skipped on {data} ({exc}); weights still judged")
+        return _weights_only(model, data)
     except Exception as exc:  # onnxruntime cannot load or run the model (an op it lacks, a newer opset):
         # TensorRT may still build it, and the gate reports itself not runnable with the reason
-        log(f"fp16: overflow guard skipped, onnxruntime cannot run the model ({first_line(exc)})")
-        return KeepFp32((), "overflow guard", data=data)
+        log(f"fp16: overflow guard's activation pass skipped, onnxruntime cannot run the model ({first_line(exc)})")
+        return _weights_only(model, data)
     reasons = overflowing_nodes(model, {**oversized_weights(model), **{name: v.amax for name, v in stats.items()}})
     if entry is not None:  # re-derivable: a lost or torn entry is a miss
         atomic_write_text(entry, json.dumps({"nodes": list(reasons), "reasons": reasons, "data": data}))
+    return KeepFp32(tuple(reasons), "overflow guard", reasons, data)
+
+
+def _weights_only(model: onnx.ModelProto, data: str) -> KeepFp32:
+    """The guard's choice when its activation pass cannot run: the weights need no data (not
+    cached: the pass may run another time)."""
+    reasons = overflowing_nodes(model, oversized_weights(model))
     return KeepFp32(tuple(reasons), "overflow guard", reasons, data)

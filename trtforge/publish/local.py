@@ -86,8 +86,8 @@ def copy_out(source: Path, into: Path) -> None:
     """Fetch for file registries: a plain streamed copy (the caller verifies the bytes)."""
     try:
         shutil.copyfile(source, into)
-    except OSError as exc:
-        raise io_error("read", source, exc) from exc
+    except OSError as exc:  # a full disk is the destination's; anything else, the registry's file
+        raise disk_error(exc, into) or io_error("read", source, exc) from exc
 
 
 def read_candidate(manifest_path: Path, engine: Path) -> Candidate:
