@@ -37,7 +37,6 @@ or taken by a process that started after the temporary was made (pid reuse), or 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -64,6 +63,7 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     make_temp,
     release_temp,
     rename_temp,
+    wait_for_lock,
 )
 from trtforge.manifest import MANIFEST_SUFFIX
 
@@ -160,23 +160,14 @@ def _locked(path: Path, take: Callable[[], Any]) -> Any:
 def _flocked(path: Path) -> int:
     """A descriptor of ``path`` holding an exclusive flock on it (waits for it). Where the file
     system has no flock (some network and FUSE ones), the descriptor holds nothing and writers are
-    not serialized there, as ``fsutil`` treats temporaries on such a file system."""
-    assert fcntl is not None
+    not serialized there, as temporaries on such a file system are owned by their pid alone."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as exc:
-        if exc.errno not in _NO_FLOCK:
-            os.close(fd)
-            raise
+        wait_for_lock(fd)
     except BaseException:
         os.close(fd)
         raise
     return fd
-
-
-#: what flock answers on a file system that has none
-_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 @contextlib.contextmanager

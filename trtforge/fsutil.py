@@ -325,16 +325,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_owned)
 
 
+def wait_for_lock(fd: int) -> bool:
+    """An exclusive flock on ``fd``, waited for. False where there is none to take: no flock on
+    this platform (Windows) or this file system (some network and FUSE ones)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        return False
+    return True
+
+
 def _own(path: Path, fd: int) -> bool:
     """Lock the new temporary ``path`` (open as ``fd``) for this process. False when a sweep
     removed it before the lock was taken (it found the name unlocked): the caller makes another.
-    Where the file system has no flock, it is owned by its name's pid alone."""
-    if fcntl is None:
-        os.close(fd)
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a sweep holds it to judge it
-    except OSError:  # no flock here (some network and FUSE file systems)
+    Where there is no flock, it is owned by its name's pid alone."""
+    if not wait_for_lock(fd):  # waits only while a sweep holds it to judge it
         os.close(fd)
         return True
     try:

@@ -48,37 +48,40 @@ def source_mismatch(spec: Spec, manifest: Manifest, onnx_sha256: str) -> str | N
     return None
 
 
-def preparation_mismatch(
-    calibration: tuple[dict[str, Any] | None, dict[str, Any] | None],
-    fp16: tuple[dict[str, Any] | None, dict[str, Any] | None],
-) -> str | None:
-    """Why the graph prepared now (the INT8 scales, the nodes kept in FP32) is not the engine's,
-    as (built, now) pairs of manifest sections; None when it is. The gate would judge another
-    graph: scales from other data, or an overflow guard that chose again on data changed since,
-    and could pass an engine whose own graph fails (pure)."""
-    built, now = calibration
-    if built and now:
-        if built.get("data_sha256") != now.get("data_sha256"):
-            return (
-                f"the calibration data (sha256 {str(now.get('data_sha256'))[:12]}…) is not the data the engine "
-                f"was calibrated on (sha256 {str(built.get('data_sha256'))[:12]}…): restore that data to verify "
-                "this engine, or rebuild it"
-            )
-        for key in ("algorithm", "exclude", "cache_sha256"):
-            if built.get(key) != now.get(key):
-                return (
-                    f"calibrating again gives another {key} ({now.get(key)}) than the engine's ({built.get(key)}), "
-                    "so the gate would judge another graph than the engine's: rebuild the engine"
-                )
-    built_fp16, now_fp16 = fp16
-    kept, keeps = (built_fp16 or {}).get("keep_fp32"), (now_fp16 or {}).get("keep_fp32")
-    if built_fp16 and now_fp16 and sorted(kept or []) != sorted(keeps or []):
+def calibration_mismatch(built: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
+    """Why the INT8 graph calibrated now is not the engine's, from the manifest's ``calibration``
+    sections (None when it is): the gate would judge scales from other data or another choice,
+    and could pass an engine whose own scales fail (pure)."""
+    if not built or not now:
+        return None
+    if built.get("data_sha256") != now.get("data_sha256"):
         return (
-            f"the FP16 overflow guard now keeps {sorted(keeps or []) or 'no node'} in FP32, the engine kept "
-            f"{sorted(kept or []) or 'none'} (its data or the guard's rules changed since the build), so the gate "
-            "would judge another graph than the engine's: rebuild the engine"
+            f"the calibration data (sha256 {str(now.get('data_sha256'))[:12]}…) is not the data the engine "
+            f"was calibrated on (sha256 {str(built.get('data_sha256'))[:12]}…): restore that data to verify "
+            "this engine, or rebuild it"
         )
+    for key in ("algorithm", "exclude", "cache_sha256"):
+        if built.get(key) != now.get(key):
+            return (
+                f"calibrating again gives another {key} ({now.get(key)}) than the engine's ({built.get(key)}), "
+                "so the gate would judge another graph than the engine's: rebuild the engine"
+            )
     return None
+
+
+def keep_fp32_mismatch(built: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
+    """Why the FP16 graph prepared now is not the engine's, from the manifest's ``fp16`` sections
+    (None when it is): an overflow guard that chose again on data changed since (pure)."""
+    if not built or not now:
+        return None
+    kept, keeps = sorted(built.get("keep_fp32") or []), sorted(now.get("keep_fp32") or [])
+    if kept == keeps:
+        return None
+    return (
+        f"the FP16 overflow guard now keeps {keeps or 'no node'} in FP32, the engine kept {kept or 'none'} "
+        "(its data or the guard's rules changed since the build), so the gate would judge another graph "
+        "than the engine's: rebuild the engine"
+    )
 
 
 def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path | None = None) -> VerifyOutcome:
@@ -114,7 +117,9 @@ def _verify_locked(
     check_profiles(spec, info)
     cache_dir = cache_dir or default_cache_dir()
     prepared = prepare_precision(spec, info, manifest.tensorrt.flavor, manifest.tensorrt.version, cache_dir, reporter)
-    other_graph = preparation_mismatch((manifest.calibration, prepared.calibration), (manifest.fp16, prepared.fp16))
+    other_graph = calibration_mismatch(manifest.calibration, prepared.calibration) or keep_fp32_mismatch(
+        manifest.fp16, prepared.fp16
+    )
     if other_graph:
         raise InvalidInputError(f"{engine.name}: {other_graph}")
     report = run_accuracy_gate(spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir)

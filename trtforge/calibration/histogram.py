@@ -98,13 +98,20 @@ class MaxTracker:
     def update(self, x: np.ndarray) -> None:
         if x.size == 0:
             return
-        amax = float(max(x.max(), -x.min()))
+        amax = finite_peak(x) if self.finite_only else float(max(x.max(), -x.min()))
         if not np.isfinite(amax):
-            if not self.finite_only:
-                raise NonFiniteError("NaN or Inf values")
-            finite = x[np.isfinite(x)]
-            amax = float(np.abs(finite).max()) if finite.size else 0.0
+            raise NonFiniteError("NaN or Inf values")
         self.amax = max(self.amax, amax)
+
+
+def finite_peak(x: np.ndarray) -> float:
+    """max |x| over the finite values of a non-empty ``x`` (0.0 when none is): its max and min
+    first, two passes and no temporary, which settle the common all-finite case."""
+    peak = float(max(x.max(), -x.min()))
+    if np.isfinite(peak):
+        return peak
+    finite = x[np.isfinite(x)]
+    return float(np.abs(finite).max()) if finite.size else 0.0
 
 
 class AbsHistogram:

@@ -92,8 +92,9 @@ def oversized_weights(model: onnx.ModelProto) -> dict[str, float]:
     """Float initializers and Constant outputs with a finite |w| over FP16_MAX, by name -> max |w|:
     the FP16 converter clamps them to 65504 (a weight of 1e5 becomes 0.66 of itself), so the nodes
     reading them stay FP32 like those reading an overflowing activation (pure)."""
-    import numpy as np
     from onnx import TensorProto, numpy_helper
+
+    from trtforge.calibration.histogram import finite_peak
 
     named = [(tensor.name, tensor) for tensor in model.graph.initializer]
     named += [  # a Constant's tensor is named by the node's output (its own name is usually empty)
@@ -109,12 +110,7 @@ def oversized_weights(model: onnx.ModelProto) -> dict[str, float]:
         if tensor.data_type not in floats:
             continue
         values = numpy_helper.to_array(tensor)
-        if not values.size:
-            continue
-        peak = max(float(values.max()), -float(values.min()))  # two passes, no temporary (the common case)
-        if not np.isfinite(peak):  # NaN or Inf among them: the finite values' peak
-            finite = values[np.isfinite(values)]
-            peak = float(np.abs(finite).max()) if finite.size else 0.0
+        peak = finite_peak(values) if values.size else 0.0
         if peak > FP16_MAX:
             found[name] = peak
     return found
