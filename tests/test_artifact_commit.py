@@ -206,6 +206,30 @@ def test_a_temporary_whose_owner_holds_its_lock_is_never_swept(tmp_path: Path) -
                 owner.wait()
 
 
+def test_a_sweep_goes_as_deep_as_asked_and_never_through_a_link(tmp_path: Path) -> None:
+    """A dead writer's temporary one folder down goes at depth 2 and stays at depth 1; one in a
+    folder reached through a symbolic link stays (it is another folder's to sweep); a hidden file
+    that is not a temporary, and the visible entries beside it, stay."""
+    pid = dead_pid()
+    nested = tmp_path / "digests" / f".entry.json.{pid}-abcd1234.tmp"
+    nested.parent.mkdir()
+    nested.write_text("left by a dead writer")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    linked = elsewhere / f".other.{pid}-abcd1234.tmp"
+    linked.write_text("not this folder's")
+    (tmp_path / "linked").symlink_to(elsewhere, target_is_directory=True)
+    kept = [tmp_path / ".hidden-but-ours", tmp_path / "digests" / "0123.json"]
+    for path in kept:
+        path.write_text("{}")
+
+    assert sweep(tmp_path) == artifact.Swept()
+    assert nested.exists()
+    assert sweep(tmp_path, depth=2) == artifact.Swept(files=1, size=21)
+    assert not nested.exists()
+    assert linked.exists() and all(path.exists() for path in kept)
+
+
 # ---------------------------------------------------------------- a full disk
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

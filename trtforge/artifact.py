@@ -514,20 +514,24 @@ def sweep(folder: Path, depth: int = 1) -> Swept:
     their interrupted commits, then remove their temporaries. A live writer's files are kept: one
     whose lock a process holds, and an unlocked one whose pid says so (:func:`_stale`). A stale
     one stays locked by this sweep until it is gone."""
-    if depth < 1 or not folder.is_dir():
+    if depth < 1:
         return Swept()
     now = time.time()
     try:
-        children = sorted(folder.iterdir(), key=lambda p: not p.name.endswith(JOURNAL_KIND))
-    except OSError:
+        # scandir, not iterdir: whether an entry is a folder comes with its name (no stat of each of
+        # the digest cache's thousands of entries), and is asked only where a level is left to sweep
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: not entry.name.endswith(JOURNAL_KIND))
+    except OSError:  # missing, not a folder, unreadable: nothing of ours to clean
         return Swept()
     swept = Swept()
-    for child in children:
-        parsed = TempName.parse(child.name)
+    for entry in entries:
+        parsed = TempName.parse(entry.name)
         if parsed is None:
-            if child.is_dir() and not child.is_symlink():
-                swept += sweep(child, depth - 1)
+            if depth > 1 and entry.is_dir(follow_symlinks=False):
+                swept += sweep(Path(entry.path), depth - 1)
             continue
+        child = Path(entry.path)
         with judging_owner(child) as owner:
             if owner is Owner.ALIVE or not _stale(child, parsed, now):
                 continue

@@ -292,6 +292,8 @@ class TempName:
 
     @classmethod
     def parse(cls, name: str) -> TempName | None:
+        if not name.startswith("."):  # every temporary's name is hidden: the common case, decided early
+            return None
         found = TEMP_PATTERN.match(name)
         if found:
             return cls(found["base"], int(found["pid"]), found["kind"])
