@@ -239,3 +239,15 @@ def test_diagnose_writes_the_ranking_and_the_exclusions_in_json_and_html(outlier
     assert sensitivity["details"]["after"]["passed"] is True
     (page,) = (outliers / "diag").glob("*.diagnosis.html")
     assert CULPRIT in page.read_text()
+
+
+def test_diagnose_budget_bounds_the_search_too(outliers: Path) -> None:
+    """``--budget`` is the whole diagnosis's: the sensitivity search gets what the layer-wise pass
+    left of it, not the whole budget again (which made a diagnosis take up to twice the budget)."""
+    need_rtx()
+    spec = write_spec(outliers, "chain.onnx", {})
+    code, stdout, stderr = cli("diagnose", spec, "--out", outliers / "budget", "--json", "--budget", "30")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    layerwise, search_budget = document["seconds"], document["sensitivity"]["details"]["budget_s"]
+    assert layerwise > 0 and 0 < search_budget <= 30 - layerwise

@@ -31,7 +31,10 @@ def diagnose(
     budget: Annotated[
         float | None,
         typer.Option(
-            "--budget", min=0.0, help="Seconds to spend (default 300); stops after the batch that crosses it."
+            "--budget",
+            min=0.0,
+            help="Seconds the whole diagnosis may take (default 300): the layer-wise pass stops after the batch "
+            "that crosses it; a sensitivity search gets what is left.",
         ),
     ] = None,
     backend: BackendOption = None,

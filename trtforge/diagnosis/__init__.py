@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.diagnosis.layerwise import DEFAULT_BUDGET_S, Diagnosis, SensitivityResult, diagnose_layers
+from trtforge.diagnosis.layerwise import DEFAULT_BUDGET_S, Deadline, Diagnosis, SensitivityResult, diagnose_layers
 from trtforge.fsutil import atomic_write_text, ensure_writable_dir
 
 if TYPE_CHECKING:
@@ -57,8 +57,11 @@ def diagnose_spec(
     budget_s: float | None = None,
     backend: str | None = None,
 ) -> tuple[Diagnosis, DiagnosisFiles]:
-    """Prepare the candidate exactly as ``build`` does for the gate, diagnose it, write both files;
-    ``budget_s`` None: DEFAULT_BUDGET_S."""
+    """Prepare the candidate exactly as ``build`` does for the gate, diagnose it, write both files.
+
+    ``budget_s`` (None: DEFAULT_BUDGET_S) bounds the whole diagnosis, counted from here: the
+    layer-wise pass gets what the preparation left, and a sensitivity search what the pass left
+    (without ``budget_s``, at most the spec's ``calibration.search_budget``)."""
     from trtforge.backends import choose_backend
     from trtforge.environment import installed_version
     from trtforge.errors import BackendUnavailableError
@@ -66,6 +69,7 @@ def diagnose_spec(
     from trtforge.precision import prepare_precision
     from trtforge.spec import check_profiles
 
+    deadline = Deadline(DEFAULT_BUDGET_S if budget_s is None else budget_s)
     model = load_onnx(spec.model_path)
     info = describe(model, spec.model_path)
     del model
@@ -84,7 +88,7 @@ def diagnose_spec(
         info,
         prepared.candidate_onnx,
         stem=diagnosis_stem(spec),
-        budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s,
+        budget_s=max(0.0, deadline.left()),
         log=reporter.info,
     )
     if spec.calibration is not None and spec.precision == "int8" and spec.calibration.mode == "qdq":
@@ -92,7 +96,8 @@ def diagnose_spec(
 
         from trtforge.diagnosis.sensitivity import search_spec
 
-        search_budget = spec.calibration.search_budget if budget_s is None else budget_s
+        left = max(0.0, deadline.left())
+        search_budget = min(spec.calibration.search_budget, left) if budget_s is None else left
         found = search_spec(spec, info, cache_dir / "calibration", budget_s=search_budget, log=reporter.info)
         reporter.info(f"{spec.name}: exclusions for the spec, found by the sensitivity search:\n{found.yaml}")
         diagnosis = replace(diagnosis, sensitivity=found.report())

@@ -312,6 +312,21 @@ def _is_float(array: np.ndarray) -> bool:
     return np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"
 
 
+class Deadline:
+    """Time spent and left of a budget (a diagnosis, a sensitivity search)."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.started = time.perf_counter()
+        self.budget_s = budget_s
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def left(self, share: float = 1.0) -> float:
+        return self.budget_s * share - self.elapsed
+
+
 def diagnose_layers(
     spec: Spec,
     model: ModelInfo,
@@ -327,7 +342,7 @@ def diagnose_layers(
     """
     import onnx
 
-    started = time.perf_counter()
+    clock = Deadline(budget_s)
     reference_model = onnx.load(str(spec.model_path))
     candidate_model = onnx.load(str(candidate_onnx))
     rows = plan_rows(reference_model, candidate_model)
@@ -341,7 +356,7 @@ def diagnose_layers(
     truncated = False
     with active(reference, spec, "reference"), active(candidate, spec, "candidate"):
         for batch in inputs.batches(spec, model, plan):
-            if time.perf_counter() - started > budget_s and batches:
+            if clock.left() < 0 and batches:
                 truncated = True
                 break
             if not inputs.accepted(spec.profiles, batch.feed):
@@ -379,7 +394,7 @@ def diagnose_layers(
         samples=samples,
         batches=batches,
         truncated=truncated,
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(clock.elapsed, 3),
         nodes=tuple(nodes),
         first_jump=first_jump(nodes),
         largest_drop=largest.node if largest is not None and largest.drop > 0 else None,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from trtforge.accuracy import inputs
 from trtforge.accuracy.gate import active, evaluate_outputs
 from trtforge.accuracy.report import json_number
 from trtforge.calibration import Calibration, CalibrationResult, ScaleSet
-from trtforge.diagnosis.layerwise import SensitivityResult
+from trtforge.diagnosis.layerwise import Deadline, SensitivityResult
 from trtforge.diagnosis.page import exclusion_yaml
 from trtforge.errors import InvalidInputError
 from trtforge.runners.onnxruntime import OnnxrtRunner
@@ -170,21 +169,6 @@ class SensitivitySearch:
 
 def _verdict(measurement: Measurement) -> str:
     return f"{'pass' if measurement.passed else 'fail'} (cosine {measurement.cosine:.6f})"
-
-
-class Deadline:
-    """Time spent and left of a search's budget."""
-
-    def __init__(self, budget_s: float) -> None:
-        self.started = time.perf_counter()
-        self.budget_s = budget_s
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def left(self, share: float = 1.0) -> float:
-        return self.budget_s * share - self.elapsed
 
 
 def gate_graph(calibration: Calibration, scale_set: ScaleSet, exclude: Sequence[str]) -> onnx.ModelProto:
