@@ -5,6 +5,7 @@ its lock is never swept (whatever its pid means here), and a full disk is the us
 from __future__ import annotations
 
 import errno
+import json
 import multiprocessing
 import os
 import signal
@@ -97,6 +98,74 @@ def test_two_commits_of_one_artifact_take_turns(tmp_path: Path) -> None:
     assert run_forked(first, second) == [0, 0]
     assert held(tmp_path) == whole("second")
     assert leftovers(tmp_path) == ()
+
+
+def killed_mid_commit(folder: Path) -> None:
+    """``folder`` holds the old set, and a commit of the new one killed after its engine's rename:
+    a dead process's journal, with the old engine's backup."""
+    seed(folder)
+
+    def killed() -> None:
+        commit_set(
+            folder, "new", lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == "rename m.engine" else None
+        )
+
+    assert run_forked(killed) == [-signal.SIGKILL]
+    assert any(path.name.endswith(".journal.tmp") for path in folder.iterdir())
+
+
+def test_a_dead_commit_is_not_rolled_back_while_another_writer_holds_its_artifact(tmp_path: Path) -> None:
+    """A sweep rolling back a dead commit puts the old files back: while another process commits
+    the same artifact, that would mix them with its new ones. The sweep leaves the journal to the
+    lock's holder, whose commit rolls it back first, under the lock."""
+    killed_mid_commit(tmp_path)
+    holding, release = FORK.Event(), FORK.Event()
+
+    def writer() -> None:
+        with artifact.artifact_lock(tmp_path, "m", "fp32"):
+            holding.set()
+            release.wait(10)
+            commit_set(tmp_path, "second")
+
+    process = FORK.Process(target=writer)
+    process.start()
+    try:
+        assert holding.wait(10)
+        assert sweep(tmp_path).rolled_back == 0  # another process holds m/fp32
+        release.set()
+        process.join(30)
+    finally:
+        release.set()
+        process.join(30)
+    assert process.exitcode == 0
+    assert held(tmp_path) == whole("second")
+    assert leftovers(tmp_path) == ()
+
+
+def test_a_commit_rolls_back_a_dead_commit_of_its_artifact_before_its_own(tmp_path: Path) -> None:
+    """A commit made without a sweep before it (a writer that does not sweep, or one whose sweep
+    ran while the dead process still lived): rolled back only later, the dead commit's backup
+    would replace the new engine."""
+    killed_mid_commit(tmp_path)
+    commit_set(tmp_path, "second")
+    sweep(tmp_path)
+    assert held(tmp_path) == whole("second")
+    assert leftovers(tmp_path) == ()
+
+
+def test_a_journal_naming_a_lock_elsewhere_is_not_ours(tmp_path: Path) -> None:
+    """A journal names its artifact's lock file; one naming a path outside the folder (and the
+    model folder above a ``triton://`` version) is not trtforge's: nothing is rolled back, and
+    no lock file is made there."""
+    seed(tmp_path)
+    backup = tmp_path / f".m.engine.{dead_pid()}-abcd1234.bak.tmp"
+    backup.write_text("not the old engine")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.lock"
+    entries = [{"final": "m.engine", "staged": None, "backup": backup.name}]
+    journal = tmp_path / f".trtforge-commit.{dead_pid()}-abcd1234.journal.tmp"
+    journal.write_text(json.dumps({"lock": os.path.relpath(outside, tmp_path), "entries": entries}))
+    sweep(tmp_path)
+    assert held(tmp_path) == whole("old") and not outside.exists()
 
 
 # ---------------------------------------------------------------- the order of the renames

@@ -27,7 +27,9 @@ Interrupts: SIGINT and SIGTERM are deferred from step 1 to step 5 (recorded, the
 folder is consistent); one that arrives before the commit point rolls back, so an interrupted run
 replaces nothing. Any exception inside the window rolls back too. SIGKILL cannot be deferred:
 the next run that writes to the folder calls :func:`sweep`, which rolls back the journal of a
-dead process and then removes the other temporaries of dead processes. A temporary whose lock
+dead process (under its artifact's lock, and not while another process holds it) and then
+removes the other temporaries of dead processes; a commit sweeps its folder under its lock
+first, so a dead commit of the same artifact is never rolled back over a newer set. A temporary whose lock
 (``flock``, :mod:`trtforge.fsutil`) a process holds is live, whatever its name's pid means here
 (a writer in another container's pid namespace); an unlocked one is judged by that pid: gone,
 or taken by a process that started after the temporary was made (pid reuse), or older than
@@ -107,6 +109,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_locks)
 
 
+def lock_file(folder: Path, name: str, precision: str) -> Path:
+    """The lock file of artifact ``name``/``precision`` committed to ``folder``."""
+    return folder / LOCK_DIR / f"{name}-{precision}.lock"
+
+
 @contextlib.contextmanager
 def artifact_lock(folder: Path, name: str, precision: str) -> Iterator[None]:
     """One writer at a time of artifact ``name``/``precision`` in ``folder``: an OS file lock,
@@ -116,14 +123,25 @@ def artifact_lock(folder: Path, name: str, precision: str) -> Iterator[None]:
 
     ``flock`` itself, as ``fsutil`` takes it on temporaries, where there is one: the filelock
     package costs 31 ms of imports, a tenth of a small model's whole build."""
-    path = folder / LOCK_DIR / f"{name}-{precision}.lock"
+    with _holding(lock_file(folder, name, precision), wait=True):
+        yield
+
+
+@contextlib.contextmanager
+def _holding(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold the lock file ``path`` for the block, reentrant per thread; with ``wait`` off, only if
+    no other holder has it (the block gets False, holding nothing, when one has)."""
     if fcntl is None:  # no flock (Windows): filelock's lock, one object per file, which counts holds
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
         lock = FileLock(str(path), is_singleton=True)
-        _locked(path, lock.acquire)
         try:
-            yield
+            _locked(path, lambda: lock.acquire(timeout=-1 if wait else 0))
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
         finally:
             lock.release()
         return
@@ -133,11 +151,14 @@ def artifact_lock(folder: Path, name: str, precision: str) -> Iterator[None]:
         if held is not None:
             held[1] += 1
     if held is None:
-        fd = _locked(path, lambda: _flocked(path))
+        fd = _locked(path, lambda: _flocked(path, wait))
+        if fd is None:
+            yield False
+            return
         with _held_guard:
             held = _held[key] = [fd, 1]
     try:
-        yield
+        yield True
     finally:
         with _held_guard:
             held[1] -= 1
@@ -157,13 +178,23 @@ def _locked(path: Path, take: Callable[[], Any]) -> Any:
         ) from exc
 
 
-def _flocked(path: Path) -> int:
-    """A descriptor of ``path`` holding an exclusive flock on it (waits for it). Where the file
-    system has no flock (some network and FUSE ones), the descriptor holds nothing and writers are
-    not serialized there, as temporaries on such a file system are owned by their pid alone."""
+def _flocked(path: Path, wait: bool) -> int | None:
+    """A descriptor of ``path`` holding an exclusive flock on it (waited for, or None when another
+    holds it and ``wait`` is off). Where the file system has no flock (some network and FUSE ones),
+    the descriptor holds nothing and writers are not serialized there, as temporaries on such a
+    file system are owned by their pid alone."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        wait_for_lock(fd)
+        if wait:
+            wait_for_lock(fd)
+        else:
+            assert fcntl is not None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        pass  # no flock on this file system: the descriptor holds nothing, as when waiting
     except BaseException:
         os.close(fd)
         raise
@@ -226,11 +257,13 @@ class _Entry:
         return {"final": self.final, "staged": self.staged, "backup": self.backup}
 
 
-def _write_journal(folder: Path, entries: list[_Entry]) -> Path:
-    """The journal, renamed into place complete; nothing of it stays when that fails (a full disk)."""
+def _write_journal(folder: Path, entries: list[_Entry], lock: Path) -> Path:
+    """The journal, renamed into place complete; nothing of it stays when that fails (a full disk).
+    It names the artifact's lock file (relative to ``folder``), which its rollback takes."""
     staged = make_temp(folder, JOURNAL_BASE)
     try:
-        staged.write_text(json.dumps([entry.to_dict() for entry in entries]))
+        document = {"lock": os.path.relpath(lock, folder), "entries": [entry.to_dict() for entry in entries]}
+        staged.write_text(json.dumps(document))
         fsync_file(staged)
         journal = staged.with_name(staged.name.removesuffix(TEMP_SUFFIX) + "." + JOURNAL_KIND)
         rename_temp(staged, journal)
@@ -295,8 +328,9 @@ def _renamed_last(name: str) -> bool:
     return name.endswith(MANIFEST_SUFFIX)
 
 
-def _commit(folder: Path, changes: dict[str, Path | None]) -> None:
-    """Steps 1 to 5 of the protocol (module docstring) for ``changes``: final name -> staged file."""
+def _commit(folder: Path, changes: dict[str, Path | None], lock: Path) -> None:
+    """Steps 1 to 5 of the protocol (module docstring) for ``changes``: final name -> staged file;
+    ``lock``: the artifact's lock file, which the caller holds."""
     entries: list[_Entry] = []
     journal: Path | None = None
     with _Deferral() as deferral:
@@ -306,7 +340,7 @@ def _commit(folder: Path, changes: dict[str, Path | None]) -> None:
                 backup = _backup(final) if final.is_file() else None
                 entries.append(_Entry(name, staged.name if staged else None, backup))
                 on_step(f"backup {name}")
-            journal = _write_journal(folder, entries)
+            journal = _write_journal(folder, entries, lock)
             on_step("journal")
             for entry in entries:
                 if entry.staged is not None:
@@ -385,8 +419,12 @@ class ArtifactWriter:
         for staged in self._changes.values():
             if staged is not None:
                 fsync_file(staged)
-        with artifact_lock(self.lock_folder, self.name, self.precision):
-            _commit(self.folder, self._changes)
+        lock = lock_file(self.lock_folder, self.name, self.precision)
+        with _holding(lock, wait=True):
+            # a dead process's commit of this artifact is rolled back first, under its lock: rolled
+            # back after this commit, it would put its old files back over the new set
+            sweep(self.folder)
+            _commit(self.folder, self._changes, lock)
         self._changes = {}
 
     def __enter__(self) -> ArtifactWriter:
@@ -498,14 +536,32 @@ def _remove(path: Path) -> int | None:
     return size
 
 
-def _recover(journal: Path) -> Swept:
-    """Roll back the interrupted commit a dead process's journal describes."""
+def _read_journal(journal: Path) -> tuple[Path | None, list[_Entry]]:
+    """The artifact's lock file a journal names and its entries; (None, []) for one that is not
+    ours (a journal is renamed into place complete) or names a lock outside its folder and the
+    one above (a ``triton://`` model's); (None, entries) for one written before journals named
+    their lock."""
     try:
-        entries = [_Entry(**item) for item in json.loads(journal.read_text())]
-    except (OSError, ValueError, TypeError):
-        entries = []  # a journal is renamed into place complete; unreadable means not ours
-    removed = rollback(journal.parent, entries)
-    size = _remove(journal)
+        recorded = json.loads(journal.read_text())
+        if isinstance(recorded, list):
+            return None, [_Entry(**item) for item in recorded]
+        where = Path(recorded["lock"])
+        if where.parent not in (Path(LOCK_DIR), Path("..") / LOCK_DIR) or not where.name.endswith(".lock"):
+            return None, []
+        return journal.parent / where, [_Entry(**item) for item in recorded["entries"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None, []
+
+
+def _recover(journal: Path) -> Swept:
+    """Roll back the interrupted commit a dead process's journal describes, under its artifact's
+    lock; left alone while another process holds that lock: its commit rolls this one back first."""
+    lock, entries = _read_journal(journal)
+    with _holding(lock, wait=False) if lock is not None else contextlib.nullcontext(True) as free:
+        if not free:
+            return Swept()
+        removed = rollback(journal.parent, entries)
+        size = _remove(journal)
     return removed + (Swept(1, size, 1) if size is not None else Swept())
 
 
