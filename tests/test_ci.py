@@ -328,6 +328,9 @@ def test_remote_cache_shares_builds_between_runners(
     assert set(_statuses(first).values()) == {"built"}
 
     monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-b-cache"))
+    (tmp_path / "runner-b").mkdir()
+    for engine in (tmp_path / "runner-a").glob("*.engine"):  # another build's report of the same stem
+        (tmp_path / "runner-b" / engine.name.replace(".engine", ".accuracy.json")).write_text("of another build")
     result = runner.invoke(
         app, ["ci", str(project), "--out", str(tmp_path / "runner-b"), "--json", "--remote-cache", remote, "--insecure"]
     )
@@ -338,6 +341,8 @@ def test_remote_cache_shares_builds_between_runners(
         copy = tmp_path / "runner-b" / engine.name
         assert copy.read_bytes() == engine.read_bytes()
         assert read_manifest(copy) == read_manifest(engine)
+    # the remote entry carries engine and manifest: a report of another build is not left beside them
+    assert not list((tmp_path / "runner-b").glob("*.accuracy.json"))
 
 
 def test_remote_cache_down_warns_and_builds_locally(project: Path, tmp_path: Path) -> None:

@@ -247,6 +247,24 @@ def test_for_this_machine_needs_a_gpu_or_a_target(engines: dict[str, Path], tmp_
     assert not (tmp_path / "o").exists()
 
 
+def test_a_pull_replaces_the_whole_artifact_of_its_stem(engines: dict[str, Path], tmp_path: Path) -> None:
+    """The destination held another build of the same stem (its engine gone, its report and
+    attestation left): after the pull, nothing there describes another engine than the pulled one."""
+    registry = f"dir://{tmp_path / 'registry'}"
+    assert cli("publish", str(engines["8.6"]), "--to", registry)[0] == 0
+    out = tmp_path / "pulled"
+    out.mkdir()
+    stem = engines["8.6"].name.removesuffix(".engine")
+    stale = [out / f"{stem}.accuracy.json", out / f"{stem}.intoto.jsonl"]
+    for path in stale:
+        path.write_text("of another build")
+    code, _, err = cli("pull", registry, "--name", "digits-cnn", "--cc", "8.6", "--out", out)
+    assert code == 0, err
+    assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".")) == sorted(
+        [f"{stem}.engine", f"{stem}.manifest.json"]
+    )
+
+
 def test_pull_asks_for_a_precision_when_several_fit(engines: dict[str, Path], tmp_path: Path) -> None:
     """fp32 and fp16 both fit: pull used to take the newest build (one-second resolution, then the
     file name); now it asks, naming what it found and the flag."""

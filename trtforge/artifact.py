@@ -67,7 +67,7 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     rename_temp,
     wait_for_lock,
 )
-from trtforge.manifest import MANIFEST_SUFFIX
+from trtforge.manifest import MANIFEST_SUFFIX, artifact_file_names
 
 if TYPE_CHECKING:
     from trtforge.manifest import Manifest
@@ -397,6 +397,7 @@ class ArtifactWriter:
         self.precision = precision
         self.lock_folder = lock_folder if lock_folder is not None else folder
         self._changes: dict[str, Path | None] = {}
+        self._whole: str | None = None
 
     def stage(self, name: str) -> Path:
         """An empty temporary file that becomes ``folder/name`` on commit; write it completely."""
@@ -410,12 +411,20 @@ class ArtifactWriter:
         self._discard(name)
         self._changes[name] = None
 
+    def replace_whole(self, stem: str) -> None:
+        """The commit replaces every file of artifact ``stem`` (``manifest.artifact_file_names``):
+        those not staged by then are removed, as they describe the engine being replaced."""
+        self._whole = stem
+
     def _discard(self, name: str) -> None:
         earlier = self._changes.pop(name, None)
         if earlier is not None:
             discard_temp(earlier)
 
     def commit(self) -> None:
+        if self._whole is not None:
+            for name in artifact_file_names(self._whole):
+                self._changes.setdefault(name, None)
         for staged in self._changes.values():
             if staged is not None:
                 fsync_file(staged)

@@ -180,6 +180,7 @@ def build_spec(
         manifest_path = manifest_path_for(engine_path)
         report_file = report_path(out_dir, stem)
         with ArtifactWriter(out_dir, spec.name, spec.precision) as writer:
+            writer.replace_whole(stem)  # a previous build's report or attestation would be stale
             engine_sha256 = sha256_beside(result.engine)  # hashed while the same bytes are written
             writer.stage(engine_path.name).write_bytes(result.engine)
             seconds = time.perf_counter() - started
@@ -200,13 +201,9 @@ def build_spec(
 
                 manifest, envelope = sign_build(spec, manifest, engine_path, report_bytes, signing_key)
                 writer.stage(attestation).write_bytes(envelope)
-            else:
-                writer.remove(attestation)
             writer.stage(manifest_path.name).write_text(manifest.to_json(), encoding="utf-8")
             if report is not None:
                 writer.stage(report_file.name).write_text(report.to_json(), encoding="utf-8")
-            else:
-                writer.remove(report_file.name)  # a report of the replaced engine would be stale
             writer.commit()  # engine, manifest and report together: the old set or the new one
         report_path(out_dir, stem, rejected=True).unlink(missing_ok=True)
         reporter.success(f"{spec.name}: {engine_path}")

@@ -189,10 +189,9 @@ def build_key(inputs: dict[str, Any]) -> str:
 
 
 def _artifact_files(directory: Path, stem: str) -> list[Path]:
-    from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, report_path
+    from trtforge.manifest import artifact_file_names
 
-    named = (directory / f"{stem}{ENGINE_SUFFIX}", directory / f"{stem}{MANIFEST_SUFFIX}", report_path(directory, stem))
-    return [path for path in named if path.is_file()]
+    return [directory / name for name in artifact_file_names(stem) if (directory / name).is_file()]
 
 
 class CacheRecord(BaseModel):
@@ -302,14 +301,16 @@ def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) 
         release_temp(staging)
 
 
-def _restore(cache_entry: Path, out_dir: Path, spec: Any) -> str | None:
-    """Copy a cached artifact of ``spec`` into ``out_dir`` as one commit (the old set or the
-    restored one); returns the line saying what stale temporaries of dead runs were removed
-    there, if any."""
+def _restore(cache_entry: Path, out_dir: Path, spec: Any, stem: str) -> str | None:
+    """Copy a cached artifact of ``spec`` into ``out_dir`` as one commit of its whole set (the old
+    one or the restored one: a report or attestation of ``stem`` the entry lacks, as one from the
+    remote cache lacks the report, is removed); returns the line saying what stale temporaries of
+    dead runs were removed there, if any."""
     from trtforge.artifact import ArtifactWriter, sweep
 
     note = sweep(out_dir).note
     with ArtifactWriter(out_dir, spec.name, spec.precision) as writer:
+        writer.replace_whole(stem)
         for path in cache_entry.iterdir():
             if path.name != "record.json":
                 shutil.copyfile(path, writer.stage(path.name))
@@ -484,7 +485,9 @@ def _reuse(
             reporter.warn(f"{spec.name}: build-cache entry {entry} is unusable ({damaged}): rebuilding")
             _discard(entry)
             return None
-        swept = _restore(entry, out, spec)
+        from trtforge.manifest import ENGINE_SUFFIX  # imported already by artifact_problem
+
+        swept = _restore(entry, out, spec, record.engine.removesuffix(ENGINE_SUFFIX))
         if swept:
             reporter.info(f"{spec.name}: {swept}")
         where = "the remote build cache" if remote else "the build cache"

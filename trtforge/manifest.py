@@ -247,6 +247,13 @@ def engine_path_for(manifest: Path) -> Path:
     return manifest.with_name(manifest.name.removesuffix(MANIFEST_SUFFIX) + ENGINE_SUFFIX)
 
 
+def artifact_file_names(stem: str) -> tuple[str, ...]:
+    """Every file of artifact ``stem`` in the folder it was built or pulled into: engine, manifest,
+    accuracy report, attestation. A commit of a new engine stages or removes each of them: one
+    left from an older engine of the same stem would describe another build."""
+    return tuple(stem + suffix for suffix in (ENGINE_SUFFIX, MANIFEST_SUFFIX, REPORT_SUFFIX, ATTESTATION_SUFFIX))
+
+
 def report_path(directory: Path, stem: str, rejected: bool = False) -> Path:
     return directory / f"{stem}{REJECTED_SUFFIX if rejected else REPORT_SUFFIX}"
 

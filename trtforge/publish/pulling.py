@@ -151,6 +151,7 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     note = sweep(out_dir).note
     try:
         with ArtifactWriter(out_dir, chosen.manifest.name, chosen.manifest.precision) as writer:
+            writer.replace_whole(chosen.manifest.stem)  # a report or attestation of another build would stay
             staged = writer.stage(engine_final.name)
             _download_verified(registry, chosen, env, request.policy, staged)
             writer.stage(manifest_final.name).write_bytes(chosen.manifest_bytes)
@@ -161,7 +162,7 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
             )
             if attested.envelope is not None:
                 writer.stage(attestation_path(engine_final).name).write_bytes(attested.envelope)
-            writer.commit()  # engine, manifest (and attestation) together: the old set or the new one
+            writer.commit()  # the artifact's whole set: the old one or the new one
     except BaseException:
         if created:
             _remove_if_empty(out_dir)
