@@ -18,9 +18,12 @@ For each model and precision (fp32, fp16), each run in its own process with a co
   * trtforge: `trtforge build` on a spec with the same model and settings, gate off and on
 The runs of one model are interleaved (repeat 1 of every row, then repeat 2, ...), so load from
 other processes on a shared machine falls on every row alike.
-Ratios (issue 16), per model: gate off / direct at fp32 and fp16 (goal 1.3; 2.0 for the digits CNN,
-whose ~0.15 s build makes start-up dominate); gate on / direct at fp32 (goal 1.3: no onnxruntime
-run at all); gate on / (direct + gate passes) at fp16 (goal 1.0).
+Ratios (issue 16), per model: gate off / direct at fp32 and fp16 (goal 1.3; 2.0 where that
+precision's direct build takes under 0.25 s, as the digits CNN's fp32 one does: start-up dominates
+there); gate on / direct at fp32 (goal 1.3: no onnxruntime run at all; on a host without a GPU
+the gate's candidate is the reference graph itself, so nothing is measured and the row does what
+gate off does); gate on / (direct + gate passes) at fp16 (goal 1.0). One untimed round runs
+every command first (bytecode written, files in the page cache), then the timed rounds.
 Models: the digits CNN, ResNet-18 at 3x64x64 and 3x224x224 with seeded random weights
 (benchmarks/calibration.py builds it), MobileNetV2 at 3x64x64 and a BERT-style encoder (4 layers,
 hidden 256) with two dynamic dims, batch and sequence (benchmarks/qdq_placement.py builds both).
@@ -115,9 +118,12 @@ accuracy: {{enabled: {gate}}}
 
 
 PRECISIONS = ("fp32", "fp16")
-#: gate off / direct: at most this (issue 16); the digits CNN's ~0.15 s build allows 2x (start-up dominates)
+#: gate off / direct: at most this (issue 16); a build whose raw time is ~0.15 s allows 2x (start-up
+#: dominates): the goal follows each row's measured direct time, not the model (the digits CNN's raw
+#: fp16 build, its conversion included, takes over twice its fp32 one)
 GOAL_GATE_OFF = 1.3
 GOAL_GATE_OFF_SMALL = 2.0
+SMALL_BUILD_S = 0.25
 GOAL_GATE_ON_FP32 = 1.3
 GOAL_GATE_ON_FP16 = 1.0
 
@@ -128,7 +134,6 @@ Profile = dict[str, tuple[list[int], list[int], list[int]]]
 class Model:
     path: Path
     profile: Profile  # input -> (min, opt, max)
-    small: bool = False  # a build of ~0.15 s: start-up dominates, the goal is 2x
 
 
 def run_once(command: list[str]) -> float:
@@ -140,7 +145,11 @@ def run_once(command: list[str]) -> float:
 
 
 def interleaved(commands: dict[str, list[str]], repeats: int) -> dict[str, tuple[float, list[float]]]:
-    """Median and samples per row, the rows run in turn once per repeat."""
+    """Median and samples per row, the rows run in turn once per repeat, after one untimed round:
+    the first process to import a module writes its bytecode (``compiled_as_installed``), which
+    would otherwise fall on whichever row runs first."""
+    for command in commands.values():
+        run_once(command)
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
         for name, command in commands.items():
@@ -213,13 +222,17 @@ def own_over_same_allocator(rows: dict) -> dict[str, float]:
     }
 
 
-def goals(model: Model) -> dict[str, float]:
-    """The issue's goal for each ratio of :func:`ratios`."""
-    off = GOAL_GATE_OFF_SMALL if model.small else GOAL_GATE_OFF
+def goals(rows: dict) -> dict[str, float]:
+    """The issue's goal for each ratio of :func:`ratios`: gate off allows 2x where that precision's
+    direct build took under SMALL_BUILD_S."""
+
+    def gate_off(precision: str) -> float:
+        return GOAL_GATE_OFF_SMALL if rows[f"{precision} direct API"][0] < SMALL_BUILD_S else GOAL_GATE_OFF
+
     return {
-        "fp32_gate_off_over_direct": off,
+        "fp32_gate_off_over_direct": gate_off("fp32"),
         "fp32_gate_on_over_baseline": GOAL_GATE_ON_FP32,
-        "fp16_gate_off_over_direct": off,
+        "fp16_gate_off_over_direct": gate_off("fp16"),
         "fp16_gate_on_over_baseline": GOAL_GATE_ON_FP16,
     }
 
@@ -243,7 +256,7 @@ def image(size: int, channels: int = 3) -> Profile:
 def models(work: Path, quick: bool, only: str | None = None) -> dict[str, Model]:
     """The benchmark's models, built into ``work`` (the digits CNN only with ``quick``; the one
     named ``only`` when given)."""
-    found = {"digits-cnn": Model(REPO / "calibration" / "digits" / "digits_cnn.onnx", image(8, 1), small=True)}
+    found = {"digits-cnn": Model(REPO / "calibration" / "digits" / "digits_cnn.onnx", image(8, 1))}
     if quick or only == "digits-cnn":
         return found
     if only is not None and only.startswith("resnet18-"):  # built alone: the others take a while
@@ -312,7 +325,7 @@ def main() -> None:
                 f"{', '.join(f'{s:.2f}' for s in samples)}",
                 file=sys.stderr,
             )
-        found, wanted = ratios(rows), goals(built[label])
+        found, wanted = ratios(rows), goals(rows)
         shown = (f"{k} {v:.2f} (goal {wanted[k]:g}: {'met' if v <= wanted[k] else 'MISSED'})" for k, v in found.items())
         print(f"{label:<16} ratios: " + "; ".join(shown), file=sys.stderr)
         with_dependencies = rows["fp32 trtforge gate off"][0] / rows["fp32 direct + dependencies"][0]
@@ -357,7 +370,7 @@ def main() -> None:
             "goal_gate_on_fp32_over_direct": GOAL_GATE_ON_FP32,
             "goal_gate_on_fp16_over_direct_plus_gate_passes": GOAL_GATE_ON_FP16,
             "help_seconds": round(help_seconds, 4),
-            "goal_help_seconds": 0.3,
+            "small_build_seconds": SMALL_BUILD_S,
         },
         sys.stdout,
         indent=2,

@@ -360,7 +360,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--workdir", type=Path, help="keep model and data here (reused)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds, kinds in turn: fastest time, largest RSS")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds, kinds in turn: fastest time, largest RSS")
     parser.add_argument("--size", type=int, default=64, help="input height and width")
     parser.add_argument("--kinds", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--memory-limit-gib", type=int, default=0, help="address-space cap per run (0: none)")
@@ -406,6 +406,8 @@ def _seconds(row: dict, kind: str) -> float | str | None:
 
 
 FLOOR_GOAL = 1.0  # calibration time over plain onnxruntime inference of the same batches
+#: peak RSS of the largest sample count over the smallest's: "flat" (issue 16) within this
+MEMORY_GROWTH_GOAL = 1.1
 
 
 def calibration_goals(rows: list[dict]) -> dict[str, object]:
@@ -416,14 +418,26 @@ def calibration_goals(rows: list[dict]) -> dict[str, object]:
     ours = {row["samples"]: row.get("trtforge") or row.get("trtforge-ranges") or {} for row in rows}
     peak = {samples: result.get("rss_mib") for samples, result in ours.items()}
     counts = sorted(peak)
+    largest = next(row for row in rows if row["samples"] == counts[-1])
+    judged = largest["ranges_over_floor"]
+    growth = _ratio(peak[counts[-1]], peak[counts[0]]) if len(counts) > 1 else None
     return {
         "ranges_over_floor": {row["samples"]: row["ranges_over_floor"] for row in rows},
         "ours_over_floor": {row["samples"]: row["ours_over_floor"] for row in rows},
         "exposed_over_floor": {row["samples"]: row["exposed_over_floor"] for row in rows},
         "floor_goal": FLOOR_GOAL,
+        # judged at the largest count, on the calibration proper (trtforge-ranges); None: not measured
+        "floor_goal_met": None if judged is None else judged <= FLOOR_GOAL,
         "peak_mib": peak,
-        "memory_growth": _ratio(peak[counts[-1]], peak[counts[0]]),
+        # None with one sample count: flatness needs two
+        "memory_growth": growth,
+        "memory_growth_goal": MEMORY_GROWTH_GOAL,
+        "memory_goal_met": None if growth is None else growth <= MEMORY_GROWTH_GOAL,
     }
+
+
+def _verdict(met: object) -> str:
+    return "not measured" if met is None else "met" if met else "MISSED"
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> None:
@@ -476,6 +490,14 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
         + f" (largest/smallest {goals['memory_growth']})"
         + "; informational, folding and the calibrated tensors exposed as outputs, no statistics / floor: "
         + ", ".join(f"{n}: {ratio}" for n, ratio in goals["exposed_over_floor"].items()),
+        file=sys.stderr,
+    )
+    largest = max(rows, key=lambda row: row["samples"])
+    print(
+        f"verdict at {largest['samples']} samples: calibration proper (ours ranges)/floor "
+        f"{largest['ranges_over_floor']} <= {FLOOR_GOAL}: {_verdict(goals['floor_goal_met'])}; "
+        f"peak memory largest/smallest {goals['memory_growth']} <= {MEMORY_GROWTH_GOAL}: "
+        f"{_verdict(goals['memory_goal_met'])}",
         file=sys.stderr,
     )
     document = {

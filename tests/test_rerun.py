@@ -94,6 +94,18 @@ def _add_data(root: Path, out: Path) -> None:
     np.save(root / "data" / "batch2.npy", np.random.default_rng(9).random((8, 3, 16, 16), np.float32))
 
 
+def _rewrite_data_in_place_with_its_mtime_set_back(root: Path, out: Path) -> None:
+    """Other values in the same file (same inode, same size), its mtime put back with os.utime:
+    only its ctime, which no user tool sets back, says it changed."""
+    path = root / "data" / "batch0.npy"
+    before = path.stat()
+    with open(path, "r+b") as handle:
+        np.save(handle, np.random.default_rng(99).random((8, 3, 16, 16), np.float32))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
 def _edit_spec(root: Path, out: Path) -> None:
     (root / "fp32.yaml").write_text((root / "fp32.yaml").read_text() + "# edited\n")
 
@@ -122,6 +134,7 @@ def _add_subfolder_spec(root: Path, out: Path) -> None:
     [
         (_rewrite_model, {"fp32.yaml": "unchanged", "int8.yaml": "unchanged"}),
         (_add_data, {"fp32.yaml": "unchanged", "int8.yaml": "built"}),
+        (_rewrite_data_in_place_with_its_mtime_set_back, {"fp32.yaml": "unchanged", "int8.yaml": "built"}),
         (_edit_spec, {"fp32.yaml": "built", "int8.yaml": "unchanged"}),
         (_delete_engine, {"fp32.yaml": "restored", "int8.yaml": "unchanged"}),
         (_add_spec, {"fp16.yaml": "built", "fp32.yaml": "unchanged", "int8.yaml": "unchanged"}),
