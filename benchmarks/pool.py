@@ -261,6 +261,11 @@ def goals_table(rows: list[dict[str, Any]]) -> str:
             f"  {spread_us['min']:>6.2f}..{spread_us['max']:<6.2f}"
             f"  {row['ort_run_us']:>21.2f} / {row['pool_path_us']:<5.2f}"
         )
+    for row in rows:
+        lines.append(
+            f"{row['model'][:12]:>12}  verdicts: warm first request {'met' if row['first_request_ok'] else 'MISSED'}, "
+            f"per-request overhead {'met' if row['overhead_ok'] else 'MISSED'}"
+        )
     return "\n".join(lines)
 
 
