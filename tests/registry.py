@@ -126,10 +126,12 @@ def build_engine(
     spec_name: str = "spec.yaml",
     build: str = "",
     precision: str = "fp32",
+    gate: bool = False,
 ) -> Path:
     """A real TensorRT-RTX engine (fp32 or fp16, about a second) in ``folder/out``; returns the .engine path.
 
-    ``build`` is the spec's ``build:`` section as flow YAML, e.g. ``{workspace: 256MiB}``.
+    ``build`` is the spec's ``build:`` section as flow YAML, e.g. ``{workspace: 256MiB}``; ``gate``
+    runs the accuracy gate (on seeded random data), which writes ``{stem}.accuracy.json`` beside it.
     """
     from rich.console import Console
 
@@ -142,7 +144,9 @@ def build_engine(
     spec = folder / spec_name
     spec.write_text(
         f"name: {name}\nmodel: {model}\nprecision: {precision}\nbackend: tensorrt-rtx\ntargets: [{listed}]\n"
-        f"profiles:\n{profiles}\naccuracy: {{enabled: false}}\n" + (f"build: {build}\n" if build else ""),
+        f"profiles:\n{profiles}\n"
+        + ("" if gate else "accuracy: {enabled: false}\n")
+        + (f"build: {build}\n" if build else ""),
         encoding="utf-8",
     )
     quiet = Reporter(Console(file=io.StringIO()), interactive=False)

@@ -337,12 +337,16 @@ def test_remote_cache_shares_builds_between_runners(
     assert result.exit_code == 0, result.stderr
     assert set(_statuses(json.loads(result.stdout)).values()) == {"restored"}
     assert result.stderr.count("restored from the remote build cache") == 3
+    gated = 0
     for engine in (tmp_path / "runner-a").glob("*.engine"):
         copy = tmp_path / "runner-b" / engine.name
         assert copy.read_bytes() == engine.read_bytes()
         assert read_manifest(copy) == read_manifest(engine)
-    # the remote entry carries engine and manifest: a report of another build is not left beside them
-    assert not list((tmp_path / "runner-b").glob("*.accuracy.json"))
+        # the remote entry carries the report too: runner-b has runner-a's, not the other build's
+        report = engine.with_name(engine.name.replace(".engine", ".accuracy.json"))
+        gated += report.is_file()
+        assert report.read_bytes() == copy.with_name(report.name).read_bytes()
+    assert gated == 3
 
 
 def test_remote_cache_down_warns_and_builds_locally(project: Path, tmp_path: Path) -> None:

@@ -304,7 +304,7 @@ def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) 
 def _restore(cache_entry: Path, out_dir: Path, spec: Any, stem: str) -> str | None:
     """Copy a cached artifact of ``spec`` into ``out_dir`` as one commit of its whole set (the old
     one or the restored one: a report or attestation of ``stem`` the entry lacks, as one from the
-    remote cache lacks the report, is removed); returns the line saying what stale temporaries of
+    remote cache lacks the attestation, is removed); returns the line saying what stale temporaries of
     dead runs were removed there, if any."""
     from trtforge.artifact import ArtifactWriter, sweep
 
@@ -400,10 +400,11 @@ def remote_record(annotations: dict[str, str], engine: Path, accuracy: dict[str,
 
 
 def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str, entry: Path, reporter: Any) -> bool:
-    """Fill the local cache entry from the remote cache; False when the remote has no build of
-    this spec under the key. Whatever the remote holds there is checked against the spec (name,
-    precision, source hashes, the build key pushed with it) before it is trusted. A remote that
-    fails or answers with another build only costs the build it would have saved: warn and go on."""
+    """Fill the local cache entry from the remote cache (engine, manifest, and the accuracy report
+    its manifest describes); False when the remote has no build of this spec under the key.
+    Whatever the remote holds there is checked against the spec (name, precision, source hashes,
+    the build key pushed with it) before it is trusted. A remote that fails or answers with
+    another build only costs the build it would have saved: warn and go on."""
     from trtforge.manifest import read_manifest
 
     tag = cache_tag(key)
@@ -411,9 +412,10 @@ def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str
     try:
         with temp_dir(entry.parent, "remote") as scratch:
             registry = _remote(options)
-            engine = registry.pull_tag(tag, scratch)
-            if engine is None:
+            pulled = registry.pull_tag(tag, scratch)
+            if pulled is None:
                 return False
+            engine = pulled.engine
             manifest = read_manifest(engine)
             record = remote_record(registry.annotations(tag), engine, manifest.accuracy)
             problem = (
@@ -426,7 +428,9 @@ def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str
                     f"{spec.name}: remote cache entry {tag} is not this spec's build ({problem}): building locally"
                 )
                 return False
-            _store(entry, scratch, manifest.stem, record.model_dump())
+            for warning in pulled.warnings:
+                reporter.warn(f"{spec.name}: {warning}")
+            _store(entry, scratch, manifest.stem, record.model_dump())  # with the report the pull kept
     except InvalidInputError as exc:  # what the tag holds is refused before anything is written
         reporter.warn(f"{spec.name}: remote cache entry {tag} is refused ({first_line(exc)}): building locally")
         return False
@@ -449,9 +453,13 @@ def _push_remote(options: CiOptions, key: str, record: CacheRecord, engine: Path
 
     annotations = {BUILD_KEY_ANNOTATION: key, MANIFEST_FACTS_ANNOTATION: record.manifest_facts}
     try:
-        _remote(options).push(load_local_artifact(engine), cache_tag(key), force=True, annotations=annotations)
+        artifact = load_local_artifact(engine)  # with its accuracy report, when the gate ran
+        outcome = _remote(options).push(artifact, cache_tag(key), force=True, annotations=annotations)
     except TrtforgeError as exc:
         reporter.warn(f"could not store the build in the remote cache ({exc}); the artifact itself is fine")
+        return
+    for warning in outcome.warnings:
+        reporter.warn(f"remote cache: {warning}")
 
 
 def _reuse(

@@ -33,6 +33,9 @@ SKIPPED_ACCURACY: dict[str, Any] = {"skipped": True, "reason": "accuracy.enabled
 #: so a hostile file cannot exhaust memory or Python's recursion limit
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 32
+#: an accuracy report is a few KB per model output: one read from a registry or beside an engine
+#: to publish is bounded by this
+MAX_REPORT_BYTES = 4 * 1024 * 1024
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))

@@ -140,6 +140,8 @@ def pull(
     rejected = _rejected(outcome.rejected)
     for note in outcome.notes:
         reporter().info(note)
+    for warning in outcome.warnings:
+        reporter().warn(warning)
     if as_json:
         emit_json(
             {
@@ -151,8 +153,10 @@ def pull(
                 "tag": outcome.manifest.tag,
                 "sha256": outcome.manifest.artifact.sha256,
                 "attestation": str(outcome.attestation) if outcome.attestation else None,
+                "report": str(outcome.report) if outcome.report else None,
                 "environment": outcome.environment.to_dict(),
                 "rejected": rejected,
+                "warnings": list(outcome.warnings),
             }
         )
         return

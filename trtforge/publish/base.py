@@ -7,6 +7,7 @@ them obeys the same rules as the runtime loader.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,17 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, did_you_mean
-from trtforge.manifest import ENGINE_SUFFIX, ArtifactPaths, Manifest, read_manifest
+from trtforge.manifest import (
+    ENGINE_SUFFIX,
+    MAX_REPORT_BYTES,
+    REPORT_SUFFIX,
+    ArtifactPaths,
+    Manifest,
+    bounded_json,
+    first_error,
+    read_manifest,
+    report_path,
+)
 from trtforge.tags import NAME_RULE, valid_name
 
 if TYPE_CHECKING:
@@ -142,19 +153,38 @@ def _parse_oci(text: str) -> OciLocation:
 
 @dataclass(frozen=True)
 class LocalArtifact:
-    """An engine and its manifest on disk, proven to match before anything is published."""
+    """An engine and its manifest on disk, proven to match before anything is published, and the
+    accuracy report beside them when it is the one the manifest describes (``report_warning``
+    says why one there is not: registries that keep reports warn with it)."""
 
     engine: Path
     manifest_path: Path
     manifest: Manifest
+    report: bytes | None = field(default=None, repr=False)
+    report_warning: str | None = None
 
     @property
     def manifest_bytes(self) -> bytes:
         return self.manifest_path.read_bytes()
 
+    @property
+    def report_name(self) -> str:
+        return self.manifest.stem + REPORT_SUFFIX
+
+    @property
+    def report_sha256(self) -> str | None:
+        from trtforge.fsutil import sha256_bytes
+
+        return sha256_bytes(self.report) if self.report is not None else None
+
+    def without_report(self) -> LocalArtifact:
+        """The artifact as a registry that keeps no report (``triton://``) publishes it."""
+        return dataclasses.replace(self, report=None, report_warning=None)
+
 
 def load_local_artifact(path: Path) -> LocalArtifact:
-    """Read ``path`` (the .engine or its .manifest.json) and refuse an engine that is not the one described."""
+    """Read ``path`` (the .engine or its .manifest.json) and refuse an engine that is not the one
+    described; the report beside it comes along only if the manifest describes it (``report_problem``)."""
     from trtforge.environment import file_problem
 
     paths = ArtifactPaths.of(path)
@@ -165,7 +195,43 @@ def load_local_artifact(path: Path) -> LocalArtifact:
     problem = file_problem(manifest, engine)
     if problem:
         raise IncompatibleEngineError(f"{engine}: refusing to publish: {problem}", reasons=[problem])
-    return LocalArtifact(engine, manifest_path, manifest)
+    report_file = report_path(engine.parent, manifest.stem)
+    if not report_file.is_file():
+        return LocalArtifact(engine, manifest_path, manifest)
+    try:
+        with open(report_file, "rb") as handle:
+            report = handle.read(MAX_REPORT_BYTES + 1)
+    except OSError as exc:
+        problem = f"it cannot be read ({exc.strerror})"
+    else:
+        problem = report_problem(manifest, report)
+    if problem is None:
+        return LocalArtifact(engine, manifest_path, manifest, report)
+    warning = f"{report_file.name} is not published: {problem}; the engine and manifest are"
+    return LocalArtifact(engine, manifest_path, manifest, report_warning=warning)
+
+
+def report_problem(manifest: Manifest, data: bytes) -> str | None:
+    """Why ``data`` is not the accuracy report ``manifest`` describes; None when it is.
+
+    The one rule for publish and pull: the manifest's ``accuracy`` summary must be the very one
+    ``summary`` gives for these bytes, so a report that is stale (checked again since, the
+    manifest signed and left as it was) or edited never travels as the engine's.
+    """
+    from pydantic import ValidationError
+
+    from trtforge.accuracy.report import AccuracyReport, summary
+
+    try:
+        report = AccuracyReport.model_validate(bounded_json(data, MAX_REPORT_BYTES))
+    except ValueError as exc:  # pydantic's ValidationError is one
+        reason = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        return f"it is not an accuracy report ({reason})"
+    if report.stem != manifest.stem:
+        return f"it is the report of {report.stem!r}"
+    if manifest.accuracy != summary(report, manifest.stem + REPORT_SUFFIX):
+        return "the manifest's accuracy summary does not describe it (edited, or checked again since?)"
+    return None
 
 
 def check_precision(precision: str | None, flag: str = "--precision") -> None:
@@ -281,6 +347,29 @@ class AttestationSource(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportSource(Protocol):
+    """A registry that keeps the accuracy report with the engine (``oci://``, ``dir://``)."""
+
+    def report(self, candidate: Candidate) -> bytes | None:
+        """The candidate's report as stored, not yet judged (None: it has none); one too large or
+        not the bytes its digest names is InvalidInputError, a registry failure RegistryError."""
+        ...
+
+
+def pulled_report(source: ReportSource, candidate: Candidate) -> tuple[bytes | None, str | None]:
+    """The candidate's accuracy report when it is the one its manifest describes (``report_problem``),
+    else None and a warning saying why it is skipped: the engine and manifest are pulled without it."""
+    try:
+        data = source.report(candidate)
+    except InvalidInputError as exc:
+        return None, f"{exc}: accuracy report skipped"
+    problem = report_problem(candidate.manifest, data) if data is not None else None
+    if problem is None:
+        return data, None
+    return None, f"{candidate.reference}: its accuracy report is skipped: {problem}"
+
+
 def matches(manifest: Manifest, name: str, precision: str | None) -> bool:
     return manifest.name == name and (precision is None or manifest.precision == precision)
 
@@ -293,6 +382,8 @@ class Existing:
     manifest_sha256: str | None
     #: the registry's annotations on it (OCI only): ``ci`` records its build key there
     annotations: tuple[tuple[str, str], ...] = ()
+    #: its accuracy report (None: none, or a registry that keeps none)
+    report_sha256: str | None = None
 
 
 Action = Literal["new", "unchanged", "replace"]
@@ -301,8 +392,8 @@ Action = Literal["new", "unchanged", "replace"]
 def decide(existing: Existing | None, artifact: LocalArtifact, force: bool, reference: str) -> tuple[Action, str]:
     """Same engine sha256 again is a no-op; a different engine under the tag needs --force.
 
-    A changed manifest around the same engine (signed since, for instance) is kept unless --force,
-    because "same content" means the same engine.
+    A changed manifest or accuracy report around the same engine (signed or verified since, for
+    instance) is kept unless --force, because "same content" means the same engine.
     """
     from trtforge.fsutil import sha256_bytes
 
@@ -310,14 +401,23 @@ def decide(existing: Existing | None, artifact: LocalArtifact, force: bool, refe
     if existing is None:
         return "new", ""
     if existing.engine_sha256 == sha:
-        same_manifest = existing.manifest_sha256 == sha256_bytes(artifact.manifest_bytes)
-        if same_manifest:
+        if existing.manifest_sha256 != sha256_bytes(artifact.manifest_bytes):
+            changed, why = "manifest", "with another manifest (signed or re-stamped since?)"
+        elif existing.report_sha256 != artifact.report_sha256:
+            changed = "accuracy report"
+            if existing.report_sha256 is None:
+                why = "and manifest without its accuracy report"
+            elif artifact.report is None:
+                why = "and manifest with an accuracy report (none goes up from here)"
+            else:
+                why = "and manifest with another accuracy report (verified since?)"
+        else:
             return "unchanged", f"{reference} already holds this engine (sha256 {sha[:12]}…): nothing to do"
         if force:
-            return "replace", f"same engine, manifest replaced (--force) under {reference}"
+            return "replace", f"same engine, {changed} replaced (--force) under {reference}"
         return "unchanged", (
-            f"{reference} already holds this engine (sha256 {sha[:12]}…) with another manifest "
-            "(signed or re-stamped since?): kept; pass --force to replace the manifest"
+            f"{reference} already holds this engine (sha256 {sha[:12]}…) {why}: kept; "
+            f"pass --force to replace the {changed}"
         )
     if not force:
         held = f"sha256 {existing.engine_sha256[:12]}…" if existing.engine_sha256 else "not a trtforge artifact"

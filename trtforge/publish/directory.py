@@ -1,9 +1,10 @@
 """``dir://PATH``: a plain directory registry, laid out exactly like ``trtforge build --out``.
 
-Flat files, ``{stem}.engine`` beside ``{stem}.manifest.json`` (stem = the OCI tag), so a build
-output folder is already a registry and a registry folder can be checked file by file. The pair
-is written as one commit (:mod:`trtforge.artifact`), ``--force`` included: after any interrupt the
-folder holds the previous pair or the new one.
+Flat files, ``{stem}.engine`` beside ``{stem}.manifest.json`` (stem = the OCI tag) and, when
+the manifest describes it, ``{stem}.accuracy.json``, so a build output folder is already a
+registry and a registry folder can be checked file by file. The files are written as one commit
+(:mod:`trtforge.artifact`), ``--force`` included: after any interrupt the folder holds the
+previous set or the new one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from pathlib import Path
 
 from trtforge.errors import InvalidInputError, RegistryError
 from trtforge.fsutil import check_inside, sha256_bytes, sha256_file
-from trtforge.manifest import MANIFEST_SUFFIX, Manifest, engine_path_for, manifest_path_for
+from trtforge.manifest import (
+    MANIFEST_SUFFIX,
+    MAX_REPORT_BYTES,
+    Manifest,
+    engine_path_for,
+    manifest_path_for,
+    report_path,
+)
 from trtforge.publish.base import (
     Candidate,
     DirLocation,
@@ -46,14 +54,17 @@ class DirRegistry:
         engine_final = self.root / artifact.manifest.artifact.file
         manifest_final = manifest_path_for(engine_final)
         check_inside(self.root, engine_final, f"{self.uri}: artifact.file")
+        report_final = report_path(self.root, artifact.manifest.stem)
+        warnings = (artifact.report_warning,) if artifact.report_warning else ()
         with repository_lock(self.root):
             notes = clean_up(self.root, depth=1)
-            action, detail = decide(_existing(engine_final, manifest_final), artifact, force, str(engine_final))
+            existing = _existing(engine_final, manifest_final, report_final)
+            action, detail = decide(existing, artifact, force, str(engine_final))
             if action == "unchanged":
-                return PublishOutcome("unchanged", str(engine_final), detail, notes=notes)
-            commit_pair(self.root, artifact, engine_final.name, manifest_final.name)
+                return PublishOutcome("unchanged", str(engine_final), detail, warnings, notes=notes)
+            commit_pair(self.root, artifact, engine_final.name, manifest_final.name, report_name=report_final.name)
         status = written_status(action)
-        return PublishOutcome(status, str(engine_final), detail, notes=notes)
+        return PublishOutcome(status, str(engine_final), detail, warnings, notes=notes)
 
     def candidates(self, name: str, precision: str | None) -> Listing:
         if not self.root.is_dir():
@@ -80,12 +91,25 @@ class DirRegistry:
     def fetch(self, candidate: Candidate, into: Path) -> None:
         copy_out(candidate.locator, into)
 
+    def report(self, candidate: Candidate) -> bytes | None:
+        """``{stem}.accuracy.json`` beside the engine (None: none there), read no further than a
+        report may go (``base.report_problem`` refuses one larger)."""
+        path = report_path(candidate.locator.parent, candidate.manifest.stem)
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(MAX_REPORT_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise io_error("read", path, exc) from exc
 
-def _existing(engine: Path, manifest_path: Path) -> Existing | None:
+
+def _existing(engine: Path, manifest_path: Path, report: Path) -> Existing | None:
     current = existing_manifest(manifest_path)
     if current is None:
         return None
     if not isinstance(current, Manifest) or not engine.is_file():
         return Existing(None, None)
     # hash the engine really there: a damaged copy must not pass for "the same content"
-    return Existing(sha256_file(engine), sha256_bytes(manifest_path.read_bytes()))
+    report_sha256 = sha256_file(report) if report.is_file() else None
+    return Existing(sha256_file(engine), sha256_bytes(manifest_path.read_bytes()), report_sha256=report_sha256)

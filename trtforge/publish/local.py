@@ -1,9 +1,9 @@
 """File-system pieces shared by the ``dir://`` and ``triton://`` registries.
 
-Both write an engine and its manifest as one commit (:mod:`trtforge.artifact`: the folder holds
-the old pair or the new one, whatever interrupts the write), serialize publishers with a lock
-file, so two CI jobs never both win the same tag or version number, and clean up what dead
-publishers left while they hold that lock.
+Both write an engine and its manifest (``dir://``: and its accuracy report) as one commit
+(:mod:`trtforge.artifact`: the folder holds the old set or the new one, whatever interrupts the
+write), serialize publishers with a lock file, so two CI jobs never both win the same tag or
+version number, and clean up what dead publishers left while they hold that lock.
 """
 
 from __future__ import annotations
@@ -54,15 +54,26 @@ def repository_lock(root: Path) -> Iterator[None]:
 
 
 def commit_pair(
-    folder: Path, artifact: LocalArtifact, engine_name: str, manifest_name: str, lock_folder: Path | None = None
+    folder: Path,
+    artifact: LocalArtifact,
+    engine_name: str,
+    manifest_name: str,
+    lock_folder: Path | None = None,
+    report_name: str | None = None,
 ) -> None:
     """Copy the engine (streamed, any size) and its manifest into ``folder`` as one commit, under
-    the artifact's lock in ``lock_folder`` (default ``folder``)."""
+    the artifact's lock in ``lock_folder`` (default ``folder``). A registry that keeps reports
+    names the file in ``report_name``: the artifact's report goes there, and without one a report
+    left there by the engine being replaced is removed in the same commit."""
     manifest = artifact.manifest
     try:
         with ArtifactWriter(folder, manifest.name, manifest.precision, lock_folder) as writer:
             shutil.copyfile(artifact.engine, writer.stage(engine_name))
             writer.stage(manifest_name).write_bytes(artifact.manifest_bytes)
+            if report_name is not None and artifact.report is not None:
+                writer.stage(report_name).write_bytes(artifact.report)
+            elif report_name is not None and (folder / report_name).exists():
+                writer.remove(report_name)
             writer.commit()
     except OSError as exc:
         raise io_error("write", folder / engine_name, exc) from exc

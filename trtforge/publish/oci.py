@@ -1,10 +1,12 @@
 """``oci://HOST[:PORT]/REPO``: one OCI artifact per engine, pushed and pulled with ORAS (``oras``).
 
 An artifact is an OCI image manifest (``artifactType`` = ``application/vnd.trtforge.engine.v1``)
-whose config is the empty descriptor and whose two layers are the engine
-(``application/vnd.trtforge.engine.layer.v1``) and the trtforge manifest
-(``application/vnd.trtforge.manifest.v1+json``), each titled with its file name so that a plain
-``oras pull`` writes the usual ``{stem}.engine`` / ``{stem}.manifest.json`` pair. The OCI tag is
+whose config is the empty descriptor and whose layers are the engine
+(``application/vnd.trtforge.engine.layer.v1``), the trtforge manifest
+(``application/vnd.trtforge.manifest.v1+json``) and, when the gate ran and the manifest describes
+it, the accuracy report (``application/vnd.trtforge.accuracy.v1+json``), each titled with its file
+name so that a plain ``oras pull`` writes the usual ``{stem}.engine`` / ``{stem}.manifest.json`` /
+``{stem}.accuracy.json`` files. The OCI tag is
 the stem, ``{name}-{precision}-{tag}``. Manifest annotations (``dev.trtforge.*``) repeat the
 compatibility facts for people and registry UIs; ``pull`` always reads the manifest layer itself,
 because the rules need all of it and a signature covers exactly those bytes.
@@ -52,7 +54,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, first_line
 from trtforge.fsutil import sha256_bytes
-from trtforge.manifest import MANIFEST_SUFFIX, MAX_MANIFEST_BYTES, Manifest, bounded_json, first_error, parse_manifest
+from trtforge.manifest import (
+    MANIFEST_SUFFIX,
+    MAX_MANIFEST_BYTES,
+    MAX_REPORT_BYTES,
+    REPORT_SUFFIX,
+    Manifest,
+    bounded_json,
+    first_error,
+    parse_manifest,
+)
 from trtforge.publish.base import (
     PRECISIONS,
     Candidate,
@@ -65,6 +76,7 @@ from trtforge.publish.base import (
     check_artifact_file_name,
     decide,
     matches,
+    pulled_report,
     written_status,
 )
 from trtforge.tags import Platform
@@ -76,6 +88,7 @@ if TYPE_CHECKING:
 ARTIFACT_TYPE = "application/vnd.trtforge.engine.v1"
 ENGINE_MEDIA_TYPE = "application/vnd.trtforge.engine.layer.v1"
 MANIFEST_MEDIA_TYPE = "application/vnd.trtforge.manifest.v1+json"
+REPORT_MEDIA_TYPE = "application/vnd.trtforge.accuracy.v1+json"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 OCI_MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -142,17 +155,21 @@ def image_manifest(artifact: LocalArtifact) -> dict[str, Any]:
     """The OCI image manifest of one trtforge artifact (pure: the layers are described, not read)."""
     manifest = artifact.manifest
     manifest_bytes = artifact.manifest_bytes
+    layers = [
+        descriptor(ENGINE_MEDIA_TYPE, manifest.artifact.sha256, manifest.artifact.size, manifest.artifact.file),
+        descriptor(
+            MANIFEST_MEDIA_TYPE, sha256_bytes(manifest_bytes), len(manifest_bytes), manifest.stem + MANIFEST_SUFFIX
+        ),
+    ]
+    if artifact.report is not None:
+        size = len(artifact.report)
+        layers.append(descriptor(REPORT_MEDIA_TYPE, sha256_bytes(artifact.report), size, artifact.report_name))
     return {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST_MEDIA_TYPE,
         "artifactType": ARTIFACT_TYPE,
         "config": descriptor(EMPTY_MEDIA_TYPE, sha256_bytes(EMPTY_JSON), len(EMPTY_JSON)),
-        "layers": [
-            descriptor(ENGINE_MEDIA_TYPE, manifest.artifact.sha256, manifest.artifact.size, manifest.artifact.file),
-            descriptor(
-                MANIFEST_MEDIA_TYPE, sha256_bytes(manifest_bytes), len(manifest_bytes), manifest.stem + MANIFEST_SUFFIX
-            ),
-        ],
+        "layers": layers,
         "annotations": artifact_annotations(manifest),
     }
 
@@ -219,12 +236,22 @@ class Referrer(_Answer):
 
 @dataclass(frozen=True)
 class Located:
-    """Where a candidate's bytes are: its tag, its engine layer, and its image manifest (the
-    ``subject`` its referrers name)."""
+    """Where a candidate's bytes are: its tag, its engine layer, its image manifest (the
+    ``subject`` its referrers name) and its accuracy report layer, if it has one."""
 
     tag: str
     engine: OciDescriptor
     subject: dict[str, Any]
+    report: OciDescriptor | None
+
+
+@dataclass(frozen=True)
+class PulledTag:
+    """What ``pull_tag`` wrote: the engine (its manifest and report beside it), and why a report
+    layer was skipped, if one was."""
+
+    engine: Path
+    warnings: tuple[str, ...] = ()
 
 
 AnswerT = TypeVar("AnswerT", bound=_Answer)
@@ -536,19 +563,22 @@ class OciRegistry:
     def _api(self, path: str) -> str:
         return self._url(f"{self.location.host}/v2/{self.location.repository}/{path}")
 
-    def _small_blob(self, tag: str, layer: OciDescriptor) -> bytes:
-        """The manifest layer, read no further than its declared size, and checked against its digest."""
-        if layer.size > MAX_MANIFEST_BYTES:
-            raise InvalidInputError(f"{tag}: its manifest layer is {layer.size:,} bytes, not a trtforge manifest")
+    def _small_blob(
+        self, tag: str, layer: OciDescriptor, what: str = "manifest", limit: int = MAX_MANIFEST_BYTES
+    ) -> bytes:
+        """A layer read whole (the manifest, the accuracy report): no further than its declared
+        size, which ``limit`` bounds, and checked against its digest."""
+        if layer.size > limit:
+            raise InvalidInputError(f"{tag}: its {what} layer is {layer.size:,} bytes, not a trtforge {what}")
         client = self._connect()
         with (
-            self._network(f"reading the manifest layer of {tag}"),
+            self._network(f"reading the {what} layer of {tag}"),
             client.get_blob(self._container(tag), layer.digest, stream=True) as response,
         ):
-            self._check(response, f"reading the manifest layer of {tag}")
-            data = read_at_most(response, layer.size, f"the manifest layer of {tag}")
+            self._check(response, f"reading the {what} layer of {tag}")
+            data = read_at_most(response, layer.size, f"the {what} layer of {tag}")
         if f"sha256:{sha256_bytes(data)}" != layer.digest:
-            raise InvalidInputError(f"{tag}: its manifest layer does not match its digest (damaged in the registry)")
+            raise InvalidInputError(f"{tag}: its {what} layer does not match its digest (damaged in the registry)")
         return data
 
     def _existing(self, tag: str) -> Existing | None:
@@ -558,10 +588,12 @@ class OciRegistry:
         engine, manifest = image.layer(ENGINE_MEDIA_TYPE), image.layer(MANIFEST_MEDIA_TYPE)
         if not image.is_trtforge_artifact or engine is None or manifest is None:
             return Existing(None, None)
+        report = image.layer(REPORT_MEDIA_TYPE)
         return Existing(
             engine.digest.removeprefix("sha256:"),
             manifest.digest.removeprefix("sha256:"),
             tuple(sorted((image.annotations or {}).items())),
+            report.digest.removeprefix("sha256:") if report else None,
         )
 
     def candidates(self, name: str, precision: str | None) -> Listing:
@@ -597,10 +629,18 @@ class OciRegistry:
         reference = f"{self.location.host}/{self.location.repository}:{tag}"
         manifest = parse_manifest(data, reference)
         check_artifact_file_name(manifest, reference)
-        _check_layers(reference, manifest, engine, manifest_layer)
+        report = image.layer(REPORT_MEDIA_TYPE)
+        _check_layers(reference, manifest, engine, manifest_layer, report)
         return Candidate(
-            reference=reference, manifest=manifest, manifest_bytes=data, locator=Located(tag, engine, subject)
+            reference=reference, manifest=manifest, manifest_bytes=data, locator=Located(tag, engine, subject, report)
         )
+
+    def report(self, candidate: Candidate) -> bytes | None:
+        """The accuracy report layer, bounded and checked against its digest; None without one."""
+        located: Located = candidate.locator
+        if located.report is None:
+            return None
+        return self._small_blob(located.tag, located.report, "accuracy report", MAX_REPORT_BYTES)
 
     def fetch(self, candidate: Candidate, into: Path) -> None:
         """Stream the engine blob into ``into``, stopping at the size its descriptor declares (the
@@ -803,6 +843,7 @@ class OciRegistry:
         """Push under ``tag``: the artifact's stem when publishing, a build-cache key for ``ci``
         (which records the key in ``annotations``, to check what it pulls back)."""
         reference = f"{self.location.host}/{self.location.repository}:{tag}"
+        warnings = (artifact.report_warning,) if artifact.report_warning else ()
         existing = self._existing(tag)
         action, detail = decide(existing, artifact, force, reference)
         if (
@@ -814,18 +855,23 @@ class OciRegistry:
             # the same bytes without the annotations asked for (a build-cache entry without its key)
             action, detail = "replace", f"same engine, annotations recorded (--force) under {reference}"
         if action == "unchanged":
-            return PublishOutcome("unchanged", reference, detail)
+            return PublishOutcome("unchanged", reference, detail, warnings)
         client = self._connect()
         container = self._container(tag)
         image = image_manifest(artifact)
         image["annotations"].update(annotations or {})
-        engine_layer, manifest_layer = image["layers"]
+        engine_layer, *small_layers = image["layers"]
         with tempfile.TemporaryDirectory(prefix="trtforge-push-") as scratch:
             config_file = Path(scratch) / "config.json"
             config_file.write_bytes(EMPTY_JSON)
-            manifest_copy = Path(scratch) / manifest_layer["annotations"][TITLE]
-            manifest_copy.write_bytes(artifact.manifest_bytes)  # exactly the bytes the descriptor hashes
-            uploads = ((artifact.engine, engine_layer), (manifest_copy, manifest_layer), (config_file, image["config"]))
+            uploads = [(artifact.engine, engine_layer)]
+            # exactly the bytes the descriptors hash: the manifest, and the report when it goes up
+            contents = [artifact.manifest_bytes] + ([artifact.report] if artifact.report is not None else [])
+            for layer, data in zip(small_layers, contents, strict=True):
+                copy = Path(scratch) / layer["annotations"][TITLE]
+                copy.write_bytes(data)
+                uploads.append((copy, layer))
+            uploads.append((config_file, image["config"]))
             for path, layer in uploads:
                 chunked = layer["size"] > self.chunked_above
                 with self._network(f"uploading {path.name}"):
@@ -838,19 +884,20 @@ class OciRegistry:
             self._check(response, f"tagging {tag}")
         digest = response.headers.get("Docker-Content-Digest", "")
         status = written_status(action)
-        return PublishOutcome(status, reference, detail, extra={"digest": digest, "oci_tag": tag})
+        return PublishOutcome(status, reference, detail, warnings, extra={"digest": digest, "oci_tag": tag})
 
     def annotations(self, tag: str) -> dict[str, str]:
         """The annotations of the image manifest tagged ``tag`` (empty when there is none)."""
         image = self._image_manifest(tag)
         return dict(image.annotations or {}) if image else {}
 
-    def pull_tag(self, tag: str, into: Path) -> Path | None:
-        """Download the artifact tagged ``tag`` into the folder ``into`` (engine and manifest under
-        their own names); None when the tag does not exist. A tag holding what trtforge refuses (not
-        a trtforge artifact, a layer titled as a path, an engine its manifest does not pin) is
-        InvalidInputError, and a failing or misbehaving registry RegistryError (``ci`` warns with
-        either and builds locally). The caller verifies the engine."""
+    def pull_tag(self, tag: str, into: Path) -> PulledTag | None:
+        """Download the artifact tagged ``tag`` into the folder ``into`` (engine, manifest and the
+        report its manifest describes, under their own names); None when the tag does not exist. A
+        tag holding what trtforge refuses (not a trtforge artifact, a layer titled as a path, an
+        engine its manifest does not pin) is InvalidInputError, and a failing or misbehaving
+        registry RegistryError (``ci`` warns with either and builds locally); a report layer that
+        is not the manifest's is skipped with a warning. The caller verifies the engine."""
         found = self._read_manifest(tag)
         if found is None:
             return None
@@ -858,13 +905,24 @@ class OciRegistry:
         engine = into / candidate.manifest.artifact.file
         self.fetch(candidate, engine)
         (into / (candidate.manifest.stem + MANIFEST_SUFFIX)).write_bytes(candidate.manifest_bytes)
-        return engine
+        report, warning = pulled_report(self, candidate)
+        if report is not None:
+            (into / (candidate.manifest.stem + REPORT_SUFFIX)).write_bytes(report)
+        return PulledTag(engine, (warning,) if warning else ())
 
 
-def _check_layers(reference: str, manifest: Manifest, engine: OciDescriptor, manifest_layer: OciDescriptor) -> None:
+def _check_layers(
+    reference: str,
+    manifest: Manifest,
+    engine: OciDescriptor,
+    manifest_layer: OciDescriptor,
+    report: OciDescriptor | None,
+) -> None:
     """The layers must be the files the manifest names and pins: titles (what a plain ``oras pull``
     writes, so never a path) equal to its file names, the engine descriptor equal to its sha256 and size."""
-    expected = ((engine, manifest.artifact.file), (manifest_layer, manifest.stem + MANIFEST_SUFFIX))
+    expected = [(engine, manifest.artifact.file), (manifest_layer, manifest.stem + MANIFEST_SUFFIX)]
+    if report is not None:
+        expected.append((report, manifest.stem + REPORT_SUFFIX))
     for layer, name in expected:
         if layer.title is not None and layer.title != name:
             raise InvalidInputError(

@@ -13,6 +13,10 @@ before anything is committed; one that does not verify refuses the pull (exit 5)
 that verifies is written beside the engine (``{stem}.intoto.jsonl``). Without one, the manifest's
 embedded signature (already required by the policy) stands, and a note says so. Such a pull
 always downloads (an engine already here is no proof that its referrers still verify).
+
+From a registry that keeps accuracy reports (``oci://``, ``dir://``), the chosen artifact's report
+comes along in the same commit when its manifest describes it (``base.report_problem``, the rule
+publish applies); one that is not, or that the registry serves damaged, is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -31,16 +35,18 @@ from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.compat import DEFAULT_POLICY, Environment, LoadPolicy, Problem, policy_problems
 from trtforge.environment import Target, file_problem, measure_engine
 from trtforge.errors import IncompatibleEngineError, TrtforgeError
-from trtforge.fsutil import check_inside, ensure_writable_dir, sha256_bytes
-from trtforge.manifest import Manifest, attestation_path, manifest_path_for
+from trtforge.fsutil import check_inside, ensure_writable_dir, sha256_bytes, sha256_file
+from trtforge.manifest import Manifest, attestation_path, manifest_path_for, report_path
 from trtforge.provenance import verify_provenance
 from trtforge.publish.base import (
     AttestationSource,
     Candidate,
     NoCompatibleArtifactError,
     Registry,
+    ReportSource,
     check_artifact_file_name,
     check_name,
+    pulled_report,
 )
 from trtforge.selection import Rejection, select_engine, signature_facts, skipped_note
 from trtforge.tags import FLAVORS
@@ -65,6 +71,8 @@ class PullOutcome:
     rejected: tuple[tuple[str, tuple[Problem, ...]], ...]
     notes: tuple[str, ...] = ()  # info lines, e.g. stale temporaries of dead runs removed
     attestation: Path | None = None  # the verified attestation written beside the engine
+    report: Path | None = None  # the accuracy report beside the engine, when the registry gave one
+    warnings: tuple[str, ...] = ()  # e.g. a report skipped, and why
 
 
 def target_environments(target: Target | None = None) -> tuple[Environment, ...]:
@@ -140,11 +148,22 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     engine_final = out_dir / chosen.manifest.artifact.file
     manifest_final = manifest_path_for(engine_final)
     check_inside(out_dir, engine_final, f"{chosen.reference}: artifact.file")
+    report_final = report_path(out_dir, chosen.manifest.stem)
+    report, warning = pulled_report(registry, chosen) if isinstance(registry, ReportSource) else (None, None)
+    warnings = (warning,) if warning else ()
     # the one place the rule lives: --require-signature on a registry that keeps attestations
     referrers = registry if request.policy.require_signature and isinstance(registry, AttestationSource) else None
-    if referrers is None and _already_here(chosen, engine_final, manifest_final):
+    if referrers is None and _already_here(chosen, engine_final, manifest_final, report, report_final):
         return PullOutcome(
-            "unchanged", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections
+            "unchanged",
+            chosen.reference,
+            engine_final,
+            manifest_final,
+            chosen.manifest,
+            env,
+            rejections,
+            report=report_final if report is not None else None,
+            warnings=warnings,
         )
     created = not out_dir.exists()
     ensure_writable_dir(out_dir)
@@ -162,6 +181,8 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
             )
             if attested.envelope is not None:
                 writer.stage(attestation_path(engine_final).name).write_bytes(attested.envelope)
+            if report is not None:
+                writer.stage(report_final.name).write_bytes(report)
             writer.commit()  # the artifact's whole set: the old one or the new one
     except BaseException:
         if created:
@@ -170,7 +191,17 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     notes = ((note,) if note else ()) + attested.notes
     attestation = attestation_path(engine_final) if attested.envelope is not None else None
     return PullOutcome(
-        "pulled", chosen.reference, engine_final, manifest_final, chosen.manifest, env, rejections, notes, attestation
+        "pulled",
+        chosen.reference,
+        engine_final,
+        manifest_final,
+        chosen.manifest,
+        env,
+        rejections,
+        notes,
+        attestation,
+        report_final if report is not None else None,
+        warnings,
     )
 
 
@@ -251,11 +282,16 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def _already_here(candidate: Candidate, engine: Path, manifest_path: Path) -> bool:
-    """Same manifest bytes and an engine that hashes to its sha256: pulling again changes nothing."""
+def _already_here(
+    candidate: Candidate, engine: Path, manifest_path: Path, report: bytes | None, report_file: Path
+) -> bool:
+    """Same manifest bytes, the registry's report (if it gave one) already beside it, and an engine
+    that hashes to its sha256: pulling again changes nothing."""
     if not (engine.is_file() and manifest_path.is_file()):
         return False
     if sha256_bytes(manifest_path.read_bytes()) != sha256_bytes(candidate.manifest_bytes):
+        return False
+    if report is not None and not (report_file.is_file() and sha256_file(report_file) == sha256_bytes(report)):
         return False
     return file_problem(candidate.manifest, engine) is None
 

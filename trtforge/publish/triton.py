@@ -116,6 +116,7 @@ class TritonRegistry:
         self.uri = location.uri
 
     def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
+        artifact = artifact.without_report()  # a model repository is laid out for serving: no report in it
         manifest = artifact.manifest
         check_triton_io(manifest)
         warnings = [RTX_WARNING] if manifest.tensorrt.flavor == FLAVOR_RTX else []

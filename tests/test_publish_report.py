@@ -1,0 +1,239 @@
+"""The accuracy report travels with its artifact: a gated build published to oci:// (a third
+layer) or dir:// (the file beside the engine) and pulled back, against the real registry on
+127.0.0.1; a report its manifest does not describe neither goes up nor comes down."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from clitools import cli
+from models import need_rtx
+from registry import RunningRegistry, build_engine
+
+from trtforge.manifest import SKIPPED_ACCURACY, manifest_path_for, read_manifest, report_path
+from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
+from trtforge.publish.base import report_problem
+from trtforge.publish.oci import OCI_MANIFEST_MEDIA_TYPE, REPORT_MEDIA_TYPE, TITLE
+
+need_rtx()
+
+MANIFEST = {"Accept": OCI_MANIFEST_MEDIA_TYPE}
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An fp16 digits engine whose gate ran (simulated candidate, seeded random data)."""
+    return build_engine(tmp_path_factory.mktemp("gated"), precision="fp16", gate=True)
+
+
+@pytest.fixture
+def repository(oci_registry: RunningRegistry, request: pytest.FixtureRequest) -> str:
+    return oci_registry.uri(f"tests/report-{request.node.name.lower().replace('_', '-')}")
+
+
+def report_of(engine: Path) -> Path:
+    return report_path(engine.parent, read_manifest(engine).stem)
+
+
+def copy_artifact(engine: Path, folder: Path) -> Path:
+    """The engine, manifest and report in a folder of their own (to edit one of them)."""
+    folder.mkdir(parents=True)
+    for path in (engine, manifest_path_for(engine), report_of(engine)):
+        shutil.copy2(path, folder / path.name)
+    return folder / engine.name
+
+
+def edited(report: bytes) -> bytes:
+    """The report with another verdict: what its manifest's summary no longer describes."""
+    document = json.loads(report)
+    document["outputs"][0]["metrics"]["cosine"] = 0.5
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
+def image(oci_registry: RunningRegistry, uri: str, tag: str) -> dict:
+    repo = uri.removeprefix(f"oci://{oci_registry.host}/")
+    response = requests.get(f"http://{oci_registry.host}/v2/{repo}/manifests/{tag}", headers=MANIFEST, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def put_image(oci_registry: RunningRegistry, uri: str, tag: str, document: dict) -> None:
+    repo = uri.removeprefix(f"oci://{oci_registry.host}/")
+    response = requests.put(
+        f"http://{oci_registry.host}/v2/{repo}/manifests/{tag}",
+        data=json.dumps(document).encode(),
+        headers={"Content-Type": OCI_MANIFEST_MEDIA_TYPE},
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
+def pull(uri: str, out: Path, *extra: str) -> tuple[int, dict, str]:
+    code, stdout, err = cli(
+        "pull", uri, "--name", "digits-cnn", "--cc", "8.6", "--out", out, "--json", *extra, *_insecure(uri)
+    )
+    return code, json.loads(stdout) if stdout.strip() else {}, err
+
+
+def _insecure(uri: str) -> tuple[str, ...]:
+    return ("--insecure",) if uri.startswith("oci://") else ()
+
+
+def test_the_report_rule_is_the_manifests_summary(gated: Path) -> None:
+    manifest = read_manifest(gated)
+    report = report_of(gated).read_bytes()
+    assert report_problem(manifest, report) is None
+    assert "does not describe it" in (report_problem(manifest, edited(report)) or "")
+    other = json.loads(report) | {"stem": "digits-cnn-fp16-other"}
+    assert "the report of 'digits-cnn-fp16-other'" in (report_problem(manifest, json.dumps(other).encode()) or "")
+    assert "not an accuracy report" in (report_problem(manifest, b"[" * 100_000) or "")
+    assert "not an accuracy report" in (report_problem(manifest, b'{"schema": "x"}') or "")
+    skipped = manifest.replace(accuracy=dict(SKIPPED_ACCURACY))
+    assert "does not describe it" in (report_problem(skipped, report) or "")
+
+
+def test_the_report_goes_up_as_a_third_layer_and_comes_back_byte_identical(
+    oci_registry: RunningRegistry, repository: str, gated: Path, tmp_path: Path
+) -> None:
+    report = report_of(gated)
+    code, stdout, err = cli("publish", gated, "--to", repository, "--insecure", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["warnings"] == []
+    layers = image(oci_registry, repository, read_manifest(gated).stem)["layers"]
+    assert len(layers) == 3
+    assert layers[2]["mediaType"] == REPORT_MEDIA_TYPE == "application/vnd.trtforge.accuracy.v1+json"
+    assert layers[2]["annotations"][TITLE] == report.name
+    assert layers[2]["size"] == report.stat().st_size
+
+    out = tmp_path / "pulled"
+    code, document, err = pull(repository, out)
+    assert code == 0, err
+    assert document["status"] == "pulled" and document["warnings"] == []
+    assert Path(document["report"]) == out / report.name
+    assert (out / report.name).read_bytes() == report.read_bytes()
+    assert (out / gated.name).read_bytes() == gated.read_bytes()
+    assert pull(repository, out)[1]["status"] == "unchanged"
+    (out / report.name).unlink()  # a report missing here: pulling again brings it back
+    code, document, err = pull(repository, out)
+    assert code == 0 and document["status"] == "pulled", err
+    assert (out / report.name).read_bytes() == report.read_bytes()
+
+
+def test_a_stale_report_is_not_pushed_and_the_real_one_needs_force(
+    oci_registry: RunningRegistry, repository: str, gated: Path, tmp_path: Path
+) -> None:
+    stale = copy_artifact(gated, tmp_path / "stale")
+    report = report_of(stale)
+    report.write_bytes(edited(report.read_bytes()))
+    code, stdout, err = cli("publish", stale, "--to", repository, "--insecure", "--json")
+    assert code == 0, err
+    (warning,) = json.loads(stdout)["warnings"]
+    assert warning.startswith(f"{report.name} is not published: the manifest's accuracy summary does not describe it")
+    assert "the engine and manifest are" in warning and warning in err
+    stem = read_manifest(gated).stem
+    assert [layer["mediaType"] for layer in image(oci_registry, repository, stem)["layers"]][2:] == []
+    code, document, err = pull(repository, tmp_path / "pulled")
+    assert code == 0 and document["report"] is None, err
+    assert not (tmp_path / "pulled" / report.name).exists()
+
+    # the same engine and manifest with their report: kept as it is unless --force, as a changed manifest
+    code, stdout, err = cli("publish", gated, "--to", repository, "--insecure", "--json")
+    assert code == 0 and json.loads(stdout)["status"] == "unchanged", err
+    assert "without its accuracy report: kept; pass --force" in json.loads(stdout)["detail"]
+    code, stdout, err = cli("publish", gated, "--to", repository, "--insecure", "--force", "--json")
+    assert code == 0 and json.loads(stdout)["status"] == "replaced", err
+    assert "accuracy report replaced (--force)" in json.loads(stdout)["detail"]
+    assert len(image(oci_registry, repository, stem)["layers"]) == 3
+
+
+def test_a_report_layer_edited_in_the_registry_is_skipped_on_pull(repository: str, gated: Path, tmp_path: Path) -> None:
+    """The registry holds a report blob the manifest's summary does not describe (pushed past
+    publish's own check): the engine and manifest are pulled, the report skipped with a warning."""
+    location = parse_location(repository)
+    assert isinstance(location, OciLocation)
+    artifact = load_local_artifact(gated)
+    assert artifact.report is not None
+    hostile = dataclasses.replace(artifact, report=edited(artifact.report))
+    assert open_registry(location, insecure=True).push(hostile, artifact.manifest.stem).status == "published"
+    out = tmp_path / "pulled"
+    code, document, err = pull(repository, out)
+    assert code == 0, err
+    assert document["status"] == "pulled" and document["report"] is None
+    (warning,) = document["warnings"]
+    assert "its accuracy report is skipped: the manifest's accuracy summary does not describe it" in warning
+    assert warning in err
+    assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".")) == sorted(
+        [gated.name, manifest_path_for(gated).name]
+    )
+    assert (out / gated.name).read_bytes() == gated.read_bytes()
+
+
+def test_a_report_layer_titled_as_a_path_is_refused(
+    oci_registry: RunningRegistry, repository: str, gated: Path, tmp_path: Path
+) -> None:
+    assert cli("publish", gated, "--to", repository, "--insecure")[0] == 0
+    stem = read_manifest(gated).stem
+    document = image(oci_registry, repository, stem)
+    document["layers"][2]["annotations"][TITLE] = "../../x.accuracy.json"
+    put_image(oci_registry, repository, stem, document)
+    out = tmp_path / "deep" / "out"
+    code, _, err = pull(repository, out)
+    assert code == 5, err
+    assert "titled '../../x.accuracy.json'" in err and "refused" in err
+    assert not out.exists() and not list(tmp_path.rglob("x.accuracy.json"))
+
+
+def test_dir_registry_keeps_the_report_beside_the_engine(gated: Path, tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    report = report_of(gated)
+    code, stdout, err = cli("publish", gated, "--to", f"dir://{registry}", "--json")
+    assert code == 0 and json.loads(stdout)["warnings"] == [], err
+    assert (registry / report.name).read_bytes() == report.read_bytes()
+    code, document, err = pull(f"dir://{registry}", tmp_path / "pulled")
+    assert code == 0 and document["warnings"] == [], err
+    assert (tmp_path / "pulled" / report.name).read_bytes() == report.read_bytes()
+
+    # a stale report beside the same engine: not published; --force leaves the registry without one
+    stale = copy_artifact(gated, tmp_path / "stale")
+    report_of(stale).write_bytes(edited(report.read_bytes()))
+    code, stdout, err = cli("publish", stale, "--to", f"dir://{registry}", "--force", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["status"] == "replaced"
+    assert json.loads(stdout)["warnings"][0].startswith(f"{report.name} is not published")
+    assert not (registry / report.name).exists()
+    # a report edited in the registry is skipped on pull
+    (registry / report.name).write_bytes(edited(report.read_bytes()))
+    code, document, err = pull(f"dir://{registry}", tmp_path / "again")
+    assert code == 0 and document["report"] is None, err
+    assert "its accuracy report is skipped" in document["warnings"][0]
+    assert not (tmp_path / "again" / report.name).exists()
+
+
+def test_a_report_layer_damaged_in_the_registry_is_skipped_on_pull(
+    oci_registry: RunningRegistry, repository: str, gated: Path, tmp_path: Path
+) -> None:
+    """Bytes that are not the ones the layer's digest names: skipped, the engine still pulled."""
+    location = parse_location(repository)
+    assert isinstance(location, OciLocation)
+    artifact = load_local_artifact(gated)
+    assert artifact.report is not None
+    # a blob of its own (the registry shares blobs between repositories); ``seconds`` is not summarized
+    own = json.loads(artifact.report) | {"seconds": 4321.5}
+    report = (json.dumps(own, indent=2) + "\n").encode()
+    assert report_problem(artifact.manifest, report) is None
+    registry = open_registry(location, insecure=True)
+    assert registry.push(dataclasses.replace(artifact, report=report), artifact.manifest.stem).status == "published"
+    layer = image(oci_registry, repository, artifact.manifest.stem)["layers"][2]
+    blob = oci_registry.blob(layer["digest"])
+    blob.write_bytes(blob.read_bytes().replace(b"4321.5", b"4321.6"))
+    out = tmp_path / "pulled"
+    code, document, err = pull(repository, out)
+    assert code == 0 and document["status"] == "pulled" and document["report"] is None, err
+    (warning,) = document["warnings"]
+    assert "its accuracy report layer does not match its digest (damaged in the registry)" in warning
+    assert (out / gated.name).read_bytes() == gated.read_bytes() and not (out / artifact.report_name).exists()
