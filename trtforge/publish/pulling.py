@@ -28,6 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -150,21 +151,21 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     check_inside(out_dir, engine_final, f"{chosen.reference}: artifact.file")
     report_final = report_path(out_dir, chosen.manifest.stem)
     report, warning = pulled_report(registry, chosen) if isinstance(registry, ReportSource) else (None, None)
-    warnings = (warning,) if warning else ()
+    outcome = partial(
+        PullOutcome,
+        source=chosen.reference,
+        engine=engine_final,
+        manifest_path=manifest_final,
+        manifest=chosen.manifest,
+        environment=env,
+        rejected=rejections,
+        report=report_final if report is not None else None,
+        warnings=(warning,) if warning else (),
+    )
     # the one place the rule lives: --require-signature on a registry that keeps attestations
     referrers = registry if request.policy.require_signature and isinstance(registry, AttestationSource) else None
     if referrers is None and _already_here(chosen, engine_final, manifest_final, report, report_final):
-        return PullOutcome(
-            "unchanged",
-            chosen.reference,
-            engine_final,
-            manifest_final,
-            chosen.manifest,
-            env,
-            rejections,
-            report=report_final if report is not None else None,
-            warnings=warnings,
-        )
+        return outcome("unchanged")
     created = not out_dir.exists()
     ensure_writable_dir(out_dir)
     note = sweep(out_dir).note
@@ -190,19 +191,7 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
         raise
     notes = ((note,) if note else ()) + attested.notes
     attestation = attestation_path(engine_final) if attested.envelope is not None else None
-    return PullOutcome(
-        "pulled",
-        chosen.reference,
-        engine_final,
-        manifest_final,
-        chosen.manifest,
-        env,
-        rejections,
-        notes,
-        attestation,
-        report_final if report is not None else None,
-        warnings,
-    )
+    return outcome("pulled", notes=notes, attestation=attestation)
 
 
 def _download_verified(
