@@ -54,6 +54,7 @@ from check_speed import compiled_as_installed
 from qdq_placement import MODELS as QDQ_MODELS
 
 from calibration import resnet18
+from trtforge.environment import detect_gpus
 
 REPO = Path(__file__).resolve().parent.parent
 TRTFORGE = [sys.executable, "-m", "trtforge"]
@@ -362,6 +363,12 @@ def main() -> None:
             ),
             "gate_off_over_direct_with_build_allocator": same_allocator,
         }
+    if not detect_gpus():
+        print(
+            "note: no GPU here, so the fp32 gate's candidate is the reference graph itself: nothing is "
+            "measured, and 'fp32 gate on' does the work 'fp32 gate off' does (a host with a GPU runs the engine)",
+            file=sys.stderr,
+        )
     print(
         f"{'-':<16} {'trtforge --help':<28} {help_seconds:9.3f} {'-':>10}   "
         f"{', '.join(f'{s:.2f}' for s in help_samples)}",
