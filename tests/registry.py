@@ -47,6 +47,23 @@ class RunningRegistry:
         return self.storage / "docker" / "registry" / "v2" / "blobs" / "sha256" / hex_digest[:2] / hex_digest / "data"
 
 
+def put_manifest(uri: str, reference: str, document: dict, media_type: str) -> None:
+    """PUT an image manifest or index under ``reference`` in the ``oci://`` repository ``uri``, as
+    any registry client may: how tests plant what trtforge itself never pushes."""
+    import requests
+
+    from trtforge.publish import parse_location
+
+    location = parse_location(uri)
+    response = requests.put(
+        f"http://{location.host}/v2/{location.repository}/manifests/{reference}",
+        data=json.dumps(document).encode(),
+        headers={"Content-Type": media_type},
+        timeout=10,
+    )
+    response.raise_for_status()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ import pytest
 import requests
 from clitools import cli
 from models import need_rtx
-from registry import RunningRegistry, build_engine
+from registry import RunningRegistry, build_engine, put_manifest
 
 from trtforge.manifest import SKIPPED_ACCURACY, manifest_path_for, read_manifest, report_path
 from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
@@ -60,17 +60,6 @@ def image(oci_registry: RunningRegistry, uri: str, tag: str) -> dict:
     response = requests.get(f"http://{oci_registry.host}/v2/{repo}/manifests/{tag}", headers=MANIFEST, timeout=10)
     response.raise_for_status()
     return response.json()
-
-
-def put_image(oci_registry: RunningRegistry, uri: str, tag: str, document: dict) -> None:
-    repo = uri.removeprefix(f"oci://{oci_registry.host}/")
-    response = requests.put(
-        f"http://{oci_registry.host}/v2/{repo}/manifests/{tag}",
-        data=json.dumps(document).encode(),
-        headers={"Content-Type": OCI_MANIFEST_MEDIA_TYPE},
-        timeout=10,
-    )
-    response.raise_for_status()
 
 
 def pull(uri: str, out: Path, *extra: str) -> tuple[int, dict, str]:
@@ -180,7 +169,7 @@ def test_a_report_layer_titled_as_a_path_is_refused(
     stem = read_manifest(gated).stem
     document = image(oci_registry, repository, stem)
     document["layers"][2]["annotations"][TITLE] = "../../x.accuracy.json"
-    put_image(oci_registry, repository, stem, document)
+    put_manifest(repository, stem, document, OCI_MANIFEST_MEDIA_TYPE)
     out = tmp_path / "deep" / "out"
     code, _, err = pull(repository, out)
     assert code == 5, err

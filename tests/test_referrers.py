@@ -14,7 +14,7 @@ import pytest
 import requests
 from clitools import cli
 from models import need_rtx
-from registry import RunningRegistry, build_engine, start_registry
+from registry import RunningRegistry, build_engine, put_manifest, start_registry
 
 from trtforge.errors import RegistryError
 from trtforge.manifest import attestation_path, manifest_path_for, read_manifest
@@ -191,14 +191,7 @@ def _add_to_index(uri: str, subject: str, entries: list[dict]) -> None:
     tag = fallback_tag(subject)
     index = api(uri, f"manifests/{tag}", INDEX).json()
     index["manifests"].extend(entries)
-    location = parse_location(uri)
-    response = requests.put(
-        f"http://{location.host}/v2/{location.repository}/manifests/{tag}",
-        data=json.dumps(index).encode(),
-        headers={"Content-Type": OCI_INDEX_MEDIA_TYPE},
-        timeout=10,
-    )
-    response.raise_for_status()
+    put_manifest(uri, tag, index, OCI_INDEX_MEDIA_TYPE)
 
 
 def test_referrers_that_are_not_ours_are_skipped_with_a_note(
