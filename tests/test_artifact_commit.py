@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,19 +154,69 @@ def test_a_commit_rolls_back_a_dead_commit_of_its_artifact_before_its_own(tmp_pa
     assert leftovers(tmp_path) == ()
 
 
-def test_a_journal_naming_a_lock_elsewhere_is_not_ours(tmp_path: Path) -> None:
-    """A journal names its artifact's lock file; one naming a path outside the folder (and the
-    model folder above a ``triton://`` version) is not trtforge's: nothing is rolled back, and
-    no lock file is made there."""
-    seed(tmp_path)
-    backup = tmp_path / f".m.engine.{dead_pid()}-abcd1234.bak.tmp"
-    backup.write_text("not the old engine")
-    outside = tmp_path.parent / f"{tmp_path.name}-outside.lock"
-    entries = [{"final": "m.engine", "staged": None, "backup": backup.name}]
-    journal = tmp_path / f".trtforge-commit.{dead_pid()}-abcd1234.journal.tmp"
-    journal.write_text(json.dumps({"lock": os.path.relpath(outside, tmp_path), "entries": entries}))
-    sweep(tmp_path)
-    assert held(tmp_path) == whole("old") and not outside.exists()
+def test_a_journal_is_the_list_every_version_reads_and_its_name_carries_the_lock(tmp_path: Path) -> None:
+    """Older trtforge versions read a journal as a list of entries (anything else they drop
+    without a rollback): it stays one, and the artifact's lock goes into its name. A journal
+    without a lock in its name (an older version's) is still rolled back."""
+    killed_mid_commit(tmp_path)
+    (journal,) = (path for path in tmp_path.iterdir() if path.name.endswith(".journal.tmp"))
+    assert journal.name.startswith(".trtforge-commit@m-fp32.")
+    assert isinstance(json.loads(journal.read_text()), list)
+    journal.rename(tmp_path / journal.name.replace("@m-fp32", ""))  # as an older version names it
+    assert sweep(tmp_path).rolled_back == 1
+    assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+def test_a_dead_commit_left_to_its_artifacts_writer_keeps_its_backups(tmp_path: Path) -> None:
+    """A sweep that leaves a dead commit to the writer holding its artifact's lock must not remove
+    that commit's backups as stale temporaries: the writer may end without committing (a failed
+    gate, Ctrl-C), and the next sweep's rollback needs them to put the old set back."""
+    killed_mid_commit(tmp_path)
+    holding, release = FORK.Event(), FORK.Event()
+
+    def writer_that_gives_up() -> None:
+        with artifact.artifact_lock(tmp_path, "m", "fp32"):
+            holding.set()
+            release.wait(10)
+
+    process = FORK.Process(target=writer_that_gives_up)
+    process.start()
+    try:
+        assert holding.wait(10)
+        assert sweep(tmp_path) == artifact.Swept()
+    finally:
+        release.set()
+        process.join(30)
+    assert sweep(tmp_path).rolled_back == 1
+    assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+def test_without_flock_a_held_lock_is_reported_busy_not_a_folder_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no flock (Windows) the lock is filelock's, whose Timeout is an OSError: a
+    sweep that finds the lock of a dead commit's artifact held leaves it, it does not fail the
+    command with "cannot lock ... the folder must be writable"."""
+    monkeypatch.setattr(artifact, "fcntl", None)
+    lock = artifact.lock_file(tmp_path, "m", "fp32")
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with artifact._holding(lock, wait=True):
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        with artifact._holding(lock, wait=False) as free:
+            assert free is False
+    finally:
+        release.set()
+        thread.join(10)
+    with artifact._holding(lock, wait=False) as free:
+        assert free is True
 
 
 # ---------------------------------------------------------------- the order of the renames
@@ -324,7 +375,7 @@ def test_a_full_disk_while_writing_the_journal_leaves_no_journal(
     write_text = Path.write_text
 
     def full(self: Path, *args: object, **kwargs: object) -> int:
-        if self.name.startswith(f".{artifact.JOURNAL_BASE}."):
+        if self.name.startswith(f".{artifact.JOURNAL_BASE}"):
             raise ENOSPC
         return write_text(self, *args, **kwargs)  # type: ignore[arg-type]
 

@@ -350,7 +350,7 @@ def test_a_full_disk_at_the_journal_keeps_the_old_artifact_and_leaves_no_journal
     write_text = Path.write_text
 
     def full(self: Path, *args: Any, **kwargs: Any) -> int:
-        if self.name.startswith(f".{artifact.JOURNAL_BASE}."):
+        if self.name.startswith(f".{artifact.JOURNAL_BASE}"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return write_text(self, *args, **kwargs)
 

@@ -11,7 +11,8 @@ a name and precision at a time in a folder, whichever process or container makes
 
 1. back up: each final file that exists is hard-linked to ``.{name}.{pid}-{token}.bak.tmp``
    (the final stays in place, so readers see the old set);
-2. journal: ``.trtforge-commit.{pid}-{token}.journal.tmp`` (written atomically) lists, per final
+2. journal: ``.trtforge-commit@{name}-{precision}.{pid}-{token}.journal.tmp`` (written atomically;
+   its name carries the artifact's lock, :func:`_journal_base`) lists, per final
    name, its staged file and its backup (none when the final did not exist);
 3. rename every staged file onto its final name (or remove a final the new set drops), the
    manifest last: a reader that sees the new manifest sees every new file, and until then the
@@ -27,9 +28,10 @@ Interrupts: SIGINT and SIGTERM are deferred from step 1 to step 5 (recorded, the
 folder is consistent); one that arrives before the commit point rolls back, so an interrupted run
 replaces nothing. Any exception inside the window rolls back too. SIGKILL cannot be deferred:
 the next run that writes to the folder calls :func:`sweep`, which rolls back the journal of a
-dead process (under its artifact's lock, and not while another process holds it) and then
-removes the other temporaries of dead processes; a commit sweeps its folder under its lock
-first, so a dead commit of the same artifact is never rolled back over a newer set. A temporary whose lock
+dead process (under its artifact's lock, taken before the journal's own, and not while another
+process holds it: that commit's backups are kept for it) and then removes the other temporaries
+of dead processes; a commit sweeps its folder under its lock first, so a dead commit of the same
+artifact is never rolled back over a newer set. A temporary whose lock
 (``flock``, :mod:`trtforge.fsutil`) a process holds is live, whatever its name's pid means here
 (a writer in another container's pid namespace); an unlocked one is judged by that pid: gone,
 or taken by a process that started after the temporary was made (pid reuse), or older than
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
 
 #: the folder of the artifacts' lock files, inside the folder they are committed to
 LOCK_DIR = ".trtforge-locks"
+LOCK_SUFFIX = ".lock"
 JOURNAL_BASE = "trtforge-commit"
 JOURNAL_KIND = "journal.tmp"
 BACKUP_KIND = "bak.tmp"
@@ -111,7 +114,7 @@ if hasattr(os, "register_at_fork"):
 
 def lock_file(folder: Path, name: str, precision: str) -> Path:
     """The lock file of artifact ``name``/``precision`` committed to ``folder``."""
-    return folder / LOCK_DIR / f"{name}-{precision}.lock"
+    return folder / LOCK_DIR / f"{name}-{precision}{LOCK_SUFFIX}"
 
 
 @contextlib.contextmanager
@@ -135,9 +138,15 @@ def _holding(path: Path, wait: bool) -> Iterator[bool]:
         from filelock import FileLock, Timeout
 
         lock = FileLock(str(path), is_singleton=True)
-        try:
-            _locked(path, lambda: lock.acquire(timeout=-1 if wait else 0))
-        except Timeout:
+
+        def take() -> bool:
+            try:
+                lock.acquire(timeout=-1 if wait else 0)
+            except Timeout:  # an OSError: decided here, before _locked calls it a folder problem
+                return False
+            return True
+
+        if not _locked(path, take):
             yield False
             return
         try:
@@ -257,13 +266,34 @@ class _Entry:
         return {"final": self.final, "staged": self.staged, "backup": self.backup}
 
 
+def _journal_base(folder: Path, lock: Path) -> str:
+    """The journal's name carries its artifact's lock: ``trtforge-commit@{name}-{precision}``, with
+    ``@..`` before the lock's name where it is in the folder above (a ``triton://`` model's). Its
+    content stays the list of entries every trtforge version reads and rolls back."""
+    lock_folder, here = Path(os.path.abspath(lock.parent.parent)), Path(os.path.abspath(folder))
+    if lock_folder not in (here, here.parent):
+        raise ValueError(f"{lock}: an artifact's lock lives in the folder it is committed to or the one above")
+    above = "@.." if lock_folder != here else ""
+    return f"{JOURNAL_BASE}{above}@{lock.name.removesuffix(LOCK_SUFFIX)}"
+
+
+def _journal_lock(journal: Path, base: str) -> Path | None:
+    """The lock file a journal's name (``base``) carries; None for one written before journals
+    named it (its rollback takes no lock, as then)."""
+    head, _, rest = base.partition("@")
+    above, _, name = rest.rpartition("@")
+    if head != JOURNAL_BASE or not name or above not in ("", ".."):
+        return None
+    folder = journal.parent.parent if above else journal.parent
+    return folder / LOCK_DIR / f"{name}{LOCK_SUFFIX}"
+
+
 def _write_journal(folder: Path, entries: list[_Entry], lock: Path) -> Path:
     """The journal, renamed into place complete; nothing of it stays when that fails (a full disk).
-    It names the artifact's lock file (relative to ``folder``), which its rollback takes."""
-    staged = make_temp(folder, JOURNAL_BASE)
+    Its name carries the artifact's lock file (:func:`_journal_base`), which its rollback takes."""
+    staged = make_temp(folder, _journal_base(folder, lock))
     try:
-        document = {"lock": os.path.relpath(lock, folder), "entries": [entry.to_dict() for entry in entries]}
-        staged.write_text(json.dumps(document))
+        staged.write_text(json.dumps([entry.to_dict() for entry in entries]))
         fsync_file(staged)
         journal = staged.with_name(staged.name.removesuffix(TEMP_SUFFIX) + "." + JOURNAL_KIND)
         rename_temp(staged, journal)
@@ -545,33 +575,35 @@ def _remove(path: Path) -> int | None:
     return size
 
 
-def _read_journal(journal: Path) -> tuple[Path | None, list[_Entry]]:
-    """The artifact's lock file a journal names and its entries; (None, []) for one that is not
-    ours (a journal is renamed into place complete) or names a lock outside its folder and the
-    one above (a ``triton://`` model's); (None, entries) for one written before journals named
-    their lock."""
+def _read_entries(journal: Path) -> list[_Entry]:
+    """A journal's entries; none for one that is not ours (a journal is renamed into place complete)."""
     try:
-        recorded = json.loads(journal.read_text())
-        if isinstance(recorded, list):
-            return None, [_Entry(**item) for item in recorded]
-        where = Path(recorded["lock"])
-        if where.parent not in (Path(LOCK_DIR), Path("..") / LOCK_DIR) or not where.name.endswith(".lock"):
-            return None, []
-        return journal.parent / where, [_Entry(**item) for item in recorded["entries"]]
-    except (OSError, ValueError, TypeError, KeyError):
-        return None, []
+        return [_Entry(**item) for item in json.loads(journal.read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
-def _recover(journal: Path) -> Swept:
-    """Roll back the interrupted commit a dead process's journal describes, under its artifact's
-    lock; left alone while another process holds that lock: its commit rolls this one back first."""
-    lock, entries = _read_journal(journal)
+def _recover(journal: Path, parsed: TempName, now: float) -> tuple[Swept, set[str]]:
+    """Roll back the interrupted commit a dead process's journal describes; what it rolled back,
+    and the names of the commit's temporaries when it is left alone (they are the rollback's to
+    consume, not stale files to remove).
+
+    Its artifact's lock first, without waiting, then the journal's own: the order a commit takes
+    them, so a commit of that artifact never finds a sweep judging its journal (it would take the
+    journal for a live one and commit over it). While another process holds the artifact's lock,
+    the journal is left to it: every commit sweeps its folder under its lock first."""
+    entries = _read_entries(journal)
+    names = {name for entry in entries for name in (entry.staged, entry.backup) if name is not None}
+    lock = _journal_lock(journal, parsed.base)
     with _holding(lock, wait=False) if lock is not None else contextlib.nullcontext(True) as free:
         if not free:
-            return Swept()
-        removed = rollback(journal.parent, entries)
-        size = _remove(journal)
-    return removed + (Swept(1, size, 1) if size is not None else Swept())
+            return Swept(), names
+        with judging_owner(journal) as owner:
+            if owner is Owner.ALIVE or not _stale(journal, parsed, now):
+                return Swept(), names
+            removed = rollback(journal.parent, entries)
+            size = _remove(journal)
+    return removed + (Swept(1, size, 1) if size is not None else Swept()), set()
 
 
 def sweep(folder: Path, depth: int = 1) -> Swept:
@@ -590,6 +622,7 @@ def sweep(folder: Path, depth: int = 1) -> Swept:
     except OSError:  # missing, not a folder, unreadable: nothing of ours to clean
         return Swept()
     swept = Swept()
+    kept: set[str] = set()  # the temporaries of commits left to their artifact's writer
     for entry in entries:
         parsed = TempName.parse(entry.name)
         if parsed is None:
@@ -597,11 +630,14 @@ def sweep(folder: Path, depth: int = 1) -> Swept:
                 swept += sweep(Path(entry.path), depth - 1)
             continue
         child = Path(entry.path)
+        if parsed.kind == JOURNAL_KIND:  # journals come first
+            recovered, left = _recover(child, parsed, now)
+            swept, kept = swept + recovered, kept | left
+            continue
+        if entry.name in kept:
+            continue
         with judging_owner(child) as owner:
             if owner is Owner.ALIVE or not _stale(child, parsed, now):
-                continue
-            if parsed.kind == JOURNAL_KIND:
-                swept += _recover(child)
                 continue
             size = _remove(child)
             if size is not None:
