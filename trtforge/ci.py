@@ -493,7 +493,7 @@ def _reuse(
             reporter.warn(f"{spec.name}: build-cache entry {entry} is unusable ({damaged}): rebuilding")
             _discard(entry)
             return None
-        from trtforge.manifest import ENGINE_SUFFIX  # imported already by artifact_problem
+        from trtforge.manifest import ENGINE_SUFFIX
 
         swept = _restore(entry, out, spec, record.engine.removesuffix(ENGINE_SUFFIX))
         if swept:

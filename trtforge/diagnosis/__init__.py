@@ -59,9 +59,10 @@ def diagnose_spec(
 ) -> tuple[Diagnosis, DiagnosisFiles]:
     """Prepare the candidate exactly as ``build`` does for the gate, diagnose it, write both files.
 
-    ``budget_s`` (None: DEFAULT_BUDGET_S) bounds the whole diagnosis, counted from here: the
+    ``budget_s`` (None: DEFAULT_BUDGET_S) is the whole diagnosis's, counted from here: the
     layer-wise pass gets what the preparation left, and a sensitivity search what the pass left
-    (without ``budget_s``, at most the spec's ``calibration.search_budget``)."""
+    (without ``budget_s``, at most the spec's ``calibration.search_budget``). The preparation and
+    the search's first measurements run whatever is left: a small budget can be overrun by them."""
     from trtforge.backends import choose_backend
     from trtforge.environment import installed_version
     from trtforge.errors import BackendUnavailableError

@@ -216,7 +216,9 @@ def report_problem(manifest: Manifest, data: bytes) -> str | None:
 
     The one rule for publish and pull: the manifest's ``accuracy`` summary must be the very one
     ``summary`` gives for these bytes, so a report that is stale (checked again since, the
-    manifest signed and left as it was) or edited never travels as the engine's.
+    manifest signed and left as it was) or edited in what the summary carries (verdict, metrics,
+    data, task accuracy) never travels as the engine's. The rest of a report is not pinned by
+    the manifest.
     """
     from pydantic import ValidationError
 
@@ -230,7 +232,10 @@ def report_problem(manifest: Manifest, data: bytes) -> str | None:
     if report.stem != manifest.stem:
         return f"it is the report of {report.stem!r}"
     if manifest.accuracy != summary(report, manifest.stem + REPORT_SUFFIX):
-        return "the manifest's accuracy summary does not describe it (edited, or checked again since?)"
+        return (
+            "the manifest's accuracy summary does not describe it (edited, checked again since, "
+            "or written by a trtforge whose summary had another form?)"
+        )
     return None
 
 
