@@ -452,9 +452,6 @@ class ArtifactWriter:
             discard_temp(earlier)
 
     def commit(self) -> None:
-        if self._whole is not None:
-            for name in artifact_file_names(self._whole):
-                self._changes.setdefault(name, None)
         for staged in self._changes.values():
             if staged is not None:
                 fsync_file(staged)
@@ -463,6 +460,10 @@ class ArtifactWriter:
             # a dead process's commit of this artifact is rolled back first, under its lock: rolled
             # back after this commit, it would put its old files back over the new set
             sweep(self.folder)
+            if self._whole is not None:  # what is there is known only under the lock
+                for name in artifact_file_names(self._whole):
+                    if name not in self._changes and os.path.lexists(self.folder / name):
+                        self._changes[name] = None
             _commit(self.folder, self._changes, lock)
         self._changes = {}
 
