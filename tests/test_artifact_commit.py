@@ -4,6 +4,7 @@ its lock is never swept (whatever its pid means here), and a full disk is the us
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import multiprocessing
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -115,30 +116,36 @@ def killed_mid_commit(folder: Path) -> None:
     assert any(path.name.endswith(".journal.tmp") for path in folder.iterdir())
 
 
-def test_a_dead_commit_is_not_rolled_back_while_another_writer_holds_its_artifact(tmp_path: Path) -> None:
-    """A sweep rolling back a dead commit puts the old files back: while another process commits
-    the same artifact, that would mix them with its new ones. The sweep leaves the journal to the
-    lock's holder, whose commit rolls it back first, under the lock."""
-    killed_mid_commit(tmp_path)
+@contextlib.contextmanager
+def held_by_another_process(folder: Path, then: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Another process holds the lock of artifact m/fp32 in ``folder`` while the block runs, then
+    runs ``then`` still holding it (a commit, or nothing: a writer that gives up) and exits 0."""
     holding, release = FORK.Event(), FORK.Event()
 
     def writer() -> None:
-        with artifact.artifact_lock(tmp_path, "m", "fp32"):
+        with artifact.artifact_lock(folder, "m", "fp32"):
             holding.set()
             release.wait(10)
-            commit_set(tmp_path, "second")
+            then()
 
     process = FORK.Process(target=writer)
     process.start()
     try:
         assert holding.wait(10)
-        assert sweep(tmp_path).rolled_back == 0  # another process holds m/fp32
-        release.set()
-        process.join(30)
+        yield
     finally:
         release.set()
         process.join(30)
     assert process.exitcode == 0
+
+
+def test_a_dead_commit_is_not_rolled_back_while_another_writer_holds_its_artifact(tmp_path: Path) -> None:
+    """A sweep rolling back a dead commit puts the old files back: while another process commits
+    the same artifact, that would mix them with its new ones. The sweep leaves the journal to the
+    lock's holder, whose commit rolls it back first, under the lock."""
+    killed_mid_commit(tmp_path)
+    with held_by_another_process(tmp_path, then=lambda: commit_set(tmp_path, "second")):
+        assert sweep(tmp_path).rolled_back == 0  # another process holds m/fp32
     assert held(tmp_path) == whole("second")
     assert leftovers(tmp_path) == ()
 
@@ -172,21 +179,8 @@ def test_a_dead_commit_left_to_its_artifacts_writer_keeps_its_backups(tmp_path: 
     that commit's backups as stale temporaries: the writer may end without committing (a failed
     gate, Ctrl-C), and the next sweep's rollback needs them to put the old set back."""
     killed_mid_commit(tmp_path)
-    holding, release = FORK.Event(), FORK.Event()
-
-    def writer_that_gives_up() -> None:
-        with artifact.artifact_lock(tmp_path, "m", "fp32"):
-            holding.set()
-            release.wait(10)
-
-    process = FORK.Process(target=writer_that_gives_up)
-    process.start()
-    try:
-        assert holding.wait(10)
+    with held_by_another_process(tmp_path):
         assert sweep(tmp_path) == artifact.Swept()
-    finally:
-        release.set()
-        process.join(30)
     assert sweep(tmp_path).rolled_back == 1
     assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
 
