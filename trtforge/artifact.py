@@ -436,14 +436,10 @@ class ArtifactWriter:
         self._changes[name] = staged
         return staged
 
-    def remove(self, name: str) -> None:
-        """``folder/name`` is not part of the new set: the commit removes it (rollback restores it)."""
-        self._discard(name)
-        self._changes[name] = None
-
     def replace_whole(self, stem: str) -> None:
         """The commit replaces every file of artifact ``stem`` (``manifest.artifact_file_names``):
-        those not staged by then are removed, as they describe the engine being replaced."""
+        those not staged by then are removed, as they describe the engine being replaced (the
+        rollback restores them)."""
         self._whole = stem
 
     def _discard(self, name: str) -> None:

@@ -59,22 +59,22 @@ def commit_pair(
     engine_name: str,
     manifest_name: str,
     lock_folder: Path | None = None,
-    report_name: str | None = None,
+    whole_set: bool = False,
 ) -> None:
     """Copy the engine (streamed, any size) and its manifest into ``folder`` as one commit, under
-    the artifact's lock in ``lock_folder`` (default ``folder``). A registry that keeps the files
-    under the artifact's own names (``dir://``) names the report's in ``report_name``: the commit
-    replaces the artifact's whole set there (``ArtifactWriter.replace_whole``), the report with it
-    when the artifact has one."""
+    the artifact's lock in ``lock_folder`` (default ``folder``). ``whole_set``: a registry that
+    keeps the files under the artifact's own names (``dir://``), where the commit replaces the
+    artifact's whole set (``ArtifactWriter.replace_whole``), its accuracy report with it when the
+    artifact has one."""
     manifest = artifact.manifest
     try:
         with ArtifactWriter(folder, manifest.name, manifest.precision, lock_folder) as writer:
             shutil.copyfile(artifact.engine, writer.stage(engine_name))
             writer.stage(manifest_name).write_bytes(artifact.manifest_bytes)
-            if report_name is not None:
+            if whole_set:
                 writer.replace_whole(manifest.stem)  # a report or attestation of the replaced engine would stay
                 if artifact.report is not None:
-                    writer.stage(report_name).write_bytes(artifact.report)
+                    writer.stage(artifact.report_name).write_bytes(artifact.report)
             writer.commit()
     except OSError as exc:
         raise io_error("write", folder / engine_name, exc) from exc
