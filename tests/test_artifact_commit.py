@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from trust import leftovers
 
-from trtforge import artifact
+from trtforge import artifact, fsutil
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.errors import InvalidInputError, disk_error, unexpected_error
 
@@ -36,7 +36,7 @@ def commit_set(folder: Path, tag: str, on_step: Callable[[str], None] | None = N
     artifact.on_step = on_step or (lambda step: None)
     with ArtifactWriter(folder, "m", "fp32") as writer:
         for name in FILES:
-            writer.stage(name).write_text(f"{name} {tag}")
+            writer.write(name, f"{name} {tag}".encode())
         writer.commit()
 
 
@@ -362,6 +362,22 @@ def test_a_full_disk_while_staging_is_the_users_error_and_leaves_nothing(tmp_pat
     assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
 
 
+def test_a_full_disk_found_by_a_flush_fails_the_commit_and_keeps_the_old_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write`` flushes on a thread (NFS and some quotas report a full disk only then): the
+    commit waits for it, and its error is the commit's, before anything is replaced."""
+    seed(tmp_path)
+
+    def full(path: Path) -> None:
+        raise ENOSPC
+
+    monkeypatch.setattr(artifact, "fsync_file", full)
+    with pytest.raises(InvalidInputError, match="no space left on device"):
+        commit_set(tmp_path, "new")
+    assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
 def test_a_full_disk_while_writing_the_journal_leaves_no_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -395,6 +411,38 @@ def test_disk_errors_anywhere_are_one_line_user_errors(code: int, reason: str, f
     assert str(error).startswith(f"spec.yaml: cannot write /cache/fp16/x.onnx: {reason}; {fix}")
     assert disk_error(OSError(errno.EACCES, "Permission denied")) is None
     assert unexpected_error(ValueError("a bug")).exit_code == 1
+
+
+def _cached(path: Path) -> bool:
+    """Whether the first page of ``path`` is in the page cache (a read that may not wait for the
+    disk fails with EAGAIN where it is not)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(4096)], 0, os.RWF_NOWAIT)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs Linux's preadv(RWF_NOWAIT) to see the page cache")
+def test_staging_a_file_gives_back_the_cache_of_the_one_it_replaces_not_its_bytes(tmp_path: Path) -> None:
+    """The new engine's pages reuse the old one's (``fsutil.drop_cached_pages``); the old file
+    stays whole until the commit, and the commit's result is cached as written."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x" * 8192)
+    fsutil.fsync_file(probe)
+    fsutil.drop_cached_pages(probe)
+    if _cached(probe):
+        pytest.skip("this file system keeps its page cache (tmpfs): nothing to give back")
+    commit_set(tmp_path, "old")
+    assert _cached(tmp_path / "m.engine")
+    with ArtifactWriter(tmp_path, "m", "fp32") as writer:
+        writer.write("m.engine", b"m.engine new")
+        assert not _cached(tmp_path / "m.engine") and held(tmp_path) == whole("old")
+        writer.commit()
+    assert held(tmp_path)["m.engine"] == "m.engine new" and _cached(tmp_path / "m.engine")
 
 
 def test_a_file_system_without_flock_still_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -185,3 +185,16 @@ def test_a_file_of_any_size_hashes_right_and_bytes_hashed_beside_too(tmp_path: P
     assert fsutil._hash_file(path) == expected
     assert fsutil._hash_file(path, chunk=4096) == expected
     assert fsutil.sha256_beside(memoryview(data))() == expected
+
+
+def test_work_beside_gives_its_value_or_raises_its_error_where_it_is_waited_for() -> None:
+    assert fsutil.beside(lambda: 42, "t")() == 42
+
+    def lost() -> None:
+        raise OSError(5, "disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        fsutil.beside(lost, "t")()
+    failed = fsutil.beside(lambda: 1 / 0, "t")
+    with pytest.raises(ZeroDivisionError):
+        failed()

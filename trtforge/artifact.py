@@ -58,7 +58,9 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     TEMP_SUFFIX,
     Owner,
     TempName,
+    beside,
     discard_temp,
+    drop_cached_pages,
     fcntl,
     fsync_dir,
     fsync_file,
@@ -427,14 +429,27 @@ class ArtifactWriter:
         self.precision = precision
         self.lock_folder = lock_folder if lock_folder is not None else folder
         self._changes: dict[str, Path | None] = {}
+        self._flushing: dict[str, Callable[[], None]] = {}
         self._whole: str | None = None
 
     def stage(self, name: str) -> Path:
-        """An empty temporary file that becomes ``folder/name`` on commit; write it completely."""
+        """An empty temporary file that becomes ``folder/name`` on commit; write it completely.
+
+        The file it replaces keeps its bytes until the commit but not its page cache: the staged
+        file's pages reuse those (``drop_cached_pages``)."""
+        drop_cached_pages(self.folder / name)
         staged = make_temp(self.folder, name)
         self._discard(name)
         self._changes[name] = staged
         return staged
+
+    def write(self, name: str, data: bytes | memoryview) -> None:
+        """Stage ``name`` with ``data``, bytes in hand. Its flush to disk starts at once, on a thread
+        (fsync releases the GIL), so it overlaps what the caller does up to :meth:`commit`, which
+        waits for it: a 47 MB engine's fsync takes ~26 ms here."""
+        staged = self.stage(name)
+        staged.write_bytes(data)
+        self._flushing[name] = beside(lambda: fsync_file(staged), "trtforge-fsync")
 
     def replace_whole(self, stem: str) -> None:
         """The commit replaces every file of artifact ``stem`` (``manifest.artifact_file_names``):
@@ -443,13 +458,20 @@ class ArtifactWriter:
         self._whole = stem
 
     def _discard(self, name: str) -> None:
+        flushing = self._flushing.pop(name, None)
+        if flushing is not None:
+            with contextlib.suppress(OSError):  # the file is dropped: how its flush ended does not matter
+                flushing()
         earlier = self._changes.pop(name, None)
         if earlier is not None:
             discard_temp(earlier)
 
     def commit(self) -> None:
-        for staged in self._changes.values():
-            if staged is not None:
+        for name, staged in self._changes.items():
+            flushing = self._flushing.pop(name, None)
+            if flushing is not None:
+                flushing()
+            elif staged is not None:
                 fsync_file(staged)
         lock = lock_file(self.lock_folder, self.name, self.precision)
         with _holding(lock, wait=True):
@@ -470,10 +492,8 @@ class ArtifactWriter:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        for staged in self._changes.values():
-            if staged is not None:
-                discard_temp(staged)
-        self._changes = {}
+        for name in list(self._changes):
+            self._discard(name)
         full = disk_error(exc, self.folder) if exc is not None else None
         if full is not None:
             raise full from exc

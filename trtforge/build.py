@@ -182,7 +182,7 @@ def build_spec(
         with ArtifactWriter(out_dir, spec.name, spec.precision) as writer:
             writer.replace_whole(stem)  # a previous build's report or attestation would be stale
             engine_sha256 = sha256_beside(result.engine)  # hashed while the same bytes are written
-            writer.stage(engine_path.name).write_bytes(result.engine)
+            writer.write(engine_path.name, result.engine)
             seconds = time.perf_counter() - started
             manifest = stamp(spec, result, prepared, tag, engine_path.name, engine_sha256(), seconds)
             report = _accuracy_gate(
@@ -200,10 +200,10 @@ def build_spec(
                 from trtforge.provenance import sign_build  # only to sign: its module is not a build's cost
 
                 manifest, envelope = sign_build(spec, manifest, engine_path, report_bytes, signing_key)
-                writer.stage(attestation).write_bytes(envelope)
-            writer.stage(manifest_path.name).write_text(manifest.to_json(), encoding="utf-8")
+                writer.write(attestation, envelope)
+            writer.write(manifest_path.name, manifest.to_json().encode("utf-8"))
             if report is not None:
-                writer.stage(report_file.name).write_text(report.to_json(), encoding="utf-8")
+                writer.write(report_file.name, report.to_json().encode("utf-8"))
             writer.commit()  # engine, manifest and report together: the old set or the new one
         report_path(out_dir, stem, rejected=True).unlink(missing_ok=True)
         reporter.success(f"{spec.name}: {engine_path}")

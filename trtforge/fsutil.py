@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 try:
     import fcntl
@@ -33,6 +34,8 @@ except ImportError:  # not POSIX: no flock, a temporary's liveness is judged by 
 
 from trtforge import filehash
 from trtforge.errors import InvalidInputError
+
+T = TypeVar("T")
 
 TEMP_SUFFIX = ".tmp"
 #: ``.{base}.{pid}-{token}.tmp``, ``.{base}.{pid}-{token}.bak.tmp`` (a commit's backup),
@@ -113,18 +116,35 @@ def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_beside(data: bytes | memoryview) -> Callable[[], str]:
-    """Start hashing ``data`` on a thread of its own (hashlib releases the GIL), so that the hash
-    overlaps what the caller does next (writing the same bytes); call the result for the digest."""
-    digest = hashlib.sha256()
-    thread = threading.Thread(target=digest.update, args=(data,), name="trtforge-sha256", daemon=True)
+def beside(work: Callable[[], T], name: str) -> Callable[[], T]:
+    """Run ``work`` on a thread of its own, so that it overlaps what the caller does next: work that
+    releases the GIL (hashing, fsync). Call the result to wait for its value; its exception is
+    raised there."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # raised again in the caller's thread, where it is waited for
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
 
-    def hexdigest() -> str:
+    def result() -> T:
         thread.join()
-        return digest.hexdigest()
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
-    return hexdigest
+    return result
+
+
+def sha256_beside(data: bytes | memoryview) -> Callable[[], str]:
+    """Start hashing ``data`` on a thread (hashlib releases the GIL), so that the hash overlaps
+    what the caller does next (writing the same bytes); call the result for the digest."""
+    return beside(lambda: sha256_bytes(data), "trtforge-sha256")
 
 
 def data_sha256(files: Sequence[Path]) -> str:
@@ -463,6 +483,27 @@ def judging_owner(path: Path) -> Iterator[Owner]:
         owner = Owner.UNKNOWN
     try:
         yield owner
+    finally:
+        os.close(fd)
+
+
+def drop_cached_pages(path: Path) -> None:
+    """Give the page cache of ``path`` back to the kernel, leaving the file as it is: a file about to
+    be replaced by a new one of about its size, so that the new file's pages reuse these. On a VM
+    that reports free memory to its host (virtio-balloon free page reporting), writing a new 47 MB
+    engine into pages the host took back took 130-170 ms against 15-25 ms into pages just freed
+    (measured here). Dirty and mapped pages stay (the kernel drops clean, unmapped ones only)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:  # not on macOS or Windows
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not there (a first build), or unreadable: nothing to give back
+        return
+    try:
+        advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 

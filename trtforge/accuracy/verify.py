@@ -126,10 +126,10 @@ def _verify_locked(
     report_file = report_path(engine.parent, manifest.stem)
     signed = manifest.signature is not None
     with ArtifactWriter(engine.parent, manifest.name, manifest.precision) as writer:  # report and manifest together
-        writer.stage(report_file.name).write_text(report.to_json(), encoding="utf-8")
+        writer.write(report_file.name, report.to_json().encode("utf-8"))
         if not signed:
             updated = manifest.replace(accuracy=summary(report, report_file.name))
-            writer.stage(paths.manifest.name).write_text(updated.to_json(), encoding="utf-8")
+            writer.write(paths.manifest.name, updated.to_json().encode("utf-8"))
         writer.commit()
     if signed:
         reporter.info(f"{engine.name}: signed manifest left unchanged; report in {report_file}")

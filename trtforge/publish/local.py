@@ -70,11 +70,11 @@ def commit_pair(
     try:
         with ArtifactWriter(folder, manifest.name, manifest.precision, lock_folder) as writer:
             shutil.copyfile(artifact.engine, writer.stage(engine_name))
-            writer.stage(manifest_name).write_bytes(artifact.manifest_bytes)
+            writer.write(manifest_name, artifact.manifest_bytes)
             if whole_set:
                 writer.replace_whole(manifest.stem)  # a report or attestation of the replaced engine would stay
                 if artifact.report is not None:
-                    writer.stage(artifact.report_name).write_bytes(artifact.report)
+                    writer.write(artifact.report_name, artifact.report)
             writer.commit()
     except OSError as exc:
         raise io_error("write", folder / engine_name, exc) from exc

@@ -174,16 +174,16 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
             writer.replace_whole(chosen.manifest.stem)  # a report or attestation of another build would stay
             staged = writer.stage(engine_final.name)
             _download_verified(registry, chosen, env, request.policy, staged)
-            writer.stage(manifest_final.name).write_bytes(chosen.manifest_bytes)
+            writer.write(manifest_final.name, chosen.manifest_bytes)
             attested = (
                 Attested()
                 if referrers is None
                 else _attestation(referrers, chosen, request.policy, staged, engine_final.name)
             )
             if attested.envelope is not None:
-                writer.stage(attestation_path(engine_final).name).write_bytes(attested.envelope)
+                writer.write(attestation_path(engine_final).name, attested.envelope)
             if report is not None:
-                writer.stage(report_final.name).write_bytes(report)
+                writer.write(report_final.name, report)
             writer.commit()  # the artifact's whole set: the old one or the new one
     except BaseException:
         if created:
