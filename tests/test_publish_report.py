@@ -5,6 +5,7 @@ layer) or dir:// (the file beside the engine) and pulled back, against the real 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from clitools import cli
 from models import need_rtx
 from registry import RunningRegistry, build_engine, put_manifest
 
+from trtforge.accuracy.report import REPORT_SHA256
 from trtforge.manifest import SKIPPED_ACCURACY, manifest_path_for, read_manifest, report_path
 from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
 from trtforge.publish.base import report_problem
@@ -55,6 +57,13 @@ def edited(report: bytes) -> bytes:
     return (json.dumps(document, indent=2) + "\n").encode()
 
 
+def loosened(report: bytes) -> bytes:
+    """The report with its first check's limit loosened: nothing the summary carries changes."""
+    document = json.loads(report)
+    document["outputs"][0]["checks"][0]["limit"] = 1e9
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
 def image(oci_registry: RunningRegistry, uri: str, tag: str) -> dict:
     repo = uri.removeprefix(f"oci://{oci_registry.host}/")
     response = requests.get(f"http://{oci_registry.host}/v2/{repo}/manifests/{tag}", headers=MANIFEST, timeout=10)
@@ -84,6 +93,21 @@ def test_the_report_rule_is_the_manifests_summary(gated: Path) -> None:
     assert "not an accuracy report" in (report_problem(manifest, b'{"schema": "x"}') or "")
     skipped = manifest.replace(accuracy=dict(SKIPPED_ACCURACY))
     assert "does not describe it" in (report_problem(skipped, report) or "")
+
+
+def test_the_manifest_pins_every_byte_of_the_report_and_an_older_one_its_summary(gated: Path) -> None:
+    """An edit the summary does not show (a check's limit loosened) is caught by the report's
+    sha256 in the summary; a manifest from before that pin (no ``report_sha256``) still takes
+    the report it describes, and cannot see that edit."""
+    manifest = read_manifest(gated)
+    report = report_of(gated).read_bytes()
+    assert manifest.accuracy is not None
+    assert manifest.accuracy[REPORT_SHA256] == hashlib.sha256(report).hexdigest()
+    assert "edited since" in (report_problem(manifest, loosened(report)) or "")
+    older = manifest.replace(accuracy={k: v for k, v in manifest.accuracy.items() if k != REPORT_SHA256})
+    assert report_problem(older, report) is None
+    assert report_problem(older, loosened(report)) is None
+    assert "does not describe it" in (report_problem(older, edited(report)) or "")
 
 
 def test_the_report_goes_up_as_a_third_layer_and_comes_back_byte_identical(
@@ -211,12 +235,21 @@ def test_a_report_layer_damaged_in_the_registry_is_skipped_on_pull(
     assert isinstance(location, OciLocation)
     artifact = load_local_artifact(gated)
     assert artifact.report is not None
-    # a blob of its own (the registry shares blobs between repositories); ``seconds`` is not summarized
-    own = json.loads(artifact.report) | {"seconds": 4321.5}
-    report = (json.dumps(own, indent=2) + "\n").encode()
-    assert report_problem(artifact.manifest, report) is None
+    # a blob of its own (the registry shares blobs between repositories): ``seconds`` is not
+    # summarized, and a manifest that pins these bytes describes it
+    document = json.loads(artifact.report) | {"seconds": 4321.5}
+    report = (json.dumps(document, indent=2) + "\n").encode()
+    assert artifact.manifest.accuracy is not None
+    manifest = artifact.manifest.replace(
+        accuracy=artifact.manifest.accuracy | {REPORT_SHA256: hashlib.sha256(report).hexdigest()}
+    )
+    own = copy_artifact(gated, tmp_path / "own")
+    manifest_path_for(own).write_text(manifest.to_json(), encoding="utf-8")
+    report_of(own).write_bytes(report)
+    own_artifact = load_local_artifact(own)
+    assert own_artifact.report == report and own_artifact.report_warning is None
     registry = open_registry(location, insecure=True)
-    assert registry.push(dataclasses.replace(artifact, report=report), artifact.manifest.stem).status == "published"
+    assert registry.push(own_artifact, artifact.manifest.stem).status == "published"
     layer = image(oci_registry, repository, artifact.manifest.stem)["layers"][2]
     blob = oci_registry.blob(layer["digest"])
     blob.write_bytes(blob.read_bytes().replace(b"4321.5", b"4321.6"))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from trtforge.console import Cell, Styled, Table
-from trtforge.fsutil import atomic_write_text
+from trtforge.fsutil import atomic_write_text, sha256_bytes
 
 if TYPE_CHECKING:
     from trtforge.console import Reporter
@@ -155,8 +155,14 @@ _SUMMARY_METRICS = ("cosine", "max_abs", "snr_db", "top1")
 _SUMMARY_EXACT_METRICS = ("match", "max_abs")
 
 
+#: the summary's key for the sha256 of the report's bytes (``AccuracyReport.to_json``, as written)
+REPORT_SHA256 = "report_sha256"
+
+
 def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
-    """The manifest's ``accuracy`` object: verdict, candidate kind, headline metrics, file name.
+    """The manifest's ``accuracy`` object: verdict, candidate kind, headline metrics, file name,
+    and the sha256 of the report as written, so that the manifest (and its signature) pins every
+    byte of the report, its tolerances and limits too.
 
     An ``identical`` candidate carries its reason, so a reader of the manifest alone sees that
     ``passed`` says nothing about the engine."""
@@ -172,6 +178,7 @@ def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
         "samples": report.data.samples,
         **({"data_notes": report.data.notes} if report.data.notes else {}),
         "report": report_file,
+        REPORT_SHA256: sha256_bytes(report.to_json().encode("utf-8")),
         "checked_utc": report.created_utc,
         "outputs": {
             out.name: {

@@ -214,15 +214,17 @@ def load_local_artifact(path: Path) -> LocalArtifact:
 def report_problem(manifest: Manifest, data: bytes) -> str | None:
     """Why ``data`` is not the accuracy report ``manifest`` describes; None when it is.
 
-    The one rule for publish and pull: the manifest's ``accuracy`` summary must be the very one
-    ``summary`` gives for these bytes, so a report that is stale (checked again since, the
-    manifest signed and left as it was) or edited in what the summary carries (verdict, metrics,
-    data, task accuracy) never travels as the engine's. The rest of a report is not pinned by
-    the manifest.
+    The one rule for publish and pull: ``data`` must be the very bytes whose sha256 the manifest's
+    ``accuracy`` summary pins, and that summary the very one ``summary`` gives for them, so a
+    report that is stale (checked again since, the manifest signed and left as it was) or edited
+    anywhere never travels as the engine's. A manifest written before the summary pinned the
+    report's bytes (no ``report_sha256``) pins what its summary carries (verdict, metrics, data,
+    task accuracy) only.
     """
     from pydantic import ValidationError
 
-    from trtforge.accuracy.report import AccuracyReport, summary
+    from trtforge.accuracy.report import REPORT_SHA256, AccuracyReport, summary
+    from trtforge.fsutil import sha256_bytes
 
     try:
         report = AccuracyReport.model_validate(bounded_json(data, MAX_REPORT_BYTES))
@@ -231,11 +233,17 @@ def report_problem(manifest: Manifest, data: bytes) -> str | None:
         return f"it is not an accuracy report ({reason})"
     if report.stem != manifest.stem:
         return f"it is the report of {report.stem!r}"
-    if manifest.accuracy != summary(report, manifest.stem + REPORT_SUFFIX):
+    described = dict(manifest.accuracy or {})
+    pinned = described.pop(REPORT_SHA256, None)
+    expected = summary(report, manifest.stem + REPORT_SUFFIX)
+    del expected[REPORT_SHA256]
+    if described != expected:
         return (
             "the manifest's accuracy summary does not describe it (edited, checked again since, "
             "or written by a trtforge whose summary had another form?)"
         )
+    if pinned is not None and pinned != sha256_bytes(data):
+        return f"its sha256 is not the one the manifest's accuracy summary pins ({REPORT_SHA256}): edited since"
     return None
 
 
