@@ -7,23 +7,25 @@ The enterprise builds themselves are in ``test_backend_tensorrt.py`` and ``test_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clitools import cli
 from models import need_rtx
 
+from trtforge import environment
 from trtforge.backends.base import BuildRequest
 from trtforge.backends.rtx import RtxBackend
 from trtforge.backends.tensorrt import build_gpu_refusal, timing_cache_note
 from trtforge.cache import timing_cache_file
 from trtforge.calibration.cache import trt_version_int
 from trtforge.compat import GpuDevice, weakly_typed
-from trtforge.environment import import_backend
-from trtforge.errors import InvalidInputError
+from trtforge.environment import Choice, choose_backend, detect_gpus, import_backend
+from trtforge.errors import BackendUnavailableError, InvalidInputError
 from trtforge.spec import BuildOptions, ShapeRange
-from trtforge.tags import FLAVOR_RTX, ComputeCapability
+from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability
 
 # ---------------------------------------------------------------- weakly typed: one rule, three users
 
@@ -173,3 +175,63 @@ def test_the_precision_hook_gets_the_profiles_in_the_spec_order(model_dir: Path)
     )
     Recording(import_backend(FLAVOR_RTX)).build(request, _Quiet())
     assert seen == [[tuple(dims) for dims in profile] for profile in shapes]
+
+
+# ---------------------------------------------------------------- a TensorRT wheel that does not import
+
+DIGITS = Path(__file__).resolve().parent.parent / "calibration" / "digits" / "digits_cnn.onnx"
+
+
+@pytest.fixture
+def broken_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A ``tensorrt`` wheel as pip leaves it when a CUDA library it loads is missing: its metadata
+    and module are there, the import raises."""
+    site = tmp_path / "site"
+    (site / "tensorrt").mkdir(parents=True)
+    (site / "tensorrt" / "__init__.py").write_text(
+        'raise ImportError("libnvinfer.so.10: cannot open shared object file: No such file or directory")\n'
+    )
+    info = site / "tensorrt_cu12-10.13.0.35.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt_cu12\nVersion: 10.13.0.35\n")
+    monkeypatch.syspath_prepend(str(site))
+    environment.installed_version.cache_clear()
+    yield tmp_path
+    environment.installed_version.cache_clear()
+
+
+def test_a_tensorrt_wheel_that_does_not_import_is_named_with_its_fix(broken_tensorrt: Path) -> None:
+    assert environment.installed_version(FLAVOR_TENSORRT) == "10.13.0.35"
+    with pytest.raises(BackendUnavailableError) as raised:
+        import_backend(FLAVOR_TENSORRT)
+    assert str(raised.value) == (
+        "tensorrt 10.13.0.35 is installed but does not import (libnvinfer.so.10: cannot open shared object "
+        "file: No such file or directory); reinstall it: pip install --force-reinstall 'trtforge[tensorrt]'"
+    )
+    assert raised.value.exit_code == 2
+
+
+def test_auto_without_a_gpu_builds_with_tensorrt_rtx_beside_a_broken_tensorrt(broken_tensorrt: Path) -> None:
+    need_rtx()
+    if detect_gpus():
+        pytest.skip("a GPU is present: auto picks the installed tensorrt (the next test)")
+    assert choose_backend("auto") == Choice(FLAVOR_RTX, "no GPU detected; tensorrt-rtx builds on the CPU")
+
+
+def test_auto_on_a_gpu_host_names_the_broken_tensorrt_and_the_way_out(
+    broken_tensorrt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a GPU auto picks the installed tensorrt (choosing imports nothing); its failed import is
+    the build's error, never a silent switch to TensorRT-RTX. The GPU is the one input faked here."""
+    monkeypatch.setattr(environment, "detect_gpus", lambda: (gpu("8.6", "NVIDIA A10"),))
+    spec = broken_tensorrt / "spec.yaml"
+    spec.write_text(
+        f"name: digits\nmodel: {DIGITS}\nprecision: fp32\ntargets: ['8.6']\naccuracy: {{enabled: false}}\n"
+        "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [4, 1, 8, 8], max: [8, 1, 8, 8]}\n"
+    )
+    code, _, stderr = cli("build", spec, "--out", broken_tensorrt / "out")
+    assert code == 2
+    assert "tensorrt 10.13.0.35 is installed but does not import (libnvinfer.so.10" in stderr
+    assert "--backend auto chose it (tensorrt is installed and a GPU is present (NVIDIA A10))" in stderr
+    assert "pass --backend tensorrt-rtx to build on the CPU" in stderr and "Traceback" not in stderr
+    assert not (broken_tensorrt / "out").exists() or not any((broken_tensorrt / "out").iterdir())

@@ -21,7 +21,7 @@ from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend,
 from trtforge.cache import default_cache_dir, timing_cache_file
 from trtforge.console import Reporter
 from trtforge.environment import detect_gpus, detect_platform
-from trtforge.errors import BuildError
+from trtforge.errors import BackendUnavailableError, BuildError
 from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_beside, sha256_file
 from trtforge.keys import SigningKey
 from trtforge.manifest import (
@@ -136,7 +136,14 @@ def build_spec(
     check_profiles(spec, model_info)
 
     choice = choose_backend(backend or spec.backend)
-    engine_backend = open_backend(choice.flavor)
+    try:
+        engine_backend = open_backend(choice.flavor)
+    except BackendUnavailableError as exc:
+        if (backend or spec.backend) != "auto":
+            raise
+        raise BackendUnavailableError(
+            f"{exc}; --backend auto chose it ({choice.reason}): or pass --backend tensorrt-rtx to build on the CPU"
+        ) from exc
     reporter.info(f"{spec.name}: backend {choice.flavor} {engine_backend.version} ({choice.reason})")
     targets = tuple(ComputeCapability.parse(cc) for cc in spec.targets)
     engine_backend.check_targets(targets, spec.build, spec.origin)

@@ -191,6 +191,12 @@ def import_backend(flavor: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except Exception as exc:  # the PyPI stub of `tensorrt` raises at import time, not ImportError
+        version = _wheel_version(module_name)
+        if version is not None:  # its wheel is there: a library it loads is missing or the wrong one
+            raise BackendUnavailableError(
+                f"{flavor} {version} is installed but does not import ({first_line(exc)}); reinstall it: "
+                f"pip install --force-reinstall 'trtforge[{PIP_EXTRAS[flavor]}]'"
+            ) from exc
         raise BackendUnavailableError(
             f"{flavor} is not installed (import {module_name} failed: {first_line(exc)}); "
             f"install it with: pip install 'trtforge[{PIP_EXTRAS[flavor]}]'"
@@ -249,19 +255,22 @@ class Choice:
 
 
 def choose_backend(requested: str) -> Choice:
-    """Resolve ``auto``: enterprise TensorRT when it imports and a GPU is present, else TensorRT-RTX."""
+    """Resolve ``auto``: enterprise TensorRT when it is installed and a GPU is present, else
+    TensorRT-RTX. Installed by its wheel's metadata (``installed_version``): choosing imports
+    nothing, so ``ci`` settles unchanged specs without TensorRT, and a broken install is the
+    build's error to name (``import_backend``), not a silent switch to another runtime."""
     if requested != "auto":
         return Choice(requested, f"{requested} requested")
     has_trt = installed_version(FLAVOR_TENSORRT) is not None
     gpus = detect_gpus() if has_trt else ()
     if has_trt and gpus:
-        return Choice(FLAVOR_TENSORRT, f"tensorrt imports and a GPU is present ({gpus[0].name})")
+        return Choice(FLAVOR_TENSORRT, f"tensorrt is installed and a GPU is present ({gpus[0].name})")
     if installed_version(FLAVOR_RTX) is None:
         raise BackendUnavailableError(
             "no TensorRT backend is installed: pip install 'trtforge[rtx]' (CPU-only builds) "
             "or 'trtforge[tensorrt]' (on a GPU host)"
         )
-    why = "no GPU detected" if has_trt else "tensorrt does not import"
+    why = "no GPU detected" if has_trt else "tensorrt is not installed"
     return Choice(FLAVOR_RTX, f"{why}; tensorrt-rtx builds on the CPU")
 
 
