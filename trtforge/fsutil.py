@@ -118,8 +118,9 @@ def sha256_bytes(data: bytes | memoryview) -> str:
 
 def beside(work: Callable[[], T], name: str) -> Callable[[], T]:
     """Run ``work`` on a thread of its own, so that it overlaps what the caller does next: work that
-    releases the GIL (hashing, fsync). Call the result to wait for its value; its exception is
-    raised there."""
+    releases the GIL or wants it little (hashing, fsync, onnxruntime's runs beside TensorRT's
+    build). Call the result to wait for its value; its exception is raised there. The interpreter
+    waits for the thread at exit, so a cache file it writes is never cut short."""
     outcome: list[T] = []
     failure: list[BaseException] = []
 
@@ -129,7 +130,7 @@ def beside(work: Callable[[], T], name: str) -> Callable[[], T]:
         except BaseException as exc:  # raised again in the caller's thread, where it is waited for
             failure.append(exc)
 
-    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread = threading.Thread(target=run, name=name)
     thread.start()
 
     def result() -> T:

@@ -24,22 +24,19 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from trtforge.compat import weakly_typed
 from trtforge.errors import SpecError
+from trtforge.fsutil import beside
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     import onnx
 
     from trtforge.console import Reporter
     from trtforge.model import ModelInfo
     from trtforge.precision.overflow import KeepFp32
     from trtforge.spec import Spec
-
-Made = TypeVar("Made")
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class Prepared:
     fp16_flag: bool = False
     calibration_cache: bytes | None = None
     calibration: dict | None = None
-    simulated_onnx: Path | Future[Path] | None = None
+    simulated_onnx: Path | Callable[[], Path] | None = None
     fp16: dict | None = None
     derived: str = ""  # what ``onnx_path`` is when not the spec's model: "fp16-converted", "int8 Q/DQ"
 
@@ -67,20 +64,7 @@ class Prepared:
         simulated = self.simulated_onnx
         if simulated is None or isinstance(simulated, Path):
             return simulated or self.onnx_path
-        return simulated.result()
-
-
-def _beside(work: Callable[[], Made], name: str = "trtforge-emulation") -> Future[Made]:
-    """``work`` in a thread of its own (the interpreter waits for it at exit): made while the
-    caller's thread runs something else that releases the GIL or wants it little (TensorRT's
-    build, onnxruntime's runs)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(1, name)
-    try:
-        return pool.submit(work)
-    finally:
-        pool.shutdown(wait=False)
+        return simulated()
 
 
 def prepare_precision(
@@ -101,8 +85,8 @@ def prepare_precision(
         return Prepared(spec.model_path)
     from trtforge.precision.graphs import emulated_onnx, fp16_onnx, onnx_loader
 
-    def emulated(graph: Callable[[], Path]) -> Future[Path] | None:
-        return _beside(lambda: emulated_onnx(graph(), cache_dir)) if for_gate else None
+    def emulated(graph: Callable[[], Path]) -> Callable[[], Path] | None:
+        return beside(lambda: emulated_onnx(graph(), cache_dir), "trtforge-emulation") if for_gate else None
 
     weakly_typed_trt = weakly_typed(flavor, version)
     if spec.precision == "fp16":
@@ -183,7 +167,7 @@ def _fp16_graph(
         reporter.info(f"{spec.name}: {keep.describe()}")
         return keep, fp16_onnx(spec.model_path, cache_dir, keep.nodes, source if external else copied)
     stop = threading.Event()
-    guard = _beside(
+    guard = beside(
         lambda: choose_keep_fp32(spec, model_info, reporter.info, cache_dir, source, stop), "trtforge-fp16-guard"
     )
     try:
@@ -192,9 +176,9 @@ def _fp16_graph(
         except Exception:
             stop.set()  # the guard ends before its next batch: an error it met until then comes first
             with contextlib.suppress(GuardStopped):
-                guard.result()
+                guard()
             raise
-        keep = guard.result()
+        keep = guard()
     except BaseException:
         stop.set()  # Ctrl-C: the guard ends before its next batch, not after its last
         raise
