@@ -155,7 +155,11 @@ def test_a_commit_rolls_back_a_dead_commit_of_its_artifact_before_its_own(tmp_pa
     ran while the dead process still lived): rolled back only later, the dead commit's backup
     would replace the new engine."""
     killed_mid_commit(tmp_path)
-    commit_set(tmp_path, "second")
+    with ArtifactWriter(tmp_path, "m", "fp32") as writer:
+        for name in FILES:
+            writer.write(name, f"{name} second".encode())
+        swept = writer.commit()
+    assert swept.rolled_back == 1 and "1 interrupted commit(s) rolled back" in (swept.note or "")
     sweep(tmp_path)
     assert held(tmp_path) == whole("second")
     assert leftovers(tmp_path) == ()

@@ -466,7 +466,10 @@ class ArtifactWriter:
         if earlier is not None:
             discard_temp(earlier)
 
-    def commit(self) -> None:
+    def commit(self) -> Swept:
+        """Replace the final files with the staged ones, together; returns what the sweep before
+        it cleaned up (a dead commit of this artifact since the caller's own sweep: its note is
+        the caller's to show)."""
         for name, staged in self._changes.items():
             flushing = self._flushing.pop(name, None)
             if flushing is not None:
@@ -477,13 +480,14 @@ class ArtifactWriter:
         with _holding(lock, wait=True):
             # a dead process's commit of this artifact is rolled back first, under its lock: rolled
             # back after this commit, it would put its old files back over the new set
-            sweep(self.folder)
+            swept = sweep(self.folder)
             if self._whole is not None:  # what is there is known only under the lock
                 for name in artifact_file_names(self._whole):
                     if name not in self._changes and os.path.lexists(self.folder / name):
                         self._changes[name] = None
             _commit(self.folder, self._changes, lock)
         self._changes = {}
+        return swept
 
     def __enter__(self) -> ArtifactWriter:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -211,7 +211,9 @@ def build_spec(
             writer.write(manifest_path.name, manifest.to_json().encode("utf-8"))
             if report is not None:
                 writer.write(report_file.name, report.to_json().encode("utf-8"))
-            writer.commit()  # engine, manifest and report together: the old set or the new one
+            late = writer.commit()  # engine, manifest and report together: the old set or the new one
+        if late.note:
+            reporter.info(late.note)
         report_path(out_dir, stem, rejected=True).unlink(missing_ok=True)
         reporter.success(f"{spec.name}: {engine_path}")
         return BuildOutcome(spec, engine_path, manifest_path, manifest, choice, result.notes, report)

@@ -308,14 +308,14 @@ def _restore(cache_entry: Path, out_dir: Path, spec: Any, stem: str) -> str | No
     dead runs were removed there, if any."""
     from trtforge.artifact import ArtifactWriter, sweep
 
-    note = sweep(out_dir).note
+    swept = sweep(out_dir)
     with ArtifactWriter(out_dir, spec.name, spec.precision) as writer:
         writer.replace_whole(stem)
         for path in cache_entry.iterdir():
             if path.name != "record.json":
                 shutil.copyfile(path, writer.stage(path.name))
-        writer.commit()
-    return note
+        swept += writer.commit()
+    return swept.note
 
 
 def _failure_steps(exc: TrtforgeError, seconds: float) -> tuple[StepResult, ...]:

@@ -130,7 +130,9 @@ def _verify_locked(
         if not signed:
             updated = manifest.replace(accuracy=summary(report, report_file.name))
             writer.write(paths.manifest.name, updated.to_json().encode("utf-8"))
-        writer.commit()
+        late = writer.commit()
+    if late.note:
+        reporter.info(late.note)
     if signed:
         reporter.info(f"{engine.name}: signed manifest left unchanged; report in {report_file}")
     if not report.passed:

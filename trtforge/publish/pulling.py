@@ -168,7 +168,7 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
         return outcome("unchanged")
     created = not out_dir.exists()
     ensure_writable_dir(out_dir)
-    note = sweep(out_dir).note
+    swept = sweep(out_dir)
     try:
         with ArtifactWriter(out_dir, chosen.manifest.name, chosen.manifest.precision) as writer:
             writer.replace_whole(chosen.manifest.stem)  # a report or attestation of another build would stay
@@ -184,12 +184,12 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
                 writer.write(attestation_path(engine_final).name, attested.envelope)
             if report is not None:
                 writer.write(report_final.name, report)
-            writer.commit()  # the artifact's whole set: the old one or the new one
+            swept += writer.commit()  # the artifact's whole set: the old one or the new one
     except BaseException:
         if created:
             _remove_if_empty(out_dir)
         raise
-    notes = ((note,) if note else ()) + attested.notes
+    notes = ((swept.note,) if swept.note else ()) + attested.notes
     attestation = attestation_path(engine_final) if attested.envelope is not None else None
     return outcome("pulled", notes=notes, attestation=attestation)
 
