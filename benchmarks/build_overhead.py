@@ -25,12 +25,13 @@ the gate's candidate is the reference graph itself, so nothing is measured and t
 gate off does); gate on / (direct + gate passes) at fp16 (goal 1.0). One untimed round runs
 every command first (bytecode written, files in the page cache), then the timed rounds.
 On a VM that reports free memory to its host (virtio-balloon free page reporting, as this one,
-``page_reporting.page_reporting_order=11``), writing a new 47 MB file takes 14 ms or 130-140 ms,
-as its page-cache pages are backed by the host again or not: trtforge writes its engine into a
-new file beside the old one (the commit replaces it whole), the direct script truncates and
-rewrites its file in place, reusing the pages it just freed. ResNet-18's trtforge rows are
-bimodal (about 0.62 s or 0.75 s) for that reason alone (py-spy: ``write_bytes`` 12-27 ms against
-129-148 ms, everything else alike).
+``page_reporting.page_reporting_order=11``), writing a new 47 MB file takes 14 ms or 130-170 ms,
+as its page-cache pages are backed by the host again or not. The direct script truncates and
+rewrites its file in place, reusing the pages it just freed; trtforge writes its engine into a
+new file beside the old one (the commit replaces it whole), and gives the old one's page cache
+back first (``fsutil.drop_cached_pages``), so it reuses those pages too. Before it did, ResNet-18's
+trtforge rows were bimodal (about 0.62 s or 0.75 s) for that reason alone (py-spy: ``write_bytes``
+12-27 ms against 129-148 ms, everything else alike).
 Models: the digits CNN, ResNet-18 at 3x64x64 and 3x224x224 with seeded random weights
 (benchmarks/calibration.py builds it), MobileNetV2 at 3x64x64 and a BERT-style encoder (4 layers,
 hidden 256) with two dynamic dims, batch and sequence (benchmarks/qdq_placement.py builds both).
