@@ -372,13 +372,20 @@ def test_a_full_disk_found_by_a_flush_fails_the_commit_and_keeps_the_old_set(
     """``write`` flushes on a thread (NFS and some quotas report a full disk only then): the
     commit waits for it, and its error is the commit's, before anything is replaced."""
     seed(tmp_path)
+    real, failed = artifact.fsync_file, []
 
-    def full(path: Path) -> None:
+    def full_on_the_flush_thread(path: Path) -> None:
+        if threading.current_thread().name != "trtforge-fsync":
+            real(path)
+            return
+        failed.append(path.name)
         raise ENOSPC
 
-    monkeypatch.setattr(artifact, "fsync_file", full)
+    monkeypatch.setattr(artifact, "fsync_file", full_on_the_flush_thread)
+    steps: list[str] = []
     with pytest.raises(InvalidInputError, match="no space left on device"):
-        commit_set(tmp_path, "new")
+        commit_set(tmp_path, "new", steps.append)
+    assert failed and "journal" not in steps  # raised by the flush's wait, before the commit began
     assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
 
 
@@ -426,6 +433,8 @@ def _cached(path: Path) -> bool:
         return True
     except BlockingIOError:
         return False
+    except OSError as exc:  # EOPNOTSUPP: this file system cannot say
+        pytest.skip(f"preadv(RWF_NOWAIT) is not supported here ({exc.strerror})")
     finally:
         os.close(fd)
 
@@ -447,6 +456,30 @@ def test_staging_a_file_gives_back_the_cache_of_the_one_it_replaces_not_its_byte
         assert not _cached(tmp_path / "m.engine") and held(tmp_path) == whole("old")
         writer.commit()
     assert held(tmp_path)["m.engine"] == "m.engine new" and _cached(tmp_path / "m.engine")
+    # a link at the final name is left alone: the commit replaces the link, not what it points to
+    shared = tmp_path / "shared.engine"
+    shared.write_bytes(b"x" * 8192)
+    fsutil.fsync_file(shared)
+    (tmp_path / "m.engine").unlink()
+    (tmp_path / "m.engine").symlink_to(shared)
+    with ArtifactWriter(tmp_path, "m", "fp32") as writer:
+        writer.write("m.engine", b"m.engine newer")
+        assert _cached(shared)
+        writer.commit()
+    assert shared.read_bytes() == b"x" * 8192 and not (tmp_path / "m.engine").is_symlink()
+
+
+def test_staging_over_a_fifo_neither_blocks_nor_touches_it(tmp_path: Path) -> None:
+    """Opening a FIFO to give its cache back would wait for a writer forever."""
+    os.mkfifo(tmp_path / "m.accuracy.json")
+
+    def commit_over_it() -> None:
+        with ArtifactWriter(tmp_path, "m", "fp32") as writer:
+            writer.write("m.accuracy.json", b"report")
+            writer.commit()
+
+    assert run_forked(commit_over_it, timeout=20) == [0]
+    assert (tmp_path / "m.accuracy.json").read_bytes() == b"report"
 
 
 def test_a_file_system_without_flock_still_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

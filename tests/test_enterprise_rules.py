@@ -7,6 +7,7 @@ The enterprise builds themselves are in ``test_backend_tensorrt.py`` and ``test_
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from trtforge.backends.tensorrt import build_gpu_refusal, timing_cache_note
 from trtforge.cache import timing_cache_file
 from trtforge.calibration.cache import trt_version_int
 from trtforge.compat import GpuDevice, weakly_typed
-from trtforge.environment import Choice, choose_backend, detect_gpus, import_backend
+from trtforge.environment import Choice, choose_backend, import_backend
 from trtforge.errors import BackendUnavailableError, InvalidInputError
 from trtforge.spec import BuildOptions, ShapeRange
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability
@@ -206,16 +207,22 @@ def test_a_tensorrt_wheel_that_does_not_import_is_named_with_its_fix(broken_tens
         import_backend(FLAVOR_TENSORRT)
     assert str(raised.value) == (
         "tensorrt 10.13.0.35 is installed but does not import (libnvinfer.so.10: cannot open shared object "
-        "file: No such file or directory); reinstall it: pip install --force-reinstall 'trtforge[tensorrt]'"
+        "file: No such file or directory); check that the GPU driver's libraries are found, or reinstall its "
+        "wheels: pip install --force-reinstall --no-deps tensorrt_cu12==10.13.0.35 "
+        "tensorrt_cu12_libs==10.13.0.35 tensorrt_cu12_bindings==10.13.0.35"
     )
     assert raised.value.exit_code == 2
 
 
-def test_auto_without_a_gpu_builds_with_tensorrt_rtx_beside_a_broken_tensorrt(broken_tensorrt: Path) -> None:
+def test_auto_says_a_tensorrt_without_wheel_metadata_does_not_import(broken_tensorrt: Path) -> None:
+    """A source or conda install (no wheel metadata) counts as installed when it imports: this one
+    does not, so auto builds with TensorRT-RTX, and says why truly (it is there, it is broken)."""
     need_rtx()
-    if detect_gpus():
-        pytest.skip("a GPU is present: auto picks the installed tensorrt (the next test)")
-    assert choose_backend("auto") == Choice(FLAVOR_RTX, "no GPU detected; tensorrt-rtx builds on the CPU")
+    for info in (broken_tensorrt / "site").glob("*.dist-info"):
+        shutil.rmtree(info)
+    environment.installed_version.cache_clear()
+    assert environment.installed_version(FLAVOR_TENSORRT) is None
+    assert choose_backend("auto") == Choice(FLAVOR_RTX, "tensorrt does not import; tensorrt-rtx builds on the CPU")
 
 
 def test_auto_on_a_gpu_host_names_the_broken_tensorrt_and_the_way_out(

@@ -16,8 +16,7 @@ from clitools import cli
 from models import need_rtx
 from registry import RunningRegistry, build_engine, put_manifest
 
-from trtforge.accuracy.report import REPORT_SHA256
-from trtforge.manifest import SKIPPED_ACCURACY, manifest_path_for, read_manifest, report_path
+from trtforge.manifest import REPORT_SHA256, SKIPPED_ACCURACY, manifest_path_for, read_manifest, report_path
 from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
 from trtforge.publish.base import report_problem
 from trtforge.publish.oci import OCI_MANIFEST_MEDIA_TYPE, REPORT_MEDIA_TYPE, TITLE

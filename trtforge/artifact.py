@@ -437,9 +437,9 @@ class ArtifactWriter:
 
         The file it replaces keeps its bytes until the commit but not its page cache: the staged
         file's pages reuse those (``drop_cached_pages``)."""
+        self._discard(name)
         drop_cached_pages(self.folder / name)
         staged = make_temp(self.folder, name)
-        self._discard(name)
         self._changes[name] = staged
         return staged
 
@@ -449,7 +449,7 @@ class ArtifactWriter:
         waits for it: a 47 MB engine's fsync takes ~26 ms here."""
         staged = self.stage(name)
         staged.write_bytes(data)
-        self._flushing[name] = beside(lambda: fsync_file(staged), "trtforge-fsync")
+        self._flushing[name] = beside(lambda: fsync_file(staged), "trtforge-fsync", daemon=True)
 
     def replace_whole(self, stem: str) -> None:
         """The commit replaces every file of artifact ``stem`` (``manifest.artifact_file_names``):
@@ -458,22 +458,25 @@ class ArtifactWriter:
         self._whole = stem
 
     def _discard(self, name: str) -> None:
-        flushing = self._flushing.pop(name, None)
-        if flushing is not None:
-            with contextlib.suppress(OSError):  # the file is dropped: how its flush ended does not matter
-                flushing()
+        """Drop what is staged under ``name``. A flush of it that still runs is not waited for: the
+        file goes, and the flush's thread (a daemon) holds up nothing, not even the exit. A file
+        that cannot go (open elsewhere, on Windows) is a stale temporary for the next sweep, and
+        never hides the error that is discarding it."""
+        self._flushing.pop(name, None)
         earlier = self._changes.pop(name, None)
         if earlier is not None:
-            discard_temp(earlier)
+            with contextlib.suppress(OSError):
+                discard_temp(earlier)
 
     def commit(self) -> Swept:
         """Replace the final files with the staged ones, together; returns what the sweep before
         it cleaned up (a dead commit of this artifact since the caller's own sweep: its note is
         the caller's to show)."""
         for name, staged in self._changes.items():
-            flushing = self._flushing.pop(name, None)
+            flushing = self._flushing.get(name)
             if flushing is not None:
-                flushing()
+                flushing()  # its error is the commit's, raised before anything is replaced
+                del self._flushing[name]
             elif staged is not None:
                 fsync_file(staged)
         lock = lock_file(self.lock_folder, self.name, self.precision)

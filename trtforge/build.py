@@ -20,7 +20,7 @@ from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
 from trtforge.cache import default_cache_dir, timing_cache_file
 from trtforge.console import Reporter
-from trtforge.environment import detect_gpus, detect_platform
+from trtforge.environment import detect_gpus, detect_platform, installed_version
 from trtforge.errors import BackendUnavailableError, BuildError
 from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_beside, sha256_file
 from trtforge.keys import SigningKey
@@ -42,7 +42,7 @@ from trtforge.model import ModelInfo, check_model_file, load_onnx, read_model_in
 from trtforge.precision import Prepared, prepare_precision
 from trtforge.shapes import spec_profiles
 from trtforge.spec import Spec, check_profiles
-from trtforge.tags import ComputeCapability, EngineTag, artifact_stem
+from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability, EngineTag, artifact_stem
 
 if TYPE_CHECKING:
     from trtforge.accuracy.gate import GatePass
@@ -139,7 +139,7 @@ def build_spec(
     try:
         engine_backend = open_backend(choice.flavor)
     except BackendUnavailableError as exc:
-        if (backend or spec.backend) != "auto":
+        if (backend or spec.backend) != "auto" or choice.flavor != FLAVOR_TENSORRT or not installed_version(FLAVOR_RTX):
             raise
         raise BackendUnavailableError(
             f"{exc}; --backend auto chose it ({choice.reason}): or pass --backend tensorrt-rtx to build on the CPU"

@@ -191,11 +191,14 @@ def import_backend(flavor: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except Exception as exc:  # the PyPI stub of `tensorrt` raises at import time, not ImportError
-        version = _wheel_version(module_name)
-        if version is not None:  # its wheel is there: a library it loads is missing or the wrong one
+        wheel = _shipping_wheel(module_name)
+        if wheel is not None:  # its wheel is there: a library it loads may be missing or the wrong one
+            name, version = wheel
+            reinstall = " ".join(f"{name}{part}=={version}" for part in ("", "_libs", "_bindings"))
             raise BackendUnavailableError(
-                f"{flavor} {version} is installed but does not import ({first_line(exc)}); reinstall it: "
-                f"pip install --force-reinstall 'trtforge[{PIP_EXTRAS[flavor]}]'"
+                f"{flavor} {version} is installed but does not import ({first_line(exc)}); check that the "
+                f"GPU driver's libraries are found, or reinstall its wheels: pip install --force-reinstall "
+                f"--no-deps {reinstall}"
             ) from exc
         raise BackendUnavailableError(
             f"{flavor} is not installed (import {module_name} failed: {first_line(exc)}); "
@@ -239,10 +242,17 @@ def installed_flavor() -> str | None:
 
 
 def _wheel_version(module_name: str) -> str | None:
+    wheel = _shipping_wheel(module_name)
+    return wheel[1] if wheel is not None else None
+
+
+def _shipping_wheel(module_name: str) -> tuple[str, str] | None:
+    """(``{module}_cu{N}``, its version) of the installed wheels that ship ``module_name``."""
     for cuda in WHEEL_CUDA_MAJORS:
-        for name in (f"{module_name}_cu{cuda}", f"{module_name}_cu{cuda}_bindings"):
+        base = f"{module_name}_cu{cuda}"
+        for name in (base, f"{base}_bindings"):
             with suppress(metadata.PackageNotFoundError):
-                return metadata.version(name)
+                return base, metadata.version(name)
     return None
 
 
@@ -257,8 +267,9 @@ class Choice:
 def choose_backend(requested: str) -> Choice:
     """Resolve ``auto``: enterprise TensorRT when it is installed and a GPU is present, else
     TensorRT-RTX. Installed by its wheel's metadata (``installed_version``): choosing imports
-    nothing, so ``ci`` settles unchanged specs without TensorRT, and a broken install is the
-    build's error to name (``import_backend``), not a silent switch to another runtime."""
+    nothing, so ``ci`` settles unchanged specs without TensorRT, and a broken wheel install is the
+    build's error to name (``import_backend``), not a silent switch to another runtime. A module
+    without wheel metadata (a source or conda install) counts as installed when it imports."""
     if requested != "auto":
         return Choice(requested, f"{requested} requested")
     has_trt = installed_version(FLAVOR_TENSORRT) is not None
@@ -270,7 +281,12 @@ def choose_backend(requested: str) -> Choice:
             "no TensorRT backend is installed: pip install 'trtforge[rtx]' (CPU-only builds) "
             "or 'trtforge[tensorrt]' (on a GPU host)"
         )
-    why = "no GPU detected" if has_trt else "tensorrt is not installed"
+    if has_trt:
+        why = "no GPU detected"
+    elif importlib.util.find_spec(BACKEND_MODULES[FLAVOR_TENSORRT]) is not None:
+        why = "tensorrt does not import"
+    else:
+        why = "tensorrt is not installed"
     return Choice(FLAVOR_RTX, f"{why}; tensorrt-rtx builds on the CPU")
 
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -116,11 +117,12 @@ def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def beside(work: Callable[[], T], name: str) -> Callable[[], T]:
+def beside(work: Callable[[], T], name: str, *, daemon: bool = False) -> Callable[[], T]:
     """Run ``work`` on a thread of its own, so that it overlaps what the caller does next: work that
     releases the GIL or wants it little (hashing, fsync, onnxruntime's runs beside TensorRT's
     build). Call the result to wait for its value; its exception is raised there. The interpreter
-    waits for the thread at exit, so a cache file it writes is never cut short."""
+    waits for the thread at exit, so a cache file it writes is never cut short; a ``daemon`` one
+    (work whose result is dropped unless waited for, like the flush of a staged file) it does not."""
     outcome: list[T] = []
     failure: list[BaseException] = []
 
@@ -130,7 +132,7 @@ def beside(work: Callable[[], T], name: str) -> Callable[[], T]:
         except BaseException as exc:  # raised again in the caller's thread, where it is waited for
             failure.append(exc)
 
-    thread = threading.Thread(target=run, name=name)
+    thread = threading.Thread(target=run, name=name, daemon=daemon)
     thread.start()
 
     def result() -> T:
@@ -489,20 +491,25 @@ def judging_owner(path: Path) -> Iterator[Owner]:
 
 
 def drop_cached_pages(path: Path) -> None:
-    """Give the page cache of ``path`` back to the kernel, leaving the file as it is: a file about to
-    be replaced by a new one of about its size, so that the new file's pages reuse these. On a VM
-    that reports free memory to its host (virtio-balloon free page reporting), writing a new 47 MB
-    engine into pages the host took back took 130-170 ms against 15-25 ms into pages just freed
-    (measured here). Dirty and mapped pages stay (the kernel drops clean, unmapped ones only)."""
+    """Give the page cache of the regular file ``path`` back to the kernel, leaving the file as it
+    is: a file about to be replaced by a new one of about its size, so that the new file's pages
+    reuse these. On a VM that reports free memory to its host (virtio-balloon free page reporting),
+    writing a new 47 MB engine into pages the host took back took 130-170 ms against 15-25 ms into
+    pages just freed (measured here). The kernel drops clean, unmapped pages only (it starts
+    writing dirty ones back). The cost: should the replacement not happen (a rejected build), the
+    old file is read from disk again by its next reader. Anything but a regular file (a link, a
+    FIFO, a device) is left alone, and opened without blocking or following."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:  # not on macOS or Windows
         return
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not there (a first build), or unreadable: nothing to give back
+        fd = os.open(path, flags)
+    except OSError:  # not there (a first build), a link, unreadable: nothing to give back
         return
     try:
-        advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     except OSError:
         pass
     finally:

@@ -18,7 +18,7 @@ from trtforge.compat import (
 )
 from trtforge.console import Reporter, Styled, Table
 from trtforge.fsutil import sha256_file
-from trtforge.manifest import ArtifactPaths, read_manifest
+from trtforge.manifest import REPORT_SHA256, ArtifactPaths, read_manifest
 
 if TYPE_CHECKING:
     from trtforge.keys import TrustedKey
@@ -108,7 +108,9 @@ def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
             "accuracy",
             "not checked"
             if accuracy is None
-            else ", ".join(f"{k} {v}" for k, v in accuracy.items() if not isinstance(v, (dict, list))),
+            else ", ".join(
+                f"{k} {v}" for k, v in accuracy.items() if not isinstance(v, (dict, list)) and k != REPORT_SHA256
+            ),
         )
     )
     for key, value in rows:

@@ -25,6 +25,8 @@ ATTESTATION_SUFFIX = ".intoto.jsonl"
 #: the accuracy gate's report beside its engine, and the one a rejected build leaves (no engine)
 REPORT_SUFFIX = ".accuracy.json"
 REJECTED_SUFFIX = ".rejected.accuracy.json"
+#: the ``accuracy`` summary's key for the sha256 of its report's bytes, as written
+REPORT_SHA256 = "report_sha256"
 
 #: The manifest's ``accuracy`` when the spec turns the gate off.
 SKIPPED_ACCURACY: dict[str, Any] = {"skipped": True, "reason": "accuracy.enabled is false in the spec"}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trtforge.console import Cell, Styled, Table
 from trtforge.fsutil import atomic_write_text, sha256_bytes
+from trtforge.manifest import REPORT_SHA256
 
 if TYPE_CHECKING:
     from trtforge.console import Reporter
@@ -153,10 +154,6 @@ def write_report(path: Path, report: AccuracyReport) -> Path:
 _SUMMARY_METRICS = ("cosine", "max_abs", "snr_db", "top1")
 #: an integer or boolean output's: the share of equal values is what was judged (a cosine of indices means nothing)
 _SUMMARY_EXACT_METRICS = ("match", "max_abs")
-
-
-#: the summary's key for the sha256 of the report's bytes (``AccuracyReport.to_json``, as written)
-REPORT_SHA256 = "report_sha256"
 
 
 def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:

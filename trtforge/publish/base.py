@@ -18,6 +18,7 @@ from trtforge.errors import IncompatibleEngineError, InvalidInputError, Registry
 from trtforge.manifest import (
     ENGINE_SUFFIX,
     MAX_REPORT_BYTES,
+    REPORT_SHA256,
     REPORT_SUFFIX,
     ArtifactPaths,
     Manifest,
@@ -223,7 +224,7 @@ def report_problem(manifest: Manifest, data: bytes) -> str | None:
     """
     from pydantic import ValidationError
 
-    from trtforge.accuracy.report import REPORT_SHA256, AccuracyReport, summary
+    from trtforge.accuracy.report import AccuracyReport, summary
     from trtforge.fsutil import sha256_bytes
 
     try:

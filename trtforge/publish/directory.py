@@ -62,7 +62,7 @@ class DirRegistry:
             action, detail = decide(existing, artifact, force, str(engine_final))
             if action == "unchanged":
                 return PublishOutcome("unchanged", str(engine_final), detail, warnings, notes=notes)
-            commit_pair(self.root, artifact, engine_final.name, manifest_final.name, whole_set=True)
+            notes += commit_pair(self.root, artifact, engine_final.name, manifest_final.name, whole_set=True)
         status = written_status(action)
         return PublishOutcome(status, str(engine_final), detail, warnings, notes=notes)
 

@@ -60,9 +60,10 @@ def commit_pair(
     manifest_name: str,
     lock_folder: Path | None = None,
     whole_set: bool = False,
-) -> None:
+) -> tuple[str, ...]:
     """Copy the engine (streamed, any size) and its manifest into ``folder`` as one commit, under
-    the artifact's lock in ``lock_folder`` (default ``folder``). ``whole_set``: a registry that
+    the artifact's lock in ``lock_folder`` (default ``folder``); returns the commit's sweep note,
+    if it cleaned anything up (as :func:`clean_up`). ``whole_set``: a registry that
     keeps the files under the artifact's own names (``dir://``), where the commit replaces the
     artifact's whole set (``ArtifactWriter.replace_whole``), its accuracy report with it when the
     artifact has one."""
@@ -75,9 +76,10 @@ def commit_pair(
                 writer.replace_whole(manifest.stem)  # a report or attestation of the replaced engine would stay
                 if artifact.report is not None:
                     writer.write(artifact.report_name, artifact.report)
-            writer.commit()
+            note = writer.commit().note
     except OSError as exc:
         raise io_error("write", folder / engine_name, exc) from exc
+    return (note,) if note else ()
 
 
 def clean_up(root: Path, depth: int) -> tuple[str, ...]:

@@ -143,7 +143,9 @@ class TritonRegistry:
                     notes,
                 )
             if version == latest:
-                commit_pair(version_dir, artifact, plan_name(manifest), plan_manifest_name(manifest), model_dir)
+                notes += commit_pair(
+                    version_dir, artifact, plan_name(manifest), plan_manifest_name(manifest), model_dir
+                )
             else:
                 self._new_version(model_dir, version, artifact)
             config_note = self._write_config(model_dir, version_dir, force, warnings)
