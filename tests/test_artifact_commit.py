@@ -389,6 +389,32 @@ def test_a_full_disk_found_by_a_flush_fails_the_commit_and_keeps_the_old_set(
     assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
 
 
+def test_a_temporary_that_cannot_go_never_hides_the_error_and_loses_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discarding a staged file whose removal fails (read-only by now, open elsewhere): the error
+    that is discarding it comes through, and the temporary's lock is dropped, so a sweep may take
+    it. Staging a name again discards the earlier temporary first."""
+    seed(tmp_path)
+    real_unlink = Path.unlink
+
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        if self.name.endswith(".tmp"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        real_unlink(self, missing_ok=missing_ok)
+
+    with pytest.raises(KeyboardInterrupt), ArtifactWriter(tmp_path, "m", "fp32") as writer:
+        writer.write("m.engine", b"first")
+        writer.write("m.engine", b"second")
+        assert len(leftovers(tmp_path)) == 1  # the first one went before the second was made
+        monkeypatch.setattr(Path, "unlink", refused)
+        raise KeyboardInterrupt
+    monkeypatch.undo()
+    (left,) = leftovers(tmp_path)
+    assert str(tmp_path / left) not in fsutil._owned  # its lock is dropped
+    assert held(tmp_path) == whole("old")
+
+
 def test_a_full_disk_while_writing_the_journal_leaves_no_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ The enterprise builds themselves are in ``test_backend_tensorrt.py`` and ``test_
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -208,10 +209,35 @@ def test_a_tensorrt_wheel_that_does_not_import_is_named_with_its_fix(broken_tens
     assert str(raised.value) == (
         "tensorrt 10.13.0.35 is installed but does not import (libnvinfer.so.10: cannot open shared object "
         "file: No such file or directory); check that the GPU driver's libraries are found, or reinstall its "
-        "wheels: pip install --force-reinstall --no-deps tensorrt_cu12==10.13.0.35 "
+        "wheels (and the CUDA runtime they need): pip install --force-reinstall tensorrt_cu12==10.13.0.35 "
         "tensorrt_cu12_libs==10.13.0.35 tensorrt_cu12_bindings==10.13.0.35"
     )
     assert raised.value.exit_code == 2
+
+
+def test_auto_without_a_gpu_builds_on_the_cpu_beside_an_installed_tensorrt(
+    broken_tensorrt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed (its metadata) is not enough for auto: without a GPU TensorRT-RTX builds, and the
+    reason names the GPU, not the install."""
+    monkeypatch.setattr(environment, "detect_gpus", lambda: ())
+    assert choose_backend("auto") == Choice(FLAVOR_RTX, "no GPU detected; tensorrt-rtx builds on the CPU")
+
+
+def test_a_leftover_tensorrt_folder_is_not_an_installed_tensorrt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``tensorrt`` folder without a module in it (an uninstall's leftover) imports as an empty
+    namespace package: no version, not installed, and choosing says so instead of failing."""
+    (tmp_path / "tensorrt").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    environment.installed_version.cache_clear()
+    try:
+        assert environment.installed_version(FLAVOR_TENSORRT) is None
+        assert choose_backend("auto").flavor == FLAVOR_RTX
+    finally:
+        environment.installed_version.cache_clear()
+        sys.modules.pop("tensorrt", None)  # the namespace package it imported
 
 
 def test_auto_says_a_tensorrt_without_wheel_metadata_does_not_import(broken_tensorrt: Path) -> None:

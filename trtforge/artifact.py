@@ -459,12 +459,20 @@ class ArtifactWriter:
 
     def _discard(self, name: str) -> None:
         """Drop what is staged under ``name``. A flush of it that still runs is not waited for: the
-        file goes, and the flush's thread (a daemon) holds up nothing, not even the exit. A file
-        that cannot go (open elsewhere, on Windows) is a stale temporary for the next sweep, and
-        never hides the error that is discarding it."""
-        self._flushing.pop(name, None)
+        file goes, and the flush's thread (a daemon) holds up nothing, not even the exit. Where the
+        file cannot go while the flush holds it open (Windows), it goes once the flush ended; one
+        that cannot go at all is a stale temporary for a later sweep, and never hides the error
+        that is discarding it."""
+        flushing = self._flushing.pop(name, None)
         earlier = self._changes.pop(name, None)
-        if earlier is not None:
+        if earlier is None:
+            return
+        try:
+            discard_temp(earlier)
+        except OSError:
+            if flushing is not None:
+                with contextlib.suppress(Exception):  # its error does not matter: the file goes
+                    flushing()
             with contextlib.suppress(OSError):
                 discard_temp(earlier)
 
@@ -542,6 +550,10 @@ def _size(size: int) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs. On Windows ``os.kill`` cannot probe (it ends the process or
+    signals a console group): every pid counts as alive there, and a temporary goes by its age."""
+    if os.name == "nt":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -195,10 +195,10 @@ def import_backend(flavor: str) -> ModuleType:
         if wheel is not None:  # its wheel is there: a library it loads may be missing or the wrong one
             name, version = wheel
             reinstall = " ".join(f"{name}{part}=={version}" for part in ("", "_libs", "_bindings"))
+            driver = "check that the GPU driver's libraries are found, or " if flavor == FLAVOR_TENSORRT else ""
             raise BackendUnavailableError(
-                f"{flavor} {version} is installed but does not import ({first_line(exc)}); check that the "
-                f"GPU driver's libraries are found, or reinstall its wheels: pip install --force-reinstall "
-                f"--no-deps {reinstall}"
+                f"{flavor} {version} is installed but does not import ({first_line(exc)}); {driver}reinstall "
+                f"its wheels (and the CUDA runtime they need): pip install --force-reinstall {reinstall}"
             ) from exc
         raise BackendUnavailableError(
             f"{flavor} is not installed (import {module_name} failed: {first_line(exc)}); "
@@ -224,9 +224,10 @@ def installed_version(flavor: str) -> str | None:
     if version is not None:
         return version
     try:
-        return str(import_backend(flavor).__version__)
+        version = getattr(import_backend(flavor), "__version__", None)  # None: a leftover folder, no module
     except BackendUnavailableError:
         return None
+    return str(version) if version is not None else None
 
 
 def installed_flavor() -> str | None:

@@ -426,9 +426,12 @@ def release_temp(path: Path) -> None:
 
 
 def discard_temp(path: Path) -> None:
-    """Remove a temporary file of this process and drop its lock."""
-    path.unlink(missing_ok=True)
-    release_temp(path)
+    """Remove a temporary file of this process and drop its lock (dropped even where the file
+    cannot go: a sweep may then take it)."""
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        release_temp(path)
 
 
 def rename_temp(source: Path, target: Path) -> None:
