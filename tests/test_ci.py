@@ -335,7 +335,7 @@ def test_remote_cache_shares_builds_between_runners(
         app, ["ci", str(project), "--out", str(tmp_path / "runner-b"), "--json", "--remote-cache", remote, "--insecure"]
     )
     assert result.exit_code == 0, result.stderr
-    assert set(_statuses(json.loads(result.stdout)).values()) == {"restored"}
+    assert set(_statuses(json.loads(result.stdout)).values()) == {"restored"}, result.stderr
     assert result.stderr.count("restored from the remote build cache") == 3
     gated = 0
     for engine in (tmp_path / "runner-a").glob("*.engine"):
