@@ -551,7 +551,8 @@ def _size(size: int) -> str:
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs. On Windows ``os.kill`` cannot probe (it ends the process or
-    signals a console group): every pid counts as alive there, and a temporary goes by its age."""
+    signals a console group): every pid counts as alive there, and a temporary goes by its age
+    (a commit's backup, whose mtime is the old file's, stays for a rollback)."""
     if os.name == "nt":
         return True
     try:
