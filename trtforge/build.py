@@ -139,7 +139,8 @@ def build_spec(
     try:
         engine_backend = open_backend(choice.flavor)
     except BackendUnavailableError as exc:
-        if (backend or spec.backend) != "auto" or choice.flavor != FLAVOR_TENSORRT or not installed_version(FLAVOR_RTX):
+        auto_chose_tensorrt = (backend or spec.backend) == "auto" and choice.flavor == FLAVOR_TENSORRT
+        if not auto_chose_tensorrt or installed_version(FLAVOR_RTX) is None:
             raise
         raise BackendUnavailableError(
             f"{exc}; --backend auto chose it ({choice.reason}): or pass --backend tensorrt-rtx to build on the CPU"
@@ -202,15 +203,15 @@ def build_spec(
 
                 manifest = manifest.replace(accuracy=summary(report, report_file.name))
             attestation = attestation_path(engine_path).name
+            report_bytes = report.to_json().encode("utf-8") if report is not None else None  # as summarized
             if signing_key is not None:
-                report_bytes = report.to_json().encode("utf-8") if report is not None else None
                 from trtforge.provenance import sign_build  # only to sign: its module is not a build's cost
 
                 manifest, envelope = sign_build(spec, manifest, engine_path, report_bytes, signing_key)
                 writer.write(attestation, envelope)
             writer.write(manifest_path.name, manifest.to_json().encode("utf-8"))
-            if report is not None:
-                writer.write(report_file.name, report.to_json().encode("utf-8"))
+            if report_bytes is not None:
+                writer.write(report_file.name, report_bytes)
             late = writer.commit()  # engine, manifest and report together: the old set or the new one
         if late.note:
             reporter.info(late.note)

@@ -220,9 +220,9 @@ def installed_version(flavor: str) -> str | None:
     module_name = BACKEND_MODULES[flavor]
     if importlib.util.find_spec(module_name) is None:
         return None
-    version = _wheel_version(module_name)
-    if version is not None:
-        return version
+    wheel = _shipping_wheel(module_name)
+    if wheel is not None:
+        return wheel[1]
     try:
         version = getattr(import_backend(flavor), "__version__", None)  # None: a leftover folder, no module
     except BackendUnavailableError:
@@ -240,11 +240,6 @@ def installed_flavor() -> str | None:
             "e.g. Target(flavor='tensorrt-rtx', compute_capability='8.6')"
         )
     return installed[0] if installed else None
-
-
-def _wheel_version(module_name: str) -> str | None:
-    wheel = _shipping_wheel(module_name)
-    return wheel[1] if wheel is not None else None
 
 
 def _shipping_wheel(module_name: str) -> tuple[str, str] | None:
