@@ -175,6 +175,29 @@ def test_damaged_engine_in_the_registry_is_refused_and_nothing_written(
     assert cli("publish", str(engines["8.6"]), "--to", f"dir://{registry}", "--force")[0] == 0
 
 
+@pytest.mark.parametrize("kind", ["endless", "larger", "fifo"])
+def test_a_registry_engine_is_read_no_further_than_its_manifest_declares(
+    engines: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
+    """/dev/zero behind the engine's name filled the disk: a pull copied until the file ended."""
+    registry = tmp_path / "registry"
+    assert cli("publish", str(engines["8.6"]), "--to", f"dir://{registry}")[0] == 0
+    stored = registry / engines["8.6"].name
+    size = stored.stat().st_size
+    stored.unlink()
+    if kind == "endless":
+        stored.symlink_to("/dev/zero")
+    elif kind == "larger":
+        stored.write_bytes(engines["8.6"].read_bytes() + b"\0" * 4096)
+    else:
+        os.mkfifo(stored)  # nobody writes: reading it would wait forever
+    out = tmp_path / "pulled"
+    code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", str(out))
+    expected = f"larger than the {size:,} bytes its manifest declares" if kind == "larger" else "not a regular file"
+    assert code == 6 and expected in err and "publish the artifact again" in err, err
+    assert not out.exists() or listing(out) == []
+
+
 def test_half_written_artifacts_are_never_candidates(engines: dict[str, Path], tmp_path: Path) -> None:
     """What an interrupted publish can leave: a staged hidden file, an engine whose manifest never came."""
     registry = tmp_path / "registry"

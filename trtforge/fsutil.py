@@ -23,10 +23,10 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 try:
     import fcntl
@@ -517,6 +517,19 @@ def drop_cached_pages(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def copy_at_most(chunks: Iterable[bytes], out: IO[bytes], limit: int) -> bool:
+    """Copy ``chunks`` into ``out`` while they stay within ``limit`` bytes; False, with nothing more
+    read or written, at the chunk that would go past it: a source that does not end (a registry's
+    stream, a device behind a file's name) cannot fill the disk."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            return False
+        out.write(chunk)
+    return True
 
 
 def fsync_file(path: Path) -> None:

@@ -89,7 +89,7 @@ class DirRegistry:
         return Listing(tuple(found), tuple(others), tuple(skipped))
 
     def fetch(self, candidate: Candidate, into: Path) -> None:
-        copy_out(candidate.locator, into)
+        copy_out(candidate.locator, into, candidate.manifest.artifact.size)
 
     def report(self, candidate: Candidate) -> bytes | None:
         """``{stem}.accuracy.json`` beside the engine (None: none there), read no further than a

@@ -9,13 +9,16 @@ version number, and clean up what dead publishers left while they hold that lock
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from trtforge import filehash
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.errors import InvalidInputError, RegistryError, TrtforgeError, disk_error
-from trtforge.fsutil import staged_file
+from trtforge.fsutil import copy_at_most, staged_file
 from trtforge.manifest import Manifest, parse_manifest, read_manifest_bytes
 from trtforge.publish.base import Candidate, LocalArtifact, check_artifact_file_name
 
@@ -96,12 +99,26 @@ def place_bytes(data: bytes, final: Path) -> None:
         raise io_error("write", final, exc) from exc
 
 
-def copy_out(source: Path, into: Path) -> None:
-    """Fetch for file registries: a plain streamed copy (the caller verifies the bytes)."""
+def copy_out(source: Path, into: Path, size: int) -> None:
+    """Fetch for file registries: a streamed copy of at most ``size`` bytes, the engine's size as its
+    manifest declares it (the caller verifies the bytes): a larger file, or a device such as
+    /dev/zero behind the engine's name, cannot make trtforge write more. Anything but a regular file
+    is refused, opened without blocking (a FIFO would wait for a writer)."""
     try:
-        shutil.copyfile(source, into)
+        with open(source, "rb", opener=_without_blocking) as handle, open(into, "wb") as out:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise RegistryError(f"{source}: the engine is not a regular file; publish the artifact again")
+            if not copy_at_most(iter(lambda: handle.read(filehash.CHUNK), b""), out, size):
+                raise RegistryError(
+                    f"{source}: the engine is larger than the {size:,} bytes its manifest declares; "
+                    "publish the artifact again"
+                )
     except OSError as exc:  # a full disk is the destination's; anything else, the registry's file
         raise disk_error(exc, into) or io_error("read", source, exc) from exc
+
+
+def _without_blocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
 
 
 def read_candidate(manifest_path: Path, engine: Path) -> Candidate:

@@ -53,6 +53,7 @@ from urllib.parse import urljoin, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, first_line
+from trtforge.fsutil import copy_at_most as copy_chunks_at_most
 from trtforge.fsutil import sha256_bytes
 from trtforge.manifest import (
     MANIFEST_SUFFIX,
@@ -305,16 +306,11 @@ def _too_large_error() -> type[Exception]:
     return AnswerTooLarge
 
 
-def copy_at_most(response: requests.Response, out: IO[bytes], limit: int, what: str) -> int:
+def copy_at_most(response: requests.Response, out: IO[bytes], limit: int, what: str) -> None:
     """Copy the response body into ``out``, refusing (without reading further) past ``limit`` bytes."""
-    total = 0
-    for chunk in response.iter_content(BLOB_CHUNK):
-        total += len(chunk)
-        if total > limit:
-            response.close()
-            raise _too_large_error()(f"{what} is larger than the {limit:,} bytes it may have")
-        out.write(chunk)
-    return total
+    if not copy_chunks_at_most(response.iter_content(BLOB_CHUNK), out, limit):
+        response.close()
+        raise _too_large_error()(f"{what} is larger than the {limit:,} bytes it may have")
 
 
 def read_at_most(response: requests.Response, limit: int, what: str) -> bytes:

@@ -264,4 +264,4 @@ class TritonRegistry:
         return Listing(found, others + rest)
 
     def fetch(self, candidate: Candidate, into: Path) -> None:
-        copy_out(candidate.locator, into)
+        copy_out(candidate.locator, into, candidate.manifest.artifact.size)
