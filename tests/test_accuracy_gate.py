@@ -354,12 +354,29 @@ def test_verify_of_a_damaged_engine_is_refused(built_digits: tuple[Path, Path]) 
     assert code == 5 and "engine sha256" in stderr and "differs from the manifest's" in stderr
 
 
-def test_labels_count_must_cover_the_samples(write_spec: Callable[..., Path], tmp_path: Path) -> None:
-    labels = tmp_path / "short-labels.npy"
-    np.save(labels, np.zeros(10, np.int64))
-    spec = write_spec(_digits_spec("fp16").replace(str(DIGITS / "val-labels.npy"), str(labels)))
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (np.zeros(10, np.int64), "hold 10 entries"),
+        (np.zeros(512, np.float32), "must be a 1-D integer array (one class per sample), got float32 [512]"),
+        (np.zeros((512, 2), np.int64), "must be a 1-D integer array (one class per sample), got int64 [512, 2]"),
+        (b"not numpy", "cannot read labels"),
+    ],
+    ids=["short", "float", "2-d", "not-npy"],
+)
+def test_labels_are_checked_before_the_build(
+    write_spec: Callable[..., Path], tmp_path: Path, labels: np.ndarray | bytes, expected: str
+) -> None:
+    """The README: data and labels files are checked before anything is built (the labels' values
+    were read only once the engine was built and the gate's passes had run)."""
+    path = tmp_path / "labels.npy"
+    if isinstance(labels, bytes):
+        path.write_bytes(labels)
+    else:
+        np.save(path, labels)
+    spec = write_spec(_digits_spec("fp16").replace(str(DIGITS / "val-labels.npy"), str(path)))
     code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
-    assert code == 2 and "hold 10 entries" in stderr
+    assert code == 2 and expected in stderr and "Building engine" not in stderr, stderr
 
 
 def test_samples_no_profile_accepts_are_dropped_and_counted(write_spec: Callable[..., Path]) -> None:

@@ -146,7 +146,7 @@ def test_single_input_npz_under_numpys_default_key(tmp_path: Path) -> None:
 def test_unsupported_or_unreadable_files(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(InvalidInputError, match=r"notes\.txt: calibration data must be \.npy or \.npz"):
+    with pytest.raises(InvalidInputError, match=r"notes\.txt: data files must be \.npy or \.npz"):
         plan_data([text], IMAGE, None)
     broken = tmp_path / "broken.npy"
     broken.write_bytes(b"not numpy at all")

@@ -83,6 +83,23 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
             ":4: key 'calibration.exclude': Input should be a valid list or Input should be 'auto' (got 'n')",
         ),
         # PyYAML would keep the last of two equal keys without a word
+        # no coercion: what the shipped JSON Schema refuses, the loader refuses
+        ("name: a\nmodel: m.onnx\naccuracy: {enabled: 'yes'}\n", ":3: key 'accuracy.enabled': Input should be a valid"),
+        ("name: a\nmodel: m.onnx\naccuracy: {max_samples: '12'}\n", ":3: key 'accuracy.max_samples': Input should"),
+        ("name: a\nmodel: m.onnx\naccuracy: {max_samples: 12.0}\n", ":3: key 'accuracy.max_samples': Input should"),
+        (
+            "name: a\nmodel: m.onnx\nprofiles:\n  - x: {min: [true, 1], opt: [1, 1], max: [1, 1]}\n",
+            ":4: key 'profiles.0.x.min.0': Input should be a valid integer (got True)",
+        ),
+        (
+            "name: a\nmodel: m.onnx\naccuracy: {tolerances: {y: {max_abs: '0.1'}}}\n",
+            ":3: key 'accuracy.tolerances.y.max_abs': Input should be a valid number (got '0.1')",
+        ),
+        ("name: a\nmodel: m.onnx\nbuild: {workspace: true}\n", ":3: key 'build.workspace'"),
+        (
+            "name: a\nmodel: m.onnx\nprofiles:\n  - s: {value: [99999999999999999999]}\n",
+            "99999999999999999999 at position 0 is outside the int64 range of a shape tensor's values",
+        ),
         ("name: a\nmodel: m.onnx\nname: b\n", ":3: key 'name' is given twice (first at line 1); keep one"),
         ("name: a\nmodel: m.onnx\nbuild: {timing_cache: true, timing_cache: false}\n", ":3: key 'timing_cache' is"),
     ],

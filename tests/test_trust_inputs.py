@@ -269,6 +269,56 @@ def test_missing_external_data_is_named(tmp_path: Path, trust_case: TrustRecorde
     assert "not an ONNX model" not in stderr
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("damage", ["truncated", "outside"])
+def test_damaged_external_data_is_named_at_every_precision(
+    tmp_path: Path, trust_case: TrustRecorder, precision: str, damage: str
+) -> None:
+    """fp16 and int8 read the weights (conversion, calibration) before TensorRT parses the model:
+    onnx's raw error there was exit 1, "internal error"."""
+    model = onnx.load(str(conv_net(tmp_path / "inline.onnx")))
+    onnx.save_model(
+        model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data", size_threshold=0
+    )
+    data = tmp_path / "ext.onnx.data"
+    if damage == "truncated":
+        data.write_bytes(data.read_bytes()[:100])
+    else:  # a location that points out of the model's folder
+        saved = onnx.load(str(tmp_path / "ext.onnx"), load_external_data=False)
+        for tensor in saved.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = "../outside.data"
+        (tmp_path.parent / "outside.data").write_bytes(data.read_bytes())
+        onnx.save_model(saved, str(tmp_path / "ext.onnx"))
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32))
+    text = spec_text(tmp_path / "ext.onnx", precision=precision)
+    if precision == "int8":
+        text += f"calibration: {{data: {tmp_path / 'calib.npy'}}}\n"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    record = trust_case(15, f"model: external data {damage} at {precision}", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line, stderr
+    assert f"{tmp_path / 'ext.onnx'}: cannot read its external data" in stderr, stderr
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_graph_input_declared_twice_is_named(tmp_path: Path, trust_case: TrustRecorder, precision: str) -> None:
+    """Two graph inputs of one name: the gate's input plan failed on it with an IndexError (exit 1)."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 16, 16])
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "dup", [x, x], [y])
+    model = tmp_path / "dup.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text(model, precision=precision, accuracy=True))
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    record = trust_case(15, f"model: a graph input declared twice ({precision})", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line, stderr
+    assert f"{model}: invalid ONNX model: graph input 'input' is declared twice" in stderr
+
+
 @pytest.mark.parametrize(
     "signature",
     [{"key_id": "x"}, {"algorithm": "ed25519", "key_id": "x", "value": ""}, {"value": "AAAA"}],

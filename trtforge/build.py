@@ -21,7 +21,7 @@ from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend,
 from trtforge.cache import default_cache_dir, timing_cache_file
 from trtforge.console import Reporter
 from trtforge.environment import detect_gpus, detect_platform, installed_version
-from trtforge.errors import BackendUnavailableError, BuildError
+from trtforge.errors import BackendUnavailableError, BuildError, TrtforgeError
 from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_beside, sha256_file
 from trtforge.keys import SigningKey
 from trtforge.manifest import (
@@ -149,9 +149,21 @@ def build_spec(
     targets = tuple(ComputeCapability.parse(cc) for cc in spec.targets)
     engine_backend.check_targets(targets, spec.build, spec.origin)
     with _gate_passes(spec, model_info, cache_dir) as passes:
-        prepared = prepare_precision(
-            spec, model_info, choice.flavor, engine_backend.version, cache_dir, reporter, for_gate=spec.accuracy.enabled
-        )
+        try:
+            prepared = prepare_precision(
+                spec,
+                model_info,
+                choice.flavor,
+                engine_backend.version,
+                cache_dir,
+                reporter,
+                for_gate=spec.accuracy.enabled,
+            )
+        except TrtforgeError:
+            raise
+        except Exception:  # onnx or onnxruntime failed on the model: its checker says what is wrong, in one line
+            load_onnx(spec.model_path)
+            raise
         _start_candidate_pass(passes, spec, model_info, prepared)
 
         request = BuildRequest(

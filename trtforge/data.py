@@ -122,7 +122,7 @@ def _npz_keys(path: Path, keys: Sequence[str], inputs: Sequence[TensorDesc]) -> 
     return {name: name for name in names}
 
 
-def _npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+def npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype from a .npy header, without reading the data."""
     version = np.lib.format.read_magic(handle)
     if version == (1, 0):
@@ -143,7 +143,7 @@ def _headers(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, tuple[tuple[
                     f"({names}); use .npz files with one key per input"
                 )
             with open(path, "rb") as handle:
-                shape, dtype = _npy_header(handle)
+                shape, dtype = npy_header(handle)
                 _check_npy_size(
                     path, handle.tell() + math.prod(shape) * dtype.itemsize, os.fstat(handle.fileno()).st_size
                 )
@@ -155,13 +155,13 @@ def _headers(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, tuple[tuple[
                 headers = {}
                 for name, key in mapping.items():
                     with archive.open(f"{key}.npy") as member:
-                        headers[name] = _npy_header(member)
+                        headers[name] = npy_header(member)
                 return headers
     except InvalidInputError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
         raise InvalidInputError(f"{path}: cannot read as {path.suffix}{_unreadable(path)} ({exc})") from exc
-    raise InvalidInputError(f"{path}: calibration data must be .npy or .npz files, got '{path.suffix}'")
+    raise InvalidInputError(f"{path}: data files must be .npy or .npz files, got '{path.suffix}'")
 
 
 def _unreadable(path: Path) -> str:

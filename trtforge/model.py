@@ -273,6 +273,15 @@ def _check_graph(model: onnx.ModelProto, path: Path) -> None:
         raise InvalidInputError(f"{path}: {missing}; keep the model's external data beside it, as it was saved")
     if not model.graph.node and not model.graph.input:
         raise InvalidInputError(f"{path}: not an ONNX model (empty graph); export the model to ONNX first")
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        seen: set[str] = set()
+        for value in values:
+            if value.name in seen:
+                raise InvalidInputError(
+                    f"{path}: invalid ONNX model: graph {kind} '{value.name}' is declared twice; export it "
+                    f"again with one {kind} per name"
+                )
+            seen.add(value.name)
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:

@@ -79,12 +79,16 @@ Globs = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """No coercion: ``enabled: "yes"``, ``max_samples: "12"`` or ``min: [true, 1]`` are refused, as
+    the JSON Schema refuses them (lax mode took them as true, 12 and 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 #: A shape tensor's value: a list for a rank-1 tensor, one integer for a rank-0 (scalar) one.
 ShapeValue = list[int] | int
 _VALUE_KEYS = ("min", "opt", "max")
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _flat(value: ShapeValue) -> list[int]:
@@ -115,6 +119,9 @@ class ValueRange(_Strict):
         for index, (a, b, c) in enumerate(zip(low, mid, high, strict=True)):
             if not a <= b <= c:
                 raise ValueError(f"need min <= opt <= max at position {index}, got {a}, {b}, {c}")
+            if not _INT64_MIN <= a <= c <= _INT64_MAX:
+                outside = a if a < _INT64_MIN else c
+                raise ValueError(f"{outside} at position {index} is outside the int64 range of a shape tensor's values")
         return self
 
     def flat(self, label: str) -> list[int]:
@@ -132,7 +139,7 @@ class ShapeRange(_Strict):
     """One input in one optimization profile: its min/opt/max shapes, or, for a shape tensor (an
     int32/int64 input TensorRT reads as shape data), its values; the shape follows from them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_shape_range_schema)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, json_schema_extra=_shape_range_schema)
 
     min: list[int]
     opt: list[int]
@@ -565,6 +572,11 @@ def expand_globs(patterns: list[str], where: str) -> list[Path]:
         matches = sorted(Path(match) for match in glob.glob(pattern, recursive=True))
         if not matches:
             raise SpecError(f"{where}: '{pattern}' matches no file; check the path (relative to the spec)")
+        folder = next((match for match in matches if match.is_dir()), None)
+        if folder is not None:
+            raise SpecError(
+                f"{where}: '{pattern}' matches the folder {folder}; name its files, e.g. '{folder / '*.npy'}'"
+            )
         files.extend(matches)
     return files
 

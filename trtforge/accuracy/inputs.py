@@ -219,9 +219,39 @@ def plan(spec: Spec, model: ModelInfo) -> Plan:
     files = expand_globs(accuracy.data, spec.origin.where("accuracy", "data"))
     data_plan = plan_data(files, model.inputs, accuracy.max_samples)
     labels = Path(accuracy.labels) if accuracy.labels else None
-    if labels is not None and not labels.is_file():
-        raise SpecError(f"{spec.origin.where('accuracy', 'labels')}: labels file {labels} not found")
+    if labels is not None:
+        _check_labels(labels, data_plan.samples, spec.origin.where("accuracy", "labels"))
     return Plan("files", data_plan.files, data_plan.samples, gate_batch_size(model, spec.profiles), labels, None)
+
+
+def _check_labels(path: Path, samples: int, where: str) -> None:
+    """The labels file's header against the data's sample count, before any model runs."""
+    from trtforge.data import npy_header
+    from trtforge.model import not_a_file
+
+    problem = not_a_file(path)
+    if problem:
+        raise SpecError(f"{where}: labels file {path} {problem}")
+    try:
+        with open(path, "rb") as handle:
+            shape, dtype = npy_header(handle)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"{where}: cannot read labels {path} ({exc}); save them with np.save") from exc
+    _refuse_labels(path, dtype, shape, samples, where)
+
+
+def _refuse_labels(path: Path, dtype: np.dtype, shape: tuple[int, ...], needed: int, where: str) -> None:
+    import numpy as np
+
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or not np.issubdtype(dtype, np.integer):
+        raise InvalidInputError(
+            f"{where}: labels {path} must be a 1-D integer array (one class per sample), got {dtype} {list(shape)}"
+        )
+    if shape[0] < needed:
+        raise InvalidInputError(
+            f"{where}: labels {path} hold {shape[0]} entries, but the accuracy data has at least "
+            f"{needed} samples; give one label per sample, in data order"
+        )
 
 
 def load_labels(path: Path, needed: int, where: str) -> np.ndarray:
@@ -229,23 +259,11 @@ def load_labels(path: Path, needed: int, where: str) -> np.ndarray:
     import numpy as np
 
     try:
-        labels = np.load(path, allow_pickle=False)
+        labels = np.asarray(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"{where}: cannot read labels {path} ({exc}); save them with np.save") from exc
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise InvalidInputError(
-            f"{where}: labels {path} must be a 1-D integer array (one class per sample), "
-            f"got {labels.dtype} {list(labels.shape)}"
-        )
-    if len(labels) < needed:
-        raise InvalidInputError(
-            f"{where}: labels {path} hold {len(labels)} entries, but the accuracy data has at least "
-            f"{needed} samples; give one label per sample, in data order"
-        )
-    return labels
+    _refuse_labels(path, labels.dtype, labels.shape, needed, where)
+    return labels.reshape(-1)
 
 
 def batches(spec: Spec, model: ModelInfo, data: Plan) -> Iterator[Batch]:

@@ -83,7 +83,7 @@ def collect(
     computed = [name for name in tensors if name not in input_names]
     runs, threads = parallel_runs(cpus or usable_cores())
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: failures reach the caller as exceptions, not ANSI log lines
     options.intra_op_num_threads = threads
     if not optimized:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

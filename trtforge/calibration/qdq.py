@@ -153,7 +153,7 @@ def folded_file(model_path: Path) -> Iterator[Path]:
         options.intra_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(folded)
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: failures reach the caller as exceptions, not ANSI log lines
         ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         yield folded
 
