@@ -283,6 +283,41 @@ def test_fp16_weights_stay_fp16_in_the_file_and_run_as_if_widened_in_it(tmp_path
         assert np.array_equal(got, expected)
 
 
+def _half_input_model(path: Path, weight: float) -> Path:
+    """x (FLOAT16, [N, 16]) -> MatMul(FP16 weights, all ``weight``) -> Relu -> y (FLOAT16)."""
+    w = numpy_helper.from_array(np.full((16, 16), weight, np.float16), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Relu", ["mm"], ["y"])],
+        "half",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, ["N", 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, ["N", 16])],
+        [w],
+    )
+    return save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_an_fp16_input_is_fed_as_fp16_and_its_overflow_still_caught(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The emulation widened FP16 graph inputs to FLOAT while the gate feeds what the model
+    declares: an FP16-input model never passed the fp16 gate (exit 2, 'Unexpected input data type')."""
+    big = onnx.load(str(_half_input_model(tmp_path / "big.onnx", 1000.0)))
+    emulated = emulate_fp16(big)
+    assert emulated is not None
+    assert emulated.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    feed = {"x": np.full((2, 16), 10.0, np.float16)}  # 16 x 10 x 1000 = 160000: beyond FP16's 65504
+    (got,) = ort.InferenceSession(emulated.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    assert np.isinf(got).all()
+
+    need_rtx()
+    model = _half_input_model(tmp_path / "half.onnx", 0.01)
+    profile = "profiles:\n  - x: {min: [1, 16], opt: [4, 16], max: [8, 16]}\n"
+    spec = write_spec(f"name: half\nmodel: {model}\nprecision: fp16\ntargets: ['8.6']\n{profile}")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert "accuracy half fp16: passed" in stderr
+
+
 def test_a_graph_with_control_flow_says_fp16_is_not_emulated(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     """The emulation cannot rewrite If/Loop/Scan subgraphs: the FP16 graph runs as it is, and its
     overflow goes unseen. That used to pass with no word in any report; every report now says so."""

@@ -213,7 +213,14 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
         )
         return model
     inputs = {value.name for value in graph.input}
-    nodes: list[onnx.NodeProto] = []
+    weights = {init.name for init in graph.initializer}
+    # an FP16 input stays FP16 (the gate feeds it as the model declares it), read through a Cast;
+    # sorted: the emulated graph has the same bytes in every process
+    fed_fp16 = sorted(name for name in inputs - weights if types.get(name) == TensorProto.FLOAT16)
+    nodes = [
+        helper.make_node("Cast", [name], [f"{name}/fp32"], name=f"{name}/widen", to=TensorProto.FLOAT)
+        for name in fed_fp16
+    ]
     for index, init in enumerate(graph.initializer):
         if init.data_type != TensorProto.FLOAT16:
             continue
@@ -226,10 +233,15 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
             init.name = f"{weight}/fp16"
             nodes.append(helper.make_node("Cast", [init.name], [weight], name=f"{weight}/widen", to=TensorProto.FLOAT))
     for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name in fed_fp16:
+            continue
         if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type == TensorProto.FLOAT16:
             value.type.tensor_type.elem_type = TensorProto.FLOAT
     for node in graph.node:
         _widen_attributes(node)
+        for position, name in enumerate(node.input):
+            if name in fed_fp16:
+                node.input[position] = f"{name}/fp32"
         nodes.append(node)
         for position, name in enumerate(node.output):
             if name and types.get(name) == TensorProto.FLOAT16:
@@ -244,12 +256,17 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
     return model
 
 
+#: 2: FP16 graph inputs stay FP16 (revision 1 widened them, so the gate's FP16 feed was refused)
+_EMULATION_REVISION = 2
+
+
 def emulated_onnx(graph_path: Path, cache_dir: Path) -> Path:
     """The gate's candidate for a graph with FP16 parts: its FP16-storage emulation, cached by the
     graph's content (``fp16-emulated/``); the graph itself when there is nothing to emulate."""
     import onnx
 
-    label = hashlib.sha256(FP16_STORAGE.encode()).hexdigest()[:8]  # the label is in the graph: a new one, a new entry
+    # the label is in the graph, and the revision is how it is emulated: a new one of either, a new entry
+    label = hashlib.sha256(f"{FP16_STORAGE}/{_EMULATION_REVISION}".encode()).hexdigest()[:8]
     target = cache_dir / "fp16-emulated" / f"{sha256_file(graph_path)}-{label}.onnx"
     if target.is_file():
         return target
