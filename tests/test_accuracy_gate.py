@@ -245,6 +245,10 @@ def test_bad_tolerance_name_and_labels_without_data(
     assert code == 2
     assert "unknown" not in stderr and "did you mean 'logits'" in stderr and "spec.yaml:" in stderr
     assert "Building engine" not in stderr and "FP16" not in stderr
+    # with the gate off too: the typo is not found only the day the gate is turned on
+    spec = write_spec(_digits_spec(precision, "  enabled: false\n  tolerances:\n    logit: {max_abs: 1}\n"))
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 2 and "did you mean 'logits'" in stderr and "Building engine" not in stderr, stderr
     spec = write_spec(
         f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: {precision}\n"
         + DIGITS_PROFILE

@@ -245,6 +245,10 @@ def _gate_passes(spec: Spec, model_info: ModelInfo, cache_dir: Path) -> Iterator
     candidate is the reference's own graph). The gate's module only then: a build without the gate
     imports none of it."""
     started: list[GatePass] = []
+    if not spec.accuracy.enabled and spec.accuracy.tolerances:
+        from trtforge.accuracy.gate import check_tolerance_names
+
+        check_tolerance_names(spec, model_info)
     if spec.accuracy.enabled:
         from trtforge.accuracy.gate import checked_plan, reference_pass
 
