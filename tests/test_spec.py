@@ -179,3 +179,28 @@ def test_shipped_schema_matches_the_model() -> None:
     shipped = Path(__file__).parent.parent / "trtforge" / "spec.schema.json"
     assert json.loads(shipped.read_text()) == spec_json_schema()
     assert set(spec_json_schema()["properties"]) == set(Spec.model_fields)
+
+
+def test_a_dim_named_alike_in_two_inputs_has_one_range(write_spec: Callable[..., Path], model_dir: Path) -> None:
+    """TensorRT refused such a profile after the parse (exit 3, "contradictory kMIN/kMAX constraints")."""
+    image = "  - image: {min: [1, 3, 8, 8], opt: [2, 3, 8, 8], max: [4, 3, 8, 8]}\n"
+    model = inspect_model(model_dir / "two_inputs.onnx")
+    same = load_spec(
+        write_spec(
+            "name: a\nmodel: {models}/two_inputs.onnx\nprofiles:\n"
+            + image
+            + "    meta: {min: [1, 4], opt: [2, 4], max: [4, 4]}\n"
+        )
+    )
+    check_profiles(same, model)
+    other = load_spec(
+        write_spec(
+            "name: a\nmodel: {models}/two_inputs.onnx\nprofiles:\n"
+            + image
+            + "    meta: {min: [8, 4], opt: [16, 4], max: [32, 4]}\n"
+        )
+    )
+    expected = r"dim 'N' of input 'meta' min/opt/max \[8, 16, 32\], but \[1, 2, 4\] for input 'image'"
+    with pytest.raises(SpecError, match=expected) as caught:
+        check_profiles(other, model)
+    assert ":5: profile 0 gives" in str(caught.value)

@@ -640,6 +640,29 @@ def check_profiles(spec: Spec, model: ModelInfo) -> None:
                 f"{origin.where('profiles', index)}: profile {index} has no shapes for dynamic input "
                 f"'{missing[0]}'; every profile covers every dynamic input"
             )
+        _check_named_dims(origin, index, profile, model)
+
+
+def _check_named_dims(origin: SpecOrigin, index: int, profile: Mapping[str, ShapeRange], model: ModelInfo) -> None:
+    """A dim the model names alike in several inputs (``N``) is one size at run time: TensorRT
+    refuses a profile whose ranges for it differ ("contradictory kMIN/kMAX constraints", exit 3
+    after the parse), so it is named here, at the input that disagrees."""
+    first: dict[str, tuple[str, list[int]]] = {}
+    for name, shapes in profile.items():
+        tensor = model.input(name)
+        if tensor is None or shapes.is_shape_input:
+            continue
+        for axis, dim in enumerate(tensor.shape):
+            if not isinstance(dim, str):
+                continue
+            span = [shapes.min[axis], shapes.opt[axis], shapes.max[axis]]
+            other, other_span = first.setdefault(dim, (name, span))
+            if other_span != span:
+                raise SpecError(
+                    f"{origin.where('profiles', index, name)}: profile {index} gives dim '{dim}' of input '{name}' "
+                    f"min/opt/max {span}, but {other_span} for input '{other}': the model names both '{dim}', "
+                    "one size at run time; give them the same range"
+                )
 
 
 def _check_shape_input(where: str, index: int, tensor: TensorDesc, shapes: ShapeRange) -> None:
