@@ -215,6 +215,22 @@ def test_a_tensorrt_wheel_that_does_not_import_is_named_with_its_fix(broken_tens
     assert raised.value.exit_code == 2
 
 
+def test_a_spec_that_names_a_backend_that_does_not_import_is_named_at_its_line(
+    broken_tensorrt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``backend: tensorrt`` in the spec: the error says which line asked for it."""
+    monkeypatch.setattr(environment, "detect_gpus", lambda: (gpu("8.6", "NVIDIA A10"),))
+    spec = broken_tensorrt / "spec.yaml"
+    spec.write_text(
+        f"name: digits\nmodel: {DIGITS}\nbackend: tensorrt\naccuracy: {{enabled: false}}\n"
+        "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [4, 1, 8, 8], max: [8, 1, 8, 8]}\n"
+    )
+    code, _, stderr = cli("build", spec, "--out", broken_tensorrt / "out")
+    assert code == 2 and f"error: {spec}:3: tensorrt 10.13.0.35 is installed but does not import" in stderr, stderr
+    code, _, stderr = cli("build", spec, "--backend", "tensorrt", "--out", broken_tensorrt / "out")
+    assert code == 2 and "error: tensorrt 10.13.0.35 is installed but does not import" in stderr, stderr
+
+
 def test_auto_without_a_gpu_builds_on_the_cpu_beside_an_installed_tensorrt(
     broken_tensorrt: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
