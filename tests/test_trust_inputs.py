@@ -179,6 +179,22 @@ def test_gate_refuses_a_min_shape_over_its_budget(tmp_path: Path) -> None:
         shape_sets(info, [{"input": too_big}])
 
 
+def test_a_static_model_over_the_gates_budget_is_named_at_the_spec(tmp_path: Path, trust_case: TrustRecorder) -> None:
+    """A static model has no profile: the message said "even at the profile's min", and no spec line."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [100000, 100000])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [100000, 100000])
+    model = tmp_path / "big.onnx"
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "big", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: big\nmodel: {model}\nprecision: fp16\nbackend: tensorrt-rtx\n")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    record = trust_case(14, "gate: static shapes over the input budget", code, stderr, folders=(tmp_path,))
+    assert code == 2 and record.one_line, stderr
+    assert f"error: {spec}:1: static shapes x=[100000, 100000] take 38,147 MiB" in stderr
+    assert "even at the model's static shapes: give accuracy.data" in stderr
+
+
 def test_bench_refuses_a_shape_over_its_budget(model_dir: Path, tmp_path: Path, trust_case: TrustRecorder) -> None:
     began = time.perf_counter()
     code, _, stderr = run("bench", model_dir / "conv.onnx", "--shape", "input=100000000x3x16x16", timeout=30)

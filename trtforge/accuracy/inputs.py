@@ -112,9 +112,10 @@ def _budgeted(model: ModelInfo, label: str, shapes: Shapes, floors: Shapes) -> G
         return GateShapes(label, shapes)
     smaller = within_budget(model.inputs, shapes, floors, INPUT_BUDGET_BYTES)
     if smaller is None:
+        floor = "the model's static shapes" if shapes == floors and label == "static" else "the profile's min"
         raise InvalidInputError(
             f"{label} shapes {_text(floors)} take {mib(input_bytes(model.inputs, floors))} of input, over the "
-            f"accuracy gate's budget of {mib(INPUT_BUDGET_BYTES)} per random feed even at the profile's min: "
+            f"accuracy gate's budget of {mib(INPUT_BUDGET_BYTES)} per random feed even at {floor}: "
             "give accuracy.data, or set accuracy.enabled: false"
         )
     note = (
@@ -212,7 +213,11 @@ def plan(spec: Spec, model: ModelInfo) -> Plan:
                 f"{spec.origin.where('accuracy', 'labels')}: accuracy.labels needs accuracy.data "
                 "(labels are matched to data samples in order)"
             )
-        notes = tuple(shape_set.note for shape_set in shape_sets(model, spec.profiles) if shape_set.note)
+        try:
+            sets = shape_sets(model, spec.profiles)
+        except InvalidInputError as exc:
+            raise SpecError(f"{spec.origin.where('accuracy')}: {exc}") from exc
+        notes = tuple(shape_set.note for shape_set in sets if shape_set.note)
         return Plan("random", (), 0, 0, None, RANDOM_SEED, notes)
     from trtforge.data import plan_data
 
