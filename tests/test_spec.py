@@ -101,6 +101,13 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
             "99999999999999999999 at position 0 is outside the int64 range of a shape tensor's values",
         ),
         ("name: a\nmodel: m.onnx\nname: b\n", ":3: key 'name' is given twice (first at line 1); keep one"),
+        ("name: a\nmodel: m.onnx\nprofiles:\n\t- x: {min: [1]}\n", ":4: malformed YAML: found character that cannot"),
+        ("name: a\nmodel: m.onnx\nbuild:\n  timing_cache: true\n\ttiming: 1\n", "(a tab: YAML indents with spaces"),
+        ("name: a\nmodel: m.onnx\nPRECISION: fp16\n", ":3: unknown key 'PRECISION' — did you mean 'precision'?"),
+        (
+            "name: a\nmodel: m.onnx\naccuracy: {tolerances: {y: {MAX_ABS: 1}}}\n",
+            ":3: unknown key 'MAX_ABS' — did you mean 'max_abs'?",
+        ),
         ("name: a\nmodel: m.onnx\nbuild: {timing_cache: true, timing_cache: false}\n", ":3: key 'timing_cache' is"),
     ],
 )

@@ -120,7 +120,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' — did you mean 'x'?' for the closest choice, or '' when nothing is close."""
     import difflib  # only when a word is unknown: not on every command's start-up
 
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    options = list(choices)
+    same_but_case = [choice for choice in options if choice.lower() == word.lower()]
+    close = same_but_case or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" — did you mean '{close[0]}'?" if close else ""
 
 

@@ -399,6 +399,8 @@ def read_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or first_line(exc)
+        if mark is not None and "\t" in text[text.rfind("\n", 0, mark.index) + 1 : mark.index + 1]:
+            problem += " (a tab: YAML indents with spaces only)"
         raise SpecError(f"{path}{line}: malformed YAML: {problem}") from exc
     finally:
         loader.dispose()
