@@ -103,6 +103,7 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
         ("name: a\nmodel: m.onnx\nname: b\n", ":3: key 'name' is given twice (first at line 1); keep one"),
         ("name: a\nmodel: m.onnx\nprofiles:\n\t- x: {min: [1]}\n", ":4: malformed YAML: found character that cannot"),
         ("name: a\nmodel: m.onnx\nbuild:\n  timing_cache: true\n\ttiming: 1\n", "(a tab: YAML indents with spaces"),
+        ("name: a\nmodel: m.onnx\ntargets: []\n", ":3: key 'targets': List should have at least 1 item"),
         ("name: a\nmodel: m.onnx\nPRECISION: fp16\n", ":3: unknown key 'PRECISION' — did you mean 'precision'?"),
         (
             "name: a\nmodel: m.onnx\naccuracy: {tolerances: {y: {MAX_ABS: 1}}}\n",

@@ -273,7 +273,7 @@ class Spec(_Strict):
     model: str = Field(description="ONNX file, relative to the spec file")
     precision: Precision = "fp32"
     backend: BackendChoice = "auto"
-    targets: list[CapabilityText] = Field(default_factory=list)
+    targets: list[CapabilityText] = Field(default_factory=list, min_length=1)  # absent: the default set
     profiles: list[dict[str, ShapeRange]] = Field(default_factory=list)
     calibration: CalibrationSpec | None = None
     fp16: Fp16Spec = Field(default_factory=Fp16Spec)
