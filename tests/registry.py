@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +124,54 @@ def start_registry(workdir: Path, htpasswd: Path | None = None) -> Iterator[Runn
         process.wait()
         if attempt == 2:
             raise RuntimeError(f"docker-registry did not start: {log.read_text(errors='replace')[-2000:]}")
+
+
+@contextlib.contextmanager
+def faulty_proxy(upstream: str, faults: Mapping[str, tuple[int, bytes]]) -> Iterator[str]:
+    """A plain-HTTP proxy on 127.0.0.1 in front of the registry ``upstream`` (``host:port``) that
+    answers the methods in ``faults`` itself, with (status, body): a registry that refuses or fails
+    pushes, which distribution cannot be made to do. Yields the proxy's ``host:port``; the Host
+    header goes through unchanged, so the registry's upload locations name the proxy."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _relay(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.command in faults:
+                status, answer = faults[self.command]
+                headers = [("Content-Type", "application/json")]
+            else:
+                connection = http.client.HTTPConnection(upstream, timeout=30)
+                connection.request(self.command, self.path, body=body or None, headers=dict(self.headers))
+                response = connection.getresponse()
+                status, answer = response.status, response.read()
+                skip = ("content-length", "transfer-encoding", "connection")
+                headers = [(k, v) for k, v in response.getheaders() if k.lower() not in skip]
+                connection.close()
+            self.send_response(status)
+            for key, value in headers:
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(answer)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: the tests read trtforge's output, not the proxy's."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 @pytest.fixture(scope="session")

@@ -202,6 +202,17 @@ CASES = [
         ("built with TensorRT 10.13.0.35", "runs 10.12.0.36", "rebuild with 10.12.0.36", "version_compatible: true"),
     ),
     Case("plain-newer-build-number", TRT, {**TRT, "version": "10.13.0.36"}, (Rule.VERSION,)),
+    Case(
+        "rtx-other-release",
+        {},
+        {"version": "1.6"},
+        (Rule.VERSION,),
+        (
+            "built with TensorRT-RTX 1.7.1.116",
+            "loads only on the release that built it",
+            "rebuild with TensorRT-RTX 1.6",
+        ),
+    ),
     Case("plain-same-version", TRT, TRT, ()),
     # rule 3, version-compatible engines: same major, runtime not older
     Case("vc-newer-runtime", {**TRT_VC, "version": "10.8.0.43"}, TRT, ()),
@@ -753,3 +764,20 @@ def test_another_gpu_model_of_the_same_capability_gets_a_note_not_a_refusal() ->
     assert device_model_note(manifest, here("NVIDIA A10", overridden=True)) is None  # a target from flags
     assert device_model_note(manifest, here("NVIDIA L4", cc="8.9")) is None  # the GPU rule speaks there
     assert device_model_note(manifest_for(ccs=("8.6",)), here("NVIDIA A10")) is None  # RTX: no build device
+
+
+def test_a_tensorrt_rtx_engine_is_never_advised_version_compatible(tmp_path: Path) -> None:
+    """TensorRT-RTX refuses ``build.version_compatible`` (README "Limits"): before, check and pull
+    advised it for an engine of another RTX release."""
+    need_rtx()
+    from clitools import cli
+    from registry import build_engine
+
+    (problem,) = problems(manifest_for(), env_for(version="1.6"))
+    assert "version_compatible" not in problem.message
+    engine = build_engine(tmp_path / "build")
+    code, _, err = cli("check", engine, "--trt-version", "1.6", "--cc", "8.6")
+    assert code == 5 and "rebuild with TensorRT-RTX 1.6" in err and "version_compatible" not in err, err
+    target = ("--name", "digits-cnn", "--trt-version", "1.6", "--cc", "8.6", "--out", tmp_path / "pulled")
+    code, _, err = cli("pull", f"dir://{engine.parent}", *target)
+    assert code == 5 and "rebuild with TensorRT-RTX 1.6" in err and "version_compatible" not in err, err

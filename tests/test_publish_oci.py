@@ -14,7 +14,7 @@ from registry import RunningRegistry, as_enterprise, build_engine, free_port
 
 from trtforge.artifact import LOCK_DIR
 from trtforge.environment import Target
-from trtforge.errors import InvalidInputError
+from trtforge.errors import InvalidInputError, RegistryError
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import Manifest, manifest_path_for, read_manifest
 from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
@@ -497,3 +497,131 @@ def test_credentials_from_the_environment_or_the_docker_config(
         code, _, err = cli("pull", uri, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", str(out))
         assert code == 0, err
         assert (out / engines["8.6"].name).is_file()
+
+
+DENIED = json.dumps({"errors": [{"code": "DENIED", "message": "denied"}]}).encode()
+WRITES = ("POST", "PUT", "PATCH")
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture
+def no_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No credentials anywhere (never the developer's own login): returns the $DOCKER_CONFIG folder."""
+    monkeypatch.delenv("TRTFORGE_REGISTRY_USERNAME", raising=False)
+    monkeypatch.delenv("TRTFORGE_REGISTRY_PASSWORD", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    (tmp_path / "docker").mkdir()
+    return tmp_path / "docker"
+
+
+@pytest.mark.parametrize(
+    ("faults", "says"),
+    [
+        ({method: (403, DENIED) for method in WRITES}, ("refused uploading", "HTTP 403: DENIED denied", "may push to")),
+        ({"POST": (500, b"")}, ("uploading", "failed with HTTP 500", "retry later")),
+        ({"POST": (500, b"<html>oops</html>")}, ("failed with HTTP 500", "retry later")),
+        ({"POST": (202, b"")}, ("answered uploading", "HTTP 202 and no upload location", "is it an OCI registry?")),
+    ],
+    ids=["403-denied", "500-empty", "500-html", "202-without-location"],
+)
+def test_a_refused_or_failing_push_says_the_status_and_the_fix(
+    oci_registry: RunningRegistry,
+    engines: dict[str, Path],
+    no_login: Path,
+    request: pytest.FixtureRequest,
+    faults: dict[str, tuple[int, bytes]],
+    says: tuple[str, ...],
+) -> None:
+    """Before: oras's "Cannot respond to request for authentication." (403) or "Expecting value:
+    line 1 column 1 (char 0)" (500): neither the status nor what to do."""
+    from registry import faulty_proxy
+
+    with faulty_proxy(oci_registry.host, faults) as proxy:
+        uri = f"oci://{proxy}/tests/refused-{request.node.callspec.id}"
+        code, _, err = cli("publish", str(engines["8.6"]), "--to", uri, "--insecure")
+    assert code == 6
+    for fragment in says:
+        assert fragment in one_line(err), err
+
+
+def test_a_push_refused_to_a_logged_in_account_says_so(
+    engines: dict[str, Path], tmp_path: Path, no_login: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Basic auth accepted, the push denied (an account that may only read): before, "Issue
+    retrieving session url: {'errors': [...]}"; a refused chunk of a chunked upload (PATCH) too."""
+    from registry import faulty_proxy, start_registry
+
+    bcrypt = pytest.importorskip("bcrypt", reason="bcrypt writes the registry's htpasswd file (pip install bcrypt)")
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("ci:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", "ci")
+    monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", "s3cret")
+    with (
+        start_registry(tmp_path / "auth", htpasswd=htpasswd) as running,
+        faulty_proxy(running.host, {method: (403, DENIED) for method in WRITES}) as proxy,
+    ):
+        code, _, err = cli("publish", str(engines["8.6"]), "--to", f"oci://{proxy}/tests/denied", "--insecure")
+        assert code == 6 and "HTTP 403: DENIED denied" in one_line(err) and "may push to tests/denied" in err
+        assert "session url" not in err
+    with (
+        start_registry(tmp_path / "auth-chunks", htpasswd=htpasswd) as running,
+        faulty_proxy(running.host, {"PATCH": (403, DENIED)}) as proxy,
+    ):
+        location = parse_location(f"oci://{proxy}/tests/denied-chunks")
+        registry = OciRegistry(location, insecure=True, chunked_above=1024, chunk_size=64 * 1024)  # type: ignore[arg-type]
+        with pytest.raises(RegistryError, match=r"refused uploading .*HTTP 403: DENIED denied.*may push to"):
+            registry.publish(load_local_artifact(engines["8.6"]))
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ('{"auths":\n', "not JSON"),
+        ("[]", "(top level)"),
+        ('{"auths": {"HOST": "str"}}', "auths.HOST"),
+    ],
+    ids=["truncated", "a-list", "auths-of-the-wrong-shape"],
+)
+def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(
+    oci_registry: RunningRegistry,
+    engines: dict[str, Path],
+    tmp_path: Path,
+    no_login: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    text: str,
+    why: str,
+) -> None:
+    """Before: exit 6, blaming the registry ("failed while connecting: Expecting value ...", "an
+    answer of the wrong shape ... is it an OCI registry?"), even with the credentials in the environment."""
+    repository = oci_registry.uri(f"tests/broken-docker-config-{request.node.callspec.id}")
+    (no_login / "config.json").write_text(text.replace("HOST", oci_registry.host))
+    pull = ("pull", repository, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", tmp_path / "pulled")
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
+    assert code == 2 and f"{no_login / 'config.json'} is not a docker config" in one_line(err), err
+    assert why.replace("HOST", oci_registry.host) in err and "TRTFORGE_REGISTRY_USERNAME" in err
+    monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", "ci")
+    monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", "s3cret")
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
+    assert code == 0, err
+    code, _, err = cli(*pull)
+    assert code == 0, err
+
+
+def test_docker_config_is_the_one_docker_reads(
+    repository: str, engines: dict[str, Path], tmp_path: Path, no_login: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$DOCKER_CONFIG replaces ~/.docker, as for docker: a broken ~/.docker/config.json is not read
+    then (oras read both), and is named when it is the one in use."""
+    home_config = tmp_path / "home" / ".docker" / "config.json"
+    home_config.parent.mkdir(parents=True)
+    home_config.write_text("{")
+    assert cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")[0] == 0
+    monkeypatch.delenv("DOCKER_CONFIG")
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
+    assert code == 2 and f"{home_config} is not a docker config" in one_line(err)

@@ -93,13 +93,21 @@ def test_config_matches_the_manifest_field_by_field(engines: dict[str, Path], tm
 
 
 def _tritons_model_config() -> object:
+    """Triton's own generated ``model_config_pb2``, or a skip without tritonclient."""
+    reference = _tritons_model_config_if_installed()
+    if reference is None:
+        pytest.skip("tritonclient is not installed (pip install tritonclient): no reference schema to compare with")
+    return reference
+
+
+def _tritons_model_config_if_installed() -> object | None:
     """Triton's own generated ``model_config_pb2``, loaded by path: ``tritonclient.grpc``'s package
     import needs grpcio, the generated module itself only protobuf."""
     import importlib.util
 
     found = importlib.util.find_spec("tritonclient")
     if found is None or not found.submodule_search_locations:
-        pytest.skip("tritonclient is not installed (pip install tritonclient): no reference schema to compare with")
+        return None
     path = Path(next(iter(found.submodule_search_locations))) / "grpc" / "model_config_pb2.py"
     spec = importlib.util.spec_from_file_location("_triton_model_config_pb2", path)
     assert spec is not None and spec.loader is not None
@@ -297,3 +305,107 @@ def test_types_triton_cannot_carry_are_refused(engines: dict[str, Path]) -> None
 def test_missing_repository_on_pull(tmp_path: Path) -> None:
     code, _, err = cli("pull", f"triton://{tmp_path / 'none'}", "--name", "digits-cnn", "--cc", "8.6")
     assert code == 6 and "no such directory" in err
+
+
+def _onnx(path: Path, nodes: list, inputs: list, outputs: list) -> Path:
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _published_config(engine: Path, repository: Path, name: str) -> tuple[object, object | None]:
+    """Publish, then read config.pbtxt with trtforge's schema and (when installed) Triton's own."""
+    from google.protobuf import text_format
+
+    code, _, err = cli("publish", str(engine), "--to", f"triton://{repository}")
+    assert code == 0, err
+    text, ours = config_of(repository, name)
+    reference = _tritons_model_config_if_installed()
+    theirs = text_format.Parse(text, reference.ModelConfig()) if reference else None  # type: ignore[attr-defined]
+    return ours, theirs
+
+
+def test_shape_tensor_inputs_are_marked_as_triton_requires(tmp_path: Path) -> None:
+    """Before: no ``is_shape_tensor``, and Triton's TensorRT backend refused the model."""
+    from onnx import TensorProto, helper
+
+    model = _onnx(
+        tmp_path / "reshape.onnx",
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+    )
+    engine = build_engine(tmp_path / "b", name="reshape", model=model, profiles="  - shape: {value: [4, 6]}")
+    for config in _published_config(engine, tmp_path / "models", "reshape"):
+        if config is None:
+            continue
+        marked = {tensor.name: (tensor.is_shape_tensor, list(tensor.dims)) for tensor in config.input}  # type: ignore[attr-defined]
+        assert marked == {"x": (False, [2, 3, 4]), "shape": (True, [2])}
+        assert not config.model_warmup  # type: ignore[attr-defined]
+
+
+def test_rank_0_tensors_get_dims_1_reshaped_to_a_scalar(tmp_path: Path) -> None:
+    """Before: no ``dims`` at all ("model input must specify 'dims'"). Triton's documented spelling is
+    ``dims: [1]`` with ``reshape: { shape: [] }``, for inputs, outputs and warm-up samples alike."""
+    from onnx import TensorProto, helper
+
+    model = _onnx(
+        tmp_path / "scale.onnx",
+        [helper.make_node("Mul", ["x", "s"], ["y"]), helper.make_node("ReduceSum", ["y"], ["total"], keepdims=0)],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, []),
+        ],
+    )
+    engine = build_engine(tmp_path / "b", name="scale", model=model, profiles="  []")
+    assert {t.name: t.shape for t in read_manifest(engine).io if not t.shape} == {"s": [], "total": []}
+    for config in _published_config(engine, tmp_path / "models", "scale"):
+        if config is None:
+            continue
+        tensors = [*config.input, *config.output]  # type: ignore[attr-defined]
+        shapes = {t.name: (list(t.dims), t.HasField("reshape"), list(t.reshape.shape)) for t in tensors}
+        assert shapes == {
+            "x": ([2, 3], False, []),
+            "s": ([1], True, []),
+            "y": ([2, 3], False, []),
+            "total": ([1], True, []),
+        }
+        (sample,) = config.model_warmup  # type: ignore[attr-defined]
+        assert {name: list(entry.dims) for name, entry in sample.inputs.items()} == {"x": [2, 3], "s": [1]}
+
+
+def test_force_on_an_unchanged_plan_says_what_it_did_to_the_config(engines: dict[str, Path], tmp_path: Path) -> None:
+    """Before: --force rewrote config.pbtxt and said "(it did not describe this version's plans)"
+    even when it did; a config written by another trtforge version (its header) is not stale either."""
+    repository = tmp_path / "models"
+    uri = f"triton://{repository}"
+    assert cli("publish", str(engines["8.6"]), "--to", uri)[0] == 0
+    config_path = repository / "digits-cnn" / "config.pbtxt"
+    written = config_path.read_text()
+    code, out, err = cli("publish", str(engines["8.6"]), "--to", uri, "--force", "--json")
+    document = json.loads(out)
+    assert code == 0 and document["status"] == "unchanged", err
+    assert "nothing to do" in document["detail"] and "regenerated" not in document["detail"]
+    assert config_path.read_text() == written
+    older = written.replace("# Generated by trtforge ", "# Generated by trtforge 0.0.1, not ", 1)
+    config_path.write_text(older)
+    for flags in ((), ("--force",)):
+        code, out, _ = cli("publish", str(engines["8.6"]), "--to", uri, "--json", *flags)
+        assert code == 0 and "regenerated" not in json.loads(out)["detail"]
+        assert config_path.read_text() == older
+    config_path.write_text(written.replace("count: 1", "count: 2"))
+    code, out, _ = cli("publish", str(engines["8.6"]), "--to", uri, "--force", "--json")
+    assert code == 0 and "regenerated (--force: it had been edited by hand)" in json.loads(out)["detail"]
+    assert config_path.read_text() == written

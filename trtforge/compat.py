@@ -288,15 +288,22 @@ def runtime_problem(trt: TensorRTInfo, env: Environment) -> tuple[Rule, str | No
             f"installed: pip install 'trtforge[{PIP_EXTRAS[trt.flavor]}]', or pass --flavor {trt.flavor} "
             "--trt-version V to check against a target"
         )
-    return Rule.VERSION, _version_problem(built, trt.version, trt.version_compatible, env.version, env.where)
+    return Rule.VERSION, _version_problem(trt, env.version, env.where)
 
 
-def _version_problem(product_name: str, built: str, version_compatible: bool, runtime: str, where: str) -> str | None:
-    """Rule 3, on the versions at the precision both give (``comparable_versions``)."""
+def _version_problem(trt: TensorRTInfo, runtime: str, where: str) -> str | None:
+    """Rule 3, on the versions at the precision both give (``comparable_versions``). The advice
+    follows the flavor: TensorRT-RTX refuses ``version_compatible``, so it is never offered there."""
+    product_name, built = product(trt.flavor), trt.version
     built_tuple, runtime_tuple = comparable_versions(built, runtime)
-    if not version_compatible:
+    if not trt.version_compatible:
         if built_tuple == runtime_tuple:
             return None
+        if trt.flavor == FLAVOR_RTX:
+            return (
+                f"engine was built with {product_name} {built}, {where} runs {runtime}: a {product_name} engine "
+                f"loads only on the release that built it; rebuild with {product_name} {runtime}"
+            )
         return (
             f"engine was built with {product_name} {built}, {where} runs {runtime}: a plain engine loads "
             f"only on the exact version that built it; rebuild with {runtime}, or build with "

@@ -11,9 +11,10 @@ the stem, ``{name}-{precision}-{tag}``. Manifest annotations (``dev.trtforge.*``
 compatibility facts for people and registry UIs; ``pull`` always reads the manifest layer itself,
 because the rules need all of it and a signature covers exactly those bytes.
 
-Credentials: ``~/.docker/config.json`` (or ``$DOCKER_CONFIG/config.json``), with its credential
-helpers, as ``docker login`` leaves them; ``TRTFORGE_REGISTRY_USERNAME`` and
-``TRTFORGE_REGISTRY_PASSWORD`` override it. HTTPS unless ``--insecure`` (plain HTTP, for local
+Credentials: ``TRTFORGE_REGISTRY_USERNAME`` and ``TRTFORGE_REGISTRY_PASSWORD`` when set (docker's
+config is then not read), else ``$DOCKER_CONFIG/config.json`` or, without ``DOCKER_CONFIG``,
+``~/.docker/config.json``, with its credential helpers, as ``docker login`` leaves them; a config
+that cannot be read is exit 2 naming it. HTTPS unless ``--insecure`` (plain HTTP, for local
 registries).
 
 Attestations (``trtforge.provenance``: a DSSE envelope of an in-toto SLSA provenance Statement,
@@ -235,6 +236,44 @@ class Referrer(_Answer):
     annotations: dict[str, str] | None = None
 
 
+class DockerAuth(_Answer):
+    """One ``auths`` entry of docker's ``config.json``: the base64 ``user:password``, when inline."""
+
+    auth: str | None = None
+
+
+class DockerConfig(_Answer):
+    """The parts of docker's ``config.json`` that hold credentials, as ``docker login`` writes them."""
+
+    auths: dict[str, DockerAuth] = Field(default_factory=dict)
+    creds_store: str | None = Field(None, alias="credsStore")
+    cred_helpers: dict[str, str] = Field(default_factory=dict, alias="credHelpers")
+
+
+def docker_config_path() -> Path:
+    """Where docker keeps its logins: ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``."""
+    folder = os.environ.get("DOCKER_CONFIG")
+    return Path(folder) / "config.json" if folder else Path(os.path.expanduser("~/.docker/config.json"))
+
+
+def read_docker_config(path: Path, host: str) -> DockerConfig:
+    """The docker config at ``path`` (none: no credentials), checked here because oras would read a
+    malformed one as the registry's failure. A file that cannot be read is a usage error naming it."""
+    fix = f"fix or remove it (then docker login {host}), or set {USERNAME_ENV} and {PASSWORD_ENV} (then it is not read)"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return DockerConfig()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the docker config {path} ({exc.strerror}): {fix}") from exc
+    try:
+        return DockerConfig.model_validate(bounded_json(data, MAX_ANSWER_BYTES))
+    except ValidationError as exc:
+        raise InvalidInputError(f"{path} is not a docker config ({first_error(exc)}): {fix}") from exc
+    except ValueError as exc:
+        raise InvalidInputError(f"{path} is not a docker config ({exc}): {fix}") from exc
+
+
 @dataclass(frozen=True)
 class Located:
     """Where a candidate's bytes are: its tag, its engine layer, its image manifest (the
@@ -283,15 +322,50 @@ def attestation_manifest(subject: dict[str, Any], envelope: bytes, title: str, c
     }
 
 
+class Refused(Exception):
+    """An answer oras would turn into a bare ValueError (an upload refused with 401/403, a 500):
+    carried out whole, so ``OciRegistry._check`` reports its status, error code and fix."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
 def _client_class() -> type:
     import oras.provider
 
     class Client(oras.provider.Registry):
-        """oras's client without its retry loop: that one sleeps 3 + 5 + 11 + 29 + 83 s on a dead
-        registry; here urllib3 retries refused connections twice and a CI job fails in seconds."""
+        """oras's client without its retry loop (that one sleeps 3 + 5 + 11 + 29 + 83 s on a dead
+        registry; here urllib3 retries refused connections twice and a CI job fails in seconds), and
+        with the answers oras cannot use raised as ``Refused`` rather than as oras's ValueError."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            authenticate = self.auth.authenticate_request
+
+            def authenticate_or_refuse(
+                original: requests.Response, headers: dict[str, str], refresh: bool = False
+            ) -> Any:
+                """oras says only "Cannot respond to request for authentication." when this fails."""
+                found, changed = authenticate(original, headers, refresh=refresh)
+                if not changed:
+                    raise Refused(original)
+                return found, changed
+
+            self.auth.authenticate_request = authenticate_or_refuse
 
         def do_request(self, *args: Any, **kwargs: Any) -> requests.Response:
             return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
+
+        def _get_location(self, r: requests.Response, container: Container) -> str:
+            """The upload session's URL: an answer without one (refused, failed) is ``Refused``."""
+            if r.status_code not in (200, 201, 202) or not r.headers.get("location"):
+                raise Refused(r)
+            return str(super()._get_location(r, container))
+
+        def _check_200_response(self, response: requests.Response) -> None:
+            if response.status_code not in (200, 201, 202):
+                raise Refused(response)
 
     return Client
 
@@ -392,6 +466,12 @@ class OciRegistry:
         host = self.location.host
         try:
             yield
+        except Refused as exc:
+            self._check(exc.response, action)
+            raise RegistryError(
+                f"registry {host} answered {action} with HTTP {exc.response.status_code} and no upload "
+                "location: is it an OCI registry?"
+            ) from exc
         except requests.exceptions.SSLError as exc:
             raise RegistryError(
                 f"TLS with {host} failed while {action} ({_reason(exc)}): for a plain-HTTP registry "
@@ -436,12 +516,20 @@ class OciRegistry:
             return
         detail = _registry_errors(response)
         host = self.location.host
-        if response.status_code in (401, 403):
+        login = f"docker login {host}, or set {USERNAME_ENV} and {PASSWORD_ENV}"
+        if response.status_code == 401:
+            raise RegistryError(f"{host} refused {action} (HTTP 401{detail}): log in with {login}")
+        if response.status_code == 403:
+            method = response.request.method if response.request is not None else None
+            may = "push to" if method in ("POST", "PUT", "PATCH", "DELETE") else "read"
             raise RegistryError(
-                f"{host} refused {action} (HTTP {response.status_code}{detail}): log in with docker login {host}, "
-                f"or set {USERNAME_ENV} and {PASSWORD_ENV}"
+                f"{host} refused {action} (HTTP 403{detail}): log in with an account that may {may} "
+                f"{self.location.repository} ({login})"
             )
-        raise RegistryError(f"{host}: {action} failed with HTTP {response.status_code} {response.reason}{detail}")
+        failed = f"{host}: {action} failed with HTTP {response.status_code} {response.reason}{detail}"
+        if response.status_code >= 500:
+            raise RegistryError(f"{failed}: the registry itself failed; retry later, or see its logs")
+        raise RegistryError(failed)
 
     def _connect(self) -> Any:
         """Ping ``/v2/`` (fails fast when the registry is down), pick the auth scheme it asks for, load credentials."""
@@ -464,23 +552,35 @@ class OciRegistry:
             client = _client_class()(hostname=host, insecure=self.insecure, auth_backend=backend)
             client.session.mount("http://", _session_adapter())
             client.session.mount("https://", _session_adapter())
-            docker_config = os.environ.get("DOCKER_CONFIG")
-            configs = [str(Path(docker_config) / "config.json")] if docker_config else None
-            if configs and not Path(configs[0]).is_file():
-                configs = None
-            client.auth.load_configs(self._container(None), configs)
-            username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
-            if bool(username) != bool(password):
-                raise InvalidInputError(f"set both {USERNAME_ENV} and {PASSWORD_ENV}, or neither")
-            if username and password:
-                client.auth.set_basic_auth(username, password)
-            if backend == "basic" and not getattr(client.auth, "_basic_auth", None):
-                raise RegistryError(
-                    f"{host} asks for a user name and password and none is configured: docker login {host}, "
-                    f"or set {USERNAME_ENV} and {PASSWORD_ENV}"
-                )
+        self._log_in(client)
+        if backend == "basic" and not getattr(client.auth, "_basic_auth", None):
+            raise RegistryError(
+                f"{host} asks for a user name and password and none is configured: docker login {host}, "
+                f"or set {USERNAME_ENV} and {PASSWORD_ENV}"
+            )
         self._client = client
         return client
+
+    def _log_in(self, client: Any) -> None:
+        """Credentials from the environment (docker's config is then not read: a broken one cannot
+        stop a CI job that sets them), else from docker's config, its credential helpers included."""
+        username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+        if bool(username) != bool(password):
+            raise InvalidInputError(f"set both {USERNAME_ENV} and {PASSWORD_ENV}, or neither")
+        if username and password:
+            client.auth.set_basic_auth(username, password)
+            return
+        host = self.location.host
+        path = docker_config_path()
+        # what oras's own load_configs would build, checked; set so that oras reads no other file
+        client.auth._auth_config = read_docker_config(path, host).model_dump(by_alias=True)
+        try:
+            client.auth.load_configs(self._container(None))  # this host's entry, or its credential helper
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInputError(
+                f"the credential helper that {path} names for {host} answered what is not a docker credential "
+                f"({type(exc).__name__}): run docker login {host} again, or set {USERNAME_ENV} and {PASSWORD_ENV}"
+            ) from exc
 
     def _container(self, tag: str | None) -> Container:
         """oras's name parser takes a first path component with a "." for a registry host, so the

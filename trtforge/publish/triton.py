@@ -52,7 +52,13 @@ from trtforge.publish.local import (
     read_candidate,
     repository_lock,
 )
-from trtforge.publish.triton_config import build_config, check_triton_io, edited_by_hand, render_config
+from trtforge.publish.triton_config import (
+    build_config,
+    check_triton_io,
+    config_body,
+    edited_by_hand,
+    render_config,
+)
 from trtforge.tags import FLAVOR_RTX
 
 CONFIG_NAME = "config.pbtxt"
@@ -220,30 +226,34 @@ class TritonRegistry:
         self, model_dir: Path, version_dir: Path, force: bool, warnings: list[str], repair: bool = False
     ) -> str:
         """Write ``config.pbtxt`` for the version's plans unless it describes them already (or was
-        edited by hand); ``repair``: no plan changed, only a config a killed publish left stale is rewritten."""
+        edited by hand, unless ``force``); ``repair``: no plan changed, only a config a killed publish
+        left stale is rewritten. The note says why it was rewritten."""
         config_path = model_dir / CONFIG_NAME
         current = None
-        if config_path.is_file() and not force:
+        if config_path.is_file():
             try:
-                current = config_path.read_text(encoding="utf-8")
+                current = config_path.read_text(encoding="utf-8", errors="replace")
             except OSError as exc:
                 raise io_error("read", config_path, exc) from exc
-            if edited_by_hand(current):
-                if not repair:
-                    warnings.append(
-                        f"{config_path} was edited by hand: kept as it is; make sure it names the new plan "
-                        "(cc_model_filenames), or publish with --force to regenerate it"
-                    )
-                return ""
+        hand_edited = current is not None and edited_by_hand(current)
+        if hand_edited and not force:
+            if not repair:
+                warnings.append(
+                    f"{config_path} was edited by hand: kept as it is; make sure it names the new plan "
+                    "(cc_model_filenames), or publish with --force to regenerate it"
+                )
+            return ""
         listed = version_plans(version_dir)
         plans = [(c.manifest, Path(c.reference).name) for c in listed]
         config = build_config(model_dir.name, plans)
         sources = [f"{version_dir.name}/{plan_manifest_name(c.manifest)}" for c in listed]
         flavor_warnings = [RTX_WARNING] if any(m.tensorrt.flavor == FLAVOR_RTX for m, _ in plans) else []
         rendered = render_config(config, sources, flavor_warnings)
-        if current == rendered:
-            return ""  # it describes these plans already
+        if current is not None and config_body(current) == config_body(rendered):
+            return ""  # it describes these plans already (its header may be another trtforge version's)
         place_bytes(rendered.encode(), config_path)
+        if hand_edited:
+            return f"{config_path} regenerated (--force: it had been edited by hand)"
         return f"{config_path} regenerated" + (" (it did not describe this version's plans)" if repair else "")
 
     def candidates(self, name: str, precision: str | None) -> Listing:

@@ -13,6 +13,10 @@ engines are explicit-batch with their own optimization profiles; with ``max_batc
 Triton would add a batch dimension of its own and send shapes the profiles may not cover. The
 cost: Triton's dynamic batcher is off (set ``max_batch_size`` to the profiles' max batch and
 drop the first dim from every input and output to turn it on).
+
+Inputs whose profiles give values (``min_values``...) are shape tensors, marked ``is_shape_tensor``
+as Triton's TensorRT backend requires; a rank-0 tensor is ``dims: [1]`` with an empty ``reshape``,
+since Triton refuses a tensor without dims.
 """
 
 from __future__ import annotations
@@ -80,15 +84,21 @@ def model_config_class() -> Any:
         field(nested, "value", 2, value_kind, type_name=value_type)
         return f".{file.package}.{message.name}.{entry}"
 
+    reshape = file.message_type.add(name="ModelTensorReshape")
+    field(reshape, "shape", 1, F.TYPE_INT64, repeated=True)
+
     model_input = file.message_type.add(name="ModelInput")
     field(model_input, "name", 1, F.TYPE_STRING)
     field(model_input, "data_type", 2, F.TYPE_ENUM, type_name=".inference.DataType")
     field(model_input, "dims", 4, F.TYPE_INT64, repeated=True)
+    field(model_input, "reshape", 5, F.TYPE_MESSAGE, type_name=".inference.ModelTensorReshape")
+    field(model_input, "is_shape_tensor", 6, F.TYPE_BOOL)
 
     model_output = file.message_type.add(name="ModelOutput")
     field(model_output, "name", 1, F.TYPE_STRING)
     field(model_output, "data_type", 2, F.TYPE_ENUM, type_name=".inference.DataType")
     field(model_output, "dims", 3, F.TYPE_INT64, repeated=True)
+    field(model_output, "reshape", 5, F.TYPE_MESSAGE, type_name=".inference.ModelTensorReshape")
 
     group = file.message_type.add(name="ModelInstanceGroup")
     kind_enum = group.enum_type.add(name="Kind")
@@ -147,6 +157,12 @@ def triton_type(dtype: str, tensor: str) -> str:
         ) from None
 
 
+def triton_dims(shape: Sequence[int]) -> list[int]:
+    """A tensor's ``dims`` in the config (and in a request): Triton refuses empty dims, so a rank-0
+    tensor is ``[1]``, reshaped to ``[]`` for the engine (``reshape { }``, its documented spelling)."""
+    return list(shape) or [1]
+
+
 def check_triton_io(manifest: Manifest) -> None:
     for tensor in manifest.io:
         triton_type(tensor.dtype, tensor.name)
@@ -203,11 +219,16 @@ def build_config(model_name: str, plans: Sequence[tuple[Manifest, str]]) -> Any:
 
     manifest = min(plans, key=lambda item: (preference(item[0]), item[1]))[0]
     config = model_config_class()(name=model_name, platform=PLATFORM, max_batch_size=0)
+    shape_tensors = {name for point in profile_points(manifest.profiles) for name in point.values}
     for tensor in manifest.io:
         target = config.input.add() if tensor.mode == "input" else config.output.add()
         target.name = tensor.name
         target.data_type = triton_type(tensor.dtype, tensor.name)
-        target.dims.extend(tensor.shape)
+        target.dims.extend(triton_dims(tensor.shape))
+        if not tensor.shape:
+            target.reshape.SetInParent()  # Triton's way to a rank-0 tensor: [1] on the wire, [] for the engine
+        if tensor.name in shape_tensors:
+            target.is_shape_tensor = True  # the TensorRT backend refuses a config that does not say so
     group = config.instance_group.add(kind="KIND_GPU", count=1)
     group.profile.extend(str(index) for index in range(len(manifest.profiles)))
     by_cc, default = cc_assignment(plans)
@@ -221,7 +242,7 @@ def build_config(model_name: str, plans: Sequence[tuple[Manifest, str]]) -> Any:
         for tensor_name, shape in shapes.items():
             entry = sample.inputs[tensor_name]
             entry.data_type = dtypes[tensor_name]
-            entry.dims.extend(shape)
+            entry.dims.extend(triton_dims(shape))
             entry.zero_data = True  # zeros are valid for every dtype (random ids could be out of range)
     return config
 
@@ -253,10 +274,13 @@ def parse_config(text: str) -> Any:
     return text_format.Parse(text, model_config_class()())
 
 
+def config_body(text: str) -> str | None:
+    """The message below the hash line (what Triton reads; the header is comments), None without one."""
+    match = HASH_LINE.search(text)
+    return text[match.end() + 1 :] if match else None
+
+
 def edited_by_hand(text: str) -> bool:
     """True unless the file still hashes to the value trtforge wrote in it."""
     match = HASH_LINE.search(text)
-    if not match:
-        return True
-    body = text[match.end() + 1 :]
-    return sha256_bytes(body.encode()) != match.group(1)
+    return match is None or sha256_bytes(text[match.end() + 1 :].encode()) != match.group(1)
