@@ -73,6 +73,15 @@ def get(url: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
         return exc.code, _lower(exc.headers), exc.read()
 
 
+def post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a plain HTTP POST (errors included)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=120) as response:
+            return response.status, _lower(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, _lower(exc.headers), exc.read()
+
+
 def post_binary(
     server: Server | str, model: str, array: np.ndarray, name: str = "input"
 ) -> tuple[int, dict[str, str], bytes]:
@@ -91,16 +100,11 @@ def post_binary(
             "parameters": {"binary_data_output": True},
         }
     ).encode()
-    request = urllib.request.Request(
+    return post(
         f"http://{server if isinstance(server, str) else server.url}/v2/models/{model}/infer",
-        data=header + array.tobytes(),
-        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+        header + array.tobytes(),
+        {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
     )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, _lower(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, _lower(exc.headers), exc.read()
 
 
 def _answers(port: int) -> bool:
@@ -162,6 +166,7 @@ def served_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "digits": digits,
         "pair": models.two_inputs(folder / "pair.onnx"),
         "slow": models.deep_net(folder / "slow.onnx", layers=40),
+        "deep": models.deep_net(folder / "deep.onnx", layers=120),  # seconds per request at batch 256
     }
 
 
@@ -267,6 +272,37 @@ def test_refusals_are_400_404_413_with_kserve_error_bodies(served_models: dict[s
         assert client.infer("digits", [infer_input("input", good, True)]).as_numpy("logits").shape == (1, 10)
 
 
+def test_a_shape_no_array_can_have_is_400_and_every_refused_request_counts_as_invalid(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A 0 dim lets the other dims declare no data, past what numpy can shape: 400 naming the input
+    and the shapes the model takes, in JSON and in binary (was a 500). Every request refused as the
+    client's (400, 413) counts as ``invalid``, as in-process ``EnginePool.infer`` counts them (was 0)."""
+    with serving([served_models["digits"], "--pool", "1", "--max-body-mib", "0.01"], tmp_path) as server:
+        url = f"http://{server.url}/v2/models/digits/infer"
+        huge = {"name": "input", "shape": [0, 1, 8, 2**63], "datatype": "FP32"}
+        as_json = json.dumps({"inputs": [{**huge, "data": []}]}).encode()
+        binary = json.dumps({"inputs": [{**huge, "parameters": {"binary_data_size": 0}}]}).encode()
+        expected = (
+            "input 'input': shape [0, 1, 8, 9223372036854775808] is not accepted; "
+            "allowed: shape [-1, 1, 8, 8] (-1: any size)"
+        )
+        for data, headers in ((as_json, {}), (binary, {"Inference-Header-Content-Length": str(len(binary))})):
+            status, response_headers, body = post(url, data, headers)
+            assert status == 400 and response_headers["content-type"] == "application/json", body
+            assert json.loads(body) == {"error": expected}
+        statuses = [
+            post_binary(server, "digits", np.zeros((2, 1, 9, 8), np.float32))[0],  # a shape the model refuses
+            post_binary(server, "digits", np.zeros((64, 1, 8, 8), np.float32))[0],  # over --max-body-mib
+            post(url, b"{}", {"Inference-Header-Content-Length": "\u00b2"})[0],
+            post_binary(server, "digits", np.zeros((1, 1, 8, 8), np.float32))[0],
+        ]
+        assert statuses == [400, 413, 400, 200]
+        page = get(f"http://{server.url}/metrics")[2].decode()
+        assert 'trtforge_pool_requests_total{outcome="invalid",pool="digits"} 5.0' in page, page
+        assert 'trtforge_pool_requests_total{outcome="ok",pool="digits"} 1.0' in page, page
+
+
 # ---------------------------------------------------------------- readiness, back-pressure, shutdown
 
 
@@ -348,6 +384,37 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(served_models: dic
         assert server.process.wait(timeout=60) == 0
         assert not _answers(server.port)
     assert "stopped: in-flight requests answered, pools closed" in server.output()
+
+
+def test_sigterm_cuts_off_a_request_still_running_at_grace_with_a_503_and_exits_at_once(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A request of seconds and ``--grace 0.5``: half a second after SIGTERM it is answered 503 in
+    KServe's JSON (was a plain-text 500 at once: uvicorn counts whole seconds, int(0.5) = 0), and
+    the process exits right after, 0, without waiting for the inference (was once it ended, and up
+    to 30 s more for the pools), saying the request was cut off (was "in-flight requests answered")."""
+    grace = 0.5
+    args = [served_models["deep"], "--pool", "1", "--threads", "1", "--grace", grace]
+    with serving(args, tmp_path) as server:
+        feed = np.zeros((256, 32, 32, 32), np.float32)
+        with ThreadPoolExecutor(1) as executor:
+            answer = executor.submit(lambda: (post_binary(server, "deep", feed), time.monotonic()))
+            deadline = time.monotonic() + 30
+            while 'trtforge_pool_in_flight{pool="deep"} 1.0' not in get(f"http://{server.url}/metrics")[2].decode():
+                assert time.monotonic() < deadline, "the request never reached the context"
+                time.sleep(0.01)
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            code = server.process.wait(timeout=60)
+            exited = time.monotonic()
+            (status, headers, body), answered = answer.result()
+    assert status == 503 and headers["content-type"] == "application/json" and headers["retry-after"] == "1"
+    assert "this request was still running after --grace 0.5 s" in json.loads(body)["error"]
+    assert grace <= answered - signalled < grace + 1.0
+    assert code == 0 and exited - signalled < grace + 1.5, server.output()
+    output = server.output()
+    assert "stopped: 1 request(s) still running after --grace 0.5 s cut off (answered 503), pools closed" in output
+    assert "in-flight requests answered" not in output and "Traceback" not in output, output
 
 
 def test_sigterm_while_warming_stops_the_warm_up_closes_the_pools_and_exits_0(
@@ -444,9 +511,13 @@ def _run_refused(args: Sequence[object], tmp_path: Path) -> tuple[int, str, bool
         env={**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")},
     )
     opened = False
-    while process.poll() is None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while process.poll() is None and time.monotonic() < deadline:
         opened = opened or _answers(port)
         time.sleep(0.005)
+    if process.poll() is None:
+        process.kill()
+        pytest.fail(f"serve {args} was to stop by itself; it served: {process.communicate(timeout=60)[0]}")
     output = process.communicate(timeout=60)[0]
     return process.returncode, output, opened
 
@@ -521,6 +592,25 @@ def test_two_models_of_one_name_and_a_taken_port_are_usage_errors(
         )
         assert taken.returncode == 2 and f"cannot listen on 127.0.0.1:{server.port}" in taken.stderr, taken.stderr
         assert taken.stderr.count("\n") == 1 and "Address already in use" in taken.stderr  # one line, ours
+
+
+def test_limits_the_server_could_never_meet_are_exit_2_before_the_port_opens(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A body limit below the warm-up's own request (was exit 1, "internal error", after listening)
+    and ``--min-contexts`` above ``--pool`` (was lowered to it without a word): one line, the fix."""
+    cases = {
+        ("--max-body-mib", "0"): "error: --max-body-mib allows 0 bytes, fewer than the smallest request of model "
+        "'digits' (415 bytes: each input at its smallest shape, as the warm-up sends it); pass --max-body-mib 0.001",
+        ("--max-body-mib", "0.0001"): "error: --max-body-mib allows 104 bytes",
+        ("--pool", "2", "--min-contexts", "3"): "error: --min-contexts 3 is above --pool 2: the server could never "
+        "be ready; pass --min-contexts 2 or less, or --pool 3 or more",
+    }
+    for flags, expected in cases.items():
+        code, output, opened = _run_refused([served_models["digits"], *flags], tmp_path)
+        assert code == 2 and not opened, output
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(expected), output
 
 
 def test_a_model_that_cannot_be_warmed_stops_the_server_with_its_exit_code(

@@ -169,6 +169,27 @@ def test_the_refusal_names_the_input_and_the_profiles_range() -> None:
         check_request(wants_other, DIGITS)
 
 
+def test_a_shape_no_array_can_have_is_refused_with_the_shapes_the_model_takes() -> None:
+    """Behind a 0 dim, dims past what numpy can shape declare no data; numpy's ValueError was a 500."""
+    shapes = ([0, 1, 8, 2**63], [0, 2**62, 4])
+    for shape in shapes:
+        tensor = {"name": "input", "shape": shape, "datatype": "FP32"}
+        as_json = json.dumps({"inputs": [{**tensor, "data": []}]}).encode()
+        binary = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 0}}]}).encode()
+        for body, length in ((as_json, None), (binary, len(binary))):
+            with pytest.raises(ProtocolError) as refused:
+                parse_infer_request(body, length, DIGITS)
+            assert str(refused.value) == (
+                f"input 'input': shape [{', '.join(map(str, shape))}] is not accepted; "
+                "allowed: shape within [1, 1, 8, 8]..[64, 1, 8, 8]"
+            )
+            with pytest.raises(ProtocolError, match=r"is not accepted; allowed: dims numpy can hold"):
+                parse_infer_request(body, length)  # no model to name
+    misnamed = json.dumps({"inputs": [{"name": "inpt", "shape": shapes[1], "datatype": "FP32", "data": []}]})
+    with pytest.raises(ProtocolError, match="unknown input 'inpt' — did you mean 'input'"):
+        parse_infer_request(misnamed.encode(), None, DIGITS)
+
+
 def test_responses_carry_binary_outputs_after_the_json_header() -> None:
     logits = np.arange(20, dtype=np.float32).reshape(2, 10)
     binary = InferRequest("r", {}, (RequestedOutput("logits", True),), False)
@@ -263,3 +284,26 @@ def test_an_unknown_provider_is_refused_before_any_artifact_is_resolved() -> Non
     with pytest.raises(InvalidInputError, match="--pool 24 \\+ --max-queue 1001: at most 1024 requests"):
         run_server(too_many, logged.append)
     assert logged == []
+
+
+def test_limits_the_server_could_never_meet_are_refused_before_anything_is_resolved() -> None:
+    from registry import DIGITS_ONNX
+
+    from trtforge.serve.protocol import probe_request
+    from trtforge.serve.server import check_body_limit
+
+    logged: list[str] = []
+    config = ServeConfig(
+        artifacts=("oci://127.0.0.1:9/never",), policy=LoadPolicy(), limits=Limits(pool_size=2, min_contexts=3)
+    )
+    with pytest.raises(InvalidInputError, match="--min-contexts 3 is above --pool 2: the server could never be ready"):
+        run_server(config, logged.append)
+    with pytest.raises(InvalidInputError, match="--grace inf: give a number of seconds"):
+        run_server(dataclasses.replace(config, limits=Limits(grace_s=float("inf"))), logged.append)
+    assert logged == []  # nothing pulled, nothing listened
+    digits = onnx_plan(DIGITS_ONNX, "digits")
+    needed = len(probe_request(digits.signature)[0])
+    check_body_limit(needed, [digits])
+    with pytest.raises(InvalidInputError, match=f"allows {needed - 1} bytes, .* pass --max-body-mib 0.001 or more"):
+        check_body_limit(needed - 1, [digits])
+    check_body_limit(int(0.001 * 2**20), [digits])  # what the refusal says to pass is enough

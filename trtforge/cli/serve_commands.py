@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from trtforge.cli.common import (
     load_policy,
     reporter,
 )
+from trtforge.errors import InvalidInputError
 
 app = typer.Typer()
 
@@ -64,13 +66,16 @@ def serve(
         float, typer.Option("--max-body-mib", min=0, help="Largest request body in MiB; larger is 413.")
     ] = 64.0,
     min_contexts: Annotated[
-        int, typer.Option("--min-contexts", min=1, help="Healthy contexts per pool below which /ready is 503.")
+        int,
+        typer.Option(
+            "--min-contexts", min=1, help="Healthy contexts per pool (at most --pool) below which /ready is 503."
+        ),
     ] = 1,
     health_interval: Annotated[
         float, typer.Option("--health-interval", min=0, help="Seconds between context health probes (0: off).")
     ] = 30.0,
     grace: Annotated[
-        float, typer.Option("--grace", min=0, help="Seconds SIGTERM waits for in-flight requests.")
+        float, typer.Option("--grace", min=0, help="Seconds SIGTERM waits for in-flight requests; then they get 503.")
     ] = 30.0,
     no_warmup: Annotated[
         bool, typer.Option("--no-warmup", help="Load without warming (only to measure a cold start's first requests).")
@@ -86,6 +91,8 @@ def serve(
     from trtforge.serve.server import PullOptions, ServeConfig, run_server
 
     check_precision(precision)
+    if not math.isfinite(max_body_mib):
+        raise InvalidInputError(f"--max-body-mib {max_body_mib}: give a size in MiB (default 64)")
     config = ServeConfig(
         artifacts=tuple(artifacts),
         policy=load_policy(require_signature, trusted_key, allow_host_code),
@@ -96,13 +103,13 @@ def serve(
             max_queue=max_queue,
             queue_timeout=queue_timeout,
             max_body_bytes=int(max_body_mib * 2**20),
-            min_contexts=min(min_contexts, pool),
+            min_contexts=min_contexts,
+            grace_s=grace,
         ),
         warmup_shapes=tuple(warmup_shape or ()),
         threads=threads,
         provider=provider,
         health_interval=health_interval or None,
-        grace_s=grace,
         warmup=not no_warmup,
         pull=PullOptions(name, precision, pull_dir, insecure),
     )

@@ -188,9 +188,10 @@ class Health:
     def stop_loop(self) -> None:
         self._stop.set()
 
-    def join_loop(self) -> None:
+    def join_loop(self, timeout: float | None = None) -> None:
+        """Wait for the loop's thread to end (at most 5 s, or ``timeout`` when shorter)."""
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=5 if timeout is None else min(5.0, timeout))
 
     def _loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

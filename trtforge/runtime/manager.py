@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,14 +103,17 @@ class PoolManager:
             self._pools.pop(name, None)
         pool.close()
 
-    def close(self) -> None:
-        """Close every pool, the starting ones included (their ``add`` raises PoolClosed); no add after."""
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Close every pool, the starting ones included (their ``add`` raises PoolClosed); no add after.
+
+        ``timeout`` bounds the wait for lent contexts over all pools together (see ``EnginePool.close``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._closed = True
             pools = [entry if isinstance(entry, EnginePool) else entry.pool for entry in self._pools.values()]
             self._pools.clear()
         for pool in pools:
-            pool.close()
+            pool.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> PoolManager:
         return self

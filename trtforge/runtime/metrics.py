@@ -105,9 +105,10 @@ class PoolMetrics:
     The request path's series (requests, acquisitions, in flight, the two latency histograms) are
     ``RequestCounters``, one per context, which a request updates on the context it holds without
     any lock; a scrape sums them. ``lock`` guards the rest of the pool (the lender builds its
-    condition on it) and the rare ``exhausted`` count. The pool's state, contexts by state and
-    requests waiting are read from the lender at scrape time (``view``). Rare events (probes,
-    rebuilds, memory, warm-up) use prometheus_client's own metrics.
+    condition on it) and the rare counts of requests no context saw (``exhausted``, ``invalid``).
+    The pool's state, contexts by state and requests waiting are read from the lender at scrape
+    time (``view``). Rare events (probes, rebuilds, memory, warm-up) use prometheus_client's own
+    metrics.
     """
 
     def __init__(self, pool: str, registry: CollectorRegistry | None = None) -> None:
@@ -117,6 +118,7 @@ class PoolMetrics:
         self.view: Callable[[], tuple[PoolState, Mapping[SlotState, int], int]] = _no_view
         self.per_context: list[RequestCounters] = []
         self.exhausted_requests = 0
+        self.refused_requests = 0  # invalid, refused before a context was lent (``trtforge serve``'s checks)
         reg = self.registry
         labels = ("pool",)
         reg.register(_RequestPath(self))
@@ -162,12 +164,17 @@ class PoolMetrics:
         with self.lock:
             for counters in self.per_context:
                 counters.forget()
-            self.exhausted_requests = 0
+            self.exhausted_requests = self.refused_requests = 0
 
     # ------------------------------------------------------------ rare events
     def exhausted(self) -> None:
         with self.lock:
             self.exhausted_requests += 1
+
+    def invalid(self) -> None:
+        """A request refused before it reached a context (its inputs, its body)."""
+        with self.lock:
+            self.refused_requests += 1
 
     def rebuilt(self) -> None:
         self._rebuilt.inc()
@@ -219,7 +226,7 @@ class _RequestPath:
         with m.lock:
             state, contexts, waiting = m.view()
             per_context = list(m.per_context)
-            exhausted = m.exhausted_requests
+            exhausted, refused = m.exhausted_requests, m.refused_requests
         requests = CounterMetricFamily(
             "trtforge_pool_requests",
             "Requests by outcome: ok, invalid (input refused), error (context failed), exhausted (timed out).",
@@ -227,7 +234,7 @@ class _RequestPath:
         )
         counted = {
             "ok": sum(c.ok for c in per_context),
-            "invalid": sum(c.invalid for c in per_context),
+            "invalid": sum(c.invalid for c in per_context) + refused,
             "error": sum(c.error for c in per_context),
             "exhausted": exhausted,  # no context: counted by the pool, under its lock
         }

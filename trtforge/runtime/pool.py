@@ -395,8 +395,10 @@ class EnginePool:
     def close(self, timeout: float | None = 30.0) -> None:
         """Stop serving, wait up to ``timeout`` for lent contexts, free every context and the engine.
 
-        Contexts still lent after ``timeout`` are freed as they come back.
+        Contexts still lent after ``timeout`` are freed as they come back; the whole close takes
+        about ``timeout`` at most (``trtforge serve`` gives it what is left of ``--grace``).
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         lender = self._lender
         self._health.stop_loop()
         with lender.cond:
@@ -420,7 +422,7 @@ class EnginePool:
                 slot.state = SlotState.CLOSED
         for slot in retire:
             self._retire(slot)
-        self._health.join_loop()
+        self._health.join_loop(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _retire(self, slot: Slot) -> None:
         """Free a closed slot's context; the last one out frees the engine (never before its contexts)."""

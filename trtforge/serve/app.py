@@ -4,12 +4,14 @@ Inference runs in worker threads (``anyio.to_thread``), so the event loop keeps 
 probes and metrics scrapes while contexts compute. Each model admits at most its pool size plus
 ``max_queue`` requests at once; one more gets 503 with ``Retry-After`` at once instead of joining
 an unbounded queue, and an admitted request that waits longer than ``queue_timeout`` for a context
-gets the same.
+gets the same. When the server stops, requests still running ``grace_s`` later are answered 503
+(``ServeState.cut_off_in_flight``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,6 +38,8 @@ from trtforge.serve.protocol import (
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from anyio import CancelScope
 
     from trtforge.runtime.manager import PoolManager
     from trtforge.runtime.pool import EnginePool
@@ -74,6 +78,7 @@ class Limits:
     max_body_bytes: int = 64 * 2**20
     min_contexts: int = 1  # healthy contexts per pool below which the server is not ready
     retry_after_s: int = 1
+    grace_s: float = 30.0  # once the server stops, seconds requests in flight have before they are cut off
 
 
 @dataclass
@@ -88,6 +93,26 @@ class ServeState:
     admitted: dict[str, int] = field(default_factory=dict)
     warming: bool = True
     failure: str | None = None
+    stop_by: float | None = None  # time.monotonic() at which requests still in flight are cut off
+    in_flight: set[CancelScope] = field(default_factory=set)  # one per infer request being handled
+    cut_off: int = 0  # requests answered 503 because they were still running at ``stop_by``
+
+    def start_grace(self) -> float:
+        """The server stops (a signal, a failed warm-up): requests in flight get ``grace_s`` from
+        the first call on; returns ``stop_by``. Safe in a signal handler."""
+        if self.stop_by is None:
+            self.stop_by = time.monotonic() + self.limits.grace_s
+        return self.stop_by
+
+    def grace_left(self) -> float:
+        """Seconds left of the grace (all of it before the stop), for closing the pools."""
+        return self.limits.grace_s if self.stop_by is None else max(0.0, self.stop_by - time.monotonic())
+
+    def cut_off_in_flight(self) -> None:
+        """The grace ran out: every request still in flight is answered 503 now. Its inference runs
+        on in its worker thread, unheard: a running onnxruntime or TensorRT call cannot be stopped."""
+        for scope in list(self.in_flight):
+            scope.cancel()
 
     def pool(self, name: str) -> EnginePool | None:
         return self.manager.get(name) if name in self.manager else None
@@ -114,6 +139,14 @@ class ServeState:
 def _error(status: int, message: str, retry: int | None = None) -> Response:
     headers = {"Retry-After": str(retry)} if retry is not None else None
     return Response(error_body(message), status, headers=headers, media_type="application/json")
+
+
+def _refused(pool: EnginePool | None, status: int, message: str) -> Response:
+    """A request refused as the client's fault (400, 413), counted as ``invalid`` in its model's
+    metrics (as ``EnginePool.infer`` counts the inputs a context refuses)."""
+    if pool is not None:
+        pool.metrics.invalid()
+    return _error(status, message)
 
 
 def _plan(state: ServeState, request: Request) -> ModelPlan | Response:
@@ -166,11 +199,14 @@ def _run_inference(
 ) -> Response:
     """Decode, check, infer and encode, in a worker thread: nothing here runs on the event loop."""
     try:
-        parsed = parse_infer_request(body, header_length)
+        parsed = parse_infer_request(body, header_length, plan.signature)
         check_request(parsed, plan.signature)
+    except InvalidInputError as exc:
+        return _refused(pool, 400, str(exc))
+    try:
         outputs = pool.infer(parsed.inputs, timeout=timeout)
         content, json_length = encode_infer_response(plan.name, MODEL_VERSION, parsed, outputs)
-    except InvalidInputError as exc:
+    except InvalidInputError as exc:  # inputs a context refused (the pool counted them), or an output JSON cannot carry
         return _error(400, str(exc))
     except PoolExhausted as exc:
         return _error(503, str(exc), retry)
@@ -217,16 +253,33 @@ def build_app(state: ServeState) -> Starlette:
         plan = _plan(state, request)
         if isinstance(plan, Response):
             return plan
+        with anyio.CancelScope() as scope:  # cancelled by cut_off_in_flight
+            state.in_flight.add(scope)
+            try:
+                return await answer(request, plan)
+            finally:
+                state.in_flight.discard(scope)
+        state.cut_off += 1
+        return _error(
+            503,
+            f"model '{plan.name}': the server is stopping and this request was still running after "
+            f"--grace {state.limits.grace_s:g} s; retry",
+            state.limits.retry_after_s,
+        )
+
+    async def answer(request: Request, plan: ModelPlan) -> Response:
+        """The body read within its limit, the request admitted, then inferred in a worker thread."""
         limits = state.limits
         try:
             body = await _read_body(request, limits.max_body_bytes)
         except _TooLarge:
-            return _error(413, f"request body over the limit of {limits.max_body_bytes} bytes (--max-body-mib)")
+            message = f"request body over the limit of {limits.max_body_bytes} bytes (--max-body-mib)"
+            return _refused(state.pool(plan.name), 413, message)
         except InvalidInputError as exc:
-            return _error(400, str(exc))
+            return _refused(state.pool(plan.name), 400, str(exc))
         header = request.headers.get(HEADER_LENGTH)
         if header is not None and not (header.isascii() and header.isdigit()):  # "²".isdigit() too
-            return _error(400, f"{HEADER_LENGTH} '{header}' is not a byte count")
+            return _refused(state.pool(plan.name), 400, f"{HEADER_LENGTH} '{header}' is not a byte count")
         pool = state.pool(plan.name)
         problem = state.pool_problem(plan.name)
         if pool is None or problem:
@@ -251,6 +304,7 @@ def build_app(state: ServeState) -> Starlette:
                 limits.queue_timeout,
                 limits.retry_after_s,
                 limiter=limiter,
+                abandon_on_cancel=True,  # a request cut off is answered at once; its inference runs on
             )
         finally:
             state.admitted[plan.name] -= 1
@@ -268,8 +322,9 @@ def build_app(state: ServeState) -> Starlette:
             yield
         finally:
             # closing stops a warm-up in progress at its next context; then the thread ends, and no
-            # pool it was starting outlives the server
-            await anyio.to_thread.run_sync(state.manager.close)
+            # pool it was starting outlives the server. Contexts still busy (a health probe, an
+            # inference cut off) get what is left of the grace, and are freed as they come back
+            await anyio.to_thread.run_sync(state.manager.close, state.grace_left())
             await anyio.to_thread.run_sync(thread.join)
 
     routes = [

@@ -127,8 +127,12 @@ def _binary_flag(parameters: Any, key: str, default: bool = False) -> bool:
     return bool(parameters.get(key, default)) if isinstance(parameters, dict) else default
 
 
-def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
-    """Decode a KServe v2 request: the JSON header, then each binary input's bytes in input order."""
+def parse_infer_request(
+    body: bytes, header_length: int | None, signature: ModelSignature | None = None
+) -> InferRequest:
+    """Decode a KServe v2 request: the JSON header, then each binary input's bytes in input order.
+
+    ``signature``: the model's, so that a shape no array can have is refused with the shapes it takes."""
     if header_length is not None and not 0 < header_length <= len(body):
         raise ProtocolError(f"{HEADER_LENGTH} {header_length} does not fit a body of {len(body)} bytes")
     split = len(body) if header_length is None else header_length
@@ -139,7 +143,7 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     inputs: dict[str, np.ndarray] = {}
     offset = split
     for tensor in tensors:
-        array, used = _decode_input(tensor, body, offset)
+        array, used = _decode_input(tensor, body, offset, signature)
         offset += used
         if array is None:
             continue
@@ -163,7 +167,9 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     return InferRequest(None if request_id is None else str(request_id), inputs, outputs, binary_default)
 
 
-def _decode_input(tensor: Any, body: bytes, offset: int) -> tuple[np.ndarray | None, int]:
+def _decode_input(
+    tensor: Any, body: bytes, offset: int, signature: ModelSignature | None
+) -> tuple[np.ndarray | None, int]:
     """One input as an array of its declared shape and datatype, and the binary bytes it used."""
     import numpy as np
 
@@ -194,8 +200,8 @@ def _decode_input(tensor: Any, body: bytes, offset: int) -> tuple[np.ndarray | N
             )
         if offset + size > len(body):
             raise ProtocolError(f"input '{name}': the body ends before its {size} binary bytes")
-        array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
-        return array, size
+        array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+        return _reshaped(array, name, shape, signature), size
     if "data" not in tensor:
         raise ProtocolError(f"input '{name}': give 'data' or parameters.binary_data_size")
     try:
@@ -204,7 +210,22 @@ def _decode_input(tensor: Any, body: bytes, offset: int) -> tuple[np.ndarray | N
         raise ProtocolError(f"input '{name}': 'data' is not {datatype}: {exc}") from exc
     if array.size != count:
         raise ProtocolError(f"input '{name}': 'data' holds {array.size} values, shape {shape} needs {count}")
-    return array.reshape(shape), 0
+    return _reshaped(array, name, shape, signature), 0
+
+
+def _reshaped(array: np.ndarray, name: str, shape: list[int], signature: ModelSignature | None) -> np.ndarray:
+    """``array`` in its declared shape. A 0 dim lets the other dims declare no data, and numpy holds
+    no shape whose other dims multiply past 2**63 bytes: the client's shape, refused as
+    ``check_request`` refuses one (not a ValueError from inside the server, a 500)."""
+    try:
+        return array.reshape(shape)
+    except ValueError as exc:
+        if signature is None:
+            raise ProtocolError(_shape_refused(name, shape, "dims numpy can hold")) from exc
+        metas = {meta.name: meta for meta in signature.inputs}
+        if name not in metas:
+            raise ProtocolError(_unknown_input(name, metas)) from exc
+        raise ProtocolError(_shape_refused(name, shape, shape_range(metas[name], signature.profiles))) from exc
 
 
 #: numpy's limit on an array's dims (and far above any model's)
@@ -252,6 +273,14 @@ def _fits(meta: TensorMeta, shape: tuple[int, ...], profiles: Sequence[Profile])
     )
 
 
+def _unknown_input(name: str, metas: Mapping[str, TensorMeta]) -> str:
+    return f"unknown input '{name}'{did_you_mean(name, metas)} (inputs: {', '.join(metas)})"
+
+
+def _shape_refused(name: str, shape: Sequence[int], allowed: str) -> str:
+    return f"input '{name}': shape [{', '.join(map(str, shape))}] is not accepted; allowed: {allowed}"
+
+
 def check_request(request: InferRequest, signature: ModelSignature) -> None:
     """Refuse, naming the input, what the model would not take: unknown or missing inputs, another
     datatype, a shape outside the profiles (or the model's fixed dims); unknown requested outputs."""
@@ -259,16 +288,13 @@ def check_request(request: InferRequest, signature: ModelSignature) -> None:
     for name, array in request.inputs.items():
         meta = metas.get(name)
         if meta is None:
-            raise ProtocolError(f"unknown input '{name}'{did_you_mean(name, metas)} (inputs: {', '.join(metas)})")
+            raise ProtocolError(_unknown_input(name, metas))
         datatype = datatype_of(array.dtype.name)
         if datatype != meta.datatype:
             raise ProtocolError(f"input '{name}': datatype {datatype}, the model takes {meta.datatype}")
         shape = tuple(int(d) for d in array.shape)
         if not _fits(meta, shape, signature.profiles):
-            raise ProtocolError(
-                f"input '{name}': shape [{', '.join(map(str, shape))}] is not accepted; "
-                f"allowed: {shape_range(meta, signature.profiles)}"
-            )
+            raise ProtocolError(_shape_refused(name, shape, shape_range(meta, signature.profiles)))
     missing = [name for name in metas if name not in request.inputs]
     if missing:
         raise ProtocolError(f"input '{missing[0]}' is missing (inputs: {', '.join(metas)})")

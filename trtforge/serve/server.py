@@ -1,6 +1,6 @@
 """The life of ``trtforge serve``: resolve the artifacts (pulling registry references), refuse what
 this host would refuse, listen, warm every pool, answer, and on SIGTERM finish in-flight requests
-before closing the pools.
+(for up to ``--grace`` seconds, then cut them off) before closing the pools.
 
 Only ``trtforge serve`` imports this module (and so uvicorn and Starlette).
 
@@ -11,24 +11,28 @@ and readiness only when every pool is warm, so a Kubernetes readiness probe can 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import math
+import os
 import re
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import uvicorn
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, did_you_mean, first_line
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, read_manifest
 from trtforge.serve.app import Limits, ModelPlan, ServeState, build_app
-from trtforge.serve.protocol import ModelSignature, TensorMeta, datatype_of
+from trtforge.serve.protocol import ModelSignature, TensorMeta, datatype_of, probe_request
 
 if TYPE_CHECKING:
     from trtforge.compat import LoadPolicy
@@ -44,6 +48,9 @@ _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 SELF_REQUESTS = 2
 #: requests one model may admit at once (``--pool`` + ``--max-queue``)
 MAX_ADMITTED = 1024
+#: seconds uvicorn waits for connections past ``--grace`` before it cancels them itself: by then every
+#: request was answered or cut off (503), and only a client slow to read its answer is left
+SHUTDOWN_BACKSTOP_S = 1
 #: KServe/Triton platform names by backend
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "tensorrt-rtx": "tensorrt_rtx_plan"}
 
@@ -69,7 +76,6 @@ class ServeConfig:
     threads: int | None = None
     provider: str = "cpu"
     health_interval: float | None = 30.0
-    grace_s: float = 30.0
     warmup: bool = True  # False: load only, the first requests pay for the warm-up (to measure cold starts)
     pull: PullOptions = field(default_factory=PullOptions)
 
@@ -270,6 +276,39 @@ def model_warmup_sets(
     return kept
 
 
+def check_limits(limits: Limits) -> None:
+    """The serving flags, refused with their fix before anything is resolved or listens. Pure."""
+    if limits.pool_size + limits.max_queue > MAX_ADMITTED:  # each admitted request holds a worker thread
+        raise InvalidInputError(
+            f"--pool {limits.pool_size} + --max-queue {limits.max_queue}: "
+            f"at most {MAX_ADMITTED} requests per model at once"
+        )
+    if limits.min_contexts > limits.pool_size:
+        raise InvalidInputError(
+            f"--min-contexts {limits.min_contexts} is above --pool {limits.pool_size}: the server could never be "
+            f"ready; pass --min-contexts {limits.pool_size} or less, or --pool {limits.min_contexts} or more"
+        )
+    if not math.isfinite(limits.grace_s):
+        raise InvalidInputError(
+            f"--grace {limits.grace_s}: give a number of seconds (default 30), "
+            "below the pod's terminationGracePeriodSeconds"
+        )
+
+
+def check_body_limit(max_body_bytes: int, plans: Sequence[ModelPlan]) -> None:
+    """``--max-body-mib`` holds each model's smallest request (each input at its smallest shape,
+    binary), which the warm-up sends through HTTP: below it the model could never be warmed. Pure."""
+    for plan in plans:
+        needed = len(probe_request(plan.signature)[0])
+        if needed > max_body_bytes:
+            mib = math.ceil(needed / 2**20 * 1000) / 1000  # int(mib * 2**20) >= needed
+            raise InvalidInputError(
+                f"--max-body-mib allows {max_body_bytes} bytes, fewer than the smallest request of model "
+                f"'{plan.name}' ({needed} bytes: each input at its smallest shape, as the warm-up sends it); "
+                f"pass --max-body-mib {mib:g} or more (default 64)"
+            )
+
+
 class WarmupError(TrtforgeError):
     """A model that could not be warmed; its exit code is that of the error underneath."""
 
@@ -379,14 +418,10 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
 
     if config.provider not in PROVIDERS:  # before any pull: a typo is exit 2 at once
         raise InvalidInputError(f"--provider '{config.provider}': use {' or '.join(PROVIDERS)}")
-    limits = config.limits
-    if limits.pool_size + limits.max_queue > MAX_ADMITTED:  # each admitted request holds a worker thread
-        raise InvalidInputError(
-            f"--pool {limits.pool_size} + --max-queue {limits.max_queue}: "
-            f"at most {MAX_ADMITTED} requests per model at once"
-        )
+    check_limits(config.limits)
     plans, refused = resolve_artifacts(config.artifacts, config.policy, config.pull, log)
     check_warmup_shapes(config.warmup_shapes, plans)
+    check_body_limit(config.limits.max_body_bytes, plans)
     refused += refusals(plans, config.policy)
     if refused:
         raise combined_refusal(refused)
@@ -415,16 +450,22 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         # after an idle pause (measured on the digits CNN: steady p50 -25 %, after idle -0.5 ms)
         http="httptools",
         loop="auto",
-        timeout_graceful_shutdown=int(config.grace_s),
+        timeout_graceful_shutdown=math.ceil(config.limits.grace_s) + SHUTDOWN_BACKSTOP_S,  # ours cuts off first
         lifespan="on",
     )
-    server = _Server(uv_config, outcome)
+    server = _Server(uv_config, outcome, state)
     with _bound(config) as sock:
         host, port = sock.getsockname()[:2]
         bound.append((_LOOPBACK.get(host, host), port))
         names = ", ".join(f"{p.name} ({p.backend})" for p in plans)
         log(f"listening on http://{host}:{port}: {names}; ready once every pool is warm (GET /v2/health/ready)")
         server.run(sockets=[sock])
+    if state.cut_off:
+        log(
+            f"stopped: {state.cut_off} request(s) still running after --grace {config.limits.grace_s:g} s cut off "
+            "(answered 503), pools closed"
+        )
+        _exit_now(outcome)
     if outcome.error is not None:
         raise outcome.error
     if outcome.signal == signal.SIGINT:
@@ -434,6 +475,19 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
     else:
         log("stopped: in-flight requests answered, pools closed")
     return 0
+
+
+def _exit_now(outcome: _Outcome) -> NoReturn:
+    """End the process with its exit code (as ``exits_cleanly`` would print and return it) without
+    waiting for the worker threads: the inferences cut off still run in them, and the interpreter
+    would wait for them at exit, for as long as they take."""
+    code = 130 if outcome.signal == signal.SIGINT else 0
+    if outcome.error is not None:
+        print(f"error: {outcome.error}", file=sys.stderr)
+        code = outcome.error.exit_code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @contextlib.contextmanager
@@ -461,11 +515,23 @@ def _bound(config: ServeConfig) -> Iterator[socket.socket]:
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises the stopping signal after its graceful shutdown, so the process would die by
-    SIGTERM; trtforge's contract is an exit code (0 after a graceful stop, 130 for Ctrl-C)."""
+    SIGTERM; trtforge's contract is an exit code (0 after a graceful stop, 130 for Ctrl-C). And
+    ``--grace`` counts from the signal, in fractions of a second too (uvicorn's own limit is whole
+    seconds from when its loop notices the signal, and answers a request it cuts off with a
+    plain-text 500): at its end the app answers every request still running 503."""
 
-    def __init__(self, config: uvicorn.Config, outcome: _Outcome) -> None:
+    def __init__(self, config: uvicorn.Config, outcome: _Outcome, state: ServeState) -> None:
         super().__init__(config)
         self.outcome = outcome
+        self.state = state
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        delay = max(0.0, self.state.start_grace() - time.monotonic())
+        cut_off = asyncio.get_running_loop().call_later(delay, self.state.cut_off_in_flight)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            cut_off.cancel()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -478,4 +544,5 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.outcome.signal = self.outcome.signal or sig
+        self.state.start_grace()
         super().handle_exit(sig, frame)
