@@ -108,6 +108,29 @@ def test_binary_and_json_inputs_decode_to_the_same_arrays() -> None:
             "at most 32",
         ),
         (b"[" * 100_000 + b"]" * 100_000, None, "nested too deeply"),
+        # a string "false" read as true, a numeric string called the wrong size, an object echoed as a repr
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],'
+            b' "outputs": [{"name": "y", "parameters": {"binary_data": "false"}}]}',
+            None,
+            'parameters.binary_data must be true or false, got "false"',
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],'
+            b' "parameters": {"binary_data_output": 1}}',
+            None,
+            "parameters.binary_data_output must be true or false, got 1",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": "4"}}]}',
+            None,
+            'binary_data_size must be a number of bytes, got "4"',
+        ),
+        (
+            b'{"id": {"a": 1}, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}',
+            None,
+            """'id' must be a string, got {"a": 1}""",
+        ),
     ],
 )
 def test_malformed_requests_are_protocol_errors(body: bytes, length: int | None, message: str) -> None:

@@ -123,8 +123,14 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
 
 
 def _binary_flag(parameters: Any, key: str, default: bool = False) -> bool:
-    """``parameters[key]`` where it is given (an output's own flag wins over the request's), else ``default``."""
-    return bool(parameters.get(key, default)) if isinstance(parameters, dict) else default
+    """``parameters[key]`` where it is given (an output's own flag wins over the request's), else
+    ``default``; a JSON boolean only (``"false"``, a string, would read as true)."""
+    if not isinstance(parameters, dict) or key not in parameters:
+        return default
+    flag = parameters[key]
+    if not isinstance(flag, bool):
+        raise ProtocolError(f"parameters.{key} must be true or false, got {json.dumps(flag)}")
+    return flag
 
 
 def parse_infer_request(
@@ -164,6 +170,8 @@ def parse_infer_request(
         RequestedOutput(o["name"], _binary_flag(o.get("parameters"), "binary_data", binary_default)) for o in requested
     )
     request_id = document.get("id")
+    if request_id is not None and (not isinstance(request_id, str | int) or isinstance(request_id, bool)):
+        raise ProtocolError(f"'id' must be a string, got {json.dumps(request_id)[:64]}")  # it is echoed back
     return InferRequest(None if request_id is None else str(request_id), inputs, outputs, binary_default)
 
 
@@ -194,7 +202,9 @@ def _decode_input(
         raise ProtocolError(f"input '{name}': 'parameters' must be an object")
     size = parameters.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != count * dtype.itemsize:
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise ProtocolError(f"input '{name}': binary_data_size must be a number of bytes, got {json.dumps(size)}")
+        if size != count * dtype.itemsize:
             raise ProtocolError(
                 f"input '{name}': binary_data_size {size} is not {count} x {dtype.itemsize} bytes of {datatype} {shape}"
             )
