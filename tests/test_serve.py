@@ -194,6 +194,10 @@ def test_triton_client_json_and_binary_several_models_dynamic_batch(
         assert metadata["platform"] == "onnxruntime_onnx" and metadata["versions"] == ["1"]
         assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
         assert metadata["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+        config = client.get_model_config("digits")  # a Triton extension: tritonclient's users call it
+        assert config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] == 0
+        assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 1, 8, 8]}]
+        assert config["output"] == [{"name": "logits", "data_type": "TYPE_FP32", "dims": [-1, 10]}]
         rng = np.random.default_rng(0)
         for batch in (1, 5, 33):
             for binary in (False, True):

@@ -30,6 +30,7 @@ from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState, SlotS
 from trtforge.serve.protocol import (
     HEADER_LENGTH,
     ModelSignature,
+    TensorMeta,
     check_request,
     encode_infer_response,
     error_body,
@@ -65,6 +66,21 @@ class ModelPlan:
             "platform": self.platform,
             "inputs": [meta.to_dict() for meta in self.signature.inputs],
             "outputs": [meta.to_dict() for meta in self.signature.outputs],
+        }
+
+    def config(self) -> dict[str, Any]:
+        """Triton's model configuration as JSON (``GET .../config``, a Triton extension of KServe v2
+        that ``tritonclient``'s ``get_model_config`` reads): no batching dim, ``-1`` where dynamic."""
+
+        def tensors(metas: tuple[TensorMeta, ...]) -> list[dict[str, Any]]:
+            return [{"name": m.name, "data_type": f"TYPE_{m.datatype}", "dims": list(m.shape)} for m in metas]
+
+        return {
+            "name": self.name,
+            "platform": self.platform,
+            "max_batch_size": 0,
+            "input": tensors(self.signature.inputs),
+            "output": tensors(self.signature.outputs),
         }
 
 
@@ -242,6 +258,10 @@ def build_app(state: ServeState) -> Starlette:
         plan = _plan(state, request)
         return plan if isinstance(plan, Response) else JSONResponse(plan.metadata())
 
+    async def model_config(request: Request) -> Response:
+        plan = _plan(state, request)
+        return plan if isinstance(plan, Response) else JSONResponse(plan.config())
+
     async def model_ready(request: Request) -> Response:
         plan = _plan(state, request)
         if isinstance(plan, Response):
@@ -333,6 +353,8 @@ def build_app(state: ServeState) -> Starlette:
         Route("/v2/health/ready", ready),
         Route("/v2/models/{name}", model_metadata),
         Route("/v2/models/{name}/versions/{version}", model_metadata),
+        Route("/v2/models/{name}/config", model_config),
+        Route("/v2/models/{name}/versions/{version}/config", model_config),
         Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
