@@ -324,6 +324,37 @@ def test_a_temporary_whose_owner_holds_its_lock_is_never_swept(tmp_path: Path) -
                 owner.wait()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a process's state is read from Linux's /proc")
+def test_a_zombies_commit_is_rolled_back_and_its_temporaries_go(tmp_path: Path) -> None:
+    """A killed writer that nobody reaps (PID 1 of a container without an init) stays a zombie,
+    which ``os.kill(pid, 0)`` still finds: it has exited all the same, so the next sweep rolls its
+    open commit back and removes its temporaries at once, not after 24 h. The zombie is real: this
+    process reaps its child only after the sweep."""
+
+    def killed() -> None:
+        commit_set(
+            tmp_path, "new", lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == "rename m.engine" else None
+        )
+
+    seed(tmp_path)
+    writer = FORK.Process(target=killed)
+    writer.start()
+    pid = writer.pid
+    assert pid is not None
+    try:
+        state = Path(f"/proc/{pid}/stat")
+        deadline = time.monotonic() + 30
+        while state.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the writer never exited"
+            time.sleep(0.01)
+        os.kill(pid, 0)  # the probe a zombie answers as if it ran
+        assert any(f".{pid}-" in path.name for path in tmp_path.iterdir())
+        assert sweep(tmp_path).rolled_back == 1
+        assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+    finally:
+        writer.join()
+
+
 def test_a_sweep_goes_as_deep_as_asked_and_never_through_a_link(tmp_path: Path) -> None:
     """A dead writer's temporary one folder down goes at depth 2 and stays at depth 1; one in a
     folder reached through a symbolic link stays (it is another folder's to sweep); a hidden file

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import models
@@ -97,9 +98,10 @@ def test_a_failed_gate_is_reported_with_its_time_and_verdict(
     assert "| conv | failed | failed |" in summary.read_text()
 
 
-def test_an_edited_manifest_is_never_unchanged_and_verify_or_sign_keep_it(project: Path, tmp_path: Path) -> None:
-    """ci records the manifest its build wrote: one edited by hand (a GPU list) is restored from the
-    cache, while what trtforge verify and sign rewrite (the accuracy summary, the signature) is theirs."""
+def test_an_edited_manifest_is_never_unchanged_and_sign_keeps_it(project: Path, tmp_path: Path) -> None:
+    """ci records the manifest its build wrote: one edited by hand (a GPU list), or whose accuracy
+    summary trtforge verify rewrote, is restored from the cache (ci reports the build's gate), while
+    the signature trtforge sign adds is its own."""
     out = tmp_path / "out"
     _ci(project, out)
     engine = next(out.glob("conv-fp32-*.engine"))
@@ -111,8 +113,11 @@ def test_an_edited_manifest_is_never_unchanged_and_verify_or_sign_keep_it(projec
     result = runner.invoke(app, ["ci", str(project), "--out", str(out), "--json"])
     assert _statuses(json.loads(result.stdout))["fp32.yaml"] == "restored"
     assert "manifest was edited after its build" in result.stderr and manifest_file.read_text() == built
+    time.sleep(1.0)  # the summary's checked_utc is in seconds: verify's is another
     verified = runner.invoke(app, ["verify", str(project / "fp32.yaml"), "--out", str(out), "--json"])
     assert verified.exit_code == 0 and json.loads(verified.stdout)["results"][0]["manifest_updated"] is True
+    assert manifest_file.read_text() != built
+    assert _statuses(_ci(project, out))["fp32.yaml"] == "restored" and manifest_file.read_text() == built
     keys = tmp_path / "key"
     assert runner.invoke(app, ["keygen", str(keys)]).exit_code == 0
     assert runner.invoke(app, ["sign", str(engine), "--key", str(keys)]).exit_code == 0

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import models
+import numpy as np
 import pytest
 from clitools import cli
 
@@ -198,3 +199,51 @@ def test_work_beside_gives_its_value_or_raises_its_error_where_it_is_waited_for(
     failed = fsutil.beside(lambda: 1 / 0, "t")
     with pytest.raises(ZeroDivisionError):
         failed()
+
+
+def test_a_models_content_digest_covers_every_external_data_file_it_names(tmp_path: Path) -> None:
+    """``model.content_sha256``, which every cache key and ci's "unchanged" rest on: a model
+    without external data keeps its file's sha256 (and so its keys); one with external data changes
+    when any data file it names does (an initializer's, or a Constant node's tensor saved apart),
+    its .onnx byte for byte the same; each file once, in the order of their names."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from trtforge.model import content_sha256, model_files
+
+    plain = models.conv_net(tmp_path / "conv.onnx")
+    assert content_sha256(plain) == sha256_file(plain) and model_files(plain) == [plain]
+
+    folder = tmp_path / "external"
+    folder.mkdir()
+    shift = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(1, 16), "shift")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["scale"], value=numpy_helper.from_array(np.full((1, 16), 2, np.float32))),
+            helper.make_node("Mul", ["x", "scale"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "shift"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [shift],
+    )
+    model = folder / "m.onnx"
+    onnx.save(  # one file per tensor, named after it; the Constant's value too
+        helper.make_model(graph),
+        str(model),
+        save_as_external_data=True,
+        all_tensors_to_one_file=False,
+        size_threshold=0,
+        convert_attribute=True,
+    )
+    names = sorted(path.name for path in folder.iterdir() if path != model)
+    assert len(names) == 2 and [path.name for path in model_files(model)] == ["m.onnx", *names]
+    graph_bytes = model.read_bytes()
+    seen = {content_sha256(model)}
+    for name in names:
+        data = folder / name
+        data.write_bytes(bytes(data.stat().st_size))  # every weight zeroed, the same size
+        assert model.read_bytes() == graph_bytes
+        seen.add(content_sha256(model))
+    assert len(seen) == 3

@@ -203,6 +203,19 @@ def test_overflow_guard_reads_calibration_data(write_spec: Callable[..., Path], 
     assert manifest.fp16 is not None and manifest.fp16["data"] == "calibration data"
 
 
+def test_calibration_data_the_guard_cannot_read_is_refused(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """At fp16 the guard is the only reader of calibration data: data that does not fit the model
+    was a warning, and the build went on saying "no node kept in FP32 (overflow guard on
+    calibration data)" though the guard never ran on it."""
+    need_rtx()
+    data = write_samples(tmp_path / "calib", (32, 15), files=1)  # the input is [N, 16]
+    extra = f"calibration:\n  data: {data[0].parent}/*.npy\n"
+    spec = _spec(write_spec, overflow_chain(tmp_path / "over.onnx"), extra)
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 2 and str(data[0]) in stderr and "overflow guard" not in stderr, stderr
+    assert not list((tmp_path / "out").glob("*.engine"))
+
+
 def test_unknown_keep_fp32_name_is_a_usage_error(write_spec: Callable[..., Path], tmp_path: Path) -> None:
     spec = _spec(write_spec, overflow_chain(tmp_path / "over.onnx"), "fp16:\n  keep_fp32: [blowup, shrnk]\n")
     code, _, stderr = cli("build", spec, "--out", tmp_path / "out")

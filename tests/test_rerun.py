@@ -35,16 +35,18 @@ finally:
 """
 
 
-def _ci(project: Path | None, out: Path, cwd: Path | None = None) -> tuple[dict[str, str], bool, dict]:
+def _ci(
+    project: Path | None, out: Path, cwd: Path | None = None, home: Path | None = None
+) -> tuple[dict[str, str], bool, dict]:
     """Statuses by spec file, whether a spec was parsed, and the JSON document (``project``
-    None: ``ci`` without a folder, in ``cwd``)."""
+    None: ``ci`` without a folder, in ``cwd``; ``home``: its ``$HOME``)."""
     time.sleep(0.1)  # what the previous step wrote has settled
     folder = [str(project)] if project is not None else []
     done = subprocess.run(
         [sys.executable, "-c", _RUN, "ci", *folder, "--out", str(out), "--json"],
         capture_output=True,
         text=True,
-        env=os.environ,
+        env={**os.environ, "HOME": str(home)} if home is not None else os.environ,
         cwd=cwd,
         timeout=300,
     )
@@ -114,6 +116,11 @@ def _delete_engine(root: Path, out: Path) -> None:
     next(out.glob("conv-fp32-*.engine")).unlink()
 
 
+def _edit_report(root: Path, out: Path) -> None:
+    report = next(out.glob("conv-fp32-*.accuracy.json"))
+    report.write_text(report.read_text() + " ")
+
+
 def _add_spec(root: Path, out: Path) -> None:
     (root / "fp16.yaml").write_text(f"name: conv\nprecision: fp16\n{COMMON}")
 
@@ -137,6 +144,7 @@ def _add_subfolder_spec(root: Path, out: Path) -> None:
         (_rewrite_data_in_place_with_its_mtime_set_back, {"fp32.yaml": "unchanged", "int8.yaml": "built"}),
         (_edit_spec, {"fp32.yaml": "built", "int8.yaml": "unchanged"}),
         (_delete_engine, {"fp32.yaml": "restored", "int8.yaml": "unchanged"}),
+        (_edit_report, {"fp32.yaml": "restored", "int8.yaml": "unchanged"}),
         (_add_spec, {"fp16.yaml": "built", "fp32.yaml": "unchanged", "int8.yaml": "unchanged"}),
         (_add_project_file, {"fp32.yaml": "unchanged", "int8.yaml": "unchanged"}),
         (_add_subfolder_spec, {"fp16.yaml": "built", "fp32.yaml": "unchanged", "int8.yaml": "unchanged"}),
@@ -167,3 +175,39 @@ def test_without_a_folder_the_default_root_is_recorded_and_watched(recorded: tup
     assert _ci(None, out, cwd=root)[:2] == (unchanged, False)
     (root / "configs").mkdir()  # where trtforge.yaml could now appear: the default root may move
     assert _ci(None, out, cwd=root)[:2] == (unchanged, True)
+
+
+def test_weights_edited_in_external_data_are_not_replayed(tmp_path: Path) -> None:
+    """A model's external data file is among what a replay rests on: its weights zeroed (the .onnx
+    the same) run the full check, which builds."""
+    import onnx
+
+    root, out = tmp_path / "project", tmp_path / "out"
+    root.mkdir()
+    model = models.conv_net(root / "conv.onnx")
+    onnx.save(
+        onnx.load(str(model)), str(model), save_as_external_data=True, location="conv.onnx.data", size_threshold=0
+    )
+    (root / "fp32.yaml").write_text(f"name: conv\nprecision: fp32\n{COMMON}")
+    assert _ci(root, out)[0] == {"fp32.yaml": "built"}
+    assert _ci(root, out)[:2] == ({"fp32.yaml": "unchanged"}, True)
+    assert _ci(root, out)[:2] == ({"fp32.yaml": "unchanged"}, False)
+    data = root / "conv.onnx.data"
+    data.write_bytes(bytes(data.stat().st_size))
+    assert _ci(root, out)[:2] == ({"fp32.yaml": "built"}, True)
+
+
+def test_a_home_relative_model_is_replayed_only_under_the_same_home(tmp_path: Path) -> None:
+    """``model: ~/m/conv.onnx`` is another file under another ``$HOME``: the record of one home
+    never answers for the other, whose model differs."""
+    root, out = tmp_path / "project", tmp_path / "out"
+    root.mkdir()
+    homes = [tmp_path / "home-a", tmp_path / "home-b"]
+    for seed, home in enumerate(homes):
+        (home / "m").mkdir(parents=True)
+        models.conv_net(home / "m" / "conv.onnx", seed=seed)
+    (root / "fp32.yaml").write_text(f"name: conv\nprecision: fp32\nmodel: ~/m/conv.onnx\ntargets: ['8.6']\n{PROFILE}")
+    assert _ci(root, out, home=homes[0])[0] == {"fp32.yaml": "built"}
+    assert _ci(root, out, home=homes[0])[:2] == ({"fp32.yaml": "unchanged"}, True)
+    assert _ci(root, out, home=homes[0])[:2] == ({"fp32.yaml": "unchanged"}, False)
+    assert _ci(root, out, home=homes[1])[:2] == ({"fp32.yaml": "built"}, True)

@@ -33,9 +33,9 @@ process holds it: that commit's backups are kept for it) and then removes the ot
 of dead processes; a commit sweeps its folder under its lock first, so a dead commit of the same
 artifact is never rolled back over a newer set. A temporary whose lock
 (``flock``, :mod:`trtforge.fsutil`) a process holds is live, whatever its name's pid means here
-(a writer in another container's pid namespace); an unlocked one is judged by that pid: gone,
-or taken by a process that started after the temporary was made (pid reuse), or older than
-:data:`STALE_AFTER_S`.
+(a writer in another container's pid namespace); an unlocked one is judged by that pid: gone
+(a zombie is: it has exited, unreaped), or taken by a process that started after the temporary
+was made (pid reuse), or older than :data:`STALE_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -550,9 +550,12 @@ def _size(size: int) -> str:
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs. On Windows ``os.kill`` cannot probe (it ends the process or
-    signals a console group): every pid counts as alive there, and a temporary goes by its age
-    (a commit's backup, whose mtime is the old file's, stays for a rollback)."""
+    """Whether process ``pid`` runs. A zombie does not: it has exited (its locks and files are
+    closed) and only waits for its parent to reap it, which a container's PID 1 that is not an
+    init may never do; ``os.kill`` succeeds on it all the same. On Windows ``os.kill`` cannot probe
+    (it ends the process or signals a console group): every pid counts as alive there, and a
+    temporary goes by its age (a commit's backup, whose mtime is the old file's, stays for a
+    rollback)."""
     if os.name == "nt":
         return True
     try:
@@ -560,14 +563,30 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # another user's live process
-    return True
+        pass  # another user's process: alive unless a zombie
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] not in _EXITED
+
+
+#: ``/proc/PID/stat`` states of a process that has exited: zombie, dead
+_EXITED = ("Z", "X")
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the process's name, from its state on (Linux); None
+    where that cannot be read (no ``/proc``: another system)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def _started_at(pid: int) -> float | None:
     """When process ``pid`` started (Linux ``/proc``); None where that cannot be read."""
+    fields = _proc_stat(pid)
+    if fields is None:
+        return None
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
         return int(boot.split()[1]) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -51,6 +51,8 @@ from trtforge.fsutil import (
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
+
+    from trtforge.keys import SigningKey
 
 #: a build-cache entry's description of the artifact it holds
 RECORD_FILE = "record.json"
@@ -135,22 +137,28 @@ class CiReport:
         }
 
 
-def _input_file_sha256(path: Path, where: str, key: str) -> str:
-    """sha256 of a file the spec names; a missing one (or a folder, FIFO, device) is the spec's
-    error, found before anything is opened (a FIFO would block, /dev/zero never ends)."""
+def _input_file_sha256(path: Path, where: str, key: str, digest: Callable[[Path], str] = sha256_file) -> str:
+    """``digest`` (sha256) of a file the spec names; a missing one (or a folder, FIFO, device) is
+    the spec's error, found before anything is opened (a FIFO would block, /dev/zero never ends)."""
     if not path.is_file():
         what = "not found" if not path.exists() else "not a regular file"
         raise InvalidInputError(f"{where}: {key} {path}: {what}; check '{key}:' in the spec")
     try:
-        return sha256_file(path)
+        return digest(path)
     except OSError as exc:
-        raise InvalidInputError(f"{where}: cannot read {key} {path} ({exc.strerror}); check its permissions") from exc
+        unreadable = exc.filename or path  # the model's external data file, where that one is
+        raise InvalidInputError(
+            f"{where}: cannot read {key} {unreadable} ({exc.strerror}); check its permissions"
+        ) from exc
 
 
-def build_inputs(spec: Any, flavor: str, version: str) -> dict[str, Any]:
-    """Every input that decides the artifact, by content (pure over file contents). Each file's
-    digest comes from the digest cache when the file is unchanged (``fsutil.sha256_file``), so an
-    unchanged rerun reads no model, data or engine in full."""
+def build_inputs(spec: Any, flavor: str, version: str, signer: str | None = None) -> dict[str, Any]:
+    """Every input that decides the artifact, by content (pure over file contents): the model's
+    ``onnx`` is its content digest (``model.content_sha256``: its external data files too), and
+    ``signer`` the key id a signing run signs with (absent unsigned: an unsigned build keeps its
+    key). Each file's digest comes from the digest cache when the file is unchanged
+    (``fsutil.sha256_file``), so an unchanged rerun reads no model, data or engine in full."""
+    from trtforge.model import content_sha256
     from trtforge.spec import expand_globs
 
     origin = spec.origin
@@ -167,7 +175,7 @@ def build_inputs(spec: Any, flavor: str, version: str) -> dict[str, Any]:
 
     labels = spec.accuracy.labels
     return {
-        "onnx": _input_file_sha256(spec.model_path, origin.where("model"), "model"),
+        "onnx": _input_file_sha256(spec.model_path, origin.where("model"), "model", content_sha256),
         "spec": origin.sha256,
         "calibration_data": globs_hash(
             spec.calibration.data if spec.calibration else None, origin.where("calibration", "data")
@@ -180,6 +188,7 @@ def build_inputs(spec: Any, flavor: str, version: str) -> dict[str, Any]:
         "backend_version": version,
         "targets": spec.targets,
         "trtforge": __version__,
+        **({"signed_by": signer} if signer else {}),
     }
 
 
@@ -229,12 +238,13 @@ def read_record(entry: Path) -> CacheRecord:
         raise InvalidInputError(f"{path}: {reason}") from exc
 
 
-def build_mismatch(manifest: Any, name: str, precision: str, inputs: dict[str, Any]) -> str | None:
-    """Why an artifact is not a build of this spec (name, precision, source hashes); None when it is."""
+def build_mismatch(manifest: Any, spec: Any, inputs: dict[str, Any]) -> str | None:
+    """Why an artifact is not a build of this spec (name, precision, source hashes); None when it
+    is. Its ``onnx_sha256`` is the .onnx file's (the external data is in the build key)."""
     checks = (
-        ("name", manifest.name, name),
-        ("precision", manifest.precision, precision),
-        ("onnx_sha256", manifest.source.onnx_sha256, inputs["onnx"]),
+        ("name", manifest.name, spec.name),
+        ("precision", manifest.precision, spec.precision),
+        ("onnx_sha256", manifest.source.onnx_sha256, sha256_file(spec.model_path)),
         ("spec_sha256", manifest.source.spec_sha256, inputs["spec"]),
         ("tensorrt flavor", manifest.tensorrt.flavor, inputs["backend"]),
         ("tensorrt version", manifest.tensorrt.version, inputs["backend_version"]),
@@ -253,7 +263,8 @@ def _short(value: Any) -> str:
 
 def artifact_problem(engine: Path, spec: Any, inputs: dict[str, Any], record: CacheRecord) -> str | None:
     """Why ``engine`` is not the build ``record`` describes; None when it is (intact, same engine
-    sha256, built from this spec's sources)."""
+    sha256, built from this spec's sources, its manifest as built but for a signature, the
+    accuracy report beside it the one that manifest pins)."""
     from trtforge.environment import file_problem
     from trtforge.manifest import build_facts_sha256, read_manifest
 
@@ -268,12 +279,56 @@ def artifact_problem(engine: Path, spec: Any, inputs: dict[str, Any], record: Ca
         return f"{engine.name} is damaged ({problem})"
     if manifest.artifact.sha256 != record.sha256:
         return f"{engine.name} is another build (its sha256 is not the cached one's)"
-    mismatch = build_mismatch(manifest, spec.name, spec.precision, inputs)
+    mismatch = build_mismatch(manifest, spec, inputs)
     if mismatch:
         return f"{engine.name} is another build ({mismatch})"
     if build_facts_sha256(manifest) != record.manifest_facts:
-        return f"{engine.name}'s manifest was edited after its build (beyond what trtforge verify and sign rewrite)"
-    return None
+        return f"{engine.name}'s manifest was edited after its build (only a signature may change)"
+    return _report_problem(engine, manifest)
+
+
+#: what :func:`_companion` gives for a name that holds something other than a regular file: no digest
+_NOT_A_FILE = "not a regular file"
+
+
+def _companion(path: Path) -> str | None:
+    """The sha256 of a file beside an engine (its report, its attestation), None where there is
+    none; a folder or FIFO there (whose read would block) is :data:`_NOT_A_FILE`."""
+    if path.is_file():
+        return sha256_file(path)
+    return _NOT_A_FILE if path.exists() or path.is_symlink() else None
+
+
+def _report_problem(engine: Path, manifest: Any) -> str | None:
+    """Why the accuracy report beside ``engine`` is not the one its manifest's accuracy summary
+    pins by sha256 (none, where it pins none); None when it is. An edited or deleted report is
+    not the build's, whatever its manifest says."""
+    from trtforge.manifest import REPORT_SHA256, report_path
+
+    report = report_path(engine.parent, manifest.stem)
+    try:
+        found = _companion(report)
+    except OSError as exc:
+        return f"{report.name} is unreadable ({exc.strerror})"
+    if found == (manifest.accuracy or {}).get(REPORT_SHA256):
+        return None
+    return f"{report.name} is {'missing' if found is None else 'not the report its manifest pins'}"
+
+
+def _out_problem(engine: Path, entry: Path, spec: Any, inputs: dict[str, Any], record: CacheRecord) -> str | None:
+    """Why the artifact at ``engine`` (in --out) is not the whole set the cache ``entry`` holds:
+    :func:`artifact_problem`, then its attestation (which no manifest pins), byte for byte."""
+    from trtforge.manifest import attestation_path
+
+    problem = artifact_problem(engine, spec, inputs, record)
+    if problem is not None:
+        return problem
+    attestation = attestation_path(engine)
+    try:
+        same = _companion(attestation) == _companion(attestation_path(entry / engine.name))
+    except OSError as exc:
+        return f"{attestation.name} is unreadable ({exc.strerror})"
+    return None if same else f"{attestation.name} is not its build's (edited, removed or left by another build)"
 
 
 def _discard(entry: Path) -> None:
@@ -338,9 +393,22 @@ def _failed(spec_path: str, name: str, seconds: float, exc: TrtforgeError) -> Sp
     )
 
 
+def signing_key_from_env() -> SigningKey | None:
+    """``$TRTFORGE_SIGNING_KEY``'s key, with which ``ci`` signs each build as ``trtforge build``
+    does; None when it is not set. Loaded once, as a run starts: a key that cannot sign is exit 2
+    before anything is built."""
+    from trtforge.keys import SIGNING_KEY_ENV, signing_requested
+
+    if not signing_requested(None):
+        return None
+    from trtforge.signing import load_signing_key
+
+    return load_signing_key(None, SIGNING_KEY_ENV)
+
+
 @dataclass(frozen=True)
 class CiOptions:
-    """Everything a worker needs besides the spec (plain values: it crosses process boundaries)."""
+    """Everything a worker needs besides the spec (a worker is forked: it gets them as they are)."""
 
     out_dir: Path
     cache_dir: Path
@@ -349,6 +417,7 @@ class CiOptions:
     insecure: bool = False
     triton: str | None = None  # a Triton release (``--triton`` or trtforge.yaml): refuse what it cannot load
     cc: str | None = None  # ``--cc``: each spec for this one of its GPU targets (a GPU job of ``trtforge matrix``)
+    signing_key: SigningKey | None = field(default_factory=signing_key_from_env)  # each build signs with it
 
 
 def for_cc(spec: Any, cc: str | None) -> Any:
@@ -485,7 +554,7 @@ def _reuse(
         _discard(entry)
         return None
     engine = out / record.engine
-    problem = artifact_problem(engine, spec, inputs, record)
+    problem = _out_problem(engine, entry, spec, inputs, record)
     status, message = SpecStatus.UNCHANGED, "inputs unchanged: skipped"
     if problem:
         damaged = artifact_problem(entry / record.engine, spec, inputs, record)
@@ -551,7 +620,7 @@ def _unchanged(
     except InvalidInputError:
         return None
     engine = out / record.engine
-    if record.key != key or artifact_problem(engine, spec, inputs, record) is not None:
+    if record.key != key or _out_problem(engine, entry, spec, inputs, record) is not None:
         return None
     message = "inputs unchanged: skipped"
     reporter.info(f"{spec.name}: {message}")
@@ -580,7 +649,8 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
             from trtforge.triton_releases import find_release, refuse_build
 
             refuse_build(spec, options.backend, find_release(options.triton))
-        inputs = build_inputs(spec, choice.flavor, installed_version(choice.flavor) or "")
+        signer = options.signing_key.key_id if options.signing_key else None
+        inputs = build_inputs(spec, choice.flavor, installed_version(choice.flavor) or "", signer)
         key = build_key(inputs)
         entry = options.cache_dir / "builds" / key
         unchanged = _unchanged(spec_path, spec, inputs, key, entry, out, started, reporter) if entry.exists() else None
@@ -602,7 +672,14 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
                     return reused
             from trtforge.build import build_spec
 
-            outcome = build_spec(spec, out, reporter, backend=options.backend, cache_dir=options.cache_dir)
+            outcome = build_spec(
+                spec,
+                out,
+                reporter,
+                backend=options.backend,
+                cache_dir=options.cache_dir,
+                signing_key=options.signing_key,
+            )
             from trtforge.manifest import build_facts_sha256
 
             accuracy = outcome.manifest.accuracy

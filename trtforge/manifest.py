@@ -230,15 +230,16 @@ class Manifest(_Frozen):
         return self.model_copy(update=changes)
 
 
-#: what ``trtforge verify`` (the accuracy summary) and ``trtforge sign`` may rewrite in a manifest
-#: after its build; every other field is the build's own
-REWRITTEN_AFTER_BUILD = ("accuracy", "signature")
+#: what ``trtforge sign`` may rewrite in a manifest after its build, which stays that build; every
+#: other field is the build's own, its accuracy summary too (what ``ci`` reports for the build)
+REWRITTEN_AFTER_BUILD = ("signature",)
 
 
 def build_facts_sha256(manifest: Manifest) -> str:
     """sha256 of the manifest as its build wrote it, less what may be rewritten since
     (:data:`REWRITTEN_AFTER_BUILD`): ``ci`` records it, so a manifest edited otherwise (its GPU
-    list, its name) is never taken for that build."""
+    list, its accuracy verdict, or a summary ``trtforge verify`` rewrote) is never taken for that
+    build."""
     facts = {key: value for key, value in manifest.to_dict().items() if key not in REWRITTEN_AFTER_BUILD}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import mmap
 import os
@@ -106,9 +107,32 @@ def check_model_file(path: Path, spec_key: str | None = None) -> None:
 
 
 def external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """The initializers whose values live in external data files (as saved, not yet loaded)."""
+    """The tensors whose values live in external data files (as saved, not yet loaded): every one
+    onnx's loader reads them for, so initializers and node attributes' tensors, in subgraphs and
+    functions too."""
     external = onnx_proto().TensorProto.EXTERNAL
-    return (tensor for tensor in model.graph.initializer if tensor.data_location == external)
+    everywhere = itertools.chain(
+        _tensors(model.graph.initializer, model.graph.node),
+        *(_tensors((), function.node) for function in model.functions),
+    )
+    return (tensor for tensor in everywhere if tensor.data_location == external)
+
+
+def _tensors(initializers: Iterable[onnx.TensorProto], nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.TensorProto]:
+    """A graph's initializers and its nodes' attribute tensors, subgraphs' included."""
+    yield from initializers
+    for node in nodes:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for graph in (*([attribute.g] if attribute.HasField("g") else ()), *attribute.graphs):
+                yield from _tensors(graph.initializer, graph.node)
+
+
+def _location(tensor: onnx.TensorProto) -> str:
+    """The external data file an external tensor names, relative to the model's folder."""
+    return next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
 
 
 def _external_data_problem(model: onnx.ModelProto, folder: Path) -> str | None:
@@ -117,12 +141,29 @@ def _external_data_problem(model: onnx.ModelProto, folder: Path) -> str | None:
     Read from the proto's fields (``data_location``, the ``location`` entry) rather than through
     ``onnx.external_data_helper``, which needs all of onnx imported."""
     for tensor in external_tensors(model):
-        where = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        location = folder / where
+        location = folder / _location(tensor)
         problem = not_a_file(location)
         if problem:
             return f"external data file {location} (tensor '{tensor.name}') {problem}"
     return None
+
+
+def model_files(path: Path) -> list[Path]:
+    """The files a model's values come from: ``path``, then each external data file it names, once,
+    in the order of their names (read from the graph alone, :func:`read_onnx`)."""
+    names = sorted({_location(tensor) for tensor in external_tensors(read_onnx(path))})
+    return [path, *(path.parent / name for name in names)]
+
+
+def content_sha256(path: Path) -> str:
+    """The model's content digest, which every cache key and ``ci``'s "unchanged" rest on: weights
+    edited in their external data file are another model, though the .onnx file is the same. A
+    model without external data keeps its file's sha256 (the manifest's ``source.onnx_sha256``),
+    and so the keys it had; each file's digest comes from the stat-keyed digest cache."""
+    from trtforge.fsutil import data_sha256, sha256_file
+
+    files = model_files(path)
+    return data_sha256(files) if len(files) > 1 else sha256_file(path)
 
 
 def onnx_proto() -> ModuleType:

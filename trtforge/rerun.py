@@ -2,14 +2,15 @@
 
 A run in which every spec was unchanged records the stamp (:class:`trtforge.fsutil.FileStamp`:
 inode, size, mtime and ctime) of everything its verdict rests on: the folders searched for specs,
-every spec and project file, each spec's model, labels and data files and the folders its data
-globs list, and each artifact's engine, manifest and build-cache record, with the backend each
-spec resolved to. The next run of the same command line whose stamps all match, and whose
-backends resolve to the same versions, is that run again: it reports the same results without
-parsing a spec or reading an artifact, so it costs a stat per file (constant per spec, flat in
-model size). Anything else runs in full, and records again. Only files that had settled before
-the recording run started are recorded (any write changes ctime, which no user tool sets back),
-so a file changed during or after that run never matches.
+every spec and project file, each spec's model (with its external data files), labels and data
+files and the folders its data globs list, and each artifact's files (engine, manifest, report,
+attestation: present or not) and build-cache record, with the backend each spec resolved to.
+The next run of the same command line (its ``$HOME`` and signing key included) whose stamps all
+match, and whose backends resolve to the same versions, is that run again: it reports the same
+results without parsing a spec or reading an artifact, so it costs a stat per file (constant per
+spec, flat in model size). Anything else runs in full, and records again. Only files that had
+settled before the recording run started are recorded (any write changes ctime, which no user tool
+sets back), so a file changed during or after that run never matches.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ _MAGIC = re.compile(r"[*?[]")
 
 
 def rerun_file(targets: list[Path], options: CiOptions) -> Path:
-    """The record of one command line: its targets, output folder and backend, this trtforge and Python."""
+    """The record of one command line: its targets, output folder and backend, this trtforge and
+    Python, the key it signs with, and the home folder a spec's ``~/`` paths resolve to (the
+    record watches the files they resolved to: another ``$HOME`` is another set of files)."""
     line = [
         __version__,
         sys.executable,
@@ -48,6 +51,8 @@ def rerun_file(targets: list[Path], options: CiOptions) -> Path:
         options.remote_cache,
         options.triton,
         options.cc,
+        options.signing_key.key_id if options.signing_key else None,
+        os.path.expanduser("~"),
     ]
     key = hashlib.sha256(json.dumps(line).encode("utf-8", "surrogateescape")).hexdigest()
     return options.cache_dir / RERUN_DIR / f"{key}.json"
@@ -129,7 +134,8 @@ def _watched(
 ) -> tuple[set[str], dict[str, list[str]]]:
     """Every path the run's verdict rests on, and each backend request's flavor and version."""
     from trtforge.environment import choose_backend, installed_version
-    from trtforge.manifest import manifest_path_for
+    from trtforge.manifest import ENGINE_SUFFIX, artifact_file_names
+    from trtforge.model import model_files
     from trtforge.project import DEFAULT_ROOTS
     from trtforge.spec import PROJECT_FILE, expand_globs, load_spec
 
@@ -146,7 +152,7 @@ def _watched(
         request = options.backend or spec.backend
         flavor = choose_backend(request).flavor
         backends[request] = [flavor, installed_version(flavor) or ""]
-        watched.add(os.path.abspath(spec.model_path))
+        watched.update(os.path.abspath(path) for path in model_files(spec.model_path))  # with its external data
         if spec.accuracy.labels:
             watched.add(os.path.abspath(spec.accuracy.labels))
         patterns = [*(spec.calibration.data if spec.calibration else ()), *(spec.accuracy.data or ())]
@@ -155,7 +161,8 @@ def _watched(
             watched.update(_listed_folders(pattern))
     for result in report.results:
         engine = Path(result.engine or "")
-        watched.update(os.path.abspath(path) for path in (engine, manifest_path_for(engine)))
+        stem = engine.name.removesuffix(ENGINE_SUFFIX)
+        watched.update(os.path.abspath(engine.with_name(name)) for name in artifact_file_names(stem))
         watched.add(os.path.abspath(options.cache_dir / "builds" / (result.key or "") / RECORD_FILE))
     return watched, backends
 

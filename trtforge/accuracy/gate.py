@@ -429,16 +429,19 @@ def out_of_domain(
 
 
 def reference_cache_entry(
-    cache_dir: Path | None, spec: Spec, model: ModelInfo, plan: inputs.Plan, model_sha256: str
+    cache_dir: Path | None, spec: Spec, model: ModelInfo, plan: inputs.Plan
 ) -> tuple[Path, int] | None:
-    """Where the reference's outputs for this plan are cached, and how many feeds the entry holds;
-    None when they are not cached (no cache folder, or inputs from files)."""
+    """Where the reference's outputs for this plan are cached (keyed by the model's content, its
+    external data too), and how many feeds the entry holds; None when they are not cached (no
+    cache folder, or inputs from files)."""
     if cache_dir is None or plan.source != "random" or plan.seed is None:
         return None
     from importlib.metadata import version
 
+    from trtforge.model import content_sha256
+
     sets = inputs.shape_sets(model, spec.profiles)
-    key = references.cache_key(model_sha256, sets, plan.seed, version("onnxruntime"))
+    key = references.cache_key(content_sha256(spec.model_path), sets, plan.seed, version("onnxruntime"))
     return references.entry_path(cache_dir, key), len(sets)
 
 
@@ -517,7 +520,7 @@ def reference_pass(spec: Spec, model: ModelInfo, cache_dir: Path | None) -> Gate
     def work(stop: threading.Event) -> PassResult:
         names = [tensor.name for tensor in model.outputs]
         plan = inputs.plan(spec, model)  # once: a data plan globs its files and reads their headers
-        entry = reference_cache_entry(cache_dir, spec, model, plan, sha256_file(spec.model_path))
+        entry = reference_cache_entry(cache_dir, spec, model, plan)
         cached = references.load(entry[0], names, entry[1]) if entry else None
         if entry is not None and cached is not None:
             return cached, entry[0]
@@ -579,7 +582,7 @@ def run_gate(
         cached, read_from = reference_run.outputs()
         entry = (read_from, len(cached)) if read_from is not None else None
     else:
-        entry = reference_cache_entry(cache_dir, spec, model, plan, model_sha256)
+        entry = reference_cache_entry(cache_dir, spec, model, plan)
         cached = references.load(entry[0], names, entry[1]) if entry else None
     candidate_run = next(
         (run for run in passes if run.role == "simulated candidate" and run.model() == candidate.onnx_path), None

@@ -3,9 +3,10 @@
 The fp16 and int8 builds of one model (in one run, or a later CI run sharing the cache folder)
 feed the reference the same seeded inputs, so the second build reads the outputs the first one
 computed instead of running the reference again. The key holds everything the outputs depend on:
-the model's sha256, the shape sets with their shape-tensor values, the seed and the onnxruntime
-version. Only random plans are cached (data files would need hashing), and
-only when the outputs stay under ``CACHE_LIMIT_BYTES``; a damaged entry is a miss.
+the model's content (its file and external data: ``trtforge.model.content_sha256``), the shape
+sets with their shape-tensor values, the seed and the onnxruntime version. Only random plans are
+cached (data files would need hashing), and only when the outputs stay under
+``CACHE_LIMIT_BYTES``; a damaged entry is a miss.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ FOLDER = "reference"
 Outputs = list[dict[str, "np.ndarray"]]
 
 
-def cache_key(model_sha256: str, sets: Sequence[GateShapes], seed: int, ort_version: str) -> str:
-    """sha256 of what the reference's outputs depend on (pure)."""
+def cache_key(model_digest: str, sets: Sequence[GateShapes], seed: int, ort_version: str) -> str:
+    """sha256 of what the reference's outputs depend on (pure); ``model_digest``: the model's content digest."""
     document = {
-        "model": model_sha256,
+        "model": model_digest,
         "sets": [
             {"shapes": {k: list(v) for k, v in s.shapes.items()}, "values": {k: list(v) for k, v in s.values.items()}}
             for s in sets

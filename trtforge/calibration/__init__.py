@@ -31,7 +31,7 @@ from trtforge.calibration.histogram import (
 from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data
 from trtforge.errors import SpecError
 from trtforge.fsutil import atomic_write_bytes, atomic_write_text, data_sha256, ensure_writable_dir, sha256_file
-from trtforge.model import ModelInfo, inspect_model
+from trtforge.model import ModelInfo, content_sha256, inspect_model
 from trtforge.spec import CalibrationSpec, Spec, expand_globs
 
 if TYPE_CHECKING:
@@ -164,11 +164,12 @@ def _batching(config: CalibrationSpec, info: ModelInfo, log: Log) -> _Batching:
 def _cache_inputs(
     config: CalibrationSpec, candidate: CalibrationRule, model_path: Path, data_hash: str, batching: _Batching
 ) -> dict[str, Any]:
-    """What the scales depend on (``exclude``/``high_precision`` only change the Q/DQ model)."""
+    """What the scales depend on: the model by content (its external data too), the data, the settings
+    (``exclude``/``high_precision`` only change the Q/DQ model)."""
     from importlib.metadata import version
 
     return {
-        "model_sha256": sha256_file(model_path),
+        "model_sha256": content_sha256(model_path),
         "data_sha256": data_hash,
         "settings": {
             "algorithm": candidate.algorithm,

@@ -121,12 +121,14 @@ def fp16_onnx(
     keep_fp32_nodes: Sequence[str] = (),
     source: Callable[[], onnx.ModelProto] | None = None,
 ) -> Path:
-    """The FP16-converted graph, cached by the source model's content and the nodes kept in FP32
-    (``fp16/`` in the cache folder). ``source``: the model at ``model_path`` as the caller
-    already loaded it (left as it is); None: loaded here."""
+    """The FP16-converted graph, cached by the source model's content (its external data too) and
+    the nodes kept in FP32 (``fp16/`` in the cache folder). ``source``: the model at ``model_path``
+    as the caller already loaded it (left as it is); None: loaded here."""
+    from trtforge.model import content_sha256
+
     kept = sorted(set(keep_fp32_nodes))
     suffix = "-keep-" + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16] if kept else ""
-    target = cache_dir / "fp16" / f"{sha256_file(model_path)}{suffix}.onnx"
+    target = cache_dir / "fp16" / f"{content_sha256(model_path)}{suffix}.onnx"
     if not target.is_file():
         save_model(to_fp16((source or onnx_loader(model_path))(), kept), target)
     return target

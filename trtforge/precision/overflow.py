@@ -10,8 +10,9 @@ produces each such tensor and every node that reads it, so the tensor never need
 On the gate's random inputs the guard runs one sample of each shape set (the samples of a random
 batch are independent draws of one distribution: a batch of 32 finds the range a sample does, at
 32 times the cost); data files run in full. Its choice is cached by content (``fp16-guard/`` in the
-cache folder): the model's sha256, what the data is (files' sha256, or shapes and seed), and the
-onnxruntime version, so a rebuild of the same model on the same data runs no model at all.
+cache folder): the model's (its file and external data), what the data is (files' sha256, or
+shapes and seed), and the onnxruntime version, so a rebuild of the same model on the same data runs
+no model at all.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
-from trtforge.fsutil import atomic_write_text, data_sha256, sha256_file
+from trtforge.fsutil import atomic_write_text, data_sha256
 
 if TYPE_CHECKING:
     import numpy as np
@@ -187,9 +188,10 @@ def _until(
         yield feed
 
 
-def guard_key(model_sha256: str, data: Mapping[str, Any], ort_version: str) -> str:
-    """sha256 of what the guard's choice depends on (pure)."""
-    document = {"model": model_sha256, "data": data, "onnxruntime": ort_version, "fp16_max": FP16_MAX, "weights": 1}
+def guard_key(model_digest: str, data: Mapping[str, Any], ort_version: str) -> str:
+    """sha256 of what the guard's choice depends on (pure); ``model_digest``: the model's
+    :func:`trtforge.model.content_sha256`."""
+    document = {"model": model_digest, "data": data, "onnxruntime": ort_version, "fp16_max": FP16_MAX, "weights": 1}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -241,11 +243,12 @@ def choose_keep_fp32(
     from importlib.metadata import version
 
     from trtforge.calibration.collect import all_activations, collect
+    from trtforge.model import content_sha256
 
     data, identity, feeds = _feeds(spec, info)
     entry = None
     if cache_dir is not None:
-        key = guard_key(sha256_file(spec.model_path), identity, version("onnxruntime"))
+        key = guard_key(content_sha256(spec.model_path), identity, version("onnxruntime"))
         entry = cache_dir / FOLDER / f"{key}.json"
         cached = _cached(entry)
         if cached is not None:
@@ -262,21 +265,24 @@ def choose_keep_fp32(
                 optimized=False,
                 finite_only=True,  # an attention mask's -inf is a value FP16 holds too
             )
-    except InvalidInputError as exc:  # the data: the gate reads it too, and says what is wrong
+    except InvalidInputError as exc:
+        if data == "calibration data":  # at fp16 nothing else reads it: refused here, or never
+            raise
+        # the accuracy data: the gate reads it too, and says what is wrong
         log(f"fp16: overflow guard's activation pass skipped on {data} ({exc}); weights still judged")
-        return _weights_only(model, data)
+        return _weights_only(model)
     except Exception as exc:  # onnxruntime cannot load or run the model (an op it lacks, a newer opset):
         # TensorRT may still build it, and the gate reports itself not runnable with the reason
         log(f"fp16: overflow guard's activation pass skipped, onnxruntime cannot run the model ({first_line(exc)})")
-        return _weights_only(model, data)
+        return _weights_only(model)
     reasons = overflowing_nodes(model, {**oversized_weights(model), **{name: v.amax for name, v in stats.items()}})
     if entry is not None:  # re-derivable: a lost or torn entry is a miss
         atomic_write_text(entry, json.dumps({"nodes": list(reasons), "reasons": reasons, "data": data}))
     return KeepFp32(tuple(reasons), "overflow guard", reasons, data)
 
 
-def _weights_only(model: onnx.ModelProto, data: str) -> KeepFp32:
+def _weights_only(model: onnx.ModelProto) -> KeepFp32:
     """The guard's choice when its activation pass cannot run: the weights need no data (not
     cached: the pass may run another time)."""
     reasons = overflowing_nodes(model, oversized_weights(model))
-    return KeepFp32(tuple(reasons), "overflow guard", reasons, data)
+    return KeepFp32(tuple(reasons), "overflow guard", reasons, "the weights only")

@@ -54,8 +54,7 @@ from urllib.parse import urljoin, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, first_line
-from trtforge.fsutil import copy_at_most as copy_chunks_at_most
-from trtforge.fsutil import sha256_bytes
+from trtforge.fsutil import copy_at_most, sha256_bytes
 from trtforge.manifest import (
     MANIFEST_SUFFIX,
     MAX_MANIFEST_BYTES,
@@ -322,7 +321,7 @@ def attestation_manifest(subject: dict[str, Any], envelope: bytes, title: str, c
     }
 
 
-class Refused(Exception):
+class UnusableAnswer(Exception):
     """An answer oras would turn into a bare ValueError (an upload refused with 401/403, a 500):
     carried out whole, so ``OciRegistry._check`` reports its status, error code and fix."""
 
@@ -337,7 +336,7 @@ def _client_class() -> type:
     class Client(oras.provider.Registry):
         """oras's client without its retry loop (that one sleeps 3 + 5 + 11 + 29 + 83 s on a dead
         registry; here urllib3 retries refused connections twice and a CI job fails in seconds), and
-        with the answers oras cannot use raised as ``Refused`` rather than as oras's ValueError."""
+        with the answers oras cannot use raised as ``UnusableAnswer`` rather than as oras's ValueError."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -349,7 +348,7 @@ def _client_class() -> type:
                 """oras says only "Cannot respond to request for authentication." when this fails."""
                 found, changed = authenticate(original, headers, refresh=refresh)
                 if not changed:
-                    raise Refused(original)
+                    raise UnusableAnswer(original)
                 return found, changed
 
             self.auth.authenticate_request = authenticate_or_refuse
@@ -358,14 +357,14 @@ def _client_class() -> type:
             return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
 
         def _get_location(self, r: requests.Response, container: Container) -> str:
-            """The upload session's URL: an answer without one (refused, failed) is ``Refused``."""
+            """The upload session's URL: an answer without one (refused, failed) is ``UnusableAnswer``."""
             if r.status_code not in (200, 201, 202) or not r.headers.get("location"):
-                raise Refused(r)
+                raise UnusableAnswer(r)
             return str(super()._get_location(r, container))
 
         def _check_200_response(self, response: requests.Response) -> None:
             if response.status_code not in (200, 201, 202):
-                raise Refused(response)
+                raise UnusableAnswer(response)
 
     return Client
 
@@ -380,16 +379,16 @@ def _too_large_error() -> type[Exception]:
     return AnswerTooLarge
 
 
-def copy_at_most(response: requests.Response, out: IO[bytes], limit: int, what: str) -> None:
+def copy_answer_at_most(response: requests.Response, out: IO[bytes], limit: int, what: str) -> None:
     """Copy the response body into ``out``, refusing (without reading further) past ``limit`` bytes."""
-    if not copy_chunks_at_most(response.iter_content(BLOB_CHUNK), out, limit):
+    if not copy_at_most(response.iter_content(BLOB_CHUNK), out, limit):
         response.close()
         raise _too_large_error()(f"{what} is larger than the {limit:,} bytes it may have")
 
 
 def read_at_most(response: requests.Response, limit: int, what: str) -> bytes:
     buffer = io.BytesIO()
-    copy_at_most(response, buffer, limit, what)
+    copy_answer_at_most(response, buffer, limit, what)
     return buffer.getvalue()
 
 
@@ -404,7 +403,7 @@ def _session_adapter() -> Any:
         oras reads answers whole (``response.json()`` on tokens, errors, uploads) with no way to
         bound them, so the bound sits here, at the HTTP level: a non-streamed answer is read as a
         stream up to MAX_ANSWER_BYTES and stored as the response's content, as requests itself
-        does. Streamed answers (blobs) are bounded by their reader (``copy_at_most``).
+        does. Streamed answers (blobs) are bounded by their reader (``copy_answer_at_most``).
         """
 
         def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -466,7 +465,7 @@ class OciRegistry:
         host = self.location.host
         try:
             yield
-        except Refused as exc:
+        except UnusableAnswer as exc:
             self._check(exc.response, action)
             raise RegistryError(
                 f"registry {host} answered {action} with HTTP {exc.response.status_code} and no upload "
@@ -750,7 +749,7 @@ class OciRegistry:
             self._check(response, f"downloading {tag}")
             try:
                 with open(into, "wb") as out:
-                    copy_at_most(response, out, layer.size, f"the engine blob of {tag}")
+                    copy_answer_at_most(response, out, layer.size, f"the engine blob of {tag}")
             except OSError as exc:
                 import requests
 
