@@ -67,6 +67,30 @@ def test_build_goes_on_after_an_unexpected_exception(batch: tuple[Path, Path], t
     ]
 
 
+@pytest.mark.parametrize("command", ["build", "ci"])
+def test_two_specs_that_would_write_one_artifact_are_refused(tmp_path: Path, command: str) -> None:
+    """Same name, precision, backend and targets, another opt: the second build replaced the first
+    one's engine and both reported it (``ci`` refused them; ``build`` did not)."""
+    models.conv_net(tmp_path / "conv.onnx")
+    common = "name: conv\nmodel: conv.onnx\ntargets: ['8.6']\naccuracy: {enabled: false}\nprofiles:\n"
+    first, second, other = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    first.write_text(common + "  - input: {min: [1, 3, 16, 16], opt: [2, 3, 16, 16], max: [4, 3, 16, 16]}\n")
+    second.write_text(common + "  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [4, 3, 16, 16]}\n")
+    other.write_text(first.read_text().replace("name: conv", "name: other"))
+    out = tmp_path / "out"
+    args = [first, second, other] if command == "build" else [tmp_path]
+    code, stdout, stderr = cli(command, *args, "--out", out, "--json", "--cache-dir", tmp_path / "cache")
+    assert code == 2, stderr
+    rows = {Path(row["spec"]).name: row for row in json.loads(stdout)["results"]}
+    for name in ("a.yaml", "b.yaml"):
+        error = rows[name]["error" if command == "build" else "message"]
+        assert rows[name]["exit_code"] == 2
+        assert "both build conv fp32 for the same backend and targets" in error
+        assert "give each spec its own 'name:'" in error
+    assert rows["c.yaml"]["exit_code"] == 0
+    assert [path.name.split("-")[0] for path in out.glob("*.engine")] == ["other"]
+
+
 def test_traceback_only_with_trtforge_debug(
     batch: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -721,27 +721,6 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
 # ---------------------------------------------------------------- collisions
 
 
-def output_identity(spec: Any, flavor: str) -> tuple[Any, ...]:
-    """What names a spec's artifact before it is built (the parts of ``{name}-{precision}-{tag}``
-    a spec decides): two specs with one identity would write one file and both report it."""
-    return (
-        spec.name,
-        spec.precision,
-        flavor,
-        spec.build.version_compatible,
-        spec.build.hardware_compatibility == "ampere_plus",
-        tuple(sorted(spec.targets)),
-    )
-
-
-def collisions(identities: dict[str, tuple[Any, ...]]) -> list[list[str]]:
-    """Groups of specs that would write the same artifact (pure)."""
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for path, identity in identities.items():
-        groups.setdefault(identity, []).append(path)
-    return [group for group in groups.values() if len(group) > 1]
-
-
 def _loaded_specs(paths: list[str], cc: str | None) -> dict[str, Any]:
     """Every spec that loads (for ``cc``, see :func:`for_cc`), by path: parsed once per run, for
     the collision check and the unchanged check alike; one that does not load is left to
@@ -759,21 +738,13 @@ def _refuse_collisions(specs: dict[str, Any], options: CiOptions) -> dict[str, S
     """Before anything is built: specs (loaded, by path) that would overwrite each other's
     artifact fail (exit 2), with one line naming them all."""
     from trtforge.environment import choose_backend
+    from trtforge.spec import colliding_specs
 
-    identities: dict[str, tuple[Any, ...]] = {}
-    for path, spec in specs.items():
-        with suppress(Exception):  # a backend that cannot be chosen is run_one's to report
-            identities[path] = output_identity(spec, choose_backend(options.backend or spec.backend).flavor)
     refused: dict[str, SpecResult] = {}
     reporter = Reporter(interactive=False)
-    for group in collisions(identities):
-        name, precision = identities[group[0]][:2]
-        error = InvalidInputError(
-            f"{' and '.join(group)} {'both' if len(group) == 2 else 'all'} build {name} {precision} for the same "
-            "backend and targets, so they would write one artifact: give each spec its own 'name:'"
-        )
+    for group, error in colliding_specs(specs, lambda spec: choose_backend(options.backend or spec.backend).flavor):
         reporter.error(str(error))
-        refused.update((path, _failed(path, name, 0.0, error)) for path in group)
+        refused.update((path, _failed(path, specs[path].name, 0.0, error)) for path in group)
     return refused
 
 

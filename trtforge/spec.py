@@ -11,7 +11,7 @@ import hashlib
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,7 +34,7 @@ from yaml.constructor import SafeConstructor
 from yaml.cyaml import CParser
 from yaml.resolver import Resolver
 
-from trtforge.errors import SpecError, did_you_mean, first_line
+from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
 from trtforge.model import ModelInfo, TensorDesc, not_a_file
 from trtforge.tags import MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability
 
@@ -565,6 +565,48 @@ def load_spec(path: Path) -> Spec:
     if path.name == PROJECT_FILE:
         raise SpecError(f"{path}: this is the project file, not a model spec; pass a model spec")
     return parse_spec(read_yaml_file(path, "spec file"), path.resolve())
+
+
+def _output_identity(spec: Spec, flavor: str) -> tuple[Any, ...]:
+    """What names a spec's artifact before it is built (the parts of ``{name}-{precision}-{tag}``
+    a spec decides): two specs with one identity would write one file and both report it."""
+    return (
+        spec.name,
+        spec.precision,
+        flavor,
+        spec.build.version_compatible,
+        spec.build.hardware_compatibility == "ampere_plus",
+        tuple(sorted(spec.targets)),
+    )
+
+
+def colliding_specs(
+    specs: Mapping[str, Spec], flavor_of: Callable[[Spec], str]
+) -> list[tuple[list[str], InvalidInputError]]:
+    """Groups of specs (by path) that would write one artifact, each with the line that names
+    them all (exit 2): ``build`` and ``ci`` refuse them before anything is built, as the second
+    would replace the first's artifact. A spec whose ``flavor_of`` raises is left to its build."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for path, spec in specs.items():
+        try:
+            identity = _output_identity(spec, flavor_of(spec))
+        except Exception:  # the build of that spec reports why its backend cannot be chosen
+            continue
+        groups.setdefault(identity, []).append(path)
+    refused = []
+    for identity, group in groups.items():
+        if len(group) > 1:
+            name, precision = identity[:2]
+            refused.append(
+                (
+                    group,
+                    InvalidInputError(
+                        f"{' and '.join(group)} {'both' if len(group) == 2 else 'all'} build {name} {precision} for "
+                        "the same backend and targets, so they would write one artifact: give each spec its own 'name:'"
+                    ),
+                )
+            )
+    return refused
 
 
 def expand_globs(patterns: list[str], where: str) -> list[Path]:

@@ -74,9 +74,12 @@ def build(
 
         signing_key = load_signing_key(sign_key, "--sign-key")
     requested = backend_value(backend)
+    loaded, refused = _loaded_and_colliding(specs, requested)
 
     def build_one(spec_path: Path) -> Any:
-        spec = load_spec(spec_path)
+        if spec_path in refused:
+            raise refused[spec_path]
+        spec = loaded.get(spec_path) or load_spec(spec_path)  # one that did not load says why now
         if release is not None:
             from trtforge.triton_releases import refuse_build
 
@@ -85,6 +88,26 @@ def build(
 
     batch = BatchSteps(key="spec", run=build_one, passed=_built, failed=_build_failed, status="built")
     run_batch(batch, specs, console, junit, as_json)
+
+
+def _loaded_and_colliding(paths: list[Path], backend: str | None) -> tuple[dict[Path, Any], dict[Path, Exception]]:
+    """With several specs: each one that loads, and those that would write one artifact, refused
+    (exit 2) before anything is built, as ``ci`` refuses them: the second build would replace the
+    first one's artifact, and both would report it."""
+    if len(paths) < 2:
+        return {}, {}
+    from contextlib import suppress
+
+    from trtforge.environment import choose_backend
+    from trtforge.spec import colliding_specs, load_spec
+
+    loaded: dict[Path, Any] = {}
+    for path in paths:
+        with suppress(Exception):  # any failure here is build_one's to report, as that spec's outcome
+            loaded[path] = load_spec(path)
+    by_name = {str(path): spec for path, spec in loaded.items()}
+    groups = colliding_specs(by_name, lambda spec: choose_backend(backend or spec.backend).flavor)
+    return loaded, {Path(path): error for group, error in groups for path in group}
 
 
 def _built(outcome: Any) -> ItemReport:
