@@ -4,6 +4,7 @@ UnicodeDecodeError or RecursionError traceback, never a huge read."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +34,16 @@ def _huge(good: bytes) -> bytes:
     return good.replace(b'"calibration": null', b'"calibration": {"pad": "' + b"x" * (3 * 1024 * 1024) + b'"}')
 
 
+def _name_twice(good: bytes) -> bytes:
+    """Python keeps the last of two equal keys; another parser may keep the first."""
+    return good.replace(b'"name": "digits-cnn"', b'"name": "digits-cnn", "name": "other"', 1)
+
+
 BAD = {
     "non-UTF-8 bytes": (_not_utf8, "not UTF-8 (byte 0xff"),
     "nesting 100k deep": (_nested, "nested deeper than"),
     "3 MiB, over the size bound": (_huge, "larger than"),
+    "a key given twice": (_name_twice, "key 'name' appears twice in one object"),
 }
 
 
@@ -106,8 +113,11 @@ def test_dir_pull_skips_an_unreadable_manifest_with_its_reason(
             "version_compatible: Input should be a valid boolean",
         ),
         ((b'"max": [\n', b'"max": [\n1.0, '), "Input should be a valid integer"),
+        # what Windows' Get-FileHash prints: the engine's sha256 is 64 lowercase hex digits, as written
+        ((b'"sha256": "', b'"sha256": "AB'), "artifact.sha256: String should match pattern"),
+        ((b'"size": ', b'"size": -'), "artifact.size: Input should be greater than or equal to 0"),
     ],
-    ids=["boolean-as-text", "float-for-int"],
+    ids=["boolean-as-text", "float-for-int", "sha256-not-as-written", "negative-size"],
 )
 def test_a_manifest_is_read_with_its_json_types_never_converted(
     edit: tuple[bytes, bytes], says: str, engine: Path, tmp_path: Path
@@ -117,3 +127,22 @@ def test_a_manifest_is_read_with_its_json_types_never_converted(
     copy = damaged_copy(engine, tmp_path / "artifact", lambda good: good.replace(*edit, 1))
     code, _, err = cli("check", copy, "--cc", "8.6")
     assert code == 2 and "not a trtforge manifest" in err and says in err, err
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "dangling link"])
+def test_inspect_names_what_stands_at_the_engines_name(
+    kind: str, engine: Path, tmp_path: Path, trust_case: Callable
+) -> None:
+    """A folder, a FIFO or a link that goes nowhere at the engine's name was "engine file not found"."""
+    copy = tmp_path / engine.name
+    shutil.copyfile(manifest_path_for(engine), manifest_path_for(copy))
+    if kind == "directory":
+        copy.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(copy)
+    else:
+        copy.symlink_to(tmp_path / "nowhere")
+    code, _, err = cli("inspect", manifest_path_for(copy))
+    record = trust_case(8, f"inspect: a {kind} at the engine's name", code, err, folders=(tmp_path,))
+    assert code == 2 and record.one_line, err
+    assert f"{copy}: engine file is not a regular file" in err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,14 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: a sha256 as trtforge writes it: 64 lowercase hex digits
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
 class ArtifactInfo(_Frozen):
     file: str
-    sha256: str
-    size: int
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    size: int = Field(ge=0)
 
 
 class SourceInfo(_Frozen):
@@ -314,7 +319,8 @@ class ArtifactPaths:
     def existing_engine(self, fix: str) -> Path:
         """The engine, which must be a file; ``fix`` says how to get it when it is not."""
         if not self.engine.is_file():
-            raise InvalidInputError(f"{self.engine}: engine file not found; {fix}")
+            problem = "is not a regular file" if os.path.lexists(self.engine) else "not found"
+            raise InvalidInputError(f"{self.engine}: engine file {problem}; {fix}")
         return self.engine
 
 
@@ -346,9 +352,20 @@ def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DE
     if json_depth(raw, max_depth) > max_depth:
         raise ValueError(f"nested deeper than {max_depth} levels")
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_without_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose key appears twice is refused: JSON parsers differ on which one wins (Python
+    keeps the last), so a signed document could read one way here and another way elsewhere."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"key '{key}' appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
 
 
 def parse_manifest(data: bytes | str, origin: str) -> Manifest:
