@@ -266,6 +266,29 @@ def test_a_wrong_engine_blob_of_the_declared_size_is_exit_5(
     assert not out.exists()
 
 
+def test_a_tag_outside_the_oci_grammar_is_never_requested_nor_echoed_whole(
+    engine: Path, garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
+) -> None:
+    """A tag list may hold anything: "digits-cnn-fp32-../../x" was requested as a manifest path, and
+    a 5000-character tag was echoed whole in the error line."""
+    served = serve(engine)
+    junk = ["digits-cnn-fp32-../../x", "digits-cnn-fp32-" + "y" * 5000]
+    requested: list[str] = []
+    answers = served.answers(tags=as_json({"name": REPO, "tags": junk}))
+
+    def watched(path: str) -> Reply | None:
+        requested.append(path)
+        return answers(path)
+
+    out = tmp_path / "out"
+    code, _, err, _ = pull(garbage(watched), out)
+    record = trust_case(7, "registry lists only tags outside the OCI grammar", code, err, folders=(tmp_path,))
+    assert code == 5 and record.one_line, err
+    assert "'digits-cnn-fp32-../../x' is not an OCI tag: skipped" in err and "y" * 65 not in err
+    assert requested == [f"/v2/{REPO}/tags/list"]
+    assert not out.exists()
+
+
 def test_a_good_artifact_from_the_test_server_is_pulled(
     engine: Path, garbage: Callable[[Answers], str], tmp_path: Path
 ) -> None:

@@ -37,7 +37,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 URI_HELP = "use oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH"
 
 # The distribution spec's tag grammar, and its repository name grammar (components separated by "/").
-_OCI_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+OCI_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _OCI_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 
 
@@ -274,12 +274,12 @@ def check_artifact_file_name(manifest: Manifest, origin: str) -> None:
     if Path(name).name != name or not name.endswith(ENGINE_SUFFIX) or name.startswith(".") or "\\" in name:
         raise InvalidInputError(f"{origin}: artifact.file '{name}' is not a plain '*.engine' file name; {rebuild}")
     prefix = f"{manifest.name}-{manifest.precision}-"
-    if not name.startswith(prefix) or not _OCI_TAG.match(manifest.stem):
+    if not name.startswith(prefix) or not OCI_TAG.match(manifest.stem):
         raise InvalidInputError(
             f"{origin}: artifact.file '{name}' does not match name '{manifest.name}' and precision "
             f"'{manifest.precision}' (edited by hand?); {rebuild}"
         )
-    if not _OCI_TAG.match(manifest.tag):
+    if not OCI_TAG.match(manifest.tag):
         raise InvalidInputError(f"{origin}: tag '{manifest.tag}' is not a valid tag; {rebuild}")
     if manifest.stem != f"{prefix}{manifest.tag}":
         raise InvalidInputError(

@@ -66,6 +66,7 @@ from trtforge.manifest import (
     parse_manifest,
 )
 from trtforge.publish.base import (
+    OCI_TAG,
     PRECISIONS,
     Candidate,
     Existing,
@@ -697,6 +698,9 @@ class OciRegistry:
         others: list[str] = []
         skipped: list[str] = []
         for tag in sorted(self._tags()):
+            if not OCI_TAG.match(tag):  # a registry's junk: never requested, never echoed whole
+                skipped.append(f"tag {tag[:64]!r}{'…' if len(tag) > 64 else ''} is not an OCI tag: skipped")
+                continue
             head = tag[len(prefix) :].split("-", 1)[0] if tag.startswith(prefix) else None
             if head is None or (precision is None and head not in PRECISIONS):
                 others.append(tag)
