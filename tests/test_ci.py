@@ -112,7 +112,7 @@ def test_an_edited_manifest_is_never_unchanged_and_sign_keeps_it(project: Path, 
     manifest_file.write_text(json.dumps(models.retag(document)))
     result = runner.invoke(app, ["ci", str(project), "--out", str(out), "--json"])
     assert _statuses(json.loads(result.stdout))["fp32.yaml"] == "restored"
-    assert "manifest was edited after its build" in result.stderr and manifest_file.read_text() == built
+    assert "manifest is not the one its build wrote" in result.stderr and manifest_file.read_text() == built
     time.sleep(1.0)  # the summary's checked_utc is in seconds: verify's is another
     verified = runner.invoke(app, ["verify", str(project / "fp32.yaml"), "--out", str(out), "--json"])
     assert verified.exit_code == 0 and json.loads(verified.stdout)["results"][0]["manifest_updated"] is True

@@ -184,7 +184,7 @@ def _claim_larger_batches(document: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
-        (_claim_larger_batches, "manifest was edited after its build"),
+        (_claim_larger_batches, "manifest is not the one its build wrote"),
         (lambda doc: doc["accuracy"].update(passed=False), "records a failed accuracy gate"),
     ],
     ids=["profiles", "failed-gate"],

@@ -283,7 +283,7 @@ def artifact_problem(engine: Path, spec: Any, inputs: dict[str, Any], record: Ca
     if mismatch:
         return f"{engine.name} is another build ({mismatch})"
     if build_facts_sha256(manifest) != record.manifest_facts:
-        return f"{engine.name}'s manifest was edited after its build (only a signature may change)"
+        return f"{engine.name}'s manifest is not the one its build wrote (edited since, or written by another build)"
     return _report_problem(engine, manifest)
 
 
