@@ -247,6 +247,12 @@ def test_missing_or_unusable_registry_directory(engines: dict[str, Path], tmp_pa
     (tmp_path / "file").write_text("x")
     code, _, err = cli("publish", str(engines["8.6"]), "--to", f"dir://{tmp_path / 'file'}")
     assert code == 2 and "is a file" in err
+    # a file where a folder should be is named as such ("no such directory", "File exists" before)
+    code, _, err = cli("pull", f"dir://{tmp_path / 'file'}", "--name", "digits-cnn", "--cc", "8.6", "--out", str(out))
+    assert code == 6 and f"dir://{tmp_path / 'file'}: is not a directory" in err
+    registry = engines["8.6"].parent
+    code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", tmp_path / "file")
+    assert code == 2 and f"output directory {tmp_path / 'file'} is a file" in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a folder whatever its mode: run as a user")

@@ -565,6 +565,8 @@ def ensure_writable_dir(path: Path, flag: str = "--out", what: str = "output dir
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            check_writable_dir(path, flag, what)  # names the file in the way
         raise InvalidInputError(
             f"cannot create {what} {path}: {exc.strerror}; pass {flag} with a writable folder"
         ) from exc

@@ -68,7 +68,8 @@ class DirRegistry:
 
     def candidates(self, name: str, precision: str | None) -> Listing:
         if not self.root.is_dir():
-            raise RegistryError(f"{self.uri}: no such directory; check the path (publish creates it)")
+            problem = "is not a directory" if self.root.exists() else "no such directory"
+            raise RegistryError(f"{self.uri}: {problem}; check the path (publish creates it)")
         try:
             manifests = sorted(p for p in self.root.glob(f"*{MANIFEST_SUFFIX}") if not p.name.startswith("."))
         except OSError as exc:

@@ -259,7 +259,8 @@ class TritonRegistry:
     def candidates(self, name: str, precision: str | None) -> Listing:
         """The newest version's plans (what Triton serves by default)."""
         if not self.root.is_dir():
-            raise RegistryError(f"{self.uri}: no such directory; check the path (publish creates it)")
+            problem = "is not a directory" if self.root.exists() else "no such directory"
+            raise RegistryError(f"{self.uri}: {problem}; check the path (publish creates it)")
         model_dir = self.root / name
         numbers = versions(model_dir)
         others = tuple(
