@@ -47,7 +47,7 @@ def seed(folder: Path, tag: str = "old") -> None:
 
 
 def held(folder: Path) -> dict[str, str]:
-    return {name: (folder / name).read_text() for name in FILES if (folder / name).exists()}
+    return {name: (folder / name).read_text() for name in FILES if (folder / name).is_file()}
 
 
 def whole(tag: str) -> dict[str, str]:
@@ -187,6 +187,64 @@ def test_a_dead_commit_left_to_its_artifacts_writer_keeps_its_backups(tmp_path: 
         assert sweep(tmp_path) == artifact.Swept()
     assert sweep(tmp_path).rolled_back == 1
     assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+# ---------------------------------------------------------------- a folder at a file's name
+
+
+def user_folder(path: Path) -> None:
+    """A folder of the user's at ``path`` (where a file of the artifact may be), holding a file."""
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    (path / "mine.txt").write_text("mine")
+
+
+@pytest.mark.parametrize("name", [*FILES, "m.intoto.jsonl"])
+def test_a_folder_at_an_artifacts_file_name_is_refused_before_anything_is_replaced(tmp_path: Path, name: str) -> None:
+    """A folder where the commit renames a file in (the manifest: after the engine's rename) or
+    removes one (the attestation the new set drops): exit 2 naming it, the old set whole, the
+    folder untouched, no journal."""
+    seed(tmp_path)
+    user_folder(tmp_path / name)
+    with pytest.raises(InvalidInputError) as raised, ArtifactWriter(tmp_path, "m", "fp32") as writer:
+        writer.replace_whole("m")
+        for file in FILES:
+            writer.write(file, f"{file} new".encode())
+        writer.commit()
+    assert raised.value.exit_code == 2
+    assert str(raised.value) == (
+        f"cannot write {tmp_path / name}: it is a folder; remove it, or write the artifact to another folder"
+    )
+    assert held(tmp_path) == {file: text for file, text in whole("old").items() if file != name}
+    assert (tmp_path / name / "mine.txt").read_text() == "mine" and leftovers(tmp_path) == ()
+
+
+@pytest.mark.parametrize("replacing", [True, False], ids=["over-an-old-set", "a-new-artifact"])
+def test_a_sweep_rolls_back_a_dead_commit_around_a_folder_at_its_file_name(tmp_path: Path, replacing: bool) -> None:
+    """A dead commit whose manifest's name is now a folder (the journal older versions left when
+    their commit ran into one): the sweep rolls the rest back and leaves the folder, and the
+    folder's other artifacts still commit; the artifact itself is refused until the folder goes."""
+    tmp_path.mkdir(exist_ok=True)
+    if replacing:
+        seed(tmp_path)
+
+    def killed() -> None:
+        commit_set(
+            tmp_path, "new", lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == "rename m.engine" else None
+        )
+
+    assert run_forked(killed) == [-signal.SIGKILL]
+    user_folder(tmp_path / MANIFEST)
+    assert sweep(tmp_path).rolled_back == 1
+    expected = whole("old") if replacing else {}
+    assert held(tmp_path) == {file: text for file, text in expected.items() if file != MANIFEST}
+    assert (tmp_path / MANIFEST / "mine.txt").read_text() == "mine" and leftovers(tmp_path) == ()
+    with ArtifactWriter(tmp_path, "n", "fp32") as writer:
+        writer.write("n.engine", b"n")
+        writer.commit()
+    assert (tmp_path / "n.engine").read_bytes() == b"n"
+    with pytest.raises(InvalidInputError, match="it is a folder"):
+        commit_set(tmp_path, "again")
 
 
 def test_without_flock_a_held_lock_is_reported_busy_not_a_folder_problem(
@@ -461,6 +519,39 @@ def test_a_full_disk_while_writing_the_journal_leaves_no_journal(
     with pytest.raises(InvalidInputError, match="no space left on device"):
         commit_set(tmp_path, "new")
     assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+def test_a_full_disk_elsewhere_inside_the_block_names_that_file_not_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build's accuracy gate writes the cache inside its commit's block: a full cache disk is
+    that file's (``staged_file`` names it), not ``--out``'s, which has room."""
+    out, cache = tmp_path / "out", tmp_path / "cache" / "graph.onnx"
+    seed(out)
+    write_bytes = Path.write_bytes
+
+    def full_cache(self: Path, data: bytes) -> int:
+        if self.parent == cache.parent:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a file object's write: no name
+        return write_bytes(self, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_bytes", full_cache)
+    with pytest.raises(InvalidInputError) as raised, ArtifactWriter(out, "m", "fp32") as writer:
+        writer.write("m.engine", b"new")
+        fsutil.atomic_write_bytes(cache, b"graph")
+    assert str(raised.value).startswith(f"cannot write {cache}: no space left on device; free space on that disk")
+    assert held(out) == whole("old") and leftovers(tmp_path) == ()
+
+
+def test_a_disk_error_names_the_file_written_else_the_callers_folder() -> None:
+    """The file the error names beats the caller's guess; a copy's (``shutil.copyfile``) names its
+    source first, but the full disk is its destination's."""
+    unnamed = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    named = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/cache/x.onnx")
+    copied = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/registry/m.engine", None, "/out/.m.engine.9-a.tmp")
+    assert str(disk_error(unnamed, "/out")).startswith("cannot write /out: ")
+    assert str(disk_error(named, "/out")).startswith("cannot write /cache/x.onnx: ")
+    assert str(disk_error(copied)).startswith("cannot write /out/.m.engine.9-a.tmp: ")
 
 
 @pytest.mark.parametrize(

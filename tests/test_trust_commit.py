@@ -311,11 +311,18 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
             subprocess.run(["umount", str(folder)], check=False)
 
 
-def digits_spec(folder: Path, precision: str = "fp32") -> Path:
+def digits_spec(folder: Path, precision: str = "fp32", gate: bool = False) -> Path:
+    """The digits CNN for the CPU (TensorRT-RTX); ``gate``: its accuracy gate on 64 samples."""
+    data = DIGITS_ONNX.parent
+    accuracy = (
+        f"{{data: '{data / 'val'}/*.npy', labels: '{data / 'val-labels.npy'}', max_samples: 64}}"
+        if gate
+        else "{enabled: false}"
+    )
     spec = folder / f"{precision}.yaml"
     spec.write_text(
         f"name: digits-cnn\nmodel: {DIGITS_ONNX}\nprecision: {precision}\nbackend: tensorrt-rtx\ntargets: ['8.6']\n"
-        f"profiles:\n{DIGITS_PROFILE}\naccuracy: {{enabled: false}}\n"
+        f"profiles:\n{DIGITS_PROFILE}\naccuracy: {accuracy}\n"
     )
     return spec
 
@@ -340,6 +347,19 @@ def test_a_full_out_folder_or_cache_is_one_line_exit_2(
     assert record.leftovers == ()
 
 
+def test_a_full_cache_filled_by_the_gate_is_named_not_the_out_folder(
+    tmp_path: Path, small_disk: Callable[[str], Path], trust_case: TrustRecorder
+) -> None:
+    """The FP16 graph (79 kB) fits a 120 kB cache, the gate's emulated one does not; the gate runs
+    inside the commit's block: the error names the cache's file, not ``--out`` (which has room)."""
+    cache, out = small_disk("120k"), tmp_path / "out"
+    code, _, err = cli("build", digits_spec(tmp_path, "fp16", gate=True), "--out", out, "--cache-dir", cache)
+    record = trust_case(5, "build whose accuracy gate meets a full cache", code, err, folders=(cache, out))
+    assert code == 2 and record.one_line, err
+    assert f"cannot write {cache / 'fp16-emulated'}/" in err and "no space left on device" in err
+    assert f"cannot write {out}" not in err and record.leftovers == ()
+
+
 def test_a_full_disk_at_the_journal_keeps_the_old_artifact_and_leaves_no_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust_case: TrustRecorder
 ) -> None:
@@ -361,3 +381,29 @@ def test_a_full_disk_at_the_journal_keeps_the_old_artifact_and_leaves_no_journal
     assert code == 2 and record.one_line and f"cannot write {out}: no space left on device" in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert record.leftovers == ()
+
+
+# ---------------------------------------------------------------- a folder at a file's name
+
+
+def test_a_folder_at_the_manifests_name_is_refused_and_the_folder_still_builds(
+    tmp_path: Path, trust_case: TrustRecorder
+) -> None:
+    """A folder where the build puts its manifest (renamed last: after the engine's) is exit 2
+    naming it, with nothing replaced or left behind; the folder's other artifacts still build, and
+    the artifact too once the folder is gone."""
+    out = tmp_path / "out"
+    spec = digits_spec(tmp_path)
+    (engine_name,) = {p.name for p in (build_engine(tmp_path / "ref").parent).glob("*.engine")}
+    manifest = manifest_path_for(out / engine_name)
+    manifest.mkdir(parents=True)
+    (manifest / "mine.txt").write_text("mine")
+    code, _, err = cli("build", spec, "--out", out)
+    record = trust_case(14, "build into --out where a folder has the manifest's name", code, err, folders=(out,))
+    assert code == 2 and record.one_line, err
+    assert f"cannot write {manifest}: it is a folder; remove it, or write the artifact to another folder" in err
+    assert record.leftovers == () and not (out / engine_name).exists()
+    assert (manifest / "mine.txt").read_text() == "mine"
+    assert cli("build", digits_spec(tmp_path, "fp16"), "--out", out)[0] == 0
+    shutil.rmtree(manifest)
+    assert cli("build", spec, "--out", out)[0] == 0 and read_manifest(manifest).artifact.file == engine_name

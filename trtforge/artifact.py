@@ -20,9 +20,11 @@ a name and precision at a time in a folder, whichever process or container makes
 4. commit point: the journal is removed (one unlink);
 5. the backups are removed.
 
-Before step 4 the change is undone by :func:`rollback`, which puts every backup back over its
-final, removes a final that had none, then removes the journal; it is idempotent, so a rollback
-cut short is finished by the next one. After step 4 the new set is in place.
+Before step 1 a folder at a final name is refused (the user's error: a commit renames files only,
+and never replaces or removes a folder). Before step 4 the change is undone by :func:`rollback`,
+which puts every backup back over its final, removes a final that had none, then removes the
+journal; it is idempotent, so a rollback cut short is finished by the next one. After step 4 the
+new set is in place.
 
 Interrupts: SIGINT and SIGTERM are deferred from step 1 to step 5 (recorded, then raised once the
 folder is consistent); one that arrives before the commit point rolls back, so an interrupted run
@@ -45,9 +47,10 @@ import json
 import os
 import shutil
 import signal
+import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -340,19 +343,44 @@ def _restore(backup: Path, final: Path) -> Swept:
 
 def rollback(folder: Path, entries: list[_Entry]) -> Swept:
     """Put the previous set back (idempotent); the caller removes the journal afterwards.
-    Returns the temporaries it consumed: backups put back, staged files not renamed in yet."""
+    Returns the temporaries it consumed: backups put back, staged files not renamed in yet.
+
+    A folder at a final name is the user's, never a commit's (it renames files only): it stays,
+    and so the file it displaced is not put back. A journal that older versions left at such a
+    folder is rolled back all the same, so a sweep never fails on it."""
     removed = Swept()
     for entry in entries:
         final = folder / entry.final
-        if entry.backup is not None:
+        consumed = [entry.staged]
+        if _is_folder(final):
+            consumed.append(entry.backup)
+        elif entry.backup is not None:
             removed += _restore(folder / entry.backup, final)
         else:
             final.unlink(missing_ok=True)
-        if entry.staged is not None:
-            size = _remove(folder / entry.staged)
+        for name in consumed:
+            size = _remove(folder / name) if name is not None else None
             removed += Swept(1, size) if size is not None else Swept()
     fsync_dir(folder)
     return removed
+
+
+def _is_folder(path: Path) -> bool:
+    """A folder itself at ``path`` (not a link to one, which a rename replaces like a file)."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _refuse_folders(folder: Path, names: Iterable[str]) -> None:
+    """A folder where the commit puts or removes a file is the user's to move (exit 2), found
+    before anything is replaced: renaming over it fails halfway, and removing it is not ours."""
+    for name in names:
+        if _is_folder(folder / name):
+            raise InvalidInputError(
+                f"cannot write {folder / name}: it is a folder; remove it, or write the artifact to another folder"
+            )
 
 
 def _renamed_last(name: str) -> bool:
@@ -363,6 +391,7 @@ def _renamed_last(name: str) -> bool:
 def _commit(folder: Path, changes: dict[str, Path | None], lock: Path) -> None:
     """Steps 1 to 5 of the protocol (module docstring) for ``changes``: final name -> staged file;
     ``lock``: the artifact's lock file, which the caller holds."""
+    _refuse_folders(folder, changes)
     entries: list[_Entry] = []
     journal: Path | None = None
     with _Deferral() as deferral:
@@ -420,7 +449,9 @@ class ArtifactWriter:
 
     Leaving the ``with`` block without a commit (an error, Ctrl-C) removes what was staged and
     leaves every final file as it was. A write the disk refuses (full, read-only, over quota)
-    leaves it as the user's error naming ``folder`` (exit 2), not a bug's traceback.
+    leaves it as the user's error (exit 2), not a bug's traceback, naming the file the error names
+    (the block writes more than the artifact: a build's accuracy gate fills the cache, maybe on
+    another disk), else ``folder`` (a write through a file object names none).
     """
 
     def __init__(self, folder: Path, name: str, precision: str, lock_folder: Path | None = None) -> None:
@@ -613,7 +644,7 @@ def _stale(path: Path, parsed: TempName, now: float) -> bool:
 
 
 def _footprint(path: Path) -> int:
-    if path.is_dir() and not path.is_symlink():
+    if _is_folder(path):
         return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
     return path.lstat().st_size
 
@@ -622,7 +653,7 @@ def _remove(path: Path) -> int | None:
     """Remove a temporary (file or folder); its size in bytes, None if another sweep was first."""
     try:
         size = _footprint(path)
-        if path.is_dir() and not path.is_symlink():
+        if _is_folder(path):
             shutil.rmtree(path)
         else:
             path.unlink()

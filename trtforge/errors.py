@@ -86,11 +86,14 @@ DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def disk_error(exc: BaseException, path: Path | str | None = None) -> InvalidInputError | None:
-    """A write the disk refused (``DISK_ERRNOS``) as the user's error (exit 2): what, where
-    (``path``, else the file the error names) and how to fix it; None for any other exception."""
+    """A write the disk refused (``DISK_ERRNOS``) as the user's error (exit 2): what, where and how
+    to fix it; None for any other exception. Where: the file the error names, which is the one that
+    was written (``path``, the caller's guess, may be on another disk: a cache written inside a
+    commit to ``--out``), and a copy's or rename's destination, not its source; else ``path``."""
     if not isinstance(exc, OSError) or exc.errno not in DISK_ERRNOS:
         return None
-    where = path if path is not None else exc.filename
+    named = exc.filename2 if exc.filename2 is not None else exc.filename
+    where = named if named is not None else path
     target = f" {where}" if where is not None else ""
     reason = (exc.strerror or os.strerror(exc.errno or 0)).lower()
     fix = (
