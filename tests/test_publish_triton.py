@@ -196,6 +196,17 @@ def test_another_build_starts_the_next_version(engines: dict[str, Path], tmp_pat
     assert code == 5 and "8.6" in err
 
 
+def test_builds_of_other_external_weights_do_not_share_a_version(engines: dict[str, Path]) -> None:
+    """Same .onnx, other weights in its external data file: another model, so another version."""
+    from trtforge.publish.triton import same_build
+
+    manifest = read_manifest(engines["8.6"])
+    weights = manifest.replace(source=manifest.source.model_copy(update={"model_sha256": "a" * 64}))
+    others = manifest.replace(source=manifest.source.model_copy(update={"model_sha256": "b" * 64}))
+    assert same_build(weights, weights) and same_build(manifest, manifest)
+    assert not same_build(weights, others) and not same_build(manifest, weights)
+
+
 def test_a_config_left_stale_by_a_killed_publish_is_rewritten_by_the_next_one(
     engines: dict[str, Path], tmp_path: Path
 ) -> None:

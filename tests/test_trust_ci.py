@@ -518,9 +518,8 @@ def test_an_fp16_build_of_new_external_weights_reuses_nothing_of_the_old_ones(
 
 
 def test_calibration_scales_are_keyed_by_the_external_weights(project: Path, tmp_path: Path) -> None:
-    """The scales' cache key holds the model's content. (An int8 build of a model with external
-    data cannot run end to end yet: onnxruntime's BatchNormalization-folded copy is written to a
-    temporary folder without the data file.)"""
+    """The scales' cache key holds the model's content (an int8 build of a model with external data
+    end to end: tests/test_external_data.py)."""
     from trtforge.calibration import _Batching, _cache_inputs, candidates
 
     with_external_weights(project / "conv.onnx")

@@ -233,7 +233,7 @@ def test_cache_dir_under_a_file_is_one_line(model_dir: Path, tmp_path: Path, tru
     code, _, stderr = cli("build", spec, "--out", out, "--cache-dir", regular / "cache")
     record = trust_case(14, "--cache-dir under a regular file", code, stderr, folders=(tmp_path,))
     assert code == 2 and record.one_line and not record.leftovers, stderr
-    assert f"cannot create cache directory {regular / 'cache'}: Not a directory; pass --cache-dir" in stderr
+    assert f"cache directory {regular / 'cache'} cannot be made: {regular} is a file; pass --cache-dir" in stderr
     assert not list(out.glob("*.engine")) and regular.read_text() == "not a folder"
 
 

@@ -38,7 +38,7 @@ from trtforge.manifest import (
     manifest_path_for,
     report_path,
 )
-from trtforge.model import ModelInfo, check_model_file, load_onnx, read_model_info
+from trtforge.model import ModelInfo, check_model_file, content_sha256, load_onnx, read_model_info
 from trtforge.precision import Prepared, prepare_precision
 from trtforge.shapes import spec_profiles
 from trtforge.spec import Spec, check_profiles
@@ -78,14 +78,21 @@ def stamp(
     engine_file: str,
     engine_sha256: str,
     seconds: float,
+    model_info: ModelInfo,
 ) -> Manifest:
-    """The manifest of a fresh build (its ``accuracy`` is filled in once the gate has run)."""
+    """The manifest of a fresh build (its ``accuracy`` is filled in once the gate has run). A model
+    with external data gets its content digest too (``source.model_sha256``), from the files its
+    graph named when it was read (no second parse; their hashes prefetched at the start)."""
     return Manifest(
         name=spec.name,
         precision=spec.precision,
         tag=tag.render(),
         artifact=ArtifactInfo(file=engine_file, sha256=engine_sha256, size=len(result.engine)),
-        source=SourceInfo(onnx_sha256=sha256_file(spec.model_path), spec_sha256=spec.origin.sha256),
+        source=SourceInfo(
+            onnx_sha256=sha256_file(spec.model_path),
+            spec_sha256=spec.origin.sha256,
+            model_sha256=content_sha256(spec.model_path, model_info.files) if model_info.external_data else None,
+        ),
         tensorrt=TensorRTInfo(
             flavor=tag.flavor,
             version=tag.version,
@@ -133,6 +140,8 @@ def build_spec(
     check_model_file(spec.model_path, spec.origin.where("model"))  # a regular file: hashing it can't block
     prefetch_digest(spec.model_path)  # the manifest and the precision caches need it: hashed meanwhile
     model_info = read_model_info(spec.model_path)  # no onnx import or checker: the backend parses it in full
+    for data_file in model_info.files[1:]:  # its external data files, as its graph names them (none: no work)
+        prefetch_digest(data_file)
     check_profiles(spec, model_info)
 
     choice = choose_backend(backend or spec.backend)
@@ -199,7 +208,7 @@ def build_spec(
             engine_sha256 = sha256_beside(result.engine)  # hashed while the same bytes are written
             writer.write(engine_path.name, result.engine)
             seconds = time.perf_counter() - started
-            manifest = stamp(spec, result, prepared, tag, engine_path.name, engine_sha256(), seconds)
+            manifest = stamp(spec, result, prepared, tag, engine_path.name, engine_sha256(), seconds, model_info)
             report = _accuracy_gate(
                 spec, model_info, manifest, result.engine, prepared, out_dir, reporter, cache_dir, passes
             )

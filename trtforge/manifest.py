@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import atomic_write_text
@@ -59,8 +68,23 @@ class ArtifactInfo(_Frozen):
 
 
 class SourceInfo(_Frozen):
+    """``onnx_sha256``: the .onnx file's sha256. ``model_sha256``: where the model keeps weights in
+    external data files, the digest of its content (``trtforge.model.content_sha256``: the .onnx
+    and each data file it names), which ``verify`` checks too; absent for a model without external
+    data, and in manifests written before it existed."""
+
     onnx_sha256: str
     spec_sha256: str
+    model_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+
+    @model_serializer(mode="wrap")
+    def _absent_when_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``model_sha256`` absent, not null, where there is none: such a manifest (and what its
+        signature covers) reads back and writes out as it did before the field existed."""
+        data: dict[str, Any] = handler(self)
+        if data.get("model_sha256") is None:
+            data.pop("model_sha256", None)
+        return data
 
 
 #: a TensorRT version as its module reports it (``10.3.0.26``, ``1.7.1.116``)

@@ -75,9 +75,18 @@ class ModelInfo:
     outputs: tuple[TensorDesc, ...]
     #: the graph's ``metadata_props`` (key, value): what reads them needs no second parse of the model
     metadata: tuple[tuple[str, str], ...] = ()
+    #: the external data files the graph names, relative to ``path``'s folder, once each and sorted
+    #: (:func:`external_data_names`); empty for a model whose weights are inline, and for one described
+    #: from a proto that already holds its weights (``describe(load_onnx(...))``: :func:`inspect_model` knows)
+    external_data: tuple[str, ...] = ()
 
     def input(self, name: str) -> TensorDesc | None:
         return next((tensor for tensor in self.inputs if tensor.name == name), None)
+
+    @property
+    def files(self) -> list[Path]:
+        """:func:`model_files` from what was read: the .onnx, then each external data file."""
+        return [self.path, *(self.path.parent / name for name in self.external_data)]
 
 
 def not_a_file(path: Path) -> str | None:
@@ -148,21 +157,28 @@ def _external_data_problem(model: onnx.ModelProto, folder: Path) -> str | None:
     return None
 
 
+def external_data_names(model: onnx.ModelProto) -> tuple[str, ...]:
+    """The external data files ``model`` (as saved, not yet loaded) names, relative to its folder,
+    once each, sorted."""
+    return tuple(sorted({_location(tensor) for tensor in external_tensors(model)}))
+
+
 def model_files(path: Path) -> list[Path]:
     """The files a model's values come from: ``path``, then each external data file it names, once,
-    in the order of their names (read from the graph alone, :func:`read_onnx`)."""
-    names = sorted({_location(tensor) for tensor in external_tensors(read_onnx(path))})
-    return [path, *(path.parent / name for name in names)]
+    in the order of their names (read from the graph alone, :func:`read_onnx`; ``ModelInfo.files``
+    where the model was described already)."""
+    return [path, *(path.parent / name for name in external_data_names(read_onnx(path)))]
 
 
-def content_sha256(path: Path) -> str:
+def content_sha256(path: Path, files: Sequence[Path] | None = None) -> str:
     """The model's content digest, which every cache key and ``ci``'s "unchanged" rest on: weights
     edited in their external data file are another model, though the .onnx file is the same. A
     model without external data keeps its file's sha256 (the manifest's ``source.onnx_sha256``),
-    and so the keys it had; each file's digest comes from the stat-keyed digest cache."""
+    and so the keys it had; each file's digest comes from the stat-keyed digest cache. ``files``:
+    :func:`model_files` of ``path`` where the caller has them (``ModelInfo.files``): no parse here."""
     from trtforge.fsutil import data_sha256, sha256_file
 
-    files = model_files(path)
+    files = model_files(path) if files is None else files
     return data_sha256(files) if len(files) > 1 else sha256_file(path)
 
 
@@ -331,6 +347,12 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     The graph is read first and its external-data files checked before any is opened, so a
     missing weights file is named and a named pipe in its place cannot block the load.
     """
+    return _load_checked(path)[0]
+
+
+def _load_checked(path: Path) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """:func:`load_onnx`, and the external data files the model named before its data was read
+    into it (the loaded proto no longer says)."""
     import onnx
     from onnx.external_data_helper import load_external_data_for_model
 
@@ -342,6 +364,7 @@ def load_onnx(path: Path) -> onnx.ModelProto:
             f"{path}: not an ONNX model ({type(exc).__name__}); export the model to ONNX first"
         ) from exc
     _check_graph(model, path)
+    external = external_data_names(model)
     try:
         load_external_data_for_model(model, str(path.parent))
     except Exception as exc:  # a short or unreadable data file, a location outside the model's folder
@@ -351,7 +374,7 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise InvalidInputError(f"{path}: invalid ONNX model: {first_line(exc)}") from exc
-    return model
+    return model, external
 
 
 #: value-preserving ops an index may pass through before it indexes: op -> operand positions
@@ -494,9 +517,10 @@ def _not_a_tensor(value: onnx.ValueInfoProto) -> str | None:
     return names.get(kind or "", "a sparse tensor" if kind == "sparse_tensor_type" else "a value of no type")
 
 
-def describe(model: onnx.ModelProto, path: Path) -> ModelInfo:
+def describe(model: onnx.ModelProto, path: Path, external_data: tuple[str, ...] | None = None) -> ModelInfo:
     """Inputs (initializers excluded) and outputs with element types and dims; integer inputs
-    that index an axis (or divide) carry their valid range. Only tensors: TensorRT takes nothing else."""
+    that index an axis (or divide) carry their valid range. Only tensors: TensorRT takes nothing else.
+    ``external_data``: the data files the model names, where its proto no longer says (loaded)."""
     from trtforge.dtypes import ONNX_DTYPES
 
     initializers = {init.name for init in model.graph.initializer}
@@ -532,11 +556,13 @@ def describe(model: onnx.ModelProto, path: Path) -> ModelInfo:
     inputs = tuple(tensor(v) for v in graph_inputs)
     outputs = tuple(tensor(v) for v in model.graph.output)
     metadata = tuple((prop.key, prop.value) for prop in model.metadata_props)
-    return ModelInfo(path=path, inputs=inputs, outputs=outputs, metadata=metadata)
+    external = external_data_names(model) if external_data is None else external_data
+    return ModelInfo(path=path, inputs=inputs, outputs=outputs, metadata=metadata, external_data=external)
 
 
 def inspect_model(path: Path) -> ModelInfo:
-    return describe(load_onnx(path), path)
+    model, external = _load_checked(path)
+    return describe(model, path, external)
 
 
 def read_model_info(path: Path) -> ModelInfo:

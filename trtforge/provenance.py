@@ -16,9 +16,10 @@ cannot reach, and not a local key); ``model-signing`` signs a model folder under
 
 Layout of the predicate (SLSA provenance v1):
 
-- ``buildDefinition.resolvedDependencies``: the build's inputs (model, spec, calibration data,
-  accuracy data, labels), each ``{name, digest: {sha256}, annotations: {role, path}}``; ``path``
-  is relative to the engine's folder, so a build tree moved as a whole still verifies.
+- ``buildDefinition.resolvedDependencies``: the build's inputs (model, each external data file
+  of the model, spec, calibration data, accuracy data, labels), each ``{name, digest: {sha256},
+  annotations: {role, path}}``; ``path`` is relative to the engine's folder, so a build tree
+  moved as a whole still verifies.
 - ``runDetails.builder``: ``id`` (``pkg:pypi/trtforge@VERSION``), ``version`` (trtforge, the
   backend flavor's version, the platform tag) and the backend as a ``builderDependencies`` entry.
 - ``runDetails.byproducts``: the accuracy report, with the gate's summary as its annotations.
@@ -200,11 +201,16 @@ def _relative(path: Path, folder: Path) -> str:
     return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
 
 
-def spec_inputs(spec: Spec, engine_dir: Path) -> tuple[Input, ...]:
-    """Every file ``spec`` made the build read, hashed (the digest cache answers files hashed before)."""
+def spec_inputs(spec: Spec, engine_dir: Path, external_data: bool = True) -> tuple[Input, ...]:
+    """Every file ``spec`` made the build read, hashed (the digest cache answers files hashed before):
+    the model, the spec, then each external data file the model names (role ``model-data``), then
+    the data. ``external_data=False``: the caller knows the model has none (its graph is not read
+    to find that out)."""
+    from trtforge.model import model_files
     from trtforge.spec import expand_globs
 
-    files: list[tuple[str, Path]] = [("model", spec.model_path)]
+    model = model_files(spec.model_path) if external_data else [spec.model_path]
+    files: list[tuple[str, Path]] = [("model", model[0]), *(("model-data", path) for path in model[1:])]
     if spec.calibration is not None:
         where = spec.origin.where("calibration", "data")
         files += [("calibration-data", path) for path in expand_globs(spec.calibration.data, where)]
@@ -217,6 +223,24 @@ def spec_inputs(spec: Spec, engine_dir: Path) -> tuple[Input, ...]:
     spec_file = Input("spec", spec.origin.sha256, _relative(spec.origin.path, engine_dir))
     hashed = [Input(role, sha256_file(path), _relative(path, engine_dir)) for role, path in files]
     return (hashed[0], spec_file, *hashed[1:])
+
+
+def _model_content_problem(spec: Spec, manifest: Manifest, inputs: Sequence[Input]) -> str | None:
+    """Where the manifest records the model's content digest (its weights in external data files),
+    whether the model's files now give another (their digests are ``inputs``' already)."""
+    from trtforge.model import content_sha256
+
+    recorded = manifest.source.model_sha256
+    if recorded is None:
+        return None
+    content = content_sha256(spec.model_path)
+    if content == recorded:
+        return None
+    data = ", ".join(item.path or "?" for item in inputs if item.role == "model-data") or "none now"
+    return (
+        f"the external data of its model ({data}) has content sha256 {content[:12]}…, "
+        f"the manifest says {recorded[:12]}…"
+    )
 
 
 def recorded_inputs(manifest: Manifest) -> tuple[Input, ...]:
@@ -238,7 +262,9 @@ def sign_build(
     """At build time: the signed manifest and the attestation of the engine it describes."""
     signed = sign_manifest(manifest, key)
     digest = sha256_bytes(signed.to_json().encode("utf-8"))
-    document = statement(signed, digest, spec_inputs(spec, engine.parent), accuracy_byproduct(signed, report))
+    # the build stamped a content digest exactly where the model has external data: none, no parse
+    inputs = spec_inputs(spec, engine.parent, external_data=manifest.source.model_sha256 is not None)
+    document = statement(signed, digest, inputs, accuracy_byproduct(signed, report))
     return signed, envelope(document, key)
 
 
@@ -280,6 +306,13 @@ def _attest_locked(paths: ArtifactPaths, manifest: Manifest, key: SigningKey, sp
                     "pass the spec the engine was built from, or rebuild",
                     reasons=[f"{item.role} differs"],
                 )
+        problem = _model_content_problem(spec, manifest, inputs)
+        if problem:
+            raise IncompatibleEngineError(
+                f"{spec.origin.path}: {problem}, so it is not the model that built {engine.name}; "
+                "pass the spec the engine was built from, or rebuild",
+                reasons=["model data differs"],
+            )
     report_name = (manifest.accuracy or {}).get("report")
     report_file = engine.parent / Path(str(report_name)).name if report_name else None  # never outside the folder
     report = report_file.read_bytes() if report_file is not None and report_file.is_file() else None

@@ -8,6 +8,8 @@ manifest: its signature covers it).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import ArtifactPaths, Manifest, report_path
-from trtforge.model import check_model_file
+from trtforge.model import check_model_file, content_sha256, model_files
 from trtforge.spec import Spec
 
 
@@ -32,14 +34,31 @@ class VerifyOutcome:
     manifest_updated: bool
 
 
-def source_mismatch(spec: Spec, manifest: Manifest, onnx_sha256: str) -> str | None:
-    """Why ``manifest`` was not built from ``spec`` and its model (None when it was)."""
+def source_mismatch(
+    spec: Spec, manifest: Manifest, onnx_sha256: str, model_sha256: Callable[[], str] | None = None
+) -> str | None:
+    """Why ``manifest`` was not built from ``spec`` and its model (None when it was).
+
+    The .onnx file must be the one the manifest's ``source.onnx_sha256`` names. Where the manifest
+    also records the model's content digest (``source.model_sha256``: its weights live in external
+    data files), the model's content now must be that too: weights edited in their data file, the
+    .onnx the same, are another model. ``model_sha256`` gives that digest (asked only then); a
+    manifest without one (a model without external data, or written before the field) keeps the
+    .onnx file's rule alone."""
     source = manifest.source
     if source.onnx_sha256 != onnx_sha256:
         return (
             f"model {spec.model_path} (sha256 {onnx_sha256[:12]}…) is not the ONNX the engine was built from "
             f"(sha256 {source.onnx_sha256[:12]}…)"
         )
+    if source.model_sha256 is not None:
+        content = model_sha256() if model_sha256 is not None else content_sha256(spec.model_path)
+        if content != source.model_sha256:
+            data = ", ".join(str(path) for path in model_files(spec.model_path)[1:]) or "none now"
+            return (
+                f"the external data of model {spec.model_path} ({data}) is not the weights the engine was built "
+                f"from (content sha256 {content[:12]}…, the engine's {source.model_sha256[:12]}…)"
+            )
     if source.spec_sha256 != spec.origin.sha256:
         return (
             f"spec {spec.origin.path} (sha256 {spec.origin.sha256[:12]}…) differs from the one the engine was "
@@ -96,7 +115,7 @@ def _verify_locked(
 ) -> VerifyOutcome:
     """verify_engine's work, under the artifact's lock; writes report and manifest as one commit."""
     from trtforge.cache import default_cache_dir
-    from trtforge.model import describe, load_onnx
+    from trtforge.model import inspect_model
     from trtforge.precision import prepare_precision
     from trtforge.spec import check_profiles
 
@@ -111,9 +130,7 @@ def _verify_locked(
     damaged = file_problem(manifest, engine)
     if damaged:
         raise IncompatibleEngineError(f"{engine}: {damaged}", reasons=[damaged])
-    model = load_onnx(spec.model_path)
-    info = describe(model, spec.model_path)
-    del model
+    info = inspect_model(spec.model_path)  # loaded and checked, its weights dropped once described
     check_profiles(spec, info)
     cache_dir = cache_dir or default_cache_dir()
     prepared = prepare_precision(spec, info, manifest.tensorrt.flavor, manifest.tensorrt.version, cache_dir, reporter)
@@ -150,11 +167,12 @@ def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
         )
     check_model_file(spec.model_path, spec.origin.where("model"))
     onnx_sha256 = sha256_file(spec.model_path)
+    model_sha256 = functools.cache(lambda: content_sha256(spec.model_path))  # once, where a manifest asks
     matches: list[Path] = []
     mismatches: list[str] = []
     listing = find_artifacts(out_dir, spec.name, spec.precision)
     for manifest, engine in listing.found:
-        mismatch = source_mismatch(spec, manifest, onnx_sha256)
+        mismatch = source_mismatch(spec, manifest, onnx_sha256, model_sha256)
         if mismatch:
             mismatches.append(f"{engine.name}: {mismatch}")
         else:

@@ -11,6 +11,9 @@ must stay cheap for ``trtforge --help``.
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,9 +32,19 @@ from trtforge.calibration.histogram import (
     compute_amaxes,
 )
 from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data
-from trtforge.errors import SpecError
-from trtforge.fsutil import atomic_write_bytes, atomic_write_text, data_sha256, ensure_writable_dir, sha256_file
-from trtforge.model import ModelInfo, content_sha256, inspect_model
+from trtforge.errors import InvalidInputError, SpecError
+from trtforge.fsutil import (
+    atomic_write_bytes,
+    atomic_write_text,
+    data_sha256,
+    ensure_writable_dir,
+    fsync_dir,
+    fsync_file,
+    sha256_file,
+    staged_file,
+    temp_dir,
+)
+from trtforge.model import ModelInfo, content_sha256, external_tensors, inspect_model, model_files
 from trtforge.spec import CalibrationSpec, Spec, expand_globs
 
 if TYPE_CHECKING:
@@ -96,6 +109,8 @@ class CalibrationResult:
     """What the build step needs: the Q/DQ model, the scales and their provenance.
 
     ``details``: what ``algorithm: auto`` and ``exclude: auto`` chose and why, for the manifest.
+    ``qdq_data``: the data file beside ``qdq_model`` that holds its weights, where the user's model
+    keeps its own in external data (None: inline).
     """
 
     qdq_model: Path
@@ -109,6 +124,7 @@ class CalibrationResult:
     reused: bool
     exclude: tuple[str, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+    qdq_data: Path | None = None
 
     def manifest_section(self) -> dict[str, Any]:
         """The manifest's ``calibration`` object (README "Artifacts")."""
@@ -128,16 +144,25 @@ class CalibrationResult:
         return cache.write_trt_cache(self.scales, trt_version)
 
     def files(self) -> dict[str, Path]:
-        """The result's files in the cache, by label."""
-        return {"qdq_model": self.qdq_model, "scales": self.cache_file}
+        """The result's files in the cache, by label (``qdq_data`` only where there is one)."""
+        data = {"qdq_data": self.qdq_data} if self.qdq_data is not None else {}
+        return {"qdq_model": self.qdq_model, **data, "scales": self.cache_file}
 
     def export(self, out: Path, name: str, trt_version: str | None = None) -> dict[str, Path]:
         """Copies named for people (the cache's names are content hashes) in ``out``, plus
-        TensorRT's calibration cache for ``trt_version`` when given; by label, as ``files``."""
+        TensorRT's calibration cache for ``trt_version`` when given; by label, as ``files``. A Q/DQ
+        graph with a data file is exported with its own, ``{name}-int8.qdq.onnx.data``, which the
+        exported graph names (the data file first: the graph never names one not there yet)."""
         ensure_writable_dir(out)
         exported = {"qdq_model": out / f"{name}-int8.qdq.onnx", "scales": out / f"{name}-int8.scales.json"}
-        for label, source in self.files().items():
-            atomic_write_bytes(exported[label], source.read_bytes())
+        if self.qdq_data is not None:
+            exported = {"qdq_model": exported["qdq_model"], "qdq_data": out / f"{name}-int8.qdq.onnx.data", **exported}
+            with staged_file(exported["qdq_data"]) as tmp:
+                shutil.copyfile(self.qdq_data, tmp)
+            atomic_write_bytes(exported["qdq_model"], _relocated(self.qdq_model, exported["qdq_data"].name))
+        else:
+            atomic_write_bytes(exported["qdq_model"], self.qdq_model.read_bytes())
+        atomic_write_bytes(exported["scales"], self.cache_file.read_bytes())
         if trt_version is not None:
             exported["tensorrt_cache"] = out / f"{name}-int8.trt{trt_version}.calibration.cache"
             atomic_write_bytes(exported["tensorrt_cache"], self.trt_cache(trt_version))
@@ -254,6 +279,12 @@ class Calibration:
         return qdq.fold_batchnorm(self.info.path)
 
     @cached_property
+    def has_external_data(self) -> bool:
+        """The user's model keeps its weights in external data files: its Q/DQ graph in the cache
+        keeps them in a data file too (a model past protobuf's 2 GB has no other way)."""
+        return bool(self.info.external_data) or len(model_files(self.info.path)) > 1
+
+    @cached_property
     def user_nodes(self) -> list[str]:
         """The user's node names, in graph order."""
         import onnx
@@ -307,12 +338,18 @@ class Calibration:
             }
         )
         qdq_file = cache.qdq_path(self.cache_dir, qdq_key)
-        if qdq_file.is_file():
+        files = _cached_files(qdq_file)
+        if files is not None:
             self.log(f"calibration: reusing {qdq_file.name}")
         else:
-            from trtforge.precision.graphs import save_model
+            graph = self.qdq_model(scale_set, exclude)
+            if self.has_external_data:
+                files = save_with_data(graph, qdq_file)
+            else:
+                from trtforge.precision.graphs import save_model
 
-            save_model(self.qdq_model(scale_set, exclude), qdq_file)
+                files = [save_model(graph, qdq_file)]
+            del graph
             self.log(f"calibration: wrote {qdq_file.name} (unquantized layers in {self.config.high_precision})")
         return CalibrationResult(
             qdq_model=qdq_file,
@@ -326,7 +363,68 @@ class Calibration:
             reused=self.reused,
             exclude=tuple(exclude),
             details=details or {},
+            qdq_data=files[1] if len(files) > 1 else None,
         )
+
+
+def _cached_files(qdq_file: Path) -> list[Path] | None:
+    """The files of the Q/DQ graph in the cache (the graph, then its data file if it has one), or
+    None where it is not there whole: no graph, or one whose data file is gone (the graph's
+    header alone is read, not its weights)."""
+    if not qdq_file.is_file():
+        return None
+    try:
+        return model_files(qdq_file)
+    except InvalidInputError:
+        return None
+
+
+def save_with_data(model: onnx.ModelProto, target: Path) -> list[Path]:
+    """Write ``model`` as ``target``, its weights (tensors of ``qdq.EXTERNAL_DATA_MIN_BYTES`` and
+    more) in one data file beside it; returns both files (``target`` alone where no tensor is that
+    large, and the graph names no data file). Both are written in a temporary folder
+    beside ``target`` and fsynced, then the data file is renamed into place, then the graph: a
+    reader finds no graph whose data is missing or half-written. The data file's name holds
+    ``target``'s and a random part, so once there it never changes: two writers of one graph each
+    commit their own, and the graph renamed last names its own. ``model`` is left without its
+    weights (onnx moves them out as it writes them)."""
+    import onnx
+
+    from trtforge.calibration.qdq import EXTERNAL_DATA_MIN_BYTES
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = target.with_name(f"{target.stem}.{secrets.token_hex(8)}{target.suffix}.data")
+    with temp_dir(target.parent, target.name) as staging:
+        staged, staged_data = staging / target.name, staging / data.name
+        onnx.save_model(
+            model,
+            str(staged),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=EXTERNAL_DATA_MIN_BYTES,
+        )
+        has_data = staged_data.exists()  # not where no tensor is that large: the graph holds all
+        if has_data:
+            fsync_file(staged_data)
+        fsync_file(staged)
+        if has_data:
+            os.replace(staged_data, data)
+        os.replace(staged, target)
+    fsync_dir(target.parent)
+    return [target, data] if has_data else [target]
+
+
+def _relocated(graph_file: Path, location: str) -> bytes:
+    """The graph of ``graph_file`` (its weights not read) naming ``location`` as its data file."""
+    import onnx
+
+    graph = onnx.load(str(graph_file), load_external_data=False)
+    for tensor in external_tensors(graph):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    return graph.SerializeToString()
 
 
 def calibrate(

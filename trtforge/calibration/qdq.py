@@ -134,6 +134,15 @@ def quantized_inputs(model: onnx.ModelProto) -> list[str]:
     return list(names)
 
 
+#: onnxruntime's session config entries that write the optimized model's initializers to a data
+#: file beside it (``onnxruntime_session_options_config_keys.h``), and the size from which they do
+_EXTERNAL_INITIALIZERS_FILE = "session.optimized_model_external_initializers_file_name"
+_EXTERNAL_INITIALIZERS_MIN_SIZE = "session.optimized_model_external_initializers_min_size_in_bytes"
+EXTERNAL_DATA_MIN_BYTES = 1024
+"""Tensors of at least this many bytes go to the data file of a graph whose weights live in one
+(onnx's own ``size_threshold``): scales and zero points stay in the graph."""
+
+
 @contextmanager
 def folded_file(model_path: Path) -> Iterator[Path]:
     """The model with BatchNormalization folded into Conv, in a temporary file.
@@ -144,9 +153,19 @@ def folded_file(model_path: Path) -> Iterator[Path]:
     time: no shape inference, no extra save and load of the model). The file is the
     caller's while the context lasts (calibration extends it with outputs of its own).
     The session never runs: one thread spares starting a thread pool (~20 ms, same file).
+
+    A model whose weights live in external data files gets its folded weights in a data file
+    beside the temporary one (``folded.onnx.data``): left to itself, onnxruntime writes the
+    unchanged ones as references into the user's data files, by names relative to the user's
+    folder, which the temporary folder does not have (and a model past protobuf's 2 GB could not
+    be written inline). Whether it has any is read from the graph alone (:func:`read_onnx`,
+    well under a millisecond beside the session's start).
     """
     import onnxruntime as ort
 
+    from trtforge.model import external_tensors, read_onnx
+
+    external = any(external_tensors(read_onnx(model_path)))
     with tempfile.TemporaryDirectory(prefix="trtforge-calib-") as tmp:
         folded = Path(tmp) / "folded.onnx"
         options = ort.SessionOptions()
@@ -154,12 +173,15 @@ def folded_file(model_path: Path) -> Iterator[Path]:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(folded)
         options.log_severity_level = 4  # fatal only: failures reach the caller as exceptions, not ANSI log lines
+        if external:
+            options.add_session_config_entry(_EXTERNAL_INITIALIZERS_FILE, f"{folded.name}.data")
+            options.add_session_config_entry(_EXTERNAL_INITIALIZERS_MIN_SIZE, str(EXTERNAL_DATA_MIN_BYTES))
         ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         yield folded
 
 
 def fold_batchnorm(model_path: Path) -> onnx.ModelProto:
-    """The model with BatchNormalization folded into Conv (see ``folded_file``)."""
+    """The model with BatchNormalization folded into Conv (see ``folded_file``), its weights read in."""
     import onnx
 
     with folded_file(model_path) as folded:

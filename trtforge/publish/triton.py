@@ -85,7 +85,7 @@ def same_build(a: Manifest, b: Manifest) -> bool:
     return (
         a.name == b.name
         and a.precision == b.precision
-        and a.source.onnx_sha256 == b.source.onnx_sha256
+        and (a.source.onnx_sha256, a.source.model_sha256) == (b.source.onnx_sha256, b.source.model_sha256)
         and (a.tensorrt.flavor, a.tensorrt.version) == (b.tensorrt.flavor, b.tensorrt.version)
         and a.io == b.io
         and a.profiles == b.profiles
