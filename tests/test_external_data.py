@@ -310,3 +310,25 @@ def test_the_build_hashes_external_data_ahead_and_reads_an_inline_graph_once(
     data = externalize(model)
     _build(spec, tmp_path / "external")
     assert prefetched == [model, data]
+
+
+def test_an_fp16_build_keeps_the_converted_weights_in_a_data_file_of_their_own(
+    int8_projects: tuple[Path, Path], tmp_path: Path, isolated_cache: Path
+) -> None:
+    """The FP16 graph of a model with external data was written inline: past protobuf's 2 GB (an
+    FP32 model past 4 GB) it could not be written. Now it keeps its weights in a data file beside it
+    in the cache, and a graph whose data file went missing is written again, not built from."""
+    models.need_rtx()
+    _, external = int8_projects
+    spec = external / "fp16.yaml"
+    spec.write_text(INT8.replace("precision: int8", "precision: fp16").split("calibration:")[0])
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    (graph,) = (isolated_cache / "fp16").glob("*.onnx")
+    (data,) = (isolated_cache / "fp16").glob("*.onnx.data")
+    assert model_files(graph) == [graph, data]
+    assert onnx.load(str(graph)).graph.initializer[0].data_type == TensorProto.FLOAT16
+    data.unlink()
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert len(model_files(graph)) == 2 and model_files(graph)[1].is_file()

@@ -11,8 +11,6 @@ must stay cheap for ``trtforge --help``.
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 import sys
 import time
@@ -32,17 +30,14 @@ from trtforge.calibration.histogram import (
     compute_amaxes,
 )
 from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data
-from trtforge.errors import InvalidInputError, SpecError
+from trtforge.errors import SpecError
 from trtforge.fsutil import (
     atomic_write_bytes,
     atomic_write_text,
     data_sha256,
     ensure_writable_dir,
-    fsync_dir,
-    fsync_file,
     sha256_file,
     staged_file,
-    temp_dir,
 )
 from trtforge.model import ModelInfo, content_sha256, external_tensors, inspect_model, model_files
 from trtforge.spec import CalibrationSpec, Spec, expand_globs
@@ -338,17 +333,14 @@ class Calibration:
             }
         )
         qdq_file = cache.qdq_path(self.cache_dir, qdq_key)
-        files = _cached_files(qdq_file)
+        from trtforge.precision.graphs import cached_graph_files, save_graph
+
+        files = cached_graph_files(qdq_file)
         if files is not None:
             self.log(f"calibration: reusing {qdq_file.name}")
         else:
             graph = self.qdq_model(scale_set, exclude)
-            if self.has_external_data:
-                files = save_with_data(graph, qdq_file)
-            else:
-                from trtforge.precision.graphs import save_model
-
-                files = [save_model(graph, qdq_file)]
+            files = save_graph(graph, qdq_file, with_data=self.has_external_data)
             del graph
             self.log(f"calibration: wrote {qdq_file.name} (unquantized layers in {self.config.high_precision})")
         return CalibrationResult(
@@ -365,54 +357,6 @@ class Calibration:
             details=details or {},
             qdq_data=files[1] if len(files) > 1 else None,
         )
-
-
-def _cached_files(qdq_file: Path) -> list[Path] | None:
-    """The files of the Q/DQ graph in the cache (the graph, then its data file if it has one), or
-    None where it is not there whole: no graph, or one whose data file is gone (the graph's
-    header alone is read, not its weights)."""
-    if not qdq_file.is_file():
-        return None
-    try:
-        return model_files(qdq_file)
-    except InvalidInputError:
-        return None
-
-
-def save_with_data(model: onnx.ModelProto, target: Path) -> list[Path]:
-    """Write ``model`` as ``target``, its weights (tensors of ``qdq.EXTERNAL_DATA_MIN_BYTES`` and
-    more) in one data file beside it; returns both files (``target`` alone where no tensor is that
-    large, and the graph names no data file). Both are written in a temporary folder
-    beside ``target`` and fsynced, then the data file is renamed into place, then the graph: a
-    reader finds no graph whose data is missing or half-written. The data file's name holds
-    ``target``'s and a random part, so once there it never changes: two writers of one graph each
-    commit their own, and the graph renamed last names its own. ``model`` is left without its
-    weights (onnx moves them out as it writes them)."""
-    import onnx
-
-    from trtforge.calibration.qdq import EXTERNAL_DATA_MIN_BYTES
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    data = target.with_name(f"{target.stem}.{secrets.token_hex(8)}{target.suffix}.data")
-    with temp_dir(target.parent, target.name) as staging:
-        staged, staged_data = staging / target.name, staging / data.name
-        onnx.save_model(
-            model,
-            str(staged),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data.name,
-            size_threshold=EXTERNAL_DATA_MIN_BYTES,
-        )
-        has_data = staged_data.exists()  # not where no tensor is that large: the graph holds all
-        if has_data:
-            fsync_file(staged_data)
-        fsync_file(staged)
-        if has_data:
-            os.replace(staged_data, data)
-        os.replace(staged, target)
-    fsync_dir(target.parent)
-    return [target, data] if has_data else [target]
 
 
 def _relocated(graph_file: Path, location: str) -> bytes:

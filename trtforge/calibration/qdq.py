@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from trtforge.errors import SpecError, did_you_mean
+from trtforge.precision.graphs import EXTERNAL_DATA_MIN_BYTES
 
 if TYPE_CHECKING:
     import onnx
@@ -138,9 +139,6 @@ def quantized_inputs(model: onnx.ModelProto) -> list[str]:
 #: file beside it (``onnxruntime_session_options_config_keys.h``), and the size from which they do
 _EXTERNAL_INITIALIZERS_FILE = "session.optimized_model_external_initializers_file_name"
 _EXTERNAL_INITIALIZERS_MIN_SIZE = "session.optimized_model_external_initializers_min_size_in_bytes"
-EXTERNAL_DATA_MIN_BYTES = 1024
-"""Tensors of at least this many bytes go to the data file of a graph whose weights live in one
-(onnx's own ``size_threshold``): scales and zero points stay in the graph."""
 
 
 @contextmanager

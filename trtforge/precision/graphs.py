@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.fsutil import sha256_file, staged_file
+from trtforge.errors import InvalidInputError
+from trtforge.fsutil import fsync_dir, fsync_file, sha256_file, staged_file, temp_dir
 
 if TYPE_CHECKING:
     import onnx
@@ -115,6 +118,62 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
+EXTERNAL_DATA_MIN_BYTES = 1024
+"""Tensors of at least this many bytes go to the data file of a graph whose weights live in one
+(onnx's own ``size_threshold``): scales and zero points stay in the graph."""
+
+
+def save_graph(model: onnx.ModelProto, target: Path, with_data: bool) -> list[Path]:
+    """Write ``model`` as ``target`` (a cache's graph made from a user's model); ``with_data``: its
+    weights (tensors of :data:`EXTERNAL_DATA_MIN_BYTES` and more) in one data file beside it, as
+    the user's model keeps its own, so a graph past protobuf's 2 GB can be written. Returns the
+    files written (``target`` alone where no tensor is that large). Both are written in a
+    temporary folder beside ``target`` and fsynced, then the data file is renamed into place, then
+    the graph: a reader finds no graph whose data is missing or half-written. The data file's name
+    holds ``target``'s and a random part, so once there it never changes: two writers of one graph
+    each commit their own, and the graph renamed last names its own. ``model`` is left without its
+    weights (onnx moves them out as it writes them)."""
+    if not with_data:
+        return [save_model(model, target)]
+    import onnx
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = target.with_name(f"{target.stem}.{secrets.token_hex(8)}{target.suffix}.data")
+    with temp_dir(target.parent, target.name) as staging:
+        staged, staged_data = staging / target.name, staging / data.name
+        onnx.save_model(
+            model,
+            str(staged),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=EXTERNAL_DATA_MIN_BYTES,
+        )
+        has_data = staged_data.exists()  # not where no tensor is that large: the graph holds all
+        if has_data:
+            fsync_file(staged_data)
+        fsync_file(staged)
+        if has_data:
+            os.replace(staged_data, data)
+        os.replace(staged, target)
+    fsync_dir(target.parent)
+    return [target, data] if has_data else [target]
+
+
+def cached_graph_files(target: Path) -> list[Path] | None:
+    """The files of a graph in a cache (the graph, then its data file if it has one), or None
+    where it is not there whole: no graph, or one whose data file is gone (the graph's header
+    alone is read, not its weights)."""
+    from trtforge.model import model_files
+
+    if not target.is_file():
+        return None
+    try:
+        return model_files(target)
+    except InvalidInputError:
+        return None
+
+
 def fp16_onnx(
     model_path: Path,
     cache_dir: Path,
@@ -124,13 +183,15 @@ def fp16_onnx(
     """The FP16-converted graph, cached by the source model's content (its external data too) and
     the nodes kept in FP32 (``fp16/`` in the cache folder). ``source``: the model at ``model_path``
     as the caller already loaded it (left as it is); None: loaded here."""
-    from trtforge.model import content_sha256
+    from trtforge.model import content_sha256, model_files
 
     kept = sorted(set(keep_fp32_nodes))
     suffix = "-keep-" + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16] if kept else ""
-    target = cache_dir / "fp16" / f"{content_sha256(model_path)}{suffix}.onnx"
-    if not target.is_file():
-        save_model(to_fp16((source or onnx_loader(model_path))(), kept), target)
+    files = model_files(model_path)
+    target = cache_dir / "fp16" / f"{content_sha256(model_path, files)}{suffix}.onnx"
+    with_data = len(files) > 1  # weights in a data file, as the user's (a model past 2 GB has to)
+    if (cached_graph_files(target) if with_data else target if target.is_file() else None) is None:
+        save_graph(to_fp16((source or onnx_loader(model_path))(), kept), target, with_data)
     return target
 
 
