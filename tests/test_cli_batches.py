@@ -91,6 +91,19 @@ def test_two_specs_that_would_write_one_artifact_are_refused(tmp_path: Path, com
     assert [path.name.split("-")[0] for path in out.glob("*.engine")] == ["other"]
 
 
+def test_one_spec_named_twice_is_built_once(tmp_path: Path) -> None:
+    """Another spelling of one file was refused as a collision ("give each spec its own name"),
+    the same spelling twice built it twice; ci builds it once."""
+    models.conv_net(tmp_path / "conv.onnx")
+    spec = tmp_path / "a.yaml"
+    spec.write_text(f"name: conv\nmodel: conv.onnx\ntargets: ['8.6']\naccuracy: {{enabled: false}}\n{STATIC}")
+    spelled = tmp_path / "sub" / ".." / "a.yaml"
+    (tmp_path / "sub").mkdir()
+    code, stdout, stderr = cli("build", spec, spelled, spec, "--out", tmp_path / "out", "--json")
+    assert code == 0, stderr
+    assert [row["spec"] for row in json.loads(stdout)["results"]] == [str(spec)]
+
+
 def test_traceback_only_with_trtforge_debug(
     batch: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

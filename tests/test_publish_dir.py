@@ -253,6 +253,11 @@ def test_missing_or_unusable_registry_directory(engines: dict[str, Path], tmp_pa
     registry = engines["8.6"].parent
     code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", tmp_path / "file")
     assert code == 2 and f"output directory {tmp_path / 'file'} is a file" in err
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    code, _, err = cli(
+        "pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", tmp_path / "dangling"
+    )
+    assert code == 2 and f"is a link to {tmp_path / 'gone'}, which does not exist" in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a folder whatever its mode: run as a user")

@@ -212,3 +212,12 @@ def test_a_dim_named_alike_in_two_inputs_has_one_range(write_spec: Callable[...,
     with pytest.raises(SpecError, match=expected) as caught:
         check_profiles(other, model)
     assert ":5: profile 0 gives" in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "value"), [("1e-3", 0.001), ("1.5e3", 1500.0), ("2E-4", 0.0002), ("1", 1.0)])
+def test_a_float_in_exponent_form_is_a_number(tmp_path: Path, text: str, value: float) -> None:
+    """PyYAML reads YAML 1.1, where 1e-3 is a string: the strict types refused the spec, though the
+    JSON Schema (and YAML 1.2) call it a number."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"name: a\nmodel: m.onnx\naccuracy: {{tolerances: {{'*': {{max_abs: {text}}}}}}}\n")
+    assert load_spec(path).accuracy.tolerances["*"].max_abs == value

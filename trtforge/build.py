@@ -264,10 +264,10 @@ def _gate_passes(spec: Spec, model_info: ModelInfo, cache_dir: Path) -> Iterator
     candidate is the reference's own graph). The gate's module only then: a build without the gate
     imports none of it."""
     started: list[GatePass] = []
-    if not spec.accuracy.enabled and spec.accuracy.tolerances:
-        from trtforge.accuracy.gate import check_tolerance_names
+    if not spec.accuracy.enabled and spec.accuracy.tolerances:  # a typo is not found the day the gate is on
+        from trtforge.accuracy.tolerances import check_spec_names
 
-        check_tolerance_names(spec, model_info)
+        check_spec_names(spec, [tensor.name for tensor in model_info.outputs])
     if spec.accuracy.enabled:
         from trtforge.accuracy.gate import checked_plan, reference_pass
 

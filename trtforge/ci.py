@@ -152,6 +152,11 @@ def _input_file_sha256(path: Path, where: str, key: str, digest: Callable[[Path]
         ) from exc
 
 
+#: what a cache record means: 2, its manifest facts include the accuracy summary (1 left it out).
+#: A record of another revision is another key, a plain miss, never "a manifest edited since".
+CACHE_RECORD_REVISION = 2
+
+
 def build_inputs(spec: Any, flavor: str, version: str, signer: str | None = None) -> dict[str, Any]:
     """Every input that decides the artifact, by content (pure over file contents): the model's
     ``onnx`` is its content digest (``model.content_sha256``: its external data files too), and
@@ -188,6 +193,7 @@ def build_inputs(spec: Any, flavor: str, version: str, signer: str | None = None
         "backend_version": version,
         "targets": spec.targets,
         "trtforge": __version__,
+        "record": CACHE_RECORD_REVISION,
         **({"signed_by": signer} if signer else {}),
     }
 
@@ -326,9 +332,22 @@ def _out_problem(engine: Path, entry: Path, spec: Any, inputs: dict[str, Any], r
     attestation = attestation_path(engine)
     try:
         same = _companion(attestation) == _companion(attestation_path(entry / engine.name))
+        if same or _attested_since(engine):
+            return None
     except OSError as exc:
         return f"{attestation.name} is unreadable ({exc.strerror})"
-    return None if same else f"{attestation.name} is not its build's (edited, removed or left by another build)"
+    return f"{attestation.name} is not its build's (edited, removed or left by another build)"
+
+
+def _attested_since(engine: Path) -> bool:
+    """Whether ``engine`` has an attestation ``trtforge sign --attest`` added after its build: one
+    that covers the manifest as it is now. It stays, as a signature ``trtforge sign`` adds does."""
+    from trtforge.manifest import attestation_path, manifest_path_for
+    from trtforge.provenance import stale_attestation
+
+    return (
+        attestation_path(engine).is_file() and stale_attestation(engine, manifest_path_for(engine).read_bytes()) is None
+    )
 
 
 def _discard(entry: Path) -> None:

@@ -578,6 +578,10 @@ def check_writable_dir(path: Path, flag: str = "--out", what: str = "output dire
     """Prove that ``path`` is a folder files can be written in, or can be made where it would go,
     without making it: a command checks this before its long work, and a refused command leaves
     the disk as it was."""
+    if path.is_symlink() and not path.exists():
+        raise InvalidInputError(
+            f"{what} {path} is a link to {os.readlink(path)}, which does not exist; pass {flag} with a writable folder"
+        )
     existing = next(folder for folder in (path, *path.absolute().parents) if folder.exists())
     if not existing.is_dir():
         problem = "is a file" if existing == path else f"cannot be made: {existing} is a file"

@@ -386,6 +386,16 @@ class _BoundedLoader(Composer, CParser, SafeConstructor, Resolver):
             first_lines[key] = line
 
 
+# PyYAML reads YAML 1.1, where a float needs a dot and a signed exponent: ``1e-3`` and ``1.5e3``
+# were strings, which the spec's strict types refuse. YAML 1.2, JSON and the shipped JSON Schema
+# read them as numbers, as users write tolerances; so does this loader.
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def read_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
     """The data and the node tree (for line numbers) of a spec or project file, parsed once,
     within the bounds above; any failure is one line naming the file and the line."""

@@ -502,15 +502,8 @@ def checked_plan(spec: Spec, model: ModelInfo) -> inputs.Plan:
     """The gate's input plan, after what the spec tells the gate is checked against the model:
     tolerance keys name outputs, data files fit the inputs (headers only), the labels file
     exists. ``build`` calls it before anything is built, so a typo costs no build."""
-    check_tolerance_names(spec, model)
+    tolerances.check_spec_names(spec, [tensor.name for tensor in model.outputs])
     return inputs.plan(spec, model)
-
-
-def check_tolerance_names(spec: Spec, model: ModelInfo) -> None:
-    """Each tolerance key names an output (or is ``*``): with the gate off too, so that a typo is
-    not found only the day the gate is turned on."""
-    names = [tensor.name for tensor in model.outputs]
-    tolerances.check_names(spec.accuracy.tolerances, names, names, _tolerance_where(spec))
 
 
 def reference_pass(spec: Spec, model: ModelInfo, cache_dir: Path | None) -> GatePass:

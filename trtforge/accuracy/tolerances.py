@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from trtforge.errors import SpecError, did_you_mean
-from trtforge.spec import Tolerance
+from trtforge.spec import Spec, Tolerance
 
 if TYPE_CHECKING:  # metrics imports numpy: a gate that runs nothing must not pay for it
     from trtforge.accuracy.metrics import OutputMetrics
@@ -149,3 +149,12 @@ def check_names(
                 f"{where(name)}: top1_min for output '{name}', which is not a classifier output "
                 "(float [N, C]); remove top1_min or set it on a classifier output"
             )
+
+
+def check_spec_names(spec: Spec, outputs: Sequence[str]) -> None:
+    """:func:`check_names` for a spec's tolerances before anything runs (``top1_min`` is judged
+    once the outputs' shapes are known): the gate's plan checks them, and a build with the gate
+    off does too."""
+    check_names(
+        spec.accuracy.tolerances, outputs, outputs, lambda name: spec.origin.where("accuracy", "tolerances", name)
+    )

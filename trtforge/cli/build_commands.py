@@ -74,6 +74,10 @@ def build(
 
         signing_key = load_signing_key(sign_key, "--sign-key")
     requested = backend_value(backend)
+    distinct: dict[Path, Path] = {}
+    for path in specs:  # a spec named twice (another spelling, a link) is built once, as ci builds it
+        distinct.setdefault(path.resolve(), path)
+    specs = list(distinct.values())
     loaded, refused = _loaded_and_colliding(specs, requested)
 
     def build_one(spec_path: Path) -> Any:

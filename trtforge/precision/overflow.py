@@ -268,7 +268,7 @@ def choose_keep_fp32(
     except InvalidInputError as exc:
         if data == "calibration data":  # at fp16 nothing else reads it: refused here, or never
             raise
-        # the accuracy data: the gate reads it too, and says what is wrong
+        # the accuracy data or the gate's random inputs: the gate reads them too, and says what is wrong
         log(f"fp16: overflow guard's activation pass skipped on {data} ({exc}); weights still judged")
         return _weights_only(model)
     except Exception as exc:  # onnxruntime cannot load or run the model (an op it lacks, a newer opset):
