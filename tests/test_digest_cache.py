@@ -247,3 +247,26 @@ def test_a_models_content_digest_covers_every_external_data_file_it_names(tmp_pa
         assert model.read_bytes() == graph_bytes
         seen.add(content_sha256(model))
     assert len(seen) == 3
+
+
+def test_a_models_external_data_names_are_read_once_per_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ci's unchanged check parsed every spec's graph (protobuf imported, tens of ms on a large
+    graph) to find its data files: the names are kept by the .onnx file's sha256, so an unchanged
+    model costs its stat. Another .onnx content is read again."""
+    import onnx
+
+    import trtforge.model
+    from trtforge.model import content_sha256
+
+    model = models.conv_net(tmp_path / "conv.onnx")
+    onnx.save_model(onnx.load(str(model)), str(model), save_as_external_data=True, location="w.bin", size_threshold=0)
+    time.sleep(SETTLE_S * 2)
+    first = content_sha256(model)
+    _forget_in_memory(monkeypatch)
+    with monkeypatch.context() as patched:
+        patched.setattr(trtforge.model, "read_onnx", lambda path: pytest.fail("the graph was parsed again"))
+        assert content_sha256(model) == first
+    models.conv_net(model, seed=3)  # another graph, its weights inline
+    assert content_sha256(model) == sha256_file(model) != first

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
+import json
 import math
 import mmap
 import os
@@ -178,8 +180,29 @@ def content_sha256(path: Path, files: Sequence[Path] | None = None) -> str:
     :func:`model_files` of ``path`` where the caller has them (``ModelInfo.files``): no parse here."""
     from trtforge.fsutil import data_sha256, sha256_file
 
-    files = model_files(path) if files is None else files
-    return data_sha256(files) if len(files) > 1 else sha256_file(path)
+    digest = sha256_file(path)
+    if files is None:
+        files = [path, *(path.parent / name for name in _remembered_names(path, digest))]
+    return data_sha256(files) if len(files) > 1 else digest
+
+
+def _remembered_names(path: Path, digest: str) -> tuple[str, ...]:
+    """:func:`external_data_names` of the model at ``path``, whose sha256 is ``digest``: read from
+    its graph once per content, then kept in the digest cache under that sha256 (the names are a
+    function of those bytes), so an unchanged model costs no parse and no protobuf import (``ci``'s
+    unchanged check). A cache that cannot be read or written only costs the parse."""
+    from trtforge.fsutil import atomic_write_text, digest_dir
+
+    entry = digest_dir() / "external-data" / f"{digest}.json"
+    with contextlib.suppress(OSError, ValueError):
+        names = json.loads(entry.read_bytes())
+        if isinstance(names, list) and all(isinstance(name, str) for name in names):
+            return tuple(names)
+    names = external_data_names(read_onnx(path))
+    with contextlib.suppress(OSError):
+        entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write_text(entry, json.dumps(names), durable=False)  # torn after a crash: invalid, a miss
+    return names
 
 
 def onnx_proto() -> ModuleType:
