@@ -181,6 +181,27 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRe
         yield running
 
 
+#: the one account of the registries that ask for a user name and password (``htpasswd``)
+USER, PASSWORD = "ci", "s3cret"
+
+
+def htpasswd(folder: Path) -> Path:
+    """A registry's ``htpasswd`` file with the one account USER / PASSWORD (bcrypt, as distribution requires)."""
+    bcrypt = pytest.importorskip("bcrypt", reason="bcrypt writes the registry's htpasswd file (pip install bcrypt)")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "htpasswd"
+    path.write_text(f"{USER}:" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode() + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    """One registry for the session that asks for a user name and password (USER / PASSWORD)."""
+    folder = tmp_path_factory.mktemp("auth-registry")
+    with start_registry(folder, htpasswd=htpasswd(folder)) as running:
+        yield running
+
+
 def build_engine(
     folder: Path,
     *,

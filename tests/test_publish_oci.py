@@ -10,7 +10,7 @@ import pytest
 import requests
 from clitools import cli
 from models import conv_net, need_rtx
-from registry import RunningRegistry, as_enterprise, build_engine, free_port
+from registry import PASSWORD, USER, RunningRegistry, as_enterprise, build_engine, free_port, htpasswd
 
 from trtforge.artifact import LOCK_DIR
 from trtforge.environment import Target
@@ -464,27 +464,26 @@ def test_annotations_describe_the_manifest(engines: dict[str, Path]) -> None:
 def test_credentials_from_the_environment_or_the_docker_config(
     engines: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A registry with htpasswd (basic) authentication: no credentials, wrong ones, env, docker config."""
+    """A registry with htpasswd (basic) authentication: no credentials, wrong ones (named as the
+    environment's: before, "log in with docker login …" though they were set), env, docker config."""
     import base64
 
     from registry import start_registry
 
-    bcrypt = pytest.importorskip("bcrypt", reason="bcrypt writes the registry's htpasswd file (pip install bcrypt)")
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text("ci:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
     monkeypatch.delenv("TRTFORGE_REGISTRY_USERNAME", raising=False)
     monkeypatch.delenv("TRTFORGE_REGISTRY_PASSWORD", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))  # never the developer's own login
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     engine = str(engines["8.6"])
-    with start_registry(tmp_path / "auth", htpasswd=htpasswd) as running:
+    with start_registry(tmp_path / "auth", htpasswd=htpasswd(tmp_path)) as running:
         uri = running.uri("tests/auth")
         code, _, err = cli("publish", engine, "--to", uri, "--insecure")
         assert code == 6 and "user name and password" in err and "TRTFORGE_REGISTRY_USERNAME" in err
         monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", "ci")
         monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", "wrong")
         code, _, err = cli("publish", engine, "--to", uri, "--insecure")
-        assert code == 6 and "HTTP 401" in err and "docker login" in err
+        assert code == 6 and "HTTP 401" in err and "docker login" not in one_line(err)
+        assert "the credentials in TRTFORGE_REGISTRY_USERNAME and TRTFORGE_REGISTRY_PASSWORD were refused" in err
         monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", "s3cret")
         code, _, err = cli("publish", engine, "--to", uri, "--insecure")
         assert code == 0, err
@@ -556,20 +555,18 @@ def test_a_push_refused_to_a_logged_in_account_says_so(
     retrieving session url: {'errors': [...]}"; a refused chunk of a chunked upload (PATCH) too."""
     from registry import faulty_proxy, start_registry
 
-    bcrypt = pytest.importorskip("bcrypt", reason="bcrypt writes the registry's htpasswd file (pip install bcrypt)")
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text("ci:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode() + "\n")
-    monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", "ci")
-    monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", "s3cret")
+    passwords = htpasswd(tmp_path)
+    monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", PASSWORD)
     with (
-        start_registry(tmp_path / "auth", htpasswd=htpasswd) as running,
+        start_registry(tmp_path / "auth", htpasswd=passwords) as running,
         faulty_proxy(running.host, {method: (403, DENIED) for method in WRITES}) as proxy,
     ):
         code, _, err = cli("publish", str(engines["8.6"]), "--to", f"oci://{proxy}/tests/denied", "--insecure")
         assert code == 6 and "HTTP 403: DENIED denied" in one_line(err) and "may push to tests/denied" in err
         assert "session url" not in err
     with (
-        start_registry(tmp_path / "auth-chunks", htpasswd=htpasswd) as running,
+        start_registry(tmp_path / "auth-chunks", htpasswd=passwords) as running,
         faulty_proxy(running.host, {"PATCH": (403, DENIED)}) as proxy,
     ):
         location = parse_location(f"oci://{proxy}/tests/denied-chunks")
@@ -578,17 +575,30 @@ def test_a_push_refused_to_a_logged_in_account_says_so(
             registry.publish(load_local_artifact(engines["8.6"]))
 
 
+def inline_auth() -> str:
+    """USER / PASSWORD as docker's config keeps them inline (``auth``: base64 ``user:password``)."""
+    import base64
+
+    return base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+def docker_login(folder: Path, key: str, entry: dict | None = None) -> None:
+    """Write ``folder/config.json`` as ``docker login`` does: USER / PASSWORD under ``key``."""
+    (folder / "config.json").write_text(json.dumps({"auths": {key: entry or {"auth": inline_auth()}}}))
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [
         ('{"auths":\n', "not JSON"),
         ("[]", "(top level)"),
         ('{"auths": {"HOST": "str"}}', "auths.HOST"),
+        ('{"auths": {"HOST": {"auth": 5}}}', "auths.HOST.auth"),
     ],
-    ids=["truncated", "a-list", "auths-of-the-wrong-shape"],
+    ids=["truncated", "a-list", "auths-of-the-wrong-shape", "auth-of-the-wrong-type"],
 )
 def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(
-    oci_registry: RunningRegistry,
+    auth_registry: RunningRegistry,
     engines: dict[str, Path],
     tmp_path: Path,
     no_login: Path,
@@ -597,30 +607,138 @@ def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(
     text: str,
     why: str,
 ) -> None:
-    """Before: exit 6, blaming the registry ("failed while connecting: Expecting value ...", "an
-    answer of the wrong shape ... is it an OCI registry?"), even with the credentials in the environment."""
-    repository = oci_registry.uri(f"tests/broken-docker-config-{request.node.callspec.id}")
-    (no_login / "config.json").write_text(text.replace("HOST", oci_registry.host))
+    """What docker itself would refuse. Before: exit 6, blaming the registry ("failed while
+    connecting: Expecting value ...", "an answer of the wrong shape ... is it an OCI registry?"),
+    even with the credentials in the environment."""
+    repository = auth_registry.uri(f"tests/broken-docker-config-{request.node.callspec.id}")
+    (no_login / "config.json").write_text(text.replace("HOST", auth_registry.host))
     pull = ("pull", repository, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", tmp_path / "pulled")
     code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
     assert code == 2 and f"{no_login / 'config.json'} is not a docker config" in one_line(err), err
-    assert why.replace("HOST", oci_registry.host) in err and "TRTFORGE_REGISTRY_USERNAME" in err
-    monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", "ci")
-    monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", "s3cret")
+    assert why.replace("HOST", auth_registry.host) in err and "TRTFORGE_REGISTRY_USERNAME" in err
+    monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", PASSWORD)
     code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
     assert code == 0, err
     code, _, err = cli(*pull)
     assert code == 0, err
 
 
+@pytest.mark.parametrize(
+    ("text", "logged_in"),
+    [
+        ("", False),
+        (" \n\t\r\n", False),
+        ("null", False),
+        ('{"auths": null, "credsStore": null, "credHelpers": null}', False),
+        ('{"auths": {"HOST": null}, "credHelpers": {"HOST": null}}', False),
+        ('{"auths": {"HOST": {"auth": "d3Jvbmc6d3Jvbmc="}}, "auths": {"HOST": {"auth": "LOGIN"}}}', True),
+        ('{"auths": {"HOST": {"auth": "LOGIN"}}}\n{"auths": {', True),
+        ('{"auths": {"HOST": {"auth": "LOGIN"}}, "credHelpers": {"HOST": null}, "credsStore": null}', True),
+    ],
+    ids=[
+        "empty",
+        "whitespace",
+        "null",
+        "nulls",
+        "null-entries",
+        "duplicate-keys",
+        "trailing-data",
+        "null-helper",
+    ],
+)
+def test_the_docker_config_is_read_as_docker_reads_it(
+    auth_registry: RunningRegistry,
+    engines: dict[str, Path],
+    no_login: Path,
+    request: pytest.FixtureRequest,
+    text: str,
+    logged_in: bool,
+) -> None:
+    """Go's json.Decoder, as docker's LoadFromReader uses it: empty is no config, null is absent, a
+    key given twice keeps its last value, what follows the object is ignored (LOGIN: the account's
+    inline auth). Before: exit 2, "is not a docker config"."""
+    (no_login / "config.json").write_text(text.replace("HOST", auth_registry.host).replace("LOGIN", inline_auth()))
+    repository = auth_registry.uri(f"tests/docker-reads-{request.node.callspec.id}")
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
+    if logged_in:
+        assert code == 0, err
+    else:
+        assert code == 6 and "asks for a user name and password and none is configured" in one_line(err), err
+
+
+@pytest.mark.parametrize("broken", ["truncated", "a-folder"])
+def test_a_registry_that_needs_no_login_never_reads_the_docker_config(
+    oci_registry: RunningRegistry,
+    auth_registry: RunningRegistry,
+    engines: dict[str, Path],
+    tmp_path: Path,
+    no_login: Path,
+    broken: str,
+) -> None:
+    """Credentials are looked up when a registry asks for them. Before: exit 2 on an open registry
+    too, for a config no login needed."""
+    config = no_login / "config.json"
+    if broken == "a-folder":
+        config.mkdir()
+    else:
+        config.write_text('{"auths":\n')
+    repository = oci_registry.uri(f"tests/no-login-{broken}")
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
+    assert code == 0, err
+    out = tmp_path / "pulled"
+    code, _, err = cli("pull", repository, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", str(out))
+    assert code == 0, err
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", auth_registry.uri("tests/no-login"), "--insecure")
+    assert code == 2 and str(config) in one_line(err), err
+
+
+@pytest.mark.parametrize("key", ["https://HOST", "http://HOST/", "https://HOST/v2/"])
+def test_auths_keys_name_their_host_as_for_docker(
+    auth_registry: RunningRegistry, engines: dict[str, Path], no_login: Path, key: str
+) -> None:
+    """docker's ConvertToHostname: a key's http(s) scheme and path are not part of the host.
+    Before: "asks for a user name and password and none is configured"."""
+    docker_login(no_login, key.replace("HOST", auth_registry.host))
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", auth_registry.uri("tests/keys"), "--insecure")
+    assert code == 0, err
+
+
+def test_an_identity_token_alone_is_named_as_unusable(
+    auth_registry: RunningRegistry, engines: dict[str, Path], no_login: Path
+) -> None:
+    """What a token-service login leaves (az acr login, docker login to a registry that issues
+    refresh tokens). Before: "none is configured"."""
+    docker_login(no_login, f"https://{auth_registry.host}/", {"identitytoken": "refresh-token"})
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", auth_registry.uri("tests/keys"), "--insecure")
+    assert code == 6 and f"{no_login / 'config.json'} holds only an identity token" in one_line(err), err
+    assert "none is configured" not in err and "TRTFORGE_REGISTRY_USERNAME" in err
+
+
+def test_docker_hub_logins_are_found_under_docker_s_key() -> None:
+    """``docker login`` files Docker Hub's login under https://index.docker.io/v1/, for each of its names."""
+    from trtforge.publish.oci import DockerConfig, docker_key
+
+    config = DockerConfig.model_validate({"auths": {"https://index.docker.io/v1/": {"auth": "hub"}}})
+    for host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        assert config.entry(docker_key(host)).auth == "hub"
+    assert config.entry(docker_key("ghcr.io")).auth is None
+
+
 def test_docker_config_is_the_one_docker_reads(
-    repository: str, engines: dict[str, Path], tmp_path: Path, no_login: Path, monkeypatch: pytest.MonkeyPatch
+    auth_registry: RunningRegistry,
+    engines: dict[str, Path],
+    tmp_path: Path,
+    no_login: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """$DOCKER_CONFIG replaces ~/.docker, as for docker: a broken ~/.docker/config.json is not read
     then (oras read both), and is named when it is the one in use."""
     home_config = tmp_path / "home" / ".docker" / "config.json"
     home_config.parent.mkdir(parents=True)
     home_config.write_text("{")
+    docker_login(no_login, auth_registry.host)
+    repository = auth_registry.uri("tests/docker-config")
     assert cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")[0] == 0
     monkeypatch.delenv("DOCKER_CONFIG")
     code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")

@@ -11,11 +11,12 @@ the stem, ``{name}-{precision}-{tag}``. Manifest annotations (``dev.trtforge.*``
 compatibility facts for people and registry UIs; ``pull`` always reads the manifest layer itself,
 because the rules need all of it and a signature covers exactly those bytes.
 
-Credentials: ``TRTFORGE_REGISTRY_USERNAME`` and ``TRTFORGE_REGISTRY_PASSWORD`` when set (docker's
-config is then not read), else ``$DOCKER_CONFIG/config.json`` or, without ``DOCKER_CONFIG``,
-``~/.docker/config.json``, with its credential helpers, as ``docker login`` leaves them; a config
-that cannot be read is exit 2 naming it. HTTPS unless ``--insecure`` (plain HTTP, for local
-registries).
+Credentials, looked up when the registry first asks for them (a registry that needs none never has
+docker's config read): ``TRTFORGE_REGISTRY_USERNAME`` and ``TRTFORGE_REGISTRY_PASSWORD`` when set
+(docker's config is then not read), else ``$DOCKER_CONFIG/config.json`` or, without
+``DOCKER_CONFIG``, ``~/.docker/config.json``, with its credential helpers, as ``docker login``
+leaves them and read as docker reads them; a config docker would refuse is exit 2 naming it. HTTPS
+unless ``--insecure`` (plain HTTP, for local registries).
 
 Attestations (``trtforge.provenance``: a DSSE envelope of an in-toto SLSA provenance Statement,
 ``{stem}.intoto.jsonl`` beside the engine) go up as OCI 1.1 referrers of the engine's image
@@ -45,7 +46,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -57,12 +58,14 @@ from trtforge.errors import IncompatibleEngineError, InvalidInputError, Registry
 from trtforge.fsutil import copy_at_most, sha256_bytes
 from trtforge.manifest import (
     MANIFEST_SUFFIX,
+    MAX_JSON_DEPTH,
     MAX_MANIFEST_BYTES,
     MAX_REPORT_BYTES,
     REPORT_SUFFIX,
     Manifest,
     bounded_json,
     first_error,
+    json_depth,
     parse_manifest,
 )
 from trtforge.publish.base import (
@@ -103,6 +106,10 @@ CREATED = "org.opencontainers.image.created"
 ANNOTATION_PREFIX = "dev.trtforge."
 USERNAME_ENV = "TRTFORGE_REGISTRY_USERNAME"
 PASSWORD_ENV = "TRTFORGE_REGISTRY_PASSWORD"
+#: the server address ``docker login`` files Docker Hub's login under, whichever of its names is used
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+#: docker's names for Docker Hub, and the API host that answers for them
+DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 #: engines above this size go up in chunks (PATCH), so memory stays flat for multi-GB engines
 CHUNKED_ABOVE = 64 * 1024 * 1024
@@ -237,17 +244,44 @@ class Referrer(_Answer):
 
 
 class DockerAuth(_Answer):
-    """One ``auths`` entry of docker's ``config.json``: the base64 ``user:password``, when inline."""
+    """One ``auths`` entry of docker's ``config.json``: the base64 ``user:password``, when inline, or
+    an identity token (an OAuth2 refresh token, which oras-py cannot exchange for access)."""
 
     auth: str | None = None
+    identity_token: str | None = Field(None, alias="identitytoken")
 
 
 class DockerConfig(_Answer):
-    """The parts of docker's ``config.json`` that hold credentials, as ``docker login`` writes them."""
+    """The parts of docker's ``config.json`` that hold credentials, as ``docker login`` writes them;
+    ``null`` stands for absent anywhere, as in docker's (Go's) decoding."""
 
-    auths: dict[str, DockerAuth] = Field(default_factory=dict)
+    auths: dict[str, DockerAuth | None] | None = None
     creds_store: str | None = Field(None, alias="credsStore")
-    cred_helpers: dict[str, str] = Field(default_factory=dict, alias="credHelpers")
+    cred_helpers: dict[str, str | None] | None = Field(None, alias="credHelpers")
+
+    def entry(self, key: str) -> DockerAuth:
+        """``key``'s ``auths`` entry as docker's file store finds it: the exact key, else the first
+        whose host is ``key`` (``https://host:port/…`` as older docker and ``docker login https://…`` wrote it)."""
+        auths = self.auths or {}
+        found = auths[key] if key in auths else next((e for k, e in auths.items() if docker_hostname(k) == key), None)
+        return found or DockerAuth()
+
+    def helper(self, key: str) -> str | None:
+        """The credential helper docker asks for ``key``: its own (``""`` or null: none), else ``credsStore``."""
+        return (self.cred_helpers or {}).get(key, self.creds_store)
+
+
+def docker_hostname(key: str) -> str:
+    """docker's ``ConvertToHostname``: an ``auths`` key without its http(s) scheme and path."""
+    scheme, separator, rest = key.partition("://")
+    if separator and scheme in ("http", "https"):
+        key = rest
+    return key.partition("/")[0]
+
+
+def docker_key(host: str) -> str:
+    """The server address docker looks ``host``'s login up by: Docker Hub's names share one."""
+    return DOCKER_HUB_KEY if host in DOCKER_HUB_HOSTS else host
 
 
 def docker_config_path() -> Path:
@@ -256,9 +290,29 @@ def docker_config_path() -> Path:
     return Path(folder) / "config.json" if folder else Path(os.path.expanduser("~/.docker/config.json"))
 
 
+def docker_json(data: bytes) -> Any:
+    """docker's config as docker reads it (Go's ``json.Decoder.Decode``, ``io.EOF`` ignored), not as
+    ``bounded_json`` reads what trtforge signs: nothing but whitespace is no config (None), what
+    follows the first value is ignored, a key given twice keeps its last value, invalid UTF-8
+    becomes U+FFFD. Size and nesting are bounded all the same."""
+    if len(data) > MAX_ANSWER_BYTES:
+        raise ValueError(f"larger than {MAX_ANSWER_BYTES:,} bytes")
+    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    text = data.decode("utf-8", errors="replace")
+    start = len(text) - len(text.lstrip(" \t\r\n"))
+    if start == len(text):
+        return None
+    try:
+        return json.JSONDecoder().raw_decode(text, start)[0]
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
 def read_docker_config(path: Path, host: str) -> DockerConfig:
     """The docker config at ``path`` (none: no credentials), checked here because oras would read a
-    malformed one as the registry's failure. A file that cannot be read is a usage error naming it."""
+    malformed one as the registry's failure. What docker itself would refuse (not JSON, a value of
+    the wrong type) is a usage error naming the file."""
     fix = f"fix or remove it (then docker login {host}), or set {USERNAME_ENV} and {PASSWORD_ENV} (then it is not read)"
     try:
         data = path.read_bytes()
@@ -267,7 +321,8 @@ def read_docker_config(path: Path, host: str) -> DockerConfig:
     except OSError as exc:
         raise InvalidInputError(f"cannot read the docker config {path} ({exc.strerror}): {fix}") from exc
     try:
-        return DockerConfig.model_validate(bounded_json(data, MAX_ANSWER_BYTES))
+        document = docker_json(data)
+        return DockerConfig() if document is None else DockerConfig.model_validate(document)
     except ValidationError as exc:
         raise InvalidInputError(f"{path} is not a docker config ({first_error(exc)}): {fix}") from exc
     except ValueError as exc:
@@ -339,14 +394,21 @@ def _client_class() -> type:
         registry; here urllib3 retries refused connections twice and a CI job fails in seconds), and
         with the answers oras cannot use raised as ``UnusableAnswer`` rather than as oras's ValueError."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, log_in: Callable[[Any], None], **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             authenticate = self.auth.authenticate_request
+            asked = False
 
             def authenticate_or_refuse(
                 original: requests.Response, headers: dict[str, str], refresh: bool = False
             ) -> Any:
-                """oras says only "Cannot respond to request for authentication." when this fails."""
+                """Credentials are looked up (``log_in``) when the registry first asks for them, so
+                one that needs none never has docker's config read; oras says only "Cannot respond
+                to request for authentication." when authenticating fails."""
+                nonlocal asked
+                if not asked:
+                    log_in(self)
+                    asked = True
                 found, changed = authenticate(original, headers, refresh=refresh)
                 if not changed:
                     raise UnusableAnswer(original)
@@ -455,6 +517,8 @@ class OciRegistry:
         self.chunked_above = chunked_above
         self.chunk_size = chunk_size
         self._client: Any = None
+        #: the docker config whose entry for this registry holds only an identity token, once looked up
+        self._identity_token_in: Path | None = None
 
     # ------------------------------------------------------------ connection
 
@@ -518,7 +582,13 @@ class OciRegistry:
         host = self.location.host
         login = f"docker login {host}, or set {USERNAME_ENV} and {PASSWORD_ENV}"
         if response.status_code == 401:
-            raise RegistryError(f"{host} refused {action} (HTTP 401{detail}): log in with {login}")
+            if environment_login() is not None:
+                why = f"the credentials in {USERNAME_ENV} and {PASSWORD_ENV} were refused; check them"
+            elif self._identity_token_in is not None:
+                why = self._identity_token_only()
+            else:
+                why = f"log in with {login}"
+            raise RegistryError(f"{host} refused {action} (HTTP 401{detail}): {why}")
         if response.status_code == 403:
             method = response.request.method if response.request is not None else None
             may = "push to" if method in ("POST", "PUT", "PATCH", "DELETE") else "read"
@@ -532,7 +602,8 @@ class OciRegistry:
         raise RegistryError(failed)
 
     def _connect(self) -> Any:
-        """Ping ``/v2/`` (fails fast when the registry is down), pick the auth scheme it asks for, load credentials."""
+        """Ping ``/v2/`` (fails fast when the registry is down) and pick the auth scheme it asks for;
+        credentials are looked up later, if the registry asks for them (``_log_in``)."""
         if self._client is not None:
             return self._client
         import requests
@@ -549,38 +620,63 @@ class OciRegistry:
                 )
             challenge = ping.headers.get("Www-Authenticate", "")
             backend = "basic" if challenge.lower().startswith("basic") else "token"
-            client = _client_class()(hostname=host, insecure=self.insecure, auth_backend=backend)
+            log_in = functools.partial(self._log_in, basic=backend == "basic")
+            client = _client_class()(hostname=host, insecure=self.insecure, auth_backend=backend, log_in=log_in)
             client.session.mount("http://", _session_adapter())
             client.session.mount("https://", _session_adapter())
-        self._log_in(client)
-        if backend == "basic" and not getattr(client.auth, "_basic_auth", None):
-            raise RegistryError(
-                f"{host} asks for a user name and password and none is configured: docker login {host}, "
-                f"or set {USERNAME_ENV} and {PASSWORD_ENV}"
-            )
         self._client = client
         return client
 
-    def _log_in(self, client: Any) -> None:
+    def _log_in(self, client: Any, *, basic: bool) -> None:
         """Credentials from the environment (docker's config is then not read: a broken one cannot
-        stop a CI job that sets them), else from docker's config, its credential helpers included."""
-        username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
-        if bool(username) != bool(password):
-            raise InvalidInputError(f"set both {USERNAME_ENV} and {PASSWORD_ENV}, or neither")
-        if username and password:
-            client.auth.set_basic_auth(username, password)
-            return
+        stop a CI job that sets them), else from docker's config, its credential helpers included.
+        Called when the registry first asks for credentials; ``basic``: it asks for a user name and
+        password, which are then required (a token service may grant anonymous access)."""
         host = self.location.host
+        found = environment_login()
+        if found is not None:
+            client.auth.set_basic_auth(*found)
+            return
         path = docker_config_path()
-        # what oras's own load_configs would build, checked; set so that oras reads no other file
-        client.auth._auth_config = read_docker_config(path, host).model_dump(by_alias=True)
+        config = read_docker_config(path, host)
+        key = docker_key(host)
+        entry = config.entry(key)
+        credential = entry.auth or self._ask_helper(client, config.helper(key), key, path)
+        if credential:
+            client.auth._basic_auth = credential
+            return
+        if entry.identity_token:
+            self._identity_token_in = path
+        if basic:
+            why = (
+                self._identity_token_only()
+                if entry.identity_token
+                else f"none is configured: docker login {host}, or set {USERNAME_ENV} and {PASSWORD_ENV}"
+            )
+            raise RegistryError(f"{host} asks for a user name and password and {why}")
+
+    def _ask_helper(self, client: Any, helper: str | None, key: str, path: Path) -> str | None:
+        """The base64 ``user:password`` the credential helper ``helper`` keeps for ``key`` (None
+        without a helper, or when it has none: oras warns)."""
+        if not helper:
+            return None
+        host = self.location.host
         try:
-            client.auth.load_configs(self._container(None))  # this host's entry, or its credential helper
+            found: str | None = client.auth._get_auth_from_creds_store(helper, key)
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInputError(
                 f"the credential helper that {path} names for {host} answered what is not a docker credential "
                 f"({type(exc).__name__}): run docker login {host} again, or set {USERNAME_ENV} and {PASSWORD_ENV}"
             ) from exc
+        return found
+
+    def _identity_token_only(self) -> str:
+        host = self.location.host
+        return (
+            f"{self._identity_token_in} holds only an identity token for {host}, which trtforge cannot use "
+            f"(oras-py does not exchange identity tokens): docker login {host} with a user name and password, "
+            f"or set {USERNAME_ENV} and {PASSWORD_ENV}"
+        )
 
     def _container(self, tag: str | None) -> Container:
         """oras's name parser takes a first path component with a "." for a registry host, so the
@@ -1008,6 +1104,15 @@ class OciRegistry:
         if report is not None:
             (into / (candidate.manifest.stem + REPORT_SUFFIX)).write_bytes(report)
         return PulledTag(engine, (warning,) if warning else ())
+
+
+def environment_login() -> tuple[str, str] | None:
+    """``TRTFORGE_REGISTRY_USERNAME`` and ``TRTFORGE_REGISTRY_PASSWORD``, when set; one without the
+    other is a usage error."""
+    username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    if bool(username) != bool(password):
+        raise InvalidInputError(f"set both {USERNAME_ENV} and {PASSWORD_ENV}, or neither")
+    return (username, password) if username and password else None
 
 
 def _check_layers(
