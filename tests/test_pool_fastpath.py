@@ -23,6 +23,7 @@ from trtforge.errors import InvalidInputError
 from trtforge.runners.base import RunnerError
 from trtforge.runtime import pool as pool_module
 from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState, Slot, SlotState
+from trtforge.runtime.metrics import PoolMetrics
 from trtforge.runtime.pool import SETTLE_RUNS, WARMUP_RUNS, EnginePool
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,6 +78,21 @@ def test_request_path_runs_during_warm_up_and_is_not_counted(unhurried: None) ->
         assert [context.warm_runs for context in pool.contexts()] == [1, 1, 1]  # warm feeds only
         pool.infer(feed())
         assert pool.metrics.snapshot().requests_ok == 1
+
+
+def test_forgetting_the_warm_up_keeps_the_requests_no_context_saw() -> None:
+    """The end of a warm-up zeroes what the contexts counted (the warm-up's own requests); a
+    client's request refused before any context (``trtforge serve``'s 400s and 413s) or timed out
+    waiting for one stays counted: a warm-up request never ends so, it would fail the warm-up
+    (both were zeroed)."""
+    metrics = PoolMetrics("digits")
+    counters = metrics.counters()
+    counters.ok, counters.invalid = 3, 1
+    metrics.invalid()
+    metrics.exhausted()
+    metrics.forget_requests()
+    snapshot = metrics.snapshot()
+    assert (snapshot.requests_ok, snapshot.requests_invalid, snapshot.requests_exhausted) == (0, 1, 1)
 
 
 class CountingLock:

@@ -363,9 +363,10 @@ def test_shape_tensor_inputs_are_marked_as_triton_requires(tmp_path: Path) -> No
         assert not config.model_warmup  # type: ignore[attr-defined]
 
 
-def test_rank_0_tensors_get_dims_1_reshaped_to_a_scalar(tmp_path: Path) -> None:
-    """Before: no ``dims`` at all ("model input must specify 'dims'"). Triton's documented spelling is
-    ``dims: [1]`` with ``reshape: { shape: [] }``, for inputs, outputs and warm-up samples alike."""
+def test_an_engine_with_rank_0_tensors_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Before: ``dims: [1]`` with an empty ``reshape``, which Triton refuses in a model without
+    batching ("cannot have empty reshape for non-batching model as scalar tensors are not
+    supported", core's ``ValidateIOShape``), and trtforge's configs are all ``max_batch_size: 0``."""
     from onnx import TensorProto, helper
 
     model = _onnx(
@@ -382,19 +383,15 @@ def test_rank_0_tensors_get_dims_1_reshaped_to_a_scalar(tmp_path: Path) -> None:
     )
     engine = build_engine(tmp_path / "b", name="scale", model=model, profiles="  []")
     assert {t.name: t.shape for t in read_manifest(engine).io if not t.shape} == {"s": [], "total": []}
-    for config in _published_config(engine, tmp_path / "models", "scale"):
-        if config is None:
-            continue
-        tensors = [*config.input, *config.output]  # type: ignore[attr-defined]
-        shapes = {t.name: (list(t.dims), t.HasField("reshape"), list(t.reshape.shape)) for t in tensors}
-        assert shapes == {
-            "x": ([2, 3], False, []),
-            "s": ([1], True, []),
-            "y": ([2, 3], False, []),
-            "total": ([1], True, []),
-        }
-        (sample,) = config.model_warmup  # type: ignore[attr-defined]
-        assert {name: list(entry.dims) for name, entry in sample.inputs.items()} == {"x": [2, 3], "s": [1]}
+    repository = tmp_path / "models"
+    code, out, err = cli("publish", str(engine), "--to", f"triton://{repository}")
+    assert code == 2 and not out, err
+    assert err.strip().count("\n") == 0, err
+    assert "rank-0 (scalar) tensor(s) 's', 'total': Triton cannot serve a scalar in a model without batching" in err
+    assert "dir:// or oci://" in err
+    assert not repository.exists()
+    with pytest.raises(InvalidInputError, match=r"rank-0 \(scalar\) tensor\(s\) 's', 'total'"):
+        build_config("scale", [(read_manifest(engine), "model.plan")])
 
 
 def test_force_on_an_unchanged_plan_says_what_it_did_to_the_config(engines: dict[str, Path], tmp_path: Path) -> None:

@@ -276,12 +276,14 @@ def test_refusals_are_400_404_413_with_kserve_error_bodies(served_models: dict[s
         assert client.infer("digits", [infer_input("input", good, True)]).as_numpy("logits").shape == (1, 10)
 
 
-def test_a_shape_no_array_can_have_is_400_and_every_refused_request_counts_as_invalid(
+def test_a_shape_no_array_can_have_is_400_and_every_request_refused_before_inference_counts_as_invalid(
     served_models: dict[str, Path], tmp_path: Path
 ) -> None:
     """A 0 dim lets the other dims declare no data, past what numpy can shape: 400 naming the input
     and the shapes the model takes, in JSON and in binary (was a 500). Every request refused as the
-    client's (400, 413) counts as ``invalid``, as in-process ``EnginePool.infer`` counts them (was 0)."""
+    client's (400, 413) counts as ``invalid``, as in-process ``EnginePool.infer`` counts them (was 0).
+    The 400 for an output JSON cannot carry counts as ``ok``: the inference ran, and the README says
+    so (it said every 400 was ``invalid``)."""
     with serving([served_models["digits"], "--pool", "1", "--max-body-mib", "0.01"], tmp_path) as server:
         url = f"http://{server.url}/v2/models/digits/infer"
         huge = {"name": "input", "shape": [0, 1, 8, 2**63], "datatype": "FP32"}
@@ -302,9 +304,26 @@ def test_a_shape_no_array_can_have_is_400_and_every_refused_request_counts_as_in
             post_binary(server, "digits", np.zeros((1, 1, 8, 8), np.float32))[0],
         ]
         assert statuses == [400, 413, 400, 200]
+        nan = np.full((1, 1, 8, 8), np.nan, np.float32)  # logits NaN, asked for as JSON
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 1, 8, 8],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": 256},
+                    }
+                ]
+            }
+        ).encode()
+        status, _, body = post(url, header + nan.tobytes(), {"Inference-Header-Content-Length": str(len(header))})
+        assert status == 400 and "holds NaN or infinity, which JSON cannot carry" in json.loads(body)["error"]
         page = get(f"http://{server.url}/metrics")[2].decode()
         assert 'trtforge_pool_requests_total{outcome="invalid",pool="digits"} 5.0' in page, page
-        assert 'trtforge_pool_requests_total{outcome="ok",pool="digits"} 1.0' in page, page
+        assert 'trtforge_pool_requests_total{outcome="ok",pool="digits"} 2.0' in page, page
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert "the 400 for an output JSON cannot carry (NaN or infinity asked for as JSON) counts as `ok`" in readme
 
 
 # ---------------------------------------------------------------- readiness, back-pressure, shutdown
@@ -417,7 +436,50 @@ def test_sigterm_cuts_off_a_request_still_running_at_grace_with_a_503_and_exits_
     assert grace <= answered - signalled < grace + 1.0
     assert code == 0 and exited - signalled < grace + 1.5, server.output()
     output = server.output()
-    assert "stopped: 1 request(s) still running after --grace 0.5 s cut off (answered 503), pools closed" in output
+    # the pools are closed but for the context still running the request: it is never freed before the exit
+    assert (
+        "stopped: 1 request(s) still running after --grace 0.5 s cut off (answered 503); "
+        "pools closed but for the contexts still running those requests"
+    ) in output
+    assert "in-flight requests answered" not in output and "Traceback" not in output, output
+
+
+def test_ctrl_c_during_the_grace_cuts_off_at_once_with_a_503_and_exits_130(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """SIGTERM, then Ctrl-C while a request of seconds runs within a long ``--grace``: the request is
+    answered 503 in KServe's JSON at the Ctrl-C and the process exits 130 right after. Before:
+    uvicorn's force exit skipped the cut-off, the client got a plain-text 500, two tracebacks were
+    logged, the log said "in-flight requests answered, pools closed" and the exit was 0, once the
+    inference had ended."""
+    args = [served_models["deep"], "--pool", "1", "--threads", "1", "--grace", 30]
+    with serving(args, tmp_path) as server:
+        feed = np.zeros((256, 32, 32, 32), np.float32)
+        with ThreadPoolExecutor(1) as executor:
+            answer = executor.submit(lambda: (post_binary(server, "deep", feed), time.monotonic()))
+            deadline = time.monotonic() + 30
+            while 'trtforge_pool_in_flight{pool="deep"} 1.0' not in get(f"http://{server.url}/metrics")[2].decode():
+                assert time.monotonic() < deadline, "the request never reached the context"
+                time.sleep(0.01)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # uvicorn has stopped listening and waits for the request
+            interrupted = time.monotonic()
+            server.process.send_signal(signal.SIGINT)
+            code = server.process.wait(timeout=60)
+            exited = time.monotonic()
+            (status, headers, body), answered = answer.result()
+    output = server.output()
+    assert status == 503 and headers["content-type"] == "application/json" and headers["retry-after"] == "1", body
+    assert (
+        "this request was still running when a second signal (Ctrl-C) stopped the server at once"
+        in json.loads(body)["error"]
+    )
+    assert answered - interrupted < 1.0
+    assert code == 130 and exited - interrupted < 1.5, output
+    assert (
+        "stopped at once by a second signal: 1 request(s) still running cut off (answered 503); pools not closed"
+        in output
+    )
     assert "in-flight requests answered" not in output and "Traceback" not in output, output
 
 

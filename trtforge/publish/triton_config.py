@@ -15,8 +15,9 @@ cost: Triton's dynamic batcher is off (set ``max_batch_size`` to the profiles' m
 drop the first dim from every input and output to turn it on).
 
 Inputs whose profiles give values (``min_values``...) are shape tensors, marked ``is_shape_tensor``
-as Triton's TensorRT backend requires; a rank-0 tensor is ``dims: [1]`` with an empty ``reshape``,
-since Triton refuses a tensor without dims.
+as Triton's TensorRT backend requires. A rank-0 tensor is refused (``check_triton_io``): Triton
+refuses a tensor without dims, and takes its ``dims: [1]`` + empty ``reshape`` spelling of a scalar
+only in a batching model (``ValidateIOShape``: "cannot have empty reshape for non-batching model").
 """
 
 from __future__ import annotations
@@ -84,21 +85,16 @@ def model_config_class() -> Any:
         field(nested, "value", 2, value_kind, type_name=value_type)
         return f".{file.package}.{message.name}.{entry}"
 
-    reshape = file.message_type.add(name="ModelTensorReshape")
-    field(reshape, "shape", 1, F.TYPE_INT64, repeated=True)
-
     model_input = file.message_type.add(name="ModelInput")
     field(model_input, "name", 1, F.TYPE_STRING)
     field(model_input, "data_type", 2, F.TYPE_ENUM, type_name=".inference.DataType")
     field(model_input, "dims", 4, F.TYPE_INT64, repeated=True)
-    field(model_input, "reshape", 5, F.TYPE_MESSAGE, type_name=".inference.ModelTensorReshape")
     field(model_input, "is_shape_tensor", 6, F.TYPE_BOOL)
 
     model_output = file.message_type.add(name="ModelOutput")
     field(model_output, "name", 1, F.TYPE_STRING)
     field(model_output, "data_type", 2, F.TYPE_ENUM, type_name=".inference.DataType")
     field(model_output, "dims", 3, F.TYPE_INT64, repeated=True)
-    field(model_output, "reshape", 5, F.TYPE_MESSAGE, type_name=".inference.ModelTensorReshape")
 
     group = file.message_type.add(name="ModelInstanceGroup")
     kind_enum = group.enum_type.add(name="Kind")
@@ -157,15 +153,18 @@ def triton_type(dtype: str, tensor: str) -> str:
         ) from None
 
 
-def triton_dims(shape: Sequence[int]) -> list[int]:
-    """A tensor's ``dims`` in the config (and in a request): Triton refuses empty dims, so a rank-0
-    tensor is ``[1]``, reshaped to ``[]`` for the engine (``reshape { }``, its documented spelling)."""
-    return list(shape) or [1]
-
-
 def check_triton_io(manifest: Manifest) -> None:
+    """What Triton cannot serve, refused before anything is written: a type it lacks, or a rank-0
+    tensor (the configs are non-batching, where Triton takes neither empty dims nor an empty reshape)."""
     for tensor in manifest.io:
         triton_type(tensor.dtype, tensor.name)
+    scalars = ", ".join(f"'{tensor.name}'" for tensor in manifest.io if not tensor.shape)
+    if scalars:
+        raise InvalidInputError(
+            f"rank-0 (scalar) tensor(s) {scalars}: Triton cannot serve a scalar in a model without batching "
+            "(trtforge writes max_batch_size 0, where Triton refuses empty dims and an empty reshape); "
+            "give each shape [1] in the model and rebuild, or publish this engine with dir:// or oci://"
+        )
 
 
 def cc_assignment(plans: Sequence[tuple[Manifest, str]]) -> tuple[dict[str, str], str | None]:
@@ -218,15 +217,14 @@ def build_config(model_name: str, plans: Sequence[tuple[Manifest, str]]) -> Any:
     from trtforge.selection import preference
 
     manifest = min(plans, key=lambda item: (preference(item[0]), item[1]))[0]
+    check_triton_io(manifest)  # never a config Triton would refuse at load
     config = model_config_class()(name=model_name, platform=PLATFORM, max_batch_size=0)
     shape_tensors = {name for point in profile_points(manifest.profiles) for name in point.values}
     for tensor in manifest.io:
         target = config.input.add() if tensor.mode == "input" else config.output.add()
         target.name = tensor.name
         target.data_type = triton_type(tensor.dtype, tensor.name)
-        target.dims.extend(triton_dims(tensor.shape))
-        if not tensor.shape:
-            target.reshape.SetInParent()  # Triton's way to a rank-0 tensor: [1] on the wire, [] for the engine
+        target.dims.extend(tensor.shape)
         if tensor.name in shape_tensors:
             target.is_shape_tensor = True  # the TensorRT backend refuses a config that does not say so
     group = config.instance_group.add(kind="KIND_GPU", count=1)
@@ -242,7 +240,7 @@ def build_config(model_name: str, plans: Sequence[tuple[Manifest, str]]) -> Any:
         for tensor_name, shape in shapes.items():
             entry = sample.inputs[tensor_name]
             entry.data_type = dtypes[tensor_name]
-            entry.dims.extend(triton_dims(shape))
+            entry.dims.extend(shape)
             entry.zero_data = True  # zeros are valid for every dtype (random ids could be out of range)
     return config
 

@@ -159,12 +159,13 @@ class PoolMetrics:
         return counters
 
     def forget_requests(self) -> None:
-        """Zero the request path's series: warm-up runs through it, and must not count as traffic.
-        In place: the next request updates the very objects the warm-up left in the CPU caches."""
+        """Zero the series the contexts count: warm-up runs through them, and must not count as
+        traffic. In place: the next request updates the very objects the warm-up left in the CPU
+        caches. The requests no context saw (``exhausted``, ``invalid`` before a context) stay: the
+        warm-up's own are never among them (one refused or timed out fails the warm-up), a client's are."""
         with self.lock:
             for counters in self.per_context:
                 counters.forget()
-            self.exhausted_requests = self.refused_requests = 0
 
     # ------------------------------------------------------------ rare events
     def exhausted(self) -> None:

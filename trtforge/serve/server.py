@@ -1,6 +1,7 @@
 """The life of ``trtforge serve``: resolve the artifacts (pulling registry references), refuse what
 this host would refuse, listen, warm every pool, answer, and on SIGTERM finish in-flight requests
-(for up to ``--grace`` seconds, then cut them off) before closing the pools.
+(for up to ``--grace`` seconds, then cut them off) before closing the pools; a Ctrl-C during that
+grace cuts them off at once and exits.
 
 Only ``trtforge serve`` imports this module (and so uvicorn and Starlette).
 
@@ -49,8 +50,11 @@ SELF_REQUESTS = 2
 #: requests one model may admit at once (``--pool`` + ``--max-queue``)
 MAX_ADMITTED = 1024
 #: seconds uvicorn waits for connections past ``--grace`` before it cancels them itself: by then every
-#: request was answered or cut off (503), and only a client slow to read its answer is left
+#: request was answered or cut off (503), and only a client slow to read its answer is left; also
+#: what a stop at once (a second signal) gives the 503s of the requests it cuts off to go out
 SHUTDOWN_BACKSTOP_S = 1
+#: how a request cut off by a second signal was still running (its 503 says it)
+SECOND_SIGNAL = "when a second signal (Ctrl-C) stopped the server at once"
 #: KServe/Triton platform names by backend
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "tensorrt-rtx": "tensorrt_rtx_plan"}
 
@@ -436,6 +440,10 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         if server is not None:
             server.should_exit = True
 
+    def exit_at_once() -> NoReturn:
+        log(_cut_off_line(state, server is not None and server.force_exit, config.limits.grace_s))
+        _exit_now(outcome)
+
     bound: list[tuple[str, int]] = []
     warm = _warmer(config, outcome, stop, log, lambda: bound[0])
     state = ServeState({plan.name: plan for plan in plans}, PoolManager(), config.limits, warm)
@@ -453,19 +461,15 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         timeout_graceful_shutdown=math.ceil(config.limits.grace_s) + SHUTDOWN_BACKSTOP_S,  # ours cuts off first
         lifespan="on",
     )
-    server = _Server(uv_config, outcome, state)
+    server = _Server(uv_config, outcome, state, exit_at_once)
     with _bound(config) as sock:
         host, port = sock.getsockname()[:2]
         bound.append((_LOOPBACK.get(host, host), port))
         names = ", ".join(f"{p.name} ({p.backend})" for p in plans)
         log(f"listening on http://{host}:{port}: {names}; ready once every pool is warm (GET /v2/health/ready)")
-        server.run(sockets=[sock])
-    if state.cut_off:
-        log(
-            f"stopped: {state.cut_off} request(s) still running after --grace {config.limits.grace_s:g} s cut off "
-            "(answered 503), pools closed"
-        )
-        _exit_now(outcome)
+        server.run(sockets=[sock])  # a stop at once (a second signal) never returns: it exits in there
+    if state.cut_off:  # their inference still runs in worker threads, which the interpreter would wait for
+        exit_at_once()
     if outcome.error is not None:
         raise outcome.error
     if outcome.signal == signal.SIGINT:
@@ -475,6 +479,18 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
     else:
         log("stopped: in-flight requests answered, pools closed")
     return 0
+
+
+def _cut_off_line(state: ServeState, at_once: bool, grace_s: float) -> str:
+    """The log line of a stop that leaves inference running: what was cut off, and what of the pools
+    was closed (a context still running a request cut off is never freed before the exit)."""
+    if at_once:
+        head = f"stopped at once by a second signal: {state.cut_off} request(s) still running cut off (answered 503)"
+    else:
+        head = f"stopped: {state.cut_off} request(s) still running after --grace {grace_s:g} s cut off (answered 503)"
+    if not state.pools_closed:
+        return f"{head}; pools not closed"
+    return f"{head}; pools closed" + (" but for the contexts still running those requests" if state.cut_off else "")
 
 
 def _exit_now(outcome: _Outcome) -> NoReturn:
@@ -518,16 +534,33 @@ class _Server(uvicorn.Server):
     SIGTERM; trtforge's contract is an exit code (0 after a graceful stop, 130 for Ctrl-C). And
     ``--grace`` counts from the signal, in fractions of a second too (uvicorn's own limit is whole
     seconds from when its loop notices the signal, and answers a request it cuts off with a
-    plain-text 500): at its end the app answers every request still running 503."""
+    plain-text 500): at its end the app answers every request still running 503.
 
-    def __init__(self, config: uvicorn.Config, outcome: _Outcome, state: ServeState) -> None:
+    A Ctrl-C during the grace is uvicorn's force exit, which skips the wait and the lifespan's
+    shutdown: the app answers every request still running 503 at once, and the process exits 130
+    from the loop (``exit_at_once``), before ``asyncio.run`` would cancel the lifespan (a traceback,
+    then closing the pools would wait for the contexts cut off)."""
+
+    def __init__(
+        self, config: uvicorn.Config, outcome: _Outcome, state: ServeState, exit_at_once: Callable[[], NoReturn]
+    ) -> None:
         super().__init__(config)
         self.outcome = outcome
         self.state = state
+        self.exit_at_once = exit_at_once
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().serve(sockets)
+        if self.force_exit:
+            tasks = self.server_state.tasks
+            if tasks:  # the requests cut off, sending their 503
+                await asyncio.wait(tasks, timeout=SHUTDOWN_BACKSTOP_S)
+            self.exit_at_once()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         delay = max(0.0, self.state.start_grace() - time.monotonic())
-        cut_off = asyncio.get_running_loop().call_later(delay, self.state.cut_off_in_flight)
+        when = f"after --grace {self.state.limits.grace_s:g} s"
+        cut_off = asyncio.get_running_loop().call_later(delay, self.state.cut_off_in_flight, when)
         try:
             await super().shutdown(sockets)
         finally:
@@ -546,3 +579,7 @@ class _Server(uvicorn.Server):
         self.outcome.signal = self.outcome.signal or sig
         self.state.start_grace()
         super().handle_exit(sig, frame)
+        if self.force_exit:  # a Ctrl-C after the first signal: exit 130, cutting off what still runs now
+            self.outcome.signal = sig
+            # on the loop's thread, which this handler interrupted anywhere: the loop calls it next
+            asyncio.get_running_loop().call_soon_threadsafe(self.state.cut_off_in_flight, SECOND_SIGNAL)
