@@ -275,3 +275,11 @@ def retag(document: dict[str, Any]) -> dict[str, Any]:
         Platform(platform["os"], platform["machine"]),
     ).render()
     return document
+
+
+def externalize(model: Path, location: str | None = None) -> Path:
+    """``model`` saved again with every weight in one external data file beside it (default
+    ``{name}.data``); returns that file."""
+    data = model.with_name(location or f"{model.name}.data")
+    onnx.save_model(onnx.load(str(model)), str(model), save_as_external_data=True, location=data.name, size_threshold=0)
+    return data

@@ -81,19 +81,13 @@ def wide_net(path: Path, seed: int = 0) -> Path:
     return models.save(model, path)
 
 
-def externalize(model: Path, location: str = DATA) -> Path:
-    """``model`` saved again with every weight in one external data file beside it; returns that file."""
-    onnx.save_model(onnx.load(str(model)), str(model), save_as_external_data=True, location=location, size_threshold=0)
-    return model.with_name(location)
-
-
 def _other_weights(model: Path, make: Callable[..., Path], tmp_path: Path) -> None:
     """Other weights into ``model``'s external data file, its .onnx file byte for byte the same."""
     other = tmp_path / "other" / model.name
     other.parent.mkdir(parents=True)
     make(other, seed=1)
     graph = model.read_bytes()
-    model.with_name(DATA).write_bytes(externalize(other).read_bytes())
+    model.with_name(DATA).write_bytes(models.externalize(other, DATA).read_bytes())
     assert model.read_bytes() == graph
 
 
@@ -114,7 +108,7 @@ def int8_projects(tmp_path: Path) -> tuple[Path, Path]:
         wide_net(root / "wide.onnx")
         (root / "wide.yaml").write_text(INT8)
         folders.append(root)
-    externalize(folders[1] / "wide.onnx")
+    models.externalize(folders[1] / "wide.onnx", DATA)
     return folders[0], folders[1]
 
 
@@ -202,7 +196,7 @@ def test_the_manifest_records_the_content_of_a_model_with_external_data(fp32_pro
     )
     assert read_manifest(inline).source.model_sha256 is None
 
-    externalize(fp32_project / "conv.onnx")
+    models.externalize(fp32_project / "conv.onnx", DATA)
     engine = _build(fp32_project / "conv.yaml", tmp_path / "external")
     source = read_manifest(engine).source
     assert source.onnx_sha256 == sha256_file(fp32_project / "conv.onnx")
@@ -214,7 +208,7 @@ def test_verify_refuses_weights_edited_in_their_external_data_file(fp32_project:
     SPEC --out) is exit 2 naming the data file, never a gate run on another model. A manifest
     written before ``model_sha256`` existed keeps the .onnx file's rule."""
     models.need_rtx()
-    data = externalize(fp32_project / "conv.onnx")
+    data = models.externalize(fp32_project / "conv.onnx", DATA)
     spec = fp32_project / "conv.yaml"
     out = tmp_path / "out"
     engine = _build(spec, out)
@@ -250,7 +244,7 @@ def test_provenance_lists_each_external_data_file(fp32_project: Path, tmp_path: 
     and path; verify-provenance finds it changed once its weights are, and ``sign --attest --spec``
     refuses a model whose data is no longer the manifest's."""
     models.need_rtx()
-    data = externalize(fp32_project / "conv.onnx")
+    data = models.externalize(fp32_project / "conv.onnx", DATA)
     generate_keypair(tmp_path / "ci.key")
     engine = _build(fp32_project / "conv.yaml", tmp_path / "out", "--sign-key", tmp_path / "ci.key")
     dependencies = _dependencies(engine)
@@ -272,7 +266,7 @@ def test_provenance_lists_each_external_data_file(fp32_project: Path, tmp_path: 
 def test_model_info_names_the_external_data_files(fp32_project: Path) -> None:
     model = fp32_project / "conv.onnx"
     assert read_model_info(model).external_data == inspect_model(model).external_data == ()
-    externalize(model)
+    models.externalize(model, DATA)
     for info in (read_model_info(model), inspect_model(model)):
         assert info.external_data == (DATA,) and info.files == model_files(model)
 
@@ -307,7 +301,7 @@ def test_the_build_hashes_external_data_ahead_and_reads_an_inline_graph_once(
     assert prefetched == [model, model] and reads == [model, model]
 
     prefetched.clear()
-    data = externalize(model)
+    data = models.externalize(model, DATA)
     _build(spec, tmp_path / "external")
     assert prefetched == [model, data]
 

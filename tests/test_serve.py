@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -409,6 +409,20 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(served_models: dic
     assert "stopped: in-flight requests answered, pools closed" in server.output()
 
 
+def _long_request_in_flight(
+    server: Server, executor: ThreadPoolExecutor
+) -> Future[tuple[tuple[int, dict[str, str], bytes], float]]:
+    """A request of seconds on the ``deep`` model, sent on ``executor`` and running on its context
+    when this returns: its future gives the answer and when it came."""
+    feed = np.zeros((256, 32, 32, 32), np.float32)
+    answer = executor.submit(lambda: (post_binary(server, "deep", feed), time.monotonic()))
+    deadline = time.monotonic() + 30
+    while 'trtforge_pool_in_flight{pool="deep"} 1.0' not in get(f"http://{server.url}/metrics")[2].decode():
+        assert time.monotonic() < deadline, "the request never reached the context"
+        time.sleep(0.01)
+    return answer
+
+
 def test_sigterm_cuts_off_a_request_still_running_at_grace_with_a_503_and_exits_at_once(
     served_models: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -418,19 +432,13 @@ def test_sigterm_cuts_off_a_request_still_running_at_grace_with_a_503_and_exits_
     to 30 s more for the pools), saying the request was cut off (was "in-flight requests answered")."""
     grace = 0.5
     args = [served_models["deep"], "--pool", "1", "--threads", "1", "--grace", grace]
-    with serving(args, tmp_path) as server:
-        feed = np.zeros((256, 32, 32, 32), np.float32)
-        with ThreadPoolExecutor(1) as executor:
-            answer = executor.submit(lambda: (post_binary(server, "deep", feed), time.monotonic()))
-            deadline = time.monotonic() + 30
-            while 'trtforge_pool_in_flight{pool="deep"} 1.0' not in get(f"http://{server.url}/metrics")[2].decode():
-                assert time.monotonic() < deadline, "the request never reached the context"
-                time.sleep(0.01)
-            signalled = time.monotonic()
-            server.process.send_signal(signal.SIGTERM)
-            code = server.process.wait(timeout=60)
-            exited = time.monotonic()
-            (status, headers, body), answered = answer.result()
+    with serving(args, tmp_path) as server, ThreadPoolExecutor(1) as executor:
+        answer = _long_request_in_flight(server, executor)
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(timeout=60)
+        exited = time.monotonic()
+        (status, headers, body), answered = answer.result()
     assert status == 503 and headers["content-type"] == "application/json" and headers["retry-after"] == "1"
     assert "this request was still running after --grace 0.5 s" in json.loads(body)["error"]
     assert grace <= answered - signalled < grace + 1.0
@@ -453,21 +461,15 @@ def test_ctrl_c_during_the_grace_cuts_off_at_once_with_a_503_and_exits_130(
     logged, the log said "in-flight requests answered, pools closed" and the exit was 0, once the
     inference had ended."""
     args = [served_models["deep"], "--pool", "1", "--threads", "1", "--grace", 30]
-    with serving(args, tmp_path) as server:
-        feed = np.zeros((256, 32, 32, 32), np.float32)
-        with ThreadPoolExecutor(1) as executor:
-            answer = executor.submit(lambda: (post_binary(server, "deep", feed), time.monotonic()))
-            deadline = time.monotonic() + 30
-            while 'trtforge_pool_in_flight{pool="deep"} 1.0' not in get(f"http://{server.url}/metrics")[2].decode():
-                assert time.monotonic() < deadline, "the request never reached the context"
-                time.sleep(0.01)
-            server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)  # uvicorn has stopped listening and waits for the request
-            interrupted = time.monotonic()
-            server.process.send_signal(signal.SIGINT)
-            code = server.process.wait(timeout=60)
-            exited = time.monotonic()
-            (status, headers, body), answered = answer.result()
+    with serving(args, tmp_path) as server, ThreadPoolExecutor(1) as executor:
+        answer = _long_request_in_flight(server, executor)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # uvicorn has stopped listening and waits for the request
+        interrupted = time.monotonic()
+        server.process.send_signal(signal.SIGINT)
+        code = server.process.wait(timeout=60)
+        exited = time.monotonic()
+        (status, headers, body), answered = answer.result()
     output = server.output()
     assert status == 503 and headers["content-type"] == "application/json" and headers["retry-after"] == "1", body
     assert (

@@ -448,28 +448,10 @@ def test_worker_crash_fails_its_spec_only(project: Path, tmp_path: Path) -> None
 # ---------------------------------------------------------------- second review: external data, reports, signing
 
 
-def with_external_weights(model: Path) -> Path:
-    """``model`` saved again with every weight in one external data file beside it, as the reviewer
-    saved the digits model; returns that file."""
-    import onnx
-
-    data = model.with_name(f"{model.name}.data")
-    loaded = onnx.load(str(model))
-    onnx.save(
-        loaded,
-        str(model),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=data.name,
-        size_threshold=0,
-    )
-    return data
-
-
 def test_weights_edited_in_their_external_data_file_are_another_model(project: Path, tmp_path: Path) -> None:
     """The .onnx file of a model with external data holds its graph alone: every weight zeroed in
     conv.onnx.data, the .onnx byte for byte the same, is never "unchanged" (a stale engine, exit 0)."""
-    data = with_external_weights(project / "conv.onnx")
+    data = models.externalize(project / "conv.onnx")
     (project / "conv.yaml").write_text(FP32)
     out = tmp_path / "out"
     first = _ci(project, "--out", out)[1]
@@ -489,7 +471,7 @@ def _new_external_weights(model: Path, tmp_path: Path) -> None:
     other = tmp_path / "other" / model.name
     other.parent.mkdir()
     models.conv_net(other, seed=1)
-    model.with_name(f"{model.name}.data").write_bytes(with_external_weights(other).read_bytes())
+    model.with_name(f"{model.name}.data").write_bytes(models.externalize(other).read_bytes())
     assert other.read_bytes() == model.read_bytes()
 
 
@@ -499,7 +481,7 @@ def test_an_fp16_build_of_new_external_weights_reuses_nothing_of_the_old_ones(
     """``trtforge build``'s caches (the FP16 graph, the overflow guard's choice, the gate's reference
     outputs) are keyed by the model's content: new weights in the external data file, the .onnx the
     same, are never served results of the old ones."""
-    with_external_weights(project / "conv.onnx")
+    models.externalize(project / "conv.onnx")
     spec = project / "conv.yaml"
     spec.write_text(FP32.replace("fp32", "fp16"))
 
@@ -522,7 +504,7 @@ def test_calibration_scales_are_keyed_by_the_external_weights(project: Path, tmp
     end to end: tests/test_external_data.py)."""
     from trtforge.calibration import _Batching, _cache_inputs, candidates
 
-    with_external_weights(project / "conv.onnx")
+    models.externalize(project / "conv.onnx")
     (project / "conv.yaml").write_text(INT8.replace("ALGORITHM", "minmax"))
     spec = load_spec(project / "conv.yaml")
     assert spec.calibration is not None
