@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clitools import as_foreground_job
 from models import need_rtx
 from typer.testing import CliRunner
 
@@ -256,6 +257,7 @@ def test_ctrl_c_during_build_keeps_the_previous_engine(write_spec: Callable[...,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=as_foreground_job,
     )
     assert process.stderr is not None
     for line in process.stderr:

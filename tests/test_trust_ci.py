@@ -17,7 +17,7 @@ from typing import Any
 
 import models
 import pytest
-from clitools import cli
+from clitools import as_foreground_job, cli
 from registry import RunningRegistry, build_engine
 from trust import TrustRecorder
 
@@ -261,6 +261,7 @@ def test_interrupt_stops_every_worker_within_seconds(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             start_new_session=True,  # its own process group, as a terminal gives a foreground job
+            preexec_fn=as_foreground_job,
         )
     try:
         deadline = time.monotonic() + 120

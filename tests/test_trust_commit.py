@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import cli
+from clitools import as_foreground_job, cli
 from models import need_rtx
 from registry import DIGITS_ONNX, DIGITS_PROFILE, build_engine
 from trust import TrustRecorder, leftovers
@@ -50,6 +50,7 @@ def run_signalled(signame: str, step: str, *args: object, timeout: float = 120) 
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=as_foreground_job,
     )
 
 
