@@ -270,3 +270,42 @@ def test_a_models_external_data_names_are_read_once_per_content(
         assert content_sha256(model) == first
     models.conv_net(model, seed=3)  # another graph, its weights inline
     assert content_sha256(model) == sha256_file(model) != first
+
+
+def test_names_read_from_a_file_replaced_meanwhile_are_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The .onnx is hashed, then parsed: replaced in between (a checkout, an editor's save), the
+    names parsed were kept under the first content's sha256 for good, and that model's data file
+    then counted for nothing in its digest."""
+    import shutil
+
+    import onnx
+
+    import trtforge.model
+    from trtforge.fsutil import data_sha256
+    from trtforge.model import content_sha256
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    external = models.conv_net(tmp_path / "a" / "m.onnx")
+    onnx.save_model(
+        onnx.load(str(external)), str(external), save_as_external_data=True, location="w.bin", size_threshold=0
+    )
+    inline = models.conv_net(tmp_path / "b" / "m.onnx", seed=3)
+    model = tmp_path / "m.onnx"
+    shutil.copy(external, model)
+    shutil.copy(tmp_path / "a" / "w.bin", tmp_path / "w.bin")
+    time.sleep(SETTLE_S * 2)
+    read = trtforge.model.read_onnx
+
+    def replaced_first(path: Path) -> object:
+        shutil.copy(inline, path)
+        return read(path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trtforge.model, "read_onnx", replaced_first)
+        content_sha256(model)
+    shutil.copy(external, model)  # the first content again
+    time.sleep(SETTLE_S * 2)
+    assert content_sha256(model) == data_sha256([model, tmp_path / "w.bin"]) != sha256_file(model)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -693,13 +695,75 @@ def test_a_registry_that_needs_no_login_never_reads_the_docker_config(
     assert code == 2 and str(config) in one_line(err), err
 
 
-@pytest.mark.parametrize("key", ["https://HOST", "http://HOST/", "https://HOST/v2/"])
+class _AnonymousTokenRegistry(BaseHTTPRequestHandler):
+    """A token registry as public images are served (ghcr.io, Docker Hub): every first request is
+    a 401 Bearer challenge, and the token service grants pulls anonymously ("anon"), or nothing
+    (``GRANTS = False``)."""
+
+    GRANTS = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(code)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        json_type = {"Content-Type": "application/json"}
+        if self.path.startswith("/token"):
+            if self.GRANTS:
+                self._send(200, b'{"token": "anon"}', json_type)
+            else:
+                self._send(401, b'{"errors": [{"code": "UNAUTHORIZED", "message": "log in"}]}', json_type)
+        elif self.headers.get("Authorization") == "Bearer anon":
+            self._send(200, b'{"name": "tests/x", "tags": ["t1"]}', json_type)
+        else:
+            realm = f'Bearer realm="http://{self.headers["Host"]}/token",service="fake",scope="repository:tests/x:pull"'
+            self._send(
+                401,
+                b'{"errors": [{"code": "UNAUTHORIZED", "message": "auth"}]}',
+                {**json_type, "Www-Authenticate": realm},
+            )
+
+
+@pytest.mark.parametrize("grants", [True, False], ids=["anonymous-granted", "login-needed"])
+def test_a_broken_docker_config_does_not_stop_an_anonymous_token_pull(no_login: Path, grants: bool) -> None:
+    """A token registry asks every first request (401 Bearer) though it grants public pulls to
+    anyone: the broken config was read first, exit 2. Now the anonymous token is tried, and the
+    config's error is said only where the registry still refuses."""
+    (no_login / "config.json").write_text('{"auths":\n')
+    handler = type("Handler", (_AnonymousTokenRegistry,), {"GRANTS": grants})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        registry = open_registry(parse_location(f"oci://127.0.0.1:{server.server_address[1]}/tests/x"), insecure=True)
+        if grants:
+            assert registry._tags() == ["t1"]
+        else:
+            with pytest.raises(InvalidInputError, match="is not a docker config"):
+                registry._tags()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("key", ["https://HOST", "http://HOST/", "https://HOST/v2/", "LOCALHOST"])
 def test_auths_keys_name_their_host_as_for_docker(
     auth_registry: RunningRegistry, engines: dict[str, Path], no_login: Path, key: str
 ) -> None:
     """docker's ConvertToHostname: a key's http(s) scheme and path are not part of the host.
     Before: "asks for a user name and password and none is configured"."""
-    docker_login(no_login, key.replace("HOST", auth_registry.host))
+    # LOCALHOST: a login under localhost:PORT serves 127.0.0.1:PORT, as oras read logins (docker does not)
+    docker_login(
+        no_login,
+        key.replace("LOCALHOST", auth_registry.host.replace("127.0.0.1", "localhost")).replace(
+            "HOST", auth_registry.host
+        ),
+    )
     code, _, err = cli("publish", str(engines["8.6"]), "--to", auth_registry.uri("tests/keys"), "--insecure")
     assert code == 0, err
 

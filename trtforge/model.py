@@ -191,7 +191,7 @@ def _remembered_names(path: Path, digest: str) -> tuple[str, ...]:
     its graph once per content, then kept in the digest cache under that sha256 (the names are a
     function of those bytes), so an unchanged model costs no parse and no protobuf import (``ci``'s
     unchanged check). A cache that cannot be read or written only costs the parse."""
-    from trtforge.fsutil import atomic_write_text, digest_dir
+    from trtforge.fsutil import atomic_write_text, digest_dir, sha256_file
 
     entry = digest_dir() / "external-data" / f"{digest}.json"
     with contextlib.suppress(OSError, ValueError):
@@ -199,6 +199,8 @@ def _remembered_names(path: Path, digest: str) -> tuple[str, ...]:
         if isinstance(names, list) and all(isinstance(name, str) for name in names):
             return tuple(names)
     names = external_data_names(read_onnx(path))
+    if sha256_file(path) != digest:  # replaced meanwhile: these names may be another content's
+        return names
     with contextlib.suppress(OSError):
         entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write_text(entry, json.dumps(names), durable=False)  # torn after a crash: invalid, a miss

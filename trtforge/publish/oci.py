@@ -519,6 +519,8 @@ class OciRegistry:
         self._client: Any = None
         #: the docker config whose entry for this registry holds only an identity token, once looked up
         self._identity_token_in: Path | None = None
+        #: docker's config, unreadable, where a token service was asked anonymously: said if it refuses
+        self._unread_config: InvalidInputError | None = None
 
     # ------------------------------------------------------------ connection
 
@@ -582,6 +584,8 @@ class OciRegistry:
         host = self.location.host
         login = f"docker login {host}, or set {USERNAME_ENV} and {PASSWORD_ENV}"
         if response.status_code == 401:
+            if self._unread_config is not None:
+                raise self._unread_config
             if environment_login() is not None:
                 why = f"the credentials in {USERNAME_ENV} and {PASSWORD_ENV} were refused; check them"
             elif self._identity_token_in is not None:
@@ -638,8 +642,19 @@ class OciRegistry:
             client.auth.set_basic_auth(*found)
             return
         path = docker_config_path()
-        config = read_docker_config(path, host)
-        key = docker_key(host)
+        try:
+            config = read_docker_config(path, host)
+        except InvalidInputError as exc:
+            if basic:
+                raise
+            self._unread_config = exc  # a token service may grant anonymous access (a public image)
+            return
+        from oras.utils import iter_localhosts
+
+        # docker's key, then the other spelling of this machine, as oras read logins (localhost:5000
+        # serving 127.0.0.1:5000): a local registry's login kept working across the two
+        keys = [docker_key(host), *(alias for alias in iter_localhosts(host) if alias != host)]
+        key = next((name for name in keys if config.entry(name) != DockerAuth()), keys[0])
         entry = config.entry(key)
         credential = entry.auth or self._ask_helper(client, config.helper(key), key, path)
         if credential:
