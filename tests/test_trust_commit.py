@@ -408,3 +408,15 @@ def test_a_folder_at_the_manifests_name_is_refused_and_the_folder_still_builds(
     assert cli("build", digits_spec(tmp_path, "fp16"), "--out", out)[0] == 0
     shutil.rmtree(manifest)
     assert cli("build", spec, "--out", out)[0] == 0 and read_manifest(manifest).artifact.file == engine_name
+
+
+def test_a_file_where_the_locks_go_is_named(tmp_path: Path, trust_case: TrustRecorder) -> None:
+    """``.trtforge-locks`` a file: the error said the folder must be writable, which it was."""
+    spec = digits_spec(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / artifact.LOCK_DIR).write_text("not a folder")
+    code, _, err = cli("build", spec, "--out", out)
+    record = trust_case(14, "build into --out where the lock folder is a file", code, err, folders=(tmp_path,))
+    assert code == 2 and record.one_line, err
+    assert f"{out / artifact.LOCK_DIR} is a file where trtforge keeps its locks; remove it" in err

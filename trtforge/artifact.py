@@ -187,6 +187,10 @@ def _locked(path: Path, take: Callable[[], Any]) -> Any:
         path.parent.mkdir(parents=True, exist_ok=True)
         return take()
     except OSError as exc:
+        if path.parent.exists() and not path.parent.is_dir():
+            raise InvalidInputError(
+                f"cannot lock {path}: {path.parent} is a file where trtforge keeps its locks; remove it"
+            ) from exc
         raise disk_error(exc, path.parent) or InvalidInputError(
             f"cannot lock {path} ({exc.strerror}); the folder it writes to must be writable"
         ) from exc
