@@ -313,10 +313,22 @@ def test_sign_attest_of_an_engine_built_without_the_gate(project: Path) -> None:
 
 
 def test_sign_attest_refuses_a_spec_that_did_not_build_the_engine(project: Path) -> None:
+    """Refused, it changes nothing: the manifest was signed again before the spec was judged, so the
+    attestation already there stopped verifying."""
     engine = _engine(project)
-    conv_net(project / "models" / "conv.onnx", seed=3)  # the spec now points at another model
-    code, _, err = cli("sign", engine, "--key", project / "ci.key", "--attest", "--spec", project / "a.yaml")
+    assert cli("sign", engine, "--key", project / "ci.key", "--attest", "--spec", project / "a.yaml")[0] == 0
+    manifest, attestation = manifest_path_for(engine), attestation_path(engine)
+    before = manifest.read_bytes(), attestation.read_bytes()
+    model = project / "models" / "conv.onnx"
+    built_from = model.read_bytes()
+    conv_net(model, seed=3)  # the spec now points at another model
+    other = project / "other.key"
+    assert cli("keygen", other)[0] == 0
+    code, _, err = cli("sign", engine, "--key", other, "--attest", "--spec", project / "a.yaml")
     assert code == 5 and "is not the one that built" in err
+    assert (manifest.read_bytes(), attestation.read_bytes()) == before
+    model.write_bytes(built_from)
+    assert cli("verify-provenance", engine, "--trusted-key", project / "ci.key.pub")[0] == 0
     code, _, err = cli("sign", engine, "--key", project / "ci.key", "--spec", project / "a.yaml")
     assert code == 2 and "pass --attest too" in err
 
@@ -397,6 +409,41 @@ def test_a_signed_payload_that_is_not_slsa_provenance_is_refused(project: Path) 
     statement["predicateType"] = "https://example.com/other/v1"
     attestation_path(engine).write_bytes(envelope(statement, load_signing_key(project / "ci.key")))
     _one_line_refusal(engine, project / "ci.key.pub", "malformed statement (predicateType")
+
+
+@pytest.mark.parametrize("lie", ["model", "no-inputs", "precision"])
+def test_a_signed_statement_that_contradicts_the_manifest_is_refused(project: Path, lie: str) -> None:
+    """Signed by a trusted key, its subjects the right engine and manifest, but its inputs or
+    parameters another build's: "provenance verified" (the manifest and the attestation may be
+    signed by different trusted keys, after a rotation)."""
+    from trtforge.provenance import envelope
+
+    engine = _engine(project)
+    statement = _statement(engine)
+    definition = statement["predicate"]["buildDefinition"]
+    if lie == "model":
+        definition["resolvedDependencies"][0]["digest"]["sha256"] = "0" * 64
+    elif lie == "no-inputs":
+        definition["resolvedDependencies"] = []
+    else:
+        definition["externalParameters"]["precision"] = "fp16"
+    attestation_path(engine).write_bytes(envelope(statement, load_signing_key(project / "ci.key")))
+    says = "its precision ('fp16') is not the manifest's" if lie == "precision" else "its model ("
+    _one_line_refusal(engine, project / "ci.key.pub", says)
+
+
+def test_inputs_are_found_through_a_link_to_the_output_folder(project: Path, tmp_path: Path) -> None:
+    """Recorded relative to the folder the build wrote in: through a link to it, every input was
+    "not found" (and a changed one passed)."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "link").symlink_to(project / "out")
+    linked = tmp_path / "a" / "b" / "link" / _engine(project).name
+    code, out, err = cli("verify-provenance", linked, "--trusted-key", project / "ci.key.pub", "--json")
+    assert code == 0, err
+    assert {check["status"] for check in json.loads(out)["inputs"]} == {"same"}
+    (project / "a.yaml").write_text((project / "a.yaml").read_text() + "# edited\n")
+    code, _, err = cli("verify-provenance", linked, "--trusted-key", project / "ci.key.pub")
+    assert code == 5 and "changed since the build" in err
 
 
 def test_a_missing_attestation_and_a_missing_trusted_key(project: Path) -> None:

@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, disk_error, first_line
-from trtforge.fsutil import atomic_write_bytes, sha256_bytes, sha256_file
+from trtforge.fsutil import sha256_bytes, sha256_file
 from trtforge.keys import SigningKey, TrustedKey
-from trtforge.manifest import ArtifactPaths, Manifest, attestation_path, bounded_json
-from trtforge.signing import key_type_of, sign_manifest, sslib_key, sslib_signer
+from trtforge.manifest import ArtifactPaths, Manifest, attestation_path, bounded_json, read_manifest
+from trtforge.signing import SignOutcome, key_type_of, sign_manifest, sslib_key, sslib_signer
 
 if TYPE_CHECKING:
     from trtforge.spec import Spec
@@ -274,57 +274,64 @@ class AttestOutcome:
     inputs: tuple[Input, ...]
 
 
-def attest_artifact(engine_or_manifest: Path, key: SigningKey, spec: Spec | None = None) -> AttestOutcome:
-    """Write the signed attestation of an existing, signed artifact (``trtforge sign --attest``).
+def sign_and_attest(
+    engine_or_manifest: Path, key: SigningKey, spec: Spec | None = None
+) -> tuple[SignOutcome, AttestOutcome]:
+    """``trtforge sign --attest``: the manifest signed and its attestation written as one commit.
 
-    The manifest must be the one on disk (its digest is a subject) and the engine must match it;
-    a ``spec`` must be the one that built it (its and its model's digests are the manifest's).
+    Everything is checked first: the engine must match the manifest, and a ``spec`` must be the one
+    that built it (its and its model's digests are the manifest's). A refusal, or a failed write,
+    leaves the manifest and its attestation as they were: the old attestation still verifies.
     """
-    from trtforge.artifact import locked_manifest
+    from trtforge.artifact import ArtifactWriter, locked_manifest
 
     paths = ArtifactPaths.of(engine_or_manifest)
     with locked_manifest(paths.manifest) as manifest:  # no build replaces the artifact meanwhile
-        return _attest_locked(paths, manifest, key, spec)
-
-
-def _attest_locked(paths: ArtifactPaths, manifest: Manifest, key: SigningKey, spec: Spec | None) -> AttestOutcome:
-    """attest_artifact's work, under the artifact's lock."""
-    engine = paths.existing_engine("attest the .engine that sits beside its manifest")
-    problem = file_problem(manifest, engine)
-    if problem:
-        raise IncompatibleEngineError(f"{engine}: refusing to attest: {problem}", reasons=[problem])
-    if spec is None:
-        inputs = recorded_inputs(manifest)
-    else:
-        inputs = spec_inputs(spec, engine.parent)
-        expected = {item.role: item.sha256 for item in recorded_inputs(manifest)}
-        for item in inputs[:2]:
-            if item.sha256 != expected[item.role]:
-                raise IncompatibleEngineError(
-                    f"{spec.origin.path}: its {item.role} ({item.path}) is not the one that built {engine.name} "
-                    f"(sha256 {item.sha256[:12]}…, the manifest says {expected[item.role][:12]}…); "
-                    "pass the spec the engine was built from, or rebuild",
-                    reasons=[f"{item.role} differs"],
-                )
-        problem = _model_content_problem(spec, manifest, inputs)
+        engine = paths.existing_engine("attest the .engine that sits beside its manifest")
+        problem = file_problem(manifest, engine)
         if problem:
+            raise IncompatibleEngineError(f"{engine}: refusing to sign: {problem}", reasons=[problem])
+        inputs = recorded_inputs(manifest) if spec is None else _built_by(spec, manifest, engine)
+        signed = sign_manifest(manifest, key)
+        manifest_bytes = signed.to_json().encode("utf-8")
+        report_name = (manifest.accuracy or {}).get("report")
+        report_file = engine.parent / Path(str(report_name)).name if report_name else None  # never outside
+        report = report_file.read_bytes() if report_file is not None and report_file.is_file() else None
+        document = statement(signed, sha256_bytes(manifest_bytes), inputs, accuracy_byproduct(signed, report))
+        path = attestation_path(engine)
+        try:
+            with ArtifactWriter(engine.parent, manifest.name, manifest.precision) as writer:
+                writer.write(path.name, envelope(document, key))
+                writer.write(paths.manifest.name, manifest_bytes)
+                writer.commit()
+        except OSError as exc:
+            raise disk_error(exc, path) or InvalidInputError(
+                f"{path}: cannot write the attestation and its signed manifest ({exc.strerror})"
+            ) from exc
+    previous = (manifest.signature or {}).get("key_id")
+    return SignOutcome(paths.manifest, signed, previous), AttestOutcome(path, inputs)
+
+
+def _built_by(spec: Spec, manifest: Manifest, engine: Path) -> tuple[Input, ...]:
+    """The inputs ``spec`` names, refused (exit 5) unless it and its model built ``engine``."""
+    inputs = spec_inputs(spec, engine.parent)
+    expected = {item.role: item.sha256 for item in recorded_inputs(manifest)}
+    for item in inputs[:2]:
+        if item.sha256 != expected[item.role]:
             raise IncompatibleEngineError(
-                f"{spec.origin.path}: {problem}, so it is not the model that built {engine.name}; "
+                f"{spec.origin.path}: its {item.role} ({item.path}) is not the one that built {engine.name} "
+                f"(sha256 {item.sha256[:12]}…, the manifest says {expected[item.role][:12]}…); "
                 "pass the spec the engine was built from, or rebuild",
-                reasons=["model data differs"],
+                reasons=[f"{item.role} differs"],
             )
-    report_name = (manifest.accuracy or {}).get("report")
-    report_file = engine.parent / Path(str(report_name)).name if report_name else None  # never outside the folder
-    report = report_file.read_bytes() if report_file is not None and report_file.is_file() else None
-    document = statement(manifest, sha256_file(paths.manifest), inputs, accuracy_byproduct(manifest, report))
-    path = attestation_path(engine)
-    try:
-        atomic_write_bytes(path, envelope(document, key))
-    except OSError as exc:
-        raise disk_error(exc, path) or InvalidInputError(
-            f"{path}: cannot write the attestation ({exc.strerror})"
-        ) from exc
-    return AttestOutcome(path, inputs)
+    problem = _model_content_problem(spec, manifest, inputs)
+    if problem:
+        raise IncompatibleEngineError(
+            f"{spec.origin.path}: {problem}, so it is not the model that built {engine.name}; "
+            "pass the spec the engine was built from, or rebuild",
+            reasons=["model data differs"],
+        )
+    return inputs
 
 
 # ---------------------------------------------------------------- verification
@@ -453,6 +460,34 @@ def _signer_of(wrapped: Any, path: Path, trusted: Sequence[TrustedKey]) -> Trust
     return by_id[next(iter(accepted))]
 
 
+def _refuse_disagreement(path: Path, predicate: dict[str, Any], manifest: Manifest, inputs: Sequence[Input]) -> None:
+    """The attestation and the manifest it names as a subject must tell one build: its model and
+    spec digests, name, precision and tag. Each is signed, maybe by different trusted keys (a key
+    rotated since): a statement that contradicts the manifest is refused (exit 5), not verified."""
+    claimed = {item.role: item.sha256 for item in inputs}
+    for item in recorded_inputs(manifest):
+        if claimed.get(item.role) != item.sha256:
+            said = f"sha256 {claimed[item.role][:12]}…" if item.role in claimed else "none"
+            raise _refuse(
+                path,
+                f"its {item.role} ({said}) is not the manifest's (sha256 {item.sha256[:12]}…): the attestation "
+                "and the manifest disagree on what was built; re-attest with trtforge sign --attest",
+            )
+    definition = predicate["buildDefinition"]
+    facts = {
+        "name": (definition["externalParameters"].get("name"), manifest.name),
+        "precision": (definition["externalParameters"].get("precision"), manifest.precision),
+        "tag": ((definition.get("internalParameters") or {}).get("tag"), manifest.tag),
+    }
+    for what, (attested, recorded) in facts.items():
+        if attested != recorded:
+            raise _refuse(
+                path,
+                f"its {what} ({attested!r}) is not the manifest's ({recorded!r}): the attestation and the manifest "
+                "disagree on what was built; re-attest with trtforge sign --attest",
+            )
+
+
 def _check_inputs(
     inputs: Sequence[Input], engine_dir: Path, given: Sequence[Path]
 ) -> tuple[list[InputCheck], list[str]]:
@@ -537,7 +572,9 @@ def verify_provenance(
                 f"and {file.name} (sha256 {actual[:12]}…) is none of them; re-attest with trtforge sign --attest",
             )
     predicate = document["predicate"]
-    checks, problems = _check_inputs(_inputs_of(document), engine.parent, given)
+    _refuse_disagreement(path, predicate, read_manifest(paths.manifest), _inputs_of(document))
+    # the recorded paths are relative to the folder the build wrote in (resolved: links followed)
+    checks, problems = _check_inputs(_inputs_of(document), engine.parent.resolve(), given)
     byproducts = predicate["runDetails"].get("byproducts") or []
     return ProvenanceReport(
         engine=engine,

@@ -163,7 +163,7 @@ def sign(
 ) -> None:
     """Sign ENGINE's manifest (over its canonical JSON, which pins the engine's sha256); --attest adds provenance."""
     from trtforge.errors import InvalidInputError
-    from trtforge.provenance import attest_artifact, stale_attestation
+    from trtforge.provenance import sign_and_attest, stale_attestation
     from trtforge.signing import load_signing_key, sign_artifact
     from trtforge.spec import load_spec
 
@@ -171,8 +171,10 @@ def sign(
         raise InvalidInputError("--spec lists the inputs of an attestation: pass --attest too")
     built_by = load_spec(spec) if spec is not None else None
     signing_key = load_signing_key(key)
-    outcome = sign_artifact(engine, signing_key)
-    attestation = attest_artifact(engine, signing_key, built_by) if attest else None
+    if attest:
+        outcome, attestation = sign_and_attest(engine, signing_key, built_by)
+    else:
+        outcome, attestation = sign_artifact(engine, signing_key), None
     replaced = outcome.replaced_key_id
     if as_json:
         emit_json(
