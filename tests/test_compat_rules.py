@@ -781,3 +781,6 @@ def test_a_tensorrt_rtx_engine_is_never_advised_version_compatible(tmp_path: Pat
     target = ("--name", "digits-cnn", "--trt-version", "1.6", "--cc", "8.6", "--out", tmp_path / "pulled")
     code, _, err = cli("pull", f"dir://{engine.parent}", *target)
     assert code == 5 and "rebuild with TensorRT-RTX 1.6" in err and "version_compatible" not in err, err
+    # five parts is no TensorRT version (a manifest holding it is refused): it was compared on four, and passed
+    code, _, err = cli("check", engine, "--trt-version", "1.7.1.116.5", "--cc", "8.6")
+    assert code == 2 and "write it as up to four numbers and dots" in err, err

@@ -3,6 +3,7 @@ memory, and ``build`` pointing at it when the gate fails."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tracemalloc
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 import models
 import numpy as np
 import onnx
+import pytest
 from clitools import cli
 from onnx import TensorProto, helper, numpy_helper
 
@@ -225,3 +227,13 @@ def test_an_unusable_out_is_refused_before_any_diagnosis(tmp_path: Path) -> None
     spec = Path(__file__).resolve().parent.parent / "configs" / "digits-int8.yaml"
     code, _, stderr = cli("diagnose", spec, "--out", blocker)
     assert code == 2 and f"output directory {blocker} is a file" in stderr and "calibration" not in stderr
+
+
+def test_a_backend_flag_that_is_not_installed_is_named_with_its_extra(tmp_path: Path) -> None:
+    """``--backend tensorrt`` without tensorrt: the error blamed the spec's name line and gave no pip extra."""
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here: nothing to refuse")
+    spec = Path(__file__).resolve().parent.parent / "configs" / "digits-int8.yaml"
+    code, _, stderr = cli("diagnose", spec, "--backend", "tensorrt", "--out", tmp_path / "out")
+    assert code == 2 and "error: --backend tensorrt: tensorrt is not installed here" in stderr, stderr
+    assert "pip install 'trtforge[tensorrt]'" in stderr and str(spec) not in stderr

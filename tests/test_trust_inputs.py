@@ -363,3 +363,17 @@ def test_matrix_with_malformed_project_file_is_one_line(tmp_path: Path, trust_ca
     code, _, stderr = cli("matrix", tmp_path)
     record = trust_case(15, "matrix: malformed YAML in trtforge.yaml", code, stderr, folders=(tmp_path,))
     assert code == 2 and record.one_line and f"{broken}:3: malformed YAML" in stderr, stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here: a full stdout cannot be made")
+@pytest.mark.parametrize("args", [["schema"], ["check", "ENGINE", "--cc", "8.6", "--json"]], ids=["schema", "check"])
+def test_a_full_stdout_is_one_line_and_exit_2(built: Path, trust_case: TrustRecorder, args: list[str]) -> None:
+    """stdout on a full disk: a traceback and exit 1 (the --json error document was written again
+    to the stdout that had just failed; schema had no error handling at all)."""
+    (engine,) = (built / "out").glob("*.engine")
+    command = [str(TRTFORGE), *(str(engine) if arg == "ENGINE" else arg for arg in args)]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    record = trust_case(14, f"{args[0]} with stdout on a full disk", done.returncode, done.stderr)
+    assert done.returncode == 2 and record.one_line, done.stderr
+    assert "no space left on device" in done.stderr and "Traceback" not in done.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +19,7 @@ from trtforge.cli.common import (
     emit_json,
     exits_cleanly,
     reporter,
+    write_stdout,
 )
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
 
@@ -211,8 +211,9 @@ def inspect(
 
 
 @app.command()
+@exits_cleanly
 def schema() -> None:
     """Print the JSON Schema of the spec (for editors and CI linting)."""
     from importlib import resources
 
-    sys.stdout.write(resources.files("trtforge").joinpath("spec.schema.json").read_text("utf-8"))
+    write_stdout(resources.files("trtforge").joinpath("spec.schema.json").read_text("utf-8"))

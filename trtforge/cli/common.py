@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -44,10 +45,24 @@ _json_printed: ContextVar[bool] = ContextVar("json_printed", default=False)
 
 
 def emit_json(document: Any) -> None:
-    """``--json`` prints exactly one document on stdout; everything human goes to stderr."""
-    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
-    sys.stdout.flush()
+    """``--json`` prints exactly one document on stdout; everything human goes to stderr. It is
+    tried once: where stdout cannot take it, the command's error line (stderr) says why."""
     _json_printed.set(True)
+    write_stdout(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def write_stdout(text: str) -> None:
+    """``text`` on stdout. Where stdout cannot take it (a full disk, a closed pipe) the OSError goes
+    on to ``exits_cleanly`` (one line, exit 2), and stdout is pointed at /dev/null first, as
+    Python's docs advise, so that nothing is left buffered for the interpreter's exit to fail on."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise
 
 
 @dataclass(frozen=True)
@@ -154,7 +169,7 @@ CcOption = Annotated[
 ]
 PlatformOption = Annotated[str | None, typer.Option(help="Target platform: linux_x86_64, linux_aarch64, win_amd64.")]
 
-_VERSION_TEXT = re.compile(r"^\d+(\.\d+)*$")
+_VERSION_TEXT = re.compile(r"^\d+(\.\d+){0,3}$")  # major[.minor[.patch[.build]]], as manifests hold it
 
 
 def target_from_flags(
@@ -167,7 +182,7 @@ def target_from_flags(
     if flavor is not None and flavor not in FLAVORS:
         raise InvalidInputError(f"--flavor '{flavor}': use {' or '.join(FLAVORS)}{did_you_mean(flavor, FLAVORS)}")
     if trt_version is not None and not _VERSION_TEXT.match(trt_version.strip()):
-        raise InvalidInputError(f"--trt-version '{trt_version}': write it as digits and dots, e.g. 10.13.0.35")
+        raise InvalidInputError(f"--trt-version '{trt_version}': write it as up to four numbers and dots, e.g. 10.13.0.35")
     try:
         capability = ComputeCapability.parse(cc) if cc is not None else None
     except ValueError as exc:

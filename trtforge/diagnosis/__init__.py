@@ -64,7 +64,7 @@ def diagnose_spec(
     (without ``budget_s``, at most the spec's ``calibration.search_budget``). The preparation and
     the search's first measurements run whatever is left: a small budget can be overrun by them."""
     from trtforge.backends import choose_backend
-    from trtforge.environment import installed_version
+    from trtforge.environment import PIP_EXTRAS, installed_version
     from trtforge.errors import BackendUnavailableError
     from trtforge.model import describe, load_onnx
     from trtforge.precision import prepare_precision
@@ -78,9 +78,10 @@ def diagnose_spec(
     choice = choose_backend(backend or spec.backend)
     version = installed_version(choice.flavor)
     if version is None:
+        asked = f"--backend {backend}" if backend is not None else spec.origin.where("backend")
         raise BackendUnavailableError(
-            f"{spec.origin.where('backend')}: {choice.flavor} does not import here; the candidate graph "
-            "depends on the backend: install it or pass --backend"
+            f"{asked}: {choice.flavor} is not installed here, and the candidate graph depends on the backend: "
+            f"pip install 'trtforge[{PIP_EXTRAS[choice.flavor]}]', or pass another --backend"
         )
     prepared = prepare_precision(spec, info, choice.flavor, version, cache_dir, reporter)
     reporter.info(f"{spec.name}: diagnosing {prepared.candidate_onnx.name} against {spec.model_path.name}")
