@@ -182,7 +182,9 @@ def target_from_flags(
     if flavor is not None and flavor not in FLAVORS:
         raise InvalidInputError(f"--flavor '{flavor}': use {' or '.join(FLAVORS)}{did_you_mean(flavor, FLAVORS)}")
     if trt_version is not None and not _VERSION_TEXT.match(trt_version.strip()):
-        raise InvalidInputError(f"--trt-version '{trt_version}': write it as up to four numbers and dots, e.g. 10.13.0.35")
+        raise InvalidInputError(
+            f"--trt-version '{trt_version}': write it as up to four numbers and dots, e.g. 10.13.0.35"
+        )
     try:
         capability = ComputeCapability.parse(cc) if cc is not None else None
     except ValueError as exc:
