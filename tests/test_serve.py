@@ -29,6 +29,8 @@ from pathlib import Path
 
 import models
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 import pytest
 from registry import DIGITS_ONNX, RunningRegistry, build_engine, free_port
@@ -684,10 +686,21 @@ def test_limits_the_server_could_never_meet_are_exit_2_before_the_port_opens(
 def test_a_model_that_cannot_be_warmed_stops_the_server_with_its_exit_code(
     served_models: dict[str, Path], tmp_path: Path
 ) -> None:
-    code, output, _ = _run_refused([served_models["digits"], "--warmup-shape", "digits:input=2x3"], tmp_path)
-    assert code == 2, output  # it listened (liveness), then stopped instead of serving half
+    # a shape the model would refuse is exit 2 before the port opens
+    code, output, port_opened = _run_refused([served_models["digits"], "--warmup-shape", "digits:input=2x3"], tmp_path)
+    assert code == 2 and not port_opened and "listening on" not in output, output
+    assert "--warmup-shape for model 'digits': input 'input': shape [2, 3] is not accepted" in output
+    # a model that fails only when it runs: x [N, 4] reshaped to [3]
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3])
+    shape = onnx.numpy_helper.from_array(np.array([3], np.int64), "shape")
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad", [x], [y], [shape])
+    broken = tmp_path / "broken.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(broken))
+    code, output, _ = _run_refused([f"broken={broken}"], tmp_path)
+    assert code == 5, output  # it listened (liveness), then stopped instead of serving half
     assert "listening on" in output
-    assert "error: model 'digits' did not warm up, stopping:" in output and "Traceback" not in output
+    assert "error: model 'broken' did not warm up, stopping:" in output and "Traceback" not in output
 
 
 def test_a_folder_is_served_at_the_precision_asked_for(

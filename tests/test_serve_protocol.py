@@ -267,6 +267,22 @@ def test_a_warmup_shape_naming_no_input_of_its_model_is_refused_with_the_fix(tmp
         assert expected in str(caught.value) and "(inputs: image, meta; models: pair)" in str(caught.value)
 
 
+def test_a_warmup_shape_the_model_would_refuse_is_refused_before_the_port_opens(tmp_path: Path) -> None:
+    """Checked for names only, a shape the model cannot take (another static dim, another rank) or
+    one of gigabytes failed the warm-up once the port was open: exit 2 with onnxruntime's text, or
+    exit 1 for an allocation of 47 GiB."""
+    pair = onnx_plan(models.two_inputs(tmp_path / "pair.onnx"), "pair")
+    cases = {
+        "image=4x3x9x8": "input 'image': shape [4, 3, 9, 8] is not accepted; allowed: shape [-1, 3, 8, 8]",
+        "pair:meta=1x4x1": "input 'meta': shape [1, 4, 1] is not accepted",
+        "image=100000000x3x8x8": "of input, over the 256 MiB a request may take",
+    }
+    for text, expected in cases.items():
+        with pytest.raises(InvalidInputError) as caught:
+            check_warmup_shapes([text], [pair])
+        assert str(caught.value).startswith("--warmup-shape for model 'pair': ") and expected in str(caught.value)
+
+
 def test_readiness_follows_warmup_and_the_minimum_of_healthy_contexts() -> None:
     """A pool degraded below ``--min-contexts`` makes the server not ready; at or above it, ready."""
     from registry import DIGITS_ONNX

@@ -80,7 +80,10 @@ SETTLE_BUDGET_S = 0.1
 
 
 class PoolStartError(TrtforgeError):
-    """Not one context could be created and warmed (every attempt's first error is in the message)."""
+    """Not one context could be created and warmed (every attempt's first error is in the message):
+    the runtime refused the model, as a loader refuses an engine (exit 5), not a bug of trtforge's."""
+
+    exit_code = 5
 
 
 def suggest_pool_size(

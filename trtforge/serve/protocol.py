@@ -291,6 +291,24 @@ def _shape_refused(name: str, shape: Sequence[int], allowed: str) -> str:
     return f"input '{name}': shape [{', '.join(map(str, shape))}] is not accepted; allowed: {allowed}"
 
 
+def warmup_problem(shapes: Mapping[str, Sequence[int]], signature: ModelSignature) -> str | None:
+    """Why the model would refuse a warm-up request of these input shapes (one line), as
+    :func:`check_request` refuses a request, and past the input budget a request may have
+    (``model.INPUT_BUDGET_BYTES``); None when it would take it."""
+    from trtforge.dtypes import numpy_dtype
+    from trtforge.model import INPUT_BUDGET_BYTES, mib
+
+    metas = {meta.name: meta for meta in signature.inputs}
+    for name, dims in shapes.items():
+        shape = tuple(dims)
+        if not _fits(metas[name], shape, signature.profiles):
+            return _shape_refused(name, shape, shape_range(metas[name], signature.profiles))
+    size = sum(math.prod(dims) * numpy_dtype(DATATYPES[metas[name].datatype]).itemsize for name, dims in shapes.items())
+    if size > INPUT_BUDGET_BYTES:
+        return f"{mib(size)} of input, over the {mib(INPUT_BUDGET_BYTES)} a request may take"
+    return None
+
+
 def check_request(request: InferRequest, signature: ModelSignature) -> None:
     """Refuse, naming the input, what the model would not take: unknown or missing inputs, another
     datatype, a shape outside the profiles (or the model's fixed dims); unknown requested outputs."""

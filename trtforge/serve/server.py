@@ -33,7 +33,7 @@ import uvicorn
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, did_you_mean, first_line
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, read_manifest
 from trtforge.serve.app import Limits, ModelPlan, ServeState, build_app
-from trtforge.serve.protocol import ModelSignature, TensorMeta, datatype_of, probe_request
+from trtforge.serve.protocol import ModelSignature, TensorMeta, datatype_of, probe_request, warmup_problem
 
 if TYPE_CHECKING:
     from trtforge.compat import LoadPolicy
@@ -250,10 +250,12 @@ def parse_warmup_shape(text: str, models: Sequence[str]) -> tuple[str | None, di
 
 def check_warmup_shapes(texts: Sequence[str], plans: Sequence[ModelPlan]) -> None:
     """Every ``--warmup-shape`` names inputs of the model it is for (of some served model when it
-    names none): a typo is exit 2 before the port opens, not a shape that is silently not warmed. Pure."""
+    names none), in shapes that model takes, within a request's input budget: a typo is exit 2
+    before the port opens, not a shape that is silently not warmed or a warm-up that fails once
+    the port is open (a 47 GiB allocation was exit 1 there). Pure."""
     inputs = {plan.name: [meta.name for meta in plan.signature.inputs] for plan in plans}
-    for text in texts:
-        model, shapes = parse_warmup_shape(text, list(inputs))
+    parsed = [parse_warmup_shape(text, list(inputs)) for text in texts]
+    for text, (model, shapes) in zip(texts, parsed, strict=True):
         known = inputs[model] if model is not None else sorted({name for names in inputs.values() for name in names})
         for name in shapes:
             if name not in known:
@@ -264,6 +266,11 @@ def check_warmup_shapes(texts: Sequence[str], plans: Sequence[ModelPlan]) -> Non
                     f"{did_you_mean(name, [*known, *(f'{m}:' for m in inputs)])} "
                     f"(inputs: {', '.join(known) or 'none'}; models: {', '.join(inputs)})"
                 )
+    for plan in plans:
+        for shapes in model_warmup_sets(plan, parsed):
+            problem = warmup_problem(shapes, plan.signature)
+            if problem is not None:
+                raise InvalidInputError(f"--warmup-shape for model '{plan.name}': {problem}; pass shapes it takes")
 
 
 def model_warmup_sets(
