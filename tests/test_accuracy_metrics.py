@@ -149,6 +149,9 @@ def test_evaluate_names_metric_value_and_limit() -> None:
     assert checks["cosine_min"].message == "output 'logits': cosine 0.97 < cosine_min 0.98"
     assert checks["snr_db_min"].passed
     assert checks["snr_db_min"].message == "output 'logits': snr_db 30 >= snr_db_min 25"
+    # a limit is said with its digits: cosine_min 0.9999999 read as "cosine 0.99995274 < cosine_min 1"
+    (tight,) = tolerances.evaluate("logits", measured, Tolerance(cosine_min=0.9999999))
+    assert tight.message == "output 'logits': cosine 0.97 < cosine_min 0.9999999"
     assert not checks["top1_min"].passed
 
 

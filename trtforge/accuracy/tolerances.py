@@ -68,7 +68,8 @@ class Check:
             )
         relation = ("<=" if self.passed else ">") if self.bound == "max" else (">=" if self.passed else "<")
         value = format_value(self.value)
-        return f"output '{self.output}': {self.metric} {value} {relation} {self.limit_key} {self.limit:g}"
+        limit = f"{self.limit:.10g}"  # all the digits a limit is written with: cosine_min 0.9999999 is not 1
+        return f"output '{self.output}': {self.metric} {value} {relation} {self.limit_key} {limit}"
 
 
 def format_value(value: float) -> str:
