@@ -88,7 +88,7 @@ class ModelInfo:
     @property
     def files(self) -> list[Path]:
         """:func:`model_files` from what was read: the .onnx, then each external data file."""
-        return [self.path, *(self.path.parent / name for name in self.external_data)]
+        return _with_data(self.path, self.external_data)
 
 
 def not_a_file(path: Path) -> str | None:
@@ -165,11 +165,23 @@ def external_data_names(model: onnx.ModelProto) -> tuple[str, ...]:
     return tuple(sorted({_location(tensor) for tensor in external_tensors(model)}))
 
 
+def _with_data(path: Path, names: Sequence[str]) -> list[Path]:
+    return [path, *(path.parent / name for name in names)]
+
+
 def model_files(path: Path) -> list[Path]:
     """The files a model's values come from: ``path``, then each external data file it names, once,
-    in the order of their names (read from the graph alone, :func:`read_onnx`; ``ModelInfo.files``
-    where the model was described already)."""
-    return [path, *(path.parent / name for name in external_data_names(read_onnx(path)))]
+    in the order of their names, read from the graph (:func:`read_onnx`), which refuses a graph
+    whose data file is missing; ``ModelInfo.files`` where the model was described already, and
+    :func:`content_files` where the files need only be listed."""
+    return _with_data(path, external_data_names(read_onnx(path)))
+
+
+def content_files(path: Path) -> list[Path]:
+    """:func:`model_files`, the names read once per content of the .onnx (:func:`_remembered_names`)."""
+    from trtforge.fsutil import sha256_file
+
+    return _with_data(path, _remembered_names(path, sha256_file(path)))
 
 
 def content_sha256(path: Path, files: Sequence[Path] | None = None) -> str:
@@ -177,13 +189,11 @@ def content_sha256(path: Path, files: Sequence[Path] | None = None) -> str:
     edited in their external data file are another model, though the .onnx file is the same. A
     model without external data keeps its file's sha256 (the manifest's ``source.onnx_sha256``),
     and so the keys it had; each file's digest comes from the stat-keyed digest cache. ``files``:
-    :func:`model_files` of ``path`` where the caller has them (``ModelInfo.files``): no parse here."""
+    the model's files where the caller has them (``ModelInfo.files``, :func:`content_files`)."""
     from trtforge.fsutil import data_sha256, sha256_file
 
-    digest = sha256_file(path)
-    if files is None:
-        files = [path, *(path.parent / name for name in _remembered_names(path, digest))]
-    return data_sha256(files) if len(files) > 1 else digest
+    files = content_files(path) if files is None else files
+    return data_sha256(files) if len(files) > 1 else sha256_file(path)
 
 
 def _remembered_names(path: Path, digest: str) -> tuple[str, ...]:

@@ -135,7 +135,7 @@ def _watched(
     """Every path the run's verdict rests on, and each backend request's flavor and version."""
     from trtforge.environment import choose_backend, installed_version
     from trtforge.manifest import ENGINE_SUFFIX, artifact_file_names
-    from trtforge.model import model_files
+    from trtforge.model import content_files
     from trtforge.project import DEFAULT_ROOTS
     from trtforge.spec import PROJECT_FILE, expand_globs, load_spec
 
@@ -152,7 +152,7 @@ def _watched(
         request = options.backend or spec.backend
         flavor = choose_backend(request).flavor
         backends[request] = [flavor, installed_version(flavor) or ""]
-        watched.update(os.path.abspath(path) for path in model_files(spec.model_path))  # with its external data
+        watched.update(os.path.abspath(path) for path in content_files(spec.model_path))  # with its external data
         if spec.accuracy.labels:
             watched.add(os.path.abspath(spec.accuracy.labels))
         patterns = [*(spec.calibration.data if spec.calibration else ()), *(spec.accuracy.data or ())]

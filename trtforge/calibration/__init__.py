@@ -39,7 +39,7 @@ from trtforge.fsutil import (
     sha256_file,
     staged_file,
 )
-from trtforge.model import ModelInfo, content_sha256, external_tensors, inspect_model, model_files
+from trtforge.model import ModelInfo, content_files, content_sha256, external_tensors, inspect_model
 from trtforge.spec import CalibrationSpec, Spec, expand_globs
 
 if TYPE_CHECKING:
@@ -277,7 +277,7 @@ class Calibration:
     def has_external_data(self) -> bool:
         """The user's model keeps its weights in external data files: its Q/DQ graph in the cache
         keeps them in a data file too (a model past protobuf's 2 GB has no other way)."""
-        return bool(self.info.external_data) or len(model_files(self.info.path)) > 1
+        return bool(self.info.external_data) or len(content_files(self.info.path)) > 1
 
     @cached_property
     def user_nodes(self) -> list[str]:

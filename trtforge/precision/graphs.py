@@ -183,14 +183,15 @@ def fp16_onnx(
     """The FP16-converted graph, cached by the source model's content (its external data too) and
     the nodes kept in FP32 (``fp16/`` in the cache folder). ``source``: the model at ``model_path``
     as the caller already loaded it (left as it is); None: loaded here."""
-    from trtforge.model import content_sha256, model_files
+    from trtforge.model import content_files, content_sha256
 
     kept = sorted(set(keep_fp32_nodes))
     suffix = "-keep-" + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16] if kept else ""
-    files = model_files(model_path)
+    files = content_files(model_path)
     target = cache_dir / "fp16" / f"{content_sha256(model_path, files)}{suffix}.onnx"
     with_data = len(files) > 1  # weights in a data file, as the user's (a model past 2 GB has to)
-    if (cached_graph_files(target) if with_data else target if target.is_file() else None) is None:
+    cached = cached_graph_files(target) is not None if with_data else target.is_file()
+    if not cached:
         save_graph(to_fp16((source or onnx_loader(model_path))(), kept), target, with_data)
     return target
 
