@@ -184,6 +184,16 @@ def test_the_precision_hook_gets_the_profiles_in_the_spec_order(model_dir: Path)
 DIGITS = Path(__file__).resolve().parent.parent / "calibration" / "digits" / "digits_cnn.onnx"
 
 
+def _digits_spec(folder: Path, keys: str) -> Path:
+    """``folder/spec.yaml``: the digits model with ``keys`` on the third line on, the gate off."""
+    spec = folder / "spec.yaml"
+    spec.write_text(
+        f"name: digits\nmodel: {DIGITS}\n{keys}accuracy: {{enabled: false}}\n"
+        "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [4, 1, 8, 8], max: [8, 1, 8, 8]}\n"
+    )
+    return spec
+
+
 @pytest.fixture
 def broken_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A ``tensorrt`` wheel as pip leaves it when a CUDA library it loads is missing: its metadata
@@ -220,11 +230,7 @@ def test_a_spec_that_names_a_backend_that_does_not_import_is_named_at_its_line(
 ) -> None:
     """``backend: tensorrt`` in the spec: the error says which line asked for it."""
     monkeypatch.setattr(environment, "detect_gpus", lambda: (gpu("8.6", "NVIDIA A10"),))
-    spec = broken_tensorrt / "spec.yaml"
-    spec.write_text(
-        f"name: digits\nmodel: {DIGITS}\nbackend: tensorrt\naccuracy: {{enabled: false}}\n"
-        "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [4, 1, 8, 8], max: [8, 1, 8, 8]}\n"
-    )
+    spec = _digits_spec(broken_tensorrt, "backend: tensorrt\n")
     code, _, stderr = cli("build", spec, "--out", broken_tensorrt / "out")
     assert code == 2 and f"error: {spec}:3: tensorrt 10.13.0.35 is installed but does not import" in stderr, stderr
     code, _, stderr = cli("build", spec, "--backend", "tensorrt", "--out", broken_tensorrt / "out")
@@ -273,11 +279,7 @@ def test_auto_on_a_gpu_host_names_the_broken_tensorrt_and_the_way_out(
     """With a GPU auto picks the installed tensorrt (choosing imports nothing); its failed import is
     the build's error, never a silent switch to TensorRT-RTX. The GPU is the one input faked here."""
     monkeypatch.setattr(environment, "detect_gpus", lambda: (gpu("8.6", "NVIDIA A10"),))
-    spec = broken_tensorrt / "spec.yaml"
-    spec.write_text(
-        f"name: digits\nmodel: {DIGITS}\nprecision: fp32\ntargets: ['8.6']\naccuracy: {{enabled: false}}\n"
-        "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [4, 1, 8, 8], max: [8, 1, 8, 8]}\n"
-    )
+    spec = _digits_spec(broken_tensorrt, "precision: fp32\ntargets: ['8.6']\n")
     code, _, stderr = cli("build", spec, "--out", broken_tensorrt / "out")
     assert code == 2
     assert "tensorrt 10.13.0.35 is installed but does not import (libnvinfer.so.10" in stderr

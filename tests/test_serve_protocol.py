@@ -15,7 +15,7 @@ from registry import build_engine
 
 from trtforge.compat import LoadPolicy
 from trtforge.errors import InvalidInputError
-from trtforge.serve.app import Limits
+from trtforge.serve.app import Limits, ModelPlan
 from trtforge.serve.protocol import (
     HEADER_LENGTH,
     InferRequest,
@@ -253,6 +253,13 @@ def test_an_engine_plan_comes_from_its_manifest_and_warmup_sets_fill_other_input
     assert model_warmup_sets(pair, sets) == [{"image": (4, 3, 8, 8), "meta": (1, 4)}]
 
 
+def _warmup_refusal(text: str, plan: ModelPlan) -> str:
+    """The line ``check_warmup_shapes`` refuses ``--warmup-shape text`` with."""
+    with pytest.raises(InvalidInputError) as caught:
+        check_warmup_shapes([text], [plan])
+    return str(caught.value)
+
+
 def test_a_warmup_shape_naming_no_input_of_its_model_is_refused_with_the_fix(tmp_path: Path) -> None:
     pair = onnx_plan(models.two_inputs(tmp_path / "pair.onnx"), "pair")
     check_warmup_shapes(["pair:image=4x3x8x8,meta=1x4", "image=2x3x8x8"], [pair])
@@ -262,9 +269,8 @@ def test_a_warmup_shape_naming_no_input_of_its_model_is_refused_with_the_fix(tmp
         "pari:image=4x3x8x8": "no served model has an input 'pari:image'",
     }
     for text, expected in cases.items():
-        with pytest.raises(InvalidInputError) as caught:
-            check_warmup_shapes([text], [pair])
-        assert expected in str(caught.value) and "(inputs: image, meta; models: pair)" in str(caught.value)
+        refusal = _warmup_refusal(text, pair)
+        assert expected in refusal and "(inputs: image, meta; models: pair)" in refusal
 
 
 def test_a_warmup_shape_the_model_would_refuse_is_refused_before_the_port_opens(tmp_path: Path) -> None:
@@ -278,9 +284,8 @@ def test_a_warmup_shape_the_model_would_refuse_is_refused_before_the_port_opens(
         "image=100000000x3x8x8": "of input, over the 256 MiB a request may take",
     }
     for text, expected in cases.items():
-        with pytest.raises(InvalidInputError) as caught:
-            check_warmup_shapes([text], [pair])
-        assert str(caught.value).startswith("--warmup-shape for model 'pair': ") and expected in str(caught.value)
+        refusal = _warmup_refusal(text, pair)
+        assert refusal.startswith("--warmup-shape for model 'pair': ") and expected in refusal
 
 
 def test_readiness_follows_warmup_and_the_minimum_of_healthy_contexts() -> None:
