@@ -16,7 +16,14 @@ from clitools import cli
 from models import need_rtx
 from onnx import TensorProto, helper, numpy_helper
 
-from trtforge.diagnosis.sensitivity import Deadline, Measurement, rank_nodes, search_spec, smallest_passing
+from trtforge.diagnosis.sensitivity import (
+    Deadline,
+    GateProbe,
+    Measurement,
+    rank_nodes,
+    search_spec,
+    smallest_passing,
+)
 from trtforge.model import inspect_model
 from trtforge.spec import load_spec
 
@@ -251,3 +258,58 @@ def test_diagnose_budget_bounds_the_search_too(outliers: Path) -> None:
     document = json.loads(stdout)
     layerwise, search_budget = document["seconds"], document["sensitivity"]["details"]["budget_s"]
     assert layerwise > 0 and 0 < search_budget <= 30 - layerwise
+
+
+def _left_out_of_int8(candidate: str) -> list[str]:
+    """The MatMuls of a diagnosed candidate whose activation input is no DequantizeLinear's output
+    (looked for through the FP16-storage emulation's Cast pairs): the exclusions it was built with."""
+    graph = onnx.load(candidate).graph
+    producer = {output: node for node in graph.node for output in node.output}
+
+    def source(node: onnx.NodeProto) -> str:
+        before = producer.get(node.input[0])
+        while before is not None and before.op_type == "Cast":
+            before = producer.get(before.input[0])
+        return before.op_type if before is not None else ""
+
+    return [node.name for node in graph.node if node.op_type == "MatMul" and source(node) != "DequantizeLinear"]
+
+
+@pytest.mark.parametrize(("gain", "chosen"), [(500.0, [CULPRIT]), (1.0, [])])
+def test_diagnose_of_exclude_auto_reports_the_search_that_built_the_candidate(
+    outliers: Path, gain: float, chosen: list[str]
+) -> None:
+    """``exclude: auto``: the report is the preparation's search, not a second one that could choose
+    other nodes than the candidate was built with; a graph that passes is ranked all the same."""
+    need_rtx()
+    outlier_chain(outliers / "chain.onnx", gain=gain)
+    spec = write_spec(outliers, "chain.onnx", {"exclude": "auto"})
+    code, stdout, stderr = cli("diagnose", spec, "--out", outliers / "diag", "--json")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert stderr.count("sensitivity: 6 quantized nodes") == 1
+    assert document["sensitivity"]["excluded"] == chosen == _left_out_of_int8(document["candidate"])
+    assert len(document["sensitivity"]["ranking"]) == 6 and document["sensitivity"]["details"]["complete"]
+
+
+def test_diagnose_budget_bounds_the_exclude_auto_search(outliers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--budget`` bounds the preparation's ``exclude: auto`` search too: it ran under
+    ``search_budget`` alone (here 8 evaluations of 1 s), then the diagnosis searched again with
+    nothing left and reported another exclusion set than the candidate's."""
+    need_rtx()
+    measure = GateProbe.measure
+
+    def slow(probe: GateProbe, candidate: onnx.ModelProto) -> Measurement:
+        time.sleep(1.0)
+        return measure(probe, candidate)
+
+    monkeypatch.setattr(GateProbe, "measure", slow)
+    spec = write_spec(outliers, "chain.onnx", {"exclude": "auto", "search_budget": "60"})
+    started = time.perf_counter()
+    code, stdout, stderr = cli("diagnose", spec, "--out", outliers / "diag", "--json", "--budget", "1")
+    # the search's first evaluation (1 s) may end past the budget; the rest is room for a busy CI host
+    assert time.perf_counter() - started < 1 + 1 + 1.5, stderr
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert document["sensitivity"]["details"]["budget_s"] <= 1
+    assert document["sensitivity"]["excluded"] == _left_out_of_int8(document["candidate"])

@@ -33,8 +33,8 @@ def diagnose(
         typer.Option(
             "--budget",
             min=0.0,
-            help="Seconds the whole diagnosis may take (default 300): the layer-wise pass stops after the batch "
-            "that crosses it; a sensitivity search gets what is left.",
+            help="Seconds the whole diagnosis may take (default 300): an exclude: auto search stops by it, the "
+            "layer-wise pass after the batch that crosses it; another sensitivity search gets what is left.",
         ),
     ] = None,
     backend: BackendOption = None,

@@ -57,12 +57,15 @@ def diagnose_spec(
     budget_s: float | None = None,
     backend: str | None = None,
 ) -> tuple[Diagnosis, DiagnosisFiles]:
-    """Prepare the candidate exactly as ``build`` does for the gate, diagnose it, write both files.
+    """Prepare the candidate as ``build`` does for the gate, diagnose it, write both files.
 
-    ``budget_s`` (None: DEFAULT_BUDGET_S) is the whole diagnosis's, counted from here: the
-    layer-wise pass gets what the preparation left, and a sensitivity search what the pass left
-    (without ``budget_s``, at most the spec's ``calibration.search_budget``). The preparation and
-    the search's first measurements run whatever is left: a small budget can be overrun by them."""
+    ``budget_s`` (None: DEFAULT_BUDGET_S) is the whole diagnosis's, counted from here. With
+    ``exclude: auto`` the preparation's search is the report's sensitivity section, so that the
+    exclusions reported are the candidate's: it stops by the deadline or ``search_budget``,
+    whichever comes first, and ranks even a graph that passes. The layer-wise pass gets what the
+    preparation left. Other int8 Q/DQ specs get a sensitivity search of their own, with what the
+    pass left (without ``budget_s``, at most ``search_budget``). Calibration and a search's first
+    measurements run whatever is left: a small budget can be overrun by them."""
     from trtforge.backends import choose_backend
     from trtforge.environment import PIP_EXTRAS, installed_version
     from trtforge.errors import BackendUnavailableError
@@ -83,7 +86,7 @@ def diagnose_spec(
             f"{asked}: {choice.flavor} is not installed here, and the candidate graph depends on the backend: "
             f"pip install 'trtforge[{PIP_EXTRAS[choice.flavor]}]', or pass another --backend"
         )
-    prepared = prepare_precision(spec, info, choice.flavor, version, cache_dir, reporter)
+    prepared = prepare_precision(spec, info, choice.flavor, version, cache_dir, reporter, diagnosis=deadline)
     reporter.info(f"{spec.name}: diagnosing {prepared.candidate_onnx.name} against {spec.model_path.name}")
     diagnosis = diagnose_layers(
         spec,
@@ -93,14 +96,17 @@ def diagnose_spec(
         budget_s=max(0.0, deadline.left()),
         log=reporter.info,
     )
-    if spec.calibration is not None and spec.precision == "int8" and spec.calibration.mode == "qdq":
-        from dataclasses import replace
-
+    found = prepared.sensitivity
+    if found is None and spec.calibration is not None and spec.precision == "int8" and spec.calibration.mode == "qdq":
         from trtforge.diagnosis.sensitivity import search_spec
 
         left = max(0.0, deadline.left())
         search_budget = min(spec.calibration.search_budget, left) if budget_s is None else left
         found = search_spec(spec, info, cache_dir / "calibration", budget_s=search_budget, log=reporter.info)
-        reporter.info(f"{spec.name}: exclusions for the spec, found by the sensitivity search:\n{found.yaml}")
+    if found is not None:
+        from dataclasses import replace
+
+        if found is not prepared.sensitivity or not found.exclude:  # the preparation logged its choice
+            reporter.info(f"{spec.name}: exclusions for the spec, found by the sensitivity search:\n{found.yaml}")
         diagnosis = replace(diagnosis, sensitivity=found.report())
     return diagnosis, write_diagnosis(diagnosis, out_dir)

@@ -340,9 +340,15 @@ def choose_algorithm(
     return calibration.scale_sets[best], trials
 
 
-def auto_calibrate(spec: Spec, model: ModelInfo, cache_dir: Path, log: Log) -> CalibrationResult:
-    """``calibration.algorithm: auto`` and/or ``exclude: auto`` for a build: choose with the gate's
-    inputs, record the choice and its reasons in the result's manifest section."""
+def auto_calibrate(
+    spec: Spec, model: ModelInfo, cache_dir: Path, log: Log, *, diagnosis: Deadline | None = None
+) -> tuple[CalibrationResult, SensitivitySearch | None]:
+    """``calibration.algorithm: auto`` and/or ``exclude: auto`` for a build (or a diagnosis): choose
+    with the gate's inputs, record the choice and its reasons in the result's manifest section; the
+    ``exclude: auto`` search comes back too (None without one).
+
+    ``diagnosis``: the deadline of ``trtforge diagnose``, whose report is this search: it stops by
+    the deadline as well as by ``search_budget``, and ranks the nodes even when the graph passes."""
     calibration = Calibration(spec, model, cache_dir, log)
     config = calibration.config
     probe = GateProbe(spec, model)
@@ -354,21 +360,23 @@ def auto_calibrate(spec: Spec, model: ModelInfo, cache_dir: Path, log: Log) -> C
         details["algorithm_chosen"] = scale_set.candidate.label
         details["candidates"] = [{"algorithm": t.label, **t.measurement.as_dict()} for t in trials]
     exclude = list(config.excluded)
+    found = None
     if config.exclude == "auto":
+        budget_s = config.search_budget if diagnosis is None else max(0.0, min(config.search_budget, diagnosis.left()))
         found = search(
             calibration,
             scale_set,
             probe,
-            budget_s=config.search_budget,
+            budget_s=budget_s,
             max_excluded=config.max_excluded,
-            rank_when_passing=False,
+            rank_when_passing=diagnosis is not None,
             log=log,
         )
         exclude += found.exclude
         details["exclude_auto"] = found.as_dict()
         if found.exclude:
             log(f"calibration: exclude: auto chose {list(found.exclude)}; to pin it:\n{found.yaml}")
-    return calibration.result(scale_set, exclude, details)
+    return calibration.result(scale_set, exclude, details), found
 
 
 def search_spec(

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import onnx
 
     from trtforge.console import Reporter
+    from trtforge.diagnosis.layerwise import Deadline
+    from trtforge.diagnosis.sensitivity import SensitivitySearch
     from trtforge.model import ModelInfo
     from trtforge.precision.overflow import KeepFp32
     from trtforge.spec import Spec
@@ -48,6 +50,7 @@ class Prepared:
     parts (made in a thread of its own, so that the TensorRT build, which releases the GIL, runs
     beside it), or the graph TensorRT 10.x's builder flags (FP16 flag, native INT8) stand for.
     ``fp16``: the manifest's ``fp16`` section (the nodes kept in FP32, and why).
+    ``sensitivity``: the ``exclude: auto`` search that chose the graph's exclusions (None without one).
     """
 
     onnx_path: Path
@@ -57,6 +60,7 @@ class Prepared:
     simulated_onnx: Path | Callable[[], Path] | None = None
     fp16: dict | None = None
     derived: str = ""  # what ``onnx_path`` is when not the spec's model: "fp16-converted", "int8 Q/DQ"
+    sensitivity: SensitivitySearch | None = None
 
     @property
     def candidate_onnx(self) -> Path:
@@ -75,10 +79,14 @@ def prepare_precision(
     cache_dir: Path,
     reporter: Reporter,
     for_gate: bool = True,
+    *,
+    diagnosis: Deadline | None = None,
 ) -> Prepared:
     """fp32: the model as is; fp16: an FP16 graph (or, on TensorRT 10.x, the FP16 flag); int8: Q/DQ.
 
     ``for_gate=False`` (the gate is off): no FP16-storage emulation is made, as nothing runs it.
+    ``diagnosis``: ``trtforge diagnose``'s deadline, which an ``exclude: auto`` search keeps too
+    (:func:`~trtforge.diagnosis.sensitivity.auto_calibrate`).
     """
 
     if spec.precision == "fp32":
@@ -113,9 +121,9 @@ def prepare_precision(
     if "auto" in (calibration.algorithm, calibration.exclude):  # chosen with the gate's inputs
         from trtforge.diagnosis.sensitivity import auto_calibrate
 
-        result = auto_calibrate(spec, model_info, cache_dir / "calibration", reporter.info)
+        result, found = auto_calibrate(spec, model_info, cache_dir / "calibration", reporter.info, diagnosis=diagnosis)
     else:
-        result = calibrate(spec, model_info, cache_dir=cache_dir / "calibration", log=reporter.info)
+        result, found = calibrate(spec, model_info, cache_dir=cache_dir / "calibration", log=reporter.info), None
     fp16_parts = calibration.high_precision == "fp16"  # the layers left out of INT8 store FP16
     if calibration.mode == "native":
         return Prepared(
@@ -130,6 +138,7 @@ def prepare_precision(
         calibration=result.manifest_section(),
         simulated_onnx=emulated(lambda: result.qdq_model) if fp16_parts else None,
         derived="int8 Q/DQ",
+        sensitivity=found,
     )
 
 
