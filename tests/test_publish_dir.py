@@ -260,6 +260,22 @@ def test_missing_or_unusable_registry_directory(engines: dict[str, Path], tmp_pa
     assert code == 2 and f"is a link to {tmp_path / 'gone'}, which does not exist" in err
 
 
+@pytest.mark.parametrize("scheme", ["dir", "triton"])
+def test_insecure_with_a_folder_is_refused(engines: dict[str, Path], tmp_path: Path, scheme: str) -> None:
+    """--insecure (plain HTTP) means nothing for a folder: a usage error, one line, nothing written.
+    Before: ignored, the engine published (exit 0)."""
+    uri = f"{scheme}://{tmp_path / 'registry'}"
+    out = tmp_path / "pulled"
+    for args in (
+        ("publish", engines["8.6"], "--to", uri, "--insecure"),
+        ("pull", uri, "--name", "digits-cnn", "--cc", "8.6", "--out", out, "--insecure"),
+    ):
+        code, _, err = cli(*args)
+        assert code == 2 and "--insecure (plain HTTP) is for oci:// registries" in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "registry").exists() and not out.exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a folder whatever its mode: run as a user")
 def test_a_registry_folder_without_write_permission_is_exit_6(engines: dict[str, Path], tmp_path: Path) -> None:
     locked = tmp_path / "locked"

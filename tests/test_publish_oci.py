@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -589,15 +591,63 @@ def docker_login(folder: Path, key: str, entry: dict | None = None) -> None:
     (folder / "config.json").write_text(json.dumps({"auths": {key: entry or {"auth": inline_auth()}}}))
 
 
+#: "user:password" as base64 for a wrong password, which the registries refuse
+WRONG_AUTH = "d3Jvbmc6d3Jvbmc="
+#: fake credential helpers (``docker-credential-NAME``, run with ``get`` and the server address on
+#: stdin), as the docker-credential-helpers programs answer: ``login`` keeps USER / PASSWORD for
+#: that address only, ``token`` an identity token, ``none`` nothing
+HELPERS = {
+    "login": f"""[ "$(cat)" = "$HOST" ] || {{ echo "credentials not found in native keychain"; exit 1; }}
+echo '{{"ServerURL": "'$HOST'", "Username": "{USER}", "Secret": "{PASSWORD}"}}'""",
+    "token": """cat >/dev/null; echo '{"Username": "<token>", "Secret": "refresh-token"}'""",
+    "none": """cat >/dev/null; echo "credentials not found in native keychain"; exit 1""",
+    "locked-stdout": """cat >/dev/null; echo "the keychain is locked"; exit 1""",
+    "locked-stderr": """cat >/dev/null; echo "the keychain is locked" >&2; exit 3""",
+    "garbage": """cat >/dev/null; echo '{"Username": 5}'""",
+}
+
+
+@pytest.fixture
+def credential_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth_registry: RunningRegistry) -> None:
+    """The ``HELPERS`` as shell scripts on PATH, for ``auth_registry`` ($HOST)."""
+    folder = tmp_path / "helpers"
+    folder.mkdir()
+    for name, script in HELPERS.items():
+        helper = folder / f"docker-credential-{name}"
+        helper.write_text(f"#!/bin/sh\n{script}\n")
+        helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("HOST", auth_registry.host)
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [
         ('{"auths":\n', "not JSON"),
         ("[]", "(top level)"),
         ('{"auths": {"HOST": "str"}}', "auths.HOST"),
-        ('{"auths": {"HOST": {"auth": 5}}}', "auths.HOST.auth"),
+        ('{"auths": {"HOST": {"auth": 5}}}', "auths.HOST.auth: a string expected, not a number"),
+        ('{"Auths": {"HOST": {"Auth": true}}}', "Auths.HOST.Auth: a string expected, not a boolean"),
+        ('{"credsStore": 5, "credsStore": "login"}', "credsStore: a string expected, not a number"),
+        ('{"auths": {"HOST": {"auth": "ci:s3cret"}}}', "auths.HOST.auth: not base64"),
+        ('{"auths": {"HOST": {"auth": "Y2k6czNjcmU"}}}', "auths.HOST.auth: not base64"),
+        ('{"auths": {"HOST": {"auth": "bm8tY29sb24="}}}', "auths.HOST.auth: not base64 of user:password"),
+        ('{"auths": {"HOST": {"auth": "OnMzY3JldA=="}}}', "auths.HOST.auth: not base64 of user:password"),
+        ('{"auths": {"HOST": {"auth": "LOGIN"}, "other.example": {"auth": "x"}}}', "auths.other.example.auth"),
     ],
-    ids=["truncated", "a-list", "auths-of-the-wrong-shape", "auth-of-the-wrong-type"],
+    ids=[
+        "truncated",
+        "a-list",
+        "auths-of-the-wrong-shape",
+        "auth-of-the-wrong-type",
+        "folded-keys-of-the-wrong-type",
+        "a-wrong-type-given-again",
+        "auth-in-plain-text",
+        "auth-unpadded",
+        "auth-without-colon",
+        "auth-without-user",
+        "another-host-s-auth",
+    ],
 )
 def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(
     auth_registry: RunningRegistry,
@@ -611,9 +661,11 @@ def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(
 ) -> None:
     """What docker itself would refuse. Before: exit 6, blaming the registry ("failed while
     connecting: Expecting value ...", "an answer of the wrong shape ... is it an OCI registry?"),
-    even with the credentials in the environment."""
+    even with the credentials in the environment; an ``auth`` that is not base64 ``user:password``
+    was sent as it was (docker: "invalid auth configuration file"), and a value of the wrong type
+    given again, or under a key of another case, was not seen."""
     repository = auth_registry.uri(f"tests/broken-docker-config-{request.node.callspec.id}")
-    (no_login / "config.json").write_text(text.replace("HOST", auth_registry.host))
+    (no_login / "config.json").write_text(text.replace("HOST", auth_registry.host).replace("LOGIN", inline_auth()))
     pull = ("pull", repository, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", tmp_path / "pulled")
     code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
     assert code == 2 and f"{no_login / 'config.json'} is not a docker config" in one_line(err), err
@@ -637,6 +689,18 @@ def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(
         ('{"auths": {"HOST": {"auth": "d3Jvbmc6d3Jvbmc="}}, "auths": {"HOST": {"auth": "LOGIN"}}}', True),
         ('{"auths": {"HOST": {"auth": "LOGIN"}}}\n{"auths": {', True),
         ('{"auths": {"HOST": {"auth": "LOGIN"}}, "credHelpers": {"HOST": null}, "credsStore": null}', True),
+        ('{"Auths": {"HOST": {"Auth": "LOGIN"}}}', True),
+        ('{"auths": {"HOST": {"auth": "WRONG", "AUTH": "LOGIN"}}}', True),
+        ('{"auths": {"HOST": {"AUTH": "LOGIN", "auth": ""}}}', False),
+        ('{"auth\u017f": {"HOST": {"auth": "LOGIN"}}}', True),
+        ('{"auths": {"HOST": {"auth": "LOGIN"}}, "AUTHS": {"other.example": {}}}', True),
+        ('{"auths": {"HOST": {"auth": "LOGIN"}}, "auths": {"other.example": {}}}', True),
+        ('{"auths": {"HOST": {"auth": "LOGIN"}}, "AUTHS": null}', False),
+        ('{"CREDSSTORE": "login"}', True),
+        ('{"credhelpers": {"HOST": "login"}}', True),
+        ('{"credsStore": "login", "credsStore": null}', True),
+        ('{"auths": {"HOST": {"auth": "LOGIN_WITH_LINE_BREAKS"}}}', True),
+        ('{"auths": {"HOST": {"auth": "LOGIN_WITH_NULS"}}}', True),
     ],
     ids=[
         "empty",
@@ -647,20 +711,45 @@ def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(
         "duplicate-keys",
         "trailing-data",
         "null-helper",
+        "keys-of-any-case",
+        "last-spelling-wins",
+        "last-spelling-wins-either-way",
+        "long-s-folds-to-s",
+        "a-map-given-again-adds-to-it",
+        "a-map-given-again-in-its-case-too",
+        "null-empties-a-map",
+        "credsstore-of-any-case",
+        "credhelpers-of-any-case",
+        "null-leaves-a-string",
+        "auth-with-line-breaks",
+        "password-with-nuls",
     ],
 )
 def test_the_docker_config_is_read_as_docker_reads_it(
     auth_registry: RunningRegistry,
     engines: dict[str, Path],
     no_login: Path,
+    credential_helpers: None,
     request: pytest.FixtureRequest,
     text: str,
     logged_in: bool,
 ) -> None:
     """Go's json.Decoder, as docker's LoadFromReader uses it: empty is no config, null is absent, a
-    key given twice keeps its last value, what follows the object is ignored (LOGIN: the account's
-    inline auth). Before: exit 2, "is not a docker config"."""
-    (no_login / "config.json").write_text(text.replace("HOST", auth_registry.host).replace("LOGIN", inline_auth()))
+    key given twice keeps its last value, what follows the object is ignored; a key names its field
+    in any case (Go's folding), the last key naming it wins, a map given again is added to, null
+    leaves a string as it was; an ``auth`` is base64 with line breaks skipped, NULs around the
+    password dropped (LOGIN: the account's inline auth; ``login``: a credential helper keeping it).
+    Before: exit 2, "is not a docker config"; then keys were matched in their case only, a later
+    map replaced an earlier one, null removed a string, and an ``auth`` was sent as it was."""
+    login = inline_auth()
+    text = (
+        text.replace("HOST", auth_registry.host)
+        .replace("LOGIN_WITH_LINE_BREAKS", "\\n".join([login[:4], login[4:], ""]))
+        .replace("LOGIN_WITH_NULS", base64.b64encode(f"{USER}:\0{PASSWORD}\0\0".encode()).decode())
+        .replace("LOGIN", login)
+        .replace("WRONG", WRONG_AUTH)
+    )
+    (no_login / "config.json").write_text(text)
     repository = auth_registry.uri(f"tests/docker-reads-{request.node.callspec.id}")
     code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
     if logged_in:
@@ -731,11 +820,18 @@ class _AnonymousTokenRegistry(BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize("grants", [True, False], ids=["anonymous-granted", "login-needed"])
-def test_a_broken_docker_config_does_not_stop_an_anonymous_token_pull(no_login: Path, grants: bool) -> None:
+@pytest.mark.parametrize(
+    ("broken", "why"),
+    [('{"auths":\n', "is not a docker config"), ('{"credsStore": "locked-stdout"}', "the keychain is locked")],
+    ids=["config", "helper"],
+)
+def test_a_broken_docker_config_does_not_stop_an_anonymous_token_pull(
+    no_login: Path, credential_helpers: None, grants: bool, broken: str, why: str
+) -> None:
     """A token registry asks every first request (401 Bearer) though it grants public pulls to
     anyone: the broken config was read first, exit 2. Now the anonymous token is tried, and the
-    config's error is said only where the registry still refuses."""
-    (no_login / "config.json").write_text('{"auths":\n')
+    config's error (or its credential helper's) is said only where the registry still refuses."""
+    (no_login / "config.json").write_text(broken)
     handler = type("Handler", (_AnonymousTokenRegistry,), {"GRANTS": grants})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -744,7 +840,7 @@ def test_a_broken_docker_config_does_not_stop_an_anonymous_token_pull(no_login: 
         if grants:
             assert registry._tags() == ["t1"]
         else:
-            with pytest.raises(InvalidInputError, match="is not a docker config"):
+            with pytest.raises(InvalidInputError, match=why):
                 registry._tags()
     finally:
         server.shutdown()
@@ -768,24 +864,91 @@ def test_auths_keys_name_their_host_as_for_docker(
     assert code == 0, err
 
 
+@pytest.mark.parametrize("field", ["identitytoken", "IdentityToken"])
 def test_an_identity_token_alone_is_named_as_unusable(
-    auth_registry: RunningRegistry, engines: dict[str, Path], no_login: Path
+    auth_registry: RunningRegistry, engines: dict[str, Path], no_login: Path, field: str
 ) -> None:
     """What a token-service login leaves (az acr login, docker login to a registry that issues
-    refresh tokens). Before: "none is configured"."""
-    docker_login(no_login, f"https://{auth_registry.host}/", {"identitytoken": "refresh-token"})
+    refresh tokens), its field in any case as Go reads it. Before: "none is configured"."""
+    docker_login(no_login, f"https://{auth_registry.host}/", {field: "refresh-token"})
     code, _, err = cli("publish", str(engines["8.6"]), "--to", auth_registry.uri("tests/keys"), "--insecure")
     assert code == 6 and f"{no_login / 'config.json'} holds only an identity token" in one_line(err), err
     assert "none is configured" not in err and "TRTFORGE_REGISTRY_USERNAME" in err
+
+
+@pytest.mark.parametrize(
+    ("config", "logged_in"),
+    [
+        ({"auths": {"HOST": {"auth": "WRONG"}}, "credsStore": "login"}, True),
+        ({"auths": {"HOST": {"auth": "WRONG"}}, "credsStore": "none", "credHelpers": {"HOST": "login"}}, True),
+        ({"auths": {"HOST": {"auth": "LOGIN"}}, "credsStore": "none"}, False),
+        ({"auths": {"HOST": {"auth": "LOGIN"}}, "credsStore": "locked-stdout", "credHelpers": {"HOST": ""}}, True),
+        ({"auths": {"HOST": {"identitytoken": "refresh-token"}}, "credsStore": "login"}, True),
+    ],
+    ids=["creds-store", "own-helper", "helper-keeps-none", "own-helper-switched-off", "file-token-ignored"],
+)
+def test_a_credential_helper_comes_before_the_config_s_own_auth(
+    auth_registry: RunningRegistry,
+    engines: dict[str, Path],
+    no_login: Path,
+    credential_helpers: None,
+    request: pytest.FixtureRequest,
+    config: dict,
+    logged_in: bool,
+) -> None:
+    """docker's GetAuthConfig: credHelpers[host], else credsStore, and only without either the
+    ``auths`` entry (a helper that keeps nothing is no login, whatever the entry says; ``""`` as
+    the host's own helper means none). Before: the inline ``auth`` first, as oras reads it (a
+    stale one, left from before a credential store, was sent and refused: HTTP 401)."""
+    text = json.dumps(config).replace("HOST", auth_registry.host)
+    (no_login / "config.json").write_text(text.replace("WRONG", WRONG_AUTH).replace("LOGIN", inline_auth()))
+    repository = auth_registry.uri(f"tests/helper-first-{request.node.callspec.id}")
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")
+    if logged_in:
+        assert code == 0, err
+    else:
+        assert code == 6 and "asks for a user name and password and none is configured" in one_line(err), err
+
+
+@pytest.mark.parametrize(
+    ("helper", "says"),
+    [
+        ("locked-stdout", "failed (exit 1: the keychain is locked)"),
+        ("locked-stderr", "failed (exit 3: the keychain is locked)"),
+        ("absent", "is not on PATH: install it, or take it out of"),
+        ("garbage", "answered what is not a docker credential (Username: a string expected, not a number)"),
+        ("token", "the credential helper docker-credential-token holds only an identity token"),
+    ],
+)
+def test_a_failing_credential_helper_is_one_line_that_says_why_once(
+    auth_registry: RunningRegistry,
+    engines: dict[str, Path],
+    no_login: Path,
+    credential_helpers: None,
+    helper: str,
+    says: str,
+) -> None:
+    """What the helper says (on stdout as docker-credential-helpers do, else on stderr), once, in
+    trtforge's one line naming the helper and the config. Before: oras's own line ("Credential
+    helper 'docker-credential-x' failed: ...", empty for a helper that says it on stdout), then
+    "none is configured", exit 6."""
+    (no_login / "config.json").write_text(json.dumps({"credsStore": helper}))
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", auth_registry.uri("tests/helpers"), "--insecure")
+    assert says in one_line(err), err
+    if helper == "token":
+        assert code == 6 and "TRTFORGE_REGISTRY_USERNAME" in err
+        return
+    assert code == 2 and f"docker-credential-{helper} that {no_login / 'config.json'} names for" in err
+    assert err.count(says) == 1 and "TRTFORGE_REGISTRY_USERNAME" in err
 
 
 def test_docker_hub_logins_are_found_under_docker_s_key() -> None:
     """``docker login`` files Docker Hub's login under https://index.docker.io/v1/, for each of its names."""
     from trtforge.publish.oci import DockerConfig, docker_key
 
-    config = DockerConfig.model_validate({"auths": {"https://index.docker.io/v1/": {"auth": "hub"}}})
+    config = DockerConfig.model_validate({"auths": {"https://index.docker.io/v1/": {"auth": inline_auth()}}})
     for host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
-        assert config.entry(docker_key(host)).auth == "hub"
+        assert config.entry(docker_key(host)).auth == inline_auth()
     assert config.entry(docker_key("ghcr.io")).auth is None
 
 

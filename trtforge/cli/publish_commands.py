@@ -50,11 +50,11 @@ def publish_command(
     as_json: JsonOption = False,
 ) -> None:
     """Publish ENGINE and its manifest; the same engine again is a no-op, another one needs --force (else exit 6)."""
-    from trtforge.publish import load_local_artifact, open_registry, parse_location
+    from trtforge.publish import load_local_artifact
 
-    location = parse_location(to)
+    registry = _open_registry(to, insecure)
     artifact = load_local_artifact(engine)
-    outcome = open_registry(location, insecure=insecure).publish(artifact, force=force)
+    outcome = registry.publish(artifact, force=force)
     console = reporter()
     for note in outcome.notes:
         console.info(note)
@@ -64,7 +64,7 @@ def publish_command(
         emit_json(
             {
                 "status": outcome.status,
-                "to": location.uri,
+                "to": registry.uri,
                 "reference": outcome.reference,
                 "name": artifact.manifest.name,
                 "precision": artifact.manifest.precision,
@@ -198,10 +198,22 @@ def _pull_request(
 
 
 def _pull(uri: str, request: Any, out: Path, insecure: bool) -> Any:
-    from trtforge.publish import open_registry, parse_location
     from trtforge.publish.pulling import pull_artifact
 
-    return pull_artifact(open_registry(parse_location(uri), insecure=insecure), request, out)
+    return pull_artifact(_open_registry(uri, insecure), request, out)
+
+
+def _open_registry(uri: str, insecure: bool) -> Any:
+    """The registry at ``uri``. ``--insecure`` (plain HTTP) with a folder (``dir://``, ``triton://``)
+    is refused, not ignored: it means nothing there, so the URI is likely not the one meant."""
+    from trtforge.publish import OciLocation, open_registry, parse_location
+
+    location = parse_location(uri)
+    if insecure and not isinstance(location, OciLocation):
+        raise InvalidInputError(
+            f"--insecure (plain HTTP) is for oci:// registries, and {location.uri} is a folder: drop --insecure"
+        )
+    return open_registry(location, insecure=insecure)
 
 
 def _rejected(rejections: Any) -> list[dict[str, Any]]:

@@ -14,9 +14,10 @@ because the rules need all of it and a signature covers exactly those bytes.
 Credentials, looked up when the registry first asks for them (a registry that needs none never has
 docker's config read): ``TRTFORGE_REGISTRY_USERNAME`` and ``TRTFORGE_REGISTRY_PASSWORD`` when set
 (docker's config is then not read), else ``$DOCKER_CONFIG/config.json`` or, without
-``DOCKER_CONFIG``, ``~/.docker/config.json``, with its credential helpers, as ``docker login``
-leaves them and read as docker reads them; a config docker would refuse is exit 2 naming it. HTTPS
-unless ``--insecure`` (plain HTTP, for local registries).
+``DOCKER_CONFIG``, ``~/.docker/config.json``, as ``docker login`` leaves it, read as docker reads it
+and in docker's order (the host's credential helper, else ``credsStore``, else the entry's own
+``auth``); a config docker would refuse, or a credential helper that fails, is exit 2 naming it.
+HTTPS unless ``--insecure`` (plain HTTP, for local registries).
 
 Attestations (``trtforge.provenance``: a DSSE envelope of an in-toto SLSA provenance Statement,
 ``{stem}.intoto.jsonl`` beside the engine) go up as OCI 1.1 referrers of the engine's image
@@ -38,6 +39,7 @@ one line; a blob that is not the engine its manifest pins is exit 5 (the pull's 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import functools
@@ -45,6 +47,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,7 +55,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, first_line
 from trtforge.fsutil import copy_at_most, sha256_bytes
@@ -110,6 +113,10 @@ PASSWORD_ENV = "TRTFORGE_REGISTRY_PASSWORD"
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 #: docker's names for Docker Hub, and the API host that answers for them
 DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+#: what a docker credential helper's ``get`` says (on stdout, exit 1) for a server it keeps nothing for
+HELPER_NOT_FOUND = "credentials not found in native keychain"
+#: the user name a credential helper answers with when its secret is an identity token
+HELPER_TOKEN_USER = "<token>"
 
 #: engines above this size go up in chunks (PATCH), so memory stays flat for multi-GB engines
 CHUNKED_ABOVE = 64 * 1024 * 1024
@@ -120,6 +127,8 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 MAX_TAG_PAGES = 1000
 #: what a blob download reads (and writes) at a time
 BLOB_CHUNK = 1024 * 1024
+#: what Go's ``base64.StdEncoding`` decodes, line breaks aside: whole quantums, padding at the end only
+STD_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 #: the distribution spec's digest grammar, ``algorithm:encoded``
 DIGEST_PATTERN = r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
 #: (connect, read) seconds: a dead registry must fail a CI job quickly, not hang it
@@ -250,10 +259,27 @@ class DockerAuth(_Answer):
     auth: str | None = None
     identity_token: str | None = Field(None, alias="identitytoken")
 
+    @field_validator("auth")
+    @classmethod
+    def _user_and_password(cls, auth: str | None) -> str | None:
+        """docker's ``decodeAuth``: base64 (line breaks skipped) of ``user:password`` with a user, else
+        docker refuses the whole file ("invalid auth configuration file"), and so does trtforge rather
+        than send the registry what docker never would. Kept as docker sends it: NULs around the
+        password dropped."""
+        if not auth:
+            return None
+        text = auth.replace("\r", "").replace("\n", "")
+        if not STD_BASE64.fullmatch(text):
+            raise ValueError("not base64, where docker wants base64 of user:password")
+        user, colon, password = base64.b64decode(text).partition(b":")
+        if not colon or not user:
+            raise ValueError("not base64 of user:password (docker: invalid auth configuration file)")
+        return base64.b64encode(user + b":" + password.strip(b"\0")).decode()
+
 
 class DockerConfig(_Answer):
-    """The parts of docker's ``config.json`` that hold credentials, as ``docker login`` writes them;
-    ``null`` stands for absent anywhere, as in docker's (Go's) decoding."""
+    """The parts of docker's ``config.json`` that hold credentials, as ``go_decode`` leaves them
+    (``DOCKER_CONFIG_FIELDS``); ``null`` stands for absent anywhere, as in docker's (Go's) decoding."""
 
     auths: dict[str, DockerAuth | None] | None = None
     creds_store: str | None = Field(None, alias="credsStore")
@@ -269,6 +295,80 @@ class DockerConfig(_Answer):
     def helper(self, key: str) -> str | None:
         """The credential helper docker asks for ``key``: its own (``""`` or null: none), else ``credsStore``."""
         return (self.cred_helpers or {}).get(key, self.creds_store)
+
+
+class GoObject(tuple[tuple[str, Any], ...]):
+    """A JSON object as Go's decoder meets it: its members in order, a key given twice twice."""
+
+
+@dataclass(frozen=True)
+class GoMap:
+    """A Go map of ``values`` (a ``GoType``): unlike a struct, it takes any key as it is."""
+
+    values: GoType
+
+
+#: a Go type for ``go_decode``: a struct (a dict of its fields' JSON names and types), a map, a string
+GoType = dict[str, "GoType"] | GoMap | type[str]
+
+#: docker's ``ConfigFile`` and its ``AuthConfig`` entries: the fields trtforge reads
+DOCKER_CONFIG_FIELDS: GoType = {
+    "auths": GoMap({"auth": str, "identitytoken": str}),
+    "credsStore": str,
+    "credHelpers": GoMap(str),
+}
+#: what a credential helper's ``get`` answers (docker-credential-helpers' ``Credentials``): the fields trtforge reads
+HELPER_ANSWER_FIELDS: GoType = {"Username": str, "Secret": str}
+
+#: the letters Go's encoding/json folds onto ASCII ones besides ASCII's own (its ``foldName``,
+#: upper(lower(r))): long s, the Kelvin sign, dotless i, I with a dot
+_GO_FOLD = str.maketrans({"\u017f": "s", "\u212a": "k", "\u0131": "i", "\u0130": "i"})
+
+
+def go_fold(name: str) -> str:
+    """A JSON key as Go matches it to a struct field's name: case-insensitively."""
+    return name.translate(_GO_FOLD).lower()
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, GoObject):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number" if isinstance(value, int | float) else "a string"
+
+
+def go_decode(value: Any, kind: GoType, where: str = "", previous: dict[str, Any] | None = None) -> Any:
+    """``value`` (``docker_json``'s) decoded into ``kind`` as Go's encoding/json decodes it, as plain
+    dicts: a key names a struct field case-insensitively, others are ignored; each key that names a
+    field sets it, so the last one in the document wins; null leaves a string as it was and empties a
+    map; a map given again is added to (``previous``), each of its entries replaced whole. A value of
+    another type refuses the document (ValueError ``where: what``), as docker's decoder does whatever
+    follows it."""
+    wanted = "an object" if isinstance(kind, dict | GoMap) else "a string"
+    if _json_kind(value) != wanted:
+        raise ValueError(f"{where or '(top level)'}: {wanted} expected, not {_json_kind(value)}")
+    if isinstance(kind, GoMap):
+        found = dict(previous or {})
+        for key, item in value:
+            found[key] = None if item is None else go_decode(item, kind.values, f"{where}.{key}" if where else key)
+        return found
+    if not isinstance(kind, dict):
+        return value
+    names = {go_fold(name): name for name in kind}
+    fields: dict[str, Any] = {}
+    for key, item in value:
+        name = names.get(go_fold(key))
+        if name is None:
+            continue
+        if item is None:
+            if isinstance(kind[name], GoMap):
+                fields[name] = None
+            continue
+        fields[name] = go_decode(item, kind[name], f"{where}.{key}" if where else key, fields.get(name))
+    return fields
 
 
 def docker_hostname(key: str) -> str:
@@ -291,10 +391,11 @@ def docker_config_path() -> Path:
 
 
 def docker_json(data: bytes) -> Any:
-    """docker's config as docker reads it (Go's ``json.Decoder.Decode``, ``io.EOF`` ignored), not as
-    ``bounded_json`` reads what trtforge signs: nothing but whitespace is no config (None), what
-    follows the first value is ignored, a key given twice keeps its last value, invalid UTF-8
-    becomes U+FFFD. Size and nesting are bounded all the same."""
+    """docker's config (or a credential helper's answer) as Go's ``json.Decoder.Decode`` reads it,
+    for ``go_decode``, not as ``bounded_json`` reads what trtforge signs: nothing but whitespace is
+    None (no config: docker ignores ``io.EOF``), what follows the first value is ignored, objects are
+    ``GoObject`` (a key given twice kept twice), invalid UTF-8 becomes U+FFFD. Size and nesting are
+    bounded all the same."""
     if len(data) > MAX_ANSWER_BYTES:
         raise ValueError(f"larger than {MAX_ANSWER_BYTES:,} bytes")
     if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
@@ -304,7 +405,7 @@ def docker_json(data: bytes) -> Any:
     if start == len(text):
         return None
     try:
-        return json.JSONDecoder().raw_decode(text, start)[0]
+        return json.JSONDecoder(object_pairs_hook=GoObject).raw_decode(text, start)[0]
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
 
@@ -312,7 +413,7 @@ def docker_json(data: bytes) -> Any:
 def read_docker_config(path: Path, host: str) -> DockerConfig:
     """The docker config at ``path`` (none: no credentials), checked here because oras would read a
     malformed one as the registry's failure. What docker itself would refuse (not JSON, a value of
-    the wrong type) is a usage error naming the file."""
+    the wrong type, an ``auth`` that is not base64 ``user:password``) is a usage error naming the file."""
     fix = f"fix or remove it (then docker login {host}), or set {USERNAME_ENV} and {PASSWORD_ENV} (then it is not read)"
     try:
         data = path.read_bytes()
@@ -322,7 +423,7 @@ def read_docker_config(path: Path, host: str) -> DockerConfig:
         raise InvalidInputError(f"cannot read the docker config {path} ({exc.strerror}): {fix}") from exc
     try:
         document = docker_json(data)
-        return DockerConfig() if document is None else DockerConfig.model_validate(document)
+        return DockerConfig.model_validate({} if document is None else go_decode(document, DOCKER_CONFIG_FIELDS))
     except ValidationError as exc:
         raise InvalidInputError(f"{path} is not a docker config ({first_error(exc)}): {fix}") from exc
     except ValueError as exc:
@@ -517,9 +618,10 @@ class OciRegistry:
         self.chunked_above = chunked_above
         self.chunk_size = chunk_size
         self._client: Any = None
-        #: the docker config whose entry for this registry holds only an identity token, once looked up
-        self._identity_token_in: Path | None = None
-        #: docker's config, unreadable, where a token service was asked anonymously: said if it refuses
+        #: what holds only an identity token for this registry (docker's config, a credential helper), once looked up
+        self._identity_token_in: str | None = None
+        #: docker's config unreadable, or its credential helper failing, where a token service was
+        #: asked anonymously: said if it refuses
         self._unread_config: InvalidInputError | None = None
 
     # ------------------------------------------------------------ connection
@@ -633,57 +735,92 @@ class OciRegistry:
 
     def _log_in(self, client: Any, *, basic: bool) -> None:
         """Credentials from the environment (docker's config is then not read: a broken one cannot
-        stop a CI job that sets them), else from docker's config, its credential helpers included.
-        Called when the registry first asks for credentials; ``basic``: it asks for a user name and
-        password, which are then required (a token service may grant anonymous access)."""
+        stop a CI job that sets them), else docker's (``_docker_login``). Called when the registry
+        first asks for credentials; ``basic``: it asks for a user name and password, which are then
+        required (a token service may grant anonymous access)."""
         host = self.location.host
         found = environment_login()
         if found is not None:
             client.auth.set_basic_auth(*found)
             return
-        path = docker_config_path()
         try:
-            config = read_docker_config(path, host)
+            login, holder = self._docker_login()
         except InvalidInputError as exc:
             if basic:
                 raise
             self._unread_config = exc  # a token service may grant anonymous access (a public image)
             return
-        from oras.utils import iter_localhosts
-
-        # docker's key, then the other spelling of this machine, as oras read logins (localhost:5000
-        # serving 127.0.0.1:5000): a local registry's login kept working across the two
-        keys = [docker_key(host), *(alias for alias in iter_localhosts(host) if alias != host)]
-        key = next((name for name in keys if config.entry(name) != DockerAuth()), keys[0])
-        entry = config.entry(key)
-        credential = entry.auth or self._ask_helper(client, config.helper(key), key, path)
-        if credential:
-            client.auth._basic_auth = credential
+        if login.auth:
+            client.auth._basic_auth = login.auth
             return
-        if entry.identity_token:
-            self._identity_token_in = path
+        if login.identity_token:
+            self._identity_token_in = holder
         if basic:
             why = (
                 self._identity_token_only()
-                if entry.identity_token
+                if login.identity_token
                 else f"none is configured: docker login {host}, or set {USERNAME_ENV} and {PASSWORD_ENV}"
             )
             raise RegistryError(f"{host} asks for a user name and password and {why}")
 
-    def _ask_helper(self, client: Any, helper: str | None, key: str, path: Path) -> str | None:
-        """The base64 ``user:password`` the credential helper ``helper`` keeps for ``key`` (None
-        without a helper, or when it has none: oras warns)."""
-        if not helper:
-            return None
+    def _docker_login(self) -> tuple[DockerAuth, str]:
+        """docker's login for this registry, and what holds it (the config, or its credential
+        helper), as docker's ``GetAuthConfig`` finds it: the registry's credential helper
+        (``credHelpers``), else ``credsStore``, and only without either the config's own ``auths``
+        entry (with a helper, docker takes nothing but the e-mail address from that entry)."""
+        from oras.utils import iter_localhosts
+
         host = self.location.host
+        path = docker_config_path()
+        config = read_docker_config(path, host)
+        # docker's key, then the other spelling of this machine, as oras read logins (localhost:5000
+        # serving 127.0.0.1:5000): a local registry's login kept working across the two
+        keys = [docker_key(host), *(alias for alias in iter_localhosts(host) if alias != host)]
+        key = next((name for name in keys if config.entry(name) != DockerAuth()), keys[0])
+        helper = config.helper(key)
+        if not helper:
+            return config.entry(key), str(path)
+        program = f"docker-credential-{helper}"
+        return self._ask_helper(program, key, path), f"the credential helper {program}"
+
+    def _ask_helper(self, program: str, key: str, path: Path) -> DockerAuth:
+        """What the credential helper ``program`` keeps for ``key``, asked as docker asks it
+        (docker-credential-helpers' ``client.Get``): "credentials not found in native keychain" is no
+        login; a helper that is missing, fails or answers what is not a credential is one line (exit
+        2) with its own words, where oras logged them and went on as if none were configured."""
+        host = self.location.host
+        named = f"the credential helper {program} that {path} names for {host}"
+        environment = f"or set {USERNAME_ENV} and {PASSWORD_ENV}"
         try:
-            found: str | None = client.auth._get_auth_from_creds_store(helper, key)
-        except (ValueError, KeyError, TypeError) as exc:
+            done = subprocess.run([program, "get"], input=key.encode(), capture_output=True, check=False)
+        except OSError as exc:
+            why = "is not on PATH" if isinstance(exc, FileNotFoundError) else f"cannot be run ({exc.strerror})"
             raise InvalidInputError(
-                f"the credential helper that {path} names for {host} answered what is not a docker credential "
-                f"({type(exc).__name__}): run docker login {host} again, or set {USERNAME_ENV} and {PASSWORD_ENV}"
+                f"{named} {why}: install it, or take it out of {path} and docker login {host} again; {environment}"
             ) from exc
-        return found
+        said = done.stdout.decode(errors="replace").strip()
+        if done.returncode != 0:
+            if said == HELPER_NOT_FOUND:
+                return DockerAuth()
+            text = said or done.stderr.decode(errors="replace").strip()  # helpers say why on stdout; some on stderr
+            told = f": {text.splitlines()[0][:200]}" if text else ""
+            raise InvalidInputError(
+                f"{named} failed (exit {done.returncode}{told}): fix what it says and docker login {host} again, "
+                f"{environment}"
+            )
+        try:
+            document = docker_json(done.stdout)
+            if document is None:
+                raise ValueError("nothing")
+            answer = go_decode(document, HELPER_ANSWER_FIELDS)
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"{named} answered what is not a docker credential ({exc}): docker login {host} again, {environment}"
+            ) from exc
+        user, secret = answer.get("Username", ""), answer.get("Secret", "")
+        if user == HELPER_TOKEN_USER:
+            return DockerAuth(identitytoken=secret)
+        return DockerAuth(auth=base64.b64encode(f"{user}:{secret}".encode()).decode()) if user else DockerAuth()
 
     def _identity_token_only(self) -> str:
         host = self.location.host
