@@ -208,7 +208,7 @@ def load_local_artifact(path: Path) -> LocalArtifact:
         problem = report_problem(manifest, report)
     if problem is None:
         return LocalArtifact(engine, manifest_path, manifest, report)
-    warning = f"{report_file.name} is not published: {problem}; the engine and manifest are"
+    warning = f"{report_file.name} is not published: {problem}; the engine and manifest are published without it"
     return LocalArtifact(engine, manifest_path, manifest, report_warning=warning)
 
 
