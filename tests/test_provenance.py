@@ -411,6 +411,20 @@ def test_a_signed_payload_that_is_not_slsa_provenance_is_refused(project: Path) 
     _one_line_refusal(engine, project / "ci.key.pub", "malformed statement (predicateType")
 
 
+def test_a_signed_statement_with_nan_is_refused(project: Path) -> None:
+    """Signed by the trusted key, but ``NaN`` is not JSON (RFC 8259): another verifier's parser
+    refuses the statement that Python's json reads, so it is malformed here too."""
+    from trtforge.signing import sslib_signer
+
+    engine = _engine(project)
+    statement = _statement(engine)
+    statement["predicate"]["runDetails"]["byproducts"][0]["annotations"]["samples"] = float("nan")
+    wrapped = Envelope(json.dumps(statement).encode(), PAYLOAD_TYPE, {})  # Python's json writes NaN
+    wrapped.sign(sslib_signer(load_signing_key(project / "ci.key")))
+    attestation_path(engine).write_text(json.dumps(wrapped.to_dict()) + "\n")
+    _one_line_refusal(engine, project / "ci.key.pub", "malformed statement ('NaN' is not JSON (RFC 8259")
+
+
 @pytest.mark.parametrize("lie", ["model", "no-inputs", "precision"])
 def test_a_signed_statement_that_contradicts_the_manifest_is_refused(project: Path, lie: str) -> None:
     """Signed by a trusted key, its subjects the right engine and manifest, but its inputs or
@@ -511,5 +525,7 @@ def test_trusted_p256_keys_load_and_other_curves_are_refused(tmp_path: Path) -> 
         .public_key()
         .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
-    with pytest.raises(InvalidInputError, match="an ECDSA secp384r1 key; trtforge signs with Ed25519 or ECDSA P-256"):
+    with pytest.raises(
+        InvalidInputError, match="key type ECDSA secp384r1 is not supported; trtforge signs and verifies ed25519 and"
+    ):
         load_trusted_keys([p384])

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
 import math
 import os
 import shutil
+import signal
 import stat
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clitools import cli
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from models import need_rtx
+from registry import build_engine
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -82,6 +88,59 @@ def _public(private: Path) -> Path:
     return private.with_name(private.name + ".pub")
 
 
+#: what a key of another type is told (``trtforge.signing.KEY_TYPES``)
+SUPPORTED = "trtforge signs and verifies ed25519 and ecdsa-p256 keys only"
+
+
+def _rsa() -> object:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _p384() -> object:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def _dsa() -> object:
+    """cryptography warns (CryptographyDeprecationWarning) as it makes or loads one."""
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dsa.generate_private_key(key_size=1024)
+
+
+#: private keys of the types trtforge refuses
+OTHER_KEYS = {"RSA": _rsa, "P384": _p384, "DSA": _dsa}
+
+
+def _pem(key: object, private: bool) -> bytes:
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    if private:
+        return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())  # type: ignore[attr-defined]
+    return key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _within(seconds: int) -> Iterator[None]:
+    """Fail, rather than hang the suite, where a read would wait forever (a named pipe)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 # ---------------------------------------------------------------- keys
 
 
@@ -104,9 +163,25 @@ def test_keygen_refuses_when_only_the_public_file_exists(tmp_path: Path) -> None
     assert not (tmp_path / "k").exists()
 
 
-def test_keygen_into_a_missing_folder_says_so(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInputError, match="no such directory"):
-        generate_keypair(tmp_path / "nope" / "k")
+@pytest.mark.parametrize("case", ["folder", "empty", "missing folder", "file as folder"])
+def test_keygen_names_the_path_and_the_fix(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OUT is the private key file to create: a folder was "already exists; keygen never
+    overwrites", and an empty OUT (the current folder) an internal error."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a folder")
+    out, says = {
+        "folder": (str(tmp_path), f"OUT {tmp_path} is a folder; keygen writes a file: name it, e.g. "),
+        "empty": ("", "OUT . is a folder; keygen writes a file: name it, e.g. trtforge keygen signing-key"),
+        "missing folder": (
+            str(tmp_path / "nope" / "k"),
+            f"its folder {tmp_path / 'nope'} does not exist; create it (mkdir -p {tmp_path / 'nope'})",
+        ),
+        "file as folder": (str(tmp_path / "notes.txt" / "k"), f"{tmp_path / 'notes.txt'} is a file, not a folder"),
+    }[case]
+    before = sorted(tmp_path.rglob("*"))
+    code, _, err = cli("keygen", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_key_id_is_the_short_sha256_of_the_raw_public_key(keys: Path) -> None:
@@ -152,31 +227,67 @@ def test_encrypted_private_key_needs_the_password(tmp_path: Path, monkeypatch: p
         (None, "key file not found"),
         ("not a key", "not a PEM private key"),
         ("PUBLIC", "this is a public key; signing needs the private key"),
-        ("RSA", "RSAPrivateKey key; trtforge signs with Ed25519 or ECDSA P-256 keys only"),
-        ("P384", "an ECDSA secp384r1 key; trtforge signs with Ed25519 or ECDSA P-256 keys only"),
+        ("RSA", f"key type RSA is not supported; {SUPPORTED}: create one with trtforge keygen OUT [--type ecdsa-p256]"),
+        ("P384", f"key type ECDSA secp384r1 is not supported; {SUPPORTED}: create one with trtforge keygen OUT"),
+        ("DSA", f"key type DSA is not supported; {SUPPORTED}: create one with trtforge keygen OUT"),
     ],
 )
 def test_bad_signing_keys_say_what_to_do(tmp_path: Path, keys: Path, content: str | None, says: str) -> None:
+    """An unsupported key type is named as a person names it (RSA, not ``a RSAPrivateKey key``),
+    with the types trtforge takes and how to make one; no warning of cryptography's on the way."""
     path = tmp_path / "bad.pem"
     if content == "PUBLIC":
         path = _public(keys)
-    elif content == "RSA":
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
-        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        path.write_bytes(rsa_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    elif content == "P384":
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
-        p384 = ec.generate_private_key(ec.SECP384R1())
-        path.write_bytes(p384.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    elif content in OTHER_KEYS:
+        path.write_bytes(_pem(OTHER_KEYS[content](), private=True))
     elif content is not None:
         path.write_text(content)
-    with pytest.raises(InvalidInputError) as caught:
+    with warnings.catch_warnings(record=True) as warned, pytest.raises(InvalidInputError) as caught:
+        warnings.simplefilter("always")
         load_signing_key(path)
     assert says in str(caught.value)
+    assert not warned, [str(warning.message) for warning in warned]
+
+
+def test_an_unsupported_trusted_key_says_which_types_and_how(tmp_path: Path, artifact: Path) -> None:
+    rsa_pub = tmp_path / "rsa.pub"
+    rsa_pub.write_bytes(_pem(OTHER_KEYS["RSA"](), private=False))
+    code, _, err = cli("inspect", artifact, "--trusted-key", rsa_pub)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (
+        f"{rsa_pub}: key type RSA is not supported; {SUPPORTED}: trust the OUT.pub of a key pair trtforge keygen "
+        "OUT made"
+    ) in err
+
+
+@pytest.mark.parametrize(
+    "where", ["--key", SIGNING_KEY_ENV, "--trusted-key", TRUSTED_KEY_ENV, "--key folder", "--trusted-key device"]
+)
+def test_a_key_that_is_not_a_regular_file_is_refused_at_once(
+    where: str, artifact: Path, keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A named pipe as the key waited for a writer forever; a folder or a device is no key either:
+    exit 2, one line naming the path, nothing signed."""
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    monkeypatch.delenv(TRUSTED_KEY_ENV, raising=False)
+    pipe = tmp_path / "key.fifo"
+    os.mkfifo(pipe)
+    path, says = pipe, "is not a regular file (a named pipe)"
+    if where == "--key folder":
+        path, says = keys.parent, "is a directory"
+    elif where == "--trusted-key device":
+        path, says = Path(os.devnull), "is not a regular file (a character device)"
+    if where in (SIGNING_KEY_ENV, TRUSTED_KEY_ENV):
+        monkeypatch.setenv(where, str(path))
+    flag = where.split()[0]
+    option = flag.startswith("--")
+    command = "sign" if flag in ("--key", SIGNING_KEY_ENV) else "verify-provenance"
+    before = manifest_path_for(artifact).read_bytes()
+    with _within(10):
+        code, _, err = cli(command, artifact, *((flag, path) if option else ()))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{flag if option else '$' + flag} {path}: {says}; pass the PEM key file" in err, err
+    assert manifest_path_for(artifact).read_bytes() == before
 
 
 def test_no_signing_key_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -307,6 +418,48 @@ def test_signed_manifest_survives_write_manifest_round_trip(artifact: Path, keys
     write_manifest(manifest_path_for(artifact), read_manifest(artifact))
     check = verify_manifest(read_manifest(artifact), load_trusted_keys([_public(keys)]))
     assert check.status is SignatureStatus.VALID and signed == read_manifest(artifact)
+
+
+def test_a_signed_manifest_that_does_not_read_is_exit_2_and_a_signature_that_fails_exit_5(
+    artifact: Path, keys: Path
+) -> None:
+    """README "Exit codes": a manifest that cannot be read is invalid input (2), signed or not: its
+    signature is never looked at; a manifest that reads, whose signature does not verify, is refused (5)."""
+    sign_artifact(artifact, load_signing_key(keys))
+    path = manifest_path_for(artifact)
+    signed = path.read_bytes()
+    trusted = ("--cc", "8.6", "--require-signature", "--trusted-key", _public(keys))
+    for damaged, code, says in (
+        (signed.replace(b'"precision": "fp32"', b'"precision": "fp16"'), 5, "does not verify"),
+        (signed[: len(signed) // 2], 2, "unreadable manifest, not JSON"),
+        (signed.replace(b'"signature": {', b'"signature": {"value": "x", ', 1), 2, "unreadable manifest, key 'value'"),
+        (signed.replace(b'"seconds": ', b'"seconds": NaN, "x": ', 1), 2, "unreadable manifest, 'NaN' is not JSON"),
+    ):
+        path.write_bytes(damaged)
+        for command in ("check", "inspect"):
+            exit_code, _, err = cli(command, artifact, *(trusted if command == "check" else trusted[3:]))
+            assert exit_code == code and says in err, (command, err)
+
+
+def test_verify_leaves_a_signed_artifact_and_the_report_it_pins_as_they_are(tmp_path: Path, keys: Path) -> None:
+    """The signature covers the manifest and, through its ``report_sha256``, the report's bytes:
+    verify rewrote that report (another ``created_utc``), so the signed report was gone and publish
+    no longer took one. Verify checks the artifact; it never modifies it."""
+    need_rtx()
+    engine = build_engine(tmp_path / "gated", gate=True)
+    sign_artifact(engine, load_signing_key(keys))
+    files = [engine, manifest_path_for(engine), engine.with_name(engine.name.replace(".engine", ".accuracy.json"))]
+
+    def state() -> list[tuple[bytes, int, int]]:
+        return [(path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns) for path in files]
+
+    before = state()
+    code, out, err = cli("verify", engine, "--spec", tmp_path / "gated" / "spec.yaml", "--json")
+    assert code == 0, err
+    (result,) = json.loads(out)["results"]
+    assert result["manifest_updated"] is False and result["report_written"] is False
+    assert state() == before
+    assert f"signed manifest and its report {files[2].name} left unchanged" in err
 
 
 # ---------------------------------------------------------------- command line

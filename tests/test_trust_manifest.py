@@ -4,7 +4,9 @@ UnicodeDecodeError or RecursionError traceback, never a huge read."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +14,10 @@ from pathlib import Path
 import pytest
 from clitools import cli
 from models import need_rtx
-from registry import build_engine
+from registry import DIGITS_ONNX, DIGITS_PROFILE, build_engine
 
 from trtforge.errors import InvalidInputError
-from trtforge.manifest import manifest_path_for
+from trtforge.manifest import bounded_json, manifest_path_for, read_manifest
 from trtforge.runtime.loader import check_compatibility, load_engine
 
 need_rtx()
@@ -39,11 +41,20 @@ def _name_twice(good: bytes) -> bytes:
     return good.replace(b'"name": "digits-cnn"', b'"name": "digits-cnn", "name": "other"', 1)
 
 
+def _seconds(value: bytes) -> Callable[[bytes], bytes]:
+    """``build.seconds`` spelled ``value``: Python's json reads ``NaN``, ``-Infinity`` and ``1e999``
+    (as infinity), which RFC 8259 has not and other parsers refuse."""
+    return lambda good: re.sub(rb'"seconds": [0-9.e-]+', b'"seconds": ' + value, good, count=1)
+
+
 BAD = {
     "non-UTF-8 bytes": (_not_utf8, "not UTF-8 (byte 0xff"),
     "nesting 100k deep": (_nested, "nested deeper than"),
     "3 MiB, over the size bound": (_huge, "larger than"),
     "a key given twice": (_name_twice, "key 'name' appears twice in one object"),
+    "NaN": (_seconds(b"NaN"), "'NaN' is not JSON (RFC 8259 has no NaN or Infinity)"),
+    "-Infinity": (_seconds(b"-Infinity"), "'-Infinity' is not JSON (RFC 8259 has no NaN or Infinity)"),
+    "a number beyond a double": (_seconds(b"1e999"), "number 1e999 is out of range"),
 }
 
 
@@ -146,3 +157,28 @@ def test_inspect_names_what_stands_at_the_engines_name(
     record = trust_case(8, f"inspect: a {kind} at the engine's name", code, err, folders=(tmp_path,))
     assert code == 2 and record.one_line, err
     assert f"{copy}: engine file is not a regular file" in err
+
+
+def test_a_manifest_is_never_written_with_a_non_finite_number(engine: Path) -> None:
+    """What trtforge writes, a strict parser reads: a NaN where the schema has a number (a free-form
+    section writes it as null) is refused at the write, never written as ``NaN``."""
+    manifest = read_manifest(engine)
+    odd = manifest.replace(build=manifest.build.model_copy(update={"seconds": math.nan}))
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        odd.to_json()
+    bounded_json(manifest.to_json(), 1024 * 1024)  # what a build wrote reads back strictly
+
+
+@pytest.mark.parametrize("limit", ["snr_db_min: .nan", "max_abs: .inf", "snr_db_min: -.inf"])
+def test_a_non_finite_tolerance_is_refused_before_a_report_is_written(limit: str, tmp_path: Path) -> None:
+    """A tolerance is written into the gate's report as its limit: ``.inf`` was written as
+    ``Infinity`` (and ``.nan`` failed every check), a report no strict JSON parser reads."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: digits-cnn\nmodel: {DIGITS_ONNX}\nprecision: fp16\nbackend: tensorrt-rtx\ntargets: ['8.6']\n"
+        f"profiles:\n{DIGITS_PROFILE}\naccuracy:\n  tolerances: {{'*': {{{limit}}}}}\n"
+    )
+    code, _, err = cli("build", spec, "--out", tmp_path / "out")
+    key = limit.split(":")[0]
+    assert code == 2 and f"accuracy.tolerances.*.{key}': Input should be a finite number" in err, err
+    assert not list(tmp_path.glob("out/*.json"))

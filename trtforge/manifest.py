@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import (
     BaseModel,
@@ -253,7 +254,9 @@ class Manifest(_Frozen):
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        """The file as written; ``allow_nan=False``: a NaN or infinity would make it a file no
+        strict JSON parser reads (pydantic writes one in a free-form section as null)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     def replace(self, **changes: Any) -> Manifest:
         return self.model_copy(update=changes)
@@ -363,8 +366,9 @@ def json_depth(data: bytes, limit: int) -> int:
 def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``json.loads`` for untrusted bytes: size, UTF-8 and nesting are checked first.
 
-    Raises ValueError with the reason (too large, not UTF-8, too deep, not JSON); the caller
-    turns it into its own error class, naming where the bytes came from.
+    Raises ValueError with the reason (too large, not UTF-8, too deep, not JSON: ``NaN``,
+    ``Infinity`` or a key given twice included); the caller turns it into its own error class,
+    naming where the bytes came from.
     """
     raw = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else data
     if len(raw) > max_bytes:
@@ -376,9 +380,26 @@ def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DE
     if json_depth(raw, max_depth) > max_depth:
         raise ValueError(f"nested deeper than {max_depth} levels")
     try:
-        return json.loads(text, object_pairs_hook=_without_duplicate_keys)
+        return json.loads(
+            text, object_pairs_hook=_without_duplicate_keys, parse_constant=_not_json, parse_float=_finite_float
+        )
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _not_json(constant: str) -> NoReturn:
+    """``NaN``, ``Infinity`` and ``-Infinity``, which Python's json reads and RFC 8259 has not: other
+    parsers refuse them, so a signed document must not rest on one."""
+    raise ValueError(f"'{constant}' is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    """A number beyond a double's range (``1e999``) would read as infinity, and be written back as
+    ``Infinity``, which is not JSON."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range (beyond a 64-bit float)")
+    return value
 
 
 def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -394,7 +415,8 @@ def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def parse_manifest(data: bytes | str, origin: str) -> Manifest:
     """A manifest from untrusted bytes: unreadable (too large, not UTF-8, too deep, not JSON, not
-    the schema) is InvalidInputError, exit 2 (README "Compatibility checks and the runtime loader")."""
+    the schema) is InvalidInputError, exit 2 (README "Compatibility checks and the runtime loader"),
+    signed or not: a signature is judged (exit 5) only on a manifest that reads."""
     try:
         document = bounded_json(data, MAX_MANIFEST_BYTES)
     except ValueError as exc:

@@ -21,11 +21,13 @@ code then signs manifests and DSSE envelopes, and a standard verifier checks wha
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,12 +130,11 @@ def generate_keypair(out: Path, key_type: str = ALGORITHM) -> KeyPair:
         PublicFormat,
     )
 
+    _check_key_destination(out)
     public_path = out.with_name(out.name + PUBLIC_SUFFIX)
     for path in (out, public_path):
-        if path.exists():
+        if os.path.lexists(path):
             raise InvalidInputError(f"{path} already exists; keygen never overwrites a key: choose another OUT")
-    if not out.parent.is_dir():
-        raise InvalidInputError(f"{out.parent}: no such directory; create it or choose another OUT")
     if key_type not in KEY_TYPES:
         raise InvalidInputError(f"--type {key_type}: unknown key type; choose one of {', '.join(KEY_TYPES)}")
     private_key = Ed25519PrivateKey.generate() if key_type == ALGORITHM else ec.generate_private_key(ec.SECP256R1())
@@ -148,6 +149,22 @@ def generate_keypair(out: Path, key_type: str = ALGORITHM) -> KeyPair:
         out.unlink(missing_ok=True)
         raise
     return KeyPair(out, public_path, key_id_of(private_key.public_key()))
+
+
+def _check_key_destination(out: Path) -> None:
+    """OUT names the private key file to create, in a folder that exists: each refusal names the
+    path and what to pass instead (``keygen .`` or ``keygen keys/`` names a folder, not a file)."""
+    if out.is_dir():
+        raise InvalidInputError(
+            f"OUT {out} is a folder; keygen writes a file: name it, e.g. trtforge keygen {out / 'signing-key'}"
+        )
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise InvalidInputError(f"OUT {out}: {parent} is a file, not a folder; choose an OUT inside a folder")
+    if not parent.is_dir():
+        raise InvalidInputError(
+            f"OUT {out}: its folder {parent} does not exist; create it (mkdir -p {parent}) or choose another OUT"
+        )
 
 
 def _create_new(final: Path, data: bytes, mode: int) -> None:
@@ -177,12 +194,17 @@ def _pem_source(value: str, what: str) -> tuple[bytes, str]:
 
 
 def _read_key_file(path: Path, flag: str) -> bytes:
+    """A key file's bytes; anything but a regular file is refused before it is opened: reading a
+    named pipe waits for a writer forever, and a device like /dev/zero never ends."""
+    from trtforge.model import not_a_file
+
+    problem = not_a_file(path)
+    if problem == "not found":
+        raise InvalidInputError(f"{flag} {path}: key file not found; create a key pair with trtforge keygen OUT")
+    if problem is not None:
+        raise InvalidInputError(f"{flag} {path}: {problem}; pass the PEM key file (trtforge keygen OUT writes one)")
     try:
         return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise InvalidInputError(
-            f"{flag} {path}: key file not found; create a key pair with trtforge keygen OUT"
-        ) from exc
     except OSError as exc:
         raise InvalidInputError(f"{flag} {path}: cannot read the key file ({exc.strerror})") from exc
 
@@ -204,7 +226,8 @@ def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKe
         )
     password = os.environ.get(SIGNING_KEY_PASSWORD_ENV)
     try:
-        key = load_pem_private_key(data, password=password.encode() if password else None)
+        with _quiet_deprecations():
+            key = load_pem_private_key(data, password=password.encode() if password else None)
     except TypeError as exc:  # encrypted without a password, or a password for a clear key
         hint = (
             f"it is encrypted: set {SIGNING_KEY_PASSWORD_ENV}"
@@ -224,7 +247,9 @@ def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKe
     if isinstance(key, EllipticCurvePrivateKey) and isinstance(key.curve, SECP256R1):
         return SigningKey(key, key_id_of(key.public_key()), source)
     if not isinstance(key, Ed25519PrivateKey):
-        raise InvalidInputError(f"{source}: {_key_kind(key)}; {_SUPPORTED} (create one with trtforge keygen OUT)")
+        raise InvalidInputError(
+            f"{source}: {_key_kind(key)}; {_SUPPORTED}: create one with trtforge keygen OUT [--type {ECDSA_P256}]"
+        )
     return SigningKey(key, key_id_of(key.public_key()), source)
 
 
@@ -246,14 +271,29 @@ def load_trusted_keys(paths: Sequence[Path | str] | Path | str = ()) -> tuple[Tr
     return tuple(keys)
 
 
-#: what a refused key type is told
-_SUPPORTED = "trtforge signs with Ed25519 or ECDSA P-256 keys only"
+#: what a refused key type is told: the types of :data:`KEY_TYPES`, as ``keygen --type`` names them
+_SUPPORTED = f"trtforge signs and verifies {' and '.join(KEY_TYPES)} keys only"
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """cryptography warns on stderr as it loads a DSA key, which is refused a line later: the
+    user gets that one line."""
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        yield
 
 
 def _key_kind(key: object) -> str:
-    """``an RSAPrivateKey key`` / ``an ECDSA secp384r1 key``: names a refused key in one line."""
+    """``key type RSA is not supported`` (the class name less ``PrivateKey``/``PublicKey``: RSA,
+    DSA, Ed448, X25519), or ``key type ECDSA secp384r1 ...``: a refused key named in one line."""
     curve = getattr(key, "curve", None)
-    return f"an ECDSA {curve.name} key" if curve is not None else f"a {type(key).__name__.removeprefix('_')} key"
+    if curve is not None:
+        return f"key type ECDSA {curve.name} is not supported"
+    name = type(key).__name__.removeprefix("_").removesuffix("PrivateKey").removesuffix("PublicKey")
+    return f"key type {name} is not supported"
 
 
 def _public_keys(data: bytes, source: str) -> list[TrustedKey]:
@@ -272,13 +312,16 @@ def _public_keys(data: bytes, source: str) -> list[TrustedKey]:
                 f"{source}: this is a private key; trust the public key (OUT.pub) and keep the private key secret"
             )
         try:
-            key = load_pem_public_key(block.group(0).encode())
+            with _quiet_deprecations():
+                key = load_pem_public_key(block.group(0).encode())
         except ValueError as exc:
             raise InvalidInputError(f"{source}: a damaged PEM public key ({exc})") from exc
         if not isinstance(key, (Ed25519PublicKey, EllipticCurvePublicKey)) or (
             isinstance(key, EllipticCurvePublicKey) and not isinstance(key.curve, SECP256R1)
         ):
-            raise InvalidInputError(f"{source}: {_key_kind(key)}; {_SUPPORTED}")
+            raise InvalidInputError(
+                f"{source}: {_key_kind(key)}; {_SUPPORTED}: trust the OUT.pub of a key pair trtforge keygen OUT made"
+            )
         keys.append(TrustedKey(key, key_id_of(key), source))
     return keys
 

@@ -219,6 +219,9 @@ class CalibrationSpec(_Strict):
 class Tolerance(_Strict):
     """Upper bounds (max_abs, mean_abs, max_rel) and lower bounds (the *_min keys)."""
 
+    # finite: the gate's report writes each limit, and JSON has no NaN or infinity (a .nan failed every check)
+    model_config = ConfigDict(allow_inf_nan=False)
+
     max_abs: float | None = Field(None, ge=0)
     mean_abs: float | None = Field(None, ge=0)
     max_rel: float | None = Field(None, ge=0)

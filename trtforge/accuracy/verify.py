@@ -1,9 +1,10 @@
 """``trtforge verify``: run the accuracy gate again on an artifact that already exists.
 
 The spec supplies the ONNX model and the data; it must be the spec the engine was built from
-(the manifest's ``source`` hashes say so). The report is always written beside the engine; the
-manifest's ``accuracy`` is updated too, unless the manifest is signed (nothing rewrites a signed
-manifest: its signature covers it).
+(the manifest's ``source`` hashes say so). The report is written beside the engine, and the
+manifest's ``accuracy`` updated with it, unless the manifest is signed: nothing rewrites a signed
+manifest, nor the report it pins (its signature covers both); only a report it does not pin (none,
+or another) is written beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from trtforge.console import Reporter
 from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import sha256_file
-from trtforge.manifest import ArtifactPaths, Manifest, report_path
+from trtforge.manifest import REPORT_SHA256, ArtifactPaths, Manifest, report_path
 from trtforge.model import check_model_file, content_sha256, model_files
 from trtforge.spec import Spec
 
@@ -32,6 +33,7 @@ class VerifyOutcome:
     report: AccuracyReport
     report_file: Path
     manifest_updated: bool
+    report_written: bool  # False: report_file is the one a signed manifest pins, left as it was
 
 
 def source_mismatch(
@@ -142,19 +144,36 @@ def _verify_locked(
     report = run_accuracy_gate(spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir)
     report_file = report_path(engine.parent, manifest.stem)
     signed = manifest.signature is not None
-    with ArtifactWriter(engine.parent, manifest.name, manifest.precision) as writer:  # report and manifest together
-        writer.write(report_file.name, report.to_json().encode("utf-8"))
-        if not signed:
-            updated = manifest.replace(accuracy=summary(report, report_file.name))
-            writer.write(paths.manifest.name, updated.to_json().encode("utf-8"))
-        late = writer.commit()
-    if late.note:
-        reporter.info(late.note)
-    if signed:
-        reporter.info(f"{engine.name}: signed manifest left unchanged; report in {report_file}")
+    pinned = signed and _pinned_report(manifest, report_file)
+    if pinned:
+        reporter.info(f"{engine.name}: signed manifest and its report {report_file.name} left unchanged")
+    else:
+        with ArtifactWriter(engine.parent, manifest.name, manifest.precision) as writer:  # report and manifest together
+            writer.write(report_file.name, report.to_json().encode("utf-8"))
+            if not signed:
+                updated = manifest.replace(accuracy=summary(report, report_file.name))
+                writer.write(paths.manifest.name, updated.to_json().encode("utf-8"))
+            late = writer.commit()
+        if late.note:
+            reporter.info(late.note)
+        if signed:
+            reporter.info(f"{engine.name}: signed manifest left unchanged; report in {report_file}")
     if not report.passed:
-        raise GateFailed(failure_message(report, report_file), report)
-    return VerifyOutcome(engine, report, report_file, manifest_updated=not signed)
+        where = f"not written ({report_file.name}, the signed one, left as it was)" if pinned else report_file
+        raise GateFailed(failure_message(report, where), report)
+    return VerifyOutcome(engine, report, report_file, manifest_updated=not signed, report_written=not pinned)
+
+
+def _pinned_report(manifest: Manifest, report_file: Path) -> bool:
+    """Whether ``report_file`` is the report the signed ``manifest`` pins: its signature covers the
+    report's sha256 (``report_sha256``), so verify, which checks the artifact, never rewrites it. A
+    manifest written before that field pins its report by the summary alone (``checked_utc`` too):
+    the report there is left as it is."""
+    accuracy = manifest.accuracy or {}
+    if accuracy.get("report") != report_file.name or not report_file.is_file():
+        return False
+    pinned = accuracy.get(REPORT_SHA256)
+    return pinned is None or sha256_file(report_file) == pinned
 
 
 def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:

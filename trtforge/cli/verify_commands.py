@@ -75,6 +75,7 @@ def _passed(outcome: Any) -> ItemReport:
         "engine": str(outcome.engine),
         "report": str(outcome.report_file),
         "manifest_updated": outcome.manifest_updated,
+        "report_written": outcome.report_written,
         "accuracy": summary(outcome.report, outcome.report_file.name),
     }
     status = None if outcome.report.measured else "not measured"  # an identical candidate proves nothing
@@ -89,6 +90,6 @@ def _verify_failed(engine: Path, exc: TrtforgeError) -> ItemReport:
 
     if isinstance(exc, GateFailed):
         report = exc.report
-        report_file = report_path(engine.parent, report.stem)  # verify writes it there, passed or not
+        report_file = report_path(engine.parent, report.stem)  # its name, written or (signed) left as it was
         return ItemReport(partial(junit_suite, report), {"accuracy": summary(report, report_file.name)})
     return ItemReport(partial(junit_problem_suite, engine.name, str(exc), exc.exit_code), {"accuracy": None})
