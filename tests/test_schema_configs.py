@@ -12,6 +12,8 @@ import jsonschema
 import pytest
 import yaml
 
+from trtforge.spec import Spec
+
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "trtforge" / "spec.schema.json").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -47,11 +49,24 @@ def test_every_shipped_spec_validates(spec: Path) -> None:
 
 
 def test_the_readme_spec_reference_validates() -> None:
+    """By the schema, and by trtforge's own model: settings that exclude each other (an exclusion
+    list with max_excluded, which the schema cannot say) were in it."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     reference = readme[readme.index("## Spec reference") :]
     block = re.search(r"```yaml\n(.*?)```", reference, re.DOTALL)
     assert block is not None
-    assert not _errors(yaml.safe_load(block.group(1)))
+    document = yaml.safe_load(block.group(1))
+    assert not _errors(document)
+    Spec.model_validate(document)
+
+
+def test_the_schema_takes_and_refuses_what_trtforge_does() -> None:
+    """Unquoted compute capabilities build, so the schema takes them; a workspace trtforge refuses
+    (0, text with more than a size) the schema refuses too."""
+    base = {"name": "m", "model": "m.onnx"}
+    assert not _errors({**base, "targets": [8.6, "sm_89"], "build": {"workspace": "1.5 GiB"}})
+    for workspace in (0, "1GiB of it", "1XB", "", -1):
+        assert _errors({**base, "build": {"workspace": workspace}}), workspace
 
 
 @pytest.mark.parametrize("section", ["calibration", "accuracy"])

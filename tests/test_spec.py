@@ -74,9 +74,15 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
             "exclude needs mode: qdq",
         ),
         (
-            "name: a\nmodel: m.onnx\nprecision: int8\ncalibration: {data: d.npy, exclude: [n], max_excluded: 2}\n",
-            "max_excluded bounds exclude: auto",
+            "name: a\nmodel: m.onnx\nprecision: int8\ncalibration:\n  data: d.npy\n  exclude: [n]\n  max_excluded: 2\n",
+            ":7: key 'calibration.max_excluded': Value error, max_excluded bounds exclude: auto",
         ),
+        # ByteSize reads a size's start alone: the rest of the text was dropped
+        (
+            "name: a\nmodel: m.onnx\nbuild: {workspace: 1GiB of it}\n",
+            ":3: key 'build.workspace': Value error, '1GiB of",
+        ),
+        ("name: a\nmodel: m.onnx\ntargets: [true]\n", ":3: key 'targets.0': Input should be a valid string"),
         # a value no member of a union takes: one error at the key, naming every form
         (
             "name: a\nmodel: m.onnx\nprecision: int8\ncalibration: {data: d.npy, exclude: n}\n",

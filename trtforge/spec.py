@@ -26,6 +26,9 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
@@ -64,9 +67,16 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _capability_text(value: Any) -> Any:
+    """An unquoted ``8.6`` is a YAML number: read as the text it was written as (compute
+    capabilities have one minor digit, so no number stands for two of them); anything else must
+    already be text."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 CapabilityText = Annotated[
     str,
-    BeforeValidator(lambda value: str(value)),
+    BeforeValidator(_capability_text, json_schema_input_type=str | float),
     AfterValidator(_normalize_cc),
     Field(description='compute capability: "8.6", "sm86" or "sm_86"'),
 ]
@@ -203,6 +213,14 @@ class CalibrationSpec(_Strict):
         """The explicit exclusion list (none while ``exclude: auto`` has not been searched)."""
         return [] if self.exclude == "auto" else self.exclude
 
+    @field_validator("max_excluded")
+    @classmethod
+    def _bounds_auto_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """At the key's own line (``exclude`` comes first, so it is read by now)."""
+        if value is not None and info.data.get("exclude", "auto") != "auto":
+            raise ValueError("max_excluded bounds exclude: auto; drop it, or set exclude: auto")
+        return value
+
     @model_validator(mode="after")
     def _auto_needs_qdq(self) -> CalibrationSpec:
         if self.mode == "native" and "auto" in (self.algorithm, self.exclude):
@@ -211,8 +229,6 @@ class CalibrationSpec(_Strict):
             # TensorRT's calibrator takes one scale per tensor and no per-layer precision: the engine
             # would quantize them anyway, while the gate judged the Q/DQ graph that keeps them out
             raise ValueError("exclude needs mode: qdq (native calibration cannot keep nodes out of INT8)")
-        if self.max_excluded is not None and self.exclude != "auto":
-            raise ValueError("max_excluded bounds exclude: auto; drop it, or set exclude: auto")
         return self
 
 
@@ -253,6 +269,17 @@ class AccuracySpec(_Strict):
 MAX_WORKSPACE = ByteSize(1 << 50)
 
 
+#: a size as text, as pydantic's ByteSize reads it, but whole: ByteSize reads the start alone, so
+#: "1GiB junk" was 1 GiB (units: b, k, kb, kib, kbit, kibit, ... to e, in any case)
+SIZE_TEXT = r"\s*\d*\.?\d+\s*(?:[bB](?:[iI][tT])?|[kKmMgGtTpPeE](?:[iI]?[bB](?:[iI][tT])?)?)?\s*"
+
+
+def _size_text(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(SIZE_TEXT, value):
+        raise ValueError(f"{value!r} is not a size: bytes, or a number and a unit, e.g. '512MiB' or '4GiB'")
+    return value
+
+
 def _workspace_in_range(size: ByteSize) -> ByteSize:
     if not 1 <= size <= MAX_WORKSPACE:
         raise ValueError(f"a workspace is 1 byte to {MAX_WORKSPACE.human_readable()}, e.g. '4GiB'")
@@ -260,9 +287,19 @@ def _workspace_in_range(size: ByteSize) -> ByteSize:
 
 
 class BuildOptions(_Strict):
-    workspace: Annotated[ByteSize, AfterValidator(_workspace_in_range)] = Field(
-        ByteSize(1 << 30), description='e.g. "1GiB", "512MiB" or bytes, at most 1PiB'
-    )
+    workspace: Annotated[
+        ByteSize,
+        BeforeValidator(_size_text),
+        AfterValidator(_workspace_in_range),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": int(MAX_WORKSPACE)},
+                    {"type": "string", "pattern": f"^{SIZE_TEXT}$"},
+                ]
+            }
+        ),
+    ] = Field(ByteSize(1 << 30), description='e.g. "1GiB", "512MiB" or bytes, at most 1PiB')
     optimization_level: int = Field(3, ge=0, le=5)
     timing_cache: bool = True
     version_compatible: bool = False
