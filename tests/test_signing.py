@@ -482,6 +482,15 @@ def test_cli_keygen_sign_and_errors(tmp_path: Path, artifact: Path) -> None:
     assert key_id_of(load_signing_key(tmp_path / "cli-key").private_key.public_key()) == key_id
 
 
+@pytest.mark.parametrize("command", ["sign", "sign --attest", "verify"])
+def test_a_mistyped_artifact_path_is_a_usage_error(tmp_path: Path, keys: Path, command: str) -> None:
+    """As check, inspect and publish say it: exit 2, not the exit 5 of an engine without its manifest."""
+    spec = Path(__file__).parent.parent / "configs" / "digits-fp32.yaml"
+    needs = ["--spec", spec] if command == "verify" else ["--key", keys]
+    code, _, err = cli(*command.split(), tmp_path / "nothere.engine", *needs)
+    assert code == 2 and "no such engine (nor nothere.manifest.json beside it); check the path" in err
+
+
 def test_a_build_signs_only_when_a_key_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """``--sign-key`` or a non-empty ``$TRTFORGE_SIGNING_KEY``; an empty variable signs nothing."""
     monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)

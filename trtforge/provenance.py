@@ -285,7 +285,7 @@ def sign_and_attest(
     """
     from trtforge.artifact import ArtifactWriter, locked_manifest
 
-    paths = ArtifactPaths.of(engine_or_manifest)
+    paths = ArtifactPaths.of(engine_or_manifest).must_exist()
     with locked_manifest(paths.manifest) as manifest:  # no build replaces the artifact meanwhile
         engine = paths.existing_engine("attest the .engine that sits beside its manifest")
         problem = file_problem(manifest, engine)

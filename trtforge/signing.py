@@ -398,7 +398,7 @@ def sign_artifact(engine_or_manifest: Path, key: SigningKey) -> SignOutcome:
     """
     from trtforge.artifact import locked_manifest
 
-    paths = ArtifactPaths.of(engine_or_manifest)
+    paths = ArtifactPaths.of(engine_or_manifest).must_exist()
     manifest_path = paths.manifest
     with locked_manifest(manifest_path) as manifest:  # no build replaces the artifact meanwhile
         engine = paths.existing_engine("sign the .engine that sits beside its manifest")

@@ -107,7 +107,7 @@ def keep_fp32_mismatch(built: dict[str, Any] | None, now: dict[str, Any] | None)
 
 def verify_engine(spec: Spec, engine: Path, reporter: Reporter, cache_dir: Path | None = None) -> VerifyOutcome:
     """The gate on one existing artifact; raises GateFailed (exit 4) after writing the report."""
-    paths = ArtifactPaths.of(engine, " and --spec SPEC")
+    paths = ArtifactPaths.of(engine, " and --spec SPEC").must_exist()
     with locked_manifest(paths.manifest) as manifest:  # no build replaces the artifact meanwhile
         return _verify_locked(spec, paths, manifest, reporter, cache_dir)
 
