@@ -50,3 +50,20 @@ def test_a_bad_trt_version_is_refused_before_anything_is_written(tmp_path: Path)
     code, _, stderr = cli("calibrate", INT8_SPEC, "--out", out, "--trt-version", "10.100.0")
     assert code == 2 and "--trt-version: not a TensorRT version: '10.100.0'" in stderr
     assert not out.exists()
+
+
+def test_the_trt_version_is_spelled_one_way_in_the_cache_files_name(tmp_path: Path) -> None:
+    """Spaces and leading zeros went into the file's name ('digits-cnn-int8.trt 10.13.calibration.cache'):
+    one version, one name. A version TensorRT never spells (a line break, other digits) is refused."""
+    for index, given in enumerate((" 10.13.0.35 ", "010.13.00.35")):
+        out = tmp_path / f"out{index}"
+        code, stdout, stderr = cli("calibrate", INT8_SPEC, "--out", out, "--trt-version", given, "--json")
+        assert code == 0, stderr
+        cache = Path(json.loads(stdout)["files"]["tensorrt_cache"])
+        assert cache == out / "digits-cnn-int8.trt10.13.0.35.calibration.cache" and cache.is_file()
+    for given in ("10.13\n0", "١٠.١٣"):  # Arabic-Indic digits match Python's \d
+        code, _, stderr = cli("calibrate", INT8_SPEC, "--out", tmp_path / "refused", "--trt-version", given)
+        assert code == 2 and stderr == f"error: --trt-version: not a TensorRT version: {given!r} " + (
+            "(expected e.g. 10.13.0 or 10.13.0.35)\n"
+        )
+    assert not (tmp_path / "refused").exists()

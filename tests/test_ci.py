@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 
 from trtforge import __version__
 from trtforge.cli import app
+from trtforge.keys import SIGNING_KEY_ENV
 from trtforge.manifest import read_manifest
+from trtforge.signing import generate_keypair
 
 models.need_rtx()
 
@@ -187,6 +189,24 @@ def test_two_concurrent_runs_share_one_output_folder(project: Path, tmp_path: Pa
 
         assert sha256_file(engine) == read_manifest(engine).artifact.sha256
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_unchanged_rerun_refuses_a_signing_key_that_cannot_sign(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept on purpose: ``$TRTFORGE_SIGNING_KEY`` is loaded before the replay, whose record is keyed on
+    the key's id, so a job meant to sign whose key went missing or bad fails (exit 2, one line) even
+    when nothing would be rebuilt, instead of passing without the key it must sign with."""
+    spec, out = project / "fp32.yaml", tmp_path / "out"
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(generate_keypair(tmp_path / "ci.key").private_path))
+    assert _statuses(_ci(spec, out)) == {"fp32.yaml": "built"}
+    assert _statuses(_ci(spec, out)) == {"fp32.yaml": "unchanged"}
+    (tmp_path / "bad.key").write_text("not a key")
+    for key in (tmp_path / "gone.key", tmp_path / "bad.key"):
+        monkeypatch.setenv(SIGNING_KEY_ENV, str(key))
+        result = runner.invoke(app, ["ci", str(spec), "--out", str(out)])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("error: ") and str(key) in result.stderr
 
 
 def test_matrix_for_a_sample_project(tmp_path: Path) -> None:

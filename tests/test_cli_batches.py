@@ -91,6 +91,60 @@ def test_two_specs_that_would_write_one_artifact_are_refused(tmp_path: Path, com
     assert [path.name.split("-")[0] for path in out.glob("*.engine")] == ["other"]
 
 
+def test_two_specs_that_give_one_matrix_job_are_refused_naming_both(tmp_path: Path) -> None:
+    """Same name and precision, one version-compatible: ``ci`` builds both (their artifacts differ),
+    but their CI jobs share one id, which names GitLab's job (the second replaced the first) and the
+    JUnit file: the refusal named the job only, not the specs to rename."""
+    models.conv_net(tmp_path / "conv.onnx")
+    common = f"name: conv\nmodel: conv.onnx\n{STATIC}"
+    (tmp_path / "a.yaml").write_text(common)
+    (tmp_path / "b.yaml").write_text(common + "build: {version_compatible: true}\n")
+    for output in ("github", "gitlab"):
+        code, stdout, stderr = cli("matrix", tmp_path, "--format", output)
+        assert code == 2 and not stdout
+        assert stderr == (
+            f"error: {tmp_path / 'a.yaml'} and {tmp_path / 'b.yaml'} both give the CI job 'conv-fp32-cpu' "
+            "(a job is named name-precision-GPU): give each spec its own 'name:'\n"
+        )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "--out"],
+        ["build", "--junit"],
+        ["build", "--cache-dir"],
+        ["ci", "--out"],
+        ["ci", "--junit"],
+        ["calibrate", "--out"],
+        ["calibrate", "--cache-dir"],
+        ["serve", "--pull-dir"],
+        ["diagnose", "--out"],
+        ["verify", "--junit"],
+        ["build", "--sign-key"],
+        ["sign", "--key"],
+        ["pull", "--out"],
+    ],
+    ids=" ".join,
+)
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """``--out ''`` (an unset shell variable) read as ``.``: build, ci and calibrate wrote into the
+    current folder, and ``--junit ''`` was refused as "--junit . is a folder"."""
+    monkeypatch.chdir(tmp_path)
+    command, flag = argv
+    model = REPO / "calibration" / "digits" / "digits_cnn.onnx"
+    first = {
+        "serve": [model],
+        "sign": [tmp_path / "m.engine"],
+        "pull": ["dir://registry", "--name", "m"],
+    }.get(command, [REPO / "configs" / "digits-int8.yaml"])
+    code, _, stderr = cli(command, *first, flag, "")
+    assert code == 2 and stderr == f"error: {flag} is empty: pass a path (an empty one is not the current folder)\n"
+    assert not list(tmp_path.iterdir())
+
+
 def test_one_spec_named_twice_is_built_once(tmp_path: Path) -> None:
     """Another spelling of one file was refused as a collision ("give each spec its own name"),
     the same spelling twice built it twice; ci builds it once."""

@@ -33,6 +33,7 @@ import onnx
 import onnx.numpy_helper
 import onnxruntime as ort
 import pytest
+from clitools import as_foreground_job
 from registry import DIGITS_ONNX, RunningRegistry, build_engine, free_port
 
 from trtforge.runtime.lending import PoolState
@@ -125,6 +126,7 @@ def start(args: Sequence[object], tmp_path: Path, wait_ready: bool = True) -> Se
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")},
+            preexec_fn=as_foreground_job,  # the tests that send SIGINT send it as a terminal does
         )
     server = Server(process, port, log)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -500,6 +502,34 @@ def test_sigterm_while_warming_stops_the_warm_up_closes_the_pools_and_exits_0(
     output = server.output()
     assert "stopped while warming up: warm-up ended, pools closed" in output, output
     assert "ready:" not in output and "Traceback" not in output and "error" not in output.lower(), output
+
+
+def test_ctrl_c_while_warming_says_what_it_stopped_and_exits_130(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A Ctrl-C stops as SIGTERM does, exit 130: its stop printed no line at all (SIGTERM's says
+    what was stopped, and every command's Ctrl-C is one line)."""
+    with serving([served_models["slow"], "--pool", "3", *SLOW_WARMUP], tmp_path, False) as server:
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=60) == 130, server.output()
+    output = server.output()
+    assert output.splitlines()[-1].endswith(" stopped while warming up: warm-up ended, pools closed"), output
+    assert "Traceback" not in output and "error" not in output.lower(), output
+
+
+def test_a_second_ctrl_c_while_the_pools_close_is_one_line_and_exit_130(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The first Ctrl-C stops the warm-up, and the pools close once its context is done (seconds):
+    a second Ctrl-C then ends the process with exit 130 and one line, no traceback."""
+    with serving([served_models["slow"], "--pool", "3", *SLOW_WARMUP], tmp_path, False) as server:
+        server.process.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # the server has stopped listening and closes the pools
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=60) == 130, server.output()
+    listening, *after = server.output().splitlines()
+    assert "listening on" in listening, server.output()
+    assert len(after) == 1 and " stopped at once by a second signal: " in after[0], server.output()
 
 
 def test_a_broken_context_is_rebuilt_by_the_health_check_while_the_other_serves(

@@ -126,11 +126,23 @@ def plan_matrix(
                     triton=triton.name if triton is not None else None,
                 )
             )
-    ids = [entry.id for entry in entries]
-    duplicates = sorted({entry_id for entry_id in ids if ids.count(entry_id) > 1})
-    if duplicates:
-        raise InvalidInputError(f"two specs give the same job '{duplicates[0]}': give them different names")
+    _refuse_shared_jobs(entries)
     return entries
+
+
+def _refuse_shared_jobs(entries: list[MatrixEntry]) -> None:
+    """Exit 2, naming the specs, where two give one job id: a CI system keys its jobs by it (GitLab's
+    job name, the JUnit file's), so one job would replace the other. Ids come from name, precision
+    and GPU alone, so specs that ``ci`` tells apart (other targets, version_compatible) may share one."""
+    specs_of: dict[str, list[str]] = {}
+    for entry in entries:
+        specs_of.setdefault(entry.id, []).append(entry.spec)
+    for job, specs in specs_of.items():
+        if len(specs) > 1:
+            raise InvalidInputError(
+                f"{' and '.join(specs)} {'both' if len(specs) == 2 else 'all'} give the CI job '{job}' "
+                "(a job is named name-precision-GPU): give each spec its own 'name:'"
+            )
 
 
 #: The pip extra a job's backend needs, and the index it comes from (enterprise TensorRT: NVIDIA's).

@@ -34,21 +34,30 @@ from trtforge.tags import FLAVOR_TENSORRT
 
 CACHE_ALGORITHM = "EntropyCalibration2"
 SCALES_SCHEMA = "trtforge/calibration-scales/v1"
-_VERSION = re.compile(r"^(\d+)\.(\d{1,2})(?:\.(\d{1,2})(?:\.\d+)?)?$")
+_VERSION = re.compile(r"(\d+)\.(\d{1,2})(?:\.(\d{1,2})(?:\.(\d+))?)?", re.ASCII)
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
+
+
+def trt_version_text(version: str) -> str:
+    """``version`` ("10.13.0.35", "8.6.1", "10.3") as TensorRT spells it, without surrounding spaces
+    or leading zeros: it names the exported cache file, so one version gives one name. Refused
+    (exit 2) unless it is a version of a TensorRT that reads calibration caches."""
+    match = _VERSION.fullmatch(version.strip())
+    if not match:
+        # minor and patch take two digits in the integer (10.100.0 would read as 11.0.0)
+        raise InvalidInputError(f"not a TensorRT version: {version!r} (expected e.g. 10.13.0 or 10.13.0.35)")
+    text = ".".join(str(int(part)) for part in match.groups() if part is not None)
+    if not weakly_typed(FLAVOR_TENSORRT, text):
+        raise InvalidInputError(
+            f"TensorRT {text} has no INT8 calibrator to read a calibration cache: it builds the Q/DQ ONNX"
+        )
+    return text
 
 
 def trt_version_int(version: str) -> int:
     """TensorRT's version integer for "10.13.0.35", "8.6.1" or "10.3" (see module doc)."""
-    match = _VERSION.match(version.strip())
-    if not match:
-        # minor and patch take two digits in the integer (10.100.0 would read as 11.0.0)
-        raise InvalidInputError(f"not a TensorRT version: '{version}' (expected e.g. 10.13.0 or 10.13.0.35)")
-    if not weakly_typed(FLAVOR_TENSORRT, version.strip()):
-        raise InvalidInputError(
-            f"TensorRT {version} has no INT8 calibrator to read a calibration cache: it builds the Q/DQ ONNX"
-        )
-    major, minor, patch = (int(part or 0) for part in match.groups())
+    major, minor, *rest = (int(part) for part in trt_version_text(version).split("."))
+    patch = rest[0] if rest else 0  # the build number (a fourth part) is not in it
     return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
 

@@ -18,6 +18,7 @@ from trtforge.cli.common import (
     cache_dir_value,
     emit_json,
     exits_cleanly,
+    path_option,
     reporter,
     write_stdout,
 )
@@ -30,11 +31,12 @@ app = typer.Typer()
 @exits_cleanly
 def build(
     specs: Annotated[list[Path], typer.Argument(metavar="SPEC", help="Model spec YAML files.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("out"),
+    out: Annotated[Path, path_option("--out", "-o", help_text="Output directory.")] = Path("out"),
     backend: BackendOption = None,
     cache_dir: CacheDirOption = None,
     junit: Annotated[
-        Path | None, typer.Option("--junit", help="Write the accuracy gate's checks as JUnit XML to this file.")
+        Path | None,
+        path_option("--junit", help_text="Write the accuracy gate's checks as JUnit XML to this file."),
     ] = None,
     triton: Annotated[
         str | None,
@@ -46,9 +48,9 @@ def build(
     ] = None,
     sign_key: Annotated[
         Path | None,
-        typer.Option(
+        path_option(
             "--sign-key",
-            help="Sign the manifest and write signed provenance ({stem}.intoto.jsonl) with this private key "
+            help_text="Sign the manifest and write signed provenance ({stem}.intoto.jsonl) with this private key "
             "(default: $TRTFORGE_SIGNING_KEY when set).",
         ),
     ] = None,
@@ -147,7 +149,8 @@ def _build_failed(spec_path: Path, exc: TrtforgeError) -> ItemReport:
 def calibrate_command(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="An int8 model spec.")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Also copy the Q/DQ ONNX and the scales here.")
+        Path | None,
+        path_option("--out", "-o", help_text="Also copy the Q/DQ ONNX and the scales here."),
     ] = None,
     trt_version: Annotated[
         str | None,
@@ -170,11 +173,11 @@ def calibrate_command(
         )
     if trt_version is not None and out is None:
         raise InvalidInputError("--trt-version writes a file: pass --out too")
-    if trt_version is not None:  # before anything is calibrated or written
-        from trtforge.calibration.cache import trt_version_int
+    if trt_version is not None:  # before anything is calibrated or written; the file name carries it
+        from trtforge.calibration.cache import trt_version_text
 
         try:
-            trt_version_int(trt_version)
+            trt_version = trt_version_text(trt_version)
         except InvalidInputError as exc:
             raise InvalidInputError(f"--trt-version: {exc}") from exc
     model = inspect_model(spec.model_path)

@@ -20,6 +20,7 @@ from trtforge.cli.common import (
     emit_json,
     exits_cleanly,
     load_policy,
+    path_option,
     reporter,
     target_from_flags,
 )
@@ -149,7 +150,7 @@ def sign(
     engine: EngineArgument,
     key: Annotated[
         Path | None,
-        typer.Option("--key", help="Private key (PEM) from trtforge keygen (default: $TRTFORGE_SIGNING_KEY)."),
+        path_option("--key", help_text="Private key (PEM) from trtforge keygen (default: $TRTFORGE_SIGNING_KEY)."),
     ] = None,
     attest: Annotated[
         bool,

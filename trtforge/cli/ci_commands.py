@@ -16,6 +16,7 @@ from trtforge.cli.common import (
     backend_value,
     emit_json,
     exits_cleanly,
+    path_option,
     reporter,
     target_from_flags,
 )
@@ -43,7 +44,7 @@ def ci(
         list[Path] | None,
         typer.Argument(metavar="DIR|SPEC", help=f"Spec folders or spec files (default: {DEFAULT_FOLDER})."),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("out"),
+    out: Annotated[Path, path_option("--out", "-o", help_text="Output directory.")] = Path("out"),
     jobs: Annotated[
         int | None,
         typer.Option(
@@ -53,7 +54,8 @@ def ci(
     backend: BackendOption = None,
     cache_dir: CacheDirOption = None,
     junit: Annotated[
-        Path | None, typer.Option("--junit", help="Write a JUnit XML report (a test case per spec and step).")
+        Path | None,
+        path_option("--junit", help_text="Write a JUnit XML report (a test case per spec and step)."),
     ] = None,
     remote_cache: Annotated[
         str | None,

@@ -104,6 +104,7 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
         early.start_command()
         _json_printed.set(False)
         try:
+            _refuse_empty_paths(kwargs)
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort, TyperException):
             raise  # the command chose its exit code; usage errors are typer's to print
@@ -128,11 +129,38 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
     return wrapper
 
 
+#: What an empty path option (``--out ''``: often an unset shell variable) parses to. ``Path("")``
+#: is ``Path(".")``, so without it the command would write into the current folder unasked; this
+#: very object (told apart by identity) is refused by ``exits_cleanly`` before the command runs.
+_EMPTY_PATH = Path()
+
+
+def _parse_path(text: str) -> Path:
+    return Path(text) if text else _EMPTY_PATH
+
+
+def path_option(*flags: str, help_text: str) -> Any:
+    """``typer.Option`` of a path a command writes: an empty value is refused (``_EMPTY_PATH``);
+    help shows ``<path>``, as typer does for the paths it parses itself."""
+    return typer.Option(*flags, parser=_parse_path, metavar="<path>", help=help_text)
+
+
+def _refuse_empty_paths(arguments: Mapping[str, Any]) -> None:
+    """An empty path option is exit 2 (one line), not the current folder (see ``_EMPTY_PATH``); the
+    flag is the parameter's name, as typer spells it."""
+    for name, value in arguments.items():
+        if value is _EMPTY_PATH:
+            flag = "--" + name.replace("_", "-")
+            raise InvalidInputError(f"{flag} is empty: pass a path (an empty one is not the current folder)")
+
+
 # Options shared by several commands: one definition each, so flags read the same everywhere.
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option(
-        help="Cache directory: calibration, FP16 graphs, builds (default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge)."
+    path_option(
+        "--cache-dir",
+        help_text="Cache directory: calibration, FP16 graphs, builds "
+        "(default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge).",
     ),
 ]
 

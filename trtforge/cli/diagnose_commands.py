@@ -15,6 +15,7 @@ from trtforge.cli.common import (
     cache_dir_value,
     emit_json,
     exits_cleanly,
+    path_option,
     reporter,
 )
 
@@ -26,7 +27,7 @@ app = typer.Typer()
 def diagnose(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Model spec YAML file.", show_default=False)],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Where {name}-{precision}.diagnosis.json and .diagnosis.html go.")
+        Path, path_option("--out", "-o", help_text="Where {name}-{precision}.diagnosis.json and .diagnosis.html go.")
     ] = Path("out"),
     budget: Annotated[
         float | None,

@@ -21,6 +21,7 @@ from trtforge.cli.common import (
     emit_json,
     exits_cleanly,
     load_policy,
+    path_option,
     reporter,
     target_from_flags,
 )
@@ -119,7 +120,7 @@ def pull(
     require_signature: RequireSignatureOption = False,
     trusted_key: TrustedKeyOption = None,
     allow_host_code: AllowHostCodeOption = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the engine and its manifest go.")] = Path("."),
+    out: Annotated[Path, path_option("--out", "-o", help_text="Where the engine and its manifest go.")] = Path("."),
     insecure: InsecureOption = False,
     as_json: JsonOption = False,
 ) -> None:

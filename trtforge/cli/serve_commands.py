@@ -15,6 +15,7 @@ from trtforge.cli.common import (
     TrustedKeyOption,
     exits_cleanly,
     load_policy,
+    path_option,
     reporter,
 )
 from trtforge.errors import InvalidInputError
@@ -50,7 +51,8 @@ def serve(
         typer.Option(help="Precision from a folder or a registry: fp32 | fp16 | int8 (needed when several fit)."),
     ] = None,
     pull_dir: Annotated[
-        Path | None, typer.Option("--pull-dir", help="Where pulled engines go (default $TRTFORGE_CACHE_DIR/serve).")
+        Path | None,
+        path_option("--pull-dir", help_text="Where pulled engines go (default $TRTFORGE_CACHE_DIR/serve)."),
     ] = None,
     insecure: InsecureOption = False,
     require_signature: RequireSignatureOption = False,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from trtforge.cli.batch import BatchSteps, ItemReport, run_batch
-from trtforge.cli.common import CacheDirOption, JsonOption, cache_dir_value, exits_cleanly, reporter
+from trtforge.cli.common import CacheDirOption, JsonOption, cache_dir_value, exits_cleanly, path_option, reporter
 from trtforge.errors import TrtforgeError
 
 app = typer.Typer()
@@ -17,7 +17,7 @@ app = typer.Typer()
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 JunitOption = Annotated[
-    Path | None, typer.Option("--junit", help="Write the accuracy checks as JUnit XML to this file.")
+    Path | None, path_option("--junit", help_text="Write the accuracy checks as JUnit XML to this file.")
 ]
 
 

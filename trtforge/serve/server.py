@@ -259,12 +259,18 @@ def check_warmup_shapes(texts: Sequence[str], plans: Sequence[ModelPlan]) -> Non
         known = inputs[model] if model is not None else sorted({name for names in inputs.values() for name in names})
         for name in shapes:
             if name not in known:
+                listed = f"(inputs: {', '.join(known) or 'none'}; models: {', '.join(inputs)})"
+                prefix = text.partition(":")[0]
+                if model is None and name.startswith(f"{prefix}:"):  # MODEL: naming no served model
+                    raise InvalidInputError(
+                        f"--warmup-shape '{text}': no served model has an input '{name}', nor is one named "
+                        f"'{prefix}'{did_you_mean(prefix, inputs)} {listed}"
+                    )
                 owner = f"model '{model}'" if model is not None else "no served model"
                 has = "does not have" if model is not None else "has"
                 raise InvalidInputError(
                     f"--warmup-shape '{text}': {owner} {has} an input '{name}'"
-                    f"{did_you_mean(name, [*known, *(f'{m}:' for m in inputs)])} "
-                    f"(inputs: {', '.join(known) or 'none'}; models: {', '.join(inputs)})"
+                    f"{did_you_mean(name, [*known, *(f'{m}:' for m in inputs)])} {listed}"
                 )
     for plan in plans:
         for shapes in model_warmup_sets(plan, parsed):
@@ -479,13 +485,11 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         exit_at_once()
     if outcome.error is not None:
         raise outcome.error
-    if outcome.signal == signal.SIGINT:
-        return 130
     if outcome.interrupted:
         log("stopped while warming up: warm-up ended, pools closed")
     else:
         log("stopped: in-flight requests answered, pools closed")
-    return 0
+    return 130 if outcome.signal == signal.SIGINT else 0  # a Ctrl-C's stop says what it did too
 
 
 def _cut_off_line(state: ServeState, at_once: bool, grace_s: float) -> str:
