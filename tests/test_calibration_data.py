@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,19 @@ def test_nan_or_inf_names_the_file_and_the_sample(tmp_path: Path, bad: float) ->
         _batches([path], batch_size=4)
     # the index in the file (sample 5), not in the batch that held it (sample 1 of the second batch)
     assert "first at index [5, 0, 2, 3] of the file" in str(caught.value)
+
+
+def test_a_float64_value_beyond_float32_is_named_without_a_numpy_warning(tmp_path: Path) -> None:
+    """The cast printed numpy's "overflow encountered in cast", then blamed NaN or Inf."""
+    array = np.zeros((3, 1, 8, 8), np.float64)
+    array[2, 0, 1, 1] = 1e300
+    path = _save(tmp_path / "wide.npy", array)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(
+            InvalidInputError, match=r"wide\.npy: input 'input' has 1e\+300 \(first at index \[2, 0, 1, 1\]"
+        ):
+            _batches([path], batch_size=4)
 
 
 def test_npz_keys_name_the_inputs_of_a_multi_input_model(tmp_path: Path) -> None:

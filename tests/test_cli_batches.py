@@ -276,3 +276,10 @@ def test_ci_without_folder_builds_the_project_with_a_job_per_core(
     code, stdout, stderr = cli("ci", "--out", "out", "--json")
     assert code == 0, stderr
     assert json.loads(stdout)["jobs"] == len(os.sched_getaffinity(0))
+
+
+def test_insecure_without_a_remote_cache_is_refused(tmp_path: Path) -> None:
+    """Plain HTTP for no registry: it was silently ignored, as if the cache were in use."""
+    code, _, stderr = cli("ci", REPO / "configs" / "digits-fp32.yaml", "--out", tmp_path / "out", "--insecure")
+    assert code == 2 and "--insecure (plain HTTP) is for --remote-cache's oci:// registry" in stderr
+    assert not (tmp_path / "out").exists()

@@ -671,7 +671,7 @@ def test_registry_reference_is_pulled_for_this_machine_and_refused_here(
     assert f"pulling digits-cnn from {uri}" in output
     assert engine_86.stem in output and "no GPU detected" in output  # the registry's candidate, and why not
     code, output, opened = _run_refused([uri, "--insecure"], tmp_path)
-    assert code == 2 and "needs --name" in output and not opened
+    assert code == 2 and "needs --name" in output and not opened and "pulling None" not in output
     code, output, opened = _run_refused(["oci://127.0.0.1:1/nothing", "--name", "x", "--insecure"], tmp_path)
     assert code == 6 and not opened, output
 

@@ -229,14 +229,22 @@ def _load(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, np.ndarray] | N
 def _prepared(path: Path, tensor: TensorDesc, part: np.ndarray, first: int) -> np.ndarray:
     """A slice read into memory, cast to the model dtype and checked for NaN/Inf; ``first``: the
     index of its first sample in the file, so an error points into the file, not the batch."""
-    array = np.asarray(part).astype(tensor.np_dtype, copy=True)
+    source = np.asarray(part)
+    with np.errstate(over="ignore"):  # a value too large for the model's dtype is named below
+        array = source.astype(tensor.np_dtype, copy=True)
     if is_float(array.dtype):
         bad = ~np.isfinite(array)
         if bad.any():
-            sample, *element = (int(i) for i in np.argwhere(bad)[0])
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            where = f"first at index {[first + index[0], *index[1:]]} of the file"
+            value = source[index]
+            if is_float(source.dtype) and np.isfinite(value):
+                raise InvalidInputError(
+                    f"{path}: input '{tensor.name}' has {float(value):g} ({where}), beyond "
+                    f"{tensor.np_dtype.name}'s range; input data must fit the model's input type"
+                )
             raise InvalidInputError(
-                f"{path}: input '{tensor.name}' has NaN or Inf values (first at index {[first + sample, *element]} "
-                "of the file); input data must be finite"
+                f"{path}: input '{tensor.name}' has NaN or Inf values ({where}); input data must be finite"
             )
     return array
 

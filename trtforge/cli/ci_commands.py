@@ -20,6 +20,7 @@ from trtforge.cli.common import (
     reporter,
     target_from_flags,
 )
+from trtforge.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from trtforge.console import Reporter
@@ -90,6 +91,10 @@ def ci(
     from trtforge.environment import usable_cores
     from trtforge.rerun import record, replay
 
+    if insecure and remote_cache is None:
+        raise InvalidInputError(
+            "--insecure (plain HTTP) is for --remote-cache's oci:// registry, and none is given: drop it"
+        )
     reports = ReportFiles.checked(junit)
     console = reporter()
     release = _flag_release(triton)

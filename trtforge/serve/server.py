@@ -151,7 +151,7 @@ def _folder_plans(
     return plans
 
 
-def _pulled(uri: str, name: str | None, pull: PullOptions, policy: LoadPolicy) -> Path:
+def _pulled(uri: str, name: str | None, pull: PullOptions, policy: LoadPolicy, log: Callable[[str], None]) -> Path:
     """The engine of a registry reference that fits this host, pulled (as ``trtforge pull --for-this-machine``)."""
     from trtforge.cache import default_cache_dir
     from trtforge.publish import open_registry, parse_location
@@ -160,6 +160,7 @@ def _pulled(uri: str, name: str | None, pull: PullOptions, policy: LoadPolicy) -
     artifact = name or pull.name
     if artifact is None:
         raise InvalidInputError(f"{uri}: a registry reference needs --name NAME (or NAME={uri})")
+    log(f"pulling {artifact} from {uri} for this machine")
     request = PullRequest(artifact, pull.precision, target_environments(), policy)
     into = pull.into or default_cache_dir() / "serve"
     return pull_artifact(open_registry(parse_location(uri), insecure=pull.insecure), request, into).engine
@@ -176,8 +177,7 @@ def resolve_artifacts(
         name, target = split_named(text)
         try:
             if "://" in target:
-                log(f"pulling {name or pull.name} from {target} for this machine")
-                plans.append(engine_plan(_pulled(target, name, pull, policy), name))
+                plans.append(engine_plan(_pulled(target, name, pull, policy, log), name))
                 continue
             path = Path(target)
             if path.is_dir():
