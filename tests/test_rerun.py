@@ -121,6 +121,13 @@ def _edit_report(root: Path, out: Path) -> None:
     report.write_text(report.read_text() + " ")
 
 
+def _leave_a_dead_writer_s_temporary_in_out(root: Path, out: Path) -> None:
+    """What a build killed while staging leaves: the next run's sweep removes it (the replay saw
+    only the artifacts' own files, so it stayed while every rerun was replayed)."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / f".conv-fp32.engine.{int(gone.stdout)}-a1b2c3d4.tmp").write_bytes(b"partial")
+
+
 def _add_spec(root: Path, out: Path) -> None:
     (root / "fp16.yaml").write_text(f"name: conv\nprecision: fp16\n{COMMON}")
 
@@ -147,6 +154,7 @@ def _add_subfolder_spec(root: Path, out: Path) -> None:
         (_edit_report, {"fp32.yaml": "restored", "int8.yaml": "unchanged"}),
         (_add_spec, {"fp16.yaml": "built", "fp32.yaml": "unchanged", "int8.yaml": "unchanged"}),
         (_add_project_file, {"fp32.yaml": "unchanged", "int8.yaml": "unchanged"}),
+        (_leave_a_dead_writer_s_temporary_in_out, {"fp32.yaml": "unchanged", "int8.yaml": "unchanged"}),
         (_add_subfolder_spec, {"fp16.yaml": "built", "fp32.yaml": "unchanged", "int8.yaml": "unchanged"}),
     ],
     ids=lambda value: getattr(value, "__name__", "").strip("_") or None,
@@ -158,6 +166,7 @@ def test_any_change_runs_the_full_check(
     change(root, out)
     statuses, parsed, _ = _ci(root, out)
     assert parsed and statuses == expected
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_a_corrupt_record_runs_the_full_check(recorded: tuple[Path, Path]) -> None:

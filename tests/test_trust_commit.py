@@ -232,6 +232,41 @@ def dead_pid() -> int:
     return child.pid
 
 
+def test_ci_rolls_back_a_dead_commit_before_calling_anything_unchanged(tmp_path: Path, isolated_cache: Path) -> None:
+    """A ci killed after the last rename of a restore from its cache left that set in place and its
+    commit open. The next ci called the spec unchanged and left the journal; a later build of
+    another artifact into that folder then rolled the spec's engine back to the old build, which ci
+    had vouched for."""
+    spec, other = tmp_path / "spec.yaml", tmp_path / "other.yaml"
+    text = (
+        f"name: digits-cnn\nmodel: {DIGITS_ONNX}\nprecision: fp32\nbackend: tensorrt-rtx\ntargets: ['8.6']\n"
+        f"profiles:\n{DIGITS_PROFILE}\naccuracy: {{enabled: false}}\n"
+    )
+    old, new = text, text + "build: {workspace: 256MiB}\n"
+    other.write_text(text.replace("digits-cnn", "other"))
+    out = tmp_path / "out"
+    for version in (new, old):  # both builds in the cache, the old one in --out
+        spec.write_text(version)
+        assert cli("ci", spec, "--out", out, "--jobs", "1")[0] == 0
+    spec.write_text(new)
+    (engine,) = out.glob("*.engine")
+    killed = run_signalled(
+        "SIGKILL", f"rename {manifest_path_for(engine).name}", "ci", spec, "--out", out, "--jobs", "1", timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert any(name.endswith(".journal.tmp") for name in leftovers(out))
+    code, _, err = cli("ci", spec, "--out", out, "--jobs", "1")
+    assert code == 0 and "1 interrupted commit(s) rolled back" in err and "restored" in err, err
+    assert leftovers(out) == ()
+    built = sha256_file(engine)
+    assert read_manifest(manifest_path_for(engine)).artifact.sha256 == built
+    code, _, err = cli("build", other, "--out", out)
+    assert code == 0 and "rolled back" not in err, err
+    assert sha256_file(engine) == built
+    code, _, err = cli("ci", spec, "--out", out, "--jobs", "1")
+    assert code == 0 and "unchanged" in err, err
+
+
 def test_stale_temporaries_are_removed_by_the_next_run(
     tmp_path: Path, isolated_cache: Path, trust_case: TrustRecorder
 ) -> None:

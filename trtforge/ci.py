@@ -972,11 +972,19 @@ def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[s
 
 
 def run_ci(specs: list[Path], options: CiOptions, jobs: int) -> CiReport:
-    """Every spec, ``jobs`` at a time; specs that would write one artifact are refused first."""
+    """Every spec, ``jobs`` at a time; specs that would write one artifact are refused first. What
+    dead runs left in ``--out`` (temporaries, an open commit) is cleaned up first."""
+    from trtforge.artifact import sweep
+
     started = time.perf_counter()
     ensure_writable_dir(options.out_dir)
     if options.remote_cache:
         _remote(options)  # a malformed URI is a usage error before any work
+    # before any verdict: a dead run's open commit is rolled back here, so a spec whose new set it
+    # left in place is judged on the set that stays, not called unchanged and later rolled back
+    swept = sweep(options.out_dir).note
+    if swept:
+        Reporter(interactive=False).info(swept)
     paths = [str(spec) for spec in specs]
     specs_by_path = _loaded_specs(paths, options.cc)
     settled: dict[str, SpecResult | None] = dict(_refuse_collisions(specs_by_path, options))

@@ -10,7 +10,9 @@ match, and whose backends resolve to the same versions, is that run again: it re
 results without parsing a spec or reading an artifact, so it costs a stat per file (constant per
 spec, flat in model size). Anything else runs in full, and records again. Only files that had
 settled before the recording run started are recorded (any write changes ctime, which no user tool
-sets back), so a file changed during or after that run never matches.
+sets back), so a file changed during or after that run never matches. While ``--out`` holds a
+commit's temporaries (a live writer's, or a killed one's that only the full run sweeps), nothing is
+replayed.
 """
 
 from __future__ import annotations
@@ -83,12 +85,24 @@ def replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any) ->
         return None
     if any(_stamp(path) != stamp for path, stamp in stamps.items()) or not _same_backends(backends):
         return None
+    if _has_temporaries(options.out_dir):  # a writer's, live or killed: the full run sweeps a dead one's
+        return None
     for note in notes:
         reporter.info(note)
     for result in results:
         reporter.info(f"{result.name}: {result.message}")
     replayed = tuple(dataclasses.replace(result, seconds=0.0) for result in results)
     return CiReport(replayed, time.perf_counter() - started, jobs)
+
+
+def _has_temporaries(folder: Path) -> bool:
+    """Whether ``folder`` holds a commit's temporaries (``.*.tmp``: staged files, backups, an open
+    commit's journal). Not stamped instead: every run's write check changes the folder's stamp."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(entry.name.startswith(".") and entry.name.endswith(".tmp") for entry in entries)
+    except OSError:
+        return False
 
 
 def _same_backends(backends: dict[str, tuple[Any, ...]]) -> bool:
