@@ -173,3 +173,48 @@ def test_latency_percentiles() -> None:
     assert stats.max == pytest.approx(100.0) and stats.mean == pytest.approx(50.5)
     with pytest.raises(ValueError):
         Latency.of([])
+
+
+# ---------------------------------------------------------------- shape tensors
+
+
+def _bench_json(*args: object) -> tuple[int, dict, str]:
+    result = runner.invoke(app, ["bench", *map(str, args), "--pool", "2", "--requests", "8", "--json"])
+    return result.exit_code, json.loads(result.stdout), result.stderr
+
+
+def test_bench_gives_a_shape_tensor_values(tmp_path: Path) -> None:
+    """x [N, 12] reshaped to the input ``shape`` int64 [3]. Before: random integers as its values,
+    so the warm-up failed (exit 5); now the values the graph tells, or ``--shape NAME=[V,...]``,
+    and the pool warms its default and the request (values too) as for any model."""
+    from test_pool import reshape_net
+
+    final = reshape_net(tmp_path / "st3.onnx")  # the Reshape makes the output: [-1, 1, 1] runs
+    code, document, stderr = _bench_json(final)
+    assert code == 0, stderr
+    warm = document["scenarios"][0]
+    assert warm["errors"] == 0 and warm["warm_runs"] == 2  # the default is the request: one set per context
+    assert document["shapes"] == {"x": [1, 12], "shape": [3]}
+    code, document, stderr = _bench_json(final, "--shape", "x=2x12", "--shape", "shape=[2,3,4]")
+    assert code == 0, stderr
+    assert document["scenarios"][0]["errors"] == 0 and document["scenarios"][0]["warm_runs"] == 4  # default + request
+    assert document["shapes"] == {"x": [2, 12], "shape": [3]}
+    # a Reshape feeding a MatMul: no values are guessed; the refusal says what to pass
+    code, document, _ = _bench_json(reshape_net(tmp_path / "st4.onnx", then="MatMul"))
+    assert code == 2
+    assert "input 'shape' is a shape tensor (the shape of Reshape 'reshape')" in document["error"]["message"]
+    assert "pass the values your requests use: --shape 'shape=[v1,v2,v3]'" in document["error"]["message"]
+    code, document, _ = _bench_json(final, "--shape", "shape=[5,3,4]")
+    assert code == 2 and "values [5, 3, 4] of 'shape' cannot reshape 'x' of shape 1x12" in document["error"]["message"]
+    code, document, _ = _bench_json(final, "--shape", "shape=[2,3,4]", "--shape", "shape=[4,3,2]")
+    assert code == 2 and "input 'shape' already has --shape shape=[2,3,4]" in document["error"]["message"]
+
+
+def test_parse_inputs_takes_shapes_and_shape_tensor_values() -> None:
+    from trtforge.bench import parse_inputs, parse_values
+
+    assert parse_values("shape=[2, -1,4]") == ("shape", (2, -1, 4)) and parse_values("k=[3]") == ("k", (3,))
+    assert parse_values("x=2x12") is None and parse_values("shape=[2,,4]") is None
+    assert parse_inputs(["x=2x12", "shape=[2,3,4]"]) == ({"x": (2, 12)}, {"shape": (2, 3, 4)})
+    with pytest.raises(InvalidInputError, match=r"a shape tensor's values: NAME=\[V,\.\.\.\]"):
+        parse_inputs(["shape=[2,3"])

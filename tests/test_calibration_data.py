@@ -198,3 +198,17 @@ def test_data_hash_follows_contents_and_order_not_paths(tmp_path: Path) -> None:
 def test_fixed_batch() -> None:
     assert fixed_batch_size(IMAGE) is None
     assert fixed_batch_size((TensorDesc("x", "float32", (1, 3, 4, 4)),)) == 1
+
+
+def test_an_int_vector_input_without_profile_values_holds_samples(tmp_path: Path) -> None:
+    """Only inputs the profiles give values are shape tensors: a [batch] int64 input (sequence
+    lengths) keeps its leading axis as the sample axis, and files are batched across as usual."""
+    inputs = (TensorDesc("x", "float32", ("batch", 4)), TensorDesc("lengths", "int64", ("batch",)))
+    files = []
+    for i, count in enumerate((3, 3)):
+        np.savez(tmp_path / f"{i}.npz", x=np.zeros((count, 4), np.float32), lengths=np.arange(count))
+        files.append(tmp_path / f"{i}.npz")
+    for shape_inputs in (frozenset(), frozenset({"absent"})):
+        assert plan_data(files, inputs, None, shape_inputs=shape_inputs).samples == 6
+        batches = list(iter_batches(files, inputs, 4, shape_inputs=shape_inputs))
+        assert [batch["lengths"].tolist() for batch in batches] == [[0, 1, 2, 0], [1, 2]]

@@ -641,6 +641,23 @@ def test_a_triton_release_is_judged_by_the_same_comparison() -> None:
                 assert (triton is None) == (plain == []), (release.name, built, version_compatible)
 
 
+def test_the_no_gpu_advice_offers_target_only_where_it_is_taken() -> None:
+    """The no-GPU refusal offered ``target=Target(...)`` "from Python" to every entry point, but
+    load_engine, load_best and EnginePool take none (TypeError): it names the ones that judge for
+    another GPU, and says the loading ones need a GPU here."""
+    import inspect
+
+    from trtforge import runtime
+
+    offered = re.findall(r"(\w+)\(\.\.\., target=", NO_GPU_MESSAGE)
+    assert sorted(offered) == ["check_compatibility", "select_artifact"]
+    for name in offered:
+        assert "target" in inspect.signature(getattr(runtime, name)).parameters
+    for name in ("load_engine", "load_best", "EnginePool"):
+        assert "target" not in inspect.signature(getattr(runtime, name)).parameters
+        assert name in NO_GPU_MESSAGE.split(";")[-1] and "needs a GPU" in NO_GPU_MESSAGE.split(";")[-1]
+
+
 def test_a_flavor_mismatch_is_said_before_a_runtime_that_is_not_installed() -> None:
     """``check --flavor tensorrt`` on a TensorRT-RTX engine: the target runs the other runtime (installed
     here or not), which no pip extra fixes."""

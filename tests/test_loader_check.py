@@ -216,9 +216,35 @@ def test_missing_manifest_is_refused(engines: dict[str, Path], tmp_path: Path) -
     shutil.copy2(engines["sm86"], engine)
     code, out, _ = _check(str(engine), "--cc", "8.6", "--json")
     document = json.loads(out)
-    assert code == 5 and "manifest missing" in document["error"]
+    assert code == 5 and "manifest missing" in document["problems"][0]["message"]
     with pytest.raises(IncompatibleEngineError, match="manifest missing; an engine without its manifest is refused"):
         load_engine(engine)
+
+
+def test_an_engine_without_its_manifest_is_a_result_not_an_exception(tmp_path: Path) -> None:
+    """``check_compatibility`` never raises for an engine that must not load: one without its
+    manifest is a ``manifest`` problem (the README lists the rule), as the CLI reports it; the
+    loader refuses it (exit 5) with that reason. A path where neither file is stays a usage error."""
+    folder = tmp_path / "f2"
+    folder.mkdir()
+    orphan = folder / "orphan.engine"
+    orphan.write_bytes(b"an engine nothing describes")
+    result = check_compatibility(orphan, target=Target(compute_capability="8.6"))
+    assert not result.compatible and result.exit_code == 5 and result.manifest is None
+    (problem,) = result.problems
+    assert problem.rule is Rule.MANIFEST and "manifest missing; an engine without its manifest" in problem.message
+    document = json.loads(json.dumps(result.to_dict()))
+    assert document["compatible"] is False and document["name"] is None
+    assert document["problems"] == [{"rule": "manifest", "message": problem.message}]
+    assert document["size"] == {"manifest": None, "engine": orphan.stat().st_size}
+    assert document["signature"]["status"] == "missing"  # no manifest, so no signature: not "unchecked"
+    with pytest.raises(IncompatibleEngineError) as refused:
+        load_engine(orphan)
+    assert refused.value.exit_code == 5 and refused.value.reasons == (problem.message,)
+    code, out, _ = _check(str(orphan), "--cc", "8.6", "--json")
+    assert code == 5 and json.loads(out)["problems"] == document["problems"]
+    with pytest.raises(InvalidInputError, match="no such engine"):
+        check_compatibility(folder / "orphn.engine", target=Target(compute_capability="8.6"))
 
 
 def test_missing_engine_beside_its_manifest_is_refused(engines: dict[str, Path], tmp_path: Path) -> None:

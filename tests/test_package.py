@@ -25,6 +25,30 @@ def test_runtime_exports_resolve() -> None:
         assert getattr(trtforge.runtime, name) is not None
 
 
+def test_every_error_a_library_user_catches_has_a_documented_home() -> None:
+    """What the pool and the loader raise is importable from ``trtforge.runtime`` (the pool's own
+    errors) or ``trtforge.errors`` (every TrtforgeError, with its exit code), and the README's
+    Python API says where."""
+    from pathlib import Path
+
+    import trtforge.errors
+    from trtforge.runners.base import RunnerError
+    from trtforge.runtime.lending import PoolClosed
+    from trtforge.runtime.pool import PoolStartError
+
+    assert trtforge.runtime.PoolStartError is PoolStartError and trtforge.runtime.RunnerError is RunnerError
+    assert issubclass(trtforge.runtime.PoolNotStarted, RuntimeError)
+    assert not issubclass(trtforge.runtime.PoolNotStarted, PoolClosed)  # it is not shut down: it may start
+    readme = (Path(trtforge.runtime.__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    documented = readme[readme.index("## Compatibility checks") : readme.index("## Deploy")]
+    for name in ("PoolStartError", "RunnerError", "PoolNotStarted", "PoolClosed", "PoolExhausted"):
+        assert f"`{name}`" in documented, name
+    assert "`trtforge.errors`" in documented and "`exit_code`" in documented
+    for name, value in vars(trtforge.errors).items():
+        if isinstance(value, type) and issubclass(value, trtforge.errors.TrtforgeError):
+            assert f"`{name}`" in documented, f"README does not say where {name} comes from"
+
+
 def test_type_hints_and_lazy_names_reach_users() -> None:
     """PEP 561: the package says it is typed (and ships the marker); ``dir()`` lists the names that
     resolve on first use, as tab completion reads them."""

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trtforge.compat import RTX_COMPUTE_CAPABILITIES
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.runners.base import RunnerError
+from trtforge.runtime import PoolNotStarted, PoolStartError
 from trtforge.runtime.health import outputs_match
 from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState, SlotState
 from trtforge.runtime.manager import PoolManager
@@ -67,8 +68,12 @@ def pool() -> Iterator[EnginePool]:
 def test_ready_only_after_every_context_is_warm() -> None:
     pool = EnginePool(DIGITS, size=4, warmup_shapes=[ONE, FOUR], start=False)
     assert pool.state is PoolState.STARTING and not pool.ready
-    with pytest.raises(PoolClosed, match="not started"):
+    # not PoolClosed, which says the pool is shut down: this one may still start
+    with pytest.raises(PoolNotStarted, match=r"was not started: call start\(\)") as caught:
         pool.infer(digits_batch(0), timeout=0.01)
+    assert not isinstance(caught.value, PoolClosed) and isinstance(caught.value, RuntimeError)
+    with pytest.raises(PoolNotStarted), pool.borrow():
+        pass
 
     def watch() -> tuple[int, ...]:
         while not pool.ready:
@@ -213,6 +218,9 @@ def test_invalid_input_is_the_callers_and_leaves_the_context_healthy(pool: Engin
         "a mapping of input name to array (input), not ndarray": array,
         "not NoneType": None,
         "input 'input' is NoneType, not an array": {"input": None},
+        # onnxruntime would take both: a list of pairs as dict(feed), nested lists as an array
+        "a mapping of input name to array (input), not list": [("input", array)],
+        "input 'input' is list, not an array": {"input": array.tolist()},
     }
     for expected, feed in refused.items():
         with pytest.raises(InvalidInputError) as caught:
@@ -223,6 +231,10 @@ def test_invalid_input_is_the_callers_and_leaves_the_context_healthy(pool: Engin
     assert pool.metrics.value("trtforge_pool_health_probes_total", result="failed") == 0
     assert pool.state is PoolState.READY
     assert pool.check().healthy == (0, 1)
+    with pool.borrow() as runner:  # a borrowed context refuses them alike
+        for feed in ([("input", array)], {"input": array.tolist()}):
+            with pytest.raises(InvalidInputError, match=r"not an array|not list"):
+                runner.infer(feed)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -243,8 +255,15 @@ def test_bad_settings_are_refused_before_anything_loads(setting: dict, expected:
         EnginePool(Path("missing.onnx"), **setting)  # refused before the file is even looked at
 
 
-def test_a_request_timeout_is_checked_when_it_waits(pool: EnginePool) -> None:
+def test_a_request_timeout_is_checked_up_front(pool: EnginePool) -> None:
+    """Refused whether or not a context is free (it was only when the request had to wait)."""
     feed = digits_batch(0)
+    for bad in (float("nan"), -1, "soon", True):
+        with pytest.raises(InvalidInputError, match="seconds >= 0"):
+            pool.infer(feed, timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="seconds >= 0"), pool.borrow(timeout=bad):  # type: ignore[arg-type]
+            pass
+    assert pool.metrics.snapshot().requests_invalid == 0  # refused before it became a request
     with pool.borrow(), pool.borrow():
         for bad in (float("nan"), -1, "soon"):
             with pytest.raises(InvalidInputError, match="seconds >= 0"):
@@ -520,6 +539,28 @@ def test_start_fails_when_no_context_can_be_created(tmp_path: Path) -> None:
     assert pool.state is PoolState.CLOSED and pool._source is None
 
 
+def test_start_error_names_each_context_once(tmp_path: Path) -> None:
+    """A model onnxruntime loads but cannot run (a Reshape of 4 values to 3): PoolStartError (exit 5),
+    exported with the pool, names the failing context once (it said 'bad/0: bad/0: onnxruntime failed')."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    reshape = helper.make_node("Reshape", ["input", "shape"], ["output"])
+    graph = helper.make_graph(
+        [reshape],
+        "bad",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [3])],
+        [numpy_helper.from_array(np.array([3], np.int64), "shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    save(model, tmp_path / "bad.onnx")
+    with pytest.raises(PoolStartError) as caught:
+        EnginePool(tmp_path / "bad.onnx")
+    assert caught.value.exit_code == 5
+    assert "no context could be created and warmed (bad/0: onnxruntime failed: " in str(caught.value)
+    assert str(caught.value).count("bad/0") == 1
+
+
 # ---------------------------------------------------------------- several models
 
 
@@ -696,3 +737,145 @@ def test_default_threads_divide_the_cores_this_process_may_use(monkeypatch: pyte
     monkeypatch.setattr(pool_module, "usable_cores", lambda: 6)
     assert EnginePool(DIGITS, size=2, start=False)._threads == 3
     assert EnginePool(DIGITS, size=8, start=False)._threads == 1
+
+
+# ---------------------------------------------------------------- shape tensors, and inputs refused as they run
+
+
+def reshape_net(path: Path, declared: list[int | str] | None = None, then: str = "") -> Path:
+    """x float [N, 12] reshaped to the graph input ``shape`` int64 [3], a shape tensor (its values
+    set the output's shape). ``declared``: the reshaped tensor's dims as the graph declares them
+    (default: three free dims); ``then``: ``Relu`` or ``MatMul`` (by a [4, 2] weight) after the
+    Reshape (default: none, the Reshape's output is the graph's)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    dims = declared or ["a", "b", "c"]
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r" if then else "y"], name="reshape")]
+    weights = []
+    value_info = []
+    if then:
+        value_info.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, dims))
+        operands = ["r", "w"] if then == "MatMul" else ["r"]
+        nodes.append(helper.make_node(then, operands, ["y"], name=then.lower()))
+        if then == "MatMul":
+            weights.append(numpy_helper.from_array(np.ones((4, 2), np.float32), "w"))
+            dims = [*dims[:-1], 2]
+    graph = helper.make_graph(
+        nodes,
+        path.stem,
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 12]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+        weights,
+        value_info=value_info,
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("declared", "then", "values"),
+    [
+        (None, "", [-1, 1, 1]),  # the Reshape makes the graph's output: any values it takes run
+        (["N", 3, 4], "Relu", [1, 3, 4]),  # the graph declares what it makes: N is x's batch, 1
+    ],
+    ids=["graph-output", "declared"],
+)
+def test_a_shape_tensor_is_warmed_with_values_the_onnx_graph_tells(
+    tmp_path: Path, declared: list[int | str] | None, then: str, values: list[int]
+) -> None:
+    """Before: random integers as the Reshape's shape, so no context warmed (PoolStartError, exit 5)."""
+    with EnginePool(reshape_net(tmp_path / "st3.onnx", declared, then), size=2) as pool:
+        assert pool.ready and pool.probe_feed is not None
+        assert pool.probe_feed["shape"].tolist() == values and pool.probe_feed["shape"].dtype == np.int64
+        assert pool.warmup_shapes == [{"x": (1, 12), "shape": (3,)}]
+        assert pool.check().healthy == (0, 1)
+        x = np.arange(24, dtype=np.float32).reshape(2, 12)
+        y = pool.infer({"x": x, "shape": np.array([2, 3, 4], np.int64)})["y"]
+        np.testing.assert_array_equal(np.maximum(y, 0) if then else y, x.reshape(2, 3, 4))
+
+
+def test_a_shape_tensor_the_onnx_graph_does_not_tell_needs_its_values(tmp_path: Path) -> None:
+    """A Reshape feeding a MatMul: values that merely reshape x could fail the MatMul, so none are
+    guessed: exit 2 saying what to give (before: random integers, PoolStartError exit 5)."""
+    from trtforge.runtime.sources import ShapeValuesNeeded, WarmupSet
+
+    model = reshape_net(tmp_path / "st4.onnx", then="MatMul")
+    with pytest.raises(ShapeValuesNeeded) as caught:
+        EnginePool(model)
+    message = str(caught.value)
+    assert caught.value.exit_code == 2 and "\n" not in message
+    assert "input 'shape' is a shape tensor (the shape of Reshape 'reshape')" in message
+    assert "they reshape 'x' of 12 values" in message
+    assert "give a WarmupSet(shapes, values={'shape': [v1,v2,v3]}) in warmup_shapes or warmup_also" in message
+    given = WarmupSet({"x": (2, 12)}, {"shape": (2, 3, 4)})
+    for options in ({"warmup_shapes": [given]}, {"warmup_also": [given]}):  # the caller's values: warmed with them
+        with EnginePool(model, **options) as pool:  # type: ignore[arg-type]
+            assert pool.probe_feed is not None and pool.probe_feed["shape"].tolist() == [2, 3, 4]
+            assert pool.warmup_shapes == [{"x": (2, 12), "shape": (3,)}]
+    with pytest.raises(InvalidInputError, match=r"values \[5, 3, 4\] of 'shape' cannot reshape 'x' of shape 2x12"):
+        EnginePool(model, warmup_shapes=[WarmupSet({"x": (2, 12)}, {"shape": (5, 3, 4)})])
+    with pytest.raises(InvalidInputError, match=r"input 'shape' takes 3 values, got 2"):
+        EnginePool(model, warmup_shapes=[WarmupSet({"x": (2, 12)}, {"shape": (6, 4)})])
+
+
+def test_inputs_the_model_refuses_as_it_runs_are_invalid_and_keep_the_context(tmp_path: Path) -> None:
+    """x [N, M] reshaped to [-1, 3, 4]: x [1, 5] passes every check until the Reshape runs, where
+    onnxruntime fails (not INVALID_ARGUMENT). The context then passes its probe, so the request was
+    the caller's: InvalidInputError, counted invalid, no rebuild (before: RunnerError, counted as an
+    error, so any client could make the pool probe and count failed contexts). A context that really
+    breaks is still rebuilt (``test_a_failed_request_heals_its_context``)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "to"], ["y"])],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 3, 4])],
+        [numpy_helper.from_array(np.array([-1, 3, 4], np.int64), "to")],
+    )
+    model = tmp_path / "fixed.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), model)
+    with EnginePool(model, size=1, warmup_shapes=[{"x": (1, 12)}]) as pool:
+        with pytest.raises(InvalidInputError, match="the model refused these inputs as it ran") as caught:
+            pool.infer({"x": np.ones((1, 5), np.float32)})
+        assert isinstance(caught.value.__cause__, RunnerError) and "\n" not in str(caught.value)
+        assert pool.infer({"x": np.ones((2, 12), np.float32)})["y"].shape == (2, 3, 4)
+        snapshot = pool.metrics.snapshot()
+        assert (snapshot.requests_invalid, snapshot.requests_error, snapshot.requests_ok) == (1, 0, 1)
+        assert snapshot.rebuilds == 0 and [c.rebuilds for c in pool.contexts()] == [0]
+        assert pool.metrics.value("trtforge_pool_health_probes_total", result="ok") == 1
+        assert pool.state is PoolState.READY
+
+
+def test_values_the_graph_told_that_fail_the_warm_up_are_exit_2_naming_them(tmp_path: Path) -> None:
+    """The graph declares the Reshape's output [N, 3, 4], so the warm-up takes [1, 3, 4]; the MatMul
+    after it then fails on the other input's default dims. That is no refusal of the runtime (exit
+    5) but values and shapes the caller must give: exit 2 naming the values taken, and where to give
+    them (before: PoolStartError, exit 5, over random values)."""
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape"),
+            helper.make_node("MatMul", ["r", "w"], ["y"], name="mm"),
+        ],
+        "told",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 12]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [3]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, ["K", 2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 2])],
+        value_info=[helper.make_tensor_value_info("r", TensorProto.FLOAT, ["N", 3, 4])],
+    )
+    model = tmp_path / "told.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), model)
+    with pytest.raises(InvalidInputError) as caught:
+        EnginePool(model)
+    assert caught.value.exit_code == 2 and not isinstance(caught.value, PoolStartError)
+    assert "the warm-up took the shape-tensor values shape=[1, 3, 4] from the graph" in str(caught.value)
+    with EnginePool(model, warmup_shapes=[{"x": (1, 12), "shape": (3,), "w": (4, 2)}]) as pool:  # w fits now
+        assert pool.probe_feed is not None and pool.probe_feed["shape"].tolist() == [1, 3, 4]

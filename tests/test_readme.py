@@ -3,6 +3,7 @@ and every command trtforge has is in the table with every one of its options."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -74,3 +75,44 @@ def test_make_demo_builds_the_examples_end_to_end(tmp_path: Path) -> None:
     engines = sorted(path.name.split("-rtx")[0] for path in (tmp_path / "demo").glob("*.engine"))
     assert engines == ["digits-cnn-dynamic-fp16", "digits-cnn-fp16", "digits-cnn-fp32", "digits-cnn-int8"]
     assert "accuracy side by side" in done.stderr and "identical: " in done.stderr
+
+
+def _python_examples() -> list[str]:
+    """The README's ```python blocks, each with its commented-out calls (``# select_artifact(...)``,
+    an alternative to the line above) turned into code, so that they are checked too; prose comments
+    (which do not parse as a call) stay comments."""
+    blocks = re.findall(r"^```python\n(.*?)^```$", README, re.MULTILINE | re.DOTALL)
+    examples = []
+    for block in blocks:
+        lines = [line[2:] if line.startswith("# ") and _is_call(line[2:]) else line for line in block.splitlines()]
+        examples.append("\n".join(lines) + "\n")
+    return examples
+
+
+def _is_call(code: str) -> bool:
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return False
+    return len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Call)
+
+
+def test_the_python_examples_pass_mypy_strict_as_a_user_writes_them(tmp_path: Path) -> None:
+    """A library user type-checks their code against the API the README shows: every name is
+    imported before it is used, and ``mypy --strict`` accepts every call. ``wrong.py`` proves that
+    mypy read trtforge's own types (no Any from a missing package): its one error must be found."""
+    examples = _python_examples()
+    assert len(examples) >= 3 and any("Target(" in example for example in examples)
+    files = [tmp_path / f"example_{index}.py" for index in range(len(examples))]
+    for path, example in zip(files, examples, strict=True):
+        path.write_text(example, encoding="utf-8")
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text('from trtforge.runtime import Target\n\nTarget(platform=("linux", "x86_64"))\n', encoding="utf-8")
+    ruff = [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", "--select", "F821"]
+    names = subprocess.run([*ruff, *map(str, files)], capture_output=True, text=True, check=False)
+    assert names.returncode == 0, names.stdout  # F821: a name used before its import, or never imported
+    mypy = [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), *map(str, files)]
+    # run where no project config is: a user's own settings
+    typed = subprocess.run([*mypy, str(wrong)], capture_output=True, text=True, check=False, cwd=tmp_path)
+    errors = [line for line in typed.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("wrong.py:3:") and '"platform"' in errors[0], typed.stdout

@@ -761,3 +761,65 @@ def test_a_folder_is_served_at_the_precision_asked_for(
     assert [plan.path.name for plan in plans] == [fp16.name] and refused == []
     code, _, err = cli("serve", folder, "--precision", "fp61")
     assert code == 2 and "--precision 'fp61': use fp32, fp16, int8" in err
+
+
+# ---------------------------------------------------------------- shape tensors
+
+
+def _shape_request(x: np.ndarray, shape: list[int]) -> tuple[bytes, dict[str, str]]:
+    body = {
+        "inputs": [
+            {"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()},
+            {"name": "shape", "shape": [len(shape)], "datatype": "INT64", "data": shape},
+        ]
+    }
+    return json.dumps(body).encode(), {"Content-Type": "application/json"}
+
+
+def test_a_shape_tensor_model_warms_and_a_request_it_refuses_is_400_invalid_keeping_the_context(
+    tmp_path: Path,
+) -> None:
+    """x [N, 12] reshaped to the input ``shape`` (a shape tensor). Before: the warm-up fed it random
+    integers, so serve exited 5 ("no context could be created and warmed"); and a request whose
+    values cannot reshape x was a 500 that rebuilt the context (any client could force rebuilds).
+    Now: warmed with values the graph tells (the Reshape makes the output), and such a request is
+    400 ``invalid`` with the context kept."""
+    from test_pool import reshape_net
+
+    model = reshape_net(tmp_path / "st3.onnx")
+    with serving([model, "--pool", "2"], tmp_path) as server:
+        url = f"http://{server.url}/v2/models/st3/infer"
+        x = np.arange(24, dtype=np.float32).reshape(2, 12)
+        status, _, body = post(url, *_shape_request(x, [2, 3, 4]))
+        assert status == 200, body
+        assert json.loads(body)["outputs"][0]["shape"] == [2, 3, 4]
+        status, _, body = post(url, *_shape_request(x, [5, 3, 4]))
+        assert status == 400, body
+        assert "the model refused these inputs as it ran" in json.loads(body)["error"]
+        assert post(url, *_shape_request(x, [4, 3, 2]))[0] == 200  # the context serves on
+        page = get(f"http://{server.url}/metrics")[2].decode()
+        assert 'trtforge_pool_requests_total{outcome="invalid",pool="st3"} 1.0' in page, page
+        assert 'trtforge_pool_requests_total{outcome="error",pool="st3"} 0.0' in page, page
+        assert 'trtforge_pool_rebuilds_total{pool="st3"} 0.0' in page, page
+        assert stop(server) == 0
+    assert "rebuilding" not in server.output() and "failed its probe" not in server.output(), server.output()
+
+
+def test_a_shape_tensor_the_graph_does_not_tell_is_exit_2_naming_the_flag_then_served_with_it(
+    tmp_path: Path,
+) -> None:
+    """A Reshape feeding a MatMul: values that merely reshape x could fail the MatMul. Before: the
+    server listened, then failed its warm-up on random values (exit 5); now exit 2 before the port
+    opens, with the ``--warmup-shape`` to pass, and served once it is passed."""
+    from test_pool import reshape_net
+
+    model = reshape_net(tmp_path / "st4.onnx", then="MatMul")
+    code, output, opened = _run_refused([model], tmp_path)
+    assert code == 2 and not opened and "listening on" not in output, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: model 'st4' cannot be warmed or probed: input 'shape'")
+    assert "--warmup-shape 'st4:x=1x12,shape=[v1,v2,v3]'" in lines[0]
+    with serving([model, "--pool", "1", "--warmup-shape", "st4:x=2x12,shape=[2,3,4]"], tmp_path) as server:
+        x = np.ones((2, 12), np.float32)
+        status, _, body = post(f"http://{server.url}/v2/models/st4/infer", *_shape_request(x, [2, 3, 4]))
+        assert status == 200 and json.loads(body)["outputs"][0]["shape"] == [2, 3, 2], body

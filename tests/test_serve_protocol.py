@@ -15,6 +15,7 @@ from registry import build_engine
 
 from trtforge.compat import LoadPolicy
 from trtforge.errors import InvalidInputError
+from trtforge.runtime.sources import WarmupSet
 from trtforge.serve.app import Limits, ModelPlan
 from trtforge.serve.protocol import (
     HEADER_LENGTH,
@@ -235,9 +236,14 @@ def test_names_and_warmup_shapes() -> None:
     assert split_named("digits=models/a.onnx") == ("digits", "models/a.onnx")
     assert split_named("oci://host:5000/models") == (None, "oci://host:5000/models")
     assert split_named("dir/a=b.onnx") == (None, "dir/a=b.onnx")
-    assert parse_warmup_shape("slow:input=4x1,8", ["slow"]) == ("slow", {"input": (4, 1, 8)})
-    assert parse_warmup_shape("input:0=1x3", ["slow"]) == (None, {"input:0": (1, 3)})
-    assert parse_warmup_shape("a=1,4,b=2x4", []) == (None, {"a": (1, 4), "b": (2, 4)})
+    assert parse_warmup_shape("slow:input=4x1,8", ["slow"]) == ("slow", WarmupSet({"input": (4, 1, 8)}))
+    assert parse_warmup_shape("input:0=1x3", ["slow"]) == (None, WarmupSet({"input:0": (1, 3)}))
+    assert parse_warmup_shape("a=1,4,b=2x4", []) == (None, WarmupSet({"a": (1, 4), "b": (2, 4)}))
+    # a shape tensor's values, its shape following from them
+    assert parse_warmup_shape("m:x=2x12,shape=[2, -1,4]", ["m"]) == (
+        "m",
+        WarmupSet({"x": (2, 12)}, {"shape": (2, -1, 4)}),
+    )
     with pytest.raises(InvalidInputError, match="--warmup-shape 'a=x'"):
         parse_warmup_shape("a=x", [])
 
@@ -249,8 +255,12 @@ def test_an_engine_plan_comes_from_its_manifest_and_warmup_sets_fill_other_input
     assert plan.metadata()["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
     assert plan.signature.profiles[0]["input"]["max"] == [64, 1, 8, 8]
     pair = onnx_plan(models.two_inputs(tmp_path / "pair.onnx"), "pair")
-    sets = [(None, {"image": (4, 3, 8, 8)}), ("digits-cnn", {"image": (9, 3, 8, 8)}), (None, {"x": (1,)})]
-    assert model_warmup_sets(pair, sets) == [{"image": (4, 3, 8, 8), "meta": (1, 4)}]
+    sets = [
+        (None, WarmupSet({"image": (4, 3, 8, 8)})),
+        ("digits-cnn", WarmupSet({"image": (9, 3, 8, 8)})),
+        (None, WarmupSet({"x": (1,)})),
+    ]
+    assert model_warmup_sets(pair, sets) == [WarmupSet({"image": (4, 3, 8, 8), "meta": (1, 4)})]
 
 
 def _warmup_refusal(text: str, plan: ModelPlan) -> str:
@@ -353,3 +363,69 @@ def test_limits_the_server_could_never_meet_are_refused_before_anything_is_resol
     with pytest.raises(InvalidInputError, match=f"allows {needed - 1} bytes, .* pass --max-body-mib 0.001 or more"):
         check_body_limit(needed - 1, [digits])
     check_body_limit(int(0.001 * 2**20), [digits])  # what the refusal says to pass is enough
+
+
+# ---------------------------------------------------------------- shape tensors
+
+
+def test_the_probe_request_gives_an_engines_shape_tensors_their_min_values() -> None:
+    """The request serve sends itself (and sizes ``--max-body-mib`` by): an engine's shape tensor at
+    its profile's min values, as the manifest records them (before: zeros, a Reshape to nothing);
+    with the pool's probe feed, exactly that feed."""
+    from trtforge.serve.protocol import probe_request
+
+    signature = ModelSignature(
+        (TensorMeta("x", "FP32", (2, 3, 4)), TensorMeta("shape", "INT64", (2,))),
+        (TensorMeta("y", "FP32", (-1, -1)),),
+        (
+            {
+                "shape": {
+                    "min": [2],
+                    "opt": [2],
+                    "max": [2],
+                    "min_values": [-1, 4],
+                    "opt_values": [-1, 6],
+                    "max_values": [-1, 12],
+                }
+            },
+        ),
+    )
+
+    def decoded(body: bytes, length: int) -> dict[str, np.ndarray]:
+        return parse_infer_request(body, length, signature).inputs
+
+    sent = decoded(*probe_request(signature))
+    assert sent["shape"].tolist() == [-1, 4] and sent["x"].shape == (2, 3, 4)
+    feed = {"x": np.ones((2, 3, 4), np.float32), "shape": np.array([-1, 6], np.int64)}
+    sent = decoded(*probe_request(signature, feed))
+    assert sent["shape"].tolist() == [-1, 6] and sent["x"].tolist() == feed["x"].tolist()
+
+
+def test_a_shape_tensor_needs_values_before_the_port_opens(tmp_path: Path) -> None:
+    """An ONNX Reshape whose shape is a graph input and whose values the graph does not tell (it
+    feeds a MatMul): exit 2 before the port opens, with the ``--warmup-shape`` to pass (before: the
+    server listened, then no context warmed on random values, exit 5); given values are checked
+    against the Reshape's data; values the graph tells need nothing."""
+    from test_pool import reshape_net
+
+    told = onnx_plan(reshape_net(tmp_path / "st3.onnx"), "st3")
+    check_warmup_shapes([], [told])
+    plan = onnx_plan(reshape_net(tmp_path / "st4.onnx", then="MatMul"), "st4")
+    with pytest.raises(InvalidInputError) as caught:
+        check_warmup_shapes([], [plan])
+    assert str(caught.value).startswith("model 'st4' cannot be warmed or probed: input 'shape' is a shape tensor")
+    assert "pass the values your requests use: --warmup-shape 'st4:x=1x12,shape=[v1,v2,v3]'" in str(caught.value)
+    check_warmup_shapes(["st4:x=2x12,shape=[2,3,4]"], [plan])
+    check_warmup_shapes(["shape=[1,3,4]"], [plan])  # x at its default, 1x12
+    assert model_warmup_sets(plan, [parse_warmup_shape("shape=[1,3,4]", ["st4"])]) == [
+        WarmupSet({"x": (1, 12)}, {"shape": (1, 3, 4)})
+    ]
+    cases = {
+        "st4:x=2x12,shape=[5,3,4]": "values [5, 3, 4] of 'shape' cannot reshape 'x' of shape 2x12 (24 values)",
+        "st4:shape=[2,12]": "input 'shape' takes 3 values, got 2",
+        "st4:x=[1,2]": "values [1, 2] given for input 'x' (float32, rank 2): values are for shape tensors",
+        "st4:x=2x12": "input 'shape' is a shape tensor",
+    }
+    for text, expected in cases.items():
+        refusal = _warmup_refusal(text, plan)
+        assert refusal.startswith("--warmup-shape for model 'st4': ") and expected in refusal, refusal

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from clitools import cli
@@ -13,7 +14,7 @@ from models import need_rtx, save
 from onnx import TensorProto, helper
 
 from trtforge.accuracy.inputs import random_batches
-from trtforge.errors import SpecError
+from trtforge.errors import InvalidInputError, SpecError
 from trtforge.model import inspect_model
 from trtforge.spec import check_profiles, load_spec
 
@@ -250,3 +251,63 @@ def test_a_profile_may_include_empty_tensors(tmp_path: Path) -> None:
     )
     assert code == 0, stderr
     assert json.loads(Path(result["manifest"]).read_text())["profiles"][0]["x"]["min"] == [0, 3]
+
+
+@pytest.fixture(scope="module")
+def reshape_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """x [2, 3, 4] reshaped to ``shape``: values min [-1, 4], opt [-1, 6], max [-1, 12] (one shape, [2])."""
+    folder = tmp_path_factory.mktemp("reshape")
+    reshape_model(folder / "m.onnx")
+    profile = "  - shape: {values: {min: [-1, 4], opt: [-1, 6], max: [-1, 12]}}\n"
+    code, stderr, result = _build(_spec(folder, folder / "m.onnx", profile), folder / "out")
+    assert code == 0, stderr
+    return Path(result["engine"])
+
+
+def test_an_engines_warm_up_and_probes_use_its_profile_values(reshape_engine: Path) -> None:
+    """The pool warms each profile's min, opt and max values (three sets of one shape), probes with
+    the smallest, and serve's own request sends the min values (before: random integers in the
+    warm-up and zeros in serve's request, values no profile allows); ``--warmup-shape`` values
+    are checked against the profiles before the port opens. The engine itself needs a GPU
+    TensorRT-RTX runs on: the feeds are what the pool would give it."""
+    from types import SimpleNamespace
+
+    from trtforge.runtime.pool import EnginePool
+    from trtforge.runtime.sources import WarmupSet
+    from trtforge.serve.protocol import parse_infer_request, probe_request
+    from trtforge.serve.server import check_warmup_shapes, engine_plan
+
+    plan = engine_plan(reshape_engine, None)
+    assert plan.shape_tensors is not None
+    shapes = {"x": (2, 3, 4), "shape": (2,)}
+    assert plan.shape_tensors.defaults() == [
+        WarmupSet(shapes, {"shape": (-1, 4)}),
+        WarmupSet(shapes, {"shape": (-1, 6)}),
+        WarmupSet(shapes, {"shape": (-1, 12)}),
+    ]
+    pool = EnginePool(reshape_engine, start=False)
+    source = SimpleNamespace(inputs=plan.shape_tensors.inputs, shape_tensors=plan.shape_tensors)
+    feeds, probe = pool._warm_feeds(source)  # type: ignore[arg-type]
+    assert [feed["shape"].tolist() for feed in feeds] == [[-1, 4], [-1, 6], [-1, 12]]
+    assert probe["shape"].tolist() == [-1, 4] and probe["shape"].dtype == np.int64
+    sent = parse_infer_request(*probe_request(plan.signature), plan.signature).inputs
+    assert sent["shape"].tolist() == [-1, 4]
+    # a set without values takes the profile's (opt first); values outside every profile are exit 2
+    assert plan.shape_tensors.complete({"x": (2, 3, 4)}).values == {"shape": (-1, 6)}
+    check_warmup_shapes(["shapes:shape=[-1,8]", "x=2x3x4"], [plan])
+    with pytest.raises(InvalidInputError, match=r"no profile of the engine takes the values shape=\[-1, 24\] "):
+        check_warmup_shapes(["shapes:shape=[-1,24]"], [plan])
+
+
+def test_the_triton_config_says_it_has_no_warmup_for_shape_tensors(reshape_engine: Path) -> None:
+    """The header claimed "model_warmup covers each profile's min/opt/max shapes ... Triton keeps
+    the model not-ready until these requests have run" over a config with no model_warmup."""
+    from trtforge.manifest import ArtifactPaths, read_manifest
+    from trtforge.publish.triton_config import build_config, render_config
+
+    manifest = read_manifest(ArtifactPaths.of(reshape_engine).manifest)
+    text = render_config(build_config("shapes", [(manifest, "model.plan")]), ["m.engine"])
+    assert "model_warmup" not in text.split("# trtforge-sha256")[1]  # the message has none
+    assert "model_warmup covers" not in text and "not-ready until" not in text
+    assert "# No model_warmup: shape are shape tensors" in text
+    assert "Triton reports the model ready before any request" in text

@@ -31,8 +31,11 @@ from trtforge.runtime.sources import (
     ONNXRUNTIME,
     PROVIDERS,
     MemoryUse,
+    ShapeTensors,
+    WarmupSet,
     backend_of,
     manifest_inputs,
+    onnx_shape_tensors,
 )
 from trtforge.shapes import Profile, Shape, concrete_shape, random_feed
 
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
     from trtforge.tags import ComputeCapability
 
 _DIMS = re.compile(r"^\d+([x,]\d+)*$")
+#: a shape tensor's values, ``[4,3,4]`` (negative values too: a Reshape's -1)
+_VALUES = re.compile(r"^\[\s*-?\d+(\s*,\s*-?\d+)*\s*\]$")
 #: Single requests after the burst; their p50 is the steady state the ratios divide by.
 SERIAL_REQUESTS = 200
 
@@ -54,6 +59,7 @@ class BenchConfig:
     cold: bool = False
     batch: int | None = None
     shapes: Mapping[str, Shape] = field(default_factory=dict)
+    values: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # shape tensors' (``--shape NAME=[V,...]``)
     provider: str = "cpu"
     threads: int | None = None
     timeout: float = 30.0
@@ -150,20 +156,46 @@ def parse_shape(text: str) -> tuple[str, Shape]:
     name, sep, dims = text.partition("=")
     dims = dims.strip().lower()
     if not sep or not name.strip() or not _DIMS.match(dims):
-        raise InvalidInputError(f"--shape '{text}': write NAME=DIMS, e.g. --shape input=8x1x8x8")
+        raise InvalidInputError(
+            f"--shape '{text}': write NAME=DIMS, e.g. --shape input=8x1x8x8 (a shape tensor's values: NAME=[V,...])"
+        )
     return name.strip(), tuple(int(d) for d in re.split(r"[x,]", dims))
 
 
+def parse_values(text: str) -> tuple[str, tuple[int, ...]] | None:
+    """``shape=[4,3,4]`` -> ("shape", (4, 3, 4)): a shape tensor's values; None for any other text."""
+    name, sep, given = text.partition("=")
+    given = given.strip()
+    if not sep or not name.strip() or not _VALUES.match(given):
+        return None
+    return name.strip(), tuple(int(v) for v in given.strip("[] ").split(","))
+
+
 def parse_shapes(texts: Sequence[str]) -> dict[str, Shape]:
-    """Every ``--shape``, one per input: a second one for an input would silently replace the first."""
-    shapes: dict[str, Shape] = {}
-    for text in texts:
-        name, shape = parse_shape(text)
-        if name in shapes:
-            given = "x".join(map(str, shapes[name]))
-            raise InvalidInputError(f"--shape {text}: input '{name}' already has --shape {name}={given}; give it once")
-        shapes[name] = shape
+    """Every ``--shape`` (shapes only: ``parse_inputs`` takes values too), one per input."""
+    shapes, values = parse_inputs(texts)
+    if values:
+        name = next(iter(values))
+        raise InvalidInputError(f"--shape {name}=[...]: values, where a shape NAME=DIMS is expected")
     return shapes
+
+
+def parse_inputs(texts: Sequence[str]) -> tuple[dict[str, Shape], dict[str, tuple[int, ...]]]:
+    """Every ``--shape``, one per input: ``NAME=DIMS`` a shape, ``NAME=[V,...]`` a shape tensor's
+    values (a Reshape's shape, TopK's k: what the model reads from it, not only its shape)."""
+    shapes: dict[str, Shape] = {}
+    values: dict[str, tuple[int, ...]] = {}
+    for text in texts:
+        parsed = parse_values(text)
+        name = parsed[0] if parsed else parse_shape(text)[0]
+        if name in shapes or name in values:
+            given = f"[{','.join(map(str, values[name]))}]" if name in values else "x".join(map(str, shapes[name]))
+            raise InvalidInputError(f"--shape {text}: input '{name}' already has --shape {name}={given}; give it once")
+        if parsed:
+            values[name] = parsed[1]
+        else:
+            shapes[name] = parse_shape(text)[1]
+    return shapes, values
 
 
 def request_shapes(
@@ -248,6 +280,13 @@ def describe_artifact(artifact: Path) -> tuple[tuple[TensorDesc, ...], tuple[Pro
     return manifest_inputs(manifest), tuple(manifest.profiles)
 
 
+def artifact_shape_tensors(artifact: Path, inputs: Sequence[TensorDesc], profiles: Sequence[Profile]) -> ShapeTensors:
+    """Which inputs are shape tensors, and where a request's values for them come from."""
+    if backend_of(artifact) == ONNXRUNTIME:
+        return onnx_shape_tensors(artifact, inputs)
+    return ShapeTensors(tuple(inputs), tuple(profiles))
+
+
 def bench_environment(config: BenchConfig) -> Environment | None:
     """What the loader judges an engine against: this host, with ``--cc`` over its GPU (None: detected)."""
     if config.cc is None:
@@ -328,7 +367,7 @@ class _Burst:
 def _scenario(
     name: str,
     config: BenchConfig,
-    shapes: Mapping[str, Shape],
+    request: WarmupSet,
     feed: Mapping[str, Any],
     pools: list[EnginePool],
     environment: Environment | None,
@@ -338,7 +377,7 @@ def _scenario(
     pool = EnginePool(
         config.artifact,
         config.pool,
-        warmup_also=[shapes],  # what the pool warms by default, and the request shape
+        warmup_also=[request],  # what the pool warms by default, and the request (shape-tensor values too)
         warmup=warm,
         timeout=config.timeout,
         providers=(PROVIDERS[config.provider],),
@@ -392,7 +431,13 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
     inputs, profiles = describe_artifact(config.artifact)
     environment = bench_environment(config)
     shapes = request_shapes(inputs, profiles, config.batch, config.shapes)
-    feed = random_feed(inputs, shapes, seed=config.seed + 1)  # not the warm-up's data (seed 0)
+    # a shape tensor's values: --shape NAME=[V,...], else the engine profile's (opt first) or what the
+    # ONNX graph tells for certain; else exit 2 saying what to pass (random integers would fail a Reshape)
+    request = artifact_shape_tensors(config.artifact, inputs, profiles).complete(
+        WarmupSet(shapes, config.values), flag="--shape"
+    )
+    shapes = dict(request.shapes)
+    feed = random_feed(inputs, shapes, seed=config.seed + 1, values=request.values)  # not the warm-up's data (seed 0)
     if backend_of(config.artifact) == ONNXRUNTIME:
         import onnxruntime  # noqa: F401  (a server imports it at start-up: not part of any first request)
     pools: list[EnginePool] = []
@@ -400,7 +445,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
     try:
         for name in ("cold", "warm") if config.cold else ("warm",):
             log(f"{name}: pool of {config.pool}, {config.requests} requests from {config.concurrency} threads")
-            scenarios.append(_scenario(name, config, shapes, feed, pools, environment))
+            scenarios.append(_scenario(name, config, request, feed, pools, environment))
             if name == "cold":
                 pools.pop().close()  # one pool at a time: the warm one must not share the CPU with it
         warm_pool = pools[-1]

@@ -26,9 +26,12 @@ if TYPE_CHECKING:
 PIP_EXTRAS = {FLAVOR_TENSORRT: "tensorrt", FLAVOR_RTX: "rtx"}
 PRODUCT_NAMES = {FLAVOR_TENSORRT: "TensorRT", FLAVOR_RTX: "TensorRT-RTX"}
 
+#: Where no GPU is there is nothing to load on: the advice is to judge for a target GPU, through what
+#: takes one (``load_engine``, ``load_best`` and ``EnginePool`` take no target: they load here).
 NO_GPU_MESSAGE = (
-    "no GPU detected: judge the engine for a target GPU with --cc (trtforge check, pull, bench), "
-    "or target=Target(compute_capability=...) from Python"
+    "no GPU detected: judge the engine for a target GPU with --cc (trtforge check, pull, bench), or from "
+    "Python with check_compatibility(..., target=Target(compute_capability=...)) or select_artifact(..., "
+    "target=...); load_engine, load_best and EnginePool deserialize it here, which needs a GPU"
 )
 
 #: The compute capabilities TensorRT-RTX compiles for (its ``ComputeCapability`` enum, 1.x); advice

@@ -18,6 +18,15 @@ Rules (the README's "INT8 calibration" section says the same to users):
   caps the count. Files are opened one at a time; a ``.npy`` is memory-mapped, so only the
   samples in use are read (a ``.npz`` member is read whole). Memory is one batch and one
   file, not the data set.
+- Shape tensors (``shape_inputs``: the inputs the spec's profiles give values for, see
+  :func:`shape_tensors`): an ``.npz`` holds each one's values once (the model input's own
+  shape, no sample axis: ``[3]`` for a Reshape's ``shape``), which every sample of that file
+  runs with; so a ``.npy`` (one array) cannot serve such a model. The values may depend on
+  the batch (``[N, 3, 4]``), so a file is used whole, as one batch (``batch_size`` does not
+  cut it), a batch never mixes files, and ``max_samples`` takes whole files, in order, while
+  they fit. A model whose batch dim is static is the exception: values cannot depend on a
+  batch that does not change, so its files are cut in batches of that size as usual. In each
+  batch the shape tensors come after the other inputs, so its first array counts the samples.
 """
 
 from __future__ import annotations
@@ -25,15 +34,18 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from trtforge.errors import InvalidInputError, did_you_mean
 from trtforge.model import TensorDesc, is_float
+
+if TYPE_CHECKING:
+    from trtforge.spec import ShapeRange
 
 _DEFAULT_NPZ_KEY = "arr_0"
 _NOT_NPY = "truncated or not a .npy file"
@@ -55,9 +67,16 @@ def _static(dim: object) -> int | None:
     return dim if isinstance(dim, int) and dim >= 0 else None
 
 
-def fixed_batch_size(inputs: Sequence[TensorDesc]) -> int | None:
-    """The batch size a model with a static first dim accepts (None: the batch dim is free)."""
-    sizes = {_static(tensor.shape[0]) if tensor.shape else None for tensor in inputs}
+def shape_tensors(profiles: Sequence[Mapping[str, ShapeRange]]) -> frozenset[str]:
+    """The inputs the spec's profiles give values for: shape tensors, whose data files hold their
+    values once, not samples (the spec is checked against TensorRT's parse: exactly those)."""
+    return frozenset(name for profile in profiles for name, entry in profile.items() if entry.is_shape_input)
+
+
+def fixed_batch_size(inputs: Sequence[TensorDesc], shape_inputs: Collection[str] = frozenset()) -> int | None:
+    """The batch size a model with a static first dim accepts (None: the batch dim is free);
+    a shape tensor's one dim is its length, not a batch."""
+    sizes = {_static(tensor.shape[0]) if tensor.shape else None for tensor in inputs if tensor.name not in shape_inputs}
     if len(sizes) == 1 and (size := sizes.pop()) is not None and size > 0:
         return size
     return None
@@ -91,6 +110,20 @@ def _sample_count(path: Path, tensor: TensorDesc, shape: tuple[int, ...], dtype:
     return count
 
 
+def _check_values(path: Path, tensor: TensorDesc, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """A shape tensor's values: the input's own shape (no sample axis) and an integer dtype."""
+    if len(shape) != len(tensor.shape) or any(
+        (static := _static(want)) is not None and got != static for got, want in zip(shape, tensor.shape, strict=True)
+    ):
+        length = _static(tensor.shape[0]) if tensor.shape else None
+        needed = "one integer (a 0-d array)" if not tensor.shape else f"a 1-D array of {length or 'its'} values"
+        raise InvalidInputError(
+            f"{path}: input '{tensor.name}' is a shape tensor {_dims(tensor)}: the file holds its values once, "
+            f"{needed}, which every sample of the file runs with; got an array of shape {list(shape)}"
+        )
+    _check_dtype(path, tensor, dtype)
+
+
 def _check_dtype(path: Path, tensor: TensorDesc, dtype: np.dtype) -> None:
     want = tensor.np_dtype
     floats = is_float(dtype) and is_float(want)
@@ -103,7 +136,9 @@ def _check_dtype(path: Path, tensor: TensorDesc, dtype: np.dtype) -> None:
         )
 
 
-def _npz_keys(path: Path, keys: Sequence[str], inputs: Sequence[TensorDesc]) -> dict[str, str]:
+def _npz_keys(
+    path: Path, keys: Sequence[str], inputs: Sequence[TensorDesc], shaped: Collection[str] = frozenset()
+) -> dict[str, str]:
     """Input name -> archive key, or an error that names the file and the key."""
     names = [tensor.name for tensor in inputs]
     if len(inputs) == 1 and list(keys) == [_DEFAULT_NPZ_KEY] and names[0] != _DEFAULT_NPZ_KEY:
@@ -114,6 +149,11 @@ def _npz_keys(path: Path, keys: Sequence[str], inputs: Sequence[TensorDesc]) -> 
                 f"{path}: key '{key}' names no model input{did_you_mean(key, names)} (inputs: {', '.join(names)})"
             )
     for name in names:
+        if name not in keys and name in shaped:
+            raise InvalidInputError(
+                f"{path}: no array for input '{name}', a shape tensor (keys: {', '.join(keys) or 'none'}); save its "
+                f"values once beside the samples, e.g. {_npz_example(inputs, shaped)}"
+            )
         if name not in keys:
             raise InvalidInputError(
                 f"{path}: no array for input '{name}' (keys: {', '.join(keys) or 'none'}); "
@@ -132,10 +172,23 @@ def npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def _headers(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def _npz_example(inputs: Sequence[TensorDesc], shaped: Collection[str]) -> str:
+    keys = ", ".join(f"{t.name}={'np.array([...])' if t.name in shaped else 'samples'}" for t in inputs)
+    return f"np.savez(file, {keys})"
+
+
+def _headers(
+    path: Path, inputs: Sequence[TensorDesc], shaped: Collection[str] = frozenset()
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Input name -> (shape, dtype) of its array in ``path``, without reading the data."""
     try:
         if path.suffix == ".npy":
+            if shaped:
+                name = next(tensor.name for tensor in inputs if tensor.name in shaped)
+                raise InvalidInputError(
+                    f"{path}: input '{name}' is a shape tensor, whose values a .npy file (one array) cannot hold "
+                    f"beside the samples; use .npz files with one key per input, e.g. {_npz_example(inputs, shaped)}"
+                )
             if len(inputs) != 1:
                 names = ", ".join(tensor.name for tensor in inputs)
                 raise InvalidInputError(
@@ -151,7 +204,7 @@ def _headers(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, tuple[tuple[
         if path.suffix == ".npz":
             with zipfile.ZipFile(path) as archive:
                 keys = [name.removesuffix(".npy") for name in archive.namelist()]
-                mapping = _npz_keys(path, keys, inputs)
+                mapping = _npz_keys(path, keys, inputs, shaped)
                 headers = {}
                 for name, key in mapping.items():
                     with archive.open(f"{key}.npy") as member:
@@ -177,8 +230,13 @@ def _check_npy_size(path: Path, needed: int, size: int) -> None:
         )
 
 
-def _file_samples(path: Path, inputs: Sequence[TensorDesc]) -> int:
-    headers = _headers(path, inputs)
+def _file_samples(path: Path, inputs: Sequence[TensorDesc], shaped: Collection[str] = frozenset()) -> int:
+    headers = _headers(path, inputs, shaped)
+    if shaped:
+        for tensor in inputs:
+            if tensor.name in shaped:
+                _check_values(path, tensor, *headers[tensor.name])
+        inputs = [tensor for tensor in inputs if tensor.name not in shaped]
     counts = {tensor.name: _sample_count(path, tensor, *headers[tensor.name]) for tensor in inputs}
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{name}: {count}" for name, count in counts.items())
@@ -186,15 +244,51 @@ def _file_samples(path: Path, inputs: Sequence[TensorDesc]) -> int:
     return next(iter(counts.values()))
 
 
-def plan_data(files: Sequence[Path], inputs: Sequence[TensorDesc], max_samples: int | None) -> DataPlan:
+def _shaped(files: Sequence[Path], inputs: Sequence[TensorDesc], shape_inputs: Collection[str]) -> frozenset[str]:
+    """The model's inputs among ``shape_inputs``; refuses a model with no other input."""
+    shaped = frozenset(tensor.name for tensor in inputs if tensor.name in shape_inputs)
+    if shaped and len(shaped) == len(inputs):
+        raise InvalidInputError(
+            f"{files[0] if files else 'data files'}: every input of the model is a shape tensor "
+            f"({', '.join(sorted(shaped))}): data files would hold values but no samples; leave the data out "
+            "(the accuracy gate runs the profiles' values)"
+        )
+    return shaped
+
+
+def _whole_files_over(path: Path, count: int, taken: int, max_samples: int | None) -> bool:
+    """A shape-tensor model's file is used whole: True when it would pass ``max_samples`` (stop
+    before it); an error when it is the first file (it alone holds more)."""
+    if max_samples is None or taken + count <= max_samples:
+        return False
+    if taken == 0:
+        raise InvalidInputError(
+            f"{path}: holds {count} samples, more than max_samples ({max_samples}); a model with shape-tensor "
+            "inputs uses each data file whole (its values go with its samples): split the file or raise max_samples"
+        )
+    return True
+
+
+def plan_data(
+    files: Sequence[Path],
+    inputs: Sequence[TensorDesc],
+    max_samples: int | None,
+    *,
+    shape_inputs: Collection[str] = frozenset(),
+) -> DataPlan:
     """Check every file's header (suffix, keys, rank, static dims, dtype) and keep the files
-    that hold the first ``max_samples`` samples. Fails fast, before any model runs."""
+    that hold the first ``max_samples`` samples (whole files only for a model with
+    ``shape_inputs``, unless its batch is fixed). Fails fast, before any model runs."""
+    shaped = _shaped(files, inputs, shape_inputs)
+    whole = bool(shaped) and fixed_batch_size(inputs, shaped) is None
     kept: list[Path] = []
     samples = 0
     for path in files:
         if max_samples is not None and samples >= max_samples:
             break
-        count = _file_samples(path, inputs)
+        count = _file_samples(path, inputs, shaped)
+        if whole and _whole_files_over(path, count, samples, max_samples):
+            break
         if count:
             kept.append(path)
         samples += count
@@ -205,9 +299,12 @@ def plan_data(files: Sequence[Path], inputs: Sequence[TensorDesc], max_samples: 
     return DataPlan(tuple(kept), samples)
 
 
-def _load(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, np.ndarray] | None:
-    """Input name -> array with a leading sample axis (.npy memory-mapped); None if empty."""
-    count = _file_samples(path, inputs)
+def _load(
+    path: Path, inputs: Sequence[TensorDesc], shaped: Collection[str] = frozenset()
+) -> dict[str, np.ndarray] | None:
+    """Input name -> array with a leading sample axis (.npy memory-mapped); None if empty. Shape
+    tensors' values (``shaped``) come last, as stored."""
+    count = _file_samples(path, inputs, shaped)
     if count == 0:
         return None
     try:
@@ -220,6 +317,8 @@ def _load(path: Path, inputs: Sequence[TensorDesc]) -> dict[str, np.ndarray] | N
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # changed since its header was read
         raise InvalidInputError(f"{path}: cannot read as {path.suffix}{_unreadable(path)} ({exc})") from exc
     ranks = {tensor.name: len(tensor.shape) for tensor in inputs}
+    if shaped:  # values (their rank is the input's: never reshaped below) after the samples
+        arrays = dict(sorted(arrays.items(), key=lambda item: item[0] in shaped))
     return {
         name: array.reshape(count, *array.shape) if array.ndim == ranks[name] - 1 else array
         for name, array in arrays.items()
@@ -266,13 +365,18 @@ def iter_batches(
     max_samples: int | None = None,
     *,
     drop_last: bool = False,
+    shape_inputs: Collection[str] = frozenset(),
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of ``batch_size`` samples (the last may be smaller unless ``drop_last``).
+    """Batches of ``batch_size`` samples (the last may be smaller unless ``drop_last``); for a
+    model with ``shape_inputs``, one batch per file (:func:`_file_batches`).
 
     Streams: one file is open at a time and a batch is the only data held in memory.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    if shape_inputs and (shaped := _shaped(files, inputs, shape_inputs)):
+        yield from _file_batches(files, inputs, shaped, batch_size, max_samples, drop_last)
+        return
     by_name = {tensor.name: tensor for tensor in inputs}
     pending: list[dict[str, np.ndarray]] = []
     held = 0
@@ -307,3 +411,44 @@ def iter_batches(
                 pending, held = [], 0
     if pending and not drop_last:
         yield _concat(pending)
+
+
+def _file_batches(
+    files: Sequence[Path],
+    inputs: Sequence[TensorDesc],
+    shaped: frozenset[str],
+    batch_size: int,
+    max_samples: int | None,
+    drop_last: bool,
+) -> Iterator[dict[str, np.ndarray]]:
+    """A shape-tensor model's batches: each file's samples, whole, with the file's values (after
+    the other inputs); files are taken whole while they fit in ``max_samples``. A model with a
+    fixed batch has its files cut in batches of ``batch_size`` instead (the rest dropped when
+    ``drop_last``), each with the file's values, and ``max_samples`` cuts as usual."""
+    by_name = {tensor.name: tensor for tensor in inputs}
+    fixed = fixed_batch_size(inputs, shaped) is not None
+    taken = 0
+    for path in files:
+        if max_samples is not None and taken >= max_samples:
+            break
+        count = _file_samples(path, inputs, shaped)
+        if not fixed and _whole_files_over(path, count, taken, max_samples):
+            break
+        arrays = _load(path, inputs, shaped)
+        if arrays is None:
+            continue
+        if max_samples is not None:
+            count = min(count, max_samples - taken)
+        taken += count
+        values = {name: _prepared(path, by_name[name], arrays[name], 0) for name in arrays if name in shaped}
+        step = batch_size if fixed else count
+        for start in range(0, count, step):
+            take = min(step, count - start)
+            if take < step and drop_last:
+                break
+            batch = {
+                name: _prepared(path, by_name[name], array[start : start + take], start)
+                for name, array in arrays.items()
+                if name not in shaped
+            }
+            yield {**batch, **values}

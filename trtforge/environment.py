@@ -315,30 +315,41 @@ def detect_environment(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Target:
-    """Overrides of detected values, so CI can check an engine against a deployment target."""
+    """Overrides of detected values, so CI can check an engine against a deployment target.
 
-    flavor: str | None = None
-    version: str | None = None
-    compute_capability: ComputeCapability | None = None
-    platform: Platform | None = None
+    The fields hold parsed values; the constructor also takes their text (its own signature, so
+    that type checkers accept ``Target(compute_capability="8.6")`` as the runtime does)."""
 
-    def __post_init__(self) -> None:
+    flavor: str | None
+    version: str | None
+    compute_capability: ComputeCapability | None
+    platform: Platform | None
+
+    def __init__(
+        self,
+        flavor: str | None = None,
+        version: str | None = None,
+        compute_capability: ComputeCapability | str | None = None,
+        platform: Platform | str | None = None,
+    ) -> None:
         """Text is parsed as the CLI flags are (``"8.6"``, ``"sm86"``, ``"linux_x86_64"``); anything
         else that is not the value's type is refused here, not deep inside a check."""
-        if self.flavor is not None and self.flavor not in FLAVORS:
-            raise InvalidInputError(f"Target flavor {self.flavor!r}: one of {', '.join(FLAVORS)}")
+        if flavor is not None and flavor not in FLAVORS:
+            raise InvalidInputError(f"Target flavor {flavor!r}: one of {', '.join(FLAVORS)}")
+        values: dict[str, object] = {"compute_capability": compute_capability, "platform": platform}
         for field, kind in (("compute_capability", ComputeCapability), ("platform", Platform)):
-            value = getattr(self, field)
+            value = values[field]
             if isinstance(value, str):
                 try:
-                    value = kind.parse(value)
+                    values[field] = kind.parse(value)
                 except ValueError as exc:
                     raise InvalidInputError(f"Target {field}: {exc}") from exc
-                object.__setattr__(self, field, value)
             elif value is not None and not isinstance(value, kind):
                 raise InvalidInputError(f"Target {field} {value!r}: a {kind.__name__} or its text")
+        for field, value in {"flavor": flavor, "version": version, **values}.items():
+            object.__setattr__(self, field, value)  # frozen: set once, here
 
     def environment(self, default_flavor: str | None = None) -> Environment:
         """This host with the target's values put over it. The runtime is the target's flavor, else

@@ -296,7 +296,8 @@ def _collect(
     for batch in inputs.batches(spec, model, plan):
         if not inputs.accepted(spec.profiles, batch.feed):
             collected.dropped += batch.size
-            log(f"accuracy: {batch.label} skipped: its shapes fit no optimization profile")
+            fit = "shapes or shape-tensor values" if batch.shape_inputs else "shapes"
+            log(f"accuracy: {batch.label} skipped: its {fit} fit no optimization profile")
             continue
         ref_out, cand_out = _both(sides, collected.batches, batch.feed, spec, plan)
         for name in outputs:

@@ -8,7 +8,8 @@ seeded values (``trtforge.shapes.random_feed``): floats uniform in [0, 1) (the r
 normalized images, so INT8 input quantizers see values they were calibrated for; bfloat16 and
 float8 too), integers in [0, 8) unless the graph says which values are valid
 (``TensorDesc.valid_range``: Gather indices, loss targets, sequence lengths, divisors), booleans
-at random, a shape tensor the profile's values.
+at random, a shape tensor the profile's values. In data files a shape tensor holds its values
+once per file, which the file's samples run with (``trtforge.data``: one batch per file).
 A shape set over ``INPUT_BUDGET_BYTES`` (all inputs together) is checked at a smaller shape
 within the profile instead: the largest dynamic axis is halved (never below the profile's min)
 until it fits, and the log says so.
@@ -16,7 +17,7 @@ until it fits, and the log says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -54,15 +55,17 @@ class Batch:
     feed: dict[str, np.ndarray]
     first: int
     label: str
+    shape_inputs: Collection[str] = frozenset()  # inputs that hold values, not samples
 
     @property
     def size(self) -> int:
-        return feed_size(self.feed)
+        return feed_size(self.feed, self.shape_inputs)
 
 
-def feed_size(feed: Mapping[str, np.ndarray]) -> int:
-    """Samples in a feed: the leading dim of the first input that has one (1 for scalars or no inputs)."""
-    return next((len(array) for array in feed.values() if array.ndim), 1)
+def feed_size(feed: Mapping[str, np.ndarray], shape_inputs: Collection[str] = frozenset()) -> int:
+    """Samples in a feed: the leading dim of the first input that has one, shape tensors (their
+    values) aside (1 for scalars or no inputs)."""
+    return next((len(array) for name, array in feed.items() if array.ndim and name not in shape_inputs), 1)
 
 
 @dataclass(frozen=True)
@@ -170,33 +173,42 @@ def random_batches(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]
             feed = random_feed(model.inputs, shape_set.shapes, rng, shape_set.values)
         except InvalidInputError as exc:
             raise InvalidInputError(f"{exc}; give accuracy.data in the spec") from None
-        batch = Batch(feed, first, shape_set.label)
+        batch = Batch(feed, first, shape_set.label, frozenset(shape_set.values))
         yield batch
         first += batch.size
 
 
 def accepted(profiles: Sequence[Mapping[str, ShapeRange]], feed: Mapping[str, np.ndarray]) -> bool:
-    """Would an engine built with these profiles take this feed? (Always, without profiles.)"""
+    """Would an engine built with these profiles take this feed (its shapes, and a shape tensor's
+    values within the profile's)? (Always, without profiles.)"""
     shapes = {name: tuple(array.shape) for name, array in feed.items()}
     return not profiles or any(
         accepts({name: r.min for name, r in profile.items()}, {name: r.max for name, r in profile.items()}, shapes)
+        and all(_values_within(r, feed[name]) for name, r in profile.items() if r.values is not None and name in feed)
         for profile in profiles
     )
+
+
+def _values_within(entry: ShapeRange, array: np.ndarray) -> bool:
+    assert entry.values is not None
+    low, high = entry.values.flat("min"), entry.values.flat("max")
+    given = array.reshape(-1).tolist()
+    return len(given) == len(low) and all(a <= v <= b for a, v, b in zip(low, given, high, strict=True))
 
 
 def gate_batch_size(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -> int:
     """The model's static batch, else the largest batch a profile accepts up to MAX_GATE_BATCH, else
     (every profile's min batch above it) the smallest batch a profile accepts: a batch no profile
     accepts (64, for profiles of 1..8 and 128..256) would leave no sample to check (pure)."""
-    from trtforge.data import fixed_batch_size
+    from trtforge.data import fixed_batch_size, shape_tensors
 
-    fixed = fixed_batch_size(model.inputs)
+    fixed = fixed_batch_size(model.inputs, shape_tensors(profiles))
     if fixed is not None:
         return fixed
     ranges = [
         (max(shape.min[0] for shape in batched), min(shape.max[0] for shape in batched))
         for profile in profiles
-        if (batched := [shape for shape in profile.values() if shape.min and shape.max])
+        if (batched := [shape for shape in profile.values() if shape.min and shape.max and not shape.is_shape_input])
     ]
     if not ranges:
         return 1
@@ -219,10 +231,10 @@ def plan(spec: Spec, model: ModelInfo) -> Plan:
             raise SpecError(f"{spec.origin.where('accuracy')}: {exc}") from exc
         notes = tuple(shape_set.note for shape_set in sets if shape_set.note)
         return Plan("random", (), 0, 0, None, RANDOM_SEED, notes)
-    from trtforge.data import plan_data
+    from trtforge.data import plan_data, shape_tensors
 
     files = expand_globs(accuracy.data, spec.origin.where("accuracy", "data"))
-    data_plan = plan_data(files, model.inputs, accuracy.max_samples)
+    data_plan = plan_data(files, model.inputs, accuracy.max_samples, shape_inputs=shape_tensors(spec.profiles))
     labels = Path(accuracy.labels) if accuracy.labels else None
     if labels is not None:
         _check_labels(labels, data_plan.samples, spec.origin.where("accuracy", "labels"))
@@ -276,10 +288,11 @@ def batches(spec: Spec, model: ModelInfo, data: Plan) -> Iterator[Batch]:
     if data.source == "random":
         yield from random_batches(model, spec.profiles, RANDOM_SEED)
         return
-    from trtforge.data import iter_batches
+    from trtforge.data import iter_batches, shape_tensors
 
     first = 0
-    for feed in iter_batches(data.files, model.inputs, data.batch_size, spec.accuracy.max_samples):
-        batch = Batch(feed, first, f"samples {first}..{first + feed_size(feed) - 1}")
+    shaped = shape_tensors(spec.profiles)
+    for feed in iter_batches(data.files, model.inputs, data.batch_size, spec.accuracy.max_samples, shape_inputs=shaped):
+        batch = Batch(feed, first, f"samples {first}..{first + feed_size(feed, shaped) - 1}", shaped)
         first += batch.size
         yield batch

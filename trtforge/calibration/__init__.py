@@ -29,7 +29,7 @@ from trtforge.calibration.histogram import (
     clipped_fraction,
     compute_amaxes,
 )
-from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data
+from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data, shape_tensors
 from trtforge.errors import SpecError
 from trtforge.fsutil import (
     atomic_write_bytes,
@@ -166,19 +166,27 @@ class CalibrationResult:
 
 @dataclass(frozen=True)
 class _Batching:
-    """How the data is cut: a model with a fixed batch takes only full batches of that size."""
+    """How the data is cut: a model with a fixed batch takes only full batches of that size; one
+    with shape-tensor inputs (``shape_inputs``) one batch per data file (``trtforge.data``)."""
 
     size: int
     drop_last: bool
+    shape_inputs: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        if self.shape_inputs and not self.drop_last:
+            names = ", ".join(f"'{name}'" for name in sorted(self.shape_inputs))
+            return f"one batch per data file (shape tensor {names} takes each file's values; batch_size does not apply)"
+        return f"batches of {self.size}"
 
 
-def _batching(config: CalibrationSpec, info: ModelInfo, log: Log) -> _Batching:
-    fixed = fixed_batch_size(info.inputs)
+def _batching(config: CalibrationSpec, info: ModelInfo, log: Log, shape_inputs: frozenset[str]) -> _Batching:
+    fixed = fixed_batch_size(info.inputs, shape_inputs)
     if fixed is None:
-        return _Batching(config.batch_size, drop_last=False)
+        return _Batching(config.batch_size, drop_last=False, shape_inputs=shape_inputs)
     if fixed != config.batch_size:
         log(f"calibration: the model's batch is fixed at {fixed}; using it, not {config.batch_size}")
-    return _Batching(fixed, drop_last=True)
+    return _Batching(fixed, drop_last=True, shape_inputs=shape_inputs)
 
 
 def _cache_inputs(
@@ -225,8 +233,9 @@ class Calibration:
             where = [spec.origin.where("calibration", "exclude", i) for i in range(len(config.excluded))]
             qdq.check_exclude(config.excluded, original, where)
         files = expand_globs(config.data, spec.origin.where("calibration", "data"))
-        batching = _batching(config, self.info, log)
-        plan = plan_data(files, self.info.inputs, config.max_samples)
+        shaped = shape_tensors(spec.profiles)
+        batching = _batching(config, self.info, log, shaped)
+        plan = plan_data(files, self.info.inputs, config.max_samples, shape_inputs=shaped)
         self.data_sha256 = data_sha256(plan.files)
         rules = candidates(config)
         keyed = {}
@@ -417,9 +426,16 @@ def _scales(
     tensors = all_activations(graph) if config.mode == "native" else quantized_inputs(graph)
     statistic: Algorithm = "minmax" if all(rule.algorithm == "minmax" for rule in rules) else "entropy"
     labels = ", ".join(rule.label for rule in rules)
-    log(f"calibration: {labels}, {len(tensors)} tensors, batches of {batching.size}")
+    log(f"calibration: {labels}, {len(tensors)} tensors, {batching.describe()}")
     started = time.perf_counter()
-    batches = iter_batches(plan.files, info.inputs, batching.size, config.max_samples, drop_last=batching.drop_last)
+    batches = iter_batches(
+        plan.files,
+        info.inputs,
+        batching.size,
+        config.max_samples,
+        drop_last=batching.drop_last,
+        shape_inputs=batching.shape_inputs,
+    )
     stats, samples = collect(graph, tensors, batches, statistic, saved=saved)
     log(f"calibration: {samples} samples in {time.perf_counter() - started:.1f} s")
     scales = {}

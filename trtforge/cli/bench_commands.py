@@ -31,7 +31,12 @@ def bench(
         int | None, typer.Option("--batch", min=1, help="First dim of dynamic inputs (default: profile opt, or 1).")
     ] = None,
     shape: Annotated[
-        list[str] | None, typer.Option("--shape", help="Input shape NAME=DIMS, e.g. input=8x1x8x8 (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--shape",
+            help="Input shape NAME=DIMS, e.g. input=8x1x8x8, or a shape tensor's values NAME=[V,...], "
+            "e.g. 'shape=[2,3,4]' (repeatable).",
+        ),
     ] = None,
     provider: Annotated[str, typer.Option("--provider", help="onnxruntime execution provider: cpu | cuda.")] = "cpu",
     threads: Annotated[
@@ -42,9 +47,10 @@ def bench(
     as_json: JsonOption = False,
 ) -> None:
     """Warm pool against cold start: first request and steady-state p50/p99, as ratios to the p50."""
-    from trtforge.bench import BenchConfig, parse_shapes, render_table, run_bench
+    from trtforge.bench import BenchConfig, parse_inputs, render_table, run_bench
 
     console = reporter()
+    shapes, values = parse_inputs(shape or ())
     config = BenchConfig(
         artifact=artifact,
         pool=pool,
@@ -52,7 +58,8 @@ def bench(
         requests=requests,
         cold=cold,
         batch=batch,
-        shapes=parse_shapes(shape or ()),
+        shapes=shapes,
+        values=values,
         provider=provider,
         threads=threads,
         timeout=timeout,

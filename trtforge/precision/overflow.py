@@ -149,15 +149,18 @@ def _feeds(spec: Spec, info: ModelInfo) -> tuple[str, dict[str, Any], Iterator[M
     """What the guard runs on: calibration data, else accuracy data, else one sample per shape of
     the gate's random inputs; with what identifies that data for the cache key."""
     from trtforge.accuracy import inputs
-    from trtforge.data import fixed_batch_size, iter_batches
+    from trtforge.data import fixed_batch_size, iter_batches, shape_tensors
     from trtforge.spec import expand_globs
 
     calibration = spec.calibration
     if calibration is not None:
         files = expand_globs(calibration.data, spec.origin.where("calibration", "data"))
-        fixed = fixed_batch_size(info.inputs)
+        shaped = shape_tensors(spec.profiles)
+        fixed = fixed_batch_size(info.inputs, shaped)
         size = fixed or calibration.batch_size
-        batches = iter_batches(files, info.inputs, size, calibration.max_samples, drop_last=fixed is not None)
+        batches = iter_batches(
+            files, info.inputs, size, calibration.max_samples, drop_last=fixed is not None, shape_inputs=shaped
+        )
         identity = {"files": data_sha256(files), "batch": size, "max_samples": calibration.max_samples}
         return "calibration data", identity, batches
     plan = inputs.plan(spec, info)

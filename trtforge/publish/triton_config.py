@@ -257,12 +257,29 @@ def render_config(config: Any, sources: Sequence[str], warnings: Sequence[str] =
         "# trtforge rewrites this file when it publishes to this model; once edited by hand it is kept",
         "# (publish --force regenerates it). max_batch_size 0 with -1 dims: the engines' own optimization",
         "# profiles handle the batch dimension; Triton's dynamic batcher is off.",
-        "# model_warmup covers each profile's min/opt/max shapes: TensorRT re-allocates on every new",
-        "# shape, so Triton keeps the model not-ready until these requests have run.",
+        *warmup_comment(config),
         *(f"# WARNING: {warning}" for warning in warnings),
         f"# trtforge-sha256: {sha256_bytes(body.encode())}",
     ]
     return "\n".join(header) + "\n" + body
+
+
+def warmup_comment(config: Any) -> list[str]:
+    """The header lines that say what ``model_warmup`` does, true of this config: it warms every
+    profile's min/opt/max shapes, or (shape-tensor inputs) there is none, and Triton does not wait."""
+    if len(config.model_warmup):
+        return [
+            "# model_warmup covers each profile's min/opt/max shapes: TensorRT re-allocates on every new",
+            "# shape, so Triton keeps the model not-ready until these requests have run.",
+        ]
+    shape_tensors = ", ".join(tensor.name for tensor in config.input if tensor.is_shape_tensor)
+    if not shape_tensors:
+        return []
+    return [
+        f"# No model_warmup: {shape_tensors} are shape tensors, and Triton's zero-filled warm-up samples",
+        "# would give them values no profile allows. Triton reports the model ready before any request",
+        "# has run: the first request of each new shape pays TensorRT's allocation.",
+    ]
 
 
 def parse_config(text: str) -> Any:

@@ -42,6 +42,7 @@ class OnnxrtRunner(Runner):
         self._check_feed = True  # names checked before each run (else only when onnxruntime refuses one)
         self._output_positions: tuple[tuple[int, str], ...] = ()
         self._invalid_argument: type[Exception] = Exception
+        self._ndarray: type[Any] = object  # numpy's, once active (imported with onnxruntime, not before)
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -79,6 +80,9 @@ class OnnxrtRunner(Runner):
         # without a word, so with those each feed is checked first.
         self._check_feed = bool(self._session.get_overridable_initializers())
         self._invalid_argument = InvalidArgument  # imported here once: a request must not pay for it
+        import numpy as np
+
+        self._ndarray = np.ndarray
 
     def _deactivate(self) -> None:
         self._session = self._native = None
@@ -94,9 +98,18 @@ class OnnxrtRunner(Runner):
         return [from_ort_value(value) for value in values]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        try:  # free until something raises: the feed is looked at closely only then
-            if (self._check_feed or len(feed) != len(self._input_set)) and feed.keys() != self._input_set:
+        try:  # nearly free until something raises: the feed is looked at closely only then
+            # onnxruntime would take what is no mapping of arrays: a list of pairs (``dict(feed)``) and
+            # nested lists (as an array), so a dict of ndarrays alone skips the check (a type test each)
+            if type(feed) is not dict or (
+                (self._check_feed or len(feed) != len(self._input_set)) and feed.keys() != self._input_set
+            ):
                 check_feed_names(self.name, self._names[0], feed)
+            else:
+                for value in feed.values():
+                    if type(value) is not self._ndarray:
+                        check_feed_names(self.name, self._names[0], feed)
+                        break
             values = self._run(feed)
         except InvalidInputError:
             raise

@@ -3,7 +3,9 @@ and keep warm contexts of it ready.
 
 ``load_engine(path, policy=LoadPolicy(...), environment=None)`` returns a ``LoadedEngine``
 (manifest, runtime, ICudaEngine); ``check_compatibility`` is the same checks without loading;
-``EnginePool`` serves requests from warmed contexts. Names resolve on first use (PEP 562), so
+``EnginePool`` serves requests from warmed contexts. The pool's own errors are here
+(``PoolStartError``, ``RunnerError``, ``PoolExhausted``, ``PoolClosed``, ``PoolNotStarted``);
+every other one trtforge raises is in ``trtforge.errors``. Names resolve on first use (PEP 562), so
 ``trtforge check`` does not pay for the pool's Prometheus client, and TensorRT itself is imported
 only when an engine is really checked or loaded.
 """
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from trtforge.compat import Environment, LoadPolicy
     from trtforge.environment import Target
-    from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolState
+    from trtforge.runners.base import RunnerError
+    from trtforge.runtime.lending import PoolClosed, PoolExhausted, PoolNotStarted, PoolState
     from trtforge.runtime.loader import (
         CompatibilityResult,
         FolderArtifacts,
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
         select_artifact,
     )
     from trtforge.runtime.manager import PoolManager
-    from trtforge.runtime.pool import EnginePool, suggest_pool_size
+    from trtforge.runtime.pool import EnginePool, PoolStartError, suggest_pool_size
 
 _HOMES = {
     "trtforge.compat": ("Environment", "LoadPolicy"),
@@ -45,9 +48,10 @@ _HOMES = {
         "load_engine",
         "select_artifact",
     ),
-    "trtforge.runtime.lending": ("PoolClosed", "PoolExhausted", "PoolState"),
+    "trtforge.runners.base": ("RunnerError",),
+    "trtforge.runtime.lending": ("PoolClosed", "PoolExhausted", "PoolNotStarted", "PoolState"),
     "trtforge.runtime.manager": ("PoolManager",),
-    "trtforge.runtime.pool": ("EnginePool", "suggest_pool_size"),
+    "trtforge.runtime.pool": ("EnginePool", "PoolStartError", "suggest_pool_size"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -62,7 +66,10 @@ __all__ = [
     "PoolClosed",
     "PoolExhausted",
     "PoolManager",
+    "PoolNotStarted",
+    "PoolStartError",
     "PoolState",
+    "RunnerError",
     "Target",
     "check_compatibility",
     "find_artifacts",

@@ -1,5 +1,6 @@
 """Keeping a pool's contexts healthy: probe idle contexts against the warm-up reference, rebuild
-the ones that fail (after a failed request too), optionally in a background loop.
+the ones that fail (after a failed request too, unless the probe passes: then the request's inputs
+failed, not the context), optionally in a background loop.
 
 A probe never makes traffic wait: contexts serving requests are skipped, and so is everything
 while requests wait for a context.
@@ -165,11 +166,20 @@ class Health:
         slot.rebuilds += 1
         self._metrics.rebuilt()
 
-    def heal(self, slot: Slot, error: Exception) -> None:
-        """After a runtime failure during a request: probe the context, rebuild it if the probe fails."""
-        log.warning("pool %s: context %s failed a request: %s", self._lender.pool, slot.name, first_line(error))
+    def heal(self, slot: Slot, error: Exception) -> bool:
+        """After a runtime failure during a request: probe the context. True when it passes: the
+        context is healthy, and what failed was the request's inputs (a Reshape they do not fit),
+        logged at debug level only, as a client could send such requests without end. Else the
+        context is rebuilt (False)."""
         if self.probe(slot):
-            return
+            log.debug(
+                "pool %s: context %s refused a request and passed its probe: %s",
+                self._lender.pool,
+                slot.name,
+                first_line(error),
+            )
+            return True
+        log.warning("pool %s: context %s failed a request: %s", self._lender.pool, slot.name, first_line(error))
         slot.repairing = True  # broken to readiness and the metrics while it is rebuilt
         try:
             self.rebuild(slot, slot.last_error or first_line(error))
@@ -177,6 +187,7 @@ class Health:
             slot.failed, slot.last_error = True, first_line(exc)  # broken for good: the lender marks it
         finally:
             slot.repairing = False
+        return False
 
     def start_loop(self, interval: float) -> None:
         """``check()`` every ``interval`` seconds in a daemon thread until ``stop_loop()``."""

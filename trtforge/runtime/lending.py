@@ -41,6 +41,11 @@ class PoolClosed(RuntimeError):
     """The pool was closed; it serves nothing more."""
 
 
+class PoolNotStarted(RuntimeError):
+    """A pool made with ``start=False`` was asked to serve before ``start()``. Not ``PoolClosed``
+    (shut down for good): this one may still start; its state is ``starting``."""
+
+
 class PoolState(str, Enum):
     STARTING = "starting"
     READY = "ready"
@@ -184,7 +189,7 @@ class Lender:
             if self.state is PoolState.CLOSED:
                 raise PoolClosed(f"pool '{self.pool}' is closed")
             if not self.started:
-                raise PoolClosed(f"pool '{self.pool}' was not started: call start()")
+                raise PoolNotStarted(f"pool '{self.pool}' was not started: call start()")
             if self.idle and self.may_skip_line():  # no wait: a hit
                 taken = self.idle.pop()
                 taken.state = SlotState.BUSY

@@ -22,6 +22,7 @@ from trtforge.compat import (
     Problem,
     Refused,
     Rule,
+    SignatureStatus,
     device_model_note,
     policy_problems,
     product,
@@ -59,11 +60,12 @@ class HeaderVerdict:
 
 @dataclass(frozen=True)
 class CompatibilityResult:
-    """Everything ``check`` knows about one artifact on one environment."""
+    """Everything ``check`` knows about one artifact on one environment; ``manifest`` is None for an
+    engine without one (its one problem is then ``Rule.MANIFEST``: nothing else can be judged)."""
 
     engine: Path
     manifest_path: Path
-    manifest: Manifest
+    manifest: Manifest | None
     environment: Environment
     facts: ArtifactFacts
     problems: tuple[Problem, ...]
@@ -87,19 +89,20 @@ class CompatibilityResult:
             raise self.error()
 
     def to_dict(self) -> dict[str, Any]:
-        artifact = self.manifest.artifact
+        manifest = self.manifest
+        artifact = manifest.artifact if manifest is not None else None
         return {
             "engine": str(self.engine),
             "manifest": str(self.manifest_path),
-            "name": self.manifest.name,
-            "precision": self.manifest.precision,
-            "tag": self.manifest.tag,
+            "name": manifest.name if manifest is not None else None,
+            "precision": manifest.precision if manifest is not None else None,
+            "tag": manifest.tag if manifest is not None else None,
             "compatible": self.compatible,
             "exit_code": self.exit_code,
             "environment": self.environment.to_dict(),
             "problems": [problem.to_dict() for problem in self.problems],
-            "size": {"manifest": artifact.size, "engine": self.facts.engine_size},
-            "sha256": {"manifest": artifact.sha256, "engine": self.facts.engine_sha256},
+            "size": {"manifest": artifact.size if artifact else None, "engine": self.facts.engine_size},
+            "sha256": {"manifest": artifact.sha256 if artifact else None, "engine": self.facts.engine_sha256},
             "signature": {"status": self.facts.signature.value, "key_id": self.facts.signature_key_id},
             "header_check": self.header.to_dict() if self.header else None,
             "notes": list(self.notes),
@@ -140,7 +143,9 @@ def check_compatibility(
     header_check: bool | None = None,
 ) -> CompatibilityResult:
     """Would the engine at ``path`` load on ``environment`` (default: this host, with ``target``'s
-    values put over it)? Never raises for an incompatible engine: the result lists every reason.
+    values put over it)? Never raises for an incompatible engine: the result lists every reason,
+    an engine without its manifest included (``Rule.MANIFEST``). Raises InvalidInputError for a
+    usage error: a path where neither the engine nor its manifest is, an unreadable manifest.
 
     ``header_check`` (default: only when checking this very host) asks the runtime's
     ``get_engine_validity``, which needs a GPU and is skipped without one.
@@ -158,7 +163,10 @@ def _inspect(
 ) -> _Inspection:
     paths = ArtifactPaths.of(path).must_exist()
     engine, manifest_path = paths.engine, paths.manifest
-    manifest = read_manifest(manifest_path)
+    try:
+        manifest = read_manifest(manifest_path)
+    except IncompatibleEngineError as missing:  # the one refusal read_manifest raises: no manifest
+        return _Inspection(_without_manifest(engine, manifest_path, environment, target, str(missing)))
     env = environment or (target or Target()).environment(default_flavor=manifest.tensorrt.flavor)
     notes: list[str] = []
     signed = signature_facts(manifest, policy)
@@ -183,15 +191,27 @@ def _inspect(
             f"header check: skipped, no GPU detected (the {product(manifest.tensorrt.flavor)} header check needs one)"
         )
     else:
-        _header_check(inspection, data, notes)
+        _header_check(inspection, manifest.tensorrt.flavor, data, notes)
     inspection.result = dataclasses.replace(inspection.result, notes=tuple(notes))
     return inspection
 
 
-def _header_check(inspection: _Inspection, data: bytearray | None, notes: list[str]) -> None:
+def _without_manifest(
+    engine: Path, manifest_path: Path, environment: Environment | None, target: Target | None, message: str
+) -> CompatibilityResult:
+    """An engine without its manifest, refused under ``Rule.MANIFEST``: nothing says what it is, so
+    no other rule is judged. Its runtime is unknown too: the environment runs the target's, else
+    the one installed here (enterprise TensorRT first, as ``backend: auto`` prefers, where both are)."""
+    if environment is None:
+        installed = next((flavor for flavor in _FLAVOR_ORDER if installed_version(flavor) is not None), None)
+        environment = (target or Target()).environment(default_flavor=installed)
+    facts = ArtifactFacts(engine_file=engine.name, engine_size=engine.stat().st_size, signature=SignatureStatus.MISSING)
+    return CompatibilityResult(engine, manifest_path, None, environment, facts, (Problem(Rule.MANIFEST, message),))
+
+
+def _header_check(inspection: _Inspection, flavor: str, data: bytearray | None, notes: list[str]) -> None:
     """Ask the runtime (``get_engine_validity``, where the flavor has it) about the engine header."""
     result = inspection.result
-    flavor = result.manifest.tensorrt.flavor
     try:
         from trtforge.backends import open_backend
 
@@ -267,6 +287,7 @@ def load_engine(
     result = inspection.result
     result.raise_if_refused()
     manifest = result.manifest
+    assert manifest is not None  # an engine without one was refused (Rule.MANIFEST)
     flavor = manifest.tensorrt.flavor
     env = result.environment
     installed = installed_version(flavor)

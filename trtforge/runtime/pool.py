@@ -48,7 +48,10 @@ from trtforge.runtime.sources import (
     MemoryUse,
     ModelSource,
     OnnxrtSource,
+    ShapeValuesNeeded,
     TensorRTSource,
+    WarmupSet,
+    as_warmup_set,
     backend_of,
 )
 from trtforge.shapes import Shape, ShapeSet, random_feed
@@ -153,7 +156,9 @@ class EnginePool:
 
     ``artifact``: an ``.engine`` (TensorRT, through the loader) or an ``.onnx`` (onnxruntime).
     ``warmup_shapes``: the input shapes that will be served (default: each profile's min/opt/max
-    for engines, the model's shape with dynamic dims 1 for ONNX); every context runs each
+    for engines, the model's shape with dynamic dims 1 for ONNX), each a mapping of input shapes or
+    a ``WarmupSet`` that also gives shape tensors' values (without them: an engine's profile point
+    of those shapes, or what the ONNX graph tells for certain; see ``ShapeTensors``); every context runs each
     ``WARMUP_RUNS`` times before the pool is ready, then the request path itself runs once per
     context (acquire, inference, give back, metrics; not counted in the metrics), and last every
     context settles (``SETTLE_RUNS`` in a row), the one the first request gets last and through
@@ -173,8 +178,8 @@ class EnginePool:
         size: int = 1,
         *,
         name: str | None = None,
-        warmup_shapes: Sequence[ShapeSet] | None = None,
-        warmup_also: Sequence[ShapeSet] = (),
+        warmup_shapes: Sequence[ShapeSet | WarmupSet] | None = None,
+        warmup_also: Sequence[ShapeSet | WarmupSet] = (),
         warmup: bool = True,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         providers: Sequence[str] = (PROVIDERS["cpu"],),
@@ -191,8 +196,8 @@ class EnginePool:
         self.size = size
         self.default_timeout = _wait(timeout)
         self.metrics = PoolMetrics(self.name)  # a registry of its own: PoolManager merges several
-        self._warmup_shapes = [dict(shapes) for shapes in warmup_shapes] if warmup_shapes is not None else None
-        self._warmup_also = [dict(shapes) for shapes in warmup_also]
+        self._warmup_shapes = [as_warmup_set(s) for s in warmup_shapes] if warmup_shapes is not None else None
+        self._warmup_also = [as_warmup_set(shapes) for shapes in warmup_also]
         self._warmup = warmup
         self._providers = tuple(providers)
         self._threads = threads if threads is not None else max(1, usable_cores() // size)
@@ -206,6 +211,7 @@ class EnginePool:
         self._source: ModelSource | None = None
         self._inputs: tuple[TensorDesc, ...] = ()
         self._feeds: list[dict[str, Any]] = []
+        self._guessed: dict[str, tuple[int, ...]] = {}  # shape-tensor values taken from the ONNX graph
         self._memory = MemoryUse(None, None, None, "unknown")
         self.startup_seconds: float | None = None
         if start:
@@ -234,7 +240,7 @@ class EnginePool:
             if lender.state is PoolState.CLOSED:  # closed between contexts: settling them would be wasted
                 raise PoolClosed(f"pool '{self.name}' was closed while it started")
             if len(errors) == self.size:
-                raise PoolStartError(f"pool '{self.name}': no context could be created and warmed ({errors[0]})")
+                raise self._start_error(errors[0])
             self._memory = self._source.memory([s.runner for s in lender.slots if s.runner is not None])
             self.metrics.device_memory(self._memory.total)  # now: nothing but ``ready`` follows the warm-up
             with lender.cond:
@@ -327,7 +333,9 @@ class EnginePool:
                 raise  # the warm-up shapes or the model are wrong: every context would fail alike
             except Exception as exc:
                 slot.state, slot.last_error = SlotState.BROKEN, first_line(exc)
-                errors.append(f"{slot.name}: {slot.last_error}")
+                # named once: a runner's own errors start with its name, which is the context's
+                named = slot.last_error.startswith(f"{slot.name}: ")
+                errors.append(slot.last_error if named else f"{slot.name}: {slot.last_error}")
                 log.warning("pool %s: context %s failed to start: %s", self.name, slot.name, slot.last_error)
         return errors
 
@@ -337,27 +345,60 @@ class EnginePool:
         return TensorRTSource(self.artifact, self._policy, self._environment)
 
     def _warm_feeds(self, source: ModelSource) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        shape_sets = list(self._warmup_shapes if self._warmup_shapes is not None else source.default_shapes())
-        shape_sets += [shapes for shapes in self._warmup_also if shapes not in shape_sets]
+        """A feed per warm-up set, and the smallest of them, the health probe. A shape tensor gets
+        the values its set gives, else those its engine profile or its ONNX graph tells
+        (``ShapeTensors.complete``); an ONNX model whose graph tells none is warmed with the sets
+        ``warmup_also`` gives alone, and without any is refused (``ShapeValuesNeeded``, exit 2)."""
+        tensors = source.shape_tensors
         names = [tensor.name for tensor in source.inputs]
-        for shapes in shape_sets:
-            for name in shapes:
+        for entry in [*(self._warmup_shapes or ()), *self._warmup_also]:
+            for name in [*entry.shapes, *entry.values]:
                 if name not in names:
                     raise InvalidInputError(
                         f"pool '{self.name}': warm-up shape for '{name}', which is no input of "
                         f"{self.artifact.name}{did_you_mean(name, names)} (inputs: {', '.join(names)})"
                     )
-            missing = [name for name in names if name not in shapes]
+            missing = [n for n in names if n not in entry.shapes and n not in entry.values and n not in tensors.names]
             if missing:
                 raise InvalidInputError(
                     f"pool '{self.name}': a warm-up shape set lacks input '{missing[0]}' (inputs: {', '.join(names)})"
                 )
-        if not shape_sets:
+        if self._warmup_shapes is not None:
+            sets = [tensors.complete(entry) for entry in self._warmup_shapes]
+        else:
+            try:
+                sets = tensors.defaults()
+            except ShapeValuesNeeded:
+                if not self._warmup_also:
+                    raise
+                sets = []  # values only the caller knows: its own sets are the warm-up
+        for entry in self._warmup_also:
+            completed = tensors.complete(entry)
+            if completed not in sets:
+                sets.append(completed)
+        if not sets:
             raise InvalidInputError(f"pool '{self.name}': no warm-up shapes given; pass at least one")
-        feeds = [random_feed(source.inputs, shapes, seed=index) for index, shapes in enumerate(shape_sets)]
+        self._guessed = {name: s.values[name] for s in sets for name in s.guessed}
+        feeds = [
+            random_feed(source.inputs, entry.shapes, seed=index, values=entry.values)
+            for index, entry in enumerate(sets)
+        ]
         # the smallest shape set is the health probe: cheap, and it was served during warm-up
         probe = min(feeds, key=lambda feed: _volume({k: v.shape for k, v in feed.items()}))
         return feeds, probe
+
+    def _start_error(self, first: str) -> TrtforgeError:
+        """Why no context could start; where the ONNX graph chose shape-tensor values, that those
+        may be what failed, and what to pass instead (exit 2: the caller can tell the values)."""
+        message = f"pool '{self.name}': no context could be created and warmed ({first})"
+        if not self._guessed:
+            return PoolStartError(message)
+        taken = ", ".join(f"{name}=[{', '.join(map(str, values))}]" for name, values in self._guessed.items())
+        return InvalidInputError(
+            f"{message}; the warm-up took the shape-tensor values {taken} from the graph: give the values your "
+            "requests use (trtforge serve --warmup-shape, trtforge bench --shape: NAME=[V,...]; "
+            "EnginePool(warmup_shapes=[WarmupSet(...)]))"
+        )
 
     def _prepare(self, slot: Slot) -> None:
         """Create and activate a context, run every warm-up feed, then check it against the reference."""
@@ -480,6 +521,12 @@ class EnginePool:
         return self._memory
 
     @property
+    def probe_feed(self) -> Mapping[str, Any] | None:
+        """The health probe's inputs (the smallest warm-up set, shape-tensor values included; None
+        before start): ``trtforge serve`` sends them through its own HTTP path before ``ready``."""
+        return self._health.probe_feed
+
+    @property
     def warmup_shapes(self) -> list[dict[str, Shape]]:
         return [{name: tuple(array.shape) for name, array in feed.items()} for feed in self._feeds]
 
@@ -501,9 +548,13 @@ class EnginePool:
         """Run one request on a free context; wait at most ``timeout`` (default: the pool's) for one.
 
         Raises ``PoolExhausted`` when none frees up in time, ``PoolClosed`` after ``close()``,
-        ``InvalidInputError`` for inputs the model does not take (the context stays healthy), and
-        the runner's error when the context itself failed (the pool then probes and rebuilds it).
+        ``PoolNotStarted`` before ``start()`` (a pool made with ``start=False``), ``InvalidInputError``
+        for inputs the model does not take (the context stays healthy) and for a ``timeout`` that is
+        no number of seconds, and the runner's error when the context itself failed (the pool then
+        probes and rebuilds it).
         """
+        if timeout is not None and not (type(timeout) is float and timeout >= 0.0):
+            _check_timeout(timeout)  # up front, not only once it waits; a float >= 0 passes inline (NaN fails)
         lender = self._lender
         # lent and given back inline, lock-free (see ``Lender``): once a large inference has evicted
         # the CPU caches, each Python call frame costs ~1 µs (ResNet-18: 2.4 µs a request for these two)
@@ -558,23 +609,38 @@ class EnginePool:
             raise
 
     def _failed(self, slot: Slot, exc: BaseException, seconds: float) -> None:
-        """A request whose inference raised: count it, heal the context if it failed, give it back."""
+        """A request whose inference raised: count it, heal the context if it failed, give it back.
+
+        A runtime error after which the context passes its probe was the request's inputs, which
+        the model refused as it ran (shape values a Reshape cannot take, a Slice past the end):
+        raised as ``InvalidInputError`` (the runtime's error as its cause), counted invalid, and the
+        context stays. Off the request's fast path: only a failed request pays for the probe."""
         counters = slot.counters
+        refused = None
         try:
             counters.inference_time.observe(seconds)
             if isinstance(exc, InvalidInputError):
                 counters.invalid += 1  # the caller's inputs: the context stays healthy
             elif isinstance(exc, Exception):
-                counters.error += 1
-                self._health.heal(slot, exc)
+                if self._health.heal(slot, exc):
+                    counters.invalid += 1
+                    refused = InvalidInputError(
+                        f"pool '{self.name}': the model refused these inputs as it ran ({first_line(exc)}); "
+                        "the context passed its health probe after it"
+                    )
+                else:
+                    counters.error += 1
         finally:
             self._lender.give_back(slot)
+        if refused is not None:
+            raise refused from exc
 
     @contextlib.contextmanager
     def borrow(self, timeout: float | None = None) -> Iterator[Runner]:
         """Hold one context for several calls (``with pool.borrow() as runner: runner.infer(...)``).
 
-        The runner is yours alone until the block ends; don't keep it beyond.
+        The runner is yours alone until the block ends; don't keep it beyond. Raises as ``infer``
+        does when no context can be lent.
         """
         with self._lender.lend(self._timeout(timeout)) as slot:
             assert slot.runner is not None
@@ -582,8 +648,8 @@ class EnginePool:
             slot.served += 1
 
     def _timeout(self, timeout: float | None) -> float | None:
-        """The wait for a context: the pool's default, else ``timeout`` checked (only when a request
-        has to wait; infinity waits as long as it takes)."""
+        """The wait for a context: the pool's default, else ``timeout`` checked (infinity waits as long
+        as it takes): ``borrow``'s check, before it waits (``infer`` checks up front, inline)."""
         if timeout is None:
             return self.default_timeout
         return _wait(timeout)

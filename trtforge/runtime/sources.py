@@ -1,22 +1,34 @@
 """Where a pool's contexts come from: a TensorRT engine (loaded through the runtime loader) or an
 ONNX model in onnxruntime, behind one small ``ModelSource`` interface; each says which shapes
-a pool warms by default (:mod:`trtforge.shapes` computes them).
+a pool warms by default (:mod:`trtforge.shapes` computes them), and which of its inputs are shape
+tensors, whose values a warm-up request must get right (:class:`ShapeTensors`).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from trtforge.errors import InvalidInputError
+from trtforge.errors import InvalidInputError, did_you_mean
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX
 from trtforge.model import TensorDesc
 from trtforge.runners.base import Runner
-from trtforge.shapes import Profile, Shape, concrete_shape, profile_shapes, static_shapes
+from trtforge.shapes import (
+    Profile,
+    ProfilePoint,
+    Shape,
+    ShapeSet,
+    accepts,
+    concrete_shape,
+    profile_points,
+    static_shapes,
+)
 
 if TYPE_CHECKING:
     from trtforge.compat import Environment, LoadPolicy
@@ -49,12 +61,12 @@ class ModelSource(Protocol):
 
     inputs: tuple[TensorDesc, ...]
     profiles: tuple[Profile, ...]
+    shape_tensors: ShapeTensors
 
     @property
     def backend(self) -> str: ...
 
     def new_runner(self, name: str) -> Runner: ...
-    def default_shapes(self) -> list[dict[str, Shape]]: ...
     def memory(self, runners: Sequence[Runner]) -> MemoryUse: ...
     def close(self) -> None: ...
 
@@ -75,15 +87,12 @@ class TensorRTSource:
         self.artifact_size = manifest.artifact.size
         self.inputs = manifest_inputs(manifest)
         self.profiles: tuple[Profile, ...] = tuple(manifest.profiles)
+        self.shape_tensors = ShapeTensors(self.inputs, self.profiles)
 
     def new_runner(self, name: str) -> Runner:
         from trtforge.runners.tensorrt import TrtRunner
 
         return TrtRunner(self.engine, self.trt, name=name)
-
-    def default_shapes(self) -> list[dict[str, Shape]]:
-        static = static_shapes(self.inputs)
-        return profile_shapes(self.profiles, static) or [static]
 
     def memory(self, runners: Sequence[Runner]) -> MemoryUse:
         per_context = engine_context_bytes(self.engine) + max((runner.device_bytes for runner in runners), default=0)
@@ -132,6 +141,7 @@ class OnnxrtSource:
         proto = load_onnx(model)
         self.inputs = describe(proto, model).inputs
         self.profiles: tuple[Profile, ...] = ()
+        self.shape_tensors = ShapeTensors(self.inputs, graph=onnx_shape_inputs(proto.graph, self.inputs))
         available = ort.get_available_providers()
         for provider in providers:
             if provider not in available:
@@ -153,9 +163,6 @@ class OnnxrtSource:
         from trtforge.runners.onnxruntime import OnnxrtRunner
 
         return OnnxrtRunner(self._bytes, providers=self.providers, name=name, intra_op_threads=self.threads)
-
-    def default_shapes(self) -> list[dict[str, Shape]]:
-        return [{tensor.name: concrete_shape(tensor) for tensor in self.inputs}]
 
     def memory(self, runners: Sequence[Runner]) -> MemoryUse:
         if not self.uses_gpu:
@@ -200,3 +207,414 @@ def backend_of(artifact: Path) -> str:
         f"{artifact}: not an engine artifact (.engine) or an ONNX model (.onnx); "
         "pass the .engine built by trtforge build, or the .onnx to serve it with onnxruntime"
     )
+
+
+# ---------------------------------------------------------------- shape tensors and warm-up values
+
+#: The dtypes of a shape tensor (as TensorRT reads one).
+SHAPE_TENSOR_DTYPES = frozenset({"int32", "int64"})
+#: op -> the operands whose values set a shape, an axis or a count, by position: an int32/int64 graph
+#: input of rank 0 or 1 whose values reach one is a shape tensor (TensorRT computes it on the host)
+SHAPE_OPERANDS: Mapping[str, Mapping[int, str]] = {
+    "Reshape": {1: "shape"},
+    "Expand": {1: "shape"},
+    "Tile": {1: "repeats"},
+    "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"},
+    "TopK": {1: "k"},
+    "Resize": {3: "sizes"},
+    "Split": {1: "split"},
+    "ConstantOfShape": {0: "shape"},
+    "Range": {0: "start", 1: "limit", 2: "delta"},
+    "OneHot": {1: "depth"},
+    "Pad": {1: "pads", 3: "axes"},
+    "CenterCropPad": {1: "shape"},
+    "Col2Im": {1: "image_shape", 2: "block_shape"},
+    "Squeeze": {1: "axes"},
+    "Unsqueeze": {1: "axes"},
+    "CumSum": {1: "axis"},
+    "NonMaxSuppression": {2: "max_output_boxes_per_class"},
+    **{
+        f"Reduce{kind}": {1: "axes"}
+        for kind in ("Sum", "Mean", "Max", "Min", "Prod", "L1", "L2", "LogSum", "LogSumExp", "SumSquare")
+    },
+}
+#: ops whose outputs follow from their input's shape alone: values do not flow through them
+_SHAPE_ONLY = frozenset({"Shape", "Size"})
+
+
+@dataclass(frozen=True)
+class WarmupSet:
+    """One warm-up request: a shape per input, and the values of each shape tensor (an input whose
+    values set shapes: a Reshape's shape, Slice's starts, TopK's k), whose shape follows from them.
+    ``guessed``: the shape tensors whose values came from the ONNX graph (:meth:`ShapeTensors.complete`)."""
+
+    shapes: Mapping[str, Shape]
+    values: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    guessed: tuple[str, ...] = field(default=(), compare=False)
+
+
+def as_warmup_set(entry: WarmupSet | ShapeSet) -> WarmupSet:
+    """A warm-up entry as given to the pool (a mapping of input shapes, or a :class:`WarmupSet`)."""
+    if isinstance(entry, WarmupSet):
+        return WarmupSet(
+            {name: tuple(shape) for name, shape in entry.shapes.items()},
+            {name: tuple(int(v) for v in values) for name, values in entry.values.items()},
+        )
+    return WarmupSet({name: tuple(shape) for name, shape in entry.items()})
+
+
+@dataclass(frozen=True)
+class ReshapeUse:
+    """A Reshape that reads a shape-tensor input as its shape: enough of the graph around it to
+    tell values it takes for certain."""
+
+    node: str
+    data: str  # its data operand
+    declared: tuple[int | str | None, ...] | None  # its output's dims as the graph declares them
+    final: bool  # its output is a graph output that no node reads: any values it takes do
+    allowzero: bool
+
+
+@dataclass(frozen=True)
+class GraphShapeInput:
+    """An ONNX graph input that is a shape tensor: its values reach a shape operand (``uses`` says
+    which, for messages). ``reshapes``: every use, when each is a Reshape reading it directly."""
+
+    name: str
+    length: int | None  # how many values it takes (1 for a rank-0 input); None where its length is dynamic
+    uses: tuple[str, ...]
+    reshapes: tuple[ReshapeUse, ...] = ()
+
+    def infer(self, symbols: Mapping[str, int], shapes: Mapping[str, Shape]) -> tuple[int, ...] | None:
+        """Values that certainly run, or None: every Reshape it sets agrees on them. A Reshape's
+        values are its output as the graph declares it (symbols it shares with the inputs at their
+        dims in ``shapes``; one dim left unknown becomes -1), where they fit its data; else, for a
+        Reshape whose output is a graph output that no node reads, ``[-1, 1, ...]`` (nothing
+        downstream depends on the shape it makes)."""
+        found: set[tuple[int, ...]] = set()
+        for use in self.reshapes:
+            values = _declared_values(use, self.length, symbols, shapes)
+            length = self.length or (len(use.declared) if use.declared else None)
+            if values is None and use.final and length:
+                values = (-1, *(1,) * (length - 1))
+            if values is None:
+                return None
+            found.add(values)
+        return found.pop() if len(found) == 1 else None
+
+
+def _declared_values(
+    use: ReshapeUse, length: int | None, symbols: Mapping[str, int], shapes: Mapping[str, Shape]
+) -> tuple[int, ...] | None:
+    """The Reshape's declared output as its shape values, when the graph tells all of it but one dim."""
+    if not use.declared or (length is not None and len(use.declared) != length):
+        return None
+    dims: list[int | None] = []
+    for dim in use.declared:
+        value = symbols.get(dim) if isinstance(dim, str) else dim
+        dims.append(value if value is not None and (value or use.allowzero) else None)  # 0 copies a dim
+    if dims.count(None) > 1:
+        return None
+    values = tuple(-1 if dim is None else dim for dim in dims)
+    return values if reshape_fits(values, shapes.get(use.data), use.allowzero) else None
+
+
+def reshape_fits(values: Sequence[int], data: Shape | None, allowzero: bool) -> bool:
+    """Whether a Reshape of data shaped ``data`` takes these shape values (True where ``data`` is
+    unknown: onnxruntime will tell). Pure."""
+    if data is None:
+        return True
+    if any(v < -1 for v in values) or list(values).count(-1) > 1:
+        return False
+    dims = []
+    for axis, value in enumerate(values):
+        if value == 0 and not allowzero:
+            if axis >= len(data):
+                return False
+            value = data[axis]
+        dims.append(value)
+    count = math.prod(data)
+    known = math.prod(dim for dim in dims if dim != -1)
+    if -1 in dims:
+        return known > 0 and count % known == 0
+    return known == count
+
+
+def onnx_shape_inputs(graph: Any, inputs: Sequence[TensorDesc]) -> dict[str, GraphShapeInput]:
+    """The graph inputs whose values set shapes: int32/int64 of rank 0 or 1 whose values reach an
+    operand of :data:`SHAPE_OPERANDS` (through any op but ``Shape``/``Size``, and not through the
+    shape operand itself: a Reshape's output holds its data's values). Pure."""
+    consumers: dict[str, list[tuple[Any, int]]] = defaultdict(list)
+    for node in graph.node:
+        for position, operand in enumerate(node.input):
+            if operand:
+                consumers[operand].append((node, position))
+    declared: dict[str, tuple[int | str | None, ...]] = {}
+    for value in (*graph.value_info, *graph.output):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            declared[value.name] = tuple(
+                int(d.dim_value) if d.HasField("dim_value") else d.dim_param if d.HasField("dim_param") else None
+                for d in value.type.tensor_type.shape.dim
+            )
+    outputs = {value.name for value in graph.output}
+    found: dict[str, GraphShapeInput] = {}
+    for tensor in inputs:
+        if tensor.dtype not in SHAPE_TENSOR_DTYPES or len(tensor.shape) > 1:
+            continue
+        uses: list[tuple[Any, int, bool]] = []
+        seen, pending = {tensor.name}, [tensor.name]
+        while pending:
+            operand = pending.pop()
+            for node, position in consumers[operand]:
+                role = SHAPE_OPERANDS.get(node.op_type, {}).get(position)
+                if role is not None:
+                    uses.append((node, position, operand == tensor.name))
+                if node.op_type in _SHAPE_ONLY or (role is not None and node.op_type != "Range"):
+                    continue
+                fresh = [out for out in node.output if out and out not in seen]
+                seen.update(fresh)
+                pending.extend(fresh)
+        if not uses:
+            continue
+        described = tuple(
+            f"the {SHAPE_OPERANDS[node.op_type][position]} of {node.op_type} '{node.name or node.output[0]}'"
+            + ("" if direct else " (through other nodes)")
+            for node, position, direct in uses
+        )
+        reshapes: tuple[ReshapeUse, ...] = ()
+        if all(node.op_type == "Reshape" and position == 1 and direct for node, position, direct in uses):
+            reshapes = tuple(
+                ReshapeUse(
+                    node.name or node.output[0],
+                    node.input[0],
+                    declared.get(node.output[0]),
+                    node.output[0] in outputs and not consumers[node.output[0]],
+                    any(attr.name == "allowzero" and attr.i for attr in node.attribute),
+                )
+                for node, _, _ in uses
+            )
+        length = 1 if not tensor.shape else tensor.shape[0] if isinstance(tensor.shape[0], int) else None
+        found[tensor.name] = GraphShapeInput(tensor.name, length, described, reshapes)
+    return found
+
+
+def _opt_first(point: ProfilePoint) -> tuple[int, int]:
+    """Profile points in the order a set without values takes one: each profile's opt, min, max."""
+    return point.profile, ("opt", "min", "max").index(point.kind)
+
+
+def onnx_shape_tensors(model: Path, inputs: Sequence[TensorDesc]) -> ShapeTensors:
+    """The shape tensors of the ONNX model at ``model`` (its graph read without its weights)."""
+    from trtforge.model import read_onnx
+
+    return ShapeTensors(tuple(inputs), graph=onnx_shape_inputs(read_onnx(model).graph, inputs))
+
+
+class ShapeValuesNeeded(InvalidInputError):
+    """A warm-up set lacks the values of a shape tensor, and nothing tells them for certain."""
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape)) if shape else "[]"
+
+
+@dataclass(frozen=True)
+class ShapeTensors:
+    """A model's inputs whose values set shapes (shape tensors), and how a warm-up request gets
+    their values: an engine's profiles record them (the spec's min/opt/max values, in the
+    manifest); for an ONNX model, the graph, where it tells them for certain
+    (:meth:`GraphShapeInput.infer`); else only the caller knows them (zeros or random integers
+    would fail a Reshape, a Slice, a TopK)."""
+
+    inputs: tuple[TensorDesc, ...]
+    profiles: tuple[Profile, ...] = ()
+    graph: Mapping[str, GraphShapeInput] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        listed = {name for profile in self.profiles for name, entry in profile.items() if "min_values" in entry}
+        return tuple(t.name for t in self.inputs if t.name in listed or t.name in self.graph)
+
+    def defaults(self, flag: str | None = None, model: str | None = None) -> list[WarmupSet]:
+        """What a pool warms by default: each profile's min, opt and max (shapes and values; each
+        distinct one once), or the model's shape with dynamic dims 1 (:meth:`complete`d)."""
+        if not self.profiles:
+            return [self.complete({t.name: concrete_shape(t) for t in self.inputs}, flag, model)]
+        kept: list[WarmupSet] = []
+        for point in profile_points(self.profiles, static_shapes(self.inputs)):
+            candidate = WarmupSet(point.shapes, {name: tuple(values) for name, values in point.values.items()})
+            if candidate not in kept:
+                kept.append(candidate)
+        return kept
+
+    def complete(self, entry: WarmupSet | ShapeSet, flag: str | None = None, model: str | None = None) -> WarmupSet:
+        """``entry`` with values for every shape tensor: the values it gives (checked: their count,
+        an engine's profile ranges, a Reshape's data), else the values of the engine's first profile
+        point with its other shapes, else what the ONNX graph tells; else :class:`ShapeValuesNeeded`,
+        naming ``flag`` (``--warmup-shape`` for ``model``, bench's ``--shape``) with what to pass."""
+        given = as_warmup_set(entry)
+        shapes, values = dict(given.shapes), dict(given.values)
+        tensors = {t.name: t for t in self.inputs}
+        for name, listed in values.items():
+            shapes[name] = self._value_shape(tensors, name, listed)
+        missing = [name for name in self.names if name not in values]
+        if missing and self.profiles:
+            others = {name: shape for name, shape in shapes.items() if name not in self.names}
+            points = sorted(profile_points(self.profiles, static_shapes(self.inputs)), key=_opt_first)
+            point = next((p for p in points if all(p.shapes.get(n) == shape for n, shape in others.items())), None)
+            if point is not None:
+                for name in missing:
+                    values[name] = tuple(point.values[name])
+                    shapes[name] = tuple(point.shapes[name])
+        guessed = []
+        if self.graph:
+            symbols = self._symbols(shapes)
+            for name in missing:
+                graph_input = self.graph.get(name)
+                inferred = graph_input.infer(symbols, shapes) if graph_input else None
+                if inferred is not None:
+                    values[name] = inferred
+                    shapes[name] = () if not tensors[name].shape else (len(inferred),)
+                    guessed.append(name)
+        lacking = [name for name in missing if name not in values]
+        if lacking:
+            raise ShapeValuesNeeded(self._ask(lacking, shapes, flag, model))
+        self._check(shapes, values)
+        return WarmupSet(shapes, values, tuple(guessed))
+
+    def _value_shape(self, tensors: Mapping[str, TensorDesc], name: str, values: Sequence[int]) -> Shape:
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise InvalidInputError(
+                f"values given for '{name}', which is no input of the model{did_you_mean(name, tensors)} "
+                f"(inputs: {', '.join(tensors)})"
+            )
+        if tensor.dtype not in SHAPE_TENSOR_DTYPES or len(tensor.shape) > 1:
+            raise InvalidInputError(
+                f"values [{', '.join(map(str, values))}] given for input '{name}' ({tensor.dtype}, rank "
+                f"{len(tensor.shape)}): values are for shape tensors (int32/int64 inputs of rank 0 or 1); "
+                f"give '{name}' its shape instead, NAME=DIMS"
+            )
+        if not tensor.shape:
+            if len(values) != 1:
+                raise InvalidInputError(f"input '{name}' is a scalar: give it one value, e.g. {name}=[{values[0]}]")
+            return ()
+        length = tensor.shape[0]
+        if isinstance(length, int) and length >= 0 and len(values) != length:
+            raise InvalidInputError(
+                f"input '{name}' takes {length} values, got {len(values)} ([{', '.join(map(str, values))}])"
+            )
+        return (len(values),)
+
+    def _symbols(self, shapes: Mapping[str, Shape]) -> dict[str, int]:
+        """Each named dim of the inputs at its size in ``shapes``."""
+        symbols: dict[str, int] = {}
+        for tensor in self.inputs:
+            shape = shapes.get(tensor.name)
+            if shape is None or len(shape) != len(tensor.shape):
+                continue
+            for dim, size in zip(tensor.shape, shape, strict=True):
+                if isinstance(dim, str):
+                    symbols.setdefault(dim, int(size))
+        return symbols
+
+    def _check(self, shapes: Mapping[str, Shape], values: Mapping[str, tuple[int, ...]]) -> None:
+        """Values an engine's profiles allow, and that fit the Reshapes an ONNX graph feeds them to."""
+        for name, listed in values.items():
+            graph_input = self.graph.get(name)
+            for use in graph_input.reshapes if graph_input else ():
+                data = shapes.get(use.data)
+                if not reshape_fits(listed, data, use.allowzero):
+                    assert data is not None
+                    raise InvalidInputError(
+                        f"values [{', '.join(map(str, listed))}] of '{name}' cannot reshape '{use.data}' of shape "
+                        f"{_dims(data)} ({math.prod(data)} values) in Reshape '{use.node}'"
+                    )
+        shape_inputs = [name for name in self.names if name in values]
+        if not self.profiles or not shape_inputs:
+            return
+        for profile in self.profiles:
+            low = {name: entry["min"] for name, entry in profile.items() if name not in shape_inputs}
+            high = {name: entry["max"] for name, entry in profile.items() if name not in shape_inputs}
+            if accepts(low, high, shapes) and all(
+                name in profile
+                and len(values[name]) == len(profile[name]["min_values"])
+                and all(
+                    lo <= v <= hi
+                    for v, lo, hi in zip(
+                        values[name], profile[name]["min_values"], profile[name]["max_values"], strict=True
+                    )
+                )
+                for name in shape_inputs
+            ):
+                return
+        given = ", ".join(f"{name}=[{_list(values[name])}]" for name in shape_inputs)
+        others = ", ".join(f"{name}={_dims(shape)}" for name, shape in shapes.items() if name not in shape_inputs)
+        raise InvalidInputError(
+            f"no profile of the engine takes the values {given} with {others or 'these shapes'} ({self._ranges()})"
+        )
+
+    def _ranges(self) -> str:
+        """Each profile's values, min..max: what an engine's shape tensors take."""
+        return "; ".join(
+            f"profile {index}: "
+            + ", ".join(
+                f"{name} [{_list(entry['min_values'])}]..[{_list(entry['max_values'])}]"
+                for name, entry in p.items()
+                if "min_values" in entry
+            )
+            for index, p in enumerate(self.profiles)
+        )
+
+    def _ask(self, lacking: Sequence[str], shapes: Mapping[str, Shape], flag: str | None, model: str | None) -> str:
+        """What to pass for the shape tensors in ``lacking``: one line, with the exact flag."""
+        tensors = {t.name: t for t in self.inputs}
+        parts = []
+        for name in lacking:
+            graph_input = self.graph.get(name)
+            length = graph_input.length if graph_input else len(self._profile_values(name) or ()) or None
+            if not tensors[name].shape:
+                placeholder = "[v]"
+            elif length is None:
+                placeholder = "[v1,v2,...]"
+            else:
+                placeholder = "[" + ",".join(f"v{index + 1}" for index in range(length)) + "]"
+            parts.append((name, placeholder, graph_input))
+        what = "; ".join(
+            f"input '{name}' is a shape tensor"
+            + (f" ({', '.join(graph_input.uses[:2])})" if graph_input else "")
+            + ": its values set shapes"
+            + self._why(name, graph_input, shapes)
+            for name, _, graph_input in parts
+        )
+        others = ",".join(f"{name}={_dims(shapes[name])}" for name in tensors if name not in lacking and name in shapes)
+        given = ",".join(f"{name}={placeholder}" for name, placeholder, _ in parts)
+        text = ",".join(part for part in (others, given) if part)
+        if flag is None:
+            values = ", ".join(f"'{name}': {placeholder}" for name, placeholder, _ in parts)
+            how = f"give a WarmupSet(shapes, values={{{values}}}) in warmup_shapes or warmup_also"
+        elif flag == "--warmup-shape":
+            how = f"pass the values your requests use: --warmup-shape '{model + ':' if model else ''}{text}'"
+        else:
+            how = f"pass the values your requests use: {flag} '{given}'"
+        fit = f" ({others} now)" if others and flag != "--warmup-shape" else ""
+        return f"{what}; {how}, with the other inputs at the shapes those values need{fit}"
+
+    def _why(self, name: str, graph_input: GraphShapeInput | None, shapes: Mapping[str, Shape]) -> str:
+        if graph_input is None:
+            others = ", ".join(f"{n}={_dims(s)}" for n, s in shapes.items() if n not in self.names)
+            return f", and no profile point has the shapes {others} ({self._ranges()})"
+        data = [
+            f"'{use.data}' of {math.prod(shapes[use.data])} values"
+            for use in graph_input.reshapes
+            if use.data in shapes
+        ]
+        told = f" (they reshape {', '.join(data)})" if data else ""
+        return f", which the graph does not tell for certain{told}"
+
+    def _profile_values(self, name: str) -> Sequence[int] | None:
+        return next((p[name]["min_values"] for p in self.profiles if name in p and "min_values" in p[name]), None)
+
+
+def _list(values: Sequence[int]) -> str:
+    return ", ".join(map(str, values))

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from trtforge.runtime.manager import PoolManager
     from trtforge.runtime.pool import EnginePool
+    from trtforge.runtime.sources import ShapeTensors
 
 #: The version every model is served as: an artifact is one build, so there is one version.
 MODEL_VERSION = "1"
@@ -52,13 +53,15 @@ MODEL_VERSION = "1"
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """One model to serve: its name, artifact, backend and the signature requests are checked against."""
+    """One model to serve: its name, artifact, backend, the signature requests are checked against,
+    and its shape tensors (where warm-up requests get their values; none known: an empty one)."""
 
     name: str
     path: Path
     backend: str  # onnxruntime | tensorrt | tensorrt-rtx
     platform: str  # KServe/Triton platform name, e.g. onnxruntime_onnx
     signature: ModelSignature
+    shape_tensors: ShapeTensors | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {

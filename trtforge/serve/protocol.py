@@ -376,19 +376,27 @@ def error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-def probe_request(signature: ModelSignature) -> tuple[bytes, int]:
-    """A binary request of zeros the model accepts (each input at its first profile's min, or its
-    shape with dynamic dims 1), and its JSON header's length: what the server sends itself to warm
-    its own request path before it reports ready."""
+def probe_request(signature: ModelSignature, feed: Mapping[str, np.ndarray] | None = None) -> tuple[bytes, int]:
+    """A binary request the model accepts, and its JSON header's length: ``feed`` (the pool's
+    health probe, what the server sends itself to warm its own request path before it reports
+    ready), else zeros with each input at its first profile's min (a shape tensor at that profile's
+    min values: zeros would be no shape it takes), or its shape with dynamic dims 1."""
     import numpy as np
 
     from trtforge.dtypes import numpy_dtype
 
     arrays = {}
     for meta in signature.inputs:
-        profile = next((p for p in signature.profiles if meta.name in p), None)
-        shape = tuple(profile[meta.name]["min"]) if profile else meta.default_shape
-        arrays[meta.name] = np.zeros(shape, numpy_dtype(DATATYPES[meta.datatype]))
+        dtype = numpy_dtype(DATATYPES[meta.datatype])
+        if feed is not None:
+            arrays[meta.name] = np.ascontiguousarray(feed[meta.name], dtype)
+            continue
+        entry = next((p[meta.name] for p in signature.profiles if meta.name in p), None)
+        shape = tuple(entry["min"]) if entry else meta.default_shape
+        if entry and "min_values" in entry:
+            arrays[meta.name] = np.asarray(entry["min_values"], dtype).reshape(shape)
+        else:
+            arrays[meta.name] = np.zeros(shape, dtype)
     header = json.dumps(
         {
             "inputs": [

@@ -22,16 +22,17 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import uvicorn
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, did_you_mean, first_line
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, read_manifest
+from trtforge.runtime.sources import ShapeTensors, ShapeValuesNeeded, WarmupSet, manifest_inputs, onnx_shape_tensors
 from trtforge.serve.app import Limits, ModelPlan, ServeState, build_app
 from trtforge.serve.protocol import ModelSignature, TensorMeta, datatype_of, probe_request, warmup_problem
 
@@ -109,7 +110,8 @@ def engine_plan(path: Path, name: str | None) -> ModelPlan:
     }
     signature = ModelSignature(metas["input"], metas["output"], tuple(manifest.profiles))
     flavor = manifest.tensorrt.flavor
-    return ModelPlan(name or manifest.name, paths.engine, flavor, PLATFORMS[flavor], signature)
+    tensors = ShapeTensors(manifest_inputs(manifest), tuple(manifest.profiles))
+    return ModelPlan(name or manifest.name, paths.engine, flavor, PLATFORMS[flavor], signature, tensors)
 
 
 def onnx_plan(path: Path, name: str | None) -> ModelPlan:
@@ -120,7 +122,8 @@ def onnx_plan(path: Path, name: str | None) -> ModelPlan:
     signature = ModelSignature(
         tuple(TensorMeta.of(t) for t in info.inputs), tuple(TensorMeta.of(t) for t in info.outputs)
     )
-    return ModelPlan(name or path.stem, path, "onnxruntime", PLATFORMS["onnxruntime"], signature)
+    tensors = onnx_shape_tensors(path, info.inputs)
+    return ModelPlan(name or path.stem, path, "onnxruntime", PLATFORMS["onnxruntime"], signature, tensors)
 
 
 def _folder_plans(
@@ -229,35 +232,49 @@ def combined_refusal(errors: Sequence[IncompatibleEngineError]) -> IncompatibleE
 # ---------------------------------------------------------------- warming and serving
 
 
-def parse_warmup_shape(text: str, models: Sequence[str]) -> tuple[str | None, dict[str, Shape]]:
-    """``[MODEL:]NAME=DIMS[,NAME=DIMS]`` -> (MODEL or None for every model, one shape per input).
+def parse_warmup_shape(text: str, models: Sequence[str]) -> tuple[str | None, WarmupSet]:
+    """``[MODEL:]NAME=DIMS[,NAME=DIMS]`` -> (MODEL or None for every model, one shape per input);
+    ``NAME=[V,...]`` gives a shape tensor's values (its shape follows from them).
 
     ``MODEL:`` counts only when MODEL is a served model (input names such as ``input:0`` stay whole);
     dims may use commas too (``input=1,3,8,8``). Pure."""
-    from trtforge.bench import parse_shape
+    from trtforge.bench import parse_shape, parse_values
 
     model, sep, rest = text.partition(":")
     chosen = model if sep and model in models else None
     body = rest if chosen is not None else text
+    shapes: dict[str, Shape] = {}
+    values: dict[str, tuple[int, ...]] = {}
     try:
-        shapes = dict(parse_shape(part) for part in _SET_SPLIT.split(body) if part.strip())
+        for part in _SET_SPLIT.split(body):
+            if not part.strip():
+                continue
+            given = parse_values(part)
+            if given is not None:
+                values[given[0]] = given[1]
+            else:
+                name, shape = parse_shape(part)
+                shapes[name] = shape
     except InvalidInputError:
         raise InvalidInputError(
-            f"--warmup-shape '{text}': write [MODEL:]NAME=DIMS[,NAME=DIMS], e.g. --warmup-shape digits:input=16x1x8x8"
+            f"--warmup-shape '{text}': write [MODEL:]NAME=DIMS[,NAME=DIMS], e.g. --warmup-shape digits:input=16x1x8x8 "
+            "(a shape tensor's values: NAME=[V,...], e.g. 'shape=[2,3,4]')"
         ) from None
-    return chosen, shapes
+    return chosen, WarmupSet(shapes, values)
 
 
 def check_warmup_shapes(texts: Sequence[str], plans: Sequence[ModelPlan]) -> None:
     """Every ``--warmup-shape`` names inputs of the model it is for (of some served model when it
-    names none), in shapes that model takes, within a request's input budget: a typo is exit 2
-    before the port opens, not a shape that is silently not warmed or a warm-up that fails once
-    the port is open (a 47 GiB allocation was exit 1 there). Pure."""
+    names none), in shapes that model takes, within a request's input budget, with values for its
+    shape tensors the model takes; and each model can be warmed (and probed: ``--no-warmup`` too)
+    with values for its shape tensors: a typo, or values only the caller knows, is exit 2 before
+    the port opens, not a shape that is silently not warmed or a warm-up that fails once the port is
+    open (a 47 GiB allocation was exit 1 there; zeros for a Reshape's shape exit 5). Pure."""
     inputs = {plan.name: [meta.name for meta in plan.signature.inputs] for plan in plans}
     parsed = [parse_warmup_shape(text, list(inputs)) for text in texts]
-    for text, (model, shapes) in zip(texts, parsed, strict=True):
+    for text, (model, entry) in zip(texts, parsed, strict=True):
         known = inputs[model] if model is not None else sorted({name for names in inputs.values() for name in names})
-        for name in shapes:
+        for name in [*entry.shapes, *entry.values]:
             if name not in known:
                 listed = f"(inputs: {', '.join(known) or 'none'}; models: {', '.join(inputs)})"
                 prefix = text.partition(":")[0]
@@ -273,23 +290,45 @@ def check_warmup_shapes(texts: Sequence[str], plans: Sequence[ModelPlan]) -> Non
                     f"{did_you_mean(name, [*known, *(f'{m}:' for m in inputs)])} {listed}"
                 )
     for plan in plans:
-        for shapes in model_warmup_sets(plan, parsed):
-            problem = warmup_problem(shapes, plan.signature)
+        sets = model_warmup_sets(plan, parsed)
+        for entry in sets:
+            try:
+                completed = plan_warmup_set(plan, entry)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"--warmup-shape for model '{plan.name}': {exc}") from None
+            problem = warmup_problem(completed.shapes, plan.signature)
             if problem is not None:
                 raise InvalidInputError(f"--warmup-shape for model '{plan.name}': {problem}; pass shapes it takes")
+        if plan.shape_tensors is not None and not sets:
+            try:
+                plan.shape_tensors.defaults("--warmup-shape", plan.name)
+            except ShapeValuesNeeded as exc:
+                raise InvalidInputError(f"model '{plan.name}' cannot be warmed or probed: {exc}") from None
 
 
-def model_warmup_sets(
-    plan: ModelPlan, shape_sets: Sequence[tuple[str | None, dict[str, Shape]]]
-) -> list[dict[str, Shape]]:
+def plan_warmup_set(plan: ModelPlan, entry: WarmupSet) -> WarmupSet:
+    """``entry`` with values for the model's shape tensors, as its pool will complete it. Pure."""
+    if plan.shape_tensors is None:
+        return entry
+    return plan.shape_tensors.complete(entry, "--warmup-shape", plan.name)
+
+
+def model_warmup_sets(plan: ModelPlan, shape_sets: Sequence[tuple[str | None, WarmupSet]]) -> list[WarmupSet]:
     """The ``--warmup-shape`` sets for this model (its own, and unprefixed ones naming one of its
-    inputs), its other inputs at their default shape (dynamic dims 1). Pure."""
+    inputs), its other inputs at their default shape (dynamic dims 1; a shape tensor's values are
+    its pool's to complete). Pure."""
     names = {meta.name for meta in plan.signature.inputs}
     kept = []
-    for model, shapes in shape_sets:
-        if model not in (None, plan.name) or not names & shapes.keys():
+    for model, entry in shape_sets:
+        given = {*entry.shapes, *entry.values}
+        if model not in (None, plan.name) or not names & given:
             continue
-        kept.append({meta.name: tuple(shapes.get(meta.name) or meta.default_shape) for meta in plan.signature.inputs})
+        shapes = {
+            meta.name: tuple(entry.shapes.get(meta.name) or meta.default_shape)
+            for meta in plan.signature.inputs
+            if meta.name not in entry.values
+        }
+        kept.append(WarmupSet(shapes, {name: v for name, v in entry.values.items() if name in names}))
     return kept
 
 
@@ -343,11 +382,18 @@ class _Outcome:
     interrupted: bool = False  # stopped before every pool was warm
 
 
-def warm_http_path(address: tuple[str, int], plans: Sequence[ModelPlan], requests: int = SELF_REQUESTS) -> None:
+def warm_http_path(
+    address: tuple[str, int],
+    plans: Sequence[ModelPlan],
+    requests: int = SELF_REQUESTS,
+    probes: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     """Send each model ``requests`` real inference requests over loopback, through uvicorn, Starlette,
     the worker threads and the protocol code: their first use costs tens of milliseconds (lazy
     imports, the first worker thread; measured 45-60 ms against a 1 ms steady request on the
-    digits CNN), which the first user request would otherwise pay."""
+    digits CNN), which the first user request would otherwise pay. ``probes``: per model its pool's
+    health probe, sent instead of zeros (a shape tensor's values are what its pool warmed with)."""
+    probes = probes or {}
     import http.client
 
     from trtforge.serve.protocol import HEADER_LENGTH, probe_request
@@ -355,7 +401,7 @@ def warm_http_path(address: tuple[str, int], plans: Sequence[ModelPlan], request
     connection = http.client.HTTPConnection(*address, timeout=60)
     try:
         for plan in plans:
-            body, length = probe_request(plan.signature)
+            body, length = probe_request(plan.signature, probes.get(plan.name))
             for _ in range(requests):
                 connection.request(
                     "POST", f"/v2/models/{plan.name}/infer", body=body, headers={HEADER_LENGTH: str(length)}
@@ -402,7 +448,8 @@ def _warmer(
                 )
             if config.warmup:
                 plan = None
-                warm_http_path(address(), list(state.plans.values()))
+                probes = {pool.name: pool.probe_feed for pool in state.manager.pools() if pool.probe_feed is not None}
+                warm_http_path(address(), list(state.plans.values()), probes=probes)
                 for pool in state.manager.pools():
                     pool.metrics.forget_requests()  # the server's own requests are not traffic
                 # start-up garbage would be scanned by a collection during an early request: collect
