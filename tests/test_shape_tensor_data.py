@@ -229,3 +229,15 @@ def test_data_a_shape_tensor_model_cannot_take_is_exit_2_naming_the_file(tmp_pat
     code, _stdout, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 2, stderr
     assert expected in stderr and len(stderr.strip().splitlines()) == 1 + stderr.count(": backend ")
+
+
+def test_values_a_file_s_samples_cannot_take_are_a_data_error_at_calibration(tmp_path: Path) -> None:
+    """onnxruntime refusing the data's values was exit 1, "internal error" (the gate said exit 2)."""
+    need_rtx()
+    _files(tmp_path / "data")
+    _npz(tmp_path / "data" / "c1.npz", 6, shape=np.array([5, 3, 4]))  # 6 samples of 12 values, not 5x3x4
+    spec = _spec(tmp_path, "int8", "calibration:\n  data: data/*.npz\naccuracy: {enabled: false}\n")
+    code, stderr, _ = _build(spec, tmp_path / "out")
+    assert code == 2, stderr
+    assert "calibration: onnxruntime cannot run the model on a batch of the data (x 6x12, shape [5, 3, 4])" in stderr
+    assert stderr.count("\n") <= 3 and "internal error" not in stderr

@@ -20,6 +20,7 @@ from trtforge.calibration.histogram import Algorithm, NonFiniteError, TensorStat
 from trtforge.environment import usable_cores
 from trtforge.errors import InvalidInputError
 from trtforge.model import with_outputs
+from trtforge.runners.onnxruntime import ort_error_text
 
 if TYPE_CHECKING:
     import onnx
@@ -99,7 +100,18 @@ def collect(
         if not computed:
             return []
         feeds = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)) for name, array in batch.items()}
-        return [value.numpy() for value in session.run_with_ort_values(computed, feeds)]
+        try:
+            values = session.run_with_ort_values(computed, feeds)
+        except Exception as exc:
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            # the data's shapes and types were checked against the model: its values are what the
+            # model refuses (a shape tensor's, an index past a table), as the gate says it (exit 2)
+            raise InvalidInputError(
+                f"calibration: onnxruntime cannot run the model on a batch of the data ({_described(batch)}): "
+                f"{ort_error_text(exc)}; the data's values must suit the model"
+            ) from exc
+        return [value.numpy() for value in values]
 
     def update(batch: Mapping[str, np.ndarray], outputs: list[np.ndarray], first: int) -> None:
         for name, values in zip((*fed, *computed), (*(batch[n] for n in fed), *outputs), strict=True):
@@ -149,6 +161,16 @@ def _in_order(
         while pending:
             current, future = pending.popleft()
             yield current, future.result()
+
+
+def _described(batch: Mapping[str, np.ndarray]) -> str:
+    """Each input's shape, and a 1-D integer input's values (a shape tensor's, which set shapes)."""
+    return ", ".join(
+        f"{name} {list(array.tolist())}"
+        if array.ndim == 1 and array.dtype.kind in "iu" and array.size <= 8
+        else f"{name} {'x'.join(map(str, array.shape))}"
+        for name, array in batch.items()
+    )
 
 
 def _batch_len(batch: Mapping[str, np.ndarray]) -> int:

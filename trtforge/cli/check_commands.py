@@ -42,9 +42,10 @@ EngineArgument = Annotated[
 
 
 def _check_failure(failure: Failure) -> dict[str, Any] | None:
-    """An engine refused before it could be judged as a whole (exit 5: a missing manifest, or a
-    Triton release that cannot load it) is not compatible, each reason under its rule; any other
-    failure (a mistyped path or flag, exit 2) gets the plain error document."""
+    """An engine refused before it could be judged as a whole (exit 5: with ``--triton``, which
+    reads the manifest first, a missing one, or a release that cannot load it) is not compatible,
+    each reason under its rule; any other failure (a mistyped path or flag, exit 2) gets the plain
+    error document."""
     from trtforge.compat import Problem, Rule
     from trtforge.errors import IncompatibleEngineError
 

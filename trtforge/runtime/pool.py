@@ -336,7 +336,7 @@ class EnginePool:
                 # named once: a runner's own errors start with its name, which is the context's
                 named = slot.last_error.startswith(f"{slot.name}: ")
                 errors.append(slot.last_error if named else f"{slot.name}: {slot.last_error}")
-                log.warning("pool %s: context %s failed to start: %s", self.name, slot.name, slot.last_error)
+                log.warning("pool %s: context failed to start: %s", self.name, errors[-1])
         return errors
 
     def _open_source(self) -> ModelSource:
