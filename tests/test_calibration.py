@@ -293,6 +293,28 @@ def test_a_fixed_batch_model_is_calibrated_in_its_batch(tmp_path: Path) -> None:
     assert any("batch is fixed at 1" in message for message in messages)
 
 
+def test_a_fixed_batch_the_data_never_fills_is_refused_not_calibrated_on_nothing(tmp_path: Path) -> None:
+    """Scales from no sample at all shipped as an INT8 engine, exit 0."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["out"], name="MatMul")],
+        "fixed",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [4, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4, 2])],
+        [numpy_helper.from_array(np.ones((3, 2), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "fixed.onnx")
+    np.save(tmp_path / "three.npy", np.ones((3, 3), np.float32))
+    (tmp_path / "spec.yaml").write_text(
+        "name: fixed\nmodel: fixed.onnx\nprecision: int8\ncalibration: {data: three.npy}\n", encoding="utf-8"
+    )
+    with pytest.raises(
+        InvalidInputError, match=r"three\.npy: calibration ran on no sample: the model's batch is fixed"
+    ):
+        run(tmp_path / "spec.yaml", tmp_path / "cache", [])
+
+
 def test_native_mode_skips_integer_tensors(tmp_path: Path) -> None:
     """A shape computation (Shape -> Reshape) yields int64 tensors: they get no scale."""
     graph = helper.make_graph(

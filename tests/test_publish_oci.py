@@ -634,6 +634,7 @@ def credential_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth_reg
         ('{"auths": {"HOST": {"auth": "bm8tY29sb24="}}}', "auths.HOST.auth: not base64 of user:password"),
         ('{"auths": {"HOST": {"auth": "OnMzY3JldA=="}}}', "auths.HOST.auth: not base64 of user:password"),
         ('{"auths": {"HOST": {"auth": "LOGIN"}, "other.example": {"auth": "x"}}}', "auths.other.example.auth"),
+        ('{"auths": {}, "x": NaN}', "'NaN' is not JSON"),
     ],
     ids=[
         "truncated",
@@ -647,6 +648,7 @@ def credential_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth_reg
         "auth-without-colon",
         "auth-without-user",
         "another-host-s-auth",
+        "nan-which-go-refuses",
     ],
 )
 def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(

@@ -107,15 +107,27 @@ def test_max_samples_takes_whole_files(tmp_path: Path) -> None:
 
 
 def test_a_fixed_batch_cuts_files_in_batches_of_it_with_the_values(tmp_path: Path) -> None:
-    """A static batch cannot change, so the values cannot depend on it: cut as usual, never mixed."""
+    """A static batch cannot change, so the values cannot depend on it: batched as usual across
+    files that hold the same values, never mixing other values. Files cut one by one gave a folder
+    of one-sample files no batch at all: calibration ran on 0 samples and the engine shipped."""
     assert fixed_batch_size(STATIC, SHAPED) == 4
     assert fixed_batch_size(STATIC) is None  # the shape tensor's length 3 read as a second batch
     path = tmp_path / "f.npz"
     np.savez(path, x=np.zeros((10, 12), np.float32), shape=np.array([4, 3, 4]))
     kept = list(iter_batches([path, path], STATIC, 4, drop_last=True, shape_inputs=SHAPED))
-    assert [len(b["x"]) for b in kept] == [4, 4, 4, 4]
+    assert [len(b["x"]) for b in kept] == [4, 4, 4, 4, 4]
     assert all(b["shape"].tolist() == [4, 3, 4] for b in kept)
     assert [len(b["x"]) for b in iter_batches([path], STATIC, 4, 9, shape_inputs=SHAPED)] == [4, 4, 1]
+    singles = []
+    for index in range(8):
+        singles.append(tmp_path / f"one{index}.npz")
+        np.savez(singles[-1], x=np.full(12, index, np.float32), shape=np.array([4, 3, 4]))
+    kept = list(iter_batches(singles, STATIC, 4, drop_last=True, shape_inputs=SHAPED))
+    assert [b["x"][:, 0].tolist() for b in kept] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.ones((3, 12), np.float32), shape=np.array([4, 12, 1]))
+    kept = list(iter_batches([*singles[:2], other, *singles[2:4]], STATIC, 4, shape_inputs=SHAPED))
+    assert [(len(b["x"]), b["shape"].tolist()) for b in kept] == [(2, [4, 3, 4]), (3, [4, 12, 1]), (2, [4, 3, 4])]
 
 
 @pytest.mark.parametrize(

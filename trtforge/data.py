@@ -367,35 +367,42 @@ def iter_batches(
     drop_last: bool = False,
     shape_inputs: Collection[str] = frozenset(),
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of ``batch_size`` samples (the last may be smaller unless ``drop_last``); for a
-    model with ``shape_inputs``, one batch per file (:func:`_file_batches`).
+    """Batches of ``batch_size`` samples (the last may be smaller unless ``drop_last``), which never
+    mix sample shapes, nor files whose shape tensors hold other values (those come after the other
+    inputs); a model with ``shape_inputs`` whose batch dim is free has one batch per file
+    (:func:`_file_batches`: the values may name the batch).
 
     Streams: one file is open at a time and a batch is the only data held in memory.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    if shape_inputs and (shaped := _shaped(files, inputs, shape_inputs)):
-        yield from _file_batches(files, inputs, shaped, batch_size, max_samples, drop_last)
+    shaped = _shaped(files, inputs, shape_inputs) if shape_inputs else frozenset()
+    if shaped and fixed_batch_size(inputs, shaped) is None:
+        yield from _file_batches(files, inputs, shaped, max_samples)
         return
     by_name = {tensor.name: tensor for tensor in inputs}
     pending: list[dict[str, np.ndarray]] = []
+    pending_values: dict[str, np.ndarray] = {}
     held = 0
     remaining = max_samples
     for path in files:
         if remaining == 0:
             break
-        arrays = _load(path, inputs)
+        arrays = _load(path, inputs, shaped)
         if arrays is None:
             continue
+        values = {name: _prepared(path, by_name[name], arrays.pop(name), 0) for name in shaped}
         count = len(next(iter(arrays.values())))
         if remaining is not None:
             count = min(count, remaining)
             remaining -= count
         start = 0
         while start < count:
-            if pending and _sample_shapes(pending[0]) != _sample_shapes(arrays):
+            if pending and (
+                _sample_shapes(pending[0]) != _sample_shapes(arrays) or not _same_values(pending_values, values)
+            ):
                 if not drop_last:
-                    yield _concat(pending)
+                    yield {**_concat(pending), **pending_values}
                 pending, held = [], 0
             take = min(batch_size - held, count - start)
             pending.append(
@@ -404,51 +411,34 @@ def iter_batches(
                     for name, array in arrays.items()
                 }
             )
+            pending_values = values
             held += take
             start += take
             if held == batch_size:
-                yield _concat(pending)
+                yield {**_concat(pending), **pending_values}
                 pending, held = [], 0
     if pending and not drop_last:
-        yield _concat(pending)
+        yield {**_concat(pending), **pending_values}
+
+
+def _same_values(held: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> bool:
+    return all(np.array_equal(held[name], values[name]) for name in values)
 
 
 def _file_batches(
-    files: Sequence[Path],
-    inputs: Sequence[TensorDesc],
-    shaped: frozenset[str],
-    batch_size: int,
-    max_samples: int | None,
-    drop_last: bool,
+    files: Sequence[Path], inputs: Sequence[TensorDesc], shaped: frozenset[str], max_samples: int | None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """A shape-tensor model's batches: each file's samples, whole, with the file's values (after
-    the other inputs); files are taken whole while they fit in ``max_samples``. A model with a
-    fixed batch has its files cut in batches of ``batch_size`` instead (the rest dropped when
-    ``drop_last``), each with the file's values, and ``max_samples`` cuts as usual."""
+    """A shape-tensor model's batches where the batch dim is free: each file's samples, whole, with
+    the file's values (after the other inputs); files are taken whole while they fit in
+    ``max_samples``."""
     by_name = {tensor.name: tensor for tensor in inputs}
-    fixed = fixed_batch_size(inputs, shaped) is not None
     taken = 0
     for path in files:
-        if max_samples is not None and taken >= max_samples:
-            break
         count = _file_samples(path, inputs, shaped)
-        if not fixed and _whole_files_over(path, count, taken, max_samples):
+        if _whole_files_over(path, count, taken, max_samples):
             break
         arrays = _load(path, inputs, shaped)
         if arrays is None:
             continue
-        if max_samples is not None:
-            count = min(count, max_samples - taken)
         taken += count
-        values = {name: _prepared(path, by_name[name], arrays[name], 0) for name in arrays if name in shaped}
-        step = batch_size if fixed else count
-        for start in range(0, count, step):
-            take = min(step, count - start)
-            if take < step and drop_last:
-                break
-            batch = {
-                name: _prepared(path, by_name[name], array[start : start + take], start)
-                for name, array in arrays.items()
-                if name not in shaped
-            }
-            yield {**batch, **values}
+        yield {name: _prepared(path, by_name[name], array, 0) for name, array in arrays.items()}

@@ -381,13 +381,13 @@ def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DE
         raise ValueError(f"nested deeper than {max_depth} levels")
     try:
         return json.loads(
-            text, object_pairs_hook=_without_duplicate_keys, parse_constant=_not_json, parse_float=_finite_float
+            text, object_pairs_hook=_without_duplicate_keys, parse_constant=not_json_constant, parse_float=_finite_float
         )
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
 
 
-def _not_json(constant: str) -> NoReturn:
+def not_json_constant(constant: str) -> NoReturn:
     """``NaN``, ``Infinity`` and ``-Infinity``, which Python's json reads and RFC 8259 has not: other
     parsers refuse them, so a signed document must not rest on one."""
     raise ValueError(f"'{constant}' is not JSON (RFC 8259 has no NaN or Infinity)")

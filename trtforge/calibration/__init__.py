@@ -30,7 +30,7 @@ from trtforge.calibration.histogram import (
     compute_amaxes,
 )
 from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data, shape_tensors
-from trtforge.errors import SpecError
+from trtforge.errors import InvalidInputError, SpecError
 from trtforge.fsutil import (
     atomic_write_bytes,
     atomic_write_text,
@@ -437,6 +437,12 @@ def _scales(
         shape_inputs=batching.shape_inputs,
     )
     stats, samples = collect(graph, tensors, batches, statistic, saved=saved)
+    if samples == 0:  # a fixed batch that no run of like samples fills: scales from nothing
+        raise InvalidInputError(
+            f"{plan.files[0]}: calibration ran on no sample: the model's batch is fixed at {batching.size}, and "
+            f"the data ({plan.samples} samples) never fills one with samples of one shape (and one set of "
+            f"shape-tensor values): give at least {batching.size} such samples"
+        )
     log(f"calibration: {samples} samples in {time.perf_counter() - started:.1f} s")
     scales = {}
     for rule in rules:

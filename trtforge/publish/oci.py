@@ -69,6 +69,7 @@ from trtforge.manifest import (
     bounded_json,
     first_error,
     json_depth,
+    not_json_constant,
     parse_manifest,
 )
 from trtforge.publish.base import (
@@ -394,8 +395,8 @@ def docker_json(data: bytes) -> Any:
     """docker's config (or a credential helper's answer) as Go's ``json.Decoder.Decode`` reads it,
     for ``go_decode``, not as ``bounded_json`` reads what trtforge signs: nothing but whitespace is
     None (no config: docker ignores ``io.EOF``), what follows the first value is ignored, objects are
-    ``GoObject`` (a key given twice kept twice), invalid UTF-8 becomes U+FFFD. Size and nesting are
-    bounded all the same."""
+    ``GoObject`` (a key given twice kept twice), invalid UTF-8 becomes U+FFFD, ``NaN`` and
+    ``Infinity`` are refused (Go's grammar has neither). Size and nesting are bounded all the same."""
     if len(data) > MAX_ANSWER_BYTES:
         raise ValueError(f"larger than {MAX_ANSWER_BYTES:,} bytes")
     if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
@@ -405,7 +406,7 @@ def docker_json(data: bytes) -> Any:
     if start == len(text):
         return None
     try:
-        return json.JSONDecoder(object_pairs_hook=GoObject).raw_decode(text, start)[0]
+        return json.JSONDecoder(object_pairs_hook=GoObject, parse_constant=not_json_constant).raw_decode(text, start)[0]
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
 
