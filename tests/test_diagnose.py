@@ -237,3 +237,12 @@ def test_a_backend_flag_that_is_not_installed_is_named_with_its_extra(tmp_path: 
     code, _, stderr = cli("diagnose", spec, "--backend", "tensorrt", "--out", tmp_path / "out")
     assert code == 2 and "error: --backend tensorrt: tensorrt is not installed here" in stderr, stderr
     assert "pip install 'trtforge[tensorrt]'" in stderr and str(spec) not in stderr
+
+
+def test_an_fp32_spec_has_no_candidate_to_diagnose(tmp_path: Path) -> None:
+    """It compared the model with itself and reported "first jump: none", exit 0."""
+    spec = Path(__file__).parent.parent / "configs" / "digits-fp32.yaml"
+    code, _, stderr = cli("diagnose", spec, "--out", tmp_path / "out")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert f"{spec}:4: precision fp32 has no candidate to diagnose" in stderr
+    assert not (tmp_path / "out").exists()

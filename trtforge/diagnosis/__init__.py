@@ -68,11 +68,16 @@ def diagnose_spec(
     measurements run whatever is left: a small budget can be overrun by them."""
     from trtforge.backends import choose_backend
     from trtforge.environment import PIP_EXTRAS, installed_version
-    from trtforge.errors import BackendUnavailableError
+    from trtforge.errors import BackendUnavailableError, SpecError
     from trtforge.model import describe, load_onnx
     from trtforge.precision import prepare_precision
     from trtforge.spec import check_profiles
 
+    if spec.precision == "fp32":  # the candidate would be the model itself: "first jump: none" says nothing
+        raise SpecError(
+            f"{spec.origin.where('precision')}: precision fp32 has no candidate to diagnose (it is the model "
+            "itself); trtforge diagnose compares an fp16 or int8 candidate with the FP32 model"
+        )
     deadline = Deadline(DEFAULT_BUDGET_S if budget_s is None else budget_s)
     model = load_onnx(spec.model_path)
     info = describe(model, spec.model_path)
