@@ -703,6 +703,8 @@ def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(
         ('{"credsStore": "login", "credsStore": null}', True),
         ('{"auths": {"HOST": {"auth": "LOGIN_WITH_LINE_BREAKS"}}}', True),
         ('{"auths": {"HOST": {"auth": "LOGIN_WITH_NULS"}}}', True),
+        ('{"auths": {"HOST": {"Username": "USER", "password": "PASSWORD"}}}', True),
+        ('{"auths": {"HOST": {"auth": "LOGIN", "username": "USER", "password": "wrong"}}}', True),
     ],
     ids=[
         "empty",
@@ -725,6 +727,8 @@ def test_a_broken_docker_config_is_a_usage_error_unless_the_environment_logs_in(
         "null-leaves-a-string",
         "auth-with-line-breaks",
         "password-with-nuls",
+        "username-and-password-as-they-are",
+        "auth-before-username-and-password",
     ],
 )
 def test_the_docker_config_is_read_as_docker_reads_it(
@@ -740,7 +744,8 @@ def test_the_docker_config_is_read_as_docker_reads_it(
     key given twice keeps its last value, what follows the object is ignored; a key names its field
     in any case (Go's folding), the last key naming it wins, a map given again is added to, null
     leaves a string as it was; an ``auth`` is base64 with line breaks skipped, NULs around the
-    password dropped (LOGIN: the account's inline auth; ``login``: a credential helper keeping it).
+    password dropped, and without one ``username`` and ``password`` are used as they are (LOGIN: the
+    account's inline auth; ``login``: a credential helper keeping it).
     Before: exit 2, "is not a docker config"; then keys were matched in their case only, a later
     map replaced an earlier one, null removed a string, and an ``auth`` was sent as it was."""
     login = inline_auth()
@@ -750,6 +755,8 @@ def test_the_docker_config_is_read_as_docker_reads_it(
         .replace("LOGIN_WITH_NULS", base64.b64encode(f"{USER}:\0{PASSWORD}\0\0".encode()).decode())
         .replace("LOGIN", login)
         .replace("WRONG", WRONG_AUTH)
+        .replace('"USER"', json.dumps(USER))
+        .replace('"PASSWORD"', json.dumps(PASSWORD))
     )
     (no_login / "config.json").write_text(text)
     repository = auth_registry.uri(f"tests/docker-reads-{request.node.callspec.id}")

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, first_line
 from trtforge.fsutil import copy_at_most, sha256_bytes
@@ -260,6 +260,16 @@ class DockerAuth(_Answer):
     auth: str | None = None
     identity_token: str | None = Field(None, alias="identitytoken")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_login(cls, entry: Any) -> Any:
+        """An entry without ``auth`` may hold ``username`` and ``password`` as they are (a config
+        written by hand or by older tools): docker logs in with them, and so does trtforge."""
+        if isinstance(entry, dict) and not entry.get("auth") and entry.get("username"):
+            login = f"{entry['username']}:{entry.get('password') or ''}".encode()
+            return {**entry, "auth": base64.b64encode(login).decode()}
+        return entry
+
     @field_validator("auth")
     @classmethod
     def _user_and_password(cls, auth: str | None) -> str | None:
@@ -314,7 +324,7 @@ GoType = dict[str, "GoType"] | GoMap | type[str]
 
 #: docker's ``ConfigFile`` and its ``AuthConfig`` entries: the fields trtforge reads
 DOCKER_CONFIG_FIELDS: GoType = {
-    "auths": GoMap({"auth": str, "identitytoken": str}),
+    "auths": GoMap({"auth": str, "identitytoken": str, "username": str, "password": str}),
     "credsStore": str,
     "credHelpers": GoMap(str),
 }
