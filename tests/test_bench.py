@@ -11,7 +11,7 @@ import pytest
 from models import need_rtx
 from typer.testing import CliRunner
 
-from trtforge.bench import Latency, parse_shape, parse_shapes, request_shapes
+from trtforge.bench import Latency, parse_inputs, parse_shape, request_shapes
 from trtforge.cli import app
 from trtforge.errors import InvalidInputError
 from trtforge.model import TensorDesc
@@ -160,9 +160,9 @@ def test_a_batch_or_a_shape_that_would_be_ignored_is_refused() -> None:
     dynamic = (TensorDesc("image", "float32", ("N", 3, 16, 16)), TensorDesc("meta", "float32", (1, 4)))
     with pytest.raises(InvalidInputError, match="its dynamic inputs all have a --shape; drop --batch"):
         request_shapes(dynamic, (), batch=8, overrides={"image": (2, 3, 16, 16)})
-    assert parse_shapes(["image=2x3x16x16", "meta=1x4"]) == {"image": (2, 3, 16, 16), "meta": (1, 4)}
+    assert parse_inputs(["image=2x3x16x16", "meta=1x4"]) == ({"image": (2, 3, 16, 16), "meta": (1, 4)}, {})
     with pytest.raises(InvalidInputError, match="input 'image' already has --shape image=2x3x16x16; give it once"):
-        parse_shapes(["image=2x3x16x16", "image=4x3x16x16"])
+        parse_inputs(["image=2x3x16x16", "image=4x3x16x16"])
 
 
 def test_latency_percentiles() -> None:

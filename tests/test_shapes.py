@@ -12,15 +12,14 @@ from trtforge.accuracy.inputs import accepted, random_batches, shape_sets
 from trtforge.errors import InvalidInputError
 from trtforge.model import INT_HIGH, ModelInfo, TensorDesc
 from trtforge.runners.tensorrt import ProfileRange
+from trtforge.runtime.sources import ShapeTensors
 from trtforge.shapes import (
     accepts,
     distinct_shapes,
     profile_points,
-    profile_shapes,
     random_array,
     random_feed,
     spec_profiles,
-    static_shapes,
 )
 from trtforge.spec import ShapeRange
 
@@ -33,7 +32,8 @@ def test_profile_shapes_cover_min_opt_max_of_every_profile() -> None:
         {"input": {"min": [1, 3, 16, 16], "opt": [4, 3, 16, 16], "max": [8, 3, 16, 16]}},
         {"input": {"min": [8, 3, 16, 16], "opt": [16, 3, 16, 16], "max": [16, 3, 16, 16]}},
     ]
-    shapes = profile_shapes(profiles, static={"meta": (1, 4)})
+    inputs = (TensorDesc("input", "float32", ("N", 3, 16, 16)), TensorDesc("meta", "float32", (1, 4)))
+    shapes = [entry.shapes for entry in ShapeTensors(inputs, tuple(profiles)).defaults()]  # what a pool warms
     assert [s["input"][0] for s in shapes] == [1, 4, 8, 16]  # duplicates dropped, order kept
     assert all(s["meta"] == (1, 4) for s in shapes)
 
@@ -74,7 +74,7 @@ def test_gate_and_pool_warm_the_same_shape_sets() -> None:
         {"x": ShapeRange(min=[4, 3], opt=[8, 3], max=[8, 3])},
     ]
     gate = [shape_set.shapes for shape_set in shape_sets(model, profiles)]
-    pool = profile_shapes(spec_profiles(profiles), static_shapes(model.inputs))
+    pool = [entry.shapes for entry in ShapeTensors(model.inputs, tuple(spec_profiles(profiles))).defaults()]
     assert gate == pool == [{"meta": (1, 4), "x": (n, 3)} for n in (1, 2, 4, 8)]
     labels = [shape_set.label for shape_set in shape_sets(model, profiles)]
     assert labels == ["profile 0 min", "profile 0 opt", "profile 0 max", "profile 1 opt"]

@@ -171,15 +171,6 @@ def parse_values(text: str) -> tuple[str, tuple[int, ...]] | None:
     return name.strip(), tuple(int(v) for v in given.strip("[] ").split(","))
 
 
-def parse_shapes(texts: Sequence[str]) -> dict[str, Shape]:
-    """Every ``--shape`` (shapes only: ``parse_inputs`` takes values too), one per input."""
-    shapes, values = parse_inputs(texts)
-    if values:
-        name = next(iter(values))
-        raise InvalidInputError(f"--shape {name}=[...]: values, where a shape NAME=DIMS is expected")
-    return shapes
-
-
 def parse_inputs(texts: Sequence[str]) -> tuple[dict[str, Shape], dict[str, tuple[int, ...]]]:
     """Every ``--shape``, one per input: ``NAME=DIMS`` a shape, ``NAME=[V,...]`` a shape tensor's
     values (a Reshape's shape, TopK's k: what the model reads from it, not only its shape)."""
@@ -187,14 +178,11 @@ def parse_inputs(texts: Sequence[str]) -> tuple[dict[str, Shape], dict[str, tupl
     values: dict[str, tuple[int, ...]] = {}
     for text in texts:
         parsed = parse_values(text)
-        name = parsed[0] if parsed else parse_shape(text)[0]
+        name, given = parsed or parse_shape(text)
         if name in shapes or name in values:
-            given = f"[{','.join(map(str, values[name]))}]" if name in values else "x".join(map(str, shapes[name]))
-            raise InvalidInputError(f"--shape {text}: input '{name}' already has --shape {name}={given}; give it once")
-        if parsed:
-            values[name] = parsed[1]
-        else:
-            shapes[name] = parse_shape(text)[1]
+            before = f"[{','.join(map(str, values[name]))}]" if name in values else "x".join(map(str, shapes[name]))
+            raise InvalidInputError(f"--shape {text}: input '{name}' already has --shape {name}={before}; give it once")
+        (values if parsed else shapes)[name] = given
     return shapes, values
 
 

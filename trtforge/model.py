@@ -33,6 +33,8 @@ Dim = int | str | None
 INPUT_BUDGET_BYTES = 256 * 1024 * 1024
 #: Random integer inputs of the accuracy gate lie in ``[0, INT_HIGH)`` unless the graph says otherwise.
 INT_HIGH = 8
+#: Element types a shape tensor (an input whose values TensorRT reads as a shape) may have.
+SHAPE_TENSOR_DTYPES = ("int32", "int64")
 
 _FILE_KINDS = (
     (stat.S_ISFIFO, "a named pipe"),
@@ -56,6 +58,11 @@ class TensorDesc:
     @property
     def is_dynamic(self) -> bool:
         return any(not isinstance(dim, int) or dim < 0 for dim in self.shape)
+
+    @property
+    def can_be_shape_tensor(self) -> bool:
+        """int32/int64 of rank 0 or 1: what a shape tensor's values may be."""
+        return self.dtype in SHAPE_TENSOR_DTYPES and len(self.shape) <= 1
 
     @property
     def np_dtype(self) -> np.dtype:

@@ -86,21 +86,13 @@ def profile_points(profiles: Sequence[Profile], static: Mapping[str, Shape] | No
 
 
 def distinct_shapes(points: Iterable[ProfilePoint]) -> list[ProfilePoint]:
-    """The points whose shapes no earlier point has: TensorRT re-allocates on each new input shape,
-    so warming up these covers every shape the profiles allow at their bounds."""
+    """The points whose shapes (and shape-tensor values) no earlier point has: TensorRT re-allocates
+    on each new input shape, so warming up these covers every shape the profiles allow at their bounds."""
     kept: list[ProfilePoint] = []
     for point in points:
-        if all(point.shapes != seen.shapes for seen in kept):
+        if all((point.shapes, point.values) != (seen.shapes, seen.values) for seen in kept):
             kept.append(point)
     return kept
-
-
-def profile_shapes(profiles: Sequence[Profile], static: Mapping[str, Shape] | None = None) -> list[dict[str, Shape]]:
-    """Each profile's min, opt and max shapes (duplicates dropped): what a TensorRT pool warms by default.
-
-    ``static`` adds inputs with a fixed shape that no profile lists.
-    """
-    return [point.shapes for point in distinct_shapes(profile_points(profiles, static))]
 
 
 def accepts(

@@ -38,7 +38,7 @@ from yaml.cyaml import CParser
 from yaml.resolver import Resolver
 
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
-from trtforge.model import ModelInfo, TensorDesc, not_a_file
+from trtforge.model import SHAPE_TENSOR_DTYPES, ModelInfo, TensorDesc, not_a_file
 from trtforge.tags import MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability
 
 PROJECT_FILE = "trtforge.yaml"
@@ -55,8 +55,6 @@ BackendChoice = Literal["auto", "tensorrt", "tensorrt-rtx"]
 #: the largest dim in a profile: TensorRT-RTX 1.7's builder refuses a larger one ("Shape provided for
 #: max is inconsistent with other shapes", an internal error), and no tensor that large fits in memory
 MAX_DIM = 2**31 - 1
-#: Element types a shape tensor may have.
-SHAPE_TENSOR_DTYPES = ("int32", "int64")
 
 
 def _normalize_cc(value: Any) -> str:

@@ -26,6 +26,7 @@ from trtforge.shapes import (
     ShapeSet,
     accepts,
     concrete_shape,
+    distinct_shapes,
     profile_points,
     static_shapes,
 )
@@ -211,8 +212,6 @@ def backend_of(artifact: Path) -> str:
 
 # ---------------------------------------------------------------- shape tensors and warm-up values
 
-#: The dtypes of a shape tensor (as TensorRT reads one).
-SHAPE_TENSOR_DTYPES = frozenset({"int32", "int64"})
 #: op -> the operands whose values set a shape, an axis or a count, by position: an int32/int64 graph
 #: input of rank 0 or 1 whose values reach one is a shape tensor (TensorRT computes it on the host)
 SHAPE_OPERANDS: Mapping[str, Mapping[int, str]] = {
@@ -359,7 +358,7 @@ def onnx_shape_inputs(graph: Any, inputs: Sequence[TensorDesc]) -> dict[str, Gra
     outputs = {value.name for value in graph.output}
     found: dict[str, GraphShapeInput] = {}
     for tensor in inputs:
-        if tensor.dtype not in SHAPE_TENSOR_DTYPES or len(tensor.shape) > 1:
+        if not tensor.can_be_shape_tensor:
             continue
         uses: list[tuple[Any, int, bool]] = []
         seen, pending = {tensor.name}, [tensor.name]
@@ -440,12 +439,8 @@ class ShapeTensors:
         distinct one once), or the model's shape with dynamic dims 1 (:meth:`complete`d)."""
         if not self.profiles:
             return [self.complete({t.name: concrete_shape(t) for t in self.inputs}, flag, model)]
-        kept: list[WarmupSet] = []
-        for point in profile_points(self.profiles, static_shapes(self.inputs)):
-            candidate = WarmupSet(point.shapes, {name: tuple(values) for name, values in point.values.items()})
-            if candidate not in kept:
-                kept.append(candidate)
-        return kept
+        points = distinct_shapes(profile_points(self.profiles, static_shapes(self.inputs)))
+        return [WarmupSet(p.shapes, {name: tuple(values) for name, values in p.values.items()}) for p in points]
 
     def complete(self, entry: WarmupSet | ShapeSet, flag: str | None = None, model: str | None = None) -> WarmupSet:
         """``entry`` with values for every shape tensor: the values it gives (checked: their count,
@@ -489,7 +484,7 @@ class ShapeTensors:
                 f"values given for '{name}', which is no input of the model{did_you_mean(name, tensors)} "
                 f"(inputs: {', '.join(tensors)})"
             )
-        if tensor.dtype not in SHAPE_TENSOR_DTYPES or len(tensor.shape) > 1:
+        if not tensor.can_be_shape_tensor:
             raise InvalidInputError(
                 f"values [{', '.join(map(str, values))}] given for input '{name}' ({tensor.dtype}, rank "
                 f"{len(tensor.shape)}): values are for shape tensors (int32/int64 inputs of rank 0 or 1); "

@@ -38,7 +38,6 @@ from trtforge.serve.protocol import ModelSignature, TensorMeta, datatype_of, pro
 
 if TYPE_CHECKING:
     from trtforge.compat import LoadPolicy
-    from trtforge.shapes import Shape
 
 #: ``NAME=ARTIFACT``: a name the URL path can carry as it is
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -238,23 +237,13 @@ def parse_warmup_shape(text: str, models: Sequence[str]) -> tuple[str | None, Wa
 
     ``MODEL:`` counts only when MODEL is a served model (input names such as ``input:0`` stay whole);
     dims may use commas too (``input=1,3,8,8``). Pure."""
-    from trtforge.bench import parse_shape, parse_values
+    from trtforge.bench import parse_inputs
 
     model, sep, rest = text.partition(":")
     chosen = model if sep and model in models else None
     body = rest if chosen is not None else text
-    shapes: dict[str, Shape] = {}
-    values: dict[str, tuple[int, ...]] = {}
     try:
-        for part in _SET_SPLIT.split(body):
-            if not part.strip():
-                continue
-            given = parse_values(part)
-            if given is not None:
-                values[given[0]] = given[1]
-            else:
-                name, shape = parse_shape(part)
-                shapes[name] = shape
+        shapes, values = parse_inputs([part for part in _SET_SPLIT.split(body) if part.strip()])
     except InvalidInputError:
         raise InvalidInputError(
             f"--warmup-shape '{text}': write [MODEL:]NAME=DIMS[,NAME=DIMS], e.g. --warmup-shape digits:input=16x1x8x8 "
