@@ -42,7 +42,8 @@ def serve(
         typer.Option(
             "--warmup-shape",
             help="A shape set warmed besides the defaults, [MODEL:]NAME=DIMS[,NAME=DIMS] (e.g. "
-            "digits:input=16x1x8x8; without MODEL: every model with that input); repeatable.",
+            "digits:input=16x1x8x8; without MODEL: every model with that input; a shape tensor's values as "
+            "NAME=[V,...]); repeatable.",
         ),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Artifact name to pull from a registry reference.")] = None,
