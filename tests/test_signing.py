@@ -163,15 +163,20 @@ def test_keygen_refuses_when_only_the_public_file_exists(tmp_path: Path) -> None
     assert not (tmp_path / "k").exists()
 
 
-@pytest.mark.parametrize("case", ["folder", "empty", "missing folder", "file as folder"])
+@pytest.mark.parametrize("case", ["folder", "empty", "missing folder", "file as folder", "trailing slash"])
 def test_keygen_names_the_path_and_the_fix(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """OUT is the private key file to create: a folder was "already exists; keygen never
-    overwrites", and an empty OUT (the current folder) an internal error."""
+    overwrites", an empty OUT (the current folder) an internal error, and ``keys/`` (a folder not
+    yet made) wrote the key to a file named ``keys``."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a folder")
     out, says = {
-        "folder": (str(tmp_path), f"OUT {tmp_path} is a folder; keygen writes a file: name it, e.g. "),
-        "empty": ("", "OUT . is a folder; keygen writes a file: name it, e.g. trtforge keygen signing-key"),
+        "folder": (str(tmp_path), f"OUT {tmp_path} names a folder; keygen writes a file: name it, e.g. "),
+        "empty": ("", "OUT . names a folder; keygen writes a file: name it, e.g. trtforge keygen signing-key"),
+        "trailing slash": (
+            "keys/",
+            "OUT keys/ names a folder; keygen writes a file: name it, e.g. trtforge keygen keys/s",
+        ),
         "missing folder": (
             str(tmp_path / "nope" / "k"),
             f"its folder {tmp_path / 'nope'} does not exist; create it (mkdir -p {tmp_path / 'nope'})",
@@ -338,8 +343,8 @@ def test_key_order_and_whitespace_do_not_matter(artifact: Path, keys: Path) -> N
             lambda m: m.replace(signature={**m.signature, "value": base64.b64encode(b"x" * 64).decode()}),
             SignatureStatus.INVALID,
         ),
-        (lambda m: m.replace(signature={**m.signature, "value": "not base64!"}), SignatureStatus.INVALID),
-        (lambda m: m.replace(signature={**m.signature, "algorithm": "rsa"}), SignatureStatus.INVALID),
+        (lambda m: m.replace(signature={**m.signature, "value": "not base64!"}), SignatureStatus.MALFORMED),
+        (lambda m: m.replace(signature={**m.signature, "algorithm": "rsa"}), SignatureStatus.MALFORMED),
         (lambda m: m.replace(signature=None), SignatureStatus.MISSING),
     ],
     ids=["field-edited", "sha256-edited", "forged-value", "garbage-value", "other-algorithm", "stripped"],
@@ -430,7 +435,8 @@ def test_a_signed_manifest_that_does_not_read_is_exit_2_and_a_signature_that_fai
     signed = path.read_bytes()
     trusted = ("--cc", "8.6", "--require-signature", "--trusted-key", _public(keys))
     for damaged, code, says in (
-        (signed.replace(b'"precision": "fp32"', b'"precision": "fp16"'), 5, "does not verify"),
+        (signed.replace(b'"precision": "fp32"', b'"precision": "fp16"'), 5, "does not verify: the manifest or"),
+        (signed.replace(b'"algorithm": "ed25519"', b'"algorithm": "rsa"'), 5, "cannot be verified: its algorithm"),
         (signed[: len(signed) // 2], 2, "unreadable manifest, not JSON"),
         (signed.replace(b'"signature": {', b'"signature": {"value": "x", ', 1), 2, "unreadable manifest, key 'value'"),
         (signed.replace(b'"seconds": ', b'"seconds": NaN, "x": ', 1), 2, "unreadable manifest, 'NaN' is not JSON"),

@@ -129,7 +129,8 @@ class Refused(IncompatibleEngineError):
 class SignatureStatus(str, Enum):
     VALID = "valid"
     MISSING = "missing"  # the manifest has no signature
-    INVALID = "invalid"  # names a trusted key but does not verify: changed after signing, or malformed
+    INVALID = "invalid"  # names a trusted key but does not verify: changed after signing
+    MALFORMED = "malformed"  # an algorithm trtforge does not sign with, or a value that is not base64
     UNKNOWN_KEY = "unknown_key"  # signed, but by none of the trusted keys
     UNCHECKED = "unchecked"  # no trusted key was given, so nothing could be verified
 
@@ -406,6 +407,10 @@ def content_problem(manifest: Manifest, facts: ArtifactFacts) -> str | None:
     return None
 
 
+#: Why a malformed signature cannot be checked (what trtforge sign writes, and so reads).
+MALFORMED_SIGNATURE = "its algorithm is not ed25519 or ecdsa-p256, or its value is not base64"
+
+
 def signature_text(facts: ArtifactFacts) -> str:
     """What the signature facts say, for ``check`` and ``inspect`` alike: only a trusted key makes a
     signature worth anything, so an unverified one is never shown as "signed" alone."""
@@ -414,13 +419,15 @@ def signature_text(facts: ArtifactFacts) -> str:
         SignatureStatus.VALID: f"valid, by trusted key {key}",
         SignatureStatus.MISSING: "not signed",
         SignatureStatus.INVALID: f"INVALID (key {key}): changed after signing",
+        SignatureStatus.MALFORMED: f"MALFORMED (key {key}): {MALFORMED_SIGNATURE}",
         SignatureStatus.UNKNOWN_KEY: f"signed by key {key}, which is not a trusted key",
         SignatureStatus.UNCHECKED: f"signed by key {key} (not verified: pass --trusted-key to verify)",
     }[facts.signature]
 
 
 def signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
-    """Rule 6: a signature that does not verify always refuses; a missing or untrusted one when required."""
+    """Rule 6: a signature that does not verify (or cannot be read) always refuses; a missing or
+    untrusted one when required."""
     key = f" {facts.signature_key_id}" if facts.signature_key_id else ""
     status = facts.signature
     if status is SignatureStatus.INVALID:
@@ -428,6 +435,8 @@ def signature_problem(facts: ArtifactFacts, required: bool) -> str | None:
             f"signature by trusted key{key} does not verify: the manifest or the engine it pins was changed "
             "after signing; do not load it, fetch the artifact again from its source"
         )
+    if status is SignatureStatus.MALFORMED:
+        return f"signature by key{key} cannot be verified: {MALFORMED_SIGNATURE}; re-sign it (trtforge sign)"
     if status is SignatureStatus.UNKNOWN_KEY and required:
         return (
             f"manifest is signed by key{key}, which is not among the trusted keys: pass that key's public "

@@ -118,8 +118,10 @@ class KeyPair:
     key_id: str
 
 
-def generate_keypair(out: Path, key_type: str = ALGORITHM) -> KeyPair:
-    """Write a new private key to ``out`` (mode 0600) and its public key to ``out.pub``; never overwrite."""
+def generate_keypair(out: str | os.PathLike[str], key_type: str = ALGORITHM) -> KeyPair:
+    """Write a new private key to ``out`` (mode 0600) and its public key to ``out.pub``; never overwrite.
+
+    ``out`` may be text, so that ``keygen keys/`` is seen naming a folder: ``Path`` drops the slash."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import (
@@ -130,9 +132,9 @@ def generate_keypair(out: Path, key_type: str = ALGORITHM) -> KeyPair:
         PublicFormat,
     )
 
-    _check_key_destination(out)
-    public_path = out.with_name(out.name + PUBLIC_SUFFIX)
-    for path in (out, public_path):
+    private_path = _key_destination(out)
+    public_path = private_path.with_name(private_path.name + PUBLIC_SUFFIX)
+    for path in (private_path, public_path):
         if os.path.lexists(path):
             raise InvalidInputError(f"{path} already exists; keygen never overwrites a key: choose another OUT")
     if key_type not in KEY_TYPES:
@@ -142,21 +144,24 @@ def generate_keypair(out: Path, key_type: str = ALGORITHM) -> KeyPair:
     encryption = BestAvailableEncryption(password.encode()) if password else NoEncryption()
     private_pem = private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption)
     public_pem = private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    _create_new(out, private_pem, 0o600)
+    _create_new(private_path, private_pem, 0o600)
     try:
         _create_new(public_path, public_pem, 0o644)
     except BaseException:
-        out.unlink(missing_ok=True)
+        private_path.unlink(missing_ok=True)
         raise
-    return KeyPair(out, public_path, key_id_of(private_key.public_key()))
+    return KeyPair(private_path, public_path, key_id_of(private_key.public_key()))
 
 
-def _check_key_destination(out: Path) -> None:
+def _key_destination(given: str | os.PathLike[str]) -> Path:
     """OUT names the private key file to create, in a folder that exists: each refusal names the
     path and what to pass instead (``keygen .`` or ``keygen keys/`` names a folder, not a file)."""
-    if out.is_dir():
+    text = os.fspath(given)
+    out = Path(text)
+    if text.endswith(("/", os.sep)) or out.is_dir():
         raise InvalidInputError(
-            f"OUT {out} is a folder; keygen writes a file: name it, e.g. trtforge keygen {out / 'signing-key'}"
+            f"OUT {text or out} names a folder; keygen writes a file: name it, e.g. "
+            f"trtforge keygen {out / 'signing-key'}"
         )
     parent = out.parent
     if parent.exists() and not parent.is_dir():
@@ -165,6 +170,7 @@ def _check_key_destination(out: Path) -> None:
         raise InvalidInputError(
             f"OUT {out}: its folder {parent} does not exist; create it (mkdir -p {parent}) or choose another OUT"
         )
+    return out
 
 
 def _create_new(final: Path, data: bytes, mode: int) -> None:
@@ -364,12 +370,15 @@ def verify_manifest(manifest: Manifest, trusted: Sequence[TrustedKey]) -> Signat
     key_id = signature.get("key_id")
     if not trusted:
         return SignatureCheck(SignatureStatus.UNCHECKED, key_id)
+    if signature.get("algorithm") not in KEY_TYPES:
+        return SignatureCheck(SignatureStatus.MALFORMED, key_id)
     try:
-        if signature.get("algorithm") not in KEY_TYPES:
-            raise ValueError(signature.get("algorithm"))
         value = base64.b64decode(signature.get("value", ""), validate=True)
+    except ValueError:  # binascii.Error is a ValueError
+        return SignatureCheck(SignatureStatus.MALFORMED, key_id)
+    try:
         payload = canonical_payload(manifest)
-    except (ValueError, InvalidInputError):  # binascii.Error is a ValueError
+    except InvalidInputError:  # no JCS form, so no signature can match it
         return SignatureCheck(SignatureStatus.INVALID, key_id)
     # the key id is a label outside the signed bytes: try the named key first, then the others
     ordered = sorted(trusted, key=lambda candidate: candidate.key_id != key_id)

@@ -117,8 +117,8 @@ def _render(result: Any) -> None:
 @app.command()
 @exits_cleanly
 def keygen(
-    out: Annotated[
-        Path, typer.Argument(metavar="OUT", help="Private key file to create (OUT.pub gets the public key).")
+    out: Annotated[  # text: Path would drop the slash of ``keys/``, which names a folder
+        str, typer.Argument(metavar="OUT", help="Private key file to create (OUT.pub gets the public key).")
     ],
     key_type: Annotated[
         str,
