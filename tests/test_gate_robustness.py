@@ -365,6 +365,21 @@ def test_sequence_or_optional_input_is_one_clear_line(tmp_path: Path, kind: str)
     assert f"input 's' is {article} {kind}; TensorRT takes tensors only" in line
 
 
+def test_an_input_without_a_shape_is_one_clear_line(tmp_path: Path) -> None:
+    """No shape field at all (a scalar's shape is there, with no dims): TensorRT built such an input
+    as a scalar, an engine unlike the model, and said so nowhere (exit 0). onnx's checker refuses
+    the model too. An output without a shape builds: TensorRT infers it (the tests here make many)."""
+    x = tensor("x", TensorProto.FLOAT, [2, 3])
+    x.type.tensor_type.ClearField("shape")
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [x], [tensor("y", TensorProto.FLOAT, None)])
+    with pytest.raises(onnx.checker.ValidationError, match="'shape' of 'type' is required"):
+        onnx.checker.check_model(model)
+    code, stderr, out = _build(tmp_path, model)
+    assert code == 2, stderr
+    assert "input 'x' declares no shape, not even its rank, and TensorRT would take it as a scalar" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and _published(out) == []
+
+
 def test_scalar_input_builds_and_passes_the_gate(tmp_path: Path) -> None:
     one = numpy_helper.from_array(np.array(1.5, np.float32), "one")
     model = _model(

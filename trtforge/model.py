@@ -575,6 +575,11 @@ def describe(model: onnx.ModelProto, path: Path, external_data: tuple[str, ...] 
                     f"{path}: {role} '{value.name}' is {kind}; TensorRT takes tensors only: export the model "
                     "with tensor inputs and outputs"
                 )
+            if role == "input" and not value.type.tensor_type.HasField("shape"):
+                raise InvalidInputError(  # an output's shape TensorRT infers; an input's is taken as a scalar
+                    f"{path}: input '{value.name}' declares no shape, not even its rank, and TensorRT would take "
+                    "it as a scalar; export the model with its input shapes (a dynamic dim may be a name)"
+                )
     ranges = valid_ranges(model.graph, [v.name for v in graph_inputs])
 
     def tensor(value: onnx.ValueInfoProto) -> TensorDesc:
