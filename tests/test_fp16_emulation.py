@@ -23,8 +23,8 @@ from trtforge.manifest import read_manifest
 from trtforge.model import ModelInfo, read_model_info
 from trtforge.precision.graphs import (
     EMULATION_KEY,
-    FP16_NOT_EMULATED,
     FP16_STORAGE,
+    FP16_SUBGRAPHS_AS_IS,
     INT8_QDQ,
     emulate_fp16,
     emulated_onnx,
@@ -331,9 +331,13 @@ def test_an_fp16_input_is_fed_as_fp16_and_its_overflow_still_caught(
     assert "accuracy half fp16: passed" in stderr
 
 
-def test_a_graph_with_control_flow_says_fp16_is_not_emulated(write_spec: Callable[..., Path], tmp_path: Path) -> None:
-    """The emulation cannot rewrite If/Loop/Scan subgraphs: the FP16 graph runs as it is, and its
-    overflow goes unseen. That used to pass with no word in any report; every report now says so."""
+@without_gpu
+def test_a_graph_with_control_flow_is_emulated_outside_its_subgraphs(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """One unrelated If used to switch the emulation off for the whole graph: the FP16 graph ran
+    as it was (FP32 inside onnxruntime), the overflow went unseen and the gate said "passed". The
+    graph outside the subgraphs is emulated now, and the label says where it is not."""
     need_rtx()
     model = onnx.load(str(overflow_chain(tmp_path / "over.onnx")))
     branch = helper.make_graph(
@@ -348,16 +352,55 @@ def test_a_graph_with_control_flow_says_fp16_is_not_emulated(write_spec: Callabl
     model.graph.output.append(helper.make_tensor_value_info("picked", onnx.TensorProto.FLOAT, [1]))
     path = save(model, tmp_path / "if.onnx")
     emulated = emulate_fp16(to_fp16(model))
-    assert emulated is not None and dict((p.key, p.value) for p in emulated.metadata_props)[EMULATION_KEY] == (
-        FP16_NOT_EMULATED
+    assert emulated is not None
+    assert dict((p.key, p.value) for p in emulated.metadata_props)[EMULATION_KEY] == (
+        f"{FP16_STORAGE}; {FP16_SUBGRAPHS_AS_IS}"
     )
-    spec = _spec(write_spec, path, "fp16: {keep_fp32: []}\n")
     out = tmp_path / "out"
-    code, _, stderr = cli("build", spec, "--out", out)
-    assert "fp16 storage NOT emulated" in stderr, stderr
-    if code == 0:  # the overflow is unseen (onnxruntime's CPU kernels): the reports must say why
-        accuracy = read_manifest(next(out.glob("*.engine"))).accuracy
-        assert accuracy is not None and accuracy["emulation"] == FP16_NOT_EMULATED
+    code, _, stderr = cli("build", _spec(write_spec, path, "fp16: {keep_fp32: []}\n"), "--out", out)
+    assert code == 4, stderr
+    assert "inside control-flow subgraphs (If/Loop/Scan) NOT emulated" in stderr, stderr
+    (rejected,) = out.glob("*.rejected.accuracy.json")
+    assert json.loads(rejected.read_text())["candidate"]["emulation"] == f"{FP16_STORAGE}; {FP16_SUBGRAPHS_AS_IS}"
+    assert not list(out.glob("*.engine"))
+
+
+def test_a_subgraph_reads_and_returns_fp16_tensors_in_the_emulation() -> None:
+    """An If whose branches read an outer tensor and return FP16: they get its FP16 twin (the
+    branches stay FP16, as converted), and what the If returns is widened and then overflows
+    in the next FP16 node, as the engine's would. The converted graph alone shows no overflow."""
+    one = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    big = numpy_helper.from_array(np.array(100.0, np.float32), "big")
+
+    def branch(op: str) -> onnx.GraphProto:
+        constant = numpy_helper.from_array(np.full(1, 1000.0, np.float32), f"c_{op}")
+        out = helper.make_tensor_value_info(f"{op}_out", onnx.TensorProto.FLOAT, [4])
+        return helper.make_graph([helper.make_node(op, ["t", f"c_{op}"], [f"{op}_out"])], op, [], [out], [constant])
+
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["t"]),
+        helper.make_node("If", ["flag"], ["picked"], then_branch=branch("Add"), else_branch=branch("Sub")),
+        helper.make_node("Mul", ["picked", "big"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])],
+        [one, big, numpy_helper.from_array(np.array(True), "flag")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    converted = to_fp16(model)
+    emulated = emulate_fp16(converted)
+    assert emulated is not None
+    feed = {"x": np.array([1, 2, 300, 0.001], np.float32)}
+
+    def run(graph: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, feed)[0]
+
+    np.testing.assert_allclose(run(converted), [100200, 100400, 160000, 100000.2], rtol=1e-3)
+    assert np.isinf(run(emulated)).all()  # 1002 x 100 > 65504: inf in an FP16 tensor
 
 
 def test_verify_refuses_an_fp16_graph_the_guard_would_choose_otherwise(

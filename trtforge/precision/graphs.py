@@ -13,7 +13,7 @@ import hashlib
 import os
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,12 +45,12 @@ INT8_QDQ = (
 )
 """How an INT8 candidate stands for the engine (every report carries it beside any FP16 label)."""
 
-FP16_NOT_EMULATED = (
-    "fp16 storage NOT emulated: the graph has control-flow subgraphs (If/Loop/Scan), which the "
-    "emulation does not rewrite; the FP16 graph runs as is on onnxruntime's CPU provider, which may "
-    "compute in FP32, so FP16 overflow and rounding the engine has can go unseen by this gate"
+FP16_SUBGRAPHS_AS_IS = (
+    "inside control-flow subgraphs (If/Loop/Scan) NOT emulated: they run as the FP16 graph has them "
+    "on onnxruntime's CPU provider, which may compute in FP32, so FP16 overflow and rounding there "
+    "can go unseen (the tensors they read and return are rounded as above)"
 )
-"""The label where the emulation cannot be made: every report says the gate is weaker here."""
+"""Added to ``FP16_STORAGE`` for a graph with subgraphs: the reports say where the gate is weaker."""
 
 
 def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: Sequence[str] = ()) -> onnx.ModelProto:
@@ -259,11 +259,12 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
     FP16 constants are widened (exactly) and FP16 weights are read through a Cast(FLOAT), which
     onnxruntime folds into an FP32 weight once, when it loads the graph (the same values: the
     cast is exact): the graph written stays the FP16 graph's size, not twice it. None when there
-    is nothing to emulate (no FP16 tensor). A graph with control-flow subgraphs is returned as it
-    is, labelled ``FP16_NOT_EMULATED``: the reports then say the gate cannot see FP16 storage there.
+    is nothing to emulate (no FP16 tensor). Control-flow subgraphs stay as the FP16 graph has them
+    (``FP16_SUBGRAPHS_AS_IS``): they read FP16 twins of the tensors they use, and what they return
+    is widened after them, so the rest of the graph is emulated all the same.
     """
     import onnx
-    from onnx import AttributeProto, TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     types = _elem_types(converted)
     if TensorProto.FLOAT16 not in types.values():
@@ -271,11 +272,7 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
     model = onnx.ModelProto()
     model.CopyFrom(converted)
     graph = model.graph
-    if any(attr.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in graph.node for attr in n.attribute):
-        helper.set_model_props(
-            model, {**{p.key: p.value for p in model.metadata_props}, EMULATION_KEY: FP16_NOT_EMULATED}
-        )
-        return model
+    label = FP16_STORAGE
     inputs = {value.name for value in graph.input}
     weights = {init.name for init in graph.initializer}
     # an FP16 input stays FP16 (the gate feeds it as the model declares it), read through a Cast;
@@ -301,7 +298,30 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
             continue
         if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type == TensorProto.FLOAT16:
             value.type.tensor_type.elem_type = TensorProto.FLOAT
+    widened = {name for name, kind in types.items() if kind == TensorProto.FLOAT16} - set(fed_fp16)
+    halves: dict[str, str] = {}  # a widened tensor -> its FP16 twin, for the subgraphs that read it
     for node in graph.node:
+        subgraphs = _subgraphs(node)
+        if subgraphs:
+            label = f"{FP16_STORAGE}; {FP16_SUBGRAPHS_AS_IS}"
+            read = [*node.input, *(name for sub in subgraphs for name in _outer_names(sub))]
+            for name in dict.fromkeys(read):
+                if name in widened and name not in halves:
+                    halves[name] = f"{name}/fp16-read"
+                    nodes.append(
+                        helper.make_node("Cast", [name], [halves[name]], name=halves[name], to=TensorProto.FLOAT16)
+                    )
+            node.input[:] = [halves.get(name, name) for name in node.input]
+            for sub in subgraphs:
+                _rename_reads(sub, halves)
+            nodes.append(node)
+            for position, name in enumerate(node.output):
+                if name and types.get(name) == TensorProto.FLOAT16:
+                    node.output[position] = f"{name}/fp16"
+                    nodes.append(
+                        helper.make_node("Cast", [f"{name}/fp16"], [name], name=f"{name}/widen", to=TensorProto.FLOAT)
+                    )
+            continue
         _widen_attributes(node)
         for position, name in enumerate(node.input):
             if name in fed_fp16:
@@ -316,12 +336,46 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
                 nodes.append(helper.make_node("Cast", [half], [name], name=f"{stem}/to_fp32", to=TensorProto.FLOAT))
     del graph.node[:]
     graph.node.extend(nodes)
-    helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, EMULATION_KEY: FP16_STORAGE})
+    helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, EMULATION_KEY: label})
     return model
 
 
-#: 2: FP16 graph inputs stay FP16 (revision 1 widened them, so the gate's FP16 feed was refused)
-_EMULATION_REVISION = 2
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of a control-flow node (If's branches, Loop's and Scan's body)."""
+    from onnx import AttributeProto
+
+    found: list[onnx.GraphProto] = []
+    for attr in node.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            found.append(attr.g)
+        elif attr.type == AttributeProto.GRAPHS:
+            found.extend(attr.graphs)
+    return found
+
+
+def _outer_names(graph: onnx.GraphProto) -> list[str]:
+    """Names a subgraph (or one nested in it) reads from the scopes around it."""
+    defined = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    outer: list[str] = []
+    for node in graph.node:
+        read = [*node.input, *(name for sub in _subgraphs(node) for name in _outer_names(sub))]
+        outer.extend(name for name in read if name and name not in defined)
+        defined.update(node.output)
+    return outer
+
+
+def _rename_reads(graph: onnx.GraphProto, renamed: Mapping[str, str]) -> None:
+    """Point a subgraph's reads of outer tensors at their new names (names are unique across
+    scopes in ONNX, so a name the subgraph defines itself is never among them)."""
+    for node in graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        for sub in _subgraphs(node):
+            _rename_reads(sub, renamed)
+
+
+#: 2: FP16 graph inputs stay FP16 (revision 1 widened them, so the gate's FP16 feed was refused);
+#: 3: a graph with control-flow subgraphs is emulated outside them (it ran unemulated)
+_EMULATION_REVISION = 3
 
 
 def emulated_onnx(graph_path: Path, cache_dir: Path) -> Path:
