@@ -3,6 +3,7 @@ memory, and ``build`` pointing at it when the gate fails."""
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import tracemalloc
@@ -20,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from trtforge.diagnosis import SensitivityResult, write_diagnosis
 from trtforge.diagnosis.layerwise import diagnose_layers, tensor_map
 from trtforge.model import describe, load_onnx
+from trtforge.precision.graphs import FP16_STORAGE
 from trtforge.spec import load_spec
 
 CONV_PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
@@ -131,6 +133,11 @@ def test_diagnose_fp16_writes_json_and_a_page_with_one_row_per_node(
     assert document["source"] == "random" and document["samples"] > 0 and not document["truncated"]
     assert document["files"]["html"] == str(out / "conv-fp16.diagnosis.html")
     assert json.loads((out / "conv-fp16.diagnosis.json").read_text())["nodes"] == document["nodes"]
+    # the candidate is emulated on onnxruntime, and every form of the report says how (as the gate's)
+    assert document["emulation"] == FP16_STORAGE
+    assert f"candidate emulated: {FP16_STORAGE}" in stderr
+    html_text = (out / "conv-fp16.diagnosis.html").read_text(encoding="utf-8")
+    assert "simulated on onnxruntime" in html_text and html.escape(FP16_STORAGE) in html_text
     page = _Rows()
     page.feed((out / "conv-fp16.diagnosis.html").read_text(encoding="utf-8"))
     page.close()

@@ -144,10 +144,10 @@ def simulated(
     """The simulation as the candidate; ``reference``: the spec's model as described, whose
     metadata serves when ``onnx_path`` is that model (fp32), instead of parsing it again. An INT8
     candidate's emulation says how its Q/DQ nodes stand for the engine's INT8 kernels."""
-    from trtforge.precision.graphs import INT8_QDQ, emulation_of
+    from trtforge.precision.graphs import candidate_emulation, emulation_of
 
     storage = emulation_of(onnx_path, reference)
-    emulation = "; ".join(label for label in (INT8_QDQ if int8 else None, storage) if label) or None
+    emulation = candidate_emulation(storage, int8)
     what = "its FP16-storage emulation" if storage is not None else "the precision-prepared ONNX"
     return GateCandidate(
         "simulated", f"{why_not_engine}: {what} runs in onnxruntime instead", onnx_path=onnx_path, emulation=emulation

@@ -101,6 +101,8 @@ def diagnose_spec(
         budget_s=max(0.0, deadline.left()),
         log=reporter.info,
     )
+    if diagnosis.emulation:
+        reporter.info(f"candidate emulated: {diagnosis.emulation}")
     found = prepared.sensitivity
     if found is None and spec.calibration is not None and spec.precision == "int8" and spec.calibration.mode == "qdq":
         from trtforge.diagnosis.sensitivity import search_spec

@@ -55,6 +55,7 @@ from trtforge.accuracy.gate import active
 from trtforge.accuracy.report import json_number
 from trtforge.errors import AccuracyError, InvalidInputError
 from trtforge.model import with_outputs
+from trtforge.precision.graphs import candidate_emulation, emulation_of
 from trtforge.runners.onnxruntime import OnnxrtRunner
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class Diagnosis:
     precision: str
     reference: str
     candidate: str
+    emulation: str | None  # how the candidate, run on onnxruntime, stands for the engine (the gate's label)
     source: str  # "files" or "random", as the gate's inputs
     samples: int
     batches: int
@@ -390,6 +392,7 @@ def diagnose_layers(
         precision=spec.precision,
         reference=str(spec.model_path),
         candidate=str(candidate_onnx),
+        emulation=candidate_emulation(emulation_of(candidate_onnx), spec.precision == "int8"),
         source=plan.source,
         samples=samples,
         batches=batches,

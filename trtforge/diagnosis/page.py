@@ -150,7 +150,8 @@ def render_html(diagnosis: Diagnosis) -> str:
     facts = [
         ("precision", diagnosis.precision),
         ("reference", diagnosis.reference),
-        ("candidate", diagnosis.candidate),
+        ("candidate", f"{diagnosis.candidate}, simulated on onnxruntime"),
+        ("emulation", diagnosis.emulation or "none: the precision-prepared graph as is"),
         (
             "inputs",
             f"{diagnosis.source}, {diagnosis.samples} samples in {diagnosis.batches} batches"

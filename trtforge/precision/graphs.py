@@ -392,6 +392,12 @@ def emulated_onnx(graph_path: Path, cache_dir: Path) -> Path:
     return graph_path if emulated is None else save_model(emulated, target)
 
 
+def candidate_emulation(storage: str | None, int8: bool) -> str | None:
+    """The whole label of a simulated candidate: how its Q/DQ nodes stand for INT8 kernels (int8),
+    then how it stores FP16 (``emulation_of``); None when it is the model as is."""
+    return "; ".join(label for label in (INT8_QDQ if int8 else None, storage) if label) or None
+
+
 def emulation_of(model_path: Path, described: ModelInfo | None = None) -> str | None:
     """How ``model_path`` emulates the engine (None: it is the precision-prepared graph as is).
     ``described``: a model the caller has described already; when it is ``model_path`` (an fp32
