@@ -25,6 +25,7 @@ from trtforge.diagnosis.sensitivity import (
     smallest_passing,
 )
 from trtforge.model import inspect_model
+from trtforge.precision.graphs import INT8_QDQ
 from trtforge.spec import load_spec
 
 CULPRIT = "layer3/MatMul"
@@ -176,6 +177,8 @@ def test_algorithm_auto_prefers_another_rule_than_entropy_on_spiky_data(tmp_path
     assert sorted(tried) == sorted(expected)
     assert tried["entropy"]["passed"] is False and tried[calibration["algorithm_chosen"]]["passed"] is True
     assert stderr.count("calibration: 64 samples") == 1  # one statistics pass served all five
+    # those verdicts ran Q/DQ graphs in onnxruntime, GPU or not: the section says so
+    assert calibration["candidate"] == "simulated" and calibration["emulation"] == INT8_QDQ
 
 
 def test_unknown_node_in_exclude_is_exit_2_with_a_suggestion(outliers: Path) -> None:

@@ -36,6 +36,7 @@ from trtforge.calibration import Calibration, CalibrationResult, ScaleSet
 from trtforge.diagnosis.layerwise import Deadline, SensitivityResult
 from trtforge.diagnosis.page import exclusion_yaml
 from trtforge.errors import InvalidInputError
+from trtforge.precision.graphs import INT8_QDQ
 from trtforge.runners.onnxruntime import OnnxrtRunner
 
 if TYPE_CHECKING:
@@ -376,6 +377,9 @@ def auto_calibrate(
         details["exclude_auto"] = found.as_dict()
         if found.exclude:
             log(f"calibration: exclude: auto chose {list(found.exclude)}; to pin it:\n{found.yaml}")
+    if details:  # every verdict above ran a Q/DQ graph in onnxruntime, on a GPU host too
+        details["candidate"] = "simulated"
+        details["emulation"] = INT8_QDQ
     return calibration.result(scale_set, exclude, details), found
 
 
