@@ -16,6 +16,7 @@ from onnx import numpy_helper
 
 from trtforge.artifact import LOCK_DIR
 from trtforge.manifest import read_manifest
+from trtforge.precision.graphs import FP16_STORAGE
 
 need_rtx()
 
@@ -74,6 +75,10 @@ def test_digits_fp16_passes_with_labels_and_junit(write_spec: Callable[..., Path
     assert cases == {
         f"accuracy.{manifest.stem}": [(f"{manifest.stem}.logits", key, []) for key in ("cosine_min", "snr_db_min")]
     }
+    # each case's own output (what CI test tabs show) says the candidate was simulated, and how
+    outputs = [case.system_out for suite in JUnitXml.fromfile(str(junit)) for case in suite]
+    emulated = f"; candidate simulated; emulated: {FP16_STORAGE}"
+    assert len(outputs) == 2 and all(text.endswith(emulated) for text in outputs), outputs
 
 
 def test_fp32_simulation_is_the_reference_itself(write_spec: Callable[..., Path], tmp_path: Path) -> None:

@@ -37,10 +37,14 @@ def junit_suite(report: AccuracyReport) -> TestSuite:
         case.result = [Skipped(report.candidate.reason)]
         suite.add_testcase(case)
     count = sum(len(out.checks) for out in report.outputs)
+    # in each case's own output too: CI test tabs show a case's output, not the suite's properties
+    judged = "" if report.candidate.kind == "engine" else f"; candidate {report.candidate.kind}"
+    if report.candidate.emulation:
+        judged += f"; emulated: {report.candidate.emulation}"
     for out in report.outputs:
         for check in out.checks:  # the gate's time spread over its checks, so the suite's sum is right
             case = TestCase(check.limit_key, classname=f"{report.stem}.{out.name}", time=report.seconds / max(count, 1))
-            case.system_out = check.message
+            case.system_out = check.message + judged
             if not check.passed:
                 case.result = [Failure(check.message, "AccuracyError")]
             suite.add_testcase(case)
