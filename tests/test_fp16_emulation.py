@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import onnx
@@ -26,6 +27,7 @@ from trtforge.precision.graphs import (
     FP16_STORAGE,
     FP16_SUBGRAPHS_AS_IS,
     INT8_QDQ,
+    KEEP_FP32_OPS,
     emulate_fp16,
     emulated_onnx,
     emulation_of,
@@ -470,3 +472,49 @@ def test_a_legitimate_inf_does_not_turn_the_guard_off(write_spec: Callable[..., 
     assert code == 0, stderr
     assert "skipped" not in stderr
     assert "blowup" in (read_manifest(next(out.glob("*.engine"))).fp16 or {})["keep_fp32"]
+
+
+def _softmax_layer_types(trt: ModuleType, graph: onnx.ModelProto) -> list[object]:
+    """The output types of the softmax layers TensorRT-RTX's own parser makes of ``graph``."""
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse(graph.SerializeToString()), [parser.get_error(i).desc() for i in range(parser.num_errors)]
+    layers = [network.get_layer(index) for index in range(network.num_layers)]
+    return [layer.get_output(0).dtype for layer in layers if layer.type == trt.LayerType.SOFTMAX]
+
+
+def test_log_softmax_stays_fp32_as_the_engine_would_lose_it_in_fp16() -> None:
+    """TensorRT's parser splits LogSoftmax into Softmax and Log with the probabilities between them
+    in FP16, where those below about e^-16.6 become 0 and their log -inf: a classifier's confident
+    logits lose most log-probabilities so. The emulation rounds between ONNX nodes, never inside
+    one, so it kept them finite: a gate that passed an engine that would answer -inf. LogSoftmax
+    now stays in FP32 (``KEEP_FP32_OPS``); the parser itself shows both networks."""
+    trt = need_rtx()
+    from onnxruntime.transformers import float16
+
+    weight = np.random.default_rng(0).normal(0, 8, (64, 1000)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"]), helper.make_node("LogSoftmax", ["logits"], ["y"])],
+        "head",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 1000])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feed = {"x": np.random.default_rng(1).normal(size=(2, 64)).astype(np.float32)}
+    exact = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert (exact < -17).mean() > 0.5  # most log-probabilities lie below what FP16 probabilities hold
+
+    plain = float16.convert_float_to_float16(model, keep_io_types=True)  # the converter's own block list
+    assert _softmax_layer_types(trt, plain) == [trt.float16]
+    converted = to_fp16(model)
+    assert "LogSoftmax" in KEEP_FP32_OPS and _softmax_layer_types(trt, converted) == [trt.float32]
+
+    emulated = emulate_fp16(converted)
+    assert emulated is not None
+    session = ort.InferenceSession(emulated.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, feed)[0]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, exact, rtol=1e-2, atol=0.5)  # FP16 logits, FP32 LogSoftmax

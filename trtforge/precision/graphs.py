@@ -53,11 +53,21 @@ FP16_SUBGRAPHS_AS_IS = (
 """Added to ``FP16_STORAGE`` for a graph with subgraphs: the reports say where the gate is weaker."""
 
 
+KEEP_FP32_OPS = ("LogSoftmax",)
+"""Ops kept in FP32 beside onnxruntime's block list: TensorRT's parser splits LogSoftmax into a
+Softmax and a Log with an FP16 tensor between them, where probabilities below FP16's smallest
+(about e^-16.6) become 0 and their log -inf; the emulation, which rounds between ONNX nodes only,
+would not see that inside the op. In FP32 the engine and the emulation agree."""
+
+_FP16_REVISION = 2
+"""Part of every FP16 graph's cache name: 2 keeps ``KEEP_FP32_OPS`` in FP32."""
+
+
 def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: Sequence[str] = ()) -> onnx.ModelProto:
     """FP16 graph whose inputs and outputs stay FP32 (the caller's buffers don't change).
 
     onnxruntime's converter keeps its default block list (ops that are wrong or unsupported
-    in FP16) and ``keep_fp32_nodes`` in FP32 and inserts the casts at the boundaries.
+    in FP16), ``KEEP_FP32_OPS`` and ``keep_fp32_nodes`` in FP32 and inserts the casts at the boundaries.
     """
     import onnx
     from onnxruntime.transformers import float16
@@ -72,7 +82,7 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: Sequence[str] = ()) -> onnx
         model if inferred is None else inferred,
         keep_io_types=True,
         disable_shape_infer=inferred is not None,
-        op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST),
+        op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *KEEP_FP32_OPS],
         node_block_list=list(keep_fp32_nodes),
     )
     return join_fp32_islands(converted) if keep_fp32_nodes else converted
@@ -188,7 +198,7 @@ def fp16_onnx(
     kept = sorted(set(keep_fp32_nodes))
     suffix = "-keep-" + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16] if kept else ""
     files = content_files(model_path)
-    target = cache_dir / "fp16" / f"{content_sha256(model_path, files)}{suffix}.onnx"
+    target = cache_dir / "fp16" / f"{content_sha256(model_path, files)}-r{_FP16_REVISION}{suffix}.onnx"
     with_data = len(files) > 1  # weights in a data file, as the user's (a model past 2 GB has to)
     cached = cached_graph_files(target) is not None if with_data else target.is_file()
     if not cached:
