@@ -109,6 +109,39 @@ def need_rtx() -> ModuleType:
     return pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
 
 
+def backend_import_problem(flavor: str) -> str | None:
+    """Why ``import`` of a flavor's module fails here (None: it imports). The wheel's metadata is
+    not enough: a broken wheel has a version and still does not import."""
+    from trtforge.environment import import_backend
+    from trtforge.errors import BackendUnavailableError
+
+    try:
+        import_backend(flavor)
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def need_engine_runtime(flavor: str = "tensorrt-rtx") -> None:
+    """Skip, with the reason, unless this host can deserialize and run a ``flavor`` engine built
+    for its first GPU (tests that run engines: the pool, the gate's engine candidate)."""
+    from trtforge.compat import RTX_COMPUTE_CAPABILITIES
+    from trtforge.runners.cuda import gpu_count
+
+    problem = backend_import_problem(flavor)
+    if problem is not None:
+        pytest.skip(f"{problem} (engines run on a GPU host with {flavor})")
+    gpus = detect_gpus()
+    if not gpus:
+        pytest.skip("no NVIDIA GPU detected: running an engine needs one")
+    if gpu_count() == 0:
+        pytest.skip("cuda-python is missing or sees no GPU: pip install 'trtforge[gpu]'")
+    cc = gpus[0].compute_capability
+    if flavor == "tensorrt-rtx" and cc not in RTX_COMPUTE_CAPABILITIES:
+        listed = "/".join(str(c) for c in RTX_COMPUTE_CAPABILITIES)
+        pytest.skip(f"TensorRT-RTX runs on compute capability {listed}, this GPU is {cc}")
+
+
 #: for tests of what a host without a GPU does (the simulated candidate, "no GPU detected"): on a
 #: GPU host the engine itself may run and be judged, which other tests cover
 without_gpu = pytest.mark.skipif(

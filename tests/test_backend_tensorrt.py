@@ -7,15 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from models import backend_import_problem
 
 from trtforge.cache import timing_cache_file
 from trtforge.environment import detect_gpus, installed_version
 from trtforge.manifest import read_manifest
 
-if installed_version("tensorrt") is None:
+if (problem := backend_import_problem("tensorrt")) is not None:
     pytest.skip(
-        "enterprise TensorRT does not import here (install trtforge[tensorrt] from NVIDIA's index on a GPU host)",
-        allow_module_level=True,
+        f"enterprise TensorRT does not import here: {problem} (NVIDIA's index, on a GPU host)", allow_module_level=True
     )
 if not detect_gpus():
     pytest.skip("enterprise TensorRT builds on the GPU it targets, and no GPU was detected", allow_module_level=True)

@@ -16,9 +16,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from clitools import cli
-from models import chain, need_rtx, overflow_chain, save, small_cnn, without_gpu, write_samples
+from models import chain, need_engine_runtime, need_rtx, overflow_chain, save, small_cnn, without_gpu, write_samples
 from onnx import helper, numpy_helper
 
+from trtforge.accuracy import metrics
 from trtforge.accuracy.gate import GateCandidate, candidate_runner
 from trtforge.manifest import read_manifest
 from trtforge.model import ModelInfo, read_model_info
@@ -518,3 +519,65 @@ def test_log_softmax_stays_fp32_as_the_engine_would_lose_it_in_fp16() -> None:
     got = session.run(None, feed)[0]
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, exact, rtol=1e-2, atol=0.5)  # FP16 logits, FP32 LogSoftmax
+
+
+# ---------------------------------------------------------------- the emulation against the engine (GPU host)
+
+DIGITS = Path(__file__).resolve().parent.parent / "calibration" / "digits"
+
+
+def _this_gpu() -> str:
+    from trtforge.environment import detect_gpus
+
+    return str(detect_gpus()[0].compute_capability)
+
+
+def test_on_a_gpu_host_the_gate_runs_the_engine_and_agrees_with_the_emulation(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Where an engine runs, the gate judges it, not the emulation; and the emulation's verdict,
+    which CPU-only hosts ship on, is the engine's: digits at FP16 passes on both with cosines a
+    hair apart. No host of this project ran it (none had a GPU TensorRT-RTX runs on)."""
+    need_engine_runtime("tensorrt-rtx")
+    spec = write_spec(
+        f"name: digits\nmodel: {DIGITS / 'digits_cnn.onnx'}\nprecision: fp16\ntargets: ['{_this_gpu()}']\n"
+        "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [16, 1, 8, 8], max: [64, 1, 8, 8]}\n"
+        f"accuracy:\n  data: {DIGITS / 'val'}/*.npy\n  max_samples: 256\n"
+    )
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    assert code == 0, stderr
+    (engine,) = out.glob("*.engine")
+    report = json.loads(next(out.glob("*.accuracy.json")).read_text())
+    assert report["candidate"]["kind"] == "engine" and report["candidate"]["emulation"] is None, report["candidate"]
+    summary = read_manifest(engine).accuracy
+    assert summary is not None and summary["candidate"] == "engine" and summary["passed"] is True
+    engine_cosine = report["outputs"][0]["metrics"]["cosine"]
+
+    model = onnx.load(str(DIGITS / "digits_cnn.onnx"))
+    emulated = emulate_fp16(to_fp16(model))
+    assert emulated is not None
+    samples = np.concatenate([np.load(path) for path in sorted((DIGITS / "val").glob("*.npy"))])[:256]
+    feed = {"input": samples.astype(np.float32)}
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    candidate = ort.InferenceSession(emulated.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    emulated_cosine = metrics.cosine(reference, candidate[0])
+    assert abs(engine_cosine - emulated_cosine) < 1e-3, (engine_cosine, emulated_cosine)
+
+
+def test_on_a_gpu_host_the_engine_overflows_where_the_emulation_does(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The overflow the emulation fails on CPU-only hosts (``test_plain_fp16_gate_fails_on_overflow``)
+    is the engine's: built for this GPU and judged by running it, the gate fails the same way."""
+    need_engine_runtime("tensorrt-rtx")
+    model = overflow_chain(tmp_path / "over.onnx")
+    spec = write_spec(
+        f"name: over\nmodel: {model}\nprecision: fp16\ntargets: ['{_this_gpu()}']\n{PROFILE}fp16:\n  keep_fp32: []\n"
+    )
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    assert code == 4, stderr
+    (rejected,) = out.glob("*.rejected.accuracy.json")
+    assert json.loads(rejected.read_text())["candidate"]["kind"] == "engine"
+    assert not list(out.glob("*.engine"))

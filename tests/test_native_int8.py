@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from clitools import cli
-from models import save
+from models import backend_import_problem, save
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.compat import weakly_typed
@@ -122,9 +122,11 @@ def test_native_mode_on_tensorrt_rtx_is_refused_with_the_spec_line(project: Call
 
 
 def _native_skip_reason() -> str | None:
+    problem = backend_import_problem("tensorrt")
+    if problem is not None:
+        return f"{problem}: native INT8 needs enterprise TensorRT 10.x (NVIDIA's index) on a GPU host"
     version = installed_version("tensorrt")
-    if version is None:
-        return "`import tensorrt` fails here: native INT8 needs enterprise TensorRT 10.x (NVIDIA's index) on a GPU host"
+    assert version is not None  # it imports, so its wheel is there
     if not weakly_typed("tensorrt", version):
         return f"TensorRT {version} has no INT8 calibrator (removed in 11): native mode needs 10.x"
     if not detect_gpus():

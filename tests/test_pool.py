@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from models import need_rtx
+from models import need_engine_runtime, need_rtx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from trtforge.compat import RTX_COMPUTE_CAPABILITIES
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.runners.base import RunnerError
 from trtforge.runtime import PoolNotStarted, PoolStartError
@@ -641,31 +640,9 @@ def _build_engine(tmp_path: Path, model: Path, backend: str, targets: str = "") 
     return build_spec(load_spec(spec), tmp_path / "out", reporter).engine
 
 
-def _gpu_skip_reason(flavor: str) -> str | None:
-    """Why the TensorRT pool cannot run here (None: it can)."""
-    from trtforge.environment import detect_gpus, installed_version
-    from trtforge.runners.cuda import gpu_count
-
-    module = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}[flavor]
-    if installed_version(flavor) is None:
-        return f"`import {module}` fails here: install {flavor} on a GPU host to run the TensorRT pool"
-    gpus = detect_gpus()
-    if not gpus:
-        return "no NVIDIA GPU detected: a TensorRT pool needs one to deserialize and run the engine"
-    if gpu_count() == 0:
-        return "cuda-python is missing or sees no GPU: pip install 'trtforge[gpu]'"
-    cc = gpus[0].compute_capability
-    if flavor == "tensorrt-rtx" and cc not in RTX_COMPUTE_CAPABILITIES:
-        listed = "/".join(str(c) for c in RTX_COMPUTE_CAPABILITIES)
-        return f"TensorRT-RTX runs on compute capability {listed}, this GPU is {cc}"
-    return None
-
-
 @pytest.mark.parametrize("flavor", ["tensorrt-rtx", "tensorrt"])
 def test_tensorrt_pool_on_a_supported_gpu(tmp_path: Path, model_dir: Path, flavor: str) -> None:
-    reason = _gpu_skip_reason(flavor)
-    if reason:
-        pytest.skip(reason)
+    need_engine_runtime(flavor)
     from trtforge.environment import detect_gpus
 
     targets = f"targets: ['{detect_gpus()[0].compute_capability}']\n" if flavor == "tensorrt-rtx" else ""

@@ -39,8 +39,9 @@ folds a pair or fuses across it (tests/test_fp16_emulation.py checks the level t
 Conv/BatchNormalization/Relu/Add), and the highest level runs the emulation fastest."""
 
 INT8_QDQ = (
-    "int8: the Q/DQ graph trtforge placed, QuantizeLinear/DequantizeLinear run by onnxruntime in float "
-    "(round half to even, saturate to [-128, 127], per-channel weight scales as built); TensorRT fuses "
+    "int8: the Q/DQ graph trtforge placed, QuantizeLinear/DequantizeLinear run by onnxruntime, in float "
+    "or in its integer kernels where its optimizer fuses a pattern (round half to even, saturate to "
+    "[-128, 127], per-channel weight scales as built); TensorRT fuses "
     "them into INT8 kernels whose accumulation order this does not model"
 )
 """How an INT8 candidate stands for the engine (every report carries it beside any FP16 label)."""
