@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import onnx
@@ -104,9 +105,25 @@ def deep_net(path: Path, layers: int = 120) -> Path:
     return _save(graph, path)
 
 
+#: What must not skip (comma-separated: ``rtx``, ``registry``): CI sets it (``.ci/run``), so that a
+#: broken install fails the run instead of skipping most real builds while CI stays green.
+REQUIRED = frozenset(filter(None, os.environ.get("TRTFORGE_TEST_REQUIRE", "").split(",")))
+
+
+def skip_or_fail(need: str, reason: str) -> NoReturn:
+    """Skip with the reason, or fail when ``need`` is in ``TRTFORGE_TEST_REQUIRE``."""
+    if need in REQUIRED:
+        pytest.fail(f"{reason} (TRTFORGE_TEST_REQUIRE names {need!r}: it must not skip here)")
+    pytest.skip(reason)
+
+
 def need_rtx() -> ModuleType:
     """TensorRT-RTX, or a skip that says how to get it (tests that build engines need it)."""
-    return pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install 'trtforge[rtx]')")
+    try:
+        import tensorrt_rtx
+    except ImportError as exc:
+        skip_or_fail("rtx", f"TensorRT-RTX does not import ({exc}): pip install 'trtforge[rtx]'")
+    return tensorrt_rtx
 
 
 def backend_import_problem(flavor: str) -> str | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from models import skip_or_fail
 
 BINARY = shutil.which("docker-registry")
 SKIP_REASON = (
@@ -95,7 +96,7 @@ def _answers(host: str) -> bool:
 def start_registry(workdir: Path, htpasswd: Path | None = None) -> Iterator[RunningRegistry]:
     """Serve a registry until the block ends; retries another port if the chosen one was taken meanwhile."""
     if BINARY is None:
-        pytest.skip(SKIP_REASON)
+        skip_or_fail("registry", SKIP_REASON)
     workdir.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):
         port = free_port()

@@ -103,7 +103,6 @@ def test_fp32_simulation_is_the_reference_itself(write_spec: Callable[..., Path]
 
 
 def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., Path], tmp_path: Path) -> None:
-    pytest.importorskip("trtforge.calibration", reason="INT8 calibration (trtforge.calibration) is not available")
     from trtforge.accuracy.gate import GateCandidate, run_gate
     from trtforge.model import inspect_model
     from trtforge.spec import load_spec

@@ -115,3 +115,14 @@ def test_installed_dependencies_satisfy_their_specifiers() -> None:
         except PackageNotFoundError:
             pytest.fail(f"{requirement.name} is not installed")
         assert requirement.specifier.contains(installed, prereleases=True), f"{requirement.name} {installed}"
+
+
+def test_a_required_part_fails_where_it_would_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI names what must not skip (``TRTFORGE_TEST_REQUIRE``): there a missing part fails."""
+    import models
+
+    monkeypatch.setattr(models, "REQUIRED", frozenset({"registry"}))
+    with pytest.raises(pytest.fail.Exception, match="it must not skip here"):
+        models.skip_or_fail("registry", "no registry")
+    with pytest.raises(pytest.skip.Exception, match="no rtx"):
+        models.skip_or_fail("rtx", "no rtx")

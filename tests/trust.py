@@ -70,9 +70,11 @@ class TrustRecorder:
     def __call__(
         self, item: int, case: str, exit_code: int, stderr: str = "", folders: tuple[Path, ...] = ()
     ) -> TrustRecord:
-        """Record one replayed case; returns the record so the test can assert on it."""
+        """Record one replayed case; returns the record so the test can assert on it. No case, failed
+        or not, may leave a temporary in the folders it names (the trust review's rule)."""
         record = TrustRecord(item, case, exit_code, is_one_line(exit_code, stderr), leftovers(*folders), self._test)
         _records.append(record)
+        assert not record.leftovers, f"{case}: left on disk: {', '.join(record.leftovers)}"
         return record
 
 
