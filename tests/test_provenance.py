@@ -121,12 +121,13 @@ def test_build_with_sign_key_signs_the_manifest_and_writes_the_attestation(built
     line = attestation_bytes(engine)
     assert line is not None and line.endswith(b"\n") and line.count(b"\n") == 1  # one JSON line
     envelope = _envelope(engine)
-    assert envelope["payloadType"] == PAYLOAD_TYPE
+    assert envelope["payloadType"] == PAYLOAD_TYPE == "application/vnd.in-toto+json"  # the DSSE type in-toto reads
     assert [signature["keyid"] for signature in envelope["signatures"]] == [key.key_id]
     assert ATTESTATION_MEDIA_TYPE == "application/vnd.dsse.envelope.v1+json"
 
     statement = _statement(engine)
-    assert statement["_type"] == STATEMENT_TYPE and statement["predicateType"] == PREDICATE_TYPE
+    assert statement["_type"] == STATEMENT_TYPE == "https://in-toto.io/Statement/v1"  # the specs' own URIs
+    assert statement["predicateType"] == PREDICATE_TYPE == "https://slsa.dev/provenance/v1"
     manifest_file = manifest_path_for(engine)
     assert statement["subject"] == [
         {"name": engine.name, "digest": {"sha256": _sha256(engine)}},
