@@ -80,7 +80,7 @@ def generate(work: Path, limit: int | None, match: str | None) -> list[CorpusMod
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the generators overflow casts on purpose
         cases = collect_testcases()
-    cases = sorted((c for c in cases if match is None or match in c.name), key=lambda c: c.name)[:limit]
+    cases = sorted((c for c in cases if match is None or re.search(match, c.name)), key=lambda c: c.name)[:limit]
     taken: set[str] = set()
     corpus = []
     for case in cases:
@@ -338,7 +338,7 @@ def render(summary: dict[str, Any], models: int, seconds: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, help="only the first N models (sorted by name)")
-    parser.add_argument("--match", help="only models whose test name contains this")
+    parser.add_argument("--match", help="only models whose test name this regular expression finds")
     parser.add_argument("--chunk", type=int, default=60, help="specs per trtforge process")
     parser.add_argument("--work", type=Path, help="keep the corpus and outputs here (default: a temporary folder)")
     parser.add_argument("--raw-worker", nargs="+", help=argparse.SUPPRESS)

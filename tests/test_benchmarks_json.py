@@ -56,3 +56,21 @@ def test_stdout_is_exactly_one_json_document(name: str, tmp_path: Path) -> None:
     document = json.loads(done.stdout)  # fails on a header line or a second document
     assert isinstance(document, dict) and document
     assert done.stderr.strip(), "the table belongs on stderr"
+
+
+def test_the_node_corpus_of_five_op_families_meets_every_goal(tmp_path: Path) -> None:
+    """About 65 of the ONNX backend node-test models (softmax, conv, gather, slice, einsum),
+    generated from the installed onnx: trtforge builds each one the raw TensorRT-RTX API builds,
+    with the gate off and on, no crash, no exit 1, no traceback (the script exits 1 on a miss).
+    ``make bench`` runs all 1884."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "node_corpus.py"), "--match", "test_(softmax|conv|gather|slice|einsum)"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(done.stdout)
+    assert document["models"] >= 60 and all(document["goals"].values()), document["goals"]
