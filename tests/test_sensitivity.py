@@ -311,7 +311,8 @@ def test_diagnose_budget_bounds_the_exclude_auto_search(outliers: Path, monkeypa
     started = time.perf_counter()
     code, stdout, stderr = cli("diagnose", spec, "--out", outliers / "diag", "--json", "--budget", "1")
     # the search's first evaluation (1 s) may end past the budget; the rest is room for a busy CI host
-    assert time.perf_counter() - started < 1 + 1 + 1.5, stderr
+    # (unbounded, the search's 8 evaluations alone took 8 s)
+    assert time.perf_counter() - started < 1 + 1 + 4, stderr
     assert code == 0, stderr
     document = json.loads(stdout)
     assert document["sensitivity"]["details"]["budget_s"] <= 1
