@@ -11,9 +11,19 @@ import pytest
 from models import need_rtx
 from typer.testing import CliRunner
 
-from trtforge.bench import Latency, parse_inputs, parse_shape, request_shapes
+import trtforge.bench
+from trtforge.bench import (
+    MAX_FAILURE_KINDS,
+    OTHER_FAILURES,
+    BenchConfig,
+    Latency,
+    burst,
+    parse_inputs,
+    parse_shape,
+    request_shapes,
+)
 from trtforge.cli import app
-from trtforge.errors import InvalidInputError
+from trtforge.errors import InvalidInputError, TrtforgeError
 from trtforge.model import TensorDesc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +55,7 @@ def test_bench_json_document_shape() -> None:
     assert (cold["name"], warm["name"]) == ("cold", "warm")  # cold first: no warm state of the process helps it
     for scenario in (cold, warm):
         assert scenario["burst"]["count"] == 40 and scenario["serial"]["count"] == 40
-        assert scenario["errors"] == 0 and scenario["exhausted"] == 0
+        assert scenario["errors"] == 0 and scenario["exhausted"] == 0 and scenario["failures"] == {}
         assert 0 < scenario["burst"]["p50"] <= scenario["burst"]["p99"] <= scenario["burst"]["max"]
         assert set(scenario["ratios"]) == {
             "first_request_to_p50", "first_response_to_p50", "burst_p50_to_p50", "burst_p99_to_p50"
@@ -218,3 +228,76 @@ def test_parse_inputs_takes_shapes_and_shape_tensor_values() -> None:
     assert parse_inputs(["x=2x12", "shape=[2,3,4]"]) == ({"x": (2, 12)}, {"shape": (2, 3, 4)})
     with pytest.raises(InvalidInputError, match=r"a shape tensor's values: NAME=\[V,\.\.\.\]"):
         parse_inputs(["shape=[2,3"])
+
+
+class _FailingPool:
+    """A pool whose requests after the first raise what ``fail(n)`` gives for the n-th one."""
+
+    def __init__(self, *args: object, fail: object = None, **kwargs: object) -> None:
+        self.calls = 0
+        self.fail = fail or (lambda n: RuntimeError("CUDA error: an illegal memory access\nat frame 3"))
+
+    def infer(self, feed: object, timeout: float) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            raise self.fail(self.calls)
+
+    def contexts(self) -> list[object]:
+        return []
+
+
+def test_a_burst_counts_its_failures_by_message() -> None:
+    """Every failed request was one ``errors`` count and its reason was dropped: the report could
+    not say what failed. Each message (its first line, the type named) is counted; a message that
+    varies per request stops adding kinds at MAX_FAILURE_KINDS."""
+    pool = _FailingPool()
+    pool.calls = 1  # past the first request: every one fails
+    measured = burst(pool, {}, requests=12, concurrency=3, timeout=1.0)  # type: ignore[arg-type]
+    assert measured.failures == {"RuntimeError: CUDA error: an illegal memory access": 12}
+    assert measured.errors == 12 and measured.latencies == []
+    varying = _FailingPool(fail=lambda n: TrtforgeError(f"request {n} failed"))
+    varying.calls = 1
+    measured = burst(varying, {}, requests=40, concurrency=2, timeout=1.0)  # type: ignore[arg-type]
+    kinds = [text for text in measured.failures if text != OTHER_FAILURES]
+    assert len(kinds) == MAX_FAILURE_KINDS and all(measured.failures[text] == 1 for text in kinds)
+    assert measured.failures[OTHER_FAILURES] == 40 - MAX_FAILURE_KINDS and measured.errors == 40
+
+
+def test_a_scenario_where_every_request_failed_says_what_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trtforge.bench, "EnginePool", _FailingPool)
+    config = BenchConfig(artifact=DIGITS, requests=8, concurrency=2)
+    with pytest.raises(TrtforgeError) as raised:
+        trtforge.bench._scenario("warm", config, trtforge.bench.WarmupSet({}), {}, [], None)
+    message = str(raised.value)
+    assert message == (
+        "warm: none of the 8 burst requests succeeded (8 failed, 0 found no context within --timeout 30 s); "
+        "8 failed with: RuntimeError: CUDA error: an illegal memory access"
+    )
+
+
+def test_bench_warns_with_what_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning said "N requests failed or timed out; see the errors and exhausted counts",
+    and no count said why: now one line per failure kind, and the timeouts apart."""
+    latency = Latency.of([0.001, 0.002])
+    scenario = trtforge.bench.Scenario(
+        name="warm",
+        startup_ms=1.0,
+        first_request_ms=1.0,
+        first_response_ms=1.0,
+        burst=latency,
+        serial=latency,
+        throughput_rps=1.0,
+        errors=3,
+        exhausted=2,
+        warm_runs=2,
+        failures={"RuntimeError: CUDA error": 3},
+    )
+    report = trtforge.bench.BenchReport(
+        str(DIGITS), "onnxruntime", (), 2, 4, 7, {}, (scenario,), {}, None, {}
+    )  # fmt: skip
+    monkeypatch.setattr(trtforge.bench, "run_bench", lambda config, log: report)
+    result = runner.invoke(app, ["bench", str(DIGITS), "--timeout", "0.5", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["scenarios"][0]["failures"] == {"RuntimeError: CUDA error": 3}
+    assert "warm: 3 request(s) failed: RuntimeError: CUDA error" in result.stderr
+    assert "warm: 2 request(s) found no context within --timeout 0.5 s" in result.stderr

@@ -258,6 +258,20 @@ def test_ci_cc_builds_one_gpu_of_a_specs_targets(project: Path, tmp_path: Path) 
     assert refused.exit_code == 2 and "--cc 7.5 is not among this spec's targets (8.6, 8.9)" in refused.stderr
 
 
+def test_a_spec_narrowed_to_one_gpu_keeps_its_origin(project: Path) -> None:
+    """``for_cc`` narrows with ``model_copy``, which keeps the spec's private origin: its build key
+    and error messages still name the spec file and its lines."""
+    from trtforge.ci import for_cc
+    from trtforge.spec import load_spec
+
+    spec = project / "fp32.yaml"
+    spec.write_text(spec.read_text().replace("targets: ['8.6']", "targets: ['8.6', '8.9']"))
+    loaded = load_spec(spec)
+    narrowed = for_cc(loaded, "sm_89")
+    assert narrowed.targets == ["8.9"] and loaded.targets == ["8.6", "8.9"]
+    assert narrowed.origin is loaded.origin and narrowed.origin.where("targets") == f"{spec.resolve()}:4"
+
+
 def test_matrix_names_a_missing_runner(tmp_path: Path) -> None:
     root = tmp_path / "specs"
     root.mkdir()

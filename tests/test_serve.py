@@ -676,6 +676,28 @@ def test_registry_reference_is_pulled_for_this_machine_and_refused_here(
     assert code == 6 and not opened, output
 
 
+@pytest.mark.parametrize("scheme", ["dir", "triton"])
+def test_insecure_with_a_folder_registry_is_refused_before_anything_is_pulled(tmp_path: Path, scheme: str) -> None:
+    """--insecure (plain HTTP) means nothing for a folder: ``publish`` and ``pull`` refused it, and
+    serve, which opens the same registries, accepted it in silence. The refusal is the registry's
+    own (``open_registry``), so it comes before the pull, and an oci:// reference after the folder is
+    never contacted."""
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    for args in (
+        [f"{scheme}://{registry}", "--name", "digits-cnn", "--insecure"],
+        [f"{scheme}://{registry}", "other=oci://127.0.0.1:1/nothing", "--name", "digits-cnn", "--insecure"],
+    ):
+        code, output, opened = _run_refused([*args, "--pull-dir", tmp_path / "pulled"], tmp_path)
+        assert code == 2 and not opened, output
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert lines == [
+            f"error: --insecure (plain HTTP) is for oci:// registries, and {scheme}://{registry} is a folder: "
+            "drop --insecure"
+        ], output
+    assert not (tmp_path / "pulled").exists()
+
+
 def test_two_models_of_one_name_and_a_taken_port_are_usage_errors(
     served_models: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.console import Table
-from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean
-from trtforge.model import INPUT_BUDGET_BYTES, TensorDesc, input_bytes, mib
+from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, first_line
+from trtforge.model import INPUT_BUDGET_BYTES, TensorDesc, input_bytes, inspect_model, mib
 from trtforge.runtime.lending import PoolExhausted
 from trtforge.runtime.pool import EnginePool, suggest_pool_size
 from trtforge.runtime.sources import (
@@ -48,6 +48,10 @@ _DIMS = re.compile(r"^\d+([x,]\d+)*$")
 _VALUES = re.compile(r"^\[\s*-?\d+(\s*,\s*-?\d+)*\s*\]$")
 #: Single requests after the burst; their p50 is the steady state the ratios divide by.
 SERIAL_REQUESTS = 200
+#: distinct failure messages a burst keeps (a message that varies per request must not grow without end)
+MAX_FAILURE_KINDS = 10
+#: where the failures past ``MAX_FAILURE_KINDS`` distinct messages are counted
+OTHER_FAILURES = "other failures"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class Scenario:
     errors: int
     exhausted: int
     warm_runs: int  # warm-up shapes run before ready (each WARMUP_RUNS times), all contexts together
+    failures: dict[str, int] = field(default_factory=dict)  # the ``errors``, by what each raised (one line)
 
 
 @dataclass(frozen=True)
@@ -259,8 +264,6 @@ def _fitting(tensor: TensorDesc, shape: Shape) -> Shape:
 def describe_artifact(artifact: Path) -> tuple[tuple[TensorDesc, ...], tuple[Profile, ...]]:
     """Inputs and profiles, read from the manifest (engine) or the graph (ONNX) without loading a runtime."""
     if backend_of(artifact) == ONNXRUNTIME:
-        from trtforge.model import inspect_model
-
         return inspect_model(artifact).inputs, ()
     from trtforge.manifest import ArtifactPaths, read_manifest
 
@@ -294,13 +297,14 @@ def bench_environment(config: BenchConfig) -> Environment | None:
 def burst(pool: EnginePool, feed: Mapping[str, Any], requests: int, concurrency: int, timeout: float) -> _Burst:
     """``requests`` requests from ``concurrency`` threads released together; latency per request."""
     latencies: list[float] = []
-    errors = exhausted = 0
+    failures: dict[str, int] = {}
+    exhausted = 0
     lock = threading.Lock()
     counter = iter(range(requests))
     gate = threading.Barrier(concurrency + 1)
 
     def client() -> None:
-        nonlocal errors, exhausted
+        nonlocal exhausted
         mine: list[float] = []
         gate.wait()
         while True:
@@ -314,9 +318,12 @@ def burst(pool: EnginePool, feed: Mapping[str, Any], requests: int, concurrency:
                 with lock:
                     exhausted += 1
                 continue
-            except Exception:
+            except Exception as exc:  # counted by its message: the report says what failed, not only how often
+                text = failure_text(exc)
                 with lock:
-                    errors += 1
+                    if text not in failures and len(failures) >= MAX_FAILURE_KINDS:
+                        text = OTHER_FAILURES
+                    failures[text] = failures.get(text, 0) + 1
                 continue
             mine.append(time.perf_counter() - began)
         with lock:
@@ -329,7 +336,12 @@ def burst(pool: EnginePool, feed: Mapping[str, Any], requests: int, concurrency:
     began = time.perf_counter()
     for thread in threads:
         thread.join()
-    return _Burst(latencies, time.perf_counter() - began, errors, exhausted)
+    return _Burst(latencies, time.perf_counter() - began, failures, exhausted)
+
+
+def failure_text(exc: BaseException) -> str:
+    """A failed request as one line: trtforge's own errors say what failed; any other names its type."""
+    return first_line(exc) if isinstance(exc, TrtforgeError) else f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _timed(pool: EnginePool, feed: Mapping[str, Any], timeout: float) -> float:
@@ -348,8 +360,12 @@ def _serial(pool: EnginePool, feed: Mapping[str, Any], requests: int, timeout: f
 class _Burst:
     latencies: list[float]
     seconds: float
-    errors: int
+    failures: dict[str, int]  # by message
     exhausted: int
+
+    @property
+    def errors(self) -> int:
+        return sum(self.failures.values())
 
 
 def _scenario(
@@ -377,10 +393,11 @@ def _scenario(
     first = _timed(pool, feed, config.timeout)
     measured = burst(pool, feed, config.requests, config.concurrency, config.timeout)
     if not measured.latencies:
+        failed = f"; {most_frequent(measured.failures)}" if measured.failures else ""
         raise TrtforgeError(
             f"{name}: none of the {config.requests} burst requests succeeded ({measured.errors} failed, "
-            f"{measured.exhausted} found no context within --timeout {config.timeout:g} s); "
-            "raise --timeout or --pool, or see the log above for the failure"
+            f"{measured.exhausted} found no context within --timeout {config.timeout:g} s){failed}"
+            + ("; raise --timeout or --pool" if measured.exhausted else "")
         )
     latency = Latency.of(measured.latencies)
     serial = Latency.of(_serial(pool, feed, min(config.requests, SERIAL_REQUESTS), config.timeout))
@@ -395,7 +412,14 @@ def _scenario(
         errors=measured.errors,
         exhausted=measured.exhausted,
         warm_runs=sum(context.warm_runs for context in pool.contexts()),
+        failures=measured.failures,
     )
+
+
+def most_frequent(failures: Mapping[str, int]) -> str:
+    """The failure most requests met, as ``N failed with: MESSAGE``. Pure."""
+    text, count = max(failures.items(), key=lambda item: item[1])
+    return f"{count} failed with: {text}"
 
 
 def suggested_size(memory: MemoryUse) -> int | None:

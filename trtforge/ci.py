@@ -32,6 +32,7 @@ from trtforge.console import Reporter, Styled, Table
 from trtforge.errors import (
     AccuracyError,
     InvalidInputError,
+    SpecError,
     TrtforgeError,
     first_line,
     most_severe,
@@ -44,6 +45,8 @@ from trtforge.fsutil import (
     check_report_file,
     data_sha256,
     ensure_writable_dir,
+    make_temp_dir,
+    release_temp,
     sha256_file,
     temp_dir,
     temp_prefix,
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
     from trtforge.keys import SigningKey
+    from trtforge.spec import Spec
 
 #: a build-cache entry's description of the artifact it holds
 RECORD_FILE = "record.json"
@@ -157,7 +161,7 @@ def _input_file_sha256(path: Path, where: str, key: str, digest: Callable[[Path]
 CACHE_RECORD_REVISION = 2
 
 
-def build_inputs(spec: Any, flavor: str, version: str, signer: str | None = None) -> dict[str, Any]:
+def build_inputs(spec: Spec, flavor: str, version: str, signer: str | None = None) -> dict[str, Any]:
     """Every input that decides the artifact, by content (pure over file contents): the model's
     ``onnx`` is its content digest (``model.content_sha256``: its external data files too), and
     ``signer`` the key id a signing run signs with (absent unsigned: an unsigned build keeps its
@@ -244,7 +248,7 @@ def read_record(entry: Path) -> CacheRecord:
         raise InvalidInputError(f"{path}: {reason}") from exc
 
 
-def build_mismatch(manifest: Any, spec: Any, inputs: dict[str, Any]) -> str | None:
+def build_mismatch(manifest: Any, spec: Spec, inputs: dict[str, Any]) -> str | None:
     """Why an artifact is not a build of this spec (name, precision, source hashes); None when it
     is. Its ``onnx_sha256`` is the .onnx file's (the external data is in the build key)."""
     checks = (
@@ -267,7 +271,7 @@ def _short(value: Any) -> str:
     return f"{text[:12]}…" if len(text) > 16 else repr(text)
 
 
-def artifact_problem(engine: Path, spec: Any, inputs: dict[str, Any], record: CacheRecord) -> str | None:
+def artifact_problem(engine: Path, spec: Spec, inputs: dict[str, Any], record: CacheRecord) -> str | None:
     """Why ``engine`` is not the build ``record`` describes; None when it is (intact, same engine
     sha256, built from this spec's sources, its manifest as built but for a signature, the
     accuracy report beside it the one that manifest pins)."""
@@ -321,7 +325,7 @@ def _report_problem(engine: Path, manifest: Any) -> str | None:
     return f"{report.name} is {'missing' if found is None else 'not the report its manifest pins'}"
 
 
-def _out_problem(engine: Path, entry: Path, spec: Any, inputs: dict[str, Any], record: CacheRecord) -> str | None:
+def _out_problem(engine: Path, entry: Path, spec: Spec, inputs: dict[str, Any], record: CacheRecord) -> str | None:
     """Why the artifact at ``engine`` (in --out) is not the whole set the cache ``entry`` holds:
     :func:`artifact_problem`, then its attestation (which no manifest pins), byte for byte."""
     from trtforge.manifest import attestation_path
@@ -360,8 +364,6 @@ def _discard(entry: Path) -> None:
 
 def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) -> None:
     """Copy a fresh artifact into the cache; the entry appears whole or not at all."""
-    from trtforge.fsutil import make_temp_dir, release_temp
-
     cache_entry.parent.mkdir(parents=True, exist_ok=True)
     staging = make_temp_dir(cache_entry.parent, cache_entry.name)
     try:
@@ -375,7 +377,7 @@ def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) 
         release_temp(staging)
 
 
-def _restore(cache_entry: Path, out_dir: Path, spec: Any, stem: str) -> str | None:
+def _restore(cache_entry: Path, out_dir: Path, spec: Spec, stem: str) -> str | None:
     """Copy a cached artifact of ``spec`` into ``out_dir`` as one commit of its whole set (the old
     one or the restored one: a report or attestation of ``stem`` the entry lacks, as one from the
     remote cache lacks the attestation, is removed); returns the line saying what stale temporaries of
@@ -439,11 +441,10 @@ class CiOptions:
     signing_key: SigningKey | None = field(default_factory=signing_key_from_env)  # each build signs with it
 
 
-def for_cc(spec: Any, cc: str | None) -> Any:
+def for_cc(spec: Spec, cc: str | None) -> Spec:
     """The spec as one GPU job of a build matrix builds it: for ``cc`` alone (``ci --cc``), as
     enterprise TensorRT builds on the GPU it runs on. A spec whose targets do not list ``cc`` is
     refused; one without targets is built for it."""
-    from trtforge.errors import SpecError
     from trtforge.tags import ComputeCapability
 
     if cc is None:
@@ -454,9 +455,7 @@ def for_cc(spec: Any, cc: str | None) -> Any:
             f"{spec.origin.where('targets')}: --cc {wanted} is not among this spec's targets "
             f"({', '.join(spec.targets)}); pass one of them, or add it to 'targets:'"
         )
-    narrowed = spec.model_copy(update={"targets": [wanted]})
-    narrowed._origin = spec.origin
-    return narrowed
+    return spec.model_copy(update={"targets": [wanted]})  # its private origin too
 
 
 def cache_tag(key: str) -> str:
@@ -487,7 +486,7 @@ def remote_record(annotations: dict[str, str], engine: Path, accuracy: dict[str,
     )
 
 
-def _pull_remote(options: CiOptions, spec: Any, inputs: dict[str, Any], key: str, entry: Path, reporter: Any) -> bool:
+def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: str, entry: Path, reporter: Any) -> bool:
     """Fill the local cache entry from the remote cache (engine, manifest, and the accuracy report
     its manifest describes); False when the remote has no build of this spec under the key.
     Whatever the remote holds there is checked against the spec (name, precision, source hashes,
@@ -552,7 +551,7 @@ def _push_remote(options: CiOptions, key: str, record: CacheRecord, engine: Path
 
 def _reuse(
     spec_path: str,
-    spec: Any,
+    spec: Spec,
     inputs: dict[str, Any],
     key: str,
     entry: Path,
@@ -629,7 +628,7 @@ def _reused(
 
 
 def _unchanged(
-    spec_path: str, spec: Any, inputs: dict[str, Any], key: str, entry: Path, out: Path, started: float, reporter: Any
+    spec_path: str, spec: Spec, inputs: dict[str, Any], key: str, entry: Path, out: Path, started: float, reporter: Any
 ) -> SpecResult | None:
     """The artifact in ``out`` when it is the very build ``key`` describes, found without the
     output folder's lock: it only reads (a commit under way elsewhere shows as a mismatch, which
@@ -646,7 +645,9 @@ def _unchanged(
     return _reused(spec_path, spec.name, SpecStatus.UNCHANGED, message, engine, record, started)
 
 
-def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: Any | None = None) -> SpecResult | None:
+def run_one(
+    spec_path: str, options: CiOptions, allow_build: bool = True, spec: Spec | None = None
+) -> SpecResult | None:
     """Build (or skip) one spec; returns plain values, since it runs in a worker process.
 
     With ``allow_build=False`` it only answers from the local cache (None: a build is needed),
@@ -740,20 +741,20 @@ def run_one(spec_path: str, options: CiOptions, allow_build: bool = True, spec: 
 # ---------------------------------------------------------------- collisions
 
 
-def _loaded_specs(paths: list[str], cc: str | None) -> dict[str, Any]:
+def _loaded_specs(paths: list[str], cc: str | None) -> dict[str, Spec]:
     """Every spec that loads (for ``cc``, see :func:`for_cc`), by path: parsed once per run, for
     the collision check and the unchanged check alike; one that does not load is left to
     ``run_one`` to report."""
     from trtforge.spec import load_spec
 
-    loaded: dict[str, Any] = {}
+    loaded: dict[str, Spec] = {}
     for path in paths:
-        with suppress(Exception):  # any failure here is run_one's to report, as that spec's outcome
+        with suppress(Exception):  # run_one loads it again and reports the failure (a bug too) as its outcome
             loaded[path] = for_cc(load_spec(Path(path)), cc)
     return loaded
 
 
-def _refuse_collisions(specs: dict[str, Any], options: CiOptions) -> dict[str, SpecResult]:
+def _refuse_collisions(specs: dict[str, Spec], options: CiOptions) -> dict[str, SpecResult]:
     """Before anything is built: specs (loaded, by path) that would overwrite each other's
     artifact fail (exit 2), with one line naming them all."""
     from trtforge.environment import choose_backend

@@ -638,7 +638,7 @@ def colliding_specs(
     for path, spec in specs.items():
         try:
             identity = _output_identity(spec, flavor_of(spec))
-        except Exception:  # the build of that spec reports why its backend cannot be chosen
+        except Exception:  # that spec's build chooses again and reports why it cannot (a bug too)
             continue
         groups.setdefault(identity, []).append(path)
     refused = []

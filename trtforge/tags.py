@@ -124,7 +124,8 @@ def short_version(flavor: str, version: str, version_compatible: bool) -> str:
 
 
 def gpus_tag(capabilities: tuple[ComputeCapability, ...], and_later_from: ComputeCapability | None) -> str:
-    """``sm86.sm89``, ``sm80plus``, or the range ``sm75-sm120`` when a list is too long."""
+    """``sm86.sm89`` (the listed GPUs), ``sm80plus`` (that GPU and later ones) or ``anygpu`` (none
+    listed); ``EngineTag.render`` shortens a list too long for a tag to its range."""
     if and_later_from is not None:
         return f"{and_later_from.sm}plus"
     ordered = sorted(set(capabilities))

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from trtforge.cli.common import CcOption, JsonOption, emit_json, exits_cleanly, reporter, target_from_flags
+from trtforge.cli.common import (
+    CcOption,
+    JsonOption,
+    ProviderOption,
+    ThreadsOption,
+    emit_json,
+    exits_cleanly,
+    reporter,
+    target_from_flags,
+)
 
 app = typer.Typer()
 
@@ -38,10 +47,8 @@ def bench(
             "e.g. 'shape=[2,3,4]' (repeatable).",
         ),
     ] = None,
-    provider: Annotated[str, typer.Option("--provider", help="onnxruntime execution provider: cpu | cuda.")] = "cpu",
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="onnxruntime intra-op threads per context.")
-    ] = None,
+    provider: ProviderOption = "cpu",
+    threads: ThreadsOption = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds a request waits for a context.")] = 30.0,
     cc: CcOption = None,
     as_json: JsonOption = False,
@@ -70,6 +77,10 @@ def bench(
         emit_json(report.to_dict())
     else:
         console.render(render_table(report))
-    failed = sum(scenario.errors + scenario.exhausted for scenario in report.scenarios)
-    if failed:
-        console.warn(f"{failed} requests failed or timed out; see the errors and exhausted counts")
+    for scenario in report.scenarios:  # what failed, by message: the counts alone do not say why
+        for text, count in scenario.failures.items():
+            console.warn(f"{scenario.name}: {count} request(s) failed: {text}")
+        if scenario.exhausted:
+            console.warn(
+                f"{scenario.name}: {scenario.exhausted} request(s) found no context within --timeout {timeout:g} s"
+            )

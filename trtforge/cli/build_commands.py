@@ -1,4 +1,4 @@
-"""``build``, ``inspect``, ``schema``."""
+"""``build``, ``calibrate``, ``inspect``, ``schema``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from trtforge.cli.common import (
     BackendOption,
     CacheDirOption,
     JsonOption,
+    JunitOption,
+    OutOption,
     TrustedKeyOption,
     backend_value,
     cache_dir_value,
@@ -20,9 +22,10 @@ from trtforge.cli.common import (
     exits_cleanly,
     path_option,
     reporter,
+    triton_option,
     write_stdout,
 )
-from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, SpecError, TrtforgeError
 
 app = typer.Typer()
 
@@ -31,19 +34,14 @@ app = typer.Typer()
 @exits_cleanly
 def build(
     specs: Annotated[list[Path], typer.Argument(metavar="SPEC", help="Model spec YAML files.", show_default=False)],
-    out: Annotated[Path, path_option("--out", "-o", help_text="Output directory.")] = Path("out"),
+    out: OutOption = Path("out"),
     backend: BackendOption = None,
     cache_dir: CacheDirOption = None,
-    junit: Annotated[
-        Path | None,
-        path_option("--junit", help_text="Write the accuracy gate's checks as JUnit XML to this file."),
-    ] = None,
+    junit: JunitOption = None,
     triton: Annotated[
         str | None,
-        typer.Option(
-            "--triton",
-            metavar="RELEASE",
-            help="Refuse (exit 5, before building) a spec whose engine this Triton release (e.g. 24.08) cannot load.",
+        triton_option(
+            "Refuse (exit 5, before building) a spec whose engine this Triton release (e.g. 24.08) cannot load."
         ),
     ] = None,
     sign_key: Annotated[
@@ -109,7 +107,7 @@ def _loaded_and_colliding(paths: list[Path], backend: str | None) -> tuple[dict[
 
     loaded: dict[Path, Any] = {}
     for path in paths:
-        with suppress(Exception):  # any failure here is build_one's to report, as that spec's outcome
+        with suppress(Exception):  # build_one loads it again and reports the failure (a bug too) as its outcome
             loaded[path] = load_spec(path)
     by_name = {str(path): spec for path, spec in loaded.items()}
     groups = colliding_specs(by_name, lambda spec: choose_backend(backend or spec.backend).flavor)
@@ -161,7 +159,6 @@ def calibrate_command(
 ) -> None:
     """INT8 calibration only: the Q/DQ ONNX and the calibration scales (cached by content)."""
     from trtforge.calibration import calibrate
-    from trtforge.errors import SpecError
     from trtforge.model import inspect_model
     from trtforge.spec import check_profiles, load_spec
 

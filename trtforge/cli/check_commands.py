@@ -23,14 +23,13 @@ from trtforge.cli.common import (
     path_option,
     reporter,
     target_from_flags,
+    triton_option,
 )
+from trtforge.errors import IncompatibleEngineError, InvalidInputError
 
 app = typer.Typer()
 
-TritonOption = Annotated[
-    str | None,
-    typer.Option("--triton", metavar="RELEASE", help="Check against a Triton container release (e.g. 24.08)."),
-]
+TritonOption = Annotated[str | None, triton_option("Check against a Triton container release (e.g. 24.08).")]
 EngineArgument = Annotated[
     Path,
     typer.Argument(
@@ -47,7 +46,6 @@ def _check_failure(failure: Failure) -> dict[str, Any] | None:
     each reason under its rule; any other failure (a mistyped path or flag, exit 2) gets the plain
     error document."""
     from trtforge.compat import Problem, Rule
-    from trtforge.errors import IncompatibleEngineError
 
     error = failure.error
     if not isinstance(error, IncompatibleEngineError):
@@ -164,7 +162,6 @@ def sign(
     as_json: JsonOption = False,
 ) -> None:
     """Sign ENGINE's manifest (over its canonical JSON, which pins the engine's sha256); --attest adds provenance."""
-    from trtforge.errors import InvalidInputError
     from trtforge.provenance import sign_and_attest, stale_attestation
     from trtforge.signing import load_signing_key, sign_artifact
     from trtforge.spec import load_spec

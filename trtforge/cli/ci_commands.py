@@ -13,12 +13,14 @@ from trtforge.cli.common import (
     CacheDirOption,
     InsecureOption,
     JsonOption,
+    OutOption,
     backend_value,
     emit_json,
     exits_cleanly,
-    path_option,
+    junit_option,
     reporter,
     target_from_flags,
+    triton_option,
 )
 from trtforge.errors import InvalidInputError
 
@@ -45,7 +47,7 @@ def ci(
         list[Path] | None,
         typer.Argument(metavar="DIR|SPEC", help=f"Spec folders or spec files (default: {DEFAULT_FOLDER})."),
     ] = None,
-    out: Annotated[Path, path_option("--out", "-o", help_text="Output directory.")] = Path("out"),
+    out: OutOption = Path("out"),
     jobs: Annotated[
         int | None,
         typer.Option(
@@ -54,10 +56,7 @@ def ci(
     ] = None,
     backend: BackendOption = None,
     cache_dir: CacheDirOption = None,
-    junit: Annotated[
-        Path | None,
-        path_option("--junit", help_text="Write a JUnit XML report (a test case per spec and step)."),
-    ] = None,
+    junit: Annotated[Path | None, junit_option("a report (a test case per spec and step)")] = None,
     remote_cache: Annotated[
         str | None,
         typer.Option(help="oci://HOST/REPO: a build cache shared by runners (pulled on a miss, pushed after a build)."),
@@ -65,11 +64,9 @@ def ci(
     insecure: InsecureOption = False,
     triton: Annotated[
         str | None,
-        typer.Option(
-            "--triton",
-            metavar="RELEASE",
-            help="Refuse (exit 5, before building) each spec whose engine this Triton release (e.g. 24.08) "
-            "cannot load (default: trtforge.yaml's triton).",
+        triton_option(
+            "Refuse (exit 5, before building) each spec whose engine this Triton release (e.g. 24.08) "
+            "cannot load (default: trtforge.yaml's triton)."
         ),
     ] = None,
     cc: Annotated[
@@ -145,11 +142,7 @@ def matrix(
     output_format: Annotated[MatrixFormat, typer.Option("--format", help="github | gitlab | json")] = MatrixFormat.json,
     triton: Annotated[
         str | None,
-        typer.Option(
-            "--triton",
-            metavar="RELEASE",
-            help="Build in this Triton release's container (e.g. 24.08; default: trtforge.yaml's triton).",
-        ),
+        triton_option("Build in this Triton release's container (e.g. 24.08; default: trtforge.yaml's triton)."),
     ] = None,
 ) -> None:
     """Print the build matrix (spec x GPU runner) for the CI system to fan out."""

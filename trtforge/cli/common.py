@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, overload
 
 import typer
-from typer.exceptions import TyperException
 
 from trtforge.cli import early
 from trtforge.environment import Target
@@ -27,8 +26,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: True after an interrupt at any point: every write is a commit (trtforge.artifact) that is
-#: rolled back when interrupted before its commit point, and whole once past it.
+#: The line Ctrl-C prints (exit 130). It holds wherever the interrupt lands: every write is a commit
+#: (trtforge.artifact), rolled back when interrupted before its commit point and whole once past it.
 INTERRUPTED = "interrupted: no artifact was left half-written (each is the previous one or a complete new one)"
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -106,7 +105,7 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
         try:
             _refuse_empty_paths(kwargs)
             return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, TyperException):
+        except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # the command chose its exit code; usage errors are typer's to print
         except TrtforgeError as exc:
             failure = Failure(exc.exit_code, str(exc), exc, kwargs)
@@ -162,6 +161,30 @@ CacheDirOption = Annotated[
         help_text="Cache directory: calibration, FP16 graphs, builds "
         "(default $TRTFORGE_CACHE_DIR or ~/.cache/trtforge).",
     ),
+]
+
+
+OutOption = Annotated[Path, path_option("--out", "-o", help_text="Output directory.")]
+
+
+def junit_option(what: str) -> Any:
+    """``--junit PATH``: ``what`` (the command's own report) as JUnit XML; empty is refused (``path_option``)."""
+    return path_option("--junit", help_text=f"Write {what} as JUnit XML to this file.")
+
+
+#: ``build`` and ``verify``: one suite per artifact, the gate's checks its test cases
+JunitOption = Annotated[Path | None, junit_option("the accuracy gate's checks")]
+
+
+def triton_option(help_text: str) -> Any:
+    """``--triton RELEASE``: a Triton container release by its table name (``trtforge.triton_releases``);
+    what the command does with it is its help."""
+    return typer.Option("--triton", metavar="RELEASE", help=help_text)
+
+
+ProviderOption = Annotated[str, typer.Option("--provider", help="onnxruntime execution provider: cpu | cuda.")]
+ThreadsOption = Annotated[
+    int | None, typer.Option("--threads", min=1, help="onnxruntime intra-op threads per context.")
 ]
 
 

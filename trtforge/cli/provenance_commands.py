@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from trtforge.cli.common import JsonOption, TrustedKeyOption, emit_json, exits_cleanly, reporter
+from trtforge.errors import IncompatibleEngineError
 
 if TYPE_CHECKING:
     from trtforge.provenance import ProvenanceReport
@@ -34,7 +35,6 @@ def verify_provenance_command(
     as_json: JsonOption = False,
 ) -> None:
     """Verify ENGINE's signed provenance: signer, subjects, and every input hashed again. Exit 0, or 5."""
-    from trtforge.errors import IncompatibleEngineError
     from trtforge.provenance import verify_provenance
     from trtforge.signing import load_trusted_keys
 

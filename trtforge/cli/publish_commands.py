@@ -205,16 +205,10 @@ def _pull(uri: str, request: Any, out: Path, insecure: bool) -> Any:
 
 
 def _open_registry(uri: str, insecure: bool) -> Any:
-    """The registry at ``uri``. ``--insecure`` (plain HTTP) with a folder (``dir://``, ``triton://``)
-    is refused, not ignored: it means nothing there, so the URI is likely not the one meant."""
-    from trtforge.publish import OciLocation, open_registry, parse_location
+    """The registry at ``uri`` (``--insecure`` with a folder is exit 2: ``open_registry``'s rule)."""
+    from trtforge.publish import open_registry, parse_location
 
-    location = parse_location(uri)
-    if insecure and not isinstance(location, OciLocation):
-        raise InvalidInputError(
-            f"--insecure (plain HTTP) is for oci:// registries, and {location.uri} is a folder: drop --insecure"
-        )
-    return open_registry(location, insecure=insecure)
+    return open_registry(parse_location(uri), insecure=insecure)
 
 
 def _rejected(rejections: Any) -> list[dict[str, Any]]:

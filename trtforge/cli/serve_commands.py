@@ -11,7 +11,9 @@ import typer
 from trtforge.cli.common import (
     AllowHostCodeOption,
     InsecureOption,
+    ProviderOption,
     RequireSignatureOption,
+    ThreadsOption,
     TrustedKeyOption,
     exits_cleanly,
     load_policy,
@@ -83,10 +85,8 @@ def serve(
     no_warmup: Annotated[
         bool, typer.Option("--no-warmup", help="Load without warming (only to measure a cold start's first requests).")
     ] = False,
-    provider: Annotated[str, typer.Option("--provider", help="onnxruntime execution provider: cpu | cuda.")] = "cpu",
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="onnxruntime intra-op threads per context.")
-    ] = None,
+    provider: ProviderOption = "cpu",
+    threads: ThreadsOption = None,
 ) -> None:
     """Serve models over KServe v2 HTTP; an engine this host would refuse: exit 5 before the port opens."""
     from trtforge.publish.base import check_precision

@@ -9,16 +9,23 @@ from typing import Annotated, Any
 import typer
 
 from trtforge.cli.batch import BatchSteps, ItemReport, run_batch
-from trtforge.cli.common import CacheDirOption, JsonOption, cache_dir_value, exits_cleanly, path_option, reporter
-from trtforge.errors import TrtforgeError
+from trtforge.cli.common import (
+    CacheDirOption,
+    JsonOption,
+    JunitOption,
+    cache_dir_value,
+    exits_cleanly,
+    path_option,
+    reporter,
+)
+from trtforge.errors import InvalidInputError, TrtforgeError
 
 app = typer.Typer()
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
-JunitOption = Annotated[
-    Path | None, path_option("--junit", help_text="Write the accuracy checks as JUnit XML to this file.")
-]
+#: ``verify SPEC``'s ``--out``: the folder ``build --out`` wrote the engines to (reports go beside them)
+EnginesOption = Annotated[Path, path_option("--out", "-o", help_text="Where `verify SPEC` looks for the engines.")]
 
 
 @app.command()
@@ -35,14 +42,13 @@ def verify(
     spec: Annotated[
         Path | None, typer.Option("--spec", help="With ENGINE: the spec it was built from (ONNX model and data).")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where `verify SPEC` looks for the engines.")] = Path("out"),
+    out: EnginesOption = Path("out"),
     cache_dir: CacheDirOption = None,
     junit: JunitOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run the accuracy gate on built engines (or their ONNX simulation where they cannot run here)."""
     from trtforge.accuracy.verify import spec_artifacts, verify_engine
-    from trtforge.errors import InvalidInputError
     from trtforge.spec import load_spec
 
     if target.suffix in SPEC_SUFFIXES:

@@ -66,6 +66,7 @@ from trtforge.manifest import (
     MAX_REPORT_BYTES,
     REPORT_SUFFIX,
     Manifest,
+    attestation_path,
     bounded_json,
     first_error,
     json_depth,
@@ -1026,7 +1027,6 @@ class OciRegistry:
 
     def publish(self, artifact: LocalArtifact, *, force: bool = False) -> PublishOutcome:
         """Push the artifact, then its attestation (when one sits beside the engine) as a referrer."""
-        from trtforge.manifest import attestation_path
         from trtforge.provenance import attestation_bytes, stale_attestation
 
         tag = artifact.manifest.stem

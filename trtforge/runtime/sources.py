@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from trtforge.errors import InvalidInputError, did_you_mean
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX
-from trtforge.model import TensorDesc
+from trtforge.model import TensorDesc, describe, load_onnx, read_onnx
 from trtforge.runners.base import Runner
 from trtforge.shapes import (
     Profile,
@@ -136,8 +136,6 @@ class OnnxrtSource:
 
     def __init__(self, model: Path, providers: Sequence[str], threads: int) -> None:
         import onnxruntime as ort
-
-        from trtforge.model import describe, load_onnx
 
         proto = load_onnx(model)
         self.inputs = describe(proto, model).inputs
@@ -404,8 +402,6 @@ def _opt_first(point: ProfilePoint) -> tuple[int, int]:
 
 def onnx_shape_tensors(model: Path, inputs: Sequence[TensorDesc]) -> ShapeTensors:
     """The shape tensors of the ONNX model at ``model`` (its graph read without its weights)."""
-    from trtforge.model import read_onnx
-
     return ShapeTensors(tuple(inputs), graph=onnx_shape_inputs(read_onnx(model).graph, inputs))
 
 
@@ -579,7 +575,7 @@ class ShapeTensors:
             f"input '{name}' is a shape tensor"
             + (f" ({', '.join(graph_input.uses[:2])})" if graph_input else "")
             + ": its values set shapes"
-            + self._why(name, graph_input, shapes)
+            + self._why(graph_input, shapes)
             for name, _, graph_input in parts
         )
         others = ",".join(f"{name}={_dims(shapes[name])}" for name in tensors if name not in lacking and name in shapes)
@@ -595,7 +591,7 @@ class ShapeTensors:
         fit = f" ({others} now)" if others and flag != "--warmup-shape" else ""
         return f"{what}; {how}, with the other inputs at the shapes those values need{fit}"
 
-    def _why(self, name: str, graph_input: GraphShapeInput | None, shapes: Mapping[str, Shape]) -> str:
+    def _why(self, graph_input: GraphShapeInput | None, shapes: Mapping[str, Shape]) -> str:
         if graph_input is None:
             others = ", ".join(f"{n}={_dims(s)}" for n, s in shapes.items() if n not in self.names)
             return f", and no profile point has the shapes {others} ({self._ranges()})"

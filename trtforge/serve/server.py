@@ -32,9 +32,23 @@ import uvicorn
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, did_you_mean, first_line
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, read_manifest
-from trtforge.runtime.sources import ShapeTensors, ShapeValuesNeeded, WarmupSet, manifest_inputs, onnx_shape_tensors
+from trtforge.runtime.sources import (
+    PROVIDERS,
+    ShapeTensors,
+    ShapeValuesNeeded,
+    WarmupSet,
+    manifest_inputs,
+    onnx_shape_tensors,
+)
 from trtforge.serve.app import Limits, ModelPlan, ServeState, build_app
-from trtforge.serve.protocol import ModelSignature, TensorMeta, datatype_of, probe_request, warmup_problem
+from trtforge.serve.protocol import (
+    HEADER_LENGTH,
+    ModelSignature,
+    TensorMeta,
+    datatype_of,
+    probe_request,
+    warmup_problem,
+)
 
 if TYPE_CHECKING:
     from trtforge.compat import LoadPolicy
@@ -162,10 +176,11 @@ def _pulled(uri: str, name: str | None, pull: PullOptions, policy: LoadPolicy, l
     artifact = name or pull.name
     if artifact is None:
         raise InvalidInputError(f"{uri}: a registry reference needs --name NAME (or NAME={uri})")
+    registry = open_registry(parse_location(uri), insecure=pull.insecure)  # --insecure with a folder: exit 2
     log(f"pulling {artifact} from {uri} for this machine")
     request = PullRequest(artifact, pull.precision, target_environments(), policy)
     into = pull.into or default_cache_dir() / "serve"
-    return pull_artifact(open_registry(parse_location(uri), insecure=pull.insecure), request, into).engine
+    return pull_artifact(registry, request, into).engine
 
 
 def resolve_artifacts(
@@ -258,7 +273,7 @@ def check_warmup_shapes(texts: Sequence[str], plans: Sequence[ModelPlan]) -> Non
     shape tensors the model takes; and each model can be warmed (and probed: ``--no-warmup`` too)
     with values for its shape tensors: a typo, or values only the caller knows, is exit 2 before
     the port opens, not a shape that is silently not warmed or a warm-up that fails once the port is
-    open (a 47 GiB allocation was exit 1 there; zeros for a Reshape's shape exit 5). Pure."""
+    open (there a shape too large to allocate would exit 1, zeros for a Reshape's shape 5). Pure."""
     inputs = {plan.name: [meta.name for meta in plan.signature.inputs] for plan in plans}
     parsed = [parse_warmup_shape(text, list(inputs)) for text in texts]
     for text, (model, entry) in zip(texts, parsed, strict=True):
@@ -385,8 +400,6 @@ def warm_http_path(
     probes = probes or {}
     import http.client
 
-    from trtforge.serve.protocol import HEADER_LENGTH, probe_request
-
     connection = http.client.HTTPConnection(*address, timeout=60)
     try:
         for plan in plans:
@@ -415,7 +428,6 @@ def _warmer(
     """The warm-up thread's body: start each pool in turn, then warm the HTTP path on every model;
     a failure stops the server with its error."""
     from trtforge.runtime.lending import PoolClosed
-    from trtforge.runtime.sources import PROVIDERS
 
     def warm(state: ServeState) -> None:
         began = time.perf_counter()
@@ -467,8 +479,6 @@ def _warmer(
 
 def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop, 130 for Ctrl-C)."""
-    from trtforge.runtime.sources import PROVIDERS
-
     if config.provider not in PROVIDERS:  # before any pull: a typo is exit 2 at once
         raise InvalidInputError(f"--provider '{config.provider}': use {' or '.join(PROVIDERS)}")
     check_limits(config.limits)
