@@ -403,6 +403,32 @@ def calibrate(
     return calibration.result(calibration.scale_sets[0], calibration.config.excluded)
 
 
+def calibrate_spec(
+    spec: Spec, cache_dir: Path, log: Log = _stderr, out: Path | None = None, trt_version: str | None = None
+) -> tuple[CalibrationResult, dict[str, Path]]:
+    """``trtforge calibrate``: an int8 spec calibrated alone (or its earlier result reused), with
+    its files: copies in ``out`` (and TensorRT's calibration cache for ``trt_version``, which
+    names it), else the cache's own. Every refusal comes before anything is calibrated."""
+    if spec.calibration is None:
+        raise SpecError(
+            f"{spec.origin.where('precision')}: precision {spec.precision} and no 'calibration:' section: "
+            "calibrate takes an int8 spec (see trtforge schema)"
+        )
+    if trt_version is not None:
+        if out is None:
+            raise InvalidInputError("--trt-version writes a file: pass --out too")
+        try:
+            trt_version = cache.trt_version_text(trt_version)  # one version, one file name
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"--trt-version: {exc}") from exc
+    from trtforge.spec import check_profiles
+
+    model = inspect_model(spec.model_path)
+    check_profiles(spec, model)
+    result = calibrate(spec, model, cache_dir, log=log)
+    return result, result.export(out, spec.name, trt_version) if out is not None else result.files()
+
+
 def _scales(
     config: CalibrationSpec,
     rules: Sequence[CalibrationRule],

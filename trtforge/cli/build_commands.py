@@ -25,7 +25,7 @@ from trtforge.cli.common import (
     triton_option,
     write_stdout,
 )
-from trtforge.errors import IncompatibleEngineError, InvalidInputError, SpecError, TrtforgeError
+from trtforge.errors import IncompatibleEngineError, TrtforgeError
 
 app = typer.Typer()
 
@@ -158,30 +158,12 @@ def calibrate_command(
     as_json: JsonOption = False,
 ) -> None:
     """INT8 calibration only: the Q/DQ ONNX and the calibration scales (cached by content)."""
-    from trtforge.calibration import calibrate
-    from trtforge.model import inspect_model
-    from trtforge.spec import check_profiles, load_spec
+    from trtforge.calibration import calibrate_spec
+    from trtforge.spec import load_spec
 
-    spec = load_spec(spec_path)
-    if spec.calibration is None:
-        raise SpecError(
-            f"{spec.origin.where('precision')}: precision {spec.precision} and no 'calibration:' section: "
-            "calibrate takes an int8 spec (see trtforge schema)"
-        )
-    if trt_version is not None and out is None:
-        raise InvalidInputError("--trt-version writes a file: pass --out too")
-    if trt_version is not None:  # before anything is calibrated or written; the file name carries it
-        from trtforge.calibration.cache import trt_version_text
-
-        try:
-            trt_version = trt_version_text(trt_version)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"--trt-version: {exc}") from exc
-    model = inspect_model(spec.model_path)
-    check_profiles(spec, model)
     console = reporter()
-    result = calibrate(spec, model, cache_dir_value(cache_dir) / "calibration", log=console.info)
-    files = result.export(out, spec.name, trt_version) if out is not None else result.files()
+    spec = load_spec(spec_path)
+    result, files = calibrate_spec(spec, cache_dir_value(cache_dir) / "calibration", console.info, out, trt_version)
     for label, path in files.items():
         console.info(f"{spec.name}: {label} {path}")
     if as_json:
