@@ -4,6 +4,7 @@ whether a trusted key vouches for the manifest (only then is what it says more t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,65 +12,80 @@ from trtforge.compat import (
     ArtifactFacts,
     Problem,
     Rule,
-    SignatureStatus,
     content_problem,
     signature_problem,
     signature_text,
 )
 from trtforge.console import Reporter, Styled, Table
 from trtforge.fsutil import sha256_file
-from trtforge.manifest import REPORT_SHA256, ArtifactPaths, read_manifest
+from trtforge.manifest import REPORT_SHA256, ArtifactPaths, Manifest, read_manifest
 
 if TYPE_CHECKING:
     from trtforge.keys import TrustedKey
 
 
-def engine_facts(path: Path, trusted_keys: Sequence[TrustedKey] = ()) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EngineFacts:
+    """What ``inspect`` found: the manifest, the engine file as measured now (its size and sha256
+    always, unlike the loader's measure, which stops at a wrong size: here they are shown), the
+    signature as the trusted keys judge it, and the problems (``inspect`` exits 5 on any)."""
+
+    engine: Path
+    manifest: Manifest
+    measured: ArtifactFacts
+    problems: tuple[Problem, ...]
+
+    @property
+    def matches_manifest(self) -> bool:
+        artifact = self.manifest.artifact
+        return self.measured.engine_sha256 == artifact.sha256 and self.measured.engine_size == artifact.size
+
+    def to_dict(self) -> dict[str, Any]:
+        """``inspect --json``."""
+        return {
+            "engine": {
+                "path": str(self.engine),
+                "size": self.measured.engine_size,
+                "sha256": self.measured.engine_sha256,
+                "matches_manifest": self.matches_manifest,
+            },
+            "signature": {"status": self.measured.signature.value, "key_id": self.measured.signature_key_id},
+            "problems": [problem.to_dict() for problem in self.problems],
+            "manifest": self.manifest.to_dict(),
+        }
+
+
+def engine_facts(path: Path, trusted_keys: Sequence[TrustedKey] = ()) -> EngineFacts:
     """The manifest, the engine's size and sha256 as measured now, the signature as ``trusted_keys``
     judge it (``check``'s rules 5 and 6), and the problems found: an engine that is not the one its
-    manifest describes, or a signature that does not verify (``inspect`` exits 5 on either)."""
+    manifest describes, or a signature that does not verify."""
     from trtforge.signing import verify_manifest
 
     paths = ArtifactPaths.of(path)
     engine = paths.existing_engine("pass an .engine that trtforge build wrote")
     manifest = read_manifest(paths.manifest)
-    size = engine.stat().st_size
-    sha256 = sha256_file(engine)
     signature = verify_manifest(manifest, trusted_keys)
-    facts = ArtifactFacts(
+    measured = ArtifactFacts(
         engine_file=engine.name,
-        engine_size=size,
-        engine_sha256=sha256,
+        engine_size=engine.stat().st_size,
+        engine_sha256=sha256_file(engine),
         signature=signature.status,
         signature_key_id=signature.key_id,
     )
-    found = [
+    found = (
         Problem(rule, message)
         for rule, message in (
-            (Rule.SHA256, content_problem(manifest, facts)),
-            (Rule.SIGNATURE, signature_problem(facts, required=False)),
+            (Rule.SHA256, content_problem(manifest, measured)),
+            (Rule.SIGNATURE, signature_problem(measured, required=False)),
         )
         if message
-    ]
-    return {
-        "engine": {
-            "path": str(engine),
-            "size": size,
-            "sha256": sha256,
-            "matches_manifest": sha256 == manifest.artifact.sha256 and size == manifest.artifact.size,
-        },
-        "signature": {"status": signature.status.value, "key_id": signature.key_id},
-        "problems": [problem.to_dict() for problem in found],
-        "manifest": manifest.to_dict(),
-    }
+    )
+    return EngineFacts(engine, manifest, measured, tuple(found))
 
 
-def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
-    manifest = facts["manifest"]
-    engine = facts["engine"]
-    signature = facts["signature"]
-    signed = ArtifactFacts(signature=SignatureStatus(signature["status"]), signature_key_id=signature["key_id"])
-    table = Table((engine["path"],), ("fact", "value"), header=False)
+def render_facts(facts: EngineFacts, reporter: Reporter) -> None:
+    manifest = facts.manifest.to_dict()
+    table = Table((str(facts.engine),), ("fact", "value"), header=False)
     gpu = manifest["gpu"]
     gpus = ", ".join(gpu["compute_capabilities"]) or "-"
     if gpu["and_later_from"]:
@@ -85,14 +101,17 @@ def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
         ),
         ("gpus", f"{gpus} (hardware_compatibility {gpu['hardware_compatibility']})"),
         ("platform", f"{manifest['platform']['os']} {manifest['platform']['machine']}"),
-        ("size", f"{engine['size']:,} bytes"),
-        ("sha256", f"{engine['sha256']}  ({'matches' if engine['matches_manifest'] else 'DIFFERS from'} the manifest)"),
+        ("size", f"{facts.measured.engine_size:,} bytes"),
+        (
+            "sha256",
+            f"{facts.measured.engine_sha256}  ({'matches' if facts.matches_manifest else 'DIFFERS from'} the manifest)",
+        ),
         (
             "built",
             f"{manifest['build']['created_utc']} in {manifest['build']['seconds']} s "
             f"by trtforge {manifest['build']['trtforge_version']}",
         ),
-        ("signature", signature_text(signed)),
+        ("signature", signature_text(facts.measured)),
     ]
     for tensor in manifest["io"]:
         rows.append((tensor["mode"], f"{tensor['name']}  {tensor['dtype']}  {tensor['shape']}"))
@@ -116,5 +135,5 @@ def render_facts(facts: dict[str, Any], reporter: Reporter) -> None:
     for key, value in rows:
         table.add_row(Styled(key, "bold"), str(value))
     reporter.render(table)
-    for problem in facts["problems"]:
-        reporter.error(f"[{problem['rule']}] {problem['message']}")
+    for problem in facts.problems:
+        reporter.error(f"[{problem.rule.value}] {problem.message}")

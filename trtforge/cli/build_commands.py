@@ -185,10 +185,10 @@ def inspect(
 
     facts = engine_facts(engine, load_trusted_keys(trusted_key or ()))
     if as_json:
-        emit_json(facts)
+        emit_json(facts.to_dict())
     else:
         render_facts(facts, reporter())
-    if facts["problems"]:
+    if facts.problems:
         raise typer.Exit(IncompatibleEngineError.exit_code)  # after the facts: they show what differs
 
 
