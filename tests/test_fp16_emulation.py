@@ -29,10 +29,12 @@ from trtforge.precision.graphs import (
     FP16_SUBGRAPHS_AS_IS,
     INT8_QDQ,
     KEEP_FP32_OPS,
+    candidate_emulation,
     emulate_fp16,
     emulated_onnx,
     emulation_of,
     fp16_onnx,
+    tensorrt_choice,
     to_fp16,
 )
 
@@ -581,3 +583,25 @@ def test_on_a_gpu_host_the_engine_overflows_where_the_emulation_does(
     (rejected,) = out.glob("*.rejected.accuracy.json")
     assert json.loads(rejected.read_text())["candidate"]["kind"] == "engine"
     assert not list(out.glob("*.engine"))
+
+
+@pytest.mark.parametrize(
+    ("flavor", "version", "precision", "native", "says"),
+    [
+        ("tensorrt", "10.13.0", "fp16", False, "picks each layer's precision under its FP16 flag"),
+        ("tensorrt", "10.13.0", "int8", True, "places INT8 itself from the scales"),
+        ("tensorrt", "10.13.0", "int8", False, None),  # Q/DQ mode: the engine follows trtforge's placement
+        ("tensorrt", "11.0.0", "fp16", False, None),  # strongly typed: the graph's types are the engine's
+        ("tensorrt-rtx", "1.7.1", "fp16", False, None),
+    ],
+)
+def test_the_label_says_where_tensorrt_chooses_precisions_itself(
+    flavor: str, version: str, precision: str, native: bool, says: str | None
+) -> None:
+    """On TensorRT 10.x the FP16 flag and native INT8 let TensorRT pick each layer's precision: the
+    emulated candidate is trtforge's graph, and every report's label says so after the rest."""
+    note = tensorrt_choice(flavor, version, precision, native)
+    assert (note is None) if says is None else (note is not None and says in note)
+    label = candidate_emulation(FP16_STORAGE, precision == "int8", note)
+    assert label is not None and label.startswith(INT8_QDQ if precision == "int8" else FP16_STORAGE)
+    assert label.endswith(note or FP16_STORAGE)

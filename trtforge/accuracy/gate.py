@@ -139,15 +139,18 @@ def engine_runs_here(manifest: Manifest, env: Environment, policy: LoadPolicy) -
 
 
 def simulated(
-    onnx_path: Path, why_not_engine: str, reference: ModelInfo | None = None, int8: bool = False
+    onnx_path: Path, why_not_engine: str, manifest: Manifest, reference: ModelInfo | None = None
 ) -> GateCandidate:
-    """The simulation as the candidate; ``reference``: the spec's model as described, whose
-    metadata serves when ``onnx_path`` is that model (fp32), instead of parsing it again. An INT8
-    candidate's emulation says how its Q/DQ nodes stand for the engine's INT8 kernels."""
-    from trtforge.precision.graphs import candidate_emulation, emulation_of
+    """The simulation as the candidate of ``manifest``'s engine; ``reference``: the spec's model as
+    described, whose metadata serves when ``onnx_path`` is that model (fp32), instead of parsing it
+    again. Its emulation label says how it stands for the engine (``candidate_emulation``)."""
+    from trtforge.precision.graphs import candidate_emulation, emulation_of, tensorrt_choice
 
     storage = emulation_of(onnx_path, reference)
-    emulation = candidate_emulation(storage, int8)
+    native = manifest.calibration is not None and manifest.calibration.get("mode") == "native"
+    trt = manifest.tensorrt
+    choice = tensorrt_choice(trt.flavor, trt.version, manifest.precision, native)
+    emulation = candidate_emulation(storage, manifest.precision == "int8", choice)
     what = "its FP16-storage emulation" if storage is not None else "the precision-prepared ONNX"
     return GateCandidate(
         "simulated", f"{why_not_engine}: {what} runs in onnxruntime instead", onnx_path=onnx_path, emulation=emulation
@@ -193,7 +196,7 @@ def open_candidate(
     """
     why_not = engine_runs_here(manifest, env, policy)
     if why_not is not None:
-        yield simulated(simulated_onnx, why_not, reference, manifest.precision == "int8")
+        yield simulated(simulated_onnx, why_not, manifest, reference)
         return
     from trtforge.runtime.loader import load_engine
 
@@ -202,7 +205,7 @@ def open_candidate(
             loaded = load_engine(path, policy)
         except IncompatibleEngineError as exc:
             refused = f"the runtime loader refused the engine ({exc})"
-            yield simulated(simulated_onnx, refused, reference, manifest.precision == "int8")
+            yield simulated(simulated_onnx, refused, manifest, reference)
             return
     gpu = env.gpus[0]
     yield GateCandidate(

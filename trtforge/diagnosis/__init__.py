@@ -71,6 +71,7 @@ def diagnose_spec(
     from trtforge.errors import BackendUnavailableError, SpecError
     from trtforge.model import describe, load_onnx
     from trtforge.precision import prepare_precision
+    from trtforge.precision.graphs import tensorrt_choice
     from trtforge.spec import check_profiles
 
     if spec.precision == "fp32":  # the candidate would be the model itself: "first jump: none" says nothing
@@ -100,6 +101,12 @@ def diagnose_spec(
         stem=diagnosis_stem(spec),
         budget_s=max(0.0, deadline.left()),
         log=reporter.info,
+        tensorrt_choice=tensorrt_choice(
+            choice.flavor,
+            version,
+            spec.precision,
+            spec.calibration is not None and spec.calibration.mode == "native",
+        ),
     )
     if diagnosis.emulation:
         reporter.info(f"candidate emulated: {diagnosis.emulation}")

@@ -337,10 +337,13 @@ def diagnose_layers(
     stem: str,
     budget_s: float = DEFAULT_BUDGET_S,
     log: Callable[[str], None] = lambda _message: None,
+    tensorrt_choice: str | None = None,
 ) -> Diagnosis:
     """Run both graphs over the gate's inputs, batch by batch, and measure every node's outputs.
 
     Stops after the batch during which ``budget_s`` runs out (at least one batch runs).
+    ``tensorrt_choice``: where the backend picks precisions itself (:func:`~trtforge.precision.
+    graphs.tensorrt_choice`), for the emulation label.
     """
     import onnx
 
@@ -392,7 +395,7 @@ def diagnose_layers(
         precision=spec.precision,
         reference=str(spec.model_path),
         candidate=str(candidate_onnx),
-        emulation=candidate_emulation(emulation_of(candidate_onnx), spec.precision == "int8"),
+        emulation=candidate_emulation(emulation_of(candidate_onnx), spec.precision == "int8", tensorrt_choice),
         source=plan.source,
         samples=samples,
         batches=batches,

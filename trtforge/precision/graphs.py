@@ -403,10 +403,31 @@ def emulated_onnx(graph_path: Path, cache_dir: Path) -> Path:
     return graph_path if emulated is None else save_model(emulated, target)
 
 
-def candidate_emulation(storage: str | None, int8: bool) -> str | None:
+def candidate_emulation(storage: str | None, int8: bool, tensorrt_choice: str | None = None) -> str | None:
     """The whole label of a simulated candidate: how its Q/DQ nodes stand for INT8 kernels (int8),
-    then how it stores FP16 (``emulation_of``); None when it is the model as is."""
-    return "; ".join(label for label in (INT8_QDQ if int8 else None, storage) if label) or None
+    how it stores FP16 (``emulation_of``), and where TensorRT chooses precisions itself
+    (``tensorrt_choice``); None when it is the model as is."""
+    return "; ".join(label for label in (INT8_QDQ if int8 else None, storage, tensorrt_choice) if label) or None
+
+
+def tensorrt_choice(flavor: str, version: str, precision: str, native_int8: bool) -> str | None:
+    """What the candidate is not, where TensorRT 10.x picks layer precisions itself (the FP16 flag,
+    ``mode: native`` INT8): the candidate is trtforge's graph, the engine TensorRT's choice."""
+    from trtforge.compat import weakly_typed
+
+    if not weakly_typed(flavor, version):
+        return None
+    if precision == "fp16":
+        return (
+            f"TensorRT {version} picks each layer's precision under its FP16 flag: this candidate is "
+            "onnxruntime's FP16 conversion, not TensorRT's choice"
+        )
+    if native_int8:
+        return (
+            f"mode: native: TensorRT {version} places INT8 itself from the scales: this candidate is "
+            "trtforge's Q/DQ placement"
+        )
+    return None
 
 
 def emulation_of(model_path: Path, described: ModelInfo | None = None) -> str | None:
