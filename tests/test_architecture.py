@@ -109,7 +109,18 @@ def test_no_public_name_is_defined_in_two_modules() -> None:
 def test_the_walk_sees_the_modules_it_must() -> None:
     """The two tests above would pass on nothing: make sure they read the real package."""
     assert {"trtforge.manifest", "trtforge.runtime.loader", "trtforge.accuracy.gate", "trtforge.cli"} <= set(MODULES)
+    assert {"trtforge.jsonsafe", "trtforge.publish.docker_auth"} <= set(MODULES)
     assert "trtforge.manifest" in _imports(MODULES["trtforge.runtime.loader"])
+
+
+#: what any module may import, ``cli.early`` (before anything else) included: the standard library only
+LEAVES = ("trtforge.errors", "trtforge.filehash", "trtforge.jsonsafe")
+
+
+def test_the_modules_every_other_may_import_import_no_trtforge_module() -> None:
+    """``errors`` (exit codes), ``filehash`` (the hash ``cli.early`` starts) and ``jsonsafe`` (untrusted
+    JSON, read by the manifest, registries and serve alike) sit below every layer."""
+    assert {module: sorted(_imports(MODULES[module])) for module in LEAVES} == {module: [] for module in LEAVES}
 
 
 def test_a_cycle_is_found_and_a_chain_is_not() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from trtforge.errors import (
+    INTERRUPTED_EXIT,
+    SEVERITY_ORDER,
     AccuracyError,
     BuildError,
     IncompatibleEngineError,
@@ -12,6 +14,7 @@ from trtforge.errors import (
     InvalidInputError,
     RegistryError,
     SpecError,
+    TrtforgeError,
     most_severe,
 )
 
@@ -49,3 +52,19 @@ def test_most_severe_follows_the_readme_order(codes: list[int], expected: int) -
 )
 def test_each_kind_of_failure_carries_the_readme_exit_code(error: type, code: int) -> None:
     assert error.exit_code == code
+
+
+def test_the_severity_order_is_every_failure_class_s_code_once_then_success() -> None:
+    """SEVERITY_ORDER is built from the classes' codes: a class whose code changed, or a new code,
+    cannot be left out of (or counted twice in) what a batch exits with."""
+    import trtforge.errors as errors
+
+    kinds = [value for value in vars(errors).values() if isinstance(value, type) and issubclass(value, TrtforgeError)]
+    assert sorted(SEVERITY_ORDER) == sorted({kind.exit_code for kind in kinds} | {0})
+    assert len(set(SEVERITY_ORDER)) == len(SEVERITY_ORDER)
+
+
+def test_an_interrupt_exits_130_which_no_failure_class_uses() -> None:
+    """README "Exit codes": 130 for Ctrl-C, as a shell's interrupted commands; one constant for
+    the CLI, its start-up and ``ci``'s workers."""
+    assert INTERRUPTED_EXIT == 130 and INTERRUPTED_EXIT not in SEVERITY_ORDER

@@ -21,7 +21,7 @@ from models import need_engine_runtime, need_rtx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
 from trtforge.runners.base import RunnerError
 from trtforge.runtime import PoolNotStarted, PoolStartError
 from trtforge.runtime.health import outputs_match
@@ -558,6 +558,15 @@ def test_start_error_names_each_context_once(tmp_path: Path) -> None:
     assert caught.value.exit_code == 5
     assert "no context could be created and warmed (bad/0: onnxruntime failed: " in str(caught.value)
     assert str(caught.value).count("bad/0") == 1
+
+
+def test_pool_errors_are_the_kinds_their_meaning_says() -> None:
+    """A pool that cannot run the model is refused as an engine is (an IncompatibleEngineError, so an
+    ``except`` of refusals catches both); a pool used out of order is the caller's bug, no exit code."""
+    assert issubclass(PoolStartError, IncompatibleEngineError)
+    assert PoolStartError("pool 'p': no context").reasons == ()
+    for misuse in (PoolClosed, PoolNotStarted):
+        assert issubclass(misuse, RuntimeError) and not issubclass(misuse, TrtforgeError)
 
 
 # ---------------------------------------------------------------- several models

@@ -334,6 +334,20 @@ def test_sign_attest_refuses_a_spec_that_did_not_build_the_engine(project: Path)
     assert code == 2 and "pass --attest too" in err
 
 
+def test_sign_attest_refuses_an_engine_its_manifest_does_not_pin_and_says_what_it_did_not_do(project: Path) -> None:
+    """The check ``sign`` makes (signing.artifact_to_sign), naming what ``sign --attest`` refused:
+    before, "refusing to sign", though it refused to attest too. Nothing is written."""
+    engine = _engine(project)
+    manifest, attestation = manifest_path_for(engine), attestation_path(engine)
+    before = manifest.read_bytes(), attestation.read_bytes()
+    data = bytearray(engine.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    engine.write_bytes(bytes(data))
+    code, _, err = cli("sign", engine, "--key", project / "ci.key", "--attest")
+    assert code == 5 and f"{engine}: refusing to sign and attest: engine sha256" in err, err
+    assert (manifest.read_bytes(), attestation.read_bytes()) == before
+
+
 # ---------------------------------------------------------------- bad input: one line, exit 5
 
 

@@ -953,7 +953,7 @@ def test_a_failing_credential_helper_is_one_line_that_says_why_once(
 
 def test_docker_hub_logins_are_found_under_docker_s_key() -> None:
     """``docker login`` files Docker Hub's login under https://index.docker.io/v1/, for each of its names."""
-    from trtforge.publish.oci import DockerConfig, docker_key
+    from trtforge.publish.docker_auth import DockerConfig, docker_key
 
     config = DockerConfig.model_validate({"auths": {"https://index.docker.io/v1/": {"auth": inline_auth()}}})
     for host in ("docker.io", "index.docker.io", "registry-1.docker.io"):

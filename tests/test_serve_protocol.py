@@ -97,7 +97,11 @@ def test_binary_and_json_inputs_decode_to_the_same_arrays() -> None:
             None,
             "not FP32",
         ),
-        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', None, "NaN is not JSON"),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}',
+            None,
+            r"'NaN' is not JSON \(RFC 8259 has no NaN or Infinity: send such values in binary\)",
+        ),
         (
             b'{"inputs": [{"name": "x", "shape": [true], "datatype": "FP32", "data": [1]}]}',
             None,

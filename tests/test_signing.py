@@ -28,6 +28,7 @@ from trtforge.artifact import LOCK_DIR
 from trtforge.cli import app
 from trtforge.compat import SignatureStatus
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.fsutil import staged_file
 from trtforge.keys import SIGNING_KEY_ENV, signing_requested
 from trtforge.manifest import manifest_path_for, read_manifest, write_manifest
 from trtforge.signing import (
@@ -154,6 +155,39 @@ def test_keygen_writes_private_0600_and_public_and_never_overwrites(tmp_path: Pa
         generate_keypair(tmp_path / "release")
     assert pair.private_path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "release.pub"]  # no temp files
+
+
+def test_keygen_writes_the_private_key_into_a_temporary_no_one_else_can_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temporary a key is staged in (fsutil's, named and locked as every temporary) is 0600
+    before the key's bytes go in, and is gone after."""
+    modes: dict[str, int] = {}
+    write_bytes = Path.write_bytes
+
+    def recording(self: Path, data: bytes) -> int:
+        modes[self.name] = stat.S_IMODE(self.stat().st_mode)
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", recording)
+    generate_keypair(tmp_path / "release")
+    (private,) = [mode for name, mode in modes.items() if name.startswith(".release.") and ".pub." not in name]
+    assert private == 0o600 and len(modes) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "release.pub"]
+
+
+def test_an_exclusive_staged_file_never_replaces_one_made_meanwhile(tmp_path: Path) -> None:
+    """``staged_file(exclusive=True)``: a file that appears while ours is written (another keygen)
+    stays as it is, ours is refused with FileExistsError, and its temporary goes."""
+    final = tmp_path / "key"
+    with pytest.raises(FileExistsError), staged_file(final, exclusive=True) as staged:
+        staged.write_bytes(b"ours")
+        final.write_bytes(b"theirs")
+    assert final.read_bytes() == b"theirs"
+    with staged_file(tmp_path / "new", exclusive=True) as staged:
+        staged.write_bytes(b"ours")
+    assert (tmp_path / "new").read_bytes() == b"ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key", "new"]  # no temporaries
 
 
 def test_keygen_refuses_when_only_the_public_file_exists(tmp_path: Path) -> None:

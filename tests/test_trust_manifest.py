@@ -17,7 +17,8 @@ from models import need_rtx
 from registry import DIGITS_ONNX, DIGITS_PROFILE, build_engine
 
 from trtforge.errors import InvalidInputError
-from trtforge.manifest import bounded_json, manifest_path_for, read_manifest
+from trtforge.jsonsafe import bounded_json
+from trtforge.manifest import manifest_path_for, read_manifest
 from trtforge.runtime.loader import check_compatibility, load_engine
 
 need_rtx()

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from trtforge import __version__
 from trtforge.console import Reporter, Styled, Table
 from trtforge.errors import (
+    INTERRUPTED_EXIT,
     AccuracyError,
     InvalidInputError,
     SpecError,
@@ -51,6 +52,7 @@ from trtforge.fsutil import (
     temp_dir,
     temp_prefix,
 )
+from trtforge.jsonsafe import bounded_json
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -69,8 +71,6 @@ MANIFEST_FACTS_ANNOTATION = "dev.trtforge.manifest-facts"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 #: after Ctrl-C, how long workers get to cancel their builds and remove their temporaries
 STOP_GRACE_S = 3.0
-#: what a worker that was interrupted exits with (the CLI's code for Ctrl-C)
-INTERRUPTED = 130
 
 
 class StepStatus(str, Enum):
@@ -236,8 +236,6 @@ class CacheRecord(BaseModel):
 
 def read_record(entry: Path) -> CacheRecord:
     """The entry's record; InvalidInputError (naming the file and why) when it is not one."""
-    from trtforge.manifest import bounded_json
-
     path = entry / RECORD_FILE
     try:
         return CacheRecord.model_validate(bounded_json(path.read_bytes(), MAX_RECORD_BYTES))
@@ -416,8 +414,8 @@ def _failed(spec_path: str, name: str, seconds: float, exc: TrtforgeError) -> Sp
 
 def signing_key_from_env() -> SigningKey | None:
     """``$TRTFORGE_SIGNING_KEY``'s key, with which ``ci`` signs each build as ``trtforge build``
-    does; None when it is not set. Loaded once, as a run starts: a key that cannot sign is exit 2
-    before anything is built."""
+    does; None when it is not set. The command loads it once, as a run starts, and passes it in
+    ``CiOptions.signing_key``: a key that cannot sign is exit 2 before anything is built."""
     from trtforge.keys import SIGNING_KEY_ENV, signing_requested
 
     if not signing_requested(None):
@@ -429,7 +427,8 @@ def signing_key_from_env() -> SigningKey | None:
 
 @dataclass(frozen=True)
 class CiOptions:
-    """Everything a worker needs besides the spec (a worker is forked: it gets them as they are)."""
+    """Everything a worker needs besides the spec (a worker is forked: it gets them as they are).
+    A plain value: building one reads nothing (the caller loads the key: ``signing_key_from_env``)."""
 
     out_dir: Path
     cache_dir: Path
@@ -438,7 +437,7 @@ class CiOptions:
     insecure: bool = False
     triton: str | None = None  # a Triton release (``--triton`` or trtforge.yaml): refuse what it cannot load
     cc: str | None = None  # ``--cc``: each spec for this one of its GPU targets (a GPU job of ``trtforge matrix``)
-    signing_key: SigningKey | None = field(default_factory=signing_key_from_env)  # each build signs with it
+    signing_key: SigningKey | None = None  # each build signs with it; None: no signing
 
 
 def for_cc(spec: Spec, cc: str | None) -> Spec:
@@ -830,7 +829,7 @@ def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int, p
     except KeyboardInterrupt:
         for stop in _stoppable():
             signal.signal(stop, _already_stopping)
-        sys.exit(INTERRUPTED)
+        sys.exit(INTERRUPTED_EXIT)  # what a worker that was interrupted exits with, as the CLI on Ctrl-C
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """One exception class per kind of failure; each carries the exit code the CLI returns.
 
-The codes are a contract (README "Exit codes"): CI scripts branch on them.
+The codes are a contract (README "Exit codes"): CI scripts branch on them. Standard library only,
+and nothing slow to import (``trtforge.cli.early`` imports it before anything else starts).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ import errno
 import os
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 
 #: ``TRTFORGE_DEBUG=1`` prints the traceback of an internal error (exit 1) on stderr
 DEBUG_ENV = "TRTFORGE_DEBUG"
+#: what an interrupted command exits with (Ctrl-C, and ``ci``'s SIGTERM): 128 + SIGINT, as a shell's
+#: own interrupted commands do. Not an exception class's: an interrupt is a KeyboardInterrupt.
+INTERRUPTED_EXIT = 130
 
 
 class TrtforgeError(Exception):
@@ -85,7 +88,7 @@ def internal_error(exc: BaseException, subject: str = "") -> InternalError:
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
-def disk_error(exc: BaseException, path: Path | str | None = None) -> InvalidInputError | None:
+def disk_error(exc: BaseException, path: os.PathLike[str] | str | None = None) -> InvalidInputError | None:
     """A write the disk refused (``DISK_ERRNOS``) as the user's error (exit 2): what, where and how
     to fix it; None for any other exception. Where: the file the error names, which is the one that
     was written (``path``, the caller's guess, may be on another disk: a cache written inside a
@@ -129,8 +132,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" — did you mean '{close[0]}'?" if close else ""
 
 
-#: ``trtforge ci`` and multi-spec commands exit with the most severe outcome, in this order.
-SEVERITY_ORDER = (1, 3, 4, 5, 6, 2, 0)
+#: ``trtforge ci`` and multi-spec commands exit with the most severe outcome, in this order
+#: (README "Exit codes": 1, 3, 4, 5, 6, 2, 0): a bug first, then the pipeline's own failures in the
+#: order its steps run, a registry's, the user's input, success.
+SEVERITY_ORDER = (
+    *(kind.exit_code for kind in (InternalError, BuildError, AccuracyError, IncompatibleEngineError, RegistryError)),
+    InvalidInputError.exit_code,
+    0,
+)
 
 
 def most_severe(codes: Iterable[int]) -> int:

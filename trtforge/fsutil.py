@@ -609,10 +609,14 @@ def _prove_writable(folder: Path, path: Path, flag: str, what: str) -> None:
 
 
 @contextlib.contextmanager
-def staged_file(final: Path, durable: bool = True) -> Iterator[Path]:
+def staged_file(final: Path, durable: bool = True, *, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success it is fsynced (``durable``) and
     renamed into place. What can be derived again (a cache entry, a result handed from one
     process to another) skips the fsync: a crash only costs deriving it again.
+
+    ``exclusive``: ``final`` is created, never replaced: the temporary is hard-linked to it, which
+    fails with FileExistsError where ``final`` exists (even one made meanwhile by another process),
+    so the file appears whole or not at all and clobbers nothing (a key ``keygen`` writes).
 
     On any exception (Ctrl-C included) the temporary file is removed and ``final`` is untouched.
     A write the disk refuses (full, read-only, over quota) carries ``final`` as its file name when
@@ -624,7 +628,10 @@ def staged_file(final: Path, durable: bool = True) -> Iterator[Path]:
         yield tmp
         if durable:
             fsync_file(tmp)
-        os.replace(tmp, final)
+        if exclusive:
+            os.link(tmp, final)  # the temporary's name goes in ``finally``
+        else:
+            os.replace(tmp, final)
     except OSError as exc:
         if exc.filename is None:
             exc.filename = str(final)

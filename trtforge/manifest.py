@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,6 +26,7 @@ from pydantic import (
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import atomic_write_text
+from trtforge.jsonsafe import bounded_json
 from trtforge.tags import AMPERE, FLAVOR_RTX, ComputeCapability, EngineTag, Platform
 
 ENGINE_SUFFIX = ".engine"
@@ -42,16 +42,12 @@ REPORT_SHA256 = "report_sha256"
 #: The manifest's ``accuracy`` when the spec turns the gate off.
 SKIPPED_ACCURACY: dict[str, Any] = {"skipped": True, "reason": "accuracy.enabled is false in the spec"}
 
-#: a real manifest is a few KB and a few levels deep; anything beyond is refused before json.loads,
-#: so a hostile file cannot exhaust memory or Python's recursion limit
+#: a real manifest is a few KB (and a few levels deep: ``jsonsafe.MAX_JSON_DEPTH``); anything beyond
+#: is refused before json.loads, so a hostile file cannot exhaust memory or Python's recursion limit
 MAX_MANIFEST_BYTES = 1024 * 1024
-MAX_JSON_DEPTH = 32
 #: an accuracy report is a few KB per model output: one read from a registry or beside an engine
 #: to publish is bounded by this
 MAX_REPORT_BYTES = 4 * 1024 * 1024
-
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 class _Frozen(BaseModel):
@@ -349,68 +345,6 @@ class ArtifactPaths:
             problem = "is not a regular file" if os.path.lexists(self.engine) else "not found"
             raise InvalidInputError(f"{self.engine}: engine file {problem}; {fix}")
         return self.engine
-
-
-def json_depth(data: bytes, limit: int) -> int:
-    """How deeply ``data`` nests arrays and objects (strings skipped), counted up to ``limit + 1``."""
-    depth = deepest = 0
-    for byte in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
-        depth += 1 if byte in b"[{" else -1
-        if depth > deepest:
-            deepest = depth
-            if deepest > limit:
-                break
-    return deepest
-
-
-def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """``json.loads`` for untrusted bytes: size, UTF-8 and nesting are checked first.
-
-    Raises ValueError with the reason (too large, not UTF-8, too deep, not JSON: ``NaN``,
-    ``Infinity`` or a key given twice included); the caller turns it into its own error class,
-    naming where the bytes came from.
-    """
-    raw = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else data
-    if len(raw) > max_bytes:
-        raise ValueError(f"larger than {max_bytes:,} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
-    if json_depth(raw, max_depth) > max_depth:
-        raise ValueError(f"nested deeper than {max_depth} levels")
-    try:
-        return json.loads(
-            text, object_pairs_hook=_without_duplicate_keys, parse_constant=not_json_constant, parse_float=_finite_float
-        )
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
-
-
-def not_json_constant(constant: str) -> NoReturn:
-    """``NaN``, ``Infinity`` and ``-Infinity``, which Python's json reads and RFC 8259 has not: other
-    parsers refuse them, so a signed document must not rest on one."""
-    raise ValueError(f"'{constant}' is not JSON (RFC 8259 has no NaN or Infinity)")
-
-
-def _finite_float(text: str) -> float:
-    """A number beyond a double's range (``1e999``) would read as infinity, and be written back as
-    ``Infinity``, which is not JSON."""
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"number {text[:20]} is out of range (beyond a 64-bit float)")
-    return value
-
-
-def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object whose key appears twice is refused: JSON parsers differ on which one wins (Python
-    keeps the last), so a signed document could read one way here and another way elsewhere."""
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise ValueError(f"key '{key}' appears twice in one object")
-        seen.add(key)
-    return dict(pairs)
 
 
 def parse_manifest(data: bytes | str, origin: str) -> Manifest:

@@ -37,12 +37,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, disk_error, first_line
 from trtforge.fsutil import sha256_bytes, sha256_file
+from trtforge.jsonsafe import bounded_json
 from trtforge.keys import SigningKey, TrustedKey
-from trtforge.manifest import ArtifactPaths, Manifest, attestation_path, bounded_json, read_manifest
-from trtforge.signing import SignOutcome, key_type_of, sign_manifest, sslib_key, sslib_signer
+from trtforge.manifest import ArtifactPaths, Manifest, attestation_path, read_manifest
+from trtforge.signing import SignOutcome, artifact_to_sign, key_type_of, sign_manifest, sslib_key, sslib_signer
 
 if TYPE_CHECKING:
     from trtforge.spec import Spec
@@ -283,14 +283,10 @@ def sign_and_attest(
     that built it (its and its model's digests are the manifest's). A refusal, or a failed write,
     leaves the manifest and its attestation as they were: the old attestation still verifies.
     """
-    from trtforge.artifact import ArtifactWriter, locked_manifest
+    from trtforge.artifact import ArtifactWriter
 
     paths = ArtifactPaths.of(engine_or_manifest).must_exist()
-    with locked_manifest(paths.manifest) as manifest:  # no build replaces the artifact meanwhile
-        engine = paths.existing_engine("attest the .engine that sits beside its manifest")
-        problem = file_problem(manifest, engine)
-        if problem:
-            raise IncompatibleEngineError(f"{engine}: refusing to sign: {problem}", reasons=[problem])
+    with artifact_to_sign(paths, "sign and attest") as (manifest, engine):
         inputs = recorded_inputs(manifest) if spec is None else _built_by(spec, manifest, engine)
         signed = sign_manifest(manifest, key)
         manifest_bytes = signed.to_json().encode("utf-8")

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING
 from trtforge.compat import SignatureStatus
 from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, disk_error
-from trtforge.fsutil import TEMP_SUFFIX, staged_file, temp_prefix
+from trtforge.fsutil import staged_file
 from trtforge.keys import SIGNING_KEY_ENV, SigningKey, TrustedKey
 from trtforge.manifest import ArtifactPaths, Manifest
 
@@ -174,22 +173,16 @@ def _key_destination(given: str | os.PathLike[str]) -> Path:
 
 
 def _create_new(final: Path, data: bytes, mode: int) -> None:
-    """Like fsutil.staged_file, but refuses to replace an existing file: ``os.link`` fails where
-    ``os.replace`` would overwrite, so a key appears complete or not at all, and never clobbers one."""
-    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(final.name), suffix=TEMP_SUFFIX, dir=final.parent)
+    """``data`` as the new file ``final`` (``staged_file``'s exclusive mode): a key appears complete
+    or not at all, and never clobbers one."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
-        os.link(tmp_name, final)
+        with staged_file(final, exclusive=True) as staged:
+            os.chmod(staged, mode)  # before the bytes go in: a private key is never readable by others
+            staged.write_bytes(data)
     except FileExistsError as exc:
         raise InvalidInputError(f"{final} already exists; keygen never overwrites a key: choose another OUT") from exc
     except OSError as exc:
         raise InvalidInputError(f"cannot write {final}: {exc.strerror}; choose a writable OUT") from exc
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
 
 
 def _pem_source(value: str, what: str) -> tuple[bytes, str]:
@@ -399,28 +392,35 @@ class SignOutcome:
     replaced_key_id: str | None
 
 
-def sign_artifact(engine_or_manifest: Path, key: SigningKey) -> SignOutcome:
-    """Sign an artifact's manifest in place (atomic rewrite), after proving the engine matches it.
-
-    A signature vouches for the engine's sha256, so a damaged or foreign engine is refused
-    rather than signed.
-    """
+@contextlib.contextmanager
+def artifact_to_sign(paths: ArtifactPaths, action: str) -> Iterator[tuple[Manifest, Path]]:
+    """The artifact's manifest, locked for the block (no build replaces the artifact meanwhile), and
+    its engine, proved to be the one the manifest pins: a signature vouches for the engine's sha256,
+    so a missing, damaged or foreign engine is refused (exit 5) rather than signed. ``action`` is
+    what the refusal says is not done (``sign``, ``sign and attest``)."""
     from trtforge.artifact import locked_manifest
 
-    paths = ArtifactPaths.of(engine_or_manifest).must_exist()
-    manifest_path = paths.manifest
-    with locked_manifest(manifest_path) as manifest:  # no build replaces the artifact meanwhile
-        engine = paths.existing_engine("sign the .engine that sits beside its manifest")
+    with locked_manifest(paths.manifest) as manifest:
+        engine = paths.existing_engine(f"{action} the .engine that sits beside its manifest")
         problem = file_problem(manifest, engine)
         if problem:
-            raise IncompatibleEngineError(f"{engine}: refusing to sign: {problem}", reasons=[problem])
+            raise IncompatibleEngineError(f"{engine}: refusing to {action}: {problem}", reasons=[problem])
+        yield manifest, engine
+
+
+def sign_artifact(engine_or_manifest: Path, key: SigningKey) -> SignOutcome:
+    """Sign an artifact's manifest in place (atomic rewrite), after proving the engine matches it
+    (:func:`artifact_to_sign`)."""
+    paths = ArtifactPaths.of(engine_or_manifest).must_exist()
+    manifest_path = paths.manifest
+    with artifact_to_sign(paths, "sign") as (manifest, _):
         previous = (manifest.signature or {}).get("key_id")
         signed = sign_manifest(manifest, key)
         mode = manifest_path.stat().st_mode & 0o777
         try:
             with staged_file(manifest_path) as staged:
                 staged.write_text(signed.to_json(), encoding="utf-8")
-                os.chmod(staged, mode)  # keep the manifest's permissions (mkstemp makes 0600)
+                os.chmod(staged, mode)  # keep the manifest's permissions (a temporary gets the umask's)
         except OSError as exc:
             raise disk_error(exc, manifest_path) or InvalidInputError(
                 f"{manifest_path}: cannot rewrite the manifest ({exc.strerror})"

@@ -84,7 +84,7 @@ def ci(
     import time
 
     from trtforge.cache import default_cache_dir
-    from trtforge.ci import CiOptions, ReportFiles, render_ci_table, run_ci
+    from trtforge.ci import CiOptions, ReportFiles, render_ci_table, run_ci, signing_key_from_env
     from trtforge.environment import usable_cores
     from trtforge.rerun import record, replay
 
@@ -96,8 +96,15 @@ def ci(
     console = reporter()
     release = _flag_release(triton)
     gpu = str(target_from_flags(cc=cc).compute_capability) if cc is not None else None
-    options = CiOptions(
-        out, cache_dir or default_cache_dir(), backend_value(backend), remote_cache, insecure, release, gpu
+    options = CiOptions(  # the key loaded now, before any replay: a bad key fails an unchanged rerun too
+        out,
+        cache_dir or default_cache_dir(),
+        backend_value(backend),
+        remote_cache,
+        insecure,
+        release,
+        gpu,
+        signing_key=signing_key_from_env(),
     )
     given, cores = list(targets or []), jobs or usable_cores()
     report = replay(given, options, cores, console)  # the project file is among what a replay rests on

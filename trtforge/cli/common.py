@@ -18,7 +18,7 @@ import typer
 
 from trtforge.cli import early
 from trtforge.environment import Target
-from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, unexpected_error
+from trtforge.errors import INTERRUPTED_EXIT, InvalidInputError, TrtforgeError, did_you_mean, unexpected_error
 from trtforge.tags import FLAVORS, ComputeCapability, Platform
 
 if TYPE_CHECKING:
@@ -110,11 +110,11 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
         except TrtforgeError as exc:
             failure = Failure(exc.exit_code, str(exc), exc, kwargs)
         except KeyboardInterrupt as exc:
-            failure = Failure(130, INTERRUPTED, exc, kwargs)
+            failure = Failure(INTERRUPTED_EXIT, INTERRUPTED, exc, kwargs)
         except Exception as exc:  # a full disk (exit 2), or a bug or an unwrapped library error (exit 1)
             error = unexpected_error(exc)
             failure = Failure(error.exit_code, str(error), exc, kwargs)
-        typer.echo(failure.message if failure.exit_code == 130 else f"error: {failure.message}", err=True)
+        typer.echo(failure.message if failure.exit_code == INTERRUPTED_EXIT else f"error: {failure.message}", err=True)
         if kwargs.get("as_json") and not _json_printed.get():
             code, message = failure.exit_code, failure.message
             own = error_document(failure) if error_document is not None else None

@@ -1,9 +1,9 @@
 """Imported first by :mod:`trtforge.cli`: on ``trtforge check|inspect ... ENGINE`` it starts
 hashing ENGINE on a background thread before the CLI's other imports (it imports nothing but
-:mod:`trtforge.filehash` itself first), so the hash (hashlib releases the GIL) and the start-up
-overlap instead of adding up; the command's own ``sha256_file`` then waits for that hash rather
-than reading the file again. Any other command line starts nothing. In trtforge's own process it
-also pauses the garbage collector during start-up."""
+:mod:`trtforge.filehash` and :mod:`trtforge.errors`, both standard library only, itself first), so
+the hash (hashlib releases the GIL) and the start-up overlap instead of adding up; the command's
+own ``sha256_file`` then waits for that hash rather than reading the file again. Any other command
+line starts nothing. In trtforge's own process it also pauses the garbage collector during start-up."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from trtforge.errors import INTERRUPTED_EXIT
 from trtforge.filehash import Prefetch
 
 #: the commands whose cost is hashing the one engine they are given
@@ -56,10 +57,10 @@ if _collector_paused:
 
 def _interrupted_while_starting(signum: int, frame: FrameType | None) -> None:
     """Ctrl-C before the command started (typer and pydantic still importing): nothing was
-    begun, so nothing to undo; exit 130 as every interrupted command does, not with a traceback
-    of whichever import was running."""
+    begun, so nothing to undo; exit 130 (``INTERRUPTED_EXIT``) as every interrupted command does,
+    not with a traceback of whichever import was running."""
     os.write(2, b"interrupted: the command had not started\n")
-    os._exit(130)
+    os._exit(INTERRUPTED_EXIT)
 
 
 #: in trtforge's own process, Ctrl-C during start-up ends it at once (unless SIGINT is ignored, as

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, did_you_mean
+from trtforge.jsonsafe import bounded_json
 from trtforge.manifest import (
     ENGINE_SUFFIX,
     MAX_REPORT_BYTES,
@@ -22,7 +23,6 @@ from trtforge.manifest import (
     REPORT_SUFFIX,
     ArtifactPaths,
     Manifest,
-    bounded_json,
     first_error,
     read_manifest,
     report_path,

@@ -13,10 +13,9 @@ because the rules need all of it and a signature covers exactly those bytes.
 
 Credentials, looked up when the registry first asks for them (a registry that needs none never has
 docker's config read): ``TRTFORGE_REGISTRY_USERNAME`` and ``TRTFORGE_REGISTRY_PASSWORD`` when set
-(docker's config is then not read), else ``$DOCKER_CONFIG/config.json`` or, without
-``DOCKER_CONFIG``, ``~/.docker/config.json``, as ``docker login`` leaves it, read as docker reads it
-and in docker's order (the host's credential helper, else ``credsStore``, else the entry's own
-``auth``); a config docker would refuse, or a credential helper that fails, is exit 2 naming it.
+(docker's config is then not read), else docker's login as ``docker login`` leaves it, read as
+docker reads it and in docker's order (:mod:`trtforge.publish.docker_auth`); a config docker would
+refuse, or a credential helper that fails, is exit 2 naming it.
 HTTPS unless ``--insecure`` (plain HTTP, for local registries).
 
 Attestations (``trtforge.provenance``: a DSSE envelope of an in-toto SLSA provenance Statement,
@@ -39,7 +38,6 @@ one line; a blob that is not the engine its manifest pins is exit 5 (the pull's 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import functools
@@ -47,7 +45,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,22 +52,19 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, first_line
 from trtforge.fsutil import copy_at_most, sha256_bytes
+from trtforge.jsonsafe import bounded_json
 from trtforge.manifest import (
     MANIFEST_SUFFIX,
-    MAX_JSON_DEPTH,
     MAX_MANIFEST_BYTES,
     MAX_REPORT_BYTES,
     REPORT_SUFFIX,
     Manifest,
     attestation_path,
-    bounded_json,
     first_error,
-    json_depth,
-    not_json_constant,
     parse_manifest,
 )
 from trtforge.publish.base import (
@@ -89,6 +83,7 @@ from trtforge.publish.base import (
     pulled_report,
     written_status,
 )
+from trtforge.publish.docker_auth import docker_login_for
 from trtforge.tags import Platform
 
 if TYPE_CHECKING:
@@ -111,14 +106,6 @@ CREATED = "org.opencontainers.image.created"
 ANNOTATION_PREFIX = "dev.trtforge."
 USERNAME_ENV = "TRTFORGE_REGISTRY_USERNAME"
 PASSWORD_ENV = "TRTFORGE_REGISTRY_PASSWORD"
-#: the server address ``docker login`` files Docker Hub's login under, whichever of its names is used
-DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-#: docker's names for Docker Hub, and the API host that answers for them
-DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
-#: what a docker credential helper's ``get`` says (on stdout, exit 1) for a server it keeps nothing for
-HELPER_NOT_FOUND = "credentials not found in native keychain"
-#: the user name a credential helper answers with when its secret is an identity token
-HELPER_TOKEN_USER = "<token>"
 
 #: engines above this size go up in chunks (PATCH), so memory stays flat for multi-GB engines
 CHUNKED_ABOVE = 64 * 1024 * 1024
@@ -129,8 +116,6 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 MAX_TAG_PAGES = 1000
 #: what a blob download reads (and writes) at a time
 BLOB_CHUNK = 1024 * 1024
-#: what Go's ``base64.StdEncoding`` decodes, line breaks aside: whole quantums, padding at the end only
-STD_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 #: the distribution spec's digest grammar, ``algorithm:encoded``
 DIGEST_PATTERN = r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
 #: (connect, read) seconds: a dead registry must fail a CI job quickly, not hang it
@@ -252,194 +237,6 @@ class Referrer(_Answer):
     size: int = Field(ge=0, le=MAX_ANSWER_BYTES)
     artifact_type: str | None = Field(None, alias="artifactType")
     annotations: dict[str, str] | None = None
-
-
-class DockerAuth(_Answer):
-    """One ``auths`` entry of docker's ``config.json``: the base64 ``user:password``, when inline, or
-    an identity token (an OAuth2 refresh token, which oras-py cannot exchange for access)."""
-
-    auth: str | None = None
-    identity_token: str | None = Field(None, alias="identitytoken")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_login(cls, entry: Any) -> Any:
-        """An entry without ``auth`` may hold ``username`` and ``password`` as they are (a config
-        written by hand or by older tools): docker logs in with them, and so does trtforge."""
-        if isinstance(entry, dict) and not entry.get("auth") and entry.get("username"):
-            login = f"{entry['username']}:{entry.get('password') or ''}".encode()
-            return {**entry, "auth": base64.b64encode(login).decode()}
-        return entry
-
-    @field_validator("auth")
-    @classmethod
-    def _user_and_password(cls, auth: str | None) -> str | None:
-        """docker's ``decodeAuth``: base64 (line breaks skipped) of ``user:password`` with a user, else
-        docker refuses the whole file ("invalid auth configuration file"), and so does trtforge rather
-        than send the registry what docker never would. Kept as docker sends it: NULs around the
-        password dropped."""
-        if not auth:
-            return None
-        text = auth.replace("\r", "").replace("\n", "")
-        if not STD_BASE64.fullmatch(text):
-            raise ValueError("not base64, where docker wants base64 of user:password")
-        user, colon, password = base64.b64decode(text).partition(b":")
-        if not colon or not user:
-            raise ValueError("not base64 of user:password (docker: invalid auth configuration file)")
-        return base64.b64encode(user + b":" + password.strip(b"\0")).decode()
-
-
-class DockerConfig(_Answer):
-    """The parts of docker's ``config.json`` that hold credentials, as ``go_decode`` leaves them
-    (``DOCKER_CONFIG_FIELDS``); ``null`` stands for absent anywhere, as in docker's (Go's) decoding."""
-
-    auths: dict[str, DockerAuth | None] | None = None
-    creds_store: str | None = Field(None, alias="credsStore")
-    cred_helpers: dict[str, str | None] | None = Field(None, alias="credHelpers")
-
-    def entry(self, key: str) -> DockerAuth:
-        """``key``'s ``auths`` entry as docker's file store finds it: the exact key, else the first
-        whose host is ``key`` (``https://host:port/…`` as older docker and ``docker login https://…`` wrote it)."""
-        auths = self.auths or {}
-        found = auths[key] if key in auths else next((e for k, e in auths.items() if docker_hostname(k) == key), None)
-        return found or DockerAuth()
-
-    def helper(self, key: str) -> str | None:
-        """The credential helper docker asks for ``key``: its own (``""`` or null: none), else ``credsStore``."""
-        return (self.cred_helpers or {}).get(key, self.creds_store)
-
-
-class GoObject(tuple[tuple[str, Any], ...]):
-    """A JSON object as Go's decoder meets it: its members in order, a key given twice twice."""
-
-
-@dataclass(frozen=True)
-class GoMap:
-    """A Go map of ``values`` (a ``GoType``): unlike a struct, it takes any key as it is."""
-
-    values: GoType
-
-
-#: a Go type for ``go_decode``: a struct (a dict of its fields' JSON names and types), a map, a string
-GoType = dict[str, "GoType"] | GoMap | type[str]
-
-#: docker's ``ConfigFile`` and its ``AuthConfig`` entries: the fields trtforge reads
-DOCKER_CONFIG_FIELDS: GoType = {
-    "auths": GoMap({"auth": str, "identitytoken": str, "username": str, "password": str}),
-    "credsStore": str,
-    "credHelpers": GoMap(str),
-}
-#: what a credential helper's ``get`` answers (docker-credential-helpers' ``Credentials``): the fields trtforge reads
-HELPER_ANSWER_FIELDS: GoType = {"Username": str, "Secret": str}
-
-#: the letters Go's encoding/json folds onto ASCII ones besides ASCII's own (its ``foldName``,
-#: upper(lower(r))): long s, the Kelvin sign, dotless i, I with a dot
-_GO_FOLD = str.maketrans({"\u017f": "s", "\u212a": "k", "\u0131": "i", "\u0130": "i"})
-
-
-def go_fold(name: str) -> str:
-    """A JSON key as Go matches it to a struct field's name: case-insensitively."""
-    return name.translate(_GO_FOLD).lower()
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, GoObject):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, bool):
-        return "a boolean"
-    return "a number" if isinstance(value, int | float) else "a string"
-
-
-def go_decode(value: Any, kind: GoType, where: str = "", previous: dict[str, Any] | None = None) -> Any:
-    """``value`` (``docker_json``'s) decoded into ``kind`` as Go's encoding/json decodes it, as plain
-    dicts: a key names a struct field case-insensitively, others are ignored; each key that names a
-    field sets it, so the last one in the document wins; null leaves a string as it was and empties a
-    map; a map given again is added to (``previous``), each of its entries replaced whole. A value of
-    another type refuses the document (ValueError ``where: what``), as docker's decoder does whatever
-    follows it."""
-    wanted = "an object" if isinstance(kind, dict | GoMap) else "a string"
-    if _json_kind(value) != wanted:
-        raise ValueError(f"{where or '(top level)'}: {wanted} expected, not {_json_kind(value)}")
-    if isinstance(kind, GoMap):
-        found = dict(previous or {})
-        for key, item in value:
-            found[key] = None if item is None else go_decode(item, kind.values, f"{where}.{key}" if where else key)
-        return found
-    if not isinstance(kind, dict):
-        return value
-    names = {go_fold(name): name for name in kind}
-    fields: dict[str, Any] = {}
-    for key, item in value:
-        name = names.get(go_fold(key))
-        if name is None:
-            continue
-        if item is None:
-            if isinstance(kind[name], GoMap):
-                fields[name] = None
-            continue
-        fields[name] = go_decode(item, kind[name], f"{where}.{key}" if where else key, fields.get(name))
-    return fields
-
-
-def docker_hostname(key: str) -> str:
-    """docker's ``ConvertToHostname``: an ``auths`` key without its http(s) scheme and path."""
-    scheme, separator, rest = key.partition("://")
-    if separator and scheme in ("http", "https"):
-        key = rest
-    return key.partition("/")[0]
-
-
-def docker_key(host: str) -> str:
-    """The server address docker looks ``host``'s login up by: Docker Hub's names share one."""
-    return DOCKER_HUB_KEY if host in DOCKER_HUB_HOSTS else host
-
-
-def docker_config_path() -> Path:
-    """Where docker keeps its logins: ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``."""
-    folder = os.environ.get("DOCKER_CONFIG")
-    return Path(folder) / "config.json" if folder else Path(os.path.expanduser("~/.docker/config.json"))
-
-
-def docker_json(data: bytes) -> Any:
-    """docker's config (or a credential helper's answer) as Go's ``json.Decoder.Decode`` reads it,
-    for ``go_decode``, not as ``bounded_json`` reads what trtforge signs: nothing but whitespace is
-    None (no config: docker ignores ``io.EOF``), what follows the first value is ignored, objects are
-    ``GoObject`` (a key given twice kept twice), invalid UTF-8 becomes U+FFFD, ``NaN`` and
-    ``Infinity`` are refused (Go's grammar has neither). Size and nesting are bounded all the same."""
-    if len(data) > MAX_ANSWER_BYTES:
-        raise ValueError(f"larger than {MAX_ANSWER_BYTES:,} bytes")
-    if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    text = data.decode("utf-8", errors="replace")
-    start = len(text) - len(text.lstrip(" \t\r\n"))
-    if start == len(text):
-        return None
-    try:
-        return json.JSONDecoder(object_pairs_hook=GoObject, parse_constant=not_json_constant).raw_decode(text, start)[0]
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
-
-
-def read_docker_config(path: Path, host: str) -> DockerConfig:
-    """The docker config at ``path`` (none: no credentials), checked here because oras would read a
-    malformed one as the registry's failure. What docker itself would refuse (not JSON, a value of
-    the wrong type, an ``auth`` that is not base64 ``user:password``) is a usage error naming the file."""
-    fix = f"fix or remove it (then docker login {host}), or set {USERNAME_ENV} and {PASSWORD_ENV} (then it is not read)"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return DockerConfig()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read the docker config {path} ({exc.strerror}): {fix}") from exc
-    try:
-        document = docker_json(data)
-        return DockerConfig.model_validate({} if document is None else go_decode(document, DOCKER_CONFIG_FIELDS))
-    except ValidationError as exc:
-        raise InvalidInputError(f"{path} is not a docker config ({first_error(exc)}): {fix}") from exc
-    except ValueError as exc:
-        raise InvalidInputError(f"{path} is not a docker config ({exc}): {fix}") from exc
 
 
 @dataclass(frozen=True)
@@ -747,7 +544,7 @@ class OciRegistry:
 
     def _log_in(self, client: Any, *, basic: bool) -> None:
         """Credentials from the environment (docker's config is then not read: a broken one cannot
-        stop a CI job that sets them), else docker's (``_docker_login``). Called when the registry
+        stop a CI job that sets them), else docker's (``docker_login_for``). Called when the registry
         first asks for credentials; ``basic``: it asks for a user name and password, which are then
         required (a token service may grant anonymous access)."""
         host = self.location.host
@@ -756,7 +553,7 @@ class OciRegistry:
             client.auth.set_basic_auth(*found)
             return
         try:
-            login, holder = self._docker_login()
+            login, holder = docker_login_for(host, instead=f"set {USERNAME_ENV} and {PASSWORD_ENV}")
         except InvalidInputError as exc:
             if basic:
                 raise
@@ -774,65 +571,6 @@ class OciRegistry:
                 else f"none is configured: docker login {host}, or set {USERNAME_ENV} and {PASSWORD_ENV}"
             )
             raise RegistryError(f"{host} asks for a user name and password and {why}")
-
-    def _docker_login(self) -> tuple[DockerAuth, str]:
-        """docker's login for this registry, and what holds it (the config, or its credential
-        helper), as docker's ``GetAuthConfig`` finds it: the registry's credential helper
-        (``credHelpers``), else ``credsStore``, and only without either the config's own ``auths``
-        entry (with a helper, docker takes nothing but the e-mail address from that entry)."""
-        from oras.utils import iter_localhosts
-
-        host = self.location.host
-        path = docker_config_path()
-        config = read_docker_config(path, host)
-        # docker's key, then the other spelling of this machine, as oras read logins (localhost:5000
-        # serving 127.0.0.1:5000): a local registry's login kept working across the two
-        keys = [docker_key(host), *(alias for alias in iter_localhosts(host) if alias != host)]
-        key = next((name for name in keys if config.entry(name) != DockerAuth()), keys[0])
-        helper = config.helper(key)
-        if not helper:
-            return config.entry(key), str(path)
-        program = f"docker-credential-{helper}"
-        return self._ask_helper(program, key, path), f"the credential helper {program}"
-
-    def _ask_helper(self, program: str, key: str, path: Path) -> DockerAuth:
-        """What the credential helper ``program`` keeps for ``key``, asked as docker asks it
-        (docker-credential-helpers' ``client.Get``): "credentials not found in native keychain" is no
-        login; a helper that is missing, fails or answers what is not a credential is one line (exit
-        2) with its own words, where oras logged them and went on as if none were configured."""
-        host = self.location.host
-        named = f"the credential helper {program} that {path} names for {host}"
-        environment = f"or set {USERNAME_ENV} and {PASSWORD_ENV}"
-        try:
-            done = subprocess.run([program, "get"], input=key.encode(), capture_output=True, check=False)
-        except OSError as exc:
-            why = "is not on PATH" if isinstance(exc, FileNotFoundError) else f"cannot be run ({exc.strerror})"
-            raise InvalidInputError(
-                f"{named} {why}: install it, or take it out of {path} and docker login {host} again; {environment}"
-            ) from exc
-        said = done.stdout.decode(errors="replace").strip()
-        if done.returncode != 0:
-            if said == HELPER_NOT_FOUND:
-                return DockerAuth()
-            text = said or done.stderr.decode(errors="replace").strip()  # helpers say why on stdout; some on stderr
-            told = f": {text.splitlines()[0][:200]}" if text else ""
-            raise InvalidInputError(
-                f"{named} failed (exit {done.returncode}{told}): fix what it says and docker login {host} again, "
-                f"{environment}"
-            )
-        try:
-            document = docker_json(done.stdout)
-            if document is None:
-                raise ValueError("nothing")
-            answer = go_decode(document, HELPER_ANSWER_FIELDS)
-        except ValueError as exc:
-            raise InvalidInputError(
-                f"{named} answered what is not a docker credential ({exc}): docker login {host} again, {environment}"
-            ) from exc
-        user, secret = answer.get("Username", ""), answer.get("Secret", "")
-        if user == HELPER_TOKEN_USER:
-            return DockerAuth(identitytoken=secret)
-        return DockerAuth(auth=base64.b64encode(f"{user}:{secret}".encode()).decode()) if user else DockerAuth()
 
     def _identity_token_only(self) -> str:
         host = self.location.host

@@ -4,7 +4,8 @@ and keep warm contexts of it ready.
 ``load_engine(path, policy=LoadPolicy(...), environment=None)`` returns a ``LoadedEngine``
 (manifest, runtime, ICudaEngine); ``check_compatibility`` is the same checks without loading;
 ``EnginePool`` serves requests from warmed contexts. The pool's own errors are here
-(``PoolStartError``, ``RunnerError``, ``PoolExhausted``, ``PoolClosed``, ``PoolNotStarted``);
+(``PoolStartError``, an ``IncompatibleEngineError``; ``RunnerError``; and ``PoolExhausted``,
+``PoolClosed``, ``PoolNotStarted``, which are no ``TrtforgeError``: nothing the user gave failed);
 every other one trtforge raises is in ``trtforge.errors``. Names resolve on first use (PEP 562), so
 ``trtforge check`` does not pay for the pool's Prometheus client, and TensorRT itself is imported
 only when an engine is really checked or loaded.

@@ -38,12 +38,16 @@ class PoolExhausted(Exception):
 
 
 class PoolClosed(RuntimeError):
-    """The pool was closed; it serves nothing more."""
+    """The pool was closed; it serves nothing more.
+
+    Not a ``TrtforgeError``: the calling program's own order of calls, never a user's input, so no exit code."""
 
 
 class PoolNotStarted(RuntimeError):
     """A pool made with ``start=False`` was asked to serve before ``start()``. Not ``PoolClosed``
-    (shut down for good): this one may still start; its state is ``starting``."""
+    (shut down for good): this one may still start; its state is ``starting``.
+
+    Not a ``TrtforgeError``: the calling program's own order of calls, never a user's input, so no exit code."""
 
 
 class PoolState(str, Enum):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.environment import usable_cores
-from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, first_line
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, did_you_mean, first_line
 from trtforge.manifest import ENGINE_SUFFIX
 from trtforge.model import TensorDesc
 from trtforge.runners.base import Runner
@@ -82,11 +82,9 @@ SETTLE_RUNS = 100
 SETTLE_BUDGET_S = 0.1
 
 
-class PoolStartError(TrtforgeError):
+class PoolStartError(IncompatibleEngineError):
     """Not one context could be created and warmed (every attempt's first error is in the message):
     the runtime refused the model, as a loader refuses an engine (exit 5), not a bug of trtforge's."""
-
-    exit_code = 5
 
 
 def suggest_pool_size(

@@ -18,9 +18,10 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from trtforge.errors import InvalidInputError, did_you_mean
+from trtforge.jsonsafe import not_json_constant
 from trtforge.model import TensorDesc
 
 if TYPE_CHECKING:
@@ -106,8 +107,9 @@ class InferRequest:
     binary_default: bool
 
 
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON (RFC 8259 has no NaN or infinity: send such values in binary)")
+def _not_json(constant: str) -> NoReturn:
+    """``NaN`` or ``Infinity`` in a request's JSON: refused as trtforge refuses it anywhere, with how to send it."""
+    not_json_constant(constant, advice="send such values in binary")
 
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:

@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import uvicorn
 
-from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError, did_you_mean, first_line
+from trtforge.errors import (
+    INTERRUPTED_EXIT,
+    IncompatibleEngineError,
+    InvalidInputError,
+    TrtforgeError,
+    did_you_mean,
+    first_line,
+)
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, read_manifest
 from trtforge.runtime.sources import (
     PROVIDERS,
@@ -535,7 +542,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         log("stopped while warming up: warm-up ended, pools closed")
     else:
         log("stopped: in-flight requests answered, pools closed")
-    return 130 if outcome.signal == signal.SIGINT else 0  # a Ctrl-C's stop says what it did too
+    return INTERRUPTED_EXIT if outcome.signal == signal.SIGINT else 0  # a Ctrl-C's stop says what it did too
 
 
 def _cut_off_line(state: ServeState, at_once: bool, grace_s: float) -> str:
@@ -554,7 +561,7 @@ def _exit_now(outcome: _Outcome) -> NoReturn:
     """End the process with its exit code (as ``exits_cleanly`` would print and return it) without
     waiting for the worker threads: the inferences cut off still run in them, and the interpreter
     would wait for them at exit, for as long as they take."""
-    code = 130 if outcome.signal == signal.SIGINT else 0
+    code = INTERRUPTED_EXIT if outcome.signal == signal.SIGINT else 0
     if outcome.error is not None:
         print(f"error: {outcome.error}", file=sys.stderr)
         code = outcome.error.exit_code

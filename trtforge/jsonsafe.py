@@ -1,0 +1,84 @@
+"""JSON from untrusted bytes, read so that every other parser reads it the same way.
+
+What trtforge signs, verifies or takes from a registry or a client is bounded before it is parsed
+(size, nesting: a hostile file can exhaust neither memory nor Python's recursion limit), and what
+Python's ``json`` accepts but RFC 8259 has not (``NaN``, ``Infinity``, a number beyond a double, a
+key given twice) is refused: a signed document must read one way here and everywhere else.
+Standard library only, so any module may use it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, NoReturn
+
+#: a real manifest, envelope or registry answer is a few levels deep; anything deeper is refused
+MAX_JSON_DEPTH = 32
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def json_depth(data: bytes, limit: int) -> int:
+    """How deeply ``data`` nests arrays and objects (strings skipped), counted up to ``limit + 1``."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
+def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for untrusted bytes: size, UTF-8 and nesting are checked first.
+
+    Raises ValueError with the reason (too large, not UTF-8, too deep, not JSON: ``NaN``,
+    ``Infinity`` or a key given twice included); the caller turns it into its own error class,
+    naming where the bytes came from.
+    """
+    raw = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else data
+    if len(raw) > max_bytes:
+        raise ValueError(f"larger than {max_bytes:,} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    if json_depth(raw, max_depth) > max_depth:
+        raise ValueError(f"nested deeper than {max_depth} levels")
+    try:
+        return json.loads(
+            text, object_pairs_hook=_without_duplicate_keys, parse_constant=not_json_constant, parse_float=_finite_float
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def not_json_constant(constant: str, advice: str = "") -> NoReturn:
+    """``NaN``, ``Infinity`` and ``-Infinity``, which Python's json reads and RFC 8259 has not: other
+    parsers refuse them, so a signed document must not rest on one (``json``'s ``parse_constant``).
+    ``advice``: what to send instead, where the reader has another way (serve: binary tensors)."""
+    raise ValueError(f"'{constant}' is not JSON (RFC 8259 has no NaN or Infinity{f': {advice}' if advice else ''})")
+
+
+def _finite_float(text: str) -> float:
+    """A number beyond a double's range (``1e999``) would read as infinity, and be written back as
+    ``Infinity``, which is not JSON."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range (beyond a 64-bit float)")
+    return value
+
+
+def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose key appears twice is refused: JSON parsers differ on which one wins (Python
+    keeps the last), so a signed document could read one way here and another way elsewhere."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"key '{key}' appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
