@@ -10,7 +10,6 @@ The CI system is the distributed scheduler (see ``trtforge matrix``); this runs 
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import os
 import shutil
@@ -52,7 +51,7 @@ from trtforge.fsutil import (
     temp_dir,
     temp_prefix,
 )
-from trtforge.jsonsafe import bounded_json
+from trtforge.jsonsafe import bounded_json, json_sha256
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -204,7 +203,7 @@ def build_inputs(spec: Spec, flavor: str, version: str, signer: str | None = Non
 
 def build_key(inputs: dict[str, Any]) -> str:
     """Hash of ``build_inputs``: the name of a build-cache entry."""
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return json_sha256(inputs)
 
 
 def _artifact_files(directory: Path, stem: str) -> list[Path]:

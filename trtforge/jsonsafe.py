@@ -3,12 +3,15 @@
 What trtforge signs, verifies or takes from a registry or a client is bounded before it is parsed
 (size, nesting: a hostile file can exhaust neither memory nor Python's recursion limit), and what
 Python's ``json`` accepts but RFC 8259 has not (``NaN``, ``Infinity``, a number beyond a double, a
-key given twice) is refused: a signed document must read one way here and everywhere else.
-Standard library only, so any module may use it.
+key given twice) is refused: a signed document must read one way here and everywhere else. And
+the one byte form trtforge writes where bytes must depend on content only (cache keys, the
+documents it PUTs to a registry): :func:`canonical_json`. Standard library only, so any module
+may use it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -19,6 +22,16 @@ MAX_JSON_DEPTH = 32
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def canonical_json(document: Any) -> bytes:
+    """Sorted keys, no spaces: equal documents give equal bytes (not RFC 8785, which signatures use)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def json_sha256(document: Any) -> str:
+    """sha256 of :func:`canonical_json`: the name of a content-addressed entry."""
+    return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
 def json_depth(data: bytes, limit: int) -> int:

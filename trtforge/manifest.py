@@ -5,7 +5,6 @@ It is what the loader, ``check``, ``pull`` and ``verify`` trust instead of openi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,7 +25,7 @@ from pydantic import (
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import atomic_write_text
-from trtforge.jsonsafe import bounded_json
+from trtforge.jsonsafe import bounded_json, json_sha256
 from trtforge.tags import AMPERE, FLAVOR_RTX, ComputeCapability, EngineTag, Platform
 
 ENGINE_SUFFIX = ".engine"
@@ -269,7 +268,7 @@ def build_facts_sha256(manifest: Manifest) -> str:
     list, its accuracy verdict, or a summary ``trtforge verify`` rewrote) is never taken for that
     build."""
     facts = {key: value for key, value in manifest.to_dict().items() if key not in REWRITTEN_AFTER_BUILD}
-    return hashlib.sha256(json.dumps(facts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return json_sha256(facts)
 
 
 def manifest_path_for(engine: Path) -> Path:

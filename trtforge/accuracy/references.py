@@ -11,15 +11,14 @@ cached (data files would need hashing), and only when the outputs stay under
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trtforge.fsutil import atomic_write_bytes
+from trtforge.jsonsafe import json_sha256
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,7 +44,7 @@ def cache_key(model_digest: str, sets: Sequence[GateShapes], seed: int, ort_vers
         "seed": seed,
         "onnxruntime": ort_version,
     }
-    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+    return json_sha256(document)
 
 
 def entry_path(cache_dir: Path, key: str) -> Path:

@@ -20,7 +20,6 @@ through an ``IInt8EntropyCalibrator2``, which accepts only that word, whatever r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -30,6 +29,7 @@ from typing import Any
 
 from trtforge.compat import weakly_typed
 from trtforge.errors import InvalidInputError
+from trtforge.jsonsafe import json_sha256
 from trtforge.tags import FLAVOR_TENSORRT
 
 CACHE_ALGORITHM = "EntropyCalibration2"
@@ -99,8 +99,7 @@ def parse_trt_cache(data: bytes) -> tuple[int, str, dict[str, float]]:
 
 def content_key(parts: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of ``parts``: the address of a cache entry."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return json_sha256(parts)
 
 
 def scales_path(cache_dir: Path, key: str) -> Path:

@@ -18,7 +18,6 @@ no model at all.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
 from trtforge.fsutil import atomic_write_text, data_sha256
+from trtforge.jsonsafe import json_sha256
 
 if TYPE_CHECKING:
     import numpy as np
@@ -195,7 +195,7 @@ def guard_key(model_digest: str, data: Mapping[str, Any], ort_version: str) -> s
     """sha256 of what the guard's choice depends on (pure); ``model_digest``: the model's
     :func:`trtforge.model.content_sha256`."""
     document = {"model": model_digest, "data": data, "onnxruntime": ort_version, "fp16_max": FP16_MAX, "weights": 1}
-    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+    return json_sha256(document)
 
 
 def _cached(path: Path) -> KeepFp32 | None:

@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import functools
 import io
-import json
 import os
 import re
 import tempfile
@@ -56,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, first_line
 from trtforge.fsutil import copy_at_most, sha256_bytes
-from trtforge.jsonsafe import bounded_json
+from trtforge.jsonsafe import bounded_json, canonical_json
 from trtforge.manifest import (
     MANIFEST_SUFFIX,
     MAX_MANIFEST_BYTES,
@@ -260,11 +259,6 @@ class PulledTag:
 
 
 AnswerT = TypeVar("AnswerT", bound=_Answer)
-
-
-def canonical_json(document: dict[str, Any]) -> bytes:
-    """The bytes trtforge PUTs for a manifest: sorted keys, no spaces, so the digest depends on content only."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 def fallback_tag(digest: str) -> str:
