@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from trtforge import __version__
-from trtforge.ci import RECORD_FILE, CiOptions, CiReport, SpecResult, SpecStatus
+from trtforge.ci import RECORD_FILE, CiOptions, CiReport, SpecResult, SpecStatus, run_ci
 from trtforge.errors import TrtforgeError
 from trtforge.fsutil import FileStamp, atomic_write_text
 
@@ -65,6 +65,25 @@ def _stamp(path: str) -> FileStamp | None:
         return FileStamp.of(Path(path), os.stat(path))
     except OSError:
         return None
+
+
+def run_or_replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any) -> CiReport:
+    """``trtforge ci``: the recorded report when nothing its last all-unchanged run rested on
+    changed, else the project discovered and built (the project file's ``triton`` unless
+    ``options`` names a release), and recorded for the next run (keyed by the command line, as
+    :func:`replay` looks it up)."""
+    report = replay(targets, options, jobs, reporter)  # the project file is among what a replay rests on
+    if report is not None:
+        return report
+    from trtforge.project import discover  # not before: a replay never imports the spec model
+    started_ns = time.time_ns()
+    project = discover(targets)
+    for path, reason in project.skipped:
+        reporter.info(f"skipped {path}: {reason}")
+    with_project = dataclasses.replace(options, triton=options.triton or project.settings.triton)
+    report = run_ci(list(project.specs), with_project, jobs)
+    record(targets, options, project, report, started_ns)
+    return report
 
 
 def replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any) -> CiReport | None:

@@ -80,13 +80,10 @@ def ci(
     as_json: JsonOption = False,
 ) -> None:
     """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
-    import dataclasses
-    import time
-
     from trtforge.cache import default_cache_dir
-    from trtforge.ci import CiOptions, ReportFiles, render_ci_table, run_ci, signing_key_from_env
+    from trtforge.ci import CiOptions, ReportFiles, render_ci_table, signing_key_from_env
     from trtforge.environment import usable_cores
-    from trtforge.rerun import record, replay
+    from trtforge.rerun import run_or_replay
 
     if insecure and remote_cache is None:
         raise InvalidInputError(
@@ -106,14 +103,7 @@ def ci(
         gpu,
         signing_key=signing_key_from_env(),
     )
-    given, cores = list(targets or []), jobs or usable_cores()
-    report = replay(given, options, cores, console)  # the project file is among what a replay rests on
-    if report is None:
-        started_ns = time.time_ns()
-        project = _discover(given, console)
-        project_options = dataclasses.replace(options, triton=release or project.settings.triton)
-        report = run_ci(list(project.specs), project_options, cores)
-        record(given, options, project, report, started_ns)  # keyed by the command line, as replay looks it up
+    report = run_or_replay(list(targets or []), options, jobs or usable_cores(), console)
     render_ci_table(report, console)
     reports.write(report)
     if as_json:
