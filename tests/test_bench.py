@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from models import need_rtx
 from typer.testing import CliRunner
@@ -111,14 +112,28 @@ def test_bench_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], 
     assert "Traceback" not in result.stderr
 
 
-def test_bench_usage_errors_exit_2() -> None:
-    result = runner.invoke(app, ["bench", str(DIGITS), "--pool", "0"])
-    assert result.exit_code == 2
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--pool", "0", "Invalid value for '--pool': Input should be greater than or equal to 1"),
+        ("--concurrency", "0", "Invalid value for '--concurrency': Input should be greater than or equal to 1"),
+        ("--timeout", "-1", "Invalid value for '--timeout': Input should be greater than or equal to 0"),
+    ],
+)
+def test_bench_usage_errors_exit_2(flag: str, value: str, message: str) -> None:
+    """A value the parser refuses never starts the command: exit 2, the parser's one error line
+    naming the flag and the range, and no document, --json or not (README "Commands")."""
+    result = runner.invoke(app, ["bench", str(DIGITS), flag, value, "--json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [f"Error: {message}"], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_bench_refuses_an_engine_this_host_cannot_run(tmp_path: Path, model_dir: Path) -> None:
     need_rtx()
-    from trtforge.environment import detect_gpus
+    from trtforge.compat import NO_GPU_MESSAGE
+    from trtforge.environment import detect_gpus, detect_platform
 
     if detect_gpus():
         pytest.skip("a GPU is present: the engine may well load here")
@@ -131,10 +146,65 @@ def test_bench_refuses_an_engine_this_host_cannot_run(tmp_path: Path, model_dir:
     built = runner.invoke(app, ["build", str(spec), "--out", str(tmp_path / "out"), "--json"])
     assert built.exit_code == 0, built.stderr
     engine = json.loads(built.stdout)["results"][0]["engine"]
-    result = runner.invoke(app, ["bench", engine, "--requests", "2"])
+    result = runner.invoke(app, ["bench", engine, "--requests", "2", "--json"])
     assert result.exit_code == 5
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "no GPU detected" in errors[0] and "Traceback" not in result.stderr
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    # the engine, the rule and its reason, on the line: not only that it was refused
+    assert errors[0].startswith(f"error: {engine}: refused on TensorRT-RTX "), errors[0]
+    assert errors[0].endswith(f", no GPU, {detect_platform().tag}: [gpu] {NO_GPU_MESSAGE}"), errors[0]
+    assert json.loads(result.stdout) == {"error": {"exit_code": 5, "message": errors[0].removeprefix("error: ")}}
+
+
+def _runs_nowhere(path: Path) -> Path:
+    """x [N, 4] reshaped to [3]: onnxruntime loads it and every run fails, so no context of a pool
+    can be warmed (the model of test_pool's ``test_start_error_names_each_context_once``)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [numpy_helper.from_array(np.array([3], np.int64), "shape")],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_bench_exits_5_naming_why_no_context_could_run_the_model(tmp_path: Path) -> None:
+    """PoolStartError at the CLI: exit 5, one line naming the pool, the context and onnxruntime's
+    reason, and the same message in the --json document; no burst is run."""
+    model = _runs_nowhere(tmp_path / "broken.onnx")
+    result = runner.invoke(app, ["bench", str(model), "--pool", "2", "--requests", "2", "--json"])
+    assert result.exit_code == 5, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert errors[0].startswith(
+        "error: pool 'broken': no context could be created and warmed (broken/0: onnxruntime failed: "
+    ), errors[0]
+    assert "The input tensor cannot be reshaped to the requested shape" in errors[0]
+    assert json.loads(result.stdout) == {"error": {"exit_code": 5, "message": errors[0].removeprefix("error: ")}}
+
+
+def test_bench_timeout_is_how_long_a_burst_request_waits_for_a_context(tmp_path: Path) -> None:
+    """--timeout from the CLI reaches the pool: one context, four client threads and requests of
+    tens of ms. At --timeout 0 a request that finds the context busy gives up at once (counted as
+    ``exhausted``, with its warning line); at --timeout 60 every request waits its turn."""
+    import models
+
+    model = models.deep_net(tmp_path / "slow.onnx", layers=40)
+    common = ["bench", str(model), "--pool", "1", "--concurrency", "4", "--requests", "8", "--batch", "8", "--json"]
+    result = runner.invoke(app, [*common, "--timeout", "0"])
+    assert result.exit_code == 0, result.stderr
+    [warm] = json.loads(result.stdout)["scenarios"]
+    assert warm["exhausted"] >= 1 and warm["burst"]["count"] == 8 - warm["exhausted"] and warm["errors"] == 0
+    assert f"warning: warm: {warm['exhausted']} request(s) found no context within --timeout 0 s" in result.stderr
+    result = runner.invoke(app, [*common, "--timeout", "60"])
+    assert result.exit_code == 0, result.stderr
+    [warm] = json.loads(result.stdout)["scenarios"]
+    assert (warm["exhausted"], warm["burst"]["count"], warm["errors"]) == (0, 8, 0)
+    assert "found no context" not in result.stderr
 
 
 # ---------------------------------------------------------------- pure helpers

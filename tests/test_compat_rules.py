@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -424,10 +425,22 @@ def test_target_flags_refuse_bad_values(flags: dict[str, str], says: str) -> Non
 
 
 def test_detect_environment_on_this_host() -> None:
+    """The host's platform as Python's build names it (``linux-x86_64``, ``linux-aarch64``: uname's
+    machine), not a constant: an aarch64 runner is ``linux_aarch64``. On a GPU host the capability is
+    device 0's (or the device asked for); without one there is none."""
     env = detect_environment(flavor="tensorrt-rtx")
-    assert env.platform.tag == "linux_x86_64"
-    assert not env.overridden
-    if not detect_gpus():
+    host = sysconfig.get_platform().replace("-", "_")
+    if not host.startswith("linux_"):
+        pytest.skip(f"{host}: the platform check is written for Linux hosts")
+    assert env.platform.tag == host and env.platform == Platform.parse(host)
+    assert not env.overridden and env.flavor == "tensorrt-rtx"
+    gpus = detect_gpus()
+    assert env.gpus == gpus
+    if gpus:  # device 0 by default, the one asked for otherwise
+        assert env.compute_capability == gpus[0].compute_capability >= ComputeCapability(3, 0)
+        last = detect_environment(flavor="tensorrt-rtx", device=len(gpus) - 1)
+        assert last.compute_capability == gpus[-1].compute_capability and last.gpus == gpus
+    else:
         assert env.compute_capability is None and env.gpus == ()
 
 

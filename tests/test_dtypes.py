@@ -25,12 +25,40 @@ def test_every_tensorrt_dtype_has_a_numpy_dtype() -> None:
         assert dtype.itemsize * 8 == max(bits, 8), name
 
 
+#: each TensorRT DataType and the ONNX element type of the same values, written out here: the
+#: manifest's name for a TensorRT type must be what onnx calls that type's numpy dtype
+TRT_AS_ONNX = {
+    "FLOAT": TensorProto.FLOAT,
+    "HALF": TensorProto.FLOAT16,
+    "BF16": TensorProto.BFLOAT16,
+    "INT8": TensorProto.INT8,
+    "UINT8": TensorProto.UINT8,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "BOOL": TensorProto.BOOL,
+    "FP8": TensorProto.FLOAT8E4M3FN,
+    "E8M0": TensorProto.FLOAT8E8M0,
+    "INT4": TensorProto.INT4,
+    "FP4": TensorProto.FLOAT4E2M1,
+}
+
+
+def test_every_tensorrt_dtype_has_its_onnx_counterpart() -> None:
+    assert set(TRT_AS_ONNX) == set(dtypes.TRT_DTYPES)
+
+
 @pytest.mark.parametrize("trt_name", sorted(dtypes.TRT_DTYPES))
 def test_the_manifest_name_is_the_numpy_name_the_runners_allocate(trt_name: str) -> None:
-    """What the build writes (``numpy_name``) reads back as the same numpy type (``numpy_dtype``)."""
+    """What the build writes (``numpy_name``) is onnx's numpy name for the same element type (so an
+    engine's input and its ONNX model's input carry one name: ``float8_e4m3fn``, not ``float8_e4m3``),
+    it reads back as that numpy type (``numpy_dtype``), and the type's bits are the table's."""
     name = dtypes.numpy_name(trt_name)
-    assert name == dtypes.TRT_DTYPES[trt_name][0]
-    assert dtypes.numpy_dtype(name).name == name
+    onnx_type = TRT_AS_ONNX[trt_name]
+    assert name == helper.tensor_dtype_to_np_dtype(onnx_type).name == dtypes.ONNX_DTYPES[onnx_type]
+    dtype = dtypes.numpy_dtype(name)
+    assert dtype.name == name
+    bits = dtypes.TRT_DTYPES[trt_name][1]
+    assert dtype.itemsize == max(bits, 8) // 8  # sub-byte types take a byte in numpy, packed for TensorRT
 
 
 def test_fp8_is_ml_dtypes_float8_e4m3fn_and_unknown_types_keep_their_name() -> None:

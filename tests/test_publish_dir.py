@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -276,12 +279,90 @@ def test_insecure_with_a_folder_is_refused(engines: dict[str, Path], tmp_path: P
     assert not (tmp_path / "registry").exists() and not out.exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a folder whatever its mode: run as a user")
+#: the user and group ``nobody`` (Debian's, and most images'): root runs the CLI as it
+NOBODY = 65534
+
+#: A child interpreter started as root that loads the CLI and publishes once into a scratch registry
+#: (importing every module the publish path needs: the interpreter and its standard library may sit
+#: where ``nobody`` cannot read, e.g. under /root/.pyenv), then gives up root for good (groups, gid,
+#: uid) and runs ``trtforge ARGS...`` as ``nobody``.
+AS_NOBODY = """
+import os, sys
+from trtforge.cli import app
+warm_engine, warm_registry, uid, *args = sys.argv[1:]
+try:
+    app(["publish", warm_engine, "--to", f"dir://{warm_registry}"], prog_name="trtforge")
+except SystemExit as done:
+    assert done.code in (0, None), f"the warm-up publish as root failed: {done.code}"
+CANNOT_DROP = 77
+try:
+    os.setgroups([])
+    os.setgid(int(uid))
+    os.setuid(int(uid))
+except PermissionError:
+    sys.exit(CANNOT_DROP)
+assert os.getuid() == os.geteuid() == int(uid) and os.getgid() == os.getegid() == int(uid)
+app(args, prog_name="trtforge")
+"""
+
+
+def _publish_as_nobody(engine: Path, scratch: Path) -> tuple[int, str, Path]:
+    """``trtforge publish`` as ``nobody`` into a folder ``nobody`` owns without write permission
+    (mode 0o500, as the non-root test's): (exit code, stderr, the folder). ``scratch`` is a folder
+    only root can write, every file ``nobody`` reads in it world-readable."""
+    scratch.chmod(0o755)
+    source = scratch / "engine"
+    source.mkdir(mode=0o755)
+    for path in (engine, manifest_path_for(engine)):
+        shutil.copyfile(path, source / path.name)
+        (source / path.name).chmod(0o644)
+    home = scratch / "home"
+    cache = home / "cache"
+    cache.mkdir(parents=True)
+    for folder in (home, cache):
+        os.chown(folder, NOBODY, NOBODY)
+    locked = scratch / "locked"
+    locked.mkdir()
+    os.chown(locked, NOBODY, NOBODY)
+    locked.chmod(0o500)
+    done = subprocess.run(
+        [
+            sys.executable, "-c", AS_NOBODY, str(source / engine.name), str(scratch / "warm-up"), str(NOBODY),
+            "publish", str(source / engine.name), "--to", f"dir://{locked}",
+        ],
+        cwd=scratch,
+        env={**os.environ, "HOME": str(home), "TRTFORGE_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    return done.returncode, done.stderr, locked
+
+
 def test_a_registry_folder_without_write_permission_is_exit_6(engines: dict[str, Path], tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    code, _, err = cli("publish", str(engines["8.6"]), "--to", f"dir://{locked}")
-    assert code == 6 and "Permission denied" in err
+    """A folder its owner may not write: exit 6 naming the refusal. Root writes into a folder
+    whatever its mode, so as root (CI) the CLI runs as ``nobody`` in a folder ``nobody`` owns."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        code, _, err = cli("publish", str(engines["8.6"]), "--to", f"dir://{locked}")
+        assert code == 6 and "Permission denied" in err
+        return
+    # pytest's own temporary folders are root's alone (0o700): nobody could not reach the engine
+    scratch = Path(tempfile.mkdtemp(prefix="trtforge-nobody-"))
+    try:
+        code, err, locked = _publish_as_nobody(engines["8.6"], scratch)
+        if code == 77:
+            pytest.skip("root here may not change its user (no CAP_SETUID/CAP_SETGID): nothing runs as nobody")
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert code == 6 and "Traceback" not in err, err
+        assert errors == [
+            f"error: cannot lock {locked / '.trtforge.lock'}: Permission denied; check the path and its permissions"
+        ], err
+        assert list(locked.iterdir()) == []  # nothing written, nothing left behind
+    finally:
+        shutil.rmtree(scratch)
 
 
 def test_for_this_machine_needs_a_gpu_or_a_target(engines: dict[str, Path], tmp_path: Path) -> None:

@@ -1,13 +1,22 @@
 """Attestations as OCI referrers, against the real registry on 127.0.0.1 (Debian's docker-registry,
-distribution 2.8: no referrers API, so the referrers tag schema is the path exercised here; the test
-``test_this_registry_has_no_referrers_api`` pins that fact so a newer registry is noticed)."""
+distribution 2.8: no referrers API, so the referrers tag schema is the path most tests exercise; the
+test ``test_this_registry_has_no_referrers_api`` pins that fact so a newer registry is noticed). The
+referrers API path runs against the same registry behind a small proxy that adds the API as an OCI
+1.1 registry has it (``referrers_api``, at the end)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
+import http.client
 import json
 import re
 import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -263,3 +272,180 @@ def test_registry_failure_while_listing_referrers_is_exit_6(built: dict[str, Pat
     with pytest.raises(RegistryError, match=r"cannot reach registry .* while listing referrers") as caught:
         registry.attestations(candidate)
     assert caught.value.exit_code == 6
+
+
+# ---------------------------------------------------------------- the referrers API (OCI 1.1)
+
+
+@dataclass
+class ReferrersApi:
+    """A proxy in front of the real registry with the OCI 1.1 referrers API: a manifest PUT whose
+    body has a ``subject`` is answered with the ``OCI-Subject`` header (the registry says it indexes
+    referrers), and ``GET /v2/<name>/referrers/<digest>`` answers an image index of the manifests
+    pushed through it with that subject (empty when none). Everything else goes to the registry
+    unchanged; ``seen`` records each request as ``METHOD /path``."""
+
+    host: str
+    seen: list[str] = field(default_factory=list)
+    referrers: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (name, subject) -> descriptors
+
+    def uri(self, repository: str) -> str:
+        return f"oci://{self.host}/{repository}"
+
+    def tag_schema_requests(self) -> list[str]:
+        """Requests naming a ``sha256-<hex>`` tag: what the fallback reads or pushes."""
+        return [request for request in self.seen if re.search(r"/manifests/sha256-[0-9a-f]{64}$", request)]
+
+
+@contextlib.contextmanager
+def referrers_api(upstream: str) -> Iterator[ReferrersApi]:
+    state = ReferrersApi("")
+    lock = threading.Lock()
+    referrers_path = re.compile(r"/v2/(?P<name>.+)/referrers/(?P<digest>sha256:[0-9a-f]{64})(?:\?.*)?")
+    manifest_path = re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/?]+)")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+            self.send_response(status)
+            for key, value in headers:
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _relay(self) -> None:
+            with lock:
+                state.seen.append(f"{self.command} {self.path}")
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            listing = referrers_path.fullmatch(self.path)
+            if listing and self.command in ("GET", "HEAD"):
+                with lock:
+                    manifests = list(state.referrers.get((listing["name"], listing["digest"]), []))
+                index = {"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": manifests}
+                self._send(200, [("Content-Type", OCI_INDEX_MEDIA_TYPE)], json.dumps(index).encode())
+                return
+            connection = http.client.HTTPConnection(upstream, timeout=30)
+            connection.request(self.command, self.path, body=body or None, headers=dict(self.headers))
+            response = connection.getresponse()
+            status, answer = response.status, response.read()
+            skip = ("content-length", "transfer-encoding", "connection")
+            headers = [(k, v) for k, v in response.getheaders() if k.lower() not in skip]
+            connection.close()
+            pushed = manifest_path.fullmatch(self.path)
+            if pushed and self.command == "PUT" and status == 201:
+                document = json.loads(body)
+                subject = (document.get("subject") or {}).get("digest")
+                if subject is not None:
+                    entry = {
+                        "mediaType": document["mediaType"],
+                        "digest": f"sha256:{hashlib.sha256(body).hexdigest()}",
+                        "size": len(body),
+                        "artifactType": document.get("artifactType") or document["config"]["mediaType"],
+                        "annotations": document.get("annotations") or {},
+                    }
+                    with lock:
+                        held = state.referrers.setdefault((pushed["name"], subject), [])
+                        if entry["digest"] not in {known["digest"] for known in held}:
+                            held.append(entry)
+                    headers.append(("OCI-Subject", subject))
+            self._send(status, headers, answer)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: the tests read trtforge's output, not the proxy's."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.host = f"127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_publish_takes_the_referrers_api_when_the_registry_answers_oci_subject(
+    built: dict[str, Path], oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    """The attestation's manifest PUT answered with ``OCI-Subject``: the registry indexes it, so no
+    ``sha256-<hex>`` tag is pushed; the result and the note say "referrers API". Published again,
+    the API's list already holds it: unchanged, nothing pushed."""
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    stem = read_manifest(engine).stem
+    repository = "referrers/api-publish"
+    with referrers_api(oci_registry.host) as proxy:
+        uri = proxy.uri(repository)
+        code, stdout, err = cli("publish", engine, "--to", uri, "--insecure", "--json")
+        assert code == 0, err
+        attached = json.loads(stdout)["attestation"]
+        subject = subject_digest(uri, stem)
+        assert attached["referrers"] == "api" and attached["status"] == "published", attached
+        assert f"attestation {attestation_path(engine).name} attached as referrer {attached['digest'][:19]}… " in err
+        assert "(referrers API)" in err and "referrers tag" not in err, err
+        assert f"GET /v2/{repository}/referrers/{subject}" in proxy.seen  # how it learnt the API is there
+        assert f"PUT /v2/{repository}/manifests/{attached['digest']}" in proxy.seen
+        assert proxy.tag_schema_requests() == [], proxy.seen  # nothing read or pushed under sha256-<hex>
+        # the registry itself holds the referrer, and no fallback tag
+        upstream = oci_registry.uri(repository)
+        assert api(upstream, f"manifests/{fallback_tag(subject)}", INDEX).status_code == 404
+        referrer = api(upstream, f"manifests/{attached['digest']}", MANIFEST).json()
+        assert referrer["subject"]["digest"] == subject and referrer["artifactType"] == ATTESTATION_MEDIA_TYPE
+        [listed] = api(uri, f"referrers/{subject}", INDEX).json()["manifests"]
+        assert listed["digest"] == attached["digest"]
+        assert listed["annotations"][ATTESTATION_ANNOTATION] == "slsa-provenance-v1"
+
+        pushes = [request for request in proxy.seen if request.startswith("PUT ")]
+        code, stdout, err = cli("publish", engine, "--to", uri, "--insecure", "--json")
+        assert code == 0, err
+        again = json.loads(stdout)
+        assert again["status"] == "unchanged"
+        assert again["attestation"] == {"digest": attached["digest"], "referrers": "api", "status": "unchanged"}
+        assert "already attached" in err and "(referrers API)" in err, err
+        assert [request for request in proxy.seen if request.startswith("PUT ")] == pushes  # nothing pushed
+        assert proxy.tag_schema_requests() == []
+
+
+def test_pull_finds_and_verifies_the_attestation_through_the_referrers_api(
+    built: dict[str, Path], oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    """``pull --require-signature`` lists the subject's referrers with ``GET .../referrers/<digest>``
+    (200: the API), never the ``sha256-<hex>`` tag, and verifies the attestation it lists; a signed
+    engine without one: "no referrers (referrers API)", its embedded signature verified instead."""
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    stem = read_manifest(engine).stem
+    with referrers_api(oci_registry.host) as proxy:
+        uri = proxy.uri("referrers/api-pull")
+        code, stdout, err = cli("publish", engine, "--to", uri, "--insecure", "--json")
+        assert code == 0, err
+        attached = json.loads(stdout)["attestation"]
+        assert attached["referrers"] == "api", attached
+        subject = subject_digest(uri, stem)
+        proxy.seen.clear()
+        out = tmp_path / "pulled"
+        code, stdout, err = pull(uri, out, built["key"], "--json")
+        assert code == 0, err
+        assert f"GET /v2/referrers/api-pull/referrers/{subject}" in proxy.seen, proxy.seen
+        assert proxy.tag_schema_requests() == [], proxy.seen
+        assert f"referrer {attached['digest'][:19]}…: attestation verified (signed by trusted key" in err, err
+        pulled = out / engine.name
+        assert json.loads(stdout)["attestation"] == str(attestation_path(pulled))
+        assert attestation_path(pulled).read_bytes() == attestation_path(engine).read_bytes()
+        code, stdout, err = cli("verify-provenance", pulled, "--trusted-key", f"{built['key']}.pub", "--json")
+        assert code == 0 and json.loads(stdout)["verified"] is True, err
+
+        signed = tmp_path / "s" / built["a"].name
+        signed.parent.mkdir()
+        shutil.copy2(built["a"], signed)
+        shutil.copy2(manifest_path_for(built["a"]), manifest_path_for(signed))
+        assert cli("sign", signed, "--key", built["key"])[0] == 0
+        bare = proxy.uri("referrers/api-no-attestation")
+        code, _, err = cli("publish", signed, "--to", bare, "--insecure")
+        assert code == 0, err
+        code, _, err = pull(bare, tmp_path / "bare", built["key"])
+        assert code == 0, err
+        assert "no referrers (referrers API)" in err and "no trtforge attestation among its referrers" in err, err
+        assert proxy.tag_schema_requests() == [], proxy.seen

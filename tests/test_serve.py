@@ -43,6 +43,9 @@ tritonclient_http = pytest.importorskip("tritonclient.http", reason="pip install
 pytestmark = pytest.mark.slow  # every test starts a server process (2-6 s each on two cores)
 
 START_TIMEOUT_S = 60.0
+#: how long a stop that cuts off a running request may take to answer it and exit (a fraction of a
+#: second unloaded): well under the ~14 s inference of the ``deep`` model it must not wait for
+STOP_SECONDS = 4.0
 SLOW_WARMUP = ["--warmup-shape", "slow:input=256x32x32x32"]
 
 
@@ -170,7 +173,9 @@ def served_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "digits": digits,
         "pair": models.two_inputs(folder / "pair.onnx"),
         "slow": models.deep_net(folder / "slow.onnx", layers=40),
-        "deep": models.deep_net(folder / "deep.onnx", layers=120),  # seconds per request at batch 256
+        # ~14 s a request at batch 256 on one thread (two-core host): the tests that stop the server
+        # during one never wait for it, and a stop that waited for it could not pass their bounds
+        "deep": models.deep_net(folder / "deep.onnx", layers=480),
     }
 
 
@@ -369,9 +374,7 @@ def test_burst_over_pool_and_queue_gets_503_with_retry_after(served_models: dict
         with ThreadPoolExecutor(burst) as executor:
             futures = [executor.submit(one, index) for index in range(burst)]
             time.sleep(0.2)
-            began = time.perf_counter()
             live = get(f"http://{server.url}/v2/health/live")[0]
-            live_seconds = time.perf_counter() - began
             answers = [future.result() for future in futures]
         statuses = sorted(status for status, _, _ in answers)
         assert statuses.count(200) >= 2 and statuses.count(503) >= burst - 3, statuses
@@ -379,7 +382,9 @@ def test_burst_over_pool_and_queue_gets_503_with_retry_after(served_models: dict
         for status, headers, body in answers:
             if status == 503:
                 assert headers["retry-after"] == "1" and "busy" in json.loads(body)["error"]
-        assert live == 200 and live_seconds < 1.0, "inference blocked the event loop"
+        # that inference never blocks the event loop is _long_request_in_flight's check: a request of
+        # 64 here lasts ~0.15 s on two cores, too short for a timed probe to tell a blocked loop
+        assert live == 200
         metrics = get(f"http://{server.url}/metrics")[2].decode()
         exhausted = re.search(r'trtforge_pool_requests_total\{outcome="exhausted",pool="slow"\} (\d+)', metrics)
         assert exhausted and int(exhausted.group(1)) == statuses.count(503)
@@ -417,13 +422,22 @@ def _long_request_in_flight(
     server: Server, executor: ThreadPoolExecutor
 ) -> Future[tuple[tuple[int, dict[str, str], bytes], float]]:
     """A request of seconds on the ``deep`` model, sent on ``executor`` and running on its context
-    when this returns: its future gives the answer and when it came."""
+    when this returns: its future gives the answer and when it came.
+
+    Inference runs in worker threads, never on the event loop: the scrapes that see the request
+    in flight, and a liveness probe after them, are answered while it runs (the request still in
+    flight after the probe). No clock is read: a loop the inference blocked could answer neither
+    before the inference ended, however fast or busy the host."""
     feed = np.zeros((256, 32, 32, 32), np.float32)
     answer = executor.submit(lambda: (post_binary(server, "deep", feed), time.monotonic()))
+    in_flight = 'trtforge_pool_in_flight{pool="deep"} 1.0'
     deadline = time.monotonic() + 30
-    while 'trtforge_pool_in_flight{pool="deep"} 1.0' not in get(f"http://{server.url}/metrics")[2].decode():
+    while in_flight not in get(f"http://{server.url}/metrics")[2].decode():
         assert time.monotonic() < deadline, "the request never reached the context"
         time.sleep(0.01)
+    assert get(f"http://{server.url}/v2/health/live")[0] == 200
+    assert in_flight in get(f"http://{server.url}/metrics")[2].decode(), "inference blocked the event loop"
+    assert not answer.done()
     return answer
 
 
@@ -445,8 +459,10 @@ def test_sigterm_cuts_off_a_request_still_running_at_grace_with_a_503_and_exits_
         (status, headers, body), answered = answer.result()
     assert status == 503 and headers["content-type"] == "application/json" and headers["retry-after"] == "1"
     assert "this request was still running after --grace 0.5 s" in json.loads(body)["error"]
-    assert grace <= answered - signalled < grace + 1.0
-    assert code == 0 and exited - signalled < grace + 1.5, server.output()
+    # the bugs: the answer at once (the lower bound), or the answer and the exit once the inference
+    # of ~14 s had ended; a few seconds leave a busy host room and stay far below that
+    assert grace <= answered - signalled < grace + STOP_SECONDS
+    assert code == 0 and exited - signalled < grace + STOP_SECONDS, server.output()
     output = server.output()
     # the pools are closed but for the context still running the request: it is never freed before the exit
     assert (
@@ -480,8 +496,10 @@ def test_ctrl_c_during_the_grace_cuts_off_at_once_with_a_503_and_exits_130(
         "this request was still running when a second signal (Ctrl-C) stopped the server at once"
         in json.loads(body)["error"]
     )
-    assert answered - interrupted < 1.0
-    assert code == 130 and exited - interrupted < 1.5, output
+    # at the Ctrl-C, not once the inference has ended: it runs ~14 s (about 13 s left at the Ctrl-C),
+    # the answer and the exit take a fraction of a second; STOP_SECONDS leaves a busy host room
+    assert answered - interrupted < STOP_SECONDS
+    assert code == 130 and exited - interrupted < STOP_SECONDS, output
     assert (
         "stopped at once by a second signal: 1 request(s) still running cut off (answered 503); pools not closed"
         in output
@@ -742,17 +760,102 @@ def test_a_model_that_cannot_be_warmed_stops_the_server_with_its_exit_code(
     code, output, port_opened = _run_refused([served_models["digits"], "--warmup-shape", "digits:input=2x3"], tmp_path)
     assert code == 2 and not port_opened and "listening on" not in output, output
     assert "--warmup-shape for model 'digits': input 'input': shape [2, 3] is not accepted" in output
-    # a model that fails only when it runs: x [N, 4] reshaped to [3]
+    broken = _runs_nowhere(tmp_path / "broken.onnx")
+    code, output, _ = _run_refused([f"broken={broken}"], tmp_path)
+    assert code == 5, output  # it listened (liveness), then stopped instead of serving half
+    assert "listening on" in output and "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and output.rstrip("\n").endswith(errors[0]), output  # the last line, and one
+    # why: the pool's own PoolStartError (exit 5), naming the context and onnxruntime's reason
+    assert errors[0].startswith(
+        "error: model 'broken' did not warm up, stopping: pool 'broken': no context could be created and "
+        "warmed (broken/0: onnxruntime failed: "
+    ), errors[0]
+    assert "The input tensor cannot be reshaped to the requested shape" in errors[0]
+
+
+def _runs_nowhere(path: Path) -> Path:
+    """A model that fails only when it runs: x [N, 4] reshaped to [3] (onnxruntime loads it)."""
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3])
     shape = onnx.numpy_helper.from_array(np.array([3], np.int64), "shape")
     graph = onnx.helper.make_graph([onnx.helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad", [x], [y], [shape])
-    broken = tmp_path / "broken.onnx"
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(broken))
-    code, output, _ = _run_refused([f"broken={broken}"], tmp_path)
-    assert code == 5, output  # it listened (liveness), then stopped instead of serving half
-    assert "listening on" in output
-    assert "error: model 'broken' did not warm up, stopping:" in output and "Traceback" not in output
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _sample(server: Server, name: str, **labels: str) -> float:
+    """One sample of ``/metrics``, e.g. ``_sample(server, "trtforge_pool_rebuilds_total", pool="digits")``."""
+    page = get(f"http://{server.url}/metrics")[2].decode()
+    wanted = name + "{" + ",".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "} "
+    values = [line.removeprefix(wanted) for line in page.splitlines() if line.startswith(wanted)]
+    assert len(values) == 1, f"no sample {wanted.strip()} in: {page}"
+    return float(values[0])
+
+
+def _broken_request() -> tuple[bytes, dict[str, str]]:
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}
+    return json.dumps(body).encode(), {"Content-Type": "application/json"}
+
+
+def test_no_warmup_loads_without_running_the_model_so_its_first_request_pays(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--no-warmup`` from the CLI: the pools load and no context runs the model before a client
+    does. Shown with a model every run of which fails, which the warm-up refuses (exit 5, the test
+    above): without it the server is ready, and the first request is its first run, a 500, after
+    which the context is probed and rebuilt. ``--health-interval 0``: no probe runs meanwhile (the
+    next test shows the probes an interval runs on such a model). digits beside it is served right."""
+    broken = _runs_nowhere(tmp_path / "broken.onnx")
+    args = [f"broken={broken}", served_models["digits"], "--pool", "2", "--no-warmup", "--health-interval", "0"]
+    with serving(args, tmp_path) as server:
+        base = f"http://{server.url}"
+        assert get(f"{base}/v2/models/broken/ready")[0] == 200 and get(f"{base}/v2/models/digits/ready")[0] == 200
+        time.sleep(1.0)  # an interval's probes would have failed on broken's idle contexts by now
+        for result in ("ok", "failed"):
+            assert _sample(server, "trtforge_pool_health_probes_total", pool="broken", result=result) == 0
+        assert _sample(server, "trtforge_pool_rebuilds_total", pool="broken") == 0
+        status, _, body = post(f"{base}/v2/models/broken/infer", *_broken_request())
+        assert status == 500, body
+        assert _sample(server, "trtforge_pool_requests_total", pool="broken", outcome="error") == 1
+        assert _sample(server, "trtforge_pool_health_probes_total", pool="broken", result="failed") == 1
+        assert _sample(server, "trtforge_pool_rebuilds_total", pool="broken") == 1
+        feed = np.random.default_rng(7).random((2, 1, 8, 8), dtype=np.float32)
+        status, headers, body = post_binary(server, "digits", feed)
+        assert status == 200, body
+        expected = reference(served_models["digits"], {"input": feed})[0]
+        got = np.frombuffer(body[int(headers["inference-header-content-length"]) :], np.float32)
+        np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
+        assert stop(server) == 0
+    output = server.output()
+    assert "ready: 2 model(s)" in output and "did not warm up" not in output and "Traceback" not in output, output
+
+
+def test_health_interval_probes_idle_contexts_and_rebuilds_the_ones_that_fail(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--health-interval 0.2`` from the CLI: with no client request at all, every idle context is
+    probed in the background, digits' pass and broken's fail and are rebuilt, again and again
+    (``--no-warmup`` lets the model that fails every run start)."""
+    broken = _runs_nowhere(tmp_path / "broken.onnx")
+    args = [f"broken={broken}", served_models["digits"], "--pool", "2", "--no-warmup", "--health-interval", "0.2"]
+    with serving(args, tmp_path) as server:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (
+            _sample(server, "trtforge_pool_health_probes_total", pool="digits", result="ok") >= 4
+            and _sample(server, "trtforge_pool_rebuilds_total", pool="broken") >= 2
+        ):
+            assert time.monotonic() < deadline, get(f"http://{server.url}/metrics")[2].decode()
+            time.sleep(0.05)
+        assert _sample(server, "trtforge_pool_health_probes_total", pool="digits", result="failed") == 0
+        assert _sample(server, "trtforge_pool_rebuilds_total", pool="digits") == 0
+        assert _sample(server, "trtforge_pool_health_probes_total", pool="broken", result="ok") == 0
+        assert _sample(server, "trtforge_pool_health_probes_total", pool="broken", result="failed") >= 2
+        for outcome in ("ok", "error", "invalid"):  # no request ran: the probes found it
+            assert _sample(server, "trtforge_pool_requests_total", pool="broken", outcome=outcome) == 0
+        assert stop(server) == 0
+    output = server.output()
+    assert "pool broken: rebuilding context broken/" in output and "failed its probe" in output, output
 
 
 def test_a_folder_is_served_at_the_precision_asked_for(

@@ -6,7 +6,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pytest
+from clitools import cli
 
 from trtforge.errors import SpecError
 from trtforge.model import inspect_model
@@ -227,3 +229,62 @@ def test_a_float_in_exponent_form_is_a_number(tmp_path: Path, text: str, value: 
     path = tmp_path / "spec.yaml"
     path.write_text(f"name: a\nmodel: m.onnx\naccuracy: {{tolerances: {{'*': {{max_abs: {text}}}}}}}\n")
     assert load_spec(path).accuracy.tolerances["*"].max_abs == value
+
+
+# ---------------------------------------------------------------- README bounds: nesting and workspace
+
+
+def _nested(levels: int) -> str:
+    """A spec whose key ``x`` holds flow lists nested so that the innermost node is ``levels`` deep
+    (the top mapping is level 1, ``x``'s value level 2)."""
+    return "name: a\nmodel: m.onnx\nx: " + "[" * (levels - 1) + "]" * (levels - 1) + "\n"
+
+
+def test_a_spec_nested_deeper_than_64_levels_is_exit_2_at_its_line(tmp_path: Path) -> None:
+    """README: a spec is nested at most 64 deep; deeper is refused (exit 2) while it is parsed, one
+    line naming the file and the line. At 64 the loader lets it through: what refuses it then is the
+    validator (the unknown key), not the bound."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text(_nested(65))
+    code, stdout, stderr = cli("build", deep, "--out", tmp_path / "out")
+    assert code == 2 and stdout == "", stderr
+    assert stderr == f"error: {deep}:3: nested deeper than 64 levels; a spec is a few dozen keys\n"
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SpecError, match=r"deep\.yaml:3: nested deeper than 64 levels") as caught:
+        load_spec(deep)
+    assert caught.value.exit_code == 2
+
+    # block style: the line named is the one where the 65th level starts
+    block = tmp_path / "block.yaml"
+    block.write_text(
+        "name: a\nmodel: m.onnx\n" + "".join("  " * level + "x:\n" for level in range(63)) + "  " * 63 + "y: 1\n"
+    )
+    code, _, stderr = cli("build", block, "--out", tmp_path / "out")
+    assert code == 2 and stderr == f"error: {block}:66: nested deeper than 64 levels; a spec is a few dozen keys\n"
+
+    at_the_bound = tmp_path / "64.yaml"
+    at_the_bound.write_text(_nested(64))
+    with pytest.raises(SpecError) as caught:
+        load_spec(at_the_bound)
+    assert str(caught.value) == f"{at_the_bound}:3: unknown key 'x' (see trtforge schema for valid keys)"
+
+
+@pytest.mark.parametrize("value", ["1125899906842625", "1.000001PiB", "1025TiB"])
+def test_a_workspace_just_above_1_pib_is_exit_2_at_its_line(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"name: a\nmodel: m.onnx\nbuild:\n  workspace: {value}\n")
+    code, _, stderr = cli("build", path, "--out", tmp_path / "out")
+    assert code == 2
+    assert stderr == f"error: {path}:4: key 'build.workspace': a workspace is 1 byte to 1.0PiB, e.g. '4GiB'\n"
+
+
+@pytest.mark.parametrize("value", ["1125899906842624", "1PiB", "1024TiB", "1pib"])
+def test_a_workspace_of_exactly_1_pib_is_accepted_by_the_model_and_the_schema(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"name: a\nmodel: m.onnx\nbuild:\n  workspace: {value}\n")
+    assert load_spec(path).build.workspace == 1 << 50
+    schema = spec_json_schema()
+    document = {"name": "a", "model": "m.onnx", "build": {"workspace": int(value) if value.isdigit() else value}}
+    jsonschema.validate(document, schema)  # the editor's schema agrees with the loader at the bound
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**document, "build": {"workspace": (1 << 50) + 1}}, schema)
