@@ -138,9 +138,9 @@ def child(phase: str, spec_path: Path, cache: Path, budget: float) -> dict:
     from trtforge.accuracy.gate import run_gate, simulated
     from trtforge.calibration import Calibration
     from trtforge.diagnosis.layerwise import diagnose_layers
-    from trtforge.diagnosis.sensitivity import GateProbe, gate_graph, search_spec
+    from trtforge.graphfiles import save_model
     from trtforge.model import inspect_model
-    from trtforge.precision.graphs import save_model
+    from trtforge.precision.sensitivity import GateProbe, gate_graph, search_spec
     from trtforge.spec import load_spec
 
     spec = load_spec(spec_path)

@@ -270,7 +270,7 @@ def op_totals(path: Path) -> dict[str, int]:
 
 def run(quick: bool, modelopt_python: Path, workdir: Path) -> dict[str, object]:
     from trtforge.calibration.qdq import fold_batchnorm
-    from trtforge.precision.graphs import save_model
+    from trtforge.graphfiles import save_model
 
     results: dict[str, object] = {}
     for name, make in MODELS.items():

@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from trtforge.artifact import LOCK_DIR
 from trtforge.manifest import read_manifest
-from trtforge.precision.graphs import FP16_STORAGE
+from trtforge.mixedprecision import FP16_STORAGE
 
 need_rtx()
 

@@ -147,8 +147,8 @@ def test_guard_beside_the_conversion_gives_the_graph_of_guard_then_conversion(
     import onnx
 
     from trtforge.console import Reporter
+    from trtforge.mixedprecision import to_fp16
     from trtforge.precision import prepare_precision
-    from trtforge.precision.graphs import to_fp16
     from trtforge.spec import load_spec
 
     model = overflow_chain(tmp_path / "m.onnx", k)

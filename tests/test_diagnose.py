@@ -18,10 +18,11 @@ import pytest
 from clitools import cli
 from onnx import TensorProto, helper, numpy_helper
 
-from trtforge.diagnosis import SensitivityResult, write_diagnosis
+from trtforge.diagnosis import write_diagnosis
 from trtforge.diagnosis.layerwise import diagnose_layers, tensor_map
+from trtforge.mixedprecision import FP16_STORAGE
 from trtforge.model import describe, load_onnx
-from trtforge.precision.graphs import FP16_STORAGE
+from trtforge.precision.sensitivity import SensitivityResult
 from trtforge.spec import load_spec
 
 CONV_PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"

@@ -20,12 +20,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 import trtforge.build
 import trtforge.model
-from trtforge.accuracy.verify import source_mismatch
 from trtforge.fsutil import sha256_file
 from trtforge.manifest import read_manifest
 from trtforge.model import content_sha256, inspect_model, model_files, read_model_info
 from trtforge.signing import generate_keypair
 from trtforge.spec import load_spec
+from trtforge.verify import source_mismatch
 
 PROFILE = "profiles:\n  - input: {min: [1, 3, 16, 16], opt: [4, 3, 16, 16], max: [8, 3, 16, 16]}\n"
 INT8 = (

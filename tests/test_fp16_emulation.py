@@ -22,8 +22,7 @@ from onnx import helper, numpy_helper
 from trtforge.accuracy import metrics
 from trtforge.accuracy.gate import GateCandidate, candidate_runner
 from trtforge.manifest import read_manifest
-from trtforge.model import ModelInfo, read_model_info
-from trtforge.precision.graphs import (
+from trtforge.mixedprecision import (
     EMULATION_KEY,
     FP16_STORAGE,
     FP16_SUBGRAPHS_AS_IS,
@@ -31,12 +30,12 @@ from trtforge.precision.graphs import (
     KEEP_FP32_OPS,
     candidate_emulation,
     emulate_fp16,
-    emulated_onnx,
     emulation_of,
-    fp16_onnx,
     tensorrt_choice,
     to_fp16,
 )
+from trtforge.model import ModelInfo, read_model_info
+from trtforge.precision.graphs import emulated_onnx, fp16_onnx
 
 PROFILE = "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\n"
 

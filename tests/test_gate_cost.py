@@ -34,8 +34,8 @@ from trtforge.console import Reporter
 from trtforge.environment import usable_cores
 from trtforge.errors import BuildError, InvalidInputError
 from trtforge.manifest import read_manifest
+from trtforge.mixedprecision import FP16_STORAGE
 from trtforge.model import ModelInfo, TensorDesc, inspect_model
-from trtforge.precision.graphs import FP16_STORAGE
 from trtforge.shapes import MAX_POINT_BYTES
 from trtforge.spec import ShapeRange, load_spec
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -584,3 +585,121 @@ def test_an_unreadable_manifest_is_skipped_and_said(engines: dict[str, Path], tm
     assert "no engine of zzz-other" in str(refused.value) and "(1 unreadable entry skipped: " in str(refused.value)
     with pytest.raises(IncompatibleEngineError, match="1 unreadable entry skipped"):
         select_artifact(tmp_path, "digits-cnn", target=Target(compute_capability="7.5"))
+
+
+# ---------------------------------------------------------------- one listing of a folder
+
+#: a manifest no reader may open (root reads any file whatever its mode: the refusal is made here)
+LOCKED = "locked-fp32-x.manifest.json"
+#: the manifests of ``_busy_folder`` that do not read, each beside an engine
+UNREADABLE = (
+    "bad-fp32-x.manifest.json",
+    "version-fp32-x.manifest.json",
+    "fifo-fp32-x.manifest.json",
+    LOCKED,
+    "folder-fp32-x.manifest.json",
+)
+
+
+def _counting_opens(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often each ``*.manifest.json`` is opened from now on, however it is reached (``open``,
+    ``Path.open``, ``Path.read_bytes``); opening ``LOCKED`` fails as an unreadable file does."""
+    import builtins
+
+    opened: dict[str, int] = {}
+    real_open = io.open
+
+    def counted(file: object, *args: object, **kwargs: object) -> object:
+        name = Path(str(file)).name if isinstance(file, (str, Path)) else ""
+        if name.endswith(".manifest.json"):
+            opened[name] = opened.get(name, 0) + 1
+        if name == LOCKED:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(builtins, "open", counted)
+    monkeypatch.setattr(io, "open", counted)
+    return opened
+
+
+def _busy_folder(engines: dict[str, Path], folder: Path) -> list[Path]:
+    """A folder as a shared one looks: three artifacts (returned), a hidden copy of a fourth, the
+    temporaries of writers in progress, a manifest whose engine is gone, and manifests that do not
+    read (not JSON, not a version, a FIFO, a folder, one without read permission)."""
+    import os
+
+    artifacts = [_copy(engines[label], folder) for label in ("digits", "digits16", "sm86")]
+    _copy(engines["sm89"], folder, "." + engines["sm89"].name)  # a user's dot-named copy: never listed
+    manifest = manifest_path_for(artifacts[0])
+    for temporary in (
+        f".{manifest.name}.4242-k3j2h1.tmp",  # fsutil.TEMP_PATTERN: staged, backup, journal
+        f".{artifacts[0].name}.4242-k3j2h1.bak.tmp",
+        ".trtforge-commit@digits-cnn-fp32.4242-k3j2h1.journal.tmp",
+        f".{manifest.name}.a1b2c3d4.tmp",  # LEGACY_TEMP_PATTERN
+        ".tmp-a1b2c3d4",
+    ):
+        shutil.copy2(manifest, folder / temporary)
+    shutil.copy2(manifest, folder / "gone-fp32-x.manifest.json")  # its engine is gone: no artifact
+    document = json.loads(manifest.read_text())
+    document["tensorrt"]["version"] = "x"
+    makers: tuple[Callable[[Path], object], ...] = (
+        lambda path: path.write_text("{}"),
+        lambda path: path.write_text(json.dumps(document)),
+        os.mkfifo,  # reading one waited for a writer that never came
+        lambda path: shutil.copy2(manifest, path),
+        Path.mkdir,
+    )
+    for name, make in zip(UNREADABLE, makers, strict=True):
+        make(folder / name)
+        (folder / name.replace(".manifest.json", ".engine")).write_bytes(b"engine")
+    return artifacts
+
+
+def test_the_loader_and_a_dir_registry_list_a_folder_alike(
+    engines: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``find_artifacts`` and ``DirRegistry.candidates`` listed a folder two ways: the registry left
+    hidden manifests out and the loader did not; the registry stopped at a manifest it could not
+    open (exit 6) and hung on a FIFO, where the loader refused the whole folder (exit 5). One
+    listing now (``selection.list_artifacts``): the same artifacts, the same entries skipped."""
+    from trtforge.publish import DirLocation
+    from trtforge.publish.directory import DirRegistry
+    from trtforge.runtime import find_artifacts
+
+    artifacts = _busy_folder(engines, tmp_path)
+    _counting_opens(monkeypatch)
+    stems = sorted(read_manifest(engine).stem for engine in artifacts)
+    loader = find_artifacts(tmp_path)
+    registry = DirRegistry(DirLocation(tmp_path)).candidates("digits-cnn", None)
+    assert sorted(manifest.stem for manifest, _ in loader.found) == stems
+    assert sorted([c.manifest.stem for c in registry.candidates] + list(registry.others)) == stems
+    net = tmp_path / engines["sm86"].name
+    assert sorted(engine for _, engine in loader.found) == sorted([*(c.locator for c in registry.candidates), net])
+    assert registry.skipped == loader.skipped
+    reasons = dict(reason.split(": ", 1) for reason in loader.skipped)
+    assert sorted(Path(path).name for path in reasons) == sorted(UNREADABLE)
+    assert reasons[str(tmp_path / LOCKED)] == "cannot read the manifest (Permission denied); check its permissions"
+    assert reasons[str(tmp_path / "fifo-fp32-x.manifest.json")].startswith("not a regular file")
+    assert "(5 unreadable entries skipped: " in loader.note
+    # the loader chooses from that listing
+    assert select_artifact(tmp_path, "net", target=AT_86) == net
+
+
+def test_serve_reads_each_manifest_of_a_folder_once(
+    engines: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve FOLDER`` listed the folder, then listed it again for each model name (every manifest
+    read once per name, and once more), then read the chosen ones again for their plans."""
+    from trtforge import environment
+    from trtforge.compat import DEFAULT_POLICY, GpuDevice
+    from trtforge.serve.server import PullOptions, resolve_artifacts
+
+    served = [_copy(engines[label], tmp_path) for label in ("digits", "digits16", "sm86", "sm89")]
+    gpu = GpuDevice(0, "RTX 3090", ComputeCapability(8, 6), "550", 24 << 30, 20 << 30)
+    monkeypatch.setattr(environment, "detect_gpus", lambda: (gpu,))
+    opened = _counting_opens(monkeypatch)
+    logged: list[str] = []
+    plans, refused = resolve_artifacts([str(tmp_path)], DEFAULT_POLICY, PullOptions(precision="fp32"), logged.append)
+    assert refused == [] and logged == []
+    assert {plan.name: plan.path for plan in plans} == {"digits-cnn": served[0], "net": served[2]}
+    assert opened == {manifest_path_for(engine).name: 1 for engine in served}

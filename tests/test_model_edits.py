@@ -13,8 +13,8 @@ import pytest
 from models import small_cnn
 from onnx import TensorProto, helper, version_converter
 
+from trtforge.mixedprecision import _elem_types, to_fp16
 from trtforge.model import _HELD_BACK, upgraded, weightless, with_outputs
-from trtforge.precision.graphs import _elem_types, to_fp16
 
 
 def _reduce_model() -> onnx.ModelProto:

@@ -16,16 +16,16 @@ from clitools import cli
 from models import need_rtx
 from onnx import TensorProto, helper, numpy_helper
 
-from trtforge.diagnosis.sensitivity import (
-    Deadline,
+from trtforge.deadline import Deadline
+from trtforge.mixedprecision import INT8_QDQ
+from trtforge.model import inspect_model
+from trtforge.precision.sensitivity import (
     GateProbe,
     Measurement,
     rank_nodes,
     search_spec,
     smallest_passing,
 )
-from trtforge.model import inspect_model
-from trtforge.precision.graphs import INT8_QDQ
 from trtforge.spec import load_spec
 
 CULPRIT = "layer3/MatMul"

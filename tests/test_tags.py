@@ -1,4 +1,4 @@
-"""Compute-capability normalizer and compatibility tags (artifact names)."""
+"""Compute-capability normalizer, compatibility tags (artifact names) and the TensorRT version rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import re
 
 import pytest
 
-from trtforge.tags import ComputeCapability, EngineTag, Platform, artifact_stem, canonical_machine
+from trtforge.compat import comparable_versions, version_tuple, weakly_typed
+from trtforge.errors import InvalidInputError
+from trtforge.tags import (
+    TRT_VERSION_RULE,
+    ComputeCapability,
+    EngineTag,
+    Platform,
+    artifact_stem,
+    canonical_machine,
+    parse_trt_version,
+)
 
 CC = ComputeCapability.parse
 
@@ -99,3 +109,85 @@ def test_detection_and_parsing_share_one_mapping(monkeypatch: pytest.MonkeyPatch
     for machine, expected in (("AMD64", "x86_64"), ("arm64", "aarch64"), ("x86_64", "x86_64")):
         monkeypatch.setattr(platform, "machine", lambda machine=machine: machine)
         assert detect_platform().machine == expected == canonical_machine(machine)
+
+
+# ---------------------------------------------------------------- the TensorRT version rule
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("10.13.0.35", (10, 13, 0, 35)),  # enterprise TensorRT: major.minor.patch.build
+        ("1.7.1.116", (1, 7, 1, 116)),  # TensorRT-RTX
+        ("10.3.0", (10, 3, 0)),  # the pip wheel's and the engine header's precision
+        ("10.3", (10, 3)),
+        ("10", (10,)),  # --trt-version 10 is 10.0.0, never "any 10.x" (compat.comparable_versions)
+        ("010.03", (10, 3)),
+    ],
+)
+def test_a_trt_version_is_up_to_four_numbers(text: str, parts: tuple[int, ...]) -> None:
+    assert parse_trt_version(text) == parts
+    assert version_tuple(text) == parts  # what the rules compare: the same numbers
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "x",
+        "10.x",
+        "10..3",
+        "10.",
+        ".10",
+        "10.13.0.35.1",
+        " 10.3",
+        "10.3\n",
+        "10.3 ",
+        "-10",
+        "１０.３",
+        "10.٣",
+        "24.08-py3",
+    ],
+)
+def test_anything_else_is_no_trt_version(text: str) -> None:
+    """``version_tuple`` kept the numeric parts and dropped the rest: ``10.x`` was 10.0.0, ``''``
+    was 0.0.0, ``10.3\\n`` (which the manifest's ``$`` let through) lost its last part. A Triton
+    release (``24.08``) is a version of another thing: as text with its container, none."""
+    with pytest.raises(ValueError, match=re.escape(TRT_VERSION_RULE)):
+        parse_trt_version(text)
+    with pytest.raises(InvalidInputError, match=re.escape(f"{text!r} is not a TensorRT version")) as refused:
+        version_tuple(text)
+    assert refused.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("reported", "release"),
+    [
+        ("10.0.0b6", (10, 0, 0)),  # an early-access wheel
+        ("9.3.0.post12.dev1", (9, 3, 0)),  # TensorRT 9's wheels on PyPI
+        ("10.0.0rc1", (10, 0, 0)),
+        ("10.0.0-rc.1", (10, 0, 0)),
+        ("10.3.0+cuda12", (10, 3, 0)),  # a local version
+    ],
+)
+def test_a_wheels_pre_post_dev_or_local_part_is_dropped_explicitly(reported: str, release: tuple[int, ...]) -> None:
+    """A runtime's version is what its wheel reports (``installed_version``): the rules judge its
+    release numbers; the manifest's side is numbers only."""
+    with pytest.raises(ValueError):
+        parse_trt_version(reported)
+    assert version_tuple(reported) == release
+    assert weakly_typed("tensorrt", reported) is (release < (11,))
+    assert comparable_versions("10.0.0.6", reported)[1] == release[:3]
+
+
+def test_a_target_with_no_version_in_it_is_refused_not_judged_as_another() -> None:
+    """``Target(version="1.x")`` (Python; the CLI checks ``--trt-version`` first) reached the rules,
+    which judged it as 1.0.0: "rebuild with TensorRT-RTX 1.x"."""
+    from trtforge.compat import runtime_problem
+    from trtforge.environment import Target
+    from trtforge.manifest import TensorRTInfo
+
+    built = TensorRTInfo(flavor="tensorrt-rtx", version="1.7.1.116", version_compatible=False)
+    assert runtime_problem(built, Target(flavor="tensorrt-rtx", version="1.7.1").environment())[1] is None
+    with pytest.raises(InvalidInputError, match=r"'1\.x' is not a TensorRT version"):
+        runtime_problem(built, Target(flavor="tensorrt-rtx", version="1.x").environment())

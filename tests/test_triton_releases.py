@@ -20,13 +20,12 @@ from trtforge.compat import version_tuple
 from trtforge.errors import InvalidInputError
 from trtforge.manifest import TensorRTInfo, read_manifest
 from trtforge.project import load_settings
-from trtforge.tags import Platform
+from trtforge.tags import Platform, parse_trt_version
 from trtforge.triton_releases import (
     CONTAINERS,
     PLAIN,
     RELEASE_PATTERN,
     TRTLLM,
-    VERSION_PATTERN,
     TritonRelease,
     find_release,
     release_problem,
@@ -47,6 +46,9 @@ def rtx_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_engine(tmp_path_factory.mktemp("triton-release"))
 
 
+#: CUDA as the release notes give it: ``12.6``, ``12.6.2``, ``12.4.0.041`` (another numbering than TensorRT's)
+CUDA_VERSION = re.compile(r"^\d+\.\d+(?:\.\d+){0,2}\Z", re.ASCII)
+
 GITHUB_SOURCE = re.compile(
     r"^https://github\.com/triton-inference-server/server/blob/[0-9a-f]{40}/docs/introduction/"
     r"(release_notes|compatibility)\.md\Z"
@@ -60,9 +62,11 @@ def test_every_row_parses() -> None:
     assert keys == sorted(set(keys)), "one row per release and container, oldest first"
     for row in rows:
         assert RELEASE_PATTERN.match(row.release) and row.container in CONTAINERS, row
-        assert VERSION_PATTERN.match(row.tensorrt), row
-        assert len(version_tuple(row.tensorrt)) >= 3 and version_tuple(row.tensorrt)[0] >= 8, row
-        assert VERSION_PATTERN.match(row.cuda) or len(version_tuple(row.cuda)) == 2, row
+        # the rules read the release's TensorRT as a target's version (compat.version_tuple): numbers
+        # only here (no wheel suffix), major.minor.patch at least, as the release notes give it
+        shipped = parse_trt_version(row.tensorrt)
+        assert version_tuple(row.tensorrt) == shipped and len(shipped) >= 3 and shipped[0] >= 8, row
+        assert CUDA_VERSION.match(row.cuda), row
         from_page = row.source.startswith("https://docs.nvidia.com/") and row.release.replace(".", "-") in row.source
         assert from_page or GITHUB_SOURCE.match(row.source), row
         assert row.image == f"nvcr.io/nvidia/tritonserver:{row.release}-{row.container}"

@@ -10,13 +10,22 @@ the person reading it is usually a CI log reader who cannot ask the engine why.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
-from trtforge.tags import AMPERE, FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability, Platform
+from trtforge.tags import (
+    AMPERE,
+    FLAVOR_RTX,
+    FLAVOR_TENSORRT,
+    TRT_VERSION_RULE,
+    ComputeCapability,
+    Platform,
+    parse_trt_version,
+)
 
 if TYPE_CHECKING:
     from trtforge.keys import TrustedKey
@@ -199,8 +208,31 @@ def product(flavor: str | None) -> str:
     return PRODUCT_NAMES.get(flavor or "", flavor or "TensorRT")
 
 
+#: A TensorRT version as a wheel's metadata or the module may report it: the release numbers
+#: (``tags.parse_trt_version``), then what PEP 440 lets a pre-, post-, dev- or local release add
+#: (``10.0.0b6``, ``9.3.0.post12.dev1``, ``10.3.0+cuda12``)
+_RELEASE_PART = r"(?:alpha|beta|preview|pre|post|dev|rev|rc|a|b|c|r)(?:[-_.]?\d+)?"
+_REPORTED_VERSION = re.compile(
+    rf"(?P<release>\d+(?:\.\d+){{0,3}})(?:[-_.]?{_RELEASE_PART}(?:[-_.]{_RELEASE_PART})*)?"
+    r"(?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?",
+    re.ASCII | re.IGNORECASE,
+)
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
+    """A TensorRT version's release numbers: ``10.13.0.35`` -> ``(10, 13, 0, 35)``, ``1.7.1.116`` ->
+    ``(1, 7, 1, 116)``; the rules compare them.
+
+    A manifest's version is numbers only (``tags.parse_trt_version``), but a runtime's is what
+    its wheel reports (``environment.installed_version``), which may add a PEP 440 pre-, post-,
+    dev- or local release part (``10.0.0b6``, ``9.3.0.post12.dev1``): that part is dropped, on
+    purpose and only that part, so ``10.0.0b6`` is judged as 10.0.0. Anything else is refused
+    (InvalidInputError, exit 2) instead of being read as another version: ``10.x`` is not 10.0.0,
+    ``''`` is not 0.0.0 (a ``Target`` or ``Environment`` given such a version, say)."""
+    match = _REPORTED_VERSION.fullmatch(version) if isinstance(version, str) else None
+    if match is None:
+        raise InvalidInputError(f"{version!r} is not a TensorRT version ({TRT_VERSION_RULE})")
+    return parse_trt_version(match["release"])
 
 
 #: the first enterprise TensorRT that builds strongly typed networks only (NVIDIA removed the

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +25,7 @@ from pydantic import (
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import atomic_write_text
 from trtforge.jsonsafe import bounded_json, json_sha256
-from trtforge.tags import AMPERE, FLAVOR_RTX, ComputeCapability, EngineTag, Platform
+from trtforge.tags import AMPERE, FLAVOR_RTX, ComputeCapability, EngineTag, Platform, parse_trt_version
 
 ENGINE_SUFFIX = ".engine"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -83,8 +82,6 @@ class SourceInfo(_Frozen):
         return data
 
 
-#: a TensorRT version as its module reports it (``10.3.0.26``, ``1.7.1.116``)
-_VERSION = re.compile(r"^\d+(\.\d+){1,3}$")
 #: a profile entry's keys: shapes, and a shape tensor's values
 _PROFILE_KEYS = ("min", "opt", "max")
 _PROFILE_VALUE_KEYS = tuple(f"{key}_values" for key in _PROFILE_KEYS)
@@ -106,7 +103,11 @@ class TensorRTInfo(_Frozen):
     @field_validator("version")
     @classmethod
     def _numeric(cls, version: str) -> str:
-        if not _VERSION.match(version):
+        try:  # the one rule (``10.3.0.26``, ``1.7.1.116``), with a minor: a plain engine's tag carries
+            parts = parse_trt_version(version)  # major.minor (``trt10`` alone is a version-compatible one's)
+        except ValueError:
+            parts = ()
+        if len(parts) < 2:
             raise ValueError(f"'{version}' is not a TensorRT version (such as 10.3.0.26)")
         return version
 

@@ -76,6 +76,7 @@ def run_or_replay(targets: list[Path], options: CiOptions, jobs: int, reporter: 
     if report is not None:
         return report
     from trtforge.project import discover  # not before: a replay never imports the spec model
+
     started_ns = time.time_ns()
     project = discover(targets)
     for path, reason in project.skipped:

@@ -1,5 +1,9 @@
 """Which engine to take: rank the candidates that pass the rules, the way pip ranks wheels by tag.
 
+``list_artifacts`` is the one listing of a folder of artifacts (the loader's ``find_artifacts``,
+``serve``'s folders and the ``dir://`` registry read a folder through it): what it lists is what
+any of them can choose from.
+
 ``select_engine`` judges each candidate's manifest with ``compat.policy_problems`` (the one
 rule function) and the signature facts it can know before any engine byte is read, then
 prefers an exact GPU build over ``sm80plus``, plain over version-compatible, the newest
@@ -9,11 +13,13 @@ engines of several precisions are a question to ask (exit 2), not a tie to break
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import total_ordering
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 from trtforge.compat import (
     DEFAULT_POLICY,
@@ -25,10 +31,8 @@ from trtforge.compat import (
     version_tuple,
 )
 from trtforge.errors import InvalidInputError
+from trtforge.manifest import MANIFEST_SUFFIX, Manifest, engine_path_for, parse_manifest, read_manifest_bytes
 from trtforge.signing import verify_manifest
-
-if TYPE_CHECKING:
-    from trtforge.manifest import Manifest
 
 T = TypeVar("T")
 
@@ -138,3 +142,99 @@ def skipped_note(skipped: Sequence[str]) -> str:
     if not skipped:
         return ""
     return f" ({len(skipped)} unreadable entr{'ies' if len(skipped) != 1 else 'y'} skipped: {'; '.join(skipped[:3])})"
+
+
+# ---------------------------------------------------------------- a folder of artifacts
+
+
+@dataclass(frozen=True)
+class ListedArtifact:
+    """One artifact of a folder: its manifest as read (and its bytes, which a signature covers as
+    written), where that manifest is, and the engine beside it."""
+
+    manifest: Manifest
+    manifest_path: Path
+    engine: Path
+    manifest_bytes: bytes = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class FolderArtifacts:
+    """What ``list_artifacts`` found in a folder: its artifacts, and the entries it skipped because
+    their manifest could not be read (each with why)."""
+
+    artifacts: tuple[ListedArtifact, ...]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def found(self) -> tuple[tuple[Manifest, Path], ...]:
+        """(manifest, engine) of each artifact, as ``select_engine`` takes candidates."""
+        return tuple((listed.manifest, listed.engine) for listed in self.artifacts)
+
+    @property
+    def note(self) -> str:
+        """What was skipped, for a message about what the folder holds ("" when nothing was)."""
+        return skipped_note(self.skipped)
+
+    def of(self, name: str | None = None, precision: str | None = None) -> FolderArtifacts:
+        """The artifacts of ``name`` (and ``precision``), no manifest read again; every skipped
+        entry stays (an unreadable one may have been of that name)."""
+        kept = tuple(
+            listed
+            for listed in self.artifacts
+            if (name is None or listed.manifest.name == name)
+            and (precision is None or listed.manifest.precision == precision)
+        )
+        return FolderArtifacts(kept, self.skipped)
+
+
+def listed_name(name: str) -> bool:
+    """Whether a folder listing looks at an entry of this name: never at a hidden one.
+
+    Every temporary a writer in progress keeps beside a final file is hidden
+    (``.{name}.{pid}-{token}.tmp``, ``.tmp-…`` of older versions: ``fsutil.TempName``), and no
+    artifact's file is: an artifact's name starts with a lowercase letter or digit
+    (``tags.NAME_RULE``), so a hidden manifest is a copy or an editor's or file system's file
+    (macOS's ``._x.manifest.json``), never one a build, publish or pull wrote. Triton skips
+    hidden files the same way.
+    """
+    return not name.startswith(".")
+
+
+def list_artifacts(folder: Path) -> FolderArtifacts:
+    """The artifacts in ``folder``, by manifest file name, each manifest read once.
+
+    The one listing rule: a hidden entry is never looked at (``listed_name``); a manifest whose
+    engine is gone is no artifact and is left out; a manifest that is not a regular file, cannot
+    be read or is not a trtforge manifest is skipped and said (one damaged file is no reason to
+    refuse every other model). A failure to list the folder itself is the caller's OSError.
+    """
+    with os.scandir(folder) as entries:
+        manifests = sorted(
+            (entry.name, entry.is_file())
+            for entry in entries
+            if listed_name(entry.name) and entry.name.endswith(MANIFEST_SUFFIX)
+        )
+    artifacts: list[ListedArtifact] = []
+    skipped: list[str] = []
+    for name, regular in manifests:
+        path = folder / name
+        engine = engine_path_for(path)
+        if not engine.exists():
+            continue
+        if not regular:  # a folder, a FIFO (reading one would wait for a writer), a device
+            skipped.append(f"{path}: not a regular file; remove it or rebuild the engine with trtforge build")
+            continue
+        try:
+            data = read_manifest_bytes(path)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            skipped.append(f"{path}: cannot read the manifest ({reason}); check its permissions")
+            continue
+        try:
+            manifest = parse_manifest(data, str(path))
+        except InvalidInputError as exc:
+            skipped.append(str(exc))
+            continue
+        artifacts.append(ListedArtifact(manifest, path, engine, data))
+    return FolderArtifacts(tuple(artifacts), tuple(skipped))

@@ -115,6 +115,27 @@ def flavor_prefix(flavor: str) -> str:
     return "rtx" if flavor == FLAVOR_RTX else "trt"
 
 
+#: How a TensorRT version is written, enterprise or RTX: as a manifest holds it and ``--trt-version``,
+#: a ``Target`` and the Triton release table give it (``parse_trt_version``); a runtime's wheel may
+#: add a pre-, post- or dev-release part to it (``compat.version_tuple`` drops that part).
+TRT_VERSION_RULE = "up to four numbers and dots, e.g. 10.13.0.35"
+_TRT_VERSION = re.compile(r"\d+(?:\.\d+){0,3}", re.ASCII)
+
+
+def parse_trt_version(text: str) -> tuple[int, ...]:
+    """``10.13.0.35`` -> ``(10, 13, 0, 35)``; ``1.7.1.116`` (TensorRT-RTX), ``10.3.0``, ``10`` too.
+
+    The one rule for a TensorRT version: major[.minor[.patch[.build]]], ASCII digits only. A caller
+    may ask for more parts than one (a manifest's version names a minor, which its tag carries).
+    ValueError for anything else: an empty part, a fifth, a letter (``10.x`` is not "any 10"), a
+    space or newline, a digit of another script. Triton's ``YY.MM`` releases and CUDA's versions are
+    other things (``triton_releases``). Pure.
+    """
+    if not isinstance(text, str) or _TRT_VERSION.fullmatch(text) is None:
+        raise ValueError(f"{text!r} is not a TensorRT version ({TRT_VERSION_RULE})")
+    return tuple(int(part) for part in text.split("."))
+
+
 def short_version(flavor: str, version: str, version_compatible: bool) -> str:
     """``rtx1.7``, ``trt10.13``; a version-compatible engine runs on every later runtime of its
     major version, so its tag carries only the major (``trt10``, ``rtx1``)."""

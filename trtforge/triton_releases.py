@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 TABLE_FILE = "triton_releases.json"
 IMAGE = "nvcr.io/nvidia/tritonserver"
-#: ``YY.MM``, as NGC tags the containers
+#: ``YY.MM``, as NGC tags the containers: a release, not a TensorRT version (``tags.parse_trt_version``
+#: is the rule for the TensorRT each row ships)
 RELEASE_PATTERN = re.compile(r"^\d{2}\.\d{2}\Z")
-VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+(?:\.\d+)?\Z")
 #: the NGC tag's suffix: the plain container (``--triton 24.10``) and the TensorRT-LLM one
 PLAIN = "py3"
 TRTLLM = "trtllm-python-py3"

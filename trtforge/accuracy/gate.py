@@ -45,6 +45,7 @@ from trtforge.environment import usable_cores
 from trtforge.errors import AccuracyError, IncompatibleEngineError, InvalidInputError, TrtforgeError
 from trtforge.fsutil import prefetch_digest, sha256_file
 from trtforge.manifest import manifest_path_for
+from trtforge.mixedprecision import candidate_emulation, emulation_of, tensorrt_choice
 from trtforge.model import ModelInfo, TensorDesc, is_float
 from trtforge.runners.base import Runner
 from trtforge.runners.onnxruntime import OnnxrtRunner, ort_error_text
@@ -139,21 +140,34 @@ def engine_runs_here(manifest: Manifest, env: Environment, policy: LoadPolicy) -
 
 
 def simulated(
-    onnx_path: Path, why_not_engine: str, manifest: Manifest, reference: ModelInfo | None = None
+    onnx_path: Path,
+    why_not_engine: str,
+    *,
+    int8: bool = False,
+    tensorrt_note: str | None = None,
+    reference: ModelInfo | None = None,
 ) -> GateCandidate:
-    """The simulation as the candidate of ``manifest``'s engine; ``reference``: the spec's model as
-    described, whose metadata serves when ``onnx_path`` is that model (fp32), instead of parsing it
-    again. Its emulation label says how it stands for the engine (``candidate_emulation``)."""
-    from trtforge.precision.graphs import candidate_emulation, emulation_of, tensorrt_choice
-
+    """The simulation as the candidate; ``reference``: the spec's model as described, whose
+    metadata serves when ``onnx_path`` is that model (fp32), instead of parsing it again. Its
+    emulation label says how it stands for the engine (``candidate_emulation``; ``tensorrt_note``:
+    where TensorRT picks precisions itself, ``tensorrt_choice``)."""
     storage = emulation_of(onnx_path, reference)
-    native = manifest.calibration is not None and manifest.calibration.get("mode") == "native"
-    trt = manifest.tensorrt
-    choice = tensorrt_choice(trt.flavor, trt.version, manifest.precision, native)
-    emulation = candidate_emulation(storage, manifest.precision == "int8", choice)
+    emulation = candidate_emulation(storage, int8, tensorrt_note)
     what = "its FP16-storage emulation" if storage is not None else "the precision-prepared ONNX"
     return GateCandidate(
         "simulated", f"{why_not_engine}: {what} runs in onnxruntime instead", onnx_path=onnx_path, emulation=emulation
+    )
+
+
+def _simulated_engine(
+    manifest: Manifest, onnx_path: Path, why_not_engine: str, reference: ModelInfo | None
+) -> GateCandidate:
+    """The simulation standing for ``manifest``'s engine, labelled with how that engine was built."""
+    native = manifest.calibration is not None and manifest.calibration.get("mode") == "native"
+    trt = manifest.tensorrt
+    choice = tensorrt_choice(trt.flavor, trt.version, manifest.precision, native)
+    return simulated(
+        onnx_path, why_not_engine, int8=manifest.precision == "int8", tensorrt_note=choice, reference=reference
     )
 
 
@@ -196,7 +210,7 @@ def open_candidate(
     """
     why_not = engine_runs_here(manifest, env, policy)
     if why_not is not None:
-        yield simulated(simulated_onnx, why_not, manifest, reference)
+        yield _simulated_engine(manifest, simulated_onnx, why_not, reference)
         return
     from trtforge.runtime.loader import load_engine
 
@@ -205,7 +219,7 @@ def open_candidate(
             loaded = load_engine(path, policy)
         except IncompatibleEngineError as exc:
             refused = f"the runtime loader refused the engine ({exc})"
-            yield simulated(simulated_onnx, refused, manifest, reference)
+            yield _simulated_engine(manifest, simulated_onnx, refused, reference)
             return
     gpu = env.gpus[0]
     yield GateCandidate(

@@ -39,6 +39,7 @@ from trtforge.fsutil import (
     sha256_file,
     staged_file,
 )
+from trtforge.graphfiles import cached_graph_files, save_graph
 from trtforge.model import ModelInfo, content_files, content_sha256, external_tensors, inspect_model
 from trtforge.spec import CalibrationSpec, Spec, expand_globs
 
@@ -342,8 +343,6 @@ class Calibration:
             }
         )
         qdq_file = cache.qdq_path(self.cache_dir, qdq_key)
-        from trtforge.precision.graphs import cached_graph_files, save_graph
-
         files = cached_graph_files(qdq_file)
         if files is not None:
             self.log(f"calibration: reusing {qdq_file.name}")
@@ -390,7 +389,7 @@ def calibrate(
 
     ``cache_dir`` holds the content-addressed results (scales JSON and Q/DQ ONNX); the
     returned paths point into it. ``algorithm: auto`` and ``exclude: auto`` need the accuracy
-    gate to choose: ``trtforge build`` runs them (``trtforge.diagnosis.sensitivity``).
+    gate to choose: ``trtforge build`` runs them (``trtforge.precision.sensitivity``).
     """
     config = spec.calibration
     if config is not None and "auto" in (config.algorithm, config.exclude):

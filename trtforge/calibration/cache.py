@@ -30,11 +30,10 @@ from typing import Any
 from trtforge.compat import weakly_typed
 from trtforge.errors import InvalidInputError
 from trtforge.jsonsafe import json_sha256
-from trtforge.tags import FLAVOR_TENSORRT
+from trtforge.tags import FLAVOR_TENSORRT, parse_trt_version
 
 CACHE_ALGORITHM = "EntropyCalibration2"
 SCALES_SCHEMA = "trtforge/calibration-scales/v1"
-_VERSION = re.compile(r"(\d+)\.(\d{1,2})(?:\.(\d{1,2})(?:\.(\d+))?)?", re.ASCII)
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 
 
@@ -42,11 +41,14 @@ def trt_version_text(version: str) -> str:
     """``version`` ("10.13.0.35", "8.6.1", "10.3") as TensorRT spells it, without surrounding spaces
     or leading zeros: it names the exported cache file, so one version gives one name. Refused
     (exit 2) unless it is a version of a TensorRT that reads calibration caches."""
-    match = _VERSION.fullmatch(version.strip())
-    if not match:
-        # minor and patch take two digits in the integer (10.100.0 would read as 11.0.0)
+    try:
+        parts = parse_trt_version(version.strip())
+    except ValueError:
+        parts = ()
+    # a minor at least; minor and patch take two digits in the integer (10.100.0 would read as 11.0.0)
+    if len(parts) < 2 or any(part > 99 for part in parts[1:3]):
         raise InvalidInputError(f"not a TensorRT version: {version!r} (expected e.g. 10.13.0 or 10.13.0.35)")
-    text = ".".join(str(int(part)) for part in match.groups() if part is not None)
+    text = ".".join(str(part) for part in parts)
     if not weakly_typed(FLAVOR_TENSORRT, text):
         raise InvalidInputError(
             f"TensorRT {text} has no INT8 calibrator to read a calibration cache: it builds the Q/DQ ONNX"

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from trtforge.errors import SpecError, did_you_mean
-from trtforge.precision.graphs import EXTERNAL_DATA_MIN_BYTES
+from trtforge.graphfiles import EXTERNAL_DATA_MIN_BYTES
+from trtforge.mixedprecision import to_fp16
 
 if TYPE_CHECKING:
     import onnx
@@ -198,6 +199,11 @@ def check_exclude(exclude: Sequence[str], model: onnx.ModelProto, where: Sequenc
             )
 
 
+def exclusion_yaml(excluded: Sequence[str]) -> str:
+    """The spec lines that apply the chosen exclusions."""
+    return "calibration:\n  exclude: [" + ", ".join(excluded) + "]\n"
+
+
 def map_exclude(exclude: Sequence[str], folded: onnx.ModelProto) -> list[str]:
     """The user's excluded node names, translated to the folded graph.
 
@@ -264,7 +270,6 @@ def quantize(
     from onnxruntime.quantization.onnx_model import ONNXModel
 
     from trtforge.model import upgraded
-    from trtforge.precision.graphs import to_fp16
 
     opset = next(op.version for op in folded.opset_import if op.domain in ("", "ai.onnx"))
     if high_precision == "fp16" and opset < FP16_QDQ_OPSET:

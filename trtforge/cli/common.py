@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -19,7 +18,7 @@ import typer
 from trtforge.cli import early
 from trtforge.environment import Target
 from trtforge.errors import INTERRUPTED_EXIT, InvalidInputError, TrtforgeError, did_you_mean, unexpected_error
-from trtforge.tags import FLAVORS, ComputeCapability, Platform
+from trtforge.tags import FLAVORS, TRT_VERSION_RULE, ComputeCapability, Platform, parse_trt_version
 
 if TYPE_CHECKING:
     from trtforge.compat import LoadPolicy
@@ -220,8 +219,6 @@ CcOption = Annotated[
 ]
 PlatformOption = Annotated[str | None, typer.Option(help="Target platform: linux_x86_64, linux_aarch64, win_amd64.")]
 
-_VERSION_TEXT = re.compile(r"^\d+(\.\d+){0,3}$")  # major[.minor[.patch[.build]]], as manifests hold it
-
 
 def target_from_flags(
     flavor: str | None = None,
@@ -232,10 +229,11 @@ def target_from_flags(
     """Parse ``--flavor --trt-version --cc --platform``; a bad value names its flag and the fix."""
     if flavor is not None and flavor not in FLAVORS:
         raise InvalidInputError(f"--flavor '{flavor}': use {' or '.join(FLAVORS)}{did_you_mean(flavor, FLAVORS)}")
-    if trt_version is not None and not _VERSION_TEXT.match(trt_version.strip()):
-        raise InvalidInputError(
-            f"--trt-version '{trt_version}': write it as up to four numbers and dots, e.g. 10.13.0.35"
-        )
+    if trt_version is not None:
+        try:
+            parse_trt_version(trt_version.strip())
+        except ValueError:
+            raise InvalidInputError(f"--trt-version '{trt_version}': write it as {TRT_VERSION_RULE}") from None
     try:
         capability = ComputeCapability.parse(cc) if cc is not None else None
     except ValueError as exc:

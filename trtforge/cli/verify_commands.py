@@ -48,8 +48,8 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Run the accuracy gate on built engines (or their ONNX simulation where they cannot run here)."""
-    from trtforge.accuracy.verify import spec_artifacts, verify_engine
     from trtforge.spec import load_spec
+    from trtforge.verify import spec_artifacts, verify_engine
 
     if target.suffix in SPEC_SUFFIXES:
         if spec is not None:

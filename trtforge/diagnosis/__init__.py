@@ -5,8 +5,9 @@ runs against the FP32 reference; :mod:`~trtforge.diagnosis.page` draws it as one
 ``write_diagnosis`` writes ``{name}-{precision}.diagnosis.json`` and ``{name}-{precision}.diagnosis.html`` side by side.
 
 A sensitivity search adds its result with
-``write_diagnosis(dataclasses.replace(diagnosis, sensitivity=SensitivityResult(...)), out)``:
-the JSON then carries ``sensitivity`` and the page its ranking and chosen exclusions.
+``write_diagnosis(dataclasses.replace(diagnosis, sensitivity=SensitivityResult(...)), out)``
+(:class:`trtforge.precision.sensitivity.SensitivityResult`, which ``SensitivitySearch.report()``
+gives): the JSON then carries ``sensitivity`` and the page its ranking and chosen exclusions.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.diagnosis.layerwise import DEFAULT_BUDGET_S, Deadline, Diagnosis, SensitivityResult, diagnose_layers
+from trtforge.deadline import Deadline
+from trtforge.diagnosis.layerwise import DEFAULT_BUDGET_S, Diagnosis, diagnose_layers
 from trtforge.fsutil import atomic_write_text, ensure_writable_dir
+from trtforge.mixedprecision import tensorrt_choice
+from trtforge.precision import prepare_precision
 
 if TYPE_CHECKING:
     from trtforge.console import Reporter
     from trtforge.spec import Spec
 
-__all__ = ["DEFAULT_BUDGET_S", "Diagnosis", "DiagnosisFiles", "SensitivityResult", "diagnose_spec", "write_diagnosis"]
+__all__ = ["DEFAULT_BUDGET_S", "Diagnosis", "DiagnosisFiles", "diagnose_spec", "write_diagnosis"]
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,6 @@ def diagnose_spec(
     from trtforge.environment import PIP_EXTRAS, installed_version
     from trtforge.errors import BackendUnavailableError, SpecError
     from trtforge.model import describe, load_onnx
-    from trtforge.precision import prepare_precision
-    from trtforge.precision.graphs import tensorrt_choice
     from trtforge.spec import check_profiles
 
     if spec.precision == "fp32":  # the candidate would be the model itself: "first jump: none" says nothing
@@ -112,7 +114,7 @@ def diagnose_spec(
         reporter.info(f"candidate emulated: {diagnosis.emulation}")
     found = prepared.sensitivity
     if found is None and spec.calibration is not None and spec.precision == "int8" and spec.calibration.mode == "qdq":
-        from trtforge.diagnosis.sensitivity import search_spec
+        from trtforge.precision.sensitivity import search_spec
 
         left = max(0.0, deadline.left())
         search_budget = min(spec.calibration.search_budget, left) if budget_s is None else left

@@ -42,7 +42,6 @@ listed in ``fp16_out_of_range``.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,15 +52,17 @@ import numpy as np
 from trtforge.accuracy import inputs, metrics
 from trtforge.accuracy.gate import active
 from trtforge.accuracy.report import json_number
+from trtforge.deadline import Deadline
 from trtforge.errors import AccuracyError, InvalidInputError
+from trtforge.mixedprecision import candidate_emulation, emulation_of
 from trtforge.model import with_outputs
-from trtforge.precision.graphs import candidate_emulation, emulation_of
 from trtforge.runners.onnxruntime import OnnxrtRunner
 
 if TYPE_CHECKING:
     import onnx
 
     from trtforge.model import ModelInfo
+    from trtforge.precision.sensitivity import SensitivityResult
     from trtforge.spec import Spec
 
 #: A node "jumps" when its output cosine is this much below its inputs' worst cosine.
@@ -103,18 +104,6 @@ class NodeError:
     @property
     def out_of_fp16_range(self) -> bool:
         return self.fp16_overflow > 0 or self.fp16_underflow > UNDERFLOW_FRACTION
-
-
-@dataclass(frozen=True)
-class SensitivityResult:
-    """What the sensitivity search hands the report: nodes ranked by the damage each does
-    (``ranking``: ``(node, score)``, worst first; the score is the search's own, e.g. the output
-    cosine lost), the exclusion set it chose, and how it judged (free text for the report)."""
-
-    ranking: tuple[tuple[str, float], ...]
-    excluded: tuple[str, ...] = ()
-    method: str = ""
-    details: dict[str, Any] = field(default_factory=dict)  # the search's own record (gate before/after, yaml)
 
 
 @dataclass(frozen=True)
@@ -314,21 +303,6 @@ def _is_float(array: np.ndarray) -> bool:
     return np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"
 
 
-class Deadline:
-    """Time spent and left of a budget (a diagnosis, a sensitivity search)."""
-
-    def __init__(self, budget_s: float) -> None:
-        self.started = time.perf_counter()
-        self.budget_s = budget_s
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def left(self, share: float = 1.0) -> float:
-        return self.budget_s * share - self.elapsed
-
-
 def diagnose_layers(
     spec: Spec,
     model: ModelInfo,
@@ -342,8 +316,8 @@ def diagnose_layers(
     """Run both graphs over the gate's inputs, batch by batch, and measure every node's outputs.
 
     Stops after the batch during which ``budget_s`` runs out (at least one batch runs).
-    ``tensorrt_choice``: where the backend picks precisions itself (:func:`~trtforge.precision.
-    graphs.tensorrt_choice`), for the emulation label.
+    ``tensorrt_choice``: where the backend picks precisions itself
+    (:func:`~trtforge.mixedprecision.tensorrt_choice`), for the emulation label.
     """
     import onnx
 

@@ -8,7 +8,7 @@ CLI for that, with output that embeds fonts or scripts. The page holds:
   (``1 - cosine``) on a log scale; the first jump red, FP16 range problems orange, excluded nodes
   outlined;
 - the sensitivity ranking as bars and the chosen exclusions as the YAML to paste, when the
-  diagnosis carries a :class:`~trtforge.diagnosis.layerwise.SensitivityResult`;
+  diagnosis carries a :class:`~trtforge.precision.sensitivity.SensitivityResult`;
 - a table with one row per node.
 """
 
@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from trtforge.diagnosis.layerwise import Diagnosis, NodeError, SensitivityResult
+from trtforge.calibration.qdq import exclusion_yaml
+from trtforge.diagnosis.layerwise import Diagnosis, NodeError
+
+if TYPE_CHECKING:
+    from trtforge.precision.sensitivity import SensitivityResult
 
 #: The chart's log scale: cosine losses below FLOOR draw as FLOOR (an exact match), above 1 as 1.
 LOSS_FLOOR = 1e-9
@@ -105,11 +109,6 @@ def sensitivity_chart(result: SensitivityResult) -> str:
         )
     parts.append("</svg>")
     return "".join(parts)
-
-
-def exclusion_yaml(excluded: Sequence[str]) -> str:
-    """The spec lines that apply the chosen exclusions."""
-    return "calibration:\n  exclude: [" + ", ".join(excluded) + "]\n"
 
 
 def _row(node: NodeError, diagnosis: Diagnosis, excluded: frozenset[str]) -> str:

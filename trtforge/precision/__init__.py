@@ -4,16 +4,18 @@
 - fp16: an FP16-converted graph (:mod:`trtforge.precision.graphs`), with the nodes whose
   activations overflow FP16 kept in FP32 (:mod:`trtforge.precision.overflow`); on weakly typed
   TensorRT 10.x the model as is with the builder's FP16 flag instead.
-- int8: the calibration step's Q/DQ graph (:mod:`trtforge.calibration`); with
+- int8: the calibration step's Q/DQ graph (:mod:`trtforge.calibration`); ``algorithm: auto`` and
+  ``exclude: auto`` chosen with the accuracy gate (:mod:`trtforge.precision.sensitivity`); with
   ``calibration.mode: native`` (TensorRT 10.x only) the model as is with TensorRT's
   calibration cache.
 
 Wherever the engine stores FP16 tensors, the accuracy gate's simulated candidate is the graph's
-FP16-storage emulation (:func:`trtforge.precision.graphs.emulate_fp16`): onnxruntime's CPU
+FP16-storage emulation (:func:`trtforge.mixedprecision.emulate_fp16`): onnxruntime's CPU
 provider would run the FP16 graph itself with FP32 intermediates, hiding overflow and rounding.
 
-Heavy modules (onnx, onnxruntime) are imported inside functions: importing this package must
-stay cheap for ``trtforge --help``.
+Heavy modules (onnx, onnxruntime, and the steps that import numpy: calibration, the overflow
+guard, the sensitivity search) are imported inside functions: importing this package must stay
+cheap for ``trtforge --help`` and an fp32 build.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ if TYPE_CHECKING:
     import onnx
 
     from trtforge.console import Reporter
-    from trtforge.diagnosis.layerwise import Deadline
-    from trtforge.diagnosis.sensitivity import SensitivitySearch
+    from trtforge.deadline import Deadline
     from trtforge.model import ModelInfo
     from trtforge.precision.overflow import KeepFp32
+    from trtforge.precision.sensitivity import SensitivitySearch
     from trtforge.spec import Spec
 
 
@@ -86,7 +88,7 @@ def prepare_precision(
 
     ``for_gate=False`` (the gate is off): no FP16-storage emulation is made, as nothing runs it.
     ``diagnosis``: ``trtforge diagnose``'s deadline, which an ``exclude: auto`` search keeps too
-    (:func:`~trtforge.diagnosis.sensitivity.auto_calibrate`).
+    (:func:`~trtforge.precision.sensitivity.auto_calibrate`).
     """
 
     if spec.precision == "fp32":
@@ -119,7 +121,7 @@ def prepare_precision(
             f"enterprise TensorRT 10.x (this backend is {flavor} {version}); use mode: qdq"
         )
     if "auto" in (calibration.algorithm, calibration.exclude):  # chosen with the gate's inputs
-        from trtforge.diagnosis.sensitivity import auto_calibrate
+        from trtforge.precision.sensitivity import auto_calibrate
 
         result, found = auto_calibrate(spec, model_info, cache_dir / "calibration", reporter.info, diagnosis=diagnosis)
     else:

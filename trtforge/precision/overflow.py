@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trtforge.accuracy import inputs
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
 from trtforge.fsutil import atomic_write_text, data_sha256
 from trtforge.jsonsafe import json_sha256
@@ -148,7 +149,6 @@ def first_samples(
 def _feeds(spec: Spec, info: ModelInfo) -> tuple[str, dict[str, Any], Iterator[Mapping[str, np.ndarray]]]:
     """What the guard runs on: calibration data, else accuracy data, else one sample per shape of
     the gate's random inputs; with what identifies that data for the cache key."""
-    from trtforge.accuracy import inputs
     from trtforge.data import fixed_batch_size, iter_batches, shape_tensors
     from trtforge.spec import expand_globs
 

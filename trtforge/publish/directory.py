@@ -13,14 +13,7 @@ from pathlib import Path
 
 from trtforge.errors import InvalidInputError, RegistryError
 from trtforge.fsutil import check_inside, sha256_bytes, sha256_file
-from trtforge.manifest import (
-    MANIFEST_SUFFIX,
-    MAX_REPORT_BYTES,
-    Manifest,
-    engine_path_for,
-    manifest_path_for,
-    report_path,
-)
+from trtforge.manifest import MAX_REPORT_BYTES, Manifest, manifest_path_for, report_path
 from trtforge.publish.base import (
     Candidate,
     DirLocation,
@@ -28,6 +21,7 @@ from trtforge.publish.base import (
     Listing,
     LocalArtifact,
     PublishOutcome,
+    check_artifact_file_name,
     decide,
     matches,
     written_status,
@@ -38,9 +32,9 @@ from trtforge.publish.local import (
     copy_out,
     existing_manifest,
     io_error,
-    read_candidate,
     repository_lock,
 )
+from trtforge.selection import list_artifacts
 
 
 class DirRegistry:
@@ -67,22 +61,27 @@ class DirRegistry:
         return PublishOutcome(status, str(engine_final), detail, warnings, notes=notes)
 
     def candidates(self, name: str, precision: str | None) -> Listing:
+        """The folder listed as the loader lists one (``selection.list_artifacts``: hidden entries
+        never looked at, a manifest without its engine left out, an unreadable one skipped and
+        said); a manifest whose names could not become paths on a pull (``check_artifact_file_name``)
+        is skipped and said too."""
         if not self.root.is_dir():
             problem = "is not a directory" if self.root.exists() else "no such directory"
             raise RegistryError(f"{self.uri}: {problem}; check the path (publish creates it)")
         try:
-            manifests = sorted(p for p in self.root.glob(f"*{MANIFEST_SUFFIX}") if not p.name.startswith("."))
+            folder = list_artifacts(self.root)
         except OSError as exc:
             raise io_error("list", self.root, exc) from exc
         found: list[Candidate] = []
         others: list[str] = []
-        skipped: list[str] = []
-        for path in manifests:
+        skipped = list(folder.skipped)
+        for listed in folder.artifacts:
             try:
-                candidate = read_candidate(path, engine_path_for(path))
+                check_artifact_file_name(listed.manifest, str(listed.manifest_path))
             except InvalidInputError as exc:
                 skipped.append(str(exc))
                 continue
+            candidate = Candidate(str(listed.engine), listed.manifest, listed.manifest_bytes, locator=listed.engine)
             if matches(candidate.manifest, name, precision):
                 found.append(candidate)
             else:

@@ -30,8 +30,8 @@ from trtforge.compat import (
 )
 from trtforge.environment import Target, installed_version, measure_engine
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
-from trtforge.manifest import MANIFEST_SUFFIX, ArtifactPaths, Manifest, engine_path_for, read_manifest
-from trtforge.selection import select_engine, signature_facts, skipped_note
+from trtforge.manifest import ArtifactPaths, Manifest, read_manifest
+from trtforge.selection import FolderArtifacts, list_artifacts, select_engine, signature_facts
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
 
 #: What each ``EngineInvalidityDiagnostics`` bit of ``get_engine_validity`` means for a person.
@@ -326,41 +326,22 @@ def load_engine(
 # ---------------------------------------------------------------- several artifacts of one model
 
 
-@dataclass(frozen=True)
-class FolderArtifacts:
-    """What ``find_artifacts`` found in a folder: complete artifacts (manifest, engine path), and the
-    entries it skipped because their manifest could not be read (each with why)."""
-
-    found: tuple[tuple[Manifest, Path], ...]
-    skipped: tuple[str, ...] = ()
-
-    @property
-    def note(self) -> str:
-        """What was skipped, for a message about what the folder holds ("" when nothing was)."""
-        return skipped_note(self.skipped)
-
-
 def find_artifacts(directory: Path | str, name: str | None = None, precision: str | None = None) -> FolderArtifacts:
-    """Complete artifacts in ``directory`` (optionally of one name and precision). A manifest whose
-    engine is gone is no artifact and is left out; an unreadable manifest is skipped and listed (one
-    damaged file is no reason to refuse every other model), as a ``dir://`` registry lists it."""
+    """Complete artifacts in ``directory`` (optionally of one name and precision), listed as
+    ``selection.list_artifacts`` lists a folder (as a ``dir://`` registry lists it too): hidden
+    entries are never looked at, a manifest whose engine is gone is no artifact and is left out,
+    an unreadable manifest is skipped and listed (one damaged file is no reason to refuse every
+    other model)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise InvalidInputError(f"{directory}: not a directory of engines")
-    found = []
-    skipped = []
-    for manifest_path in sorted(directory.glob(f"*{MANIFEST_SUFFIX}")):
-        engine = engine_path_for(manifest_path)
-        if not engine.is_file():
-            continue
-        try:
-            manifest = read_manifest(manifest_path)
-        except InvalidInputError as exc:
-            skipped.append(str(exc))
-            continue
-        if (name is None or manifest.name == name) and (precision is None or manifest.precision == precision):
-            found.append((manifest, engine))
-    return FolderArtifacts(tuple(found), tuple(skipped))
+    try:
+        listing = list_artifacts(directory)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"{directory}: cannot list it ({exc.strerror or type(exc).__name__}); check its permissions"
+        ) from exc
+    return listing.of(name, precision)
 
 
 #: Order in which runtimes are tried when a directory holds engines of several flavors
@@ -376,11 +357,15 @@ def select_artifact(
     policy: LoadPolicy = DEFAULT_POLICY,
     environment: Environment | None = None,
     target: Target | None = None,
+    listing: FolderArtifacts | None = None,
 ) -> Path:
     """The best engine of ``name`` in ``directory`` (``selection.select_engine``'s order) for
     ``environment`` (default: this host, with ``target``'s values put over it, as
-    ``check_compatibility`` takes them). Compatible engines of several precisions need ``precision``."""
-    listing = find_artifacts(directory, name, precision)
+    ``check_compatibility`` takes them). Compatible engines of several precisions need ``precision``.
+
+    ``listing``: ``find_artifacts(directory)`` already made (of any name), so that choosing for
+    several names reads each manifest once (``serve`` with a folder); default: listed here."""
+    listing = find_artifacts(directory, name, precision) if listing is None else listing.of(name, precision)
     candidates = listing.found
     which = f"{name}" + (f" ({precision})" if precision else "")
     if not candidates:

@@ -38,7 +38,7 @@ from trtforge.errors import (
     did_you_mean,
     first_line,
 )
-from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, read_manifest
+from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, Manifest, read_manifest
 from trtforge.runtime.sources import (
     PROVIDERS,
     ShapeTensors,
@@ -116,10 +116,12 @@ def split_named(text: str) -> tuple[str | None, str]:
 # ---------------------------------------------------------------- resolving artifacts
 
 
-def engine_plan(path: Path, name: str | None) -> ModelPlan:
-    """An engine artifact as a served model: name, signature and profiles from its manifest."""
+def engine_plan(path: Path, name: str | None, manifest: Manifest | None = None) -> ModelPlan:
+    """An engine artifact as a served model: name, signature and profiles from its manifest
+    (``manifest``: the one a folder's listing already read; default: read here)."""
     paths = ArtifactPaths.of(path).must_exist()
-    manifest = read_manifest(paths.manifest)
+    if manifest is None:
+        manifest = read_manifest(paths.manifest)
     metas = {
         mode: tuple(
             TensorMeta(t.name, datatype_of(t.dtype), tuple(d if d >= 0 else -1 for d in t.shape))
@@ -150,15 +152,21 @@ def _folder_plans(
     folder: Path, name: str | None, precision: str | None, policy: LoadPolicy, log: Callable[[str], None]
 ) -> list[ModelPlan]:
     """Every model in a folder: for each engine name the artifact of ``precision`` (``--precision``)
-    that fits this host best, and each .onnx; entries with an unreadable manifest are skipped, and said."""
+    that fits this host best, and each .onnx; entries with an unreadable manifest are skipped, and said.
+    The folder is listed once (``selection.list_artifacts``: hidden entries, a writer's temporaries
+    among them, never looked at), and each manifest read once, whatever the number of names."""
     from trtforge.runtime.loader import find_artifacts, select_artifact
+    from trtforge.selection import listed_name
 
     listing = find_artifacts(folder, precision=precision)
     for reason in listing.skipped:
         log(f"skipped: {reason}")
-    names = sorted({manifest.name for manifest, _ in listing.found})
-    plans = [engine_plan(select_artifact(folder, engine, precision=precision, policy=policy), None) for engine in names]
-    plans += [onnx_plan(model, None) for model in sorted(folder.glob("*.onnx"))]
+    manifests = {engine: manifest for manifest, engine in listing.found}
+    plans = []
+    for engine_name in sorted({manifest.name for manifest in manifests.values()}):
+        chosen = select_artifact(folder, engine_name, precision=precision, policy=policy, listing=listing)
+        plans.append(engine_plan(chosen, None, manifests[chosen]))
+    plans += [onnx_plan(model, None) for model in sorted(folder.glob("*.onnx")) if listed_name(model.name)]
     if not plans:
         engines = f"no {precision} engine artifacts" if precision else "no engine artifacts"
         raise InvalidInputError(

@@ -17,6 +17,9 @@ with another ``nodes_to_exclude``.
 - **Exclusion set**: the ranked nodes, greedily by score, in prefixes of 1, 2, 4, ... nodes
   until one passes, then a binary search for the shortest passing prefix, then each chosen
   node dropped again where the gate passes without it (at most ``max_excluded`` nodes).
+
+The precision step runs it for ``algorithm: auto`` / ``exclude: auto`` (:func:`auto_calibrate`),
+``trtforge diagnose`` for its report (:func:`search_spec`, :class:`SensitivityResult`).
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from trtforge.accuracy import inputs
 from trtforge.accuracy.gate import active, evaluate_outputs
 from trtforge.accuracy.report import json_number
 from trtforge.calibration import Calibration, CalibrationResult, ScaleSet
-from trtforge.diagnosis.layerwise import Deadline, SensitivityResult
-from trtforge.diagnosis.page import exclusion_yaml
+from trtforge.calibration.qdq import exclusion_yaml
+from trtforge.deadline import Deadline
 from trtforge.errors import InvalidInputError
-from trtforge.precision.graphs import INT8_QDQ
+from trtforge.mixedprecision import INT8_QDQ, emulate_fp16
 from trtforge.runners.onnxruntime import OnnxrtRunner
 
 if TYPE_CHECKING:
@@ -104,6 +107,18 @@ class GateProbe:
         worst = worst_cosine([_number(out.metrics.get("cosine")) for out in outputs])
         failures = tuple(check.message for out in outputs for check in out.checks if not check.passed)
         return Measurement(passed=not failures, cosine=worst, failures=failures)
+
+
+@dataclass(frozen=True)
+class SensitivityResult:
+    """What the sensitivity search hands the diagnosis report: nodes ranked by the damage each does
+    (``ranking``: ``(node, score)``, worst first; the score is the search's own, e.g. the output
+    cosine lost), the exclusion set it chose, and how it judged (free text for the report)."""
+
+    ranking: tuple[tuple[str, float], ...]
+    excluded: tuple[str, ...] = ()
+    method: str = ""
+    details: dict[str, Any] = field(default_factory=dict)  # the search's own record (gate before/after, yaml)
 
 
 @dataclass(frozen=True)
@@ -175,8 +190,6 @@ def _verdict(measurement: Measurement) -> str:
 def gate_graph(calibration: Calibration, scale_set: ScaleSet, exclude: Sequence[str]) -> onnx.ModelProto:
     """The graph the gate would judge: the Q/DQ graph, with FP16 storage emulated where the
     layers left out of INT8 run in FP16 (as ``precision.prepare_precision`` gives the gate)."""
-    from trtforge.precision.graphs import emulate_fp16
-
     graph = calibration.qdq_model(scale_set, exclude)
     if calibration.config.high_precision != "fp16":
         return graph
