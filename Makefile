@@ -13,7 +13,7 @@ EXTRAS := rtx,dev,gpu
 # editable_mode=compat: the source folder on sys.path through a plain .pth line; setuptools' default
 # editable finder for this flat layout is imported by every Python process (~10 ms of each command).
 # setuptools calls compat mode transitional: where it is gone, the default mode installs the same.
-$(BIN)/trtforge: pyproject.toml
+$(BIN)/trtforge: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]' --config-settings editable_mode=compat \

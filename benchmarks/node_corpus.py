@@ -71,7 +71,7 @@ def spec_name(case: str, taken: set[str]) -> str:
     return text
 
 
-def generate(work: Path, limit: int | None, match: str | None) -> list[CorpusModel]:
+def generate(work: Path, limit: int | None, match: re.Pattern[str] | None) -> list[CorpusModel]:
     """Write every node test as ``model.onnx`` and its first data set's inputs."""
     import numpy as np
     import onnx
@@ -80,7 +80,7 @@ def generate(work: Path, limit: int | None, match: str | None) -> list[CorpusMod
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the generators overflow casts on purpose
         cases = collect_testcases()
-    cases = sorted((c for c in cases if match is None or re.search(match, c.name)), key=lambda c: c.name)[:limit]
+    cases = sorted((c for c in cases if match is None or match.search(c.name)), key=lambda c: c.name)[:limit]
     taken: set[str] = set()
     corpus = []
     for case in cases:
@@ -335,10 +335,17 @@ def render(summary: dict[str, Any], models: int, seconds: float) -> None:
         console.print(f"{count:5d}  {kind}")
 
 
+def _pattern(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {exc}") from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, help="only the first N models (sorted by name)")
-    parser.add_argument("--match", help="only models whose test name this regular expression finds")
+    parser.add_argument("--match", type=_pattern, help="only models whose test name this regular expression finds")
     parser.add_argument("--chunk", type=int, default=60, help="specs per trtforge process")
     parser.add_argument("--work", type=Path, help="keep the corpus and outputs here (default: a temporary folder)")
     parser.add_argument("--raw-worker", nargs="+", help=argparse.SUPPRESS)

@@ -19,6 +19,8 @@ from trtforge.bench import (
     BenchConfig,
     Latency,
     burst,
+    failure_text,
+    most_frequent,
     parse_inputs,
     parse_shape,
     request_shapes,
@@ -371,3 +373,12 @@ def test_bench_warns_with_what_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert json.loads(result.stdout)["scenarios"][0]["failures"] == {"RuntimeError: CUDA error": 3}
     assert "warm: 3 request(s) failed: RuntimeError: CUDA error" in result.stderr
     assert "warm: 2 request(s) found no context within --timeout 0.5 s" in result.stderr
+
+
+def test_the_most_frequent_failure_is_a_message_and_an_empty_one_names_its_type() -> None:
+    """The bucket of failures past ``MAX_FAILURE_KINDS`` is no message to name; an exception with
+    no message is its type alone, not "RuntimeError: "."""
+    assert most_frequent({OTHER_FAILURES: 30, "request 1: boom": 3}) == "3 failed with: request 1: boom"
+    assert most_frequent({OTHER_FAILURES: 30}) == f"30 failed with: {OTHER_FAILURES}"
+    assert failure_text(RuntimeError()) == "RuntimeError"
+    assert failure_text(RuntimeError("no context")) == "RuntimeError: no context"

@@ -186,6 +186,23 @@ def test_native_mode_scales_every_activation(spec_file: Callable[..., Path], cnn
     assert build_rtx(result.qdq_model, "input", CNN_SHAPE)
 
 
+def test_a_new_fp16_conversion_makes_a_new_qdq_graph(
+    spec_file: Callable[..., Path], cnn: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Q/DQ graph's FP16 parts are ``to_fp16``'s: a trtforge that converts another way (a new
+    ``GRAPH_REVISIONS``) must not reuse a graph the old conversion made (it reused one whose
+    LogSoftmax was still FP16); the scales, which do not depend on it, are reused."""
+    import trtforge.calibration as calibration
+
+    cache = cnn / "cache"
+    first = run(spec_file(), cache)
+    monkeypatch.setattr(calibration, "GRAPH_REVISIONS", calibration.GRAPH_REVISIONS + " (next)")
+    messages: list[str] = []
+    second = run(spec_file(), cache, messages)
+    assert second.reused and second.qdq_model != first.qdq_model
+    assert not any("reusing qdq-" in message for message in messages)
+
+
 def test_rebuild_with_unchanged_inputs_reuses_and_says_so(spec_file: Callable[..., Path], cnn: Path) -> None:
     cache = cnn / "cache"
     first = run(spec_file(), cache)

@@ -72,6 +72,25 @@ def test_unchanged_rerun_skips_and_changed_data_rebuilds_only_that_spec(project:
     assert _statuses(third) == {"fp16.yaml": "unchanged", "fp32.yaml": "unchanged", "int8.yaml": "built"}
 
 
+def test_a_new_way_to_convert_or_emulate_rebuilds_what_the_old_one_made(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An FP16 engine built before trtforge changed how it converts (LogSoftmax kept in FP32) or
+    emulates is not that trtforge's engine: with the same inputs, ``ci`` builds it again instead of
+    reporting it unchanged (from its build cache or from the replay of an unchanged run)."""
+    import trtforge.ci
+    import trtforge.rerun
+
+    fp16 = project / "fp16.yaml"
+    out = tmp_path / "out"
+    assert _statuses(_ci(fp16, out)) == {"fp16.yaml": "built"}
+    assert _statuses(_ci(fp16, out)) == {"fp16.yaml": "unchanged"}
+    assert _statuses(_ci(fp16, out)) == {"fp16.yaml": "unchanged"}  # answered by the replay
+    for module in (trtforge.ci, trtforge.rerun):
+        monkeypatch.setattr(module, "GRAPH_REVISIONS", f"{module.GRAPH_REVISIONS} (next)")
+    assert _statuses(_ci(fp16, out)) == {"fp16.yaml": "built"}
+
+
 def test_deleted_artifact_is_restored_from_the_cache(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     _ci(project, out)

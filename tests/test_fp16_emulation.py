@@ -336,6 +336,19 @@ def test_an_fp16_input_is_fed_as_fp16_and_its_overflow_still_caught(
 
 
 @without_gpu
+def _flag_from(model: onnx.ModelProto, name: str) -> None:
+    """``flag`` := sum(``name``) > 0, computed from the input: an If on it stays an If (onnxruntime
+    inlines one whose condition is a constant, and so does the emulation)."""
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "flag_zero")
+    model.graph.initializer.append(zero)
+    model.graph.node.extend(
+        [
+            helper.make_node("ReduceSum", [name], ["flag_total"], keepdims=0),
+            helper.make_node("Greater", ["flag_total", "flag_zero"], ["flag"]),
+        ]
+    )
+
+
 def test_a_graph_with_control_flow_is_emulated_outside_its_subgraphs(
     write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -350,8 +363,7 @@ def test_a_graph_with_control_flow_is_emulated_outside_its_subgraphs(
         [],
         [helper.make_tensor_value_info("one", onnx.TensorProto.FLOAT, [1])],
     )
-    flag = numpy_helper.from_array(np.array(True), "flag")
-    model.graph.initializer.append(flag)
+    _flag_from(model, "input")
     model.graph.node.append(helper.make_node("If", ["flag"], ["picked"], then_branch=branch, else_branch=branch))
     model.graph.output.append(helper.make_tensor_value_info("picked", onnx.TensorProto.FLOAT, [1]))
     path = save(model, tmp_path / "if.onnx")
@@ -369,38 +381,74 @@ def test_a_graph_with_control_flow_is_emulated_outside_its_subgraphs(
     assert not list(out.glob("*.engine"))
 
 
-def test_a_subgraph_reads_and_returns_fp16_tensors_in_the_emulation() -> None:
-    """An If whose branches read an outer tensor and return FP16: they get its FP16 twin (the
-    branches stay FP16, as converted), and what the If returns is widened and then overflows
-    in the next FP16 node, as the engine's would. The converted graph alone shows no overflow."""
-    one = numpy_helper.from_array(np.array(2.0, np.float32), "two")
-    big = numpy_helper.from_array(np.array(100.0, np.float32), "big")
+def test_an_if_on_a_constant_is_emulated_as_the_branch_it_takes(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """An If whose condition is a constant, its branch reading the overflowing tensor and giving
+    the graph's output: onnxruntime inlines such an If when it optimizes, and its cast elimination
+    took the emulation's rounding away with it ("passed"). The emulation inlines it first: the
+    branch is main-graph nodes, emulated like any other (no subgraph left, the plain label)."""
+    need_rtx()
+    model = onnx.load(str(overflow_chain(tmp_path / "over.onnx")))
+    (last,) = [node for node in model.graph.node if node.output[0] == model.graph.output[0].name]
+    output = model.graph.output[0].name
+    last.output[0] = "before_if"
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["before_if"], ["taken"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("taken", onnx.TensorProto.FLOAT, None)],
+    )
+    model.graph.initializer.append(numpy_helper.from_array(np.array(True), "flag"))
+    model.graph.node.append(helper.make_node("If", ["flag"], [output], then_branch=branch, else_branch=branch))
+    path = save(model, tmp_path / "if.onnx")
+    emulated = emulate_fp16(to_fp16(model))
+    assert emulated is not None and not [node for node in emulated.graph.node if node.op_type == "If"]
+    assert dict((p.key, p.value) for p in emulated.metadata_props)[EMULATION_KEY] == FP16_STORAGE
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", _spec(write_spec, path, "fp16: {keep_fp32: []}\n"), "--out", out)
+    assert code == 4, stderr
+    assert not list(out.glob("*.engine"))
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)
+def test_a_subgraph_reads_and_returns_fp16_tensors_in_the_emulation(level: object) -> None:
+    """An If whose branches read an outer tensor and an outer FP16 weight and return FP16: they
+    read the FP16 values the emulation already holds (the branches stay FP16, as converted), and
+    what the If returns is widened and then overflows in the next FP16 node, as the engine's would,
+    at every optimization level. The converted graph alone shows no overflow."""
+    weights = [
+        numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+        numpy_helper.from_array(np.array(100.0, np.float32), "big"),
+        numpy_helper.from_array(np.full(1, 1000.0, np.float32), "shift"),
+    ]
 
     def branch(op: str) -> onnx.GraphProto:
-        constant = numpy_helper.from_array(np.full(1, 1000.0, np.float32), f"c_{op}")
         out = helper.make_tensor_value_info(f"{op}_out", onnx.TensorProto.FLOAT, [4])
-        return helper.make_graph([helper.make_node(op, ["t", f"c_{op}"], [f"{op}_out"])], op, [], [out], [constant])
+        return helper.make_graph([helper.make_node(op, ["t", "shift"], [f"{op}_out"])], op, [], [out])
 
-    nodes = [
-        helper.make_node("Mul", ["x", "two"], ["t"]),
-        helper.make_node("If", ["flag"], ["picked"], then_branch=branch("Add"), else_branch=branch("Sub")),
-        helper.make_node("Mul", ["picked", "big"], ["y"]),
-    ]
     graph = helper.make_graph(
-        nodes,
+        [
+            helper.make_node("Mul", ["x", "two"], ["t"]),
+            helper.make_node("If", ["flag"], ["picked"], then_branch=branch("Add"), else_branch=branch("Sub")),
+            helper.make_node("Mul", ["picked", "big"], ["y"]),
+        ],
         "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])],
-        [one, big, numpy_helper.from_array(np.array(True), "flag")],
+        weights,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    _flag_from(model, "x")
     converted = to_fp16(model)
     emulated = emulate_fp16(converted)
     assert emulated is not None
     feed = {"x": np.array([1, 2, 300, 0.001], np.float32)}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
 
     def run(graph: onnx.ModelProto) -> np.ndarray:
-        session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return session.run(None, feed)[0]
 
     np.testing.assert_allclose(run(converted), [100200, 100400, 160000, 100000.2], rtol=1e-3)
@@ -604,3 +652,24 @@ def test_the_label_says_where_tensorrt_chooses_precisions_itself(
     label = candidate_emulation(FP16_STORAGE, precision == "int8", note)
     assert label is not None and label.startswith(INT8_QDQ if precision == "int8" else FP16_STORAGE)
     assert label.endswith(note or FP16_STORAGE)
+
+
+def test_the_gate_labels_a_simulated_tensorrt_10_engine_from_its_manifest(tmp_path: Path) -> None:
+    """The gate reads how the engine was built from its manifest (flavor, version, precision,
+    calibration mode): the simulation of a TensorRT 10.x engine says TensorRT chose there."""
+    from test_compat_rules import manifest_for
+
+    from trtforge.accuracy.gate import open_candidate
+    from trtforge.compat import DEFAULT_POLICY
+    from trtforge.environment import detect_environment
+
+    graph = save(onnx.load(str(overflow_chain(tmp_path / "over.onnx"))), tmp_path / "graph.onnx")
+    base = manifest_for("tensorrt", "10.13.0.35")
+    native = {"algorithm": "entropy", "mode": "native", "samples": 1, "data_sha256": "a" * 64, "cache_sha256": "b" * 64}
+    env = detect_environment(flavor="tensorrt", version="10.13.0.35")  # the runtime, but no GPU it targets
+    for manifest, says in (
+        (base.replace(precision="fp16"), "picks each layer's precision under its FP16 flag"),
+        (base.replace(precision="int8", calibration=native), "places INT8 itself from the scales"),
+    ):
+        with open_candidate(manifest, b"", graph, env, DEFAULT_POLICY) as candidate:
+            assert candidate.kind == "simulated" and candidate.emulation is not None and says in candidate.emulation

@@ -17,7 +17,7 @@ from models import need_rtx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.deadline import Deadline
-from trtforge.mixedprecision import INT8_QDQ
+from trtforge.mixedprecision import FP16_STORAGE, INT8_QDQ
 from trtforge.model import inspect_model
 from trtforge.precision.sensitivity import (
     GateProbe,
@@ -178,7 +178,10 @@ def test_algorithm_auto_prefers_another_rule_than_entropy_on_spiky_data(tmp_path
     assert tried["entropy"]["passed"] is False and tried[calibration["algorithm_chosen"]]["passed"] is True
     assert stderr.count("calibration: 64 samples") == 1  # one statistics pass served all five
     # those verdicts ran Q/DQ graphs in onnxruntime, GPU or not: the section says so
-    assert calibration["candidate"] == "simulated" and calibration["emulation"] == INT8_QDQ
+    # the graphs judged store the layers left out of INT8 in FP16 (high_precision's default): the
+    # label is the gate's whole one, as the manifest's accuracy summary has it
+    assert calibration["candidate"] == "simulated" and calibration["emulation"] == f"{INT8_QDQ}; {FP16_STORAGE}"
+    assert calibration["emulation"] == _manifest(tmp_path / "auto")["accuracy"]["emulation"]
 
 
 def test_unknown_node_in_exclude_is_exit_2_with_a_suggestion(outliers: Path) -> None:

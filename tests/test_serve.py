@@ -696,24 +696,23 @@ def test_registry_reference_is_pulled_for_this_machine_and_refused_here(
 
 @pytest.mark.parametrize("scheme", ["dir", "triton"])
 def test_insecure_with_a_folder_registry_is_refused_before_anything_is_pulled(tmp_path: Path, scheme: str) -> None:
-    """--insecure (plain HTTP) means nothing for a folder: ``publish`` and ``pull`` refused it, and
-    serve, which opens the same registries, accepted it in silence. The refusal is the registry's
-    own (``open_registry``), so it comes before the pull, and an oci:// reference after the folder is
-    never contacted."""
+    """--insecure (plain HTTP) means nothing for a folder: ``publish`` and ``pull`` refuse it, and
+    serve accepted it in silence. Serve takes one --insecure for all its references, so it is
+    refused where no reference is oci://, before anything is pulled; beside an oci:// one it is
+    that registry's, and the folder is pulled as usual (it was exit 2 there for a while)."""
     registry = tmp_path / "registry"
     registry.mkdir()
-    for args in (
-        [f"{scheme}://{registry}", "--name", "digits-cnn", "--insecure"],
-        [f"{scheme}://{registry}", "other=oci://127.0.0.1:1/nothing", "--name", "digits-cnn", "--insecure"],
-    ):
-        code, output, opened = _run_refused([*args, "--pull-dir", tmp_path / "pulled"], tmp_path)
-        assert code == 2 and not opened, output
-        lines = [line for line in output.splitlines() if line.strip()]
-        assert lines == [
-            f"error: --insecure (plain HTTP) is for oci:// registries, and {scheme}://{registry} is a folder: "
-            "drop --insecure"
-        ], output
+    code, output, opened = _run_refused(
+        [f"{scheme}://{registry}", "--name", "digits-cnn", "--insecure", "--pull-dir", tmp_path / "pulled"], tmp_path
+    )
+    assert code == 2 and not opened, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines == ["error: --insecure (plain HTTP) is for oci:// registries, and none is served: drop --insecure"]
     assert not (tmp_path / "pulled").exists()
+    mixed = [f"{scheme}://{registry}", "other=oci://127.0.0.1:1/nothing", "--name", "digits-cnn", "--insecure"]
+    code, output, opened = _run_refused([*mixed, "--pull-dir", tmp_path / "pulled"], tmp_path)
+    assert not opened and "--insecure" not in output, output
+    assert f"pulling digits-cnn from {scheme}://{registry}" in output  # the folder is pulled, as without --insecure
 
 
 def test_two_models_of_one_name_and_a_taken_port_are_usage_errors(

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import stat
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,18 +162,26 @@ def test_keygen_writes_the_private_key_into_a_temporary_no_one_else_can_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The temporary a key is staged in (fsutil's, named and locked as every temporary) is 0600
-    before the key's bytes go in, and is gone after."""
-    modes: dict[str, int] = {}
-    write_bytes = Path.write_bytes
+    from its creation on (every mode it is given, from mkstemp's to the last chmod), so no one
+    else can open it in a window, and it is gone after. It was widened to 0644 and narrowed again:
+    a descriptor opened in between read the key."""
+    modes: dict[str, list[int]] = {}
+    chmod, mkstemp = os.chmod, tempfile.mkstemp
 
-    def recording(self: Path, data: bytes) -> int:
-        modes[self.name] = stat.S_IMODE(self.stat().st_mode)
-        return write_bytes(self, data)
+    def recording_chmod(path: os.PathLike[str] | str, mode: int, **kwargs: object) -> None:
+        modes.setdefault(Path(path).name, []).append(stat.S_IMODE(mode))
+        chmod(path, mode, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Path, "write_bytes", recording)
+    def recording_mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
+        fd, name = mkstemp(*args, **kwargs)  # type: ignore[call-overload]
+        modes.setdefault(Path(name).name, []).append(stat.S_IMODE(os.stat(name).st_mode))
+        return fd, name
+
+    monkeypatch.setattr(os, "chmod", recording_chmod)
+    monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
     generate_keypair(tmp_path / "release")
-    (private,) = [mode for name, mode in modes.items() if name.startswith(".release.") and ".pub." not in name]
-    assert private == 0o600 and len(modes) == 2
+    (private,) = [seen for name, seen in modes.items() if name.startswith(".release.") and ".pub." not in name]
+    assert private and set(private) == {0o600}, private
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "release.pub"]
 
 
@@ -197,11 +206,13 @@ def test_keygen_refuses_when_only_the_public_file_exists(tmp_path: Path) -> None
     assert not (tmp_path / "k").exists()
 
 
-@pytest.mark.parametrize("case", ["folder", "empty", "missing folder", "file as folder", "trailing slash"])
+@pytest.mark.parametrize(
+    "case", ["folder", "empty", "missing folder", "file as folder", "trailing slash", "trailing dot", "parent"]
+)
 def test_keygen_names_the_path_and_the_fix(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """OUT is the private key file to create: a folder was "already exists; keygen never
     overwrites", an empty OUT (the current folder) an internal error, and ``keys/`` (a folder not
-    yet made) wrote the key to a file named ``keys``."""
+    yet made) wrote the key to a file named ``keys`` (``keys/.`` too: Path drops the dot)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a folder")
     out, says = {
@@ -211,6 +222,8 @@ def test_keygen_names_the_path_and_the_fix(case: str, tmp_path: Path, monkeypatc
             "keys/",
             "OUT keys/ names a folder; keygen writes a file: name it, e.g. trtforge keygen keys/s",
         ),
+        "trailing dot": ("keys/.", "OUT keys/. names a folder; keygen writes a file: name it, e.g. "),
+        "parent": ("sub/..", "OUT sub/.. names a folder; keygen writes a file: name it, e.g. "),
         "missing folder": (
             str(tmp_path / "nope" / "k"),
             f"its folder {tmp_path / 'nope'} does not exist; create it (mkdir -p {tmp_path / 'nope'})",

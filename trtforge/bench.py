@@ -341,7 +341,9 @@ def burst(pool: EnginePool, feed: Mapping[str, Any], requests: int, concurrency:
 
 def failure_text(exc: BaseException) -> str:
     """A failed request as one line: trtforge's own errors say what failed; any other names its type."""
-    return first_line(exc) if isinstance(exc, TrtforgeError) else f"{type(exc).__name__}: {first_line(exc)}"
+    if isinstance(exc, TrtforgeError):
+        return first_line(exc)
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def _timed(pool: EnginePool, feed: Mapping[str, Any], timeout: float) -> float:
@@ -417,8 +419,10 @@ def _scenario(
 
 
 def most_frequent(failures: Mapping[str, int]) -> str:
-    """The failure most requests met, as ``N failed with: MESSAGE``. Pure."""
-    text, count = max(failures.items(), key=lambda item: item[1])
+    """The failure most requests met, as ``N failed with: MESSAGE`` (a message, not the bucket of
+    the failures past ``MAX_FAILURE_KINDS``, unless it holds them all). Pure."""
+    named = {text: count for text, count in failures.items() if text != OTHER_FAILURES} or failures
+    text, count = max(named.items(), key=lambda item: item[1])
     return f"{count} failed with: {text}"
 
 

@@ -52,6 +52,7 @@ from trtforge.fsutil import (
     temp_prefix,
 )
 from trtforge.jsonsafe import bounded_json, json_sha256
+from trtforge.mixedprecision import GRAPH_REVISIONS
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -196,6 +197,7 @@ def build_inputs(spec: Spec, flavor: str, version: str, signer: str | None = Non
         "backend_version": version,
         "targets": spec.targets,
         "trtforge": __version__,
+        "graphs": GRAPH_REVISIONS,  # how trtforge converts and emulates: a new way is a new build
         "record": CACHE_RECORD_REVISION,
         **({"signed_by": signer} if signer else {}),
     }

@@ -381,13 +381,14 @@ def _own(path: Path, fd: int) -> bool:
     return False
 
 
-def make_temp(folder: Path, base: str, suffix: str = TEMP_SUFFIX) -> Path:
-    """A new empty temporary file in ``folder`` (mode as ``open(..., "w")`` gives), named for
-    ``base`` and locked by this process until :func:`release_temp`. Write it through its path
-    (``write_bytes``, ``shutil.copyfile``: same inode, the lock stays), never replace it."""
+def make_temp(folder: Path, base: str, suffix: str = TEMP_SUFFIX, mode: int | None = None) -> Path:
+    """A new empty temporary file in ``folder`` (``mode``, else as ``open(..., "w")`` gives), named
+    for ``base`` and locked by this process until :func:`release_temp`. Write it through its path
+    (``write_bytes``, ``shutil.copyfile``: same inode, the lock stays), never replace it. mkstemp
+    makes it 0600: a narrower ``mode`` is set before anyone else could open it, never after."""
     while True:
         fd, name = tempfile.mkstemp(prefix=temp_prefix(base), suffix=suffix, dir=folder)
-        os.chmod(name, _FILE_MODE)
+        os.chmod(name, _FILE_MODE if mode is None else mode)
         if _own(Path(name), fd):
             return Path(name)
 
@@ -609,7 +610,9 @@ def _prove_writable(folder: Path, path: Path, flag: str, what: str) -> None:
 
 
 @contextlib.contextmanager
-def staged_file(final: Path, durable: bool = True, *, exclusive: bool = False) -> Iterator[Path]:
+def staged_file(
+    final: Path, durable: bool = True, *, exclusive: bool = False, mode: int | None = None
+) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success it is fsynced (``durable``) and
     renamed into place. What can be derived again (a cache entry, a result handed from one
     process to another) skips the fsync: a crash only costs deriving it again.
@@ -617,13 +620,14 @@ def staged_file(final: Path, durable: bool = True, *, exclusive: bool = False) -
     ``exclusive``: ``final`` is created, never replaced: the temporary is hard-linked to it, which
     fails with FileExistsError where ``final`` exists (even one made meanwhile by another process),
     so the file appears whole or not at all and clobbers nothing (a key ``keygen`` writes).
+    ``mode``: the file's mode from its creation on (a private key's 0600), else the default.
 
     On any exception (Ctrl-C included) the temporary file is removed and ``final`` is untouched.
     A write the disk refuses (full, read-only, over quota) carries ``final`` as its file name when
     it has none (a write through a file object names no path), for the one line the user gets.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp(final.parent, final.name)
+    tmp = make_temp(final.parent, final.name, mode=mode)
     try:
         yield tmp
         if durable:

@@ -25,8 +25,9 @@ _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def canonical_json(document: Any) -> bytes:
-    """Sorted keys, no spaces: equal documents give equal bytes (not RFC 8785, which signatures use)."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    """Sorted keys, no spaces: equal documents give equal bytes (not RFC 8785, which signatures use);
+    NaN and Infinity, which are not JSON, raise ``ValueError``."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def json_sha256(document: Any) -> str:

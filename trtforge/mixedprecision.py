@@ -48,6 +48,19 @@ FP16_SUBGRAPHS_AS_IS = (
 """Added to ``FP16_STORAGE`` for a graph with subgraphs: the reports say where the gate is weaker."""
 
 
+CONVERSION_REVISION = 2
+"""How :func:`to_fp16` converts, in the name of every graph made with it (cached FP16 and Q/DQ
+graphs, ``ci``'s build keys): 2 keeps ``KEEP_FP32_OPS`` in FP32."""
+
+#: How :func:`emulate_fp16` emulates, in the name of every emulated graph: 2: FP16 graph inputs stay
+#: FP16 (revision 1 widened them, so the gate's FP16 feed was refused); 3: a graph with control-flow
+#: subgraphs is emulated outside them (it ran unemulated); 4: subgraphs read the FP16 values the
+#: emulation holds, and an If on a constant is inlined (onnxruntime folded the rounding away)
+EMULATION_REVISION = 4
+
+#: Both, for keys of what a build made with them
+GRAPH_REVISIONS = f"fp16 conversion {CONVERSION_REVISION}, emulation {EMULATION_REVISION}"
+
 KEEP_FP32_OPS = ("LogSoftmax",)
 """Ops kept in FP32 beside onnxruntime's block list: TensorRT's parser splits LogSoftmax into a
 Softmax and a Log with an FP16 tensor between them, where probabilities below FP16's smallest
@@ -162,11 +175,12 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    types = _elem_types(converted)
-    if TensorProto.FLOAT16 not in types.values():
-        return None
     model = onnx.ModelProto()
     model.CopyFrom(converted)
+    _inline_constant_ifs(model.graph)  # as onnxruntime would, folding the emulation's casts away with them
+    types = _elem_types(model)
+    if TensorProto.FLOAT16 not in types.values():
+        return None
     graph = model.graph
     label = FP16_STORAGE
     inputs = {value.name for value in graph.input}
@@ -178,10 +192,12 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
         helper.make_node("Cast", [name], [f"{name}/fp32"], name=f"{name}/widen", to=TensorProto.FLOAT)
         for name in fed_fp16
     ]
+    widened_in_place: set[str] = set()  # FP16 weights that are inputs too: no FP16 twin remains
     for index, init in enumerate(graph.initializer):
         if init.data_type != TensorProto.FLOAT16:
             continue
         if init.name in inputs:  # also an input a caller may feed (IR < 4): widened where it is
+            widened_in_place.add(init.name)
             graph.initializer[index].CopyFrom(
                 numpy_helper.from_array(numpy_helper.to_array(init).astype("float32"), init.name)
             )
@@ -195,14 +211,17 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
         if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type == TensorProto.FLOAT16:
             value.type.tensor_type.elem_type = TensorProto.FLOAT
     widened = {name for name, kind in types.items() if kind == TensorProto.FLOAT16} - set(fed_fp16)
-    halves: dict[str, str] = {}  # a widened tensor -> its FP16 twin, for the subgraphs that read it
+    # a widened tensor -> its FP16 twin, for the subgraphs that read it: the rounded value the cast
+    # pair (or the FP16 weight) already holds, read as it is; another Cast after the pair's would be
+    # a chain onnxruntime may fold, rounding and all
+    halves = {name: f"{name}/fp16" for name in widened - widened_in_place}
     for node in graph.node:
         subgraphs = _subgraphs(node)
         if subgraphs:
             label = f"{FP16_STORAGE}; {FP16_SUBGRAPHS_AS_IS}"
             read = [*node.input, *(name for sub in subgraphs for name in _outer_names(sub))]
             for name in dict.fromkeys(read):
-                if name in widened and name not in halves:
+                if name in widened_in_place and name not in halves:
                     halves[name] = f"{name}/fp16-read"
                     nodes.append(
                         helper.make_node("Cast", [name], [halves[name]], name=halves[name], to=TensorProto.FLOAT16)
@@ -234,6 +253,47 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
     graph.node.extend(nodes)
     helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, EMULATION_KEY: label})
     return model
+
+
+def _inline_constant_ifs(graph: onnx.GraphProto) -> None:
+    """Replace each If whose condition is a constant of the graph by the branch it takes (its nodes,
+    weights and value infos, and an Identity per output), until none is left.
+
+    onnxruntime inlines such an If itself when it optimizes, and its cast elimination then removes
+    the emulation's rounding at the branch's edges with the casts around its own FP16 kernels: the
+    emulation must see the branch as main-graph nodes. ONNX names are unique across scopes, so the
+    branch's names stay as they are."""
+    from onnx import helper, numpy_helper
+
+    while True:
+        constants = {init.name: init for init in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output and node.attribute and node.attribute[0].name == "value":
+                constants[node.output[0]] = node.attribute[0].t
+        found = next(
+            (
+                (index, node)
+                for index, node in enumerate(graph.node)
+                if node.op_type == "If" and node.input and node.input[0] in constants
+            ),
+            None,
+        )
+        if found is None:
+            return
+        index, node = found
+        taken = bool(numpy_helper.to_array(constants[node.input[0]]).reshape(-1)[0])
+        branch = next(attr.g for attr in node.attribute if attr.name == ("then_branch" if taken else "else_branch"))
+        inlined = [*branch.node]
+        inlined += [
+            helper.make_node("Identity", [result.name], [output], name=f"{node.name or output}/inlined")
+            for result, output in zip(branch.output, node.output, strict=True)
+            if output
+        ]
+        graph.initializer.extend(branch.initializer)
+        graph.value_info.extend(branch.value_info)
+        del graph.node[index]
+        for offset, inlined_node in enumerate(inlined):
+            graph.node.insert(index + offset, inlined_node)
 
 
 def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:

@@ -18,7 +18,6 @@ replayed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,8 @@ from trtforge import __version__
 from trtforge.ci import RECORD_FILE, CiOptions, CiReport, SpecResult, SpecStatus, run_ci
 from trtforge.errors import TrtforgeError
 from trtforge.fsutil import FileStamp, atomic_write_text
+from trtforge.jsonsafe import json_sha256
+from trtforge.mixedprecision import GRAPH_REVISIONS
 
 #: ``{cache}/ci-reruns/{command line key}.json``
 RERUN_DIR = "ci-reruns"
@@ -46,6 +47,7 @@ def rerun_file(targets: list[Path], options: CiOptions) -> Path:
     record watches the files they resolved to: another ``$HOME`` is another set of files)."""
     line = [
         __version__,
+        GRAPH_REVISIONS,
         sys.executable,
         [os.path.abspath(target) for target in targets] or os.getcwd(),
         os.path.abspath(options.out_dir),
@@ -56,7 +58,7 @@ def rerun_file(targets: list[Path], options: CiOptions) -> Path:
         options.signing_key.key_id if options.signing_key else None,
         os.path.expanduser("~"),
     ]
-    key = hashlib.sha256(json.dumps(line).encode("utf-8", "surrogateescape")).hexdigest()
+    key = json_sha256(line)
     return options.cache_dir / RERUN_DIR / f"{key}.json"
 
 

@@ -157,7 +157,7 @@ def _key_destination(given: str | os.PathLike[str]) -> Path:
     path and what to pass instead (``keygen .`` or ``keygen keys/`` names a folder, not a file)."""
     text = os.fspath(given)
     out = Path(text)
-    if text.endswith(("/", os.sep)) or out.is_dir():
+    if os.path.basename(text) in ("", ".", "..") or out.is_dir():  # keys/ and keys/. name a folder
         raise InvalidInputError(
             f"OUT {text or out} names a folder; keygen writes a file: name it, e.g. "
             f"trtforge keygen {out / 'signing-key'}"
@@ -176,8 +176,7 @@ def _create_new(final: Path, data: bytes, mode: int) -> None:
     """``data`` as the new file ``final`` (``staged_file``'s exclusive mode): a key appears complete
     or not at all, and never clobbers one."""
     try:
-        with staged_file(final, exclusive=True) as staged:
-            os.chmod(staged, mode)  # before the bytes go in: a private key is never readable by others
+        with staged_file(final, exclusive=True, mode=mode) as staged:  # a private key is never others'
             staged.write_bytes(data)
     except FileExistsError as exc:
         raise InvalidInputError(f"{final} already exists; keygen never overwrites a key: choose another OUT") from exc

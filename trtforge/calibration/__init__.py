@@ -40,6 +40,7 @@ from trtforge.fsutil import (
     staged_file,
 )
 from trtforge.graphfiles import cached_graph_files, save_graph
+from trtforge.mixedprecision import GRAPH_REVISIONS
 from trtforge.model import ModelInfo, content_files, content_sha256, external_tensors, inspect_model
 from trtforge.spec import CalibrationSpec, Spec, expand_globs
 
@@ -340,6 +341,7 @@ class Calibration:
                 "exclude": sorted(exclude),
                 "high_precision": self.config.high_precision,
                 "versions": self.versions,
+                "graphs": GRAPH_REVISIONS,  # the FP16 parts are to_fp16's: a new conversion, a new graph
             }
         )
         qdq_file = cache.qdq_path(self.cache_dir, qdq_key)

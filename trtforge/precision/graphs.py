@@ -17,13 +17,10 @@ from typing import TYPE_CHECKING
 
 from trtforge.fsutil import sha256_file
 from trtforge.graphfiles import cached_graph_files, save_graph, save_model
-from trtforge.mixedprecision import FP16_STORAGE, emulate_fp16, to_fp16
+from trtforge.mixedprecision import CONVERSION_REVISION, EMULATION_REVISION, FP16_STORAGE, emulate_fp16, to_fp16
 
 if TYPE_CHECKING:
     import onnx
-
-_FP16_REVISION = 2
-"""Part of every FP16 graph's cache name: 2 keeps ``KEEP_FP32_OPS`` (:mod:`trtforge.mixedprecision`) in FP32."""
 
 
 def fp16_onnx(
@@ -40,7 +37,7 @@ def fp16_onnx(
     kept = sorted(set(keep_fp32_nodes))
     suffix = "-keep-" + hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16] if kept else ""
     files = content_files(model_path)
-    target = cache_dir / "fp16" / f"{content_sha256(model_path, files)}-r{_FP16_REVISION}{suffix}.onnx"
+    target = cache_dir / "fp16" / f"{content_sha256(model_path, files)}-r{CONVERSION_REVISION}{suffix}.onnx"
     with_data = len(files) > 1  # weights in a data file, as the user's (a model past 2 GB has to)
     cached = cached_graph_files(target) is not None if with_data else target.is_file()
     if not cached:
@@ -67,18 +64,13 @@ def onnx_loader(model_path: Path) -> Callable[[], onnx.ModelProto]:
     return load
 
 
-#: 2: FP16 graph inputs stay FP16 (revision 1 widened them, so the gate's FP16 feed was refused);
-#: 3: a graph with control-flow subgraphs is emulated outside them (it ran unemulated)
-_EMULATION_REVISION = 3
-
-
 def emulated_onnx(graph_path: Path, cache_dir: Path) -> Path:
     """The gate's candidate for a graph with FP16 parts: its FP16-storage emulation, cached by the
     graph's content (``fp16-emulated/``); the graph itself when there is nothing to emulate."""
     import onnx
 
     # the label is in the graph, and the revision is how it is emulated: a new one of either, a new entry
-    label = hashlib.sha256(f"{FP16_STORAGE}/{_EMULATION_REVISION}".encode()).hexdigest()[:8]
+    label = hashlib.sha256(f"{FP16_STORAGE}/{EMULATION_REVISION}".encode()).hexdigest()[:8]
     target = cache_dir / "fp16-emulated" / f"{sha256_file(graph_path)}-{label}.onnx"
     if target.is_file():
         return target

@@ -39,7 +39,7 @@ from trtforge.calibration import Calibration, CalibrationResult, ScaleSet
 from trtforge.calibration.qdq import exclusion_yaml
 from trtforge.deadline import Deadline
 from trtforge.errors import InvalidInputError
-from trtforge.mixedprecision import INT8_QDQ, emulate_fp16
+from trtforge.mixedprecision import EMULATION_KEY, candidate_emulation, emulate_fp16
 from trtforge.runners.onnxruntime import OnnxrtRunner
 
 if TYPE_CHECKING:
@@ -90,8 +90,10 @@ class GateProbe:
         with active(reference, spec, "reference"):
             self.reference = [reference.infer(feed) for feed in self.feeds]
         self.evaluations = 0
+        self.emulation: str | None = None  # the FP16 label of the graphs judged (they share one)
 
     def measure(self, candidate: onnx.ModelProto) -> Measurement:
+        self.emulation = next((p.value for p in candidate.metadata_props if p.key == EMULATION_KEY), None)
         names = [tensor.name for tensor in self.model.outputs]
         runner = OnnxrtRunner(candidate.SerializeToString(), name="candidate")
         with active(runner, self.spec, "simulated candidate"):
@@ -355,14 +357,22 @@ def choose_algorithm(
 
 
 def auto_calibrate(
-    spec: Spec, model: ModelInfo, cache_dir: Path, log: Log, *, diagnosis: Deadline | None = None
+    spec: Spec,
+    model: ModelInfo,
+    cache_dir: Path,
+    log: Log,
+    *,
+    diagnosis: Deadline | None = None,
+    tensorrt_note: str | None = None,
 ) -> tuple[CalibrationResult, SensitivitySearch | None]:
     """``calibration.algorithm: auto`` and/or ``exclude: auto`` for a build (or a diagnosis): choose
     with the gate's inputs, record the choice and its reasons in the result's manifest section; the
     ``exclude: auto`` search comes back too (None without one).
 
     ``diagnosis``: the deadline of ``trtforge diagnose``, whose report is this search: it stops by
-    the deadline as well as by ``search_budget``, and ranks the nodes even when the graph passes."""
+    the deadline as well as by ``search_budget``, and ranks the nodes even when the graph passes.
+    ``tensorrt_note``: where TensorRT places INT8 itself (``tensorrt_choice``), for the label the
+    verdicts carry, as the gate's would."""
     calibration = Calibration(spec, model, cache_dir, log)
     config = calibration.config
     probe = GateProbe(spec, model)
@@ -390,9 +400,9 @@ def auto_calibrate(
         details["exclude_auto"] = found.as_dict()
         if found.exclude:
             log(f"calibration: exclude: auto chose {list(found.exclude)}; to pin it:\n{found.yaml}")
-    if details:  # every verdict above ran a Q/DQ graph in onnxruntime, on a GPU host too
+    if details:  # every verdict above ran a Q/DQ graph in onnxruntime, on a GPU host too: the gate's label
         details["candidate"] = "simulated"
-        details["emulation"] = INT8_QDQ
+        details["emulation"] = candidate_emulation(probe.emulation, True, tensorrt_note)
     return calibration.result(scale_set, exclude, details), found
 
 

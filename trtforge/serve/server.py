@@ -185,13 +185,15 @@ def _folder_plans(
 def _pulled(uri: str, name: str | None, pull: PullOptions, policy: LoadPolicy, log: Callable[[str], None]) -> Path:
     """The engine of a registry reference that fits this host, pulled (as ``trtforge pull --for-this-machine``)."""
     from trtforge.cache import default_cache_dir
-    from trtforge.publish import open_registry, parse_location
+    from trtforge.publish import OciLocation, open_registry, parse_location
     from trtforge.publish.pulling import PullRequest, pull_artifact, target_environments
 
     artifact = name or pull.name
     if artifact is None:
         raise InvalidInputError(f"{uri}: a registry reference needs --name NAME (or NAME={uri})")
-    registry = open_registry(parse_location(uri), insecure=pull.insecure)  # --insecure with a folder: exit 2
+    location = parse_location(uri)
+    # one --insecure serves every reference: it is for the oci:// ones (resolve_artifacts refuses it with none)
+    registry = open_registry(location, insecure=pull.insecure and isinstance(location, OciLocation))
     log(f"pulling {artifact} from {uri} for this machine")
     request = PullRequest(artifact, pull.precision, target_environments(), policy)
     into = pull.into or default_cache_dir() / "serve"
@@ -203,6 +205,8 @@ def resolve_artifacts(
 ) -> tuple[list[ModelPlan], list[IncompatibleEngineError]]:
     """Each ARTIFACT as models to serve, and every refusal met on the way (a registry or folder
     with nothing that fits). Other errors (a missing file, a registry that does not answer) raise."""
+    if pull.insecure and not any(split_named(text)[1].startswith("oci://") for text in artifacts):
+        raise InvalidInputError("--insecure (plain HTTP) is for oci:// registries, and none is served: drop --insecure")
     plans: list[ModelPlan] = []
     refused: list[IncompatibleEngineError] = []
     for text in artifacts:
