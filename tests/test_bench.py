@@ -21,13 +21,12 @@ from trtforge.bench import (
     burst,
     failure_text,
     most_frequent,
-    parse_inputs,
-    parse_shape,
     request_shapes,
 )
 from trtforge.cli import app
 from trtforge.errors import InvalidInputError, TrtforgeError
 from trtforge.model import TensorDesc
+from trtforge.shapes import parse_inputs, parse_shape
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
@@ -293,7 +292,7 @@ def test_bench_gives_a_shape_tensor_values(tmp_path: Path) -> None:
 
 
 def test_parse_inputs_takes_shapes_and_shape_tensor_values() -> None:
-    from trtforge.bench import parse_inputs, parse_values
+    from trtforge.shapes import parse_inputs, parse_values
 
     assert parse_values("shape=[2, -1,4]") == ("shape", (2, -1, 4)) and parse_values("k=[3]") == ("k", (3,))
     assert parse_values("x=2x12") is None and parse_values("shape=[2,,4]") is None

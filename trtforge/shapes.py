@@ -9,6 +9,7 @@ cheap for ``trtforge --help``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -159,3 +160,46 @@ def random_feed(
     for name, given in (values or {}).items():
         feed[name] = np.asarray(given, dtype=feed[name].dtype).reshape(shapes[name])
     return feed
+
+
+# ---------------------------------------------------------------- shapes given on a command line
+
+#: ``NAME=DIMS``'s dims: ``8x1x8x8`` or ``8,1,8,8``
+_DIMS = re.compile(r"^\d+([x,]\d+)*$")
+#: a shape tensor's values, ``[4,3,4]`` (negative values too: a Reshape's -1)
+_VALUES = re.compile(r"^\[\s*-?\d+(\s*,\s*-?\d+)*\s*\]$")
+
+
+def parse_shape(text: str) -> tuple[str, Shape]:
+    """``input=1x1x8x8`` (or ``input=1,1,8,8``) -> ("input", (1, 1, 8, 8))."""
+    name, sep, dims = text.partition("=")
+    dims = dims.strip().lower()
+    if not sep or not name.strip() or not _DIMS.match(dims):
+        raise InvalidInputError(
+            f"--shape '{text}': write NAME=DIMS, e.g. --shape input=8x1x8x8 (a shape tensor's values: NAME=[V,...])"
+        )
+    return name.strip(), tuple(int(d) for d in re.split(r"[x,]", dims))
+
+
+def parse_values(text: str) -> tuple[str, tuple[int, ...]] | None:
+    """``shape=[4,3,4]`` -> ("shape", (4, 3, 4)): a shape tensor's values; None for any other text."""
+    name, sep, given = text.partition("=")
+    given = given.strip()
+    if not sep or not name.strip() or not _VALUES.match(given):
+        return None
+    return name.strip(), tuple(int(v) for v in given.strip("[] ").split(","))
+
+
+def parse_inputs(texts: Sequence[str]) -> tuple[dict[str, Shape], dict[str, tuple[int, ...]]]:
+    """Every ``--shape``, one per input: ``NAME=DIMS`` a shape, ``NAME=[V,...]`` a shape tensor's
+    values (a Reshape's shape, TopK's k: what the model reads from it, not only its shape)."""
+    shapes: dict[str, Shape] = {}
+    values: dict[str, tuple[int, ...]] = {}
+    for text in texts:
+        parsed = parse_values(text)
+        name, given = parsed or parse_shape(text)
+        if name in shapes or name in values:
+            before = f"[{','.join(map(str, values[name]))}]" if name in values else "x".join(map(str, shapes[name]))
+            raise InvalidInputError(f"--shape {text}: input '{name}' already has --shape {name}={before}; give it once")
+        (values if parsed else shapes)[name] = given
+    return shapes, values

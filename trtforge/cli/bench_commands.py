@@ -54,7 +54,8 @@ def bench(
     as_json: JsonOption = False,
 ) -> None:
     """Warm pool against cold start: first request and steady-state p50/p99, as ratios to the p50."""
-    from trtforge.bench import BenchConfig, parse_inputs, render_table, run_bench
+    from trtforge.bench import BenchConfig, render_table, run_bench
+    from trtforge.shapes import parse_inputs
 
     console = reporter()
     shapes, values = parse_inputs(shape or ())

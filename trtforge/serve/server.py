@@ -271,7 +271,7 @@ def parse_warmup_shape(text: str, models: Sequence[str]) -> tuple[str | None, Wa
 
     ``MODEL:`` counts only when MODEL is a served model (input names such as ``input:0`` stay whole);
     dims may use commas too (``input=1,3,8,8``). Pure."""
-    from trtforge.bench import parse_inputs
+    from trtforge.shapes import parse_inputs
 
     model, sep, rest = text.partition(":")
     chosen = model if sep and model in models else None
