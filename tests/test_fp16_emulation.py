@@ -335,7 +335,6 @@ def test_an_fp16_input_is_fed_as_fp16_and_its_overflow_still_caught(
     assert "accuracy half fp16: passed" in stderr
 
 
-@without_gpu
 def _flag_from(model: onnx.ModelProto, name: str) -> None:
     """``flag`` := sum(``name``) > 0, computed from the input: an If on it stays an If (onnxruntime
     inlines one whose condition is a constant, and so does the emulation)."""
@@ -349,6 +348,7 @@ def _flag_from(model: onnx.ModelProto, name: str) -> None:
     )
 
 
+@without_gpu
 def test_a_graph_with_control_flow_is_emulated_outside_its_subgraphs(
     write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -381,6 +381,7 @@ def test_a_graph_with_control_flow_is_emulated_outside_its_subgraphs(
     assert not list(out.glob("*.engine"))
 
 
+@without_gpu
 def test_an_if_on_a_constant_is_emulated_as_the_branch_it_takes(
     write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -409,6 +410,51 @@ def test_an_if_on_a_constant_is_emulated_as_the_branch_it_takes(
     code, _, stderr = cli("build", _spec(write_spec, path, "fp16: {keep_fp32: []}\n"), "--out", out)
     assert code == 4, stderr
     assert not list(out.glob("*.engine"))
+
+
+def test_an_inlined_if_keeps_node_names_unique_and_odd_conditions_stay_ifs() -> None:
+    """Inlining a named If of two outputs gave two nodes named ``/If/inlined``, and a branch node
+    named like a main-graph node kept its name: onnxruntime refused the emulation ("two nodes with
+    same node name") of a model that builds. An If on an empty or a two-value condition is not
+    valid ONNX to run: it stays an If, and onnxruntime says why (it was an IndexError, or the first
+    value taken)."""
+
+    def model(condition: np.ndarray) -> onnx.ModelProto:
+        branch = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["r"], name="shrink"), helper.make_node("Neg", ["r"], ["n"])],
+            "branch",
+            [],
+            [
+                helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, [4]),
+                helper.make_tensor_value_info("n", onnx.TensorProto.FLOAT, [4]),
+            ],
+        )
+        graph = helper.make_graph(
+            [
+                helper.make_node("Abs", ["input"], ["x"], name="shrink"),
+                helper.make_node("If", ["flag"], ["ya", "yb"], name="/If", then_branch=branch, else_branch=branch),
+            ],
+            "g",
+            [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [4])],
+            [
+                helper.make_tensor_value_info("ya", onnx.TensorProto.FLOAT, [4]),
+                helper.make_tensor_value_info("yb", onnx.TensorProto.FLOAT, [4]),
+            ],
+            [numpy_helper.from_array(condition, "flag")],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+    emulated = emulate_fp16(to_fp16(model(np.array(True))))
+    assert emulated is not None and not [node for node in emulated.graph.node if node.op_type == "If"]
+    names = [node.name for node in emulated.graph.node if node.name]
+    assert len(names) == len(set(names)), names
+    session = ort.InferenceSession(emulated.SerializeToString(), providers=["CPUExecutionProvider"])
+    ya, yb = session.run(None, {"input": np.array([-1, 2, -3, 4], np.float32)})
+    np.testing.assert_array_equal(ya, [1, 2, 3, 4])
+    np.testing.assert_array_equal(yb, [-1, -2, -3, -4])
+    for odd in (np.array([], bool), np.array([False, True])):
+        kept = emulate_fp16(to_fp16(model(odd)))
+        assert kept is not None and [node.op_type for node in kept.graph.node].count("If") == 1
 
 
 @pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)

@@ -703,3 +703,21 @@ def test_serve_reads_each_manifest_of_a_folder_once(
     assert refused == [] and logged == []
     assert {plan.name: plan.path for plan in plans} == {"digits-cnn": served[0], "net": served[2]}
     assert opened == {manifest_path_for(engine).name: 1 for engine in served}
+
+
+def test_a_folder_in_place_of_an_engine_is_skipped_with_its_reason(engines: dict[str, Path], tmp_path: Path) -> None:
+    """A manifest beside a folder named as its engine was listed, and, newer, chosen over a real
+    engine (then "not a file" when served); it is skipped now, and said."""
+    from trtforge.runtime import find_artifacts
+
+    real = _copy(engines["digits"], tmp_path)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    manifest = read_manifest(real)
+    fake = stray / real.name.replace(manifest.stem, f"{manifest.stem}-newer")
+    (stray / manifest_path_for(fake).name).write_text(manifest_path_for(real).read_text())
+    fake.mkdir()
+    listing = find_artifacts(stray)
+    assert listing.found == () and [reason.split(": ", 1)[1] for reason in listing.skipped] == [
+        "a folder, not an engine file; remove it, or rebuild with trtforge build"
+    ]

@@ -417,3 +417,26 @@ def test_force_on_an_unchanged_plan_says_what_it_did_to_the_config(engines: dict
     code, out, _ = cli("publish", str(engines["8.6"]), "--to", uri, "--force", "--json")
     assert code == 0 and "regenerated (--force: it had been edited by hand)" in json.loads(out)["detail"]
     assert config_path.read_text() == written
+
+
+def test_a_version_listing_skips_what_is_not_a_readable_manifest(tmp_path: Path) -> None:
+    """A FIFO named as a plan's manifest hung ``pull triton://`` (reading waited for a writer), and a
+    folder of that name failed the whole pull (exit 6); both are left alone, as ``dir://`` leaves
+    them."""
+    import os
+    import threading
+
+    from trtforge.publish.triton import version_plans
+
+    version = tmp_path / "m" / "1"
+    version.mkdir(parents=True)
+    os.mkfifo(version / "model.a.manifest.json")
+    (version / "model.a.plan").write_bytes(b"plan")
+    (version / "model.b.manifest.json").mkdir()
+    (version / "model.b.plan").write_bytes(b"plan")
+    found: list[object] = []
+    listing = threading.Thread(target=lambda: found.append(version_plans(version)), daemon=True)
+    listing.start()
+    listing.join(timeout=10)
+    assert not listing.is_alive(), "version_plans waited on the FIFO"
+    assert found == [[]]

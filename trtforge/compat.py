@@ -210,10 +210,10 @@ def product(flavor: str | None) -> str:
 
 #: A TensorRT version as a wheel's metadata or the module may report it: the release numbers
 #: (``tags.parse_trt_version``), then what PEP 440 lets a pre-, post-, dev- or local release add
-#: (``10.0.0b6``, ``9.3.0.post12.dev1``, ``10.3.0+cuda12``)
+#: (``10.0.0b6``, ``9.3.0.post12.dev1``, ``10.3.0+cuda12``, ``10.3.0-1``: an implicit post release)
 _RELEASE_PART = r"(?:alpha|beta|preview|pre|post|dev|rev|rc|a|b|c|r)(?:[-_.]?\d+)?"
 _REPORTED_VERSION = re.compile(
-    rf"(?P<release>\d+(?:\.\d+){{0,3}})(?:[-_.]?{_RELEASE_PART}(?:[-_.]{_RELEASE_PART})*)?"
+    rf"(?P<release>\d+(?:\.\d+){{0,3}})(?:-\d+)?(?:[-_.]?{_RELEASE_PART}(?:[-_.]{_RELEASE_PART})*)?"
     r"(?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?",
     re.ASCII | re.IGNORECASE,
 )

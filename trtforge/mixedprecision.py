@@ -256,13 +256,14 @@ def emulate_fp16(converted: onnx.ModelProto) -> onnx.ModelProto | None:
 
 
 def _inline_constant_ifs(graph: onnx.GraphProto) -> None:
-    """Replace each If whose condition is a constant of the graph by the branch it takes (its nodes,
-    weights and value infos, and an Identity per output), until none is left.
+    """Replace each If whose condition is a one-element constant of the graph by the branch it takes
+    (its nodes, weights and value infos, and an Identity per output), until none is left.
 
     onnxruntime inlines such an If itself when it optimizes, and its cast elimination then removes
     the emulation's rounding at the branch's edges with the casts around its own FP16 kernels: the
-    emulation must see the branch as main-graph nodes. ONNX names are unique across scopes, so the
-    branch's names stay as they are."""
+    emulation must see the branch as main-graph nodes. Value names are unique across scopes in
+    ONNX, so the branch's tensors keep theirs; node names are not, so an inlined node whose name is
+    taken gets another (onnxruntime refuses two nodes of one name)."""
     from onnx import helper, numpy_helper
 
     while True:
@@ -272,26 +273,40 @@ def _inline_constant_ifs(graph: onnx.GraphProto) -> None:
                 constants[node.output[0]] = node.attribute[0].t
         found = next(
             (
-                (index, node)
+                (index, node, numpy_helper.to_array(constants[node.input[0]]))
                 for index, node in enumerate(graph.node)
-                if node.op_type == "If" and node.input and node.input[0] in constants
+                if node.op_type == "If"
+                and node.input
+                and node.input[0] in constants
+                # an If on no value or several values is not valid: onnxruntime says so, as it is
+                and numpy_helper.to_array(constants[node.input[0]]).size == 1
             ),
             None,
         )
         if found is None:
             return
-        index, node = found
-        taken = bool(numpy_helper.to_array(constants[node.input[0]]).reshape(-1)[0])
-        branch = next(attr.g for attr in node.attribute if attr.name == ("then_branch" if taken else "else_branch"))
+        index, node, condition = found
+        branch = next(
+            attr.g for attr in node.attribute if attr.name == ("then_branch" if condition.item() else "else_branch")
+        )
         inlined = [*branch.node]
         inlined += [
-            helper.make_node("Identity", [result.name], [output], name=f"{node.name or output}/inlined")
+            helper.make_node("Identity", [result.name], [output], name=f"{output}/inlined")
             for result, output in zip(branch.output, node.output, strict=True)
             if output
         ]
+        del graph.node[index]
+        names = {other.name for other in graph.node if other.name}
+        for inlined_node in inlined:
+            if inlined_node.name in names:
+                stem, count = inlined_node.name, 1
+                while f"{stem}/inlined{count}" in names:
+                    count += 1
+                inlined_node.name = f"{stem}/inlined{count}"
+            if inlined_node.name:
+                names.add(inlined_node.name)
         graph.initializer.extend(branch.initializer)
         graph.value_info.extend(branch.value_info)
-        del graph.node[index]
         for offset, inlined_node in enumerate(inlined):
             graph.node.insert(index + offset, inlined_node)
 

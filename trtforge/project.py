@@ -99,6 +99,11 @@ class Project:
     #: YAML files of the spec folders that are not specs, each with the reason (for a note)
     skipped: tuple[tuple[Path, str], ...] = ()
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """One line per YAML file that is not a spec, as ``ci`` and ``matrix`` print it."""
+        return tuple(f"skipped {path}: {reason}" for path, reason in self.skipped)
+
 
 def load_settings(root: Path) -> ProjectSettings:
     path = root / PROJECT_FILE

@@ -81,8 +81,8 @@ def run_or_replay(targets: list[Path], options: CiOptions, jobs: int, reporter: 
 
     started_ns = time.time_ns()
     project = discover(targets)
-    for path, reason in project.skipped:
-        reporter.info(f"skipped {path}: {reason}")
+    for note in project.notes:
+        reporter.info(note)
     with_project = dataclasses.replace(options, triton=options.triton or project.settings.triton)
     report = run_ci(list(project.specs), with_project, jobs)
     record(targets, options, project, report, started_ns)
@@ -157,7 +157,7 @@ def record(targets: list[Path], options: CiOptions, project: Any, report: CiRepo
         "stamps": {path: dataclasses.asdict(stamp) if stamp else None for path, stamp in stamps.items()},
         "results": [dataclasses.asdict(result) for result in report.results],
         "backends": backends,
-        "notes": [f"skipped {path}: {reason}" for path, reason in project.skipped],
+        "notes": list(project.notes),
     }
     path = rerun_file(targets, options)
     with suppress(OSError):

@@ -222,6 +222,9 @@ def list_artifacts(folder: Path) -> FolderArtifacts:
         engine = engine_path_for(path)
         if not engine.exists():
             continue
+        if engine.is_dir():  # a FIFO or a device is listed, and refused where it is read, by name
+            skipped.append(f"{engine}: a folder, not an engine file; remove it, or rebuild with trtforge build")
+            continue
         if not regular:  # a folder, a FIFO (reading one would wait for a writer), a device
             skipped.append(f"{path}: not a regular file; remove it or rebuild the engine with trtforge build")
             continue

@@ -25,8 +25,7 @@ from trtforge.cli.common import (
 from trtforge.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from trtforge.console import Reporter
-    from trtforge.project import Project
+    pass
 
 app = typer.Typer()
 
@@ -119,16 +118,6 @@ def _flag_release(name: str | None) -> str | None:
     return find_release(name).name if name is not None else None
 
 
-def _discover(targets: list[Path], console: Reporter) -> Project:
-    """The project's specs, with one note per YAML file of its folders that is not a spec."""
-    from trtforge.project import discover
-
-    project = discover(targets)
-    for path, reason in project.skipped:
-        console.info(f"skipped {path}: {reason}")
-    return project
-
-
 @app.command()
 @exits_cleanly
 def matrix(
@@ -144,11 +133,15 @@ def matrix(
 ) -> None:
     """Print the build matrix (spec x GPU runner) for the CI system to fan out."""
     from trtforge.matrix import DEFAULT_CPU_RUNNER, plan_matrix, render_github, render_gitlab, render_json
+    from trtforge.project import discover
     from trtforge.spec import load_spec
     from trtforge.triton_releases import find_release
 
     flag = _flag_release(triton)  # an unknown release: exit 2 before the folder is read
-    project = _discover([folder] if folder is not None else [], reporter())
+    console = reporter()
+    project = discover([folder] if folder is not None else [])
+    for note in project.notes:
+        console.info(note)
     name = flag or project.settings.triton
     release = find_release(name) if name is not None else None
     specs = [load_spec(path) for path in project.specs]

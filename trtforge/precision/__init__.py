@@ -121,13 +121,9 @@ def prepare_precision(
             f"enterprise TensorRT 10.x (this backend is {flavor} {version}); use mode: qdq"
         )
     if "auto" in (calibration.algorithm, calibration.exclude):  # chosen with the gate's inputs
-        from trtforge.mixedprecision import tensorrt_choice
         from trtforge.precision.sensitivity import auto_calibrate
 
-        note = tensorrt_choice(flavor, version, "int8", calibration.mode == "native")
-        result, found = auto_calibrate(
-            spec, model_info, cache_dir / "calibration", reporter.info, diagnosis=diagnosis, tensorrt_note=note
-        )
+        result, found = auto_calibrate(spec, model_info, cache_dir / "calibration", reporter.info, diagnosis=diagnosis)
     else:
         result, found = calibrate(spec, model_info, cache_dir=cache_dir / "calibration", log=reporter.info), None
     fp16_parts = calibration.high_precision == "fp16"  # the layers left out of INT8 store FP16

@@ -363,16 +363,13 @@ def auto_calibrate(
     log: Log,
     *,
     diagnosis: Deadline | None = None,
-    tensorrt_note: str | None = None,
 ) -> tuple[CalibrationResult, SensitivitySearch | None]:
     """``calibration.algorithm: auto`` and/or ``exclude: auto`` for a build (or a diagnosis): choose
     with the gate's inputs, record the choice and its reasons in the result's manifest section; the
     ``exclude: auto`` search comes back too (None without one).
 
     ``diagnosis``: the deadline of ``trtforge diagnose``, whose report is this search: it stops by
-    the deadline as well as by ``search_budget``, and ranks the nodes even when the graph passes.
-    ``tensorrt_note``: where TensorRT places INT8 itself (``tensorrt_choice``), for the label the
-    verdicts carry, as the gate's would."""
+    the deadline as well as by ``search_budget``, and ranks the nodes even when the graph passes."""
     calibration = Calibration(spec, model, cache_dir, log)
     config = calibration.config
     probe = GateProbe(spec, model)
@@ -402,7 +399,7 @@ def auto_calibrate(
             log(f"calibration: exclude: auto chose {list(found.exclude)}; to pin it:\n{found.yaml}")
     if details:  # every verdict above ran a Q/DQ graph in onnxruntime, on a GPU host too: the gate's label
         details["candidate"] = "simulated"
-        details["emulation"] = candidate_emulation(probe.emulation, True, tensorrt_note)
+        details["emulation"] = candidate_emulation(probe.emulation, True)  # Q/DQ mode: the spec refuses native
     return calibration.result(scale_set, exclude, details), found
 
 

@@ -103,16 +103,17 @@ def versions(model_dir: Path) -> list[int]:
 
 
 def version_plans(version_dir: Path) -> list[Candidate]:
-    """The plans of a version that carry a readable trtforge manifest (others are left alone)."""
+    """The plans of a version that carry a readable trtforge manifest (others are left alone: a
+    manifest that is not a regular file, as a FIFO would block the read, or cannot be read)."""
     found = []
     for manifest_path in sorted(version_dir.glob(f"model.*{MANIFEST_SUFFIX}")):
         plan = manifest_path.with_name(manifest_path.name.removesuffix(MANIFEST_SUFFIX) + PLAN_SUFFIX)
-        try:
-            candidate = read_candidate(manifest_path, plan)
-        except InvalidInputError:
+        if not (manifest_path.is_file() and plan.is_file()):
             continue
-        if plan.is_file():
-            found.append(candidate)
+        try:
+            found.append(read_candidate(manifest_path, plan))
+        except (InvalidInputError, OSError):
+            continue
     return found
 
 
