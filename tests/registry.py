@@ -9,6 +9,7 @@ after. Tests that need it skip with ``SKIP_REASON`` when the binary is missing.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import shutil
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -127,15 +129,36 @@ def start_registry(workdir: Path, htpasswd: Path | None = None) -> Iterator[Runn
             raise RuntimeError(f"docker-registry did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
+def forward(handler: BaseHTTPRequestHandler, upstream: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The request ``handler`` got, sent on to the registry at ``upstream``: its status, headers
+    (less those of the transfer itself) and body, for a proxy to answer with."""
+    connection = http.client.HTTPConnection(upstream, timeout=30)
+    connection.request(handler.command, handler.path, body=body or None, headers=dict(handler.headers))
+    response = connection.getresponse()
+    status, answer = response.status, response.read()
+    skip = ("content-length", "transfer-encoding", "connection")
+    headers = [(k, v) for k, v in response.getheaders() if k.lower() not in skip]
+    connection.close()
+    return status, headers, answer
+
+
+def answer_with(handler: BaseHTTPRequestHandler, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    handler.send_response(status)
+    for key, value in headers:
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
 @contextlib.contextmanager
 def faulty_proxy(upstream: str, faults: Mapping[str, tuple[int, bytes]]) -> Iterator[str]:
     """A plain-HTTP proxy on 127.0.0.1 in front of the registry ``upstream`` (``host:port``) that
     answers the methods in ``faults`` itself, with (status, body): a registry that refuses or fails
     pushes, which distribution cannot be made to do. Yields the proxy's ``host:port``; the Host
     header goes through unchanged, so the registry's upload locations name the proxy."""
-    import http.client
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def _relay(self) -> None:
@@ -144,20 +167,8 @@ def faulty_proxy(upstream: str, faults: Mapping[str, tuple[int, bytes]]) -> Iter
                 status, answer = faults[self.command]
                 headers = [("Content-Type", "application/json")]
             else:
-                connection = http.client.HTTPConnection(upstream, timeout=30)
-                connection.request(self.command, self.path, body=body or None, headers=dict(self.headers))
-                response = connection.getresponse()
-                status, answer = response.status, response.read()
-                skip = ("content-length", "transfer-encoding", "connection")
-                headers = [(k, v) for k, v in response.getheaders() if k.lower() not in skip]
-                connection.close()
-            self.send_response(status)
-            for key, value in headers:
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(answer)
+                status, headers, answer = forward(self, upstream, body)
+            answer_with(self, status, headers, answer)
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
 

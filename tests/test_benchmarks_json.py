@@ -44,18 +44,24 @@ def test_stdout_is_exactly_one_json_document(name: str, tmp_path: Path) -> None:
     if name == "check_speed" and shutil.which("openssl") is None:
         pytest.skip("openssl is not installed: check_speed's baseline (it exits 1 without it); apt-get install openssl")
     arguments = [argument.format(work=tmp_path / "work") for argument in QUICK[name]]
+    document = _run(name, arguments, timeout=120)
+    assert isinstance(document, dict) and document
+
+
+def _run(name: str, arguments: list[str], timeout: float) -> dict:
+    """Run a benchmark script: it must exit 0, print its table on stderr and exactly one JSON
+    document on stdout (``json.loads`` fails on a header line or a second document)."""
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / f"{name}.py"), *arguments],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    document = json.loads(done.stdout)  # fails on a header line or a second document
-    assert isinstance(document, dict) and document
+    assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.strip(), "the table belongs on stderr"
+    return json.loads(done.stdout)
 
 
 def test_the_node_corpus_of_five_op_families_meets_every_goal(tmp_path: Path) -> None:
@@ -63,14 +69,5 @@ def test_the_node_corpus_of_five_op_families_meets_every_goal(tmp_path: Path) ->
     generated from the installed onnx: trtforge builds each one the raw TensorRT-RTX API builds,
     with the gate off and on, no crash, no exit 1, no traceback (the script exits 1 on a miss).
     ``make bench`` runs all 1884."""
-    done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "node_corpus.py"), "--match", "test_(softmax|conv|gather|slice|einsum)"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    document = json.loads(done.stdout)
+    document = _run("node_corpus", ["--match", "test_(softmax|conv|gather|slice|einsum)"], timeout=600)
     assert document["models"] >= 60 and all(document["goals"].values()), document["goals"]

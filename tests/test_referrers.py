@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import http.client
 import json
 import re
 import shutil
@@ -23,7 +22,7 @@ import pytest
 import requests
 from clitools import cli
 from models import need_rtx
-from registry import RunningRegistry, build_engine, put_manifest, start_registry
+from registry import RunningRegistry, answer_with, build_engine, forward, put_manifest, start_registry
 
 from trtforge.errors import RegistryError
 from trtforge.manifest import attestation_path, manifest_path_for, read_manifest
@@ -305,15 +304,6 @@ def referrers_api(upstream: str) -> Iterator[ReferrersApi]:
     manifest_path = re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/?]+)")
 
     class Handler(BaseHTTPRequestHandler):
-        def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-            self.send_response(status)
-            for key, value in headers:
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
         def _relay(self) -> None:
             with lock:
                 state.seen.append(f"{self.command} {self.path}")
@@ -323,15 +313,9 @@ def referrers_api(upstream: str) -> Iterator[ReferrersApi]:
                 with lock:
                     manifests = list(state.referrers.get((listing["name"], listing["digest"]), []))
                 index = {"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": manifests}
-                self._send(200, [("Content-Type", OCI_INDEX_MEDIA_TYPE)], json.dumps(index).encode())
+                answer_with(self, 200, [("Content-Type", OCI_INDEX_MEDIA_TYPE)], json.dumps(index).encode())
                 return
-            connection = http.client.HTTPConnection(upstream, timeout=30)
-            connection.request(self.command, self.path, body=body or None, headers=dict(self.headers))
-            response = connection.getresponse()
-            status, answer = response.status, response.read()
-            skip = ("content-length", "transfer-encoding", "connection")
-            headers = [(k, v) for k, v in response.getheaders() if k.lower() not in skip]
-            connection.close()
+            status, headers, answer = forward(self, upstream, body)
             pushed = manifest_path.fullmatch(self.path)
             if pushed and self.command == "PUT" and status == 201:
                 document = json.loads(body)
@@ -349,7 +333,7 @@ def referrers_api(upstream: str) -> Iterator[ReferrersApi]:
                         if entry["digest"] not in {known["digest"] for known in held}:
                             held.append(entry)
                     headers.append(("OCI-Subject", subject))
-            self._send(status, headers, answer)
+            answer_with(self, status, headers, answer)
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
 
