@@ -25,7 +25,16 @@ from pydantic import (
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import atomic_write_text
 from trtforge.jsonsafe import bounded_json, json_sha256
-from trtforge.tags import AMPERE, FLAVOR_RTX, ComputeCapability, EngineTag, Platform, parse_trt_version
+from trtforge.tags import (
+    AMPERE,
+    FLAVOR_RTX,
+    ComputeCapability,
+    EngineTag,
+    Flavor,
+    Platform,
+    Precision,
+    parse_trt_version,
+)
 
 ENGINE_SUFFIX = ".engine"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -96,7 +105,7 @@ def _capability(text: str) -> ComputeCapability:
 
 
 class TensorRTInfo(_Frozen):
-    flavor: Literal["tensorrt", "tensorrt-rtx"]
+    flavor: Flavor
     version: str
     version_compatible: bool
 
@@ -174,7 +183,7 @@ class BuildInfo(_Frozen):
 class Manifest(_Frozen):
     schema_: Literal["trtforge/manifest/v1"] = Field("trtforge/manifest/v1", alias="schema")
     name: str
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: Precision
     tag: str
     artifact: ArtifactInfo
     source: SourceInfo

@@ -39,7 +39,7 @@ from yaml.resolver import Resolver
 
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
 from trtforge.model import SHAPE_TENSOR_DTYPES, ModelInfo, TensorDesc, not_a_file
-from trtforge.tags import MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability
+from trtforge.tags import MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability, Precision
 
 PROJECT_FILE = "trtforge.yaml"
 
@@ -50,7 +50,6 @@ MAX_YAML_BYTES = 1024 * 1024
 MAX_YAML_NODES = 20_000
 MAX_YAML_DEPTH = 64
 
-Precision = Literal["fp32", "fp16", "int8"]
 BackendChoice = Literal["auto", "tensorrt", "tensorrt-rtx"]
 #: the largest dim in a profile: TensorRT-RTX 1.7's builder refuses a larger one ("Shape provided for
 #: max is inconsistent with other shapes", an internal error), and no tensor that large fits in memory

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import total_ordering
+from typing import Literal, get_args
 
 _DOTTED = re.compile(r"^([1-9]\d?)\.(\d)$")
 _SM = re.compile(r"^sm_?([1-9]\d{1,2})$", re.IGNORECASE)
@@ -30,6 +31,12 @@ def valid_name(name: str) -> bool:
 FLAVOR_TENSORRT = "tensorrt"
 FLAVOR_RTX = "tensorrt-rtx"
 FLAVORS = (FLAVOR_TENSORRT, FLAVOR_RTX)
+#: the TensorRT flavor an engine is built with, as specs, manifests and tags name it
+Flavor = Literal["tensorrt", "tensorrt-rtx"]
+
+#: an engine's precision, as specs, manifests, artifact names and ``--precision`` name it
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 @total_ordering

@@ -27,13 +27,12 @@ from trtforge.manifest import (
     read_manifest,
     report_path,
 )
-from trtforge.tags import NAME_RULE, valid_name
+from trtforge.tags import NAME_RULE, PRECISIONS, valid_name
 
 if TYPE_CHECKING:
     from trtforge.compat import Problem
 
 SCHEMES = ("oci", "dir", "triton")
-PRECISIONS = ("fp32", "fp16", "int8")
 URI_HELP = "use oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH"
 
 # The distribution spec's tag grammar, and its repository name grammar (components separated by "/").

@@ -68,7 +68,6 @@ from trtforge.manifest import (
 )
 from trtforge.publish.base import (
     OCI_TAG,
-    PRECISIONS,
     Candidate,
     Existing,
     FoundAttestations,
@@ -83,7 +82,7 @@ from trtforge.publish.base import (
     written_status,
 )
 from trtforge.publish.docker_auth import docker_login_for
-from trtforge.tags import Platform
+from trtforge.tags import PRECISIONS, Platform
 
 if TYPE_CHECKING:
     import requests
