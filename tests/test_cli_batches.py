@@ -74,6 +74,7 @@ def test_a_bug_loading_one_spec_costs_that_spec_only(
     """The collision check loads every spec first and leaves one that fails to its own build, which
     loads it again: a bug there (not a TrtforgeError) is that spec's internal error, reported, while
     the other spec is built; it neither vanishes nor stops the whole run."""
+    import trtforge.build
     import trtforge.spec
 
     bad, good = batch
@@ -85,6 +86,7 @@ def test_a_bug_loading_one_spec_costs_that_spec_only(
         return load(path)
 
     monkeypatch.setattr(trtforge.spec, "load_spec", buggy)
+    monkeypatch.setattr(trtforge.build, "load_spec", buggy)  # build's batch plan loads through its own name
     extra = ["--jobs", "1"] if command == "ci" else []  # ci: in this process, where the patch is
     code, stdout, stderr = cli(command, bad, good, "--out", tmp_path / "out", "--json", *extra)
     assert code == 1, stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +21,7 @@ from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend,
 from trtforge.cache import default_cache_dir, timing_cache_file
 from trtforge.console import Reporter
 from trtforge.environment import detect_gpus, detect_platform, installed_version
-from trtforge.errors import BackendUnavailableError, BuildError, TrtforgeError
+from trtforge.errors import BackendUnavailableError, BuildError, InvalidInputError, TrtforgeError
 from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_beside, sha256_file
 from trtforge.keys import SigningKey
 from trtforge.manifest import (
@@ -41,7 +41,7 @@ from trtforge.manifest import (
 from trtforge.model import ModelInfo, check_model_file, content_sha256, load_onnx, read_model_info
 from trtforge.precision import Prepared, prepare_precision
 from trtforge.shapes import spec_profiles
-from trtforge.spec import Spec, check_profiles
+from trtforge.spec import Spec, check_profiles, colliding_specs, load_spec
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability, EngineTag, artifact_stem
 
 if TYPE_CHECKING:
@@ -330,3 +330,40 @@ def _accuracy_gate(
         blame = f"run `trtforge diagnose {spec.origin.path}` to see which layers are to blame"
         raise GateFailed(f"{failure_message(report, rejected)}; {blame}", report)
     return report
+
+
+@dataclass(frozen=True)
+class SpecBatch:
+    """The specs one ``trtforge build`` builds: each once however it was named (another spelling,
+    a link), as ``ci`` builds it; those that loaded; and those refused before anything is built
+    because they would write one artifact (exit 2, as ``ci`` refuses them: the second build
+    would replace the first one's artifact, and both would report it)."""
+
+    paths: tuple[Path, ...]
+    loaded: Mapping[Path, Spec]
+    refused: Mapping[Path, InvalidInputError]
+
+    def spec(self, path: Path) -> Spec:
+        """The spec at ``path`` to build: refused, or loaded (again, where it did not load: its
+        build then says why, a bug too, as that spec's outcome)."""
+        if path in self.refused:
+            raise self.refused[path]
+        return self.loaded.get(path) or load_spec(path)
+
+
+def plan_batch(paths: Sequence[Path], backend: str | None = None) -> SpecBatch:
+    """:class:`SpecBatch` of the specs named, for ``backend`` (``--backend``; None: each spec's)."""
+    distinct: dict[Path, Path] = {}
+    for path in paths:
+        distinct.setdefault(path.resolve(), path)
+    unique = tuple(distinct.values())
+    if len(unique) < 2:
+        return SpecBatch(unique, {}, {})
+    loaded: dict[Path, Spec] = {}
+    for path in unique:
+        with contextlib.suppress(Exception):  # SpecBatch.spec loads it again, and its build reports why
+            loaded[path] = load_spec(path)
+    groups = colliding_specs(
+        {str(path): spec for path, spec in loaded.items()}, lambda spec: choose_backend(backend or spec.backend).flavor
+    )
+    return SpecBatch(unique, loaded, {Path(path): error for group, error in groups for path in group})

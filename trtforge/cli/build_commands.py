@@ -55,10 +55,9 @@ def build(
     as_json: JsonOption = False,
 ) -> None:
     """Build each spec: check, prepare precision, build, run the accuracy gate, stamp the manifest."""
-    from trtforge.build import build_spec
+    from trtforge.build import build_spec, plan_batch
     from trtforge.fsutil import check_writable_dir
     from trtforge.keys import signing_requested
-    from trtforge.spec import load_spec
 
     check_writable_dir(out)  # now, not after the first build (run_batch checks --junit)
     console = reporter()
@@ -74,16 +73,10 @@ def build(
 
         signing_key = load_signing_key(sign_key, "--sign-key")
     requested = backend_value(backend)
-    distinct: dict[Path, Path] = {}
-    for path in specs:  # a spec named twice (another spelling, a link) is built once, as ci builds it
-        distinct.setdefault(path.resolve(), path)
-    specs = list(distinct.values())
-    loaded, refused = _loaded_and_colliding(specs, requested)
+    plan = plan_batch(specs, requested)
 
     def build_one(spec_path: Path) -> Any:
-        if spec_path in refused:
-            raise refused[spec_path]
-        spec = loaded.get(spec_path) or load_spec(spec_path)  # one that did not load says why now
+        spec = plan.spec(spec_path)
         if release is not None:
             from trtforge.triton_releases import refuse_build
 
@@ -91,27 +84,7 @@ def build(
         return build_spec(spec, out, console, backend=requested, cache_dir=cache, signing_key=signing_key)
 
     batch = BatchSteps(key="spec", run=build_one, passed=_built, failed=_build_failed, status="built")
-    run_batch(batch, specs, console, junit, as_json)
-
-
-def _loaded_and_colliding(paths: list[Path], backend: str | None) -> tuple[dict[Path, Any], dict[Path, Exception]]:
-    """With several specs: each one that loads, and those that would write one artifact, refused
-    (exit 2) before anything is built, as ``ci`` refuses them: the second build would replace the
-    first one's artifact, and both would report it."""
-    if len(paths) < 2:
-        return {}, {}
-    from contextlib import suppress
-
-    from trtforge.environment import choose_backend
-    from trtforge.spec import colliding_specs, load_spec
-
-    loaded: dict[Path, Any] = {}
-    for path in paths:
-        with suppress(Exception):  # build_one loads it again and reports the failure (a bug too) as its outcome
-            loaded[path] = load_spec(path)
-    by_name = {str(path): spec for path, spec in loaded.items()}
-    groups = colliding_specs(by_name, lambda spec: choose_backend(backend or spec.backend).flavor)
-    return loaded, {Path(path): error for group, error in groups for path in group}
+    run_batch(batch, list(plan.paths), console, junit, as_json)
 
 
 def _built(outcome: Any) -> ItemReport:
