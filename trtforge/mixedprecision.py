@@ -10,6 +10,7 @@ FP16 is an ONNX conversion, not a builder flag. The precision step caches the gr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -273,22 +274,21 @@ def _inline_constant_ifs(graph: onnx.GraphProto) -> None:
                 constants[node.output[0]] = node.attribute[0].t
         found = next(
             (
-                (index, node, numpy_helper.to_array(constants[node.input[0]]))
+                (index, node)
                 for index, node in enumerate(graph.node)
                 if node.op_type == "If"
                 and node.input
                 and node.input[0] in constants
                 # an If on no value or several values is not valid: onnxruntime says so, as it is
-                and numpy_helper.to_array(constants[node.input[0]]).size == 1
+                and math.prod(constants[node.input[0]].dims) == 1
             ),
             None,
         )
         if found is None:
             return
-        index, node, condition = found
-        branch = next(
-            attr.g for attr in node.attribute if attr.name == ("then_branch" if condition.item() else "else_branch")
-        )
+        index, node = found
+        taken = "then_branch" if numpy_helper.to_array(constants[node.input[0]]).item() else "else_branch"
+        branch = next(attr.g for attr in node.attribute if attr.name == taken)
         inlined = [*branch.node]
         inlined += [
             helper.make_node("Identity", [result.name], [output], name=f"{output}/inlined")
