@@ -539,12 +539,18 @@ def test_a_second_ctrl_c_while_the_pools_close_is_one_line_and_exit_130(
     served_models: dict[str, Path], tmp_path: Path
 ) -> None:
     """The first Ctrl-C stops the warm-up, and the pools close once its context is done (seconds):
-    a second Ctrl-C then ends the process with exit 130 and one line, no traceback."""
-    with serving([served_models["slow"], "--pool", "3", *SLOW_WARMUP], tmp_path, False) as server:
-        server.process.send_signal(signal.SIGINT)
-        time.sleep(0.3)  # the server has stopped listening and closes the pools
-        server.process.send_signal(signal.SIGINT)
-        assert server.process.wait(timeout=60) == 130, server.output()
+    a second Ctrl-C then ends the process with exit 130 and one line, no traceback. Where the first
+    stop was already over when the second signal would come (a warm-up inference that ended within
+    the 0.3 s), there was no second stop to see: the run is tried again, three times at most."""
+    for _ in range(3):
+        with serving([served_models["slow"], "--pool", "3", *SLOW_WARMUP], tmp_path, False) as server:
+            server.process.send_signal(signal.SIGINT)
+            time.sleep(0.3)  # the server has stopped listening and closes the pools
+            closing = server.process.poll() is None
+            server.process.send_signal(signal.SIGINT)
+            assert server.process.wait(timeout=60) == 130, server.output()
+        if closing and "stopped while warming up" not in server.output():
+            break
     listening, *after = server.output().splitlines()
     assert "listening on" in listening, server.output()
     assert len(after) == 1 and " stopped at once by a second signal: " in after[0], server.output()
