@@ -13,7 +13,7 @@ same run, interleaved (one run of each row per round) and on the same file:
   (the engine's digest recorded by an earlier run: the check reads the manifest and a stat);
 - ``trtforge check`` on a 1 KB artifact: the CLI's start-up, measured on its own;
 - ``check_compatibility()`` in-process: the check without start-up, measured on its own (not
-  derived by subtracting two medians, which is no measurement); ``fsutil.sha256_file`` alone
+  derived by subtracting two medians, which is no measurement); ``digests.sha256_file`` alone
   (both with the digest cache cold).
 
 Every trtforge process gets its cache folder in its own environment (``TRTFORGE_CACHE_DIR``, a
@@ -43,9 +43,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from trtforge import fsutil
+from trtforge import digests
+from trtforge.digests import SETTLE_NS, sha256_file
 from trtforge.environment import Target, installed_version
-from trtforge.fsutil import SETTLE_NS, sha256_file
 from trtforge.manifest import Manifest, manifest_path_for, write_manifest
 from trtforge.runtime import check_compatibility
 from trtforge.tags import ComputeCapability
@@ -131,7 +131,7 @@ def cache_dir_set(folder: Path) -> Iterator[None]:
     this process's memory of digests is empty."""
     saved = os.environ.get("TRTFORGE_CACHE_DIR")
     os.environ["TRTFORGE_CACHE_DIR"] = str(folder)
-    fsutil.forget_digests()
+    digests.forget_digests()
     try:
         yield
     finally:
@@ -139,7 +139,7 @@ def cache_dir_set(folder: Path) -> Iterator[None]:
             os.environ.pop("TRTFORGE_CACHE_DIR", None)
         else:
             os.environ["TRTFORGE_CACHE_DIR"] = saved
-        fsutil.forget_digests()
+        digests.forget_digests()
 
 
 def verdict(ratio: float, bound: float) -> str:
@@ -190,7 +190,7 @@ def main() -> None:
                 [*trtforge, "check", str(tiny), "--cc", "8.6", "--json"], cache_dir=next(fresh)
             ),
             "check_compatibility() in-process (no start-up)": cold(lambda: check_compatibility(engine, target=target)),
-            "fsutil.sha256_file in-process": cold(lambda: sha256_file(engine)),
+            "digests.sha256_file in-process": cold(lambda: sha256_file(engine)),
         }
         rows = timed_round_robin(actions, args.repeat)
     results = []

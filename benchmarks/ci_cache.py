@@ -121,7 +121,7 @@ def measure(
         root.mkdir()
         make_project(root, variants, model_mb)
         rows = {"first run (cold)": run_ci(root, out, cache, jobs)}
-        time.sleep(2.1)  # fsutil.SETTLE_NS: files written this instant are never cached
+        time.sleep(2.1)  # digests.SETTLE_NS: files written this instant are never cached
         what = f"{model_mb} MB, unchanged rerun"
         rows["unchanged rerun, 1st"] = unchanged(run_ci(root, out, cache, jobs), specs, f"{what}, 1st")
         help_times, steady = [], []

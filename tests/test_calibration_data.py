@@ -13,8 +13,8 @@ from trtforge.data import (
     iter_batches,
     plan_data,
 )
+from trtforge.digests import data_sha256
 from trtforge.errors import InvalidInputError, SpecError
-from trtforge.fsutil import data_sha256
 from trtforge.model import TensorDesc
 from trtforge.spec import expand_globs, parse_spec
 

@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 from test_startup_imports import manifest_only  # noqa: F401  (the fixture: an engine and its manifest)
 
-from trtforge import filehash, fsutil
+from trtforge import digests, filehash
 from trtforge.cli.early import engine_to_hash
-from trtforge.fsutil import prefetch_digest, sha256_bytes, sha256_file
+from trtforge.digests import prefetch_digest, sha256_bytes, sha256_file
 
 #: counts the engine's opens and the thread of each, then runs `python -m trtforge ARGS`; files
 #: settle at once here, so a digest taken in the background is kept for the command itself
 _COUNTED_RUN = """
 import json, runpy, sys, threading
-from trtforge import fsutil
-fsutil.SETTLE_NS = 0
+from trtforge import digests
+digests.SETTLE_NS = 0
 engine, args = sys.argv[1], sys.argv[2:]
 opens = []
 def hook(event, payload):
@@ -85,8 +85,8 @@ def test_prefetched_digest_is_the_files_and_never_served_for_a_changed_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(fsutil, "_memory", {})
-    monkeypatch.setattr(fsutil, "_prefetches", {})  # other tests may leave a prefetch nobody awaited
+    monkeypatch.setattr(digests, "_memory", {})
+    monkeypatch.setattr(digests, "_prefetches", {})  # other tests may leave a prefetch nobody awaited
     path = tmp_path / "a.engine"
     path.write_bytes(b"first" * 1000)
     prefetch_digest(path)
@@ -95,7 +95,7 @@ def test_prefetched_digest_is_the_files_and_never_served_for_a_changed_one(
     prefetch_digest(path)
     path.write_bytes(b"third!" * 1000)  # same size, rewritten while (or after) the background hash ran
     assert sha256_file(path) == sha256_bytes(b"third!" * 1000)
-    assert fsutil._prefetches == {}  # each background hash was waited for by the reader
+    assert digests._prefetches == {}  # each background hash was waited for by the reader
 
 
 def test_a_running_prefetch_shortens_the_switch_interval_and_the_last_one_restores_it(
@@ -105,8 +105,8 @@ def test_a_running_prefetch_shortens_the_switch_interval_and_the_last_one_restor
     (so the hash keeps pace with the imports); once every prefetch has ended, the interval is the
     one the process had."""
     monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(fsutil, "_memory", {})
-    monkeypatch.setattr(fsutil, "_prefetches", {})
+    monkeypatch.setattr(digests, "_memory", {})
+    monkeypatch.setattr(digests, "_prefetches", {})
     before = sys.getswitchinterval()
     paths = [tmp_path / f"{index}.engine" for index in range(2)]
     for index, path in enumerate(paths):
@@ -114,7 +114,7 @@ def test_a_running_prefetch_shortens_the_switch_interval_and_the_last_one_restor
     threads = []
     for path in paths:
         prefetch_digest(path)
-        threads.append(fsutil._prefetches[os.path.abspath(path)].thread)
+        threads.append(digests._prefetches[os.path.abspath(path)].thread)
         interval = sys.getswitchinterval()
         if threads[0].is_alive():  # so it was running when the interval was read
             assert interval == pytest.approx(filehash.PREFETCH_SWITCH_S)
@@ -141,18 +141,18 @@ def test_a_prefetch_the_digest_cache_makes_needless_is_cancelled(
     """A warm cache answers at once, and the hash started ahead stops after its chunk instead of
     reading the rest of the file in the background."""
     monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(fsutil, "_memory", {})
-    monkeypatch.setattr(fsutil, "_prefetches", {})
-    monkeypatch.setattr(fsutil, "SETTLE_NS", 0)
+    monkeypatch.setattr(digests, "_memory", {})
+    monkeypatch.setattr(digests, "_prefetches", {})
+    monkeypatch.setattr(digests, "SETTLE_NS", 0)
     path = tmp_path / "big.engine"
     path.write_bytes(os.urandom(64 * 1024 * 1024))
     time.sleep(0.05)
     digest = sha256_file(path)  # recorded in the digest cache
     prefetch = filehash.Prefetch(str(path))
-    fsutil.adopt_prefetch(path, prefetch)
+    digests.adopt_prefetch(path, prefetch)
     assert sha256_file(path) == digest
     assert prefetch.result() is None  # cancelled: no digest for the file it did not finish
-    assert fsutil._prefetches == {}
+    assert digests._prefetches == {}
 
 
 def test_a_digest_is_recorded_only_for_a_file_settled_when_it_was_read(
@@ -161,12 +161,12 @@ def test_a_digest_is_recorded_only_for_a_file_settled_when_it_was_read(
     """A background hash of a file changed just before the read is never recorded, however long
     after the read its result is taken."""
     monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(fsutil, "_memory", {})
+    monkeypatch.setattr(digests, "_memory", {})
     path = tmp_path / "fresh.engine"
     path.write_bytes(b"fresh" * 100)
     hashed = filehash.hash_file(str(path))
     assert hashed is not None
-    later = hashed.read_ns + 2 * fsutil.SETTLE_NS
-    monkeypatch.setattr(fsutil.time, "time_ns", lambda: later)  # taken long after the read
-    fsutil._remember(path, hashed)
-    assert fsutil._memory == {}
+    later = hashed.read_ns + 2 * digests.SETTLE_NS
+    monkeypatch.setattr(digests.time, "time_ns", lambda: later)  # taken long after the read
+    digests._remember(path, hashed)
+    assert digests._memory == {}

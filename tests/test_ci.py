@@ -204,7 +204,7 @@ def test_two_concurrent_runs_share_one_output_folder(project: Path, tmp_path: Pa
     engines = sorted(out.glob("*.engine"))
     assert len(engines) == 3
     for engine in engines:
-        from trtforge.fsutil import sha256_file
+        from trtforge.digests import sha256_file
 
         assert sha256_file(engine) == read_manifest(engine).artifact.sha256
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

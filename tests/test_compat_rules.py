@@ -33,9 +33,9 @@ from trtforge.compat import (
     device_model_note,
     problems,
 )
+from trtforge.digests import sha256_bytes
 from trtforge.environment import detect_environment, detect_gpus, file_problem, measure_engine
 from trtforge.errors import InvalidInputError
-from trtforge.fsutil import sha256_bytes
 from trtforge.manifest import Manifest, parse_manifest
 from trtforge.selection import select_engine
 from trtforge.tags import ComputeCapability, EngineTag, Platform

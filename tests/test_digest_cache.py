@@ -1,4 +1,4 @@
-"""The stat-keyed digest cache (`fsutil.sha256_file`): it answers for a file whose stamp (path,
+"""The stat-keyed digest cache (`digests.sha256_file`): it answers for a file whose stamp (path,
 inode, size, mtime, ctime) is the one hashed, and never for a file that changed since."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from clitools import cli
 
-from trtforge import fsutil
-from trtforge.fsutil import FileStamp, digest_dir, read_hashed, sha256_file
+from trtforge import digests, fsutil, threads
+from trtforge.digests import FileStamp, digest_dir, read_hashed, sha256_file
 
 #: how long a file must rest before it is cached, in these tests (the default is 2 s)
 SETTLE_S = 0.05
@@ -27,8 +27,8 @@ SETTLE_S = 0.05
 def quick_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files settle after 50 ms (the test waits longer than the file system's timestamp tick),
     and each test starts with an empty in-process memory, so the disk layer is what answers."""
-    monkeypatch.setattr(fsutil, "SETTLE_NS", int(SETTLE_S * 1e9))
-    monkeypatch.setattr(fsutil, "_memory", {})
+    monkeypatch.setattr(digests, "SETTLE_NS", int(SETTLE_S * 1e9))
+    monkeypatch.setattr(digests, "_memory", {})
 
 
 def _settled_file(path: Path, data: bytes) -> Path:
@@ -42,7 +42,7 @@ def _entry(path: Path) -> Path:
 
 
 def _forget_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    fsutil.forget_digests()
+    digests.forget_digests()
 
 
 def test_an_entry_for_the_exact_stamp_answers_in_another_process(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_an_entry_for_the_exact_stamp_answers_in_another_process(tmp_path: Path)
     entry = _entry(model)
     recorded = json.loads(entry.read_text())
     entry.write_text(json.dumps({**recorded, "sha256": "0" * 64}))
-    code = f"import pathlib, trtforge.fsutil as f; print(f.sha256_file(pathlib.Path({str(model)!r})))"
+    code = f"import pathlib, trtforge.digests as f; print(f.sha256_file(pathlib.Path({str(model)!r})))"
     answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
     assert answer.stdout.strip() == "0" * 64
 
@@ -113,7 +113,7 @@ def test_a_corrupt_entry_is_ignored_and_replaced(
 
 def test_a_file_that_has_not_settled_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Written this instant, it could be written again within the same timestamp tick."""
-    monkeypatch.setattr(fsutil, "SETTLE_NS", 2_000_000_000)
+    monkeypatch.setattr(digests, "SETTLE_NS", 2_000_000_000)
     path = tmp_path / "fresh.engine"
     path.write_bytes(b"fresh")
     assert sha256_file(path) == hashlib.sha256(b"fresh").hexdigest()
@@ -121,7 +121,7 @@ def test_a_file_that_has_not_settled_is_not_recorded(tmp_path: Path, monkeypatch
 
 
 def test_the_entries_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fsutil, "MAX_DIGESTS", 4)
+    monkeypatch.setattr(digests, "MAX_DIGESTS", 4)
     files = [tmp_path / f"f{index}" for index in range(6)]
     for index, path in enumerate(files):
         path.write_bytes(bytes([index]))
@@ -183,20 +183,20 @@ def test_a_file_of_any_size_hashes_right_and_bytes_hashed_beside_too(tmp_path: P
     path = tmp_path / "f.bin"
     path.write_bytes(data)
     expected = hashlib.sha256(data).hexdigest()
-    assert fsutil._hash_file(path) == expected
-    assert fsutil._hash_file(path, chunk=4096) == expected
-    assert fsutil.sha256_beside(memoryview(data))() == expected
+    assert digests._hash_file(path) == expected
+    assert digests._hash_file(path, chunk=4096) == expected
+    assert digests.sha256_beside(memoryview(data))() == expected
 
 
 def test_work_beside_gives_its_value_or_raises_its_error_where_it_is_waited_for() -> None:
-    assert fsutil.beside(lambda: 42, "t")() == 42
+    assert threads.beside(lambda: 42, "t")() == 42
 
     def lost() -> None:
         raise OSError(5, "disk gone")
 
     with pytest.raises(OSError, match="disk gone"):
-        fsutil.beside(lost, "t")()
-    failed = fsutil.beside(lambda: 1 / 0, "t")
+        threads.beside(lost, "t")()
+    failed = threads.beside(lambda: 1 / 0, "t")
     with pytest.raises(ZeroDivisionError):
         failed()
 
@@ -283,7 +283,7 @@ def test_names_read_from_a_file_replaced_meanwhile_are_not_kept(
     import onnx
 
     import trtforge.model
-    from trtforge.fsutil import data_sha256
+    from trtforge.digests import data_sha256
     from trtforge.model import content_sha256
 
     for folder in ("a", "b"):

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import trtforge.build
 import trtforge.model
-from trtforge.fsutil import sha256_file
+from trtforge.digests import sha256_file
 from trtforge.manifest import read_manifest
 from trtforge.model import content_sha256, inspect_model, model_files, read_model_info
 from trtforge.signing import generate_keypair

@@ -18,7 +18,7 @@ from models import conv_net, need_rtx
 from registry import build_engine
 
 from trtforge.artifact import LOCK_DIR
-from trtforge.fsutil import sha256_file
+from trtforge.digests import sha256_file
 from trtforge.manifest import manifest_path_for, read_manifest
 from trtforge.publish import DirLocation, load_local_artifact
 from trtforge.publish.directory import DirRegistry

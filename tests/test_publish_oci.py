@@ -17,9 +17,9 @@ from models import conv_net, need_rtx
 from registry import PASSWORD, USER, RunningRegistry, as_enterprise, build_engine, free_port, htpasswd
 
 from trtforge.artifact import LOCK_DIR
+from trtforge.digests import sha256_file
 from trtforge.environment import Target
 from trtforge.errors import InvalidInputError, RegistryError
-from trtforge.fsutil import sha256_file
 from trtforge.manifest import Manifest, manifest_path_for, read_manifest
 from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
 from trtforge.publish.oci import (

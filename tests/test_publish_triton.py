@@ -11,8 +11,8 @@ from clitools import cli
 from models import conv_net, need_rtx
 from registry import build_engine
 
+from trtforge.digests import sha256_file
 from trtforge.errors import InvalidInputError
-from trtforge.fsutil import sha256_file
 from trtforge.manifest import Manifest, TensorInfo, read_manifest
 from trtforge.publish import TritonLocation
 from trtforge.publish.triton import TritonRegistry, versions

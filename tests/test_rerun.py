@@ -25,8 +25,8 @@ COMMON = f"model: conv.onnx\ntargets: ['8.6']\n{PROFILE}"
 #: process parsed a spec (imported trtforge.spec), which a replayed rerun never does
 _RUN = """
 import json, runpy, sys
-from trtforge import fsutil
-fsutil.SETTLE_NS = 50_000_000
+from trtforge import digests
+digests.SETTLE_NS = 50_000_000
 sys.argv = ["trtforge", *sys.argv[1:]]
 try:
     runpy.run_module("trtforge", run_name="__main__", alter_sys=True)

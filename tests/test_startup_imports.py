@@ -54,7 +54,7 @@ def manifest_only(tmp_path: Path) -> Path:
     """An engine file and its manifest (a real engine is not needed to judge `--cc`)."""
     engine = tmp_path / "m-fp32-rtx1.7-sm86-linux_x86_64.engine"
     engine.write_bytes(b"engine bytes")
-    from trtforge.fsutil import sha256_file
+    from trtforge.digests import sha256_file
     from trtforge.manifest import manifest_path_for
 
     manifest = {

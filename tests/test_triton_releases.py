@@ -15,7 +15,7 @@ from clitools import cli
 from models import conv_net, need_rtx
 from registry import as_enterprise, build_engine
 
-from trtforge import fsutil
+from trtforge import digests
 from trtforge.compat import version_tuple
 from trtforge.errors import InvalidInputError
 from trtforge.manifest import TensorRTInfo, read_manifest
@@ -378,7 +378,7 @@ def _ci(root: Path, out: Path, cache: Path, *extra: str) -> tuple[int, dict, str
 def test_ci_refuses_what_the_release_cannot_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``ci --triton`` judges every spec before its build (an unchanged artifact too), and a rerun
     recorded without the flag is not replayed with it."""
-    monkeypatch.setattr(fsutil, "SETTLE_NS", 50_000_000)
+    monkeypatch.setattr(digests, "SETTLE_NS", 50_000_000)
     root = _conv_spec(tmp_path / "specs").parent
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert _ci(root, out, cache)[1]["results"][0]["status"] == "built"

@@ -24,8 +24,8 @@ from trust import TrustRecorder
 from trtforge.artifact import sweep
 from trtforge.backends import choose_backend
 from trtforge.ci import RECORD_FILE, build_inputs, build_key, cache_tag
+from trtforge.digests import sha256_file
 from trtforge.environment import installed_version
-from trtforge.fsutil import sha256_file
 from trtforge.manifest import read_manifest
 from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
 from trtforge.spec import load_spec

@@ -23,7 +23,7 @@ from trust import TrustRecorder, leftovers
 
 from trtforge import artifact
 from trtforge.cli.common import INTERRUPTED
-from trtforge.fsutil import sha256_file
+from trtforge.digests import sha256_file
 from trtforge.manifest import manifest_path_for, read_manifest
 from trtforge.publish import load_local_artifact
 

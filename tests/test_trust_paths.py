@@ -13,7 +13,7 @@ from models import conv_net, need_rtx
 from registry import DIGITS_ONNX, DIGITS_PROFILE, build_engine
 from trust import TrustRecorder
 
-from trtforge.fsutil import sha256_file
+from trtforge.digests import sha256_file
 from trtforge.manifest import manifest_path_for, read_manifest
 
 need_rtx()

@@ -25,8 +25,8 @@ from models import conv_net, need_rtx
 from registry import as_enterprise, build_engine
 
 from trtforge.compat import LoadPolicy, Rule
+from trtforge.digests import sha256_file
 from trtforge.environment import Target
-from trtforge.fsutil import sha256_file
 from trtforge.manifest import manifest_path_for, read_manifest
 from trtforge.publish import load_local_artifact
 from trtforge.publish.oci import TITLE, image_manifest

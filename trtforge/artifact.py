@@ -61,7 +61,6 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     TEMP_SUFFIX,
     Owner,
     TempName,
-    beside,
     discard_temp,
     drop_cached_pages,
     fcntl,
@@ -75,6 +74,7 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     wait_for_lock,
 )
 from trtforge.manifest import MANIFEST_SUFFIX, artifact_file_names
+from trtforge.threads import beside
 
 if TYPE_CHECKING:
     from trtforge.manifest import Manifest

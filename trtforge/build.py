@@ -20,9 +20,10 @@ from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
 from trtforge.cache import default_cache_dir, timing_cache_file
 from trtforge.console import Reporter
+from trtforge.digests import prefetch_digest, sha256_beside, sha256_file
 from trtforge.environment import detect_gpus, detect_platform, installed_version
 from trtforge.errors import BackendUnavailableError, BuildError, InvalidInputError, TrtforgeError
-from trtforge.fsutil import ensure_writable_dir, prefetch_digest, sha256_beside, sha256_file
+from trtforge.fsutil import ensure_writable_dir
 from trtforge.keys import SigningKey
 from trtforge.manifest import (
     SKIPPED_ACCURACY,

@@ -11,7 +11,7 @@ how deep a build sweeps stale temporaries):
 - ``builds/``: ci's build cache, per build key (:mod:`trtforge.ci`)
 - ``ci-reruns/``: what the last all-unchanged ``ci`` run saw, per command line (:mod:`trtforge.rerun`)
 - ``digests/``: files' sha256 by path and stat stamp, so unchanged files are not read again
-  (:func:`trtforge.fsutil.sha256_file`)
+  (:func:`trtforge.digests.sha256_file`)
 - ``reference/``: the accuracy gate's reference outputs (:mod:`trtforge.accuracy.references`)
 """
 

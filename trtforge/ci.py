@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from trtforge import __version__
 from trtforge.console import Reporter, Styled, Table
+from trtforge.digests import data_sha256, sha256_file
 from trtforge.errors import (
     INTERRUPTED_EXIT,
     AccuracyError,
@@ -43,11 +44,9 @@ from trtforge.fsutil import (
     atomic_write_bytes,
     atomic_write_text,
     check_report_file,
-    data_sha256,
     ensure_writable_dir,
     make_temp_dir,
     release_temp,
-    sha256_file,
     temp_dir,
     temp_prefix,
 )
@@ -166,7 +165,7 @@ def build_inputs(spec: Spec, flavor: str, version: str, signer: str | None = Non
     ``onnx`` is its content digest (``model.content_sha256``: its external data files too), and
     ``signer`` the key id a signing run signs with (absent unsigned: an unsigned build keeps its
     key). Each file's digest comes from the digest cache when the file is unchanged
-    (``fsutil.sha256_file``), so an unchanged rerun reads no model, data or engine in full."""
+    (``digests.sha256_file``), so an unchanged rerun reads no model, data or engine in full."""
     from trtforge.model import content_sha256
     from trtforge.spec import expand_globs
 

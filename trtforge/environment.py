@@ -20,8 +20,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from trtforge.compat import PIP_EXTRAS, ArtifactFacts, Environment, GpuDevice, content_problem
+from trtforge.digests import read_hashed, sha256_file
 from trtforge.errors import BackendUnavailableError, InvalidInputError, first_line
-from trtforge.fsutil import read_hashed, sha256_file
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform, canonical_machine
 
 if TYPE_CHECKING:

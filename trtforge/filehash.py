@@ -3,8 +3,8 @@ the standard library's hashlib, os, sys, threading and time.
 
 ``trtforge.cli.early`` starts hashing the engine ``check`` is given before the CLI imports anything
 else (typer, pydantic, trtforge's own modules: ~0.15 s, and ~40 ms of them are what
-:mod:`trtforge.fsutil` itself imports), so the hash and the start-up overlap from the first
-milliseconds. What a result may be trusted for, and the digest cache, are :mod:`trtforge.fsutil`'s.
+:mod:`trtforge.digests` imports), so the hash and the start-up overlap from the first
+milliseconds. What a result may be trusted for, and the digest cache, are :mod:`trtforge.digests`'s.
 """
 
 from __future__ import annotations

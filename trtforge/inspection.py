@@ -17,7 +17,7 @@ from trtforge.compat import (
     signature_text,
 )
 from trtforge.console import Reporter, Styled, Table
-from trtforge.fsutil import sha256_file
+from trtforge.digests import sha256_file
 from trtforge.manifest import REPORT_SHA256, ArtifactPaths, Manifest, read_manifest
 
 if TYPE_CHECKING:

@@ -186,7 +186,7 @@ def model_files(path: Path) -> list[Path]:
 
 def content_files(path: Path) -> list[Path]:
     """:func:`model_files`, the names read once per content of the .onnx (:func:`_remembered_names`)."""
-    from trtforge.fsutil import sha256_file
+    from trtforge.digests import sha256_file
 
     return _with_data(path, _remembered_names(path, sha256_file(path)))
 
@@ -197,7 +197,7 @@ def content_sha256(path: Path, files: Sequence[Path] | None = None) -> str:
     model without external data keeps its file's sha256 (the manifest's ``source.onnx_sha256``),
     and so the keys it had; each file's digest comes from the stat-keyed digest cache. ``files``:
     the model's files where the caller has them (``ModelInfo.files``, :func:`content_files`)."""
-    from trtforge.fsutil import data_sha256, sha256_file
+    from trtforge.digests import data_sha256, sha256_file
 
     files = content_files(path) if files is None else files
     return data_sha256(files) if len(files) > 1 else sha256_file(path)
@@ -208,7 +208,8 @@ def _remembered_names(path: Path, digest: str) -> tuple[str, ...]:
     its graph once per content, then kept in the digest cache under that sha256 (the names are a
     function of those bytes), so an unchanged model costs no parse and no protobuf import (``ci``'s
     unchanged check). A cache that cannot be read or written only costs the parse."""
-    from trtforge.fsutil import atomic_write_text, digest_dir, sha256_file
+    from trtforge.digests import digest_dir, sha256_file
+    from trtforge.fsutil import atomic_write_text
 
     entry = digest_dir() / "external-data" / f"{digest}.json"
     with contextlib.suppress(OSError, ValueError):

@@ -37,8 +37,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trtforge.digests import sha256_bytes, sha256_file
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, disk_error, first_line
-from trtforge.fsutil import sha256_bytes, sha256_file
 from trtforge.jsonsafe import bounded_json
 from trtforge.keys import SigningKey, TrustedKey
 from trtforge.manifest import ArtifactPaths, Manifest, attestation_path, read_manifest

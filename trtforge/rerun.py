@@ -1,6 +1,6 @@
 """Unchanged ``trtforge ci`` reruns, answered from a record of what the last such run saw.
 
-A run in which every spec was unchanged records the stamp (:class:`trtforge.fsutil.FileStamp`:
+A run in which every spec was unchanged records the stamp (:class:`trtforge.digests.FileStamp`:
 inode, size, mtime and ctime) of everything its verdict rests on: the folders searched for specs,
 every spec and project file, each spec's model (with its external data files), labels and data
 files and the folders its data globs list, and each artifact's files (engine, manifest, report,
@@ -29,8 +29,9 @@ from typing import Any
 
 from trtforge import __version__
 from trtforge.ci import RECORD_FILE, CiOptions, CiReport, SpecResult, SpecStatus, run_ci
+from trtforge.digests import FileStamp
 from trtforge.errors import TrtforgeError
-from trtforge.fsutil import FileStamp, atomic_write_text
+from trtforge.fsutil import atomic_write_text
 from trtforge.jsonsafe import json_sha256
 from trtforge.mixedprecision import GRAPH_REVISIONS
 

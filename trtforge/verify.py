@@ -19,9 +19,9 @@ from trtforge.accuracy.gate import GateFailed, failure_message, run_accuracy_gat
 from trtforge.accuracy.report import AccuracyReport, summary
 from trtforge.artifact import ArtifactWriter, locked_manifest
 from trtforge.console import Reporter
+from trtforge.digests import sha256_file
 from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
-from trtforge.fsutil import sha256_file
 from trtforge.manifest import REPORT_SHA256, ArtifactPaths, Manifest, report_path
 from trtforge.model import check_model_file, content_sha256, model_files
 from trtforge.spec import Spec

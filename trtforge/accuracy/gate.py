@@ -41,9 +41,9 @@ from trtforge.accuracy.report import (
     json_number,
 )
 from trtforge.compat import Environment, LoadPolicy, describe_problems, problems
+from trtforge.digests import prefetch_digest, sha256_file
 from trtforge.environment import usable_cores
 from trtforge.errors import AccuracyError, IncompatibleEngineError, InvalidInputError, TrtforgeError
-from trtforge.fsutil import prefetch_digest, sha256_file
 from trtforge.manifest import manifest_path_for
 from trtforge.mixedprecision import candidate_emulation, emulation_of, tensorrt_choice
 from trtforge.model import ModelInfo, TensorDesc, is_float

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from trtforge.console import Cell, Styled, Table
-from trtforge.fsutil import atomic_write_text, sha256_bytes
+from trtforge.digests import sha256_bytes
+from trtforge.fsutil import atomic_write_text
 from trtforge.manifest import REPORT_SHA256
 
 if TYPE_CHECKING:

@@ -30,15 +30,9 @@ from trtforge.calibration.histogram import (
     compute_amaxes,
 )
 from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data, shape_tensors
+from trtforge.digests import data_sha256, sha256_file
 from trtforge.errors import InvalidInputError, SpecError
-from trtforge.fsutil import (
-    atomic_write_bytes,
-    atomic_write_text,
-    data_sha256,
-    ensure_writable_dir,
-    sha256_file,
-    staged_file,
-)
+from trtforge.fsutil import atomic_write_bytes, atomic_write_text, ensure_writable_dir, staged_file
 from trtforge.graphfiles import cached_graph_files, save_graph
 from trtforge.mixedprecision import GRAPH_REVISIONS
 from trtforge.model import ModelInfo, content_files, content_sha256, external_tensors, inspect_model

@@ -95,6 +95,6 @@ def exiting() -> None:
 _engine = engine_to_hash(sys.argv)
 if _engine is not None:
     _started = Prefetch(os.path.abspath(_engine))
-    from trtforge.fsutil import adopt_prefetch  # now: its own imports overlap the hash
+    from trtforge.digests import adopt_prefetch  # now: its own imports overlap the hash
 
     adopt_prefetch(_engine, _started)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from trtforge.compat import weakly_typed
 from trtforge.errors import SpecError
-from trtforge.fsutil import beside
+from trtforge.threads import beside
 
 if TYPE_CHECKING:
     import onnx

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.fsutil import sha256_file
+from trtforge.digests import sha256_file
 from trtforge.graphfiles import cached_graph_files, save_graph, save_model
 from trtforge.mixedprecision import CONVERSION_REVISION, EMULATION_REVISION, FP16_STORAGE, emulate_fp16, to_fp16
 

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtforge.accuracy import inputs
+from trtforge.digests import data_sha256
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
-from trtforge.fsutil import atomic_write_text, data_sha256
+from trtforge.fsutil import atomic_write_text
 from trtforge.jsonsafe import json_sha256
 
 if TYPE_CHECKING:

@@ -173,7 +173,7 @@ class LocalArtifact:
 
     @property
     def report_sha256(self) -> str | None:
-        from trtforge.fsutil import sha256_bytes
+        from trtforge.digests import sha256_bytes
 
         return sha256_bytes(self.report) if self.report is not None else None
 
@@ -224,7 +224,7 @@ def report_problem(manifest: Manifest, data: bytes) -> str | None:
     from pydantic import ValidationError
 
     from trtforge.accuracy.report import AccuracyReport, summary
-    from trtforge.fsutil import sha256_bytes
+    from trtforge.digests import sha256_bytes
 
     try:
         report = AccuracyReport.model_validate(bounded_json(data, MAX_REPORT_BYTES))
@@ -408,7 +408,7 @@ def decide(existing: Existing | None, artifact: LocalArtifact, force: bool, refe
     A changed manifest or accuracy report around the same engine (signed or verified since, for
     instance) is kept unless --force, because "same content" means the same engine.
     """
-    from trtforge.fsutil import sha256_bytes
+    from trtforge.digests import sha256_bytes
 
     sha = artifact.manifest.artifact.sha256
     if existing is None:

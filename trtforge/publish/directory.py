@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trtforge.digests import sha256_bytes, sha256_file
 from trtforge.errors import InvalidInputError, RegistryError
-from trtforge.fsutil import check_inside, sha256_bytes, sha256_file
+from trtforge.fsutil import check_inside
 from trtforge.manifest import MAX_REPORT_BYTES, Manifest, manifest_path_for, report_path
 from trtforge.publish.base import (
     Candidate,

@@ -53,8 +53,9 @@ from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from trtforge.digests import sha256_bytes
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, first_line
-from trtforge.fsutil import copy_at_most, sha256_bytes
+from trtforge.fsutil import copy_at_most
 from trtforge.jsonsafe import bounded_json, canonical_json
 from trtforge.manifest import (
     MANIFEST_SUFFIX,

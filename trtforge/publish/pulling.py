@@ -34,9 +34,10 @@ from typing import Literal
 
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.compat import DEFAULT_POLICY, Environment, LoadPolicy, Problem, policy_problems
+from trtforge.digests import sha256_bytes, sha256_file
 from trtforge.environment import Target, file_problem, measure_engine
 from trtforge.errors import IncompatibleEngineError, TrtforgeError
-from trtforge.fsutil import check_inside, ensure_writable_dir, sha256_bytes, sha256_file
+from trtforge.fsutil import check_inside, ensure_writable_dir
 from trtforge.manifest import Manifest, attestation_path, manifest_path_for, report_path
 from trtforge.provenance import verify_provenance
 from trtforge.publish.base import (

@@ -29,8 +29,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from trtforge.digests import sha256_bytes, sha256_file
 from trtforge.errors import InvalidInputError, RegistryError, first_line
-from trtforge.fsutil import check_inside, make_temp_dir, release_temp, sha256_bytes, sha256_file
+from trtforge.fsutil import check_inside, make_temp_dir, release_temp
 from trtforge.manifest import Manifest
 from trtforge.publish.base import (
     Candidate,

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+from trtforge.digests import sha256_bytes
 from trtforge.errors import InvalidInputError
-from trtforge.fsutil import sha256_bytes
 from trtforge.manifest import Manifest
 from trtforge.shapes import distinct_shapes, profile_points
 from trtforge.tags import ComputeCapability
