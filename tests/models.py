@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.environment import detect_gpus
-from trtforge.tags import ComputeCapability, EngineTag, Platform
+from trtforge.tags import ComputeCapability, EngineTag, Platform, artifact_stem
 
 OPSET = 17
 
@@ -142,8 +142,8 @@ def backend_import_problem(flavor: str) -> str | None:
 def need_engine_runtime(flavor: str = "tensorrt-rtx") -> None:
     """Skip, with the reason, unless this host can deserialize and run a ``flavor`` engine built
     for its first GPU (tests that run engines: the pool, the gate's engine candidate)."""
-    from trtforge.compat import RTX_COMPUTE_CAPABILITIES
     from trtforge.runners.cuda import gpu_count
+    from trtforge.tags import RTX_COMPUTE_CAPABILITIES
 
     problem = backend_import_problem(flavor)
     if problem is not None:
@@ -316,17 +316,20 @@ def overflow_chain(path: Path, k: float = 1000.0) -> Path:
 
 
 def retag(document: dict[str, Any]) -> dict[str, Any]:
-    """A manifest document edited by a careful hand: its ``tag`` rendered again from its facts, so
-    the edit gets past the manifest's own consistency check to the check the test is about."""
+    """A manifest document edited by a careful hand: its ``tag`` and ``artifact.file`` rendered
+    again from its facts, so the edit gets past the manifest's own consistency check to the check
+    the test is about."""
     gpu, trt, platform = document["gpu"], document["tensorrt"], document["platform"]
-    document["tag"] = EngineTag(
+    tag = EngineTag(
         trt["flavor"],
         trt["version"],
         trt["version_compatible"],
         tuple(ComputeCapability.parse(cc) for cc in gpu["compute_capabilities"]),
         ComputeCapability.parse(gpu["and_later_from"]) if gpu["and_later_from"] else None,
         Platform(platform["os"], platform["machine"]),
-    ).render()
+    )
+    document["tag"] = tag.render()
+    document["artifact"]["file"] = artifact_stem(document["name"], document["precision"], tag) + ".engine"
     return document
 
 

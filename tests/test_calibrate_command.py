@@ -14,11 +14,22 @@ REPO = Path(__file__).resolve().parent.parent
 INT8_SPEC = REPO / "configs" / "digits-int8.yaml"
 
 
-def test_calibrate_exports_qdq_model_scales_and_tensorrt_cache(tmp_path: Path) -> None:
-    code, stdout, stderr = cli("calibrate", INT8_SPEC, "--out", tmp_path, "--trt-version", "10.13.0.35", "--json")
+@pytest.fixture(scope="module")
+def native_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits INT8 spec with ``calibration.mode: native``: TensorRT 10.x's calibrator reads the
+    cache ``--trt-version`` writes, with a scale for every activation."""
+    folder = tmp_path_factory.mktemp("native")
+    text = INT8_SPEC.read_text().replace("../calibration/", f"{REPO}/calibration/")
+    spec = folder / "digits-int8-native.yaml"
+    spec.write_text(text.replace("  algorithm: entropy\n", "  algorithm: entropy\n  mode: native\n"))
+    return spec
+
+
+def test_calibrate_exports_qdq_model_scales_and_tensorrt_cache(tmp_path: Path, native_spec: Path) -> None:
+    code, stdout, stderr = cli("calibrate", native_spec, "--out", tmp_path, "--trt-version", "10.13.0.35", "--json")
     assert code == 0, stderr
     document = json.loads(stdout)
-    assert (document["algorithm"], document["mode"], document["samples"]) == ("entropy", "qdq", 512)
+    assert (document["algorithm"], document["mode"], document["samples"]) == ("entropy", "native", 512)
     assert document["reused"] is False
     files = {label: Path(path) for label, path in document["files"].items()}
     assert files["qdq_model"] == tmp_path / "digits-cnn-int8.qdq.onnx"
@@ -29,7 +40,7 @@ def test_calibrate_exports_qdq_model_scales_and_tensorrt_cache(tmp_path: Path) -
     for name, scale in scales["scales"].items():  # float32 in the cache, float64 in the JSON
         assert cached[name] == pytest.approx(scale, rel=1e-6) and scale > 0
 
-    again = cli("calibrate", INT8_SPEC, "--json")
+    again = cli("calibrate", native_spec, "--json")
     assert again[0] == 0 and json.loads(again[1])["reused"] is True
     assert "reusing" in again[2]
 
@@ -45,24 +56,33 @@ def test_trt_version_needs_out() -> None:
     assert code == 2 and "pass --out too" in stderr
 
 
-def test_a_bad_trt_version_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+def test_a_bad_trt_version_is_refused_before_anything_is_written(tmp_path: Path, native_spec: Path) -> None:
     out = tmp_path / "out"
-    code, _, stderr = cli("calibrate", INT8_SPEC, "--out", out, "--trt-version", "10.100.0")
+    code, _, stderr = cli("calibrate", native_spec, "--out", out, "--trt-version", "10.100.0")
     assert code == 2 and "--trt-version: not a TensorRT version: '10.100.0'" in stderr
     assert not out.exists()
 
 
-def test_the_trt_version_is_spelled_one_way_in_the_cache_files_name(tmp_path: Path) -> None:
+def test_a_qdq_spec_gets_no_tensorrt_cache(tmp_path: Path) -> None:
+    """A Q/DQ spec's scales cover only the tensors its Q/DQ nodes quantize (4 of the digits model's
+    18): written as TensorRT's cache, TensorRT found no scale for every Conv output, without a word."""
+    code, _, stderr = cli("calibrate", INT8_SPEC, "--out", tmp_path / "out", "--trt-version", "10.13.0.35")
+    assert code == 2 and "digits-int8.yaml:9: --trt-version writes TensorRT's calibration cache" in stderr
+    assert "needs calibration.mode: native" in stderr and stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_trt_version_is_spelled_one_way_in_the_cache_files_name(tmp_path: Path, native_spec: Path) -> None:
     """Spaces and leading zeros went into the file's name ('digits-cnn-int8.trt 10.13.calibration.cache'):
     one version, one name. A version TensorRT never spells (a line break, other digits) is refused."""
     for index, given in enumerate((" 10.13.0.35 ", "010.13.00.35")):
         out = tmp_path / f"out{index}"
-        code, stdout, stderr = cli("calibrate", INT8_SPEC, "--out", out, "--trt-version", given, "--json")
+        code, stdout, stderr = cli("calibrate", native_spec, "--out", out, "--trt-version", given, "--json")
         assert code == 0, stderr
         cache = Path(json.loads(stdout)["files"]["tensorrt_cache"])
         assert cache == out / "digits-cnn-int8.trt10.13.0.35.calibration.cache" and cache.is_file()
     for given in ("10.13\n0", "١٠.١٣"):  # Arabic-Indic digits match Python's \d
-        code, _, stderr = cli("calibrate", INT8_SPEC, "--out", tmp_path / "refused", "--trt-version", given)
+        code, _, stderr = cli("calibrate", native_spec, "--out", tmp_path / "refused", "--trt-version", given)
         assert code == 2 and stderr == f"error: --trt-version: not a TensorRT version: {given!r} " + (
             "(expected e.g. 10.13.0 or 10.13.0.35)\n"
         )

@@ -353,3 +353,16 @@ def test_native_mode_skips_integer_tensors(tmp_path: Path) -> None:
     (tmp_path / "spec.yaml").write_text(text, encoding="utf-8")
     result = run(tmp_path / "spec.yaml", tmp_path / "cache")
     assert set(result.scales) == {"input", "same", "out"}
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "0", "-0.5"])
+def test_a_scales_entry_with_a_scale_no_calibration_writes_is_a_miss(tmp_path: Path, bad: str) -> None:
+    """JSON and float() take NaN, infinities, zero and negatives: such an entry ended in an internal
+    error (AssertionError, exit 1) further on; it is damage, and calibration runs again."""
+    from trtforge.calibration.cache import read_scales, scales_document
+
+    entry = tmp_path / "scales-k.json"
+    entry.write_text(scales_document("k", {}, {"input": 0.5, "conv": 0.25}, 64))
+    assert read_scales(entry, "k") == ({"input": 0.5, "conv": 0.25}, 64)
+    entry.write_text(entry.read_text().replace("0.25", bad))
+    assert read_scales(entry, "k") is None

@@ -17,6 +17,7 @@ from trtforge.calibration.histogram import (
     MaxTracker,
     NonFiniteError,
     amax_to_scale,
+    clipped_fraction,
     compute_amax,
     entropy_bins,
     entropy_divergences,
@@ -209,3 +210,12 @@ def test_non_finite_values_are_refused(bad: float) -> None:
     for stats in (AbsHistogram(), MaxTracker()):
         with pytest.raises(NonFiniteError):
             stats.update(np.array([1.0, bad], dtype=np.float32))
+
+
+def test_the_clipped_share_counts_every_bin_past_the_threshold() -> None:
+    """The first bin past an entropy threshold was left out of the share the warning reports."""
+    histogram = AbsHistogram(num_bins=8, scale=1.0)  # bins [0,1), [1,2), ... [7,8)
+    histogram.update(np.array([0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5], dtype=np.float32))
+    assert clipped_fraction(histogram, 4 * histogram.width) == 0.5  # bins 4..7 clipped
+    assert clipped_fraction(histogram, compute_amax(histogram, "minmax")) == 0.0  # the largest value seen
+    assert clipped_fraction(histogram, 4 * histogram.width * (1 - 1e-7)) == 0.5  # an edge, rounded down

@@ -120,7 +120,7 @@ def test_a_failed_gate_is_reported_with_its_time_and_verdict(
 
 
 def test_an_edited_manifest_is_never_unchanged_and_sign_keeps_it(project: Path, tmp_path: Path) -> None:
-    """ci records the manifest its build wrote: one edited by hand (a GPU list), or whose accuracy
+    """ci records the manifest its build wrote: one edited by hand (a GPU list, a build time), or whose accuracy
     summary trtforge verify rewrote, is restored from the cache (ci reports the build's gate), while
     the signature trtforge sign adds is its own."""
     out = tmp_path / "out"
@@ -129,8 +129,14 @@ def test_an_edited_manifest_is_never_unchanged_and_sign_keeps_it(project: Path, 
     manifest_file = engine.with_name(engine.name.replace(".engine", ".manifest.json"))
     built = manifest_file.read_text()
     document = json.loads(built)
-    document["gpu"]["compute_capabilities"] = ["7.5"]
+    document["gpu"]["compute_capabilities"] = ["7.5"]  # renames the artifact the manifest describes
     manifest_file.write_text(json.dumps(models.retag(document)))
+    result = runner.invoke(app, ["ci", str(project), "--out", str(out), "--json"])
+    assert _statuses(json.loads(result.stdout))["fp32.yaml"] == "restored"
+    assert "is not the file this manifest describes" in result.stderr and manifest_file.read_text() == built
+    document = json.loads(built)
+    document["build"]["seconds"] += 1.0
+    manifest_file.write_text(json.dumps(document))
     result = runner.invoke(app, ["ci", str(project), "--out", str(out), "--json"])
     assert _statuses(json.loads(result.stdout))["fp32.yaml"] == "restored"
     assert "manifest is not the one its build wrote" in result.stderr and manifest_file.read_text() == built

@@ -38,7 +38,7 @@ from trtforge.environment import detect_environment, detect_gpus, file_problem, 
 from trtforge.errors import InvalidInputError
 from trtforge.manifest import Manifest, parse_manifest
 from trtforge.selection import select_engine
-from trtforge.tags import ComputeCapability, EngineTag, Platform
+from trtforge.tags import ComputeCapability, EngineTag, Platform, artifact_stem
 
 LINUX = Platform("linux", "x86_64")
 SHA = "a" * 64
@@ -71,7 +71,7 @@ def manifest_for(
             "name": name,
             "precision": "fp32",
             "tag": tag.render(),
-            "artifact": {"file": f"{name}.engine", "sha256": SHA, "size": 1000},
+            "artifact": {"file": f"{artifact_stem(name, 'fp32', tag)}.engine", "sha256": SHA, "size": 1000},
             "source": {"onnx_sha256": "b" * 64, "spec_sha256": "c" * 64},
             "tensorrt": {"flavor": flavor, "version": version, "version_compatible": version_compatible},
             "gpu": {
@@ -177,7 +177,23 @@ CASES = [
         (Rule.PLATFORM,),
         ("built for linux_x86_64", "the target is linux_aarch64", "tagged linux_aarch64"),
     ),
-    Case("platform-windows", {}, {"platform": Platform("windows", "x86_64")}, (Rule.PLATFORM,), ("win_amd64",)),
+    # a TensorRT-RTX engine (built ahead of time on the CPU) is portable between Linux and Windows
+    # (TensorRT-RTX's "CPU-Only AOT" page); an enterprise one is not (TensorRT's support matrix)
+    Case("rtx-platform-windows", {}, {"platform": Platform("windows", "x86_64")}, ()),
+    Case(
+        "rtx-platform-windows-aarch64",
+        {},
+        {"platform": Platform("windows", "aarch64")},
+        (Rule.PLATFORM,),
+        ("not portable across machines",),
+    ),
+    Case(
+        "trt-platform-windows",
+        TRT,
+        {**TRT, "platform": Platform("windows", "x86_64")},
+        (Rule.PLATFORM,),
+        ("win_amd64", "not portable across platforms"),
+    ),
     # rule 2
     Case(
         "flavor-enterprise-engine-on-rtx",
@@ -215,7 +231,7 @@ CASES = [
         ),
     ),
     Case("plain-same-version", TRT, TRT, ()),
-    # rule 3, version-compatible engines: same major, runtime not older
+    # rule 3, version-compatible engines: a major they load on, runtime not older
     Case("vc-newer-runtime", {**TRT_VC, "version": "10.8.0.43"}, TRT, ()),
     Case("vc-same-runtime", TRT_VC, TRT, ()),
     Case(
@@ -225,14 +241,25 @@ CASES = [
         (Rule.VERSION,),
         ("at least as new", "older 10.8.0.43", "upgrade the runtime to 10.13.0.35"),
     ),
+    # NVIDIA's support matrix: a TensorRT 10 version-compatible engine loads on TensorRT 11, and an 8 on 9
+    # and 10; no other pair across majors (an 8 on 11, an 11 on 12)
+    Case("vc-10-on-11", TRT_VC, {**TRT, "version": "11.0.0.1"}, ()),
+    Case("vc-8-on-10", {**TRT_VC, "version": "8.6.1.6"}, TRT, ()),
     Case(
-        "vc-other-major-newer",
-        TRT_VC,
+        "vc-8-on-11",
+        {**TRT_VC, "version": "8.6.1.6"},
         {**TRT, "version": "11.0.0.1"},
         (Rule.VERSION,),
-        ("TensorRT 10.x (same major)", "rebuild with TensorRT 11.x"),
+        ("loads only on TensorRT 8.x, 9.x, 10.x", "rebuild with TensorRT 11.x"),
     ),
-    Case("vc-other-major-older", {**TRT_VC, "version": "11.1.0.5"}, TRT, (Rule.VERSION,), ("11.x (same major)",)),
+    Case(
+        "vc-11-on-12",
+        {**TRT_VC, "version": "11.1.0.5"},
+        {**TRT, "version": "12.0.0.1"},
+        (Rule.VERSION,),
+        ("loads only on TensorRT 11.x,", "rebuild with TensorRT 12.x"),
+    ),
+    Case("vc-11-on-10", {**TRT_VC, "version": "11.1.0.5"}, TRT, (Rule.VERSION,), ("loads only on TensorRT 11.x,",)),
     # rule 7: a version-compatible engine runs embedded host code, refused unless the policy allows it
     Case(
         "vc-host-code-refused-by-default",
@@ -266,14 +293,15 @@ CASES = [
         {},
         {},
         (Rule.SHA256,),
-        ("this manifest describes m.engine, not other.engine",),
+        ("this manifest describes m-fp32-rtx1.7-sm86.sm89-linux_x86_64.engine, not other.engine",),
         facts=ArtifactFacts(engine_file="other.engine", engine_size=1000, engine_sha256="b" * 64),
     ),
-    Case(
+    Case(  # the same bytes under another artifact's name: as pip refuses a renamed wheel
         "renamed-but-same-bytes",
         {},
         {},
-        (),
+        (Rule.SHA256,),
+        ("engine file other.engine is not the file this manifest describes", "renamed artifact"),
         facts=ArtifactFacts(engine_file="other.engine", engine_size=1000, engine_sha256=SHA),
     ),
     # rule 6
@@ -794,6 +822,38 @@ def test_another_gpu_model_of_the_same_capability_gets_a_note_not_a_refusal() ->
     assert device_model_note(manifest, here("NVIDIA A10", overridden=True)) is None  # a target from flags
     assert device_model_note(manifest, here("NVIDIA L4", cc="8.9")) is None  # the GPU rule speaks there
     assert device_model_note(manifest_for(ccs=("8.6",)), here("NVIDIA A10")) is None  # RTX: no build device
+
+
+def test_select_engine_prefers_the_plan_built_on_this_gpu_model() -> None:
+    """Most specific first, as ``packaging.tags`` ranks tags: a plain plan built on this model, then
+    one made for every model of its compute capability, then a plain one built on another model
+    (TensorRT warns it may run slower or fail), then ``ampere_plus``; the newest build only breaks a
+    tie. Before, a newer plan from another model won over the one built on this GPU."""
+    device = GpuDevice(0, "NVIDIA A10", ComputeCapability.parse("8.6"), "580.1", 24 << 30, 20 << 30)
+    a10_host = replace(env_for(**TRT, cc="8.6", overridden=False), gpus=(device,))
+
+    def plan(name: str, built_on: str, created: str, hardware: str = "none") -> Manifest:
+        manifest = manifest_for(**TRT, ccs=("8.6",), build_cc="8.6", hardware=hardware, created=created, name=name)
+        gpu = manifest.gpu.model_copy(update={"build_device": {"name": built_on, "compute_capability": "8.6"}})
+        return manifest.model_copy(update={"gpu": gpu})
+
+    here = plan("here", "NVIDIA A10", "2026-01-01T00:00:00+00:00")
+    same_cc = plan("same_cc", "RTX 3090", "2026-03-01T00:00:00+00:00", hardware="same_compute_capability")
+    elsewhere = plan("elsewhere", "RTX 3090", "2026-02-01T00:00:00+00:00")
+    ampere = manifest_for(
+        **TRT, ccs=(), and_later_from="8.0", hardware="ampere_plus", created="2026-04-01T00:00:00+00:00", name="ampere"
+    )
+
+    def chosen(*manifests: Manifest, env: Environment = a10_host) -> str:
+        best, rejected = select_engine([(m, m.name) for m in manifests], env)
+        assert rejected == [] and best is not None
+        return best[1]
+
+    assert chosen(ampere, elsewhere, same_cc, here) == "here"
+    assert chosen(ampere, elsewhere, same_cc) == "same_cc"
+    assert chosen(ampere, elsewhere) == "elsewhere"
+    target = replace(a10_host, gpus=(), overridden=True)  # a target from flags has no model: newest plain
+    assert chosen(here, elsewhere, env=target) == "elsewhere"
 
 
 def test_a_tensorrt_rtx_engine_is_never_advised_version_compatible(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ inode, size, mtime, ctime) is the one hashed, and never for a file that changed 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import models
 import numpy as np
 import pytest
 from clitools import cli
+from test_startup_imports import manifest_only  # noqa: F401  (the fixture: an engine and its manifest)
 
 from trtforge import digests, fsutil, threads
 from trtforge.digests import FileStamp, digest_dir, read_hashed, sha256_file
@@ -29,6 +31,7 @@ def quick_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     and each test starts with an empty in-process memory, so the disk layer is what answers."""
     monkeypatch.setattr(digests, "SETTLE_NS", int(SETTLE_S * 1e9))
     monkeypatch.setattr(digests, "_memory", {})
+    monkeypatch.setattr(digests, "_recalled", {})
 
 
 def _settled_file(path: Path, data: bytes) -> Path:
@@ -151,6 +154,37 @@ def test_unchanged_ci_rerun_answers_model_and_engine_from_the_cache(tmp_path: Pa
     for path in (root / "conv.onnx", engine):
         entry = json.loads(_entry(path).read_text())
         assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _forged_entry(path: Path, digest: str) -> None:
+    """What anyone who writes the cache folder (this user, a CI cache restored from another job)
+    can plant: an entry for the file's exact stamp, with a digest of their choice."""
+    entry = {**dataclasses.asdict(FileStamp.of(path, path.stat())), "sha256": digest}
+    _entry(path).parent.mkdir(parents=True, exist_ok=True)
+    _entry(path).write_text(json.dumps(entry))
+
+
+def test_a_forged_entry_never_makes_a_tampered_engine_trusted(manifest_only: Path) -> None:  # noqa: F811
+    """check, inspect, the loader's read and verify-provenance's inputs hash the bytes in this
+    process; only ci's question "is my own artifact unchanged" takes the cache's word."""
+    from trtforge.environment import file_problem, measure_engine
+    from trtforge.manifest import read_manifest
+
+    engine = manifest_only
+    manifest = read_manifest(engine)
+    _settled_file(engine, b"engine bytez")  # tampered, same size
+    _forged_entry(engine, manifest.artifact.sha256)
+    real = hashlib.sha256(b"engine bytez").hexdigest()
+    assert file_problem(manifest, engine, recalled=True) is None  # ci's own bookkeeping: the stamp decides
+
+    code, stdout, _ = cli("check", engine, "--cc", "8.6", "--json")
+    assert code == 5 and json.loads(stdout)["sha256"]["engine"] == real
+    code, stdout, stderr = cli("inspect", engine)
+    assert code == 5 and "not the engine this manifest describes" in stdout + stderr
+    facts, data = measure_engine(engine, manifest, keep_bytes=True)
+    assert (facts.engine_sha256, bytes(data or b"")) == (real, b"engine bytez")
+    assert file_problem(manifest, engine) is not None
+    assert sha256_file(engine, recalled=False) == real
 
 
 def test_entries_are_written_whole_without_fsync_and_artifacts_with_it(

@@ -309,6 +309,23 @@ def test_manifest_edited_after_signing_is_refused(
         load_engine(engine, policy, environment=AT_86.environment("tensorrt-rtx"))
 
 
+def test_a_signed_artifact_under_another_models_name_is_refused(
+    engines: dict[str, Path], tmp_path: Path, signer: tuple[Path, Path]
+) -> None:
+    """A genuine signed pair copied to another artifact's file names would be served as that model
+    (``serve resnet=...``): the engine's file name is the manifest's, as pip checks a wheel's."""
+    signed = _copy(engines["digits"], tmp_path)
+    sign_artifact(signed, load_signing_key(signer[0]))
+    impostor = _copy(signed, tmp_path, signed.name.replace("digits-cnn-", "resnet50-", 1))
+    trusted = ["--require-signature", "--trusted-key", str(signer[1])]
+    assert _check(str(signed), "--cc", "8.6", *trusted)[0] == 0
+    code, _, err = _check(str(impostor), "--cc", "8.6", *trusted)
+    assert code == 5 and f"is not the file this manifest describes ({signed.name})" in err
+    policy = LoadPolicy(require_signature=True, trusted_keys=load_trusted_keys([signer[1]]))
+    with pytest.raises(IncompatibleEngineError, match="renamed artifact"):
+        load_engine(impostor, policy, environment=AT_86.environment("tensorrt-rtx"))
+
+
 def test_engine_swapped_under_a_signed_manifest_is_refused(
     engines: dict[str, Path], tmp_path: Path, signer: tuple[Path, Path]
 ) -> None:
@@ -552,6 +569,20 @@ def test_select_artifact_takes_a_target_as_check_does(engines: dict[str, Path], 
     env = Target(compute_capability="8.6").environment()
     assert env.flavor == "tensorrt-rtx" and env.version
     assert select_artifact(tmp_path, "net", environment=env).name == engines["sm86"].name
+
+
+def test_a_target_version_without_a_flavor_is_refused_among_both_runtimes_engines(
+    engines: dict[str, Path], enterprise: dict[str, Path], tmp_path: Path
+) -> None:
+    """``Target(version=...)`` alone names no runtime: among engines of both, it was paired with
+    each, so an enterprise TensorRT engine was chosen for a host running TensorRT-RTX."""
+    rtx = _copy(engines["sm86"], tmp_path)
+    trt = _copy(enterprise["sm86"], tmp_path)
+    with pytest.raises(InvalidInputError, match=r"without a flavor.*tensorrt and tensorrt-rtx"):
+        select_artifact(tmp_path, "net", target=Target(version=TRT, compute_capability="8.6"))
+    assert select_artifact(tmp_path, "net", target=at("8.6")) == trt
+    rtx_version = read_manifest(rtx).tensorrt.version
+    assert select_artifact(tmp_path, "net", target=Target("tensorrt-rtx", rtx_version, "8.6")) == rtx
 
 
 def test_select_artifact_asks_for_a_precision_when_several_fit(engines: dict[str, Path], tmp_path: Path) -> None:

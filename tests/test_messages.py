@@ -165,7 +165,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_the_rtx_capability_list_is_the_installed_one() -> None:
     from trtforge.backends.rtx import RtxBackend
-    from trtforge.compat import RTX_COMPUTE_CAPABILITIES
+    from trtforge.tags import RTX_COMPUTE_CAPABILITIES
 
     assert set(RtxBackend(trt).supported_targets()) == set(RTX_COMPUTE_CAPABILITIES)
 

@@ -232,3 +232,37 @@ def test_transformer_residual_builds_with_tensorrt_rtx_and_passes_the_gate(tmp_p
     quantized = build(tmp_path, transformer_residual(), (8, 16))
     assert dq_scale(quantized, "residual/Add", 0) is not None
     assert dq_scale(quantized, "residual/Add", 1) is not None
+
+
+def test_fp16_graph_dequantizes_near_zero_weight_channels_to_their_values(tmp_path: Path) -> None:
+    """A weight scale below FP16's normal range was rounded to a subnormal by the FP16 conversion
+    after the weights were quantized: a channel with max |w| ~1e-6 came back 5.8x too large. Each
+    channel's dequantized weights stay within half a quantization step of the real ones."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(8, 5)).astype(np.float32)
+    weights[:, 1] = 0.0  # a dead channel
+    weights[:, 2] *= 1e-6  # scale ~1e-8: under FP16's smallest subnormal
+    weights[:, 3] *= 1e-3  # scale ~1e-5: an FP16 subnormal
+    weights[:, 4] *= 1e3  # an ordinary large one
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        "near_zero",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        [numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", models.OPSET)])
+    model.ir_version = 8
+    folded = qdq.fold_batchnorm(models.save(model, tmp_path / "model.onnx"))
+    quantized = qdq.quantize(folded, dict.fromkeys(qdq.quantized_inputs(folded), 4.0), [], "fp16")
+    initializers = {init.name: numpy_helper.to_array(init) for init in quantized.graph.initializer}
+    producers = {out: node for node in quantized.graph.node for out in node.output}
+    matmul = next(node for node in quantized.graph.node if node.op_type == "MatMul")
+    dq = producers[matmul.input[1]]
+    codes, scale = initializers[dq.input[0]], initializers[dq.input[1]]
+    assert codes.dtype == np.int8 and scale.dtype == np.float16
+    dequantized = codes.astype(np.float32) * scale.astype(np.float32)
+    error = np.abs(dequantized - weights)
+    assert np.all(error <= scale.astype(np.float32))  # within one step of the FP16 scale (was 5.8x off)
+    ordinary = [0, 4]  # scales FP16 holds: quantized once, within half a step (and FP16's rounding)
+    assert np.all(error[:, ordinary] <= scale[ordinary].astype(np.float32) * (0.5 + 2.0**-10))

@@ -482,7 +482,7 @@ def test_a_signed_manifest_that_does_not_read_is_exit_2_and_a_signature_that_fai
     signed = path.read_bytes()
     trusted = ("--cc", "8.6", "--require-signature", "--trusted-key", _public(keys))
     for damaged, code, says in (
-        (signed.replace(b'"precision": "fp32"', b'"precision": "fp16"'), 5, "does not verify: the manifest or"),
+        (signed.replace(b'"trtforge_version": "', b'"trtforge_version": "9', 1), 5, "does not verify: the manifest or"),
         (signed.replace(b'"algorithm": "ed25519"', b'"algorithm": "rsa"'), 5, "cannot be verified: its algorithm"),
         (signed[: len(signed) // 2], 2, "unreadable manifest, not JSON"),
         (signed.replace(b'"signature": {', b'"signature": {"value": "x", ', 1), 2, "unreadable manifest, key 'value'"),

@@ -4,16 +4,19 @@ UnicodeDecodeError or RecursionError traceback, never a huge read."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clitools import cli
-from models import need_rtx
+from models import need_rtx, retag
 from registry import DIGITS_ONNX, DIGITS_PROFILE, build_engine
 
 from trtforge.errors import InvalidInputError
@@ -141,6 +144,50 @@ def test_a_manifest_is_read_with_its_json_types_never_converted(
     assert code == 2 and "not a trtforge manifest" in err and says in err, err
 
 
+def _edited(edit: Callable[[dict[str, Any]], None]) -> Callable[[bytes], bytes]:
+    """The manifest with ``edit`` applied to its document, tag and file name rendered again where
+    the facts allow (``models.retag``): only the fact under test is one no build writes."""
+
+    def damage(good: bytes) -> bytes:
+        document = json.loads(good)
+        edit(document)
+        with contextlib.suppress(ValueError):
+            retag(document)
+        edit(document)  # again, where retag rendered over it (artifact.file)
+        return json.dumps(document).encode()
+
+    return damage
+
+
+NO_BUILD_WRITES = {
+    "name with a path": (lambda d: d.update(name="../../evil"), "is not a valid artifact name"),
+    "artifact.file a path": (lambda d: d["artifact"].update(file="../../etc/passwd"), "is not the build's name"),
+    "unknown platform": (lambda d: d["platform"].update(os="plan9"), "platform.os: Input should be 'linux'"),
+    "platform in capitals": (lambda d: d["platform"].update(os="Linux"), "platform.os: Input should be 'linux'"),
+    "unknown machine": (lambda d: d["platform"].update(machine="mips"), "is not a machine as trtforge writes it"),
+    "version with leading zeros": (
+        lambda d: d["tensorrt"].update(version="01.07.01.116"),
+        "is not a TensorRT version as a runtime reports it",
+    ),
+    "a GPU twice": (lambda d: d["gpu"].update(compute_capabilities=["8.6", "8.6"]), "listed twice"),
+    "tensorrt-rtx for 9.0": (
+        lambda d: d["gpu"].update(compute_capabilities=["9.0"]),
+        "tensorrt-rtx compiles for no compute capability 9.0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_BUILD_WRITES), ids=list(NO_BUILD_WRITES))
+def test_a_manifest_with_facts_no_build_writes_is_refused(case: str, engine: Path, tmp_path: Path) -> None:
+    """README: "a manifest whose facts no build writes is exit 2". These passed: check said a
+    TensorRT-RTX engine "loads on ... compute capability 9.0", which TensorRT-RTX refuses, and a name
+    or file name that is a path reached the commands that turn them into paths."""
+    edit, says = NO_BUILD_WRITES[case]
+    copy = damaged_copy(engine, tmp_path / "artifact", _edited(edit))
+    code, _, err = cli("check", copy, "--cc", "8.6")
+    assert code == 2 and "not a trtforge manifest" in err and says in err, err
+
+
 @pytest.mark.parametrize("kind", ["directory", "fifo", "dangling link"])
 def test_inspect_names_what_stands_at_the_engines_name(
     kind: str, engine: Path, tmp_path: Path, trust_case: Callable
@@ -183,3 +230,11 @@ def test_a_non_finite_tolerance_is_refused_before_a_report_is_written(limit: str
     key = limit.split(":")[0]
     assert code == 2 and f"accuracy.tolerances.*.{key}': Input should be a finite number" in err, err
     assert not list(tmp_path.glob("out/*.json"))
+
+
+def test_a_newer_schema_says_upgrade_trtforge(engine: Path, tmp_path: Path) -> None:
+    """A v2 manifest is not damage to rebuild: the advice was "rebuild the engine"."""
+    copy = damaged_copy(engine, tmp_path / "artifact", lambda good: good.replace(b"manifest/v1", b"manifest/v2", 1))
+    code, _, err = cli("check", copy, "--cc", "8.6")
+    assert code == 2 and "manifest schema trtforge/manifest/v2 is a newer trtforge's" in err
+    assert "upgrade trtforge" in err and "rebuild" not in err

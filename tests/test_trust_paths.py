@@ -72,7 +72,7 @@ def test_a_manifest_whose_name_disagrees_with_its_file_is_refused(
         record = trust_case(
             1, f"publish to triton:// a manifest whose {field} was edited", code, err, folders=(repository,)
         )
-        assert code == 2 and record.one_line and "does not match" in err, err
+        assert code == 2 and record.one_line and "is not the build's name" in err, err
         assert not (repository / value).exists() and not (repository / "digits-cnn").exists()
     # a valid tag that is not the file's: Triton would name the plan after it, dir:// and oci:// after the file
     edited = edited_copy(engine, tmp_path / "tag", tag="rtx1.7-sm86")

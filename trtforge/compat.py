@@ -21,6 +21,7 @@ from trtforge.tags import (
     AMPERE,
     FLAVOR_RTX,
     FLAVOR_TENSORRT,
+    RTX_COMPUTE_CAPABILITIES,
     TRT_VERSION_RULE,
     ComputeCapability,
     Platform,
@@ -42,10 +43,6 @@ NO_GPU_MESSAGE = (
     "Python with check_compatibility(..., target=Target(compute_capability=...)) or select_artifact(..., "
     "target=...); load_engine, load_best and EnginePool deserialize it here, which needs a GPU"
 )
-
-#: The compute capabilities TensorRT-RTX compiles for (its ``ComputeCapability`` enum, 1.x); advice
-#: to rebuild for any other GPU must name enterprise TensorRT instead.
-RTX_COMPUTE_CAPABILITIES = tuple(ComputeCapability.parse(cc) for cc in ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"))
 
 
 @dataclass(frozen=True)
@@ -300,12 +297,18 @@ def policy_problems(manifest: Manifest, env: Environment, facts: ArtifactFacts, 
 
 
 def _platform_problem(manifest: Manifest, env: Environment) -> str | None:
+    """Rule 1. A TensorRT-RTX engine (built ahead of time on the CPU) is "portable to both Windows
+    and Linux" (TensorRT-RTX's documentation): only its machine counts. An enterprise TensorRT
+    engine loads on the platform that built it alone (TensorRT's support matrix)."""
     built = Platform(manifest.platform.os, manifest.platform.machine)
+    if manifest.tensorrt.flavor == FLAVOR_RTX and built.machine == env.platform.machine:
+        return None
     if built == env.platform:
         return None
+    across = "machines" if manifest.tensorrt.flavor == FLAVOR_RTX else "platforms"
     return (
         f"engine was built for {built.tag}, {env.where} is {env.platform.tag}: engines are not portable "
-        f"across platforms; build (or pull) the engine tagged {env.platform.tag}"
+        f"across {across}; build (or pull) the engine tagged {env.platform.tag}"
     )
 
 
@@ -327,6 +330,18 @@ def runtime_problem(trt: TensorRTInfo, env: Environment) -> tuple[Rule, str | No
     return Rule.VERSION, _version_problem(trt, env.version, env.where)
 
 
+#: (builder major, runtime major) pairs where a version-compatible engine loads across majors, as
+#: NVIDIA's support matrix lists them (TensorRT 8 on 9 and 10, TensorRT 10 on 11; "no other
+#: combination across major versions is supported": a TensorRT 8 engine does not load on 11)
+CROSS_MAJOR_VERSION_COMPATIBLE = frozenset({(8, 9), (8, 10), (10, 11)})
+
+
+def version_compatible_majors(built_major: int) -> tuple[int, ...]:
+    """The runtime majors a version-compatible engine built with ``built_major`` loads on."""
+    later = sorted(runtime for builder, runtime in CROSS_MAJOR_VERSION_COMPATIBLE if builder == built_major)
+    return (built_major, *later)
+
+
 def _version_problem(trt: TensorRTInfo, runtime: str, where: str) -> str | None:
     """Rule 3, on the versions at the precision both give (``comparable_versions``). The advice
     follows the flavor: TensorRT-RTX refuses ``version_compatible``, so it is never offered there."""
@@ -345,11 +360,12 @@ def _version_problem(trt: TensorRTInfo, runtime: str, where: str) -> str | None:
             f"only on the exact version that built it; rebuild with {runtime}, or build with "
             "build.version_compatible: true"
         )
-    if built_tuple[:1] != runtime_tuple[:1]:
+    majors = (built_tuple[0], runtime_tuple[0])
+    if majors[0] != majors[1] and majors not in CROSS_MAJOR_VERSION_COMPATIBLE:
+        loads_on = ", ".join(f"{major}.x" for major in version_compatible_majors(majors[0]))
         return (
             f"version-compatible engine from {product_name} {built} loads only on {product_name} "
-            f"{built_tuple[0]}.x (same major), {where} runs {runtime}: rebuild with {product_name} "
-            f"{runtime_tuple[0]}.x"
+            f"{loads_on}, {where} runs {runtime}: rebuild with {product_name} {runtime_tuple[0]}.x"
         )
     if runtime_tuple < built_tuple:
         return (
@@ -415,8 +431,9 @@ def retarget_advice(flavor: str, cc: ComputeCapability) -> str:
 
 
 def content_problem(manifest: Manifest, facts: ArtifactFacts) -> str | None:
-    """Rule 5: the engine is there and its bytes are the ones the manifest describes (size first:
-    the cheaper clue)."""
+    """Rule 5: the engine is there, its bytes are the ones the manifest describes (size first: the
+    cheaper clue), and so is its file name: a signed artifact copied under another one's name is
+    refused, not served as the model that name says."""
     artifact = manifest.artifact
     other_file = facts.engine_file is not None and facts.engine_file != artifact.file
     whose = f"; this manifest describes {artifact.file}, not {facts.engine_file}" if other_file else ""
@@ -435,6 +452,11 @@ def content_problem(manifest: Manifest, facts: ArtifactFacts) -> str | None:
         return (
             f"engine sha256 {facts.engine_sha256[:12]}… differs from the manifest's {artifact.sha256[:12]}… "
             f"(damaged, or not the engine this manifest describes{whose}): download or rebuild the artifact"
+        )
+    if other_file:  # as pip refuses a wheel whose file name is not its metadata's
+        return (
+            f"engine file {facts.engine_file} is not the file this manifest describes ({artifact.file}): a renamed "
+            "artifact may stand in for another model; give the engine and its manifest the names the build gave them"
         )
     return None
 

@@ -25,17 +25,21 @@ from trtforge.fsutil import atomic_write_text
 from trtforge.threads import beside
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, *, recalled: bool = True) -> str:
     """Hex sha256 of a file, streamed so that a 2 GB engine needs no 2 GB of memory; answered by
     the digest cache when the file is provably the one hashed before (:class:`FileStamp`), without
-    opening it, and by the hash :func:`prefetch_digest` started, which it waits for."""
-    known = known_digest(FileStamp.of(path, os.stat(path)))
+    opening it, and by the hash :func:`prefetch_digest` started, which it waits for.
+
+    ``recalled=False`` where the digest decides whether to trust the bytes (an engine against its
+    manifest, recorded provenance inputs): only this process's own hashes answer, never the cache on
+    disk, which any process of this user writes (a CI cache restored from another job, too)."""
+    known = known_digest(FileStamp.of(path, os.stat(path)), recalled=recalled)
     if known is not None:
         with contextlib.suppress(KeyError):
             _prefetches.pop(os.path.abspath(path)).cancel()  # its digest is not needed
         return known
     if _await_prefetch(path):
-        known = known_digest(FileStamp.of(path, os.stat(path)))
+        known = known_digest(FileStamp.of(path, os.stat(path)), recalled=recalled)
     return known if known is not None else _hash_file(path)
 
 
@@ -100,15 +104,16 @@ def data_sha256(files: Sequence[Path]) -> str:
 
 def read_hashed(path: Path, size: int) -> tuple[bytearray, str]:
     """Read ``path`` (expected ``size`` bytes) into one preallocated buffer, hashing each chunk as
-    it arrives: the bytes kept are the bytes hashed. When the digest cache knows the file and its
-    stamp is the same before and after the read, the read skips hashing (the bytes are the file
-    the digest was taken of: any write in between changes its ctime)."""
+    it arrives: the bytes kept are the bytes hashed, and trusted (the loader deserializes them).
+    When this process hashed the file already (its prefetch, a check before the load) and its stamp
+    is the same before and after the read, the read skips hashing (the bytes are the file the digest
+    was taken of: any write in between changes its ctime); the digest cache on disk is not asked."""
     _await_prefetch(path)
     buffer = bytearray(size)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
         stamp = FileStamp.of(path, os.fstat(handle.fileno()))
-        known = known_digest(stamp)
+        known = known_digest(stamp, recalled=False)
         digest = hashlib.sha256() if known is None else None
         offset = 0
         while offset < size:
@@ -139,7 +144,9 @@ SETTLE_NS = 2_000_000_000
 MAX_DIGESTS = 4096
 _MAX_ENTRY_BYTES = 4096
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: digests this process took itself, and those it read from the cache on disk (``recalled``)
 _memory: dict[FileStamp, str] = {}
+_recalled: dict[FileStamp, str] = {}
 
 
 @dataclass(frozen=True)
@@ -183,12 +190,16 @@ def digest_dir() -> Path:
     return default_cache_dir() / "digests"
 
 
-def known_digest(stamp: FileStamp) -> str | None:
-    """The digest recorded for exactly this stamp (this process first, then the digest cache);
-    None for any other stamp, and for an entry that is unreadable, corrupt, oversized or not
-    this user's."""
+def known_digest(stamp: FileStamp, *, recalled: bool = True) -> str | None:
+    """The digest recorded for exactly this stamp: hashed by this process, then (``recalled``) read
+    from the digest cache on disk; None for any other stamp, and for an entry that is unreadable,
+    corrupt, oversized or not this user's."""
     if stamp in _memory:
         return _memory[stamp]
+    if not recalled:
+        return None
+    if stamp in _recalled:
+        return _recalled[stamp]
     try:
         with open(digest_dir() / stamp.entry_name(), "rb") as handle:
             owner = os.fstat(handle.fileno()).st_uid
@@ -204,8 +215,14 @@ def known_digest(stamp: FileStamp) -> str | None:
         return None
     if recorded != stamp or not isinstance(digest, str) or not _HEX64.match(digest):
         return None
-    _memory[stamp] = digest
+    _keep(_recalled, stamp, digest)
     return digest
+
+
+def _keep(memory: dict[FileStamp, str], stamp: FileStamp, digest: str) -> None:
+    if len(memory) >= MAX_DIGESTS:
+        memory.clear()
+    memory[stamp] = digest
 
 
 def remember_digest(before: FileStamp, after: FileStamp, digest: str, read_ns: int | None = None) -> None:
@@ -214,9 +231,7 @@ def remember_digest(before: FileStamp, after: FileStamp, digest: str, read_ns: i
     run a hash."""
     if before != after or not before.settled(read_ns):
         return
-    if len(_memory) >= MAX_DIGESTS:
-        _memory.clear()
-    _memory[before] = digest
+    _keep(_memory, before, digest)
     folder = digest_dir()
     entry = {**dataclasses.asdict(before), "sha256": digest}
     with contextlib.suppress(OSError):
@@ -229,6 +244,7 @@ def remember_digest(before: FileStamp, after: FileStamp, digest: str, read_ns: i
 def forget_digests() -> None:
     """Empty this process's memory of digests (the cache on disk stays): to measure a cold hash."""
     _memory.clear()
+    _recalled.clear()
 
 
 def _bound(folder: Path) -> None:

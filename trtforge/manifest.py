@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,12 +29,17 @@ from trtforge.jsonsafe import bounded_json, json_sha256
 from trtforge.tags import (
     AMPERE,
     FLAVOR_RTX,
+    MACHINES,
+    NAME_RULE,
+    RTX_COMPUTE_CAPABILITIES,
     ComputeCapability,
     EngineTag,
     Flavor,
     Platform,
     Precision,
+    artifact_stem,
     parse_trt_version,
+    valid_name,
 )
 
 ENGINE_SUFFIX = ".engine"
@@ -118,6 +124,8 @@ class TensorRTInfo(_Frozen):
             parts = ()
         if len(parts) < 2:
             raise ValueError(f"'{version}' is not a TensorRT version (such as 10.3.0.26)")
+        if ".".join(map(str, parts)) != version:
+            raise ValueError(f"'{version}' is not a TensorRT version as a runtime reports it (leading zeros)")
         return version
 
 
@@ -132,6 +140,8 @@ class GpuInfo(_Frozen):
     def _capabilities(cls, capabilities: list[str]) -> list[str]:
         for text in capabilities:
             _capability(text)
+        if len(set(capabilities)) != len(capabilities):
+            raise ValueError("a compute capability is listed twice")
         return capabilities
 
     @field_validator("and_later_from")
@@ -163,8 +173,15 @@ class GpuInfo(_Frozen):
 
 
 class PlatformInfo(_Frozen):
-    os: str
+    os: Literal["linux", "windows"]
     machine: str
+
+    @field_validator("machine")
+    @classmethod
+    def _known(cls, machine: str) -> str:
+        if machine not in MACHINES:
+            raise ValueError(f"'{machine}' is not a machine as trtforge writes it ({', '.join(MACHINES)})")
+        return machine
 
 
 class TensorInfo(_Frozen):
@@ -200,6 +217,14 @@ class Manifest(_Frozen):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        """The spec's name rule: publish and pull turn the name into paths and OCI tags."""
+        if not valid_name(name):
+            raise ValueError(f"name '{name}' is not a valid artifact name: {NAME_RULE}")
+        return name
+
     @field_validator("profiles")
     @classmethod
     def _profiles(cls, profiles: list[dict[str, dict[str, list[int]]]]) -> list[dict[str, dict[str, list[int]]]]:
@@ -225,16 +250,23 @@ class Manifest(_Frozen):
             raise ValueError("tensorrt-rtx engines are never version-compatible (they load on their own release only)")
         if self.tensorrt.flavor == FLAVOR_RTX and self.gpu.hardware_compatibility != "none":
             raise ValueError("tensorrt-rtx engines have hardware_compatibility none (it compiles for listed GPUs)")
-        expected = EngineTag(
+        capabilities = tuple(ComputeCapability.parse(cc) for cc in self.gpu.compute_capabilities)
+        foreign = [str(cc) for cc in capabilities if cc not in RTX_COMPUTE_CAPABILITIES]
+        if self.tensorrt.flavor == FLAVOR_RTX and foreign:
+            raise ValueError(f"tensorrt-rtx compiles for no compute capability {', '.join(foreign)}")
+        tag = EngineTag(
             flavor=self.tensorrt.flavor,
             version=self.tensorrt.version,
             version_compatible=self.tensorrt.version_compatible,
-            capabilities=tuple(ComputeCapability.parse(cc) for cc in self.gpu.compute_capabilities),
+            capabilities=capabilities,
             and_later_from=ComputeCapability.parse(self.gpu.and_later_from) if self.gpu.and_later_from else None,
             platform=Platform(self.platform.os, self.platform.machine),
-        ).render()
-        if self.tag != expected:
-            raise ValueError(f"tag '{self.tag}' does not say what the manifest does ('{expected}'): edited by hand?")
+        )
+        if self.tag != tag.render():
+            raise ValueError(f"tag '{self.tag}' does not say what the manifest does ('{tag}'): edited by hand?")
+        engine_file = artifact_stem(self.name, self.precision, tag) + ENGINE_SUFFIX
+        if self.artifact.file != engine_file:  # the build's name, never a path
+            raise ValueError(f"artifact.file '{self.artifact.file}' is not the build's name ('{engine_file}')")
         return self
 
     @field_validator("signature")
@@ -371,6 +403,13 @@ def parse_manifest(data: bytes | str, origin: str) -> Manifest:
         # not 1): a signature covers the file as written, which any other reader takes as written
         return Manifest.model_validate(document, strict=True)
     except ValidationError as exc:
+        schema = document.get("schema") if isinstance(document, dict) else None
+        newer = re.fullmatch(r"trtforge/manifest/v([0-9]+)", schema) if isinstance(schema, str) else None
+        if newer is not None and int(newer.group(1)) > 1:
+            raise InvalidInputError(
+                f"{origin}: manifest schema {schema} is a newer trtforge's (this one reads v1): "
+                "upgrade trtforge (pip install -U trtforge)"
+            ) from exc
         raise InvalidInputError(
             f"{origin}: not a trtforge manifest ({first_error(exc)}); rebuild the engine with trtforge build"
         ) from exc

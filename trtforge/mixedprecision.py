@@ -59,8 +59,13 @@ graphs, ``ci``'s build keys): 2 keeps ``KEEP_FP32_OPS`` in FP32."""
 #: emulation holds, and an If on a constant is inlined (onnxruntime folded the rounding away)
 EMULATION_REVISION = 4
 
-#: Both, for keys of what a build made with them
-GRAPH_REVISIONS = f"fp16 conversion {CONVERSION_REVISION}, emulation {EMULATION_REVISION}"
+#: How ``calibration.qdq.quantize`` writes a Q/DQ graph's FP16 parts: 2: each weight scale is one FP16
+#: holds exactly, its INT8 weights quantized again by it (a scale under FP16's normal range was
+#: rounded after quantizing, and near-zero weight channels dequantized several times too large)
+QDQ_REVISION = 2
+
+#: All three, for keys of what a build made with them
+GRAPH_REVISIONS = f"fp16 conversion {CONVERSION_REVISION}, emulation {EMULATION_REVISION}, qdq {QDQ_REVISION}"
 
 KEEP_FP32_OPS = ("LogSoftmax",)
 """Ops kept in FP32 beside onnxruntime's block list: TensorRT's parser splits LogSoftmax into a

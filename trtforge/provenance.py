@@ -487,7 +487,7 @@ def _refuse_disagreement(path: Path, predicate: dict[str, Any], manifest: Manife
 def _check_inputs(
     inputs: Sequence[Input], engine_dir: Path, given: Sequence[Path]
 ) -> tuple[list[InputCheck], list[str]]:
-    by_digest = {sha256_file(path): path for path in given}
+    by_digest = {sha256_file(path, recalled=False): path for path in given}
     checks: list[InputCheck] = []
     for item in inputs:
         if item.sha256 in by_digest:
@@ -499,9 +499,8 @@ def _check_inputs(
             if not recorded.is_file():
                 checks.append(InputCheck(item, "not found", str(recorded)))
             else:
-                checks.append(
-                    InputCheck(item, "same" if sha256_file(recorded) == item.sha256 else "changed", str(recorded))
-                )
+                same = sha256_file(recorded, recalled=False) == item.sha256
+                checks.append(InputCheck(item, "same" if same else "changed", str(recorded)))
     problems = [
         f"{check.input.role} {check.file} changed since the build (sha256 no longer {check.input.sha256[:12]}…)"
         for check in checks
@@ -560,7 +559,7 @@ def verify_provenance(
     for what, file in (("engine", engine), ("manifest", paths.manifest)):
         if not file.is_file():
             raise _refuse(file, f"{what} missing; the attestation covers both the engine and its manifest")
-        actual = sha256_file(file)
+        actual = sha256_file(file, recalled=False)
         if actual not in digests:
             raise _refuse(
                 path,

@@ -27,6 +27,7 @@ from trtforge.compat import (
     Environment,
     LoadPolicy,
     Problem,
+    device_model_note,
     policy_problems,
     version_tuple,
 )
@@ -50,8 +51,8 @@ class Rejection(NamedTuple):
 class Preference:
     """Rank of a compatible engine; smaller is better.
 
-    Exact GPU build, then ``sm80plus``; a plain engine before a version-compatible one; then
-    the newest TensorRT (``10.7.1`` before ``10.7``), then the newest build.
+    The closest fit to the GPU (:func:`hardware_rank`); a plain engine before a version-compatible
+    one; then the newest TensorRT (``10.7.1`` before ``10.7``), then the newest build.
     """
 
     hardware_rank: int
@@ -68,13 +69,26 @@ class Preference:
         return mine < theirs
 
 
-def preference(manifest: Manifest) -> Preference:
-    """The rank of ``manifest`` alone (pure: no clock, no time zone)."""
-    hardware_rank = 1 if manifest.gpu.hardware_compatibility == "ampere_plus" else 0
+def hardware_rank(manifest: Manifest, env: Environment | None = None) -> int:
+    """How closely the plan fits the GPU, as ``packaging.tags`` ranks the most specific tag first:
+    0 a plain plan built on this GPU's model (or judged without one: a target, no GPU, no ``env``),
+    1 ``same_compute_capability`` (made to run on every model of its compute capability),
+    2 a plain plan built on another model of this compute capability (TensorRT warns it may run
+    slower or fail: ``compat.device_model_note``), 3 ``ampere_plus`` (kernels every GPU from 8.0 runs)."""
+    hardware = manifest.gpu.hardware_compatibility
+    if hardware == "ampere_plus":
+        return 3
+    if hardware == "same_compute_capability":
+        return 1
+    return 2 if env is not None and device_model_note(manifest, env) else 0
+
+
+def preference(manifest: Manifest, env: Environment | None = None) -> Preference:
+    """The rank of ``manifest`` on ``env`` (pure: no clock, no time zone)."""
     version = version_tuple(manifest.tensorrt.version)
     while version and version[-1] == 0:
         version = version[:-1]
-    return Preference(hardware_rank, manifest.tensorrt.version_compatible, version, built_at(manifest))
+    return Preference(hardware_rank(manifest, env), manifest.tensorrt.version_compatible, version, built_at(manifest))
 
 
 def built_at(manifest: Manifest) -> datetime:
@@ -116,7 +130,7 @@ def select_engine(
         if found:
             rejected.append(Rejection(manifest, found))
         else:
-            compatible.append((preference(manifest), position, (manifest, payload)))
+            compatible.append((preference(manifest, env), position, (manifest, payload)))
     if not compatible:
         return None, rejected
     problem = precision_problem([item[2][0] for item in compatible])

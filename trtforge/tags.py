@@ -118,6 +118,11 @@ class Platform:
         return cls("windows" if os_name == "win" else os_name, canonical_machine(machine))
 
 
+#: The compute capabilities TensorRT-RTX compiles for (its ``ComputeCapability`` enum, 1.x); advice
+#: to rebuild for any other GPU must name enterprise TensorRT instead.
+RTX_COMPUTE_CAPABILITIES = tuple(ComputeCapability.parse(cc) for cc in ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"))
+
+
 def flavor_prefix(flavor: str) -> str:
     return "rtx" if flavor == FLAVOR_RTX else "trt"
 
@@ -145,7 +150,8 @@ def parse_trt_version(text: str) -> tuple[int, ...]:
 
 def short_version(flavor: str, version: str, version_compatible: bool) -> str:
     """``rtx1.7``, ``trt10.13``; a version-compatible engine runs on every later runtime of its
-    major version, so its tag carries only the major (``trt10``, ``rtx1``)."""
+    major version (and of the majors NVIDIA lists, ``compat.CROSS_MAJOR_VERSION_COMPATIBLE``), so its
+    tag carries only the major (``trt10``, ``rtx1``)."""
     parts = version.split(".")
     kept = parts[:1] if version_compatible else parts[:2]
     return f"{flavor_prefix(flavor)}{'.'.join(kept)}"

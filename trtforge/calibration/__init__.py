@@ -412,6 +412,13 @@ def calibrate_spec(
     if trt_version is not None:
         if out is None:
             raise InvalidInputError("--trt-version writes a file: pass --out too")
+        if spec.calibration.mode != "native":
+            raise SpecError(
+                f"{spec.origin.where('calibration', 'mode')}: --trt-version writes TensorRT's calibration cache, "
+                f"which needs calibration.mode: native (mode {spec.calibration.mode} calibrates only the tensors "
+                "its Q/DQ nodes quantize, so TensorRT would find no scale for the others); set mode: native, "
+                "or drop --trt-version"
+            )
         try:
             trt_version = cache.trt_version_text(trt_version)  # one version, one file name
         except InvalidInputError as exc:

@@ -21,6 +21,7 @@ through an ``IInt8EntropyCalibrator2``, which accepts only that word, whatever r
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Mapping
@@ -132,6 +133,11 @@ def read_scales(path: Path, key: str) -> tuple[dict[str, float], int] | None:
         if document.get("schema") != SCALES_SCHEMA or document.get("key") != key:
             return None
         scales = {str(name): float(value) for name, value in document["scales"].items()}
-        return scales, int(document["samples"])
+        samples = int(document["samples"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    # a scale no calibration writes (NaN, infinite, zero or negative: JSON and float() take them all)
+    # is damage too, and a miss, not a Q/DQ graph that fails further on
+    if not all(math.isfinite(value) and value > 0 for value in scales.values()) or samples < 1:
+        return None
+    return scales, samples

@@ -308,8 +308,10 @@ def clipped_fraction(stats: TensorStats, amax: float) -> float:
     divergence of 0. Worth a warning; the accuracy gate has the final word."""
     if not isinstance(stats, AbsHistogram) or stats.scale is None:
         return 0.0
-    kept = int(np.float32(amax) * stats.scale)
-    return float(stats.counts[kept + 1 :].sum() / stats.counts.sum())
+    # the bins wholly under amax: amax is a bin edge (``compute_amax``: kept * width, up to float
+    # rounding) or the largest value seen, inside its bin, above which nothing was seen
+    kept = int(np.ceil(np.float32(amax) * stats.scale - 1e-3))
+    return float(stats.counts[kept:].sum() / stats.counts.sum())
 
 
 def amax_to_scale(amax: float) -> float:

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, did_you_mean
 from trtforge.jsonsafe import bounded_json
 from trtforge.manifest import (
-    ENGINE_SUFFIX,
     MAX_REPORT_BYTES,
     REPORT_SHA256,
     REPORT_SUFFIX,
@@ -191,7 +190,6 @@ def load_local_artifact(path: Path) -> LocalArtifact:
     engine = paths.existing_engine("pass the .engine that trtforge build wrote")
     manifest_path = paths.manifest
     manifest = read_manifest(manifest_path)
-    check_artifact_file_name(manifest, str(manifest_path))
     problem = file_problem(manifest, engine)
     if problem:
         raise IncompatibleEngineError(f"{engine}: refusing to publish: {problem}", reasons=[problem])
@@ -258,33 +256,6 @@ def check_name(name: str, what: str) -> None:
     """The spec's name rule, for every name that will become part of a path (exit 2)."""
     if not valid_name(name):
         raise InvalidInputError(f"{what} '{name}' is not a valid artifact name: use {NAME_RULE}")
-
-
-def check_artifact_file_name(manifest: Manifest, origin: str) -> None:
-    """The manifest's names become paths on publish and pull: its ``name`` follows the spec's rule,
-    ``artifact.file`` is a bare ``{name}-{precision}-{tag}.engine`` and the tag a valid OCI tag.
-
-    ``name`` is not covered by the engine's sha256, so a manifest edited by hand is caught by
-    checking that it agrees with the file name, which the build derived from it.
-    """
-    rebuild = "rebuild the engine with trtforge build"
-    check_name(manifest.name, f"{origin}: name")
-    name = manifest.artifact.file
-    if Path(name).name != name or not name.endswith(ENGINE_SUFFIX) or name.startswith(".") or "\\" in name:
-        raise InvalidInputError(f"{origin}: artifact.file '{name}' is not a plain '*.engine' file name; {rebuild}")
-    prefix = f"{manifest.name}-{manifest.precision}-"
-    if not name.startswith(prefix) or not OCI_TAG.match(manifest.stem):
-        raise InvalidInputError(
-            f"{origin}: artifact.file '{name}' does not match name '{manifest.name}' and precision "
-            f"'{manifest.precision}' (edited by hand?); {rebuild}"
-        )
-    if not OCI_TAG.match(manifest.tag):
-        raise InvalidInputError(f"{origin}: tag '{manifest.tag}' is not a valid tag; {rebuild}")
-    if manifest.stem != f"{prefix}{manifest.tag}":
-        raise InvalidInputError(
-            f"{origin}: tag '{manifest.tag}' is not the one artifact.file '{name}' was named with (edited by hand?); "
-            f"{rebuild}"
-        )
 
 
 @dataclass(frozen=True)

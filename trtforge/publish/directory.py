@@ -22,7 +22,6 @@ from trtforge.publish.base import (
     Listing,
     LocalArtifact,
     PublishOutcome,
-    check_artifact_file_name,
     decide,
     matches,
     written_status,
@@ -64,8 +63,7 @@ class DirRegistry:
     def candidates(self, name: str, precision: str | None) -> Listing:
         """The folder listed as the loader lists one (``selection.list_artifacts``: hidden entries
         never looked at, a manifest without its engine left out, an unreadable one skipped and
-        said); a manifest whose names could not become paths on a pull (``check_artifact_file_name``)
-        is skipped and said too."""
+        said)."""
         if not self.root.is_dir():
             problem = "is not a directory" if self.root.exists() else "no such directory"
             raise RegistryError(f"{self.uri}: {problem}; check the path (publish creates it)")
@@ -77,11 +75,6 @@ class DirRegistry:
         others: list[str] = []
         skipped = list(folder.skipped)
         for listed in folder.artifacts:
-            try:
-                check_artifact_file_name(listed.manifest, str(listed.manifest_path))
-            except InvalidInputError as exc:
-                skipped.append(str(exc))
-                continue
             candidate = Candidate(str(listed.engine), listed.manifest, listed.manifest_bytes, locator=listed.engine)
             if matches(candidate.manifest, name, precision):
                 found.append(candidate)
@@ -112,5 +105,6 @@ def _existing(engine: Path, manifest_path: Path, report: Path) -> Existing | Non
     if not isinstance(current, Manifest) or not engine.is_file():
         return Existing(None, None)
     # hash the engine really there: a damaged copy must not pass for "the same content"
-    report_sha256 = sha256_file(report) if report.is_file() else None
-    return Existing(sha256_file(engine), sha256_bytes(manifest_path.read_bytes()), report_sha256=report_sha256)
+    report_sha256 = sha256_file(report, recalled=False) if report.is_file() else None
+    engine_sha256 = sha256_file(engine, recalled=False)
+    return Existing(engine_sha256, sha256_bytes(manifest_path.read_bytes()), report_sha256=report_sha256)

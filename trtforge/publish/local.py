@@ -20,7 +20,7 @@ from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.errors import InvalidInputError, RegistryError, TrtforgeError, disk_error
 from trtforge.fsutil import copy_at_most, staged_file
 from trtforge.manifest import Manifest, parse_manifest, read_manifest_bytes
-from trtforge.publish.base import Candidate, LocalArtifact, check_artifact_file_name
+from trtforge.publish.base import Candidate, LocalArtifact
 
 LOCK_NAME = ".trtforge.lock"
 LOCK_TIMEOUT_S = 120.0
@@ -128,7 +128,6 @@ def read_candidate(manifest_path: Path, engine: Path) -> Candidate:
     except OSError as exc:
         raise io_error("read", manifest_path, exc) from exc
     manifest = parse_manifest(data, str(manifest_path))
-    check_artifact_file_name(manifest, str(manifest_path))
     return Candidate(reference=str(engine), manifest=manifest, manifest_bytes=data, locator=engine)
 
 

@@ -76,7 +76,6 @@ from trtforge.publish.base import (
     LocalArtifact,
     OciLocation,
     PublishOutcome,
-    check_artifact_file_name,
     decide,
     matches,
     pulled_report,
@@ -719,7 +718,6 @@ class OciRegistry:
         data = self._small_blob(tag, manifest_layer)
         reference = f"{self.location.host}/{self.location.repository}:{tag}"
         manifest = parse_manifest(data, reference)
-        check_artifact_file_name(manifest, reference)
         report = image.layer(REPORT_MEDIA_TYPE)
         _check_layers(reference, manifest, engine, manifest_layer, report)
         return Candidate(

@@ -46,7 +46,6 @@ from trtforge.publish.base import (
     NoCompatibleArtifactError,
     Registry,
     ReportSource,
-    check_artifact_file_name,
     check_name,
     pulled_report,
 )
@@ -146,7 +145,6 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
             rejections=rejections,
             available=tuple(c.manifest.stem for c in listing.candidates) + listing.others,
         )
-    check_artifact_file_name(chosen.manifest, chosen.reference)
     engine_final = out_dir / chosen.manifest.artifact.file
     manifest_final = manifest_path_for(engine_final)
     check_inside(out_dir, engine_final, f"{chosen.reference}: artifact.file")
@@ -281,9 +279,10 @@ def _already_here(
         return False
     if sha256_bytes(manifest_path.read_bytes()) != sha256_bytes(candidate.manifest_bytes):
         return False
-    if report is not None and not (report_file.is_file() and sha256_file(report_file) == sha256_bytes(report)):
-        return False
-    return file_problem(candidate.manifest, engine) is None
+    report_here = report is None or (
+        report_file.is_file() and sha256_file(report_file, recalled=False) == sha256_bytes(report)
+    )
+    return report_here and file_problem(candidate.manifest, engine) is None
 
 
 def _count(items: Sequence[object], noun: str) -> str:

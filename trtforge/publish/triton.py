@@ -196,7 +196,7 @@ class TritonRegistry:
         manifest_file = latest_dir / plan_manifest_name(manifest)
         if plan.exists() or manifest_file.exists():
             existing = (
-                Existing(sha256_file(plan), sha256_bytes(manifest_file.read_bytes()))
+                Existing(sha256_file(plan, recalled=False), sha256_bytes(manifest_file.read_bytes()))
                 if plan.is_file() and manifest_file.is_file()
                 else Existing(None, None)
             )

@@ -372,6 +372,12 @@ def select_artifact(
         raise InvalidInputError(f"{directory}: no engine of {which}; check the name or build it first{listing.note}")
     rejected = []
     flavors = sorted({manifest.tensorrt.flavor for manifest, _ in candidates}, key=_FLAVOR_ORDER.index)
+    if environment is None and target is not None and target.version and not target.flavor and len(flavors) > 1:
+        raise InvalidInputError(
+            f"Target(version={target.version!r}) without a flavor, and {directory} holds engines of "
+            f"{' and '.join(flavors)} for {which}: the version would be read as either runtime's; "
+            "name it, Target(flavor=..., version=...)"
+        )
     for flavor in flavors:
         group = [candidate for candidate in candidates if candidate[0].tensorrt.flavor == flavor]
         env = environment or (target or Target()).environment(default_flavor=flavor)
