@@ -383,6 +383,28 @@ def test_loader_refuses_an_environment_that_is_not_the_installed_runtime(
     assert "checked for TensorRT-RTX 1.7.0.1, but the runtime installed here is TensorRT-RTX 1.7" in str(caught.value)
 
 
+def test_loader_refuses_an_environment_that_is_not_this_hosts_gpu_or_platform(
+    engines: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--cc`` or ``--platform`` on a host that deserializes (bench, serve, load_engine): the rules
+    passed for the target, then the engine went to the real GPU, where enterprise TensorRT (no
+    header check) failed on its own. Here (no GPU) the platform; on a GPU host the GPU as well."""
+    host = Target().environment("tensorrt-rtx").platform
+    other = Platform("windows", host.machine) if host.os == "linux" else Platform("linux", host.machine)
+    elsewhere = Target(compute_capability="8.6", platform=other).environment("tensorrt-rtx")
+    assert check_compatibility(engines["sm86"], environment=elsewhere).compatible  # RTX: portable across OSes
+    with pytest.raises(IncompatibleEngineError) as caught:
+        load_engine(engines["sm86"], environment=elsewhere)
+    assert f"checked for {other.tag}, but this host is {host.tag}" in str(caught.value)
+    gpus = detect_gpus()
+    if gpus:
+        real = gpus[0].compute_capability
+        claimed = ComputeCapability(8, 9) if real == ComputeCapability(8, 6) else ComputeCapability(8, 6)
+        with pytest.raises(IncompatibleEngineError) as caught:
+            load_engine(engines["sm86"], environment=Target(compute_capability=claimed).environment("tensorrt-rtx"))
+        assert f"checked for compute capability {claimed}, but this host's GPU" in str(caught.value)
+
+
 def test_header_check_runs_on_a_gpu_the_engine_does_not_target(engines: dict[str, Path]) -> None:
     """On a GPU host (e.g. an H100, 9.0) the rules are told 8.6, but the runtime's header check
     (get_engine_validity) sees the real GPU and refuses before deserialization."""

@@ -28,7 +28,7 @@ from trtforge.compat import (
     product,
     retarget_advice,
 )
-from trtforge.environment import Target, installed_version, measure_engine
+from trtforge.environment import Target, detect_platform, installed_version, measure_engine
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
 from trtforge.manifest import ArtifactPaths, Manifest, read_manifest
 from trtforge.selection import FolderArtifacts, list_artifacts, select_engine, signature_facts
@@ -273,6 +273,24 @@ def _diagnostic_names(trt: ModuleType, diagnostics: Any) -> tuple[str, ...]:
 # ---------------------------------------------------------------- loading
 
 
+def _another_host(environment: Environment) -> str | None:
+    """Why rules judged for ``environment`` prove nothing here (its GPU or platform is not this
+    host's, where the engine would be deserialized); None when it describes this host."""
+    gpu = environment.gpus[0] if environment.gpus else None  # detected GPUs, never the overrides
+    if gpu is not None and environment.compute_capability != gpu.compute_capability:
+        return (
+            f"checked for compute capability {environment.compute_capability}, but this host's GPU ({gpu.name}) "
+            f"is {gpu.compute_capability}: the engine would be deserialized on it; pass environment=None (or no --cc)"
+        )
+    host = detect_platform()
+    if environment.platform != host:
+        return (
+            f"checked for {environment.platform.tag}, but this host is {host.tag}: the engine would be "
+            "deserialized here; pass environment=None (or no --platform)"
+        )
+    return None
+
+
 def load_engine(
     path: Path | str,
     policy: LoadPolicy = DEFAULT_POLICY,
@@ -281,8 +299,13 @@ def load_engine(
     """Check, then deserialize; raises IncompatibleEngineError listing every reason it refuses.
 
     ``environment`` (default: detected) is what the rules are judged against; the engine is
-    always deserialized by the runtime installed here, on the GPU present here.
+    always deserialized by the runtime installed here, on the GPU present here, so an
+    ``environment`` that names another runtime, GPU or platform is refused: rules passed for it
+    prove nothing about the one that would deserialize.
     """
+    elsewhere = _another_host(environment) if environment is not None else None
+    if elsewhere is not None:
+        raise IncompatibleEngineError(f"{path}: {elsewhere}", reasons=[elsewhere])
     inspection = _inspect(Path(path), policy, environment, None, header_check=True, keep_bytes=True)
     result = inspection.result
     result.raise_if_refused()
