@@ -317,6 +317,57 @@ def test_project_file_unknown_key(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "trtforge.yaml:3: key 'specs' is given twice (first at line 1)" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Path.glob raised NotImplementedError / ValueError on these: exit 1, an "internal error"
+        ("specs: ['*.yaml', '/tmp/x/*.yaml']\n", ":1: key 'specs.1': '/tmp/x/*.yaml' is not a pattern relative"),
+        ("specs:\n  - ''\n", ":2: key 'specs.0': '' is not a pattern relative to the project folder"),
+        ("specs: ['.']\n", ":1: key 'specs.0': '.' is not a pattern relative to the project folder"),
+        ("specs: ['a/**b/*.yaml']\n", ":1: key 'specs.0': 'a/**b/*.yaml' is not a pattern relative to the project"),
+        # two spellings of one GPU: the second replaced the first's runners without a word
+        (
+            "runners:\n  '8.6': [a]\n  cpu: [c]\n  sm86: [b]\n",
+            ":4: key 'runners.sm86' is GPU 8.6 again (given as '8.6' at line 2); keep one",
+        ),
+        ("runners:\n  cpu: [c]\n  8.6: [a]\n", ":3: YAML reads key 'runners.8.6' as 8.6, not text: quote it"),
+        # the publish job found out; and its URI went unquoted into the job's shell line
+        ("runners: {}\npublish_to: ftp://x\n", ":2: key 'publish_to': 'ftp://x': unknown registry scheme"),
+        ("publish_to: 'oci://reg/m; echo pwned'\n", ":1: key 'publish_to': 'oci://reg/m; echo pwned': 'm; echo"),
+        # taken as an empty project
+        ("false\n", ":1: not a mapping: a project file holds settings"),
+        ("0\n", ":1: not a mapping: a project file holds settings"),
+    ],
+)
+def test_a_bad_project_file_is_one_line_at_its_line(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "trt.yaml").write_text("name: big\nmodel: conv.onnx\nbackend: tensorrt\ntargets: ['8.6']\n")
+    (tmp_path / "trtforge.yaml").write_text(text)
+    result = runner.invoke(app, ["matrix", str(tmp_path), "--format", "gitlab"])
+    assert result.exit_code == 2 and not result.stdout, result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / 'trtforge.yaml'}{expected}"), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_matrix_quotes_every_argument_of_its_shell_lines(tmp_path: Path) -> None:
+    """A job runs ``ci`` (and GitLab's publish job its loop) as a shell line: a spec file or
+    registry path with a space or a ``$`` is one argument, as written, not split or expanded."""
+    import shlex
+
+    spec = tmp_path / "my spec$HOME.yaml"
+    spec.write_text("name: big\nmodel: conv.onnx\nbackend: tensorrt\ntargets: ['8.6']\n")
+    (tmp_path / "trtforge.yaml").write_text("runners: {'8.6': [gpu]}\npublish_to: dir://published models\n")
+    result = runner.invoke(app, ["matrix", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    [entry] = json.loads(result.stdout)["entries"]
+    assert entry["spec"] == str(spec)
+    assert shlex.split(entry["ci"]) == ["trtforge", "ci", str(spec), "--backend", "tensorrt", "--cc", "8.6"]
+    gitlab = yaml.safe_load(runner.invoke(app, ["matrix", str(tmp_path), "--format", "gitlab"]).stdout)
+    [script] = gitlab["build:big-fp32-sm86"]["script"]
+    assert shlex.split(script)[2] == str(spec)
+    [publish] = gitlab["publish"]["script"]
+    assert "--to 'dir://published models'; done" in publish
+
+
 def test_project_install_replaces_every_jobs_install_command(tmp_path: Path) -> None:
     """trtforge.yaml's ``install:`` (a mirror, a fork) is what every generated job runs, the
     publish job included; a value that is not one command line is refused with its line."""

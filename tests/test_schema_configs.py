@@ -67,6 +67,7 @@ def test_the_schema_takes_and_refuses_what_trtforge_does() -> None:
     assert not _errors({**base, "targets": [8.6, "sm_89"], "build": {"workspace": "1.5 GiB"}})
     for workspace in (0, "1GiB of it", "1XB", "", -1):
         assert _errors({**base, "build": {"workspace": workspace}}), workspace
+    assert _errors({**base, "targets": ["8.6", "8.6"]})  # one GPU twice (other spellings: trtforge alone)
 
 
 @pytest.mark.parametrize("section", ["calibration", "accuracy"])

@@ -118,6 +118,14 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
             ":3: unknown key 'MAX_ABS' — did you mean 'max_abs'?",
         ),
         ("name: a\nmodel: m.onnx\nbuild: {timing_cache: true, timing_cache: false}\n", ":3: key 'timing_cache' is"),
+        # one GPU listed twice, in any spelling: the manifest refused it after the whole build (exit 1)
+        ("name: a\nmodel: m.onnx\ntargets: ['8.6', '8.6']\n", ":3: key 'targets': 8.6 is listed twice (items 0 and 1;"),
+        (
+            "name: a\nmodel: m.onnx\ntargets:\n  - '8.9'\n  - '8.6'\n  - sm86\n  - sm_86\n",
+            ":3: key 'targets': 8.6 is listed twice (items 1 and 2; 8.6, sm86 and sm_86 are one GPU): list each target",
+        ),
+        # a top-level key YAML reads as a number is named at its own line, as nested ones are
+        ("name: a\nmodel: m.onnx\n\n\n1: 2\n", ":5: key '1': Keys should be strings"),
     ],
 )
 def test_bad_specs_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -130,6 +138,35 @@ def test_bad_specs_name_file_line_and_key(tmp_path: Path, text: str, expected: s
     assert expected.replace("Value error, ", "") in message, message
     assert "\n" not in message
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected", "fix"),
+    [
+        (
+            "name: a\nmodel: m.onnx\n".encode("utf-16"),
+            ":1: cannot read spec file: UTF-16 (it starts with a byte-order mark)",
+            "save it as UTF-8",
+        ),
+        (b"name: a\nmodel: caf\xe9.onnx\n", ":2: cannot read spec file: not UTF-8 (byte 0xe9", "save it as UTF-8"),
+        ("name: a\nmodel: m.onnx\n".encode("utf-16-le"), ":1: malformed YAML: a NUL byte", "save it as UTF-8"),
+        (b"name: a\nmodel: m\x00.onnx\n", ":2: malformed YAML: a NUL byte", "save it as UTF-8"),
+        (b"name: a\nmodel: m.onnx\n\x01\n", ":3: malformed YAML: character #x0001", "remove it"),
+    ],
+    ids=["utf-16", "latin-1", "utf-16 without BOM", "NUL", "control character"],
+)
+def test_a_spec_that_is_not_utf8_text_is_named_at_its_line_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: bytes, expected: str, fix: str
+) -> None:
+    """Named as every other spec error names it: the absolute path (though given relative), the
+    line, and what to do."""
+    (tmp_path / "bad.yaml").write_bytes(raw)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError) as caught:
+        load_spec(Path("bad.yaml"))
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'bad.yaml'}{expected}") and message.endswith(fix), message
+    assert "\n" not in message and caught.value.exit_code == 2
 
 
 def test_missing_spec_file(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ release's version pinned, so the engine is built by the TensorRT that will load 
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ class MatrixEntry:
     gpu: str
     runner: list[str]
     install: str
-    ci: str  # the job's build command, to which it adds its --out and --junit
+    ci: str  # the job's build command, shell-quoted, to which it adds its --out and --junit
     container: str | None = None  # the image the job runs in (a Triton release's), None: the runner's own
     triton: str | None = None  # the Triton release the job builds for (its ``ci --triton``)
 
@@ -109,8 +110,8 @@ def plan_matrix(
         for gpu, labels, one_gpu in jobs:
             suffix = CPU_RUNNER if gpu == CPU_RUNNER else ComputeCapability.parse(gpu).sm
             spec_file = _relative(spec.origin.path, Path.cwd())
-            command = [f"trtforge ci {spec_file} --backend {backend}", *([f"--cc {gpu}"] if one_gpu else [])]
-            command += [f"--triton {triton.name}"] if triton is not None else []
+            command = ["trtforge", "ci", spec_file, "--backend", backend, *(["--cc", gpu] if one_gpu else [])]
+            command += ["--triton", triton.name] if triton is not None else []
             entries.append(
                 MatrixEntry(
                     id=f"{spec.name}-{spec.precision}-{suffix}",
@@ -121,7 +122,7 @@ def plan_matrix(
                     gpu=gpu,
                     runner=labels,
                     install=project.settings.install or install_command(backend, triton),
-                    ci=" ".join(command),
+                    ci=shlex.join(command),
                     container=triton.image if triton is not None else None,
                     triton=triton.name if triton is not None else None,
                 )
@@ -189,7 +190,7 @@ def render_gitlab(entries: list[MatrixEntry], publish_to: str | None, install: s
             # a shell runner, as GPU machines often are, ignores it)
             "image": entry.container or GITLAB_PYTHON_IMAGE,
             "before_script": [entry.install],
-            "script": [f"{entry.ci} --out out --junit out/junit-{entry.id}.xml"],
+            "script": [f"{entry.ci} --out out --junit {shlex.quote(f'out/junit-{entry.id}.xml')}"],
             "cache": {"key": f"trtforge-{entry.id}", "paths": [".trtforge-cache/"]},
             "variables": {"TRTFORGE_CACHE_DIR": "$CI_PROJECT_DIR/.trtforge-cache"},
             "artifacts": {
@@ -203,7 +204,9 @@ def render_gitlab(entries: list[MatrixEntry], publish_to: str | None, install: s
             "stage": "publish",
             "image": GITLAB_PYTHON_IMAGE,
             "before_script": [install or publish_install_command()],
-            "script": [f'for engine in out/*.engine; do trtforge publish "$engine" --to {publish_to}; done'],
+            "script": [
+                f'for engine in out/*.engine; do trtforge publish "$engine" --to {shlex.quote(publish_to)}; done'
+            ],
         }
     return yaml.dump(jobs, Dumper=_NoAliases, sort_keys=False, width=200)
 

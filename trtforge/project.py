@@ -6,11 +6,13 @@ which GPU), never a model: it is never loaded as a spec.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from trtforge import __version__
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean
@@ -18,6 +20,8 @@ from trtforge.spec import PROJECT_FILE, key_lines, locate, read_yaml, read_yaml_
 from trtforge.tags import ComputeCapability
 
 CPU_RUNNER = "cpu"
+#: the validation error of two spellings of one GPU under ``runners:``
+GPU_GIVEN_TWICE = "gpu_given_twice"
 #: where ``ci`` and ``matrix`` without a folder look for ``trtforge.yaml``, in this order
 DEFAULT_ROOTS = (Path("."), Path("configs"))
 #: top-level keys of GitHub Actions and GitLab CI files: such a file is a pipeline, not a spec
@@ -31,6 +35,21 @@ def _labels(value: Any) -> Any:
 Labels = Annotated[list[str], BeforeValidator(_labels), Field(min_length=1)]
 
 
+def _relative_pattern(pattern: str) -> str:
+    """A pattern is globbed in the project folder, which takes a relative one naming a file only
+    (``Path.glob`` raises on an absolute or empty one, or ``**`` inside a name)."""
+    parts = PurePath(pattern).parts
+    if not parts or PurePath(pattern).anchor or any("**" in part and part != "**" for part in parts):
+        raise ValueError(
+            f"{pattern!r} is not a pattern relative to the project folder (the folder of {PROJECT_FILE}): "
+            "write e.g. 'specs/*.yaml' or '**/*.yaml' ('**' as a whole path component)"
+        )
+    return pattern
+
+
+SpecPattern = Annotated[str, AfterValidator(_relative_pattern)]
+
+
 class ProjectSettings(BaseModel):
     """``trtforge.yaml``: ``runners`` maps ``cpu`` (TensorRT-RTX builds) or a compute capability
     (enterprise TensorRT builds on that GPU) to CI runner labels; ``triton`` is ``--triton``'s
@@ -40,7 +59,7 @@ class ProjectSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     runners: dict[str, Labels] = Field(default_factory=dict)
-    specs: list[str] = Field(default_factory=lambda: ["**/*.yaml", "**/*.yml"])
+    specs: list[SpecPattern] = Field(default_factory=lambda: ["**/*.yaml", "**/*.yml"])
     publish_to: str | None = Field(None, description="registry URI the final CI job publishes to")
     triton: str | None = Field(
         None, description="Triton release the engines are for (as --triton): ci refuses, matrix builds in its container"
@@ -54,10 +73,35 @@ class ProjectSettings(BaseModel):
     @field_validator("runners")
     @classmethod
     def _normalize_gpu_keys(cls, runners: dict[str, list[str]]) -> dict[str, list[str]]:
+        """``"8.6"``, ``sm86`` and ``sm_86`` are one GPU: two of them are a key given twice (the
+        error's context names both, so :func:`load_settings` can name both lines), not one
+        silently replacing the other."""
         normalized: dict[str, list[str]] = {}
+        spelled: dict[str, str] = {}
         for key, labels in runners.items():
-            normalized[key if key == CPU_RUNNER else str(ComputeCapability.parse(key))] = labels
+            gpu = key if key == CPU_RUNNER else str(ComputeCapability.parse(key))
+            if gpu in spelled:
+                raise PydanticCustomError(
+                    GPU_GIVEN_TWICE,
+                    "'{first}' and '{second}' are one GPU ({gpu})",
+                    {"first": spelled[gpu], "second": key, "gpu": gpu},
+                )
+            spelled[gpu] = key
+            normalized[gpu] = labels
         return normalized
+
+    @field_validator("publish_to")
+    @classmethod
+    def _registry_uri(cls, value: str | None) -> str | None:
+        """Checked as ``publish --to`` checks it, so a bad URI is found here, not by the publish job."""
+        from trtforge.publish import parse_location
+
+        if value is not None:
+            try:
+                parse_location(value)
+            except InvalidInputError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
     @field_validator("install")
     @classmethod
@@ -110,16 +154,36 @@ def load_settings(root: Path) -> ProjectSettings:
     if not path.exists():
         return ProjectSettings()
     data, document = read_yaml(read_yaml_file(path, "project file"), path)
+    lines = key_lines(document)
+    if data is not None and not isinstance(data, dict):
+        raise SpecError(
+            f"{locate(path, lines)}: not a mapping: a project file holds settings, "
+            "e.g. runners: {cpu: [ubuntu-latest]}; leave it empty for none"
+        )
     try:
         return ProjectSettings.model_validate(data or {})
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"])
-        where = locate(path, key_lines(document), *error["loc"])
-        if error["type"] == "extra_forbidden":
-            hint = did_you_mean(str(error["loc"][-1]), ProjectSettings.model_fields)
-            raise SpecError(f"{where}: unknown key '{key}'{hint}") from exc
-        raise SpecError(f"{where}: key '{key}': {error['msg'].removeprefix('Value error, ')}") from exc
+        raise SpecError(_message(exc.errors()[0], path, lines)) from exc
+
+
+def _message(error: ErrorDetails, path: Path, lines: Mapping[tuple[str | int, ...], int]) -> str:
+    """One line naming the project file, the line and the key, and how to fix it."""
+    loc = error["loc"]
+    if error["type"] == GPU_GIVEN_TWICE:
+        context = error.get("ctx", {})
+        first, second = context["first"], context["second"]
+        return (
+            f"{locate(path, lines, *loc, second)}: key 'runners.{second}' is GPU {context['gpu']} again "
+            f"(given as '{first}' at line {lines.get((*loc, first))}); keep one"
+        )
+    where = locate(path, lines, *loc)
+    if loc and loc[-1] == "[key]":  # a key YAML read as a number (8.6:) or a boolean
+        key = ".".join(str(part) for part in loc[:-1])
+        return f"{where}: YAML reads key '{key}' as {error['input']!r}, not text: quote it as written, e.g. '8.6'"
+    key = ".".join(str(part) for part in loc)
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{key}'{did_you_mean(str(loc[-1]), ProjectSettings.model_fields)}"
+    return f"{where}: key '{key}': {error['msg'].removeprefix('Value error, ')}"
 
 
 def default_root() -> Path:

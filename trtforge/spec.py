@@ -6,6 +6,7 @@ trtforge only ever sees absolute paths.
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import re
@@ -35,6 +36,7 @@ from pydantic_core import ErrorDetails
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.cyaml import CParser
+from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
@@ -310,7 +312,8 @@ class Spec(_Strict):
     model: str = Field(description="ONNX file, relative to the spec file")
     precision: Precision = "fp32"
     backend: BackendChoice = "auto"
-    targets: list[CapabilityText] = Field(default_factory=list, min_length=1)  # absent: the default set
+    # absent: the default set; each GPU once (the schema sees equal spellings only: "8.6" twice)
+    targets: list[CapabilityText] = Field(default_factory=list, min_length=1, json_schema_extra={"uniqueItems": True})
     profiles: list[dict[str, ShapeRange]] = Field(default_factory=list)
     calibration: CalibrationSpec | None = None
     fp16: Fp16Spec = Field(default_factory=Fp16Spec)
@@ -318,6 +321,20 @@ class Spec(_Strict):
     build: BuildOptions = Field(default_factory=BuildOptions)
 
     _origin: SpecOrigin | None = PrivateAttr(None)
+
+    @field_validator("targets")
+    @classmethod
+    def _each_target_once(cls, targets: list[str]) -> list[str]:
+        """One GPU listed twice (``"8.6"`` and ``sm86`` are one) would be built and recorded twice:
+        the manifest refuses that after the whole build."""
+        for index, target in enumerate(targets):
+            if target in targets[:index]:
+                cc = ComputeCapability.parse(target)
+                raise ValueError(
+                    f"{cc} is listed twice (items {targets.index(target)} and {index}; {cc}, {cc.sm} and "
+                    f"sm_{cc.major}{cc.minor} are one GPU): list each target once"
+                )
+        return targets
 
     @model_validator(mode="after")
     def _int8_needs_calibration(self) -> Spec:
@@ -348,13 +365,18 @@ class SpecOrigin:
         return locate(self.path, self.lines, *loc)
 
 
-def locate(path: Path, lines: Mapping[tuple[str | int, ...], int], *loc: str | int) -> str:
-    """``file:line`` of the deepest located key on ``loc`` (``lines``: :func:`key_lines`)."""
-    for end in range(len(loc), -1, -1):
-        line = lines.get(tuple(loc[:end]))
-        if line is not None:
-            return f"{path}:{line}"
-    return str(path)
+def locate(path: Path, lines: Mapping[tuple[str | int, ...], int], *loc: Any) -> str:
+    """``file:line`` of the deepest located key on ``loc`` (``lines``: :func:`key_lines`). A key
+    YAML reads as a number (``1:``, ``8.6:``) is in ``loc`` as that number and in ``lines`` as
+    its text, as every mapping key is: each step is looked up as given, then as text."""
+    found: tuple[Any, ...] = ()
+    for part in loc:
+        step = next((key for key in ((*found, part), (*found, str(part))) if key in lines), None)
+        if step is None:
+            break
+        found = step
+    line = lines.get(found)
+    return f"{path}:{line}" if line is not None else str(path)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -442,6 +464,14 @@ def read_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
     try:
         root = loader.get_single_node()
         return (loader.construct_document(root) if root is not None else None), root
+    except ReaderError as exc:  # a character YAML refuses: its place is a byte offset
+        row = text.encode("utf-8")[: exc.position].count(b"\n") + 1
+        found, fix = (
+            ("a NUL byte", "a UTF-16 file has them: save it as UTF-8")
+            if exc.character == 0
+            else (f"character #x{exc.character:04x}", "remove it")
+        )
+        raise SpecError(f"{path}:{row}: malformed YAML: {found} ({exc.reason}); {fix}") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -471,9 +501,13 @@ def read_yaml_file(path: Path, what: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(
-            f"{path}: cannot read {what}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
-        ) from exc
+        line = raw.count(b"\n", 0, exc.start) + 1
+        found = (
+            "UTF-16 (it starts with a byte-order mark)"
+            if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+            else f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        )
+        raise SpecError(f"{path}:{line}: cannot read {what}: {found}; save it as UTF-8") from exc
 
 
 def key_lines(root: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
@@ -611,7 +645,8 @@ def parse_spec(text: str, path: Path) -> Spec:
 def load_spec(path: Path) -> Spec:
     if path.name == PROJECT_FILE:
         raise SpecError(f"{path}: this is the project file, not a model spec; pass a model spec")
-    return parse_spec(read_yaml_file(path, "spec file"), path.resolve())
+    text = read_yaml_file(path.absolute(), "spec file")  # absolute, as the errors of its lines name it
+    return parse_spec(text, path.resolve())
 
 
 def _output_identity(spec: Spec, flavor: str) -> tuple[Any, ...]:
