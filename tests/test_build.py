@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -180,6 +182,94 @@ def test_an_unusable_out_or_junit_is_refused_before_anything_is_built(
     code, stderr = result.exit_code, result.stderr
     assert code == 2 and expected in stderr and "Traceback" not in stderr
     assert "Building engine" not in stderr and not (tmp_path / "out").exists()
+
+
+def special_file(path: Path, kind: str) -> Path:
+    """A named pipe, or a character device node of our own (1, 3: what /dev/null is) at ``path``:
+    never the system's /dev/null, which a report written over it would replace for everyone."""
+    if kind == "fifo":
+        os.mkfifo(path)
+        return path
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    return path
+
+
+REPLACED_REPORTS = {
+    "device": (lambda tmp: special_file(tmp / "dn", "device"), "is a character device, not a regular file"),
+    "fifo": (lambda tmp: special_file(tmp / "ff", "fifo"), "is a named pipe, not a regular file"),
+    "spec": (lambda tmp: tmp / "spec.yaml", "is an input of this command"),
+    "model": (lambda tmp: tmp / "conv.onnx", "is an input of this command"),
+    "link to the spec": (lambda tmp: _link(tmp / "j.xml", tmp / "spec.yaml"), "is an input of this command"),
+    "link to a device": (
+        lambda tmp: _link(tmp / "j.xml", special_file(tmp / "dn", "device")),
+        "(a link to ",  # then its target: a character device
+    ),
+    "engine": (lambda tmp: tmp / "out" / "conv-fp32.engine", "named like a trtforge artifact file (*.engine)"),
+    "manifest": (lambda tmp: tmp / "x.manifest.json", "named like a trtforge artifact file (*.manifest.json)"),
+    "attestation": (lambda tmp: tmp / "x.intoto.jsonl", "named like a trtforge artifact file (*.intoto.jsonl)"),
+}
+
+
+def _link(link: Path, target: Path) -> Path:
+    link.symlink_to(target)
+    return link
+
+
+@pytest.mark.parametrize("case", list(REPLACED_REPORTS))
+def test_a_junit_path_the_report_would_replace_is_refused_before_anything_is_built(
+    model_dir: Path, tmp_path: Path, case: str
+) -> None:
+    """``--junit`` replaced whatever was at its path: a device node, a named pipe, the spec or its
+    model, and the engine just built (``--junit out/NAME.engine`` exited 0, the engine now XML)."""
+    shutil.copyfile(model_dir / "conv_static.onnx", tmp_path / "conv.onnx")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: conv\nmodel: conv.onnx\naccuracy: {enabled: false}\n")
+    make, says = REPLACED_REPORTS[case]
+    junit = make(tmp_path)
+    before = _files(tmp_path)
+    code, _, stderr = _build(spec, tmp_path / "out", "--junit", str(junit))
+    assert code == 2 and len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith(f"error: --junit {junit}") and says in stderr and "point it at another file" in stderr
+    assert "Building engine" not in stderr and _files(tmp_path) == before  # nothing replaced, nothing made
+
+
+def _files(folder: Path) -> dict[Path, tuple[int, int, int, int]]:
+    """Each file below ``folder`` (links not followed): inode, mode, size, mtime."""
+    return {
+        path: (found.st_ino, found.st_mode, found.st_size, found.st_mtime_ns)
+        for path in folder.rglob("*")
+        for found in [path.lstat()]
+    }
+
+
+def test_a_junit_path_that_is_the_signing_key_is_refused(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """``--sign-key K --junit K`` replaced the private key with the report."""
+    from trtforge.signing import generate_keypair
+
+    key = generate_keypair(tmp_path / "signing-key").private_path
+    before = key.read_bytes()
+    spec = write_spec("name: conv\nmodel: {models}/conv_static.onnx\naccuracy: {enabled: false}\n")
+    code, _, stderr = _build(spec, tmp_path / "out", "--sign-key", str(key), "--junit", str(key))
+    assert code == 2 and stderr == (
+        f"error: --junit {key} is an input of this command ({key}): the report would replace it; "
+        f"point it at another file, e.g. {tmp_path / 'report.xml'}\n"
+    )
+    assert key.read_bytes() == before and _engines(tmp_path / "out") == []
+
+
+def test_a_junit_path_that_is_a_link_is_written_through(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """The report goes to the link's target, as a shell's ``>`` writes: the link stays (the atomic
+    write replaced the link itself with a file), and its target, not there yet, is made."""
+    spec = write_spec("name: conv\nmodel: {models}/conv_static.onnx\naccuracy: {enabled: false}\n")
+    (tmp_path / "reports").mkdir()
+    link = _link(tmp_path / "junit.xml", Path("reports") / "build.xml")
+    code, _, stderr = _build(spec, tmp_path / "out", "--junit", str(link))
+    assert code == 0, stderr
+    assert link.is_symlink() and os.readlink(link) == str(Path("reports") / "build.xml")
+    assert (tmp_path / "reports" / "build.xml").read_text().startswith('<?xml version="1.0"')
 
 
 def test_rtx_refuses_unsupported_target(write_spec: Callable[..., Path], tmp_path: Path) -> None:

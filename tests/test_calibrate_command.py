@@ -63,6 +63,15 @@ def test_a_bad_trt_version_is_refused_before_anything_is_written(tmp_path: Path,
     assert not out.exists()
 
 
+def test_an_out_that_is_a_file_is_refused_before_calibrating(tmp_path: Path, isolated_cache: Path) -> None:
+    """``--out FILE`` was refused only once the whole calibration had run (and was cached)."""
+    out = tmp_path / "out"
+    out.write_text("a file, not a folder")
+    code, _, stderr = cli("calibrate", INT8_SPEC, "--out", out)
+    assert code == 2 and stderr == f"error: output directory {out} is a file; pass --out with a writable folder\n"
+    assert not (isolated_cache / "calibration").exists()
+
+
 def test_a_qdq_spec_gets_no_tensorrt_cache(tmp_path: Path) -> None:
     """A Q/DQ spec's scales cover only the tensors its Q/DQ nodes quantize (4 of the digits model's
     18): written as TensorRT's cache, TensorRT found no scale for every Conv output, without a word."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -489,6 +490,50 @@ def test_remote_cache_must_be_oci(project: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["ci", str(project), "--out", str(tmp_path), "--remote-cache", f"dir://{tmp_path}"])
     assert result.exit_code == 2
     assert "use oci://HOST[:PORT]/REPO" in result.stderr
+
+
+def test_an_empty_remote_cache_is_refused_not_taken_for_none(project: Path, tmp_path: Path) -> None:
+    """``--remote-cache "$CACHE"`` with the variable unset built without the remote cache, silently."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["ci", str(project / "fp32.yaml"), "--out", str(out), "--remote-cache", ""])
+    assert result.exit_code == 2 and result.stderr == (
+        "error: --remote-cache is empty: pass oci://HOST/REPO, or leave the flag out for no remote cache\n"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("report", "name", "says"),
+    [
+        ("--junit", "fp32.yaml", "is an input of this command"),
+        ("--junit", "trtforge.yaml", "is an input of this command"),
+        ("--junit", "conv.onnx", "is an input of this command"),
+        ("GITHUB_STEP_SUMMARY", "fp32.yaml", "is an input of this command"),
+        ("--junit", "fifo", "is a named pipe, not a regular file"),
+        ("GITHUB_STEP_SUMMARY", "fifo", "is a named pipe, not a regular file"),
+        ("--junit", "conv-fp32.engine", "named like a trtforge artifact file (*.engine)"),
+        ("GITHUB_STEP_SUMMARY", "conv.accuracy.json", "named like a trtforge artifact file (*.accuracy.json)"),
+    ],
+)
+def test_a_report_file_ci_would_replace_is_refused_before_anything_is_built(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report: str, name: str, says: str
+) -> None:
+    """The report written at the end replaced the spec, the project file, the model, a named pipe."""
+    path = project / name
+    if name == "fifo":
+        os.mkfifo(path)
+    before = {each.name: (each.lstat().st_ino, each.lstat().st_mtime_ns) for each in project.iterdir()}
+    extra = ["--junit", str(path)] if report == "--junit" else []
+    if report == "GITHUB_STEP_SUMMARY":
+        monkeypatch.setenv(report, str(path))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["ci", str(project / "fp32.yaml"), "--out", str(out), *extra])
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {report} {path}") and says in result.stderr
+    example = "report.xml" if report == "--junit" else "summary.md"
+    assert f"point it at another file, e.g. {project / example}" in result.stderr
+    assert {each.name: (each.lstat().st_ino, each.lstat().st_mtime_ns) for each in project.iterdir()} == before
+    assert not list(out.glob("*.engine"))
 
 
 def test_unchanged_rerun_reads_without_waiting_for_the_output_lock(project: Path, tmp_path: Path) -> None:

@@ -175,6 +175,51 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("which", ["engine", "spec", "model"])
+def test_verify_refuses_a_junit_that_is_one_of_its_inputs(tmp_path: Path, which: str) -> None:
+    """``verify ENGINE --spec SPEC --junit X`` wrote its report over X, whichever input it was (an
+    engine's name need not end in .engine)."""
+    models.conv_net(tmp_path / "conv.onnx")
+    spec = tmp_path / "conv.yaml"
+    spec.write_text(f"name: conv\nmodel: conv.onnx\ntargets: ['8.6']\n{STATIC}")
+    engine = tmp_path / "conv.plan"
+    engine.write_bytes(b"an engine under another name")
+    junit = {"engine": engine, "spec": spec, "model": tmp_path / "conv.onnx"}[which]
+    before = junit.read_bytes()
+    code, _, stderr = cli("verify", engine, "--spec", spec, "--junit", junit)
+    assert code == 2 and stderr == (
+        f"error: --junit {junit} is an input of this command ({junit}): the report would replace it; "
+        f"point it at another file, e.g. {tmp_path / 'report.xml'}\n"
+    )
+    assert junit.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"XDG_CACHE_HOME": ""}, "home/.cache/trtforge"),
+        ({"XDG_CACHE_HOME": "relative"}, "home/.cache/trtforge"),
+        ({"XDG_CACHE_HOME": "{tmp}/xdg"}, "xdg/trtforge"),
+        ({"TRTFORGE_CACHE_DIR": "", "XDG_CACHE_HOME": "{tmp}/xdg"}, "xdg/trtforge"),
+        ({"TRTFORGE_CACHE_DIR": "{tmp}/own"}, "own"),
+    ],
+)
+def test_an_empty_or_relative_cache_variable_is_not_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], expected: str
+) -> None:
+    """``XDG_CACHE_HOME=''`` (or a relative value) put the cache in ``./trtforge``: the XDG Base
+    Directory spec says such a value is to be ignored. An empty TRTFORGE_CACHE_DIR counts as unset."""
+    from trtforge.cache import default_cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TRTFORGE_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    assert default_cache_dir() == tmp_path / expected
+
+
 def test_one_spec_named_twice_is_built_once(tmp_path: Path) -> None:
     """Another spelling of one file was refused as a collision ("give each spec its own name"),
     the same spelling twice built it twice; ci builds it once."""

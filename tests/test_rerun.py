@@ -169,6 +169,36 @@ def test_any_change_runs_the_full_check(
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("name", ["fp32.yaml", "conv.onnx", "data/batch0.npy"])
+def test_a_replay_refuses_a_junit_that_is_one_of_the_files_it_rests_on(
+    recorded: tuple[Path, Path], tmp_path: Path, name: str
+) -> None:
+    """The record holds every file the run rests on: a ``--junit`` that is one of them (a spec, the
+    model, a calibration data file; here under another name, a hard link outside the watched
+    folders) is refused without parsing a spec, and left as it was (the replayed run wrote its
+    report over it)."""
+    root, out = recorded
+    junit = tmp_path / "junit.xml"
+    os.link(root / name, junit)
+    statuses, parsed, _ = _ci(root, out)  # the new link changed the file's ctime: run in full, recorded again
+    assert parsed and statuses == {"fp32.yaml": "unchanged", "int8.yaml": "unchanged"}
+    before = junit.read_bytes()
+    time.sleep(0.1)  # settled
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN, "ci", str(root), "--out", str(out), "--junit", str(junit)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    *lines, parsed_now = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and json.loads(parsed_now) is False, done.stderr
+    assert lines == [
+        f"error: --junit {junit} is an input of this command ({root / name}): the report would replace it; "
+        f"point it at another file, e.g. {tmp_path / 'report.xml'}"
+    ]
+    assert junit.read_bytes() == before and (root / name).samefile(junit)
+
+
 def test_a_corrupt_record_runs_the_full_check(recorded: tuple[Path, Path]) -> None:
     root, out = recorded
     (record,) = (Path(os.environ["TRTFORGE_CACHE_DIR"]) / "ci-reruns").glob("*.json")

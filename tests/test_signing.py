@@ -207,12 +207,14 @@ def test_keygen_refuses_when_only_the_public_file_exists(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "case", ["folder", "empty", "missing folder", "file as folder", "trailing slash", "trailing dot", "parent"]
+    "case",
+    ["folder", "empty", "missing folder", "file as folder", "trailing slash", "trailing dot", "parent", "public name"],
 )
 def test_keygen_names_the_path_and_the_fix(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """OUT is the private key file to create: a folder was "already exists; keygen never
-    overwrites", an empty OUT (the current folder) an internal error, and ``keys/`` (a folder not
-    yet made) wrote the key to a file named ``keys`` (``keys/.`` too: Path drops the dot)."""
+    overwrites", an empty OUT (the current folder) an internal error, ``keys/`` (a folder not
+    yet made) wrote the key to a file named ``keys`` (``keys/.`` too: Path drops the dot), and
+    ``k3.pub`` the private key to a file named public."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a folder")
     out, says = {
@@ -229,6 +231,11 @@ def test_keygen_names_the_path_and_the_fix(case: str, tmp_path: Path, monkeypatc
             f"its folder {tmp_path / 'nope'} does not exist; create it (mkdir -p {tmp_path / 'nope'})",
         ),
         "file as folder": (str(tmp_path / "notes.txt" / "k"), f"{tmp_path / 'notes.txt'} is a file, not a folder"),
+        "public name": (  # the private key went to kg/k3.pub, the public one to kg/k3.pub.pub
+            "k3.pub",
+            "OUT k3.pub ends in .pub, but OUT gets the private key (and OUT.pub the public one): "
+            "pass the name without it, e.g. trtforge keygen k3",
+        ),
     }[case]
     before = sorted(tmp_path.rglob("*"))
     code, _, err = cli("keygen", out)

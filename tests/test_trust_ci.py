@@ -378,6 +378,7 @@ def test_report_paths_that_are_folders(
     record = trust_case(14, "ci with GITHUB_STEP_SUMMARY=FOLDER", code, stderr, folders=(tmp_path,))
     assert record.exit_code == 2 and record.one_line and not record.leftovers
     assert "GITHUB_STEP_SUMMARY" in stderr and "is a folder" in stderr
+    assert f"e.g. {tmp_path / 'summary.md'}" in stderr  # a Markdown file, not the JUnit's report.xml
     assert not out.exists() or not list(out.glob("*.engine"))  # refused before any build
 
 

@@ -25,11 +25,14 @@ from trtforge.tags import ComputeCapability
 
 
 def default_cache_dir() -> Path:
-    """``$TRTFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/trtforge`` (``~/.cache/trtforge``)."""
+    """``$TRTFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/trtforge``, else ``~/.cache/trtforge``. An
+    empty variable counts as unset, and so does a relative ``$XDG_CACHE_HOME``, which the XDG Base
+    Directory spec says to ignore: neither puts the cache in the current folder."""
     env = os.environ.get("TRTFORGE_CACHE_DIR")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trtforge"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "trtforge"
 
 
 def timing_cache_file(

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -44,9 +44,11 @@ from trtforge.fsutil import (
     atomic_write_bytes,
     atomic_write_text,
     check_report_file,
+    check_report_not_input,
     ensure_writable_dir,
     make_temp_dir,
     release_temp,
+    report_target,
     temp_dir,
     temp_prefix,
 )
@@ -1052,6 +1054,8 @@ def markdown_summary(report: CiReport) -> str:
 
 #: GitHub Actions shows this file's Markdown on the run's page once the job ends.
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+#: the file name a refused ``$GITHUB_STEP_SUMMARY`` is told to take instead
+STEP_SUMMARY_EXAMPLE = "summary.md"
 
 
 @dataclass(frozen=True)
@@ -1063,14 +1067,38 @@ class ReportFiles:
 
     @classmethod
     def checked(cls, junit: Path | None) -> ReportFiles:
-        """``junit`` and ``$GITHUB_STEP_SUMMARY``, checked before any build: a report path that is
-        a folder would otherwise fail the run at its end."""
+        """``junit`` and ``$GITHUB_STEP_SUMMARY``, checked before any build (``check_report_file``): a
+        folder, a device or an artifact's name would fail the run at its end or be replaced by the
+        report. Whether one is an input is known once the project is found (``refuse_inputs``)."""
         summary = os.environ.get(STEP_SUMMARY_ENV)
-        step_summary = Path(summary) if summary else None
-        for path, flag in ((junit, "--junit"), (step_summary, STEP_SUMMARY_ENV)):
-            if path is not None:
-                check_report_file(path, flag)
-        return cls(junit, step_summary)
+        reports = cls(junit, Path(summary) if summary else None)
+        named = reports._named()
+        if named:  # manifest (pydantic models) only then: not on every unchanged rerun
+            from trtforge.manifest import ARTIFACT_SUFFIXES
+
+            for path, flag, example in named:
+                check_report_file(path, flag, example, reserved=ARTIFACT_SUFFIXES)
+        return reports
+
+    def refuse_inputs(self, inputs: Iterable[Path]) -> None:
+        """Exit 2 where a report file is one of the run's ``inputs`` (a spec, the project file, a
+        model), before anything is built or replayed: the report written at the end would replace
+        it. ``inputs`` is read only where a report file exists already."""
+        named = [(path, flag, example) for path, flag, example in self._named() if path.exists()]
+        known = list(inputs) if named else []
+        for path, flag, example in named:
+            check_report_not_input(path, flag, example, known)
+
+    def _named(self) -> list[tuple[Path, str, str]]:
+        """Each report file given, with the name its messages use and the file name a fix suggests."""
+        named: list[tuple[Path, str, str]] = []
+        if self.junit is not None:
+            from trtforge.accuracy.junit import JUNIT_EXAMPLE
+
+            named.append((self.junit, "--junit", JUNIT_EXAMPLE))
+        if self.step_summary is not None:
+            named.append((self.step_summary, STEP_SUMMARY_ENV, STEP_SUMMARY_EXAMPLE))
+        return named
 
     def write(self, report: CiReport) -> None:
         """The JUnit file is replaced; the step summary is appended to (earlier steps write there too)."""
@@ -1081,8 +1109,9 @@ class ReportFiles:
                 write_junit(self.junit, junit_suites(report))
         if self.step_summary is not None:
             with _writing(self.step_summary, STEP_SUMMARY_ENV):
-                previous = self.step_summary.read_bytes() if self.step_summary.is_file() else b""
-                atomic_write_bytes(self.step_summary, previous + markdown_summary(report).encode("utf-8"))
+                target = report_target(self.step_summary)
+                previous = target.read_bytes() if target.is_file() else b""
+                atomic_write_bytes(target, previous + markdown_summary(report).encode("utf-8"))
 
 
 @contextmanager

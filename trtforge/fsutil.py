@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
@@ -336,12 +336,74 @@ def check_writable_dir(path: Path, flag: str = "--out", what: str = "output dire
     _prove_writable(existing, path, flag, what)
 
 
-def check_report_file(path: Path, flag: str) -> None:
-    """A report a command writes at its end (``--junit``, ``$GITHUB_STEP_SUMMARY``), checked before its
-    work: not a folder, and in a folder it can write (else the whole run would fail at its end)."""
-    if path.is_dir():
-        raise InvalidInputError(f"{flag} {path} is a folder; point it at a file, e.g. {path / 'report.xml'}")
-    check_writable_dir(path.parent, flag, f"folder of {flag}")
+def check_report_file(
+    path: Path, flag: str, example: str, *, inputs: Iterable[Path] = (), reserved: Sequence[str] = ()
+) -> None:
+    """A report a command writes at its end (``--junit``, ``$GITHUB_STEP_SUMMARY``; through a link, to
+    its target: :func:`report_target`), checked before its work: else the whole run would fail at its
+    end, or its atomic write replace what is there. Refused (exit 2, ``example`` the file name the fix
+    suggests): a folder, a file that is not a regular one (a device, a named pipe), one of the
+    command's ``inputs``, a name ending in one of ``reserved`` (a trtforge artifact's, which the run
+    may write), and a folder it cannot write in."""
+    target = report_target(path)
+    shown = f"{path} (a link to {target})" if target != path else str(path)
+    fix = f"point it at another file, e.g. {path.parent / example}"
+    for suffix in reserved:
+        if path.name.endswith(suffix) or target.name.endswith(suffix):
+            raise InvalidInputError(f"{flag} {shown} is named like a trtforge artifact file (*{suffix}); {fix}")
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:  # a link that loops, a folder it may not search
+        raise InvalidInputError(f"{flag} {shown}: {exc.strerror}; {fix}") from exc
+    if mode is not None and stat.S_ISDIR(mode):
+        raise InvalidInputError(f"{flag} {shown} is a folder; point it at a file, e.g. {path / example}")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise InvalidInputError(
+            f"{flag} {shown} is {special_file_kind(mode)}, not a regular file: the report would replace it; {fix}"
+        )
+    check_report_not_input(path, flag, example, inputs)
+    check_writable_dir(target.parent, flag, f"folder of {flag}")
+
+
+def report_target(path: Path) -> Path:
+    """The file a report written to ``path`` replaces: a link's target, as a shell's ``>`` writes
+    through a link (an atomic write would replace the link itself), else ``path``."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def check_report_not_input(path: Path, flag: str, example: str, inputs: Iterable[Path]) -> None:
+    """Refuse (exit 2) a report file that is one of ``inputs``, whatever the spelling of either (a
+    link, a hard link): writing the report would replace a spec, the project file, a model or a
+    key. Inputs are looked at only where the report file exists."""
+    try:
+        report = path.stat()
+    except OSError:
+        return
+    for each in inputs:
+        try:
+            found = each.stat()
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (report.st_dev, report.st_ino):
+            raise InvalidInputError(
+                f"{flag} {path} is an input of this command ({each}): the report would replace it; "
+                f"point it at another file, e.g. {path.parent / example}"
+            )
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special_file_kind(mode: int) -> str:
+    """What a file that is neither a regular file nor a folder is (``st_mode``), for the line that refuses it."""
+    return next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
 
 
 def _prove_writable(folder: Path, path: Path, flag: str, what: str) -> None:

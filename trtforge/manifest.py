@@ -49,6 +49,9 @@ ATTESTATION_SUFFIX = ".intoto.jsonl"
 #: the accuracy gate's report beside its engine, and the one a rejected build leaves (no engine)
 REPORT_SUFFIX = ".accuracy.json"
 REJECTED_SUFFIX = ".rejected.accuracy.json"
+#: every file an artifact has (a rejected build's report ends in REPORT_SUFFIX too): a report
+#: named so (``--junit x.engine``) is refused, as the build would write over it or it over the build
+ARTIFACT_SUFFIXES = (ENGINE_SUFFIX, MANIFEST_SUFFIX, REPORT_SUFFIX, ATTESTATION_SUFFIX)
 #: the ``accuracy`` summary's key for the sha256 of its report's bytes, as written
 REPORT_SHA256 = "report_sha256"
 
@@ -326,7 +329,7 @@ def artifact_file_names(stem: str) -> tuple[str, ...]:
     """Every file of artifact ``stem`` in the folder it was built or pulled into: engine, manifest,
     accuracy report, attestation. A commit of a new engine stages or removes each of them: one
     left from an older engine of the same stem would describe another build."""
-    return tuple(stem + suffix for suffix in (ENGINE_SUFFIX, MANIFEST_SUFFIX, REPORT_SUFFIX, ATTESTATION_SUFFIX))
+    return tuple(stem + suffix for suffix in ARTIFACT_SUFFIXES)
 
 
 def report_path(directory: Path, stem: str, rejected: bool = False) -> Path:

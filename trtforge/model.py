@@ -36,13 +36,6 @@ INT_HIGH = 8
 #: Element types a shape tensor (an input whose values TensorRT reads as a shape) may have.
 SHAPE_TENSOR_DTYPES = ("int32", "int64")
 
-_FILE_KINDS = (
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
 
 @dataclass(frozen=True)
 class TensorDesc:
@@ -111,8 +104,9 @@ def not_a_file(path: Path) -> str | None:
         return "is a directory"
     if stat.S_ISREG(mode):
         return None
-    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
-    return f"is not a regular file ({kind})"
+    from trtforge.fsutil import special_file_kind  # on this rare path only: fsutil imports tempfile
+
+    return f"is not a regular file ({special_file_kind(mode)})"
 
 
 def check_model_file(path: Path, spec_key: str | None = None) -> None:

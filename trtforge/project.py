@@ -6,7 +6,7 @@ which GPU), never a model: it is never loaded as a spec.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Annotated, Any
@@ -16,7 +16,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from trtforge import __version__
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean
-from trtforge.spec import PROJECT_FILE, key_lines, locate, read_yaml, read_yaml_file
+from trtforge.spec import PROJECT_FILE, key_lines, locate, read_yaml, read_yaml_file, spec_input_files
 from trtforge.tags import ComputeCapability
 
 CPU_RUNNER = "cpu"
@@ -147,6 +147,14 @@ class Project:
     def notes(self) -> tuple[str, ...]:
         """One line per YAML file that is not a spec, as ``ci`` and ``matrix`` print it."""
         return tuple(f"skipped {path}: {reason}" for path, reason in self.skipped)
+
+    def input_files(self) -> Iterator[Path]:
+        """Every file discovery read (the project file, the specs, the YAML files that are not
+        specs) and each spec's model: what a report ``ci`` writes must not replace."""
+        yield self.root / PROJECT_FILE
+        yield from (path for path, _ in self.skipped)
+        for spec in self.specs:
+            yield from spec_input_files(spec)
 
 
 def load_settings(root: Path) -> ProjectSettings:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from trtforge import __version__
-from trtforge.ci import RECORD_FILE, CiOptions, CiReport, SpecResult, SpecStatus, run_ci
+from trtforge.ci import RECORD_FILE, CiOptions, CiReport, ReportFiles, SpecResult, SpecStatus, run_ci
 from trtforge.digests import FileStamp
 from trtforge.errors import TrtforgeError
 from trtforge.fsutil import atomic_write_text
@@ -70,18 +70,20 @@ def _stamp(path: str) -> FileStamp | None:
         return None
 
 
-def run_or_replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any) -> CiReport:
+def run_or_replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any, reports: ReportFiles) -> CiReport:
     """``trtforge ci``: the recorded report when nothing its last all-unchanged run rested on
     changed, else the project discovered and built (the project file's ``triton`` unless
     ``options`` names a release), and recorded for the next run (keyed by the command line, as
-    :func:`replay` looks it up)."""
-    report = replay(targets, options, jobs, reporter)  # the project file is among what a replay rests on
+    :func:`replay` looks it up). Either way a report file that is one of the run's inputs is
+    refused first (``reports``)."""
+    report = replay(targets, options, jobs, reporter, reports)  # the project file is among what a replay rests on
     if report is not None:
         return report
     from trtforge.project import discover  # not before: a replay never imports the spec model
 
     started_ns = time.time_ns()
     project = discover(targets)
+    reports.refuse_inputs(project.input_files())
     for note in project.notes:
         reporter.info(note)
     with_project = dataclasses.replace(options, triton=options.triton or project.settings.triton)
@@ -90,10 +92,10 @@ def run_or_replay(targets: list[Path], options: CiOptions, jobs: int, reporter: 
     return report
 
 
-def replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any) -> CiReport | None:
+def replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any, reports: ReportFiles) -> CiReport | None:
     """The recorded report of this command line when nothing it rests on changed (printing the
     lines the full run prints); None otherwise, and for a record that is unreadable, corrupt or
-    not this user's."""
+    not this user's. A report file that is one of the files it rests on is refused (exit 2)."""
     started = time.perf_counter()
     try:
         with open(rerun_file(targets, options), "rb") as handle:
@@ -110,6 +112,7 @@ def replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any) ->
         return None
     if _has_temporaries(options.out_dir):  # a writer's, live or killed: the full run sweeps a dead one's
         return None
+    reports.refuse_inputs(Path(path) for path, stamp in stamps.items() if stamp is not None)
     for note in notes:
         reporter.info(note)
     for result in results:

@@ -154,13 +154,20 @@ def generate_keypair(out: str | os.PathLike[str], key_type: str = ALGORITHM) -> 
 
 def _key_destination(given: str | os.PathLike[str]) -> Path:
     """OUT names the private key file to create, in a folder that exists: each refusal names the
-    path and what to pass instead (``keygen .`` or ``keygen keys/`` names a folder, not a file)."""
+    path and what to pass instead (``keygen .`` or ``keygen keys/`` names a folder, not a file;
+    ``keygen k.pub`` would put the private key in a file named public)."""
     text = os.fspath(given)
     out = Path(text)
     if os.path.basename(text) in ("", ".", "..") or out.is_dir():  # keys/ and keys/. name a folder
         raise InvalidInputError(
             f"OUT {text or out} names a folder; keygen writes a file: name it, e.g. "
             f"trtforge keygen {out / 'signing-key'}"
+        )
+    if out.name.lower().endswith(PUBLIC_SUFFIX):  # the private key would go to a file named public
+        private = out.with_name(out.name[: -len(PUBLIC_SUFFIX)] or "signing-key")
+        raise InvalidInputError(
+            f"OUT {out} ends in {PUBLIC_SUFFIX}, but OUT gets the private key (and OUT{PUBLIC_SUFFIX} the public one): "
+            f"pass the name without it, e.g. trtforge keygen {private}"
         )
     parent = out.parent
     if parent.exists() and not parent.is_dir():

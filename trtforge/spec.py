@@ -12,7 +12,7 @@ import hashlib
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,7 +39,7 @@ from yaml.cyaml import CParser
 from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
-from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
+from trtforge.errors import InvalidInputError, SpecError, TrtforgeError, did_you_mean, first_line
 from trtforge.model import SHAPE_TENSOR_DTYPES, ModelInfo, TensorDesc, not_a_file
 from trtforge.tags import MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability, Precision
 
@@ -647,6 +647,18 @@ def load_spec(path: Path) -> Spec:
         raise SpecError(f"{path}: this is the project file, not a model spec; pass a model spec")
     text = read_yaml_file(path.absolute(), "spec file")  # absolute, as the errors of its lines name it
     return parse_spec(text, path.resolve())
+
+
+def spec_input_files(path: Path) -> Iterator[Path]:
+    """The spec file ``path`` and, where it loads, its model: inputs a report a command writes at
+    its end (``--junit``) must not replace. Loaded when asked (a report file that exists): a spec
+    that does not load names no model, and its own error comes when it is built."""
+    yield path
+    try:
+        spec = load_spec(path)
+    except TrtforgeError:
+        return
+    yield spec.model_path
 
 
 def _output_identity(spec: Spec, flavor: str) -> tuple[Any, ...]:

@@ -8,12 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trtforge.fsutil import atomic_write_bytes
+from trtforge.fsutil import atomic_write_bytes, report_target
 
 if TYPE_CHECKING:
     from junitparser import TestSuite
 
     from trtforge.accuracy.report import AccuracyReport
+
+#: the file name a refused ``--junit`` path is told to take instead
+JUNIT_EXAMPLE = "report.xml"
 
 
 def junit_suite(report: AccuracyReport) -> TestSuite:
@@ -73,7 +76,7 @@ def junit_skipped_suite(name: str, reason: str) -> TestSuite:
 
 
 def write_junit(path: Path, suites: Sequence[TestSuite]) -> Path:
-    """All suites in one ``<testsuites>`` document, written atomically."""
+    """All suites in one ``<testsuites>`` document, written atomically (through a link, to its target)."""
     from junitparser import JUnitXml
 
     document = JUnitXml("trtforge")
@@ -81,5 +84,5 @@ def write_junit(path: Path, suites: Sequence[TestSuite]) -> Path:
         suite.update_statistics()
         document.add_testsuite(suite)
     document.update_statistics()
-    atomic_write_bytes(path, b'<?xml version="1.0" encoding="utf-8"?>\n' + document.tostring())
+    atomic_write_bytes(report_target(path), b'<?xml version="1.0" encoding="utf-8"?>\n' + document.tostring())
     return path

@@ -32,7 +32,7 @@ from trtforge.calibration.histogram import (
 from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data, shape_tensors
 from trtforge.digests import data_sha256, sha256_file
 from trtforge.errors import InvalidInputError, SpecError
-from trtforge.fsutil import atomic_write_bytes, atomic_write_text, ensure_writable_dir, staged_file
+from trtforge.fsutil import atomic_write_bytes, atomic_write_text, check_writable_dir, ensure_writable_dir, staged_file
 from trtforge.graphfiles import cached_graph_files, save_graph
 from trtforge.mixedprecision import GRAPH_REVISIONS
 from trtforge.model import ModelInfo, content_files, content_sha256, external_tensors, inspect_model
@@ -423,6 +423,8 @@ def calibrate_spec(
             trt_version = cache.trt_version_text(trt_version)  # one version, one file name
         except InvalidInputError as exc:
             raise InvalidInputError(f"--trt-version: {exc}") from exc
+    if out is not None:
+        check_writable_dir(out)  # a file in the way is refused now, not after the calibration
     from trtforge.spec import check_profiles
 
     model = inspect_model(spec.model_path)

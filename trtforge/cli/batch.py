@@ -7,7 +7,7 @@ its one line and exit code are the error's. Either way the JUnit file holds a su
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -44,12 +44,20 @@ class BatchSteps(Generic[Item, Outcome]):
 
 
 def run_batch(
-    batch: BatchSteps[Item, Outcome], items: Sequence[Item], console: Any, junit: Path | None, as_json: bool
+    batch: BatchSteps[Item, Outcome],
+    items: Sequence[Item],
+    console: Any,
+    junit: Path | None,
+    as_json: bool,
+    inputs: Iterable[Path],
 ) -> None:
-    """Run every item, write the JUnit file, print ``{"results": [...]}`` with ``--json`` and
-    exit with the most severe item's code."""
+    """Run every item, write the JUnit file (never over one of the command's ``inputs``, checked
+    first), print ``{"results": [...]}`` with ``--json`` and exit with the most severe item's code."""
     if junit is not None:
-        check_report_file(junit, "--junit")
+        from trtforge.accuracy.junit import JUNIT_EXAMPLE
+        from trtforge.manifest import ARTIFACT_SUFFIXES
+
+        check_report_file(junit, "--junit", JUNIT_EXAMPLE, inputs=inputs, reserved=ARTIFACT_SUFFIXES)
     suites: list[Callable[[], Any]] = []
     rows: list[dict[str, Any]] = []
     lone_error: TrtforgeError | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -58,6 +59,7 @@ def build(
     from trtforge.build import build_spec, plan_batch
     from trtforge.fsutil import check_writable_dir
     from trtforge.keys import signing_requested
+    from trtforge.spec import spec_input_files
 
     check_writable_dir(out)  # now, not after the first build (run_batch checks --junit)
     console = reporter()
@@ -84,7 +86,9 @@ def build(
         return build_spec(spec, out, console, backend=requested, cache_dir=cache, signing_key=signing_key)
 
     batch = BatchSteps(key="spec", run=build_one, passed=_built, failed=_build_failed, status="built")
-    run_batch(batch, list(plan.paths), console, junit, as_json)
+    keys = [sign_key] if sign_key is not None else []
+    spec_files = (file for path in plan.paths for file in spec_input_files(path))  # read only where --junit exists
+    run_batch(batch, list(plan.paths), console, junit, as_json, itertools.chain(keys, spec_files))
 
 
 def _built(outcome: Any) -> ItemReport:

@@ -84,6 +84,10 @@ def ci(
     from trtforge.environment import usable_cores
     from trtforge.rerun import run_or_replay
 
+    if remote_cache == "":  # an unset shell variable: not "no remote cache", which is leaving the flag out
+        raise InvalidInputError(
+            "--remote-cache is empty: pass oci://HOST/REPO, or leave the flag out for no remote cache"
+        )
     if insecure and remote_cache is None:
         raise InvalidInputError(
             "--insecure (plain HTTP) is for --remote-cache's oci:// registry, and none is given: drop it"
@@ -102,7 +106,7 @@ def ci(
         gpu,
         signing_key=signing_key_from_env(),
     )
-    report = run_or_replay(list(targets or []), options, jobs or usable_cores(), console)
+    report = run_or_replay(list(targets or []), options, jobs or usable_cores(), console, reports)
     render_ci_table(report, console)
     reports.write(report)
     if as_json:

@@ -70,7 +70,7 @@ def verify(
         return verify_engine(loaded, engine, console, cache_dir=cache)
 
     batch = BatchSteps(key="engine", run=verify_one, passed=_passed, failed=_verify_failed, status="passed")
-    run_batch(batch, engines, console, junit, as_json)
+    run_batch(batch, engines, console, junit, as_json, [target, *([spec] if spec else []), loaded.model_path, *engines])
 
 
 def _passed(outcome: Any) -> ItemReport:
