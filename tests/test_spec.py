@@ -126,6 +126,12 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
         ),
         # a top-level key YAML reads as a number is named at its own line, as nested ones are
         ("name: a\nmodel: m.onnx\n\n\n1: 2\n", ":5: key '1': Keys should be strings"),
+        # only an fp16 build reads fp16:, and at fp32 or int8 a keep_fp32 list (typos included) went unread
+        ("name: a\nmodel: m.onnx\nfp16: {keep_fp32: [no/such]}\n", ":3: key 'fp16': applies at precision fp16 only"),
+        (
+            "name: a\nmodel: m.onnx\nprecision: int8\ncalibration: {data: d/*.npy}\nfp16: {keep_fp32: []}\n",
+            ":5: key 'fp16': applies at precision fp16 only, and this spec is int8; its unquantized layers run in",
+        ),
     ],
 )
 def test_bad_specs_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:

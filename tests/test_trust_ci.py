@@ -257,7 +257,7 @@ def test_interrupt_stops_every_worker_within_seconds(
     out, log = tmp_path / "out", tmp_path / "stderr.log"
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "trtforge"), "ci", str(slow_project), "--out", str(out), "--jobs", "2"],
+            [sys.executable, "-m", "trtforge", "ci", str(slow_project), "--out", str(out), "--jobs", "2"],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             start_new_session=True,  # its own process group, as a terminal gives a foreground job

@@ -336,6 +336,20 @@ class Spec(_Strict):
                 )
         return targets
 
+    @field_validator("fp16")
+    @classmethod
+    def _fp16_section_at_fp16(cls, fp16: Fp16Spec, info: ValidationInfo) -> Fp16Spec:
+        """Only an fp16 build reads the section: at fp32 or int8 a keep_fp32 list, typos included,
+        was ignored without a word (an int8 build's unquantized layers take calibration.high_precision)."""
+        precision = info.data.get("precision")
+        if precision is not None and precision != "fp16":
+            extra = "; its unquantized layers run in calibration.high_precision (fp32 keeps them in FP32)"
+            raise ValueError(
+                f"applies at precision fp16 only, and this spec is {precision}"
+                f"{extra if precision == 'int8' else ''}: remove the section"
+            )
+        return fp16
+
     @model_validator(mode="after")
     def _int8_needs_calibration(self) -> Spec:
         if self.precision == "int8" and self.calibration is None:
