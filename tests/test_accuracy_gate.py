@@ -369,8 +369,13 @@ def test_verify_of_a_damaged_engine_is_refused(built_digits: tuple[Path, Path]) 
         (np.zeros(512, np.float32), "must be a 1-D integer array (one class per sample), got float32 [512]"),
         (np.zeros((512, 2), np.int64), "must be a 1-D integer array (one class per sample), got int64 [512, 2]"),
         (b"not numpy", "cannot read labels"),
+        # accepted before (a task accuracy of 0% on both sides passes): labels of another data set
+        (-np.ones(397, np.int64), "hold -1, not a class of output 'logits', which has 10 classes (0 to 9)"),
+        (np.full(397, 1000, np.int64), "hold 1000, not a class of output 'logits', which has 10 classes"),
+        # the data (397 samples, all read: max_samples is 512) has fewer samples than the labels
+        (np.zeros(398, np.int64), "hold 398 entries, but the accuracy data holds 397 samples"),
     ],
-    ids=["short", "float", "2-d", "not-npy"],
+    ids=["short", "float", "2-d", "not-npy", "negative", "other-classes", "long"],
 )
 def test_labels_are_checked_before_the_build(
     write_spec: Callable[..., Path], tmp_path: Path, labels: np.ndarray | bytes, expected: str
@@ -385,6 +390,47 @@ def test_labels_are_checked_before_the_build(
     spec = write_spec(_digits_spec("fp16").replace(str(DIGITS / "val-labels.npy"), str(path)))
     code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 2 and expected in stderr and "Building engine" not in stderr, stderr
+
+
+def test_labels_outside_the_classes_the_model_gives_only_as_it_runs_are_refused(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A class count the graph leaves dynamic is known once the reference has run: labels outside
+    it are refused there (exit 2, naming the file), not scored as a 0% task accuracy that passes;
+    a labels file longer than the samples read (``max_samples`` below the data's) is the data set's,
+    as the samples past it are never opened."""
+    from trtforge.accuracy.gate import GateCandidate, run_gate
+    from trtforge.accuracy.report import AccuracyReport
+    from trtforge.errors import InvalidInputError
+    from trtforge.model import inspect_model
+    from trtforge.spec import Spec, load_spec
+
+    model = onnx.load(str(DIGITS / "digits_cnn.onnx"))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "classes"
+    onnx.save(model, str(tmp_path / "dynamic.onnx"))
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.r_[np.load(DIGITS / "val-labels.npy")[:300], [10], np.zeros(96, np.int64)])
+    text = _digits_spec("fp32").replace(str(DIGITS / "digits_cnn.onnx"), str(tmp_path / "dynamic.onnx"))
+    spec = load_spec(write_spec(text.replace(str(DIGITS / "val-labels.npy"), str(labels))))
+
+    def gate(spec: Spec) -> AccuracyReport:
+        return run_gate(
+            spec,
+            inspect_model(tmp_path / "dynamic.onnx"),
+            GateCandidate("simulated", "test", onnx_path=tmp_path / "dynamic.onnx"),
+            stem="digits-fp32",
+            engine_file=None,
+        )
+
+    with pytest.raises(InvalidInputError) as refused:
+        gate(spec)
+    assert str(refused.value).endswith(
+        f"labels {labels} hold 10, not a class of output 'logits', which has 10 classes (0 to 9); "
+        "give the labels of this data, one class index per sample"
+    )
+    report = gate(spec.model_copy(update={"accuracy": spec.accuracy.model_copy(update={"max_samples": 300})}))
+    task = report.outputs[0].task_accuracy
+    assert task is not None and task.samples == 300
 
 
 def test_samples_no_profile_accepts_are_dropped_and_counted(write_spec: Callable[..., Path]) -> None:

@@ -94,6 +94,11 @@ def test_bench_table_goes_to_stderr_and_batch_sets_the_shape() -> None:
         ([str(DIGITS), "--shape", "input=1x8x8"], "the input has rank 4"),
         ([str(DIGITS), "--provider", "cuda"], "CUDAExecutionProvider is not available"),
         ([str(DIGITS), "--provider", "tpu"], "--provider 'tpu': use cpu or cuda"),
+        ([str(DIGITS), "--provider", "CUDA"], "--provider 'CUDA': use cpu or cuda — did you mean 'cuda'?"),
+        # onnxruntime made its 100000 threads for minutes, growing memory, deaf to Ctrl-C
+        ([str(DIGITS), "--threads", "100000"], "--threads 100000: at most"),
+        # every latency is kept: memory grew until the process was killed
+        ([str(DIGITS), "--requests", "99999999999999999999"], "--requests 99999999999999999999: at most 1,000,000"),
         ([str(REPO / "README.md")], "not an engine artifact"),
         ([str(STATIC), "--batch", "4"], "--batch 4: nothing to apply it to, the model has no dynamic input"),
         ([str(DIGITS), "--shape", "input=2x1x8x8", "--batch", "3"], "its dynamic inputs all have a --shape"),
@@ -104,7 +109,7 @@ def test_bench_table_goes_to_stderr_and_batch_sets_the_shape() -> None:
     ],
 )
 def test_bench_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    result = runner.invoke(app, ["bench", *args, "--requests", "2", "--json"])
+    result = runner.invoke(app, ["bench", "--requests", "2", *args, "--json"])
     assert result.exit_code == 2, result.output
     document = json.loads(result.stdout)  # --json: one document, also on failure
     assert document["error"]["exit_code"] == 2 and message in document["error"]["message"]

@@ -246,6 +246,7 @@ def test_invalid_input_is_the_callers_and_leaves_the_context_healthy(pool: Engin
         ({"timeout": float("nan")}, "timeout nan"),  # would wait forever
         ({"timeout": -1}, "timeout -1"),
         ({"threads": 0}, "threads 0"),
+        ({"threads": 10**6}, "threads 1000000: at most"),  # each an OS thread in onnxruntime's session
         ({"providers": "CPUExecutionProvider"}, "providers 'CPUExecutionProvider': a list of names"),
     ],
 )

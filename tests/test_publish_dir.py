@@ -123,6 +123,8 @@ def test_pull_by_target_and_nothing_fits(engines: dict[str, Path], tmp_path: Pat
     assert code == 5
     refusal = json.loads(stdout)
     assert len(refusal["rejected"]) == 3 and "9.0" in err
+    # one line, each candidate and why (a line per candidate broke the one-line rule, also in serve's refusal)
+    assert err.count("\n") == 1 and err.count(" | ") == 2 and "\\n" not in err, err
     assert (refusal["status"], refusal["exit_code"]) == ("incompatible", 5)
     assert "compute capability 9.0" in refusal["environment"] and refusal["error"] in err
     assert not (tmp_path / "none").exists()
@@ -261,6 +263,13 @@ def test_missing_or_unusable_registry_directory(engines: dict[str, Path], tmp_pa
         "pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", tmp_path / "dangling"
     )
     assert code == 2 and f"is a link to {tmp_path / 'gone'}, which does not exist" in err
+    (tmp_path / "loop").symlink_to("back")
+    (tmp_path / "back").symlink_to("loop")
+    code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--cc", "8.6", "--out", tmp_path / "loop")
+    assert code == 2 and err == (
+        f"error: output directory {tmp_path / 'loop'} cannot be read (Too many levels of symbolic links); "
+        "pass --out with a writable folder\n"
+    )
 
 
 @pytest.mark.parametrize("scheme", ["dir", "triton"])

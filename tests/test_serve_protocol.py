@@ -346,6 +346,29 @@ def test_an_unknown_provider_is_refused_before_any_artifact_is_resolved() -> Non
     assert logged == []
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # an unset $HOST: uvicorn listened on every interface ("listening on http://0.0.0.0:...")
+        ({"host": ""}, "--host is empty: pass the address to listen on"),
+        ({"host": "  "}, "--host is empty"),
+        ({"provider": "CUDA"}, "--provider 'CUDA': use cpu or cuda — did you mean 'cuda'?"),
+        ({"provider": "CUDAExecutionProvider"}, "use cpu or cuda — did you mean 'cuda'?"),
+        # 100000 made onnxruntime grow memory for minutes, deaf to Ctrl-C, in the warm-up (after listening)
+        ({"threads": 100_000}, "--threads 100000: at most "),
+    ],
+)
+def test_a_host_provider_or_threads_serve_cannot_use_is_refused_before_anything_is_resolved(
+    change: dict[str, object], message: str
+) -> None:
+    logged: list[str] = []
+    config = dataclasses.replace(ServeConfig(artifacts=("oci://127.0.0.1:9/never",), policy=LoadPolicy()), **change)
+    with pytest.raises(InvalidInputError) as refused:
+        run_server(config, logged.append)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert logged == []  # nothing pulled, nothing listened
+
+
 def test_limits_the_server_could_never_meet_are_refused_before_anything_is_resolved() -> None:
     from registry import DIGITS_ONNX
 

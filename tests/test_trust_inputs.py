@@ -375,6 +375,49 @@ def test_matrix_with_malformed_project_file_is_one_line(tmp_path: Path, trust_ca
     assert code == 2 and record.one_line and f"{broken}:3: malformed YAML" in stderr, stderr
 
 
+@pytest.mark.parametrize("command", ["build", "ci"])
+def test_a_huge_value_is_cut_in_every_line_that_repeats_it(
+    command: str, tmp_path: Path, trust_case: TrustRecorder
+) -> None:
+    """A 900 KB ``name:`` made a 900 KB error line (and ci's table padded its header to it): a
+    value a line repeats is cut to its start and end around '…'."""
+    spec = tmp_path / "big.yaml"
+    spec.write_text(f"name: {'a' * 900_000}\nmodel: m.onnx\n")
+    code, _, stderr = cli(command, spec, "--out", tmp_path / "out")
+    record = trust_case(15, f"{command}: a 900 KB name", code, stderr, folders=(tmp_path,))
+    assert code == 2 and "String should have at most 64 characters (got 'aaa" in stderr, stderr[:500]
+    assert max(len(line) for line in stderr.splitlines()) < 1000 and "a…a" in stderr
+    if command == "build":
+        assert record.one_line, stderr
+
+
+@pytest.mark.parametrize("command", ["build", "matrix", "ci"])
+def test_a_spec_in_a_symlink_loop_is_one_line_and_exit_2(
+    command: str, tmp_path: Path, trust_case: TrustRecorder
+) -> None:
+    """A spec (named, or among a folder's YAML files) that is a symlink loop: exit 1, "internal
+    error (RuntimeError: Symlink loop ...)" (Python 3.11's ``Path.resolve``); now said as
+    ``calibrate`` says it of the same file."""
+    (tmp_path / "a.yaml").symlink_to("b")
+    (tmp_path / "b").symlink_to("a.yaml")
+    target = tmp_path / "a.yaml" if command == "build" else tmp_path
+    code, _, stderr = cli(command, target, "--out", tmp_path / "out") if command != "matrix" else cli(command, target)
+    record = trust_case(15, f"{command}: a spec that is a symlink loop", code, stderr, folders=(tmp_path,))
+    assert code == 2 and "internal error" not in stderr, stderr
+    assert f"{tmp_path / 'a.yaml'}: spec file cannot be read (Too many levels of symbolic links)" in stderr
+    if command != "ci":  # ci prints its summary table after the error
+        assert record.one_line, stderr
+
+
+def test_ci_names_a_model_in_a_symlink_loop_as_build_does(tmp_path: Path, trust_case: TrustRecorder) -> None:
+    (tmp_path / "m.onnx").symlink_to("n.onnx")
+    (tmp_path / "n.onnx").symlink_to("m.onnx")
+    (tmp_path / "spec.yaml").write_text(spec_text(Path("m.onnx")))
+    code, _, stderr = cli("ci", tmp_path / "spec.yaml", "--out", tmp_path / "out")
+    trust_case(15, "ci: a model that is a symlink loop", code, stderr, folders=(tmp_path,))
+    assert code == 2 and f"model {tmp_path / 'm.onnx'}: cannot be read (Too many levels of symbolic links)" in stderr
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here: a full stdout cannot be made")
 @pytest.mark.parametrize("args", [["schema"], ["check", "ENGINE", "--cc", "8.6", "--json"]], ids=["schema", "check"])
 def test_a_full_stdout_is_one_line_and_exit_2(built: Path, trust_case: TrustRecorder, args: list[str]) -> None:

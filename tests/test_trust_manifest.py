@@ -188,6 +188,22 @@ def test_a_manifest_with_facts_no_build_writes_is_refused(case: str, engine: Pat
     assert code == 2 and "not a trtforge manifest" in err and says in err, err
 
 
+@pytest.mark.parametrize(
+    ("version", "shown"),
+    [("1.7.1.116\n", "'1.7.1.116\\n'"), ("1.7\u2028\x1b[2J", "'1.7\\u2028\\x1b[2J'")],
+    ids=["newline", "line separator and escape"],
+)
+def test_a_manifest_value_that_breaks_lines_is_shown_escaped_on_one_line(
+    version: str, shown: str, engine: Path, tmp_path: Path
+) -> None:
+    """A value the error repeats from the manifest split it over two stderr lines (or cleared a
+    terminal): it is written as ``repr`` writes it, wherever the message comes from."""
+    copy = damaged_copy(engine, tmp_path / "artifact", _edited(lambda d: d["tensorrt"].update(version=version)))
+    code, _, err = cli("check", copy, "--cc", "8.6")
+    assert code == 2 and err.count("\n") == 1 and err.endswith("\n"), repr(err)
+    assert f"tensorrt.version: {shown} is not a TensorRT version" in err and "\x1b" not in err, repr(err)
+
+
 @pytest.mark.parametrize("kind", ["directory", "fifo", "dangling link"])
 def test_inspect_names_what_stands_at_the_engines_name(
     kind: str, engine: Path, tmp_path: Path, trust_case: Callable

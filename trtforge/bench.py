@@ -28,13 +28,14 @@ from trtforge.runtime.lending import PoolExhausted
 from trtforge.runtime.pool import EnginePool, suggest_pool_size
 from trtforge.runtime.sources import (
     ONNXRUNTIME,
-    PROVIDERS,
     MemoryUse,
     ShapeTensors,
     WarmupSet,
     backend_of,
+    check_threads,
     manifest_inputs,
     onnx_shape_tensors,
+    provider_name,
 )
 from trtforge.shapes import Profile, Shape, concrete_shape, random_feed
 
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
 
 #: Single requests after the burst; their p50 is the steady state the ratios divide by.
 SERIAL_REQUESTS = 200
+#: most ``--requests`` in one run: the burst keeps every latency (about 40 bytes each, until the
+#: percentiles are taken), so memory and time grow with it, and a million samples already give a p99
+#: resting on 10,000 of them; beyond, a typo (``--requests 99999999999999999999``) ran until killed
+MAX_REQUESTS = 1_000_000
 #: distinct failure messages a burst keeps (a message that varies per request must not grow without end)
 MAX_FAILURE_KINDS = 10
 #: where the failures past ``MAX_FAILURE_KINDS`` distinct messages are counted
@@ -347,7 +352,7 @@ def _scenario(
         warmup_also=[request],  # what the pool warms by default, and the request (shape-tensor values too)
         warmup=warm,
         timeout=config.timeout,
-        providers=(PROVIDERS[config.provider],),
+        providers=(provider_name(config.provider),),
         threads=config.threads,
         environment=environment,
     )
@@ -403,8 +408,13 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
     """Run the scenarios (cold first, when asked) and return the report; every pool is closed after."""
     if config.pool < 1 or config.concurrency < 1 or config.requests < 1:
         raise InvalidInputError("--pool, --concurrency and --requests must be at least 1")
-    if config.provider not in PROVIDERS:
-        raise InvalidInputError(f"--provider '{config.provider}': use {' or '.join(PROVIDERS)}")
+    if config.requests > MAX_REQUESTS:
+        raise InvalidInputError(
+            f"--requests {config.requests}: at most {MAX_REQUESTS:,} in one run (each one's latency is kept "
+            "for the percentiles); run bench again for more samples"
+        )
+    provider = provider_name(config.provider)
+    check_threads(config.threads, "--threads")
     inputs, profiles = describe_artifact(config.artifact)
     environment = bench_environment(config)
     shapes = request_shapes(inputs, profiles, config.batch, config.shapes)
@@ -430,7 +440,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
         return BenchReport(
             artifact=str(config.artifact),
             backend=warm_pool.backend,
-            providers=(PROVIDERS[config.provider],) if warm_pool.backend == ONNXRUNTIME else (),
+            providers=(provider,) if warm_pool.backend == ONNXRUNTIME else (),
             pool=config.pool,
             concurrency=config.concurrency,
             requests=config.requests,

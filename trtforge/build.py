@@ -23,7 +23,7 @@ from trtforge.console import Reporter
 from trtforge.digests import prefetch_digest, sha256_beside, sha256_file
 from trtforge.environment import detect_gpus, detect_platform, installed_version
 from trtforge.errors import BackendUnavailableError, BuildError, InvalidInputError, TrtforgeError
-from trtforge.fsutil import ensure_writable_dir
+from trtforge.fsutil import ensure_writable_dir, resolved
 from trtforge.keys import SigningKey
 from trtforge.manifest import (
     SKIPPED_ACCURACY,
@@ -356,7 +356,7 @@ def plan_batch(paths: Sequence[Path], backend: str | None = None) -> SpecBatch:
     """:class:`SpecBatch` of the specs named, for ``backend`` (``--backend``; None: each spec's)."""
     distinct: dict[Path, Path] = {}
     for path in paths:
-        distinct.setdefault(path.resolve(), path)
+        distinct.setdefault(resolved(path), path)
     unique = tuple(distinct.values())
     if len(unique) < 2:
         return SpecBatch(unique, {}, {})

@@ -145,9 +145,11 @@ class CiReport:
 def _input_file_sha256(path: Path, where: str, key: str, digest: Callable[[Path], str] = sha256_file) -> str:
     """``digest`` (sha256) of a file the spec names; a missing one (or a folder, FIFO, device) is
     the spec's error, found before anything is opened (a FIFO would block, /dev/zero never ends)."""
-    if not path.is_file():
-        what = "not found" if not path.exists() else "not a regular file"
-        raise InvalidInputError(f"{where}: {key} {path}: {what}; check '{key}:' in the spec")
+    from trtforge.model import not_a_file
+
+    problem = not_a_file(path)  # said as every reader says it: a symlink loop "cannot be read", not "not found"
+    if problem:
+        raise InvalidInputError(f"{where}: {key} {path}: {problem}; check '{key}:' in the spec")
     try:
         return digest(path)
     except OSError as exc:

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trtforge.errors import one_line
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
@@ -88,7 +90,8 @@ class Table:
 
 
 def _plain(cell: Cell) -> str:
-    return cell.text if isinstance(cell, Styled) else cell
+    """A cell's text, on one line (``one_line``): a column is as wide as its widest cell."""
+    return one_line(cell.text if isinstance(cell, Styled) else cell)
 
 
 def _rich_text(*parts: Cell) -> Text:
@@ -97,9 +100,9 @@ def _rich_text(*parts: Cell) -> Text:
     text = Text()
     for part in parts:
         if isinstance(part, Styled):
-            text.append(part.text, style=part.style)
+            text.append(_plain(part), style=part.style)
         else:
-            text.append(part)
+            text.append(_plain(part))
     return text
 
 
@@ -145,10 +148,12 @@ class Reporter:
         self._line(text, "green")
 
     def warn(self, text: str) -> None:
-        self._line(f"warning: {text}", "yellow")
+        """One line (``one_line``), whatever values it repeats; so is ``error``'s (progress lines
+        may hold a block to copy, as the YAML of a sensitivity search's exclusions)."""
+        self._line(f"warning: {one_line(text)}", "yellow")
 
     def error(self, text: str) -> None:
-        self._line(f"error: {text}", "bold red")
+        self._line(f"error: {one_line(text)}", "bold red")
 
     def render(self, table: Table) -> None:
         if self._plain:

@@ -53,10 +53,13 @@ _NOT_NPY = "truncated or not a .npy file"
 
 @dataclass(frozen=True)
 class DataPlan:
-    """The files that hold the first ``samples`` samples (at most ``max_samples``)."""
+    """The files that hold the first ``samples`` samples (at most ``max_samples``); ``complete``:
+    the data holds no other sample (every file was read, none cut off by ``max_samples``), so
+    ``samples`` is all of it (the gate holds a labels file to exactly that many)."""
 
     files: tuple[Path, ...]
     samples: int
+    complete: bool
 
 
 def _dims(tensor: TensorDesc) -> str:
@@ -283,20 +286,23 @@ def plan_data(
     whole = bool(shaped) and fixed_batch_size(inputs, shaped) is None
     kept: list[Path] = []
     samples = 0
+    complete = True
     for path in files:
         if max_samples is not None and samples >= max_samples:
+            complete = False
             break
         count = _file_samples(path, inputs, shaped)
         if whole and _whole_files_over(path, count, samples, max_samples):
+            complete = False
             break
         if count:
             kept.append(path)
         samples += count
-    if max_samples is not None:
-        samples = min(samples, max_samples)
+    if max_samples is not None and samples > max_samples:
+        samples, complete = max_samples, False
     if samples == 0:
         raise InvalidInputError(f"{files[0] if files else 'calibration data'}: the data files hold no samples")
-    return DataPlan(tuple(kept), samples)
+    return DataPlan(tuple(kept), samples, complete)
 
 
 def _load(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from collections.abc import Iterable
 
@@ -120,6 +121,26 @@ def first_line(exc: BaseException) -> str:
     """An exception as one line (libraries put details below the first): for one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: a run of non-blank characters longer than this in a printed line is a value echoed from a file or
+#: a flag (a spec's 900 KB ``name:``), not a word or a path: it is cut to its start and its end
+MAX_ECHOED = 256
+_ECHO_HEAD, _ECHO_TAIL = 160, 80
+_LONG_RUN = re.compile(rf"\S{{{MAX_ECHOED + 1},}}")
+#: what would break a line or drive a terminal: every control character but tab, and the line and
+#: paragraph separators (``str.splitlines`` breaks at all of them)
+_LINE_BREAKING = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` as the one line a message must be, whatever values it repeats: a control character
+    or line separator is written as ``repr`` writes it (a manifest's ``"1.7.1.116\\n"`` split the
+    error over two lines), and a run of over ``MAX_ECHOED`` non-blank characters is cut around
+    ``…`` (a 900 KB value made a 900 KB line). Every error and warning line goes through it
+    (``exits_cleanly``, ``Reporter.warn``/``error``), and every table cell."""
+    escaped = _LINE_BREAKING.sub(lambda found: repr(found.group())[1:-1], text)
+    return _LONG_RUN.sub(lambda found: f"{found.group()[:_ECHO_HEAD]}…{found.group()[-_ECHO_TAIL:]}", escaped)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -298,12 +298,20 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def resolved(path: Path) -> Path:
+    """``path.resolve()`` that leaves a symlink loop in the path instead of raising: Python 3.11's
+    raises RuntimeError there (exit 1, "internal error"), where the file's reader, or the writer of
+    a folder, reports the loop as the user's error, as for any other path ("cannot be read (Too many
+    levels of symbolic links)", exit 2). A path a user gave is resolved through it before it is read."""
+    return Path(os.path.realpath(path))
+
+
 def check_inside(root: Path, path: Path, what: str) -> None:
     """Refuse (exit 2) a ``path`` that resolves outside ``root``: a name read from a manifest, a
     registry or a flag never reaches a file outside the folder it belongs to."""
-    base = root.resolve()
-    resolved = path.resolve()
-    if resolved != base and base not in resolved.parents:
+    base = resolved(root)
+    target = resolved(path)
+    if target != base and base not in target.parents:
         raise InvalidInputError(f"{what}: {path} lies outside {root}: refused")
 
 
@@ -326,9 +334,14 @@ def check_writable_dir(path: Path, flag: str = "--out", what: str = "output dire
     without making it: a command checks this before its long work, and a refused command leaves
     the disk as it was."""
     if path.is_symlink() and not path.exists():
-        raise InvalidInputError(
-            f"{what} {path} is a link to {os.readlink(path)}, which does not exist; pass {flag} with a writable folder"
-        )
+        problem = f"is a link to {os.readlink(path)}, which does not exist"
+        try:
+            path.stat()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # a symlink loop: said as a reader says it of a file
+            problem = f"cannot be read ({exc.strerror})"
+        raise InvalidInputError(f"{what} {path} {problem}; pass {flag} with a writable folder")
     existing = next(folder for folder in (path, *path.absolute().parents) if folder.exists())
     if not existing.is_dir():
         problem = "is a file" if existing == path else f"cannot be made: {existing} is a file"
@@ -370,7 +383,7 @@ def check_report_file(
 def report_target(path: Path) -> Path:
     """The file a report written to ``path`` replaces: a link's target, as a shell's ``>`` writes
     through a link (an atomic write would replace the link itself), else ``path``."""
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    return resolved(path) if path.is_symlink() else path
 
 
 def check_report_not_input(path: Path, flag: str, example: str, inputs: Iterable[Path]) -> None:

@@ -16,6 +16,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from trtforge import __version__
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean
+from trtforge.fsutil import resolved
 from trtforge.spec import PROJECT_FILE, key_lines, locate, read_yaml, read_yaml_file, spec_input_files
 from trtforge.tags import ComputeCapability
 
@@ -238,7 +239,7 @@ def discover(targets: list[Path]) -> Project:
                     skipped.append((path, reason))
                 else:
                     found.append(path)
-    unique = tuple(dict.fromkeys(path.resolve() for path in found))
+    unique = tuple(dict.fromkeys(resolved(path) for path in found))
     if not unique:
         others = f"; {len(skipped)} YAML file(s) are not specs" if skipped else ""
         raise InvalidInputError(f"{root}: no spec files found (patterns: {', '.join(settings.specs)}){others}")

@@ -382,6 +382,9 @@ def evaluate_outputs(
         checks = tolerances.evaluate(name, measured, limits) if measured is not None else []
         task = None
         if labels is not None and classifier:
+            assert spec.accuracy.labels is not None  # the file the labels were read from
+            where = spec.origin.where("accuracy", "labels")
+            inputs.check_label_classes(Path(spec.accuracy.labels), labels, name, ref.shape[1], where)
             task = TaskAccuracy(
                 samples=len(labels),
                 reference=metrics.task_accuracy(ref, labels),

@@ -237,12 +237,19 @@ def plan(spec: Spec, model: ModelInfo) -> Plan:
     data_plan = plan_data(files, model.inputs, accuracy.max_samples, shape_inputs=shape_tensors(spec.profiles))
     labels = Path(accuracy.labels) if accuracy.labels else None
     if labels is not None:
-        _check_labels(labels, data_plan.samples, spec.origin.where("accuracy", "labels"))
+        where = spec.origin.where("accuracy", "labels")
+        _check_labels(labels, data_plan.samples, data_plan.complete, where)
+        declared = declared_classes(model)
+        if declared:  # the classes the graph declares: a labels file of another data set costs no build
+            values = load_labels(labels, data_plan.samples, where)
+            for output, classes in declared.items():
+                check_label_classes(labels, values, output, classes, where)
     return Plan("files", data_plan.files, data_plan.samples, gate_batch_size(model, spec.profiles), labels, None)
 
 
-def _check_labels(path: Path, samples: int, where: str) -> None:
-    """The labels file's header against the data's sample count, before any model runs."""
+def _check_labels(path: Path, samples: int, complete: bool, where: str) -> None:
+    """The labels file's header against the data's sample count, before any model runs:
+    ``complete`` (the data holds no other sample), exactly that many, else at least."""
     from trtforge.data import npy_header
     from trtforge.model import not_a_file
 
@@ -255,6 +262,11 @@ def _check_labels(path: Path, samples: int, where: str) -> None:
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"{where}: cannot read labels {path} ({exc}); save them with np.save") from exc
     _refuse_labels(path, dtype, shape, samples, where)
+    if complete and shape[0] > samples:
+        raise InvalidInputError(
+            f"{where}: labels {path} hold {shape[0]} entries, but the accuracy data holds {samples} samples; "
+            "give one label per sample, in data order (are they the labels of this data?)"
+        )
 
 
 def _refuse_labels(path: Path, dtype: np.dtype, shape: tuple[int, ...], needed: int, where: str) -> None:
@@ -272,15 +284,41 @@ def _refuse_labels(path: Path, dtype: np.dtype, shape: tuple[int, ...], needed: 
 
 
 def load_labels(path: Path, needed: int, where: str) -> np.ndarray:
-    """Integer class labels, one per sample in data order; at least ``needed`` of them."""
+    """The first ``needed`` integer class labels, one per sample in data order (memory-mapped: a
+    longer file is read no further)."""
     import numpy as np
 
     try:
-        labels = np.asarray(np.load(path, allow_pickle=False))
+        labels = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"{where}: cannot read labels {path} ({exc}); save them with np.save") from exc
+    labels = np.asarray(labels)
     _refuse_labels(path, labels.dtype, labels.shape, needed, where)
-    return labels.reshape(-1)
+    return np.array(labels.reshape(-1)[:needed])
+
+
+def declared_classes(model: ModelInfo) -> dict[str, int]:
+    """Output name -> class count, for the outputs the graph declares as classifiers: float
+    ``[N, C]`` with a static C of at least 2, as ``metrics.is_classifier`` judges their arrays."""
+    return {
+        tensor.name: tensor.shape[1]
+        for tensor in model.outputs
+        if len(tensor.shape) == 2
+        and isinstance(tensor.shape[1], int)
+        and tensor.shape[1] >= 2
+        and tensor.dtype.startswith(("float", "bfloat"))
+    }
+
+
+def check_label_classes(path: Path, labels: np.ndarray, output: str, classes: int, where: str) -> None:
+    """Every label a class of ``output`` (0 to ``classes`` - 1): a labels file of another data set,
+    or -1 for "unlabelled", would otherwise give both models the same low task accuracy, and pass."""
+    outside = labels[(labels < 0) | (labels >= classes)]
+    if outside.size:
+        raise InvalidInputError(
+            f"{where}: labels {path} hold {int(outside[0])}, not a class of output '{output}', which has "
+            f"{classes} classes (0 to {classes - 1}); give the labels of this data, one class index per sample"
+        )
 
 
 def batches(spec: Spec, model: ModelInfo, data: Plan) -> Iterator[Batch]:

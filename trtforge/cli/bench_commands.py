@@ -32,7 +32,9 @@ def bench(
     ],
     pool: Annotated[int, typer.Option("--pool", min=1, help="Contexts in the pool.")] = 2,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Client threads in the burst.")] = 4,
-    requests: Annotated[int, typer.Option("--requests", min=1, help="Requests in the burst.")] = 1000,
+    requests: Annotated[
+        int, typer.Option("--requests", min=1, help="Requests in the burst (at most 1,000,000).")
+    ] = 1000,
     cold: Annotated[
         bool, typer.Option("--cold", help="Also measure a cold start (load on the first request, no warm-up).")
     ] = False,

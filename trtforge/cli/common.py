@@ -17,7 +17,14 @@ import typer
 
 from trtforge.cli import early
 from trtforge.environment import Target
-from trtforge.errors import INTERRUPTED_EXIT, InvalidInputError, TrtforgeError, did_you_mean, unexpected_error
+from trtforge.errors import (
+    INTERRUPTED_EXIT,
+    InvalidInputError,
+    TrtforgeError,
+    did_you_mean,
+    one_line,
+    unexpected_error,
+)
 from trtforge.tags import FLAVORS, TRT_VERSION_RULE, ComputeCapability, Platform, parse_trt_version
 
 if TYPE_CHECKING:
@@ -113,9 +120,10 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
         except Exception as exc:  # a full disk (exit 2), or a bug or an unwrapped library error (exit 1)
             error = unexpected_error(exc)
             failure = Failure(error.exit_code, str(error), exc, kwargs)
-        typer.echo(failure.message if failure.exit_code == INTERRUPTED_EXIT else f"error: {failure.message}", err=True)
+        message = one_line(failure.message)  # a value it repeats may hold a line break, or be huge
+        typer.echo(message if failure.exit_code == INTERRUPTED_EXIT else f"error: {message}", err=True)
         if kwargs.get("as_json") and not _json_printed.get():
-            code, message = failure.exit_code, failure.message
+            code = failure.exit_code
             own = error_document(failure) if error_document is not None else None
             emit_json(
                 {**own, "exit_code": code, "error": message}
@@ -183,7 +191,8 @@ def triton_option(help_text: str) -> Any:
 
 ProviderOption = Annotated[str, typer.Option("--provider", help="onnxruntime execution provider: cpu | cuda.")]
 ThreadsOption = Annotated[
-    int | None, typer.Option("--threads", min=1, help="onnxruntime intra-op threads per context.")
+    int | None,
+    typer.Option("--threads", min=1, help="onnxruntime intra-op threads per context (at most 4 per CPU core)."),
 ]
 
 

@@ -137,10 +137,10 @@ def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> Pu
     )
     rejections = tuple((c.reference, tuple(found)) for c, found in rejected)
     if chosen is None:
-        lines = "\n".join(f"  {c.manifest.stem}: {'; '.join(p.message for p in found)}" for c, found in rejected)
-        raise NoCompatibleArtifactError(
+        each = " | ".join(f"{c.manifest.stem}: {'; '.join(p.message for p in found)}" for c, found in rejected)
+        raise NoCompatibleArtifactError(  # one line, as serve's refusal of several artifacts
             f"{_count(listing.candidates, 'artifact')} named {wanted} in {registry.uri}, none fits "
-            f"{describe_environments(request.environments)}:\n{lines}",
+            f"{describe_environments(request.environments)}: {each}",
             describe_environments(request.environments),
             rejections=rejections,
             available=tuple(c.manifest.stem for c in listing.candidates) + listing.others,

@@ -53,6 +53,7 @@ from trtforge.runtime.sources import (
     WarmupSet,
     as_warmup_set,
     backend_of,
+    check_threads,
 )
 from trtforge.shapes import Shape, ShapeSet, random_feed
 
@@ -127,8 +128,7 @@ def _check_settings(
     _check_timeout(timeout)
     if isinstance(providers, str) or not all(isinstance(provider, str) for provider in providers):
         raise InvalidInputError(f"providers {providers!r}: a list of names, e.g. ['CUDAExecutionProvider']")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise InvalidInputError(f"threads {threads!r}: intra-op threads per session, at least 1 (None: the default)")
+    check_threads(threads)
     if health_interval is not None and not (_seconds(health_interval) and health_interval > 0):
         raise InvalidInputError(f"health_interval {health_interval!r}: seconds > 0, or None for checks on call only")
 

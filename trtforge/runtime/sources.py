@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from trtforge.environment import usable_cores
 from trtforge.errors import InvalidInputError, did_you_mean
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX
 from trtforge.model import TensorDesc, describe, load_onnx, read_onnx
@@ -39,6 +40,38 @@ ONNXRUNTIME = "onnxruntime"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 #: onnxruntime execution providers that hold device memory (what ``MemoryUse`` measures for them)
 GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+#: most intra-op threads an onnxruntime session may get, per core this process may use. Its
+#: intra-op pool splits one inference among its threads, so past the cores they only take turns
+#: and gain nothing, while each costs a thread to create and a stack: ``--threads 100000`` grew
+#: memory ~60 MB/s for over a minute in session creation, deaf to Ctrl-C, before any request.
+#: Four per core leaves room to measure oversubscription on purpose and still refuses a typo at once.
+THREADS_PER_CORE = 4
+
+
+def provider_name(provider: str, flag: str = "--provider") -> str:
+    """``--provider`` (cpu, cuda) as onnxruntime names it; another is exit 2 with the closest
+    (``CUDA`` and ``CUDAExecutionProvider`` get ``cuda``), before anything is loaded."""
+    if provider in PROVIDERS:
+        return PROVIDERS[provider]
+    full_name = next((short for short, name in PROVIDERS.items() if name.lower() == provider.lower()), None)
+    hint = f" — did you mean '{full_name}'?" if full_name else did_you_mean(provider, PROVIDERS)
+    raise InvalidInputError(f"{flag} '{provider}': use {' or '.join(PROVIDERS)}{hint}")
+
+
+def check_threads(threads: object, flag: str = "threads") -> None:
+    """Intra-op threads per onnxruntime session (None: the pool's default), refused (exit 2) below 1
+    or above ``THREADS_PER_CORE`` per usable core, before any session is made."""
+    if threads is None:
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise InvalidInputError(f"{flag} {threads!r}: intra-op threads per session, at least 1 (None: the default)")
+    cores = usable_cores()
+    if threads > THREADS_PER_CORE * cores:
+        raise InvalidInputError(
+            f"{flag} {threads}: at most {THREADS_PER_CORE * cores} intra-op threads per session "
+            f"({THREADS_PER_CORE} for each of the {cores} cores this process may use): onnxruntime gains nothing from "
+            f"threads past the cores; pass {cores} or fewer, or leave it out for the default"
+        )
 
 
 @dataclass(frozen=True)

@@ -37,15 +37,17 @@ from trtforge.errors import (
     TrtforgeError,
     did_you_mean,
     first_line,
+    one_line,
 )
 from trtforge.manifest import ENGINE_SUFFIX, MANIFEST_SUFFIX, ArtifactPaths, Manifest, read_manifest
 from trtforge.runtime.sources import (
-    PROVIDERS,
     ShapeTensors,
     ShapeValuesNeeded,
     WarmupSet,
+    check_threads,
     manifest_inputs,
     onnx_shape_tensors,
+    provider_name,
 )
 from trtforge.serve.app import Limits, ModelPlan, ServeState, build_app
 from trtforge.serve.protocol import (
@@ -461,7 +463,7 @@ def _warmer(
                     warmup_also=model_warmup_sets(plan, shape_sets),
                     warmup=config.warmup,
                     timeout=config.limits.queue_timeout,
-                    providers=(PROVIDERS[config.provider],),
+                    providers=(provider_name(config.provider),),
                     threads=config.threads,
                     policy=config.policy,
                     health_interval=config.health_interval,
@@ -498,8 +500,13 @@ def _warmer(
 
 def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop, 130 for Ctrl-C)."""
-    if config.provider not in PROVIDERS:  # before any pull: a typo is exit 2 at once
-        raise InvalidInputError(f"--provider '{config.provider}': use {' or '.join(PROVIDERS)}")
+    if not config.host.strip():  # an unset $HOST: listening on every interface would expose the server
+        raise InvalidInputError(
+            "--host is empty: pass the address to listen on (127.0.0.1, the default, or 0.0.0.0 for every "
+            "interface); an empty one would listen on every interface"
+        )
+    provider_name(config.provider)  # before any pull: a typo is exit 2 at once
+    check_threads(config.threads, "--threads")
     check_limits(config.limits)
     plans, refused = resolve_artifacts(config.artifacts, config.policy, config.pull, log)
     check_warmup_shapes(config.warmup_shapes, plans)
@@ -575,7 +582,7 @@ def _exit_now(outcome: _Outcome) -> NoReturn:
     would wait for them at exit, for as long as they take."""
     code = INTERRUPTED_EXIT if outcome.signal == signal.SIGINT else 0
     if outcome.error is not None:
-        print(f"error: {outcome.error}", file=sys.stderr)
+        print(f"error: {one_line(str(outcome.error))}", file=sys.stderr)
         code = outcome.error.exit_code
     sys.stdout.flush()
     sys.stderr.flush()
