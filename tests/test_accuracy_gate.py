@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -370,8 +371,8 @@ def test_verify_of_a_damaged_engine_is_refused(built_digits: tuple[Path, Path]) 
         (np.zeros((512, 2), np.int64), "must be a 1-D integer array (one class per sample), got int64 [512, 2]"),
         (b"not numpy", "cannot read labels"),
         # accepted before (a task accuracy of 0% on both sides passes): labels of another data set
-        (-np.ones(397, np.int64), "hold -1, not a class of output 'logits', which has 10 classes (0 to 9)"),
-        (np.full(397, 1000, np.int64), "hold 1000, not a class of output 'logits', which has 10 classes"),
+        (-np.ones(397, np.int64), "hold -1, a class of no classifier output ('logits' (10 classes))"),
+        (np.full(397, 1000, np.int64), "hold 1000, a class of no classifier output ('logits' (10 classes))"),
         # the data (397 samples, all read: max_samples is 512) has fewer samples than the labels
         (np.zeros(398, np.int64), "hold 398 entries, but the accuracy data holds 397 samples"),
     ],
@@ -425,12 +426,36 @@ def test_labels_outside_the_classes_the_model_gives_only_as_it_runs_are_refused(
     with pytest.raises(InvalidInputError) as refused:
         gate(spec)
     assert str(refused.value).endswith(
-        f"labels {labels} hold 10, not a class of output 'logits', which has 10 classes (0 to 9); "
+        f"labels {labels} hold 10, a class of no classifier output ('logits' (10 classes)); "
         "give the labels of this data, one class index per sample"
     )
     report = gate(spec.model_copy(update={"accuracy": spec.accuracy.model_copy(update={"max_samples": 300})}))
     task = report.outputs[0].task_accuracy
     assert task is not None and task.samples == 300
+
+
+def test_labels_judge_the_output_they_fit_beside_other_heads(tmp_path: Path) -> None:
+    """A classifier with a second head (4 box values beside 10 logits): labels 0..9 fit the logits
+    only, so those get the task accuracy and the box none (the range check refused the model)."""
+    from types import SimpleNamespace
+
+    from trtforge.accuracy.gate import evaluate_outputs
+    from trtforge.errors import InvalidInputError
+    from trtforge.spec import load_spec
+
+    spec_file = tmp_path / "heads.yaml"
+    spec_file.write_text(f"name: heads\nmodel: m.onnx\naccuracy: {{labels: {tmp_path / 'l.npy'}}}\n")
+    spec = load_spec(spec_file)
+    rng = np.random.default_rng(0)
+    arrays = {
+        name: [rng.normal(size=(8, classes)).astype(np.float32)] for name, classes in (("logits", 10), ("box", 4))
+    }
+    heads: Any = SimpleNamespace(outputs=[SimpleNamespace(name=name) for name in arrays])  # what evaluate_outputs reads
+    labels = np.arange(8) + 2  # 2..9: classes of the logits, not of the 4-value box
+    results = {result.name: result for result in evaluate_outputs(spec, heads, arrays, arrays, labels)}
+    assert results["logits"].task_accuracy is not None and results["box"].task_accuracy is None
+    with pytest.raises(InvalidInputError, match=r"hold 10, a class of no classifier output \('logits' \(10 classes\)"):
+        evaluate_outputs(spec, heads, arrays, arrays, labels + 8)
 
 
 def test_samples_no_profile_accepts_are_dropped_and_counted(write_spec: Callable[..., Path]) -> None:

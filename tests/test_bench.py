@@ -343,7 +343,7 @@ def test_a_scenario_where_every_request_failed_says_what_failed(monkeypatch: pyt
     monkeypatch.setattr(trtforge.bench, "EnginePool", _FailingPool)
     config = BenchConfig(artifact=DIGITS, requests=8, concurrency=2)
     with pytest.raises(TrtforgeError) as raised:
-        trtforge.bench._scenario("warm", config, trtforge.bench.WarmupSet({}), {}, [], None)
+        trtforge.bench._scenario("warm", config, trtforge.bench.WarmupSet({}), {}, [])
     message = str(raised.value)
     assert message == (
         "warm: none of the 8 burst requests succeeded (8 failed, 0 found no context within --timeout 30 s); "

@@ -245,6 +245,7 @@ CASES = [
     # and 10; no other pair across majors (an 8 on 11, an 11 on 12)
     Case("vc-10-on-11", TRT_VC, {**TRT, "version": "11.0.0.1"}, ()),
     Case("vc-8-on-10", {**TRT_VC, "version": "8.6.1.6"}, TRT, ()),
+    Case("vc-9-on-10", {**TRT_VC, "version": "9.3.0.1"}, TRT, ()),
     Case(
         "vc-8-on-11",
         {**TRT_VC, "version": "8.6.1.6"},
@@ -868,7 +869,18 @@ def test_a_tensorrt_rtx_engine_is_never_advised_version_compatible(tmp_path: Pat
     engine = build_engine(tmp_path / "build")
     code, _, err = cli("check", engine, "--trt-version", "1.6", "--cc", "8.6")
     assert code == 5 and "rebuild with TensorRT-RTX 1.6" in err and "version_compatible" not in err, err
-    target = ("--name", "digits-cnn", "--trt-version", "1.6", "--cc", "8.6", "--out", tmp_path / "pulled")
+    target = (
+        "--name",
+        "digits-cnn",
+        "--flavor",
+        "tensorrt-rtx",
+        "--trt-version",
+        "1.6",
+        "--cc",
+        "8.6",
+        "--out",
+        tmp_path / "pulled",
+    )
     code, _, err = cli("pull", f"dir://{engine.parent}", *target)
     assert code == 5 and "rebuild with TensorRT-RTX 1.6" in err and "version_compatible" not in err, err
     # five parts is no TensorRT version (a manifest holding it is refused): it was compared on four, and passed

@@ -31,7 +31,7 @@ def quick_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     and each test starts with an empty in-process memory, so the disk layer is what answers."""
     monkeypatch.setattr(digests, "SETTLE_NS", int(SETTLE_S * 1e9))
     monkeypatch.setattr(digests, "_memory", {})
-    monkeypatch.setattr(digests, "_recalled", {})
+    monkeypatch.setattr(digests, "_from_disk", {})
 
 
 def _settled_file(path: Path, data: bytes) -> Path:
@@ -175,7 +175,7 @@ def test_a_forged_entry_never_makes_a_tampered_engine_trusted(manifest_only: Pat
     _settled_file(engine, b"engine bytez")  # tampered, same size
     _forged_entry(engine, manifest.artifact.sha256)
     real = hashlib.sha256(b"engine bytez").hexdigest()
-    assert file_problem(manifest, engine, recalled=True) is None  # ci's own bookkeeping: the stamp decides
+    assert file_problem(manifest, engine, disk_cache=True) is None  # ci's own bookkeeping: the stamp decides
 
     code, stdout, _ = cli("check", engine, "--cc", "8.6", "--json")
     assert code == 5 and json.loads(stdout)["sha256"]["engine"] == real
@@ -184,7 +184,7 @@ def test_a_forged_entry_never_makes_a_tampered_engine_trusted(manifest_only: Pat
     facts, data = measure_engine(engine, manifest, keep_bytes=True)
     assert (facts.engine_sha256, bytes(data or b"")) == (real, b"engine bytez")
     assert file_problem(manifest, engine) is not None
-    assert sha256_file(engine, recalled=False) == real
+    assert sha256_file(engine, disk_cache=False) == real
 
 
 def test_entries_are_written_whole_without_fsync_and_artifacts_with_it(

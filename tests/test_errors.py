@@ -73,13 +73,13 @@ def test_an_interrupt_exits_130_which_no_failure_class_uses() -> None:
 
 def test_a_printed_line_never_breaks_nor_repeats_a_huge_value() -> None:
     """The one-line rule holds whatever a message repeats: control characters and line separators as
-    ``repr`` writes them, a run of non-blank characters over 256 cut around '…' (a spec's 900 KB
-    ``name:`` made a 900 KB line); words, paths of up to 256 characters and tabs stay as they are."""
+    ``repr`` writes them, a run of non-blank characters over 1024 cut around '…' (a spec's 900 KB
+    ``name:`` made a 900 KB line); words, paths of up to 1024 characters and tabs stay as they are."""
     assert one_line("version '1.7.1.116\n' and \r\x1b[31m\u2028\x85\x00") == (
         "version '1.7.1.116\\n' and \\r\\x1b[31m\\u2028\\x85\\x00"
     )
-    path = "/" + "p" * 250
+    path = "/" + "p" * 1000
     assert one_line(f"cannot write {path}:\tfull") == f"cannot write {path}:\tfull"
     shown = one_line(f"name '{'a' * 900_000}b': too long; shorten it")
-    assert shown == f"name '{'a' * 159}…{'a' * 77}b': too long; shorten it"
+    assert shown == f"name '{'a' * 639}…{'a' * 317}b': too long; shorten it"
     assert one_line(shown) == shown  # what a table cell got once is printed as it is

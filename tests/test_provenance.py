@@ -299,6 +299,29 @@ def test_sign_attest_without_a_spec_records_the_digests_of_the_manifest(project:
     ]
 
 
+def test_a_forged_digest_entry_never_makes_sign_attest_record_another_model(project: Path) -> None:
+    """A signed statement's input digests are taken in this process: an entry planted in the digest
+    cache (anyone who writes the cache folder can) for the model now on disk, carrying the digest of
+    the model that built, made sign --attest vouch for a model that did not build the engine."""
+    import dataclasses
+
+    from trtforge.digests import FileStamp, digest_dir
+
+    engine = _engine(project)
+    model = project / "models" / "conv.onnx"
+    built_from = model.read_bytes()
+    conv_net(model, seed=5)
+    stamp = FileStamp.of(model, model.stat())
+    digest_dir().mkdir(parents=True, exist_ok=True)
+    entry = {**dataclasses.asdict(stamp), "sha256": hashlib.sha256(built_from).hexdigest()}
+    (digest_dir() / stamp.entry_name()).write_text(json.dumps(entry))
+    try:
+        code, _, err = cli("sign", engine, "--key", project / "ci.key", "--attest", "--spec", project / "a.yaml")
+        assert code == 5 and "is not the one that built" in err, err
+    finally:
+        model.write_bytes(built_from)
+
+
 def test_sign_attest_of_an_engine_built_without_the_gate(project: Path) -> None:
     (project / "c.yaml").write_text(
         SPEC.format(name="gamma", cc="8.6").split("accuracy:")[0] + "accuracy: {enabled: false}\n"

@@ -405,6 +405,18 @@ def test_a_pull_replaces_the_whole_artifact_of_its_stem(engines: dict[str, Path]
     )
 
 
+def test_pull_refuses_a_version_without_its_runtime(engines: dict[str, Path], tmp_path: Path) -> None:
+    """--trt-version alone was paired with each runtime in turn, so a TensorRT 10.13 target could be
+    given a TensorRT-RTX engine's choice as well as an enterprise one (select_artifact refused it)."""
+    registry = tmp_path / "registry"
+    assert cli("publish", str(engines["8.6"]), "--to", f"dir://{registry}")[0] == 0
+    out = tmp_path / "pulled"
+    code, _, err = cli("pull", f"dir://{registry}", "--name", "digits-cnn", "--trt-version", "10.13.0.35",
+                       "--cc", "8.6", "--out", str(out))  # fmt: skip
+    assert code == 2 and "--trt-version 10.13.0.35 without --flavor" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_pull_asks_for_a_precision_when_several_fit(engines: dict[str, Path], tmp_path: Path) -> None:
     """fp32 and fp16 both fit: pull used to take the newest build (one-second resolution, then the
     file name); now it asks, naming what it found and the flag."""

@@ -136,7 +136,8 @@ def test_unknown_release_names_the_known_ones() -> None:
         ("10.3.0", False, "24.10", False),  # newer runtime, plain engine: exact version only
         ("10.3.0", True, "24.10", True),  # version-compatible: same major, runtime at least as new
         ("10.7.0", True, "24.08", False),  # version-compatible, runtime older
-        ("9.3.0", True, "24.12", False),  # version-compatible, other major
+        ("9.3.0", True, "24.12", True),  # version-compatible 9 on 10: one of NVIDIA's cross-major pairs
+        ("11.0.0", True, "24.12", False),  # version-compatible 11 on 10: an older major
         ("10.4.0", False, "24.10-trtllm-python-py3", True),  # the table gives major.minor.patch only
         ("10.4.0.26", False, "24.10-trtllm-python-py3", True),  # compared at the precision both give
         ("10.5.0.18", False, "24.10-trtllm-python-py3", False),  # the plain container's TensorRT

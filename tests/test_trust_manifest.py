@@ -170,6 +170,10 @@ NO_BUILD_WRITES = {
         "is not a TensorRT version as a runtime reports it",
     ),
     "a GPU twice": (lambda d: d["gpu"].update(compute_capabilities=["8.6", "8.6"]), "listed twice"),
+    "version-compatible before 8.6": (
+        lambda d: d["tensorrt"].update(flavor="tensorrt", version="8.5.3.1", version_compatible=True),
+        "version compatibility begins with TensorRT 8.6",
+    ),
     "tensorrt-rtx for 9.0": (
         lambda d: d["gpu"].update(compute_capabilities=["9.0"]),
         "tensorrt-rtx compiles for no compute capability 9.0",

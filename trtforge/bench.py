@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trtforge.console import Table
 from trtforge.errors import InvalidInputError, TrtforgeError, did_you_mean, first_line
@@ -38,10 +38,6 @@ from trtforge.runtime.sources import (
     provider_name,
 )
 from trtforge.shapes import Profile, Shape, concrete_shape, random_feed
-
-if TYPE_CHECKING:
-    from trtforge.compat import Environment
-    from trtforge.tags import ComputeCapability
 
 #: Single requests after the burst; their p50 is the steady state the ratios divide by.
 SERIAL_REQUESTS = 200
@@ -69,7 +65,6 @@ class BenchConfig:
     threads: int | None = None
     timeout: float = 30.0
     seed: int = 0
-    cc: ComputeCapability | None = None  # judge an engine against this GPU, not the detected one
 
 
 @dataclass(frozen=True)
@@ -244,19 +239,6 @@ def artifact_shape_tensors(artifact: Path, inputs: Sequence[TensorDesc], profile
     return ShapeTensors(tuple(inputs), tuple(profiles))
 
 
-def bench_environment(config: BenchConfig) -> Environment | None:
-    """What the loader judges an engine against: this host, with ``--cc`` over its GPU (None: detected)."""
-    if config.cc is None:
-        return None
-    if backend_of(config.artifact) == ONNXRUNTIME:
-        raise InvalidInputError(f"--cc: {config.artifact} is an ONNX model, which onnxruntime runs on this host")
-    from trtforge.environment import Target
-    from trtforge.manifest import ArtifactPaths, read_manifest
-
-    flavor = read_manifest(ArtifactPaths.of(config.artifact).must_exist().manifest).tensorrt.flavor
-    return Target(compute_capability=config.cc).environment(default_flavor=flavor)
-
-
 # ---------------------------------------------------------------- measuring (side effects)
 
 
@@ -342,7 +324,6 @@ def _scenario(
     request: WarmupSet,
     feed: Mapping[str, Any],
     pools: list[EnginePool],
-    environment: Environment | None,
 ) -> Scenario:
     warm = name == "warm"
     began = time.perf_counter()
@@ -354,7 +335,6 @@ def _scenario(
         timeout=config.timeout,
         providers=(provider_name(config.provider),),
         threads=config.threads,
-        environment=environment,
     )
     pools.append(pool)
     startup = time.perf_counter() - began
@@ -416,7 +396,6 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
     provider = provider_name(config.provider)
     check_threads(config.threads, "--threads")
     inputs, profiles = describe_artifact(config.artifact)
-    environment = bench_environment(config)
     shapes = request_shapes(inputs, profiles, config.batch, config.shapes)
     # a shape tensor's values: --shape NAME=[V,...], else the engine profile's (opt first) or what the
     # ONNX graph tells for certain; else exit 2 saying what to pass (random integers would fail a Reshape)
@@ -432,7 +411,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
     try:
         for name in ("cold", "warm") if config.cold else ("warm",):
             log(f"{name}: pool of {config.pool}, {config.requests} requests from {config.concurrency} threads")
-            scenarios.append(_scenario(name, config, request, feed, pools, environment))
+            scenarios.append(_scenario(name, config, request, feed, pools))
             if name == "cold":
                 pools.pop().close()  # one pool at a time: the warm one must not share the CPU with it
         warm_pool = pools[-1]

@@ -284,7 +284,7 @@ def artifact_problem(engine: Path, spec: Spec, inputs: dict[str, Any], record: C
         return f"{engine.name} is missing"
     try:
         manifest = read_manifest(engine)
-        problem = file_problem(manifest, engine, recalled=True)  # ci's own artifact: unchanged in O(1)
+        problem = file_problem(manifest, engine, disk_cache=True)  # ci's own artifact: unchanged in O(1)
     except (TrtforgeError, OSError) as exc:
         return f"{engine.name} is unreadable ({first_line(exc)})"
     if problem:

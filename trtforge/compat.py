@@ -39,7 +39,7 @@ PRODUCT_NAMES = {FLAVOR_TENSORRT: "TensorRT", FLAVOR_RTX: "TensorRT-RTX"}
 #: Where no GPU is there is nothing to load on: the advice is to judge for a target GPU, through what
 #: takes one (``load_engine``, ``load_best`` and ``EnginePool`` take no target: they load here).
 NO_GPU_MESSAGE = (
-    "no GPU detected: judge the engine for a target GPU with --cc (trtforge check, pull, bench), or from "
+    "no GPU detected: judge the engine for a target GPU with --cc (trtforge check, pull), or from "
     "Python with check_compatibility(..., target=Target(compute_capability=...)) or select_artifact(..., "
     "target=...); load_engine, load_best and EnginePool deserialize it here, which needs a GPU"
 )
@@ -331,9 +331,10 @@ def runtime_problem(trt: TensorRTInfo, env: Environment) -> tuple[Rule, str | No
 
 
 #: (builder major, runtime major) pairs where a version-compatible engine loads across majors, as
-#: NVIDIA's support matrix lists them (TensorRT 8 on 9 and 10, TensorRT 10 on 11; "no other
-#: combination across major versions is supported": a TensorRT 8 engine does not load on 11)
-CROSS_MAJOR_VERSION_COMPATIBLE = frozenset({(8, 9), (8, 10), (10, 11)})
+#: NVIDIA's pages list them: TensorRT 8 on 9 and 10, TensorRT 9 on 10 (10.x's "Version
+#: Compatibility": "TensorRT 8 or TensorRT 9 engines with TensorRT 10"), TensorRT 10 on 11 (the
+#: 11.x support matrix; "no other combination across major versions": an 8 does not load on 11)
+CROSS_MAJOR_VERSION_COMPATIBLE = frozenset({(8, 9), (8, 10), (9, 10), (10, 11)})
 
 
 def version_compatible_majors(built_major: int) -> tuple[int, ...]:

@@ -25,21 +25,21 @@ from trtforge.fsutil import atomic_write_text
 from trtforge.threads import beside
 
 
-def sha256_file(path: Path, *, recalled: bool = True) -> str:
+def sha256_file(path: Path, *, disk_cache: bool = True) -> str:
     """Hex sha256 of a file, streamed so that a 2 GB engine needs no 2 GB of memory; answered by
     the digest cache when the file is provably the one hashed before (:class:`FileStamp`), without
     opening it, and by the hash :func:`prefetch_digest` started, which it waits for.
 
-    ``recalled=False`` where the digest decides whether to trust the bytes (an engine against its
+    ``disk_cache=False`` where the digest decides whether to trust the bytes (an engine against its
     manifest, recorded provenance inputs): only this process's own hashes answer, never the cache on
     disk, which any process of this user writes (a CI cache restored from another job, too)."""
-    known = known_digest(FileStamp.of(path, os.stat(path)), recalled=recalled)
+    known = known_digest(FileStamp.of(path, os.stat(path)), disk_cache=disk_cache)
     if known is not None:
         with contextlib.suppress(KeyError):
             _prefetches.pop(os.path.abspath(path)).cancel()  # its digest is not needed
         return known
     if _await_prefetch(path):
-        known = known_digest(FileStamp.of(path, os.stat(path)), recalled=recalled)
+        known = known_digest(FileStamp.of(path, os.stat(path)), disk_cache=disk_cache)
     return known if known is not None else _hash_file(path)
 
 
@@ -94,11 +94,12 @@ def sha256_beside(data: bytes | memoryview) -> Callable[[], str]:
     return beside(lambda: sha256_bytes(data), "trtforge-sha256")
 
 
-def data_sha256(files: Sequence[Path]) -> str:
-    """Hash of the files' contents in order (not their paths: moving a data set keeps it)."""
+def data_sha256(files: Sequence[Path], *, disk_cache: bool = True) -> str:
+    """Hash of the files' contents in order (not their paths: moving a data set keeps it);
+    ``disk_cache`` as :func:`sha256_file`'s."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(sha256_file(path).encode("ascii") + b"\n")
+        digest.update(sha256_file(path, disk_cache=disk_cache).encode("ascii") + b"\n")
     return digest.hexdigest()
 
 
@@ -113,7 +114,7 @@ def read_hashed(path: Path, size: int) -> tuple[bytearray, str]:
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
         stamp = FileStamp.of(path, os.fstat(handle.fileno()))
-        known = known_digest(stamp, recalled=False)
+        known = known_digest(stamp, disk_cache=False)
         digest = hashlib.sha256() if known is None else None
         offset = 0
         while offset < size:
@@ -144,9 +145,9 @@ SETTLE_NS = 2_000_000_000
 MAX_DIGESTS = 4096
 _MAX_ENTRY_BYTES = 4096
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-#: digests this process took itself, and those it read from the cache on disk (``recalled``)
+#: digests this process took itself, and those it read from the cache on disk (``disk_cache``)
 _memory: dict[FileStamp, str] = {}
-_recalled: dict[FileStamp, str] = {}
+_from_disk: dict[FileStamp, str] = {}
 
 
 @dataclass(frozen=True)
@@ -190,16 +191,16 @@ def digest_dir() -> Path:
     return default_cache_dir() / "digests"
 
 
-def known_digest(stamp: FileStamp, *, recalled: bool = True) -> str | None:
-    """The digest recorded for exactly this stamp: hashed by this process, then (``recalled``) read
+def known_digest(stamp: FileStamp, *, disk_cache: bool = True) -> str | None:
+    """The digest recorded for exactly this stamp: hashed by this process, then (``disk_cache``) read
     from the digest cache on disk; None for any other stamp, and for an entry that is unreadable,
     corrupt, oversized or not this user's."""
     if stamp in _memory:
         return _memory[stamp]
-    if not recalled:
+    if not disk_cache:
         return None
-    if stamp in _recalled:
-        return _recalled[stamp]
+    if stamp in _from_disk:
+        return _from_disk[stamp]
     try:
         with open(digest_dir() / stamp.entry_name(), "rb") as handle:
             owner = os.fstat(handle.fileno()).st_uid
@@ -215,7 +216,7 @@ def known_digest(stamp: FileStamp, *, recalled: bool = True) -> str | None:
         return None
     if recorded != stamp or not isinstance(digest, str) or not _HEX64.match(digest):
         return None
-    _keep(_recalled, stamp, digest)
+    _keep(_from_disk, stamp, digest)
     return digest
 
 
@@ -244,7 +245,7 @@ def remember_digest(before: FileStamp, after: FileStamp, digest: str, read_ns: i
 def forget_digests() -> None:
     """Empty this process's memory of digests (the cache on disk stays): to measure a cold hash."""
     _memory.clear()
-    _recalled.clear()
+    _from_disk.clear()
 
 
 def _bound(folder: Path) -> None:

@@ -367,14 +367,14 @@ class Target:
 
 
 def measure_engine(
-    engine: Path, manifest: Manifest, *, keep_bytes: bool = False, recalled: bool = False
+    engine: Path, manifest: Manifest, *, keep_bytes: bool = False, disk_cache: bool = False
 ) -> tuple[ArtifactFacts, bytearray | None]:
     """The one "size, then sha256" measure of an engine file against its manifest.
 
     A missing file or one of the wrong size is not hashed (that already refuses it). With ``keep_bytes``
     the bytes that were hashed come back too, so the loader deserializes exactly what it
     checked (no second read that a writer could slip a different file into). The engine is hashed
-    in this process unless ``recalled`` (``ci`` asking whether its own artifact is unchanged): a
+    in this process unless ``disk_cache`` (``ci`` asking whether its own artifact is unchanged): a
     decision to trust it never takes the digest cache's word (:func:`trtforge.digests.sha256_file`).
     """
     if not engine.is_file():
@@ -383,13 +383,13 @@ def measure_engine(
     if size != manifest.artifact.size:
         return ArtifactFacts(engine_file=engine.name, engine_size=size), None
     if not keep_bytes:
-        digest = sha256_file(engine, recalled=recalled)
+        digest = sha256_file(engine, disk_cache=disk_cache)
         return ArtifactFacts(engine_file=engine.name, engine_size=size, engine_sha256=digest), None
     data, digest = read_hashed(engine, size)
     return ArtifactFacts(engine_file=engine.name, engine_size=len(data), engine_sha256=digest), data
 
 
-def file_problem(manifest: Manifest, engine: Path, *, recalled: bool = False) -> str | None:
+def file_problem(manifest: Manifest, engine: Path, *, disk_cache: bool = False) -> str | None:
     """Rule 5 (``compat.content_problem``) on an engine file on disk; None when it is the manifest's
-    engine (``recalled``: as :func:`measure_engine`)."""
-    return content_problem(manifest, measure_engine(engine, manifest, recalled=recalled)[0])
+    engine (``disk_cache``: as :func:`measure_engine`)."""
+    return content_problem(manifest, measure_engine(engine, manifest, disk_cache=disk_cache)[0])

@@ -124,9 +124,10 @@ def first_line(exc: BaseException) -> str:
 
 
 #: a run of non-blank characters longer than this in a printed line is a value echoed from a file or
-#: a flag (a spec's 900 KB ``name:``), not a word or a path: it is cut to its start and its end
-MAX_ECHOED = 256
-_ECHO_HEAD, _ECHO_TAIL = 160, 80
+#: a flag (a spec's 900 KB ``name:``), not a word or a path (deep CI and Bazel paths stay whole): it
+#: is cut to its start and its end
+MAX_ECHOED = 1024
+_ECHO_HEAD, _ECHO_TAIL = 640, 320
 _LONG_RUN = re.compile(rf"\S{{{MAX_ECHOED + 1},}}")
 #: what would break a line or drive a terminal: every control character but tab, and the line and
 #: paragraph separators (``str.splitlines`` breaks at all of them)

@@ -68,7 +68,7 @@ def engine_facts(path: Path, trusted_keys: Sequence[TrustedKey] = ()) -> EngineF
     measured = ArtifactFacts(
         engine_file=engine.name,
         engine_size=engine.stat().st_size,
-        engine_sha256=sha256_file(engine, recalled=False),
+        engine_sha256=sha256_file(engine, disk_cache=False),
         signature=signature.status,
         signature_key_id=signature.key_id,
     )

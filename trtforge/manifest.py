@@ -251,6 +251,8 @@ class Manifest(_Frozen):
         them (NVIDIA's "Engine Compatibility" page): no build of it writes other facts."""
         if self.tensorrt.flavor == FLAVOR_RTX and self.tensorrt.version_compatible:
             raise ValueError("tensorrt-rtx engines are never version-compatible (they load on their own release only)")
+        if self.tensorrt.version_compatible and parse_trt_version(self.tensorrt.version)[:2] < (8, 6):
+            raise ValueError("version compatibility begins with TensorRT 8.6: no earlier build writes it")
         if self.tensorrt.flavor == FLAVOR_RTX and self.gpu.hardware_compatibility != "none":
             raise ValueError("tensorrt-rtx engines have hardware_compatibility none (it compiles for listed GPUs)")
         capabilities = tuple(ComputeCapability.parse(cc) for cc in self.gpu.compute_capabilities)

@@ -178,23 +178,29 @@ def model_files(path: Path) -> list[Path]:
     return _with_data(path, external_data_names(read_onnx(path)))
 
 
-def content_files(path: Path) -> list[Path]:
-    """:func:`model_files`, the names read once per content of the .onnx (:func:`_remembered_names`)."""
+def content_files(path: Path, *, disk_cache: bool = True) -> list[Path]:
+    """:func:`model_files`, the names read once per content of the .onnx (:func:`_remembered_names`;
+    without ``disk_cache``, read from the graph, as a decision to trust the model needs)."""
     from trtforge.digests import sha256_file
 
+    if not disk_cache:
+        return _with_data(path, external_data_names(read_onnx(path)))
     return _with_data(path, _remembered_names(path, sha256_file(path)))
 
 
-def content_sha256(path: Path, files: Sequence[Path] | None = None) -> str:
+def content_sha256(path: Path, files: Sequence[Path] | None = None, *, disk_cache: bool = True) -> str:
     """The model's content digest, which every cache key and ``ci``'s "unchanged" rest on: weights
     edited in their external data file are another model, though the .onnx file is the same. A
     model without external data keeps its file's sha256 (the manifest's ``source.onnx_sha256``),
-    and so the keys it had; each file's digest comes from the stat-keyed digest cache. ``files``:
+    and so the keys it had; each file's digest comes from the stat-keyed digest cache unless
+    ``disk_cache`` is False (provenance, verify: :func:`trtforge.digests.sha256_file`). ``files``:
     the model's files where the caller has them (``ModelInfo.files``, :func:`content_files`)."""
     from trtforge.digests import data_sha256, sha256_file
 
-    files = content_files(path) if files is None else files
-    return data_sha256(files) if len(files) > 1 else sha256_file(path)
+    files = content_files(path, disk_cache=disk_cache) if files is None else files
+    if len(files) > 1:
+        return data_sha256(files, disk_cache=disk_cache)
+    return sha256_file(path, disk_cache=disk_cache)
 
 
 def _remembered_names(path: Path, digest: str) -> tuple[str, ...]:

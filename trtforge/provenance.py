@@ -202,7 +202,8 @@ def _relative(path: Path, folder: Path) -> str:
 
 
 def spec_inputs(spec: Spec, engine_dir: Path, external_data: bool = True) -> tuple[Input, ...]:
-    """Every file ``spec`` made the build read, hashed (the digest cache answers files hashed before):
+    """Every file ``spec`` made the build read, hashed in this process (what a signed statement
+    records never takes the digest cache's word: :func:`trtforge.digests.sha256_file`):
     the model, the spec, then each external data file the model names (role ``model-data``), then
     the data. ``external_data=False``: the caller knows the model has none (its graph is not read
     to find that out)."""
@@ -221,7 +222,7 @@ def spec_inputs(spec: Spec, engine_dir: Path, external_data: bool = True) -> tup
         files.append(("labels", Path(spec.accuracy.labels)))
     # the spec by the digest of the text the build read (the manifest's), not of the file as it is now
     spec_file = Input("spec", spec.origin.sha256, _relative(spec.origin.path, engine_dir))
-    hashed = [Input(role, sha256_file(path), _relative(path, engine_dir)) for role, path in files]
+    hashed = [Input(role, sha256_file(path, disk_cache=False), _relative(path, engine_dir)) for role, path in files]
     return (hashed[0], spec_file, *hashed[1:])
 
 
@@ -233,7 +234,7 @@ def _model_content_problem(spec: Spec, manifest: Manifest, inputs: Sequence[Inpu
     recorded = manifest.source.model_sha256
     if recorded is None:
         return None
-    content = content_sha256(spec.model_path)
+    content = content_sha256(spec.model_path, disk_cache=False)
     if content == recorded:
         return None
     data = ", ".join(item.path or "?" for item in inputs if item.role == "model-data") or "none now"
@@ -487,7 +488,7 @@ def _refuse_disagreement(path: Path, predicate: dict[str, Any], manifest: Manife
 def _check_inputs(
     inputs: Sequence[Input], engine_dir: Path, given: Sequence[Path]
 ) -> tuple[list[InputCheck], list[str]]:
-    by_digest = {sha256_file(path, recalled=False): path for path in given}
+    by_digest = {sha256_file(path, disk_cache=False): path for path in given}
     checks: list[InputCheck] = []
     for item in inputs:
         if item.sha256 in by_digest:
@@ -499,7 +500,7 @@ def _check_inputs(
             if not recorded.is_file():
                 checks.append(InputCheck(item, "not found", str(recorded)))
             else:
-                same = sha256_file(recorded, recalled=False) == item.sha256
+                same = sha256_file(recorded, disk_cache=False) == item.sha256
                 checks.append(InputCheck(item, "same" if same else "changed", str(recorded)))
     problems = [
         f"{check.input.role} {check.file} changed since the build (sha256 no longer {check.input.sha256[:12]}…)"
@@ -559,7 +560,7 @@ def verify_provenance(
     for what, file in (("engine", engine), ("manifest", paths.manifest)):
         if not file.is_file():
             raise _refuse(file, f"{what} missing; the attestation covers both the engine and its manifest")
-        actual = sha256_file(file, recalled=False)
+        actual = sha256_file(file, disk_cache=False)
         if actual not in digests:
             raise _refuse(
                 path,

@@ -54,7 +54,7 @@ def source_mismatch(
             f"(sha256 {source.onnx_sha256[:12]}…)"
         )
     if source.model_sha256 is not None:
-        content = model_sha256() if model_sha256 is not None else content_sha256(spec.model_path)
+        content = model_sha256() if model_sha256 is not None else content_sha256(spec.model_path, disk_cache=False)
         if content != source.model_sha256:
             data = ", ".join(str(path) for path in model_files(spec.model_path)[1:]) or "none now"
             return (
@@ -123,7 +123,7 @@ def _verify_locked(
 
     check_model_file(spec.model_path, spec.origin.where("model"))
     engine = paths.existing_engine("its manifest is there: pull or rebuild the engine")
-    mismatch = source_mismatch(spec, manifest, sha256_file(spec.model_path))
+    mismatch = source_mismatch(spec, manifest, sha256_file(spec.model_path, disk_cache=False))
     if mismatch:
         raise InvalidInputError(
             f"{engine.name}: {spec.origin.path} is not the spec this engine was built from ({mismatch}); "
@@ -173,7 +173,7 @@ def _pinned_report(manifest: Manifest, report_file: Path) -> bool:
     if accuracy.get("report") != report_file.name or not report_file.is_file():
         return False
     pinned = accuracy.get(REPORT_SHA256)
-    return pinned is None or sha256_file(report_file) == pinned
+    return pinned is None or sha256_file(report_file, disk_cache=False) == pinned
 
 
 def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
@@ -185,8 +185,9 @@ def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
             f"{out_dir}: no such folder; build first (trtforge build {spec.origin.path} --out {out_dir}) or pass --out"
         )
     check_model_file(spec.model_path, spec.origin.where("model"))
-    onnx_sha256 = sha256_file(spec.model_path)
-    model_sha256 = functools.cache(lambda: content_sha256(spec.model_path))  # once, where a manifest asks
+    # verify judges an artifact: its hashes are taken here, never the digest cache's (digests.sha256_file)
+    onnx_sha256 = sha256_file(spec.model_path, disk_cache=False)
+    model_sha256 = functools.cache(lambda: content_sha256(spec.model_path, disk_cache=False))  # where asked
     matches: list[Path] = []
     mismatches: list[str] = []
     listing = find_artifacts(out_dir, spec.name, spec.precision)

@@ -369,22 +369,19 @@ def evaluate_outputs(
 
     names = [tensor.name for tensor in model.outputs]
     results = []
-    classifiers = []
+    classifiers: dict[str, int] = {}  # classifier output -> its class count
     for name in names:
         ref, cand = _joined(reference[name]), _joined(candidate[name])
         classifier = metrics.is_classifier(ref)
         if classifier:
-            classifiers.append(name)
+            classifiers[name] = ref.shape[1]
         exact = not is_float(ref.dtype)
         limits = tolerances.resolve(name, spec.precision, spec.accuracy.tolerances, classifier, exact)
         compared = not identical and ref.size > 0
         measured = metrics.compare(ref, cand, classifier) if compared else None
         checks = tolerances.evaluate(name, measured, limits) if measured is not None else []
         task = None
-        if labels is not None and classifier:
-            assert spec.accuracy.labels is not None  # the file the labels were read from
-            where = spec.origin.where("accuracy", "labels")
-            inputs.check_label_classes(Path(spec.accuracy.labels), labels, name, ref.shape[1], where)
+        if labels is not None and classifier and inputs.labels_fit(labels, ref.shape[1]):
             task = TaskAccuracy(
                 samples=len(labels),
                 reference=metrics.task_accuracy(ref, labels),
@@ -411,12 +408,16 @@ def evaluate_outputs(
                 task_accuracy=task,
             )
         )
-    tolerances.check_names(spec.accuracy.tolerances, names, classifiers, _tolerance_where(spec))
+    tolerances.check_names(spec.accuracy.tolerances, names, list(classifiers), _tolerance_where(spec))
     if labels is not None and not classifiers:
         raise InvalidInputError(
             f"{spec.origin.where('accuracy', 'labels')}: accuracy.labels needs a classifier output "
             f"(float [N, C]); outputs: {', '.join(names)}"
         )
+    if labels is not None:
+        assert spec.accuracy.labels is not None  # the file the labels were read from
+        where = spec.origin.where("accuracy", "labels")
+        inputs.check_label_classes(Path(spec.accuracy.labels), labels, classifiers, where)
     return results
 
 

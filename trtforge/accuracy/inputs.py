@@ -241,9 +241,7 @@ def plan(spec: Spec, model: ModelInfo) -> Plan:
         _check_labels(labels, data_plan.samples, data_plan.complete, where)
         declared = declared_classes(model)
         if declared:  # the classes the graph declares: a labels file of another data set costs no build
-            values = load_labels(labels, data_plan.samples, where)
-            for output, classes in declared.items():
-                check_label_classes(labels, values, output, classes, where)
+            check_label_classes(labels, load_labels(labels, data_plan.samples, where), declared, where)
     return Plan("files", data_plan.files, data_plan.samples, gate_batch_size(model, spec.profiles), labels, None)
 
 
@@ -310,15 +308,24 @@ def declared_classes(model: ModelInfo) -> dict[str, int]:
     }
 
 
-def check_label_classes(path: Path, labels: np.ndarray, output: str, classes: int, where: str) -> None:
-    """Every label a class of ``output`` (0 to ``classes`` - 1): a labels file of another data set,
-    or -1 for "unlabelled", would otherwise give both models the same low task accuracy, and pass."""
-    outside = labels[(labels < 0) | (labels >= classes)]
-    if outside.size:
-        raise InvalidInputError(
-            f"{where}: labels {path} hold {int(outside[0])}, not a class of output '{output}', which has "
-            f"{classes} classes (0 to {classes - 1}); give the labels of this data, one class index per sample"
-        )
+def labels_fit(labels: np.ndarray, classes: int) -> bool:
+    """Every label a class of an output of ``classes`` classes (0 to ``classes`` - 1)."""
+    return bool(labels.size == 0 or (labels.min() >= 0 and labels.max() < classes))
+
+
+def check_label_classes(path: Path, labels: np.ndarray, classifiers: Mapping[str, int], where: str) -> None:
+    """The labels are the classes of at least one classifier output (output -> class count): a
+    labels file of another data set, or -1 for "unlabelled", would otherwise give both models the
+    same low task accuracy, and pass. A model with other heads beside its classifier (a box
+    regressor of 4 values) is judged by the output the labels fit; the others get no task accuracy."""
+    if not classifiers or any(labels_fit(labels, classes) for classes in classifiers.values()):
+        return
+    outputs = ", ".join(f"'{name}' ({classes} classes)" for name, classes in classifiers.items())
+    outside = labels[(labels < 0) | (labels >= max(classifiers.values()))]  # not empty: they fit no output
+    raise InvalidInputError(
+        f"{where}: labels {path} hold {int(outside[0])}, a class of no classifier output ({outputs}); give the "
+        "labels of this data, one class index per sample"
+    )
 
 
 def batches(spec: Spec, model: ModelInfo, data: Plan) -> Iterator[Batch]:

@@ -8,14 +8,12 @@ from typing import Annotated
 import typer
 
 from trtforge.cli.common import (
-    CcOption,
     JsonOption,
     ProviderOption,
     ThreadsOption,
     emit_json,
     exits_cleanly,
     reporter,
-    target_from_flags,
 )
 
 app = typer.Typer()
@@ -52,7 +50,6 @@ def bench(
     provider: ProviderOption = "cpu",
     threads: ThreadsOption = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds a request waits for a context.")] = 30.0,
-    cc: CcOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Warm pool against cold start: first request and steady-state p50/p99, as ratios to the p50."""
@@ -73,7 +70,6 @@ def bench(
         provider=provider,
         threads=threads,
         timeout=timeout,
-        cc=target_from_flags(cc=cc).compute_capability,
     )
     report = run_bench(config, log=console.info)
     if as_json:

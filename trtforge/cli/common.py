@@ -123,12 +123,12 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
         message = one_line(failure.message)  # a value it repeats may hold a line break, or be huge
         typer.echo(message if failure.exit_code == INTERRUPTED_EXIT else f"error: {message}", err=True)
         if kwargs.get("as_json") and not _json_printed.get():
-            code = failure.exit_code
+            code, whole = failure.exit_code, failure.message  # JSON escapes what breaks a line: nothing cut
             own = error_document(failure) if error_document is not None else None
             emit_json(
-                {**own, "exit_code": code, "error": message}
+                {**own, "exit_code": code, "error": whole}
                 if own is not None
-                else {"error": {"exit_code": code, "message": message}}
+                else {"error": {"exit_code": code, "message": whole}}
             )
         raise typer.Exit(failure.exit_code) from None
 

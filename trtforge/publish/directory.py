@@ -105,6 +105,6 @@ def _existing(engine: Path, manifest_path: Path, report: Path) -> Existing | Non
     if not isinstance(current, Manifest) or not engine.is_file():
         return Existing(None, None)
     # hash the engine really there: a damaged copy must not pass for "the same content"
-    report_sha256 = sha256_file(report, recalled=False) if report.is_file() else None
-    engine_sha256 = sha256_file(engine, recalled=False)
+    report_sha256 = sha256_file(report, disk_cache=False) if report.is_file() else None
+    engine_sha256 = sha256_file(engine, disk_cache=False)
     return Existing(engine_sha256, sha256_bytes(manifest_path.read_bytes()), report_sha256=report_sha256)

@@ -36,7 +36,7 @@ from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.compat import DEFAULT_POLICY, Environment, LoadPolicy, Problem, policy_problems
 from trtforge.digests import sha256_bytes, sha256_file
 from trtforge.environment import Target, file_problem, measure_engine
-from trtforge.errors import IncompatibleEngineError, TrtforgeError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
 from trtforge.fsutil import check_inside, ensure_writable_dir
 from trtforge.manifest import Manifest, attestation_path, manifest_path_for, report_path
 from trtforge.provenance import verify_provenance
@@ -83,6 +83,11 @@ def target_environments(target: Target | None = None) -> tuple[Environment, ...]
     target = target or Target()
     if target.flavor is not None:
         return (target.environment(),)
+    if target.version is not None:  # paired with each flavor, it chose an engine of a runtime not meant
+        raise InvalidInputError(
+            f"--trt-version {target.version} without --flavor: a version is one runtime's, and pull chooses "
+            f"among both; pass --flavor {' or --flavor '.join(FLAVORS)} with it"
+        )
     return tuple(target.environment(flavor) for flavor in FLAVORS)
 
 
@@ -280,7 +285,7 @@ def _already_here(
     if sha256_bytes(manifest_path.read_bytes()) != sha256_bytes(candidate.manifest_bytes):
         return False
     report_here = report is None or (
-        report_file.is_file() and sha256_file(report_file, recalled=False) == sha256_bytes(report)
+        report_file.is_file() and sha256_file(report_file, disk_cache=False) == sha256_bytes(report)
     )
     return report_here and file_problem(candidate.manifest, engine) is None
 

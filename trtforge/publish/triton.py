@@ -1,7 +1,8 @@
 """``triton://PATH``: a Triton model repository, ``PATH/{name}/{version}/model.{tag}.plan``.
 
 Each plan sits beside its trtforge manifest (``model.{tag}.manifest.json``; Triton ignores it,
-``pull`` and ``check`` read it). Engines of one model build for different GPUs share a version
+``pull`` reads it: what it writes, ``{stem}.engine`` beside its manifest, is what ``check``
+takes). Engines of one model build for different GPUs share a version
 and Triton picks the plan per GPU with ``cc_model_filenames``; an engine joins the newest
 version when that version holds builds of the same ONNX, precision, TensorRT version, I/O and
 profiles, and otherwise starts the next free version number. ``config.pbtxt`` is regenerated
@@ -196,7 +197,7 @@ class TritonRegistry:
         manifest_file = latest_dir / plan_manifest_name(manifest)
         if plan.exists() or manifest_file.exists():
             existing = (
-                Existing(sha256_file(plan, recalled=False), sha256_bytes(manifest_file.read_bytes()))
+                Existing(sha256_file(plan, disk_cache=False), sha256_bytes(manifest_file.read_bytes()))
                 if plan.is_file() and manifest_file.is_file()
                 else Existing(None, None)
             )
