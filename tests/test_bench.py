@@ -99,6 +99,8 @@ def test_bench_table_goes_to_stderr_and_batch_sets_the_shape() -> None:
         ([str(DIGITS), "--threads", "100000"], "--threads 100000: at most"),
         # every latency is kept: memory grew until the process was killed
         ([str(DIGITS), "--requests", "99999999999999999999"], "--requests 99999999999999999999: at most 1,000,000"),
+        # one client thread each: they were started until the process was killed
+        ([str(DIGITS), "--concurrency", "100000"], "--concurrency 100000: at most 1024 client threads"),
         ([str(REPO / "README.md")], "not an engine artifact"),
         ([str(STATIC), "--batch", "4"], "--batch 4: nothing to apply it to, the model has no dynamic input"),
         ([str(DIGITS), "--shape", "input=2x1x8x8", "--batch", "3"], "its dynamic inputs all have a --shape"),

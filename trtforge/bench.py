@@ -45,6 +45,9 @@ SERIAL_REQUESTS = 200
 #: percentiles are taken), so memory and time grow with it, and a million samples already give a p99
 #: resting on 10,000 of them; beyond, a typo (``--requests 99999999999999999999``) ran until killed
 MAX_REQUESTS = 1_000_000
+#: client threads of one burst: each is a Python thread of this process, taking turns on the GIL, so
+#: past this they add memory, not load (a typo, ``--concurrency 100000``, started threads until killed)
+MAX_CONCURRENCY = 1024
 #: distinct failure messages a burst keeps (a message that varies per request must not grow without end)
 MAX_FAILURE_KINDS = 10
 #: where the failures past ``MAX_FAILURE_KINDS`` distinct messages are counted
@@ -388,6 +391,11 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
     """Run the scenarios (cold first, when asked) and return the report; every pool is closed after."""
     if config.pool < 1 or config.concurrency < 1 or config.requests < 1:
         raise InvalidInputError("--pool, --concurrency and --requests must be at least 1")
+    if config.concurrency > MAX_CONCURRENCY:
+        raise InvalidInputError(
+            f"--concurrency {config.concurrency}: at most {MAX_CONCURRENCY} client threads in one process; "
+            "for more load, run several bench processes"
+        )
     if config.requests > MAX_REQUESTS:
         raise InvalidInputError(
             f"--requests {config.requests}: at most {MAX_REQUESTS:,} in one run (each one's latency is kept "
