@@ -296,7 +296,7 @@ def test_rtx_refuses_version_compatible_before_the_precision_step(
     code, _, stderr = _build(spec, tmp_path / "out")
     assert code == 2 and f"error: {spec}:4: build.version_compatible: true is not supported by tensorrt-rtx" in stderr
     assert "the TensorRT-RTX release that built them" in stderr and "backend: tensorrt" in stderr
-    assert "FP16" not in stderr and "fp16" not in stderr.split("error:")[0] and not list((tmp_path / "out").iterdir())
+    assert "FP16" not in stderr and "fp16" not in stderr.split("error:")[0] and not (tmp_path / "out").exists()
 
 
 def test_spec_error_through_the_cli(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -386,3 +386,23 @@ def test_invalid_model_the_parser_rejects_is_named_by_the_onnx_checker(tmp_path:
     assert code == 2, stderr
     assert "invalid ONNX model" in stderr and "Traceback" not in stderr
     assert _engines(tmp_path / "out") == []
+
+
+PROFILE = "profiles:\n  - input: {min: [1, 1, 8, 8], opt: [1, 1, 8, 8], max: [1, 1, 8, 8]}\n"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    ["", PROFILE + "accuracy: {data: /nonexistent/*.npy}\n"],
+    ids=["no profile for a dynamic input", "data glob matching nothing"],
+)
+def test_a_spec_refused_before_its_build_leaves_no_output_folder(tmp_path: Path, refusal: str) -> None:
+    """README: a refused command leaves the disk as it was. build made --out (and its parents)
+    before the spec's own checks, so a refused spec left empty folders behind."""
+    digits = Path(__file__).resolve().parent.parent / "calibration" / "digits" / "digits_cnn.onnx"
+    spec = tmp_path / "refused.yaml"
+    spec.write_text(f"name: refused\nmodel: {digits}\ntargets: ['8.6']\n{refusal}")
+    out = tmp_path / "made" / "by" / "build"
+    result = CliRunner().invoke(app, ["build", str(spec), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "made").exists()

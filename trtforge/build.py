@@ -133,7 +133,6 @@ def build_spec(
     is committed with it; without, a previous build's attestation is removed (it would be stale)."""
     started = time.perf_counter()
     keep_freed_memory()  # the conversion and TensorRT's build reuse what they free (see trtforge.allocator)
-    ensure_writable_dir(out_dir)
     cache_dir = cache_dir or default_cache_dir()
     swept = sweep(out_dir) + sweep(cache_dir, depth=2)  # caches keep their files one folder down
     if swept.note:
@@ -204,6 +203,7 @@ def build_spec(
         engine_path = out_dir / f"{stem}.engine"
         manifest_path = manifest_path_for(engine_path)
         report_file = report_path(out_dir, stem)
+        ensure_writable_dir(out_dir)  # made only now: a spec refused before its build leaves no folder
         with ArtifactWriter(out_dir, spec.name, spec.precision) as writer:
             writer.replace_whole(stem)  # a previous build's report or attestation would be stale
             engine_sha256 = sha256_beside(result.engine)  # hashed while the same bytes are written
