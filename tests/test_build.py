@@ -236,6 +236,25 @@ def test_a_junit_path_the_report_would_replace_is_refused_before_anything_is_bui
     assert "Building engine" not in stderr and _files(tmp_path) == before  # nothing replaced, nothing made
 
 
+@pytest.mark.parametrize("target", ["data/batch0.npy", "labels.npy"])
+def test_a_junit_path_that_is_the_accuracy_data_or_labels_is_refused(
+    model_dir: Path, tmp_path: Path, target: str
+) -> None:
+    """The spec's data and labels are its inputs too: --junit on one replaced it with XML."""
+    import numpy as np
+
+    shutil.copyfile(model_dir / "conv_static.onnx", tmp_path / "conv.onnx")
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "batch0.npy", np.zeros((2, 3, 16, 16), np.float32))
+    np.save(tmp_path / "labels.npy", np.zeros(2, np.int64))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: conv\nmodel: conv.onnx\naccuracy: {data: data/*.npy, labels: labels.npy}\n")
+    before = _files(tmp_path)
+    code, _, stderr = _build(spec, tmp_path / "out", "--junit", str(tmp_path / target))
+    assert code == 2 and "is an input of this command" in stderr and len(stderr.splitlines()) == 1, stderr
+    assert _files(tmp_path) == before
+
+
 def _files(folder: Path) -> dict[Path, tuple[int, int, int, int]]:
     """Each file below ``folder`` (links not followed): inode, mode, size, mtime."""
     return {

@@ -7,6 +7,7 @@ trtforge only ever sees absolute paths.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import glob
 import hashlib
 import re
@@ -664,15 +665,22 @@ def load_spec(path: Path) -> Spec:
 
 
 def spec_input_files(path: Path) -> Iterator[Path]:
-    """The spec file ``path`` and, where it loads, its model: inputs a report a command writes at
-    its end (``--junit``) must not replace. Loaded when asked (a report file that exists): a spec
-    that does not load names no model, and its own error comes when it is built."""
+    """The spec file ``path`` and, where it loads, its model, calibration and accuracy data and
+    labels: inputs a report a command writes at its end (``--junit``) must not replace. Loaded when
+    asked (a report file that exists): a spec that does not load names no model, and a glob that
+    matches nothing no file; their own errors come when the spec is built."""
     yield path
     try:
         spec = load_spec(path)
     except TrtforgeError:
         return
     yield spec.model_path
+    data = (("calibration", spec.calibration.data if spec.calibration else None), ("accuracy", spec.accuracy.data))
+    for section, patterns in data:
+        with contextlib.suppress(TrtforgeError, OSError):
+            yield from expand_globs(patterns or [], spec.origin.where(section, "data"))
+    if spec.accuracy.labels:
+        yield Path(spec.accuracy.labels)
 
 
 def _output_identity(spec: Spec, flavor: str) -> tuple[Any, ...]:
