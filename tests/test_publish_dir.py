@@ -252,6 +252,9 @@ def test_missing_or_unusable_registry_directory(engines: dict[str, Path], tmp_pa
     (tmp_path / "file").write_text("x")
     code, _, err = cli("publish", str(engines["8.6"]), "--to", f"dir://{tmp_path / 'file'}")
     assert code == 2 and "is a file" in err
+    # a path through that file is the same mistake (it was exit 6, a registry's failure)
+    code, _, err = cli("publish", str(engines["8.6"]), "--to", f"dir://{tmp_path / 'file' / 'sub'}")
+    assert code == 2 and "part of the path is a file, not a folder" in err and err.count("\n") == 1
     # a file where a folder should be is named as such ("no such directory", "File exists" before)
     code, _, err = cli("pull", f"dir://{tmp_path / 'file'}", "--name", "digits-cnn", "--cc", "8.6", "--out", str(out))
     assert code == 6 and f"dir://{tmp_path / 'file'}: is not a directory" in err

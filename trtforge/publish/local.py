@@ -9,6 +9,7 @@ version number, and clean up what dead publishers left while they hold that lock
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -27,10 +28,15 @@ LOCK_TIMEOUT_S = 120.0
 
 
 def io_error(action: str, path: Path, exc: OSError) -> TrtforgeError:
-    """A file registry's I/O failure (exit 6), or the disk refusing a write (full, read-only: exit 2)."""
+    """A file registry's I/O failure (exit 6), or the disk refusing a write (full, read-only: exit 2),
+    or a path that runs through a file (exit 2, as a path that is a file is)."""
     full = disk_error(exc, path)
     if full is not None:
         return full
+    if exc.errno == errno.ENOTDIR:
+        return InvalidInputError(
+            f"cannot {action} {path}: part of the path is a file, not a folder; choose another path"
+        )
     reason = exc.strerror or type(exc).__name__
     return RegistryError(f"cannot {action} {path}: {reason}; check the path and its permissions")
 
