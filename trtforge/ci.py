@@ -1084,7 +1084,7 @@ class ReportFiles:
 
     def refuse_inputs(self, inputs: Iterable[Path]) -> None:
         """Exit 2 where a report file is one of the run's ``inputs`` (a spec, the project file, a
-        model), before anything is built or replayed: the report written at the end would replace
+        model, data, labels), before anything is built or replayed: the report written at the end would replace
         it. ``inputs`` is read only where a report file exists already."""
         named = [(path, flag, example) for path, flag, example in self._named() if path.exists()]
         known = list(inputs) if named else []

@@ -151,7 +151,8 @@ class Project:
 
     def input_files(self) -> Iterator[Path]:
         """Every file discovery read (the project file, the specs, the YAML files that are not
-        specs) and each spec's model: what a report ``ci`` writes must not replace."""
+        specs) and each spec's inputs (``spec.spec_input_files``): what a report ``ci`` writes must
+        not replace."""
         yield self.root / PROJECT_FILE
         yield from (path for path, _ in self.skipped)
         for spec in self.specs:

@@ -480,7 +480,7 @@ def read_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
         root = loader.get_single_node()
         return (loader.construct_document(root) if root is not None else None), root
     except ReaderError as exc:  # a character YAML refuses: its place is a byte offset
-        row = text.encode("utf-8")[: exc.position].count(b"\n") + 1
+        row = text.encode("utf-8")[: exc.position].count(b"\n") + 1  # libyaml counts bytes
         found, fix = (
             ("a NUL byte", "a UTF-16 file has them: save it as UTF-8")
             if exc.character == 0
