@@ -383,12 +383,9 @@ def test_loader_refuses_an_environment_that_is_not_the_installed_runtime(
     assert "checked for TensorRT-RTX 1.7.0.1, but the runtime installed here is TensorRT-RTX 1.7" in str(caught.value)
 
 
-def test_loader_refuses_an_environment_that_is_not_this_hosts_gpu_or_platform(
-    engines: dict[str, Path], tmp_path: Path
-) -> None:
-    """``--cc`` or ``--platform`` on a host that deserializes (bench, serve, load_engine): the rules
-    passed for the target, then the engine went to the real GPU, where enterprise TensorRT (no
-    header check) failed on its own. Here (no GPU) the platform; on a GPU host the GPU as well."""
+def test_loader_refuses_an_environment_that_is_not_this_hosts_platform(engines: dict[str, Path]) -> None:
+    """``--platform`` on a host that deserializes (bench, serve, load_engine): the rules passed for
+    the target, then the engine would go to this host's runtime, where they prove nothing."""
     host = Target().environment("tensorrt-rtx").platform
     other = Platform("windows", host.machine) if host.os == "linux" else Platform("linux", host.machine)
     elsewhere = Target(compute_capability="8.6", platform=other).environment("tensorrt-rtx")
@@ -396,28 +393,42 @@ def test_loader_refuses_an_environment_that_is_not_this_hosts_gpu_or_platform(
     with pytest.raises(IncompatibleEngineError) as caught:
         load_engine(engines["sm86"], environment=elsewhere)
     assert f"checked for {other.tag}, but this host is {host.tag}" in str(caught.value)
-    gpus = detect_gpus()
-    if gpus:
-        real = gpus[0].compute_capability
-        claimed = ComputeCapability(8, 9) if real == ComputeCapability(8, 6) else ComputeCapability(8, 6)
-        with pytest.raises(IncompatibleEngineError) as caught:
-            load_engine(engines["sm86"], environment=Target(compute_capability=claimed).environment("tensorrt-rtx"))
-        assert f"checked for compute capability {claimed}, but this host's GPU" in str(caught.value)
 
 
-def test_header_check_runs_on_a_gpu_the_engine_does_not_target(engines: dict[str, Path]) -> None:
-    """On a GPU host (e.g. an H100, 9.0) the rules are told 8.6, but the runtime's header check
-    (get_engine_validity) sees the real GPU and refuses before deserialization."""
+def test_loader_refuses_an_environment_that_is_not_this_hosts_gpu(tmp_path: Path) -> None:
+    """``--cc`` on a GPU host: the rules passed for the target, then the engine went to the real GPU,
+    where enterprise TensorRT (no header check) failed on its own. Refused before the engine is
+    read (this one does not exist), so no TensorRT is needed to check it on a GPU host."""
     gpus = detect_gpus()
     if not gpus:
-        pytest.skip("no GPU: the header check (get_engine_validity) runs only where a GPU is present")
+        pytest.skip("no NVIDIA GPU/driver visible to NVML on this host; this test runs on a GPU host")
+    real = gpus[0].compute_capability
+    claimed = ComputeCapability(8, 9) if real == ComputeCapability(8, 6) else ComputeCapability(8, 6)
+    claimed_here = Target(compute_capability=claimed).environment("tensorrt-rtx")
+    with pytest.raises(IncompatibleEngineError) as caught:
+        load_engine(tmp_path / "never-read.engine", environment=claimed_here)
+    assert f"checked for compute capability {claimed}, but this host's GPU ({gpus[0].name}) is {real}" in str(
+        caught.value
+    )
+
+
+def test_engine_for_another_gpu_is_refused_by_the_rules_not_deserialized(engines: dict[str, Path]) -> None:
+    """On a GPU host the engine does not target (e.g. an H100, 9.0, for an 8.6 engine) the rules
+    refuse it for the real GPU, and the runtime's header check is not asked (it runs only once the
+    rules pass: ``test_load_engine_deserializes_on_a_supported_gpu``)."""
+    gpus = detect_gpus()
+    if not gpus:
+        pytest.skip(
+            "no GPU: the rules refuse it for want of one (test_loader_checks_pass_then_deserialization_needs_a_gpu)"
+        )
     real = gpus[0].compute_capability
     if real in (ComputeCapability(8, 6), ComputeCapability(8, 9)):
         pytest.skip(f"this GPU ({real}) is a target of the engine; the mismatch case needs another GPU")
-    fake = Target(compute_capability=ComputeCapability(8, 6)).environment("tensorrt-rtx")
     with pytest.raises(IncompatibleEngineError) as caught:
-        load_engine(engines["sm86"], environment=fake)
-    assert any("runtime" in reason or "GPU" in reason for reason in caught.value.reasons), caught.value.reasons
+        load_engine(engines["sm86"])
+    assert any(str(real) in reason for reason in caught.value.reasons), caught.value.reasons
+    result = check_compatibility(engines["sm86"])
+    assert "header check: not asked, the engine already failed the rules above" in result.notes
 
 
 def test_load_engine_deserializes_on_a_supported_gpu(engines: dict[str, Path]) -> None:
