@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import models
 import numpy as np
@@ -90,6 +91,93 @@ def test_a_new_way_to_convert_or_emulate_rebuilds_what_the_old_one_made(
     for module in (trtforge.ci, trtforge.rerun):
         monkeypatch.setattr(module, "GRAPH_REVISIONS", f"{module.GRAPH_REVISIONS} (next)")
     assert _statuses(_ci(fp16, out)) == {"fp16.yaml": "built"}
+
+
+def test_data_changed_during_the_build_is_not_cached_under_the_key_hashed_before(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calibration data rewritten while the build runs, then put back (a checkout, a sync): the
+    engine was calibrated on other bytes than the key hashed, so it is not stored under that key
+    (it was, and every later run called it unchanged). Written here at the moment a concurrent
+    writer would, inside the build; nothing else is replaced."""
+    import trtforge.build
+
+    data = project / "data" / "batch0.npy"
+    original = data.read_bytes()
+    real_build = trtforge.build.build_spec
+
+    def build_while_data_changes(*args: Any, **kwargs: Any) -> Any:
+        np.save(data, np.full((8, 3, 16, 16), 9.0, dtype=np.float32))
+        try:
+            return real_build(*args, **kwargs)
+        finally:
+            data.write_bytes(original)
+
+    monkeypatch.setattr(trtforge.build, "build_spec", build_while_data_changes)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(cache))
+    first = runner.invoke(app, ["ci", str(project / "int8.yaml"), "--out", str(out), "--json"])
+    assert first.exit_code == 0, first.stderr
+    assert f"{data} changed during the build: not cached" in first.stderr
+    assert not (cache / "builds").is_dir() or not any((cache / "builds").iterdir())
+    monkeypatch.setattr(trtforge.build, "build_spec", real_build)
+    assert _statuses(_ci(project / "int8.yaml", out)) == {"int8.yaml": "built"}
+    assert _statuses(_ci(project / "int8.yaml", out)) == {"int8.yaml": "unchanged"}
+
+
+def test_a_cache_that_cannot_be_written_costs_the_caching_not_the_build(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``builds`` in the cache folder is a file: the committed build is reported built (exit 0)
+    with a warning, not as an internal error (exit 1) of a spec whose artifact is in ``--out``."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "builds").write_text("x")
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(cache))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["ci", str(project / "fp32.yaml"), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert _statuses(json.loads(result.stdout)) == {"fp32.yaml": "built"}
+    assert "conv: not cached (" in result.stderr and "the artifact itself is committed" in result.stderr
+    assert next(out.glob("conv-fp32-*.engine")).is_file()
+
+
+def test_a_project_below_a_dot_folder_or_named_through_dot_dot_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only folders below the one searched are skipped when hidden: a project under
+    ``~/.jenkins/workspace`` or named as ``../configs`` has specs (it had none)."""
+    from trtforge.project import discover
+
+    root = tmp_path / ".jenkins" / "workspace" / "project"
+    (root / ".hidden").mkdir(parents=True)
+    models.conv_net(root / "conv.onnx")
+    spec = f"name: conv\nprecision: fp32\nmodel: conv.onnx\ntargets: ['8.6']\n{PROFILE}"
+    (root / "fp32.yaml").write_text(spec)
+    (root / ".hidden" / "ignored.yaml").write_text(spec)
+    assert [path.name for path in discover([root]).specs] == ["fp32.yaml"]
+    (root / "sub").mkdir()
+    monkeypatch.chdir(root / "sub")
+    assert [path.name for path in discover([Path("..")]).specs] == ["fp32.yaml"]
+
+
+def test_a_replay_from_another_folder_reports_paths_from_that_folder(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of an unchanged run answers the same command line run from the same folder: its
+    report's paths are relative to it (a replay from elsewhere gave paths that were not there).
+    Files count as settled at once here: a record is made only of files that had settled."""
+    from trtforge import digests
+
+    monkeypatch.setattr(digests, "SETTLE_NS", 0)
+    monkeypatch.chdir(tmp_path)
+    _ci(project / "fp32.yaml", Path("out"))
+    assert _statuses(_ci(project / "fp32.yaml", Path("out"))) == {"fp32.yaml": "unchanged"}  # recorded
+    assert list((Path(os.environ["TRTFORGE_CACHE_DIR"]) / "ci-reruns").iterdir())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (result,) = _ci(project / "fp32.yaml", Path("../out"))["results"]
+    assert result["status"] == "unchanged" and Path(result["engine"]).is_file(), result["engine"]
 
 
 def test_deleted_artifact_is_restored_from_the_cache(project: Path, tmp_path: Path) -> None:

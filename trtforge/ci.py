@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from trtforge import __version__
 from trtforge.console import Reporter, Styled, Table
-from trtforge.digests import data_sha256, sha256_file
+from trtforge.digests import FileStamp, data_sha256, sha256_file
 from trtforge.errors import (
     INTERRUPTED_EXIT,
     AccuracyError,
@@ -46,6 +46,7 @@ from trtforge.fsutil import (
     check_report_file,
     check_report_not_input,
     ensure_writable_dir,
+    folders_a_glob_lists,
     make_temp_dir,
     release_temp,
     report_target,
@@ -206,6 +207,30 @@ def build_inputs(spec: Spec, flavor: str, version: str, signer: str | None = Non
     }
 
 
+def build_input_paths(spec: Spec) -> set[str]:
+    """Every path a build of ``spec`` reads beside the spec itself, absolute: the model with its
+    external data files, its labels, the files its data globs match and the folders those globs
+    list (a file added to one changes its stamp). ``build_inputs`` hashes their contents."""
+    from trtforge.model import content_files
+    from trtforge.spec import expand_globs
+
+    paths = {os.path.abspath(path) for path in content_files(spec.model_path)}
+    if spec.accuracy.labels:
+        paths.add(os.path.abspath(spec.accuracy.labels))
+    data = (("calibration", spec.calibration.data if spec.calibration else None), ("accuracy", spec.accuracy.data))
+    for section, patterns in data:
+        for pattern in patterns or ():
+            paths.update(os.path.abspath(path) for path in expand_globs([pattern], spec.origin.where(section, "data")))
+            paths.update(folders_a_glob_lists(pattern))
+    return paths
+
+
+def input_stamps(paths: Iterable[str]) -> dict[str, FileStamp | None]:
+    """Each path's stamp now (None: absent): equal stamps before and after a build mean no input
+    was written meanwhile (any write changes ctime, which no user tool sets back)."""
+    return {path: FileStamp.current(path) for path in sorted(paths)}
+
+
 def build_key(inputs: dict[str, Any]) -> str:
     """Hash of ``build_inputs``: the name of a build-cache entry."""
     return json_sha256(inputs)
@@ -364,19 +389,26 @@ def _discard(entry: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) -> None:
-    """Copy a fresh artifact into the cache; the entry appears whole or not at all."""
-    cache_entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = make_temp_dir(cache_entry.parent, cache_entry.name)
+def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) -> str | None:
+    """Copy a fresh artifact into the cache; the entry appears whole or not at all. Returns why it
+    was not stored (None: stored, or another run stored the same key first): a cache that cannot
+    be written costs the caching only, never the build."""
+    staging: Path | None = None
     try:
+        cache_entry.parent.mkdir(parents=True, exist_ok=True)
+        staging = make_temp_dir(cache_entry.parent, cache_entry.name)
         for path in _artifact_files(out_dir, stem):
             shutil.copy2(path, staging / path.name)
         (staging / "record.json").write_text(json.dumps(record, indent=2))
         os.replace(staging, cache_entry)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)  # another run stored the same key first (or a full disk)
+    except OSError as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        return None if cache_entry.is_dir() else f"{exc.strerror or exc}: {exc.filename or cache_entry.parent}"
     finally:
-        release_temp(staging)
+        if staging is not None:
+            release_temp(staging)
+    return None
 
 
 def _restore(cache_entry: Path, out_dir: Path, spec: Spec, stem: str) -> str | None:
@@ -673,6 +705,8 @@ def run_one(
 
             refuse_build(spec, options.backend, find_release(options.triton))
         signer = options.signing_key.key_id if options.signing_key else None
+        read = build_input_paths(spec)
+        stamps = input_stamps(read)  # before hashing: a write from now on is seen after the build
         inputs = build_inputs(spec, choice.flavor, installed_version(choice.flavor) or "", signer)
         key = build_key(inputs)
         entry = options.cache_dir / "builds" / key
@@ -713,9 +747,17 @@ def run_one(
                 manifest_facts=build_facts_sha256(outcome.manifest),
                 accuracy=accuracy,
             )
-            _store(entry, out, outcome.manifest.stem, record.model_dump())
-            if options.remote_cache:
-                _push_remote(options, key, record, outcome.engine, reporter)
+            written = [path for path, stamp in input_stamps(read).items() if stamps[path] != stamp]
+            if written:  # the build may have read other bytes than the key hashed: not that key's build
+                reporter.warn(
+                    f"{spec.name}: {written[0]} changed during the build: not cached (the next run builds it again)"
+                )
+            else:
+                not_cached = _store(entry, out, outcome.manifest.stem, record.model_dump())
+                if not_cached:
+                    reporter.warn(f"{spec.name}: not cached ({not_cached}); the artifact itself is committed")
+                if options.remote_cache:
+                    _push_remote(options, key, record, outcome.engine, reporter)
     except TrtforgeError as exc:
         reporter.error(f"{name}: {exc}")
         return _failed(spec_path, name, time.perf_counter() - started, exc)

@@ -175,6 +175,14 @@ class FileStamp:
             status.st_ctime_ns,
         )
 
+    @classmethod
+    def current(cls, path: str | Path) -> FileStamp | None:
+        """The stamp ``path`` has now; None where it does not exist (or cannot be read)."""
+        try:
+            return cls.of(Path(path), os.stat(path))
+        except OSError:
+            return None
+
     def settled(self, since_ns: int | None = None) -> bool:
         """Last changed more than SETTLE_NS before ``since_ns`` (default: now)."""
         return (time.time_ns() if since_ns is None else since_ns) - max(self.mtime_ns, self.ctime_ns) > SETTLE_NS

@@ -472,3 +472,29 @@ def atomic_write_bytes(final: Path, data: bytes, durable: bool = True) -> None:
 
 def atomic_write_text(final: Path, text: str, durable: bool = True) -> None:
     atomic_write_bytes(final, text.encode("utf-8"), durable)
+
+
+#: what makes a path component a glob pattern (``glob.has_magic``, which is not public)
+_GLOB_MAGIC = re.compile(r"[*?[]")
+
+
+def folder_tree(folder: Path, *, follow_links: bool) -> set[str]:
+    """``folder`` and every folder below it, as absolute paths: a file added to or removed from
+    any of them changes one of their stamps."""
+    below = os.walk(folder, followlinks=follow_links)
+    return {os.path.abspath(folder)} | {
+        os.path.abspath(os.path.join(parent, name)) for parent, names, _ in below for name in names
+    }
+
+
+def folders_a_glob_lists(pattern: str) -> set[str]:
+    """The folders a glob of ``pattern`` lists: the one before its only wildcard part, or the
+    whole tree under the first wildcard part (``**``, or wildcards in folder names)."""
+    parts = Path(pattern).parts
+    first = next((index for index, part in enumerate(parts) if _GLOB_MAGIC.search(part)), len(parts))
+    base = Path(*parts[:first]) if first else Path(".")
+    if first == len(parts):
+        return set()
+    if first == len(parts) - 1:
+        return {os.path.abspath(base)}
+    return folder_tree(base, follow_links=True)  # as glob.glob's "**" walks

@@ -233,7 +233,7 @@ def discover(targets: list[Path]) -> Project:
     for folder in folders:
         for pattern in settings.specs:
             for path in sorted(folder.glob(pattern)):
-                if path.name == PROJECT_FILE or any(part.startswith(".") for part in path.parts):
+                if path.name == PROJECT_FILE or any(part.startswith(".") for part in path.relative_to(folder).parts):
                     continue
                 reason = not_a_spec(path)
                 if reason:

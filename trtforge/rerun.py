@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import sys
 import time
 from contextlib import suppress
@@ -28,29 +27,37 @@ from pathlib import Path
 from typing import Any
 
 from trtforge import __version__
-from trtforge.ci import RECORD_FILE, CiOptions, CiReport, ReportFiles, SpecResult, SpecStatus, run_ci
+from trtforge.ci import (
+    RECORD_FILE,
+    CiOptions,
+    CiReport,
+    ReportFiles,
+    SpecResult,
+    SpecStatus,
+    build_input_paths,
+    run_ci,
+)
 from trtforge.digests import FileStamp
 from trtforge.errors import TrtforgeError
-from trtforge.fsutil import atomic_write_text
+from trtforge.fsutil import atomic_write_text, folder_tree
 from trtforge.jsonsafe import json_sha256
 from trtforge.mixedprecision import GRAPH_REVISIONS
 
 #: ``{cache}/ci-reruns/{command line key}.json``
 RERUN_DIR = "ci-reruns"
 MAX_RERUN_BYTES = 16 * 1024 * 1024
-#: what makes a path component a glob pattern (``glob.has_magic``, which is not public)
-_MAGIC = re.compile(r"[*?[]")
 
 
 def rerun_file(targets: list[Path], options: CiOptions) -> Path:
-    """The record of one command line: its targets, output folder and backend, this trtforge and
-    Python, the key it signs with, and the home folder a spec's ``~/`` paths resolve to (the
+    """The record of one command line: its targets, working folder, output folder and backend, this
+    trtforge and Python, the key it signs with, and the home folder a spec's ``~/`` paths resolve to (the
     record watches the files they resolved to: another ``$HOME`` is another set of files)."""
     line = [
         __version__,
         GRAPH_REVISIONS,
         sys.executable,
-        [os.path.abspath(target) for target in targets] or os.getcwd(),
+        [os.path.abspath(target) for target in targets],
+        os.getcwd(),  # the report's paths are relative to it, as the full run prints them
         os.path.abspath(options.out_dir),
         options.backend,
         options.remote_cache,
@@ -61,13 +68,6 @@ def rerun_file(targets: list[Path], options: CiOptions) -> Path:
     ]
     key = json_sha256(line)
     return options.cache_dir / RERUN_DIR / f"{key}.json"
-
-
-def _stamp(path: str) -> FileStamp | None:
-    try:
-        return FileStamp.of(Path(path), os.stat(path))
-    except OSError:
-        return None
 
 
 def run_or_replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any, reports: ReportFiles) -> CiReport:
@@ -108,7 +108,7 @@ def replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any, re
         notes = [str(note) for note in document["notes"]]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    if any(_stamp(path) != stamp for path, stamp in stamps.items()) or not _same_backends(backends):
+    if any(FileStamp.current(path) != stamp for path, stamp in stamps.items()) or not _same_backends(backends):
         return None
     if _has_temporaries(options.out_dir):  # a writer's, live or killed: the full run sweeps a dead one's
         return None
@@ -154,7 +154,7 @@ def record(targets: list[Path], options: CiOptions, project: Any, report: CiRepo
         watched, backends = _watched(targets, options, project, report)
     except (TrtforgeError, OSError):
         return
-    stamps = {path: _stamp(path) for path in sorted(watched)}
+    stamps = {path: FileStamp.current(path) for path in sorted(watched)}
     if any(stamp is not None and not stamp.settled(started_ns) for stamp in stamps.values()):
         return
     document = {
@@ -175,16 +175,15 @@ def _watched(
     """Every path the run's verdict rests on, and each backend request's flavor and version."""
     from trtforge.environment import choose_backend, installed_version
     from trtforge.manifest import ENGINE_SUFFIX, artifact_file_names
-    from trtforge.model import content_files
     from trtforge.project import DEFAULT_ROOTS
-    from trtforge.spec import PROJECT_FILE, expand_globs, load_spec
+    from trtforge.spec import PROJECT_FILE, load_spec
 
     folders = [target for target in targets if target.is_dir()] or ([] if targets else [project.root])
     watched = {os.path.abspath(root) for root in DEFAULT_ROOTS} if not targets else set()
     watched.update(os.path.abspath(target) for target in targets)
     watched.add(os.path.abspath(project.root / PROJECT_FILE))
     for folder in folders:
-        watched.update(_tree(Path(folder), follow_links=False))  # as Path.glob's "**" walks
+        watched.update(folder_tree(Path(folder), follow_links=False))  # as Path.glob's "**" walks
     watched.update(os.path.abspath(path) for path in (*project.specs, *(path for path, _ in project.skipped)))
     backends: dict[str, list[str]] = {}
     for spec_path in project.specs:
@@ -192,37 +191,10 @@ def _watched(
         request = options.backend or spec.backend
         flavor = choose_backend(request).flavor
         backends[request] = [flavor, installed_version(flavor) or ""]
-        watched.update(os.path.abspath(path) for path in content_files(spec.model_path))  # with its external data
-        if spec.accuracy.labels:
-            watched.add(os.path.abspath(spec.accuracy.labels))
-        patterns = [*(spec.calibration.data if spec.calibration else ()), *(spec.accuracy.data or ())]
-        for pattern in patterns:
-            watched.update(os.path.abspath(path) for path in expand_globs([pattern], str(spec_path)))
-            watched.update(_listed_folders(pattern))
+        watched.update(build_input_paths(spec))
     for result in report.results:
         engine = Path(result.engine or "")
         stem = engine.name.removesuffix(ENGINE_SUFFIX)
         watched.update(os.path.abspath(engine.with_name(name)) for name in artifact_file_names(stem))
         watched.add(os.path.abspath(options.cache_dir / "builds" / (result.key or "") / RECORD_FILE))
     return watched, backends
-
-
-def _tree(folder: Path, follow_links: bool) -> set[str]:
-    """``folder`` and every folder below it: a file added or removed anywhere changes one of them."""
-    below = os.walk(folder, followlinks=follow_links)
-    return {os.path.abspath(folder)} | {
-        os.path.abspath(os.path.join(parent, name)) for parent, names, _ in below for name in names
-    }
-
-
-def _listed_folders(pattern: str) -> set[str]:
-    """The folders a glob of ``pattern`` lists: the one before its only wildcard part, or the
-    whole tree under the first wildcard part (``**``, or wildcards in folder names)."""
-    parts = Path(pattern).parts
-    first = next((index for index, part in enumerate(parts) if _MAGIC.search(part)), len(parts))
-    base = Path(*parts[:first]) if first else Path(".")
-    if first == len(parts):
-        return set()
-    if first == len(parts) - 1:
-        return {os.path.abspath(base)}
-    return _tree(base, follow_links=True)  # as glob.glob's "**" walks
