@@ -446,3 +446,66 @@ def test_pull_with_a_required_signature_and_no_key_is_a_usage_error(
     nowhere = f"dir://{tmp_path / 'nowhere'}"
     code, _, err = cli("pull", nowhere, "--name", "digits-cnn", "--cc", "8.6", "--require-signature")
     assert code == 2 and "no trusted key was given: pass --trusted-key FILE" in err
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` but the locks, with its bytes."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and LOCK_DIR not in path.parts and path.name != ".trtforge.lock"
+    }
+
+
+@pytest.mark.parametrize("scheme", ["dir", "triton"])
+@pytest.mark.parametrize("replacement", ["another engine", "one byte changed"])
+def test_an_engine_replaced_after_it_was_checked_is_refused(
+    engines: dict[str, Path], tmp_path: Path, scheme: str, replacement: str
+) -> None:
+    """A rebuild renaming another engine over the source between ``load_local_artifact``'s check
+    and the copy: the copy is hashed as it is made and refused (exit 5), the registry as it was
+    (it put that engine beside the old manifest: check and pull refused it, Triton would serve it)."""
+    from trtforge.errors import IncompatibleEngineError
+    from trtforge.publish import open_registry, parse_location
+
+    source = tmp_path / "out"
+    source.mkdir()
+    engine = source / engines["8.6"].name
+    shutil.copy2(engines["8.6"], engine)
+    shutil.copy2(manifest_path_for(engines["8.6"]), manifest_path_for(engine))
+    uri = f"{scheme}://{tmp_path / 'registry'}"
+    assert cli("publish", engines["8.9"], "--to", uri)[0] == 0  # a registry holding something already
+    before = _files(tmp_path / "registry")
+
+    artifact = load_local_artifact(engine)
+    rebuilt = source / ".rebuilt.engine"
+    if replacement == "another engine":
+        shutil.copy2(engines["8.9"], rebuilt)
+    else:
+        data = bytearray(engine.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        rebuilt.write_bytes(data)
+    os.replace(rebuilt, engine)
+    with pytest.raises(IncompatibleEngineError, match="changed after it was checked") as refused:
+        open_registry(parse_location(uri)).publish(artifact)
+    assert refused.value.exit_code == 5 and "\n" not in str(refused.value)
+    assert _files(tmp_path / "registry") == before
+    assert not [p for p in (tmp_path / "registry").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_the_manifest_is_read_once_when_the_artifact_is_loaded(engines: dict[str, Path], tmp_path: Path) -> None:
+    """What is published is the manifest bytes that were judged with the engine, not the file as it
+    is by the time each step reads it again."""
+    source = tmp_path / "out"
+    source.mkdir()
+    engine = source / engines["8.6"].name
+    shutil.copy2(engines["8.6"], engine)
+    manifest = manifest_path_for(engine)
+    shutil.copy2(manifest_path_for(engines["8.6"]), manifest)
+    loaded = manifest.read_bytes()
+    artifact = load_local_artifact(engine)
+    manifest.write_bytes(loaded + b"\n")  # a re-stamp meanwhile: the same manifest, other bytes
+    assert artifact.manifest_bytes == loaded
+    outcome = DirRegistry(DirLocation(tmp_path / "registry")).publish(artifact)
+    assert outcome.status == "published"
+    assert manifest_path_for(tmp_path / "registry" / engine.name).read_bytes() == loaded

@@ -439,6 +439,9 @@ def test_publishing_a_damaged_artifact_is_refused(engines: dict[str, Path], tmp_
         ("oci://host:99999/repo", "a port is a number up to 65535"),  # was exit 6, urllib3's "Failed to parse"
         ("oci://host:abc/repo", "a port is a number up to 65535"),
         ("oci://ho st/repo", "a port is a number up to 65535"),
+        ("oci://:5917/x", "':5917' is not a host"),  # was exit 6, requests' "No host supplied"
+        ("oci://127.0.0.1:/x", "'127.0.0.1:' is not a host"),  # was accepted: port 80
+        ("oci://[::1/x", "Invalid IPv6 URL"),  # was exit 1, urlsplit's ValueError
         ("just/a/path", "not a registry URI"),
         ("dir://", "no path"),
     ],
@@ -448,6 +451,26 @@ def test_bad_uris_are_usage_errors(uri: str, needle: str) -> None:
         parse_location(uri)
     code, _, err = cli("pull", uri, "--name", "x")
     assert code == 2 and needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["hunter2", "hun/ter2", "hun@ter2", "hunter2?x=1"],  # a "/" once ended urlsplit's host: not seen as credentials
+)
+def test_credentials_in_a_uri_are_refused_and_never_repeated(engines: dict[str, Path], password: str) -> None:
+    """The refusal of ``oci://user:password@…`` printed the password, in the error line and in --json's
+    ``to``/``from`` and ``error``: CI logs keep both. The userinfo is shown as ``***``."""
+    uri = f"oci://ci:{password}@127.0.0.1:5917/team/models"
+    secret = password.split("/")[-1].split("@")[-1].split("?")[0]
+    for command, key in ((("publish", engines["8.6"], "--to", uri), "to"), (("pull", uri, "--name", "x"), "from")):
+        code, out, err = cli(*command, "--insecure")
+        assert code == 2 and "credentials do not belong in the URI" in err, err
+        assert "oci://***@127.0.0.1:5917/team/models" in err and secret not in out + err
+        code, out, err = cli(*command, "--insecure", "--json")
+        document = json.loads(out)
+        assert code == 2 and secret not in out + err
+        assert document[key].startswith("oci://***@127.0.0.1:5917/team/models")
+        assert "credentials do not belong in the URI" in document["error"]
 
 
 def test_oci_location_keeps_dotted_namespaces() -> None:

@@ -16,7 +16,14 @@ from clitools import cli
 from models import need_rtx
 from registry import RunningRegistry, build_engine, put_manifest
 
-from trtforge.manifest import REPORT_SHA256, SKIPPED_ACCURACY, manifest_path_for, read_manifest, report_path
+from trtforge.manifest import (
+    REPORT_SHA256,
+    SKIPPED_ACCURACY,
+    attestation_path,
+    manifest_path_for,
+    read_manifest,
+    report_path,
+)
 from trtforge.publish import OciLocation, load_local_artifact, open_registry, parse_location
 from trtforge.publish.base import report_problem
 from trtforge.publish.oci import OCI_MANIFEST_MEDIA_TYPE, REPORT_MEDIA_TYPE, TITLE
@@ -258,3 +265,39 @@ def test_a_report_layer_damaged_in_the_registry_is_skipped_on_pull(
     (warning,) = document["warnings"]
     assert "its accuracy report layer does not match its digest (damaged in the registry)" in warning
     assert (out / gated.name).read_bytes() == gated.read_bytes() and not (out / artifact.report_name).exists()
+
+
+def test_a_forced_report_change_keeps_the_attestation_of_the_same_engine_and_manifest(
+    gated: Path, tmp_path: Path
+) -> None:
+    """``--force`` around the same engine and manifest replaces the report only. The attestation's
+    subjects are the engine and the manifest (``provenance.statement``): still these, so it stays
+    (it was removed with the report). One that no longer covers the manifest goes, as with a new engine."""
+    from trtforge.signing import generate_keypair
+
+    signed = copy_artifact(gated, tmp_path / "signed")
+    pair = generate_keypair(tmp_path / "ci.key")
+    assert cli("sign", signed, "--key", pair.private_path, "--attest")[0] == 0
+    attestation = attestation_path(signed)
+    attested = attestation.read_bytes()
+    registry = tmp_path / "registry"  # a registry holding the signed set, attestation included
+    shutil.copytree(signed.parent, registry)
+    report = report_of(signed)
+    report.write_bytes(report.read_bytes() + b" ")  # no longer the report its manifest pins
+
+    for where in (signed.parent, registry):  # the build folder itself, and the registry
+        code, stdout, err = cli("publish", signed, "--to", f"dir://{where}", "--force", "--json")
+        assert code == 0, err
+        document = json.loads(stdout)
+        assert document["status"] == "replaced" and "accuracy report replaced" in document["detail"]
+        assert (where / attestation.name).read_bytes() == attested
+        assert not (where / report.name).exists(), "the report the manifest does not pin is not published"
+        code, _, err = cli("verify-provenance", where / signed.name, "--trusted-key", pair.public_path)
+        assert code == 0, err
+
+    # another manifest around the same engine (unsigned): the attestation no longer covers it, and goes
+    code, stdout, err = cli("publish", gated, "--to", f"dir://{registry}", "--force", "--json")
+    assert code == 0 and json.loads(stdout)["status"] == "replaced", err
+    assert manifest_path_for(registry / signed.name).read_bytes() == manifest_path_for(gated).read_bytes()
+    assert not (registry / attestation.name).exists()
+    assert (registry / report.name).read_bytes() == report_of(gated).read_bytes()

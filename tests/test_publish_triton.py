@@ -15,7 +15,7 @@ from trtforge.digests import sha256_file
 from trtforge.errors import InvalidInputError
 from trtforge.manifest import Manifest, TensorInfo, read_manifest
 from trtforge.publish import TritonLocation
-from trtforge.publish.triton import TritonRegistry, versions
+from trtforge.publish.triton import TritonRegistry, Version, versions
 from trtforge.publish.triton_config import build_config, edited_by_hand, parse_config, warmup_samples
 from trtforge.selection import preference
 
@@ -154,7 +154,7 @@ def test_engines_for_other_gpus_share_a_version_chosen_by_cc(engines: dict[str, 
         assert code == 0, err
         assert json.loads(out)["version"] == 1
     model = repository / "digits-cnn"
-    assert versions(model) == [1]
+    assert [v.number for v in versions(model)] == [1]
     plans = {
         p.name: read_manifest(p.with_name(p.name.removesuffix(".plan") + ".manifest.json"))
         for p in (model / "1").glob("*.plan")
@@ -181,7 +181,7 @@ def test_another_build_starts_the_next_version(engines: dict[str, Path], tmp_pat
     code, out, err = cli("publish", str(other), "--to", f"triton://{repository}", "--json")
     assert code == 0, err
     assert json.loads(out)["version"] == 2
-    assert versions(repository / "digits-cnn") == [1, 2]
+    assert [v.number for v in versions(repository / "digits-cnn")] == [1, 2]
     _, config = config_of(repository)
     assert dict(config.cc_model_filenames) == {"8.9": f"model.{read_manifest(other).tag}.plan"}
     assert list(config.input[0].dims) == [-1, 3, 16, 16]
@@ -293,7 +293,7 @@ def test_half_written_versions_are_invisible(engines: dict[str, Path], tmp_path:
     assert cli("publish", str(engines["8.6"]), "--to", f"triton://{repository}")[0] == 0
     staged = repository / "digits-cnn" / ".2.x1y2.tmp"  # what an interrupted publish of version 2 leaves
     shutil.copytree(repository / "digits-cnn" / "1", staged)
-    assert versions(repository / "digits-cnn") == [1]
+    assert [v.number for v in versions(repository / "digits-cnn")] == [1]
     listing = TritonRegistry(TritonLocation(repository)).candidates("digits-cnn", None)
     assert [Path(c.reference).parent.name for c in listing.candidates] == ["1"]
     code, out, _ = cli("publish", str(engines["8.9"]), "--to", f"triton://{repository}", "--json")
@@ -440,3 +440,37 @@ def test_a_version_listing_skips_what_is_not_a_readable_manifest(tmp_path: Path)
     listing.join(timeout=10)
     assert not listing.is_alive(), "version_plans waited on the FIFO"
     assert found == [[]]
+
+
+@pytest.mark.parametrize("folder", ["²", "٣", "1²"])
+def test_only_ascii_integers_are_version_folders(engines: dict[str, Path], tmp_path: Path, folder: str) -> None:
+    """``str.isdigit`` took ``²`` (then ``int`` failed: exit 1) and ``٣`` (Arabic-Indic 3: publish wrote
+    version 4, pull found nothing); Triton reads neither as a version, and neither does trtforge."""
+    repository = tmp_path / "models"
+    (repository / "digits-cnn" / folder).mkdir(parents=True)
+    assert versions(repository / "digits-cnn") == []
+    code, out, err = cli("publish", engines["8.6"], "--to", f"triton://{repository}", "--json")
+    assert code == 0, err
+    assert json.loads(out)["version"] == 1 and (repository / "digits-cnn" / folder).is_dir()
+    code, _, err = cli("pull", f"triton://{repository}", "--name", "digits-cnn", "--cc", "8.6", "--out", tmp_path / "o")
+    assert code == 0, err
+
+
+def test_a_version_folder_is_used_by_the_name_it_is_listed_under(engines: dict[str, Path], tmp_path: Path) -> None:
+    """``007`` is version 7, and its plans are in ``007``: not in ``7``, which does not exist."""
+    repository = tmp_path / "models"
+    assert cli("publish", engines["8.6"], "--to", f"triton://{repository}")[0] == 0
+    model = repository / "digits-cnn"
+    (model / "1").rename(model / "007")
+    assert versions(model) == [Version(7, "007")]
+    code, out, err = cli("publish", engines["8.9"], "--to", f"triton://{repository}", "--json")
+    assert code == 0, err
+    published = json.loads(out)
+    assert published["version"] == 7 and Path(published["reference"]).parent == model / "007"
+    assert sorted(p.name for p in model.iterdir() if not p.name.startswith(".")) == ["007", "config.pbtxt"]
+    assert len(list((model / "007").glob("*.plan"))) == 2
+    code, stdout, err = cli(
+        "pull", f"triton://{repository}", "--name", "digits-cnn", "--cc", "8.6", "--out", tmp_path / "o", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["source"].startswith(str(model / "007"))

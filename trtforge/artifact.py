@@ -486,6 +486,11 @@ class ArtifactWriter:
         staged.write_bytes(data)
         self._flushing[name] = beside(lambda: fsync_file(staged), "trtforge-fsync", daemon=True)
 
+    def remove(self, name: str) -> None:
+        """The commit removes ``folder/name``, if it is there (the rollback restores it)."""
+        self._discard(name)
+        self._changes[name] = None
+
     def replace_whole(self, stem: str) -> None:
         """The commit replaces every file of artifact ``stem`` (``manifest.artifact_file_names``):
         those not staged by then are removed, as they describe the engine being replaced (the

@@ -429,6 +429,12 @@ def first_error(exc: ValidationError) -> str:
 
 def read_manifest(engine_or_manifest: Path) -> Manifest:
     """Read the manifest of an engine (or the manifest file itself)."""
+    return read_manifest_with_bytes(engine_or_manifest)[0]
+
+
+def read_manifest_with_bytes(engine_or_manifest: Path) -> tuple[Manifest, bytes]:
+    """The manifest and the bytes it was parsed from, read once: a publish hashes and writes the
+    very bytes it judged, whatever replaces the file meanwhile."""
     path = ArtifactPaths.of(engine_or_manifest).manifest
     if not path.is_file():
         raise IncompatibleEngineError(
@@ -440,7 +446,7 @@ def read_manifest(engine_or_manifest: Path) -> Manifest:
         data = read_manifest_bytes(path)
     except OSError as exc:
         raise InvalidInputError(f"{path}: cannot read the manifest ({exc.strerror}); check its permissions") from exc
-    return parse_manifest(data, str(path))
+    return parse_manifest(data, str(path)), data
 
 
 def read_manifest_bytes(path: Path) -> bytes:

@@ -31,7 +31,9 @@ app = typer.Typer()
 
 
 def _publish_failure(failure: Failure) -> dict[str, Any]:
-    return {"status": "failed", "to": failure.arguments["to"], "engine": str(failure.arguments["engine"])}
+    from trtforge.publish.base import redacted
+
+    return {"status": "failed", "to": redacted(failure.arguments["to"]), "engine": str(failure.arguments["engine"])}
 
 
 @app.command("publish")
@@ -86,8 +88,9 @@ def publish_command(
 def _pull_failure(failure: Failure) -> dict[str, Any]:
     """A refusal lists what the registry holds and why each candidate did not fit."""
     from trtforge.publish import NoCompatibleArtifactError
+    from trtforge.publish.base import redacted
 
-    exc, source = failure.error, failure.arguments["uri"]
+    exc, source = failure.error, redacted(failure.arguments["uri"])
     if not isinstance(exc, NoCompatibleArtifactError):
         return {"status": "failed", "from": source}
     return {

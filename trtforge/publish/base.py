@@ -23,7 +23,7 @@ from trtforge.manifest import (
     ArtifactPaths,
     Manifest,
     first_error,
-    read_manifest,
+    read_manifest_with_bytes,
     report_path,
 )
 from trtforge.tags import NAME_RULE, PRECISIONS, valid_name
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 SCHEMES = ("oci", "dir", "triton")
 URI_HELP = "use oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH"
+
+#: a URI's userinfo: up to its last "@" (a password may hold "/" or "@"), unless what follows is a
+#: digest (``repo@sha256:…``, refused as such)
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://).*@(?![A-Za-z0-9+._-]+:[0-9A-Fa-f]{32,}\Z)", re.DOTALL)
 
 # The distribution spec's tag grammar, and its repository name grammar (components separated by "/").
 OCI_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
@@ -94,6 +98,15 @@ class TritonLocation:
 Location = OciLocation | DirLocation | TritonLocation
 
 
+def redacted(text: str) -> str:
+    """``text`` with a URI's userinfo (``user:password@``) as ``***@``: a refused URI is repeated in
+    the error line and the --json document, which CI logs keep. Folder paths (``dir://``,
+    ``triton://``) are kept as they are: an "@" in a path is no password."""
+    if text.startswith(("dir://", "triton://")):
+        return text
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def parse_location(text: str) -> Location:
     """``oci://HOST[:PORT]/REPO``, ``dir://PATH`` or ``triton://PATH`` (relative paths from the cwd)."""
     scheme, sep, rest = text.partition("://")
@@ -101,7 +114,7 @@ def parse_location(text: str) -> Location:
         raise InvalidInputError(f"'{text}' is not a registry URI: {URI_HELP}")
     if scheme not in SCHEMES:
         hint = did_you_mean(scheme, SCHEMES)
-        raise InvalidInputError(f"'{text}': unknown registry scheme '{scheme}://'{hint}; {URI_HELP}")
+        raise InvalidInputError(f"'{redacted(text)}': unknown registry scheme '{scheme}://'{hint}; {URI_HELP}")
     if scheme in ("dir", "triton"):
         if not rest:
             raise InvalidInputError(f"'{text}': no path; write {scheme}:///absolute/path or {scheme}://relative/path")
@@ -111,14 +124,18 @@ def parse_location(text: str) -> Location:
 
 
 def _parse_oci(text: str) -> OciLocation:
-    parts = urlsplit(text)
-    if parts.query or parts.fragment:
-        raise InvalidInputError(f"'{text}': no query or fragment allowed in an OCI URI; {URI_HELP}")
-    if "@" in parts.netloc:
+    shown = redacted(text)  # every message repeats the URI: never its password
+    if shown != text:
         raise InvalidInputError(
-            f"'{text}': credentials do not belong in the URI (they end up in logs); use docker login "
+            f"'{shown}': credentials do not belong in the URI (they end up in logs); use docker login "
             "or TRTFORGE_REGISTRY_USERNAME / TRTFORGE_REGISTRY_PASSWORD"
         )
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unclosed "[" of an IPv6 address
+        raise InvalidInputError(f"'{text}': {exc}; {URI_HELP}") from exc
+    if parts.query or parts.fragment:
+        raise InvalidInputError(f"'{text}': no query or fragment allowed in an OCI URI; {URI_HELP}")
     host = parts.netloc
     repository = parts.path.strip("/")
     if not host or not repository:
@@ -126,13 +143,14 @@ def _parse_oci(text: str) -> OciLocation:
             f"'{text}': an OCI URI needs a host and a repository, e.g. oci://localhost:5000/team/models"
         )
     try:
-        port = parts.port  # urlsplit checks it: a number from 0 to 65535
+        port = parts.port  # urlsplit checks it: a number from 0 to 65535, or none
     except ValueError:
         port = -1
-    if port == -1 or any(char.isspace() for char in host):
+    # urlsplit takes ":5000" (no host) and "host:" (an empty port, which means port 80) as well
+    if port == -1 or not parts.hostname or host.endswith(":") or any(char.isspace() for char in host):
         raise InvalidInputError(
-            f"'{text}': '{host}' is not a host[:port] (a port is a number up to 65535); "
-            "e.g. oci://localhost:5000/team/models"
+            f"'{text}': '{host}' is not a host[:port] (a host name or address; after a ':', a port is a number "
+            "up to 65535); e.g. oci://localhost:5000/team/models"
         )
     if ":" in repository or "@" in repository:
         raise InvalidInputError(
@@ -159,12 +177,10 @@ class LocalArtifact:
     engine: Path
     manifest_path: Path
     manifest: Manifest
+    #: the bytes ``manifest`` was parsed from, read once: every step publishes and hashes these
+    manifest_bytes: bytes = field(repr=False)
     report: bytes | None = field(default=None, repr=False)
     report_warning: str | None = None
-
-    @property
-    def manifest_bytes(self) -> bytes:
-        return self.manifest_path.read_bytes()
 
     @property
     def report_name(self) -> str:
@@ -189,13 +205,13 @@ def load_local_artifact(path: Path) -> LocalArtifact:
     paths = ArtifactPaths.of(path)
     engine = paths.existing_engine("pass the .engine that trtforge build wrote")
     manifest_path = paths.manifest
-    manifest = read_manifest(manifest_path)
+    manifest, manifest_bytes = read_manifest_with_bytes(manifest_path)
     problem = file_problem(manifest, engine)
     if problem:
         raise IncompatibleEngineError(f"{engine}: refusing to publish: {problem}", reasons=[problem])
     report_file = report_path(engine.parent, manifest.stem)
     if not report_file.is_file():
-        return LocalArtifact(engine, manifest_path, manifest)
+        return LocalArtifact(engine, manifest_path, manifest, manifest_bytes)
     try:
         with open(report_file, "rb") as handle:
             report = handle.read(MAX_REPORT_BYTES + 1)
@@ -204,9 +220,9 @@ def load_local_artifact(path: Path) -> LocalArtifact:
     else:
         problem = report_problem(manifest, report)
     if problem is None:
-        return LocalArtifact(engine, manifest_path, manifest, report)
+        return LocalArtifact(engine, manifest_path, manifest, manifest_bytes, report)
     warning = f"{report_file.name} is not published: {problem}; the engine and manifest are published without it"
-    return LocalArtifact(engine, manifest_path, manifest, report_warning=warning)
+    return LocalArtifact(engine, manifest_path, manifest, manifest_bytes, report_warning=warning)
 
 
 def report_problem(manifest: Manifest, data: bytes) -> str | None:

@@ -56,7 +56,10 @@ class DirRegistry:
             action, detail = decide(existing, artifact, force, str(engine_final))
             if action == "unchanged":
                 return PublishOutcome("unchanged", str(engine_final), detail, warnings, notes=notes)
-            notes += commit_pair(self.root, artifact, engine_final.name, manifest_final.name, whole_set=True)
+            same_engine = existing is not None and existing.engine_sha256 == artifact.manifest.artifact.sha256
+            notes += commit_pair(
+                self.root, artifact, engine_final.name, manifest_final.name, whole_set=True, same_engine=same_engine
+            )
         status = written_status(action)
         return PublishOutcome(status, str(engine_final), detail, warnings, notes=notes)
 

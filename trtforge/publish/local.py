@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from trtforge import filehash
 from trtforge.artifact import ArtifactWriter, sweep
-from trtforge.errors import InvalidInputError, RegistryError, TrtforgeError, disk_error
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, TrtforgeError, disk_error
 from trtforge.fsutil import copy_at_most, staged_file
 from trtforge.manifest import Manifest, parse_manifest, read_manifest_bytes
 from trtforge.publish.base import Candidate, LocalArtifact
@@ -69,26 +69,75 @@ def commit_pair(
     manifest_name: str,
     lock_folder: Path | None = None,
     whole_set: bool = False,
+    same_engine: bool = False,
 ) -> tuple[str, ...]:
-    """Copy the engine (streamed, any size) and its manifest into ``folder`` as one commit, under
-    the artifact's lock in ``lock_folder`` (default ``folder``); returns the commit's sweep note,
-    if it cleaned anything up (as :func:`clean_up`). ``whole_set``: a registry that
-    keeps the files under the artifact's own names (``dir://``), where the commit replaces the
-    artifact's whole set (``ArtifactWriter.replace_whole``), its accuracy report with it when the
-    artifact has one."""
+    """Copy the engine (streamed, any size, proven the manifest's as it is copied: ``_copy_engine``)
+    and its manifest into ``folder`` as one commit, under the artifact's lock in ``lock_folder``
+    (default ``folder``); returns the commit's sweep note, if it cleaned anything up (as
+    :func:`clean_up`). ``whole_set``: a registry that keeps the files under the artifact's own
+    names (``dir://``), where the commit replaces the artifact's set (``same_engine``: the engine
+    there is this one): see :func:`_replace_set`."""
     manifest = artifact.manifest
     try:
         with ArtifactWriter(folder, manifest.name, manifest.precision, lock_folder) as writer:
-            shutil.copyfile(artifact.engine, writer.stage(engine_name))
+            _copy_engine(artifact, writer.stage(engine_name))
             writer.write(manifest_name, artifact.manifest_bytes)
             if whole_set:
-                writer.replace_whole(manifest.stem)  # a report or attestation of the replaced engine would stay
-                if artifact.report is not None:
-                    writer.write(artifact.report_name, artifact.report)
+                _replace_set(writer, artifact, folder / engine_name, same_engine)
             note = writer.commit().note
     except OSError as exc:
         raise io_error("write", folder / engine_name, exc) from exc
     return (note,) if note else ()
+
+
+def _replace_set(writer: ArtifactWriter, artifact: LocalArtifact, engine_final: Path, same_engine: bool) -> None:
+    """The artifact's other files: a new engine replaces them all (a report or attestation of the
+    replaced engine would stay). Around the same engine the report is replaced (or removed: none
+    goes up), and the attestation stays while it covers the manifest: its subjects are the engine
+    and the manifest (``provenance.statement``), and the report is pinned by the manifest itself
+    (``report_sha256``), so a report replaced around them leaves it true."""
+    if not same_engine:
+        writer.replace_whole(artifact.manifest.stem)
+    else:
+        from trtforge.provenance import stale_attestation
+
+        stale = stale_attestation(engine_final, artifact.manifest_bytes)
+        if stale is not None:
+            writer.remove(stale.name)
+        if artifact.report is None:
+            writer.remove(artifact.report_name)
+    if artifact.report is not None:
+        writer.write(artifact.report_name, artifact.report)
+
+
+def _copy_engine(artifact: LocalArtifact, staged: Path) -> None:
+    """Copy the engine into ``staged``, hashing the bytes copied: rule 5 (``compat.content_problem``)
+    on them, else exit 5 and nothing is committed. ``load_local_artifact`` checked the file, but a
+    rebuild may have replaced it since, and the copy is what lands beside the manifest. Read no
+    further than the manifest's size allows, and without blocking (as :func:`copy_out`)."""
+    import hashlib
+
+    from trtforge.compat import ArtifactFacts, content_problem
+
+    digest = hashlib.sha256()
+    size = 0
+
+    def hashed(handle: BinaryIO) -> Iterator[bytes]:
+        nonlocal size
+        for chunk in iter(lambda: handle.read(filehash.CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+            yield chunk
+
+    with open(artifact.engine, "rb", opener=_without_blocking) as handle, open(staged, "wb") as out:
+        copy_at_most(hashed(handle), out, artifact.manifest.artifact.size)
+    problem = content_problem(artifact.manifest, ArtifactFacts(engine_size=size, engine_sha256=digest.hexdigest()))
+    if problem:
+        raise IncompatibleEngineError(
+            f"{artifact.engine}: refusing to publish: it changed after it was checked (rebuilt meanwhile?), "
+            f"nothing was published: {problem}",
+            reasons=[problem],
+        )
 
 
 def clean_up(root: Path, depth: int) -> tuple[str, ...]:

@@ -27,7 +27,9 @@ written, since the declaration may be the stale part.
 
 from __future__ import annotations
 
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from trtforge.digests import sha256_bytes, sha256_file
@@ -67,6 +69,7 @@ CONFIG_NAME = "config.pbtxt"
 #: the file that declares which Triton release serves the repository
 RELEASE_FILE = ".trtforge-triton-release"
 PLAN_SUFFIX = ".plan"
+VERSION_NAME = re.compile(r"[0-9]+")
 MANIFEST_SUFFIX = ".manifest.json"
 RTX_WARNING = (
     "Triton's tensorrt_plan backend runs enterprise TensorRT plans; it will not load this TensorRT-RTX "
@@ -94,14 +97,24 @@ def same_build(a: Manifest, b: Manifest) -> bool:
     )
 
 
-def versions(model_dir: Path) -> list[int]:
-    """Triton's version folders: names that are plain non-negative integers."""
+@dataclass(frozen=True, order=True)
+class Version:
+    """A version folder: its number, and its name as listed (``007`` holds version 7: its path is ``007``)."""
+
+    number: int
+    folder: str
+
+
+def versions(model_dir: Path) -> list[Version]:
+    """Triton's version folders, oldest first: names that are plain ASCII integers (``str.isdigit``
+    also takes ``²`` and ``٣``, which Triton does not read as versions)."""
     if not model_dir.is_dir():
         return []
     try:
-        return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+        listed = [p.name for p in model_dir.iterdir() if VERSION_NAME.fullmatch(p.name) and p.is_dir()]
     except OSError as exc:
         raise io_error("list", model_dir, exc) from exc
+    return sorted(Version(int(name), name) for name in listed)
 
 
 def version_plans(version_dir: Path) -> list[Candidate]:
@@ -139,7 +152,7 @@ class TritonRegistry:
             existing = versions(model_dir)
             latest = existing[-1] if existing else None
             version, action, detail = self._place(model_dir, latest, artifact, force)
-            version_dir = model_dir / str(version)
+            version_dir = model_dir / version.folder
             if action == "unchanged":
                 # the plan is there; its config too, unless a publish was killed while it wrote it
                 repaired = self._write_config(model_dir, version_dir, force, warnings, repair=True)
@@ -148,7 +161,7 @@ class TritonRegistry:
                     str(version_dir / plan_name(manifest)),
                     f"{detail}; {repaired}" if repaired else detail,
                     tuple(warnings),
-                    {"version": version},
+                    {"version": version.number},
                     notes,
                 )
             if version == latest:
@@ -156,10 +169,10 @@ class TritonRegistry:
                     version_dir, artifact, plan_name(manifest), plan_manifest_name(manifest), model_dir
                 )
             else:
-                self._new_version(model_dir, version, artifact)
+                self._new_version(model_dir, version.folder, artifact)
             config_note = self._write_config(model_dir, version_dir, force, warnings)
         status = written_status(action)
-        extra = {"version": version, "config": str(model_dir / CONFIG_NAME)}
+        extra = {"version": version.number, "config": str(model_dir / CONFIG_NAME)}
         return PublishOutcome(
             status, str(version_dir / plan_name(manifest)), detail or config_note, tuple(warnings), extra, notes
         )
@@ -183,16 +196,19 @@ class TritonRegistry:
             return []
         return [f"{self.uri} is declared for Triton {release.name} ({RELEASE_FILE}): {problem.message}"]
 
-    def _place(self, model_dir: Path, latest: int | None, artifact: LocalArtifact, force: bool) -> tuple[int, str, str]:
+    def _place(
+        self, model_dir: Path, latest: Version | None, artifact: LocalArtifact, force: bool
+    ) -> tuple[Version, str, str]:
         """Which version the plan goes to, and whether that is new, a no-op or a replacement."""
         manifest = artifact.manifest
         if latest is None:
-            return 1, "new", ""
-        latest_dir = model_dir / str(latest)
+            return Version(1, "1"), "new", ""
+        latest_dir = model_dir / latest.folder
         siblings = version_plans(latest_dir)
         if not siblings or not all(same_build(c.manifest, manifest) for c in siblings):
             held = "holds another build" if siblings else "holds no trtforge plan"
-            return latest + 1, "new", f"new version {latest + 1} (version {latest} {held})"
+            following = Version(latest.number + 1, str(latest.number + 1))
+            return following, "new", f"new version {following.folder} (version {latest.folder} {held})"
         plan = latest_dir / plan_name(manifest)
         manifest_file = latest_dir / plan_manifest_name(manifest)
         if plan.exists() or manifest_file.exists():
@@ -205,11 +221,11 @@ class TritonRegistry:
             return latest, action, detail
         return latest, "new", f"added to version {latest} beside {len(siblings)} plan(s) for other GPUs"
 
-    def _new_version(self, model_dir: Path, version: int, artifact: LocalArtifact) -> None:
+    def _new_version(self, model_dir: Path, folder: str, artifact: LocalArtifact) -> None:
         manifest = artifact.manifest
         try:
             model_dir.mkdir(parents=True, exist_ok=True)
-            staging = make_temp_dir(model_dir, str(version))
+            staging = make_temp_dir(model_dir, folder)
         except OSError as exc:
             raise io_error("create", model_dir, exc) from exc
         try:
@@ -218,9 +234,9 @@ class TritonRegistry:
             # repository's root it would be taken for a model
             commit_pair(staging, artifact, plan_name(manifest), plan_manifest_name(manifest), model_dir)
             staging.chmod(0o755)  # mkdtemp makes 0700; Triton may run as another user
-            staging.rename(model_dir / str(version))
+            staging.rename(model_dir / folder)
         except OSError as exc:
-            raise io_error("write", model_dir / str(version), exc) from exc
+            raise io_error("write", model_dir / folder, exc) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             release_temp(staging)
@@ -265,16 +281,16 @@ class TritonRegistry:
             problem = "is not a directory" if self.root.exists() else "no such directory"
             raise RegistryError(f"{self.uri}: {problem}; check the path (publish creates it)")
         model_dir = self.root / name
-        numbers = versions(model_dir)
+        listed = versions(model_dir)
         others = tuple(
             sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name != name and not p.name.startswith("."))
         )
-        if not numbers:
+        if not listed:
             return Listing((), others)
-        latest_dir = model_dir / str(numbers[-1])
-        plans = version_plans(latest_dir)
+        latest = listed[-1].folder
+        plans = version_plans(model_dir / latest)
         found = tuple(c for c in plans if matches(c.manifest, name, precision))
-        rest = tuple(f"{name}/{numbers[-1]}/{Path(c.reference).name}" for c in plans if c not in found)
+        rest = tuple(f"{name}/{latest}/{Path(c.reference).name}" for c in plans if c not in found)
         return Listing(found, others + rest)
 
     def fetch(self, candidate: Candidate, into: Path) -> None:
