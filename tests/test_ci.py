@@ -125,6 +125,17 @@ def test_data_changed_during_the_build_is_not_cached_under_the_key_hashed_before
     assert _statuses(_ci(project / "int8.yaml", out)) == {"int8.yaml": "unchanged"}
 
 
+@pytest.mark.parametrize("model", ["missing.onnx", "fifo.onnx"])
+def test_a_model_that_is_missing_or_not_a_file_is_the_specs_error(tmp_path: Path, model: str) -> None:
+    """Exit 2 at the spec's ``model:`` line, before any file is opened (a FIFO's graph would block)."""
+    os.mkfifo(tmp_path / "fifo.onnx")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: m\nprecision: fp32\nmodel: {model}\ntargets: ['8.6']\n{PROFILE}")
+    result = runner.invoke(app, ["ci", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.stderr
+    assert f"{spec}:3: model {tmp_path / model}:" in result.stderr and "check 'model:' in the spec" in result.stderr
+
+
 def test_a_cache_that_cannot_be_written_costs_the_caching_not_the_build(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

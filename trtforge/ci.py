@@ -210,11 +210,16 @@ def build_inputs(spec: Spec, flavor: str, version: str, signer: str | None = Non
 def build_input_paths(spec: Spec) -> set[str]:
     """Every path a build of ``spec`` reads beside the spec itself, absolute: the model with its
     external data files, its labels, the files its data globs match and the folders those globs
-    list (a file added to one changes its stamp). ``build_inputs`` hashes their contents."""
-    from trtforge.model import content_files
+    list (a file added to one changes its stamp). ``build_inputs`` hashes their contents, and
+    refuses, located in the spec, a model that is missing, not a file or unreadable: here it is
+    its path alone (a FIFO's graph is never read)."""
+    from trtforge.model import content_files, not_a_file
     from trtforge.spec import expand_globs
 
-    paths = {os.path.abspath(path) for path in content_files(spec.model_path)}
+    paths = {os.path.abspath(spec.model_path)}
+    if not_a_file(spec.model_path) is None:
+        with suppress(OSError):
+            paths.update(os.path.abspath(path) for path in content_files(spec.model_path))
     if spec.accuracy.labels:
         paths.add(os.path.abspath(spec.accuracy.labels))
     data = (("calibration", spec.calibration.data if spec.calibration else None), ("accuracy", spec.accuracy.data))
