@@ -504,6 +504,26 @@ def test_manager_close_stops_a_pool_that_is_still_warming(model_dir: Path) -> No
         manager.add("digits", DIGITS)
 
 
+def test_close_stops_a_context_between_its_warm_up_runs(model_dir: Path) -> None:
+    """One context with many short warm-up runs (60 sets x 3 runs of a ~15 ms inference): close()
+    during them returns within about one inference, not once all of them ran (``--grace`` bounds a
+    stop during warm-up: it waited for the whole warm-up of the context, 2-3 s here)."""
+    pool = EnginePool(model_dir / "deep.onnx", size=1, warmup_shapes=[{"input": (1, 32, 32, 32)}] * 60, start=False)
+    with ThreadPoolExecutor(1) as executor:
+        starter = executor.submit(pool.start)
+        deadline = time.monotonic() + 30
+        while pool.contexts()[0].warm_runs < 1 and time.monotonic() < deadline:  # its first set ran
+            time.sleep(0.005)
+        began = time.monotonic()
+        pool.close()
+        closed = time.monotonic() - began
+        with pytest.raises(PoolClosed, match="closed while"):
+            starter.result(timeout=30)
+    warmed = pool.contexts()[0].warm_runs
+    assert 1 <= warmed < 60 and closed < 1.0, f"close took {closed:.2f} s after {warmed} of 60 sets"
+    assert {c.state for c in pool.contexts()} == {"closed"} and pool._source is None
+
+
 # ---------------------------------------------------------------- bad input: one clear error, nothing left
 
 

@@ -327,6 +327,8 @@ class EnginePool:
             try:
                 self._prepare(slot)
                 slot.state = SlotState.IDLE
+            except PoolClosed:
+                break  # start() sees the pool closed and frees what it made
             except InvalidInputError:
                 raise  # the warm-up shapes or the model are wrong: every context would fail alike
             except Exception as exc:
@@ -399,7 +401,9 @@ class EnginePool:
         )
 
     def _prepare(self, slot: Slot) -> None:
-        """Create and activate a context, run every warm-up feed, then check it against the reference."""
+        """Create and activate a context, run every warm-up feed, then check it against the reference.
+        A close meanwhile raises PoolClosed before the next run: a stop waits for one inference at
+        most, not for the whole warm-up of the context."""
         assert self._source is not None
         runner = self._source.new_runner(slot.name)
         runner.activate()
@@ -408,13 +412,19 @@ class EnginePool:
             if self._warmup:
                 for feed in self._feeds:
                     for _ in range(WARMUP_RUNS):
+                        self._stop_if_closed(slot)
                         runner.infer(feed)
                     slot.warm_runs += 1
+                self._stop_if_closed(slot)
                 self._health.verify(runner)
         except BaseException:
             deactivate_quietly(runner)
             raise
         slot.runner, slot.last_error, slot.failed = runner, None, False
+
+    def _stop_if_closed(self, slot: Slot) -> None:
+        if self._lender.state is PoolState.CLOSED:
+            raise PoolClosed(f"pool '{self.name}' was closed while context {slot.name} warmed up")
 
     def _fail_start(self) -> None:
         lender = self._lender
