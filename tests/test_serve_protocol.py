@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import models
 import numpy as np
@@ -18,6 +19,7 @@ from trtforge.errors import InvalidInputError
 from trtforge.runtime.sources import WarmupSet
 from trtforge.serve.app import Limits, ModelPlan
 from trtforge.serve.protocol import (
+    DATATYPES,
     HEADER_LENGTH,
     InferRequest,
     ModelSignature,
@@ -38,6 +40,8 @@ from trtforge.serve.server import (
     run_server,
     split_named,
 )
+
+tritonclient_http = pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[http]'")
 
 DIGITS = ModelSignature(
     (TensorMeta("input", "FP32", (-1, 1, 8, 8)),),
@@ -172,6 +176,120 @@ def test_binary_sizes_must_match_and_use_the_whole_body() -> None:
     wrong, wrong_length = binary_body({"a": a}, datatype="FP16")
     with pytest.raises(ProtocolError, match="binary_data_size 16 is not 4 x 2 bytes of FP16"):
         parse_infer_request(wrong, wrong_length)
+
+
+def client_body(inputs: list[Any], outputs: list[Any] | None = None, **options: Any) -> tuple[bytes, int | None]:
+    """A request body and its JSON header's length as the official Triton client encodes them."""
+    return tritonclient_http.InferenceServerClient.generate_request_body(inputs, outputs, **options)
+
+
+def client_input(name: str, array: np.ndarray, datatype: str, binary: bool = False) -> Any:
+    tensor = tritonclient_http.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    return tensor
+
+
+def test_an_empty_json_tensor_of_any_type_is_an_empty_array_of_that_type() -> None:
+    """``"data": []`` is numpy's float64 whatever the datatype: an empty INT64 or BOOL input was
+    refused as "its values are float64" before its size was looked at."""
+    signature = ModelSignature(
+        tuple(TensorMeta(name, datatype, (-1,)) for name, datatype in (("i", "INT64"), ("b", "BOOL"), ("h", "FP16"))),
+        (TensorMeta("y", "FP32", (-1,)),),
+    )
+    arrays = {"i": np.zeros(0, np.int64), "b": np.zeros(0, np.bool_), "h": np.zeros(0, np.float16)}
+    inputs = [client_input(name, array, signature.inputs[n].datatype) for n, (name, array) in enumerate(arrays.items())]
+    body, length = client_body(inputs)
+    assert b'"data":[]' in body and length is None
+    parsed = parse_infer_request(body, length, signature)
+    check_request(parsed, signature)
+    for name, array in arrays.items():
+        assert parsed.inputs[name].dtype == array.dtype and parsed.inputs[name].shape == (0,)
+
+
+def test_a_json_number_past_a_float_types_range_is_refused_naming_the_input() -> None:
+    """70000 as FP16 or 1e300 as FP32 was infinity without a word (JSON carries no infinity, and
+    the refusal then blamed the output); each type's largest finite value still goes through."""
+    cases = (
+        ("FP16", "65504", "70000", "70000", "65504"),
+        ("FP32", "3.4e38", "1e300", "1e+300", "3.40282e+38"),
+        ("FP64", "1.7e308", "1e400", "inf", "1.79769e+308"),  # Python's json reads 1e400 as infinity
+    )
+    for datatype, largest, past, shown, limit in cases:
+        head = f'{{"inputs": [{{"name": "x", "shape": [2], "datatype": "{datatype}", "data": [1, '
+        fits = parse_infer_request(f"{head}{largest}]}}]}}".encode(), None).inputs["x"]
+        assert fits[1] == np.asarray(float(largest), DATATYPES[datatype])
+        with pytest.raises(ProtocolError) as refused:
+            parse_infer_request(f"{head}{past}]}}]}}".encode(), None)
+        assert str(refused.value) == (
+            f"input 'x': 'data' is not {datatype}: {shown} is past its range ±{limit} (it would be infinity); "
+            "NaN or infinity travel only as binary tensors"
+        )
+
+
+def test_parameters_that_are_no_object_are_refused_wherever_they_are() -> None:
+    """The request's and an output's ``parameters`` were read as empty when they were no object
+    (``[1]``, ``"x"``), an input's refused: each refused now, naming where."""
+    tensor = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}
+    cases = {
+        "the request": {"inputs": [tensor], "parameters": [1]},
+        "output 'y'": {"inputs": [tensor], "outputs": [{"name": "y", "parameters": [1]}]},
+        "input 'x'": {"inputs": [{**tensor, "parameters": "x"}]},
+    }
+    for where, document in cases.items():
+        for parameters in ([1], "x", 0, False):
+            if where == "the request":
+                document["parameters"] = parameters
+            elif where == "output 'y'":
+                document["outputs"][0]["parameters"] = parameters
+            else:
+                document["inputs"][0]["parameters"] = parameters
+            with pytest.raises(ProtocolError) as refused:
+                parse_infer_request(json.dumps(document).encode(), None)
+            assert str(refused.value) == f"{where}: 'parameters' must be an object", parameters
+
+
+def test_triton_extensions_this_server_lacks_are_refused_naming_the_parameter() -> None:
+    """Triton answers ``classification`` with "score:index" strings and keeps state for a
+    ``sequence_id``; this server answered raw logits and forgot the sequence: refused instead."""
+    x = client_input("input", np.zeros((1, 1, 8, 8), np.float32), "FP32", binary=True)
+    top3 = tritonclient_http.InferRequestedOutput("logits", class_count=3)
+    shared = tritonclient_http.InferRequestedOutput("logits")
+    shared.set_shared_memory("region", 40)
+    cases = [
+        (
+            client_body([x], [top3]),
+            "output 'logits': parameters.classification asks for Triton's classification extension, which this "
+            "server does not implement; ask for the output itself and take its top k on the client",
+        ),
+        (
+            client_body([x], sequence_id=7, sequence_start=True),
+            "the request: parameters.sequence_id asks for Triton's sequence batching extension, which this server "
+            "does not implement; send each request on its own",
+        ),
+        (client_body([x], [shared]), "output 'logits': parameters.shared_memory_region asks for Triton's shared"),
+    ]
+    for (body, length), message in cases:
+        with pytest.raises(ProtocolError) as refused:
+            parse_infer_request(body, length, DIGITS)
+        assert str(refused.value).startswith(message)
+    document = json.loads(client_body([client_input("input", np.zeros((1, 1, 8, 8), np.float32), "FP32")])[0])
+    document["parameters"] = {"sequence_end": True}
+    with pytest.raises(ProtocolError, match=r"the request: parameters\.sequence_end asks for Triton's sequence"):
+        parse_infer_request(json.dumps(document).encode(), None, DIGITS)
+
+
+def test_an_output_asked_for_twice_is_refused_as_an_input_given_twice() -> None:
+    """It was answered twice, once in JSON and once in binary here."""
+    x = client_input("input", np.zeros((1, 1, 8, 8), np.float32), "FP32")
+    twice = [
+        tritonclient_http.InferRequestedOutput("logits", binary_data=False),
+        tritonclient_http.InferRequestedOutput("logits", binary_data=True),
+    ]
+    with pytest.raises(ProtocolError) as refused:
+        parse_infer_request(*client_body([x], twice), DIGITS)
+    assert str(refused.value) == "output 'logits' is asked for twice"
+    with pytest.raises(ProtocolError, match="input 'input' is given twice"):
+        parse_infer_request(*client_body([x, x]), DIGITS)
 
 
 def test_the_refusal_names_the_input_and_the_profiles_range() -> None:

@@ -124,10 +124,38 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
     return document
 
 
-def _binary_flag(parameters: Any, key: str, default: bool = False) -> bool:
+#: parameters of Triton extensions this server does not implement -> the extension, and what to do
+#: instead; honoured by Triton, so a request carrying one is refused rather than answered otherwise
+_UNSUPPORTED_PARAMETERS: Mapping[str, tuple[str, str]] = {
+    "classification": ("classification", "ask for the output itself and take its top k on the client"),
+    "sequence_id": ("sequence batching", "send each request on its own"),
+    "sequence_start": ("sequence batching", "send each request on its own"),
+    "sequence_end": ("sequence batching", "send each request on its own"),
+    "shared_memory_region": ("shared memory", "send the tensor in the request body"),
+}
+
+
+def _parameters(owner: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """The ``parameters`` object of the request, an input or an output (absent: empty); one that is
+    no object, or that asks for an extension this server lacks, is refused naming ``where``."""
+    parameters = owner.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise ProtocolError(f"{where}: 'parameters' must be an object")
+    for key, (extension, instead) in _UNSUPPORTED_PARAMETERS.items():
+        if key in parameters:
+            raise ProtocolError(
+                f"{where}: parameters.{key} asks for Triton's {extension} extension, which this server does not "
+                f"implement; {instead}"
+            )
+    return parameters
+
+
+def _binary_flag(parameters: Mapping[str, Any], key: str, default: bool = False) -> bool:
     """``parameters[key]`` where it is given (an output's own flag wins over the request's), else
     ``default``; a JSON boolean only (``"false"``, a string, would read as true)."""
-    if not isinstance(parameters, dict) or key not in parameters:
+    if key not in parameters:
         return default
     flag = parameters[key]
     if not isinstance(flag, bool):
@@ -166,15 +194,19 @@ def parse_infer_request(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):
         raise ProtocolError("'outputs' must be a list of objects with a 'name'")
-    parameters = document.get("parameters") or {}
-    binary_default = _binary_flag(parameters, "binary_data_output")
-    outputs = tuple(
-        RequestedOutput(o["name"], _binary_flag(o.get("parameters"), "binary_data", binary_default)) for o in requested
-    )
+    binary_default = _binary_flag(_parameters(document, "the request"), "binary_data_output")
+    outputs: dict[str, RequestedOutput] = {}
+    for output in requested:
+        name = output["name"]
+        if name in outputs:
+            raise ProtocolError(f"output '{name}' is asked for twice")
+        flag = _binary_flag(_parameters(output, f"output '{name}'"), "binary_data", binary_default)
+        outputs[name] = RequestedOutput(name, flag)
     request_id = document.get("id")
     if request_id is not None and (not isinstance(request_id, str | int) or isinstance(request_id, bool)):
         raise ProtocolError(f"'id' must be a string, got {json.dumps(request_id)[:64]}")  # it is echoed back
-    return InferRequest(None if request_id is None else str(request_id), inputs, outputs, binary_default)
+    request_id = None if request_id is None else str(request_id)
+    return InferRequest(request_id, inputs, tuple(outputs.values()), binary_default)
 
 
 def _decode_input(
@@ -199,10 +231,7 @@ def _decode_input(
         raise ProtocolError(f"input '{name}': 'shape' must be a list of at most {MAX_RANK} non-negative integers")
     dtype = numpy_dtype(DATATYPES[datatype])
     count = math.prod(shape)
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise ProtocolError(f"input '{name}': 'parameters' must be an object")
-    size = parameters.get("binary_data_size")
+    size = _parameters(tensor, f"input '{name}'").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool):
             raise ProtocolError(f"input '{name}': binary_data_size must be a number of bytes, got {json.dumps(size)}")
@@ -248,16 +277,30 @@ _JSON_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}
 
 def _typed(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """JSON ``data`` as ``dtype``, refusing what numpy would convert silently: strings ("1.5"),
-    integers out of the type's range (300 as INT8 would wrap to 44), floats as integers."""
+    integers out of the type's range (300 as INT8 would wrap to 44), floats as integers, numbers
+    past a float type's range (70000 as FP16 would be infinity). Empty ``data`` is numpy's float64,
+    whatever the type: no value to check."""
     import numpy as np
 
+    if not values.size:
+        return values.astype(dtype)
     if values.dtype.kind not in _JSON_KINDS.get(dtype.kind, ""):
         raise TypeError(f"its values are {values.dtype.name}, not numbers of this type")
-    if dtype.kind in "iu" and values.size:
+    if dtype.kind in "iu":
         limits = np.iinfo(dtype)
         if values.min() < limits.min or values.max() > limits.max:
             raise OverflowError(f"values outside {limits.min}..{limits.max}")
-    return values.astype(dtype)
+    if dtype.kind != "f":
+        return values.astype(dtype)
+    with np.errstate(over="ignore"):
+        typed = values.astype(dtype)
+    infinite = ~np.isfinite(typed)
+    if infinite.any():
+        raise OverflowError(
+            f"{values[infinite].flat[0]:g} is past its range ±{np.finfo(dtype).max:g} (it would be infinity); "
+            "NaN or infinity travel only as binary tensors"
+        )
+    return typed
 
 
 def shape_range(meta: TensorMeta, profiles: Sequence[Profile]) -> str:
