@@ -758,6 +758,17 @@ def test_limits_the_server_could_never_meet_are_exit_2_before_the_port_opens(
         assert len(lines) == 1 and lines[0].startswith(expected), output
 
 
+def test_a_health_interval_past_any_number_is_exit_2_before_the_port_opens(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--health-interval inf`` opened the port (liveness 200) before the pool refused it, exit 2."""
+    code, output, opened = _run_refused([served_models["digits"], "--health-interval", "inf"], tmp_path)
+    assert code == 2 and not opened, output
+    assert output.strip() == (
+        "error: --health-interval inf: give a number of seconds between probes (default 30), or 0 for none"
+    ), output
+
+
 def test_a_model_that_cannot_be_warmed_stops_the_server_with_its_exit_code(
     served_models: dict[str, Path], tmp_path: Path
 ) -> None:

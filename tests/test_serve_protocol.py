@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -508,6 +509,20 @@ def test_limits_the_server_could_never_meet_are_refused_before_anything_is_resol
     with pytest.raises(InvalidInputError, match=f"allows {needed - 1} bytes, .* pass --max-body-mib 0.001 or more"):
         check_body_limit(needed - 1, [digits])
     check_body_limit(int(0.001 * 2**20), [digits])  # what the refusal says to pass is enough
+
+
+def test_a_health_interval_that_is_no_number_of_seconds_is_refused_before_anything_is_resolved() -> None:
+    """``--health-interval inf`` was refused only by the pool, once the port was open (liveness 200,
+    then exit 2); ``--grace inf`` was refused before."""
+    logged: list[str] = []
+    config = ServeConfig(artifacts=("oci://127.0.0.1:9/never",), policy=LoadPolicy())
+    for interval in (math.inf, math.nan, -1.0, 0.0):
+        with pytest.raises(InvalidInputError) as refused:
+            run_server(dataclasses.replace(config, health_interval=interval), logged.append)
+        assert str(refused.value) == (
+            f"--health-interval {interval}: give a number of seconds between probes (default 30), or 0 for none"
+        )
+    assert logged == []  # nothing pulled, nothing listened
 
 
 # ---------------------------------------------------------------- shape tensors

@@ -357,8 +357,9 @@ def model_warmup_sets(plan: ModelPlan, shape_sets: Sequence[tuple[str | None, Wa
     return kept
 
 
-def check_limits(limits: Limits) -> None:
-    """The serving flags, refused with their fix before anything is resolved or listens. Pure."""
+def check_limits(limits: Limits, health_interval: float | None = None) -> None:
+    """The serving flags, refused with their fix before anything is resolved or listens (the pools
+    would refuse a health interval only once listening). Pure."""
     if limits.pool_size + limits.max_queue > MAX_ADMITTED:  # each admitted request holds a worker thread
         raise InvalidInputError(
             f"--pool {limits.pool_size} + --max-queue {limits.max_queue}: "
@@ -373,6 +374,10 @@ def check_limits(limits: Limits) -> None:
         raise InvalidInputError(
             f"--grace {limits.grace_s}: give a number of seconds (default 30), "
             "below the pod's terminationGracePeriodSeconds"
+        )
+    if health_interval is not None and not (math.isfinite(health_interval) and health_interval > 0):
+        raise InvalidInputError(
+            f"--health-interval {health_interval}: give a number of seconds between probes (default 30), or 0 for none"
         )
 
 
@@ -507,7 +512,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         )
     provider_name(config.provider)  # before any pull: a typo is exit 2 at once
     check_threads(config.threads, "--threads")
-    check_limits(config.limits)
+    check_limits(config.limits, config.health_interval)
     plans, refused = resolve_artifacts(config.artifacts, config.policy, config.pull, log)
     check_warmup_shapes(config.warmup_shapes, plans)
     check_body_limit(config.limits.max_body_bytes, plans)
