@@ -10,6 +10,7 @@ warmed at a large batch (``--warmup-shape``): its warm-up lasts seconds by const
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -283,6 +285,78 @@ def test_refusals_are_400_404_413_with_kserve_error_bodies(served_models: dict[s
         # the contexts stayed healthy: a good request still works
         good = np.zeros((1, 1, 8, 8), np.float32)
         assert client.infer("digits", [infer_input("input", good, True)]).as_numpy("logits").shape == (1, 10)
+
+
+def test_triton_extensions_the_server_lacks_are_400_through_the_official_client(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``class_count`` (Triton's classification: "score:index" strings) was answered with the raw
+    logits, a ``sequence_id`` accepted and forgotten, an output asked for twice answered twice:
+    each a 400 the client raises, naming what it asked for; the server lists neither extension."""
+    with serving([served_models["digits"], "--pool", "1"], tmp_path) as server:
+        client = server.client()
+        assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+        x = [infer_input("input", np.zeros((1, 1, 8, 8), np.float32), True)]
+        logits = tritonclient_http.InferRequestedOutput
+        refusals = {
+            "output 'logits': parameters.classification asks for Triton's classification extension, which this "
+            "server does not implement": {"outputs": [logits("logits", class_count=3)]},
+            "the request: parameters.sequence_id asks for Triton's sequence batching extension": {
+                "sequence_id": 7,
+                "sequence_start": True,
+            },
+            "output 'logits' is asked for twice": {"outputs": [logits("logits"), logits("logits", binary_data=False)]},
+        }
+        for message, options in refusals.items():
+            with pytest.raises(tritonclient_http.InferenceServerException) as refused:
+                client.infer("digits", x, **options)
+            assert refused.value.status() == "400" and str(refused.value.message()).startswith(message)
+        assert client.infer("digits", x, outputs=[logits("logits")]).as_numpy("logits").shape == (1, 10)
+
+
+def test_a_client_gone_mid_body_leaves_no_traceback(served_models: dict[str, Path], tmp_path: Path) -> None:
+    """A client that closes before its body ends logged an ASGI traceback (ClientDisconnect) per
+    client; README: a client's errors print no traceback. The server serves on."""
+    with serving([served_models["digits"], "--pool", "1"], tmp_path) as server:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+                raw.sendall(
+                    b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 1000\r\n\r\n{"inputs": ['
+                )
+        assert post_binary(server, "digits", np.zeros((1, 1, 8, 8), np.float32))[0] == 200
+        assert stop(server) == 0
+    output = server.output()
+    assert "Traceback" not in output and "Exception in ASGI application" not in output, output
+
+
+def test_a_compressed_body_must_be_whole_and_inflate_within_the_limit(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A gzip body cut short, followed by more bytes or in two members was decoded loosely (what
+    it held so far, or its first member: 200); each is a 400 now, and a body that inflates past
+    --max-body-mib is still 413."""
+    with serving([served_models["digits"], "--pool", "1", "--max-body-mib", "0.01"], tmp_path) as server:
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0] * 64}]})
+        whole, deflated = gzip.compress(body.encode()), zlib.compress(body.encode())
+        cases = {
+            "gzip": {
+                whole: 200,
+                whole[:-8]: "the gzip body is cut short: it ends before its end-of-stream marker",
+                whole + b"more": "the gzip body has 4 bytes after its end: send one gzip stream",
+                gzip.compress(body[:9].encode()) + gzip.compress(body[9:].encode()): "the gzip body has ",
+                gzip.compress(b" " * 2**20): 413,  # inflated within the limit only
+            },
+            "deflate": {deflated: 200, deflated[:-4]: "the deflate body is cut short"},
+        }
+        url = f"http://{server.url}/v2/models/digits/infer"
+        for encoding, bodies in cases.items():
+            for data, expected in bodies.items():
+                status, _, answer = post(url, data, {"Content-Encoding": encoding, "Content-Type": "application/json"})
+                if isinstance(expected, int):
+                    assert status == expected, answer
+                else:
+                    assert status == 400 and json.loads(answer)["error"].startswith(expected), answer
 
 
 def test_a_shape_no_array_can_have_is_400_and_every_request_refused_before_inference_counts_as_invalid(

@@ -12,6 +12,7 @@ a request is cut off by cancelling its task.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from trtforge.runtime.manager import PoolManager
     from trtforge.runtime.pool import EnginePool
     from trtforge.runtime.sources import ShapeTensors
+
+log = logging.getLogger(__name__)
 
 #: The version every model is served as: an artifact is one build, so there is one version.
 MODEL_VERSION = "1"
@@ -203,18 +206,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding in ("identity", ""):
         return body
-    # tritonclient's request compression: gzip, or deflate in zlib framing; decompressed within the limit
-    decompressor = (
-        zlib.decompressobj(wbits=31 if encoding == "gzip" else 15) if encoding in ("gzip", "deflate") else None
-    )
-    if decompressor is None:
+    if encoding not in ("gzip", "deflate"):
         raise InvalidInputError(f"Content-Encoding '{encoding}' is not supported (use gzip, deflate or none)")
+    return _decompressed(body, encoding, limit)
+
+
+def _decompressed(body: bytes, encoding: str, limit: int) -> bytes:
+    """tritonclient's request compression: one gzip member, or deflate in zlib framing, whole (a
+    stream cut short, or bytes after its end, is refused: its request would be a guess), and
+    decompressed within ``limit`` (past it: _TooLarge, before more is inflated). A second gzip
+    member is refused too: tritonclient sends one, and zlib hands back the rest of the body as a
+    copy after each member, so a body of many empty members would take quadratic time."""
+    decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
         plain = decompressor.decompress(body, limit + 1)
     except zlib.error as exc:
         raise InvalidInputError(f"the {encoding} body does not decompress: {exc}") from exc
     if len(plain) > limit:
         raise _TooLarge
+    if not decompressor.eof:
+        raise InvalidInputError(f"the {encoding} body is cut short: it ends before its end-of-stream marker")
+    if decompressor.unused_data:
+        raise InvalidInputError(
+            f"the {encoding} body has {len(decompressor.unused_data)} bytes after its end: send one {encoding} stream"
+        )
     return plain
 
 
@@ -308,6 +323,9 @@ def build_app(state: ServeState) -> Starlette:
         limits = state.limits
         try:
             body = await _read_body(request, limits.max_body_bytes)
+        except ClientDisconnect:  # the client left mid-body: no one to answer, nothing wrong here
+            log.debug("model %s: the client disconnected before its request body ended", plan.name)
+            return Response(status_code=499)  # nginx's "client closed request"; uvicorn sends nothing now
         except _TooLarge:
             message = f"request body over the limit of {limits.max_body_bytes} bytes (--max-body-mib)"
             return _refused(state.pool(plan.name), 413, message)
