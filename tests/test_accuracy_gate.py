@@ -393,6 +393,50 @@ def test_labels_are_checked_before_the_build(
     assert code == 2 and expected in stderr and "Building engine" not in stderr, stderr
 
 
+@pytest.mark.parametrize(
+    ("accuracy", "expected"),
+    [
+        ("  tolerances: {y: {top1_min: 0.9}}\n", "top1_min for output 'y', which is not a classifier output"),
+        (
+            "  data: {data}\n  labels: {labels}\n",
+            "accuracy.labels needs a classifier output (float [N, C]); outputs: y",
+        ),
+    ],
+    ids=["top1_min", "labels"],
+)
+def test_a_classifier_setting_on_outputs_declared_otherwise_is_refused_before_the_build(
+    tmp_path: Path, accuracy: str, expected: str
+) -> None:
+    """y is declared [4, 3, 5]: no classifier, which the graph says before anything is built (the
+    refusal came after the TensorRT build)."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "rank3",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 3, 5])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 3, 5])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((4, 3, 5), np.float32))
+    np.save(tmp_path / "labels.npy", np.zeros(4, np.int64))
+    spec = tmp_path / "spec.yaml"
+    settings = accuracy.replace("{data}", str(tmp_path / "x.npy")).replace("{labels}", str(tmp_path / "labels.npy"))
+    spec.write_text(f"name: rank3\nmodel: {tmp_path / 'm.onnx'}\nprecision: fp16\naccuracy:\n{settings}")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 2 and expected in stderr and "Building engine" not in stderr, stderr
+
+
+def test_possible_classifiers_are_those_the_declared_outputs_leave_open() -> None:
+    from trtforge.accuracy.inputs import possible_classifiers
+    from trtforge.model import ModelInfo, TensorDesc
+
+    shapes = {"logits": ("N", 10), "open": ("N", "C"), "unshaped": (), "one": ("N", 1), "boxes": ("N", 4, 2)}
+    outputs = tuple(TensorDesc(name, "float32", shape) for name, shape in shapes.items())
+    model = ModelInfo(Path("m.onnx"), (), (*outputs, TensorDesc("cls", "int64", ("N", 10))))
+    assert possible_classifiers(model) == ["logits", "open", "unshaped"]
+
+
 def test_labels_outside_the_classes_the_model_gives_only_as_it_runs_are_refused(
     write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:

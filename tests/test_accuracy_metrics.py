@@ -43,6 +43,25 @@ def test_cosine() -> None:
     assert metrics.cosine(np.zeros(3), np.ones(3)) == 0.0
 
 
+def test_cosine_of_equal_arrays_is_exactly_one() -> None:
+    """dot / norms rounds to 0.9999999999999999 for about one array in five: ``cosine_min: 1.0``
+    (bit-identical) failed identical outputs, saying "cosine 1 < cosine_min 1"."""
+    rng = np.random.default_rng(0)
+    arrays = [np.maximum(rng.integers(-400, 400, (64, 37)) / 4, 0).astype(np.float32) for _ in range(200)]
+    assert all(metrics.cosine(array, array.copy()) == 1.0 for array in arrays)
+    assert all(-1.0 <= metrics.cosine(array, -array) <= 1.0 for array in arrays)
+    (check,) = tolerances.evaluate("y", metrics.compare(arrays[0], arrays[0]), Tolerance(cosine_min=1.0, snr_db_min=0))[
+        :1
+    ]
+    assert check.passed
+
+
+def test_a_failure_message_tells_the_value_from_its_limit() -> None:
+    measured = metrics.OutputMetrics(max_abs=0.0, mean_abs=0.0, max_rel=0.0, cosine=0.9999999999999999, snr_db=1.0)
+    (check,) = tolerances.evaluate("y", measured, Tolerance(cosine_min=1.0))
+    assert check.message == "output 'y': cosine 0.9999999999999999 < cosine_min 1.0"
+
+
 def test_snr_db() -> None:
     # signal = 1 + 4 + 9 + 16 = 30, noise = 1: 10 log10(30)
     assert metrics.snr_db(REF, CAND) == pytest.approx(10 * math.log10(30))

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.accuracy import references
 from trtforge.accuracy.gate import GateCandidate, run_gate
-from trtforge.accuracy.inputs import shape_sets
+from trtforge.accuracy.inputs import GateShapes, random_batches, shape_sets
 from trtforge.accuracy.report import IDENTICAL_PASS
 from trtforge.build import build_spec
 from trtforge.console import Reporter
@@ -36,6 +36,7 @@ from trtforge.errors import BuildError, InvalidInputError
 from trtforge.manifest import read_manifest
 from trtforge.mixedprecision import FP16_STORAGE
 from trtforge.model import ModelInfo, TensorDesc, inspect_model
+from trtforge.runners.onnxruntime import OnnxrtRunner
 from trtforge.shapes import MAX_POINT_BYTES
 from trtforge.spec import ShapeRange, load_spec
 
@@ -116,6 +117,31 @@ def test_small_profiles_keep_every_point_at_full_size() -> None:
     image = ModelInfo(Path("m.onnx"), (TensorDesc("x", "float32", ("N", 1, 8, 8)),), ())
     sets = shape_sets(image, [{"x": _range([1, 1, 8, 8], [16, 1, 8, 8], [64, 1, 8, 8])}])
     assert [s.shapes["x"][0] for s in sets] == [1, 16, 64] and not any("capped" in s.label for s in sets)
+
+
+def test_samples_are_counted_on_the_batched_inputs(tmp_path: Path) -> None:
+    """A static [4] bias before x [N, 4] holds no samples: profile N 1/8/16 runs 25 (it said 12)."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "bias"], ["y"])],
+        "bias_first",
+        [tensor("bias", TensorProto.FLOAT, [4]), tensor("x", TensorProto.FLOAT, ["N", 4])],
+        [tensor("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(
+        f"name: bias\nmodel: {save(model, tmp_path / 'm.onnx')}\nprecision: fp16\ntargets: ['8.6']\n"
+        "profiles:\n  - x: {min: [1, 4], opt: [8, 4], max: [16, 4]}\n"
+    )
+    spec = load_spec(spec_path)
+    assert [batch.size for batch in random_batches(inspect_model(spec.model_path), spec.profiles, 0)] == [1, 8, 16]
+    need_rtx()
+    code, _, stderr = cli("build", spec_path, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert _report(tmp_path / "out")["data"]["samples"] == 25
+    (engine,) = (tmp_path / "out").glob("*.engine")
+    assert read_manifest(engine).accuracy["samples"] == 25  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -201,18 +227,103 @@ def test_int8_build_reads_the_reference_outputs_the_fp16_build_cached(tmp_path: 
     assert len(list((isolated_cache / references.FOLDER).glob("*.npz"))) == 2
 
 
+#: [N, 4] -> [N, 4], and the shape sets of two feeds (batch 4, batch 2)
+ROWS = ModelInfo(Path("m.onnx"), (TensorDesc("x", "float32", ("N", 4)),), (TensorDesc("y", "float32", ("N", 4)),))
+TWO_FEEDS = [GateShapes("a", {"x": (4, 4)}), GateShapes("b", {"x": (2, 4)})]
+
+
 def test_outputs_over_the_size_limit_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     outputs = [{"y": np.ones((4, 4), np.float32)}, {"y": np.zeros((2, 4), np.float32)}]
     path = tmp_path / "reference" / "key.npz"
     assert references.store(path, outputs, ["y"])
-    (first, second) = references.load(path, ["y"], 2) or []
+    (first, second) = references.load(path, ROWS, TWO_FEEDS) or []
     assert np.array_equal(first["y"], outputs[0]["y"]) and np.array_equal(second["y"], outputs[1]["y"])
-    assert references.load(path, ["y"], 3) is None  # another plan's feed count: a miss
+    assert references.load(path, ROWS, [*TWO_FEEDS, TWO_FEEDS[0]]) is None  # another plan's feed count: a miss
     path.write_bytes(b"damaged")
-    assert references.load(path, ["y"], 2) is None
+    assert references.load(path, ROWS, TWO_FEEDS) is None
     monkeypatch.setattr(references, "CACHE_LIMIT_BYTES", 64)
     other = tmp_path / "reference" / "big.npz"
     assert not references.store(other, outputs, ["y"]) and not other.exists()
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        [{"y": np.ones((4, 4), np.float16)}, {"y": np.ones((2, 4), np.float32)}],  # another dtype
+        [{"y": np.ones((2, 4), np.float32)}, {"y": np.ones((2, 4), np.float32)}],  # another batch than the feed's
+        [{"y": np.ones((4, 5), np.float32)}, {"y": np.ones((2, 4), np.float32)}],  # another static dim
+        [{"y": np.ones(16, np.float32)}, {"y": np.ones((2, 4), np.float32)}],  # another rank
+        [{"y": np.ones((4, 4), np.float32)}],  # another feed count
+    ],
+    ids=["dtype", "batch", "static-dim", "rank", "feeds"],
+)
+def test_an_entry_not_of_the_form_the_model_declares_is_a_miss(tmp_path: Path, outputs: references.Outputs) -> None:
+    path = tmp_path / "reference" / "key.npz"
+    assert references.store(path, outputs, list(outputs[0]))
+    assert references.load(path, ROWS, TWO_FEEDS) is None
+    right = [{"y": np.ones((4, 4), np.float32)}, {"y": np.ones((2, 4), np.float32)}]
+    assert references.conforms(right, ROWS, TWO_FEEDS) and not references.conforms(outputs, ROWS, TWO_FEEDS)
+
+
+def _overflow_spec(tmp_path: Path) -> Path:
+    """An [N, 16] model whose FP16 engine overflows at some outputs (exit 4 on a clean build), the guard off."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: over\nmodel: {overflow_chain(tmp_path / 'over.onnx', k=100.0)}\nprecision: fp16\ntargets: ['8.6']\n"
+        "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\nfp16:\n  keep_fp32: []\n"
+    )
+    return spec
+
+
+@without_gpu
+def test_verify_never_reads_the_reference_cache(tmp_path: Path, isolated_cache: Path) -> None:
+    """An entry planted in the cache folder (the broken candidate's own outputs, in the right form)
+    makes a build compare the candidate with itself: an entry saves cost and proves nothing. verify,
+    which decides whether to trust the artifact, runs the reference itself and fails it."""
+    need_rtx()
+    spec_path, out = _overflow_spec(tmp_path), tmp_path / "out"
+    code, _, stderr = cli("build", spec_path, "--out", out)
+    assert code == 4, stderr
+    (entry,) = (isolated_cache / references.FOLDER).glob("*.npz")
+    (rejected,) = out.glob("*.rejected.accuracy.json")
+    candidate = OnnxrtRunner(Path(json.loads(rejected.read_text())["candidate"]["model"]), name="candidate")
+    spec = load_spec(spec_path)
+    candidate.activate()
+    planted = [
+        candidate.infer(batch.feed) for batch in random_batches(inspect_model(spec.model_path), spec.profiles, 0)
+    ]
+    candidate.deactivate()
+    overflown = np.concatenate([np.isinf(feed["out"]).ravel() for feed in planted])
+    assert overflown.any() and not overflown.all()
+    assert references.store(entry, planted, ["out"])
+
+    code, _, stderr = cli("build", spec_path, "--out", out)
+    assert code == 0 and f"reference outputs read from the cache ({entry})" in stderr, stderr
+    code, _, stderr = cli("verify", spec_path, "--out", out)
+    assert code == 4 and "NaN/Inf pattern differs" in stderr and "read from the cache" not in stderr, stderr
+    (engine,) = out.glob("*.engine")
+    assert read_manifest(engine).accuracy["passed"] is False  # type: ignore[index]
+    code, _, stderr = cli("build", spec_path, "--out", tmp_path / "again")  # verify stored the true outputs
+    assert code == 4 and f"reference outputs read from the cache ({entry})" in stderr, stderr
+
+
+def test_a_damaged_reference_entry_is_recomputed_and_overwritten(tmp_path: Path, isolated_cache: Path) -> None:
+    """An entry whose output was cut to another shape fails no good engine: it is a miss, and the
+    build stores the reference's true outputs over it."""
+    need_rtx()
+    spec_path = _spec(tmp_path, "fp16")
+    code, _, stderr = cli("build", spec_path, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    (entry,) = (isolated_cache / references.FOLDER).glob("*.npz")
+    with np.load(entry) as archive:
+        arrays = dict(archive)
+    arrays["0.0"] = arrays["0.0"][:1, :, :8]
+    np.savez(entry, **arrays)
+    code, _, stderr = cli("build", spec_path, "--out", tmp_path / "again")
+    assert code == 0 and "read from the cache" not in stderr, stderr
+    spec = load_spec(spec_path)
+    model = inspect_model(spec.model_path)
+    assert references.load(entry, model, shape_sets(model, spec.profiles)) is not None
 
 
 # ---------------------------------------------------------------- reference and candidate side by side

@@ -18,13 +18,15 @@ from models import need_rtx, save
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.accuracy import metrics, tolerances
+from trtforge.accuracy.gate import GateCandidate, GateFailed, out_of_domain, raise_for_failures, run_gate
+from trtforge.accuracy.report import OutputResult
 from trtforge.data import plan_data
 from trtforge.errors import InvalidInputError
 from trtforge.manifest import read_manifest
-from trtforge.model import describe
+from trtforge.model import describe, inspect_model
 from trtforge.runners.onnxruntime import OnnxrtRunner
 from trtforge.shapes import random_array
-from trtforge.spec import Tolerance
+from trtforge.spec import Tolerance, load_spec
 
 tensor = helper.make_tensor_value_info
 CANNOT_RUN = "the engine built, but the accuracy gate could not run"
@@ -259,6 +261,87 @@ def test_nan_inf_pattern_mismatch_fails_with_a_clear_message() -> None:
             "output 'y': NaN/Inf pattern differs from the reference's at 1 positions "
             "(NaN, +Inf and -Inf must be where the reference has them)"
         )
+
+
+def _log_plus_overflow() -> onnx.ModelProto:
+    """y = log(x - 0.5) + x * 300 * 300 / 90000: NaN (and -Inf) below 0.5 in FP32 and FP16 alike,
+    and in FP16 +Inf above 65504 / 90000, where FP32 is finite."""
+    constants = [
+        numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("h", 0.5), ("k", 300.0), ("b", 1 / 90000))
+    ]
+    nodes = [
+        helper.make_node("Sub", ["x", "h"], ["s"]),
+        helper.make_node("Log", ["s"], ["a"]),
+        helper.make_node("Mul", ["x", "k"], ["m1"]),
+        helper.make_node("Mul", ["m1", "k"], ["m2"]),
+        helper.make_node("Mul", ["m2", "b"], ["bb"]),
+        helper.make_node("Add", ["a", "bb"], ["y"]),
+    ]
+    return _model(nodes, [tensor("x", TensorProto.FLOAT, [4, 16])], [tensor("y", 1, [4, 16])], tuple(constants))
+
+
+def test_an_overflow_where_the_reference_is_finite_fails_the_gate_beside_its_nan(tmp_path: Path) -> None:
+    """A reference with NaN on random inputs does not make every difference "out of domain": the
+    candidate's +Inf where the reference is finite is an FP16 overflow, exit 4 (was exit 2)."""
+    code, stderr, out = _build(tmp_path, _log_plus_overflow(), "fp16:\n  keep_fp32: []\n", precision="fp16")
+    assert code == 4, stderr
+    assert "NaN/Inf pattern differs from the reference's" in _one_line_error(stderr)
+    (report_file,) = out.glob("*.rejected.accuracy.json")
+    (output,) = json.loads(report_file.read_text())["outputs"]
+    assert output["metrics"]["nonfinite"] > 0 and output["metrics"]["nonfinite_added"] > 0
+
+
+def test_a_candidate_differing_only_where_the_reference_is_not_finite_is_out_of_domain() -> None:
+    reference = np.array([[np.nan, 1.0, 2.0]], np.float32)
+    moved = metrics.compare(reference, np.array([[0.5, 1.0, 2.0]], np.float32))  # differs where the reference is NaN
+    added = metrics.compare(reference, np.array([[np.nan, np.inf, 2.0]], np.float32))  # +Inf where it is finite
+    assert (moved.nonfinite_mismatch, moved.nonfinite_added) == (1, 0) and (
+        added.nonfinite_mismatch,
+        added.nonfinite_added,
+    ) == (1, 1)
+
+    def result(measured: metrics.OutputMetrics) -> OutputResult:
+        return OutputResult(name="y", classifier=False, metrics=measured.as_dict(), tolerance={}, checks=[])
+
+    assert out_of_domain([result(moved)], {"y": [reference]}, "random") == (
+        "the reference's output 'y' has NaN/Inf, and the candidate's differ there"
+    )
+    assert out_of_domain([result(added)], {"y": [reference]}, "random") is None  # the pattern check fails it
+    assert out_of_domain([result(moved)], {"y": [reference]}, "files") is None
+
+
+def _rows(rows: int) -> onnx.ModelProto:
+    """[4, 16] in, its first ``rows`` rows out (declared [4, 16] whatever they are)."""
+    ends = numpy_helper.from_array(np.array([rows], np.int64), "e")
+    starts, axes = (numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("s", 0), ("a", 0)))
+    nodes = [helper.make_node("Slice", ["x", "s", "e", "a"], ["y"])]
+    return _model(nodes, [tensor("x", 1, [4, 16])], [tensor("y", 1, [4, 16])], (starts, ends, axes))
+
+
+def test_a_candidate_output_of_another_shape_is_a_failed_check_of_the_report(tmp_path: Path) -> None:
+    """The report says what is wrong (and a build keeps it as the rejected report, exit 4); it was
+    an AccuracyError raised past the report, which no file recorded."""
+    reference, candidate = save(_rows(4), tmp_path / "ref.onnx"), save(_rows(2), tmp_path / "cand.onnx")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(f"name: rows\nmodel: {reference}\nprecision: fp16\n")
+    spec = load_spec(spec_path)
+    report = run_gate(
+        spec,
+        inspect_model(reference),
+        GateCandidate("simulated", "test", onnx_path=candidate),
+        stem="rows",
+        engine_file=None,
+    )
+    assert not report.passed
+    assert report.failures == [
+        "output 'y': candidate shape [2, 16] differs from the reference's [4, 16] (static): not compared "
+        "(batches of another shape: 1)"
+    ]
+    (output,) = report.outputs
+    assert output.metrics == {} and [check.limit_key for check in output.checks] == [tolerances.SHAPE_KEY]
+    with pytest.raises(GateFailed) as failed:
+        raise_for_failures(report, tmp_path / "rows.rejected.accuracy.json")
+    assert failed.value.exit_code == 4
 
 
 def test_finite_outputs_get_no_pattern_check() -> None:

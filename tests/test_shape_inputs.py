@@ -13,10 +13,10 @@ from clitools import cli
 from models import need_rtx, save
 from onnx import TensorProto, helper
 
-from trtforge.accuracy.inputs import random_batches
+from trtforge.accuracy.inputs import random_batches, shape_sets
 from trtforge.errors import InvalidInputError, SpecError
-from trtforge.model import inspect_model
-from trtforge.spec import check_profiles, load_spec
+from trtforge.model import ModelInfo, TensorDesc, inspect_model
+from trtforge.spec import ShapeRange, check_profiles, load_spec
 
 need_rtx()
 
@@ -311,3 +311,63 @@ def test_the_triton_config_says_it_has_no_warmup_for_shape_tensors(reshape_engin
     assert "model_warmup covers" not in text and "not-ready until" not in text
     assert "# No model_warmup: shape are shape tensors" in text
     assert "Triton reports the model ready before any request" in text
+
+
+def _batch_reshape(path: Path) -> Path:
+    """x [N, 16] reshaped to the graph input ``s`` [2]: its values hold the batch."""
+    return _model(
+        path,
+        [helper.make_node("Reshape", ["x", "s"], ["y"])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]),
+            helper.make_tensor_value_info("s", TensorProto.INT64, [2]),
+        ],
+        [TensorProto.FLOAT, ["a", "b"]],
+    )
+
+
+def test_a_max_whose_shape_tensor_holds_the_batch_is_not_capped(tmp_path: Path) -> None:
+    """The max's 8 MiB of input was capped to batch 32768 while ``s`` kept 131072: the engine
+    built, then the gate's feed was refused (exit 2). A point with values is run as the profile
+    gives it."""
+    _batch_reshape(tmp_path / "m.onnx")
+    profile = (
+        "  - x: {min: [1, 16], opt: [8, 16], max: [131072, 16]}\n"
+        "    s: {values: {min: [1, 16], opt: [8, 16], max: [131072, 16]}}\n"
+    )
+    spec_path = _spec(tmp_path, tmp_path / "m.onnx", profile)
+    spec_path.write_text(spec_path.read_text() + "precision: fp16\n")  # where the gate runs both sides
+    spec = load_spec(spec_path)
+    sets = shape_sets(inspect_model(spec.model_path), spec.profiles)
+    assert [(s.shapes["x"], s.values["s"]) for s in sets] == [
+        ((1, 16), [1, 16]),
+        ((8, 16), [8, 16]),
+        ((131072, 16), [131072, 16]),
+    ]
+    assert not any(s.note for s in sets)
+    code, stderr, result = _build(spec.origin.path, tmp_path / "out")
+    assert code == 0, stderr
+    assert result["accuracy"]["passed"] is True and result["accuracy"]["samples"] == 1 + 8 + 131072
+
+
+def test_a_point_with_values_over_the_input_budget_is_checked_at_the_next_point_down() -> None:
+    """Halving its shapes would leave the values behind: the opt (within budget) is run instead,
+    and the note says why; a min over the budget is refused as any is."""
+    model = ModelInfo(
+        Path("m.onnx"), (TensorDesc("x", "float32", ("N", 1024, 1024)), TensorDesc("s", "int64", (3,))), ()
+    )
+
+    def profile(low: int, opt: int, high: int) -> dict[str, ShapeRange]:
+        return {
+            "x": ShapeRange(min=[low, 1024, 1024], opt=[opt, 1024, 1024], max=[high, 1024, 1024]),
+            "s": ShapeRange.model_validate(
+                {"values": {"min": [low, 1024, 1024], "opt": [opt, 1024, 1024], "max": [high, 1024, 1024]}}
+            ),
+        }
+
+    sets = shape_sets(model, [profile(1, 2, 128)])  # the max: 512 MiB of input
+    assert [(s.shapes["x"][0], s.values["s"][0]) for s in sets] == [(1, 1), (2, 2)]
+    assert sets[1].note is not None and "profile 0 max shapes" in sets[1].note
+    assert "values (s) may hold their batch: checked at the profile's opt instead" in sets[1].note
+    with pytest.raises(InvalidInputError, match="even at the profile's min"):
+        shape_sets(model, [profile(100, 100, 128)])

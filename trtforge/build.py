@@ -266,9 +266,10 @@ def _gate_passes(spec: Spec, model_info: ModelInfo, cache_dir: Path) -> Iterator
     imports none of it."""
     started: list[GatePass] = []
     if not spec.accuracy.enabled and spec.accuracy.tolerances:  # a typo is not found the day the gate is on
+        from trtforge.accuracy.inputs import possible_classifiers
         from trtforge.accuracy.tolerances import check_spec_names
 
-        check_spec_names(spec, [tensor.name for tensor in model_info.outputs])
+        check_spec_names(spec, [tensor.name for tensor in model_info.outputs], possible_classifiers(model_info))
     if spec.accuracy.enabled:
         from trtforge.accuracy.gate import checked_plan, reference_pass
 
@@ -322,6 +323,7 @@ def _accuracy_gate(
         reporter,
         policy=policy,
         cache_dir=cache_dir,
+        read_cache=True,  # a cost saving only: verify, which re-judges the artifact, never reads it
         passes=passes,
     )
     if not report.passed:

@@ -110,13 +110,18 @@ def accepts(
     )
 
 
+def batched_inputs(inputs: Sequence[TensorDesc]) -> list[str]:
+    """The inputs with a batch axis: a dynamic dim 0 (a static ``[4]`` bias beside them has none)."""
+    return [t.name for t in inputs if t.shape and (not isinstance(t.shape[0], int) or t.shape[0] < 0)]
+
+
 def batch_capped(
     inputs: Sequence[TensorDesc], shapes: Mapping[str, Shape], floors: Mapping[str, Shape], budget: int
 ) -> dict[str, Shape]:
     """``shapes`` with the leading (batch) dim of every input whose dim 0 is dynamic halved, all
     together so that they stay equal, never below ``floors``, until the feed fits ``budget`` bytes
     or no batch can shrink; every other dim unchanged. Pure."""
-    batched = [t.name for t in inputs if t.shape and (not isinstance(t.shape[0], int) or t.shape[0] < 0)]
+    batched = batched_inputs(inputs)
     current = {name: tuple(shape) for name, shape in shapes.items()}
     while input_bytes(inputs, current) > budget:
         shrinkable = [name for name in batched if current[name][0] > floors[name][0]]

@@ -141,7 +141,11 @@ def _verify_locked(
     )
     if other_graph:
         raise InvalidInputError(f"{engine.name}: {other_graph}")
-    report = run_accuracy_gate(spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir)
+    # the reference runs here, never read from the cache (a planted entry would pass a broken engine);
+    # its outputs are stored there, genuine ones replacing whatever entry a later build would read
+    report = run_accuracy_gate(
+        spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir, read_cache=False
+    )
     report_file = report_path(engine.parent, manifest.stem)
     signed = manifest.signature is not None
     pinned = signed and _pinned_report(manifest, report_file)

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -251,6 +251,8 @@ class _Collected:
     dropped: int = 0
     batches: int = 0
     label_rows: list[tuple[int, int]] | None = None  # (first, size) of each batch used
+    # output -> (batches whose candidate array has another shape than the reference's, the first one said)
+    misshapen: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -320,11 +322,13 @@ def _collect(
             if name not in cand_out:
                 produced = ", ".join(cand_out)
                 raise AccuracyError(f"output '{name}': the candidate does not produce it (outputs: {produced})")
-            if ref_out[name].shape != cand_out[name].shape:
-                raise AccuracyError(
+            if ref_out[name].shape != cand_out[name].shape:  # a failed check of the report, not a crash
+                count, said = collected.misshapen.get(name, (0, ""))
+                said = said or (
                     f"output '{name}': candidate shape {list(cand_out[name].shape)} differs from the "
                     f"reference's {list(ref_out[name].shape)} ({batch.label})"
                 )
+                collected.misshapen[name] = (count + 1, said)
             collected.reference[name].append(ref_out[name])
             collected.candidate[name].append(cand_out[name])
         collected.samples += batch.size
@@ -359,12 +363,15 @@ def evaluate_outputs(
     candidate: Mapping[str, Sequence[np.ndarray]],
     labels: np.ndarray | None,
     identical: bool = False,
+    misshapen: Mapping[str, tuple[int, str]] | None = None,
 ) -> list[OutputResult]:
     """Metrics, limits and checks per output (pure, given the collected arrays).
 
     Nothing is measured, and no limit checked, where nothing is compared: an ``identical``
     candidate (the reference against itself, run only for the task accuracy) and an output
-    that holds no value (a ``[N, 0]`` shape). A check there would pass on nothing."""
+    that holds no value (a ``[N, 0]`` shape). A check there would pass on nothing. An output
+    whose candidate arrays have another shape than the reference's (``misshapen``: output ->
+    batches, the first one said) is not compared either: it fails its ``shape`` check."""
     from trtforge.accuracy import metrics
 
     names = [tensor.name for tensor in model.outputs]
@@ -377,11 +384,14 @@ def evaluate_outputs(
             classifiers[name] = ref.shape[1]
         exact = not is_float(ref.dtype)
         limits = tolerances.resolve(name, spec.precision, spec.accuracy.tolerances, classifier, exact)
-        compared = not identical and ref.size > 0
+        wrong_shape = (misshapen or {}).get(name)
+        compared = not identical and ref.size > 0 and wrong_shape is None
         measured = metrics.compare(ref, cand, classifier) if compared else None
         checks = tolerances.evaluate(name, measured, limits) if measured is not None else []
+        if wrong_shape is not None:
+            checks.append(tolerances.shape_check(name, *wrong_shape))
         task = None
-        if labels is not None and classifier and inputs.labels_fit(labels, ref.shape[1]):
+        if labels is not None and classifier and wrong_shape is None and inputs.labels_fit(labels, ref.shape[1]):
             task = TaskAccuracy(
                 samples=len(labels),
                 reference=metrics.task_accuracy(ref, labels),
@@ -410,10 +420,7 @@ def evaluate_outputs(
         )
     tolerances.check_names(spec.accuracy.tolerances, names, list(classifiers), _tolerance_where(spec))
     if labels is not None and not classifiers:
-        raise InvalidInputError(
-            f"{spec.origin.where('accuracy', 'labels')}: accuracy.labels needs a classifier output "
-            f"(float [N, C]); outputs: {', '.join(names)}"
-        )
+        raise inputs.labels_need_a_classifier(spec.origin.where("accuracy", "labels"), names)
     if labels is not None:
         assert spec.accuracy.labels is not None  # the file the labels were read from
         where = spec.origin.where("accuracy", "labels")
@@ -437,23 +444,26 @@ def out_of_domain(
 ) -> str | None:
     """Why these inputs cannot judge these outputs (None: they can). A reference that gives only
     NaN/Inf (acosh of [0, 1)) leaves no value to compare, whatever the inputs: its checks would
-    pass on nothing. On random inputs, NaN/Inf where the candidate differs is a sign that the
-    values lie outside the model's domain rather than that the candidate is wrong; on the user's
-    own data it is a difference the pattern check fails. Pure."""
+    pass on nothing. On random inputs, a candidate that differs only where the reference has
+    NaN/Inf is a sign that the values lie outside the model's domain rather than that the
+    candidate is wrong; NaN/Inf where the reference is finite (an FP16 overflow) is the
+    candidate's, and the pattern check fails it, as it fails any difference on the user's own
+    data. Pure."""
     for out in outputs:
         nonfinite = out.metrics.get("nonfinite")
         if nonfinite and nonfinite == sum(part.size for part in reference[out.name]):
             return f"the reference's output '{out.name}' is all NaN/Inf"
-        if source == "random" and nonfinite and out.metrics.get("nonfinite_mismatch"):
-            return f"the reference's output '{out.name}' has NaN/Inf, and the candidate's differ"
+        only_where_reference_is_not = out.metrics.get("nonfinite_mismatch") and not out.metrics.get("nonfinite_added")
+        if source == "random" and nonfinite and only_where_reference_is_not:
+            return f"the reference's output '{out.name}' has NaN/Inf, and the candidate's differ there"
     return None
 
 
 def reference_cache_entry(
     cache_dir: Path | None, spec: Spec, model: ModelInfo, plan: inputs.Plan
-) -> tuple[Path, int] | None:
+) -> tuple[Path, list[inputs.GateShapes]] | None:
     """Where the reference's outputs for this plan are cached (keyed by the model's content, its
-    external data too), and how many feeds the entry holds; None when they are not cached (no
+    external data too), and the shape sets of its feeds; None when they are not cached (no
     cache folder, or inputs from files)."""
     if cache_dir is None or plan.source != "random" or plan.seed is None:
         return None
@@ -463,7 +473,7 @@ def reference_cache_entry(
 
     sets = inputs.shape_sets(model, spec.profiles)
     key = references.cache_key(content_sha256(spec.model_path), sets, plan.seed, version("onnxruntime"))
-    return references.entry_path(cache_dir, key), len(sets)
+    return references.entry_path(cache_dir, key), sets
 
 
 class PassCancelled(Exception):
@@ -523,19 +533,21 @@ def checked_plan(spec: Spec, model: ModelInfo) -> inputs.Plan:
     """The gate's input plan, after what the spec tells the gate is checked against the model:
     tolerance keys name outputs, data files fit the inputs (headers only), the labels file
     exists. ``build`` calls it before anything is built, so a typo costs no build."""
-    tolerances.check_spec_names(spec, [tensor.name for tensor in model.outputs])
+    names = [tensor.name for tensor in model.outputs]
+    tolerances.check_spec_names(spec, names, inputs.possible_classifiers(model))
     return inputs.plan(spec, model)
 
 
 def reference_pass(spec: Spec, model: ModelInfo, cache_dir: Path | None) -> GatePass:
-    """The reference's pass, started with a build: read from the reference cache, else run with
-    half the cores (as in the gate's two threads) and stored there."""
+    """The reference's pass, started with a build: read from the reference cache (an entry of the
+    form the model declares: :func:`references.conforms`), else run with half the cores (as in the
+    gate's two threads) and stored there."""
 
     def work(stop: threading.Event) -> PassResult:
         names = [tensor.name for tensor in model.outputs]
         plan = inputs.plan(spec, model)  # once: a data plan globs its files and reads their headers
         entry = reference_cache_entry(cache_dir, spec, model, plan)
-        cached = references.load(entry[0], names, entry[1]) if entry else None
+        cached = references.load(entry[0], model, entry[1]) if entry else None
         if entry is not None and cached is not None:
             return cached, entry[0]
         runner = OnnxrtRunner(spec.model_path, name="reference", intra_op_threads=max(1, usable_cores() // 2))
@@ -568,11 +580,14 @@ def run_gate(
     engine_file: str | None,
     log: Callable[[str], None] = lambda _message: None,
     cache_dir: Path | None = None,
+    read_cache: bool = False,
     passes: Sequence[GatePass] = (),
 ) -> AccuracyReport:
     """Run reference and candidate over the gate's inputs and measure; never raises for a failed
-    limit (see ``raise_for_failures``), only for bad input or a runner that breaks.
-    ``cache_dir``: the host's cache folder, for the reference's outputs (None: no cache);
+    limit or a candidate output of another shape (see ``raise_for_failures``), only for bad input
+    or a runner that breaks. ``cache_dir``: the host's cache folder, where the reference's outputs
+    are stored (None: no cache); ``read_cache``: reuse an entry there (a build: an entry saves cost
+    and proves nothing, so ``verify``, which decides whether to trust an artifact, never reads one);
     ``passes``: a build's passes already under way (:func:`reference_pass`, :func:`candidate_pass`),
     whose outputs replace the gate's own runs of the model each one ran."""
     started = time.perf_counter()
@@ -591,13 +606,14 @@ def run_gate(
     if candidate.onnx_path is not None:
         prefetch_digest(candidate.onnx_path)  # the report's sha256 of it, hashed while the passes run
     cached: references.Outputs | None = None
+    read_from: Path | None = None  # the cache entry the reference's outputs were read from
+    store_at: Path | None = None  # the cache entry for the reference's outputs run here
     reference_run = next((run for run in passes if run.role == "reference"), None)
     if reference_run is not None:  # the pass stored its outputs in the cache itself, if it ran them
         cached, read_from = reference_run.outputs()
-        entry = (read_from, len(cached)) if read_from is not None else None
-    else:
-        entry = reference_cache_entry(cache_dir, spec, model, plan)
-        cached = references.load(entry[0], names, entry[1]) if entry else None
+    elif (entry := reference_cache_entry(cache_dir, spec, model, plan)) is not None:
+        cached = references.load(entry[0], model, entry[1]) if read_cache else None
+        read_from, store_at = (entry[0], None) if cached is not None else (None, entry[0])
     candidate_run = next(
         (run for run in passes if run.role == "simulated candidate" and run.model() == candidate.onnx_path), None
     )
@@ -621,17 +637,19 @@ def run_gate(
         pool = stack.enter_context(ThreadPoolExecutor(1, "trtforge-reference")) if concurrent else None
         sides = _Sides(reference, cached, candidate_side, pool)
         collected = _collect(spec, model, plan, sides, log)
-    if reference_run is not None and entry is None:  # not read from the cache: run
+    if reference_run is not None and read_from is None:  # not read from the cache: run
         log("accuracy: the reference ran beside the build")
     if candidate_run is not None:
         log("accuracy: the simulated candidate ran beside the build")
-    if cached is not None and entry is not None:
-        log(f"accuracy: reference outputs read from the cache ({entry[0]})")
-    elif cached is None and entry is not None:
+    if read_from is not None:
+        log(f"accuracy: reference outputs read from the cache ({read_from})")
+    elif store_at is not None:
         computed = [{name: collected.reference[name][at] for name in names} for at in range(collected.batches)]
-        references.store(entry[0], computed, names)
+        references.store(store_at, computed, names)
     labels = _labels_for(plan, collected, spec.origin.where("accuracy", "labels"))
-    outputs = evaluate_outputs(spec, model, collected.reference, collected.candidate, labels, identical)
+    outputs = evaluate_outputs(
+        spec, model, collected.reference, collected.candidate, labels, identical, collected.misshapen
+    )
     unjudged = out_of_domain(outputs, collected.reference, plan.source)
     if unjudged:
         raise not_runnable(spec, unjudged, plan.source)
@@ -724,13 +742,15 @@ def run_accuracy_gate(
     env: Environment | None = None,
     policy: LoadPolicy | None = None,
     cache_dir: Path | None = None,
+    read_cache: bool = False,
     passes: Sequence[GatePass] = (),
 ) -> AccuracyReport:
     """The gate for one artifact: pick the candidate on this host, run, show the table.
 
     ``engine``: the artifact's path (``verify``), or the staged bytes of a build in progress.
     ``policy``: the loader's policy (default: the loader's own; a build allows host code in
-    the engine it has just built itself). ``passes``: the build's passes (:class:`GatePass`).
+    the engine it has just built itself). ``read_cache``: see :func:`run_gate`. ``passes``: the
+    build's passes (:class:`GatePass`).
     """
     from trtforge.accuracy.report import render
     from trtforge.compat import DEFAULT_POLICY
@@ -747,6 +767,7 @@ def run_accuracy_gate(
             engine_file=manifest.artifact.file,
             log=reporter.info,
             cache_dir=cache_dir,
+            read_cache=read_cache,
             passes=passes,
         )
     render(report, reporter)

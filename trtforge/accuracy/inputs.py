@@ -25,10 +25,14 @@ from typing import TYPE_CHECKING, Literal
 from trtforge.errors import InvalidInputError, SpecError
 from trtforge.model import INPUT_BUDGET_BYTES, ModelInfo, TensorDesc, input_bytes, mib
 from trtforge.shapes import (
+    KINDS,
     MAX_POINT_BYTES,
+    Profile,
+    ProfilePoint,
     Shape,
     accepts,
     batch_capped,
+    batched_inputs,
     profile_point,
     profile_points,
     random_feed,
@@ -56,15 +60,22 @@ class Batch:
     first: int
     label: str
     shape_inputs: Collection[str] = frozenset()  # inputs that hold values, not samples
+    batched: Sequence[str] = ()  # random feeds: the inputs with a batch axis (``shapes.batched_inputs``)
 
     @property
     def size(self) -> int:
-        return feed_size(self.feed, self.shape_inputs)
+        return feed_size(self.feed, self.shape_inputs, self.batched)
 
 
-def feed_size(feed: Mapping[str, np.ndarray], shape_inputs: Collection[str] = frozenset()) -> int:
-    """Samples in a feed: the leading dim of the first input that has one, shape tensors (their
-    values) aside (1 for scalars or no inputs)."""
+def feed_size(
+    feed: Mapping[str, np.ndarray], shape_inputs: Collection[str] = frozenset(), batched: Sequence[str] = ()
+) -> int:
+    """Samples in a feed: the leading dim of the first of ``batched`` (a static ``[4]`` bias before
+    them holds no samples), else of the first input that has one, shape tensors (their values)
+    aside (1 for scalars or no inputs)."""
+    counted = next((name for name in batched if name in feed and name not in shape_inputs), None)
+    if counted is not None:
+        return len(feed[counted])
     return next((len(array) for name, array in feed.items() if array.ndim and name not in shape_inputs), 1)
 
 
@@ -143,7 +154,10 @@ def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -
         floors = profile_point(manifest_profiles[point.profile], "min", static).shapes
         label = f"profile {point.profile} {point.kind}"
         shapes, capped = point.shapes, None
-        if point.kind == "max":
+        if point.values:  # never shrunk: the values may hold the batch, as a Reshape's target does
+            point, capped = _valued_point(model, manifest_profiles[point.profile], point, static)
+            shapes = point.shapes
+        elif point.kind == "max":
             shapes = batch_capped(model.inputs, shapes, floors, MAX_POINT_BYTES)
             if shapes != point.shapes:
                 label += f" (batch capped at {mib(MAX_POINT_BYTES)} of input)"
@@ -162,18 +176,38 @@ def shape_sets(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]]) -
     return sets
 
 
+def _valued_point(
+    model: ModelInfo, profile: Profile, point: ProfilePoint, static: Shapes
+) -> tuple[ProfilePoint, str | None]:
+    """A point whose shape tensors take values, as the profile gives it: the gate cannot tell
+    whether a value is the batch (a Reshape to ``[N, 16]``), so it shrinks neither, and a max is
+    not capped. Over the input budget, the profile's next point down is checked instead (max: opt,
+    opt: min), and the note says so; a min over it is refused as any is (``_budgeted``)."""
+    at = point
+    while at.kind != "min" and input_bytes(model.inputs, at.shapes) > INPUT_BUDGET_BYTES:
+        at = profile_point(profile, KINDS[KINDS.index(at.kind) - 1], static, point.profile)
+    if at is point:
+        return point, None
+    return at, (
+        f"profile {point.profile} {point.kind} shapes {_text(point.shapes)} exceed the gate's input budget of "
+        f"{mib(INPUT_BUDGET_BYTES)}, and shape tensors' values ({', '.join(point.values)}) may hold their batch: "
+        f"checked at the profile's {at.kind} instead"
+    )
+
+
 def random_batches(model: ModelInfo, profiles: Sequence[Mapping[str, ShapeRange]], seed: int) -> Iterator[Batch]:
     """One feed per shape set, made when it is needed: one feed in memory at a time."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     first = 0
+    batched = batched_inputs(model.inputs)
     for shape_set in shape_sets(model, profiles):
         try:
             feed = random_feed(model.inputs, shape_set.shapes, rng, shape_set.values)
         except InvalidInputError as exc:
             raise InvalidInputError(f"{exc}; give accuracy.data in the spec") from None
-        batch = Batch(feed, first, shape_set.label, frozenset(shape_set.values))
+        batch = Batch(feed, first, shape_set.label, frozenset(shape_set.values), batched)
         yield batch
         first += batch.size
 
@@ -238,6 +272,8 @@ def plan(spec: Spec, model: ModelInfo) -> Plan:
     labels = Path(accuracy.labels) if accuracy.labels else None
     if labels is not None:
         where = spec.origin.where("accuracy", "labels")
+        if not possible_classifiers(model):  # the graph says so: no build first
+            raise labels_need_a_classifier(where, [tensor.name for tensor in model.outputs])
         _check_labels(labels, data_plan.samples, data_plan.complete, where)
         declared = declared_classes(model)
         if declared:  # the classes the graph declares: a labels file of another data set costs no build
@@ -306,6 +342,28 @@ def declared_classes(model: ModelInfo) -> dict[str, int]:
         and tensor.shape[1] >= 2
         and tensor.dtype.startswith(("float", "bfloat"))
     }
+
+
+def possible_classifiers(model: ModelInfo) -> list[str]:
+    """The outputs the graph's declared types and shapes leave possibly classifiers (float
+    ``[N, C]``, C >= 2, as ``metrics.is_classifier`` judges their arrays): not those it declares of
+    another dtype, another rank, or a static C below 2. An output declared without a shape (which
+    the description gives as ``()``, as a scalar's) may be one."""
+    return [
+        tensor.name
+        for tensor in model.outputs
+        if tensor.dtype.startswith(("float", "bfloat"))
+        and (
+            not tensor.shape
+            or (len(tensor.shape) == 2 and not (isinstance(tensor.shape[1], int) and 0 <= tensor.shape[1] < 2))
+        )
+    ]
+
+
+def labels_need_a_classifier(where: str, outputs: Sequence[str]) -> InvalidInputError:
+    return InvalidInputError(
+        f"{where}: accuracy.labels needs a classifier output (float [N, C]); outputs: {', '.join(outputs)}"
+    )
 
 
 def labels_fit(labels: np.ndarray, classes: int) -> bool:

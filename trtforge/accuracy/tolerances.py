@@ -45,6 +45,8 @@ LIMITS: Mapping[str, tuple[str, Literal["max", "min"]]] = {
 WILDCARD = "*"
 #: The check every output with NaN/Inf gets: the pattern must match exactly (not a spec key).
 PATTERN_KEY = "nonfinite_pattern"
+#: The check an output fails whose candidate arrays have another shape than the reference's (not a spec key).
+SHAPE_KEY = "shape"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Check:
     value: float
     limit: float
     passed: bool
+    detail: str = ""  # SHAPE_KEY: the first batch's shapes, said
 
     @property
     def message(self) -> str:
@@ -66,10 +69,21 @@ class Check:
                 f"output '{self.output}': NaN/Inf pattern differs from the reference's at {self.value:g} "
                 "positions (NaN, +Inf and -Inf must be where the reference has them)"
             )
+        if self.limit_key == SHAPE_KEY:
+            return f"{self.detail}: not compared (batches of another shape: {self.value:g})"
         relation = ("<=" if self.passed else ">") if self.bound == "max" else (">=" if self.passed else "<")
-        value = format_value(self.value)
-        limit = f"{self.limit:.10g}"  # all the digits a limit is written with: cosine_min 0.9999999 is not 1
+        value, limit = compared_values(self.value, self.limit)
         return f"output '{self.output}': {self.metric} {value} {relation} {self.limit_key} {limit}"
+
+
+def compared_values(value: float, limit: float) -> tuple[str, str]:
+    """A value and its limit as a message writes them: short, with all the digits a limit is written
+    with (cosine_min 0.9999999 is not 1), and every digit where the short forms would read the
+    same although the numbers differ ("cosine 1 < cosine_min 1"). Pure."""
+    shown = format_value(value), f"{limit:.10g}"
+    if shown[0] == shown[1] and value != limit:
+        return repr(float(value)), repr(float(limit))
+    return shown
 
 
 def format_value(value: float) -> str:
@@ -130,6 +144,12 @@ def evaluate(output: str, metrics: OutputMetrics, tolerance: Tolerance) -> list[
     return checks
 
 
+def shape_check(output: str, batches: int, detail: str) -> Check:
+    """The failed check of an output whose candidate arrays have another shape than the
+    reference's in ``batches`` batches (``detail``: the first one's shapes, said)."""
+    return Check(output, SHAPE_KEY, "shape_mismatch", "max", float(batches), 0.0, False, detail)
+
+
 def check_names(
     tolerances: Mapping[str, Tolerance],
     outputs: Sequence[str],
@@ -152,10 +172,11 @@ def check_names(
             )
 
 
-def check_spec_names(spec: Spec, outputs: Sequence[str]) -> None:
-    """:func:`check_names` for a spec's tolerances before anything runs (``top1_min`` is judged
-    once the outputs' shapes are known): the gate's plan checks them, and a build with the gate
+def check_spec_names(spec: Spec, outputs: Sequence[str], classifiers: Sequence[str]) -> None:
+    """:func:`check_names` for a spec's tolerances before anything runs; ``classifiers``: the
+    outputs the graph's declared types and shapes leave possibly classifiers (the gate judges the
+    others once their arrays are known): the gate's plan checks them, and a build with the gate
     off does too."""
     check_names(
-        spec.accuracy.tolerances, outputs, outputs, lambda name: spec.origin.where("accuracy", "tolerances", name)
+        spec.accuracy.tolerances, outputs, classifiers, lambda name: spec.origin.where("accuracy", "tolerances", name)
     )
