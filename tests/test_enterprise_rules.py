@@ -179,6 +179,29 @@ def test_the_precision_hook_gets_the_profiles_in_the_spec_order(model_dir: Path)
     assert seen == [[tuple(dims) for dims in profile] for profile in shapes]
 
 
+def test_fp32_tensors_compute_in_fp32_not_tf32(model_dir: Path) -> None:
+    """TensorRT allows TF32 for FP32 convolutions and matrix products by default (Ampere and later):
+    the builder config a real TensorRT-RTX build uses has it cleared, at every precision."""
+    need_rtx()
+    trt = import_backend(FLAVOR_RTX)
+    assert trt.Builder(trt.Logger()).create_builder_config().get_flag(trt.BuilderFlag.TF32)  # TensorRT's default
+    seen: list[bool] = []
+
+    class Recording(RtxBackend):
+        def configure_precision(self, config: Any, request: BuildRequest, profiles: Sequence[Any]) -> None:
+            seen.append(config.get_flag(self.trt.BuilderFlag.TF32))
+
+    request = BuildRequest(
+        onnx_path=model_dir / "conv.onnx",
+        precision="fp32",
+        profiles=({"input": ShapeRange(min=[1, 3, 16, 16], opt=[2, 3, 16, 16], max=[4, 3, 16, 16])},),
+        targets=(ComputeCapability(8, 6),),
+        options=BuildOptions(),
+    )
+    Recording(trt).build(request, _Quiet())
+    assert seen == [False]
+
+
 # ---------------------------------------------------------------- a TensorRT wheel that does not import
 
 DIGITS = Path(__file__).resolve().parent.parent / "calibration" / "digits" / "digits_cnn.onnx"

@@ -64,8 +64,14 @@ EMULATION_REVISION = 4
 #: rounded after quantizing, and near-zero weight channels dequantized several times too large)
 QDQ_REVISION = 2
 
-#: All three, for keys of what a build made with them
-GRAPH_REVISIONS = f"fp16 conversion {CONVERSION_REVISION}, emulation {EMULATION_REVISION}, qdq {QDQ_REVISION}"
+#: How the TensorRT builder computes FP32 tensors: 2: in FP32, TF32 cleared (``backends.base``;
+#: TensorRT allows TF32 by default, which an engine built before computed in where it could)
+FP32_REVISION = 2
+
+#: All four, for keys of what a build made with them
+GRAPH_REVISIONS = (
+    f"fp16 conversion {CONVERSION_REVISION}, emulation {EMULATION_REVISION}, qdq {QDQ_REVISION}, fp32 {FP32_REVISION}"
+)
 
 KEEP_FP32_OPS = ("LogSoftmax",)
 """Ops kept in FP32 beside onnxruntime's block list: TensorRT's parser splits LogSoftmax into a

@@ -266,6 +266,10 @@ class TensorRTApiBackend:
         network, _parser, printed = self._parse(builder, request)
         self._pass_on(printed, monitor)
         config = builder.create_builder_config()
+        # TensorRT lets FP32 convolutions and matrix products run in TF32 (a 10-bit mantissa) unless
+        # told not to: an fp32 engine, or the FP32 layers of an FP16 or INT8 one, would then not
+        # compute what the reference and the gate's simulation compute (Polygraphy clears it too)
+        config.clear_flag(trt.BuilderFlag.TF32)
         profiles = self._add_profiles(builder, network, config, request)
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(request.options.workspace))
         config.builder_optimization_level = request.options.optimization_level

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from trtforge.dtypes import TRT_DTYPES, nbytes, numpy_dtype, pack, unpack
-from trtforge.errors import InvalidInputError
+from trtforge.errors import InvalidInputError, first_line
 from trtforge.runners.base import Runner, RunnerError, check_feed_names
 from trtforge.runners.cuda import CudaStream, DeviceBuffer
 from trtforge.shapes import Shape, accepts
@@ -233,8 +233,13 @@ class TrtRunner(Runner):
         assert self._stream is not None
         if self._profile == index:
             return
-        if not self._context.set_optimization_profile_async(index, self._stream.ptr):
-            raise RunnerError(f"{self.name}: TensorRT refused to switch to optimization profile {index}")
+        refused = f"{self.name}: TensorRT refused to switch to optimization profile {index}"
+        try:  # 10.x and 11.x raise RuntimeError ("Error in set optimization profile async."); older returned False
+            switched = self._context.set_optimization_profile_async(index, self._stream.ptr)
+        except RuntimeError as exc:
+            raise RunnerError(f"{refused}: {first_line(exc)}") from exc
+        if not switched:
+            raise RunnerError(refused)
         self._profile = index
 
     def _deactivate(self) -> None:
