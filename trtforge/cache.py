@@ -1,7 +1,10 @@
 """The host's cache folder, shared by every build, calibrate, verify and ci run on it.
 
 Everything in it is keyed by content, so any run may reuse what another wrote, and deleting the
-folder only costs time. Its layout, one folder per kind (files stay one folder down, which is
+folder only costs time. ``verify`` reuses none of the derived graphs: whoever writes the folder
+could have planted one, and verify decides whether to trust an artifact; it derives them again in
+a scratch folder of its own here, taking only calibration scales whose digest the manifest pins
+(:mod:`trtforge.verify`). Its layout, one folder per kind (files stay one folder down, which is
 how deep a build sweeps stale temporaries):
 
 - ``calibration/``: scales and Q/DQ graphs (:mod:`trtforge.calibration`)

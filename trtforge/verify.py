@@ -5,15 +5,22 @@ The spec supplies the ONNX model and the data; it must be the spec the engine wa
 manifest's ``accuracy`` updated with it, unless the manifest is signed: nothing rewrites a signed
 manifest, nor the report it pins (its signature covers both); only a report it does not pin (none,
 or another) is written beside it.
+
+Nothing derived is taken from the host's cache folder, which anyone who writes it could have
+planted: the precision step runs again in a scratch folder of this run (the FP16 graph, its
+emulation, the overflow guard, the Q/DQ graph), and only the calibration scales entry whose bytes
+have the manifest's ``calibration.cache_sha256`` comes from the cache folder
+(:class:`~trtforge.calibration.cache.PinnedScales`); the reference is never read from it either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trtforge.accuracy.gate import GateFailed, failure_message, run_accuracy_gate
 from trtforge.accuracy.report import AccuracyReport, summary
@@ -22,9 +29,14 @@ from trtforge.console import Reporter
 from trtforge.digests import sha256_file
 from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.fsutil import temp_dir
 from trtforge.manifest import REPORT_SHA256, ArtifactPaths, Manifest, report_path
 from trtforge.model import check_model_file, content_sha256, model_files
 from trtforge.spec import Spec
+
+if TYPE_CHECKING:
+    from trtforge.calibration.cache import PinnedScales
+    from trtforge.precision import Prepared
 
 
 @dataclass(frozen=True)
@@ -135,17 +147,32 @@ def _verify_locked(
     info = inspect_model(spec.model_path)  # loaded and checked, its weights dropped once described
     check_profiles(spec, info)
     cache_dir = cache_dir or default_cache_dir()
-    prepared = prepare_precision(spec, info, manifest.tensorrt.flavor, manifest.tensorrt.version, cache_dir, reporter)
-    other_graph = calibration_mismatch(manifest.calibration, prepared.calibration) or keep_fp32_mismatch(
-        manifest.fp16, prepared.fp16
-    )
-    if other_graph:
-        raise InvalidInputError(f"{engine.name}: {other_graph}")
-    # the reference runs here, never read from the cache (a planted entry would pass a broken engine);
-    # its outputs are stored there, genuine ones replacing whatever entry a later build would read
-    report = run_accuracy_gate(
-        spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir, read_cache=False
-    )
+    with _scratch(cache_dir, spec.precision != "fp32") as scratch:
+        # every graph the candidate is derived from is made again in a scratch folder of this run,
+        # never taken from the cache folder (a planted FP16 emulation, Q/DQ graph or scales entry
+        # would pass a broken engine); only scales whose bytes have the manifest's digest come from it
+        prepared = prepare_precision(
+            spec,
+            info,
+            manifest.tensorrt.flavor,
+            manifest.tensorrt.version,
+            scratch,
+            reporter,
+            pinned_scales=_pinned_scales(manifest, cache_dir),
+        )
+        try:
+            other_graph = calibration_mismatch(manifest.calibration, prepared.calibration) or keep_fp32_mismatch(
+                manifest.fp16, prepared.fp16
+            )
+            if other_graph:
+                raise InvalidInputError(f"{engine.name}: {other_graph}")
+            # the reference runs here, never read from the cache (a planted entry would pass a broken engine);
+            # its outputs are stored there, genuine ones replacing whatever entry a later build would read
+            report = run_accuracy_gate(
+                spec, info, manifest, engine, prepared.candidate_onnx, reporter, cache_dir=cache_dir, read_cache=False
+            )
+        finally:
+            _settled(prepared)
     report_file = report_path(engine.parent, manifest.stem)
     signed = manifest.signature is not None
     pinned = signed and _pinned_report(manifest, report_file)
@@ -166,6 +193,36 @@ def _verify_locked(
         where = f"not written ({report_file.name}, the signed one, left as it was)" if pinned else report_file
         raise GateFailed(failure_message(report, where), report)
     return VerifyOutcome(engine, report, report_file, manifest_updated=not signed, report_written=not pinned)
+
+
+@contextlib.contextmanager
+def _scratch(cache_dir: Path, needed: bool) -> Iterator[Path]:
+    """A folder of this run's own in ``cache_dir`` for the precision step's graphs, removed after
+    (a killed run's is swept by the next build: :func:`trtforge.fsutil.temp_dir`); ``cache_dir``
+    itself where nothing is derived (fp32: the spec's model is the candidate)."""
+    if not needed:
+        yield cache_dir
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with temp_dir(cache_dir, "verify") as scratch:
+        yield scratch
+
+
+def _pinned_scales(manifest: Manifest, cache_dir: Path) -> PinnedScales | None:
+    """The calibration scales the cache folder may give: only the entry whose bytes have the
+    manifest's ``calibration.cache_sha256`` (None: no INT8 calibration recorded)."""
+    from trtforge.calibration.cache import PinnedScales
+
+    digest = (manifest.calibration or {}).get("cache_sha256")
+    return PinnedScales(cache_dir / "calibration", digest) if isinstance(digest, str) else None
+
+
+def _settled(prepared: Prepared) -> None:
+    """Wait for the FP16-storage emulation, if still running, before its folder is removed; its
+    failure is the gate's to report, and where the gate did not run, nothing asks for it."""
+    if callable(prepared.simulated_onnx):
+        with contextlib.suppress(Exception):
+            prepared.simulated_onnx()
 
 
 def _pinned_report(manifest: Manifest, report_file: Path) -> bool:

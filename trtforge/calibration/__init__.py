@@ -211,7 +211,19 @@ class Calibration:
     Q/DQ graphs for any (rule, exclusion set) from it: trying another algorithm or another
     exclusion set never calibrates again."""
 
-    def __init__(self, spec: Spec, model: ModelInfo | Path, cache_dir: Path, log: Log = _stderr) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        model: ModelInfo | Path,
+        cache_dir: Path,
+        log: Log = _stderr,
+        *,
+        pinned: cache.PinnedScales | None = None,
+    ) -> None:
+        """``pinned``: scales another cache folder may give where their bytes have a digest the
+        caller holds (``trtforge verify``: the manifest's), copied into ``cache_dir`` (a scratch
+        folder of its own); for one rule only: ``algorithm: auto`` computes every rule in one pass,
+        and the manifest pins only the chosen one's, so it is calibrated again."""
         config = spec.calibration
         if config is None:
             raise SpecError(f"{spec.origin.where('precision')}: int8 needs a 'calibration:' section")
@@ -238,6 +250,10 @@ class Calibration:
         for rule in rules:
             inputs = _cache_inputs(config, rule, self.info.path, self.data_sha256, batching)
             keyed[rule] = (cache.content_key(inputs), inputs)
+        if pinned is not None and len(keyed) == 1:
+            ((key, _),) = keyed.values()
+            if not cache.scales_path(cache_dir, key).exists():
+                pinned.copy(cache.scales_path(cache_dir, key), log)
         cached = {rule: cache.read_scales(cache.scales_path(cache_dir, key), key) for rule, (key, _) in keyed.items()}
         self.reused = all(found is not None for found in cached.values())
         if self.reused:
@@ -380,12 +396,15 @@ def calibrate(
     model: ModelInfo | Path,
     cache_dir: Path,
     log: Log = _stderr,
+    *,
+    pinned: cache.PinnedScales | None = None,
 ) -> CalibrationResult:
     """Calibrate ``spec``'s model on its calibration data, or reuse an identical earlier run.
 
     ``cache_dir`` holds the content-addressed results (scales JSON and Q/DQ ONNX); the
     returned paths point into it. ``algorithm: auto`` and ``exclude: auto`` need the accuracy
     gate to choose: ``trtforge build`` runs them (``trtforge.precision.sensitivity``).
+    ``pinned``: as :class:`Calibration`'s.
     """
     config = spec.calibration
     if config is not None and "auto" in (config.algorithm, config.exclude):
@@ -394,7 +413,7 @@ def calibrate(
             f"{spec.origin.where('calibration', key)}: calibration.{key}: auto is chosen by the accuracy "
             "gate: run trtforge build (or trtforge diagnose), or name a value"
         )
-    calibration = Calibration(spec, model, cache_dir, log)
+    calibration = Calibration(spec, model, cache_dir, log, pinned=pinned)
     return calibration.result(calibration.scale_sets[0], calibration.config.excluded)
 
 

@@ -24,12 +24,15 @@ import json
 import math
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trtforge.compat import weakly_typed
+from trtforge.digests import sha256_bytes
 from trtforge.errors import InvalidInputError
+from trtforge.fsutil import atomic_write_bytes
 from trtforge.jsonsafe import json_sha256
 from trtforge.tags import FLAVOR_TENSORRT, parse_trt_version
 
@@ -141,3 +144,37 @@ def read_scales(path: Path, key: str) -> tuple[dict[str, float], int] | None:
     if not all(math.isfinite(value) and value > 0 for value in scales.values()) or samples < 1:
         return None
     return scales, samples
+
+
+@dataclass(frozen=True)
+class PinnedScales:
+    """A scales entry that a cache folder nobody vouches for (``folder``: the host's, which anyone
+    who writes it could have planted an entry in) may give only where its bytes hash to ``sha256``:
+    ``trtforge verify`` pins the manifest's ``calibration.cache_sha256``. That digest covers the whole
+    entry (:func:`scales_document`): its key and inputs (the model's content, the data, the settings,
+    the tool versions), its sample count and every scale, so an entry with that digest is the one the
+    engine's build calibrated. Nothing else is taken from that folder: the Q/DQ graph is made again
+    from the scales."""
+
+    folder: Path
+    sha256: str
+
+    def copy(self, target: Path, log: Callable[[str], None]) -> bool:
+        """Copy the entry named like ``target`` from ``folder`` to ``target`` where its bytes (read
+        once, hashed here: never the digest cache's word) have the pinned digest; False, and the
+        entry is left where it is, where there is none or it is another."""
+        source = self.folder / target.name
+        try:
+            data = source.read_bytes()
+        except OSError:  # none (another host, a cache cleaned since): calibrated again
+            return False
+        digest = sha256_bytes(data)
+        if digest != self.sha256:
+            log(
+                f"calibration: {source} is not the scales the engine was built with (sha256 {digest[:12]}…, "
+                f"the manifest's {self.sha256[:12]}…): calibrating again"
+            )
+            return False
+        atomic_write_bytes(target, data, durable=False)
+        log(f"calibration: scales from {source} (sha256 {digest[:12]}…, the manifest's calibration.cache_sha256)")
+        return True

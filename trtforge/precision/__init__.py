@@ -35,6 +35,7 @@ from trtforge.threads import beside
 if TYPE_CHECKING:
     import onnx
 
+    from trtforge.calibration.cache import PinnedScales
     from trtforge.console import Reporter
     from trtforge.deadline import Deadline
     from trtforge.model import ModelInfo
@@ -83,12 +84,16 @@ def prepare_precision(
     for_gate: bool = True,
     *,
     diagnosis: Deadline | None = None,
+    pinned_scales: PinnedScales | None = None,
 ) -> Prepared:
     """fp32: the model as is; fp16: an FP16 graph (or, on TensorRT 10.x, the FP16 flag); int8: Q/DQ.
 
     ``for_gate=False`` (the gate is off): no FP16-storage emulation is made, as nothing runs it.
     ``diagnosis``: ``trtforge diagnose``'s deadline, which an ``exclude: auto`` search keeps too
-    (:func:`~trtforge.precision.sensitivity.auto_calibrate`).
+    (:func:`~trtforge.precision.sensitivity.auto_calibrate`). ``pinned_scales``: calibration
+    scales that another cache folder than ``cache_dir`` may give where their digest is the pinned
+    one (``trtforge verify``, whose ``cache_dir`` is a scratch folder; see
+    :class:`~trtforge.calibration.cache.PinnedScales`).
     """
 
     if spec.precision == "fp32":
@@ -123,9 +128,12 @@ def prepare_precision(
     if "auto" in (calibration.algorithm, calibration.exclude):  # chosen with the gate's inputs
         from trtforge.precision.sensitivity import auto_calibrate
 
-        result, found = auto_calibrate(spec, model_info, cache_dir / "calibration", reporter.info, diagnosis=diagnosis)
+        result, found = auto_calibrate(
+            spec, model_info, cache_dir / "calibration", reporter.info, diagnosis=diagnosis, pinned=pinned_scales
+        )
     else:
-        result, found = calibrate(spec, model_info, cache_dir=cache_dir / "calibration", log=reporter.info), None
+        folder = cache_dir / "calibration"
+        result, found = calibrate(spec, model_info, cache_dir=folder, log=reporter.info, pinned=pinned_scales), None
     fp16_parts = calibration.high_precision == "fp16"  # the layers left out of INT8 store FP16
     if calibration.mode == "native":
         return Prepared(

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     import onnx
 
+    from trtforge.calibration.cache import PinnedScales
     from trtforge.model import ModelInfo
     from trtforge.spec import Spec
 
@@ -363,14 +364,16 @@ def auto_calibrate(
     log: Log,
     *,
     diagnosis: Deadline | None = None,
+    pinned: PinnedScales | None = None,
 ) -> tuple[CalibrationResult, SensitivitySearch | None]:
     """``calibration.algorithm: auto`` and/or ``exclude: auto`` for a build (or a diagnosis): choose
     with the gate's inputs, record the choice and its reasons in the result's manifest section; the
     ``exclude: auto`` search comes back too (None without one).
 
     ``diagnosis``: the deadline of ``trtforge diagnose``, whose report is this search: it stops by
-    the deadline as well as by ``search_budget``, and ranks the nodes even when the graph passes."""
-    calibration = Calibration(spec, model, cache_dir, log)
+    the deadline as well as by ``search_budget``, and ranks the nodes even when the graph passes.
+    ``pinned``: as :class:`~trtforge.calibration.Calibration`'s."""
+    calibration = Calibration(spec, model, cache_dir, log, pinned=pinned)
     config = calibration.config
     probe = GateProbe(spec, model)
     scale_set = calibration.scale_sets[0]
