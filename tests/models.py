@@ -315,6 +315,17 @@ def overflow_chain(path: Path, k: float = 1000.0) -> Path:
     return chain(path, "overflow", weights, nodes)
 
 
+def overflowing_fp16_spec(folder: Path) -> Path:
+    """``folder/fp16.yaml``: an [N, 16] model whose FP16 engine overflows at some outputs (exit 4 on
+    a clean build), the overflow guard off."""
+    spec = folder / "fp16.yaml"
+    spec.write_text(
+        f"name: over\nmodel: {overflow_chain(folder / 'over.onnx', k=100.0)}\nprecision: fp16\ntargets: ['8.6']\n"
+        "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\nfp16:\n  keep_fp32: []\n"
+    )
+    return spec
+
+
 def retag(document: dict[str, Any]) -> dict[str, Any]:
     """A manifest document edited by a careful hand: its ``tag`` and ``artifact.file`` rendered
     again from its facts, so the edit gets past the manifest's own consistency check to the check

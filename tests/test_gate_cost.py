@@ -22,7 +22,7 @@ import onnx
 import pytest
 from clitools import cli
 from junitparser import JUnitXml
-from models import need_rtx, overflow_chain, save, unsupported_op, without_gpu, write_samples
+from models import need_rtx, overflow_chain, overflowing_fp16_spec, save, unsupported_op, without_gpu, write_samples
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.accuracy import references
@@ -265,23 +265,13 @@ def test_an_entry_not_of_the_form_the_model_declares_is_a_miss(tmp_path: Path, o
     assert references.conforms(right, ROWS, TWO_FEEDS) and not references.conforms(outputs, ROWS, TWO_FEEDS)
 
 
-def _overflow_spec(tmp_path: Path) -> Path:
-    """An [N, 16] model whose FP16 engine overflows at some outputs (exit 4 on a clean build), the guard off."""
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"name: over\nmodel: {overflow_chain(tmp_path / 'over.onnx', k=100.0)}\nprecision: fp16\ntargets: ['8.6']\n"
-        "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\nfp16:\n  keep_fp32: []\n"
-    )
-    return spec
-
-
 @without_gpu
 def test_verify_never_reads_the_reference_cache(tmp_path: Path, isolated_cache: Path) -> None:
     """An entry planted in the cache folder (the broken candidate's own outputs, in the right form)
     makes a build compare the candidate with itself: an entry saves cost and proves nothing. verify,
     which decides whether to trust the artifact, runs the reference itself and fails it."""
     need_rtx()
-    spec_path, out = _overflow_spec(tmp_path), tmp_path / "out"
+    spec_path, out = overflowing_fp16_spec(tmp_path), tmp_path / "out"
     code, _, stderr = cli("build", spec_path, "--out", out)
     assert code == 4, stderr
     (entry,) = (isolated_cache / references.FOLDER).glob("*.npz")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clitools import cli
-from models import conv_net, need_rtx, overflow_chain, without_gpu
+from models import conv_net, need_rtx, overflowing_fp16_spec, without_gpu
 
 from trtforge.calibration import calibrate
 from trtforge.calibration.cache import scales_document
@@ -25,16 +25,6 @@ from trtforge.manifest import read_manifest
 from trtforge.spec import load_spec
 
 pytestmark = without_gpu  # on a GPU host the engine itself runs, and no derived graph is judged
-
-
-def _fp16_spec(tmp_path: Path) -> Path:
-    """An [N, 16] model whose FP16 engine overflows (exit 4 on a clean cache), the guard off."""
-    spec = tmp_path / "fp16.yaml"
-    spec.write_text(
-        f"name: over\nmodel: {overflow_chain(tmp_path / 'over.onnx', k=100.0)}\nprecision: fp16\ntargets: ['8.6']\n"
-        "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\nfp16:\n  keep_fp32: []\n"
-    )
-    return spec
 
 
 def _int8_spec(tmp_path: Path, scale: float = 0.01, name: str = "int8") -> Path:
@@ -72,7 +62,7 @@ def test_a_planted_fp16_graph_does_not_pass_verify(tmp_path: Path, isolated_cach
     conversion (whose emulation is then the FP32 model again): verify fails the overflowing
     engine, as on a clean cache, and leaves no scratch folder behind."""
     need_rtx()
-    spec, out = _fp16_spec(tmp_path), tmp_path / "out"
+    spec, out = overflowing_fp16_spec(tmp_path), tmp_path / "out"
     code, _, stderr = cli("build", spec, "--out", out)
     assert code == 4, stderr
     (plant,) = (isolated_cache / entry).glob("*.onnx")
