@@ -3,8 +3,9 @@
 For each model and precision (fp32, fp16), each run in its own process with a cold cache folder,
 `--repeats` times (median reported):
   * direct:   the same build written by hand against the TensorRT-RTX Python API (the baseline;
-              at fp16 it converts the ONNX with the converter trtforge uses, as TensorRT-RTX
-              builds the precision the graph has)
+              the same builder settings, TF32 cleared as trtforge clears it; at fp16 it converts
+              the ONNX with the converter trtforge uses, as TensorRT-RTX builds the precision the
+              graph has)
   * direct + gate passes (fp16): the direct build, then one onnxruntime pass of the FP32
               reference and one of the FP16 candidate over the gate's documented input plan
               (`trtforge.accuracy.inputs.shape_sets`)
@@ -95,6 +96,7 @@ network = builder.create_network(0)
 parser = trt.OnnxParser(network, logger)
 assert parser.parse_from_file(built)
 config = builder.create_builder_config()
+config.clear_flag(trt.BuilderFlag.TF32)  # FP32 tensors in FP32, as trtforge builds them
 optimization = builder.create_optimization_profile()
 for name, (low, opt, high) in profile.items():
     optimization.set_shape(name, low, opt, high)
