@@ -401,14 +401,16 @@ def test_labels_are_checked_before_the_build(
             "  data: {data}\n  labels: {labels}\n",
             "accuracy.labels needs a classifier output (float [N, C]); outputs: y",
         ),
+        ("  tolerances: {y: {match_min: 0.9}}\n", "match_min for output 'y', which is a float output"),
     ],
-    ids=["top1_min", "labels"],
+    ids=["top1_min", "labels", "match_min"],
 )
 def test_a_classifier_setting_on_outputs_declared_otherwise_is_refused_before_the_build(
     tmp_path: Path, accuracy: str, expected: str
 ) -> None:
-    """y is declared [4, 3, 5]: no classifier, which the graph says before anything is built (the
-    refusal came after the TensorRT build)."""
+    """y is declared float [4, 3, 5]: no classifier, and not an output ``match_min`` judges, which
+    the graph says before anything is built (the refusal came after the TensorRT build, and a
+    ``match_min`` on it was accepted and never applied)."""
     graph = onnx.helper.make_graph(
         [onnx.helper.make_node("Relu", ["x"], ["y"])],
         "rank3",

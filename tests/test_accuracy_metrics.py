@@ -182,17 +182,27 @@ def test_limits_are_inclusive() -> None:
 
 def test_check_names_unknown_output_with_did_you_mean() -> None:
     with pytest.raises(SpecError, match=r"'logit'.*did you mean 'logits'") as info:
-        tolerances.check_names({"logit": Tolerance(max_abs=1)}, ["logits"], ["logits"], lambda n: "spec.yaml:12")
+        tolerances.check_names({"logit": Tolerance(max_abs=1)}, ["logits"], ["logits"], [], lambda n: "spec.yaml:12")
     assert str(info.value).startswith("spec.yaml:12:")
-    tolerances.check_names({"*": Tolerance(max_abs=1)}, ["logits"], [], lambda n: "x")
+    tolerances.check_names({"*": Tolerance(max_abs=1)}, ["logits"], [], [], lambda n: "x")
 
 
 def test_check_names_top1_needs_a_classifier_output() -> None:
     with pytest.raises(SpecError, match="top1_min for output 'boxes'"):
-        tolerances.check_names({"boxes": Tolerance(top1_min=0.9)}, ["boxes"], [], lambda n: "spec.yaml:3")
+        tolerances.check_names({"boxes": Tolerance(top1_min=0.9)}, ["boxes"], [], [], lambda n: "spec.yaml:3")
     # through "*", top1_min simply does not apply to non-classifier outputs
-    tolerances.check_names({"*": Tolerance(top1_min=0.9)}, ["boxes"], [], lambda n: "x")
+    tolerances.check_names({"*": Tolerance(top1_min=0.9)}, ["boxes"], [], [], lambda n: "x")
     assert tolerances.resolve("boxes", "fp16", {"*": Tolerance(top1_min=0.9)}, classifier=False).top1_min is None
+
+
+def test_check_names_match_min_needs_an_integer_or_boolean_output() -> None:
+    """``match_min`` set by name on a float output was accepted and never applied: refused, saying
+    what judges a float output; through "*" it applies to the integer and boolean outputs only."""
+    with pytest.raises(SpecError, match="match_min for output 'y', which is a float output") as info:
+        tolerances.check_names({"y": Tolerance(match_min=0.9)}, ["y", "ids"], [], ["y"], lambda n: "spec.yaml:7")
+    assert str(info.value).startswith("spec.yaml:7:") and "cosine_min" in str(info.value)
+    tolerances.check_names({"ids": Tolerance(match_min=0.9)}, ["y", "ids"], [], ["y"], lambda n: "x")
+    tolerances.check_names({"*": Tolerance(match_min=0.9)}, ["y", "ids"], [], ["y"], lambda n: "x")
 
 
 def test_format_value() -> None:

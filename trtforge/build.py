@@ -266,10 +266,11 @@ def _gate_passes(spec: Spec, model_info: ModelInfo, cache_dir: Path) -> Iterator
     imports none of it."""
     started: list[GatePass] = []
     if not spec.accuracy.enabled and spec.accuracy.tolerances:  # a typo is not found the day the gate is on
-        from trtforge.accuracy.inputs import possible_classifiers
+        from trtforge.accuracy.inputs import float_outputs, possible_classifiers
         from trtforge.accuracy.tolerances import check_spec_names
 
-        check_spec_names(spec, [tensor.name for tensor in model_info.outputs], possible_classifiers(model_info))
+        names = [tensor.name for tensor in model_info.outputs]
+        check_spec_names(spec, names, possible_classifiers(model_info), float_outputs(model_info))
     if spec.accuracy.enabled:
         from trtforge.accuracy.gate import checked_plan, reference_pass
 

@@ -418,7 +418,8 @@ def evaluate_outputs(
                 task_accuracy=task,
             )
         )
-    tolerances.check_names(spec.accuracy.tolerances, names, list(classifiers), _tolerance_where(spec))
+    floats = [name for name in names if is_float(_joined(reference[name]).dtype)]
+    tolerances.check_names(spec.accuracy.tolerances, names, list(classifiers), floats, _tolerance_where(spec))
     if labels is not None and not classifiers:
         raise inputs.labels_need_a_classifier(spec.origin.where("accuracy", "labels"), names)
     if labels is not None:
@@ -534,7 +535,7 @@ def checked_plan(spec: Spec, model: ModelInfo) -> inputs.Plan:
     tolerance keys name outputs, data files fit the inputs (headers only), the labels file
     exists. ``build`` calls it before anything is built, so a typo costs no build."""
     names = [tensor.name for tensor in model.outputs]
-    tolerances.check_spec_names(spec, names, inputs.possible_classifiers(model))
+    tolerances.check_spec_names(spec, names, inputs.possible_classifiers(model), inputs.float_outputs(model))
     return inputs.plan(spec, model)
 
 

@@ -344,15 +344,21 @@ def declared_classes(model: ModelInfo) -> dict[str, int]:
     }
 
 
+def float_outputs(model: ModelInfo) -> list[str]:
+    """The outputs the graph declares of a float type (``model.is_float`` judges their arrays)."""
+    return [tensor.name for tensor in model.outputs if tensor.dtype.startswith(("float", "bfloat"))]
+
+
 def possible_classifiers(model: ModelInfo) -> list[str]:
     """The outputs the graph's declared types and shapes leave possibly classifiers (float
     ``[N, C]``, C >= 2, as ``metrics.is_classifier`` judges their arrays): not those it declares of
     another dtype, another rank, or a static C below 2. An output declared without a shape (which
     the description gives as ``()``, as a scalar's) may be one."""
+    floats = set(float_outputs(model))
     return [
         tensor.name
         for tensor in model.outputs
-        if tensor.dtype.startswith(("float", "bfloat"))
+        if tensor.name in floats
         and (
             not tensor.shape
             or (len(tensor.shape) == 2 and not (isinstance(tensor.shape[1], int) and 0 <= tensor.shape[1] < 2))

@@ -154,9 +154,11 @@ def check_names(
     tolerances: Mapping[str, Tolerance],
     outputs: Sequence[str],
     classifiers: Sequence[str],
+    floats: Sequence[str],
     where: Callable[[str], str],
 ) -> None:
-    """Spec tolerance keys must name real outputs; ``top1_min`` by name needs a classifier output."""
+    """Spec tolerance keys must name real outputs; ``top1_min`` by name needs a classifier output,
+    and ``match_min`` by name an integer or boolean one (``floats``: the float outputs)."""
     for name, tolerance in tolerances.items():
         if name == WILDCARD:
             continue
@@ -170,13 +172,22 @@ def check_names(
                 f"{where(name)}: top1_min for output '{name}', which is not a classifier output "
                 "(float [N, C]); remove top1_min or set it on a classifier output"
             )
+        if tolerance.match_min is not None and name in floats:
+            raise SpecError(
+                f"{where(name)}: match_min for output '{name}', which is a float output: the share of equal "
+                "values judges integer and boolean outputs only; judge it with cosine_min, snr_db_min or max_abs"
+            )
 
 
-def check_spec_names(spec: Spec, outputs: Sequence[str], classifiers: Sequence[str]) -> None:
+def check_spec_names(spec: Spec, outputs: Sequence[str], classifiers: Sequence[str], floats: Sequence[str]) -> None:
     """:func:`check_names` for a spec's tolerances before anything runs; ``classifiers``: the
     outputs the graph's declared types and shapes leave possibly classifiers (the gate judges the
     others once their arrays are known): the gate's plan checks them, and a build with the gate
     off does too."""
     check_names(
-        spec.accuracy.tolerances, outputs, classifiers, lambda name: spec.origin.where("accuracy", "tolerances", name)
+        spec.accuracy.tolerances,
+        outputs,
+        classifiers,
+        floats,
+        lambda name: spec.origin.where("accuracy", "tolerances", name),
     )
