@@ -437,6 +437,9 @@ def test_project_file_unknown_key(tmp_path: Path) -> None:
         # taken as an empty project
         ("false\n", ":1: not a mapping: a project file holds settings"),
         ("0\n", ":1: not a mapping: a project file holds settings"),
+        # a label no runner carries: the job would wait forever (it was accepted)
+        ("runners:\n  '8.6': ''\n", ":2: key 'runners.8.6': a runner label is blank (['']): no runner carries one"),
+        ("runners:\n  '8.6': [gpu, '  ']\n", ":2: key 'runners.8.6': a runner label is blank (['gpu', '  '])"),
     ],
 )
 def test_a_bad_project_file_is_one_line_at_its_line(tmp_path: Path, text: str, expected: str) -> None:
@@ -466,6 +469,24 @@ def test_matrix_quotes_every_argument_of_its_shell_lines(tmp_path: Path) -> None
     assert shlex.split(script)[2] == str(spec)
     [publish] = gitlab["publish"]["script"]
     assert "--to 'dir://published models'; done" in publish
+
+
+def test_matrix_never_lets_ci_read_a_spec_name_as_an_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-digits.yaml`` quoted is one word, which ``ci`` still read as options (exit 2): it is
+    written ``./-digits.yaml``, and that command line builds."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    models.conv_net(tmp_path / "conv.onnx")
+    (tmp_path / "-digits.yaml").write_text(f"name: small\nmodel: conv.onnx\nbackend: tensorrt-rtx\n{PROFILE}")
+    (tmp_path / "trtforge.yaml").write_text("runners: {cpu: [linux]}\n")
+    result = runner.invoke(app, ["matrix", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    [entry] = json.loads(result.stdout)["entries"]
+    command = shlex.split(entry["ci"])
+    assert command[:3] == ["trtforge", "ci", "./-digits.yaml"], entry["ci"]
+    built = runner.invoke(app, [*command[1:], "--out", str(tmp_path / "out"), "--json"])
+    assert built.exit_code == 0, built.stderr
 
 
 def test_project_install_replaces_every_jobs_install_command(tmp_path: Path) -> None:

@@ -574,6 +574,20 @@ def test_inspect_shows_an_unverified_signature_as_such(
     assert [problem["rule"] for problem in facts["problems"]] == ["signature"]
 
 
+def test_inspect_reports_another_keys_signature_and_check_refuses_it(
+    engines: dict[str, Path], tmp_path: Path, signer: tuple[Path, Path]
+) -> None:
+    """inspect reports (exit 0: "which is not a trusted key", status unknown_key); the gate that
+    refuses it is check --require-signature (exit 5), as README says of each."""
+    engine = _copy(engines["sm86"], tmp_path)
+    sign_artifact(engine, load_signing_key(signer[0]))
+    stranger = generate_keypair(tmp_path / "stranger")
+    result = CliRunner().invoke(app, ["inspect", str(engine), "--trusted-key", str(stranger.public_path), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["signature"]["status"] == "unknown_key"
+    code, _, err = _check(str(engine), "--cc", "8.6", "--require-signature", "--trusted-key", str(stranger.public_path))
+    assert code == 5 and "which is not a trusted key" in err
+
+
 def test_inspect_exits_5_when_the_engine_is_not_the_manifests(engines: dict[str, Path], tmp_path: Path) -> None:
     engine = _copy(engines["sm86"], tmp_path)
     data = bytearray(engine.read_bytes())

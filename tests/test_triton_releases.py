@@ -99,6 +99,7 @@ def test_variants_resolve() -> None:
         ("24.11", "did you mean '24.11-trtllm-python-py3'"),  # only the TensorRT-LLM container is known
         ("24.10-vllm-python-py3", "write it YY.MM, as the NGC tag, or YY.MM-trtllm-python-py3"),
         ("24.04-trtllm-python-py3", "not a Triton release trtforge knows"),  # left out: a dev build
+        ("24.08-", "did you mean '24.08'"),  # a dash names a container: none here (it was taken as 24.08)
     ],
 )
 def test_unknown_variants_say_what_is_known(name: str, says: str) -> None:
@@ -314,7 +315,7 @@ def test_matrix_builds_in_the_releases_container(tmp_path: Path) -> None:
     [entry] = json.loads(stdout)["include"]
     assert entry["backend"] == "tensorrt" and entry["runner"] == ["gpu", "a10"]
     assert entry["container"] == "nvcr.io/nvidia/tritonserver:24.08-py3"
-    assert "'tensorrt==10.3.0'" in entry["install"]
+    assert "'tensorrt==10.3.0.*'" in entry["install"]
     code, stdout, _ = cli("matrix", root, "--format", "gitlab", "--triton", "24.08")
     job = yaml.safe_load(stdout)["build:big-fp32-sm86"]
     assert job["image"] == "nvcr.io/nvidia/tritonserver:24.08-py3"
@@ -329,7 +330,7 @@ def test_matrix_builds_in_the_variants_container(tmp_path: Path) -> None:
     assert code == 0, stderr
     [entry] = json.loads(stdout)["include"]
     assert entry["container"] == "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3"
-    assert "'tensorrt==10.4.0'" in entry["install"]
+    assert "'tensorrt==10.4.0.*'" in entry["install"]
 
 
 def test_matrix_refuses_a_tensorrt_rtx_spec_for_triton(tmp_path: Path) -> None:
@@ -432,7 +433,7 @@ def test_matrix_takes_the_release_from_the_project_file(tmp_path: Path) -> None:
     assert code == 0, stderr
     [entry] = json.loads(stdout)["include"]
     assert entry["backend"] == "tensorrt" and entry["container"] == "nvcr.io/nvidia/tritonserver:24.08-py3"
-    assert entry["triton"] == "24.08" and "'tensorrt==10.3.0'" in entry["install"]
+    assert entry["triton"] == "24.08" and "'tensorrt==10.3.0.*'" in entry["install"]
     code, stdout, _ = cli("matrix", root, "--format", "gitlab", "--triton", "24.10-trtllm-python-py3")
     job = yaml.safe_load(stdout)["build:big-fp32-sm86"]  # the flag wins
     assert job["image"] == "nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3"

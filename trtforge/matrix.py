@@ -110,6 +110,8 @@ def plan_matrix(
         for gpu, labels, one_gpu in jobs:
             suffix = CPU_RUNNER if gpu == CPU_RUNNER else ComputeCapability.parse(gpu).sm
             spec_file = _relative(spec.origin.path, Path.cwd())
+            if spec_file.startswith("-"):  # quoting keeps it one word, but ci would read it as an option
+                spec_file = f"./{spec_file}"
             command = ["trtforge", "ci", spec_file, "--backend", backend, *(["--cc", gpu] if one_gpu else [])]
             command += ["--triton", triton.name] if triton is not None else []
             entries.append(
@@ -153,12 +155,13 @@ EXTRAS = {FLAVOR_RTX: ("rtx", ""), FLAVOR_TENSORRT: ("tensorrt", " --extra-index
 def install_command(backend: str, triton: TritonRelease | None = None) -> str:
     """How the job installs trtforge: this very version (the one that planned the matrix, so a
     release that changes the CLI or the artifacts never enters a pipeline unasked); in a Triton
-    container, with the release's TensorRT pinned too (the wheel's ``major.minor.patch``: the
-    release notes add a build number the wheel lacks). trtforge.yaml's ``install:`` replaces it."""
+    container, with the release's TensorRT pinned too, as ``major.minor.patch.*``: wheels before
+    10.8 lack the build number the release notes give, and wheels from 10.8 on carry one of their
+    own (10.8.0.43), which ``==10.8.0`` does not match. trtforge.yaml's ``install:`` replaces it."""
     extra, index = EXTRAS[FLAVOR_TENSORRT if triton is not None else backend]
     pins = [f"'trtforge[{extra}]=={__version__}'"]
     if triton is not None:
-        pins.append(f"'tensorrt=={'.'.join(triton.tensorrt.split('.')[:3])}'")
+        pins.append(f"'tensorrt=={'.'.join(triton.tensorrt.split('.')[:3])}.*'")
     return f"pip install {' '.join(pins)}{index}"
 
 

@@ -33,7 +33,13 @@ def _labels(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-Labels = Annotated[list[str], BeforeValidator(_labels), Field(min_length=1)]
+def _no_blank_label(labels: list[str]) -> list[str]:
+    if any(not label.strip() for label in labels):
+        raise ValueError(f"a runner label is blank ({labels!r}): no runner carries one; write the label, e.g. [gpu]")
+    return labels
+
+
+Labels = Annotated[list[str], BeforeValidator(_labels), Field(min_length=1), AfterValidator(_no_blank_label)]
 
 
 def _relative_pattern(pattern: str) -> str:

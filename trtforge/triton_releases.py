@@ -80,8 +80,8 @@ def find_release(name: str, what: str = "--triton") -> TritonRelease:
     """The release named ``name``: ``24.08`` (or ``24.08-py3``) is the plain container,
     ``24.08-trtllm-python-py3`` the TensorRT-LLM one; exit 2 naming the known ones otherwise."""
     text = name.strip()
-    release, _, container = text.partition("-")
-    wanted = (release, container or PLAIN)
+    release, dash, container = text.partition("-")
+    wanted = (release, container or ("" if dash else PLAIN))  # "24.08-" names no container: unknown
     found = [row for row in releases() if (row.release, row.container) == wanted]
     if found:
         return found[0]
