@@ -161,6 +161,26 @@ def test_qdq_pair_is_compared_under_its_input_name_and_marks_the_first_jump(tmp_
     assert tensor_map(onnx.load(str(candidate)))["b"] == "b_dq"  # Q->DQ, then Cast->Cast: the chain's end
 
 
+def test_a_cast_pair_of_the_models_own_is_not_taken_for_inserted_rounding() -> None:
+    """``rf = Cast(Cast(r, INT32), FLOAT)`` is the model's truncation: ``r`` is compared as ``r``
+    (it was compared as ``rf``, and the truncation blamed on the Relu: cosine 0, first jump)."""
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="relu"),
+            helper.make_node("Cast", ["r"], ["ri"], name="to_int", to=onnx.TensorProto.INT32),
+            helper.make_node("Cast", ["ri"], ["rf"], name="to_float", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Add", ["rf", "r"], ["y"], name="add"),
+        ],
+        "truncation",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])],
+    )
+    model = helper.make_model(graph)
+    assert tensor_map(model, model)["r"] == "r"
+    assert tensor_map(model)["r"] == "rf"  # without the reference every Cast pair is rounding
+
+
 def test_fp16_range_lists_the_node_whose_activations_overflow(tmp_path: Path) -> None:
     reference = _chain(tmp_path / "overflow.onnx", scale=1e6)
     spec = load_spec(_chain_spec(tmp_path, reference))

@@ -15,7 +15,8 @@ share. Two kinds of inserted nodes are mapped, not compared:
 - any other Cast (the FP16 converter's casts at the graph's edges and around the ops it keeps
   in FP32) and any tensor the reference does not have are skipped.
 
-Pairs chain (an FP16 emulation rounds a DQ output again), and the chain's end is compared. A
+Pairs chain (an FP16 emulation rounds a DQ output again), and the chain's end is compared; a pair
+the reference has itself (a Cast to int and back: a truncation) is the model's, not followed. A
 tensor quantized for several consumers is compared after its first pair. A reference node whose
 output the candidate folded away (BatchNorm into Conv, MatMul+Add into Gemm) has no row: its
 error shows on the next node whose output the candidate keeps.
@@ -215,20 +216,24 @@ def _node_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def tensor_map(candidate: onnx.ModelProto) -> dict[str, str]:
+def tensor_map(candidate: onnx.ModelProto, reference: onnx.ModelProto | None = None) -> dict[str, str]:
     """Each tensor the candidate's nodes produce -> the candidate tensor compared under its name:
     the end of the chain of rounding pairs right after it (a Q->DQ pair whose output an FP16
-    emulation's Cast pair rounds again), else itself; see the module docstring. Pure."""
+    emulation's Cast pair rounds again), else itself; see the module docstring. A pair whose
+    middle tensor ``reference`` has is the model's own (a float -> int -> float truncation), not
+    inserted rounding: it is not followed. Pure."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in candidate.graph.node:
         if node.input:
             consumers.setdefault(node.input[0], []).append(node)
+    own = {name for node in reference.graph.node for name in node.output} if reference is not None else set()
 
     def after_pair(name: str) -> str | None:
         return next(
             (
                 str(second.output[0])
                 for first in consumers.get(name, [])
+                if first.output[0] not in own
                 for second in consumers.get(first.output[0], [])
                 if (first.op_type, second.op_type) in ROUNDING_PAIRS
             ),
@@ -248,7 +253,7 @@ def tensor_map(candidate: onnx.ModelProto) -> dict[str, str]:
 
 def plan_rows(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[_Row]:
     """One row per reference node, with the outputs the candidate shares. Pure."""
-    mapping = tensor_map(candidate)
+    mapping = tensor_map(candidate, reference)
     return [
         _Row(
             _node_name(node, index),
