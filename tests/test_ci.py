@@ -136,6 +136,37 @@ def test_a_model_that_is_missing_or_not_a_file_is_the_specs_error(tmp_path: Path
     assert f"{spec}:3: model {tmp_path / model}:" in result.stderr and "check 'model:' in the spec" in result.stderr
 
 
+def test_a_build_into_the_folder_its_data_glob_lists_is_cached(project: Path, tmp_path: Path) -> None:
+    """``--out`` is the folder a calibration glob lists: the build's own artifact changes that
+    folder's stamp, which is no input written (every run warned and built again)."""
+    spec = project / "int8.yaml"
+    spec.write_text(spec.read_text().replace("data/*.npy", "'*.npy'"))
+    for batch in (project / "data").iterdir():
+        batch.rename(project / batch.name)
+    first = runner.invoke(app, ["ci", str(spec), "--out", str(project), "--json"])
+    assert first.exit_code == 0 and "changed during the build" not in first.stderr, first.stderr
+    assert _statuses(_ci(spec, project)) == {"int8.yaml": "unchanged"}
+
+
+def test_a_data_file_added_during_the_build_is_seen(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file the data glob matches, added while the build runs: the build may have read it, the
+    key did not hash it (the glob is expanded again after the build)."""
+    import trtforge.build
+
+    real_build = trtforge.build.build_spec
+    added = project / "data" / "batch9.npy"
+
+    def build_while_data_is_added(*args: Any, **kwargs: Any) -> Any:
+        np.save(added, np.ones((8, 3, 16, 16), dtype=np.float32))
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(trtforge.build, "build_spec", build_while_data_is_added)
+    result = runner.invoke(app, ["ci", str(project / "int8.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0 and f"{added} changed during the build: not cached" in result.stderr
+
+
 def test_a_cache_that_cannot_be_written_costs_the_caching_not_the_build(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

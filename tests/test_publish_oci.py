@@ -435,6 +435,9 @@ def test_publishing_a_damaged_artifact_is_refused(engines: dict[str, Path], tmp_
         ("oci://host", "needs a host and a repository"),
         ("oci://host/Repo", "not a valid OCI repository name"),
         ("oci://host/repo:latest", "give the repository only"),
+        # a tag or digest after "@" is no password: the host stays in the message (it was '***@latest')
+        ("oci://host:5000/repo@latest", "'oci://host:5000/repo@latest': give the repository only"),
+        ("oci://host:5000/repo@sha256:abcd", "'oci://host:5000/repo@sha256:abcd': give the repository only"),
         ("oci://user:secret@host/repo", "credentials do not belong in the URI"),
         ("oci://host:99999/repo", "a port is a number up to 65535"),  # was exit 6, urllib3's "Failed to parse"
         ("oci://host:abc/repo", "a port is a number up to 65535"),

@@ -121,3 +121,30 @@ def test_planted_scales_do_not_pass_verify(tmp_path: Path, isolated_cache: Path)
     code, _, stderr = cli("verify", engine, "--spec", spec)
     assert code == 4 and "cosine" in stderr, stderr
     assert f"{entry} is not the scales the engine was built with" in stderr and "calibrating again" in stderr
+
+
+def test_a_fifo_planted_as_the_scales_is_never_waited_for(tmp_path: Path, isolated_cache: Path) -> None:
+    """A named pipe under the scales entry's name: verify opened it and waited for a writer
+    forever (its scratch folder left behind); it is no scales file, and verify calibrates again."""
+    import os
+    import subprocess
+    import sys
+
+    need_rtx()
+    spec, out = _int8_spec(tmp_path, 1.0), tmp_path / "out"
+    code, _, stderr = cli("build", spec, "--out", out)
+    assert code == 0, stderr
+    (entry,) = (isolated_cache / "calibration").glob("scales-*.json")
+    entry.unlink()
+    os.mkfifo(entry)
+    (engine,) = out.glob("*.engine")
+    run = subprocess.run(
+        [sys.executable, "-m", "trtforge", "verify", str(engine), "--spec", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TRTFORGE_CACHE_DIR": str(isolated_cache)},
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"{entry} is not a scales file: calibrating again" in run.stderr
+    assert not [path for path in isolated_cache.iterdir() if path.name.startswith(".verify")]

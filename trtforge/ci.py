@@ -207,12 +207,12 @@ def build_inputs(spec: Spec, flavor: str, version: str, signer: str | None = Non
     }
 
 
-def build_input_paths(spec: Spec) -> set[str]:
+def build_input_paths(spec: Spec, *, listed_folders: bool = True) -> set[str]:
     """Every path a build of ``spec`` reads beside the spec itself, absolute: the model with its
-    external data files, its labels, the files its data globs match and the folders those globs
-    list (a file added to one changes its stamp). ``build_inputs`` hashes their contents, and
-    refuses, located in the spec, a model that is missing, not a file or unreadable: here it is
-    its path alone (a FIFO's graph is never read)."""
+    external data files, its labels, the files its data globs match and (``listed_folders``) the
+    folders those globs list, whose stamps change when a file is added to one. ``build_inputs``
+    hashes their contents, and refuses, located in the spec, a model that is missing, not a file
+    or unreadable: here it is its path alone (a FIFO's graph is never read)."""
     from trtforge.model import content_files, not_a_file
     from trtforge.spec import expand_globs
 
@@ -226,14 +226,27 @@ def build_input_paths(spec: Spec) -> set[str]:
     for section, patterns in data:
         for pattern in patterns or ():
             paths.update(os.path.abspath(path) for path in expand_globs([pattern], spec.origin.where(section, "data")))
-            paths.update(folders_a_glob_lists(pattern))
+            if listed_folders:
+                paths.update(folders_a_glob_lists(pattern))
     return paths
 
 
-def input_stamps(paths: Iterable[str]) -> dict[str, FileStamp | None]:
-    """Each path's stamp now (None: absent): equal stamps before and after a build mean no input
-    was written meanwhile (any write changes ctime, which no user tool sets back)."""
-    return {path: FileStamp.current(path) for path in sorted(paths)}
+def input_stamps(spec: Spec) -> dict[str, FileStamp | None]:
+    """The stamp of each file a build of ``spec`` reads (None: absent), its data globs expanded
+    now: equal stamps before and after a build mean no input was written, added or removed
+    meanwhile (any write changes ctime, which no user tool sets back). Files only: the folders a
+    glob lists change when the build writes its artifact into one (``--out .``)."""
+    return {path: FileStamp.current(path) for path in sorted(build_input_paths(spec, listed_folders=False))}
+
+
+def _written_during_build(spec: Spec, before: dict[str, FileStamp | None]) -> str | None:
+    """The first input of ``spec`` written, added or removed since ``before`` was taken, or why the
+    inputs cannot be listed now; None when every one is as it was."""
+    try:
+        after = input_stamps(spec)
+    except TrtforgeError as exc:  # a data glob that matches nothing now
+        return str(exc)
+    return next((path for path in sorted(before.keys() | after.keys()) if before.get(path) != after.get(path)), None)
 
 
 def build_key(inputs: dict[str, Any]) -> str:
@@ -710,8 +723,7 @@ def run_one(
 
             refuse_build(spec, options.backend, find_release(options.triton))
         signer = options.signing_key.key_id if options.signing_key else None
-        read = build_input_paths(spec)
-        stamps = input_stamps(read)  # before hashing: a write from now on is seen after the build
+        stamps = input_stamps(spec)  # before hashing: a write from now on is seen after the build
         inputs = build_inputs(spec, choice.flavor, installed_version(choice.flavor) or "", signer)
         key = build_key(inputs)
         entry = options.cache_dir / "builds" / key
@@ -752,10 +764,10 @@ def run_one(
                 manifest_facts=build_facts_sha256(outcome.manifest),
                 accuracy=accuracy,
             )
-            written = [path for path, stamp in input_stamps(read).items() if stamps[path] != stamp]
+            written = _written_during_build(spec, stamps)
             if written:  # the build may have read other bytes than the key hashed: not that key's build
                 reporter.warn(
-                    f"{spec.name}: {written[0]} changed during the build: not cached (the next run builds it again)"
+                    f"{spec.name}: {written} changed during the build: not cached (the next run builds it again)"
                 )
             else:
                 not_cached = _store(entry, out, outcome.manifest.stem, record.model_dump())

@@ -266,6 +266,23 @@ def drop_cached_pages(path: Path) -> None:
         os.close(fd)
 
 
+def open_without_blocking(path: str, flags: int) -> int:
+    """An ``open`` opener for a file nobody vouches for: a FIFO opens at once (it would wait for a
+    writer), and a terminal does not become the controlling one."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+
+
+def read_regular_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of ``path`` where it is a regular file of at most ``limit`` bytes; None where it is
+    anything else (a FIFO, a device, a folder, a larger file), which a folder anyone can write may
+    hold under an entry's name. OSError where it cannot be opened (none there, no permission)."""
+    with open(path, "rb", opener=open_without_blocking) as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        data = handle.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
 def copy_at_most(chunks: Iterable[bytes], out: IO[bytes], limit: int) -> bool:
     """Copy ``chunks`` into ``out`` while they stay within ``limit`` bytes; False, with nothing more
     read or written, at the chunk that would go past it: a source that does not end (a registry's

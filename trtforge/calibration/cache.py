@@ -32,7 +32,7 @@ from typing import Any
 from trtforge.compat import weakly_typed
 from trtforge.digests import sha256_bytes
 from trtforge.errors import InvalidInputError
-from trtforge.fsutil import atomic_write_bytes
+from trtforge.fsutil import atomic_write_bytes, read_regular_file
 from trtforge.jsonsafe import json_sha256
 from trtforge.tags import FLAVOR_TENSORRT, parse_trt_version
 
@@ -146,6 +146,10 @@ def read_scales(path: Path, key: str) -> tuple[dict[str, float], int] | None:
     return scales, samples
 
 
+#: a scales entry holds one scale per tensor: far below this for any model
+MAX_PINNED_SCALES_BYTES = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class PinnedScales:
     """A scales entry that a cache folder nobody vouches for (``folder``: the host's, which anyone
@@ -165,8 +169,11 @@ class PinnedScales:
         entry is left where it is, where there is none or it is another."""
         source = self.folder / target.name
         try:
-            data = source.read_bytes()
+            data = read_regular_file(source, MAX_PINNED_SCALES_BYTES)
         except OSError:  # none (another host, a cache cleaned since): calibrated again
+            return False
+        if data is None:  # a FIFO, a device or a huge file planted under its name: never waited for
+            log(f"calibration: {source} is not a scales file: calibrating again")
             return False
         digest = sha256_bytes(data)
         if digest != self.sha256:

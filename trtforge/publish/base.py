@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 SCHEMES = ("oci", "dir", "triton")
 URI_HELP = "use oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH"
 
-#: a URI's userinfo: up to its last "@" (a password may hold "/" or "@"), unless what follows is a
-#: digest (``repo@sha256:…``, refused as such)
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://).*@(?![A-Za-z0-9+._-]+:[0-9A-Fa-f]{32,}\Z)", re.DOTALL)
+#: a URI's userinfo: up to the last "@" that a "/" follows, the host's (a password may hold "/" or
+#: "@"); an "@" with no "/" after it is a tag or digest on the repository (``repo@latest``,
+#: ``repo@sha256:…``), refused as such
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://).*@(?=[^@]*/)", re.DOTALL)
 
 # The distribution spec's tag grammar, and its repository name grammar (components separated by "/").
 OCI_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")

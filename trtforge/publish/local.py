@@ -19,7 +19,7 @@ from typing import BinaryIO
 from trtforge import filehash
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, TrtforgeError, disk_error
-from trtforge.fsutil import copy_at_most, staged_file
+from trtforge.fsutil import copy_at_most, open_without_blocking, staged_file
 from trtforge.manifest import Manifest, parse_manifest, read_manifest_bytes
 from trtforge.publish.base import Candidate, LocalArtifact
 
@@ -129,7 +129,7 @@ def _copy_engine(artifact: LocalArtifact, staged: Path) -> None:
             size += len(chunk)
             yield chunk
 
-    with open(artifact.engine, "rb", opener=_without_blocking) as handle, open(staged, "wb") as out:
+    with open(artifact.engine, "rb", opener=open_without_blocking) as handle, open(staged, "wb") as out:
         copy_at_most(hashed(handle), out, artifact.manifest.artifact.size)
     problem = content_problem(artifact.manifest, ArtifactFacts(engine_size=size, engine_sha256=digest.hexdigest()))
     if problem:
@@ -160,7 +160,7 @@ def copy_out(source: Path, into: Path, size: int) -> None:
     /dev/zero behind the engine's name, cannot make trtforge write more. Anything but a regular file
     is refused, opened without blocking (a FIFO would wait for a writer)."""
     try:
-        with open(source, "rb", opener=_without_blocking) as handle, open(into, "wb") as out:
+        with open(source, "rb", opener=open_without_blocking) as handle, open(into, "wb") as out:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise RegistryError(f"{source}: the engine is not a regular file; publish the artifact again")
             if not copy_at_most(iter(lambda: handle.read(filehash.CHUNK), b""), out, size):
@@ -170,10 +170,6 @@ def copy_out(source: Path, into: Path, size: int) -> None:
                 )
     except OSError as exc:  # a full disk is the destination's; anything else, the registry's file
         raise disk_error(exc, into) or io_error("read", source, exc) from exc
-
-
-def _without_blocking(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
 
 
 def read_candidate(manifest_path: Path, engine: Path) -> Candidate:
