@@ -43,17 +43,18 @@ def _int8_spec(tmp_path: Path, scale: float = 0.01, name: str = "int8") -> Path:
     return spec
 
 
-def _built_over_a_plant(spec: Path, out: Path, plant: Path, model: Path) -> Path:
-    """The artifact a build makes with ``plant`` (a cache entry it wrote, the gate failing) replaced
-    by a copy of the FP32 ``model``: the build takes the entry at its word and passes."""
+def _built_over_a_plant(spec: Path, out: Path, entries: Path, pattern: str, model: Path) -> tuple[Path, Path]:
+    """(the engine, the planted entry): a build fails the gate (exit 4), its one cache entry in
+    ``entries`` matching ``pattern`` is replaced by a copy of the FP32 ``model``, and the build,
+    which takes the entry at its word, then passes."""
     code, _, stderr = cli("build", spec, "--out", out)
     assert code == 4, stderr
-    assert plant.is_file(), sorted(str(path) for path in plant.parent.parent.rglob("*"))
+    (plant,) = entries.glob(pattern)
     shutil.copyfile(model, plant)
     code, _, stderr = cli("build", spec, "--out", out)
     assert code == 0, stderr
     (engine,) = out.glob("*.engine")
-    return engine
+    return engine, plant
 
 
 @pytest.mark.parametrize("entry", ["fp16-emulated", "fp16"])
@@ -63,10 +64,7 @@ def test_a_planted_fp16_graph_does_not_pass_verify(tmp_path: Path, isolated_cach
     engine, as on a clean cache, and leaves no scratch folder behind."""
     need_rtx()
     spec, out = overflowing_fp16_spec(tmp_path), tmp_path / "out"
-    code, _, stderr = cli("build", spec, "--out", out)
-    assert code == 4, stderr
-    (plant,) = (isolated_cache / entry).glob("*.onnx")
-    engine = _built_over_a_plant(spec, out, plant, tmp_path / "over.onnx")
+    engine, _ = _built_over_a_plant(spec, out, isolated_cache / entry, "*.onnx", tmp_path / "over.onnx")
 
     code, _, stderr = cli("verify", engine, "--spec", spec)
     assert code == 4 and "NaN/Inf pattern differs from the reference's" in stderr, stderr
@@ -83,10 +81,7 @@ def test_a_planted_qdq_graph_does_not_pass_verify(tmp_path: Path, isolated_cache
     manifest pins (taken from the cache: their digest is the manifest's) and fails the engine."""
     need_rtx()
     spec, out = _int8_spec(tmp_path), tmp_path / "out"
-    code, _, stderr = cli("build", spec, "--out", out)
-    assert code == 4, stderr
-    (plant,) = (isolated_cache / "calibration").glob("qdq-*.onnx")
-    engine = _built_over_a_plant(spec, out, plant, tmp_path / "conv.onnx")
+    engine, _ = _built_over_a_plant(spec, out, isolated_cache / "calibration", "qdq-*.onnx", tmp_path / "conv.onnx")
 
     code, _, stderr = cli("verify", engine, "--spec", spec)
     assert code == 4 and "cosine" in stderr, stderr
@@ -101,10 +96,7 @@ def test_planted_scales_do_not_pass_verify(tmp_path: Path, isolated_cache: Path)
     not the engine's, calibrates again, and fails the engine."""
     need_rtx()
     spec, out = _int8_spec(tmp_path), tmp_path / "out"
-    code, _, stderr = cli("build", spec, "--out", out)
-    assert code == 4, stderr
-    (qdq,) = (isolated_cache / "calibration").glob("qdq-*.onnx")
-    engine = _built_over_a_plant(spec, out, qdq, tmp_path / "conv.onnx")
+    engine, qdq = _built_over_a_plant(spec, out, isolated_cache / "calibration", "qdq-*.onnx", tmp_path / "conv.onnx")
     pinned = read_manifest(engine).calibration["cache_sha256"]  # type: ignore[index]
 
     (entry,) = (isolated_cache / "calibration").glob("scales-*.json")
