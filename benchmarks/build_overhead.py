@@ -21,7 +21,9 @@ The runs of one model are interleaved (repeat 1 of every row, then repeat 2, ...
 other processes on a shared machine falls on every row alike.
 Ratios (issue 16), per model: gate off / direct at fp32 and fp16 (goal 1.3; 2.0 where that
 precision's direct build takes under 0.25 s, as the digits CNN's fp32 one does: start-up dominates
-there); gate on / direct at fp32 (goal 1.3: no onnxruntime run at all; on a host without a GPU
+there; beside it, the issue's own measure of that allowance, trtforge's fixed cost over the raw
+process, gate off less direct, <= ~150 ms, judged where the direct build is that small and shown
+for every row); gate on / direct at fp32 (goal 1.3: no onnxruntime run at all; on a host without a GPU
 the gate's candidate is the reference graph itself, so nothing is measured and the row does what
 gate off does); gate on / (direct + gate passes) at fp16 (goal 1.0). One untimed round runs
 every command first (bytecode written, files in the page cache), then the timed rounds.
@@ -137,6 +139,10 @@ GOAL_GATE_OFF_SMALL = 2.0
 SMALL_BUILD_S = 0.25
 GOAL_GATE_ON_FP32 = 1.3
 GOAL_GATE_ON_FP16 = 1.0
+#: the issue's own measure of that 2x: "trtforge's fixed cost <= ~150 ms over the raw process", shown
+#: beside the ratio for every precision whose direct build is small (the digits CNN's raw fp32 build
+#: takes ~0.11 s, under the issue's ~0.15 s, so 2x of it leaves less than the 150 ms)
+GOAL_FIXED_COST_MS = 150.0
 
 Profile = dict[str, tuple[list[int], list[int], list[int]]]
 
@@ -239,12 +245,25 @@ def own_over_same_allocator(rows: dict) -> dict[str, float]:
     }
 
 
+def fixed_costs(rows: dict) -> dict[str, float]:
+    """gate off less direct per precision, in ms: what trtforge adds to the raw process."""
+    return {
+        precision: round(1000 * (rows[f"{precision} trtforge gate off"][0] - rows[f"{precision} direct API"][0]), 1)
+        for precision in PRECISIONS
+    }
+
+
+def small_builds(rows: dict) -> list[str]:
+    """The precisions whose direct build took under SMALL_BUILD_S: start-up dominates there."""
+    return [precision for precision in PRECISIONS if rows[f"{precision} direct API"][0] < SMALL_BUILD_S]
+
+
 def goals(rows: dict) -> dict[str, float]:
     """The issue's goal for each ratio of :func:`ratios`: gate off allows 2x where that precision's
     direct build took under SMALL_BUILD_S."""
 
     def gate_off(precision: str) -> float:
-        return GOAL_GATE_OFF_SMALL if rows[f"{precision} direct API"][0] < SMALL_BUILD_S else GOAL_GATE_OFF
+        return GOAL_GATE_OFF_SMALL if precision in small_builds(rows) else GOAL_GATE_OFF
 
     return {
         "fp32_gate_off_over_direct": gate_off("fp32"),
@@ -345,6 +364,21 @@ def main() -> None:
         found, wanted = ratios(rows), goals(rows)
         shown = (f"{k} {v:.3f} (goal {wanted[k]:g}: {'met' if v <= wanted[k] else 'MISSED'})" for k, v in found.items())
         print(f"{label:<16} ratios: " + "; ".join(shown), file=sys.stderr)
+        fixed = fixed_costs(rows)
+        judged = {precision: fixed[precision] <= GOAL_FIXED_COST_MS for precision in small_builds(rows)}
+        print(
+            f"{label:<16} fixed cost, gate off less direct: "
+            + "; ".join(
+                f"{precision} {ms:.0f} ms"
+                + (
+                    f" (goal <= {GOAL_FIXED_COST_MS:.0f}: {'met' if judged[precision] else 'MISSED'})"
+                    if precision in judged
+                    else ""
+                )
+                for precision, ms in fixed.items()
+            ),
+            file=sys.stderr,
+        )
         with_dependencies = rows["fp32 trtforge gate off"][0] / rows["fp32 direct + dependencies"][0]
         print(
             f"{label:<16} fp32 gate off / (direct + dependencies): {with_dependencies:.2f}x (informational)",
@@ -372,6 +406,9 @@ def main() -> None:
                 rows["fp32 trtforge gate off"][0] / rows["fp32 direct + dependencies"][0], 3
             ),
             "gate_off_over_direct_with_build_allocator": same_allocator,
+            # the issue's parenthetical for small builds: what trtforge adds to the raw process, in ms
+            "gate_off_fixed_cost_ms": fixed,
+            "fixed_cost_goal_met": judged,
         }
     if not detect_gpus():
         print(
@@ -390,6 +427,7 @@ def main() -> None:
             "models": summary,
             "goal_ratio": GOAL_GATE_OFF,
             "goal_ratio_small_model": GOAL_GATE_OFF_SMALL,
+            "goal_fixed_cost_ms_small_model": GOAL_FIXED_COST_MS,
             "goal_gate_on_fp32_over_direct": GOAL_GATE_ON_FP32,
             "goal_gate_on_fp16_over_direct_plus_gate_passes": GOAL_GATE_ON_FP16,
             "help_seconds": round(help_seconds, 4),
