@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from trtforge.spec import Spec
+from trtforge.tags import ComputeCapability
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "trtforge" / "spec.schema.json").read_text(encoding="utf-8"))
@@ -77,3 +78,17 @@ def test_data_is_a_glob_or_a_list_of_globs(section: str) -> None:
         assert not _errors({**base, section: {"data": data}})
     assert _errors({**base, section: {"data": []}})
     assert _errors({**base, section: {"data": 3}})
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["8.6", "sm86", "sm_86", "SM120", " 8.9 ", "foo", "86", "8.10", "sm8", "0.5", "ampere"],
+)
+def test_the_schema_takes_the_target_texts_trtforge_takes(target: str) -> None:
+    """The schema took any text as a target: an editor passed `targets: [ampere]`, which is exit 2."""
+    try:
+        ComputeCapability.parse(target)
+        parses = True
+    except ValueError:
+        parses = False
+    assert bool(_errors({"name": "m", "model": "m.onnx", "targets": [target]})) != parses, target

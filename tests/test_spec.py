@@ -126,6 +126,35 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
         ),
         # a top-level key YAML reads as a number is named at its own line, as nested ones are
         ("name: a\nmodel: m.onnx\n\n\n1: 2\n", ":5: key '1': Keys should be strings"),
+        # a tensor name YAML reads as a number (PyTorch's "0", "495"): "[key]: Input should be a valid string"
+        (
+            "name: a\nmodel: m.onnx\naccuracy:\n  tolerances:\n    495: {max_abs: 0.1}\n",
+            ":5: YAML reads key 'accuracy.tolerances.495' as 495, not text: quote it as written, e.g. '495'",
+        ),
+        (
+            "name: a\nmodel: m.onnx\nprofiles:\n  - 0: {min: [1], opt: [1], max: [1]}\n",
+            ":4: YAML reads key 'profiles.0.0' as 0, not text: quote it as written, e.g. '0'",
+        ),
+        # a key of another section: "see trtforge schema for valid keys" said nothing of where it goes
+        ("name: a\nmodel: m.onnx\nworkspace: 2GiB\n", ":3: unknown key 'workspace' here: it belongs under build:"),
+        (
+            "name: a\nmodel: m.onnx\nmax_samples: 8\n",
+            ":3: unknown key 'max_samples' here: it belongs under calibration:",
+        ),
+        (
+            "name: a\nmodel: m.onnx\naccuracy:\n  max_abs: 0.1\n",
+            ":4: unknown key 'max_abs' here: it belongs under accuracy.tolerances.NAME:",
+        ),
+        # a setting given without the name it is for: "Input should be a valid dictionary or instance of Tolerance"
+        (
+            "name: a\nmodel: m.onnx\naccuracy:\n  tolerances:\n    cosine_min: 0.99\n",
+            ":5: key 'accuracy.tolerances.cosine_min': 'cosine_min' goes under a name: 'accuracy.tolerances' maps "
+            'names to settings (per output name, or "*" for all); write `NAME: {cosine_min: ...}`',
+        ),
+        (
+            "name: a\nmodel: m.onnx\nprofiles:\n  - {min: [1], opt: [1], max: [1]}\n",
+            ":4: key 'profiles.0.min': 'min' goes under a name: 'profiles.0' maps names to settings; write `NAME: {",
+        ),
         # only an fp16 build reads fp16:, and at fp32 or int8 a keep_fp32 list (typos included) went unread
         ("name: a\nmodel: m.onnx\nfp16: {keep_fp32: [no/such]}\n", ":3: key 'fp16': applies at precision fp16 only"),
         (

@@ -32,7 +32,8 @@ def test_three_digit_capabilities(text: str) -> None:
     assert CC(text).sm == "sm120"
 
 
-@pytest.mark.parametrize("text", ["86", "sm8", "9", "eight", "8.6.1", "sm_0"])
+# other scripts' digits: Python's int() reads "٦" as 6, the JSON Schema's pattern takes ASCII only
+@pytest.mark.parametrize("text", ["86", "sm8", "9", "eight", "8.6.1", "sm_0", "8.\u0666", "sm8\u0666"])
 def test_rejects_ambiguous_spellings(text: str) -> None:
     with pytest.raises(ValueError, match=r"8\.6, sm86 or sm_86"):
         CC(text)

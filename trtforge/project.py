@@ -17,7 +17,15 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from trtforge import __version__
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean
 from trtforge.fsutil import resolved
-from trtforge.spec import PROJECT_FILE, key_lines, locate, read_yaml, read_yaml_file, spec_input_files
+from trtforge.spec import (
+    PROJECT_FILE,
+    key_lines,
+    key_not_text,
+    locate,
+    read_yaml,
+    read_yaml_file,
+    spec_input_files,
+)
 from trtforge.tags import ComputeCapability
 
 CPU_RUNNER = "cpu"
@@ -194,8 +202,7 @@ def _message(error: ErrorDetails, path: Path, lines: Mapping[tuple[str | int, ..
         )
     where = locate(path, lines, *loc)
     if loc and loc[-1] == "[key]":  # a key YAML read as a number (8.6:) or a boolean
-        key = ".".join(str(part) for part in loc[:-1])
-        return f"{where}: YAML reads key '{key}' as {error['input']!r}, not text: quote it as written, e.g. '8.6'"
+        return key_not_text(where, loc, error["input"])
     key = ".".join(str(part) for part in loc)
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key '{key}'{did_you_mean(str(loc[-1]), ProjectSettings.model_fields)}"

@@ -42,7 +42,7 @@ from yaml.resolver import Resolver
 
 from trtforge.errors import InvalidInputError, SpecError, TrtforgeError, did_you_mean, first_line
 from trtforge.model import SHAPE_TENSOR_DTYPES, ModelInfo, TensorDesc, not_a_file
-from trtforge.tags import MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability, Precision
+from trtforge.tags import CAPABILITY_PATTERN, MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability, Precision
 
 PROJECT_FILE = "trtforge.yaml"
 
@@ -76,7 +76,7 @@ def _capability_text(value: Any) -> Any:
 
 CapabilityText = Annotated[
     str,
-    BeforeValidator(_capability_text, json_schema_input_type=str | float),
+    BeforeValidator(_capability_text, json_schema_input_type=Annotated[str, Field(pattern=CAPABILITY_PATTERN)] | float),
     AfterValidator(_normalize_cc),
     Field(description='compute capability: "8.6", "sm86" or "sm_86"'),
 ]
@@ -545,12 +545,17 @@ def _node_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict) -> No
             _node_lines(item, (*prefix, index), out)
 
 
-def _field_names_at(loc: tuple[str | int, ...]) -> list[str]:
-    """Valid keys of the model that holds the last element of ``loc`` (for "did you mean")."""
+def _field_owner(loc: tuple[str | int, ...]) -> Any:
+    """The annotation of what holds the last element of ``loc`` (a model, or a list or mapping)."""
     annotation: Any = Spec
     for part in loc[:-1]:
         annotation = _step(annotation, part)
-    annotation = _unwrap_model(annotation)
+    return annotation
+
+
+def _field_names_at(loc: tuple[str | int, ...]) -> list[str]:
+    """Valid keys of the model that holds the last element of ``loc`` (for "did you mean")."""
+    annotation = _unwrap_model(_field_owner(loc))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return list(annotation.model_fields)
     return []
@@ -586,15 +591,70 @@ def _step(annotation: Any, part: str | int) -> Any:
     return None
 
 
+def _sections(annotation: Any = Spec, path: tuple[str, ...] = ()) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """Each key of the spec with the section that holds it (``workspace``: ``build``); a list's
+    items and a mapping's names are ``[N]`` and ``NAME`` on the path."""
+    model = _unwrap_model(annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        for name, field in model.model_fields.items():
+            yield name, path
+            yield from _sections(field.annotation, (*path, name))
+        return
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            yield from _sections(arg, path)
+    elif origin is typing.Annotated or (origin is list and args):
+        yield from _sections(args[0], (*path, "[N]") if origin is list else path)
+    elif origin is dict and args:
+        yield from _sections(args[1], (*path, "NAME"))
+
+
+def _belongs_under(name: str) -> str:
+    """Where a key given in the wrong section goes (``workspace:`` at the top: under ``build:``)."""
+    places = dict.fromkeys(".".join(path).replace(".[N]", "[N]") for key, path in _sections() if key == name and path)
+    return f" here: it belongs under {' or '.join(f'{place}:' for place in places)}" if places else ""
+
+
+def _name_skipped(loc: tuple[str | int, ...]) -> str | None:
+    """``tolerances: {cosine_min: 0.9}``: a setting of one entry given where a mapping of names
+    to entries expects a name; the fix, or None when ``loc`` is no such place."""
+    container = _field_owner(loc)
+    args = typing.get_args(container)
+    entry = _unwrap_model(args[1]) if typing.get_origin(container) is dict and len(args) == 2 else None
+    if not (isinstance(entry, type) and issubclass(entry, BaseModel) and loc[-1] in entry.model_fields):
+        return None
+    owner = _unwrap_model(_field_owner(loc[:-1]))
+    field = owner.model_fields.get(str(loc[-2])) if isinstance(owner, type) and issubclass(owner, BaseModel) else None
+    meaning = f" ({field.description})" if field is not None and field.description else ""
+    parent, setting = ".".join(str(part) for part in loc[:-1]), loc[-1]
+    return (
+        f"'{setting}' goes under a name: '{parent}' maps names to settings{meaning}; write `NAME: {{{setting}: ...}}`"
+    )
+
+
+def key_not_text(where: str, loc: Sequence[str | int], value: Any) -> str:
+    """A mapping key YAML read as a number, a boolean or null (``495:``, ``8.6:``, ``yes:``): names
+    (a tensor's, a GPU's) are text, and one YAML turned into another value is refused, not guessed."""
+    key = ".".join([*(str(part) for part in loc[:-2]), str(value)])
+    example = f", e.g. '{value}'" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+    return f"{where}: YAML reads key '{key}' as {value!r}, not text: quote it as written{example}"
+
+
 def _message(error: ErrorDetails, origin: SpecOrigin) -> str:
     loc = tuple(error["loc"])
     key = ".".join(str(part) for part in loc) or "(top level)"
     where = origin.where(*loc)
     if error["type"] == "extra_forbidden":
-        hint = did_you_mean(str(loc[-1]), _field_names_at(loc))
+        hint = did_you_mean(str(loc[-1]), _field_names_at(loc)) or _belongs_under(str(loc[-1]))
         return f"{where}: unknown key '{loc[-1]}'{hint or ' (see trtforge schema for valid keys)'}"
     if error["type"] == "missing":
         return f"{where}: missing required key '{key}'"
+    if loc and loc[-1] == "[key]":
+        return key_not_text(where, loc, error.get("input"))
+    skipped = _name_skipped(loc) if error["type"] == "model_type" and loc else None
+    if skipped is not None:
+        return f"{where}: key '{key}': {skipped}"
     message = error["msg"].removeprefix("Value error, ")
     if "input" in error and error["type"] not in ("value_error",) and not isinstance(error["input"], dict):
         return f"{where}: key '{key}': {message} (got {error['input']!r})"

@@ -10,8 +10,13 @@ from dataclasses import dataclass
 from functools import total_ordering
 from typing import Literal, get_args
 
-_DOTTED = re.compile(r"^([1-9]\d?)\.(\d)$")
-_SM = re.compile(r"^sm_?([1-9]\d{1,2})$", re.IGNORECASE)
+#: the two spellings of a compute capability, ASCII digits only (``\d`` would take ``٨.٦``)
+_DOTTED_TEXT = r"([1-9][0-9]?)\.([0-9])"
+_SM_TEXT = r"[sS][mM]_?([1-9][0-9]{1,2})"
+_DOTTED = re.compile(f"^{_DOTTED_TEXT}$")
+_SM = re.compile(f"^{_SM_TEXT}$")
+#: what :meth:`ComputeCapability.parse` reads, as the JSON Schema's pattern for the text form
+CAPABILITY_PATTERN = rf"^\s*(?:{_DOTTED_TEXT}|{_SM_TEXT})\s*$"
 
 #: Longest OCI tag (the distribution spec's limit); ``{name}-{precision}-{tag}`` must fit.
 MAX_OCI_TAG = 128
