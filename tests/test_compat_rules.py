@@ -383,6 +383,15 @@ def test_messages_name_this_host_or_the_target() -> None:
     assert "the target's GPU is 7.5" in there.message
 
 
+def test_the_readmes_example_message_is_the_one_check_prints() -> None:
+    """README "Compatibility checks" quotes rule 3's message for a plain engine on another version."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    quoted = re.search(r'Messages say what to do, e\.g\. "([^"]+)"', readme)
+    assert quoted is not None
+    (found,) = problems(manifest_for(**TRT), env_for(**{**TRT, "version": "10.12.0.36"}, overridden=False))
+    assert " ".join(quoted.group(1).split()) == found.message
+
+
 def test_capability_spellings_are_one_value() -> None:
     """A target given as sm_89 is the manifest's 8.9."""
     assert problems(manifest_for(ccs=("8.6", "8.9")), env_for(cc="sm_89")) == []
