@@ -24,6 +24,7 @@ from trtforge.bench import (
     request_shapes,
 )
 from trtforge.cli import app
+from trtforge.environment import usable_cores
 from trtforge.errors import InvalidInputError, TrtforgeError
 from trtforge.model import TensorDesc
 from trtforge.shapes import parse_inputs, parse_shape
@@ -97,6 +98,8 @@ def test_bench_table_goes_to_stderr_and_batch_sets_the_shape() -> None:
         ([str(DIGITS), "--provider", "CUDA"], "--provider 'CUDA': use cpu or cuda — did you mean 'cuda'?"),
         # onnxruntime made its 100000 threads for minutes, growing memory, deaf to Ctrl-C
         ([str(DIGITS), "--threads", "100000"], "--threads 100000: at most"),
+        # the way out names the limit it states (it said "at most 8", then "pass 2 or fewer")
+        ([str(DIGITS), "--threads", "100000"], f"pass at most {4 * usable_cores()}, or leave it out"),
         # every latency is kept: memory grew until the process was killed
         ([str(DIGITS), "--requests", "99999999999999999999"], "--requests 99999999999999999999: at most 1,000,000"),
         # one client thread each: they were started until the process was killed

@@ -69,8 +69,9 @@ def check_threads(threads: object, flag: str = "threads") -> None:
     if threads > THREADS_PER_CORE * cores:
         raise InvalidInputError(
             f"{flag} {threads}: at most {THREADS_PER_CORE * cores} intra-op threads per session "
-            f"({THREADS_PER_CORE} for each of the {cores} cores this process may use): onnxruntime gains nothing from "
-            f"threads past the cores; pass {cores} or fewer, or leave it out for the default"
+            f"({THREADS_PER_CORE} for each of the {cores} cores this process may use); onnxruntime gains nothing "
+            f"from threads past the cores ({cores} here): pass at most {THREADS_PER_CORE * cores}, or leave it out "
+            "for the default"
         )
 
 
