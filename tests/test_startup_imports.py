@@ -17,13 +17,18 @@ HEAVY = ("onnx", "numpy", "pydantic", "tensorrt", "tensorrt_rtx", "onnxruntime")
 
 
 def _all_imported(*args: str) -> set[str]:
+    """What ``trtforge ARGS`` imports. It must have run (exit 0 and said something): a process that
+    stopped before the command imported nothing heavy either, and would pass."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "trtforge", *args],
         capture_output=True,
         text=True,
         env=os.environ,
     )
-    return {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    timings = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    said = result.stdout + "".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
+    assert result.returncode == 0 and said.strip(), result.stderr[-3000:]
+    return {line.split("|")[-1].strip() for line in timings}
 
 
 def _imported(*args: str) -> set[str]:
