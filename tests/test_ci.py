@@ -163,8 +163,13 @@ def test_a_data_file_added_during_the_build_is_seen(
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(trtforge.build, "build_spec", build_while_data_is_added)
-    result = runner.invoke(app, ["ci", str(project / "int8.yaml"), "--out", str(tmp_path / "out")])
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(cache))
+    result = runner.invoke(app, ["ci", str(project / "int8.yaml"), "--out", str(out)])
     assert result.exit_code == 0 and f"{added} changed during the build: not cached" in result.stderr
+    assert not (cache / "builds").is_dir() or not any((cache / "builds").iterdir())
+    monkeypatch.setattr(trtforge.build, "build_spec", real_build)
+    assert _statuses(_ci(project / "int8.yaml", out)) == {"int8.yaml": "built"}
 
 
 def test_a_cache_that_cannot_be_written_costs_the_caching_not_the_build(
