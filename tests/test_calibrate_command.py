@@ -96,3 +96,18 @@ def test_the_trt_version_is_spelled_one_way_in_the_cache_files_name(tmp_path: Pa
             "(expected e.g. 10.13.0 or 10.13.0.35)\n"
         )
     assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("name", ["digits-cnn-int8.qdq.onnx", "digits-cnn-int8.scales.json"])
+def test_a_folder_named_like_an_exported_file_is_refused_before_calibrating(
+    tmp_path: Path, isolated_cache: Path, name: str
+) -> None:
+    """Renaming an export over a folder failed after the calibration: exit 1 ("internal error"),
+    with the files exported before it left in --out."""
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    code, _, stderr = cli("calibrate", INT8_SPEC, "--out", out)
+    assert code == 2, stderr
+    assert stderr == f"error: cannot write {out / name}: it is a folder; remove it, or pass --out another folder\n"
+    assert [path.name for path in out.iterdir()] == [name]
+    assert not (isolated_cache / "calibration").exists()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -166,6 +170,25 @@ def test_unsupported_or_unreadable_files(tmp_path: Path) -> None:
     broken.write_bytes(b"not numpy at all")
     with pytest.raises(InvalidInputError, match=r"broken\.npy: cannot read as \.npy"):
         plan_data([broken], IMAGE, None)
+
+
+def test_a_data_file_that_is_no_regular_file_is_refused_without_opening_it(tmp_path: Path) -> None:
+    """A named pipe matched by a data glob blocked the header's open until a writer came (never:
+    the command hung), and a link to a missing file was called "truncated or not a .npy file"."""
+    pipe = tmp_path / "pipe.npy"
+    os.mkfifo(pipe)
+
+    def writer_comes_late() -> None:  # unblocks an open that waits, so that a regression fails, not hangs
+        time.sleep(5)
+        with contextlib.suppress(OSError), open(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+            pass
+
+    threading.Thread(target=writer_comes_late, daemon=True).start()
+    with pytest.raises(InvalidInputError, match=r"pipe\.npy: data file is not a regular file \(a named pipe\); data"):
+        plan_data([pipe], IMAGE, None)
+    (tmp_path / "gone.npy").symlink_to(tmp_path / "moved.npy")
+    with pytest.raises(InvalidInputError, match=r"gone\.npy: data file not found; data globs must match"):
+        plan_data([tmp_path / "gone.npy"], IMAGE, None)
 
 
 def test_files_without_samples(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ Rules (the README's "INT8 calibration" section says the same to users):
   (``np.save`` cannot write those types itself). Anything else (floats for an integer input,
   ...) is an error.
 - NaN or Inf in a float array is an error that names the file and the first bad index.
+- A file that is not a regular one (a named pipe, a link to nothing) is an error before it is opened.
 - Order is the order of the file list (``expand_globs`` sorts each pattern); ``max_samples``
   caps the count. Files are opened one at a time; a ``.npy`` is memory-mapped, so only the
   samples in use are read (a ``.npz`` member is read whole). Memory is one batch and one
@@ -42,7 +43,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from trtforge.errors import InvalidInputError, did_you_mean
-from trtforge.model import TensorDesc, is_float
+from trtforge.model import TensorDesc, is_float, not_a_file
 
 if TYPE_CHECKING:
     from trtforge.spec import ShapeRange
@@ -184,6 +185,9 @@ def _headers(
     path: Path, inputs: Sequence[TensorDesc], shaped: Collection[str] = frozenset()
 ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Input name -> (shape, dtype) of its array in ``path``, without reading the data."""
+    problem = not_a_file(path)  # before opening it: a named pipe would block the open for good
+    if problem is not None:
+        raise InvalidInputError(f"{path}: data file {problem}; data globs must match .npy or .npz files")
     try:
         if path.suffix == ".npy":
             if shaped:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -145,9 +145,8 @@ class CalibrationResult:
         graph with a data file is exported with its own, ``{name}-int8.qdq.onnx.data``, which the
         exported graph names (the data file first: the graph never names one not there yet)."""
         ensure_writable_dir(out)
-        exported = {"qdq_model": out / f"{name}-int8.qdq.onnx", "scales": out / f"{name}-int8.scales.json"}
+        exported = export_paths(out, name, trt_version, with_data=self.qdq_data is not None)
         if self.qdq_data is not None:
-            exported = {"qdq_model": exported["qdq_model"], "qdq_data": out / f"{name}-int8.qdq.onnx.data", **exported}
             with staged_file(exported["qdq_data"]) as tmp:
                 shutil.copyfile(self.qdq_data, tmp)
             atomic_write_bytes(exported["qdq_model"], _relocated(self.qdq_model, exported["qdq_data"].name))
@@ -155,9 +154,34 @@ class CalibrationResult:
             atomic_write_bytes(exported["qdq_model"], self.qdq_model.read_bytes())
         atomic_write_bytes(exported["scales"], self.cache_file.read_bytes())
         if trt_version is not None:
-            exported["tensorrt_cache"] = out / f"{name}-int8.trt{trt_version}.calibration.cache"
             atomic_write_bytes(exported["tensorrt_cache"], self.trt_cache(trt_version))
         return exported
+
+
+def export_paths(out: Path, name: str, trt_version: str | None, with_data: bool) -> dict[str, Path]:
+    """The files :meth:`CalibrationResult.export` writes in ``out``, by label: known before the
+    calibration, so that ``trtforge calibrate`` refuses a folder in the way of one before it runs."""
+    paths = {"qdq_model": out / f"{name}-int8.qdq.onnx"}
+    if with_data:
+        paths["qdq_data"] = out / f"{name}-int8.qdq.onnx.data"
+    paths["scales"] = out / f"{name}-int8.scales.json"
+    if trt_version is not None:
+        paths["tensorrt_cache"] = out / f"{name}-int8.trt{trt_version}.calibration.cache"
+    return paths
+
+
+def _refuse_folders(paths: Iterable[Path]) -> None:
+    """A folder (not a link to one, which a rename replaces like a file) where the export puts a
+    file: renaming over it fails, after the files before it were written."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            raise InvalidInputError(f"cannot write {path}: it is a folder; remove it, or pass --out another folder")
+
+
+def _keeps_external_data(info: ModelInfo) -> bool:
+    """The user's model keeps its weights in external data files: its Q/DQ graph in the cache
+    keeps them in a data file too (a model past protobuf's 2 GB has no other way)."""
+    return bool(info.external_data) or len(content_files(info.path)) > 1
 
 
 @dataclass(frozen=True)
@@ -296,9 +320,7 @@ class Calibration:
 
     @cached_property
     def has_external_data(self) -> bool:
-        """The user's model keeps its weights in external data files: its Q/DQ graph in the cache
-        keeps them in a data file too (a model past protobuf's 2 GB has no other way)."""
-        return bool(self.info.external_data) or len(content_files(self.info.path)) > 1
+        return _keeps_external_data(self.info)
 
     @cached_property
     def user_nodes(self) -> list[str]:
@@ -448,6 +470,8 @@ def calibrate_spec(
 
     model = inspect_model(spec.model_path)
     check_profiles(spec, model)
+    if out is not None:
+        _refuse_folders(export_paths(out, spec.name, trt_version, with_data=_keeps_external_data(model)).values())
     result = calibrate(spec, model, cache_dir, log=log)
     return result, result.export(out, spec.name, trt_version) if out is not None else result.files()
 
