@@ -220,6 +220,23 @@ def test_an_empty_or_relative_cache_variable_is_not_the_current_folder(
     assert default_cache_dir() == tmp_path / expected
 
 
+@pytest.mark.parametrize("folder", ["calibration", "fp16", "fp16-emulated", "fp16-guard"])
+@pytest.mark.parametrize("command", ["build", "ci", "calibrate"])
+def test_a_file_in_the_way_of_a_precision_folder_is_refused_before_any_work(
+    tmp_path: Path, isolated_cache: Path, folder: str, command: str
+) -> None:
+    """A file named like a folder the precision step keeps its graphs in (a damaged cache): the
+    build met it halfway (exit 1, "internal error (FileExistsError ...)", after calibrating)."""
+    (isolated_cache / folder).write_text("not a folder")
+    int8 = folder == "calibration" or command == "calibrate"
+    spec = REPO / "configs" / ("digits-int8.yaml" if int8 else "digits-fp16.yaml")
+    out = tmp_path / "out"
+    code, _, stderr = cli(command, spec, "--out", out) if command != "calibrate" else cli(command, spec)
+    assert code == 2, stderr
+    assert f"{isolated_cache / folder} is no folder, and trtforge keeps its {folder} cache there" in stderr
+    assert "internal error" not in stderr and not out.exists()
+
+
 def test_one_spec_named_twice_is_built_once(tmp_path: Path) -> None:
     """Another spelling of one file was refused as a collision ("give each spec its own name"),
     the same spelling twice built it twice; ci builds it once."""

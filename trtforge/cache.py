@@ -24,7 +24,24 @@ import os
 import re
 from pathlib import Path
 
+from trtforge.errors import InvalidInputError
 from trtforge.tags import ComputeCapability
+
+#: the folders the precision step keeps its graphs and choices in, which a build reads back: a build
+#: cannot do without them (the others only save time, and a run that cannot use one goes on)
+PRECISION_FOLDERS = ("calibration", "fp16", "fp16-emulated", "fp16-guard")
+
+
+def refuse_files_in_the_way(cache_dir: Path, flag: str = "--cache-dir") -> None:
+    """A file (or a link to nothing) where the precision step keeps one of its folders: refused at
+    the start of a command, naming it, not met halfway through a build as an internal error."""
+    for name in PRECISION_FOLDERS:
+        folder = cache_dir / name
+        if not folder.is_dir() and (folder.exists() or folder.is_symlink()):
+            raise InvalidInputError(
+                f"cache directory {cache_dir}: {folder} is no folder, and trtforge keeps its {name} cache "
+                f"there; remove it (trtforge makes the folder again), or pass {flag} another folder"
+            )
 
 
 def default_cache_dir() -> Path:

@@ -197,11 +197,14 @@ ThreadsOption = Annotated[
 
 
 def cache_dir_value(cache_dir: Path | None) -> Path:
-    """``--cache-dir`` (or its default), created and writable before any work starts."""
-    from trtforge.cache import default_cache_dir
+    """``--cache-dir`` (or its default), created and writable, with nothing in the way of its
+    folders, before any work starts."""
+    from trtforge.cache import default_cache_dir, refuse_files_in_the_way
     from trtforge.fsutil import ensure_writable_dir
 
-    return ensure_writable_dir(cache_dir or default_cache_dir(), "--cache-dir", "cache directory")
+    folder = ensure_writable_dir(cache_dir or default_cache_dir(), "--cache-dir", "cache directory")
+    refuse_files_in_the_way(folder)
+    return folder
 
 
 class BackendName(str, Enum):
