@@ -398,6 +398,18 @@ def test_capability_spellings_are_one_value() -> None:
 
 
 @pytest.mark.parametrize(
+    "platform", [Platform("linux", "amd64"), Platform("Linux", "AMD64"), Platform("linux", "X86_64")]
+)
+def test_platform_spellings_made_by_hand_are_one_value(platform: Platform) -> None:
+    """``Target(platform=Platform("linux", "amd64"))`` is linux_x86_64, as the flag's text is: an
+    enterprise engine built there is not refused for 'linux_amd64', nor told to pull that tag."""
+    assert platform == LINUX and platform.tag == "linux_x86_64"
+    assert problems(manifest_for(**TRT, ccs=("8.6",)), env_for(**TRT, platform=platform)) == []
+    rtx_on_windows = env_for(platform=Platform("win", "amd64"))  # a TensorRT-RTX engine runs there
+    assert rtx_on_windows.platform == Platform.parse("win_amd64") and problems(manifest_for(), rtx_on_windows) == []
+
+
+@pytest.mark.parametrize(
     ("facts", "why"),
     [
         ({**AMPERE_PLUS, "and_later_from": None}, "ampere_plus means and_later_from '8.0'"),
@@ -550,6 +562,29 @@ def test_select_never_picks_an_incompatible_engine_and_says_why() -> None:
     # a rejection unpacks like the (manifest, problems) pair it always was
     manifest, found = rejected[0]
     assert manifest.name == "too-new" and "at least as new" in found[0].message
+
+
+def test_pull_refuses_each_candidate_for_its_own_runtime_chosen_or_not() -> None:
+    """pull judges each runtime's engines by that runtime (enterprise TensorRT first): beside the one it
+    chose, an engine of the other runtime is refused for that runtime's own reason, never 'the target
+    runs TensorRT-RTX', and one that fits there is no refusal (it listed both as "did not fit")."""
+    from trtforge.publish.base import Candidate
+    from trtforge.publish.pulling import choose
+
+    older_trt = manifest_for(**{**TRT, "version": "10.12.0.36"}, ccs=("8.6",), name="older-trt")
+    trt = manifest_for(**TRT, ccs=("8.6",), name="trt")
+    rtx = manifest_for(ccs=("8.6",), name="rtx")
+    other_gpu = manifest_for(ccs=("8.9",), name="rtx-other-gpu")
+    envs = (TRT_ENV, env_for(cc="8.6"))
+
+    def pulled(*manifests: Manifest) -> tuple[str | None, dict[str, list[Rule]]]:
+        candidates = [Candidate(manifest.name, manifest, b"", None) for manifest in manifests]
+        chosen, _, refused = choose(candidates, envs, DEFAULT_POLICY)
+        return (chosen.reference if chosen else None), {c.reference: [p.rule for p in found] for c, found in refused}
+
+    assert pulled(older_trt, rtx, other_gpu) == ("rtx", {"older-trt": [Rule.VERSION], "rtx-other-gpu": [Rule.GPU]})
+    assert pulled(rtx, trt, other_gpu) == ("trt", {"rtx-other-gpu": [Rule.GPU]})
+    assert pulled(older_trt, other_gpu) == (None, {"older-trt": [Rule.VERSION], "rtx-other-gpu": [Rule.GPU]})
 
 
 def test_select_with_a_required_signature_skips_unsigned_engines() -> None:

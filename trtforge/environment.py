@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from trtforge.compat import PIP_EXTRAS, ArtifactFacts, Environment, GpuDevice, content_problem
 from trtforge.digests import read_hashed, sha256_file
 from trtforge.errors import BackendUnavailableError, InvalidInputError, first_line
-from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform, canonical_machine
+from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform
 
 if TYPE_CHECKING:
     from trtforge.manifest import Manifest
@@ -40,8 +40,7 @@ def usable_cores() -> int:
 
 
 def detect_platform() -> Platform:
-    system = _platform.system().lower()
-    return Platform("windows" if system.startswith("win") else system, canonical_machine(_platform.machine()))
+    return Platform(_platform.system(), _platform.machine())
 
 
 #: what a Linux host with an NVIDIA driver has: the driver's control device, or WSL's GPU device

@@ -102,10 +102,18 @@ class Platform:
     os: str
     machine: str
 
+    def __post_init__(self) -> None:
+        """One spelling per value, whoever builds it: ``Platform("linux", "amd64")`` is linux_x86_64 and
+        ``Platform("Windows", "AMD64")`` win_amd64, so a platform made by hand (``Target(platform=...)``)
+        compares equal to the one a tag, a flag or this host's detection gives."""
+        os_name = self.os.lower()
+        object.__setattr__(self, "os", "windows" if os_name.startswith("win") else os_name)
+        object.__setattr__(self, "machine", canonical_machine(self.machine))
+
     @property
     def tag(self) -> str:
         if self.os == "windows":
-            return "win_amd64" if self.machine in ("x86_64", "amd64") else f"win_{self.machine}"
+            return "win_amd64" if self.machine == "x86_64" else f"win_{self.machine}"
         return f"{self.os}_{self.machine}"
 
     @classmethod
@@ -120,7 +128,7 @@ class Platform:
         if canonical_machine(machine) not in MACHINES:
             known = ", ".join([*MACHINES, *MACHINE_ALIASES])
             raise ValueError(f"'{text}': '{machine}' is not a machine trtforge knows ({known}); {usage}")
-        return cls("windows" if os_name == "win" else os_name, canonical_machine(machine))
+        return cls(os_name, machine)
 
 
 #: The compute capabilities TensorRT-RTX compiles for (its ``ComputeCapability`` enum, 1.x); advice

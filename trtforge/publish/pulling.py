@@ -49,7 +49,7 @@ from trtforge.publish.base import (
     check_name,
     pulled_report,
 )
-from trtforge.selection import Rejection, select_engine, signature_facts, skipped_note
+from trtforge.selection import select_engine, signature_facts, skipped_note
 from trtforge.tags import FLAVORS
 
 
@@ -100,29 +100,29 @@ def choose(
     candidates: Sequence[Candidate], environments: Sequence[Environment], policy: LoadPolicy, what: str = ""
 ) -> tuple[Candidate | None, Environment, list[tuple[Candidate, list[Problem]]]]:
     """The first environment (in preference order) that accepts a candidate decides, with ``select_engine``
-    (``what``: the model and registry its messages name).
-
-    When none does, each candidate is reported with the problems of the environment of its own
-    flavor (else the first one): "needs another GPU" says more than "wrong runtime".
-    """
+    (``what``: the model and registry its messages name); then every candidate that does not fit,
+    with why (``_refusals``)."""
     pairs = [(candidate.manifest, candidate) for candidate in candidates]
-    by_env: list[tuple[Environment, list[Rejection]]] = []
     for env in environments:
-        chosen, rejected = select_engine(pairs, env, policy, what=what)
+        chosen, _ = select_engine(pairs, env, policy, what=what)
         if chosen is not None:
-            return chosen[1], env, _attach(candidates, rejected)
-        by_env.append((env, rejected))
-    report: list[tuple[Candidate, list[Problem]]] = []
+            return chosen[1], env, _refusals(candidates, environments, policy)
+    return None, environments[0], _refusals(candidates, environments, policy)
+
+
+def _refusals(
+    candidates: Sequence[Candidate], environments: Sequence[Environment], policy: LoadPolicy
+) -> list[tuple[Candidate, list[Problem]]]:
+    """Each candidate that cannot load, with the problems of the environment of its own flavor (else the
+    first one): a TensorRT engine is refused for the TensorRT the target has, never for not being
+    TensorRT-RTX, and one that fits is no refusal where the other runtime's engine was chosen."""
+    found: list[tuple[Candidate, list[Problem]]] = []
     for candidate in candidates:
-        own = [rej for env, rej in by_env if env.flavor == candidate.manifest.tensorrt.flavor] or [by_env[0][1]]
-        found = next(r.problems for r in own[0] if r.manifest is candidate.manifest)
-        report.append((candidate, found))
-    return None, environments[0], report
-
-
-def _attach(candidates: Sequence[Candidate], rejected: list[Rejection]) -> list[tuple[Candidate, list[Problem]]]:
-    by_id = {id(candidate.manifest): candidate for candidate in candidates}
-    return [(by_id[id(r.manifest)], r.problems) for r in rejected]
+        flavor = candidate.manifest.tensorrt.flavor
+        env = next((env for env in environments if env.flavor == flavor), environments[0])
+        _, rejected = select_engine([(candidate.manifest, candidate)], env, policy)
+        found.extend((candidate, rejection.problems) for rejection in rejected)
+    return found
 
 
 def pull_artifact(registry: Registry, request: PullRequest, out_dir: Path) -> PullOutcome:
