@@ -324,6 +324,31 @@ def test_junit_and_github_step_summary(project: Path, tmp_path: Path, monkeypatc
     assert "| broken | failed |" in text
 
 
+def test_step_summary_cells_render_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A standard Markdown parser (markdown-it-py, GFM tables) reads the summary back: each row has
+    five cells, whose rendered text is the message as trtforge wrote it. Before: a '|' in a path
+    split its row, '<missing>' was an HTML tag GitHub drops, '*x*' italics."""
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+
+    spec = tmp_path / "x|y.yaml"
+    spec.write_text('name: ok\nmodel: "<missing>_*x*`a`.onnx"\ntargets: ["8.6"]\n')
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = runner.invoke(app, ["ci", str(spec), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 2, result.stderr
+    (row,) = json.loads(result.stdout)["results"]
+    markdown = MarkdownIt("commonmark").enable("table")
+    tokens = markdown.parse(summary.read_text())
+    body = tokens[next(i for i, token in enumerate(tokens) if token.type == "tbody_open") :]
+    cells = [token.content for token in body if token.type == "inline"]
+    rendered = [html.unescape(re.sub(r"<[^>]*>", "", markdown.renderInline(cell))) for cell in cells]
+    assert rendered == ["ok", "failed", "-", row["message"], f"{row['seconds']:.1f}"]
+    assert "<missing>_*x*`a`.onnx" in row["message"] and str(spec) in row["message"]
+
+
 def test_most_severe_exit_code(project: Path, tmp_path: Path) -> None:
     models.unsupported_op(project / "bad.onnx")
     (project / "parser.yaml").write_text("name: parser\nmodel: bad.onnx\n")

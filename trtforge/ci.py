@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -1098,6 +1099,17 @@ def _accuracy_text(result: SpecResult) -> str:
     return f"{verdict} ({accuracy.get('candidate', '?')})"
 
 
+#: what Markdown reads as markup in a table cell: the column bar, emphasis, code, links, HTML tags
+#: and entities; a backslash before each keeps it text (CommonMark escapes any ASCII punctuation)
+_MARKDOWN_MARKUP = re.compile(r"([\\`*_~\[\]<>|&!#])")
+
+
+def markdown_cell(text: str) -> str:
+    """``text`` as a table cell that renders as written: a message quotes paths and values (a
+    ``<missing>`` model, ``*x*`` in a file name, a ``|``) that GitHub would take for markup."""
+    return _MARKDOWN_MARKUP.sub(r"\\\1", text)
+
+
 def markdown_summary(report: CiReport) -> str:
     """For ``$GITHUB_STEP_SUMMARY``."""
     lines = [
@@ -1107,9 +1119,9 @@ def markdown_summary(report: CiReport) -> str:
         "|---|---|---|---|---|",
     ]
     for result in report.results:
-        engine = Path(result.engine).name if result.engine else result.message.replace("|", "\\|")
-        accuracy = _accuracy_text(result)
-        lines.append(f"| {result.name} | {result.status.value} | {accuracy} | {engine} | {result.seconds:.1f} |")
+        engine = Path(result.engine).name if result.engine else result.message
+        cells = (result.name, result.status.value, _accuracy_text(result), engine, f"{result.seconds:.1f}")
+        lines.append("| " + " | ".join(markdown_cell(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
