@@ -393,6 +393,17 @@ class ArtifactPaths:
         return self.engine
 
 
+def manifest_json_schema() -> dict[str, Any]:
+    """The manifest's JSON Schema, for loaders that are not trtforge (a C++ runtime, a Triton
+    backend, a registry policy): its structure and each value's form. The rules between fields
+    (the tag rendered from the facts, the GPU facts of each hardware mode) are the validators'
+    above, which a schema cannot say; ``trtforge check`` applies them."""
+    schema = Manifest.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "trtforge engine manifest (trtforge/manifest/v1)"
+    return schema
+
+
 def parse_manifest(data: bytes | str, origin: str) -> Manifest:
     """A manifest from untrusted bytes: unreadable (too large, not UTF-8, too deep, not JSON, not
     the schema) is InvalidInputError, exit 2 (README "Compatibility checks and the runtime loader"),

@@ -171,8 +171,17 @@ def inspect(
 
 @app.command()
 @exits_cleanly
-def schema() -> None:
-    """Print the JSON Schema of the spec (for editors and CI linting)."""
+def schema(
+    manifest: Annotated[
+        bool,
+        typer.Option(
+            "--manifest",
+            help="The engine manifest's JSON Schema instead (trtforge/manifest/v1), for loaders other than trtforge.",
+        ),
+    ] = False,
+) -> None:
+    """Print the JSON Schema of the spec (for editors and CI linting), or of the manifest."""
     from importlib import resources
 
-    write_stdout(resources.files("trtforge").joinpath("spec.schema.json").read_text("utf-8"))
+    shipped = "manifest.schema.json" if manifest else "spec.schema.json"
+    write_stdout(resources.files("trtforge").joinpath(shipped).read_text("utf-8"))
