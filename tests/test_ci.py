@@ -491,7 +491,10 @@ def test_project_file_unknown_key(tmp_path: Path) -> None:
             "runners:\n  '8.6': [a]\n  cpu: [c]\n  sm86: [b]\n",
             ":4: key 'runners.sm86' is GPU 8.6 again (given as '8.6' at line 2); keep one",
         ),
-        ("runners:\n  cpu: [c]\n  8.6: [a]\n", ":3: YAML reads key 'runners.8.6' as 8.6, not text: quote it"),
+        (
+            "runners:\n  cpu: [c]\n  8.6: [a]\n",
+            ":3: YAML reads key 'runners.8.6' as 8.6, not text: put the key in quotes",
+        ),
         # the publish job found out; and its URI went unquoted into the job's shell line
         ("runners: {}\npublish_to: ftp://x\n", ":2: key 'publish_to': 'ftp://x': unknown registry scheme"),
         ("publish_to: 'oci://reg/m; echo pwned'\n", ":1: key 'publish_to': 'oci://reg/m; echo pwned': 'm; echo"),

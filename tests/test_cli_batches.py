@@ -232,9 +232,39 @@ def test_a_file_in_the_way_of_a_precision_folder_is_refused_before_any_work(
     spec = REPO / "configs" / ("digits-int8.yaml" if int8 else "digits-fp16.yaml")
     out = tmp_path / "out"
     code, _, stderr = cli(command, spec, "--out", out) if command != "calibrate" else cli(command, spec)
+    if command == "calibrate" and folder != "calibration":  # calibrate keeps nothing in the fp16 folders
+        assert code == 0, stderr
+        return
     assert code == 2, stderr
     assert f"{isolated_cache / folder} is no folder, and trtforge keeps its {folder} cache there" in stderr
-    assert "internal error" not in stderr and not out.exists()
+    # ci fails the spec in its job (its reports still go to --out); nothing is calibrated or built
+    assert "internal error" not in stderr and not list(out.glob("*.engine")) and not list(out.glob("*.qdq.onnx"))
+    assert "calibration: " not in stderr.replace(f"{folder} cache", "")
+
+
+@pytest.mark.parametrize("command", ["build", "ci"])
+def test_a_file_in_the_way_of_a_precision_folder_stops_no_run_that_never_uses_it(
+    tmp_path: Path, isolated_cache: Path, command: str
+) -> None:
+    """An fp32 spec never uses the precision step's folders: its build (and an unchanged ci rerun)
+    went on before the refusal of 78bbd34, which made them exit 2 for a folder they never touch."""
+    spec, out = REPO / "configs" / "digits-fp32.yaml", tmp_path / "out"
+    assert cli(command, spec, "--out", out)[0] == 0
+    for folder in ("calibration", "fp16", "fp16-emulated", "fp16-guard"):
+        shutil.rmtree(isolated_cache / folder, ignore_errors=True)
+        (isolated_cache / folder).write_text("not a folder")
+    code, _, stderr = cli(command, spec, "--out", out)
+    assert code == 0, stderr
+
+
+def test_verify_is_not_refused_for_a_cache_folder_it_never_reads(tmp_path: Path, isolated_cache: Path) -> None:
+    """verify derives the candidate's graphs in a scratch folder: the cache's fp16/ is none of its business."""
+    spec, out = REPO / "configs" / "digits-fp16.yaml", tmp_path / "out"
+    assert cli("build", spec, "--out", out)[0] == 0
+    shutil.rmtree(isolated_cache / "fp16")
+    (isolated_cache / "fp16").write_text("not a folder")
+    code, _, stderr = cli("verify", spec, "--out", out)
+    assert code == 0, stderr
 
 
 def test_one_spec_named_twice_is_built_once(tmp_path: Path) -> None:

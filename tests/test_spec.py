@@ -129,11 +129,12 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
         # a tensor name YAML reads as a number (PyTorch's "0", "495"): "[key]: Input should be a valid string"
         (
             "name: a\nmodel: m.onnx\naccuracy:\n  tolerances:\n    495: {max_abs: 0.1}\n",
-            ":5: YAML reads key 'accuracy.tolerances.495' as 495, not text: quote it as written, e.g. '495'",
+            ":5: YAML reads key 'accuracy.tolerances.495' as 495, not text: put the key in quotes, as the file "
+            "spells it",
         ),
         (
             "name: a\nmodel: m.onnx\nprofiles:\n  - 0: {min: [1], opt: [1], max: [1]}\n",
-            ":4: YAML reads key 'profiles.0.0' as 0, not text: quote it as written, e.g. '0'",
+            ":4: YAML reads key 'profiles.0.0' as 0, not text: put the key in quotes, as the file spells it",
         ),
         # a key of another section: "see trtforge schema for valid keys" said nothing of where it goes
         ("name: a\nmodel: m.onnx\nworkspace: 2GiB\n", ":3: unknown key 'workspace' here: it belongs under build:"),
@@ -202,6 +203,26 @@ def test_a_spec_that_is_not_utf8_text_is_named_at_its_line_with_the_fix(
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'bad.yaml'}{expected}") and message.endswith(fix), message
     assert "\n" not in message and caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # fp16's nodes kept out are keep_fp32; calibration.exclude is int8's, and an fp16 build never reads it
+        "name: a\nmodel: m.onnx\nprecision: fp16\nfp16: {exclude: [head/Gemm]}\n",
+        # a tolerance's min is no profile's
+        "name: a\nmodel: m.onnx\naccuracy: {tolerances: {'*': {min: 0.99}}}\n",
+    ],
+)
+def test_a_key_inside_another_section_is_not_sent_to_an_unrelated_one(tmp_path: Path, text: str) -> None:
+    """'belongs under' names where a key given too high up goes (workspace: at the top); a key inside
+    another section got the name of any section holding a key so spelt (fp16: {exclude:} 'belongs
+    under calibration:', where an fp16 spec's exclude is silently unread)."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert "belongs under" not in str(caught.value), str(caught.value)
 
 
 def test_missing_spec_file(tmp_path: Path) -> None:

@@ -32,10 +32,14 @@ from trtforge.tags import ComputeCapability
 PRECISION_FOLDERS = ("calibration", "fp16", "fp16-emulated", "fp16-guard")
 
 
-def refuse_files_in_the_way(cache_dir: Path, flag: str = "--cache-dir") -> None:
-    """A file (or a link to nothing) where the precision step keeps one of its folders: refused at
-    the start of a command, naming it, not met halfway through a build as an internal error."""
-    for name in PRECISION_FOLDERS:
+def refuse_files_in_the_way(
+    cache_dir: Path, folders: tuple[str, ...] = PRECISION_FOLDERS, flag: str = "--cache-dir"
+) -> None:
+    """A file (or a link to nothing) where the precision step keeps one of its folders: refused
+    before the step uses them (an fp16 or int8 spec's, ``calibrate``'s), naming it, not met halfway
+    through a build as an internal error. A run that never uses them (fp32, an unchanged ``ci``
+    spec, ``verify``'s scratch folder) is not refused for them."""
+    for name in folders:
         folder = cache_dir / name
         if not folder.is_dir() and (folder.exists() or folder.is_symlink()):
             raise InvalidInputError(

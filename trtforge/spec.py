@@ -610,9 +610,29 @@ def _sections(annotation: Any = Spec, path: tuple[str, ...] = ()) -> Iterator[tu
         yield from _sections(args[1], (*path, "NAME"))
 
 
-def _belongs_under(name: str) -> str:
-    """Where a key given in the wrong section goes (``workspace:`` at the top: under ``build:``)."""
-    places = dict.fromkeys(".".join(path).replace(".[N]", "[N]") for key, path in _sections() if key == name and path)
+def _path_form(parts: Sequence[str | int]) -> tuple[str, ...]:
+    """``loc`` as :func:`_sections` writes paths: a list's items ``[N]``, a mapping's names ``NAME``."""
+    annotation: Any = Spec
+    form: list[str] = []
+    for part in parts:
+        model = _unwrap_model(annotation)
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        form.append(str(part) if is_model else "[N]" if isinstance(part, int) else "NAME")
+        annotation = _step(annotation, part)
+    return tuple(form)
+
+
+def _belongs_under(loc: tuple[str | int, ...]) -> str:
+    """Where a key given too high up goes (``workspace:`` at the top: under ``build:``;
+    ``accuracy: {max_abs: ..}``: under ``accuracy.tolerances.NAME:``). A key inside another section
+    is no such key (``fp16: {exclude: ..}`` is not ``calibration.exclude``, which fp16 never reads;
+    a tolerance's ``min:`` is no profile's): no place is named for it."""
+    here = _path_form(loc[:-1])
+    places = dict.fromkeys(
+        ".".join(path).replace(".[N]", "[N]")
+        for key, path in _sections()
+        if key == loc[-1] and path and path[: len(here)] == here
+    )
     return f" here: it belongs under {' or '.join(f'{place}:' for place in places)}" if places else ""
 
 
@@ -637,8 +657,8 @@ def key_not_text(where: str, loc: Sequence[str | int], value: Any) -> str:
     """A mapping key YAML read as a number, a boolean or null (``495:``, ``8.6:``, ``yes:``): names
     (a tensor's, a GPU's) are text, and one YAML turned into another value is refused, not guessed."""
     key = ".".join([*(str(part) for part in loc[:-2]), str(value)])
-    example = f", e.g. '{value}'" if isinstance(value, int | float) and not isinstance(value, bool) else ""
-    return f"{where}: YAML reads key '{key}' as {value!r}, not text: quote it as written{example}"
+    # no example of the quoted key: the value is not always the text (YAML reads 0017: as 15)
+    return f"{where}: YAML reads key '{key}' as {value!r}, not text: put the key in quotes, as the file spells it"
 
 
 def _message(error: ErrorDetails, origin: SpecOrigin) -> str:
@@ -646,7 +666,7 @@ def _message(error: ErrorDetails, origin: SpecOrigin) -> str:
     key = ".".join(str(part) for part in loc) or "(top level)"
     where = origin.where(*loc)
     if error["type"] == "extra_forbidden":
-        hint = did_you_mean(str(loc[-1]), _field_names_at(loc)) or _belongs_under(str(loc[-1]))
+        hint = did_you_mean(str(loc[-1]), _field_names_at(loc)) or _belongs_under(loc)
         return f"{where}: unknown key '{loc[-1]}'{hint or ' (see trtforge schema for valid keys)'}"
     if error["type"] == "missing":
         return f"{where}: missing required key '{key}'"

@@ -140,7 +140,8 @@ def calibrate_command(
 
     console = reporter()
     spec = load_spec(spec_path)
-    result, files = calibrate_spec(spec, cache_dir_value(cache_dir) / "calibration", console.info, out, trt_version)
+    cache = cache_dir_value(cache_dir, in_use=("calibration",))
+    result, files = calibrate_spec(spec, cache / "calibration", console.info, out, trt_version)
     for label, path in files.items():
         console.info(f"{spec.name}: {label} {path}")
     if as_json:

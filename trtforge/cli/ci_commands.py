@@ -79,7 +79,7 @@ def ci(
     as_json: JsonOption = False,
 ) -> None:
     """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
-    from trtforge.cache import default_cache_dir, refuse_files_in_the_way
+    from trtforge.cache import default_cache_dir
     from trtforge.ci import CiOptions, ReportFiles, render_ci_table, signing_key_from_env
     from trtforge.environment import usable_cores
     from trtforge.rerun import run_or_replay
@@ -97,7 +97,6 @@ def ci(
     release = _flag_release(triton)
     gpu = str(target_from_flags(cc=cc).compute_capability) if cc is not None else None
     cache = cache_dir or default_cache_dir()
-    refuse_files_in_the_way(cache)
     options = CiOptions(  # the key loaded now, before any replay: a bad key fails an unchanged rerun too
         out,
         cache,

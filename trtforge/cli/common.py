@@ -196,14 +196,14 @@ ThreadsOption = Annotated[
 ]
 
 
-def cache_dir_value(cache_dir: Path | None) -> Path:
-    """``--cache-dir`` (or its default), created and writable, with nothing in the way of its
-    folders, before any work starts."""
+def cache_dir_value(cache_dir: Path | None, in_use: tuple[str, ...] = ()) -> Path:
+    """``--cache-dir`` (or its default), created and writable, with nothing in the way of the
+    folders ``in_use`` (the command's own), before any work starts."""
     from trtforge.cache import default_cache_dir, refuse_files_in_the_way
     from trtforge.fsutil import ensure_writable_dir
 
     folder = ensure_writable_dir(cache_dir or default_cache_dir(), "--cache-dir", "cache directory")
-    refuse_files_in_the_way(folder)
+    refuse_files_in_the_way(folder, in_use)
     return folder
 
 

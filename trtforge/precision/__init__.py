@@ -98,6 +98,9 @@ def prepare_precision(
 
     if spec.precision == "fp32":
         return Prepared(spec.model_path)
+    from trtforge.cache import refuse_files_in_the_way
+
+    refuse_files_in_the_way(cache_dir)  # before converting or calibrating: not met halfway as an internal error
     from trtforge.precision.graphs import emulated_onnx, fp16_onnx, onnx_loader
 
     def emulated(graph: Callable[[], Path]) -> Callable[[], Path] | None:
