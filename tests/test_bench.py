@@ -243,6 +243,34 @@ def test_request_shapes() -> None:
         request_shapes(inputs, (), overrides={"image": (0, 3, 16, 16)})
 
 
+def test_a_request_no_profile_of_the_engine_takes_is_refused_before_loading() -> None:
+    """--batch 300 past the max, 12 between two profiles, image and meta of two profiles: nothing
+    looked at the profiles, so the engine was loaded and each context refused its warm-up (exit 5,
+    'no context could be created'), where a bad shape is exit 2."""
+    inputs = (TensorDesc("image", "float32", ("N", 3, 8, 8)), TensorDesc("meta", "float32", ("N", 4)))
+    profiles = (
+        {
+            "image": {"min": [1, 3, 8, 8], "opt": [4, 3, 8, 8], "max": [8, 3, 8, 8]},
+            "meta": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]},
+        },
+        {
+            "image": {"min": [16, 3, 8, 8], "opt": [64, 3, 8, 8], "max": [256, 3, 8, 8]},
+            "meta": {"min": [16, 4], "opt": [64, 4], "max": [256, 4]},
+        },
+    )
+    assert request_shapes(inputs, profiles, batch=32) == {"image": (32, 3, 8, 8), "meta": (32, 4)}
+    for batch in (300, 12):
+        with pytest.raises(InvalidInputError, match=rf"^request: input shapes image \[{batch}, 3, 8, 8\], meta "):
+            request_shapes(inputs, profiles, batch=batch)
+    with pytest.raises(InvalidInputError) as refused:
+        request_shapes(inputs, profiles, overrides={"image": (4, 3, 8, 8), "meta": (32, 4)})
+    assert str(refused.value) == (
+        "request: input shapes image [4, 3, 8, 8], meta [32, 4] fit no one profile together (profile 0: image "
+        "[1, 3, 8, 8]..[8, 3, 8, 8], meta [1, 4]..[8, 4]; profile 1: image [16, 3, 8, 8]..[256, 3, 8, 8], meta "
+        "[16, 4]..[256, 4]); pass a --shape or --batch within one profile"
+    )
+
+
 def test_a_batch_or_a_shape_that_would_be_ignored_is_refused() -> None:
     """``--batch`` on fixed shapes and a second ``--shape`` for one input changed nothing, silently."""
     static = (TensorDesc("image", "float32", (1, 3, 16, 16)),)

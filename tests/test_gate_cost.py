@@ -113,6 +113,22 @@ def test_max_keeps_its_dims_but_its_batch_is_capped() -> None:
     assert largest.shapes == {"ids": (512, 512), "mask": (512, 512)}  # both batches halved together; seq stays
 
 
+def test_a_shape_over_the_budget_shrinks_a_named_dim_in_every_input_that_has_it() -> None:
+    """image [1,3,H,W] * mask [1,1,H,W] at 6000 px: only the image's H and W were halved (mask
+    still 6000x6000), a shape set the model cannot run, so a valid spec failed the gate (exit 2)."""
+    seg = ModelInfo(
+        Path("m.onnx"),
+        (TensorDesc("image", "float32", (1, 3, "H", "W")), TensorDesc("mask", "float32", (1, 1, "H", "W"))),
+        (),
+    )
+    profile = {
+        "image": _range([1, 3, 64, 64], [1, 3, 512, 512], [1, 3, 6000, 6000]),
+        "mask": _range([1, 1, 64, 64], [1, 1, 512, 512], [1, 1, 6000, 6000]),
+    }
+    largest = shape_sets(seg, [profile])[-1]
+    assert largest.shapes["image"][2:] == largest.shapes["mask"][2:] == (3000, 3000), largest
+
+
 def test_small_profiles_keep_every_point_at_full_size() -> None:
     image = ModelInfo(Path("m.onnx"), (TensorDesc("x", "float32", ("N", 1, 8, 8)),), ())
     sets = shape_sets(image, [{"x": _range([1, 1, 8, 8], [16, 1, 8, 8], [64, 1, 8, 8])}])

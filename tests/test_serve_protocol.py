@@ -423,6 +423,37 @@ def test_a_warmup_shape_the_model_would_refuse_is_refused_before_the_port_opens(
         assert refusal.startswith("--warmup-shape for model 'pair': ") and expected in refusal
 
 
+def test_a_warmup_shape_whose_inputs_fit_no_one_profile_together_is_refused(tmp_path: Path) -> None:
+    """Each input was checked against the profiles alone: image at batch 32 (profile 1) beside meta
+    at its default 1x4 (profile 0) passed, and the engine, which runs one profile at a time, refused
+    the warm-up once the port was open (a request so, only once a context had it)."""
+    pair = onnx_plan(models.two_inputs(tmp_path / "pair.onnx"), "pair")
+    profiles = (
+        {"image": {"min": [1, 3, 8, 8], "max": [8, 3, 8, 8]}, "meta": {"min": [1, 4], "max": [8, 4]}},
+        {"image": {"min": [16, 3, 8, 8], "max": [256, 3, 8, 8]}, "meta": {"min": [16, 4], "max": [256, 4]}},
+    )
+    engine = dataclasses.replace(pair, signature=dataclasses.replace(pair.signature, profiles=profiles))
+    check_warmup_shapes(["image=4x3x8x8", "image=32x3x8x8,meta=32x4"], [engine])
+    for text in ("image=32x3x8x8", "image=4x3x8x8,meta=32x4"):
+        refusal = _warmup_refusal(text, engine)
+        assert (
+            refusal.startswith("--warmup-shape for model 'pair': input shapes image [")
+            and (
+                "fit no one profile together (profile 0: image [1, 3, 8, 8]..[8, 3, 8, 8], meta [1, 4]..[8, 4]; "
+                "profile 1: image [16, 3, 8, 8]..[256, 3, 8, 8], meta [16, 4]..[256, 4]); pass shapes it takes"
+            )
+            in refusal
+        ), refusal
+
+    def request(image: int, meta: int) -> InferRequest:
+        arrays = {"image": np.zeros((image, 3, 8, 8), np.float32), "meta": np.zeros((meta, 4), np.float32)}
+        return InferRequest(None, arrays, (), False)
+
+    check_request(request(32, 32), engine.signature)
+    with pytest.raises(ProtocolError, match=r"image \[4, 3, 8, 8\], meta \[32, 4\] fit no one profile together"):
+        check_request(request(4, 32), engine.signature)  # refused before a context takes it
+
+
 def test_readiness_follows_warmup_and_the_minimum_of_healthy_contexts() -> None:
     """A pool degraded below ``--min-contexts`` makes the server not ready; at or above it, ready."""
     from registry import DIGITS_ONNX

@@ -37,7 +37,7 @@ from trtforge.runtime.sources import (
     onnx_shape_tensors,
     provider_name,
 )
-from trtforge.shapes import Profile, Shape, concrete_shape, random_feed
+from trtforge.shapes import Profile, Shape, concrete_shape, no_one_profile, random_feed
 
 #: Single requests after the burst; their p50 is the steady state the ratios divide by.
 SERIAL_REQUESTS = 200
@@ -164,8 +164,8 @@ def request_shapes(
     """The shape of every input in a benchmark request.
 
     An override wins; else an engine's first profile's opt shape, else the model's shape with
-    dynamic dims 1; ``batch`` replaces the first dim of a dynamic input. A request over
-    ``INPUT_BUDGET_BYTES`` is refused before anything is allocated.
+    dynamic dims 1; ``batch`` replaces the first dim of a dynamic input. A request no one profile
+    takes, or over ``INPUT_BUDGET_BYTES``, is refused before anything is loaded or allocated.
     """
     overrides = dict(overrides or {})
     names = [tensor.name for tensor in inputs]
@@ -193,6 +193,9 @@ def request_shapes(
         if batch is not None and tensor.is_dynamic and shape:
             shape = (batch, *shape[1:])
         shapes[tensor.name] = shape
+    outside = no_one_profile(shapes, profiles)
+    if outside is not None:  # the engine would refuse it in every context's warm-up, once loaded
+        raise InvalidInputError(f"request: {outside}; pass a --shape or --batch within one profile")
     size = input_bytes(inputs, shapes)
     if size > INPUT_BUDGET_BYTES:
         listed = ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in shapes.items())

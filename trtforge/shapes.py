@@ -110,6 +110,25 @@ def accepts(
     )
 
 
+def no_one_profile(shapes: Mapping[str, Sequence[int]], profiles: Sequence[Profile]) -> str | None:
+    """Why no one profile takes these shapes together, though each may fit one on its own (an
+    engine runs one profile at a time: image at batch 32 beside meta at 1 fits none); None when one
+    does, or there are no profiles. Pure."""
+    if not profiles or any(
+        accepts({n: r["min"] for n, r in p.items()}, {n: r["max"] for n, r in p.items()}, shapes) for p in profiles
+    ):
+        return None
+    given = ", ".join(f"{name} [{', '.join(map(str, shape))}]" for name, shape in shapes.items())
+    ranges = "; ".join(
+        f"profile {index}: "
+        + ", ".join(
+            f"{name} [{', '.join(map(str, r['min']))}]..[{', '.join(map(str, r['max']))}]" for name, r in p.items()
+        )
+        for index, p in enumerate(profiles)
+    )
+    return f"input shapes {given} fit no one profile together ({ranges})"
+
+
 def batched_inputs(inputs: Sequence[TensorDesc]) -> list[str]:
     """The inputs with a batch axis: a dynamic dim 0 (a static ``[4]`` bias beside them has none)."""
     return [t.name for t in inputs if t.shape and (not isinstance(t.shape[0], int) or t.shape[0] < 0)]

@@ -11,8 +11,8 @@ float8 too), integers in [0, 8) unless the graph says which values are valid
 at random, a shape tensor the profile's values. In data files a shape tensor holds its values
 once per file, which the file's samples run with (``trtforge.data``: one batch per file).
 A shape set over ``INPUT_BUDGET_BYTES`` (all inputs together) is checked at a smaller shape
-within the profile instead: the largest dynamic axis is halved (never below the profile's min)
-until it fits, and the log says so.
+within the profile instead: the largest dynamic axis is halved (never below the profile's min;
+in every input the model names it alike) until it fits, and the log says so.
 """
 
 from __future__ import annotations
@@ -108,15 +108,26 @@ def _text(shapes: Shapes) -> str:
 
 def within_budget(inputs: Sequence[TensorDesc], shapes: Shapes, floors: Shapes, budget: int) -> Shapes | None:
     """``shapes`` made to fit ``budget`` bytes by halving the largest axis above its floor, one
-    axis at a time; None when even the floors do not fit. Pure."""
+    axis at a time; an axis the model names (``H``) in several inputs is one size at run time, so
+    it is halved in all of them together. None when even the floors do not fit. Pure."""
     current = {name: list(shape) for name, shape in shapes.items()}
+    model_dims = {tensor.name: tensor.shape for tensor in inputs}
+
+    def linked(name: str, axis: int) -> str | tuple[str, int]:
+        """The model's name for the axis, else the axis itself: the axes halved together."""
+        dim = model_dims.get(name, ())[axis:][:1]
+        return dim[0] if dim and isinstance(dim[0], str) else (name, axis)
+
     while input_bytes(inputs, current) > budget:
         axes = [(dim, name, axis) for name, dims in current.items() for axis, dim in enumerate(dims)]
         shrinkable = [(dim, name, axis) for dim, name, axis in axes if dim > floors[name][axis]]
         if not shrinkable:
             return None
-        dim, name, axis = max(shrinkable, key=lambda item: item[0])
-        current[name][axis] = max(floors[name][axis], dim // 2)
+        _, name, axis = max(shrinkable, key=lambda item: item[0])
+        group = linked(name, axis)
+        for dim, other, at in axes:
+            if linked(other, at) == group:
+                current[other][at] = max(floors[other][at], dim // 2)
     return {name: tuple(dims) for name, dims in current.items()}
 
 

@@ -342,12 +342,16 @@ def warmup_problem(shapes: Mapping[str, Sequence[int]], signature: ModelSignatur
     (``model.INPUT_BUDGET_BYTES``); None when it would take it."""
     from trtforge.dtypes import numpy_dtype
     from trtforge.model import INPUT_BUDGET_BYTES, mib
+    from trtforge.shapes import no_one_profile
 
     metas = {meta.name: meta for meta in signature.inputs}
     for name, dims in shapes.items():
         shape = tuple(dims)
         if not _fits(metas[name], shape, signature.profiles):
             return _shape_refused(name, shape, shape_range(metas[name], signature.profiles))
+    apart = no_one_profile(shapes, signature.profiles)
+    if apart is not None:
+        return apart
     size = sum(math.prod(dims) * numpy_dtype(DATATYPES[metas[name].datatype]).itemsize for name, dims in shapes.items())
     if size > INPUT_BUDGET_BYTES:
         return f"{mib(size)} of input, over the {mib(INPUT_BUDGET_BYTES)} a request may take"
@@ -356,7 +360,10 @@ def warmup_problem(shapes: Mapping[str, Sequence[int]], signature: ModelSignatur
 
 def check_request(request: InferRequest, signature: ModelSignature) -> None:
     """Refuse, naming the input, what the model would not take: unknown or missing inputs, another
-    datatype, a shape outside the profiles (or the model's fixed dims); unknown requested outputs."""
+    datatype, a shape outside the profiles (or the model's fixed dims), inputs no one profile takes
+    together; unknown requested outputs."""
+    from trtforge.shapes import no_one_profile
+
     metas = {meta.name: meta for meta in signature.inputs}
     for name, array in request.inputs.items():
         meta = metas.get(name)
@@ -371,6 +378,11 @@ def check_request(request: InferRequest, signature: ModelSignature) -> None:
     missing = [name for name in metas if name not in request.inputs]
     if missing:
         raise ProtocolError(f"input '{missing[0]}' is missing (inputs: {', '.join(metas)})")
+    # each input fits a profile on its own (above): with one profile or one input, that one takes them all
+    if len(signature.profiles) > 1 and len(request.inputs) > 1:
+        apart = no_one_profile({name: array.shape for name, array in request.inputs.items()}, signature.profiles)
+        if apart is not None:
+            raise ProtocolError(apart)
     outputs = [meta.name for meta in signature.outputs]
     for wanted in request.outputs:
         if wanted.name not in outputs:
