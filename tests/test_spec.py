@@ -158,6 +158,11 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
         ),
         # only an fp16 build reads fp16:, and at fp32 or int8 a keep_fp32 list (typos included) went unread
         ("name: a\nmodel: m.onnx\nfp16: {keep_fp32: [no/such]}\n", ":3: key 'fp16': applies at precision fp16 only"),
+        # a rule between keys is said at the key it is about (it was the file's line 1, '(top level)')
+        (
+            "name: a\nmodel: m.onnx\ntargets: ['8.6']\nprecision: int8\n",
+            ":4: key 'precision': precision int8 needs a 'calibration:' section with 'data:'",
+        ),
         (
             "name: a\nmodel: m.onnx\nprecision: int8\ncalibration: {data: d/*.npy}\nfp16: {keep_fp32: []}\n",
             ":5: key 'fp16': applies at precision fp16 only, and this spec is int8; its unquantized layers run in",

@@ -33,7 +33,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.cyaml import CParser
@@ -354,7 +354,9 @@ class Spec(_Strict):
     @model_validator(mode="after")
     def _int8_needs_calibration(self) -> Spec:
         if self.precision == "int8" and self.calibration is None:
-            raise ValueError("precision int8 needs a 'calibration:' section with 'data:'")
+            # said at the precision: line (``at``), not the file's first: the section is what is missing
+            needed = "precision int8 needs a 'calibration:' section with 'data:'"
+            raise PydanticCustomError("int8_needs_calibration", needed, {"at": "precision"})
         return self
 
     @property
@@ -662,7 +664,9 @@ def key_not_text(where: str, loc: Sequence[str | int], value: Any) -> str:
 
 
 def _message(error: ErrorDetails, origin: SpecOrigin) -> str:
-    loc = tuple(error["loc"])
+    # a rule between keys says which key it is about (``at``), where pydantic gives the model's loc
+    at = error.get("ctx", {}).get("at")
+    loc = (*error["loc"], at) if isinstance(at, str) else tuple(error["loc"])
     key = ".".join(str(part) for part in loc) or "(top level)"
     where = origin.where(*loc)
     if error["type"] == "extra_forbidden":
