@@ -282,9 +282,32 @@ def test_refusals_are_400_404_413_with_kserve_error_bodies(served_models: dict[s
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, timeout=10)
         assert caught.value.code == 400 and "is not a byte count" in json.loads(caught.value.read())["error"]
+        # more digits than int() converts (4300) was a plain-text 500 and a traceback in the log
+        status, headers, body = post(
+            f"http://{server.url}/v2/models/digits/infer", b"{}", {"Inference-Header-Content-Length": "1" * 5000}
+        )
+        assert status == 400 and headers["content-type"] == "application/json", body
+        assert "a number of 5000 digits does not fit a body of 2 bytes" in json.loads(body)["error"]
+        assert "Traceback" not in server.output()
         # the contexts stayed healthy: a good request still works
         good = np.zeros((1, 1, 8, 8), np.float32)
         assert client.infer("digits", [infer_input("input", good, True)]).as_numpy("logits").shape == (1, 10)
+
+
+def test_a_model_named_by_a_file_stem_a_url_must_escape_warms_and_serves(tmp_path: Path) -> None:
+    """A file stem with a space, '#' or '%' names the model: the warm-up sent it unescaped in its own
+    requests' URL, and the server stopped with exit 1 once its port was open."""
+    names = ["my digits", "d#1", "d%41"]
+    args: list[object] = []
+    for name in names:
+        args.append(tmp_path / f"{name}.onnx")
+        shutil.copy(DIGITS_ONNX, args[-1])
+    with serving([*args, "--pool", "1"], tmp_path) as server:
+        client = server.client()  # which escapes the name in its URLs as any client must
+        batch = np.zeros((1, 1, 8, 8), np.float32)
+        for name in names:
+            assert client.get_model_metadata(name)["name"] == name
+            assert client.infer(name, [infer_input("input", batch, True)]).as_numpy("logits").shape == (1, 10)
 
 
 def test_triton_extensions_the_server_lacks_are_400_through_the_official_client(

@@ -29,15 +29,18 @@ from trtforge.serve.protocol import (
     TensorMeta,
     check_request,
     encode_infer_response,
+    header_length,
     parse_infer_request,
 )
 from trtforge.serve.server import (
+    PullOptions,
     ServeConfig,
     check_warmup_shapes,
     engine_plan,
     model_warmup_sets,
     onnx_plan,
     parse_warmup_shape,
+    resolve_artifacts,
     run_server,
     split_named,
 )
@@ -225,6 +228,95 @@ def test_a_json_number_past_a_float_types_range_is_refused_naming_the_input() ->
             f"input 'x': 'data' is not {datatype}: {shown} is past its range ±{limit} (it would be infinity); "
             "NaN or infinity travel only as binary tensors"
         )
+
+
+def test_json_integers_past_int64_keep_their_values_as_uint64_and_out_of_range_ones_are_named() -> None:
+    """numpy reads ``[3, 2**63]`` as float64: a UINT64 input the Triton client sent as JSON was refused
+    as "its values are float64" (and 2**64 as "object"), not read exactly or refused for its range."""
+    signature = ModelSignature((TensorMeta("u", "UINT64", (2,)),), (TensorMeta("y", "UINT64", (2,)),))
+    exact = np.array([2**64 - 1, 3], np.uint64)
+    parsed = parse_infer_request(*client_body([client_input("u", exact, "UINT64")]), signature)
+    assert parsed.inputs["u"].dtype == np.uint64 and parsed.inputs["u"].tolist() == [2**64 - 1, 3]
+    for datatype, data, message in (
+        ("UINT64", "[3, 18446744073709551616]", "values outside 0..18446744073709551615"),
+        ("INT64", "[-1, 9223372036854775808]", "values outside -9223372036854775808..9223372036854775807"),
+        ("UINT64", "[3, 9223372036854775808.0]", "not numbers of this type"),
+    ):
+        body = f'{{"inputs": [{{"name": "u", "shape": [2], "datatype": "{datatype}", "data": {data}}}]}}'
+        with pytest.raises(ProtocolError, match=message):
+            parse_infer_request(body.encode(), None)
+
+
+def test_a_bf16_output_holding_nan_asked_for_as_json_is_refused_as_any_float_output_is() -> None:
+    """bfloat16 is no numpy float kind: its NaN and infinity went out as ``NaN``/``Infinity``, a 200
+    whose body is no JSON (RFC 8259), where every other float type gets the 400 saying to ask in binary."""
+    import ml_dtypes
+
+    request = InferRequest(None, {}, (RequestedOutput("y", False),), False)
+    finite = np.array([1.5, -2.0], ml_dtypes.bfloat16)
+    body, length = encode_infer_response("m", "1", request, {"y": finite})
+    assert length is None and json.loads(body)["outputs"][0] == {
+        "name": "y",
+        "datatype": "BF16",
+        "shape": [2],
+        "data": [1.5, -2.0],
+    }
+    for value in (np.nan, np.inf):
+        with pytest.raises(ProtocolError, match="output 'y' holds NaN or infinity, which JSON cannot carry"):
+            encode_infer_response("m", "1", request, {"y": np.array([1, value], ml_dtypes.bfloat16)})
+
+
+def test_a_header_length_of_more_digits_than_python_converts_is_a_protocol_error() -> None:
+    """``Inference-Header-Content-Length`` of 5000 digits: int() refuses past 4300, which was a plain
+    500 and a traceback in the log for each such request."""
+    assert header_length(None, 10) is None and header_length("0010", 10) == 10
+    for text, message in (
+        ("1" + "0" * 5000, "a number of 5001 digits does not fit a body of 10 bytes"),
+        ("0" * 5000 + "5", None),
+        ("\u00b2", "'\u00b2' is not a byte count"),
+        ("-1", "'-1' is not a byte count"),
+    ):
+        if message is None:
+            assert header_length(text, 10) == 5
+            continue
+        with pytest.raises(ProtocolError, match=message):
+            header_length(text, 10)
+
+
+def test_a_model_with_a_tensor_of_no_kserve_datatype_is_refused_before_serving(tmp_path: Path) -> None:
+    """A string input was an internal error (exit 1, KeyError 'OBJECT'); a string output was served
+    as datatype OBJECT, its binary data the process's heap pointers. Neither has a KServe datatype
+    here (nor does TensorRT take strings): exit 2 naming the tensor, before the port opens."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(name: str, source: int, target: int, op: str, **attributes: Any) -> Path:
+        graph = helper.make_graph(
+            [helper.make_node(op, ["x"], ["y"], **attributes)],
+            name,
+            [helper.make_tensor_value_info("x", source, [2])],
+            [helper.make_tensor_value_info("y", target, [2])],
+        )
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        proto.ir_version = 8
+        onnx.save(proto, tmp_path / f"{name}.onnx")
+        return tmp_path / f"{name}.onnx"
+
+    cases = (
+        (model("text_in", TensorProto.STRING, TensorProto.STRING, "Identity"), "input 'x' holds strings"),
+        (model("text_out", TensorProto.FLOAT, TensorProto.STRING, "Cast", to=TensorProto.STRING), "output 'y' holds"),
+        (model("numbers", TensorProto.FLOAT, TensorProto.FLOAT, "Identity"), None),
+    )
+    for path, message in cases:
+        if message is None:
+            assert [plan.name for plan in resolve_artifacts([str(path)], LoadPolicy(), PullOptions(), print)[0]] == [
+                "numbers"
+            ]
+            continue
+        with pytest.raises(InvalidInputError) as refused:
+            resolve_artifacts([str(path)], LoadPolicy(), PullOptions(), print)
+        assert str(refused.value).startswith(f"{path}: {message}"), refused.value
+        assert "KServe datatype" in str(refused.value)
 
 
 def test_parameters_that_are_no_object_are_refused_wherever_they_are() -> None:

@@ -38,6 +38,7 @@ from trtforge.serve.protocol import (
     check_request,
     encode_infer_response,
     error_body,
+    header_length,
     parse_infer_request,
 )
 
@@ -331,9 +332,10 @@ def build_app(state: ServeState) -> Starlette:
             return _refused(state.pool(plan.name), 413, message)
         except InvalidInputError as exc:
             return _refused(state.pool(plan.name), 400, str(exc))
-        header = request.headers.get(HEADER_LENGTH)
-        if header is not None and not (header.isascii() and header.isdigit()):  # "²".isdigit() too
-            return _refused(state.pool(plan.name), 400, f"{HEADER_LENGTH} '{header}' is not a byte count")
+        try:
+            json_length = header_length(request.headers.get(HEADER_LENGTH), len(body))
+        except InvalidInputError as exc:
+            return _refused(state.pool(plan.name), 400, str(exc))
         pool = state.pool(plan.name)
         problem = state.pool_problem(plan.name)
         if pool is None or problem:
@@ -354,7 +356,7 @@ def build_app(state: ServeState) -> Starlette:
                 pool,
                 plan,
                 body,
-                None if header is None else int(header),
+                json_length,
                 limits.queue_timeout,
                 limits.retry_after_s,
                 limiter=limiter,

@@ -48,6 +48,8 @@ DATATYPES: Mapping[str, str] = {
     "BF16": "bfloat16",
 }
 _NUMPY_TO_DATATYPE = {numpy: kserve for kserve, numpy in DATATYPES.items()}
+#: the datatypes whose values may be NaN or infinity (bfloat16 is no numpy float kind: ml_dtypes's "V")
+FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
 
 
 class ProtocolError(InvalidInputError):
@@ -163,6 +165,21 @@ def _binary_flag(parameters: Mapping[str, Any], key: str, default: bool = False)
     return flag
 
 
+def header_length(text: str | None, body_size: int) -> int | None:
+    """``Inference-Header-Content-Length`` as a byte count (absent: None); refused when it is none, or
+    when it has more digits than the body's size (it cannot fit, and int() converts no more than 4300)."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() too
+        raise ProtocolError(f"{HEADER_LENGTH} '{text[:64]}' is not a byte count")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(body_size)):
+        raise ProtocolError(
+            f"{HEADER_LENGTH}: a number of {len(digits)} digits does not fit a body of {body_size} bytes"
+        )
+    return int(digits)
+
+
 def parse_infer_request(
     body: bytes, header_length: int | None, signature: ModelSignature | None = None
 ) -> InferRequest:
@@ -246,7 +263,7 @@ def _decode_input(
     if "data" not in tensor:
         raise ProtocolError(f"input '{name}': give 'data' or parameters.binary_data_size")
     try:
-        array = _typed(np.asarray(tensor["data"]), dtype)
+        array = _typed(tensor["data"], dtype)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise ProtocolError(f"input '{name}': 'data' is not {datatype}: {exc}") from exc
     if array.size != count:
@@ -275,16 +292,30 @@ MAX_RANK = 32
 _JSON_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}
 
 
-def _typed(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _exact_integers(data: Any) -> np.ndarray | None:
+    """JSON integers numpy reads as float64 (one past int64 beside others: a UINT64's upper half) or
+    as objects (past uint64), as Python's exact integers for the range check; None when some value
+    is no integer (a float, a boolean)."""
+    import numpy as np
+
+    exact = np.asarray(data, dtype=object)
+    return exact if all(type(value) is int for value in exact.flat) else None
+
+
+def _typed(data: Any, dtype: np.dtype) -> np.ndarray:
     """JSON ``data`` as ``dtype``, refusing what numpy would convert silently: strings ("1.5"),
     integers out of the type's range (300 as INT8 would wrap to 44), floats as integers, numbers
     past a float type's range (70000 as FP16 would be infinity). Empty ``data`` is numpy's float64,
     whatever the type: no value to check."""
     import numpy as np
 
+    values = np.asarray(data)
     if not values.size:
         return values.astype(dtype)
-    if values.dtype.kind not in _JSON_KINDS.get(dtype.kind, ""):
+    exact = _exact_integers(data) if dtype.kind in "iu" and values.dtype.kind in "fO" else None
+    if exact is not None:
+        values = exact
+    elif values.dtype.kind not in _JSON_KINDS.get(dtype.kind, ""):
         raise TypeError(f"its values are {values.dtype.name}, not numbers of this type")
     if dtype.kind in "iu":
         limits = np.iinfo(dtype)
@@ -411,7 +442,7 @@ def encode_infer_response(
             raw = np.ascontiguousarray(array).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
-        elif array.dtype.kind == "f" and not np.isfinite(array).all():
+        elif entry["datatype"] in FLOAT_DATATYPES and not np.isfinite(array).all():
             raise ProtocolError(
                 f"output '{output.name}' holds NaN or infinity, which JSON cannot carry: ask for it in binary "
                 '("parameters": {"binary_data": true} on the output)'

@@ -51,6 +51,7 @@ from trtforge.runtime.sources import (
 )
 from trtforge.serve.app import Limits, ModelPlan, ServeState, build_app
 from trtforge.serve.protocol import (
+    DATATYPES,
     HEADER_LENGTH,
     ModelSignature,
     TensorMeta,
@@ -239,7 +240,22 @@ def resolve_artifacts(
                 f"with NAME=ARTIFACT"
             )
         seen[plan.name] = plan.path
+        check_datatypes(plan)
     return plans, refused
+
+
+def check_datatypes(plan: ModelPlan) -> None:
+    """Every input and output of a KServe datatype this server decodes and encodes: a string tensor
+    (an ONNX model's; TensorRT takes none) or an FP8/INT4 one would fail the first request, or send
+    its binary data as numpy holds it (a string's: pointers). Pure."""
+    for role, metas in (("input", plan.signature.inputs), ("output", plan.signature.outputs)):
+        for meta in metas:
+            if meta.datatype not in DATATYPES:
+                held = "strings" if meta.datatype == "OBJECT" else meta.datatype.lower()
+                raise InvalidInputError(
+                    f"{plan.path}: {role} '{meta.name}' holds {held}, which has no KServe datatype here "
+                    f"(trtforge serve serves {', '.join(DATATYPES)}): serve a model without such a tensor"
+                )
 
 
 def refusals(plans: Sequence[ModelPlan], policy: LoadPolicy) -> list[IncompatibleEngineError]:
@@ -425,6 +441,7 @@ def warm_http_path(
     health probe, sent instead of zeros (a shape tensor's values are what its pool warmed with)."""
     probes = probes or {}
     import http.client
+    from urllib.parse import quote
 
     connection = http.client.HTTPConnection(*address, timeout=60)
     try:
@@ -432,7 +449,10 @@ def warm_http_path(
             body, length = probe_request(plan.signature, probes.get(plan.name))
             for _ in range(requests):
                 connection.request(
-                    "POST", f"/v2/models/{plan.name}/infer", body=body, headers={HEADER_LENGTH: str(length)}
+                    "POST",
+                    f"/v2/models/{quote(plan.name, safe='')}/infer",  # a file stem may hold ' ', '#', '%'
+                    body=body,
+                    headers={HEADER_LENGTH: str(length)},
                 )
                 response = connection.getresponse()
                 answer = response.read()
