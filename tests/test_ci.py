@@ -670,6 +670,85 @@ def test_remote_cache_down_warns_and_builds_locally(project: Path, tmp_path: Pat
     assert len(list((tmp_path / "out").glob("*.engine"))) == 1
 
 
+@pytest.mark.parametrize("fails", ["download", "store"])
+def test_a_full_build_cache_costs_the_remote_restore_only(
+    fails: str, project: Path, tmp_path: Path, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote entry is downloaded into the build cache's folder, then stored there: a disk that
+    fills up meanwhile failed the spec (exit 2, nothing built) in the download, and in the store was
+    called a 'corrupt build-cache record'; and 'not cached' named the copy's source in --out."""
+    import errno
+    import shutil
+
+    from trtforge.digests import sha256_file
+
+    remote = oci_registry.uri(f"tests/ci-full-cache-{fails}")
+    spec = str(project / "fp32.yaml")
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-a-cache"))
+    assert (
+        runner.invoke(app, ["ci", spec, "--out", str(tmp_path / "a"), "--remote-cache", remote, "--insecure"]).exit_code
+        == 0
+    )
+    cache = tmp_path / "runner-b-cache"
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(cache))
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if fails == "download":
+        write_bytes = Path.write_bytes
+
+        def write_into_a_full_cache(path: Path, data: Any) -> int:
+            if path.is_relative_to(cache / "builds"):
+                raise full  # as a file object's write raises it: no path named
+            return write_bytes(path, data)
+
+        monkeypatch.setattr(Path, "write_bytes", write_into_a_full_cache)
+    else:
+        copy2 = shutil.copy2
+
+        def copy_into_a_full_cache(source: Any, target: Any, **kwargs: Any) -> Any:
+            if Path(target).is_relative_to(cache / "builds"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(source), None, str(target))
+            return copy2(source, target, **kwargs)
+
+        monkeypatch.setattr(shutil, "copy2", copy_into_a_full_cache)
+    out = tmp_path / "b"
+    result = runner.invoke(app, ["ci", spec, "--out", str(out), "--json", "--remote-cache", remote, "--insecure"])
+    assert result.exit_code == 0, result.stderr
+    assert _statuses(json.loads(result.stdout)) == {"fp32.yaml": "built"}
+    assert "the build cache cannot hold it (No space left on device: " in result.stderr, result.stderr
+    assert "building locally" in result.stderr and "corrupt build-cache record" not in result.stderr
+    if fails == "store":
+        assert f"not cached (No space left on device: {cache / 'builds'}" in result.stderr, result.stderr
+    (engine,) = out.glob("*.engine")
+    assert sha256_file(engine) == read_manifest(engine).artifact.sha256
+
+
+def test_a_full_temporary_folder_costs_the_remote_push_only(
+    project: Path, tmp_path: Path, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push stages the manifest and report in the temporary folder: a full one failed a spec
+    that was built, committed and cached (exit 2, 'failed')."""
+    import errno
+
+    write_bytes = Path.write_bytes
+
+    def write_into_a_full_tmp(path: Path, data: Any) -> int:
+        if path.parent.name.startswith("trtforge-push-"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a file object's write: no path named
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_into_a_full_tmp)
+    out = tmp_path / "out"
+    remote = oci_registry.uri("tests/ci-full-tmp")
+    result = runner.invoke(
+        app, ["ci", str(project / "fp32.yaml"), "--out", str(out), "--json", "--remote-cache", remote, "--insecure"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert _statuses(json.loads(result.stdout)) == {"fp32.yaml": "built"}
+    assert "could not store the build in the remote cache (cannot write " in result.stderr, result.stderr
+    assert "no space left on device" in result.stderr and "the artifact itself is fine" in result.stderr
+    assert len(list(out.glob("*.engine"))) == 1
+
+
 def test_remote_cache_must_be_oci(project: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["ci", str(project), "--out", str(tmp_path), "--remote-cache", f"dir://{tmp_path}"])
     assert result.exit_code == 2

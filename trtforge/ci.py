@@ -36,6 +36,7 @@ from trtforge.errors import (
     InvalidInputError,
     SpecError,
     TrtforgeError,
+    disk_error,
     first_line,
     most_severe,
     unexpected_error,
@@ -423,7 +424,8 @@ def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) 
     except OSError as exc:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        return None if cache_entry.is_dir() else f"{exc.strerror or exc}: {exc.filename or cache_entry.parent}"
+        where = exc.filename2 or exc.filename or cache_entry.parent  # a copy's destination, not its source
+        return None if cache_entry.is_dir() else f"{exc.strerror or exc}: {where}"
     finally:
         if staging is not None:
             release_temp(staging)
@@ -545,12 +547,13 @@ def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: st
     its manifest describes); False when the remote has no build of this spec under the key.
     Whatever the remote holds there is checked against the spec (name, precision, source hashes,
     the build key pushed with it) before it is trusted. A remote that fails or answers with
-    another build only costs the build it would have saved: warn and go on."""
+    another build, or a build cache that cannot take the download (a full disk), only costs the
+    build it would have saved: warn and go on."""
     from trtforge.manifest import read_manifest
 
     tag = cache_tag(key)
-    entry.parent.mkdir(parents=True, exist_ok=True)
     try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
         with temp_dir(entry.parent, "remote") as scratch:
             registry = _remote(options)
             pulled = registry.pull_tag(tag, scratch)
@@ -571,12 +574,20 @@ def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: st
                 return False
             for warning in pulled.warnings:
                 reporter.warn(f"{spec.name}: {warning}")
-            _store(entry, scratch, manifest.stem, record.model_dump())  # with the report the pull kept
+            not_stored = _store(entry, scratch, manifest.stem, record.model_dump())  # with the report the pull kept
     except InvalidInputError as exc:  # what the tag holds is refused before anything is written
         reporter.warn(f"{spec.name}: remote cache entry {tag} is refused ({first_line(exc)}): building locally")
         return False
     except (TrtforgeError, ValueError) as exc:
         reporter.warn(f"{spec.name}: remote cache unavailable ({first_line(exc)}): building locally")
+        return False
+    except OSError as exc:  # the build cache's disk, not the registry (whose errors are RegistryError)
+        not_stored = f"{exc.strerror or exc}: {exc.filename2 or exc.filename or entry.parent}"
+    if not_stored:
+        reporter.warn(
+            f"{spec.name}: remote cache entry {tag} not taken: the build cache cannot hold it ({not_stored}): "
+            "building locally"
+        )
         return False
     return True
 
@@ -590,6 +601,10 @@ def _failed_gate(accuracy: dict[str, Any] | None) -> str | None:
 
 
 def _push_remote(options: CiOptions, key: str, record: CacheRecord, engine: Path, reporter: Any) -> None:
+    """Push the build under its key's tag; a push that fails (the registry, or a full temporary
+    folder the upload stages its small layers in) costs the remote cache only, never the build."""
+    import tempfile
+
     from trtforge.publish import load_local_artifact
 
     annotations = {BUILD_KEY_ANNOTATION: key, MANIFEST_FACTS_ANNOTATION: record.manifest_facts}
@@ -597,10 +612,14 @@ def _push_remote(options: CiOptions, key: str, record: CacheRecord, engine: Path
         artifact = load_local_artifact(engine)  # with its accuracy report, when the gate ran
         outcome = _remote(options).push(artifact, cache_tag(key), force=True, annotations=annotations)
     except TrtforgeError as exc:
-        reporter.warn(f"could not store the build in the remote cache ({exc}); the artifact itself is fine")
+        reason = str(exc)
+    except OSError as exc:  # the registry's failures are RegistryError: this is a local disk's
+        reason = str(disk_error(exc, tempfile.gettempdir()) or first_line(exc))
+    else:
+        for warning in outcome.warnings:
+            reporter.warn(f"remote cache: {warning}")
         return
-    for warning in outcome.warnings:
-        reporter.warn(f"remote cache: {warning}")
+    reporter.warn(f"could not store the build in the remote cache ({reason}); the artifact itself is fine")
 
 
 def _reuse(
