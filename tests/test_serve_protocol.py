@@ -304,7 +304,10 @@ def test_a_model_with_a_tensor_of_no_kserve_datatype_is_refused_before_serving(t
 
     cases = (
         (model("text_in", TensorProto.STRING, TensorProto.STRING, "Identity"), "input 'x' holds strings"),
-        (model("text_out", TensorProto.FLOAT, TensorProto.STRING, "Cast", to=TensorProto.STRING), "output 'y' holds"),
+        (
+            model("text_out_fp8", TensorProto.FLOAT, TensorProto.FLOAT8E4M3FN, "Cast", to=TensorProto.FLOAT8E4M3FN),
+            "output 'y' holds",
+        ),
         (model("numbers", TensorProto.FLOAT, TensorProto.FLOAT, "Identity"), None),
     )
     for path, message in cases:
@@ -712,3 +715,38 @@ def test_a_shape_tensor_needs_values_before_the_port_opens(tmp_path: Path) -> No
     for text, expected in cases.items():
         refusal = _warmup_refusal(text, plan)
         assert refusal.startswith("--warmup-shape for model 'st4': ") and expected in refusal, refusal
+
+
+def test_a_model_with_a_string_output_is_served_its_strings_as_bytes(tmp_path: Path) -> None:
+    """A string output (an sklearn classifier's labels) was served before the datatype check: as
+    JSON its strings, in binary numpy's pointers. It is served still, as KServe's BYTES: JSON
+    strings, or binary elements each after its uint32 length, as tritonclient reads them."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.STRING)],
+        "labels",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.STRING, [2])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "labels.onnx")
+    plans, _ = resolve_artifacts([str(tmp_path / "labels.onnx")], LoadPolicy(), PullOptions(), print)
+    assert [plan.name for plan in plans] == ["labels"]
+    # the model's metadata says what its responses carry (it said OBJECT, numpy's name)
+    assert [meta.datatype for meta in plans[0].signature.outputs] == ["BYTES"]
+    labels = {"y": np.array(["cat", "dög"], dtype=object)}
+    for binary in (False, True):
+        request = InferRequest(None, {}, (RequestedOutput("y", binary),), False)
+        body, length = encode_infer_response("labels", "1", request, labels)
+        header = json.loads(body if length is None else body[:length])
+        assert header["outputs"][0]["datatype"] == "BYTES"
+        if binary:
+            values = deserialize_bytes_tensor(body[length:])
+            assert [value.decode() for value in values] == ["cat", "dög"]
+        else:
+            assert header["outputs"][0]["data"] == ["cat", "dög"]

@@ -57,8 +57,9 @@ class ProtocolError(InvalidInputError):
 
 
 def datatype_of(numpy_name: str) -> str:
-    """The KServe datatype of a numpy dtype name (the manifest's and the ONNX description's)."""
-    return _NUMPY_TO_DATATYPE.get(numpy_name, numpy_name.upper())
+    """The KServe datatype of a numpy dtype name (the manifest's and the ONNX description's); an
+    ONNX string tensor (numpy's ``object``) is KServe's BYTES."""
+    return "BYTES" if numpy_name == "object" else _NUMPY_TO_DATATYPE.get(numpy_name, numpy_name.upper())
 
 
 @dataclass(frozen=True)
@@ -438,7 +439,16 @@ def encode_infer_response(
             "datatype": datatype_of(array.dtype.name),
             "shape": list(array.shape),
         }
-        if output.binary:
+        if array.dtype.kind in "OSU":  # an ONNX model's strings: KServe's BYTES, never numpy's pointers
+            items = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()]
+            entry["datatype"] = "BYTES"
+            if output.binary:  # each element: its length (uint32, little-endian), then its bytes
+                raw = b"".join(len(item).to_bytes(4, "little") + item for item in items)
+                entry["parameters"] = {"binary_data_size": len(raw)}
+                blobs.append(raw)
+            else:
+                entry["data"] = [item.decode("utf-8", "replace") for item in items]
+        elif output.binary:
             raw = np.ascontiguousarray(array).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)

@@ -245,13 +245,13 @@ def resolve_artifacts(
 
 
 def check_datatypes(plan: ModelPlan) -> None:
-    """Every input and output of a KServe datatype this server decodes and encodes: a string tensor
-    (an ONNX model's; TensorRT takes none) or an FP8/INT4 one would fail the first request, or send
-    its binary data as numpy holds it (a string's: pointers). Pure."""
+    """Every input and output of a KServe datatype this server decodes and encodes: a string input
+    (an ONNX model's; TensorRT takes none) or an FP8/INT4 tensor would fail the first request, or
+    send its binary data as numpy holds it. String outputs go out as BYTES. Pure."""
     for role, metas in (("input", plan.signature.inputs), ("output", plan.signature.outputs)):
         for meta in metas:
-            if meta.datatype not in DATATYPES:
-                held = "strings" if meta.datatype == "OBJECT" else meta.datatype.lower()
+            if meta.datatype not in DATATYPES and (role, meta.datatype) != ("output", "BYTES"):  # strings go out
+                held = "strings" if meta.datatype == "BYTES" else meta.datatype.lower()
                 raise InvalidInputError(
                     f"{plan.path}: {role} '{meta.name}' holds {held}, which has no KServe datatype here "
                     f"(trtforge serve serves {', '.join(DATATYPES)}): serve a model without such a tensor"
