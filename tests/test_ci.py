@@ -670,7 +670,7 @@ def test_remote_cache_down_warns_and_builds_locally(project: Path, tmp_path: Pat
     assert len(list((tmp_path / "out").glob("*.engine"))) == 1
 
 
-@pytest.mark.parametrize("fails", ["download", "store"])
+@pytest.mark.parametrize("fails", ["download", "engine", "store"])
 def test_a_full_build_cache_costs_the_remote_restore_only(
     fails: str, project: Path, tmp_path: Path, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -701,6 +701,19 @@ def test_a_full_build_cache_costs_the_remote_restore_only(
             return write_bytes(path, data)
 
         monkeypatch.setattr(Path, "write_bytes", write_into_a_full_cache)
+    elif fails == "engine":  # the engine blob, streamed into the file the registry's fetch opened
+        import io
+
+        import trtforge.publish.oci
+
+        copy_answer = trtforge.publish.oci.copy_answer_at_most
+
+        def into_a_full_disk(response: Any, out: Any, limit: int, what: str) -> None:
+            if isinstance(out, io.BytesIO):  # a small answer read into memory (the image manifest)
+                return copy_answer(response, out, limit, what)
+            raise full
+
+        monkeypatch.setattr(trtforge.publish.oci, "copy_answer_at_most", into_a_full_disk)
     else:
         copy2 = shutil.copy2
 
@@ -716,6 +729,7 @@ def test_a_full_build_cache_costs_the_remote_restore_only(
     assert _statuses(json.loads(result.stdout)) == {"fp32.yaml": "built"}
     assert "the build cache cannot hold it (No space left on device: " in result.stderr, result.stderr
     assert "building locally" in result.stderr and "corrupt build-cache record" not in result.stderr
+    assert "is refused" not in result.stderr and "pass --out" not in result.stderr  # the disk's, not the entry's
     if fails == "store":
         assert f"not cached (No space left on device: {cache / 'builds'}" in result.stderr, result.stderr
     (engine,) = out.glob("*.engine")

@@ -424,8 +424,7 @@ def _store(cache_entry: Path, out_dir: Path, stem: str, record: dict[str, Any]) 
     except OSError as exc:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        where = exc.filename2 or exc.filename or cache_entry.parent  # a copy's destination, not its source
-        return None if cache_entry.is_dir() else f"{exc.strerror or exc}: {where}"
+        return None if cache_entry.is_dir() else _disk_problem(exc, cache_entry.parent)
     finally:
         if staging is not None:
             release_temp(staging)
@@ -576,13 +575,15 @@ def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: st
                 reporter.warn(f"{spec.name}: {warning}")
             not_stored = _store(entry, scratch, manifest.stem, record.model_dump())  # with the report the pull kept
     except InvalidInputError as exc:  # what the tag holds is refused before anything is written
-        reporter.warn(f"{spec.name}: remote cache entry {tag} is refused ({first_line(exc)}): building locally")
-        return False
+        if not isinstance(exc.__cause__, OSError):
+            reporter.warn(f"{spec.name}: remote cache entry {tag} is refused ({first_line(exc)}): building locally")
+            return False
+        not_stored = _disk_problem(exc.__cause__, entry.parent)  # the engine's download met a full disk
     except (TrtforgeError, ValueError) as exc:
         reporter.warn(f"{spec.name}: remote cache unavailable ({first_line(exc)}): building locally")
         return False
     except OSError as exc:  # the build cache's disk, not the registry (whose errors are RegistryError)
-        not_stored = f"{exc.strerror or exc}: {exc.filename2 or exc.filename or entry.parent}"
+        not_stored = _disk_problem(exc, entry.parent)
     if not_stored:
         reporter.warn(
             f"{spec.name}: remote cache entry {tag} not taken: the build cache cannot hold it ({not_stored}): "
@@ -590,6 +591,11 @@ def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: st
         )
         return False
     return True
+
+
+def _disk_problem(exc: OSError, folder: Path) -> str:
+    """What a write into the build cache met, and where (a copy's destination, not its source)."""
+    return f"{exc.strerror or exc}: {exc.filename2 or exc.filename or folder}"
 
 
 def _failed_gate(accuracy: dict[str, Any] | None) -> str | None:
