@@ -190,6 +190,16 @@ def test_fp16_range_lists_the_node_whose_activations_overflow(tmp_path: Path) ->
     assert big.fp16_overflow > 0 and big.ref_absmax > 65504
 
 
+def test_a_node_whose_candidate_overflows_is_not_printed_as_cosine_1(tmp_path: Path) -> None:
+    """Half of 'blowup''s FP16 values are inf: its cosine over the finite ones is 1, and the
+    terminal said 'cosine 1, drop 1' without the mismatches that make the drop."""
+    spec = models.overflowing_fp16_spec(tmp_path)
+    code, _, stderr = cli("diagnose", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    (line,) = (line for line in stderr.splitlines() if "blowup (MatMul)" in line)
+    assert "NaN/Inf mismatches: counted as 0), drop 1" in line
+
+
 def test_sensitivity_section_shows_ranking_and_exclusions(tmp_path: Path) -> None:
     from dataclasses import replace
 

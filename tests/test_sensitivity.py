@@ -156,6 +156,41 @@ def test_search_ranks_every_node_and_prints_the_yaml(outliers: Path) -> None:
     assert report.excluded == (CULPRIT,) and report.ranking[0][0] == CULPRIT
 
 
+def test_the_yaml_to_paste_keeps_the_specs_own_exclusions(outliers: Path) -> None:
+    """The search judges graphs with the spec's ``exclude`` list left out of INT8 and names only its
+    additions; the lines to paste replace that list, so they repeat it (they named the additions
+    alone: pasted, the spec lost its own exclusions and the gate the search passed could fail)."""
+    own = "layer0/MatMul"
+    spec = load_spec(write_spec(outliers, "chain.onnx", {"exclude": f"[{own}]"}))
+    found = search_spec(spec, inspect_model(spec.model_path), outliers / "cache", budget_s=60)
+    assert found.exclude == (CULPRIT,) and found.after.passed
+    assert found.yaml == f"calibration:\n  exclude: [{own}, {CULPRIT}]\n"
+    assert found.report().excluded == (own, CULPRIT)
+
+
+@pytest.mark.parametrize("name", ["106", "mm #3", "true"])
+def test_the_yaml_to_paste_reads_back_as_the_node_names(outliers: Path, name: str) -> None:
+    """A node name YAML reads otherwise is quoted in the lines to paste: bare, ``106`` was a number
+    (the spec was refused), ``mm #3`` held a comment (malformed YAML)."""
+    model = onnx.load(str(outliers / "chain.onnx"))
+    (culprit,) = (node for node in model.graph.node if node.name == CULPRIT)
+    culprit.name = name
+    onnx.save(model, str(outliers / "chain.onnx"))
+    spec = load_spec(write_spec(outliers, "chain.onnx", {}))
+    found = search_spec(spec, inspect_model(spec.model_path), outliers / "cache", budget_s=60)
+    assert found.exclude == (name,)
+    pasted = found.yaml.splitlines()[1].removeprefix("  exclude: ")
+    assert load_spec(write_spec(outliers, "chain.onnx", {"exclude": pasted})).calibration.exclude == [name]
+
+
+def test_an_unbounded_search_budget_is_written_as_valid_json(outliers: Path) -> None:
+    """``trtforge diagnose --budget inf`` (or ``search_budget: .inf``): the record held a bare
+    Infinity, which is no JSON."""
+    spec = load_spec(write_spec(outliers, "chain.onnx", {}))
+    found = search_spec(spec, inspect_model(spec.model_path), outliers / "cache", budget_s=math.inf)
+    assert json.loads(json.dumps(found.as_dict(), allow_nan=False))["budget_s"] == "inf"
+
+
 def test_algorithm_auto_prefers_another_rule_than_entropy_on_spiky_data(tmp_path: Path) -> None:
     need_rtx()
     spiky_mlp(tmp_path / "spiky.onnx")

@@ -27,6 +27,8 @@ FP32 and make the INT8 engine slower than the FP16 one.
 
 from __future__ import annotations
 
+import json
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -200,8 +202,18 @@ def check_exclude(exclude: Sequence[str], model: onnx.ModelProto, where: Sequenc
 
 
 def exclusion_yaml(excluded: Sequence[str]) -> str:
-    """The spec lines that apply the chosen exclusions."""
-    return "calibration:\n  exclude: [" + ", ".join(excluded) + "]\n"
+    """The spec lines that apply the chosen exclusions, to paste as they are."""
+    return "calibration:\n  exclude: [" + ", ".join(map(_flow_item, excluded)) + "]\n"
+
+
+def _flow_item(name: str) -> str:
+    """``name`` as an item of a YAML flow list: bare when it is a plain path of words that YAML
+    reads back as that string, else double-quoted (``106`` and ``1e3`` read as numbers, ``true``
+    as a boolean, ``a # b`` holds a comment, ``a, b`` two items)."""
+    import yaml
+
+    bare = re.fullmatch(r"[^\W\d][\w./-]*|/[\w./-]*", name) is not None and yaml.safe_load(f"[{name}]") == [name]
+    return name if bare else json.dumps(name, ensure_ascii=False)
 
 
 def map_exclude(exclude: Sequence[str], folded: onnx.ModelProto) -> list[str]:

@@ -62,7 +62,9 @@ def diagnose(
         return
     worst = sorted(diagnosis.nodes, key=lambda node: node.drop, reverse=True)[:5]
     for node in worst:
-        console.info(f"  {node.node} ({node.op_type}): cosine {node.cosine:.6g}, drop {node.drop:.3g}")
+        # the cosine is over the values both graphs hold finite: NaN/Inf mismatches make it 0 for the drop
+        mismatch = f" ({node.nonfinite_mismatch} NaN/Inf mismatches: counted as 0)" if node.nonfinite_mismatch else ""
+        console.info(f"  {node.node} ({node.op_type}): cosine {node.cosine:.6g}{mismatch}, drop {node.drop:.3g}")
     console.info(f"first jump: {diagnosis.first_jump or 'none'}")
     if diagnosis.fp16_out_of_range:
         console.info(f"outside FP16's range: {', '.join(diagnosis.fp16_out_of_range)}")

@@ -177,7 +177,7 @@ def render_html(diagnosis: Diagnosis) -> str:
             "<h2>Sensitivity</h2>",
             f"<p>{html.escape(result.method)}</p>" if result.method else "",
             sensitivity_chart(result),
-            "<h3>Chosen exclusions</h3>",
+            "<h3>Exclusions for the spec</h3>",
             f"<pre>{html.escape(exclusion_yaml(result.excluded))}</pre>" if result.excluded else "<p>none</p>",
         ]
     parts += [

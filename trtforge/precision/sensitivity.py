@@ -116,7 +116,8 @@ class GateProbe:
 class SensitivityResult:
     """What the sensitivity search hands the diagnosis report: nodes ranked by the damage each does
     (``ranking``: ``(node, score)``, worst first; the score is the search's own, e.g. the output
-    cosine lost), the exclusion set it chose, and how it judged (free text for the report)."""
+    cosine lost), the exclusion set to paste into the spec (the spec's own list included), and how it
+    judged (free text for the report)."""
 
     ranking: tuple[tuple[str, float], ...]
     excluded: tuple[str, ...] = ()
@@ -136,7 +137,10 @@ class NodeScore:
 
 @dataclass(frozen=True)
 class SensitivitySearch:
-    """The search's outcome: ranking (most damaging first), the exclusion set, the gate before and after."""
+    """The search's outcome: ranking (most damaging first), the exclusion set, the gate before and after.
+
+    ``exclude`` names only the search's additions; ``fixed`` is the spec's own ``exclude`` list,
+    kept out of INT8 in every graph judged, so the lines to paste (``yaml``) name both."""
 
     algorithm: str
     ranking: tuple[NodeScore, ...]
@@ -148,11 +152,17 @@ class SensitivitySearch:
     budget_s: float
     complete: bool  # every node was measured alone
     notes: tuple[str, ...] = field(default=())
+    fixed: tuple[str, ...] = ()
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """Every node the passing graph keeps out of INT8: the spec's own list, then the additions."""
+        return (*self.fixed, *self.exclude)
 
     @property
     def yaml(self) -> str:
-        """The spec lines to paste."""
-        return exclusion_yaml(self.exclude)
+        """The spec lines to paste (they replace the spec's ``exclude``, so they repeat its own list)."""
+        return exclusion_yaml(self.excluded)
 
     def as_dict(self) -> dict[str, Any]:
         """For the manifest's ``calibration.exclude_auto`` and the diagnosis JSON."""
@@ -168,7 +178,7 @@ class SensitivitySearch:
             ],
             "evaluations": self.evaluations,
             "seconds": round(self.seconds, 3),
-            "budget_s": self.budget_s,
+            "budget_s": json_number(self.budget_s),
             "complete": self.complete,
             "notes": list(self.notes),
         }
@@ -183,7 +193,7 @@ class SensitivitySearch:
             f"{self.evaluations} evaluations in {self.seconds:.1f} s"
         )
         details = {**self.as_dict(), "yaml": self.yaml}
-        return SensitivityResult(ranking=measured, excluded=self.exclude, method=method, details=details)
+        return SensitivityResult(ranking=measured, excluded=self.excluded, method=method, details=details)
 
 
 def _verdict(measurement: Measurement) -> str:
@@ -332,6 +342,7 @@ def search(
         budget_s=budget_s,
         complete=complete,
         notes=tuple(notes),
+        fixed=tuple(fixed),
     )
 
 
