@@ -863,3 +863,34 @@ def test_the_gates_junit_case_says_what_was_compared() -> None:
         StepStatus.PASSED,
         "passed, candidate simulated; emulated: fp16 casts",
     )
+
+
+def test_a_credential_helper_missing_from_path_is_not_called_a_full_disk(
+    project: Path, tmp_path: Path, auth_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A docker credential helper that is not on PATH is an InvalidInputError from an OSError, as a
+    full disk under the engine's download is: it was said as 'the build cache cannot hold it (No
+    such file or directory: docker-credential-...)', hiding the helper and its fix."""
+    from registry import PASSWORD, USER
+
+    remote = auth_registry.uri("tests/ci-helper-missing")
+    spec = str(project / "fp32.yaml")
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+    monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", PASSWORD)
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-a-cache"))
+    first = runner.invoke(app, ["ci", spec, "--out", str(tmp_path / "a"), "--remote-cache", remote, "--insecure"])
+    assert first.exit_code == 0, first.stderr
+    monkeypatch.delenv("TRTFORGE_REGISTRY_USERNAME")
+    monkeypatch.delenv("TRTFORGE_REGISTRY_PASSWORD")
+    (docker / "config.json").write_text(json.dumps({"credHelpers": {auth_registry.host: "trtforge-missing"}}))
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-b-cache"))
+    result = runner.invoke(
+        app, ["ci", spec, "--out", str(tmp_path / "b"), "--json", "--remote-cache", remote, "--insecure"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "the build cache cannot hold it" not in result.stderr, result.stderr
+    assert "is refused (the credential helper docker-credential-trtforge-missing" in result.stderr, result.stderr
+    assert "building locally" in result.stderr

@@ -886,3 +886,13 @@ def test_values_the_graph_told_that_fail_the_warm_up_are_exit_2_naming_them(tmp_
     assert "the warm-up took the shape-tensor values shape=[1, 3, 4] from the graph" in str(caught.value)
     with EnginePool(model, warmup_shapes=[{"x": (1, 12), "shape": (3,), "w": (4, 2)}]) as pool:  # w fits now
         assert pool.probe_feed is not None and pool.probe_feed["shape"].tolist() == [1, 3, 4]
+
+
+def test_probe_comparison_takes_string_outputs() -> None:
+    """serve takes an ONNX model's string outputs (KServe BYTES): a class label ('cat') made every
+    probe fail ('could not convert string to float'), the pool's second context never started, and
+    the first health check left the model with no healthy context (503 on /ready and every infer)."""
+    ref = {"label": np.array(["cat", "dög"], dtype=object), "p": np.array([0.5, 0.5], np.float32)}
+    assert outputs_match(ref, {"label": np.array(["cat", "dög"], dtype=object), "p": ref["p"]}) is None
+    other = {"label": np.array(["cat", "dog"], dtype=object), "p": ref["p"]}
+    assert "'label' differs" in (outputs_match(ref, other) or "")

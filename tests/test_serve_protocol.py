@@ -739,6 +739,7 @@ def test_a_model_with_a_string_output_is_served_its_strings_as_bytes(tmp_path: P
     assert [plan.name for plan in plans] == ["labels"]
     # the model's metadata says what its responses carry (it said OBJECT, numpy's name)
     assert [meta.datatype for meta in plans[0].signature.outputs] == ["BYTES"]
+    assert [tensor["data_type"] for tensor in plans[0].config()["output"]] == ["TYPE_STRING"]  # Triton's name
     labels = {"y": np.array(["cat", "dög"], dtype=object)}
     for binary in (False, True):
         request = InferRequest(None, {}, (RequestedOutput("y", binary),), False)

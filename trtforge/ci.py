@@ -575,7 +575,11 @@ def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: st
                 reporter.warn(f"{spec.name}: {warning}")
             not_stored = _store(entry, scratch, manifest.stem, record.model_dump())  # with the report the pull kept
     except InvalidInputError as exc:  # what the tag holds is refused before anything is written
-        if not isinstance(exc.__cause__, OSError):
+        from trtforge.publish.oci import DownloadNotWritten
+
+        # only the engine's download meeting the cache's disk: a docker config or credential helper
+        # that cannot be read or run is an InvalidInputError from an OSError too, and no disk's problem
+        if not isinstance(exc, DownloadNotWritten) or not isinstance(exc.__cause__, OSError):
             reporter.warn(f"{spec.name}: remote cache entry {tag} is refused ({first_line(exc)}): building locally")
             return False
         not_stored = _disk_problem(exc.__cause__, entry.parent)  # the engine's download met a full disk

@@ -345,6 +345,11 @@ def _too_large_error() -> type[Exception]:
     return AnswerTooLarge
 
 
+class DownloadNotWritten(InvalidInputError):
+    """The engine blob could not be written where it was downloaded to (a full or read-only disk):
+    this host's problem, not the registry's or what the tag holds."""
+
+
 def copy_answer_at_most(response: requests.Response, out: IO[bytes], limit: int, what: str) -> None:
     """Copy the response body into ``out``, refusing (without reading further) past ``limit`` bytes."""
     if not copy_at_most(response.iter_content(BLOB_CHUNK), out, limit):
@@ -749,7 +754,7 @@ class OciRegistry:
 
                 if isinstance(exc, requests.exceptions.RequestException):
                     raise
-                raise InvalidInputError(
+                raise DownloadNotWritten(
                     f"cannot write {into}: {exc.strerror}; pass --out with a writable folder"
                 ) from exc
 

@@ -81,7 +81,7 @@ class ModelPlan:
         that ``tritonclient``'s ``get_model_config`` reads): no batching dim, ``-1`` where dynamic."""
 
         def tensors(metas: tuple[TensorMeta, ...]) -> list[dict[str, Any]]:
-            return [{"name": m.name, "data_type": f"TYPE_{m.datatype}", "dims": list(m.shape)} for m in metas]
+            return [{"name": m.name, "data_type": _config_type(m.datatype), "dims": list(m.shape)} for m in metas]
 
         return {
             "name": self.name,
@@ -90,6 +90,12 @@ class ModelPlan:
             "input": tensors(self.signature.inputs),
             "output": tensors(self.signature.outputs),
         }
+
+
+def _config_type(datatype: str) -> str:
+    """A KServe datatype as Triton's model configuration names it: ``TYPE_`` and the same name,
+    but for strings (KServe's BYTES is Triton's TYPE_STRING)."""
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
 @dataclass(frozen=True)
