@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -627,6 +628,49 @@ def test_generated_gitlab_pipeline_uses_real_commands(tmp_path: Path) -> None:
     pipeline = tmp_path / "child.yml"
     pipeline.write_text(result.stdout)
     test_example_pipelines_parse_and_use_real_commands(pipeline)
+
+
+def _vendor_schema_errors(document: Any, name: str) -> list[str]:
+    """What GitLab's or GitHub's own schema for their pipeline files (vendored by check-jsonschema,
+    which CI linters run) says is wrong with ``document``."""
+    import importlib.resources
+
+    import jsonschema
+
+    schema = json.loads(importlib.resources.files("check_jsonschema.builtin_schemas.vendor").joinpath(name).read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "schema"),
+    [("github-actions.yml", "github-workflows.json"), ("gitlab-ci.yml", "gitlab-ci.json")],
+)
+def test_example_pipelines_are_valid_by_their_ci_systems_schemas(pipeline: str, schema: str) -> None:
+    from ruamel.yaml import YAML  # YAML 1.2, as GitHub reads a workflow (PyYAML takes its `on:` for True)
+
+    document = YAML(typ="safe").load((REPO / "examples" / "ci" / pipeline).read_text())
+    assert _vendor_schema_errors(document, schema) == []
+
+
+@pytest.mark.parametrize("triton", [None, "24.08"])
+def test_generated_gitlab_pipeline_is_valid_by_gitlabs_schema(tmp_path: Path, triton: str | None) -> None:
+    """The child pipeline ``matrix --format gitlab`` prints, plain and with a Triton release (the
+    jobs then run in its container): valid by GitLab's schema for .gitlab-ci.yml."""
+    project = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", project)
+    for spec in project.glob("digits-*.yaml"):
+        spec.write_text(spec.read_text().replace("../calibration", str(REPO / "calibration")))
+    (project / "trtforge.yaml").write_text(
+        "runners:\n  cpu: [ubuntu-latest]\n  '8.6': [gpu, a]\n  '8.9': [gpu, b]\n  '12.0': [gpu, c]\n"
+        "publish_to: oci://registry.example.com/models\n"
+    )
+    extra = ["--triton", triton] if triton else []
+    result = runner.invoke(app, ["matrix", str(project), "--format", "gitlab", *extra])
+    assert result.exit_code == 0, result.stderr
+    document = yaml.safe_load(result.stdout)
+    assert any(name.startswith("build:") for name in document) and "publish" in document
+    assert _vendor_schema_errors(document, "gitlab-ci.json") == []
 
 
 def test_remote_cache_shares_builds_between_runners(
