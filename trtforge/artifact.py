@@ -47,10 +47,9 @@ import json
 import os
 import shutil
 import signal
-import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -66,9 +65,11 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     fcntl,
     fsync_dir,
     fsync_file,
+    is_folder,
     judging_owner,
     link_temp,
     make_temp,
+    refuse_folders,
     release_temp,
     rename_temp,
     wait_for_lock,
@@ -356,7 +357,7 @@ def rollback(folder: Path, entries: list[_Entry]) -> Swept:
     for entry in entries:
         final = folder / entry.final
         consumed = [entry.staged]
-        if _is_folder(final):
+        if is_folder(final):
             consumed.append(entry.backup)
         elif entry.backup is not None:
             removed += _restore(folder / entry.backup, final)
@@ -369,24 +370,6 @@ def rollback(folder: Path, entries: list[_Entry]) -> Swept:
     return removed
 
 
-def _is_folder(path: Path) -> bool:
-    """A folder itself at ``path`` (not a link to one, which a rename replaces like a file)."""
-    try:
-        return stat.S_ISDIR(path.lstat().st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _refuse_folders(folder: Path, names: Iterable[str]) -> None:
-    """A folder where the commit puts or removes a file is the user's to move (exit 2), found
-    before anything is replaced: renaming over it fails halfway, and removing it is not ours."""
-    for name in names:
-        if _is_folder(folder / name):
-            raise InvalidInputError(
-                f"cannot write {folder / name}: it is a folder; remove it, or write the artifact to another folder"
-            )
-
-
 def _renamed_last(name: str) -> bool:
     """The manifest is renamed last (step 3): it is what a reader trusts the other files by."""
     return name.endswith(MANIFEST_SUFFIX)
@@ -395,7 +378,9 @@ def _renamed_last(name: str) -> bool:
 def _commit(folder: Path, changes: dict[str, Path | None], lock: Path) -> None:
     """Steps 1 to 5 of the protocol (module docstring) for ``changes``: final name -> staged file;
     ``lock``: the artifact's lock file, which the caller holds."""
-    _refuse_folders(folder, changes)
+    # a folder where the commit puts or removes a file is the user's to move, found before anything
+    # is replaced: renaming over it fails halfway, and removing it is not ours
+    refuse_folders((folder / name for name in changes), "write the artifact to another folder")
     entries: list[_Entry] = []
     journal: Path | None = None
     with _Deferral() as deferral:
@@ -653,7 +638,7 @@ def _stale(path: Path, parsed: TempName, now: float) -> bool:
 
 
 def _footprint(path: Path) -> int:
-    if _is_folder(path):
+    if is_folder(path):
         return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
     return path.lstat().st_size
 
@@ -662,7 +647,7 @@ def _remove(path: Path) -> int | None:
     """Remove a temporary (file or folder); its size in bytes, None if another sweep was first."""
     try:
         size = _footprint(path)
-        if _is_folder(path):
+        if is_folder(path):
             shutil.rmtree(path)
         else:
             path.unlink()

@@ -332,6 +332,22 @@ def check_inside(root: Path, path: Path, what: str) -> None:
         raise InvalidInputError(f"{what}: {path} lies outside {root}: refused")
 
 
+def is_folder(path: Path) -> bool:
+    """A folder itself at ``path`` (not a link to one, which a rename replaces like a file)."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def refuse_folders(paths: Iterable[Path], fix: str) -> None:
+    """A folder where a file is to be renamed in is the user's to move (exit 2), said before any
+    file is written: the rename would fail halfway, after the files before it."""
+    for path in paths:
+        if is_folder(path):
+            raise InvalidInputError(f"cannot write {path}: it is a folder; remove it, or {fix}")
+
+
 def ensure_writable_dir(path: Path, flag: str = "--out", what: str = "output directory") -> Path:
     """Create ``path`` if needed and prove it is writable, with an error that says how to fix it."""
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,7 +32,14 @@ from trtforge.calibration.histogram import (
 from trtforge.data import DataPlan, fixed_batch_size, iter_batches, plan_data, shape_tensors
 from trtforge.digests import data_sha256, sha256_file
 from trtforge.errors import InvalidInputError, SpecError
-from trtforge.fsutil import atomic_write_bytes, atomic_write_text, check_writable_dir, ensure_writable_dir, staged_file
+from trtforge.fsutil import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable_dir,
+    ensure_writable_dir,
+    refuse_folders,
+    staged_file,
+)
 from trtforge.graphfiles import cached_graph_files, save_graph
 from trtforge.mixedprecision import GRAPH_REVISIONS
 from trtforge.model import ModelInfo, content_files, content_sha256, external_tensors, inspect_model
@@ -168,14 +175,6 @@ def export_paths(out: Path, name: str, trt_version: str | None, with_data: bool)
     if trt_version is not None:
         paths["tensorrt_cache"] = out / f"{name}-int8.trt{trt_version}.calibration.cache"
     return paths
-
-
-def _refuse_folders(paths: Iterable[Path]) -> None:
-    """A folder (not a link to one, which a rename replaces like a file) where the export puts a
-    file: renaming over it fails, after the files before it were written."""
-    for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            raise InvalidInputError(f"cannot write {path}: it is a folder; remove it, or pass --out another folder")
 
 
 def _keeps_external_data(info: ModelInfo) -> bool:
@@ -471,7 +470,8 @@ def calibrate_spec(
     model = inspect_model(spec.model_path)
     check_profiles(spec, model)
     if out is not None:
-        _refuse_folders(export_paths(out, spec.name, trt_version, with_data=_keeps_external_data(model)).values())
+        exported = export_paths(out, spec.name, trt_version, with_data=_keeps_external_data(model))
+        refuse_folders(exported.values(), "pass --out another folder")
     result = calibrate(spec, model, cache_dir, log=log)
     return result, result.export(out, spec.name, trt_version) if out is not None else result.files()
 
