@@ -96,10 +96,9 @@ def ci(
     console = reporter()
     release = _flag_release(triton)
     gpu = str(target_from_flags(cc=cc).compute_capability) if cc is not None else None
-    cache = cache_dir or default_cache_dir()
     options = CiOptions(  # the key loaded now, before any replay: a bad key fails an unchanged rerun too
         out,
-        cache,
+        cache_dir or default_cache_dir(),
         backend_value(backend),
         remote_cache,
         insecure,
