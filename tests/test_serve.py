@@ -288,6 +288,14 @@ def test_refusals_are_400_404_413_with_kserve_error_bodies(served_models: dict[s
         )
         assert status == 400 and headers["content-type"] == "application/json", body
         assert "a number of 5000 digits does not fit a body of 2 bytes" in json.loads(body)["error"]
+        # a JSON true among FP32 pixels was read as 1.0 (Python's bool is an int); Triton refuses it
+        pixels = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 63 + [True]}
+        status, _, body = post(
+            f"http://{server.url}/v2/models/digits/infer", json.dumps({"inputs": [pixels]}).encode(), {}
+        )
+        assert status == 400 and json.loads(body) == {
+            "error": "input 'input': 'data' is not FP32: true is not a number"
+        }
         assert "Traceback" not in server.output()
         # the contexts stayed healthy: a good request still works
         good = np.zeros((1, 1, 8, 8), np.float32)

@@ -98,8 +98,16 @@ def test_binary_and_json_inputs_decode_to_the_same_arrays() -> None:
         # numpy would convert these silently (a wrapped 44, a parsed string) or fail inside the server (500)
         (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}]}', None, "outside -128..127"),
         (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "UINT8", "data": [-1]}]}', None, "outside 0..255"),
-        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1.5]}]}', None, "not numbers"),
-        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["1.5"]}]}', None, "not numbers"),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1.5]}]}',
+            None,
+            "1.5 is not an integer",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ["1.5"]}]}',
+            None,
+            '"1.5" is not a number',
+        ),
         (
             b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1' + b"0" * 400 + b"]}]}",
             None,
@@ -240,11 +248,66 @@ def test_json_integers_past_int64_keep_their_values_as_uint64_and_out_of_range_o
     for datatype, data, message in (
         ("UINT64", "[3, 18446744073709551616]", "values outside 0..18446744073709551615"),
         ("INT64", "[-1, 9223372036854775808]", "values outside -9223372036854775808..9223372036854775807"),
-        ("UINT64", "[3, 9223372036854775808.0]", "not numbers of this type"),
+        ("UINT64", "[3, 9223372036854775808.0]", r"9.223372036854776e\+18 is not an integer"),
     ):
         body = f'{{"inputs": [{{"name": "u", "shape": [2], "datatype": "{datatype}", "data": {data}}}]}}'
         with pytest.raises(ProtocolError, match=message):
             parse_infer_request(body.encode(), None)
+
+
+def _json_refusal(datatype: str, data: object, shape: tuple[int, ...] = (2,)) -> str:
+    """The refusal of a JSON input ``x`` of ``datatype`` holding ``data``."""
+    body = json.dumps({"inputs": [{"name": "x", "shape": list(shape), "datatype": datatype, "data": data}]})
+    with pytest.raises(ProtocolError) as refused:
+        parse_infer_request(body.encode(), None)
+    return str(refused.value)
+
+
+def test_json_true_or_false_among_numbers_is_refused_naming_the_input_and_its_type() -> None:
+    """Python's bool is an int and numpy reads ``[1, true]`` as ``[1, 1]``: a JSON boolean among an
+    integer or float input's numbers was served as 1 or 0. Triton refuses it (rapidjson's IsInt64,
+    IsUint64, IsNumber), as it refuses a number in a BOOL input; nested ones are found too."""
+    for datatype, data, stray, takes in (
+        ("INT32", [1, True], "true", "an integer"),
+        ("INT64", [[2], [False]], "false", "an integer"),
+        ("UINT8", [True, 3], "true", "an integer"),
+        ("UINT64", [2**64 - 1, True], "true", "an integer"),
+        ("FP16", [0.5, False], "false", "a number"),
+        ("FP32", [[1.5], [True]], "true", "a number"),
+        ("FP64", [False, 2.5], "false", "a number"),
+        ("BOOL", [True, 1], "1", "true or false"),
+        ("BOOL", [[False], [0.0]], "0.0", "true or false"),
+    ):
+        assert _json_refusal(datatype, data) == f"input 'x': 'data' is not {datatype}: {stray} is not {takes}"
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "f", "shape": [2], "datatype": "FP32", "data": [1, 2.5]},  # an integer is a float's number
+                {"name": "i", "shape": [2, 1], "datatype": "INT64", "data": [[1], [2]]},
+                {"name": "b", "shape": [2], "datatype": "BOOL", "data": [True, False]},
+            ]
+        }
+    )
+    parsed = parse_infer_request(body.encode(), None).inputs
+    assert parsed["f"].tolist() == [1.0, 2.5] and parsed["i"].tolist() == [[1], [2]]
+    assert parsed["b"].tolist() == [True, False] and parsed["b"].dtype == np.bool_
+
+
+def test_null_strings_and_objects_in_json_data_are_named_as_json_spells_them() -> None:
+    """They were refused as numpy's dtype of the whole list: "its values are object" for a null,
+    "str672" for a string beside numbers, which said neither what nor where."""
+    assert _json_refusal("FP32", [1, None]) == "input 'x': 'data' is not FP32: null is not a number"
+    assert _json_refusal("INT32", [[1], ["2"]]) == """input 'x': 'data' is not INT32: "2" is not an integer"""
+    assert _json_refusal("BOOL", [True, {"a": 1}]) == """input 'x': 'data' is not BOOL: {"a": 1} is not true or false"""
+    assert _json_refusal("FP32", ["x" * 100, 1]).endswith(f'"{"x" * 63} is not a number')  # one short line
+
+
+def test_a_bf16_input_as_json_is_refused_saying_it_travels_in_binary() -> None:
+    """JSON has no bfloat16 and Triton refuses BF16 in JSON (tritonclient too): the refusal said "its
+    values are float64, not numbers of this type", which no JSON could ever satisfy."""
+    assert _json_refusal("BF16", [1.0, 2.0]) == (
+        "input 'x': 'data' is not BF16: a bfloat16 tensor travels only in binary (parameters.binary_data_size)"
+    )
 
 
 def test_a_bf16_output_holding_nan_asked_for_as_json_is_refused_as_any_float_output_is() -> None:

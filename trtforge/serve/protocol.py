@@ -14,9 +14,10 @@ ONNX model's shape, ``-1`` dims free); a refusal names the input and the allowed
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -289,36 +290,49 @@ def _reshaped(array: np.ndarray, name: str, shape: list[int], signature: ModelSi
 
 #: numpy's limit on an array's dims (and far above any model's)
 MAX_RANK = 32
-#: the JSON values each kind of tensor takes: numbers for floats, integers for integers, true/false for BOOL
-_JSON_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}
+#: the JSON values each kind of tensor takes, as Triton reads them (rapidjson's IsBool, IsInt64/IsUint64,
+#: IsNumber): true/false for BOOL only, integers (no 1.0) for integers, numbers for floats. Python's
+#: bool is an int and numpy reads ``[1, true]`` as ``[1, 1]``: the leaves' own types decide.
+_JSON_VALUES: Mapping[str, tuple[frozenset[type], str]] = {
+    "b": (frozenset({bool}), "true or false"),
+    "i": (frozenset({int}), "an integer"),
+    "u": (frozenset({int}), "an integer"),
+    "f": (frozenset({int, float}), "a number"),
+}
 
 
-def _exact_integers(data: Any) -> np.ndarray | None:
-    """JSON integers numpy reads as float64 (one past int64 beside others: a UINT64's upper half) or
-    as objects (past uint64), as Python's exact integers for the range check; None when some value
-    is no integer (a float, a boolean)."""
-    import numpy as np
-
-    exact = np.asarray(data, dtype=object)
-    return exact if all(type(value) is int for value in exact.flat) else None
+def _leaves(data: Any, depth: int) -> Iterable[Any]:
+    """The values of JSON ``data`` nested ``depth`` lists deep (numpy's ndim for it, so its lists are
+    even), as JSON gave them: iterated in C, twice as fast as numpy's array of objects."""
+    leaves = data if depth else (data,)
+    for _ in range(depth - 1):
+        leaves = itertools.chain.from_iterable(leaves)
+    return leaves
 
 
 def _typed(data: Any, dtype: np.dtype) -> np.ndarray:
-    """JSON ``data`` as ``dtype``, refusing what numpy would convert silently: strings ("1.5"),
-    integers out of the type's range (300 as INT8 would wrap to 44), floats as integers, numbers
-    past a float type's range (70000 as FP16 would be infinity). Empty ``data`` is numpy's float64,
-    whatever the type: no value to check."""
+    """JSON ``data`` as ``dtype``, refusing what numpy would convert silently: strings ("1.5"), true or
+    false in a number tensor, integers out of the type's range (300 as INT8 would wrap to 44), floats
+    as integers, numbers past a float type's range (70000 as FP16 would be infinity). Empty ``data``
+    is numpy's float64, whatever the type: no value to check."""
     import numpy as np
 
     values = np.asarray(data)
     if not values.size:
         return values.astype(dtype)
-    exact = _exact_integers(data) if dtype.kind in "iu" and values.dtype.kind in "fO" else None
-    if exact is not None:
-        values = exact
-    elif values.dtype.kind not in _JSON_KINDS.get(dtype.kind, ""):
-        raise TypeError(f"its values are {values.dtype.name}, not numbers of this type")
+    if dtype.kind not in _JSON_VALUES:  # BF16 (ml_dtypes's "V"): JSON has no bfloat16, Triton refuses it too
+        raise TypeError("a bfloat16 tensor travels only in binary (parameters.binary_data_size)")
+    allowed, takes = _JSON_VALUES[dtype.kind]
+    if dtype.kind == "b":  # numpy's bool only when every value is true or false
+        refused = values.dtype.kind != "b"
+    else:  # numpy's numbers may hide true or false (Python's bool is an int)
+        refused = not allowed.issuperset(map(type, _leaves(data, values.ndim)))
+    if refused:
+        stray = next(leaf for leaf in _leaves(data, values.ndim) if type(leaf) not in allowed)
+        raise TypeError(f"{json.dumps(stray)[:64]} is not {takes}")
     if dtype.kind in "iu":
+        if values.dtype.kind in "fO":  # integers past int64: numpy's float64 (beside others) or objects
+            values = np.asarray(data, dtype=object)
         limits = np.iinfo(dtype)
         if values.min() < limits.min or values.max() > limits.max:
             raise OverflowError(f"values outside {limits.min}..{limits.max}")
