@@ -51,6 +51,18 @@ def test_calibrate_refuses_a_spec_without_calibration() -> None:
     assert "digits-fp16.yaml:5: precision fp16 and no 'calibration:' section" in stderr
 
 
+def test_calibrate_refuses_an_fp16_spec_with_calibration(tmp_path: Path, isolated_cache: Path) -> None:
+    """An fp16 spec may have a calibration section (the overflow guard reads its data), and calibrate
+    took it for an int8 spec: it wrote INT8 scales that no build of the spec reads."""
+    text = INT8_SPEC.read_text().replace("../calibration/", f"{REPO}/calibration/")
+    spec = tmp_path / "digits-fp16.yaml"
+    spec.write_text(text.replace("precision: int8", "precision: fp16"))
+    code, _, stderr = cli("calibrate", spec, "--out", tmp_path / "out")
+    assert code == 2
+    assert f"{spec}:5: precision fp16: calibrate takes an int8 spec" in stderr, stderr
+    assert not (tmp_path / "out").exists() and not list(isolated_cache.rglob("*.onnx"))
+
+
 def test_trt_version_needs_out() -> None:
     code, _, stderr = cli("calibrate", INT8_SPEC, "--trt-version", "10.13.0.35")
     assert code == 2 and "pass --out too" in stderr

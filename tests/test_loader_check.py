@@ -255,6 +255,31 @@ def test_missing_engine_beside_its_manifest_is_refused(engines: dict[str, Path],
     assert code == 5 and "is missing beside its manifest" in err
 
 
+@pytest.mark.parametrize("command", ["check", "inspect", "bench", "verify", "sign", "publish"])
+@pytest.mark.parametrize(("gone", "code"), [("engine", 5), ("manifest", 5), ("both", 2)])
+def test_every_engine_command_exits_alike_on_a_missing_file(
+    engines: dict[str, Path], tmp_path: Path, command: str, gone: str, code: int
+) -> None:
+    """README "Exit codes": one file of the two without the other is an incomplete artifact, refused
+    (5), and neither a mistyped path (2). inspect, verify, sign and publish said 2 for an engine
+    missing beside its manifest, where check, bench and the loader said 5."""
+    engine = _copy(engines["digits"], tmp_path)
+    if gone in ("engine", "both"):
+        engine.unlink()
+    if gone in ("manifest", "both"):
+        manifest_path_for(engine).unlink()
+    needs = {
+        "check": ["--cc", "8.6"],
+        "verify": ["--spec", str(DIGITS.parents[1] / "configs" / "digits-fp32.yaml")],
+        "sign": ["--key", str(generate_keypair(tmp_path / "key").private_path)],
+        "publish": ["--to", f"dir://{tmp_path / 'registry'}"],
+    }
+    result = CliRunner().invoke(app, [command, str(engine), *needs.get(command, [])])
+    assert result.exit_code == code and "Traceback" not in result.output, result.output
+    missing = "is missing beside its manifest" if gone == "engine" else "manifest missing"
+    assert (missing if gone != "both" else "no such engine") in result.stderr, result.stderr
+
+
 def test_manifest_of_another_engine_is_refused(engines: dict[str, Path], tmp_path: Path) -> None:
     engine = _copy(engines["sm89"], tmp_path)
     shutil.copy2(manifest_path_for(engines["digits"]), manifest_path_for(engine))

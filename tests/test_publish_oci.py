@@ -424,7 +424,7 @@ def test_publishing_a_damaged_artifact_is_refused(engines: dict[str, Path], tmp_
     code, _, err = cli("publish", str(engine), "--to", "oci://127.0.0.1:1/never/reached", "--insecure")
     assert code == 5 and "refusing to publish" in err and "sha256" in err
     code, _, err = cli("publish", str(tmp_path / "missing.engine"), "--to", "dir:///tmp/x")
-    assert code == 2 and "not found" in err
+    assert code == 2 and "no such engine" in err
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,14 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
             "name: a\nmodel: m.onnx\nprecision: int8\ncalibration: {data: d/*.npy}\nfp16: {keep_fp32: []}\n",
             ":5: key 'fp16': applies at precision fp16 only, and this spec is int8; its unquantized layers run in",
         ),
+        # an fp32 build reads no calibration: its data was checked and hashed as an input, its settings
+        # (typos included) went unread; fp16's overflow guard reads its data, so fp16 takes it
+        (
+            "name: a\nmodel: m.onnx\nprecision: fp32\ncalibration: {data: d/*.npy, algorithm: minmax}\n",
+            ":4: key 'calibration': is read at precision int8 (and by fp16's overflow guard, its data) only, and "
+            "this spec is fp32: remove the section, or set precision: int8",
+        ),
+        ("name: a\nmodel: m.onnx\n\ncalibration: {data: d/*.npy}\n", ":4: key 'calibration': is read at precision"),
     ],
 )
 def test_bad_specs_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:

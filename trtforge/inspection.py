@@ -62,7 +62,7 @@ def engine_facts(path: Path, trusted_keys: Sequence[TrustedKey] = ()) -> EngineF
     from trtforge.signing import verify_manifest
 
     paths = ArtifactPaths.of(path)
-    engine = paths.existing_engine("pass an .engine that trtforge build wrote")
+    engine = paths.existing_engine("copy or download the .engine together with its .manifest.json")
     manifest = read_manifest(paths.manifest)
     signature = verify_manifest(manifest, trusted_keys)
     measured = ArtifactFacts(

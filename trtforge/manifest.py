@@ -386,11 +386,18 @@ class ArtifactPaths:
         return self
 
     def existing_engine(self, fix: str) -> Path:
-        """The engine, which must be a file; ``fix`` says how to get it when it is not."""
-        if not self.engine.is_file():
-            problem = "is not a regular file" if os.path.lexists(self.engine) else "not found"
-            raise InvalidInputError(f"{self.engine}: engine file {problem}; {fix}")
-        return self.engine
+        """The engine, which must be a file; ``fix`` says how to get it when it is not. As
+        :meth:`must_exist` and ``check`` judge it: with neither file a mistyped path (exit 2), with
+        the manifest alone an incomplete artifact (exit 5, as ``check``'s rule 5 refuses it)."""
+        if self.engine.is_file():
+            return self.engine
+        if os.path.lexists(self.engine):
+            raise InvalidInputError(f"{self.engine}: engine file is not a regular file; {fix}")
+        self.must_exist()
+        raise IncompatibleEngineError(
+            f"{self.engine}: engine file is missing beside its manifest {self.manifest.name}; {fix}",
+            reasons=["engine file missing"],
+        )
 
 
 def manifest_json_schema() -> dict[str, Any]:

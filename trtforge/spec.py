@@ -337,6 +337,21 @@ class Spec(_Strict):
                 )
         return targets
 
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_where_read(
+        cls, calibration: CalibrationSpec | None, info: ValidationInfo
+    ) -> CalibrationSpec | None:
+        """As ``fp16:`` at other precisions: an fp32 build never reads the section, while its data
+        was checked and hashed as an input and its settings, typos included, went unread."""
+        precision = info.data.get("precision")
+        if calibration is not None and precision is not None and precision not in ("int8", "fp16"):
+            raise ValueError(
+                f"is read at precision int8 (and by fp16's overflow guard, its data) only, and this spec is "
+                f"{precision}: remove the section, or set precision: int8"
+            )
+        return calibration
+
     @field_validator("fp16")
     @classmethod
     def _fp16_section_at_fp16(cls, fp16: Fp16Spec, info: ValidationInfo) -> Fp16Spec:

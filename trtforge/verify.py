@@ -134,7 +134,7 @@ def _verify_locked(
     from trtforge.spec import check_profiles
 
     check_model_file(spec.model_path, spec.origin.where("model"))
-    engine = paths.existing_engine("its manifest is there: pull or rebuild the engine")
+    engine = paths.existing_engine("pull or rebuild the engine")
     mismatch = source_mismatch(spec, manifest, sha256_file(spec.model_path, disk_cache=False))
     if mismatch:
         raise InvalidInputError(

@@ -444,9 +444,10 @@ def calibrate_spec(
     """``trtforge calibrate``: an int8 spec calibrated alone (or its earlier result reused), with
     its files: copies in ``out`` (and TensorRT's calibration cache for ``trt_version``, which
     names it), else the cache's own. Every refusal comes before anything is calibrated."""
-    if spec.calibration is None:
+    if spec.calibration is None or spec.precision != "int8":  # fp16's section feeds its overflow guard alone
+        missing = "" if spec.calibration else " and no 'calibration:' section"
         raise SpecError(
-            f"{spec.origin.where('precision')}: precision {spec.precision} and no 'calibration:' section: "
+            f"{spec.origin.where('precision')}: precision {spec.precision}{missing}: "
             "calibrate takes an int8 spec (see trtforge schema)"
         )
     if trt_version is not None:

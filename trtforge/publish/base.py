@@ -204,7 +204,7 @@ def load_local_artifact(path: Path) -> LocalArtifact:
     from trtforge.environment import file_problem
 
     paths = ArtifactPaths.of(path)
-    engine = paths.existing_engine("pass the .engine that trtforge build wrote")
+    engine = paths.existing_engine("copy or download the .engine together with its .manifest.json")
     manifest_path = paths.manifest
     manifest, manifest_bytes = read_manifest_with_bytes(manifest_path)
     problem = file_problem(manifest, engine)
