@@ -13,9 +13,10 @@ import pytest
 from models import need_rtx
 from onnx import TensorProto, helper, numpy_helper
 
-from trtforge.calibration import CalibrationResult, calibrate
+from trtforge.calibration import Calibration, CalibrationResult, cache, calibrate
 from trtforge.calibration.cache import parse_trt_cache, trt_version_int, write_trt_cache
 from trtforge.errors import InvalidInputError, SpecError
+from trtforge.mixedprecision import GRAPH_REVISIONS
 from trtforge.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -366,3 +367,35 @@ def test_a_scales_entry_with_a_scale_no_calibration_writes_is_a_miss(tmp_path: P
     assert read_scales(entry, "k") == ({"input": 0.5, "conv": 0.25}, 64)
     entry.write_text(entry.read_text().replace("0.25", bad))
     assert read_scales(entry, "k") is None
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named", "unnamed"])
+def test_a_qdq_graph_cached_before_unnamed_nodes_had_names_is_not_reused(
+    spec_file: Callable[..., Path], cnn: Path, named: bool
+) -> None:
+    """Before unnamed nodes were given names, the placement took them all for one node "" and could
+    misplace Q/DQ: a graph cached under that key (its scales, exclusions and versions the same) is
+    not reused, as a model with unnamed nodes has a key of its own. A named model's key is as it was."""
+    if not named:
+        model = onnx.load(str(cnn / "cnn.onnx"))
+        for node in model.graph.node:
+            node.name = ""
+        models.save(model, cnn / "cnn.onnx")
+    spec = load_spec(spec_file(algorithm="minmax"))
+    calibration = Calibration(spec, Path(spec.model), cnn / "cache")
+    (scale_set,) = calibration.scale_sets
+    earlier = {
+        "scales": scale_set.file.stem.removeprefix("scales-"),
+        "exclude": [],
+        "high_precision": "fp16",
+        "versions": calibration.versions,
+        "graphs": GRAPH_REVISIONS,
+    }
+    key_before = cache.qdq_path(cnn / "cache", cache.content_key(earlier))
+    if named:
+        assert calibration.result(scale_set, []).qdq_model == key_before
+        return
+    key_before.write_bytes(b"a Q/DQ graph placed with every unnamed node as node ''")
+    result = calibration.result(scale_set, [])
+    assert result.qdq_model != key_before
+    onnx.checker.check_model(onnx.load(str(result.qdq_model)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import json
+import re
 import tracemalloc
 from collections.abc import Callable
 from html.parser import HTMLParser
@@ -284,3 +285,69 @@ def test_an_fp32_spec_has_no_candidate_to_diagnose(tmp_path: Path) -> None:
     assert code == 2 and stderr.count("\n") == 1, stderr
     assert f"{spec}:4: precision fp32 has no candidate to diagnose" in stderr
     assert not (tmp_path / "out").exists()
+
+
+def _unnamed(path: Path) -> Path:
+    """``path`` saved again with every node's name cleared (``NodeProto.name`` is optional)."""
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        node.name = ""
+    return models.save(model, path)
+
+
+def test_unnamed_fp16_nodes_diagnose_names_are_the_ones_keep_fp32_takes(tmp_path: Path) -> None:
+    """Nodes without names: diagnose called them ``MatMul_1``, which keep_fp32 refused (exit 2),
+    and the overflow guard kept node "" (every unnamed node: the whole graph in FP32)."""
+    models.need_rtx()
+    spec = models.overflowing_fp16_spec(tmp_path)  # the guard off: the FP16 engine overflows
+    _unnamed(tmp_path / "over.onnx")
+    code, stdout, stderr = cli("diagnose", spec, "--out", tmp_path / "diag", "--json")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert [node["node"] for node in document["nodes"]] == ["Mul_0", "MatMul_1", "Mul_2"]
+    assert document["fp16_out_of_range"] == ["MatMul_1"]
+    broken = [node["node"] for node in document["nodes"] if node["nonfinite_mismatch"]]
+    assert broken == ["MatMul_1", "Mul_2"]  # the node that overflows and the one reading its output
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 4, stderr
+    text = spec.read_text(encoding="utf-8")
+    spec.write_text(text.replace("keep_fp32: []", f"keep_fp32: [{', '.join(broken)}]"), encoding="utf-8")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0 and "2 node(s) kept in FP32 by the spec: MatMul_1, Mul_2" in stderr, stderr
+    # the overflow guard keeps those two by the same names, not "" for all of them
+    spec.write_text(text.replace("fp16:\n  keep_fp32: []\n", ""), encoding="utf-8")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "guarded")
+    assert code == 0, stderr
+    manifest = json.loads(next((tmp_path / "guarded").glob("*.manifest.json")).read_text())
+    assert manifest["fp16"]["keep_fp32"] == broken and manifest["fp16"]["chosen_by"] == "overflow guard"
+
+
+def test_unnamed_int8_nodes_exclusions_to_paste_make_the_gate_pass(tmp_path: Path) -> None:
+    """Nodes without names: the Q/DQ placement took them all for one node "" (onnxruntime could not
+    load the graph), and no exclusion could name one."""
+    models.need_rtx()
+    model = _unnamed(models.conv_net(tmp_path / "conv.onnx"))
+    models.write_samples(tmp_path / "calib", (8, 3, 16, 16), files=4)
+    spec = tmp_path / "int8.yaml"
+    spec.write_text(
+        f"name: conv\nmodel: {model}\nprecision: int8\ntargets: ['8.6']\n{CONV_PROFILE}"
+        "calibration:\n  data: [calib/*.npy]\n  exclude: auto\n"
+        "accuracy:\n  tolerances:\n    logits: {cosine_min: 0.9999}\n",
+        encoding="utf-8",
+    )
+    code, stdout, stderr = cli("diagnose", spec, "--out", tmp_path / "diag", "--json")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert [node["node"] for node in document["nodes"]] == [
+        "Conv_0",
+        "Relu_1",
+        "GlobalAveragePool_2",
+        "Flatten_3",
+        "Gemm_4",
+    ]
+    assert document["sensitivity"]["excluded"] == ["Gemm_4"]
+    pasted = re.search(r"^calibration:\n(  exclude: .*)$", stderr, re.MULTILINE)
+    assert pasted is not None and pasted[1] == "  exclude: [Gemm_4]", stderr
+    spec.write_text(spec.read_text(encoding="utf-8").replace("  exclude: auto", pasted[1]), encoding="utf-8")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0 and "accuracy conv int8: passed" in stderr, stderr

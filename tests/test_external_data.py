@@ -166,6 +166,21 @@ def test_external_data_calibrates_to_the_scales_and_qdq_graph_of_the_inline_mode
     assert [(n.op_type, list(n.input)) for n in onnx.load(str(external["qdq_model"])).graph.node] == nodes
 
 
+def test_unnamed_nodes_of_a_model_with_external_data_are_refused_at_int8(int8_projects: tuple[Path, Path]) -> None:
+    """Q/DQ placement finds nodes by name, and an unnamed node is named in a copy of the model in
+    memory, which onnxruntime cannot fold beside the user's data files: one line naming the node."""
+    _, external = int8_projects
+    model = onnx.load(str(external / "wide.onnx"), load_external_data=False)
+    for node in model.graph.node:
+        node.name = "" if node.op_type == "Conv" else node.name
+    onnx.save(model, str(external / "wide.onnx"))
+    code, _, stderr = cli("calibrate", external / "wide.yaml", "--out", external / "calib")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"error: {external / 'wide.onnx'}: node 0 (Conv, output 's') has no name")
+    assert stderr.rstrip().endswith("name every node when exporting the model")
+    assert not (external / "calib").exists()
+
+
 # ---------------------------------------------------------------- 2: verify and the manifest's model_sha256
 
 

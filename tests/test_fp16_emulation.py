@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from trtforge.accuracy import metrics
 from trtforge.accuracy.gate import GateCandidate, candidate_runner
+from trtforge.errors import SpecError
 from trtforge.manifest import read_manifest
 from trtforge.mixedprecision import (
     EMULATION_KEY,
@@ -34,8 +35,10 @@ from trtforge.mixedprecision import (
     tensorrt_choice,
     to_fp16,
 )
-from trtforge.model import ModelInfo, read_model_info
+from trtforge.model import ModelInfo, node_names, read_model_info
 from trtforge.precision.graphs import emulated_onnx, fp16_onnx
+from trtforge.precision.overflow import FOLDER, check_keep_fp32, choose_keep_fp32
+from trtforge.spec import load_spec
 
 PROFILE = "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\n"
 
@@ -227,6 +230,49 @@ def test_unknown_keep_fp32_name_is_a_usage_error(write_spec: Callable[..., Path]
     line = stderr.strip().splitlines()[-1]
     assert f"{spec}:" in line and "fp16.keep_fp32 names node 'shrnk'" in line and "did you mean 'shrink'?" in line
     assert "Traceback" not in stderr
+
+
+def _unnamed_overflow_chain(path: Path) -> Path:
+    """``overflow_chain`` with no node names, but for its last node, named ``MatMul_1``: the name
+    the unnamed MatMul at index 1 would be given."""
+    model = onnx.load(str(overflow_chain(path)))
+    for node in model.graph.node:
+        node.name = ""
+    model.graph.node[2].name = "MatMul_1"
+    return save(model, path)
+
+
+def test_unnamed_nodes_are_kept_in_fp32_by_the_names_given_to_them(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """An unnamed node is ``{op_type}_{index}``, ``_2`` added where a node has that name; the guard
+    kept node "" (every unnamed node), and a keep_fp32 list could name none of them."""
+    path = _unnamed_overflow_chain(tmp_path / "over.onnx")
+    model = onnx.load(str(path))
+    assert node_names(model.graph) == ["Mul_0", "MatMul_1_2", "MatMul_1"] == node_names(model.graph)
+    spec = load_spec(_spec(write_spec, path))
+    keep = choose_keep_fp32(spec, read_model_info(path), lambda _line: None, tmp_path / "cache")
+    assert keep.nodes == ("MatMul_1_2", "MatMul_1")  # the overflowing MatMul and the Mul reading it
+    converted = to_fp16(model, ["MatMul_1_2"])
+    assert not any(node.name for node in model.graph.node[:2])  # the caller's model is left as it is
+    (matmul,) = (node for node in converted.graph.node if node.op_type == "MatMul")
+    assert matmul.name == "MatMul_1_2" and matmul.input[1] == "W"  # kept in FP32: its weight not converted
+    assert {init.name: init.data_type for init in converted.graph.initializer}["W"] == onnx.TensorProto.FLOAT
+    with pytest.raises(SpecError, match=r"fp16\.keep_fp32 names node '', which the model does not have"):
+        check_keep_fp32([""], model, spec)
+
+
+def test_a_cached_guard_choice_of_node_empty_name_is_made_again(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Cached before unnamed nodes had names, a choice of node "" would keep every unnamed node."""
+    path = _unnamed_overflow_chain(tmp_path / "over.onnx")
+    spec, info, cache = load_spec(_spec(write_spec, path)), read_model_info(path), tmp_path / "cache"
+    first = choose_keep_fp32(spec, info, lambda _line: None, cache)
+    (entry,) = (cache / FOLDER).glob("*.json")
+    entry.write_text(json.dumps({"nodes": [""], "reasons": {"": "output 'big' reaches 1e6"}, "data": first.data}))
+    assert choose_keep_fp32(spec, info, lambda _line: None, cache).nodes == first.nodes
+    assert json.loads(entry.read_text())["nodes"] == list(first.nodes)
 
 
 def _int8overflow_chain(path: Path, weight_std: float = 0.5) -> Path:

@@ -19,6 +19,7 @@ from models import need_rtx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.calibration import qdq
+from trtforge.model import name_nodes, node_names
 
 SHAPE = (3, 16, 16)
 
@@ -161,6 +162,30 @@ def test_excluded_nodes_get_no_placed_pair(tmp_path: Path) -> None:
     quantized = qdq.quantize(folded, ranges, ["block/Add", "head/Pool"], "fp32")
     assert dq_scale(quantized, "block/Add", 1) is None
     assert dq_scale(quantized, "head/Pool", 0) is None
+
+
+def test_unnamed_nodes_are_placed_as_if_named_and_excluded_by_their_given_names(tmp_path: Path) -> None:
+    """Every unnamed node was node "" to the placement: pairs went to the wrong nodes (onnxruntime
+    then refused the graph), and no exclusion could name one. Folded with ``node_names``' names
+    given, the Q/DQ graph is that of the model named so, and ``Add_8`` excludes the residual Add."""
+    unnamed = residual_block(concat=True)
+    for node in unnamed.graph.node:
+        node.name = ""
+    named = onnx.ModelProto()
+    named.CopyFrom(unnamed)
+    name_nodes(named.graph)
+    folders = [tmp_path / kind for kind in ("unnamed", "named", "excluded")]
+    for folder in folders:
+        folder.mkdir()
+    quantized = placed(unnamed, folders[0])
+    assert quantized.graph == placed(named, folders[1]).graph
+    (add,) = (
+        name for node, name in zip(unnamed.graph.node, node_names(unnamed.graph), strict=True) if node.op_type == "Add"
+    )
+    assert add == "Add_8" and dq_scale(quantized, add, 1) == pytest.approx(4.0 / 127)
+    folded = qdq.fold_batchnorm(models.save(unnamed, folders[2] / "model.onnx"))
+    ranges = dict.fromkeys(qdq.quantized_inputs(folded), 4.0)
+    assert dq_scale(qdq.quantize(folded, ranges, qdq.map_exclude([add], folded), "fp32"), add, 1) is None
 
 
 def transformer_residual() -> onnx.ModelProto:

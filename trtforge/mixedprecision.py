@@ -85,18 +85,26 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: Sequence[str] = ()) -> onnx
 
     onnxruntime's converter keeps its default block list (ops that are wrong or unsupported
     in FP16), ``KEEP_FP32_OPS`` and ``keep_fp32_nodes`` in FP32 and inserts the casts at the boundaries.
+    ``keep_fp32_nodes`` are :func:`~trtforge.model.node_names`: an unnamed node kept gets that name
+    in the graph converted (the converter finds nodes by name); ``model`` itself is left as it is.
     """
     import onnx
     from onnxruntime.transformers import float16
 
-    from trtforge.model import without_weights
+    from trtforge.model import name_nodes, without_weights
 
     # the converter's own shape inference takes the whole model through C++ and back (ResNet-18
     # 224: ~0.1 s); on the graph alone, strict so that a node needing a weight's values says so,
     # it gives the same model (the converter's then where it cannot)
     inferred = without_weights(model, lambda light: onnx.shape_inference.infer_shapes(light, strict_mode=True))
+    source = model if inferred is None else inferred
+    if keep_fp32_nodes and any(not node.name for node in model.graph.node):
+        if source is model:
+            source = onnx.ModelProto()
+            source.CopyFrom(model)
+        name_nodes(source.graph, frozenset(keep_fp32_nodes))
     converted = float16.convert_float_to_float16(
-        model if inferred is None else inferred,
+        source,
         keep_io_types=True,
         disable_shape_infer=inferred is not None,
         op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *KEEP_FP32_OPS],

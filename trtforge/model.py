@@ -12,7 +12,7 @@ import os
 import stat
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -616,6 +616,36 @@ def inspect_model(path: Path) -> ModelInfo:
 def read_model_info(path: Path) -> ModelInfo:
     """:func:`inspect_model` without onnx's import and checker (:func:`read_onnx`)."""
     return describe(read_onnx(path), path)
+
+
+def node_names(graph: onnx.GraphProto) -> list[str]:
+    """Each node's name as ``fp16.keep_fp32``, ``calibration.exclude`` and ``trtforge diagnose``
+    name it, in graph order: its own, or for a node without one (``NodeProto.name`` is optional)
+    ``{op_type}_{index}``, its position in the graph counted from 0 (``Mul_1``), with ``_2``, ``_3``...
+    appended while another node has that name. The graph alone decides, so the overflow guard, the
+    FP16 conversion, calibration and the diagnosis give a node one name in every run; a node's own
+    name is never changed (pure)."""
+    taken = {node.name for node in graph.node if node.name}
+    names: list[str] = []
+    for index, node in enumerate(graph.node):
+        name = node.name
+        if not name:
+            stem = name = f"{node.op_type}_{index}"
+            suffix = 1
+            while name in taken:
+                suffix += 1
+                name = f"{stem}_{suffix}"
+            taken.add(name)
+        names.append(name)
+    return names
+
+
+def name_nodes(graph: onnx.GraphProto, among: Collection[str] | None = None) -> None:
+    """Give each node without a name its :func:`node_names` name, in place: onnxruntime's FP16
+    converter and quantizer find nodes by name only. ``among``: only the nodes whose name it holds."""
+    for node, name in zip(graph.node, node_names(graph), strict=True):
+        if not node.name and (among is None or name in among):
+            node.name = name
 
 
 @overload

@@ -42,7 +42,15 @@ from trtforge.fsutil import (
 )
 from trtforge.graphfiles import cached_graph_files, save_graph
 from trtforge.mixedprecision import GRAPH_REVISIONS
-from trtforge.model import ModelInfo, content_files, content_sha256, external_tensors, inspect_model
+from trtforge.model import (
+    ModelInfo,
+    content_files,
+    content_sha256,
+    external_tensors,
+    inspect_model,
+    node_names,
+    read_onnx,
+)
 from trtforge.spec import CalibrationSpec, Spec, expand_globs
 
 if TYPE_CHECKING:
@@ -322,11 +330,14 @@ class Calibration:
         return _keeps_external_data(self.info)
 
     @cached_property
-    def user_nodes(self) -> list[str]:
-        """The user's node names, in graph order."""
-        import onnx
+    def user_graph(self) -> onnx.GraphProto:
+        """The user's graph, its weights not read (:func:`~trtforge.model.read_onnx`)."""
+        return read_onnx(self.info.path).graph
 
-        return [node.name for node in onnx.load(str(self.info.path), load_external_data=False).graph.node]
+    @cached_property
+    def user_nodes(self) -> list[str]:
+        """The user's node names, in graph order (:func:`~trtforge.model.node_names`: unnamed ones too)."""
+        return node_names(self.user_graph)
 
     def quantized_nodes(self, scale_set: ScaleSet, exclude: Sequence[str] = ()) -> list[str]:
         """The user's nodes that get Q/DQ with ``scale_set`` and ``exclude``, in graph order:
@@ -365,16 +376,19 @@ class Calibration:
     def result(
         self, scale_set: ScaleSet, exclude: Sequence[str], details: dict[str, Any] | None = None
     ) -> CalibrationResult:
-        """The Q/DQ ONNX for ``scale_set`` and ``exclude`` in the cache (written once), and its provenance."""
-        qdq_key = cache.content_key(
-            {
-                "scales": scale_set.file.stem.removeprefix("scales-"),
-                "exclude": sorted(exclude),
-                "high_precision": self.config.high_precision,
-                "versions": self.versions,
-                "graphs": GRAPH_REVISIONS,  # the FP16 parts are to_fp16's: a new conversion, a new graph
-            }
-        )
+        """The Q/DQ ONNX for ``scale_set`` and ``exclude`` in the cache (written once), and its provenance.
+        A graph with unnamed nodes has a key of its own: quantized before they were named
+        (``qdq.folded_file``), they were all one node "" to the placement, which could misplace Q/DQ."""
+        inputs: dict[str, Any] = {
+            "scales": scale_set.file.stem.removeprefix("scales-"),
+            "exclude": sorted(exclude),
+            "high_precision": self.config.high_precision,
+            "versions": self.versions,
+            "graphs": GRAPH_REVISIONS,  # the FP16 parts are to_fp16's: a new conversion, a new graph
+        }
+        if any(not node.name for node in self.user_graph.node):
+            inputs["unnamed_nodes"] = "named by node_names"
+        qdq_key = cache.content_key(inputs)
         qdq_file = cache.qdq_path(self.cache_dir, qdq_key)
         files = cached_graph_files(qdq_file)
         if files is not None:

@@ -38,9 +38,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from trtforge.errors import SpecError, did_you_mean
+from trtforge.errors import InvalidInputError, SpecError, did_you_mean
 from trtforge.graphfiles import EXTERNAL_DATA_MIN_BYTES
 from trtforge.mixedprecision import to_fp16
+from trtforge.model import node_names
 
 if TYPE_CHECKING:
     import onnx
@@ -56,6 +57,8 @@ FUSING_OPS = ("Conv", "ConvTranspose")
 """Weighted ops into which TensorRT fuses a following elementwise Add (and activation)."""
 POOLING_OPS = ("AveragePool", "GlobalAveragePool")
 """Pooling that TensorRT runs in INT8 when its input is quantized (MaxPool just commutes)."""
+NAMED_OPS = frozenset((*QUANTIZABLE_OPS, *POOLING_OPS, "Add", "Concat"))
+"""The ops whose nodes placement and exclusions find by name."""
 
 Rule = Literal["residual add", "elementwise add", "pooling", "concat"]
 
@@ -161,12 +164,36 @@ def folded_file(model_path: Path) -> Iterator[Path]:
     folder, which the temporary folder does not have (and a model past protobuf's 2 GB could not
     be written inline). Whether it has any is read from the graph alone (:func:`read_onnx`,
     well under a millisecond beside the session's start).
+
+    Placement and exclusions find nodes by name (``NAMED_OPS``): a model with unnamed nodes is
+    folded with each given its :func:`~trtforge.model.node_names` name (onnxruntime keeps names,
+    and names a fused node after its first), from a copy in memory. Where weights live in external
+    data, an unnamed node of ``NAMED_OPS`` is refused instead: onnxruntime reads those files only
+    beside the model's own file, and the user's folder is not trtforge's to write in.
     """
     import onnxruntime as ort
 
-    from trtforge.model import external_tensors, read_onnx
+    from trtforge.model import external_tensors, name_nodes, read_onnx
 
-    external = any(external_tensors(read_onnx(model_path)))
+    user_model = read_onnx(model_path)
+    external = any(external_tensors(user_model))
+    source: str | bytes = str(model_path)
+    if external:
+        for index, node in enumerate(user_model.graph.node):
+            if not node.name and node.op_type in NAMED_OPS:
+                output = f", output '{node.output[0]}'" if node.output else ""
+                raise InvalidInputError(
+                    f"{model_path}: node {index} ({node.op_type}{output}) has no name, and int8 Q/DQ placement "
+                    "finds nodes by name (trtforge names unnamed nodes only in a model without external "
+                    "data): name every node when exporting the model"
+                )
+    elif any(not node.name for node in user_model.graph.node):
+        import onnx
+
+        named = onnx.load(str(model_path))
+        name_nodes(named.graph)
+        source = named.SerializeToString()
+        del named
     with tempfile.TemporaryDirectory(prefix="trtforge-calib-") as tmp:
         folded = Path(tmp) / "folded.onnx"
         options = ort.SessionOptions()
@@ -177,7 +204,7 @@ def folded_file(model_path: Path) -> Iterator[Path]:
         if external:
             options.add_session_config_entry(_EXTERNAL_INITIALIZERS_FILE, f"{folded.name}.data")
             options.add_session_config_entry(_EXTERNAL_INITIALIZERS_MIN_SIZE, str(EXTERNAL_DATA_MIN_BYTES))
-        ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         yield folded
 
 
@@ -190,8 +217,9 @@ def fold_batchnorm(model_path: Path) -> onnx.ModelProto:
 
 
 def check_exclude(exclude: Sequence[str], model: onnx.ModelProto, where: Sequence[str]) -> None:
-    """Every excluded name is a node of the user's model; ``where[i]`` locates entry ``i``."""
-    names = [node.name for node in model.graph.node]
+    """Every excluded name is a node of the user's model, by :func:`~trtforge.model.node_names`;
+    ``where[i]`` locates entry ``i``."""
+    names = node_names(model.graph)
     known = set(names)
     for index, name in enumerate(exclude):
         if name not in known:

@@ -56,7 +56,7 @@ from trtforge.accuracy.report import json_number
 from trtforge.deadline import Deadline
 from trtforge.errors import AccuracyError, InvalidInputError
 from trtforge.mixedprecision import candidate_emulation, emulation_of
-from trtforge.model import with_outputs
+from trtforge.model import node_names, with_outputs
 from trtforge.runners.onnxruntime import OnnxrtRunner
 
 if TYPE_CHECKING:
@@ -211,11 +211,6 @@ class _Row:
     pairs: tuple[tuple[str, str], ...]
 
 
-def _node_name(node: onnx.NodeProto, index: int) -> str:
-    """A node's name, or ``{op}_{index}`` for an unnamed one."""
-    return node.name or f"{node.op_type}_{index}"
-
-
 def tensor_map(candidate: onnx.ModelProto, reference: onnx.ModelProto | None = None) -> dict[str, str]:
     """Each tensor the candidate's nodes produce -> the candidate tensor compared under its name:
     the end of the chain of rounding pairs right after it (a Q->DQ pair whose output an FP16
@@ -252,17 +247,18 @@ def tensor_map(candidate: onnx.ModelProto, reference: onnx.ModelProto | None = N
 
 
 def plan_rows(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[_Row]:
-    """One row per reference node, with the outputs the candidate shares. Pure."""
+    """One row per reference node, with the outputs the candidate shares; a node is named as the
+    spec's ``fp16.keep_fp32`` and ``calibration.exclude`` name it (:func:`~trtforge.model.node_names`). Pure."""
     mapping = tensor_map(candidate, reference)
     return [
         _Row(
-            _node_name(node, index),
+            name,
             node.op_type,
             tuple(node.input),
             tuple(node.output),
             tuple((out, mapping[out]) for out in node.output if out in mapping),
         )
-        for index, node in enumerate(reference.graph.node)
+        for node, name in zip(reference.graph.node, node_names(reference.graph), strict=True)
     ]
 
 

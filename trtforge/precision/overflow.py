@@ -32,6 +32,7 @@ from trtforge.digests import data_sha256
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
 from trtforge.fsutil import atomic_write_text
 from trtforge.jsonsafe import json_sha256
+from trtforge.model import node_names
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,14 +81,16 @@ class KeepFp32:
 
 
 def overflowing_nodes(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict[str, str]:
-    """Node -> why it stays FP32: it produces or reads a tensor whose max |x| exceeds FP16_MAX (pure)."""
+    """Node -> why it stays FP32: it produces or reads a tensor whose max |x| exceeds FP16_MAX. A
+    node without a name is named as :func:`~trtforge.model.node_names` names it (pure)."""
     over = {name: value for name, value in amax.items() if value > FP16_MAX}
     reasons: dict[str, list[str]] = {}
-    for node in model.graph.node:  # a Constant too: the converter would store its value in FP16
+    # a Constant too: the converter would store its value in FP16
+    for node, node_name in zip(model.graph.node, node_names(model.graph), strict=True):
         why = [f"output '{name}' reaches {over[name]:.4g}" for name in node.output if name in over]
         why += [f"input '{name}' reaches {over[name]:.4g}" for name in node.input if name in over]
         if why:
-            reasons.setdefault(node.name, []).extend(why)
+            reasons.setdefault(node_name, []).extend(why)
     return {node: ", ".join(why) + f" > {FP16_MAX:g}" for node, why in reasons.items()}
 
 
@@ -120,8 +123,9 @@ def oversized_weights(model: onnx.ModelProto) -> dict[str, float]:
 
 
 def check_keep_fp32(names: list[str], model: onnx.ModelProto, spec: Spec) -> None:
-    """Every ``fp16.keep_fp32`` entry names a node of the model (exit 2 with the closest name)."""
-    known = [node.name for node in model.graph.node]
+    """Every ``fp16.keep_fp32`` entry names a node of the model, by :func:`~trtforge.model.node_names`
+    (exit 2 with the closest name)."""
+    known = node_names(model.graph)
     for index, name in enumerate(names):
         if name not in known:
             raise SpecError(
@@ -200,10 +204,13 @@ def guard_key(model_digest: str, data: Mapping[str, Any], ort_version: str) -> s
 
 
 def _cached(path: Path) -> KeepFp32 | None:
-    """A cached choice, or None when absent or damaged."""
+    """A cached choice, or None when absent or damaged. A node named "" is a choice made before
+    unnamed nodes were given names (:func:`~trtforge.model.node_names`): its "" kept every unnamed
+    node in FP32, so it is made again."""
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))
-        return KeepFp32(tuple(entry["nodes"]), "overflow guard", dict(entry["reasons"]), entry["data"])
+        nodes = tuple(entry["nodes"])
+        return None if "" in nodes else KeepFp32(nodes, "overflow guard", dict(entry["reasons"]), entry["data"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
