@@ -153,18 +153,26 @@ def answer_with(handler: BaseHTTPRequestHandler, status: int, headers: list[tupl
 
 
 @contextlib.contextmanager
-def faulty_proxy(upstream: str, faults: Mapping[str, tuple[int, bytes]]) -> Iterator[str]:
+def faulty_proxy(upstream: str, faults: Mapping[str, tuple[int, bytes]], *, once: bool = False) -> Iterator[str]:
     """A plain-HTTP proxy on 127.0.0.1 in front of the registry ``upstream`` (``host:port``) that
-    answers the methods in ``faults`` itself, with (status, body): a registry that refuses or fails
-    pushes, which distribution cannot be made to do. Yields the proxy's ``host:port``; the Host
-    header goes through unchanged, so the registry's upload locations name the proxy."""
+    answers the requests ``faults`` names itself, with (status, body): a registry that refuses or
+    fails pushes, which distribution cannot be made to do. A key is a method, or a method and the
+    start of a path (``"GET /v2/REPO/manifests/"``); ``once``: only the first such request (a
+    registry failing for a moment). Yields the proxy's ``host:port``; the Host header goes through
+    unchanged, so the registry's upload locations name the proxy."""
     import threading
+
+    pending = dict(faults)
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def _relay(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.command in faults:
-                status, answer = faults[self.command]
+            with lock:
+                key = next((key for key in pending if f"{self.command} {self.path}".startswith(key)), None)
+                fault = None if key is None else pending.pop(key) if once else pending[key]
+            if fault is not None:
+                status, answer = fault
                 headers = [("Content-Type", "application/json")]
             else:
                 status, headers, answer = forward(self, upstream, body)

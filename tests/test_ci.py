@@ -714,6 +714,117 @@ def test_remote_cache_down_warns_and_builds_locally(project: Path, tmp_path: Pat
     assert len(list((tmp_path / "out").glob("*.engine"))) == 1
 
 
+def _own_model(project: Path, seed: int) -> Path:
+    """fp32.yaml of ``project`` on a conv model of its own: a registry keeps one blob per content
+    for all its repositories, so the damage one test does must not reach another's engine."""
+    models.conv_net(project / "conv.onnx", seed=seed)
+    return project / "fp32.yaml"
+
+
+def _remote_run(spec: Path, tmp_path: Path, name: str, remote: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """``ci`` of ``spec`` as the runner ``name`` (a build cache and --out of its own): its status and stderr."""
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / f"{name}-cache"))
+    out = tmp_path / name
+    result = runner.invoke(app, ["ci", str(spec), "--out", str(out), "--json", "--remote-cache", remote, "--insecure"])
+    assert result.exit_code == 0, result.stderr
+    return _statuses(json.loads(result.stdout))[spec.name], result.stderr
+
+
+def _cache_entry(registry: RunningRegistry, repository: str) -> tuple[str, dict]:
+    """The digest and document of the one image manifest the remote cache ``repository`` holds."""
+    import requests
+
+    (tag,) = requests.get(f"http://{registry.host}/v2/{repository}/tags/list", timeout=10).json()["tags"]
+    response = requests.get(
+        f"http://{registry.host}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.headers["Docker-Content-Digest"], response.json()
+
+
+def _flip_a_byte(blob: Path) -> None:
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("damage", "seed"), [("engine-lost", 401), ("manifest-layer-damaged", 402)])
+def test_a_damaged_remote_entry_is_replaced_and_the_next_runner_restores_it(
+    damage: str,
+    seed: int,
+    project: Path,
+    tmp_path: Path,
+    oci_registry: RunningRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An entry read and proven damaged (a blob the registry lost: HTTP 404; a layer that is not
+    its digest's bytes) stayed so, and every runner paid a download and a build: the build that
+    found it replaces it, and says so."""
+    spec, repository = _own_model(project, seed), f"tests/ci-repair-{damage}"
+    remote = oci_registry.uri(repository)
+    assert _remote_run(spec, tmp_path, "a", remote, monkeypatch)[0] == "built"
+    digest, image = _cache_entry(oci_registry, repository)
+    engine_layer, manifest_layer = image["layers"][:2]
+    if damage == "engine-lost":
+        oci_registry.blob(engine_layer["digest"]).unlink()
+    else:
+        _flip_a_byte(oci_registry.blob(manifest_layer["digest"]))
+    status, stderr = _remote_run(spec, tmp_path, "b", remote, monkeypatch)
+    assert status == "built" and "is refused" in stderr and "building locally" in stderr, stderr
+    said = [line for line in stderr.splitlines() if "replaced" in line]
+    assert len(said) == 1 and "conv: replaced the damaged remote cache entry build-" in said[0], stderr
+    assert _cache_entry(oci_registry, repository)[0] != digest
+    status, stderr = _remote_run(spec, tmp_path, "c", remote, monkeypatch)
+    assert status == "restored" and "restored from the remote build cache" in stderr, stderr
+
+
+def test_an_engine_blob_the_registry_serves_damaged_is_named_and_pushed_again_once_removed(
+    project: Path, tmp_path: Path, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob damaged in the registry's storage stays whatever is pushed (the registry keeps a blob
+    by its digest): a build with that very engine says so, instead of replacing the entry to no
+    avail; once the blob is removed there, the next build pushes it again."""
+    spec, repository = _own_model(project, 403), "tests/ci-repair-engine-damaged"
+    remote = oci_registry.uri(repository)
+    assert _remote_run(spec, tmp_path, "a", remote, monkeypatch)[0] == "built"
+    digest, image = _cache_entry(oci_registry, repository)
+    engine_blob = oci_registry.blob(image["layers"][0]["digest"])
+    _flip_a_byte(engine_blob)
+    status, stderr = _remote_run(spec, tmp_path, "b", remote, monkeypatch)
+    assert status == "built" and "is damaged" in stderr and "replaced" not in stderr, stderr
+    said = [line for line in stderr.splitlines() if "could not store the build in the remote cache" in line]
+    assert len(said) == 1 and f"the registry serves blob {image['layers'][0]['digest'][:19]}… damaged" in said[0]
+    assert "remove that blob from the registry's storage" in said[0]
+    assert _cache_entry(oci_registry, repository)[0] == digest
+    engine_blob.unlink()  # what the warning asks of the registry's operator
+    status, stderr = _remote_run(spec, tmp_path, "c", remote, monkeypatch)
+    assert status == "built" and "replaced the damaged remote cache entry" in stderr, stderr
+    status, stderr = _remote_run(spec, tmp_path, "d", remote, monkeypatch)
+    assert status == "restored", stderr
+
+
+def test_a_remote_entry_that_could_not_be_read_is_never_replaced(
+    project: Path, tmp_path: Path, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry failing for a moment (HTTP 500 on the entry's manifest) proves nothing about the
+    entry: the build it cost pushed over it all the same."""
+    from registry import faulty_proxy
+
+    spec, repository = _own_model(project, 404), "tests/ci-unreadable-entry"
+    remote = oci_registry.uri(repository)
+    assert _remote_run(spec, tmp_path, "a", remote, monkeypatch)[0] == "built"
+    digest, _ = _cache_entry(oci_registry, repository)
+    failing = {f"GET /v2/{repository}/manifests/": (500, b'{"errors": [{"code": "UNKNOWN"}]}')}
+    with faulty_proxy(oci_registry.host, failing, once=True) as proxy:
+        status, stderr = _remote_run(spec, tmp_path, "b", f"oci://{proxy}/{repository}", monkeypatch)
+    assert status == "built" and "remote cache unavailable" in stderr and "HTTP 500" in stderr, stderr
+    assert "holds an entry this run did not prove damaged (another runner's, say): kept" in stderr
+    assert "replaced" not in stderr and _cache_entry(oci_registry, repository)[0] == digest
+    assert _remote_run(spec, tmp_path, "c", remote, monkeypatch)[0] == "restored"
+
+
 @pytest.mark.parametrize("fails", ["download", "engine", "store"])
 def test_a_full_build_cache_costs_the_remote_restore_only(
     fails: str, project: Path, tmp_path: Path, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch

@@ -126,22 +126,60 @@ def test_same_engine_again_is_a_no_op(oci_registry: RunningRegistry, repository:
     assert before == after
 
 
-def test_same_bytes_without_the_annotations_asked_for_are_pushed_again(
-    repository: str, engines: dict[str, Path]
-) -> None:
-    """ci's build cache records its key as an annotation: an entry holding the very same engine
-    and manifest without it (an older trtforge, a plain publish) must get the key, not be skipped."""
+def test_a_build_cache_push_replaces_only_the_entry_proven_damaged(repository: str, engines: dict[str, Path]) -> None:
+    """ci's push (``store_build``) creates a tag, and replaces only the image manifest it read there
+    and proved damaged: an entry it could not read, or one another runner pushed meanwhile, stays.
+    A build sharing a blob the registry served damaged is refused: the registry would keep that blob."""
     location = parse_location(repository)
     assert isinstance(location, OciLocation)
     registry = open_registry(location, insecure=True)
-    artifact = load_local_artifact(engines["8.9"])
-    assert registry.push(artifact, "build-key", force=True).status == "published"
-    assert registry.push(artifact, "build-key", force=True).status == "unchanged"
-    outcome = registry.push(artifact, "build-key", force=True, annotations={"dev.trtforge.build-key": "k1"})
-    assert outcome.status != "unchanged" and "annotations recorded" in outcome.detail
+    first, other = load_local_artifact(engines["8.6"]), load_local_artifact(engines["8.9"])
+    key = {"dev.trtforge.build-key": "k1"}
+    assert registry.store_build(first, "build-key", key).status == "published"
+    held = registry.manifest_digest("build-key")
+    for replacing in (None, "sha256:" + "0" * 64):  # unread, or another entry than the one there now
+        outcome = registry.store_build(other, "build-key", key, replacing=replacing)
+        assert outcome.status == "unchanged" and "kept" in outcome.detail
+        assert registry.manifest_digest("build-key") == held
+    engine_blob = f"sha256:{other.manifest.artifact.sha256}"
+    with pytest.raises(RegistryError, match="a push cannot replace it"):
+        registry.store_build(other, "build-key", key, replacing=held, damaged=frozenset({engine_blob}))
+    assert registry.manifest_digest("build-key") == held
+    outcome = registry.store_build(other, "build-key", key, replacing=held)
+    assert outcome.status == "replaced" and registry.manifest_digest("build-key") not in (None, held)
     assert registry.annotations("build-key")["dev.trtforge.build-key"] == "k1"
-    again = registry.push(artifact, "build-key", force=True, annotations={"dev.trtforge.build-key": "k1"})
-    assert again.status == "unchanged"
+
+
+def test_runners_racing_on_one_build_cache_tag_leave_a_whole_entry(
+    repository: str, engines: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two ci runners pushing other builds under one key at once: each push puts up its blobs before
+    the manifest that lists them, so whichever manifest the tag ends with is whole and pulls intact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trtforge.publish.base import LocalArtifact
+
+    location = parse_location(repository)
+    assert isinstance(location, OciLocation)
+    builds = [load_local_artifact(engines["8.6"]), load_local_artifact(engines["8.9"])]
+
+    def push(artifact: LocalArtifact) -> str:
+        return open_registry(location, insecure=True).store_build(artifact, "build-race", {}).status
+
+    for attempt in range(3):
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(pool.map(push, builds))
+        assert set(statuses) <= {"published", "unchanged"}, statuses
+        into = tmp_path / str(attempt)
+        into.mkdir()
+        pulled = open_registry(location, insecure=True).pull_tag("build-race", into)
+        assert pulled is not None and not pulled.warnings
+        manifest = read_manifest(pulled.engine)
+        assert sha256_file(pulled.engine) == manifest.artifact.sha256
+        assert manifest.artifact.sha256 in {build.manifest.artifact.sha256 for build in builds}
+        requests.delete(
+            f"http://{location.host}/v2/{location.repository}/manifests/{pulled.digest}", timeout=10
+        ).raise_for_status()
 
 
 def test_different_engine_under_the_tag_needs_force(repository: str, engines: dict[str, Path], tmp_path: Path) -> None:

@@ -164,6 +164,7 @@ def test_remote_cache_restores_only_this_specs_build(
     record = trust_case(3, f"remote cache: {planted} under build-<key>", code, said, folders=(out, cache))
     assert record.exit_code == 0 and record.one_line and not record.leftovers
     assert "is not this spec's build" in said and "building locally" in said
+    assert "conv: replaced the damaged remote cache entry build-" in stderr
     assert _status(document, "conv.yaml") == "built"
     built = read_manifest(next(out.glob("*.engine")))
     assert built.source.onnx_sha256 == sha256_file(project / "conv.onnx")
@@ -212,7 +213,7 @@ def test_a_manifest_edited_in_the_remote_cache_is_refused(
     as_built = json.loads(manifest_file.read_text())["profiles"]
     edit(document)
     manifest_file.write_text(json.dumps(document))
-    registry.push(load_local_artifact(engine), tag, force=True, annotations=annotations)
+    registry.store_build(load_local_artifact(engine), tag, annotations, replacing=registry.manifest_digest(tag))
 
     monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-b-cache"))
     out = tmp_path / "runner-b"

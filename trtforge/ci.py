@@ -541,14 +541,29 @@ def remote_record(annotations: dict[str, str], engine: Path, accuracy: dict[str,
     )
 
 
-def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: str, entry: Path, reporter: Any) -> bool:
+@dataclass(frozen=True)
+class RemoteLookup:
+    """What the remote cache gave for a key: its entry, taken into the build cache (``restored``),
+    or none; ``damaged``: the digest of the image manifest it held, read and proven damaged, which
+    this run's push replaces (never an entry that could not be read), and ``damaged_blobs`` the
+    blobs the registry served damaged, which no push replaces."""
+
+    restored: bool = False
+    damaged: str | None = None
+    damaged_blobs: frozenset[str] = frozenset()
+
+
+def _pull_remote(
+    options: CiOptions, spec: Spec, inputs: dict[str, Any], key: str, entry: Path, reporter: Any
+) -> RemoteLookup:
     """Fill the local cache entry from the remote cache (engine, manifest, and the accuracy report
-    its manifest describes); False when the remote has no build of this spec under the key.
-    Whatever the remote holds there is checked against the spec (name, precision, source hashes,
-    the build key pushed with it) before it is trusted. A remote that fails or answers with
-    another build, or a build cache that cannot take the download (a full disk), only costs the
-    build it would have saved: warn and go on."""
+    its manifest describes). Whatever the remote holds there is checked against the spec (name,
+    precision, source hashes, the build key pushed with it) before it is trusted. A remote that
+    fails or answers with another build, or a build cache that cannot take the download (a full
+    disk), only costs the build it would have saved: warn and go on."""
+    from trtforge.environment import file_problem
     from trtforge.manifest import read_manifest
+    from trtforge.publish.oci import DamagedEntry, DownloadNotWritten
 
     tag = cache_tag(key)
     try:
@@ -557,7 +572,7 @@ def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: st
             registry = _remote(options)
             pulled = registry.pull_tag(tag, scratch)
             if pulled is None:
-                return False
+                return RemoteLookup()
             engine = pulled.engine
             manifest = read_manifest(engine)
             record = remote_record(registry.annotations(tag), engine, manifest.accuracy)
@@ -570,22 +585,24 @@ def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: st
                 reporter.warn(
                     f"{spec.name}: remote cache entry {tag} is not this spec's build ({problem}): building locally"
                 )
-                return False
+                # the engine blob (its digest is the manifest's sha256) served with other bytes
+                engine_blob = {f"sha256:{manifest.artifact.sha256}"} if file_problem(manifest, engine) else set()
+                return RemoteLookup(damaged=pulled.digest, damaged_blobs=pulled.damaged | engine_blob)
             for warning in pulled.warnings:
                 reporter.warn(f"{spec.name}: {warning}")
             not_stored = _store(entry, scratch, manifest.stem, record.model_dump())  # with the report the pull kept
     except InvalidInputError as exc:  # what the tag holds is refused before anything is written
-        from trtforge.publish.oci import DownloadNotWritten
-
         # only the engine's download meeting the cache's disk: a docker config or credential helper
         # that cannot be read or run is an InvalidInputError from an OSError too, and no disk's problem
         if not isinstance(exc, DownloadNotWritten) or not isinstance(exc.__cause__, OSError):
             reporter.warn(f"{spec.name}: remote cache entry {tag} is refused ({first_line(exc)}): building locally")
-            return False
+            if isinstance(exc, DamagedEntry):
+                return RemoteLookup(damaged=exc.digest, damaged_blobs=exc.damaged)
+            return RemoteLookup()
         not_stored = _disk_problem(exc.__cause__, entry.parent)  # the engine's download met a full disk
     except (TrtforgeError, ValueError) as exc:
         reporter.warn(f"{spec.name}: remote cache unavailable ({first_line(exc)}): building locally")
-        return False
+        return RemoteLookup()
     except OSError as exc:  # the build cache's disk, not the registry (whose errors are RegistryError)
         not_stored = _disk_problem(exc, entry.parent)
     if not_stored:
@@ -593,8 +610,8 @@ def _pull_remote(options: CiOptions, spec: Spec, inputs: dict[str, Any], key: st
             f"{spec.name}: remote cache entry {tag} not taken: the build cache cannot hold it ({not_stored}): "
             "building locally"
         )
-        return False
-    return True
+        return RemoteLookup()
+    return RemoteLookup(restored=True)
 
 
 def _disk_problem(exc: OSError, folder: Path) -> str:
@@ -610,17 +627,25 @@ def _failed_gate(accuracy: dict[str, Any] | None) -> str | None:
     return None
 
 
-def _push_remote(options: CiOptions, key: str, record: CacheRecord, engine: Path, reporter: Any) -> None:
-    """Push the build under its key's tag; a push that fails (the registry, or a full temporary
-    folder the upload stages its small layers in) costs the remote cache only, never the build."""
+def _push_remote(
+    options: CiOptions, name: str, key: str, record: CacheRecord, engine: Path, lookup: RemoteLookup, reporter: Any
+) -> None:
+    """Push the build under its key's tag: where the tag holds nothing, or the entry this run read
+    there and proved damaged (``lookup``), which it replaces, saying so; an entry it could not
+    read, or another runner's, stays (``OciRegistry.store_build``). A push that fails (the
+    registry, or a full temporary folder the upload stages its small layers in) costs the remote
+    cache only, never the build."""
     import tempfile
 
     from trtforge.publish import load_local_artifact
 
+    tag = cache_tag(key)
     annotations = {BUILD_KEY_ANNOTATION: key, MANIFEST_FACTS_ANNOTATION: record.manifest_facts}
     try:
         artifact = load_local_artifact(engine)  # with its accuracy report, when the gate ran
-        outcome = _remote(options).push(artifact, cache_tag(key), force=True, annotations=annotations)
+        outcome = _remote(options).store_build(
+            artifact, tag, annotations, replacing=lookup.damaged, damaged=lookup.damaged_blobs
+        )
     except TrtforgeError as exc:
         reason = str(exc)
     except OSError as exc:  # the registry's failures are RegistryError: this is a local disk's
@@ -628,6 +653,10 @@ def _push_remote(options: CiOptions, key: str, record: CacheRecord, engine: Path
     else:
         for warning in outcome.warnings:
             reporter.warn(f"remote cache: {warning}")
+        if outcome.status == "replaced":
+            reporter.info(f"{name}: replaced the damaged remote cache entry {tag} with this build")
+        elif outcome.status == "unchanged":
+            reporter.info(f"{name}: remote cache: {outcome.detail}")
         return
     reporter.warn(f"could not store the build in the remote cache ({reason}); the artifact itself is fine")
 
@@ -770,10 +799,13 @@ def run_one(
                 reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, remote=False)
             if reused is not None or not allow_build:
                 return reused
-            if options.remote_cache and _pull_remote(options, spec, inputs, key, entry, reporter):
-                reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, remote=True)
-                if reused is not None:
-                    return reused
+            lookup = RemoteLookup()
+            if options.remote_cache:
+                lookup = _pull_remote(options, spec, inputs, key, entry, reporter)
+                if lookup.restored:
+                    reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, remote=True)
+                    if reused is not None:
+                        return reused
             from trtforge.build import build_spec
 
             outcome = build_spec(
@@ -804,7 +836,7 @@ def run_one(
                 if not_cached:
                     reporter.warn(f"{spec.name}: not cached ({not_cached}); the artifact itself is committed")
                 if options.remote_cache:
-                    _push_remote(options, key, record, outcome.engine, reporter)
+                    _push_remote(options, spec.name, key, record, outcome.engine, lookup, reporter)
     except TrtforgeError as exc:
         reporter.error(f"{name}: {exc}")
         return _failed(spec_path, name, time.perf_counter() - started, exc)

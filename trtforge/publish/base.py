@@ -381,8 +381,6 @@ class Existing:
 
     engine_sha256: str | None
     manifest_sha256: str | None
-    #: the registry's annotations on it (OCI only): ``ci`` records its build key there
-    annotations: tuple[tuple[str, str], ...] = ()
     #: its accuracy report (None: none, or a registry that keeps none)
     report_sha256: str | None = None
 

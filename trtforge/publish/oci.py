@@ -250,11 +250,14 @@ class Located:
 
 @dataclass(frozen=True)
 class PulledTag:
-    """What ``pull_tag`` wrote: the engine (its manifest and report beside it), and why a report
-    layer was skipped, if one was."""
+    """What ``pull_tag`` wrote: the engine (its manifest and report beside it), the digest of the
+    image manifest it was read from (what ``ci`` replaces when it proves the entry damaged), why a
+    report layer was skipped, if one was, and the blobs the registry served damaged (that report's)."""
 
     engine: Path
+    digest: str
     warnings: tuple[str, ...] = ()
+    damaged: frozenset[str] = frozenset()
 
 
 AnswerT = TypeVar("AnswerT", bound=_Answer)
@@ -350,6 +353,22 @@ class DownloadNotWritten(InvalidInputError):
     this host's problem, not the registry's or what the tag holds."""
 
 
+class NotFound(RegistryError):
+    """HTTP 404; in ``pull_tag``, after the image manifest was read, a blob it lists that the registry lost."""
+
+
+class DamagedEntry(InvalidInputError):
+    """What a tag's image manifest describes, read and refused: a layer the registry lost or
+    serves damaged, not a trtforge artifact, layers that are not its manifest's. ``digest`` names
+    that image manifest: ``ci`` may replace that one, never an entry it could not read; ``damaged``
+    the blobs the registry served damaged."""
+
+    def __init__(self, message: str, digest: str, damaged: frozenset[str]) -> None:
+        super().__init__(message)
+        self.digest = digest
+        self.damaged = damaged
+
+
 def copy_answer_at_most(response: requests.Response, out: IO[bytes], limit: int, what: str) -> None:
     """Copy the response body into ``out``, refusing (without reading further) past ``limit`` bytes."""
     if not copy_at_most(response.iter_content(BLOB_CHUNK), out, limit):
@@ -430,6 +449,9 @@ class OciRegistry:
         #: docker's config unreadable, or its credential helper failing, where a token service was
         #: asked anonymously: said if it refuses
         self._unread_config: InvalidInputError | None = None
+        #: the digests of blobs this registry served with other bytes (damaged in its storage),
+        #: which no push replaces (:meth:`store_build`)
+        self._served_damaged: set[str] = set()
 
     # ------------------------------------------------------------ connection
 
@@ -512,7 +534,7 @@ class OciRegistry:
         failed = f"{host}: {action} failed with HTTP {response.status_code} {response.reason}{detail}"
         if response.status_code >= 500:
             raise RegistryError(f"{failed}: the registry itself failed; retry later, or see its logs")
-        raise RegistryError(failed)
+        raise (NotFound if response.status_code == 404 else RegistryError)(failed)
 
     def _connect(self) -> Any:
         """Ping ``/v2/`` (fails fast when the registry is down) and pick the auth scheme it asks for;
@@ -670,6 +692,7 @@ class OciRegistry:
             self._check(response, f"reading the {what} layer of {tag}")
             data = read_at_most(response, layer.size, f"the {what} layer of {tag}")
         if f"sha256:{sha256_bytes(data)}" != layer.digest:
+            self._served_damaged.add(layer.digest)
             raise InvalidInputError(f"{tag}: its {what} layer does not match its digest (damaged in the registry)")
         return data
 
@@ -684,7 +707,6 @@ class OciRegistry:
         return Existing(
             engine.digest.removeprefix("sha256:"),
             manifest.digest.removeprefix("sha256:"),
-            tuple(sorted((image.annotations or {}).items())),
             report.digest.removeprefix("sha256:") if report else None,
         )
 
@@ -930,29 +952,66 @@ class OciRegistry:
             )
         return data
 
-    def push(
-        self, artifact: LocalArtifact, tag: str, *, force: bool = False, annotations: dict[str, str] | None = None
-    ) -> PublishOutcome:
-        """Push under ``tag``: the artifact's stem when publishing, a build-cache key for ``ci``
-        (which records the key in ``annotations``, to check what it pulls back)."""
+    def push(self, artifact: LocalArtifact, tag: str, *, force: bool = False) -> PublishOutcome:
+        """Push under ``tag``, the artifact's stem: the same engine again is a no-op, another one
+        needs ``force`` (:func:`decide`)."""
         reference = f"{self.location.host}/{self.location.repository}:{tag}"
         warnings = (artifact.report_warning,) if artifact.report_warning else ()
-        existing = self._existing(tag)
-        action, detail = decide(existing, artifact, force, reference)
-        if (
-            action == "unchanged"
-            and existing is not None
-            and force
-            and not (annotations or {}).items() <= dict(existing.annotations).items()
-        ):
-            # the same bytes without the annotations asked for (a build-cache entry without its key)
-            action, detail = "replace", f"same engine, annotations recorded (--force) under {reference}"
+        action, detail = decide(self._existing(tag), artifact, force, reference)
         if action == "unchanged":
             return PublishOutcome("unchanged", reference, detail, warnings)
+        image = image_manifest(artifact)
+        self._upload_layers(artifact, image, tag)
+        digest = self._put_image(image, tag)
+        return PublishOutcome(
+            written_status(action), reference, detail, warnings, extra={"digest": digest, "oci_tag": tag}
+        )
+
+    def store_build(
+        self,
+        artifact: LocalArtifact,
+        tag: str,
+        annotations: dict[str, str],
+        *,
+        replacing: str | None = None,
+        damaged: frozenset[str] = frozenset(),
+    ) -> PublishOutcome:
+        """``ci``'s push of a build under its key's tag, ``annotations`` (its key) recorded: a tag
+        that holds nothing is created, one that holds the image manifest ``replacing`` (its digest:
+        the entry ``ci`` read there and proved damaged) is replaced, and anything else there is
+        kept: another runner's entry, or one that could not be read, is never replaced. The tag is
+        looked at before the upload and again just before the image manifest goes up (after its
+        blobs: a registry refuses a manifest whose blobs it lacks), so runners racing on one tag
+        each leave a whole entry. A build sharing a blob the registry served damaged (``damaged``)
+        is RegistryError: a registry keeps a blob it holds by its digest, so the push would not
+        repair it."""
+        reference = f"{self.location.host}/{self.location.repository}:{tag}"
+        warnings = (artifact.report_warning,) if artifact.report_warning else ()
+        image = image_manifest(artifact)
+        image["annotations"].update(annotations)
+        kept = next((layer["digest"] for layer in image["layers"] if layer["digest"] in damaged), None)
+        if kept is not None:
+            raise RegistryError(
+                f"{reference}: the registry serves blob {kept[:19]}… damaged, and a push cannot replace it (a registry "
+                "keeps a blob by its digest): remove that blob from the registry's storage, and the next run "
+                "uploads it again"
+            )
+        held = self.manifest_digest(tag)
+        if held is None or held == replacing:
+            self._upload_layers(artifact, image, tag)
+            held = self.manifest_digest(tag)
+        if held is not None and held != replacing:
+            detail = f"{reference} holds an entry this run did not prove damaged (another runner's, say): kept"
+            return PublishOutcome("unchanged", reference, detail, warnings)
+        digest = self._put_image(image, tag)
+        status = written_status("new" if held is None else "replace")
+        return PublishOutcome(status, reference, "", warnings, extra={"digest": digest, "oci_tag": tag})
+
+    def _upload_layers(self, artifact: LocalArtifact, image: dict[str, Any], tag: str) -> None:
+        """Every blob ``image`` lists (the engine, the manifest, the report, the empty config)
+        that the registry does not hold yet."""
         client = self._connect()
         container = self._container(tag)
-        image = image_manifest(artifact)
-        image["annotations"].update(annotations or {})
         engine_layer, *small_layers = image["layers"]
         with tempfile.TemporaryDirectory(prefix="trtforge-push-") as scratch:
             config_file = Path(scratch) / "config.json"
@@ -972,12 +1031,18 @@ class OciRegistry:
                         str(path), container, layer, do_chunked=chunked, chunk_size=self.chunk_size
                     )
                     self._check(response, f"uploading {path.name}")
+
+    def _put_image(self, image: dict[str, Any], tag: str) -> str:
+        """Put ``image`` under ``tag``; its digest, as the registry says it."""
         with self._network(f"tagging {tag}"):
-            response = client.upload_manifest(image, container)
+            response = self._connect().upload_manifest(image, self._container(tag))
             self._check(response, f"tagging {tag}")
-        digest = response.headers.get("Docker-Content-Digest", "")
-        status = written_status(action)
-        return PublishOutcome(status, reference, detail, warnings, extra={"digest": digest, "oci_tag": tag})
+        return str(response.headers.get("Docker-Content-Digest", ""))
+
+    def manifest_digest(self, tag: str) -> str | None:
+        """The digest of the image manifest under ``tag`` (of the bytes the registry holds); None when there is none."""
+        found = self._read_manifest(tag)
+        return found[1]["digest"] if found else None
 
     def annotations(self, tag: str) -> dict[str, str]:
         """The annotations of the image manifest tagged ``tag`` (empty when there is none)."""
@@ -986,22 +1051,31 @@ class OciRegistry:
 
     def pull_tag(self, tag: str, into: Path) -> PulledTag | None:
         """Download the artifact tagged ``tag`` into the folder ``into`` (engine, manifest and the
-        report its manifest describes, under their own names); None when the tag does not exist. A
-        tag holding what trtforge refuses (not a trtforge artifact, a layer titled as a path, an
-        engine its manifest does not pin) is InvalidInputError, and a failing or misbehaving
-        registry RegistryError (``ci`` warns with either and builds locally); a report layer that
-        is not the manifest's is skipped with a warning. The caller verifies the engine."""
+        report its manifest describes, under their own names); None when the tag does not exist. An
+        image manifest read there whose content trtforge refuses (not a trtforge artifact, a layer
+        titled as a path, an engine its manifest does not pin, a layer the registry serves damaged
+        or lost: HTTP 404) is DamagedEntry, and a failing or misbehaving registry RegistryError
+        (``ci`` warns with either and builds locally, and replaces only the former); a report layer
+        that is not the manifest's is skipped with a warning. The caller verifies the engine."""
         found = self._read_manifest(tag)
         if found is None:
             return None
-        candidate = self._candidate(tag, found)
-        engine = into / candidate.manifest.artifact.file
-        self.fetch(candidate, engine)
-        (into / (candidate.manifest.stem + MANIFEST_SUFFIX)).write_bytes(candidate.manifest_bytes)
-        report, warning = pulled_report(self, candidate)
+        digest = found[1]["digest"]
+        try:
+            candidate = self._candidate(tag, found)
+            engine = into / candidate.manifest.artifact.file
+            self.fetch(candidate, engine)
+            (into / (candidate.manifest.stem + MANIFEST_SUFFIX)).write_bytes(candidate.manifest_bytes)
+            report, warning = pulled_report(self, candidate)
+        except DownloadNotWritten:
+            raise  # this host's disk
+        except (InvalidInputError, NotFound) as exc:  # what the image manifest lists: refused, or lost
+            if exc is self._unread_config:  # a blob refused to this client, not what the tag holds
+                raise
+            raise DamagedEntry(str(exc), digest, frozenset(self._served_damaged)) from exc
         if report is not None:
             (into / (candidate.manifest.stem + REPORT_SUFFIX)).write_bytes(report)
-        return PulledTag(engine, (warning,) if warning else ())
+        return PulledTag(engine, digest, (warning,) if warning else (), frozenset(self._served_damaged))
 
 
 def environment_login() -> tuple[str, str] | None:
