@@ -354,6 +354,52 @@ def test_verify_refuses_calibration_data_the_engine_was_not_calibrated_on(
     assert cli("verify", engine, "--spec", spec)[0] == 0
 
 
+@pytest.mark.parametrize("edit", ["profiles", "precision"])
+def test_verify_refuses_a_manifest_edited_after_the_build(built_digits: tuple[Path, Path], edit: str) -> None:
+    """An unsigned manifest whose profiles (or, files renamed to match, precision) were edited
+    after the build passed verify, which then stamped its verdict on it: serving would plan for a
+    batch of 100000 the engine never took. What the spec decided must read as the build wrote it."""
+    spec, engine = built_digits
+    manifest_path = engine.with_name(engine.name.removesuffix(".engine") + ".manifest.json")
+    document = json.loads(manifest_path.read_text())
+    if edit == "profiles":
+        document["profiles"][0]["input"]["max"] = [100000, 1, 8, 8]
+        expected = "its profiles [{'input': {'min': [1, 1, 8, 8], 'opt': [16, 1, 8, 8], 'max': [100000, 1, 8, 8]}}]"
+    else:  # an fp16 engine relabelled fp32, under the fp32 name
+        document["precision"] = "fp32"
+        document["artifact"]["file"] = document["artifact"]["file"].replace("-fp16-", "-fp32-")
+        for path in list(engine.parent.glob("*-fp16-*")):
+            path.rename(path.with_name(path.name.replace("-fp16-", "-fp32-")))
+        engine = engine.with_name(engine.name.replace("-fp16-", "-fp32-"))
+        manifest_path = manifest_path.with_name(manifest_path.name.replace("-fp16-", "-fp32-"))
+        expected = "its precision fp32 is not what"
+    manifest_path.write_text(json.dumps(document, indent=2))
+    edited = manifest_path.read_bytes()
+    code, _, stderr = cli("verify", engine, "--spec", spec)
+    assert code == 5, stderr
+    (line,) = stderr.splitlines()[-1:]
+    assert line.startswith(f"error: {manifest_path}: {expected}") and "edited after the build" in line, line
+    assert manifest_path.read_bytes() == edited  # no verdict stamped on it
+
+
+def test_verify_refuses_an_int8_manifest_whose_calibration_was_removed(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``"calibration": null`` in an int8 manifest passed verify, which then skipped its checks of
+    the calibration data and scales (nothing recorded to compare with) and stamped its verdict."""
+    spec = write_spec(_digits_spec("int8"))
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    engine = _one(tmp_path / "out", "*.engine")
+    manifest_path = engine.with_name(engine.name.removesuffix(".engine") + ".manifest.json")
+    document = json.loads(manifest_path.read_text())
+    document["calibration"] = None
+    manifest_path.write_text(json.dumps(document, indent=2))
+    code, _, stderr = cli("verify", engine, "--spec", spec)
+    assert code == 5, stderr
+    assert f"{manifest_path}: it records no calibration, and {spec}:3 is int8: the manifest was edited" in stderr
+
+
 def test_verify_of_a_damaged_engine_is_refused(built_digits: tuple[Path, Path]) -> None:
     spec, engine = built_digits
     data = bytearray(engine.read_bytes())

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -419,3 +422,86 @@ def test_the_most_frequent_failure_is_a_message_and_an_empty_one_names_its_type(
     assert most_frequent({OTHER_FAILURES: 30}) == f"30 failed with: {OTHER_FAILURES}"
     assert failure_text(RuntimeError()) == "RuntimeError"
     assert failure_text(RuntimeError("no context")) == "RuntimeError: no context"
+
+
+def _interrupted_import(*args: object, **kwargs: object) -> None:
+    """What ``import onnxruntime`` raises when Ctrl-C lands in its C extension's init (pybind11)."""
+    raise ImportError("initialization failed") from KeyboardInterrupt()
+
+
+def test_ctrl_c_while_onnxruntime_imports_is_an_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench imports onnxruntime once its inputs are checked: Ctrl-C then was "internal error
+    (ImportError: initialization failed); please report it", exit 1, not an interrupt (exit 130)."""
+    from trtforge.cli.common import INTERRUPTED
+
+    monkeypatch.setattr(trtforge.bench, "run_bench", _interrupted_import)
+    result = runner.invoke(app, ["bench", str(DIGITS), "--json"])
+    assert result.exit_code == 130 and result.stderr == f"{INTERRUPTED}\n", result.stderr
+    assert json.loads(result.stdout) == {"error": {"exit_code": 130, "message": INTERRUPTED}}
+
+
+class _SlowPool:
+    """Requests of a millisecond each; once closed, each fails at once (as EnginePool's do)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def infer(self, feed: object, timeout: float) -> None:
+        if self.closed:
+            raise RuntimeError("pool closed")
+        time.sleep(0.001)
+
+
+def test_an_interrupted_burst_stops_its_clients_before_the_interrupt_goes_on() -> None:
+    """Ctrl-C in a burst: the clients ran the rest of its requests (seconds, against the closed
+    pool) while the process waited to exit, and a second Ctrl-C printed a traceback from
+    threading's shutdown. Every client is done once the interrupt leaves ``burst``."""
+    pool = _SlowPool()
+    ctrl_c = threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    ctrl_c.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            burst(pool, {}, requests=100_000, concurrency=4, timeout=1.0)  # type: ignore[arg-type]
+        running = [
+            thread for thread in threading.enumerate() if thread.name.startswith("bench-client-") and thread.is_alive()
+        ]
+        assert running == []
+    finally:
+        ctrl_c.join()
+        pool.closed = True
+
+
+def test_a_pool_larger_than_any_burst_is_refused_before_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pool`` had no limit: ``--pool 99999999999`` created onnxruntime sessions until the kernel
+    killed the process (exit 137). No burst has more requests in flight than --concurrency's 1024."""
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a pool was created")
+
+    monkeypatch.setattr(trtforge.bench, "EnginePool", no_pool)
+    result = runner.invoke(app, ["bench", str(DIGITS), "--pool", "99999999999", "--json"])
+    message = (
+        "--pool 99999999999: at most 1024 contexts (no burst has more than 1024 requests in flight, "
+        "one per client thread); pass a smaller --pool"
+    )
+    assert result.exit_code == 2 and result.stderr == f"error: {message}\n", result.stderr
+    assert json.loads(result.stdout) == {"error": {"exit_code": 2, "message": message}}
+
+
+@pytest.mark.parametrize(
+    ("args", "flags"),
+    [
+        (["--provider", "cuda"], "--provider"),
+        (["--threads", "1"], "--threads"),
+        (["--provider", "cuda", "--threads", "1"], "--provider and --threads"),
+    ],
+)
+def test_onnxruntime_options_for_an_engine_are_refused(tmp_path: Path, args: list[str], flags: str) -> None:
+    """``bench ENGINE --provider cuda --threads 1`` ignored both (an engine runs on TensorRT), as
+    ``--batch`` that would change nothing is refused."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine")
+    result = runner.invoke(app, ["bench", str(engine), *args])
+    assert result.exit_code == 2 and result.stderr == (
+        f"error: {flags}: onnxruntime's, for an .onnx model; an engine runs on TensorRT: drop {flags}\n"
+    ), result.stderr

@@ -194,6 +194,74 @@ def test_verify_refuses_a_junit_that_is_one_of_its_inputs(tmp_path: Path, which:
     assert junit.read_bytes() == before
 
 
+@pytest.mark.parametrize("which", ["data", "labels", "calibration"])
+def test_verify_refuses_a_junit_that_is_the_specs_data(tmp_path: Path, which: str) -> None:
+    """``verify SPEC --junit val-labels.npy`` wrote its report over the accuracy labels (and so over
+    any data file of the spec): only the spec, the model and the engines were its inputs."""
+    models.conv_net(tmp_path / "conv.onnx")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "val.npy", rng.random((2, 3, 16, 16), dtype=np.float32))
+    np.save(tmp_path / "train.npy", rng.random((2, 3, 16, 16), dtype=np.float32))
+    np.save(tmp_path / "labels.npy", np.zeros(2, np.int64))
+    spec = tmp_path / "conv.yaml"
+    spec.write_text(
+        f"name: conv\nmodel: conv.onnx\nprecision: int8\ntargets: ['8.6']\n{STATIC}"
+        "calibration: {data: [train.npy]}\naccuracy: {data: [val.npy], labels: labels.npy}\n"
+    )
+    engine = tmp_path / "conv.engine"
+    engine.write_bytes(b"an engine")
+    junit = tmp_path / {"data": "val.npy", "labels": "labels.npy", "calibration": "train.npy"}[which]
+    before = junit.read_bytes()
+    code, _, stderr = cli("verify", engine, "--spec", spec, "--junit", junit)
+    assert code == 2 and stderr == (
+        f"error: --junit {junit} is an input of this command ({junit}): the report would replace it; "
+        f"point it at another file, e.g. {tmp_path / 'report.xml'}\n"
+    )
+    assert junit.read_bytes() == before
+
+
+def test_verify_engine_refuses_an_out_it_would_ignore(tmp_path: Path) -> None:
+    """``verify ENGINE --spec SPEC --out DIR`` ignored DIR and wrote the report beside the engine:
+    --out is where ``verify SPEC`` looks for engines, as --spec with SPEC is refused."""
+    models.conv_net(tmp_path / "conv.onnx")
+    spec = tmp_path / "conv.yaml"
+    spec.write_text(f"name: conv\nmodel: conv.onnx\ntargets: ['8.6']\n{STATIC}")
+    code, _, stderr = cli("verify", tmp_path / "conv.engine", "--spec", spec, "--out", tmp_path / "reports")
+    assert code == 2 and stderr == (
+        f"error: --out {tmp_path / 'reports'}: verify ENGINE writes its report beside the engine; --out is where "
+        "verify SPEC looks for engines: drop --out\n"
+    )
+    assert not (tmp_path / "reports").exists()
+
+
+def test_verify_spec_names_an_out_that_is_a_file_as_such(tmp_path: Path) -> None:
+    """``verify SPEC --out FILE`` said "FILE: no such folder", of a path that is there."""
+    models.conv_net(tmp_path / "conv.onnx")
+    spec = tmp_path / "conv.yaml"
+    spec.write_text(f"name: conv\nmodel: conv.onnx\ntargets: ['8.6']\n{STATIC}")
+    code, _, stderr = cli("verify", spec, "--out", tmp_path / "conv.onnx")
+    assert code == 2 and stderr.startswith(f"error: {tmp_path / 'conv.onnx'}: not a folder; build first"), stderr
+
+
+def test_ctrl_c_while_verify_imports_a_c_extension_is_an_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C inside ``import onnxruntime`` (pybind11 raises ImportError from the KeyboardInterrupt)
+    was one engine's "internal error ... please report it", exit 1: it is an interrupt, exit 130."""
+    import trtforge.verify
+    from trtforge.cli.common import INTERRUPTED
+
+    def interrupted_import(*args: object, **kwargs: object) -> None:
+        raise ImportError("initialization failed") from KeyboardInterrupt()
+
+    models.conv_net(tmp_path / "conv.onnx")
+    spec = tmp_path / "conv.yaml"
+    spec.write_text(f"name: conv\nmodel: conv.onnx\ntargets: ['8.6']\n{STATIC}")
+    monkeypatch.setattr(trtforge.verify, "verify_engine", interrupted_import)
+    code, _, stderr = cli("verify", tmp_path / "conv.engine", "--spec", spec)
+    assert code == 130 and stderr == f"{INTERRUPTED}\n"
+
+
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [

@@ -215,6 +215,10 @@ def test_fp32_identical_runs_nothing_and_says_why(tmp_path: Path) -> None:
     code, stdout, stderr = cli("verify", spec, "--out", out, "--json")
     (row,) = json.loads(stdout)["results"]
     assert code == 0 and row["status"] == "not measured" and ": not measured — candidate identical" in stderr
+    # verify built nothing ("TensorRT has just parsed and built the model" was untrue there), and the
+    # candidate is identical from the gate's first line on (it said "candidate simulated")
+    assert IDENTICAL_PASS in _report(out)["candidate"]["reason"] and "has just" not in IDENTICAL_PASS
+    assert ": accuracy gate, candidate identical (" in stderr and "candidate simulated" not in stderr
 
 
 # ---------------------------------------------------------------- the reference cache

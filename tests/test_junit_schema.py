@@ -83,3 +83,19 @@ def test_verify_junit_is_valid(tmp_path: Path) -> None:
     code, _, stderr = cli("verify", spec, "--out", out, "--junit", junit)
     assert code == 0, stderr
     _valid(junit)
+
+
+def test_verify_junit_of_a_refused_engine_is_valid_and_names_verify(tmp_path: Path) -> None:
+    """An engine verify refused (the wrong spec) was reported as a failed ``build`` test case, in a
+    suite named after the file (``accuracy.X.engine``) where its passing verify writes ``accuracy.X``."""
+    specs = _specs(tmp_path)
+    out = tmp_path / "out"
+    assert cli("build", specs["passes"], "--out", out)[0] == 0
+    (engine,) = out.glob("*.engine")
+    junit = tmp_path / "report.xml"
+    code, _, stderr = cli("verify", engine, "--spec", specs["fails"], "--junit", junit)
+    assert code == 2, stderr
+    _valid(junit)
+    text = junit.read_text(encoding="utf-8")
+    assert f'<testsuite name="accuracy.{engine.stem}" ' in text, text
+    assert f'<testcase name="verify" classname="{engine.stem}"' in text, text

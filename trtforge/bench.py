@@ -48,6 +48,10 @@ MAX_REQUESTS = 1_000_000
 #: client threads of one burst: each is a Python thread of this process, taking turns on the GIL, so
 #: past this they add memory, not load (a typo, ``--concurrency 100000``, started threads until killed)
 MAX_CONCURRENCY = 1024
+#: contexts of one pool: each is an onnxruntime session or a TensorRT execution context, loaded and
+#: warmed before the first request, and no burst has more requests in flight than its client threads
+#: (a typo, ``--pool 100000``, created sessions until the process was killed)
+MAX_POOL = MAX_CONCURRENCY
 #: distinct failure messages a burst keeps (a message that varies per request must not grow without end)
 MAX_FAILURE_KINDS = 10
 #: where the failures past ``MAX_FAILURE_KINDS`` distinct messages are counted
@@ -249,19 +253,27 @@ def artifact_shape_tensors(artifact: Path, inputs: Sequence[TensorDesc], profile
 
 
 def burst(pool: EnginePool, feed: Mapping[str, Any], requests: int, concurrency: int, timeout: float) -> _Burst:
-    """``requests`` requests from ``concurrency`` threads released together; latency per request."""
+    """``requests`` requests from ``concurrency`` threads released together; latency per request.
+
+    Interrupted (Ctrl-C), every client stops after its request in flight and is joined before the
+    interrupt goes on: they ran the rest of the burst (seconds, against a closed pool) and the
+    process waited for them to exit; one interrupted at the start printed a traceback each."""
     latencies: list[float] = []
     failures: dict[str, int] = {}
     exhausted = 0
     lock = threading.Lock()
     counter = iter(range(requests))
     gate = threading.Barrier(concurrency + 1)
+    stop = threading.Event()
 
     def client() -> None:
         nonlocal exhausted
         mine: list[float] = []
-        gate.wait()
-        while True:
+        try:
+            gate.wait()
+        except threading.BrokenBarrierError:  # interrupted before the burst began
+            return
+        while not stop.is_set():
             with lock:
                 if next(counter, None) is None:
                     break
@@ -284,12 +296,20 @@ def burst(pool: EnginePool, feed: Mapping[str, Any], requests: int, concurrency:
             latencies.extend(mine)
 
     threads = [threading.Thread(target=client, name=f"bench-client-{i}") for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    gate.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        gate.wait()
+        began = time.perf_counter()
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        stop.set()
+        gate.abort()
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join()
+        raise
     return _Burst(latencies, time.perf_counter() - began, failures, exhausted)
 
 
@@ -399,6 +419,11 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
             f"--concurrency {config.concurrency}: at most {MAX_CONCURRENCY} client threads in one process; "
             "for more load, run several bench processes"
         )
+    if config.pool > MAX_POOL:
+        raise InvalidInputError(
+            f"--pool {config.pool}: at most {MAX_POOL} contexts (no burst has more than {MAX_CONCURRENCY} requests "
+            "in flight, one per client thread); pass a smaller --pool"
+        )
     if config.requests > MAX_REQUESTS:
         raise InvalidInputError(
             f"--requests {config.requests}: at most {MAX_REQUESTS:,} in one run (each one's latency is kept "
@@ -406,6 +431,14 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda _: None) 
         )
     provider = provider_name(config.provider)
     check_threads(config.threads, "--threads")
+    if backend_of(config.artifact) != ONNXRUNTIME:  # an engine runs on TensorRT: they would change nothing
+        options = (("--provider", config.provider != "cpu"), ("--threads", config.threads is not None))
+        given = [flag for flag, set_here in options if set_here]
+        if given:
+            raise InvalidInputError(
+                f"{' and '.join(given)}: onnxruntime's, for an .onnx model; an engine runs on TensorRT: "
+                f"drop {' and '.join(given)}"
+            )
     inputs, profiles = describe_artifact(config.artifact)
     shapes = request_shapes(inputs, profiles, config.batch, config.shapes)
     # a shape tensor's values: --shape NAME=[V,...], else the engine profile's (opt first) or what the

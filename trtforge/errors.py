@@ -85,6 +85,20 @@ def internal_error(exc: BaseException, subject: str = "") -> InternalError:
     )
 
 
+def interrupted_by_user(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C in another exception's clothes: a KeyboardInterrupt that stopped
+    a C extension's module init comes back as its ImportError, raised from the interrupt (pybind11's
+    "initialization failed": ``import onnxruntime`` interrupted), which is no bug to report."""
+    seen: set[int] = set()
+    cause = exc.__cause__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return False
+
+
 #: what the disk, not trtforge, refused a write for: full, over quota, read-only
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 

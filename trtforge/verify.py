@@ -32,6 +32,7 @@ from trtforge.errors import IncompatibleEngineError, InvalidInputError
 from trtforge.fsutil import temp_dir
 from trtforge.manifest import REPORT_SHA256, ArtifactPaths, Manifest, report_path
 from trtforge.model import check_model_file, content_sha256, model_files
+from trtforge.shapes import spec_profiles
 from trtforge.spec import Spec
 
 if TYPE_CHECKING:
@@ -78,6 +79,26 @@ def source_mismatch(
             f"spec {spec.origin.path} (sha256 {spec.origin.sha256[:12]}…) differs from the one the engine was "
             f"built from (sha256 {source.spec_sha256[:12]}…)"
         )
+    return None
+
+
+def stamp_mismatch(spec: Spec, manifest: Manifest) -> str | None:
+    """What the manifest says of the build that ``spec`` (its source hashes matched) decides, and
+    does not say as the build wrote it (None when all agree): the name, the precision, the
+    profiles (``build.stamp``), and a calibration where (only where) the precision is int8. An
+    unsigned manifest is plain JSON: one whose profiles were edited after the build passed, and
+    verify stamped its fresh verdict on it, so that serving planned for shapes the engine never
+    took (pure)."""
+    for key, stamped, given in (
+        ("name", manifest.name, spec.name),
+        ("precision", manifest.precision, spec.precision),
+        ("profiles", manifest.profiles, spec_profiles(spec.profiles)),
+    ):
+        if stamped != given:
+            return f"its {key} {stamped} is not what {spec.origin.where(key)} gave the build ({given})"
+    if (manifest.calibration is None) == (spec.precision == "int8"):  # else the data checks are skipped
+        recorded = "no calibration" if manifest.calibration is None else "a calibration"
+        return f"it records {recorded}, and {spec.origin.where('precision')} is {spec.precision}"
     return None
 
 
@@ -140,6 +161,13 @@ def _verify_locked(
         raise InvalidInputError(
             f"{engine.name}: {spec.origin.path} is not the spec this engine was built from ({mismatch}); "
             f"pass the spec that built it (name: {manifest.name}) as --spec"
+        )
+    edited = stamp_mismatch(spec, manifest)
+    if edited:
+        raise IncompatibleEngineError(
+            f"{paths.manifest}: {edited}: the manifest was edited after the build, it does not describe "
+            "the engine; restore it, or rebuild the engine",
+            reasons=[edited],
         )
     damaged = file_problem(manifest, engine)
     if damaged:
@@ -242,8 +270,9 @@ def spec_artifacts(spec: Spec, out_dir: Path) -> list[Path]:
     from trtforge.runtime.loader import find_artifacts
 
     if not out_dir.is_dir():
+        what = "not a folder" if out_dir.exists() else "no such folder"  # a file, say, is there
         raise InvalidInputError(
-            f"{out_dir}: no such folder; build first (trtforge build {spec.origin.path} --out {out_dir}) or pass --out"
+            f"{out_dir}: {what}; build first (trtforge build {spec.origin.path} --out {out_dir}) or pass --out"
         )
     check_model_file(spec.model_path, spec.origin.where("model"))
     # verify judges an artifact: its hashes are taken here, never the digest cache's (digests.sha256_file)

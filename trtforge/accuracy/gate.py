@@ -759,7 +759,8 @@ def run_accuracy_gate(
 
     env = env or detect_environment(flavor=manifest.tensorrt.flavor)
     with open_candidate(manifest, engine, simulated_onnx, env, policy or DEFAULT_POLICY, model) as candidate:
-        reporter.info(f"{spec.name}: accuracy gate, candidate {candidate.kind} ({candidate.reason})")
+        kind = "identical" if same_graph_as_reference(candidate, spec.model_path) else candidate.kind
+        reporter.info(f"{spec.name}: accuracy gate, candidate {kind} ({candidate.reason})")
         report = run_gate(
             spec,
             model,

@@ -54,12 +54,13 @@ def junit_suite(report: AccuracyReport) -> TestSuite:
     return suite
 
 
-def junit_problem_suite(name: str, message: str, exit_code: int) -> TestSuite:
-    """A suite for a spec that never reached the gate (build failed, bad spec, ...)."""
+def junit_problem_suite(name: str, message: str, exit_code: int, step: str = "build") -> TestSuite:
+    """A suite for an artifact that never reached the gate (build failed, bad spec, an engine
+    verify refused, ...); its one case is the ``step`` that failed."""
     from junitparser import Error, TestCase, TestSuite
 
     suite = TestSuite(f"accuracy.{name}")
-    case = TestCase("build", classname=name, time=0.0)
+    case = TestCase(step, classname=name, time=0.0)
     case.result = [Error(message, f"exit {exit_code}")]
     suite.add_testcase(case)
     return suite

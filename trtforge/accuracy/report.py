@@ -74,8 +74,8 @@ IDENTICAL_REASON = (
 )
 #: What the gate still runs for an ``identical`` candidate, and why no more.
 IDENTICAL_PASS = (
-    "so no onnxruntime run at all: there is nothing to compare, and TensorRT has just parsed and built "
-    "the model (with labels, the reference runs every feed for the task accuracy)"
+    "so no onnxruntime run at all: there is nothing to compare, and TensorRT parsed the model when it "
+    "built the engine (with labels, the reference runs every feed for the task accuracy)"
 )
 
 

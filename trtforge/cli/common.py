@@ -22,6 +22,7 @@ from trtforge.errors import (
     InvalidInputError,
     TrtforgeError,
     did_you_mean,
+    interrupted_by_user,
     one_line,
     unexpected_error,
 )
@@ -118,8 +119,11 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
         except KeyboardInterrupt as exc:
             failure = Failure(INTERRUPTED_EXIT, INTERRUPTED, exc, kwargs)
         except Exception as exc:  # a full disk (exit 2), or a bug or an unwrapped library error (exit 1)
-            error = unexpected_error(exc)
-            failure = Failure(error.exit_code, str(error), exc, kwargs)
+            if interrupted_by_user(exc):
+                failure = Failure(INTERRUPTED_EXIT, INTERRUPTED, exc, kwargs)
+            else:
+                error = unexpected_error(exc)
+                failure = Failure(error.exit_code, str(error), exc, kwargs)
         message = one_line(failure.message)  # a value it repeats may hold a line break, or be huge
         typer.echo(message if failure.exit_code == INTERRUPTED_EXIT else f"error: {message}", err=True)
         if kwargs.get("as_json") and not _json_printed.get():

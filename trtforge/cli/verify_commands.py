@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,12 @@ app = typer.Typer()
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 #: ``verify SPEC``'s ``--out``: the folder ``build --out`` wrote the engines to (reports go beside them)
-EnginesOption = Annotated[Path, path_option("--out", "-o", help_text="Where `verify SPEC` looks for the engines.")]
+EnginesOption = Annotated[
+    Path | None,
+    path_option("--out", "-o", help_text="Where `verify SPEC` looks for the engines (default: out; not with ENGINE)."),
+]
+#: where ``verify SPEC`` looks without ``--out``: where ``build`` writes without it
+DEFAULT_OUT = Path("out")
 
 
 @app.command()
@@ -42,24 +48,29 @@ def verify(
     spec: Annotated[
         Path | None, typer.Option("--spec", help="With ENGINE: the spec it was built from (ONNX model and data).")
     ] = None,
-    out: EnginesOption = Path("out"),
+    out: EnginesOption = None,
     cache_dir: CacheDirOption = None,
     junit: JunitOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run the accuracy gate on built engines (or their ONNX simulation where they cannot run here)."""
-    from trtforge.spec import load_spec
+    from trtforge.spec import load_spec, spec_input_files
     from trtforge.verify import spec_artifacts, verify_engine
 
     if target.suffix in SPEC_SUFFIXES:
         if spec is not None:
             raise InvalidInputError(f"{target} is a spec; pass either SPEC or ENGINE --spec SPEC, not both")
         loaded = load_spec(target)
-        engines = spec_artifacts(loaded, out)
+        engines = spec_artifacts(loaded, out or DEFAULT_OUT)
     else:
         if spec is None:
             raise InvalidInputError(
                 f"{target}: verify ENGINE needs --spec SPEC (the spec gives the ONNX model and the accuracy data)"
+            )
+        if out is not None:  # it was ignored: the report goes beside the engine, wherever --out pointed
+            raise InvalidInputError(
+                f"--out {out}: verify ENGINE writes its report beside the engine; --out is where verify SPEC "
+                "looks for engines: drop --out"
             )
         loaded = load_spec(spec)
         engines = [target]
@@ -70,7 +81,10 @@ def verify(
         return verify_engine(loaded, engine, console, cache_dir=cache)
 
     batch = BatchSteps(key="engine", run=verify_one, passed=_passed, failed=_verify_failed, status="passed")
-    run_batch(batch, engines, console, junit, as_json, [target, *([spec] if spec else []), loaded.model_path, *engines])
+    inputs = itertools.chain(
+        spec_input_files(loaded.origin.path), engines
+    )  # model, data, labels: read where --junit exists
+    run_batch(batch, engines, console, junit, as_json, inputs)
 
 
 def _passed(outcome: Any) -> ItemReport:
@@ -92,10 +106,11 @@ def _verify_failed(engine: Path, exc: TrtforgeError) -> ItemReport:
     from trtforge.accuracy.gate import GateFailed
     from trtforge.accuracy.junit import junit_problem_suite, junit_suite
     from trtforge.accuracy.report import summary
-    from trtforge.manifest import report_path
+    from trtforge.manifest import ENGINE_SUFFIX, report_path
 
     if isinstance(exc, GateFailed):
         report = exc.report
         report_file = report_path(engine.parent, report.stem)  # its name, written or (signed) left as it was
         return ItemReport(partial(junit_suite, report), {"accuracy": summary(report, report_file.name)})
-    return ItemReport(partial(junit_problem_suite, engine.name, str(exc), exc.exit_code), {"accuracy": None})
+    stem = engine.name.removesuffix(ENGINE_SUFFIX)  # the suite a passing verify of it writes
+    return ItemReport(partial(junit_problem_suite, stem, str(exc), exc.exit_code, "verify"), {"accuracy": None})
