@@ -38,7 +38,7 @@ from trtforge.mixedprecision import (
 from trtforge.model import ModelInfo, node_names, read_model_info
 from trtforge.precision.graphs import emulated_onnx, fp16_onnx
 from trtforge.precision.overflow import FOLDER, check_keep_fp32, choose_keep_fp32
-from trtforge.spec import load_spec
+from trtforge.spec import FP16_CALIBRATION_KEYS, CalibrationSpec, load_spec
 
 PROFILE = "profiles:\n  - input: {min: [1, 16], opt: [4, 16], max: [8, 16]}\n"
 
@@ -221,6 +221,63 @@ def test_calibration_data_the_guard_cannot_read_is_refused(write_spec: Callable[
     code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 2 and str(data[0]) in stderr and "overflow guard" not in stderr, stderr
     assert not list((tmp_path / "out").glob("*.engine"))
+
+
+def test_the_guard_reads_only_the_calibration_keys_fp16_takes(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """The spec refuses every other calibration key at fp16 as unread (FP16_CALIBRATION_KEYS): the
+    guard must read no more than those, or the spec refuses a key that matters."""
+    data = write_samples(tmp_path / "calib", (8, 16), files=2)
+    extra = f"calibration:\n  data: {data[0].parent}/*.npy\n  batch_size: 4\n  max_samples: 8\n"
+    spec = load_spec(_spec(write_spec, overflow_chain(tmp_path / "over.onnx"), extra))
+    assert spec.calibration is not None
+
+    class Recording:
+        def __init__(self, inner: CalibrationSpec) -> None:
+            self.inner, self.read = inner, set[str]()
+
+        def __getattr__(self, name: str) -> object:
+            self.read.add(name)
+            return getattr(self.inner, name)
+
+    recording = Recording(spec.calibration)
+    recorded = spec.model_copy(update={"calibration": recording})
+    keep = choose_keep_fp32(recorded, read_model_info(spec.model_path), lambda _line: None)
+    assert keep.data == "calibration data" and keep.nodes == ("blowup", "shrink")
+    assert "data" in recording.read and recording.read <= set(FP16_CALIBRATION_KEYS), recording.read
+
+
+def test_tensorrt_10_says_the_sections_it_does_not_read(
+    write_spec: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under TensorRT 10.x's FP16 flag no guard runs and no keep list applies: a calibration
+    section (the guard's data) or fp16.keep_fp32 went unread without a word."""
+    from trtforge.console import Reporter
+    from trtforge.precision import prepare_precision
+
+    model = overflow_chain(tmp_path / "over.onnx")
+    data = write_samples(tmp_path / "calib", (8, 16), files=1)
+    for extra, where, what in (
+        (f"calibration:\n  data: {data[0].parent}/*.npy\n", ":7:", "calibration:"),
+        ("fp16:\n  keep_fp32: [blowup]\n", ":8:", "fp16.keep_fp32"),
+    ):
+        spec = load_spec(_spec(write_spec, model, extra))
+        prepared = prepare_precision(
+            spec, read_model_info(model), "tensorrt", "10.13.0.35", tmp_path / "cache", Reporter(), for_gate=False
+        )
+        assert prepared.fp16_flag
+        (line,) = capsys.readouterr().err.splitlines()
+        assert f"warning: {spec.origin.path}{where} TensorRT 10.13.0.35 picks each layer's precision" in line, line
+        assert f"{what} is not read" in line, line
+    prepare_precision(  # neither given: nothing to say
+        load_spec(_spec(write_spec, model)),
+        read_model_info(model),
+        "tensorrt",
+        "10.13.0.35",
+        tmp_path / "cache",
+        Reporter(),
+        for_gate=False,
+    )
+    assert not capsys.readouterr().err
 
 
 def test_unknown_keep_fp32_name_is_a_usage_error(write_spec: Callable[..., Path], tmp_path: Path) -> None:

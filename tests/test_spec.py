@@ -12,7 +12,7 @@ from clitools import cli
 
 from trtforge.errors import SpecError
 from trtforge.model import inspect_model
-from trtforge.spec import Spec, check_profiles, load_spec, spec_json_schema
+from trtforge.spec import FP16_CALIBRATION_KEYS, Spec, check_profiles, load_spec, spec_json_schema
 
 GOOD = """\
 name: conv
@@ -175,6 +175,30 @@ def test_relative_model_path_resolves_against_spec_folder(tmp_path: Path) -> Non
             "this spec is fp32: remove the section, or set precision: int8",
         ),
         ("name: a\nmodel: m.onnx\n\ncalibration: {data: d/*.npy}\n", ":4: key 'calibration': is read at precision"),
+        # at fp16 the overflow guard reads the data alone: algorithm: minmax there was ignored without a word
+        (
+            "name: a\nmodel: m.onnx\nprecision: fp16\ncalibration:\n  data: d/*.npy\n  algorithm: minmax\n",
+            ":6: key 'calibration.algorithm': is read at precision int8 only, and this spec is fp16 (its overflow "
+            "guard reads data, batch_size and max_samples alone): remove it",
+        ),
+        # the first in the file, before the section's own checks (exclude needs mode: qdq; percentile <= 100)
+        (
+            "name: a\nmodel: m.onnx\nprecision: fp16\ncalibration:\n  data: d/*.npy\n  batch_size: 4\n"
+            "  mode: native\n  exclude: [a]\n  percentile: 500\n",
+            ":7: key 'calibration.mode': is read at precision int8 only, and this spec is fp16 (its overflow guard "
+            "reads data, batch_size and max_samples alone): remove it (and exclude, percentile: int8's too)",
+        ),
+        # a default given as such is the user's setting too
+        (
+            "name: a\nmodel: m.onnx\nprecision: fp16\ncalibration: {data: d/*.npy, high_precision: fp16}\n",
+            ":4: key 'calibration.high_precision': is read at precision int8 only",
+        ),
+        # keep_fp32 replaces the guard, the section's one reader at fp16
+        (
+            "name: a\nmodel: m.onnx\nprecision: fp16\n\ncalibration: {data: d/*.npy}\nfp16: {keep_fp32: []}\n",
+            ":5: key 'calibration': is read at precision fp16 by the overflow guard alone, and fp16.keep_fp32 "
+            "replaces the guard: remove the section, or fp16.keep_fp32 to let the guard choose on this data",
+        ),
     ],
 )
 def test_bad_specs_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -187,6 +211,17 @@ def test_bad_specs_name_file_line_and_key(tmp_path: Path, text: str, expected: s
     assert expected.replace("Value error, ", "") in message, message
     assert "\n" not in message
     assert caught.value.exit_code == 2
+
+
+def test_fp16_takes_the_calibration_keys_its_overflow_guard_reads(tmp_path: Path) -> None:
+    """data, batch_size and max_samples: what the guard runs on; the defaults of the others stand."""
+    path = tmp_path / "half.yaml"
+    path.write_text(
+        "name: a\nmodel: m.onnx\nprecision: fp16\ncalibration: {data: d/*.npy, batch_size: 4, max_samples: 8}\n"
+    )
+    calibration = load_spec(path).calibration
+    assert calibration is not None and (calibration.batch_size, calibration.max_samples) == (4, 8)
+    assert calibration.model_fields_set == set(FP16_CALIBRATION_KEYS)
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,11 @@ class ShapeRange(_Strict):
         return entry
 
 
+#: The calibration keys an fp16 build reads: the overflow guard's data (``_feeds`` in
+#: :mod:`trtforge.precision.overflow`); every other key is read at int8 only.
+FP16_CALIBRATION_KEYS = ("data", "batch_size", "max_samples")
+
+
 class CalibrationSpec(_Strict):
     data: Globs = Field(description=".npy/.npz globs, relative to the spec file")
     batch_size: int = Field(16, gt=0)
@@ -352,6 +357,28 @@ class Spec(_Strict):
             )
         return calibration
 
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _int8_keys_at_int8(cls, calibration: Any, info: ValidationInfo) -> Any:
+        """At fp16 only the overflow guard reads the section, and only its data: ``algorithm:
+        minmax`` there was taken and ignored without a word. The keys the file gives (a default is
+        no one's choice), in its order, before the section's own checks: a value of an unread key
+        (``percentile: 200``, ``mode: native`` with ``exclude``) is not what is said first."""
+        if info.data.get("precision") != "fp16" or not isinstance(calibration, dict):
+            return calibration  # not a mapping: the section's own validation says so
+        unread = [
+            key for key in calibration if key in CalibrationSpec.model_fields and key not in FP16_CALIBRATION_KEYS
+        ]
+        if unread:
+            others = f" (and {', '.join(unread[1:])}: int8's too)" if unread[1:] else ""
+            guard = ", ".join(FP16_CALIBRATION_KEYS[:-1]) + f" and {FP16_CALIBRATION_KEYS[-1]}"
+            message = (
+                f"is read at precision int8 only, and this spec is fp16 (its overflow guard reads {guard} "
+                f"alone): remove it{others}"
+            )
+            raise PydanticCustomError("int8_only", message, {"at": unread[0]})
+        return calibration
+
     @field_validator("fp16")
     @classmethod
     def _fp16_section_at_fp16(cls, fp16: Fp16Spec, info: ValidationInfo) -> Fp16Spec:
@@ -372,6 +399,18 @@ class Spec(_Strict):
             # said at the precision: line (``at``), not the file's first: the section is what is missing
             needed = "precision int8 needs a 'calibration:' section with 'data:'"
             raise PydanticCustomError("int8_needs_calibration", needed, {"at": "precision"})
+        return self
+
+    @model_validator(mode="after")
+    def _calibration_read_by_the_guard(self) -> Spec:
+        """At fp16 the overflow guard is the section's one reader, and a keep_fp32 list replaces
+        the guard: the data, checked and hashed as an input, would decide nothing."""
+        if self.precision == "fp16" and self.calibration is not None and self.fp16.keep_fp32 is not None:
+            unread = (
+                "is read at precision fp16 by the overflow guard alone, and fp16.keep_fp32 replaces the guard: "
+                "remove the section, or fp16.keep_fp32 to let the guard choose on this data"
+            )
+            raise PydanticCustomError("calibration_unread", unread, {"at": "calibration"})
         return self
 
     @property

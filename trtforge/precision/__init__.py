@@ -109,6 +109,7 @@ def prepare_precision(
     weakly_typed_trt = weakly_typed(flavor, version)
     if spec.precision == "fp16":
         if weakly_typed_trt:  # TensorRT picks each layer's precision itself: no keep list to apply
+            _unread_without_guard(spec, version, reporter)
             simulated = emulated(lambda: fp16_onnx(spec.model_path, cache_dir))
             return Prepared(spec.model_path, fp16_flag=True, simulated_onnx=simulated)
         keep, graph = _fp16_graph(spec, model_info, cache_dir, reporter, onnx_loader(spec.model_path))
@@ -153,6 +154,23 @@ def prepare_precision(
         derived="int8 Q/DQ",
         sensitivity=found,
     )
+
+
+def _unread_without_guard(spec: Spec, version: str, reporter: Reporter) -> None:
+    """Under TensorRT 10.x's FP16 flag no overflow guard runs and no keep list applies: a
+    ``calibration:`` section (the guard's data) or ``fp16.keep_fp32`` the spec gives is said to be
+    unread, at its line (a warning: with ``backend: auto`` another machine's build may read it)."""
+    unread: list[tuple[tuple[str, ...], str]] = []
+    if spec.calibration is not None:
+        unread.append((("calibration",), "calibration:"))
+    if spec.fp16.keep_fp32 is not None:
+        unread.append((("fp16", "keep_fp32"), "fp16.keep_fp32"))
+    for loc, what in unread:
+        reporter.warn(
+            f"{spec.origin.where(*loc)}: TensorRT {version} picks each layer's precision under its FP16 flag, "
+            f"with no overflow guard: {what} is not read (a strongly typed backend, TensorRT-RTX or TensorRT 11, "
+            "reads it)"
+        )
 
 
 def _fp16_graph(

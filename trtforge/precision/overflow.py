@@ -153,7 +153,8 @@ def first_samples(
 
 def _feeds(spec: Spec, info: ModelInfo) -> tuple[str, dict[str, Any], Iterator[Mapping[str, np.ndarray]]]:
     """What the guard runs on: calibration data, else accuracy data, else one sample per shape of
-    the gate's random inputs; with what identifies that data for the cache key."""
+    the gate's random inputs; with what identifies that data for the cache key. Of calibration it
+    reads ``spec.FP16_CALIBRATION_KEYS`` alone: the spec refuses its other keys at fp16 as unread."""
     from trtforge.data import fixed_batch_size, iter_batches, shape_tensors
     from trtforge.spec import expand_globs
 
