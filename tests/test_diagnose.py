@@ -20,7 +20,7 @@ from clitools import cli
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.diagnosis import write_diagnosis
-from trtforge.diagnosis.layerwise import diagnose_layers, tensor_map
+from trtforge.diagnosis.layerwise import diagnose_layers, plan_rows, tensor_map
 from trtforge.mixedprecision import FP16_STORAGE
 from trtforge.model import describe, load_onnx
 from trtforge.precision.sensitivity import SensitivityResult
@@ -351,3 +351,97 @@ def test_unnamed_int8_nodes_exclusions_to_paste_make_the_gate_pass(tmp_path: Pat
     spec.write_text(spec.read_text(encoding="utf-8").replace("  exclude: auto", pasted[1]), encoding="utf-8")
     code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert code == 0 and "accuracy conv int8: passed" in stderr, stderr
+
+
+def test_fp16_diagnosis_gives_the_keep_fp32_lines_that_make_the_gate_pass(tmp_path: Path) -> None:
+    """At fp16 diagnose listed the node "outside FP16's range" and nothing to paste; keeping that
+    node alone still fails the gate (its reader gets inf): the lines keep both, as the guard does."""
+    models.need_rtx()
+    spec = models.overflowing_fp16_spec(tmp_path)  # keep_fp32: [] (the guard off): the gate fails
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 4, stderr
+    code, _, stderr = cli("diagnose", spec, "--out", tmp_path / "diag")
+    assert code == 0, stderr
+    pasted = re.search(r"^fp16:\n  keep_fp32: .*$", stderr, re.MULTILINE)
+    assert pasted is not None and pasted[0] == "fp16:\n  keep_fp32: [blowup, shrink]", stderr
+    assert "output 'big' reaches" in stderr and "input 'big' reaches" in stderr  # why each is kept
+    saved = json.loads((tmp_path / "diag" / "over-fp16.diagnosis.json").read_text())
+    assert saved["fp16_keep_fp32"] == ["blowup", "shrink"] and saved["fp16_keep_fp32_yaml"] == pasted[0] + "\n"
+    assert html.escape(pasted[0]) in (tmp_path / "diag" / "over-fp16.diagnosis.html").read_text(encoding="utf-8")
+    text = spec.read_text(encoding="utf-8")
+    spec.write_text(text.replace("fp16:\n  keep_fp32: []\n", pasted[0] + "\n"), encoding="utf-8")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0 and "2 node(s) kept in FP32 by the spec: blowup, shrink" in stderr, stderr
+    code, stdout, stderr = cli("diagnose", spec, "--out", tmp_path / "diag", "--json")
+    assert code == 0 and "keep_fp32:" not in stderr, stderr  # nothing left to keep
+    assert json.loads(stdout)["fp16_keep_fp32"] == [] and json.loads(stdout)["fp16_keep_fp32_yaml"] is None
+
+
+def test_fp16_keep_fp32_lines_say_to_remove_the_calibration_section_they_leave_unread(tmp_path: Path) -> None:
+    """With the guard on, its calibration data may miss what the gate's inputs reach: the pasted
+    keep_fp32 list turns the guard off, and a spec with both is refused, so the lines say to remove
+    the section; so pasted, the build passes."""
+    models.need_rtx()
+    spec = models.overflowing_fp16_spec(tmp_path)
+    np.save(tmp_path / "quiet.npy", np.full((8, 16), 1e-3, dtype=np.float32))  # nothing near FP16's range
+    text = spec.read_text(encoding="utf-8").replace("fp16:\n  keep_fp32: []\n", "calibration:\n  data: quiet.npy\n")
+    spec.write_text(text, encoding="utf-8")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 4, stderr  # the guard saw nothing on its data
+    code, _, stderr = cli("diagnose", spec, "--out", tmp_path / "diag")
+    assert code == 0 and "remove its calibration: section with them" in stderr, stderr
+    pasted = re.search(r"^fp16:\n  keep_fp32: .*$", stderr, re.MULTILINE)
+    assert pasted is not None, stderr
+    spec.write_text(text.replace("calibration:\n  data: quiet.npy\n", pasted[0] + "\n"), encoding="utf-8")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+
+
+def test_fp16_keep_fp32_lines_repeat_the_candidates_own_list_and_quote_names(tmp_path: Path) -> None:
+    """The pasted list replaces the spec's: it names the nodes the candidate keeps already, then the
+    guard's, each as YAML reads it back (``106`` quoted, not a number)."""
+    import yaml
+
+    reference = _chain(tmp_path / "overflow.onnx", scale=1e6)
+    model = onnx.load(str(reference))
+    model.graph.node[1].name = "106"  # the Mul whose output leaves FP16's range
+    models.save(model, reference)
+    spec = load_spec(_chain_spec(tmp_path, reference))
+    info = describe(load_onnx(reference), reference)
+    diagnosis = diagnose_layers(spec, info, reference, stem="overflow", keep_fp32=["relu"])
+    assert diagnosis.fp16_keep_fp32 == ("relu", "106", "small")
+    assert diagnosis.fp16_keep_fp32_yaml == 'fp16:\n  keep_fp32: [relu, "106", small]\n'
+    assert yaml.safe_load(diagnosis.fp16_keep_fp32_yaml) == {"fp16": {"keep_fp32": ["relu", "106", "small"]}}
+    kept = diagnose_layers(spec, info, reference, stem="overflow", keep_fp32=["106", "small"])
+    assert kept.fp16_keep_fp32 == () and kept.fp16_keep_fp32_yaml is None  # nothing to add
+    assert diagnose_layers(spec, info, reference, stem="overflow").fp16_keep_fp32 == ()  # no keep list applies
+
+
+def test_nodes_kept_in_fp32_have_their_rows(tmp_path: Path) -> None:
+    """The FP16 converter renames a kept node's output (``big`` -> ``big_cast_to_fp16``): diagnose
+    matched by name and gave 'blowup' no row."""
+    spec = models.overflowing_fp16_spec(tmp_path)
+    text = spec.read_text(encoding="utf-8")
+    spec.write_text(text.replace("keep_fp32: []", "keep_fp32: [blowup, shrink]"), encoding="utf-8")
+    code, stdout, stderr = cli("diagnose", spec, "--out", tmp_path / "diag", "--json")
+    assert code == 0, stderr
+    nodes = json.loads(stdout)["nodes"]
+    assert [(node["node"], node["outputs"]) for node in nodes] == [
+        ("scale", ["scaled"]),
+        ("blowup", ["big"]),
+        ("shrink", ["out"]),
+    ]
+    assert all(node["cosine"] > 0.999 and not node["nonfinite_mismatch"] for node in nodes), nodes
+
+
+def test_a_folded_nodes_output_is_not_taken_for_a_renamed_one() -> None:
+    """A Conv that now holds its BatchNorm's output (the folded graph) is not compared with the
+    reference Conv's: the BatchNorm's row gets the tensor, the Conv none."""
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
+    bn = helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], name="bn")
+    value = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])]
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 4, 4])]
+    reference = helper.make_model(helper.make_graph([conv, bn], "ref", value, out))
+    folded = helper.make_node("Conv", ["x", "w2"], ["y"], name="conv")
+    candidate = helper.make_model(helper.make_graph([folded], "cand", value, out))
+    assert [row.pairs for row in plan_rows(reference, candidate)] == [(), (("y", "y"),)]

@@ -231,7 +231,13 @@ def check_exclude(exclude: Sequence[str], model: onnx.ModelProto, where: Sequenc
 
 def exclusion_yaml(excluded: Sequence[str]) -> str:
     """The spec lines that apply the chosen exclusions, to paste as they are."""
-    return "calibration:\n  exclude: [" + ", ".join(map(_flow_item, excluded)) + "]\n"
+    return spec_lines("calibration", "exclude", excluded)
+
+
+def spec_lines(section: str, key: str, names: Sequence[str]) -> str:
+    """``section.key`` set to the node ``names``, as spec lines to paste as they are (the
+    ``calibration.exclude`` and ``fp16.keep_fp32`` lists the diagnosis gives)."""
+    return f"{section}:\n  {key}: [" + ", ".join(map(_flow_item, names)) + "]\n"
 
 
 def _flow_item(name: str) -> str:

@@ -49,8 +49,9 @@ def diagnose(
 
     check_writable_dir(out)  # now, not after minutes of diagnosis
     console = reporter()
+    loaded = load_spec(spec)
     diagnosis, files = diagnose_spec(
-        load_spec(spec),
+        loaded,
         out,
         console,
         cache_dir=cache_dir_value(cache_dir),
@@ -68,4 +69,12 @@ def diagnose(
     console.info(f"first jump: {diagnosis.first_jump or 'none'}")
     if diagnosis.fp16_out_of_range:
         console.info(f"outside FP16's range: {', '.join(diagnosis.fp16_out_of_range)}")
+    if diagnosis.fp16_keep_fp32_yaml:  # the guard's choice on these inputs, beyond what the candidate keeps
+        reasons = ", ".join(f"{node} ({why})" for node, why in diagnosis.fp16_keep_reasons.items())
+        # a keep_fp32 list turns the guard off, and the spec refuses a calibration: section it leaves unread
+        unread = "; remove its calibration: section with them (the guard reads it)" if loaded.calibration else ""
+        console.info(
+            f"{diagnosis.name}: the overflow guard, on these inputs, keeps in FP32 {reasons}; nodes to keep "
+            f"in FP32 for the spec (they replace its keep_fp32 list{unread}):\n{diagnosis.fp16_keep_fp32_yaml}"
+        )
     console.success(f"{diagnosis.stem}: see {files.html}")

@@ -109,6 +109,7 @@ def diagnose_spec(
             spec.precision,
             spec.calibration is not None and spec.calibration.mode == "native",
         ),
+        keep_fp32=prepared.fp16["keep_fp32"] if prepared.fp16 is not None else None,
     )
     if diagnosis.emulation:
         reporter.info(f"candidate emulated: {diagnosis.emulation}")

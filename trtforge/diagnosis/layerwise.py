@@ -15,6 +15,12 @@ share. Two kinds of inserted nodes are mapped, not compared:
 - any other Cast (the FP16 converter's casts at the graph's edges and around the ops it keeps
   in FP32) and any tensor the reference does not have are skipped.
 
+A node the FP16 converter keeps in FP32 has its outputs renamed (``x`` becomes ``x_cast_to_fp16``,
+an FP32 tensor, and ``x`` the FP16 Cast of it, which the conversion drops where only FP32 nodes
+read it): a reference output the candidate lacks is compared with the output in the same position
+of the candidate's node of the same name and op, where that output is a name the reference does
+not have (a folded node's output, a Conv's that now holds its BatchNorm's, is another tensor).
+
 Pairs chain (an FP16 emulation rounds a DQ output again), and the chain's end is compared; a pair
 the reference has itself (a Cast to int and back: a truncation) is the model's, not followed. A
 tensor quantized for several consumers is compared after its first pair. A reference node whose
@@ -38,6 +44,13 @@ FP16 range: per node, how many of its FP32 reference values exceed FP16's larges
 (65504: overflow to inf) and what fraction of its nonzero values lie below FP16's smallest
 subnormal (2**-24: underflow to 0); a node overflows or underflows (most nonzero values) is
 listed in ``fp16_out_of_range``.
+
+Where the candidate's ``fp16.keep_fp32`` applies, the FP32 reference's activations are watched as
+the FP16 overflow guard watches them (:mod:`trtforge.precision.overflow`: finite max |x| per
+tensor, weights over 65504, the producer and every reader of such a tensor kept), on the
+diagnosis's inputs; where that keeps a node the candidate does not, ``fp16_keep_fp32`` is the
+list to paste: the candidate's own kept nodes (the spec's list, or the guard's choice on its
+data), which the pasted list replaces, then those.
 """
 
 from __future__ import annotations
@@ -53,10 +66,13 @@ import numpy as np
 from trtforge.accuracy import inputs, metrics
 from trtforge.accuracy.gate import active
 from trtforge.accuracy.report import json_number
+from trtforge.calibration.collect import all_activations
+from trtforge.calibration.histogram import MaxTracker
 from trtforge.deadline import Deadline
 from trtforge.errors import AccuracyError, InvalidInputError
 from trtforge.mixedprecision import candidate_emulation, emulation_of
 from trtforge.model import node_names, with_outputs
+from trtforge.precision.overflow import keep_fp32_yaml, overflowing_nodes, oversized_weights
 from trtforge.runners.onnxruntime import OnnxrtRunner
 
 if TYPE_CHECKING:
@@ -128,9 +144,17 @@ class Diagnosis:
     fp16_out_of_range: tuple[str, ...]
     sensitivity: SensitivityResult | None = None
     notes: tuple[str, ...] = field(default=())
+    fp16_keep_fp32: tuple[str, ...] = ()  # the fp16.keep_fp32 list to paste; empty: nothing to add
+    fp16_keep_reasons: dict[str, str] = field(default_factory=dict)  # the guard's, on these inputs
+
+    @property
+    def fp16_keep_fp32_yaml(self) -> str | None:
+        """The ``fp16: keep_fp32: [...]`` lines to paste, or None when there is nothing to add."""
+        return keep_fp32_yaml(self.fp16_keep_fp32) if self.fp16_keep_fp32 else None
 
     def to_dict(self) -> dict[str, Any]:
         document = asdict(self)
+        document["fp16_keep_fp32_yaml"] = self.fp16_keep_fp32_yaml
         document["nodes"] = [
             {key: json_number(value) if isinstance(value, float) else value for key, value in asdict(node).items()}
             for node in self.nodes
@@ -246,20 +270,43 @@ def tensor_map(candidate: onnx.ModelProto, reference: onnx.ModelProto | None = N
     return mapping
 
 
+def renamed_outputs(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> dict[str, str]:
+    """Reference tensor -> the candidate's name for it, where the candidate renamed a node's output
+    (the FP16 converter renames those of a node it keeps in FP32): the output in the same position
+    of the candidate node of the same name and op, when the candidate lacks the reference's name
+    and the reference lacks the candidate's. Pure."""
+    produced = {name for node in candidate.graph.node for name in node.output}
+    own = {name for node in reference.graph.node for name in node.output}
+    by_name: dict[str, onnx.NodeProto] = {}
+    for node in candidate.graph.node:
+        if node.name:
+            by_name.setdefault(node.name, node)
+    renamed = {}
+    for node, name in zip(reference.graph.node, node_names(reference.graph), strict=True):
+        twin = by_name.get(name)
+        if twin is None or twin.op_type != node.op_type:
+            continue
+        for ref_name, cand_name in zip(node.output, twin.output, strict=False):
+            if ref_name and cand_name and ref_name not in produced and cand_name not in own:
+                renamed[ref_name] = cand_name
+    return renamed
+
+
 def plan_rows(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[_Row]:
-    """One row per reference node, with the outputs the candidate shares; a node is named as the
-    spec's ``fp16.keep_fp32`` and ``calibration.exclude`` name it (:func:`~trtforge.model.node_names`). Pure."""
+    """One row per reference node, with the outputs the candidate shares, under its name or renamed
+    (:func:`renamed_outputs`); a node is named as the spec's ``fp16.keep_fp32`` and
+    ``calibration.exclude`` name it (:func:`~trtforge.model.node_names`). Pure."""
     mapping = tensor_map(candidate, reference)
-    return [
-        _Row(
-            name,
-            node.op_type,
-            tuple(node.input),
-            tuple(node.output),
-            tuple((out, mapping[out]) for out in node.output if out in mapping),
-        )
-        for node, name in zip(reference.graph.node, node_names(reference.graph), strict=True)
-    ]
+    renamed = renamed_outputs(reference, candidate)
+    rows = []
+    for node, name in zip(reference.graph.node, node_names(reference.graph), strict=True):
+        pairs = []
+        for out in node.output:
+            cand_name = out if out in mapping else renamed.get(out)
+            if cand_name is not None and cand_name in mapping:
+                pairs.append((out, mapping[cand_name]))
+        rows.append(_Row(name, node.op_type, tuple(node.input), tuple(node.output), tuple(pairs)))
+    return rows
 
 
 def first_jump(rows: Sequence[NodeError]) -> str | None:
@@ -304,6 +351,36 @@ def _is_float(array: np.ndarray) -> bool:
     return np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"
 
 
+class _GuardWatch:
+    """The FP32 reference as the FP16 overflow guard sees it
+    (:func:`~trtforge.precision.overflow.choose_keep_fp32`): the finite max |x| of every float
+    activation, the weights over FP16's range, and the graph's nodes (without the weights, which
+    the reference's session holds already)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        import onnx
+
+        self.inputs = {value.name for value in model.graph.input}
+        self.peaks = {name: MaxTracker(finite_only=True) for name in all_activations(model)}
+        self.weights = oversized_weights(model)
+        self.nodes = onnx.ModelProto(graph=onnx.GraphProto(node=model.graph.node))
+
+    def computed(self) -> list[str]:
+        """The watched tensors the session must return (graph inputs: read from the feed, as the guard does)."""
+        return [name for name in self.peaks if name not in self.inputs]
+
+    def update(self, feed: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+        for name, peak in self.peaks.items():
+            values = feed[name] if name in self.inputs else outputs[name]
+            if _is_float(values):
+                peak.update(values)
+
+    def keep(self) -> dict[str, str]:
+        """Node -> why the guard keeps it in FP32, on what was seen
+        (:func:`~trtforge.precision.overflow.overflowing_nodes`)."""
+        return overflowing_nodes(self.nodes, {**self.weights, **{name: peak.amax for name, peak in self.peaks.items()}})
+
+
 def diagnose_layers(
     spec: Spec,
     model: ModelInfo,
@@ -313,12 +390,15 @@ def diagnose_layers(
     budget_s: float = DEFAULT_BUDGET_S,
     log: Callable[[str], None] = lambda _message: None,
     tensorrt_choice: str | None = None,
+    keep_fp32: Sequence[str] | None = None,
 ) -> Diagnosis:
     """Run both graphs over the gate's inputs, batch by batch, and measure every node's outputs.
 
     Stops after the batch during which ``budget_s`` runs out (at least one batch runs).
     ``tensorrt_choice``: where the backend picks precisions itself
-    (:func:`~trtforge.mixedprecision.tensorrt_choice`), for the emulation label.
+    (:func:`~trtforge.mixedprecision.tensorrt_choice`), for the emulation label. ``keep_fp32``:
+    the nodes the candidate keeps in FP32 where ``fp16.keep_fp32`` applies (the manifest's
+    ``fp16`` list), for ``fp16_keep_fp32``; None where it does not (int8, or TensorRT choosing).
     """
     import onnx
 
@@ -326,7 +406,10 @@ def diagnose_layers(
     reference_model = onnx.load(str(spec.model_path))
     candidate_model = onnx.load(str(candidate_onnx))
     rows = plan_rows(reference_model, candidate_model)
-    references = with_outputs(reference_model, (ref for row in rows for ref, _ in row.pairs))
+    guard = _GuardWatch(reference_model) if keep_fp32 is not None else None
+    references = with_outputs(
+        reference_model, [*(ref for row in rows for ref, _ in row.pairs), *(guard.computed() if guard else ())]
+    )
     candidates = with_outputs(candidate_model, (cand for row in rows for _, cand in row.pairs))
     reference, candidate = OnnxrtRunner(references, name="reference"), OnnxrtRunner(candidates, name="candidate")
     del reference_model, candidate_model
@@ -342,6 +425,8 @@ def diagnose_layers(
             if not inputs.accepted(spec.profiles, batch.feed):
                 continue
             ref_out, cand_out = reference.infer(batch.feed), candidate.infer(batch.feed)
+            if guard is not None:
+                guard.update(batch.feed, ref_out)
             for row in rows:
                 for ref_name, cand_name in row.pairs:
                     ref, cand = ref_out[ref_name], cand_out[cand_name]
@@ -364,6 +449,9 @@ def diagnose_layers(
         )
     nodes = finish(rows, running)
     largest = max(nodes, key=lambda row: row.drop, default=None)
+    keep = guard.keep() if guard is not None else {}
+    kept = tuple(keep_fp32 or ())
+    added = tuple(node for node in keep if node not in kept)
     return Diagnosis(
         name=spec.name,
         stem=stem,
@@ -381,4 +469,6 @@ def diagnose_layers(
         largest_drop=largest.node if largest is not None and largest.drop > 0 else None,
         fp16_out_of_range=tuple(row.node for row in nodes if row.out_of_fp16_range),
         notes=plan.notes,
+        fp16_keep_fp32=(*kept, *added) if added else (),
+        fp16_keep_reasons=keep,
     )

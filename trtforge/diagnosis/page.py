@@ -9,6 +9,8 @@ CLI for that, with output that embeds fonts or scripts. The page holds:
   outlined;
 - the sensitivity ranking as bars and the chosen exclusions as the YAML to paste, when the
   diagnosis carries a :class:`~trtforge.precision.sensitivity.SensitivityResult`;
+- at fp16, the nodes the overflow guard keeps in FP32 on the diagnosis's inputs and the
+  ``fp16: keep_fp32`` lines to paste, when they add to what the candidate keeps;
 - a table with one row per node.
 """
 
@@ -179,6 +181,18 @@ def render_html(diagnosis: Diagnosis) -> str:
             sensitivity_chart(result),
             "<h3>Exclusions for the spec</h3>",
             f"<pre>{html.escape(exclusion_yaml(result.excluded))}</pre>" if result.excluded else "<p>none</p>",
+        ]
+    if diagnosis.fp16_keep_fp32_yaml:
+        reasons = "".join(
+            f"<li>{html.escape(node)}: {html.escape(why)}</li>" for node, why in diagnosis.fp16_keep_reasons.items()
+        )
+        parts += [
+            "<h2>FP16 overflow</h2>",
+            f"<p>The overflow guard, on these inputs, keeps in FP32:</p><ul>{reasons}</ul>",
+            "<h3>Nodes to keep in FP32 for the spec</h3>",
+            "<p>They replace the spec's <code>fp16.keep_fp32</code> list (or the guard's own choice), so they "
+            "name the nodes the candidate keeps already too.</p>",
+            f"<pre>{html.escape(diagnosis.fp16_keep_fp32_yaml)}</pre>",
         ]
     parts += [
         "<h2>Nodes</h2>",

@@ -22,7 +22,7 @@ import json
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,6 +92,14 @@ def overflowing_nodes(model: onnx.ModelProto, amax: Mapping[str, float]) -> dict
         if why:
             reasons.setdefault(node_name, []).extend(why)
     return {node: ", ".join(why) + f" > {FP16_MAX:g}" for node, why in reasons.items()}
+
+
+def keep_fp32_yaml(nodes: Sequence[str]) -> str:
+    """The ``fp16.keep_fp32`` spec lines that keep ``nodes`` in FP32, to paste as they are
+    (``trtforge diagnose`` gives them): names YAML would read as another value come quoted."""
+    from trtforge.calibration.qdq import spec_lines
+
+    return spec_lines("fp16", "keep_fp32", nodes)
 
 
 def oversized_weights(model: onnx.ModelProto) -> dict[str, float]:
