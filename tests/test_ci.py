@@ -771,6 +771,9 @@ def test_a_damaged_remote_entry_is_replaced_and_the_next_runner_restores_it(
         oci_registry.blob(engine_layer["digest"]).unlink()
     else:
         _flip_a_byte(oci_registry.blob(manifest_layer["digest"]))
+    # the rebuild's manifest must differ from the first (its created_utc counts seconds): the same
+    # bytes again would be the damaged blob's digest, which no push replaces (the test below)
+    time.sleep(1.1)
     status, stderr = _remote_run(spec, tmp_path, "b", remote, monkeypatch)
     assert status == "built" and "is refused" in stderr and "building locally" in stderr, stderr
     said = [line for line in stderr.splitlines() if "replaced" in line]

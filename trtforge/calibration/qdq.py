@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from trtforge.errors import InvalidInputError, SpecError, did_you_mean
+from trtforge.errors import SpecError, did_you_mean
 from trtforge.graphfiles import EXTERNAL_DATA_MIN_BYTES
 from trtforge.mixedprecision import to_fp16
 from trtforge.model import node_names
@@ -57,8 +57,6 @@ FUSING_OPS = ("Conv", "ConvTranspose")
 """Weighted ops into which TensorRT fuses a following elementwise Add (and activation)."""
 POOLING_OPS = ("AveragePool", "GlobalAveragePool")
 """Pooling that TensorRT runs in INT8 when its input is quantized (MaxPool just commutes)."""
-NAMED_OPS = frozenset((*QUANTIZABLE_OPS, *POOLING_OPS, "Add", "Concat"))
-"""The ops whose nodes placement and exclusions find by name."""
 
 Rule = Literal["residual add", "elementwise add", "pooling", "concat"]
 
@@ -145,6 +143,8 @@ def quantized_inputs(model: onnx.ModelProto) -> list[str]:
 #: file beside it (``onnxruntime_session_options_config_keys.h``), and the size from which they do
 _EXTERNAL_INITIALIZERS_FILE = "session.optimized_model_external_initializers_file_name"
 _EXTERNAL_INITIALIZERS_MIN_SIZE = "session.optimized_model_external_initializers_min_size_in_bytes"
+#: where a model given as bytes has its external data files (onnxruntime 1.21 on)
+_EXTERNAL_INITIALIZERS_FOLDER = "session.model_external_initializers_file_folder_path"
 
 
 @contextmanager
@@ -165,11 +165,10 @@ def folded_file(model_path: Path) -> Iterator[Path]:
     be written inline). Whether it has any is read from the graph alone (:func:`read_onnx`,
     well under a millisecond beside the session's start).
 
-    Placement and exclusions find nodes by name (``NAMED_OPS``): a model with unnamed nodes is
-    folded with each given its :func:`~trtforge.model.node_names` name (onnxruntime keeps names,
-    and names a fused node after its first), from a copy in memory. Where weights live in external
-    data, an unnamed node of ``NAMED_OPS`` is refused instead: onnxruntime reads those files only
-    beside the model's own file, and the user's folder is not trtforge's to write in.
+    Placement and exclusions find nodes by name: a model with unnamed nodes is folded with each
+    given its :func:`~trtforge.model.node_names` name (onnxruntime keeps names, and names a fused
+    node after its first), from a copy of its graph in memory; its external data files are not
+    copied (nor is anything written beside them): onnxruntime reads them in the model's folder.
     """
     import onnxruntime as ort
 
@@ -178,19 +177,10 @@ def folded_file(model_path: Path) -> Iterator[Path]:
     user_model = read_onnx(model_path)
     external = any(external_tensors(user_model))
     source: str | bytes = str(model_path)
-    if external:
-        for index, node in enumerate(user_model.graph.node):
-            if not node.name and node.op_type in NAMED_OPS:
-                output = f", output '{node.output[0]}'" if node.output else ""
-                raise InvalidInputError(
-                    f"{model_path}: node {index} ({node.op_type}{output}) has no name, and int8 Q/DQ placement "
-                    "finds nodes by name (trtforge names unnamed nodes only in a model without external "
-                    "data): name every node when exporting the model"
-                )
-    elif any(not node.name for node in user_model.graph.node):
+    if any(not node.name for node in user_model.graph.node):
         import onnx
 
-        named = onnx.load(str(model_path))
+        named = onnx.load(str(model_path), load_external_data=False)
         name_nodes(named.graph)
         source = named.SerializeToString()
         del named
@@ -204,6 +194,8 @@ def folded_file(model_path: Path) -> Iterator[Path]:
         if external:
             options.add_session_config_entry(_EXTERNAL_INITIALIZERS_FILE, f"{folded.name}.data")
             options.add_session_config_entry(_EXTERNAL_INITIALIZERS_MIN_SIZE, str(EXTERNAL_DATA_MIN_BYTES))
+            if isinstance(source, bytes):  # no path to find the data files by: the model's folder holds them
+                options.add_session_config_entry(_EXTERNAL_INITIALIZERS_FOLDER, str(model_path.parent))
         ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         yield folded
 
