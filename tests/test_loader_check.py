@@ -530,6 +530,34 @@ def test_a_target_takes_text_as_the_flags_do_and_refuses_other_types() -> None:
             Target(**bad)  # type: ignore[arg-type]
 
 
+def test_a_target_version_is_refused_where_it_is_made_as_the_flag_refuses_it() -> None:
+    """``Target(version="x.y")`` was taken, and failed only once a check used it, naming no Target
+    (``--trt-version x.y`` is refused at once)."""
+    for bad in ("x.y", "10.x", " 10.3", 10.3):
+        with pytest.raises(InvalidInputError, match=re.escape(f"Target version: {bad!r} is not a TensorRT version")):
+            Target(flavor="tensorrt", version=bad)  # type: ignore[arg-type]
+    assert Target(flavor="tensorrt", version="10.3.0.26").version == "10.3.0.26"
+
+
+def test_the_loader_refuses_a_policy_environment_or_target_of_another_type(engines: dict[str, Path]) -> None:
+    """``policy=None`` (as ``EnginePool`` takes it) or ``target="8.6"`` failed as an AttributeError
+    from inside a rule ('NoneType' object has no attribute 'trusted_keys')."""
+    engine = engines["sm86"]
+    policy = "policy None: a LoadPolicy, e.g. LoadPolicy()"
+    calls: list[tuple[str, Callable[[], object]]] = [
+        (policy, lambda: check_compatibility(engine, None)),  # type: ignore[arg-type]
+        ("target '8.6': a Target", lambda: check_compatibility(engine, target="8.6")),  # type: ignore[arg-type]
+        ("environment 'here': an Environment", lambda: load_engine(engine, LoadPolicy(), "here")),  # type: ignore[arg-type]
+        ("policy 'strict': a LoadPolicy", lambda: load_engine(engine, "strict")),  # type: ignore[arg-type]
+        (policy, lambda: select_artifact(engine.parent, "net", policy=None)),  # type: ignore[arg-type]
+        ("target 8.6: a Target", lambda: select_artifact(engine.parent, "net", target=8.6)),  # type: ignore[arg-type]
+        (policy, lambda: load_best(engine.parent, "net", policy=None)),  # type: ignore[arg-type]
+    ]
+    for expected, call in calls:
+        with pytest.raises(InvalidInputError, match=re.escape(expected)):
+            call()
+
+
 def test_a_load_policy_of_the_wrong_types_is_refused_with_the_fix() -> None:
     with pytest.raises(InvalidInputError, match=re.escape("load_trusted_keys(['signer.pub'])")):
         LoadPolicy(trusted_keys=["signer.pub"])  # type: ignore[list-item]

@@ -236,6 +236,24 @@ def test_invalid_input_is_the_callers_and_leaves_the_context_healthy(pool: Engin
                 runner.infer(feed)  # type: ignore[arg-type]
 
 
+def test_array_likes_are_taken_as_np_asarray_takes_them(pool: EnginePool) -> None:
+    """onnxruntime takes ndarrays alone: an object with ``__array__`` (a CPU tensor) passed the feed
+    check, failed in onnxruntime, and after a health probe came back as 'the model refused these
+    inputs as it ran', which it never ran. The TensorRT runner takes them (``np.asarray``)."""
+
+    class ArrayLike:
+        def __init__(self, array: np.ndarray) -> None:
+            self.array = array
+
+        def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+            return self.array
+
+    feed = digits_batch(3)
+    expected = pool.infer(feed)["logits"]
+    assert np.array_equal(pool.infer({"input": ArrayLike(feed["input"])})["logits"], expected)
+    assert pool.metrics.value("trtforge_pool_health_probes_total", result="ok") == 0
+
+
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
@@ -253,6 +271,35 @@ def test_invalid_input_is_the_callers_and_leaves_the_context_healthy(pool: Engin
 def test_bad_settings_are_refused_before_anything_loads(setting: dict, expected: str) -> None:
     with pytest.raises(InvalidInputError, match=re.escape(expected)):
         EnginePool(Path("missing.onnx"), **setting)  # refused before the file is even looked at
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        # one set where a list of sets belongs: its input names were read as sets (AttributeError)
+        ({"warmup_shapes": ONE}, "warmup_shapes {'input': (1, 1, 8, 8)}: a list of warm-up sets"),
+        ({"warmup_also": ONE}, "warmup_also {'input': (1, 1, 8, 8)}: a list of warm-up sets"),
+        ({"warmup_shapes": [None]}, "warm-up set None: a mapping of input name to shape"),
+        ({"warmup_shapes": [[("input", (1, 1, 8, 8))]]}, "a mapping of input name to shape"),
+        # numpy's ValueError and TypeErrors, which named neither the input nor the fix
+        (
+            {"warmup_shapes": [{"input": (-1, 1, 8, 8)}]},
+            "warm-up shape of input 'input' (-1, 1, 8, 8): a sequence of ints >= 0",
+        ),
+        ({"warmup_shapes": [{"input": (1, 1, 8, 8.0)}]}, "warm-up shape of input 'input' (1, 1, 8, 8.0)"),
+        ({"warmup_shapes": [{"input": "1x1x8x8"}]}, "warm-up shape of input 'input' '1x1x8x8'"),
+        ({"warmup_shapes": [{"input": 8}]}, "warm-up shape of input 'input' 8"),
+        ({"warmup_shapes": [{"input": (True, 1, 8, 8)}]}, "warm-up shape of input 'input' (True, 1, 8, 8)"),
+    ],
+)
+def test_bad_warmup_shapes_are_refused_before_anything_loads(setting: dict, expected: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(expected)):
+        EnginePool(Path("missing.onnx"), **setting)
+
+
+def test_warmup_shapes_take_any_int_sequence() -> None:
+    with EnginePool(DIGITS, warmup_shapes=[{"input": [1, 1, 8, 8]}, {"input": np.array([2, 1, 8, 8])}]) as pool:
+        assert pool.warmup_shapes == [ONE, {"input": (2, 1, 8, 8)}]
 
 
 def test_a_request_timeout_is_checked_up_front(pool: EnginePool) -> None:
@@ -548,6 +595,49 @@ def test_warmup_shape_the_model_refuses_fails_start_and_frees_everything() -> No
     assert all(context.state == "closed" for context in pool.contexts()) and pool._source is None
 
 
+def _spatial_conv(path: Path) -> Path:
+    """x [N, 1, H, W] -> an unpadded 3x3 Conv: no H or W below 3, so not the default warm-up's 1."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+        "spatial",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, None, None])],
+        [numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_a_warm_up_request_the_model_refuses_is_named_with_the_fix(tmp_path: Path) -> None:
+    """The runtime's own error ('conv/0: INVALID_ARGUMENT: ... Invalid input shape: {1,1}') named no
+    warm-up: the caller never sent a 1x1 image, and was not told to pass ``warmup_shapes``."""
+    model = _spatial_conv(tmp_path / "spatial.onnx")
+    with pytest.raises(InvalidInputError) as caught:
+        EnginePool(model, size=2)
+    message = str(caught.value)
+    assert message.startswith("pool 'spatial': the default warm-up request x=1x1x1x1 was refused (spatial/0: ")
+    assert "EnginePool(warmup_shapes=[{NAME: DIMS}])" in message and "\n" not in message
+    with pytest.raises(InvalidInputError, match=r"the warm-up request x=2x1x2x2 was refused"):
+        EnginePool(model, warmup_shapes=[{"x": (2, 1, 2, 2)}])
+    with EnginePool(model, size=2, warmup_shapes=[{"x": (1, 1, 16, 16)}]) as pool:
+        assert pool.infer({"x": np.ones((1, 1, 5, 5), np.float32)})["y"].shape == (1, 2, 3, 3)
+
+
+def test_sets_given_beside_a_refused_default_warm_up_are_the_warm_up(tmp_path: Path) -> None:
+    """``serve --warmup-shape`` and bench's request come as ``warmup_also``, beside the default:
+    where the model refused the default (dynamic dims at 1), no shape given could start the pool."""
+    model = _spatial_conv(tmp_path / "spatial.onnx")
+    with EnginePool(model, size=2, warmup_also=[{"x": (2, 1, 16, 16)}]) as pool:
+        assert pool.warmup_shapes == [{"x": (2, 1, 16, 16)}]
+        assert pool.probe_feed is not None and pool.probe_feed["x"].shape == (2, 1, 16, 16)
+        assert [context.warm_runs for context in pool.contexts()] == [1, 1]
+        assert pool.check().healthy == (0, 1)
+    with pytest.raises(InvalidInputError, match=r"the warm-up request x=2x1x2x2 was refused"):
+        EnginePool(model, warmup_also=[{"x": (2, 1, 16, 16)}, {"x": (2, 1, 2, 2)}])
+
+
 def test_start_fails_when_no_context_can_be_created(tmp_path: Path) -> None:
     # a model onnx accepts but onnxruntime cannot run: an op of an unknown domain
     import models
@@ -635,8 +725,15 @@ def test_suggest_pool_size_keeps_spares() -> None:
     assert suggest_pool_size(2 * gb, 1 * gb) == 0  # none fits
     assert suggest_pool_size(1 * gb, 16 * gb, shared_bytes=6 * gb) == 8  # 10 fit after the weights
     assert suggest_pool_size(int(1.8 * gb), 16 * gb, max_size=4) == 4
-    with pytest.raises(ValueError):
-        suggest_pool_size(0, gb)
+
+
+def test_suggest_pool_size_refuses_bad_sizes_as_trtforge_errors() -> None:
+    """Everything trtforge raises on purpose is a TrtforgeError (README): it was a ValueError, and a
+    negative ``max_size`` suggested -1 contexts."""
+    with pytest.raises(InvalidInputError, match="per_context_bytes 0: the memory one context needs"):
+        suggest_pool_size(0, 10**9)
+    with pytest.raises(InvalidInputError, match=r"max_size -1: the most contexts to suggest, >= 0"):
+        suggest_pool_size(10**9, 16 * 10**9, max_size=-1)
 
 
 def test_probe_comparison_finds_real_differences() -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from trtforge.compat import PIP_EXTRAS, ArtifactFacts, Environment, GpuDevice, content_problem
 from trtforge.digests import read_hashed, sha256_file
 from trtforge.errors import BackendUnavailableError, InvalidInputError, first_line
-from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform
+from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform, parse_trt_version
 
 if TYPE_CHECKING:
     from trtforge.manifest import Manifest
@@ -337,6 +337,11 @@ class Target:
         else that is not the value's type is refused here, not deep inside a check."""
         if flavor is not None and flavor not in FLAVORS:
             raise InvalidInputError(f"Target flavor {flavor!r}: one of {', '.join(FLAVORS)}")
+        if version is not None:
+            try:
+                parse_trt_version(version)
+            except ValueError as exc:
+                raise InvalidInputError(f"Target version: {exc}") from exc
         values: dict[str, object] = {"compute_capability": compute_capability, "platform": platform}
         for field, kind in (("compute_capability", ComputeCapability), ("platform", Platform)):
             value = values[field]

@@ -97,6 +97,15 @@ class OnnxrtRunner(Runner):
         values = self._session.run_with_ort_values(None, {name: to_ort_value(array) for name, array in feed.items()})
         return [from_ort_value(value) for value in values]
 
+    def _arrays(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The feed checked (``check_feed_names``), each array-like (a numpy scalar, anything with
+        ``__array__``) as the ndarray onnxruntime needs: it takes no other, and the TensorRT runner
+        takes them too (``np.asarray``)."""
+        import numpy as np
+
+        check_feed_names(self.name, self._names[0], feed)
+        return {name: np.asarray(value) for name, value in feed.items()}
+
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:  # nearly free until something raises: the feed is looked at closely only then
             # onnxruntime would take what is no mapping of arrays: a list of pairs (``dict(feed)``) and
@@ -104,11 +113,11 @@ class OnnxrtRunner(Runner):
             if type(feed) is not dict or (
                 (self._check_feed or len(feed) != len(self._input_set)) and feed.keys() != self._input_set
             ):
-                check_feed_names(self.name, self._names[0], feed)
+                feed = self._arrays(feed)
             else:
                 for value in feed.values():
                     if type(value) is not self._ndarray:
-                        check_feed_names(self.name, self._names[0], feed)
+                        feed = self._arrays(feed)
                         break
             values = self._run(feed)
         except InvalidInputError:

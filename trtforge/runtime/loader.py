@@ -134,6 +134,21 @@ class _Inspection:
 # ---------------------------------------------------------------- the one checking path
 
 
+def _check_arguments(policy: object, environment: object, target: object = None) -> None:
+    """The caller's policy, environment and target of another type (``policy=None``, as
+    ``EnginePool`` takes it; ``target="8.6"``), refused with the fix here, not as an AttributeError
+    from deep inside a rule."""
+    if not isinstance(policy, LoadPolicy):
+        raise InvalidInputError(
+            f"policy {policy!r}: a LoadPolicy, e.g. LoadPolicy() or "
+            "LoadPolicy(require_signature=True, trusted_keys=load_trusted_keys())"
+        )
+    if environment is not None and not isinstance(environment, Environment):
+        raise InvalidInputError(f"environment {environment!r}: an Environment (e.g. Target(...).environment()) or None")
+    if target is not None and not isinstance(target, Target):
+        raise InvalidInputError(f"target {target!r}: a Target, e.g. Target(compute_capability='8.6')")
+
+
 def check_compatibility(
     path: Path | str,
     policy: LoadPolicy = DEFAULT_POLICY,
@@ -150,6 +165,7 @@ def check_compatibility(
     ``header_check`` (default: only when checking this very host) asks the runtime's
     ``get_engine_validity``, which needs a GPU and is skipped without one.
     """
+    _check_arguments(policy, environment, target)
     return _inspect(Path(path), policy, environment, target, header_check, keep_bytes=False).result
 
 
@@ -303,6 +319,7 @@ def load_engine(
     ``environment`` that names another runtime, GPU or platform is refused: rules passed for it
     prove nothing about the one that would deserialize.
     """
+    _check_arguments(policy, environment)
     elsewhere = _another_host(environment) if environment is not None else None
     if elsewhere is not None:
         raise IncompatibleEngineError(f"{path}: {elsewhere}", reasons=[elsewhere])
@@ -388,6 +405,7 @@ def select_artifact(
 
     ``listing``: ``find_artifacts(directory)`` already made (of any name), so that choosing for
     several names reads each manifest once (``serve`` with a folder); default: listed here."""
+    _check_arguments(policy, environment, target)
     listing = find_artifacts(directory, name, precision) if listing is None else listing.of(name, precision)
     candidates = listing.found
     which = f"{name}" + (f" ({precision})" if precision else "")

@@ -51,7 +51,7 @@ from trtforge.runtime.sources import (
     ShapeValuesNeeded,
     TensorRTSource,
     WarmupSet,
-    as_warmup_set,
+    as_warmup_sets,
     backend_of,
     check_threads,
 )
@@ -104,7 +104,9 @@ def suggest_pool_size(
     you expect). 0 means not even one context fits.
     """
     if per_context_bytes <= 0:
-        raise ValueError("per_context_bytes must be positive")
+        raise InvalidInputError(f"per_context_bytes {per_context_bytes}: the memory one context needs, > 0 bytes")
+    if max_size is not None and max_size < 0:
+        raise InvalidInputError(f"max_size {max_size}: the most contexts to suggest, >= 0 (None: no cap)")
     usable = max(free_bytes - max(shared_bytes, 0), 0)
     fits = usable // per_context_bytes
     spare = 2 if fits >= 8 else 1 if fits >= 2 else 0
@@ -114,6 +116,11 @@ def suggest_pool_size(
 
 def _volume(shapes: ShapeSet) -> int:
     return sum(math.prod(shape) for shape in shapes.values())
+
+
+def _smallest(feeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The health probe: the smallest warm-up feed (cheap, and served during warm-up)."""
+    return min(feeds, key=lambda feed: _volume({name: array.shape for name, array in feed.items()}))
 
 
 def _check_settings(
@@ -194,8 +201,8 @@ class EnginePool:
         self.size = size
         self.default_timeout = _wait(timeout)
         self.metrics = PoolMetrics(self.name)  # a registry of its own: PoolManager merges several
-        self._warmup_shapes = [as_warmup_set(s) for s in warmup_shapes] if warmup_shapes is not None else None
-        self._warmup_also = [as_warmup_set(shapes) for shapes in warmup_also]
+        self._warmup_shapes = as_warmup_sets("warmup_shapes", warmup_shapes) if warmup_shapes is not None else None
+        self._warmup_also = as_warmup_sets("warmup_also", warmup_also)
         self._warmup = warmup
         self._providers = tuple(providers)
         self._threads = threads if threads is not None else max(1, usable_cores() // size)
@@ -210,6 +217,7 @@ class EnginePool:
         self._inputs: tuple[TensorDesc, ...] = ()
         self._feeds: list[dict[str, Any]] = []
         self._guessed: dict[str, tuple[int, ...]] = {}  # shape-tensor values taken from the ONNX graph
+        self._defaulted = 0  # how many of the first feeds are the default warm-up (no warmup_shapes given)
         self._memory = MemoryUse(None, None, None, "unknown")
         self.startup_seconds: float | None = None
         if start:
@@ -372,6 +380,7 @@ class EnginePool:
                 if not self._warmup_also:
                     raise
                 sets = []  # values only the caller knows: its own sets are the warm-up
+        self._defaulted = 0 if self._warmup_shapes is not None else len(sets)
         for entry in self._warmup_also:
             completed = tensors.complete(entry)
             if completed not in sets:
@@ -383,9 +392,7 @@ class EnginePool:
             random_feed(source.inputs, entry.shapes, seed=index, values=entry.values)
             for index, entry in enumerate(sets)
         ]
-        # the smallest shape set is the health probe: cheap, and it was served during warm-up
-        probe = min(feeds, key=lambda feed: _volume({k: v.shape for k, v in feed.items()}))
-        return feeds, probe
+        return feeds, _smallest(feeds)
 
     def _start_error(self, first: str) -> TrtforgeError:
         """Why no context could start; where the ONNX graph chose shape-tensor values, that those
@@ -410,17 +417,47 @@ class EnginePool:
         try:
             slot.warm_runs = 0
             if self._warmup:
-                for feed in self._feeds:
-                    for _ in range(WARMUP_RUNS):
-                        self._stop_if_closed(slot)
-                        runner.infer(feed)
-                    slot.warm_runs += 1
+                self._warm(slot, runner)
                 self._stop_if_closed(slot)
                 self._health.verify(runner)
         except BaseException:
             deactivate_quietly(runner)
             raise
         slot.runner, slot.last_error, slot.failed = runner, None, False
+
+    def _warm(self, slot: Slot, runner: Runner) -> None:
+        """Run every warm-up feed ``WARMUP_RUNS`` times on a new context. An ONNX model's default
+        warm-up is a guess (its dims, dynamic ones at 1, which a convolution over H and W cannot
+        take): where the model refuses it and the caller gave sets of its own (``warmup_also``:
+        serve's ``--warmup-shape``, bench's request), those alone are the warm-up, as where the graph
+        tells no shape-tensor values. Any other refusal names the warm-up request and the fix (the
+        runtime's own error names no warm-up)."""
+        for index, feed in enumerate(self._feeds):
+            for _ in range(WARMUP_RUNS):
+                self._stop_if_closed(slot)
+                try:
+                    runner.infer(feed)
+                except InvalidInputError as exc:
+                    guessed = self.backend_kind == ONNXRUNTIME and index < self._defaulted < len(self._feeds)
+                    if not guessed:
+                        raise self._warmup_refused(index, feed, exc) from exc
+                    refused = first_line(exc)
+                    log.info("pool %s: default warm-up refused (%s); warming the sets given", self.name, refused)
+                    self._feeds = self._feeds[self._defaulted :]
+                    self._defaulted, self._health.probe_feed = 0, _smallest(self._feeds)
+                    slot.warm_runs = 0
+                    self._warm(slot, runner)  # once: no default is left
+                    return
+            slot.warm_runs += 1
+
+    def _warmup_refused(self, index: int, feed: Mapping[str, Any], exc: InvalidInputError) -> InvalidInputError:
+        """A warm-up request the model refused, named, with where to give the shapes it will serve."""
+        shapes = ", ".join(f"{name}={'x'.join(map(str, array.shape)) or '()'}" for name, array in feed.items())
+        which = "default warm-up request" if index < self._defaulted else "warm-up request"
+        return InvalidInputError(
+            f"pool '{self.name}': the {which} {shapes} was refused ({first_line(exc)}): give the shapes your "
+            "requests use (EnginePool(warmup_shapes=[{NAME: DIMS}]), trtforge serve --warmup-shape NAME=DIMS)"
+        )
 
     def _stop_if_closed(self, slot: Slot) -> None:
         if self._lender.state is PoolState.CLOSED:

@@ -7,13 +7,14 @@ tensors, whose values a warm-up request must get right (:class:`ShapeTensors`).
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex
 
 from trtforge.environment import usable_cores
 from trtforge.errors import InvalidInputError, did_you_mean
@@ -285,13 +286,46 @@ class WarmupSet:
 
 
 def as_warmup_set(entry: WarmupSet | ShapeSet) -> WarmupSet:
-    """A warm-up entry as given to the pool (a mapping of input shapes, or a :class:`WarmupSet`)."""
+    """A warm-up entry as given to the pool (a mapping of input shapes, or a :class:`WarmupSet`),
+    checked here: a shape that is no sequence of ints >= 0 would otherwise fail inside numpy, as a
+    ValueError or TypeError that names neither the input nor the fix."""
     if isinstance(entry, WarmupSet):
-        return WarmupSet(
-            {name: tuple(shape) for name, shape in entry.shapes.items()},
-            {name: tuple(int(v) for v in values) for name, values in entry.values.items()},
+        shapes, values = entry.shapes, entry.values
+    elif isinstance(entry, Mapping):
+        shapes, values = entry, {}
+    else:
+        raise InvalidInputError(
+            f"warm-up set {entry!r}: a mapping of input name to shape, e.g. {{'input': (1, 3, 224, 224)}}, "
+            "or a WarmupSet"
         )
-    return WarmupSet({name: tuple(shape) for name, shape in entry.items()})
+    return WarmupSet(
+        {name: _ints(name, "shape", shape, least=0) for name, shape in shapes.items()},
+        {name: _ints(name, "values", given) for name, given in values.items()},
+    )
+
+
+def as_warmup_sets(option: str, entries: Sequence[WarmupSet | ShapeSet]) -> list[WarmupSet]:
+    """``warmup_shapes``/``warmup_also`` as the pool takes them: a list of sets. One set given alone
+    (a mapping) would be read as its input names."""
+    if isinstance(entries, (Mapping, WarmupSet, str, bytes)) or not isinstance(entries, Sequence):
+        raise InvalidInputError(
+            f"{option} {entries!r}: a list of warm-up sets, e.g. {option}=[{{'input': (1, 3, 224, 224)}}]"
+        )
+    return [as_warmup_set(entry) for entry in entries]
+
+
+def _ints(name: str, what: str, given: object, least: int | None = None) -> tuple[int, ...]:
+    """A warm-up shape (dims >= ``least``) or a shape tensor's values, as a tuple of ints (numpy's
+    too; no bool, no float: ``8.0`` is refused, not truncated)."""
+    items = tuple(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes, Mapping)) else None
+    if items is None or not all(isinstance(v, SupportsIndex) and not isinstance(v, bool) for v in items):
+        parsed = None
+    else:
+        parsed = tuple(operator.index(v) for v in items)
+    if parsed is None or (least is not None and any(value < least for value in parsed)):
+        rule, example = ("ints >= 0", "(1, 3, 224, 224)") if least is not None else ("ints", "(2, 3, 4)")
+        raise InvalidInputError(f"warm-up {what} of input '{name}' {given!r}: a sequence of {rule}, e.g. {example}")
+    return parsed
 
 
 @dataclass(frozen=True)
