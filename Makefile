@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
+# make cannot name a file with a space as a target: the one the set-up makes is VENV's, relative by
+# default (so the checkout's folder may have spaces); BIN and OUT are quoted, and may have them too.
+SETUP := $(VENV)/bin/trtforge
 
 .PHONY: demo test lint bench clean
 
@@ -13,29 +16,29 @@ EXTRAS := rtx,dev,gpu
 # editable_mode=compat: the source folder on sys.path through a plain .pth line; setuptools' default
 # editable finder for this flat layout is imported by every Python process (~10 ms of each command).
 # setuptools calls compat mode transitional: where it is gone, the default mode installs the same.
-$(BIN)/trtforge: pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]' --config-settings editable_mode=compat \
-		|| $(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
-	@touch $@
+$(SETUP): pyproject.toml Makefile
+	$(PYTHON) -m venv "$(VENV)"
+	"$(VENV)/bin/pip" install --quiet --upgrade pip
+	"$(VENV)/bin/pip" install --quiet -e '.[$(EXTRAS)]' --config-settings editable_mode=compat \
+		|| "$(VENV)/bin/pip" install --quiet -e '.[$(EXTRAS)]'
+	@touch "$@"
 
-demo: $(BIN)/trtforge
-	$(BIN)/trtforge build configs/digits-fp32.yaml configs/digits-fp16.yaml configs/digits-int8.yaml configs/digits-dynamic.yaml --out $(OUT)
-	$(BIN)/python examples/digits/compare.py $(OUT) --name digits-cnn
-	@echo "engines in $(OUT):" && ls -1 $(OUT)/*.engine
+demo: $(SETUP)
+	"$(BIN)/trtforge" build configs/digits-fp32.yaml configs/digits-fp16.yaml configs/digits-int8.yaml configs/digits-dynamic.yaml --out "$(OUT)"
+	"$(BIN)/python" examples/digits/compare.py "$(OUT)" --name digits-cnn
+	@echo "engines in $(OUT):" && ls -1 "$(OUT)"/*.engine
 
-test: $(BIN)/trtforge
-	$(BIN)/pytest -q
+test: $(SETUP)
+	"$(BIN)/pytest" -q
 
-lint: $(BIN)/trtforge
-	$(BIN)/ruff check trtforge tests benchmarks examples
-	$(BIN)/mypy trtforge examples
+lint: $(SETUP)
+	"$(BIN)/ruff" check trtforge tests benchmarks examples
+	"$(BIN)/mypy" trtforge examples
 
-bench: $(BIN)/trtforge
+bench: $(SETUP)
 	mkdir -p out
 	for script in build_overhead calibration check_speed ci_cache pool serve diagnose qdq_placement node_corpus trust_replay; do \
-		$(BIN)/python benchmarks/$$script.py > out/bench-$$script.json || exit 1; done
+		"$(BIN)/python" benchmarks/$$script.py > out/bench-$$script.json || exit 1; done
 
 clean:
-	rm -rf $(VENV) out trtforge.egg-info
+	rm -rf "$(VENV)" out trtforge.egg-info

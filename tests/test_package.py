@@ -66,27 +66,75 @@ def test_type_hints_and_lazy_names_reach_users() -> None:
 #: bounds must not drop under these: a bound nobody tested is a promise trtforge does not keep.
 KNOWN_WORKING_FLOORS = {
     "typer": ("0.27.2", "trtforge.cli.common imports typer.exceptions, which 0.27.2 introduced"),
-    "pydantic": ("2.9", "trtforge.spec passes BeforeValidator(json_schema_input_type=...), new in 2.9"),
+    "pydantic": ("2.10", "2.9 prints a UserWarning on every command (model_sha256 in its protected 'model_')"),
     "onnx": ("1.19", "INT8 builds fail below it ('cannot reshape array of size 0')"),
     "ml-dtypes": ("0.5.4", "trtforge.dtypes names float4_e2m1fn, absent before 0.5; 0.5.4 is the audited one"),
     "numpy": ("1.26", "the oldest audited working release"),
     "onnxruntime": ("1.22", "the oldest audited working release"),
     "starlette": ("0.37", "the oldest audited working release"),
     "uvicorn": ("0.30", "the oldest audited working release"),
-    "oras": ("0.2.25", "the oldest audited working release"),
+    "oras": ("0.2.33", "a token registry refusing anonymous access fails in oras' token request before it"),
+    "in-toto-attestation": ("0.9.2", "trtforge.provenance imports its SLSA predicate, absent before 0.9.2"),
+    "anyio": ("4.2", "serve makes its CapacityLimiter before the event loop runs: 4.1 and older refuse"),
+    "urllib3": ("1.26", "trtforge.publish.oci passes Retry(other=...), new in 1.26"),
 }
 
 
-def _requirements() -> list[Any]:
-    """pyproject's runtime dependencies, parsed (read from the file: an editable install's metadata
-    is as old as its last install)."""
+def _requirements(*extras: str) -> list[Any]:
+    """pyproject's runtime dependencies and those of ``extras``, parsed (read from the file: an
+    editable install's metadata is as old as its last install)."""
     from pathlib import Path
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     requirements = pytest.importorskip("packaging.requirements")
     pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    return [requirements.Requirement(line) for line in project["dependencies"]]
+    lines = project["dependencies"] + [line for extra in extras for line in project["optional-dependencies"][extra]]
+    return [requirements.Requirement(line) for line in lines]
+
+
+#: Modules trtforge imports whose distribution is declared under another name: the extras' modules
+#: come in per-CUDA wheels that the declared meta package installs, and pydantic pins the exact
+#: pydantic-core it needs (whose error classes its documentation imports from there).
+IMPORTED_THROUGH = {
+    "tensorrt": "tensorrt",
+    "tensorrt_rtx": "tensorrt-rtx",
+    "cuda": "cuda-python",
+    "pydantic_core": "pydantic",
+}
+
+
+def _third_party_imports() -> set[str]:
+    """The top-level modules trtforge's source imports, less the standard library's and its own."""
+    import ast
+    from pathlib import Path
+
+    found: set[str] = set()
+    for path in Path(trtforge.runtime.__file__).parent.parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.partition(".")[0])
+    return found - set(sys.stdlib_module_names) - {"trtforge"}
+
+
+def test_every_module_trtforge_imports_is_a_declared_dependency() -> None:
+    """A module that only comes with a dependency's dependency has a version trtforge does not
+    choose (anyio before 4.2, which starlette allows, cannot make serve's limiter: exit 1; urllib3
+    1.25, which older requests allow, has no Retry(other=...)): each one imported is declared itself."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    declared = {canonicalize_name(requirement.name) for requirement in _requirements("rtx", "tensorrt", "gpu")}
+    shipped_by = packages_distributions()
+    undeclared = {}
+    for module in sorted(_third_party_imports()):
+        names = [IMPORTED_THROUGH[module]] if module in IMPORTED_THROUGH else shipped_by.get(module, [module])
+        if not declared & {canonicalize_name(name) for name in names}:
+            undeclared[module] = names
+    assert not undeclared, f"imported, but pyproject.toml does not declare their distributions: {undeclared}"
 
 
 def test_dependency_floors_are_not_below_the_known_working_ones() -> None:

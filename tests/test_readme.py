@@ -61,6 +61,10 @@ def test_every_option_of_every_command_is_in_the_table() -> None:
     assert not missing, f"README's command table lacks these options: {missing}"
 
 
+#: the file the Makefile's set-up makes (``-o``: taken as it is)
+SETUP = ".venv/bin/trtforge"
+
+
 def test_make_demo_builds_the_examples_end_to_end(tmp_path: Path) -> None:
     """The README's first command, on the environment running the tests (``BIN``; ``-o``: the
     venv is taken as it is, never remade under the tests): every example engine built, and the
@@ -69,12 +73,33 @@ def test_make_demo_builds_the_examples_end_to_end(tmp_path: Path) -> None:
         pytest.skip("`make` is not installed")
     repo, bin_dir = Path(__file__).resolve().parent.parent, Path(sys.executable).parent
     env = {**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")}
-    command = ["make", "-o", f"{bin_dir}/trtforge", "demo", f"BIN={bin_dir}", f"OUT={tmp_path / 'demo'}"]
+    command = ["make", "-o", SETUP, "demo", f"BIN={bin_dir}", f"OUT={tmp_path / 'demo'}"]
     done = subprocess.run(command, cwd=repo, capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     engines = sorted(path.name.split("-rtx")[0] for path in (tmp_path / "demo").glob("*.engine"))
     assert engines == ["digits-cnn-dynamic-fp16", "digits-cnn-fp16", "digits-cnn-fp32", "digits-cnn-int8"]
     assert "accuracy side by side" in done.stderr and "identical: " in done.stderr
+
+
+def test_make_demo_takes_folders_with_spaces(tmp_path: Path) -> None:
+    """A checkout (so its venv) or an output folder whose path has a space: each reaches the
+    command as one argument. Before, make split them (``/tmp/my: No such file or directory``)."""
+    if shutil.which("make") is None:
+        pytest.skip("`make` is not installed")
+    bin_dir, out = tmp_path / "my venv" / "bin", tmp_path / "out dir"
+    bin_dir.mkdir(parents=True)
+    out.mkdir()
+    (out / "digits-cnn-fp32.engine").touch()
+    for tool in ("trtforge", "python"):  # stand-ins that record their arguments, one a line
+        (bin_dir / tool).write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{bin_dir / tool}.args"\n', encoding="utf-8")
+        (bin_dir / tool).chmod(0o755)
+    repo = Path(__file__).resolve().parent.parent
+    command = ["make", "-o", SETUP, "demo", f"BIN={bin_dir}", f"OUT={out}"]
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for tool in ("trtforge", "python"):
+        assert str(out) in (bin_dir / f"{tool}.args").read_text(encoding="utf-8").splitlines(), tool
+    assert f"{out}/digits-cnn-fp32.engine" in done.stdout
 
 
 def _python_examples() -> list[str]:

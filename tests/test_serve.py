@@ -901,7 +901,9 @@ def _runs_nowhere(path: Path) -> Path:
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3])
     shape = onnx.numpy_helper.from_array(np.array([3], np.int64), "shape")
     graph = onnx.helper.make_graph([onnx.helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad", [x], [y], [shape])
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8  # onnx's own default can be newer than the oldest supported onnxruntime reads
+    onnx.save(model, str(path))
     return path
 
 
