@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.diagnosis import write_diagnosis
 from trtforge.diagnosis.layerwise import diagnose_layers, plan_rows, tensor_map
-from trtforge.mixedprecision import FP16_STORAGE
+from trtforge.mixedprecision import FP16_STORAGE, emulate_fp16, to_fp16
 from trtforge.model import describe, load_onnx
 from trtforge.precision.sensitivity import SensitivityResult
 from trtforge.spec import load_spec
@@ -445,3 +445,41 @@ def test_a_folded_nodes_output_is_not_taken_for_a_renamed_one() -> None:
     folded = helper.make_node("Conv", ["x", "w2"], ["y"], name="conv")
     candidate = helper.make_model(helper.make_graph([folded], "cand", value, out))
     assert [row.pairs for row in plan_rows(reference, candidate)] == [(), (("y", "y"),)]
+
+
+@pytest.mark.parametrize("form", ["emulated", "emulated-graph-output", "quantized-graph-output"])
+def test_a_folded_nodes_output_is_not_taken_for_a_renamed_one_under_the_fp16_emulation(form: str) -> None:
+    """An int8 candidate with ``high_precision: fp16`` (the default) is FP16-emulated: its folded
+    Conv writes ``y/fp32`` and a Cast pair gives ``y``, the BatchNorm's. The Conv's row compared its
+    pre-BatchNorm output with that, so every folded Conv of a ResNet jumped and the first was
+    blamed as the first jump. A graph output quantized after it (``y_QuantizeLinear_Input``) alike."""
+    weights = [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")]
+    bn_weights = [numpy_helper.from_array(np.ones(1, np.float32), name) for name in ("g", "b", "m", "v")]
+    shape = ["N", 1, 4, 4]
+    last = form.endswith("graph-output")
+    tail = [] if last else [helper.make_node("Relu", ["y"], ["r"], name="relu")]
+    out = [helper.make_tensor_value_info("y" if last else "r", TensorProto.FLOAT, shape)]
+    value = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)]
+    opset = [helper.make_opsetid("", 17)]
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
+    bn = helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], name="bn")
+    reference = helper.make_model(
+        helper.make_graph([conv, bn, *tail], "ref", value, out, weights + bn_weights), opset_imports=opset
+    )
+    if form == "quantized-graph-output":
+        scale = [numpy_helper.from_array(np.array(0.1, np.float32), "s")]
+        nodes = [
+            helper.make_node("Conv", ["x", "w"], ["y_QuantizeLinear_Input"], name="conv"),
+            helper.make_node("QuantizeLinear", ["y_QuantizeLinear_Input", "s"], ["q"], name="y_q"),
+            helper.make_node("DequantizeLinear", ["q", "s"], ["y"], name="y_dq"),
+        ]
+        graph = helper.make_graph(nodes, "cand", value, out, weights + scale)
+        candidate = helper.make_model(graph, opset_imports=opset)
+    else:
+        folded = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
+        graph = helper.make_graph([folded, *tail], "cand", value, out, weights)
+        emulated = emulate_fp16(to_fp16(helper.make_model(graph, opset_imports=opset)))
+        assert emulated is not None
+        candidate = emulated
+    rows = {row.node: row.pairs for row in plan_rows(reference, candidate)}
+    assert rows["conv"] == () and [ref for ref, _ in rows["bn"]] == ["y"], rows

@@ -18,8 +18,10 @@ share. Two kinds of inserted nodes are mapped, not compared:
 A node the FP16 converter keeps in FP32 has its outputs renamed (``x`` becomes ``x_cast_to_fp16``,
 an FP32 tensor, and ``x`` the FP16 Cast of it, which the conversion drops where only FP32 nodes
 read it): a reference output the candidate lacks is compared with the output in the same position
-of the candidate's node of the same name and op, where that output is a name the reference does
-not have (a folded node's output, a Conv's that now holds its BatchNorm's, is another tensor).
+of the candidate's node of the same name and op, where neither that output nor what Casts or Q/DQ
+make of it is a name the reference has (a folded node's output, a Conv's that now holds its
+BatchNorm's, is another tensor, also where the FP16 storage emulation renamed it ``y/fp32`` and its
+Cast pair gives ``y``).
 
 Pairs chain (an FP16 emulation rounds a DQ output again), and the chain's end is compared; a pair
 the reference has itself (a Cast to int and back: a truncation) is the model's, not followed. A
@@ -93,6 +95,8 @@ UNDERFLOW_FRACTION = 0.5
 DEFAULT_BUDGET_S = 300.0
 
 ROUNDING_PAIRS = {("QuantizeLinear", "DequantizeLinear"), ("Cast", "Cast")}
+#: the ops that make a rounded or cast copy of a tensor: what they make of a node's output stands for it
+ROUNDING_OPS = frozenset(op for pair in ROUNDING_PAIRS for op in pair)
 
 
 @dataclass(frozen=True)
@@ -274,20 +278,39 @@ def renamed_outputs(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> d
     """Reference tensor -> the candidate's name for it, where the candidate renamed a node's output
     (the FP16 converter renames those of a node it keeps in FP32): the output in the same position
     of the candidate node of the same name and op, when the candidate lacks the reference's name
-    and the reference lacks the candidate's. Pure."""
+    and the reference has neither the candidate's nor what a rounding op makes of it (the FP16
+    storage emulation renames a folded Conv's output ``y/fp32`` and casts it back to ``y``, its
+    BatchNorm's). Pure."""
     produced = {name for node in candidate.graph.node for name in node.output}
     own = {name for node in reference.graph.node for name in node.output}
     by_name: dict[str, onnx.NodeProto] = {}
+    rounded: dict[str, list[str]] = {}
     for node in candidate.graph.node:
         if node.name:
             by_name.setdefault(node.name, node)
+        if node.op_type in ROUNDING_OPS and node.input:
+            rounded.setdefault(node.input[0], []).extend(node.output)
+
+    def holds_own(name: str) -> bool:
+        """Whether ``name``, or a tensor rounding ops make of it, is one the reference has."""
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            tensor = todo.pop()
+            if tensor in own:
+                return True
+            if tensor not in seen:
+                seen.add(tensor)
+                todo.extend(rounded.get(tensor, ()))
+        return False
+
     renamed = {}
     for node, name in zip(reference.graph.node, node_names(reference.graph), strict=True):
         twin = by_name.get(name)
         if twin is None or twin.op_type != node.op_type:
             continue
         for ref_name, cand_name in zip(node.output, twin.output, strict=False):
-            if ref_name and cand_name and ref_name not in produced and cand_name not in own:
+            if ref_name and cand_name and ref_name not in produced and not holds_own(cand_name):
                 renamed[ref_name] = cand_name
     return renamed
 
