@@ -220,6 +220,25 @@ def test_verify_refuses_a_junit_that_is_the_specs_data(tmp_path: Path, which: st
     assert junit.read_bytes() == before
 
 
+@pytest.mark.parametrize("command", ["build", "verify"])
+def test_a_junit_that_is_the_models_external_data_is_refused(tmp_path: Path, command: str) -> None:
+    """``--junit conv.onnx.data`` wrote the report over the model's weights: the .onnx file was an
+    input, the external data file it names was not."""
+    models.conv_net(tmp_path / "conv.onnx")
+    data = models.externalize(tmp_path / "conv.onnx")
+    spec = tmp_path / "conv.yaml"
+    spec.write_text(f"name: conv\nmodel: conv.onnx\ntargets: ['8.6']\n{STATIC}")
+    before = data.read_bytes()
+    first = [spec] if command == "build" else [tmp_path / "conv.engine", "--spec", spec]
+    if command == "verify":
+        (tmp_path / "conv.engine").write_bytes(b"an engine")
+    code, _, stderr = cli(
+        command, *first, "--junit", data, *(["--out", tmp_path / "out"] if command == "build" else [])
+    )
+    assert code == 2 and f"error: --junit {data} is an input of this command" in stderr, stderr
+    assert data.read_bytes() == before
+
+
 def test_verify_engine_refuses_an_out_it_would_ignore(tmp_path: Path) -> None:
     """``verify ENGINE --spec SPEC --out DIR`` ignored DIR and wrote the report beside the engine:
     --out is where ``verify SPEC`` looks for engines, as --spec with SPEC is refused."""

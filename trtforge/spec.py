@@ -41,7 +41,7 @@ from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
 from trtforge.errors import InvalidInputError, SpecError, TrtforgeError, did_you_mean, first_line
-from trtforge.model import SHAPE_TENSOR_DTYPES, ModelInfo, TensorDesc, not_a_file
+from trtforge.model import SHAPE_TENSOR_DTYPES, ModelInfo, TensorDesc, model_files, not_a_file
 from trtforge.tags import CAPABILITY_PATTERN, MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability, Precision
 
 PROJECT_FILE = "trtforge.yaml"
@@ -803,16 +803,19 @@ def load_spec(path: Path) -> Spec:
 
 
 def spec_input_files(path: Path) -> Iterator[Path]:
-    """The spec file ``path`` and, where it loads, its model, calibration and accuracy data and
-    labels: inputs a report a command writes at its end (``--junit``) must not replace. Loaded when
-    asked (a report file that exists): a spec that does not load names no model, and a glob that
-    matches nothing no file; their own errors come when the spec is built."""
+    """The spec file ``path`` and, where it loads, its model (with its external data files),
+    calibration and accuracy data and labels: inputs a report a command writes at its end
+    (``--junit``) must not replace. Loaded when asked (a report file that exists): a spec that does
+    not load names no model, and a glob that matches nothing no file; their own errors come when
+    the spec is built."""
     yield path
     try:
         spec = load_spec(path)
     except TrtforgeError:
         return
     yield spec.model_path
+    with contextlib.suppress(TrtforgeError, OSError):  # a model that does not read: its error comes at the build
+        yield from model_files(spec.model_path)[1:]  # its external data files
     data = (("calibration", spec.calibration.data if spec.calibration else None), ("accuracy", spec.accuracy.data))
     for section, patterns in data:
         with contextlib.suppress(TrtforgeError, OSError):
