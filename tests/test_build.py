@@ -384,6 +384,22 @@ def test_ctrl_c_during_build_keeps_the_previous_engine(write_spec: Callable[...,
     )
 
 
+def test_an_ignored_ctrl_c_stays_ignored_while_tensorrt_builds() -> None:
+    """A script's background job (``trtforge build ... &``) has Ctrl-C ignored, and trtforge keeps
+    it so; the TensorRT build's own SIGINT hook replaced that, so the terminal's next Ctrl-C (its
+    whole process group gets it) cancelled the background build, exit 130."""
+    from trtforge.backends.base import _cancel_on_sigint
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _cancel_on_sigint() as cancelled:
+            signal.raise_signal(signal.SIGINT)
+        assert not cancelled.is_set()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_invalid_model_the_parser_rejects_is_named_by_the_onnx_checker(tmp_path: Path) -> None:
     """The build describes the model from its protobuf alone (no onnx checker, issue 16); when
     the backend cannot parse it, onnx's checker still says what is wrong, as exit 2."""

@@ -95,6 +95,25 @@ def test_guard_runs_one_sample_per_random_shape(tmp_path: Path) -> None:
     assert [s["input"].shape for s in refused] == [(1, 16), (4, 16), (8, 16)]
 
 
+def test_ctrl_c_in_onnxruntime_s_import_stops_the_guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard's activation pass imports onnxruntime: Ctrl-C there (ImportError raised from the
+    KeyboardInterrupt) was taken for "onnxruntime cannot run the model", the pass skipped and the
+    build went on. It stops the build."""
+    from trtforge.calibration import collect as collect_module
+    from trtforge.precision import overflow
+    from trtforge.spec import load_spec
+
+    def interrupted_import(*args: object, **kwargs: object) -> None:
+        raise ImportError("initialization failed") from KeyboardInterrupt()
+
+    monkeypatch.setattr(collect_module, "collect", interrupted_import)
+    model = overflow_chain(tmp_path / "m.onnx", 1000.0)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: m\nmodel: m.onnx\nprecision: fp16\n{PROFILE}")
+    with pytest.raises(KeyboardInterrupt):
+        overflow.choose_keep_fp32(load_spec(spec), inspect_model(model), lambda line: None)
+
+
 def _plain_and_external(folder: Path) -> tuple[Path, Path]:
     """The overflow chain twice, in folders of their own: as one file, and with its weights in
     external data (``w.bin``)."""

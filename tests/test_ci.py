@@ -126,6 +126,24 @@ def test_data_changed_during_the_build_is_not_cached_under_the_key_hashed_before
     assert _statuses(_ci(project / "int8.yaml", out)) == {"int8.yaml": "unchanged"}
 
 
+def test_ctrl_c_in_a_c_extension_s_import_stops_the_run(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in ``import onnxruntime`` during a spec's build in ``ci``'s own process (``--jobs 1``;
+    ImportError raised from the KeyboardInterrupt) was that spec's "internal error", exit 1, and the
+    run went on: it stops it, 130."""
+    import trtforge.build
+    from trtforge.cli.common import INTERRUPTED
+
+    def interrupted_import(*args: Any, **kwargs: Any) -> Any:
+        raise ImportError("initialization failed") from KeyboardInterrupt()
+
+    monkeypatch.setattr(trtforge.build, "build_spec", interrupted_import)
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    result = runner.invoke(app, ["ci", str(project / "fp32.yaml"), "--out", str(tmp_path / "out"), "--jobs", "1"])
+    assert (result.exit_code, result.stderr.splitlines()[-1]) == (130, INTERRUPTED), result.stderr
+
+
 @pytest.mark.parametrize("model", ["missing.onnx", "fifo.onnx"])
 def test_a_model_that_is_missing_or_not_a_file_is_the_specs_error(tmp_path: Path, model: str) -> None:
     """Exit 2 at the spec's ``model:`` line, before any file is opened (a FIFO's graph would block)."""

@@ -15,6 +15,7 @@ from trtforge.errors import (
     RegistryError,
     SpecError,
     TrtforgeError,
+    interrupted_by_user,
     most_severe,
     one_line,
 )
@@ -69,6 +70,24 @@ def test_an_interrupt_exits_130_which_no_failure_class_uses() -> None:
     """README "Exit codes": 130 for Ctrl-C, as a shell's interrupted commands; one constant for
     the CLI, its start-up and ``ci``'s workers."""
     assert INTERRUPTED_EXIT == 130 and INTERRUPTED_EXIT not in SEVERITY_ORDER
+
+
+def test_a_ctrl_c_that_stopped_pydantic_building_a_validator_is_an_interrupt() -> None:
+    """pydantic-core keeps a KeyboardInterrupt that stopped a validator's build (a spec's model
+    the first time it is read) as its SchemaError's last line, with no cause: a Ctrl-C then was
+    "internal error (SchemaError: ...); please report it", exit 1. Another SchemaError is a bug."""
+    from pydantic_core import SchemaError, SchemaValidator, core_schema
+
+    class Interrupting:
+        def __repr__(self) -> str:  # pydantic-core writes a literal's expected values while it builds
+            raise KeyboardInterrupt
+
+    with pytest.raises(SchemaError) as interrupted:
+        SchemaValidator(core_schema.literal_schema([Interrupting()]))
+    with pytest.raises(SchemaError) as invalid:
+        SchemaValidator({"type": "no such type"})  # type: ignore[typeddict-item]
+    assert interrupted_by_user(interrupted.value)
+    assert not interrupted_by_user(invalid.value)
 
 
 def test_a_printed_line_never_breaks_nor_repeats_a_huge_value() -> None:

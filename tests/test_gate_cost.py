@@ -465,6 +465,22 @@ def test_the_weights_are_not_read(tmp_path: Path) -> None:
     assert len(_without_weights(embedding)) < 1000
 
 
+def test_ctrl_c_while_the_model_is_read_is_the_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the model's protobuf is walked: the views of the mapped file in the walk's
+    frames (kept alive by the interrupt's traceback) made closing the map raise BufferError ("cannot
+    close exported pointers exist"), which replaced the interrupt: "internal error", exit 1."""
+    from trtforge import model
+    from trtforge.model import read_model_info
+
+    def interrupted(data: memoryview) -> bytes:
+        kept = [data[:1]]  # as _skim keeps the fields it walked
+        raise KeyboardInterrupt(kept)
+
+    monkeypatch.setattr(model, "_skim", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        read_model_info(_embedding(tmp_path / "embedding.onnx"))
+
+
 @pytest.mark.parametrize("cut", [1, 7, 1000, -5])
 def test_a_truncated_model_is_still_named_for_what_it_is(tmp_path: Path, cut: int) -> None:
     """Bytes that do not walk as protobuf go to protobuf's parser whole: the one-line error, exit 2."""

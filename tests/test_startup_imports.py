@@ -188,6 +188,184 @@ def test_ctrl_c_during_start_up_exits_130_in_one_line(started: bool) -> None:
         assert result.stderr == "interrupted: the command had not started\n"
 
 
+#: a child that takes CPython's import lock (``_imp``), waits until the main thread waits for it in
+#: ``sys.argv[2]`` (importlib's ``_get_module_lock``, or that lock's weakref callback ``cb``), sends
+#: it Ctrl-C there and lets go; the main thread then starts a gate pass that imports a module and
+#: waits for it, as an interrupted build does
+_CTRL_C_IN_AN_IMPORT = """
+import _imp, importlib, signal, sys, threading, time, types
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+where = sys.argv[2]
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+sys.argv = ['/usr/bin/trtforge', 'build', 'spec.yaml']
+from trtforge.cli import early
+from trtforge.accuracy.gate import GatePass
+early.start_command()
+handshake = sys.modules['handshake'] = types.SimpleNamespace(entered=threading.Event(), go=threading.Event())
+held = threading.Event()
+main = threading.main_thread()
+
+def ctrl_c_inside():
+    if where == 'cb':
+        handshake.entered.wait()  # the main thread runs the module's own code: no import lock held
+    _imp.acquire_lock()
+    try:
+        held.set()
+        handshake.go.set()
+        deadline = time.monotonic() + 20
+        while sys._current_frames()[main.ident].f_code.co_name != where and time.monotonic() < deadline:
+            time.sleep(0.001)
+        signal.pthread_kill(main.ident, signal.SIGINT)
+        time.sleep(0.2)  # delivered while the main thread still waits
+    finally:
+        _imp.release_lock()
+
+sender = threading.Thread(target=ctrl_c_inside)
+sender.start()
+if where != 'cb':
+    held.wait()
+outcome = 'not interrupted'
+try:
+    import first
+    for _ in range(100):
+        time.sleep(0.001)
+except KeyboardInterrupt:
+    outcome = 'interrupted'
+sender.join()
+gate = GatePass(lambda stop: (importlib.import_module('second').outputs, None), 'reference', Path)
+gate.close()
+print(outcome, gate.outputs()[0])
+"""
+
+
+@pytest.mark.parametrize("where", ["_get_module_lock", "cb"])
+def test_ctrl_c_inside_the_import_machinery_leaves_no_import_lock_held(tmp_path: Path, where: str) -> None:
+    """Ctrl-C landing in importlib between its taking the import lock and the ``try`` that gives
+    it back left the lock held by the main thread: a gate pass's import then waited forever, and
+    so did the interrupted build, joining that pass (a build hung ~3 times in 100 Ctrl-Cs); landing
+    in the lock's weakref callback, it was also dropped (``Exception ignored``) and the build went
+    on. Once the command runs, Ctrl-C there is raised at the first instruction outside importlib."""
+    (tmp_path / "first.py").write_text("import handshake\nhandshake.entered.set()\nhandshake.go.wait()\n")
+    (tmp_path / "second.py").write_text("outputs = []\n")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _CTRL_C_IN_AN_IMPORT, str(tmp_path), where],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"hung: the gate pass's import waits for the import lock ({hung.stderr!r})")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted []", "")
+
+
+#: a child that gets Ctrl-C while a C extension's module init runs Python: ``_elementtree``'s
+#: init imports ``xml.etree.ElementPath``, whose finding sends it
+_CTRL_C_IN_AN_EXTENSION_S_INIT = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+sys.argv = ['/usr/bin/trtforge', 'build', 'spec.yaml']
+from trtforge.cli import early
+early.start_command()
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == 'xml.etree.ElementPath':
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+outcome = 'not interrupted'
+try:
+    import _elementtree
+    time.sleep(0.01)
+except KeyboardInterrupt:
+    outcome = 'interrupted'
+print(outcome, '_elementtree' in sys.modules)
+"""
+
+
+def test_ctrl_c_in_a_c_extension_s_module_init_waits_for_it() -> None:
+    """Ctrl-C while a C extension's module init ran Python (onnx's nanobind init creating an enum)
+    was raised there: the init failed half-way, and nanobind's C++ exception for it ended the
+    process (std::terminate, SIGABRT) instead of exit 130; pybind11's became "initialization
+    failed". Once the command runs, it is raised when the init is done."""
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_IN_AN_EXTENSION_S_INIT], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted True", "")
+
+
+#: a child whose main thread imports a module another thread is importing (and holds, until told):
+#: Ctrl-C while it waits for that import, then (``sys.argv[2]`` == "twice") a second one
+_CTRL_C_WHILE_AN_IMPORT_WAITS = """
+import importlib, signal, sys, threading, time, types
+sys.path.insert(0, sys.argv[1])
+twice = sys.argv[2] == 'twice'
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+sys.argv = ['/usr/bin/trtforge', 'build', 'spec.yaml']
+from trtforge.cli import early
+from trtforge.errors import INSIST_AFTER_S
+early.start_command()
+handshake = sys.modules['handshake'] = types.SimpleNamespace(entered=threading.Event(), go=threading.Event())
+importer = threading.Thread(target=importlib.import_module, args=('first',))
+importer.start()
+handshake.entered.wait()
+main = threading.main_thread()
+seen = []
+
+def ctrl_c():
+    deadline = time.monotonic() + 20
+    while sys._current_frames()[main.ident].f_code.co_name != 'acquire' and time.monotonic() < deadline:
+        time.sleep(0.001)
+    signal.pthread_kill(main.ident, signal.SIGINT)
+    time.sleep(0.3)
+    seen.append(sys._current_frames()[main.ident].f_code.co_name)  # still waiting: deferred
+    if twice:
+        signal.pthread_kill(main.ident, signal.SIGINT)  # as ci forwards a terminal's Ctrl-C: the same one
+        time.sleep(0.3)
+        seen.append(sys._current_frames()[main.ident].f_code.co_name)
+        time.sleep(INSIST_AFTER_S)
+        signal.pthread_kill(main.ident, signal.SIGINT)  # the user's second Ctrl-C
+        time.sleep(0.3)
+    handshake.go.set()
+
+sender = threading.Thread(target=ctrl_c)
+sender.start()
+try:
+    import first
+    for _ in range(100):
+        time.sleep(0.001)
+    outcome = 'not interrupted'
+except KeyboardInterrupt:
+    outcome = 'interrupted once it ended' if handshake.go.is_set() else 'interrupted while the import ran'
+sender.join()
+print(*seen, outcome)
+"""
+
+
+@pytest.mark.parametrize(
+    ("times", "expected"),
+    [("once", "acquire interrupted once it ended"), ("twice", "acquire acquire interrupted while the import ran")],
+)
+def test_ctrl_c_while_another_thread_s_import_runs_waits_for_it_unless_repeated(
+    tmp_path: Path, times: str, expected: str
+) -> None:
+    """Ctrl-C while the main thread waits for another thread's import of the same module (inside
+    importlib's lock) is raised once that import ends, not lost; the same Ctrl-C again (``ci``
+    forwards a terminal's to its workers) waits too, and one ``INSIST_AFTER_S`` later is raised at
+    once (an import that never ends must not make Ctrl-C useless)."""
+    (tmp_path / "first.py").write_text("import handshake\nhandshake.entered.set()\nhandshake.go.wait()\n")
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_WHILE_AN_IMPORT_WAITS, str(tmp_path), times],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, expected, "")
+
+
 @pytest.mark.parametrize(
     ("runs_main", "preset", "expected"),
     [

@@ -38,7 +38,10 @@ from trtforge.errors import (
     TrtforgeError,
     disk_error,
     first_line,
+    interrupt,
+    interrupt_deferred,
     most_severe,
+    raise_if_interrupted,
     unexpected_error,
 )
 from trtforge.fsutil import (
@@ -841,6 +844,7 @@ def run_one(
         reporter.error(f"{name}: {exc}")
         return _failed(spec_path, name, time.perf_counter() - started, exc)
     except Exception as exc:  # a bug (or a full disk) costs its own spec, never the other specs of the run
+        raise_if_interrupted(exc)  # but a Ctrl-C in another exception's clothes stops the run
         error = unexpected_error(exc)
         reporter.error(f"{name}: {error}")
         return _failed(spec_path, name, time.perf_counter() - started, error)
@@ -904,8 +908,9 @@ def _interrupt_once(signum: int, frame: Any) -> None:
     """A worker's Ctrl-C: the first one unwinds the build (removing its temporaries). Another one
     (the parent forwards Ctrl-C and a terminal sends it too) must not cut that cleanup short, also
     when the first one was turned into KeyboardInterrupt by the backend's cancelled build: while
-    one is being handled (``finally``, ``__exit__``, ``except``), Python shows it in ``exc_info``."""
-    if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+    one is being handled (``finally``, ``__exit__``, ``except``), Python shows it in ``exc_info``.
+    Where it would break an import it waits until it no longer would (``interrupt_deferred``)."""
+    if isinstance(sys.exc_info()[1], KeyboardInterrupt) or interrupt_deferred(signum, frame):
         return
     for stop in STOP_SIGNALS:
         signal.signal(stop, _already_stopping)
@@ -1060,7 +1065,7 @@ def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[s
     relays: dict[int, _Relay] = {}
     results: dict[str, SpecResult] = {}
     # SIGTERM (how CI systems cancel a job) stops the run like Ctrl-C instead of orphaning workers
-    with _handling(signal.default_int_handler), temp_dir(options.cache_dir, "ci") as scratch:
+    with _handling(interrupt), temp_dir(options.cache_dir, "ci") as scratch:
         try:
             while waiting or running:
                 while waiting and len(running) < jobs:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.compat import PIP_EXTRAS, ArtifactFacts, Environment, GpuDevice, content_problem
 from trtforge.digests import read_hashed, sha256_file
-from trtforge.errors import BackendUnavailableError, InvalidInputError, first_line
+from trtforge.errors import BackendUnavailableError, InvalidInputError, first_line, raise_if_interrupted
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, FLAVORS, ComputeCapability, Platform, parse_trt_version
 
 if TYPE_CHECKING:
@@ -86,7 +86,8 @@ def nvml() -> Iterator[Any]:
         return
     try:
         import pynvml
-    except ImportError:
+    except ImportError as exc:
+        raise_if_interrupted(exc)  # Ctrl-C in its import: not "no bindings", which would go on without GPUs
         yield None
         return
     try:
@@ -185,11 +186,13 @@ def _text(value: str | bytes) -> str:
 
 
 def import_backend(flavor: str) -> ModuleType:
-    """Import the TensorRT module of a flavor, or say which pip extra installs it."""
+    """Import the TensorRT module of a flavor, or say which pip extra installs it (a Ctrl-C in its
+    init is the KeyboardInterrupt it is, not a broken install: exit 130, not 2)."""
     module_name = BACKEND_MODULES[flavor]
     try:
         return importlib.import_module(module_name)
     except Exception as exc:  # the PyPI stub of `tensorrt` raises at import time, not ImportError
+        raise_if_interrupted(exc)
         wheel = _shipping_wheel(module_name)
         if wheel is not None:  # its wheel is there: a library it loads may be missing or the wrong one
             name, version = wheel

@@ -6,11 +6,17 @@ and nothing slow to import (``trtforge.cli.early`` imports it before anything el
 
 from __future__ import annotations
 
+import _imp
+import _thread
 import errno
 import os
 import re
+import signal
 import sys
+import time
 from collections.abc import Iterable
+from types import FrameType
+from typing import Any
 
 #: ``TRTFORGE_DEBUG=1`` prints the traceback of an internal error (exit 1) on stderr
 DEBUG_ENV = "TRTFORGE_DEBUG"
@@ -88,15 +94,120 @@ def internal_error(exc: BaseException, subject: str = "") -> InternalError:
 def interrupted_by_user(exc: BaseException) -> bool:
     """Whether ``exc`` is a Ctrl-C in another exception's clothes: a KeyboardInterrupt that stopped
     a C extension's module init comes back as its ImportError, raised from the interrupt (pybind11's
-    "initialization failed": ``import onnxruntime`` interrupted), which is no bug to report."""
+    "initialization failed": ``import onnxruntime`` interrupted), which is no bug to report; one that
+    stopped pydantic-core building a validator (a spec's model, the first time it is read) comes back
+    as its SchemaError, which keeps the interrupt as text only, its last line."""
     seen: set[int] = set()
-    cause = exc.__cause__
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt) or _schema_error_of_interrupt(link):
             return True
-        seen.add(id(cause))
-        cause = cause.__cause__
+        seen.add(id(link))
+        link = link.__cause__
     return False
+
+
+#: pydantic-core's exception for a validator it could not build (named here: this module imports
+#: nothing but the standard library)
+_SCHEMA_ERROR = ("pydantic_core._pydantic_core", "SchemaError")
+
+
+def _schema_error_of_interrupt(exc: BaseException) -> bool:
+    """A SchemaError whose cause, written as its last line, is a KeyboardInterrupt."""
+    if (type(exc).__module__, type(exc).__name__) != _SCHEMA_ERROR:
+        return False
+    return str(exc).rsplit("\n", 1)[-1].lstrip().startswith(KeyboardInterrupt.__name__)
+
+
+def raise_if_interrupted(exc: BaseException) -> None:
+    """Raise a Ctrl-C in ``exc``'s clothes (:func:`interrupted_by_user`) as the KeyboardInterrupt it
+    is: for a caller about to turn ``exc`` into an answer of its own (a backend that does not
+    import, a step skipped), which would carry on, or exit 2, instead of stopping."""
+    if interrupted_by_user(exc):
+        raise KeyboardInterrupt from exc
+
+
+#: CPython's import machinery (importlib's frozen bootstrap), by its code's file names
+_IMPORT_MACHINERY = frozenset({"<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>"})
+#: what runs a C extension's module init; importlib calls them through ``_call_with_frames_removed``
+_EXTENSION_INITS = (_imp.create_dynamic, _imp.exec_dynamic)
+#: a stop signal this long after one that was deferred takes effect at once: the user insists (an
+#: import that never ends); one sooner is the same Ctrl-C again (a terminal's, then ``ci``'s forwarding)
+INSIST_AFTER_S = 1.0
+
+
+def _breaks_an_import(frame: FrameType) -> bool:
+    """Whether a KeyboardInterrupt raised in ``frame`` could break an import rather than stop it:
+    ``frame`` is the import machinery's own code, which can leave an import lock held, or runs
+    inside a C extension's module init, called back from it, which can leave the module half made
+    or abort the process (nanobind's ``python_error`` thrown out of onnx's init: std::terminate)."""
+    if frame.f_code.co_filename in _IMPORT_MACHINERY:
+        return True
+    caller: FrameType | None = frame.f_back
+    while caller is not None:
+        code = caller.f_code
+        if (
+            code.co_name == "_call_with_frames_removed"
+            and code.co_filename in _IMPORT_MACHINERY
+            and caller.f_locals.get("f") in _EXTENSION_INITS
+        ):
+            return True
+        caller = caller.f_back
+    return False
+
+
+class _PastImports:
+    """``sys.setprofile``'s function from a stop signal deferred inside an import
+    (:func:`_breaks_an_import`) to the first call made where it no longer would, where the signal goes
+    back to its handler: raised into that call (a pure Python module's own code, or the importer's).
+    The handler's own calls (another signal meanwhile) are not that call."""
+
+    def __init__(self, signum: int, previous: Any) -> None:
+        self.signum = signal.Signals(signum)
+        self.previous = previous  # a profiler's, given back
+        self.since = time.monotonic()
+
+    def __call__(self, frame: FrameType, event: str, arg: object) -> None:
+        if event not in ("call", "c_call") or _breaks_an_import(frame):
+            return
+        handler = getattr(signal.getsignal(self.signum), "__code__", None)
+        caller: FrameType | None = frame
+        while caller is not None:
+            if caller.f_code is handler:
+                return
+            caller = caller.f_back
+        sys.setprofile(self.previous)
+        _thread.interrupt_main(self.signum)  # its handler runs at once, in this frame
+
+
+def interrupt_deferred(signum: int, frame: FrameType | None) -> bool:
+    """Whether a stop signal's handler must not raise now, as ``frame`` (the code the signal
+    interrupted) is inside an import, where a KeyboardInterrupt can break it
+    (:func:`_breaks_an_import`). In the import machinery it can land between its taking a lock and
+    the ``try`` that gives it back (CPython's ``_get_module_lock``, that lock's weakref callback,
+    whose exception Python drops besides, ``_ModuleLock.acquire``): the lock stays held by this
+    thread, whose own imports still go on, but every other thread's next import waits for it
+    forever, and so does whatever then waits for that thread (a build's gate pass, joined as the
+    build unwinds: a hang). Deferred to the first call where it no longer breaks one
+    (:class:`_PastImports`); another signal meanwhile is not, from ``INSIST_AFTER_S`` on."""
+    waiting = sys.getprofile()
+    if isinstance(waiting, _PastImports):
+        if time.monotonic() - waiting.since < INSIST_AFTER_S:
+            return True  # the same Ctrl-C again: still deferred
+        sys.setprofile(waiting.previous)
+        return False
+    if frame is None or not _breaks_an_import(frame):
+        return False
+    sys.setprofile(_PastImports(signum, waiting))
+    return True
+
+
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    """The stop signals' handler of trtforge's own process once a command runs (SIGINT; ``ci``'s
+    SIGTERM too): Python's ``signal.default_int_handler``, a KeyboardInterrupt, each command's
+    clean-up and exit 130, but never where it would break an import (:func:`interrupt_deferred`)."""
+    if not interrupt_deferred(signum, frame):
+        raise KeyboardInterrupt
 
 
 #: what the disk, not trtforge, refused a write for: full, over quota, read-only

@@ -287,14 +287,17 @@ def _without_weights(path: Path) -> bytes:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError:  # a file system that cannot map files (some FUSE mounts): read it all
             return handle.read()
-        with mapped:
-            data = memoryview(mapped)
-            try:
-                return _skim(data)
-            except (IndexError, ValueError):
-                return bytes(data)
-            finally:
-                data.release()
+        data = memoryview(mapped)
+        try:
+            return _skim(data)
+        except (IndexError, ValueError):
+            return bytes(data)
+        finally:
+            data.release()
+            # an exception (Ctrl-C) in _skim keeps its views of the map alive in its traceback: the
+            # map cannot close then (BufferError would replace that exception), and goes with them
+            with contextlib.suppress(BufferError):
+                mapped.close()
 
 
 def _skim(data: memoryview) -> bytes:

@@ -88,8 +88,8 @@ def _cancel_on_sigint() -> Iterator[threading.Event]:
     """Turn Ctrl-C into a cancelled build: TensorRT is in C++ and cannot be interrupted directly,
     but its progress monitor asks us after every step whether to go on."""
     cancelled = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield cancelled
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield cancelled  # a background job's ignored Ctrl-C stays ignored
         return
     previous = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, lambda *_: cancelled.set())

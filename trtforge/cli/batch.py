@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import typer
 
 from trtforge.cli.common import emit_json
-from trtforge.errors import TrtforgeError, interrupted_by_user, most_severe, unexpected_error
+from trtforge.errors import TrtforgeError, most_severe, raise_if_interrupted, unexpected_error
 from trtforge.fsutil import check_report_file
 
 Item = TypeVar("Item")
@@ -96,6 +96,5 @@ def _contained(run: Callable[[Item], Outcome], item: Item) -> Outcome:
     except TrtforgeError:
         raise
     except Exception as exc:
-        if interrupted_by_user(exc):  # Ctrl-C stops the batch, as it does anywhere else
-            raise KeyboardInterrupt from exc
+        raise_if_interrupted(exc)  # Ctrl-C stops the batch, as it does anywhere else
         raise unexpected_error(exc, str(item)) from exc

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from trtforge.errors import INTERRUPTED_EXIT
+from trtforge.errors import INTERRUPTED_EXIT, interrupt
 from trtforge.filehash import Prefetch
 
 #: the commands whose cost is hashing the one engine they are given
@@ -64,21 +64,22 @@ def _interrupted_while_starting(signum: int, frame: FrameType | None) -> None:
 
 
 #: in trtforge's own process, Ctrl-C during start-up ends it at once (unless SIGINT is ignored, as
-#: for a background job); :func:`start_command` gives it back to Python's KeyboardInterrupt, which
-#: each command turns into its clean-up and exit 130
+#: for a background job); :func:`start_command` gives it back to a KeyboardInterrupt (never where it
+#: would break an import: ``errors.interrupt``), which each command turns into its clean-up and exit 130
 _quiet_start = _own_process and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 if _quiet_start:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 
 def start_command() -> None:
-    """The command starts: Ctrl-C is a KeyboardInterrupt again, the collector resumes, and what
+    """The command starts: Ctrl-C is a KeyboardInterrupt again (``errors.interrupt``: never where it
+    would break an import, as it can leave an import lock held), the collector resumes, and what
     start-up made (modules, classes, schemas: all kept for the life of the process) is frozen out
     of its collections."""
     global _collector_paused, _quiet_start
     if _quiet_start:
         _quiet_start = False
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, interrupt)
     if _collector_paused:
         _collector_paused = False
         gc.freeze()

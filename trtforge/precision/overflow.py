@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtforge.accuracy import inputs
 from trtforge.digests import data_sha256
-from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line
+from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line, raise_if_interrupted
 from trtforge.fsutil import atomic_write_text
 from trtforge.jsonsafe import json_sha256
 from trtforge.model import node_names
@@ -292,7 +292,9 @@ def choose_keep_fp32(
         log(f"fp16: overflow guard's activation pass skipped on {data} ({exc}); weights still judged")
         return _weights_only(model)
     except Exception as exc:  # onnxruntime cannot load or run the model (an op it lacks, a newer opset):
-        # TensorRT may still build it, and the gate reports itself not runnable with the reason
+        # TensorRT may still build it, and the gate reports itself not runnable with the reason;
+        # but a Ctrl-C in onnxruntime's import (ImportError raised from it) stops the build
+        raise_if_interrupted(exc)
         log(f"fp16: overflow guard's activation pass skipped, onnxruntime cannot run the model ({first_line(exc)})")
         return _weights_only(model)
     reasons = overflowing_nodes(model, {**oversized_weights(model), **{name: v.amax for name, v in stats.items()}})

@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from trtforge.errors import raise_if_interrupted
 from trtforge.runners.base import RunnerError
 
 if TYPE_CHECKING:
@@ -16,13 +17,16 @@ if TYPE_CHECKING:
 
 
 def cuda_runtime() -> ModuleType:
-    """cuda-python's runtime bindings (``cuda.bindings.runtime``; older releases: ``cuda.cudart``)."""
+    """cuda-python's runtime bindings (``cuda.bindings.runtime``; older releases: ``cuda.cudart``);
+    a Ctrl-C in their import is a KeyboardInterrupt, not a missing cuda-python."""
     try:
         from cuda.bindings import runtime
-    except ImportError:
+    except ImportError as newer:
+        raise_if_interrupted(newer)
         try:
             from cuda import cudart as runtime  # cuda-python < 12.6
         except ImportError as exc:
+            raise_if_interrupted(exc)
             raise RunnerError(
                 "cuda-python is not installed; the TensorRT runner needs it: pip install 'trtforge[gpu]'"
             ) from exc
@@ -35,7 +39,8 @@ def native_handle(cuda_object: Any) -> int:
     ``int()`` of the object), else ``int()``."""
     try:
         from cuda.bindings.utils import get_cuda_native_handle
-    except ImportError:
+    except ImportError as exc:
+        raise_if_interrupted(exc)
         return int(cuda_object)
     return int(get_cuda_native_handle(cuda_object))
 
