@@ -175,6 +175,17 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
     assert not list(tmp_path.iterdir())
 
 
+def _refused_as_an_input(junit: Path, *argv: object) -> None:
+    """``argv --junit junit`` refuses the report path as one of the command's inputs, left as it was."""
+    before = junit.read_bytes()
+    code, _, stderr = cli(*argv, "--junit", junit)
+    assert code == 2 and stderr == (
+        f"error: --junit {junit} is an input of this command ({junit}): the report would replace it; "
+        f"point it at another file, e.g. {junit.parent / 'report.xml'}\n"
+    ), stderr
+    assert junit.read_bytes() == before
+
+
 @pytest.mark.parametrize("which", ["engine", "spec", "model"])
 def test_verify_refuses_a_junit_that_is_one_of_its_inputs(tmp_path: Path, which: str) -> None:
     """``verify ENGINE --spec SPEC --junit X`` wrote its report over X, whichever input it was (an
@@ -185,13 +196,7 @@ def test_verify_refuses_a_junit_that_is_one_of_its_inputs(tmp_path: Path, which:
     engine = tmp_path / "conv.plan"
     engine.write_bytes(b"an engine under another name")
     junit = {"engine": engine, "spec": spec, "model": tmp_path / "conv.onnx"}[which]
-    before = junit.read_bytes()
-    code, _, stderr = cli("verify", engine, "--spec", spec, "--junit", junit)
-    assert code == 2 and stderr == (
-        f"error: --junit {junit} is an input of this command ({junit}): the report would replace it; "
-        f"point it at another file, e.g. {tmp_path / 'report.xml'}\n"
-    )
-    assert junit.read_bytes() == before
+    _refused_as_an_input(junit, "verify", engine, "--spec", spec)
 
 
 @pytest.mark.parametrize("which", ["data", "labels", "calibration"])
@@ -211,13 +216,7 @@ def test_verify_refuses_a_junit_that_is_the_specs_data(tmp_path: Path, which: st
     engine = tmp_path / "conv.engine"
     engine.write_bytes(b"an engine")
     junit = tmp_path / {"data": "val.npy", "labels": "labels.npy", "calibration": "train.npy"}[which]
-    before = junit.read_bytes()
-    code, _, stderr = cli("verify", engine, "--spec", spec, "--junit", junit)
-    assert code == 2 and stderr == (
-        f"error: --junit {junit} is an input of this command ({junit}): the report would replace it; "
-        f"point it at another file, e.g. {tmp_path / 'report.xml'}\n"
-    )
-    assert junit.read_bytes() == before
+    _refused_as_an_input(junit, "verify", engine, "--spec", spec)
 
 
 @pytest.mark.parametrize("command", ["build", "verify"])
@@ -228,15 +227,10 @@ def test_a_junit_that_is_the_models_external_data_is_refused(tmp_path: Path, com
     data = models.externalize(tmp_path / "conv.onnx")
     spec = tmp_path / "conv.yaml"
     spec.write_text(f"name: conv\nmodel: conv.onnx\ntargets: ['8.6']\n{STATIC}")
-    before = data.read_bytes()
-    first = [spec] if command == "build" else [tmp_path / "conv.engine", "--spec", spec]
+    first = [spec, "--out", tmp_path / "out"] if command == "build" else [tmp_path / "conv.engine", "--spec", spec]
     if command == "verify":
         (tmp_path / "conv.engine").write_bytes(b"an engine")
-    code, _, stderr = cli(
-        command, *first, "--junit", data, *(["--out", tmp_path / "out"] if command == "build" else [])
-    )
-    assert code == 2 and f"error: --junit {data} is an input of this command" in stderr, stderr
-    assert data.read_bytes() == before
+    _refused_as_an_input(data, command, *first)
 
 
 def test_verify_engine_refuses_an_out_it_would_ignore(tmp_path: Path) -> None:
