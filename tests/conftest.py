@@ -46,31 +46,3 @@ def write_spec(tmp_path: Path, model_dir: Path) -> Callable[..., Path]:
         return path
 
     return write
-
-
-class _InterruptedImports:
-    """A finder first on ``sys.meta_path``: importing one of ``names`` raises what pybind11 raises
-    when Ctrl-C lands in a C extension's module init, ImportError raised from the KeyboardInterrupt."""
-
-    def __init__(self, names: set[str]) -> None:
-        self.names = names
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name in self.names:
-            raise ImportError("initialization failed") from KeyboardInterrupt()
-
-
-@pytest.fixture
-def interrupted_import(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """``interrupted_import(*names)``: those modules' imports are interrupted (``_InterruptedImports``),
-    an imported one's too (taken out of ``sys.modules`` and its package for the test)."""
-
-    def interrupt(*names: str) -> None:
-        for name in names:
-            monkeypatch.delitem(sys.modules, name, raising=False)
-            package, _, attribute = name.rpartition(".")
-            if package in sys.modules:  # ``from package import attribute`` would find it there
-                monkeypatch.delattr(sys.modules[package], attribute, raising=False)
-        monkeypatch.setattr(sys, "meta_path", [_InterruptedImports(set(names)), *sys.meta_path])
-
-    return interrupt

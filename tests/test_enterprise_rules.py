@@ -217,27 +217,19 @@ def _digits_spec(folder: Path, keys: str) -> Path:
     return spec
 
 
-def _tensorrt_wheel(folder: Path, monkeypatch: pytest.MonkeyPatch, init: str) -> None:
-    """A ``tensorrt`` 10.13.0.35 wheel (metadata and module) in ``folder/site``, first on the path;
-    its ``__init__.py`` is ``init``."""
-    site = folder / "site"
-    (site / "tensorrt").mkdir(parents=True)
-    (site / "tensorrt" / "__init__.py").write_text(init)
-    info = site / "tensorrt_cu12-10.13.0.35.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt_cu12\nVersion: 10.13.0.35\n")
-    monkeypatch.syspath_prepend(str(site))
-
-
 @pytest.fixture
 def broken_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A ``tensorrt`` wheel as pip leaves it when a CUDA library it loads is missing: its metadata
     and module are there, the import raises."""
-    _tensorrt_wheel(
-        tmp_path,
-        monkeypatch,
-        'raise ImportError("libnvinfer.so.10: cannot open shared object file: No such file or directory")\n',
+    site = tmp_path / "site"
+    (site / "tensorrt").mkdir(parents=True)
+    (site / "tensorrt" / "__init__.py").write_text(
+        'raise ImportError("libnvinfer.so.10: cannot open shared object file: No such file or directory")\n'
     )
+    info = site / "tensorrt_cu12-10.13.0.35.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt_cu12\nVersion: 10.13.0.35\n")
+    monkeypatch.syspath_prepend(str(site))
     environment.installed_version.cache_clear()
     yield tmp_path
     environment.installed_version.cache_clear()
@@ -254,28 +246,6 @@ def test_a_tensorrt_wheel_that_does_not_import_is_named_with_its_fix(broken_tens
         "tensorrt_cu12_libs==10.13.0.35 tensorrt_cu12_bindings==10.13.0.35"
     )
     assert raised.value.exit_code == 2
-
-
-def test_ctrl_c_in_the_backend_s_import_is_an_interrupt_not_a_broken_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ctrl-C in TensorRT's module init (pybind11 raises ImportError from the KeyboardInterrupt) was
-    "tensorrt ... is installed but does not import (initialization failed); reinstall ...", exit 2:
-    it is an interrupt, exit 130."""
-    from trtforge.cli.common import INTERRUPTED
-
-    _tensorrt_wheel(tmp_path, monkeypatch, 'raise ImportError("initialization failed") from KeyboardInterrupt()\n')
-    monkeypatch.setattr(environment, "detect_gpus", lambda: (gpu("8.6", "NVIDIA A10"),))
-    environment.installed_version.cache_clear()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            import_backend(FLAVOR_TENSORRT)
-        spec = _digits_spec(tmp_path, "")
-        code, _, stderr = cli("build", spec, "--backend", "tensorrt", "--out", tmp_path / "out")
-    finally:
-        environment.installed_version.cache_clear()
-    assert (code, stderr) == (130, f"{INTERRUPTED}\n")
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_spec_that_names_a_backend_that_does_not_import_is_named_at_its_line(

@@ -18,6 +18,7 @@ from trtforge.errors import (
     interrupted_by_user,
     most_severe,
     one_line,
+    raise_if_interrupted,
 )
 
 
@@ -88,6 +89,28 @@ def test_a_ctrl_c_that_stopped_pydantic_building_a_validator_is_an_interrupt() -
         SchemaValidator({"type": "no such type"})  # type: ignore[typeddict-item]
     assert interrupted_by_user(interrupted.value)
     assert not interrupted_by_user(invalid.value)
+
+
+def test_an_import_error_raised_from_a_ctrl_c_is_raised_again_as_the_interrupt() -> None:
+    """pybind11 turns a Ctrl-C in a C extension's module init into ImportError("initialization
+    failed") raised from the KeyboardInterrupt: the backend, nvml, cuda-python and guard imports
+    hand what they catch to ``raise_if_interrupted``, which gives the interrupt back (exit 130);
+    an ImportError of its own (a missing library) stays theirs to answer."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise ImportError("initialization failed") from interrupt
+    except ImportError as exc:
+        wrapped = exc
+    raise_if_interrupted(ImportError("libnvinfer.so.10: cannot open shared object file"))  # returns
+    with pytest.raises(KeyboardInterrupt) as raised:
+        raise_if_interrupted(wrapped)
+    assert raised.value.__cause__ is wrapped
+    outer = RuntimeError("the guard's pass failed")
+    outer.__cause__ = wrapped  # deeper in the chain: still the interrupt
+    with pytest.raises(KeyboardInterrupt):
+        raise_if_interrupted(outer)
 
 
 def test_a_printed_line_never_breaks_nor_repeats_a_huge_value() -> None:

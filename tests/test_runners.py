@@ -4,8 +4,7 @@ engine exist (it skips with the reason elsewhere). The dtype and profile rules a
 from __future__ import annotations
 
 import importlib.util
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,31 +142,6 @@ def _require_gpu() -> None:
         pytest.skip(str(exc))
     if cuda.gpu_count() == 0:
         pytest.skip("no CUDA device (or driver) on this host: the TensorRT runner needs a GPU")
-
-
-@pytest.mark.parametrize(
-    ("missing", "interrupted", "call"),
-    [
-        ((), ("cuda.bindings", "cuda.bindings.runtime"), cuda.cuda_runtime),
-        (("cuda.bindings",), ("cuda.cudart",), cuda.cuda_runtime),  # cuda-python < 12.6
-        ((), ("cuda.bindings.utils",), lambda: cuda.native_handle(0)),
-    ],
-    ids=["cuda.bindings", "cuda.cudart", "cuda.bindings.utils"],
-)
-def test_ctrl_c_in_cuda_python_s_import_is_an_interrupt(
-    monkeypatch: pytest.MonkeyPatch,
-    interrupted_import: Callable[..., None],
-    missing: tuple[str, ...],
-    interrupted: tuple[str, ...],
-    call: Callable[[], object],
-) -> None:
-    """Ctrl-C in cuda-python's import (ImportError raised from the KeyboardInterrupt) was "cuda-python
-    is not installed", or the older cuda-python's way taken instead: it is the interrupt."""
-    for name in missing:
-        monkeypatch.setitem(sys.modules, name, None)  # not installed: a plain ImportError
-    interrupted_import(*interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        call()
 
 
 def test_device_buffer_round_trip_on_a_stream() -> None:
