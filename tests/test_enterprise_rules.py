@@ -1,5 +1,7 @@
 """Enterprise TensorRT's rules that need no ``import tensorrt`` and no GPU: they run everywhere
-(the build path the flavors share is seen through a real TensorRT-RTX build).
+(the build path the flavors share is seen through a real TensorRT-RTX build, and an install that
+does not import through the real TensorRT-RTX wheels with a part of them gone). No test stands in
+for TensorRT: the rules enterprise TensorRT alone reaches are tested as the pure functions they are.
 
 The enterprise builds themselves are in ``test_backend_tensorrt.py`` and ``test_native_int8.py``
 (skipped without TensorRT and a GPU).
@@ -7,26 +9,29 @@ The enterprise builds themselves are in ``test_backend_tensorrt.py`` and ``test_
 
 from __future__ import annotations
 
-import shutil
+import os
+import re
+import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import sysconfig
+from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import cli
 from models import need_rtx
 
-from trtforge import environment
 from trtforge.backends.base import BuildRequest
 from trtforge.backends.rtx import RtxBackend
 from trtforge.backends.tensorrt import build_gpu_refusal, timing_cache_note
+from trtforge.build import backend_unavailable
 from trtforge.cache import timing_cache_file
 from trtforge.calibration.cache import trt_version_int
 from trtforge.compat import GpuDevice, weakly_typed
-from trtforge.environment import Choice, choose_backend, import_backend
+from trtforge.environment import Choice, auto_choice, import_backend, import_failure
 from trtforge.errors import BackendUnavailableError, InvalidInputError
-from trtforge.spec import BuildOptions, ShapeRange
+from trtforge.spec import BuildOptions, ShapeRange, load_spec
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT, ComputeCapability
 
 # ---------------------------------------------------------------- weakly typed: one rule, three users
@@ -204,7 +209,10 @@ def test_fp32_tensors_compute_in_fp32_not_tf32(model_dir: Path) -> None:
 
 # ---------------------------------------------------------------- a TensorRT wheel that does not import
 
-DIGITS = Path(__file__).resolve().parent.parent / "calibration" / "digits" / "digits_cnn.onnx"
+REPO = Path(__file__).resolve().parent.parent
+DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
+#: the dynamic loader's words where enterprise TensorRT's library is missing
+NVINFER_MISSING = "libnvinfer.so.10: cannot open shared object file: No such file or directory"
 
 
 def _digits_spec(folder: Path, keys: str) -> Path:
@@ -217,95 +225,139 @@ def _digits_spec(folder: Path, keys: str) -> Path:
     return spec
 
 
-@pytest.fixture
-def broken_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A ``tensorrt`` wheel as pip leaves it when a CUDA library it loads is missing: its metadata
-    and module are there, the import raises."""
-    site = tmp_path / "site"
-    (site / "tensorrt").mkdir(parents=True)
-    (site / "tensorrt" / "__init__.py").write_text(
-        'raise ImportError("libnvinfer.so.10: cannot open shared object file: No such file or directory")\n'
+def _rtx_site() -> Path:
+    """The site-packages folder TensorRT-RTX is installed in (skips where it does not import)."""
+    return Path(str(need_rtx().__file__)).parent.parent
+
+
+def _rtx_wheel() -> tuple[str, str]:
+    """(``tensorrt_rtx_cu{N}``, its version), read from the installed ``_libs`` wheel's metadata."""
+    (libs,) = metadata.packages_distributions()["tensorrt_rtx_libs"]
+    return libs.removesuffix("_libs"), metadata.version(libs)
+
+
+def _venv(folder: Path, keep: Callable[[str], bool]) -> tuple[Path, Path]:
+    """(python, site-packages) of a virtual environment that links to this install's packages and
+    metadata, those ``keep`` keeps: TensorRT-RTX as an uninstall or a broken copy leaves it,
+    without touching this one."""
+    real = _rtx_site()
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", folder], check=True, capture_output=True)
+    paths = {"base": str(folder), "platbase": str(folder)}
+    site = Path(sysconfig.get_path("purelib", vars=paths))
+    for entry in real.iterdir():
+        if keep(entry.name):
+            (site / entry.name).symlink_to(entry)
+    return Path(sysconfig.get_path("scripts", vars=paths)) / "python", site
+
+
+def _run(python: Path, *args: object) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``python ARGS`` with this checkout's trtforge first on its path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([python, *map(str, args)], capture_output=True, text=True, env=env, timeout=60)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_a_tensorrt_rtx_wheel_without_its_libraries_is_named_with_its_fix(tmp_path: Path) -> None:
+    """The real TensorRT-RTX wheels with ``tensorrt_rtx_cu{N}_libs`` uninstalled: the bindings' real
+    import fails in the dynamic loader, and ``build`` says, in one line and where it was asked for,
+    which wheel is broken, its version and the command that reinstalls it (exit 2, nothing written)."""
+    wheel, version = _rtx_wheel()
+    python, _ = _venv(
+        tmp_path / "venv", lambda name: name != "tensorrt_rtx_libs" and not name.startswith(f"{wheel}_libs-")
     )
-    info = site / "tensorrt_cu12-10.13.0.35.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt_cu12\nVersion: 10.13.0.35\n")
-    monkeypatch.syspath_prepend(str(site))
-    environment.installed_version.cache_clear()
-    yield tmp_path
-    environment.installed_version.cache_clear()
+    spec = _digits_spec(tmp_path, "backend: tensorrt-rtx\n")
+    fix = (
+        "reinstall its wheels (and the CUDA runtime they need): pip install --force-reinstall "
+        f"{wheel}=={version} {wheel}_libs=={version} {wheel}_bindings=={version}"
+    )
+    for args, where in (((), f"{spec}:3: "), (("--backend", "tensorrt-rtx"), "")):
+        code, _, stderr = _run(python, "-m", "trtforge", "build", spec, "--out", tmp_path / "out", *args)
+        assert code == 2 and not (tmp_path / "out").exists(), stderr
+        (line,) = stderr.splitlines()
+        said = re.fullmatch(
+            rf"error: {re.escape(where)}tensorrt-rtx {re.escape(version)} is installed but does not import "
+            rf"\((\S+): cannot open shared object file: No such file or directory\); {re.escape(fix)}",
+            line,
+        )
+        assert said is not None, line
+        assert said[1] in {path.name for path in (_rtx_site() / "tensorrt_rtx_libs").iterdir()}  # the loader's words
 
 
-def test_a_tensorrt_wheel_that_does_not_import_is_named_with_its_fix(broken_tensorrt: Path) -> None:
-    assert environment.installed_version(FLAVOR_TENSORRT) == "10.13.0.35"
-    with pytest.raises(BackendUnavailableError) as raised:
-        import_backend(FLAVOR_TENSORRT)
-    assert str(raised.value) == (
+@pytest.mark.parametrize(
+    ("case", "installed"),
+    [("imports", True), ("without its libraries", False), ("a leftover folder", False)],
+)
+def test_a_tensorrt_rtx_without_wheel_metadata_counts_as_installed_when_it_imports(
+    tmp_path: Path, case: str, installed: bool
+) -> None:
+    """A source or conda install (the real modules, no wheel metadata) is installed when it imports,
+    with the version it reports; one that does not import, or a folder an uninstall left without a
+    module in it, is not."""
+
+    def no_metadata(name: str) -> bool:
+        return not (name.startswith("tensorrt_rtx") and name.endswith(".dist-info"))
+
+    keep: dict[str, Callable[[str], bool]] = {
+        "imports": no_metadata,
+        "without its libraries": lambda name: no_metadata(name) and name != "tensorrt_rtx_libs",
+        "a leftover folder": lambda name: not name.startswith("tensorrt_rtx"),
+    }
+    python, site = _venv(tmp_path / "venv", keep[case])
+    if case == "a leftover folder":
+        (site / "tensorrt_rtx").mkdir()
+    script = "from trtforge.environment import installed_version; print(repr(installed_version('tensorrt-rtx')))"
+    code, stdout, stderr = _run(python, "-c", script)
+    assert (code, stderr) == (0, "")
+    assert stdout.strip() == (repr(_rtx_wheel()[1]) if installed else "None")
+
+
+def test_a_tensorrt_wheel_that_does_not_import_is_named_with_its_fix() -> None:
+    """Enterprise TensorRT's wheel (its metadata's name and version) whose import failed: the GPU
+    driver's libraries are the first suspect, then its three wheels; without one, its pip extra."""
+    assert import_failure(FLAVOR_TENSORRT, ("tensorrt_cu12", "10.13.0.35"), NVINFER_MISSING) == (
         "tensorrt 10.13.0.35 is installed but does not import (libnvinfer.so.10: cannot open shared object "
         "file: No such file or directory); check that the GPU driver's libraries are found, or reinstall its "
         "wheels (and the CUDA runtime they need): pip install --force-reinstall tensorrt_cu12==10.13.0.35 "
         "tensorrt_cu12_libs==10.13.0.35 tensorrt_cu12_bindings==10.13.0.35"
     )
-    assert raised.value.exit_code == 2
+    assert import_failure(FLAVOR_TENSORRT, None, "No module named 'tensorrt'") == (
+        "tensorrt is not installed (import tensorrt failed: No module named 'tensorrt'); "
+        "install it with: pip install 'trtforge[tensorrt]'"
+    )
 
 
-def test_a_spec_that_names_a_backend_that_does_not_import_is_named_at_its_line(
-    broken_tensorrt: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("has_trt", "trt_found", "reason"),
+    [
+        (True, True, "no GPU detected"),
+        (False, True, "tensorrt does not import"),
+        (False, False, "tensorrt is not installed"),
+    ],
+)
+def test_auto_builds_on_the_cpu_unless_tensorrt_is_installed_and_a_gpu_present(
+    has_trt: bool, trt_found: bool, reason: str
 ) -> None:
-    """``backend: tensorrt`` in the spec: the error says which line asked for it."""
-    monkeypatch.setattr(environment, "detect_gpus", lambda: (gpu("8.6", "NVIDIA A10"),))
-    spec = _digits_spec(broken_tensorrt, "backend: tensorrt\n")
-    code, _, stderr = cli("build", spec, "--out", broken_tensorrt / "out")
-    assert code == 2 and f"error: {spec}:3: tensorrt 10.13.0.35 is installed but does not import" in stderr, stderr
-    code, _, stderr = cli("build", spec, "--backend", "tensorrt", "--out", broken_tensorrt / "out")
-    assert code == 2 and "error: tensorrt 10.13.0.35 is installed but does not import" in stderr, stderr
+    """Installed (its metadata, or its import) is not enough for auto: without a GPU TensorRT-RTX
+    builds, and the reason names the GPU; a ``tensorrt`` module that is there and is not installed
+    (it does not import, or a leftover folder) is said as it is."""
+    assert auto_choice(has_trt, trt_found, (), has_rtx=True) == Choice(
+        FLAVOR_RTX, f"{reason}; tensorrt-rtx builds on the CPU"
+    )
+    with pytest.raises(BackendUnavailableError, match=r"^no TensorRT backend is installed: pip install"):
+        auto_choice(has_trt, trt_found, (), has_rtx=False)
 
 
-def test_auto_without_a_gpu_builds_on_the_cpu_beside_an_installed_tensorrt(
-    broken_tensorrt: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Installed (its metadata) is not enough for auto: without a GPU TensorRT-RTX builds, and the
-    reason names the GPU, not the install."""
-    monkeypatch.setattr(environment, "detect_gpus", lambda: ())
-    assert choose_backend("auto") == Choice(FLAVOR_RTX, "no GPU detected; tensorrt-rtx builds on the CPU")
-
-
-def test_a_leftover_tensorrt_folder_is_not_an_installed_tensorrt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A ``tensorrt`` folder without a module in it (an uninstall's leftover) imports as an empty
-    namespace package: no version, not installed, and choosing says so instead of failing."""
-    (tmp_path / "tensorrt").mkdir()
-    monkeypatch.syspath_prepend(str(tmp_path))
-    environment.installed_version.cache_clear()
-    try:
-        assert environment.installed_version(FLAVOR_TENSORRT) is None
-        assert choose_backend("auto").flavor == FLAVOR_RTX
-    finally:
-        environment.installed_version.cache_clear()
-        sys.modules.pop("tensorrt", None)  # the namespace package it imported
-
-
-def test_auto_says_a_tensorrt_without_wheel_metadata_does_not_import(broken_tensorrt: Path) -> None:
-    """A source or conda install (no wheel metadata) counts as installed when it imports: this one
-    does not, so auto builds with TensorRT-RTX, and says why truly (it is there, it is broken)."""
-    need_rtx()
-    for info in (broken_tensorrt / "site").glob("*.dist-info"):
-        shutil.rmtree(info)
-    environment.installed_version.cache_clear()
-    assert environment.installed_version(FLAVOR_TENSORRT) is None
-    assert choose_backend("auto") == Choice(FLAVOR_RTX, "tensorrt does not import; tensorrt-rtx builds on the CPU")
-
-
-def test_auto_on_a_gpu_host_names_the_broken_tensorrt_and_the_way_out(
-    broken_tensorrt: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_auto_on_a_gpu_host_names_the_broken_tensorrt_and_the_way_out(tmp_path: Path) -> None:
     """With a GPU auto picks the installed tensorrt (choosing imports nothing); its failed import is
-    the build's error, never a silent switch to TensorRT-RTX. The GPU is the one input faked here."""
-    monkeypatch.setattr(environment, "detect_gpus", lambda: (gpu("8.6", "NVIDIA A10"),))
-    spec = _digits_spec(broken_tensorrt, "precision: fp32\ntargets: ['8.6']\n")
-    code, _, stderr = cli("build", spec, "--out", broken_tensorrt / "out")
-    assert code == 2
-    assert "tensorrt 10.13.0.35 is installed but does not import (libnvinfer.so.10" in stderr
-    assert "--backend auto chose it (tensorrt is installed and a GPU is present (NVIDIA A10))" in stderr
-    assert "pass --backend tensorrt-rtx to build on the CPU" in stderr and "Traceback" not in stderr
-    assert not (broken_tensorrt / "out").exists() or not any((broken_tensorrt / "out").iterdir())
+    the build's error, never a silent switch to TensorRT-RTX, and names the way out where it is installed."""
+    choice = auto_choice(True, True, (gpu("8.6", "NVIDIA A10"),), has_rtx=False)
+    assert choice == Choice(FLAVOR_TENSORRT, "tensorrt is installed and a GPU is present (NVIDIA A10)")
+    spec = load_spec(_digits_spec(tmp_path, "precision: fp32\ntargets: ['8.6']\n"))
+    broken = BackendUnavailableError(import_failure(FLAVOR_TENSORRT, ("tensorrt_cu12", "10.13.0.35"), NVINFER_MISSING))
+    said = str(backend_unavailable(broken, spec, None, choice, has_rtx=True))
+    assert said.startswith("tensorrt 10.13.0.35 is installed but does not import (libnvinfer.so.10")
+    assert "--backend auto chose it (tensorrt is installed and a GPU is present (NVIDIA A10))" in said
+    assert said.endswith("or pass --backend tensorrt-rtx to build on the CPU") and "\n" not in said
+    assert backend_unavailable(broken, spec, None, choice, has_rtx=False) is broken  # no way out to name
+    asked = Choice(FLAVOR_TENSORRT, "tensorrt requested")
+    assert backend_unavailable(broken, spec, "tensorrt", asked, has_rtx=True) is broken  # the user's own choice

@@ -148,7 +148,7 @@ def build_spec(
     try:
         engine_backend = open_backend(choice.flavor)
     except BackendUnavailableError as exc:
-        raise _unavailable(exc, spec, backend, choice) from exc
+        raise backend_unavailable(exc, spec, backend, choice, installed_version(FLAVOR_RTX) is not None) from exc
     reporter.info(f"{spec.name}: backend {choice.flavor} {engine_backend.version} ({choice.reason})")
     targets = tuple(ComputeCapability.parse(cc) for cc in spec.targets)
     engine_backend.check_targets(targets, spec.build, spec.origin)
@@ -237,15 +237,16 @@ def build_spec(
         return BuildOutcome(spec, engine_path, manifest_path, manifest, choice, result.notes, report)
 
 
-def _unavailable(
-    exc: BackendUnavailableError, spec: Spec, backend: str | None, choice: Choice
+def backend_unavailable(
+    exc: BackendUnavailableError, spec: Spec, backend: str | None, choice: Choice, has_rtx: bool
 ) -> BackendUnavailableError:
-    """The backend's import failure, said where it was asked for: at the spec's ``backend:`` line,
-    or, where ``auto`` chose enterprise TensorRT and TensorRT-RTX is installed, with the way out."""
+    """The backend's import failure, said where it was asked for (pure): at the spec's ``backend:``
+    line, or, where ``auto`` chose enterprise TensorRT and TensorRT-RTX is installed (``has_rtx``),
+    with the way out."""
     if backend is None and spec.backend != "auto":
         return BackendUnavailableError(f"{spec.origin.where('backend')}: {exc}")
     auto_chose_tensorrt = (backend or spec.backend) == "auto" and choice.flavor == FLAVOR_TENSORRT
-    if not auto_chose_tensorrt or installed_version(FLAVOR_RTX) is None:
+    if not auto_chose_tensorrt or not has_rtx:
         return exc
     return BackendUnavailableError(
         f"{exc}; --backend auto chose it ({choice.reason}): or pass --backend tensorrt-rtx to build on the CPU"

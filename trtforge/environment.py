@@ -193,19 +193,25 @@ def import_backend(flavor: str) -> ModuleType:
         return importlib.import_module(module_name)
     except Exception as exc:  # the PyPI stub of `tensorrt` raises at import time, not ImportError
         raise_if_interrupted(exc)
-        wheel = _shipping_wheel(module_name)
-        if wheel is not None:  # its wheel is there: a library it loads may be missing or the wrong one
-            name, version = wheel
-            reinstall = " ".join(f"{name}{part}=={version}" for part in ("", "_libs", "_bindings"))
-            driver = "check that the GPU driver's libraries are found, or " if flavor == FLAVOR_TENSORRT else ""
-            raise BackendUnavailableError(
-                f"{flavor} {version} is installed but does not import ({first_line(exc)}); {driver}reinstall "
-                f"its wheels (and the CUDA runtime they need): pip install --force-reinstall {reinstall}"
-            ) from exc
-        raise BackendUnavailableError(
-            f"{flavor} is not installed (import {module_name} failed: {first_line(exc)}); "
-            f"install it with: pip install 'trtforge[{PIP_EXTRAS[flavor]}]'"
-        ) from exc
+        raise BackendUnavailableError(import_failure(flavor, _shipping_wheel(module_name), first_line(exc))) from exc
+
+
+def import_failure(flavor: str, wheel: tuple[str, str] | None, error: str) -> str:
+    """What to do about a flavor whose module does not import with ``error`` (pure). ``wheel``
+    (``{module}_cu{N}``, its version) is there: a library it loads may be missing or the wrong one,
+    so its wheels are reinstalled; none: the flavor's pip extra installs it."""
+    if wheel is not None:
+        name, version = wheel
+        reinstall = " ".join(f"{name}{part}=={version}" for part in ("", "_libs", "_bindings"))
+        driver = "check that the GPU driver's libraries are found, or " if flavor == FLAVOR_TENSORRT else ""
+        return (
+            f"{flavor} {version} is installed but does not import ({error}); {driver}reinstall "
+            f"its wheels (and the CUDA runtime they need): pip install --force-reinstall {reinstall}"
+        )
+    return (
+        f"{flavor} is not installed (import {BACKEND_MODULES[flavor]} failed: {error}); "
+        f"install it with: pip install 'trtforge[{PIP_EXTRAS[flavor]}]'"
+    )
 
 
 #: CUDA majors of the wheels that ship a flavor's module (``{module}_cu{N}``, and its
@@ -271,17 +277,28 @@ def choose_backend(requested: str) -> Choice:
     if requested != "auto":
         return Choice(requested, f"{requested} requested")
     has_trt = installed_version(FLAVOR_TENSORRT) is not None
-    gpus = detect_gpus() if has_trt else ()
+    return auto_choice(
+        has_trt,
+        importlib.util.find_spec(BACKEND_MODULES[FLAVOR_TENSORRT]) is not None,
+        detect_gpus() if has_trt else (),  # NVML only where it decides
+        installed_version(FLAVOR_RTX) is not None,
+    )
+
+
+def auto_choice(has_trt: bool, trt_found: bool, gpus: Sequence[GpuDevice], has_rtx: bool) -> Choice:
+    """``auto``'s rule (pure): enterprise TensorRT where it is installed (``has_trt``) and a GPU is
+    present, else TensorRT-RTX, and why. ``trt_found``: a ``tensorrt`` module is on the path, so one
+    that is not installed is there and does not import."""
     if has_trt and gpus:
         return Choice(FLAVOR_TENSORRT, f"tensorrt is installed and a GPU is present ({gpus[0].name})")
-    if installed_version(FLAVOR_RTX) is None:
+    if not has_rtx:
         raise BackendUnavailableError(
             "no TensorRT backend is installed: pip install 'trtforge[rtx]' (CPU-only builds) "
             "or 'trtforge[tensorrt]' (on a GPU host)"
         )
     if has_trt:
         why = "no GPU detected"
-    elif importlib.util.find_spec(BACKEND_MODULES[FLAVOR_TENSORRT]) is not None:
+    elif trt_found:
         why = "tensorrt does not import"
     else:
         why = "tensorrt is not installed"
