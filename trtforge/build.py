@@ -22,7 +22,7 @@ from trtforge.cache import default_cache_dir, timing_cache_file
 from trtforge.console import Reporter
 from trtforge.digests import prefetch_digest, sha256_beside, sha256_file
 from trtforge.environment import detect_gpus, detect_platform, installed_version
-from trtforge.errors import BackendUnavailableError, BuildError, InvalidInputError, TrtforgeError
+from trtforge.errors import BackendUnavailableError, BuildError, InvalidInputError, TrtforgeError, stop_signals_held
 from trtforge.fsutil import ensure_writable_dir, resolved
 from trtforge.keys import SigningKey
 from trtforge.manifest import (
@@ -272,13 +272,14 @@ def _gate_passes(spec: Spec, model_info: ModelInfo, cache_dir: Path) -> Iterator
 
         names = [tensor.name for tensor in model_info.outputs]
         check_spec_names(spec, names, possible_classifiers(model_info), float_outputs(model_info))
-    if spec.accuracy.enabled:
-        from trtforge.accuracy.gate import checked_plan, reference_pass
-
-        checked_plan(spec, model_info)  # a tolerance or data typo: refused before anything is built
-        if spec.precision != "fp32":
-            started.append(reference_pass(spec, model_info, cache_dir))
     try:
+        if spec.accuracy.enabled:
+            from trtforge.accuracy.gate import checked_plan, reference_pass
+
+            checked_plan(spec, model_info)  # a tolerance or data typo: refused before anything is built
+            if spec.precision != "fp32":
+                with stop_signals_held():  # the pass and its place in ``started``: one step, Ctrl-C or not
+                    started.append(reference_pass(spec, model_info, cache_dir))
         yield started
     finally:
         for running in started:
@@ -291,7 +292,8 @@ def _start_candidate_pass(passes: list[GatePass], spec: Spec, model_info: ModelI
     if passes and not detect_gpus():
         from trtforge.accuracy.gate import candidate_pass
 
-        passes.append(candidate_pass(spec, model_info, lambda: prepared.candidate_onnx))
+        with stop_signals_held():  # the pass and its place in ``passes``: one step, Ctrl-C or not
+            passes.append(candidate_pass(spec, model_info, lambda: prepared.candidate_onnx))
 
 
 def _accuracy_gate(

@@ -32,6 +32,7 @@ from trtforge.console import Reporter, Styled, Table
 from trtforge.digests import FileStamp, data_sha256, sha256_file
 from trtforge.errors import (
     INTERRUPTED_EXIT,
+    STOP_SIGNALS,
     AccuracyError,
     InvalidInputError,
     SpecError,
@@ -42,6 +43,7 @@ from trtforge.errors import (
     interrupt_deferred,
     most_severe,
     raise_if_interrupted,
+    stop_signals_held,
     unexpected_error,
 )
 from trtforge.fsutil import (
@@ -74,8 +76,6 @@ MAX_RECORD_BYTES = 1024 * 1024
 BUILD_KEY_ANNOTATION = "dev.trtforge.build-key"
 #: the cached build's ``manifest.build_facts_sha256``, pushed with it (its manifest is a layer apart)
 MANIFEST_FACTS_ANNOTATION = "dev.trtforge.manifest-facts"
-#: what stops a run: Ctrl-C, and SIGTERM (how CI systems cancel a job)
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 #: after Ctrl-C, how long workers get to cancel their builds and remove their temporaries
 STOP_GRACE_S = 3.0
 
@@ -962,17 +962,6 @@ def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int, p
         sys.exit(INTERRUPTED_EXIT)  # what a worker that was interrupted exits with, as the CLI on Ctrl-C
 
 
-@contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
-    """Around a fork: a stop signal arriving meanwhile is held, not lost, and the worker starts
-    with it blocked until its own handlers are in place."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _stoppable() -> list[signal.Signals]:
     """The stop signals this process does not ignore (a background job of a script ignores
     Ctrl-C on purpose: so do its workers)."""
@@ -1075,7 +1064,7 @@ def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[s
                     arguments = (path, options, str(result_file), write_fd, os.getpid())
                     worker = context.Process(target=_worker, args=arguments)
                     processes.append(worker)
-                    with _stop_signals_blocked():
+                    with stop_signals_held():  # the worker starts with them blocked, until its handlers are in place
                         worker.start()
                     os.close(write_fd)  # the worker holds the only write end: its exit ends the pipe
                     relays[read_fd] = _Relay(read_fd)

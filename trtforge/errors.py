@@ -14,7 +14,8 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -23,6 +24,8 @@ DEBUG_ENV = "TRTFORGE_DEBUG"
 #: what an interrupted command exits with (Ctrl-C, and ``ci``'s SIGTERM): 128 + SIGINT, as a shell's
 #: own interrupted commands do. Not an exception class's: an interrupt is a KeyboardInterrupt.
 INTERRUPTED_EXIT = 130
+#: what stops trtforge: Ctrl-C, and SIGTERM (how CI systems cancel a job; ``ci`` stops on it)
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 class TrtforgeError(Exception):
@@ -292,3 +295,17 @@ SEVERITY_ORDER = (
 def most_severe(codes: Iterable[int]) -> int:
     present = set(codes)
     return next((code for code in SEVERITY_ORDER if code in present), 0)
+
+
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """A stop signal that arrives in the block is held, not lost, and acted on as the block ends:
+    around a step it must not split. Starting a thread and recording who will stop and join it (a
+    Ctrl-C in ``Thread.start``'s wait for the thread left one running that nobody stopped: at exit
+    Python 3.11 ended it inside onnxruntime's C++, which aborted the process); a fork (the child
+    starts with them blocked, until its own handlers are in place)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
