@@ -454,6 +454,26 @@ def test_ctrl_c_as_a_gate_pass_starts_still_stops_and_joins_it(tmp_path: Path, s
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted []", "")
 
 
+def test_sigterm_still_cancels_a_ci_worker_s_build_where_ctrl_c_is_ignored() -> None:
+    """``ci``'s worker turns SIGTERM into Ctrl-C to cancel its build; where Ctrl-C is ignored (a
+    script's background ``trtforge ci &``) and the build leaves it so, SIGTERM reached no hook: the
+    build went on until ``ci`` killed the worker, 3 s later (regression of keeping it ignored)."""
+    from trtforge.backends.base import _cancel_on_sigint
+    from trtforge.ci import _terminate_as_interrupt
+
+    previous = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), _cancel_on_sigint() as cancelled:
+            signal.raise_signal(signal.SIGTERM)
+            assert cancelled.is_set()  # the progress monitor stops the build at its next step
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+
+
 def test_invalid_model_the_parser_rejects_is_named_by_the_onnx_checker(tmp_path: Path) -> None:
     """The build describes the model from its protobuf alone (no onnx checker, issue 16); when
     the backend cannot parse it, onnx's checker still says what is wrong, as exit 2."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -124,6 +125,38 @@ def test_data_changed_during_the_build_is_not_cached_under_the_key_hashed_before
     monkeypatch.setattr(trtforge.build, "build_spec", real_build)
     assert _statuses(_ci(project / "int8.yaml", out)) == {"int8.yaml": "built"}
     assert _statuses(_ci(project / "int8.yaml", out)) == {"int8.yaml": "unchanged"}
+
+
+def test_workers_whose_ctrl_c_is_ignored_are_stopped_by_sigterm(tmp_path: Path) -> None:
+    """A script's background ``trtforge ci &`` ignores Ctrl-C, and so do its workers: stopping them
+    with SIGINT (on SIGTERM, as CI systems cancel a job) did nothing until they were killed after
+    STOP_GRACE_S. They get SIGTERM, which a worker handles as its Ctrl-C."""
+    import multiprocessing
+
+    from trtforge import ci
+
+    context = multiprocessing.get_context("fork")
+    handling = context.Event()
+
+    def worker() -> None:
+        signal.signal(signal.SIGTERM, ci._terminate_as_interrupt)  # as ci._worker sets it
+        try:
+            handling.set()
+            while True:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            os._exit(130)
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = context.Process(target=worker)
+        process.start()
+        assert handling.wait(30)
+        started = time.monotonic()
+        ci._stop([process], ci.CiOptions(out_dir=tmp_path, cache_dir=tmp_path))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert process.exitcode == 130 and time.monotonic() - started < ci.STOP_GRACE_S
 
 
 def test_ctrl_c_in_a_c_extension_s_import_stops_the_run(

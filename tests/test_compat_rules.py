@@ -753,21 +753,26 @@ def test_a_flavor_mismatch_is_said_before_a_runtime_that_is_not_installed() -> N
     assert env_for(flavor="tensorrt", version=None).describe().startswith("no TensorRT runtime")
 
 
-def test_a_target_without_a_flavor_runs_the_runtime_installed_here(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_target_without_a_flavor_runs_the_runtime_installed_here() -> None:
     """``Target(compute_capability=...).environment()`` describes this host's runtime, not none at all."""
     from trtforge import environment
 
-    versions = {"tensorrt": None, "tensorrt-rtx": "1.7.1.116"}
-    monkeypatch.setattr(environment, "installed_version", versions.get)
+    rtx = need_rtx()
     env = environment.Target(compute_capability="8.6").environment()
-    assert (env.flavor, env.version) == ("tensorrt-rtx", "1.7.1.116")
-    assert problems(manifest_for(), env) == []
-    versions["tensorrt"] = "10.13.0.35"
+    assert (env.flavor, env.version) == ("tensorrt-rtx", rtx.__version__)
+    assert problems(manifest_for(version=rtx.__version__), env) == []
+
+
+def test_the_runtime_installed_here_is_the_only_flavor_installed_or_the_caller_s_to_say() -> None:
+    """Both flavors installed: which one a target runs is the caller's to say; neither: the target
+    has no runtime, which a check then names with the pip extra that installs the engine's."""
+    from trtforge.environment import only_flavor
+
+    assert only_flavor(["tensorrt-rtx"]) == "tensorrt-rtx" and only_flavor(["tensorrt"]) == "tensorrt"
     with pytest.raises(InvalidInputError, match=r"both tensorrt and tensorrt-rtx are installed here.*Target\(flavor="):
-        environment.Target(compute_capability="8.6").environment()
-    assert environment.Target(flavor="tensorrt", compute_capability="8.6").environment().version == "10.13.0.35"
-    versions.update({"tensorrt": None, "tensorrt-rtx": None})
-    (missing,) = problems(manifest_for(), environment.Target(compute_capability="8.6").environment())
+        only_flavor(["tensorrt", "tensorrt-rtx"])
+    assert only_flavor([]) is None
+    (missing,) = problems(manifest_for(), env_for(flavor=None, version=None))
     assert "has no TensorRT-RTX runtime installed: pip install 'trtforge[rtx]'" in missing.message
 
 

@@ -302,6 +302,15 @@ def test_warmup_shapes_take_any_int_sequence() -> None:
         assert pool.warmup_shapes == [ONE, {"input": (2, 1, 8, 8)}]
 
 
+def test_warmup_sets_may_come_from_any_iterable() -> None:
+    """A generator of sets, or ``dict.values()``, worked before the sets were checked (regression of
+    af16bfe: refused as "a list of warm-up sets"); only one set given alone is no list of sets."""
+    by_batch = {1: ONE, 4: FOUR}
+    sets = ({"input": (batch, 1, 8, 8)} for batch in (1, 2))
+    with EnginePool(DIGITS, warmup_shapes=sets, warmup_also=by_batch.values(), warmup=False) as pool:
+        assert pool.warmup_shapes == [ONE, {"input": (2, 1, 8, 8)}, FOUR]
+
+
 def test_a_request_timeout_is_checked_up_front(pool: EnginePool) -> None:
     """Refused whether or not a context is free (it was only when the request had to wait)."""
     feed = digits_batch(0)

@@ -918,9 +918,13 @@ def _interrupt_once(signum: int, frame: Any) -> None:
 
 
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:
-    """A worker's SIGTERM is handled as Ctrl-C, so that a TensorRT build in progress is cancelled
-    through its own SIGINT hook (an exception inside TensorRT's callbacks would be swallowed)."""
-    signal.raise_signal(signal.SIGINT)
+    """A worker's SIGTERM is handled as Ctrl-C: a TensorRT build in progress is cancelled (an
+    exception inside TensorRT's callbacks would be swallowed), also where Ctrl-C is ignored (a
+    script's background job: the build leaves it so), else ``_interrupt_once``. The backend's
+    module is looked up, not imported, in a signal handler: no build runs before it is loaded."""
+    backends = sys.modules.get("trtforge.backends.base")
+    if backends is None or not backends.cancel_build():
+        _interrupt_once(signum, frame)
 
 
 #: ``prctl`` option: the signal the kernel sends a process when its parent dies (linux/prctl.h)
@@ -986,11 +990,13 @@ def _stop(processes: list[BaseProcess], options: CiOptions) -> None:
     """Interrupt every live worker (a terminal's Ctrl-C reaches them, ``kill -INT`` of the parent
     does not), give them STOP_GRACE_S to cancel and clean up, then kill the rest and remove what
     they left (a dead process's temporaries and open commits are what ``sweep`` cleans)."""
+    # the workers' stop: Ctrl-C, or SIGTERM where they ignore it (a script's background job)
+    stop = signal.SIGINT if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else signal.SIGTERM
     with _handling(_already_stopping):  # a second Ctrl-C must not leave workers running
         live = [process for process in processes if process.is_alive()]
         for process in live:
             with suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGINT)  # type: ignore[arg-type]
+                os.kill(process.pid, stop)  # type: ignore[arg-type]
         deadline = time.monotonic() + STOP_GRACE_S
         for process in live:
             process.join(max(0.0, deadline - time.monotonic()))

@@ -239,9 +239,13 @@ def installed_version(flavor: str) -> str | None:
 
 
 def installed_flavor() -> str | None:
-    """The one TensorRT flavor installed here (None: neither); with both, which one a target runs
-    is the caller's to say."""
-    installed = [flavor for flavor in FLAVORS if installed_version(flavor) is not None]
+    """The one TensorRT flavor installed here (:func:`only_flavor`)."""
+    return only_flavor([flavor for flavor in FLAVORS if installed_version(flavor) is not None])
+
+
+def only_flavor(installed: Sequence[str]) -> str | None:
+    """The one flavor of those ``installed`` (None: neither, pure); with both, which one a target
+    runs is the caller's to say."""
     if len(installed) > 1:
         raise InvalidInputError(
             f"both {' and '.join(installed)} are installed here: say which runtime the target runs, "

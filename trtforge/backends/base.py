@@ -83,20 +83,40 @@ class BuildResult:
     notes: tuple[str, ...] = field(default=())
 
 
+#: the cancel flag of the build the main thread runs (None: none runs), for :func:`cancel_build`
+_main_build: threading.Event | None = None
+
+
+def cancel_build() -> bool:
+    """Cancel the TensorRT build the main thread runs, as its Ctrl-C does; whether one runs. For a
+    stop that is no Ctrl-C: ``ci``'s worker on SIGTERM, whose Ctrl-C a script's background job
+    ignores (and the build leaves ignored), so that no SIGINT reaches the build."""
+    cancelled = _main_build
+    if cancelled is None:
+        return False
+    cancelled.set()
+    return True
+
+
 @contextmanager
 def _cancel_on_sigint() -> Iterator[threading.Event]:
     """Turn Ctrl-C into a cancelled build: TensorRT is in C++ and cannot be interrupted directly,
-    but its progress monitor asks us after every step whether to go on."""
+    but its progress monitor asks us after every step whether to go on. A background job's ignored
+    Ctrl-C stays ignored; :func:`cancel_build` still cancels it."""
+    global _main_build
     cancelled = threading.Event()
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield cancelled  # a background job's ignored Ctrl-C stays ignored
+    if threading.current_thread() is not threading.main_thread():
+        yield cancelled
         return
-    previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, lambda *_: cancelled.set())
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    previous = None if ignored else signal.signal(signal.SIGINT, lambda *_: cancelled.set())
+    outer, _main_build = _main_build, cancelled
     try:
         yield cancelled
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _main_build = outer
+        if not ignored:
+            signal.signal(signal.SIGINT, previous)
     if cancelled.is_set():
         raise KeyboardInterrupt
 

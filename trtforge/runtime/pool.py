@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,8 +183,8 @@ class EnginePool:
         size: int = 1,
         *,
         name: str | None = None,
-        warmup_shapes: Sequence[ShapeSet | WarmupSet] | None = None,
-        warmup_also: Sequence[ShapeSet | WarmupSet] = (),
+        warmup_shapes: Iterable[ShapeSet | WarmupSet] | None = None,
+        warmup_also: Iterable[ShapeSet | WarmupSet] = (),
         warmup: bool = True,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         providers: Sequence[str] = (PROVIDERS["cpu"],),

@@ -304,10 +304,11 @@ def as_warmup_set(entry: WarmupSet | ShapeSet) -> WarmupSet:
     )
 
 
-def as_warmup_sets(option: str, entries: Sequence[WarmupSet | ShapeSet]) -> list[WarmupSet]:
-    """``warmup_shapes``/``warmup_also`` as the pool takes them: a list of sets. One set given alone
-    (a mapping) would be read as its input names."""
-    if isinstance(entries, (Mapping, WarmupSet, str, bytes)) or not isinstance(entries, Sequence):
+def as_warmup_sets(option: str, entries: Iterable[WarmupSet | ShapeSet]) -> list[WarmupSet]:
+    """``warmup_shapes``/``warmup_also`` as the pool takes them: a list of sets, from any iterable of
+    them (a tuple, a generator, ``dict.values()``). One set given alone (a mapping) would be read as
+    its input names."""
+    if isinstance(entries, (Mapping, WarmupSet, str, bytes)) or not isinstance(entries, Iterable):
         raise InvalidInputError(
             f"{option} {entries!r}: a list of warm-up sets, e.g. {option}=[{{'input': (1, 3, 224, 224)}}]"
         )
