@@ -382,6 +382,52 @@ def test_verify_refuses_a_manifest_edited_after_the_build(built_digits: tuple[Pa
     assert manifest_path.read_bytes() == edited  # no verdict stamped on it
 
 
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            "input shape",
+            "its io[0] (input 'input') has shape [-1, 1, 16, 16] where model {model} declares [-1, 1, 8, 8]",
+        ),
+        ("output dtype", "its io[1] (output 'logits') has dtype 'float16' where model {model} declares 'float32'"),
+        (
+            "output name",
+            "its io[1] (output 'probabilities') has name 'probabilities' where model {model} declares 'logits'",
+        ),
+        ("tensor added", "its io lists 3 tensors where model {model} declares 2"),
+    ],
+    ids=["input-shape", "output-dtype", "output-name", "tensor-added"],
+)
+def test_verify_refuses_a_manifest_whose_io_was_edited(
+    built_digits: tuple[Path, Path], edit: str, expected: str
+) -> None:
+    """An unsigned manifest whose ``io`` (the inputs and outputs serving plans with: names, dtypes,
+    shapes) was edited after the build passed verify, which stamped its verdict on it. What the
+    model declares, and TensorRT takes as it is, must read as the build wrote it."""
+    spec, engine = built_digits
+    manifest_path = engine.with_name(engine.name.removesuffix(".engine") + ".manifest.json")
+    document = json.loads(manifest_path.read_text())
+    if edit == "input shape":
+        document["io"][0]["shape"] = [-1, 1, 16, 16]
+    elif edit == "output dtype":
+        document["io"][1]["dtype"] = "float16"
+    elif edit == "output name":
+        document["io"][1]["name"] = "probabilities"
+    else:
+        document["io"].append({"name": "extra", "mode": "output", "dtype": "float32", "shape": [-1, 10]})
+    manifest_path.write_text(json.dumps(document, indent=2))
+    edited = manifest_path.read_bytes()
+    code, _, stderr = cli("verify", engine, "--spec", spec)
+    assert code == 5, stderr
+    (line,) = stderr.splitlines()[-1:]
+    expected = expected.format(model=DIGITS / "digits_cnn.onnx")
+    assert line == (
+        f"error: {manifest_path}: {expected}: the manifest was edited after the build, it does not describe the "
+        "engine; restore it, or rebuild the engine"
+    )
+    assert manifest_path.read_bytes() == edited  # no verdict stamped on it
+
+
 def test_verify_refuses_an_int8_manifest_whose_calibration_was_removed(
     write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -131,6 +131,18 @@ def test_real_engines_pass_check_for_their_targets(engines: dict[str, Path]) -> 
     assert document["environment"]["compute_capability"] == "8.6" and document["environment"]["overridden"]
 
 
+def test_a_compatible_result_has_no_refusal_to_give(engines: dict[str, Path]) -> None:
+    """``error()`` of a compatible result gave a refusal with no message and no problem (an exception
+    that says nothing, exit 5 if raised): it is a usage error that says so."""
+    result = check_compatibility(engines["digits"], target=AT_86)
+    assert result.compatible
+    result.raise_if_refused()
+    with pytest.raises(InvalidInputError, match=r"compatible on .*, nothing to refuse: .*raise_if_refused\(\)"):
+        result.error()
+    refused = check_compatibility(engines["digits"], target=Target(compute_capability="7.5"))
+    assert "[gpu] engine was built for compute capability 8.6, 8.9" in str(refused.error())
+
+
 def test_check_lists_every_reason_and_exits_5(engines: dict[str, Path]) -> None:
     args = ["--cc", "7.5", "--platform", "linux_aarch64", "--trt-version", "1.6.0.1", "--json"]
     code, out, _ = _check(str(engines["sm86"]), *args)
@@ -697,6 +709,25 @@ def test_select_artifact_asks_for_a_precision_when_several_fit(engines: dict[str
     assert select_artifact(tmp_path, "digits-cnn", precision="fp32", target=AT_86) == fp32
     with pytest.raises(InvalidInputError, match="2 precisions"):
         load_best(tmp_path, "digits-cnn", environment=AT_86.environment())
+
+
+def test_a_precision_of_no_engine_is_refused_naming_the_precisions(engines: dict[str, Path], tmp_path: Path) -> None:
+    """``precision="FP16"`` was "no engine of digits-cnn (FP16); check the name or build it first":
+    it is refused as the spec and ``--precision`` refuse it, the valid ones named, the closest offered."""
+    from trtforge.runtime import find_artifacts
+
+    _copy(engines["digits16"], tmp_path)
+    picks = {
+        "select_artifact": lambda: select_artifact(tmp_path, "digits-cnn", precision="FP16", target=AT_86),
+        "load_best": lambda: load_best(tmp_path, "digits-cnn", precision="FP16", environment=AT_86.environment()),
+        "find_artifacts": lambda: find_artifacts(tmp_path, "digits-cnn", "FP16"),
+    }
+    for what, pick in picks.items():
+        with pytest.raises(InvalidInputError) as refused:
+            pick()
+        assert str(refused.value) == "precision 'FP16': use fp32, fp16, int8 — did you mean 'fp16'?", what
+    with pytest.raises(InvalidInputError, match=r"precision 'bf16': use fp32, fp16, int8 — did you mean 'fp16'\?"):
+        select_artifact(tmp_path, "digits-cnn", precision="bf16", target=AT_86)
 
 
 def test_an_unreadable_manifest_is_skipped_and_said(engines: dict[str, Path], tmp_path: Path) -> None:

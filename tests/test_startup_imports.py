@@ -188,11 +188,29 @@ def test_ctrl_c_during_start_up_exits_130_in_one_line(started: bool) -> None:
         assert result.stderr == "interrupted: the command had not started\n"
 
 
+#: what the children below run first: the profiler their last argument names, ``profiler`` ("function":
+#: a ``sys.setprofile`` function; "cProfile": ``python -m cProfile -m trtforge``'s; "none"); each
+#: prints at its end whether it is still the one set
+_SET_PROFILER = """
+import cProfile, sys
+profiler = None
+if sys.argv[-1] == 'function':
+    def profiler(frame, event, arg):
+        pass
+    sys.setprofile(profiler)
+elif sys.argv[-1] == 'cProfile':
+    profiler = cProfile.Profile()
+    profiler.enable()
+"""
+
+
 #: a child that takes CPython's import lock (``_imp``), waits until the main thread waits for it in
 #: ``sys.argv[2]`` (importlib's ``_get_module_lock``, or that lock's weakref callback ``cb``), sends
 #: it Ctrl-C there and lets go; the main thread then starts a gate pass that imports a module and
 #: waits for it, as an interrupted build does
-_CTRL_C_IN_AN_IMPORT = """
+_CTRL_C_IN_AN_IMPORT = (
+    _SET_PROFILER
+    + """
 import _imp, importlib, signal, sys, threading, time, types
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
@@ -235,34 +253,42 @@ except KeyboardInterrupt:
 sender.join()
 gate = GatePass(lambda stop: (importlib.import_module('second').outputs, None), 'reference', Path)
 gate.close()
-print(outcome, gate.outputs()[0])
+print(outcome, gate.outputs()[0], 'profiler kept:', sys.getprofile() is profiler)
 """
+)
 
 
+@pytest.mark.parametrize("profiled", ["none", "function"])
 @pytest.mark.parametrize("where", ["_get_module_lock", "cb"])
-def test_ctrl_c_inside_the_import_machinery_leaves_no_import_lock_held(tmp_path: Path, where: str) -> None:
+def test_ctrl_c_inside_the_import_machinery_leaves_no_import_lock_held(
+    tmp_path: Path, where: str, profiled: str
+) -> None:
     """Ctrl-C landing in importlib between its taking the import lock and the ``try`` that gives
     it back left the lock held by the main thread: a gate pass's import then waited forever, and
     so did the interrupted build, joining that pass (a build hung ~3 times in 100 Ctrl-Cs); landing
     in the lock's weakref callback, it was also dropped (``Exception ignored``) and the build went
-    on. Once the command runs, Ctrl-C there is raised at the first instruction outside importlib."""
+    on. Once the command runs, Ctrl-C there is raised at the first instruction outside importlib.
+    With a profile function set it lands in that function, called from importlib: raised there, it
+    unset the profiler and still broke the import (a hang)."""
     (tmp_path / "first.py").write_text("import handshake\nhandshake.entered.set()\nhandshake.go.wait()\n")
     (tmp_path / "second.py").write_text("outputs = []\n")
     try:
         result = subprocess.run(
-            [sys.executable, "-c", _CTRL_C_IN_AN_IMPORT, str(tmp_path), where],
+            [sys.executable, "-c", _CTRL_C_IN_AN_IMPORT, str(tmp_path), where, profiled],
             capture_output=True,
             text=True,
             timeout=30,
         )
     except subprocess.TimeoutExpired as hung:
         pytest.fail(f"hung: the gate pass's import waits for the import lock ({hung.stderr!r})")
-    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted []", "")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted [] profiler kept: True", "")
 
 
 #: a child that gets Ctrl-C while a C extension's module init runs Python: ``_elementtree``'s
 #: init imports ``xml.etree.ElementPath``, whose finding sends it
-_CTRL_C_IN_AN_EXTENSION_S_INIT = """
+_CTRL_C_IN_AN_EXTENSION_S_INIT = (
+    _SET_PROFILER
+    + """
 import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
 sys.argv = ['/usr/bin/trtforge', 'build', 'spec.yaml']
@@ -282,24 +308,30 @@ try:
     time.sleep(0.01)
 except KeyboardInterrupt:
     outcome = 'interrupted'
-print(outcome, '_elementtree' in sys.modules)
+print(outcome, '_elementtree' in sys.modules, 'profiler kept:', sys.getprofile() is profiler)
 """
+)
 
 
-def test_ctrl_c_in_a_c_extension_s_module_init_waits_for_it() -> None:
+@pytest.mark.parametrize("profiled", ["none", "function", "cProfile"])
+def test_ctrl_c_in_a_c_extension_s_module_init_waits_for_it(profiled: str) -> None:
     """Ctrl-C while a C extension's module init ran Python (onnx's nanobind init creating an enum)
     was raised there: the init failed half-way, and nanobind's C++ exception for it ended the
     process (std::terminate, SIGABRT) instead of exit 130; pybind11's became "initialization
-    failed". Once the command runs, it is raised when the init is done."""
+    failed". Once the command runs, it is raised when the init is done. The profiler set before
+    (``python -m cProfile``'s, a ``sys.setprofile`` function) is set again: it was unset, as the
+    interrupt was raised from the profile function that held it back."""
     result = subprocess.run(
-        [sys.executable, "-c", _CTRL_C_IN_AN_EXTENSION_S_INIT], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", _CTRL_C_IN_AN_EXTENSION_S_INIT, profiled], capture_output=True, text=True, timeout=60
     )
-    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted True", "")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted True profiler kept: True", "")
 
 
 #: a child whose main thread imports a module another thread is importing (and holds, until told):
 #: Ctrl-C while it waits for that import, then (``sys.argv[2]`` == "twice") a second one
-_CTRL_C_WHILE_AN_IMPORT_WAITS = """
+_CTRL_C_WHILE_AN_IMPORT_WAITS = (
+    _SET_PROFILER
+    + """
 import importlib, signal, sys, threading, time, types
 sys.path.insert(0, sys.argv[1])
 twice = sys.argv[2] == 'twice'
@@ -341,29 +373,37 @@ try:
 except KeyboardInterrupt:
     outcome = 'interrupted once it ended' if handshake.go.is_set() else 'interrupted while the import ran'
 sender.join()
-print(*seen, outcome)
+print(*seen, outcome, 'profiler kept:', sys.getprofile() is profiler)
 """
+)
 
 
 @pytest.mark.parametrize(
-    ("times", "expected"),
-    [("once", "acquire interrupted once it ended"), ("twice", "acquire acquire interrupted while the import ran")],
+    ("times", "profiled", "expected"),
+    [
+        ("once", "none", "acquire interrupted once it ended"),
+        ("once", "function", "acquire interrupted once it ended"),
+        ("twice", "none", "acquire acquire interrupted while the import ran"),
+        ("twice", "cProfile", "acquire acquire interrupted while the import ran"),
+    ],
 )
 def test_ctrl_c_while_another_thread_s_import_runs_waits_for_it_unless_repeated(
-    tmp_path: Path, times: str, expected: str
+    tmp_path: Path, times: str, profiled: str, expected: str
 ) -> None:
     """Ctrl-C while the main thread waits for another thread's import of the same module (inside
     importlib's lock) is raised once that import ends, not lost; the same Ctrl-C again (``ci``
     forwards a terminal's to its workers) waits too, and one ``INSIST_AFTER_S`` later is raised at
-    once (an import that never ends must not make Ctrl-C useless)."""
+    once (an import that never ends must not make Ctrl-C useless). Either way the profiler set
+    before is set again (cProfile's, given back as the function it is not, made the insisting
+    Ctrl-C a TypeError)."""
     (tmp_path / "first.py").write_text("import handshake\nhandshake.entered.set()\nhandshake.go.wait()\n")
     result = subprocess.run(
-        [sys.executable, "-c", _CTRL_C_WHILE_AN_IMPORT_WAITS, str(tmp_path), times],
+        [sys.executable, "-c", _CTRL_C_WHILE_AN_IMPORT_WAITS, str(tmp_path), times, profiled],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, expected, "")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, f"{expected} profiler kept: True", "")
 
 
 @pytest.mark.parametrize(

@@ -159,28 +159,64 @@ def _breaks_an_import(frame: FrameType) -> bool:
     return False
 
 
+def _runs_in(frame: FrameType, function: object) -> bool:
+    """Whether ``frame`` is a call of ``function`` (Python code) or of something it called."""
+    code = getattr(function, "__code__", None)
+    caller: FrameType | None = frame
+    while caller is not None:
+        if caller.f_code is code:
+            return True
+        caller = caller.f_back
+    return False
+
+
+def _restore_profile(previous: Any) -> None:
+    """Give the profiler that was set before a deferral back: a function through ``sys.setprofile``;
+    cProfile's, whose function is C code that ``sys.getprofile`` does not return (only its object,
+    which is not callable), through its own ``enable`` (``_lsprof`` is imported where one was made
+    only: not on every command's start-up). Another profiler of C code cannot be set again from
+    Python: it stays unset, as it would be after the KeyboardInterrupt, not set as what it is not."""
+    lsprof = sys.modules.get("_lsprof")
+    if lsprof is not None and isinstance(previous, lsprof.Profiler):
+        previous.enable()
+    else:
+        sys.setprofile(previous if callable(previous) else None)
+
+
+class _Pending(int):
+    """A signal number whose ``received`` attribute marks that signal as received
+    (``_thread.interrupt_main``), read rather than called: CPython runs a signal's handler at its next
+    check for pending work, which follows every call but no attribute read, so a profile function that
+    reads it last returns before the handler runs (see :class:`_PastImports`)."""
+
+    received = property(_thread.interrupt_main)
+
+
 class _PastImports:
     """``sys.setprofile``'s function from a stop signal deferred inside an import
     (:func:`_breaks_an_import`) to the first call made where it no longer would, where the signal goes
     back to its handler: raised into that call (a pure Python module's own code, or the importer's).
-    The handler's own calls (another signal meanwhile) are not that call."""
+    The handler's own calls (another signal meanwhile) are not that call. The profiler set before
+    (``python -m cProfile``'s) is set again first, and the signal marked received only as this function
+    returns: an exception leaving a profile function makes CPython unset whatever profile function is
+    set then, so the handler must raise in the code that was profiled, not in here."""
 
     def __init__(self, signum: int, previous: Any) -> None:
         self.signum = signal.Signals(signum)
         self.previous = previous  # a profiler's, given back
         self.since = time.monotonic()
+        # the calls after which the profiled code checks for the signal before a profile function of
+        # Python code runs (it would take the signal in there): a Python function's start; a C
+        # function's, unless the profiler given back is a function, which runs at its return first
+        self.events = ("call", "c_return" if callable(previous) else "c_call")
 
     def __call__(self, frame: FrameType, event: str, arg: object) -> None:
-        if event not in ("call", "c_call") or _breaks_an_import(frame):
+        if event not in self.events or _breaks_an_import(frame):
             return
-        handler = getattr(signal.getsignal(self.signum), "__code__", None)
-        caller: FrameType | None = frame
-        while caller is not None:
-            if caller.f_code is handler:
-                return
-            caller = caller.f_back
-        sys.setprofile(self.previous)
-        _thread.interrupt_main(self.signum)  # its handler runs at once, in this frame
+        if _runs_in(frame, signal.getsignal(self.signum)):
+            return
+        _restore_profile(self.previous)
+        _Pending(self.signum).received  # noqa: B018 - its handler runs once this returns, in ``frame``
 
 
 def interrupt_deferred(signum: int, frame: FrameType | None) -> bool:
@@ -191,15 +227,17 @@ def interrupt_deferred(signum: int, frame: FrameType | None) -> bool:
     whose exception Python drops besides, ``_ModuleLock.acquire``): the lock stays held by this
     thread, whose own imports still go on, but every other thread's next import waits for it
     forever, and so does whatever then waits for that thread (a build's gate pass, joined as the
-    build unwinds: a hang). Deferred to the first call where it no longer breaks one
-    (:class:`_PastImports`); another signal meanwhile is not, from ``INSIST_AFTER_S`` on."""
+    build unwinds: a hang). So is one that lands in a profile function (a Python one, set with
+    ``sys.setprofile``), which CPython would unset as the KeyboardInterrupt leaves it. Deferred to the
+    first call where it no longer breaks one (:class:`_PastImports`); another signal meanwhile is not,
+    from ``INSIST_AFTER_S`` on."""
     waiting = sys.getprofile()
     if isinstance(waiting, _PastImports):
         if time.monotonic() - waiting.since < INSIST_AFTER_S:
             return True  # the same Ctrl-C again: still deferred
-        sys.setprofile(waiting.previous)
+        _restore_profile(waiting.previous)
         return False
-    if frame is None or not _breaks_an_import(frame):
+    if frame is None or not (_breaks_an_import(frame) or _runs_in(frame, waiting)):
         return False
     sys.setprofile(_PastImports(signum, waiting))
     return True

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, did_you_mean
 from trtforge.fsutil import atomic_write_text
 from trtforge.jsonsafe import bounded_json, json_sha256
 from trtforge.tags import (
@@ -31,6 +31,7 @@ from trtforge.tags import (
     FLAVOR_RTX,
     MACHINES,
     NAME_RULE,
+    PRECISIONS,
     RTX_COMPUTE_CAPABILITIES,
     ComputeCapability,
     EngineTag,
@@ -316,6 +317,15 @@ def build_facts_sha256(manifest: Manifest) -> str:
     build."""
     facts = {key: value for key, value in manifest.to_dict().items() if key not in REWRITTEN_AFTER_BUILD}
     return json_sha256(facts)
+
+
+def check_precision(precision: str | None, flag: str = "--precision") -> None:
+    """A precision to pick artifacts by (``pull``, ``serve``, the loader's ``precision=``): one a
+    manifest can hold, else exit 2 with the closest, as the spec refuses it, never an empty pick
+    ("no engine of NAME (FP16)")."""
+    if precision is not None and precision not in PRECISIONS:
+        hint = did_you_mean(precision, PRECISIONS)
+        raise InvalidInputError(f"{flag} '{precision}': use {', '.join(PRECISIONS)}{hint}")
 
 
 def manifest_path_for(engine: Path) -> Path:

@@ -37,6 +37,7 @@ from trtforge.spec import Spec
 
 if TYPE_CHECKING:
     from trtforge.calibration.cache import PinnedScales
+    from trtforge.model import ModelInfo
     from trtforge.precision import Prepared
 
 
@@ -102,6 +103,40 @@ def stamp_mismatch(spec: Spec, manifest: Manifest) -> str | None:
     return None
 
 
+def io_mismatch(manifest: Manifest, info: ModelInfo) -> str | None:
+    """What the manifest's ``io`` says of the engine's inputs and outputs that the model built from
+    (its source hashes matched) does not: the first tensor and field that differ (None when all
+    agree; pure). Edited, it misleads serving (``serve``'s signature, Triton's ``config.pbtxt``).
+
+    The build records TensorRT's parsed network (``TensorRTApiBackend._io``), which only TensorRT
+    can make, and verify runs without it; so only what that network takes as the model declares it
+    is compared: the tensors in order (the graph's inputs, initializers left out, then its outputs),
+    their names and dtypes (the FP16 and Q/DQ graphs keep the model's input and output types, and a
+    build refuses a type TensorRT has none of), and the inputs' shapes (each declared dim, -1 for a
+    named or unknown one, as TensorRT's ONNX parser takes them). An output's shape is TensorRT's own
+    inference, which a declared one may not match (absent, named where TensorRT finds a size,
+    stale): it is not compared."""
+    declared = [("input", tensor) for tensor in info.inputs] + [("output", tensor) for tensor in info.outputs]
+    for index, (recorded, (mode, tensor)) in enumerate(zip(manifest.io, declared, strict=False)):  # lengths: below
+        facts: list[tuple[str, object, object]] = [
+            ("name", recorded.name, tensor.name),
+            ("mode", recorded.mode, mode),
+            ("dtype", recorded.dtype, tensor.dtype),
+        ]
+        if mode == "input":
+            shape = [dim if isinstance(dim, int) and dim > 0 else -1 for dim in tensor.shape]
+            facts.append(("shape", recorded.shape, shape))
+        for field, stamped, given in facts:
+            if stamped != given:
+                return (
+                    f"its io[{index}] ({recorded.mode} '{recorded.name}') has {field} {stamped!r} where model "
+                    f"{info.path} declares {given!r}"
+                )
+    if len(manifest.io) != len(declared):
+        return f"its io lists {len(manifest.io)} tensors where model {info.path} declares {len(declared)}"
+    return None
+
+
 def calibration_mismatch(built: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
     """Why the INT8 graph calibrated now is not the engine's, from the manifest's ``calibration``
     sections (None when it is): the gate would judge scales from other data or another choice,
@@ -164,15 +199,14 @@ def _verify_locked(
         )
     edited = stamp_mismatch(spec, manifest)
     if edited:
-        raise IncompatibleEngineError(
-            f"{paths.manifest}: {edited}: the manifest was edited after the build, it does not describe "
-            "the engine; restore it, or rebuild the engine",
-            reasons=[edited],
-        )
+        raise _edited(paths, edited)
     damaged = file_problem(manifest, engine)
     if damaged:
         raise IncompatibleEngineError(f"{engine}: {damaged}", reasons=[damaged])
     info = inspect_model(spec.model_path)  # loaded and checked, its weights dropped once described
+    edited = io_mismatch(manifest, info)
+    if edited:
+        raise _edited(paths, edited)
     check_profiles(spec, info)
     cache_dir = cache_dir or default_cache_dir()
     with _scratch(cache_dir, spec.precision != "fp32") as scratch:
@@ -221,6 +255,16 @@ def _verify_locked(
         where = f"not written ({report_file.name}, the signed one, left as it was)" if pinned else report_file
         raise GateFailed(failure_message(report, where), report)
     return VerifyOutcome(engine, report, report_file, manifest_updated=not signed, report_written=not pinned)
+
+
+def _edited(paths: ArtifactPaths, edited: str) -> IncompatibleEngineError:
+    """A manifest that says otherwise than the build wrote (``edited``: what), exit 5: nothing is
+    stamped on it."""
+    return IncompatibleEngineError(
+        f"{paths.manifest}: {edited}: the manifest was edited after the build, it does not describe "
+        "the engine; restore it, or rebuild the engine",
+        reasons=[edited],
+    )
 
 
 @contextlib.contextmanager

@@ -184,7 +184,7 @@ def _pull_request(
     allow_host_code: bool,
 ) -> Any:
     """Validate the flags (exit 2 with the flag named) and describe what to pull for which target."""
-    from trtforge.publish.base import check_precision
+    from trtforge.manifest import check_precision
     from trtforge.publish.pulling import PullRequest, target_environments
 
     check_precision(precision)

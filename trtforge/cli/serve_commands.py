@@ -89,7 +89,7 @@ def serve(
     threads: ThreadsOption = None,
 ) -> None:
     """Serve models over KServe v2 HTTP; an engine this host would refuse: exit 5 before the port opens."""
-    from trtforge.publish.base import check_precision
+    from trtforge.manifest import check_precision
     from trtforge.serve.app import Limits
     from trtforge.serve.server import PullOptions, ServeConfig, run_server
 

@@ -26,7 +26,7 @@ from trtforge.manifest import (
     read_manifest_with_bytes,
     report_path,
 )
-from trtforge.tags import NAME_RULE, PRECISIONS, valid_name
+from trtforge.tags import NAME_RULE, valid_name
 
 if TYPE_CHECKING:
     from trtforge.compat import Problem
@@ -260,13 +260,6 @@ def report_problem(manifest: Manifest, data: bytes) -> str | None:
     if pinned is not None and pinned != sha256_bytes(data):
         return f"its sha256 is not the one the manifest's accuracy summary pins ({REPORT_SHA256}): edited since"
     return None
-
-
-def check_precision(precision: str | None, flag: str = "--precision") -> None:
-    """A precision to pick (``pull``, ``serve``): one of PRECISIONS, else exit 2 with the closest."""
-    if precision is not None and precision not in PRECISIONS:
-        hint = did_you_mean(precision, PRECISIONS)
-        raise InvalidInputError(f"{flag} '{precision}': use {', '.join(PRECISIONS)}{hint}")
 
 
 def check_name(name: str, what: str) -> None:

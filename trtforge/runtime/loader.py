@@ -30,7 +30,7 @@ from trtforge.compat import (
 )
 from trtforge.environment import Target, detect_platform, installed_version, measure_engine
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, TrtforgeError
-from trtforge.manifest import ArtifactPaths, Manifest, read_manifest
+from trtforge.manifest import ArtifactPaths, Manifest, check_precision, read_manifest
 from trtforge.selection import FolderArtifacts, list_artifacts, select_engine, signature_facts
 from trtforge.tags import FLAVOR_RTX, FLAVOR_TENSORRT
 
@@ -81,6 +81,13 @@ class CompatibilityResult:
         return 0 if self.compatible else IncompatibleEngineError.exit_code
 
     def error(self) -> Refused:
+        """The refusal to raise (``raise_if_refused``), every problem named. A compatible result has
+        none: asking it for one is a usage error, not an exception that says nothing."""
+        if self.compatible:
+            raise InvalidInputError(
+                f"{self.engine}: compatible on {self.environment.describe()}, nothing to refuse: ask error() of "
+                "a result whose compatible is False, or call raise_if_refused()"
+            )
         listed = "; ".join(f"[{problem.rule.value}] {problem.message}" for problem in self.problems)
         return Refused(f"{self.engine}: refused on {self.environment.describe()}: {listed}", self.problems)
 
@@ -372,6 +379,7 @@ def find_artifacts(directory: Path | str, name: str | None = None, precision: st
     entries are never looked at, a manifest whose engine is gone is no artifact and is left out,
     an unreadable manifest is skipped and listed (one damaged file is no reason to refuse every
     other model)."""
+    check_precision(precision, "precision")
     directory = Path(directory)
     if not directory.is_dir():
         raise InvalidInputError(f"{directory}: not a directory of engines")
@@ -406,6 +414,7 @@ def select_artifact(
     ``listing``: ``find_artifacts(directory)`` already made (of any name), so that choosing for
     several names reads each manifest once (``serve`` with a folder); default: listed here."""
     _check_arguments(policy, environment, target)
+    check_precision(precision, "precision")
     listing = find_artifacts(directory, name, precision) if listing is None else listing.of(name, precision)
     candidates = listing.found
     which = f"{name}" + (f" ({precision})" if precision else "")
