@@ -475,3 +475,42 @@ def test_a_command_runs_with_the_collector_on(tmp_path: Path) -> None:
         [sys.executable, "-c", script, str(tmp_path / "missing.engine")], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[True]"
+
+
+#: ``trtforge ARGS`` in a child whose Ctrl-C arrives while TensorRT-RTX's bindings (a C extension) are
+#: being imported, the backend's import under way
+_CTRL_C_AS_THE_BACKEND_IMPORTS = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == 'tensorrt_rtx_bindings.tensorrt_rtx':
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ['/usr/bin/trtforge', *sys.argv[1:]]
+from trtforge.cli import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_backend_imports_is_an_interrupt(tmp_path: Path) -> None:
+    """Ctrl-C during ``import tensorrt_rtx`` in a build: exit 130 and the one interrupted line, not
+    "tensorrt-rtx is installed but does not import" (exit 2), nor a build that goes on."""
+    from models import need_rtx
+
+    from trtforge.cli.common import INTERRUPTED
+
+    need_rtx()
+    spec = Path(__file__).resolve().parent.parent / "configs" / "digits-fp32.yaml"
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_AS_THE_BACKEND_IMPORTS, "build", str(spec), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TRTFORGE_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert (result.returncode, result.stderr.splitlines()[-1:]) == (130, [INTERRUPTED]), result.stderr
+    assert "does not import" not in result.stderr and not (tmp_path / "out").exists()
