@@ -560,6 +560,7 @@ def test_a_disk_error_names_the_file_written_else_the_callers_folder() -> None:
         (errno.ENOSPC, "no space left on device", "free space on that disk"),
         (errno.EDQUOT, "disk quota exceeded", "free space on that disk"),
         (errno.EROFS, "read-only file system", "write to a folder on a writable file system"),
+        (errno.EFBIG, "file too large", "raise the file size limit (ulimit -f), or write to a folder on a file system"),
     ],
 )
 def test_disk_errors_anywhere_are_one_line_user_errors(code: int, reason: str, fix: str) -> None:

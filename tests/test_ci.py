@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,58 @@ def test_a_cache_that_cannot_be_written_costs_the_caching_not_the_build(
     assert result.exit_code == 0, result.stderr
     assert _statuses(json.loads(result.stdout)) == {"fp32.yaml": "built"}
     assert "conv: not cached (" in result.stderr and "the artifact itself is committed" in result.stderr
+    assert next(out.glob("conv-fp32-*.engine")).is_file()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_cache_folder_that_is_a_file_fails_only_the_specs_that_need_it(
+    project: Path, tmp_path: Path, jobs: str
+) -> None:
+    """``--cache-dir`` a file: the fp32 spec builds, with a warning (the cache only saves it time);
+    the fp16 and int8 specs, whose precision step keeps its graphs there, are each exit 2 naming it.
+    With one job they were exit 1, "internal error (NotADirectoryError ...)"; with more, the whole
+    run was exit 2 before any spec, as the workers handed their results back through the cache."""
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["ci", str(project), "--out", str(out), "--jobs", jobs, "--cache-dir", str(cache), "--json"]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    results = {Path(r["spec"]).name: r for r in json.loads(result.stdout)["results"]}
+    assert {name: (r["status"], r["exit_code"]) for name, r in results.items()} == {
+        "fp16.yaml": ("failed", 2),
+        "fp32.yaml": ("built", 0),
+        "int8.yaml": ("failed", 2),
+    }
+    refused = f"cache directory {cache} is a file; pass --cache-dir with a writable folder"
+    assert results["fp16.yaml"]["message"] == results["int8.yaml"]["message"] == refused
+    assert "conv: not cached (" in result.stderr and next(out.glob("conv-fp32-*.engine")).is_file()
+    assert cache.read_text() == "not a folder"
+
+
+def test_a_full_cache_folder_costs_the_caching_not_the_build(
+    project: Path, tmp_path: Path, small_disk: Callable[[str], Path]
+) -> None:
+    """A cache folder on a full disk: the build is committed, and reported built with a warning.
+    The workers handed their results back through a file in the cache: that write failed, and the
+    spec whose artifact was in ``--out`` was exit 1 ("the build process exited with code 1 before
+    reporting a result", after the worker's traceback)."""
+    cache = small_disk("64k")
+    filler = os.open(cache / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError, match="No space left on device"):
+            while True:
+                os.write(filler, bytes(4096))
+    finally:
+        os.close(filler)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["ci", str(project / "fp32.yaml"), "--out", str(out), "--jobs", "2", "--cache-dir", str(cache), "--json"]
+    )
+    assert result.exit_code == 0 and "Traceback" not in result.stderr, result.stderr
+    assert _statuses(json.loads(result.stdout)) == {"fp32.yaml": "built"}
+    assert "conv: not cached (No space left on device: " in result.stderr, result.stderr
     assert next(out.glob("conv-fp32-*.engine")).is_file()
 
 

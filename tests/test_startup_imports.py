@@ -284,6 +284,17 @@ def test_ctrl_c_inside_the_import_machinery_leaves_no_import_lock_held(
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted [] profiler kept: True", "")
 
 
+#: a child's meta path finder that sends the child Ctrl-C as the import system looks ``module`` up
+_CTRL_C_WHEN_LOOKED_UP = """
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+"""
+
 #: a child that gets Ctrl-C while a C extension's module init runs Python: ``_elementtree``'s
 #: init imports ``xml.etree.ElementPath``, whose finding sends it
 _CTRL_C_IN_AN_EXTENSION_S_INIT = (
@@ -294,14 +305,9 @@ signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
 sys.argv = ['/usr/bin/trtforge', 'build', 'spec.yaml']
 from trtforge.cli import early
 early.start_command()
-
-class CtrlC:
-    def find_spec(self, name, path=None, target=None):
-        if name == 'xml.etree.ElementPath':
-            os.kill(os.getpid(), signal.SIGINT)
-        return None
-
-sys.meta_path.insert(0, CtrlC())
+"""
+    + _CTRL_C_WHEN_LOOKED_UP.format(module="xml.etree.ElementPath")
+    + """
 outcome = 'not interrupted'
 try:
     import _elementtree
@@ -479,21 +485,18 @@ def test_a_command_runs_with_the_collector_on(tmp_path: Path) -> None:
 
 #: ``trtforge ARGS`` in a child whose Ctrl-C arrives while TensorRT-RTX's bindings (a C extension) are
 #: being imported, the backend's import under way
-_CTRL_C_AS_THE_BACKEND_IMPORTS = """
+_CTRL_C_AS_THE_BACKEND_IMPORTS = (
+    """
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-
-class CtrlC:
-    def find_spec(self, name, path=None, target=None):
-        if name == 'tensorrt_rtx_bindings.tensorrt_rtx':
-            os.kill(os.getpid(), signal.SIGINT)
-        return None
-
-sys.meta_path.insert(0, CtrlC())
+"""
+    + _CTRL_C_WHEN_LOOKED_UP.format(module="tensorrt_rtx_bindings.tensorrt_rtx")
+    + """
 sys.argv = ['/usr/bin/trtforge', *sys.argv[1:]]
 from trtforge.cli import main
 main()
 """
+)
 
 
 def test_ctrl_c_while_the_backend_imports_is_an_interrupt(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ from clitools import as_foreground_job, cli
 from registry import RunningRegistry, build_engine
 from trust import TrustRecorder
 
-from trtforge.artifact import sweep
 from trtforge.backends import choose_backend
 from trtforge.ci import RECORD_FILE, build_inputs, build_key, cache_tag
 from trtforge.digests import sha256_file
@@ -321,8 +320,8 @@ def test_workers_die_with_a_killed_ci_and_write_nothing_after(
     slow_project: Path, tmp_path: Path, isolated_cache: Path
 ) -> None:
     """kill -9 of the ci process (an OOM kill, a lost runner agent): its workers die with it
-    instead of going on committing into --out, and its scratch folder is a temporary of the cache
-    that the next run's sweep removes (not a /tmp folder nobody cleans)."""
+    instead of going on committing into --out, and the run leaves no folder of its own behind (the
+    workers' results come back through pipes, not files in /tmp or the cache)."""
     out, log = tmp_path / "out", tmp_path / "stderr.log"
     with open(log, "w") as stderr:
         process = subprocess.Popen(
@@ -339,8 +338,6 @@ def test_workers_die_with_a_killed_ci_and_write_nothing_after(
             time.sleep(0.2)
         workers = _children(process.pid)
         assert len(workers) == 2, workers
-        scratch = [p for p in isolated_cache.iterdir() if p.name.startswith(f".ci.{process.pid}-")]
-        assert len(scratch) == 1 and scratch[0].is_dir(), sorted(p.name for p in isolated_cache.iterdir())
         process.kill()
         process.wait()
         deadline = time.monotonic() + 10
@@ -351,8 +348,7 @@ def test_workers_die_with_a_killed_ci_and_write_nothing_after(
         time.sleep(3)  # a worker still running would commit its engine into --out meanwhile
         assert (_state(out) if out.exists() else {}) == before
         assert not list(out.glob("*.engine")) if out.exists() else True
-        assert "removed 1 stale temporar" in (sweep(isolated_cache).note or "")
-        assert not scratch[0].exists()
+        assert not [p.name for p in isolated_cache.iterdir() if p.name.startswith(".ci.")]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

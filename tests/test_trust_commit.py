@@ -6,10 +6,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -326,27 +329,6 @@ def test_stale_temporaries_are_removed_by_the_next_run(
 # ---------------------------------------------------------------- a full disk
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """Mount a tmpfs of a given size (root only; skipped where mounting is not allowed)."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-        mounted.append(folder)
-        return folder
-
-    try:
-        yield mount
-    finally:
-        for folder in mounted:
-            subprocess.run(["umount", str(folder)], check=False)
-
-
 def digits_spec(folder: Path, precision: str = "fp32", gate: bool = False) -> Path:
     """The digits CNN for the CPU (TensorRT-RTX); ``gate``: its accuracy gate on 64 samples."""
     data = DIGITS_ONNX.parent
@@ -417,6 +399,154 @@ def test_a_full_disk_at_the_journal_keeps_the_old_artifact_and_leaves_no_journal
     assert code == 2 and record.one_line and f"cannot write {out}: no space left on device" in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert record.leftovers == ()
+
+
+def test_a_file_size_limit_is_one_line_exit_2_and_keeps_the_old_artifact(
+    tmp_path: Path, trust_case: TrustRecorder
+) -> None:
+    """``ulimit -f`` (RLIMIT_FSIZE) below the engine's size (446 kB): its write fails with EFBIG, as
+    one past a file system's largest file (FAT32's 4 GiB) does. It was "internal error (OSError:
+    [Errno 27] File too large); please report it", exit 1."""
+    out = tmp_path / "out"
+    spec = digits_spec(tmp_path)
+    assert cli("build", spec, "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "trtforge", "build", str(spec), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limited,
+    )
+    record = trust_case(5, "build over the file size limit (ulimit -f)", done.returncode, done.stderr, folders=(out,))
+    assert done.returncode == 2 and record.one_line, done.stderr
+    assert f"error: cannot write {out}: file too large; raise the file size limit (ulimit -f)" in done.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+# ---------------------------------------------------------------- a shared folder with the sticky bit
+
+#: the user ``nobody`` (Debian's, and most images'): root runs the CLI as it
+NOBODY = 65534
+
+#: A child interpreter started as root: a warm-up build (argv[1], JSON) as root imports what a build
+#: needs, and a failed build's report the gate's module (root's interpreter may sit where ``nobody``
+#: cannot read), then it gives up root for good and runs each further argv (JSON) as ``nobody``,
+#: printing their exit codes as one JSON list.
+AS_NOBODY = """
+import json, os, sys
+import trtforge.accuracy.gate
+from trtforge.cli import app
+def run(args):
+    print("=== trtforge", *args, file=sys.stderr, flush=True)
+    try:
+        app(args, prog_name="trtforge")
+    except SystemExit as done:
+        return done.code or 0
+    return 0
+warm_up, *runs = (json.loads(arg) for arg in sys.argv[1:])
+assert run(warm_up) == 0, "the warm-up build as root failed"
+try:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+except PermissionError:
+    sys.exit(77)
+print(json.dumps([run(args) for args in runs]))
+"""
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A folder in /tmp that ``nobody`` can reach (pytest's are root's alone, 0o700)."""
+    scratch = Path(tempfile.mkdtemp(prefix="trtforge-nobody-"))
+    scratch.chmod(0o755)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run trtforge as another user")
+def test_a_shared_folder_with_another_users_artifact_is_one_line_and_left_as_it_was(
+    reachable: Path, tmp_path: Path, trust_case: TrustRecorder
+) -> None:
+    """A folder with the sticky bit (/tmp, a CI runner's shared folder): ``nobody`` may not replace
+    root's artifact there (nor back up one it cannot read), nor remove root's temporaries. The build
+    over root's artifact was exit 1, "internal error (PermissionError ...)", leaving its journal and
+    backups; from then on every build of ``nobody`` into that folder was exit 1 too, its sweep
+    failing on that journal, and so it was on any stale temporary of root's. Now: exit 2 naming the
+    file, root's set untouched, nothing left; other builds go on; a commit root's killed run left
+    open is exit 2 naming its journal."""
+    model = reachable / DIGITS_ONNX.name
+    shutil.copyfile(DIGITS_ONNX, model)
+    specs = {}
+    for name in ("digits-cnn", "other"):
+        specs[name] = reachable / f"{name}.yaml"
+        specs[name].write_text(
+            f"name: {name}\nmodel: {model}\nprecision: fp32\nbackend: tensorrt-rtx\ntargets: ['8.6']\n"
+            f"profiles:\n{DIGITS_PROFILE}\naccuracy: {{enabled: false}}\n"
+        )
+    cache = reachable / "cache"
+    cache.mkdir()
+    os.chown(cache, NOBODY, NOBODY)
+    shared, unreadable, planted, killed = (reachable / name for name in ("shared", "unreadable", "planted", "killed"))
+    for folder in (shared, unreadable, planted, killed):
+        assert cli("build", specs["digits-cnn"], "--out", folder)[0] == 0  # root's artifact
+        locks = folder / artifact.LOCK_DIR
+        for path in (folder, locks, *locks.iterdir()):  # the artifacts' locks shared too
+            path.chmod(0o1777 if path.is_dir() else 0o666)
+    before = {p.name: (p.read_bytes(), p.stat().st_ino) for p in shared.iterdir() if p.is_file()}
+    stale = planted / f".x.engine.{dead_pid()}-a1b2c3d4.tmp"  # a dead run of root's left it
+    stale.write_bytes(b"half an engine")
+    (engine,) = killed.glob("*.engine")
+    (unreadable / engine.name).chmod(0o600)
+    signalled = run_signalled("SIGKILL", f"rename {engine.name}", "build", specs["digits-cnn"], "--out", killed)
+    assert signalled.returncode == -signal.SIGKILL, signalled.stderr
+    warm_up = ["build", str(specs["other"]), "--out", str(tmp_path / "warm-up"), "--cache-dir", str(tmp_path)]
+    runs = [
+        ["build", str(specs["digits-cnn"]), "--out", str(shared)],
+        ["build", str(specs["other"]), "--out", str(shared)],
+        ["build", str(specs["digits-cnn"]), "--out", str(unreadable)],
+        ["build", str(specs["other"]), "--out", str(planted)],
+        ["build", str(specs["other"]), "--out", str(killed)],
+    ]
+    done = subprocess.run(
+        [
+            sys.executable, "-c", AS_NOBODY, json.dumps(warm_up), *map(json.dumps, runs),
+        ],
+        env={**os.environ, "HOME": str(cache), "TRTFORGE_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    if done.returncode == 77:
+        pytest.skip("root here may not change its user (no CAP_SETUID/CAP_SETGID): nothing runs as nobody")
+    assert done.returncode == 0, done.stderr
+    errors = {
+        index: [line for line in said.splitlines() if not re.match(r"^\d\d:\d\d:\d\d ", line)]
+        for index, said in enumerate(done.stderr.split("=== trtforge")[2:])
+    }
+    assert json.loads(done.stdout) == [2, 0, 2, 0, 2], done.stderr
+    for index, folder, reason in ((0, shared, "Operation not permitted"), (2, unreadable, "Permission denied")):
+        (refused,) = errors[index][1:]
+        record = trust_case(14, f"build over another user's artifact: {reason}", 2, refused, folders=(folder,))
+        assert record.one_line and refused == (
+            f"error: cannot replace {folder / engine.name} ({reason}: another user's file, or an immutable one); "
+            "remove it, or write the artifact to another folder"
+        ), done.stderr
+    assert {name: ((shared / name).read_bytes(), (shared / name).stat().st_ino) for name in before} == before
+    assert stale.read_bytes() == b"half an engine"
+    (journal,) = (name for name in leftovers(killed) if name.endswith(".journal.tmp"))
+    assert errors[4][1:] == [
+        f"error: cannot roll back {killed / journal}, a commit a killed run left open (Operation not permitted: "
+        f"another user's files, or immutable ones); run trtforge into {killed} as that user, or once the "
+        "files can be changed, to roll it back"
+    ], done.stderr
 
 
 # ---------------------------------------------------------------- a folder at a file's name

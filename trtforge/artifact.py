@@ -49,7 +49,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -346,9 +346,13 @@ def _restore(backup: Path, final: Path) -> Swept:
     return Swept(1, size)
 
 
-def rollback(folder: Path, entries: list[_Entry]) -> Swept:
+def rollback(folder: Path, entries: list[_Entry], untouched: Collection[str] = ()) -> Swept:
     """Put the previous set back (idempotent); the caller removes the journal afterwards.
     Returns the temporaries it consumed: backups put back, staged files not renamed in yet.
+
+    ``untouched``: the final names a failed commit knows it never replaced; their backups are
+    only dropped, as putting one back would replace a file the commit could not (another user's in
+    a folder with the sticky bit) or a file with a copy of itself (a backup copied, not linked).
 
     A folder at a final name is the user's, never a commit's (it renames files only): it stays,
     and so the file it displaced is not put back. A journal that older versions left at such a
@@ -357,7 +361,7 @@ def rollback(folder: Path, entries: list[_Entry]) -> Swept:
     for entry in entries:
         final = folder / entry.final
         consumed = [entry.staged]
-        if is_folder(final):
+        if is_folder(final) or entry.final in untouched:
             consumed.append(entry.backup)
         elif entry.backup is not None:
             removed += _restore(folder / entry.backup, final)
@@ -382,21 +386,23 @@ def _commit(folder: Path, changes: dict[str, Path | None], lock: Path) -> None:
     # is replaced: renaming over it fails halfway, and removing it is not ours
     refuse_folders((folder / name for name in changes), "write the artifact to another folder")
     entries: list[_Entry] = []
+    replaced: set[str] = set()
     journal: Path | None = None
     with _Deferral() as deferral:
         try:
             for name, staged in sorted(changes.items(), key=lambda change: _renamed_last(change[0])):
                 final = folder / name
-                backup = _backup(final) if final.is_file() else None
+                try:
+                    backup = _backup(final) if final.is_file() else None
+                except PermissionError as exc:  # unreadable to this user: not its to replace
+                    raise _refused(final, "replace", exc) from exc
                 entries.append(_Entry(name, staged.name if staged else None, backup))
                 on_step(f"backup {name}")
             journal = _write_journal(folder, entries, lock)
             on_step("journal")
             for entry in entries:
-                if entry.staged is not None:
-                    os.replace(folder / entry.staged, folder / entry.final)
-                else:
-                    (folder / entry.final).unlink(missing_ok=True)
+                _replace(folder, entry)
+                replaced.add(entry.final)
                 on_step(f"rename {entry.final}")
             fsync_dir(folder)
             if deferral.pending:
@@ -404,7 +410,8 @@ def _commit(folder: Path, changes: dict[str, Path | None], lock: Path) -> None:
             journal.unlink()
         except BaseException:
             try:
-                rollback(folder, entries)  # if this fails, the journal stays for the next run's sweep
+                # if this fails, the journal stays for the next run's sweep
+                rollback(folder, entries, untouched={entry.final for entry in entries} - replaced)
                 if journal is not None:
                     journal.unlink(missing_ok=True)
             finally:
@@ -420,6 +427,27 @@ def _commit(folder: Path, changes: dict[str, Path | None], lock: Path) -> None:
             for old in previous.values():
                 old.unlink(missing_ok=True)
             _release(folder, entries, journal)
+
+
+def _replace(folder: Path, entry: _Entry) -> None:
+    """Step 3 for one final name: its staged file renamed onto it, or the final removed."""
+    final = folder / entry.final
+    try:
+        if entry.staged is not None:
+            os.replace(folder / entry.staged, final)
+        else:
+            final.unlink(missing_ok=True)
+    except PermissionError as exc:
+        raise _refused(final, "replace" if entry.staged is not None else "remove", exc) from exc
+
+
+def _refused(final: Path, verb: str, exc: PermissionError) -> InvalidInputError:
+    """A final file this user may not back up, replace or remove (another user's, in a folder with
+    the sticky bit such as /tmp or unreadable to it; an immutable one): the user's to move (exit 2)."""
+    return InvalidInputError(
+        f"cannot {verb} {final} ({exc.strerror}: another user's file, or an immutable one); "
+        "remove it, or write the artifact to another folder"
+    )
 
 
 def _release(folder: Path, entries: list[_Entry], journal: Path | None) -> None:
@@ -644,14 +672,16 @@ def _footprint(path: Path) -> int:
 
 
 def _remove(path: Path) -> int | None:
-    """Remove a temporary (file or folder); its size in bytes, None if another sweep was first."""
+    """Remove a temporary (file or folder); its size in bytes, None if another sweep was first or
+    it is not this user's to remove (another user's, in a folder with the sticky bit: its owner's
+    next run removes it)."""
     try:
         size = _footprint(path)
         if is_folder(path):
             shutil.rmtree(path)
         else:
             path.unlink()
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
         return None
     return size
 
@@ -682,7 +712,14 @@ def _recover(journal: Path, parsed: TempName, now: float) -> tuple[Swept, set[st
         with judging_owner(journal) as owner:
             if owner is Owner.ALIVE or not _stale(journal, parsed, now):
                 return Swept(), names
-            removed = rollback(journal.parent, entries)
+            try:
+                removed = rollback(journal.parent, entries)
+            except PermissionError as exc:  # the first file it puts back, where that is not ours to touch
+                raise InvalidInputError(
+                    f"cannot roll back {journal}, a commit a killed run left open ({exc.strerror}: another "
+                    f"user's files, or immutable ones); run trtforge into {journal.parent} as that user, or once "
+                    "the files can be changed, to roll it back"
+                ) from exc
             size = _remove(journal)
     return removed + (Swept(1, size, 1) if size is not None else Swept()), set()
 

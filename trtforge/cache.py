@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 
 from trtforge.errors import InvalidInputError
+from trtforge.fsutil import check_writable_dir
 from trtforge.tags import ComputeCapability
 
 #: the folders the precision step keeps its graphs and choices in, which a build reads back: a build
@@ -38,7 +39,10 @@ def refuse_files_in_the_way(
     """A file (or a link to nothing) where the precision step keeps one of its folders: refused
     before the step uses them (an fp16 or int8 spec's, ``calibrate``'s), naming it, not met halfway
     through a build as an internal error. A run that never uses them (fp32, an unchanged ``ci``
-    spec, ``verify``'s scratch folder) is not refused for them."""
+    spec, ``verify``'s scratch folder) is not refused for them. The cache folder itself a file (or
+    below one) is refused too: ``ci`` checks it no sooner, as only these folders cannot do without it."""
+    if not cache_dir.is_dir():
+        check_writable_dir(cache_dir, flag, "cache directory")  # names a file in the way; makes nothing
     for name in folders:
         folder = cache_dir / name
         if not folder.is_dir() and (folder.exists() or folder.is_symlink()):

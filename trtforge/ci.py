@@ -49,7 +49,6 @@ from trtforge.errors import (
 from trtforge.fsutil import (
     TEMP_SUFFIX,
     atomic_write_bytes,
-    atomic_write_text,
     check_report_file,
     check_report_not_input,
     ensure_writable_dir,
@@ -946,9 +945,11 @@ def _die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int, parent: int) -> None:
-    """One spec in its own process; the result goes to a file, its messages to ``log_fd``, a pipe
-    the parent relays onto its own stderr (whatever that is: a terminal, a file, a test's capture)."""
+def _worker(spec_path: str, options: CiOptions, result_fd: int, log_fd: int, parent: int) -> None:
+    """One spec in its own process; its result goes to ``result_fd``, a pipe the parent reads (no
+    file: a full or read-only cache folder costs a build its caching, never its result), its
+    messages to ``log_fd``, a pipe the parent relays onto its own stderr (whatever that is: a
+    terminal, a file, a test's capture)."""
     _die_with(parent)
     sys.stderr = open(log_fd, "w", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115 - for the process's life
     handlers = {signal.SIGINT: _interrupt_once, signal.SIGTERM: _terminate_as_interrupt}
@@ -958,8 +959,8 @@ def _worker(spec_path: str, options: CiOptions, result_file: str, log_fd: int, p
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by the parent around the fork
         result = run_one(spec_path, options)
         if result is not None:
-            # a result file lives as long as the run that reads it: no fsync
-            atomic_write_text(Path(result_file), json.dumps(asdict(result)), durable=False)
+            with open(result_fd, "w", encoding="utf-8") as handed:
+                handed.write(json.dumps(asdict(result)))
     except KeyboardInterrupt:
         for stop in _stoppable():
             signal.signal(stop, _already_stopping)
@@ -1011,10 +1012,11 @@ def _stop(processes: list[BaseProcess], options: CiOptions) -> None:
             sweep(options.cache_dir, depth=3)
 
 
-def _worker_result(spec_path: str, process: BaseProcess, result_file: Path) -> SpecResult:
+def _worker_result(spec_path: str, process: BaseProcess, handed: str) -> SpecResult:
+    """The result a worker wrote into its pipe (``handed``: all of it), else why there is none."""
     try:
-        return SpecResult.from_dict(json.loads(result_file.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
+        return SpecResult.from_dict(json.loads(handed))
+    except (ValueError, TypeError):
         code = process.exitcode or 0
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         error = TrtforgeError(f"the build process {how} before reporting a result")
@@ -1022,17 +1024,21 @@ def _worker_result(spec_path: str, process: BaseProcess, result_file: Path) -> S
 
 
 class _Relay:
-    """A worker's stderr pipe, copied onto this process's stderr as it arrives."""
+    """A worker's pipe, read as it arrives: its stderr, copied onto this process's stderr, or its
+    result, kept in ``kept`` (read meanwhile, so a result larger than the pipe holds never blocks)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, kept: list[str] | None = None) -> None:
         self.fd = fd
+        self.kept = kept
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def copy(self) -> bool:
         """Copy what is there (the pipe is readable); False at the end: the worker has exited."""
         chunk = os.read(self.fd, 65536)
         text = self.decoder.decode(chunk, final=not chunk)
-        if text:
+        if text and self.kept is not None:
+            self.kept.append(text)
+        elif text:
             sys.stderr.write(text)
             sys.stderr.flush()
         return bool(chunk)
@@ -1041,52 +1047,47 @@ class _Relay:
 def _build_in_workers(paths: list[str], options: CiOptions, jobs: int) -> dict[str, SpecResult]:
     """Each spec in its own process (TensorRT builds hold the GIL), ``jobs`` at a time. On Ctrl-C,
     SIGTERM or any error every worker is interrupted, and killed if it does not stop in time; when
-    this process is killed, the kernel kills them (:func:`_die_with`). The workers' result files
-    live in a temporary folder of the cache, where a run killed with SIGKILL leaves it to the next
-    run's sweep (this one's, first: stale ones of dead runs go)."""
+    this process is killed, the kernel kills them (:func:`_die_with`). Each worker hands its result
+    back through a pipe, which leaves nothing behind whatever ends the run."""
     import multiprocessing
     from multiprocessing.connection import wait
 
-    from trtforge.artifact import sweep
-
-    ensure_writable_dir(options.cache_dir, "--cache-dir", "cache directory")
-    swept = sweep(options.cache_dir).note
-    if swept:
-        Reporter(interactive=False).info(swept)
     context = multiprocessing.get_context("fork")
     waiting = list(paths)
     processes: list[BaseProcess] = []
-    running: dict[Any, tuple[str, BaseProcess, Path, _Relay]] = {}
+    running: dict[Any, tuple[str, BaseProcess, list[str], tuple[_Relay, ...]]] = {}
     relays: dict[int, _Relay] = {}
     results: dict[str, SpecResult] = {}
     # SIGTERM (how CI systems cancel a job) stops the run like Ctrl-C instead of orphaning workers
-    with _handling(interrupt), temp_dir(options.cache_dir, "ci") as scratch:
+    with _handling(interrupt):
         try:
             while waiting or running:
                 while waiting and len(running) < jobs:
                     path = waiting.pop(0)
-                    result_file = scratch / f"{len(processes)}.json"
-                    read_fd, write_fd = os.pipe()
-                    arguments = (path, options, str(result_file), write_fd, os.getpid())
+                    (result_fd, result_end), (log_fd, log_end) = os.pipe(), os.pipe()
+                    arguments = (path, options, result_end, log_end, os.getpid())
                     worker = context.Process(target=_worker, args=arguments)
                     processes.append(worker)
                     with stop_signals_held():  # the worker starts with them blocked, until its handlers are in place
                         worker.start()
-                    os.close(write_fd)  # the worker holds the only write end: its exit ends the pipe
-                    relays[read_fd] = _Relay(read_fd)
-                    running[worker.sentinel] = (path, worker, result_file, relays[read_fd])
+                    for end in (result_end, log_end):
+                        os.close(end)  # the worker holds the only write ends: its exit ends the pipes
+                    handed: list[str] = []
+                    relays[result_fd], relays[log_fd] = _Relay(result_fd, handed), _Relay(log_fd)
+                    running[worker.sentinel] = (path, worker, handed, (relays[result_fd], relays[log_fd]))
                 ready = wait([*running, *relays])
                 for fd in (fd for fd in ready if fd in relays):
                     if not relays[fd].copy():
                         os.close(relays.pop(fd).fd)
                 for sentinel in (sentinel for sentinel in ready if sentinel in running):
-                    path, finished, result_file, relay = running.pop(sentinel)
+                    path, finished, handed, own = running.pop(sentinel)
                     finished.join()
-                    if relays.get(relay.fd) is relay:  # not yet at its end (a closed fd's number is reused)
-                        while relay.copy():
-                            pass
-                        os.close(relays.pop(relay.fd).fd)
-                    results[path] = _worker_result(path, finished, result_file)
+                    for relay in own:
+                        if relays.get(relay.fd) is relay:  # not yet at its end (a closed fd's number is reused)
+                            while relay.copy():
+                                pass
+                            os.close(relays.pop(relay.fd).fd)
+                    results[path] = _worker_result(path, finished, "".join(handed))
         except BaseException:
             _stop(processes, options)
             raise

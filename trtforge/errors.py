@@ -251,8 +251,14 @@ def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
 
-#: what the disk, not trtforge, refused a write for: full, over quota, read-only
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+#: what the disk, not trtforge, refused a write for: full, over quota, read-only, or a file larger
+#: than the file system or the process's file size limit (``ulimit -f``) allows
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+#: how to fix a disk error of each kind (any other: free space)
+_DISK_FIXES = {
+    errno.EROFS: "write to a folder on a writable file system instead",
+    errno.EFBIG: "raise the file size limit (ulimit -f), or write to a folder on a file system that takes larger files",
+}
 
 
 def disk_error(exc: BaseException, path: os.PathLike[str] | str | None = None) -> InvalidInputError | None:
@@ -266,11 +272,7 @@ def disk_error(exc: BaseException, path: os.PathLike[str] | str | None = None) -
     where = named if named is not None else path
     target = f" {where}" if where is not None else ""
     reason = (exc.strerror or os.strerror(exc.errno or 0)).lower()
-    fix = (
-        "write to a folder on a writable file system instead"
-        if exc.errno == errno.EROFS
-        else "free space on that disk, or write to a folder on another one"
-    )
+    fix = _DISK_FIXES.get(exc.errno or 0, "free space on that disk, or write to a folder on another one")
     return InvalidInputError(f"cannot write{target}: {reason}; {fix}")
 
 
