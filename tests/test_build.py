@@ -474,6 +474,63 @@ def test_sigterm_still_cancels_a_ci_worker_s_build_where_ctrl_c_is_ignored() -> 
             signal.signal(stop, handler)
 
 
+#: a child that gets Ctrl-C as soon as ``staged_file`` has made a temporary for a digest cache
+#: entry and hands it out (inside ``with``'s ``__enter__``: no ``finally`` of its own runs then)
+_CTRL_C_AS_A_CACHE_ENTRY_IS_STAGED = """
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+sys.argv = ['/usr/bin/trtforge', *sys.argv[1:]]
+from trtforge import fsutil
+staging = fsutil.staged_file.__wrapped__.__code__
+
+def tracer(frame, event, arg):
+    return handing_out if frame.f_code is staging else None
+
+def handing_out(frame, event, arg):
+    if event == "return" and "digests" in str(frame.f_locals.get("final", "")):
+        sys.settrace(None)
+        signal.raise_signal(signal.SIGINT)
+    return handing_out
+
+sys.settrace(tracer)
+from trtforge.cli import main
+main()
+"""
+
+
+def test_ctrl_c_as_a_cache_entry_is_staged_leaves_no_temporary(tmp_path: Path) -> None:
+    """A Ctrl-C right after ``staged_file`` made its temporary, before the ``with`` block owned it,
+    left the file in the cache folder (2 interrupted int8 builds in 400) until the next run's sweep:
+    a failed command now removes the plain temporaries it still owns before it exits."""
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    spec = REPO / "configs" / "digits-fp32.yaml"
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_AS_A_CACHE_ENTRY_IS_STAGED, "build", str(spec), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TRTFORGE_CACHE_DIR": str(cache)},
+    )
+    assert result.returncode == 130, result.stderr
+    assert (cache / "digests").is_dir()  # the Ctrl-C came as its entry was written
+    left = [path for path in [*cache.rglob(".*"), *out.rglob(".*")] if path.name != LOCK_DIR]
+    assert left == []
+
+
+def test_a_failed_command_keeps_a_commit_s_journal_and_backups(tmp_path: Path) -> None:
+    """What ``discard_stranded_temps`` leaves: a commit's journal and backups, which the next run's
+    recovery needs where a rollback failed; a plain temporary goes, a file or a folder."""
+    from trtforge.fsutil import discard_stranded_temps, make_temp, make_temp_dir, release_temp
+
+    plain, folder = make_temp(tmp_path, "engine"), make_temp_dir(tmp_path, "entry")
+    kept = [make_temp(tmp_path, "engine", suffix) for suffix in (".journal.tmp", ".bak.tmp")]
+    discard_stranded_temps()
+    assert not plain.exists() and not folder.exists()
+    assert all(path.exists() for path in kept)
+    for path in kept:
+        release_temp(path)
+
+
 def test_invalid_model_the_parser_rejects_is_named_by_the_onnx_checker(tmp_path: Path) -> None:
     """The build describes the model from its protobuf alone (no onnx checker, issue 16); when
     the backend cannot parse it, onnx's checker still says what is wrong, as exit 2."""

@@ -172,6 +172,28 @@ def release_temp(path: Path) -> None:
         os.close(fd)
 
 
+def discard_stranded_temps() -> None:
+    """A command has failed (Ctrl-C included) and every step of it has ended: the plain temporaries
+    this process still owns are garbage, and go now rather than at the next run's sweep. A Ctrl-C
+    can strand one where no ``finally`` sees it: between ``mkstemp`` and the ``try`` that owns the
+    file, or in a ``with`` whose ``__enter__`` had made it and not yet returned (a cache entry's,
+    2 interrupted int8 builds in 400). A commit's journal and backups stay: a rollback that failed
+    left them for the next run's recovery."""
+    import shutil
+
+    for name in list(_owned):
+        path = Path(name)
+        parsed = TempName.parse(path.name)
+        if parsed is None or parsed.kind != TEMP_SUFFIX.removeprefix("."):
+            continue
+        with contextlib.suppress(OSError):
+            if is_folder(path):
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        release_temp(path)
+
+
 def discard_temp(path: Path) -> None:
     """Remove a temporary file of this process and drop its lock (dropped even where the file
     cannot go: a sweep may then take it)."""

@@ -124,6 +124,9 @@ def exits_cleanly(command: F | None = None, *, error_document: ErrorDocument | N
             else:
                 error = unexpected_error(exc)
                 failure = Failure(error.exit_code, str(error), exc, kwargs)
+        fsutil = sys.modules.get("trtforge.fsutil")  # not loaded: the command made no temporary
+        if fsutil is not None:
+            fsutil.discard_stranded_temps()
         message = one_line(failure.message)  # a value it repeats may hold a line break, or be huge
         typer.echo(message if failure.exit_code == INTERRUPTED_EXIT else f"error: {message}", err=True)
         if kwargs.get("as_json") and not _json_printed.get():
