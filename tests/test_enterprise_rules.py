@@ -231,7 +231,9 @@ def _rtx_site() -> Path:
 
 
 def _rtx_wheel() -> tuple[str, str]:
-    """(``tensorrt_rtx_cu{N}``, its version), read from the installed ``_libs`` wheel's metadata."""
+    """(``tensorrt_rtx_cu{N}``, its version), read from the installed ``_libs`` wheel's metadata
+    (skips where TensorRT-RTX does not import)."""
+    need_rtx()
     (libs,) = metadata.packages_distributions()["tensorrt_rtx_libs"]
     return libs.removesuffix("_libs"), metadata.version(libs)
 
