@@ -12,12 +12,12 @@ import onnx
 import pytest
 from clitools import cli
 from junitparser import Failure, JUnitXml, Skipped
-from models import need_rtx, without_gpu
-from onnx import numpy_helper
+from models import chain, need_rtx, without_gpu
+from onnx import helper, numpy_helper
 
 from trtforge.artifact import LOCK_DIR
 from trtforge.manifest import read_manifest
-from trtforge.mixedprecision import FP16_STORAGE
+from trtforge.mixedprecision import FP16_STORAGE, INT8_QDQ
 
 need_rtx()
 
@@ -72,6 +72,9 @@ def test_digits_fp16_passes_with_labels_and_junit(write_spec: Callable[..., Path
     assert logits["classifier"] is True and logits["tolerance"] == {"cosine_min": 0.999, "snr_db_min": 26.98}
     assert logits["metrics"]["cosine"] > 0.999 and logits["metrics"]["top1"] > 0.99
     assert "simulated" in stderr and "cosine" in stderr  # the table on stderr
+    # the task accuracy's line names the candidate itself: a log searched for it shows the emulation's
+    assert "task accuracy of 'logits' on 397 labelled samples: reference 9" in stderr
+    assert ", candidate (simulated) 9" in stderr, stderr
     cases = _suite_cases(junit)
     assert cases == {
         f"accuracy.{manifest.stem}": [(f"{manifest.stem}.logits", key, []) for key in ("cosine_min", "snr_db_min")]
@@ -101,6 +104,7 @@ def test_fp32_simulation_is_the_reference_itself(write_spec: Callable[..., Path]
     assert logits["tolerance"] == {"cosine_min": 0.99999, "snr_db_min": 46.99}
     assert ": not measured — candidate identical" in stderr and ": passed" not in stderr
     assert "task accuracy of 'logits' on 397 labelled samples" in stderr
+    assert ", candidate (identical) 9" in stderr  # the reference's own accuracy, shown as such
 
 
 def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -138,6 +142,44 @@ def test_digits_int8_passes_and_wrong_qdq_scales_fail(write_spec: Callable[..., 
     )
     assert not bad.passed
     assert any("cosine" in failure or "top1" in failure for failure in bad.failures)
+
+
+@without_gpu
+def test_int8_clipped_by_a_narrow_calibration_fails_the_gate_and_passes_calibrated_on_its_range(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Scales from calibration data a hundredth of the inputs' range: an INT8 engine saturates
+    nearly every input of its MatMul at +-127 steps and returns a clipped output. The simulated
+    candidate's QuantizeLinear saturates as the engine's kernels do, so the gate fails it (exit 4);
+    calibrated on data of the inputs' range, the same spec passes."""
+    weights = [numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.25, (16, 16)).astype(np.float32), "W")]
+    model = chain(tmp_path / "fc.onnx", "fc", weights, [helper.make_node("MatMul", ["input", "W"], ["out"], name="fc")])
+    for folder, std in (("narrow", 0.01), ("wide", 1.0), ("acc", 1.0)):
+        (tmp_path / folder).mkdir()
+        np.save(tmp_path / folder / "x.npy", np.random.default_rng(1).normal(0, std, (64, 16)).astype(np.float32))
+
+    def build(calibration: str) -> tuple[int, str]:
+        spec = write_spec(
+            f"name: fc\nmodel: {model}\nprecision: int8\ntargets: ['8.6']\n"
+            "profiles:\n  - input: {min: [1, 16], opt: [16, 16], max: [64, 16]}\n"
+            f"calibration:\n  data: {tmp_path / calibration}/*.npy\n  algorithm: minmax\n"
+            f"accuracy:\n  data: {tmp_path / 'acc'}/*.npy\n"
+        )
+        code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+        return code, stderr
+
+    code, stderr = build("narrow")
+    assert code == 4, stderr
+    assert "accuracy gate, candidate simulated (no GPU on this host: its Q/DQ graph (INT8" in stderr
+    report = json.loads(_one(tmp_path / "out", "*.rejected.accuracy.json").read_text())
+    assert report["candidate"]["kind"] == "simulated" and report["candidate"]["emulation"].startswith(INT8_QDQ)
+    assert "its Q/DQ graph (INT8" in report["candidate"]["reason"]
+    assert {check["metric"] for check in report["outputs"][0]["checks"] if not check["passed"]} >= {"cosine"}
+
+    code, stderr = build("wide")
+    assert code == 0, stderr
+    summary = read_manifest(_one(tmp_path / "out", "*.engine")).accuracy
+    assert summary is not None and summary["passed"] is True and summary["candidate"] == "simulated"
 
 
 def _perturb_fp16_cache(model: Path, cache: Path) -> None:

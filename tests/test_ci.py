@@ -357,7 +357,42 @@ def test_a_failed_gate_is_reported_with_its_time_and_verdict(
     build, accuracy = suite
     assert build.time > 0 and not build.result  # the time the build (and its gate) took, not 0.0
     assert [type(r).__name__ for r in accuracy.result] == ["Failure"]
-    assert "| conv | failed | failed |" in summary.read_text()
+    assert "| conv | failed | failed (" in summary.read_text()  # the candidate judged: the engine or a simulation
+
+
+@models.without_gpu
+def test_simulated_verdicts_say_so_and_what_was_emulated_in_every_ci_report(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed gate's row said "failed" with nothing of the candidate ("passed (simulated)" for a
+    pass), ``--json`` gave it no accuracy at all, and no report said what a simulation emulated.
+    Each row names its candidate; the table and the step summary end with what each emulated."""
+    from trtforge.ci import markdown_cell
+    from trtforge.mixedprecision import FP16_STORAGE, INT8_QDQ
+
+    (project / "fp16.yaml").write_text(
+        (project / "fp16.yaml").read_text() + "accuracy: {tolerances: {'*': {max_abs: 1.0e-12}}}\n"
+    )
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    specs = [str(project / "fp16.yaml"), str(project / "int8.yaml")]
+    result = runner.invoke(app, ["ci", *specs, "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 4, result.stderr
+    failed, built = json.loads(result.stdout)["results"]
+    assert failed["status"] == "failed" and failed["accuracy"]["passed"] is False
+    assert failed["accuracy"]["candidate"] == "simulated" and failed["accuracy"]["emulation"] == FP16_STORAGE
+    assert failed["accuracy"]["report"].endswith(".rejected.accuracy.json")
+    int8_label = built["accuracy"]["emulation"]
+    assert int8_label.startswith(INT8_QDQ)
+    notes = {
+        "fp16.yaml": f"simulated (fp16.yaml): no engine ran; emulated: {FP16_STORAGE}",
+        "int8.yaml": f"simulated (int8.yaml): no engine ran; emulated: {int8_label}",
+    }
+    text = summary.read_text()
+    assert "| conv | failed | failed (simulated) |" in text and "| conv | built | passed (simulated) |" in text
+    assert all(f"\n- {markdown_cell(note)}\n" in text for note in notes.values()), text
+    assert "  failed (simulated)  " in result.stderr and "  passed (simulated)  " in result.stderr
+    assert all(note in result.stderr for note in notes.values()), result.stderr
 
 
 def test_an_edited_manifest_is_never_unchanged_and_sign_keeps_it(project: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from clitools import cli
+from models import without_gpu
 
 DIGITS = Path(__file__).resolve().parents[1] / "calibration" / "digits"
 FILE_BATCH = 64
@@ -98,3 +99,20 @@ def test_demo_compare_script_reads_what_build_writes(tmp_path: Path) -> None:
     assert "digits-cnn" in done.stderr  # the table
     empty = subprocess.run([*compare[:2], str(tmp_path / "nothing")], capture_output=True, text=True, check=False)
     assert empty.returncode == 2 and "no accuracy reports" in empty.stderr
+
+
+@without_gpu
+def test_demo_compare_says_what_a_simulated_row_emulated(tmp_path: Path) -> None:
+    """A simulated row's numbers are the emulation's: the table says what was emulated (as it says
+    why an identical row proves nothing), and its JSON row carries the label."""
+    from trtforge.mixedprecision import FP16_STORAGE
+
+    repo = DIGITS.parents[1]
+    code, _, stderr = cli("build", repo / "configs" / "digits-fp16.yaml", "--out", tmp_path)
+    assert code == 0, stderr
+    compare = [sys.executable, str(repo / "examples" / "digits" / "compare.py"), str(tmp_path), "--json"]
+    done = subprocess.run(compare, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["rows"]
+    assert (row["candidate"], row["emulation"]) == ("simulated", FP16_STORAGE)
+    assert f"simulated (fp16): no engine ran; emulated: {FP16_STORAGE}\n" in done.stderr, done.stderr

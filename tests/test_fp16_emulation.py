@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from clitools import cli
+from junitparser import JUnitXml
 from models import chain, need_engine_runtime, need_rtx, overflow_chain, save, small_cnn, without_gpu, write_samples
 from onnx import helper, numpy_helper
 
@@ -179,6 +180,15 @@ def test_plain_fp16_gate_fails_on_overflow(write_spec: Callable[..., Path], tmp_
     assert candidate["emulation"] == FP16_STORAGE
     assert candidate["runner"] == "onnxruntime CPUExecutionProvider"  # every optimization: the pairs stay
     assert not list(out.glob("*.engine"))
+    # the failure as --json and --junit give it says which candidate failed, and what it emulated
+    junit = tmp_path / "junit.xml"
+    code, stdout, stderr = cli("build", spec, "--out", out, "--json", "--junit", junit)
+    assert code == 4, stderr
+    (row,) = json.loads(stdout)["results"]
+    assert row["accuracy"]["candidate"] == "simulated" and row["accuracy"]["emulation"] == FP16_STORAGE
+    assert row["accuracy"]["passed"] is False and row["accuracy"]["report"] == rejected.name
+    (failure,) = (result for suite in JUnitXml.fromfile(str(junit)) for case in suite for result in case.result)
+    assert failure.message.endswith(f"; candidate simulated; emulated: {FP16_STORAGE}"), failure.message
 
 
 def test_overflow_guard_keeps_the_overflowing_nodes(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -717,6 +727,64 @@ def test_log_softmax_stays_fp32_as_the_engine_would_lose_it_in_fp16() -> None:
     got = session.run(None, feed)[0]
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, exact, rtol=1e-2, atol=0.5)  # FP16 logits, FP32 LogSoftmax
+
+
+def _underflow_chain(path: Path) -> Path:
+    """x * 2^-22 -> MatMul (weights ~2^10) -> * 2^12: for x in [0, 1) the scaled tensor ``tiny``
+    lies below FP16's smallest normal (2^-14), where its subnormals are 2^-24 apart: stored in FP16
+    it keeps about 2 of its bits. No value comes near 65504, so the overflow guard keeps nothing."""
+    weights = [
+        numpy_helper.from_array(np.array(2.0**-22, np.float32), "down"),
+        numpy_helper.from_array((np.random.default_rng(0).normal(0, 1, (16, 16)) * 2**10).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array(2.0**12, np.float32), "up"),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["input", "down"], ["tiny"], name="shrink"),
+        helper.make_node("MatMul", ["tiny", "W"], ["mixed"], name="mix"),
+        helper.make_node("Mul", ["mixed", "up"], ["out"], name="rescale"),
+    ]
+    return chain(path, "underflow", weights, nodes)
+
+
+def _cancellation_chain(path: Path) -> Path:
+    """(x + 2048) - 2048: FP16 holds the sum in steps of 2, so x in [0, 1) comes back as 0 or 2."""
+    weights = [numpy_helper.from_array(np.array(2048.0, np.float32), "offset")]
+    nodes = [
+        helper.make_node("Add", ["input", "offset"], ["shifted"], name="shift"),
+        helper.make_node("Sub", ["shifted", "offset"], ["out"], name="unshift"),
+    ]
+    return chain(path, "cancellation", weights, nodes)
+
+
+@without_gpu
+@pytest.mark.parametrize(
+    ("write", "keep"),
+    [(_underflow_chain, "[shrink, mix]"), (_cancellation_chain, "[shift, unshift]")],
+    ids=["underflow", "cancellation"],
+)
+def test_fp16_precision_loss_fails_the_gate_and_passes_kept_in_fp32(
+    write_spec: Callable[..., Path], tmp_path: Path, write: Callable[[Path], Path], keep: str
+) -> None:
+    """What FP16 loses without overflowing, which the guard (it looks for values over 65504) does
+    not see: a tensor in FP16's subnormal range, or a small signal beside a large offset. An FP16
+    engine holds those tensors in FP16 and returns a degraded output; the emulated candidate rounds
+    them as it does and fails the gate (exit 4, labelled simulated). Kept in FP32, the build passes."""
+    need_rtx()
+    model = write(tmp_path / "model.onnx")
+    out = tmp_path / "out"
+    code, _, stderr = cli("build", _spec(write_spec, model), "--out", out)
+    assert code == 4, stderr
+    assert "no node kept in FP32 (overflow guard" in stderr and "(simulated candidate)" in stderr
+    (rejected,) = out.glob("*.rejected.accuracy.json")
+    report = json.loads(rejected.read_text())
+    assert report["candidate"]["kind"] == "simulated" and report["candidate"]["emulation"] == FP16_STORAGE
+    assert {check["metric"] for check in report["outputs"][0]["checks"] if not check["passed"]} >= {"snr_db"}
+
+    code, _, stderr = cli("build", _spec(write_spec, model, f"fp16:\n  keep_fp32: {keep}\n"), "--out", out)
+    assert code == 0, stderr
+    (engine,) = out.glob("*.engine")
+    summary = read_manifest(engine).accuracy
+    assert summary is not None and summary["passed"] is True and summary["emulation"] == FP16_STORAGE
 
 
 # ---------------------------------------------------------------- the emulation against the engine (GPU host)

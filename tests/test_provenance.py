@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from clitools import cli
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from models import conv_net, need_rtx
+from models import conv_net, need_rtx, without_gpu
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import SSlibKey
@@ -242,6 +242,24 @@ def test_verify_provenance_names_signer_subjects_and_inputs(project: Path) -> No
     assert document["accuracy"]["passed"] is True
     code, out, err = cli("verify-provenance", engine, "--trusted-key", project / "ci.key.pub")
     assert code == 0 and out == "" and "provenance verified" in err and key.key_id in err
+    # an fp32 gate compared nothing (identical candidate): not a plain "passed"
+    assert f"accuracy gate: not measured (identical); report {engine.name.removesuffix('.engine')}." in err, err
+
+
+@without_gpu
+def test_verify_provenance_says_a_simulated_gate_and_what_it_emulated(project: Path) -> None:
+    """The gate's verdict on an fp16 engine of a host without a GPU is its emulation's: the line
+    said "accuracy gate: passed" as if the engine had run."""
+    from trtforge.mixedprecision import FP16_STORAGE
+
+    spec = project / "c.yaml"
+    spec.write_text(SPEC.format(name="gamma", cc="8.6").replace("precision: fp32", "precision: fp16"))
+    code, _, err = cli("build", spec, "--out", project / "out", "--sign-key", project / "ci.key")
+    assert code == 0, err
+    code, _, err = cli("verify-provenance", _engine(project, "gamma"), "--trusted-key", project / "ci.key.pub")
+    assert code == 0, err
+    assert "accuracy gate: passed (simulated); report gamma-fp16-" in err, err
+    assert f"candidate emulated: {FP16_STORAGE}\n" in err
 
 
 def test_an_input_changed_since_the_build_fails(project: Path) -> None:

@@ -144,6 +144,7 @@ def test_exclude_auto_finds_the_outlier_layer_and_the_rebuilt_engine_passes(outl
     assert found["before"]["passed"] is False and found["after"]["passed"] is True
     assert found["after"]["cosine"] > found["before"]["cosine"]
     assert f"exclude: [{CULPRIT}]" in stderr  # the YAML to pin it
+    assert f"sensitivity: exclude ['{CULPRIT}']: simulated gate fail (cosine" in stderr
 
 
 def test_search_ranks_every_node_and_prints_the_yaml(outliers: Path) -> None:
@@ -217,6 +218,11 @@ def test_algorithm_auto_prefers_another_rule_than_entropy_on_spiky_data(tmp_path
     # label is the gate's whole one, as the manifest's accuracy summary has it
     assert calibration["candidate"] == "simulated" and calibration["emulation"] == f"{INT8_QDQ}; {FP16_STORAGE}"
     assert calibration["emulation"] == _manifest(tmp_path / "auto")["accuracy"]["emulation"]
+    # and so does the log: its verdicts are the simulated gate's, never the engine's
+    chosen = calibration["algorithm_chosen"]
+    assert f"calibration: algorithm auto chose {chosen} (simulated gate: entropy fail (cosine" in stderr
+    emulated = f"calibration: the simulated gate's verdicts above ran in onnxruntime; emulated: {INT8_QDQ}; "
+    assert f"{emulated}{FP16_STORAGE}\n" in stderr, stderr
 
 
 def test_unknown_node_in_exclude_is_exit_2_with_a_suggestion(outliers: Path) -> None:

@@ -466,8 +466,29 @@ def _failure_steps(exc: TrtforgeError, seconds: float) -> tuple[StepResult, ...]
 
 def _failed(spec_path: str, name: str, seconds: float, exc: TrtforgeError) -> SpecResult:
     return SpecResult(
-        spec_path, name, SpecStatus.FAILED, exc.exit_code, seconds, message=str(exc), steps=_failure_steps(exc, seconds)
+        spec_path,
+        name,
+        SpecStatus.FAILED,
+        exc.exit_code,
+        seconds,
+        message=str(exc),
+        accuracy=_rejected(exc),
+        steps=_failure_steps(exc, seconds),
     )
+
+
+def _rejected(exc: TrtforgeError) -> dict[str, Any] | None:
+    """A failed gate's summary (``rejected_summary``: the candidate it judged, how it was
+    emulated), None for any other failure: a failed row says which candidate failed."""
+    if exc.exit_code != AccuracyError.exit_code:
+        return None
+    from trtforge.accuracy.gate import GateFailed
+
+    if not isinstance(exc, GateFailed):
+        return None
+    from trtforge.accuracy.report import rejected_summary
+
+    return rejected_summary(exc.report)
 
 
 def signing_key_from_env() -> SigningKey | None:
@@ -1151,14 +1172,22 @@ def junit_suites(report: CiReport) -> list[Any]:
 
 def _accuracy_text(result: SpecResult) -> str:
     accuracy = result.accuracy
-    if result.exit_code == AccuracyError.exit_code:
-        return "failed"
     if not accuracy:
-        return "-"
-    if accuracy.get("skipped"):
-        return "skipped"
-    verdict = "not measured" if accuracy.get("measured") is False else "passed" if accuracy.get("passed") else "failed"
-    return f"{verdict} ({accuracy.get('candidate', '?')})"
+        return "failed" if result.exit_code == AccuracyError.exit_code else "-"
+    from trtforge.accuracy.junit import summary_verdict
+
+    return summary_verdict(accuracy)
+
+
+def _emulation_notes(report: CiReport) -> list[str]:
+    """What each simulated candidate of the table emulated, one line per emulation with the specs
+    it judged: a cell says "simulated", too narrow for the label (``mixedprecision``'s) it stands for."""
+    specs: dict[str, list[str]] = {}
+    for result in report.results:
+        emulation = (result.accuracy or {}).get("emulation")
+        if emulation:
+            specs.setdefault(str(emulation), []).append(Path(result.spec).name)
+    return [f"simulated ({', '.join(names)}): no engine ran; emulated: {label}" for label, names in specs.items()]
 
 
 #: what Markdown reads as markup in a table cell: the column bar, emphasis, code, links, HTML tags
@@ -1184,6 +1213,9 @@ def markdown_summary(report: CiReport) -> str:
         engine = Path(result.engine).name if result.engine else result.message
         cells = (result.name, result.status.value, _accuracy_text(result), engine, f"{result.seconds:.1f}")
         lines.append("| " + " | ".join(markdown_cell(cell) for cell in cells) + " |")
+    notes = _emulation_notes(report)
+    if notes:
+        lines += ["", *(f"- {markdown_cell(note)}" for note in notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -1281,3 +1313,5 @@ def render_ci_table(report: CiReport, reporter: Reporter) -> None:
             f"{result.seconds:.1f}",
         )
     reporter.render(table)
+    for note in _emulation_notes(report):
+        reporter.info(note)

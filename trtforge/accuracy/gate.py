@@ -153,7 +153,12 @@ def simulated(
     where TensorRT picks precisions itself, ``tensorrt_choice``)."""
     storage = emulation_of(onnx_path, reference)
     emulation = candidate_emulation(storage, int8, tensorrt_note)
-    what = "its FP16-storage emulation" if storage is not None else "the precision-prepared ONNX"
+    what = {
+        (True, True): "its Q/DQ graph (INT8 and FP16 storage emulated)",
+        (True, False): "its Q/DQ graph (INT8 emulated)",
+        (False, True): "its FP16-storage emulation",
+        (False, False): "the precision-prepared ONNX",
+    }[(int8, storage is not None)]
     return GateCandidate(
         "simulated", f"{why_not_engine}: {what} runs in onnxruntime instead", onnx_path=onnx_path, emulation=emulation
     )

@@ -4,9 +4,9 @@ gate off never needs: every build hands its suite to ``--junit``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trtforge.fsutil import atomic_write_bytes, report_target
 
@@ -17,6 +17,16 @@ if TYPE_CHECKING:
 
 #: the file name a refused ``--junit`` path is told to take instead
 JUNIT_EXAMPLE = "report.xml"
+
+
+def summary_verdict(accuracy: Mapping[str, Any]) -> str:
+    """The manifest's ``accuracy`` summary in words, with the candidate judged: ``passed
+    (simulated)`` is the emulation's verdict, never the engine's, and an identical candidate's
+    ``passed`` is ``not measured (identical)`` (pure: no pydantic model is read for it)."""
+    if accuracy.get("skipped"):
+        return "skipped"
+    verdict = "not measured" if accuracy.get("measured") is False else "passed" if accuracy.get("passed") else "failed"
+    return f"{verdict} ({accuracy.get('candidate', '?')})"
 
 
 def junit_suite(report: AccuracyReport) -> TestSuite:
@@ -40,7 +50,7 @@ def junit_suite(report: AccuracyReport) -> TestSuite:
         case.result = [Skipped(report.candidate.reason)]
         suite.add_testcase(case)
     count = sum(len(out.checks) for out in report.outputs)
-    # in each case's own output too: CI test tabs show a case's output, not the suite's properties
+    # in each case's own output and failure message too: CI test tabs show those, not the suite's properties
     judged = "" if report.candidate.kind == "engine" else f"; candidate {report.candidate.kind}"
     if report.candidate.emulation:
         judged += f"; emulated: {report.candidate.emulation}"
@@ -49,7 +59,7 @@ def junit_suite(report: AccuracyReport) -> TestSuite:
             case = TestCase(check.limit_key, classname=f"{report.stem}.{out.name}", time=report.seconds / max(count, 1))
             case.system_out = check.message + judged
             if not check.passed:
-                case.result = [Failure(check.message, "AccuracyError")]
+                case.result = [Failure(check.message + judged, "AccuracyError")]
             suite.add_testcase(case)
     return suite
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trtforge.console import Cell, Styled, Table
 from trtforge.digests import sha256_bytes
 from trtforge.fsutil import atomic_write_text
-from trtforge.manifest import REPORT_SHA256
+from trtforge.manifest import REPORT_SHA256, report_path
 
 if TYPE_CHECKING:
     from trtforge.console import Reporter
@@ -193,6 +193,13 @@ def summary(report: AccuracyReport, report_file: str) -> dict[str, Any]:
     }
 
 
+def rejected_summary(report: AccuracyReport) -> dict[str, Any]:
+    """A build's failed gate as ``summary`` gives it, naming its ``{stem}.rejected.accuracy.json``:
+    the ``--json`` row and ``ci``'s table say which candidate failed (the engine, or a simulation,
+    and how it was emulated), as they say which one passed."""
+    return summary(report, report_path(Path(), report.stem, rejected=True).name)
+
+
 # ---------------------------------------------------------------- terminal
 
 
@@ -241,10 +248,14 @@ def render(report: AccuracyReport, reporter: Reporter) -> None:
 
 
 def _render_task_accuracy(report: AccuracyReport, reporter: Reporter) -> None:
+    """One line per labelled output; a candidate other than the engine is named on the line itself
+    (a log searched for "task accuracy" shows a simulated candidate's accuracy as the emulation's)."""
+    kind = report.candidate.kind
+    candidate = "candidate" if kind == "engine" else f"candidate ({kind})"
     for name, task in report.task_accuracies().items():
         reporter.info(
             f"task accuracy of '{name}' on {task.samples} labelled samples: "
-            f"reference {task.reference:.2%}, candidate {task.candidate:.2%}"
+            f"reference {task.reference:.2%}, {candidate} {task.candidate:.2%}"
         )
 
 
@@ -270,6 +281,7 @@ def side_by_side(reports: Sequence[AccuracyReport]) -> list[dict[str, Any]]:
                     "precision": report.precision,
                     "output": out.name,
                     "candidate": report.candidate.kind,
+                    "emulation": report.candidate.emulation,
                     "samples": report.data.samples,
                     "cosine": out.metrics.get("cosine"),
                     "max_abs": out.metrics.get("max_abs"),
@@ -314,3 +326,5 @@ def render_side_by_side(rows: Sequence[dict[str, Any]], reporter: Reporter, titl
         reporter.info("ref acc: the FP32 ONNX in onnxruntime; acc: the candidate; top-1: share of equal top classes")
         if any(row["candidate"] == "identical" for row in members):
             reporter.info(f"identical: {IDENTICAL_REASON}")
+        for precision, emulation in {row["precision"]: row["emulation"] for row in members if row["emulation"]}.items():
+            reporter.info(f"simulated ({precision}): no engine ran; emulated: {emulation}")

@@ -115,7 +115,9 @@ def _build_failed(spec_path: Path, exc: TrtforgeError) -> ItemReport:
     from trtforge.accuracy.junit import junit_problem_suite, junit_suite
 
     if isinstance(exc, GateFailed):
-        return ItemReport(partial(junit_suite, exc.report))
+        from trtforge.accuracy.report import rejected_summary
+
+        return ItemReport(partial(junit_suite, exc.report), {"accuracy": rejected_summary(exc.report)})
     return ItemReport(partial(junit_problem_suite, spec_path.stem, str(exc), exc.exit_code))
 
 

@@ -64,7 +64,11 @@ def _render(report: ProvenanceReport) -> None:
         )
     accuracy = report.accuracy
     if accuracy is not None:
-        verdict = "skipped" if accuracy.get("skipped") else "passed" if accuracy.get("passed") else "failed"
-        console.info(f"accuracy gate: {verdict} ({accuracy.get('report', accuracy.get('reason', '-'))})")
+        from trtforge.accuracy.junit import summary_verdict
+
+        where = f"report {accuracy['report']}" if accuracy.get("report") else accuracy.get("reason", "-")
+        console.info(f"accuracy gate: {summary_verdict(accuracy)}; {where}")
+        if accuracy.get("emulation"):
+            console.info(f"candidate emulated: {accuracy['emulation']}")
     if report.verified:
         console.success(f"provenance verified: {report.engine.name}")

@@ -306,7 +306,10 @@ def search(
     cost = clock.elapsed
     nodes = calibration.quantized_nodes(scale_set, fixed)
     label = scale_set.candidate.label
-    log(f"sensitivity: {len(nodes)} quantized nodes, {label}: gate {_verdict(before)}; {cost:.2f} s per evaluation")
+    log(
+        f"sensitivity: {len(nodes)} quantized nodes, {label}: simulated gate {_verdict(before)}; "
+        f"{cost:.2f} s per evaluation"
+    )
     notes: list[str] = []
     if before.passed and not rank_when_passing:
         ranking: list[NodeScore] = []
@@ -330,7 +333,7 @@ def search(
             after = passing
     if not complete and ranking:
         notes.append(f"the budget ({budget_s:g} s) allowed group scores for some nodes, not single ones")
-    log(f"sensitivity: exclude {list(chosen)}: gate {_verdict(before)} -> {_verdict(after)}")
+    log(f"sensitivity: exclude {list(chosen)}: simulated gate {_verdict(before)} -> {_verdict(after)}")
     return SensitivitySearch(
         algorithm=label,
         ranking=tuple(ranking),
@@ -364,7 +367,7 @@ def choose_algorithm(
     ]
     best = max(range(len(trials)), key=lambda i: (trials[i].measurement.passed, -trials[i].measurement.error, -i))
     summary = ", ".join(f"{t.label} {_verdict(t.measurement)}" for t in trials)
-    log(f"calibration: algorithm auto chose {trials[best].label} ({summary})")
+    log(f"calibration: algorithm auto chose {trials[best].label} (simulated gate: {summary})")
     return calibration.scale_sets[best], trials
 
 
@@ -414,6 +417,7 @@ def auto_calibrate(
     if details:  # every verdict above ran a Q/DQ graph in onnxruntime, on a GPU host too: the gate's label
         details["candidate"] = "simulated"
         details["emulation"] = candidate_emulation(probe.emulation, True)  # Q/DQ mode: the spec refuses native
+        log(f"calibration: the simulated gate's verdicts above ran in onnxruntime; emulated: {details['emulation']}")
     return calibration.result(scale_set, exclude, details), found
 
 
