@@ -470,6 +470,67 @@ def test_verify_refuses_a_manifest_whose_io_was_edited(
     assert manifest_path.read_bytes() == edited  # no verdict stamped on it
 
 
+def _io_model(path: Path, kind: str) -> None:
+    """A model whose io TensorRT's ONNX parser takes otherwise than it is declared."""
+    make, value = onnx.helper.make_node, onnx.helper.make_tensor_value_info
+    double, single = onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT
+    if kind == "float64":
+        nodes = [make("Cast", ["x"], ["y"], to=double)]
+        inputs, outputs = [value("x", double, [2, 3])], [value("y", double, [2, 3])]
+    elif kind == "empty":
+        nodes = [make("Relu", ["x"], ["y"])]
+        inputs, outputs = [value("x", single, [0, 3])], [value("y", single, [0, 3])]
+    else:  # an input also declared as an output
+        nodes = [make("Relu", ["x"], ["y"])]
+        inputs, outputs = [value("x", single, [2, 3])], [value("y", single, [2, 3]), value("x", single, [2, 3])]
+    graph = onnx.helper.make_graph(nodes, kind, inputs, outputs)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize(
+    ("kind", "io"),
+    [
+        ("float64", [("x", "input", "float32", [2, 3]), ("y", "output", "float32", [2, 3])]),
+        ("empty", [("x", "input", "float32", [0, 3]), ("y", "output", "float32", [0, 3])]),
+        (
+            "passthrough",
+            [
+                ("__x", "input", "float32", [2, 3]),
+                ("y", "output", "float32", [2, 3]),
+                ("x", "output", "float32", [2, 3]),
+            ],
+        ),
+    ],
+)
+def test_verify_passes_a_genuine_manifest_whose_io_tensorrt_took_otherwise(
+    tmp_path: Path, kind: str, io: list[tuple[str, str, str, list[int]]]
+) -> None:
+    """TensorRT's ONNX parser takes a float64 input or output as float32, keeps a static dim of 0
+    (an empty tensor) and names an input that is also an output ``__NAME``: the build records its
+    network so, and verify refused that genuine manifest as edited (exit 5). An edit there still is."""
+    _io_model(tmp_path / "m.onnx", kind)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: io\nmodel: {tmp_path / 'm.onnx'}\ntargets: ['8.6']\naccuracy: {{enabled: false}}\n")
+    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    engine = _one(tmp_path / "out", "*.engine")
+    assert [(t.name, t.mode, t.dtype, list(t.shape)) for t in read_manifest(engine).io] == io
+    code, _, stderr = cli("verify", engine, "--spec", spec)
+    assert code == 0, stderr
+    manifest_path = engine.with_name(engine.name.removesuffix(".engine") + ".manifest.json")
+    document = json.loads(manifest_path.read_text())
+    document["io"][0]["name"] = "z"
+    manifest_path.write_text(json.dumps(document, indent=2))
+    code, _, stderr = cli("verify", engine, "--spec", spec)
+    declared = "'x' (TensorRT's '__x')" if kind == "passthrough" else "'x'"
+    assert (
+        code == 5
+        and f"its io[0] (input 'z') has name 'z' where model {tmp_path / 'm.onnx'} declares {declared}" in stderr
+    )
+
+
 def test_verify_refuses_an_int8_manifest_whose_calibration_was_removed(
     write_spec: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -342,17 +342,35 @@ def test_auto_builds_on_the_cpu_unless_tensorrt_is_installed_and_a_gpu_present(
     """Installed (its metadata, or its import) is not enough for auto: without a GPU TensorRT-RTX
     builds, and the reason names the GPU; a ``tensorrt`` module that is there and is not installed
     (it does not import, or a leftover folder) is said as it is."""
-    assert auto_choice(has_trt, trt_found, (), has_rtx=True) == Choice(
+    assert auto_choice(has_trt, lambda: trt_found, (), has_rtx=lambda: True) == Choice(
         FLAVOR_RTX, f"{reason}; tensorrt-rtx builds on the CPU"
     )
     with pytest.raises(BackendUnavailableError, match=r"^no TensorRT backend is installed: pip install"):
-        auto_choice(has_trt, trt_found, (), has_rtx=False)
+        auto_choice(has_trt, lambda: trt_found, (), has_rtx=lambda: False)
+
+
+@pytest.mark.parametrize(
+    ("has_trt", "gpus", "questions"),
+    [(True, (gpu("8.6", "NVIDIA A10"),), []), (True, (), ["has_rtx"]), (False, (), ["has_rtx", "trt_found"])],
+    ids=["tensorrt-and-a-gpu", "no-gpu", "no-tensorrt"],
+)
+def test_auto_asks_only_what_decides(has_trt: bool, gpus: tuple[GpuDevice, ...], questions: list[str]) -> None:
+    """With tensorrt installed and a GPU present nothing else decides: whether TensorRT-RTX is
+    installed was asked all the same, which imports a TensorRT-RTX that has no wheel metadata (a
+    tarball's wheel: ~70 ms and its runtime loaded beside enterprise TensorRT's in every build)."""
+    asked: list[str] = []
+
+    def question(name: str) -> Callable[[], bool]:
+        return lambda: asked.append(name) is None
+
+    auto_choice(has_trt, question("trt_found"), gpus, question("has_rtx"))
+    assert asked == questions
 
 
 def test_auto_on_a_gpu_host_names_the_broken_tensorrt_and_the_way_out(tmp_path: Path) -> None:
     """With a GPU auto picks the installed tensorrt (choosing imports nothing); its failed import is
     the build's error, never a silent switch to TensorRT-RTX, and names the way out where it is installed."""
-    choice = auto_choice(True, True, (gpu("8.6", "NVIDIA A10"),), has_rtx=False)
+    choice = auto_choice(True, lambda: True, (gpu("8.6", "NVIDIA A10"),), has_rtx=lambda: False)
     assert choice == Choice(FLAVOR_TENSORRT, "tensorrt is installed and a GPU is present (NVIDIA A10)")
     spec = load_spec(_digits_spec(tmp_path, "precision: fp32\ntargets: ['8.6']\n"))
     broken = BackendUnavailableError(import_failure(FLAVOR_TENSORRT, ("tensorrt_cu12", "10.13.0.35"), NVINFER_MISSING))

@@ -333,6 +333,22 @@ def test_ctrl_c_in_a_c_extension_s_module_init_waits_for_it(profiled: str) -> No
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "interrupted True profiler kept: True", "")
 
 
+def test_ctrl_c_held_back_in_an_import_is_raised_before_the_next_c_call_runs() -> None:
+    """With no profiler set, a Ctrl-C held back in a C extension's init was raised when the next C
+    function was called, before it ran; marked received as the profile function returned instead,
+    it waited for that call to end (a ``time.sleep(20)`` first: 20 s before exit 130)."""
+    script = _CTRL_C_IN_AN_EXTENSION_S_INIT.replace("time.sleep(0.01)", "sleep(20)").replace(
+        "outcome = 'not interrupted'", "outcome, sleep, started = 'not interrupted', time.sleep, time.monotonic()"
+    )
+    script += "print(time.monotonic() - started < 10)\n"
+    result = subprocess.run([sys.executable, "-c", script, "none"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.split(), result.stderr) == (
+        0,
+        ["interrupted", "True", "profiler", "kept:", "True", "True"],
+        "",
+    )
+
+
 #: a child whose main thread imports a module another thread is importing (and holds, until told):
 #: Ctrl-C while it waits for that import, then (``sys.argv[2]`` == "twice") a second one
 _CTRL_C_WHILE_AN_IMPORT_WAITS = (

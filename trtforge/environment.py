@@ -10,7 +10,7 @@ import importlib.util
 import os
 import platform as _platform
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
@@ -283,26 +283,30 @@ def choose_backend(requested: str) -> Choice:
     has_trt = installed_version(FLAVOR_TENSORRT) is not None
     return auto_choice(
         has_trt,
-        importlib.util.find_spec(BACKEND_MODULES[FLAVOR_TENSORRT]) is not None,
+        lambda: importlib.util.find_spec(BACKEND_MODULES[FLAVOR_TENSORRT]) is not None,
         detect_gpus() if has_trt else (),  # NVML only where it decides
-        installed_version(FLAVOR_RTX) is not None,
+        lambda: installed_version(FLAVOR_RTX) is not None,
     )
 
 
-def auto_choice(has_trt: bool, trt_found: bool, gpus: Sequence[GpuDevice], has_rtx: bool) -> Choice:
-    """``auto``'s rule (pure): enterprise TensorRT where it is installed (``has_trt``) and a GPU is
-    present, else TensorRT-RTX, and why. ``trt_found``: a ``tensorrt`` module is on the path, so one
-    that is not installed is there and does not import."""
+def auto_choice(
+    has_trt: bool, trt_found: Callable[[], bool], gpus: Sequence[GpuDevice], has_rtx: Callable[[], bool]
+) -> Choice:
+    """``auto``'s rule (pure but for the questions it asks): enterprise TensorRT where it is installed
+    (``has_trt``) and a GPU is present, else TensorRT-RTX, and why. ``trt_found``: a ``tensorrt``
+    module is on the path, so one that is not installed is there and does not import. Each question
+    is asked only where it decides: TensorRT-RTX without wheel metadata (a tarball's wheel) is
+    imported to answer ``has_rtx``, which a build on enterprise TensorRT must not pay for."""
     if has_trt and gpus:
         return Choice(FLAVOR_TENSORRT, f"tensorrt is installed and a GPU is present ({gpus[0].name})")
-    if not has_rtx:
+    if not has_rtx():
         raise BackendUnavailableError(
             "no TensorRT backend is installed: pip install 'trtforge[rtx]' (CPU-only builds) "
             "or 'trtforge[tensorrt]' (on a GPU host)"
         )
     if has_trt:
         why = "no GPU detected"
-    elif trt_found:
+    elif trt_found():
         why = "tensorrt does not import"
     else:
         why = "tensorrt is not installed"

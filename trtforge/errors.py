@@ -199,7 +199,9 @@ class _PastImports:
     The handler's own calls (another signal meanwhile) are not that call. The profiler set before
     (``python -m cProfile``'s) is set again first, and the signal marked received only as this function
     returns: an exception leaving a profile function makes CPython unset whatever profile function is
-    set then, so the handler must raise in the code that was profiled, not in here."""
+    set then, so the handler must raise in the code that was profiled, not in here. With none set
+    again it raises in here, as a C function's call would otherwise run first (a ``time.sleep``, a
+    blocking read: the interrupt waited for it)."""
 
     def __init__(self, signum: int, previous: Any) -> None:
         self.signum = signal.Signals(signum)
@@ -216,7 +218,10 @@ class _PastImports:
         if _runs_in(frame, signal.getsignal(self.signum)):
             return
         _restore_profile(self.previous)
-        _Pending(self.signum).received  # noqa: B018 - its handler runs once this returns, in ``frame``
+        if sys.getprofile() is None:  # none to unset: raised in here, before a C function called next runs
+            _thread.interrupt_main(self.signum)
+        else:
+            _Pending(self.signum).received  # noqa: B018 - its handler runs once this returns, in ``frame``
 
 
 def interrupt_deferred(signum: int, frame: FrameType | None) -> bool:

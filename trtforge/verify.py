@@ -103,34 +103,46 @@ def stamp_mismatch(spec: Spec, manifest: Manifest) -> str | None:
     return None
 
 
+#: the type TensorRT's ONNX parser gives a network input or output the model declares with a type
+#: TensorRT has none of: DOUBLE becomes float32 (``backends.messages.TRT_ONNX_DTYPES``)
+_PARSED_DTYPES = {"float64": "float32"}
+#: what TensorRT's ONNX parser names a network input the model also declares as an output (the
+#: output keeps the name); measured on TensorRT-RTX 1.7
+_PARSED_INPUT_NAME = "__{}"
+
+
 def io_mismatch(manifest: Manifest, info: ModelInfo) -> str | None:
     """What the manifest's ``io`` says of the engine's inputs and outputs that the model built from
     (its source hashes matched) does not: the first tensor and field that differ (None when all
     agree; pure). Edited, it misleads serving (``serve``'s signature, Triton's ``config.pbtxt``).
 
     The build records TensorRT's parsed network (``TensorRTApiBackend._io``), which only TensorRT
-    can make, and verify runs without it; so only what that network takes as the model declares it
-    is compared: the tensors in order (the graph's inputs, initializers left out, then its outputs),
-    their names and dtypes (the FP16 and Q/DQ graphs keep the model's input and output types, and a
-    build refuses a type TensorRT has none of), and the inputs' shapes (each declared dim, -1 for a
-    named or unknown one, as TensorRT's ONNX parser takes them). An output's shape is TensorRT's own
-    inference, which a declared one may not match (absent, named where TensorRT finds a size,
-    stale): it is not compared."""
+    can make, and verify runs without it; so only what that network takes from the model's
+    declarations is compared: the tensors in order (the graph's inputs, initializers left out, then
+    its outputs), their names (an input that is also an output as ``_PARSED_INPUT_NAME``) and dtypes
+    (float64 as ``_PARSED_DTYPES``; the FP16 and Q/DQ graphs keep the model's input and output types,
+    and a build refuses a type TensorRT has none of), and the inputs' shapes (each declared dim, 0
+    included, -1 for a named or unknown one, as TensorRT's ONNX parser takes them). An output's shape
+    is TensorRT's own inference, which a declared one may not match (absent, named where TensorRT
+    finds a size, stale): it is not compared."""
     declared = [("input", tensor) for tensor in info.inputs] + [("output", tensor) for tensor in info.outputs]
+    outputs = {tensor.name for tensor in info.outputs}
     for index, (recorded, (mode, tensor)) in enumerate(zip(manifest.io, declared, strict=False)):  # lengths: below
-        facts: list[tuple[str, object, object]] = [
-            ("name", recorded.name, tensor.name),
-            ("mode", recorded.mode, mode),
-            ("dtype", recorded.dtype, tensor.dtype),
+        renamed = mode == "input" and tensor.name in outputs
+        facts: list[tuple[str, object, object, object]] = [
+            ("name", recorded.name, tensor.name, _PARSED_INPUT_NAME.format(tensor.name) if renamed else tensor.name),
+            ("mode", recorded.mode, mode, mode),
+            ("dtype", recorded.dtype, tensor.dtype, _PARSED_DTYPES.get(tensor.dtype, tensor.dtype)),
         ]
         if mode == "input":
-            shape = [dim if isinstance(dim, int) and dim > 0 else -1 for dim in tensor.shape]
-            facts.append(("shape", recorded.shape, shape))
-        for field, stamped, given in facts:
-            if stamped != given:
+            shape = [dim if isinstance(dim, int) and dim >= 0 else -1 for dim in tensor.shape]
+            facts.append(("shape", recorded.shape, shape, shape))
+        for field, stamped, given, parsed in facts:
+            if stamped != parsed:
+                taken = f" (TensorRT's {parsed!r})" if parsed != given else ""
                 return (
                     f"its io[{index}] ({recorded.mode} '{recorded.name}') has {field} {stamped!r} where model "
-                    f"{info.path} declares {given!r}"
+                    f"{info.path} declares {given!r}{taken}"
                 )
     if len(manifest.io) != len(declared):
         return f"its io lists {len(manifest.io)} tensors where model {info.path} declares {len(declared)}"
