@@ -153,16 +153,20 @@ def answer_with(handler: BaseHTTPRequestHandler, status: int, headers: list[tupl
 
 
 @contextlib.contextmanager
-def faulty_proxy(upstream: str, faults: Mapping[str, tuple[int, bytes]], *, once: bool = False) -> Iterator[str]:
+def faulty_proxy(
+    upstream: str, faults: Mapping[str, tuple[int, bytes]], *, once: bool = False, after: int = 0
+) -> Iterator[str]:
     """A plain-HTTP proxy on 127.0.0.1 in front of the registry ``upstream`` (``host:port``) that
     answers the requests ``faults`` names itself, with (status, body): a registry that refuses or
     fails pushes, which distribution cannot be made to do. A key is a method, or a method and the
     start of a path (``"GET /v2/REPO/manifests/"``); ``once``: only the first such request (a
-    registry failing for a moment). Yields the proxy's ``host:port``; the Host header goes through
+    registry failing for a moment); ``after``: the first ``after`` such requests go through (a tag
+    deleted between two reads). Yields the proxy's ``host:port``; the Host header goes through
     unchanged, so the registry's upload locations name the proxy."""
     import threading
 
     pending = dict(faults)
+    seen = dict.fromkeys(faults, 0)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -170,7 +174,9 @@ def faulty_proxy(upstream: str, faults: Mapping[str, tuple[int, bytes]], *, once
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with lock:
                 key = next((key for key in pending if f"{self.command} {self.path}".startswith(key)), None)
-                fault = None if key is None else pending.pop(key) if once else pending[key]
+                if key is not None:
+                    seen[key] += 1
+                fault = None if key is None or seen[key] <= after else pending.pop(key) if once else pending[key]
             if fault is not None:
                 status, answer = fault
                 headers = [("Content-Type", "application/json")]

@@ -18,7 +18,7 @@ from typing import Any
 import models
 import pytest
 from clitools import as_foreground_job, cli
-from registry import RunningRegistry, build_engine
+from registry import RunningRegistry, build_engine, faulty_proxy
 from trust import TrustRecorder
 
 from trtforge.backends import choose_backend
@@ -173,6 +173,29 @@ def test_remote_cache_restores_only_this_specs_build(
     monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-c-cache"))
     code, document, stderr = _ci(spec_path, "--out", tmp_path / "runner-c", "--remote-cache", remote, "--insecure")
     assert code == 0 and _status(document, "conv.yaml") == "restored", stderr
+
+
+def test_a_remote_cache_entry_is_judged_by_one_read_of_its_tag(
+    project: Path, tmp_path: Path, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ci read the tag's image manifest twice, the entry and then its annotations: a tag deleted
+    (or replaced by another runner) between the two reads had this entry judged by another's
+    annotations, or none ("it records no build key"), and a whole, verified entry rebuilt."""
+    spec_path = project / "conv.yaml"
+    spec_path.write_text(FP32)
+    repository = "tests/trust-ci-one-read"
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-a-cache"))
+    pushed = _ci(
+        spec_path, "--out", tmp_path / "runner-a", "--remote-cache", oci_registry.uri(repository), "--insecure"
+    )
+    assert pushed[0] == 0, pushed[2]
+    gone = (404, b'{"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}')
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-b-cache"))
+    with faulty_proxy(oci_registry.host, {f"GET /v2/{repository}/manifests/build-": gone}, after=1) as proxy:
+        remote = f"oci://{proxy}/{repository}"
+        code, document, stderr = _ci(spec_path, "--out", tmp_path / "runner-b", "--remote-cache", remote, "--insecure")
+    assert code == 0 and _status(document, "conv.yaml") == "restored", stderr
+    assert "building locally" not in stderr
 
 
 def _claim_larger_batches(document: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ stalling it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -60,19 +61,38 @@ def as_json(value: object) -> Reply:
 Answers = Callable[[str], Reply | None]
 
 
+#: a request as a test server got it: method, path, Authorization header
+Seen = tuple[str, str, str | None]
+
+
 class _Handler(BaseHTTPRequestHandler):
     answers: Answers
+    #: set: a registry whose token service (``/token``, on itself) grants it to anyone (unless
+    #: ``answers("/token")`` answers otherwise), and that asks for it (401, a Bearer challenge) on
+    #: every other path
+    token: str | None
+    seen: list[Seen]
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        reply = Reply(b"{}") if path == "/v2/" else self.answers(path)
+        authorization = self.headers.get("Authorization")
+        self.seen.append((self.command, path, authorization))
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.token is not None and path == "/token":
+            reply: Reply | None = self.answers(path) or as_json({"token": self.token})
+        elif self.token is not None and authorization != f"Bearer {self.token}":
+            challenge = f'Bearer realm="http://{self.headers["Host"]}/token",service="test"'
+            reply = Reply(status=401, headers={"WWW-Authenticate": challenge})
+        else:
+            reply = Reply(b"{}") if path == "/v2/" else self.answers(path)
         if reply is None:
             reply = Reply(b'{"errors": [{"code": "NOT_FOUND", "message": "nothing here"}]}', status=404)
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(reply.stream or len(reply.body)))
+        if "Content-Length" not in reply.headers:  # one given: a body cut off, or more than it says
+            self.send_header("Content-Length", str(reply.stream or len(reply.body)))
         self.end_headers()
         try:
             if reply.stream:
@@ -91,23 +111,40 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def garbage() -> Iterator[Callable[[Answers], str]]:
-    """Start a registry answering with ``answers(path)``; returns its ``oci://`` URI."""
-    servers: list[ThreadingHTTPServer] = []
+class Servers:
+    """Registries on 127.0.0.1 answering with ``answers(path)`` (``token``: asking for one, see
+    ``_Handler``); calling starts one and returns its ``oci://`` URI, ``seen`` its requests."""
 
-    def start(answers: Answers) -> str:
-        handler = type("Handler", (_Handler,), {"answers": staticmethod(answers)})
+    def __init__(self) -> None:
+        self.servers: list[ThreadingHTTPServer] = []
+        self.requests: dict[str, list[Seen]] = {}
+
+    def __call__(self, answers: Answers, *, token: str | None = None) -> str:
+        seen: list[Seen] = []
+        handler = type("Handler", (_Handler,), {"answers": staticmethod(answers), "token": token, "seen": seen})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"oci://127.0.0.1:{server.server_address[1]}/{REPO}"
+        self.servers.append(server)
+        uri = f"oci://127.0.0.1:{server.server_address[1]}/{REPO}"
+        self.requests[uri] = seen
+        return uri
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    def seen(self, uri: str) -> list[Seen]:
+        return list(self.requests[uri])
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def garbage() -> Iterator[Servers]:
+    """``Servers`` for one test: ``garbage(answers)`` starts a registry, returns its ``oci://`` URI."""
+    servers = Servers()
+    yield servers
+    servers.close()
 
 
 def run(*args: object, timeout: float = 60) -> tuple[int, str, str, float]:
@@ -191,6 +228,10 @@ GARBAGE = {
     "deeply nested image manifest": ({"image": Reply(b'{"layers": ' + b"[" * 100_000)}, "nested deeper"),
     "manifest blob larger than declared": ({"manifest": Reply(stream=50 * MIB)}, "larger than the"),
     "engine blob larger than declared (50 MiB)": ({"engine": Reply(stream=50 * MIB)}, "larger than the"),
+    "engine blob cut off (10 GB said, 1 KB sent)": (
+        {"engine": Reply(bytes(1024), headers={"Content-Length": str(10 * 1024**3)})},
+        "connection closed before the whole answer came; retry",
+    ),
 }
 
 
@@ -325,6 +366,132 @@ def test_ci_remote_cache_survives_a_garbage_registry(
     assert "could not store the build in the remote cache" in err
     (built,) = out.glob("*.engine")
     assert sha256_file(built) == read_manifest(built).artifact.sha256
+
+
+# ---------------------------------------------------------------- credentials go to the registry only
+
+LOGIN = ("ci", "s3cret")
+TOKEN = "token-of-the-registry"
+
+
+def _host(uri: str) -> str:
+    return uri.removeprefix("oci://").split("/", 1)[0]
+
+
+def _asking_for_credentials(garbage: Servers, status: int = 401, scheme: str = "Bearer") -> str:
+    """Another server that answers every request with ``status`` and a challenge (a Bearer one
+    names a token service on itself): what gets a login sent there would have it. Its URI."""
+    where: list[str] = []
+
+    def answers(path: str) -> Reply:
+        challenge = (
+            f'Bearer realm="http://{where[0]}/token",service="other"' if scheme == "Bearer" else 'Basic realm="x"'
+        )
+        return Reply(status=status, headers={"WWW-Authenticate": challenge})
+
+    uri = garbage(answers)
+    where.append(_host(uri))
+    return uri
+
+
+def _log_in(how: str, registry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """LOGIN for ``registry``, from the environment or from docker's config (never the developer's own)."""
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+    if how == "environment":
+        monkeypatch.setenv("TRTFORGE_REGISTRY_USERNAME", LOGIN[0])
+        monkeypatch.setenv("TRTFORGE_REGISTRY_PASSWORD", LOGIN[1])
+    else:
+        auth = base64.b64encode(":".join(LOGIN).encode()).decode()
+        (docker / "config.json").write_text(json.dumps({"auths": {_host(registry): {"auth": auth}}}))
+
+
+@pytest.mark.parametrize(
+    ("case", "token", "status", "login"),
+    [
+        ("a registry that needs no login, the environment's", None, 401, "environment"),
+        ("a registry that needs no login, docker's", None, 401, "docker config"),
+        ("a token registry, 403 and a challenge there (oras asks again)", TOKEN, 403, "environment"),
+    ],
+)
+def test_a_blob_redirected_elsewhere_never_gets_the_registry_s_login(
+    case: str,
+    token: str | None,
+    status: int,
+    login: str,
+    engine: Path,
+    garbage: Servers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trust_case: Callable,
+) -> None:
+    """The engine blob answered with a 307 to another server, which asks for credentials: oras
+    sent the registry's user name and password to the token service that server named (the
+    redirect's answer was taken for the registry's, as in containerd's CVE-2020-15157)."""
+    served = serve(engine)
+    other = _asking_for_credentials(garbage, status)
+    engine_path = f"/v2/{REPO}/blobs/{served.image['layers'][0]['digest']}"
+    redirect = Reply(b"", 307, {"Location": f"http://{_host(other)}/blob"})
+    uri = garbage(served.answers(engine=redirect), token=token)
+    _log_in(login, uri, monkeypatch, tmp_path)
+    out = tmp_path / "out"
+    code, _, err, _ = pull(uri, out)
+    record = trust_case(7, f"blob redirected to a server asking for credentials: {case}", code, err, folders=(out,))
+    assert [seen for seen in garbage.seen(other) if seen[2] is not None] == []
+    assert any(seen[1] == engine_path for seen in garbage.seen(uri))
+    assert code == 6 and record.one_line, err
+    assert f"sent trtforge to {_host(other)} while downloading" in err and "asks for credentials: refused" in err
+    assert not out.exists()
+
+
+def test_a_token_service_that_refuses_the_login_is_one_line(
+    garbage: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust_case: Callable
+) -> None:
+    """oras printed "This endpoint requires a token. Please use basic auth with a username or
+    password." on stderr itself, a line before trtforge's own."""
+    uri = garbage(lambda path: Reply(b"{}", 401) if path == "/token" else None, token=TOKEN)
+    _log_in("environment", uri, monkeypatch, tmp_path)
+    out = tmp_path / "out"
+    code, _, err, _ = pull(uri, out)
+    record = trust_case(7, "a token service that refuses the login", code, err, folders=(tmp_path,))
+    assert code == 6 and record.one_line, err
+    assert "refused listing tags (HTTP 401)" in err and "TRTFORGE_REGISTRY_PASSWORD were refused" in err
+    assert not out.exists()
+
+
+def test_a_token_that_cannot_be_sent_is_never_repeated(
+    garbage: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust_case: Callable
+) -> None:
+    """A token service answering a token with a line break after it (the token itself good):
+    requests refuses the header and its error, which repeated the header whole, was the line CI
+    logs keep, the registry's token in it."""
+    secret = "eyJhbGciOiJSUzI1NiJ9.granted-to-this-runner.c2lnbmF0dXJl"
+    uri = garbage(lambda path: as_json({"token": secret + "\n"}) if path == "/token" else None, token=secret)
+    _log_in("environment", uri, monkeypatch, tmp_path)
+    code, _, err, _ = pull(uri, tmp_path / "out")
+    record = trust_case(7, "a token service answering a token with a line break", code, err, folders=(tmp_path,))
+    assert code == 6 and record.one_line, err
+    assert secret not in err and "granted-to-this-runner" not in err
+    assert "a value for its authentication that HTTP cannot carry back" in err
+
+
+@pytest.mark.parametrize("status", [201, 401])
+def test_an_upload_location_elsewhere_never_gets_the_registry_s_login(
+    status: int, engine: Path, garbage: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token registry whose upload sessions are on another server: oras sent the registry's
+    token with every PUT there, and again to one that asked for credentials (401)."""
+    other = _asking_for_credentials(garbage, 401, "Basic") if status == 401 else garbage(lambda path: Reply(b"", 201))
+    location = Reply(b"", 202, {"Location": f"http://{_host(other)}/upload"})
+    uri = garbage(lambda path: location if path == f"/v2/{REPO}/blobs/uploads/" else None, token=TOKEN)
+    _log_in("environment", uri, monkeypatch, tmp_path)
+    code, _, err, _ = run("publish", engine, "--to", uri, "--insecure")
+    assert code == 6 and len(err.strip().splitlines()) == 1, err  # the test registry never holds the blobs
+    assert any(seen[0] == "PUT" for seen in garbage.seen(other))
+    assert [seen for seen in garbage.seen(other) if seen[2] is not None] == []
+    if status == 401:
+        assert f"sent trtforge to {_host(other)} while uploading" in err and "asks for credentials: refused" in err
 
 
 # ---------------------------------------------------------------- item 1: layer titles are file names

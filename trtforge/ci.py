@@ -598,7 +598,7 @@ def _pull_remote(
                 return RemoteLookup()
             engine = pulled.engine
             manifest = read_manifest(engine)
-            record = remote_record(registry.annotations(tag), engine, manifest.accuracy)
+            record = remote_record(pulled.annotations, engine, manifest.accuracy)
             problem = (
                 f"it records {'another' if record.key else 'no'} build key"
                 if record.key != key

@@ -15,7 +15,9 @@ Credentials, looked up when the registry first asks for them (a registry that ne
 docker's config read): ``TRTFORGE_REGISTRY_USERNAME`` and ``TRTFORGE_REGISTRY_PASSWORD`` when set
 (docker's config is then not read), else docker's login as ``docker login`` leaves it, read as
 docker reads it and in docker's order (:mod:`trtforge.publish.docker_auth`); a config docker would
-refuse, or a credential helper that fails, is exit 2 naming it.
+refuse, or a credential helper that fails, is exit 2 naming it. They go to the registry only (and
+to the token service its own challenge names, as for docker): a request a redirect or an upload
+location takes to another server goes without them, and a challenge from there is exit 6.
 HTTPS unless ``--insecure`` (plain HTTP, for local registries).
 
 Attestations (``trtforge.provenance``: a DSSE envelope of an in-toto SLSA provenance Statement,
@@ -251,11 +253,13 @@ class Located:
 @dataclass(frozen=True)
 class PulledTag:
     """What ``pull_tag`` wrote: the engine (its manifest and report beside it), the digest of the
-    image manifest it was read from (what ``ci`` replaces when it proves the entry damaged), why a
-    report layer was skipped, if one was, and the blobs the registry served damaged (that report's)."""
+    image manifest it was read from (what ``ci`` replaces when it proves the entry damaged) and that
+    manifest's annotations (read with it: the tag may change before a second read), why a report
+    layer was skipped, if one was, and the blobs the registry served damaged (that report's)."""
 
     engine: Path
     digest: str
+    annotations: dict[str, str]
     warnings: tuple[str, ...] = ()
     damaged: frozenset[str] = frozenset()
 
@@ -292,13 +296,43 @@ class UnusableAnswer(Exception):
         self.response = response
 
 
+class CredentialsElsewhere(Exception):
+    """Another server than the registry (where it redirected a request, or put an upload session)
+    asked for credentials: the registry's go to the registry only."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(f"HTTP {response.status_code} from {response.url}")
+        self.response = response
+
+
+def _server(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the scheme's default when none is given) of a URL: who receives a request."""
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
 def _client_class() -> type:
+    import logging
+
+    import oras.logger
     import oras.provider
+
+    # oras prints some failures itself ("This endpoint requires a token..."), a second line before
+    # trtforge's own; an application that configures logging still gets them
+    if not oras.logger.logger.logger.handlers:
+        oras.logger.logger.logger.addHandler(logging.NullHandler())
 
     class Client(oras.provider.Registry):
         """oras's client without its retry loop (that one sleeps 3 + 5 + 11 + 29 + 83 s on a dead
-        registry; here urllib3 retries refused connections twice and a CI job fails in seconds), and
-        with the answers oras cannot use raised as ``UnusableAnswer`` rather than as oras's ValueError."""
+        registry; here urllib3 retries refused connections twice and a CI job fails in seconds), with
+        the answers oras cannot use raised as ``UnusableAnswer`` rather than as oras's ValueError, and
+        credentials for the registry alone.
+
+        oras attaches its token to every request and answers any 401 with the registry's login, even
+        where a redirect or an upload location took the request to another server; as docker and
+        containerd do, a request to another server goes without credentials, and a challenge from
+        one is refused (``CredentialsElsewhere``). The token service the registry's own challenge
+        names is the registry's choice, and gets its login, as for docker."""
 
         def __init__(self, *args: Any, log_in: Callable[[Any], None], **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -312,6 +346,8 @@ def _client_class() -> type:
                 one that needs none never has docker's config read; oras says only "Cannot respond
                 to request for authentication." when authenticating fails."""
                 nonlocal asked
+                if not self._registry_s(original.url):  # the answer of a server a redirect led to
+                    raise CredentialsElsewhere(original)
                 if not asked:
                     log_in(self)
                     asked = True
@@ -322,8 +358,29 @@ def _client_class() -> type:
 
             self.auth.authenticate_request = authenticate_or_refuse
 
-        def do_request(self, *args: Any, **kwargs: Any) -> requests.Response:
-            return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
+        def _registry_s(self, url: str) -> bool:
+            return _server(url) == _server(f"{self.prefix}://{self.hostname}/")
+
+        def do_request(
+            self,
+            url: str,
+            method: str = "GET",
+            data: Any = None,
+            headers: dict[str, str] | None = None,
+            json: Any = None,
+            stream: bool = False,
+        ) -> requests.Response:
+            if self._registry_s(url):
+                response = oras.provider.Registry.do_request.__wrapped__(self, url, method, data, headers, json, stream)
+            else:
+                kept = {key: value for key, value in (headers or {}).items() if key.lower() != "authorization"}
+                response = self.session.request(
+                    method, url, data=data, json=json, headers=kept, stream=stream, verify=self._tls_verify
+                )
+            asks = response.status_code in (401, 403) and response.headers.get("Www-Authenticate")
+            if asks and not self._registry_s(response.url):
+                raise CredentialsElsewhere(response)
+            return response
 
         def _get_location(self, r: requests.Response, container: Container) -> str:
             """The upload session's URL: an answer without one (refused, failed) is ``UnusableAnswer``."""
@@ -419,6 +476,7 @@ def _reason(exc: BaseException) -> str:
         ("timed out", "timed out"),
         ("Connection reset", "connection reset"),
         ("RemoteDisconnected", "connection closed by the registry"),
+        ("IncompleteRead", "connection closed before the whole answer came; retry"),
         ("WRONG_VERSION_NUMBER", "the server does not speak TLS"),
         ("CERTIFICATE_VERIFY_FAILED", "certificate not trusted"),
     ):
@@ -463,6 +521,13 @@ class OciRegistry:
         host = self.location.host
         try:
             yield
+        except CredentialsElsewhere as exc:
+            elsewhere = urlsplit(exc.response.url).netloc
+            raise RegistryError(
+                f"registry {host} sent trtforge to {elsewhere} while {action}, and that server asks for "
+                f"credentials: refused (the login for {host} goes to {host} only); check the registry's "
+                "redirect and upload settings"
+            ) from exc
         except UnusableAnswer as exc:
             self._check(exc.response, action)
             raise RegistryError(
@@ -480,6 +545,12 @@ class OciRegistry:
             ) from exc
         except requests.exceptions.Timeout as exc:
             raise RegistryError(f"registry {host} did not answer in time while {action}: retry later") from exc
+        except requests.exceptions.InvalidHeader as exc:  # its text repeats the header: a token, say
+            raise RegistryError(
+                f"registry {host} gave trtforge a value for its authentication that HTTP cannot carry back (a "
+                f"token or service name with a line break or leading space) while {action}: its token service "
+                "is misbehaving"
+            ) from exc
         except requests.exceptions.RequestException as exc:
             raise RegistryError(f"registry {host} failed while {action}: {_reason(exc)}") from exc
         except ValueError as exc:  # oras reports refused authentication and bad answers as ValueError
@@ -1075,7 +1146,8 @@ class OciRegistry:
             raise DamagedEntry(str(exc), digest, frozenset(self._served_damaged)) from exc
         if report is not None:
             (into / (candidate.manifest.stem + REPORT_SUFFIX)).write_bytes(report)
-        return PulledTag(engine, digest, (warning,) if warning else (), frozenset(self._served_damaged))
+        annotations = dict(found[0].annotations or {})
+        return PulledTag(engine, digest, annotations, (warning,) if warning else (), frozenset(self._served_damaged))
 
 
 def environment_login() -> tuple[str, str] | None:
