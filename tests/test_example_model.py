@@ -101,6 +101,24 @@ def test_demo_compare_script_reads_what_build_writes(tmp_path: Path) -> None:
     assert empty.returncode == 2 and "no accuracy reports" in empty.stderr
 
 
+def test_demo_compare_names_the_reports_a_wrong_name_missed(tmp_path: Path) -> None:
+    """``--name`` is a spec's name: one that no report has (the script's own usage line said
+    ``--name digits``) was exit 2 saying the folder held no report at all, "build the specs first",
+    beside the reports it had just read. Now the line names the names there."""
+    repo = DIGITS.parents[1]
+    code, _, stderr = cli("build", repo / "configs" / "digits-fp32.yaml", "--out", tmp_path)
+    assert code == 0, stderr
+    script = repo / "examples" / "digits" / "compare.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "--name", "digits"], capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert (
+        done.stderr == f"error: no accuracy reports of --name 'digits' in {tmp_path}; pass a name there: digits-cnn\n"
+    )
+    assert "--name digits-cnn\n" in script.read_text()  # the usage line names a spec that exists
+
+
 @without_gpu
 def test_demo_compare_says_what_a_simulated_row_emulated(tmp_path: Path) -> None:
     """A simulated row's numbers are the emulation's: the table says what was emulated (as it says

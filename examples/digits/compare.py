@@ -4,7 +4,7 @@ Reads the ``*.accuracy.json`` reports that ``trtforge build`` / ``trtforge verif
 folder and prints one table (stderr, like every trtforge table) plus, with ``--json``, one JSON
 document on stdout:
 
-    python examples/digits/compare.py out/ --name digits
+    python examples/digits/compare.py out/ --name digits-cnn
 """
 
 from __future__ import annotations
@@ -26,8 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="also print the rows as one JSON document on stdout")
     args = parser.parse_args(argv)
     paths = sorted(path for path in args.folder.glob(f"*{REPORT_SUFFIX}") if not path.name.endswith(REJECTED_SUFFIX))
-    reports = [read_report(path) for path in paths]
-    reports = [report for report in reports if args.name is None or report.name == args.name]
+    found = [read_report(path) for path in paths]
+    reports = [report for report in found if args.name is None or report.name == args.name]
+    if found and not reports:  # reports of other specs: the name is wrong, not the folder
+        names = ", ".join(sorted({report.name for report in found}))
+        print(
+            f"error: no accuracy reports of --name {args.name!r} in {args.folder}; pass a name there: {names}",
+            file=sys.stderr,
+        )
+        return 2
     if not reports:
         print(f"error: no accuracy reports in {args.folder}: build the specs first (trtforge build)", file=sys.stderr)
         return 2
