@@ -531,6 +531,87 @@ def test_a_failed_command_keeps_a_commit_s_journal_and_backups(tmp_path: Path) -
         release_temp(path)
 
 
+def test_a_failed_command_leaves_a_live_thread_its_temporaries(tmp_path: Path) -> None:
+    """``discard_stranded_temps`` removes the temporaries of the failed command's thread and of
+    threads that have ended; one that another thread still writes is that thread's to finish."""
+    import threading
+
+    from trtforge.fsutil import discard_stranded_temps, make_temp, release_temp
+
+    made: dict[str, Path] = {}
+    writing, done = threading.Event(), threading.Event()
+
+    def work(name: str, wait: bool) -> None:
+        made[name] = make_temp(tmp_path, name)
+        if wait:
+            writing.set()
+            done.wait(60)
+
+    ended = threading.Thread(target=work, args=("ended", False))
+    ended.start()
+    ended.join()
+    live = threading.Thread(target=work, args=("live", True))
+    live.start()
+    assert writing.wait(60)
+    mine = make_temp(tmp_path, "mine")
+    try:
+        discard_stranded_temps()
+        assert not mine.exists() and not made["ended"].exists()
+        assert made["live"].exists()
+    finally:
+        done.set()
+        live.join()
+        release_temp(made["live"])
+
+
+def test_a_failed_build_leaves_the_emulation_thread_its_cache_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed command removes the temporaries it still owns, but not those of a thread still at
+    work: on a GPU host nothing waits for the FP16-storage emulation (the engine is the gate's
+    candidate), so a build the backend refuses exits while it writes its ``fp16-emulated/`` entry.
+    The failed command removed that entry's temporary under it, and the entry was lost."""
+    import threading
+
+    from trtforge import build, fsutil
+    from trtforge.errors import BuildError
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(cache))
+    staged, finish = threading.Event(), threading.Event()
+    flush = fsutil.fsync_file
+
+    def emulation_still_writing(path: Path) -> None:
+        if threading.current_thread().name == "trtforge-emulation":
+            staged.set()
+            assert finish.wait(60)
+        flush(path)
+
+    class Refusing:
+        def __init__(self, backend: object) -> None:
+            self.backend = backend
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.backend, name)
+
+        def build(self, request: object, monitor: object) -> object:
+            assert staged.wait(60)
+            raise BuildError("the builder refused the model")
+
+    opened = build.open_backend
+    monkeypatch.setattr(fsutil, "fsync_file", emulation_still_writing)
+    monkeypatch.setattr(build, "open_backend", lambda flavor: Refusing(opened(flavor)))
+    monkeypatch.setattr(build, "_start_candidate_pass", lambda *args: None)  # a GPU host's gate runs the engine
+    code, _, err = _build(REPO / "configs" / "digits-fp16.yaml", tmp_path / "out")
+    finish.set()
+    for thread in threading.enumerate():
+        if thread.name == "trtforge-emulation":
+            thread.join(60)
+    assert code == 3, err
+    assert len(list((cache / "fp16-emulated").glob("*.onnx"))) == 1
+    assert [path.name for path in (cache / "fp16-emulated").iterdir() if path.name.startswith(".")] == []
+
+
 def test_invalid_model_the_parser_rejects_is_named_by_the_onnx_checker(tmp_path: Path) -> None:
     """The build describes the model from its protobuf alone (no onnx checker, issue 16); when
     the backend cannot parse it, onnx's checker still says what is wrong, as exit 2."""

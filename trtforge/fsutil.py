@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,17 +79,26 @@ def temp_prefix(base: str) -> str:
 
 # ---------------------------------------------------------------- owning temporaries
 
-#: the temporaries this process owns, by the path it made them under: a descriptor holding an
-#: exclusive flock on each (on its inode, so the lock follows a rename), closed by release_temp
-_owned: dict[str, int] = {}
+
+@dataclass(frozen=True)
+class _Owned:
+    """A temporary this process owns: a descriptor holding an exclusive flock on it (on its inode,
+    so the lock follows a rename), and the thread that made it, which removes or renames it."""
+
+    fd: int
+    thread: threading.Thread
+
+
+#: the temporaries this process owns, by the path it made them under; release_temp closes each lock
+_owned: dict[str, _Owned] = {}
 
 
 def _forget_owned() -> None:
     """In a forked child: the parent's temporaries are not the child's (closing the inherited
     descriptors leaves the parent's locks in place: they belong to its open file descriptions)."""
-    for fd in _owned.values():
+    for owned in _owned.values():
         with contextlib.suppress(OSError):
-            os.close(fd)
+            os.close(owned.fd)
     _owned.clear()
 
 
@@ -119,7 +129,7 @@ def _own(path: Path, fd: int) -> bool:
         still = os.stat(path, follow_symlinks=False)
         mine = os.fstat(fd)
         if (still.st_dev, still.st_ino) == (mine.st_dev, mine.st_ino):
-            _owned[str(path)] = fd
+            _owned[str(path)] = _Owned(fd, threading.current_thread())
             return True
     except FileNotFoundError:
         pass
@@ -167,21 +177,26 @@ def temp_dir(folder: Path, base: str) -> Iterator[Path]:
 
 def release_temp(path: Path) -> None:
     """This process no longer owns ``path`` (removed, or renamed to its final name): drop its lock."""
-    fd = _owned.pop(str(path), None)
-    if fd is not None:
-        os.close(fd)
+    owned = _owned.pop(str(path), None)
+    if owned is not None:
+        os.close(owned.fd)
 
 
 def discard_stranded_temps() -> None:
-    """A command has failed (Ctrl-C included) and every step of it has ended: the plain temporaries
-    this process still owns are garbage, and go now rather than at the next run's sweep. A Ctrl-C
-    can strand one where no ``finally`` sees it: between ``mkstemp`` and the ``try`` that owns the
-    file, or in a ``with`` whose ``__enter__`` had made it and not yet returned (a cache entry's,
-    2 interrupted int8 builds in 400). A commit's journal and backups stay: a rollback that failed
-    left them for the next run's recovery."""
+    """A command has failed (Ctrl-C included) and every step of it in this thread has ended: the
+    plain temporaries this thread, or one that has ended, still owns are garbage, and go now rather
+    than at the next run's sweep. A Ctrl-C can strand one where no ``finally`` sees it: between
+    ``mkstemp`` and the ``try`` that owns the file, or in a ``with`` whose ``__enter__`` had made it
+    and not yet returned (a cache entry's, 2 interrupted int8 builds in 400). A thread still at work
+    keeps its own: the FP16-storage emulation, which a build refused on a GPU host never waits for,
+    finishes its cache entry before the interpreter exits. A commit's journal and backups stay: a
+    rollback that failed left them for the next run's recovery."""
     import shutil
 
-    for name in list(_owned):
+    me = threading.current_thread()
+    for name, owned in list(_owned.items()):
+        if owned.thread is not me and owned.thread.is_alive():
+            continue
         path = Path(name)
         parsed = TempName.parse(path.name)
         if parsed is None or parsed.kind != TEMP_SUFFIX.removeprefix("."):
@@ -206,9 +221,9 @@ def discard_temp(path: Path) -> None:
 def rename_temp(source: Path, target: Path) -> None:
     """Rename a temporary of this process to another temporary name; the lock goes with it."""
     os.replace(source, target)
-    fd = _owned.pop(str(source), None)
-    if fd is not None:
-        _owned[str(target)] = fd
+    owned = _owned.pop(str(source), None)
+    if owned is not None:
+        _owned[str(target)] = owned
 
 
 def link_temp(source: Path, link: Path) -> None:
@@ -225,7 +240,7 @@ def link_temp(source: Path, link: Path) -> None:
     except BaseException:
         os.close(fd)
         raise
-    _owned[str(link)] = fd
+    _owned[str(link)] = _Owned(fd, threading.current_thread())
 
 
 class Owner(enum.Enum):
