@@ -570,6 +570,21 @@ def test_matrix_for_a_sample_project(tmp_path: Path) -> None:
     ]
 
 
+def test_matrix_for_github_refuses_more_jobs_than_one_github_matrix_runs(tmp_path: Path) -> None:
+    """GitHub Actions runs at most 256 jobs from one matrix and fails the workflow beyond: 257 jobs
+    are exit 2 before anything is printed; json and gitlab, which have no such limit, print them."""
+    for index in range(257):
+        (tmp_path / f"s{index:03d}.yaml").write_text(f"name: m{index}\nmodel: conv.onnx\nbackend: tensorrt-rtx\n")
+    result = runner.invoke(app, ["matrix", str(tmp_path), "--format", "github"])
+    assert result.exit_code == 2 and result.stdout == "", result.stderr
+    assert result.stderr.count("\n") == 1 and "257 jobs" in result.stderr and "at most 256" in result.stderr
+    for other in ("json", "gitlab"):
+        assert runner.invoke(app, ["matrix", str(tmp_path), "--format", other]).exit_code == 0
+    (tmp_path / "s256.yaml").unlink()
+    result = runner.invoke(app, ["matrix", str(tmp_path), "--format", "github"])
+    assert result.exit_code == 0 and len(json.loads(result.stdout)["include"]) == 256, result.stderr
+
+
 def test_ci_cc_builds_one_gpu_of_a_specs_targets(project: Path, tmp_path: Path) -> None:
     """What a GPU job of the matrix runs: the spec for that GPU alone (here TensorRT-RTX stands in
     for enterprise TensorRT, which needs the GPU); a GPU the spec does not target is refused."""

@@ -442,6 +442,15 @@ def test_an_unknown_key_is_refused(project: Path) -> None:
         ('{"payload": "!!", "payloadType": "x", "signatures": []}', "malformed attestation"),
         ('{"payload": "e30=", "payloadType": "text/plain", "signatures": []}', "not an in-toto attestation"),
         ('{"payload": "e30=", "payloadType": "application/vnd.in-toto+json", "signatures": []}', "no signature"),
+        # fields of another JSON type: securesystemslib reads them unchecked, which was exit 1 (an internal error)
+        ('{"payload": 5, "payloadType": "x", "signatures": []}', "malformed attestation (the DSSE field 'payload' is"),
+        (
+            f'{{"payload": "e30=", "payloadType": "{PAYLOAD_TYPE}", "signatures": [{{"keyid": 5, "sig": ""}}]}}',
+            "malformed attestation (the DSSE field 'keyid' is not text)",
+        ),
+        ('{"payload": "e30=", "payloadType": "x", "signatures": [{"keyid": "k", "sig": 5}]}', "field 'sig' is not"),
+        ('{"payload": "e30=", "payloadType": "x", "signatures": ["k"]}', "field 'signatures' is not a list of"),
+        ('{"payload": "e30=", "payloadType": "x", "signatures": {"keyid": "k"}}', "field 'signatures' is not a"),
     ],
 )
 def test_a_malformed_attestation_is_refused(project: Path, content: str, says: str) -> None:
@@ -479,6 +488,19 @@ def test_a_signed_statement_with_nan_is_refused(project: Path) -> None:
     wrapped.sign(sslib_signer(load_signing_key(project / "ci.key")))
     attestation_path(engine).write_text(json.dumps(wrapped.to_dict()) + "\n")
     _one_line_refusal(engine, project / "ci.key.pub", "malformed statement ('NaN' is not JSON (RFC 8259")
+
+
+def test_a_signed_statement_whose_input_path_is_not_text_is_refused(project: Path) -> None:
+    """Signed by the trusted key (another tool's statement), an input's ``annotations.path`` a number:
+    annotations are free-form for the in-toto models, and verify-provenance joined it to the
+    engine's folder, an internal error (exit 1), not the refusal of a malformed statement."""
+    from trtforge.provenance import envelope
+
+    engine = _engine(project)
+    statement = _statement(engine)
+    statement["predicate"]["buildDefinition"]["resolvedDependencies"][2]["annotations"]["path"] = 5
+    attestation_path(engine).write_bytes(envelope(statement, load_signing_key(project / "ci.key")))
+    _one_line_refusal(engine, project / "ci.key.pub", "malformed statement (the path of input")
 
 
 @pytest.mark.parametrize("lie", ["model", "no-inputs", "precision"])

@@ -92,3 +92,31 @@ def test_the_schema_takes_the_target_texts_trtforge_takes(target: str) -> None:
     except ValueError:
         parses = False
     assert bool(_errors({"name": "m", "model": "m.onnx", "targets": [target]})) != parses, target
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"profiles": [{"x": {"min": [1.0, 3], "opt": [2, 3.0], "max": [4, 3]}}]},
+        {"profiles": [{"k": {"value": 2.0}}]},
+        {"profiles": [{"s": {"values": {"min": [1.0, 2], "opt": [2, 2], "max": [3, 2.0]}}}]},
+        {"precision": "int8", "calibration": {"data": "d.npy", "batch_size": 64.0, "max_samples": 512.0}},
+        {"precision": "int8", "calibration": {"data": "d.npy", "exclude": "auto", "max_excluded": 2.0}},
+        {"accuracy": {"max_samples": 1e3}},
+        {"build": {"optimization_level": 3.0, "workspace": 1048576.0}},
+    ],
+    ids=["shape", "value", "values", "calibration", "max_excluded", "accuracy", "build"],
+)
+def test_a_number_with_no_fraction_is_an_integer_for_the_schema_and_for_trtforge(settings: dict[str, object]) -> None:
+    """JSON Schema counts 64.0 an integer, so the schema (and an editor, a CI linter) takes it where
+    an integer goes: trtforge refused it, exit 2 for a spec its own schema passed. Now both take it,
+    as the integer it is, and both refuse a fraction."""
+    document = {"name": "m", "model": "m.onnx", **settings}
+    assert not _errors(document)
+    spec = Spec.model_validate(document)
+    numbers = json.dumps(spec.model_dump(mode="json", include=set(settings), exclude_unset=True))
+    assert ".0" not in numbers, numbers  # held as integers
+    fraction = json.loads(json.dumps(document).replace(".0", ".5", 1))
+    assert _errors(fraction)
+    with pytest.raises(ValueError, match=r"valid integer|not a size"):
+        Spec.model_validate(fraction)

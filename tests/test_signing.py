@@ -270,6 +270,29 @@ def test_keys_from_environment_as_text_or_path(keys: Path, monkeypatch: pytest.M
     assert [k.key_id for k in load_trusted_keys([other.public_path])] == [other.key_id]
 
 
+def test_a_private_key_others_may_read_is_warned_about_as_ssh_does(
+    artifact: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone who reads the private key can sign as its owner: a key file other users may open
+    (``echo "$KEY" > key.pem`` under umask 022) signs with one warning line saying so and how to
+    fix it, from ``--key`` or ``$TRTFORGE_SIGNING_KEY`` alike; keygen's 0600 gets none."""
+    code, _, err = cli("sign", artifact, "--key", keys)
+    assert code == 0 and "warning" not in err, err
+    keys.chmod(0o644)
+    code, _, err = cli("sign", artifact, "--key", keys)
+    assert code == 0, err
+    (warning,) = [line for line in err.splitlines() if "warning: " in line]
+    assert f"--key {keys}: other users may read or change this private key (mode 0644)" in warning
+    assert f"chmod 600 {keys}" in warning
+    keys.chmod(0o640)
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(keys))
+    code, _, err = cli("sign", artifact)
+    assert code == 0 and f"warning: ${SIGNING_KEY_ENV} {keys}: other users may read" in err and "(mode 0640)" in err
+    monkeypatch.setenv(SIGNING_KEY_ENV, keys.read_text())  # PEM text: no file to be read by others
+    code, _, err = cli("sign", artifact)
+    assert code == 0 and "warning" not in err, err
+
+
 def test_encrypted_private_key_needs_the_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SIGNING_KEY_PASSWORD_ENV, "s3cret")
     pair = generate_keypair(tmp_path / "enc")

@@ -20,6 +20,8 @@ class SigningKey:
     private_key: Ed25519PrivateKey | EllipticCurvePrivateKey
     key_id: str
     source: str
+    #: what a command that signs with it says first (a key file other users may read), or None
+    warning: str | None = None
 
 
 @dataclass(frozen=True)

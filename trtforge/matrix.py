@@ -170,10 +170,21 @@ def publish_install_command() -> str:
     return f"pip install 'trtforge=={__version__}'"
 
 
+#: the most jobs GitHub Actions makes of one matrix; beyond, it fails the workflow run
+GITHUB_MATRIX_LIMIT = 256
+
+
 def render_github(entries: list[MatrixEntry]) -> str:
-    """One line for ``$GITHUB_OUTPUT``: ``strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}``."""
+    """One line for ``$GITHUB_OUTPUT``: ``strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}``.
+    Refused (exit 2) over GitHub's limit: the run would fail only once the build job expands it."""
     import json
 
+    if len(entries) > GITHUB_MATRIX_LIMIT:
+        raise InvalidInputError(
+            f"the matrix has {len(entries)} jobs, and GitHub Actions runs at most {GITHUB_MATRIX_LIMIT} from one "
+            "matrix: split the specs over several spec folders (each with its trtforge.yaml) and plan each in its own "
+            "workflow job, or use --format json and split the entries yourself"
+        )
     return json.dumps({"include": [asdict(entry) for entry in entries]}, separators=(",", ":"))
 
 

@@ -406,11 +406,28 @@ def read_envelope(path: Path) -> Any:
         document = bounded_json(lines[0], MAX_ATTESTATION_BYTES)
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
+        _check_dsse_types(document)
         return Envelope.from_dict(document)
     except (ValueError, KeyError, TypeError, FormatError) as exc:
         raise _refuse(
             path, f"malformed attestation ({_reason(exc)}); re-create it with trtforge sign --attest"
         ) from exc
+
+
+def _check_dsse_types(document: dict[str, Any]) -> None:
+    """Raise ValueError naming the DSSE field that is not of its JSON type: securesystemslib reads
+    them unchecked, so a number there was an internal error (exit 1), not a refusal. A missing
+    field is left to ``Envelope.from_dict``, which names it."""
+    for key in ("payload", "payloadType"):
+        if key in document and not isinstance(document[key], str):
+            raise ValueError(f"the DSSE field {key!r} is not text")
+    signatures = document.get("signatures", [])
+    if not isinstance(signatures, list) or not all(isinstance(item, dict) for item in signatures):
+        raise ValueError("the DSSE field 'signatures' is not a list of objects")
+    for item in signatures:
+        for key in ("keyid", "sig"):
+            if key in item and not isinstance(item[key], str):
+                raise ValueError(f"the DSSE field {key!r} is not text")
 
 
 def stale_attestation(engine: Path, manifest_bytes: bytes) -> Path | None:
@@ -517,14 +534,17 @@ def _check_inputs(
 
 
 def _inputs_of(document: dict[str, Any]) -> tuple[Input, ...]:
+    """The inputs a validated statement names. Annotations are free-form for the in-toto models: a
+    ``path`` that is not text raises ValueError (a malformed statement), as it names no file."""
     found = []
     for dependency in document["predicate"]["buildDefinition"].get("resolvedDependencies", []):
         annotations = dependency.get("annotations") or {}
         digest = (dependency.get("digest") or {}).get("sha256")
+        path = annotations.get("path")
+        if path is not None and not isinstance(path, str):
+            raise ValueError(f"the path of input {dependency.get('name')!r} is {path!r}, not text")
         if digest:
-            found.append(
-                Input(str(annotations.get("role", dependency.get("name", "input"))), digest, annotations.get("path"))
-            )
+            found.append(Input(str(annotations.get("role", dependency.get("name", "input"))), digest, path))
     return tuple(found)
 
 
@@ -551,6 +571,7 @@ def verify_provenance(
     try:
         document = bounded_json(wrapped.payload, MAX_ATTESTATION_BYTES)
         validate_statement(document)
+        inputs = _inputs_of(document)
     except ValueError as exc:
         raise _refuse(path, f"malformed statement ({exc}); re-create it with trtforge sign --attest") from exc
     subjects = tuple(
@@ -568,9 +589,9 @@ def verify_provenance(
                 f"and {file.name} (sha256 {actual[:12]}…) is none of them; re-attest with trtforge sign --attest",
             )
     predicate = document["predicate"]
-    _refuse_disagreement(path, predicate, read_manifest(paths.manifest), _inputs_of(document))
+    _refuse_disagreement(path, predicate, read_manifest(paths.manifest), inputs)
     # the recorded paths are relative to the folder the build wrote in (resolved: links followed)
-    checks, problems = _check_inputs(_inputs_of(document), engine.parent.resolve(), given)
+    checks, problems = _check_inputs(inputs, engine.parent.resolve(), given)
     byproducts = predicate["runDetails"].get("byproducts") or []
     return ProvenanceReport(
         engine=engine,

@@ -223,8 +223,11 @@ def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKe
 
     if path is not None:
         data, source = _read_key_file(path, flag), str(path)
+        warning = _open_to_others(path, flag)
     elif os.environ.get(SIGNING_KEY_ENV):
-        data, source = _pem_source(os.environ[SIGNING_KEY_ENV], SIGNING_KEY_ENV)
+        value = os.environ[SIGNING_KEY_ENV]
+        data, source = _pem_source(value, SIGNING_KEY_ENV)
+        warning = None if "-----BEGIN" in value else _open_to_others(Path(value).expanduser(), f"${SIGNING_KEY_ENV}")
     else:
         raise InvalidInputError(
             f"no signing key: pass {flag} FILE or set {SIGNING_KEY_ENV} (create one with trtforge keygen OUT)"
@@ -250,12 +253,28 @@ def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKe
             "trtforge keygen OUT"
         ) from exc
     if isinstance(key, EllipticCurvePrivateKey) and isinstance(key.curve, SECP256R1):
-        return SigningKey(key, key_id_of(key.public_key()), source)
+        return SigningKey(key, key_id_of(key.public_key()), source, warning)
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidInputError(
             f"{source}: {_key_kind(key)}; {_SUPPORTED}: create one with trtforge keygen OUT [--type {ECDSA_P256}]"
         )
-    return SigningKey(key, key_id_of(key.public_key()), source)
+    return SigningKey(key, key_id_of(key.public_key()), source, warning)
+
+
+def _open_to_others(path: Path, flag: str) -> str | None:
+    """ssh's check of a private key file: one that other users may read or change (any group or
+    other permission) lets them sign as its owner. Said (``SigningKey.warning``), not refused: the
+    signature is as good, and a CI job that wrote its secret under umask 022 should still sign."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:  # gone since it was read: nothing to say about it
+        return None
+    if not mode & 0o077:
+        return None
+    return (
+        f"{flag} {path}: other users may read or change this private key (mode {mode:04o}), and whoever reads it "
+        f"can sign as you: chmod 600 {path}"
+    )
 
 
 def load_trusted_keys(paths: Sequence[Path | str] | Path | str = ()) -> tuple[TrustedKey, ...]:

@@ -95,8 +95,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def _integral(value: Any) -> Any:
+    """A number with no fraction (``64.0``, ``1e3``) as the integer it is: JSON Schema counts it
+    one, so the shipped schema (an editor, a CI linter) passes it where an integer goes, and strict
+    mode alone refused it (exit 2 for a spec the schema passed). A fraction stays refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: an integer setting: an int, or a float with no fraction (``_integral``); the schema says ``integer``
+Integer = Annotated[int, BeforeValidator(_integral)]
 #: A shape tensor's value: a list for a rank-1 tensor, one integer for a rank-0 (scalar) one.
-ShapeValue = list[int] | int
+ShapeValue = list[Integer] | Integer
 _VALUE_KEYS = ("min", "opt", "max")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -107,6 +116,7 @@ def _flat(value: ShapeValue) -> list[int]:
 
 def _shape_of(value: Any) -> list[int] | None:
     """The tensor shape a shape tensor's value implies ([] for a scalar); None if not a value."""
+    value = _integral(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return []
     if isinstance(value, list):
@@ -151,9 +161,9 @@ class ShapeRange(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, json_schema_extra=_shape_range_schema)
 
-    min: list[int]
-    opt: list[int]
-    max: list[int]
+    min: list[Integer]
+    opt: list[Integer]
+    max: list[Integer]
     values: ValueRange | None = Field(None, description="a shape tensor's min/opt/max values")
     value: ShapeValue | None = Field(None, description="a shape tensor's one value (min = opt = max)")
 
@@ -199,8 +209,8 @@ FP16_CALIBRATION_KEYS = ("data", "batch_size", "max_samples")
 
 class CalibrationSpec(_Strict):
     data: Globs = Field(description=".npy/.npz globs, relative to the spec file")
-    batch_size: int = Field(16, gt=0)
-    max_samples: int = Field(512, gt=0)
+    batch_size: Integer = Field(16, gt=0)
+    max_samples: Integer = Field(512, gt=0)
     algorithm: Literal["entropy", "minmax", "percentile", "auto"] = Field(
         "entropy", description="auto: the one of entropy, minmax and percentile that the accuracy gate likes best"
     )
@@ -210,7 +220,10 @@ class CalibrationSpec(_Strict):
     exclude: list[str] | Literal["auto"] = Field(
         default_factory=list, description="node names kept out of INT8; auto: found by a sensitivity search"
     )
-    max_excluded: int | None = Field(None, gt=0, description="exclude: auto keeps at most this many nodes out")
+    # ``Integer`` with the bound before its validator: after it, the schema would say ``gt``, no JSON Schema word
+    max_excluded: Annotated[int, Field(gt=0), BeforeValidator(_integral)] | None = Field(
+        None, description="exclude: auto keeps at most this many nodes out"
+    )
     search_budget: float = Field(60.0, gt=0, description="seconds the exclude: auto search may take")
 
     @property
@@ -264,7 +277,7 @@ class Fp16Spec(_Strict):
 class AccuracySpec(_Strict):
     data: Globs | None = Field(None, description="absent: seeded random inputs per profile")
     labels: str | None = Field(None, description=".npy of int class labels, in data order")
-    max_samples: int = Field(256, gt=0)
+    max_samples: Integer = Field(256, gt=0)
     tolerances: dict[str, Tolerance] = Field(default_factory=dict, description='per output name, or "*" for all')
     enabled: bool = True
 
@@ -280,6 +293,7 @@ SIZE_TEXT = r"\s*\d*\.?\d+\s*(?:[bB](?:[iI][tT])?|[kKmMgGtTpPeE](?:[iI]?[bB](?:[
 
 
 def _size_text(value: Any) -> Any:
+    value = _integral(value)
     if isinstance(value, str) and not re.fullmatch(SIZE_TEXT, value):
         raise ValueError(f"{value!r} is not a size: bytes, or a number and a unit, e.g. '512MiB' or '4GiB'")
     return value
@@ -305,7 +319,7 @@ class BuildOptions(_Strict):
             }
         ),
     ] = Field(ByteSize(1 << 30), description='e.g. "1GiB", "512MiB" or bytes, at most 1PiB')
-    optimization_level: int = Field(3, ge=0, le=5)
+    optimization_level: Integer = Field(3, ge=0, le=5)
     timing_cache: bool = True
     version_compatible: bool = False
     hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"

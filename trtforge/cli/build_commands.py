@@ -23,6 +23,7 @@ from trtforge.cli.common import (
     exits_cleanly,
     path_option,
     reporter,
+    said,
     triton_option,
     write_stdout,
 )
@@ -73,7 +74,7 @@ def build(
     if signing_requested(sign_key):  # loaded before anything is built: a bad key fails in a second
         from trtforge.signing import load_signing_key
 
-        signing_key = load_signing_key(sign_key, "--sign-key")
+        signing_key = said(load_signing_key(sign_key, "--sign-key"))
     requested = backend_value(backend)
     plan = plan_batch(specs, requested)
 

@@ -22,6 +22,7 @@ from trtforge.cli.common import (
     load_policy,
     path_option,
     reporter,
+    said,
     target_from_flags,
     triton_option,
 )
@@ -169,7 +170,7 @@ def sign(
     if spec is not None and not attest:
         raise InvalidInputError("--spec lists the inputs of an attestation: pass --attest too")
     built_by = load_spec(spec) if spec is not None else None
-    signing_key = load_signing_key(key)
+    signing_key = said(load_signing_key(key))
     if attest:
         outcome, attestation = sign_and_attest(engine, signing_key, built_by)
     else:

@@ -19,6 +19,7 @@ from trtforge.cli.common import (
     exits_cleanly,
     junit_option,
     reporter,
+    said,
     target_from_flags,
     triton_option,
 )
@@ -104,7 +105,7 @@ def ci(
         insecure,
         release,
         gpu,
-        signing_key=signing_key_from_env(),
+        signing_key=said(signing_key_from_env()),
     )
     report = run_or_replay(list(targets or []), options, jobs or usable_cores(), console, reports)
     render_ci_table(report, console)

@@ -30,6 +30,7 @@ from trtforge.tags import FLAVORS, TRT_VERSION_RULE, ComputeCapability, Platform
 
 if TYPE_CHECKING:
     from trtforge.compat import LoadPolicy
+    from trtforge.keys import SigningKey
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +49,18 @@ def reporter() -> Any:
 
 #: whether the running command printed its ``--json`` document (exits_cleanly prints one otherwise)
 _json_printed: ContextVar[bool] = ContextVar("json_printed", default=False)
+
+
+#: a signing key, or None where none is asked for (``ci`` without ``$TRTFORGE_SIGNING_KEY``)
+MaybeKey = TypeVar("MaybeKey", bound="SigningKey | None")
+
+
+def said(key: MaybeKey) -> MaybeKey:
+    """The signing key a command loaded, after its warning (a key file other users may read) is
+    on stderr: once, before any work, by every command that signs."""
+    if key is not None and key.warning:
+        reporter().warn(key.warning)
+    return key
 
 
 def emit_json(document: Any) -> None:
