@@ -108,7 +108,7 @@ config.builder_optimization_level = 3
 config.num_compute_capabilities = 1
 config.set_compute_capability(trt.ComputeCapability.SM86, 0)
 engine = builder.build_serialized_network(network, config)
-Path(out).write_bytes(bytes(engine))
+Path(out).write_bytes(engine)  # the buffer itself, as trtforge writes it: bytes() would copy 47 MB first
 if plan:  # one reference pass and one candidate pass over the gate's plan
     import numpy as np
     import onnxruntime as ort
@@ -393,6 +393,8 @@ def main() -> None:
         )
         summary[label] = {
             "median_seconds": {name: round(median, 4) for name, (median, _) in rows.items()},
+            # every timed run, in the order run: the spread behind each median and ratio above
+            "samples_seconds": {name: [round(s, 4) for s in samples] for name, (_, samples) in rows.items()},
             "ratio_trtforge_over_direct": found["fp32_gate_off_over_direct"],
             "ratio_with_gate": found["fp32_gate_on_over_baseline"],
             **found,
@@ -431,6 +433,7 @@ def main() -> None:
             "goal_gate_on_fp32_over_direct": GOAL_GATE_ON_FP32,
             "goal_gate_on_fp16_over_direct_plus_gate_passes": GOAL_GATE_ON_FP16,
             "help_seconds": round(help_seconds, 4),
+            "help_samples_seconds": [round(s, 4) for s in help_samples],
             "small_build_seconds": SMALL_BUILD_S,
         },
         sys.stdout,

@@ -23,8 +23,10 @@ All read the data through ``trtforge.data.iter_batches`` (batches of 16). Wall t
 child's own measurement of the work (imports and process start excluded), beside its CPU
 time (``cpu_seconds`` in the JSON: on a machine shared with other work, CPU time over the
 floor's is the steadier ratio, and the one wall time tends to when every core is busy);
-peak RSS is the child's maximum resident set from ``os.wait4``. A child killed for memory, or raising
-MemoryError, is recorded as "out of memory". onnxruntime runs with its default threads.
+peak RSS is the child's own high-water mark, which it reads when done (``peak_rss_mib``: its
+``ru_maxrss`` would hold this parent's peak too). A child killed for memory, or raising
+MemoryError, is recorded as "out of memory" (one of trtforge's misses the goals: its peak is where it
+was stopped). onnxruntime runs with its default threads.
 
 Goals (issue 16) at the largest count: the calibration proper (trtforge-ranges) <= 1.0 x the
 floor, end to end shown beside it (it adds the model check and the Q/DQ ONNX written, a fixed
@@ -265,6 +267,14 @@ RUNS = {
 }
 
 
+def peak_rss_mib() -> float:
+    """This process's own peak resident set in MiB (``VmHWM``). Not ``ru_maxrss``: Linux keeps the
+    peak of the process that started this one across ``exec``, so every child of a parent that had
+    built a model reported at least that parent's peak (316 MiB for a ResNet-18 at 16x16)."""
+    status = Path("/proc/self/status").read_text()
+    return round(next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024, 1)
+
+
 def child(kind: str, model: Path, data: Path, samples: int, out: Path, limit_gib: int) -> None:
     """Entry point of one measured process: imports first, then the timed work."""
     if limit_gib:
@@ -280,14 +290,16 @@ def child(kind: str, model: Path, data: Path, samples: int, out: Path, limit_gib
     out.mkdir(parents=True, exist_ok=True)
     started, cpu = time.perf_counter(), time.process_time()
     RUNS[kind](model, data, samples, out)
-    print(json.dumps({"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu}))
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mib": peak_rss_mib()}))
 
 
 OUT_OF_MEMORY = ("MemoryError", "bad_alloc", "Failed to allocate memory", "Cannot allocate memory")
 
 
 def measure(kind: str, model: Path, data: Path, samples: int, out: Path, limit_gib: int) -> dict[str, object]:
-    """Run one child; its peak RSS comes from its own rusage (``os.wait4``), not the parent's."""
+    """Run one child; its peak RSS is what it measured itself (:func:`peak_rss_mib`). A child that
+    died has only its rusage (``os.wait4``), which holds this process's peak too: an upper bound."""
     command = [
         sys.executable, __file__, "--child", kind, "--model", str(model), "--data", str(data),
         "--samples", str(samples), "--workdir", str(out), "--memory-limit-gib", str(limit_gib),
@@ -299,14 +311,13 @@ def measure(kind: str, model: Path, data: Path, samples: int, out: Path, limit_g
         stdout.seek(0)
         stderr.seek(0)
         output, errors = stdout.read().decode(), stderr.read().decode()
-    rss_mib = round(usage.ru_maxrss / 1024, 1)
     if code == -signal.SIGKILL or any(text in errors for text in OUT_OF_MEMORY):
-        return {"seconds": None, "rss_mib": rss_mib, "result": "out of memory"}
+        return {"seconds": None, "rss_mib": round(usage.ru_maxrss / 1024, 1), "result": "out of memory"}
     if code != 0:
         raise SystemExit(f"{kind} at {samples} samples failed:\n{errors[-3000:]}")
     measured = json.loads(output.strip().splitlines()[-1])
-    seconds, cpu_seconds = measured["seconds"], measured["cpu_seconds"]
-    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3), "rss_mib": rss_mib, "result": "ok"}
+    seconds, cpu_seconds = round(measured["seconds"], 3), round(measured["cpu_seconds"], 3)
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "rss_mib": measured["peak_rss_mib"], "result": "ok"}
 
 
 def best(results: list[dict[str, object]]) -> dict[str, object]:
@@ -405,6 +416,8 @@ def _seconds(row: dict, kind: str) -> float | str | None:
     return result["seconds"] if result["result"] == "ok" else result["result"]
 
 
+#: trtforge's runs, whose peak RSS the memory goal judges
+OURS = ("trtforge", "trtforge-ranges")
 FLOOR_GOAL = 1.0  # calibration time over plain onnxruntime inference of the same batches
 #: peak RSS of the largest sample count over the smallest's: "flat" (issue 16) within this
 MEMORY_GROWTH_GOAL = 1.1
@@ -421,19 +434,32 @@ def calibration_goals(rows: list[dict]) -> dict[str, object]:
     largest = next(row for row in rows if row["samples"] == counts[-1])
     judged = largest["ranges_over_floor"]
     growth = _ratio(peak[counts[-1]], peak[counts[0]]) if len(counts) > 1 else None
+    # a run of ours that did not finish (out of memory) misses both goals: its peak is where it was
+    # stopped, which looks flat, and it has no time to compare
+    failed_runs = {
+        row["samples"]: [kind for kind in OURS if row.get(kind, {}).get("result", "ok") != "ok"] for row in rows
+    }
     return {
         "ranges_over_floor": {row["samples"]: row["ranges_over_floor"] for row in rows},
         "ours_over_floor": {row["samples"]: row["ours_over_floor"] for row in rows},
         "exposed_over_floor": {row["samples"]: row["exposed_over_floor"] for row in rows},
         "floor_goal": FLOOR_GOAL,
         # judged at the largest count, on the calibration proper (trtforge-ranges); None: not measured
-        "floor_goal_met": None if judged is None else judged <= FLOOR_GOAL,
+        "floor_goal_met": _judged(judged, FLOOR_GOAL, "trtforge-ranges" in failed_runs[counts[-1]]),
         "peak_mib": peak,
         # None with one sample count: flatness needs two
         "memory_growth": growth,
         "memory_growth_goal": MEMORY_GROWTH_GOAL,
-        "memory_goal_met": None if growth is None else growth <= MEMORY_GROWTH_GOAL,
+        "memory_goal_met": _judged(growth, MEMORY_GROWTH_GOAL, any(failed_runs.values())),
+        "failed_runs": failed_runs,
     }
+
+
+def _judged(value: float | None, bound: float, failed: bool) -> bool | None:
+    """``value`` within ``bound``; False where a run of ours failed, None where nothing was measured."""
+    if failed:
+        return False
+    return None if value is None else value <= bound
 
 
 def _verdict(met: object) -> str:
@@ -441,7 +467,9 @@ def _verdict(met: object) -> str:
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> None:
-    """Ratios into the rows, a table on stderr, the JSON document on stdout."""
+    """Ratios into the rows, a table on stderr, the JSON document on stdout; rows in order of
+    sample count (``--samples`` may list them in any order; the RSS growth is from the smallest)."""
+    rows.sort(key=lambda row: row["samples"])
     base = rows[0].get("trtforge") or rows[0].get("trtforge-ranges") or {}
     cells = []
     for row in rows:

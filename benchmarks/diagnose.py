@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration import resnet18, write_data
+from calibration import peak_rss_mib, resnet18, write_data
 
 CALIBRATION_SAMPLES = 64
 GATE_SAMPLES = 32
@@ -172,7 +171,7 @@ def child(phase: str, spec_path: Path, cache: Path, budget: float) -> dict:
             "final": found.after.as_dict(),
         }
     result["seconds"] = round(time.perf_counter() - started, 3)
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mib"] = peak_rss_mib()  # this process's own: ru_maxrss holds the parent's peak too
     return result
 
 

@@ -342,6 +342,14 @@ def render(rows: list[dict[str, Any]], host: dict[str, float], args: argparse.Na
                 f"{values['after_idle_ms']:>7.2f} ms {values['first_over_after_idle']:>7.2f}x",
                 file=out,
             )
+    for row in rows:
+        trials = [trial["first_over_p50"] for trial in row["trials"]["warm"]]
+        print(
+            f"goal: {row['model']} warm first request / steady p50: {row['first_over_p50']:.2f}x"
+            f" (<= {FIRST_REQUEST_GOAL}x): {'met' if row['first_request_goal_met'] else 'MISSED'}"
+            f"; trials {min(trials):.2f}..{max(trials):.2f}x",
+            file=out,
+        )
     print(
         f"this host, a bare asyncio responder: steady {host['steady_p50_ms']:.2f} ms, after the pause "
         f"{host['after_idle_ms']:.2f} ms ({host['after_idle_over_p50']:.1f}x): the pause's price without server code",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,13 @@ def test_the_node_corpus_of_five_op_families_meets_every_goal(tmp_path: Path) ->
     ``make bench`` runs all 1884."""
     document = _run("node_corpus", ["--match", "test_(softmax|conv|gather|slice|einsum)"], timeout=600)
     assert document["models"] >= 60 and all(document["goals"].values()), document["goals"]
+
+
+def test_build_overhead_records_the_samples_behind_each_median() -> None:
+    """The goals are judged from the JSON: it holds every timed run (the spread), not the medians alone."""
+    document = _run("build_overhead", ["--quick"], timeout=120)
+    for model in document["models"].values():
+        assert model["median_seconds"] == {
+            name: round(statistics.median(samples), 4) for name, samples in model["samples_seconds"].items()
+        }
+    assert len(document["help_samples_seconds"]) == document["repeats"]
