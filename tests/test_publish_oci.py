@@ -126,7 +126,9 @@ def test_same_engine_again_is_a_no_op(oci_registry: RunningRegistry, repository:
     assert before == after
 
 
-def test_a_build_cache_push_replaces_only_the_entry_proven_damaged(repository: str, engines: dict[str, Path]) -> None:
+def test_a_build_cache_push_replaces_only_the_entry_proven_damaged(
+    repository: str, engines: dict[str, Path], tmp_path: Path
+) -> None:
     """ci's push (``store_build``) creates a tag, and replaces only the image manifest it read there
     and proved damaged: an entry it could not read, or one another runner pushed meanwhile, stays.
     A build sharing a blob the registry served damaged is refused: the registry would keep that blob."""
@@ -147,7 +149,8 @@ def test_a_build_cache_push_replaces_only_the_entry_proven_damaged(repository: s
     assert registry.manifest_digest("build-key") == held
     outcome = registry.store_build(other, "build-key", key, replacing=held)
     assert outcome.status == "replaced" and registry.manifest_digest("build-key") not in (None, held)
-    assert registry.annotations("build-key")["dev.trtforge.build-key"] == "k1"
+    pulled = registry.pull_tag("build-key", tmp_path)
+    assert pulled is not None and pulled.annotations["dev.trtforge.build-key"] == "k1"
 
 
 def test_runners_racing_on_one_build_cache_tag_leave_a_whole_entry(

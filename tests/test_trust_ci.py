@@ -229,7 +229,10 @@ def test_a_manifest_edited_in_the_remote_cache_is_refused(
     spec = load_spec(spec_path)
     flavor = choose_backend(spec.backend).flavor
     tag = cache_tag(build_key(build_inputs(spec, flavor, installed_version(flavor) or "")))
-    annotations = registry.annotations(tag)
+    (tmp_path / "pulled").mkdir()
+    pulled = registry.pull_tag(tag, tmp_path / "pulled")
+    assert pulled is not None
+    annotations = pulled.annotations
     manifest_file = engine.with_name(engine.name.replace(".engine", ".manifest.json"))
     document = json.loads(manifest_file.read_text())
     as_built = json.loads(manifest_file.read_text())["profiles"]

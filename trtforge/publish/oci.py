@@ -1115,11 +1115,6 @@ class OciRegistry:
         found = self._read_manifest(tag)
         return found[1]["digest"] if found else None
 
-    def annotations(self, tag: str) -> dict[str, str]:
-        """The annotations of the image manifest tagged ``tag`` (empty when there is none)."""
-        image = self._image_manifest(tag)
-        return dict(image.annotations or {}) if image else {}
-
     def pull_tag(self, tag: str, into: Path) -> PulledTag | None:
         """Download the artifact tagged ``tag`` into the folder ``into`` (engine, manifest and the
         report its manifest describes, under their own names); None when the tag does not exist. An
