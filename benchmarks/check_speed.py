@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -140,8 +141,20 @@ def cache_dir_set(folder: Path) -> Iterator[None]:
         digests.forget_digests()
 
 
-def verdict(ratio: float, bound: float) -> str:
-    return "met" if ratio <= bound else "MISSED"
+def verdict(value: float, bound: float) -> str:
+    """A goal's verdict, on the measured value itself: never on the rounded figure a table shows."""
+    return "met" if value <= bound else "MISSED"
+
+
+def figure(value: float, bound: float, places: int = 2) -> str:
+    """``value`` with ``places`` decimals, or with as many more as it takes to fall on the side of
+    ``bound`` the value itself is on: 2.004 against a bound of 2 shows as 2.004, where 2.00 beside
+    MISSED would not say why (the JSON keeps the value itself)."""
+    return next(
+        text
+        for text in (f"{value:.{shown}f}" for shown in itertools.count(places))
+        if (float(text) <= bound) == (value <= bound)
+    )
 
 
 def main() -> None:
@@ -225,11 +238,11 @@ def main() -> None:
         goal |= {"measured": False, "ratio": None, "verdict": "not measured", "reason": "openssl not found"}
         lines.append("goal not measured: openssl not found (the goal's baseline is openssl dgst -sha256)")
     else:
-        ratios = {"check_vs_openssl": round(medians[COLD] / openssl, 2)}
-        ratio = ratios["check_vs_openssl"]
+        ratio = medians[COLD] / openssl
+        ratios = {"check_vs_openssl": ratio}
         goal |= {"measured": True, "ratio": ratio, "verdict": verdict(ratio, GOAL)}
         scope = "" if args.size_mb == 200 else f" [the goal is for 200 MB: this is {args.size_mb} MB]"
-        lines.append(f"goal: check --cc / openssl: {ratio:.2f}x (<= {GOAL}x): {goal['verdict']}{scope}")
+        lines.append(f"goal: check --cc / openssl: {figure(ratio, GOAL)}x (<= {GOAL}x): {goal['verdict']}{scope}")
     print("\n".join(lines), file=sys.stderr)
     print(
         json.dumps(

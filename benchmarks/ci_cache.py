@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from check_speed import compiled_as_installed
+from check_speed import compiled_as_installed, figure, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits"
@@ -171,10 +171,6 @@ def warm_up(folder: Path, variants: list[tuple[str, list[str]]], jobs: int) -> f
     return time.perf_counter() - started
 
 
-def verdict(ratio: float, bound: float) -> str:
-    return "met" if ratio <= bound else "MISSED"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2)
@@ -215,12 +211,12 @@ def main() -> None:
             )
     for size in sizes:
         print(
-            f"goal: {size} MB steady unchanged rerun / --help: {vs_help[size]:.2f}x"
+            f"goal: {size} MB steady unchanged rerun / --help: {figure(vs_help[size], RERUN_VS_HELP)}x"
             f" (goal <= {RERUN_VS_HELP:g}x): {verdict(vs_help[size], RERUN_VS_HELP)}",
             file=sys.stderr,
         )
     print(
-        f"goal: flat, {sizes[-1]} MB / {sizes[0]} MB steady unchanged rerun: {flatness:.2f}x"
+        f"goal: flat, {sizes[-1]} MB / {sizes[0]} MB steady unchanged rerun: {figure(flatness, FLATNESS)}x"
         f" (goal <= {FLATNESS:g}x): {verdict(flatness, FLATNESS)}; round by round "
         f"{flatness_spread['min']:.2f}..{flatness_spread['max']:.2f}x"
         + ("" if sizes[-1] == 200 else f" [the goal is for 200 MB: this is {sizes[-1]} MB]"),
@@ -251,14 +247,14 @@ def main() -> None:
                 "steady_unchanged_vs_help": {
                     "bound": RERUN_VS_HELP,
                     "by_size_mb": {
-                        str(size): {"ratio": round(vs_help[size], 2), "verdict": verdict(vs_help[size], RERUN_VS_HELP)}
+                        str(size): {"ratio": vs_help[size], "verdict": verdict(vs_help[size], RERUN_VS_HELP)}
                         for size in sizes
                     },
                 },
                 "flatness": {
                     "what": f"steady unchanged rerun, {sizes[-1]} MB / {sizes[0]} MB",
                     "bound": FLATNESS,
-                    "ratio": round(flatness, 2),
+                    "ratio": flatness,
                     "verdict": verdict(flatness, FLATNESS),
                     "per_round_spread": {key: round(value, 2) for key, value in flatness_spread.items()},
                 },

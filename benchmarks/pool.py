@@ -61,6 +61,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from check_speed import figure
+
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
 FIRST_REQUEST_GOAL = 1.2  # x the steady p50
@@ -261,11 +263,12 @@ def goals_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         spread_us = row["overhead_spread_us"]
         first = row["warm_first_request_to_p50_trials"]
+        judged = figure(row["warm_first_request_to_p50"], FIRST_REQUEST_GOAL)
         lines.append(
-            f"{row['model'][:12]:>12}  {row['warm_first_request_to_p50']:>11.2f} (<= {FIRST_REQUEST_GOAL})"
+            f"{row['model'][:12]:>12}  {judged:>11} (<= {FIRST_REQUEST_GOAL})"
             f"  {min(first):>7.2f}..{max(first):<6.2f}"
             f"  {row['bare_p50_us']:>11.1f}  {row['pool_p50_us']:>9.1f}  {row['diff_of_medians_us']:>8.1f}"
-            f"  {row['overhead_us']:>13.2f} (<= {OVERHEAD_GOAL_US:g})"
+            f"  {figure(row['overhead_us'], OVERHEAD_GOAL_US):>13} (<= {OVERHEAD_GOAL_US:g})"
             f"  {spread_us['min']:>6.2f}..{spread_us['max']:<6.2f}"
             f"  {row['ort_run_us']:>21.2f} / {row['pool_path_us']:<5.2f}"
         )

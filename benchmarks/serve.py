@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from check_speed import figure
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "calibration" / "digits" / "digits_cnn.onnx"
@@ -115,16 +116,27 @@ def under_load(port: int, feed: dict[str, np.ndarray], requests: int, concurrenc
     """``requests`` requests from ``concurrency`` threads: p50/p99 in ms and requests/s.
 
     Each thread makes its own client (gevent, which the Triton client uses, binds a client to the
-    thread that made it) and sends one untimed request first, so connecting is not measured."""
+    thread that made it) and sends one untimed request first, so connecting is not measured. A
+    client that fails there aborts the start barrier, which the others and this thread would wait
+    at forever: the script exits (non-zero), saying which error."""
     latencies: list[float] = []
+    failures: list[Exception] = []
     lock = threading.Lock()
     share = [requests // concurrency + (index < requests % concurrency) for index in range(concurrency)]
     start = threading.Barrier(concurrency + 1)
 
     def run(count: int) -> None:
-        infer = client_infer(port)
-        infer(feed)
-        start.wait()
+        try:
+            infer = client_infer(port)
+            infer(feed)
+        except Exception as exc:
+            failures.append(exc)
+            start.abort()
+            return
+        try:
+            start.wait()
+        except threading.BrokenBarrierError:
+            return  # another client failed before the start: the main thread says which
         mine = [infer(feed) for _ in range(count)]
         with lock:
             latencies.extend(mine)
@@ -132,7 +144,15 @@ def under_load(port: int, feed: dict[str, np.ndarray], requests: int, concurrenc
     threads = [threading.Thread(target=run, args=(count,)) for count in share]
     for thread in threads:
         thread.start()
-    start.wait()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        for thread in threads:
+            thread.join()
+        sys.exit(
+            f"{len(failures)} of {concurrency} clients failed before the start at concurrency {concurrency}, "
+            f"the first with {type(failures[0]).__name__}: {failures[0]}"
+        )
     began = time.perf_counter()
     for thread in threads:
         thread.join()
@@ -344,8 +364,9 @@ def render(rows: list[dict[str, Any]], host: dict[str, float], args: argparse.Na
             )
     for row in rows:
         trials = [trial["first_over_p50"] for trial in row["trials"]["warm"]]
+        first = figure(row["first_over_p50"], FIRST_REQUEST_GOAL)
         print(
-            f"goal: {row['model']} warm first request / steady p50: {row['first_over_p50']:.2f}x"
+            f"goal: {row['model']} warm first request / steady p50: {first}x"
             f" (<= {FIRST_REQUEST_GOAL}x): {'met' if row['first_request_goal_met'] else 'MISSED'}"
             f"; trials {min(trials):.2f}..{max(trials):.2f}x",
             file=out,

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -95,12 +96,30 @@ def test_calibration_memory_growth_is_from_the_smallest_count_whatever_the_order
     assert document["goals"]["memory_growth"] == 1.25
 
 
+def test_a_figure_beside_its_verdict_shows_which_side_of_the_bound_it_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ratio just over its bound printed as the bound itself ("1.20x (<= 1.2x): MISSED"): the
+    table rounded, the verdict did not. The verdict stays on the value; the figure gets the digits
+    that show why."""
+    check_speed = load("check_speed", monkeypatch)
+    values = (2.004, 2.0, 1.996, 2.0000001)
+    assert [check_speed.figure(value, 2.0) for value in values] == ["2.004", "2.00", "2.00", "2.0000001"]
+    assert [check_speed.verdict(value, 2.0) for value in values] == ["MISSED", "met", "met", "MISSED"]
+    assert check_speed.figure(150.04, 150.0, 0) == "150.04" and check_speed.figure(149.6, 150.0, 0) == "150"
+
+
+@pytest.mark.parametrize(
+    ("first", "shown"),
+    [
+        (2.0, "goal: digits warm first request / steady p50: 2.00x (<= 1.2x): MISSED; trials 1.50..3.00x"),
+        (1.2004, "goal: digits warm first request / steady p50: 1.2004x (<= 1.2x): MISSED; trials"),
+    ],
+)
 def test_serve_prints_the_verdict_its_json_records_with_its_spread(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    first: float, shown: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     serve = load("serve", monkeypatch)
     timing = {"start_to_ready_s": 0.5, "first_request_ms": 2.0, "steady_p50_ms": 1.0, "after_idle_ms": 2.0}
-    ratios = {"first_over_p50": 2.0, "first_over_after_idle": 1.0}
+    ratios = {"first_over_p50": first, "first_over_after_idle": 1.0}
     row = {
         "model": "digits",
         **timing,
@@ -114,8 +133,34 @@ def test_serve_prints_the_verdict_its_json_records_with_its_spread(
     }
     host = {"steady_p50_ms": 0.2, "after_idle_ms": 1.0, "after_idle_over_p50": 5.0}
     serve.render([row], host, argparse.Namespace(pool=2, trials=3))
-    shown = "goal: digits warm first request / steady p50: 2.00x (<= 1.2x): MISSED; trials 1.50..3.00x"
     assert shown in capsys.readouterr().err
+
+
+def test_serve_load_exits_saying_why_when_a_client_fails_before_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that failed to connect left the others, and the script, waiting at the start
+    barrier forever: it breaks the barrier, and the script exits (non-zero) saying why."""
+    serve = load("serve", monkeypatch)
+
+    def refused(port: int) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(serve, "client_infer", refused)
+    ended: list[SystemExit] = []
+
+    def measure() -> None:
+        try:
+            serve.under_load(1, {}, requests=4, concurrency=2)
+        except SystemExit as exc:
+            ended.append(exc)
+
+    worker = threading.Thread(target=measure, daemon=True)  # a hang fails the test, not the suite
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "under_load still waits at its start barrier"
+    assert [str(exc.code) for exc in ended] == [
+        "2 of 2 clients failed before the start at concurrency 2, the first with ConnectionRefusedError: "
+        "[Errno 111] Connection refused"
+    ]
 
 
 def test_the_direct_build_writes_its_engine_without_copying_it(tmp_path: Path) -> None:
@@ -148,16 +193,26 @@ def test_pool_judges_the_first_request_beside_its_spread_over_trials(monkeypatch
     """The first-request ratio is one request per fresh process: the verdict on its median comes
     with every trial's ratio in the JSON and their range in the table."""
     pool = load("pool", monkeypatch)
-
-    def trial(ratio: float) -> dict[str, object]:
-        return {"scenarios": [{"name": "warm", "ratios": {"first_request_to_p50": ratio}}]}
-
-    summary = {"warm": {"first_request_to_p50": 1.1}}
-    overhead = {"overhead_us": 1.0, "overhead_spread_us": {"min": 0.5, "max": 2.0}, "bare_p50_us": 10.0}
-    overhead |= {"pool_p50_us": 11.0, "diff_of_medians_us": 1.0, "ort_run_us": 3.0, "pool_path_us": 4.0}
-    row = pool.goals("digits", summary, [trial(1.0), trial(1.1), trial(1.9)], overhead)
+    row = pool_row(pool, 1.1, 1.0, trials=(1.0, 1.1, 1.9))
     assert row["warm_first_request_to_p50_trials"] == [1.0, 1.1, 1.9] and row["first_request_ok"]
     assert "1.00..1.90" in pool.goals_table([row])
+
+
+def test_pool_shows_a_figure_just_over_its_bound_with_the_digits_that_missed(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = load("pool", monkeypatch)
+    row = pool_row(pool, 1.2004, 5.001, trials=(1.2004,))
+    assert not row["first_request_ok"] and not row["overhead_ok"]
+    table = pool.goals_table([row])
+    assert "1.2004 (<= 1.2)" in table and "5.001 (<= 5)" in table and "first request MISSED" in table
+
+
+def pool_row(pool: ModuleType, first: float, overhead_us: float, trials: tuple[float, ...]) -> dict[str, object]:
+    """``pool.goals``'s row of one model: its first-request ratio, its overhead, each trial's ratio."""
+    runs = [{"scenarios": [{"name": "warm", "ratios": {"first_request_to_p50": ratio}}]} for ratio in trials]
+    summary = {"warm": {"first_request_to_p50": first}}
+    overhead = {"overhead_us": overhead_us, "overhead_spread_us": {"min": 0.5, "max": 2.0}, "bare_p50_us": 10.0}
+    overhead |= {"pool_p50_us": 11.0, "diff_of_medians_us": 1.0, "ort_run_us": 3.0, "pool_path_us": 4.0}
+    return pool.goals("digits", summary, runs, overhead)
 
 
 def test_calibration_peak_rss_is_the_childs_own_not_its_parents(

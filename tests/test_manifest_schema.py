@@ -75,3 +75,23 @@ def test_what_the_schema_refuses_trtforge_refuses(manifests: dict[str, dict[str,
     assert list(VALIDATOR.iter_errors(document)), edit
     with pytest.raises(InvalidInputError):
         parse_manifest(json.dumps(document), "edited.manifest.json")
+
+
+def test_a_number_with_no_fraction_is_the_integer_the_schema_says(manifests: dict[str, dict[str, Any]]) -> None:
+    """JSON Schema counts 64.0 an integer: the shipped schema passed a manifest written with one
+    (another tool's JSON writer) that trtforge refused as not a manifest. Both read it now, as the
+    spec loader reads ``batch_size: 64.0``; the schema and trtforge refuse 64.5 alike."""
+    original = manifests["fp32"]
+    document = json.loads(json.dumps(original))
+    document["artifact"]["size"] = float(document["artifact"]["size"])
+    for tensor in document["io"]:
+        tensor["shape"] = [float(dim) for dim in tensor["shape"]]
+    for entry in (entry for profile in document["profiles"] for entry in profile.values()):
+        entry.update({key: [float(dim) for dim in dims] for key, dims in entry.items()})
+    assert document["profiles"] and document["io"]
+    assert list(VALIDATOR.iter_errors(document)) == []
+    assert parse_manifest(json.dumps(document), "m") == parse_manifest(json.dumps(original), "m")
+    document["artifact"]["size"] += 0.5
+    assert list(VALIDATOR.iter_errors(document))
+    with pytest.raises(InvalidInputError, match=r"artifact\.size"):
+        parse_manifest(json.dumps(document), "m")

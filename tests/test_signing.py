@@ -299,27 +299,68 @@ def test_encrypted_private_key_needs_the_password(tmp_path: Path, monkeypatch: p
     assert "ENCRYPTED" in pair.private_path.read_text()
     assert load_signing_key(pair.private_path).key_id == pair.key_id
     monkeypatch.delenv(SIGNING_KEY_PASSWORD_ENV)
-    with pytest.raises(InvalidInputError, match=f"it is encrypted: set {SIGNING_KEY_PASSWORD_ENV}"):
+    with pytest.raises(InvalidInputError) as caught:
         load_signing_key(pair.private_path)
+    assert str(caught.value) == (
+        f"{pair.private_path}: the private key is encrypted; set {SIGNING_KEY_PASSWORD_ENV} to its password"
+    )
+
+
+@pytest.mark.parametrize(
+    ("encrypted", "says"),
+    [
+        (True, f"{SIGNING_KEY_PASSWORD_ENV} does not decrypt this encrypted private key; set it to the key's password"),
+        (False, f"the private key is not encrypted, yet {SIGNING_KEY_PASSWORD_ENV} is set; unset it"),
+    ],
+)
+def test_a_password_that_does_not_fit_the_key_says_which(
+    encrypted: bool, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong password for an encrypted key once read "not a PEM private key": the file is one."""
+    if encrypted:
+        monkeypatch.setenv(SIGNING_KEY_PASSWORD_ENV, "s3cret")
+    pair = generate_keypair(tmp_path / "key")
+    monkeypatch.setenv(SIGNING_KEY_PASSWORD_ENV, "wrong")
+    with pytest.raises(InvalidInputError) as caught:
+        load_signing_key(pair.private_path)
+    assert str(caught.value) == f"{pair.private_path}: {says}"
+
+
+#: how a file given where the private key goes is fixed
+PRIVATE_FIX = "pass the private key file trtforge keygen OUT wrote (OUT, not OUT.pub)"
 
 
 @pytest.mark.parametrize(
     ("content", "says"),
     [
         (None, "key file not found"),
-        ("not a key", "not a PEM private key"),
-        ("PUBLIC", "this is a public key; signing needs the private key"),
+        ("", f"the key file is empty; {PRIVATE_FIX}"),
+        ("not a key", f"not a PEM private key (no -----BEGIN PRIVATE KEY----- block in it); {PRIVATE_FIX}"),
+        ("RANDOM", f"not a PEM private key (no -----BEGIN PRIVATE KEY----- block in it); {PRIVATE_FIX}"),
+        ("PUBLIC", f"this is a public key, and signing needs the private key; {PRIVATE_FIX}"),
+        ("OPENSSH", f"its OPENSSH PRIVATE KEY block does not load as a private key; {PRIVATE_FIX}"),
         ("RSA", f"key type RSA is not supported; {SUPPORTED}: create one with trtforge keygen OUT [--type ecdsa-p256]"),
         ("P384", f"key type ECDSA secp384r1 is not supported; {SUPPORTED}: create one with trtforge keygen OUT"),
         ("DSA", f"key type DSA is not supported; {SUPPORTED}: create one with trtforge keygen OUT"),
     ],
 )
-def test_bad_signing_keys_say_what_to_do(tmp_path: Path, keys: Path, content: str | None, says: str) -> None:
+def test_bad_signing_keys_say_what_to_do(
+    tmp_path: Path, keys: Path, content: str | None, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An unsupported key type is named as a person names it (RSA, not ``a RSAPrivateKey key``),
-    with the types trtforge takes and how to make one; no warning of cryptography's on the way."""
+    with the types trtforge takes and how to make one; no warning of cryptography's on the way.
+    An empty file, text or random bytes once read "not a PEM private key (or a wrong
+    TRTFORGE_SIGNING_KEY_PASSWORD)", with no password set: each says what the file is instead."""
+    monkeypatch.delenv(SIGNING_KEY_PASSWORD_ENV, raising=False)
     path = tmp_path / "bad.pem"
     if content == "PUBLIC":
         path = _public(keys)
+    elif content == "RANDOM":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif content == "OPENSSH":
+        path.write_text(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+        )
     elif content in OTHER_KEYS:
         path.write_bytes(_pem(OTHER_KEYS[content](), private=True))
     elif content is not None:
@@ -327,7 +368,8 @@ def test_bad_signing_keys_say_what_to_do(tmp_path: Path, keys: Path, content: st
     with warnings.catch_warnings(record=True) as warned, pytest.raises(InvalidInputError) as caught:
         warnings.simplefilter("always")
         load_signing_key(path)
-    assert says in str(caught.value)
+    assert says in str(caught.value) and f"{path}: " in str(caught.value), str(caught.value)
+    assert SIGNING_KEY_PASSWORD_ENV not in str(caught.value)
     assert not warned, [str(warning.message) for warning in warned]
 
 
@@ -381,6 +423,17 @@ def test_no_signing_key_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_trusting_a_private_key_is_refused(keys: Path) -> None:
     with pytest.raises(InvalidInputError, match="this is a private key; trust the public key"):
         load_trusted_keys([keys])
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"), [(b"", "the key file is empty"), (b"not a key\n", "no PEM public key in it")]
+)
+def test_a_trusted_key_file_with_no_key_says_what_it_holds(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "ci.pub"
+    path.write_bytes(content)
+    with pytest.raises(InvalidInputError) as caught:
+        load_trusted_keys([path])
+    assert str(caught.value) == f"{path}: {problem}; pass the OUT.pub file that trtforge keygen wrote"
 
 
 # ---------------------------------------------------------------- sign and verify

@@ -71,6 +71,14 @@ def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DE
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
 
 
+def integral(value: Any) -> Any:
+    """A number with no fraction (``64.0``, ``1e3``) as the integer it is: JSON Schema counts it one,
+    so a shipped schema (an editor, a CI linter, another loader) passes it where an integer goes,
+    and a model in strict mode alone refused it (the spec's, the manifest's). A fraction, and any
+    other value, is left as it is, for the model to refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def not_json_constant(constant: str, advice: str = "") -> NoReturn:
     """``NaN``, ``Infinity`` and ``-Infinity``, which Python's json reads and RFC 8259 has not: other
     parsers refuse them, so a signed document must not rest on one (``json``'s ``parse_constant``).

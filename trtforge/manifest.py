@@ -10,10 +10,11 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -25,7 +26,7 @@ from pydantic import (
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, did_you_mean
 from trtforge.fsutil import atomic_write_text
-from trtforge.jsonsafe import bounded_json, json_sha256
+from trtforge.jsonsafe import bounded_json, integral, json_sha256
 from trtforge.tags import (
     AMPERE,
     FLAVOR_RTX,
@@ -71,6 +72,9 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: an integer: an int, or a number with no fraction (``64.0``), which the shipped schema's
+#: ``integer`` passes too (``jsonsafe.integral``)
+Integer = Annotated[int, BeforeValidator(integral)]
 #: a sha256 as trtforge writes it: 64 lowercase hex digits
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -78,7 +82,7 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 class ArtifactInfo(_Frozen):
     file: str
     sha256: str = Field(pattern=SHA256_PATTERN)
-    size: int = Field(ge=0)
+    size: Integer = Field(ge=0)
 
 
 class SourceInfo(_Frozen):
@@ -192,7 +196,7 @@ class TensorInfo(_Frozen):
     name: str
     mode: Literal["input", "output"]
     dtype: str
-    shape: list[int]
+    shape: list[Integer]
 
 
 class BuildInfo(_Frozen):
@@ -211,7 +215,7 @@ class Manifest(_Frozen):
     tensorrt: TensorRTInfo
     gpu: GpuInfo
     platform: PlatformInfo
-    profiles: list[dict[str, dict[str, list[int]]]]
+    profiles: list[dict[str, dict[str, list[Integer]]]]
     io: list[TensorInfo]
     calibration: dict[str, Any] | None
     accuracy: dict[str, Any] | None
@@ -432,8 +436,9 @@ def parse_manifest(data: bytes | str, origin: str) -> Manifest:
             f"{origin}: unreadable manifest, {exc}; rebuild the engine with trtforge build"
         ) from exc
     try:
-        # strict: a value of another JSON type is refused, never converted ("false" is not False, 1.0
-        # not 1): a signature covers the file as written, which any other reader takes as written
+        # strict: a value of another JSON type is refused, never converted ("false" is not False, "1"
+        # not 1): a signature covers the file as written, which any other reader takes as written. A
+        # number with no fraction (1.0) is the integer the schema passes, and RFC 8785 writes it 1
         return Manifest.model_validate(document, strict=True)
     except ValidationError as exc:
         schema = document.get("schema") if isinstance(document, dict) else None

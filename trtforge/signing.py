@@ -236,22 +236,8 @@ def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKe
     try:
         with _quiet_deprecations():
             key = load_pem_private_key(data, password=password.encode() if password else None)
-    except TypeError as exc:  # encrypted without a password, or a password for a clear key
-        hint = (
-            f"it is encrypted: set {SIGNING_KEY_PASSWORD_ENV}"
-            if not password
-            else f"it is not encrypted: unset {SIGNING_KEY_PASSWORD_ENV}"
-        )
-        raise InvalidInputError(f"{source}: cannot open the private key, {hint}") from exc
-    except ValueError as exc:
-        if b"PUBLIC KEY" in data:
-            raise InvalidInputError(
-                f"{source}: this is a public key; signing needs the private key (the file without .pub)"
-            ) from exc
-        raise InvalidInputError(
-            f"{source}: not a PEM private key (or a wrong {SIGNING_KEY_PASSWORD_ENV}); create one with "
-            "trtforge keygen OUT"
-        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{source}: {_private_key_problem(data, bool(password), exc)}") from exc
     if isinstance(key, EllipticCurvePrivateKey) and isinstance(key.curve, SECP256R1):
         return SigningKey(key, key_id_of(key.public_key()), source, warning)
     if not isinstance(key, Ed25519PrivateKey):
@@ -259,6 +245,31 @@ def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKe
             f"{source}: {_key_kind(key)}; {_SUPPORTED}: create one with trtforge keygen OUT [--type {ECDSA_P256}]"
         )
     return SigningKey(key, key_id_of(key.public_key()), source, warning)
+
+
+#: how to fix a file given where a private key goes (``sign --key``, ``build --sign-key``)
+_PRIVATE_FIX = "pass the private key file trtforge keygen OUT wrote (OUT, not OUT.pub)"
+
+
+def _private_key_problem(data: bytes, password: bool, exc: Exception) -> str:
+    """What is wrong with a private key file that did not load, and how to fix it, judged on the
+    file: cryptography's ValueError is one for an empty file, text, a public key, a damaged key and
+    a wrong password alike; its TypeError is an encryption the password (``password``: one is
+    set) does not match."""
+    labels = [label.decode() for label in re.findall(rb"-----BEGIN ([A-Z0-9 ]+)-----", data)]
+    if isinstance(exc, TypeError):
+        if password:
+            return f"the private key is not encrypted, yet {SIGNING_KEY_PASSWORD_ENV} is set; unset it"
+        return f"the private key is encrypted; set {SIGNING_KEY_PASSWORD_ENV} to its password"
+    if not data.strip():
+        return f"the key file is empty; {_PRIVATE_FIX}"
+    if any("PUBLIC KEY" in label for label in labels):
+        return f"this is a public key, and signing needs the private key; {_PRIVATE_FIX}"
+    if not labels:
+        return f"not a PEM private key (no -----BEGIN PRIVATE KEY----- block in it); {_PRIVATE_FIX}"
+    if password and b"ENCRYPTED" in data:
+        return f"{SIGNING_KEY_PASSWORD_ENV} does not decrypt this encrypted private key; set it to the key's password"
+    return f"its {labels[0]} block does not load as a private key; {_PRIVATE_FIX}"
 
 
 def _open_to_others(path: Path, flag: str) -> str | None:
@@ -328,7 +339,8 @@ def _public_keys(data: bytes, source: str) -> list[TrustedKey]:
     text = data.decode("ascii", errors="replace")
     blocks = list(_PEM_BLOCK.finditer(text))
     if not blocks:
-        raise InvalidInputError(f"{source}: no PEM public key in it; pass the OUT.pub file that trtforge keygen wrote")
+        problem = "the key file is empty" if not text.strip() else "no PEM public key in it"
+        raise InvalidInputError(f"{source}: {problem}; pass the OUT.pub file that trtforge keygen wrote")
     keys = []
     for block in blocks:
         if "PRIVATE KEY" in block.group(1):

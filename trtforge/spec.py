@@ -41,6 +41,7 @@ from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
 from trtforge.errors import InvalidInputError, SpecError, TrtforgeError, did_you_mean, first_line
+from trtforge.jsonsafe import integral
 from trtforge.model import SHAPE_TENSOR_DTYPES, ModelInfo, TensorDesc, model_files, not_a_file
 from trtforge.tags import CAPABILITY_PATTERN, MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability, Precision
 
@@ -95,15 +96,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _integral(value: Any) -> Any:
-    """A number with no fraction (``64.0``, ``1e3``) as the integer it is: JSON Schema counts it
-    one, so the shipped schema (an editor, a CI linter) passes it where an integer goes, and strict
-    mode alone refused it (exit 2 for a spec the schema passed). A fraction stays refused."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-#: an integer setting: an int, or a float with no fraction (``_integral``); the schema says ``integer``
-Integer = Annotated[int, BeforeValidator(_integral)]
+#: an integer setting: an int, or a float with no fraction (``jsonsafe.integral``); the schema says ``integer``
+Integer = Annotated[int, BeforeValidator(integral)]
 #: A shape tensor's value: a list for a rank-1 tensor, one integer for a rank-0 (scalar) one.
 ShapeValue = list[Integer] | Integer
 _VALUE_KEYS = ("min", "opt", "max")
@@ -116,7 +110,7 @@ def _flat(value: ShapeValue) -> list[int]:
 
 def _shape_of(value: Any) -> list[int] | None:
     """The tensor shape a shape tensor's value implies ([] for a scalar); None if not a value."""
-    value = _integral(value)
+    value = integral(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return []
     if isinstance(value, list):
@@ -221,7 +215,7 @@ class CalibrationSpec(_Strict):
         default_factory=list, description="node names kept out of INT8; auto: found by a sensitivity search"
     )
     # ``Integer`` with the bound before its validator: after it, the schema would say ``gt``, no JSON Schema word
-    max_excluded: Annotated[int, Field(gt=0), BeforeValidator(_integral)] | None = Field(
+    max_excluded: Annotated[int, Field(gt=0), BeforeValidator(integral)] | None = Field(
         None, description="exclude: auto keeps at most this many nodes out"
     )
     search_budget: float = Field(60.0, gt=0, description="seconds the exclude: auto search may take")
@@ -293,7 +287,7 @@ SIZE_TEXT = r"\s*\d*\.?\d+\s*(?:[bB](?:[iI][tT])?|[kKmMgGtTpPeE](?:[iI]?[bB](?:[
 
 
 def _size_text(value: Any) -> Any:
-    value = _integral(value)
+    value = integral(value)
     if isinstance(value, str) and not re.fullmatch(SIZE_TEXT, value):
         raise ValueError(f"{value!r} is not a size: bytes, or a number and a unit, e.g. '512MiB' or '4GiB'")
     return value
