@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,6 +47,17 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     finally:
         for folder in mounted:
             subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A folder in /tmp that another user (``nobody``) can reach (pytest's are root's alone, 0o700)."""
+    scratch = Path(tempfile.mkdtemp(prefix="trtforge-nobody-"))
+    scratch.chmod(0o755)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ import errno
 import json
 import multiprocessing
 import os
+import pwd
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -187,6 +189,180 @@ def test_a_dead_commit_left_to_its_artifacts_writer_keeps_its_backups(tmp_path: 
         assert sweep(tmp_path) == artifact.Swept()
     assert sweep(tmp_path).rolled_back == 1
     assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+# ---------------------------------------------------------------- a folder users share
+
+#: a forked writer's exit code where root may not change its user (no CAP_SETUID/CAP_SETGID)
+CANNOT_DROP = 77
+
+
+@pytest.fixture
+def nobody() -> pwd.struct_passwd:
+    """The user ``nobody``, whom root's forked writers become (as root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to write as another user (nobody)")
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("there is no user nobody here to write as")
+
+
+def as_user(user: pwd.struct_passwd, target: Callable[[], None]) -> Callable[[], None]:
+    """``target`` in a forked process that first gives up root for ``user`` for good (groups, gid,
+    uid): a real other user, with its own files and permissions. Forked, not started with
+    ``subprocess``'s ``user=``: root's interpreter may sit where ``nobody`` cannot run it (/root)."""
+
+    def run() -> None:
+        try:
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+        except PermissionError:
+            sys.exit(CANNOT_DROP)
+        target()
+
+    return run
+
+
+def run_as(user: pwd.struct_passwd, target: Callable[[], None]) -> int | None:
+    (code,) = run_forked(as_user(user, target))
+    if code == CANNOT_DROP:
+        pytest.skip("root here may not change its user (no CAP_SETUID/CAP_SETGID): nothing runs as nobody")
+    return code
+
+
+def waits_for_a_lock(process: multiprocessing.process.BaseProcess, timeout: float = 20) -> bool:
+    """Whether ``process`` comes to wait for a flock another holds (``/proc/locks`` lists its
+    request after ``->``) within ``timeout``; False as soon as it ends."""
+    deadline = time.monotonic() + timeout
+    while process.is_alive() and time.monotonic() < deadline:
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "->" in fields and fields[fields.index("->") + 4 :][:1] == [str(process.pid)]:
+                return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("folder_mode", "shared"),
+    [(0o1777, 0o1777), (0o2775, 0o3775), (0o770, 0o1770), (0o755, None), (0o700, None)],
+    ids=["1777", "2775", "0770", "0755", "0700"],
+)
+def test_the_lock_folder_is_as_shared_as_the_folder_it_is_in(
+    tmp_path: Path, folder_mode: int, shared: int | None
+) -> None:
+    """In a folder users share (/tmp's 1777, a team's setgid 2775) the lock folder was made as the
+    umask said (0755, 0700), so no other user could make a lock file there: it now takes the
+    folder's own mode and the sticky bit (no user removes a lock file another holds), and its lock
+    files are readable (all flock needs) whatever the umask. A folder that is not shared keeps the
+    umask's modes."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    folder.chmod(folder_mode)
+    umask = os.umask(0o077)
+    try:
+        with artifact.artifact_lock(folder, "m", "fp32"):
+            pass
+    finally:
+        os.umask(umask)
+    lock = artifact.lock_file(folder, "m", "fp32")
+    assert stat.S_IMODE(lock.parent.stat().st_mode) == (shared or 0o700)
+    assert stat.S_IMODE(lock.stat().st_mode) == (0o644 if shared else 0o600)
+    assert leftovers(folder) == ()
+
+
+def test_users_sharing_a_sticky_folder_take_turns_on_an_artifacts_lock(
+    reachable: Path, nobody: pwd.struct_passwd
+) -> None:
+    """A folder users share (1777, as /tmp): root's commit made the lock folder 0755 and its lock
+    files 0644, so every commit of another user there was exit 2 "cannot lock": it could neither
+    make a lock file in that folder nor open root's for writing. Now it makes its own and locks
+    root's (read-only: flock needs no more), and the lock still lets one writer in at a time:
+    its commit of an artifact whose lock root holds waits for root."""
+    shared = reachable / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    commit_set(shared, "root")
+
+    def theirs() -> None:
+        for name in ("m", "k"):  # m: root's lock file; k: one of its own, in root's lock folder
+            with ArtifactWriter(shared, name, "fp32") as writer:
+                writer.write(f"{name}.theirs", b"theirs")
+                writer.commit()
+
+    with artifact.artifact_lock(shared, "m", "fp32"):
+        process = FORK.Process(target=as_user(nobody, theirs))
+        process.start()
+        waiting = waits_for_a_lock(process)
+        assert not (shared / "m.theirs").exists()
+    process.join(30)
+    if process.exitcode == CANNOT_DROP:
+        pytest.skip("root here may not change its user (no CAP_SETUID/CAP_SETGID): nothing runs as nobody")
+    assert waiting and process.exitcode == 0
+    assert {path.name: path.stat().st_uid for path in shared.iterdir() if path.name.endswith(".theirs")} == {
+        "m.theirs": nobody.pw_uid,
+        "k.theirs": nobody.pw_uid,
+    }
+    locks = shared / artifact.LOCK_DIR
+    assert stat.S_IMODE(locks.stat().st_mode) == 0o1777  # nobody may not remove root's lock file
+    assert {path.name: path.stat().st_uid for path in locks.iterdir()} == {
+        "m-fp32.lock": 0,
+        "k-fp32.lock": nobody.pw_uid,
+    }
+    assert held(shared) == whole("root") and leftovers(shared) == ()
+
+
+def refused_as(user: pwd.struct_passwd, target: Callable[[], None]) -> str:
+    """The one line ``target``, run as ``user``, is refused with (exit 2)."""
+    said = FORK.SimpleQueue()
+
+    def run() -> None:
+        try:
+            target()
+        except InvalidInputError as exc:
+            said.put(str(exc))
+            sys.exit(2)
+
+    assert run_as(user, run) == 2
+    return said.get()
+
+
+def test_another_users_narrow_lock_folder_is_named_and_its_owners_next_lock_shares_it(
+    reachable: Path, nobody: pwd.struct_passwd
+) -> None:
+    """The 0755 lock folder an older trtforge made in a shared folder: another user's commit there
+    is exit 2 saying whose it is and how it gets shared, leaving nothing; the owner's next lock
+    there widens it (never another user's folder), then the other user's commit goes through. A
+    lock file others may not read (a umask of 077) is named with its fix too."""
+    shared = reachable / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    locks = shared / artifact.LOCK_DIR
+    locks.mkdir()
+    locks.chmod(0o755)
+    lock = locks / "m-fp32.lock"
+    assert refused_as(nobody, lambda: commit_set(shared, "theirs")) == (
+        f"cannot lock {lock} (Permission denied): {locks} is root's and other users may not write it; "
+        f"a build of root's into {shared} shares it (or chmod 1777 {locks}), else write to another folder"
+    )
+    assert sorted(path.name for path in shared.iterdir()) == [artifact.LOCK_DIR]
+    with artifact.artifact_lock(shared, "m", "fp32"):
+        lock.chmod(0o600)
+    assert stat.S_IMODE(locks.stat().st_mode) == 0o1777
+    assert refused_as(nobody, lambda: commit_set(shared, "theirs")) == (
+        f"cannot lock {lock} (Permission denied): {lock} is root's and other users may not read it; "
+        f"ask root to run chmod a+r {lock}, else write to another folder"
+    )
+    lock.chmod(0o644)
+    assert run_as(nobody, lambda: commit_set(shared, "theirs")) == 0
+    assert held(shared) == whole("theirs") and leftovers(shared) == ()
+    os.chown(locks, nobody.pw_uid, nobody.pw_gid)
+    locks.chmod(0o755)
+    with artifact.artifact_lock(shared, "m", "fp32"):
+        pass
+    assert stat.S_IMODE(locks.stat().st_mode) == 0o755
 
 
 # ---------------------------------------------------------------- a folder at a file's name

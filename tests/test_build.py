@@ -9,12 +9,13 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from clitools import as_foreground_job
 from models import need_rtx
+from registry import DIGITS_ONNX, DIGITS_PROFILE
 from typer.testing import CliRunner
 
 from trtforge.artifact import LOCK_DIR
@@ -162,6 +163,44 @@ def test_unwritable_output_directory(write_spec: Callable[..., Path], tmp_path: 
     code, _, stderr = _build(spec, blocker / "out")
     assert code == 2
     assert f"output directory {blocker / 'out'} cannot be made: {blocker} is a file" in stderr and "--out" in stderr
+
+
+@pytest.fixture
+def append_only(tmp_path: Path) -> Iterator[Path]:
+    """A folder with ``chattr +a`` (files may be added to it, never renamed nor removed); skipped
+    where that flag cannot be set (not root, a file system without it)."""
+    folder = tmp_path / "append-only"
+    folder.mkdir()
+    done = subprocess.run(["chattr", "+a", str(folder)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make an append-only folder here (chattr +a): {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-a", str(folder)], check=True)
+
+
+def test_an_append_only_out_is_refused_and_keeps_no_probe(append_only: Path, tmp_path: Path) -> None:
+    """``--out`` append-only: the file made to prove the folder writable could not be removed, so
+    it stayed there for good, under an error saying the folder was not writable. Now it is refused
+    for what it is before anything is made in it; a new folder made inside one (the flag is not
+    inherited) builds, and nothing is left in the append-only folder but that folder."""
+    spec = tmp_path / "digits.yaml"
+    spec.write_text(
+        f"name: digits-cnn\nmodel: {DIGITS_ONNX}\nprecision: fp32\nbackend: tensorrt-rtx\ntargets: ['8.6']\n"
+        f"profiles:\n{DIGITS_PROFILE}\naccuracy: {{enabled: false}}\n"
+    )
+    code, _, stderr = _build(spec, append_only)
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: output directory {append_only} is append-only (chattr +a): files can be added there but never "
+        f"replaced or removed, which every write of trtforge does; pass --out with another folder, or run "
+        f"chattr -a {append_only}"
+    )
+    assert list(append_only.iterdir()) == []
+    code, _, stderr = _build(spec, append_only / "out")
+    assert code == 0, stderr
+    assert [path.name for path in append_only.iterdir()] == ["out"] and _engines(append_only / "out")
 
 
 @pytest.mark.parametrize(

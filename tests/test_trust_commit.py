@@ -12,9 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -460,17 +459,6 @@ print(json.dumps([run(args) for args in runs]))
 """
 
 
-@pytest.fixture
-def reachable() -> Iterator[Path]:
-    """A folder in /tmp that ``nobody`` can reach (pytest's are root's alone, 0o700)."""
-    scratch = Path(tempfile.mkdtemp(prefix="trtforge-nobody-"))
-    scratch.chmod(0o755)
-    try:
-        yield scratch
-    finally:
-        shutil.rmtree(scratch)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run trtforge as another user")
 def test_a_shared_folder_with_another_users_artifact_is_one_line_and_left_as_it_was(
     reachable: Path, tmp_path: Path, trust_case: TrustRecorder
@@ -481,7 +469,8 @@ def test_a_shared_folder_with_another_users_artifact_is_one_line_and_left_as_it_
     backups; from then on every build of ``nobody`` into that folder was exit 1 too, its sweep
     failing on that journal, and so it was on any stale temporary of root's. Now: exit 2 naming the
     file, root's set untouched, nothing left; other builds go on; a commit root's killed run left
-    open is exit 2 naming its journal."""
+    open is exit 2 naming its journal. Every build of ``nobody``'s there locks its artifact in the
+    lock folder root's first build made, shared as the folder is (it was 0755: exit 2 "cannot lock")."""
     model = reachable / DIGITS_ONNX.name
     shutil.copyfile(DIGITS_ONNX, model)
     specs = {}
@@ -496,10 +485,9 @@ def test_a_shared_folder_with_another_users_artifact_is_one_line_and_left_as_it_
     os.chown(cache, NOBODY, NOBODY)
     shared, unreadable, planted, killed = (reachable / name for name in ("shared", "unreadable", "planted", "killed"))
     for folder in (shared, unreadable, planted, killed):
-        assert cli("build", specs["digits-cnn"], "--out", folder)[0] == 0  # root's artifact
-        locks = folder / artifact.LOCK_DIR
-        for path in (folder, locks, *locks.iterdir()):  # the artifacts' locks shared too
-            path.chmod(0o1777 if path.is_dir() else 0o666)
+        folder.mkdir()
+        folder.chmod(0o1777)
+        assert cli("build", specs["digits-cnn"], "--out", folder)[0] == 0  # root's artifact, and its lock
     before = {p.name: (p.read_bytes(), p.stat().st_ino) for p in shared.iterdir() if p.is_file()}
     stale = planted / f".x.engine.{dead_pid()}-a1b2c3d4.tmp"  # a dead run of root's left it
     stale.write_bytes(b"half an engine")

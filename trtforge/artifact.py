@@ -47,6 +47,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -69,6 +70,7 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     judging_owner,
     link_temp,
     make_temp,
+    make_temp_dir,
     refuse_folders,
     release_temp,
     rename_temp,
@@ -185,16 +187,114 @@ def _holding(path: Path, wait: bool) -> Iterator[bool]:
 def _locked(path: Path, take: Callable[[], Any]) -> Any:
     """``take()`` (the lock) in a folder made for it; a folder that cannot hold it is a user error."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_lock_folder(path.parent)
         return take()
     except OSError as exc:
         if path.parent.exists() and not path.parent.is_dir():
             raise InvalidInputError(
                 f"cannot lock {path}: {path.parent} is a file where trtforge keeps its locks; remove it"
             ) from exc
-        raise disk_error(exc, path.parent) or InvalidInputError(
-            f"cannot lock {path} ({exc.strerror}); the folder it writes to must be writable"
+        raise (
+            _not_shared(path, exc)
+            or disk_error(exc, path.parent)
+            or InvalidInputError(f"cannot lock {path} ({exc.strerror}); the folder it writes to must be writable")
         ) from exc
+
+
+def _sharing(mode: int) -> int:
+    """The permission bits the lock folder made in a folder of ``mode`` takes: that folder's own
+    where users other than its owner may write it (a sticky /tmp, a team's setgid folder), so every
+    user who may write an artifact there may lock it, and the sticky bit, so that none of them can
+    remove a lock file another holds (two writers would then each hold "the" lock); 0 where it is
+    not shared, and the umask decides, as for any folder (and on Windows, which has no such modes)."""
+    if fcntl is None or not mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return 0
+    return stat.S_IMODE(mode) & ~stat.S_ISUID | stat.S_ISVTX
+
+
+def _make_lock_folder(folder: Path) -> None:
+    """``folder`` (``.trtforge-locks``), as shared as the folder it is in (:func:`_sharing`): made
+    under a temporary name and renamed in with its mode set, so that another user never finds it
+    narrower. This user's own, made narrower (by an older trtforge: 0755 in /tmp), is widened."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shared = _sharing(folder.parent.stat().st_mode)
+    if not shared:
+        folder.mkdir(exist_ok=True)
+        return
+    try:
+        found = folder.lstat()
+    except FileNotFoundError:
+        staged = make_temp_dir(folder.parent, folder.name)
+        try:
+            staged.chmod(shared)
+            os.rename(staged, folder)  # replaces nothing but an empty folder another run just made
+        except OSError:  # another run's came first, or a file is there (said by the caller)
+            staged.rmdir()
+        finally:
+            release_temp(staged)
+        return
+    mode = stat.S_IMODE(found.st_mode)
+    if stat.S_ISDIR(found.st_mode) and found.st_uid == os.geteuid() and mode | shared != mode:
+        folder.chmod(mode | shared)
+
+
+def _not_shared(path: Path, exc: OSError) -> InvalidInputError | None:
+    """Another user's lock folder or lock file that this user may not use where users share the
+    output folder (one an older trtforge made 0755 in /tmp): whose it is and the fix, for the one
+    line. None for anything else."""
+    if not isinstance(exc, PermissionError):
+        return None
+    blocker = path if os.path.lexists(path) else path.parent
+    try:
+        shared = _sharing(path.parent.parent.stat().st_mode)
+        owner = blocker.lstat().st_uid
+    except OSError:
+        return None
+    if not shared or owner == os.geteuid():
+        return None
+    import pwd
+
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = f"uid {owner}"
+    if blocker == path:  # a lock file made unreadable to others (a umask of 077): never widened
+        problem = f"other users may not read it; ask {name} to run chmod a+r {path}"
+    else:
+        problem = (
+            f"other users may not write it; a build of {name}'s into {path.parent.parent} shares it "
+            f"(or chmod {shared:o} {blocker})"
+        )
+    return InvalidInputError(
+        f"cannot lock {path} ({exc.strerror}): {blocker} is {name}'s and {problem}, else write to another folder"
+    )
+
+
+def _open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path``, made where there is none (readable by every user
+    who may lock it, in a folder users share). Another user's, which this one may not write, is
+    opened read-only: flock needs no more. Never with O_CREAT on an existing file (a sticky folder
+    refuses that on another user's, ``fs.protected_regular``), nor through a link, nor blocking on
+    a FIFO another user put there."""
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | flags)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            return os.open(path, os.O_RDONLY | flags)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o644)
+        except FileExistsError:
+            continue  # another run made it meanwhile: open theirs
+        try:
+            if _sharing(path.parent.stat().st_mode):
+                os.fchmod(fd, 0o644)  # whatever this user's umask
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
 
 def _flocked(path: Path, wait: bool) -> int | None:
@@ -202,7 +302,7 @@ def _flocked(path: Path, wait: bool) -> int | None:
     holds it and ``wait`` is off). Where the file system has no flock (some network and FUSE ones),
     the descriptor holds nothing and writers are not serialized there, as temporaries on such a
     file system are owned by their pid alone."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _open_lock(path)
     try:
         if wait:
             wait_for_lock(fd)

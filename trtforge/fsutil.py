@@ -16,6 +16,7 @@ import enum
 import os
 import re
 import stat
+import struct
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -491,13 +492,51 @@ def special_file_kind(mode: int) -> str:
 
 def _prove_writable(folder: Path, path: Path, flag: str, what: str) -> None:
     """A file made and removed in ``folder``: ``os.access`` says yes to root on any folder, and a
-    read-only or special file system (/sys, /proc) refuses only the write itself."""
+    read-only or special file system (/sys, /proc) refuses only the write itself. Not in an
+    append-only folder, where that file would stay for good: ``path`` itself is refused (nothing
+    could be replaced or cleaned up there), and a folder above it, where ``path`` is yet to be made
+    (not append-only: the flag is not inherited), is asked ``os.access`` instead."""
+    if _append_only(folder):
+        if folder == path:
+            raise InvalidInputError(
+                f"{what} {path} is append-only (chattr +a): files can be added there but never replaced "
+                f"or removed, which every write of trtforge does; pass {flag} with another folder, or run "
+                f"chattr -a {path}"
+            )
+        if os.access(folder, os.W_OK | os.X_OK):
+            return
     try:
         discard_temp(make_temp(folder, ".writable"))
     except OSError as exc:
         raise InvalidInputError(
             f"{what} {path} is not writable ({exc.strerror}); pass {flag} with a writable folder"
         ) from exc
+
+
+#: Linux's ``FS_IOC_GETFLAGS`` (``_IOR('f', 1, long)``, the ioctl ``lsattr`` reads a file's flags
+#: with, in the encoding of x86, Arm, RISC-V and s390; elsewhere no file system knows the number and
+#: says so: ENOTTY) and the flag of ``chattr +a``
+_FS_IOC_GETFLAGS = (2 << 30) | (struct.calcsize("l") << 16) | (ord("f") << 8) | 1
+_FS_APPEND_FL = 0x20
+
+
+def _append_only(folder: Path) -> bool:
+    """Whether ``folder`` is append-only (``chattr +a``, Linux): a file can be made in it, but never
+    removed or renamed, not even by root. False where that cannot be read (another system, a file
+    system without such flags, a folder this user may not open)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return False
+    try:
+        flags = fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(8))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return bool(struct.unpack_from("i", flags)[0] & _FS_APPEND_FL)
 
 
 @contextlib.contextmanager
