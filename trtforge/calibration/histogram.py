@@ -4,7 +4,8 @@ Entropy follows TensorRT's EntropyCalibration2 as NVIDIA describes it (GTC 2017 
 "8-bit inference with TensorRT") and re-implements it in pytorch-quantization/ModelOpt:
 a 2048-bin histogram of |x|, and the amax whose 128-level quantization loses the least
 information (KL divergence). Details that the talk leaves open are fixed here, the same way
-in the fast code and in the slow reference of the tests:
+in the fast code and in the slow reference of the tests; tests/test_calibration_oracle.py
+checks the amax against ModelOpt's own ``_compute_amax_entropy`` and bounds each difference:
 
 - Bins are half-open, ``[k * width, (k + 1) * width)``. The first non-zero batch sets the range
   (just above its max |x|); a later batch that exceeds it doubles the range, as often as needed,
@@ -19,11 +20,13 @@ in the fast code and in the slow reference of the tests:
 - The only bin where P > 0 and Q = 0 is possible is the last one, when it is empty but
   receives outliers. Strictly, KL is infinite there, and then no candidate may clip an
   isolated outlier, however rare: entropy would never "suppress outliers", its purpose.
-  Q gets the probability ``EMPTY_BIN_Q`` (1e-10, as ModelOpt smooths) in that bin instead,
-  so clipping costs ``p log(p / 1e-10)`` for an outlier mass ``p``. A Q that is empty
-  everywhere (all mass beyond the candidate) stays infinite.
-- Among (near-)equal minima the largest candidate wins (``TIE_RTOL``), as in
-  pytorch-quantization; the amax is the upper edge of the last kept bin, ``i * width``, capped
+  Q gets the probability ``EMPTY_BIN_Q`` (1e-10) in that bin instead, so clipping costs
+  ``p log(p / 1e-10)`` for an outlier mass ``p``. (ModelOpt keeps it infinite: it never clips
+  across empty bins, and keeps the whole range for one far spike.) A Q that is empty
+  everywhere (all mass beyond the candidate) stays infinite (ModelOpt's is NaN, which its
+  argmin takes: it then clips every value).
+- Among (near-)equal minima the largest candidate wins (``TIE_RTOL``; pytorch-quantization
+  takes the last exact minimum); the amax is the upper edge of the last kept bin, ``i * width``, capped
   at the observed max |x|.
 
 ``percentile`` uses the same histogram: the upper edge of the bin where the cumulative count
