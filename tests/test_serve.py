@@ -361,6 +361,51 @@ def test_a_client_gone_mid_body_leaves_no_traceback(served_models: dict[str, Pat
     assert "Traceback" not in output and "Exception in ASGI application" not in output, output
 
 
+def test_a_client_that_keeps_the_server_waiting_is_disconnected_and_holds_no_stop(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A connection that never sent a request, or stopped inside its headers or its body (slowloris:
+    a Content-Length, then nothing), was held forever: enough of them used up the server's file
+    descriptors and no one else could connect, and one inside its body held a SIGTERM for the whole
+    --grace (30 s), then was logged as a request cut off. Now each is closed after --client-timeout
+    (headers: counted from the start, however slowly they trickle in); the server serves on."""
+    args = [served_models["digits"], "--pool", "1", "--client-timeout", "0.5"]
+    with serving(args, tmp_path) as server:
+        post = b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        waiting = {
+            "no request": b"",
+            "inside its headers": post,
+            "inside its body": post + b'Content-Length: 60000000\r\n\r\n{"inputs": [',
+        }
+        began = time.monotonic()
+        clients = {case: socket.create_connection(("127.0.0.1", server.port), timeout=10) for case in waiting}
+        for case, sent in waiting.items():
+            clients[case].sendall(sent)
+        trickle = clients["inside its headers"]
+        for _ in range(4):  # a byte every 0.2 s: past the timeout all the same
+            time.sleep(0.2)
+            with contextlib.suppress(OSError):
+                trickle.sendall(b"X")
+        for case, client in clients.items():
+            with client:
+                try:
+                    answer = client.recv(1000)
+                except ConnectionResetError:  # closed with the trickled bytes unread
+                    answer = b""
+            assert answer == b"", (case, answer)  # closed, nothing answered
+        assert time.monotonic() - began < STOP_SECONDS
+        assert post_binary(server, "digits", np.zeros((1, 1, 8, 8), np.float32))[0] == 200
+        stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        stalled.sendall(waiting["inside its body"])
+        time.sleep(0.1)
+        stopping = time.monotonic()
+        assert stop(server) == 0
+        assert time.monotonic() - stopping < STOP_SECONDS  # --grace is 30 s
+        stalled.close()
+    output = server.output()
+    assert "stopped: in-flight requests answered, pools closed" in output and "Traceback" not in output, output
+
+
 def test_a_compressed_body_must_be_whole_and_inflate_within_the_limit(
     served_models: dict[str, Path], tmp_path: Path
 ) -> None:

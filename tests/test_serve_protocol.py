@@ -691,6 +691,9 @@ def test_limits_the_server_could_never_meet_are_refused_before_anything_is_resol
         run_server(config, logged.append)
     with pytest.raises(InvalidInputError, match="--grace inf: give a number of seconds"):
         run_server(dataclasses.replace(config, limits=Limits(grace_s=float("inf"))), logged.append)
+    for client_timeout in (0.0, float("inf"), float("nan")):  # 0 would close every connection before its request
+        with pytest.raises(InvalidInputError, match=f"--client-timeout {client_timeout}: give the seconds a client"):
+            run_server(dataclasses.replace(config, limits=Limits(client_timeout=client_timeout)), logged.append)
     assert logged == []  # nothing pulled, nothing listened
     digits = onnx_plan(DIGITS_ONNX, "digits")
     needed = len(probe_request(digits.signature)[0])

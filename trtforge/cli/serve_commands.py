@@ -82,6 +82,15 @@ def serve(
     grace: Annotated[
         float, typer.Option("--grace", min=0, help="Seconds SIGTERM waits for in-flight requests; then they get 503.")
     ] = 30.0,
+    client_timeout: Annotated[
+        float,
+        typer.Option(
+            "--client-timeout",
+            min=0,
+            help="Seconds a client may keep the server waiting for its request (before its first one, in its "
+            "headers, between bytes of its body); then its connection is closed.",
+        ),
+    ] = 10.0,
     no_warmup: Annotated[
         bool, typer.Option("--no-warmup", help="Load without warming (only to measure a cold start's first requests).")
     ] = False,
@@ -108,6 +117,7 @@ def serve(
             max_body_bytes=int(max_body_mib * 2**20),
             min_contexts=min_contexts,
             grace_s=grace,
+            client_timeout=client_timeout,
         ),
         warmup_shapes=tuple(warmup_shape or ()),
         threads=threads,

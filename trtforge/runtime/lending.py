@@ -157,7 +157,8 @@ class Lender:
         self.cond = threading.Condition(metrics.lock)
         self.slots = [Slot(index, f"{pool}/{index}", metrics.counters()) for index in range(size)]
         self.idle: deque[Slot] = deque()
-        self.waiters: deque[object] = deque()
+        #: one condition per request in line, on ``cond``'s lock: a context given back wakes the first alone
+        self.waiters: deque[threading.Condition] = deque()
         self.state = PoolState.STARTING
         self.started = False
         #: the thread of ``start()``: while the pool starts, its warm-up alone is lent contexts
@@ -200,13 +201,13 @@ class Lender:
                 taken.counters.hits += 1
                 taken.counters.in_flight = 1
                 return taken
-            ticket = object()  # first come, first served: a newcomer never jumps the queue
+            ticket = threading.Condition(self.metrics.lock)  # first come, first served: no newcomer jumps the queue
             self.waiters.append(ticket)
             try:
                 slot = self._wait_in_line(ticket, deadline)
             finally:
                 self.waiters.remove(ticket)
-                self.cond.notify_all()  # the next in line may go now
+                self.wake_next_locked()  # the next in line may go now
             if slot is None:
                 raise PoolExhausted(self.pool, timeout or 0.0, len(self.slots), len(self.waiters))
             slot.state = SlotState.BUSY
@@ -216,7 +217,7 @@ class Lender:
             counters.wait_time.observe(time.monotonic() - began)
             return slot
 
-    def _wait_in_line(self, ticket: object, deadline: float | None) -> Slot | None:
+    def _wait_in_line(self, ticket: threading.Condition, deadline: float | None) -> Slot | None:
         """The slot once ``ticket`` is first in line and one is idle; None at the deadline (under
         ``cond``). A request on the fast path may take the idle slot first: then wait again."""
         while True:
@@ -232,7 +233,24 @@ class Lender:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
-            self.cond.wait(remaining)
+            ticket.wait(remaining)
+
+    def wake_next_locked(self) -> None:
+        """Wake the first in line, the one request that may take a context given back (under
+        ``cond``): waking every waiter (``notify_all``) made each request cost as many thread
+        wake-ups as there were waiters. While the pool starts, the warm-up may take one wherever
+        it waits, and once it is closed, ``close()`` waits on ``cond`` for it: then all."""
+        if self.state is PoolState.STARTING or self.state is PoolState.CLOSED:
+            self.wake_all_locked()
+        elif self.waiters:
+            self.waiters[0].notify()
+
+    def wake_all_locked(self) -> None:
+        """Wake whoever waits on ``cond`` and every request in line: the pool's state changed
+        (ready, closed) or a context came back while it starts (under ``cond``)."""
+        self.cond.notify_all()
+        for ticket in self.waiters:
+            ticket.notify()
 
     def give_back(self, slot: Slot) -> None:
         """Return a slot that ``acquire`` lent (its holder recorded its series), under ``cond``."""
@@ -242,7 +260,7 @@ class Lender:
     def after_late_return(self) -> None:
         """Wake the waiters that queued while a slot came back; after ``close``, retire what is idle."""
         with self.cond:
-            self.cond.notify_all()
+            self.wake_next_locked()
             retire = self.drain() if self.state is PoolState.CLOSED else []
             for slot in retire:
                 slot.state = SlotState.CLOSED
@@ -281,8 +299,7 @@ class Lender:
             self.idle.append(slot)
         if slot.failed or self.state is not PoolState.READY:
             self.settle_locked()
-        if self.waiters:
-            self.cond.notify_all()
+        self.wake_next_locked()
         return False
 
     def settle_locked(self) -> None:

@@ -264,7 +264,7 @@ class EnginePool:
                 lender.warmer = None
                 lender.state = PoolState.READY
                 lender.settle_locked()
-                lender.cond.notify_all()
+                lender.wake_all_locked()
         if closed:
             self._fail_start()
             raise PoolClosed(f"pool '{self.name}' was closed while it started")
@@ -315,7 +315,7 @@ class EnginePool:
         finally:
             with lender.cond:
                 lender.idle.extend(slot for slot in [*below, top] if slot.state is SlotState.IDLE)
-                lender.cond.notify_all()
+                lender.wake_all_locked()
         deadline = time.perf_counter() + SETTLE_BUDGET_S
         with contextlib.suppress(PoolClosed):
             for _ in range(SETTLE_RUNS):
@@ -467,7 +467,7 @@ class EnginePool:
         lender = self._lender
         with lender.cond:
             lender.state = PoolState.CLOSED
-            lender.cond.notify_all()
+            lender.wake_all_locked()
         for slot in lender.slots:
             if slot.runner is not None:
                 deactivate_quietly(slot.runner)
@@ -479,7 +479,7 @@ class EnginePool:
         self.metrics.device_memory(None)
         with lender.cond:
             self._starting = False
-            lender.cond.notify_all()  # a close() that waits for start to give up may return now
+            lender.wake_all_locked()  # a close() that waits for start to give up may return now
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Stop serving, wait up to ``timeout`` for lent contexts, free every context and the engine.
@@ -494,7 +494,7 @@ class EnginePool:
             if lender.state is PoolState.CLOSED:
                 return
             lender.state = PoolState.CLOSED
-            lender.cond.notify_all()
+            lender.wake_all_locked()
             if self._starting:  # start() sees CLOSED and frees what it made: never free the engine under it
                 lender.cond.wait_for(lambda: not self._starting, timeout)
                 return

@@ -109,6 +109,7 @@ class Limits:
     min_contexts: int = 1  # healthy contexts per pool below which the server is not ready
     retry_after_s: int = 1
     grace_s: float = 30.0  # once the server stops, seconds requests in flight have before they are cut off
+    client_timeout: float = 10.0  # seconds a client may keep the server waiting for its request (see serve.server)
 
 
 @dataclass

@@ -391,6 +391,11 @@ def check_limits(limits: Limits, health_interval: float | None = None) -> None:
             f"--grace {limits.grace_s}: give a number of seconds (default 30), "
             "below the pod's terminationGracePeriodSeconds"
         )
+    if not (math.isfinite(limits.client_timeout) and limits.client_timeout > 0):
+        raise InvalidInputError(
+            f"--client-timeout {limits.client_timeout}: give the seconds a client may keep the server waiting "
+            "for its request (default 10), above 0"
+        )
     if health_interval is not None and not (math.isfinite(health_interval) and health_interval > 0):
         raise InvalidInputError(
             f"--health-interval {health_interval}: give a number of seconds between probes (default 30), or 0 for none"
@@ -566,7 +571,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None]) -> int:
         # httptools (C) parses and writes HTTP in a third of h11's time, and uvloop (where it
         # installs; "auto") runs the loop in C: less code per request, so less to fetch again
         # after an idle pause (measured on the digits CNN: steady p50 -25 %, after idle -0.5 ms)
-        http="httptools",
+        http=_client_clock(config.limits.client_timeout),
         loop="auto",
         timeout_graceful_shutdown=math.ceil(config.limits.grace_s) + SHUTDOWN_BACKSTOP_S,  # ours cuts off first
         lifespan="on",
@@ -635,6 +640,71 @@ def _bound(config: ServeConfig) -> Iterator[socket.socket]:
         yield sock
     finally:
         sock.close()
+
+
+def _client_clock(timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, closing a connection whose client keeps the server waiting
+    for its request over ``timeout`` seconds (``--client-timeout``): before its first request or
+    inside its headers (counted from when the wait began, however the bytes trickle in), or inside
+    its body (counted from its last bytes). uvicorn times out only a connection idle after an
+    answer (keep-alive, 5 s): one that never sent a request, or stopped inside it (slowloris), held
+    its socket forever, so enough of them used up the process's file descriptors and no one else
+    could connect; and one stopped inside its body held a SIGTERM for the whole ``--grace``, then
+    counted as a request cut off. Closed, its request ends as a client that disconnected does."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class ClientClock(HttpToolsProtocol):
+        _timer: asyncio.TimerHandle | None = None
+
+        def _waiting_for_client(self) -> bool:
+            """Whether the next bytes are the client's to send: its next request's headers, or more
+            of the body of the request being answered (not one queued behind it, nor a body the
+            server stopped reading while its buffer is full)."""
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                return True
+            return cycle.more_body and not self.pipeline and not self.flow.read_paused
+
+        def _arm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(timeout, self._timed_out)
+
+        def _timed_out(self) -> None:
+            self._timer = None
+            if self._waiting_for_client():
+                if not self.transport.is_closing():
+                    self.transport.close()
+            elif self.cycle.more_body:
+                self._arm()  # the server is the one not reading this body now: look again later
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                return  # still in its headers: the wait counts from when it began
+            if self._waiting_for_client():
+                self._arm()  # in its body: silence counts from its last bytes
+            elif self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers (or the body of one queued) are the client's now
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            super().connection_lost(exc)
+
+    return ClientClock
 
 
 class _Server(uvicorn.Server):
