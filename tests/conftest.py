@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -58,6 +60,17 @@ def reachable() -> Iterator[Path]:
         yield scratch
     finally:
         shutil.rmtree(scratch)
+
+
+@pytest.fixture
+def nobody() -> pwd.struct_passwd:
+    """The user ``nobody``, whom root's forked writers become (as root only: ``users.as_user``)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to write as another user (nobody)")
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("there is no user nobody here to write as")
 
 
 @pytest.fixture(scope="session")

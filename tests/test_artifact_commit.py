@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import multiprocessing
 import os
 import pwd
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from trust import leftovers
+from users import CANNOT_DROP, CANNOT_DROP_REASON, FORK, as_user, run_as, run_forked, waits_for_a_lock
 
 from trtforge import artifact, fsutil
 from trtforge.artifact import ArtifactWriter, sweep
@@ -30,7 +30,6 @@ REPO = Path(__file__).resolve().parent.parent
 #: one artifact's files, in the order a build stages them (the manifest before the report)
 FILES = ("m.engine", "m.manifest.json", "m.accuracy.json")
 MANIFEST = "m.manifest.json"
-FORK = multiprocessing.get_context("fork")
 
 
 def commit_set(folder: Path, tag: str, on_step: Callable[[str], None] | None = None) -> None:
@@ -54,18 +53,6 @@ def held(folder: Path) -> dict[str, str]:
 
 def whole(tag: str) -> dict[str, str]:
     return {name: f"{name} {tag}" for name in FILES}
-
-
-def run_forked(*targets: Callable[[], None], timeout: float = 30) -> list[int | None]:
-    processes = [FORK.Process(target=target) for target in targets]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join()
-    return [process.exitcode for process in processes]
 
 
 def steps_of_a_commit(folder: Path) -> list[str]:
@@ -193,57 +180,6 @@ def test_a_dead_commit_left_to_its_artifacts_writer_keeps_its_backups(tmp_path: 
 
 # ---------------------------------------------------------------- a folder users share
 
-#: a forked writer's exit code where root may not change its user (no CAP_SETUID/CAP_SETGID)
-CANNOT_DROP = 77
-
-
-@pytest.fixture
-def nobody() -> pwd.struct_passwd:
-    """The user ``nobody``, whom root's forked writers become (as root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to write as another user (nobody)")
-    try:
-        return pwd.getpwnam("nobody")
-    except KeyError:
-        pytest.skip("there is no user nobody here to write as")
-
-
-def as_user(user: pwd.struct_passwd, target: Callable[[], None]) -> Callable[[], None]:
-    """``target`` in a forked process that first gives up root for ``user`` for good (groups, gid,
-    uid): a real other user, with its own files and permissions. Forked, not started with
-    ``subprocess``'s ``user=``: root's interpreter may sit where ``nobody`` cannot run it (/root)."""
-
-    def run() -> None:
-        try:
-            os.setgroups([])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-        except PermissionError:
-            sys.exit(CANNOT_DROP)
-        target()
-
-    return run
-
-
-def run_as(user: pwd.struct_passwd, target: Callable[[], None]) -> int | None:
-    (code,) = run_forked(as_user(user, target))
-    if code == CANNOT_DROP:
-        pytest.skip("root here may not change its user (no CAP_SETUID/CAP_SETGID): nothing runs as nobody")
-    return code
-
-
-def waits_for_a_lock(process: multiprocessing.process.BaseProcess, timeout: float = 20) -> bool:
-    """Whether ``process`` comes to wait for a flock another holds (``/proc/locks`` lists its
-    request after ``->``) within ``timeout``; False as soon as it ends."""
-    deadline = time.monotonic() + timeout
-    while process.is_alive() and time.monotonic() < deadline:
-        for line in Path("/proc/locks").read_text().splitlines():
-            fields = line.split()
-            if "->" in fields and fields[fields.index("->") + 4 :][:1] == [str(process.pid)]:
-                return True
-        time.sleep(0.02)
-    return False
-
 
 @pytest.mark.parametrize(
     ("folder_mode", "shared"),
@@ -299,7 +235,7 @@ def test_users_sharing_a_sticky_folder_take_turns_on_an_artifacts_lock(
         assert not (shared / "m.theirs").exists()
     process.join(30)
     if process.exitcode == CANNOT_DROP:
-        pytest.skip("root here may not change its user (no CAP_SETUID/CAP_SETGID): nothing runs as nobody")
+        pytest.skip(CANNOT_DROP_REASON)
     assert waiting and process.exitcode == 0
     assert {path.name: path.stat().st_uid for path in shared.iterdir() if path.name.endswith(".theirs")} == {
         "m.theirs": nobody.pw_uid,

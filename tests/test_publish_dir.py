@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,14 @@ import pytest
 from clitools import cli
 from models import conv_net, need_rtx
 from registry import build_engine
+from users import CANNOT_DROP, CANNOT_DROP_REASON, FORK, as_user, comes_to_open, run_as
 
 from trtforge.artifact import LOCK_DIR
 from trtforge.digests import sha256_file
 from trtforge.manifest import manifest_path_for, read_manifest
-from trtforge.publish import DirLocation, load_local_artifact
+from trtforge.publish import DirLocation, load_local_artifact, local
 from trtforge.publish.directory import DirRegistry
+from trtforge.publish.local import LOCK_NAME, repository_lock
 
 need_rtx()
 
@@ -375,6 +380,131 @@ def test_a_registry_folder_without_write_permission_is_exit_6(engines: dict[str,
         assert list(locked.iterdir()) == []  # nothing written, nothing left behind
     finally:
         shutil.rmtree(scratch)
+
+
+@pytest.mark.parametrize(
+    ("folder_mode", "lock_mode"),
+    [(0o1777, 0o644), (0o2775, 0o644), (0o755, 0o600), (0o700, 0o600)],
+    ids=["1777", "2775", "0755", "0700"],
+)
+def test_a_registrys_lock_file_is_readable_where_users_share_the_registry(
+    tmp_path: Path, folder_mode: int, lock_mode: int
+) -> None:
+    """``.trtforge.lock`` was made as the umask said (0600 under a umask of 077), so in a registry
+    folder users share no other user could lock it. There it is now readable by all (all flock
+    needs); a private registry folder keeps the umask's modes."""
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    registry.chmod(folder_mode)
+    umask = os.umask(0o077)
+    try:
+        with repository_lock(registry):
+            pass
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((registry / LOCK_NAME).stat().st_mode) == lock_mode
+    assert listing(registry) == [LOCK_NAME]
+
+
+def readable_copy(engine: Path, folder: Path) -> Path:
+    """``engine`` and its manifest copied into ``folder`` (made), for another user to publish."""
+    folder.mkdir()
+    for path in (engine, manifest_path_for(engine)):
+        shutil.copyfile(path, folder / path.name)
+        (folder / path.name).chmod(0o644)
+    return folder / engine.name
+
+
+def publishing(engine: Path, registry: Path, said: Any) -> Callable[[], None]:
+    """A forked process's target: ``trtforge publish engine --to dir://registry``, its stderr put
+    in the queue ``said``, its exit code the process's."""
+
+    def publish() -> None:
+        code, _, err = cli("publish", engine, "--to", f"dir://{registry}")
+        said.put(err)
+        sys.exit(code)
+
+    return publish
+
+
+@pytest.mark.parametrize("folder_mode", [0o1777, 0o2775], ids=["1777", "2775"])
+def test_users_sharing_a_registry_folder_take_turns_on_its_lock(
+    engines: dict[str, Path], reachable: Path, nobody: pwd.struct_passwd, folder_mode: int
+) -> None:
+    """A registry folder users share (1777 as /tmp, a team's setgid 2775, ``nobody`` in its group):
+    root's first publish made ``.trtforge.lock`` 0644, which filelock opens read-write only, so
+    every publish of another user there was exit 6 "cannot lock ... Permission denied". Now it locks
+    root's lock file read-only (flock needs no more), and publishes still take turns: another
+    user's publish while root holds the registry's lock waits for it, then publishes. The child
+    forked while root holds the lock does not keep root's lock held through its copy of the
+    descriptor (it would wait on itself until the timeout)."""
+    registry = reachable / "registry"
+    registry.mkdir()
+    os.chown(registry, 0, nobody.pw_gid)
+    registry.chmod(folder_mode)
+    assert cli("publish", engines["8.6"], "--to", f"dir://{registry}")[0] == 0
+    theirs = readable_copy(engines["8.9"], reachable / "source")
+    said = FORK.SimpleQueue()
+    lock = registry / LOCK_NAME
+    with repository_lock(registry):
+        process = FORK.Process(target=as_user(nobody, publishing(theirs, registry, said)))
+        process.start()
+        waiting = comes_to_open(process, lock)
+        time.sleep(0.3)
+        assert not (registry / theirs.name).exists()
+    process.join(60)
+    if process.exitcode == CANNOT_DROP:
+        pytest.skip(CANNOT_DROP_REASON)
+    err = "" if said.empty() else said.get()
+    assert waiting and process.exitcode == 0, err
+    published = [engines["8.6"], theirs]
+    assert {name: (registry / name).stat().st_uid for name in listing(registry) if not name.startswith(".")} == {
+        name: owner
+        for engine, owner in zip(published, (0, nobody.pw_uid), strict=True)
+        for name in (engine.name, manifest_path_for(engine).name)
+    }
+    assert (lock.stat().st_uid, stat.S_IMODE(lock.stat().st_mode)) == (0, 0o644)
+
+
+def test_another_users_unreadable_registry_lock_is_named_with_its_fix(
+    engines: dict[str, Path], reachable: Path, nobody: pwd.struct_passwd
+) -> None:
+    """The ``.trtforge.lock`` an older trtforge made under a umask of 077 (0600) in a registry
+    folder users share: another user's publish was exit 6 "Permission denied; check the path and
+    its permissions". Now exit 2 saying whose it is and the fix, nothing written; once root's lock
+    file is readable, the publish goes through."""
+    registry = reachable / "registry"
+    registry.mkdir()
+    registry.chmod(0o1777)
+    lock = registry / LOCK_NAME
+    lock.touch()
+    lock.chmod(0o600)
+    theirs = readable_copy(engines["8.9"], reachable / "source")
+    said = FORK.SimpleQueue()
+    assert run_as(nobody, publishing(theirs, registry, said)) == 2
+    assert said.get() == (
+        f"error: cannot lock {lock} (Permission denied): {lock} is root's and other users may not read it; "
+        f"ask root to run chmod a+r {lock}, else write to another folder\n"
+    )
+    assert listing(registry) == [LOCK_NAME]
+    lock.chmod(0o644)
+    code = run_as(nobody, publishing(theirs, registry, said))
+    assert code == 0, said.get()
+    assert (registry / theirs.name).stat().st_uid == nobody.pw_uid
+
+
+def test_a_publish_waits_for_the_registrys_lock_no_longer_than_its_timeout(
+    engines: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another publish holding the registry's lock past the timeout: exit 6 saying so, nothing written."""
+    registry = tmp_path / "registry"
+    monkeypatch.setattr(local, "LOCK_TIMEOUT_S", 1.0)
+    with repository_lock(registry):
+        code, _, err = cli("publish", engines["8.6"], "--to", f"dir://{registry}")
+    assert code == 6 and err == (
+        f"error: {registry}: another publish held {LOCK_NAME} for 1 s; retry when it is done\n"
+    )
+    assert listing(registry) == [LOCK_NAME]
 
 
 def test_for_this_machine_needs_a_gpu_or_a_target(engines: dict[str, Path], tmp_path: Path) -> None:

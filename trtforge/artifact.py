@@ -61,6 +61,7 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     TEMP_SUFFIX,
     Owner,
     TempName,
+    close_lock,
     discard_temp,
     drop_cached_pages,
     fcntl,
@@ -71,9 +72,12 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     link_temp,
     make_temp,
     make_temp_dir,
+    open_lock,
     refuse_folders,
     release_temp,
     rename_temp,
+    shared_mode,
+    user_name,
     wait_for_lock,
 )
 from trtforge.manifest import MANIFEST_SUFFIX, artifact_file_names
@@ -109,10 +113,8 @@ _held_guard = threading.Lock()
 
 
 def _forget_locks() -> None:
-    """In a forked child: a lock the parent holds is not the child's. Its inherited descriptors are
-    closed (not unlocked: the lock belongs to the parent's open file, which stays open)."""
-    for fd, _depth in _held.values():
-        os.close(fd)
+    """In a forked child: a lock the parent holds is not the child's (``fsutil`` closes its
+    inherited descriptors, as it does every lock file's it opened)."""
     _held.clear()
 
 
@@ -181,7 +183,7 @@ def _holding(path: Path, wait: bool) -> Iterator[bool]:
             held[1] -= 1
             if held[1] == 0:
                 del _held[key]
-                os.close(held[0])  # releases the flock
+                close_lock(held[0])  # releases the flock
 
 
 def _locked(path: Path, take: Callable[[], Any]) -> Any:
@@ -201,23 +203,12 @@ def _locked(path: Path, take: Callable[[], Any]) -> Any:
         ) from exc
 
 
-def _sharing(mode: int) -> int:
-    """The permission bits the lock folder made in a folder of ``mode`` takes: that folder's own
-    where users other than its owner may write it (a sticky /tmp, a team's setgid folder), so every
-    user who may write an artifact there may lock it, and the sticky bit, so that none of them can
-    remove a lock file another holds (two writers would then each hold "the" lock); 0 where it is
-    not shared, and the umask decides, as for any folder (and on Windows, which has no such modes)."""
-    if fcntl is None or not mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return 0
-    return stat.S_IMODE(mode) & ~stat.S_ISUID | stat.S_ISVTX
-
-
 def _make_lock_folder(folder: Path) -> None:
-    """``folder`` (``.trtforge-locks``), as shared as the folder it is in (:func:`_sharing`): made
+    """``folder`` (``.trtforge-locks``), as shared as the folder it is in (``shared_mode``): made
     under a temporary name and renamed in with its mode set, so that another user never finds it
     narrower. This user's own, made narrower (by an older trtforge: 0755 in /tmp), is widened."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    shared = _sharing(folder.parent.stat().st_mode)
+    shared = shared_mode(folder.parent.stat().st_mode)
     if not shared:
         folder.mkdir(exist_ok=True)
         return
@@ -239,62 +230,24 @@ def _make_lock_folder(folder: Path) -> None:
 
 
 def _not_shared(path: Path, exc: OSError) -> InvalidInputError | None:
-    """Another user's lock folder or lock file that this user may not use where users share the
-    output folder (one an older trtforge made 0755 in /tmp): whose it is and the fix, for the one
-    line. None for anything else."""
-    if not isinstance(exc, PermissionError):
+    """Another user's lock folder that this user may not write where users share the output
+    folder (one an older trtforge made 0755 in /tmp): whose it is and the fix, for the one line.
+    None for anything else (another user's unreadable lock file is :func:`fsutil.open_lock`'s)."""
+    folder = path.parent
+    if not isinstance(exc, PermissionError) or os.path.lexists(path):
         return None
-    blocker = path if os.path.lexists(path) else path.parent
     try:
-        shared = _sharing(path.parent.parent.stat().st_mode)
-        owner = blocker.lstat().st_uid
+        shared = shared_mode(folder.parent.stat().st_mode)
+        owner = folder.lstat().st_uid
     except OSError:
         return None
     if not shared or owner == os.geteuid():
         return None
-    import pwd
-
-    try:
-        name = pwd.getpwuid(owner).pw_name
-    except KeyError:
-        name = f"uid {owner}"
-    if blocker == path:  # a lock file made unreadable to others (a umask of 077): never widened
-        problem = f"other users may not read it; ask {name} to run chmod a+r {path}"
-    else:
-        problem = (
-            f"other users may not write it; a build of {name}'s into {path.parent.parent} shares it "
-            f"(or chmod {shared:o} {blocker})"
-        )
+    name = user_name(owner)
     return InvalidInputError(
-        f"cannot lock {path} ({exc.strerror}): {blocker} is {name}'s and {problem}, else write to another folder"
+        f"cannot lock {path} ({exc.strerror}): {folder} is {name}'s and other users may not write it; a build "
+        f"of {name}'s into {folder.parent} shares it (or chmod {shared:o} {folder}), else write to another folder"
     )
-
-
-def _open_lock(path: Path) -> int:
-    """A descriptor of the lock file ``path``, made where there is none (readable by every user
-    who may lock it, in a folder users share). Another user's, which this one may not write, is
-    opened read-only: flock needs no more. Never with O_CREAT on an existing file (a sticky folder
-    refuses that on another user's, ``fs.protected_regular``), nor through a link, nor blocking on
-    a FIFO another user put there."""
-    flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    while True:
-        try:
-            return os.open(path, os.O_RDWR | flags)
-        except FileNotFoundError:
-            pass
-        except PermissionError:
-            return os.open(path, os.O_RDONLY | flags)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o644)
-        except FileExistsError:
-            continue  # another run made it meanwhile: open theirs
-        try:
-            if _sharing(path.parent.stat().st_mode):
-                os.fchmod(fd, 0o644)  # whatever this user's umask
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
 
 def _flocked(path: Path, wait: bool) -> int | None:
@@ -302,20 +255,14 @@ def _flocked(path: Path, wait: bool) -> int | None:
     holds it and ``wait`` is off). Where the file system has no flock (some network and FUSE ones),
     the descriptor holds nothing and writers are not serialized there, as temporaries on such a
     file system are owned by their pid alone."""
-    fd = _open_lock(path)
+    fd = open_lock(path)
     try:
-        if wait:
-            wait_for_lock(fd)
-        else:
-            assert fcntl is not None
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        wait_for_lock(fd, None if wait else 0)  # False (no flock here): the descriptor holds nothing
+    except TimeoutError:
+        close_lock(fd)
         return None
-    except OSError:
-        pass  # no flock on this file system: the descriptor holds nothing, as when waiting
     except BaseException:
-        os.close(fd)
+        close_lock(fd)
         raise
     return fd
 

@@ -19,6 +19,7 @@ import stat
 import struct
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,16 +108,138 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_owned)
 
 
-def wait_for_lock(fd: int) -> bool:
-    """An exclusive flock on ``fd``, waited for. False where there is none to take: no flock on
-    this platform (Windows) or this file system (some network and FUSE ones)."""
+#: how often a wait for a lock with a deadline asks for it again (a flock that blocks has none)
+_LOCK_POLL_S = 0.05
+
+
+def wait_for_lock(fd: int, timeout: float | None = None) -> bool:
+    """An exclusive flock on ``fd``, waited for (at most ``timeout`` seconds, then TimeoutError).
+    False where there is none to take: no flock on this platform (Windows) or this file system
+    (some network and FUSE ones)."""
     if fcntl is None:
         return False
+    if timeout is None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            return False
+        return True
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another holds it
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"another holder kept the lock for {timeout:g} s") from None
+            time.sleep(_LOCK_POLL_S)
+        except OSError:
+            return False
+        else:
+            return True
+
+
+# ---------------------------------------------------------------- lock files users share
+
+
+def shared_mode(mode: int) -> int:
+    """The permission bits a lock folder made in a folder of ``mode`` takes: that folder's own
+    where users other than its owner may write it (a sticky /tmp, a team's setgid folder), so every
+    user who may write there may lock there, and the sticky bit, so that none of them can remove a
+    lock file another holds (two writers would then each hold "the" lock); 0 where it is not
+    shared, and the umask decides, as for any folder (and on Windows, which has no such modes).
+    Nonzero: a lock file made in a folder of ``mode`` is readable by all (:func:`open_lock`)."""
+    if fcntl is None or not mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return 0
+    return stat.S_IMODE(mode) & ~stat.S_ISUID | stat.S_ISVTX
+
+
+def user_name(uid: int) -> str:
+    """The name of user ``uid`` for a message (``uid N`` where it has none)."""
+    import pwd
+
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError:
-        return False
-    return True
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+#: the lock files this process holds open (:func:`open_lock`'s descriptors, until :func:`close_lock`)
+_lock_fds: set[int] = set()
+
+
+def _forget_locks() -> None:
+    """In a forked child: a lock the parent holds is not the child's. Its inherited descriptors are
+    closed (not unlocked: the lock belongs to the parent's open file, which stays open), or the
+    child's copy would hold the lock on after the parent let it go."""
+    for fd in _lock_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _lock_fds.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks)
+
+
+def open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path`` to ``flock`` (POSIX), which :func:`close_lock`
+    closes: until then a forked child closes its copy. See :func:`_open_lock_file`."""
+    fd = _open_lock_file(path)
+    _lock_fds.add(fd)
+    return fd
+
+
+def close_lock(fd: int) -> None:
+    """Close :func:`open_lock`'s descriptor ``fd``, which releases its flock."""
+    _lock_fds.discard(fd)
+    os.close(fd)
+
+
+def _open_lock_file(path: Path) -> int:
+    """A descriptor of the lock file ``path`` (:func:`open_lock`), made where there is none
+    (readable by every user who may lock it, in a folder users share: :func:`shared_mode`).
+    Another user's, which this one may not write, is opened read-only: flock needs no more.
+    Never with O_CREAT on an existing file (a sticky folder refuses that on another user's,
+    ``fs.protected_regular``), nor through a link, nor blocking on a FIFO another user put there.
+    Another user's that this one may not even read is exit 2 naming whose it is and the fix."""
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | flags)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            return _open_read_only(path, flags)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o644)
+        except FileExistsError:
+            continue  # another run made it meanwhile: open theirs
+        try:
+            if shared_mode(path.parent.stat().st_mode):
+                os.fchmod(fd, 0o644)  # whatever this user's umask
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def _open_read_only(path: Path, flags: int) -> int:
+    """``path`` opened read-only (:func:`open_lock`); refused on another user's file made
+    unreadable to others (a umask of 077), which trtforge never widens: whose it is and the fix."""
+    try:
+        return os.open(path, os.O_RDONLY | flags)
+    except PermissionError as exc:
+        try:
+            owner = path.lstat().st_uid
+        except OSError:
+            raise exc from None
+        if owner == os.geteuid():
+            raise
+        name = user_name(owner)
+        raise InvalidInputError(
+            f"cannot lock {path} ({exc.strerror}): {path} is {name}'s and other users may not read it; "
+            f"ask {name} to run chmod a+r {path}, else write to another folder"
+        ) from exc
 
 
 def _own(path: Path, fd: int) -> bool:

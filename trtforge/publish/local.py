@@ -19,7 +19,15 @@ from typing import BinaryIO
 from trtforge import filehash
 from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, RegistryError, TrtforgeError, disk_error
-from trtforge.fsutil import copy_at_most, open_without_blocking, staged_file
+from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
+    close_lock,
+    copy_at_most,
+    fcntl,
+    open_lock,
+    open_without_blocking,
+    staged_file,
+    wait_for_lock,
+)
 from trtforge.manifest import Manifest, parse_manifest, read_manifest_bytes
 from trtforge.publish.base import Candidate, LocalArtifact
 
@@ -43,23 +51,45 @@ def io_error(action: str, path: Path, exc: OSError) -> TrtforgeError:
 
 @contextlib.contextmanager
 def repository_lock(root: Path) -> Iterator[None]:
-    """Hold ``root/.trtforge.lock`` (an OS file lock, released even if the process dies)."""
-    from filelock import FileLock, Timeout
-
+    """Hold ``root/.trtforge.lock`` (an OS file lock, released even if the process dies), waiting
+    for another publish at most ``LOCK_TIMEOUT_S``. ``flock`` on the descriptor ``open_lock`` gives,
+    as the artifact's lock takes it, not filelock's lock: filelock takes a path, never a descriptor,
+    and opens the file read-write, so in a registry folder users share (/tmp's 1777, a team's
+    setgid 2775) no other user could open the first publisher's lock file, and each of their
+    publishes was exit 6; flock needs only read access. filelock where there is no flock (Windows)."""
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise io_error("create registry directory", root, exc) from exc
-    lock = FileLock(str(root / LOCK_NAME), timeout=LOCK_TIMEOUT_S)
-    try:
-        with lock:
+    path = root / LOCK_NAME
+    busy = f"{root}: another publish held {LOCK_NAME} for {LOCK_TIMEOUT_S:.0f} s; retry when it is done"
+    if fcntl is None:
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT_S)
+        except Timeout as exc:  # an OSError
+            raise RegistryError(busy) from exc
+        except OSError as exc:
+            raise io_error("lock", path, exc) from exc
+        try:
             yield
-    except Timeout as exc:
-        raise RegistryError(
-            f"{root}: another publish held {LOCK_NAME} for {LOCK_TIMEOUT_S:.0f} s; retry when it is done"
-        ) from exc
-    except PermissionError as exc:
-        raise io_error("lock", root / LOCK_NAME, exc) from exc
+        finally:
+            lock.release()
+        return
+    try:
+        fd = open_lock(path)
+    except OSError as exc:
+        raise io_error("lock", path, exc) from exc
+    try:
+        try:  # False where the file system has no flock: the descriptor holds nothing, as the artifact's
+            wait_for_lock(fd, LOCK_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise RegistryError(busy) from exc
+        yield
+    finally:
+        close_lock(fd)  # releases the flock
 
 
 def commit_pair(
