@@ -406,6 +406,28 @@ def test_a_client_that_keeps_the_server_waiting_is_disconnected_and_holds_no_sto
     assert "stopped: in-flight requests answered, pools closed" in output and "Traceback" not in output, output
 
 
+def test_a_body_still_sent_steadily_after_its_early_answer_is_read_to_its_end(
+    served_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A request answered before its body was read (404: no such model; 413: over --max-body-mib)
+    whose client goes on sending that body steadily: --client-timeout counts from its last bytes,
+    so the client sends it all and reads its answer. It was counted from the answer, so a body of
+    more than --client-timeout was cut off (the client's next write: broken pipe, its answer lost)."""
+    args = [served_models["digits"], "--pool", "1", "--client-timeout", "0.5", "--max-body-mib", "1"]
+    with serving(args, tmp_path) as server:
+        chunk, chunks = b"x" * 65536, 20  # 1.25 MiB, a chunk every 0.1 s: 2 s, past the timeout
+        for model, status in (("nope", b"404"), ("digits", b"413")):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+                raw.sendall(
+                    f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(chunk) * chunks}\r\n\r\n".encode()
+                )
+                for _ in range(chunks):
+                    raw.sendall(chunk)
+                    time.sleep(0.1)
+                assert raw.recv(1000).startswith(b"HTTP/1.1 " + status), model
+
+
 def test_a_compressed_body_must_be_whole_and_inflate_within_the_limit(
     served_models: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -646,15 +646,19 @@ def _client_clock(timeout: float) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, closing a connection whose client keeps the server waiting
     for its request over ``timeout`` seconds (``--client-timeout``): before its first request or
     inside its headers (counted from when the wait began, however the bytes trickle in), or inside
-    its body (counted from its last bytes). uvicorn times out only a connection idle after an
-    answer (keep-alive, 5 s): one that never sent a request, or stopped inside it (slowloris), held
-    its socket forever, so enough of them used up the process's file descriptors and no one else
-    could connect; and one stopped inside its body held a SIGTERM for the whole ``--grace``, then
-    counted as a request cut off. Closed, its request ends as a client that disconnected does."""
+    its body (counted from its last bytes, also after an answer given before it was all read: a 404,
+    a 413). uvicorn times out only a connection idle after an answer (keep-alive, 5 s): one that
+    never sent a request, or stopped inside it (slowloris), held its socket forever, so enough of
+    them used up the process's file descriptors and no one else could connect; and one stopped
+    inside its body held a SIGTERM for the whole ``--grace``, then counted as a request cut off.
+    Closed, its request ends as a client that disconnected does."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class ClientClock(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
+        #: between a request's headers and the end of its body, which the client may still be sending
+        #: after its answer (a 404 or 413 the server gave before reading it all)
+        _in_body = False
 
         def _waiting_for_client(self) -> bool:
             """Whether the next bytes are the client's to send: its next request's headers, or more
@@ -682,10 +686,18 @@ def _client_clock(timeout: float) -> type[asyncio.Protocol]:
             super().connection_made(transport)  # type: ignore[arg-type]
             self._arm()
 
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._in_body = True
+
+        def on_message_complete(self) -> None:
+            self._in_body = False  # uvicorn's own flag (``more_body``) stays set once the answer is sent
+            super().on_message_complete()
+
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             cycle = self.cycle
-            if cycle is None or cycle.response_complete:
+            if cycle is None or (cycle.response_complete and not self._in_body):
                 return  # still in its headers: the wait counts from when it began
             if self._waiting_for_client():
                 self._arm()  # in its body: silence counts from its last bytes
