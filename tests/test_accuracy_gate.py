@@ -354,6 +354,27 @@ def test_verify_signed_artifact_writes_only_the_report(built_digits: tuple[Path,
     assert report.is_file()
 
 
+def test_verify_replaces_a_report_the_signed_manifest_does_not_pin(built_digits: tuple[Path, Path]) -> None:
+    """Beside a signed manifest, only the report whose bytes are its ``report_sha256`` is left as it
+    is: an edited one is not the signed report, and verify writes its own in its place."""
+    spec, engine = built_digits
+    manifest_path = engine.with_name(engine.name.removesuffix(".engine") + ".manifest.json")
+    document = json.loads(manifest_path.read_text())
+    assert document["accuracy"]["report_sha256"]
+    document["signature"] = {"algorithm": "ed25519", "key_id": "test", "value": "not-checked-by-verify"}
+    manifest_path.write_text(json.dumps(document, indent=2))
+    signed = manifest_path.read_bytes()
+    report = engine.with_name(engine.name.removesuffix(".engine") + ".accuracy.json")
+    edited = report.read_bytes() + b"\n"  # other bytes than the ones signed
+    report.write_bytes(edited)
+    code, stdout, stderr = cli("verify", engine, "--spec", spec, "--json")
+    assert code == 0, stderr
+    (result,) = json.loads(stdout)["results"]
+    assert result["manifest_updated"] is False and result["report_written"] is True
+    assert manifest_path.read_bytes() == signed
+    assert report.read_bytes() != edited and json.loads(report.read_text())["passed"] is True  # verify's own
+
+
 def test_verify_refuses_a_spec_the_engine_was_not_built_from(
     built_digits: tuple[Path, Path], write_spec: Callable[..., Path]
 ) -> None:
@@ -396,7 +417,16 @@ def test_verify_refuses_calibration_data_the_engine_was_not_calibrated_on(
     assert cli("verify", engine, "--spec", spec)[0] == 0
 
 
-@pytest.mark.parametrize("edit", ["profiles", "precision"])
+def _renamed_set(document: dict[str, Any], engine: Path, manifest: Path, old: str, new: str) -> tuple[Path, Path]:
+    """The artifact set's files renamed (``old`` -> ``new`` in their names) to match an edited
+    manifest ``document``, whose engine file it names too: the new engine and manifest paths."""
+    document["artifact"]["file"] = document["artifact"]["file"].replace(old, new)
+    for path in list(engine.parent.glob(f"*{old}*")):
+        path.rename(path.with_name(path.name.replace(old, new)))
+    return engine.with_name(engine.name.replace(old, new)), manifest.with_name(manifest.name.replace(old, new))
+
+
+@pytest.mark.parametrize("edit", ["profiles", "precision", "name", "calibration"])
 def test_verify_refuses_a_manifest_edited_after_the_build(built_digits: tuple[Path, Path], edit: str) -> None:
     """An unsigned manifest whose profiles (or, files renamed to match, precision) were edited
     after the build passed verify, which then stamped its verdict on it: serving would plan for a
@@ -407,13 +437,16 @@ def test_verify_refuses_a_manifest_edited_after_the_build(built_digits: tuple[Pa
     if edit == "profiles":
         document["profiles"][0]["input"]["max"] = [100000, 1, 8, 8]
         expected = "its profiles [{'input': {'min': [1, 1, 8, 8], 'opt': [16, 1, 8, 8], 'max': [100000, 1, 8, 8]}}]"
+    elif edit == "name":  # another model's name, files renamed to match: registries and serving go by it
+        document["name"] = "resnet"
+        engine, manifest_path = _renamed_set(document, engine, manifest_path, "digits-", "resnet-")
+        expected = f"its name resnet is not what {spec}:1 gave the build (digits)"
+    elif edit == "calibration":  # an fp16 engine said to carry INT8 scales
+        document["calibration"] = {"algorithm": "entropy", "data_sha256": "0" * 64}
+        expected = f"it records a calibration, and {spec}:3 is fp16"
     else:  # an fp16 engine relabelled fp32, under the fp32 name
         document["precision"] = "fp32"
-        document["artifact"]["file"] = document["artifact"]["file"].replace("-fp16-", "-fp32-")
-        for path in list(engine.parent.glob("*-fp16-*")):
-            path.rename(path.with_name(path.name.replace("-fp16-", "-fp32-")))
-        engine = engine.with_name(engine.name.replace("-fp16-", "-fp32-"))
-        manifest_path = manifest_path.with_name(manifest_path.name.replace("-fp16-", "-fp32-"))
+        engine, manifest_path = _renamed_set(document, engine, manifest_path, "-fp16-", "-fp32-")
         expected = "its precision fp32 is not what"
     manifest_path.write_text(json.dumps(document, indent=2))
     edited = manifest_path.read_bytes()
@@ -437,8 +470,10 @@ def test_verify_refuses_a_manifest_edited_after_the_build(built_digits: tuple[Pa
             "its io[1] (output 'probabilities') has name 'probabilities' where model {model} declares 'logits'",
         ),
         ("tensor added", "its io lists 3 tensors where model {model} declares 2"),
+        ("tensor removed", "its io lists 1 tensors where model {model} declares 2"),
+        ("input mode", "its io[0] (output 'input') has mode 'output' where model {model} declares 'input'"),
     ],
-    ids=["input-shape", "output-dtype", "output-name", "tensor-added"],
+    ids=["input-shape", "output-dtype", "output-name", "tensor-added", "tensor-removed", "input-mode"],
 )
 def test_verify_refuses_a_manifest_whose_io_was_edited(
     built_digits: tuple[Path, Path], edit: str, expected: str
@@ -455,6 +490,10 @@ def test_verify_refuses_a_manifest_whose_io_was_edited(
         document["io"][1]["dtype"] = "float16"
     elif edit == "output name":
         document["io"][1]["name"] = "probabilities"
+    elif edit == "tensor removed":
+        del document["io"][1]
+    elif edit == "input mode":
+        document["io"][0]["mode"] = "output"
     else:
         document["io"].append({"name": "extra", "mode": "output", "dtype": "float32", "shape": [-1, 10]})
     manifest_path.write_text(json.dumps(document, indent=2))
@@ -531,22 +570,36 @@ def test_verify_passes_a_genuine_manifest_whose_io_tensorrt_took_otherwise(
     )
 
 
-def test_verify_refuses_an_int8_manifest_whose_calibration_was_removed(
-    write_spec: Callable[..., Path], tmp_path: Path
+@pytest.mark.parametrize(
+    ("edit", "code", "says"),
+    [
+        ("exclude", 2, "calibrating again gives another exclude (None) than the engine's (['/conv1/Conv'])"),
+        ("removed", 5, "{manifest}: it records no calibration, and {spec}:3 is int8: the manifest was edited"),
+    ],
+)
+def test_verify_refuses_an_int8_manifest_whose_calibration_was_edited(
+    write_spec: Callable[..., Path], tmp_path: Path, edit: str, code: int, says: str
 ) -> None:
-    """``"calibration": null`` in an int8 manifest passed verify, which then skipped its checks of
-    the calibration data and scales (nothing recorded to compare with) and stamped its verdict."""
+    """Nodes left out of INT8 are part of the graph the gate judges: a manifest that says the build
+    excluded others than calibrating again does is not this engine's. ``"calibration": null`` in an
+    int8 manifest passed verify, which then skipped its checks of the calibration data and scales
+    (nothing recorded to compare with) and stamped its verdict. Nothing is stamped on either."""
     spec = write_spec(_digits_spec("int8"))
-    code, _, stderr = cli("build", spec, "--out", tmp_path / "out")
-    assert code == 0, stderr
+    built, _, stderr = cli("build", spec, "--out", tmp_path / "out")
+    assert built == 0, stderr
     engine = _one(tmp_path / "out", "*.engine")
     manifest_path = engine.with_name(engine.name.removesuffix(".engine") + ".manifest.json")
     document = json.loads(manifest_path.read_text())
-    document["calibration"] = None
+    if edit == "exclude":
+        document["calibration"]["exclude"] = ["/conv1/Conv"]
+    else:
+        document["calibration"] = None
     manifest_path.write_text(json.dumps(document, indent=2))
-    code, _, stderr = cli("verify", engine, "--spec", spec)
-    assert code == 5, stderr
-    assert f"{manifest_path}: it records no calibration, and {spec}:3 is int8: the manifest was edited" in stderr
+    edited = manifest_path.read_bytes()
+    verified, _, stderr = cli("verify", engine, "--spec", spec)
+    assert verified == code, stderr
+    assert says.format(manifest=manifest_path, spec=spec) in stderr
+    assert manifest_path.read_bytes() == edited
 
 
 def test_verify_of_a_damaged_engine_is_refused(built_digits: tuple[Path, Path]) -> None:

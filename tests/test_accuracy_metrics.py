@@ -97,6 +97,21 @@ def test_top1_agreement_and_task_accuracy() -> None:
     assert metrics.task_accuracy(cand, labels) == pytest.approx(1 / 3)
 
 
+def test_top1_of_no_rows_is_full_agreement() -> None:
+    """A batch of zero rows has no class that differs: nothing to fail, as ``match`` of no values."""
+    empty = np.zeros((0, 10), np.float32)
+    assert metrics.top1_agreement(empty, empty) == 1.0
+    assert metrics.compare(empty, empty, classifier=True).top1 == 1.0
+
+
+def test_integer_values_are_compared_as_they_are_not_as_float64() -> None:
+    """2**53 and 2**53 + 1 are one float64: ids and hashes past it differ all the same."""
+    reference = np.array([2**53, 7], np.int64)
+    candidate = np.array([2**53 + 1, 7], np.int64)
+    assert metrics.match_fraction(reference, candidate) == 0.5
+    assert metrics.compare(reference, candidate).match == 0.5
+
+
 def test_classifier_outputs() -> None:
     assert metrics.is_classifier(np.zeros((4, 10), np.float32))
     assert metrics.is_classifier(np.zeros((4, 2), np.float16))

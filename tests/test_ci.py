@@ -439,6 +439,49 @@ def test_an_edited_manifest_is_never_unchanged_and_sign_keeps_it(project: Path, 
     assert _statuses(_ci(project, out))["fp32.yaml"] == "restored" and not attestation.exists()
 
 
+def test_an_artifact_is_its_records_build_only_where_every_fact_agrees(project: Path, tmp_path: Path) -> None:
+    """What makes ci take an artifact for a cached build (``artifact_problem``, ``build_mismatch``):
+    a remote entry's key and record are its pusher's word, so each fact of the artifact is compared
+    on its own: the record's engine digest, the spec's name and precision, the .onnx, the spec file,
+    the TensorRT flavor and version. Any one that differs is named."""
+    from trtforge.ci import CacheRecord, artifact_problem, build_inputs, build_key, build_mismatch
+    from trtforge.manifest import build_facts_sha256
+    from trtforge.spec import load_spec
+
+    spec_path, out = project / "fp32.yaml", tmp_path / "out"
+    result = runner.invoke(app, ["build", str(spec_path), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    engine = next(out.glob("*.engine"))
+    manifest, spec = read_manifest(engine), load_spec(spec_path)
+    inputs = build_inputs(spec, manifest.tensorrt.flavor, manifest.tensorrt.version)
+    record = CacheRecord(
+        key=build_key(inputs),
+        engine=engine.name,
+        sha256=manifest.artifact.sha256,
+        manifest_facts=build_facts_sha256(manifest),
+    )
+    assert build_mismatch(manifest, spec, inputs) is None
+    assert artifact_problem(engine, spec, inputs, record) is None
+    another = record.model_copy(update={"sha256": "0" * 64})
+    assert artifact_problem(engine, spec, inputs, another) == (
+        f"{engine.name} is another build (its sha256 is not the cached one's)"
+    )
+    flavor, version = manifest.tensorrt.flavor, manifest.tensorrt.version
+    for other_spec, other_inputs, said in (
+        (spec.model_copy(update={"name": "other"}), inputs, "its name is 'conv', not 'other'"),
+        (spec.model_copy(update={"precision": "fp16"}), inputs, "its precision is 'fp32', not 'fp16'"),
+        (spec, {**inputs, "spec": "0" * 64}, "its spec_sha256 is "),
+        (spec, {**inputs, "backend": "tensorrt"}, f"its tensorrt flavor is {flavor!r}, not 'tensorrt'"),
+        (spec, {**inputs, "backend_version": "0.1"}, f"its tensorrt version is {version!r}, not '0.1'"),
+    ):
+        found = build_mismatch(manifest, other_spec, other_inputs)
+        assert found is not None and found.startswith(said), found
+        assert artifact_problem(engine, other_spec, other_inputs, record) == f"{engine.name} is another build ({found})"
+    models.conv_net(project / "conv.onnx", seed=1)  # other weights in the .onnx the spec names
+    found = build_mismatch(manifest, spec, inputs)
+    assert found is not None and found.startswith("its onnx_sha256 is "), found
+
+
 def test_junit_and_github_step_summary(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (project / "broken.yaml").write_text("name: broken\nmodel: conv.onnx\nprecison: fp16\n")
     summary = tmp_path / "summary.md"

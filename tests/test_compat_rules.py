@@ -241,6 +241,15 @@ CASES = [
         (Rule.VERSION,),
         ("at least as new", "older 10.8.0.43", "upgrade the runtime to 10.13.0.35"),
     ),
+    # "at least as new" is the whole version: an older patch or build of the same minor is older
+    Case(
+        "vc-older-patch-runtime",
+        {**TRT_VC, "version": "10.13.1.2"},
+        TRT,
+        (Rule.VERSION,),
+        ("at least as new", "older 10.13.0.35", "upgrade the runtime to 10.13.1.2"),
+    ),
+    Case("vc-older-build-runtime", {**TRT_VC, "version": "10.13.0.40"}, TRT, (Rule.VERSION,), ("at least as new",)),
     # NVIDIA's support matrix: a TensorRT 10 version-compatible engine loads on TensorRT 11, and an 8 on 9
     # and 10; no other pair across majors (an 8 on 11, an 11 on 12)
     Case("vc-10-on-11", TRT_VC, {**TRT, "version": "11.0.0.1"}, ()),
@@ -279,6 +288,14 @@ CASES = [
         (Rule.SHA256,),
         ("sha256 bbbbbbbbbbbb… differs", "download or rebuild"),
         facts=ArtifactFacts(engine_file="m.engine", engine_size=1000, engine_sha256="b" * 64),
+    ),
+    Case(  # every character of the digest counts, not the 12 a message shows
+        "sha256-differs-past-its-first-12-characters",
+        {},
+        {},
+        (Rule.SHA256,),
+        ("differs from the manifest's",),
+        facts=ArtifactFacts(engine_size=1000, engine_sha256=SHA[:12] + "b" * 52),
     ),
     Case(
         "truncated",

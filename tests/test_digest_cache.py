@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import models
 import numpy as np
@@ -185,6 +187,88 @@ def test_a_forged_entry_never_makes_a_tampered_engine_trusted(manifest_only: Pat
     assert (facts.engine_sha256, bytes(data or b"")) == (real, b"engine bytez")
     assert file_problem(manifest, engine) is not None
     assert sha256_file(engine, disk_cache=False) == real
+
+
+def _forged(path: Path, digest: str, padding: int = 0) -> bytes:
+    """An entry for ``path``'s exact stamp giving ``digest``, followed by ``padding`` spaces."""
+    entry = {**dataclasses.asdict(FileStamp.of(path, path.stat())), "sha256": digest}
+    return json.dumps(entry).encode() + b" " * padding
+
+
+@pytest.mark.parametrize(
+    ("digest", "padding"),
+    [("0" * 64, 5000), ("Z" * 64, 0), ("A" * 64, 0), ("0" * 63, 0)],
+    ids=["oversized-but-whole", "not-hex", "upper-case", "short"],
+)
+def test_an_entry_for_the_exact_stamp_that_is_no_digest_entry_is_not_served(
+    tmp_path: Path, digest: str, padding: int
+) -> None:
+    """Only a small entry holding 64 lower-case hex digits answers: one whose first 4 KiB read as an
+    entry but go on (whitespace a JSON reader skips), or whose digest is no sha256, is ignored."""
+    path = _settled_file(tmp_path / "model.onnx", b"content")
+    _entry(path).parent.mkdir(parents=True, exist_ok=True)
+    _entry(path).write_bytes(_forged(path, digest, padding))
+    assert sha256_file(path) == hashlib.sha256(b"content").hexdigest()
+
+
+def test_an_entry_another_user_owns_is_not_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache folder answers for this user alone: an entry someone else wrote there is ignored."""
+    path = _settled_file(tmp_path / "model.onnx", b"content")
+    _forged_entry(path, "0" * 64)
+    stamp = FileStamp.of(path, path.stat())
+    assert digests.known_digest(stamp) == "0" * 64  # this user's entry answers (the stamp decides)
+    digests.forget_digests()
+    real_uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: real_uid + 1)
+    assert digests.known_digest(stamp) is None
+
+
+def test_a_file_changed_while_hashed_or_not_settled_is_not_recorded(tmp_path: Path) -> None:
+    """A digest is kept only for a stamp the file held from the start of its hash to the end, and
+    only once neither its mtime nor its ctime is recent (``os.utime`` sets mtime back, not ctime)."""
+    path = _settled_file(tmp_path / "data.npy", b"one")
+    before = FileStamp.of(path, path.stat())
+    after = dataclasses.replace(before, ctime_ns=before.ctime_ns + 1)
+    digests.remember_digest(before, after, "0" * 64)
+    assert digests.known_digest(before) is None and digests.known_digest(after) is None
+    assert not _entry(path).exists()
+    now = time.time_ns()
+    assert not dataclasses.replace(before, mtime_ns=0, ctime_ns=now).settled()
+    assert not dataclasses.replace(before, mtime_ns=now, ctime_ns=0).settled()
+    assert dataclasses.replace(before, mtime_ns=0, ctime_ns=0).settled()
+
+
+def test_the_loaders_read_never_takes_the_digest_cache_on_disk(tmp_path: Path) -> None:
+    """``read_hashed`` (the bytes the loader deserializes) asks this process's own hashes only: a
+    forged entry for the file's exact stamp is not its digest."""
+    path = _settled_file(tmp_path / "x.engine", b"engine bytez")
+    _forged_entry(path, "0" * 64)
+    digests.forget_digests()
+    assert read_hashed(path, 12) == (bytearray(b"engine bytez"), hashlib.sha256(b"engine bytez").hexdigest())
+
+
+def test_bytes_written_during_the_read_are_the_ones_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process hashed the file already, then another writer rewrites it in place (same inode,
+    same size) while ``read_hashed`` reads it: the digest is the bytes read, never the one known for
+    the stamp the file had when the read began."""
+    path = _settled_file(tmp_path / "x.engine", b"A" * 1000)
+    assert sha256_file(path, disk_cache=False) == hashlib.sha256(b"A" * 1000).hexdigest()
+
+    class WrittenMeanwhile(io.FileIO):
+        def readinto(self, buffer: Any) -> int | None:
+            with open(path, "r+b") as writer:
+                writer.write(b"B" * 1000)
+            return super().readinto(buffer)
+
+    monkeypatch.setattr(digests, "open", lambda file, mode, buffering: WrittenMeanwhile(file, "r"), raising=False)
+    assert read_hashed(path, 1000) == (bytearray(b"B" * 1000), hashlib.sha256(b"B" * 1000).hexdigest())
+
+
+def test_a_file_grown_past_its_expected_size_is_read_and_hashed_whole(tmp_path: Path) -> None:
+    """A manifest's size is what ``read_hashed`` expects; the file holds more: all of it is kept and
+    hashed (its digest then differs from the manifest's), never the expected part alone."""
+    path = _settled_file(tmp_path / "x.engine", b"engine" + b"+grown")
+    assert read_hashed(path, 6) == (bytearray(b"engine+grown"), hashlib.sha256(b"engine+grown").hexdigest())
 
 
 def test_entries_are_written_whole_without_fsync_and_artifacts_with_it(

@@ -6,6 +6,7 @@ none)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import trtforge.build
 import trtforge.model
+from trtforge import digests
 from trtforge.digests import sha256_file
 from trtforge.manifest import read_manifest
 from trtforge.model import content_sha256, inspect_model, model_files, read_model_info
@@ -252,6 +254,31 @@ def test_verify_refuses_weights_edited_in_their_external_data_file(fp32_project:
     old = manifest.replace(source=manifest.source.model_copy(update={"model_sha256": None}))
     assert source_mismatch(loaded, old, sha256_file(spec.parent / "conv.onnx")) is None
     assert source_mismatch(loaded, manifest, sha256_file(spec.parent / "conv.onnx")) is not None
+
+
+def test_verify_hashes_the_external_data_itself_never_the_digest_cache(fp32_project: Path, tmp_path: Path) -> None:
+    """Weights edited in their data file, and an entry planted in the digest cache (which any process
+    of this user, or a restored CI cache, writes) giving the edited file's exact stamp the digest of
+    the weights the engine was built from: verify hashes the data itself and refuses, both ways."""
+    models.need_rtx()
+    data = models.externalize(fp32_project / "conv.onnx", DATA)
+    spec = fp32_project / "conv.yaml"
+    out = tmp_path / "out"
+    engine = _build(spec, out)
+    built = sha256_file(data, disk_cache=False)
+    _other_weights(fp32_project / "conv.onnx", models.conv_net, tmp_path)
+    stamp = digests.FileStamp.of(data, data.stat())
+    digests.digest_dir().mkdir(parents=True, exist_ok=True)
+    (digests.digest_dir() / stamp.entry_name()).write_text(json.dumps({**dataclasses.asdict(stamp), "sha256": built}))
+    digests.forget_digests()
+    assert sha256_file(data) == built  # the planted entry answers where the cache's word is taken
+    manifest, onnx_sha256 = read_manifest(engine), sha256_file(spec.parent / "conv.onnx", disk_cache=False)
+    digests.forget_digests()
+    assert source_mismatch(load_spec(spec), manifest, onnx_sha256) is not None
+    for args in ((engine, "--spec", spec), (spec, "--out", out)):
+        digests.forget_digests()
+        code, _, stderr = cli("verify", *args)
+        assert code == 2 and "not the weights" in stderr, stderr
 
 
 # ---------------------------------------------------------------- 3: provenance and the build's prefetch

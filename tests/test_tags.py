@@ -16,6 +16,7 @@ from trtforge.tags import (
     artifact_stem,
     canonical_machine,
     parse_trt_version,
+    valid_name,
 )
 
 CC = ComputeCapability.parse
@@ -75,6 +76,21 @@ def test_long_capability_list_becomes_a_range_within_the_oci_limit() -> None:
     assert re.fullmatch(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}", stem)
 
 
+def test_a_stem_of_exactly_the_oci_limit_keeps_its_list_and_one_past_it_takes_the_range() -> None:
+    """The limit is the whole stem's (name and precision too), and inclusive: a list that fits in
+    128 characters is kept; one more capability, and the stem (not the tag alone) would pass it."""
+    seven = tuple(CC(cc) for cc in ("7.5", "8.0", "8.6", "10.0", "10.1", "12.0", "12.1"))
+    stem = artifact_stem("n" * 64, "int8", _tag(capabilities=seven))
+    assert len(stem) == 128 and stem.endswith("-rtx1.7-sm75.sm80.sm86.sm100.sm101.sm120.sm121-linux_x86_64")
+    longer = artifact_stem("n" * 64, "int8", _tag(capabilities=(*seven, CC("8.9"))))
+    assert longer == "n" * 64 + "-int8-rtx1.7-sm75-sm121-linux_x86_64"
+
+
+def test_a_name_is_at_most_64_characters() -> None:
+    assert valid_name("a" * 64)
+    assert not valid_name("a" * 65)
+
+
 @pytest.mark.parametrize(("text", "tag"), [("linux_x86_64", "linux_x86_64"), ("win_amd64", "win_amd64")])
 def test_platform_round_trip(text: str, tag: str) -> None:
     assert Platform.parse(text).tag == tag
@@ -100,6 +116,20 @@ def test_other_spellings_of_a_machine_are_trtforges_own(text: str, platform: Pla
 def test_an_unknown_machine_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="linux_x86_64, linux_aarch64 or win_amd64"):
         Platform.parse(text)
+
+
+@pytest.mark.parametrize("text", ["darwin_x86_64", "macos_arm64", "freebsd_x86_64", "x86_64_linux"])
+def test_an_unknown_operating_system_is_refused(text: str) -> None:
+    """Engines load on Linux and Windows only: no tag of another system is read as a platform."""
+    with pytest.raises(ValueError, match=f"'{text}' is not a platform; use linux_x86_64, linux_aarch64 or win_amd64"):
+        Platform.parse(text)
+
+
+@pytest.mark.parametrize("os_name", ["Windows", "windows", "win", "win32", "WIN32"])
+def test_every_spelling_of_windows_is_one_platform(os_name: str) -> None:
+    """``platform.system()`` says Windows, ``sys.platform`` win32, a tag win: one platform, win_amd64."""
+    assert Platform(os_name, "AMD64") == Platform("windows", "x86_64")
+    assert Platform(os_name, "AMD64").tag == "win_amd64"
 
 
 def test_detection_and_parsing_share_one_mapping(monkeypatch: pytest.MonkeyPatch) -> None:

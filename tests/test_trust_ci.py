@@ -406,6 +406,27 @@ def test_report_paths_that_are_folders(
 
 
 @pytest.mark.parametrize(
+    ("suffix", "gate"), [(".intoto.jsonl", True), (".accuracy.json", False)], ids=["attestation", "report"]
+)
+def test_a_folder_where_a_companion_file_goes_is_never_unchanged(
+    project: Path, tmp_path: Path, suffix: str, gate: bool
+) -> None:
+    """Beside a build that has no attestation (or, its gate off, no report), a folder under that
+    name is not "none there": the artifact in --out is not the build's set, so it is never reported
+    unchanged; restoring the set cannot write there, which is exit 2 naming the folder."""
+    spec = FP32 + ("" if gate else "accuracy: {enabled: false}\n")
+    (project / "conv.yaml").write_text(spec)
+    out = tmp_path / "out"
+    assert _ci(project, "--out", out)[0] == 0
+    engine = next(out.glob("*.engine"))
+    folder = engine.with_name(engine.name.removesuffix(".engine") + suffix)
+    folder.mkdir()
+    code, document, stderr = _ci(project, "--out", out)
+    assert code == 2 and _status(document, "conv.yaml") == "failed", stderr
+    assert f"cannot write {folder}: it is a folder; remove it" in stderr
+
+
+@pytest.mark.parametrize(
     "garbage", [b"{not json", b"[]", b'{"key": "K", "engine": "../../escaped.engine", "sha256": "x"}', b"\xff\xfe"]
 )
 def test_corrupt_cache_record_warns_and_rebuilds(
