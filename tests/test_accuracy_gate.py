@@ -575,6 +575,7 @@ def test_verify_passes_a_genuine_manifest_whose_io_tensorrt_took_otherwise(
     [
         ("exclude", 2, "calibrating again gives another exclude (None) than the engine's (['/conv1/Conv'])"),
         ("removed", 5, "{manifest}: it records no calibration, and {spec}:3 is int8: the manifest was edited"),
+        ("fp16 section", 5, "{manifest}: it records an fp16 section, and {spec}:3 is int8: the manifest was edited"),
     ],
 )
 def test_verify_refuses_an_int8_manifest_whose_calibration_was_edited(
@@ -583,7 +584,8 @@ def test_verify_refuses_an_int8_manifest_whose_calibration_was_edited(
     """Nodes left out of INT8 are part of the graph the gate judges: a manifest that says the build
     excluded others than calibrating again does is not this engine's. ``"calibration": null`` in an
     int8 manifest passed verify, which then skipped its checks of the calibration data and scales
-    (nothing recorded to compare with) and stamped its verdict. Nothing is stamped on either."""
+    (nothing recorded to compare with) and stamped its verdict, as did an ``fp16`` section, which
+    only an fp16 build writes. Nothing is stamped on any of them."""
     spec = write_spec(_digits_spec("int8"))
     built, _, stderr = cli("build", spec, "--out", tmp_path / "out")
     assert built == 0, stderr
@@ -592,8 +594,11 @@ def test_verify_refuses_an_int8_manifest_whose_calibration_was_edited(
     document = json.loads(manifest_path.read_text())
     if edit == "exclude":
         document["calibration"]["exclude"] = ["/conv1/Conv"]
-    else:
+    elif edit == "removed":
         document["calibration"] = None
+    else:  # an int8 engine said to keep nodes of an FP16 graph in FP32
+        assert "fp16" not in document
+        document["fp16"] = {"keep_fp32": ["/conv1/Conv"], "chosen_by": "spec"}
     manifest_path.write_text(json.dumps(document, indent=2))
     edited = manifest_path.read_bytes()
     verified, _, stderr = cli("verify", engine, "--spec", spec)

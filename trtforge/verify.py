@@ -86,7 +86,8 @@ def source_mismatch(
 def stamp_mismatch(spec: Spec, manifest: Manifest) -> str | None:
     """What the manifest says of the build that ``spec`` (its source hashes matched) decides, and
     does not say as the build wrote it (None when all agree): the name, the precision, the
-    profiles (``build.stamp``), and a calibration where (only where) the precision is int8. An
+    profiles (``build.stamp``), a calibration where (only where) the precision is int8, and an
+    ``fp16`` section nowhere but at fp16 (TensorRT 10.x's FP16 flag writes none). An
     unsigned manifest is plain JSON: one whose profiles were edited after the build passed, and
     verify stamped its fresh verdict on it, so that serving planned for shapes the engine never
     took (pure)."""
@@ -100,6 +101,8 @@ def stamp_mismatch(spec: Spec, manifest: Manifest) -> str | None:
     if (manifest.calibration is None) == (spec.precision == "int8"):  # else the data checks are skipped
         recorded = "no calibration" if manifest.calibration is None else "a calibration"
         return f"it records {recorded}, and {spec.origin.where('precision')} is {spec.precision}"
+    if manifest.fp16 is not None and spec.precision != "fp16":  # only an FP16 graph has nodes kept in FP32
+        return f"it records an fp16 section, and {spec.origin.where('precision')} is {spec.precision}"
     return None
 
 
