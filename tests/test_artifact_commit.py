@@ -167,6 +167,51 @@ def test_a_journal_is_the_list_every_version_reads_and_its_name_carries_the_lock
     assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
 
 
+def test_a_journal_whose_lock_is_held_is_never_rolled_back_whatever_its_pid(tmp_path: Path) -> None:
+    """The pid in a journal's name is a hint (another pid namespace, an older version's journal that
+    names no artifact lock): while a process holds the journal's own lock, its commit is alive."""
+    import fcntl
+
+    killed_mid_commit(tmp_path)
+    (journal,) = (path for path in tmp_path.iterdir() if path.name.endswith(".journal.tmp"))
+    legacy = journal.rename(tmp_path / journal.name.replace("@m-fp32", ""))  # no artifact lock named
+    fd = os.open(legacy, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert sweep(tmp_path).rolled_back == 0 and legacy.exists()
+    finally:
+        os.close(fd)
+    assert sweep(tmp_path).rolled_back == 1
+    assert held(tmp_path) == whole("old") and leftovers(tmp_path) == ()
+
+
+def test_a_temporary_replaced_before_its_lock_is_taken_is_not_owned(tmp_path: Path) -> None:
+    """A sweep may remove a new temporary before its maker locks it, and the name be made again
+    meanwhile: the maker owns the file it opened, never the one now under the name."""
+    path = tmp_path / f".m.engine.{os.getpid()}-tok.tmp"
+    path.write_bytes(b"mine")
+    fd = os.open(path, os.O_RDWR)
+    path.unlink()
+    path.write_bytes(b"another")
+    assert fsutil._own(path, fd) is False  # and fd is closed
+    assert str(path) not in fsutil._owned
+
+
+def test_a_temporary_without_a_pid_or_a_live_owners_backup_is_judged_by_age_alone(tmp_path: Path) -> None:
+    """A legacy temporary (no pid in its name) goes once it is old, never while fresh; a live
+    process's backup is a hard link that keeps the old artifact's mtime, so age never sweeps it."""
+    day_ago = time.time() - artifact.STALE_AFTER_S - 3600
+    fresh_legacy, old_legacy = tmp_path / ".m.engine.abcd1234.tmp", tmp_path / ".m.engine.efgh5678.tmp"
+    live_backup = tmp_path / f".m.engine.{os.getpid()}-tok.bak.tmp"
+    live_old_temp = tmp_path / f".m.engine.{os.getpid()}-tok.tmp"
+    for path in (fresh_legacy, old_legacy, live_backup, live_old_temp):
+        path.write_bytes(b"x")
+    for path in (old_legacy, live_backup, live_old_temp):
+        os.utime(path, (day_ago, day_ago))
+    assert sweep(tmp_path).files == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([fresh_legacy.name, live_backup.name])
+
+
 def test_a_dead_commit_left_to_its_artifacts_writer_keeps_its_backups(tmp_path: Path) -> None:
     """A sweep that leaves a dead commit to the writer holding its artifact's lock must not remove
     that commit's backups as stale temporaries: the writer may end without committing (a failed
@@ -299,6 +344,12 @@ def test_another_users_narrow_lock_folder_is_named_and_its_owners_next_lock_shar
     with artifact.artifact_lock(shared, "m", "fp32"):
         pass
     assert stat.S_IMODE(locks.stat().st_mode) == 0o755
+    # the user's own lock file that the user may not read: no "ask nobody to run chmod" to nobody
+    os.chown(lock, nobody.pw_uid, nobody.pw_gid)
+    lock.chmod(0o200)
+    said = refused_as(nobody, lambda: commit_set(shared, "again"))
+    assert said.startswith(f"cannot lock {lock} (Permission denied)") and "other users" not in said, said
+    assert held(shared) == whole("theirs")
 
 
 # ---------------------------------------------------------------- a folder at a file's name

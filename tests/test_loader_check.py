@@ -730,6 +730,30 @@ def test_a_precision_of_no_engine_is_refused_naming_the_precisions(engines: dict
         select_artifact(tmp_path, "digits-cnn", precision="bf16", target=AT_86)
 
 
+def test_a_folder_that_is_not_there_or_is_a_file_is_refused(tmp_path: Path) -> None:
+    """Not "no engine of digits-cnn" (a folder with none of them): the path names no folder at all."""
+    from trtforge.runtime import find_artifacts
+
+    (tmp_path / "file").write_text("")
+    for where in (tmp_path / "missing", tmp_path / "file"):
+        with pytest.raises(InvalidInputError) as refused:
+            find_artifacts(where)
+        assert str(refused.value) == f"{where}: not a directory of engines"
+        with pytest.raises(InvalidInputError) as refused:
+            select_artifact(where, "digits-cnn", target=AT_86)
+        assert str(refused.value) == f"{where}: not a directory of engines"
+
+
+def test_the_header_check_is_asked_only_for_this_very_host(engines: dict[str, Path]) -> None:
+    """Rules judged for a target's values (or an environment given) prove nothing about this
+    host's GPU, so its runtime's header check is neither asked nor said to be skipped by default."""
+    for result in (
+        check_compatibility(engines["sm86"], target=AT_86),
+        check_compatibility(engines["sm86"], environment=AT_86.environment()),
+    ):
+        assert not [note for note in result.notes if note.startswith("header check")], result.notes
+
+
 def test_an_unreadable_manifest_is_skipped_and_said(engines: dict[str, Path], tmp_path: Path) -> None:
     """One damaged entry in a folder does not refuse every other model."""
     from trtforge.runtime import find_artifacts

@@ -490,6 +490,26 @@ def test_a_signed_statement_with_nan_is_refused(project: Path) -> None:
     _one_line_refusal(engine, project / "ci.key.pub", "malformed statement ('NaN' is not JSON (RFC 8259")
 
 
+def test_a_signed_statement_of_another_type_is_refused(project: Path) -> None:
+    """Signed by the trusted key, but not an in-toto v1 statement (``_type``): malformed, never verified."""
+    from trtforge.provenance import envelope
+
+    engine = _engine(project)
+    statement = _statement(engine)
+    statement["_type"] = "https://in-toto.io/Statement/v0.1"
+    attestation_path(engine).write_bytes(envelope(statement, load_signing_key(project / "ci.key")))
+    _one_line_refusal(engine, project / "ci.key.pub", "malformed statement (_type is")
+
+
+def test_an_attestation_of_two_envelopes_is_refused(project: Path) -> None:
+    """One DSSE envelope a file: a second line (another envelope, maybe another build's) is refused,
+    never left unread behind a first that verifies."""
+    engine = _engine(project)
+    line = json.dumps(_envelope(engine))
+    attestation_path(engine).write_text(line + "\n" + line + "\n")
+    _one_line_refusal(engine, project / "ci.key.pub", "malformed attestation: 2 JSON lines, expected one")
+
+
 def test_a_signed_statement_whose_input_path_is_not_text_is_refused(project: Path) -> None:
     """Signed by the trusted key (another tool's statement), an input's ``annotations.path`` a number:
     annotations are free-form for the in-toto models, and verify-provenance joined it to the
@@ -503,7 +523,7 @@ def test_a_signed_statement_whose_input_path_is_not_text_is_refused(project: Pat
     _one_line_refusal(engine, project / "ci.key.pub", "malformed statement (the path of input")
 
 
-@pytest.mark.parametrize("lie", ["model", "no-inputs", "precision"])
+@pytest.mark.parametrize("lie", ["model", "no-inputs", "precision", "name", "tag"])
 def test_a_signed_statement_that_contradicts_the_manifest_is_refused(project: Path, lie: str) -> None:
     """Signed by a trusted key, its subjects the right engine and manifest, but its inputs or
     parameters another build's: "provenance verified" (the manifest and the attestation may be
@@ -517,10 +537,18 @@ def test_a_signed_statement_that_contradicts_the_manifest_is_refused(project: Pa
         definition["resolvedDependencies"][0]["digest"]["sha256"] = "0" * 64
     elif lie == "no-inputs":
         definition["resolvedDependencies"] = []
-    else:
+    elif lie == "precision":
         definition["externalParameters"]["precision"] = "fp16"
+    elif lie == "name":
+        definition["externalParameters"]["name"] = "another"
+    else:
+        definition.setdefault("internalParameters", {})["tag"] = "trt10.0-sm90-linux_x86_64"
     attestation_path(engine).write_bytes(envelope(statement, load_signing_key(project / "ci.key")))
-    says = "its precision ('fp16') is not the manifest's" if lie == "precision" else "its model ("
+    says = {
+        "precision": "its precision ('fp16') is not the manifest's",
+        "name": "its name ('another') is not the manifest's",
+        "tag": "its tag ('trt10.0-sm90-linux_x86_64') is not the manifest's",
+    }.get(lie, "its model (")
     _one_line_refusal(engine, project / "ci.key.pub", says)
 
 

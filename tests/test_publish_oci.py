@@ -14,7 +14,7 @@ import pytest
 import requests
 from clitools import cli
 from models import conv_net, need_rtx
-from registry import PASSWORD, USER, RunningRegistry, as_enterprise, build_engine, free_port, htpasswd
+from registry import PASSWORD, USER, RunningRegistry, as_enterprise, build_engine, free_port, htpasswd, put_manifest
 
 from trtforge.artifact import LOCK_DIR
 from trtforge.digests import sha256_file
@@ -26,6 +26,7 @@ from trtforge.publish.oci import (
     ARTIFACT_TYPE,
     ENGINE_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
+    OCI_MANIFEST_MEDIA_TYPE,
     OciRegistry,
     artifact_annotations,
 )
@@ -305,17 +306,62 @@ def test_nothing_fits_exits_5_listing_every_candidate(
     assert code == 2 and "did you mean 'fp32'" in err
 
 
-def test_pull_again_is_a_no_op_and_foreign_tags_are_listed_not_pulled(
+def test_pull_again_is_a_no_op_unless_the_engine_was_damaged_and_foreign_tags_are_listed_not_pulled(
     repository: str, engines: dict[str, Path], tmp_path: Path
 ) -> None:
+    """Pulled again, "unchanged" needs the engine here to hash to its manifest's sha256, not the
+    manifest alone: a damaged engine is downloaded again."""
     assert cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")[0] == 0
     out = tmp_path / "pulled"
     args = ("pull", repository, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", str(out), "--json")
     assert json.loads(cli(*args)[1])["status"] == "pulled"
     assert json.loads(cli(*args)[1])["status"] == "unchanged"
+    pulled = out / engines["8.6"].name
+    data = bytearray(pulled.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pulled.write_bytes(bytes(data))
+    assert json.loads(cli(*args)[1])["status"] == "pulled"
+    assert pulled.read_bytes() == engines["8.6"].read_bytes()
     code, _, err = cli("pull", repository, "--name", "other-model", "--cc", "8.6", "--insecure", "--out", str(out))
     assert code == 5
     assert "holds: digits-cnn-fp32-rtx1.7-sm86-linux_x86_64" in err
+
+
+def test_a_tag_naming_another_precision_is_listed_not_pulled_for_it(
+    oci_registry: RunningRegistry, repository: str, engines: dict[str, Path], tmp_path: Path
+) -> None:
+    """A tag is a name any pusher gives: the manifest under it says what it holds. An fp32 engine
+    tagged as an fp16 one is no candidate for --precision fp16."""
+    assert cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")[0] == 0
+    stem = read_manifest(engines["8.6"]).stem
+    path = repository.removeprefix(f"oci://{oci_registry.host}/")
+    misnamed = stem.replace("-fp32-", "-fp16-")
+    document = registry_json(oci_registry.host, f"{path}/manifests/{stem}")
+    put_manifest(repository, misnamed, document, OCI_MANIFEST_MEDIA_TYPE)
+    out = tmp_path / "pulled"
+    args = ("--name", "digits-cnn", "--precision", "fp16", "--cc", "8.6", "--insecure", "--out", str(out))
+    code, _, err = cli("pull", repository, *args)
+    assert code == 5 and f"holds: {misnamed}" in err, err
+    assert not out.exists()
+
+
+def test_an_image_of_another_artifact_type_is_skipped_not_pulled(
+    oci_registry: RunningRegistry, repository: str, engines: dict[str, Path], tmp_path: Path
+) -> None:
+    """Layers of trtforge's media types are not enough: an image whose artifactType (or config
+    media type) is another tool's is skipped, said, and never pulled."""
+    assert cli("publish", str(engines["8.6"]), "--to", repository, "--insecure")[0] == 0
+    stem = read_manifest(engines["8.6"]).stem
+    path = repository.removeprefix(f"oci://{oci_registry.host}/")
+    document = registry_json(oci_registry.host, f"{path}/manifests/{stem}")
+    document["artifactType"] = "application/vnd.example.other"
+    if document["config"]["mediaType"] == ARTIFACT_TYPE:
+        document["config"]["mediaType"] = "application/vnd.example.other"
+    put_manifest(repository, stem, document, OCI_MANIFEST_MEDIA_TYPE)
+    out = tmp_path / "pulled"
+    code, _, err = cli("pull", repository, "--name", "digits-cnn", "--cc", "8.6", "--insecure", "--out", str(out))
+    assert code == 5 and "not a trtforge engine artifact (artifactType application/vnd.example.other)" in err, err
+    assert not out.exists()
 
 
 def test_corrupted_blob_is_detected_and_nothing_is_written(

@@ -207,6 +207,26 @@ def test_a_report_layer_titled_as_a_path_is_refused(
     assert not out.exists() and not list(tmp_path.rglob("x.accuracy.json"))
 
 
+def test_a_report_layer_declared_over_the_bound_is_never_read(
+    oci_registry: RunningRegistry, repository: str, gated: Path, tmp_path: Path
+) -> None:
+    """A layer read whole is bounded by its declared size, which the bound (MAX_REPORT_BYTES) caps
+    first: a registry declaring gigabytes never makes trtforge read them into memory."""
+    from trtforge.manifest import MAX_REPORT_BYTES
+
+    assert cli("publish", gated, "--to", repository, "--insecure")[0] == 0
+    stem = read_manifest(gated).stem
+    document = image(oci_registry, repository, stem)
+    document["layers"][2]["size"] = MAX_REPORT_BYTES + 1
+    put_manifest(repository, stem, document, OCI_MANIFEST_MEDIA_TYPE)
+    out = tmp_path / "out"
+    code, pulled, err = pull(repository, out)
+    assert code == 0 and pulled["report"] is None, err
+    (warning,) = pulled["warnings"]
+    assert f"its accuracy report layer is {MAX_REPORT_BYTES + 1:,} bytes, not a trtforge accuracy report" in warning
+    assert not (out / report_of(gated).name).exists()
+
+
 def test_dir_registry_keeps_the_report_beside_the_engine(gated: Path, tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     report = report_of(gated)

@@ -22,7 +22,7 @@ import pytest
 import requests
 from clitools import cli
 from models import need_rtx
-from registry import RunningRegistry, answer_with, build_engine, forward, put_manifest, start_registry
+from registry import RunningRegistry, answer_with, build_engine, faulty_proxy, forward, put_manifest, start_registry
 
 from trtforge.errors import RegistryError
 from trtforge.manifest import attestation_path, manifest_path_for, read_manifest
@@ -217,10 +217,13 @@ def test_referrers_that_are_not_ours_are_skipped_with_a_note(
     }
     sbom = {**named, "artifactType": "application/spdx+json"}
     malformed = {**named, "artifactType": 7}  # the registry ignores the field; trtforge reads it as a string
-    _add_to_index(repository, subject, [sbom, malformed])
+    # another tool's DSSE envelope: our artifact type, without our annotation
+    envelope = {**named, "artifactType": ATTESTATION_MEDIA_TYPE}
+    _add_to_index(repository, subject, [sbom, malformed, envelope])
     code, _, err = pull(repository, tmp_path / "pulled", built["key"])
     assert code == 0, err
     assert f"skipped referrer {subject[:19]}… (application/spdx+json): not a trtforge attestation" in err
+    assert f"skipped referrer {subject[:19]}… ({ATTESTATION_MEDIA_TYPE}): not a trtforge attestation" in err
     assert "skipped a malformed referrer" in err
     assert "attestation verified" in err
 
@@ -258,6 +261,88 @@ def test_an_attestation_that_does_not_verify_is_exit_5(
     assert code == 5, err
     assert "attestation refused, nothing written" in err and needle in err
     assert len(err.strip().splitlines()) == 1 and not stdout
+    assert not out.exists()
+
+
+def test_a_referrer_of_another_subject_is_refused(built: dict[str, Path], repository: str, tmp_path: Path) -> None:
+    """The ``sha256-<hex>`` tag is an index any writer may push: an attestation listed there whose
+    own ``subject`` is another artifact's manifest is refused as not this artifact's, not verified."""
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    other = attested(built["b"], tmp_path / "b", built["key"])
+    publish(engine, repository)
+    publish(other, repository)
+    subject = subject_digest(repository, read_manifest(engine).stem)
+    others = api(repository, f"manifests/{fallback_tag(subject_digest(repository, read_manifest(other).stem))}", INDEX)
+    _add_to_index(repository, subject, others.json()["manifests"])
+    out = tmp_path / "pulled"
+    code, stdout, err = pull(repository, out, built["key"])
+    assert code == 5 and len(err.strip().splitlines()) == 1 and not stdout, err
+    assert f"its subject is not {read_manifest(engine).stem}'s manifest: refused" in err
+    assert not out.exists()
+
+
+def test_a_referrer_manifest_that_is_not_the_bytes_of_its_digest_is_refused(
+    built: dict[str, Path], repository: str, tmp_path: Path
+) -> None:
+    """A registry answering a referrer's digest with other bytes (here the same content written
+    again, so every field still fits): refused, as the blob of a digest must be those bytes."""
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    publish(engine, repository)
+    subject = subject_digest(repository, read_manifest(engine).stem)
+    (entry,) = api(repository, f"manifests/{fallback_tag(subject)}", INDEX).json()["manifests"]
+    rewritten = json.dumps(api(repository, f"manifests/{entry['digest']}", MANIFEST).json(), indent=1).encode()
+    location = parse_location(repository)
+    fault = {f"GET /v2/{location.repository}/manifests/{entry['digest']}": (200, rewritten)}
+    with faulty_proxy(location.host, fault) as proxy:
+        out = tmp_path / "pulled"
+        code, stdout, err = pull(f"oci://{proxy}/{location.repository}", out, built["key"])
+    assert code == 5 and len(err.strip().splitlines()) == 1 and not stdout, err
+    assert "its manifest is missing or not the bytes its digest names: refused" in err
+    assert not out.exists()
+
+
+def test_an_attestation_layer_declared_over_the_bound_is_refused_unread(
+    built: dict[str, Path], repository: str, tmp_path: Path
+) -> None:
+    """The envelope layer is read whole: its declared size is bounded (MAX_ATTESTATION_BYTES) before
+    anything is downloaded, whatever the blob the registry holds."""
+    from trtforge.provenance import MAX_ATTESTATION_BYTES
+
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    publish(engine, repository)
+    subject = subject_digest(repository, read_manifest(engine).stem)
+    tag = fallback_tag(subject)
+    index = api(repository, f"manifests/{tag}", INDEX).json()
+    (entry,) = index["manifests"]
+    document = api(repository, f"manifests/{entry['digest']}", MANIFEST).json()
+    document["layers"][0]["size"] = MAX_ATTESTATION_BYTES + 1
+    put_manifest(repository, "oversized", document, OCI_MANIFEST_MEDIA_TYPE)
+    oversized = api(repository, "manifests/oversized", MANIFEST)
+    entry |= {"digest": oversized.headers["Docker-Content-Digest"], "size": len(oversized.content)}
+    put_manifest(repository, tag, index, OCI_INDEX_MEDIA_TYPE)
+    out = tmp_path / "pulled"
+    code, stdout, err = pull(repository, out, built["key"])
+    assert code == 5 and len(err.strip().splitlines()) == 1 and not stdout, err
+    assert f"no DSSE envelope layer of at most {MAX_ATTESTATION_BYTES:,} bytes: refused" in err
+    assert not out.exists()
+
+
+def test_an_envelope_blob_served_damaged_is_refused(built: dict[str, Path], repository: str, tmp_path: Path) -> None:
+    """The envelope's bytes must be those its layer's digest names, checked before it is verified
+    (a proxy serves them damaged: the registry shares the blob with other tests' repositories)."""
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    publish(engine, repository)
+    subject = subject_digest(repository, read_manifest(engine).stem)
+    (entry,) = api(repository, f"manifests/{fallback_tag(subject)}", INDEX).json()["manifests"]
+    (layer,) = api(repository, f"manifests/{entry['digest']}", MANIFEST).json()["layers"]
+    damaged = attestation_path(engine).read_bytes().replace(b'"payloadType"', b'"payloadTypo"')
+    location = parse_location(repository)
+    fault = {f"GET /v2/{location.repository}/blobs/{layer['digest']}": (200, damaged)}
+    with faulty_proxy(location.host, fault) as proxy:
+        out = tmp_path / "pulled"
+        code, stdout, err = pull(f"oci://{proxy}/{location.repository}", out, built["key"])
+    assert code == 5 and len(err.strip().splitlines()) == 1 and not stdout, err
+    assert "the envelope does not match its digest (damaged in the registry): refused" in err
     assert not out.exists()
 
 

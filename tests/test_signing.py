@@ -474,10 +474,29 @@ def test_key_order_and_whitespace_do_not_matter(artifact: Path, keys: Path) -> N
             SignatureStatus.INVALID,
         ),
         (lambda m: m.replace(signature={**m.signature, "value": "not base64!"}), SignatureStatus.MALFORMED),
+        # a lenient decoder drops the "*" and finds the genuine signature: the value is not base64
+        (
+            lambda m: m.replace(signature={**m.signature, "value": "*" + m.signature["value"]}),
+            SignatureStatus.MALFORMED,
+        ),
+        # the genuine signature under another algorithm's name: the named algorithm's keys only
+        (lambda m: m.replace(signature={**m.signature, "algorithm": "ecdsa-p256"}), SignatureStatus.INVALID),
+        # a value beyond RFC 8785's integers (2**53) has no canonical form, so no signature matches it
+        (lambda m: m.replace(accuracy={"outputs": {"logits": {"count": 2**60}}}), SignatureStatus.INVALID),
         (lambda m: m.replace(signature={**m.signature, "algorithm": "rsa"}), SignatureStatus.MALFORMED),
         (lambda m: m.replace(signature=None), SignatureStatus.MISSING),
     ],
-    ids=["field-edited", "sha256-edited", "forged-value", "garbage-value", "other-algorithm", "stripped"],
+    ids=[
+        "field-edited",
+        "sha256-edited",
+        "forged-value",
+        "garbage-value",
+        "junk-in-value",
+        "misnamed-algorithm",
+        "not-canonical",
+        "other-algorithm",
+        "stripped",
+    ],
 )
 def test_tampering_is_detected(artifact: Path, keys: Path, change: object, status: SignatureStatus) -> None:
     signed = sign_manifest(read_manifest(artifact), load_signing_key(keys))
@@ -496,6 +515,9 @@ def test_unknown_key_and_key_rotation(artifact: Path, keys: Path) -> None:
     # the key id is only a label: a genuine signature verifies even when the label was altered
     relabeled = signed.replace(signature={**signed.signature, "key_id": old.key_id})
     assert verify_manifest(relabeled, only_old + current).status is SignatureStatus.VALID
+    # ... and names the key that verified it, never the label's
+    assert verify_manifest(relabeled, only_old + current) == verify_manifest(signed, current)
+    assert verify_manifest(signed, current).key_id == current[0].key_id
 
 
 def test_ed25519_signing_is_deterministic(artifact: Path, keys: Path) -> None:

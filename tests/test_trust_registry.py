@@ -524,6 +524,40 @@ def test_layer_titles_must_be_the_manifests_file_names(
     assert list(tmp_path.rglob("x.engine")) == [] and not (tmp_path / "x.engine").exists()
 
 
+@pytest.mark.parametrize(
+    ("case", "edit"),
+    [
+        ("size", lambda layer: layer.update(size=layer["size"] + 1)),
+        ("digest", lambda layer: layer.update(digest="sha256:" + "1" * 64)),
+    ],
+)
+def test_an_engine_layer_the_manifest_does_not_pin_is_refused(
+    case: str, edit: Callable[[dict], None], engine: Path, garbage: Callable[[Answers], str], tmp_path: Path
+) -> None:
+    """The engine layer's descriptor must be the engine the manifest pins, its digest and its size
+    both: the registry serving the very engine under another descriptor is refused all the same."""
+    served = serve(engine, lambda image: edit(image["layers"][0]))
+    served.blobs.setdefault(served.image["layers"][0]["digest"], engine.read_bytes())  # the very engine, served
+    out = tmp_path / "out"
+    code, _, err, _ = pull(garbage(served.answers()), out)
+    assert code == 5 and len(err.strip().splitlines()) == 1, err
+    assert "is not the engine its manifest pins: refused" in err
+    assert not out.exists()
+
+
+def test_an_engine_blob_one_byte_over_its_declared_size_is_refused_unwritten(
+    engine: Path, garbage: Callable[[Answers], str], tmp_path: Path
+) -> None:
+    """The download stops at the size the engine layer declares: one byte more is the registry
+    misbehaving (exit 6), not an engine to write and measure."""
+    served = serve(engine)
+    out = tmp_path / "out"
+    code, _, err, _ = pull(garbage(served.answers(engine=Reply(engine.read_bytes() + b"\0"))), out)
+    assert code == 6 and len(err.strip().splitlines()) == 1, err
+    assert f"is larger than the {engine.stat().st_size:,} bytes it may have" in err
+    assert not out.exists()
+
+
 def test_ci_says_why_it_refused_a_remote_cache_entry(
     engine: Path, garbage: Callable[[Answers], str], tmp_path: Path, trust_case: Callable
 ) -> None:
