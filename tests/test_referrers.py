@@ -13,10 +13,11 @@ import json
 import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -281,21 +282,35 @@ def test_a_referrer_of_another_subject_is_refused(built: dict[str, Path], reposi
     assert not out.exists()
 
 
+def pulled_through_a_fault(
+    built: dict[str, Path], repository: str, tmp_path: Path, fault: Callable[[Path, dict[str, Any]], tuple[str, bytes]]
+) -> tuple[int, str, str, Path]:
+    """Publish an attested engine, then pull it through a proxy that answers one GET of the
+    registry API (``fault(engine, referrer index entry)`` gives its path after the repository and
+    the bytes served) with other bytes: the pull's exit code, stdout, stderr and --out folder."""
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    publish(engine, repository)
+    subject = subject_digest(repository, read_manifest(engine).stem)
+    (entry,) = api(repository, f"manifests/{fallback_tag(subject)}", INDEX).json()["manifests"]
+    path, served = fault(engine, entry)
+    location = parse_location(repository)
+    with faulty_proxy(location.host, {f"GET /v2/{location.repository}/{path}": (200, served)}) as proxy:
+        out = tmp_path / "pulled"
+        code, stdout, err = pull(f"oci://{proxy}/{location.repository}", out, built["key"])
+    return code, stdout, err, out
+
+
 def test_a_referrer_manifest_that_is_not_the_bytes_of_its_digest_is_refused(
     built: dict[str, Path], repository: str, tmp_path: Path
 ) -> None:
     """A registry answering a referrer's digest with other bytes (here the same content written
     again, so every field still fits): refused, as the blob of a digest must be those bytes."""
-    engine = attested(built["a"], tmp_path / "a", built["key"])
-    publish(engine, repository)
-    subject = subject_digest(repository, read_manifest(engine).stem)
-    (entry,) = api(repository, f"manifests/{fallback_tag(subject)}", INDEX).json()["manifests"]
-    rewritten = json.dumps(api(repository, f"manifests/{entry['digest']}", MANIFEST).json(), indent=1).encode()
-    location = parse_location(repository)
-    fault = {f"GET /v2/{location.repository}/manifests/{entry['digest']}": (200, rewritten)}
-    with faulty_proxy(location.host, fault) as proxy:
-        out = tmp_path / "pulled"
-        code, stdout, err = pull(f"oci://{proxy}/{location.repository}", out, built["key"])
+
+    def rewritten(engine: Path, entry: dict[str, Any]) -> tuple[str, bytes]:
+        manifest = api(repository, f"manifests/{entry['digest']}", MANIFEST).json()
+        return f"manifests/{entry['digest']}", json.dumps(manifest, indent=1).encode()
+
+    code, stdout, err, out = pulled_through_a_fault(built, repository, tmp_path, rewritten)
     assert code == 5 and len(err.strip().splitlines()) == 1 and not stdout, err
     assert "its manifest is missing or not the bytes its digest names: refused" in err
     assert not out.exists()
@@ -330,17 +345,14 @@ def test_an_attestation_layer_declared_over_the_bound_is_refused_unread(
 def test_an_envelope_blob_served_damaged_is_refused(built: dict[str, Path], repository: str, tmp_path: Path) -> None:
     """The envelope's bytes must be those its layer's digest names, checked before it is verified
     (a proxy serves them damaged: the registry shares the blob with other tests' repositories)."""
-    engine = attested(built["a"], tmp_path / "a", built["key"])
-    publish(engine, repository)
-    subject = subject_digest(repository, read_manifest(engine).stem)
-    (entry,) = api(repository, f"manifests/{fallback_tag(subject)}", INDEX).json()["manifests"]
-    (layer,) = api(repository, f"manifests/{entry['digest']}", MANIFEST).json()["layers"]
-    damaged = attestation_path(engine).read_bytes().replace(b'"payloadType"', b'"payloadTypo"')
-    location = parse_location(repository)
-    fault = {f"GET /v2/{location.repository}/blobs/{layer['digest']}": (200, damaged)}
-    with faulty_proxy(location.host, fault) as proxy:
-        out = tmp_path / "pulled"
-        code, stdout, err = pull(f"oci://{proxy}/{location.repository}", out, built["key"])
+
+    def damaged(engine: Path, entry: dict[str, Any]) -> tuple[str, bytes]:
+        (layer,) = api(repository, f"manifests/{entry['digest']}", MANIFEST).json()["layers"]
+        return f"blobs/{layer['digest']}", attestation_path(engine).read_bytes().replace(
+            b'"payloadType"', b'"payloadTypo"'
+        )
+
+    code, stdout, err, out = pulled_through_a_fault(built, repository, tmp_path, damaged)
     assert code == 5 and len(err.strip().splitlines()) == 1 and not stdout, err
     assert "the envelope does not match its digest (damaged in the registry): refused" in err
     assert not out.exists()
