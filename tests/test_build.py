@@ -637,9 +637,9 @@ def test_a_failed_build_leaves_the_emulation_thread_its_cache_entry(
             assert staged.wait(60)
             raise BuildError("the builder refused the model")
 
-    opened = build.open_builder
+    opened = build.open_backend
     monkeypatch.setattr(fsutil, "fsync_file", emulation_still_writing)
-    monkeypatch.setattr(build, "open_builder", lambda flavor: Refusing(opened(flavor)))
+    monkeypatch.setattr(build, "open_backend", lambda flavor: Refusing(opened(flavor)))
     monkeypatch.setattr(build, "_start_candidate_pass", lambda *args: None)  # a GPU host's gate runs the engine
     code, _, err = _build(REPO / "configs" / "digits-fp16.yaml", tmp_path / "out")
     finish.set()

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 from trtforge import __version__
 from trtforge.allocator import keep_freed_memory
 from trtforge.artifact import ArtifactWriter, sweep
-from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend
-from trtforge.buildworker import open_builder
+from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
 from trtforge.cache import default_cache_dir, timing_cache_file
 from trtforge.console import Reporter
 from trtforge.digests import prefetch_digest, sha256_beside, sha256_file
@@ -147,7 +146,7 @@ def build_spec(
 
     choice = choose_backend(backend or spec.backend)
     try:
-        engine_backend = open_builder(choice.flavor)
+        engine_backend = open_backend(choice.flavor)
     except BackendUnavailableError as exc:
         raise backend_unavailable(exc, spec, backend, choice, installed_version(FLAVOR_RTX) is not None) from exc
     reporter.info(f"{spec.name}: backend {choice.flavor} {engine_backend.version} ({choice.reason})")

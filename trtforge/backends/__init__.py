@@ -6,7 +6,7 @@ everything they share, the flavor modules only what differs (targets, precision 
 
 from __future__ import annotations
 
-from trtforge.backends.base import Builder, BuildMonitor, BuildRequest, BuildResult, TensorRTApiBackend
+from trtforge.backends.base import BuildMonitor, BuildRequest, BuildResult, TensorRTApiBackend
 from trtforge.environment import Choice, choose_backend, import_backend
 from trtforge.tags import FLAVOR_RTX
 
@@ -14,7 +14,6 @@ __all__ = [
     "BuildMonitor",
     "BuildRequest",
     "BuildResult",
-    "Builder",
     "Choice",
     "TensorRTApiBackend",
     "choose_backend",

@@ -38,19 +38,6 @@ class BuildMonitor(Protocol):
     def note(self, message: str) -> None: ...
 
 
-class Builder(Protocol):
-    """What a build asks of a backend, in this process or in the build process
-    (:class:`trtforge.buildworker.RemoteBackend`)."""
-
-    flavor: str
-    version: str
-
-    def check_targets(
-        self, targets: tuple[ComputeCapability, ...], options: BuildOptions, origin: SpecOrigin | None
-    ) -> None: ...
-    def build(self, request: BuildRequest, monitor: BuildMonitor) -> BuildResult: ...
-
-
 @dataclass(frozen=True)
 class BuildRequest:
     """Everything a backend needs; the precision step already shaped the ONNX graph."""

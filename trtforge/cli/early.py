@@ -2,10 +2,8 @@
 hashing ENGINE on a background thread before the CLI's other imports (it imports nothing but
 :mod:`trtforge.filehash` and :mod:`trtforge.errors`, both standard library only, itself first), so
 the hash (hashlib releases the GIL) and the start-up overlap instead of adding up; the command's
-own ``sha256_file`` then waits for that hash rather than reading the file again. On ``trtforge
-build`` it forks the build process (:mod:`trtforge.buildworker`), whose TensorRT import overlaps
-the CLI's the same way. Any other command line starts nothing. In trtforge's own process it also
-pauses the garbage collector during start-up."""
+own ``sha256_file`` then waits for that hash rather than reading the file again. Any other command
+line starts nothing. In trtforge's own process it also pauses the garbage collector during start-up."""
 
 from __future__ import annotations
 
@@ -101,7 +99,3 @@ if _engine is not None:
     from trtforge.digests import adopt_prefetch  # now: its own imports overlap the hash
 
     adopt_prefetch(_engine, _started)
-elif _own_process:
-    from trtforge import buildworker  # here: not before the hash above has started
-
-    buildworker.start(sys.argv)  # ``build``: TensorRT's import overlaps the CLI's, in a process of its own
