@@ -202,16 +202,29 @@ def parse_shape(text: str) -> tuple[str, Shape]:
         raise InvalidInputError(
             f"--shape '{text}': write NAME=DIMS, e.g. --shape input=8x1x8x8 (a shape tensor's values: NAME=[V,...])"
         )
-    return name.strip(), tuple(int(d) for d in re.split(r"[x,]", dims))
+    return name.strip(), _integers(re.split(r"[x,]", dims), text)
 
 
 def parse_values(text: str) -> tuple[str, tuple[int, ...]] | None:
-    """``shape=[4,3,4]`` -> ("shape", (4, 3, 4)): a shape tensor's values; None for any other text."""
+    """``shape=[4,3,4]`` -> ("shape", (4, 3, 4)): a shape tensor's values; None for any other text
+    (a value of more digits than int() converts: InvalidInputError)."""
     name, sep, given = text.partition("=")
     given = given.strip()
     if not sep or not name.strip() or not _VALUES.match(given):
         return None
-    return name.strip(), tuple(int(v) for v in given.strip("[] ").split(","))
+    return name.strip(), _integers(given.strip("[] ").split(","), text)
+
+
+def _integers(numbers: Sequence[str], text: str) -> tuple[int, ...]:
+    """The numbers of a ``--shape``; one of more digits than int() converts (4300) is no dim or value
+    of any tensor, refused (int()'s ValueError was an internal error, exit 1)."""
+    try:
+        return tuple(int(number) for number in numbers)
+    except ValueError:
+        digits = max(len(number.strip().lstrip("-")) for number in numbers)
+        raise InvalidInputError(
+            f"--shape '{text}': a number of {digits} digits is no dim or value a tensor has"
+        ) from None
 
 
 def parse_inputs(texts: Sequence[str]) -> tuple[dict[str, Shape], dict[str, tuple[int, ...]]]:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from trtforge.errors import InvalidInputError, did_you_mean
+from trtforge.errors import InvalidInputError, did_you_mean, one_line
 from trtforge.jsonsafe import not_json_constant
 from trtforge.model import TensorDesc
 
@@ -54,7 +54,11 @@ FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
 
 
 class ProtocolError(InvalidInputError):
-    """A request the protocol or the model refuses: HTTP 400 with the message as ``error``."""
+    """A request the protocol or the model refuses: HTTP 400 with the message as ``error``, one line
+    whatever it echoes (a tensor name or header value of the client's may hold a line break)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 def datatype_of(numpy_name: str) -> str:
