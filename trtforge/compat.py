@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from trtforge.errors import IncompatibleEngineError, InvalidInputError
+from trtforge.errors import IncompatibleEngineError, InvalidInputError, one_line
 from trtforge.tags import (
     AMPERE,
     FLAVOR_RTX,
@@ -286,7 +286,8 @@ def problems(
         (Rule.SIGNATURE, signature_problem(facts, require_signature)),
         (Rule.HOST_CODE, _host_code_problem(manifest, allow_host_code)),
     ]
-    return [Problem(rule, message) for rule, message in checks if message]
+    # one line each, whatever values a message repeats (a manifest's key id, a file's name on disk)
+    return [Problem(rule, one_line(message)) for rule, message in checks if message]
 
 
 def policy_problems(manifest: Manifest, env: Environment, facts: ArtifactFacts, policy: LoadPolicy) -> list[Problem]:
