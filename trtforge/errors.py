@@ -323,8 +323,21 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
     options = list(choices)
     same_but_case = [choice for choice in options if choice.lower() == word.lower()]
-    close = same_but_case or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" — did you mean '{close[0]}'?" if close else ""
+    close = same_but_case or difflib.get_close_matches(word, options, n=max(len(options), 1), cutoff=0.6)
+    # of the close ones, one a single edit away first: difflib rated 'mnx' as near 'min' as 'max'
+    # and, on the tie, offered 'min'
+    one_edit = [choice for choice in close if _one_edit(word.lower(), choice.lower())]
+    return f" — did you mean '{(one_edit or close)[0]}'?" if close else ""
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` becomes ``b`` by inserting, deleting or replacing at most one character."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) - len(a) > 1:
+        return False
+    start = next((index for index, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+    return a[start + (len(a) == len(b)) :] == b[start + 1 :]
 
 
 #: ``trtforge ci`` and multi-spec commands exit with the most severe outcome, in this order

@@ -11,6 +11,7 @@ import contextlib
 import glob
 import hashlib
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -70,14 +71,23 @@ def _as_list(value: Any) -> Any:
 
 def _capability_text(value: Any) -> Any:
     """An unquoted ``8.6`` is a YAML number: read as the text it was written as (compute
-    capabilities have one minor digit, so no number stands for two of them); anything else must
-    already be text."""
-    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+    capabilities have one minor digit, so no number stands for two of them); a number with no
+    fraction, ``8``, is ``8.0``, as JSON (and so the shipped schema) counts them one number;
+    anything else must already be text."""
+    if isinstance(value, bool):
+        return value
+    return f"{value}.0" if isinstance(value, int) else str(value) if isinstance(value, float) else value
 
 
 CapabilityText = Annotated[
     str,
-    BeforeValidator(_capability_text, json_schema_input_type=Annotated[str, Field(pattern=CAPABILITY_PATTERN)] | float),
+    BeforeValidator(
+        _capability_text,
+        # a number's major is 1 to 99, as the text's: the schema took any number (0, -1, 1e300)
+        json_schema_input_type=(
+            Annotated[str, Field(pattern=CAPABILITY_PATTERN)] | Annotated[float, Field(ge=1, lt=100)]
+        ),
+    ),
     AfterValidator(_normalize_cc),
     Field(description='compute capability: "8.6", "sm86" or "sm_86"'),
 ]
@@ -146,7 +156,12 @@ class ValueRange(_Strict):
 def _shape_range_schema(schema: dict[str, Any]) -> None:
     """Shapes for a tensor input, or values (which imply the shape) for a shape tensor."""
     schema.pop("required", None)
-    schema["anyOf"] = [{"required": list(_VALUE_KEYS)}, {"required": ["values"]}, {"required": ["value"]}]
+    given = {"not": {"type": "null"}}  # ``values: null`` is no values: "required" alone took it
+    schema["anyOf"] = [
+        {"required": list(_VALUE_KEYS)},
+        {"required": ["values"], "properties": {"values": given}},
+        {"required": ["value"], "properties": {"value": given}},
+    ]
 
 
 class ShapeRange(_Strict):
@@ -244,11 +259,24 @@ class CalibrationSpec(_Strict):
         return self
 
 
+#: the largest finite float: a schema's bound that refuses YAML's ``.inf`` (JSON has no infinity)
+_FLOAT_MAX = sys.float_info.max
+
+
+def _finite_schema(schema: dict[str, Any]) -> None:
+    """Each number finite in the schema too: a YAML linter (check-jsonschema) took ``max_abs: .inf``."""
+    for prop in schema["properties"].values():
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "number":
+                branch.setdefault("minimum", -_FLOAT_MAX)
+                branch.setdefault("maximum", _FLOAT_MAX)
+
+
 class Tolerance(_Strict):
     """Upper bounds (max_abs, mean_abs, max_rel) and lower bounds (the *_min keys)."""
 
     # finite: the gate's report writes each limit, and JSON has no NaN or infinity (a .nan failed every check)
-    model_config = ConfigDict(allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False, json_schema_extra=_finite_schema)
 
     max_abs: float | None = Field(None, ge=0)
     mean_abs: float | None = Field(None, ge=0)
@@ -534,6 +562,10 @@ _BoundedLoader.add_implicit_resolver(
 )
 
 
+#: what YAML (and libyaml's marks) counts as a line break
+_YAML_LINE_BREAKS = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+
+
 def read_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
     """The data and the node tree (for line numbers) of a spec or project file, parsed once,
     within the bounds above; any failure is one line naming the file and the line."""
@@ -553,7 +585,9 @@ def read_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
         raise SpecError(f"{path}:{row}: malformed YAML: {found} ({exc.reason}); {fix}") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        # libyaml puts a problem at the end of a text with no final line break on the line after it
+        # (``name: a\nmodel``: "line 3" of a 2-line file): the text's last line is where it is
+        line = f":{min(mark.line + 1, len(_YAML_LINE_BREAKS.split(text)))}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or first_line(exc)
         if mark is not None and "\t" in text[text.rfind("\n", 0, mark.index) + 1 : mark.index + 1]:
             problem += " (a tab: YAML indents with spaces only)"
