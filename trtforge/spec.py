@@ -76,7 +76,11 @@ def _capability_text(value: Any) -> Any:
     anything else must already be text."""
     if isinstance(value, bool):
         return value
-    return f"{value}.0" if isinstance(value, int) else str(value) if isinstance(value, float) else value
+    if isinstance(value, int):
+        return f"{value}.0"
+    if isinstance(value, float):
+        return str(value)
+    return value
 
 
 CapabilityText = Annotated[
