@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from typing import Any, NoReturn
 
 #: a real manifest, envelope or registry answer is a few levels deep; anything deeper is refused
@@ -22,6 +23,13 @@ MAX_JSON_DEPTH = 32
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+#: a string with one (``"\\ud800"``, valid JSON syntax) has no UTF-8 form: RFC 8259 leaves its
+#: reading to each parser; pydantic raised UnicodeEncodeError writing its error about one (a manifest's
+#: ``platform.machine``: "internal error") and wrote a key with one as U+FFFD (two keys became one)
+_UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
+#: where one can be at all: an escape of a surrogate (UTF-8 text has none unescaped), looked for in
+#: the bytes first so that a document without one is never walked
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def canonical_json(document: Any) -> bytes:
@@ -64,11 +72,30 @@ def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DE
     if json_depth(raw, max_depth) > max_depth:
         raise ValueError(f"nested deeper than {max_depth} levels")
     try:
-        return json.loads(
-            text, object_pairs_hook=_without_duplicate_keys, parse_constant=not_json_constant, parse_float=_finite_float
+        document = json.loads(
+            text,
+            object_pairs_hook=_without_duplicate_keys,
+            parse_constant=not_json_constant,
+            parse_float=_finite_float,
+            parse_int=_double_range_int,
         )
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_unpaired_surrogates(document)
+    return document
+
+
+def _refuse_unpaired_surrogates(node: Any) -> None:
+    """Every string of ``node`` (keys too) must be Unicode text: ``json`` joins an escaped pair
+    (``"\\ud83d\\ude00"``) into its character, so a surrogate left is an unpaired one."""
+    strings = [node] if isinstance(node, str) else list(node) if isinstance(node, dict) else []
+    for text in strings:
+        if _UNPAIRED_SURROGATE.search(text):
+            raise ValueError(f"string {text[:40]!r} is not Unicode text (an unpaired surrogate)")
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        _refuse_unpaired_surrogates(child)
 
 
 def integral(value: Any) -> Any:
@@ -93,6 +120,19 @@ def _finite_float(text: str) -> float:
     if math.isinf(value):
         raise ValueError(f"number {text[:20]} is out of range (beyond a 64-bit float)")
     return value
+
+
+def _double_range_int(text: str) -> int:
+    """An integer beyond a double's range (``1`` and 400 zeros) is infinity to a parser that holds
+    numbers as doubles (JavaScript's ``JSON.parse``), as ``1e999`` is; one of over 4,300 digits
+    made Python's ``int`` raise its own message, which names a setting no user should change."""
+    if len(text) > _MAX_INT_DIGITS or abs(value := int(text)) > sys.float_info.max:
+        raise ValueError(f"number {text[:20]} is out of range (beyond a 64-bit float)")
+    return value
+
+
+#: more digits than any integer within a double's range (about 1.8e308) has
+_MAX_INT_DIGITS = 400
 
 
 def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

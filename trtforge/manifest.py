@@ -23,6 +23,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, did_you_mean
 from trtforge.fsutil import atomic_write_text
@@ -77,11 +78,14 @@ class _Frozen(BaseModel):
 Integer = Annotated[int, BeforeValidator(integral)]
 #: a sha256 as trtforge writes it: 64 lowercase hex digits
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+#: ... and no more, in the shipped schema: Python's ``re`` (the ``jsonschema`` library's) lets ``$``
+#: match before a final newline, so the pattern alone passed ``"<64 hex>\n"``, which trtforge refuses
+SHA256_SCHEMA: JsonDict = {"maxLength": 64}
 
 
 class ArtifactInfo(_Frozen):
     file: str
-    sha256: str = Field(pattern=SHA256_PATTERN)
+    sha256: str = Field(pattern=SHA256_PATTERN, json_schema_extra=SHA256_SCHEMA)
     size: Integer = Field(ge=0)
 
 
@@ -93,7 +97,7 @@ class SourceInfo(_Frozen):
 
     onnx_sha256: str
     spec_sha256: str
-    model_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    model_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN, json_schema_extra=SHA256_SCHEMA)
 
     @model_serializer(mode="wrap")
     def _absent_when_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
