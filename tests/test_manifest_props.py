@@ -8,13 +8,14 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from clitools import cli
+from documents import at, places
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from models import need_rtx, retag
@@ -75,23 +76,6 @@ ODD_VALUES = st.one_of(
 )
 
 
-def paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """Every place in a JSON document (the root is ``()``)."""
-    yield path
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from paths(value, (*path, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from paths(value, (*path, index))
-
-
-def at(document: Any, path: tuple[Any, ...]) -> Any:
-    for part in path:
-        document = document[part]
-    return document
-
-
 def near_misses(value: Any) -> st.SearchStrategy[Any]:
     """A value close to ``value``, as a slip or another tool writes it: a string with a final newline,
     in capitals, with an unpaired surrogate or empty; a number as a whole float, negative or huge."""
@@ -107,7 +91,7 @@ def _edit(draw: st.DrawFn, document: dict[str, Any]) -> dict[str, Any]:
     """One edit at one place: drop it, add an unknown key, put another value there (another type, a
     huge or negative number, a whole-number float, an empty string, unicode) or nest it deep."""
     edited = copy.deepcopy(document)
-    path = draw(st.sampled_from(list(paths(edited))))
+    path = draw(st.sampled_from(list(places(edited))))
     node = at(edited, path)
     kind = draw(st.sampled_from(["drop", "add", "replace", "near", "near", "float", "nest"]))
     if not path or kind == "add":

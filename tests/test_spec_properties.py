@@ -15,6 +15,7 @@ import jsonschema
 import models
 import pytest
 import yaml
+from documents import at, mappings, places
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
@@ -250,46 +251,18 @@ junk = st.one_of(
 )
 
 
-def _places(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """Every key and list item of a document, by its path."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield (*path, key)
-            yield from _places(value, (*path, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield (*path, index)
-            yield from _places(value, (*path, index))
-
-
-def _containers(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if isinstance(node, dict):
-        yield path
-        for key, value in node.items():
-            yield from _containers(value, (*path, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _containers(value, (*path, index))
-
-
-def _at(document: Any, path: tuple[Any, ...]) -> Any:
-    for part in path:
-        document = document[part]
-    return document
-
-
 @st.composite
 def mutated_specs(draw: st.DrawFn) -> dict[str, Any]:
     """A valid spec with one change: a value replaced, a key or item removed, a key added."""
     document = copy.deepcopy(draw(valid_specs()))
     action = draw(st.sampled_from(["replace", "remove", "add"]))
     if action == "add":
-        path = draw(st.sampled_from(list(_containers(document))))
+        path = draw(st.sampled_from(mappings(document)))
         key = draw(st.one_of(st.text(max_size=12), st.sampled_from(ALL_KEYS)))
-        _at(document, path)[key] = draw(junk)
+        at(document, path)[key] = draw(junk)
         return document
-    path = draw(st.sampled_from(list(_places(document))))
-    parent = _at(document, path[:-1])
+    path = draw(st.sampled_from([path for path in places(document) if path]))
+    parent = at(document, path[:-1])
     if action == "remove":
         del parent[path[-1]]
     else:
@@ -647,7 +620,7 @@ def test_a_key_one_edit_from_a_valid_one_is_answered_with_it(folder: Path, data:
     keys = list(section.model_fields)
     typo = data.draw(typos(keys))
     document = copy.deepcopy(base)
-    _at(document, where)[typo] = 1
+    at(document, where)[typo] = 1
     path = _write(folder, document, "typo.yaml")
     with pytest.raises(SpecError) as caught:
         load_spec(path)
