@@ -36,8 +36,12 @@ URI_HELP = "use oci://HOST[:PORT]/REPO, dir://PATH or triton://PATH"
 
 #: a URI's userinfo: up to the last "@" that a "/" follows, the host's (a password may hold "/" or
 #: "@"); an "@" with no "/" after it is a tag or digest on the repository (``repo@latest``,
-#: ``repo@sha256:…``), refused as such
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://).*@(?=[^@]*/)", re.DOTALL)
+#: ``repo@sha256:…``), refused as such, unless no "/" comes before it either: then it ends the
+#: userinfo of a URI with no path (``oci://user:password@host``, which once printed the password)
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(?:.*@(?=[^@]*/)|[^/]*@)", re.DOTALL)
+#: what ``urlsplit`` deletes from a URI without a word (WHATWG's rule): ``oci://ho\tst/repo`` was
+#: taken as ``oci://host/repo``
+_DELETED_BY_URLSPLIT = re.compile(r"[\t\r\n]")
 
 # The distribution spec's tag grammar, and its repository name grammar (components separated by "/").
 OCI_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
@@ -119,7 +123,12 @@ def parse_location(text: str) -> Location:
     if scheme in ("dir", "triton"):
         if not rest:
             raise InvalidInputError(f"'{text}': no path; write {scheme}:///absolute/path or {scheme}://relative/path")
-        path = Path(rest).expanduser().absolute()
+        try:
+            path = Path(rest).expanduser().absolute()
+        except RuntimeError:  # "~user" of no such user: pathlib cannot tell its home
+            raise InvalidInputError(
+                f"'{text}': '{rest.split('/')[0]}' names no user's home folder here; write the path in full"
+            ) from None
         return DirLocation(path) if scheme == "dir" else TritonLocation(path)
     return _parse_oci(text)
 
@@ -131,6 +140,8 @@ def _parse_oci(text: str) -> OciLocation:
             f"'{shown}': credentials do not belong in the URI (they end up in logs); use docker login "
             "or TRTFORGE_REGISTRY_USERNAME / TRTFORGE_REGISTRY_PASSWORD"
         )
+    if _DELETED_BY_URLSPLIT.search(text):
+        raise InvalidInputError(f"'{text}': a tab or line break is no part of an OCI URI; {URI_HELP}")
     try:
         parts = urlsplit(text)
     except ValueError as exc:  # an unclosed "[" of an IPv6 address
