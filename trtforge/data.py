@@ -15,6 +15,8 @@ Rules (the README's "INT8 calibration" section says the same to users):
   ...) is an error.
 - NaN or Inf in a float array is an error that names the file and the first bad index.
 - A file that is not a regular one (a named pipe, a link to nothing) is an error before it is opened.
+- A header's claims (its own length, a negative dim, more data than the file or .npz member
+  holds) are errors before anything is allocated for them; no pickle is ever loaded.
 - Order is the order of the file list (``expand_globs`` sorts each pattern); ``max_samples``
   caps the count. Files are opened one at a time; a ``.npy`` is memory-mapped, so only the
   samples in use are read (a ``.npz`` member is read whole). Memory is one batch and one
@@ -32,9 +34,12 @@ Rules (the README's "INT8 calibration" section says the same to users):
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +55,10 @@ if TYPE_CHECKING:
 
 _DEFAULT_NPZ_KEY = "arr_0"
 _NOT_NPY = "truncated or not a .npy file"
+_NPY_VERSIONS = {(1, 0): 2, (2, 0): 4, (3, 0): 4}
+"""Format version -> bytes of the header-length field."""
+_MAX_HEADER_BYTES = 10_000
+"""numpy's own limit (``np.load(max_header_size=...)``): a longer header is no file trtforge loads."""
 
 
 @dataclass(frozen=True)
@@ -167,12 +176,27 @@ def _npz_keys(
 
 
 def npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from a .npy header, without reading the data."""
+    """Shape and dtype from a .npy header, without reading the data; ValueError for a header that
+    is none. Its own length is bounded (numpy reads whatever length it announces before checking
+    it: 4 GiB for a 14-byte file), and a negative dim is refused (numpy's parser lets one through)."""
     version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    if version not in _NPY_VERSIONS:
+        raise ValueError(f"unknown .npy format version {version[0]}.{version[1]}")
+    size = _NPY_VERSIONS[version]
+    length = handle.read(size)
+    announced = int.from_bytes(length, "little")
+    if len(length) == size and announced > _MAX_HEADER_BYTES:
+        raise ValueError(f"its header claims {announced:,} bytes, more than numpy reads ({_MAX_HEADER_BYTES:,})")
+    prefix = io.BytesIO(length + handle.read(announced))
+    try:
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(prefix)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(prefix)
+    except (SyntaxError, tokenize.TokenError, RecursionError) as exc:  # numpy passes some parse errors on
+        raise ValueError(f"its header is no Python literal ({exc})") from exc
+    if any(dim < 0 for dim in shape):
+        raise ValueError(f"its header gives a negative dim (shape {list(shape)})")
     return shape, dtype
 
 
@@ -215,11 +239,14 @@ def _headers(
                 headers = {}
                 for name, key in mapping.items():
                     with archive.open(f"{key}.npy") as member:
-                        headers[name] = npy_header(member)
+                        headers[name] = shape, dtype = npy_header(member)
+                        # np.load allocates what a member's header claims before reading it
+                        size = archive.getinfo(f"{key}.npy").file_size
+                        _check_npy_size(path, member.tell() + math.prod(shape) * dtype.itemsize, size, f"{key}.npy")
                 return headers
     except InvalidInputError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError, zlib.error) as exc:
         raise InvalidInputError(f"{path}: cannot read as {path.suffix}{_unreadable(path)} ({exc})") from exc
     raise InvalidInputError(f"{path}: data files must be .npy or .npz files, got '{path.suffix}'")
 
@@ -228,12 +255,14 @@ def _unreadable(path: Path) -> str:
     return f": {_NOT_NPY}" if path.suffix == ".npy" else ""
 
 
-def _check_npy_size(path: Path, needed: int, size: int) -> None:
-    """A .npy shorter than its header promises (a copy cut short) fails here, not in mmap."""
+def _check_npy_size(path: Path, needed: int, size: int, member: str | None = None) -> None:
+    """A .npy (or an .npz ``member``) shorter than its header promises (a copy cut short) fails
+    here, not in mmap, nor after allocating what the header claims."""
     if size < needed:
+        what = f".npy: {_NOT_NPY}" if member is None else f".npz: member {member} is truncated"
         raise InvalidInputError(
-            f"{path}: cannot read as .npy: {_NOT_NPY} (its header promises {needed:,} bytes, the file has "
-            f"{size:,}); copy or save it again"
+            f"{path}: cannot read as {what} (its header promises {needed:,} bytes, the "
+            f"{'file' if member is None else 'member'} has {size:,}); copy or save it again"
         )
 
 
@@ -324,7 +353,7 @@ def _load(
             with np.load(path, allow_pickle=False) as archive:
                 mapping = _npz_keys(path, list(archive.keys()), inputs)
                 arrays = {name: archive[key] for name, key in mapping.items()}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # changed since its header was read
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # changed since its header was read
         raise InvalidInputError(f"{path}: cannot read as {path.suffix}{_unreadable(path)} ({exc})") from exc
     ranks = {tensor.name: len(tensor.shape) for tensor in inputs}
     if shaped:  # values (their rank is the input's: never reshaped below) after the samples
