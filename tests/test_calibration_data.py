@@ -136,8 +136,9 @@ def test_npz_with_a_missing_key(tmp_path: Path) -> None:
 
 
 def test_npz_with_a_misspelt_key_suggests_the_input(tmp_path: Path) -> None:
-    np.savez(tmp_path / "typo.npz", a=np.ones((3, 4), np.float32), bb=np.ones((3, 4), np.float32))
-    with pytest.raises(InvalidInputError, match=r"typo\.npz: key 'bb' names no model input"):
+    # 'bbx' is one edit from 'bbox' (and two from 'b'): "did you mean" offers the key one edit away first
+    np.savez(tmp_path / "typo.npz", a=np.ones((3, 4), np.float32), bbx=np.ones((3, 4), np.float32))
+    with pytest.raises(InvalidInputError, match=r"typo\.npz: key 'bbx' names no model input"):
         plan_data([tmp_path / "typo.npz"], (*PAIR, TensorDesc("bbox", "float32", ("n", 4))), None)
     with pytest.raises(InvalidInputError, match="did you mean 'bbox'"):
         plan_data([tmp_path / "typo.npz"], (*PAIR, TensorDesc("bbox", "float32", ("n", 4))), None)

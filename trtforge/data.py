@@ -55,10 +55,10 @@ if TYPE_CHECKING:
 
 _DEFAULT_NPZ_KEY = "arr_0"
 _NOT_NPY = "truncated or not a .npy file"
+#: .npy format version -> bytes of its header-length field
 _NPY_VERSIONS = {(1, 0): 2, (2, 0): 4, (3, 0): 4}
-"""Format version -> bytes of the header-length field."""
+#: numpy's own limit (``np.load(max_header_size=...)``): a longer header is no file trtforge loads
 _MAX_HEADER_BYTES = 10_000
-"""numpy's own limit (``np.load(max_header_size=...)``): a longer header is no file trtforge loads."""
 
 
 @dataclass(frozen=True)
