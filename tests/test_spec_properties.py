@@ -410,6 +410,10 @@ def test_a_valid_spec_is_taken_by_trtforge_and_by_the_schema(folder: Path, docum
 @example(document={"name": "a", "model": "conv.onnx", "targets": [1e300]})
 # trtforge refused 8, which JSON (and the schema) counts as 8.0, which it took (defect 2)
 @example(document={"name": "a", "model": "conv.onnx", "targets": [4]})
+# ... but 86 is CMake's sm86, not 86.0: both refuse a whole number from 20
+@example(document={"name": "a", "model": "conv.onnx", "targets": [86]})
+@example(document={"name": "a", "model": "conv.onnx", "targets": [86.0]})
+@example(document={"name": "a", "model": "conv.onnx", "targets": [19]})
 # the schema's "required" took `values: null` as values given: no shapes then (defect 3)
 @example(document={"name": "a", "model": "conv.onnx", "profiles": [{"x": {"values": None}}]})
 @example(document={"name": "a", "model": "conv.onnx", "profiles": [{"x": {"value": None}}]})
@@ -648,6 +652,21 @@ def test_a_loaded_spec_written_back_loads_as_the_same_spec(folder: Path, documen
 def test_a_target_written_as_a_whole_number_is_that_capability(folder: Path) -> None:
     """``targets: [8, 12]`` is 8.0 and 12.0, as JSON and the schema read the numbers (it was exit 2)."""
     assert load_spec(_write(folder, {"name": "a", "model": "conv.onnx", "targets": [8, 12]})).targets == ["8.0", "12.0"]
+
+
+@pytest.mark.parametrize(
+    ("target", "hint"),
+    [("86", "for sm86, write 8.6 or sm86"), ("120", "for sm120, write 12.0 or sm120"), ("86.0", "write it as 8.6")],
+)
+def test_a_target_number_from_20_is_refused_not_read_as_its_dot_0(folder: Path, target: str, hint: str) -> None:
+    """``targets: [86]`` (CMake's CUDA_ARCHITECTURES spelling of sm86) was built as compute capability
+    86.0 once whole numbers read as their ``.0``; before, it was exit 2. The schema refuses it too."""
+    (folder / "spec.yaml").write_text(f"name: a\nmodel: conv.onnx\ntargets: [{target}]\n", encoding="utf-8")
+    with pytest.raises(
+        SpecError, match=rf":3: key 'targets.0': {re.escape(target)} is a whole number, no compute capability; {hint}"
+    ):
+        load_spec(folder / "spec.yaml")
+    assert not _schema_takes({"name": "a", "model": "conv.onnx", "targets": [float(target)]})[0]
 
 
 def test_a_typo_is_answered_with_the_key_one_edit_away(folder: Path) -> None:

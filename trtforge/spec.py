@@ -34,6 +34,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 from pydantic_core import ErrorDetails, PydanticCustomError
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
@@ -69,13 +70,23 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+#: a whole number from here is no GPU's major but CMake's spelling of one (``CUDA_ARCHITECTURES 86``
+#: is sm86): refused, not read as ``86.0``
+_SM_NUMBERS_FROM = 20
+
+
 def _capability_text(value: Any) -> Any:
     """An unquoted ``8.6`` is a YAML number: read as the text it was written as (compute
     capabilities have one minor digit, so no number stands for two of them); a number with no
-    fraction, ``8``, is ``8.0``, as JSON (and so the shipped schema) counts them one number;
-    anything else must already be text."""
+    fraction, ``8``, is ``8.0``, as JSON (and so the shipped schema) counts them one number, but
+    ``86`` (or ``86.0``) is refused; anything else must already be text."""
     if isinstance(value, bool):
         return value
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if whole and value >= _SM_NUMBERS_FROM:
+        sm = isinstance(value, int) and value < 1000  # 86, 120: CMake's CUDA_ARCHITECTURES spelling
+        hint = f"for sm{value}, write {value // 10}.{value % 10} or sm{value}" if sm else "write it as 8.6 or sm86"
+        raise ValueError(f"{value} is a whole number, no compute capability; {hint}")
     if isinstance(value, int):
         return f"{value}.0"
     if isinstance(value, float):
@@ -83,13 +94,17 @@ def _capability_text(value: Any) -> Any:
     return value
 
 
+#: ... and the schema refuses them too (JSON Schema's "integer" is any number with no fraction)
+_NOT_SM_NUMBER: JsonDict = {"not": {"type": "integer", "minimum": _SM_NUMBERS_FROM}}
+
 CapabilityText = Annotated[
     str,
     BeforeValidator(
         _capability_text,
         # a number's major is 1 to 99, as the text's: the schema took any number (0, -1, 1e300)
         json_schema_input_type=(
-            Annotated[str, Field(pattern=CAPABILITY_PATTERN)] | Annotated[float, Field(ge=1, lt=100)]
+            Annotated[str, Field(pattern=CAPABILITY_PATTERN)]
+            | Annotated[float, Field(ge=1, lt=100, json_schema_extra=_NOT_SM_NUMBER)]
         ),
     ),
     AfterValidator(_normalize_cc),
