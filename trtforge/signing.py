@@ -29,7 +29,9 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from trtforge.compat import SignatureStatus
 from trtforge.environment import file_problem
@@ -217,6 +219,7 @@ def _read_key_file(path: Path, flag: str) -> bytes:
 def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKey:
     """The private key from ``path`` (the command's ``flag``), else from ``$TRTFORGE_SIGNING_KEY``
     (PEM text or a path)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePrivateKey
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -236,7 +239,7 @@ def load_signing_key(path: Path | None = None, flag: str = "--key") -> SigningKe
     try:
         with _quiet_deprecations():
             key = load_pem_private_key(data, password=password.encode() if password else None)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, UnsupportedAlgorithm) as exc:  # the last: a key type's OID it does not know
         raise InvalidInputError(f"{source}: {_private_key_problem(data, bool(password), exc)}") from exc
     if isinstance(key, EllipticCurvePrivateKey) and isinstance(key.curve, SECP256R1):
         return SigningKey(key, key_id_of(key.public_key()), source, warning)
@@ -332,6 +335,7 @@ def _key_kind(key: object) -> str:
 
 
 def _public_keys(data: bytes, source: str) -> list[TrustedKey]:
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -350,7 +354,7 @@ def _public_keys(data: bytes, source: str) -> list[TrustedKey]:
         try:
             with _quiet_deprecations():
                 key = load_pem_public_key(block.group(0).encode())
-        except ValueError as exc:
+        except (ValueError, UnsupportedAlgorithm) as exc:  # the last: a key type's OID it does not know
             raise InvalidInputError(f"{source}: a damaged PEM public key ({exc})") from exc
         if not isinstance(key, (Ed25519PublicKey, EllipticCurvePublicKey)) or (
             isinstance(key, EllipticCurvePublicKey) and not isinstance(key.curve, SECP256R1)
@@ -406,6 +410,8 @@ def verify_manifest(manifest: Manifest, trusted: Sequence[TrustedKey]) -> Signat
         value = base64.b64decode(signature.get("value", ""), validate=True)
     except ValueError:  # binascii.Error is a ValueError
         return SignatureCheck(SignatureStatus.MALFORMED, key_id)
+    if _keys_not_as_written(manifest, manifest.to_dict()):  # the signed bytes are not the file's
+        return SignatureCheck(SignatureStatus.INVALID, key_id)
     try:
         payload = canonical_payload(manifest)
     except InvalidInputError:  # no JCS form, so no signature can match it
@@ -417,6 +423,23 @@ def verify_manifest(manifest: Manifest, trusted: Sequence[TrustedKey]) -> Signat
             return SignatureCheck(SignatureStatus.VALID, candidate.key_id)
     named = any(candidate.key_id == key_id for candidate in trusted)
     return SignatureCheck(SignatureStatus.INVALID if named else SignatureStatus.UNKNOWN_KEY, key_id)
+
+
+def _keys_not_as_written(model: BaseModel, written: Any) -> bool:
+    """Did the file hold other keys than the ones trtforge writes for ``model`` (``written``, its
+    ``to_dict``), at any depth? What is signed is the JCS of the manifest as trtforge reads it: a key
+    the reading fills in with its default (``schema`` dropped) or drops (``"fp16": null`` added) left
+    a file that another RFC 8785 verifier refuses, which must not verify here either."""
+    fields = type(model).model_fields
+    read = {info.alias or name for name, info in fields.items() if name in model.model_fields_set}
+    if not isinstance(written, dict) or read != set(written):
+        return True
+    for name, info in fields.items():
+        value, key = getattr(model, name), info.alias or name
+        pairs = zip(value, written[key], strict=True) if isinstance(value, list) else [(value, written.get(key))]
+        if any(isinstance(item, BaseModel) and _keys_not_as_written(item, dump) for item, dump in pairs):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- the artifact (side effects)
