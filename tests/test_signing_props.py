@@ -568,6 +568,17 @@ def test_a_key_the_reading_fills_in_or_drops_is_a_change_the_signature_refuses(
     assert "does not verify" in err, err
 
 
+def test_a_manifest_made_in_memory_and_signed_verifies(signed: tuple[Path, Path]) -> None:
+    """A build makes its manifest in memory (no ``schema`` given, ``fp16=None`` given): signed, it
+    verifies as its file does; the check of the keys a file held never refuses trtforge's own."""
+    engine, private = signed
+    read = parse_manifest(manifest_path_for(engine).read_bytes(), "signed.manifest.json")
+    fields = {name: value for name, value in read.model_dump().items() if name not in ("schema_", "fp16")}
+    made = Manifest(**fields, fp16=None)
+    check = verify_manifest(sign_manifest(made, load_signing_key(private)), load_trusted_keys([_public(private)]))
+    assert check.status is SignatureStatus.VALID
+
+
 def test_the_python_name_of_schema_is_not_a_key_of_the_file(signed: tuple[Path, Path]) -> None:
     """``populate_by_name`` let the reader take ``schema_`` (the field's Python name) for ``schema``:
     a signed manifest with the key renamed verified, and the shipped JSON Schema refuses it. Now it

@@ -391,9 +391,12 @@ def canonical_payload(manifest: Manifest) -> bytes:
 def sign_manifest(manifest: Manifest, key: SigningKey) -> Manifest:
     signature = bytes.fromhex(sslib_signer(key).sign(canonical_payload(manifest)).signature)
     algorithm = key_type_of(key.private_key.public_key())
-    return manifest.replace(
+    signed = manifest.replace(
         signature={"algorithm": algorithm, "key_id": key.key_id, "value": base64.b64encode(signature).decode()}
     )
+    # as its file reads back: given the keys the file holds (a build's manifest was given fp16=None,
+    # which the file omits, and no schema), which verify_manifest checks
+    return Manifest.model_validate(signed.to_dict(), strict=True, by_alias=True, by_name=False)
 
 
 def verify_manifest(manifest: Manifest, trusted: Sequence[TrustedKey]) -> SignatureCheck:
