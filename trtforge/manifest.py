@@ -227,7 +227,9 @@ class Manifest(_Frozen):
     signature: dict[str, str] | None = None
     fp16: dict[str, Any] | None = None  # precision fp16: the nodes kept in FP32, and why
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # no populate_by_name: ``schema_`` (the Python name) is no key of the file; read as ``schema`` it left a
+    # file another reader refuses, under a signature that verified
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     @field_validator("name")
     @classmethod
@@ -443,9 +445,7 @@ def parse_manifest(data: bytes | str, origin: str) -> Manifest:
         # strict: a value of another JSON type is refused, never converted ("false" is not False, "1"
         # not 1): a signature covers the file as written, which any other reader takes as written. A
         # number with no fraction (1.0) is the integer the schema passes, and RFC 8785 writes it 1
-        # by alias only: ``schema_`` (the Python name) is not a key of the file, and read as ``schema`` it
-        # left a file another reader refuses, under a signature that verified
-        return Manifest.model_validate(document, strict=True, by_alias=True, by_name=False)
+        return Manifest.model_validate(document, strict=True)
     except ValidationError as exc:
         schema = document.get("schema") if isinstance(document, dict) else None
         newer = re.fullmatch(r"trtforge/manifest/v([0-9]+)", schema) if isinstance(schema, str) else None

@@ -396,7 +396,7 @@ def sign_manifest(manifest: Manifest, key: SigningKey) -> Manifest:
     )
     # as its file reads back: given the keys the file holds (a build's manifest was given fp16=None,
     # which the file omits, and no schema), which verify_manifest checks
-    return Manifest.model_validate(signed.to_dict(), strict=True, by_alias=True, by_name=False)
+    return Manifest.model_validate(signed.to_dict(), strict=True)
 
 
 def verify_manifest(manifest: Manifest, trusted: Sequence[TrustedKey]) -> SignatureCheck:
