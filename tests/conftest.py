@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -21,6 +22,18 @@ import models
 pytest_plugins = ["registry", "trust"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: every property test (Hypothesis): the same examples on every run, so that CI is reproducible and a
+#: failure reruns as it failed; no deadline per example, which a loaded 2-core machine would miss; the
+#: health checks that only say a strategy is slow or filters much, and that a function-scoped fixture
+#: (tmp_path) is shared by the examples, which these tests allow for. Each test sets its max_examples.
+settings.register_profile(
+    "trtforge",
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("trtforge")
 
 
 @pytest.fixture(autouse=True)

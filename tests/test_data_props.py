@@ -18,7 +18,7 @@ from typing import Any
 import models
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from trtforge.accuracy import inputs as gate_inputs
@@ -30,7 +30,6 @@ from trtforge.model import ModelInfo, inspect_model
 from trtforge.spec import parse_spec
 
 #: reproducible in CI; the examples write their own files under a fresh folder each
-SETTINGS = {"deadline": None, "derandomize": True, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
 SAMPLE = (3, 16, 16)
 """models.conv_net's input is [N, 3, 16, 16] float32."""
 MEMORY_SLACK = 16 * 2**20
@@ -161,7 +160,7 @@ def _read(files: list[Path], info: ModelInfo, batch_size: int, max_samples: int 
     return batches
 
 
-@settings(max_examples=300, **SETTINGS)
+@settings(max_examples=300)
 @given(
     contents=st.lists(FILES, min_size=1, max_size=3),
     batch_size=st.integers(1, 4),
@@ -203,7 +202,7 @@ def test_any_bytes_as_data_are_input_arrays_or_one_line_naming_the_file(
     assert peak <= MEMORY_SLACK + 4 * sum(len(raw) for _, raw in contents), f"{peak:,} bytes allocated"
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=150)
 @given(
     sizes=st.lists(st.integers(0, 5), min_size=1, max_size=5),
     forms=st.lists(st.sampled_from(["npy", "npz", "arr_0", "single"]), min_size=5, max_size=5),
@@ -264,7 +263,7 @@ def _spec_text(model: Path, pattern: str, max_samples: int, batch_size: int) -> 
 
 
 @pytest.mark.slow
-@settings(max_examples=20, **SETTINGS)
+@settings(max_examples=20)
 @given(
     sizes=st.lists(st.integers(0, 4), min_size=1, max_size=4),
     bad=st.none() | st.tuples(st.integers(0, 3), FILES),
@@ -368,7 +367,7 @@ def test_a_lying_or_broken_header_is_one_line_without_its_claimed_memory(
     assert peak <= MEMORY_SLACK, f"{peak:,} bytes allocated"
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=150)
 @given(raw=NPY)
 def test_any_bytes_as_labels_are_labels_or_one_line_naming_the_file(
     tmp_path: Path, conv: ModelInfo, raw: bytes

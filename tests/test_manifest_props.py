@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 from clitools import cli
 from documents import at, places
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from models import need_rtx, retag
 from registry import build_engine
@@ -34,7 +34,6 @@ VALIDATOR = jsonschema.Draft202012Validator(
 )
 ORIGIN = "edited.manifest.json"
 #: reproducible in CI; the per-test cache folder (conftest) is no state an example depends on
-SETTINGS = {"deadline": None, "derandomize": True, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
 
 #: what a refusal from trtforge's readers says (README "Compatibility checks and the runtime loader")
 REFUSALS = ("unreadable manifest", "not a trtforge manifest", "is a newer trtforge's")
@@ -144,7 +143,7 @@ def read(document: Any) -> Manifest | InvalidInputError:
 # --- properties ----------------------------------------------------------------------------------
 
 
-@settings(max_examples=1000, **SETTINGS)  # type: ignore[arg-type]
+@settings(max_examples=1000)
 @given(data=st.data())
 def test_the_shipped_schema_and_trtforge_agree_on_edited_manifests(
     document: dict[str, Any], data: st.DataObject
@@ -167,7 +166,7 @@ def test_the_shipped_schema_and_trtforge_agree_on_edited_manifests(
     assert structural == [], f"trtforge refused, by the schema's own kind of rule, what the schema passes: {message}"
 
 
-@settings(max_examples=300, **SETTINGS)  # type: ignore[arg-type]
+@settings(max_examples=300)
 @given(data=st.data())
 def test_any_bytes_read_as_a_manifest_are_trtforges_own_one_line_error(
     document: dict[str, Any], data: st.DataObject
@@ -196,7 +195,7 @@ def test_any_bytes_read_as_a_manifest_are_trtforges_own_one_line_error(
         assert exc.exit_code == 2
 
 
-@settings(max_examples=600, **SETTINGS)  # type: ignore[arg-type]
+@settings(max_examples=600)
 @given(data=st.data())
 def test_what_trtforge_writes_it_reads_back_as_the_same_manifest(document: dict[str, Any], data: st.DataObject) -> None:
     """``sign``, ``pull`` and ``verify`` write a manifest they read: it must read back as the same
@@ -211,7 +210,7 @@ def test_what_trtforge_writes_it_reads_back_as_the_same_manifest(document: dict[
     assert list(VALIDATOR.iter_errors(json.loads(written))) == []
 
 
-@settings(max_examples=100, **SETTINGS)  # type: ignore[arg-type]
+@settings(max_examples=100)
 @given(data=st.data())
 def test_inspect_and_check_exit_with_a_documented_code_on_an_edited_manifest(
     engine: Path, document: dict[str, Any], data: st.DataObject, tmp_path: Path

@@ -16,7 +16,7 @@ import models
 import pytest
 import yaml
 from clitools import cli
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -38,10 +38,6 @@ from trtforge.tags import (
     parse_trt_version,
 )
 from trtforge.triton_releases import find_release, releases
-
-SETTINGS = settings(
-    deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
-)
 
 # The OCI Distribution Specification v1.1.0, spec.md, "Pulling manifests": written here, apart from
 # trtforge's own patterns, as the oracle. "<name> MUST match the following regular expression",
@@ -76,7 +72,7 @@ def location_texts(draw: st.DrawFn) -> str:
     return f"{scheme}://{host}{draw(st.sampled_from(['', '/', '//']))}{draw(uri_text)}"
 
 
-@settings(SETTINGS, max_examples=600)
+@settings(max_examples=600)
 @given(text=location_texts())
 # a tab or line break: urlsplit deleted it, and the location was another one (defect 2)
 @example(text="oci://localhost:5000/team\n")
@@ -105,7 +101,7 @@ def test_any_location_text_is_a_location_that_formats_back_or_one_line(text: str
             assert location.path == Path(rest), location
 
 
-@settings(SETTINGS, max_examples=50)
+@settings(max_examples=50)
 @given(
     user=st.text(st.sampled_from(list("ab:.-_%~")), max_size=5),
     password=st.tuples(uri_text, uri_text).map(lambda parts: f"{parts[0]}SECRET{parts[1]}"),
@@ -144,7 +140,7 @@ spec_components = st.builds(
 spec_names = st.lists(spec_components, min_size=1, max_size=3).map("/".join)
 
 
-@settings(SETTINGS, max_examples=300)
+@settings(max_examples=300)
 @given(
     name=st.one_of(
         spec_names,
@@ -181,7 +177,7 @@ engine_tags = st.builds(
 )
 
 
-@settings(SETTINGS, max_examples=300)
+@settings(max_examples=300)
 @given(name=st.one_of(names, st.text(max_size=70)), precision=st.sampled_from(PRECISIONS), tag=engine_tags)
 def test_every_artifact_name_makes_a_tag_the_distribution_spec_allows(
     name: str, precision: str, tag: EngineTag
@@ -206,7 +202,7 @@ flag_text = st.one_of(st.text(max_size=12), st.lists(st.sampled_from(FLAG_CHARS)
 FLAGS = ("flavor", "trt_version", "cc", "platform")
 
 
-@settings(SETTINGS, max_examples=500)
+@settings(max_examples=500)
 @given(flag=st.sampled_from(FLAGS), text=flag_text)
 def test_any_target_flag_is_a_value_that_formats_back_or_one_line_naming_the_flag(flag: str, text: str) -> None:
     """``--flavor --trt-version --cc --platform`` say which machine ``check`` and ``pull`` judge
@@ -233,7 +229,7 @@ def test_any_target_flag_is_a_value_that_formats_back_or_one_line_naming_the_fla
         assert target.platform is not None and Platform.parse(target.platform.tag) == target.platform
 
 
-@settings(SETTINGS, max_examples=300)
+@settings(max_examples=300)
 @given(
     text=st.one_of(
         st.text(max_size=30),
@@ -256,7 +252,7 @@ def test_any_triton_release_is_a_known_one_or_one_line(text: str) -> None:
     assert release in releases() and find_release(release.name) == release
 
 
-@settings(SETTINGS, max_examples=25)
+@settings(max_examples=25)
 @given(flag=st.sampled_from(FLAGS), text=flag_text)
 def test_the_commands_refuse_a_bad_target_flag_in_one_line(
     tmp_path_factory: pytest.TempPathFactory, flag: str, text: str
@@ -320,7 +316,7 @@ def project_texts(draw: st.DrawFn) -> str:
     return text[:start] + inserted + text[start + draw(st.integers(0, 6)) :]
 
 
-@settings(SETTINGS, max_examples=300)
+@settings(max_examples=300)
 @given(text=project_texts())
 @example(text="publish_to: dir://~no-such-user-here/engines\n")  # was an internal error (defect 3)
 @example(text="publish_to: oci://u:SECRET@registry.io\n")  # printed the password (defect 1)
@@ -354,7 +350,7 @@ def spec_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(max_examples=15)
 @given(
     publish_to=st.one_of(
         st.sampled_from(["oci://localhost:5000/team/models", "dir:///srv/engines"]),

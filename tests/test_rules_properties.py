@@ -55,9 +55,9 @@ from trtforge.tags import (
 )
 
 #: reproducible in CI: the same examples on every run
-FAST = settings(max_examples=200, deadline=None, derandomize=True)
+FAST = settings(max_examples=200)
 #: the ones that validate a manifest (pydantic) or more per example, write folders, run select_engine
-SLOWER = settings(max_examples=100, deadline=None, derandomize=True)
+SLOWER = settings(max_examples=100)
 
 OCI_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes
 
@@ -37,7 +37,7 @@ from trtforge.shapes import parse_inputs, parse_shape, parse_values
 
 tritonclient_http = pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[http]'")
 
-PROPS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=150)
 
 #: tensor names as a client may spell them: any text JSON carries, line breaks and control characters too
 #: (what breaks a line drawn as often as the rest: a message echoing a name must stay one line)

@@ -19,7 +19,7 @@ import pytest
 import rfc8785
 from clitools import cli
 from documents import at, mappings, places
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from models import need_rtx
 from registry import build_engine
@@ -40,11 +40,6 @@ from trtforge.signing import (
 need_rtx()
 
 #: reproducible in CI; the per-test cache folder (conftest) is no state an example depends on
-SETTINGS: dict[str, Any] = {
-    "deadline": None,
-    "derandomize": True,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture],
-}
 
 
 # --- an independent RFC 8785 (JCS) writer: the oracle ------------------------------------------
@@ -122,7 +117,7 @@ JCS_DOCUMENTS = st.recursive(
 )  # fmt: skip
 
 
-@settings(max_examples=800, deadline=None, derandomize=True)
+@settings(max_examples=800)
 @given(document=JCS_DOCUMENTS)
 def test_the_signed_bytes_are_rfc_8785_as_the_rfc_writes_them(document: Any) -> None:
     """What trtforge signs must be the bytes any other RFC 8785 verifier (Go, JS, Java) computes from
@@ -131,7 +126,7 @@ def test_the_signed_bytes_are_rfc_8785_as_the_rfc_writes_them(document: Any) -> 
     assert rfc8785.dumps(document) == reference_jcs(document).encode("utf-8")
 
 
-@settings(max_examples=200, **SETTINGS)
+@settings(max_examples=200)
 @given(accuracy=st.dictionaries(UNICODE_KEYS, JCS_DOCUMENTS, max_size=4))
 def test_a_manifests_canonical_payload_is_rfc_8785_of_its_file(signed: tuple[Path, Path], accuracy: Any) -> None:
     """The free-form section of a manifest (``accuracy``) holds any JSON: the payload trtforge signs is
@@ -276,7 +271,7 @@ def _unchanged(original: dict[str, Any], edited: Any) -> bool:
     )
 
 
-@settings(max_examples=600, **SETTINGS)
+@settings(max_examples=600)
 @given(data=st.data())
 def test_any_change_to_a_signed_manifest_is_refused_by_the_verifier(
     signed: tuple[Path, Path], data: st.DataObject
@@ -321,7 +316,7 @@ def invisible_rewrites(draw: st.DrawFn, document: dict[str, Any]) -> bytes:
     return (draw(st.sampled_from(["", " ", "\n"])) + text + draw(st.sampled_from(["", "\n", " \r\n"]))).encode()
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=60)
 @given(data=st.data())
 def test_changes_rfc_8785_does_not_see_are_accepted_and_any_other_refused_by_check(
     signed: tuple[Path, Path], data: st.DataObject, tmp_path: Path
@@ -354,7 +349,7 @@ def test_changes_rfc_8785_does_not_see_are_accepted_and_any_other_refused_by_che
 # --- another key ----------------------------------------------------------------------------------
 
 
-@settings(max_examples=12, **SETTINGS)
+@settings(max_examples=12)
 @given(
     signer_type=st.sampled_from(["ed25519", "ecdsa-p256"]),
     other_type=st.sampled_from(["ed25519", "ecdsa-p256"]),
@@ -439,7 +434,7 @@ def key_files(draw: st.DrawFn) -> bytes:
     return pem + PEMS[draw(st.sampled_from(sorted(PEMS)))]
 
 
-@settings(max_examples=500, **SETTINGS)
+@settings(max_examples=500)
 @given(content=key_files())
 def test_any_bytes_as_a_key_file_load_or_are_a_one_line_error_naming_the_file(tmp_path: Path, content: bytes) -> None:
     """A key file comes from a secret store, a copy and paste, a wrong path: whatever its bytes, reading
@@ -455,7 +450,7 @@ def test_any_bytes_as_a_key_file_load_or_are_a_one_line_error_naming_the_file(tm
             assert exc.exit_code == 2 and str(path) in message and "\n" not in message, message
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=25)
 @given(content=key_files())
 def test_any_bytes_as_a_trusted_key_on_the_command_line_are_exit_2_or_judged(
     signed: tuple[Path, Path], tmp_path: Path, content: bytes
@@ -517,7 +512,7 @@ def envelope_edits(draw: st.DrawFn, envelope: dict[str, Any]) -> dict[str, Any]:
     return edited
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=100)
 @given(data=st.data())
 def test_any_change_to_a_signed_attestation_is_refused_by_verify_provenance(
     signed: tuple[Path, Path], data: st.DataObject, tmp_path: Path

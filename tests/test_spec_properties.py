@@ -16,7 +16,7 @@ import models
 import pytest
 import yaml
 from documents import at, mappings, places
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
@@ -36,10 +36,6 @@ from trtforge.spec import (
     spec_json_schema,
 )
 from trtforge.tags import MAX_NAME_LENGTH, NAME_PATTERN, ComputeCapability
-
-SETTINGS = settings(
-    deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
-)
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +391,7 @@ def _left_to_trtforge(document: dict[str, Any]) -> str | None:
     return None
 
 
-@settings(SETTINGS, max_examples=300)
+@settings(max_examples=300)
 @given(document=valid_specs())
 def test_a_valid_spec_is_taken_by_trtforge_and_by_the_schema(folder: Path, document: dict[str, Any]) -> None:
     """What the schema (an editor, a CI linter) passes must build, and the reverse."""
@@ -403,7 +399,7 @@ def test_a_valid_spec_is_taken_by_trtforge_and_by_the_schema(folder: Path, docum
     assert _trtforge_takes(folder, document) == (True, "")
 
 
-@settings(SETTINGS, max_examples=600)
+@settings(max_examples=600)
 @given(document=mutated_specs())
 # the schema took any number as a target, trtforge 1 to 99.9 (defect 1)
 @example(document={"name": "a", "model": "conv.onnx", "targets": [0]})
@@ -516,7 +512,7 @@ def _check_refusal(error: SpecError, path: Path, text: str | None) -> None:
         assert 1 <= int(located.group(1)) <= len(_YAML_BREAKS.split(text)), printed
 
 
-@settings(SETTINGS, max_examples=400)
+@settings(max_examples=400)
 @given(text=spec_texts())
 # a last line with no line break and no ':' was named as the line after it, which the file lacks (defect 5)
 @example(text="name: a\nmodel")
@@ -533,7 +529,7 @@ def test_any_text_is_a_spec_or_one_line_naming_the_file_and_line(folder: Path, t
         assert isinstance(spec, Spec) and spec.origin.path == path
 
 
-@settings(SETTINGS, max_examples=150)
+@settings(max_examples=150)
 @given(
     raw=st.one_of(
         st.binary(max_size=300),
@@ -616,7 +612,7 @@ def typos(draw: st.DrawFn, keys: list[str]) -> str:
     return typo
 
 
-@settings(SETTINGS, max_examples=300)
+@settings(max_examples=300)
 @given(data=st.data())
 def test_a_key_one_edit_from_a_valid_one_is_answered_with_it(folder: Path, data: st.DataObject) -> None:
     """A typo is the commonest spec error: the answer names the key meant, at the typo's line."""
@@ -639,7 +635,7 @@ def test_a_key_one_edit_from_a_valid_one_is_answered_with_it(folder: Path, data:
 # ---------------------------------------------------------------- written back out, the same spec
 
 
-@settings(SETTINGS, max_examples=200)
+@settings(max_examples=200)
 @given(document=valid_specs())
 def test_a_loaded_spec_written_back_loads_as_the_same_spec(folder: Path, document: dict[str, Any]) -> None:
     """A tool that loads a spec, edits it and writes it back (or ``trtforge`` moving settings
