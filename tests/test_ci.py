@@ -875,8 +875,11 @@ def test_remote_cache_shares_builds_between_runners(
 ) -> None:
     remote = oci_registry.uri("tests/ci-remote-cache")
     monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-a-cache"))
-    first = _ci(project, tmp_path / "runner-a", "--remote-cache", remote, "--insecure")
-    assert set(_statuses(first).values()) == {"built"}
+    first = runner.invoke(
+        app, ["ci", str(project), "--out", str(tmp_path / "runner-a"), "--json", "--remote-cache", remote, "--insecure"]
+    )
+    assert first.exit_code == 0, first.stderr
+    assert set(_statuses(json.loads(first.stdout)).values()) == {"built"}, first.stderr
 
     monkeypatch.setenv("TRTFORGE_CACHE_DIR", str(tmp_path / "runner-b-cache"))
     (tmp_path / "runner-b").mkdir()
@@ -885,9 +888,11 @@ def test_remote_cache_shares_builds_between_runners(
     result = runner.invoke(
         app, ["ci", str(project), "--out", str(tmp_path / "runner-b"), "--json", "--remote-cache", remote, "--insecure"]
     )
-    assert result.exit_code == 0, result.stderr
-    assert set(_statuses(json.loads(result.stdout)).values()) == {"restored"}, result.stderr
-    assert result.stderr.count("restored from the remote build cache") == 3
+    # on a failure, both runners' logs: was the entry never stored (runner A) or not found (runner B)?
+    logs = f"runner A:\n{first.stderr}\nrunner B:\n{result.stderr}"
+    assert result.exit_code == 0, logs
+    assert set(_statuses(json.loads(result.stdout)).values()) == {"restored"}, logs
+    assert result.stderr.count("restored from the remote build cache") == 3, logs
     gated = 0
     for engine in (tmp_path / "runner-a").glob("*.engine"):
         copy = tmp_path / "runner-b" / engine.name
