@@ -121,3 +121,18 @@ def test_a_dtype_without_random_data_is_refused_with_the_gate_advice() -> None:
         random_feed(model.inputs, {"c": (2,)})
     with pytest.raises(InvalidInputError, match=r"give accuracy\.data in the spec"):
         list(random_batches(model, [], 0))
+
+
+def test_a_capped_max_keeps_a_dim_named_alike_one_size() -> None:
+    """b [S, 4] beside x [B, S, 8]: b's dim 0 is the sequence, no batch. The gate capped it with
+    x's batch (x S=64 beside b S=16: a feed no engine or onnxruntime takes); only B shrinks now."""
+    model = ModelInfo(
+        Path("m.onnx"), (TensorDesc("x", "float32", ("B", "S", 8)), TensorDesc("b", "float32", ("S", 4))), ()
+    )
+    profile = {
+        "x": ShapeRange(min=[1, 1, 8], opt=[2, 64, 8], max=[4096, 64, 8]),
+        "b": ShapeRange(min=[1, 4], opt=[64, 4], max=[64, 4]),
+    }
+    top = shape_sets(model, [profile])[-1]
+    assert top.label.startswith("profile 0 max (batch capped")
+    assert top.shapes == {"x": (1024, 64, 8), "b": (64, 4)}

@@ -130,8 +130,15 @@ def no_one_profile(shapes: Mapping[str, Sequence[int]], profiles: Sequence[Profi
 
 
 def batched_inputs(inputs: Sequence[TensorDesc]) -> list[str]:
-    """The inputs with a batch axis: a dynamic dim 0 (a static ``[4]`` bias beside them has none)."""
-    return [t.name for t in inputs if t.shape and (not isinstance(t.shape[0], int) or t.shape[0] < 0)]
+    """The inputs with a batch axis: a dynamic dim 0 (a static ``[4]`` bias beside them has none),
+    unless the model names it as it names another axis (``b [S, 4]`` beside ``x [B, S, 8]``: a
+    sequence, one size with ``x``'s ``S`` at run time, which halving as a batch would break)."""
+    later = {dim for t in inputs for dim in t.shape[1:] if isinstance(dim, str)}
+    return [
+        t.name
+        for t in inputs
+        if t.shape and (not isinstance(t.shape[0], int) or t.shape[0] < 0) and t.shape[0] not in later
+    ]
 
 
 def batch_capped(
