@@ -224,3 +224,14 @@ def test_format_value() -> None:
     assert tolerances.format_value(0.9999999760751828) == "0.99999998"
     assert tolerances.format_value(math.inf) == "inf"
     assert tolerances.format_value(math.nan) == "nan"
+
+
+def test_cosine_min_one_fails_a_scaled_candidate() -> None:
+    """``c = 2 r``: dot / norms is 1.0 exactly, and ``cosine_min: 1.0`` brings no SNR limit, so the
+    gate passed it at ``cosine_min: 1.0`` (README: bit-identical) and failed it at the looser 0.99999."""
+    reference = np.array([1.0, 2.0, 3.0], np.float32)
+    measured = metrics.compare(reference, reference * 2)
+    assert measured.cosine == metrics.BELOW_ONE
+    strict = tolerances.resolve("y", "fp32", {"*": Tolerance(cosine_min=1.0)}, classifier=False)
+    assert not all(check.passed for check in tolerances.evaluate("y", measured, strict))
+    assert metrics.cosine(reference, reference.copy()) == 1.0

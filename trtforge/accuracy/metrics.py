@@ -90,17 +90,25 @@ def max_rel(reference: np.ndarray, candidate: np.ndarray, floor: float | None = 
     return float(np.max(np.abs(cand - ref) / np.maximum(np.abs(ref), floor)))
 
 
+#: The largest cosine of two outputs that differ: ``cosine_min: 1.0`` asks for a bit-identical
+#: output, and brings no SNR limit (none is finite), yet dot / norms of ``c = 2 r`` is 1.0 exactly
+#: for most arrays: a candidate at twice the reference passed ``cosine_min: 1.0`` and failed the
+#: looser ``0.99999`` (whose implied SNR sees the scale).
+BELOW_ONE = math.nextafter(1.0, 0.0)
+
+
 def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Cosine similarity of the flattened outputs, in [-1, 1]; equal outputs (two all-zero ones
     too) are 1.0 exactly, which dot / norms rounds to 0.9999999999999999 for about one array in
-    five, and ``cosine_min: 1.0`` (bit-identical) must pass them."""
+    five, and ``cosine_min: 1.0`` (bit-identical) must pass them; outputs that differ are at most
+    ``BELOW_ONE`` (within one rounding of the exact cosine), so that it fails them."""
     ref, cand = _pair(reference, candidate)
     if np.array_equal(ref, cand):
         return 1.0
     norms = float(np.linalg.norm(ref)) * float(np.linalg.norm(cand))
     if norms == 0.0:
         return 0.0
-    return float(np.clip(np.dot(ref, cand) / norms, -1.0, 1.0))
+    return float(np.clip(np.dot(ref, cand) / norms, -1.0, BELOW_ONE))
 
 
 def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
