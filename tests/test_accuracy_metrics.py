@@ -235,3 +235,17 @@ def test_cosine_min_one_fails_a_scaled_candidate() -> None:
     strict = tolerances.resolve("y", "fp32", {"*": Tolerance(cosine_min=1.0)}, classifier=False)
     assert not all(check.passed for check in tolerances.evaluate("y", measured, strict))
     assert metrics.cosine(reference, reference.copy()) == 1.0
+
+
+def test_float64_outputs_near_the_ends_of_its_range() -> None:
+    """float64 squares overflow past 1.3e154 and vanish below 1e-162: a candidate 1.5x the reference
+    got cosine NaN at 1e200, and at 1e-200 cosine 0 and SNR inf (passing any snr_db_min); values of
+    +-1e308 got a max_rel and mean_abs of inf (their difference overflows, their ratio is 2)."""
+    for scale in (1e200, 1e-200):
+        reference = np.array([1.0, 2.0]) * scale
+        assert metrics.cosine(reference, reference * 1.5) == metrics.BELOW_ONE
+        assert metrics.snr_db(reference, reference * 1.5) == pytest.approx(10 * math.log10(4))
+    reference = np.array([1e308, 0.0])
+    assert metrics.max_rel(reference, -reference) == 2.0
+    assert metrics.mean_abs(reference, -reference) == 1e308
+    assert metrics.max_abs(reference, -reference) == math.inf  # 2e308: past float64's largest

@@ -24,6 +24,11 @@ from trtforge.model import is_float
 REL_FLOOR_FRACTION = 1e-3
 #: The floor never drops below this, so an all-zero reference gives finite relative errors.
 REL_FLOOR_MIN = 1e-12
+#: A float64 sum of squares below this, or not finite, is summed again over values scaled by a power
+#: of two: squares overflow past 1.3e154 and vanish below 1e-162, so float64 outputs of 1e200 gave a
+#: NaN cosine and SNR, and of 1e-200 a cosine of 0 and an SNR of inf for a candidate 1.5x off.
+#: float32 and float16 values never get there (their squares span 1e-90 to 1e77).
+SAFE_SQUARES_MIN = 2.0**-900
 
 
 @dataclass(frozen=True)
@@ -64,14 +69,54 @@ def _pair(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.
     return ref, cand
 
 
+def _scaled(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """``values`` times the power of two that brings the largest |value| into [0.5, 1), and that
+    power's exponent: exact, but for values 2**-1074 of the largest and below, which no sum sees."""
+    peak = float(np.max(np.abs(values))) if values.size else 0.0
+    if peak == 0.0 or not math.isfinite(peak):
+        return values, 0
+    exponent = math.frexp(peak)[1]
+    return np.ldexp(values, -exponent), exponent
+
+
+def _squares_safe(*sums: float) -> bool:
+    """Whether float64 sums of squares lost nothing to overflow or underflow."""
+    return all(math.isfinite(value) and abs(value) >= SAFE_SQUARES_MIN for value in sums)
+
+
+def _log2_norm(values: np.ndarray) -> float:
+    """log2 of the Euclidean norm, for any finite float64 values (-inf for all zeros)."""
+    scaled, exponent = _scaled(values)
+    squares = float(np.sum(scaled**2))
+    return exponent + 0.5 * math.log2(squares) if squares > 0.0 else -math.inf
+
+
+def _finite(*arrays: np.ndarray) -> bool:
+    return all(bool(np.isfinite(array).all()) for array in arrays)
+
+
+def _halved_difference(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``(cand - ref) / 2``, finite for any finite float64 values: their difference overflows
+    past 1.8e308 (1e308 - -1e308), and a metric of it was inf where the exact one is not."""
+    return cand * 0.5 - ref * 0.5
+
+
 def max_abs(reference: np.ndarray, candidate: np.ndarray) -> float:
     ref, cand = _pair(reference, candidate)
-    return float(np.max(np.abs(cand - ref))) if ref.size else 0.0
+    with np.errstate(over="ignore"):  # inf only where |c - r| is past float64's largest value
+        return float(np.max(np.abs(cand - ref))) if ref.size else 0.0
 
 
 def mean_abs(reference: np.ndarray, candidate: np.ndarray) -> float:
     ref, cand = _pair(reference, candidate)
-    return float(np.mean(np.abs(cand - ref))) if ref.size else 0.0
+    if not ref.size:
+        return 0.0
+    with np.errstate(over="ignore"):
+        mean = float(np.mean(np.abs(cand - ref)))
+    if math.isinf(mean) and _finite(ref, cand):  # float64 values near its largest: sum them scaled down
+        shift = math.ceil(math.log2(ref.size)) + 1
+        mean = float(np.mean(np.abs(np.ldexp(_halved_difference(ref, cand), -shift)))) * 2.0 ** (shift + 1)
+    return mean
 
 
 def rel_floor(reference: np.ndarray) -> float:
@@ -87,7 +132,11 @@ def max_rel(reference: np.ndarray, candidate: np.ndarray, floor: float | None = 
     if not ref.size:
         return 0.0
     floor = rel_floor(ref) if floor is None else floor
-    return float(np.max(np.abs(cand - ref) / np.maximum(np.abs(ref), floor)))
+    with np.errstate(over="ignore"):
+        value = float(np.max(np.abs(cand - ref) / np.maximum(np.abs(ref), floor)))
+    if math.isinf(value) and _finite(ref, cand):  # |c - r| overflowed: (c/2 - r/2) / (|r|/2)
+        value = float(np.max(np.abs(_halved_difference(ref, cand)) / (0.5 * np.maximum(np.abs(ref), floor))))
+    return value
 
 
 #: The largest cosine of two outputs that differ: ``cosine_min: 1.0`` asks for a bit-identical
@@ -105,21 +154,32 @@ def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
     ref, cand = _pair(reference, candidate)
     if np.array_equal(ref, cand):
         return 1.0
-    norms = float(np.linalg.norm(ref)) * float(np.linalg.norm(cand))
+    with np.errstate(over="ignore"):
+        dot, ref_sq, cand_sq = float(np.dot(ref, cand)), float(np.dot(ref, ref)), float(np.dot(cand, cand))
+    if not _squares_safe(ref_sq, cand_sq) or not math.isfinite(dot):
+        ref, cand = _scaled(ref)[0], _scaled(cand)[0]  # a cosine is blind to each side's scale
+        dot, ref_sq, cand_sq = float(np.dot(ref, cand)), float(np.dot(ref, ref)), float(np.dot(cand, cand))
+    norms = math.sqrt(ref_sq) * math.sqrt(cand_sq)
     if norms == 0.0:
         return 0.0
-    return float(np.clip(np.dot(ref, cand) / norms, -1.0, BELOW_ONE))
+    return float(np.clip(dot / norms, -1.0, BELOW_ONE))
 
 
 def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Signal-to-noise ratio ``10 log10(sum r^2 / sum (c - r)^2)`` in dB; ``inf`` when identical."""
     ref, cand = _pair(reference, candidate)
-    noise = float(np.sum((cand - ref) ** 2))
-    if noise == 0.0:
+    with np.errstate(over="ignore"):
+        diff = cand - ref
+        noise, signal = float(np.sum(diff**2)), float(np.sum(ref**2))
+    if noise == 0.0 and not np.any(diff):
         return math.inf
-    signal = float(np.sum(ref**2))
-    with np.errstate(all="ignore"):  # signal 0 -> -inf, NaN in the candidate -> nan: both fail the gate
-        return float(10.0 * np.log10(signal / noise))
+    if (_squares_safe(noise) and (signal == 0.0 or _squares_safe(signal))) or not _finite(ref, cand):
+        with np.errstate(all="ignore"):  # signal 0 -> -inf, NaN in the candidate -> nan: both fail the gate
+            return float(10.0 * np.log10(signal / noise))
+    # float64 values whose squares overflow or vanish: 20 log10 of the ratio of the norms
+    halved = not np.isfinite(diff).all()
+    noise_log2 = _log2_norm(_halved_difference(ref, cand)) + 1 if halved else _log2_norm(diff)
+    return 20.0 * math.log10(2.0) * (_log2_norm(ref) - noise_log2)
 
 
 def is_classifier(array: np.ndarray) -> bool:
