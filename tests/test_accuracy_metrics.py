@@ -249,3 +249,16 @@ def test_float64_outputs_near_the_ends_of_its_range() -> None:
     assert metrics.max_rel(reference, -reference) == 2.0
     assert metrics.mean_abs(reference, -reference) == 1e308
     assert metrics.max_abs(reference, -reference) == math.inf  # 2e308: past float64's largest
+
+
+def test_integer_differences_are_exact_past_two_to_the_53() -> None:
+    """float64 casts made 2**53 and 2**53 + 1 one value: ``max_abs: 0`` passed ids that differ."""
+    reference = np.array([2**53, 2**63 - 1, 0], np.int64)
+    candidate = np.array([2**53 + 1, 2**63 - 1, 0], np.int64)
+    measured = metrics.compare(reference, candidate)
+    assert (measured.max_abs, measured.mean_abs) == (1.0, 1 / 3)
+    (check,) = tolerances.evaluate("ids", measured, Tolerance(max_abs=0.0))
+    assert not check.passed
+    extremes = np.array([2**64 - 1], np.uint64), np.array([-(2**63)], np.int64)
+    assert metrics.max_abs(*extremes) == float(2**64 - 1 + 2**63)
+    assert metrics.max_abs(np.array([True, False]), np.array([False, False])) == 1.0

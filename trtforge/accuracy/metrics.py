@@ -101,13 +101,36 @@ def _halved_difference(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     return cand * 0.5 - ref * 0.5
 
 
+def _integer_difference(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray | None:
+    """``|c - r|`` of two integer or boolean outputs, rounded once to float64 (None for floats):
+    float64 casts make 2**53 and 2**53 + 1 one value, and ``max_abs: 0`` passed ids that differ.
+    Each value is split into 32-bit halves, whose differences float64 holds exactly."""
+    ref, cand = np.asarray(reference).ravel(), np.asarray(candidate).ravel()
+    if ref.dtype.kind not in "biu" or cand.dtype.kind not in "biu":
+        return None
+    if ref.shape != cand.shape:
+        raise ValueError(f"reference has {ref.size} values, candidate {cand.size}: shapes differ")
+    halves = []
+    for values in (ref, cand):
+        wide = values.astype(np.uint64 if values.dtype.kind == "u" else np.int64)
+        halves.append(((wide >> 32).astype(np.int64), (wide & 0xFFFFFFFF).astype(np.int64)))
+    (ref_high, ref_low), (cand_high, cand_low) = halves
+    return np.abs((cand_high - ref_high).astype(np.float64) * 2.0**32 + (cand_low - ref_low).astype(np.float64))
+
+
 def max_abs(reference: np.ndarray, candidate: np.ndarray) -> float:
+    diff = _integer_difference(reference, candidate)
+    if diff is not None:
+        return float(np.max(diff)) if diff.size else 0.0
     ref, cand = _pair(reference, candidate)
     with np.errstate(over="ignore"):  # inf only where |c - r| is past float64's largest value
         return float(np.max(np.abs(cand - ref))) if ref.size else 0.0
 
 
 def mean_abs(reference: np.ndarray, candidate: np.ndarray) -> float:
+    diff = _integer_difference(reference, candidate)
+    if diff is not None:
+        return float(np.mean(diff)) if diff.size else 0.0
     ref, cand = _pair(reference, candidate)
     if not ref.size:
         return 0.0
@@ -128,10 +151,13 @@ def rel_floor(reference: np.ndarray) -> float:
 
 def max_rel(reference: np.ndarray, candidate: np.ndarray, floor: float | None = None) -> float:
     """``max |c - r| / max(|r|, floor)``; the floor defaults to ``rel_floor(reference)``."""
+    diff = _integer_difference(reference, candidate)
     ref, cand = _pair(reference, candidate)
     if not ref.size:
         return 0.0
     floor = rel_floor(ref) if floor is None else floor
+    if diff is not None:
+        return float(np.max(diff / np.maximum(np.abs(ref), floor)))
     with np.errstate(over="ignore"):
         value = float(np.max(np.abs(cand - ref) / np.maximum(np.abs(ref), floor)))
     if math.isinf(value) and _finite(ref, cand):  # |c - r| overflowed: (c/2 - r/2) / (|r|/2)
@@ -243,10 +269,13 @@ def compare(reference: np.ndarray, candidate: np.ndarray, classifier: bool | Non
         nonfinite = int(np.count_nonzero(ref_codes))
         mismatch = int(np.count_nonzero(ref_codes != cand_codes))
         added = int(np.count_nonzero((ref_codes == 0) & (cand_codes != 0)))
+    # integer and boolean values (always finite) as they are: their differences are exact
+    exact = reference.dtype.kind in "biu" and candidate.dtype.kind in "biu"
+    ref_values, cand_values = (reference.ravel(), candidate.ravel()) if exact else (ref_finite, cand_finite)
     return OutputMetrics(
-        max_abs=max_abs(ref_finite, cand_finite),
-        mean_abs=mean_abs(ref_finite, cand_finite),
-        max_rel=max_rel(ref_finite, cand_finite),
+        max_abs=max_abs(ref_values, cand_values),
+        mean_abs=mean_abs(ref_values, cand_values),
+        max_rel=max_rel(ref_values, cand_values),
         cosine=cosine(ref_finite, cand_finite),
         snr_db=snr_db(ref_finite, cand_finite),
         top1=top1_agreement(ref, cand) if classifier else None,
