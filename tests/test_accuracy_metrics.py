@@ -262,3 +262,10 @@ def test_integer_differences_are_exact_past_two_to_the_53() -> None:
     extremes = np.array([2**64 - 1], np.uint64), np.array([-(2**63)], np.int64)
     assert metrics.max_abs(*extremes) == float(2**64 - 1 + 2**63)
     assert metrics.max_abs(np.array([True, False]), np.array([False, False])) == 1.0
+
+
+def test_a_tiny_cosine_limit_implies_an_snr() -> None:
+    """``cosine_min: 1e-200`` is a valid limit; c² vanished and the gate stopped with a math domain error."""
+    assert tolerances.implied_snr_db(1e-200) == pytest.approx(-4000.0)
+    assert tolerances.resolve("y", "fp32", {"*": Tolerance(cosine_min=1e-200)}, classifier=False).snr_db_min == -4000.0
+    assert tolerances.implied_snr_db(0.999) == pytest.approx(10 * math.log10(0.999**2 / (1 - 0.999**2)))

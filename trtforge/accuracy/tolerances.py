@@ -100,10 +100,13 @@ def implied_snr_db(cosine_min: float) -> float | None:
     Cosine is blind to scale: an FP16 output at 0.66x the reference (a weight clamped to 65504)
     has cosine 1.0. Its SNR is 9.3 dB. Holding the SNR to what the cosine limit implies fails
     exactly the errors the cosine cannot see, and nothing an orthogonal error of the allowed size
-    gives. None for a limit of 1 (no error allowed: no finite SNR) or <= 0 (no bound). Pure."""
+    gives. None for a limit of 1 (no error allowed: no finite SNR) or <= 0 (no bound). Pure.
+
+    As ``20 log10(c) - 10 log10(1 - c²)``: ``c²`` vanishes for a limit below 1.5e-162, and a spec's
+    ``cosine_min: 1e-200`` (a valid one) stopped the gate with a math domain error."""
     if not 0.0 < cosine_min < 1.0:
         return None
-    return 10.0 * math.log10(cosine_min**2 / (1.0 - cosine_min**2))
+    return 20.0 * math.log10(cosine_min) - 10.0 * math.log10(1.0 - cosine_min**2)
 
 
 def resolve(
