@@ -269,3 +269,10 @@ def test_a_tiny_cosine_limit_implies_an_snr() -> None:
     assert tolerances.implied_snr_db(1e-200) == pytest.approx(-4000.0)
     assert tolerances.resolve("y", "fp32", {"*": Tolerance(cosine_min=1e-200)}, classifier=False).snr_db_min == -4000.0
     assert tolerances.implied_snr_db(0.999) == pytest.approx(10 * math.log10(0.999**2 / (1 - 0.999**2)))
+
+
+def test_snr_of_a_reference_whose_squares_vanish() -> None:
+    """A float64 reference of 3.8e-284 has a sum of squares of 0.0 without being zero: its SNR
+    against 1.0 is -5668 dB, not -inf."""
+    assert metrics.snr_db(np.array([3.84885744e-284]), np.array([1.0])) == pytest.approx(-5668.29336, abs=1e-4)
+    assert metrics.snr_db(np.zeros(2), np.ones(2)) == -math.inf

@@ -180,7 +180,7 @@ def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
     ref, cand = _pair(reference, candidate)
     if np.array_equal(ref, cand):
         return 1.0
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         dot, ref_sq, cand_sq = float(np.dot(ref, cand)), float(np.dot(ref, ref)), float(np.dot(cand, cand))
     if not _squares_safe(ref_sq, cand_sq) or not math.isfinite(dot):
         ref, cand = _scaled(ref)[0], _scaled(cand)[0]  # a cosine is blind to each side's scale
@@ -199,7 +199,7 @@ def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
         noise, signal = float(np.sum(diff**2)), float(np.sum(ref**2))
     if noise == 0.0 and not np.any(diff):
         return math.inf
-    if (_squares_safe(noise) and (signal == 0.0 or _squares_safe(signal))) or not _finite(ref, cand):
+    if (_squares_safe(noise) and (_squares_safe(signal) or not np.any(ref))) or not _finite(ref, cand):
         with np.errstate(all="ignore"):  # signal 0 -> -inf, NaN in the candidate -> nan: both fail the gate
             return float(10.0 * np.log10(signal / noise))
     # float64 values whose squares overflow or vanish: 20 log10 of the ratio of the norms
