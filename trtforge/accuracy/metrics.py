@@ -214,7 +214,9 @@ def is_classifier(array: np.ndarray) -> bool:
 
 
 def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Fraction of rows whose arg-max class is the same in both ``[N, C]`` outputs."""
+    """Fraction of rows whose arg-max class is the same in both ``[N, C]`` outputs. The arg-max is
+    numpy's (README): the first of tied largest values, the first NaN of a row holding one, so
+    bit-identical rows always agree, NaN ones too."""
     if reference.shape != candidate.shape or reference.ndim != 2:
         raise ValueError(f"top-1 needs two [N, C] arrays of one shape, got {reference.shape} and {candidate.shape}")
     if not len(reference):
@@ -223,7 +225,7 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def task_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of rows of ``[N, C]`` logits whose arg-max is the label."""
+    """Fraction of rows of ``[N, C]`` logits whose arg-max (as in ``top1_agreement``) is the label."""
     labels = np.asarray(labels).ravel()
     if logits.ndim != 2 or len(logits) != len(labels):
         raise ValueError(f"task accuracy needs [N, C] logits and N labels, got {logits.shape} and {labels.shape}")
