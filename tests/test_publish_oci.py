@@ -543,6 +543,21 @@ def test_bad_uris_are_usage_errors(uri: str, needle: str) -> None:
     assert code == 2 and needle in err and "Traceback" not in err
 
 
+def test_a_host_and_repository_over_255_characters_are_a_usage_error() -> None:
+    """Docker, containerd and skopeo refuse a reference whose HOST/REPO is over 255 characters, and
+    the distribution registry a repository over 255 with HTTP 500: trtforge took any length, pushed
+    what those clients could never pull, or failed with exit 6 "retry later"."""
+    host = "127.0.0.1:5917"
+    longest = "team/" + "a" * (255 - len(host) - 1 - len("team/"))
+    assert parse_location(f"oci://{host}/{longest}") == OciLocation(host, longest)
+    uri = f"oci://{host}/{longest}b"
+    with pytest.raises(InvalidInputError, match="HOST/REPO is 256 characters, over the 255"):
+        parse_location(uri)
+    code, _, err = cli("pull", uri, "--name", "x", "--insecure")
+    assert code == 2 and "over the 255 that docker, containerd and skopeo take" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "password",
     ["hunter2", "hun/ter2", "hun@ter2", "hunter2?x=1"],  # a "/" once ended urlsplit's host: not seen as credentials

@@ -46,6 +46,11 @@ _DELETED_BY_URLSPLIT = re.compile(r"[\t\r\n]")
 # The distribution spec's tag grammar, and its repository name grammar (components separated by "/").
 OCI_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _OCI_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
+#: ``HOST/REPO`` at most: the limit the spec's implementers note names, which docker, containerd and
+#: skopeo (containers/image) enforce on a reference's name; the distribution registry refuses a
+#: repository over 255 characters with HTTP 500. A longer one was pushed (or failed "retry later")
+#: where those clients could never pull it.
+MAX_OCI_NAME = 255
 
 
 class TagConflictError(RegistryError):
@@ -173,6 +178,11 @@ def _parse_oci(text: str) -> OciLocation:
         raise InvalidInputError(
             f"'{text}': '{repository}' is not a valid OCI repository name (lowercase letters, digits, "
             "'.', '_', '-' and '/' between components)"
+        )
+    if len(f"{host}/{repository}") > MAX_OCI_NAME:
+        raise InvalidInputError(
+            f"'{text}': HOST/REPO is {len(host) + 1 + len(repository)} characters, over the {MAX_OCI_NAME} that "
+            "docker, containerd and skopeo take; use a shorter repository name"
         )
     return OciLocation(host, repository)
 
