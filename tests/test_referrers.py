@@ -229,6 +229,35 @@ def test_referrers_that_are_not_ours_are_skipped_with_a_note(
     assert "attestation verified" in err
 
 
+def test_an_index_entry_without_artifact_type_is_judged_by_its_manifest(
+    built: dict[str, Path], repository: str, tmp_path: Path
+) -> None:
+    """``skopeo copy --all`` (containers/image, older than OCI 1.1) rewrites the referrers index and
+    drops each entry's artifactType, keeping its annotations: the attestation was skipped as "not a
+    trtforge attestation" and never verified. Such an entry is judged by its manifest's artifactType;
+    one whose manifest is no attestation (here: the engine's own) is still skipped with a note."""
+    engine = attested(built["a"], tmp_path / "a", built["key"])
+    publish(engine, repository)
+    subject = subject_digest(repository, read_manifest(engine).stem)
+    tag = fallback_tag(subject)
+    index = api(repository, f"manifests/{tag}", INDEX).json()
+    [entry] = index["manifests"]
+    del entry["artifactType"]
+    not_one = {
+        **entry,
+        "digest": subject,
+        "size": len(api(repository, f"manifests/{read_manifest(engine).stem}").content),
+    }
+    index["manifests"].append(not_one)
+    put_manifest(repository, tag, index, OCI_INDEX_MEDIA_TYPE)
+    out = tmp_path / "pulled"
+    code, _, err = pull(repository, out, built["key"])
+    assert code == 0, err
+    assert "attestation verified (signed by trusted key" in err, err
+    assert attestation_path(out / engine.name).read_bytes() == attestation_path(engine).read_bytes()
+    assert f"skipped referrer {subject[:19]}… ({OCI_MANIFEST_MEDIA_TYPE}): not a trtforge attestation" in err
+
+
 @pytest.mark.parametrize("damage", ["tampered", "other-engine", "unknown-key"])
 def test_an_attestation_that_does_not_verify_is_exit_5(
     built: dict[str, Path], repository: str, tmp_path: Path, damage: str

@@ -975,27 +975,30 @@ class OciRegistry:
             except ValidationError as exc:
                 notes.append(f"{candidate.reference}: skipped a malformed referrer ({first_error(exc)})")
                 continue
-            claims = (
-                entry.artifact_type == ATTESTATION_MEDIA_TYPE
-                and (entry.annotations or {}).get(ATTESTATION_ANNOTATION) == ATTESTATION_KIND
-            )
-            if not claims:
+            # an index entry without artifactType (a client older than OCI 1.1 rewrote the index: skopeo's
+            # ``copy --all`` keeps its annotations and drops the field) is judged by its manifest's
+            untyped = entry.artifact_type is None
+            annotated = (entry.annotations or {}).get(ATTESTATION_ANNOTATION) == ATTESTATION_KIND
+            claims = annotated and (entry.artifact_type == ATTESTATION_MEDIA_TYPE or untyped)
+            where = f"{candidate.reference}: referrer {entry.digest[:19]}…"
+            envelope = self._envelope(entry, located, where, untyped) if claims else None
+            if envelope is None:
                 kind = entry.artifact_type or entry.media_type
                 notes.append(
                     f"{candidate.reference}: skipped referrer {entry.digest[:19]}… ({kind}): not a trtforge attestation"
                 )
                 continue
-            where = f"{candidate.reference}: referrer {entry.digest[:19]}…"
-            envelopes.append((where, self._envelope(entry, located, where)))
+            envelopes.append((where, envelope))
         if not listed:
             notes.append(
                 f"{candidate.reference}: no referrers ({'referrers API' if mode == 'api' else 'referrers tag schema'})"
             )
         return FoundAttestations(tuple(envelopes), tuple(notes))
 
-    def _envelope(self, entry: Referrer, located: Located, where: str) -> bytes:
+    def _envelope(self, entry: Referrer, located: Located, where: str, untyped: bool = False) -> bytes | None:
         """The envelope a referrer carries: its manifest refers to this candidate, its one layer is
-        a bounded DSSE envelope whose bytes match their digest."""
+        a bounded DSSE envelope whose bytes match their digest. ``untyped``: the index entry has no
+        artifactType, and the manifest's says whether it is an attestation at all (None: it is not)."""
         from trtforge.provenance import ATTESTATION_MEDIA_TYPE, MAX_ATTESTATION_BYTES
 
         limit = MAX_ATTESTATION_BYTES
@@ -1005,6 +1008,8 @@ class OciRegistry:
                 f"{where}: its manifest is missing or not the bytes its digest names: refused"
             )
         image, _ = found
+        if untyped and image.artifact_type != ATTESTATION_MEDIA_TYPE:
+            return None
         layer = image.layer(ATTESTATION_MEDIA_TYPE)
         if image.subject is None or image.subject.digest != located.subject["digest"]:
             raise IncompatibleEngineError(f"{where}: its subject is not {located.tag}'s manifest: refused")
