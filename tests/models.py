@@ -105,7 +105,7 @@ def deep_net(path: Path, layers: int = 120) -> Path:
     return _save(graph, path)
 
 
-#: What must not skip (comma-separated: ``rtx``, ``registry``): CI sets it (``.ci/run``), so that a
+#: What must not skip (comma-separated: ``rtx``, ``registry``, ``skopeo``): CI sets it (``.ci/run``), so that a
 #: broken install fails the run instead of skipping most real builds while CI stays green.
 REQUIRED = frozenset(filter(None, os.environ.get("TRTFORGE_TEST_REQUIRE", "").split(",")))
 
