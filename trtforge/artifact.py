@@ -80,6 +80,7 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     user_name,
     wait_for_lock,
 )
+from trtforge.jsonsafe import bounded_json
 from trtforge.manifest import MANIFEST_SUFFIX, artifact_file_names
 from trtforge.threads import beside
 
@@ -733,10 +734,15 @@ def _remove(path: Path) -> int | None:
     return size
 
 
+#: a journal lists a few files: far below this
+_MAX_JOURNAL_BYTES = 1024 * 1024
+
+
 def _read_entries(journal: Path) -> list[_Entry]:
-    """A journal's entries; none for one that is not ours (a journal is renamed into place complete)."""
+    """A journal's entries; none for one that is not ours (a journal is renamed into place complete;
+    one nested past Python's recursion limit is not ours either)."""
     try:
-        return [_Entry(**item) for item in json.loads(journal.read_text())]
+        return [_Entry(**item) for item in bounded_json(journal.read_bytes(), _MAX_JOURNAL_BYTES)]
     except (OSError, ValueError, TypeError):
         return []
 

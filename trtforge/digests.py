@@ -22,6 +22,7 @@ from pathlib import Path
 
 from trtforge import filehash
 from trtforge.fsutil import atomic_write_text
+from trtforge.jsonsafe import bounded_json
 from trtforge.threads import beside
 
 
@@ -215,9 +216,8 @@ def known_digest(stamp: FileStamp, *, disk_cache: bool = True) -> str | None:
             if hasattr(os, "getuid") and owner != os.getuid():
                 return None
             data = handle.read(_MAX_ENTRY_BYTES + 1)
-        if len(data) > _MAX_ENTRY_BYTES:
-            return None
-        entry = json.loads(data)
+        # bounded: brackets nested past Python's recursion limit are damage too, not a RecursionError
+        entry = bounded_json(data, _MAX_ENTRY_BYTES)
         recorded = FileStamp(**{name: entry[name] for name in FileStamp.__dataclass_fields__})
         digest = entry["sha256"]
     except (OSError, ValueError, TypeError, KeyError):

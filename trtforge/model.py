@@ -203,6 +203,10 @@ def content_sha256(path: Path, files: Sequence[Path] | None = None, *, disk_cach
     return sha256_file(path, disk_cache=disk_cache)
 
 
+#: a cached list of external data file names: far below this for any model
+_MAX_NAMES_ENTRY_BYTES = 16 * 1024 * 1024
+
+
 def _remembered_names(path: Path, digest: str) -> tuple[str, ...]:
     """:func:`external_data_names` of the model at ``path``, whose sha256 is ``digest``: read from
     its graph once per content, then kept in the digest cache under that sha256 (the names are a
@@ -210,10 +214,11 @@ def _remembered_names(path: Path, digest: str) -> tuple[str, ...]:
     unchanged check). A cache that cannot be read or written only costs the parse."""
     from trtforge.digests import digest_dir, sha256_file
     from trtforge.fsutil import atomic_write_text
+    from trtforge.jsonsafe import bounded_json
 
     entry = digest_dir() / "external-data" / f"{digest}.json"
-    with contextlib.suppress(OSError, ValueError):
-        names = json.loads(entry.read_bytes())
+    with contextlib.suppress(OSError, ValueError):  # damaged (nested past the recursion limit too): a miss
+        names = bounded_json(entry.read_bytes(), _MAX_NAMES_ENTRY_BYTES)
         if isinstance(names, list) and all(isinstance(name, str) for name in names):
             return tuple(names)
     names = external_data_names(read_onnx(path))

@@ -31,7 +31,7 @@ from trtforge.accuracy import inputs
 from trtforge.digests import data_sha256
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line, raise_if_interrupted
 from trtforge.fsutil import atomic_write_text
-from trtforge.jsonsafe import json_sha256
+from trtforge.jsonsafe import bounded_json, json_sha256
 from trtforge.model import node_names
 
 if TYPE_CHECKING:
@@ -212,12 +212,16 @@ def guard_key(model_digest: str, data: Mapping[str, Any], ort_version: str) -> s
     return json_sha256(document)
 
 
+#: a cached overflow guard choice: a node list and its reasons, far below this for any model
+_MAX_GUARD_ENTRY_BYTES = 64 * 1024 * 1024
+
+
 def _cached(path: Path) -> KeepFp32 | None:
     """A cached choice, or None when absent or damaged. A node named "" is a choice made before
     unnamed nodes were given names (:func:`~trtforge.model.node_names`): its "" kept every unnamed
     node in FP32, so it is made again."""
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
+        entry = bounded_json(path.read_bytes(), _MAX_GUARD_ENTRY_BYTES)  # not past the recursion limit
         nodes = tuple(entry["nodes"])
         return None if "" in nodes else KeepFp32(nodes, "overflow guard", dict(entry["reasons"]), entry["data"])
     except (OSError, ValueError, KeyError, TypeError):
