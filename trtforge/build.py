@@ -20,7 +20,7 @@ from trtforge.artifact import ArtifactWriter, sweep
 from trtforge.backends import BuildRequest, BuildResult, Choice, choose_backend, open_backend
 from trtforge.cache import default_cache_dir, timing_cache_file
 from trtforge.console import Reporter
-from trtforge.digests import prefetch_digest, sha256_beside, sha256_file
+from trtforge.digests import digest_dir, prefetch_digest, sha256_beside, sha256_file
 from trtforge.environment import detect_gpus, detect_platform, installed_version
 from trtforge.errors import BackendUnavailableError, BuildError, InvalidInputError, TrtforgeError, stop_signals_held
 from trtforge.fsutil import ensure_writable_dir, resolved
@@ -135,6 +135,10 @@ def build_spec(
     keep_freed_memory()  # the conversion and TensorRT's build reuse what they free (see trtforge.allocator)
     cache_dir = cache_dir or default_cache_dir()
     swept = sweep(out_dir) + sweep(cache_dir, depth=2)  # caches keep their files one folder down
+    # but for the digest cache, which is the host's ($TRTFORGE_CACHE_DIR, wherever --cache-dir points)
+    # and keeps the names of models' external data one folder further down (model._remembered_names)
+    digests = digest_dir()
+    swept += sweep(digests / "external-data") if digests.parent == cache_dir else sweep(digests, depth=2)
     if swept.note:
         reporter.info(swept.note)
     check_model_file(spec.model_path, spec.origin.where("model"))  # a regular file: hashing it can't block

@@ -14,7 +14,9 @@ how deep a build sweeps stale temporaries):
 - ``builds/``: ci's build cache, per build key (:mod:`trtforge.ci`)
 - ``ci-reruns/``: what the last all-unchanged ``ci`` run saw, per command line (:mod:`trtforge.rerun`)
 - ``digests/``: files' sha256 by path and stat stamp, so unchanged files are not read again
-  (:func:`trtforge.digests.sha256_file`)
+  (:func:`trtforge.digests.sha256_file`), and in ``digests/external-data/`` the names of a model's
+  external data files per content of its .onnx; always the host's folder (``--cache-dir`` does not
+  move it), which a build sweeps too, two folders deep
 - ``reference/``: the accuracy gate's reference outputs (:mod:`trtforge.accuracy.references`)
 """
 
