@@ -80,7 +80,7 @@ from trtforge.fsutil import (  # fcntl: None where there is no flock (Windows)
     user_name,
     wait_for_lock,
 )
-from trtforge.jsonsafe import bounded_json
+from trtforge.jsonsafe import cache_json
 from trtforge.manifest import MANIFEST_SUFFIX, artifact_file_names
 from trtforge.threads import beside
 
@@ -742,7 +742,7 @@ def _read_entries(journal: Path) -> list[_Entry]:
     """A journal's entries; none for one that is not ours (a journal is renamed into place complete;
     one nested past Python's recursion limit is not ours either)."""
     try:
-        return [_Entry(**item) for item in bounded_json(journal.read_bytes(), _MAX_JOURNAL_BYTES)]
+        return [_Entry(**item) for item in cache_json(journal.read_bytes(), _MAX_JOURNAL_BYTES)]
     except (OSError, ValueError, TypeError):
         return []
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from trtforge import filehash
 from trtforge.fsutil import atomic_write_text
-from trtforge.jsonsafe import bounded_json
+from trtforge.jsonsafe import cache_json
 from trtforge.threads import beside
 
 
@@ -217,7 +217,7 @@ def known_digest(stamp: FileStamp, *, disk_cache: bool = True) -> str | None:
                 return None
             data = handle.read(_MAX_ENTRY_BYTES + 1)
         # bounded: brackets nested past Python's recursion limit are damage too, not a RecursionError
-        entry = bounded_json(data, _MAX_ENTRY_BYTES)
+        entry = cache_json(data, _MAX_ENTRY_BYTES)
         recorded = FileStamp(**{name: entry[name] for name in FileStamp.__dataclass_fields__})
         digest = entry["sha256"]
     except (OSError, ValueError, TypeError, KeyError):

@@ -96,6 +96,22 @@ def bounded_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DE
     return document
 
 
+def cache_json(data: bytes, max_bytes: int) -> Any:
+    """``json.loads`` of a cache file trtforge wrote for itself (a digest, the ci rerun record, a
+    journal): read at json's own speed, every damage a ValueError. Brackets nested past Python's
+    recursion limit raise RecursionError in ``json``, which no reader caught (exit 1). Not
+    :func:`bounded_json`: it refuses a lone surrogate, which the str of a path that is not UTF-8
+    holds (each such file's entry was a miss, every time), and its checks (a Python call per object
+    and per float) made the ci rerun record 3-4x slower to read; a cache needs none of them, as an
+    entry that is not what its reader expects is only a miss."""
+    if len(data) > max_bytes:
+        raise ValueError(f"larger than {max_bytes:,} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested past Python's recursion limit") from None
+
+
 def _unpaired_surrogate_escape(raw: bytes) -> bool:
     """Whether the escapes of ``raw`` (valid JSON) leave a surrogate unpaired, found in the bytes: a
     walk of the document cost as much as reading it, and ``json.dumps`` (trtforge's own writer) escapes

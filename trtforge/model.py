@@ -214,11 +214,11 @@ def _remembered_names(path: Path, digest: str) -> tuple[str, ...]:
     unchanged check). A cache that cannot be read or written only costs the parse."""
     from trtforge.digests import digest_dir, sha256_file
     from trtforge.fsutil import atomic_write_text
-    from trtforge.jsonsafe import bounded_json
+    from trtforge.jsonsafe import cache_json
 
     entry = digest_dir() / "external-data" / f"{digest}.json"
     with contextlib.suppress(OSError, ValueError):  # damaged (nested past the recursion limit too): a miss
-        names = bounded_json(entry.read_bytes(), _MAX_NAMES_ENTRY_BYTES)
+        names = cache_json(entry.read_bytes(), _MAX_NAMES_ENTRY_BYTES)
         if isinstance(names, list) and all(isinstance(name, str) for name in names):
             return tuple(names)
     names = external_data_names(read_onnx(path))

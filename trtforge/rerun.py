@@ -40,7 +40,7 @@ from trtforge.ci import (
 from trtforge.digests import FileStamp
 from trtforge.errors import TrtforgeError
 from trtforge.fsutil import atomic_write_text, folder_tree
-from trtforge.jsonsafe import bounded_json, json_sha256
+from trtforge.jsonsafe import cache_json, json_sha256
 from trtforge.mixedprecision import GRAPH_REVISIONS
 
 #: ``{cache}/ci-reruns/{command line key}.json``
@@ -101,7 +101,7 @@ def replay(targets: list[Path], options: CiOptions, jobs: int, reporter: Any, re
         with open(rerun_file(targets, options), "rb") as handle:
             if hasattr(os, "getuid") and os.fstat(handle.fileno()).st_uid != os.getuid():
                 return None
-            document = bounded_json(handle.read(MAX_RERUN_BYTES + 1), MAX_RERUN_BYTES)
+            document = cache_json(handle.read(MAX_RERUN_BYTES + 1), MAX_RERUN_BYTES)
         stamps = {path: FileStamp(**stamp) if stamp else None for path, stamp in document["stamps"].items()}
         results = [SpecResult.from_dict(result) for result in document["results"]]
         backends = {request: tuple(choice) for request, choice in document["backends"].items()}

@@ -33,7 +33,7 @@ from trtforge.compat import weakly_typed
 from trtforge.digests import sha256_bytes
 from trtforge.errors import InvalidInputError
 from trtforge.fsutil import atomic_write_bytes, read_regular_file
-from trtforge.jsonsafe import bounded_json, json_sha256
+from trtforge.jsonsafe import cache_json, json_sha256
 from trtforge.tags import FLAVOR_TENSORRT, parse_trt_version
 
 CACHE_ALGORITHM = "EntropyCalibration2"
@@ -132,7 +132,7 @@ def scales_document(key: str, inputs: Mapping[str, Any], scales: Mapping[str, fl
 def read_scales(path: Path, key: str) -> tuple[dict[str, float], int] | None:
     """(scales, samples) of a cache entry, or None when it is missing, damaged or not ``key``'s."""
     try:
-        document = bounded_json(path.read_bytes(), MAX_PINNED_SCALES_BYTES)  # not past the recursion limit
+        document = cache_json(path.read_bytes(), MAX_PINNED_SCALES_BYTES)  # not past the recursion limit
         if document.get("schema") != SCALES_SCHEMA or document.get("key") != key:
             return None
         scales = {str(name): float(value) for name, value in document["scales"].items()}

@@ -31,7 +31,7 @@ from trtforge.accuracy import inputs
 from trtforge.digests import data_sha256
 from trtforge.errors import InvalidInputError, SpecError, did_you_mean, first_line, raise_if_interrupted
 from trtforge.fsutil import atomic_write_text
-from trtforge.jsonsafe import bounded_json, json_sha256
+from trtforge.jsonsafe import cache_json, json_sha256
 from trtforge.model import node_names
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ def _cached(path: Path) -> KeepFp32 | None:
     unnamed nodes were given names (:func:`~trtforge.model.node_names`): its "" kept every unnamed
     node in FP32, so it is made again."""
     try:
-        entry = bounded_json(path.read_bytes(), _MAX_GUARD_ENTRY_BYTES)  # not past the recursion limit
+        entry = cache_json(path.read_bytes(), _MAX_GUARD_ENTRY_BYTES)  # not past the recursion limit
         nodes = tuple(entry["nodes"])
         return None if "" in nodes else KeepFp32(nodes, "overflow guard", dict(entry["reasons"]), entry["data"])
     except (OSError, ValueError, KeyError, TypeError):
