@@ -629,3 +629,20 @@ def test_ci_signs_with_the_signing_key_as_build_does(
     monkeypatch.setenv(SIGNING_KEY_ENV, str(key))
     assert _status(_ci(project, "--out", out)[1], "conv.yaml") == "restored"
     assert read_manifest(engine).signature == signature
+
+
+def test_a_reformatted_manifest_is_not_its_build_s(project: Path, tmp_path: Path) -> None:
+    """A manifest rewritten with the same JSON value in other bytes (indented otherwise) is not the
+    manifest its build wrote (an attestation covers its bytes): ``ci`` restores the build's, never
+    calls it unchanged (it did: only the parsed facts were compared)."""
+    (project / "conv.yaml").write_text(FP32)
+    out = tmp_path / "out"
+    assert _status(_ci(project, "--out", out)[1], "conv.yaml") == "built"
+    (manifest,) = out.glob("*.manifest.json")
+    built = manifest.read_bytes()
+    manifest.write_text(json.dumps(json.loads(built), indent=4))
+    code, document, stderr = _ci(project, "--out", out)
+    assert code == 0 and _status(document, "conv.yaml") == "restored", stderr
+    assert f"{manifest.name} is not as trtforge wrote it" in stderr
+    assert manifest.read_bytes() == built
+    assert _status(_ci(project, "--out", out)[1], "conv.yaml") == "unchanged"

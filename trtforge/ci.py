@@ -322,15 +322,15 @@ def _short(value: Any) -> str:
 
 def artifact_problem(engine: Path, spec: Spec, inputs: dict[str, Any], record: CacheRecord) -> str | None:
     """Why ``engine`` is not the build ``record`` describes; None when it is (intact, same engine
-    sha256, built from this spec's sources, its manifest as built but for a signature, the
-    accuracy report beside it the one that manifest pins)."""
+    sha256, built from this spec's sources, its manifest as built but for a signature and in the
+    bytes trtforge writes, the accuracy report beside it the one that manifest pins)."""
     from trtforge.environment import file_problem
-    from trtforge.manifest import build_facts_sha256, read_manifest
+    from trtforge.manifest import build_facts_sha256, manifest_path_for, read_manifest_with_bytes
 
     if not engine.is_file():
         return f"{engine.name} is missing"
     try:
-        manifest = read_manifest(engine)
+        manifest, written = read_manifest_with_bytes(engine)
         problem = file_problem(manifest, engine, disk_cache=True)  # ci's own artifact: unchanged in O(1)
     except (TrtforgeError, OSError) as exc:
         return f"{engine.name} is unreadable ({first_line(exc)})"
@@ -343,6 +343,9 @@ def artifact_problem(engine: Path, spec: Spec, inputs: dict[str, Any], record: C
         return f"{engine.name} is another build ({mismatch})"
     if build_facts_sha256(manifest) != record.manifest_facts:
         return f"{engine.name}'s manifest is not the one its build wrote (edited since, or written by another build)"
+    if written != manifest.to_json().encode("utf-8"):  # the same facts, other bytes: reformatted by hand
+        # (build and sign write every manifest as to_json does; an attestation covers its bytes)
+        return f"{manifest_path_for(engine).name} is not as trtforge wrote it (reformatted or edited since its build)"
     return _report_problem(engine, manifest)
 
 
