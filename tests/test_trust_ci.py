@@ -646,3 +646,30 @@ def test_a_reformatted_manifest_is_not_its_build_s(project: Path, tmp_path: Path
     assert f"{manifest.name} is not as trtforge wrote it" in stderr
     assert manifest.read_bytes() == built
     assert _status(_ci(project, "--out", out)[1], "conv.yaml") == "unchanged"
+
+
+def test_a_signed_build_whose_attestation_no_longer_covers_its_manifest_is_restored(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signing run's manifest with its signature taken out (written as trtforge writes a
+    manifest): the build's attestation beside it no longer covers it, so ``verify-provenance``
+    refuses the set. ``ci`` called it unchanged (the attestation was the build's, byte for byte);
+    it restores the build's set, which verifies."""
+    from trtforge.keys import SIGNING_KEY_ENV
+
+    (project / "conv.yaml").write_text(FP32)
+    out, key = tmp_path / "out", tmp_path / "key"
+    assert cli("keygen", key)[0] == 0
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(key))
+    assert _status(_ci(project, "--out", out)[1], "conv.yaml") == "built"
+    (manifest,) = out.glob("*.manifest.json")
+    (engine,) = out.glob("*.engine")
+    built = manifest.read_bytes()
+    document = json.loads(built)
+    del document["signature"]
+    manifest.write_text(json.dumps(document, indent=2) + "\n")
+    code, result, stderr = _ci(project, "--out", out)
+    assert code == 0 and _status(result, "conv.yaml") == "restored", stderr
+    assert "does not cover the manifest beside it" in stderr
+    assert manifest.read_bytes() == built
+    assert cli("verify-provenance", engine, "--trusted-key", f"{key}.pub")[0] == 0

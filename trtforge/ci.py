@@ -379,7 +379,8 @@ def _report_problem(engine: Path, manifest: Any) -> str | None:
 
 def _out_problem(engine: Path, entry: Path, spec: Spec, inputs: dict[str, Any], record: CacheRecord) -> str | None:
     """Why the artifact at ``engine`` (in --out) is not the whole set the cache ``entry`` holds:
-    :func:`artifact_problem`, then its attestation (which no manifest pins), byte for byte."""
+    :func:`artifact_problem`, then its attestation (which no manifest pins), byte for byte, or one
+    ``sign --attest`` added since; either must cover the manifest beside it."""
     from trtforge.manifest import attestation_path
 
     problem = artifact_problem(engine, spec, inputs, record)
@@ -387,9 +388,13 @@ def _out_problem(engine: Path, entry: Path, spec: Spec, inputs: dict[str, Any], 
         return problem
     attestation = attestation_path(engine)
     try:
-        same = _companion(attestation) == _companion(attestation_path(entry / engine.name))
-        if same or _attested_since(engine):
+        found, built = _companion(attestation), _companion(attestation_path(entry / engine.name))
+        if found is None and built is None:
             return None
+        if found not in (None, _NOT_A_FILE) and _attested_since(engine):
+            return None  # the build's attestation, or one `sign --attest` added since: either covers the manifest
+        if found == built:  # the build's, but its manifest was signed again since
+            return f"{attestation.name} does not cover the manifest beside it (signed again or edited since its build)"
     except OSError as exc:
         return f"{attestation.name} is unreadable ({exc.strerror})"
     return f"{attestation.name} is not its build's (edited, removed or left by another build)"
