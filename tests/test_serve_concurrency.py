@@ -183,14 +183,20 @@ class Answer:
     error: Any = None  # its InferenceServerException (or a connection's error)
 
 
-def arguments(ask: Ask, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The request's inputs, and ``infer``'s arguments for them as tritonclient takes them."""
-    feed = feed_of(ask, index)
+def infer_inputs(ask: Ask, feed: dict[str, np.ndarray]) -> list[Any]:
+    """tritonclient's ``InferInput`` of each tensor of ``feed``, binary or JSON as ``ask`` says."""
     tensors = []
     for (name, array), binary in zip(feed.items(), ask.binary_inputs, strict=True):
         tensor = tritonclient_http.InferInput(name, list(array.shape), "FP32")
         tensor.set_data_from_numpy(array, binary_data=binary)
         tensors.append(tensor)
+    return tensors
+
+
+def arguments(ask: Ask, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The request's inputs, and ``infer``'s arguments for them as tritonclient takes them."""
+    feed = feed_of(ask, index)
+    tensors = infer_inputs(ask, feed)
     wanted = (
         None
         if ask.binary_output is None
@@ -424,11 +430,7 @@ def test_a_burst_past_pool_and_queue_is_answered_right_or_refused_503_and_the_co
 def _raw_request(ask: Ask, index: int) -> bytes:
     """The HTTP request tritonclient sends for ``ask`` (its own encoder), as bytes on a socket."""
     feed = feed_of(ask, index)
-    tensors = []
-    for (name, array), binary in zip(feed.items(), ask.binary_inputs, strict=True):
-        tensor = tritonclient_http.InferInput(name, list(array.shape), "FP32")
-        tensor.set_data_from_numpy(array, binary_data=binary)
-        tensors.append(tensor)
+    tensors = infer_inputs(ask, feed)
     body, json_size = tritonclient_http.InferenceServerClient.generate_request_body(tensors)
     headers = f"POST /v2/models/{ask.model}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
     if json_size is not None:
