@@ -283,7 +283,11 @@ def is_overload(answer: Answer, queue_timeout: float) -> bool:
     return "is busy:" in message or f"no context free within {queue_timeout:g} s" in message
 
 
-def metrics(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+#: a /metrics page: (name, labels) -> value
+MetricsPage = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metrics(server: Server) -> MetricsPage:
     """Every sample of ``/metrics`` by name and labels."""
     status, _, body = get(f"http://{server.url}/metrics")
     assert status == 200
@@ -294,7 +298,7 @@ def metrics(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     }
 
 
-def requests_total(page: dict[tuple[str, tuple[tuple[str, str], ...]], float], model: str) -> Counter[str]:
+def requests_total(page: MetricsPage, model: str) -> Counter[str]:
     return Counter(
         {
             dict(labels)["outcome"]: value
@@ -302,6 +306,16 @@ def requests_total(page: dict[tuple[str, tuple[tuple[str, str], ...]], float], m
             if name == "trtforge_pool_requests_total" and dict(labels).get("pool") == model
         }
     )
+
+
+def assert_counted(before: MetricsPage, after: MetricsPage, answers: list[Answer], models: tuple[str, ...]) -> None:
+    """The pools' request counters moved by exactly what the clients saw: one ``ok`` per answer, one
+    ``exhausted`` per refusal, for each of ``models``."""
+    for model in models:
+        sent = [answer for answer in answers if answer.ask.model == model]
+        counted = requests_total(after, model) - requests_total(before, model)
+        ok = sum(answer.error is None for answer in sent)
+        assert counted == Counter({"ok": ok, "exhausted": len(sent) - ok}), (model, counted)
 
 
 def settled(server: Server, pool: int, timeout: float = 30.0) -> None:
@@ -355,11 +369,7 @@ def test_every_answer_is_the_oracles_for_its_own_request(
                 check_answer(answer, oracle)
         settled(server, pool)
         after = metrics(server)
-        for model in ("conv", "pair"):
-            sent = [answer for answer in answers if answer.ask.model == model]
-            counted = requests_total(after, model) - requests_total(before, model)
-            ok = sum(answer.error is None for answer in sent)
-            assert counted == Counter({"ok": ok, "exhausted": len(sent) - ok}), (model, counted)
+        assert_counted(before, after, answers, ("conv", "pair"))
         note(f"{len(refused)} of {len(answers)} refused")
 
     prop()
@@ -413,11 +423,7 @@ def test_a_burst_past_pool_and_queue_is_answered_right_or_refused_503_and_the_co
         settled(server, pool)
         assert get(f"http://{server.url}/v2/health/ready")[0] == 200
         after = metrics(server)
-        for model in ("slow", "conv"):
-            sent = [answer for answer in answers if answer.ask.model == model]
-            counted = requests_total(after, model) - requests_total(before, model)
-            ok = sum(answer.error is None for answer in sent)
-            assert counted == Counter({"ok": ok, "exhausted": len(sent) - ok}), (model, counted)
+        assert_counted(before, after, answers, ("slow", "conv"))
         check_answer(send(server, Ask("slow", 8, (False,), False, "after"), 10_001), oracle)
 
     prop()
