@@ -3,11 +3,12 @@ whether a trusted key vouches for the manifest (only then is what it says more t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trtforge.accuracy.junit import summary_verdict
 from trtforge.compat import (
     ArtifactFacts,
     Problem,
@@ -18,7 +19,7 @@ from trtforge.compat import (
 )
 from trtforge.console import Reporter, Styled, Table
 from trtforge.digests import sha256_file
-from trtforge.manifest import REPORT_SHA256, ArtifactPaths, Manifest, read_manifest
+from trtforge.manifest import ArtifactPaths, Manifest, read_manifest
 
 if TYPE_CHECKING:
     from trtforge.keys import TrustedKey
@@ -121,19 +122,50 @@ def render_facts(facts: EngineFacts, reporter: Reporter) -> None:
     if manifest["calibration"]:
         cal = manifest["calibration"]
         rows.append(("calibration", ", ".join(f"{k} {v}" for k, v in cal.items() if not isinstance(v, dict))))
-    accuracy = manifest["accuracy"]
-    rows.append(
-        (
-            "accuracy",
-            "not checked"
-            if accuracy is None
-            else ", ".join(
-                f"{k} {v}" for k, v in accuracy.items() if not isinstance(v, (dict, list)) and k != REPORT_SHA256
-            ),
-        )
-    )
+    rows += accuracy_rows(manifest["accuracy"])
     for key, value in rows:
         table.add_row(Styled(key, "bold"), str(value))
     reporter.render(table)
     for problem in facts.problems:
         reporter.error(f"[{problem.rule.value}] {problem.message}")
+
+
+#: the gate's data source (``AccuracyReport.data.source``) as ``inspect`` says it
+_DATA_WORDS = {"files": "from the spec's data files", "random": "of seeded random inputs"}
+
+
+def accuracy_rows(accuracy: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The manifest's ``accuracy`` in words, its candidate named on a row of its own: a simulated
+    candidate's verdict is the emulation's (no engine ran), an identical one's measured nothing,
+    and a reader of ``inspect`` sees which before the metrics (as every other report says it)."""
+    if accuracy is None:
+        return [("accuracy", "not checked")]
+    if accuracy.get("skipped"):
+        return [("accuracy", f"skipped: {accuracy.get('reason', 'no reason recorded')}")]
+    rows = [
+        (
+            "accuracy",
+            f"{summary_verdict(accuracy)} on {accuracy.get('samples', '?')} samples "
+            f"{_DATA_WORDS.get(str(accuracy.get('data')), 'of unrecorded data')}, "
+            f"checked {accuracy.get('checked_utc', '?')}",
+        )
+    ]
+    candidate = accuracy.get("candidate")
+    if accuracy.get("candidate_reason"):
+        rows.append(("candidate", f"{candidate}: {accuracy['candidate_reason']}"))
+    elif accuracy.get("emulation"):
+        rows.append(("candidate", f"{candidate}, no engine ran; emulated: {accuracy['emulation']}"))
+    elif candidate is not None:
+        rows.append(("candidate", str(candidate)))
+    named = "candidate" if candidate == "engine" else f"candidate ({candidate})"
+    for output, task in (accuracy.get("task_accuracy") or {}).items():
+        rows.append(
+            (
+                "task accuracy",
+                f"{output}: reference {task['reference']:.2%}, {named} {task['candidate']:.2%} "
+                f"on {task['samples']} labelled samples",
+            )
+        )
+    if accuracy.get("report"):
+        rows.append(("report", str(accuracy["report"])))
+    return rows
