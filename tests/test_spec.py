@@ -282,8 +282,10 @@ def test_missing_spec_file(tmp_path: Path) -> None:
 def test_project_file_is_never_a_spec(tmp_path: Path) -> None:
     path = tmp_path / "trtforge.yaml"
     path.write_text("runners: {}\n")
-    with pytest.raises(SpecError, match="project file"):
+    with pytest.raises(SpecError, match="project file") as refused:
         load_spec(path)
+    # `trtforge ci configs/*.yaml` names it: the fix is the folder, which excludes it
+    assert f"or their folder ({tmp_path}/: every spec in it, this file excluded)" in str(refused.value)
 
 
 PROFILE_CASES = [

@@ -10,6 +10,7 @@ import codecs
 import contextlib
 import glob
 import hashlib
+import os
 import re
 import sys
 import types
@@ -858,7 +859,10 @@ def parse_spec(text: str, path: Path) -> Spec:
 
 def load_spec(path: Path) -> Spec:
     if path.name == PROJECT_FILE:
-        raise SpecError(f"{path}: this is the project file, not a model spec; pass a model spec")
+        raise SpecError(
+            f"{path}: this is the project file, not a model spec; pass model specs, or their folder "
+            f"({path.parent}{os.sep}: every spec in it, this file excluded)"
+        )
     text = read_yaml_file(path.absolute(), "spec file")  # absolute, as the errors of its lines name it
     return parse_spec(text, path.resolve())
 
