@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,13 +83,6 @@ def _scaled(values: np.ndarray) -> tuple[np.ndarray, int]:
 def _squares_safe(*sums: float) -> bool:
     """Whether float64 sums of squares lost nothing to overflow or underflow."""
     return all(math.isfinite(value) and abs(value) >= SAFE_SQUARES_MIN for value in sums)
-
-
-def _log2_norm(values: np.ndarray) -> float:
-    """log2 of the Euclidean norm, for any finite float64 values (-inf for all zeros)."""
-    scaled, exponent = _scaled(values)
-    squares = float(np.sum(scaled**2))
-    return exponent + 0.5 * math.log2(squares) if squares > 0.0 else -math.inf
 
 
 def _finite(*arrays: np.ndarray) -> bool:
@@ -181,7 +175,8 @@ def max_rel(reference: np.ndarray, candidate: np.ndarray, floor: float | None = 
     with np.errstate(over="ignore"):
         value = float(np.max(np.abs(cand - ref) / np.maximum(np.abs(ref), floor)))
     if math.isinf(value) and _finite(ref, cand):  # |c - r| overflowed: (c/2 - r/2) / (|r|/2)
-        value = float(np.max(np.abs(_halved_difference(ref, cand)) / (0.5 * np.maximum(np.abs(ref), floor))))
+        with np.errstate(over="ignore"):  # inf still where the ratio is past float64's largest (a floor below 1)
+            value = float(np.max(np.abs(_halved_difference(ref, cand)) / (0.5 * np.maximum(np.abs(ref), floor))))
     return value
 
 
@@ -208,43 +203,185 @@ def _exact_errors(ref: np.ndarray, diff: np.ndarray) -> tuple[float, float, floa
 BELOW_ONE = math.nextafter(1.0, 0.0)
 
 
+class _Wide(NamedTuple):
+    """A sum beyond float64's range: ``value * 2**exponent`` (a sum of squares keeps an even
+    exponent, so that its square root is ``sqrt(value) * 2**(exponent // 2)``)."""
+
+    value: float
+    exponent: int
+
+    def plus(self, value: float, exponent: int) -> _Wide:
+        """This sum plus ``value * 2**exponent``: aligned on the larger exponent (what the smaller
+        part loses there is below the larger's last bit). A zero has no exponent to align on."""
+        if value == 0.0 or self.value == 0.0:  # -0.0 + x is x: one term is kept bit for bit
+            return _Wide(self.value + value, exponent if self.value == 0.0 else self.exponent)
+        top = max(self.exponent, exponent)
+        return _Wide(math.ldexp(self.value, self.exponent - top) + math.ldexp(value, exponent - top), top)
+
+    def log2_sqrt(self) -> float:
+        """log2 of the square root of a sum of squares: the Euclidean norm's (-inf for no squares)."""
+        return self.exponent // 2 + 0.5 * math.log2(self.value) if self.value > 0.0 else -math.inf
+
+
+#: the empty sum; -0.0 as the plain sums start: -0.0 + x is x for every x, -0.0 too
+_NO_SUM = _Wide(-0.0, 0)
+
+
+def _wide(value: float, squares: bool = False) -> tuple[float, int]:
+    """A finite float64 sum as ``(mantissa, exponent)`` with the mantissa in [0.25, 1) (exact),
+    to be added to a :class:`_Wide` without overflowing it; ``squares``: an even exponent."""
+    if value == 0.0:
+        return value, 0
+    exponent = math.frexp(value)[1]
+    exponent += exponent % 2 if squares else 0
+    return math.ldexp(value, -exponent), exponent
+
+
+@dataclass
+class PartialSums:
+    """The sums :func:`cosine` and :func:`snr_db` are made of, added batch by batch: the gate
+    measures an output in one batch, ``trtforge diagnose`` a node's outputs over many, and both take
+    their metrics from here, so that a node's are the gate's on all its values together (the
+    diagnosis kept float64 sums of its own, which overflowed at 1e200 and vanished at 1e-200).
+
+    Each batch adds its plain float64 sums (``np.dot``, ``np.sum``) and their range-safe form
+    (:class:`_Wide`): where the batch's plain sums lost range (SAFE_SQUARES_MIN), those of its
+    values scaled by the power of two of their largest, else the plain sums themselves, rescaled
+    exactly. The metrics take the plain totals where they are safe, else the range-safe ones. Of
+    one batch that is bit for bit what the metrics computed on one array; of several, the same up
+    to the order of the float64 additions (a few ulps)."""
+
+    differ: bool = False  # some position holds different values (NaN differs from itself)
+    finite: bool = True  # every value seen is finite
+    dot: float = -0.0
+    ref_sq: float = -0.0
+    cand_sq: float = -0.0
+    noise: float = -0.0  # sum (c - r)^2
+    signal: float = -0.0  # sum r^2, by np.sum as snr_db takes it (np.dot rounds otherwise)
+    wide_dot: _Wide = _NO_SUM
+    wide_ref_sq: _Wide = _NO_SUM
+    wide_cand_sq: _Wide = _NO_SUM
+    wide_noise: _Wide = _NO_SUM  # of (c - r) / 2 where ``halved``
+    wide_signal: _Wide = _NO_SUM
+    halved: bool = False  # some c - r overflowed float64: the noise is summed over (c - r) / 2
+
+    @classmethod
+    def of(cls, reference: np.ndarray, candidate: np.ndarray) -> PartialSums:
+        """The sums of one batch."""
+        sums = cls()
+        sums.add(reference, candidate)
+        return sums
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        """Add one batch: the two arrays, of one size, flattened to float64."""
+        ref, cand = _pair(reference, candidate)
+        differ = not np.array_equal(ref, cand)
+        self.differ = self.differ or differ
+        with np.errstate(over="ignore", invalid="ignore"):
+            signal = float(np.sum(ref**2))
+            if differ:
+                dot, ref_sq, cand_sq = float(np.dot(ref, cand)), float(np.dot(ref, ref)), float(np.dot(cand, cand))
+                # (cand - ref) ** 2 squares the difference in place (numpy reuses the temporary): a
+                # named difference made snr_db of a 10M-value output 20-45 % slower
+                noise = float(np.sum((cand - ref) ** 2))
+            else:  # equal values: the same products, and differences of 0 (inf - inf: NaN)
+                dot = ref_sq = cand_sq = float(np.dot(ref, ref))
+                noise = 0.0 if math.isfinite(signal) or _finite(ref) else math.nan
+        self.dot, self.ref_sq, self.cand_sq = self.dot + dot, self.ref_sq + ref_sq, self.cand_sq + cand_sq
+        self.noise, self.signal = self.noise + noise, self.signal + signal
+        # the range-safe sums; NaN and Inf lose range too, and are no values to scale (the
+        # metrics of a NaN/Inf batch are the plain sums'): checked only where range was lost
+        if _squares_safe(ref_sq, cand_sq) and math.isfinite(dot):
+            self._add_cosine(_wide(dot), _wide(ref_sq, squares=True), _wide(cand_sq, squares=True))
+        elif self._finite(ref, cand):  # a cosine is blind to each side's scale
+            (scaled_ref, ref_exp), (scaled_cand, cand_exp) = _scaled(ref), _scaled(cand)
+            self._add_cosine(
+                (float(np.dot(scaled_ref, scaled_cand)), ref_exp + cand_exp),
+                (float(np.dot(scaled_ref, scaled_ref)), 2 * ref_exp),
+                (float(np.dot(scaled_cand, scaled_cand)), 2 * cand_exp),
+            )
+        if not differ:
+            if _squares_safe(signal):
+                self.wide_signal = self.wide_signal.plus(*_wide(signal, squares=True))
+            elif (signal != 0.0 or np.any(ref)) and self._finite(ref, cand):
+                self.wide_signal = self.wide_signal.plus(*_sum_of_squares(ref))
+        elif _squares_safe(noise) and (_squares_safe(signal) or not np.any(ref)):
+            self._add_noise(*_wide(noise, squares=True), halved=False)
+            if signal:  # else all zeros
+                self.wide_signal = self.wide_signal.plus(*_wide(signal, squares=True))
+        elif self._finite(ref, cand):  # squares that overflow or vanish: scaled, as a cosine's
+            with np.errstate(over="ignore"):
+                diff = cand - ref
+            halved = not np.isfinite(diff).all()
+            self._add_noise(*_sum_of_squares(_halved_difference(ref, cand) if halved else diff), halved=halved)
+            self.wide_signal = self.wide_signal.plus(*_sum_of_squares(ref))
+
+    def _finite(self, ref: np.ndarray, cand: np.ndarray) -> bool:
+        """Whether this batch's values are all finite; a batch's NaN/Inf make :attr:`finite` False."""
+        finite = _finite(ref, cand)
+        self.finite = self.finite and finite
+        return finite
+
+    def _add_cosine(self, dot: tuple[float, int], ref_sq: tuple[float, int], cand_sq: tuple[float, int]) -> None:
+        self.wide_dot = self.wide_dot.plus(*dot)
+        self.wide_ref_sq = self.wide_ref_sq.plus(*ref_sq)
+        self.wide_cand_sq = self.wide_cand_sq.plus(*cand_sq)
+
+    def _add_noise(self, value: float, exponent: int, halved: bool) -> None:
+        """Add a batch's sum of squared differences, of halved ones where ``halved``: once one
+        batch's differences overflow, all are summed halved (a quarter of the squares: the
+        exponent moves by 2, exactly)."""
+        if halved and not self.halved:
+            self.halved = True
+            self.wide_noise = _Wide(self.wide_noise.value, self.wide_noise.exponent - 2)
+        self.wide_noise = self.wide_noise.plus(value, exponent - 2 if self.halved and not halved else exponent)
+
+    def cosine(self) -> float:
+        """See :func:`cosine`."""
+        if not self.differ:
+            return 1.0
+        if not self.finite or (_squares_safe(self.ref_sq, self.cand_sq) and math.isfinite(self.dot)):
+            dot, ref_sq, cand_sq, exponent = self.dot, self.ref_sq, self.cand_sq, 0
+        else:  # a cosine is blind to each side's scale: the range-safe sums, each at its own
+            dot, ref_sq, cand_sq = self.wide_dot.value, self.wide_ref_sq.value, self.wide_cand_sq.value
+            exponent = self.wide_dot.exponent - self.wide_ref_sq.exponent // 2 - self.wide_cand_sq.exponent // 2
+        norms = math.sqrt(ref_sq) * math.sqrt(cand_sq)
+        if norms == 0.0:
+            return 0.0
+        with np.errstate(invalid="ignore"):  # NaN/Inf values: a NaN cosine
+            return float(np.clip(math.ldexp(dot / norms, exponent) if exponent else dot / norms, -1.0, BELOW_ONE))
+
+    def snr_db(self) -> float:
+        """See :func:`snr_db`."""
+        if self.noise == 0.0 and not self.differ:
+            return math.inf
+        signal_safe = _squares_safe(self.signal) or self.wide_signal.value == 0.0  # or all-zero values
+        if (_squares_safe(self.noise) and signal_safe) or not self.finite:
+            with np.errstate(all="ignore"):  # signal 0 -> -inf, NaN in the candidate -> nan: both fail the gate
+                return float(10.0 * np.log10(self.signal / self.noise))
+        # float64 values whose squares overflow or vanish: 20 log10 of the ratio of the norms
+        noise_log2 = self.wide_noise.log2_sqrt() + 1 if self.halved else self.wide_noise.log2_sqrt()
+        return 20.0 * math.log10(2.0) * (self.wide_signal.log2_sqrt() - noise_log2)
+
+
+def _sum_of_squares(values: np.ndarray) -> tuple[float, int]:
+    """The sum of squares of finite float64 values, as ``(sum of the scaled values' squares,
+    exponent)``: scaled by the power of two of the largest |value| (:func:`_scaled`)."""
+    scaled, exponent = _scaled(values)
+    return float(np.sum(scaled**2)), 2 * exponent
+
+
 def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Cosine similarity of the flattened outputs, in [-1, 1]; equal outputs (two all-zero ones
     too) are 1.0 exactly, which dot / norms rounds to 0.9999999999999999 for about one array in
     five, and ``cosine_min: 1.0`` (bit-identical) must pass them; outputs that differ are at most
     ``BELOW_ONE`` (within one rounding of the exact cosine), so that it fails them."""
-    ref, cand = _pair(reference, candidate)
-    if np.array_equal(ref, cand):
-        return 1.0
-    with np.errstate(over="ignore", invalid="ignore"):
-        dot, ref_sq, cand_sq = float(np.dot(ref, cand)), float(np.dot(ref, ref)), float(np.dot(cand, cand))
-    if not _squares_safe(ref_sq, cand_sq) or not math.isfinite(dot):
-        ref, cand = _scaled(ref)[0], _scaled(cand)[0]  # a cosine is blind to each side's scale
-        dot, ref_sq, cand_sq = float(np.dot(ref, cand)), float(np.dot(ref, ref)), float(np.dot(cand, cand))
-    norms = math.sqrt(ref_sq) * math.sqrt(cand_sq)
-    if norms == 0.0:
-        return 0.0
-    return float(np.clip(dot / norms, -1.0, BELOW_ONE))
+    return PartialSums.of(reference, candidate).cosine()
 
 
 def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Signal-to-noise ratio ``10 log10(sum r^2 / sum (c - r)^2)`` in dB; ``inf`` when identical."""
-    ref, cand = _pair(reference, candidate)
-    # (cand - ref) ** 2 squares the difference in place (numpy reuses the temporary): a named
-    # difference made snr_db of a 10M-value output 20-45 % slower
-    with np.errstate(over="ignore"):
-        noise, signal = float(np.sum((cand - ref) ** 2)), float(np.sum(ref**2))
-    if noise == 0.0 and not np.any(cand != ref):
-        return math.inf
-    if (_squares_safe(noise) and (_squares_safe(signal) or not np.any(ref))) or not _finite(ref, cand):
-        with np.errstate(all="ignore"):  # signal 0 -> -inf, NaN in the candidate -> nan: both fail the gate
-            return float(10.0 * np.log10(signal / noise))
-    # float64 values whose squares overflow or vanish: 20 log10 of the ratio of the norms
-    with np.errstate(over="ignore"):
-        diff = cand - ref
-    halved = not np.isfinite(diff).all()
-    noise_log2 = _log2_norm(_halved_difference(ref, cand)) + 1 if halved else _log2_norm(diff)
-    return 20.0 * math.log10(2.0) * (_log2_norm(ref) - noise_log2)
+    return PartialSums.of(reference, candidate).snr_db()
 
 
 def is_classifier(array: np.ndarray) -> bool:
@@ -316,12 +453,13 @@ def compare(reference: np.ndarray, candidate: np.ndarray, classifier: bool | Non
         errors = _exact_errors(ref.ravel(), diff)
     else:
         errors = max_abs(ref_finite, cand_finite), mean_abs(ref_finite, cand_finite), max_rel(ref_finite, cand_finite)
+    sums = PartialSums.of(ref_finite, cand_finite)  # one pass of each kind for both metrics
     return OutputMetrics(
         max_abs=errors[0],
         mean_abs=errors[1],
         max_rel=errors[2],
-        cosine=cosine(ref_finite, cand_finite),
-        snr_db=snr_db(ref_finite, cand_finite),
+        cosine=sums.cosine(),
+        snr_db=sums.snr_db(),
         top1=top1_agreement(ref, cand) if classifier else None,
         match=None if is_float(reference.dtype) else match_fraction(reference, candidate),
         nonfinite=nonfinite,
