@@ -32,7 +32,9 @@ error shows on the next node whose output the candidate keeps.
 Each reference node with a float output gets one row (all its float outputs together, in the
 graph's topological order), measured with running sums batch by batch, so memory does not grow
 with the number of samples (onnxruntime's own calibrator keeps every intermediate:
-onnxruntime#10503): cosine and SNR from sums of products, ``max_abs`` and ``max_rel`` as maxima.
+onnxruntime#10503): cosine and SNR from the gate's partial sums
+(:class:`~trtforge.accuracy.metrics.PartialSums`: its metrics of all batches' values together, to a
+few ulps), ``max_abs`` and ``max_rel`` as maxima.
 ``max_rel`` uses the gate's floor (:func:`trtforge.accuracy.metrics.rel_floor`) over the
 reference values seen so far, so it equals the gate's value when the first batch holds the
 tensor's largest value and is an upper bound of it otherwise.
@@ -57,7 +59,6 @@ data), which the pasted list replaces, then those.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -172,12 +173,11 @@ class Diagnosis:
 
 @dataclass
 class _Running:
-    """Running sums and maxima of one node's outputs over the finite positions of both graphs."""
+    """Running sums and maxima of one node's outputs over the finite positions of both graphs:
+    cosine and SNR from the gate's own partial sums (:class:`~trtforge.accuracy.metrics.PartialSums`),
+    so that they are the gate's on the node's values of all batches together."""
 
-    dot: float = 0.0
-    ref_sq: float = 0.0
-    cand_sq: float = 0.0
-    noise: float = 0.0
+    sums: metrics.PartialSums = field(default_factory=metrics.PartialSums)
     values: int = 0
     max_abs: float = 0.0
     max_rel: float = 0.0
@@ -201,30 +201,19 @@ class _Running:
         self.values += ref.size
         if not ref.size:
             return
-        diff = cand - ref
-        self.dot += float(np.dot(ref, cand))
-        self.ref_sq += float(np.dot(ref, ref))
-        self.cand_sq += float(np.dot(cand, cand))
-        self.noise += float(np.dot(diff, diff))
-        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))))
+        self.sums.add(ref, cand)
+        self.max_abs = max(self.max_abs, metrics.max_abs(ref, cand))
         self.ref_absmax = max(self.ref_absmax, float(np.max(np.abs(ref))))
         floor = max(metrics.REL_FLOOR_FRACTION * self.ref_absmax, metrics.REL_FLOOR_MIN)
         self.max_rel = max(self.max_rel, metrics.max_rel(ref, cand, floor))
 
     def cosine(self) -> float:
-        """As :func:`trtforge.accuracy.metrics.cosine`, from the sums."""
-        norms = math.sqrt(self.ref_sq) * math.sqrt(self.cand_sq)
-        if norms == 0.0:
-            return 1.0 if self.ref_sq == 0.0 and self.cand_sq == 0.0 else 0.0
-        return self.dot / norms
+        """:func:`trtforge.accuracy.metrics.cosine` of the values of all batches."""
+        return self.sums.cosine()
 
     def snr_db(self) -> float:
-        """As :func:`trtforge.accuracy.metrics.snr_db`, from the sums."""
-        if self.noise == 0.0:
-            return math.inf
-        if self.ref_sq == 0.0:
-            return -math.inf
-        return 10.0 * math.log10(self.ref_sq / self.noise)
+        """:func:`trtforge.accuracy.metrics.snr_db` of the values of all batches."""
+        return self.sums.snr_db()
 
 
 @dataclass(frozen=True)
