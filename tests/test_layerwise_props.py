@@ -21,12 +21,148 @@ from typing import Any
 import models
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
 from trtforge.accuracy import metrics
-from trtforge.diagnosis.layerwise import NodeError, diagnose_layers
+from trtforge.diagnosis.layerwise import NodeError, _Row, _Running, diagnose_layers, finish
 from trtforge.model import describe, load_onnx
 from trtforge.spec import load_spec
+
+EPS = np.finfo(np.float64).eps
+FLOATS = (np.float16, np.float32, np.float64)
+SPECIALS = (math.nan, math.inf, -math.inf)
+#: float64 magnitudes whose squares overflow (1e200) or vanish (1e-200) in float64, and 2**-1060:
+#: subnormal values, whose squares are 0
+MAGNITUDES = (1.0, 1e200, 1e-200, 2.0**-1060, 1e300)
+
+# ---------------------------------------------------------------- strategies
+
+
+def _finite_like(values: Any, fallback: np.ndarray) -> np.ndarray:
+    """``values()`` cast to ``fallback``'s dtype, ``fallback`` where it or the cast overflowed."""
+    with np.errstate(all="ignore"):
+        cast = np.asarray(values(), np.float64).astype(fallback.dtype)
+    return np.where(np.isfinite(cast), cast, fallback)
+
+
+@st.composite
+def batched_pairs(draw: st.DrawFn, specials: bool = True) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """A reference and a candidate of one float dtype (any finite value of it: subnormals, zeros of
+    both signs, values near its largest; float64 ones also scaled to where squares leave float64's
+    range), the candidate equal, slightly off, negated, scaled, half its signs flipped (sums that
+    cancel), independent or zeros; NaN/+Inf/-Inf anywhere in either; and where batches split them
+    (empty batches too)."""
+    dtype = draw(st.sampled_from(FLOATS))
+    size = draw(st.integers(0, 40))
+    elements = st.floats(width=np.dtype(dtype).itemsize * 8, allow_nan=False, allow_infinity=False)
+    ref = draw(hnp.arrays(dtype, size, elements=elements))
+    if dtype is np.float64:
+        magnitude = draw(st.sampled_from(MAGNITUDES))
+        ref = _finite_like(lambda: ref * magnitude, ref)
+    wide = ref.astype(np.float64)
+    kind = draw(st.sampled_from(["equal", "off", "negated", "scaled", "flipped", "independent", "zeros"]))
+    if kind == "equal":
+        cand = ref.copy()
+    elif kind == "off":
+        noise = draw(hnp.arrays(np.float64, size, elements=st.floats(-1e-3, 1e-3)))
+        cand = _finite_like(lambda: wide * (1.0 + noise), ref)
+    elif kind == "negated":
+        cand = -ref
+    elif kind == "scaled":
+        factor = draw(st.sampled_from([2.0, 0.5, 1.5, -1e-3, 1e3]))
+        cand = _finite_like(lambda: wide * factor, ref)
+    elif kind == "flipped":
+        cand = ref.copy()
+        cand[::2] *= -1
+    elif kind == "independent":
+        cand = draw(hnp.arrays(dtype, size, elements=elements))
+    else:
+        cand = np.zeros_like(ref)
+    cand = np.asarray(cand, dtype).copy()
+    if specials and size:
+        for array in (ref, cand):
+            for index in draw(st.lists(st.integers(0, size - 1), max_size=3)):
+                array[index] = draw(st.sampled_from(SPECIALS))
+    cuts = sorted(draw(st.lists(st.integers(0, size), max_size=5)))
+    return ref, cand, cuts
+
+
+def _streamed(ref: np.ndarray, cand: np.ndarray, cuts: list[int]) -> tuple[_Running, NodeError | None]:
+    """One node's running measurements over the batches, and its row as the diagnosis writes it."""
+    running = _Running()
+    for ref_batch, cand_batch in zip(np.split(ref, cuts), np.split(cand, cuts), strict=True):
+        running.add(ref_batch, cand_batch)
+    rows = finish([_Row("node", "Mul", ("x",), ("y",), (("y", "y"),))], {"node": running})
+    return running, rows[0] if rows else None
+
+
+def _close(value: float, oracle: float, rel: float, abs_: float = 0.0) -> bool:
+    if math.isnan(oracle) or math.isinf(oracle):
+        return value == oracle or (math.isnan(value) and math.isnan(oracle))
+    return abs(value - oracle) <= rel * abs(oracle) + abs_
+
+
+# ---------------------------------------------------------------- properties
+
+
+@settings(max_examples=500)
+@given(batched_pairs())
+def test_a_nodes_streamed_metrics_are_the_gates_on_all_its_values(
+    case: tuple[np.ndarray, np.ndarray, list[int]],
+) -> None:
+    """Any float16/32/64 values split into any batches: the node's cosine and SNR are the gate's
+    (``metrics.compare``) on the whole arrays, within the summation order's few ulps; cosine is 1.0
+    exactly when the finite values are equal, and below it otherwise; ``max_abs``, the finite value
+    count and the NaN/Inf mismatches are the gate's exactly; ``max_rel`` is the gate's where the
+    first batch with finite values holds the largest |reference|, and an upper bound of it always
+    (its floor follows the largest |reference| seen so far: README, "Layer-wise diagnosis")."""
+    ref, cand, cuts = case
+    running, row = _streamed(ref, cand, cuts)
+    gate = metrics.compare(ref, cand)
+    both_finite = np.isfinite(ref.astype(np.float64)) & np.isfinite(cand.astype(np.float64))
+    values = int(np.count_nonzero(both_finite))
+    mismatch = gate.nonfinite_mismatch or 0
+    assert (running.values, running.nonfinite_mismatch) == (values, mismatch)
+    if row is None:  # nothing to measure: the diagnosis has no row for it
+        assert values == 0 and mismatch == 0
+        return
+    assert row.max_abs == gate.max_abs
+    assert (row.cosine == 1.0) == (gate.cosine == 1.0) == np.array_equal(ref[both_finite], cand[both_finite])
+    assert -1.0 <= row.cosine <= 1.0
+    assert _close(row.cosine, gate.cosine, rel=0.0, abs_=8 * (values + 4) * EPS), (row.cosine, gate.cosine)
+    assert _close(row.snr_db, gate.snr_db, rel=1e-12, abs_=1e-9), (row.snr_db, gate.snr_db)
+    assert row.max_rel >= gate.max_rel
+    masks, refs = np.split(both_finite, cuts), np.split(ref.astype(np.float64), cuts)
+    peaks = [float(np.max(np.abs(values[mask]))) for values, mask in zip(refs, masks, strict=True) if mask.any()]
+    if peaks and peaks[0] == max(peaks):
+        assert row.max_rel == gate.max_rel
+
+
+@settings(max_examples=400)
+@given(batched_pairs())
+def test_partial_sums_of_any_batches_are_the_metrics_of_their_concatenation(
+    case: tuple[np.ndarray, np.ndarray, list[int]],
+) -> None:
+    """The one streaming form the gate's metrics are written with: added batch by batch, NaN and
+    Inf included (a NaN cosine or SNR, as ``metrics.cosine``/``snr_db`` give on the whole arrays;
+    the gate measures finite positions only), its cosine and SNR are those of the concatenation;
+    of one batch, bit for bit."""
+    ref, cand, cuts = case
+    sums = metrics.PartialSums()
+    for ref_batch, cand_batch in zip(np.split(ref, cuts), np.split(cand, cuts), strict=True):
+        sums.add(ref_batch, cand_batch)
+    with np.errstate(all="ignore"):
+        cosine, snr = metrics.cosine(ref, cand), metrics.snr_db(ref, cand)
+    size = ref.size
+    assert _close(sums.cosine(), cosine, rel=0.0, abs_=8 * (size + 4) * EPS), (sums.cosine(), cosine)
+    assert _close(sums.snr_db(), snr, rel=1e-12, abs_=1e-9), (sums.snr_db(), snr)
+    whole = metrics.PartialSums.of(ref, cand)
+    assert whole.cosine() == cosine or (math.isnan(whole.cosine()) and math.isnan(cosine))
+    assert whole.snr_db() == snr or (math.isnan(whole.snr_db()) and math.isnan(snr))
+
 
 # ---------------------------------------------------------------- a real diagnosis
 
