@@ -53,6 +53,11 @@ def test_config_matches_the_manifest_field_by_field(engines: dict[str, Path], tm
     manifest = read_manifest(engines["8.6"])
     plan = repository / "digits-cnn" / "1" / f"model.{manifest.tag}.plan"
     assert document["reference"] == str(plan) and document["version"] == 1
+    assert document["config"] == str(repository / "digits-cnn" / "config.pbtxt")
+    code, out, err = cli("publish", str(engines["8.6"]), "--to", f"triton://{repository}", "--json")
+    again = json.loads(out)  # the same fields on a rerun: a CI step reads them whatever the status
+    assert code == 0 and again["status"] == "unchanged", err
+    assert (again["reference"], again["version"], again["config"]) == (str(plan), 1, document["config"])
     # Triton takes every folder in the root for a model and reads every file of a version folder:
     # the artifact lock lives in the model's folder, whose non-numeric subfolders Triton ignores
     assert [path.name for path in repository.iterdir() if path.is_dir()] == ["digits-cnn"]

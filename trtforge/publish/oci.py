@@ -724,10 +724,6 @@ class OciRegistry:
             )
         return following
 
-    def _image_manifest(self, tag: str) -> ImageManifest | None:
-        found = self._read_manifest(tag)
-        return found[0] if found else None
-
     def _read_manifest(self, reference: str) -> tuple[ImageManifest, dict[str, Any]] | None:
         """The image manifest under a tag or digest, and its descriptor (what a referrer's
         ``subject`` names: the digest of the very bytes the registry holds)."""
@@ -767,8 +763,9 @@ class OciRegistry:
             raise InvalidInputError(f"{tag}: its {what} layer does not match its digest (damaged in the registry)")
         return data
 
-    def _existing(self, tag: str) -> Existing | None:
-        image = self._image_manifest(tag)
+    @staticmethod
+    def _existing(image: ImageManifest | None) -> Existing | None:
+        """What the image manifest a tag holds (None: the tag holds none) says of its artifact."""
         if image is None:
             return None
         engine, manifest = image.layer(ENGINE_MEDIA_TYPE), image.layer(MANIFEST_MEDIA_TYPE)
@@ -1033,9 +1030,12 @@ class OciRegistry:
         needs ``force`` (:func:`decide`)."""
         reference = f"{self.location.host}/{self.location.repository}:{tag}"
         warnings = (artifact.report_warning,) if artifact.report_warning else ()
-        action, detail = decide(self._existing(tag), artifact, force, reference)
-        if action == "unchanged":
-            return PublishOutcome("unchanged", reference, detail, warnings)
+        found = self._read_manifest(tag)
+        action, detail = decide(self._existing(found[0] if found else None), artifact, force, reference)
+        if action == "unchanged" and found is not None:  # the digest to pin, as a push reports it
+            return PublishOutcome(
+                "unchanged", reference, detail, warnings, extra={"digest": found[1]["digest"], "oci_tag": tag}
+            )
         image = image_manifest(artifact)
         self._upload_layers(artifact, image, tag)
         digest = self._put_image(image, tag)

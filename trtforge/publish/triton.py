@@ -161,7 +161,7 @@ class TritonRegistry:
                     str(version_dir / plan_name(manifest)),
                     f"{detail}; {repaired}" if repaired else detail,
                     tuple(warnings),
-                    {"version": version.number},
+                    {"version": version.number, "config": str(model_dir / CONFIG_NAME)},
                     notes,
                 )
             if version == latest:
