@@ -21,6 +21,7 @@ from typing import Any
 import models
 import numpy as np
 import pytest
+from float_pairs import FLOATS, candidate_for, elements, finite_like
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -32,20 +33,12 @@ from trtforge.model import describe, load_onnx
 from trtforge.spec import load_spec
 
 EPS = np.finfo(np.float64).eps
-FLOATS = (np.float16, np.float32, np.float64)
 SPECIALS = (math.nan, math.inf, -math.inf)
 #: float64 magnitudes whose squares overflow (1e200) or vanish (1e-200) in float64, and 2**-1060:
 #: subnormal values, whose squares are 0
 MAGNITUDES = (1.0, 1e200, 1e-200, 2.0**-1060, 1e300)
 
 # ---------------------------------------------------------------- strategies
-
-
-def _finite_like(values: Any, fallback: np.ndarray) -> np.ndarray:
-    """``values()`` cast to ``fallback``'s dtype, ``fallback`` where it or the cast overflowed."""
-    with np.errstate(all="ignore"):
-        cast = np.asarray(values(), np.float64).astype(fallback.dtype)
-    return np.where(np.isfinite(cast), cast, fallback)
 
 
 @st.composite
@@ -57,31 +50,11 @@ def batched_pairs(draw: st.DrawFn, specials: bool = True) -> tuple[np.ndarray, n
     (empty batches too)."""
     dtype = draw(st.sampled_from(FLOATS))
     size = draw(st.integers(0, 40))
-    elements = st.floats(width=np.dtype(dtype).itemsize * 8, allow_nan=False, allow_infinity=False)
-    ref = draw(hnp.arrays(dtype, size, elements=elements))
+    ref = draw(hnp.arrays(dtype, size, elements=elements(dtype)))
     if dtype is np.float64:
         magnitude = draw(st.sampled_from(MAGNITUDES))
-        ref = _finite_like(lambda: ref * magnitude, ref)
-    wide = ref.astype(np.float64)
-    kind = draw(st.sampled_from(["equal", "off", "negated", "scaled", "flipped", "independent", "zeros"]))
-    if kind == "equal":
-        cand = ref.copy()
-    elif kind == "off":
-        noise = draw(hnp.arrays(np.float64, size, elements=st.floats(-1e-3, 1e-3)))
-        cand = _finite_like(lambda: wide * (1.0 + noise), ref)
-    elif kind == "negated":
-        cand = -ref
-    elif kind == "scaled":
-        factor = draw(st.sampled_from([2.0, 0.5, 1.5, -1e-3, 1e3]))
-        cand = _finite_like(lambda: wide * factor, ref)
-    elif kind == "flipped":
-        cand = ref.copy()
-        cand[::2] *= -1
-    elif kind == "independent":
-        cand = draw(hnp.arrays(dtype, size, elements=elements))
-    else:
-        cand = np.zeros_like(ref)
-    cand = np.asarray(cand, dtype).copy()
+        ref = finite_like(lambda: ref * magnitude, ref)
+    cand = draw(candidate_for(ref))
     if specials and size:
         for array in (ref, cand):
             for index in draw(st.lists(st.integers(0, size - 1), max_size=3)):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from float_pairs import FLOATS, candidate_for, elements, finite_like
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -36,27 +37,14 @@ from trtforge.accuracy.report import (
 from trtforge.spec import Spec, Tolerance, load_spec
 
 EPS = np.finfo(np.float64).eps
-FLOATS = (np.float16, np.float32, np.float64)
 INTEGERS = (np.bool_, np.int8, np.uint8, np.int32, np.uint32, np.int64, np.uint64)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 # ---------------------------------------------------------------- strategies
 
 
-def _elements(dtype: Any) -> st.SearchStrategy[float]:
-    """Every finite value of the dtype: subnormals, zeros of both signs, values near its largest."""
-    return st.floats(width=np.dtype(dtype).itemsize * 8, allow_nan=False, allow_infinity=False)
-
-
 def _shapes(min_side: int = 0) -> st.SearchStrategy[tuple[int, ...]]:
     return hnp.array_shapes(min_dims=0, max_dims=3, min_side=min_side, max_side=5)
-
-
-def _finite_like(values: Any, fallback: np.ndarray) -> np.ndarray:
-    """``values()`` cast to ``fallback``'s dtype, ``fallback`` where it or the cast overflowed."""
-    with np.errstate(all="ignore"):
-        cast = np.asarray(values(), np.float64).astype(fallback.dtype)
-    return np.where(np.isfinite(cast), cast, fallback)
 
 
 @st.composite
@@ -64,27 +52,8 @@ def float_pairs(draw: st.DrawFn, min_side: int = 0) -> tuple[np.ndarray, np.ndar
     """A finite reference and a finite candidate of one shape and float dtype: independent, equal,
     slightly off, negated, scaled, half its signs flipped (sums that cancel), or all zeros."""
     dtype = draw(st.sampled_from(FLOATS))
-    ref = draw(hnp.arrays(dtype, draw(_shapes(min_side)), elements=_elements(dtype)))
-    kind = draw(st.sampled_from(["independent", "equal", "off", "negated", "scaled", "flipped", "zeros"]))
-    wide = ref.astype(np.float64)
-    if kind == "independent":
-        cand = draw(hnp.arrays(dtype, ref.shape, elements=_elements(dtype)))
-    elif kind == "equal":
-        cand = ref.copy()
-    elif kind == "off":
-        noise = draw(hnp.arrays(np.float64, ref.shape, elements=st.floats(-1e-3, 1e-3)))
-        cand = _finite_like(lambda: wide * (1.0 + noise), ref)
-    elif kind == "negated":
-        cand = -ref
-    elif kind == "scaled":
-        factor = draw(st.sampled_from([2.0, 0.5, 3.0, -1e-3, 1e3]))
-        cand = _finite_like(lambda: wide * factor, ref)
-    elif kind == "flipped":
-        cand = ref.copy()
-        cand.ravel()[::2] *= -1
-    else:
-        cand = np.zeros_like(ref)
-    return ref, np.asarray(cand, ref.dtype)  # -x of a 0-d array is a scalar
+    ref = draw(hnp.arrays(dtype, draw(_shapes(min_side)), elements=elements(dtype)))
+    return ref, draw(candidate_for(ref))
 
 
 @st.composite
@@ -254,7 +223,7 @@ def test_sums_of_large_outputs_match_longdouble_and_scipy(dtype: Any, size: int,
     peak = float(np.finfo(dtype).max)
     ref = (rng.uniform(-1, 1, size) * peak).astype(dtype)
     noise = rng.normal(0, error, size)
-    cand = _finite_like(lambda: ref.astype(np.float64) * (1 + noise), ref)
+    cand = finite_like(lambda: ref.astype(np.float64) * (1 + noise), ref)
     long_ref, long_cand = ref.astype(np.longdouble), cand.astype(np.longdouble)
     norms = np.sqrt(np.sum(long_ref**2)) * np.sqrt(np.sum(long_cand**2))
     bound = 8 * (size + 4) * EPS
