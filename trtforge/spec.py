@@ -1081,6 +1081,42 @@ def check_shape_inputs(
                 )
 
 
+def refused_values(
+    profiles: Sequence[Mapping[str, ShapeRange]],
+    names: Sequence[str],
+    origin: SpecOrigin | None,
+    builder: str,
+    reason: str,
+    point: tuple[int, str] | None = None,
+) -> SpecError:
+    """Shape-tensor values the builder refused (``reason``): the values of ``names`` (every
+    profile's, or those of ``point``, the profile and min/opt/max it named) are the spec's, so
+    the spec's line is named (exit 2), not the build (exit 3)."""
+    indices = [point[0]] if point else [index for index, profile in enumerate(profiles) if names[0] in profile]
+    listed = []
+    for index in indices:
+        for name in names:
+            entry = profiles[index].get(name)
+            values = entry.values if entry else None
+            if values is None:
+                continue
+            if point:
+                shown = f"{point[1]} values {values.flat(point[1])}"
+            elif values.min == values.opt == values.max:
+                shown = f"value {values.flat('min')}"
+            else:
+                shown = ", ".join(f"{label} {values.flat(label)}" for label in _VALUE_KEYS)
+                shown = f"values {shown}"
+            listed.append(f"profile {index} '{name}' {shown}")
+    where = origin.where("profiles", indices[0], names[0]) if origin else "spec"
+    inputs = ", ".join(f"'{name}'" for name in names)
+    which = "" if len(indices) == 1 else " (one of these profiles': TensorRT does not say which)"
+    return SpecError(
+        f"{where}: {builder} cannot build with the shape-tensor values {'; '.join(listed)}{which} (layer {reason}); "
+        f"change the values of {inputs} in the spec to ones the model takes"
+    )
+
+
 def spec_json_schema() -> dict[str, Any]:
     schema = Spec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

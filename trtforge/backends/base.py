@@ -14,18 +14,22 @@ from typing import Any, Protocol
 from trtforge.backends.messages import (
     CPU_ONLY_NOISE,
     DTYPE_ASSERTION,
+    INVALID_CONFIG,
     clean_lines,
     clean_text,
     dtype_message,
+    layer_reason,
+    names_layer,
     native_stderr,
     node_label,
     parser_reason,
+    refused_point,
     unsupported_dtypes,
     without_native_dtype_lines,
 )
 from trtforge.dtypes import numpy_name
-from trtforge.errors import BuildError, InvalidInputError
-from trtforge.spec import BuildOptions, ShapeRange, SpecOrigin, check_shape_inputs
+from trtforge.errors import BuildError, InvalidInputError, SpecError
+from trtforge.spec import BuildOptions, ShapeRange, SpecOrigin, check_shape_inputs, refused_values
 from trtforge.tags import ComputeCapability
 
 
@@ -270,6 +274,46 @@ class TensorRTApiBackend:
             added.append(profile)
         return added
 
+    def _refused_values(self, network: Any, request: BuildRequest) -> SpecError | None:
+        """The spec's shape-tensor values as the cause of a failed build, when that is certain:
+        TensorRT refused the configuration (INVALID_CONFIG) at a layer it names, and every network
+        input that layer reads, through any chain of layers, is a shape tensor the spec gives
+        values for or an input of static shape. Nothing else the build is given can then make it
+        fail there. Else None: the failure stays the build's (exit 3, TensorRT's text)."""
+        # the layer must be named in the very message that says INVALID_CONFIG
+        text = " ".join(message for message in self.errors if INVALID_CONFIG in message)
+        given = {name for profile in request.profiles for name, entry in profile.items() if entry.is_shape_input}
+        if not text or not given:
+            return None
+        layers = [network.get_layer(i) for i in range(network.num_layers)]
+        named = [layer for layer in layers if names_layer(text, layer.name)]
+        if not named:
+            return None
+        producers = {layer.get_output(j).name: layer for layer in layers for j in range(layer.num_outputs)}
+        inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
+        read: set[str] = set()
+        pending, seen = list(named), {id(layer) for layer in named}
+        while pending:
+            layer = pending.pop()
+            for j in range(layer.num_inputs):
+                tensor = layer.get_input(j)
+                if tensor is None:
+                    continue  # an optional input left unset
+                if tensor.name in inputs:
+                    read.add(tensor.name)
+                elif tensor.name in producers and id(producers[tensor.name]) not in seen:
+                    seen.add(id(producers[tensor.name]))
+                    pending.append(producers[tensor.name])
+        culprits = sorted(read & given)
+        if not culprits or any(any(dim < 0 for dim in inputs[name].shape) for name in read - given):
+            return None
+        reason = f"{named[0].name}: {layer_reason(text, named[0].name)}"
+        builder = f"{self.flavor} {self.version}"
+        point = refused_point(text)
+        if point is not None and point[0] >= len(request.profiles):
+            point = None  # not a profile of this build: say every profile's values
+        return refused_values(request.profiles, culprits, request.origin, builder, reason, point)
+
     def _io(self, network: Any) -> tuple[TensorFacts, ...]:
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
         outputs = [network.get_output(i) for i in range(network.num_outputs)]
@@ -305,6 +349,9 @@ class TensorRTApiBackend:
             with native_stderr() as printed:
                 serialized = builder.build_serialized_network(network, config)
         if serialized is None:
+            refused = self._refused_values(network, request)
+            if refused is not None:
+                raise refused
             detail = clean_text([*self.errors, *printed], self.noise) or "no detail from TensorRT"
             raise BuildError(f"{request.source}: {self.flavor} {self.version} could not build it: {detail}")
         self._pass_on(printed, monitor)

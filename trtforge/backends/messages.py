@@ -44,6 +44,37 @@ CPU_ONLY_NOISE = ("CUDA driver version is insufficient", "no CUDA-capable device
 _SOURCE_LOCATION = re.compile(r"\s*In \w+ at /\S+:\d+(?=\))|^\[[\w.]+::\w+::\d+\] ")
 
 
+#: TensorRT's builder error code INVALID_CONFIG (``ErrorCodeTRT``): a build refused for its
+#: configuration, optimization profiles included, not for the network itself
+INVALID_CONFIG = "Error Code 4:"
+#: where TensorRT says which profile point failed ("kOPT values for profile 1 violate shape constraints")
+_PROFILE_POINT = re.compile(r"\bk(MIN|OPT|MAX) values for profile (\d+) violate shape constraints")
+#: the end of what TensorRT says about a layer: its C++ source location, or the message's closing parenthesis
+_LAYER_REASON_END = re.compile(r"\s+In \S+ at /\S*|\)?\s*$")
+
+
+def names_layer(text: str, layer: str) -> bool:
+    """Whether TensorRT's ``text`` reports on the layer named ``layer`` (``IShuffleLayer node_of_y: ...``)."""
+    return re.search(rf"\bI\w*Layer {re.escape(layer)}: ", text) is not None
+
+
+def layer_reason(text: str, layer: str) -> str:
+    """What ``text`` says about ``layer``: the words after ``I...Layer NAME:`` (the name again, as
+    TopK repeats it, and the source location dropped); the whole text where it names no such layer."""
+    found = re.search(rf"\bI\w*Layer {re.escape(layer)}: (?:{re.escape(layer)}: )?", text)
+    if found is None:
+        return text
+    rest = text[found.end() :]
+    end = _LAYER_REASON_END.search(rest)
+    return rest[: end.start() if end else len(rest)].strip().rstrip(".")
+
+
+def refused_point(text: str) -> tuple[int, str] | None:
+    """The profile and point (``min``, ``opt`` or ``max``) TensorRT says violate its shape constraints, if it says."""
+    found = _PROFILE_POINT.search(text)
+    return (int(found[2]), found[1].lower()) if found else None
+
+
 def clean_lines(messages: Iterable[str], noise: Iterable[str] = ()) -> list[str]:
     """The lines of ``messages`` without C++ source locations, noise, repeats or terminal control
     sequences (a progress display may redraw while the C stderr is being caught)."""
