@@ -1078,7 +1078,7 @@ class OciRegistry:
             held = self.manifest_digest(tag)
         if held is not None and held != replacing:
             detail = f"{reference} holds an entry this run did not prove damaged (another runner's, say): kept"
-            return PublishOutcome("unchanged", reference, detail, warnings)
+            return PublishOutcome("unchanged", reference, detail, warnings, extra={"digest": held, "oci_tag": tag})
         digest = self._put_image(image, tag)
         status = written_status("new" if held is None else "replace")
         return PublishOutcome(status, reference, "", warnings, extra={"digest": digest, "oci_tag": tag})
