@@ -427,16 +427,18 @@ def test_an_edited_manifest_is_never_unchanged_and_sign_keeps_it(project: Path, 
     signed = manifest_file.read_text()
     assert signed != built and '"signature"' in signed
     assert _statuses(_ci(project, out))["fp32.yaml"] == "unchanged" and manifest_file.read_text() == signed
-    # and the attestation trtforge sign --attest adds: it covers the manifest as it is (ci restored
-    # the unsigned build's set, deleting both)
+    # and the attestation trtforge sign --attest adds: it covers the manifest as it is, and its
+    # signer is a key the run trusts (ci restored the unsigned build's set, deleting both); an
+    # unsigned run trusts no key of its own (tests/test_ci_attestation.py: without --trusted-key)
     assert runner.invoke(app, ["sign", str(engine), "--key", str(keys), "--attest"]).exit_code == 0
     attested = manifest_file.read_text()
     attestation = engine.with_name(engine.name.replace(".engine", ".intoto.jsonl"))
     assert attestation.is_file()
-    assert _statuses(_ci(project, out))["fp32.yaml"] == "unchanged"
+    trusted = ("--trusted-key", f"{keys}.pub")
+    assert _statuses(_ci(project, out, *trusted))["fp32.yaml"] == "unchanged"
     assert manifest_file.read_text() == attested and attestation.is_file()
     attestation.write_text("{}")  # no longer an attestation of this manifest: the build's set comes back
-    assert _statuses(_ci(project, out))["fp32.yaml"] == "restored" and not attestation.exists()
+    assert _statuses(_ci(project, out, *trusted))["fp32.yaml"] == "restored" and not attestation.exists()
 
 
 def test_an_artifact_is_its_records_build_only_where_every_fact_agrees(project: Path, tmp_path: Path) -> None:

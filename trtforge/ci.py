@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -65,7 +65,7 @@ from trtforge.mixedprecision import GRAPH_REVISIONS
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-    from trtforge.keys import SigningKey
+    from trtforge.keys import SigningKey, TrustedKey
     from trtforge.spec import Spec
 
 #: a build-cache entry's description of the artifact it holds
@@ -377,10 +377,13 @@ def _report_problem(engine: Path, manifest: Any) -> str | None:
     return f"{report.name} is {'missing' if found is None else 'not the report its manifest pins'}"
 
 
-def _out_problem(engine: Path, entry: Path, spec: Spec, inputs: dict[str, Any], record: CacheRecord) -> str | None:
+def _out_problem(
+    engine: Path, entry: Path, spec: Spec, inputs: dict[str, Any], record: CacheRecord, trusted: Sequence[TrustedKey]
+) -> str | None:
     """Why the artifact at ``engine`` (in --out) is not the whole set the cache ``entry`` holds:
     :func:`artifact_problem`, then its attestation (which no manifest pins), byte for byte, or one
-    ``sign --attest`` added since; either must cover the manifest beside it."""
+    ``sign --attest`` added since whose signature a ``trusted`` key verifies (anyone can write an
+    envelope naming the manifest); either must cover the manifest beside it."""
     from trtforge.manifest import attestation_path
 
     problem = artifact_problem(engine, spec, inputs, record)
@@ -391,8 +394,17 @@ def _out_problem(engine: Path, entry: Path, spec: Spec, inputs: dict[str, Any], 
         found, built = _companion(attestation), _companion(attestation_path(entry / engine.name))
         if found is None and built is None:
             return None
-        if found not in (None, _NOT_A_FILE) and _attested_since(engine):
-            return None  # the build's attestation, or one `sign --attest` added since: either covers the manifest
+        if found not in (None, _NOT_A_FILE) and _covers_manifest(engine):
+            if found == built:
+                return None  # the build's attestation, which the cache holds byte for byte
+            # one `sign --attest` added since stays, as a signature `sign` adds does, only when a key
+            # this run trusts signed it: `publish` pushes it, `verify-provenance` and `pull` judge it
+            from trtforge.provenance import unverified_attestation  # only here: it loads the signing code
+
+            unverified = unverified_attestation(engine, trusted)
+            if unverified is None:
+                return None
+            return f"{attestation.name} was added since its build and no key of this run verifies it: {unverified}"
         if found == built:  # the build's, but its manifest was signed again since
             return f"{attestation.name} does not cover the manifest beside it (signed again or edited since its build)"
     except OSError as exc:
@@ -400,9 +412,8 @@ def _out_problem(engine: Path, entry: Path, spec: Spec, inputs: dict[str, Any], 
     return f"{attestation.name} is not its build's (edited, removed or left by another build)"
 
 
-def _attested_since(engine: Path) -> bool:
-    """Whether ``engine`` has an attestation ``trtforge sign --attest`` added after its build: one
-    that covers the manifest as it is now. It stays, as a signature ``trtforge sign`` adds does."""
+def _covers_manifest(engine: Path) -> bool:
+    """Whether the attestation beside ``engine`` names the manifest as it is now among its subjects."""
     from trtforge.manifest import attestation_path, manifest_path_for
     from trtforge.provenance import stale_attestation
 
@@ -525,6 +536,14 @@ class CiOptions:
     triton: str | None = None  # a Triton release (``--triton`` or trtforge.yaml): refuse what it cannot load
     cc: str | None = None  # ``--cc``: each spec for this one of its GPU targets (a GPU job of ``trtforge matrix``)
     signing_key: SigningKey | None = None  # each build signs with it; None: no signing
+    #: ``--trusted-key`` (or ``$TRTFORGE_TRUSTED_KEY``): who else may attest an artifact after its build
+    trusted_keys: tuple[TrustedKey, ...] = ()
+
+    def attesters(self) -> tuple[TrustedKey, ...]:
+        """The keys whose attestation added after a build keeps it unchanged: the signing key's
+        public half, and the trusted keys."""
+        own = (self.signing_key.public_half(),) if self.signing_key else ()
+        return own + self.trusted_keys
 
 
 def for_cc(spec: Spec, cc: str | None) -> Spec:
@@ -702,6 +721,7 @@ def _reuse(
     started: float,
     reporter: Any,
     remote: bool,
+    trusted: Sequence[TrustedKey] = (),
 ) -> SpecResult | None:
     """The build the key describes: found in ``out`` (unchanged) or restored from the cache entry.
     None when the entry cannot provide it: a corrupt record or a damaged cached engine is
@@ -715,7 +735,7 @@ def _reuse(
         _discard(entry)
         return None
     engine = out / record.engine
-    problem = _out_problem(engine, entry, spec, inputs, record)
+    problem = _out_problem(engine, entry, spec, inputs, record, trusted)
     status, message = SpecStatus.UNCHANGED, "inputs unchanged: skipped"
     if problem:
         damaged = artifact_problem(entry / record.engine, spec, inputs, record)
@@ -771,7 +791,15 @@ def _reused(
 
 
 def _unchanged(
-    spec_path: str, spec: Spec, inputs: dict[str, Any], key: str, entry: Path, out: Path, started: float, reporter: Any
+    spec_path: str,
+    spec: Spec,
+    inputs: dict[str, Any],
+    key: str,
+    entry: Path,
+    out: Path,
+    started: float,
+    reporter: Any,
+    trusted: Sequence[TrustedKey] = (),
 ) -> SpecResult | None:
     """The artifact in ``out`` when it is the very build ``key`` describes, found without the
     output folder's lock: it only reads (a commit under way elsewhere shows as a mismatch, which
@@ -781,7 +809,7 @@ def _unchanged(
     except InvalidInputError:
         return None
     engine = out / record.engine
-    if record.key != key or _out_problem(engine, entry, spec, inputs, record) is not None:
+    if record.key != key or _out_problem(engine, entry, spec, inputs, record, trusted) is not None:
         return None
     message = "inputs unchanged: skipped"
     reporter.info(f"{spec.name}: {message}")
@@ -817,7 +845,10 @@ def run_one(
         inputs = build_inputs(spec, choice.flavor, installed_version(choice.flavor) or "", signer)
         key = build_key(inputs)
         entry = options.cache_dir / "builds" / key
-        unchanged = _unchanged(spec_path, spec, inputs, key, entry, out, started, reporter) if entry.exists() else None
+        trusted = options.attesters()
+        unchanged = (
+            _unchanged(spec_path, spec, inputs, key, entry, out, started, reporter, trusted) if entry.exists() else None
+        )
         if unchanged is not None:
             return unchanged
         from trtforge.artifact import artifact_lock
@@ -827,14 +858,14 @@ def run_one(
         with artifact_lock(out, spec.name, spec.precision):
             reused = None
             if entry.exists():
-                reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, remote=False)
+                reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, False, trusted)
             if reused is not None or not allow_build:
                 return reused
             lookup = RemoteLookup()
             if options.remote_cache:
                 lookup = _pull_remote(options, spec, inputs, key, entry, reporter)
                 if lookup.restored:
-                    reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, remote=True)
+                    reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, True, trusted)
                     if reused is not None:
                         return reused
             from trtforge.build import build_spec

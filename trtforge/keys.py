@@ -23,6 +23,10 @@ class SigningKey:
     #: what a command that signs with it says first (a key file other users may read), or None
     warning: str | None = None
 
+    def public_half(self) -> TrustedKey:
+        """The key that verifies its signatures: a run that signs trusts what it signs itself."""
+        return TrustedKey(self.private_key.public_key(), self.key_id, self.source)
+
 
 @dataclass(frozen=True)
 class TrustedKey:
@@ -34,6 +38,7 @@ class TrustedKey:
 
 
 SIGNING_KEY_ENV = "TRTFORGE_SIGNING_KEY"
+TRUSTED_KEY_ENV = "TRTFORGE_TRUSTED_KEY"
 
 
 def signing_requested(path: Path | None) -> bool:

@@ -445,6 +445,22 @@ def stale_attestation(engine: Path, manifest_bytes: bytes) -> Path | None:
     return None if sha256_bytes(manifest_bytes) in digests else path
 
 
+def unverified_attestation(engine: Path, trusted: Sequence[TrustedKey]) -> str | None:
+    """Why no key of ``trusted`` vouches for the attestation beside ``engine``, as
+    ``verify-provenance`` judges its envelope and signer (:func:`read_envelope`, :func:`_signer_of`):
+    malformed, not in-toto, unsigned, signed by a key not among them, a signature that does not
+    verify. None when one's signature verifies. One small file read and one signature checked."""
+    path = attestation_path(engine)
+    try:
+        wrapped = read_envelope(path)
+        if wrapped.payload_type != PAYLOAD_TYPE:
+            raise _refuse(path, f"payloadType is {wrapped.payload_type!r}, not {PAYLOAD_TYPE}")
+        _signer_of(wrapped, path, trusted)
+    except IncompatibleEngineError as exc:
+        return exc.reasons[0] if exc.reasons else first_line(exc)
+    return None
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
         return f"the DSSE field {exc.args[0]!r} is missing"

@@ -5,7 +5,7 @@ inode, size, mtime and ctime) of everything its verdict rests on: the folders se
 every spec and project file, each spec's model (with its external data files), labels and data
 files and the folders its data globs list, and each artifact's files (engine, manifest, report,
 attestation: present or not) and build-cache record, with the backend each spec resolved to.
-The next run of the same command line (its ``$HOME`` and signing key included) whose stamps all
+The next run of the same command line (its ``$HOME``, signing key and trusted keys included) whose stamps all
 match, and whose backends resolve to the same versions, is that run again: it reports the same
 results without parsing a spec or reading an artifact, so it costs a stat per file (constant per
 spec, flat in model size). Anything else runs in full, and records again. Only files that had
@@ -50,8 +50,9 @@ MAX_RERUN_BYTES = 16 * 1024 * 1024
 
 def rerun_file(targets: list[Path], options: CiOptions) -> Path:
     """The record of one command line: its targets, working folder, output folder and backend, this
-    trtforge and Python, the key it signs with, and the home folder a spec's ``~/`` paths resolve to (the
-    record watches the files they resolved to: another ``$HOME`` is another set of files)."""
+    trtforge and Python, the key it signs with and the keys it trusts, and the home folder a spec's
+    ``~/`` paths resolve to (the record watches the files they resolved to: another ``$HOME`` is
+    another set of files)."""
     line = [
         __version__,
         GRAPH_REVISIONS,
@@ -64,6 +65,7 @@ def rerun_file(targets: list[Path], options: CiOptions) -> Path:
         options.triton,
         options.cc,
         options.signing_key.key_id if options.signing_key else None,
+        sorted(key.key_id for key in options.trusted_keys),  # whose attestation added since keeps a set unchanged
         os.path.expanduser("~"),
     ]
     key = json_sha256(line)

@@ -37,7 +37,7 @@ from trtforge.compat import SignatureStatus
 from trtforge.environment import file_problem
 from trtforge.errors import IncompatibleEngineError, InvalidInputError, disk_error
 from trtforge.fsutil import staged_file
-from trtforge.keys import SIGNING_KEY_ENV, SigningKey, TrustedKey
+from trtforge.keys import SIGNING_KEY_ENV, TRUSTED_KEY_ENV, SigningKey, TrustedKey
 from trtforge.manifest import ArtifactPaths, Manifest
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ ECDSA_P256 = "ecdsa-p256"
 #: the key types ``keygen --type`` creates and every command accepts; the first is the default
 KEY_TYPES = (ALGORITHM, ECDSA_P256)
 SIGNING_KEY_PASSWORD_ENV = "TRTFORGE_SIGNING_KEY_PASSWORD"
-TRUSTED_KEY_ENV = "TRTFORGE_TRUSTED_KEY"
 KEY_ID_LENGTH = 16
 PUBLIC_SUFFIX = ".pub"
 

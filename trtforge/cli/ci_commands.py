@@ -14,6 +14,7 @@ from trtforge.cli.common import (
     InsecureOption,
     JsonOption,
     OutOption,
+    TrustedKeyOption,
     backend_value,
     emit_json,
     exits_cleanly,
@@ -26,7 +27,7 @@ from trtforge.cli.common import (
 from trtforge.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    pass
+    from trtforge.keys import TrustedKey
 
 app = typer.Typer()
 
@@ -77,6 +78,7 @@ def ci(
             help="Build each spec for this one of its GPU targets (what a GPU job of `trtforge matrix` runs).",
         ),
     ] = None,
+    trusted_key: TrustedKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build every spec, skipping those whose inputs are unchanged; exit with the most severe outcome."""
@@ -106,6 +108,7 @@ def ci(
         release,
         gpu,
         signing_key=said(signing_key_from_env()),
+        trusted_keys=_trusted_keys(trusted_key),
     )
     report = run_or_replay(list(targets or []), options, jobs or usable_cores(), console, reports)
     render_ci_table(report, console)
@@ -114,6 +117,21 @@ def ci(
         emit_json(report.to_dict())
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+def _trusted_keys(paths: list[Path] | None) -> tuple[TrustedKey, ...]:
+    """``--trusted-key`` (else ``$TRTFORGE_TRUSTED_KEY``): whose attestation added after a build
+    ``ci`` keeps. Read before any replay (a key that cannot be read is exit 2 on an unchanged
+    rerun too); neither given, nothing is read and no signing code is imported."""
+    import os
+
+    from trtforge.keys import TRUSTED_KEY_ENV
+
+    if not paths and not os.environ.get(TRUSTED_KEY_ENV):
+        return ()
+    from trtforge.signing import load_trusted_keys
+
+    return load_trusted_keys(paths or ())
 
 
 def _flag_release(name: str | None) -> str | None:
