@@ -14,14 +14,19 @@ trtforge's own input listing (``build_input_paths``, ``build_inputs``) is used.
 
 The files change the ways files change under a CI checkout: other bytes (with the mtime set back,
 so only ctime tells), the same bytes again (in place, or a new inode), a data file added, removed or
-renamed, a spec's meaning or only a comment, an artifact deleted or one engine byte flipped, the
-flags and signing key of the run, and no change at all. Steps run ~0.1 s apart with files settling
-after 50 ms, so the digest cache and the replay of an all-unchanged run (``trtforge.rerun``) answer
-as they would after a real pause, and are held to the same truth.
+renamed, a spec's meaning or only a comment, an artifact deleted or one engine byte flipped, an
+attestation added after the build (``trtforge sign --attest`` by the run's key or another, or one
+whose signature was then flipped or dropped), the flags and signing key of the run, and no change
+at all. The one set in ``--out`` other than its build's that is ``unchanged``: the build's after
+``sign --attest`` by the key the run signs with (README "CI pipelines"); any other is restored.
+Steps run ~0.1 s apart with files settling after 50 ms, so the digest cache and the replay of an
+all-unchanged run (``trtforge.rerun``) answer as they would after a real pause, and are held to
+the same truth.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -164,6 +169,10 @@ class CiMachine(RuleBasedStateMachine):
         self.out = self.root.parent / f"{self.root.name}-out"
         self.cache = self.root.parent / f"{self.root.name}-cache"  # each example's own: a shrunk one replays alike
         self.builds: dict[tuple[Any, ...], Built] = {}  # what each set of inputs built, as the cache holds it
+        #: the set ``sign --attest`` by the run's own key made of each inputs' build: unchanged too
+        self.attested: dict[tuple[Any, ...], Built] = {}
+        #: each spec's inputs and artifact at the last run
+        self.last: dict[str, tuple[tuple[Any, ...], str]] = {}
         self.spec_state = {spec: (3, False) for spec in SPECS}
         (self.root / "cal").mkdir()
         (self.root / "acc").mkdir()
@@ -210,7 +219,8 @@ class CiMachine(RuleBasedStateMachine):
         known = self.builds.get(inputs)
         if known is None:
             return "built"
-        return "unchanged" if _artifact(self.out, known.engine) == known.files else "restored"
+        found = Built(known.engine, _artifact(self.out, known.engine))
+        return "unchanged" if found in (known, self.attested.get(inputs)) else "restored"
 
     # ------------------------------------------------------------ one run and its invariant
 
@@ -231,10 +241,14 @@ class CiMachine(RuleBasedStateMachine):
             engine = Path(results[spec]["engine"])
             assert engine.parent == self.out
             files = _artifact(self.out, engine.name)
+            self.last[spec] = (inputs[spec], engine.name)
             if statuses[spec] == "built":
                 self.builds[inputs[spec]] = Built(engine.name, files)
-            else:  # the very build of these inputs, byte for byte
+                self.attested.pop(inputs[spec], None)
+            elif statuses[spec] == "restored":  # the very build of these inputs, byte for byte
                 assert Built(engine.name, files) == self.builds[inputs[spec]], f"{why}: {spec}"
+            else:  # that, or it attested by the run's own key since
+                assert Built(engine.name, files) in (self.builds[inputs[spec]], self.attested.get(inputs[spec]))
             if statuses[spec] == "unchanged":  # not even rewritten with the same bytes
                 stem = engine.name.removesuffix(".engine")
                 names = [stem + suffix for suffix in ARTIFACT_SUFFIXES]
@@ -380,6 +394,35 @@ class CiMachine(RuleBasedStateMachine):
             suffix = {"engine": ".engine", "manifest": ".manifest.json", "report": ".accuracy.json"}.get(how)
             (self.out / (stem + (suffix or ".intoto.jsonl"))).unlink(missing_ok=True)
         self._run(f"damage {engine.name} ({how})")
+
+    @rule(spec=st.sampled_from(SPECS), by=st.sampled_from(["a", "b"]), forge=st.sampled_from([None, "flip", "drop"]))
+    def attest(self, spec: str, by: str, forge: str | None) -> None:
+        """``trtforge sign ENGINE --key K --attest`` after the build (another statement than the
+        build's: the inputs its manifest records), by the run's key or another; ``forge``: its
+        envelope's signature then flipped or dropped, its subject still the manifest. An unsigned
+        run trusts no key here (no ``--trusted-key``): its build's set is restored at once, so an
+        unsigned set left with only the signature ``sign`` added (its build's, by the README, which
+        this model does not follow) never comes of it."""
+        inputs, name = self.last[spec]
+        engine = self.out / name
+        if not engine.is_file():
+            return
+        key = self.shared.base / f"key-{by}"
+        done = runner.invoke(app, ["sign", str(engine), "--key", str(key), "--attest"])
+        assert done.exit_code == 0, done.stderr
+        attestation = engine.with_name(name.removesuffix(".engine") + ".intoto.jsonl")
+        if forge is not None:
+            envelope = json.loads(attestation.read_text())
+            if forge == "flip":
+                signature = bytearray(base64.b64decode(envelope["signatures"][0]["sig"]))
+                signature[0] ^= 0x01
+                envelope["signatures"][0]["sig"] = base64.b64encode(bytes(signature)).decode()
+            else:
+                envelope["signatures"] = []
+            attestation.write_text(json.dumps(envelope) + "\n")
+        elif by == self.signer and inputs == self._inputs(spec):
+            self.attested[inputs] = Built(name, _artifact(self.out, name))
+        self._run(f"sign --attest {name} by key {by}" + (f", signature {forge}" if forge else ""))
 
     # ------------------------------------------------------------ rules: the run
 
