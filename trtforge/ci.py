@@ -711,47 +711,53 @@ def _push_remote(
     reporter.warn(f"could not store the build in the remote cache ({reason}); the artifact itself is fine")
 
 
-def _reuse(
-    spec_path: str,
-    spec: Spec,
-    inputs: dict[str, Any],
-    key: str,
-    entry: Path,
-    out: Path,
-    started: float,
-    reporter: Any,
-    remote: bool,
-    trusted: Sequence[TrustedKey] = (),
-) -> SpecResult | None:
+@dataclass(frozen=True)
+class CachedBuild:
+    """One spec's build as its key names it in the cache (``entry``), and where ``ci`` looks for its
+    artifact (``out``): what :func:`_unchanged` and :func:`_reuse` compare."""
+
+    spec_path: str
+    spec: Spec
+    inputs: dict[str, Any]
+    key: str
+    entry: Path
+    out: Path
+    started: float
+    #: whose attestation added after the build keeps it unchanged (``CiOptions.attesters``)
+    trusted: tuple[TrustedKey, ...] = ()
+
+
+def _reuse(build: CachedBuild, reporter: Any, remote: bool) -> SpecResult | None:
     """The build the key describes: found in ``out`` (unchanged) or restored from the cache entry.
     None when the entry cannot provide it: a corrupt record or a damaged cached engine is
     discarded with a warning, and the spec is built again."""
+    spec, entry = build.spec, build.entry
     try:
         record = read_record(entry)
-        if record.key != key:
+        if record.key != build.key:
             raise InvalidInputError(f"{entry / RECORD_FILE}: it records another build key ({_short(record.key)})")
     except InvalidInputError as exc:
         reporter.warn(f"{spec.name}: corrupt build-cache record ({exc}): rebuilding")
         _discard(entry)
         return None
-    engine = out / record.engine
-    problem = _out_problem(engine, entry, spec, inputs, record, trusted)
+    engine = build.out / record.engine
+    problem = _out_problem(engine, entry, spec, build.inputs, record, build.trusted)
     status, message = SpecStatus.UNCHANGED, "inputs unchanged: skipped"
     if problem:
-        damaged = artifact_problem(entry / record.engine, spec, inputs, record)
+        damaged = artifact_problem(entry / record.engine, spec, build.inputs, record)
         if damaged:
             reporter.warn(f"{spec.name}: build-cache entry {entry} is unusable ({damaged}): rebuilding")
             _discard(entry)
             return None
         from trtforge.manifest import ENGINE_SUFFIX
 
-        swept = _restore(entry, out, spec, record.engine.removesuffix(ENGINE_SUFFIX))
+        swept = _restore(entry, build.out, spec, record.engine.removesuffix(ENGINE_SUFFIX))
         if swept:
             reporter.info(f"{spec.name}: {swept}")
         where = "the remote build cache" if remote else "the build cache"
         status, message = SpecStatus.RESTORED, f"inputs unchanged: restored from {where}"
     reporter.info(f"{spec.name}: {message}" + (f" ({problem})" if problem else ""))
-    return _reused(spec_path, spec.name, status, message, engine, record, started)
+    return _reused(build.spec_path, spec.name, status, message, engine, record, build.started)
 
 
 def accuracy_step(accuracy: dict[str, Any]) -> StepResult:
@@ -790,30 +796,22 @@ def _reused(
     )
 
 
-def _unchanged(
-    spec_path: str,
-    spec: Spec,
-    inputs: dict[str, Any],
-    key: str,
-    entry: Path,
-    out: Path,
-    started: float,
-    reporter: Any,
-    trusted: Sequence[TrustedKey] = (),
-) -> SpecResult | None:
+def _unchanged(build: CachedBuild, reporter: Any) -> SpecResult | None:
     """The artifact in ``out`` when it is the very build ``key`` describes, found without the
     output folder's lock: it only reads (a commit under way elsewhere shows as a mismatch, which
     leaves the answer to the locked path). None for anything else, which the locked path handles."""
     try:
-        record = read_record(entry)
+        record = read_record(build.entry)
     except InvalidInputError:
         return None
-    engine = out / record.engine
-    if record.key != key or _out_problem(engine, entry, spec, inputs, record, trusted) is not None:
+    engine = build.out / record.engine
+    if record.key != build.key:
+        return None
+    if _out_problem(engine, build.entry, build.spec, build.inputs, record, build.trusted) is not None:
         return None
     message = "inputs unchanged: skipped"
-    reporter.info(f"{spec.name}: {message}")
-    return _reused(spec_path, spec.name, SpecStatus.UNCHANGED, message, engine, record, started)
+    reporter.info(f"{build.spec.name}: {message}")
+    return _reused(build.spec_path, build.spec.name, SpecStatus.UNCHANGED, message, engine, record, build.started)
 
 
 def run_one(
@@ -845,10 +843,8 @@ def run_one(
         inputs = build_inputs(spec, choice.flavor, installed_version(choice.flavor) or "", signer)
         key = build_key(inputs)
         entry = options.cache_dir / "builds" / key
-        trusted = options.attesters()
-        unchanged = (
-            _unchanged(spec_path, spec, inputs, key, entry, out, started, reporter, trusted) if entry.exists() else None
-        )
+        build = CachedBuild(spec_path, spec, inputs, key, entry, out, started, options.attesters())
+        unchanged = _unchanged(build, reporter) if entry.exists() else None
         if unchanged is not None:
             return unchanged
         from trtforge.artifact import artifact_lock
@@ -858,14 +854,14 @@ def run_one(
         with artifact_lock(out, spec.name, spec.precision):
             reused = None
             if entry.exists():
-                reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, False, trusted)
+                reused = _reuse(build, reporter, remote=False)
             if reused is not None or not allow_build:
                 return reused
             lookup = RemoteLookup()
             if options.remote_cache:
                 lookup = _pull_remote(options, spec, inputs, key, entry, reporter)
                 if lookup.restored:
-                    reused = _reuse(spec_path, spec, inputs, key, entry, out, started, reporter, True, trusted)
+                    reused = _reuse(build, reporter, remote=True)
                     if reused is not None:
                         return reused
             from trtforge.build import build_spec
